@@ -1,0 +1,5 @@
+"""``python -m mcp_acp`` runs the CLI."""
+
+from mcp_acp.cli import main
+
+main()

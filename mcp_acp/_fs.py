@@ -1,0 +1,80 @@
+"""Private files: 0700 directories, 0600 files, atomic replacement, ownership checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_text", "ensure_private_dir", "unsafe_permissions"]
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if missing; directories we create get mode 0700."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a 0600 file, replacing it atomically.
+
+    The data goes to a temporary file in the same directory, is flushed and fsynced, then
+    renamed over ``path``; the directory is fsynced so the rename survives a crash. A reader
+    (or a crash) sees the old file or the new one, never a half-written file.
+    """
+    ensure_private_dir(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def unsafe_permissions(path: Path) -> str | None:
+    """Why ``path`` (a file or directory) cannot be trusted, or ``None`` if it can.
+
+    Untrusted: owned by another user (other than root), or writable by group or others —
+    anyone who can write there could rewrite the policy or the config.
+    """
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        target = path.resolve()
+        if target.exists():
+            return unsafe_permissions(target)
+        return f"{path} is a dangling symlink"
+    if info.st_uid not in (os.geteuid(), 0):
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    is_dir = stat.S_ISDIR(info.st_mode)
+    if is_dir and info.st_mode & stat.S_ISVTX:
+        return None  # sticky (like /tmp): others cannot rename or delete our files in it
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        kind = "directory" if is_dir else "file"
+        return (
+            f"{kind} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+    return None

@@ -1,0 +1,411 @@
+"""The ``mcp-acp`` command line.
+
+Every failure a user can cause ends in one line on stderr — ``<kind> error: <what> — fix:
+<how>`` — and the exit code of its class (see :mod:`mcp_acp.errors`); ``--debug`` adds the
+traceback. Plugins add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from mcp_acp import __version__
+from mcp_acp.config import (
+    Config,
+    config_error_from_validation,
+    default_log_dir,
+    load_config,
+    redacted,
+    resolve_config_path,
+    save_config,
+)
+from mcp_acp.errors import ConfigError, McpAcpError
+from mcp_acp.plugins import PluginSet, add_plugin_commands
+from mcp_acp.policy.model import PolicyFile
+from mcp_acp.registry import Kind
+from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
+
+__all__ = ["cli", "main"]
+
+DEBUG_ENV = "MCP_ACP_DEBUG"
+
+
+class _Cli(click.Group):
+    """A group that adds the allowed plugins' commands when it is asked for them."""
+
+    def _plugin_commands(self, ctx: click.Context, *, strict: bool) -> dict[str, click.Command]:
+        if "plugin_commands" not in ctx.meta:
+            try:
+                plugins = _load_plugins(ctx)
+                scratch = click.Group(commands=dict(self.commands))
+                add_plugin_commands(scratch, plugins)
+                ctx.meta["plugin_commands"] = {
+                    name: cmd for name, cmd in scratch.commands.items() if name not in self.commands
+                }
+            except McpAcpError:
+                if strict:
+                    raise
+                return {}  # listing commands for --help must not fail on a broken config
+        commands: dict[str, click.Command] = ctx.meta["plugin_commands"]
+        return commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*self.commands, *self._plugin_commands(ctx, strict=False)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) or self._plugin_commands(ctx, strict=True).get(cmd_name)
+
+
+def _config_path(ctx: click.Context) -> Path:
+    root = ctx.find_root()
+    return resolve_config_path(root.params.get("config"))
+
+
+def _load_plugins(ctx: click.Context) -> PluginSet:
+    """Plugins as the config allows them; with no config file yet, as the env allows."""
+    path = _config_path(ctx)
+    config = load_config(path) if path.exists() else None
+    return plugins_for(config)
+
+
+@click.group(cls=_Cli)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MCP_ACP_CONFIG",
+    help="Config file (default: config.json in the platform config dir).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="mcp-acp")
+def cli(config: Path | None, debug: bool) -> None:
+    """mcp-acp: Zero Trust access control between MCP clients and servers."""
+
+
+# ---------------------------------------------------------------- init
+
+
+def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
+    """Parse ``NAME`` or ``NAME=JSON`` (the component's options) from a flag."""
+    if value is None:
+        return None
+    name, sep, raw = value.partition("=")
+    if not sep:
+        return {"use": name}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{flag} {value!r}: the options after '=' are not valid JSON ({exc.msg})",
+            fix=f"""write it as {flag} 'NAME={{"key": "value"}}'""",
+        ) from exc
+    if not isinstance(options, dict):
+        raise ConfigError(
+            f"{flag} {value!r}: the options after '=' must be a JSON object",
+            fix=f"""write it as {flag} 'NAME={{"key": "value"}}'""",
+        )
+    return {"use": name, "config": options}
+
+
+def _pairs(values: Sequence[str], flag: str, sep: str = "=") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, found, value = item.partition(sep)
+        if not found or not key.strip():
+            raise ConfigError(
+                f"{flag} {item!r} is not KEY{sep}VALUE", fix=f"write it as {flag} KEY{sep}VALUE"
+            )
+        out[key.strip()] = value.strip() if sep == ":" else value
+    return out
+
+
+def _prompt_missing(values: dict[str, Any], plugins_installed: Sequence[str]) -> None:
+    """Interactive init: ask for what the flags did not give."""
+    if values["backend_command"] is None and values["backend_url"] is None:
+        transport = click.prompt(
+            "Backend transport", type=click.Choice(["stdio", "http"]), default="stdio"
+        )
+        if transport == "stdio":
+            line = click.prompt(
+                "Backend command line (e.g. npx -y @modelcontextprotocol/"
+                "server-filesystem /home/me/project)"
+            )
+            argv = shlex.split(line)
+            values["backend_command"], values["backend_arg"] = argv[0], tuple(argv[1:])
+        else:
+            values["backend_url"] = click.prompt("Backend URL (https://…/mcp)")
+    if not values["plugin"] and plugins_installed:
+        answer = click.prompt(
+            f"Plugins to allow (installed: {', '.join(plugins_installed)}; comma-separated)",
+            default="",
+            show_default=False,
+        )
+        values["plugin"] = tuple(p.strip() for p in answer.split(",") if p.strip())
+    if values["identity"] is None:
+        values["identity"] = click.prompt("Identity provider", default="local")
+    if values["approver"] is None:
+        values["approver"] = click.prompt("Approver for 'ask' rules", default="deny")
+    if values["log_dir"] is None:
+        values["log_dir"] = Path(
+            click.prompt("Audit log directory", default=str(default_log_dir()))
+        )
+
+
+def _config_from_flags(values: dict[str, Any]) -> Config:
+    if values["backend_command"] and values["backend_url"]:
+        raise ConfigError(
+            "--backend-command and --backend-url both given",
+            fix="a proxy has one backend: pass only one of them",
+        )
+    backend: dict[str, Any]
+    if values["backend_url"]:
+        backend = {
+            "transport": "http",
+            "url": values["backend_url"],
+            "headers": _pairs(values["backend_header"], "--backend-header", ":"),
+        }
+        if values["backend_timeout"] is not None:
+            backend["timeout_seconds"] = values["backend_timeout"]
+    elif values["backend_command"]:
+        backend = {
+            "transport": "stdio",
+            "command": values["backend_command"],
+            "args": list(values["backend_arg"]),
+            "env": _pairs(values["backend_env"], "--backend-env"),
+        }
+        if values["backend_cwd"] is not None:
+            backend["cwd"] = str(values["backend_cwd"])
+    else:
+        raise ConfigError(
+            "no backend given",
+            fix="pass --backend-command CMD [--backend-arg ARG …] or --backend-url URL",
+        )
+    data: dict[str, Any] = {"backend": backend, "plugins": {"allow": list(values["plugin"])}}
+    for field, flag in (
+        ("identity", "--identity"),
+        ("approver", "--approver"),
+        ("token_storage", "--token-storage"),
+    ):
+        ref = _component_option(values[field], flag)
+        if ref is not None:
+            data[field] = ref
+    posture: dict[str, Any] = {
+        "checks": [_component_option(v, "--posture-check") for v in values["posture_check"]]
+    }
+    if values["posture_interval"] is not None:
+        posture["interval_seconds"] = values["posture_interval"]
+    data["posture"] = posture
+    if values["log_dir"] is not None:
+        data["audit"] = {"log_dir": str(Path(values["log_dir"]).expanduser().absolute())}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, "mcp-acp init flags") from exc
+
+
+@cli.command()
+@click.option("--non-interactive", is_flag=True, help="Never prompt; take every field from flags.")
+@click.option("--force", is_flag=True, help="Replace an existing config file.")
+@click.option("--backend-command", metavar="CMD", help="stdio backend: executable to start.")
+@click.option(
+    "--backend-arg", multiple=True, metavar="ARG", help="stdio backend: one argument (repeat)."
+)
+@click.option(
+    "--backend-env", multiple=True, metavar="KEY=VALUE", help="stdio backend: environment (repeat)."
+)
+@click.option(
+    "--backend-cwd", type=click.Path(path_type=Path), help="stdio backend: working directory."
+)
+@click.option("--backend-url", metavar="URL", help="streamable-HTTP backend URL.")
+@click.option(
+    "--backend-header", multiple=True, metavar="NAME:VALUE", help="HTTP backend: header (repeat)."
+)
+@click.option(
+    "--backend-timeout", type=float, metavar="SECONDS", help="HTTP backend: request timeout."
+)
+@click.option("--identity", metavar="NAME[=JSON]", help="Identity provider (default: local).")
+@click.option("--approver", metavar="NAME[=JSON]", help="Approver for 'ask' rules (default: deny).")
+@click.option("--token-storage", metavar="NAME[=JSON]", help="Token storage (default: none).")
+@click.option(
+    "--posture-check", multiple=True, metavar="NAME[=JSON]", help="Posture check (repeat)."
+)
+@click.option("--posture-interval", type=float, metavar="SECONDS", help="Posture monitor period.")
+@click.option(
+    "--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Audit log directory."
+)
+@click.option("--plugin", multiple=True, metavar="NAME", help="Installed plugin to allow (repeat).")
+@click.pass_context
+def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: Any) -> None:
+    """Write a new config file (interactively, or entirely from flags)."""
+    path = _config_path(ctx)
+    if path.exists() and not force:
+        raise ConfigError(
+            f"a config file already exists at {path}; nothing was changed",
+            fix="pass --force to replace it, or edit it and run 'mcp-acp config validate'",
+        )
+    if not non_interactive:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "init needs answers but standard input is not a terminal",
+                fix="pass --non-interactive with the flags (see 'mcp-acp init --help')",
+            )
+        installed = [
+            p.name
+            for p in plugins_for(None, {"MCP_ACP_PLUGINS": ""}).plugins
+            if p.status == "not allowed"
+        ]
+        _prompt_missing(values, installed)
+    config = _config_from_flags(values)
+    runtime = resolve_runtime(config, path, source="mcp-acp init flags")
+    save_config(config, path)
+    click.echo(f"wrote {path}")
+    click.echo(_summary(runtime.config, runtime.plugins))
+
+
+# ---------------------------------------------------------------- config
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Show, check or locate the config file."""
+
+
+@config_group.command("path")
+@click.pass_context
+def config_path(ctx: click.Context) -> None:
+    """Print the config file path in use (--config, MCP_ACP_CONFIG or the default)."""
+    click.echo(str(_config_path(ctx)))
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective config, defaults filled in, secrets redacted."""
+    config = load_config(_config_path(ctx))
+    click.echo(json.dumps(redacted(config.model_dump(mode="json", exclude_none=True)), indent=2))
+
+
+@config_group.command("validate")
+@click.pass_context
+def config_validate(ctx: click.Context) -> None:
+    """Check the config file and every plugin section in it; exit non-zero if invalid."""
+    path = _config_path(ctx)
+    runtime = load_runtime(path)
+    click.echo(f"ok: {path}")
+    click.echo(_summary(runtime.config, runtime.plugins))
+
+
+def _summary(config: Config, plugins: PluginSet) -> str:
+    backend = config.backend
+    target = (
+        backend.url if backend.transport == "http" else shlex.join([backend.command, *backend.args])
+    )
+    checks = ", ".join(c.use for c in config.posture.checks) or "none"
+    allowed = ", ".join(p.name for p in plugins.loaded if p.status == "loaded") or "none"
+    lines = [
+        f"  backend:  {backend.transport} {target}",
+        f"  identity: {config.identity.use}",
+        f"  approver: {config.approver.use}",
+        f"  posture:  {checks}",
+        f"  audit:    {config.audit.log_dir}",
+        f"  plugins:  {allowed} (allowlist from {plugins.allow_source})",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- schema
+
+_SCHEMAS: dict[str, type[BaseModel]] = {"config": Config, "policy": PolicyFile}
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(sorted(_SCHEMAS)))
+def schema(what: str) -> None:
+    """Print the JSON Schema of the config or the policy file (for editors)."""
+    document = _SCHEMAS[what].model_json_schema()
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
+    click.echo(json.dumps(document, indent=2))
+
+
+# ---------------------------------------------------------------- plugins
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List plugins: built-in, loaded (allowed) and installed-but-not-allowed."""
+    plugins = _load_plugins(ctx)
+    scratch = click.Group(commands=dict(cli.commands))
+    command_owner = add_plugin_commands(scratch, plugins)
+    rows = []
+    for info in plugins.plugins:
+        registers = [f"{r.kind.value}:{r.name}" for r in plugins.registrations(info.name)]
+        registers += [f"command:{c}" for c, owner in command_owner.items() if owner == info.name]
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "status": info.status,
+                "registers": registers,
+            }
+        )
+    if as_json:
+        click.echo(
+            json.dumps({"allowlist_source": plugins.allow_source, "plugins": rows}, indent=2)
+        )
+        return
+    headers = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERS")
+    table = [headers] + [
+        (r["name"], r["distribution"], r["version"], r["status"], ", ".join(r["registers"]) or "-")
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(headers) - 1)]
+    for row in table:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, str(row[-1])]).rstrip())
+    click.echo(
+        f"\nallowlist from {plugins.allow_source}; kinds: " + ", ".join(k.value for k in Kind)
+    )
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI; print one line per error; exit with the error class's code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
+    try:
+        code = cli.main(args=args, prog_name="mcp-acp", standalone_mode=False)
+    except McpAcpError as exc:
+        if debug:
+            raise
+        click.echo(exc.user_line(), err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

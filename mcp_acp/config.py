@@ -1,0 +1,338 @@
+"""The config file: one JSON document, validated by pydantic, kept private.
+
+Where it is, first match wins: ``--config PATH``, the ``MCP_ACP_CONFIG`` environment
+variable, then ``config.json`` in the platform config directory
+(``~/.config/mcp-acp/`` on Linux, ``~/Library/Application Support/mcp-acp/`` on macOS).
+
+Every pluggable component is selected the same way, by the name a plugin registered,
+with that plugin's own options under ``config``::
+
+    "identity": {"use": "local", "config": {"subject_id": "alice"}}
+
+The core model below checks the shape; :mod:`mcp_acp.runtime` then validates each
+``config`` section with the model its plugin registered.
+
+A file that is writable by group or others, or owned by someone else, is refused: whoever
+can write the config decides what the proxy allows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+
+from mcp_acp._fs import atomic_write_text, unsafe_permissions
+from mcp_acp.errors import ConfigError, one_line
+
+__all__ = [
+    "CONFIG_ENV",
+    "AuditSection",
+    "Backend",
+    "ComponentRef",
+    "Config",
+    "HttpBackend",
+    "PluginsSection",
+    "PostureSection",
+    "StdioBackend",
+    "config_error_from_validation",
+    "default_config_path",
+    "default_log_dir",
+    "load_config",
+    "read_config_json",
+    "redacted",
+    "resolve_config_path",
+    "save_config",
+]
+
+CONFIG_ENV = "MCP_ACP_CONFIG"
+APP_NAME = "mcp-acp"
+MAX_CONFIG_BYTES = 1 << 20
+_NAME = r"^[a-z0-9][a-z0-9-]*$"
+_SECRET_WORDS = ("auth", "cookie", "token", "key", "secret", "password", "credential")
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.json"
+
+
+def default_log_dir() -> Path:
+    return platformdirs.user_log_path(APP_NAME, appauthor=False)
+
+
+def resolve_config_path(
+    cli_value: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """``--config`` beats ``MCP_ACP_CONFIG`` beats the platform default."""
+    env = os.environ if environ is None else environ
+    if cli_value:
+        return Path(cli_value).expanduser().absolute()
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser().absolute()
+    return default_config_path()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentRef(_Section):
+    """Selects a registered implementation by name and carries its options."""
+
+    use: str = Field(pattern=_NAME, description="Name a plugin registered, e.g. 'local'.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options, validated by the model the plugin registered for this name.",
+    )
+
+
+class StdioBackend(_Section):
+    """An MCP server the proxy starts as a child process and talks to over stdio."""
+
+    transport: Literal["stdio"] = "stdio"
+    command: str = Field(min_length=1, description="Executable to run, e.g. 'npx'.")
+    args: list[str] = Field(default_factory=list, description="Arguments, one per item.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment.")
+    cwd: Path | None = Field(default=None, description="Working directory.")
+
+    @field_validator("command", "args")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if any("\x00" in item for item in items):
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpBackend(_Section):
+    """An MCP server reached over streamable HTTP."""
+
+    transport: Literal["http"] = "http"
+    url: str = Field(description="Endpoint URL, e.g. 'https://mcp.example.com/mcp'.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Per-request timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; put them in 'headers'")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("plain http:// is allowed only to a loopback host; use https://")
+        return value
+
+
+def _transport(value: Any) -> str:
+    """The union's tag; ``transport`` may be left out for the common stdio case."""
+    if isinstance(value, dict):
+        return str(value.get("transport", "stdio"))
+    return str(getattr(value, "transport", "stdio"))
+
+
+Backend = Annotated[
+    Annotated[StdioBackend, Tag("stdio")] | Annotated[HttpBackend, Tag("http")],
+    Discriminator(_transport),
+]
+
+
+class PluginsSection(_Section):
+    """Which installed plugins may load (built-ins always do)."""
+
+    allow: list[Annotated[str, Field(pattern=_NAME)]] = Field(
+        default_factory=list,
+        description="Entry-point names of installed plugins to load. "
+        "MCP_ACP_PLUGINS (comma-separated) overrides this list.",
+    )
+
+
+class AuditSection(_Section):
+    """Where the audit trail is written."""
+
+    log_dir: Path = Field(
+        default_factory=default_log_dir,
+        description="Directory of the audit logs (created 0700).",
+    )
+
+
+class PostureSection(_Section):
+    """Device posture checks: a gate at start and a periodic monitor."""
+
+    checks: list[ComponentRef] = Field(default_factory=list)
+    interval_seconds: float = Field(
+        default=60.0, ge=5, le=3600, description="How often the monitor re-runs the checks."
+    )
+
+
+class Config(_Section):
+    """The whole config file."""
+
+    version: Literal[1] = 1
+    backend: Backend
+    plugins: PluginsSection = Field(default_factory=PluginsSection)
+    identity: ComponentRef = Field(default_factory=lambda: ComponentRef(use="local"))
+    token_storage: ComponentRef | None = None
+    approver: ComponentRef = Field(default_factory=lambda: ComponentRef(use="deny"))
+    audit: AuditSection = Field(default_factory=AuditSection)
+    posture: PostureSection = Field(default_factory=PostureSection)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts = list(loc)
+    # A tagged union puts the tag into the location ("backend.stdio.command"); users
+    # wrote "backend.command", so drop it.
+    if len(parts) > 1 and parts[0] == "backend" and parts[1] in ("stdio", "http"):
+        del parts[1]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _shown(field: str, value: Any) -> str:
+    if any(word in field.lower() for word in _SECRET_WORDS):
+        return "<redacted>"
+    text = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def config_error_from_validation(
+    exc: ValidationError, source: Path | str, *, prefix: str = "", plugin: str | None = None
+) -> ConfigError:
+    """Turn pydantic's report into one line naming the file, the field and the value."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = _loc(tuple(first["loc"]))
+    if prefix:
+        field = f"{prefix}.{field}" if field != "(top level)" else prefix
+    where = f"{field} (plugin {plugin!r})" if plugin else field
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        text = f"{source}: {where}: {message}"
+    else:
+        text = f"{source}: {where} = {_shown(field, first.get('input'))}: {message}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more)"
+    if plugin:
+        fix = f"correct that option (plugin {plugin!r} documents it)"
+    else:
+        fix = "correct that field ('mcp-acp schema config' lists every field)"
+    fix += ", then run 'mcp-acp config validate'"
+    return ConfigError(text, fix=fix)
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """Read and parse ``path`` after checking it is safe to trust. Raises ``ConfigError``."""
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(
+            f"no config file at {path}",
+            fix=f"run 'mcp-acp init', or point --config / {CONFIG_ENV} at your file",
+        )
+    for candidate in (path, path.parent):
+        problem = unsafe_permissions(candidate)
+        if problem:
+            raise ConfigError(
+                f"refusing to use config: {problem}",
+                fix=f"chmod go-w {candidate} (and make sure you own it)",
+            )
+    if not path.is_file():
+        raise ConfigError(
+            f"config path {path} is not a regular file", fix="point --config at a JSON file"
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
+        ) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is {len(raw)} bytes, over the 1 MiB limit",
+            fix="check that this is really the config file",
+        )
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
+            fix="fix the JSON syntax (a trailing comma or a missing quote is typical)",
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold a JSON object, not {type(data).__name__}",
+            fix="start the file with '{'; 'mcp-acp init' writes a valid one",
+        )
+    return data
+
+
+def load_config(path: Path) -> Config:
+    """Read, check and validate the core shape of the config at ``path``."""
+    data = read_config_json(path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, path) from exc
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write ``config`` to ``path`` atomically, mode 0600, in a 0700 directory."""
+    try:
+        atomic_write_text(path, config.to_json())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {one_line(str(exc.strerror or exc))}",
+            fix="check that the directory exists and is writable by you",
+        ) from exc
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A copy of a config dump with secret-looking values (headers, env) replaced."""
+    if isinstance(value, dict):
+        return {k: redacted(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, key) for v in value]
+    if isinstance(value, str) and any(word in key.lower() for word in _SECRET_WORDS):
+        return "<redacted>"
+    return value

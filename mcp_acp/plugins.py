@@ -1,0 +1,246 @@
+"""Plugin loading: built-ins first, then the *allowed* installed plugins, nothing else.
+
+Installed distributions announce plugins under the ``mcp_acp`` entry-point group. pluggy's
+own ``load_setuptools_entrypoints`` would import every one of them — and a stray
+``entry_points.txt`` on ``sys.path`` is enough to get code run — so we iterate the entry
+points ourselves and import only those named in the allowlist:
+
+* ``plugins.allow`` in the config file, or
+* the ``MCP_ACP_PLUGINS`` environment variable (comma-separated; set it empty to load
+  none), which overrides the config.
+
+Anything that goes wrong — an allowed plugin that is not installed or fails to import, a
+hook with a misspelled name (``check_pending``), a name registered twice — stops start-up
+with a :class:`~mcp_acp.errors.PluginError` naming the plugin. Every loaded plugin's name,
+distribution and version is kept in :attr:`PluginSet.plugins` for the audit log and
+``mcp-acp plugins``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Literal
+
+import attrs
+import click
+import pluggy
+
+from mcp_acp import __version__, hookspecs
+from mcp_acp.errors import McpAcpError, PluginError
+from mcp_acp.registry import Kind, Registration, Registry
+
+__all__ = [
+    "ALLOW_ENV",
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginSet",
+    "add_plugin_commands",
+    "allowed_plugin_names",
+    "load_plugins",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "mcp_acp"
+ALLOW_ENV = "MCP_ACP_PLUGINS"
+
+#: In-tree plugins, registered exactly like third-party ones and always loaded.
+#: Each module is a short, complete example of a plugin.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "mcp_acp.builtins.local_identity",
+    "mcp_acp.builtins.deny_approver",
+)
+
+_REGISTRATION_HOOKS: Mapping[Kind, str] = {
+    Kind.IDENTITY_PROVIDER: "register_identity_providers",
+    Kind.TOKEN_STORAGE: "register_token_storages",
+    Kind.POSTURE_CHECK: "register_posture_checks",
+    Kind.POLICY_ENGINE: "register_policy_engines",
+    Kind.APPROVER: "register_approvers",
+    Kind.AUDIT_SINK: "register_audit_sinks",
+}
+
+Status = Literal["builtin", "loaded", "not allowed"]
+
+
+@attrs.frozen(slots=True)
+class PluginInfo:
+    """One plugin: where it comes from and whether it was loaded."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: Status
+
+
+def allowed_plugin_names(
+    config_allow: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[frozenset[str], str]:
+    """Return the allowlist in force and where it came from (for messages and audit)."""
+    env = os.environ if environ is None else environ
+    if ALLOW_ENV in env:
+        names = frozenset(n.strip() for n in env[ALLOW_ENV].split(",") if n.strip())
+        return names, f"environment variable {ALLOW_ENV}"
+    return frozenset(config_allow), "config plugins.allow"
+
+
+class PluginSet:
+    """The result of loading: the pluggy manager, the registry, and what was loaded."""
+
+    def __init__(
+        self,
+        manager: pluggy.PluginManager,
+        registry: Registry,
+        plugins: Sequence[PluginInfo],
+        allow_source: str,
+    ) -> None:
+        self.manager = manager
+        self.registry = registry
+        self.plugins = tuple(plugins)
+        self.allow_source = allow_source
+
+    @property
+    def loaded(self) -> tuple[PluginInfo, ...]:
+        """Built-in and allowed plugins, in load order."""
+        return tuple(p for p in self.plugins if p.status != "not allowed")
+
+    def registrations(self, plugin: str) -> list[Registration]:
+        return self.registry.by_plugin(plugin)
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
+def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:  # pragma: no cover - entry points always come from a distribution
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def load_plugins(
+    allow: Collection[str],
+    *,
+    allow_source: str = "config plugins.allow",
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> PluginSet:
+    """Register built-ins, then the allowed entry-point plugins; validate; collect.
+
+    Raises :class:`PluginError` for any plugin that cannot be loaded, and for allowed names
+    that no installed distribution provides.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+
+    for module_name in DEFAULT_PLUGINS:
+        module = importlib.import_module(module_name)
+        name = module_name.rsplit(".", 1)[-1].replace("_", "-")
+        _register(manager, module, name)
+        infos.append(PluginInfo(name, "mcp-acp", __version__, module_name, "builtin"))
+    builtin_names = {info.name for info in infos}
+
+    seen: dict[str, str] = {}
+    for ep in _entry_points() if entry_points is None else entry_points:
+        dist_name, version = _distribution_of(ep)
+        if ep.name in builtin_names or ep.name in seen:
+            other = "mcp-acp (built-in)" if ep.name in builtin_names else seen[ep.name]
+            raise PluginError(
+                f"plugin name {ep.name!r} is claimed by both {other} and {dist_name} {version}",
+                fix=f"uninstall one of them (pip uninstall {dist_name})",
+            )
+        seen[ep.name] = f"{dist_name} {version}"
+        if ep.name not in allow:
+            infos.append(PluginInfo(ep.name, dist_name, version, ep.value, "not allowed"))
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} ({dist_name} {version}) failed to import "
+                f"{ep.value!r}: {type(exc).__name__}: {exc}",
+                fix=f"reinstall {dist_name}, or remove {ep.name!r} from the allowlist "
+                f"({allow_source})",
+            ) from exc
+        _register(manager, plugin, ep.name)
+        infos.append(PluginInfo(ep.name, dist_name, version, ep.value, "loaded"))
+        log.info("loaded plugin %s (%s %s)", ep.name, dist_name, version)
+
+    missing = sorted(set(allow) - set(seen))
+    if missing:
+        raise PluginError(
+            f"plugin {missing[0]!r} is allowed ({allow_source}) but no installed "
+            f"distribution provides it; installed: {', '.join(sorted(seen)) or 'none'}",
+            fix=f"install the plugin (pip install 'mcp-acp[...]') or remove {missing[0]!r} "
+            f"from the allowlist",
+        )
+
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin {manager.get_name(exc.plugin)!r} implements a hook mcp-acp does not "
+            f"define: {exc}",
+            fix="check the hook name against mcp_acp.hookspecs",
+        ) from exc
+
+    registry = Registry()
+    for kind, hook_name in _REGISTRATION_HOOKS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            # Each plugin gets a ``register`` bound to its own name, so every
+            # registration (and every clash) is attributed to the plugin that made it.
+            register = registry.register_for(kind, impl.plugin_name)
+            _call_plugin(impl, hook_name, register=register)
+    return PluginSet(manager, registry, infos, allow_source)
+
+
+def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    try:
+        manager.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(
+            f"plugin {name!r} cannot be registered: {exc}",
+            fix="check its hook signatures against mcp_acp.hookspecs",
+        ) from exc
+
+
+def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:
+    try:
+        impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+    except McpAcpError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}",
+            fix=f"report it to the plugin's authors, or remove {impl.plugin_name!r} "
+            f"from the allowlist",
+        ) from exc
+
+
+def add_plugin_commands(cli: click.Group, plugins: PluginSet) -> dict[str, str]:
+    """Let each loaded plugin add CLI commands; return ``{command: plugin}``.
+
+    A plugin that replaces a built-in or another plugin's command is a ``PluginError``.
+    """
+    owners = {name: "mcp-acp" for name in cli.commands}
+    for impl in plugins.manager.hook.register_commands.get_hookimpls():
+        before = dict(cli.commands)
+        _call_plugin(impl, "register_commands", cli=cli)
+        for name, command in cli.commands.items():
+            if name in before and before[name] is not command:
+                cli.commands[name] = before[name]
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} tried to replace command {name!r} "
+                    f"of {owners[name]}",
+                    fix="rename the plugin's command",
+                )
+            if name not in before:
+                owners[name] = impl.plugin_name
+    return {name: owner for name, owner in owners.items() if owner != "mcp-acp"}

@@ -1,0 +1,209 @@
+"""The policy file users write (``policy.json``), validated by pydantic.
+
+::
+
+    {"version": "1", "default_action": "deny", "rules": [
+      {"id": "read-project", "effect": "allow",
+       "conditions": {"tool_name": "read_*", "path_pattern": "/home/me/project/**"}}]}
+
+Conditions AND together; a list value means any-of; an empty list never matches. A rule
+without conditions is an error (it would match everything by accident). Combining is
+deny-overrides: deny beats ask beats allow, and no match means deny.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import time
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+__all__ = ["ApprovalSettings", "Conditions", "PolicyFile", "Rule", "TimeWindow"]
+
+_RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ProvenanceName = Literal["token", "mtls", "config", "request", "derived", "client_hint"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_EVERY_DAY: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+#: A string or a list of strings (any-of). Always stored as a list.
+AnyOf = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_as_list)]
+
+
+def _check_path_pattern(pattern: str) -> str:
+    if "\x00" in pattern:
+        raise ValueError("path pattern contains NUL")
+    if "\\" in pattern:
+        raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
+    if ".." in pattern.split("/"):
+        raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
+    if not (pattern.startswith(("/", "**"))):
+        raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
+    return pattern
+
+
+PathPatterns = Annotated[
+    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_path_pattern)]],
+    BeforeValidator(_as_list),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeWindow(_Strict):
+    """When a rule applies: days of the week and a daily time range, in a time zone."""
+
+    days: list[Day] = Field(default_factory=lambda: list(_EVERY_DAY))
+    start: time = Field(default=time(0, 0), description="Inclusive, e.g. '09:00'.")
+    end: time = Field(default=time(23, 59, 59), description="Inclusive, e.g. '17:30'.")
+    timezone: str = Field(default="UTC", description="IANA name, e.g. 'Europe/Vienna'.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value != "UTC" and value not in available_timezones():
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like 'Europe/Vienna'")
+        return value
+
+
+class Conditions(_Strict):
+    """What a request must look like for the rule to match. All fields AND together."""
+
+    # action
+    mcp_method: AnyOf | None = Field(default=None, description="Glob, e.g. 'tools/call'.")
+    tool_name: AnyOf | None = Field(default=None, description="Glob, case-insensitive.")
+    operations: AnyOf | None = Field(default=None, description="read, write, delete, execute …")
+    side_effects: AnyOf | None = None
+    # resource
+    path_pattern: PathPatterns | None = Field(
+        default=None, description="Every path argument must match ('*' stays in one segment)."
+    )
+    source_path: PathPatterns | None = None
+    dest_path: PathPatterns | None = None
+    extension: AnyOf | None = None
+    scheme: AnyOf | None = None
+    uri: AnyOf | None = None
+    backend_id: AnyOf | None = None
+    resource_type: list[Literal["tool", "resource", "prompt", "server"]] | None = Field(
+        default=None
+    )
+    # subject
+    subject_id: AnyOf | None = None
+    issuer: AnyOf | None = None
+    audience: AnyOf | None = None
+    client_id: AnyOf | None = None
+    scopes: AnyOf | None = Field(default=None, description="Any of these scopes.")
+    scopes_all: AnyOf | None = Field(default=None, description="All of these scopes.")
+    groups: AnyOf | None = None
+    roles: AnyOf | None = None
+    # environment
+    mcp_client_name: AnyOf | None = None
+    mcp_client_version: AnyOf | None = None
+    time: TimeWindow | None = None
+    posture: AnyOf | None = Field(default=None, description="Checks that must have passed.")
+    # provenance
+    min_provenance: ProvenanceName | None = Field(
+        default=None,
+        description="Every attribute this rule tests must come from at least this source.",
+    )
+
+    @field_validator("resource_type", mode="before")
+    @classmethod
+    def _resource_type_list(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Conditions:
+        used = {k for k, v in self if v is not None and k != "min_provenance"}
+        if not used:
+            raise ValueError("a rule needs at least one condition (it would match everything)")
+        return self
+
+
+class ApprovalSettings(_Strict):
+    """For ``ask`` rules: whether and how long a human's 'allow' may be remembered."""
+
+    cache_ttl_seconds: int = Field(default=0, ge=0, le=86400, description="0 = never cache.")
+    cacheable_side_effects: list[str] = Field(default_factory=list)
+
+    @field_validator("cacheable_side_effects")
+    @classmethod
+    def _never_code_execution(cls, value: list[str]) -> list[str]:
+        if "code_execution" in value:
+            raise ValueError("approvals for code execution are never cached")
+        return value
+
+
+class Rule(_Strict):
+    """One rule. ``id`` is generated from the rule's content when left out."""
+
+    id: str | None = Field(default=None, pattern=_RULE_ID)
+    description: str = ""
+    effect: Literal["allow", "deny", "ask"]
+    conditions: Conditions
+    approval: ApprovalSettings | None = None
+
+    @field_validator("effect", mode="before")
+    @classmethod
+    def _hitl_alias(cls, value: Any) -> Any:
+        return "ask" if value == "hitl" else value
+
+    @model_validator(mode="after")
+    def _approval_only_for_ask(self) -> Rule:
+        if self.approval is not None and self.effect != "ask":
+            raise ValueError("'approval' settings are only valid on effect 'ask' rules")
+        return self
+
+    def content_id(self) -> str:
+        """A stable id from the rule's effect and conditions."""
+        body = json.dumps(
+            {
+                "effect": self.effect,
+                "conditions": self.conditions.model_dump(mode="json", exclude_none=True),
+            },
+            sort_keys=True,
+        )
+        return f"rule-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+
+
+class PolicyFile(_Strict):
+    """The whole policy file."""
+
+    version: Literal["1"] = "1"
+    default_action: Literal["deny"] = Field(
+        default="deny", description="Always deny: what no rule allows is refused."
+    )
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ids(self) -> PolicyFile:
+        rules = [r if r.id else r.model_copy(update={"id": r.content_id()}) for r in self.rules]
+        seen: set[str] = set()
+        for index, rule in enumerate(rules):
+            assert rule.id is not None  # noqa: S101 - set just above
+            if rule.id in seen:
+                raise ValueError(f"rules[{index}]: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+        object.__setattr__(self, "rules", rules)
+        return self
+
+    def policy_id(self) -> str:
+        """Content hash of the policy: the id recorded with every decision."""
+        body = self.model_dump_json(exclude_none=True)
+        return "sha256:" + hashlib.sha256(body.encode()).hexdigest()

@@ -1,0 +1,193 @@
+"""The extension contracts of mcp-acp — what a plugin implements.
+
+Each contract is a small :class:`typing.Protocol`; implement it with any class (no base
+class to inherit), then register a factory for it from a plugin (see
+:mod:`mcp_acp.hookspecs`). Methods that do I/O are ``async``; the policy engine is a pure,
+synchronous function.
+
+Rules every implementation follows, because the proxy fails closed:
+
+* raise the matching :mod:`mcp_acp.errors` exception when you cannot do your job — never
+  return a made-up "ok";
+* never log or return secrets (tokens, keys, Authorization values);
+* be safe to call concurrently from one event loop.
+
+The data exchanged is defined in :mod:`mcp_acp.models` (per-request values) and
+:mod:`mcp_acp.audit.events` (audit records) and re-exported here for convenience.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from mcp_acp.audit.events import (
+    AuditEvent,
+    AuthEvent,
+    DecisionEvent,
+    OperationEvent,
+    SystemEvent,
+)
+from mcp_acp.models import (
+    Action,
+    ApprovalOutcome,
+    ApprovalRequest,
+    ApprovalResult,
+    Decision,
+    DecisionRequest,
+    Effect,
+    Environment,
+    PathArgument,
+    PostureResult,
+    PostureStatus,
+    Provenance,
+    Resource,
+    ResourceType,
+    StoredToken,
+    Subject,
+)
+
+__all__ = [
+    "Action",
+    "ApprovalOutcome",
+    "ApprovalRequest",
+    "ApprovalResult",
+    "Approver",
+    "AuditEvent",
+    "AuditSink",
+    "AuthEvent",
+    "Decision",
+    "DecisionEvent",
+    "DecisionRequest",
+    "Effect",
+    "Environment",
+    "IdentityProvider",
+    "OperationEvent",
+    "PathArgument",
+    "PolicyEngine",
+    "PostureCheck",
+    "PostureResult",
+    "PostureStatus",
+    "Provenance",
+    "Resource",
+    "ResourceType",
+    "StoredToken",
+    "Subject",
+    "SystemEvent",
+    "TokenStorage",
+]
+
+
+@runtime_checkable
+class IdentityProvider(Protocol):
+    """Answers *who is asking* for each request.
+
+    ``current_subject`` is called for every request (an implementation may reuse a
+    validated identity for a short, configured time). Raise
+    :class:`~mcp_acp.errors.AuthenticationError` when there is no valid identity — the
+    request is then denied and the event audited. Set ``Subject.provenance`` honestly:
+    ``TOKEN`` only for values taken from a verified token.
+    """
+
+    async def current_subject(self) -> Subject:
+        """Return the subject of the current request, or raise ``AuthenticationError``."""
+        ...
+
+
+@runtime_checkable
+class TokenStorage(Protocol):
+    """Keeps one :class:`StoredToken` per issuer (OS keychain, encrypted file, …).
+
+    Writes must be atomic: after a crash the store holds either the old or the new token,
+    never half of one. Raise :class:`~mcp_acp.errors.AuthenticationError` when the store
+    exists but cannot be trusted (wrong permissions, corrupt, wrong key).
+    """
+
+    description: str
+    """Human-readable backend name for ``auth status``, e.g. ``"keychain (SecretService)"``."""
+
+    def load(self, issuer: str) -> StoredToken | None:
+        """Return the token stored for ``issuer``, or ``None`` if there is none."""
+        ...
+
+    def save(self, token: StoredToken) -> None:
+        """Store ``token`` for ``token.issuer``, replacing any previous one atomically."""
+        ...
+
+    def delete(self, issuer: str) -> None:
+        """Remove the token for ``issuer``; no error if there was none."""
+        ...
+
+
+@runtime_checkable
+class PostureCheck(Protocol):
+    """One device fact (disk encryption, system integrity, …).
+
+    ``check`` returns ``PASS``, ``FAIL`` or ``UNKNOWN`` with a detail a human can act on.
+    It should not raise; if it does, or exceeds its timeout, the runner records
+    ``UNKNOWN`` — and ``UNKNOWN`` is never treated as passing. Keep subprocess calls thin
+    and parse their output in a separate, testable function.
+    """
+
+    name: str
+    """The name rules and config refer to, e.g. ``"disk-encryption"``."""
+
+    async def check(self) -> PostureResult:
+        """Probe the device once and report."""
+        ...
+
+
+@runtime_checkable
+class PolicyEngine(Protocol):
+    """The policy decision point: a pure function from request to decision.
+
+    ``decide`` does no I/O, is deterministic, and is *total*: it never raises. Any internal
+    failure must come back as a deny ``Decision`` whose reason says what went wrong. The
+    proxy still treats an escaping exception as a deny, but an engine should not rely on it.
+    """
+
+    policy_id: str
+    """Content hash of the policy in force; recorded with every decision."""
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        """Decide ``request``. Never raises."""
+        ...
+
+
+@runtime_checkable
+class Approver(Protocol):
+    """Asks a human about a request that a policy rule marked ``ask``.
+
+    Return an :class:`ApprovalOutcome`. Honour ``request.timeout_seconds`` and return
+    ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY`` and on any
+    exception raised here.
+    """
+
+    name: str
+
+    async def request_approval(self, request: ApprovalRequest) -> ApprovalOutcome:
+        """Ask, wait for the answer (or the timeout), and report it."""
+        ...
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Records audit events durably. A precondition of every decision, not a side effect.
+
+    ``write`` returns only once the event is durable by the sink's standard (for the
+    built-in ``jsonl`` sink: written, flushed and fsynced). If it cannot, raise
+    :class:`~mcp_acp.errors.AuditError`: the request is denied and the proxy shuts down.
+    ``start`` performs a write test and raises ``AuditError`` if it fails, so a broken
+    trail stops start-up instead of the first request.
+    """
+
+    async def start(self) -> None:
+        """Open the sink and prove it can write."""
+        ...
+
+    async def write(self, event: AuditEvent) -> None:
+        """Record ``event`` durably, or raise ``AuditError``."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release resources. Called once at shutdown."""
+        ...

@@ -1,0 +1,166 @@
+"""What plugins register: named factories, each with the pydantic model of its config.
+
+A plugin's registration hook receives a :class:`Register` callable::
+
+    @hookimpl
+    def register_posture_checks(register):
+        register("marker-file", MarkerFileCheck.from_config, MarkerFileConfig,
+                 summary="passes while a marker file exists")
+
+The config file then selects the implementation by name, and the section under
+``config`` is validated by the registered model before the factory is called::
+
+    "posture": {"checks": [{"use": "marker-file", "config": {"path": "/etc/mdm"}}]}
+
+A factory is called as ``factory(options, context)`` with the validated model instance
+and a :class:`PluginContext`, and returns the implementation (for example a
+:class:`~mcp_acp.protocols.PostureCheck`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from pydantic import BaseModel, ConfigDict
+
+from mcp_acp.errors import PluginError
+
+__all__ = [
+    "Kind",
+    "NoOptions",
+    "PluginContext",
+    "Register",
+    "Registration",
+    "Registry",
+]
+
+
+class Kind(enum.StrEnum):
+    """The kinds of component a plugin can register; one registration hook each."""
+
+    IDENTITY_PROVIDER = "identity_provider"
+    TOKEN_STORAGE = "token_storage"  # noqa: S105 - a component kind, not a secret
+    POSTURE_CHECK = "posture_check"
+    POLICY_ENGINE = "policy_engine"
+    APPROVER = "approver"
+    AUDIT_SINK = "audit_sink"
+
+    @property
+    def label(self) -> str:
+        """Human wording, e.g. ``"identity provider"``."""
+        return self.value.replace("_", " ")
+
+
+class NoOptions(BaseModel):
+    """Config model for components that take no options: any key is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@attrs.frozen(slots=True)
+class PluginContext:
+    """Paths a factory may need. Passed to every factory with its validated options."""
+
+    config_path: Path
+    log_dir: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.config_path.parent
+
+
+Factory = Callable[[Any, PluginContext], Any]
+
+
+class Register(Protocol):
+    """The callable a registration hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Factory,
+        config_model: type[BaseModel] = NoOptions,
+        *,
+        summary: str = "",
+    ) -> None: ...
+
+
+@attrs.frozen(slots=True)
+class Registration:
+    """One named factory, who registered it, and how its config is validated."""
+
+    kind: Kind
+    name: str
+    factory: Factory
+    config_model: type[BaseModel]
+    plugin: str
+    summary: str = ""
+
+
+class Registry:
+    """All registrations, by kind and name. Names are unique within a kind."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[Kind, dict[str, Registration]] = {kind: {} for kind in Kind}
+
+    def register_for(self, kind: Kind, plugin: str) -> Register:
+        """Return the ``register`` callable handed to ``plugin``'s hook for ``kind``."""
+
+        def register(
+            name: str,
+            factory: Factory,
+            config_model: type[BaseModel] = NoOptions,
+            *,
+            summary: str = "",
+        ) -> None:
+            if not isinstance(name, str) or not name or not name.replace("-", "").isalnum():
+                raise PluginError(
+                    f"plugin {plugin!r} registered a {kind.label} with invalid name {name!r}",
+                    fix="use letters, digits and '-' only",
+                )
+            if not callable(factory):
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a "
+                    f"factory that is not callable",
+                    fix="pass a function or class as the factory",
+                )
+            if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a config "
+                    f"model that is not a pydantic model",
+                    fix="pass a pydantic BaseModel subclass (or leave it out)",
+                )
+            existing = self._by_kind[kind].get(name)
+            if existing is not None:
+                raise PluginError(
+                    f"{kind.label} {name!r} is registered by both plugin "
+                    f"{existing.plugin!r} and plugin {plugin!r}",
+                    fix="allow only one of the two plugins",
+                )
+            self._by_kind[kind][name] = Registration(
+                kind=kind,
+                name=name,
+                factory=factory,
+                config_model=config_model,
+                plugin=plugin,
+                summary=summary,
+            )
+
+        return register
+
+    def get(self, kind: Kind, name: str) -> Registration | None:
+        return self._by_kind[kind].get(name)
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self._by_kind[kind])
+
+    def __iter__(self) -> Iterator[Registration]:
+        for kind in Kind:
+            yield from self._by_kind[kind].values()
+
+    def by_plugin(self, plugin: str) -> list[Registration]:
+        return [reg for reg in self if reg.plugin == plugin]

@@ -1,0 +1,133 @@
+"""From a config file to ready-to-build components: the start-up path shared by every command.
+
+``load_runtime`` reads the config, loads the allowed plugins, and validates every
+component section (``identity``, ``approver``, ``posture.checks[i]``, …) against the model
+its plugin registered. Nothing is instantiated yet — factories may do I/O — but every
+mistake a user can make in the file has been reported by then, as one line naming the
+field and the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from pydantic import BaseModel, ValidationError
+
+from mcp_acp.config import ComponentRef, Config, config_error_from_validation, load_config
+from mcp_acp.errors import ConfigError, PluginError
+from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
+from mcp_acp.registry import Kind, PluginContext, Registration
+
+__all__ = [
+    "Component",
+    "Runtime",
+    "load_runtime",
+    "plugins_for",
+    "resolve_component",
+    "resolve_runtime",
+]
+
+
+@attrs.frozen(slots=True)
+class Component:
+    """A selected implementation with its validated options, ready to build."""
+
+    field: str
+    registration: Registration
+    options: BaseModel
+
+    def build(self, context: PluginContext) -> Any:
+        try:
+            return self.registration.factory(self.options, context)
+        except (ConfigError, PluginError):
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{self.registration.kind.label} {self.registration.name!r} "
+                f"(plugin {self.registration.plugin!r}, config field {self.field}) failed to "
+                f"start: {type(exc).__name__}: {exc}",
+                fix=f"check the options under {self.field}.config",
+            ) from exc
+
+
+def resolve_component(
+    plugins: PluginSet, kind: Kind, ref: ComponentRef, field: str, source: Path | str
+) -> Component:
+    """Find the registration ``ref.use`` names and validate ``ref.config`` with its model."""
+    registration = plugins.registry.get(kind, ref.use)
+    if registration is None:
+        available = ", ".join(plugins.registry.names(kind)) or "none"
+        raise ConfigError(
+            f"{source}: {field}.use = {ref.use!r}: no {kind.label} of that name is "
+            f"registered (available: {available})",
+            fix="pick an available name, or install and allow the plugin that provides it "
+            "('mcp-acp plugins' lists them)",
+        )
+    try:
+        options = registration.config_model.model_validate(ref.config)
+    except ValidationError as exc:
+        raise config_error_from_validation(
+            exc, source, prefix=f"{field}.config", plugin=registration.plugin
+        ) from exc
+    return Component(field=field, registration=registration, options=options)
+
+
+@attrs.frozen(slots=True)
+class Runtime:
+    """A validated config, the loaded plugins, and the components the config selects."""
+
+    config_path: Path
+    config: Config
+    plugins: PluginSet
+    components: Mapping[str, Component]
+
+    @property
+    def context(self) -> PluginContext:
+        return PluginContext(config_path=self.config_path, log_dir=self.config.audit.log_dir)
+
+    def build(self, field: str) -> Any:
+        """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
+        return self.components[field].build(self.context)
+
+
+def load_runtime(config_path: Path, environ: Mapping[str, str] | None = None) -> Runtime:
+    """Read the config, load allowed plugins, validate every component section."""
+    return resolve_runtime(load_config(config_path), config_path, environ)
+
+
+def resolve_runtime(
+    config: Config,
+    config_path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    source: Path | str | None = None,
+) -> Runtime:
+    """Load the plugins ``config`` allows and validate every component section.
+
+    ``source`` names where the config came from in error messages (default: the path).
+    """
+    plugins = plugins_for(config, environ)
+    selected: list[tuple[Kind, ComponentRef, str]] = [
+        (Kind.IDENTITY_PROVIDER, config.identity, "identity"),
+        (Kind.APPROVER, config.approver, "approver"),
+    ]
+    if config.token_storage is not None:
+        selected.append((Kind.TOKEN_STORAGE, config.token_storage, "token_storage"))
+    selected += [
+        (Kind.POSTURE_CHECK, ref, f"posture.checks[{i}]")
+        for i, ref in enumerate(config.posture.checks)
+    ]
+    components = {
+        field: resolve_component(plugins, kind, ref, field, source or config_path)
+        for kind, ref, field in selected
+    }
+    return Runtime(config_path, config, plugins, components)
+
+
+def plugins_for(config: Config | None, environ: Mapping[str, str] | None = None) -> PluginSet:
+    """Load the plugins ``config`` allows (or the environment override says)."""
+    allow, source = allowed_plugin_names(config.plugins.allow if config else [], environ)
+    return load_plugins(allow, allow_source=source)

@@ -1,0 +1,58 @@
+"""Developer entry point: ``nox -s tests|lint|typecheck|build|demo``.
+
+Every session installs what it needs from the project's own files into its own virtualenv
+under ``.nox/``; nothing is installed globally.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+def _distributions() -> list[str]:
+    """Editable installs of the core plus every plugin and example distribution."""
+    found = sorted(str(p.parent) for p in ROOT.glob("plugins/*/pyproject.toml"))
+    found += sorted(str(p.parent) for p in ROOT.glob("examples/*/pyproject.toml"))
+    return ["-e", ".[dev]", *[arg for path in found for arg in ("-e", path)]]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (pytest's exit 5, 'no tests collected', fails the session)."""
+    session.install(*_distributions())
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the core package."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "--strict", "mcp_acp")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels for the core and every distribution under plugins/ and examples/ into dist/."""
+    session.install("build>=1.2")
+    session.run("python", "scripts/build_wheels.py", str(ROOT / "dist"))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job, end to end, in a throw-away home directory."""
+    session.install(*_distributions())
+    session.run("python", "scripts/demo.py")

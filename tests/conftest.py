@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated home for every test, and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).parent / "mcp-acp"  # the console script of the installed package
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME and XDG dirs, and no mcp-acp variables from outside."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    for name in list(os.environ):
+        if name.startswith("MCP_ACP_") or name.startswith("XDG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def config_path(isolated_home: Path) -> Path:
+    """Where the CLI looks for its config under the isolated HOME (Linux layout)."""
+    return isolated_home / ".config" / "mcp-acp" / "config.json"
+
+
+@pytest.fixture
+def run_cli(isolated_home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the installed ``mcp-acp`` executable as a user would, in the isolated home."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+        full_env["HOME"] = str(isolated_home)
+        full_env.update(env or {})
+        result = subprocess.run(
+            [str(CLI), *args], capture_output=True, text=True, env=full_env, input=input, timeout=60
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"mcp-acp {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    return run

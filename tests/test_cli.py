@@ -1,0 +1,296 @@
+"""The installed ``mcp-acp`` executable, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).parent / "mcp-acp"
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+INIT = [
+    "init",
+    "--non-interactive",
+    "--backend-command",
+    "npx",
+    "--backend-arg",
+    "-y",
+    "--backend-arg",
+    "@modelcontextprotocol/server-filesystem",
+    "--backend-arg",
+    "/srv/project",
+]
+
+
+def test_help_lists_the_commands(run_cli: Run) -> None:
+    result = run_cli("--help", check=True)
+    for command in ("init", "config", "schema", "plugins"):
+        assert f"  {command} " in result.stdout
+
+
+def test_version(run_cli: Run) -> None:
+    from mcp_acp import __version__
+
+    assert run_cli("--version", check=True).stdout.strip() == f"mcp-acp, version {__version__}"
+
+
+def test_init_then_validate(run_cli: Run, config_path: Path) -> None:
+    result = run_cli(
+        *INIT,
+        "--identity",
+        'local={"subject_id": "alice"}',
+        "--backend-env",
+        "NODE_ENV=production",
+        "--posture-interval",
+        "30",
+        check=True,
+    )
+    assert f"wrote {config_path}" in result.stdout
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config_path.parent.stat().st_mode) == 0o700
+    written = json.loads(config_path.read_text())
+    assert written["backend"]["args"][-1] == "/srv/project"
+    assert written["backend"]["env"] == {"NODE_ENV": "production"}
+    assert written["identity"] == {"use": "local", "config": {"subject_id": "alice"}}
+    assert written["posture"]["interval_seconds"] == 30
+    validated = run_cli("config", "validate", check=True)
+    assert validated.stdout.startswith(f"ok: {config_path}")
+    assert "identity: local" in validated.stdout
+
+
+def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "c.json"
+    run_cli(
+        "--config",
+        str(target),
+        "init",
+        "--non-interactive",
+        "--backend-url",
+        "https://mcp.example.test/mcp",
+        "--backend-header",
+        "Authorization: Bearer s3cret",
+        "--backend-timeout",
+        "12",
+        "--approver",
+        "deny",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        check=True,
+    )
+    written = json.loads(target.read_text())
+    assert written["backend"] == {
+        "transport": "http",
+        "url": "https://mcp.example.test/mcp",
+        "headers": {"Authorization": "Bearer s3cret"},
+        "timeout_seconds": 12.0,
+    }
+    assert written["audit"]["log_dir"] == str(tmp_path / "logs")
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert "s3cret" not in shown
+    assert json.loads(shown)["backend"]["headers"]["Authorization"] == "<redacted>"
+
+
+def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:
+    target = tmp_path / "via-env.json"
+    assert run_cli(
+        "config", "path", env={"MCP_ACP_CONFIG": str(target)}, check=True
+    ).stdout.strip() == str(target)
+
+
+def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
+    run_cli(*INIT, check=True)
+    before = config_path.read_bytes()
+    result = run_cli("init", "--non-interactive", "--backend-command", "other")
+    assert result.returncode == 10
+    assert "already exists" in result.stderr
+    assert "--force" in result.stderr
+    assert config_path.read_bytes() == before
+    run_cli("init", "--non-interactive", "--force", "--backend-command", "other", check=True)
+    assert json.loads(config_path.read_text())["backend"]["command"] == "other"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--backend-url", "http://192.0.2.1/mcp"], "backend.url"),
+        (["--backend-command", "x", "--approver", "nobody"], "approver.use = 'nobody'"),
+        (["--backend-command", "x", "--identity", "local={not json"], "--identity"),
+        (
+            ["--backend-command", "x", "--identity", 'local={"x": 1}'],
+            "identity.config.x (plugin 'local-identity')",
+        ),
+        (["--backend-command", "x", "--plugin", "not-installed"], "'not-installed' is allowed"),
+        (["--backend-command", "x", "--backend-env", "NOEQUALS"], "--backend-env 'NOEQUALS'"),
+        ([], "no backend given"),
+    ],
+)
+def test_bad_init_flags_write_nothing(
+    run_cli: Run, config_path: Path, flags: list[str], expected: str
+) -> None:
+    result = run_cli("init", "--non-interactive", *flags)
+    assert result.returncode in (10, 11), result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not config_path.exists()
+
+
+def test_broken_config_one_line_nonzero_and_untouched(run_cli: Run, config_path: Path) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["posture"]["interval_seconds"] = "often"
+    config_path.write_text(json.dumps(data))
+    before = (config_path.read_bytes(), config_path.stat().st_mtime_ns)
+    for args in (
+        ["config", "validate"],
+        ["config", "show"],
+        ["plugins"],
+        ["init", "--non-interactive", "--backend-command", "x"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 10, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("config error: ")
+        assert "posture.interval_seconds" in lines[0] or "already exists" in lines[0]
+    assert (config_path.read_bytes(), config_path.stat().st_mtime_ns) == before
+
+
+def test_debug_shows_the_traceback(run_cli: Run) -> None:
+    quiet = run_cli("config", "validate")
+    loud = run_cli("--debug", "config", "validate")
+    assert quiet.returncode == 10
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr
+    assert "ConfigError" in loud.stderr
+
+
+def test_hostile_value_cannot_forge_extra_error_lines(run_cli: Run, config_path: Path) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["approver"]["use"] = "deny\nok: everything is fine"
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    assert len(result.stderr.splitlines()) == 1
+    assert "\\n" in result.stderr
+
+
+@pytest.mark.parametrize("what", ["config", "policy"])
+def test_schema_is_json_schema(run_cli: Run, what: str) -> None:
+    document = json.loads(run_cli("schema", what, check=True).stdout)
+    assert document["$schema"].startswith("https://json-schema.org/")
+    assert document["type"] == "object"
+    expected = {
+        "config": {"backend", "identity", "plugins"},
+        "policy": {"rules", "default_action"},
+    }[what]
+    assert expected <= set(document["properties"])
+
+
+def test_plugins_table_and_allowlist(run_cli: Run) -> None:
+    table = run_cli("plugins", check=True).stdout
+    assert "local-identity" in table
+    assert "identity_provider:local" in table
+    example = next(line for line in table.splitlines() if line.startswith("example-posture"))
+    assert "not allowed" in example
+    listing = json.loads(
+        run_cli("plugins", "--json", env={"MCP_ACP_PLUGINS": "example-posture"}, check=True).stdout
+    )
+    rows = {row["name"]: row for row in listing["plugins"]}
+    assert rows["example-posture"]["status"] == "loaded"
+    assert rows["example-posture"]["distribution"] == "mcp-acp-example-posture"
+    assert set(rows["example-posture"]["registers"]) == {
+        "posture_check:marker-file",
+        "command:marker-file",
+    }
+    assert "MCP_ACP_PLUGINS" in listing["allowlist_source"]
+
+
+def test_plugin_command_only_when_allowed(run_cli: Run, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("")
+    marker.chmod(0o600)
+    denied = run_cli("marker-file", str(marker))
+    assert denied.returncode == 2
+    assert "No such command 'marker-file'" in denied.stderr
+    allowed = run_cli("marker-file", str(marker), env={"MCP_ACP_PLUGINS": "example-posture"})
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith("marker-file: pass")
+    marker.unlink()
+    missing = run_cli("marker-file", str(marker), env={"MCP_ACP_PLUGINS": "example-posture"})
+    assert missing.returncode == 1
+    assert "marker-file: fail" in missing.stdout
+
+
+def test_init_without_a_terminal_asks_for_flags(run_cli: Run, config_path: Path) -> None:
+    result = run_cli("init", input="")
+    assert result.returncode == 10
+    assert "--non-interactive" in result.stderr
+    assert not config_path.exists()
+
+
+def _converse(args: list[str], answers: list[tuple[str, str]], env: dict[str, str]) -> str:
+    """Run the CLI on a real pseudo-terminal; answer each prompt when it appears."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if pending and pending[0][0].encode() in seen.rsplit(b"\n", 1)[-1]:
+                os.write(master, pending.pop(0)[1].encode() + b"\r")
+            if proc.poll() is not None and not ready:
+                break
+        proc.wait(timeout=10)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_interactive_init_on_a_terminal(isolated_home: Path, config_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    transcript = _converse(
+        ["init"],
+        [
+            ("Backend transport", "stdio"),
+            ("Backend command line", "uvx mcp-server-git --repository '/srv/my repo'"),
+            ("Plugins to allow", "example-posture"),
+            ("Identity provider", ""),
+            ("Approver", ""),
+            ("Audit log directory", str(isolated_home / "logs")),
+        ],
+        env,
+    )
+    assert f"wrote {config_path}" in transcript
+    written = json.loads(config_path.read_text())
+    assert written["backend"]["command"] == "uvx"
+    assert written["backend"]["args"] == ["mcp-server-git", "--repository", "/srv/my repo"]
+    assert written["plugins"]["allow"] == ["example-posture"]
+    assert written["identity"]["use"] == "local"
+    assert written["audit"]["log_dir"] == str(isolated_home / "logs")

@@ -1,0 +1,254 @@
+"""Config files on a real file system: location, validation errors, permissions, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_acp.config import (
+    CONFIG_ENV,
+    Config,
+    load_config,
+    redacted,
+    resolve_config_path,
+    save_config,
+)
+from mcp_acp.errors import ConfigError
+from mcp_acp.runtime import load_runtime
+
+MINIMAL = {"backend": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"]}}
+
+
+def write(path: Path, data: object, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    path.chmod(mode)
+    return path
+
+
+def test_path_precedence(tmp_path: Path, isolated_home: Path) -> None:
+    assert resolve_config_path(None, {}) == isolated_home / ".config/mcp-acp/config.json"
+    assert resolve_config_path(None, {CONFIG_ENV: str(tmp_path / "e.json")}) == tmp_path / "e.json"
+    assert resolve_config_path(tmp_path / "c.json", {CONFIG_ENV: "/x"}) == tmp_path / "c.json"
+
+
+def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "c" / "config.json", MINIMAL))
+    assert config.identity.use == "local"
+    assert config.approver.use == "deny"
+    assert config.plugins.allow == []
+    assert config.backend.transport == "stdio"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "value"),
+    [
+        ({"backend": {"command": ""}}, "backend.command", '""'),
+        (
+            {"backend": {"transport": "http", "url": "http://10.1.2.3/mcp"}},
+            "backend.url",
+            '"http://10.1.2.3/mcp"',
+        ),
+        ({"backend": {"transport": "http", "url": "https://u:p@h/mcp"}}, "backend.url", None),
+        ({**MINIMAL, "identty": {"use": "local"}}, "identty", None),
+        ({**MINIMAL, "posture": {"interval_seconds": 1}}, "posture.interval_seconds", "1"),
+        (
+            {**MINIMAL, "posture": {"checks": [{"use": "Bad Name"}]}},
+            "posture.checks[0].use",
+            '"Bad Name"',
+        ),
+        ({**MINIMAL, "version": 2}, "version", "2"),
+        ({"backend": {"command": "x", "env": {"A B": "1"}}}, "backend.env", None),
+    ],
+)
+def test_invalid_field_is_named_in_one_line(
+    tmp_path: Path, data: dict[str, object], field: str, value: str | None
+) -> None:
+    path = write(tmp_path / "c" / "config.json", data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    line = caught.value.user_line()
+    assert "\n" not in line
+    assert f"{path}: {field}" in line
+    if value is not None:
+        assert f"= {value}" in line
+    assert "fix:" in line
+
+
+def test_secret_values_are_not_echoed_in_errors(tmp_path: Path) -> None:
+    data = {
+        "backend": {
+            "transport": "http",
+            "url": "https://h/mcp",
+            "headers": {"Authorization": 12345},
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "c" / "config.json", data))
+    assert "Authorization" in str(caught.value)
+    assert "12345" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"backend": {"command": "x"},}', "not valid JSON: line 1 column 30"),
+        ("[1, 2]", "must hold a JSON object, not list"),
+        ("", "not valid JSON"),
+    ],
+)
+def test_unparseable_file(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path / "c" / "config.json", text))
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c" / "config.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(b'{"backend": "\xff"}')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no config file at .* fix: run 'mcp-acp init'"):
+        load_config(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+def test_config_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = write(tmp_path / "c" / "config.json", MINIMAL, mode=mode)
+    with pytest.raises(ConfigError, match="writable by group or others"):
+        load_config(path)
+
+
+def test_config_in_a_group_writable_directory_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "c" / "config.json", MINIMAL)
+    path.parent.chmod(0o770)
+    with pytest.raises(ConfigError, match=r"directory .* is writable by group"):
+        load_config(path)
+
+
+def test_config_in_sticky_tmp_like_directory_is_accepted(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert load_config(write(shared / "config.json", MINIMAL)).backend.transport == "stdio"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "c" / "config.json", MINIMAL)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        load_config(path)
+
+
+def test_dangling_symlink_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "c" / "config.json"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(tmp_path / "gone.json")
+    with pytest.raises(ConfigError, match="dangling symlink"):
+        load_config(link)
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "c" / "config.json", " " * (1 << 20) + "{}")
+    with pytest.raises(ConfigError, match="over the 1 MiB limit"):
+        load_config(path)
+
+
+def test_save_is_private_and_atomic_under_a_permissive_umask(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "deeper" / "config.json"
+    old_umask = os.umask(0)
+    try:
+        save_config(Config.model_validate(MINIMAL), path)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert load_config(path) == Config.model_validate(MINIMAL)
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temp file left
+
+
+def test_failed_save_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    """A real EFBIG (RLIMIT_FSIZE) mid-write, in a child process: root cannot escape it."""
+    path = write(tmp_path / "c" / "config.json", MINIMAL)
+    before = path.read_bytes()
+    child = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from mcp_acp.config import Config, save_config\n"
+        "from mcp_acp.errors import ConfigError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
+        "big = Config.model_validate({'backend': {'command': 'x' * 4096}})\n"
+        "try:\n"
+        "    save_config(big, Path(sys.argv[1]))\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.user_line())\n"
+        "    sys.exit(exc.exit_code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", child, str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 10, result.stderr
+    assert "cannot write" in result.stdout
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # temp file removed
+
+
+def test_unknown_component_name_lists_the_available_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "c" / "config.json", {**MINIMAL, "approver": {"use": "cli"}})
+    with pytest.raises(ConfigError, match=r"approver.use = 'cli': no approver .*available: deny"):
+        load_runtime(path, environ={})
+
+
+def test_plugin_section_is_validated_by_the_plugins_model(tmp_path: Path) -> None:
+    data = {**MINIMAL, "identity": {"use": "local", "config": {"subject_id": ""}}}
+    path = write(tmp_path / "c" / "config.json", data)
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(path, environ={})
+    line = str(caught.value)
+    assert "identity.config.subject_id (plugin 'local-identity')" in line
+    assert "at least 1 character" in line
+
+
+def test_posture_check_from_an_allowed_plugin_validates(tmp_path: Path) -> None:
+    data = {
+        **MINIMAL,
+        "plugins": {"allow": ["example-posture"]},
+        "posture": {"checks": [{"use": "marker-file", "config": {"path": "relative"}}]},
+    }
+    path = write(tmp_path / "c" / "config.json", data)
+    with pytest.raises(ConfigError, match=r"posture.checks\[0\].config.path \(plugin 'example-"):
+        load_runtime(path, environ={})
+    data["posture"] = {"checks": [{"use": "marker-file", "config": {"path": "/etc/hostname"}}]}
+    runtime = load_runtime(write(path, data), environ={})
+    assert runtime.components["posture.checks[0]"].registration.plugin == "example-posture"
+
+
+async def test_runtime_builds_the_selected_components(tmp_path: Path) -> None:
+    data = {**MINIMAL, "identity": {"use": "local", "config": {"subject_id": "alice"}}}
+    runtime = load_runtime(write(tmp_path / "c" / "config.json", data), environ={})
+    subject = await runtime.build("identity").current_subject()
+    assert subject.subject_id == "alice"
+
+
+def test_redaction_of_secret_looking_values() -> None:
+    dump = {
+        "backend": {
+            "headers": {"Authorization": "Bearer abc", "X-Trace": "1"},
+            "env": {"GITHUB_TOKEN": "ghp_x", "PATH": "/bin"},
+        }
+    }
+    shown = redacted(dump)
+    assert shown["backend"]["headers"] == {"Authorization": "<redacted>", "X-Trace": "1"}
+    assert shown["backend"]["env"] == {"GITHUB_TOKEN": "<redacted>", "PATH": "/bin"}

@@ -1,0 +1,164 @@
+"""Plugin loading: allowlist, fail-closed errors, attribution, commands — with real modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import click
+import pytest
+
+from mcp_acp.errors import PluginError
+from mcp_acp.plugins import (
+    ALLOW_ENV,
+    DEFAULT_PLUGINS,
+    add_plugin_commands,
+    allowed_plugin_names,
+    load_plugins,
+)
+from mcp_acp.registry import Kind
+
+FIXTURES = Path(__file__).parent / "plugin_fixtures"
+
+
+@pytest.fixture
+def entry_points(monkeypatch: pytest.MonkeyPatch) -> list[EntryPoint]:
+    """Entry points for the fixture plugins (real modules, imported by the real loader)."""
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    names = [
+        "good",
+        "broken-import",
+        "typo-hook",
+        "clash",
+        "raising",
+        "bad-signature",
+        "steal-command",
+        "bad-model",
+    ]
+    return [
+        EntryPoint(name=n, value=f"fixture_{n.replace('-', '_')}", group="mcp_acp") for n in names
+    ]
+
+
+def test_builtins_register_through_the_hooks() -> None:
+    plugins = load_plugins(set(), entry_points=[])
+    assert [p.module for p in plugins.loaded] == list(DEFAULT_PLUGINS)
+    local = plugins.registry.get(Kind.IDENTITY_PROVIDER, "local")
+    assert local is not None
+    assert local.plugin == "local-identity"
+    assert plugins.registry.get(Kind.APPROVER, "deny") is not None
+
+
+def test_plugin_not_in_allowlist_is_not_imported(entry_points: list[EntryPoint]) -> None:
+    sys.modules.pop("fixture_good", None)
+    plugins = load_plugins(set(), entry_points=entry_points)
+    assert "fixture_good" not in sys.modules
+    statuses = {p.name: p.status for p in plugins.plugins}
+    assert statuses["good"] == "not allowed"
+    assert statuses["broken-import"] == "not allowed"  # never imported, so no error
+    assert plugins.registry.get(Kind.IDENTITY_PROVIDER, "fixed") is None
+
+
+def test_allowed_plugin_registers_and_is_recorded(entry_points: list[EntryPoint]) -> None:
+    plugins = load_plugins({"good"}, entry_points=entry_points)
+    fixed = plugins.registry.get(Kind.IDENTITY_PROVIDER, "fixed")
+    assert fixed is not None
+    assert (fixed.plugin, fixed.summary) == ("good", "a fixed subject")
+    assert ("good", "loaded") in [(p.name, p.status) for p in plugins.loaded]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("broken-import", r"plugin 'broken-import' .*failed to import.*mcp_acp_no_such_dependency"),
+        ("typo-hook", r"plugin 'typo-hook' implements a hook .*register_identity_provider"),
+        (
+            "clash",
+            r"identity provider 'local' is registered by both plugin 'local-identity' "
+            r"and plugin 'clash'",
+        ),
+        ("raising", r"plugin 'raising' failed in register_approvers: RuntimeError: database"),
+        ("bad-signature", r"plugin 'bad-signature' cannot be registered.*secret_key"),
+        ("bad-model", r"plugin 'bad-model' registered posture check 'odd' with a config model"),
+    ],
+)
+def test_faulty_plugin_stops_start_up(
+    entry_points: list[EntryPoint], name: str, expected: str
+) -> None:
+    with pytest.raises(PluginError, match=expected) as caught:
+        load_plugins({name}, entry_points=entry_points)
+    assert "\n" not in caught.value.user_line()
+    assert caught.value.exit_code == 11
+
+
+def test_allowed_but_not_installed_is_an_error(entry_points: list[EntryPoint]) -> None:
+    with pytest.raises(PluginError, match=r"'goood' is allowed .* no installed distribution"):
+        load_plugins({"good", "goood"}, entry_points=entry_points)
+
+
+def test_two_distributions_claiming_one_name(entry_points: list[EntryPoint]) -> None:
+    twice = [*entry_points, EntryPoint(name="good", value="fixture_clash", group="mcp_acp")]
+    with pytest.raises(PluginError, match="plugin name 'good' is claimed by both"):
+        load_plugins(set(), entry_points=twice)
+
+
+def test_entry_point_cannot_shadow_a_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    shadow = EntryPoint(name="deny-approver", value="fixture_good", group="mcp_acp")
+    with pytest.raises(PluginError, match="'deny-approver' is claimed by both mcp-acp"):
+        load_plugins(set(), entry_points=[shadow])
+
+
+def test_environment_overrides_config_allowlist() -> None:
+    assert allowed_plugin_names(["a"], {}) == (frozenset({"a"}), "config plugins.allow")
+    assert allowed_plugin_names(["a"], {ALLOW_ENV: " b, c ,"})[0] == frozenset({"b", "c"})
+    names, source = allowed_plugin_names(["a"], {ALLOW_ENV: ""})
+    assert names == frozenset()
+    assert ALLOW_ENV in source
+
+
+def test_plugin_commands_are_added_and_attributed(entry_points: list[EntryPoint]) -> None:
+    plugins = load_plugins({"good"}, entry_points=entry_points)
+    group = click.Group(commands={"init": click.Command("init")})
+    assert add_plugin_commands(group, plugins) == {"hello": "good"}
+    assert "hello" in group.commands
+
+
+def test_plugin_cannot_replace_a_builtin_command(entry_points: list[EntryPoint]) -> None:
+    plugins = load_plugins({"steal-command"}, entry_points=entry_points)
+    original = click.Command("init")
+    group = click.Group(commands={"init": original})
+    with pytest.raises(PluginError, match="tried to replace command 'init'"):
+        add_plugin_commands(group, plugins)
+    assert group.commands["init"] is original
+
+
+def test_installed_example_plugin_is_imported_only_when_allowed() -> None:
+    """The real entry point of the installed example distribution, in a fresh interpreter."""
+    probe = (
+        "import json, sys\n"
+        "from mcp_acp.plugins import load_plugins\n"
+        "p = load_plugins(set(sys.argv[1:]))\n"
+        "print(json.dumps({'imported': 'mcp_acp_example_posture' in sys.modules,"
+        " 'status': {i.name: [i.status, i.distribution] for i in p.plugins}}))\n"
+    )
+    denied = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert denied["imported"] is False
+    assert denied["status"]["example-posture"] == ["not allowed", "mcp-acp-example-posture"]
+    allowed = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe, "example-posture"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert allowed["imported"] is True
+    assert allowed["status"]["example-posture"] == ["loaded", "mcp-acp-example-posture"]
