@@ -40,6 +40,7 @@ from pydantic import (
 
 from mcp_acp._fs import atomic_write_text, unsafe_permissions
 from mcp_acp.errors import ConfigError, one_line
+from mcp_acp.tools import ToolEntry
 
 __all__ = [
     "CONFIG_ENV",
@@ -51,6 +52,7 @@ __all__ = [
     "PluginsSection",
     "PostureSection",
     "StdioBackend",
+    "ToolsSection",
     "config_error_from_validation",
     "default_config_path",
     "default_log_dir",
@@ -199,6 +201,15 @@ class PostureSection(_Section):
     )
 
 
+class ToolsSection(_Section):
+    """Extra tool-registry entries, consulted before the shipped registry."""
+
+    registry: list[ToolEntry] = Field(
+        default_factory=list,
+        description="Tool name glob -> operations, side effects and path arguments.",
+    )
+
+
 class Config(_Section):
     """The whole config file."""
 
@@ -208,6 +219,8 @@ class Config(_Section):
     identity: ComponentRef = Field(default_factory=lambda: ComponentRef(use="local"))
     token_storage: ComponentRef | None = None
     approver: ComponentRef = Field(default_factory=lambda: ComponentRef(use="deny"))
+    policy: ComponentRef = Field(default_factory=lambda: ComponentRef(use="acp"))
+    tools: ToolsSection = Field(default_factory=ToolsSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     posture: PostureSection = Field(default_factory=PostureSection)
 

@@ -30,6 +30,7 @@ __all__ = [
     "DecisionRequest",
     "Effect",
     "Environment",
+    "MatchedRule",
     "PathArgument",
     "PostureResult",
     "PostureStatus",
@@ -131,11 +132,20 @@ class Action:
 
 @attrs.frozen(slots=True)
 class PathArgument:
-    """One path-typed argument of a request. ``role`` is ``path``, ``source`` or ``dest``."""
+    """One path-typed argument of a request, as the client sent it.
+
+    ``role`` is ``path``, ``source`` or ``dest``. ``resolved`` is where the path really
+    leads once symlinks are followed (filled in by the proxy, which may do I/O; the policy
+    engine may not). A rule must hold for both.
+    """
 
     argument: str
     path: str
     role: str = "path"
+    resolved: str | None = None
+    unresolvable: str | None = None
+    """Why following the path's symlinks failed (a loop, no permission); the path is then
+    treated as ambiguous and denied."""
 
 
 @attrs.frozen(slots=True)
@@ -191,21 +201,47 @@ class DecisionRequest:
 
 
 @attrs.frozen(slots=True)
+class MatchedRule:
+    """A rule that matched a request, and its effect."""
+
+    rule_id: str
+    effect: Effect
+
+
+@attrs.frozen(slots=True)
 class Decision:
     """The answer of a policy engine, with enough to explain it to a human.
 
     ``rule_id`` is the winning rule (``None`` when no rule matched and the default deny
-    applied); ``matched_rules`` every rule that matched, in policy order; ``reason`` a
-    readable explanation; ``policy_id`` the content hash of the policy that decided.
+    applied; built-in protections use ids starting with ``builtin-``); ``matched`` every rule
+    that matched, in policy order, with its effect; ``reason`` one readable sentence;
+    ``policy_id`` the content hash of the policy that decided.
     """
 
     effect: Effect
     reason: str
     policy_id: str
     rule_id: str | None = None
-    matched_rules: tuple[str, ...] = ()
+    matched: tuple[MatchedRule, ...] = ()
     policy_version: str | None = None
     eval_ns: int = 0
+
+    @property
+    def eval_us(self) -> float:
+        """Evaluation time in microseconds."""
+        return self.eval_ns / 1000
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as a JSON-ready dict (``policy explain --json``, audit records)."""
+        return {
+            "effect": self.effect.value,
+            "rule": self.rule_id,
+            "matched": [{"rule": m.rule_id, "effect": m.effect.value} for m in self.matched],
+            "explanation": self.reason,
+            "policy_id": self.policy_id,
+            "policy_version": self.policy_version,
+            "eval_us": round(self.eval_us, 3),
+        }
 
     @classmethod
     def deny(cls, reason: str, *, policy_id: str, rule_id: str | None = None) -> Decision:

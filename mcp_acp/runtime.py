@@ -113,6 +113,7 @@ def resolve_runtime(
     selected: list[tuple[Kind, ComponentRef, str]] = [
         (Kind.IDENTITY_PROVIDER, config.identity, "identity"),
         (Kind.APPROVER, config.approver, "approver"),
+        (Kind.POLICY_ENGINE, config.policy, "policy"),
     ]
     if config.token_storage is not None:
         selected.append((Kind.TOKEN_STORAGE, config.token_storage, "token_storage"))

@@ -1,0 +1,1 @@
+"""Data files shipped with mcp-acp (the tool registry)."""

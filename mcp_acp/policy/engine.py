@@ -1,0 +1,239 @@
+"""The built-in ``acp`` policy engine: a pure, total, explainable decision function.
+
+Order of a decision (the first step that decides, wins):
+
+1. **ambiguous path** — any path argument that could be read two ways → deny
+   (``builtin-ambiguous-path``);
+2. **protected paths** — the config directory and the audit log directory can never be
+   touched through the proxy → deny (``builtin-protected-path``);
+3. **discovery** — ``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
+   notifications → allow as ``discovery``, unless a deny rule matches (list *results* are
+   filtered with the same policy by the proxy);
+4. **rules** — deny overrides ask, ask overrides allow; no match → deny. The winning rule is
+   the first one in file order with the winning effect.
+
+``decide`` never raises: any internal error becomes a deny that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_acp.errors import PolicyError
+from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
+from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
+from mcp_acp.policy.load import load_policy, policy_errors, read_policy_text
+from mcp_acp.policy.model import PolicyFile
+from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
+from mcp_acp.policy.view import RequestView
+from mcp_acp.registry import PluginContext
+
+__all__ = [
+    "DISCOVERY_METHODS",
+    "AcpConfig",
+    "AcpPolicyEngine",
+    "RuleTrace",
+    "is_discovery",
+]
+
+DISCOVERY_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
+    }
+)
+
+_VERB = {Effect.ALLOW: "allowed", Effect.DENY: "denied", Effect.ASK: "approval required"}
+
+
+def is_discovery(method: str) -> bool:
+    return method in DISCOVERY_METHODS or method.startswith("notifications/")
+
+
+@attrs.frozen(slots=True)
+class RuleTrace:
+    """How one rule fared against a request (for ``policy explain``)."""
+
+    rule_id: str
+    effect: Effect
+    matched: bool
+    details: tuple[str, ...]
+
+
+class AcpConfig(BaseModel):
+    """Options of the ``acp`` engine (``policy.config`` in the config file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = Field(
+        default=None, description="Policy file; default: policy.json beside the config file."
+    )
+
+
+def _protected_forms(directories: Sequence[Path]) -> tuple[tuple[str, str], ...]:
+    """Each protected directory as written and as resolved, with a label for messages."""
+    forms: dict[str, str] = {}
+    for directory in directories:
+        try:
+            written = normalise_path(os.path.abspath(directory))
+        except AmbiguousPathError:
+            continue  # such a path cannot be named by a request either
+        forms[written] = str(directory)
+        with contextlib.suppress(AmbiguousPathError):
+            forms.setdefault(resolve_symlinks(written), str(directory))
+    return tuple(forms.items())
+
+
+class AcpPolicyEngine:
+    """Decides requests against a compiled policy; ``reload`` swaps policies atomically."""
+
+    def __init__(
+        self,
+        policy: PolicyFile,
+        *,
+        protected: Sequence[Path] = (),
+        path: Path | None = None,
+    ) -> None:
+        self._compiled: CompiledPolicy = compile_policy(policy)
+        self._protected = _protected_forms(protected)
+        self._path = path
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: Path, *, protected: Sequence[Path] = ()) -> AcpPolicyEngine:
+        return cls(load_policy(path), protected=protected, path=path)
+
+    @classmethod
+    def from_config(cls, options: AcpConfig, context: PluginContext) -> AcpPolicyEngine:
+        path = options.path or context.config_dir / "policy.json"
+        return cls.from_file(path, protected=(context.config_dir, context.log_dir))
+
+    @property
+    def policy_id(self) -> str:
+        return self._compiled.policy_id
+
+    @property
+    def policy(self) -> PolicyFile:
+        return self._compiled.policy
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        start = time.perf_counter_ns()
+        compiled = self._compiled  # one policy for the whole decision, even during a reload
+        try:
+            effect, rule_id, matched, reason = self._decide(compiled, RequestView(request))
+        except Exception as exc:  # totality: an engine bug is a deny, never an escape
+            effect, rule_id, matched = Effect.DENY, "builtin-engine-error", ()
+            reason = f"denied: policy engine error: {type(exc).__name__}: {exc}"
+        return Decision(
+            effect=effect,
+            reason=reason,
+            policy_id=compiled.policy_id,
+            rule_id=rule_id,
+            matched=matched,
+            policy_version=compiled.version,
+            eval_ns=time.perf_counter_ns() - start,
+        )
+
+    def _decide(
+        self, compiled: CompiledPolicy, view: RequestView
+    ) -> tuple[Effect, str | None, tuple[MatchedRule, ...], str]:
+        if view.ambiguous is not None:
+            return (
+                Effect.DENY,
+                "builtin-ambiguous-path",
+                (),
+                f"denied: {view.ambiguous} (ambiguous paths are never guessed)",
+            )
+        protected = self._protected_hit(view)
+        if protected is not None:
+            return Effect.DENY, "builtin-protected-path", (), protected
+        candidates = compiled.candidates(view)
+        if is_discovery(view.method):
+            candidates = [r for r in candidates if r.effect is Effect.DENY]
+        matched = [rule for rule in candidates if rule.matches(view)]
+        found = tuple(MatchedRule(rule.rule_id, rule.effect) for rule in matched)
+        for effect in (Effect.DENY, Effect.ASK, Effect.ALLOW):
+            winner = next((rule for rule in matched if rule.effect is effect), None)
+            if winner is not None:
+                return effect, winner.rule_id, found, _explain(winner, view)
+        if is_discovery(view.method):
+            return Effect.ALLOW, "discovery", (), f"allowed as discovery: {view.method}"
+        what = view.method + (f" {view.tool}" if view.tool else "")
+        return Effect.DENY, None, (), f"denied by default: no rule matched {what}"
+
+    def _protected_hit(self, view: RequestView) -> str | None:
+        for path_view in view.paths:
+            for candidate in path_view.allow_views:
+                for form, label in self._protected:
+                    if is_within(candidate, form):
+                        return (
+                            f"denied: path {path_view.shown} is inside the protected "
+                            f"directory {label} (mcp-acp's own config and logs)"
+                        )
+        return None
+
+    def trace(self, request: DecisionRequest) -> list[RuleTrace]:
+        """Every rule, whether it matched, and why (slow; for humans)."""
+        view = RequestView(request)
+        traces = []
+        for rule in self._compiled.rules:
+            if view.ambiguous is not None:
+                traces.append(RuleTrace(rule.rule_id, rule.effect, False, (view.ambiguous,)))
+                continue
+            results = [(check.test(view), check.describe(view)) for check in rule.checks]
+            matched = all(ok for ok, _ in results)
+            details = tuple(text for ok, text in results if ok == matched)
+            if not matched:
+                details = details[:1]
+            traces.append(RuleTrace(rule.rule_id, rule.effect, matched, details))
+        return traces
+
+    # ------------------------------------------------------------------ reloading
+
+    def reload(self, path: Path | None = None) -> list[str]:
+        """Load and compile ``path`` (default: the current file) and swap it in.
+
+        Returns the problems found; if there are any, the last-known-good policy stays
+        active. A decision in progress finishes under the policy it started with.
+        """
+        target = path or self._path
+        if target is None:
+            return ["no policy file to reload: the engine was built from memory"]
+        with self._reload_lock:
+            try:
+                text = read_policy_text(target)
+            except PolicyError as exc:
+                return [str(exc)]
+            errors = policy_errors(text, str(target))
+            if errors:
+                return errors
+            policy = PolicyFile.model_validate_json(text)
+            self._compiled = compile_policy(policy)
+            self._path = target
+            return []
+
+
+def _explain(rule: CompiledRule, view: RequestView) -> str:
+    because = "; ".join(
+        check.describe(view) for check in rule.checks if check.field not in ("min_provenance",)
+    )
+    return f"{_VERB[rule.effect]} by rule {rule.rule_id}: {because}"

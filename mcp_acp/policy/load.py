@@ -1,0 +1,146 @@
+"""Reading policy files, with errors that name the JSON path *and* the line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mcp_acp.errors import PolicyError, one_line
+from mcp_acp.policy.model import PolicyFile
+
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "load_policy",
+    "parse_policy",
+    "policy_errors",
+    "read_policy_text",
+]
+
+MAX_POLICY_BYTES = 4 << 20
+_WS = re.compile(r"[ \t\n\r]*")
+_FIX = "correct the policy file ('mcp-acp schema policy' documents every field)"
+
+
+def _read(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(
+            f"no policy file at {path}",
+            fix="create one ('mcp-acp init' writes a starter policy) or set "
+            "policy.config.path in the config",
+        ) from None
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read policy {path}: {exc.strerror}", fix="check the file's permissions"
+        ) from exc
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(
+            f"policy {path} is {len(raw)} bytes, over the 4 MiB limit",
+            fix="split or shorten the policy",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"policy {path} is not UTF-8 (byte {exc.start})", fix="save the file as UTF-8"
+        ) from exc
+
+
+def _json_lines(text: str) -> dict[tuple[int | str, ...], int]:
+    """Line number of every value in a JSON document, keyed by its path."""
+    decoder = json.JSONDecoder()
+    lines: dict[tuple[int | str, ...], int] = {}
+
+    def line_of(index: int) -> int:
+        return text.count("\n", 0, index) + 1
+
+    def value(index: int, path: tuple[int | str, ...]) -> int:
+        index = _WS.match(text, index).end()  # type: ignore[union-attr]
+        lines[path] = line_of(index)
+        char = text[index : index + 1]
+        if char == "{":
+            index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
+            if text[index] == "}":
+                return index + 1
+            while True:
+                key, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
+                index = _WS.match(text, index).end() + 1  # type: ignore[union-attr]  # the ':'
+                index = value(index, (*path, key))
+                index = _WS.match(text, index).end()  # type: ignore[union-attr]
+                if text[index] == "}":
+                    return index + 1
+                index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
+        if char == "[":
+            index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
+            if text[index] == "]":
+                return index + 1
+            position = 0
+            while True:
+                index = value(index, (*path, position))
+                index = _WS.match(text, index).end()  # type: ignore[union-attr]
+                if text[index] == "]":
+                    return index + 1
+                index += 1
+                position += 1
+        _, end = decoder.raw_decode(text, index)
+        return end
+
+    value(0, ())
+    return lines
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [f"{source}:{exc.lineno}: not valid JSON at column {exc.colno}: {exc.msg}"]
+    try:
+        return PolicyFile.model_validate(data), []
+    except ValidationError as exc:
+        lines = _json_lines(text)
+        errors = []
+        for error in exc.errors(include_url=False):
+            loc = tuple(error["loc"])
+            found = loc
+            while found and found not in lines:  # e.g. "x" given where a list is expected
+                found = found[:-1]
+            line = lines.get(found, 1)
+            message = error["msg"].removeprefix("Value error, ")
+            errors.append(one_line(f"{source}:{line}: {_json_path(loc)}: {message}"))
+        return None, errors
+
+
+def policy_errors(text: str, source: str) -> list[str]:
+    """Every problem in a policy document, one line each (empty if it is valid)."""
+    return _validate(text, source)[1]
+
+
+def parse_policy(text: str, source: str) -> PolicyFile:
+    """Validate policy ``text``; raise :class:`PolicyError` with the first problem."""
+    policy, errors = _validate(text, source)
+    if policy is None:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise PolicyError(errors[0] + more, fix=_FIX + ", then run 'mcp-acp policy validate'")
+    return policy
+
+
+def load_policy(path: Path) -> PolicyFile:
+    """Read and validate the policy file at ``path``."""
+    return parse_policy(_read(path), str(path))
+
+
+def read_policy_text(path: Path) -> str:
+    """The text of a policy file, with the same checks as :func:`load_policy`."""
+    return _read(path)

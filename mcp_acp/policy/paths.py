@@ -1,0 +1,183 @@
+"""Paths as the policy sees them: normalised once, ambiguous ones refused, never guessed.
+
+A proxy decides on a *string* that a backend resolves later, so anything that two programs
+could read differently is refused with a reason instead of being "cleaned up":
+
+* not absolute (relative paths, ``~``, ``$HOME``, ``C:``) — nothing is expanded;
+* a ``..`` segment anywhere — lexical collapsing is wrong once symlinks exist;
+* NUL, control characters, invisible and bidi-override characters;
+* backslashes (Windows forms, mixed separators), look-alike slashes (U+2215, U+2044, …),
+  fullwidth forms, text that is not Unicode NFC;
+* percent-encoding in a plain path (``%2e%2e``);
+* Windows-only aliases: a ``:`` in a name (drive, alternate data stream), a trailing dot or
+  space, reserved device names (``CON``, ``aux.json``, ``COM1``);
+* ``/proc/self``, ``/proc/<pid>``, ``/proc/thread-self`` and ``/dev/fd`` magic links;
+* longer than 4096 bytes, or a name longer than 255 bytes.
+
+What *is* normalised: repeated slashes, ``.`` segments and a trailing slash.
+
+:func:`resolve_symlinks` (I/O, run by the proxy before the decision, not by the pure engine)
+follows symlinks like the kernel does, so a rule sees both the requested path and where it
+really leads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import unicodedata
+from collections import deque
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_PATH_BYTES",
+    "AmbiguousPathError",
+    "extension_of",
+    "file_uri_to_path",
+    "is_within",
+    "normalise_path",
+    "resolve_symlinks",
+]
+
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
+
+_LOOKALIKE_SLASHES = frozenset("\u2215\u2044\u29f8\u2216\u29f5\u29f9\uff0f\uff3c\u2571\u2572")
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_PERCENT = re.compile("%[0-9A-Fa-f]{2}")
+_FULLWIDTH = re.compile("[\uff00-\uffef]")
+_WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"com{i}" for i in range(10)]
+    + [f"lpt{i}" for i in range(10)]
+    + ["com\u00b9", "com\u00b2", "com\u00b3", "lpt\u00b9", "lpt\u00b2", "lpt\u00b3"]
+)
+_MAGIC = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev/fd)(?:/|$)")
+
+
+class AmbiguousPathError(ValueError):
+    """A path that could be read two ways; ``reason`` says why (one line)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def normalise_path(raw: str) -> str:
+    """Return the canonical form of an absolute path, or raise :class:`AmbiguousPathError`."""
+    if not isinstance(raw, str):
+        raise AmbiguousPathError(repr(raw), "is not a string")
+    if not raw:
+        raise AmbiguousPathError(raw, "is empty")
+    if "\x00" in raw:
+        raise AmbiguousPathError(raw, "contains a NUL character")
+    if (m := _CONTROL.search(raw)) is not None:
+        raise AmbiguousPathError(raw, f"contains control character U+{ord(m.group()):04X}")
+    if (m := _INVISIBLE.search(raw)) is not None:
+        raise AmbiguousPathError(
+            raw, f"contains invisible or bidi character U+{ord(m.group()):04X}"
+        )
+    if "\\" in raw:
+        raise AmbiguousPathError(raw, "contains a backslash (Windows path or mixed separators)")
+    if lookalike := _LOOKALIKE_SLASHES.intersection(raw):
+        char = min(lookalike)
+        raise AmbiguousPathError(raw, f"contains look-alike slash U+{ord(char):04X}")
+    if (m := _FULLWIDTH.search(raw)) is not None:
+        raise AmbiguousPathError(raw, f"contains fullwidth character U+{ord(m.group()):04X}")
+    if _PERCENT.search(raw):
+        raise AmbiguousPathError(raw, "contains percent-encoding (plain paths are not URLs)")
+    if not raw.startswith("/"):
+        if re.match(r"^[A-Za-z]:", raw):
+            raise AmbiguousPathError(raw, "is a Windows drive path")
+        raise AmbiguousPathError(
+            raw, "is not absolute ('~', '$HOME' and relative paths are not expanded)"
+        )
+    if not unicodedata.is_normalized("NFC", raw):
+        raise AmbiguousPathError(raw, "is not in Unicode NFC form")
+    if len(raw.encode()) > MAX_PATH_BYTES:
+        raise AmbiguousPathError(raw[:64] + "…", f"is longer than {MAX_PATH_BYTES} bytes")
+    parts: list[str] = []
+    for part in raw.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise AmbiguousPathError(raw, "contains a '..' segment")
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise AmbiguousPathError(raw, f"has a name longer than {MAX_COMPONENT_BYTES} bytes")
+        if ":" in part:
+            raise AmbiguousPathError(raw, f"name {part!r} contains ':' (drive or data stream)")
+        if part[-1] in ". ":
+            raise AmbiguousPathError(raw, f"name {part!r} ends with a dot or space")
+        if part.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_RESERVED:
+            raise AmbiguousPathError(raw, f"name {part!r} is a reserved device name")
+        parts.append(part)
+    path = "/" + "/".join(parts)
+    if _MAGIC.match(path):
+        raise AmbiguousPathError(raw, "goes through a /proc or /dev/fd magic link")
+    return path
+
+
+def file_uri_to_path(uri: str) -> str:
+    """Path of a ``file:`` URI (decoded once, then normalised), or ``AmbiguousPathError``."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "file":
+        raise AmbiguousPathError(uri, "is not a file: URI")
+    if parts.netloc not in ("", "localhost"):
+        raise AmbiguousPathError(uri, f"names a remote host {parts.netloc!r}")
+    if parts.query or parts.fragment:
+        raise AmbiguousPathError(uri, "has a query or fragment")
+    try:
+        decoded = unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:
+        raise AmbiguousPathError(uri, "has invalid (e.g. overlong) UTF-8 encoding") from None
+    return normalise_path(decoded)
+
+
+def extension_of(path: str) -> str | None:
+    """Lower-case extension without the dot (``"pem"``), or ``None``."""
+    name = path.rsplit("/", 1)[-1]
+    stem, dot, ext = name.rpartition(".")
+    return ext.lower() if dot and stem and ext else None
+
+
+def is_within(path: str, directory: str) -> bool:
+    """True if normalised ``path`` is ``directory`` or below it (never a prefix sibling)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
+    """Follow every symlink in normalised absolute ``path``, as the kernel would.
+
+    Missing components are kept as written (a file about to be created). A loop, more than
+    ``max_links`` links, or a directory we may not inspect raise ``AmbiguousPathError``.
+    """
+    pending = deque(part for part in path.split("/") if part)
+    resolved = "/"
+    links = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":  # only from a symlink's target
+            resolved = os.path.dirname(resolved) or "/"
+            continue
+        candidate = os.path.join(resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+                resolved = candidate  # not a link, or does not exist (yet)
+                continue
+            raise AmbiguousPathError(path, f"cannot inspect {candidate}: {exc.strerror}") from None
+        links += 1
+        if links > max_links:
+            raise AmbiguousPathError(path, f"follows more than {max_links} symlinks (a loop?)")
+        if target.startswith("/"):
+            resolved = "/"
+        pending.extendleft(reversed(target.split("/")))
+    return resolved

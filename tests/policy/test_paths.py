@@ -1,0 +1,332 @@
+"""Every input of the security checklist's "Path matching" list (8.1), against a real tree.
+
+Policy under test: allow ``read`` under ``<root>/srv/data/project``; the fixture tree has
+``project`` and its prefix sibling ``project_secret``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from policy_helpers import make_engine, make_request
+
+from mcp_acp.models import Effect
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.paths import (
+    AmbiguousPathError,
+    file_uri_to_path,
+    normalise_path,
+    resolve_symlinks,
+)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "srv" / "data" / "project"
+    project.mkdir(parents=True)
+    (project / "ok.txt").write_text("fine")
+    secret = tmp_path / "srv" / "data" / "project_secret"
+    secret.mkdir()
+    (secret / "key").write_text("secret")
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0")
+    return tmp_path
+
+
+@pytest.fixture
+def engine(root: Path) -> AcpPolicyEngine:
+    return make_engine(
+        {
+            "id": "read-project",
+            "effect": "allow",
+            "conditions": {"operations": "read", "path_pattern": f"{root}/srv/data/project/**"},
+        }
+    )
+
+
+def decide(engine: AcpPolicyEngine, path: str) -> tuple[Effect, str | None, str]:
+    decision = engine.decide(make_request(tool="read_file", arguments={"path": path}))
+    return decision.effect, decision.rule_id, decision.reason
+
+
+def test_inside_the_project_is_allowed(engine: AcpPolicyEngine, root: Path) -> None:
+    assert decide(engine, f"{root}/srv/data/project/ok.txt")[:2] == (Effect.ALLOW, "read-project")
+    assert decide(engine, f"{root}/srv/data/project")[0] is Effect.ALLOW  # /p/** matches /p
+    assert decide(engine, f"{root}/srv/data/project/")[0] is Effect.ALLOW
+    assert decide(engine, f"{root}//srv/./data/project/ok.txt")[0] is Effect.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("suffix", "reason"),
+    [
+        ("/srv/data/project/../project_secret/key", "'..' segment"),  # 1
+        ("/srv/data/project/./../../../etc/passwd", "'..' segment"),  # 3
+        ("/srv/data/project//../project_secret", "'..' segment"),  # 4
+        ("/srv/data/project/ok.txt\x00/../../etc/passwd", "NUL"),  # 15
+        ("/srv/data/project/a\nb", "control character U+000A"),  # 16
+        ("/srv/data/project/a\rb", "control character U+000D"),
+        ("/srv/data/project/a\tb", "control character U+0009"),
+        ("/srv/data/project/\x1b[2Kx", "control character U+001B"),
+        ("/srv/data/project/\u202etxt.exe", "bidi character U+202E"),
+        ("/srv/data/project/a\u200bb", "invisible or bidi character U+200B"),
+        ("/srv/data/project/secret.", "ends with a dot or space"),  # 17
+        ("/srv/data/project/secret ", "ends with a dot or space"),
+        ("/srv/data/project/\uff45\uff54\uff43", "fullwidth character"),  # 12
+        ("/srv/data/project\u2215..\u2215x", "look-alike slash U+2215"),
+        ("/srv/data/project\u2044x", "look-alike slash U+2044"),
+        ("/srv/data/project/cafe\u0301", "not in Unicode NFC"),
+        ("/srv/data/project/%2e%2e%2fetc", "percent-encoding"),  # 13
+        ("/srv/data/project/%252e%252e%252f", "percent-encoding"),
+        ("/srv/data/project/%c0%ae%c0%ae/", "percent-encoding"),
+        ("/srv/data/project/file.txt::$DATA", "contains ':'"),  # 18
+        ("/srv/data/project/file.txt:hidden", "contains ':'"),
+        ("/srv/data/project/CON", "reserved device name"),
+        ("/srv/data/project/NUL", "reserved device name"),
+        ("/srv/data/project/COM1.txt", "reserved device name"),
+        ("/srv/data/project/aux.json", "reserved device name"),
+        ("/srv/data/project/..\\..\\etc\\passwd", "backslash"),
+    ],
+)
+def test_ambiguous_paths_are_denied_with_a_reason(
+    engine: AcpPolicyEngine, root: Path, suffix: str, reason: str
+) -> None:
+    effect, rule, text = decide(engine, f"{root}{suffix}")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert reason in text
+    assert "\n" not in text or "\\n" in repr(text)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("C:\\srv\\work\\project\\..\\x", "backslash"),  # 18: Windows forms
+        ("C:/srv/work/project/x", "Windows drive path"),
+        ("\\\\?\\C:\\x", "backslash"),
+        ("\\\\.\\pipe\\x", "backslash"),
+        ("\\\\host\\share\\x", "backslash"),
+        ("\\\\?\\UNC\\host\\share", "backslash"),
+        ("C:foo", "Windows drive path"),
+        ("project/x", "not absolute"),  # 19: relative forms, nothing expanded
+        ("../x", "not absolute"),
+        ("~/x", "not absolute"),
+        ("~root/x", "not absolute"),
+        ("$HOME/x", "not absolute"),
+        ("", "is empty"),  # 20
+        (".", "not absolute"),
+        ("/" + "a" * 4096, "longer than 4096 bytes"),
+        ("/srv/" + "b" * 256, "name longer than 255 bytes"),
+        ("/proc/self/root/etc/passwd", "magic link"),  # 24
+        ("/proc/1234/cwd/x", "magic link"),
+        ("/proc/thread-self/root/x", "magic link"),
+        ("/dev/fd/3", "magic link"),
+    ],
+)
+def test_foreign_and_magic_forms_are_denied(
+    engine: AcpPolicyEngine, path: str, reason: str
+) -> None:
+    effect, rule, text = decide(engine, path)
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert reason in text
+
+
+def test_prefix_sibling_is_not_inside(engine: AcpPolicyEngine, root: Path) -> None:  # 2, 21
+    effect, rule, _ = decide(engine, f"{root}/srv/data/project_secret/key")
+    assert (effect, rule) == (Effect.DENY, None)
+
+
+def test_case_variants_do_not_match_an_allow(engine: AcpPolicyEngine, root: Path) -> None:  # 11
+    assert decide(engine, f"{root}/SRV/DATA/PROJECT/x")[0] is Effect.DENY
+    assert decide(engine, f"{root}/srv/data/Project/x")[0] is Effect.DENY
+
+
+def test_case_variants_cannot_dodge_a_deny(root: Path) -> None:  # 11, deny side
+    engine = make_engine(
+        {"id": "read-all", "effect": "allow", "conditions": {"path_pattern": "/**"}},
+        {"id": "no-secrets", "effect": "deny", "conditions": {"path_pattern": "**/secrets/**"}},
+    )
+    for path in ("/x/secrets/a", "/x/SECRETS/a", "/x/Secrets/a"):
+        assert decide(engine, path)[:2] == (Effect.DENY, "no-secrets"), path
+
+
+def test_homoglyph_is_a_different_name(engine: AcpPolicyEngine, root: Path) -> None:  # 12
+    assert decide(engine, f"{root}/srv/data/proj\u0435ct/x")[0] is Effect.DENY
+
+
+def test_symlinked_directory_out_of_the_root(engine: AcpPolicyEngine, root: Path) -> None:  # 5
+    (root / "srv/data/project/link").symlink_to(root / "etc")
+    effect, rule, _ = decide(engine, f"{root}/srv/data/project/link/passwd")
+    assert (effect, rule) == (Effect.DENY, None)
+    trace = engine.trace(make_request(arguments={"path": f"{root}/srv/data/project/link/passwd"}))
+    assert f"resolves to {root}/etc/passwd" in trace[0].details[0]
+
+
+def test_symlinked_file_out_of_the_root(engine: AcpPolicyEngine, root: Path) -> None:  # 6
+    (root / "srv/data/project/file").symlink_to(root / "etc/passwd")
+    assert decide(engine, f"{root}/srv/data/project/file")[0] is Effect.DENY
+
+
+def test_symlink_inside_the_root_is_fine(engine: AcpPolicyEngine, root: Path) -> None:
+    (root / "srv/data/project/alias").symlink_to(root / "srv/data/project/ok.txt")
+    assert decide(engine, f"{root}/srv/data/project/alias")[0] is Effect.ALLOW
+
+
+def test_symlink_loop_is_denied_without_hanging(engine: AcpPolicyEngine, root: Path) -> None:  # 7
+    (root / "srv/data/project/a").symlink_to(root / "srv/data/project/b")
+    (root / "srv/data/project/b").symlink_to(root / "srv/data/project/a")
+    effect, rule, text = decide(engine, f"{root}/srv/data/project/a/x")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "more than 40 symlinks" in text
+
+
+def test_dangling_symlink_to_outside(engine: AcpPolicyEngine, root: Path) -> None:  # 8
+    (root / "srv/data/project/later").symlink_to(root / "etc/created-later")
+    assert decide(engine, f"{root}/srv/data/project/later")[0] is Effect.DENY
+    (root / "etc/created-later").write_text("now it exists")
+    assert decide(engine, f"{root}/srv/data/project/later")[0] is Effect.DENY
+
+
+def test_symlink_swap_race_is_checked_at_decision_time(
+    engine: AcpPolicyEngine, root: Path
+) -> None:  # 9
+    """A thread keeps swapping a link between inside and outside. Each decision sees one
+    state: allowed only when the link pointed inside at that moment. What the backend opens
+    later is outside our reach (documented limit: decide-then-use across processes)."""
+    link = root / "srv/data/project/swap"
+    inside, outside = root / "srv/data/project/ok.txt", root / "etc/passwd"
+    stop = threading.Event()
+
+    def swapper() -> None:
+        tmp = root / "srv/data/project/.swap-tmp"
+        flip = False
+        while not stop.is_set():
+            if tmp.is_symlink():
+                tmp.unlink()
+            tmp.symlink_to(outside if flip else inside)
+            os.replace(tmp, link)
+            flip = not flip
+
+    link.symlink_to(inside)
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        seen = set()
+        for _ in range(300):
+            request = make_request(arguments={"path": str(link)})
+            resolved = request.resource.paths[0].resolved
+            effect = engine.decide(request).effect
+            assert (effect is Effect.ALLOW) == (resolved == str(inside)), (effect, resolved)
+            seen.add(effect)
+    finally:
+        stop.set()
+        thread.join()
+    assert Effect.DENY in seen
+
+
+def test_hard_link_is_a_documented_limit(engine: AcpPolicyEngine, root: Path) -> None:  # 10
+    """A hard link inside the root to a file outside looks like any other file: realpath
+    cannot see it. Documented in docs/policies.md; this test pins the behaviour."""
+    os.link(root / "etc/passwd", root / "srv/data/project/hard")
+    assert decide(engine, f"{root}/srv/data/project/hard")[0] is Effect.ALLOW
+
+
+def test_file_uris_are_paths_too(root: Path) -> None:  # 14
+    engine = make_engine(
+        {
+            "id": "project-resources",
+            "effect": "allow",
+            "conditions": {
+                "resource_type": "resource",
+                "path_pattern": f"{root}/srv/data/project/**",
+            },
+        }
+    )
+
+    def read(uri: str) -> Effect:
+        return engine.decide(make_request("resources/read", None, params={"uri": uri})).effect
+
+    assert read(f"file://{root}/srv/data/project/ok.txt") is Effect.ALLOW
+    assert read(f"file://{root}/srv/data/project/../../etc/passwd") is Effect.DENY
+    assert read("file://localhost/etc/passwd") is Effect.DENY
+    assert read(f"file://evil.example/{root}/srv/data/project/ok.txt") is Effect.DENY
+    assert read(f"file://{root}/srv/data/project/%2e%2e/x") is Effect.DENY
+    assert read(f"file://{root}/srv/data/project/%c0%ae%c0%ae/x") is Effect.DENY
+    assert read(f"file://{root}/srv/data/project/%252e%252e/x") is Effect.DENY
+
+
+def test_pattern_globs_do_not_cross_segments(root: Path) -> None:  # 21
+    engine = make_engine(
+        {
+            "id": "one-level",
+            "effect": "allow",
+            "conditions": {"path_pattern": "/srv/data/project/*"},
+        }
+    )
+    assert decide(engine, "/srv/data/project/x")[0] is Effect.ALLOW
+    assert decide(engine, "/srv/data/project/x/y")[0] is Effect.DENY
+    assert decide(engine, "/srv/data/project/../x")[0] is Effect.DENY
+    deep = make_engine(
+        {"id": "deep", "effect": "allow", "conditions": {"path_pattern": "/srv/data/project/**"}}
+    )
+    assert decide(deep, "/srv/data/project_secret")[0] is Effect.DENY
+
+
+def test_glob_characters_in_requests_are_literal() -> None:  # 22
+    engine = make_engine(
+        {"id": "exact", "effect": "allow", "conditions": {"path_pattern": "/srv/a/file"}}
+    )
+    for path in ("/srv/a/*", "/srv/a/[!a]ile", "/srv/a/{file,x}", "/srv/a/fil?"):
+        assert decide(engine, path)[0] is Effect.DENY, path
+    literal = make_engine(
+        {"id": "star", "effect": "allow", "conditions": {"path_pattern": "/srv/a/x*"}}
+    )
+    assert decide(literal, "/srv/a/x[1]")[0] is Effect.ALLOW  # '*' in the *pattern* is a glob
+
+
+def test_every_path_argument_is_checked(root: Path) -> None:  # 23
+    engine = make_engine(
+        {"id": "project", "effect": "allow", "conditions": {"path_pattern": "/srv/project/**"}}
+    )
+    ok = make_request(
+        tool="read_multiple_files", arguments={"paths": ["/srv/project/a", "/srv/project/b"]}
+    )
+    assert engine.decide(ok).effect is Effect.ALLOW
+    bad = make_request(
+        tool="read_multiple_files", arguments={"paths": ["/srv/project/a", "/etc/shadow"]}
+    )
+    assert engine.decide(bad).effect is Effect.DENY
+    cwd = make_request(tool="run_command", arguments={"command": "ls", "cwd": "/etc"})
+    assert [p.argument for p in cwd.resource.paths] == ["cwd"]
+    unknown_tool = make_request(
+        tool="frobnicate", arguments={"destination": "/etc/x", "source": "/srv/project/a"}
+    )
+    assert {(p.role, p.path) for p in unknown_tool.resource.paths} == {
+        ("dest", "/etc/x"),
+        ("source", "/srv/project/a"),
+    }
+    assert engine.decide(unknown_tool).effect is Effect.DENY
+
+
+def test_non_string_path_argument_is_ambiguous() -> None:
+    engine = make_engine({"id": "all", "effect": "allow", "conditions": {"path_pattern": "/**"}})
+    request = make_request(tool="read_file", arguments={"path": {"$ref": "/etc/passwd"}})
+    assert engine.decide(request).rule_id == "builtin-ambiguous-path"
+
+
+def test_bind_mount_aliases_are_a_documented_limit() -> None:  # 25
+    """Two paths to one inode through a bind mount cannot be seen from path strings; the
+    policy judges the path as requested and as resolved. docs/policies.md says so."""
+    assert resolve_symlinks("/") == "/"
+
+
+def test_normalise_and_resolve_units(tmp_path: Path) -> None:
+    assert normalise_path("//a/./b//c/") == "/a/b/c"
+    assert normalise_path("/") == "/"
+    with pytest.raises(AmbiguousPathError):
+        normalise_path(123)  # type: ignore[arg-type]
+    (tmp_path / "rel").symlink_to("sub/../target")
+    assert resolve_symlinks(f"{tmp_path}/rel/x") == f"{tmp_path}/target/x"
+    assert file_uri_to_path("file:///a/b%20c") == "/a/b c"
