@@ -44,7 +44,22 @@ def _as_list(value: Any) -> Any:
 AnyOf = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_as_list)]
 
 
+def _check_double_star(pattern: str) -> str:
+    for segment in pattern.split("/"):
+        if "**" in segment and segment != "**":
+            raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")
+    return pattern
+
+
+#: A glob or a list of globs (any-of) where ``**`` must be a whole segment.
+SegmentGlobs = Annotated[
+    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_double_star)]],
+    BeforeValidator(_as_list),
+]
+
+
 def _check_path_pattern(pattern: str) -> str:
+    _check_double_star(pattern)
     if "\x00" in pattern:
         raise ValueError("path pattern contains NUL")
     if "\\" in pattern:
@@ -86,7 +101,7 @@ class Conditions(_Strict):
     """What a request must look like for the rule to match. All fields AND together."""
 
     # action
-    mcp_method: AnyOf | None = Field(default=None, description="Glob, e.g. 'tools/call'.")
+    mcp_method: SegmentGlobs | None = Field(default=None, description="Glob, e.g. 'tools/*'.")
     tool_name: AnyOf | None = Field(default=None, description="Glob, case-insensitive.")
     operations: AnyOf | None = Field(default=None, description="read, write, delete, execute …")
     side_effects: AnyOf | None = None
@@ -98,7 +113,7 @@ class Conditions(_Strict):
     dest_path: PathPatterns | None = None
     extension: AnyOf | None = None
     scheme: AnyOf | None = None
-    uri: AnyOf | None = None
+    uri: SegmentGlobs | None = None
     backend_id: AnyOf | None = None
     resource_type: list[Literal["tool", "resource", "prompt", "server"]] | None = Field(
         default=None
@@ -168,6 +183,10 @@ class Rule(_Strict):
     def _approval_only_for_ask(self) -> Rule:
         if self.approval is not None and self.effect != "ask":
             raise ValueError("'approval' settings are only valid on effect 'ask' rules")
+        if self.effect == "deny" and self.conditions.min_provenance is not None:
+            raise ValueError(
+                "min_provenance is not allowed on deny rules: deny rules match on any evidence"
+            )
         return self
 
     def content_id(self) -> str:

@@ -1,0 +1,223 @@
+"""A deliberately naive reference evaluator for the differential test.
+
+It loops over every rule and every condition of the *uncompiled* policy, matching globs
+with a small recursive matcher instead of regular expressions, and no index. It shares
+only path normalisation (tested on its own against the checklist) with the real engine.
+If the two ever disagree, one of them misreads docs/policies.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance
+from mcp_acp.policy.glob import deny_skeleton
+from mcp_acp.policy.model import Conditions, PolicyFile
+from mcp_acp.policy.paths import AmbiguousPathError, file_uri_to_path, normalise_path
+
+DISCOVERY = {
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+}
+
+
+def chars_match(pattern: str, text: str, star_crosses: bool) -> bool:
+    if not pattern:
+        return not text
+    head = pattern[0]
+    if head == "*":
+        return any(
+            chars_match(pattern[1:], text[i:], star_crosses)
+            for i in range(len(text) + 1)
+            if star_crosses or "/" not in text[:i]
+        )
+    if not text:
+        return False
+    if head == "?":
+        return (star_crosses or text[0] != "/") and chars_match(pattern[1:], text[1:], star_crosses)
+    return head == text[0] and chars_match(pattern[1:], text[1:], star_crosses)
+
+
+def segments_match(pattern: list[str], text: list[str]) -> bool:
+    if not pattern:
+        return not text
+    if pattern[0] == "**":
+        return any(segments_match(pattern[1:], text[i:]) for i in range(len(text) + 1))
+    return (
+        bool(text)
+        and chars_match(pattern[0], text[0], False)
+        and segments_match(pattern[1:], text[1:])
+    )
+
+
+def path_glob(pattern: str, text: str) -> bool:
+    return segments_match(pattern.split("/"), text.split("/"))
+
+
+def name_glob(pattern: str, text: str | None, fold: bool) -> bool:
+    if text is None:
+        return False
+    if fold:
+        pattern, text = pattern.lower(), text.lower()
+    return chars_match(pattern, text, True)
+
+
+def views_of(request: DecisionRequest) -> list[tuple[str, list[str]]] | str:
+    """(role, [normalised, resolved]) per path, or the reason the request is ambiguous."""
+    out = []
+    try:
+        for arg in request.resource.paths:
+            views = [normalise_path(arg.path)]
+            if arg.resolved and normalise_path(arg.resolved) != views[0]:
+                views.append(normalise_path(arg.resolved))
+            out.append((arg.role, views))
+        uri = request.resource.uri
+        if uri and uri.lower().startswith("file:"):
+            out.append(("path", [file_uri_to_path(uri)]))
+    except AmbiguousPathError as exc:
+        return exc.reason
+    return out
+
+
+ATTRIBUTE = {
+    "mcp_method": "action.mcp_method",
+    "tool_name": "action.tool_name",
+    "operations": "action.operations",
+    "side_effects": "action.side_effects",
+    "path_pattern": "resource.paths",
+    "source_path": "resource.paths",
+    "dest_path": "resource.paths",
+    "extension": "resource.paths",
+    "scheme": "resource.uri",
+    "uri": "resource.uri",
+    "backend_id": "resource.backend_id",
+    "resource_type": "resource.resource_type",
+    "subject_id": "subject.subject_id",
+    "issuer": "subject.issuer",
+    "audience": "subject.audience",
+    "client_id": "subject.client_id",
+    "scopes": "subject.scopes",
+    "scopes_all": "subject.scopes",
+    "groups": "subject.groups",
+    "roles": "subject.roles",
+    "mcp_client_name": "environment.mcp_client_name",
+    "mcp_client_version": "environment.mcp_client_version",
+    "time": "environment.time",
+    "posture": "environment.posture",
+}
+
+
+def ext(path: str) -> str | None:
+    name = path.rsplit("/", 1)[-1]
+    stem, dot, extension = name.rpartition(".")
+    return extension.lower() if dot and stem and extension else None
+
+
+def rule_matches(
+    c: Conditions, deny: bool, request: DecisionRequest, paths: list[tuple[str, list[str]]]
+) -> bool:
+    a, r, s, env = request.action, request.resource, request.subject, request.environment
+
+    def many(listed: Sequence[str], have: frozenset[str]) -> bool:
+        if deny:
+            return any(x in have for x in listed)
+        return len(have) > 0 and all(x in listed for x in have)
+
+    tests = []
+    if c.mcp_method is not None:
+        tests.append(any(path_glob(p, a.mcp_method) for p in c.mcp_method))
+    if c.tool_name is not None:
+        tests.append(any(name_glob(p, a.tool_name, True) for p in c.tool_name))
+    if c.resource_type is not None:
+        tests.append(r.resource_type.value in c.resource_type)
+    if c.backend_id is not None:
+        tests.append(any(name_glob(p, r.backend_id, False) for p in c.backend_id))
+    if c.operations is not None:
+        tests.append(many(c.operations, a.operations))
+    if c.side_effects is not None:
+        tests.append(many(c.side_effects, a.side_effects))
+    if c.subject_id is not None:
+        tests.append(any(name_glob(p, s.subject_id, False) for p in c.subject_id))
+    if c.scopes is not None:
+        tests.append(any(x in s.scopes for x in c.scopes))
+    if c.scopes_all is not None:
+        tests.append(len(c.scopes_all) > 0 and all(x in s.scopes for x in c.scopes_all))
+    if c.groups is not None:
+        tests.append(any(x in s.groups for x in c.groups))
+    if c.mcp_client_name is not None:
+        tests.append(any(name_glob(p, env.mcp_client_name, True) for p in c.mcp_client_name))
+    if c.posture is not None:
+        passed = {k for k, v in env.posture.items() if v == PostureStatus.PASS}
+        tests.append(len(c.posture) > 0 and all(x in passed for x in c.posture))
+    fields = {"path_pattern": None, "source_path": "source", "dest_path": "dest"}
+    used = [f for f in fields if getattr(c, f) is not None]
+    if used:
+        ok = True
+        covered = set()
+        for f in used:
+            role = fields[f]
+            patterns = getattr(c, f)
+            governed = [i for i, (rl, _) in enumerate(paths) if role is None or rl == role]
+            if deny:
+                ok = ok and any(
+                    path_glob(deny_skeleton(p), deny_skeleton(v))
+                    for i in governed
+                    for v in paths[i][1]
+                    for p in patterns
+                )
+            else:
+                ok = (
+                    ok
+                    and bool(governed)
+                    and all(
+                        any(path_glob(p, v) for p in patterns)
+                        for i in governed
+                        for v in paths[i][1]
+                    )
+                )
+                covered.update(governed)
+        if not deny:
+            ok = ok and len(covered) == len(paths)
+        tests.append(ok)
+    if c.extension is not None:
+        wanted = {e.lower().lstrip(".") for e in c.extension}
+        exts = [{e for e in (ext(v) for v in views) if e} for _, views in paths]
+        if deny:
+            tests.append(any(e & wanted for e in exts))
+        else:
+            tests.append(bool(paths) and all(e and e <= wanted for e in exts))
+    if c.min_provenance is not None and not deny:
+        level = Provenance[c.min_provenance.upper()]
+        used_fields = [f for f, v in c if v is not None and f != "min_provenance"]
+        tests.append(all(request.provenance_of(ATTRIBUTE[f]) >= level for f in used_fields))
+    return all(tests)
+
+
+def naive_decide(
+    policy: PolicyFile, request: DecisionRequest, protected: Sequence[str] = ()
+) -> tuple[Effect, set[str]]:
+    paths = views_of(request)
+    if isinstance(paths, str):
+        return Effect.DENY, set()
+    for _, views in paths:
+        for v in views:
+            if any(v == p or v.startswith(p + "/") for p in protected):
+                return Effect.DENY, set()
+    method = request.action.mcp_method
+    discovery = method in DISCOVERY or method.startswith("notifications/")
+    matched = []
+    for rule in policy.rules:
+        if discovery and rule.effect != "deny":
+            continue
+        if rule_matches(rule.conditions, rule.effect == "deny", request, paths):
+            matched.append(rule)
+    ids = {rule.id for rule in matched if rule.id}
+    for effect in ("deny", "ask", "allow"):
+        if any(rule.effect == effect for rule in matched):
+            return Effect(effect), ids
+    return (Effect.ALLOW if discovery else Effect.DENY), set()

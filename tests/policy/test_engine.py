@@ -1,0 +1,456 @@
+"""The acp engine: each condition, combining, built-in protections, explanations, reload."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from policy_helpers import make_engine, make_request
+
+from mcp_acp.models import Effect, PostureStatus, Provenance, Subject
+from mcp_acp.policy.compile import Check
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.model import PolicyFile
+
+
+def rule(effect: str, rule_id: str | None = None, **conditions: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"effect": effect, "conditions": conditions}
+    if rule_id:
+        out["id"] = rule_id
+    return out
+
+
+def effect_of(engine: AcpPolicyEngine, **request: Any) -> Effect:
+    return engine.decide(make_request(**request)).effect
+
+
+# ---------------------------------------------------------------- conditions
+
+
+def test_tool_name_globs_ignore_case() -> None:
+    engine = make_engine(rule("allow", tool_name="read_*"))
+    assert effect_of(engine, tool="READ_FILE") is Effect.ALLOW
+    assert effect_of(engine, tool="write_file") is Effect.DENY
+
+
+def test_method_globs_are_case_sensitive_and_segment_bound() -> None:
+    engine = make_engine(rule("allow", mcp_method="resources/*"))
+    assert (
+        effect_of(engine, method="resources/read", tool=None, params={"uri": "https://x/y"})
+        is Effect.ALLOW
+    )
+    assert effect_of(engine, method="Resources/read", tool=None) is Effect.DENY
+    assert effect_of(engine, method="resources/templates/read", tool=None) is Effect.DENY
+
+
+def test_list_means_any_of_and_empty_list_never_matches() -> None:
+    engine = make_engine(rule("allow", tool_name=["read_file", "list_directory"]))
+    assert effect_of(engine, tool="list_directory") is Effect.ALLOW
+    never = make_engine(rule("allow", tool_name=[]))
+    assert effect_of(never, tool="read_file") is Effect.DENY
+
+
+def test_conditions_and_together() -> None:
+    engine = make_engine(rule("allow", tool_name="read_file", subject_id="alice"))
+    assert effect_of(engine, subject_id="alice") is Effect.ALLOW
+    assert effect_of(engine, subject_id="bob") is Effect.DENY
+
+
+def test_operations_allow_needs_every_operation_listed() -> None:
+    engine = make_engine(rule("allow", operations="read"))
+    assert effect_of(engine, tool="read_file") is Effect.ALLOW
+    assert effect_of(engine, tool="move_file") is Effect.DENY  # write + delete
+    assert effect_of(engine, tool="frobnicate") is Effect.DENY  # unknown never matches
+    deny = make_engine(rule("allow", tool_name="*"), rule("deny", operations="delete"))
+    assert effect_of(deny, tool="move_file") is Effect.DENY  # deny: any operation
+    assert effect_of(deny, tool="frobnicate") is Effect.ALLOW
+
+
+def test_annotations_raise_risk_but_never_lower_it() -> None:
+    engine = make_engine(rule("allow", operations="read"))
+    assert effect_of(engine, tool="read_file", annotations={"destructiveHint": True}) is Effect.DENY
+    assert (
+        effect_of(engine, tool="delete_entities", annotations={"readOnlyHint": True}) is Effect.DENY
+    )
+    facts = make_request(tool="delete_all", annotations={"readOnlyHint": True}).action
+    assert facts.operations == frozenset({"delete"})
+
+
+def test_side_effects_never_match_when_unknown() -> None:
+    engine = make_engine(rule("allow", side_effects=["file_read"]))
+    assert effect_of(engine, tool="read_file") is Effect.ALLOW
+    assert effect_of(engine, tool="fetch") is Effect.DENY  # network_egress
+
+
+def test_source_and_dest_both_need_checking() -> None:
+    source_only = make_engine(rule("allow", source_path="/srv/in/**"))
+    move = {"source": "/srv/in/a", "destination": "/etc/cron.d/x"}
+    assert effect_of(source_only, tool="move_file", arguments=move) is Effect.DENY
+    both = make_engine(rule("allow", source_path="/srv/in/**", dest_path="/srv/out/**"))
+    assert effect_of(both, tool="move_file", arguments=move) is Effect.DENY
+    good = {"source": "/srv/in/a", "destination": "/srv/out/a"}
+    assert effect_of(both, tool="move_file", arguments=good) is Effect.ALLOW
+    anywhere = make_engine(rule("allow", path_pattern="/srv/**"))
+    assert effect_of(anywhere, tool="move_file", arguments=good) is Effect.ALLOW
+    assert effect_of(anywhere, tool="move_file", arguments=move) is Effect.DENY
+    deny_dest = make_engine(rule("allow", path_pattern="/**"), rule("deny", dest_path="/etc/**"))
+    assert effect_of(deny_dest, tool="move_file", arguments=move) is Effect.DENY
+    assert effect_of(deny_dest, tool="move_file", arguments=good) is Effect.ALLOW
+
+
+def test_path_condition_needs_a_path() -> None:
+    engine = make_engine(rule("allow", path_pattern="/**"))
+    assert effect_of(engine, tool="list_allowed_directories") is Effect.DENY
+
+
+def test_extension() -> None:
+    engine = make_engine(rule("allow", extension=[".md", "TXT"]))
+    assert effect_of(engine, arguments={"path": "/a/readme.MD"}) is Effect.ALLOW
+    assert effect_of(engine, arguments={"path": "/a/notes.txt"}) is Effect.ALLOW
+    assert effect_of(engine, arguments={"path": "/a/key.pem"}) is Effect.DENY
+    assert effect_of(engine, arguments={"path": "/a/Makefile"}) is Effect.DENY
+    deny = make_engine(rule("allow", path_pattern="/**"), rule("deny", extension="pem"))
+    assert (
+        effect_of(
+            deny, tool="read_multiple_files", arguments={"paths": ["/a/ok.txt", "/a/key.PEM"]}
+        )
+        is Effect.DENY
+    )
+
+
+def test_uri_and_scheme() -> None:
+    engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/**"))
+
+    def read(uri: str) -> Effect:
+        return effect_of(engine, method="resources/read", tool=None, params={"uri": uri})
+
+    assert read("https://docs.example/a/b") is Effect.ALLOW
+    assert read("HTTPS://docs.example/a/b") is Effect.DENY  # uri glob is case-sensitive
+    assert read("http://docs.example/a") is Effect.DENY
+
+
+def test_backend_and_resource_type() -> None:
+    engine = make_engine(rule("allow", backend_id="fs-*", resource_type="tool"))
+    assert effect_of(engine, backend_id="fs-home") is Effect.ALLOW
+    assert effect_of(engine, backend_id="git") is Effect.DENY
+    assert (
+        effect_of(
+            engine, backend_id="fs-home", method="prompts/get", tool=None, params={"name": "x"}
+        )
+        is Effect.DENY
+    )
+
+
+def test_subject_claims() -> None:
+    engine = make_engine(
+        rule(
+            "allow",
+            issuer="https://idp.test",
+            audience="urn:mcp-acp:proxy",
+            client_id="mcp-acp-cli",
+            scopes=["mcp:tools", "admin"],
+            groups="eng",
+            roles=["reader"],
+        )
+    )
+    good = {
+        "issuer": "https://idp.test",
+        "audience": ("urn:mcp-acp:proxy",),
+        "client_id": "mcp-acp-cli",
+        "scopes": frozenset({"mcp:tools"}),
+        "groups": frozenset({"eng", "ops"}),
+        "roles": frozenset({"reader"}),
+    }
+    assert effect_of(engine, **good) is Effect.ALLOW
+    for key, bad in (
+        ("issuer", "https://idp.test/"),
+        ("audience", ("other",)),
+        ("client_id", "x"),
+        ("scopes", frozenset({"*"})),
+        ("groups", frozenset()),
+        ("roles", frozenset({"writer"})),
+    ):
+        assert effect_of(engine, **{**good, key: bad}) is Effect.DENY, key
+
+
+def test_scopes_all_needs_every_scope() -> None:
+    engine = make_engine(rule("allow", scopes_all=["mcp:tools", "mcp:write"]))
+    assert effect_of(engine, scopes=frozenset({"mcp:tools", "mcp:write", "x"})) is Effect.ALLOW
+    assert effect_of(engine, scopes=frozenset({"mcp:tools"})) is Effect.DENY
+
+
+def test_client_name_and_version() -> None:
+    engine = make_engine(rule("allow", mcp_client_name="claude-*", mcp_client_version="1.*"))
+    assert effect_of(engine, client_name="Claude-AI", client_version="1.2") is Effect.ALLOW
+    assert effect_of(engine, client_name="cursor", client_version="1.2") is Effect.DENY
+    assert effect_of(engine, client_name="claude-ai", client_version="2.0") is Effect.DENY
+    assert effect_of(engine, client_name=None) is Effect.DENY
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        (datetime(2026, 11, 25, 8, 0, tzinfo=UTC), Effect.ALLOW),  # Wed 09:00 Vienna
+        (datetime(2026, 11, 25, 7, 59, tzinfo=UTC), Effect.DENY),  # Wed 08:59 Vienna
+        (datetime(2026, 11, 25, 16, 30, tzinfo=UTC), Effect.ALLOW),  # Wed 17:30 Vienna
+        (datetime(2026, 11, 25, 16, 31, tzinfo=UTC), Effect.DENY),
+        (datetime(2026, 11, 28, 10, 0, tzinfo=UTC), Effect.DENY),  # Saturday
+    ],
+)
+def test_time_window_in_its_time_zone(when: datetime, expected: Effect) -> None:
+    engine = make_engine(
+        rule(
+            "allow",
+            tool_name="*",
+            time={
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "start": "09:00",
+                "end": "17:30",
+                "timezone": "Europe/Vienna",
+            },
+        )
+    )
+    assert effect_of(engine, now=when) is expected
+
+
+def test_time_window_across_midnight() -> None:
+    engine = make_engine(
+        rule("allow", tool_name="*", time={"days": ["fri"], "start": "22:00", "end": "02:00"})
+    )
+    assert effect_of(engine, now=datetime(2026, 11, 27, 23, 0, tzinfo=UTC)) is Effect.ALLOW
+    assert effect_of(engine, now=datetime(2026, 11, 28, 1, 0, tzinfo=UTC)) is Effect.ALLOW
+    assert effect_of(engine, now=datetime(2026, 11, 28, 3, 0, tzinfo=UTC)) is Effect.DENY
+    assert effect_of(engine, now=datetime(2026, 11, 27, 1, 0, tzinfo=UTC)) is Effect.DENY
+
+
+def test_posture_requires_every_named_check_passing() -> None:
+    engine = make_engine(rule("allow", tool_name="*", posture=["disk-encryption", "sip"]))
+    both = {"disk-encryption": PostureStatus.PASS, "sip": PostureStatus.PASS}
+    assert effect_of(engine, posture=both) is Effect.ALLOW
+    for status in (PostureStatus.FAIL, PostureStatus.UNKNOWN):
+        assert effect_of(engine, posture={**both, "sip": status}) is Effect.DENY
+    assert effect_of(engine, posture={"disk-encryption": PostureStatus.PASS}) is Effect.DENY
+
+
+def test_min_provenance_refuses_weak_attributes() -> None:
+    engine = make_engine(rule("allow", subject_id="alice", min_provenance="token"))
+    assert effect_of(engine, subject_provenance=Provenance.TOKEN) is Effect.ALLOW
+    assert effect_of(engine, subject_provenance=Provenance.CONFIG) is Effect.DENY
+    by_client = make_engine(rule("allow", mcp_client_name="claude-ai", min_provenance="request"))
+    decision = by_client.decide(make_request())
+    assert decision.effect is Effect.DENY
+    trace = by_client.trace(make_request())
+    assert (
+        "environment.mcp_client_name (client_hint) below the required request"
+        in trace[0].details[0]
+    )
+
+
+def test_min_provenance_is_refused_on_deny_rules() -> None:
+    with pytest.raises(ValueError, match="deny rules match on any evidence"):
+        PolicyFile.model_validate({"rules": [rule("deny", tool_name="x", min_provenance="token")]})
+
+
+# ---------------------------------------------------------------- combining
+
+
+def test_deny_overrides_ask_overrides_allow() -> None:
+    allow, ask, deny = (
+        rule("allow", "a", tool_name="*"),
+        rule("ask", "b", tool_name="*"),
+        rule("deny", "c", tool_name="read_*"),
+    )
+    assert make_engine(allow, ask, deny).decide(make_request()).rule_id == "c"
+    assert make_engine(deny, ask, allow).decide(make_request()).effect is Effect.DENY
+    decision = make_engine(allow, ask).decide(make_request())
+    assert (decision.effect, decision.rule_id) == (Effect.ASK, "b")
+    assert [(m.rule_id, m.effect) for m in decision.matched] == [
+        ("a", Effect.ALLOW),
+        ("b", Effect.ASK),
+    ]
+
+
+def test_no_match_is_deny_with_a_readable_reason() -> None:
+    decision = make_engine(rule("allow", tool_name="list_*")).decide(make_request())
+    assert decision.effect is Effect.DENY
+    assert decision.rule_id is None
+    assert decision.reason == "denied by default: no rule matched tools/call read_file"
+
+
+def test_hitl_alias_decides_ask() -> None:
+    engine = make_engine({"effect": "hitl", "conditions": {"tool_name": "read_file"}})
+    assert effect_of(engine) is Effect.ASK
+
+
+def test_explanation_names_rule_and_evidence() -> None:
+    engine = make_engine(
+        rule("allow", tool_name="*"), rule("deny", "deny-secrets", path_pattern="**/secrets/**")
+    )
+    decision = engine.decide(make_request(arguments={"path": "/x/secrets/a"}))
+    assert decision.reason == "denied by rule deny-secrets: path /x/secrets/a matches **/secrets/**"
+    assert decision.policy_id.startswith("sha256:")
+    assert decision.policy_version == "1"
+    assert decision.eval_ns > 0
+    as_json = decision.to_json()
+    assert set(as_json) == {
+        "effect",
+        "rule",
+        "matched",
+        "explanation",
+        "policy_id",
+        "policy_version",
+        "eval_us",
+    }
+
+
+# ---------------------------------------------------------------- built-ins
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "initialize",
+        "ping",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
+        "notifications/initialized",
+        "server/discover",
+    ],
+)
+def test_discovery_is_a_named_allow(method: str) -> None:
+    decision = make_engine().decide(make_request(method=method, tool=None))
+    assert (decision.effect, decision.rule_id) == (Effect.ALLOW, "discovery")
+
+
+def test_a_deny_rule_can_still_stop_discovery() -> None:
+    engine = make_engine(rule("deny", "no-listing", mcp_method="tools/list", subject_id="eve"))
+    assert (
+        engine.decide(make_request(method="tools/list", tool=None, subject_id="eve")).rule_id
+        == "no-listing"
+    )
+
+
+def test_unknown_methods_are_denied_by_default() -> None:
+    assert (
+        make_engine(rule("allow", tool_name="*"))
+        .decide(make_request(method="sampling/createMessage", tool=None))
+        .effect
+        is Effect.DENY
+    )
+
+
+def test_config_and_log_dirs_are_always_protected(tmp_path: Path) -> None:
+    config_dir, log_dir = tmp_path / "cfg", tmp_path / "logs"
+    config_dir.mkdir()
+    log_dir.mkdir()
+    (tmp_path / "cfg-link").symlink_to(config_dir)
+    engine = make_engine(
+        rule("allow", "everything", path_pattern="/**"), protected=(config_dir, log_dir)
+    )
+    for target in (
+        config_dir / "policy.json",
+        log_dir / "decisions.jsonl",
+        log_dir,
+        tmp_path / "cfg-link" / "config.json",
+    ):
+        decision = engine.decide(make_request(tool="write_file", arguments={"path": str(target)}))
+        assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-protected-path")
+    sibling = make_request(tool="read_file", arguments={"path": f"{tmp_path}/cfg-other"})
+    assert engine.decide(sibling).effect is Effect.ALLOW
+
+
+def test_engine_errors_are_denies() -> None:
+    engine = make_engine(rule("allow", tool_name="*"))
+
+    class Exploding(Check):
+        def test(self, view: object) -> bool:
+            raise RuntimeError("boom")
+
+    compiled_rule = engine._compiled.rules[0]
+    object.__setattr__(compiled_rule, "checks", (Exploding("x", "y"),))
+    decision = engine.decide(make_request())
+    assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-engine-error")
+    assert "RuntimeError: boom" in decision.reason
+
+
+def test_garbage_requests_never_raise() -> None:
+    engine = make_engine(rule("allow", tool_name="*", path_pattern="/**"))
+    for params in (
+        {"name": None},
+        {"name": 5, "arguments": "x"},
+        {"arguments": {"path": 7}},
+        {"name": "read_file", "arguments": {"path": ["/a", None]}},
+        {"name": "\x00\u202e", "arguments": {"path": "\udcff"}},
+    ):
+        request = make_request(params=params)
+        assert engine.decide(request).effect in (Effect.DENY, Effect.ALLOW)
+
+
+# ---------------------------------------------------------------- reload
+
+
+def test_reload_swaps_and_keeps_last_known_good(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"rules": [rule("allow", "r1", tool_name="read_file")]}))
+    engine = AcpPolicyEngine.from_file(path)
+    first = engine.policy_id
+    assert effect_of(engine) is Effect.ALLOW
+
+    path.write_text(json.dumps({"rules": [rule("deny", "r2", tool_name="read_file")]}))
+    assert engine.reload() == []
+    assert engine.policy_id != first
+    assert effect_of(engine) is Effect.DENY
+
+    good = engine.policy_id
+    path.write_text('{"rules": [{"effect": "allow", "conditions": {}}]}')
+    errors = engine.reload()
+    assert errors
+    assert "at least one condition" in errors[0]
+    assert engine.policy_id == good
+    path.write_text("{not json")
+    assert "not valid JSON" in engine.reload()[0]
+    assert engine.reload(tmp_path / "missing.json")[0].startswith("no policy file at")
+    assert engine.policy_id == good
+
+
+def test_each_decision_sees_exactly_one_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    policies = [
+        json.dumps({"rules": [rule(e, f"r-{e}", tool_name="read_file")]}) for e in ("allow", "deny")
+    ]
+    path.write_text(policies[0])
+    engine = AcpPolicyEngine.from_file(path)
+    ids = {}
+    for text in policies:
+        ids[PolicyFile.model_validate_json(text).policy_id()] = json.loads(text)
+    stop = threading.Event()
+
+    def reloader() -> None:
+        flip = 0
+        while not stop.is_set():
+            flip ^= 1
+            path.write_text(policies[flip])
+            engine.reload()
+
+    thread = threading.Thread(target=reloader)
+    thread.start()
+    try:
+        for _ in range(2000):
+            decision = engine.decide(make_request())
+            expected = ids[decision.policy_id]["rules"][0]
+            assert decision.effect.value == expected["effect"]
+            assert decision.rule_id == expected["id"]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_subject_model_frozen_attributes_for_requests() -> None:
+    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN)
+    assert make_request(subject=subject).subject is subject
