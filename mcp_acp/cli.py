@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,6 +20,7 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
+from mcp_acp._fs import atomic_write_text
 from mcp_acp.config import (
     Config,
     config_error_from_validation,
@@ -30,6 +32,8 @@ from mcp_acp.config import (
 )
 from mcp_acp.errors import ConfigError, McpAcpError
 from mcp_acp.plugins import PluginSet, add_plugin_commands
+from mcp_acp.policy.cli import policy_group
+from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.registry import Kind
 from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
@@ -267,7 +271,26 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
     runtime = resolve_runtime(config, path, source="mcp-acp init flags")
     save_config(config, path)
     click.echo(f"wrote {path}")
+    starter = _write_starter_policy(config, path)
+    if starter is not None:
+        click.echo(
+            f"wrote {starter} (starter policy: reads allowed, changes need approval, "
+            "secrets and code execution denied)"
+        )
     click.echo(_summary(runtime.config, runtime.plugins))
+
+
+def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
+    """Write the starter policy where the acp engine will look, unless a file is there."""
+    if config.policy.use != "acp":
+        return None
+    target = AcpConfig.model_validate(config.policy.config).path
+    target = target or config_path.parent / "policy.json"
+    if target.exists():
+        return None
+    text = resources.files("mcp_acp.data").joinpath("starter_policy.json").read_text("utf-8")
+    atomic_write_text(target, text)
+    return target
 
 
 # ---------------------------------------------------------------- config
@@ -299,8 +322,10 @@ def config_validate(ctx: click.Context) -> None:
     """Check the config file and every plugin section in it; exit non-zero if invalid."""
     path = _config_path(ctx)
     runtime = load_runtime(path)
+    engine = runtime.build("policy")  # loads and compiles the policy file
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))
+    click.echo(f"  policy:   {runtime.config.policy.use} {engine.policy_id}")
 
 
 def _summary(config: Config, plugins: PluginSet) -> str:
@@ -376,6 +401,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"\nallowlist from {plugins.allow_source}; kinds: " + ", ".join(k.value for k in Kind)
     )
+
+
+cli.add_command(policy_group)
 
 
 # ---------------------------------------------------------------- entry point

@@ -95,9 +95,14 @@ class _Globs(Check):
         return any(r.fullmatch(value) for r in self._regexes)
 
     def describe(self, view: RequestView) -> str:
-        value = self._get(view)
-        verb = "matches" if self.test(view) else "does not match"
-        return f"{self.label} {'(none)' if value is None else value} {verb} {_fmt(self.patterns)}"
+        value: str | None = self._get(view)
+        if value is None:
+            return f"{self.label} (none) does not match {_fmt(self.patterns)}"
+        probe = deny_skeleton(value) if self._deny else value
+        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+            if regex.fullmatch(probe):
+                return f"{self.label} {value} matches {pattern}"
+        return f"{self.label} {value} does not match {_fmt(self.patterns)}"
 
 
 class _OneOf(Check):
@@ -219,6 +224,17 @@ class _PathCheck(Check):
                 covered.add(id(p))
         return len(covered) == len(paths)
 
+    @staticmethod
+    def _first(
+        views: Sequence[str], patterns: Sequence[str], regexes: Sequence[re.Pattern[str]]
+    ) -> str | None:
+        """The first pattern that one of ``views`` matches (for explanations)."""
+        for view in views:
+            for pattern, regex in zip(patterns, regexes, strict=True):
+                if regex.fullmatch(view):
+                    return pattern
+        return None
+
     def describe(self, view: RequestView) -> str:
         if not view.paths:
             return "the request has no path arguments"
@@ -228,8 +244,11 @@ class _PathCheck(Check):
                 views = p.deny_views if self._deny else p.allow_views
                 ok = self._hit(views, regexes, not self._deny)
                 where = f" (resolves to {p.allow_views[1]})" if len(p.allow_views) > 1 else ""
-                verb = "matches" if ok else "does not match"
-                parts.append(f"path {p.shown}{where} {verb} {_fmt(patterns)}")
+                if ok:
+                    shown = self._first(views, patterns, regexes)
+                    parts.append(f"path {p.shown}{where} matches {shown}")
+                else:
+                    parts.append(f"path {p.shown}{where} does not match {_fmt(patterns)}")
         if not self._deny:
             governed_roles = {self._ROLES[n] for n in self.fields}
             for p in view.paths:

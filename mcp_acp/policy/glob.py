@@ -59,4 +59,6 @@ def literal_prefix(pattern: str) -> str:
 
 def deny_skeleton(text: str) -> str:
     """Fold case and compatibility forms, so a deny rule is not dodged by ``SECRETS``."""
+    if text.isascii():
+        return text.lower()  # NFKC leaves ASCII alone, and casefold equals lower there
     return unicodedata.normalize("NFKC", text).casefold()

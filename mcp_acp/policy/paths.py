@@ -57,6 +57,8 @@ _WINDOWS_RESERVED = frozenset(
     + ["com\u00b9", "com\u00b2", "com\u00b3", "lpt\u00b9", "lpt\u00b2", "lpt\u00b3"]
 )
 _MAGIC = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev/fd)(?:/|$)")
+#: Paths made only of these characters need none of the character checks (the fast path).
+_PLAIN = re.compile(r"/[A-Za-z0-9_./+,=@~#&!()\[\]{}' -]*\Z")
 
 
 class AmbiguousPathError(ValueError):
@@ -72,6 +74,33 @@ def normalise_path(raw: str) -> str:
     """Return the canonical form of an absolute path, or raise :class:`AmbiguousPathError`."""
     if not isinstance(raw, str):
         raise AmbiguousPathError(repr(raw), "is not a string")
+    if _PLAIN.match(raw) is None:
+        _check_characters(raw)
+    if len(raw) > MAX_PATH_BYTES // 4 and len(raw.encode()) > MAX_PATH_BYTES:
+        raise AmbiguousPathError(raw[:64] + "…", f"is longer than {MAX_PATH_BYTES} bytes")
+    parts: list[str] = []
+    for part in raw.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise AmbiguousPathError(raw, "contains a '..' segment")
+        if len(part) > MAX_COMPONENT_BYTES // 4 and len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise AmbiguousPathError(raw, f"has a name longer than {MAX_COMPONENT_BYTES} bytes")
+        if ":" in part:
+            raise AmbiguousPathError(raw, f"name {part!r} contains ':' (drive or data stream)")
+        if part[-1] in ". ":
+            raise AmbiguousPathError(raw, f"name {part!r} ends with a dot or space")
+        if part.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_RESERVED:
+            raise AmbiguousPathError(raw, f"name {part!r} is a reserved device name")
+        parts.append(part)
+    path = "/" + "/".join(parts)
+    if path.startswith(("/proc/", "/dev/")) and _MAGIC.match(path):
+        raise AmbiguousPathError(raw, "goes through a /proc or /dev/fd magic link")
+    return path
+
+
+def _check_characters(raw: str) -> None:
+    """The slow, precise checks for paths with unusual characters (or not absolute)."""
     if not raw:
         raise AmbiguousPathError(raw, "is empty")
     if "\x00" in raw:
@@ -99,27 +128,6 @@ def normalise_path(raw: str) -> str:
         )
     if not unicodedata.is_normalized("NFC", raw):
         raise AmbiguousPathError(raw, "is not in Unicode NFC form")
-    if len(raw.encode()) > MAX_PATH_BYTES:
-        raise AmbiguousPathError(raw[:64] + "…", f"is longer than {MAX_PATH_BYTES} bytes")
-    parts: list[str] = []
-    for part in raw.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            raise AmbiguousPathError(raw, "contains a '..' segment")
-        if len(part.encode()) > MAX_COMPONENT_BYTES:
-            raise AmbiguousPathError(raw, f"has a name longer than {MAX_COMPONENT_BYTES} bytes")
-        if ":" in part:
-            raise AmbiguousPathError(raw, f"name {part!r} contains ':' (drive or data stream)")
-        if part[-1] in ". ":
-            raise AmbiguousPathError(raw, f"name {part!r} ends with a dot or space")
-        if part.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_RESERVED:
-            raise AmbiguousPathError(raw, f"name {part!r} is a reserved device name")
-        parts.append(part)
-    path = "/" + "/".join(parts)
-    if _MAGIC.match(path):
-        raise AmbiguousPathError(raw, "goes through a /proc or /dev/fd magic link")
-    return path
 
 
 def file_uri_to_path(uri: str) -> str:
