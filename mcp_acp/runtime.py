@@ -17,7 +17,7 @@ import attrs
 from pydantic import BaseModel, ValidationError
 
 from mcp_acp.config import ComponentRef, Config, config_error_from_validation, load_config
-from mcp_acp.errors import ConfigError, PluginError
+from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
 from mcp_acp.registry import Kind, PluginContext, Registration
 
@@ -42,8 +42,8 @@ class Component:
     def build(self, context: PluginContext) -> Any:
         try:
             return self.registration.factory(self.options, context)
-        except (ConfigError, PluginError):
-            raise
+        except McpAcpError:
+            raise  # already says what is wrong and how to fix it
         except Exception as exc:
             raise PluginError(
                 f"{self.registration.kind.label} {self.registration.name!r} "

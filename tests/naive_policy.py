@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance
 from mcp_acp.policy.glob import deny_skeleton
-from mcp_acp.policy.model import Conditions, PolicyFile
+from mcp_acp.policy.model import FIELD_ATTRIBUTES, Conditions, PolicyFile
 from mcp_acp.policy.paths import AmbiguousPathError, file_uri_to_path, normalise_path
 
 DISCOVERY = {
@@ -84,32 +84,7 @@ def views_of(request: DecisionRequest) -> list[tuple[str, list[str]]] | str:
     return out
 
 
-ATTRIBUTE = {
-    "mcp_method": "action.mcp_method",
-    "tool_name": "action.tool_name",
-    "operations": "action.operations",
-    "side_effects": "action.side_effects",
-    "path_pattern": "resource.paths",
-    "source_path": "resource.paths",
-    "dest_path": "resource.paths",
-    "extension": "resource.paths",
-    "scheme": "resource.uri",
-    "uri": "resource.uri",
-    "backend_id": "resource.backend_id",
-    "resource_type": "resource.resource_type",
-    "subject_id": "subject.subject_id",
-    "issuer": "subject.issuer",
-    "audience": "subject.audience",
-    "client_id": "subject.client_id",
-    "scopes": "subject.scopes",
-    "scopes_all": "subject.scopes",
-    "groups": "subject.groups",
-    "roles": "subject.roles",
-    "mcp_client_name": "environment.mcp_client_name",
-    "mcp_client_version": "environment.mcp_client_version",
-    "time": "environment.time",
-    "posture": "environment.posture",
-}
+ATTRIBUTE = FIELD_ATTRIBUTES
 
 
 def ext(path: str) -> str | None:
@@ -192,9 +167,11 @@ def rule_matches(
         else:
             tests.append(bool(paths) and all(e and e <= wanted for e in exts))
     if c.min_provenance is not None and not deny:
-        level = Provenance[c.min_provenance.upper()]
         used_fields = [f for f, v in c if v is not None and f != "min_provenance"]
-        tests.append(all(request.provenance_of(ATTRIBUTE[f]) >= level for f in used_fields))
+        for key, level in c.min_provenance.items():
+            for f in used_fields:
+                if key in (f, ATTRIBUTE[f].split(".")[0]):
+                    tests.append(request.provenance_of(ATTRIBUTE[f]) >= Provenance[level.upper()])
     return all(tests)
 
 

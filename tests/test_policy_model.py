@@ -48,7 +48,7 @@ def test_a_single_string_means_a_one_item_list() -> None:
         ([{"effect": "allow", "conditions": {}}], {}, "at least one condition"),
         ([{"effect": "allow"}], {}, "conditions"),
         (
-            [{"effect": "allow", "conditions": {"min_provenance": "token"}}],
+            [{"effect": "allow", "conditions": {"min_provenance": {"subject": "token"}}}],
             {},
             "at least one condition",
         ),

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from mcp_acp.models import Effect, Provenance
+from mcp_acp.models import Effect, MatchedRule, Provenance
 from mcp_acp.policy.glob import compile_glob, deny_skeleton, literal_prefix
 from mcp_acp.policy.model import Conditions, PolicyFile, Rule, TimeWindow
 from mcp_acp.policy.view import PathView, RequestView
@@ -202,26 +202,42 @@ class _PathCheck(Check):
     @staticmethod
     def _hit(views: Sequence[str], regexes: Sequence[re.Pattern[str]], every: bool) -> bool:
         if every:
-            return all(any(r.fullmatch(v) for r in regexes) for v in views)
+            for view in views:
+                for regex in regexes:
+                    if regex.fullmatch(view):
+                        break
+                else:
+                    return False
+            return True
         return any(r.fullmatch(v) for v in views for r in regexes)
 
     def test(self, view: RequestView) -> bool:
         paths = view.paths
+        if not paths:
+            return False
+        roles = self._ROLES
         if self._deny:
             for name, (_, regexes) in self.fields.items():
-                governed = self._governed(name, paths)
-                if not any(self._hit(p.deny_views, regexes, False) for p in governed):
+                role = roles[name]
+                if not any(
+                    self._hit(p.deny_views, regexes, False)
+                    for p in paths
+                    if role is None or p.role == role
+                ):
                     return False
             return True
         covered: set[int] = set()
         for name, (_, regexes) in self.fields.items():
-            governed = self._governed(name, paths)
+            role = roles[name]
+            governed = False
+            for index, p in enumerate(paths):
+                if role is None or p.role == role:
+                    if not self._hit(p.allow_views, regexes, True):
+                        return False
+                    governed = True
+                    covered.add(index)
             if not governed:
                 return False
-            for p in governed:
-                if not self._hit(p.allow_views, regexes, True):
-                    return False
-                covered.add(id(p))
         return len(covered) == len(paths)
 
     @staticmethod
@@ -314,27 +330,28 @@ class _TimeCheck(Check):
 
 
 class _ProvenanceCheck(Check):
-    __slots__ = ("attributes", "minimum")
+    __slots__ = ("requirements",)
 
-    def __init__(self, minimum: Provenance, attributes: Sequence[str]) -> None:
+    def __init__(self, requirements: Sequence[tuple[str, Provenance]]) -> None:
         super().__init__("min_provenance", "")
-        self.minimum = minimum
-        self.attributes = tuple(dict.fromkeys(attributes))
+        self.requirements = tuple(dict.fromkeys(requirements))
 
-    def _weak(self, view: RequestView) -> list[str]:
+    def _weak(self, view: RequestView) -> list[tuple[str, Provenance]]:
         req = view.request
-        return [a for a in self.attributes if req.provenance_of(a) < self.minimum]
+        return [(a, level) for a, level in self.requirements if req.provenance_of(a) < level]
 
     def test(self, view: RequestView) -> bool:
         return not self._weak(view)
 
     def describe(self, view: RequestView) -> str:
         weak = self._weak(view)
-        level = self.minimum.name.lower()
         if not weak:
-            return f"every attribute used comes from {level} or better"
-        shown = ", ".join(f"{a} ({view.request.provenance_of(a).name.lower()})" for a in weak)
-        return f"{shown} below the required {level}"
+            return "every attribute it relies on is trusted enough"
+        return "; ".join(
+            f"{a} ({view.request.provenance_of(a).name.lower()}) below the required "
+            f"{level.name.lower()}"
+            for a, level in weak
+        )
 
 
 @attrs.frozen(slots=True)
@@ -344,9 +361,13 @@ class CompiledRule:
     effect: Effect
     checks: tuple[Check, ...]
     description: str
+    matched: MatchedRule  # what a decision lists when this rule matches
 
     def matches(self, view: RequestView) -> bool:
-        return all(check.test(view) for check in self.checks)
+        for check in self.checks:
+            if not check.test(view):
+                return False
+        return True
 
 
 def _subject(attr: str) -> Getter:
@@ -542,7 +563,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
         checks.append(_ExtensionCheck(c.extension, deny=deny))
     if c.min_provenance is not None and not deny:
         checks.append(
-            _ProvenanceCheck(_PROVENANCE[c.min_provenance], [chk.attribute for chk in checks])
+            _ProvenanceCheck([(a, _PROVENANCE[level]) for a, level in c.provenance_requirements()])
         )
     return checks
 
@@ -605,7 +626,12 @@ def _compile_rule(index: int, rule: Rule) -> CompiledRule:
     assert rule.id is not None  # noqa: S101 - PolicyFile assigns every id
     effect = Effect(rule.effect)
     return CompiledRule(
-        index, rule.id, effect, tuple(_checks(rule.conditions, effect)), rule.description
+        index,
+        rule.id,
+        effect,
+        tuple(_checks(rule.conditions, effect)),
+        rule.description,
+        MatchedRule(rule.id, effect),
     )
 
 

@@ -56,6 +56,7 @@ DISCOVERY_METHODS = frozenset(
     }
 )
 
+_RANK = {Effect.ALLOW: 0, Effect.ASK: 1, Effect.DENY: 2}
 _VERB = {Effect.ALLOW: "allowed", Effect.DENY: "denied", Effect.ASK: "approval required"}
 
 
@@ -163,19 +164,24 @@ class AcpPolicyEngine:
                 (),
                 f"denied: {view.ambiguous} (ambiguous paths are never guessed)",
             )
-        protected = self._protected_hit(view)
-        if protected is not None:
-            return Effect.DENY, "builtin-protected-path", (), protected
+        if self._protected and view.paths:
+            protected = self._protected_hit(view)
+            if protected is not None:
+                return Effect.DENY, "builtin-protected-path", (), protected
         candidates = compiled.candidates(view)
-        if is_discovery(view.method):
+        discovery = is_discovery(view.method)
+        if discovery:
             candidates = [r for r in candidates if r.effect is Effect.DENY]
-        matched = [rule for rule in candidates if rule.matches(view)]
-        found = tuple(MatchedRule(rule.rule_id, rule.effect) for rule in matched)
-        for effect in (Effect.DENY, Effect.ASK, Effect.ALLOW):
-            winner = next((rule for rule in matched if rule.effect is effect), None)
-            if winner is not None:
-                return effect, winner.rule_id, found, _explain(winner, view)
-        if is_discovery(view.method):
+        winner: CompiledRule | None = None
+        found: list[MatchedRule] = []
+        for rule in candidates:
+            if rule.matches(view):
+                found.append(rule.matched)
+                if winner is None or _RANK[rule.effect] > _RANK[winner.effect]:
+                    winner = rule  # the first rule of the strongest effect, in file order
+        if winner is not None:
+            return winner.effect, winner.rule_id, tuple(found), _explain(winner, view)
+        if discovery:
             return Effect.ALLOW, "discovery", (), f"allowed as discovery: {view.method}"
         what = view.method + (f" {view.tool}" if view.tool else "")
         return Effect.DENY, None, (), f"denied by default: no rule matched {what}"

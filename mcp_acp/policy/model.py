@@ -28,7 +28,31 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["ApprovalSettings", "Conditions", "PolicyFile", "Rule", "TimeWindow"]
+__all__ = [
+    "FIELD_ATTRIBUTES",
+    "ApprovalSettings",
+    "Conditions",
+    "PolicyFile",
+    "Rule",
+    "TimeWindow",
+]
+
+#: The request attribute each condition field tests (names as in DecisionRequest.provenance).
+FIELD_ATTRIBUTES: dict[str, str] = {
+    "mcp_method": "action.mcp_method", "tool_name": "action.tool_name",
+    "operations": "action.operations", "side_effects": "action.side_effects",
+    "path_pattern": "resource.paths", "source_path": "resource.paths",
+    "dest_path": "resource.paths", "extension": "resource.paths", "scheme": "resource.uri",
+    "uri": "resource.uri", "backend_id": "resource.backend_id",
+    "resource_type": "resource.resource_type", "subject_id": "subject.subject_id",
+    "issuer": "subject.issuer", "audience": "subject.audience",
+    "client_id": "subject.client_id", "scopes": "subject.scopes",
+    "scopes_all": "subject.scopes", "groups": "subject.groups", "roles": "subject.roles",
+    "mcp_client_name": "environment.mcp_client_name",
+    "mcp_client_version": "environment.mcp_client_version", "time": "environment.time",
+    "posture": "environment.posture",
+}  # fmt: skip
+_GROUPS = ("subject", "action", "resource", "environment")
 
 _RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ProvenanceName = Literal["token", "mtls", "config", "request", "derived", "client_hint"]
@@ -133,9 +157,10 @@ class Conditions(_Strict):
     time: TimeWindow | None = None
     posture: AnyOf | None = Field(default=None, description="Checks that must have passed.")
     # provenance
-    min_provenance: ProvenanceName | None = Field(
+    min_provenance: dict[str, ProvenanceName] | None = Field(
         default=None,
-        description="Every attribute this rule tests must come from at least this source.",
+        description="Minimum trust of what this rule relies on, per condition field or per "
+        'group (subject, action, resource, environment), e.g. {"subject": "token"}.',
     )
 
     @field_validator("resource_type", mode="before")
@@ -143,11 +168,35 @@ class Conditions(_Strict):
     def _resource_type_list(cls, value: Any) -> Any:
         return _as_list(value)
 
+    def used_fields(self) -> list[str]:
+        """Condition fields this rule tests, in declaration order."""
+        return [k for k, v in self if v is not None and k != "min_provenance"]
+
+    def provenance_requirements(self) -> list[tuple[str, ProvenanceName]]:
+        """``(attribute, minimum level)`` for every attribute ``min_provenance`` covers."""
+        out: list[tuple[str, ProvenanceName]] = []
+        for key, level in (self.min_provenance or {}).items():
+            fields = [
+                f for f in self.used_fields() if key in (f, FIELD_ATTRIBUTES[f].split(".")[0])
+            ]
+            out += [(FIELD_ATTRIBUTES[f], level) for f in fields]
+        return out
+
     @model_validator(mode="after")
     def _not_empty(self) -> Conditions:
-        used = {k for k, v in self if v is not None and k != "min_provenance"}
+        used = self.used_fields()
         if not used:
             raise ValueError("a rule needs at least one condition (it would match everything)")
+        for key in self.min_provenance or {}:
+            if key not in FIELD_ATTRIBUTES and key not in _GROUPS:
+                raise ValueError(
+                    f"min_provenance key {key!r} is neither a condition field nor one of "
+                    f"{', '.join(_GROUPS)}"
+                )
+            if not any(key in (f, FIELD_ATTRIBUTES[f].split(".")[0]) for f in used):
+                raise ValueError(
+                    f"min_provenance names {key!r} but the rule tests no such attribute"
+                )
         return self
 
 

@@ -59,6 +59,11 @@ _WINDOWS_RESERVED = frozenset(
 _MAGIC = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev/fd)(?:/|$)")
 #: Paths made only of these characters need none of the character checks (the fast path).
 _PLAIN = re.compile(r"/[A-Za-z0-9_./+,=@~#&!()\[\]{}' -]*\Z")
+#: Anything a plain path needs the slow, segment-by-segment loop for.
+_NOT_CANONICAL = re.compile(
+    r"//|/\.(?:/|\Z)|/\Z|[. ](?:/|\Z)"
+    r"|(?i:(?:^|/)(?:con|prn|aux|nul|com\d|lpt\d) *(?:\.[^/]*)?(?:/|\Z))"
+)
 
 
 class AmbiguousPathError(ValueError):
@@ -76,6 +81,12 @@ def normalise_path(raw: str) -> str:
         raise AmbiguousPathError(repr(raw), "is not a string")
     if _PLAIN.match(raw) is None:
         _check_characters(raw)
+    elif len(raw) <= MAX_COMPONENT_BYTES and _NOT_CANONICAL.search(raw) is None:
+        # fast path: plain ASCII, already canonical ('..' segments end in '.', so they
+        # are caught by the trailing-dot alternative above)
+        if raw.startswith(("/proc/", "/dev/")) and _MAGIC.match(raw):
+            raise AmbiguousPathError(raw, "goes through a /proc or /dev/fd magic link")
+        return raw
     if len(raw) > MAX_PATH_BYTES // 4 and len(raw.encode()) > MAX_PATH_BYTES:
         raise AmbiguousPathError(raw[:64] + "…", f"is longer than {MAX_PATH_BYTES} bytes")
     parts: list[str] = []

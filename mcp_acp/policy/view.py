@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import attrs
+from typing import NamedTuple
 
 from mcp_acp.models import DecisionRequest, PostureStatus
 from mcp_acp.policy.glob import deny_skeleton
@@ -24,8 +24,7 @@ from mcp_acp.policy.paths import (
 __all__ = ["PathView", "RequestView"]
 
 
-@attrs.frozen(slots=True)
-class PathView:
+class PathView(NamedTuple):
     """One path argument, ready for matching."""
 
     argument: str
@@ -67,14 +66,16 @@ class RequestView:
         self.side_effects = action.side_effects
         self.uri = resource.uri
         self.scheme = resource.scheme.lower() if resource.scheme else None
-        if self.uri and not self.scheme:
+        if self.uri is not None and self.scheme is None:
             self.scheme = urlsplit(self.uri).scheme.lower() or None
         self.backend_id = resource.backend_id
         self.resource_type = resource.resource_type.value
         self.client_name = env.mcp_client_name
         self.client_version = env.mcp_client_version
-        self.passed_posture = frozenset(
-            name for name, status in env.posture.items() if status == PostureStatus.PASS
+        self.passed_posture = (
+            frozenset(name for name, status in env.posture.items() if status is PostureStatus.PASS)
+            if env.posture
+            else frozenset()
         )
         self.ambiguous: str | None = None
         paths: list[PathView] = []
@@ -94,17 +95,7 @@ def _path_view(
     argument: str, role: str, raw: str | None, resolved: str | None, *, uri: str | None = None
 ) -> PathView:
     normal = file_uri_to_path(uri) if uri is not None else normalise_path(raw or "")
-    views = [normal]
-    if resolved is not None:
-        real = normalise_path(resolved)
-        if real != normal:
-            views.append(real)
+    real = normalise_path(resolved) if resolved is not None else normal
+    views = (normal,) if real == normal else (normal, real)
     extensions = frozenset(ext for ext in map(extension_of, views) if ext)
-    return PathView(
-        argument=argument,
-        role=role,
-        shown=normal,
-        allow_views=tuple(views),
-        deny_views=tuple(deny_skeleton(v) for v in views),
-        extensions=extensions,
-    )
+    return PathView(argument, role, normal, views, tuple(map(deny_skeleton, views)), extensions)

@@ -237,22 +237,48 @@ def test_posture_requires_every_named_check_passing() -> None:
 
 
 def test_min_provenance_refuses_weak_attributes() -> None:
-    engine = make_engine(rule("allow", subject_id="alice", min_provenance="token"))
+    engine = make_engine(
+        rule(
+            "allow", subject_id="alice", tool_name="read_file", min_provenance={"subject": "token"}
+        )
+    )
     assert effect_of(engine, subject_provenance=Provenance.TOKEN) is Effect.ALLOW
     assert effect_of(engine, subject_provenance=Provenance.CONFIG) is Effect.DENY
-    by_client = make_engine(rule("allow", mcp_client_name="claude-ai", min_provenance="request"))
-    decision = by_client.decide(make_request())
-    assert decision.effect is Effect.DENY
+    by_client = make_engine(
+        rule("allow", mcp_client_name="claude-ai", min_provenance={"mcp_client_name": "request"})
+    )
+    assert by_client.decide(make_request()).effect is Effect.DENY
     trace = by_client.trace(make_request())
     assert (
         "environment.mcp_client_name (client_hint) below the required request"
         in trace[0].details[0]
     )
+    derived_ops = make_engine(
+        rule("allow", operations="read", min_provenance={"operations": "derived"})
+    )
+    assert effect_of(derived_ops, tool="read_file") is Effect.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("min_provenance", "message"),
+    [
+        ({"subject": "token"}, "the rule tests no such attribute"),
+        ({"colour": "token"}, "neither a condition field"),
+        ("token", "valid dictionary"),
+    ],
+)
+def test_min_provenance_must_name_what_the_rule_tests(min_provenance: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PolicyFile.model_validate(
+            {"rules": [rule("allow", tool_name="x", min_provenance=min_provenance)]}
+        )
 
 
 def test_min_provenance_is_refused_on_deny_rules() -> None:
     with pytest.raises(ValueError, match="deny rules match on any evidence"):
-        PolicyFile.model_validate({"rules": [rule("deny", tool_name="x", min_provenance="token")]})
+        PolicyFile.model_validate(
+            {"rules": [rule("deny", tool_name="x", min_provenance={"tool_name": "request"})]}
+        )
 
 
 # ---------------------------------------------------------------- combining

@@ -21,7 +21,7 @@ from policy_helpers import make_request
 
 from mcp_acp.models import Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
-from mcp_acp.policy.model import PolicyFile
+from mcp_acp.policy.model import FIELD_ATTRIBUTES, PolicyFile
 
 CASES = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "10000")),
@@ -117,9 +117,10 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
     effect = draw(st.sampled_from(["allow", "deny", "ask", "hitl"]))
     cond = draw(conditions)
     if effect != "deny" and draw(st.booleans()):
-        cond["min_provenance"] = draw(
-            st.sampled_from(["token", "config", "request", "client_hint"])
-        )
+        keys = sorted({*cond, *(FIELD_ATTRIBUTES[f].split(".")[0] for f in cond)})
+        chosen = draw(st.lists(st.sampled_from(keys), min_size=1, max_size=2, unique=True))
+        levels = st.sampled_from(["token", "config", "request", "derived", "client_hint"])
+        cond["min_provenance"] = {key: draw(levels) for key in chosen}
     return {"effect": effect, "conditions": cond}
 
 
@@ -233,7 +234,7 @@ FIXED_POLICIES = [
                         "tool_name": "read_*",
                         "path_pattern": "/srv/**",
                         "operations": "read",
-                        "min_provenance": "token",
+                        "min_provenance": {"action": "derived", "resource": "request"},
                     },
                 },
                 {

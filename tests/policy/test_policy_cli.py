@@ -1,0 +1,187 @@
+"""``mcp-acp policy …`` through the installed executable, and the shipped golden cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).parent / "mcp-acp"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["filesystem", "git", "shell"])
+def test_shipped_golden_cases_pass(isolated_home: Path, name: str) -> None:
+    result = run(
+        isolated_home,
+        "policy",
+        "test",
+        str(EXAMPLES / f"{name}.cases.json"),
+        "--policy",
+        str(EXAMPLES / f"{name}.json"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    total = len(json.loads((EXAMPLES / f"{name}.cases.json").read_text())["cases"])
+    assert f"{total} of {total} cases as expected" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_a_mismatch_fails_with_a_diff(isolated_home: Path, tmp_path: Path) -> None:
+    cases = tmp_path / "cases.json"
+    cases.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "name": "wrong on purpose",
+                        "request": {"tool": "read_file", "arguments": {"path": "/etc/shadow"}},
+                        "expect": {"effect": "allow", "rule": "read-project"},
+                    }
+                ]
+            }
+        )
+    )
+    result = run(
+        isolated_home, "policy", "test", str(cases), "--policy", str(EXAMPLES / "filesystem.json")
+    )
+    assert result.returncode == 1
+    assert "FAIL wrong on purpose" in result.stdout
+    assert "- expected: allow by read-project" in result.stdout
+    assert "+ got:      deny by None: denied by default" in result.stdout
+
+
+def test_validate_reports_every_error_with_path_and_line(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        '{\n  "version": "1",\n  "rules": [\n'
+        '    {"effect": "allow", "conditions": {"tool_name": "x"}},\n'
+        '    {"effect": "permit",\n'
+        '     "conditions": {"path_pattern": "/srv/../etc"}},\n'
+        '    {"effect": "allow", "conditions": {}}\n  ]\n}\n'
+    )
+    result = run(isolated_home, "policy", "validate", str(policy))
+    assert result.returncode == 12
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"{policy}:5: rules[1].effect: Input should be 'allow', 'deny' or 'ask'"
+    assert lines[1] == (
+        f"{policy}:6: rules[1].conditions.path_pattern[0]: path pattern "
+        "'/srv/../etc' contains a '..' segment"
+    )
+    assert lines[2].startswith(f"{policy}:7: rules[2].conditions: a rule needs at least one")
+    assert lines[3].startswith("policy error: ") and "3 problem(s)" in lines[3]
+
+
+def test_validate_show_hash_on_a_good_policy(isolated_home: Path) -> None:
+    path = str(EXAMPLES / "git.json")
+    ok = run(isolated_home, "policy", "validate", "--policy", path)
+    assert ok.returncode == 0
+    digest = run(isolated_home, "policy", "hash", "--policy", path).stdout.strip()
+    assert digest.startswith("sha256:") and digest in ok.stdout
+    shown = json.loads(run(isolated_home, "policy", "show", "--policy", path).stdout)
+    assert [r["id"] for r in shown["rules"]][:2] == ["git-read", "git-commit-hours"]
+
+
+def test_explain_json_is_one_decision_object(isolated_home: Path) -> None:
+    result = run(
+        isolated_home,
+        "policy",
+        "explain",
+        "--policy",
+        str(EXAMPLES / "filesystem.json"),
+        "--tool",
+        "read_file",
+        "--arg",
+        "path=/home/alice/project/.ssh/id_rsa",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["effect"] == "deny"
+    assert decision["rule"] == "deny-secrets"
+    assert decision["explanation"] == (
+        "denied by rule deny-secrets: path /home/alice/project/.ssh/id_rsa matches **/.ssh/**"
+    )
+    assert {"rule": "read-project", "effect": "allow"} in decision["matched"]
+    assert decision["policy_id"].startswith("sha256:")
+    assert isinstance(decision["eval_us"], float)
+
+
+def test_explain_trace_lists_every_rule(isolated_home: Path) -> None:
+    result = run(
+        isolated_home,
+        "policy",
+        "explain",
+        "--policy",
+        str(EXAMPLES / "filesystem.json"),
+        "--tool",
+        "move_file",
+        "--arg",
+        "source=/home/alice/project/a",
+        "--arg",
+        "destination=/tmp/a",
+    )
+    out = result.stdout
+    assert out.startswith("DENY: denied by default")
+    assert "source argument source: /home/alice/project/a" in out
+    assert "[  -  ] archive-moves (allow): " in out
+    assert "path /tmp/a does not match /home/alice/archive/**" in out
+    assert out.count("\n  [") == 5
+
+
+def test_init_writes_a_starter_policy_and_validate_checks_it(isolated_home: Path) -> None:
+    init = run(isolated_home, "init", "--non-interactive", "--backend-command", "true")
+    assert init.returncode == 0, init.stderr
+    policy = isolated_home / ".config" / "mcp-acp" / "policy.json"
+    assert policy.exists()
+    assert oct(policy.stat().st_mode & 0o777) == "0o600"
+    validated = run(isolated_home, "config", "validate")
+    assert validated.returncode == 0
+    assert "policy:   acp sha256:" in validated.stdout
+    explained = run(
+        isolated_home, "policy", "explain", "--tool", "run_command", "--arg", "command=ls", "--json"
+    )
+    assert json.loads(explained.stdout)["rule"] == "deny-code-execution"
+    # a broken policy makes the config invalid, with the line
+    policy.write_text('{"rules": [{"effect": "allow"}]}')
+    broken = run(isolated_home, "config", "validate")
+    assert broken.returncode == 12
+    assert f"{policy}:1: rules[0].conditions: Field required" in broken.stderr
+
+
+def test_config_tool_registry_entries_come_first(isolated_home: Path) -> None:
+    run(isolated_home, "init", "--non-interactive", "--backend-command", "true")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["tools"] = {
+        "registry": [
+            {
+                "tool": "read_file",
+                "operations": ["read", "delete"],
+                "side_effects": ["file_delete"],
+                "path_arguments": {"path": "path"},
+            }
+        ]
+    }
+    config_file.write_text(json.dumps(config))
+    result = run(isolated_home, "policy", "explain", "--tool", "read_file", "--arg", "path=/srv/x")
+    assert "operations delete, read" in result.stdout
+    # read+delete is neither "only read" nor "only write/delete": no starter rule fits
+    assert result.stdout.startswith("DENY: denied by default")
+
+
+def test_explain_without_config_or_policy_says_what_to_do(isolated_home: Path) -> None:
+    result = run(isolated_home, "policy", "explain", "--tool", "read_file")
+    assert result.returncode == 10
+    assert "pass --policy FILE, or run 'mcp-acp init'" in result.stderr
