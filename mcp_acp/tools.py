@@ -39,14 +39,23 @@ __all__ = [
 
 PathRole = Literal["path", "source", "dest"]
 
-#: Argument names treated as paths for tools the registry does not list.
+#: Argument names that always hold paths, for tools the registry does not list.
 GENERIC_PATH_ARGUMENTS: Mapping[str, PathRole] = {
     "path": "path", "paths": "path", "file": "path", "files": "path", "file_path": "path",
     "filepath": "path", "filename": "path", "directory": "path", "dir": "path",
-    "root": "path", "cwd": "path", "repo_path": "path", "output": "path",
-    "output_path": "path", "source": "source", "src": "source", "source_path": "source",
-    "destination": "dest", "dest": "dest", "target": "dest", "destination_path": "dest",
+    "cwd": "path", "repo_path": "path", "output_path": "path", "source_path": "source",
+    "from_path": "source", "destination_path": "dest", "dest_path": "dest",
+    "to_path": "dest", "target_path": "dest",
 }  # fmt: skip
+
+#: Argument names that hold a path only when the value looks like one (an email tool's
+#: ``to`` is an address, a copy tool's ``to`` is a path).
+LOOSE_PATH_ARGUMENTS: Mapping[str, PathRole] = {
+    "source": "source", "src": "source", "from": "source", "origin": "source",
+    "destination": "dest", "dest": "dest", "to": "dest", "target": "dest",
+    "output": "path", "root": "path",
+}  # fmt: skip
+_PATH_LIKE = re.compile(r"^(?:[/~.\\]|[A-Za-z]:)|[/\\]")
 
 _HEURISTICS: Mapping[str, frozenset[str]] = {
     "read": frozenset(
@@ -140,6 +149,7 @@ class ToolFacts:
     side_effects: frozenset[str]
     path_arguments: Mapping[str, PathRole]
     source: str  # "registry: <pattern>", "heuristics" or "unknown"
+    loose_path_arguments: Mapping[str, PathRole] = attrs.field(factory=dict)
 
 
 class ToolRegistry:
@@ -168,12 +178,13 @@ class ToolRegistry:
                 break
         else:
             operations = _heuristic_operations(tool_name)
-            side_effects = frozenset({"code_execution"}) if "execute" in operations else frozenset()
+            side_effects = frozenset({"code_exec"}) if "execute" in operations else frozenset()
             facts = ToolFacts(
                 operations,
                 side_effects,
                 GENERIC_PATH_ARGUMENTS,
                 "heuristics" if operations else "unknown",
+                LOOSE_PATH_ARGUMENTS,
             )
         return _raise_by_annotations(facts, annotations or {})
 
@@ -194,6 +205,10 @@ class ToolRegistry:
             for item in values:
                 text = item if isinstance(item, str) else repr(item)
                 found.append(PathArgument(argument=name, path=text, role=role))
+        for name, role in facts.loose_path_arguments.items():
+            value = arguments.get(name)
+            if isinstance(value, str) and _PATH_LIKE.search(value):
+                found.append(PathArgument(argument=name, path=value, role=role))
         return tuple(found)
 
 
@@ -206,7 +221,6 @@ def _raise_by_annotations(facts: ToolFacts, annotations: Mapping[str, Any]) -> T
     operations, side_effects = set(facts.operations), set(facts.side_effects)
     if annotations.get("destructiveHint") is True:
         operations.add("delete")
-        side_effects.add("destructive")
     if annotations.get("readOnlyHint") is False:
         operations.add("write")
     if annotations.get("openWorldHint") is True:

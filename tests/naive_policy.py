@@ -111,7 +111,7 @@ def rule_matches(
     if c.resource_type is not None:
         tests.append(r.resource_type.value in c.resource_type)
     if c.backend_id is not None:
-        tests.append(any(name_glob(p, r.backend_id, False) for p in c.backend_id))
+        tests.append(any(name_glob(p, r.backend_id, True) for p in c.backend_id))
     if c.operations is not None:
         tests.append(many(c.operations, a.operations))
     if c.side_effects is not None:

@@ -72,7 +72,7 @@ def test_a_single_string_means_a_one_item_list() -> None:
                     "conditions": {"tool_name": "bash"},
                     "approval": {
                         "cache_ttl_seconds": 60,
-                        "cacheable_side_effects": ["code_execution"],
+                        "cacheable_side_effects": ["code_exec"],
                     },
                 }
             ],

@@ -364,7 +364,7 @@ class CompiledRule:
     matched: MatchedRule  # what a decision lists when this rule matches
 
     def matches(self, view: RequestView) -> bool:
-        for check in self.checks:
+        for check in self.checks:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
             if not check.test(view):
                 return False
         return True
@@ -423,7 +423,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 c.backend_id,
                 lambda v: v.backend_id,
                 paths=False,
-                ignore_case=False,
+                ignore_case=True,
             )
         )
     many: Literal["any", "subset"] = "any" if deny else "subset"

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,8 +31,10 @@ from pydantic import (
 
 __all__ = [
     "FIELD_ATTRIBUTES",
+    "NEVER_CACHED",
     "ApprovalSettings",
     "Conditions",
+    "HitlSettings",
     "PolicyFile",
     "Rule",
     "TimeWindow",
@@ -166,7 +169,8 @@ class Conditions(_Strict):
     @field_validator("resource_type", mode="before")
     @classmethod
     def _resource_type_list(cls, value: Any) -> Any:
-        return _as_list(value)
+        value = _as_list(value)
+        return [v.lower() if isinstance(v, str) else v for v in value] if value else value
 
     def used_fields(self) -> list[str]:
         """Condition fields this rule tests, in declaration order."""
@@ -200,18 +204,35 @@ class Conditions(_Strict):
         return self
 
 
+#: Side effects whose approvals are never remembered: the same cache key would let a
+#: different command through.
+NEVER_CACHED = frozenset({"code_exec", "process_spawn", "sudo_elevate", "container_exec"})
+
+
+def _cacheable(value: list[str] | None) -> list[str] | None:
+    refused = sorted(NEVER_CACHED.intersection(value or ()))
+    if refused:
+        raise ValueError(f"approvals for code execution ({', '.join(refused)}) are never cached")
+    return value
+
+
 class ApprovalSettings(_Strict):
     """For ``ask`` rules: whether and how long a human's 'allow' may be remembered."""
 
     cache_ttl_seconds: int = Field(default=0, ge=0, le=86400, description="0 = never cache.")
-    cacheable_side_effects: list[str] = Field(default_factory=list)
+    cacheable_side_effects: Annotated[list[str], AfterValidator(_cacheable)] = Field(
+        default_factory=list
+    )
 
-    @field_validator("cacheable_side_effects")
-    @classmethod
-    def _never_code_execution(cls, value: list[str]) -> list[str]:
-        if "code_execution" in value:
-            raise ValueError("approvals for code execution are never cached")
-        return value
+
+class HitlSettings(_Strict):
+    """Policy-wide approval defaults (the ``hitl`` section of mcp-acp-extended policies)."""
+
+    timeout_seconds: int = Field(default=60, ge=5, le=300)
+    approval_ttl_seconds: int = Field(default=600, ge=0, le=86400)
+    cache_side_effects: Annotated[list[str] | None, AfterValidator(_cacheable)] = Field(
+        default=None, description="null: only tools without side effects are cached."
+    )
 
 
 class Rule(_Strict):
@@ -258,6 +279,9 @@ class PolicyFile(_Strict):
         default="deny", description="Always deny: what no rule allows is refused."
     )
     rules: list[Rule] = Field(default_factory=list)
+    hitl: HitlSettings | None = Field(
+        default=None, description="Approval defaults; a rule's 'approval' overrides them."
+    )
 
     @model_validator(mode="after")
     def _ids(self) -> PolicyFile:

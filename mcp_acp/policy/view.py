@@ -8,9 +8,8 @@ case and compatibility forms folded — a deny rule cannot be dodged by ``/X/SEC
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from mcp_acp.models import DecisionRequest, PostureStatus
 from mcp_acp.policy.glob import deny_skeleton

@@ -81,7 +81,7 @@ def test_annotations_raise_risk_but_never_lower_it() -> None:
 
 
 def test_side_effects_never_match_when_unknown() -> None:
-    engine = make_engine(rule("allow", side_effects=["file_read"]))
+    engine = make_engine(rule("allow", side_effects=["fs_read"]))
     assert effect_of(engine, tool="read_file") is Effect.ALLOW
     assert effect_of(engine, tool="fetch") is Effect.DENY  # network_egress
 
@@ -480,3 +480,88 @@ def test_each_decision_sees_exactly_one_policy(tmp_path: Path) -> None:
 def test_subject_model_frozen_attributes_for_requests() -> None:
     subject = Subject(subject_id="alice", provenance=Provenance.TOKEN)
     assert make_request(subject=subject).subject is subject
+
+
+# ---------------------------------------------------------------- compatibility
+
+
+def test_reads_mcp_acp_extended_policies(tmp_path: Path) -> None:
+    """A policy in the prototype's dialect: its condition names, effect 'hitl', the
+    policy-wide 'hitl' section. One intended difference: deny outranks hitl here."""
+    legacy = {
+        "version": "1",
+        "default_action": "deny",
+        "rules": [
+            {
+                "id": "reads",
+                "effect": "allow",
+                "conditions": {
+                    "tool_name": "read*",
+                    "path_pattern": "/home/u/work/**",
+                    "operations": ["read"],
+                    "extension": [".py", "md"],
+                    "backend_id": "FS",
+                    "resource_type": "TOOL",
+                    "mcp_method": "tools/call",
+                    "subject_id": "u",
+                    "side_effects": ["fs_read"],
+                },
+            },
+            {
+                "id": "approve-writes",
+                "effect": "hitl",
+                "conditions": {
+                    "tool_name": "write*",
+                    "path_pattern": "/home/u/work/**",
+                    "scheme": "file",
+                },
+            },
+            {"id": "private", "effect": "deny", "conditions": {"path_pattern": "**/private/**"}},
+            {
+                "id": "copies",
+                "effect": "allow",
+                "conditions": {"source_path": "/tmp/**", "dest_path": "/home/u/work/**"},
+            },
+        ],
+        "hitl": {
+            "timeout_seconds": 30,
+            "approval_ttl_seconds": 600,
+            "cache_side_effects": ["fs_write"],
+        },
+    }
+    path = tmp_path / "legacy.json"
+    path.write_text(json.dumps(legacy))
+    engine = AcpPolicyEngine.from_file(path)
+    assert engine.policy.hitl is not None
+    assert engine.policy.hitl.timeout_seconds == 30
+    read = make_request(
+        tool="read_file", arguments={"path": "/home/u/work/a.py"}, subject_id="u", backend_id="fs"
+    )
+    assert engine.decide(read).rule_id == "reads"
+    hitl_vs_deny = make_request(
+        tool="write_file", subject_id="u", arguments={"path": "/home/u/work/private/x.md"}
+    )
+    decision = engine.decide(hitl_vs_deny)
+    assert (decision.effect, decision.rule_id) == (Effect.DENY, "private")  # the difference
+    assert {m.rule_id for m in decision.matched} == {"private"}  # hitl rule needs scheme
+
+
+@pytest.mark.parametrize("effect", ["code_exec", "process_spawn", "sudo_elevate"])
+def test_code_execution_approvals_are_never_cached(effect: str) -> None:
+    with pytest.raises(ValueError, match="never cached"):
+        PolicyFile.model_validate({"rules": [], "hitl": {"cache_side_effects": [effect]}})
+
+
+def test_loose_path_arguments_only_when_they_look_like_paths() -> None:
+    email = make_request(
+        tool="send_message", arguments={"to": "bob@example.test", "from": "alice@example.test"}
+    )
+    assert email.resource.paths == ()
+    copy = make_request(tool="duplicate_thing", arguments={"from": "/srv/a", "to": "../../etc"})
+    assert {(p.role, p.path) for p in copy.resource.paths} == {
+        ("source", "/srv/a"),
+        ("dest", "../../etc"),
+    }
+    engine = make_engine(rule("allow", tool_name="*"))
+    assert engine.decide(email).effect is Effect.ALLOW
+    assert engine.decide(copy).rule_id == "builtin-ambiguous-path"

@@ -80,7 +80,8 @@ def test_validate_reports_every_error_with_path_and_line(
         "'/srv/../etc' contains a '..' segment"
     )
     assert lines[2].startswith(f"{policy}:7: rules[2].conditions: a rule needs at least one")
-    assert lines[3].startswith("policy error: ") and "3 problem(s)" in lines[3]
+    assert lines[3].startswith("policy error: ")
+    assert "3 problem(s)" in lines[3]
 
 
 def test_validate_show_hash_on_a_good_policy(isolated_home: Path) -> None:
@@ -88,7 +89,8 @@ def test_validate_show_hash_on_a_good_policy(isolated_home: Path) -> None:
     ok = run(isolated_home, "policy", "validate", "--policy", path)
     assert ok.returncode == 0
     digest = run(isolated_home, "policy", "hash", "--policy", path).stdout.strip()
-    assert digest.startswith("sha256:") and digest in ok.stdout
+    assert digest.startswith("sha256:")
+    assert digest in ok.stdout
     shown = json.loads(run(isolated_home, "policy", "show", "--policy", path).stdout)
     assert [r["id"] for r in shown["rules"]][:2] == ["git-read", "git-commit-hours"]
 
@@ -169,7 +171,7 @@ def test_config_tool_registry_entries_come_first(isolated_home: Path) -> None:
             {
                 "tool": "read_file",
                 "operations": ["read", "delete"],
-                "side_effects": ["file_delete"],
+                "side_effects": ["fs_write"],
                 "path_arguments": {"path": "path"},
             }
         ]

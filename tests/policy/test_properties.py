@@ -81,7 +81,7 @@ PATH_GLOBS = [
     "/srv/**/k.pem",
 ]
 OPS = ["read", "write", "delete", "execute"]
-EFFECTS = ["read", "file_read", "file_write", "code_execution", "network_egress"]
+EFFECTS = ["read", "fs_read", "fs_write", "code_exec", "network_egress"]
 PROTECTED = ("/srv/protected",)
 
 
@@ -246,7 +246,7 @@ FIXED_POLICIES = [
                     "conditions": {
                         "source_path": "/srv/**",
                         "dest_path": "/tmp/**",
-                        "side_effects": ["file_write", "file_delete"],
+                        "side_effects": ["fs_write"],
                     },
                 },
                 {
