@@ -510,11 +510,12 @@ def test_reads_mcp_acp_extended_policies(tmp_path: Path) -> None:
             {
                 "id": "approve-writes",
                 "effect": "hitl",
-                "conditions": {
-                    "tool_name": "write*",
-                    "path_pattern": "/home/u/work/**",
-                    "scheme": "file",
-                },
+                "conditions": {"tool_name": "write*", "path_pattern": "/home/u/work/**"},
+            },
+            {
+                "id": "file-resources",
+                "effect": "allow",
+                "conditions": {"scheme": "FILE", "resource_type": "resource"},
             },
             {"id": "private", "effect": "deny", "conditions": {"path_pattern": "**/private/**"}},
             {
@@ -543,7 +544,11 @@ def test_reads_mcp_acp_extended_policies(tmp_path: Path) -> None:
     )
     decision = engine.decide(hitl_vs_deny)
     assert (decision.effect, decision.rule_id) == (Effect.DENY, "private")  # the difference
-    assert {m.rule_id for m in decision.matched} == {"private"}  # hitl rule needs scheme
+    assert {m.rule_id for m in decision.matched} == {"approve-writes", "private"}
+    write = make_request(tool="write_file", subject_id="u", arguments={"path": "/home/u/work/x"})
+    assert engine.decide(write).effect is Effect.ASK
+    resource = make_request("resources/read", None, params={"uri": "file:///home/u/work/x"})
+    assert engine.decide(resource).rule_id == "file-resources"
 
 
 @pytest.mark.parametrize("effect", ["code_exec", "process_spawn", "sudo_elevate"])
