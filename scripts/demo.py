@@ -29,6 +29,13 @@ def step(title: str, *args: str, expect: int = 0, env: dict[str, str], show: boo
     return result.stdout
 
 
+def decide(title: str, expected: str, *args: str, env: dict[str, str]) -> None:
+    """A ``policy explain --json`` step whose effect must be ``expected``."""
+    decision = json.loads(step(title, "policy", "explain", *args, "--json", env=env))
+    if decision["effect"] != expected:
+        sys.exit(f"demo: expected {expected}, the policy said {decision['effect']}")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcp-acp-demo-") as tmp:
         home = Path(tmp)
@@ -61,7 +68,103 @@ def main() -> None:
             json.dumps({"path": str(marker)}).join(("marker-file=", "")),
             env=env,
         )
-        step("Validate it, every plugin section included", "config", "validate", env=env)
+        step(
+            "Validate it, every plugin section and the starter policy included",
+            "config",
+            "validate",
+            env=env,
+        )
+        project = home / "project"
+        project.mkdir()
+        (project / "notes.md").write_text("hello")
+        policy = home / ".config" / "mcp-acp" / "policy.json"
+        policy.write_text(
+            json.dumps(
+                {
+                    "version": "1",
+                    "default_action": "deny",
+                    "rules": [
+                        {
+                            "id": "deny-secrets",
+                            "effect": "deny",
+                            "conditions": {"path_pattern": ["**/.ssh/**", "**/*.pem", "**/.env"]},
+                        },
+                        {
+                            "id": "read-project",
+                            "effect": "allow",
+                            "conditions": {"operations": "read", "path_pattern": f"{project}/**"},
+                        },
+                        {
+                            "id": "ask-project-writes",
+                            "effect": "ask",
+                            "conditions": {
+                                "operations": ["write"],
+                                "path_pattern": f"{project}/**",
+                            },
+                        },
+                    ],
+                },
+                indent=2,
+            )
+        )
+        step("Scope the policy to the project, then validate it", "policy", "validate", env=env)
+        step(
+            "Policy: a read inside the project is allowed (with the trace of every rule)",
+            "policy",
+            "explain",
+            "--tool",
+            "read_file",
+            "--arg",
+            f"path={project}/notes.md",
+            env=env,
+        )
+        decide(
+            "Policy: a key is denied; the reason names the rule and the pattern",
+            "deny",
+            "--tool",
+            "read_file",
+            "--arg",
+            f"path={project}/.ssh/id_ed25519",
+            env=env,
+        )
+        decide(
+            "Policy: a write asks a human",
+            "ask",
+            "--tool",
+            "write_file",
+            "--arg",
+            f"path={project}/notes.md",
+            env=env,
+        )
+        (project / "escape").symlink_to("/etc")
+        decide(
+            "Policy: a symlink out of the tree is followed before deciding",
+            "deny",
+            "--tool",
+            "read_file",
+            "--arg",
+            f"path={project}/escape/shadow",
+            env=env,
+        )
+        decide(
+            "Policy: '..' is never guessed",
+            "deny",
+            "--tool",
+            "read_file",
+            "--arg",
+            f"path={project}/../.bashrc",
+            env=env,
+        )
+        examples = Path(__file__).resolve().parent.parent / "examples" / "policies"
+        step(
+            "Golden cases for the filesystem cookbook policy",
+            "policy",
+            "test",
+            str(examples / "filesystem.cases.json"),
+            "--policy",
+            str(examples / "filesystem.json"),
+            env=env,
+        )
         step(
             "A plugin's own command (added through register_commands)",
             "marker-file",
