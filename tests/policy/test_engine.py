@@ -467,7 +467,7 @@ def test_each_decision_sees_exactly_one_policy(tmp_path: Path) -> None:
     thread = threading.Thread(target=reloader)
     thread.start()
     try:
-        for _ in range(2000):
+        for _ in range(10_000):
             decision = engine.decide(make_request())
             expected = ids[decision.policy_id]["rules"][0]
             assert decision.effect.value == expected["effect"]
