@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
+from mcp_acp.audit.cli import audit_group, logs_group
+from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
     Config,
     config_error_from_validation,
@@ -352,11 +354,19 @@ _SCHEMAS: dict[str, type[BaseModel]] = {"config": Config, "policy": PolicyFile}
 
 
 @cli.command()
-@click.argument("what", type=click.Choice(sorted(_SCHEMAS)))
+@click.argument("what", type=click.Choice([*sorted(_SCHEMAS), "audit"]))
 def schema(what: str) -> None:
-    """Print the JSON Schema of the config or the policy file (for editors)."""
-    document = _SCHEMAS[what].model_json_schema()
-    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
+    """Print the JSON Schema of the config file, policy files or audit records."""
+    draft = "https://json-schema.org/draft/2020-12/schema"
+    if what == "audit":
+        document: dict[str, object] = {
+            "$schema": draft,
+            "title": "mcp-acp audit records, by stream",
+            "description": "Each line also carries seq, prev_hash and hash (the chain).",
+            "streams": {name: model.model_json_schema() for name, model in EVENT_MODELS.items()},
+        }
+    else:
+        document = {"$schema": draft, **_SCHEMAS[what].model_json_schema()}
     click.echo(json.dumps(document, indent=2))
 
 
@@ -404,6 +414,8 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 
 
 cli.add_command(policy_group)
+cli.add_command(audit_group)
+cli.add_command(logs_group)
 
 
 # ---------------------------------------------------------------- entry point

@@ -36,6 +36,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from mcp_acp._fs import atomic_write_text, unsafe_permissions
@@ -72,6 +73,10 @@ _SECRET_WORDS = ("auth", "cookie", "token", "key", "secret", "password", "creden
 
 def default_config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.json"
+
+
+def is_relative_to(path: Path, directory: Path) -> bool:
+    return path.absolute().is_relative_to(directory.absolute())
 
 
 def default_log_dir() -> Path:
@@ -183,13 +188,41 @@ class PluginsSection(_Section):
     )
 
 
+def default_fallback_path() -> Path:
+    return platformdirs.user_state_path(APP_NAME, appauthor=False) / "audit-fallback.jsonl"
+
+
 class AuditSection(_Section):
-    """Where the audit trail is written."""
+    """Where and how the audit trail is written."""
 
     log_dir: Path = Field(
         default_factory=default_log_dir,
         description="Directory of the audit logs (created 0700).",
     )
+    sinks: list[ComponentRef] = Field(
+        default_factory=lambda: [ComponentRef(use="jsonl")],
+        min_length=1,
+        description="Audit sinks; every one must take a record before a request proceeds.",
+    )
+    fallback_path: Path = Field(
+        default_factory=default_fallback_path,
+        description="Where events go when the trail cannot take them (outside log_dir).",
+    )
+    health_check_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="How often the trail's files are checked."
+    )
+    record_payloads: bool = Field(
+        default=False,
+        description="Record full tool arguments (secrets redacted) instead of hash + size.",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_outside(self) -> AuditSection:
+        if is_relative_to(self.fallback_path, self.log_dir):
+            raise ValueError(
+                "fallback_path must be outside log_dir (it is used when log_dir fails)"
+            )
+        return self
 
 
 class PostureSection(_Section):

@@ -55,6 +55,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mcp_acp.builtins.local_identity",
     "mcp_acp.builtins.deny_approver",
     "mcp_acp.builtins.acp_policy",
+    "mcp_acp.builtins.jsonl_audit",
 )
 
 _REGISTRATION_HOOKS: Mapping[Kind, str] = {

@@ -121,6 +121,9 @@ def resolve_runtime(
         (Kind.POSTURE_CHECK, ref, f"posture.checks[{i}]")
         for i, ref in enumerate(config.posture.checks)
     ]
+    selected += [
+        (Kind.AUDIT_SINK, ref, f"audit.sinks[{i}]") for i, ref in enumerate(config.audit.sinks)
+    ]
     components = {
         field: resolve_component(plugins, kind, ref, field, source or config_path)
         for kind, ref, field in selected

@@ -10,22 +10,33 @@ cookie or Authorization value must never appear in any field.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+if TYPE_CHECKING:
+    from mcp_acp.models import Decision, DecisionRequest
+
 __all__ = [
+    "EVENT_MODELS",
+    "STREAMS",
     "AuditEvent",
     "AuthEvent",
     "AuthEventName",
+    "ChainEvent",
     "DecisionEvent",
+    "MatchedRuleRecord",
     "OperationEvent",
     "Stream",
     "SystemEvent",
+    "payload_digest",
 ]
 
 Stream = Literal["operations", "decisions", "auth", "system"]
+STREAMS: tuple[Stream, ...] = ("operations", "decisions", "auth", "system")
 
 AuthEventName = Literal[
     "token_validated",
@@ -57,26 +68,68 @@ class AuditEvent(BaseModel):
         return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class MatchedRuleRecord(BaseModel):
+    """A rule that matched, as recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: str
+    effect: Literal["allow", "deny", "ask"]
+
+
 class DecisionEvent(AuditEvent):
-    """One policy decision, written *before* it is enforced."""
+    """One policy decision, written *before* it is enforced (write-ahead)."""
 
     stream: Literal["decisions"] = "decisions"
     event: Literal["decision"] = "decision"
     subject_id: str
+    subject_provenance: str
     mcp_method: str
     tool_name: str | None = None
+    backend_id: str | None = None
+    paths: tuple[str, ...] = Field(default=(), description="Every path argument, as sent.")
     effect: Literal["allow", "deny", "ask"]
     final_effect: Literal["allow", "deny"] | None = Field(
         default=None, description="After human approval, when the effect was 'ask'."
     )
     rule_id: str | None = None
-    matched_rules: tuple[str, ...] = ()
+    matched: tuple[MatchedRuleRecord, ...] = ()
     reason: str
     policy_id: str
-    eval_ns: int = 0
+    eval_us: float = 0.0
     approver: str | None = None
     approved_by: str | None = None
     approval_seconds: float | None = None
+
+    @classmethod
+    def of(cls, request: DecisionRequest, decision: Decision, **extra: Any) -> DecisionEvent:
+        """The record of ``decision`` about ``request``."""
+        return cls(
+            session_id=request.environment.session_id,
+            request_id=request.environment.request_id,
+            subject_id=request.subject.subject_id,
+            subject_provenance=request.subject.provenance.name.lower(),
+            mcp_method=request.action.mcp_method,
+            tool_name=request.action.tool_name,
+            backend_id=request.resource.backend_id,
+            paths=tuple(p.path for p in request.resource.paths),
+            effect=decision.effect.value,
+            rule_id=decision.rule_id,
+            matched=tuple(
+                MatchedRuleRecord(rule=m.rule_id, effect=m.effect.value) for m in decision.matched
+            ),
+            reason=decision.reason,
+            policy_id=decision.policy_id,
+            eval_us=round(decision.eval_us, 3),
+            **extra,
+        )
+
+
+def payload_digest(payload: Any) -> tuple[str, int]:
+    """SHA-256 (hex) and size in bytes of ``payload``'s canonical JSON."""
+    body = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(body).hexdigest(), len(body)
 
 
 class OperationEvent(AuditEvent):
@@ -85,9 +138,16 @@ class OperationEvent(AuditEvent):
     stream: Literal["operations"] = "operations"
     direction: Literal["client_to_server", "server_to_client"]
     mcp_method: str | None = None
+    tool_name: str | None = None
     outcome: Literal["forwarded", "denied", "error", "response"]
     arguments_sha256: str | None = None
     arguments_size: int | None = None
+    arguments: dict[str, Any] | None = Field(
+        default=None, description="Full arguments, only with audit.record_payloads (redacted)."
+    )
+    result_sha256: str | None = None
+    result_size: int | None = None
+    error_code: int | None = None
     duration_ms: float | None = None
 
 
@@ -106,3 +166,21 @@ class SystemEvent(AuditEvent):
 
     stream: Literal["system"] = "system"
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChainEvent(AuditEvent):
+    """Written by the sink itself into any stream: the start-up write test
+    (``stream_opened``), a partial line set aside after a crash, a rotation."""
+
+    event: Literal["stream_opened", "partial_line_quarantined", "stream_rotated"]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+#: Every event model, for ``mcp-acp schema audit``.
+EVENT_MODELS: dict[str, type[AuditEvent]] = {
+    "operations": OperationEvent,
+    "decisions": DecisionEvent,
+    "auth": AuthEvent,
+    "system": SystemEvent,
+    "chain": ChainEvent,
+}

@@ -1,0 +1,198 @@
+"""The hash chain: canonical JSON lines, each committing to the one before.
+
+A line is the canonical JSON of a record — keys sorted, no spaces, every non-ASCII character
+escaped (so U+2028, ANSI escapes or a raw newline inside a value can never end a line or
+forge a record) — with three fields added:
+
+* ``seq`` — 1, 2, 3, … per stream, continuing across rotated files;
+* ``prev_hash`` — the ``hash`` of the previous line (``GENESIS`` for the first);
+* ``hash`` — SHA-256 (hex) of the canonical JSON of the record including ``seq`` and
+  ``prev_hash`` but not ``hash`` itself.
+
+Editing, deleting, inserting or reordering a line breaks the chain at that line; cutting
+off the tail is caught by comparing with the *head* (last ``seq`` and ``hash``) that the
+writer keeps outside the log file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "GENESIS",
+    "ChainHead",
+    "VerifyResult",
+    "canonical",
+    "chain_files",
+    "read_head",
+    "seal",
+    "verify_stream",
+    "write_head",
+]
+
+GENESIS = "0" * 64
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    """The one byte form of ``record`` that is hashed and written."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def seal(record: dict[str, Any], seq: int, prev_hash: str) -> tuple[bytes, str]:
+    """Add the chain fields to ``record``; return the line (with newline) and its hash."""
+    body = {**record, "seq": seq, "prev_hash": prev_hash}
+    digest = hashlib.sha256(canonical(body)).hexdigest()
+    return canonical({**body, "hash": digest}) + b"\n", digest
+
+
+@attrs.frozen(slots=True)
+class ChainHead:
+    """The last record written to a stream: kept outside the log to detect truncation."""
+
+    seq: int
+    hash: str
+
+
+def head_path(log_dir: Path, stream: str) -> Path:
+    return log_dir / ".heads" / f"{stream}.head"
+
+
+def write_head(log_dir: Path, stream: str, head: ChainHead) -> None:
+    """Replace the head atomically (rename). Written after the lines it describes are
+    durable, so the head never claims more than the file holds."""
+    path = head_path(log_dir, stream)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{head.seq} {head.hash}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_head(log_dir: Path, stream: str) -> ChainHead | None:
+    try:
+        text = head_path(log_dir, stream).read_text().split()
+    except FileNotFoundError:
+        return None
+    if len(text) != 2 or not text[0].isdigit() or len(text[1]) != 64:
+        return ChainHead(seq=-1, hash="corrupt head file")
+    return ChainHead(int(text[0]), text[1])
+
+
+def chain_files(log_dir: Path, stream: str) -> list[Path]:
+    """A stream's files, oldest first: rotated ``<stream>.<n>.jsonl``, then ``<stream>.jsonl``."""
+    rotated = []
+    for path in log_dir.glob(f"{stream}.*.jsonl"):
+        middle = path.name[len(stream) + 1 : -len(".jsonl")]
+        if middle.isdigit():
+            rotated.append((int(middle), path))
+    files = [p for _, p in sorted(rotated)]
+    current = log_dir / f"{stream}.jsonl"
+    if current.exists():
+        files.append(current)
+    return files
+
+
+@attrs.frozen(slots=True)
+class VerifyResult:
+    """Outcome of verifying one stream."""
+
+    stream: str
+    lines: int
+    ok: bool
+    problem: str | None = None
+    file: Path | None = None
+    line: int | None = None
+    partial_lines: tuple[Path, ...] = ()
+
+    def describe(self) -> str:
+        if self.ok:
+            extra = ""
+            if self.partial_lines:
+                names = ", ".join(p.name for p in self.partial_lines)
+                extra = f"; partial line(s) set aside after a crash: {names}"
+            return f"{self.stream}: ok, {self.lines} lines{extra}"
+        where = f"{self.file}:{self.line}" if self.file else self.stream
+        return f"{self.stream}: FAILED at {where}: {self.problem}"
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        yield from enumerate(handle, start=1)
+
+
+def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
+    """Check every line of every file of ``stream`` and compare the end with the head."""
+    files = chain_files(log_dir, stream)
+    partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    seq, prev = 0, GENESIS
+    count = 0
+    for path in files:
+        for number, raw in _lines(path):
+
+            def fail(
+                problem: str, path: Path = path, number: int = number, count: int = count
+            ) -> VerifyResult:
+                return VerifyResult(stream, count, False, problem, path, number, partials)
+
+            if not raw.endswith(b"\n"):
+                return fail("partial last line (no newline): the log was cut mid-write")
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return fail("not valid JSON")
+            if not isinstance(record, dict) or not {"seq", "prev_hash", "hash"} <= record.keys():
+                return fail("not a chained record (seq, prev_hash, hash missing)")
+            claimed = record.pop("hash")
+            if record["seq"] != seq + 1:
+                return fail(
+                    f"seq {record['seq']} where {seq + 1} was expected "
+                    "(a line was deleted, inserted or moved)"
+                )
+            if record["prev_hash"] != prev:
+                return fail(
+                    "prev_hash does not match the previous line "
+                    "(a line was deleted, inserted or moved)"
+                )
+            actual = hashlib.sha256(canonical(record)).hexdigest()
+            if actual != claimed or canonical({**record, "hash": claimed}) + b"\n" != raw:
+                return fail("hash does not match the content (the line was edited)")
+            seq, prev = record["seq"], claimed
+            count += 1
+    head = read_head(log_dir, stream)
+    if head is not None:
+        if head.seq < 0:
+            return VerifyResult(
+                stream, count, False, "the chain head file is corrupt", partial_lines=partials
+            )
+        if seq < head.seq:
+            last = files[-1] if files else None
+            return VerifyResult(
+                stream,
+                count,
+                False,
+                f"the log ends at seq {seq} but the chain head says {head.seq} "
+                "(lines were cut off the end)",
+                last,
+                None,
+                partials,
+            )
+        if seq == head.seq and prev != head.hash:
+            return VerifyResult(
+                stream,
+                count,
+                False,
+                "the last line's hash differs from the chain head",
+                files[-1] if files else None,
+                None,
+                partials,
+            )
+    return VerifyResult(stream, count, True, partial_lines=partials)

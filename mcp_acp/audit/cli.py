@@ -1,0 +1,210 @@
+"""``mcp-acp audit verify`` and ``mcp-acp logs show|tail``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mcp_acp.audit.chain import chain_files, verify_stream
+from mcp_acp.audit.events import STREAMS
+from mcp_acp.config import load_config, resolve_config_path
+from mcp_acp.errors import AuditError, ConfigError
+from mcp_acp.errors import one_line as _one_line
+
+__all__ = ["audit_group", "logs_group"]
+
+_stream_option = click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    type=click.Choice(STREAMS),
+    help="Only this stream (repeat); default: all.",
+)
+_log_dir_option = click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Audit directory to read instead of the configured one.",
+)
+
+
+def _log_dir(ctx: click.Context, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    path = resolve_config_path(ctx.find_root().params.get("config"))
+    if not path.exists():
+        raise ConfigError(
+            f"no config file at {path}, so no configured audit directory",
+            fix="pass --log-dir DIR, or run 'mcp-acp init'",
+        )
+    return load_config(path).audit.log_dir
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Check the audit trail."""
+
+
+@audit_group.command("verify")
+@_stream_option
+@_log_dir_option
+@click.pass_context
+def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> None:
+    """Verify the hash chain of every stream; report the first bad line; exit 13 if any."""
+    directory = _log_dir(ctx, log_dir)
+    if not directory.is_dir():
+        raise AuditError(
+            f"no audit directory at {directory}",
+            fix="pass --log-dir, or check audit.log_dir in the config",
+        )
+    failed = []
+    for stream in streams or STREAMS:
+        result = verify_stream(directory, stream)
+        click.echo(result.describe())
+        if not result.ok:
+            failed.append(stream)
+    if failed:
+        raise AuditError(
+            f"audit chain broken in {', '.join(failed)} ({directory})",
+            fix="keep the files as evidence; the lines above name the first bad line",
+        )
+
+
+# ---------------------------------------------------------------- logs
+
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    match = _RELATIVE.match(value)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use 10m, 2h, 1d or an ISO time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _records(directory: Path, streams: Sequence[str]) -> Iterator[dict[str, Any]]:
+    for stream in streams:
+        for path in chain_files(directory, stream):
+            with path.open("rb") as handle:
+                for raw in handle:
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict):
+                        yield record
+
+
+def _time(record: dict[str, Any]) -> datetime:
+    try:
+        return datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def _row(record: dict[str, Any]) -> str:
+    """Readable columns: time, stream, event, request, who, what, outcome, why."""
+    what = record.get("tool_name") or record.get("mcp_method") or ""
+    outcome = record.get("final_effect") or record.get("effect") or record.get("outcome") or ""
+    why = record.get("reason") or record.get("rule_id") or ""
+    if not why and isinstance(record.get("detail"), dict):
+        why = " ".join(f"{k}={v}" for k, v in record["detail"].items())
+    cells = [
+        str(record.get("ts", ""))[:23],
+        f"{record.get('stream', ''):<10}",
+        f"{record.get('event', ''):<22}",
+        f"{record.get('request_id') or '-'!s:<10}",
+        f"{record.get('subject_id') or '-'!s:<12}",
+        f"{what:<20}",
+        f"{outcome:<9}",
+        str(why)[:100],
+    ]
+    return _one_line("  ".join(cells).rstrip())
+
+
+@click.group("logs")
+def logs_group() -> None:
+    """Read the audit logs."""
+
+
+@logs_group.command("show")
+@_stream_option
+@click.option("--since", help="Only records newer than this: 10m, 2h, 1d or an ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
+@_log_dir_option
+@click.pass_context
+def show(
+    ctx: click.Context,
+    streams: Sequence[str],
+    since: str | None,
+    as_json: bool,
+    log_dir: Path | None,
+) -> None:
+    """Print audit records in time order."""
+    directory = _log_dir(ctx, log_dir)
+    cutoff = _since(since)
+    records = [
+        r for r in _records(directory, streams or STREAMS) if cutoff is None or _time(r) >= cutoff
+    ]
+    records.sort(key=lambda r: (_time(r), r.get("stream", ""), r.get("seq", 0)))
+    for record in records:
+        click.echo(json.dumps(record, sort_keys=True) if as_json else _row(record))
+
+
+@logs_group.command("tail")
+@_stream_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
+@click.option("--interval", default=0.5, show_default=True, help="Polling interval, seconds.")
+@click.option("--count", "limit", type=int, help="Stop after this many records (for scripts).")
+@_log_dir_option
+@click.pass_context
+def tail(
+    ctx: click.Context,
+    streams: Sequence[str],
+    as_json: bool,
+    interval: float,
+    limit: int | None,
+    log_dir: Path | None,
+) -> None:
+    """Follow new audit records as they are written (Ctrl-C to stop)."""
+    directory = _log_dir(ctx, log_dir)
+    positions: dict[Path, int] = {}
+    for stream in streams or STREAMS:
+        path = directory / f"{stream}.jsonl"
+        positions[path] = path.stat().st_size if path.exists() else 0
+    shown = 0
+    while limit is None or shown < limit:
+        for path, offset in list(positions.items()):
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:  # rotated: start over on the new file
+                offset = 0
+            if size == offset:
+                continue
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset)
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            positions[path] = offset + len(complete)
+            for raw in complete.splitlines():
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                click.echo(json.dumps(record, sort_keys=True) if as_json else _row(record))
+                shown += 1
+        if limit is None or shown < limit:
+            time.sleep(interval)

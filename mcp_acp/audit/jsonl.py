@@ -1,0 +1,462 @@
+"""The built-in ``jsonl`` audit sink: one hash-chained, fsynced JSONL file per stream.
+
+Each stream has one writer thread. Callers hand it records and wait; the thread takes
+*every* record waiting, seals them into the chain, checks that the file on disk is still
+the one it opened (device and inode), writes them with one ``write`` and makes them durable
+with one ``fsync`` (group commit), then answers every caller. So concurrent writers never
+interleave, and sixteen of them cost about one fsync, not sixteen.
+
+Any failure — ENOSPC, EFBIG, EIO, the file deleted, replaced or moved — fails every record
+in the batch with :class:`~mcp_acp.errors.AuditError` and puts the writer in a failed state:
+from then on every write fails at once. Nothing is ever acknowledged that is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_acp._fs import ensure_private_dir, unsafe_permissions
+from mcp_acp.audit.chain import GENESIS, ChainHead, chain_files, read_head, seal, write_head
+from mcp_acp.audit.events import STREAMS, AuditEvent, ChainEvent
+from mcp_acp.errors import AuditError
+from mcp_acp.registry import PluginContext
+
+__all__ = ["JsonlAuditSink", "JsonlConfig", "StreamWriter"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 4096
+_STOP = object()
+
+
+class JsonlConfig(BaseModel):
+    """Options of the ``jsonl`` sink (``audit.sinks[i].config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    durability: Literal["fsync", "flush"] = Field(
+        default="fsync",
+        description="fsync: durable before a request proceeds (default). flush: written to "
+        "the OS only — faster, but a power loss can lose acknowledged records.",
+    )
+    max_file_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=4096, description="Rotate a stream's file past this size."
+    )
+
+
+def _errno_text(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
+
+
+class StreamWriter:
+    """Appends sealed records to one stream's file, from one thread, with group commit."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        stream: str,
+        *,
+        durability: Literal["fsync", "flush"] = "fsync",
+        max_file_bytes: int = 64 * 1024 * 1024,
+        on_failure: Callable[[AuditError], None] | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.stream = stream
+        self.path = log_dir / f"{stream}.jsonl"
+        self.durability = durability
+        self.max_file_bytes = max_file_bytes
+        self._on_failure = on_failure
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._fd = -1
+        self._identity: tuple[int, int] = (0, 0)
+        self._size = 0
+        self._seq = 0
+        self._prev = GENESIS
+        self._failed: AuditError | None = None
+        self._thread: threading.Thread | None = None
+        self.quarantined: list[Path] = []
+        self.fsyncs = 0
+
+    # ---------------------------------------------------------------- opening
+
+    def open(self) -> None:
+        """Recover after a crash, pick up the chain, open the file, start the thread."""
+        try:
+            self._recover_partial_line()
+            self._seq, self._prev = self._chain_end()
+            head = read_head(self.log_dir, self.stream)
+            if head is not None and (head.seq < 0 or head.seq > self._seq):
+                raise AuditError(
+                    f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
+                    f"its chain head says {head.seq}: records were removed",
+                    fix="run 'mcp-acp audit verify', keep the evidence, then move the log "
+                    "directory aside to start a new chain",
+                )
+            self._open_file()
+        except OSError as exc:
+            raise AuditError(
+                f"cannot open audit stream {self.path}: {_errno_text(exc)}",
+                fix="check that the log directory exists, is yours and is writable",
+            ) from exc
+        self._thread = threading.Thread(target=self._run, name=f"audit-{self.stream}", daemon=True)
+        self._thread.start()
+
+    def _open_file(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self._fd = os.open(self.path, flags, 0o600)
+        info = os.fstat(self._fd)
+        self._identity = (info.st_dev, info.st_ino)
+        self._size = info.st_size
+
+    def _recover_partial_line(self) -> None:
+        """A crash mid-write leaves bytes after the last newline: set them aside."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0:
+            return
+        with self.path.open("rb+") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            cut = self._last_newline(handle, size)
+            handle.seek(cut)
+            partial = handle.read()
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            aside = self.log_dir / f"{self.stream}.partial-{stamp}"
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, partial)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            handle.truncate(cut)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.quarantined.append(aside)
+        log.warning(
+            "audit %s: partial last line (%d bytes) set aside in %s",
+            self.stream,
+            len(partial),
+            aside,
+        )
+
+    @staticmethod
+    def _last_newline(handle: BinaryIO, size: int) -> int:
+        """Offset just after the last newline before ``size`` (0 if there is none)."""
+        window = 4096
+        while True:
+            start = max(0, size - window)
+            handle.seek(start)
+            chunk = handle.read(size - start)
+            index = chunk.rfind(b"\n")
+            if index >= 0:
+                return start + index + 1
+            if start == 0:
+                return 0
+            window *= 4
+
+    def _chain_end(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last record of the stream, across rotated files."""
+        for path in reversed(chain_files(self.log_dir, self.stream)):
+            size = path.stat().st_size
+            if size == 0:
+                continue
+            with path.open("rb") as handle:
+                start = self._last_newline(handle, size - 1)
+                handle.seek(start)
+                line = handle.read()
+            try:
+                record: dict[str, Any] = json.loads(line)
+                return int(record["seq"]), str(record["hash"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AuditError(
+                    f"the last line of {path} is not a chained audit record",
+                    fix="run 'mcp-acp audit verify'; move the damaged log aside to start anew",
+                ) from exc
+        return 0, GENESIS
+
+    # ---------------------------------------------------------------- writing
+
+    def submit(self, record: dict[str, Any]) -> Future[int]:
+        """Queue ``record``; the future resolves to its ``seq`` once it is durable."""
+        future: Future[int] = Future()
+        if self._failed is not None:
+            future.set_exception(self._failed)
+        elif self._thread is None:
+            future.set_exception(
+                AuditError(
+                    f"audit stream {self.stream!r} is not open", fix="call start() before writing"
+                )
+            )
+        else:
+            self._queue.put((record, future))
+        return future
+
+    def write(self, record: dict[str, Any]) -> int:
+        """Write ``record`` and wait until it is durable; raise ``AuditError`` if it is not."""
+        seq: int = self.submit(record).result()
+        return seq
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[dict[str, Any], Future[int]]]) -> None:
+        if self._failed is not None:
+            for _, future in batch:
+                future.set_exception(self._failed)
+            return
+        seq, prev = self._seq, self._prev
+        lines: list[bytes] = []
+        for record, _ in batch:
+            seq += 1
+            line, prev = seal(record, seq, prev)
+            lines.append(line)
+        data = b"".join(lines)
+        try:
+            self._check_identity()
+            if self._size > 0 and self._size + len(data) > self.max_file_bytes:
+                self._rotate()
+            self._write_all(data)
+            if self.durability == "fsync":
+                os.fsync(self._fd)
+                self.fsyncs += 1
+            self._size += len(data)
+            self._seq, self._prev = seq, prev
+            write_head(self.log_dir, self.stream, ChainHead(seq, prev))
+        except (OSError, AuditError) as exc:
+            error = (
+                exc
+                if isinstance(exc, AuditError)
+                else AuditError(
+                    f"audit stream {self.stream!r} ({self.path}) cannot be written: "
+                    f"{_errno_text(exc)}",
+                    fix="free space or fix permissions, then restart; nothing passed meanwhile",
+                )
+            )
+            self._fail(error)
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        first = seq - len(batch) + 1
+        for offset, (_, future) in enumerate(batch):
+            future.set_result(first + offset)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def _check_identity(self) -> None:
+        """The path must still name the file we opened: not deleted, replaced or moved."""
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            raise AuditError(
+                f"audit file {self.path} was deleted or moved while in use",
+                fix="find out who removed it; restart mcp-acp to open a new chain file",
+            ) from None
+        if (info.st_dev, info.st_ino) != self._identity:
+            raise AuditError(
+                f"audit file {self.path} was replaced while in use (device/inode changed)",
+                fix="find out who replaced it; 'mcp-acp audit verify' checks what is there",
+            )
+
+    def _rotate(self) -> None:
+        existing = [p.name for p in chain_files(self.log_dir, self.stream)]
+        number = len(existing)  # current file plus rotated ones: the next free index
+        target = self.log_dir / f"{self.stream}.{number}.jsonl"
+        while target.exists():
+            number += 1
+            target = self.log_dir / f"{self.stream}.{number}.jsonl"
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.rename(self.path, target)
+        self._open_file()
+
+    def _fail(self, error: AuditError) -> None:
+        first = self._failed is None
+        self._failed = error
+        if first:
+            log.error("audit: %s", error)
+            if self._on_failure is not None:
+                self._on_failure(error)
+
+    # ---------------------------------------------------------------- health, closing
+
+    @property
+    def failed(self) -> AuditError | None:
+        return self._failed
+
+    def check_health(self) -> None:
+        """Raise ``AuditError`` (and enter the failed state) unless the file is still
+        ours, in place, and writable."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._check_identity()
+            if not os.access(self.path, os.W_OK) or not os.access(self.log_dir, os.W_OK):
+                raise AuditError(
+                    f"audit file {self.path} is no longer writable",
+                    fix="restore write permission, then restart",
+                )
+            problem = unsafe_permissions(self.log_dir)
+            if problem:
+                raise AuditError(
+                    f"audit directory is no longer private: {problem}",
+                    fix=f"chmod 700 {self.log_dir}, then restart",
+                )
+        except AuditError as error:
+            self._fail(error)
+            raise
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                if self.durability == "fsync" and self._failed is None:
+                    os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _chain_record(stream: str, event: str, detail: dict[str, Any]) -> dict[str, Any]:
+    record = ChainEvent.model_validate({"stream": stream, "event": event, "detail": detail})
+    return record.model_dump(mode="json", exclude_none=True)
+
+
+class JsonlAuditSink:
+    """The :class:`~mcp_acp.protocols.AuditSink` that writes ``<log_dir>/<stream>.jsonl``."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        options: JsonlConfig | None = None,
+        *,
+        on_failure: Callable[[AuditError], None] | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.options = options or JsonlConfig()
+        self._on_failure = on_failure
+        self.writers = {
+            stream: StreamWriter(
+                log_dir,
+                stream,
+                durability=self.options.durability,
+                max_file_bytes=self.options.max_file_bytes,
+                on_failure=self._failed,
+            )
+            for stream in STREAMS
+        }
+
+    @classmethod
+    def from_config(cls, options: JsonlConfig, context: PluginContext) -> JsonlAuditSink:
+        return cls(context.log_dir, options)
+
+    def set_failure_handler(self, handler: Callable[[AuditError], None]) -> None:
+        """Who to tell when the trail fails (the shutdown coordinator)."""
+        self._on_failure = handler
+
+    def _failed(self, error: AuditError) -> None:
+        if self._on_failure is not None:
+            self._on_failure(error)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_sync)
+
+    def start_sync(self) -> None:
+        """Open every stream and prove it can be written (refuse to start otherwise)."""
+        try:
+            ensure_private_dir(self.log_dir)
+            ensure_private_dir(self.log_dir / ".heads")
+        except OSError as exc:
+            raise AuditError(
+                f"cannot create audit directory {self.log_dir}: {_errno_text(exc)}",
+                fix="choose a writable audit.log_dir",
+            ) from exc
+        problem = unsafe_permissions(self.log_dir)
+        if problem:
+            raise AuditError(
+                f"refusing to log into {self.log_dir}: {problem}",
+                fix=f"chmod 700 {self.log_dir} (and make sure you own it)",
+            )
+        if self.options.durability == "flush":
+            log.warning(
+                "audit durability 'flush': records are not fsynced; a power loss can "
+                "lose acknowledged records"
+            )
+        opened: list[StreamWriter] = []
+        try:
+            for writer in self.writers.values():
+                writer.open()
+                opened.append(writer)
+                for aside in writer.quarantined:
+                    writer.write(
+                        _chain_record(
+                            writer.stream, "partial_line_quarantined", {"file": aside.name}
+                        )
+                    )
+                detail = {"durability": self.options.durability, "pid": os.getpid()}
+                writer.write(_chain_record(writer.stream, "stream_opened", detail))
+        except AuditError:
+            for writer in opened:
+                writer.close()
+            raise
+
+    async def write(self, event: AuditEvent) -> None:
+        future = self.submit(event)
+        await asyncio.wrap_future(future)
+
+    def submit(self, event: AuditEvent) -> Future[int]:
+        """Queue ``event`` on its stream; the future completes once it is durable."""
+        return self.writers[event.stream].submit(event.model_dump(mode="json", exclude_none=True))
+
+    def write_sync(self, event: AuditEvent) -> int:
+        return self.submit(event).result()
+
+    def check_health(self) -> None:
+        for writer in self.writers.values():
+            writer.check_health()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

@@ -1,0 +1,121 @@
+"""The audit trail as the proxy uses it: every sink, write-ahead, fail closed.
+
+* :meth:`AuditTrail.record` writes an event to every sink and returns only when all of them
+  have it durably. If one cannot, the event goes to the fallback file outside the log
+  directory, :class:`~mcp_acp.errors.AuditError` is raised (the caller denies the request in
+  flight), and the shutdown coordinator ends the process a moment later — after the denial
+  has gone out.
+* :meth:`AuditTrail.enforce` is the write-ahead primitive: the decision record first, then,
+  only if it is durable, the forwarding.
+* :meth:`AuditTrail.monitor` checks every sink's health periodically (file still there, still
+  ours, still writable) and shuts down on the first failure, even with no request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from mcp_acp.audit.events import AuditEvent, SystemEvent
+from mcp_acp.errors import AuditError
+from mcp_acp.protocols import AuditSink
+from mcp_acp.shutdown import ShutdownCoordinator
+
+__all__ = ["AuditTrail"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long a denial may take to reach the client before the process ends.
+SHUTDOWN_GRACE_SECONDS = 0.2
+
+
+class AuditTrail:
+    """All configured sinks behind one fail-closed ``record``."""
+
+    def __init__(
+        self,
+        sinks: Sequence[AuditSink],
+        coordinator: ShutdownCoordinator,
+        *,
+        health_interval: float = 30.0,
+    ) -> None:
+        if not sinks:
+            raise AuditError(
+                "no audit sink is configured", fix="configure at least one sink under audit.sinks"
+            )
+        self.sinks = tuple(sinks)
+        self.coordinator = coordinator
+        self.health_interval = health_interval
+        self._failed: AuditError | None = None
+
+    async def start(self) -> None:
+        """Open every sink with its write test; ``AuditError`` means: do not start."""
+        for sink in self.sinks:
+            await sink.start()
+
+    async def record(self, event: AuditEvent) -> None:
+        """Write ``event`` to every sink durably, or raise ``AuditError`` (and shut down)."""
+        if self._failed is not None:
+            self._keep(event, self._failed)
+            raise self._failed
+        try:
+            await asyncio.gather(*(sink.write(event) for sink in self.sinks))
+        except AuditError as error:
+            self._keep(event, error)
+            self._fail_soon(error)
+            raise
+        except Exception as exc:  # a sink that breaks its contract still fails closed
+            broken = AuditError(
+                f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
+            )
+            self._keep(event, broken)
+            self._fail_soon(broken)
+            raise broken from exc
+
+    async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
+        """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
+        await self.record(decision)
+        return await forward()
+
+    async def monitor(self) -> None:
+        """Check the sinks' health every ``health_interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            for sink in self.sinks:
+                check = getattr(sink, "check_health", None)
+                if check is None:
+                    continue
+                try:
+                    await asyncio.to_thread(check)
+                except AuditError as error:
+                    self._keep(
+                        SystemEvent(event="audit_health_failed", detail={"error": str(error)}),
+                        error,
+                    )
+                    self._failed = error
+                    self.coordinator.trigger(error, detail="audit health monitor")
+
+    async def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.close()
+            except Exception as exc:  # closing is best effort; the records are durable
+                log.warning("closing audit sink: %s", exc)
+
+    def _keep(self, event: AuditEvent, error: AuditError) -> None:
+        payload: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+        self.coordinator.record_fallback(payload, error)
+
+    def _fail_soon(self, error: AuditError) -> None:
+        first = self._failed is None
+        self._failed = error
+        if not first:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.coordinator.trigger(error, detail="audit write failed")
+        loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)

@@ -1,0 +1,120 @@
+"""The shutdown coordinator: one place that ends the process when a fail-closed
+component (audit, policy, identity, posture, session binding) loses its footing.
+
+It records why — in ``shutdowns.jsonl`` (in the log directory, or beside the fallback file
+when the log directory is what failed), and as a ``session_ended`` auth event where the
+trail still works — then exits with the failure class's exit code (see
+:mod:`mcp_acp.errors`). It triggers once; later failures are recorded as secondary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mcp_acp.errors import McpAcpError
+
+__all__ = ["ShutdownCoordinator", "append_line"]
+
+log = logging.getLogger(__name__)
+
+
+def append_line(path: Path, record: dict[str, Any]) -> bool:
+    """Append one JSON line durably (0600 file, 0700 directory); True if it worked."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            data = json.dumps(record, sort_keys=True, ensure_ascii=True, default=str) + "\n"
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError as exc:
+        log.error("cannot write %s: %s", path, exc)
+        return False
+
+
+def _exit(code: int) -> NoReturn:
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+class ShutdownCoordinator:
+    """Records why the process must stop, then stops it with the right exit code."""
+
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        fallback_path: Path,
+        session_id: str | None = None,
+        exit: Callable[[int], NoReturn] = _exit,
+    ) -> None:
+        self.log_dir = log_dir
+        self.fallback_path = fallback_path
+        self.session_id = session_id
+        self._exit = exit
+        self._lock = threading.Lock()
+        self._triggered: McpAcpError | None = None
+        self._session_ended: list[Callable[[str], None]] = []
+
+    @property
+    def triggered(self) -> McpAcpError | None:
+        return self._triggered
+
+    def on_session_end(self, callback: Callable[[str], None]) -> None:
+        """Register a best-effort callback that writes the ``session_ended`` auth event."""
+        self._session_ended.append(callback)
+
+    def record_fallback(self, event: dict[str, Any], error: McpAcpError) -> None:
+        """Keep an event the audit trail could not take, outside the log directory."""
+        entry = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "audit_error": str(error),
+            "event": event,
+        }
+        if not append_line(self.fallback_path, entry):
+            lost = json.dumps(entry, default=str)
+            print(
+                f"mcp-acp: audit fallback failed too; lost event: {lost}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def trigger(self, error: McpAcpError, *, detail: str | None = None) -> NoReturn:
+        """Record ``error`` and end the process with ``error.exit_code``."""
+        with self._lock:
+            first = self._triggered is None
+            if first:
+                self._triggered = error
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "failure_class": error.kind,
+            "exit_code": error.exit_code,
+            "reason": str(error),
+            "detail": detail,
+            "session_id": self.session_id,
+            "pid": os.getpid(),
+            "primary": first,
+        }
+        wrote = append_line(self.log_dir / "shutdowns.jsonl", record)
+        if not wrote:
+            append_line(self.fallback_path.parent / "shutdowns.jsonl", record)
+        if first:
+            for callback in self._session_ended:
+                with contextlib.suppress(Exception):
+                    callback(f"{error.kind} failure: {error}")
+            print(f"mcp-acp: shutting down: {error.user_line()}", file=sys.stderr, flush=True)
+        code = (self._triggered or error).exit_code
+        self._exit(code)
