@@ -40,7 +40,8 @@ def append_line(path: Path, record: dict[str, Any]) -> bool:
             os.close(fd)
         return True
     except OSError as exc:
-        log.error("cannot write %s: %s", path, exc)
+        with contextlib.suppress(Exception):
+            log.error("cannot write %s: %s", path, exc)
         return False
 
 
@@ -78,13 +79,18 @@ class ShutdownCoordinator:
         self._session_ended.append(callback)
 
     def record_fallback(self, event: dict[str, Any], error: McpAcpError) -> None:
-        """Keep an event the audit trail could not take, outside the log directory."""
+        """Keep an event the audit trail could not take, outside the log directory.
+
+        Never raises: this runs while something is already failing.
+        """
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "audit_error": str(error),
             "event": event,
         }
-        if not append_line(self.fallback_path, entry):
+        if append_line(self.fallback_path, entry):
+            return
+        with contextlib.suppress(Exception):  # last resort: stderr, which may be broken too
             lost = json.dumps(entry, default=str)
             print(
                 f"mcp-acp: audit fallback failed too; lost event: {lost}",
@@ -115,6 +121,7 @@ class ShutdownCoordinator:
             for callback in self._session_ended:
                 with contextlib.suppress(Exception):
                     callback(f"{error.kind} failure: {error}")
-            print(f"mcp-acp: shutting down: {error.user_line()}", file=sys.stderr, flush=True)
+            with contextlib.suppress(Exception):
+                print(f"mcp-acp: shutting down: {error.user_line()}", file=sys.stderr, flush=True)
         code = (self._triggered or error).exit_code
         self._exit(code)

@@ -72,10 +72,11 @@ class StreamWriter:
         durability: Literal["fsync", "flush"] = "fsync",
         max_file_bytes: int = 64 * 1024 * 1024,
         on_failure: Callable[[AuditError], None] | None = None,
+        path: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.stream = stream
-        self.path = log_dir / f"{stream}.jsonl"
+        self.path = path or log_dir / f"{stream}.jsonl"
         self.durability = durability
         self.max_file_bytes = max_file_bytes
         self._on_failure = on_failure

@@ -64,15 +64,15 @@ class AuditTrail:
         try:
             await asyncio.gather(*(sink.write(event) for sink in self.sinks))
         except AuditError as error:
-            self._keep(event, error)
             self._fail_soon(error)
+            self._keep(event, error)
             raise
         except Exception as exc:  # a sink that breaks its contract still fails closed
             broken = AuditError(
                 f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
             )
-            self._keep(event, broken)
             self._fail_soon(broken)
+            self._keep(event, broken)
             raise broken from exc
 
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:

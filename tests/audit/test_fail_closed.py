@@ -1,0 +1,246 @@
+"""Fail closed, with real processes and real errors: nothing passes once the trail breaks.
+
+Each test runs ``victim.py`` — a process that writes a decision record through the audit
+trail and only then makes a "backend call" — breaks the trail from outside, and checks:
+the request in flight is denied, the backend saw no call for it, the event reached the
+fallback file, ``shutdowns.jsonl`` says why, and the process exited with the audit code (13).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_acp.audit.chain import verify_stream
+
+VICTIM = Path(__file__).with_name("victim.py")
+AUDIT_EXIT = 13
+
+
+class Victim:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        health: float = 30.0,
+        command_prefix: list[str] | None = None,
+        preexec: Any = None,
+    ) -> None:
+        self.log_dir = base / "logs"
+        self.fallback = base / "state" / "audit-fallback.jsonl"
+        self.backend = base / "backend-calls.txt"
+        args = [
+            sys.executable,
+            str(VICTIM),
+            str(self.log_dir),
+            str(self.fallback),
+            str(self.backend),
+            str(health),
+        ]
+        # stderr to a file: a full, unread pipe would block the victim
+        self.stderr_path = base / f"victim-stderr-{time.monotonic_ns()}.txt"
+        with self.stderr_path.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [*(command_prefix or []), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                preexec_fn=preexec,
+            )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.first = self.read(timeout=30)
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def read(self, timeout: float = 20) -> str:
+        return self.lines.get(timeout=timeout)
+
+    def send(self, command: str, timeout: float = 20) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read(timeout)
+
+    def wait(self, timeout: float = 20) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def backend_calls(self) -> list[str]:
+        return self.backend.read_text().split() if self.backend.exists() else []
+
+    def fallback_events(self) -> list[dict[str, Any]]:
+        if not self.fallback.exists():
+            return []
+        return [json.loads(line) for line in self.fallback.read_text().splitlines()]
+
+    def shutdowns(self) -> list[dict[str, Any]]:
+        for place in (self.log_dir, self.fallback.parent):
+            path = place / "shutdowns.jsonl"
+            if path.exists():
+                return [json.loads(line) for line in path.read_text().splitlines()]
+        return []
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Any:
+    started: list[Victim] = []
+
+    def start(**kwargs: Any) -> Victim:
+        v = Victim(tmp_path, **kwargs)
+        started.append(v)
+        return v
+
+    yield start
+    for v in started:
+        v.close()
+
+
+def assert_shut_down_for(v: Victim, request_id: str, words: str) -> None:
+    assert v.wait() == AUDIT_EXIT
+    assert request_id not in v.backend_calls()
+    kept = [e for e in v.fallback_events() if e["event"].get("request_id") == request_id]
+    assert kept, v.fallback_events()
+    assert words in kept[0]["audit_error"]
+    shutdowns = v.shutdowns()
+    assert shutdowns[0]["failure_class"] == "audit"
+    assert shutdowns[0]["exit_code"] == AUDIT_EXIT
+    assert words in shutdowns[0]["reason"]
+
+
+def test_allowed_request_is_recorded_before_the_backend_call(victim: Any) -> None:
+    v = victim()
+    assert v.first == "READY"
+    assert v.send("req r1") == "OK r1"
+    assert v.backend_calls() == ["r1"]
+    line = (v.log_dir / "decisions.jsonl").read_text().splitlines()[-1]
+    assert json.loads(line)["request_id"] == "r1"
+
+
+def test_audit_file_deleted_while_running(victim: Any) -> None:
+    v = victim()
+    assert v.send("req r1") == "OK r1"
+    (v.log_dir / "decisions.jsonl").unlink()
+    answer = v.send("req r2")
+    assert answer.startswith("DENIED r2: audit file")
+    assert "deleted or moved" in answer
+    assert_shut_down_for(v, "r2", "deleted or moved")
+    assert v.backend_calls() == ["r1"]
+
+
+def test_audit_file_replaced_while_running(victim: Any) -> None:
+    v = victim()
+    assert v.send("req r1") == "OK r1"
+    impostor = v.log_dir / "impostor"
+    impostor.write_text("")
+    os.replace(impostor, v.log_dir / "decisions.jsonl")
+    assert v.send("req r2").startswith("DENIED r2")
+    assert_shut_down_for(v, "r2", "replaced while in use")
+
+
+def test_audit_directory_moved_while_running(victim: Any, tmp_path: Path) -> None:
+    v = victim()
+    assert v.send("req r1") == "OK r1"
+    os.rename(v.log_dir, tmp_path / "moved-logs")
+    assert v.send("req r2").startswith("DENIED r2")
+    assert_shut_down_for(v, "r2", "deleted or moved")
+
+
+def test_file_size_limit_efbig_then_recovery(victim: Any) -> None:
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    v = victim(preexec=limit)
+    assert v.first == "READY"
+    answer = v.send("burst 200")
+    assert answer.startswith("DENIED burst")
+    assert "File too large" in answer
+    assert v.wait() == AUDIT_EXIT
+    assert v.shutdowns()[0]["failure_class"] == "audit"
+    # the cut-off write left a partial line; verify says so, a restart sets it aside
+    before = verify_stream(v.log_dir, "decisions")
+    assert not before.ok
+    assert "partial last line" in (before.problem or "")
+    again = victim()
+    assert again.first == "READY"
+    assert again.send("req r9") == "OK r9"
+    again.proc.stdin.close()  # type: ignore[union-attr]
+    assert again.wait() == 0
+    after = verify_stream(v.log_dir, "decisions")
+    assert after.ok, after.describe()
+    assert after.partial_lines
+    assert "partial line(s) set aside" in after.describe()
+
+
+def test_health_monitor_shuts_down_without_traffic(victim: Any) -> None:
+    v = victim(health=1.0)
+    assert v.first == "READY"
+    (v.log_dir / "auth.jsonl").unlink()
+    assert v.wait(timeout=20) == AUDIT_EXIT
+    shutdown = v.shutdowns()[0]
+    assert shutdown["detail"] == "audit health monitor"
+    assert "auth.jsonl was deleted or moved" in shutdown["reason"]
+    assert any(e["event"]["event"] == "audit_health_failed" for e in v.fallback_events())
+
+
+def test_kill_9_during_a_burst_then_restart_verifies(victim: Any) -> None:
+    v = victim()
+    assert v.proc.stdin is not None
+    v.proc.stdin.write("burst 20000\n")
+    v.proc.stdin.flush()
+    path = v.log_dir / "decisions.jsonl"
+    deadline = time.monotonic() + 20
+    while path.stat().st_size < 200_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    v.proc.send_signal(signal.SIGKILL)
+    v.wait()
+    again = victim()
+    assert again.first == "READY"
+    assert again.send("req after-crash") == "OK after-crash"
+    again.proc.stdin.close()  # type: ignore[union-attr]
+    assert again.wait() == 0
+    for stream in ("decisions", "operations", "auth", "system"):
+        result = verify_stream(v.log_dir, stream)
+        assert result.ok, result.describe()
+
+
+def test_start_refused_on_a_read_only_directory(victim: Any, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        # root ignores mode bits, so make the file system itself read-only, in a private
+        # mount namespace that disappears with the process
+        if shutil.which("unshare") is None:
+            pytest.skip("unshare(1) is needed to test a read-only file system as root")
+        script = f'mount --bind {logs} {logs} && mount -o remount,bind,ro {logs} && exec "$@"'
+        v = victim(command_prefix=["unshare", "-m", "sh", "-c", script, "sh"])
+        expected = "Read-only file system"
+    else:
+        logs.chmod(0o500)
+        v = victim()
+        expected = "Permission denied"
+    assert v.first.startswith("REFUSED cannot ")
+    assert expected in v.first
+    assert v.wait() == AUDIT_EXIT
+    assert v.backend_calls() == []
