@@ -136,6 +136,7 @@ class OperationEvent(AuditEvent):
     """One message relayed (or refused) between client and backend."""
 
     stream: Literal["operations"] = "operations"
+    event: Literal["operation"] = "operation"
     direction: Literal["client_to_server", "server_to_client"]
     mcp_method: str | None = None
     tool_name: str | None = None

@@ -1,0 +1,305 @@
+"""The jsonl sink and the hash chain on real files: tampering, concurrency, rotation,
+injection, ENOSPC, and the write-ahead order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_acp.audit.chain import verify_stream
+from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
+from mcp_acp.audit.trail import AuditTrail
+from mcp_acp.errors import AuditError
+from mcp_acp.shutdown import ShutdownCoordinator
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "logs"
+
+
+@pytest.fixture
+def sink(log_dir: Path) -> Any:
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    yield sink
+    sink.close_sync()
+
+
+def decision(request_id: str, **fields: Any) -> DecisionEvent:
+    values: dict[str, Any] = {
+        "session_id": "s1",
+        "request_id": request_id,
+        "subject_id": "alice",
+        "subject_provenance": "token",
+        "mcp_method": "tools/call",
+        "tool_name": "read_file",
+        "effect": "allow",
+        "rule_id": "r1",
+        "reason": "allowed by rule r1",
+        "policy_id": "sha256:x",
+    }
+    values.update(fields)
+    return DecisionEvent(**values)
+
+
+def lines(log_dir: Path, stream: str) -> list[bytes]:
+    return (log_dir / f"{stream}.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def rewrite(log_dir: Path, stream: str, new_lines: list[bytes]) -> None:
+    (log_dir / f"{stream}.jsonl").write_bytes(b"".join(new_lines))
+
+
+def test_files_are_private_and_records_are_chained(sink: JsonlAuditSink, log_dir: Path) -> None:
+    for i in range(5):
+        sink.write_sync(decision(f"r{i}"))
+    assert oct(log_dir.stat().st_mode & 0o777) == "0o700"
+    for stream in ("decisions", "operations", "auth", "system"):
+        assert oct((log_dir / f"{stream}.jsonl").stat().st_mode & 0o777) == "0o600"
+    records = [json.loads(line) for line in lines(log_dir, "decisions")]
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[0]["event"] == "stream_opened"
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert records[1]["ts"].endswith("Z")
+    assert len(records[1]["ts"]) == len("2026-11-26T12:00:00.000Z")
+    assert verify_stream(log_dir, "decisions").ok
+
+
+@pytest.mark.parametrize("kind", ["edit", "delete", "insert", "reorder", "truncate", "partial"])
+def test_verify_finds_the_first_bad_line(sink: JsonlAuditSink, log_dir: Path, kind: str) -> None:
+    for i in range(6):
+        sink.write_sync(decision(f"r{i}"))
+    sink.close_sync()
+    original = lines(log_dir, "decisions")
+    tampered = list(original)
+    if kind == "edit":
+        tampered[3] = tampered[3].replace(b'"effect":"allow"', b'"effect":"deny"')
+    elif kind == "delete":
+        del tampered[3]
+    elif kind == "insert":
+        tampered.insert(3, tampered[2])
+    elif kind == "reorder":
+        tampered[3], tampered[4] = tampered[4], tampered[3]
+    elif kind == "truncate":
+        tampered = tampered[:-2]
+    elif kind == "partial":
+        tampered[-1] = tampered[-1][:40]
+    rewrite(log_dir, "decisions", tampered)
+    result = verify_stream(log_dir, "decisions")
+    assert not result.ok
+    expected = {
+        "edit": (4, "edited"),
+        "delete": (4, "deleted, inserted or moved"),
+        "insert": (4, "deleted, inserted or moved"),
+        "reorder": (4, "deleted, inserted or moved"),
+        "truncate": (None, "cut off the end"),
+        "partial": (7, "partial last line"),
+    }
+    line, words = expected[kind]
+    assert result.line == line
+    assert words in (result.problem or "")
+    # and a restart refuses to continue a chain whose tail was cut off
+    if kind == "truncate":
+        with pytest.raises(AuditError, match="records were removed"):
+            JsonlAuditSink(log_dir).start_sync()
+
+
+def test_injection_cannot_forge_a_record(sink: JsonlAuditSink, log_dir: Path) -> None:
+    hostile = 'x\n{"event":"decision","effect":"allow"}\r\u2028\u2029\x1b[2K\udcff'
+    sink.write_sync(decision("r-hostile", reason=hostile, paths=(hostile,)))
+    data = lines(log_dir, "decisions")
+    assert len(data) == 2
+    raw = data[-1]
+    assert raw.isascii()
+    assert raw.count(b"\n") == 1
+    assert json.loads(raw)["reason"] == hostile
+    assert verify_stream(log_dir, "decisions").ok
+
+
+def test_fifty_threads_times_a_thousand(sink: JsonlAuditSink, log_dir: Path) -> None:
+    def worker(n: int) -> None:
+        for i in range(1000):
+            sink.write_sync(
+                OperationEvent(
+                    request_id=f"{n}-{i}",
+                    direction="client_to_server",
+                    outcome="forwarded",
+                    mcp_method="tools/call",
+                )
+            )
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = [json.loads(line) for line in lines(log_dir, "operations")]
+    assert len(records) == 50_001
+    assert len({r["request_id"] for r in records[1:]}) == 50_000
+    assert verify_stream(log_dir, "operations").ok
+    # group commit: far fewer fsyncs than records
+    assert sink.writers["operations"].fsyncs < 50_000
+
+
+def test_rotation_under_load_loses_nothing(log_dir: Path) -> None:
+    sink = JsonlAuditSink(log_dir, JsonlConfig(max_file_bytes=20_000))
+    sink.start_sync()
+
+    def worker(n: int) -> None:
+        for i in range(500):
+            sink.write_sync(SystemEvent(event="tick", detail={"n": n, "i": i}))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.close_sync()
+    files = sorted(log_dir.glob("system*.jsonl"))
+    assert len(files) > 5
+    total = sum(len(f.read_bytes().splitlines()) for f in files)
+    assert total == 4000 + 1
+    result = verify_stream(log_dir, "system")
+    assert (result.ok, result.lines) == (True, 4001)
+    # a restart continues the chain in the current file
+    again = JsonlAuditSink(log_dir, JsonlConfig(max_file_bytes=20_000))
+    again.start_sync()
+    again.write_sync(SystemEvent(event="after-restart"))
+    again.close_sync()
+    assert verify_stream(log_dir, "system").lines == 4003
+
+
+def test_enospc_on_dev_full_fails_the_write(tmp_path: Path) -> None:
+    writer = StreamWriter(tmp_path, "decisions", path=Path("/dev/full"))
+    writer._open_file()  # /dev/full is a character device: no chain to recover
+    writer._thread = threading.Thread(target=writer._run, daemon=True)
+    writer._thread.start()
+    with pytest.raises(AuditError, match=r"No space left on device \(errno 28\)"):
+        writer.write({"stream": "decisions", "event": "x"})
+    assert writer.failed is not None
+    with pytest.raises(AuditError):  # failed state: every later write fails at once
+        writer.write({"stream": "decisions", "event": "y"})
+    writer.close()
+
+
+def test_a_symlinked_audit_file_is_refused(log_dir: Path) -> None:
+    log_dir.mkdir(mode=0o700)
+    (log_dir / "decisions.jsonl").symlink_to("/dev/full")
+    with pytest.raises(AuditError, match="cannot open audit stream .*decisions.jsonl"):
+        JsonlAuditSink(log_dir).start_sync()
+
+
+def test_a_shared_log_directory_is_refused(log_dir: Path) -> None:
+    log_dir.mkdir()
+    log_dir.chmod(0o777)
+    with pytest.raises(AuditError, match="writable by group or others"):
+        JsonlAuditSink(log_dir).start_sync()
+
+
+def test_flush_durability_is_named_and_logged(log_dir: Path, caplog: Any) -> None:
+    sink = JsonlAuditSink(log_dir, JsonlConfig(durability="flush"))
+    sink.start_sync()
+    sink.write_sync(AuthEvent(event="session_started", subject_id="alice"))
+    sink.close_sync()
+    assert "durability 'flush'" in caplog.text
+    assert sink.writers["auth"].fsyncs == 0
+    opened = json.loads(lines(log_dir, "auth")[0])
+    assert opened["detail"]["durability"] == "flush"
+
+
+def test_partial_line_is_set_aside_and_recorded(sink: JsonlAuditSink, log_dir: Path) -> None:
+    sink.write_sync(decision("r1"))
+    sink.close_sync()
+    with (log_dir / "decisions.jsonl").open("ab") as handle:
+        handle.write(b'{"event":"decision","half')
+    again = JsonlAuditSink(log_dir)
+    again.start_sync()
+    again.close_sync()
+    aside = list(log_dir.glob("decisions.partial-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == b'{"event":"decision","half'
+    events = [json.loads(line)["event"] for line in lines(log_dir, "decisions")]
+    assert events[-2:] == ["partial_line_quarantined", "stream_opened"]
+    result = verify_stream(log_dir, "decisions")
+    assert result.ok
+    assert result.partial_lines == tuple(aside)
+
+
+# ---------------------------------------------------------------- trail
+
+
+class Stopped(Exception):
+    pass
+
+
+def recording_exit(codes: list[int]) -> Any:
+    def exit_(code: int) -> Any:
+        codes.append(code)
+        raise Stopped(code)
+
+    return exit_
+
+
+async def test_write_ahead_the_record_is_on_disk_before_forwarding(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    codes: list[int] = []
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(
+            log_dir=log_dir, fallback_path=tmp_path / "fb.jsonl", exit=recording_exit(codes)
+        ),
+    )
+    await trail.start()
+    seen: list[str] = []
+
+    async def forward() -> str:
+        last = json.loads(lines(log_dir, "decisions")[-1])
+        seen.append(last["request_id"])
+        return "forwarded"
+
+    assert await trail.enforce(decision("r-42"), forward) == "forwarded"
+    assert seen == ["r-42"]
+    await trail.close()
+    assert codes == []
+
+
+async def test_failed_write_denies_keeps_the_event_and_shuts_down(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    codes: list[int] = []
+    fallback = tmp_path / "state" / "fb.jsonl"
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
+    )
+    await trail.start()
+    forwarded: list[str] = []
+
+    async def forward() -> None:
+        forwarded.append("called")
+
+    (log_dir / "decisions.jsonl").unlink()
+    with pytest.raises(AuditError, match="deleted or moved"):
+        await trail.enforce(decision("r-1"), forward)
+    with pytest.raises(AuditError):  # and nothing passes afterwards
+        await trail.enforce(decision("r-2"), forward)
+    assert forwarded == []
+    kept = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert [k["event"]["request_id"] for k in kept] == ["r-1", "r-2"]
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    await asyncio.wait_for(stopped, timeout=5)  # the coordinator fired after the grace
+    assert codes == [13]
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
+    assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
+    await trail.close()
