@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +49,25 @@ def run_cli(isolated_home: Path) -> Callable[..., subprocess.CompletedProcess[st
         return result
 
     return run
+
+
+#: Secret values tests feed into mcp-acp; none may ever be written to a file by the code
+#: under test (config files, which users fill with secrets on purpose, are exempt).
+CANARIES = (b"CANARY-7f3a9c-TOKEN-do-not-log",)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_grep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: grep every file the tests wrote for the canary secrets."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    leaks = []
+    for path in base.rglob("*"):
+        if not path.is_file() or path.is_symlink() or path.name == "config.json":
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        leaks += [f"{path}: {c.decode()}" for c in CANARIES if c in data]
+    assert not leaks, "secrets reached files: " + "; ".join(leaks)

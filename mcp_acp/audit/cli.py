@@ -206,5 +206,7 @@ def tail(
                     continue
                 click.echo(json.dumps(record, sort_keys=True) if as_json else _row(record))
                 shown += 1
+                if limit is not None and shown >= limit:
+                    return
         if limit is None or shown < limit:
             time.sleep(interval)

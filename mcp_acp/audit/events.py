@@ -32,6 +32,7 @@ __all__ = [
     "OperationEvent",
     "Stream",
     "SystemEvent",
+    "argument_fields",
     "payload_digest",
 ]
 
@@ -130,6 +131,18 @@ def payload_digest(payload: Any) -> tuple[str, int]:
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     ).encode("utf-8", "surrogatepass")
     return hashlib.sha256(body).hexdigest(), len(body)
+
+
+def argument_fields(arguments: Any, *, record_payloads: bool = False) -> dict[str, Any]:
+    """``arguments_sha256`` and ``arguments_size`` — and, only when payload recording is
+    configured, the arguments themselves with secrets redacted."""
+    from mcp_acp.audit.redact import redact
+
+    digest, size = payload_digest(arguments)
+    fields: dict[str, Any] = {"arguments_sha256": digest, "arguments_size": size}
+    if record_payloads and isinstance(arguments, dict):
+        fields["arguments"] = redact(arguments)
+    return fields
 
 
 class OperationEvent(AuditEvent):

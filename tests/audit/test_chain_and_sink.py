@@ -4,8 +4,8 @@ injection, ENOSPC, and the write-ahead order."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def test_files_are_private_and_records_are_chained(sink: JsonlAuditSink, log_dir
     records = [json.loads(line) for line in lines(log_dir, "decisions")]
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert records[0]["event"] == "stream_opened"
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(records))
     assert records[1]["ts"].endswith("Z")
     assert len(records[1]["ts"]) == len("2026-11-26T12:00:00.000Z")
     assert verify_stream(log_dir, "decisions").ok
@@ -193,7 +193,7 @@ def test_enospc_on_dev_full_fails_the_write(tmp_path: Path) -> None:
 def test_a_symlinked_audit_file_is_refused(log_dir: Path) -> None:
     log_dir.mkdir(mode=0o700)
     (log_dir / "decisions.jsonl").symlink_to("/dev/full")
-    with pytest.raises(AuditError, match="cannot open audit stream .*decisions.jsonl"):
+    with pytest.raises(AuditError, match=r"cannot open audit stream .*decisions.jsonl"):
         JsonlAuditSink(log_dir).start_sync()
 
 

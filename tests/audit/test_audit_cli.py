@@ -1,0 +1,178 @@
+"""``mcp-acp audit verify``, ``logs show|tail`` and ``schema audit`` on real logs; redaction."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mcp_acp.audit.events import DecisionEvent, OperationEvent, SystemEvent, argument_fields
+from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.redact import REDACTED, redact
+
+CLI = Path(sys.executable).parent / "mcp-acp"
+CANARY = "CANARY-7f3a9c-TOKEN-do-not-log"
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def write_log(log_dir: Path) -> None:
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    sink.write_sync(
+        DecisionEvent(
+            session_id="s1",
+            request_id="req-1",
+            subject_id="alice",
+            subject_provenance="token",
+            mcp_method="tools/call",
+            tool_name="read_file",
+            effect="deny",
+            rule_id="deny-secrets",
+            reason="denied by rule deny-secrets: path /x/.ssh/id matches **/.ssh/**",
+            policy_id="sha256:x",
+        )
+    )
+    sink.write_sync(
+        OperationEvent(
+            session_id="s1",
+            request_id="req-1",
+            direction="client_to_server",
+            outcome="denied",
+            mcp_method="tools/call",
+            tool_name="read_file",
+            **argument_fields(
+                {"path": "/x/.ssh/id", "authorization": f"Bearer {CANARY}"}, record_payloads=True
+            ),
+        )
+    )
+    sink.write_sync(SystemEvent(event="plugins_loaded", detail={"count": 4}))
+    sink.close_sync()
+
+
+def test_verify_ok_then_tampered(isolated_home: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    ok = run(isolated_home, "audit", "verify", "--log-dir", str(logs))
+    assert ok.returncode == 0, ok.stderr
+    assert "decisions: ok, 2 lines" in ok.stdout
+    decisions = logs / "decisions.jsonl"
+    decisions.write_bytes(decisions.read_bytes().replace(b'"effect":"deny"', b'"effect":"allow"'))
+    bad = run(isolated_home, "audit", "verify", "--log-dir", str(logs), "--stream", "decisions")
+    assert bad.returncode == 13
+    assert f"decisions: FAILED at {decisions}:2: hash does not match" in bad.stdout
+    assert bad.stderr.startswith("audit error: audit chain broken in decisions")
+
+
+def test_verify_uses_the_configured_log_dir(isolated_home: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "configured-logs"
+    run(
+        isolated_home,
+        "init",
+        "--non-interactive",
+        "--backend-command",
+        "true",
+        "--log-dir",
+        str(logs),
+    )
+    write_log(logs)
+    assert run(isolated_home, "audit", "verify").returncode == 0
+    missing = run(isolated_home, "--config", str(tmp_path / "none.json"), "audit", "verify")
+    assert missing.returncode == 10
+    assert "pass --log-dir DIR" in missing.stderr
+
+
+def test_logs_show_columns_json_and_since(isolated_home: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    table = run(isolated_home, "logs", "show", "--log-dir", str(logs), "--stream", "decisions")
+    rows = table.stdout.splitlines()
+    assert len(rows) == 2
+    assert "decision" in rows[1]
+    assert "req-1" in rows[1]
+    assert "alice" in rows[1]
+    assert "deny" in rows[1]
+    assert "denied by rule deny-secrets" in rows[1]
+    raw = run(isolated_home, "logs", "show", "--log-dir", str(logs), "--json")
+    records = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert {r["stream"] for r in records} == {"decisions", "operations", "auth", "system"}
+    future = run(isolated_home, "logs", "show", "--log-dir", str(logs), "--since", "2999-01-01")
+    assert future.stdout == ""
+    recent = run(isolated_home, "logs", "show", "--log-dir", str(logs), "--since", "10m")
+    assert len(recent.stdout.splitlines()) == len(records)
+    wrong = run(isolated_home, "logs", "show", "--log-dir", str(logs), "--since", "soon")
+    assert wrong.returncode == 2
+    assert "use 10m, 2h, 1d or an ISO time" in wrong.stderr
+
+
+def test_logs_tail_follows_new_records(isolated_home: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    proc = subprocess.Popen(
+        [
+            str(CLI),
+            "logs",
+            "tail",
+            "--log-dir",
+            str(logs),
+            "--json",
+            "--count",
+            "2",
+            "--interval",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        sink = JsonlAuditSink(logs)  # each start writes stream_opened to every stream
+        sink.start_sync()
+        sink.close_sync()
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=30)
+    new = [json.loads(line) for line in out.splitlines()]
+    assert len(new) == 2
+    assert all(r["event"] == "stream_opened" for r in new)
+
+
+def test_schema_audit_lists_every_stream(isolated_home: Path) -> None:
+    document = json.loads(run(isolated_home, "schema", "audit").stdout)
+    assert set(document["streams"]) == {"operations", "decisions", "auth", "system", "chain"}
+    decision = document["streams"]["decisions"]
+    assert decision["additionalProperties"] is False
+    assert "policy_id" in decision["required"]
+
+
+def test_payloads_are_hashed_by_default_and_redacted_when_recorded() -> None:
+    arguments = {
+        "path": "/srv/a",
+        "headers": {"Authorization": f"Bearer {CANARY}"},
+        "note": f"token eyJhbGciOi.eyJzdWIiOiJ4In0.{CANARY} and ghp_{'a' * 36}",
+        "key": "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        "aws": "AKIAABCDEFGHIJKLMNOP",
+        "cookie": "session=1",
+    }
+    default = argument_fields(arguments)
+    assert set(default) == {"arguments_sha256", "arguments_size"}
+    assert len(default["arguments_sha256"]) == 64
+    recorded = argument_fields(arguments, record_payloads=True)["arguments"]
+    text = json.dumps(recorded)
+    assert CANARY not in text
+    assert "ghp_" not in text
+    assert "MIIE" not in text
+    assert "AKIA" not in text
+    assert recorded["path"] == "/srv/a"
+    assert recorded["headers"]["Authorization"] == REDACTED
+    assert recorded["cookie"] == REDACTED
+    assert redact([f"Bearer {CANARY}", 5]) == [REDACTED, 5]
