@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from mcp_acp.models import DecisionRequest, Effect, Provenance, Subject
+from mcp_acp.policy.compile import compile_policy
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.policy.model import PolicyFile
+from mcp_acp.policy.view import RequestView
 from mcp_acp.request import build_decision_request
 from mcp_acp.tools import ToolRegistry
 
@@ -468,6 +470,9 @@ class SizeResult:
     acp_p50_us: float
     acp_p99_us: float
     acp_calls: int
+    acp_candidates: float
+    acp_allowed_p50_us: float
+    acp_denied_p50_us: float
     cedar_parse_ms: float
     cedar_entities_ms: float
     cedar_p50_us: float
@@ -520,6 +525,15 @@ def run_size(size: int, iterations: tuple[int, int], log: Callable[[str], None])
     )
     time_interleaved([acp, cedar])
     acp_times, cedar_times = acp.timings, cedar.timings
+    # diagnostics, outside the timed loop: how many rules the acp index leaves to test,
+    # and the latency of allowed and denied requests apart (allows build an explanation)
+    compiled = compile_policy(policy)
+    candidates = statistics.mean(
+        len(compiled.candidates(RequestView(r.acp))) for r in workload.requests
+    )
+    allows = [engine.decide(r.acp).effect is Effect.ALLOW for r in workload.requests]
+    acp_allowed = [t for i, t in enumerate(acp_times) if allows[i % n]]
+    acp_denied = [t for i, t in enumerate(acp_times) if not allows[i % n]]
     return SizeResult(
         size=size,
         validate_ms=validate_ms,
@@ -527,6 +541,9 @@ def run_size(size: int, iterations: tuple[int, int], log: Callable[[str], None])
         acp_p50_us=percentile(acp_times, 50) / 1e3,
         acp_p99_us=percentile(acp_times, 99) / 1e3,
         acp_calls=acp_n,
+        acp_candidates=candidates,
+        acp_allowed_p50_us=percentile(acp_allowed, 50) / 1e3,
+        acp_denied_p50_us=percentile(acp_denied, 50) / 1e3,
         cedar_parse_ms=cedar_parse_ms,
         cedar_entities_ms=cedar_entities_ms,
         cedar_p50_us=percentile(cedar_times, 50) / 1e3,
@@ -594,8 +611,9 @@ def table(results: Sequence[SizeResult]) -> str:
 def details(results: Sequence[SizeResult]) -> str:
     lines = [
         "| rules | acp validate ms | acp engine ms | cedarpy entities ms | acp calls "
-        "| cedarpy calls | distinct requests | allowed | acp JSON KiB | Cedar text KiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cedarpy calls | distinct requests | allowed | acp candidate rules per decision "
+        "| acp p50 allowed / denied µs | acp JSON KiB | Cedar text KiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cells = (
@@ -607,6 +625,8 @@ def details(results: Sequence[SizeResult]) -> str:
             f"{r.cedar_calls:,}",
             f"{r.requests:,}",
             f"{r.allowed:,} ({100 * r.allowed / r.requests:.0f}%)",
+            f"{r.acp_candidates:.1f}",
+            f"{_num(r.acp_allowed_p50_us)} / {_num(r.acp_denied_p50_us)}",
             f"{r.policy_bytes / 1024:,.0f}",
             f"{r.cedar_bytes / 1024:,.0f}",
         )
