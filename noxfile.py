@@ -1,4 +1,4 @@
-"""Developer entry point: ``nox -s tests|lint|typecheck|build|demo``.
+"""Developer entry point: ``nox -s tests|lint|typecheck|build|demo|bench``.
 
 Every session installs what it needs from the project's own files into its own virtualenv
 under ``.nox/``; nothing is installed globally.
@@ -56,3 +56,10 @@ def demo(session: nox.Session) -> None:
     """The main job, end to end, in a throw-away home directory."""
     session.install(*_distributions())
     session.run("python", "scripts/demo.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Policy decision benchmark, acp against cedarpy (``-- --quick`` for a smoke run)."""
+    session.install("-e", ".", "-r", "bench/requirements.txt")
+    session.run("python", "bench/policy_bench.py", *session.posargs)
