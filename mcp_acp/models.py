@@ -14,7 +14,7 @@ to rely on a value the client merely claimed.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -219,12 +219,25 @@ class Decision:
     """
 
     effect: Effect
-    reason: str
     policy_id: str
     rule_id: str | None = None
     matched: tuple[MatchedRule, ...] = ()
     policy_version: str | None = None
     eval_ns: int = 0
+    _reason: str | None = attrs.field(default=None, alias="reason", kw_only=True, eq=False)
+    _explain: Callable[[], str] | None = attrs.field(
+        default=None, alias="explain", kw_only=True, eq=False, repr=False
+    )
+
+    @property
+    def reason(self) -> str:
+        """One readable sentence. An engine may pass ``explain`` instead of ``reason``, to
+        render the sentence only when someone reads it (it is then kept)."""
+        if self._reason is None:
+            text = self._explain() if self._explain is not None else "(no explanation)"
+            object.__setattr__(self, "_reason", text)
+            return text
+        return self._reason
 
     @property
     def eval_us(self) -> float:

@@ -140,7 +140,7 @@ async def test_deny_approver_denies() -> None:
     approval = ApprovalRequest(
         approval_id="a1",
         request=request(),
-        decision=Decision(Effect.ASK, "ask rule", "sha256:x"),
+        decision=Decision(Effect.ASK, "sha256:x", reason="ask rule"),
         summary="read_file /etc/passwd",
         timeout_seconds=60,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
@@ -57,12 +58,23 @@ def _fmt(patterns: Sequence[str]) -> str:
 
 
 Getter = Callable[[RequestView], Any]
+Matcher = Callable[[str], "re.Match[str] | None"]
+
+
+def _union(regexes: Sequence[re.Pattern[str]]) -> Matcher:
+    """One ``fullmatch`` for any of several anchored globs (one regex call, not a loop)."""
+    if len(regexes) == 1:
+        return regexes[0].fullmatch
+    if not regexes:
+        return lambda _: None
+    combined = "|".join(f"(?:{r.pattern})" for r in regexes)
+    return re.compile(combined, regexes[0].flags).fullmatch
 
 
 class _Globs(Check):
     """A single-valued attribute against any of several globs."""
 
-    __slots__ = ("_deny", "_get", "_regexes", "label", "patterns")
+    __slots__ = ("_deny", "_folded", "_get", "_match", "_regexes", "label", "patterns")
 
     def __init__(
         self,
@@ -75,8 +87,10 @@ class _Globs(Check):
         paths: bool,
         ignore_case: bool,
         deny: bool = False,
+        folded: Getter | None = None,
     ) -> None:
         super().__init__(field, attribute)
+        self._folded = folded  # the view's precomputed folded value, for deny rules
         self.label = label
         self.patterns = tuple(patterns)
         self._get = get
@@ -85,14 +99,16 @@ class _Globs(Check):
         self._regexes = tuple(
             compile_glob(p, paths=paths, ignore_case=ignore_case or deny) for p in compiled
         )
+        self._match = _union(self._regexes)
 
     def test(self, view: RequestView) -> bool:
-        value: str | None = self._get(view)
-        if value is None:
-            return False
-        if self._deny:
-            value = deny_skeleton(value)
-        return any(r.fullmatch(value) for r in self._regexes)
+        if self._deny and self._folded is not None:
+            value: str | None = self._folded(view)
+        else:
+            value = self._get(view)
+            if value is not None and self._deny:
+                value = deny_skeleton(value)
+        return value is not None and self._match(value) is not None
 
     def describe(self, view: RequestView) -> str:
         value: str | None = self._get(view)
@@ -173,7 +189,7 @@ class _PathCheck(Check):
     matching.
     """
 
-    __slots__ = ("_deny", "fields")
+    __slots__ = ("_deny", "_matchers", "fields")
 
     _ROLES: ClassVar[dict[str, str | None]] = {
         "path_pattern": None,
@@ -184,7 +200,7 @@ class _PathCheck(Check):
     def __init__(self, fields: dict[str, list[str]], *, deny: bool) -> None:
         super().__init__("+".join(fields), "resource.paths")
         self._deny = deny
-        self.fields = {
+        self.fields: dict[str, tuple[tuple[str, ...], tuple[re.Pattern[str], ...]]] = {
             name: (
                 tuple(patterns),
                 tuple(
@@ -194,6 +210,9 @@ class _PathCheck(Check):
             )
             for name, patterns in fields.items()
         }
+        self._matchers = tuple(
+            (self._ROLES[name], _union(regexes)) for name, (_, regexes) in self.fields.items()
+        )
 
     def _governed(self, name: str, paths: tuple[PathView, ...]) -> list[PathView]:
         role = self._ROLES[name]
@@ -215,25 +234,24 @@ class _PathCheck(Check):
         paths = view.paths
         if not paths:
             return False
-        roles = self._ROLES
-        if self._deny:
-            for name, (_, regexes) in self.fields.items():
-                role = roles[name]
+        if self._deny:  # each field: some argument of its role, in some view, matches
+            for role, match in self._matchers:
                 if not any(
-                    self._hit(p.deny_views, regexes, False)
+                    match(folded) is not None
                     for p in paths
                     if role is None or p.role == role
+                    for folded in p.deny_views
                 ):
                     return False
             return True
         covered: set[int] = set()
-        for name, (_, regexes) in self.fields.items():
-            role = roles[name]
-            governed = False
+        for role, match in self._matchers:  # each field: every argument of its role, in
+            governed = False  # every view, matches; and every argument is covered
             for index, p in enumerate(paths):
                 if role is None or p.role == role:
-                    if not self._hit(p.allow_views, regexes, True):
-                        return False
+                    for real in p.allow_views:
+                        if match(real) is None:
+                            return False
                     governed = True
                     covered.add(index)
             if not governed:
@@ -371,7 +389,7 @@ class CompiledRule:
 
 
 def _subject(attr: str) -> Getter:
-    return lambda view: getattr(view.request.subject, attr)
+    return attrgetter(f"request.subject.{attr}")
 
 
 def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
@@ -386,7 +404,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "action.mcp_method",
                 "method",
                 c.mcp_method,
-                lambda v: v.method,
+                attrgetter("method"),
                 paths=True,
                 ignore_case=False,
             )
@@ -398,10 +416,11 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "action.tool_name",
                 "tool",
                 c.tool_name,
-                lambda v: v.tool,
+                attrgetter("tool"),
                 paths=False,
                 ignore_case=True,
                 deny=deny,
+                folded=attrgetter("tool_skeleton"),
             )
         )
     if c.resource_type is not None:
@@ -411,7 +430,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "resource.resource_type",
                 "resource type",
                 c.resource_type,
-                lambda v: v.resource_type,
+                attrgetter("resource_type"),
             )
         )
     if c.backend_id is not None:
@@ -421,7 +440,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "resource.backend_id",
                 "backend",
                 c.backend_id,
-                lambda v: v.backend_id,
+                attrgetter("backend_id"),
                 paths=False,
                 ignore_case=True,
             )
@@ -434,7 +453,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "action.operations",
                 "operations",
                 c.operations,
-                lambda v: v.operations,
+                attrgetter("operations"),
                 many,
             )
         )
@@ -445,7 +464,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "action.side_effects",
                 "side effects",
                 c.side_effects,
-                lambda v: v.side_effects,
+                attrgetter("side_effects"),
                 many,
             )
         )
@@ -499,7 +518,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "environment.mcp_client_name",
                 "client",
                 c.mcp_client_name,
-                lambda v: v.client_name,
+                attrgetter("client_name"),
                 paths=False,
                 ignore_case=True,
             )
@@ -511,7 +530,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "environment.mcp_client_version",
                 "client version",
                 c.mcp_client_version,
-                lambda v: v.client_version,
+                attrgetter("client_version"),
                 paths=False,
                 ignore_case=False,
             )
@@ -523,7 +542,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "environment.posture",
                 "passed posture checks",
                 c.posture,
-                lambda v: v.passed_posture,
+                attrgetter("passed_posture"),
                 "all",
             )
         )
@@ -536,7 +555,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "resource.uri",
                 "scheme",
                 [s.lower() for s in c.scheme],
-                lambda v: v.scheme,
+                attrgetter("scheme"),
             )
         )
     if c.uri is not None:
@@ -546,7 +565,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 "resource.uri",
                 "uri",
                 c.uri,
-                lambda v: v.uri,
+                attrgetter("uri"),
                 paths=True,
                 ignore_case=False,
                 deny=deny,
@@ -568,58 +587,154 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
     return checks
 
 
+def _path_key(pattern: str) -> str | None:
+    """The directory every path this pattern matches lies in (or is), if it has one."""
+    prefix = literal_prefix(pattern)
+    if prefix == pattern:
+        return pattern  # no wildcard: the path itself
+    if not prefix.startswith("/"):
+        return None  # starts with '**' or another wildcard: anywhere
+    return prefix[: prefix.rfind("/")] or "/"
+
+
+def _tool_keys(tools: Sequence[str]) -> list[tuple[str, str]] | None:
+    """``("exact"|"prefix", folded literal)`` per tool glob, or None if one is unindexable."""
+    keys = []
+    for tool in tools:
+        prefix = literal_prefix(tool)
+        if not prefix or not prefix.isascii():
+            return None
+        keys.append(("exact" if prefix == tool else "prefix", prefix.lower()))
+    return keys
+
+
+class RuleIndex:
+    """Finds the rules that can possibly match a request — a superset, never one short.
+
+    A rule is filed under the most selective literals it has: its tool names combined with
+    the directory its path patterns start with, or either alone, or its MCP method; rules
+    with none of these are always considered. Keys are case-folded for tools (tool globs
+    ignore case) and for deny rules' paths (deny rules fold case); a request with non-ASCII
+    tool names or paths, where folding is subtle, skips the index and gets every rule.
+    """
+
+    def __init__(self, rules: Sequence[tuple[int, Conditions, Effect]]) -> None:
+        self.size = len(rules)
+        self.always: list[int] = []
+        self.by_method: dict[str, list[int]] = {}
+        self.by_tool: dict[str, list[int]] = {}
+        self.by_tool_prefix: dict[int, dict[str, list[int]]] = {}
+        self.by_tool_path: dict[str, dict[str, list[int]]] = {}
+        self.by_path: dict[str, list[int]] = {}
+        self.by_path_folded: dict[str, list[int]] = {}
+        for index, conditions, effect in rules:
+            self._file(index, conditions, effect is Effect.DENY)
+        self.prefix_lengths = tuple(sorted(self.by_tool_prefix))
+        self.directories = frozenset(
+            {*self.by_path, *self.by_path_folded}.union(*self.by_tool_path.values())
+        )
+
+    def _file(self, index: int, c: Conditions, deny: bool) -> None:
+        if c.tool_name is not None and not c.tool_name:
+            return  # an empty any-of list never matches
+        tools = _tool_keys(c.tool_name) if c.tool_name is not None else None
+        paths = self._path_keys(c, deny)
+        if tools is not None:
+            for kind, key in tools:
+                if kind == "prefix":
+                    table = self.by_tool_prefix.setdefault(len(key), {})
+                    table.setdefault(key, []).append(index)
+                elif paths is not None:
+                    table = self.by_tool_path.setdefault(key, {})
+                    for path in paths:
+                        table.setdefault(path, []).append(index)
+                else:
+                    self.by_tool.setdefault(key, []).append(index)
+            return
+        if paths is not None:
+            table = self.by_path_folded if deny else self.by_path
+            for path in paths:
+                table.setdefault(path, []).append(index)
+            return
+        methods = c.mcp_method
+        if methods and all(literal_prefix(m) == m for m in methods):
+            for method in methods:
+                self.by_method.setdefault(method, []).append(index)
+            return
+        self.always.append(index)
+
+    @staticmethod
+    def _path_keys(c: Conditions, deny: bool) -> list[str] | None:
+        field = c.path_pattern or c.source_path or c.dest_path
+        if not field:
+            return None
+        keys = [_path_key(pattern) for pattern in field]
+        if any(k is None or not k.isascii() for k in keys):
+            return None
+        return [deny_skeleton(k) if deny else k for k in keys if k is not None]
+
+    def candidates(self, view: RequestView) -> list[int] | None:
+        """Indexes of the rules to evaluate, in policy order; None means all of them."""
+        tool = view.tool
+        if (tool is not None and not tool.isascii()) or not view.ascii_paths:
+            return None
+        found = set(self.always)
+        hits = self.by_method.get(view.method)
+        if hits:
+            found.update(hits)
+        key = tool.lower() if tool is not None else None
+        if key is not None:
+            hits = self.by_tool.get(key)
+            if hits:
+                found.update(hits)
+            for length in self.prefix_lengths:
+                if length <= len(key):
+                    hits = self.by_tool_prefix[length].get(key[:length])
+                    if hits:
+                        found.update(hits)
+        directories = self.directories
+        if directories and view.paths:
+            by_path, folded = self.by_path, self.by_path_folded
+            by_dir = self.by_tool_path.get(key) if key is not None else None
+            seen: set[str] = set()
+            for path in view.paths:
+                for start in {*path.allow_views, *path.deny_views}:
+                    directory = start
+                    while True:  # the path itself, then each parent up to "/"
+                        if directory in directories and directory not in seen:
+                            seen.add(directory)
+                            for table in (by_path, folded, by_dir):
+                                hits = table.get(directory) if table else None
+                                if hits:
+                                    found.update(hits)
+                        if directory == "/":
+                            break
+                        directory = directory[: directory.rfind("/")] or "/"
+        return sorted(found)
+
+
 class CompiledPolicy:
-    """A policy ready to decide: rules with their checks, and the indexes to find them."""
+    """A policy ready to decide: rules with their checks, and the index to find them."""
 
     def __init__(self, policy: PolicyFile, policy_id: str) -> None:
         self.policy = policy
         self.policy_id = policy_id
         self.version = policy.version
         self.rules = tuple(_compile_rule(i, rule) for i, rule in enumerate(policy.rules))
-        self.always: list[int] = []
-        self.by_method: dict[str, list[int]] = {}
-        self.by_tool: dict[str, list[int]] = {}
-        self.by_tool_prefix: dict[int, dict[str, list[int]]] = {}
-        for compiled, rule in zip(self.rules, policy.rules, strict=True):
-            self._index(compiled.index, rule.conditions, compiled.effect)
-        self.prefix_lengths = tuple(sorted(self.by_tool_prefix))
+        self.index = RuleIndex(
+            [
+                (r.index, rule.conditions, r.effect)
+                for r, rule in zip(self.rules, policy.rules, strict=True)
+            ]
+        )
 
-    def _index(self, index: int, conditions: Conditions, effect: Effect) -> None:
-        tools = conditions.tool_name
-        if tools is not None and effect is not Effect.DENY:
-            # exact and prefix keys are lower-case, as tool globs ignore case
-            if not tools:
-                return  # an empty any-of list never matches: nothing to index
-            keys = [literal_prefix(t) for t in tools]
-            if all(keys):
-                for tool, key in zip(tools, keys, strict=True):
-                    if key == tool:
-                        self.by_tool.setdefault(key.lower(), []).append(index)
-                    else:
-                        table = self.by_tool_prefix.setdefault(len(key), {})
-                        table.setdefault(key.lower(), []).append(index)
-                return
-        methods = conditions.mcp_method
-        if methods and all(literal_prefix(m) == m for m in methods):
-            for method in methods:
-                self.by_method.setdefault(method, []).append(index)
-            return
-        # deny rules on tool names fold case and compatibility forms, which an exact
-        # index cannot see, so they are always considered
-        self.always.append(index)
-
-    def candidates(self, view: RequestView) -> list[CompiledRule]:
+    def candidates(self, view: RequestView) -> Sequence[CompiledRule]:
         """Rules that can possibly match ``view``, in policy order."""
-        found = set(self.always)
-        found.update(self.by_method.get(view.method, ()))
-        tool = view.tool
-        if tool is not None:
-            lower = tool.lower()
-            found.update(self.by_tool.get(lower, ()))
-            for length in self.prefix_lengths:
-                if length <= len(lower):
-                    found.update(self.by_tool_prefix[length].get(lower[:length], ()))
-        return [self.rules[i] for i in sorted(found)]
+        found = self.index.candidates(view)
+        if found is None:
+            return self.rules
+        rules = self.rules
+        return [rules[i] for i in found]
 
 
 def _compile_rule(index: int, rule: Rule) -> CompiledRule:

@@ -21,7 +21,8 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -144,9 +145,12 @@ class AcpPolicyEngine:
         except Exception as exc:  # totality: an engine bug is a deny, never an escape
             effect, rule_id, matched = Effect.DENY, "builtin-engine-error", ()
             reason = f"denied: policy engine error: {type(exc).__name__}: {exc}"
+        # a rule's explanation is rendered when it is first read (the audit record reads it)
+        text, lazy = (reason, None) if isinstance(reason, str) else (None, reason)
         return Decision(
             effect=effect,
-            reason=reason,
+            reason=text,
+            explain=lazy,
             policy_id=compiled.policy_id,
             rule_id=rule_id,
             matched=matched,
@@ -156,7 +160,7 @@ class AcpPolicyEngine:
 
     def _decide(
         self, compiled: CompiledPolicy, view: RequestView
-    ) -> tuple[Effect, str | None, tuple[MatchedRule, ...], str]:
+    ) -> tuple[Effect, str | None, tuple[MatchedRule, ...], str | Callable[[], str]]:
         if view.ambiguous is not None:
             return (
                 Effect.DENY,
@@ -180,7 +184,7 @@ class AcpPolicyEngine:
                 if winner is None or _RANK[rule.effect] > _RANK[winner.effect]:
                     winner = rule  # the first rule of the strongest effect, in file order
         if winner is not None:
-            return winner.effect, winner.rule_id, tuple(found), _explain(winner, view)
+            return winner.effect, winner.rule_id, tuple(found), partial(_explain, winner, view)
         if discovery:
             return Effect.ALLOW, "discovery", (), f"allowed as discovery: {view.method}"
         what = view.method + (f" {view.tool}" if view.tool else "")

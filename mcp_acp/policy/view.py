@@ -39,6 +39,7 @@ class RequestView:
 
     __slots__ = (
         "ambiguous",
+        "ascii_paths",
         "backend_id",
         "client_name",
         "client_version",
@@ -88,6 +89,7 @@ class RequestView:
         except AmbiguousPathError as exc:
             self.ambiguous = f"path {exc.path} {exc.reason}"
         self.paths = tuple(paths)
+        self.ascii_paths = all(p.shown.isascii() and p.allow_views[-1].isascii() for p in paths)
 
 
 def _path_view(
@@ -95,6 +97,16 @@ def _path_view(
 ) -> PathView:
     normal = file_uri_to_path(uri) if uri is not None else normalise_path(raw or "")
     real = normalise_path(resolved) if resolved is not None else normal
-    views = (normal,) if real == normal else (normal, real)
+    if real == normal:
+        extension = extension_of(normal)
+        return PathView(
+            argument,
+            role,
+            normal,
+            (normal,),
+            (deny_skeleton(normal),),
+            frozenset((extension,)) if extension else frozenset(),
+        )
+    views = (normal, real)
     extensions = frozenset(ext for ext in map(extension_of, views) if ext)
     return PathView(argument, role, normal, views, tuple(map(deny_skeleton, views)), extensions)

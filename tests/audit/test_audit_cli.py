@@ -140,7 +140,10 @@ def test_logs_tail_follows_new_records(isolated_home: Path, tmp_path: Path) -> N
         sink.start_sync()
         sink.close_sync()
         time.sleep(0.2)
-    out, _ = proc.communicate(timeout=30)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
     new = [json.loads(line) for line in out.splitlines()]
     assert len(new) == 2
     assert all(r["event"] == "stream_opened" for r in new)
