@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
-from mcp_acp.audit.chain import GENESIS, chain_files, seal, verify_stream
+from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 
@@ -87,7 +87,7 @@ def make_event(writer: int, number: int) -> DecisionEvent:
 def sample_line() -> bytes:
     """One sealed line exactly as the sink writes it (same length as the benchmark's)."""
     record = make_event(0, 0).model_dump(mode="json", exclude_none=True)
-    line, _ = seal(record, 1000, GENESIS)
+    line, _ = seal(canonical(record), 1000, GENESIS)
     return line
 
 

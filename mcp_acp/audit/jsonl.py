@@ -1,10 +1,11 @@
 """The built-in ``jsonl`` audit sink: one hash-chained, fsynced JSONL file per stream.
 
-Each stream has one writer thread. Callers hand it records and wait; the thread takes
-*every* record waiting, seals them into the chain, checks that the file on disk is still
-the one it opened (device and inode), writes them with one ``write`` and makes them durable
-with one ``fsync`` (group commit), then answers every caller. So concurrent writers never
-interleave, and sixteen of them cost about one fsync, not sixteen.
+Callers serialise their record, then hand it to the stream's writer. The first caller to
+find no commit in progress leads one: it takes *every* record waiting, seals them into the
+chain, checks that the file on disk is still the one it opened (device and inode), writes
+them with one ``write`` and makes them durable with one ``fsync`` (group commit), then
+wakes every caller it served. So concurrent writers never interleave, and sixteen of them
+cost a few fsyncs, not sixteen.
 
 Any failure — ENOSPC, EFBIG, EIO, the file deleted, replaced or moved — fails every record
 in the batch with :class:`~mcp_acp.errors.AuditError` and puts the writer in a failed state:
@@ -18,10 +19,9 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -29,17 +29,28 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_acp._fs import ensure_private_dir, unsafe_permissions
-from mcp_acp.audit.chain import GENESIS, ChainHead, chain_files, read_head, seal, write_head
+from mcp_acp.audit.chain import (
+    GENESIS,
+    ChainHead,
+    canonical,
+    chain_files,
+    open_head,
+    read_head,
+    seal,
+    write_head,
+)
 from mcp_acp.audit.events import STREAMS, AuditEvent, ChainEvent
 from mcp_acp.errors import AuditError
 from mcp_acp.registry import PluginContext
 
-__all__ = ["JsonlAuditSink", "JsonlConfig", "StreamWriter"]
+__all__ = ["HEAD_INTERVAL_SECONDS", "JsonlAuditSink", "JsonlConfig", "StreamWriter", "serialise"]
+
+#: The chain head (kept outside the log, for truncation detection) is rewritten after a
+#: commit at most this often, and always at rotation and close: rewriting it on every
+#: commit would add a second inode to every fsync's journal transaction.
+HEAD_INTERVAL_SECONDS = 0.05
 
 log = logging.getLogger(__name__)
-
-_MAX_BATCH = 4096
-_STOP = object()
 
 
 class JsonlConfig(BaseModel):
@@ -62,7 +73,14 @@ def _errno_text(exc: OSError) -> str:
 
 
 class StreamWriter:
-    """Appends sealed records to one stream's file, from one thread, with group commit."""
+    """Appends sealed records to one stream's file, with group commit.
+
+    There is no writer thread: the first caller to find no commit in progress becomes the
+    *leader*, takes every record waiting (its own included), writes them with one
+    ``write`` and one ``fsync``, and wakes the callers whose records that made durable; a
+    caller that arrives meanwhile queues behind it and may lead the next commit. One caller
+    pays exactly one write and one fsync; sixteen share a few.
+    """
 
     def __init__(
         self,
@@ -80,24 +98,32 @@ class StreamWriter:
         self.durability = durability
         self.max_file_bytes = max_file_bytes
         self._on_failure = on_failure
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._pending: list[bytes] = []
+        self._queued = 0  # records handed in so far (tickets)
+        self._durable = 0  # tickets made durable so far
+        self._leading = False
+        self._open = False
         self._fd = -1
+        self._head_fd = -1
         self._identity: tuple[int, int] = (0, 0)
         self._size = 0
+        self._base_seq = 0  # seq of the last record before this process wrote
         self._seq = 0
         self._prev = GENESIS
         self._failed: AuditError | None = None
-        self._thread: threading.Thread | None = None
         self.quarantined: list[Path] = []
         self.fsyncs = 0
+        self._head_written = float("-inf")
 
     # ---------------------------------------------------------------- opening
 
     def open(self) -> None:
-        """Recover after a crash, pick up the chain, open the file, start the thread."""
+        """Recover after a crash, pick up the chain, open the file."""
         try:
             self._recover_partial_line()
             self._seq, self._prev = self._chain_end()
+            self._base_seq = self._seq
             head = read_head(self.log_dir, self.stream)
             if head is not None and (head.seq < 0 or head.seq > self._seq):
                 raise AuditError(
@@ -107,13 +133,14 @@ class StreamWriter:
                     "directory aside to start a new chain",
                 )
             self._open_file()
+            if self.path == self.log_dir / f"{self.stream}.jsonl":
+                self._head_fd = open_head(self.log_dir, self.stream)
         except OSError as exc:
             raise AuditError(
                 f"cannot open audit stream {self.path}: {_errno_text(exc)}",
                 fix="check that the log directory exists, is yours and is writable",
             ) from exc
-        self._thread = threading.Thread(target=self._run, name=f"audit-{self.stream}", daemon=True)
-        self._thread.start()
+        self._open = True
 
     def _open_file(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -193,56 +220,47 @@ class StreamWriter:
 
     # ---------------------------------------------------------------- writing
 
-    def submit(self, record: dict[str, Any]) -> Future[int]:
-        """Queue ``record``; the future resolves to its ``seq`` once it is durable."""
-        future: Future[int] = Future()
-        if self._failed is not None:
-            future.set_exception(self._failed)
-        elif self._thread is None:
-            future.set_exception(
-                AuditError(
+    def write(self, body: bytes) -> int:
+        """Append the record whose canonical JSON is ``body``; return its ``seq`` once it is
+        durable. Raise ``AuditError`` if it is not — it then never will be."""
+        with self._cond:
+            if self._failed is not None:
+                raise self._failed
+            if not self._open:
+                raise AuditError(
                     f"audit stream {self.stream!r} is not open", fix="call start() before writing"
                 )
-            )
-        else:
-            self._queue.put((record, future))
-        return future
-
-    def write(self, record: dict[str, Any]) -> int:
-        """Write ``record`` and wait until it is durable; raise ``AuditError`` if it is not."""
-        seq: int = self.submit(record).result()
-        return seq
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
+            self._pending.append(body)
+            self._queued += 1
+            ticket = self._queued
+            while True:
+                if ticket <= self._durable:
+                    return self._base_seq + ticket
+                if self._failed is not None:
+                    raise self._failed
+                if not self._leading:
+                    self._leading = True
+                    batch, self._pending = self._pending, []
                     break
-                if more is _STOP:
-                    stop = True
-                    break
-                batch.append(more)
+                self._cond.wait()
+        try:  # the leader writes outside the lock, so others can queue the next batch
             self._commit(batch)
-            if stop:
-                return
-
-    def _commit(self, batch: list[tuple[dict[str, Any], Future[int]]]) -> None:
+        finally:
+            with self._cond:
+                self._leading = False
+                if self._failed is None:
+                    self._durable += len(batch)
+                self._cond.notify_all()
         if self._failed is not None:
-            for _, future in batch:
-                future.set_exception(self._failed)
-            return
+            raise self._failed
+        return self._base_seq + ticket
+
+    def _commit(self, batch: list[bytes]) -> None:
         seq, prev = self._seq, self._prev
         lines: list[bytes] = []
-        for record, _ in batch:
+        for body in batch:
             seq += 1
-            line, prev = seal(record, seq, prev)
+            line, prev = seal(body, seq, prev)
             lines.append(line)
         data = b"".join(lines)
         try:
@@ -255,7 +273,10 @@ class StreamWriter:
                 self.fsyncs += 1
             self._size += len(data)
             self._seq, self._prev = seq, prev
-            write_head(self.log_dir, self.stream, ChainHead(seq, prev))
+            now = time.monotonic()
+            if self._head_fd >= 0 and now - self._head_written >= HEAD_INTERVAL_SECONDS:
+                write_head(self._head_fd, ChainHead(seq, prev))
+                self._head_written = now
         except (OSError, AuditError) as exc:
             error = (
                 exc
@@ -267,12 +288,6 @@ class StreamWriter:
                 )
             )
             self._fail(error)
-            for _, future in batch:
-                future.set_exception(error)
-            return
-        first = seq - len(batch) + 1
-        for offset, (_, future) in enumerate(batch):
-            future.set_result(first + offset)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -307,10 +322,13 @@ class StreamWriter:
         self._fd = -1
         os.rename(self.path, target)
         self._open_file()
+        if self._head_fd >= 0:
+            write_head(self._head_fd, ChainHead(self._seq, self._prev))
 
     def _fail(self, error: AuditError) -> None:
-        first = self._failed is None
-        self._failed = error
+        with self._cond:
+            first = self._failed is None
+            self._failed = error
         if first:
             log.error("audit: %s", error)
             if self._on_failure is not None:
@@ -345,21 +363,36 @@ class StreamWriter:
             raise
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-            self._thread = None
+        with self._cond:
+            while self._leading:
+                self._cond.wait()
+            self._open = False
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 if self.durability == "fsync" and self._failed is None:
                     os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._head_fd >= 0:
+            if self._failed is None and self._seq:
+                with contextlib.suppress(OSError):
+                    write_head(self._head_fd, ChainHead(self._seq, self._prev))
+            os.close(self._head_fd)
+            self._head_fd = -1
 
 
-def _chain_record(stream: str, event: str, detail: dict[str, Any]) -> dict[str, Any]:
+def serialise(event: AuditEvent) -> bytes:
+    """One line of ASCII JSON for ``event`` (pydantic's fast path; ``json`` for the rare
+    value it cannot encode, such as a lone surrogate from undecodable input)."""
+    try:
+        return event.model_dump_json(exclude_none=True, ensure_ascii=True).encode("ascii")
+    except (ValueError, UnicodeError):
+        return canonical(event.model_dump(mode="json", exclude_none=True))
+
+
+def _chain_record(stream: str, event: str, detail: dict[str, Any]) -> bytes:
     record = ChainEvent.model_validate({"stream": stream, "event": event, "detail": detail})
-    return record.model_dump(mode="json", exclude_none=True)
+    return canonical(record.model_dump(mode="json", exclude_none=True))
 
 
 class JsonlAuditSink:
@@ -441,15 +474,11 @@ class JsonlAuditSink:
             raise
 
     async def write(self, event: AuditEvent) -> None:
-        future = self.submit(event)
-        await asyncio.wrap_future(future)
-
-    def submit(self, event: AuditEvent) -> Future[int]:
-        """Queue ``event`` on its stream; the future completes once it is durable."""
-        return self.writers[event.stream].submit(event.model_dump(mode="json", exclude_none=True))
+        await asyncio.to_thread(self.write_sync, event)
 
     def write_sync(self, event: AuditEvent) -> int:
-        return self.submit(event).result()
+        """Write ``event`` to its stream; return its ``seq`` once it is durable."""
+        return self.writers[event.stream].write(serialise(event))
 
     def check_health(self) -> None:
         for writer in self.writers.values():

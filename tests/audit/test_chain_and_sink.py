@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import verify_stream
+from mcp_acp.audit.chain import canonical, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
 from mcp_acp.audit.trail import AuditTrail
@@ -179,14 +179,12 @@ def test_rotation_under_load_loses_nothing(log_dir: Path) -> None:
 
 def test_enospc_on_dev_full_fails_the_write(tmp_path: Path) -> None:
     writer = StreamWriter(tmp_path, "decisions", path=Path("/dev/full"))
-    writer._open_file()  # /dev/full is a character device: no chain to recover
-    writer._thread = threading.Thread(target=writer._run, daemon=True)
-    writer._thread.start()
+    writer.open()  # a character device: nothing to recover, no chain head beside it
     with pytest.raises(AuditError, match=r"No space left on device \(errno 28\)"):
-        writer.write({"stream": "decisions", "event": "x"})
+        writer.write(canonical({"stream": "decisions", "event": "x"}))
     assert writer.failed is not None
     with pytest.raises(AuditError):  # failed state: every later write fails at once
-        writer.write({"stream": "decisions", "event": "y"})
+        writer.write(canonical({"stream": "decisions", "event": "y"}))
     writer.close()
 
 
