@@ -60,6 +60,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Policy decision benchmark, acp against cedarpy (``-- --quick`` for a smoke run)."""
+    """The benchmarks: policy decisions (acp against cedarpy) and audit writes.
+
+    ``nox -s bench -- --quick`` runs both as smoke runs.
+    """
     session.install("-e", ".", "-r", "bench/requirements.txt")
     session.run("python", "bench/policy_bench.py", *session.posargs)
+    session.run("python", "bench/audit_bench.py", *session.posargs)

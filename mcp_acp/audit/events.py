@@ -184,9 +184,9 @@ class SystemEvent(AuditEvent):
 
 class ChainEvent(AuditEvent):
     """Written by the sink itself into any stream: the start-up write test
-    (``stream_opened``), a partial line set aside after a crash, a rotation."""
+    (``stream_opened``) and a partial line set aside after a crash."""
 
-    event: Literal["stream_opened", "partial_line_quarantined", "stream_rotated"]
+    event: Literal["stream_opened", "partial_line_quarantined"]
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
