@@ -25,7 +25,7 @@ def _distributions() -> list[str]:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pytest's exit 5, 'no tests collected', fails the session)."""
-    session.install(*_distributions())
+    session.install(*_distributions(), "-r", "bench/requirements.txt")  # bench smoke tests
     session.run("pytest", *session.posargs)
 
 
