@@ -252,3 +252,20 @@ def test_redaction_of_secret_looking_values() -> None:
     shown = redacted(dump)
     assert shown["backend"]["headers"] == {"Authorization": "<redacted>", "X-Trace": "1"}
     assert shown["backend"]["env"] == {"GITHUB_TOKEN": "<redacted>", "PATH": "/bin"}
+
+
+def test_audit_fallback_must_be_outside_the_log_dir(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    data = {**MINIMAL, "audit": {"log_dir": str(logs), "fallback_path": str(logs / "fb.jsonl")}}
+    with pytest.raises(ConfigError, match="fallback_path must be outside log_dir"):
+        load_config(write(tmp_path / "c" / "config.json", data))
+    data["audit"]["fallback_path"] = str(tmp_path / "elsewhere" / "fb.jsonl")
+    assert load_config(write(tmp_path / "c" / "config.json", data)).audit.sinks[0].use == "jsonl"
+
+
+def test_audit_sink_options_are_validated_by_the_sink(tmp_path: Path) -> None:
+    data = {**MINIMAL, "audit": {"sinks": [{"use": "jsonl", "config": {"durability": "never"}}]}}
+    with pytest.raises(
+        ConfigError, match=r"audit.sinks\[0\].config.durability \(plugin 'jsonl-audit'\)"
+    ):
+        load_runtime(write(tmp_path / "c" / "config.json", data), environ={})

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from mcp_acp.audit.events import AuditEvent, SystemEvent
+from mcp_acp.audit.events import AuditEvent, AuthEvent, SystemEvent
 from mcp_acp.errors import AuditError
 from mcp_acp.protocols import AuditSink
 from mcp_acp.shutdown import ShutdownCoordinator
@@ -50,6 +50,7 @@ class AuditTrail:
         self.coordinator = coordinator
         self.health_interval = health_interval
         self._failed: AuditError | None = None
+        coordinator.on_session_end(self._record_session_end)
 
     async def start(self) -> None:
         """Open every sink with its write test; ``AuditError`` means: do not start."""
@@ -104,6 +105,20 @@ class AuditTrail:
                 await sink.close()
             except Exception as exc:  # closing is best effort; the records are durable
                 log.warning("closing audit sink: %s", exc)
+
+    def _record_session_end(self, reason: str) -> None:
+        """Best effort, at shutdown: ``session_ended`` into every sink that still works."""
+        event = AuthEvent(
+            event="session_ended", session_id=self.coordinator.session_id, reason=reason
+        )
+        for sink in self.sinks:
+            write_sync = getattr(sink, "write_sync", None)
+            if write_sync is None:
+                continue
+            try:
+                write_sync(event)
+            except Exception as exc:  # the trail is failing; the fallback has the rest
+                log.warning("session_ended not recorded by %s: %s", type(sink).__name__, exc)
 
     def _keep(self, event: AuditEvent, error: AuditError) -> None:
         payload: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)

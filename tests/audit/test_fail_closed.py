@@ -146,6 +146,10 @@ def test_audit_file_deleted_while_running(victim: Any) -> None:
     assert "deleted or moved" in answer
     assert_shut_down_for(v, "r2", "deleted or moved")
     assert v.backend_calls() == ["r1"]
+    ended = json.loads((v.log_dir / "auth.jsonl").read_text().splitlines()[-1])
+    assert ended["event"] == "session_ended"
+    assert ended["session_id"] == "victim"
+    assert "audit failure: audit file" in ended["reason"]
 
 
 def test_audit_file_replaced_while_running(victim: Any) -> None:
