@@ -72,6 +72,18 @@ def _errno_text(exc: OSError) -> str:
     return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
 
 
+class _Batch:
+    """Records that will be committed together, and the callers waiting for them."""
+
+    __slots__ = ("bodies", "done", "first_seq", "wake")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.bodies: list[bytes] = []
+        self.wake = threading.Condition(lock)
+        self.done = False
+        self.first_seq = 0
+
+
 class StreamWriter:
     """Appends sealed records to one stream's file, with group commit.
 
@@ -98,17 +110,15 @@ class StreamWriter:
         self.durability = durability
         self.max_file_bytes = max_file_bytes
         self._on_failure = on_failure
-        self._cond = threading.Condition()
-        self._pending: list[bytes] = []
-        self._queued = 0  # records handed in so far (tickets)
-        self._durable = 0  # tickets made durable so far
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a commit ends
+        self._next = _Batch(self._lock)  # the batch new records join
         self._leading = False
         self._open = False
         self._fd = -1
         self._head_fd = -1
         self._identity: tuple[int, int] = (0, 0)
         self._size = 0
-        self._base_seq = 0  # seq of the last record before this process wrote
         self._seq = 0
         self._prev = GENESIS
         self._failed: AuditError | None = None
@@ -123,7 +133,6 @@ class StreamWriter:
         try:
             self._recover_partial_line()
             self._seq, self._prev = self._chain_end()
-            self._base_seq = self._seq
             head = read_head(self.log_dir, self.stream)
             if head is not None and (head.seq < 0 or head.seq > self._seq):
                 raise AuditError(
@@ -223,39 +232,44 @@ class StreamWriter:
     def write(self, body: bytes) -> int:
         """Append the record whose canonical JSON is ``body``; return its ``seq`` once it is
         durable. Raise ``AuditError`` if it is not — it then never will be."""
-        with self._cond:
+        with self._lock:
             if self._failed is not None:
                 raise self._failed
             if not self._open:
                 raise AuditError(
                     f"audit stream {self.stream!r} is not open", fix="call start() before writing"
                 )
-            self._pending.append(body)
-            self._queued += 1
-            ticket = self._queued
+            batch = self._next
+            position = len(batch.bodies)
+            batch.bodies.append(body)
             while True:
-                if ticket <= self._durable:
-                    return self._base_seq + ticket
+                if batch.done:
+                    return batch.first_seq + position
                 if self._failed is not None:
                     raise self._failed
-                if not self._leading:
-                    self._leading = True
-                    batch, self._pending = self._pending, []
+                if not self._leading and batch is self._next:
+                    self._leading = True  # lead: take the open batch, open the next one
+                    self._next = _Batch(self._lock)
                     break
-                self._cond.wait()
-        try:  # the leader writes outside the lock, so others can queue the next batch
-            self._commit(batch)
-        finally:
-            with self._cond:
-                self._leading = False
-                if self._failed is None:
-                    self._durable += len(batch)
-                self._cond.notify_all()
-        if self._failed is not None:
-            raise self._failed
-        return self._base_seq + ticket
+                batch.wake.wait()  # only this batch's callers wake, not every waiter
+        first = self._commit(batch.bodies)  # outside the lock: others queue the next batch
+        with self._lock:
+            self._leading = False
+            if first is not None:
+                batch.first_seq, batch.done = first, True
+            batch.wake.notify_all()
+            if self._failed is not None:
+                self._next.wake.notify_all()
+            elif self._next.bodies:
+                self._next.wake.notify()  # hand the lead to one caller of the next batch
+            self._idle.notify_all()
+            failed = self._failed
+        if first is None:
+            raise failed or AuditError("audit write failed", fix="see the log")
+        return first + position
 
-    def _commit(self, batch: list[bytes]) -> None:
+    def _commit(self, batch: list[bytes]) -> int | None:
+        """Seal, write and make durable; the first record's seq, or None on failure."""
         seq, prev = self._seq, self._prev
         lines: list[bytes] = []
         for body in batch:
@@ -277,6 +291,7 @@ class StreamWriter:
             if self._head_fd >= 0 and now - self._head_written >= HEAD_INTERVAL_SECONDS:
                 write_head(self._head_fd, ChainHead(seq, prev))
                 self._head_written = now
+            return seq - len(batch) + 1
         except (OSError, AuditError) as exc:
             error = (
                 exc
@@ -288,6 +303,7 @@ class StreamWriter:
                 )
             )
             self._fail(error)
+            return None
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -326,7 +342,7 @@ class StreamWriter:
             write_head(self._head_fd, ChainHead(self._seq, self._prev))
 
     def _fail(self, error: AuditError) -> None:
-        with self._cond:
+        with self._lock:
             first = self._failed is None
             self._failed = error
         if first:
@@ -363,9 +379,9 @@ class StreamWriter:
             raise
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             while self._leading:
-                self._cond.wait()
+                self._idle.wait()
             self._open = False
         if self._fd >= 0:
             with contextlib.suppress(OSError):
