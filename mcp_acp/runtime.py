@@ -16,10 +16,12 @@ from typing import Any
 import attrs
 from pydantic import BaseModel, ValidationError
 
+from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.config import ComponentRef, Config, config_error_from_validation, load_config
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
 from mcp_acp.registry import Kind, PluginContext, Registration
+from mcp_acp.shutdown import ShutdownCoordinator
 
 __all__ = [
     "Component",
@@ -91,6 +93,21 @@ class Runtime:
     def build(self, field: str) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
         return self.components[field].build(self.context)
+
+    def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
+        """Every configured audit sink behind one fail-closed trail (not started yet)."""
+        sinks = [self.build(f"audit.sinks[{i}]") for i in range(len(self.config.audit.sinks))]
+        return AuditTrail(
+            sinks, coordinator, health_interval=self.config.audit.health_check_seconds
+        )
+
+    def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:
+        """The coordinator for this config's log directory and fallback file."""
+        return ShutdownCoordinator(
+            log_dir=self.config.audit.log_dir,
+            fallback_path=self.config.audit.fallback_path,
+            session_id=session_id,
+        )
 
 
 def load_runtime(config_path: Path, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -269,3 +269,25 @@ def test_audit_sink_options_are_validated_by_the_sink(tmp_path: Path) -> None:
         ConfigError, match=r"audit.sinks\[0\].config.durability \(plugin 'jsonl-audit'\)"
     ):
         load_runtime(write(tmp_path / "c" / "config.json", data), environ={})
+
+
+async def test_runtime_builds_a_working_audit_trail(tmp_path: Path) -> None:
+    from mcp_acp.audit.chain import verify_stream
+    from mcp_acp.audit.events import SystemEvent
+
+    logs = tmp_path / "logs"
+    data = {
+        **MINIMAL,
+        "audit": {
+            "log_dir": str(logs),
+            "health_check_seconds": 5,
+            "fallback_path": str(tmp_path / "state" / "fb.jsonl"),
+        },
+    }
+    runtime = load_runtime(write(tmp_path / "c" / "config.json", data), environ={})
+    trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id="s1"))
+    assert trail.health_interval == 5
+    await trail.start()
+    await trail.record(SystemEvent(event="config_loaded", session_id="s1"))
+    await trail.close()
+    assert verify_stream(logs, "system").lines == 2

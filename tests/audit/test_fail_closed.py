@@ -162,10 +162,16 @@ def test_audit_file_replaced_while_running(victim: Any) -> None:
     assert_shut_down_for(v, "r2", "replaced while in use")
 
 
-def test_audit_directory_moved_while_running(victim: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["directory moved", "directory replaced", "file moved"])
+def test_audit_file_or_directory_moved_while_running(victim: Any, tmp_path: Path, how: str) -> None:
     v = victim()
     assert v.send("req r1") == "OK r1"
-    os.rename(v.log_dir, tmp_path / "moved-logs")
+    if how == "file moved":
+        os.rename(v.log_dir / "decisions.jsonl", v.log_dir / "decisions.old")
+    else:
+        os.rename(v.log_dir, tmp_path / "moved-logs")
+        if how == "directory replaced":  # a fresh, empty directory at the same path
+            v.log_dir.mkdir(mode=0o700)
     assert v.send("req r2").startswith("DENIED r2")
     assert_shut_down_for(v, "r2", "deleted or moved")
 
