@@ -36,6 +36,43 @@ def decide(title: str, expected: str, *args: str, env: dict[str, str]) -> None:
         sys.exit(f"demo: expected {expected}, the policy said {decision['effect']}")
 
 
+RECORDER = """
+import asyncio, sys
+from pathlib import Path
+from mcp_acp.audit.events import DecisionEvent
+from mcp_acp.config import resolve_config_path
+from mcp_acp.models import Provenance, Subject
+from mcp_acp.request import build_decision_request
+from mcp_acp.runtime import load_runtime
+from mcp_acp.tools import ToolRegistry
+
+async def main(project):
+    runtime = load_runtime(resolve_config_path())
+    engine = runtime.build("policy")
+    trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id="demo"))
+    await trail.start()
+    subject = Subject(subject_id="alice", provenance=Provenance.CONFIG)
+    for number, (tool, path) in enumerate([("read_file", "notes.md"),
+                                           ("read_file", ".ssh/id_ed25519"),
+                                           ("write_file", "notes.md")], start=1):
+        request = build_decision_request(
+            method="tools/call", params={"name": tool, "arguments": {"path": f"{project}/{path}"}},
+            subject=subject, registry=ToolRegistry.default(), backend_id="fs",
+            session_id="demo", request_id=str(number))
+        decision = engine.decide(request)
+        await trail.record(DecisionEvent.of(request, decision))  # written before enforcing
+    await trail.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def record_decisions(home: Path, project: Path, env: dict[str, str]) -> None:
+    """Use the library as a proxy would: decide three requests, record each decision."""
+    print("\n## The library: decide three requests and record them, write-ahead")
+    subprocess.run([sys.executable, "-c", RECORDER, str(project)], env=env, check=True)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcp-acp-demo-") as tmp:
         home = Path(tmp)
@@ -163,6 +200,29 @@ def main() -> None:
             str(examples / "filesystem.cases.json"),
             "--policy",
             str(examples / "filesystem.json"),
+            env=env,
+        )
+        record_decisions(home, project, env)
+        step(
+            "The audit trail: decisions in readable columns",
+            "logs",
+            "show",
+            "--stream",
+            "decisions",
+            env=env,
+        )
+        step("The hash chain verifies", "audit", "verify", env=env)
+        decisions = home / ".local" / "state" / "mcp-acp" / "log" / "decisions.jsonl"
+        lines = decisions.read_bytes().splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"effect":"deny"', b'"effect":"allow"')
+        decisions.write_bytes(b"".join(lines))
+        step(
+            "Someone edits a decision: verify names the line, exit 13",
+            "audit",
+            "verify",
+            "--stream",
+            "decisions",
+            expect=13,
             env=env,
         )
         step(
