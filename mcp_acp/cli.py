@@ -7,6 +7,7 @@ traceback. Plugins add commands through the ``register_commands`` hook.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -411,6 +412,17 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"\nallowlist from {plugins.allow_source}; kinds: " + ", ".join(k.value for k in Kind)
     )
+
+
+@cli.command("run")
+@click.pass_context
+def run_command(ctx: click.Context) -> None:
+    """Run the proxy: an MCP client talks to this process over stdio (Claude Desktop's
+    "command"), and every message is checked against the policy and recorded."""
+    from mcp_acp.proxy.serve import serve
+
+    code = asyncio.run(serve(_config_path(ctx)))
+    raise click.exceptions.Exit(code)
 
 
 cli.add_command(policy_group)

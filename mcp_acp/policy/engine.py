@@ -58,6 +58,8 @@ DISCOVERY_METHODS = frozenset(
 )
 
 _RANK = {Effect.ALLOW: 0, Effect.ASK: 1, Effect.DENY: 2}
+#: Attributes that only a call's arguments supply (ignored when judging a listing).
+_ARGUMENT_ATTRIBUTES = frozenset({"resource.paths", "resource.uri"})
 _VERB = {Effect.ALLOW: "allowed", Effect.DENY: "denied", Effect.ASK: "approval required"}
 
 
@@ -200,6 +202,28 @@ class AcpPolicyEngine:
                             f"directory {label} (mcp-acp's own config and logs)"
                         )
         return None
+
+    def could_allow(self, request: DecisionRequest) -> bool:
+        """Whether *some* use of this tool/resource/prompt could be allowed or asked for.
+
+        Used to filter list results: path and URI conditions are treated as satisfiable
+        (the listing has no arguments yet), so an item is hidden only when no allow or ask
+        rule could ever match it, or a deny rule that does not depend on paths matches it.
+        """
+        try:
+            view = RequestView(request)
+            possible = False
+            for rule in self._compiled.rules:
+                relevant = [c for c in rule.checks if c.attribute not in _ARGUMENT_ATTRIBUTES]
+                matches = all(check.test(view) for check in relevant)
+                if rule.effect is Effect.DENY:
+                    if matches and len(relevant) == len(rule.checks):
+                        return False
+                elif matches:
+                    possible = True
+            return possible
+        except Exception:  # fail closed: an item we cannot judge is not listed
+            return False
 
     def trace(self, request: DecisionRequest) -> list[RuleTrace]:
         """Every rule, whether it matched, and why (slow; for humans)."""

@@ -1,0 +1,1 @@
+"""The reference proxy: a stdio relay with one policy enforcement point."""

@@ -1,0 +1,92 @@
+"""JSON-RPC messages as the relay sees them: newline-delimited JSON, parsed once.
+
+The relay forwards a permitted message as the exact bytes it received; it only parses to
+learn what the message is (request, notification, response) and what the policy needs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "DENIED",
+    "INVALID_REQUEST",
+    "MAX_MESSAGE_BYTES",
+    "PARSE_ERROR",
+    "Message",
+    "encode",
+    "error_response",
+    "parse",
+]
+
+#: JSON-RPC error code for "denied by policy". Outside the JSON-RPC reserved range used by
+#: the ``mcp`` SDK (-32000, -32001, -32020..-32022, -32042) and the standard -326xx/-327xx.
+DENIED = -32003
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+Kind = Literal["request", "notification", "response", "invalid"]
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One parsed line."""
+
+    kind: Kind
+    raw: bytes
+    body: dict[str, Any]
+    problem: str | None = None
+
+    @property
+    def id(self) -> Any:
+        return self.body.get("id")
+
+    @property
+    def method(self) -> str:
+        method = self.body.get("method")
+        return method if isinstance(method, str) else ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = self.body.get("params")
+        return params if isinstance(params, dict) else {}
+
+
+def parse(line: bytes) -> Message:
+    """Classify one line; never raises (an unusable line is ``invalid`` with a reason)."""
+    try:
+        body = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Message("invalid", line, {}, f"not valid JSON: {exc}")
+    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
+        return Message(
+            "invalid",
+            line,
+            body if isinstance(body, dict) else {},
+            "not a JSON-RPC 2.0 object (batches are not supported)",
+        )
+    has_id = "id" in body and isinstance(body["id"], str | int) and not isinstance(body["id"], bool)
+    if "method" in body:
+        if not isinstance(body["method"], str):
+            return Message("invalid", line, body, "method is not a string")
+        return Message("request" if has_id else "notification", line, body)
+    if has_id and ("result" in body or "error" in body):
+        return Message("response", line, body)
+    return Message("invalid", line, body, "neither a request, a notification nor a response")
+
+
+def error_response(
+    request_id: Any, code: int, message: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"

@@ -1,0 +1,372 @@
+"""The stdio relay: client on our stdin/stdout, backend as a child process, one PEP between.
+
+Messages are newline-delimited JSON (what MCP's stdio transport is). Every request and
+notification from the client, and every request the backend sends to the client
+(sampling, elicitation, roots), passes the enforcement point; permitted messages are
+forwarded as the exact bytes received; a denied request gets a JSON-RPC error
+(:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule and the request id, and never
+reaches the other side. List results are filtered: a tool, resource or prompt that the
+subject could never be allowed to use is not listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
+from mcp_acp.audit.trail import AuditTrail
+from mcp_acp.config import StdioBackend
+from mcp_acp.errors import AuditError, BackendError
+from mcp_acp.proxy.messages import (
+    DENIED,
+    INVALID_REQUEST,
+    MAX_MESSAGE_BYTES,
+    PARSE_ERROR,
+    Message,
+    encode,
+    error_response,
+    parse,
+)
+from mcp_acp.proxy.pep import EnforcementPoint
+
+__all__ = ["StdioRelay", "read_line"]
+
+log = logging.getLogger(__name__)
+
+_TOO_LARGE = b"\x00too-large"
+#: List methods whose results are filtered, and how to ask about each item.
+_LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
+    "resources/list": ("resources", "resources/read", lambda r: {"uri": r.get("uri")}),
+    "prompts/list": ("prompts", "prompts/get", lambda p: {"name": p.get("name")}),
+}
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line (without the newline), ``_TOO_LARGE`` for an oversized one (which is
+    consumed), or None at end of input."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial or None
+    except asyncio.LimitOverrunError:
+        while True:  # discard the rest of the oversized line
+            try:
+                await reader.readuntil(b"\n")
+                return _TOO_LARGE
+            except asyncio.LimitOverrunError as again:
+                await reader.readexactly(again.consumed)
+            except asyncio.IncompleteReadError:
+                return None
+    return line.rstrip(b"\r\n")
+
+
+class StdioRelay:
+    """Relays one session between a client and a stdio backend."""
+
+    def __init__(
+        self,
+        pep: EnforcementPoint,
+        trail: AuditTrail,
+        backend: StdioBackend,
+        *,
+        record_payloads: bool = False,
+    ) -> None:
+        self.pep = pep
+        self.trail = trail
+        self.backend = backend
+        self.record_payloads = record_payloads
+        self._to_client: asyncio.StreamWriter | None = None
+        self._to_backend: asyncio.StreamWriter | None = None
+        self._client_lock = asyncio.Lock()
+        self._backend_lock = asyncio.Lock()
+        self._deciding: dict[Any, asyncio.Task[None]] = {}
+        self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def _send_client(self, data: bytes) -> None:
+        assert self._to_client is not None  # noqa: S101 - set by run()
+        async with self._client_lock:
+            self._to_client.write(data)
+            await self._to_client.drain()
+
+    async def _send_backend(self, data: bytes) -> None:
+        assert self._to_backend is not None  # noqa: S101 - set by run()
+        async with self._backend_lock:
+            self._to_backend.write(data)
+            await self._to_backend.drain()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _operation(
+        self, direction: str, message: Message, outcome: str, **fields: Any
+    ) -> None:
+        params = message.params
+        arguments = params.get("arguments") if message.method == "tools/call" else params
+        name = params.get("name") if message.method == "tools/call" else None
+        await self.trail.record(
+            OperationEvent(
+                session_id=self.pep.session.id,
+                request_id=str(message.id),
+                direction=direction,
+                mcp_method=message.method or None,
+                tool_name=name if isinstance(name, str) else None,
+                outcome=outcome,
+                **argument_fields(arguments, record_payloads=self.record_payloads),
+                **fields,
+            )
+        )
+
+    # ---------------------------------------------------------------- running
+
+    async def run(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> int:
+        """Relay until the client closes its input or the backend exits; return an exit code."""
+        self._to_client = client_out
+        env = {**os.environ, **self.backend.env}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.backend.command,
+                *self.backend.args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=str(self.backend.cwd) if self.backend.cwd else None,
+                limit=MAX_MESSAGE_BYTES + 1,
+            )
+        except OSError as exc:
+            raise BackendError(
+                f"cannot start backend {self.backend.command!r}: {exc.strerror}",
+                fix="check backend.command and backend.args in the config",
+            ) from exc
+        if process.stdin is None or process.stdout is None:  # pragma: no cover - PIPE given
+            raise BackendError("backend pipes missing", fix="report this")
+        self._to_backend = process.stdin
+        await self.trail.record(
+            SystemEvent(
+                event="backend_started",
+                session_id=self.pep.session.id,
+                detail={"command": self.backend.command, "pid": process.pid},
+            )
+        )
+        from_client = asyncio.ensure_future(self._client_loop(client_in))
+        from_backend = asyncio.ensure_future(self._backend_loop(process.stdout))
+        done, _ = await asyncio.wait(
+            {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
+        )
+        code = 0
+        if from_backend in done and not from_client.done():
+            code = BackendError.exit_code
+            await self._backend_gone(process)
+        for task in (from_client, from_backend, *self._tasks):
+            task.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        for task in (from_client, from_backend):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        return code
+
+    async def _backend_gone(self, process: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), timeout=2)
+        detail = {"returncode": process.returncode}
+        with contextlib.suppress(AuditError):
+            await self.trail.record(
+                SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
+            )
+        for request_id in list(self._in_flight):
+            await self._send_client(
+                encode(
+                    error_response(
+                        request_id, -32000, f"the backend exited (code {process.returncode})"
+                    )
+                )
+            )
+        self._in_flight.clear()
+
+    # ---------------------------------------------------------------- client -> backend
+
+    async def _client_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await read_line(reader)
+            if line is None:
+                return
+            if line == _TOO_LARGE:
+                await self._send_client(
+                    encode(
+                        error_response(
+                            None, INVALID_REQUEST, f"message larger than {MAX_MESSAGE_BYTES} bytes"
+                        )
+                    )
+                )
+                continue
+            if not line.strip():
+                continue
+            message = parse(line + b"\n")
+            if message.kind == "invalid":
+                problem = message.problem or "invalid message"
+                code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
+                request_id = message.body.get("id") if message.body else None
+                await self._send_client(
+                    encode(error_response(request_id, code, message.problem or "invalid"))
+                )
+            elif message.kind == "request":
+                self.pep.session.learn_client(message.params)
+                task = self._spawn(self._client_request(message))
+                self._deciding[message.id] = task
+                task.add_done_callback(self._forget(message.id))
+            elif message.kind == "notification":
+                if message.method == "notifications/cancelled":
+                    waiting = self._deciding.get(message.params.get("requestId"))
+                    if waiting is not None:
+                        waiting.cancel()  # a pending decision or approval ends here
+                await self._client_notification(message)
+            else:  # a response to a request the backend sent the client
+                await self._send_backend(message.raw)
+
+    def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._deciding.pop(request_id, None)
+
+        return forget
+
+    async def _client_request(self, message: Message) -> None:
+        try:
+            verdict = await self.pep.check(message.method, message.params, message.id)
+        except asyncio.CancelledError:
+            return  # the client cancelled it; nothing is sent
+        except AuditError as error:
+            await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
+            return
+        if not verdict.allowed:
+            await self._deny(message, verdict.reason, verdict.rule_id)
+            with contextlib.suppress(AuditError):
+                await self._operation("client_to_server", message, "denied", error_code=DENIED)
+            return
+        self._in_flight[message.id] = message.method
+        try:
+            await self._operation("client_to_server", message, "forwarded")
+        except AuditError as error:
+            self._in_flight.pop(message.id, None)
+            await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
+            return
+        await self._send_backend(message.raw)
+
+    async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
+        text = f"{reason} (request {message.id})"
+        await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
+
+    async def _client_notification(self, message: Message) -> None:
+        try:
+            verdict = await self.pep.check(message.method, message.params, "notification")
+        except AuditError:
+            return  # the trail is failing: the process is shutting down; nothing passes
+        if verdict.allowed:
+            await self._send_backend(message.raw)
+
+    # ---------------------------------------------------------------- backend -> client
+
+    async def _backend_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await read_line(reader)
+            if line is None:
+                return
+            if line == _TOO_LARGE or not line.strip():
+                log.warning("backend sent an oversized or empty line; dropped")
+                continue
+            message = parse(line + b"\n")
+            if message.kind == "response":
+                method = self._in_flight.pop(message.id, None)
+                self._spawn(self._backend_response(message, method))
+            elif message.kind == "request":
+                self._spawn(self._backend_request(message))
+            elif message.kind == "notification":
+                await self._send_client(message.raw)
+            else:
+                log.warning("backend sent an invalid message: %s", message.problem)
+
+    async def _backend_response(self, message: Message, method: str | None) -> None:
+        body = message.body
+        if method in _LISTS and isinstance(body.get("result"), dict):
+            body = {**body, "result": await self._filter(method, body["result"])}
+            data = encode(body)
+        else:
+            data = message.raw
+        digest, size = payload_digest(body.get("result", body.get("error")))
+        error = body.get("error")
+        with contextlib.suppress(AuditError):
+            await self.trail.record(
+                OperationEvent(
+                    session_id=self.pep.session.id,
+                    request_id=str(message.id),
+                    direction="server_to_client",
+                    mcp_method=method,
+                    outcome="error" if error else "response",
+                    result_sha256=digest,
+                    result_size=size,
+                    error_code=error.get("code") if isinstance(error, dict) else None,
+                )
+            )
+        await self._send_client(data)
+
+    async def _filter(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
+        key, ask_method, params_of = _LISTS[method]
+        items = result.get(key)
+        if not isinstance(items, list):
+            return result
+        kept = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            request = await self.pep.build(
+                ask_method,
+                params_of(item),
+                "list",
+                item.get("annotations") if key == "tools" else None,
+            )
+            could_allow = getattr(self.pep.engine, "could_allow", None)
+            if key == "resources" or could_allow is None:  # a resource's URI is all there is
+                visible = self.pep.engine.decide(request).effect.value != "deny"
+            else:
+                visible = could_allow(request)
+            if visible:
+                kept.append(item)
+        return {**result, key: kept}
+
+    async def _backend_request(self, message: Message) -> None:
+        """A request from the backend to the client (sampling, elicitation, roots)."""
+        try:
+            verdict = await self.pep.check(message.method, message.params, message.id)
+        except AuditError as error:
+            verdict_reason = f"denied: the audit trail cannot be written ({error})"
+            await self._send_backend(encode(error_response(message.id, DENIED, verdict_reason)))
+            return
+        if verdict.allowed:
+            await self._send_client(message.raw)
+        else:
+            await self._send_backend(
+                encode(
+                    error_response(
+                        message.id,
+                        DENIED,
+                        f"{verdict.reason} (request {message.id})",
+                        {"rule": verdict.rule_id},
+                    )
+                )
+            )

@@ -1,0 +1,152 @@
+"""``mcp-acp run``: compose the parts, in a fail-closed start order, and relay one session.
+
+Start order — each step must succeed before the next: config and plugins (validated) →
+audit trail (write test on every stream) → identity → policy → posture gate → backend →
+serve. SIGHUP reloads the policy (the last-known-good stays on error; both audited);
+SIGTERM/SIGINT and the client closing its input end the session, recorded as
+``session_ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mcp_acp.audit.events import AuthEvent, SystemEvent
+from mcp_acp.config import StdioBackend
+from mcp_acp.errors import BackendError, PostureError
+from mcp_acp.models import PostureStatus
+from mcp_acp.proxy.pep import EnforcementPoint, Session
+from mcp_acp.proxy.relay import StdioRelay
+from mcp_acp.runtime import load_runtime
+from mcp_acp.tools import ToolRegistry
+
+__all__ = ["serve"]
+
+POSTURE_TIMEOUT_SECONDS = 10.0
+
+
+async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=10 * 1024 * 1024 + 1)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, sys.stdout
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def _posture_gate(runtime: Any, session: Session) -> dict[str, str]:
+    results: dict[str, str] = {}
+    for field in sorted(f for f in runtime.components if f.startswith("posture.checks")):
+        check = runtime.build(field)
+        try:
+            result = await asyncio.wait_for(check.check(), timeout=POSTURE_TIMEOUT_SECONDS)
+            status, detail = result.status, result.detail
+        except Exception as exc:  # a check that fails or hangs is unknown, never a pass
+            status, detail = PostureStatus.UNKNOWN, f"{type(exc).__name__}: {exc}"
+        session.posture[check.name] = status
+        results[check.name] = f"{status.value}: {detail}"
+        if status is not PostureStatus.PASS:
+            raise PostureError(
+                f"posture check {check.name!r} is {status.value}: {detail}",
+                fix="fix the device state, or remove the check from the config",
+            )
+    return results
+
+
+async def serve(config_path: Path) -> int:
+    """Run one proxied session on stdio; return the process exit code."""
+    runtime = load_runtime(config_path)
+    backend = runtime.config.backend
+    if not isinstance(backend, StdioBackend):
+        raise BackendError(
+            "streamable-HTTP backends are not supported by 'mcp-acp run' yet",
+            fix="use a stdio backend (backend.command) for now",
+        )
+    session = Session()
+    trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id=session.id))
+    await trail.start()
+    plugins = {p.name: p.version for p in runtime.plugins.loaded}
+    await trail.record(
+        SystemEvent(
+            event="plugins_loaded",
+            session_id=session.id,
+            detail={"plugins": plugins, "allowlist": runtime.plugins.allow_source},
+        )
+    )
+    identity = runtime.build("identity")
+    engine = runtime.build("policy")
+    approver = runtime.build("approver")
+    subject = await identity.current_subject()
+    posture = await _posture_gate(runtime, session)
+    await trail.record(
+        AuthEvent(
+            event="session_started",
+            session_id=session.id,
+            subject_id=subject.subject_id,
+            issuer=subject.issuer,
+            reason=f"posture: {posture}" if posture else None,
+        )
+    )
+    pep = EnforcementPoint(
+        engine=engine,
+        trail=trail,
+        identity=identity,
+        approver=approver,
+        registry=ToolRegistry.default(runtime.config.tools.registry),
+        backend_id=backend.command,
+        session=session,
+    )
+    relay = StdioRelay(pep, trail, backend, record_payloads=runtime.config.audit.record_payloads)
+    reader, writer = await _stdio()
+    monitor = asyncio.create_task(trail.monitor())
+    loop = asyncio.get_running_loop()
+    relaying = asyncio.ensure_future(relay.run(reader, writer))
+    ended = "the client closed the session"
+
+    def stop(name: str) -> None:
+        nonlocal ended
+        ended = f"{name} received"
+        relaying.cancel()
+
+    async def reload_policy() -> None:
+        errors = await asyncio.to_thread(engine.reload)
+        event = "policy_reloaded" if not errors else "policy_reload_failed"
+        with contextlib.suppress(Exception):
+            await trail.record(
+                SystemEvent(
+                    event=event,
+                    session_id=session.id,
+                    detail={"policy_id": engine.policy_id, "errors": errors[:20]},
+                )
+            )
+
+    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    if hasattr(engine, "reload"):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policy()))
+    code = 0
+    try:
+        code = await relaying
+        if code == BackendError.exit_code:
+            ended = "the backend exited"
+    except asyncio.CancelledError:
+        code = 0
+    finally:
+        monitor.cancel()
+        with contextlib.suppress(Exception):
+            await trail.record(
+                AuthEvent(
+                    event="session_ended",
+                    session_id=session.id,
+                    subject_id=subject.subject_id,
+                    reason=ended,
+                )
+            )
+        await trail.close()
+    return code

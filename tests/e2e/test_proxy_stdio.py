@@ -1,0 +1,344 @@
+"""``mcp-acp run`` end to end: a raw newline-delimited JSON-RPC client (what Claude Desktop
+speaks), the real proxy process, and the real reference filesystem server from npm."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import pytest
+
+from mcp_acp.audit.chain import verify_stream
+
+HERE = Path(__file__).parent
+CLI = Path(sys.executable).parent / "mcp-acp"
+FILESYSTEM = HERE / "node_modules" / "@modelcontextprotocol" / "server-filesystem" / "dist"
+DENIED = -32003
+
+
+@pytest.fixture(scope="session")
+def node_peers() -> Path:
+    """The reference servers, installed from the committed lockfile on first use."""
+    if not (FILESYSTEM / "index.js").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed to install the test peers (tests/e2e/package.json)")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+    return FILESYSTEM / "index.js"
+
+
+POLICY = {
+    "version": "1",
+    "rules": [
+        {"id": "deny-secrets", "effect": "deny", "conditions": {"path_pattern": "**/.env"}},
+        {"id": "no-writes", "effect": "deny", "conditions": {"tool_name": "write_file"}},
+        {
+            "id": "read-project",
+            "effect": "allow",
+            "conditions": {"operations": "read", "path_pattern": "PROJECT/**"},
+        },
+    ],
+}
+
+
+class Proxy:
+    """The real ``mcp-acp run`` process, driven line by line."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.stderr = (home / "proxy-stderr.txt").open("w")
+        self.proc = subprocess.Popen(
+            [str(CLI), "run"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+        )
+        self.lines: Queue[bytes] = Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.next_id = 1
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.send_raw(json.dumps(body).encode() + b"\n")
+
+    def recv(self, timeout: float = 30) -> dict[str, Any]:
+        try:
+            return json.loads(self.lines.get(timeout=timeout))  # type: ignore[no-any-return]
+        except Empty:
+            raise AssertionError(
+                "no answer from the proxy; stderr: " + (self.home / "proxy-stderr.txt").read_text()
+            ) from None
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.next_id += 1
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        if params is not None:
+            body["params"] = params
+        self.send(body)
+        answer = self.recv()
+        assert answer["id"] == self.next_id
+        return answer
+
+    def initialize(self) -> dict[str, Any]:
+        answer = self.call(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "1"},
+            },
+        )
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return answer
+
+    def close(self) -> int:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        code = self.proc.wait(timeout=30)
+        self.stderr.close()
+        return code
+
+
+@pytest.fixture
+def setup(isolated_home: Path, tmp_path: Path, node_peers: Path) -> Iterator[Any]:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.md").write_text("hello from the project\n")
+    (project / ".env").write_text("API_KEY=not-for-agents\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    subprocess.run(
+        [
+            str(CLI),
+            "init",
+            "--non-interactive",
+            "--backend-command",
+            "node",
+            "--backend-arg",
+            str(node_peers),
+            "--backend-arg",
+            str(project),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    policy = isolated_home / ".config" / "mcp-acp" / "policy.json"
+    policy.write_text(json.dumps(POLICY).replace("PROJECT", str(project)))
+    started: list[Proxy] = []
+
+    def start() -> Proxy:
+        proxy = Proxy(isolated_home, env)
+        started.append(proxy)
+        return proxy
+
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    yield start, project, log_dir, policy
+    for proxy in started:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait()
+
+
+def records(log_dir: Path, stream: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (log_dir / f"{stream}.jsonl").read_text().splitlines()]
+
+
+def test_allow_deny_and_listing_through_the_real_server(setup: Any) -> None:
+    start, project, log_dir, _ = setup
+    proxy = start()
+    init = proxy.initialize()
+    assert init["result"]["serverInfo"]["name"] == "secure-filesystem-server"
+
+    tools = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
+    assert "read_text_file" in tools
+    assert "write_file" not in tools  # denied by a rule that needs no arguments: not listed
+
+    read = proxy.call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
+    )
+    assert read["result"]["content"][0]["text"] == "hello from the project\n"
+
+    write = proxy.call(
+        "tools/call",
+        {
+            "name": "write_file",
+            "arguments": {"path": str(project / "new.md"), "content": "should never exist"},
+        },
+    )
+    assert write["error"]["code"] == DENIED
+    assert "denied by rule no-writes" in write["error"]["message"]
+    assert f"(request {proxy.next_id})" in write["error"]["message"]
+    assert not (project / "new.md").exists()  # evidence on the backend's side
+
+    secret = proxy.call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": str(project / ".env")}}
+    )
+    assert secret["error"]["code"] == DENIED
+    assert "deny-secrets" in secret["error"]["message"]
+
+    escape = proxy.call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": f"{project}/../outside"}}
+    )
+    assert "builtin-ambiguous-path" in json.dumps(escape["error"])
+
+    unknown = proxy.call("frobnicate/everything")
+    assert unknown["error"]["code"] == DENIED
+    assert "no rule matched" in unknown["error"]["message"]
+
+    assert proxy.close() == 0
+    decisions = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
+    by_tool = {(r["mcp_method"], r.get("tool_name"), r["effect"]) for r in decisions}
+    assert ("tools/call", "write_file", "deny") in by_tool
+    assert ("tools/call", "read_text_file", "allow") in by_tool
+    assert ("initialize", None, "allow") in by_tool
+    operations = records(log_dir, "operations")
+    assert any(
+        r.get("outcome") == "denied" and r.get("tool_name") == "write_file" for r in operations
+    )
+    auth = records(log_dir, "auth")
+    assert [r["event"] for r in auth[1:]] == ["session_started", "session_ended"]
+    assert auth[-1]["reason"] == "the client closed the session"
+    for stream in ("decisions", "operations", "auth", "system"):
+        assert verify_stream(log_dir, stream).ok
+
+
+def test_malformed_and_oversized_messages_get_errors(setup: Any) -> None:
+    start, _, _, _ = setup
+    proxy = start()
+    proxy.initialize()
+    proxy.send_raw(b'{"jsonrpc": "2.0", "id": 7, "method": \n')
+    assert proxy.recv()["error"]["code"] == -32700
+    proxy.send_raw(b'[{"jsonrpc": "2.0", "id": 8, "method": "ping"}]\n')
+    assert proxy.recv()["error"]["code"] == -32600
+    proxy.send_raw(
+        b'{"jsonrpc":"2.0","id":9,"method":"ping","params":{"x":"'
+        + b"a" * (10 * 1024 * 1024 + 10)
+        + b'"}}\n'
+    )
+    big = proxy.recv()
+    assert big["error"]["code"] == -32600
+    assert "larger than" in big["error"]["message"]
+    ping = proxy.call("ping")  # still serving
+    assert "result" in ping
+    assert proxy.close() == 0
+
+
+def test_sighup_reloads_the_policy_and_keeps_the_last_good_one(setup: Any) -> None:
+    start, project, log_dir, policy = setup
+    proxy = start()
+    proxy.initialize()
+    target = str(project / "notes.md")
+
+    def listing() -> dict[str, Any]:
+        return proxy.call(
+            "tools/call", {"name": "list_directory", "arguments": {"path": str(project)}}
+        )
+
+    assert "result" in listing()
+    policy.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "id": "nothing-but-notes",
+                        "effect": "allow",
+                        "conditions": {"path_pattern": target},
+                    }
+                ]
+            }
+        )
+    )
+    proxy.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "error" in listing():
+            break
+        time.sleep(0.1)
+    assert "error" in listing()  # the new policy is in force
+    policy.write_text("{not json")
+    proxy.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert "error" in listing()  # the broken file was refused; the last good one stays
+    assert proxy.close() == 0
+    events = [r["event"] for r in records(log_dir, "system")]
+    assert "policy_reloaded" in events
+    assert "policy_reload_failed" in events
+
+
+def test_sigterm_ends_the_session_cleanly(setup: Any) -> None:
+    start, _, log_dir, _ = setup
+    proxy = start()
+    proxy.initialize()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert records(log_dir, "auth")[-1]["reason"] == "SIGTERM received"
+
+
+def test_audit_failure_denies_and_shuts_down(setup: Any) -> None:
+    start, project, log_dir, _ = setup
+    proxy = start()
+    proxy.initialize()
+    (log_dir / "decisions.jsonl").unlink()
+    answer = proxy.call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
+    )
+    assert answer["error"]["code"] == DENIED
+    assert "audit trail cannot be written" in answer["error"]["message"]
+    assert proxy.proc.wait(timeout=30) == 13
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
+    assert shutdown["failure_class"] == "audit"
+
+
+def test_backend_death_is_reported_and_audited(
+    setup: Any, isolated_home: Path, tmp_path: Path
+) -> None:
+    start, _, log_dir, _ = setup
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    dying = tmp_path / "dying_backend.py"
+    dying.write_text("import sys\nsys.stdin.readline()\nsys.exit(3)\n")
+    config["backend"] = {"transport": "stdio", "command": sys.executable, "args": [str(dying)]}
+    config_file.write_text(json.dumps(config))
+    proxy = start()
+    proxy.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "1"},
+            },
+        }
+    )
+    answer = proxy.recv()
+    assert answer["id"] == 1
+    assert "the backend exited (code 3)" in answer["error"]["message"]
+    assert proxy.proc.wait(timeout=30) == 17
+    events = [
+        (r["event"], r.get("detail", {}).get("returncode")) for r in records(log_dir, "system")
+    ]
+    assert ("backend_exited", 3) in events
+    assert records(log_dir, "auth")[-1]["reason"] == "the backend exited"
