@@ -319,6 +319,31 @@ def config_show(ctx: click.Context) -> None:
     click.echo(json.dumps(redacted(config.model_dump(mode="json", exclude_none=True)), indent=2))
 
 
+@config_group.command("export")
+@click.option(
+    "--claude",
+    "claude",
+    is_flag=True,
+    required=True,
+    help="Print the mcpServers entry for Claude Desktop's config file.",
+)
+@click.option("--name", help="Server name in the client (default: from the backend).")
+@click.pass_context
+def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
+    """Print what an MCP client needs to launch this proxy."""
+    path = _config_path(ctx)
+    config = load_config(path)
+    backend = config.backend
+    default = Path(backend.command).name if backend.transport == "stdio" else "mcp"
+    executable = Path(sys.argv[0]).resolve()
+    if executable.name == "mcp-acp" and executable.exists():
+        command, prefix = str(executable), []
+    else:  # run as "python -m mcp_acp"
+        command, prefix = sys.executable, ["-m", "mcp_acp"]
+    entry = {"command": command, "args": [*prefix, "--config", str(path), "run"]}
+    click.echo(json.dumps({"mcpServers": {name or default: entry}}, indent=2))
+
+
 @config_group.command("validate")
 @click.pass_context
 def config_validate(ctx: click.Context) -> None:

@@ -39,6 +39,8 @@ __all__ = ["StdioRelay", "read_line"]
 log = logging.getLogger(__name__)
 
 _TOO_LARGE = b"\x00too-large"
+#: After the client closes its input, how long answers still in progress may take.
+DRAIN_SECONDS = 10.0
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
@@ -165,7 +167,9 @@ class StdioRelay:
             {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
         )
         code = 0
-        if from_backend in done and not from_client.done():
+        if from_client in done and not from_backend.done():
+            await self._drain(from_backend)  # answers still owed to the client
+        if from_backend.done() and (from_backend in done or self._in_flight):
             code = BackendError.exit_code
             await self._backend_gone(process)
         for task in (from_client, from_backend, *self._tasks):
@@ -181,6 +185,16 @@ class StdioRelay:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         return code
+
+    async def _drain(self, from_backend: asyncio.Future[None]) -> None:
+        """The client closed its input: let decisions and backend answers still in progress
+        reach it (bounded), then end."""
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        while (self._deciding or self._in_flight or self._tasks) and not from_backend.done():
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("client gone; %d request(s) still unanswered", len(self._in_flight))
+                return
+            await asyncio.sleep(0.01)
 
     async def _backend_gone(self, process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(TimeoutError):

@@ -342,3 +342,38 @@ def test_backend_death_is_reported_and_audited(
     ]
     assert ("backend_exited", 3) in events
     assert records(log_dir, "auth")[-1]["reason"] == "the backend exited"
+
+
+def test_claude_desktop_entry_launches_the_proxy(setup: Any, isolated_home: Path) -> None:
+    """Run exactly the command that `config export --claude` tells Claude Desktop to run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    exported = subprocess.run(
+        [str(CLI), "config", "export", "--claude", "--name", "files"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    entry = json.loads(exported)["mcpServers"]["files"]
+    assert entry["args"][-1] == "run"
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "claude-ai", "version": "0.1"},
+        },
+    }
+    done = subprocess.run(
+        [entry["command"], *entry["args"]],
+        input=json.dumps(init) + "\n",
+        env={**env, "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"]["serverInfo"]["name"] == "secure-filesystem-server"
