@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
+from mcp_acp.approvals_cli import approvals_group
 from mcp_acp.audit.cli import audit_group, logs_group
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
@@ -451,6 +452,7 @@ def run_command(ctx: click.Context) -> None:
 
 
 cli.add_command(policy_group)
+cli.add_command(approvals_group)
 cli.add_command(audit_group)
 cli.add_command(logs_group)
 

@@ -54,6 +54,7 @@ ALLOW_ENV = "MCP_ACP_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "mcp_acp.builtins.local_identity",
     "mcp_acp.builtins.deny_approver",
+    "mcp_acp.builtins.cli_approver",
     "mcp_acp.builtins.acp_policy",
     "mcp_acp.builtins.jsonl_audit",
 )

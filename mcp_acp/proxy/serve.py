@@ -103,6 +103,9 @@ async def serve(config_path: Path) -> int:
         session=session,
     )
     relay = StdioRelay(pep, trail, backend, record_payloads=runtime.config.audit.record_payloads)
+    start_approver = getattr(approver, "start", None)
+    if start_approver is not None:
+        await start_approver()  # e.g. the 'cli' approver's socket, ready before requests
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
     loop = asyncio.get_running_loop()
@@ -139,6 +142,10 @@ async def serve(config_path: Path) -> int:
         code = 0
     finally:
         monitor.cancel()
+        close_approver = getattr(approver, "close", None)
+        if close_approver is not None:
+            with contextlib.suppress(Exception):
+                await close_approver()
         with contextlib.suppress(Exception):
             await trail.record(
                 AuthEvent(

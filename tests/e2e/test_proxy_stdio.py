@@ -5,163 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from queue import Empty, Queue
 from typing import Any
 
-import pytest
+from proxy_helpers import CLI, DENIED, records
 
 from mcp_acp.audit.chain import verify_stream
-
-HERE = Path(__file__).parent
-CLI = Path(sys.executable).parent / "mcp-acp"
-FILESYSTEM = HERE / "node_modules" / "@modelcontextprotocol" / "server-filesystem" / "dist"
-DENIED = -32003
-
-
-@pytest.fixture(scope="session")
-def node_peers() -> Path:
-    """The reference servers, installed from the committed lockfile on first use."""
-    if not (FILESYSTEM / "index.js").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install the test peers (tests/e2e/package.json)")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
-    return FILESYSTEM / "index.js"
-
-
-POLICY = {
-    "version": "1",
-    "rules": [
-        {"id": "deny-secrets", "effect": "deny", "conditions": {"path_pattern": "**/.env"}},
-        {"id": "no-writes", "effect": "deny", "conditions": {"tool_name": "write_file"}},
-        {
-            "id": "read-project",
-            "effect": "allow",
-            "conditions": {"operations": "read", "path_pattern": "PROJECT/**"},
-        },
-    ],
-}
-
-
-class Proxy:
-    """The real ``mcp-acp run`` process, driven line by line."""
-
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home
-        self.stderr = (home / "proxy-stderr.txt").open("w")
-        self.proc = subprocess.Popen(
-            [str(CLI), "run"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-        )
-        self.lines: Queue[bytes] = Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.next_id = 1
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def send_raw(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def send(self, body: dict[str, Any]) -> None:
-        self.send_raw(json.dumps(body).encode() + b"\n")
-
-    def recv(self, timeout: float = 30) -> dict[str, Any]:
-        try:
-            return json.loads(self.lines.get(timeout=timeout))  # type: ignore[no-any-return]
-        except Empty:
-            raise AssertionError(
-                "no answer from the proxy; stderr: " + (self.home / "proxy-stderr.txt").read_text()
-            ) from None
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.next_id += 1
-        body: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
-        if params is not None:
-            body["params"] = params
-        self.send(body)
-        answer = self.recv()
-        assert answer["id"] == self.next_id
-        return answer
-
-    def initialize(self) -> dict[str, Any]:
-        answer = self.call(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "raw-test", "version": "1"},
-            },
-        )
-        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        return answer
-
-    def close(self) -> int:
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        code = self.proc.wait(timeout=30)
-        self.stderr.close()
-        return code
-
-
-@pytest.fixture
-def setup(isolated_home: Path, tmp_path: Path, node_peers: Path) -> Iterator[Any]:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "notes.md").write_text("hello from the project\n")
-    (project / ".env").write_text("API_KEY=not-for-agents\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
-    env["HOME"] = str(isolated_home)
-    subprocess.run(
-        [
-            str(CLI),
-            "init",
-            "--non-interactive",
-            "--backend-command",
-            "node",
-            "--backend-arg",
-            str(node_peers),
-            "--backend-arg",
-            str(project),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    policy = isolated_home / ".config" / "mcp-acp" / "policy.json"
-    policy.write_text(json.dumps(POLICY).replace("PROJECT", str(project)))
-    started: list[Proxy] = []
-
-    def start() -> Proxy:
-        proxy = Proxy(isolated_home, env)
-        started.append(proxy)
-        return proxy
-
-    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
-    yield start, project, log_dir, policy
-    for proxy in started:
-        if proxy.proc.poll() is None:
-            proxy.proc.kill()
-            proxy.proc.wait()
-
-
-def records(log_dir: Path, stream: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (log_dir / f"{stream}.jsonl").read_text().splitlines()]
 
 
 def test_allow_deny_and_listing_through_the_real_server(setup: Any) -> None:

@@ -1,0 +1,149 @@
+"""Human approval through the real proxy: pending requests answered with
+``mcp-acp approvals`` from "another terminal" (another process), over the local socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import CLI, DENIED, Proxy, records
+
+ASK_POLICY = {
+    "version": "1",
+    "rules": [
+        {
+            "id": "read-project",
+            "effect": "allow",
+            "conditions": {"operations": "read", "path_pattern": "PROJECT/**"},
+        },
+        {
+            "id": "ask-writes",
+            "effect": "ask",
+            "conditions": {"tool_name": "write_file", "path_pattern": "PROJECT/**"},
+        },
+    ],
+}
+
+
+@pytest.fixture
+def approvals(setup: Any, isolated_home: Path, tmp_path: Path) -> Any:
+    start, project, log_dir, policy = setup
+    sockets = tmp_path / "run"
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["approver"] = {
+        "use": "cli",
+        "config": {"timeout_seconds": 5, "socket_dir": str(sockets)},
+    }
+    config_file.write_text(json.dumps(config))
+    policy.write_text(json.dumps(ASK_POLICY).replace("PROJECT", str(project)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CLI), "approvals", *args, "--socket-dir", str(sockets)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def pending() -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listed = json.loads(cli("list", "--json").stdout or "[]")
+            if listed:
+                return listed  # type: ignore[no-any-return]
+            time.sleep(0.05)
+        return []
+
+    proxy = start()
+    proxy.initialize()
+    return proxy, project, log_dir, cli, pending, sockets
+
+
+def write_request(proxy: Proxy, project: Path, name: str) -> int:
+    proxy.next_id += 1
+    proxy.send(
+        {
+            "jsonrpc": "2.0",
+            "id": proxy.next_id,
+            "method": "tools/call",
+            "params": {
+                "name": "write_file",
+                "arguments": {"path": str(project / name), "content": "approved"},
+            },
+        }
+    )
+    return proxy.next_id
+
+
+def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
+    proxy, project, log_dir, cli, pending, sockets = approvals
+    sock = next(sockets.glob("approvals-*.sock"))
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    assert oct(sockets.stat().st_mode & 0o777) == "0o700"
+
+    # approve
+    request_id = write_request(proxy, project, "approved.md")
+    waiting = pending()
+    assert len(waiting) == 1
+    assert "write_file" in waiting[0]["summary"]
+    assert waiting[0]["paths"] == [str(project / "approved.md")]
+    approved = cli("approve", waiting[0]["id"])
+    assert approved.returncode == 0, approved.stderr
+    answer = proxy.recv()
+    assert answer["id"] == request_id
+    assert "result" in answer
+    assert (project / "approved.md").read_text() == "approved"
+
+    # deny
+    request_id = write_request(proxy, project, "denied.md")
+    assert cli("deny", pending()[0]["id"]).returncode == 0
+    answer = proxy.recv()
+    assert answer["error"]["code"] == DENIED
+    assert "not approved (deny)" in answer["error"]["message"]
+    assert not (project / "denied.md").exists()
+
+    # nobody answers: denied at the timeout
+    started = time.monotonic()
+    request_id = write_request(proxy, project, "late.md")
+    answer = proxy.recv(timeout=30)
+    assert answer["id"] == request_id
+    assert "not approved (timeout" in answer["error"]["message"]
+    assert 4.5 <= time.monotonic() - started < 20
+    assert not (project / "late.md").exists()
+
+    # the client cancels while the human has not answered yet
+    request_id = write_request(proxy, project, "cancelled.md")
+    assert pending()
+    proxy.send(
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "user pressed stop"},
+        }
+    )
+    deadline = time.monotonic() + 10
+    while json.loads(cli("list", "--json").stdout) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(cli("list", "--json").stdout) == []
+    assert not (project / "cancelled.md").exists()
+
+    unknown = cli("approve", "no-such-id")
+    assert unknown.returncode == 1
+    assert "no pending approval 'no-such-id'" in unknown.stderr
+
+    assert proxy.close() == 0
+    decisions = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "write_file"]
+    outcomes = [(r["effect"], r.get("final_effect"), r.get("approver")) for r in decisions]
+    assert outcomes == [("ask", "allow", "cli"), ("ask", "deny", "cli"), ("ask", "deny", "cli")]
+    assert decisions[0]["approved_by"]
+    assert decisions[0]["approval_seconds"] > 0
+    assert not list(sockets.glob("approvals-*.sock"))  # removed at exit
