@@ -1,4 +1,6 @@
-"""``mcp-acp approvals list | approve ID [--remember] | deny ID`` (the ``cli`` approver)."""
+"""``mcp-acp approvals list | approve ID | deny ID`` (the ``cli`` approver).
+
+(``--remember`` arrives with the approval cache.)"""
 
 from __future__ import annotations
 
@@ -69,11 +71,10 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
 
 @approvals_group.command("approve")
 @click.argument("approval_id")
-@click.option("--remember", is_flag=True, help="Allow and cache (not for code execution).")
 @_dir_option
-def approve(approval_id: str, remember: bool, socket_dir: Path | None) -> None:
-    """Allow a pending request."""
-    _answer("approve", approval_id, socket_dir, remember)
+def approve(approval_id: str, socket_dir: Path | None) -> None:
+    """Allow a pending request, once."""
+    _answer("approve", approval_id, socket_dir)
 
 
 @approvals_group.command("deny")

@@ -2,7 +2,7 @@
 
 The proxy serves its pending approvals on a Unix socket, ``approvals-<pid>.sock`` in the
 runtime directory (``$XDG_RUNTIME_DIR/mcp-acp`` on Linux; directory 0700, socket 0600).
-``mcp-acp approvals list | approve ID [--remember] | deny ID`` talks to every proxy of the
+``mcp-acp approvals list | approve ID | deny ID`` talks to every proxy of the
 same user. Only a peer with the proxy's own user id (or root) is answered, checked with the
 kernel's peer credentials, not with anything the peer says.
 
