@@ -206,8 +206,10 @@ def test_failed_save_leaves_the_old_file_whole(tmp_path: Path) -> None:
 
 
 def test_unknown_component_name_lists_the_available_ones(tmp_path: Path) -> None:
-    path = write(tmp_path / "c" / "config.json", {**MINIMAL, "approver": {"use": "cli"}})
-    with pytest.raises(ConfigError, match=r"approver.use = 'cli': no approver .*available: deny"):
+    path = write(tmp_path / "c" / "config.json", {**MINIMAL, "approver": {"use": "osascript"}})
+    with pytest.raises(
+        ConfigError, match=r"approver.use = 'osascript': no approver .*available: cli, deny"
+    ):
         load_runtime(path, environ={})
 
 
