@@ -183,7 +183,7 @@ class EnforcementPoint:
             f"{request.action.tool_name or ''} ({paths}); rule {decision.rule_id}"
         )
         approval = ApprovalRequest(
-            approval_id=secrets.token_urlsafe(12),
+            approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
             request=request,
             decision=decision,
             summary=summary,

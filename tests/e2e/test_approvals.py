@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     request_id = write_request(proxy, project, "approved.md")
     waiting = pending()
     assert len(waiting) == 1
+    assert re.fullmatch(r"[0-9a-f]{16}", waiting[0]["id"])  # never parsed as a CLI option
     assert "write_file" in waiting[0]["summary"]
     assert waiting[0]["paths"] == [str(project / "approved.md")]
     approved = cli("approve", waiting[0]["id"])
