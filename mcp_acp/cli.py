@@ -22,7 +22,6 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
-from mcp_acp.approvals_cli import approvals_group
 from mcp_acp.audit.cli import audit_group, logs_group
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
@@ -34,6 +33,7 @@ from mcp_acp.config import (
     resolve_config_path,
     save_config,
 )
+from mcp_acp.control_cli import approvals_group, status_command
 from mcp_acp.errors import ConfigError, McpAcpError
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.cli import policy_group
@@ -453,6 +453,7 @@ def run_command(ctx: click.Context) -> None:
 
 cli.add_command(policy_group)
 cli.add_command(approvals_group)
+cli.add_command(status_command)
 cli.add_command(audit_group)
 cli.add_command(logs_group)
 

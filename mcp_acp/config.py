@@ -52,6 +52,8 @@ __all__ = [
     "HttpBackend",
     "PluginsSection",
     "PostureSection",
+    "ProxySection",
+    "RateLimits",
     "StdioBackend",
     "ToolsSection",
     "config_error_from_validation",
@@ -234,6 +236,54 @@ class PostureSection(_Section):
     )
 
 
+class RateLimits(_Section):
+    """Limits on how fast one session may send requests."""
+
+    tool_calls_per_minute: int = Field(
+        default=30,
+        ge=0,
+        le=100_000,
+        description="Calls of one tool in one session within 60 s; each call beyond this "
+        "needs a human's approval even where the policy allows it. 0 = no limit.",
+    )
+    requests_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        le=100_000,
+        description="Global token bucket: sustained client requests per second; a request "
+        "that finds the bucket empty is denied. 0 = no limit.",
+    )
+    burst: int = Field(
+        default=100, ge=1, le=1_000_000, description="Token bucket size: the largest burst."
+    )
+
+
+class ProxySection(_Section):
+    """How ``mcp-acp run`` handles approvals, denials, limits and its control socket."""
+
+    approval_timeout_seconds: float = Field(
+        default=60.0, ge=5, le=300, description="Deny an 'ask' nobody answers in this time."
+    )
+    approval_cache_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        description="How long an approval given with --remember holds (same subject, tool "
+        "and paths; never for code-executing tools; cleared on policy reload). 0 = never.",
+    )
+    tool_denial: Literal["error", "result"] = Field(
+        default="error",
+        description="A denied tools/call answered as a JSON-RPC error ('error') or as a "
+        "tool result with isError that the model can read ('result').",
+    )
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    socket_dir: Path | None = Field(
+        default=None,
+        description="Directory of the control socket (approvals, status); default: the "
+        "user's runtime dir.",
+    )
+
+
 class ToolsSection(_Section):
     """Extra tool-registry entries, consulted before the shipped registry."""
 
@@ -256,6 +306,7 @@ class Config(_Section):
     tools: ToolsSection = Field(default_factory=ToolsSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     posture: PostureSection = Field(default_factory=PostureSection)
+    proxy: ProxySection = Field(default_factory=ProxySection)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True) + "\n"

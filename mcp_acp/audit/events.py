@@ -100,6 +100,12 @@ class DecisionEvent(AuditEvent):
     approver: str | None = None
     approved_by: str | None = None
     approval_seconds: float | None = None
+    approval_cached: bool | None = Field(
+        default=None, description="True when a remembered approval answered the 'ask'."
+    )
+    approval_remembered: bool | None = Field(
+        default=None, description="True when this approval was remembered for later."
+    )
 
     @classmethod
     def of(cls, request: DecisionRequest, decision: Decision, **extra: Any) -> DecisionEvent:

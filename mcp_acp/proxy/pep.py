@@ -2,10 +2,12 @@
 
 For each request it builds the ``DecisionRequest`` (subject from the identity provider,
 action and resource from the message, environment from the session), asks the policy
-engine, asks a human when the rule says ``ask``, and writes the decision record — durably,
-*before* the caller acts on the verdict. Any doubt is a deny: no identity, an engine error,
-an approver failure or timeout. If the record cannot be written, :class:`AuditError`
-propagates and nothing passes.
+engine, asks a human when the rule says ``ask`` (unless the same approval is remembered),
+applies the session's rate limits, and writes the decision record — durably, *before* the
+caller acts on the verdict. Any doubt is a deny: no identity, an engine error, an approver
+failure or timeout. If the record cannot be written, :class:`AuditError` propagates and
+nothing passes. A subject that changes mid-session is a binding violation: the request is
+denied and the verdict carries the error the proxy shuts down with.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import attrs
 
 from mcp_acp.audit.events import DecisionEvent
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuthenticationError
+from mcp_acp.errors import AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
     ApprovalOutcome,
     ApprovalRequest,
@@ -30,24 +32,46 @@ from mcp_acp.models import (
     DecisionRequest,
     Effect,
     PostureStatus,
+    Subject,
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
+from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.request import build_decision_request
+from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
-__all__ = ["EnforcementPoint", "Session", "Verdict"]
+__all__ = ["EnforcementPoint", "Limits", "Session", "Verdict"]
 
 log = logging.getLogger(__name__)
 
 
 @attrs.define
 class Session:
-    """One client connection: a random id, and what the client said about itself."""
+    """One client connection: a random id, the subject it is bound to, and what the client
+    said about itself."""
 
     id: str = attrs.field(factory=lambda: secrets.token_urlsafe(24))
+    subject: Subject | None = None
     client_name: str | None = None
     client_version: str | None = None
     posture: dict[str, PostureStatus] = attrs.field(factory=dict)
+
+    def bind(self, subject: Subject) -> None:
+        """Bind the session to ``subject`` (once, at start)."""
+        self.subject = subject
+
+    def check_binding(self, subject: Subject) -> None:
+        """Raise :class:`SessionBindingError` if ``subject`` is not the bound one."""
+        bound = self.subject
+        if bound is None:
+            return
+        if (subject.subject_id, subject.issuer) != (bound.subject_id, bound.issuer):
+            raise SessionBindingError(
+                f"the subject changed mid-session: {bound.subject_id!r} "
+                f"(issuer {bound.issuer!r}) became {subject.subject_id!r} "
+                f"(issuer {subject.issuer!r})",
+                fix="start a new session (restart the proxy) as the new subject",
+            )
 
     def learn_client(self, params: Mapping[str, Any]) -> None:
         """From ``initialize`` params, or a request's ``_meta`` (2026-07-28 era)."""
@@ -63,11 +87,22 @@ class Session:
 
 @attrs.frozen(slots=True)
 class Verdict:
-    """What to do with a request, and why (the sentence the client is told)."""
+    """What to do with a request, and why (the sentence the client is told). ``fatal`` is
+    set when the session must end after the denial is sent (a binding violation)."""
 
     allowed: bool
     rule_id: str | None
     reason: str
+    fatal: McpAcpError | None = None
+
+
+@attrs.define
+class Limits:
+    """The session's memory between requests (see :mod:`mcp_acp.proxy.limits`)."""
+
+    approvals: ApprovalCache = attrs.field(factory=lambda: ApprovalCache(600.0))
+    tool_calls: ToolRateLimit = attrs.field(factory=lambda: ToolRateLimit(30))
+    flood: TokenBucket = attrs.field(factory=lambda: TokenBucket(50.0, 100))
 
 
 class EnforcementPoint:
@@ -84,6 +119,8 @@ class EnforcementPoint:
         backend_id: str,
         session: Session,
         approval_timeout: float = 60.0,
+        limits: Limits | None = None,
+        shutdown: ShutdownCoordinator | None = None,
     ) -> None:
         self.engine = engine
         self.trail = trail
@@ -93,6 +130,19 @@ class EnforcementPoint:
         self.backend_id = backend_id
         self.session = session
         self.approval_timeout = approval_timeout
+        self.limits = limits or Limits()
+        self.shutdown = shutdown
+        self.counts = {"allowed": 0, "denied": 0, "asked": 0}
+
+    def fail(self, error: McpAcpError) -> None:
+        """End the session for ``error`` (through the shutdown coordinator, if there is one)."""
+        log.error("session ends: %s", error)
+        if self.shutdown is not None:
+            self.shutdown.trigger(error)
+
+    def policy_reloaded(self) -> None:
+        """A new policy: approvals remembered under the old one no longer hold."""
+        self.limits.approvals.clear()
 
     async def build(
         self,
@@ -102,6 +152,7 @@ class EnforcementPoint:
         annotations: Mapping[str, Any] | None = None,
     ) -> DecisionRequest:
         subject = await self.identity.current_subject()
+        self.session.check_binding(subject)
         return await asyncio.to_thread(
             build_decision_request,  # follows symlinks: file-system I/O, off the loop
             method=method,
@@ -124,9 +175,38 @@ class EnforcementPoint:
             log.error("policy engine raised: %s", exc)
             return Decision.deny(
                 f"denied: policy engine error: {type(exc).__name__}: {exc}",
-                policy_id=getattr(self.engine, "policy_id", "unknown"),
+                policy_id=self._policy_id,
                 rule_id="builtin-engine-error",
             )
+
+    @property
+    def _approver_name(self) -> str:
+        return str(getattr(self.approver, "name", type(self.approver).__name__))
+
+    @property
+    def _policy_id(self) -> str:
+        return str(getattr(self.engine, "policy_id", "unknown"))
+
+    async def _refuse(
+        self, method: str, request_id: Any, rule_id: str, reason: str, subject: Subject | None
+    ) -> Verdict:
+        """Record a denial that came before any policy decision (no identity, a binding
+        violation, a flood) and return it."""
+        await self.trail.record(
+            DecisionEvent(
+                session_id=self.session.id,
+                request_id=str(request_id),
+                subject_id=subject.subject_id if subject else "(none)",
+                subject_provenance=subject.provenance.name.lower() if subject else "client_hint",
+                mcp_method=method,
+                effect="deny",
+                rule_id=rule_id,
+                reason=reason,
+                policy_id=self._policy_id,
+            )
+        )
+        self.counts["denied"] += 1
+        return Verdict(False, rule_id, reason)
 
     async def check(
         self,
@@ -134,49 +214,112 @@ class EnforcementPoint:
         params: Mapping[str, Any],
         request_id: Any,
         annotations: Mapping[str, Any] | None = None,
+        *,
+        flood_guard: bool = True,
     ) -> Verdict:
-        """Decide one request and record the decision before returning the verdict."""
+        """Decide one request and record the decision before returning the verdict.
+
+        ``flood_guard`` spends a token of the global bucket (client requests do;
+        notifications and the backend's requests do not)."""
+        if flood_guard and not self.limits.flood.take():
+            flood = self.limits.flood
+            reason = (
+                f"denied: too many requests (more than {flood.rate:g}/s, "
+                f"burst {flood.burst}); slow down"
+            )
+            return await self._refuse(
+                method, request_id, "builtin-rate-flood", reason, self.session.subject
+            )
         try:
             request = await self.build(method, params, request_id, annotations)
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record
-            await self.trail.record(
-                DecisionEvent(
-                    session_id=self.session.id,
-                    request_id=str(request_id),
-                    subject_id="(none)",
-                    subject_provenance="client_hint",
-                    mcp_method=method,
-                    effect="deny",
-                    rule_id="builtin-no-identity",
-                    reason=str(exc),
-                    policy_id=getattr(self.engine, "policy_id", "unknown"),
-                )
+            return await self._refuse(method, request_id, "builtin-no-identity", str(exc), None)
+        except SessionBindingError as exc:
+            verdict = await self._refuse(
+                method, request_id, "builtin-session-binding", str(exc), self.session.subject
             )
-            return Verdict(False, "builtin-no-identity", str(exc))
+            return attrs.evolve(verdict, fatal=exc)
         decision = self._decide(request)
         extra: dict[str, Any] = {}
         allowed = decision.effect is Effect.ALLOW
-        reason = decision.reason
+        rule_id, reason = decision.rule_id, decision.reason
         if decision.effect is Effect.ASK:
-            outcome = await self._ask(request, decision)
-            allowed = outcome.result.allows
-            extra = {
-                "final_effect": "allow" if allowed else "deny",
-                "approver": outcome.approver,
-                "approved_by": outcome.answered_by,
-                "approval_seconds": round(outcome.elapsed_seconds, 3),
-            }
-            if not allowed:
-                reason = (
-                    f"{decision.reason}; not approved ({outcome.result.value}"
-                    + (f": {outcome.detail}" if outcome.detail else "")
-                    + ")"
+            cached = self.limits.approvals.get(request)
+            if cached is not None:
+                allowed = True
+                extra = {
+                    "final_effect": "allow",
+                    "approver": "cache",
+                    "approved_by": cached.approved_by,
+                    "approval_cached": True,
+                }
+            else:
+                allowed, extra, reason = await self._ask_human(request, decision, reason)
+        tool = request.action.tool_name
+        if allowed and tool is not None and method == "tools/call":
+            calls = self.limits.tool_calls.exceeded(tool)
+            if calls is not None:  # over the limit: allowed only if a human says so now
+                said = decision.reason
+                limit = Decision(
+                    effect=Effect.ASK,
+                    policy_id=decision.policy_id,
+                    rule_id="builtin-rate-limit",
+                    explain=lambda: (
+                        f"ask: {calls} calls of {tool!r} in the last 60 s "
+                        f"(limit {self.limits.tool_calls.per_minute}); "
+                        f"policy said: {said}"
+                    ),
                 )
+                allowed, extra, reason = await self._ask_human(
+                    request, limit, limit.reason, cacheable=False
+                )
+                decision, rule_id = limit, limit.rule_id
+            if allowed:
+                self.limits.tool_calls.count(tool)
         await self.trail.record(DecisionEvent.of(request, decision, **extra))
-        return Verdict(allowed, decision.rule_id, reason)
+        self.counts["allowed" if allowed else "denied"] += 1
+        return Verdict(allowed, rule_id, reason)
 
-    async def _ask(self, request: DecisionRequest, decision: Decision) -> ApprovalOutcome:
+    async def _ask_human(
+        self, request: DecisionRequest, decision: Decision, reason: str, *, cacheable: bool = True
+    ) -> tuple[bool, dict[str, Any], str]:
+        self.counts["asked"] += 1
+        try:
+            outcome = await self._ask(request, decision, cacheable=cacheable)
+        except asyncio.CancelledError:  # the client cancelled: the denial is on record too
+            event = DecisionEvent.of(
+                request, decision, final_effect="deny", approver=self._approver_name
+            )
+            await self.trail.record(
+                event.model_copy(update={"reason": f"{reason}; cancelled by the client"})
+            )
+            self.counts["denied"] += 1
+            raise
+        allowed = outcome.result.allows
+        if outcome.result is ApprovalResult.ALLOW_AND_CACHE and cacheable:
+            self.limits.approvals.remember(request, outcome.answered_by, decision.rule_id)
+        extra = {
+            "final_effect": "allow" if allowed else "deny",
+            "approver": outcome.approver,
+            "approved_by": outcome.answered_by,
+            "approval_seconds": round(outcome.elapsed_seconds, 3),
+            "approval_remembered": outcome.result is ApprovalResult.ALLOW_AND_CACHE
+            and cacheable
+            and self.limits.approvals.ttl_seconds > 0
+            and "code_exec" not in request.action.side_effects,
+        }
+        if not allowed:
+            reason = (
+                f"{reason}; not approved ({outcome.result.value}"
+                + (f": {outcome.detail}" if outcome.detail else "")
+                + ")"
+            )
+        return allowed, extra, reason
+
+    async def _ask(
+        self, request: DecisionRequest, decision: Decision, *, cacheable: bool = True
+    ) -> ApprovalOutcome:
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
             f"{request.subject.subject_id} wants {request.action.mcp_method} "
@@ -188,24 +331,26 @@ class EnforcementPoint:
             decision=decision,
             summary=summary,
             timeout_seconds=self.approval_timeout,
-            cacheable="code_exec" not in request.action.side_effects,
+            cacheable=cacheable
+            and self.limits.approvals.ttl_seconds > 0
+            and "code_exec" not in request.action.side_effects,
         )
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(
-                self.approver.request_approval(approval), timeout=self.approval_timeout
+            return await asyncio.wait_for(  # a little grace: the approver reports its own
+                self.approver.request_approval(approval), timeout=self.approval_timeout + 1
             )
         except TimeoutError:
             return ApprovalOutcome(
                 ApprovalResult.TIMEOUT,
-                approver=type(self.approver).__name__,
+                approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
             return ApprovalOutcome(
                 ApprovalResult.DENY,
-                approver=type(self.approver).__name__,
+                approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
                 detail=f"approver failed: {type(exc).__name__}: {exc}",
             )

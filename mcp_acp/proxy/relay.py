@@ -21,7 +21,7 @@ from typing import Any
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.config import StdioBackend
-from mcp_acp.errors import AuditError, BackendError
+from mcp_acp.errors import AuditError, BackendError, McpAcpError
 from mcp_acp.proxy.messages import (
     DENIED,
     INVALID_REQUEST,
@@ -78,11 +78,13 @@ class StdioRelay:
         backend: StdioBackend,
         *,
         record_payloads: bool = False,
+        tool_denial: str = "error",
     ) -> None:
         self.pep = pep
         self.trail = trail
         self.backend = backend
         self.record_payloads = record_payloads
+        self.tool_denial = tool_denial
         self._to_client: asyncio.StreamWriter | None = None
         self._to_backend: asyncio.StreamWriter | None = None
         self._client_lock = asyncio.Lock()
@@ -272,6 +274,8 @@ class StdioRelay:
             await self._deny(message, verdict.reason, verdict.rule_id)
             with contextlib.suppress(AuditError):
                 await self._operation("client_to_server", message, "denied", error_code=DENIED)
+            if verdict.fatal is not None:
+                self.pep.fail(verdict.fatal)
             return
         self._in_flight[message.id] = message.method
         try:
@@ -284,11 +288,17 @@ class StdioRelay:
 
     async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
         text = f"{reason} (request {message.id})"
+        if message.method == "tools/call" and self.tool_denial == "result":
+            result = {"content": [{"type": "text", "text": text}], "isError": True}
+            await self._send_client(encode({"jsonrpc": "2.0", "id": message.id, "result": result}))
+            return
         await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
 
     async def _client_notification(self, message: Message) -> None:
         try:
-            verdict = await self.pep.check(message.method, message.params, "notification")
+            verdict = await self.pep.check(
+                message.method, message.params, "notification", flood_guard=False
+            )
         except AuditError:
             return  # the trail is failing: the process is shutting down; nothing passes
         if verdict.allowed:
@@ -348,12 +358,16 @@ class StdioRelay:
         for item in items:
             if not isinstance(item, dict):
                 continue
-            request = await self.pep.build(
-                ask_method,
-                params_of(item),
-                "list",
-                item.get("annotations") if key == "tools" else None,
-            )
+            try:
+                request = await self.pep.build(
+                    ask_method,
+                    params_of(item),
+                    "list",
+                    item.get("annotations") if key == "tools" else None,
+                )
+            except McpAcpError as error:  # no identity, or a binding violation: list nothing
+                log.error("list filtering failed: %s", error)
+                return {**result, key: []}
             could_allow = getattr(self.pep.engine, "could_allow", None)
             if key == "resources" or could_allow is None:  # a resource's URI is all there is
                 visible = self.pep.engine.decide(request).effect.value != "deny"
@@ -366,11 +380,15 @@ class StdioRelay:
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots)."""
         try:
-            verdict = await self.pep.check(message.method, message.params, message.id)
+            verdict = await self.pep.check(
+                message.method, message.params, message.id, flood_guard=False
+            )
         except AuditError as error:
             verdict_reason = f"denied: the audit trail cannot be written ({error})"
             await self._send_backend(encode(error_response(message.id, DENIED, verdict_reason)))
             return
+        if verdict.fatal is not None:
+            self.pep.fail(verdict.fatal)
         if verdict.allowed:
             await self._send_client(message.raw)
         else:

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.config import StdioBackend
+from mcp_acp.control import ControlServer
 from mcp_acp.errors import BackendError, PostureError
 from mcp_acp.models import PostureStatus
-from mcp_acp.proxy.pep import EnforcementPoint, Session
+from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.proxy.relay import StdioRelay
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
@@ -59,17 +63,39 @@ async def _posture_gate(runtime: Any, session: Session) -> dict[str, str]:
     return results
 
 
+def _status(pep: EnforcementPoint, approver: Any, started: float) -> dict[str, Any]:
+    """What ``mcp-acp status`` shows of this proxy."""
+    session = pep.session
+    return {
+        "pid": os.getpid(),
+        "session_id": session.id,
+        "subject": session.subject.subject_id if session.subject else None,
+        "client": session.client_name,
+        "backend": pep.backend_id,
+        "policy_id": getattr(pep.engine, "policy_id", "unknown"),
+        "approver": getattr(approver, "name", type(approver).__name__),
+        "started_at": started,
+        "uptime_seconds": round(time.time() - started, 1),
+        "requests": dict(pep.counts),
+        "pending_approvals": getattr(approver, "pending_count", 0),
+        "remembered_approvals": len(pep.limits.approvals),
+        "posture": {name: status.value for name, status in session.posture.items()},
+    }
+
+
 async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code."""
     runtime = load_runtime(config_path)
     backend = runtime.config.backend
+    settings = runtime.config.proxy
     if not isinstance(backend, StdioBackend):
         raise BackendError(
             "streamable-HTTP backends are not supported by 'mcp-acp run' yet",
             fix="use a stdio backend (backend.command) for now",
         )
     session = Session()
-    trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id=session.id))
+    shutdown = runtime.shutdown_coordinator(session_id=session.id)
+    trail = runtime.audit_trail(shutdown)
     await trail.start()
     plugins = {p.name: p.version for p in runtime.plugins.loaded}
     await trail.record(
@@ -83,6 +109,7 @@ async def serve(config_path: Path) -> int:
     engine = runtime.build("policy")
     approver = runtime.build("approver")
     subject = await identity.current_subject()
+    session.bind(subject)
     posture = await _posture_gate(runtime, session)
     await trail.record(
         AuthEvent(
@@ -101,11 +128,27 @@ async def serve(config_path: Path) -> int:
         registry=ToolRegistry.default(runtime.config.tools.registry),
         backend_id=backend.command,
         session=session,
+        approval_timeout=settings.approval_timeout_seconds,
+        limits=Limits(
+            approvals=ApprovalCache(settings.approval_cache_seconds),
+            tool_calls=ToolRateLimit(settings.rate_limits.tool_calls_per_minute),
+            flood=TokenBucket(settings.rate_limits.requests_per_second, settings.rate_limits.burst),
+        ),
+        shutdown=shutdown,
     )
-    relay = StdioRelay(pep, trail, backend, record_payloads=runtime.config.audit.record_payloads)
-    start_approver = getattr(approver, "start", None)
-    if start_approver is not None:
-        await start_approver()  # e.g. the 'cli' approver's socket, ready before requests
+    relay = StdioRelay(
+        pep,
+        trail,
+        backend,
+        record_payloads=runtime.config.audit.record_payloads,
+        tool_denial=settings.tool_denial,
+    )
+    started = time.time()
+    control = ControlServer(settings.socket_dir)
+    control.register("status", lambda command, who: _status(pep, approver, started))
+    for name, operation in getattr(approver, "control_ops", dict)().items():
+        control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
+    await control.start()  # ready before the first request can wait for an answer
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
     loop = asyncio.get_running_loop()
@@ -119,6 +162,8 @@ async def serve(config_path: Path) -> int:
 
     async def reload_policy() -> None:
         errors = await asyncio.to_thread(engine.reload)
+        if not errors:
+            pep.policy_reloaded()  # remembered approvals belong to the old policy
         event = "policy_reloaded" if not errors else "policy_reload_failed"
         with contextlib.suppress(Exception):
             await trail.record(
@@ -142,10 +187,8 @@ async def serve(config_path: Path) -> int:
         code = 0
     finally:
         monitor.cancel()
-        close_approver = getattr(approver, "close", None)
-        if close_approver is not None:
-            with contextlib.suppress(Exception):
-                await close_approver()
+        with contextlib.suppress(Exception):
+            await control.close()
         with contextlib.suppress(Exception):
             await trail.record(
                 AuthEvent(

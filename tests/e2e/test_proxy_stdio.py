@@ -230,3 +230,22 @@ def test_claude_desktop_entry_launches_the_proxy(setup: Any, isolated_home: Path
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"]["serverInfo"]["name"] == "secure-filesystem-server"
+
+
+def test_denial_as_a_tool_result_the_model_can_read(setup: Any, isolated_home: Path) -> None:
+    start, project, log_dir, _ = setup
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["proxy"] = {"tool_denial": "result"}
+    config_file.write_text(json.dumps(config))
+    proxy = start()
+    proxy.initialize()
+    arguments = {"path": str(project / "new.md"), "content": "should never exist"}
+    write = proxy.call("tools/call", {"name": "write_file", "arguments": arguments})
+    assert write["result"]["isError"] is True
+    assert "denied by rule no-writes" in write["result"]["content"][0]["text"]
+    assert not (project / "new.md").exists()
+    # other methods keep the JSON-RPC error: only a tool result can carry isError
+    assert proxy.call("frobnicate/everything")["error"]["code"] == DENIED
+    assert proxy.close() == 0
+    assert any(r.get("outcome") == "denied" for r in records(log_dir, "operations"))

@@ -1,6 +1,5 @@
-"""``mcp-acp approvals list | approve ID | deny ID`` (the ``cli`` approver).
-
-(``--remember`` arrives with the approval cache.)"""
+"""``mcp-acp status`` and ``mcp-acp approvals list | approve ID [--remember] | deny ID``:
+commands that talk to running proxies over their control sockets (:mod:`mcp_acp.control`)."""
 
 from __future__ import annotations
 
@@ -10,15 +9,15 @@ from typing import Any
 
 import click
 
-from mcp_acp.builtins.cli_approver import ask, sockets
+from mcp_acp.control import ask, sockets
 from mcp_acp.errors import McpAcpError
 
-__all__ = ["approvals_group"]
+__all__ = ["approvals_group", "status_command"]
 
 _dir_option = click.option(
     "--socket-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where proxies put their approval sockets (default: runtime dir).",
+    help="Where proxies put their control sockets (default: runtime dir).",
 )
 
 
@@ -30,6 +29,30 @@ def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, 
         except OSError:
             continue  # a proxy that has gone away leaves its socket behind
     return answers
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_dir_option
+def status_command(as_json: bool, socket_dir: Path | None) -> None:
+    """Show every running proxy of this user: session, subject, backend, policy, counts."""
+    found = [answer for _, answer in _each(socket_dir, {"op": "status"}) if "pid" in answer]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no running proxy")
+        return
+    for item in found:
+        counts = item.get("requests", {})
+        click.echo(
+            f"pid {item['pid']}  up {item['uptime_seconds']:.0f}s  subject {item['subject']}  "
+            f"backend {item['backend']}\n"
+            f"  session {item['session_id']}  policy {item['policy_id']}\n"
+            f"  requests: {counts.get('allowed', 0)} allowed, {counts.get('denied', 0)} denied"
+            f", {counts.get('asked', 0)} asked; pending approvals {item['pending_approvals']}"
+            f", remembered approvals {item['remembered_approvals']}"
+        )
 
 
 @click.group("approvals")
@@ -71,10 +94,16 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
 
 @approvals_group.command("approve")
 @click.argument("approval_id")
+@click.option(
+    "--remember",
+    is_flag=True,
+    help="Also allow the same tool on the same paths for this subject until the cache "
+    "expires (proxy.approval_cache_seconds). Ignored for code-executing tools.",
+)
 @_dir_option
-def approve(approval_id: str, socket_dir: Path | None) -> None:
-    """Allow a pending request, once."""
-    _answer("approve", approval_id, socket_dir)
+def approve(approval_id: str, remember: bool, socket_dir: Path | None) -> None:
+    """Allow a pending request (once, unless --remember)."""
+    _answer("approve", approval_id, socket_dir, remember)
 
 
 @approvals_group.command("deny")

@@ -1,0 +1,137 @@
+"""What the enforcement point remembers between requests: approvals given with
+``--remember``, and how fast a session sends requests.
+
+* :class:`ApprovalCache` — an approval a human chose to remember holds for the same subject,
+  backend, tool and normalised paths until its TTL ends. Code-executing tools are never
+  cached (the approver turns such an answer into a one-off), and a policy reload clears it.
+* :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
+  past the limit, each further call needs a human even where the policy allows it.
+* :class:`TokenBucket` — a global flood guard: a request that finds the bucket empty is
+  denied outright.
+
+All clocks are monotonic, injectable for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+
+import attrs
+
+from mcp_acp.models import DecisionRequest
+
+__all__ = ["ApprovalCache", "CachedApproval", "TokenBucket", "ToolRateLimit", "approval_key"]
+
+Clock = Callable[[], float]
+ApprovalKey = tuple[str, str, str, str, str, tuple[tuple[str, str, str], ...]]
+
+
+def approval_key(request: DecisionRequest) -> ApprovalKey:
+    """Subject (id and issuer), backend, method, tool and every path, normalised: the path
+    as sent (``a/./b`` and ``a//b`` are ``a/b``) together with where it really leads."""
+    paths = tuple(
+        sorted((p.role, os.path.normpath(p.path), p.resolved or "") for p in request.resource.paths)
+    )
+    return (
+        request.subject.subject_id,
+        request.subject.issuer or "",
+        request.resource.backend_id or "",
+        request.action.mcp_method,
+        request.action.tool_name or "",
+        paths,
+    )
+
+
+@attrs.frozen(slots=True)
+class CachedApproval:
+    approved_by: str | None
+    rule_id: str | None
+    expires_at: float
+
+
+class ApprovalCache:
+    """Remembered approvals, each until its TTL ends."""
+
+    def __init__(self, ttl_seconds: float, clock: Clock = time.monotonic) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._entries: dict[ApprovalKey, CachedApproval] = {}
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._entries)
+
+    def get(self, request: DecisionRequest) -> CachedApproval | None:
+        key = approval_key(request)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at <= self._clock():
+            del self._entries[key]
+            return None
+        return entry
+
+    def remember(
+        self, request: DecisionRequest, approved_by: str | None, rule_id: str | None
+    ) -> None:
+        if self.ttl_seconds <= 0 or "code_exec" in request.action.side_effects:
+            return
+        self._entries[approval_key(request)] = CachedApproval(
+            approved_by, rule_id, self._clock() + self.ttl_seconds
+        )
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key in [k for k, v in self._entries.items() if v.expires_at <= now]:
+            del self._entries[key]
+
+
+class ToolRateLimit:
+    """At most ``per_minute`` calls of one tool within any 60 s (0 = no limit)."""
+
+    WINDOW = 60.0
+
+    def __init__(self, per_minute: int, clock: Clock = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._calls: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def exceeded(self, tool: str) -> int | None:
+        """How many calls of ``tool`` the window already holds, if that is the limit or more."""
+        if self.per_minute <= 0:
+            return None
+        calls = self._calls[tool]
+        cutoff = self._clock() - self.WINDOW
+        while calls and calls[0] <= cutoff:
+            calls.popleft()
+        return len(calls) if len(calls) >= self.per_minute else None
+
+    def count(self, tool: str) -> None:
+        if self.per_minute > 0:
+            self._calls[tool].append(self._clock())
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; one token per request."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

@@ -1,0 +1,287 @@
+"""The enforcement point with real parts: the acp engine on a real policy file, the JSONL
+audit trail on disk, and the ``cli`` approver answered over a real control socket from
+another thread (as ``mcp-acp approvals`` would). Only time is injected, where a limit is
+measured in minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_acp.audit.chain import verify_stream
+from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.trail import AuditTrail
+from mcp_acp.builtins.cli_approver import CliApprover
+from mcp_acp.builtins.local_identity import LocalIdentityProvider
+from mcp_acp.control import ControlServer, ask
+from mcp_acp.errors import SessionBindingError
+from mcp_acp.models import Provenance, Subject
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
+from mcp_acp.shutdown import ShutdownCoordinator
+from mcp_acp.tools import ToolRegistry
+
+POLICY = {
+    "version": "1",
+    "rules": [
+        {
+            "id": "read-data",
+            "effect": "allow",
+            "conditions": {"path_pattern": "/data/**", "operations": "read"},
+        },
+        {"id": "ask-writes", "effect": "ask", "conditions": {"tool_name": "write_file"}},
+        {"id": "ask-shell", "effect": "ask", "conditions": {"tool_name": "run_command"}},
+    ],
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Setup:
+    def __init__(self, tmp: Path, limits: Limits, identity: Any = None) -> None:
+        self.log_dir = tmp / "log"
+        self.policy = tmp / "policy.json"
+        self.policy.write_text(json.dumps(POLICY))
+        self.engine = AcpPolicyEngine.from_file(self.policy)
+        self.trail = AuditTrail(
+            [JsonlAuditSink(self.log_dir)],
+            ShutdownCoordinator(log_dir=self.log_dir, fallback_path=tmp / "fallback.jsonl"),
+        )
+        self.approver = CliApprover()
+        self.control = ControlServer(tmp / "run")
+        for name, op in self.approver.control_ops().items():
+            self.control.register(name, op)
+        self.identity = identity or LocalIdentityProvider("alice")
+        self.session = Session()
+        self.pep = EnforcementPoint(
+            engine=self.engine,
+            trail=self.trail,
+            identity=self.identity,
+            approver=self.approver,
+            registry=ToolRegistry.default(),
+            backend_id="fs",
+            session=self.session,
+            approval_timeout=5,
+            limits=limits,
+        )
+
+    async def answer(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Wait for one pending approval and answer it over the socket, from a thread."""
+        for _ in range(200):
+            listed = await asyncio.to_thread(ask, self.control.path, {"op": "list"})
+            if listed["pending"]:
+                command = {"op": op, "id": listed["pending"][0]["id"], **fields}
+                return await asyncio.to_thread(ask, self.control.path, command)
+            await asyncio.sleep(0.02)
+        raise AssertionError("no approval became pending")
+
+    def decisions(self) -> list[dict[str, Any]]:
+        lines = (self.log_dir / "decisions.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if '"event":"decision"' in line]
+
+
+@pytest.fixture
+async def clock_setup(tmp_path: Path) -> AsyncIterator[tuple[Setup, Clock]]:
+    clock = Clock()
+    limits = Limits(
+        approvals=ApprovalCache(600, clock),
+        tool_calls=ToolRateLimit(3, clock),
+        flood=TokenBucket(0, 1, clock),
+    )
+    setup = Setup(tmp_path, limits)
+    await setup.trail.start()
+    await setup.control.start()
+    yield setup, clock
+    await setup.control.close()
+    await setup.trail.close()
+    assert verify_stream(setup.log_dir, "decisions").ok
+
+
+def write(path: str) -> dict[str, Any]:
+    return {"name": "write_file", "arguments": {"path": path, "content": "x"}}
+
+
+async def test_remembered_approval_is_reused_until_ttl_or_reload(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, clock = clock_setup
+    pep = setup.pep
+    first = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    assert (await setup.answer("approve", remember=True))["result"] == "allow_and_cache"
+    assert (await first).allowed
+
+    # same subject, tool and path — written differently — no human needed
+    assert (await pep.check("tools/call", write("/data/./a.txt"), 2)).allowed
+    # another path is asked again; the human says no
+    other = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 3))
+    await setup.answer("deny")
+    assert not (await other).allowed
+
+    clock.now += 601  # the TTL ran out
+    expired = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 4))
+    await setup.answer("approve", remember=True)
+    assert (await expired).allowed
+    pep.policy_reloaded()  # a new policy forgets every remembered approval
+    assert len(pep.limits.approvals) == 0
+    reloaded = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 5))
+    await setup.answer("approve")
+    assert (await reloaded).allowed
+
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["1"]["approval_remembered"] is True
+    assert records["1"]["approved_by"]
+    assert records["2"]["approval_cached"] is True
+    assert records["2"]["approver"] == "cache"
+    assert records["2"]["approved_by"] == records["1"]["approved_by"]
+    assert records["3"]["final_effect"] == "deny"
+    assert records["4"].get("approval_cached") is None  # asked a human, not the cache
+    assert records["5"].get("approval_cached") is None
+
+
+async def test_code_executing_tools_are_never_remembered(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, _ = clock_setup
+    pep = setup.pep
+    shell = {"name": "run_command", "arguments": {"command": "make", "cwd": "/data"}}
+    first = asyncio.create_task(pep.check("tools/call", shell, 1))
+    answer = await setup.answer("approve", remember=True)
+    assert answer["result"] == "allow_once"  # --remember refused for code execution
+    assert (await first).allowed
+    again = asyncio.create_task(pep.check("tools/call", shell, 2))
+    await setup.answer("deny")  # asked again: nothing was remembered
+    assert not (await again).allowed
+    assert len(pep.limits.approvals) == 0
+    listed = [r for r in setup.decisions() if r["tool_name"] == "run_command"]
+    assert [r.get("approval_remembered") for r in listed] == [False, False]
+
+
+async def test_rate_limit_escalates_to_a_human(clock_setup: tuple[Setup, Clock]) -> None:
+    setup, clock = clock_setup
+    pep = setup.pep
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    for n in range(3):
+        assert (await pep.check("tools/call", read, n)).allowed
+    fourth = asyncio.create_task(pep.check("tools/call", read, 3))
+    await setup.answer("approve", remember=True)
+    assert (await fourth).allowed
+    fifth = asyncio.create_task(pep.check("tools/call", read, 4))
+    await setup.answer("deny")  # escalations are never remembered
+    verdict = await fifth
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-rate-limit"
+    # another tool has its own window
+    other = {"name": "list_directory", "arguments": {"path": "/data"}}
+    assert (await pep.check("tools/call", other, 5)).allowed
+    clock.now += 61  # the window slid past the first calls
+    assert (await pep.check("tools/call", read, 6)).allowed
+
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["3"]["effect"] == "ask"
+    assert records["3"]["rule_id"] == "builtin-rate-limit"
+    assert "4 calls" not in records["3"]["reason"]
+    assert "3 calls" in records["3"]["reason"]
+    assert "allowed by rule read-data" in records["3"]["reason"]
+    assert records["4"]["final_effect"] == "deny"
+    assert records["6"]["effect"] == "allow"
+
+
+async def test_token_bucket_rejects_a_flood(tmp_path: Path) -> None:
+    clock = Clock()
+    setup = Setup(tmp_path, Limits(flood=TokenBucket(rate=2, burst=3, clock=clock)))
+    await setup.trail.start()
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    verdicts = [await setup.pep.check("tools/call", read, n) for n in range(5)]
+    assert [v.allowed for v in verdicts] == [True, True, True, False, False]
+    assert verdicts[3].rule_id == "builtin-rate-flood"
+    # notifications never spend tokens (a cancellation must always get through)
+    note = await setup.pep.check("notifications/cancelled", {}, "n", flood_guard=False)
+    assert note.allowed
+    clock.now += 0.5  # one token back
+    assert (await setup.pep.check("tools/call", read, 9)).allowed
+    assert not (await setup.pep.check("tools/call", read, 10)).allowed
+    await setup.trail.close()
+    floods = [r for r in setup.decisions() if r["rule_id"] == "builtin-rate-flood"]
+    assert len(floods) == 3
+    assert all(r["effect"] == "deny" for r in floods)
+    assert setup.pep.counts == {"allowed": 5, "denied": 3, "asked": 0}
+
+
+class SwitchingIdentity:
+    """An identity provider whose subject changes — as a token for someone else would."""
+
+    def __init__(self) -> None:
+        self.subject = Subject(
+            subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp"
+        )
+
+    async def current_subject(self) -> Subject:
+        return self.subject
+
+
+async def test_subject_change_is_a_binding_violation(tmp_path: Path) -> None:
+    identity = SwitchingIdentity()
+    setup = Setup(tmp_path, Limits(), identity)
+    await setup.trail.start()
+    setup.session.bind(await identity.current_subject())
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    assert (await setup.pep.check("tools/call", read, 1)).allowed
+    identity.subject = Subject(
+        subject_id="mallory", provenance=Provenance.TOKEN, issuer="https://idp"
+    )
+    verdict = await setup.pep.check("tools/call", read, 2)
+    assert not verdict.allowed
+    assert isinstance(verdict.fatal, SessionBindingError)
+    assert verdict.fatal.exit_code == 16
+    # same id from another issuer is someone else too
+    identity.subject = Subject(
+        subject_id="alice", provenance=Provenance.TOKEN, issuer="https://evil"
+    )
+    assert (await setup.pep.check("tools/call", read, 3)).fatal is not None
+    await setup.trail.close()
+    record = next(r for r in setup.decisions() if r["request_id"] == "2")
+    assert record["effect"] == "deny"
+    assert record["rule_id"] == "builtin-session-binding"
+    assert "'alice'" in record["reason"]
+    assert "'mallory'" in record["reason"]
+    assert record["subject_id"] == "alice"  # the bound subject, not the newcomer
+
+
+async def test_cancelled_approval_is_recorded_as_denied(clock_setup: tuple[Setup, Clock]) -> None:
+    setup, _ = clock_setup
+    task = asyncio.create_task(setup.pep.check("tools/call", write("/data/c.txt"), 7))
+    for _ in range(200):
+        if setup.approver.pending_count:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = next(r for r in setup.decisions() if r["request_id"] == "7")
+    assert record["final_effect"] == "deny"
+    assert record["reason"].endswith("cancelled by the client")
+    assert setup.approver.pending_count == 0
+
+
+async def test_control_socket_refuses_garbage_and_unknown_ops(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, _ = clock_setup
+    path = setup.control.path
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    unknown = await asyncio.to_thread(ask, path, {"op": "shutdown"})
+    assert "unknown op 'shutdown'" in unknown["error"]
+    missing = await asyncio.to_thread(ask, path, {"op": "approve", "id": "0123"})
+    assert "no pending approval" in missing["error"]
