@@ -1,0 +1,96 @@
+"""A subject that changes mid-session ends the session: the request is denied, the proxy
+exits with the session-binding code (16), and the audit trail says why.
+
+The identity provider is a real plugin, found by the real ``mcp-acp run`` process through
+its entry point (a ``.dist-info`` on ``PYTHONPATH``) and allowed by ``MCP_ACP_PLUGINS``. It
+reports another subject once a marker file exists — as an identity provider would after
+someone else's token replaced the first one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from proxy_helpers import DENIED, Proxy, records
+
+PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Provenance, Subject
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    marker: str
+
+
+class SwitchingIdentity:
+    def __init__(self, options, context):
+        self.marker = options.marker
+
+    async def current_subject(self):
+        import os
+        who = "mallory" if os.path.exists(self.marker) else "alice"
+        return Subject(subject_id=who, provenance=Provenance.TOKEN, issuer="https://idp.test")
+
+
+@hookimpl
+def register_identity_providers(register):
+    register("switching", SwitchingIdentity, Options, summary="test: subject changes")
+"""
+
+
+def install_plugin(site: Path) -> None:
+    site.mkdir()
+    (site / "switching_identity.py").write_text(PLUGIN)
+    info = site / "switching_identity-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: switching-identity\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text("[mcp_acp]\nswitching = switching_identity\n")
+
+
+def test_subject_change_denies_and_exits_16(
+    setup: Any, isolated_home: Path, tmp_path: Path
+) -> None:
+    _, project, log_dir, _ = setup
+    install_plugin(tmp_path / "site")
+    marker = tmp_path / "switch"
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["identity"] = {"use": "switching", "config": {"marker": str(marker)}}
+    config["plugins"] = {"allow": ["switching"]}
+    config_file.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        read = {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
+        assert "result" in proxy.call("tools/call", read)
+
+        marker.touch()  # from now on the identity provider reports someone else
+        denied = proxy.call("tools/call", read)
+        assert denied["error"]["code"] == DENIED
+        assert "subject changed mid-session" in denied["error"]["message"]
+        assert proxy.proc.wait(timeout=30) == 16
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+
+    decision = records(log_dir, "decisions")[-1]
+    assert decision["rule_id"] == "builtin-session-binding"
+    assert decision["effect"] == "deny"
+    assert decision["subject_id"] == "alice"
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
+    assert shutdown["failure_class"] == "session"
+    assert shutdown["exit_code"] == 16
+    ended = [r for r in records(log_dir, "auth") if r["event"] == "session_ended"]
+    assert ended
+    assert "session failure" in ended[-1]["reason"]
