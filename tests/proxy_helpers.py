@@ -1,19 +1,68 @@
-"""Helpers for end-to-end proxy tests: the real ``mcp-acp run`` process, driven line by line."""
+"""Helpers for end-to-end proxy tests: the real ``mcp-acp run`` process, driven line by line
+or by the ``mcp`` SDK's own client."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
+from mcp import Client, StdioServerParameters, stdio_client
+
 E2E = Path(__file__).parent / "e2e"
 CLI = Path(sys.executable).parent / "mcp-acp"
-FILESYSTEM = E2E / "node_modules" / "@modelcontextprotocol" / "server-filesystem" / "dist"
+MODULES = E2E / "node_modules" / "@modelcontextprotocol"
+FILESYSTEM = MODULES / "server-filesystem" / "dist"
+EVERYTHING = MODULES / "server-everything" / "dist" / "index.js"
+#: The reference git server from PyPI (dev extra): a Python server on the mcp 2.3 SDK that
+#: speaks both protocol eras.
+GIT_SERVER = Path(sys.executable).parent / "mcp-server-git"
 DENIED = -32003
+
+
+def proxy_env(home: Path) -> dict[str, str]:
+    """The environment ``mcp-acp`` runs in: HOME set, no mcp-acp or XDG variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    return env
+
+
+def configure(home: Path, command: str, args: Iterable[str], policy: dict[str, Any]) -> Path:
+    """``mcp-acp init`` for a stdio backend, then ``policy``; returns the audit log directory."""
+    argv = [str(CLI), "init", "--non-interactive", "--force", "--backend-command", command]
+    for arg in args:
+        argv += ["--backend-arg", arg]
+    subprocess.run(argv, env=proxy_env(home), check=True, capture_output=True)
+    (home / ".config" / "mcp-acp" / "policy.json").write_text(json.dumps(policy))
+    return home / ".local" / "state" / "mcp-acp" / "log"
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` with a fixed identity; return its output."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=e2e", "-c", "user.email=e2e@example.test", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@asynccontextmanager
+async def sdk_client(home: Path, mode: str, **options: Any) -> AsyncIterator[Client]:
+    """The ``mcp`` SDK client with the real ``mcp-acp run`` as its stdio server; the proxy's
+    stderr goes to ``home/proxy-stderr.txt``."""
+    server = StdioServerParameters(command=str(CLI), args=["run"], env=proxy_env(home))
+    with (home / "proxy-stderr.txt").open("w") as errlog:
+        async with Client(stdio_client(server, errlog=errlog), mode=mode, **options) as client:
+            yield client
 
 
 class Proxy:
@@ -32,6 +81,7 @@ class Proxy:
         self.lines: Queue[bytes] = Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.next_id = 1
+        self.set_aside: list[dict[str, Any]] = []  # read by answer() while waiting for another
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -64,6 +114,26 @@ class Proxy:
         assert answer["id"] == self.next_id
         return answer
 
+    def request(self, method: str, params: dict[str, Any] | None = None) -> int:
+        """Send a request without waiting for its answer; return its id."""
+        self.next_id += 1
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        if params is not None:
+            body["params"] = params
+        self.send(body)
+        return self.next_id
+
+    def answer(self, request_id: int, timeout: float = 30) -> dict[str, Any]:
+        """The response to ``request_id``, in whatever order answers come; every other
+        message read meanwhile is kept in ``set_aside``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.set_aside:
+                if message.get("id") == request_id and "method" not in message:
+                    self.set_aside.remove(message)
+                    return message
+            self.set_aside.append(self.recv(timeout=max(0.0, deadline - time.monotonic())))
+
     def initialize(self) -> dict[str, Any]:
         answer = self.call(
             "initialize",
@@ -86,3 +156,18 @@ class Proxy:
 
 def records(log_dir: Path, stream: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (log_dir / f"{stream}.jsonl").read_text().splitlines()]
+
+
+def decisions(log_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
+
+
+def wait_for_event(log_dir: Path, stream: str, event: str, count: int = 1) -> dict[str, Any]:
+    """The ``count``-th ``event`` in ``stream``, once the running proxy has written it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [r for r in records(log_dir, stream) if r["event"] == event]
+        if len(found) >= count:
+            return found[count - 1]
+        time.sleep(0.02)
+    raise AssertionError(f"no {event!r} in the {stream} stream after 10 s")

@@ -4,7 +4,6 @@ use) and a configured home with a project directory and a policy."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, E2E, FILESYSTEM, Proxy
+from proxy_helpers import E2E, EVERYTHING, FILESYSTEM, Proxy, configure, git, proxy_env
 
 
 @pytest.fixture(scope="session")
@@ -46,36 +45,40 @@ def setup(isolated_home: Path, tmp_path: Path, node_peers: Path) -> Iterator[Any
     project.mkdir()
     (project / "notes.md").write_text("hello from the project\n")
     (project / ".env").write_text("API_KEY=not-for-agents\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
-    env["HOME"] = str(isolated_home)
-    subprocess.run(
-        [
-            str(CLI),
-            "init",
-            "--non-interactive",
-            "--backend-command",
-            "node",
-            "--backend-arg",
-            str(node_peers),
-            "--backend-arg",
-            str(project),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
+    policy_text = json.dumps(POLICY).replace("PROJECT", str(project))
+    log_dir = configure(
+        isolated_home, "node", [str(node_peers), str(project)], json.loads(policy_text)
     )
     policy = isolated_home / ".config" / "mcp-acp" / "policy.json"
-    policy.write_text(json.dumps(POLICY).replace("PROJECT", str(project)))
     started: list[Proxy] = []
 
     def start() -> Proxy:
-        proxy = Proxy(isolated_home, env)
+        proxy = Proxy(isolated_home, proxy_env(isolated_home))
         started.append(proxy)
         return proxy
 
-    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
     yield start, project, log_dir, policy
     for proxy in started:
         if proxy.proc.poll() is None:
             proxy.proc.kill()
             proxy.proc.wait()
+
+
+@pytest.fixture
+def everything(node_peers: Path) -> Path:
+    """The reference "everything" server (sampling, progress, elicitation, …) from npm."""
+    return EVERYTHING
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A real repository: one commit, and a staged change that a commit or a reset would
+    consume (so either leaves evidence)."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("first\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "first commit")
+    (repo / "README.md").write_text("first\nsecond\n")
+    git(repo, "add", "README.md")
+    return repo
