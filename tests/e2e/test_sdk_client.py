@@ -152,7 +152,7 @@ async def test_sdk_client_through_the_proxy_in_both_eras(
     methods = [r["mcp_method"] for r in decisions(log_dir)]
     assert ("server/discover" in methods) == (mode == "auto")
     assert ("initialize" in methods) == (not modern)
-    by_tool = {(r.get("tool_name"), r["effect"], r["rule_id"]) for r in decisions(log_dir)}
+    by_tool = {(r.get("tool_name"), r["effect"], r.get("rule_id")) for r in decisions(log_dir)}
     assert (backend.allowed[0], "allow", "read-here") in by_tool
     assert (backend.denied[0], "deny", backend.denied[2]) in by_tool
     relayed = {(r.get("tool_name"), r.get("outcome")) for r in records(log_dir, "operations")}
