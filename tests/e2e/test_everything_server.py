@@ -1,0 +1,101 @@
+"""Traffic that starts at the backend, through the real proxy: the reference "everything"
+server's sampling request (server → client) and its progress notifications, with the SDK
+client on the other side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.client.context import ClientRequestContext
+from proxy_helpers import configure, decisions, sdk_client
+
+SAMPLING_TOOL = "trigger-sampling-request"
+SLOW_TOOL = "trigger-long-running-operation"
+
+
+def policy(*, sampling: bool) -> dict[str, Any]:
+    return {
+        "version": "1",
+        "rules": [
+            {
+                "id": "everything-tools",
+                "effect": "allow",
+                "conditions": {"tool_name": [SAMPLING_TOOL, SLOW_TOOL]},
+            },
+            {
+                "id": "allow-sampling" if sampling else "no-sampling",
+                "effect": "allow" if sampling else "deny",
+                "conditions": {"mcp_method": "sampling/*"},
+            },
+        ],
+    }
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["denied", "allowed"])
+async def test_sampling_request_from_the_backend(
+    allowed: bool, everything: Path, isolated_home: Path
+) -> None:
+    log_dir = configure(isolated_home, "node", [str(everything), "stdio"], policy(sampling=allowed))
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def sampling(
+        _context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        asked.append(params)
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by the test client"),
+            model="test-model",
+        )
+
+    async with sdk_client(isolated_home, "auto", sampling_callback=sampling) as client:
+        # the server registers its sampling tool only for a client that declared sampling:
+        # the client's capabilities reached it through the relay
+        assert SAMPLING_TOOL in {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool(SAMPLING_TOOL, {"prompt": "hi", "maxTokens": 5})
+
+    content = result.content[0]
+    assert isinstance(content, types.TextContent)
+    if allowed:
+        assert not result.is_error
+        assert len(asked) == 1
+        first = asked[0].messages[0].content
+        assert isinstance(first, types.TextContent)
+        assert first.text.endswith("context: hi")
+        assert "sampled by the test client" in content.text  # the answer reached the backend
+    else:
+        assert asked == []  # the client never saw the request
+        # the tool's result is the backend's own report of the error the proxy sent it
+        assert result.is_error
+        assert "MCP error -32003" in content.text
+        assert "denied by rule no-sampling" in content.text
+
+    sampled = [r for r in decisions(log_dir) if r["mcp_method"] == "sampling/createMessage"]
+    assert [(r["effect"], r.get("rule_id")) for r in sampled] == [
+        ("allow", "allow-sampling") if allowed else ("deny", "no-sampling")
+    ]
+    call = next(r for r in decisions(log_dir) if r.get("tool_name") == SAMPLING_TOOL)
+    assert call["effect"] == "allow"
+
+
+async def test_progress_notifications_reach_the_client(
+    everything: Path, isolated_home: Path
+) -> None:
+    configure(isolated_home, "node", [str(everything), "stdio"], policy(sampling=False))
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, _message: str | None) -> None:
+        progress.append((done, total))
+
+    async with sdk_client(isolated_home, "legacy") as client:
+        result = await client.call_tool(
+            SLOW_TOOL, {"duration": 0.6, "steps": 3}, progress_callback=on_progress
+        )
+        # every notification arrived, in order, before the result it belongs to
+        assert progress == [(1, 3), (2, 3), (3, 3)]
+    content = result.content[0]
+    assert isinstance(content, types.TextContent)
+    assert content.text.startswith("Long running operation completed")
