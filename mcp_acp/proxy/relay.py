@@ -326,6 +326,8 @@ class StdioRelay:
                 log.warning("backend sent an invalid message: %s", message.problem)
 
     async def _backend_response(self, message: Message, method: str | None) -> None:
+        if not await self._input_requests_allowed(message, method):
+            return
         body = message.body
         if method in _LISTS and isinstance(body.get("result"), dict):
             body = {**body, "result": await self._filter(method, body["result"])}
@@ -348,6 +350,45 @@ class StdioRelay:
                 )
             )
         await self._send_client(data)
+
+    async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
+        """2026-07-28 era: a server asks the client for sampling, elicitation or roots inside a
+        result (``resultType: "input_required"``, ``inputRequests``), not as a request of its
+        own. Each embedded request is decided like a backend request; if one is denied, the
+        client gets the denial for its own request and the server never gets an answer."""
+        result = message.body.get("result")
+        embedded = result.get("inputRequests") if isinstance(result, dict) else None
+        if not isinstance(embedded, dict):
+            return True
+        original = Message("request", b"", {"id": message.id, "method": method or ""})
+        for key, item in embedded.items():
+            ask = Message("request", b"", item if isinstance(item, dict) else {})
+            try:
+                verdict = await self.pep.check(
+                    ask.method, ask.params, f"{message.id}/{key}", flood_guard=False
+                )
+            except AuditError as error:
+                reason = f"denied: the audit trail cannot be written ({error})"
+                await self._deny(original, reason, None)
+                return False
+            if verdict.allowed:
+                continue
+            await self._deny(original, verdict.reason, verdict.rule_id)
+            with contextlib.suppress(AuditError):
+                await self.trail.record(
+                    OperationEvent(
+                        session_id=self.pep.session.id,
+                        request_id=str(message.id),
+                        direction="server_to_client",
+                        mcp_method=ask.method or None,
+                        outcome="denied",
+                        error_code=DENIED,
+                    )
+                )
+            if verdict.fatal is not None:
+                self.pep.fail(verdict.fatal)
+            return False
+        return True
 
     async def _filter(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
         key, ask_method, params_of = _LISTS[method]
