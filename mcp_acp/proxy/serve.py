@@ -177,7 +177,14 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
     if hasattr(engine, "reload"):
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policy()))
+        reloads: set[asyncio.Task[None]] = set()  # referenced until done, or GC may drop one
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(reload_policy())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     code = 0
     try:
         code = await relaying
