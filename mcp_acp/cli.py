@@ -451,6 +451,23 @@ def run_command(ctx: click.Context) -> None:
     raise click.exceptions.Exit(code)
 
 
+@cli.command("demo")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Use DIR (new or empty) as the demo's home and leave it for inspection.",
+)
+def demo_command(keep: Path | None) -> None:
+    """Run the whole path on a bundled example: a real MCP server behind the proxy, one
+    allowed, one denied and one approved call, the decision trail, 'audit verify'.
+
+    Everything happens in a temporary home; no network, no prompts, your config untouched."""
+    from mcp_acp.demo.driver import run_demo  # the demo's backend imports the mcp SDK
+
+    run_demo(keep)
+
+
 cli.add_command(policy_group)
 cli.add_command(approvals_group)
 cli.add_command(status_command)
