@@ -53,9 +53,12 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job, end to end, in a throw-away home directory."""
-    session.install(*_distributions())
-    session.run("python", "scripts/demo.py")
+    """``mcp-acp demo``: the whole path, end to end, in a throw-away home directory.
+
+    ``nox -s demo -- --keep DIR`` leaves the demo's home in DIR.
+    """
+    session.install("-e", ".")
+    session.run("mcp-acp", "demo", *session.posargs)
 
 
 @nox.session
