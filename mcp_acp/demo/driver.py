@@ -396,9 +396,10 @@ def _walk(home: Path, runtime: Path, *, kept: bool) -> None:
     _step(7, "The decision trail (written and fsynced before each call went on)")
     _cli(config, env, "logs", "show", "--stream", "decisions")
     approval = _check_trail(log_dir)
+    waited = round(approval["approval_seconds"] * 1000)
     _say(
         f"  the write was approved by {approval['approved_by']} through the "
-        f"{approval['approver']} approver after {approval['approval_seconds']:.2f} s"
+        f"{approval['approver']} approver, {waited} ms after the proxy asked"
     )
 
     _step(8, "Verify the audit trail's hash chains")
