@@ -4,7 +4,7 @@ Builds the core, every ``plugins/*`` and ``examples/*`` distribution with
 ``scripts/build_wheels.py`` (the same script ``nox -s build`` runs), gathers their
 third-party dependencies into a wheelhouse, then installs ``mcp-acp[example]`` into a fresh
 virtualenv with ``--no-index`` and only that wheelhouse — no index, no source tree, no pip
-config from the machine — and runs the installed ``mcp-acp plugins``.
+config from the machine — and runs the installed ``mcp-acp plugins`` and ``mcp-acp demo``.
 """
 
 from __future__ import annotations
@@ -179,3 +179,10 @@ def test_extra_installs_from_wheels_alone_into_a_clean_venv(
     assert validated.returncode == 0, validated.stderr
     assert "posture:  marker-file" in validated.stdout
     assert config.exists()
+
+    # the README's first command, on the installed wheel: the demo's server and policy ship
+    demo = subprocess.run(
+        [cli, "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "demo: all steps ended as expected." in demo.stdout
