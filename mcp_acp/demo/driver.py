@@ -4,11 +4,11 @@ A real MCP server (:mod:`mcp_acp.demo.backend`, a notes server) runs behind the 
 (``mcp-acp run``, a child process) with the starter policy, the ``local`` identity and the
 ``cli`` approver. A scripted client speaks newline-delimited JSON-RPC to the proxy, as
 Claude Desktop would: one allowed call, one denied call, one call that waits for a human,
-who is answered through the approvals socket exactly as ``mcp-acp approvals approve``
+who answers through the proxy's control socket exactly as ``mcp-acp approvals approve``
 does. Then the decision trail is printed and the hash chains verified with the real CLI.
 
 Nothing is written outside the demo's home (a temporary directory unless ``--keep DIR``)
-and a temporary runtime directory for the approvals socket: HOME and the XDG directories
+and a temporary runtime directory for the control socket: HOME and the XDG directories
 of every child point there, and the config names every path. No network, no prompt. A step
 that does not end as expected raises :class:`DemoFailed` (exit 1).
 """
@@ -34,8 +34,8 @@ from typing import IO, Any
 import click
 
 from mcp_acp._fs import atomic_write_text, ensure_private_dir
-from mcp_acp.builtins.cli_approver import ask
 from mcp_acp.config import Config, save_config
+from mcp_acp.control import ask
 from mcp_acp.errors import McpAcpError
 from mcp_acp.proxy.messages import DENIED
 
@@ -192,10 +192,8 @@ def _write_config(home: Path, notes: Path, sockets: Path) -> Path:
                 "args": ["-m", "mcp_acp.demo.backend", str(notes)],
             },
             "identity": {"use": "local"},
-            "approver": {
-                "use": "cli",
-                "config": {"timeout_seconds": ANSWER_SECONDS, "socket_dir": str(sockets)},
-            },
+            "approver": {"use": "cli"},
+            "proxy": {"approval_timeout_seconds": ANSWER_SECONDS, "socket_dir": str(sockets)},
             "audit": {
                 "log_dir": str(home / ".local" / "state" / "mcp-acp" / "log"),
                 "fallback_path": str(home / ".local" / "state" / "mcp-acp" / "fallback.jsonl"),
@@ -294,7 +292,7 @@ def _session(client: _Client, notes: Path, sockets: Path) -> None:
     request_id = client.request(
         "tools/call", {"name": "write_note", "arguments": {"path": str(todo), "text": TODO}}
     )
-    socket = sockets / f"approvals-{client.proc.pid}.sock"
+    socket = sockets / f"proxy-{client.proc.pid}.sock"
     pending = _wait_pending(socket)
     _say("  the proxy holds the call; 'mcp-acp approvals list' in another terminal shows:")
     _say(f"  {pending['id']}  {pending['expires_in']:>5}s  {pending['summary']}")
