@@ -78,7 +78,7 @@ class McpAcpError(Exception):
 
     def user_line(self) -> str:
         """The single line the CLI prints: ``"<kind> error: <message> — fix: <fix>"``."""
-        return f"{self.kind} error: {self}"
+        return f"error: {self}" if self.kind == "error" else f"{self.kind} error: {self}"
 
 
 class ConfigError(McpAcpError):
