@@ -1,0 +1,817 @@
+"""Relay benchmark: ``mcp-acp run`` against the same backend run directly and behind FastMCP.
+
+Run from the repository root::
+
+    python bench/relay_bench.py            # full run (a few minutes on 2 cores), writes
+                                           # bench/results/relay.md
+    python bench/relay_bench.py --quick    # a smoke run in ~15 s; prints only (unless --out)
+
+One backend, ``bench/echo_server.py`` (the ``mcp`` low-level ``Server`` on stdio, tools
+``echo`` and ``rm_rf``), is driven three ways in the same run:
+
+* **direct**: the backend is the child;
+* **mcp-acp**: ``mcp-acp run`` in a scratch HOME configured by ``mcp-acp init
+  --non-interactive --backend-command …``, a policy allowing ``echo`` and denying ``rm_rf``,
+  and the default audit trail (``jsonl``, durability ``fsync``);
+* **FastMCP**: ``bench/fastmcp_proxy.py`` — ``fastmcp.server.create_proxy`` plus a
+  middleware denying ``rm_rf``.
+
+The client is what Claude Desktop speaks: newline-delimited JSON-RPC on the child's stdin
+and stdout, ``initialize`` (protocol ``2025-06-18``), ``notifications/initialized``, then
+``tools/call echo``. For each path, in each round:
+
+* **ready**: spawn → the answer to ``initialize`` (sent at once after spawn); also, as a
+  diagnostic, spawn → the answer to the first ``tools/call``;
+* **checks**: ``tools/list`` (the proxies must hide ``rm_rf``), one ``rm_rf`` call (the
+  backend runs it; both proxies must deny it), every echo must come back with its own text;
+* **sequential**: one call at a time, each call timed (request written → answer read);
+* **8-way**: eight requests kept in flight (a new one sent as each answer arrives):
+  calls/s = calls ÷ wall time;
+* **RSS**: ``VmRSS`` (and ``VmHWM``) of the child process itself — the proxy, or the
+  backend for *direct* — read from ``/proc`` after the 8-way phase; the backend under a
+  proxy is reported separately.
+
+For ``mcp-acp`` the audit trail is checked after each session: the ``decisions`` and
+``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
+record per ``echo`` call and a deny record for ``rm_rf``.
+
+The three paths take turns (the order rotates each round) so load from elsewhere falls on
+all alike. Every figure is the median over rounds of the per-round value; "added" values
+and ratios are computed within a round (proxy against direct) and then the median taken.
+Timings are reported, never asserted; failed checks raise ``AssertionError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, Final
+
+from mcp_acp.audit.chain import verify_stream
+
+HERE = Path(__file__).resolve().parent
+ECHO_SERVER = HERE / "echo_server.py"
+FASTMCP_PROXY = HERE / "fastmcp_proxy.py"
+DEFAULT_OUT = HERE / "results" / "relay.md"
+PROTOCOL: Final = "2025-06-18"
+DENIED_CODE: Final = -32003  # mcp_acp.proxy.messages.DENIED
+RAN: Final = "rm_rf ran"  # what the backend answers to rm_rf (bench/echo_server.py)
+WIDTH: Final = 8  # requests in flight in the concurrent phase
+
+POLICY: Final = {
+    "version": "1",
+    "default_action": "deny",
+    "rules": [
+        {"id": "deny-rm-rf", "effect": "deny", "conditions": {"tool_name": "rm_rf"}},
+        {"id": "allow-echo", "effect": "allow", "conditions": {"tool_name": "echo"}},
+    ],
+}
+
+# Targets from the issue.
+TARGET_ADDED_P50_MS = 1.0
+TARGET_VS_FASTMCP = 5.0  # FastMCP added p50 / mcp-acp added p50 >= this
+TARGET_THROUGHPUT = 0.95  # mcp-acp 8-way calls/s / direct 8-way calls/s >= this
+TARGET_READY_S = 0.3  # mcp-acp ready - direct ready <= this
+TARGET_RSS_MB = 60.0
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """``VmRSS``/``VmHWM`` (kB) of a live process, from ``/proc/<pid>/status``."""
+    found: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (scans ``/proc/*/stat``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may contain spaces: split after it
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+# ------------------------------------------------------------------ the client
+
+
+class Peer:
+    """A child process spoken to in newline-delimited JSON-RPC, synchronously.
+
+    The clock for *ready* starts just before the process is spawned. A watchdog kills the
+    child after ``timeout`` seconds so a stuck peer cannot hang the benchmark."""
+
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str], stderr: IO[bytes], timeout: float
+    ) -> None:
+        self.spawned = time.perf_counter_ns()
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env
+        )
+        assert self.proc.stdin is not None  # noqa: S101 - PIPE given
+        assert self.proc.stdout is not None  # noqa: S101 - PIPE given
+        self._fd = self.proc.stdin.fileno()
+        self._readline = self.proc.stdout.readline
+        self.timed_out = False
+        self._watchdog = threading.Timer(timeout, self._kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self.unsolicited = 0  # notifications and server requests seen (and skipped)
+
+    def _kill(self) -> None:
+        self.timed_out = True
+        self.proc.kill()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def read(self) -> dict[str, Any]:
+        """The next response; notifications are skipped, server requests refused."""
+        while True:
+            line = self._readline()
+            if not line:
+                why = "timed out (killed)" if self.timed_out else "closed its output"
+                raise AssertionError(f"the peer {why} (exit {self.proc.poll()})")
+            message = json.loads(line)
+            if "method" not in message:
+                return message  # type: ignore[no-any-return]
+            self.unsolicited += 1
+            if "id" in message:  # e.g. roots/list: this client declared no capabilities
+                self.write(
+                    encode(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": message["id"],
+                            "error": {"code": -32601, "message": "not supported"},
+                        }
+                    )
+                )
+
+    def request(self, request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.write(encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+        answer = self.read()
+        _check(answer.get("id") == request_id, f"answer to {request_id} has id {answer.get('id')}")
+        return answer
+
+    def close(self) -> int:
+        """Close the child's input (the end of the session) and wait for it."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._watchdog.cancel()
+        return code
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def echo_call(request_id: int) -> bytes:
+    arguments = {"text": f"call-{request_id}"}
+    params = {"name": "echo", "arguments": arguments}
+    return encode({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+
+
+def echo_text(answer: dict[str, Any]) -> str | None:
+    result = answer.get("result")
+    if not isinstance(result, dict) or result.get("isError"):
+        return None
+    content = result.get("content") or [{}]
+    text = content[0].get("text") if isinstance(content[0], dict) else None
+    return text if isinstance(text, str) else None
+
+
+def classify_rm_rf(answer: dict[str, Any]) -> str:
+    """How a path answered ``rm_rf``: ``ran``, ``denied: error <code>``, ``denied: isError``,
+    or ``other``."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return f"denied: error {error.get('code')}"
+    result = answer.get("result")
+    if isinstance(result, dict):
+        texts = [c.get("text") for c in result.get("content") or [] if isinstance(c, dict)]
+        if RAN in texts:
+            return "ran"
+        if result.get("isError"):
+            return "denied: isError"
+    return "other"
+
+
+# ------------------------------------------------------------------ one session
+
+
+@dataclass
+class Plan:
+    rounds: int
+    warmup: int  # sequential calls before the clock starts, per session
+    sequential: int  # timed sequential calls, per session
+    concurrent: int  # calls in the 8-way phase, per session
+
+
+FULL = Plan(rounds=5, warmup=200, sequential=1000, concurrent=2000)
+QUICK = Plan(rounds=1, warmup=10, sequential=40, concurrent=80)
+
+
+@dataclass
+class Sample:
+    """One session of one path."""
+
+    ready_s: float
+    first_call_s: float
+    listed: list[str]
+    rm_rf: str
+    sequential_ns: list[int]
+    rate: float  # 8-way calls/s
+    concurrent_ns: list[int]
+    rss_kb: int
+    hwm_kb: int
+    backend_rss_kb: int | None  # the backend under a proxy (None for direct)
+    echo_calls: int  # all echo calls made in the session, warm-up included
+    exit_code: int
+    audit: dict[str, Any] = field(default_factory=dict)
+
+    def p(self, q: float) -> float:
+        """Sequential latency percentile in ms."""
+        return percentile(sorted(self.sequential_ns), q) / 1e6
+
+
+def run_session(argv: Sequence[str], env: dict[str, str], stderr_path: Path, plan: Plan) -> Sample:
+    """Spawn one path, measure it, close it. Raises ``AssertionError`` on a broken answer."""
+    calls = 1 + plan.warmup + plan.sequential + plan.concurrent
+    timeout = 60 + calls * 0.05
+    with stderr_path.open("ab") as stderr:
+        peer = Peer(argv, env, stderr, timeout)
+        try:
+            return _drive(peer, plan)
+        except AssertionError as exc:
+            peer.proc.kill()
+            peer.close()
+            tail = stderr_path.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{exc}; {' '.join(argv)} stderr ends:\n{tail}") from exc
+
+
+def _drive(peer: Peer, plan: Plan) -> Sample:
+    clock = time.perf_counter_ns
+    init = {
+        "protocolVersion": PROTOCOL,
+        "capabilities": {},
+        "clientInfo": {"name": "relay-bench", "version": "1"},
+    }
+    answer = peer.request(1, "initialize", init)
+    ready_s = (clock() - peer.spawned) / 1e9
+    _check("result" in answer, f"initialize failed: {answer}")
+    peer.write(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    next_id = 2
+    answer = peer.request(next_id, "tools/call", {"name": "echo", "arguments": {"text": "first"}})
+    first_call_s = (clock() - peer.spawned) / 1e9
+    _check(echo_text(answer) == "first", f"first echo answered {answer}")
+    next_id += 1
+    listing = peer.request(next_id, "tools/list", {})
+    listed = sorted(t.get("name") for t in listing.get("result", {}).get("tools", []))
+    next_id += 1
+    rm_rf = classify_rm_rf(
+        peer.request(next_id, "tools/call", {"name": "rm_rf", "arguments": {"path": "/srv/x"}})
+    )
+
+    def one(request_id: int) -> int:
+        start = clock()
+        peer.write(echo_call(request_id))
+        answer = peer.read()
+        elapsed = clock() - start
+        _check(answer.get("id") == request_id, f"answer to {request_id}: {answer}")
+        _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
+        return elapsed
+
+    for _ in range(plan.warmup):
+        next_id += 1
+        one(next_id)
+    sequential = []
+    for _ in range(plan.sequential):
+        next_id += 1
+        sequential.append(one(next_id))
+
+    # 8-way: WIDTH requests in flight; each answer releases the next request
+    first = next_id + 1
+    last = next_id + plan.concurrent
+    payloads = {i: echo_call(i) for i in range(first, last + 1)}
+    sent: dict[int, int] = {}
+    concurrent = []
+    began = clock()
+    upcoming = first
+    while upcoming <= last and upcoming < first + WIDTH:
+        sent[upcoming] = clock()
+        peer.write(payloads[upcoming])
+        upcoming += 1
+    for _ in range(plan.concurrent):
+        answer = peer.read()
+        now = clock()
+        request_id = answer.get("id")
+        _check(request_id in sent, f"unexpected answer in the 8-way phase: {answer}")
+        _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
+        concurrent.append(now - sent.pop(request_id))
+        if upcoming <= last:
+            sent[upcoming] = clock()
+            peer.write(payloads[upcoming])
+            upcoming += 1
+    wall = (clock() - began) / 1e9
+    rate = plan.concurrent / wall
+
+    status = proc_status_kb(peer.proc.pid)
+    backend_rss = None
+    kids = children(peer.proc.pid)
+    if kids:
+        backend_rss = sum(proc_status_kb(kid).get("VmRSS", 0) for kid in kids)
+    code = peer.close()
+    return Sample(
+        ready_s=ready_s,
+        first_call_s=first_call_s,
+        listed=listed,
+        rm_rf=rm_rf,
+        sequential_ns=sequential,
+        rate=rate,
+        concurrent_ns=concurrent,
+        rss_kb=status.get("VmRSS", 0),
+        hwm_kb=status.get("VmHWM", 0),
+        backend_rss_kb=backend_rss,
+        echo_calls=1 + plan.warmup + plan.sequential + plan.concurrent,
+        exit_code=code,
+    )
+
+
+# ------------------------------------------------------------------ the three routes
+
+
+def mcp_acp_command() -> list[str]:
+    """The installed console script next to this interpreter, or ``python -m mcp_acp``."""
+    script = Path(sys.executable).parent / "mcp-acp"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mcp_acp"]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    return env
+
+
+def make_acp_home(base: Path, name: str) -> Path:
+    """A fresh HOME with ``mcp-acp init`` done for the echo backend and the bench policy."""
+    home = base / name
+    home.mkdir(mode=0o700)
+    subprocess.run(
+        [
+            *mcp_acp_command(),
+            "init",
+            "--non-interactive",
+            "--backend-command",
+            sys.executable,
+            "--backend-arg",
+            str(ECHO_SERVER),
+        ],
+        env=clean_env(home),
+        check=True,
+        capture_output=True,
+    )
+    (home / ".config" / "mcp-acp" / "policy.json").write_text(json.dumps(POLICY))
+    return home
+
+
+def check_acp_audit(home: Path, sample: Sample) -> dict[str, Any]:
+    """The session's audit trail verifies, was fsync'd, and recorded every decision."""
+    log_dir = home / ".local" / "state" / "mcp-acp" / "log"
+    found: dict[str, Any] = {}
+    for stream in ("decisions", "operations"):
+        result = verify_stream(log_dir, stream)
+        _check(result.ok, f"audit stream {stream} does not verify: {result.describe()}")
+        records = [json.loads(line) for line in (log_dir / f"{stream}.jsonl").open()]
+        opened = [r for r in records if r.get("event") == "stream_opened"]
+        _check(
+            bool(opened) and all(r["detail"]["durability"] == "fsync" for r in opened),
+            f"audit stream {stream} was not opened with durability fsync",
+        )
+        found[stream] = records
+    decisions = found["decisions"]
+    allowed = sum(
+        1 for r in decisions if r.get("tool_name") == "echo" and r.get("effect") == "allow"
+    )
+    denied = sum(
+        1 for r in decisions if r.get("tool_name") == "rm_rf" and r.get("effect") == "deny"
+    )
+    _check(
+        allowed == sample.echo_calls,
+        f"{allowed} echo allow decisions on record, {sample.echo_calls} calls made",
+    )
+    _check(denied == 1, f"{denied} rm_rf deny decisions on record, expected 1")
+    return {
+        "decisions": len(decisions),
+        "operations": len(found["operations"]),
+        "echo_allowed": allowed,
+        "rm_rf_denied": denied,
+    }
+
+
+@dataclass
+class Route:
+    """One way of reaching the backend, and its samples over rounds."""
+
+    key: str
+    label: str
+    expect_listed: list[str]
+    expect_rm_rf: Callable[[str], bool]
+    samples: list[Sample] = field(default_factory=list)
+
+
+def _denied(outcome: str) -> bool:
+    return outcome.startswith("denied")
+
+
+def make_routes() -> dict[str, Route]:
+    return {
+        "direct": Route("direct", "backend direct", ["echo", "rm_rf"], lambda o: o == "ran"),
+        "acp": Route(
+            "acp", "`mcp-acp run`", ["echo"], lambda o: o == f"denied: error {DENIED_CODE}"
+        ),
+        "fastmcp": Route("fastmcp", f"FastMCP {_version('fastmcp')} proxy", ["echo"], _denied),
+    }
+
+
+def check_sample(path: Route, sample: Sample) -> None:
+    """What the path must have answered: the listing, the rm_rf verdict, a clean exit."""
+    _check(
+        sample.listed == path.expect_listed,
+        f"{path.key}: tools/list gave {sample.listed}, expected {path.expect_listed}",
+    )
+    _check(path.expect_rm_rf(sample.rm_rf), f"{path.key}: rm_rf answered '{sample.rm_rf}'")
+    _check(len(sample.sequential_ns) > 0, f"{path.key}: no sequential calls timed")
+    _check(sample.rate > 0, f"{path.key}: no 8-way calls")
+    _check(sample.rss_kb > 0, f"{path.key}: no VmRSS read")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def commands(key: str) -> list[str]:
+    if key == "direct":
+        return [sys.executable, str(ECHO_SERVER)]
+    if key == "acp":
+        return [*mcp_acp_command(), "run"]
+    return [sys.executable, str(FASTMCP_PROXY), sys.executable, str(ECHO_SERVER)]
+
+
+# ------------------------------------------------------------------ the suite
+
+
+@dataclass
+class Report:
+    routes: dict[str, Route]
+    plan: Plan
+    machine: str
+    date: str
+    seconds: float
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+
+    def per_round(self, key: str, value: Callable[[Sample], float]) -> list[float]:
+        return [value(s) for s in self.routes[key].samples]
+
+    def median(self, key: str, value: Callable[[Sample], float]) -> float:
+        return _median(self.per_round(key, value))
+
+    def added(self, key: str, value: Callable[[Sample], float]) -> list[float]:
+        """Per round: ``value`` of the path minus ``value`` of direct in the same round."""
+        return [
+            value(s) - value(d)
+            for s, d in zip(self.routes[key].samples, self.routes["direct"].samples, strict=True)
+        ]
+
+    def added_p(self, key: str, q: float) -> float:
+        return _median(self.added(key, lambda s: s.p(q)))
+
+    def throughput_ratio(self, key: str) -> float:
+        return _median(
+            [
+                s.rate / d.rate
+                for s, d in zip(
+                    self.routes[key].samples, self.routes["direct"].samples, strict=True
+                )
+            ]
+        )
+
+    def ready_added(self, key: str) -> float:
+        return _median(self.added(key, lambda s: s.ready_s))
+
+    def vs_fastmcp(self) -> float:
+        acp, peer = self.added_p("acp", 50), self.added_p("fastmcp", 50)
+        return math.inf if acp <= 0 else peer / acp
+
+    def rss_mb(self, key: str) -> float:
+        return self.median(key, lambda s: s.rss_kb * 1024 / 1e6)
+
+
+def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
+    """Run every path ``plan.rounds`` times, in rotating order, under ``base``."""
+    routes = make_routes()
+    keys = list(routes)
+    load_before = os.getloadavg()
+    began = time.perf_counter()
+    for round_number in range(plan.rounds):
+        shift = round_number % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            if progress:
+                print(f"  round {round_number + 1}/{plan.rounds}: {key} ...", file=sys.stderr)
+            home = base / f"home-{key}-{round_number}"
+            if key == "acp":
+                home = make_acp_home(base, home.name)
+            else:
+                home.mkdir(mode=0o700)
+            sample = run_session(commands(key), clean_env(home), home / "stderr.txt", plan)
+            check_sample(routes[key], sample)
+            if key == "acp":
+                sample.audit = check_acp_audit(home, sample)
+            routes[key].samples.append(sample)
+            shutil.rmtree(home, ignore_errors=True)
+    return Report(
+        routes=routes,
+        plan=plan,
+        machine=machine_line(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        seconds=time.perf_counter() - began,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+    )
+
+
+# ------------------------------------------------------------------ report
+
+
+def cpu_model() -> str:
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                return text.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return (
+        f"{cpu_model()}, {cores} cores ({usable} usable), "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def render(report: Report, *, quick: bool) -> str:
+    plan = report.plan
+    routes = report.routes
+
+    def row(key: str) -> str:
+        label = routes[key].label
+        p50 = report.median(key, lambda s: s.p(50))
+        p99 = report.median(key, lambda s: s.p(99))
+        rate = report.median(key, lambda s: s.rate)
+        ready = report.median(key, lambda s: s.ready_s)
+        rss = report.rss_mb(key)
+        if key == "direct":
+            added = "— | —"
+            ratio = "—"
+        else:
+            added = f"{report.added_p(key, 50):+.2f} | {report.added_p(key, 99):+.2f}"
+            ratio = f"{report.throughput_ratio(key):.0%}"
+        return (
+            f"| {label} | {p50:.2f} | {p99:.2f} | {added} | {rate:,.0f} | {ratio} "
+            f"| {ready:.2f} | {rss:.1f} |"
+        )
+
+    acp_added = report.added_p("acp", 50)
+    vs_fastmcp = report.vs_fastmcp()
+    throughput = report.throughput_ratio("acp")
+    ready_added = report.ready_added("acp")
+    rss = report.rss_mb("acp")
+    targets = [
+        (
+            "added p50 (mcp-acp minus direct, sequential)",
+            f"{acp_added:.2f} ms",
+            f"≤ {TARGET_ADDED_P50_MS:g} ms",
+            acp_added <= TARGET_ADDED_P50_MS,
+        ),
+        (
+            "FastMCP added p50 ÷ mcp-acp added p50",
+            "∞" if math.isinf(vs_fastmcp) else f"{vs_fastmcp:.1f}x",
+            f"≥ {TARGET_VS_FASTMCP:g}x",
+            vs_fastmcp >= TARGET_VS_FASTMCP,
+        ),
+        (
+            "8-way calls/s, mcp-acp ÷ direct",
+            f"{throughput:.1%}",
+            f"≥ {TARGET_THROUGHPUT:.0%}",
+            throughput >= TARGET_THROUGHPUT,
+        ),
+        (
+            "ready (spawn → initialize answer), mcp-acp minus direct",
+            f"{ready_added:+.2f} s",
+            f"≤ +{TARGET_READY_S:g} s",
+            ready_added <= TARGET_READY_S,
+        ),
+        (
+            "RSS of the mcp-acp process after the run",
+            f"{rss:.1f} MB",
+            f"≤ {TARGET_RSS_MB:g} MB",
+            rss <= TARGET_RSS_MB,
+        ),
+    ]
+    lines = [
+        "# Relay benchmark (`mcp-acp run`, stdio → stdio)",
+        "",
+        f"- Machine: {report.machine}",
+        f"- Versions: mcp-acp {_version('mcp-acp')}, mcp {_version('mcp')}, "
+        f"fastmcp {_version('fastmcp')}",
+        f"- Date: {report.date}",
+        f"- Command: `python bench/relay_bench.py{' --quick' if quick else ''}` "
+        f"({plan.rounds} round(s), {report.seconds:.0f} s)",
+        f"- Load average (1/5/15 min) before: {_load(report.load_before)}; after: "
+        f"{_load(report.load_after)} (other work was running on the machine if these are "
+        "well above the benchmark's own ~2)",
+        f"- Per session: {plan.warmup} warm-up calls, {plan.sequential:,} sequential calls "
+        f"(each timed), {plan.concurrent:,} calls {WIDTH} in flight; paths take turns, order "
+        "rotating each round",
+        "- Backend: `bench/echo_server.py` (`mcp` low-level `Server`, stdio). mcp-acp: "
+        "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, default audit "
+        "(`jsonl`, durability fsync: every call writes a decision and two operation records "
+        "before its answer is released). FastMCP: `create_proxy` + a `Middleware` raising "
+        "`ToolError` for `rm_rf` (`bench/fastmcp_proxy.py`).",
+        "- Each figure is the median over rounds of the per-round value; *added* and "
+        "*vs direct* are taken within a round (path against direct) before the median. "
+        "p50/p99: sequential `tools/call` round trip, request written → answer read. "
+        "Ready: spawn → answer to `initialize`. RSS: `VmRSS` of the child itself after the "
+        "8-way phase (MB = 10⁶ bytes).",
+        "",
+        "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | 8-way calls/s "
+        "| vs direct | ready s | RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        row("direct"),
+        row("acp"),
+        row("fastmcp"),
+        "",
+        "| target (from the issue) | measured | target | met? |",
+        "|---|---:|---:|---|",
+        *(f"| {name} | {value} | {want} | {_yes(ok)} |" for name, value, want, ok in targets),
+        "",
+        "Diagnostics (not targets):",
+        "",
+    ]
+    for key in routes:
+        samples = routes[key].samples
+        conc = [percentile(sorted(s.concurrent_ns), 50) / 1e6 for s in samples]
+        first = report.median(key, lambda s: s.first_call_s)
+        hwm = report.median(key, lambda s: s.hwm_kb * 1024 / 1e6)
+        backend = [s.backend_rss_kb for s in samples if s.backend_rss_kb is not None]
+        backend_text = (
+            f"; backend under it {_median([b * 1024 / 1e6 for b in backend]):.1f} MB"
+            if backend
+            else ""
+        )
+        lines.append(
+            f"- {routes[key].label}: first `tools/call` answered {first:.2f} s after spawn; "
+            f"8-way per-call p50 {_median(conc):.2f} ms; peak RSS (VmHWM) {hwm:.1f} MB"
+            f"{backend_text}; `tools/list` → {samples[0].listed}; `rm_rf` → "
+            f"{', '.join(sorted({s.rm_rf for s in samples}))}."
+        )
+    for key in ("acp", "fastmcp"):
+        per_round = ", ".join(f"{v:+.2f}" for v in report.added(key, lambda s: s.p(50)))
+        lines.append(f"- added p50 per round, {routes[key].label}: {per_round} ms.")
+    audits = [s.audit for s in routes["acp"].samples]
+    lines += [
+        f"- mcp-acp audit, checked after every session: `decisions` and `operations` verify, "
+        f"durability fsync, {audits[0]['echo_allowed']:,} echo allow decisions = echo calls "
+        f"made, 1 rm_rf deny (first session: {audits[0]['decisions']:,} decision and "
+        f"{audits[0]['operations']:,} operation records).",
+        "",
+        *(
+            f"Target {name}: {'MET' if ok else 'NOT MET'} ({value})."
+            for name, value, _, ok in targets
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round, few calls")
+    parser.add_argument("--rounds", type=int, default=None, help="override the rounds")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="parent directory for the scratch homes and audit logs (default: bench/.tmp "
+        "next to this script); a fresh subdirectory is made and deleted",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"markdown results file (default: {DEFAULT_OUT.relative_to(HERE.parent)} for a "
+        "full run; a --quick run writes nothing unless --out is given)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        import fastmcp  # noqa: F401
+    except ImportError:
+        print("fastmcp is not installed: pip install -r bench/requirements.txt", file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent)
+    parent = (args.dir or HERE / ".tmp").resolve()
+    made_parent = not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    base = parent / f"relay-bench-{os.getpid()}"
+    base.mkdir()
+    try:
+        report = run_suite(base, plan, progress=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if made_parent:
+            shutil.rmtree(parent, ignore_errors=True)
+    text = render(report, quick=args.quick)
+    print(text)
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
