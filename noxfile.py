@@ -63,10 +63,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks: policy decisions (acp against cedarpy) and audit writes.
+    """The benchmarks: policy decisions (acp against cedarpy), audit writes, and the relay
+    (``mcp-acp run`` against the backend direct and the FastMCP proxy).
 
-    ``nox -s bench -- --quick`` runs both as smoke runs.
+    ``nox -s bench -- --quick`` runs all three as smoke runs.
     """
     session.install("-e", ".", "-r", "bench/requirements.txt")
     session.run("python", "bench/policy_bench.py", *session.posargs)
     session.run("python", "bench/audit_bench.py", *session.posargs)
+    session.run("python", "bench/relay_bench.py", *session.posargs)
