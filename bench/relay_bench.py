@@ -124,6 +124,16 @@ def proc_status_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (all its threads), from ``/proc/<pid>/stat``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = stat.rsplit(")", 1)[-1].split()  # fields from the 3rd on (state, ppid, ...)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Direct child processes of ``pid`` (scans ``/proc/*/stat``)."""
     found = []
@@ -283,6 +293,8 @@ class Sample:
     backend_rss_kb: int | None  # the backend under a proxy (None for direct)
     echo_calls: int  # all echo calls made in the session, warm-up included
     exit_code: int
+    cpu_ms: float = math.nan  # the child's CPU time per timed call (sequential + 8-way)
+    backend_cpu_ms: float | None = None  # the same for the backend under a proxy
     audit: dict[str, Any] = field(default_factory=dict)
 
     def p(self, q: float) -> float:
@@ -340,6 +352,8 @@ def _drive(peer: Peer, plan: Plan) -> Sample:
     for _ in range(plan.warmup):
         next_id += 1
         one(next_id)
+    kids = children(peer.proc.pid)
+    cpu_before = cpu_seconds(peer.proc.pid), sum(cpu_seconds(k) for k in kids)
     sequential = []
     for _ in range(plan.sequential):
         next_id += 1
@@ -371,9 +385,10 @@ def _drive(peer: Peer, plan: Plan) -> Sample:
     wall = (clock() - began) / 1e9
     rate = plan.concurrent / wall
 
+    cpu_after = cpu_seconds(peer.proc.pid), sum(cpu_seconds(k) for k in kids)
+    timed = plan.sequential + plan.concurrent
     status = proc_status_kb(peer.proc.pid)
     backend_rss = None
-    kids = children(peer.proc.pid)
     if kids:
         backend_rss = sum(proc_status_kb(kid).get("VmRSS", 0) for kid in kids)
     code = peer.close()
@@ -390,6 +405,8 @@ def _drive(peer: Peer, plan: Plan) -> Sample:
         backend_rss_kb=backend_rss,
         echo_calls=1 + plan.warmup + plan.sequential + plan.concurrent,
         exit_code=code,
+        cpu_ms=(cpu_after[0] - cpu_before[0]) * 1000 / timed,
+        backend_cpu_ms=(cpu_after[1] - cpu_before[1]) * 1000 / timed if kids else None,
     )
 
 
@@ -528,6 +545,7 @@ class Report:
     seconds: float
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    orders: list[list[str]]
 
     def per_round(self, key: str, value: Callable[[Sample], float]) -> list[float]:
         return [value(s) for s in self.routes[key].samples]
@@ -572,9 +590,11 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
     keys = list(routes)
     load_before = os.getloadavg()
     began = time.perf_counter()
+    orders = []
     for round_number in range(plan.rounds):
         shift = round_number % len(keys)
-        for key in keys[shift:] + keys[:shift]:
+        orders.append(keys[shift:] + keys[:shift])
+        for key in orders[-1]:
             if progress:
                 print(f"  round {round_number + 1}/{plan.rounds}: {key} ...", file=sys.stderr)
             home = base / f"home-{key}-{round_number}"
@@ -596,6 +616,7 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
         seconds=time.perf_counter() - began,
         load_before=load_before,
         load_after=os.getloadavg(),
+        orders=orders,
     )
 
 
@@ -699,8 +720,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"- Command: `python bench/relay_bench.py{' --quick' if quick else ''}` "
         f"({plan.rounds} round(s), {report.seconds:.0f} s)",
         f"- Load average (1/5/15 min) before: {_load(report.load_before)}; after: "
-        f"{_load(report.load_after)} (other work was running on the machine if these are "
-        "well above the benchmark's own ~2)",
+        f"{_load(report.load_after)} (the benchmark keeps about 2 busy itself: client, and "
+        "proxy or backend; more means other work shared the 2 cores)",
         f"- Per session: {plan.warmup} warm-up calls, {plan.sequential:,} sequential calls "
         f"(each timed), {plan.concurrent:,} calls {WIDTH} in flight; paths take turns, order "
         "rotating each round",
@@ -735,26 +756,43 @@ def render(report: Report, *, quick: bool) -> str:
         first = report.median(key, lambda s: s.first_call_s)
         hwm = report.median(key, lambda s: s.hwm_kb * 1024 / 1e6)
         backend = [s.backend_rss_kb for s in samples if s.backend_rss_kb is not None]
-        backend_text = (
-            f"; backend under it {_median([b * 1024 / 1e6 for b in backend]):.1f} MB"
-            if backend
-            else ""
-        )
+        cpu = report.median(key, lambda s: s.cpu_ms)
+        backend_text = ""
+        if backend:
+            backend_cpu = _median([s.backend_cpu_ms or 0.0 for s in samples])
+            backend_text = (
+                f"; the backend under it: RSS {_median([b * 1024 / 1e6 for b in backend]):.1f} "
+                f"MB, CPU {backend_cpu:.2f} ms per call"
+            )
         lines.append(
-            f"- {routes[key].label}: first `tools/call` answered {first:.2f} s after spawn; "
-            f"8-way per-call p50 {_median(conc):.2f} ms; peak RSS (VmHWM) {hwm:.1f} MB"
-            f"{backend_text}; `tools/list` → {samples[0].listed}; `rm_rf` → "
+            f"- {routes[key].label}: CPU {cpu:.2f} ms per call (user + system, all threads, "
+            f"over the timed calls){backend_text}; first `tools/call` answered {first:.2f} s "
+            f"after spawn; 8-way per-call p50 {_median(conc):.2f} ms; peak RSS (VmHWM) "
+            f"{hwm:.1f} MB; `tools/list` → {samples[0].listed}; `rm_rf` → "
             f"{', '.join(sorted({s.rm_rf for s in samples}))}."
         )
-    for key in ("acp", "fastmcp"):
-        per_round = ", ".join(f"{v:+.2f}" for v in report.added(key, lambda s: s.p(50)))
-        lines.append(f"- added p50 per round, {routes[key].label}: {per_round} ms.")
     audits = [s.audit for s in routes["acp"].samples]
     lines += [
         f"- mcp-acp audit, checked after every session: `decisions` and `operations` verify, "
         f"durability fsync, {audits[0]['echo_allowed']:,} echo allow decisions = echo calls "
         f"made, 1 rm_rf deny (first session: {audits[0]['decisions']:,} decision and "
         f"{audits[0]['operations']:,} operation records).",
+        "",
+        "Per round (p50 ms · 8-way calls/s · ready s; the order the paths ran in):",
+        "",
+        "| round | order | " + " | ".join(routes[key].label for key in routes) + " |",
+        "|---:|---|" + "---:|" * len(routes),
+        *(
+            f"| {number + 1} | {', '.join(order)} | "
+            + " | ".join(
+                f"{routes[key].samples[number].p(50):.2f} · "
+                f"{routes[key].samples[number].rate:,.0f} · "
+                f"{routes[key].samples[number].ready_s:.2f}"
+                for key in routes
+            )
+            + " |"
+            for number, order in enumerate(report.orders)
+        ),
         "",
         *(
             f"Target {name}: {'MET' if ok else 'NOT MET'} ({value})."
