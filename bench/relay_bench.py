@@ -35,9 +35,13 @@ For ``mcp-acp`` the audit trail is checked after each session: the ``decisions``
 ``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
 record per ``echo`` call and a deny record for ``rm_rf``.
 
-The three paths take turns (the order rotates each round) so load from elsewhere falls on
-all alike. Every figure is the median over rounds of the per-round value; "added" values
-and ratios are computed within a round (proxy against direct) and then the median taken.
+In each round the three paths are spawned one after another (so each ready time is
+measured while nothing else of the benchmark runs) and stay up; then their sequential
+calls, then their 8-way calls, run in blocks that take turns (``--quick``: 2 blocks per
+phase, full run: 5), the order rotating by block and by round, so load from elsewhere on the
+machine falls on all paths alike. Every figure is the median over rounds of the per-round
+value; "added" values and ratios are computed within a round (proxy against direct) and
+then the median taken.
 Timings are reported, never asserted; failed checks raise ``AssertionError``.
 """
 
@@ -55,7 +59,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -271,10 +275,11 @@ class Plan:
     warmup: int  # sequential calls before the clock starts, per session
     sequential: int  # timed sequential calls, per session
     concurrent: int  # calls in the 8-way phase, per session
+    blocks: int  # each phase is split into this many blocks; the paths take turns by block
 
 
-FULL = Plan(rounds=5, warmup=200, sequential=1000, concurrent=2000)
-QUICK = Plan(rounds=1, warmup=10, sequential=40, concurrent=80)
+FULL = Plan(rounds=5, warmup=200, sequential=1000, concurrent=2000, blocks=5)
+QUICK = Plan(rounds=1, warmup=10, sequential=40, concurrent=80, blocks=2)
 
 
 @dataclass
@@ -302,112 +307,155 @@ class Sample:
         return percentile(sorted(self.sequential_ns), q) / 1e6
 
 
-def run_session(argv: Sequence[str], env: dict[str, str], stderr_path: Path, plan: Plan) -> Sample:
-    """Spawn one path, measure it, close it. Raises ``AssertionError`` on a broken answer."""
-    calls = 1 + plan.warmup + plan.sequential + plan.concurrent
-    timeout = 60 + calls * 0.05
-    with stderr_path.open("ab") as stderr:
-        peer = Peer(argv, env, stderr, timeout)
+class Session:
+    """One path, spawned once per round and then driven in blocks that take turns with the
+    other paths' blocks. Raises ``AssertionError`` (with the child's stderr) on a bad answer."""
+
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str], stderr_path: Path, plan: Plan
+    ) -> None:
+        self.argv = list(argv)
+        self.plan = plan
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("ab")
+        # the process lives through the whole round: every path's calls, a margin each
+        timeout = 120 + 3 * (1 + plan.warmup + plan.sequential + plan.concurrent) * 0.05
+        self.peer = Peer(self.argv, env, self._stderr, timeout)
+        self.next_id = 1
+        self.kids: list[int] = []
+        self.ready_s = self.first_call_s = math.nan
+        self.listed: list[str] = []
+        self.rm_rf = ""
+        self.sequential_ns: list[int] = []
+        self.concurrent_ns: list[int] = []
+        self.concurrent_wall_ns = 0
+        self.cpu_s = 0.0
+        self.backend_cpu_s = 0.0
+        self.echo_calls = 0
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Account the child's (and its backend's) CPU time; explain a failed check."""
+        before = cpu_seconds(self.peer.proc.pid), sum(cpu_seconds(k) for k in self.kids)
         try:
-            return _drive(peer, plan)
+            yield
         except AssertionError as exc:
-            peer.proc.kill()
-            peer.close()
-            tail = stderr_path.read_text(errors="replace")[-2000:]
-            raise AssertionError(f"{exc}; {' '.join(argv)} stderr ends:\n{tail}") from exc
+            self.kill()
+            tail = self.stderr_path.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{exc}; {' '.join(self.argv)} stderr ends:\n{tail}") from exc
+        self.cpu_s += cpu_seconds(self.peer.proc.pid) - before[0]
+        self.backend_cpu_s += sum(cpu_seconds(k) for k in self.kids) - before[1]
 
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
 
-def _drive(peer: Peer, plan: Plan) -> Sample:
-    clock = time.perf_counter_ns
-    init = {
-        "protocolVersion": PROTOCOL,
-        "capabilities": {},
-        "clientInfo": {"name": "relay-bench", "version": "1"},
-    }
-    answer = peer.request(1, "initialize", init)
-    ready_s = (clock() - peer.spawned) / 1e9
-    _check("result" in answer, f"initialize failed: {answer}")
-    peer.write(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    next_id = 2
-    answer = peer.request(next_id, "tools/call", {"name": "echo", "arguments": {"text": "first"}})
-    first_call_s = (clock() - peer.spawned) / 1e9
-    _check(echo_text(answer) == "first", f"first echo answered {answer}")
-    next_id += 1
-    listing = peer.request(next_id, "tools/list", {})
-    listed = sorted(t.get("name") for t in listing.get("result", {}).get("tools", []))
-    next_id += 1
-    rm_rf = classify_rm_rf(
-        peer.request(next_id, "tools/call", {"name": "rm_rf", "arguments": {"path": "/srv/x"}})
-    )
-
-    def one(request_id: int) -> int:
-        start = clock()
-        peer.write(echo_call(request_id))
-        answer = peer.read()
-        elapsed = clock() - start
+    def _one(self, request_id: int) -> int:
+        """One echo call, timed from writing the request to reading its answer."""
+        start = time.perf_counter_ns()
+        self.peer.write(echo_call(request_id))
+        answer = self.peer.read()
+        elapsed = time.perf_counter_ns() - start
+        self.echo_calls += 1
         _check(answer.get("id") == request_id, f"answer to {request_id}: {answer}")
         _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
         return elapsed
 
-    for _ in range(plan.warmup):
-        next_id += 1
-        one(next_id)
-    kids = children(peer.proc.pid)
-    cpu_before = cpu_seconds(peer.proc.pid), sum(cpu_seconds(k) for k in kids)
-    sequential = []
-    for _ in range(plan.sequential):
-        next_id += 1
-        sequential.append(one(next_id))
+    def start(self) -> None:
+        """Ready time, the first call, the checks (listing, rm_rf), the warm-up."""
+        peer = self.peer
+        with self._guard():
+            init = {
+                "protocolVersion": PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "relay-bench", "version": "1"},
+            }
+            answer = peer.request(1, "initialize", init)
+            self.ready_s = (time.perf_counter_ns() - peer.spawned) / 1e9
+            _check("result" in answer, f"initialize failed: {answer}")
+            peer.write(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            first = {"name": "echo", "arguments": {"text": "first"}}
+            answer = peer.request(self._id(), "tools/call", first)
+            self.first_call_s = (time.perf_counter_ns() - peer.spawned) / 1e9
+            self.echo_calls += 1
+            _check(echo_text(answer) == "first", f"first echo answered {answer}")
+            listing = peer.request(self._id(), "tools/list", {})
+            tools = listing.get("result", {}).get("tools", [])
+            self.listed = sorted(str(t.get("name")) for t in tools)
+            rm_rf = {"name": "rm_rf", "arguments": {"path": "/srv/x"}}
+            self.rm_rf = classify_rm_rf(peer.request(self._id(), "tools/call", rm_rf))
+            for _ in range(self.plan.warmup):
+                self._one(self._id())
+        self.kids = children(peer.proc.pid)
 
-    # 8-way: WIDTH requests in flight; each answer releases the next request
-    first = next_id + 1
-    last = next_id + plan.concurrent
-    payloads = {i: echo_call(i) for i in range(first, last + 1)}
-    sent: dict[int, int] = {}
-    concurrent = []
-    began = clock()
-    upcoming = first
-    while upcoming <= last and upcoming < first + WIDTH:
-        sent[upcoming] = clock()
-        peer.write(payloads[upcoming])
-        upcoming += 1
-    for _ in range(plan.concurrent):
-        answer = peer.read()
-        now = clock()
-        request_id = answer.get("id")
-        _check(request_id in sent, f"unexpected answer in the 8-way phase: {answer}")
-        _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
-        concurrent.append(now - sent.pop(request_id))
-        if upcoming <= last:
-            sent[upcoming] = clock()
-            peer.write(payloads[upcoming])
-            upcoming += 1
-    wall = (clock() - began) / 1e9
-    rate = plan.concurrent / wall
+    def sequential(self, count: int) -> None:
+        """``count`` calls one at a time, each timed."""
+        with self._guard():
+            for _ in range(count):
+                self.sequential_ns.append(self._one(self._id()))
 
-    cpu_after = cpu_seconds(peer.proc.pid), sum(cpu_seconds(k) for k in kids)
-    timed = plan.sequential + plan.concurrent
-    status = proc_status_kb(peer.proc.pid)
-    backend_rss = None
-    if kids:
-        backend_rss = sum(proc_status_kb(kid).get("VmRSS", 0) for kid in kids)
-    code = peer.close()
-    return Sample(
-        ready_s=ready_s,
-        first_call_s=first_call_s,
-        listed=listed,
-        rm_rf=rm_rf,
-        sequential_ns=sequential,
-        rate=rate,
-        concurrent_ns=concurrent,
-        rss_kb=status.get("VmRSS", 0),
-        hwm_kb=status.get("VmHWM", 0),
-        backend_rss_kb=backend_rss,
-        echo_calls=1 + plan.warmup + plan.sequential + plan.concurrent,
-        exit_code=code,
-        cpu_ms=(cpu_after[0] - cpu_before[0]) * 1000 / timed,
-        backend_cpu_ms=(cpu_after[1] - cpu_before[1]) * 1000 / timed if kids else None,
-    )
+    def concurrent(self, count: int) -> None:
+        """``count`` calls with WIDTH in flight: a new request goes out as each answer
+        arrives; the block's wall time is added to the path's total."""
+        clock = time.perf_counter_ns
+        peer = self.peer
+        with self._guard():
+            first = self.next_id + 1
+            last = self.next_id + count
+            self.next_id = last
+            payloads = {i: echo_call(i) for i in range(first, last + 1)}
+            sent: dict[int, int] = {}
+            began = clock()
+            upcoming = first
+            while upcoming <= last and upcoming < first + WIDTH:
+                sent[upcoming] = clock()
+                peer.write(payloads[upcoming])
+                upcoming += 1
+            for _ in range(count):
+                answer = peer.read()
+                now = clock()
+                request_id = answer.get("id")
+                _check(request_id in sent, f"unexpected answer in the 8-way phase: {answer}")
+                _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
+                self.concurrent_ns.append(now - sent.pop(request_id))
+                if upcoming <= last:
+                    sent[upcoming] = clock()
+                    peer.write(payloads[upcoming])
+                    upcoming += 1
+            self.concurrent_wall_ns += clock() - began
+            self.echo_calls += count
+
+    def finish(self) -> Sample:
+        """RSS (after the 8-way phase), then close the session."""
+        status = proc_status_kb(self.peer.proc.pid)
+        backend_rss = None
+        if self.kids:
+            backend_rss = sum(proc_status_kb(kid).get("VmRSS", 0) for kid in self.kids)
+        code = self.peer.close()
+        self._stderr.close()
+        timed = len(self.sequential_ns) + len(self.concurrent_ns)
+        return Sample(
+            ready_s=self.ready_s,
+            first_call_s=self.first_call_s,
+            listed=self.listed,
+            rm_rf=self.rm_rf,
+            sequential_ns=self.sequential_ns,
+            rate=len(self.concurrent_ns) / (self.concurrent_wall_ns / 1e9),
+            concurrent_ns=self.concurrent_ns,
+            rss_kb=status.get("VmRSS", 0),
+            hwm_kb=status.get("VmHWM", 0),
+            backend_rss_kb=backend_rss,
+            echo_calls=self.echo_calls,
+            exit_code=code,
+            cpu_ms=self.cpu_s * 1000 / timed,
+            backend_cpu_ms=self.backend_cpu_s * 1000 / timed if self.kids else None,
+        )
+
+    def kill(self) -> None:
+        if self.peer.proc.poll() is None:
+            self.peer.proc.kill()
+        self.peer.close()
+        self._stderr.close()
 
 
 # ------------------------------------------------------------------ the three routes
@@ -584,30 +632,62 @@ class Report:
         return self.median(key, lambda s: s.rss_kb * 1024 / 1e6)
 
 
+def _rotated(keys: list[str], shift: int) -> list[str]:
+    shift %= len(keys)
+    return keys[shift:] + keys[:shift]
+
+
+def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> list[str]:
+    """One round: spawn the paths one after another (so each ready time is measured alone),
+    then run their sequential blocks, then their 8-way blocks, taking turns block by block.
+    Returns the order the paths were spawned in."""
+    order = _rotated(list(routes), number)
+    homes = {}
+    sessions: dict[str, Session] = {}
+    try:
+        for key in order:
+            if key == "acp":
+                homes[key] = make_acp_home(base, f"home-{key}-{number}")
+            else:
+                homes[key] = base / f"home-{key}-{number}"
+                homes[key].mkdir(mode=0o700)
+            env = clean_env(homes[key])
+            sessions[key] = Session(commands(key), env, homes[key] / "stderr.txt", plan)
+            sessions[key].start()
+        for block in range(plan.blocks):
+            for key in _rotated(order, block):
+                sessions[key].sequential(plan.sequential // plan.blocks)
+        for block in range(plan.blocks):
+            for key in _rotated(order, block):
+                sessions[key].concurrent(plan.concurrent // plan.blocks)
+        for key in order:
+            sample = sessions.pop(key).finish()
+            check_sample(routes[key], sample)
+            if key == "acp":
+                sample.audit = check_acp_audit(homes[key], sample)
+            routes[key].samples.append(sample)
+    finally:
+        for session in sessions.values():
+            session.kill()
+        for home in homes.values():
+            shutil.rmtree(home, ignore_errors=True)
+    return order
+
+
 def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
-    """Run every path ``plan.rounds`` times, in rotating order, under ``base``."""
+    """Run ``plan.rounds`` rounds under ``base``; the order of the paths rotates each round."""
+    _check(
+        plan.sequential % plan.blocks == 0 and plan.concurrent % plan.blocks == 0,
+        "the call counts must divide into the blocks",
+    )
     routes = make_routes()
-    keys = list(routes)
     load_before = os.getloadavg()
     began = time.perf_counter()
     orders = []
-    for round_number in range(plan.rounds):
-        shift = round_number % len(keys)
-        orders.append(keys[shift:] + keys[:shift])
-        for key in orders[-1]:
-            if progress:
-                print(f"  round {round_number + 1}/{plan.rounds}: {key} ...", file=sys.stderr)
-            home = base / f"home-{key}-{round_number}"
-            if key == "acp":
-                home = make_acp_home(base, home.name)
-            else:
-                home.mkdir(mode=0o700)
-            sample = run_session(commands(key), clean_env(home), home / "stderr.txt", plan)
-            check_sample(routes[key], sample)
-            if key == "acp":
-                sample.audit = check_acp_audit(home, sample)
-            routes[key].samples.append(sample)
-            shutil.rmtree(home, ignore_errors=True)
+    for number in range(plan.rounds):
+        if progress:
+            print(f"  round {number + 1}/{plan.rounds} ...", file=sys.stderr)
+        orders.append(run_round(base, routes, plan, number))
     return Report(
         routes=routes,
         plan=plan,
@@ -722,9 +802,12 @@ def render(report: Report, *, quick: bool) -> str:
         f"- Load average (1/5/15 min) before: {_load(report.load_before)}; after: "
         f"{_load(report.load_after)} (the benchmark keeps about 2 busy itself: client, and "
         "proxy or backend; more means other work shared the 2 cores)",
-        f"- Per session: {plan.warmup} warm-up calls, {plan.sequential:,} sequential calls "
-        f"(each timed), {plan.concurrent:,} calls {WIDTH} in flight; paths take turns, order "
-        "rotating each round",
+        f"- Per path and round: {plan.warmup} warm-up calls, {plan.sequential:,} sequential "
+        f"calls (each timed), {plan.concurrent:,} calls {WIDTH} in flight. The paths are "
+        f"spawned one after another, then take turns in blocks ({plan.blocks} per phase: "
+        f"{plan.sequential // plan.blocks:,} sequential or {plan.concurrent // plan.blocks:,} "
+        "8-way calls; each 8-way block fills and drains its 8 slots); the order rotates by "
+        "block and by round",
         "- Backend: `bench/echo_server.py` (`mcp` low-level `Server`, stdio). mcp-acp: "
         "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, default audit "
         "(`jsonl`, durability fsync: every call writes a decision and two operation records "
@@ -778,7 +861,7 @@ def render(report: Report, *, quick: bool) -> str:
         f"made, 1 rm_rf deny (first session: {audits[0]['decisions']:,} decision and "
         f"{audits[0]['operations']:,} operation records).",
         "",
-        "Per round (p50 ms · 8-way calls/s · ready s; the order the paths ran in):",
+        "Per round (p50 ms · 8-way calls/s · ready s; order: the order of spawning):",
         "",
         "| round | order | " + " | ".join(routes[key].label for key in routes) + " |",
         "|---:|---|" + "---:|" * len(routes),
@@ -829,7 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     plan = QUICK if args.quick else FULL
     if args.rounds is not None:
-        plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent)
+        plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent, plan.blocks)
     parent = (args.dir or HERE / ".tmp").resolve()
     made_parent = not parent.exists()
     parent.mkdir(parents=True, exist_ok=True)
