@@ -12,7 +12,8 @@ One backend, ``bench/echo_server.py`` (the ``mcp`` low-level ``Server`` on stdio
 * **direct**: the backend is the child;
 * **mcp-acp**: ``mcp-acp run`` in a scratch HOME configured by ``mcp-acp init
   --non-interactive --backend-command …``, a policy allowing ``echo`` and denying ``rm_rf``,
-  and the default audit trail (``jsonl``, durability ``fsync``);
+  the default audit trail (``jsonl``, durability ``fsync``), and the session rate limits
+  set to 0 (no limit; see :func:`make_acp_home`);
 * **FastMCP**: ``bench/fastmcp_proxy.py`` — ``fastmcp.server.create_proxy`` plus a
   middleware denying ``rm_rf``.
 
@@ -474,7 +475,11 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 def make_acp_home(base: Path, name: str) -> Path:
-    """A fresh HOME with ``mcp-acp init`` done for the echo backend and the bench policy."""
+    """A fresh HOME with ``mcp-acp init`` done for the echo backend and the bench policy.
+
+    One setting is changed from what ``init`` writes: the session rate limits are off (the
+    defaults, 30 calls of one tool a minute and 50 requests/s, are abuse guards that any
+    benchmark trips at once; the limiter still runs, with no limit)."""
     home = base / name
     home.mkdir(mode=0o700)
     subprocess.run(
@@ -491,7 +496,12 @@ def make_acp_home(base: Path, name: str) -> Path:
         check=True,
         capture_output=True,
     )
-    (home / ".config" / "mcp-acp" / "policy.json").write_text(json.dumps(POLICY))
+    config_dir = home / ".config" / "mcp-acp"
+    (config_dir / "policy.json").write_text(json.dumps(POLICY))
+    config = json.loads((config_dir / "config.json").read_text())
+    proxy = config.setdefault("proxy", {})
+    proxy["rate_limits"] = {"tool_calls_per_minute": 0, "requests_per_second": 0}
+    (config_dir / "config.json").write_text(json.dumps(config, indent=2))
     return home
 
 
@@ -809,7 +819,8 @@ def render(report: Report, *, quick: bool) -> str:
         "8-way calls; each 8-way block fills and drains its 8 slots); the order rotates by "
         "block and by round",
         "- Backend: `bench/echo_server.py` (`mcp` low-level `Server`, stdio). mcp-acp: "
-        "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, default audit "
+        "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, rate limits "
+        "0 (off: the defaults allow 30 calls of a tool a minute), default audit "
         "(`jsonl`, durability fsync: every call writes a decision and two operation records "
         "before its answer is released). FastMCP: `create_proxy` + a `Middleware` raising "
         "`ToolError` for `rm_rf` (`bench/fastmcp_proxy.py`).",
