@@ -4,7 +4,7 @@ Run from the repository root::
 
     python bench/relay_bench.py            # full run (a few minutes on 2 cores), writes
                                            # bench/results/relay.md
-    python bench/relay_bench.py --quick    # a smoke run in ~15 s; prints only (unless --out)
+    python bench/relay_bench.py --quick    # a smoke run in ~10 s; prints only (unless --out)
 
 One backend, ``bench/echo_server.py`` (the ``mcp`` low-level ``Server`` on stdio, tools
 ``echo`` and ``rm_rf``), is driven three ways in the same run:
@@ -30,7 +30,9 @@ and stdout, ``initialize`` (protocol ``2025-06-18``), ``notifications/initialize
   calls/s = calls ÷ wall time;
 * **RSS**: ``VmRSS`` (and ``VmHWM``) of the child process itself — the proxy, or the
   backend for *direct* — read from ``/proc`` after the 8-way phase; the backend under a
-  proxy is reported separately.
+  proxy is reported separately;
+* **CPU** (a diagnostic): user + system time of the child, and of the backend under a
+  proxy, over the timed calls, per call.
 
 For ``mcp-acp`` the audit trail is checked after each session: the ``decisions`` and
 ``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
@@ -441,7 +443,9 @@ class Session:
             listed=self.listed,
             rm_rf=self.rm_rf,
             sequential_ns=self.sequential_ns,
-            rate=len(self.concurrent_ns) / (self.concurrent_wall_ns / 1e9),
+            rate=len(self.concurrent_ns) / (self.concurrent_wall_ns / 1e9)
+            if self.concurrent_wall_ns
+            else math.nan,
             concurrent_ns=self.concurrent_ns,
             rss_kb=status.get("VmRSS", 0),
             hwm_kb=status.get("VmHWM", 0),
