@@ -36,7 +36,7 @@ from mcp_acp.models import (
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
-from mcp_acp.request import build_decision_request
+from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
@@ -153,8 +153,7 @@ class EnforcementPoint:
     ) -> DecisionRequest:
         subject = await self.identity.current_subject()
         self.session.check_binding(subject)
-        return await asyncio.to_thread(
-            build_decision_request,  # follows symlinks: file-system I/O, off the loop
+        request = build_decision_request(
             method=method,
             params=params,
             subject=subject,
@@ -166,7 +165,14 @@ class EnforcementPoint:
             client_version=self.session.client_version,
             posture=self.session.posture,
             annotations=annotations,
+            resolve_paths=False,
         )
+        paths = request.resource.paths
+        if not paths:
+            return request
+        # following symlinks is file-system I/O (a slow mount can block): off the loop
+        resolved = await asyncio.to_thread(resolve_path_arguments, paths)
+        return attrs.evolve(request, resource=attrs.evolve(request.resource, paths=resolved))
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:
