@@ -166,6 +166,16 @@ class HttpBackend(_Section):
             raise ValueError("plain http:// is allowed only to a loopback host; use https://")
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():  # never echo a value: it is often a credential
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if not re.fullmatch(r"[\t\x20-\x7e]*", text):
+                raise ValueError(f"the value of {name!r} must be printable ASCII on one line")
+        return value
+
 
 def _transport(value: Any) -> str:
     """The union's tag; ``transport`` may be left out for the common stdio case."""
