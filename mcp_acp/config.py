@@ -152,7 +152,12 @@ class HttpBackend(_Section):
     transport: Literal["http"] = "http"
     url: str = Field(description="Endpoint URL, e.g. 'https://mcp.example.com/mcp'.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Per-request timeout.")
+    timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds that connecting, and each wait for an answer to start, may take.",
+    )
 
     @field_validator("url")
     @classmethod
