@@ -1,6 +1,6 @@
 """``mcp-acp run`` with a streamable-HTTP backend, end to end: the real proxy process, a
 real MCP server over HTTP on 127.0.0.1 (the ``mcp`` SDK served by uvicorn, in its own
-process: ``http_server.py``), and both a raw JSON-RPC client and the SDK's own client."""
+process: ``peers/http_server.py``), and both a raw JSON-RPC client and the SDK's own client."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from proxy_helpers import CLI, DENIED, E2E, Proxy, records
 
 from mcp_acp.audit.chain import verify_stream
 
+HTTP_SERVER = E2E / "peers" / "http_server.py"
 POLICY = {
     "version": "1",
     "rules": [
@@ -39,14 +40,14 @@ POLICY = {
 
 
 class HttpServer:
-    """``http_server.py`` in a subprocess; ``deleted`` is its evidence file."""
+    """``peers/http_server.py`` in a subprocess; ``deleted`` is its evidence file."""
 
     def __init__(
         self, marker_dir: Path, tls: tuple[Path, Path] | None = None, token: str | None = None
     ) -> None:
         self.marker_dir = marker_dir
         self.proc = subprocess.Popen(
-            [sys.executable, str(E2E / "http_server.py"), str(marker_dir), *map(str, tls or ())],
+            [sys.executable, str(HTTP_SERVER), str(marker_dir), *map(str, tls or ())],
             env={**os.environ, "HTTP_SERVER_TOKEN": token or ""},
             stdout=subprocess.PIPE,
             stderr=(marker_dir / "server-stderr.txt").open("w"),
