@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
-from mcp_acp.config import StdioBackend
 from mcp_acp.control import ControlServer
 from mcp_acp.errors import BackendError, PostureError
 from mcp_acp.models import PostureStatus
+from mcp_acp.proxy.channel import open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
-from mcp_acp.proxy.relay import StdioRelay
+from mcp_acp.proxy.relay import Relay
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
@@ -86,13 +86,8 @@ def _status(pep: EnforcementPoint, approver: Any, started: float) -> dict[str, A
 async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code."""
     runtime = load_runtime(config_path)
-    backend = runtime.config.backend
     settings = runtime.config.proxy
-    if not isinstance(backend, StdioBackend):
-        raise BackendError(
-            "streamable-HTTP backends are not supported by 'mcp-acp run' yet",
-            fix="use a stdio backend (backend.command) for now",
-        )
+    channel = open_channel(runtime.config.backend)  # connects later, in Relay.run
     session = Session()
     shutdown = runtime.shutdown_coordinator(session_id=session.id)
     trail = runtime.audit_trail(shutdown)
@@ -126,7 +121,7 @@ async def serve(config_path: Path) -> int:
         identity=identity,
         approver=approver,
         registry=ToolRegistry.default(runtime.config.tools.registry),
-        backend_id=backend.command,
+        backend_id=channel.backend_id,
         session=session,
         approval_timeout=settings.approval_timeout_seconds,
         limits=Limits(
@@ -136,10 +131,10 @@ async def serve(config_path: Path) -> int:
         ),
         shutdown=shutdown,
     )
-    relay = StdioRelay(
+    relay = Relay(
         pep,
         trail,
-        backend,
+        channel,
         record_payloads=runtime.config.audit.record_payloads,
         tool_denial=settings.tool_denial,
     )
@@ -192,6 +187,9 @@ async def serve(config_path: Path) -> int:
             ended = "the backend exited"
     except asyncio.CancelledError:
         code = 0
+    except BackendError:
+        ended = "the backend could not be started"
+        raise
     finally:
         monitor.cancel()
         with contextlib.suppress(Exception):
