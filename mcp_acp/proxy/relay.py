@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
@@ -39,7 +39,7 @@ from mcp_acp.proxy.messages import (
 )
 from mcp_acp.proxy.pep import EnforcementPoint
 
-__all__ = ["Relay"]
+__all__ = ["ClientWriter", "Relay"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,15 @@ _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "resources/list": ("resources", "resources/read", lambda r: {"uri": r.get("uri")}),
     "prompts/list": ("prompts", "prompts/get", lambda p: {"name": p.get("name")}),
 }
+
+
+class ClientWriter(Protocol):
+    """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
+    the same two methods."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 class Relay:
@@ -70,7 +79,7 @@ class Relay:
         self.channel = channel
         self.record_payloads = record_payloads
         self.tool_denial = tool_denial
-        self._to_client: asyncio.StreamWriter | None = None
+        self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
         self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
@@ -118,7 +127,7 @@ class Relay:
 
     # ---------------------------------------------------------------- running
 
-    async def run(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> int:
+    async def run(self, client_in: asyncio.StreamReader, client_out: ClientWriter) -> int:
         """Relay until the client closes its input or the backend goes away; return an exit
         code. Raises :class:`BackendError` (recorded first) if the backend cannot start."""
         self._to_client = client_out
