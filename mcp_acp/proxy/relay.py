@@ -106,24 +106,27 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _operation(
+    def _operation_event(
         self, direction: str, message: Message, outcome: str, **fields: Any
-    ) -> None:
+    ) -> OperationEvent:
         params = message.params
         arguments = params.get("arguments") if message.method == "tools/call" else params
         name = params.get("name") if message.method == "tools/call" else None
-        await self.trail.record(
-            OperationEvent(
-                session_id=self.pep.session.id,
-                request_id=str(message.id),
-                direction=direction,
-                mcp_method=message.method or None,
-                tool_name=name if isinstance(name, str) else None,
-                outcome=outcome,
-                **argument_fields(arguments, record_payloads=self.record_payloads),
-                **fields,
-            )
+        return OperationEvent(
+            session_id=self.pep.session.id,
+            request_id=str(message.id),
+            direction=direction,
+            mcp_method=message.method or None,
+            tool_name=name if isinstance(name, str) else None,
+            outcome=outcome,
+            **argument_fields(arguments, record_payloads=self.record_payloads),
+            **fields,
         )
+
+    async def _operation(
+        self, direction: str, message: Message, outcome: str, **fields: Any
+    ) -> None:
+        await self.trail.record(self._operation_event(direction, message, outcome, **fields))
 
     # ---------------------------------------------------------------- running
 
@@ -239,8 +242,15 @@ class Relay:
         return forget
 
     async def _client_request(self, message: Message) -> None:
+        def operation(allowed: bool) -> OperationEvent:  # recorded with the decision
+            if allowed:
+                return self._operation_event("client_to_server", message, "forwarded")
+            return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
+
         try:
-            verdict = await self.pep.check(message.method, message.params, message.id)
+            verdict = await self.pep.check(
+                message.method, message.params, message.id, companion=operation
+            )
         except asyncio.CancelledError:
             return  # the client cancelled it; nothing is sent
         except AuditError as error:
@@ -248,18 +258,10 @@ class Relay:
             return
         if not verdict.allowed:
             await self._deny(message, verdict.reason, verdict.rule_id)
-            with contextlib.suppress(AuditError):
-                await self._operation("client_to_server", message, "denied", error_code=DENIED)
             if verdict.fatal is not None:
                 self.pep.fail(verdict.fatal)
             return
         self._in_flight[message.id] = message.method
-        try:
-            await self._operation("client_to_server", message, "forwarded")
-        except AuditError as error:
-            self._in_flight.pop(message.id, None)
-            await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
-            return
         try:
             await self.channel.send(message)
         except Unsendable as exc:
@@ -310,8 +312,11 @@ class Relay:
             data = message.raw
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
-        with contextlib.suppress(AuditError):
-            await self.trail.record(
+        # The request's decision was durable before it was forwarded; its response is
+        # recorded as it is relayed (concurrently). If that record fails, the trail fails:
+        # the event goes to the fallback file and the proxy shuts down.
+        recording = asyncio.ensure_future(
+            self.trail.record(
                 OperationEvent(
                     session_id=self.pep.session.id,
                     request_id=str(message.id),
@@ -323,7 +328,10 @@ class Relay:
                     error_code=error.get("code") if isinstance(error, dict) else None,
                 )
             )
+        )
         await self._send_client(data)
+        with contextlib.suppress(AuditError):
+            await recording
 
     async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
         """2026-07-28 era: a server asks the client for sampling, elicitation or roots inside a
