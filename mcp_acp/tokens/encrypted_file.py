@@ -344,5 +344,10 @@ def _create_key_file(path: Path) -> bytes:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # the key must outlive a crash at least as long as the tokens
+    finally:
+        os.close(dir_fd)
     log.info("token storage: created key file %s", path)
     return data

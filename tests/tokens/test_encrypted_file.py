@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -321,3 +322,24 @@ def test_expiry_keeps_its_timezone(store: EncryptedFileStorage) -> None:
     assert loaded is not None
     assert loaded.expires_at - token.expires_at == timedelta(0)
     assert loaded.expires_at.utcoffset() == timedelta(0)
+
+
+def test_concurrent_first_saves_agree_on_one_key_file(tmp_path: Path) -> None:
+    """Savers racing to create the key file: one wins, every token stays readable."""
+    stores = [EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k") for _ in range(4)]
+    issuers = [f"https://idp{i}.test" for i in range(4)]
+    barrier = threading.Barrier(4)
+
+    def save(i: int) -> None:
+        barrier.wait()
+        stores[i].save(_token(issuer=issuers[i], access=f"a{i}"))
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    for i, issuer in enumerate(issuers):
+        assert reader.load(issuer) == _token(issuer=issuer, access=f"a{i}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".k")] == []
