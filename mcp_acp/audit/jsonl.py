@@ -76,13 +76,26 @@ def _errno_text(exc: OSError) -> str:
 class _Batch:
     """Records that will be committed together, and the callers waiting for them."""
 
-    __slots__ = ("bodies", "done", "first_seq", "wake")
+    __slots__ = ("bodies", "done", "first_seq", "lock", "waiting")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.bodies: list[bytes] = []
-        self.wake = threading.Condition(lock)
+        self.lock = lock
+        self.waiting: threading.Condition | None = None  # made by the first caller to wait
         self.done = False
         self.first_seq = 0
+
+    def wait(self) -> None:
+        if self.waiting is None:
+            self.waiting = threading.Condition(self.lock)
+        self.waiting.wait()
+
+    def notify(self, every: bool = True) -> None:
+        if self.waiting is not None:
+            if every:
+                self.waiting.notify_all()
+            else:
+                self.waiting.notify()
 
 
 class StreamWriter:
@@ -113,6 +126,7 @@ class StreamWriter:
         self._on_failure = on_failure
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a commit ends
+        self._closing = False  # close() waits on _idle only then
         self._next = _Batch(self._lock)  # the batch new records join
         self._leading = False
         self._open = False
@@ -257,18 +271,19 @@ class StreamWriter:
                     self._leading = True  # lead: take the open batch, open the next one
                     self._next = _Batch(self._lock)
                     break
-                batch.wake.wait()  # only this batch's callers wake, not every waiter
+                batch.wait()  # only this batch's callers wake, not every waiter
         first = self._commit(batch.bodies)  # outside the lock: others queue the next batch
         with self._lock:
             self._leading = False
             if first is not None:
                 batch.first_seq, batch.done = first, True
-            batch.wake.notify_all()
+            batch.notify()
             if self._failed is not None:
-                self._next.wake.notify_all()
+                self._next.notify()
             elif self._next.bodies:
-                self._next.wake.notify()  # hand the lead to one caller of the next batch
-            self._idle.notify_all()
+                self._next.notify(every=False)  # hand the lead to one caller of the next batch
+            if self._closing:
+                self._idle.notify_all()
             failed = self._failed
         if first is None:
             raise failed or AuditError("audit write failed", fix="see the log")
@@ -386,6 +401,7 @@ class StreamWriter:
 
     def close(self) -> None:
         with self._lock:
+            self._closing = True
             while self._leading:
                 self._idle.wait()
             self._open = False
