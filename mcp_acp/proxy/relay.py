@@ -49,6 +49,12 @@ DRAIN_SECONDS = 10.0
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
     "resources/list": ("resources", "resources/read", lambda r: {"uri": r.get("uri")}),
+    # a template is listed when reading a URI equal to its text would not be denied
+    "resources/templates/list": (
+        "resourceTemplates",
+        "resources/read",
+        lambda r: {"uri": r.get("uriTemplate")},
+    ),
     "prompts/list": ("prompts", "prompts/get", lambda p: {"name": p.get("name")}),
 }
 
@@ -392,7 +398,7 @@ class Relay:
                 log.error("list filtering failed: %s", error)
                 return {**result, key: []}
             could_allow = getattr(self.pep.engine, "could_allow", None)
-            if key == "resources" or could_allow is None:  # a resource's URI is all there is
+            if key in ("resources", "resourceTemplates") or could_allow is None:  # a URI is all
                 visible = self.pep.engine.decide(request).effect.value != "deny"
             else:
                 visible = could_allow(request)
