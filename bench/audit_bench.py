@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
+from bench_scratch import publish, scratch_dir
+
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
@@ -564,28 +566,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    parent = (args.dir or HERE / ".tmp").resolve()
-    made_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    base = parent / f"audit-bench-{os.getpid()}"
-    base.mkdir()
-    try:
+    with scratch_dir(args.dir, "audit-bench") as base:
         kind = filesystem(base)[0]
         print(f"scratch directory {base} on {kind}", file=sys.stderr)
         if kind in {"tmpfs", "ramfs"}:
             print("WARNING: tmpfs/ramfs: fsync is free here; use --dir on a disk", file=sys.stderr)
         report = run_suite(base, plan, progress=True)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        if made_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-    text = render(report, quick=args.quick)
-    print(text)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}", file=sys.stderr)
+    publish(render(report, quick=args.quick), args.out, DEFAULT_OUT, quick=args.quick)
     return 0
 
 

@@ -69,6 +69,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bench_scratch import publish, scratch_dir
+
 from mcp_acp.audit.chain import verify_stream
 
 HERE = Path(__file__).resolve().parent
@@ -928,24 +930,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.rounds is not None:
         plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent, plan.blocks)
-    parent = (args.dir or HERE / ".tmp").resolve()
-    made_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    base = parent / f"relay-bench-{os.getpid()}"
-    base.mkdir()
-    try:
+    with scratch_dir(args.dir, "relay-bench") as base:
         report = run_suite(base, plan, progress=True)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        if made_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-    text = render(report, quick=args.quick)
-    print(text)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}", file=sys.stderr)
+    publish(render(report, quick=args.quick), args.out, DEFAULT_OUT, quick=args.quick)
     return 0
 
 
