@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import platform
 import shutil
@@ -49,7 +48,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
-from bench_scratch import publish, scratch_dir
+from bench_scratch import check as _check
+from bench_scratch import percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
@@ -132,19 +132,6 @@ class SinkResult:
     @property
     def rate(self) -> float:
         return self.events / self.seconds
-
-
-def percentile(sorted_values: Sequence[int], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 # ------------------------------------------------------------------ measurements

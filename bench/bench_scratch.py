@@ -1,16 +1,32 @@
-"""What every benchmark script does around its measurements: a scratch directory that is
-removed afterwards, and the report printed and (for a full run) written to its file."""
+"""What every benchmark script shares: nearest-rank percentiles, correctness checks that
+raise, a scratch directory removed afterwards, and the report printed and (for a full run)
+written to its file."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def check(condition: bool, message: str) -> None:
+    """A correctness check of a benchmark run (never a timing assertion)."""
+    if not condition:
+        raise AssertionError(message)
 
 
 @contextmanager

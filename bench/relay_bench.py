@@ -69,7 +69,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final
 
-from bench_scratch import publish, scratch_dir
+from bench_scratch import check as _check
+from bench_scratch import percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -100,19 +101,6 @@ TARGET_RSS_MB = 60.0
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 def _median(values: Sequence[float]) -> float:
