@@ -1,3 +1,4 @@
+# ruff: noqa: S106  (JOSE typ values and fixture tokens, not secrets)
 """Malicious tokens (security checklist, "JWT: malicious tokens"): every one is denied.
 
 Keys and tokens are made in the test; the JWKS comes from a real HTTP server on
@@ -413,14 +414,14 @@ async def test_id_token_presented_as_access_token_is_rejected(jwks_server, keys,
 
 @pytest.mark.parametrize("typ", ["JWT", None, "jwt", "at+jwt+x", 5])
 async def test_typ_other_than_at_jwt_is_rejected_when_required(jwks_server, keys, kit, typ):
-    validator = kit.make_validator(jwks_server, token_type="at+jwt")  # noqa: S106 - a JOSE typ, not a secret
+    validator = kit.make_validator(jwks_server, token_type="at+jwt")
     header = {**RS, "typ": typ} if typ is not None else RS
     await rejected(validator, kit.sign(header, kit.claims(), keys.rsa), "wrong_typ")
 
 
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
 async def test_typ_at_jwt_is_accepted_when_required(jwks_server, keys, kit, typ) -> None:
-    validator = kit.make_validator(jwks_server, token_type="at+jwt")  # noqa: S106 - a JOSE typ, not a secret
+    validator = kit.make_validator(jwks_server, token_type="at+jwt")
     assert await validator.validate(kit.sign({**RS, "typ": typ}, kit.claims(), keys.rsa))
 
 

@@ -33,7 +33,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_url(url: str, *, what: str) -> str | None:
+def check_url(url: object, *, what: str) -> str | None:
     """Return why ``url`` is unacceptable as an IdP endpoint, or ``None`` if it is fine.
 
     ``https`` is required except for loopback hosts (test IdPs); no user info, no fragment,
