@@ -7,11 +7,15 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +253,48 @@ def kit() -> type[Kit]:
 @pytest.fixture
 def validator(jwks_server: JWKSServer) -> TokenValidator:
     return make_validator(jwks_server)
+
+
+IDP_DIR = Path(__file__).parent / "idp"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[str]:
+    """A real OpenID Provider (npm ``oidc-provider`` 9.13.3, installed with ``npm ci`` from
+    the committed lockfile on first use) on 127.0.0.1. Yields its issuer URL."""
+    if not (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed to install the test IdP (tests/idp/package.json)")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=IDP_DIR, check=True, timeout=600)
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed to run the test IdP")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [node, "server.mjs", str(port)],
+        cwd=IDP_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        ready: list[str] = []
+        reader = threading.Thread(
+            target=lambda: ready.append(proc.stdout.readline() if proc.stdout else ""),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(30)
+        if not ready or not ready[0].startswith("ready "):
+            pytest.fail(f"the test IdP did not start: {ready!r}")
+        yield ready[0].split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -13,6 +13,7 @@ __all__ = [
     "DeviceFlowError",
     "DiscoveryError",
     "JWKSUnavailableError",
+    "RefreshError",
     "TokenRejectedError",
 ]
 
@@ -53,4 +54,13 @@ class DeviceFlowError(AuthenticationError):
 
     def __init__(self, error: str, message: str, *, fix: str | None = None) -> None:
         super().__init__(f"device login failed ({error}): {message}", fix=fix)
+        self.error = error
+
+
+class RefreshError(AuthenticationError):
+    """The refresh grant failed; ``error`` is the OAuth error code or ``unreachable`` /
+    ``bad_response``. ``invalid_grant`` means the refresh token is spent: log in again."""
+
+    def __init__(self, error: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"token refresh failed ({error}): {message}", fix=fix)
         self.error = error

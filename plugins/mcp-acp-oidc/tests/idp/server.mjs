@@ -1,7 +1,7 @@
 // A real OpenID Provider for the tests: device flow, RFC 9068 JWT access tokens through
 // resource indicators, rotating refresh tokens, and devInteractions (built-in login and
 // consent pages, for tests only). Usage: node server.mjs <port>
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 
 const PORT = Number(process.argv[2]);
@@ -33,7 +33,7 @@ const provider = new Provider(ISSUER, {
       defaultResource: async (ctx, client, oneOf) => oneOf ?? AUDIENCE,
       useGrantedResource: async () => true,
       getResourceServerInfo: async (ctx, resource) => {
-        if (resource !== AUDIENCE) throw new Provider.errors.InvalidTarget();
+        if (resource !== AUDIENCE) throw new errors.InvalidTarget();
         return {
           scope: 'mcp:tools', audience: AUDIENCE, accessTokenTTL: 300,
           accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
