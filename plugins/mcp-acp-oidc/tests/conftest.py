@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,11 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
+from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
+
+from mcp_acp.models import StoredToken
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "urn:mcp-acp:proxy"
@@ -228,6 +234,56 @@ def make_validator(
     return TokenValidator(TokenValidationConfig(**options), jwks)
 
 
+def _form(page: httpx.Response) -> tuple[str, dict[str, str]]:
+    match = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+    action = html.unescape(match.group(1)) if match else str(page.url)
+    inputs = re.findall(
+        r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page.text
+    )
+    return str(page.url.join(action)), {k: html.unescape(v) for k, v in inputs}
+
+
+def approve_device(
+    authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False
+) -> None:
+    """What a user does in the browser, done with httpx through devInteractions pages."""
+    assert authorization.verification_uri_complete is not None
+    with httpx.Client(follow_redirects=True, timeout=10) as browser:
+        page = browser.get(authorization.verification_uri_complete)
+        action, fields = _form(page)
+        page = browser.post(action, data={**fields, "confirm": "yes"})
+        if deny:
+            abort = re.search(r'href="([^"]*/abort)"', page.text)
+            assert abort is not None
+            browser.get(html.unescape(abort.group(1)))
+            return
+        action, fields = _form(page)
+        page = browser.post(action, data={**fields, "login": login, "password": "x"})
+        action, fields = _form(page)
+        page = browser.post(action, data=fields)
+        assert "Success" in page.text
+
+
+class DictStorage:
+    """The token-storage seam (storage itself is another plugin's job)."""
+
+    description = "in-memory (tests)"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, StoredToken] = {}
+        self.saves = 0
+
+    def load(self, issuer: str) -> StoredToken | None:
+        return self.tokens.get(issuer)
+
+    def save(self, token: StoredToken) -> None:
+        self.saves += 1
+        self.tokens[token.issuer] = token
+
+    def delete(self, issuer: str) -> None:
+        self.tokens.pop(issuer, None)
+
+
 class Kit:
     """The helpers above, handed to test modules as the ``kit`` fixture (test modules of
     two distributions cannot import each other's ``conftest``)."""
@@ -243,6 +299,13 @@ class Kit:
     public_jwk = staticmethod(public_jwk)
     claims = staticmethod(claims)
     make_validator = staticmethod(make_validator)
+    DictStorage = DictStorage
+
+
+@pytest.fixture
+def approve() -> Any:
+    """Approve (or deny) a device login the way a user would, through the pages."""
+    return approve_device
 
 
 @pytest.fixture

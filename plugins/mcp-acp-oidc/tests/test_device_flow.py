@@ -20,8 +20,6 @@ from mcp_acp_oidc.device import DEVICE_CODE_GRANT, DeviceFlowClient
 from mcp_acp_oidc.errors import DeviceFlowError, TokenRejectedError
 from mcp_acp_oidc.login import device_login
 
-from mcp_acp.models import StoredToken
-
 PENDING = ("json", 400, {"error": "authorization_pending"})
 SLOW = ("json", 400, {"error": "slow_down"})
 DROP = ("drop",)
@@ -236,8 +234,8 @@ async def test_df8_backoff_is_capped_and_ends_at_expiry(idp, fake_time) -> None:
 )
 @pytest.mark.parametrize("field", ["verification_uri", "verification_uri_complete"])
 async def test_df10_dangerous_verification_uris_are_refused(idp, fake_time, uri, field) -> None:
-    if uri is None and field == "verification_uri_complete":
-        pytest.skip("verification_uri_complete is optional")
+    if uri is None:  # verification_uri_complete is optional: absent means no value at all
+        uri = "javascript:alert(1)"
     idp.device_response[field] = uri
     with pytest.raises(DeviceFlowError) as info:
         await client_for(idp, fake_time).start()
@@ -336,30 +334,12 @@ async def test_unreachable_device_endpoint(fake_time) -> None:
     assert info.value.error == "unreachable"
 
 
-class DictStorage:
-    """The storage seam: token storage itself is another plugin's job."""
-
-    description = "in-memory (tests)"
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, StoredToken] = {}
-
-    def load(self, issuer: str) -> StoredToken | None:
-        return self.tokens.get(issuer)
-
-    def save(self, token: StoredToken) -> None:
-        self.tokens[token.issuer] = token
-
-    def delete(self, issuer: str) -> None:
-        self.tokens.pop(issuer, None)
-
-
 async def test_df12_wrong_audience_token_is_never_stored(
     idp, fake_time, jwks_server, keys, kit
 ) -> None:
     bad = kit.sign({"alg": "RS256", "kid": "rsa-1"}, kit.claims(aud="https://other"), keys.rsa)
     idp.token_script = [success(bad)]
-    storage = DictStorage()
+    storage = kit.DictStorage()
     shown: list[str] = []
     with pytest.raises(TokenRejectedError) as info:
         await device_login(
@@ -387,7 +367,7 @@ async def test_df12_valid_token_is_stored(idp, fake_time, jwks_server, keys, kit
             },
         )
     ]
-    storage = DictStorage()
+    storage = kit.DictStorage()
     subject = await device_login(
         client_for(idp, fake_time), kit.make_validator(jwks_server), storage, show=print
     )

@@ -5,11 +5,8 @@ its RFC 9068 access tokens, refresh-token rotation, and a denial."""
 from __future__ import annotations
 
 import asyncio
-import html
-import re
 from typing import Any
 
-import httpx
 import pytest
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
@@ -19,55 +16,9 @@ from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
 
-from mcp_acp.models import StoredToken
-
 AUDIENCE = "urn:mcp-acp:proxy"
 CLIENT_ID = "mcp-acp-cli"
 SCOPE = "openid offline_access email mcp:tools"
-
-
-def _form(page: httpx.Response) -> tuple[str, dict[str, str]]:
-    match = re.search(r'<form[^>]*action="([^"]*)"', page.text)
-    action = html.unescape(match.group(1)) if match else str(page.url)
-    inputs = re.findall(
-        r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page.text
-    )
-    return str(page.url.join(action)), {k: html.unescape(v) for k, v in inputs}
-
-
-def approve(authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False):
-    """What a user does in the browser, done with httpx through devInteractions pages."""
-    assert authorization.verification_uri_complete is not None
-    with httpx.Client(follow_redirects=True, timeout=10) as browser:
-        page = browser.get(authorization.verification_uri_complete)
-        action, fields = _form(page)
-        page = browser.post(action, data={**fields, "confirm": "yes"})
-        if deny:
-            abort = re.search(r'href="([^"]*/abort)"', page.text)
-            assert abort is not None
-            browser.get(html.unescape(abort.group(1)))
-            return
-        action, fields = _form(page)
-        page = browser.post(action, data={**fields, "login": login, "password": "x"})
-        action, fields = _form(page)
-        page = browser.post(action, data=fields)
-        assert "Success" in page.text
-
-
-class DictStorage:
-    description = "in-memory (tests)"
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, StoredToken] = {}
-
-    def load(self, issuer: str) -> StoredToken | None:
-        return self.tokens.get(issuer)
-
-    def save(self, token: StoredToken) -> None:
-        self.tokens[token.issuer] = token
-
-    def delete(self, issuer: str) -> None:
-        self.tokens.pop(issuer, None)
 
 
 async def fast_sleep(seconds: float) -> None:
@@ -110,8 +61,8 @@ async def test_discovery(oidc_provider: str, metadata: ProviderMetadata) -> None
     assert metadata.device_authorization_endpoint == f"{oidc_provider}/device/auth"
 
 
-async def test_device_login_refresh_rotation(metadata: ProviderMetadata) -> None:
-    storage = DictStorage()
+async def test_device_login_refresh_rotation(metadata: ProviderMetadata, kit, approve) -> None:
+    storage = kit.DictStorage()
     validator = make_validator(metadata)
     client = make_client(metadata)
     shown: list[DeviceAuthorization] = []
@@ -166,8 +117,8 @@ async def test_device_login_refresh_rotation(metadata: ProviderMetadata) -> None
     assert info.value.error == "invalid_grant"
 
 
-async def test_denied_login_stores_nothing(metadata: ProviderMetadata) -> None:
-    storage = DictStorage()
+async def test_denied_login_stores_nothing(metadata: ProviderMetadata, kit, approve) -> None:
+    storage = kit.DictStorage()
 
     def show(authorization: DeviceAuthorization) -> None:
         asyncio.get_running_loop().create_task(asyncio.to_thread(approve, authorization, deny=True))

@@ -1,0 +1,178 @@
+"""The ``oidc`` identity provider: registration through the plugin loader, its config,
+the ``auth`` commands, and the per-request subject (with refresh) against the real
+oidc-provider on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc.device import DeviceAuthorization
+from pydantic import ValidationError
+
+from mcp_acp.errors import AuthenticationError
+from mcp_acp.models import Provenance, StoredToken
+from mcp_acp.plugins import load_plugins
+from mcp_acp.registry import Kind
+
+AUDIENCE = "urn:mcp-acp:proxy"
+
+
+def options(issuer: str, **extra: Any) -> OIDCConfig:
+    return OIDCConfig(
+        issuer=issuer,
+        client_id="mcp-acp-cli",
+        audience=AUDIENCE,
+        scope="openid offline_access email mcp:tools",
+        token_type="at+jwt",  # noqa: S106 - a JOSE typ, not a secret
+        **extra,
+    )
+
+
+def test_registered_through_the_loader() -> None:
+    plugins = load_plugins({"oidc"})
+    registration = plugins.registry.get(Kind.IDENTITY_PROVIDER, "oidc")
+    assert registration is not None
+    assert registration.plugin == "oidc"
+    assert registration.config_model is OIDCConfig
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"issuer": "http://idp.example.test"},
+        {"issuer": "javascript:alert(1)"},
+        {"algorithms": ["HS256"]},
+        {"algorithms": ["none"]},
+        {"unknown_option": 1},
+        {"client_id": ""},
+    ],
+)
+def test_bad_config_is_refused(bad: dict[str, Any]) -> None:
+    base = {"issuer": "https://idp.example.test", "client_id": "c", "audience": AUDIENCE}
+    with pytest.raises(ValidationError):
+        OIDCConfig.model_validate({**base, **bad})
+
+
+def _config_file(tmp_path: Path, issuer: str) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "backend": {"command": sys.executable, "args": ["-c", "pass"]},
+                "plugins": {"allow": ["oidc"]},
+                "identity": {
+                    "use": "oidc",
+                    "config": {"issuer": issuer, "client_id": "c", "audience": AUDIENCE},
+                },
+                "audit": {"log_dir": str(tmp_path / "logs")},
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_auth_command_needs_a_token_storage(tmp_path: Path) -> None:
+    config = _config_file(tmp_path, "https://idp.example.test")
+    env = {**os.environ, "MCP_ACP_CONFIG": str(config)}
+    env.pop("MCP_ACP_PLUGINS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_acp", "auth", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 10, result.stderr
+    assert "needs a token_storage section" in result.stderr
+
+
+@pytest.fixture
+def storage(kit: Any) -> Any:
+    return kit.DictStorage()
+
+
+async def _login(provider: OIDCIdentityProvider, approve: Any) -> None:
+    def show(authorization: DeviceAuthorization) -> None:
+        asyncio.get_running_loop().create_task(asyncio.to_thread(approve, authorization))
+
+    subject = await provider.login(show)
+    assert subject.subject_id == "alice"
+
+
+async def fast_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds / 50)
+
+
+async def test_not_logged_in_is_denied(oidc_provider: str, storage: Any) -> None:
+    provider = OIDCIdentityProvider(options(oidc_provider), storage)
+    with pytest.raises(AuthenticationError, match="not logged in"):
+        await provider.current_subject()
+
+
+async def test_login_subject_refresh_logout(oidc_provider: str, storage: Any, approve: Any) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    subject = await provider.current_subject()
+    assert subject.subject_id == "alice"
+    assert subject.provenance is Provenance.TOKEN
+    first = storage.tokens[oidc_provider]
+    assert storage.saves == 1
+
+    # many concurrent requests shortly before expiry: one refresh, rotated and stored
+    offset = 260.0  # the access token lives 300 s; the refresh margin is 60 s
+    subjects = await asyncio.gather(*(provider.current_subject() for _ in range(20)))
+    assert {s.subject_id for s in subjects} == {"alice"}
+    assert storage.saves == 2
+    second = storage.tokens[oidc_provider]
+    assert second.refresh_token != first.refresh_token
+    assert second.access_token != first.access_token
+
+    status = await provider.status()
+    assert status["logged_in"] is True
+    assert status["subject"] == "alice"
+    assert second.access_token not in json.dumps(status, default=str)
+
+    assert await provider.logout() is True
+    assert storage.tokens == {}
+    with pytest.raises(AuthenticationError, match="not logged in"):
+        await provider.current_subject()
+    assert await provider.logout() is False
+
+
+async def test_failed_refresh_denies_after_expiry_without_retry_loop(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    held = storage.tokens[oidc_provider]
+    spent = StoredToken(
+        issuer=held.issuer,
+        access_token=held.access_token,
+        expires_at=held.expires_at,
+        refresh_token="not-a-valid-refresh-token",  # noqa: S106 - a fake
+    )
+    storage.tokens[oidc_provider] = spent
+    provider._token = None  # as after a restart: read the store again
+    offset = 260.0  # refresh due, access token still valid: the request is served
+    assert (await provider.current_subject()).subject_id == "alice"
+    assert oidc_provider not in storage.tokens  # invalid_grant: the spent token is gone
+    offset = 400.0  # now expired, and nothing to refresh with: deny
+    with pytest.raises(AuthenticationError):
+        await provider.current_subject()
