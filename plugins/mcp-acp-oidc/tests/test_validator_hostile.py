@@ -592,3 +592,49 @@ async def test_issuer_key_binding(keys, kit, jwks_server) -> None:
         assert (await validator_b.validate(genuine)).issuer == issuer_b
     finally:
         server_b.close()
+
+
+# --- other key types: the curve must fit the algorithm --------------------------------------
+
+
+async def test_eddsa_and_es384_keys(jwks_server, kit) -> None:
+    import json as _json
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from jwt.algorithms import OKPAlgorithm
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    ed_jwk = {**_json.loads(OKPAlgorithm.to_jwk(ed.public_key())), "kid": "ed-1"}
+    jwks_server.state.jwks = {"keys": [ed_jwk, kit.public_jwk(p384, "p384-1")]}
+    validator = kit.make_validator(jwks_server, algorithms=("EdDSA", "ES384", "ES256"))
+    ok_ed = kit.sign({"alg": "EdDSA", "kid": "ed-1"}, kit.claims(), ed)
+    assert (await validator.validate(ok_ed)).subject_id == "alice"
+    ok_384 = kit.sign({"alg": "ES384", "kid": "p384-1"}, kit.claims(), p384)
+    assert (await validator.validate(ok_384)).subject_id == "alice"
+    # a P-384 key may not check an ES256 token, whatever the signature
+    await rejected(validator, kit.sign({"alg": "ES256", "kid": "p384-1"}, kit.claims(), p384))
+    # EdDSA token naming the EC key, ES384 naming the Ed25519 key
+    await rejected(
+        validator, kit.sign({"alg": "EdDSA", "kid": "p384-1"}, kit.claims(), ed), "no_key"
+    )
+    await rejected(
+        validator, kit.sign({"alg": "ES384", "kid": "ed-1"}, kit.claims(), p384), "no_key"
+    )
+
+
+async def test_nbf_leeway_boundary(validator, keys, kit) -> None:
+    now = int(time.time())
+    assert await validator.validate(kit.sign(RS, kit.claims(nbf=now + 30 - 2), keys.rsa))
+    await rejected(validator, kit.sign(RS, kit.claims(nbf=now + 30 + 2), keys.rsa), "not_yet_valid")
+
+
+@pytest.mark.parametrize("value", ["1700000000", True, None, [1], float("inf")])
+async def test_bad_nbf_and_iat_types(validator, keys, kit, value) -> None:
+    for claim in ("nbf", "iat", "auth_time"):
+        payload = kit.claims(**{claim: value})
+        try:
+            token = kit.sign(RS, payload, keys.rsa)
+        except ValueError:  # json.dumps refuses inf only with allow_nan=False
+            continue
+        await rejected(validator, token)
