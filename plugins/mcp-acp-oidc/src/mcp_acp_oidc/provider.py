@@ -29,7 +29,7 @@ from mcp_acp.protocols import TokenStorage
 from mcp_acp_oidc._http import check_url
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
-from mcp_acp_oidc.errors import RefreshError, TokenRejectedError
+from mcp_acp_oidc.errors import DiscoveryError, RefreshError, TokenRejectedError
 from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache
 from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
@@ -126,12 +126,25 @@ class OIDCIdentityProvider:
         self._token: StoredToken | None = None
         self._lock = asyncio.Lock()
         self._refresh_attempted_at: float | None = None
+        self._discovery_failed_at: float | None = None
 
     async def _ready(self) -> tuple[ProviderMetadata, TokenValidator]:
         if self._metadata is None or self._validator is None:
-            metadata = await discover(
-                self.options.issuer, timeout=self.options.http_timeout_seconds
-            )
+            now = time.monotonic()
+            failed = self._discovery_failed_at
+            if failed is not None and now - failed < self.options.refresh_retry_seconds:
+                raise DiscoveryError(
+                    f"{self.options.issuer} was unreachable moments ago; not retrying yet",
+                    fix="check that the identity provider is up",
+                )
+            try:
+                metadata = await discover(
+                    self.options.issuer, timeout=self.options.http_timeout_seconds
+                )
+            except DiscoveryError:
+                self._discovery_failed_at = now  # no request storm while the IdP is down
+                raise
+            self._discovery_failed_at = None
             jwks = JWKSCache(
                 metadata.jwks_uri,
                 ttl=self.options.jwks_cache_seconds,
