@@ -221,6 +221,8 @@ class TokenValidator:
             decoded = self._jws.decode_complete(token, key=key.key, algorithms=[alg])
         except InvalidTokenError as exc:
             raise TokenRejectedError("bad_signature", "signature verification failed") from exc
+        except Exception as exc:  # any other failure inside the crypto layer is a denial too
+            raise TokenRejectedError("bad_signature", type(exc).__name__) from exc
         payload = decoded["payload"]
         if not isinstance(payload, bytes):
             raise TokenRejectedError("malformed", "payload is not bytes")
