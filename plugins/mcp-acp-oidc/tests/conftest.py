@@ -135,6 +135,19 @@ class FakeIdP(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client gave up (timeout test)
 
+    def do_POST(self) -> None:
+        """Any POST (a token endpoint that is down): recorded, answered 503."""
+        state = self.server.state
+        state.hits[self.path] += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        state.posts.append((self.path, self.rfile.read(length).decode()))
+        body = b'{"error": "temporarily_unavailable"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -145,6 +158,7 @@ class ServerState:
         self.mode = "ok"
         self.hang_seconds = 3.0
         self.hits: Counter[str] = Counter()
+        self.posts: list[tuple[str, str]] = []
 
 
 class _Server(ThreadingHTTPServer):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
@@ -176,3 +177,36 @@ async def test_failed_refresh_denies_after_expiry_without_retry_loop(
     offset = 400.0  # now expired, and nothing to refresh with: deny
     with pytest.raises(AuthenticationError):
         await provider.current_subject()
+
+
+async def test_token_endpoint_down_serves_until_expiry_then_denies_without_loop(
+    oidc_provider: str, storage: Any, approve: Any, jwks_server: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, audience_parameter="https://api.example.test"),
+        storage,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    metadata, _ = await provider._ready()
+    # from now on the token endpoint answers 503 (a recording server on loopback)
+    provider._metadata = attrs.evolve(metadata, token_endpoint=f"{jwks_server.base}/token")
+    offset = 260.0
+    subjects = await asyncio.gather(*(provider.current_subject() for _ in range(20)))
+    assert {s.subject_id for s in subjects} == {"alice"}
+    for _ in range(20):
+        await provider.current_subject()
+    assert jwks_server.state.hits["/token"] == 1  # one attempt, no retry loop
+    ((_, body),) = jwks_server.state.posts
+    form = dict(pair.split("=", 1) for pair in body.split("&"))
+    assert form["grant_type"] == "refresh_token"
+    assert form["resource"] == "urn%3Amcp-acp%3Aproxy"  # RFC 8707 on refresh too (MCP-7)
+    assert form["audience"] == "https%3A%2F%2Fapi.example.test"
+    offset = 400.0  # expired: deny
+    for _ in range(5):
+        with pytest.raises(AuthenticationError, match="expired"):
+            await provider.current_subject()
+    assert jwks_server.state.hits["/token"] == 1
+    assert oidc_provider in storage.tokens  # a provider outage does not delete the login
