@@ -55,6 +55,7 @@ def test_registered_through_the_loader() -> None:
         {"algorithms": ["none"]},
         {"unknown_option": 1},
         {"client_id": ""},
+        {"jwks_cache_seconds": 10, "jwks_refetch_cooldown_seconds": 30},
     ],
 )
 def test_bad_config_is_refused(bad: dict[str, Any]) -> None:

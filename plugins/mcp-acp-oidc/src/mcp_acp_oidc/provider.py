@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
@@ -91,6 +91,13 @@ class OIDCConfig(BaseModel):
         if bad:
             raise ValueError(f"{bad} not allowed; choose from {sorted(ALGORITHM_KEY_TYPES)}")
         return value
+
+    @model_validator(mode="after")
+    def _cache_outlives_cooldown(self) -> OIDCConfig:
+        # with a shorter cache, keys would expire while a refetch is not yet allowed
+        if self.jwks_cache_seconds < self.jwks_refetch_cooldown_seconds:
+            raise ValueError("jwks_cache_seconds must be at least jwks_refetch_cooldown_seconds")
+        return self
 
     def validation_config(self) -> TokenValidationConfig:
         return TokenValidationConfig(
