@@ -120,6 +120,29 @@ async def test_bad_endpoints_are_refused(server, field, value) -> None:
         await discover(server.issuer)
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://169.254.169.254/latest/meta-data",
+        "https://127.0.0.1/jwks",
+        "https://localhost/jwks",
+        "https://[::1]/jwks",
+        "https://10.0.0.5/jwks",
+        "https://192.168.1.1/jwks",
+    ],
+)
+def test_public_issuer_endpoints_may_not_point_inwards(endpoint: str) -> None:
+    issuer = "https://idp.example.test"
+    with pytest.raises(DiscoveryError, match="address"):
+        metadata_from_document(issuer, document(issuer, jwks_uri=endpoint))
+
+
+def test_public_issuer_may_use_another_public_host_for_keys() -> None:
+    issuer = "https://accounts.example.test"
+    doc = document(issuer, jwks_uri="https://keys.example-cdn.test/certs")
+    assert metadata_from_document(issuer, doc).jwks_uri == "https://keys.example-cdn.test/certs"
+
+
 def test_https_issuer_needs_https_endpoints() -> None:
     issuer = "https://idp.example.test"
     doc = document(issuer, jwks_uri="http://127.0.0.1/jwks")

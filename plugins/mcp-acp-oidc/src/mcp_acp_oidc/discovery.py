@@ -3,18 +3,22 @@
 The document is accepted only when its ``issuer`` equals the configured issuer byte for
 byte (OIDC Discovery §4.3), and every endpoint we use passes :func:`check_url`: ``https``
 (``http`` only on loopback, for test IdPs), the issuer's scheme, no user info, no
-fragment, no whitespace. Redirects are not followed; the body is bounded.
+fragment, no whitespace. Endpoint hosts may differ from the issuer's (many providers
+serve keys from another host), but a public issuer's endpoints may not point at loopback,
+private or link-local addresses, and a loopback issuer's endpoints stay on loopback.
+Redirects are not followed; the body is bounded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import httpx
 
-from mcp_acp_oidc._http import aread_bounded, check_url, parse_json_object
+from mcp_acp_oidc._http import aread_bounded, check_url, is_loopback_host, parse_json_object
 from mcp_acp_oidc.errors import DiscoveryError
 
 __all__ = ["ProviderMetadata", "discover", "metadata_from_document"]
@@ -33,15 +37,36 @@ class ProviderMetadata:
     revocation_endpoint: str | None = None
 
 
-def _optional(document: dict[str, Any], name: str, scheme: str) -> str | None:
-    return None if document.get(name) is None else _endpoint(document, name, scheme)
+def _host_problem(name: str, host: str, issuer_host: str) -> str | None:
+    """Endpoints of a loopback issuer stay on loopback; endpoints of a public issuer
+    never point at loopback, private or link-local addresses (no SSRF into the host's
+    network through a discovery document)."""
+    if is_loopback_host(issuer_host):
+        return None if is_loopback_host(host) else f"{name} leaves the loopback issuer"
+    if is_loopback_host(host):
+        return f"{name} points at a loopback address"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if address.is_private or address.is_link_local or address.is_reserved:
+        return f"{name} points at a private or link-local address"
+    return None
 
 
-def _endpoint(document: dict[str, Any], name: str, scheme: str) -> str:
+def _optional(document: dict[str, Any], name: str, scheme: str, issuer_host: str) -> str | None:
+    if document.get(name) is None:
+        return None
+    return _endpoint(document, name, scheme, issuer_host)
+
+
+def _endpoint(document: dict[str, Any], name: str, scheme: str, issuer_host: str) -> str:
     value = document.get(name)
     problem = check_url(value, what=name)
     if problem is None and urlsplit(str(value)).scheme != scheme:
         problem = f"{name} does not use the issuer's scheme {scheme!r}"
+    if problem is None:
+        problem = _host_problem(name, urlsplit(str(value)).hostname or "", issuer_host)
     if problem:
         raise DiscoveryError(f"provider metadata rejected: {problem}", fix=_FIX)
     return str(value)
@@ -54,13 +79,16 @@ def metadata_from_document(issuer: str, document: dict[str, Any]) -> ProviderMet
             f"provider metadata names another issuer than {issuer!r}",
             fix="configure the issuer exactly as the provider reports it",
         )
-    scheme = urlsplit(issuer).scheme
+    parts = urlsplit(issuer)
+    scheme, host = parts.scheme, parts.hostname or ""
     return ProviderMetadata(
         issuer=issuer,
-        jwks_uri=_endpoint(document, "jwks_uri", scheme),
-        token_endpoint=_endpoint(document, "token_endpoint", scheme),
-        device_authorization_endpoint=_optional(document, "device_authorization_endpoint", scheme),
-        revocation_endpoint=_optional(document, "revocation_endpoint", scheme),
+        jwks_uri=_endpoint(document, "jwks_uri", scheme, host),
+        token_endpoint=_endpoint(document, "token_endpoint", scheme, host),
+        device_authorization_endpoint=_optional(
+            document, "device_authorization_endpoint", scheme, host
+        ),
+        revocation_endpoint=_optional(document, "revocation_endpoint", scheme, host),
     )
 
 
