@@ -173,7 +173,7 @@ class OIDCIdentityProvider:
 
     async def current_subject(self) -> Subject:
         """Validate (refreshing when due) the held token; raise ``AuthenticationError``."""
-        async with self._lock:
+        async with self._lock:  # one discovery, one store read, one refresh at a time
             metadata, validator = await self._ready()
             token = await self._load()
             due = token.expires_at.timestamp() - self.options.refresh_margin_seconds
@@ -181,14 +181,14 @@ class OIDCIdentityProvider:
                 refreshed = await self._try_refresh(metadata, validator, token)
                 if refreshed is not None:
                     token = refreshed
-            try:
-                return await validator.validate(token.access_token)
-            except TokenRejectedError as exc:
-                if exc.reason in ("expired", "too_old"):
-                    raise AuthenticationError(
-                        f"the session with {self.options.issuer} has expired", fix=_LOGIN_FIX
-                    ) from exc
-                raise
+        try:
+            return await validator.validate(token.access_token)
+        except TokenRejectedError as exc:
+            if exc.reason in ("expired", "too_old"):
+                raise AuthenticationError(
+                    f"the session with {self.options.issuer} has expired", fix=_LOGIN_FIX
+                ) from exc
+            raise
 
     async def _try_refresh(
         self, metadata: ProviderMetadata, validator: TokenValidator, token: StoredToken
