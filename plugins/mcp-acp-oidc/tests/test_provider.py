@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,39 @@ async def test_token_endpoint_down_serves_until_expiry_then_denies_without_loop(
             await provider.current_subject()
     assert jwks_server.state.hits["/token"] == 1
     assert oidc_provider in storage.tokens  # a provider outage does not delete the login
+
+
+async def test_two_processes_sharing_a_store_refresh_once(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    first = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + 260, sleep=fast_sleep
+    )
+    second = OIDCIdentityProvider(options(oidc_provider), storage)
+    await _login(first, approve)  # first's clock is 260 s ahead: its token is due
+    login_token = storage.tokens[oidc_provider]
+    await first.current_subject()  # refreshes and stores the rotated tokens
+    assert storage.saves == 2
+    refreshed = storage.tokens[oidc_provider]
+    assert refreshed.refresh_token != login_token.refresh_token
+    # the second process still holds the login tokens, now due for refresh: it adopts
+    # the stored ones instead of spending the replaced refresh token
+    second._token = attrs.evolve(login_token, expires_at=datetime.now(UTC))
+    assert (await second.current_subject()).subject_id == "alice"
+    assert storage.saves == 2
+    assert second._token is refreshed
+
+
+async def test_logout_elsewhere_is_noticed_at_refresh(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    await provider.current_subject()
+    storage.tokens.clear()  # 'mcp-acp auth logout' in another process
+    offset = 260.0
+    with pytest.raises(AuthenticationError, match="logged out"):
+        await provider.current_subject()

@@ -176,8 +176,7 @@ class OIDCIdentityProvider:
         async with self._lock:  # one discovery, one store read, one refresh at a time
             metadata, validator = await self._ready()
             token = await self._load()
-            due = token.expires_at.timestamp() - self.options.refresh_margin_seconds
-            if token.refresh_token is not None and self._clock() >= due:
+            if self._due(token):
                 refreshed = await self._try_refresh(metadata, validator, token)
                 if refreshed is not None:
                     token = refreshed
@@ -190,9 +189,24 @@ class OIDCIdentityProvider:
                 ) from exc
             raise
 
+    def _due(self, token: StoredToken) -> bool:
+        due = token.expires_at.timestamp() - self.options.refresh_margin_seconds
+        return token.refresh_token is not None and self._clock() >= due
+
     async def _try_refresh(
         self, metadata: ProviderMetadata, validator: TokenValidator, token: StoredToken
     ) -> StoredToken | None:
+        # Another process (a second proxy, 'auth login') may have stored newer tokens:
+        # use them rather than spend a refresh token that rotation has already replaced.
+        latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        if latest is None:
+            self._token = None
+            raise AuthenticationError(f"logged out of {self.options.issuer}", fix=_LOGIN_FIX)
+        if latest.access_token != token.access_token:
+            self._token = latest
+            if not self._due(latest):
+                return latest
+            token = latest
         now = time.monotonic()
         if (
             self._refresh_attempted_at is not None
@@ -212,8 +226,12 @@ class OIDCIdentityProvider:
         except (RefreshError, TokenRejectedError) as exc:
             log.warning("oidc: token refresh failed: %s", exc)
             if isinstance(exc, RefreshError) and exc.error == "invalid_grant":
-                self._token = None  # spent or revoked: only a new login helps
-                await asyncio.to_thread(self.storage.delete, self.options.issuer)
+                # spent or revoked: only a new login helps. Delete only what we used, not
+                # a login another process stored meanwhile.
+                self._token = None
+                current = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                if current is not None and current.refresh_token == token.refresh_token:
+                    await asyncio.to_thread(self.storage.delete, self.options.issuer)
             return None
         await asyncio.to_thread(self.storage.save, new)
         self._token = new
