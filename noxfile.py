@@ -39,9 +39,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the core package."""
-    session.install("-e", ".[dev]")
-    session.run("mypy", "--strict", "mcp_acp")
+    """mypy --strict on the core package and every plugin package under plugins/."""
+    session.install(*_distributions())
+    packages = sorted(str(p) for p in ROOT.glob("plugins/*/src/*") if p.name.isidentifier())
+    session.run("mypy", "--strict", "mcp_acp", *packages)
 
 
 @nox.session

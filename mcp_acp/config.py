@@ -152,7 +152,12 @@ class HttpBackend(_Section):
     transport: Literal["http"] = "http"
     url: str = Field(description="Endpoint URL, e.g. 'https://mcp.example.com/mcp'.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Per-request timeout.")
+    timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds that connecting, and each wait for an answer to start, may take.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -164,6 +169,16 @@ class HttpBackend(_Section):
             raise ValueError("must not carry credentials; put them in 'headers'")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http:// is allowed only to a loopback host; use https://")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():  # never echo a value: it is often a credential
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if not re.fullmatch(r"[\t\x20-\x7e]*", text):
+                raise ValueError(f"the value of {name!r} must be printable ASCII on one line")
         return value
 
 

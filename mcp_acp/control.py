@@ -21,6 +21,7 @@ import os
 import pwd
 import socket
 import struct
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ Operation = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 
 def runtime_dir() -> Path:
-    return platformdirs.user_runtime_path("mcp-acp", appauthor=False)
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR: platformdirs' /tmp fallback is fine
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_path("mcp-acp", appauthor=False)
 
 
 def sockets(directory: Path | None = None) -> list[Path]:

@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mcp_acp.builtins.cli_approver",
     "mcp_acp.builtins.acp_policy",
     "mcp_acp.builtins.jsonl_audit",
+    "mcp_acp.builtins.encrypted_file_tokens",
 )
 
 _REGISTRATION_HOOKS: Mapping[Kind, str] = {

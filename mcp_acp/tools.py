@@ -155,8 +155,12 @@ class ToolFacts:
 class ToolRegistry:
     """Classifies tools and extracts their path arguments."""
 
+    #: Tool names whose registry facts are remembered (a session calls few tools, often).
+    CACHE_SIZE = 1024
+
     def __init__(self, entries: Sequence[ToolEntry]) -> None:
         self._entries = [(compile_glob(e.tool, paths=False, ignore_case=True), e) for e in entries]
+        self._known: dict[str, ToolFacts] = {}
 
     @classmethod
     def default(cls, extra: Iterable[ToolEntry] = ()) -> ToolRegistry:
@@ -167,6 +171,14 @@ class ToolRegistry:
 
     def facts(self, tool_name: str, annotations: Mapping[str, Any] | None = None) -> ToolFacts:
         """Operations, side effects and path arguments of ``tool_name``."""
+        facts = self._known.get(tool_name)
+        if facts is None:
+            facts = self._lookup(tool_name)
+            if len(self._known) < self.CACHE_SIZE:
+                self._known[tool_name] = facts
+        return _raise_by_annotations(facts, annotations or {})
+
+    def _lookup(self, tool_name: str) -> ToolFacts:
         for pattern, entry in self._entries:
             if pattern.fullmatch(tool_name):
                 facts = ToolFacts(
@@ -186,7 +198,7 @@ class ToolRegistry:
                 "heuristics" if operations else "unknown",
                 LOOSE_PATH_ARGUMENTS,
             )
-        return _raise_by_annotations(facts, annotations or {})
+        return facts
 
     def path_arguments(
         self, facts: ToolFacts, arguments: Mapping[str, Any]

@@ -55,6 +55,19 @@ def test_sink_run_is_complete_and_verifies(
     assert list(work.iterdir()) == []  # the run cleans up after itself
 
 
+@pytest.mark.parametrize("writers", [1, 4])
+def test_task_writers_are_complete_and_batched(bench: ModuleType, work: Path, writers: int) -> None:
+    result = bench.measure_sink_tasks(work, "fsync", writers, 25)
+    assert result.events == writers * 25
+    assert result.lines == result.written + 1
+    assert result.verified
+    assert len(result.latencies_ns) == result.events
+    assert 1 <= result.fsyncs <= result.events
+    if writers == 1:
+        assert result.fsyncs == result.events  # one at a time: nothing to batch
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize("fsync", [True, False])
 def test_bare_baseline_writes_every_line(bench: ModuleType, work: Path, fsync: bool) -> None:
     line = bench.sample_line()

@@ -56,6 +56,16 @@ def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
             '"http://10.1.2.3/mcp"',
         ),
         ({"backend": {"transport": "http", "url": "https://u:p@h/mcp"}}, "backend.url", None),
+        (
+            {"backend": {"transport": "http", "url": "https://h/mcp", "headers": {"X": "a\nb"}}},
+            "backend.headers",
+            None,
+        ),
+        (
+            {"backend": {"transport": "http", "url": "https://h/mcp", "headers": {"A B": "c"}}},
+            "backend.headers",
+            None,
+        ),
         ({**MINIMAL, "identty": {"use": "local"}}, "identty", None),
         ({**MINIMAL, "posture": {"interval_seconds": 1}}, "posture.interval_seconds", "1"),
         (

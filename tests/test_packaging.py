@@ -5,6 +5,8 @@ Builds the core, every ``plugins/*`` and ``examples/*`` distribution with
 third-party dependencies into a wheelhouse, then installs ``mcp-acp[example]`` into a fresh
 virtualenv with ``--no-index`` and only that wheelhouse — no index, no source tree, no pip
 config from the machine — and runs the installed ``mcp-acp plugins`` and ``mcp-acp demo``.
+Then ``mcp-acp[keychain]`` the same way, alone: its storage registers and it brings no
+plaintext keyring.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ def _clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_extra_installs_from_wheels_alone_into_a_clean_venv(
-    wheels: list[Path], tmp_path: Path, isolated_home: Path
-) -> None:
-    wheelhouse = tmp_path / "wheelhouse"
+@pytest.fixture(scope="module")
+def wheelhouse(wheels: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Our wheels plus their third-party dependencies, for ``pip install --no-index``."""
+    house = tmp_path_factory.mktemp("wheelhouse")
     # Third-party dependencies come from the package index once, into the wheelhouse;
     # our own distributions are given as files, so the index is never asked for them.
     subprocess.run(
@@ -89,16 +91,18 @@ def test_extra_installs_from_wheels_alone_into_a_clean_venv(
             "wheel",
             "--quiet",
             "--wheel-dir",
-            str(wheelhouse),
+            str(house),
             *map(str, wheels),
         ],
         check=True,
     )
+    return house
 
+
+def _install(requirement: str, wheelhouse: Path, tmp_path: Path, env: dict[str, str]) -> Path:
+    """A fresh venv with ``requirement`` installed from the wheelhouse alone."""
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
-    home = isolated_home
-    env = _clean_env(home)
     subprocess.run(
         [
             str(target / "bin" / "python"),
@@ -109,12 +113,21 @@ def test_extra_installs_from_wheels_alone_into_a_clean_venv(
             "--no-index",
             "--find-links",
             str(wheelhouse),
-            "mcp-acp[example]",
+            requirement,
         ],
         check=True,
         env=env,
         cwd=tmp_path,
     )
+    return target
+
+
+def test_extra_installs_from_wheels_alone_into_a_clean_venv(
+    wheelhouse: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    home = isolated_home
+    env = _clean_env(home)
+    target = _install("mcp-acp[example]", wheelhouse, tmp_path, env)
 
     cli = str(target / "bin" / "mcp-acp")
     located = subprocess.run(
@@ -186,3 +199,55 @@ def test_extra_installs_from_wheels_alone_into_a_clean_venv(
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "demo: all steps ended as expected." in demo.stdout
+
+
+def test_keychain_extra_installs_and_registers_its_storage(
+    wheelhouse: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    env = _clean_env(isolated_home)
+    target = _install("mcp-acp[keychain]", wheelhouse, tmp_path, env)
+    python = str(target / "bin" / "python")
+    installed = subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = {row["name"].lower() for row in json.loads(installed)}
+    assert {"mcp-acp", "mcp-acp-keychain", "keyring", "cryptography"} <= names
+    assert "keyrings.alt" not in names  # the extra never brings a plaintext keyring
+
+    out = subprocess.run(
+        [str(target / "bin" / "mcp-acp"), "plugins", "--json"],
+        check=True,
+        env={**env, "MCP_ACP_PLUGINS": "keychain"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = {row["name"]: row for row in json.loads(out)["plugins"]}
+    assert rows["keychain"]["status"] == "loaded"
+    assert rows["keychain"]["version"] == "0.1.0"
+    assert rows["keychain"]["registers"] == ["token_storage:keychain"]
+    assert "token_storage:encrypted-file" in rows["encrypted-file-tokens"]["registers"]
+
+    # no keychain in this clean environment: refused by name, or the explicit fallback
+    script = (
+        "from pathlib import Path;"
+        "from mcp_acp.registry import PluginContext;"
+        "from mcp_acp_keychain import KeychainConfig;"
+        "from mcp_acp_keychain.storage import token_storage_from_config as f;"
+        "c = PluginContext(config_path=Path('cfg/config.json'), log_dir=Path('.'));"
+        "print(f(KeychainConfig(fallback='encrypted-file'), c).description)"
+    )
+    described = subprocess.run(
+        [python, "-c", script],
+        check=True,
+        env={**env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "fallback: keyring backend keyring.backends.fail.Keyring refused" in described

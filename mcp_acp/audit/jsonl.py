@@ -19,9 +19,10 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -75,13 +76,26 @@ def _errno_text(exc: OSError) -> str:
 class _Batch:
     """Records that will be committed together, and the callers waiting for them."""
 
-    __slots__ = ("bodies", "done", "first_seq", "wake")
+    __slots__ = ("bodies", "done", "first_seq", "lock", "waiting")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.bodies: list[bytes] = []
-        self.wake = threading.Condition(lock)
+        self.lock = lock
+        self.waiting: threading.Condition | None = None  # made by the first caller to wait
         self.done = False
         self.first_seq = 0
+
+    def wait(self) -> None:
+        if self.waiting is None:
+            self.waiting = threading.Condition(self.lock)
+        self.waiting.wait()
+
+    def notify(self, every: bool = True) -> None:
+        if self.waiting is not None:
+            if every:
+                self.waiting.notify_all()
+            else:
+                self.waiting.notify()
 
 
 class StreamWriter:
@@ -112,6 +126,7 @@ class StreamWriter:
         self._on_failure = on_failure
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a commit ends
+        self._closing = False  # close() waits on _idle only then
         self._next = _Batch(self._lock)  # the batch new records join
         self._leading = False
         self._open = False
@@ -232,6 +247,11 @@ class StreamWriter:
     def write(self, body: bytes) -> int:
         """Append the record whose canonical JSON is ``body``; return its ``seq`` once it is
         durable. Raise ``AuditError`` if it is not — it then never will be."""
+        return self.write_many((body,))
+
+    def write_many(self, bodies: Sequence[bytes]) -> int:
+        """Append several records, in order, in one commit (or with others waiting); return
+        the first one's ``seq`` once all are durable, or raise ``AuditError``."""
         with self._lock:
             if self._failed is not None:
                 raise self._failed
@@ -241,7 +261,7 @@ class StreamWriter:
                 )
             batch = self._next
             position = len(batch.bodies)
-            batch.bodies.append(body)
+            batch.bodies.extend(bodies)
             while True:
                 if batch.done:
                     return batch.first_seq + position
@@ -251,18 +271,19 @@ class StreamWriter:
                     self._leading = True  # lead: take the open batch, open the next one
                     self._next = _Batch(self._lock)
                     break
-                batch.wake.wait()  # only this batch's callers wake, not every waiter
+                batch.wait()  # only this batch's callers wake, not every waiter
         first = self._commit(batch.bodies)  # outside the lock: others queue the next batch
         with self._lock:
             self._leading = False
             if first is not None:
                 batch.first_seq, batch.done = first, True
-            batch.wake.notify_all()
+            batch.notify()
             if self._failed is not None:
-                self._next.wake.notify_all()
+                self._next.notify()
             elif self._next.bodies:
-                self._next.wake.notify()  # hand the lead to one caller of the next batch
-            self._idle.notify_all()
+                self._next.notify(every=False)  # hand the lead to one caller of the next batch
+            if self._closing:
+                self._idle.notify_all()
             failed = self._failed
         if first is None:
             raise failed or AuditError("audit write failed", fix="see the log")
@@ -380,6 +401,7 @@ class StreamWriter:
 
     def close(self) -> None:
         with self._lock:
+            self._closing = True
             while self._leading:
                 self._idle.wait()
             self._open = False
@@ -411,6 +433,92 @@ def _chain_record(stream: str, event: str, detail: dict[str, Any]) -> bytes:
     return canonical(record.model_dump(mode="json", exclude_none=True))
 
 
+_Item = tuple[bytes, "asyncio.Future[int]"]
+
+
+class _Committer:
+    """Commits records for the event loop on one thread per stream.
+
+    The loop hands a record over with one queue put and awaits a future; the thread takes
+    every record waiting, commits them as one group (:meth:`StreamWriter.write_many`) and
+    settles their futures with one call back into the loop — cheaper than a thread-pool
+    round trip per record, and it batches by itself under load.
+    """
+
+    def __init__(self, writer: StreamWriter) -> None:
+        self.writer = writer
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"audit-{self.writer.stream}", daemon=True
+            )
+            self._thread.start()
+
+    def submit(self, body: bytes) -> asyncio.Future[int]:
+        if self._thread is None:
+            raise self.writer.failed or AuditError(
+                f"audit stream {self.writer.stream!r} is not open",
+                fix="call start() before writing",
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put((body, future))
+        return future
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            stopping = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                items.append(more)
+            self._commit(items)
+            if stopping:
+                return
+
+    def _commit(self, items: list[_Item]) -> None:
+        first: int | None = None
+        error: BaseException | None = None
+        try:
+            first = self.writer.write_many([body for body, _ in items])
+        except AuditError as exc:
+            error = exc
+        except Exception as exc:  # never leave a caller waiting
+            error = AuditError(f"audit write failed: {exc}", fix="see the log")
+        futures = [future for _, future in items]
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            futures[0].get_loop().call_soon_threadsafe(_settle, futures, first, error)
+
+
+def _settle(
+    futures: list[asyncio.Future[int]], first: int | None, error: BaseException | None
+) -> None:
+    for index, future in enumerate(futures):
+        if future.done():  # its caller was cancelled
+            continue
+        if error is not None or first is None:
+            future.set_exception(error or AuditError("audit write failed", fix="see the log"))
+        else:
+            future.set_result(first + index)
+
+
 class JsonlAuditSink:
     """The :class:`~mcp_acp.protocols.AuditSink` that writes ``<log_dir>/<stream>.jsonl``."""
 
@@ -424,7 +532,7 @@ class JsonlAuditSink:
         self.log_dir = log_dir
         self.options = options or JsonlConfig()
         self._on_failure = on_failure
-        self.writers = {
+        self.writers: dict[str, StreamWriter] = {
             stream: StreamWriter(
                 log_dir,
                 stream,
@@ -434,6 +542,7 @@ class JsonlAuditSink:
             )
             for stream in STREAMS
         }
+        self._committers = {stream: _Committer(w) for stream, w in self.writers.items()}
 
     @classmethod
     def from_config(cls, options: JsonlConfig, context: PluginContext) -> JsonlAuditSink:
@@ -488,9 +597,11 @@ class JsonlAuditSink:
             for writer in opened:
                 writer.close()
             raise
+        for committer in self._committers.values():
+            committer.start()
 
     async def write(self, event: AuditEvent) -> None:
-        await asyncio.to_thread(self.write_sync, event)
+        await self._committers[event.stream].submit(serialise(event))
 
     def write_sync(self, event: AuditEvent) -> int:
         """Write ``event`` to its stream; return its ``seq`` once it is durable."""
@@ -504,5 +615,7 @@ class JsonlAuditSink:
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
+        for committer in self._committers.values():
+            committer.stop()  # everything submitted is committed first
         for writer in self.writers.values():
             writer.close()

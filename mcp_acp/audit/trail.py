@@ -63,7 +63,10 @@ class AuditTrail:
             self._keep(event, self._failed)
             raise self._failed
         try:
-            await asyncio.gather(*(sink.write(event) for sink in self.sinks))
+            if len(self.sinks) == 1:
+                await self.sinks[0].write(event)
+            else:
+                await asyncio.gather(*(sink.write(event) for sink in self.sinks))
         except AuditError as error:
             self._fail_soon(error)
             self._keep(event, error)

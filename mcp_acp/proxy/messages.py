@@ -2,10 +2,13 @@
 
 The relay forwards a permitted message as the exact bytes it received; it only parses to
 learn what the message is (request, notification, response) and what the policy needs.
+A transport that decodes messages itself (streamable HTTP) hands over dicts instead:
+:func:`from_body` classifies those the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -16,10 +19,13 @@ __all__ = [
     "INVALID_REQUEST",
     "MAX_MESSAGE_BYTES",
     "PARSE_ERROR",
+    "TOO_LARGE",
     "Message",
     "encode",
     "error_response",
+    "from_body",
     "parse",
+    "read_line",
 ]
 
 #: JSON-RPC error code for "denied by policy". Outside the JSON-RPC reserved range used by
@@ -28,6 +34,8 @@ DENIED = -32003
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+#: What :func:`read_line` returns for a line over :data:`MAX_MESSAGE_BYTES`.
+TOO_LARGE = b"\x00too-large"
 
 Kind = Literal["request", "notification", "response", "invalid"]
 
@@ -56,12 +64,41 @@ class Message:
         return params if isinstance(params, dict) else {}
 
 
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line (without the newline), :data:`TOO_LARGE` for an oversized one (which
+    is consumed), or None at end of input."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial or None
+    except asyncio.LimitOverrunError:
+        while True:  # discard the rest of the oversized line
+            try:
+                await reader.readuntil(b"\n")
+                return TOO_LARGE
+            except asyncio.LimitOverrunError as again:
+                await reader.readexactly(again.consumed)
+            except asyncio.IncompleteReadError:
+                return None
+    return line.rstrip(b"\r\n")
+
+
 def parse(line: bytes) -> Message:
     """Classify one line; never raises (an unusable line is ``invalid`` with a reason)."""
     try:
         body = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")
+    return _classify(body, line)
+
+
+def from_body(body: dict[str, Any]) -> Message:
+    """Classify a message that arrived already decoded (from a transport that parses, such
+    as streamable HTTP); its ``raw`` is the compact encoding."""
+    return _classify(body, encode(body))
+
+
+def _classify(body: Any, line: bytes) -> Message:
     if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
         return Message(
             "invalid",

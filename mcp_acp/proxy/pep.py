@@ -16,12 +16,12 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from mcp_acp.audit.events import DecisionEvent
+from mcp_acp.audit.events import AuditEvent, DecisionEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
@@ -36,13 +36,16 @@ from mcp_acp.models import (
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
-from mcp_acp.request import build_decision_request
+from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
-__all__ = ["EnforcementPoint", "Limits", "Session", "Verdict"]
+__all__ = ["Companion", "EnforcementPoint", "Limits", "Session", "Verdict"]
 
 log = logging.getLogger(__name__)
+
+#: Given whether the request is allowed, one more record to write with the decision.
+Companion = Callable[[bool], AuditEvent | None] | None
 
 
 @attrs.define
@@ -153,8 +156,7 @@ class EnforcementPoint:
     ) -> DecisionRequest:
         subject = await self.identity.current_subject()
         self.session.check_binding(subject)
-        return await asyncio.to_thread(
-            build_decision_request,  # follows symlinks: file-system I/O, off the loop
+        request = build_decision_request(
             method=method,
             params=params,
             subject=subject,
@@ -166,7 +168,14 @@ class EnforcementPoint:
             client_version=self.session.client_version,
             posture=self.session.posture,
             annotations=annotations,
+            resolve_paths=False,
         )
+        paths = request.resource.paths
+        if not paths:
+            return request
+        # following symlinks is file-system I/O (a slow mount can block): off the loop
+        resolved = await asyncio.to_thread(resolve_path_arguments, paths)
+        return attrs.evolve(request, resource=attrs.evolve(request.resource, paths=resolved))
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:
@@ -187,12 +196,27 @@ class EnforcementPoint:
     def _policy_id(self) -> str:
         return str(getattr(self.engine, "policy_id", "unknown"))
 
+    async def _record(self, decision: AuditEvent, companion: Companion, allowed: bool) -> None:
+        """The decision record — and the caller's companion record, written concurrently
+        (another stream, another commit) — durable before returning."""
+        other = companion(allowed) if companion is not None else None
+        if other is None:
+            await self.trail.record(decision)
+        else:
+            await asyncio.gather(self.trail.record(decision), self.trail.record(other))
+
     async def _refuse(
-        self, method: str, request_id: Any, rule_id: str, reason: str, subject: Subject | None
+        self,
+        method: str,
+        request_id: Any,
+        rule_id: str,
+        reason: str,
+        subject: Subject | None,
+        companion: Companion = None,
     ) -> Verdict:
         """Record a denial that came before any policy decision (no identity, a binding
         violation, a flood) and return it."""
-        await self.trail.record(
+        await self._record(
             DecisionEvent(
                 session_id=self.session.id,
                 request_id=str(request_id),
@@ -203,7 +227,9 @@ class EnforcementPoint:
                 rule_id=rule_id,
                 reason=reason,
                 policy_id=self._policy_id,
-            )
+            ),
+            companion,
+            False,
         )
         self.counts["denied"] += 1
         return Verdict(False, rule_id, reason)
@@ -216,11 +242,14 @@ class EnforcementPoint:
         annotations: Mapping[str, Any] | None = None,
         *,
         flood_guard: bool = True,
+        companion: Companion = None,
     ) -> Verdict:
         """Decide one request and record the decision before returning the verdict.
 
         ``flood_guard`` spends a token of the global bucket (client requests do;
-        notifications and the backend's requests do not)."""
+        notifications and the backend's requests do not). ``companion(allowed)`` may return
+        one more record (the relay's operation record) to be made durable together with the
+        decision, rather than one after the other."""
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (
@@ -228,16 +257,23 @@ class EnforcementPoint:
                 f"burst {flood.burst}); slow down"
             )
             return await self._refuse(
-                method, request_id, "builtin-rate-flood", reason, self.session.subject
+                method, request_id, "builtin-rate-flood", reason, self.session.subject, companion
             )
         try:
             request = await self.build(method, params, request_id, annotations)
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record
-            return await self._refuse(method, request_id, "builtin-no-identity", str(exc), None)
+            return await self._refuse(
+                method, request_id, "builtin-no-identity", str(exc), None, companion
+            )
         except SessionBindingError as exc:
             verdict = await self._refuse(
-                method, request_id, "builtin-session-binding", str(exc), self.session.subject
+                method,
+                request_id,
+                "builtin-session-binding",
+                str(exc),
+                self.session.subject,
+                companion,
             )
             return attrs.evolve(verdict, fatal=exc)
         decision = self._decide(request)
@@ -277,7 +313,7 @@ class EnforcementPoint:
                 decision, rule_id = limit, limit.rule_id
             if allowed:
                 self.limits.tool_calls.count(tool)
-        await self.trail.record(DecisionEvent.of(request, decision, **extra))
+        await self._record(DecisionEvent.of(request, decision, **extra), companion, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
         return Verdict(allowed, rule_id, reason)
 

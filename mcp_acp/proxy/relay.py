@@ -1,12 +1,15 @@
-"""The stdio relay: client on our stdin/stdout, backend as a child process, one PEP between.
+"""The relay: client on our stdin/stdout, the backend behind a channel, one PEP between.
 
-Messages are newline-delimited JSON (what MCP's stdio transport is). Every request and
+The client speaks newline-delimited JSON (what MCP's stdio transport is); the backend is
+reached through a :class:`~mcp_acp.proxy.channel.BackendChannel` (a child process over
+stdio, or streamable HTTP) — the relay's logic is the same for both. Every request and
 notification from the client, and every request the backend sends to the client
 (sampling, elicitation, roots), passes the enforcement point; permitted messages are
 forwarded as the exact bytes received; a denied request gets a JSON-RPC error
 (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule and the request id, and never
 reaches the other side. List results are filtered: a tool, resource or prompt that the
-subject could never be allowed to use is not listed.
+subject could never be allowed to use is not listed. When the backend goes away, every
+request still in flight is answered with an error and the session ends (exit code 17).
 """
 
 from __future__ import annotations
@@ -14,81 +17,76 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.config import StdioBackend
 from mcp_acp.errors import AuditError, BackendError, McpAcpError
+from mcp_acp.proxy.channel import BackendChannel, Unsendable
 from mcp_acp.proxy.messages import (
     DENIED,
     INVALID_REQUEST,
     MAX_MESSAGE_BYTES,
     PARSE_ERROR,
+    TOO_LARGE,
     Message,
     encode,
     error_response,
+    from_body,
     parse,
+    read_line,
 )
 from mcp_acp.proxy.pep import EnforcementPoint
 
-__all__ = ["StdioRelay", "read_line"]
+__all__ = ["ClientWriter", "Relay"]
 
 log = logging.getLogger(__name__)
 
-_TOO_LARGE = b"\x00too-large"
 #: After the client closes its input, how long answers still in progress may take.
 DRAIN_SECONDS = 10.0
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
     "resources/list": ("resources", "resources/read", lambda r: {"uri": r.get("uri")}),
+    # a template is listed when reading a URI equal to its text would not be denied
+    "resources/templates/list": (
+        "resourceTemplates",
+        "resources/read",
+        lambda r: {"uri": r.get("uriTemplate")},
+    ),
     "prompts/list": ("prompts", "prompts/get", lambda p: {"name": p.get("name")}),
 }
 
 
-async def read_line(reader: asyncio.StreamReader) -> bytes | None:
-    """The next line (without the newline), ``_TOO_LARGE`` for an oversized one (which is
-    consumed), or None at end of input."""
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial or None
-    except asyncio.LimitOverrunError:
-        while True:  # discard the rest of the oversized line
-            try:
-                await reader.readuntil(b"\n")
-                return _TOO_LARGE
-            except asyncio.LimitOverrunError as again:
-                await reader.readexactly(again.consumed)
-            except asyncio.IncompleteReadError:
-                return None
-    return line.rstrip(b"\r\n")
+class ClientWriter(Protocol):
+    """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
+    the same two methods."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
-class StdioRelay:
-    """Relays one session between a client and a stdio backend."""
+class Relay:
+    """Relays one session between a stdio client and a backend channel."""
 
     def __init__(
         self,
         pep: EnforcementPoint,
         trail: AuditTrail,
-        backend: StdioBackend,
+        channel: BackendChannel,
         *,
         record_payloads: bool = False,
         tool_denial: str = "error",
     ) -> None:
         self.pep = pep
         self.trail = trail
-        self.backend = backend
+        self.channel = channel
         self.record_payloads = record_payloads
         self.tool_denial = tool_denial
-        self._to_client: asyncio.StreamWriter | None = None
-        self._to_backend: asyncio.StreamWriter | None = None
+        self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
-        self._backend_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
         self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,11 +99,12 @@ class StdioRelay:
             self._to_client.write(data)
             await self._to_client.drain()
 
-    async def _send_backend(self, data: bytes) -> None:
-        assert self._to_backend is not None  # noqa: S101 - set by run()
-        async with self._backend_lock:
-            self._to_backend.write(data)
-            await self._to_backend.drain()
+    async def _send_backend(self, message: Message) -> None:
+        """For messages with no one to answer if the channel cannot carry them."""
+        try:
+            await self.channel.send(message)
+        except Unsendable as exc:
+            log.warning("cannot forward %s to the backend: %s", message.kind, exc)
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -113,80 +112,74 @@ class StdioRelay:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _operation(
+    def _operation_event(
         self, direction: str, message: Message, outcome: str, **fields: Any
-    ) -> None:
+    ) -> OperationEvent:
         params = message.params
         arguments = params.get("arguments") if message.method == "tools/call" else params
         name = params.get("name") if message.method == "tools/call" else None
-        await self.trail.record(
-            OperationEvent(
-                session_id=self.pep.session.id,
-                request_id=str(message.id),
-                direction=direction,
-                mcp_method=message.method or None,
-                tool_name=name if isinstance(name, str) else None,
-                outcome=outcome,
-                **argument_fields(arguments, record_payloads=self.record_payloads),
-                **fields,
-            )
+        return OperationEvent(
+            session_id=self.pep.session.id,
+            request_id=str(message.id),
+            direction=direction,
+            mcp_method=message.method or None,
+            tool_name=name if isinstance(name, str) else None,
+            outcome=outcome,
+            **argument_fields(arguments, record_payloads=self.record_payloads),
+            **fields,
         )
+
+    async def _operation(
+        self, direction: str, message: Message, outcome: str, **fields: Any
+    ) -> None:
+        await self.trail.record(self._operation_event(direction, message, outcome, **fields))
 
     # ---------------------------------------------------------------- running
 
-    async def run(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> int:
-        """Relay until the client closes its input or the backend exits; return an exit code."""
+    async def run(self, client_in: asyncio.StreamReader, client_out: ClientWriter) -> int:
+        """Relay until the client closes its input or the backend goes away; return an exit
+        code. Raises :class:`BackendError` (recorded first) if the backend cannot start."""
         self._to_client = client_out
-        env = {**os.environ, **self.backend.env}
         try:
-            process = await asyncio.create_subprocess_exec(
-                self.backend.command,
-                *self.backend.args,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=str(self.backend.cwd) if self.backend.cwd else None,
-                limit=MAX_MESSAGE_BYTES + 1,
+            try:
+                started = await self.channel.start()
+            except BackendError as error:
+                with contextlib.suppress(AuditError):
+                    await self.trail.record(
+                        SystemEvent(
+                            event="backend_start_failed",
+                            session_id=self.pep.session.id,
+                            detail={"backend": self.channel.backend_id, "error": error.message},
+                        )
+                    )
+                raise
+            await self.trail.record(
+                SystemEvent(event="backend_started", session_id=self.pep.session.id, detail=started)
             )
-        except OSError as exc:
-            raise BackendError(
-                f"cannot start backend {self.backend.command!r}: {exc.strerror}",
-                fix="check backend.command and backend.args in the config",
-            ) from exc
-        if process.stdin is None or process.stdout is None:  # pragma: no cover - PIPE given
-            raise BackendError("backend pipes missing", fix="report this")
-        self._to_backend = process.stdin
-        await self.trail.record(
-            SystemEvent(
-                event="backend_started",
-                session_id=self.pep.session.id,
-                detail={"command": self.backend.command, "pid": process.pid},
-            )
-        )
+            return await self._relay(client_in)
+        finally:
+            await self.channel.close()
+
+    async def _relay(self, client_in: asyncio.StreamReader) -> int:
         from_client = asyncio.ensure_future(self._client_loop(client_in))
-        from_backend = asyncio.ensure_future(self._backend_loop(process.stdout))
-        done, _ = await asyncio.wait(
-            {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
-        )
-        code = 0
-        if from_client in done and not from_backend.done():
-            await self._drain(from_backend)  # answers still owed to the client
-        if from_backend.done() and (from_backend in done or self._in_flight):
-            code = BackendError.exit_code
-            await self._backend_gone(process)
-        for task in (from_client, from_backend, *self._tasks):
-            task.cancel()
-        with contextlib.suppress(ProcessLookupError):
-            process.stdin.close()
+        from_backend = asyncio.ensure_future(self._backend_loop())
         try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        for task in (from_client, from_backend):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        return code
+            done, _ = await asyncio.wait(
+                {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
+            )
+            code = 0
+            if from_client in done and not from_backend.done():
+                await self._drain(from_backend)  # answers still owed to the client
+            if from_backend.done() and (from_backend in done or self._in_flight):
+                code = BackendError.exit_code
+                await self._backend_gone()
+            return code
+        finally:
+            for task in (from_client, from_backend, *self._tasks):
+                task.cancel()
+            for task in (from_client, from_backend):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _drain(self, from_backend: asyncio.Future[None]) -> None:
         """The client closed its input: let decisions and backend answers still in progress
@@ -198,22 +191,14 @@ class StdioRelay:
                 return
             await asyncio.sleep(0.01)
 
-    async def _backend_gone(self, process: asyncio.subprocess.Process) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout=2)
-        detail = {"returncode": process.returncode}
+    async def _backend_gone(self) -> None:
+        detail, sentence = await self.channel.exit_detail()
         with contextlib.suppress(AuditError):
             await self.trail.record(
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
         for request_id in list(self._in_flight):
-            await self._send_client(
-                encode(
-                    error_response(
-                        request_id, -32000, f"the backend exited (code {process.returncode})"
-                    )
-                )
-            )
+            await self._send_client(encode(error_response(request_id, -32000, sentence)))
         self._in_flight.clear()
 
     # ---------------------------------------------------------------- client -> backend
@@ -223,7 +208,7 @@ class StdioRelay:
             line = await read_line(reader)
             if line is None:
                 return
-            if line == _TOO_LARGE:
+            if line == TOO_LARGE:
                 await self._send_client(
                     encode(
                         error_response(
@@ -254,7 +239,7 @@ class StdioRelay:
                         waiting.cancel()  # a pending decision or approval ends here
                 await self._client_notification(message)
             else:  # a response to a request the backend sent the client
-                await self._send_backend(message.raw)
+                await self._send_backend(message)
 
     def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
         def forget(_task: asyncio.Task[None]) -> None:
@@ -263,8 +248,15 @@ class StdioRelay:
         return forget
 
     async def _client_request(self, message: Message) -> None:
+        def operation(allowed: bool) -> OperationEvent:  # recorded with the decision
+            if allowed:
+                return self._operation_event("client_to_server", message, "forwarded")
+            return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
+
         try:
-            verdict = await self.pep.check(message.method, message.params, message.id)
+            verdict = await self.pep.check(
+                message.method, message.params, message.id, companion=operation
+            )
         except asyncio.CancelledError:
             return  # the client cancelled it; nothing is sent
         except AuditError as error:
@@ -272,19 +264,16 @@ class StdioRelay:
             return
         if not verdict.allowed:
             await self._deny(message, verdict.reason, verdict.rule_id)
-            with contextlib.suppress(AuditError):
-                await self._operation("client_to_server", message, "denied", error_code=DENIED)
             if verdict.fatal is not None:
                 self.pep.fail(verdict.fatal)
             return
         self._in_flight[message.id] = message.method
         try:
-            await self._operation("client_to_server", message, "forwarded")
-        except AuditError as error:
+            await self.channel.send(message)
+        except Unsendable as exc:
             self._in_flight.pop(message.id, None)
-            await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
-            return
-        await self._send_backend(message.raw)
+            text = f"cannot forward this request to the backend: {exc} (request {message.id})"
+            await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
 
     async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
         text = f"{reason} (request {message.id})"
@@ -302,19 +291,12 @@ class StdioRelay:
         except AuditError:
             return  # the trail is failing: the process is shutting down; nothing passes
         if verdict.allowed:
-            await self._send_backend(message.raw)
+            await self._send_backend(message)
 
     # ---------------------------------------------------------------- backend -> client
 
-    async def _backend_loop(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            line = await read_line(reader)
-            if line is None:
-                return
-            if line == _TOO_LARGE or not line.strip():
-                log.warning("backend sent an oversized or empty line; dropped")
-                continue
-            message = parse(line + b"\n")
+    async def _backend_loop(self) -> None:
+        async for message in self.channel.receive():
             if message.kind == "response":
                 method = self._in_flight.pop(message.id, None)
                 self._spawn(self._backend_response(message, method))
@@ -336,8 +318,11 @@ class StdioRelay:
             data = message.raw
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
-        with contextlib.suppress(AuditError):
-            await self.trail.record(
+        # The request's decision was durable before it was forwarded; its response is
+        # recorded as it is relayed (concurrently). If that record fails, the trail fails:
+        # the event goes to the fallback file and the proxy shuts down.
+        recording = asyncio.ensure_future(
+            self.trail.record(
                 OperationEvent(
                     session_id=self.pep.session.id,
                     request_id=str(message.id),
@@ -349,7 +334,10 @@ class StdioRelay:
                     error_code=error.get("code") if isinstance(error, dict) else None,
                 )
             )
+        )
         await self._send_client(data)
+        with contextlib.suppress(AuditError):
+            await recording
 
     async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
         """2026-07-28 era: a server asks the client for sampling, elicitation or roots inside a
@@ -410,7 +398,7 @@ class StdioRelay:
                 log.error("list filtering failed: %s", error)
                 return {**result, key: []}
             could_allow = getattr(self.pep.engine, "could_allow", None)
-            if key == "resources" or could_allow is None:  # a resource's URI is all there is
+            if key in ("resources", "resourceTemplates") or could_allow is None:  # a URI is all
                 visible = self.pep.engine.decide(request).effect.value != "deny"
             else:
                 visible = could_allow(request)
@@ -426,7 +414,7 @@ class StdioRelay:
             )
         except AuditError as error:
             verdict_reason = f"denied: the audit trail cannot be written ({error})"
-            await self._send_backend(encode(error_response(message.id, DENIED, verdict_reason)))
+            await self._send_backend(from_body(error_response(message.id, DENIED, verdict_reason)))
             return
         if verdict.fatal is not None:
             self.pep.fail(verdict.fatal)
@@ -434,7 +422,7 @@ class StdioRelay:
             await self._send_client(message.raw)
         else:
             await self._send_backend(
-                encode(
+                from_body(
                     error_response(
                         message.id,
                         DENIED,

@@ -13,19 +13,21 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
-from mcp_acp.config import StdioBackend
 from mcp_acp.control import ControlServer
 from mcp_acp.errors import BackendError, PostureError
 from mcp_acp.models import PostureStatus
+from mcp_acp.proxy.channel import open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
-from mcp_acp.proxy.relay import StdioRelay
+from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
@@ -34,14 +36,54 @@ __all__ = ["serve"]
 POSTURE_TIMEOUT_SECONDS = 10.0
 
 
-async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+class _BlockingOut:
+    """Our stdout when it is a regular file or ``/dev/null`` (the event loop only watches
+    pipes, sockets and terminals): plain writes, which do not block for long there."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    async def drain(self) -> None:
+        return None
+
+
+def _feed_from_thread(reader: asyncio.StreamReader, fd: int) -> None:
+    """Read our stdin on a thread when the loop cannot watch it (``< /dev/null``, a file)."""
+    loop = asyncio.get_running_loop()
+
+    def pump() -> None:
+        while chunk := os.read(fd, 65536):
+            loop.call_soon_threadsafe(reader.feed_data, chunk)
+        loop.call_soon_threadsafe(reader.feed_eof)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+
+
+async def _stdio() -> tuple[asyncio.StreamReader, ClientWriter]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=10 * 1024 * 1024 + 1)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if _pollable(sys.stdin.fileno()):
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    else:
+        _feed_from_thread(reader, sys.stdin.fileno())
+    if not _pollable(sys.stdout.fileno()):
+        return reader, _BlockingOut(sys.stdout.fileno())
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, sys.stdout
     )
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def _pollable(fd: int) -> bool:
+    """Pipes, sockets and terminals can be watched by the event loop; files and
+    ``/dev/null`` cannot."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
 async def _posture_gate(runtime: Any, session: Session) -> dict[str, str]:
@@ -86,13 +128,8 @@ def _status(pep: EnforcementPoint, approver: Any, started: float) -> dict[str, A
 async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code."""
     runtime = load_runtime(config_path)
-    backend = runtime.config.backend
     settings = runtime.config.proxy
-    if not isinstance(backend, StdioBackend):
-        raise BackendError(
-            "streamable-HTTP backends are not supported by 'mcp-acp run' yet",
-            fix="use a stdio backend (backend.command) for now",
-        )
+    channel = open_channel(runtime.config.backend)  # connects later, in Relay.run
     session = Session()
     shutdown = runtime.shutdown_coordinator(session_id=session.id)
     trail = runtime.audit_trail(shutdown)
@@ -126,7 +163,7 @@ async def serve(config_path: Path) -> int:
         identity=identity,
         approver=approver,
         registry=ToolRegistry.default(runtime.config.tools.registry),
-        backend_id=backend.command,
+        backend_id=channel.backend_id,
         session=session,
         approval_timeout=settings.approval_timeout_seconds,
         limits=Limits(
@@ -136,10 +173,10 @@ async def serve(config_path: Path) -> int:
         ),
         shutdown=shutdown,
     )
-    relay = StdioRelay(
+    relay = Relay(
         pep,
         trail,
-        backend,
+        channel,
         record_payloads=runtime.config.audit.record_payloads,
         tool_denial=settings.tool_denial,
     )
@@ -192,6 +229,9 @@ async def serve(config_path: Path) -> int:
             ended = "the backend exited"
     except asyncio.CancelledError:
         code = 0
+    except BackendError:
+        ended = "the backend could not be started"
+        raise
     finally:
         monitor.cancel()
         with contextlib.suppress(Exception):

@@ -9,8 +9,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from mcp.client.context import ClientRequestContext
-from proxy_helpers import configure, decisions, sdk_client
+from proxy_helpers import configure, decisions, recording_sampler, sdk_client
 
 SAMPLING_TOOL = "trigger-sampling-request"
 SLOW_TOOL = "trigger-long-running-operation"
@@ -39,17 +38,7 @@ async def test_sampling_request_from_the_backend(
     allowed: bool, everything: Path, isolated_home: Path
 ) -> None:
     log_dir = configure(isolated_home, "node", [str(everything), "stdio"], policy(sampling=allowed))
-    asked: list[types.CreateMessageRequestParams] = []
-
-    async def sampling(
-        _context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        asked.append(params)
-        return types.CreateMessageResult(
-            role="assistant",
-            content=types.TextContent(type="text", text="sampled by the test client"),
-            model="test-model",
-        )
+    asked, sampling = recording_sampler()
 
     async with sdk_client(isolated_home, "auto", sampling_callback=sampling) as client:
         # the server registers its sampling tool only for a client that declared sampling:
@@ -99,3 +88,29 @@ async def test_progress_notifications_reach_the_client(
     content = result.content[0]
     assert isinstance(content, types.TextContent)
     assert content.text.startswith("Long running operation completed")
+
+
+async def test_resource_and_template_listings_are_filtered(
+    everything: Path, isolated_home: Path
+) -> None:
+    rules = policy(sampling=False)
+    rules["rules"] += [
+        {
+            "id": "docs",
+            "effect": "allow",
+            "conditions": {"uri": "demo://resource/static/document/*"},
+        },
+        {"id": "text", "effect": "allow", "conditions": {"uri": "demo://resource/dynamic/text/*"}},
+        {"id": "no-arch", "effect": "deny", "conditions": {"uri": "**/architecture.md"}},
+    ]
+    configure(isolated_home, "node", [str(everything), "stdio"], rules)
+    async with sdk_client(isolated_home, "legacy") as client:
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+        templates = [
+            t.uri_template for t in (await client.list_resource_templates()).resource_templates
+        ]
+    assert resources  # the documents the rule allows are listed ...
+    assert all(uri.startswith("demo://resource/static/document/") for uri in resources)
+    assert not any(uri.endswith("architecture.md") for uri in resources)  # ... not the denied one
+    # the text template's text matches an allow rule; the blob template's nothing does
+    assert templates == ["demo://resource/dynamic/text/{resourceId}"]

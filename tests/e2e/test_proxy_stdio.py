@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import CLI, DENIED, records
+from proxy_helpers import CLI, DENIED, proxy_env, records
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -249,3 +249,26 @@ def test_denial_as_a_tool_result_the_model_can_read(setup: Any, isolated_home: P
     assert proxy.call("frobnicate/everything")["error"]["code"] == DENIED
     assert proxy.close() == 0
     assert any(r.get("outcome") == "denied" for r in records(log_dir, "operations"))
+
+
+def test_stdin_and_stdout_may_be_files_or_dev_null(
+    setup: Any, isolated_home: Path, tmp_path: Path
+) -> None:
+    """What the README's troubleshooting asks users to run: ``mcp-acp run < /dev/null``
+    (and a scripted session from a file into a file): the loop cannot watch those."""
+    requests = tmp_path / "in.jsonl"
+    requests.write_text(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping"}) + "\n")
+    answers = tmp_path / "out.jsonl"
+    for stdin, stdout in ((os.devnull, os.devnull), (requests, answers)):
+        with open(stdin, "rb") as given, open(stdout, "wb") as taken:
+            done = subprocess.run(
+                [str(CLI), "run"],
+                stdin=given,
+                stdout=taken,
+                stderr=subprocess.PIPE,
+                env=proxy_env(isolated_home),
+                timeout=60,
+            )
+        assert done.returncode == 0, done.stderr.decode()
+        assert b"Traceback" not in done.stderr
+    assert json.loads(answers.read_text()) == {"jsonrpc": "2.0", "id": 7, "result": {}}

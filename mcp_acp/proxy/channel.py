@@ -1,0 +1,77 @@
+"""The backend channel: how the relay reaches the one MCP server it protects.
+
+The relay decides; a channel only carries. :class:`BackendChannel` is what the relay needs
+from a backend connection; :func:`open_channel` picks the implementation the config names:
+
+* :class:`~mcp_acp.proxy.stdio_backend.StdioChannel` — a child process, newline-delimited
+  JSON on its stdin/stdout, forwarded byte for byte;
+* :class:`~mcp_acp.proxy.http_backend.HttpChannel` — streamable HTTP through the ``mcp``
+  SDK's client transport. It is imported only when configured: importing ``mcp`` costs
+  most of a second, which the stdio path does not pay.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from mcp_acp.config import HttpBackend, StdioBackend
+from mcp_acp.proxy.messages import Message
+
+__all__ = ["BackendChannel", "Unsendable", "open_channel"]
+
+
+class Unsendable(ValueError):
+    """The channel cannot carry this message (e.g. streamable HTTP accepts only messages
+    that validate as MCP's JSON-RPC types); the relay answers the sender instead."""
+
+
+class BackendChannel(Protocol):
+    """One connection to the backend, used by one relay for one session."""
+
+    #: What policies see as the backend (``backend_id`` conditions) and the audit records:
+    #: the command of a stdio backend, the URL (without query) of an HTTP one.
+    backend_id: str
+
+    async def start(self) -> dict[str, Any]:
+        """Connect (start the process, reach the server); return the ``detail`` of the
+        ``backend_started`` audit event. Raises :class:`~mcp_acp.errors.BackendError`
+        with a one-line reason when the backend cannot be started or reached."""
+        ...
+
+    async def send(self, message: Message) -> None:
+        """Deliver one message. Raises :class:`Unsendable` when this channel cannot carry
+        it. A backend that is gone drops it silently: :meth:`receive` ends, and the relay
+        answers every request still in flight."""
+        ...
+
+    def receive(self) -> AsyncIterator[Message]:
+        """The backend's messages in arrival order; ends when the backend is gone."""
+        ...
+
+    async def exit_detail(self) -> tuple[dict[str, Any], str]:
+        """After :meth:`receive` ended: the ``detail`` of the ``backend_exited`` audit event,
+        and the sentence that requests still in flight are answered with."""
+        ...
+
+    async def close(self) -> None:
+        """End the connection (bounded in time). Safe to call more than once."""
+        ...
+
+
+def open_channel(
+    backend: StdioBackend | HttpBackend, *, ssl_context: ssl.SSLContext | None = None
+) -> BackendChannel:
+    """The channel for the configured backend (not connected yet: call ``start``).
+
+    ``ssl_context`` is for HTTPS backends (e.g. a client certificate for mutual TLS);
+    None means the default verification of the system's trust store.
+    """
+    if isinstance(backend, HttpBackend):
+        from mcp_acp.proxy.http_backend import HttpChannel  # imports mcp: only when needed
+
+        return HttpChannel(backend, ssl_context=ssl_context)
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    return StdioChannel(backend)

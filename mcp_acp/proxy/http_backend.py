@@ -1,0 +1,296 @@
+"""A streamable-HTTP backend, reached through the ``mcp`` SDK's client transport.
+
+Imported only when the config names an HTTP backend: importing ``mcp`` takes most of a
+second, which a stdio proxy does not pay.
+
+The SDK transport does the HTTP: a POST per message, JSON or SSE answers, the session id,
+the GET stream for server-initiated messages, and DELETE at the end. This module converts
+between the relay's decoded JSON-RPC dicts and the SDK's ``SessionMessage``, and sets the
+headers a client would set itself but that a stdio client cannot send through us:
+``MCP-Protocol-Version`` (from the ``initialize`` result; in the 2026-07-28 era from each
+request's ``_meta`` envelope, with ``Mcp-Method``, ``Mcp-Name`` and the ``Mcp-Param-*``
+headers a tool's ``x-mcp-header`` annotations ask for).
+
+How it fails:
+
+* at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
+  within ``timeout_seconds``; no answer, a refused connection, a TLS failure, 401/403 or
+  404 are a :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
+* mid-session, a refused or broken connection, or a request whose answer does not start
+  within ``timeout_seconds``, fails the SDK transport: :meth:`HttpChannel.receive` ends
+  and the relay answers every request in flight (exit 17). A request whose SSE answer
+  goes quiet for longer gets an error from the SDK and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpx2
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    NAME_BEARING_METHODS,
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from mcp_types import PROTOCOL_VERSION_META_KEY, jsonrpc_message_adapter
+from pydantic import ValidationError
+
+from mcp_acp.config import HttpBackend
+from mcp_acp.errors import BackendError
+from mcp_acp.proxy.channel import Unsendable
+from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, from_body
+
+__all__ = ["HttpChannel"]
+
+log = logging.getLogger(__name__)
+
+#: How long closing may take (the SDK's DELETE that ends the session) before it is cut.
+CLOSE_SECONDS = 5.0
+#: A value we copy from a message into a header must survive HTTP unchanged.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: Responses whose results this channel learns from (see ``_learn``).
+_WATCHED = ("initialize", "tools/list")
+
+
+def _without_query(url: str) -> str:
+    """The URL as it is recorded and matched: a query or fragment may carry a secret."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """One short phrase for an error from the transport (exception groups unwrapped)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"no answer within {timeout:g} s ({type(exc).__name__})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _listener_waits(request: httpx2.Request) -> None:
+    """The GET stream of a session (server-initiated messages) may rightly stay quiet for
+    hours: no read timeout on it, or the SDK gives up on it after two quiet periods and
+    the backend's notifications are lost without a word."""
+    if request.method == "GET" and "mcp-session-id" in request.headers:
+        timeout = dict(request.extensions.get("timeout") or {})
+        timeout["read"] = None
+        request.extensions["timeout"] = timeout
+
+
+class HttpChannel:
+    """One streamable-HTTP session with the backend."""
+
+    def __init__(self, backend: HttpBackend, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.backend = backend
+        self.backend_id = _without_query(backend.url)
+        self._ssl_context = ssl_context
+        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._write: Any = None  # the SDK's write stream while connected
+        self._runner: asyncio.Task[None] | None = None
+        self._reading: anyio.CancelScope | None = None
+        self._closing = False
+        self._lost = "the connection closed"
+        self._negotiated: str | None = None  # handshake era: the initialize result's version
+        self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
+        self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
+
+    def _client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            headers=self.backend.headers,
+            timeout=httpx2.Timeout(self.backend.timeout_seconds),
+            verify=self._ssl_context if self._ssl_context is not None else True,
+            event_hooks={"request": [_listener_waits]},
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> dict[str, Any]:
+        client = self._client()
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.ensure_future(self._run(client, ready))
+        await ready  # raises the BackendError of a failed probe
+        return {"transport": "http", "url": self.backend_id}
+
+    async def _probe(self, client: httpx2.AsyncClient) -> None:
+        """Fail at start, with a reason, rather than on the client's first request."""
+        where, seconds = self.backend_id, self.backend.timeout_seconds
+        try:
+            async with client.stream(
+                "GET", self.backend.url, headers={"accept": "text/event-stream"}
+            ) as response:
+                status = response.status_code
+        except httpx2.TimeoutException as exc:
+            raise BackendError(
+                f"the backend at {where} did not answer within {seconds:g} s",
+                fix="check that the server is running and healthy, "
+                "or raise backend.timeout_seconds",
+            ) from exc
+        except httpx2.HTTPError as exc:
+            raise BackendError(
+                f"cannot reach the backend at {where}: {_describe(exc, seconds)}",
+                fix="check backend.url and that the server is running",
+            ) from exc
+        if status in (401, 403):
+            raise BackendError(
+                f"the backend at {where} refused us: HTTP {status}",
+                fix="check the credentials in backend.headers",
+            )
+        if status == 404:
+            raise BackendError(
+                f"no MCP endpoint at {where}: HTTP 404",
+                fix="check backend.url, including its path (often '/mcp')",
+            )
+
+    async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:
+        """Probe, then hold the SDK transport open and move what it reads into the queue."""
+        try:
+            async with client:
+                await self._probe(client)
+                async with streamable_http_client(
+                    self.backend.url,
+                    http_client=client,
+                    max_sse_event_size=MAX_MESSAGE_BYTES,  # as on stdio (the SDK's default: 1 MiB)
+                ) as (read, write):
+                    self._write = write
+                    ready.set_result(None)
+                    with anyio.CancelScope() as self._reading:
+                        if self._closing:
+                            self._reading.cancel()
+                        async for item in read:
+                            self._take(item)
+        except BackendError as exc:  # the probe failed
+            if not ready.done():
+                ready.set_exception(exc)
+        except Exception as exc:  # the transport failed: an ExceptionGroup from its tasks
+            self._lost = _describe(exc, self.backend.timeout_seconds)
+            log.debug("HTTP backend transport ended", exc_info=True)
+            if not ready.done():
+                ready.set_exception(
+                    BackendError(
+                        f"cannot open the backend at {self.backend_id}: {self._lost}",
+                        fix="check backend.url and that the server is running",
+                    )
+                )
+        finally:
+            self._write = None
+            self._incoming.put_nowait(None)
+            if not ready.done():  # cancelled while starting
+                ready.cancel()
+
+    async def close(self) -> None:
+        self._closing = True
+        runner = self._runner
+        if runner is None or runner.done():
+            return
+        if self._reading is not None:
+            self._reading.cancel()  # leave the read loop; the SDK then ends the session
+        try:
+            await asyncio.wait_for(asyncio.shield(runner), timeout=CLOSE_SECONDS)
+        except TimeoutError:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    async def exit_detail(self) -> tuple[dict[str, Any], str]:
+        return (
+            {"transport": "http", "url": self.backend_id, "error": self._lost},
+            f"the backend connection was lost ({self._lost})",
+        )
+
+    # ---------------------------------------------------------------- messages
+
+    async def send(self, message: Message) -> None:
+        write = self._write
+        if write is None:
+            return  # gone: receive() has ended or is about to
+        try:
+            payload = jsonrpc_message_adapter.validate_python(message.body)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"][1:]) or "message"
+            raise Unsendable(f"not a valid MCP message ({where}: {first['msg']})") from None
+        if message.kind == "request" and message.method in _WATCHED:
+            self._watched[message.id] = message.method
+        headers = self._headers(message)
+        metadata = ClientMessageMetadata(headers=headers) if headers else None
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await write.send(SessionMessage(payload, metadata=metadata))
+
+    async def receive(self) -> AsyncIterator[Message]:
+        while True:
+            message = await self._incoming.get()
+            if message is None:
+                return
+            yield message
+
+    def _take(self, item: SessionMessage | Exception) -> None:
+        if isinstance(item, Exception):  # e.g. an SSE event that is not JSON-RPC
+            log.warning("the backend sent an unusable message: %s", item)
+            return
+        body = item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
+        if "method" not in body:
+            self._learn(body)
+        self._incoming.put_nowait(from_body(body))
+
+    def _learn(self, response: dict[str, Any]) -> None:
+        """What later requests need: the negotiated version, the tools' header mirrors."""
+        method = self._watched.pop(response.get("id"), None)
+        result = response.get("result")
+        if method is None or not isinstance(result, dict):
+            return
+        if method == "initialize":
+            version = result.get("protocolVersion")
+            if isinstance(version, str) and _HEADER_VALUE.fullmatch(version):
+                self._negotiated = version
+            return
+        tools = result.get("tools")
+        for tool in tools if isinstance(tools, list) else []:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            if not isinstance(name, str):
+                continue
+            schema = tool.get("inputSchema")
+            mirrors = x_mcp_header_map(schema) if find_invalid_x_mcp_header(schema) is None else {}
+            if mirrors:
+                self._param_headers[name] = mirrors
+            else:
+                self._param_headers.pop(name, None)
+
+    def _headers(self, message: Message) -> dict[str, str] | None:
+        """The routing headers for one message; a value that could not be sent as it is
+        is left out (the backend then refuses the request, which the client is told)."""
+        params = message.params
+        meta = params.get("_meta")
+        version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+        if message.kind == "request" and isinstance(version, str):  # 2026-07-28 envelope
+            headers: dict[str, str] = {}
+            if _HEADER_VALUE.fullmatch(version):
+                headers[MCP_PROTOCOL_VERSION_HEADER] = version
+            if _HEADER_VALUE.fullmatch(message.method):
+                headers[MCP_METHOD_HEADER] = message.method
+            name_key = NAME_BEARING_METHODS.get(message.method)
+            name = params.get(name_key) if name_key else None
+            if isinstance(name, str):
+                headers[MCP_NAME_HEADER] = encode_header_value(name)
+                arguments = params.get("arguments")
+                if message.method == "tools/call" and isinstance(arguments, dict):
+                    headers.update(mcp_param_headers(self._param_headers.get(name, {}), arguments))
+            return headers
+        if self._negotiated is not None and message.method != "initialize":
+            return {MCP_PROTOCOL_VERSION_HEADER: self._negotiated}
+        return None

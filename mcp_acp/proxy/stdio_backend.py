@@ -1,0 +1,98 @@
+"""A stdio backend: the MCP server as a child process, newline-delimited JSON on its pipes.
+
+Messages go to the child as the exact bytes the client sent; nothing is re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp_acp.config import StdioBackend
+from mcp_acp.errors import BackendError
+from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, TOO_LARGE, Message, parse, read_line
+
+__all__ = ["StdioChannel"]
+
+log = logging.getLogger(__name__)
+
+
+class StdioChannel:
+    """The backend's stdin and stdout, one JSON-RPC message per line."""
+
+    def __init__(self, backend: StdioBackend) -> None:
+        self.backend = backend
+        self.backend_id = backend.command
+        self._process: asyncio.subprocess.Process | None = None
+        self._stdin: asyncio.StreamWriter | None = None
+        self._stdout: asyncio.StreamReader | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> dict[str, Any]:
+        env = {**os.environ, **self.backend.env}
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self.backend.command,
+                *self.backend.args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=str(self.backend.cwd) if self.backend.cwd else None,
+                limit=MAX_MESSAGE_BYTES + 1,
+            )
+        except OSError as exc:
+            raise BackendError(
+                f"cannot start backend {self.backend.command!r}: {exc.strerror}",
+                fix="check backend.command and backend.args in the config",
+            ) from exc
+        if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
+            raise BackendError("backend pipes missing", fix="report this")
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        return {"command": self.backend.command, "pid": self._process.pid}
+
+    async def send(self, message: Message) -> None:
+        if self._stdin is None:
+            raise RuntimeError("StdioChannel.send() before start()")
+        async with self._lock:
+            try:
+                self._stdin.write(message.raw)
+                await self._stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the child is gone: receive() ends and the relay answers what is pending
+
+    async def receive(self) -> AsyncIterator[Message]:
+        if self._stdout is None:
+            raise RuntimeError("StdioChannel.receive() before start()")
+        while True:
+            line = await read_line(self._stdout)
+            if line is None:
+                return
+            if line == TOO_LARGE or not line.strip():
+                log.warning("backend sent an oversized or empty line; dropped")
+                continue
+            yield parse(line + b"\n")
+
+    async def exit_detail(self) -> tuple[dict[str, Any], str]:
+        if self._process is None:
+            raise RuntimeError("StdioChannel.exit_detail() before start()")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._process.wait(), timeout=2)
+        code = self._process.returncode
+        return {"returncode": code}, f"the backend exited (code {code})"
+
+    async def close(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if self._stdin is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

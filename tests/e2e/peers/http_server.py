@@ -1,0 +1,117 @@
+"""A real MCP server over streamable HTTP, for end-to-end tests of HTTP backends.
+
+Run as ``python http_server.py MARKER_DIR [CERT KEY]``: it serves the low-level ``mcp``
+SDK server on ``http://127.0.0.1:<free port>/mcp`` (uvicorn; HTTPS with the PEM
+certificate and key if given) and prints the port on stdout once it accepts connections.
+With ``HTTP_SERVER_TOKEN`` set, a request without ``Authorization: Bearer <token>`` gets
+HTTP 401. Tools:
+
+* ``echo`` — returns ``echo:<text>`` (``text`` carries an ``x-mcp-header`` annotation);
+* ``delete_everything`` — the dangerous one: writes ``MARKER_DIR/deleted`` when it runs,
+  so a test can prove a denied call never reached the server;
+* ``sleep`` — waits ``seconds`` before answering (a slow backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import uvicorn
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+
+MARKER_DIR = Path(sys.argv[1])
+TOKEN = os.environ.get("HTTP_SERVER_TOKEN")
+TLS = {"ssl_certfile": sys.argv[2], "ssl_keyfile": sys.argv[3]} if len(sys.argv) > 3 else {}
+
+TOOLS = [
+    types.Tool(
+        name="echo",
+        description="Echo the text back.",
+        input_schema={
+            "type": "object",
+            # 2026-07-28: a client mirrors this argument into an ``Mcp-Param-Text`` header,
+            # and the server refuses a call where header and argument disagree
+            "properties": {"text": {"type": "string", "x-mcp-header": "Text"}},
+        },
+    ),
+    types.Tool(
+        name="delete_everything",
+        description="Dangerous: pretends to delete everything (writes a marker file).",
+        input_schema={"type": "object", "properties": {}},
+    ),
+    types.Tool(
+        name="sleep",
+        description="Answer after a while.",
+        input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+    ),
+]
+
+
+async def list_tools(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=TOOLS)
+
+
+async def call_tool(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    arguments = params.arguments or {}
+    if params.name == "echo":
+        text = f"echo:{arguments.get('text', '')}"
+    elif params.name == "delete_everything":
+        (MARKER_DIR / "deleted").write_text("the dangerous tool ran\n")
+        text = "deleted everything"
+    elif params.name == "sleep":
+        await asyncio.sleep(float(arguments.get("seconds", 1)))
+        text = "slept"
+    else:
+        return types.CallToolResult(
+            is_error=True, content=[types.TextContent(type="text", text="no such tool")]
+        )
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
+def require_token(app: Any) -> Any:
+    """An ASGI wrapper: 401 unless the request carries the bearer token."""
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] == "http" and headers.get(b"authorization") != f"Bearer {TOKEN}".encode():
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+async def main() -> None:
+    server = Server(
+        "http-test-server", version="1.0", on_list_tools=list_tools, on_call_tool=call_tool
+    )
+    app = server.streamable_http_app(streamable_http_path="/mcp")
+    if TOKEN:
+        app = require_token(app)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **TLS))
+    serving = asyncio.ensure_future(uv.serve(sockets=[sock]))
+    while not uv.started:
+        if serving.done():
+            serving.result()  # raises why it could not start
+        await asyncio.sleep(0.02)
+    print(sock.getsockname()[1], flush=True)
+    await serving
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,427 @@
+"""``mcp-acp run`` with a streamable-HTTP backend, end to end: the real proxy process, a
+real MCP server over HTTP on 127.0.0.1 (the ``mcp`` SDK served by uvicorn, in its own
+process: ``peers/http_server.py``), and both a raw JSON-RPC client and the SDK's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CANARIES
+from proxy_helpers import CLI, DENIED, E2E, Proxy, records
+
+from mcp_acp.audit.chain import verify_stream
+
+HTTP_SERVER = E2E / "peers" / "http_server.py"
+POLICY = {
+    "version": "1",
+    "rules": [
+        {"id": "no-deleting", "effect": "deny", "conditions": {"tool_name": "delete_everything"}},
+        {
+            "id": "echo-on-this-backend",
+            "effect": "allow",
+            "conditions": {"tool_name": "echo", "backend_id": "http://127.0.0.1:*/mcp"},
+        },
+        {"id": "sleep", "effect": "allow", "conditions": {"tool_name": "sleep"}},
+    ],
+}
+
+
+class HttpServer:
+    """``peers/http_server.py`` in a subprocess; ``deleted`` is its evidence file."""
+
+    def __init__(
+        self, marker_dir: Path, tls: tuple[Path, Path] | None = None, token: str | None = None
+    ) -> None:
+        self.marker_dir = marker_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HTTP_SERVER), str(marker_dir), *map(str, tls or ())],
+            env={**os.environ, "HTTP_SERVER_TOKEN": token or ""},
+            stdout=subprocess.PIPE,
+            stderr=(marker_dir / "server-stderr.txt").open("w"),
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # printed once uvicorn accepts connections
+        if not line.strip():
+            raise AssertionError(
+                "the test server did not start: " + (marker_dir / "server-stderr.txt").read_text()
+            )
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{int(line)}/mcp"
+        self.deleted = marker_dir / "deleted"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def env(isolated_home: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    clean["HOME"] = str(isolated_home)
+    return clean
+
+
+@pytest.fixture
+def configure(isolated_home: Path, env: dict[str, str]) -> Callable[..., Path]:
+    """Write a config for ``url`` with ``mcp-acp init --non-interactive``, and the policy."""
+
+    def write(url: str, *extra: str) -> Path:
+        subprocess.run(
+            [str(CLI), "init", "--non-interactive", "--force", "--backend-url", url, *extra],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        config_dir = isolated_home / ".config" / "mcp-acp"
+        (config_dir / "policy.json").write_text(json.dumps(POLICY))
+        return isolated_home / ".local" / "state" / "mcp-acp" / "log"
+
+    return write
+
+
+@pytest.fixture
+def start(isolated_home: Path, env: dict[str, str]) -> Iterator[Callable[[], Proxy]]:
+    started: list[Proxy] = []
+
+    def launch() -> Proxy:
+        proxy = Proxy(isolated_home, env)
+        started.append(proxy)
+        return proxy
+
+    yield launch
+    for proxy in started:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait()
+
+
+def tool_call(proxy: Proxy, name: str, **arguments: Any) -> dict[str, Any]:
+    return proxy.call("tools/call", {"name": name, "arguments": arguments})
+
+
+def run_until_exit(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``mcp-acp run`` with no client input: it must start (or fail to) on its own."""
+    return subprocess.run(
+        [str(CLI), "run"], input="", env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line the CLI prints for the error (after the 'local identity' warning)."""
+    lines = done.stderr.strip().splitlines()
+    assert lines, "nothing on stderr"
+    assert "Traceback" not in done.stderr
+    assert sum(line.startswith("backend error:") for line in lines) == 1, done.stderr
+    return lines[-1]
+
+
+def test_allow_deny_and_listing_over_http(
+    http_server: HttpServer, configure: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    log_dir = configure(http_server.url)
+    proxy = start()
+    init = proxy.initialize()
+    assert init["result"]["serverInfo"]["name"] == "http-test-server"
+
+    tools = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
+    assert tools == ["echo", "sleep"]  # delete_everything: denied whatever its arguments
+
+    echo = tool_call(proxy, "echo", text="hi")
+    assert echo["result"]["content"][0]["text"] == "echo:hi"
+
+    denied = tool_call(proxy, "delete_everything")
+    assert denied["error"]["code"] == DENIED
+    assert "no-deleting" in denied["error"]["message"]
+    assert f"(request {proxy.next_id})" in denied["error"]["message"]
+    assert not http_server.deleted.exists()  # evidence on the server's side
+
+    unknown = proxy.call("frobnicate/everything")
+    assert unknown["error"]["code"] == DENIED
+
+    assert "result" in proxy.call("ping")
+    assert proxy.close() == 0
+
+    system = records(log_dir, "system")
+    started = [r for r in system if r["event"] == "backend_started"]
+    assert started[0]["detail"] == {"transport": "http", "url": http_server.url}
+    decisions = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
+    assert {r["backend_id"] for r in decisions} == {http_server.url}  # the URL is the id
+    echo_decision = next(r for r in decisions if r.get("tool_name") == "echo")
+    assert echo_decision["rule_id"] == "echo-on-this-backend"
+    operations = records(log_dir, "operations")
+    assert any(
+        r.get("outcome") == "denied" and r.get("tool_name") == "delete_everything"
+        for r in operations
+    )
+    assert records(log_dir, "auth")[-1]["reason"] == "the client closed the session"
+    for stream in ("decisions", "operations", "auth", "system"):
+        assert verify_stream(log_dir, stream).ok
+
+
+def test_configured_headers_reach_the_backend_and_no_log(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    start: Callable[[], Proxy],
+    env: dict[str, str],
+) -> None:
+    token = CANARIES[0].decode()
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, token=token)
+    try:
+        configure(server.url)  # no credentials: the server refuses us at start
+        done = run_until_exit(env)
+        assert done.returncode == 17
+        assert f"the backend at {server.url} refused us: HTTP 401" in error_line(done)
+
+        log_dir = configure(server.url, "--backend-header", f"Authorization: Bearer {token}")
+        proxy = start()
+        proxy.initialize()
+        assert tool_call(proxy, "echo", text="x")["result"]["content"][0]["text"] == "echo:x"
+        assert proxy.close() == 0
+    finally:
+        server.kill()
+    for log in log_dir.rglob("*"):
+        assert log.is_dir() or CANARIES[0] not in log.read_bytes()
+
+
+def test_a_message_http_cannot_carry_gets_an_error(
+    http_server: HttpServer, configure: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    configure(http_server.url)
+    proxy = start()
+    proxy.initialize()
+    # valid JSON-RPC, allowed (ping is discovery), but params must be an object in MCP
+    proxy.send({"jsonrpc": "2.0", "id": 50, "method": "ping", "params": [1, 2]})
+    answer = proxy.recv()
+    assert answer["id"] == 50
+    assert answer["error"]["code"] == -32600
+    assert "cannot forward this request to the backend" in answer["error"]["message"]
+    assert tool_call(proxy, "echo", text="still here")["result"]["content"][0]["text"] == (
+        "echo:still here"
+    )
+    assert proxy.close() == 0
+
+
+def test_server_killed_mid_session(
+    http_server: HttpServer, configure: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    log_dir = configure(http_server.url)
+    proxy = start()
+    proxy.initialize()
+    proxy.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 70,
+            "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"seconds": 30}},
+        }
+    )
+    time.sleep(0.5)  # the call is in progress on the server
+    http_server.kill()
+    lost = proxy.recv()  # the answer stream broke: that request fails, the session goes on
+    assert lost["id"] == 70
+    assert "error" in lost
+
+    proxy.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 71,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "anyone?"}},
+        }
+    )
+    answer = proxy.recv()
+    assert answer["id"] == 71
+    assert answer["error"]["code"] == -32000
+    assert "the backend connection was lost" in answer["error"]["message"]
+    assert proxy.proc.wait(timeout=30) == 17
+
+    exited = [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
+    assert len(exited) == 1
+    assert exited[0]["detail"]["url"] == http_server.url
+    assert "ConnectError" in exited[0]["detail"]["error"]
+    assert records(log_dir, "auth")[-1]["reason"] == "the backend exited"
+
+
+def test_unreachable_backend_at_start(configure: Callable[..., Path], env: dict[str, str]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+    log_dir = configure(url)
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert line.startswith(f"backend error: cannot reach the backend at {url}: ConnectError")
+    assert "— fix: check backend.url" in line
+    assert done.stdout == ""
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url
+    assert records(log_dir, "auth")[-1]["reason"] == "the backend could not be started"
+
+
+def test_wrong_path_at_start(
+    http_server: HttpServer, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    configure(http_server.url.removesuffix("/mcp") + "/nothing-here")
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    assert "HTTP 404" in error_line(done)
+
+
+def test_a_server_that_never_answers_is_bounded(
+    configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """Accepts TCP connections, reads nothing, answers nothing."""
+    held: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def accept() -> None:
+            while True:
+                try:
+                    held.append(listener.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+        configure(url, "--backend-timeout", "1")
+        started = time.monotonic()
+        done = run_until_exit(env)
+        elapsed = time.monotonic() - started
+    for conn in held:
+        conn.close()
+    assert done.returncode == 17
+    assert f"the backend at {url} did not answer within 1 s" in error_line(done)
+    assert held  # it did connect
+    assert elapsed < 20
+
+
+def test_a_slow_answer_is_bounded_and_the_session_goes_on(
+    http_server: HttpServer, configure: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    configure(http_server.url, "--backend-timeout", "1")
+    proxy = start()
+    proxy.initialize()
+    started = time.monotonic()
+    slow = tool_call(proxy, "sleep", seconds=5)
+    assert time.monotonic() - started < 4
+    assert "error" in slow
+    assert tool_call(proxy, "echo", text="ok")["result"]["content"][0]["text"] == "echo:ok"
+    assert proxy.close() == 0
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_sdk_client_through_the_proxy(
+    mode: str, http_server: HttpServer, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    from mcp import Client, MCPError, StdioServerParameters
+
+    configure(http_server.url)
+    params = StdioServerParameters(command=str(CLI), args=["run"], env=env)
+    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+        modern = client.protocol_version == "2026-07-28"  # no handshake; headers per request
+        assert modern == (mode == "auto")
+        tools = await client.list_tools()
+        assert [t.name for t in tools.tools] == ["echo", "sleep"]
+        echo = await client.call_tool("echo", {"text": "sdk"})
+        assert echo.content[0].text == "echo:sdk"  # type: ignore[union-attr]
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("delete_everything", {})
+        assert denied.value.error.code == DENIED
+    assert not http_server.deleted.exists()
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[HttpServer, Path]]:
+    """The same server over HTTPS, with a self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, tls=(cert, key))
+    yield server, cert
+    server.kill()
+
+
+def test_https_certificates_are_verified_by_default(
+    https_server: tuple[HttpServer, Path], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server, _ = https_server
+    configure(server.url)
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert f"cannot reach the backend at {server.url}" in line
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServer, Path]) -> None:
+    """The seam for mutual TLS: the channel takes an ``ssl.SSLContext``."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.channel import open_channel
+    from mcp_acp.proxy.messages import from_body
+
+    server, cert = https_server
+    channel = open_channel(
+        HttpBackend(url=server.url), ssl_context=ssl.create_default_context(cafile=str(cert))
+    )
+    assert await channel.start() == {"transport": "http", "url": server.url}
+    try:
+        await channel.send(
+            from_body(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "tls-test", "version": "1"},
+                    },
+                }
+            )
+        )
+        answer = await asyncio.wait_for(anext(aiter(channel.receive())), timeout=30)
+    finally:
+        await channel.close()
+    assert answer.kind == "response"
+    assert answer.body["result"]["serverInfo"]["name"] == "http-test-server"

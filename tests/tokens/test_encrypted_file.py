@@ -1,0 +1,345 @@
+"""The built-in ``encrypted-file`` token storage, on real files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mcp_acp.errors import AuthenticationError
+from mcp_acp.models import StoredToken
+from mcp_acp.plugins import load_plugins
+from mcp_acp.registry import Kind, PluginContext
+from mcp_acp.tokens import (
+    EncryptedFileConfig,
+    EncryptedFileStorage,
+    TokenRecordError,
+    dump_token,
+    parse_token,
+)
+from mcp_acp.tokens.encrypted_file import MIN_ITERATIONS
+
+ISSUER = "https://idp.example.test/realms/acp"
+CANARY = "canary-access-4d1c7e"
+
+
+def _token(issuer: str = ISSUER, access: str = CANARY) -> StoredToken:
+    return StoredToken(
+        issuer=issuer,
+        access_token=access,
+        refresh_token="canary-refresh-99ab",
+        id_token="canary-id-77",
+        expires_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        scope="openid offline_access",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EncryptedFileStorage:
+    return EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_round_trip_and_delete(store: EncryptedFileStorage) -> None:
+    assert store.load(ISSUER) is None
+    store.save(_token())
+    assert store.load(ISSUER) == _token()
+    store.save(_token(access="second"))
+    assert store.load(ISSUER) == _token(access="second")
+    store.delete(ISSUER)
+    assert store.load(ISSUER) is None
+    store.delete(ISSUER)  # no error when there is none
+
+
+def test_a_new_instance_reads_what_another_wrote(tmp_path: Path) -> None:
+    first = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    first.save(_token())
+    second = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    assert second.load(ISSUER) == _token()
+
+
+def test_issuers_are_kept_apart(store: EncryptedFileStorage) -> None:
+    other = "https://other.example.test"
+    store.save(_token())
+    store.save(_token(issuer=other, access="other-token"))
+    assert store.load(ISSUER) == _token()
+    assert store.load(other) == _token(issuer=other, access="other-token")
+    store.delete(other)
+    assert store.load(ISSUER) == _token()
+
+
+def test_file_holds_no_plaintext_and_a_readable_kdf_header(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    raw = store.path_for(ISSUER).read_bytes()
+    assert b"canary" not in raw
+    assert ISSUER.encode() not in raw
+    header = json.loads(raw)
+    assert header["format"] == "mcp-acp-encrypted-token/1"
+    assert header["kdf"] == "pbkdf2-hmac-sha256"
+    assert header["iterations"] >= 600_000
+    assert len(base64.urlsafe_b64decode(header["salt"])) >= 16
+
+
+def test_files_are_private_even_under_umask_000(tmp_path: Path, umask_000: None) -> None:
+    store = EncryptedFileStorage(tmp_path / "a" / "tokens", key_file=tmp_path / "b" / "key")
+    store.save(_token())
+    assert _mode(store.path_for(ISSUER)) == 0o600
+    assert _mode(tmp_path / "b" / "key") == 0o600
+    assert _mode(tmp_path / "a" / "tokens") == 0o700
+    assert _mode(tmp_path / "b") == 0o700
+    assert store.path_for(ISSUER).stat().st_uid == os.geteuid()
+    assert [p.name for p in (tmp_path / "a" / "tokens").iterdir()] == [
+        store.path_for(ISSUER).name
+    ]  # no temporary file left behind
+
+
+def _refused(store: EncryptedFileStorage, *words: str) -> str:
+    with pytest.raises(AuthenticationError) as info:
+        store.load(ISSUER)
+    line = info.value.user_line()
+    assert "\n" not in line
+    assert "log in again" in line
+    assert "canary" not in line
+    for word in words:
+        assert word in line
+    return line
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+def test_group_or_world_access_is_refused(store: EncryptedFileStorage, mode: int) -> None:
+    store.save(_token())
+    store.path_for(ISSUER).chmod(mode)
+    _refused(store, "open to group or others", f"{mode:04o}")
+
+
+def test_symlinked_token_file_is_refused(store: EncryptedFileStorage, tmp_path: Path) -> None:
+    store.save(_token())
+    real = tmp_path / "elsewhere.token"
+    store.path_for(ISSUER).rename(real)
+    store.path_for(ISSUER).symlink_to(real)
+    _refused(store, "symlink")
+
+
+def test_symlink_to_etc_passwd_is_refused(store: EncryptedFileStorage) -> None:
+    store.directory.mkdir(mode=0o700)
+    store.path_for(ISSUER).symlink_to("/etc/passwd")
+    _refused(store, "symlink")
+
+
+def test_symlinked_key_file_is_refused(tmp_path: Path) -> None:
+    store = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    store.save(_token())
+    (tmp_path / "k").rename(tmp_path / "k2")
+    (tmp_path / "k").symlink_to(tmp_path / "k2")
+    fresh = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    _refused(fresh, "key file", "symlink")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_foreign_owned_token_file_is_refused(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    os.chown(store.path_for(ISSUER), 4242, 4242)
+    _refused(store, "owned by uid 4242")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_foreign_owned_key_file_is_refused(tmp_path: Path) -> None:
+    EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k").save(_token())
+    os.chown(tmp_path / "k", 4242, 4242)
+    _refused(EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k"), "owned by uid 4242")
+
+
+def test_open_token_directory_is_refused(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    store.directory.chmod(0o755)
+    _refused(store, "open to group or others")
+
+
+def test_flipped_byte_is_refused(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    path = store.path_for(ISSUER)
+    header = json.loads(path.read_text())
+    ciphertext = bytearray(header["ciphertext"].encode())
+    ciphertext[60] = ord("A") if ciphertext[60] != ord("A") else ord("B")
+    header["ciphertext"] = ciphertext.decode()
+    path.write_text(json.dumps(header))
+    _refused(store, "cannot be decrypted")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"garbage",
+        b"{",
+        b'{"format": "mcp-acp-encrypted-token/1"}',
+        b"[" * 100_000,
+        b"\xff\xfe",
+    ],
+    ids=["empty", "garbage", "open-brace", "no-fields", "deep", "not-utf8"],
+)
+def test_damaged_file_is_refused(store: EncryptedFileStorage, content: bytes) -> None:
+    store.save(_token())
+    store.path_for(ISSUER).write_bytes(content)
+    _refused(store, "damaged")
+
+
+def test_truncated_file_is_refused(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    path = store.path_for(ISSUER)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10):
+        path.write_bytes(data[:cut])
+        _refused(store)
+
+
+def test_wrong_key_is_refused(tmp_path: Path) -> None:
+    EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k1").save(_token())
+    other = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k2")
+    other.save(_token(issuer="https://x.test"))  # creates k2
+    _refused(other, "cannot be decrypted")
+
+
+def test_missing_key_file_is_refused(tmp_path: Path) -> None:
+    EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k").save(_token())
+    (tmp_path / "k").unlink()
+    _refused(EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k"), "key file", "missing")
+
+
+def test_too_few_iterations_are_refused(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    path = store.path_for(ISSUER)
+    header = json.loads(path.read_text())
+    header["iterations"] = 1000
+    path.write_text(json.dumps(header))
+    _refused(store, "1000", "fewer than 600000")
+
+
+def test_lowered_iterations_cannot_be_forged(store: EncryptedFileStorage) -> None:
+    """The count is part of the key derivation: editing it breaks decryption."""
+    store.save(_token())
+    path = store.path_for(ISSUER)
+    header = json.loads(path.read_text())
+    header["iterations"] = MIN_ITERATIONS + 1
+    path.write_text(json.dumps(header))
+    _refused(store, "cannot be decrypted")
+
+
+def test_a_record_for_another_issuer_is_refused(store: EncryptedFileStorage) -> None:
+    """Swapping two issuers' files must not hand one server's token to the other."""
+    other = "https://other.example.test"
+    store.save(_token())
+    store.save(_token(issuer=other))
+    store.path_for(other).replace(store.path_for(ISSUER))
+    _refused(store, "another issuer")
+
+
+def test_login_again_replaces_a_refused_file(store: EncryptedFileStorage) -> None:
+    store.save(_token())
+    store.path_for(ISSUER).write_bytes(b"garbage")
+    _refused(store)
+    store.save(_token(access="fresh"))
+    assert store.load(ISSUER) == _token(access="fresh")
+
+
+def test_passphrase_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACP_TEST_PASS", "correct horse battery staple")
+    store = EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS")
+    store.save(_token())
+    assert not any(p.name.endswith(".key") for p in tmp_path.rglob("*"))
+    assert EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
+    monkeypatch.setenv("ACP_TEST_PASS", "wrong")
+    _refused(EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS"), "decrypted")
+    monkeypatch.delenv("ACP_TEST_PASS")
+    with pytest.raises(AuthenticationError, match="ACP_TEST_PASS is not set"):
+        EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
+
+
+def test_key_cannot_be_derived_from_world_readable_facts(tmp_path: Path) -> None:
+    """TS-3: the key is random, not machine-id/user/host: two stores never share it."""
+    a = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k-a")
+    a.save(_token())
+    b = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k-b")
+    _refused(b, "key file", "missing")
+    b.save(_token(issuer="https://b.test"))
+    assert (tmp_path / "k-a").read_bytes() != (tmp_path / "k-b").read_bytes()
+    _refused(b, "cannot be decrypted")
+
+
+def test_repr_and_errors_never_show_tokens(store: EncryptedFileStorage) -> None:
+    token = _token()
+    assert "canary" not in repr(token)
+    assert "canary" not in store.description
+    with pytest.raises(TokenRecordError) as info:
+        parse_token(dump_token(token).replace('"format"', '"formt"'), issuer=ISSUER)
+    assert "canary" not in str(info.value)
+
+
+def test_registered_as_a_built_in(tmp_path: Path) -> None:
+    plugins = load_plugins(allow=())
+    registration = plugins.registry.get(Kind.TOKEN_STORAGE, "encrypted-file")
+    assert registration is not None
+    assert registration.plugin == "encrypted-file-tokens"
+    context = PluginContext(config_path=tmp_path / "cfg" / "config.json", log_dir=tmp_path)
+    storage = registration.factory(EncryptedFileConfig(), context)
+    assert isinstance(storage, EncryptedFileStorage)
+    assert storage.directory == tmp_path / "cfg" / "tokens"
+    assert storage.key_file == tmp_path / "cfg" / "token-storage.key"
+    assert storage.description.startswith("encrypted-file (")
+    storage.save(_token())
+    assert storage.load(ISSUER) == _token()
+
+
+def test_config_refuses_fewer_iterations() -> None:
+    with pytest.raises(ValueError, match="600000"):
+        EncryptedFileConfig(iterations=100_000)
+    assert EncryptedFileConfig(iterations=700_000).iterations == 700_000
+
+
+def test_expiry_keeps_its_timezone(store: EncryptedFileStorage) -> None:
+    token = _token()
+    store.save(token)
+    loaded = store.load(ISSUER)
+    assert loaded is not None
+    assert loaded.expires_at - token.expires_at == timedelta(0)
+    assert loaded.expires_at.utcoffset() == timedelta(0)
+
+
+def test_concurrent_first_saves_agree_on_one_key_file(tmp_path: Path) -> None:
+    """Savers racing to create the key file: one wins, every token stays readable."""
+    stores = [EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k") for _ in range(4)]
+    issuers = [f"https://idp{i}.test" for i in range(4)]
+    barrier = threading.Barrier(4)
+
+    def save(i: int) -> None:
+        barrier.wait()
+        stores[i].save(_token(issuer=issuers[i], access=f"a{i}"))
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    for i, issuer in enumerate(issuers):
+        assert reader.load(issuer) == _token(issuer=issuer, access=f"a{i}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".k")] == []
