@@ -123,7 +123,8 @@ SPCTL = {
     # 10.5 onwards, printed on stdout (the runner also reads stderr)
     "enabled": ("assessments enabled\n", PASS),
     "disabled": ("assessments disabled\n", FAIL),
-    # 15 Sequoia prints a note about the removed 'spctl --master-disable' on some paths
+    # an extra line before the state (15 Sequoia's wording about confirming in System
+    # Settings, printed by --global-disable) does not hide it
     "note-then-disabled": (
         "Globally disabling the assessment system needs to be confirmed in System Settings.\n"
         "assessments disabled\n",
