@@ -470,9 +470,7 @@ def posture_command(ctx: click.Context, as_json: bool) -> None:
 
     results = asyncio.run(run_all())
     if as_json:
-        rows = [
-            {"check": r.check, "status": r.status.value, "detail": r.detail} for r in results
-        ]
+        rows = [{"check": r.check, "status": r.status.value, "detail": r.detail} for r in results]
         click.echo(json.dumps(rows, indent=2))
     elif not results:
         click.echo("no posture checks configured (posture.checks)")
