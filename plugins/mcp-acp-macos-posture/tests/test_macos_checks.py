@@ -25,6 +25,15 @@ def context(tmp_path: Path) -> PluginContext:
     return PluginContext(tmp_path / "config.json", tmp_path)
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie awaiting its reaper counts as exited)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "tool"
     path.write_text(f"#!/bin/sh\n{body}\n")
@@ -63,7 +72,7 @@ async def test_runner_kills_a_hanging_tool(tmp_path: Path) -> None:
     outcome = await run_command([str(tool)], 0.5)
     assert outcome == f"{tool} gave no answer within 0.5 s"
     pid = int((tmp_path / "pid").read_text())
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert _gone(pid)
 
 
 async def test_runner_reads_stderr_and_any_exit_code(tmp_path: Path) -> None:
@@ -161,3 +170,15 @@ def test_every_check_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for name in NAMES:
         assert f"`{name}`" in readme
+
+
+async def test_the_monitor_timeout_also_ends_the_tool(tmp_path: Path) -> None:
+    # the check allows 30 s, the monitor 0.3 s: cancelling the check kills the child
+    tool = _script(tmp_path, f"echo $$ > {tmp_path}/pid\nexec sleep 30")
+    check = CommandCheck(
+        "macos-filevault", [str(tool)], parse_fdesetup, timeout=30, platform="darwin"
+    )
+    result = await run_check(check, 0.3)
+    assert (result.status, result.detail) == (PostureStatus.UNKNOWN, "no answer within 0.3 s")
+    pid = int((tmp_path / "pid").read_text())
+    assert _gone(pid)
