@@ -111,6 +111,15 @@ async def _posture_gate(runtime: Any, session: Session) -> dict[str, str]:
     return results
 
 
+def _verifies(context: ssl.SSLContext) -> bool:
+    """The core's own floor under any provider's context."""
+    return (
+        context.verify_mode is ssl.CERT_REQUIRED
+        and context.check_hostname
+        and context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    )
+
+
 async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SSLContext | None:
     """Run the TLS provider's start-up checks, audit each finding, and return its context
     (None: no ``backend.tls``, the system's trust store verifies the server)."""
@@ -122,9 +131,14 @@ async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SS
         findings = list(provider.check())
         if not any(f.severity is TlsSeverity.REFUSE for f in findings):
             context = provider.ssl_context()
-            if context.verify_mode is not ssl.CERT_REQUIRED or not context.check_hostname:
+            if not _verifies(context):
                 findings.append(
-                    TlsFinding("context", TlsSeverity.REFUSE, "the context does not verify")
+                    TlsFinding(
+                        "context",
+                        TlsSeverity.REFUSE,
+                        "the provider's context does not verify the server "
+                        "(CERT_REQUIRED, hostname check, TLS 1.2 at least)",
+                    )
                 )
     except Exception as exc:  # a provider that fails is a refusal, never a pass
         findings = [
@@ -136,10 +150,10 @@ async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SS
                 event="tls_check",
                 session_id=session.id,
                 detail={
+                    **finding.facts,
                     "check": finding.check,
                     "severity": finding.severity.value,
                     "detail": finding.detail,
-                    **finding.facts,
                 },
             )
         )
