@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import platform
 import shutil
@@ -48,6 +47,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
+
+from bench_scratch import check as _check
+from bench_scratch import percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
@@ -130,19 +132,6 @@ class SinkResult:
     @property
     def rate(self) -> float:
         return self.events / self.seconds
-
-
-def percentile(sorted_values: Sequence[int], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 # ------------------------------------------------------------------ measurements
@@ -564,28 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    parent = (args.dir or HERE / ".tmp").resolve()
-    made_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    base = parent / f"audit-bench-{os.getpid()}"
-    base.mkdir()
-    try:
+    with scratch_dir(args.dir, "audit-bench") as base:
         kind = filesystem(base)[0]
         print(f"scratch directory {base} on {kind}", file=sys.stderr)
         if kind in {"tmpfs", "ramfs"}:
             print("WARNING: tmpfs/ramfs: fsync is free here; use --dir on a disk", file=sys.stderr)
         report = run_suite(base, plan, progress=True)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        if made_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-    text = render(report, quick=args.quick)
-    print(text)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}", file=sys.stderr)
+    publish(render(report, quick=args.quick), args.out, DEFAULT_OUT, quick=args.quick)
     return 0
 
 

@@ -69,6 +69,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bench_scratch import check as _check
+from bench_scratch import percentile, publish, scratch_dir
+
 from mcp_acp.audit.chain import verify_stream
 
 HERE = Path(__file__).resolve().parent
@@ -98,19 +101,6 @@ TARGET_RSS_MB = 60.0
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 def _median(values: Sequence[float]) -> float:
@@ -928,24 +918,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.rounds is not None:
         plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent, plan.blocks)
-    parent = (args.dir or HERE / ".tmp").resolve()
-    made_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    base = parent / f"relay-bench-{os.getpid()}"
-    base.mkdir()
-    try:
+    with scratch_dir(args.dir, "relay-bench") as base:
         report = run_suite(base, plan, progress=True)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        if made_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-    text = render(report, quick=args.quick)
-    print(text)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}", file=sys.stderr)
+    publish(render(report, quick=args.quick), args.out, DEFAULT_OUT, quick=args.quick)
     return 0
 
 

@@ -451,6 +451,37 @@ def run_command(ctx: click.Context) -> None:
     raise click.exceptions.Exit(code)
 
 
+@cli.command("posture")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def posture_command(ctx: click.Context, as_json: bool) -> None:
+    """Run the configured posture checks once and show each result; exit 15 unless every
+    check passes (what the proxy's start-up gate would decide)."""
+    from mcp_acp.errors import PostureError
+    from mcp_acp.posture import run_check
+
+    runtime = load_runtime(_config_path(ctx))
+    fields = sorted(f for f in runtime.components if f.startswith("posture.checks"))
+    checks = [runtime.build(field) for field in fields]
+    timeout = runtime.config.posture.timeout_seconds
+
+    async def run_all() -> list[Any]:
+        return list(await asyncio.gather(*(run_check(c, timeout) for c in checks)))
+
+    results = asyncio.run(run_all())
+    if as_json:
+        rows = [{"check": r.check, "status": r.status.value, "detail": r.detail} for r in results]
+        click.echo(json.dumps(rows, indent=2))
+    elif not results:
+        click.echo("no posture checks configured (posture.checks)")
+    else:
+        width = max(len(r.check) for r in results)
+        for r in results:
+            click.echo(f"{r.check.ljust(width)}  {r.status.value:<7}  {r.detail}")
+    if not all(r.passed for r in results):
+        raise click.exceptions.Exit(PostureError.exit_code)
+
+
 @cli.command("demo")
 @click.option(
     "--keep",

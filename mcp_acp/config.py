@@ -259,7 +259,13 @@ class PostureSection(_Section):
 
     checks: list[ComponentRef] = Field(default_factory=list)
     interval_seconds: float = Field(
-        default=60.0, ge=5, le=3600, description="How often the monitor re-runs the checks."
+        default=300.0, ge=1, le=86_400, description="How often the monitor re-runs the checks."
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="A check that takes longer is 'unknown'."
+    )
+    failure_threshold: int = Field(
+        default=1, ge=1, le=100, description="Unhealthy rounds in a row before shutting down."
     )
 
 

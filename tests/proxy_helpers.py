@@ -171,3 +171,24 @@ def wait_for_event(log_dir: Path, stream: str, event: str, count: int = 1) -> di
             return found[count - 1]
         time.sleep(0.02)
     raise AssertionError(f"no {event!r} in the {stream} stream after 10 s")
+
+
+def recording_sampler() -> tuple[list[Any], Any]:
+    """A sampling callback for the SDK client that answers every request with a fixed
+    text, and the list of the requests it was asked."""
+    import mcp_types as types
+    from mcp.client.context import ClientRequestContext
+
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def sampling(
+        _context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        asked.append(params)
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by the test client"),
+            model="test-model",
+        )
+
+    return asked, sampling

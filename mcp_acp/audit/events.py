@@ -46,6 +46,8 @@ AuthEventName = Literal[
     "token_refresh_failed",
     "session_started",
     "session_ended",
+    "device_health_passed",
+    "device_health_failed",
 ]
 
 
@@ -179,6 +181,9 @@ class AuthEvent(AuditEvent):
     subject_id: str | None = None
     issuer: str | None = None
     reason: str | None = None
+    detail: dict[str, Any] | None = Field(
+        default=None, description="Event specifics, e.g. each posture check's result."
+    )
 
 
 class SystemEvent(AuditEvent):

@@ -124,6 +124,7 @@ class EnforcementPoint:
         approval_timeout: float = 60.0,
         limits: Limits | None = None,
         shutdown: ShutdownCoordinator | None = None,
+        unhealthy: Callable[[], str | None] | None = None,
     ) -> None:
         self.engine = engine
         self.trail = trail
@@ -135,6 +136,7 @@ class EnforcementPoint:
         self.approval_timeout = approval_timeout
         self.limits = limits or Limits()
         self.shutdown = shutdown
+        self.unhealthy = unhealthy  # why the device lost its posture, once it has
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
 
     def fail(self, error: McpAcpError) -> None:
@@ -258,6 +260,16 @@ class EnforcementPoint:
             )
             return await self._refuse(
                 method, request_id, "builtin-rate-flood", reason, self.session.subject, companion
+            )
+        lost = self.unhealthy() if self.unhealthy is not None else None
+        if lost:
+            return await self._refuse(
+                method,
+                request_id,
+                "builtin-posture",
+                f"denied: device posture lost: {lost}",
+                self.session.subject,
+                companion,
             )
         try:
             request = await self.build(method, params, request_id, annotations)

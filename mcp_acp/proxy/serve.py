@@ -26,8 +26,9 @@ from typing import Any
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import BackendError, PostureError
-from mcp_acp.models import PostureStatus, TlsFinding, TlsSeverity
+from mcp_acp.errors import BackendError
+from mcp_acp.models import TlsFinding, TlsSeverity
+from mcp_acp.posture import PostureMonitor
 from mcp_acp.proxy.channel import open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -36,8 +37,6 @@ from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["serve"]
-
-POSTURE_TIMEOUT_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +89,6 @@ def _pollable(fd: int) -> bool:
     ``/dev/null`` cannot."""
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
-
-
-async def _posture_gate(runtime: Any, session: Session) -> dict[str, str]:
-    results: dict[str, str] = {}
-    for field in sorted(f for f in runtime.components if f.startswith("posture.checks")):
-        check = runtime.build(field)
-        try:
-            result = await asyncio.wait_for(check.check(), timeout=POSTURE_TIMEOUT_SECONDS)
-            status, detail = result.status, result.detail
-        except Exception as exc:  # a check that fails or hangs is unknown, never a pass
-            status, detail = PostureStatus.UNKNOWN, f"{type(exc).__name__}: {exc}"
-        session.posture[check.name] = status
-        results[check.name] = f"{status.value}: {detail}"
-        if status is not PostureStatus.PASS:
-            raise PostureError(
-                f"posture check {check.name!r} is {status.value}: {detail}",
-                fix="fix the device state, or remove the check from the config",
-            )
-    return results
 
 
 def _verifies(context: ssl.SSLContext) -> bool:
@@ -214,14 +194,27 @@ async def serve(config_path: Path) -> int:
     approver = runtime.build("approver")
     subject = await identity.current_subject()
     session.bind(subject)
-    posture = await _posture_gate(runtime, session)
+    checks = [
+        runtime.build(field)
+        for field in sorted(f for f in runtime.components if f.startswith("posture.checks"))
+    ]
+    posture = PostureMonitor(
+        checks,
+        trail,
+        session_id=session.id,
+        posture=session.posture,
+        interval=runtime.config.posture.interval_seconds,
+        timeout=runtime.config.posture.timeout_seconds,
+        failure_threshold=runtime.config.posture.failure_threshold,
+        on_failure=shutdown.trigger,
+    )
+    await posture.gate()  # PostureError (exit 15) unless every check passes
     await trail.record(
         AuthEvent(
             event="session_started",
             session_id=session.id,
             subject_id=subject.subject_id,
             issuer=subject.issuer,
-            reason=f"posture: {posture}" if posture else None,
         )
     )
     pep = EnforcementPoint(
@@ -239,6 +232,7 @@ async def serve(config_path: Path) -> int:
             flood=TokenBucket(settings.rate_limits.requests_per_second, settings.rate_limits.burst),
         ),
         shutdown=shutdown,
+        unhealthy=lambda: posture.failed,
     )
     relay = Relay(
         pep,
@@ -255,6 +249,7 @@ async def serve(config_path: Path) -> int:
     await control.start()  # ready before the first request can wait for an answer
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
+    watching = asyncio.create_task(posture.watch())
     loop = asyncio.get_running_loop()
     relaying = asyncio.ensure_future(relay.run(reader, writer))
     ended = "the client closed the session"
@@ -301,6 +296,7 @@ async def serve(config_path: Path) -> int:
         raise
     finally:
         monitor.cancel()
+        watching.cancel()
         with contextlib.suppress(Exception):
             await control.close()
         with contextlib.suppress(Exception):

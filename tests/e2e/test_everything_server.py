@@ -9,8 +9,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from mcp.client.context import ClientRequestContext
-from proxy_helpers import configure, decisions, sdk_client
+from proxy_helpers import configure, decisions, recording_sampler, sdk_client
 
 SAMPLING_TOOL = "trigger-sampling-request"
 SLOW_TOOL = "trigger-long-running-operation"
@@ -39,17 +38,7 @@ async def test_sampling_request_from_the_backend(
     allowed: bool, everything: Path, isolated_home: Path
 ) -> None:
     log_dir = configure(isolated_home, "node", [str(everything), "stdio"], policy(sampling=allowed))
-    asked: list[types.CreateMessageRequestParams] = []
-
-    async def sampling(
-        _context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        asked.append(params)
-        return types.CreateMessageResult(
-            role="assistant",
-            content=types.TextContent(type="text", text="sampled by the test client"),
-            model="test-model",
-        )
+    asked, sampling = recording_sampler()
 
     async with sdk_client(isolated_home, "auto", sampling_callback=sampling) as client:
         # the server registers its sampling tool only for a client that declared sampling:

@@ -11,9 +11,8 @@ from pathlib import Path
 import mcp_types as types
 import pytest
 from mcp import MCPError
-from mcp.client.context import ClientRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from proxy_helpers import DENIED, E2E, configure, decisions, records, sdk_client
+from proxy_helpers import DENIED, E2E, configure, decisions, recording_sampler, records, sdk_client
 
 ASKING_SERVER = E2E / "peers" / "asking_server.py"
 
@@ -34,17 +33,7 @@ async def test_sampling_inside_a_result(allowed: bool, isolated_home: Path, tmp_
         ],
     }
     log_dir = configure(isolated_home, sys.executable, [str(ASKING_SERVER), str(rounds)], policy)
-    asked: list[types.CreateMessageRequestParams] = []
-
-    async def sampling(
-        _context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        asked.append(params)
-        return types.CreateMessageResult(
-            role="assistant",
-            content=types.TextContent(type="text", text="sampled by the test client"),
-            model="test-model",
-        )
+    asked, sampling = recording_sampler()
 
     async with sdk_client(isolated_home, "auto", sampling_callback=sampling) as client:
         assert client.protocol_version in MODERN_PROTOCOL_VERSIONS

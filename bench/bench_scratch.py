@@ -1,0 +1,56 @@
+"""What every benchmark script shares: nearest-rank percentiles, correctness checks that
+raise, a scratch directory removed afterwards, and the report printed and (for a full run)
+written to its file."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def check(condition: bool, message: str) -> None:
+    """A correctness check of a benchmark run (never a timing assertion)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+@contextmanager
+def scratch_dir(parent: Path | None, name: str) -> Iterator[Path]:
+    """A fresh ``<parent>/<name>-<pid>`` (parent default: ``bench/.tmp``), deleted after,
+    with the parent too if this made it."""
+    parent = (parent or HERE / ".tmp").resolve()
+    made_parent = not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    base = parent / f"{name}-{os.getpid()}"
+    base.mkdir()
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if made_parent:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def publish(text: str, out: Path | None, default: Path, *, quick: bool) -> None:
+    """Print the report; write it to ``out``, or to ``default`` for a full run."""
+    print(text)
+    target = out or (None if quick else default)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"written to {target}", file=sys.stderr)

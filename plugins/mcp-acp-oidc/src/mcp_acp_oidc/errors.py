@@ -1,0 +1,66 @@
+"""Exceptions of the OIDC plugin. All are :class:`~mcp_acp.errors.AuthenticationError`,
+so the proxy denies the request (exit code 14 at start-up) whichever one is raised.
+
+Messages never contain a token, a key or a secret: only the reason and the names of
+the claims or headers involved.
+"""
+
+from __future__ import annotations
+
+from mcp_acp.errors import AuthenticationError
+
+__all__ = [
+    "DeviceFlowError",
+    "DiscoveryError",
+    "JWKSUnavailableError",
+    "RefreshError",
+    "TokenRejectedError",
+]
+
+
+class TokenRejectedError(AuthenticationError):
+    """Raised by :class:`~mcp_acp_oidc.validator.TokenValidator` for a token it refuses.
+
+    ``reason`` is a short stable code (``"alg_not_allowed"``, ``"bad_signature"``,
+    ``"expired"``, …) for audit records and tests.
+    """
+
+    def __init__(self, reason: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"access token rejected ({reason}): {message}", fix=fix)
+        self.reason = reason
+
+
+class JWKSUnavailableError(TokenRejectedError):
+    """The issuer's signing keys cannot be fetched and no usable cached copy exists."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "jwks_unavailable",
+            message,
+            fix="check that the identity provider's jwks_uri is reachable",
+        )
+
+
+class DiscoveryError(AuthenticationError):
+    """The issuer's ``/.well-known/openid-configuration`` is unreachable or unacceptable."""
+
+
+class DeviceFlowError(AuthenticationError):
+    """The device authorization grant ended without a token.
+
+    ``error`` is the OAuth error code (``access_denied``, ``expired_token``, …) or a
+    local code (``local_timeout``, ``bad_response``, ``unreachable``).
+    """
+
+    def __init__(self, error: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"device login failed ({error}): {message}", fix=fix)
+        self.error = error
+
+
+class RefreshError(AuthenticationError):
+    """The refresh grant failed; ``error`` is the OAuth error code or ``unreachable`` /
+    ``bad_response``. ``invalid_grant`` means the refresh token is spent: log in again."""
+
+    def __init__(self, error: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"token refresh failed ({error}): {message}", fix=fix)
+        self.error = error

@@ -1,0 +1,228 @@
+"""The issuer's signing keys (JWKS): fetched, filtered, cached, refetched sparingly.
+
+Only asymmetric signature keys are kept: ``oct`` (HMAC) keys, keys marked for another
+``use``, keys announcing an algorithm outside :data:`ALGORITHM_KEY_TYPES` (``none``,
+``HS256``) and RSA keys shorter than 2048 bits are dropped when the set is loaded, so a
+token can never be checked against them.
+
+Fetching is blocking (``httpx.Client``) and runs off the event loop through
+:meth:`JWKSCache.get_keys`, which uses :func:`asyncio.to_thread`. One lock serialises
+fetches: callers that arrive during a fetch wait for it and then read its result.
+
+Refetch rules, so a token cannot make us hammer the IdP:
+
+* the set is reused for ``ttl`` seconds;
+* a ``kid`` that is not in the set triggers at most one refetch per ``cooldown`` seconds
+  (key rotation is picked up; 1,000 random ``kid``\\s cost one request);
+* a failed fetch is not retried for ``cooldown`` seconds either;
+* when the set has expired and cannot be refetched, there are no keys: every token is
+  rejected (fail closed) until a fetch succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from mcp_acp_oidc._http import MAX_JSON_BYTES, check_url, parse_json_object, read_bounded
+from mcp_acp_oidc.errors import JWKSUnavailableError
+
+__all__ = ["ALGORITHM_KEY_TYPES", "MAX_KEYS", "MIN_RSA_BITS", "JWKSCache", "SigningKey"]
+
+log = logging.getLogger(__name__)
+
+ALGORITHM_KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "EdDSA": ("OKP", None),
+}
+"""Every algorithm a token may use, with the key type (and curve) it needs. No ``HS*``,
+no ``none``: a configuration cannot allow them."""
+
+MIN_RSA_BITS = 2048
+MAX_KEYS = 64
+"""Keys beyond this many in one JWKS are ignored."""
+
+PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
+
+
+@attrs.frozen(slots=True)
+class SigningKey:
+    """One usable public key from the JWKS."""
+
+    kid: str | None
+    kty: str
+    crv: str | None
+    alg: str | None
+    """The ``alg`` the JWK announced, if any; a token must then use exactly that one."""
+    key: PublicKey = attrs.field(repr=False)
+
+    def fits(self, alg: str) -> bool:
+        """Whether a token signed with ``alg`` may be checked against this key."""
+        wanted = ALGORITHM_KEY_TYPES.get(alg)
+        if wanted is None:
+            return False
+        kty, crv = wanted
+        if self.kty != kty or (crv is not None and self.crv != crv):
+            return False
+        return self.alg is None or self.alg == alg
+
+
+def _load_key(jwk: Any) -> SigningKey | None:
+    """Turn one JWK into a :class:`SigningKey`, or ``None`` (with a log line) to skip it."""
+    if not isinstance(jwk, dict):
+        return None
+    kty, kid, alg, use = jwk.get("kty"), jwk.get("kid"), jwk.get("alg"), jwk.get("use")
+    if kid is not None and not isinstance(kid, str):
+        log.warning("JWKS: skipping a key whose kid is not a string")
+        return None
+    if use is not None and use != "sig":
+        return None
+    if alg is not None and alg not in ALGORITHM_KEY_TYPES:
+        log.warning("JWKS: skipping key %r with algorithm %r", kid, alg)
+        return None
+    try:
+        if kty == "RSA":
+            loaded: Any = RSAAlgorithm.from_jwk(jwk)
+        elif kty == "EC":
+            loaded = ECAlgorithm.from_jwk(jwk)
+        elif kty == "OKP":
+            loaded = OKPAlgorithm.from_jwk(jwk)
+        else:  # "oct" (a shared secret) or unknown: never a verification key here
+            log.warning("JWKS: skipping key %r of type %r", kid, kty)
+            return None
+    except Exception as exc:  # any malformed key material: skip that key only
+        log.warning("JWKS: skipping malformed key %r: %s", kid, type(exc).__name__)
+        return None
+    if hasattr(loaded, "public_key"):  # a JWKS that leaks a private key: use the public half
+        loaded = loaded.public_key()
+    crv: str | None = None
+    if isinstance(loaded, rsa.RSAPublicKey):
+        if loaded.key_size < MIN_RSA_BITS:
+            log.warning("JWKS: refusing RSA key %r of %d bits", kid, loaded.key_size)
+            return None
+    elif isinstance(loaded, ec.EllipticCurvePublicKey):
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(
+            loaded.curve.name
+        )
+        if crv is None:
+            return None
+    elif not isinstance(loaded, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return None
+    return SigningKey(kid=kid, kty=str(kty), crv=crv, alg=alg, key=loaded)
+
+
+def parse_jwks(body: bytes) -> list[SigningKey]:
+    """Parse a JWKS document; raises ``ValueError`` when it is not one."""
+    document = parse_json_object(body)
+    entries = document.get("keys")
+    if not isinstance(entries, list):
+        raise ValueError("no 'keys' array")
+    keys = [key for key in map(_load_key, entries[:MAX_KEYS]) if key is not None]
+    return keys
+
+
+class JWKSCache:
+    """Keys of one issuer, from its ``jwks_uri``.
+
+    ``clock`` is :func:`time.monotonic` unless a test injects another.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        ttl: float = 300.0,
+        cooldown: float = 30.0,
+        timeout: float = 5.0,
+        verify: ssl.SSLContext | bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        problem = check_url(uri, what="jwks_uri")
+        if problem:
+            raise JWKSUnavailableError(problem)
+        self.uri = uri
+        self.ttl = ttl
+        self.cooldown = cooldown
+        self.timeout = timeout
+        self._verify = verify
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: list[SigningKey] | None = None
+        self._fetched_at = 0.0
+        self._last_attempt: float | None = None
+        self.fetch_count = 0
+        """How many HTTP requests this cache has made (for tests and metrics)."""
+
+    def _fetch(self) -> list[SigningKey]:
+        self.fetch_count += 1
+        deadline = time.monotonic() + self.timeout
+        with (
+            httpx.Client(
+                timeout=self.timeout, follow_redirects=False, verify=self._verify
+            ) as client,
+            client.stream("GET", self.uri, headers={"Accept": "application/json"}) as resp,
+        ):
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP status {resp.status_code}")
+            body = read_bounded(resp, MAX_JSON_BYTES, deadline=deadline)
+        return parse_jwks(body)
+
+    def _refresh_locked(self, now: float) -> bool:
+        """Fetch now; on success replace the set. Returns whether it succeeded."""
+        self._last_attempt = now
+        try:
+            keys = self._fetch()
+        except (httpx.HTTPError, ValueError, TimeoutError, OSError) as exc:
+            log.warning("JWKS fetch from %s failed: %s", self.uri, type(exc).__name__)
+            return False
+        self._keys = keys
+        self._fetched_at = self._clock()
+        return True
+
+    def _may_fetch(self, now: float) -> bool:
+        return self._last_attempt is None or now - self._last_attempt >= self.cooldown
+
+    def keys_for(self, kid: str | None) -> list[SigningKey]:
+        """The keys a token with header ``kid`` may be checked against (blocking).
+
+        ``kid=None`` returns every key. Raises :class:`JWKSUnavailableError` when there is
+        no current key set.
+        """
+        with self._lock:
+            now = self._clock()
+            if (self._keys is None or now - self._fetched_at >= self.ttl) and not (
+                self._may_fetch(now) and self._refresh_locked(now)
+            ):
+                self._keys = None  # expired and not renewable: no keys at all
+                raise JWKSUnavailableError(f"no current keys from {self.uri}")
+            keys: list[SigningKey] = self._keys or []
+            if kid is None:
+                return list(keys)
+            found = [key for key in keys if key.kid == kid]
+            if not found and self._may_fetch(now) and self._refresh_locked(now):
+                found = [key for key in self._keys or [] if key.kid == kid]
+            return found
+
+    async def get_keys(self, kid: str | None) -> list[SigningKey]:
+        """:meth:`keys_for`, run in a worker thread so the event loop never blocks."""
+        return await asyncio.to_thread(self.keys_for, kid)

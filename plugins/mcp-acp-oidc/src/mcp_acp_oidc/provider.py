@@ -1,0 +1,313 @@
+"""The ``oidc`` identity provider: the subject of every request comes from a validated
+OIDC access token, obtained with the device flow (``mcp-acp auth login``) and kept in the
+configured :class:`~mcp_acp.protocols.TokenStorage`.
+
+Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held access token
+(signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
+expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
+requests cause one refresh; the rotated refresh token is validated and stored before use.
+At most one refresh is attempted per ``refresh_retry_seconds``, whatever its outcome (no
+tight loop against a provider that is down, nor one that issues tokens shorter-lived than
+the margin); once the access token has expired, requests are denied until a
+refresh or a new login succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mcp_acp.errors import AuthenticationError
+from mcp_acp.models import StoredToken, Subject
+from mcp_acp.protocols import TokenStorage
+from mcp_acp_oidc._http import check_url
+from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
+from mcp_acp_oidc.discovery import ProviderMetadata, discover
+from mcp_acp_oidc.errors import DiscoveryError, RefreshError, TokenRejectedError
+from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache
+from mcp_acp_oidc.login import device_login
+from mcp_acp_oidc.refresh import refresh_and_validate
+from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
+
+__all__ = ["OIDCConfig", "OIDCIdentityProvider"]
+
+log = logging.getLogger(__name__)
+
+_LOGIN_FIX = "run 'mcp-acp auth login'"
+
+
+class OIDCConfig(BaseModel):
+    """Options of the ``oidc`` identity provider (``identity.config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(description="Issuer URL, exactly as the provider reports it.")
+    client_id: str = Field(min_length=1, description="The public client registered for mcp-acp.")
+    audience: str = Field(
+        min_length=1,
+        description="This proxy's resource identifier: sent as 'resource' (RFC 8707) and "
+        "required in the token's aud.",
+    )
+    audience_parameter: str | None = Field(
+        default=None, description="Also send this as 'audience' (providers such as Auth0)."
+    )
+    scope: str = "openid offline_access"
+    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
+    token_type: str | None = Field(
+        default=None, description='Require this JOSE typ, e.g. "at+jwt" (RFC 9068).'
+    )
+    client_ids: tuple[str, ...] | None = Field(
+        default=None,
+        description="Accepted azp/client_id values; default: only client_id.",
+    )
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    max_token_age_seconds: float | None = Field(default=None, gt=0)
+    groups_claim: str | None = "groups"
+    roles_claim: str | None = "roles"
+    jwks_cache_seconds: float = Field(default=300.0, ge=0)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    refresh_margin_seconds: float = Field(default=60.0, ge=0)
+    refresh_retry_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        problem = check_url(value, what="issuer")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [alg for alg in value if alg not in ALGORITHM_KEY_TYPES]
+        if bad:
+            raise ValueError(f"{bad} not allowed; choose from {sorted(ALGORITHM_KEY_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cache_outlives_cooldown(self) -> OIDCConfig:
+        # with a shorter cache, keys would expire while a refetch is not yet allowed
+        if self.jwks_cache_seconds < self.jwks_refetch_cooldown_seconds:
+            raise ValueError("jwks_cache_seconds must be at least jwks_refetch_cooldown_seconds")
+        return self
+
+    def validation_config(self) -> TokenValidationConfig:
+        return TokenValidationConfig(
+            issuer=self.issuer,
+            audience=self.audience,
+            algorithms=self.algorithms,
+            leeway=self.leeway_seconds,
+            token_type=self.token_type,
+            client_ids=self.client_ids if self.client_ids is not None else (self.client_id,),
+            max_token_age=self.max_token_age_seconds,
+            groups_claim=self.groups_claim,
+            roles_claim=self.roles_claim,
+        )
+
+
+class OIDCIdentityProvider:
+    """An :class:`~mcp_acp.protocols.IdentityProvider` backed by OIDC tokens."""
+
+    def __init__(
+        self,
+        options: OIDCConfig,
+        storage: TokenStorage,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.options = options
+        self.storage = storage
+        self._clock = clock
+        self._sleep = sleep
+        self._metadata: ProviderMetadata | None = None
+        self._validator: TokenValidator | None = None
+        self._token: StoredToken | None = None
+        self._lock = asyncio.Lock()
+        self._refresh_attempted_at: float | None = None
+        self._discovery_failed_at: float | None = None
+
+    async def _ready(self) -> tuple[ProviderMetadata, TokenValidator]:
+        if self._metadata is None or self._validator is None:
+            now = time.monotonic()
+            failed = self._discovery_failed_at
+            if failed is not None and now - failed < self.options.refresh_retry_seconds:
+                raise DiscoveryError(
+                    f"{self.options.issuer} was unreachable moments ago; not retrying yet",
+                    fix="check that the identity provider is up",
+                )
+            try:
+                metadata = await discover(
+                    self.options.issuer, timeout=self.options.http_timeout_seconds
+                )
+            except DiscoveryError:
+                self._discovery_failed_at = now  # no request storm while the IdP is down
+                raise
+            self._discovery_failed_at = None
+            jwks = JWKSCache(
+                metadata.jwks_uri,
+                ttl=self.options.jwks_cache_seconds,
+                cooldown=self.options.jwks_refetch_cooldown_seconds,
+                timeout=self.options.http_timeout_seconds,
+            )
+            self._validator = TokenValidator(
+                self.options.validation_config(), jwks, clock=self._clock
+            )
+            self._metadata = metadata
+        return self._metadata, self._validator
+
+    async def _load(self) -> StoredToken:
+        if self._token is None:
+            self._token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        if self._token is None:
+            raise AuthenticationError(f"not logged in to {self.options.issuer}", fix=_LOGIN_FIX)
+        return self._token
+
+    async def current_subject(self) -> Subject:
+        """Validate (refreshing when due) the held token; raise ``AuthenticationError``."""
+        async with self._lock:  # one discovery, one store read, one refresh at a time
+            metadata, validator = await self._ready()
+            token = await self._load()
+            if self._due(token):
+                refreshed = await self._try_refresh(metadata, validator, token)
+                if refreshed is not None:
+                    token = refreshed
+        try:
+            return await validator.validate(token.access_token)
+        except TokenRejectedError as exc:
+            if exc.reason in ("expired", "too_old"):
+                raise AuthenticationError(
+                    f"the session with {self.options.issuer} has expired", fix=_LOGIN_FIX
+                ) from exc
+            raise
+
+    def _due(self, token: StoredToken) -> bool:
+        due = token.expires_at.timestamp() - self.options.refresh_margin_seconds
+        return token.refresh_token is not None and self._clock() >= due
+
+    async def _try_refresh(
+        self, metadata: ProviderMetadata, validator: TokenValidator, token: StoredToken
+    ) -> StoredToken | None:
+        # Another process (a second proxy, 'auth login') may have stored newer tokens:
+        # use them rather than spend a refresh token that rotation has already replaced.
+        latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        if latest is None:
+            self._token = None
+            raise AuthenticationError(f"logged out of {self.options.issuer}", fix=_LOGIN_FIX)
+        if latest.access_token != token.access_token:
+            self._token = latest
+            if not self._due(latest):
+                return latest
+            token = latest
+        now = time.monotonic()
+        if (
+            self._refresh_attempted_at is not None
+            and now - self._refresh_attempted_at < self.options.refresh_retry_seconds
+        ):
+            return None
+        self._refresh_attempted_at = now
+        try:
+            new = await refresh_and_validate(
+                token,
+                validator,
+                token_endpoint=metadata.token_endpoint,
+                client_id=self.options.client_id,
+                resource=self.options.audience,
+                audience=self.options.audience_parameter,
+            )
+        except (RefreshError, TokenRejectedError) as exc:
+            log.warning("oidc: token refresh failed: %s", exc)
+            if isinstance(exc, RefreshError) and exc.error == "invalid_grant":
+                # spent or revoked: only a new login helps. Delete only what we used, not
+                # a login another process stored meanwhile.
+                self._token = None
+                current = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                if current is not None and current.refresh_token == token.refresh_token:
+                    await asyncio.to_thread(self.storage.delete, self.options.issuer)
+            return None
+        await asyncio.to_thread(self.storage.save, new)
+        self._token = new
+        return new
+
+    async def login(self, show: Callable[[DeviceAuthorization], None]) -> Subject:
+        """The device flow; the token is validated, then stored."""
+        metadata, validator = await self._ready()
+        if metadata.device_authorization_endpoint is None:
+            raise AuthenticationError(
+                f"{self.options.issuer} does not offer the device authorization grant",
+                fix="enable the device flow for this client at the identity provider",
+            )
+        client = DeviceFlowClient(
+            device_authorization_endpoint=metadata.device_authorization_endpoint,
+            token_endpoint=metadata.token_endpoint,
+            client_id=self.options.client_id,
+            scope=self.options.scope,
+            resource=self.options.audience,
+            audience=self.options.audience_parameter,
+            timeout=self.options.http_timeout_seconds,
+            sleep=self._sleep,
+        )
+        async with self._lock:
+            subject = await device_login(client, validator, self.storage, show=show)
+            self._token = None  # re-read what was stored
+            self._refresh_attempted_at = None
+            return subject
+
+    async def logout(self) -> bool:
+        """Revoke the refresh token where the provider offers it, then delete the tokens.
+
+        Returns whether a token was stored.
+        """
+        async with self._lock:
+            token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+            if token is None:
+                return False
+            try:
+                metadata, _ = await self._ready()
+                if metadata.revocation_endpoint and token.refresh_token:
+                    async with httpx.AsyncClient(
+                        timeout=self.options.http_timeout_seconds, follow_redirects=False
+                    ) as client:
+                        await client.post(
+                            metadata.revocation_endpoint,
+                            data={
+                                "token": token.refresh_token,
+                                "token_type_hint": "refresh_token",
+                                "client_id": self.options.client_id,
+                            },
+                        )
+            except (httpx.HTTPError, AuthenticationError) as exc:
+                log.warning("oidc: revocation failed (%s); deleting the local tokens", exc)
+            await asyncio.to_thread(self.storage.delete, self.options.issuer)
+            self._token = None
+            return True
+
+    async def status(self) -> dict[str, object]:
+        """What ``auth status`` shows: never a token value."""
+        token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        info: dict[str, object] = {
+            "issuer": self.options.issuer,
+            "storage": self.storage.description,
+            "logged_in": token is not None,
+        }
+        if token is not None:
+            info["expires_at"] = token.expires_at.astimezone(UTC).isoformat()
+            info["expired"] = token.expires_at <= datetime.now(UTC)
+            info["refreshable"] = token.refresh_token is not None
+            info["scope"] = token.scope
+            try:
+                subject = await self.current_subject()
+                info["subject"] = subject.subject_id
+                info["valid"] = True
+            except AuthenticationError as exc:
+                info["valid"] = False
+                info["problem"] = exc.message
+        return info

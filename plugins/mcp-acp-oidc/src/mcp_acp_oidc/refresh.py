@@ -1,0 +1,103 @@
+"""The refresh grant (RFC 6749 §6) with refresh-token rotation.
+
+Providers that rotate (OAuth 2.1 requires it for public clients) answer with a new
+refresh token and revoke the old one; :func:`rotated_token` then keeps the new one, and
+keeps the old one only when the response carries none (RFC 6749 §6). The new access token
+is validated before the caller stores anything, exactly as after a login.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from mcp_acp.models import StoredToken
+from mcp_acp_oidc._http import aread_bounded, check_url, parse_json_object
+from mcp_acp_oidc.device import TokenResponse, parse_token_response
+from mcp_acp_oidc.errors import DeviceFlowError, RefreshError
+from mcp_acp_oidc.login import stored_token
+from mcp_acp_oidc.validator import TokenValidator
+
+__all__ = ["refresh", "refresh_and_validate"]
+
+_FIX = "run 'mcp-acp auth login' again"
+
+
+async def refresh(
+    *,
+    token_endpoint: str,
+    client_id: str,
+    refresh_token: str,
+    resource: str,
+    audience: str | None = None,
+    http: httpx.AsyncClient | None = None,
+    timeout: float = 10.0,
+) -> TokenResponse:
+    """Exchange ``refresh_token`` for new tokens; raise :class:`RefreshError`."""
+    problem = check_url(token_endpoint, what="token_endpoint")
+    if problem:
+        raise RefreshError("bad_config", problem)
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": client_id,
+        "resource": resource,
+    }
+    if audience is not None:
+        form["audience"] = audience
+    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    try:
+        async with client.stream(
+            "POST", token_endpoint, data=form, headers={"Accept": "application/json"}
+        ) as resp:
+            status = resp.status_code
+            document = parse_json_object(await aread_bounded(resp))
+    except httpx.HTTPError as exc:
+        raise RefreshError("unreachable", type(exc).__name__) from exc
+    except ValueError as exc:
+        raise RefreshError("bad_response", str(exc)) from exc
+    finally:
+        if http is None:
+            await client.aclose()
+    if status != 200:
+        error = document.get("error")
+        code = error if isinstance(error, str) and error.isascii() else f"http_{status}"
+        raise RefreshError(code[:64], "the provider refused the refresh token", fix=_FIX)
+    try:
+        return parse_token_response(document)
+    except DeviceFlowError as exc:
+        raise RefreshError("bad_response", exc.message) from exc
+
+
+async def refresh_and_validate(
+    current: StoredToken,
+    validator: TokenValidator,
+    *,
+    token_endpoint: str,
+    client_id: str,
+    resource: str,
+    audience: str | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> StoredToken:
+    """Refresh ``current``, validate the new access token, return what to store."""
+    if current.refresh_token is None:
+        raise RefreshError("no_refresh_token", "no refresh token is stored", fix=_FIX)
+    tokens = await refresh(
+        token_endpoint=token_endpoint,
+        client_id=client_id,
+        refresh_token=current.refresh_token,
+        resource=resource,
+        audience=audience,
+        http=http,
+    )
+    subject = await validator.validate(tokens.access_token)
+    new = stored_token(current.issuer, tokens, subject)
+    if new.refresh_token is None:  # not rotated: the old one stays valid
+        new = StoredToken(
+            issuer=new.issuer,
+            access_token=new.access_token,
+            expires_at=new.expires_at,
+            refresh_token=current.refresh_token,
+            id_token=new.id_token or current.id_token,
+            scope=new.scope or current.scope,
+        )
+    return new

@@ -1,0 +1,377 @@
+"""Fixtures: keys made with cryptography, tokens signed by hand, and a JWKS served by a
+real HTTP server on 127.0.0.1 that can be told to fail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
+from mcp_acp_oidc.device import DeviceAuthorization
+from mcp_acp_oidc.jwks import JWKSCache
+from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
+
+from mcp_acp.models import StoredToken
+
+ISSUER = "https://idp.example.test"
+AUDIENCE = "urn:mcp-acp:proxy"
+CLIENT_ID = "mcp-acp-cli"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def part(value: dict[str, Any] | bytes | str) -> str:
+    if isinstance(value, dict):
+        value = json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        value = value.encode()
+    return b64(value)
+
+
+def sign(
+    header: dict[str, Any] | bytes | str,
+    payload: dict[str, Any] | bytes | str,
+    key: Any,
+    alg: str | None = None,
+) -> str:
+    """Compact JWS over exactly the given header and payload bytes, signed with ``key``
+    (a private key object for RS/PS/ES, bytes for HS)."""
+    if alg is None:
+        assert isinstance(header, dict)
+        alg = header["alg"]
+    signing_input = f"{part(header)}.{part(payload)}".encode()
+    if alg.startswith("HS"):
+        digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384}[alg]
+        signature = hmac.new(key, signing_input, digest).digest()
+    else:
+        signature = get_default_algorithms()[alg].sign(signing_input, key)
+    return f"{signing_input.decode()}.{b64(signature)}"
+
+
+def public_jwk(private_key: Any, kid: str, alg: str | None = None) -> dict[str, Any]:
+    public = private_key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = json.loads(RSAAlgorithm.to_jwk(public))
+    else:
+        jwk = json.loads(ECAlgorithm.to_jwk(public))
+    jwk["kid"] = kid
+    jwk["use"] = "sig"
+    if alg:
+        jwk["alg"] = alg
+    return jwk
+
+
+class Keys:
+    """Key material for one test session (RSA generation is the slow part)."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.rsa2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.attacker_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.weak_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the weak key under test
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.attacker_ec = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys()
+
+
+class FakeIdP(BaseHTTPRequestHandler):
+    """Serves ``state.jwks`` at /jwks; counts every request by path."""
+
+    server: _Server
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        state.hits[self.path] += 1
+        mode = state.mode
+        if self.path != "/jwks":
+            body, status, ctype = b'{"keys":[]}', 200, "application/json"
+        elif mode == "500":
+            body, status, ctype = b"oops", 500, "text/plain"
+        elif mode == "html":
+            body, status, ctype = b"<html><body>Login</body></html>", 200, "text/html"
+        elif mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "/evil-jwks.json")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        elif mode == "big":
+            filler = [{"kty": "oct", "k": "x" * 1000}] * 600
+            body, status, ctype = json.dumps({"keys": filler}).encode(), 200, "application/json"
+        elif mode == "hang":
+            time.sleep(state.hang_seconds)
+            body, status, ctype = json.dumps(state.jwks).encode(), 200, "application/json"
+        else:
+            body, status, ctype = json.dumps(state.jwks).encode(), 200, "application/json"
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (timeout test)
+
+    def do_POST(self) -> None:
+        """Any POST (a token endpoint that is down): recorded, answered 503."""
+        state = self.server.state
+        state.hits[self.path] += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        state.posts.append((self.path, self.rfile.read(length).decode()))
+        body = b'{"error": "temporarily_unavailable"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ServerState:
+    def __init__(self) -> None:
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.mode = "ok"
+        self.hang_seconds = 3.0
+        self.hits: Counter[str] = Counter()
+        self.posts: list[tuple[str, str]] = []
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: ServerState
+
+
+class JWKSServer:
+    def __init__(self) -> None:
+        self.httpd = _Server(("127.0.0.1", 0), FakeIdP)
+        self.httpd.state = ServerState()
+        self.state = self.httpd.state
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.jwks_uri = f"{self.base}/jwks"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server(keys: Keys) -> Iterator[JWKSServer]:
+    server = JWKSServer()
+    server.state.jwks = {
+        "keys": [public_jwk(keys.rsa, "rsa-1", "RS256"), public_jwk(keys.ec, "ec-1", "ES256")]
+    }
+    yield server
+    server.close()
+
+
+class Clock:
+    """A settable clock for TTL and cooldown tests."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": AUDIENCE,
+        "exp": now + 300,
+        "iat": now,
+        "azp": CLIENT_ID,
+        "scope": "openid mcp:tools",
+        "groups": ["eng"],
+        "roles": ["dev"],
+        "jti": "j1",
+    }
+    for key, value in overrides.items():
+        if value is DROP:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
+DROP = object()
+
+
+def make_validator(
+    server: JWKSServer,
+    *,
+    clock: Clock | None = None,
+    ttl: float = 300.0,
+    cooldown: float = 30.0,
+    timeout: float = 1.0,
+    **config: Any,
+) -> TokenValidator:
+    options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "client_ids": (CLIENT_ID,)}
+    options.update(config)
+    jwks = JWKSCache(
+        server.jwks_uri,
+        ttl=ttl,
+        cooldown=cooldown,
+        timeout=timeout,
+        clock=clock or time.monotonic,
+    )
+    return TokenValidator(TokenValidationConfig(**options), jwks)
+
+
+def _form(page: httpx.Response) -> tuple[str, dict[str, str]]:
+    match = re.search(r'<form[^>]*action="([^"]*)"', page.text)
+    action = html.unescape(match.group(1)) if match else str(page.url)
+    inputs = re.findall(
+        r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page.text
+    )
+    return str(page.url.join(action)), {k: html.unescape(v) for k, v in inputs}
+
+
+def approve_device(
+    authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False
+) -> None:
+    """What a user does in the browser, done with httpx through devInteractions pages."""
+    assert authorization.verification_uri_complete is not None
+    with httpx.Client(follow_redirects=True, timeout=10) as browser:
+        page = browser.get(authorization.verification_uri_complete)
+        action, fields = _form(page)
+        page = browser.post(action, data={**fields, "confirm": "yes"})
+        if deny:
+            abort = re.search(r'href="([^"]*/abort)"', page.text)
+            assert abort is not None
+            browser.get(html.unescape(abort.group(1)))
+            return
+        action, fields = _form(page)
+        page = browser.post(action, data={**fields, "login": login, "password": "x"})
+        action, fields = _form(page)
+        page = browser.post(action, data=fields)
+        assert "Success" in page.text
+
+
+class DictStorage:
+    """The token-storage seam (storage itself is another plugin's job)."""
+
+    description = "in-memory (tests)"
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, StoredToken] = {}
+        self.saves = 0
+
+    def load(self, issuer: str) -> StoredToken | None:
+        return self.tokens.get(issuer)
+
+    def save(self, token: StoredToken) -> None:
+        self.saves += 1
+        self.tokens[token.issuer] = token
+
+    def delete(self, issuer: str) -> None:
+        self.tokens.pop(issuer, None)
+
+
+class Kit:
+    """The helpers above, handed to test modules as the ``kit`` fixture (test modules of
+    two distributions cannot import each other's ``conftest``)."""
+
+    ISSUER = ISSUER
+    AUDIENCE = AUDIENCE
+    CLIENT_ID = CLIENT_ID
+    DROP = DROP
+    Clock = Clock
+    b64 = staticmethod(b64)
+    part = staticmethod(part)
+    sign = staticmethod(sign)
+    public_jwk = staticmethod(public_jwk)
+    claims = staticmethod(claims)
+    make_validator = staticmethod(make_validator)
+    DictStorage = DictStorage
+
+
+@pytest.fixture
+def approve() -> Any:
+    """Approve (or deny) a device login the way a user would, through the pages."""
+    return approve_device
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit
+
+
+@pytest.fixture
+def validator(jwks_server: JWKSServer) -> TokenValidator:
+    return make_validator(jwks_server)
+
+
+IDP_DIR = Path(__file__).parent / "idp"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[str]:
+    """A real OpenID Provider (npm ``oidc-provider`` 9.13.3, installed with ``npm ci`` from
+    the committed lockfile on first use) on 127.0.0.1. Yields its issuer URL."""
+    if not (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed to install the test IdP (tests/idp/package.json)")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=IDP_DIR, check=True, timeout=600)
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed to run the test IdP")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [node, "server.mjs", str(port)],
+        cwd=IDP_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        ready: list[str] = []
+        reader = threading.Thread(
+            target=lambda: ready.append(proc.stdout.readline() if proc.stdout else ""),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(30)
+        if not ready or not ready[0].startswith("ready "):
+            pytest.fail(f"the test IdP did not start: {ready!r}")
+        yield ready[0].split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)

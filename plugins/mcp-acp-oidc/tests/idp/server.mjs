@@ -1,0 +1,51 @@
+// A real OpenID Provider for the tests: device flow, RFC 9068 JWT access tokens through
+// resource indicators, rotating refresh tokens, and devInteractions (built-in login and
+// consent pages, for tests only). Usage: node server.mjs <port>
+import Provider, { errors } from 'oidc-provider';
+import { generateKeyPair, exportJWK } from 'jose';
+
+const PORT = Number(process.argv[2]);
+const ISSUER = `http://127.0.0.1:${PORT}`;
+const AUDIENCE = 'urn:mcp-acp:proxy';
+
+const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+const jwk = { ...(await exportJWK(privateKey)), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
+
+const provider = new Provider(ISSUER, {
+  clients: [{
+    client_id: 'mcp-acp-cli', token_endpoint_auth_method: 'none',
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+    response_types: [], redirect_uris: [],
+  }],
+  jwks: { keys: [jwk] },
+  scopes: ['openid', 'offline_access', 'email', 'mcp:tools'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  findAccount: async (ctx, sub) => ({
+    accountId: sub,
+    claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true }),
+  }),
+  features: {
+    devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (ctx, client, oneOf) => oneOf ?? AUDIENCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resource) => {
+        if (resource !== AUDIENCE) throw new errors.InvalidTarget();
+        return {
+          scope: 'mcp:tools', audience: AUDIENCE, accessTokenTTL: 300,
+          accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  issueRefreshToken: async (ctx, client, code) =>
+    client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  rotateRefreshToken: true,
+  ttl: { DeviceCode: 600, RefreshToken: 86400, IdToken: 300, Grant: 86400, Session: 3600, Interaction: 600 },
+});
+
+const server = provider.listen(PORT, '127.0.0.1');
+server.on('listening', () => { console.log(`ready ${ISSUER}`); });

@@ -1,0 +1,77 @@
+"""``mcp-acp auth login|status|logout`` against the real oidc-provider, with the token
+storage seam filled by an in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import mcp_acp_oidc.cli as auth_cli
+import pytest
+from click.testing import CliRunner
+from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc.device import DeviceAuthorization
+from mcp_acp_oidc.errors import DiscoveryError
+
+
+async def fast_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds / 50)
+
+
+def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeypatch) -> None:
+    storage = kit.DictStorage()
+    options = OIDCConfig(
+        issuer=oidc_provider,
+        client_id="mcp-acp-cli",
+        audience="urn:mcp-acp:proxy",
+        scope="openid offline_access mcp:tools",
+    )
+    monkeypatch.setattr(
+        auth_cli,
+        "_provider",
+        lambda ctx: OIDCIdentityProvider(options, storage, sleep=fast_sleep),
+    )
+    shown = auth_cli.show_code
+
+    def show_and_approve(authorization: DeviceAuthorization) -> None:
+        shown(authorization)
+        threading.Thread(target=approve, args=(authorization,), daemon=True).start()
+
+    monkeypatch.setattr(auth_cli, "show_code", show_and_approve)
+    runner = CliRunner()
+
+    result = runner.invoke(auth_cli.auth_group, ["status"])
+    assert result.exit_code == 1
+    assert "logged_in: False" in result.output
+
+    result = runner.invoke(auth_cli.auth_group, ["login"])
+    assert result.exit_code == 0, result.output
+    assert "enter the code:" in result.output
+    assert "Logged in as alice" in result.output
+    token = storage.tokens[oidc_provider]
+
+    result = runner.invoke(auth_cli.auth_group, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "subject: alice" in result.output
+    assert token.access_token not in result.output
+    assert token.refresh_token is not None
+    assert token.refresh_token not in result.output
+
+    result = runner.invoke(auth_cli.auth_group, ["logout"])
+    assert result.exit_code == 0
+    assert "Logged out." in result.output
+    assert storage.tokens == {}
+
+
+async def test_unreachable_issuer_is_not_hammered(kit: Any) -> None:
+    options = OIDCConfig(issuer="http://127.0.0.1:9", client_id="c", audience="urn:x")
+    provider = OIDCIdentityProvider(options, kit.DictStorage())
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match="cannot reach"):
+        await provider.current_subject()
+    for _ in range(100):
+        with pytest.raises(DiscoveryError, match="not retrying yet"):
+            await provider.current_subject()
+    assert time.monotonic() - started < 5

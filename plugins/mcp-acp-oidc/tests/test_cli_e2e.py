@@ -1,0 +1,109 @@
+"""The installed ``mcp-acp`` executable, as a user runs it: ``auth login`` (device flow
+approved headlessly), ``auth status`` and ``auth logout`` with the built-in
+``encrypted-file`` token storage and the real oidc-provider on 127.0.0.1.
+
+Takes about 5 s: the provider names no poll interval, so the client waits the RFC's
+default once before its first poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, oidc_provider: str) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    config_dir = tmp_path / "config"
+    config_dir.mkdir(mode=0o700)
+    config = config_dir / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "backend": {"command": sys.executable, "args": ["-c", "pass"]},
+                "plugins": {"allow": ["oidc"]},
+                "identity": {
+                    "use": "oidc",
+                    "config": {
+                        "issuer": oidc_provider,
+                        "client_id": "mcp-acp-cli",
+                        "audience": "urn:mcp-acp:proxy",
+                        "scope": "openid offline_access mcp:tools",
+                        "token_type": "at+jwt",
+                    },
+                },
+                "token_storage": {"use": "encrypted-file"},
+                "audit": {"log_dir": str(tmp_path / "logs")},
+            }
+        )
+    )
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env.update(HOME=str(home), MCP_ACP_CONFIG=str(config))
+    return env
+
+
+def _mcp_acp() -> str:
+    found = shutil.which("mcp-acp", path=str(Path(sys.executable).parent))
+    assert found is not None
+    return found
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_mcp_acp(), "auth", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_login_status_logout_with_encrypted_file(
+    cli_env: dict[str, str], approve: Any, tmp_path: Path
+) -> None:
+    assert _run(cli_env, "status").returncode == 1
+
+    login = subprocess.Popen(
+        [_mcp_acp(), "auth", "login"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+    )
+    try:
+        assert login.stdout is not None
+        lines = [login.stdout.readline() for _ in range(3)]
+        complete = re.search(r"\(or open (\S+)\)", lines[2])
+        assert complete is not None, lines
+        approve(types.SimpleNamespace(verification_uri_complete=complete.group(1)))
+        out, err = login.communicate(timeout=60)
+    finally:
+        if login.poll() is None:
+            login.kill()
+    assert login.returncode == 0, err
+    assert "Logged in as alice" in out
+
+    status = _run(cli_env, "status")
+    assert status.returncode == 0, status.stderr
+    assert "subject: alice" in status.stdout
+    assert "storage: encrypted-file" in status.stdout
+
+    token_files = [p for p in (tmp_path / "config" / "tokens").iterdir() if p.is_file()]
+    assert token_files
+    for path in token_files:
+        assert b"eyJ" not in path.read_bytes()  # no JWT in clear on disk
+    assert "eyJ" not in status.stdout + status.stderr
+
+    logout = _run(cli_env, "logout")
+    assert logout.returncode == 0, logout.stderr
+    assert "Logged out." in logout.stdout
+    assert _run(cli_env, "status").returncode == 1

@@ -1,0 +1,250 @@
+"""The ``oidc`` identity provider: registration through the plugin loader, its config,
+the ``auth`` commands, and the per-request subject (with refresh) against the real
+oidc-provider on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc.device import DeviceAuthorization
+from pydantic import ValidationError
+
+from mcp_acp.errors import AuthenticationError
+from mcp_acp.models import Provenance, StoredToken
+from mcp_acp.plugins import load_plugins
+from mcp_acp.registry import Kind
+
+AUDIENCE = "urn:mcp-acp:proxy"
+
+
+def options(issuer: str, **extra: Any) -> OIDCConfig:
+    return OIDCConfig(
+        issuer=issuer,
+        client_id="mcp-acp-cli",
+        audience=AUDIENCE,
+        scope="openid offline_access email mcp:tools",
+        token_type="at+jwt",  # noqa: S106 - a JOSE typ, not a secret
+        **extra,
+    )
+
+
+def test_registered_through_the_loader() -> None:
+    plugins = load_plugins({"oidc"})
+    registration = plugins.registry.get(Kind.IDENTITY_PROVIDER, "oidc")
+    assert registration is not None
+    assert registration.plugin == "oidc"
+    assert registration.config_model is OIDCConfig
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"issuer": "http://idp.example.test"},
+        {"issuer": "javascript:alert(1)"},
+        {"algorithms": ["HS256"]},
+        {"algorithms": ["none"]},
+        {"unknown_option": 1},
+        {"client_id": ""},
+        {"jwks_cache_seconds": 10, "jwks_refetch_cooldown_seconds": 30},
+    ],
+)
+def test_bad_config_is_refused(bad: dict[str, Any]) -> None:
+    base = {"issuer": "https://idp.example.test", "client_id": "c", "audience": AUDIENCE}
+    with pytest.raises(ValidationError):
+        OIDCConfig.model_validate({**base, **bad})
+
+
+def _config_file(tmp_path: Path, issuer: str) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "backend": {"command": sys.executable, "args": ["-c", "pass"]},
+                "plugins": {"allow": ["oidc"]},
+                "identity": {
+                    "use": "oidc",
+                    "config": {"issuer": issuer, "client_id": "c", "audience": AUDIENCE},
+                },
+                "audit": {"log_dir": str(tmp_path / "logs")},
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_auth_command_needs_a_token_storage(tmp_path: Path) -> None:
+    config = _config_file(tmp_path, "https://idp.example.test")
+    env = {**os.environ, "MCP_ACP_CONFIG": str(config)}
+    env.pop("MCP_ACP_PLUGINS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_acp", "auth", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 10, result.stderr
+    assert "needs a token_storage section" in result.stderr
+
+
+@pytest.fixture
+def storage(kit: Any) -> Any:
+    return kit.DictStorage()
+
+
+async def _login(provider: OIDCIdentityProvider, approve: Any) -> None:
+    def show(authorization: DeviceAuthorization) -> None:
+        asyncio.get_running_loop().create_task(asyncio.to_thread(approve, authorization))
+
+    subject = await provider.login(show)
+    assert subject.subject_id == "alice"
+
+
+async def fast_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds / 50)
+
+
+async def test_not_logged_in_is_denied(oidc_provider: str, storage: Any) -> None:
+    provider = OIDCIdentityProvider(options(oidc_provider), storage)
+    with pytest.raises(AuthenticationError, match="not logged in"):
+        await provider.current_subject()
+
+
+async def test_login_subject_refresh_logout(oidc_provider: str, storage: Any, approve: Any) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    subject = await provider.current_subject()
+    assert subject.subject_id == "alice"
+    assert subject.provenance is Provenance.TOKEN
+    first = storage.tokens[oidc_provider]
+    assert storage.saves == 1
+
+    # many concurrent requests shortly before expiry: one refresh, rotated and stored
+    offset = 260.0  # the access token lives 300 s; the refresh margin is 60 s
+    subjects = await asyncio.gather(*(provider.current_subject() for _ in range(20)))
+    assert {s.subject_id for s in subjects} == {"alice"}
+    assert storage.saves == 2
+    second = storage.tokens[oidc_provider]
+    assert second.refresh_token != first.refresh_token
+    assert second.access_token != first.access_token
+
+    status = await provider.status()
+    assert status["logged_in"] is True
+    assert status["subject"] == "alice"
+    assert second.access_token not in json.dumps(status, default=str)
+
+    assert await provider.logout() is True
+    assert storage.tokens == {}
+    with pytest.raises(AuthenticationError, match="not logged in"):
+        await provider.current_subject()
+    assert await provider.logout() is False
+
+
+async def test_failed_refresh_denies_after_expiry_without_retry_loop(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    held = storage.tokens[oidc_provider]
+    spent = StoredToken(
+        issuer=held.issuer,
+        access_token=held.access_token,
+        expires_at=held.expires_at,
+        refresh_token="not-a-valid-refresh-token",  # noqa: S106 - a fake
+    )
+    storage.tokens[oidc_provider] = spent
+    provider._token = None  # as after a restart: read the store again
+    offset = 260.0  # refresh due, access token still valid: the request is served
+    assert (await provider.current_subject()).subject_id == "alice"
+    assert oidc_provider not in storage.tokens  # invalid_grant: the spent token is gone
+    offset = 400.0  # now expired, and nothing to refresh with: deny
+    with pytest.raises(AuthenticationError):
+        await provider.current_subject()
+
+
+async def test_token_endpoint_down_serves_until_expiry_then_denies_without_loop(
+    oidc_provider: str, storage: Any, approve: Any, jwks_server: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, audience_parameter="https://api.example.test"),
+        storage,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    metadata, _ = await provider._ready()
+    # from now on the token endpoint answers 503 (a recording server on loopback)
+    provider._metadata = attrs.evolve(metadata, token_endpoint=f"{jwks_server.base}/token")
+    offset = 260.0
+    subjects = await asyncio.gather(*(provider.current_subject() for _ in range(20)))
+    assert {s.subject_id for s in subjects} == {"alice"}
+    for _ in range(20):
+        await provider.current_subject()
+    assert jwks_server.state.hits["/token"] == 1  # one attempt, no retry loop
+    ((_, body),) = jwks_server.state.posts
+    form = dict(pair.split("=", 1) for pair in body.split("&"))
+    assert form["grant_type"] == "refresh_token"
+    assert form["resource"] == "urn%3Amcp-acp%3Aproxy"  # RFC 8707 on refresh too (MCP-7)
+    assert form["audience"] == "https%3A%2F%2Fapi.example.test"
+    offset = 400.0  # expired: deny
+    for _ in range(5):
+        with pytest.raises(AuthenticationError, match="expired"):
+            await provider.current_subject()
+    assert jwks_server.state.hits["/token"] == 1
+    assert oidc_provider in storage.tokens  # a provider outage does not delete the login
+
+
+async def test_two_processes_sharing_a_store_refresh_once(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    first = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + 260, sleep=fast_sleep
+    )
+    second = OIDCIdentityProvider(options(oidc_provider), storage)
+    await _login(first, approve)  # first's clock is 260 s ahead: its token is due
+    login_token = storage.tokens[oidc_provider]
+    await first.current_subject()  # refreshes and stores the rotated tokens
+    assert storage.saves == 2
+    refreshed = storage.tokens[oidc_provider]
+    assert refreshed.refresh_token != login_token.refresh_token
+    # the second process still holds the login tokens, now due for refresh: it adopts
+    # the stored ones instead of spending the replaced refresh token
+    second._token = attrs.evolve(login_token, expires_at=datetime.now(UTC))
+    assert (await second.current_subject()).subject_id == "alice"
+    assert storage.saves == 2
+    assert second._token is refreshed
+
+
+async def test_logout_elsewhere_is_noticed_at_refresh(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, clock=lambda: time.time() + offset, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    await provider.current_subject()
+    storage.tokens.clear()  # 'mcp-acp auth logout' in another process
+    offset = 260.0
+    with pytest.raises(AuthenticationError, match="logged out"):
+        await provider.current_subject()

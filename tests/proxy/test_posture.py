@@ -1,0 +1,204 @@
+"""The posture monitor with real checks: the example plugin's ``marker-file`` check on a
+real file (flipped by deleting the file), a check that never answers, one that raises; the
+real audit trail on disk; and the enforcement point with a rule that requires posture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_acp_example_posture import MarkerFileCheck
+
+from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.trail import AuditTrail
+from mcp_acp.builtins.deny_approver import DenyApprover
+from mcp_acp.builtins.local_identity import LocalIdentityProvider
+from mcp_acp.errors import McpAcpError, PostureError
+from mcp_acp.models import PostureResult, PostureStatus
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.posture import PostureMonitor, run_check
+from mcp_acp.proxy.pep import EnforcementPoint, Session
+from mcp_acp.shutdown import ShutdownCoordinator
+from mcp_acp.tools import ToolRegistry
+
+
+class Hangs:
+    name = "hangs"
+
+    async def check(self) -> PostureResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+class Raises:
+    name = "raises"
+
+    async def check(self) -> PostureResult:
+        raise OSError("no such device")
+
+
+class Lies:
+    name = "lies"
+
+    async def check(self) -> Any:
+        return "pass"  # not a PostureResult: not a pass either
+
+
+@pytest.fixture
+async def trail(tmp_path: Path) -> Any:
+    log_dir = tmp_path / "log"
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=tmp_path / "fallback.jsonl"),
+    )
+    await trail.start()
+    yield trail, log_dir
+    await trail.close()
+
+
+def auth_events(log_dir: Path) -> list[dict[str, Any]]:
+    lines = (log_dir / "auth.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"].startswith("device_health")]
+
+
+@pytest.mark.parametrize(
+    ("check", "detail"),
+    [
+        (Hangs(), "no answer within 0.2 s"),
+        (Raises(), "OSError: no such device"),
+        (Lies(), "returned str, not a PostureResult"),
+    ],
+)
+async def test_a_broken_check_is_unknown(check: Any, detail: str) -> None:
+    result = await asyncio.wait_for(run_check(check, 0.2), timeout=5)
+    assert result.status is PostureStatus.UNKNOWN
+    assert detail in result.detail
+    assert not result.passed
+
+
+async def test_gate_refuses_to_start_and_records_why(trail: Any, tmp_path: Path) -> None:
+    trail, log_dir = trail
+    posture: dict[str, PostureStatus] = {}
+    monitor = PostureMonitor(
+        [MarkerFileCheck(tmp_path / "enrolled"), Hangs()],
+        trail,
+        session_id="s1",
+        posture=posture,
+        timeout=0.2,
+    )
+    with pytest.raises(PostureError) as refused:
+        await monitor.gate()
+    assert refused.value.exit_code == 15
+    assert "marker-file is fail" in str(refused.value)
+    assert "hangs is unknown: no answer within 0.2 s" in str(refused.value)
+    assert posture == {"marker-file": PostureStatus.FAIL, "hangs": PostureStatus.UNKNOWN}
+    [event] = auth_events(log_dir)
+    assert event["event"] == "device_health_failed"
+    assert [c["status"] for c in event["detail"]["checks"]] == ["fail", "unknown"]
+
+
+async def test_a_check_that_flips_mid_run_ends_the_session(trail: Any, tmp_path: Path) -> None:
+    trail, log_dir = trail
+    marker = tmp_path / "enrolled"
+    marker.write_text("yes\n")
+    failures: list[McpAcpError] = []
+    posture: dict[str, PostureStatus] = {}
+    monitor = PostureMonitor(
+        [MarkerFileCheck(marker)],
+        trail,
+        session_id="s1",
+        posture=posture,
+        interval=0.05,
+        failure_threshold=2,
+        on_failure=failures.append,
+    )
+    await monitor.gate()
+    watching = asyncio.create_task(monitor.watch())
+    await asyncio.sleep(0.3)
+    assert not failures  # healthy rounds
+    marker.unlink()
+    await asyncio.wait_for(watching, timeout=5)  # ends once the device is unhealthy
+    assert posture == {"marker-file": PostureStatus.FAIL}
+    [error] = failures
+    assert isinstance(error, PostureError)
+    assert "device posture lost: marker-file is fail" in str(error)
+    assert monitor.failed is not None
+    events = auth_events(log_dir)
+    assert [e["event"] for e in events] == ["device_health_passed", "device_health_failed"]
+
+
+async def test_threshold_counts_rounds_in_a_row(trail: Any, tmp_path: Path) -> None:
+    trail, _ = trail
+    flaky = Flaky([False, True, False, True, False, False])
+    failures: list[McpAcpError] = []
+    monitor = PostureMonitor(
+        [flaky],
+        trail,
+        session_id="s1",
+        posture={},
+        interval=0.01,
+        failure_threshold=2,
+        on_failure=failures.append,
+    )
+    await asyncio.wait_for(monitor.watch(), timeout=5)
+    assert flaky.calls == 6  # single bad rounds were forgiven; two in a row were not
+    assert len(failures) == 1
+
+
+class Flaky:
+    name = "flaky"
+
+    def __init__(self, outcomes: list[bool]) -> None:
+        self.outcomes = outcomes
+        self.calls = 0
+
+    async def check(self) -> PostureResult:
+        ok = self.outcomes[min(self.calls, len(self.outcomes) - 1)]
+        self.calls += 1
+        status = PostureStatus.PASS if ok else PostureStatus.FAIL
+        return PostureResult(
+            check=self.name, status=status, detail="", checked_at=datetime.now(UTC)
+        )
+
+
+async def test_rules_see_posture_and_lost_posture_denies_everything(
+    trail: Any, tmp_path: Path
+) -> None:
+    trail, _ = trail
+    policy = tmp_path / "policy.json"
+    rule = {"tool_name": "read_file", "posture": ["marker-file"]}
+    policy.write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "rules": [{"id": "healthy-reads", "effect": "allow", "conditions": rule}],
+            }
+        )
+    )
+    session = Session()
+    lost: list[str | None] = [None]
+    pep = EnforcementPoint(
+        engine=AcpPolicyEngine.from_file(policy),
+        trail=trail,
+        identity=LocalIdentityProvider("alice"),
+        approver=DenyApprover(),
+        registry=ToolRegistry.default(),
+        backend_id="fs",
+        session=session,
+        unhealthy=lambda: lost[0],
+    )
+    read = {"name": "read_file", "arguments": {"path": "/data/a"}}
+    session.posture["marker-file"] = PostureStatus.PASS
+    assert (await pep.check("tools/call", read, 1)).allowed
+    session.posture["marker-file"] = PostureStatus.UNKNOWN
+    assert not (await pep.check("tools/call", read, 2)).allowed  # the rule needs a pass
+    session.posture["marker-file"] = PostureStatus.PASS
+    lost[0] = "marker-file is fail: gone"
+    verdict = await pep.check("tools/call", read, 3)
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-posture"
+    assert "device posture lost" in verdict.reason
