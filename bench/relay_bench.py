@@ -815,8 +815,9 @@ def render(report: Report, *, quick: bool) -> str:
         "- Backend: `bench/echo_server.py` (`mcp` low-level `Server`, stdio). mcp-acp: "
         "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, rate limits "
         "0 (off: the defaults allow 30 calls of a tool a minute), default audit "
-        "(`jsonl`, durability fsync: every call writes a decision and two operation records "
-        "before its answer is released). FastMCP: `create_proxy` + a `Middleware` raising "
+        "(`jsonl`, durability fsync: every call's decision and request record are durable "
+        "before it is forwarded; its response record is written as the answer is relayed). "
+        "FastMCP: `create_proxy` + a `Middleware` raising "
         "`ToolError` for `rm_rf` (`bench/fastmcp_proxy.py`).",
         "- Each figure is the median over rounds of the per-round value; *added* and "
         "*vs direct* are taken within a round (path against direct) before the median. "

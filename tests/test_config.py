@@ -67,7 +67,7 @@ def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
             None,
         ),
         ({**MINIMAL, "identty": {"use": "local"}}, "identty", None),
-        ({**MINIMAL, "posture": {"interval_seconds": 1}}, "posture.interval_seconds", "1"),
+        ({**MINIMAL, "posture": {"interval_seconds": 0}}, "posture.interval_seconds", "0"),
         (
             {**MINIMAL, "posture": {"checks": [{"use": "Bad Name"}]}},
             "posture.checks[0].use",

@@ -6,7 +6,7 @@ third-party dependencies into a wheelhouse, then installs ``mcp-acp[example]`` i
 virtualenv with ``--no-index`` and only that wheelhouse — no index, no source tree, no pip
 config from the machine — and runs the installed ``mcp-acp plugins`` and ``mcp-acp demo``.
 Then ``mcp-acp[keychain]`` the same way, alone: its storage registers and it brings no
-plaintext keyring.
+plaintext keyring. Then each posture extra alone: its checks register and run.
 """
 
 from __future__ import annotations
@@ -251,3 +251,68 @@ def test_keychain_extra_installs_and_registers_its_storage(
         text=True,
     ).stdout
     assert "fallback: keyring backend keyring.backends.fail.Keyring refused" in described
+
+
+POSTURE_EXTRAS = {
+    "macos-posture": (
+        "mcp-acp-macos-posture",
+        ["macos-filevault", "macos-sip", "macos-gatekeeper", "macos-firewall"],
+    ),
+    "linux-posture": (
+        "mcp-acp-linux-posture",
+        ["linux-disk-encryption", "linux-secure-boot", "linux-kernel-lockdown"],
+    ),
+}
+
+
+@pytest.mark.parametrize("extra", POSTURE_EXTRAS)
+def test_posture_extra_installs_alone_and_registers_its_checks(
+    extra: str, wheelhouse: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    dist, checks = POSTURE_EXTRAS[extra]
+    env = _clean_env(isolated_home)
+    target = _install(f"mcp-acp[{extra}]", wheelhouse, tmp_path, env)
+    installed = subprocess.run(
+        [str(target / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = {row["name"].lower() for row in json.loads(installed)}
+    assert dist in names
+    others = {d for d, _ in POSTURE_EXTRAS.values()} - {dist}
+    assert not others & names  # the extra brings its own plugin only
+
+    cli = str(target / "bin" / "mcp-acp")
+    out = subprocess.run(
+        [cli, "plugins", "--json"],
+        check=True,
+        env={**env, "MCP_ACP_PLUGINS": extra},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    row = {r["name"]: r for r in json.loads(out)["plugins"]}[extra]
+    assert (row["status"], row["version"]) == ("loaded", "0.1.0")
+    assert row["registers"] == [f"posture_check:{name}" for name in checks]
+
+    # the installed checks run through 'mcp-acp posture'; here none may claim a pass it
+    # cannot back (macOS checks off macOS are unknown; this host's disk is not dm-crypt)
+    subprocess.run(
+        [cli, "init", "--non-interactive", "--backend-command", "true", "--plugin", extra]
+        + [arg for name in checks for arg in ("--posture-check", name)],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    ran = subprocess.run(
+        [cli, "posture", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ran.returncode in (0, 15), ran.stderr
+    results = {r["check"]: r["status"] for r in json.loads(ran.stdout)}
+    assert set(results) == set(checks)
+    if sys.platform != "darwin" and extra == "macos-posture":
+        assert set(results.values()) == {"unknown"}
