@@ -158,6 +158,12 @@ class HttpBackend(_Section):
         le=600,
         description="Seconds that connecting, and each wait for an answer to start, may take.",
     )
+    tls: ComponentRef | None = Field(
+        default=None,
+        description="A TLS provider for an https:// backend, e.g. {'use': 'mtls', 'config': "
+        "{...}} (plugin 'mtls'); without one the server is verified against the system's "
+        "trust store.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -170,6 +176,12 @@ class HttpBackend(_Section):
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http:// is allowed only to a loopback host; use https://")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> HttpBackend:
+        if self.tls is not None and urlsplit(self.url).scheme != "https":
+            raise ValueError("'tls' is set, so the url must be https://")
+        return self
 
     @field_validator("headers")
     @classmethod

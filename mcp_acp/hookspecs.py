@@ -65,6 +65,12 @@ def register_audit_sinks(register: Register) -> None:
 
 
 @hookspec
+def register_tls_providers(register: Register) -> None:
+    """Register :class:`~mcp_acp.protocols.TlsProvider` factories (how an HTTPS backend is
+    reached: the ``ssl.SSLContext``, e.g. with a client certificate for mutual TLS)."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``mcp-acp`` CLI, e.g. ``cli.add_command(my_group)``.
 

@@ -39,6 +39,8 @@ __all__ = [
     "ResourceType",
     "StoredToken",
     "Subject",
+    "TlsFinding",
+    "TlsSeverity",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -282,6 +284,26 @@ class PostureResult:
     @property
     def passed(self) -> bool:
         return self.status is PostureStatus.PASS
+
+
+class TlsSeverity(enum.StrEnum):
+    """Outcome of one TLS start-up check. ``REFUSE`` stops start-up."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    REFUSE = "refuse"
+
+
+@attrs.frozen(slots=True)
+class TlsFinding:
+    """One TLS start-up check (a file's permissions, a certificate's validity, …):
+    audited as a ``tls_check`` system event whatever its outcome."""
+
+    check: str
+    severity: TlsSeverity
+    detail: str
+    facts: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
 
 
 def _redacted(value: str | None) -> str:

@@ -67,6 +67,7 @@ _REGISTRATION_HOOKS: Mapping[Kind, str] = {
     Kind.POLICY_ENGINE: "register_policy_engines",
     Kind.APPROVER: "register_approvers",
     Kind.AUDIT_SINK: "register_audit_sinks",
+    Kind.TLS_PROVIDER: "register_tls_providers",
 }
 
 Status = Literal["builtin", "loaded", "not allowed"]

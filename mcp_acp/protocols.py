@@ -18,6 +18,7 @@ The data exchanged is defined in :mod:`mcp_acp.models` (per-request values) and
 
 from __future__ import annotations
 
+import ssl
 from typing import Protocol, runtime_checkable
 
 from mcp_acp.audit.events import (
@@ -44,6 +45,8 @@ from mcp_acp.models import (
     ResourceType,
     StoredToken,
     Subject,
+    TlsFinding,
+    TlsSeverity,
 )
 
 __all__ = [
@@ -73,6 +76,9 @@ __all__ = [
     "StoredToken",
     "Subject",
     "SystemEvent",
+    "TlsFinding",
+    "TlsProvider",
+    "TlsSeverity",
     "TokenStorage",
 ]
 
@@ -190,4 +196,25 @@ class AuditSink(Protocol):
 
     async def close(self) -> None:
         """Flush and release resources. Called once at shutdown."""
+        ...
+
+
+@runtime_checkable
+class TlsProvider(Protocol):
+    """How the proxy reaches an HTTPS backend (``backend.tls`` in the config).
+
+    At start-up the proxy calls ``check`` and audits every finding as a ``tls_check``
+    system event; any ``REFUSE`` finding stops start-up before a connection is tried.
+    Then ``ssl_context`` supplies the context the HTTP transport uses for every
+    connection. The context must verify the server (``CERT_REQUIRED``, hostname checks,
+    TLS 1.2 at least): there is no option to weaken that.
+    """
+
+    def check(self) -> list[TlsFinding]:
+        """Inspect the configured files and certificates; never raise for a bad file —
+        report it as a ``REFUSE`` finding naming the file and the fix."""
+        ...
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client context for the backend connection (called after ``check``)."""
         ...

@@ -48,6 +48,7 @@ class Kind(enum.StrEnum):
     POLICY_ENGINE = "policy_engine"
     APPROVER = "approver"
     AUDIT_SINK = "audit_sink"
+    TLS_PROVIDER = "tls_provider"
 
     @property
     def label(self) -> str:

@@ -17,7 +17,13 @@ import attrs
 from pydantic import BaseModel, ValidationError
 
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.config import ComponentRef, Config, config_error_from_validation, load_config
+from mcp_acp.config import (
+    ComponentRef,
+    Config,
+    HttpBackend,
+    config_error_from_validation,
+    load_config,
+)
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
 from mcp_acp.registry import Kind, PluginContext, Registration
@@ -134,6 +140,8 @@ def resolve_runtime(
     ]
     if config.token_storage is not None:
         selected.append((Kind.TOKEN_STORAGE, config.token_storage, "token_storage"))
+    if isinstance(config.backend, HttpBackend) and config.backend.tls is not None:
+        selected.append((Kind.TLS_PROVIDER, config.backend.tls, "backend.tls"))
     selected += [
         (Kind.POSTURE_CHECK, ref, f"posture.checks[{i}]")
         for i, ref in enumerate(config.posture.checks)

@@ -1,7 +1,8 @@
 """``mcp-acp run``: compose the parts, in a fail-closed start order, and relay one session.
 
 Start order — each step must succeed before the next: config and plugins (validated) →
-audit trail (write test on every stream) → identity → policy → posture gate → backend →
+audit trail (write test on every stream) → TLS checks (an HTTPS backend with ``backend.tls``;
+every finding audited) → identity → policy → posture gate → backend →
 serve. SIGHUP reloads the policy (the last-known-good stays on error; both audited);
 SIGTERM/SIGINT and the client closing its input end the session, recorded as
 ``session_ended``.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+import ssl
 import stat
 import sys
 import threading
@@ -21,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
+from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
 from mcp_acp.errors import BackendError
+from mcp_acp.models import TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.proxy.channel import open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
@@ -32,6 +37,8 @@ from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["serve"]
+
+log = logging.getLogger(__name__)
 
 
 class _BlockingOut:
@@ -84,6 +91,66 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
+def _verifies(context: ssl.SSLContext) -> bool:
+    """The core's own floor under any provider's context."""
+    return (
+        context.verify_mode is ssl.CERT_REQUIRED
+        and context.check_hostname
+        and context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    )
+
+
+async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SSLContext | None:
+    """Run the TLS provider's start-up checks, audit each finding, and return its context
+    (None: no ``backend.tls``, the system's trust store verifies the server)."""
+    if "backend.tls" not in runtime.components:
+        return None
+    provider = runtime.build("backend.tls")
+    context: ssl.SSLContext | None = None
+    try:
+        findings = list(provider.check())
+        if not any(f.severity is TlsSeverity.REFUSE for f in findings):
+            context = provider.ssl_context()
+            if not _verifies(context):
+                findings.append(
+                    TlsFinding(
+                        "context",
+                        TlsSeverity.REFUSE,
+                        "the provider's context does not verify the server "
+                        "(CERT_REQUIRED, hostname check, TLS 1.2 at least)",
+                    )
+                )
+    except Exception as exc:  # a provider that fails is a refusal, never a pass
+        findings = [
+            TlsFinding("provider", TlsSeverity.REFUSE, f"{type(exc).__name__}: {exc}"),
+        ]
+    for finding in findings:
+        await trail.record(
+            SystemEvent(
+                event="tls_check",
+                session_id=session.id,
+                detail={
+                    **finding.facts,
+                    "check": finding.check,
+                    "severity": finding.severity.value,
+                    "detail": finding.detail,
+                },
+            )
+        )
+        if finding.severity in (TlsSeverity.WARNING, TlsSeverity.CRITICAL):
+            log.warning("TLS %s: %s", finding.severity.value, finding.detail)
+    refused = [f for f in findings if f.severity is TlsSeverity.REFUSE]
+    if refused or context is None:
+        raise BackendError(
+            f"refusing to connect to the backend: TLS check {refused[0].check!r} failed: "
+            f"{refused[0].detail}"
+            if refused
+            else "refusing to connect to the backend: the TLS provider gave no context",
+            fix="correct the files under backend.tls.config ('mcp-acp tls status' shows them)",
+        )
+    return context
+
+
 def _status(pep: EnforcementPoint, approver: Any, started: float) -> dict[str, Any]:
     """What ``mcp-acp status`` shows of this proxy."""
     session = pep.session
@@ -108,7 +175,6 @@ async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code."""
     runtime = load_runtime(config_path)
     settings = runtime.config.proxy
-    channel = open_channel(runtime.config.backend)  # connects later, in Relay.run
     session = Session()
     shutdown = runtime.shutdown_coordinator(session_id=session.id)
     trail = runtime.audit_trail(shutdown)
@@ -121,6 +187,8 @@ async def serve(config_path: Path) -> int:
             detail={"plugins": plugins, "allowlist": runtime.plugins.allow_source},
         )
     )
+    ssl_context = await _tls_gate(runtime, trail, session)
+    channel = open_channel(runtime.config.backend, ssl_context=ssl_context)  # connects later
     identity = runtime.build("identity")
     engine = runtime.build("policy")
     approver = runtime.build("approver")

@@ -1,0 +1,103 @@
+"""``mcp-acp tls status``: the configured certificates, their subjects and days left, and
+the outcome of every start-up check — the same checks ``mcp-acp run`` audits."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from mcp_acp.config import HttpBackend, resolve_config_path
+from mcp_acp.errors import ConfigError
+from mcp_acp.models import TlsSeverity
+from mcp_acp.runtime import load_runtime
+from mcp_acp_mtls.provider import MtlsProvider, certificate_info, load_bundle
+
+__all__ = ["tls_group"]
+
+
+@click.group("tls")
+def tls_group() -> None:
+    """Mutual TLS to the HTTP backend (plugin 'mtls')."""
+
+
+def _certificates(provider: MtlsProvider) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    shown: list[dict[str, Any]] = []
+    for role, path in (
+        ("client", provider.options.client_cert),
+        ("ca", provider.options.ca_bundle),
+    ):
+        try:
+            certs = load_bundle(path)
+        except (OSError, ValueError) as exc:
+            shown.append({"role": role, "path": str(path), "error": str(exc)})
+            continue
+        for cert in certs[:1] if role == "client" else certs:
+            info = certificate_info(cert)
+            shown.append(
+                {
+                    "role": role,
+                    "path": str(path),
+                    "subject": info.subject,
+                    "san": info.san,
+                    "issuer": info.issuer,
+                    "not_after": info.not_after.isoformat(),
+                    "days_left": round(info.days_left(now), 1),
+                }
+            )
+    return shown
+
+
+@tls_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the client certificate and CA bundle: subjects, SANs, days left, checks.
+
+    Exits 1 when a start-up check would refuse to connect.
+    """
+    path = resolve_config_path(ctx.find_root().params.get("config"))
+    runtime = load_runtime(path)
+    backend = runtime.config.backend
+    if not isinstance(backend, HttpBackend) or "backend.tls" not in runtime.components:
+        raise ConfigError(
+            f"{path}: backend.tls is not set: the backend is not reached over mutual TLS",
+            fix='set backend.tls to {"use": "mtls", "config": {...}} (see docs/tls.md)',
+        )
+    provider = runtime.build("backend.tls")
+    if not isinstance(provider, MtlsProvider):
+        raise ConfigError(
+            f"{path}: backend.tls.use = {backend.tls.use if backend.tls else None!r} is not 'mtls'",
+            fix="'tls status' describes the 'mtls' provider only",
+        )
+    findings = provider.check()
+    certificates = _certificates(provider)
+    report = {
+        "backend": backend.url,
+        "server_name": provider.options.server_name,
+        "certificates": certificates,
+        "checks": [
+            {"check": f.check, "severity": f.severity.value, "detail": f.detail} for f in findings
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"backend: {backend.url}")
+        if provider.options.server_name:
+            click.echo(f"server name: {provider.options.server_name}")
+        for cert in certificates:
+            if "error" in cert:
+                click.echo(f"{cert['role']}: {cert['path']}: {cert['error']}")
+                continue
+            click.echo(
+                f"{cert['role']}: {cert['subject']}  SAN [{', '.join(cert['san'])}]  "
+                f"expires {cert['not_after']} ({cert['days_left']} days left)"
+            )
+        for f in findings:
+            click.echo(f"  [{f.severity.value}] {f.check}: {f.detail}")
+    if any(f.severity is TlsSeverity.REFUSE for f in findings):
+        ctx.exit(1)

@@ -1,0 +1,422 @@
+"""``mcp-acp run`` to a real MCP server over streamable HTTP (uvicorn, in its own process,
+``peers/mtls_server.py``) that requires a client certificate: real TLS on 127.0.0.1 with
+certificates made in the test.
+
+The right client certificate gets a call through. Every fault of the security checklist's
+"TLS to HTTP backends" section (TLS-3, -4, -6, -7, -9, and the server checks: unknown CA,
+wrong SAN, CN only) makes ``mcp-acp run`` refuse: exit 17 before a single request reaches
+the backend, the reason on stderr, and the refusal in the audit trail (``tls_check`` with
+severity ``refuse`` for the start-up checks, ``backend_start_failed`` for a failed
+handshake)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import CLI, Proxy, records
+
+from mcp_acp.audit.chain import verify_stream
+
+PEER = Path(__file__).parent / "peers" / "mtls_server.py"
+NOW = dt.datetime.now(dt.UTC)
+DAY = dt.timedelta(days=1)
+POLICY = {
+    "version": "1",
+    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+}
+
+
+class MtlsServer:
+    def __init__(self, cert: Path, key: Path, client_ca: Path, max_tls: str | None = None) -> None:
+        errors = cert.parent / f"server-{cert.stem}-stderr.txt"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(PEER),
+                str(cert),
+                str(key),
+                str(client_ca),
+                *([max_tls] * bool(max_tls)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors.open("w"),
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.strip():
+            raise AssertionError("the test server did not start: " + errors.read_text())
+        self.port = int(line)
+        self.url = f"https://127.0.0.1:{self.port}/mcp"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    return home
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_", "SSL_"))}
+    clean["HOME"] = str(home)
+    return clean
+
+
+@pytest.fixture
+def serve(pki: Any) -> Iterator[Callable[..., MtlsServer]]:
+    servers: list[MtlsServer] = []
+
+    def start(
+        cert: Path | None = None, key: Path | None = None, max_tls: str | None = None
+    ) -> MtlsServer:
+        server = MtlsServer(cert or pki.server_cert, key or pki.server_key, pki.ca.pem, max_tls)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture
+def configure(home: Path, env: dict[str, str], pki: Any) -> Callable[..., Path]:
+    """``mcp-acp init`` for ``url``, then ``backend.tls`` (the right files unless changed)
+    and the policy; returns the audit log directory."""
+
+    def write(url: str, *, tls: bool = True, timeout: float = 10, **changes: Any) -> Path:
+        subprocess.run(
+            [str(CLI), "init", "--non-interactive", "--force", "--backend-url", url],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        config_dir = home / ".config" / "mcp-acp"
+        config_path = config_dir / "config.json"
+        config = json.loads(config_path.read_text())
+        config["backend"]["timeout_seconds"] = timeout
+        if tls:
+            options = {
+                "client_cert": str(pki.client_cert),
+                "client_key": str(pki.client_key),
+                "ca_bundle": str(pki.ca.pem),
+            }
+            options.update({k: str(v) for k, v in changes.items()})
+            config["backend"]["tls"] = {"use": "mtls", "config": options}
+            config["plugins"] = {"allow": ["mtls"]}
+        config_path.write_text(json.dumps(config))
+        (config_dir / "policy.json").write_text(json.dumps(POLICY))
+        return home / ".local" / "state" / "mcp-acp" / "log"
+
+    return write
+
+
+def run_until_exit(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), "run"], input="", env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def refused(
+    done: subprocess.CompletedProcess[str], log_dir: Path
+) -> tuple[str, list[dict[str, Any]]]:
+    """Exit 17, one error line, no traceback; returns that line and the system records."""
+    assert done.returncode == 17, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    lines = [line for line in done.stderr.splitlines() if line.startswith("backend error:")]
+    assert len(lines) == 1, done.stderr
+    system = records(log_dir, "system")
+    assert not [r for r in system if r["event"] == "backend_started"]
+    for stream in ("system", "auth"):
+        assert verify_stream(log_dir, stream).ok
+    return lines[0], system
+
+
+def handshake_refused(done: subprocess.CompletedProcess[str], log_dir: Path, url: str) -> str:
+    line, system = refused(done, log_dir)
+    assert f"backend at {url}" in line
+    failed = [r for r in system if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url
+    checks = [r for r in system if r["event"] == "tls_check"]
+    assert checks  # the start-up checks ran and passed before the handshake was tried
+    assert {r["detail"]["severity"] for r in checks} == {"ok"}
+    return line
+
+
+def check_refused(done: subprocess.CompletedProcess[str], log_dir: Path, check: str) -> str:
+    line, system = refused(done, log_dir)
+    assert "refusing to connect to the backend: TLS check" in line
+    bad = [r for r in system if r["event"] == "tls_check" and r["detail"]["severity"] == "refuse"]
+    assert [r["detail"]["check"] for r in bad] == [check]
+    assert not [r for r in system if r["event"] == "backend_start_failed"]  # never tried
+    return line
+
+
+# ------------------------------------------------------------------- the right certificate
+
+
+def test_the_right_client_certificate_gets_a_call_through(
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    home: Path,
+    env: dict[str, str],
+) -> None:
+    server = serve()
+    log_dir = configure(server.url)
+    proxy = Proxy(home, env)
+    try:
+        assert proxy.initialize()["result"]["serverInfo"]["name"] == "mtls-test-server"
+        answer = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+        assert answer["result"]["content"][0]["text"] == "echo:hi"
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+    system = records(log_dir, "system")
+    checks = {r["detail"]["check"]: r["detail"] for r in system if r["event"] == "tls_check"}
+    assert checks["key_match"]["severity"] == "ok"
+    assert checks["client_certificate_validity"]["subject"] == "CN=client"
+    started = [r for r in system if r["event"] == "backend_started"]
+    assert started[0]["detail"]["url"] == server.url
+    allowed = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
+    assert any(r.get("tool_name") == "echo" and r["effect"] == "allow" for r in allowed)
+
+
+def test_server_name_override(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    home: Path,
+    env: dict[str, str],
+) -> None:
+    """The certificate names ``backend.internal`` only; the URL says 127.0.0.1."""
+    cert, key = pki.ca.issue("named", sans=("backend.internal",))
+    server = serve(cert, key)
+    log_dir = configure(server.url)
+    handshake_refused(run_until_exit(env), log_dir, server.url)  # without the override
+    configure(server.url, server_name="backend.internal")
+    proxy = Proxy(home, env)
+    try:
+        answer = proxy.initialize()
+        assert answer["result"]["serverInfo"]["name"] == "mtls-test-server"
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+
+
+@pytest.mark.parametrize(("days", "severity"), [(10, "warning"), (3, "critical")])
+def test_a_client_certificate_near_its_end_is_reported_and_audited(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    days: int,
+    severity: str,
+) -> None:
+    server = serve()
+    cert, key = pki.ca.issue("ending-client", client=True, not_after=NOW + days * DAY)
+    log_dir = configure(server.url, client_cert=cert, client_key=key)
+    done = run_until_exit(env)
+    assert done.returncode == 0, done.stderr
+    assert f"TLS {severity}: client certificate CN=ending-client expires in" in done.stderr
+    system = records(log_dir, "system")
+    validity = next(
+        r["detail"]
+        for r in system
+        if r["event"] == "tls_check" and r["detail"]["check"] == "client_certificate_validity"
+    )
+    assert validity["severity"] == severity
+    assert days - 1 < validity["days_left"] <= days
+    assert [r for r in system if r["event"] == "backend_started"]
+
+
+def test_tls_status_shows_subjects_and_days_left(
+    serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    configure("https://127.0.0.1:1/mcp")
+    done = subprocess.run(
+        [str(CLI), "tls", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    client, ca = report["certificates"]
+    assert client["role"] == "client"
+    assert client["subject"] == "CN=client"
+    assert 89 < client["days_left"] <= 90
+    assert ca["subject"] == "CN=trusted test CA"
+    assert {c["severity"] for c in report["checks"]} == {"ok"}
+    text = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
+    assert "client: CN=client" in text.stdout
+    assert "days left" in text.stdout
+
+
+# ------------------------------------------------------------------- the server is wrong
+
+
+def test_unknown_ca(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve(*pki.rogue.issue("rogue-server"))
+    log_dir = configure(server.url)
+    assert "CERTIFICATE_VERIFY_FAILED" in handshake_refused(
+        run_until_exit(env), log_dir, server.url
+    )
+
+
+def test_wrong_san(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve(*pki.ca.issue("elsewhere", sans=("other.example",)))
+    log_dir = configure(server.url)
+    line = handshake_refused(run_until_exit(env), log_dir, server.url)
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+    assert "IP address mismatch" in line
+
+
+def test_cn_only_certificate(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """CN=127.0.0.1 and no SAN: there is no fallback to the common name."""
+    server = serve(*pki.ca.issue("cn-only", sans=(), common_name="127.0.0.1"))
+    log_dir = configure(server.url)
+    assert "CERTIFICATE_VERIFY_FAILED" in handshake_refused(
+        run_until_exit(env), log_dir, server.url
+    )
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after", "words"),
+    [
+        (NOW - 30 * DAY, NOW - DAY, "certificate has expired"),
+        (NOW + DAY, NOW + 30 * DAY, "not yet valid"),
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+def test_server_certificate_out_of_its_validity(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    words: str,
+) -> None:
+    server = serve(*pki.ca.issue("dated-server", not_before=not_before, not_after=not_after))
+    log_dir = configure(server.url)
+    assert words in handshake_refused(run_until_exit(env), log_dir, server.url)
+
+
+def test_server_limited_to_tls_1_1(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve(max_tls="1.1")
+    # the server is real: a legacy client that allows TLS 1.1 completes the handshake
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    legacy.load_verify_locations(str(pki.ca.pem))
+    legacy.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy.minimum_version = ssl.TLSVersion.TLSv1_1
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port)) as sock,
+            legacy.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() == "TLSv1.1"
+    except ssl.SSLError as exc:  # an OpenSSL built without TLS 1.1 proves nothing here
+        pytest.skip(f"this OpenSSL cannot complete a TLS 1.1 handshake: {exc}")
+    log_dir = configure(server.url)
+    assert "ConnectError" in handshake_refused(run_until_exit(env), log_dir, server.url)
+
+
+def test_server_that_accepts_tcp_and_stalls_is_bounded(
+    configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """TLS-9: the kernel completes the TCP handshake; nobody ever answers the ClientHello."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/mcp"
+        log_dir = configure(url, timeout=2)
+        began = time.monotonic()
+        done = run_until_exit(env)
+        elapsed = time.monotonic() - began
+    line = handshake_refused(done, log_dir, url)
+    assert "did not answer within 2 s" in line
+    assert elapsed < 2 + 8  # the bound, plus the proxy's own start-up
+
+
+# ------------------------------------------------------------------- our side is wrong
+
+
+def test_no_client_certificate(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """An https backend without backend.tls: the server is verified as usual (here against
+    our CA through SSL_CERT_FILE), no client certificate is sent, the server refuses."""
+    server = serve()
+    log_dir = configure(server.url, tls=False)
+    done = run_until_exit({**env, "SSL_CERT_FILE": str(pki.ca.pem)})
+    line, system = refused(done, log_dir)
+    assert f"cannot reach the backend at {server.url}" in line
+    assert [r for r in system if r["event"] == "backend_start_failed"]
+    assert not [r for r in system if r["event"] == "tls_check"]
+
+
+def test_key_readable_by_others(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve()
+    log_dir = configure(server.url)
+    pki.client_key.chmod(0o644)
+    assert "mode 0644" in check_refused(run_until_exit(env), log_dir, "client key_file")
+
+
+def test_key_from_another_pair(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve()
+    _, other_key = pki.ca.issue("other-client", client=True)
+    log_dir = configure(server.url, client_key=other_key)
+    assert "does not belong" in check_refused(run_until_exit(env), log_dir, "key_match")
+
+
+def test_expired_client_certificate(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve()
+    cert, key = pki.ca.issue(
+        "old-client", client=True, not_before=NOW - 30 * DAY, not_after=NOW - DAY
+    )
+    log_dir = configure(server.url, client_cert=cert, client_key=key)
+    assert "expired" in check_refused(run_until_exit(env), log_dir, "client_certificate_validity")
+
+
+def test_a_client_certificate_the_server_does_not_trust(
+    pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    server = serve()
+    cert, key = pki.rogue.issue("rogue-client", client=True)
+    log_dir = configure(server.url, client_cert=cert, client_key=key)
+    handshake_refused(run_until_exit(env), log_dir, server.url)

@@ -1,0 +1,182 @@
+"""The ``mtls`` provider on real files and certificates: the context it builds and every
+start-up check (TLS-5, TLS-7 of the security checklist)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_acp_mtls import MtlsConfig, MtlsProvider, build_context
+from pydantic import ValidationError
+
+from mcp_acp.config import HttpBackend
+from mcp_acp.models import TlsSeverity
+from mcp_acp.protocols import TlsProvider
+from mcp_acp.registry import PluginContext
+
+NOW = dt.datetime.now(dt.UTC)
+DAY = dt.timedelta(days=1)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def provider(pki: Any, **changes: Any) -> MtlsProvider:
+    options = {
+        "client_cert": pki.client_cert,
+        "client_key": pki.client_key,
+        "ca_bundle": pki.ca.pem,
+        **changes,
+    }
+    return MtlsProvider(MtlsConfig.model_validate(options))
+
+
+def refusals(p: MtlsProvider) -> list[str]:
+    return [f.detail for f in p.check() if f.severity is TlsSeverity.REFUSE]
+
+
+def test_good_files_pass_and_the_context_verifies(pki: Any) -> None:
+    p = provider(pki)
+    assert isinstance(p, TlsProvider)
+    findings = p.check()
+    assert {f.severity for f in findings} == {TlsSeverity.OK}
+    validity = next(f for f in findings if f.check == "client_certificate_validity")
+    assert validity.facts["subject"] == "CN=client"
+    assert 89 < validity.facts["days_left"] <= 90
+    context = p.ssl_context()
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert context.hostname_checks_common_name is False
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert context.verify_flags & ssl.VERIFY_X509_STRICT
+    # trust is the configured bundle only, not the system store
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("commonName", "trusted test CA"),),)
+    ]
+
+
+def test_key_readable_by_others_is_refused(pki: Any) -> None:
+    pki.client_key.chmod(0o644)
+    [reason] = refusals(provider(pki))
+    assert "mode 0644" in reason
+    assert "chmod 600" in reason
+
+
+def test_key_readable_by_group_is_refused(pki: Any) -> None:
+    pki.client_key.chmod(0o640)
+    assert refusals(provider(pki))
+
+
+def test_key_from_another_pair_is_refused(pki: Any) -> None:
+    _, other_key = pki.ca.issue("other", client=True)
+    [reason] = refusals(provider(pki, client_key=other_key))
+    assert "does not belong to certificate" in reason
+
+
+def test_missing_file_is_refused(pki: Any, tmp_path: Path) -> None:
+    [reason] = refusals(provider(pki, ca_bundle=tmp_path / "nope.pem"))
+    assert "does not exist" in reason
+
+
+def test_key_symlink_to_elsewhere_is_refused(pki: Any, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = elsewhere / "key.pem"
+    link.symlink_to(pki.client_key)
+    [reason] = refusals(provider(pki, client_key=link))
+    assert "symlink" in reason
+    beside = pki.directory / "current-key.pem"  # a link within the directory is fine
+    beside.symlink_to(pki.client_key.name)
+    assert refusals(provider(pki, client_key=beside)) == []
+
+
+def test_key_in_a_directory_others_can_write_is_refused(pki: Any) -> None:
+    pki.directory.chmod(0o777)
+    try:
+        [reason] = refusals(provider(pki))
+        assert "can be written by others" in reason
+    finally:
+        pki.directory.chmod(0o700)
+
+
+def test_certificate_writable_by_others_is_refused(pki: Any) -> None:
+    pki.client_cert.chmod(0o666)
+    assert "writable by group or others" in refusals(provider(pki))[0]
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after", "severity", "words"),
+    [
+        (NOW - 30 * DAY, NOW - DAY, TlsSeverity.REFUSE, "expired"),
+        (NOW + DAY, NOW + 30 * DAY, TlsSeverity.REFUSE, "not valid before"),
+        (NOW - DAY, NOW + 3 * DAY, TlsSeverity.CRITICAL, "expires in 3.0 days"),
+        (NOW - DAY, NOW + 10 * DAY, TlsSeverity.WARNING, "expires in 10.0 days"),
+        (NOW - DAY, NOW + 20 * DAY, TlsSeverity.OK, "expires in 20.0 days"),
+    ],
+)
+def test_client_certificate_validity(
+    pki: Any, not_before: dt.datetime, not_after: dt.datetime, severity: TlsSeverity, words: str
+) -> None:
+    cert, key = pki.ca.issue("dated", client=True, not_before=not_before, not_after=not_after)
+    findings = provider(pki, client_cert=cert, client_key=key).check()
+    validity = next(f for f in findings if f.check == "client_certificate_validity")
+    assert validity.severity is severity
+    assert words in validity.detail
+
+
+def test_relative_paths_are_taken_from_the_config_directory(pki: Any) -> None:
+    options = MtlsConfig(
+        client_cert=Path("client.pem"),
+        client_key=Path("client-key.pem"),
+        ca_bundle=Path("trusted-ca.pem"),
+    )
+    context = PluginContext(config_path=pki.directory / "config.json", log_dir=pki.directory)
+    p = MtlsProvider.from_config(options, context)
+    assert p.options.client_key == pki.client_key
+    assert refusals(p) == []
+
+
+def test_there_is_no_option_to_turn_verification_off(pki: Any) -> None:
+    for option in ("verify", "insecure", "check_hostname", "verify_mode"):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            MtlsConfig.model_validate(
+                {"client_cert": "a", "client_key": "b", "ca_bundle": "c", option: False}
+            )
+    with pytest.raises(ValidationError, match="critical_days"):
+        MtlsConfig(client_cert="a", client_key="b", ca_bundle="c", warn_days=3, critical_days=7)
+
+
+def test_server_name_override_is_the_name_checked(pki: Any) -> None:
+    context = build_context(provider(pki, server_name="backend.internal").options)
+    obj = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    assert obj.server_hostname == "backend.internal"
+
+
+def test_tls_on_a_plain_http_url_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="url must be https://"):
+        HttpBackend(url="http://127.0.0.1:1/mcp", tls={"use": "mtls"})
+    with pytest.raises(ValidationError, match="only to a loopback host"):
+        HttpBackend(url="http://example.com/mcp")
+
+
+UNVERIFIED = re.compile(
+    r"verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context"
+)
+
+
+def test_no_code_turns_verification_off() -> None:
+    """TLS-5: a static check over the core and every plugin's source."""
+    sources = [
+        *ROOT.joinpath("mcp_acp").rglob("*.py"),
+        *ROOT.joinpath("plugins").glob("*/src/**/*.py"),
+    ]
+    assert sources
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sources
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if UNVERIFIED.search(line)
+    ]
+    assert offenders == []
