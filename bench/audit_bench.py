@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from bench_scratch import check as _check
-from bench_scratch import percentile, publish, scratch_dir
+from bench_scratch import cpu_model, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
@@ -291,16 +291,6 @@ def measure_bare(
 
 
 # ------------------------------------------------------------------ machine
-
-
-def cpu_model() -> str:
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def filesystem(path: Path) -> tuple[str, str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,16 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
         return math.nan
     rank = max(1, math.ceil(p / 100 * len(sorted_values)))
     return float(sorted_values[rank - 1])
+
+
+def cpu_model() -> str:
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                return text.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def check(condition: bool, message: str) -> None:

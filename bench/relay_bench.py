@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from bench_scratch import check as _check
-from bench_scratch import percentile, publish, scratch_dir
+from bench_scratch import cpu_model, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -705,16 +705,6 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
 
 
 # ------------------------------------------------------------------ report
-
-
-def cpu_model() -> str:
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_line() -> str:

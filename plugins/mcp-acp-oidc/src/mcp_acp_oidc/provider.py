@@ -21,19 +21,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
-from mcp_acp_oidc._http import check_url
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
 from mcp_acp_oidc.errors import DiscoveryError, RefreshError, TokenRejectedError
-from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache
+from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
-from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
+from mcp_acp_oidc.validator import Algorithms, IssuerUrl, TokenValidationConfig, TokenValidator
 
 __all__ = ["OIDCConfig", "OIDCIdentityProvider"]
 
@@ -47,7 +46,7 @@ class OIDCConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    issuer: str = Field(description="Issuer URL, exactly as the provider reports it.")
+    issuer: IssuerUrl = Field(description="Issuer URL, exactly as the provider reports it.")
     client_id: str = Field(min_length=1, description="The public client registered for mcp-acp.")
     audience: str = Field(
         min_length=1,
@@ -58,7 +57,7 @@ class OIDCConfig(BaseModel):
         default=None, description="Also send this as 'audience' (providers such as Auth0)."
     )
     scope: str = "openid offline_access"
-    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
+    algorithms: Algorithms = ("RS256", "PS256", "ES256")
     token_type: str | None = Field(
         default=None, description='Require this JOSE typ, e.g. "at+jwt" (RFC 9068).'
     )
@@ -75,22 +74,6 @@ class OIDCConfig(BaseModel):
     http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     refresh_margin_seconds: float = Field(default=60.0, ge=0)
     refresh_retry_seconds: float = Field(default=30.0, ge=0)
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_url(cls, value: str) -> str:
-        problem = check_url(value, what="issuer")
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [alg for alg in value if alg not in ALGORITHM_KEY_TYPES]
-        if bad:
-            raise ValueError(f"{bad} not allowed; choose from {sorted(ALGORITHM_KEY_TYPES)}")
-        return value
 
     @model_validator(mode="after")
     def _cache_outlives_cooldown(self) -> OIDCConfig:

@@ -36,18 +36,18 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from jwt.api_jws import PyJWS
 from jwt.exceptions import InvalidTokenError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from mcp_acp.models import Provenance, Subject
 from mcp_acp_oidc._http import check_url, parse_json_object
 from mcp_acp_oidc.errors import TokenRejectedError
 from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache, SigningKey
 
-__all__ = ["TokenValidationConfig", "TokenValidator"]
+__all__ = ["Algorithms", "IssuerUrl", "TokenValidationConfig", "TokenValidator"]
 
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_KID = 256
@@ -55,14 +55,36 @@ _MAX_SUB = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def _issuer_url(value: str) -> str:
+    problem = check_url(value, what="issuer")
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _asymmetric_only(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [alg for alg in value if alg not in ALGORITHM_KEY_TYPES]
+    if bad:
+        raise ValueError(f"algorithms {bad} not allowed; choose from {sorted(ALGORITHM_KEY_TYPES)}")
+    return value
+
+
+#: An issuer URL (https, or http to loopback), checked like every endpoint.
+IssuerUrl = Annotated[str, AfterValidator(_issuer_url)]
+#: Signature algorithms from the fixed asymmetric list (never ``none`` or ``HS*``).
+Algorithms = Annotated[tuple[str, ...], AfterValidator(_asymmetric_only)]
+
+
 class TokenValidationConfig(BaseModel):
     """What a valid access token looks like for this proxy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    issuer: str = Field(description="Exact issuer identifier (the token's iss must equal it).")
+    issuer: IssuerUrl = Field(
+        description="Exact issuer identifier (the token's iss must equal it)."
+    )
     audience: str = Field(min_length=1, description="This proxy's audience (resource).")
-    algorithms: tuple[str, ...] = Field(
+    algorithms: Algorithms = Field(
         default=("RS256", "PS256", "ES256"),
         min_length=1,
         description="Signature algorithms accepted; asymmetric ones only.",
@@ -87,24 +109,6 @@ class TokenValidationConfig(BaseModel):
     roles_claim: str | None = Field(
         default="roles", description="Claim with the subject's roles (dots for nesting)."
     )
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_url(cls, value: str) -> str:
-        problem = check_url(value, what="issuer")
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("algorithms")
-    @classmethod
-    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [alg for alg in value if alg not in ALGORITHM_KEY_TYPES]
-        if bad:
-            raise ValueError(
-                f"algorithms {bad} not allowed; choose from {sorted(ALGORITHM_KEY_TYPES)}"
-            )
-        return value
 
 
 def _b64_json(segment: str, what: str) -> dict[str, Any]:
