@@ -315,6 +315,11 @@ class ProxySection(_Section):
         description="Directory of the control socket (approvals, status); default: the "
         "user's runtime dir.",
     )
+    desktop_notifications: bool = Field(
+        default=True,
+        description="Show a desktop notification when the proxy refuses to start or shuts "
+        "down (osascript on macOS, notify-send on Linux when installed).",
+    )
 
 
 class ToolsSection(_Section):

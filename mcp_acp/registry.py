@@ -20,16 +20,21 @@ and a :class:`PluginContext`, and returns the implementation (for example a
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from pydantic import BaseModel, ConfigDict
 
-from mcp_acp.errors import PluginError
+from mcp_acp.errors import ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from mcp_acp.audit.events import AuthEvent
+    from mcp_acp.protocols import TokenStorage
 
 __all__ = [
+    "AuthRecorder",
     "Kind",
     "NoOptions",
     "PluginContext",
@@ -62,16 +67,45 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AuthRecorder = Callable[["AuthEvent"], Awaitable[None]]
+"""Records an auth event in the session's audit trail; raises ``AuditError`` if it cannot."""
+
+
 @attrs.frozen(slots=True)
 class PluginContext:
-    """Paths a factory may need. Passed to every factory with its validated options."""
+    """What a factory may need besides its options. Passed to every factory.
+
+    * ``config_path`` / ``log_dir`` — where the config file and the audit trail live;
+    * :meth:`token_storage` — the ``token_storage`` component the config selects (for an
+      identity provider that keeps tokens);
+    * :meth:`record_auth` — the auth stream of the running session's audit trail (for an
+      identity provider's ``token_*`` events). Outside ``mcp-acp run`` (``auth status``,
+      tests) there is no session and the event is dropped.
+    """
 
     config_path: Path
     log_dir: Path
+    storage_factory: Callable[[], TokenStorage] | None = attrs.field(default=None, kw_only=True)
+    recorder: AuthRecorder | None = attrs.field(default=None, kw_only=True)
 
     @property
     def config_dir(self) -> Path:
         return self.config_path.parent
+
+    def token_storage(self) -> TokenStorage:
+        """Build the configured token storage; ``ConfigError`` when the config has none."""
+        if self.storage_factory is None:
+            raise ConfigError(
+                f"{self.config_path}: this component needs a token_storage section",
+                fix='add "token_storage": {"use": "<name>"} (\'mcp-acp plugins\' lists them)',
+            )
+        return self.storage_factory()
+
+    async def record_auth(self, event: AuthEvent) -> None:
+        """Record ``event`` durably in the session's auth stream (fail closed: an
+        ``AuditError`` propagates, so the request in flight is denied)."""
+        if self.recorder is not None:
+            await self.recorder(event)
 
 
 Factory = Callable[[Any, PluginContext], Any]

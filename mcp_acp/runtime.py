@@ -9,7 +9,7 @@ field and the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from mcp_acp.config import (
     load_config,
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
+from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
-from mcp_acp.registry import Kind, PluginContext, Registration
+from mcp_acp.registry import AuthRecorder, Kind, PluginContext, Registration
 from mcp_acp.shutdown import ShutdownCoordinator
 
 __all__ = [
@@ -92,13 +93,19 @@ class Runtime:
     plugins: PluginSet
     components: Mapping[str, Component]
 
-    @property
-    def context(self) -> PluginContext:
-        return PluginContext(config_path=self.config_path, log_dir=self.config.audit.log_dir)
+    def context(self, *, record_auth: AuthRecorder | None = None) -> PluginContext:
+        """The context factories receive; ``record_auth`` is the session's auth stream."""
+        storage = "token_storage" in self.components
+        return PluginContext(
+            config_path=self.config_path,
+            log_dir=self.config.audit.log_dir,
+            storage_factory=(lambda: self.build("token_storage")) if storage else None,
+            recorder=record_auth,
+        )
 
-    def build(self, field: str) -> Any:
+    def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
-        return self.components[field].build(self.context)
+        return self.components[field].build(self.context(record_auth=record_auth))
 
     def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
         """Every configured audit sink behind one fail-closed trail (not started yet)."""
@@ -113,7 +120,12 @@ class Runtime:
             log_dir=self.config.audit.log_dir,
             fallback_path=self.config.audit.fallback_path,
             session_id=session_id,
+            notify=self.notifier(),
         )
+
+    def notifier(self) -> Callable[[str, str], bool] | None:
+        """The desktop notifier, unless ``proxy.desktop_notifications`` is off."""
+        return desktop_notify if self.config.proxy.desktop_notifications else None
 
 
 def load_runtime(config_path: Path, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -1,10 +1,10 @@
-"""The shutdown coordinator: one place that ends the process when a fail-closed
-component (audit, policy, identity, posture, session binding) loses its footing.
-
-It records why — in ``shutdowns.jsonl`` (in the log directory, or beside the fallback file
-when the log directory is what failed), and as a ``session_ended`` auth event where the
-trail still works — then exits with the failure class's exit code (see
-:mod:`mcp_acp.errors`). It triggers once; later failures are recorded as secondary.
+"""The shutdown coordinator: one place that ends the process when a fail-closed component
+(audit, policy, identity, posture, session binding) loses its footing. It records why — in
+``shutdowns.jsonl`` (in the log directory, or beside the fallback file when the log
+directory is what failed), and as a ``session_ended`` auth event where the trail still
+works — says so on stderr and (when configured) on the desktop, then exits with the
+failure class's exit code (see :mod:`mcp_acp.errors`). It triggers once; later failures
+are recorded as secondary.
 """
 
 from __future__ import annotations
@@ -60,11 +60,13 @@ class ShutdownCoordinator:
         log_dir: Path,
         fallback_path: Path,
         session_id: str | None = None,
+        notify: Callable[[str, str], object] | None = None,
         exit: Callable[[int], NoReturn] = _exit,
     ) -> None:
         self.log_dir = log_dir
         self.fallback_path = fallback_path
         self.session_id = session_id
+        self._notify = notify
         self._exit = exit
         self._lock = threading.Lock()
         self._triggered: McpAcpError | None = None
@@ -123,5 +125,8 @@ class ShutdownCoordinator:
                     callback(f"{error.kind} failure: {error}")
             with contextlib.suppress(Exception):
                 print(f"mcp-acp: shutting down: {error.user_line()}", file=sys.stderr, flush=True)
+            if self._notify is not None:
+                with contextlib.suppress(Exception):
+                    self._notify("mcp-acp stopped", error.user_line())
         code = (self._triggered or error).exit_code
         self._exit(code)

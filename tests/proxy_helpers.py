@@ -35,6 +35,28 @@ def proxy_env(home: Path) -> dict[str, str]:
     return env
 
 
+def recording_notifier(directory: Path) -> tuple[str, Path]:
+    """A ``notify-send`` that records its arguments (no desktop session can show a real
+    one here). Returns the directory to put first on PATH and the record file."""
+    bin_dir = directory / "notifier-bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = directory / "notified.txt"
+    script = bin_dir / "notify-send"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
+    script.chmod(0o755)
+    return str(bin_dir), record
+
+
+def wait_for_text(path: Path, timeout: float = 10.0) -> str:
+    """The notifier runs detached: wait for what it writes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"nothing written to {path} within {timeout} s")
+
+
 def configure(home: Path, command: str, args: Iterable[str], policy: dict[str, Any]) -> Path:
     """``mcp-acp init`` for a stdio backend, then ``policy``; returns the audit log directory."""
     argv = [str(CLI), "init", "--non-interactive", "--force", "--backend-command", command]

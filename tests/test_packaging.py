@@ -253,6 +253,54 @@ def test_keychain_extra_installs_and_registers_its_storage(
     assert "fallback: keyring backend keyring.backends.fail.Keyring refused" in described
 
 
+def test_oidc_extra_installs_alone_and_brings_its_commands(
+    wheelhouse: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    env = _clean_env(isolated_home)
+    target = _install("mcp-acp[oidc]", wheelhouse, tmp_path, env)
+    python = str(target / "bin" / "python")
+    installed = subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = {row["name"].lower() for row in json.loads(installed)}
+    assert {"mcp-acp", "mcp-acp-oidc", "pyjwt", "cryptography", "httpx", "filelock"} <= names
+    assert "mcp-acp-keychain" not in names  # one extra, one plugin
+
+    cli = str(target / "bin" / "mcp-acp")
+    out = subprocess.run(
+        [cli, "plugins", "--json"],
+        check=True,
+        env={**env, "MCP_ACP_PLUGINS": "oidc"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = {row["name"]: row for row in json.loads(out)["plugins"]}
+    assert rows["oidc"]["status"] == "loaded"
+    assert rows["oidc"]["registers"] == ["identity_provider:oidc"]
+
+    # 'auth' exists only once the plugin is allowed
+    hidden = subprocess.run(
+        [cli, "auth", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert hidden.returncode != 0
+    shown = subprocess.run(
+        [cli, "auth", "--help"],
+        env={**env, "MCP_ACP_PLUGINS": "oidc"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for command in ("login", "logout", "status"):
+        assert command in shown.stdout
+
+
 POSTURE_EXTRAS = {
     "macos-posture": (
         "mcp-acp-macos-posture",

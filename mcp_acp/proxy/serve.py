@@ -1,11 +1,13 @@
 """``mcp-acp run``: compose the parts, in a fail-closed start order, and relay one session.
 
 Start order — each step must succeed before the next: config and plugins (validated) →
-audit trail (write test on every stream) → TLS checks (an HTTPS backend with ``backend.tls``;
-every finding audited) → identity → policy → posture gate → backend →
-serve. SIGHUP reloads the policy (the last-known-good stays on error; both audited);
-SIGTERM/SIGINT and the client closing its input end the session, recorded as
-``session_ended``.
+audit trail (write test on every stream) → TLS checks (an HTTPS backend with
+``backend.tls``; every finding audited) → identity (the token loaded, validated or
+refreshed; its auth events recorded) → policy → posture gate → backend → serve. A start-up
+failure is recorded as ``startup_refused`` (when the trail works), shown on the desktop
+where the platform can, and ends the process with its failure class's exit code. SIGHUP
+reloads the policy (the last-known-good stays on error; both audited); SIGTERM/SIGINT and
+the client closing its input end the session, recorded as ``session_ended``.
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import BackendError
-from mcp_acp.models import TlsFinding, TlsSeverity
+from mcp_acp.errors import BackendError, McpAcpError
+from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
-from mcp_acp.proxy.channel import open_channel
+from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
+from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.proxy.relay import ClientWriter, Relay
-from mcp_acp.runtime import load_runtime
+from mcp_acp.runtime import Runtime, load_runtime
+from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["serve"]
@@ -171,14 +175,64 @@ def _status(pep: EnforcementPoint, approver: Any, started: float) -> dict[str, A
     }
 
 
+async def _refuse_start(
+    trail: AuditTrail | None, session: Session, error: McpAcpError, runtime: Runtime
+) -> None:
+    """Record why this proxy will not serve (when the trail still works) and say so on the
+    desktop: the client that started us may never show our stderr."""
+    if trail is not None:
+        with contextlib.suppress(Exception):
+            await trail.record(
+                SystemEvent(
+                    event="startup_refused",
+                    session_id=session.id,
+                    detail={
+                        "failure_class": error.kind,
+                        "exit_code": error.exit_code,
+                        "reason": str(error),
+                    },
+                )
+            )
+        with contextlib.suppress(Exception):
+            await trail.close()
+    notify = runtime.notifier()
+    if notify is not None:
+        notify("mcp-acp did not start", error.user_line())
+
+
 async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code."""
     runtime = load_runtime(config_path)
-    settings = runtime.config.proxy
     session = Session()
     shutdown = runtime.shutdown_coordinator(session_id=session.id)
     trail = runtime.audit_trail(shutdown)
-    await trail.start()
+    try:
+        await trail.start()
+    except McpAcpError as exc:
+        await _refuse_start(None, session, exc, runtime)
+        raise
+    try:
+        started = await _start(runtime, trail, session)
+    except McpAcpError as exc:
+        await _refuse_start(trail, session, exc, runtime)
+        raise
+    return await _serve(runtime, trail, session, shutdown, started)
+
+
+class _Started(NamedTuple):
+    """What the start-up steps produced, in the order they ran."""
+
+    channel: BackendChannel
+    identity: IdentityProvider
+    engine: PolicyEngine
+    approver: Approver
+    subject: Subject
+    posture: PostureMonitor
+
+
+async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
+    """Plugins recorded → TLS gate → identity (token loaded, validated or refreshed) →
+    policy → posture gate → ``session_started``. Any failure raises and nothing is served."""
     plugins = {p.name: p.version for p in runtime.plugins.loaded}
     await trail.record(
         SystemEvent(
@@ -189,7 +243,11 @@ async def serve(config_path: Path) -> int:
     )
     ssl_context = await _tls_gate(runtime, trail, session)
     channel = open_channel(runtime.config.backend, ssl_context=ssl_context)  # connects later
-    identity = runtime.build("identity")
+
+    async def record_auth(event: AuthEvent) -> None:
+        await trail.record(event.model_copy(update={"session_id": session.id}))
+
+    identity = runtime.build("identity", record_auth=record_auth)
     engine = runtime.build("policy")
     approver = runtime.build("approver")
     subject = await identity.current_subject()
@@ -206,7 +264,7 @@ async def serve(config_path: Path) -> int:
         interval=runtime.config.posture.interval_seconds,
         timeout=runtime.config.posture.timeout_seconds,
         failure_threshold=runtime.config.posture.failure_threshold,
-        on_failure=shutdown.trigger,
+        on_failure=trail.coordinator.trigger,
     )
     await posture.gate()  # PostureError (exit 15) unless every check passes
     await trail.record(
@@ -217,6 +275,19 @@ async def serve(config_path: Path) -> int:
             issuer=subject.issuer,
         )
     )
+    return _Started(channel, identity, engine, approver, subject, posture)
+
+
+async def _serve(
+    runtime: Runtime,
+    trail: AuditTrail,
+    session: Session,
+    shutdown: ShutdownCoordinator,
+    parts: _Started,
+) -> int:
+    """Relay the session until the client, a signal or the backend ends it."""
+    settings = runtime.config.proxy
+    channel, identity, engine, approver, subject, posture = parts
     pep = EnforcementPoint(
         engine=engine,
         trail=trail,

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import CLI, Proxy, proxy_env, records
+from proxy_helpers import CLI, Proxy, proxy_env, recording_notifier, records, wait_for_text
 
 
 def with_marker_check(home: Path, marker: Path) -> None:
@@ -36,10 +36,13 @@ def posture(home: Path) -> subprocess.CompletedProcess[str]:
 def test_gate_refuses_an_unhealthy_device(setup: Any, isolated_home: Path, tmp_path: Path) -> None:
     _, _, log_dir, _ = setup
     with_marker_check(isolated_home, tmp_path / "enrolled")
+    env = proxy_env(isolated_home)
+    notifier, notified = recording_notifier(tmp_path)
+    env["PATH"] = f"{notifier}:{env['PATH']}"
     refused = subprocess.run(
         [str(CLI), "run"],
         stdin=subprocess.DEVNULL,
-        env=proxy_env(isolated_home),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -50,6 +53,13 @@ def test_gate_refuses_an_unhealthy_device(setup: Any, isolated_home: Path, tmp_p
     assert "does not exist" in last
     failed = [r for r in records(log_dir, "auth") if r["event"] == "device_health_failed"]
     assert failed[-1]["detail"]["checks"][0]["status"] == "fail"
+    (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
+    assert startup["detail"]["failure_class"] == "posture"
+    assert startup["detail"]["exit_code"] == 15
+    # the client that started the proxy may hide its stderr: the desktop is told too
+    shown = wait_for_text(notified).splitlines()
+    assert shown[:4] == ["--app-name=mcp-acp", "--urgency=critical", "--", "mcp-acp did not start"]
+    assert shown[4] == last
 
     result = posture(isolated_home)
     assert result.returncode == 15
@@ -67,17 +77,24 @@ def test_posture_lost_mid_session_ends_it(setup: Any, isolated_home: Path, tmp_p
         {"check": "marker-file", "status": "pass", "detail": f"{marker} present"}
     ]
 
-    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    env = proxy_env(isolated_home)
+    notifier, notified = recording_notifier(tmp_path)
+    env["PATH"] = f"{notifier}:{env['PATH']}"
+    proxy = Proxy(isolated_home, env)
     try:
         proxy.initialize()
         read = {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
         assert "result" in proxy.call("tools/call", read)
+        assert not notified.exists()
         marker.unlink()  # the device falls out of compliance
         assert proxy.proc.wait(timeout=30) == 15
     finally:
         if proxy.proc.poll() is None:
             proxy.proc.kill()
         proxy.close()
+    shown = wait_for_text(notified).splitlines()
+    assert shown[3] == "mcp-acp stopped"
+    assert shown[4].startswith("posture error: ")
     events = [r["event"] for r in records(log_dir, "auth")]
     assert events.index("device_health_passed") < events.index("device_health_failed")
     shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])

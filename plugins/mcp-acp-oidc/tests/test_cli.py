@@ -4,8 +4,12 @@ storage seam filled by an in-memory store."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import mcp_acp_oidc.cli as auth_cli
@@ -35,8 +39,8 @@ def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeyp
     )
     shown = auth_cli.show_code
 
-    def show_and_approve(authorization: DeviceAuthorization) -> None:
-        shown(authorization)
+    def show_and_approve(authorization: DeviceAuthorization, **options: bool) -> None:
+        shown(authorization, **options)
         threading.Thread(target=approve, args=(authorization,), daemon=True).start()
 
     monkeypatch.setattr(auth_cli, "show_code", show_and_approve)
@@ -46,7 +50,7 @@ def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeyp
     assert result.exit_code == 1
     assert "logged_in: False" in result.output
 
-    result = runner.invoke(auth_cli.auth_group, ["login"])
+    result = runner.invoke(auth_cli.auth_group, ["login", "--no-browser"])
     assert result.exit_code == 0, result.output
     assert "enter the code:" in result.output
     assert "Logged in as alice" in result.output
@@ -75,3 +79,59 @@ async def test_unreachable_issuer_is_not_hammered(kit: Any) -> None:
         with pytest.raises(DiscoveryError, match="not retrying yet"):
             await provider.current_subject()
     assert time.monotonic() - started < 5
+
+
+SHOW = """
+import sys
+from mcp_acp_oidc.cli import show_code
+from mcp_acp_oidc.device import DeviceAuthorization
+show_code(
+    DeviceAuthorization("dc", "ABCD-EFGH", sys.argv[1], sys.argv[2] or None, 600.0, 5.0),
+    open_browser=sys.argv[3] == "open",
+)
+"""
+
+
+@pytest.mark.parametrize(
+    ("uri", "complete", "mode", "opened"),
+    [
+        (
+            "https://idp.example/device",
+            "https://idp.example/device?user_code=ABCD-EFGH",
+            "open",
+            "https://idp.example/device?user_code=ABCD-EFGH",
+        ),
+        ("https://idp.example/device", "", "open", "https://idp.example/device"),
+        ("https://idp.example/device", "", "no-browser", None),
+        # never handed to a browser, whatever slipped past the earlier checks
+        ("file:///etc/passwd", "", "open", None),
+        ("javascript:alert(1)", "", "open", None),
+    ],
+)
+def test_login_opens_the_browser_only_for_http_pages(
+    tmp_path: Path, uri: str, complete: str, mode: str, opened: str | None
+) -> None:
+    """``webbrowser`` runs the program named by $BROWSER: this one records its argument."""
+    record = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {record}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": str(browser)}
+    env.pop("DISPLAY", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW, uri, complete, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "enter the code: ABCD-EFGH" in done.stdout
+    deadline = time.monotonic() + 5
+    while opened is not None and not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if opened is None:
+        time.sleep(0.3)
+        assert not record.exists()
+    else:
+        assert record.read_text().splitlines() == [opened]

@@ -73,7 +73,7 @@ def test_login_status_logout_with_encrypted_file(
     assert _run(cli_env, "status").returncode == 1
 
     login = subprocess.Popen(
-        [_mcp_acp(), "auth", "login"],
+        [_mcp_acp(), "auth", "login", "--no-browser"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

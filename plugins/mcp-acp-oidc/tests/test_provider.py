@@ -20,7 +20,8 @@ from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
 from pydantic import ValidationError
 
-from mcp_acp.errors import AuthenticationError
+from mcp_acp.audit.events import AuthEvent
+from mcp_acp.errors import AuditError, AuthenticationError
 from mcp_acp.models import Provenance, StoredToken
 from mcp_acp.plugins import load_plugins
 from mcp_acp.registry import Kind
@@ -57,6 +58,8 @@ def test_registered_through_the_loader() -> None:
         {"unknown_option": 1},
         {"client_id": ""},
         {"jwks_cache_seconds": 10, "jwks_refetch_cooldown_seconds": 30},
+        {"validation_cache_seconds": 61},
+        {"validation_cache_seconds": -1},
     ],
 )
 def test_bad_config_is_refused(bad: dict[str, Any]) -> None:
@@ -248,3 +251,101 @@ async def test_logout_elsewhere_is_noticed_at_refresh(
     offset = 260.0
     with pytest.raises(AuthenticationError, match="logged out"):
         await provider.current_subject()
+
+
+async def test_validated_identity_reused_only_briefly_and_never_past_exp(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    offset = 0.0
+    cached = OIDCIdentityProvider(
+        options(oidc_provider, validation_cache_seconds=60, refresh_margin_seconds=0),
+        storage,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(cached, approve)
+    one = await cached.current_subject()
+    assert await cached.current_subject() is one  # reused, not validated again
+
+    every = OIDCIdentityProvider(options(oidc_provider), storage)
+    assert await every.current_subject() is not await every.current_subject()  # default 0
+
+    # another token (a login elsewhere, read after a restart): validated afresh
+    cached._token = None
+    held = storage.tokens[oidc_provider]
+    storage.tokens[oidc_provider] = attrs.evolve(held, access_token=held.access_token + "x")
+    with pytest.raises(AuthenticationError, match="rejected"):
+        await cached.current_subject()
+    storage.tokens[oidc_provider] = held
+    cached._token = None
+    assert (await cached.current_subject()).subject_id == "alice"
+
+    offset = 400.0  # past exp, well inside the 60 s of reuse: validated again, and refused
+    with pytest.raises(AuthenticationError, match="expired"):
+        await cached.current_subject()
+
+
+async def test_auth_events_record_each_change_once(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    for _ in range(3):
+        with pytest.raises(AuthenticationError, match="not logged in"):
+            await provider.current_subject()
+    await _login(provider, approve)
+    for _ in range(3):
+        await provider.current_subject()
+    offset = 260.0  # due: refreshed, and the new token validated
+    await provider.current_subject()
+    await provider.current_subject()
+    assert [(e.event, e.reason) for e in events] == [
+        ("token_invalid", "not_logged_in"),
+        ("token_validated", None),
+        ("token_refreshed", "rotated"),
+        ("token_validated", None),
+    ]
+    assert {e.issuer for e in events} == {oidc_provider}
+    assert events[1].subject_id == "alice"
+    assert events[1].detail is not None
+    assert "expires_at" in events[1].detail
+    tokens = storage.tokens[oidc_provider]
+    dumped = json.dumps([e.model_dump(mode="json") for e in events])
+    assert tokens.access_token not in dumped
+    assert tokens.refresh_token not in dumped
+
+    # a spent refresh token: the failure is recorded with the provider's error code
+    storage.tokens[oidc_provider] = attrs.evolve(
+        tokens,
+        refresh_token="spent",  # noqa: S106 - a fake
+        expires_at=datetime.now(UTC),
+    )
+    provider._token = None
+    provider._refresh_attempted_at = None
+    offset = 0.0
+    await provider.current_subject()  # still valid for a moment: served
+    assert (events[-1].event, events[-1].reason) == ("token_refresh_failed", "invalid_grant")
+
+
+async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    async def broken(event: AuthEvent) -> None:
+        raise AuditError("audit trail unwritable")
+
+    provider = OIDCIdentityProvider(options(oidc_provider), storage, sleep=fast_sleep)
+    await _login(provider, approve)
+    failing = OIDCIdentityProvider(options(oidc_provider), storage, record_auth=broken)
+    with pytest.raises(AuditError):
+        await failing.current_subject()

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mcp_acp.errors import ConfigError
 from mcp_acp.hookspecs import hookimpl
-from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import PluginContext, Register
 from mcp_acp_oidc.errors import (
     DeviceFlowError,
@@ -29,7 +27,7 @@ from mcp_acp_oidc.errors import (
     RefreshError,
     TokenRejectedError,
 )
-from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
 
 if TYPE_CHECKING:
@@ -50,27 +48,16 @@ __all__ = [
 ]
 
 
-def configured_storage(context: PluginContext) -> TokenStorage:
-    """The ``token_storage`` the config file selects.
-
-    Factories receive only their own options, so the storage section is resolved here
-    from the same config file (with the same plugin allowlist).
-    """
-    from mcp_acp.runtime import load_runtime
-
-    runtime = load_runtime(context.config_path)
-    if "token_storage" not in runtime.components:
-        raise ConfigError(
-            f"{context.config_path}: identity 'oidc' needs a token_storage section",
-            fix='add "token_storage": {"use": "<name>"} (\'mcp-acp plugins\' lists them)',
-        )
-    storage: TokenStorage = runtime.build("token_storage")
-    return storage
-
-
 def build_identity_provider(options: OIDCConfig, context: PluginContext) -> OIDCIdentityProvider:
-    """Factory registered as identity provider ``oidc``."""
-    return OIDCIdentityProvider(options, configured_storage(context))
+    """Factory registered as identity provider ``oidc``: tokens in the configured
+    ``token_storage``, refreshes serialised by a lock file beside the config, auth events
+    into the session's trail."""
+    return OIDCIdentityProvider(
+        options,
+        context.token_storage(),
+        lock_path=refresh_lock_path(context.config_dir, options.issuer),
+        record_auth=context.record_auth,
+    )
 
 
 @hookimpl

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import webbrowser
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -32,13 +36,19 @@ def _provider(ctx: click.Context) -> OIDCIdentityProvider:
     return provider
 
 
-def show_code(authorization: DeviceAuthorization) -> None:
-    """Print where to go and which code to enter. The URI was checked (https, no shell
-    metacharacters) before it gets here; it is printed, never opened or run."""
+def show_code(authorization: DeviceAuthorization, *, open_browser: bool = False) -> None:
+    """Print where to go and which code to enter, and open the page in a browser when
+    asked. The URIs were checked (http(s) only, https unless loopback) before they get
+    here; a browser is given one only if it is still http(s) — never a shell."""
     click.echo(f"To sign in, open {_one_line(authorization.verification_uri)}")
     click.echo(f"and enter the code: {_one_line(authorization.user_code)}")
     if authorization.verification_uri_complete:
         click.echo(f"(or open {_one_line(authorization.verification_uri_complete)})")
+    if open_browser:
+        page = authorization.verification_uri_complete or authorization.verification_uri
+        if urlsplit(page).scheme in ("https", "http"):
+            with contextlib.suppress(webbrowser.Error):
+                webbrowser.open(page, new=2)
     click.echo("Waiting for approval…")
 
 
@@ -48,11 +58,16 @@ def auth_group() -> None:
 
 
 @auth_group.command("login")
+@click.option(
+    "--no-browser", is_flag=True, help="Only print the address and code; open no browser."
+)
 @click.pass_context
-def login_command(ctx: click.Context) -> None:
+def login_command(ctx: click.Context, no_browser: bool) -> None:
     """Sign in with the device flow and store the validated tokens."""
     provider = _provider(ctx)
-    subject = asyncio.run(provider.login(show_code))
+    subject = asyncio.run(
+        provider.login(lambda authorization: show_code(authorization, open_browser=not no_browser))
+    )
     click.echo(f"Logged in as {_one_line(subject.subject_id)} ({provider.options.issuer}).")
 
 
@@ -66,11 +81,16 @@ def logout_command(ctx: click.Context) -> None:
 
 
 @auth_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def status_command(ctx: click.Context) -> None:
-    """Show who is logged in and until when (never a token)."""
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Show who is logged in, until when, and where the tokens are kept (never a token).
+    Exits 1 when there is no valid session."""
     info: dict[str, Any] = asyncio.run(_provider(ctx).status())
-    for key, value in info.items():
-        click.echo(f"{key}: {_one_line(str(value))}")
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key}: {_one_line(str(value))}")
     if not info.get("valid"):
         raise SystemExit(1)

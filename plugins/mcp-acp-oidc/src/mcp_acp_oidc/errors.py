@@ -13,6 +13,7 @@ __all__ = [
     "DeviceFlowError",
     "DiscoveryError",
     "JWKSUnavailableError",
+    "LoginRequiredError",
     "RefreshError",
     "TokenRejectedError",
 ]
@@ -64,3 +65,12 @@ class RefreshError(AuthenticationError):
     def __init__(self, error: str, message: str, *, fix: str | None = None) -> None:
         super().__init__(f"token refresh failed ({error}): {message}", fix=fix)
         self.error = error
+
+
+class LoginRequiredError(AuthenticationError):
+    """There is no usable session: ``reason`` is ``not_logged_in``, ``logged_out`` (the
+    token was deleted meanwhile) or ``expired`` (and no refresh succeeded)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, fix="run 'mcp-acp auth login'")
+        self.reason = reason

@@ -10,35 +10,60 @@ At most one refresh is attempted per ``refresh_retry_seconds``, whatever its out
 tight loop against a provider that is down, nor one that issues tokens shorter-lived than
 the margin); once the access token has expired, requests are denied until a
 refresh or a new login succeeds.
+
+Two proxies (or a proxy and ``auth status``) may share one stored token. A refresh takes
+an inter-process file lock and re-reads the store under it, so when both find the token
+due, one spends the refresh token and the other uses what it stored (refresh-token
+rotation would otherwise revoke the grant the second time the old token is presented).
+
+A validated identity may be reused for ``validation_cache_seconds`` (at most 60; the
+default 0 validates the signature and claims on every request), never past the token's
+``exp`` and never for a different token.
+
+Inside ``mcp-acp run`` every change of state is an auth event in the audit trail:
+``token_validated`` (once per access token), ``token_invalid`` (once per token and
+reason, including "not logged in" and an unreachable issuer), ``token_refreshed`` and
+``token_refresh_failed``. Recording is fail-closed: if the trail cannot take the event,
+the request is not served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
+from filelock import AsyncFileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mcp_acp.audit.events import AuthEvent, AuthEventName
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
+from mcp_acp.registry import AuthRecorder
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
-from mcp_acp_oidc.errors import DiscoveryError, RefreshError, TokenRejectedError
+from mcp_acp_oidc.errors import (
+    DiscoveryError,
+    LoginRequiredError,
+    RefreshError,
+    TokenRejectedError,
+)
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
 from mcp_acp_oidc.validator import Algorithms, IssuerUrl, TokenValidationConfig, TokenValidator
 
-__all__ = ["OIDCConfig", "OIDCIdentityProvider"]
+__all__ = ["OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
 
 log = logging.getLogger(__name__)
-
-_LOGIN_FIX = "run 'mcp-acp auth login'"
 
 
 class OIDCConfig(BaseModel):
@@ -74,6 +99,13 @@ class OIDCConfig(BaseModel):
     http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     refresh_margin_seconds: float = Field(default=60.0, ge=0)
     refresh_retry_seconds: float = Field(default=30.0, ge=0)
+    validation_cache_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Reuse a validated identity this long (never past exp); 0 = validate "
+        "every request.",
+    )
 
     @model_validator(mode="after")
     def _cache_outlives_cooldown(self) -> OIDCConfig:
@@ -104,11 +136,15 @@ class OIDCIdentityProvider:
         options: OIDCConfig,
         storage: TokenStorage,
         *,
+        lock_path: Path | None = None,
+        record_auth: AuthRecorder | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.storage = storage
+        self.lock_path = lock_path
+        self._record_auth = record_auth
         self._clock = clock
         self._sleep = sleep
         self._metadata: ProviderMetadata | None = None
@@ -117,6 +153,8 @@ class OIDCIdentityProvider:
         self._lock = asyncio.Lock()
         self._refresh_attempted_at: float | None = None
         self._discovery_failed_at: float | None = None
+        self._verified: tuple[str, Subject, float] | None = None  # token, subject, when
+        self._reported: dict[AuthEventName, tuple[str, str | None]] = {}  # event -> (token, reason)
 
     async def _ready(self) -> tuple[ProviderMetadata, TokenValidator]:
         if self._metadata is None or self._validator is None:
@@ -151,26 +189,95 @@ class OIDCIdentityProvider:
         if self._token is None:
             self._token = await asyncio.to_thread(self.storage.load, self.options.issuer)
         if self._token is None:
-            raise AuthenticationError(f"not logged in to {self.options.issuer}", fix=_LOGIN_FIX)
+            raise LoginRequiredError("not_logged_in", f"not logged in to {self.options.issuer}")
         return self._token
 
     async def current_subject(self) -> Subject:
         """Validate (refreshing when due) the held token; raise ``AuthenticationError``."""
-        async with self._lock:  # one discovery, one store read, one refresh at a time
-            metadata, validator = await self._ready()
-            token = await self._load()
-            if self._due(token):
-                refreshed = await self._try_refresh(metadata, validator, token)
-                if refreshed is not None:
-                    token = refreshed
+        token: StoredToken | None = None
         try:
-            return await validator.validate(token.access_token)
+            async with self._lock:  # one discovery, one store read, one refresh at a time
+                metadata, validator = await self._ready()
+                token = await self._load()
+                if self._due(token):
+                    refreshed = await self._try_refresh(metadata, validator, token)
+                    if refreshed is not None:
+                        token = refreshed
+            cached = self._cached(token)
+            if cached is not None:
+                return cached
+            subject = await validator.validate(token.access_token)
         except TokenRejectedError as exc:
+            await self._report("token_invalid", token, reason=exc.reason, message=exc.message)
             if exc.reason in ("expired", "too_old"):
-                raise AuthenticationError(
-                    f"the session with {self.options.issuer} has expired", fix=_LOGIN_FIX
+                raise LoginRequiredError(
+                    "expired", f"the session with {self.options.issuer} has expired"
                 ) from exc
             raise
+        except AuthenticationError as exc:
+            reason = "issuer_unreachable" if isinstance(exc, DiscoveryError) else "unavailable"
+            if isinstance(exc, LoginRequiredError):
+                reason = exc.reason
+            await self._report("token_invalid", token, reason=reason, message=exc.message)
+            raise
+        self._verified = (token.access_token, subject, time.monotonic())
+        await self._report("token_validated", token, subject=subject)
+        return subject
+
+    def _cached(self, token: StoredToken) -> Subject | None:
+        """The identity validated moments ago for this very token, while it may be reused."""
+        if self._verified is None or self.options.validation_cache_seconds <= 0:
+            return None
+        access_token, subject, when = self._verified
+        exp = subject.claims.get("exp")
+        if (
+            access_token != token.access_token
+            or time.monotonic() - when >= self.options.validation_cache_seconds
+            or not isinstance(exp, int | float)
+            or self._clock() >= exp
+        ):
+            return None
+        return subject
+
+    async def _report(
+        self,
+        event: AuthEventName,
+        token: StoredToken | None,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        subject: Subject | None = None,
+    ) -> None:
+        """Record ``event`` in the auth stream once per token and reason (a state change,
+        not a line per request; every request has its decision record anyway)."""
+        if self._record_auth is None:
+            return
+        key = (_fingerprint(token), reason)
+        if self._reported.get(event) == key:
+            return
+        detail: dict[str, Any] = {}
+        if message is not None:
+            detail["message"] = message
+        if token is not None:
+            detail["expires_at"] = token.expires_at.astimezone(UTC).isoformat()
+        if subject is not None and subject.token_age_seconds is not None:
+            detail["token_age_seconds"] = round(subject.token_age_seconds, 1)
+        if event == "token_validated":
+            detail["storage"] = self.storage.description  # an encrypted-file fallback shows
+        # marked before the write: concurrent requests do not record it twice (and if the
+        # write fails, the AuditError ends the session anyway)
+        self._reported[event] = key
+        if event == "token_validated":
+            self._reported.pop("token_invalid", None)  # a later failure is news again
+        await self._record_auth(
+            AuthEvent(
+                event=event,
+                subject_id=subject.subject_id if subject is not None else None,
+                issuer=self.options.issuer,
+                reason=reason,
+                detail=detail or None,
+            )
+        )
 
     def _due(self, token: StoredToken) -> bool:
         due = token.expires_at.timestamp() - self.options.refresh_margin_seconds
@@ -179,17 +286,6 @@ class OIDCIdentityProvider:
     async def _try_refresh(
         self, metadata: ProviderMetadata, validator: TokenValidator, token: StoredToken
     ) -> StoredToken | None:
-        # Another process (a second proxy, 'auth login') may have stored newer tokens:
-        # use them rather than spend a refresh token that rotation has already replaced.
-        latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
-        if latest is None:
-            self._token = None
-            raise AuthenticationError(f"logged out of {self.options.issuer}", fix=_LOGIN_FIX)
-        if latest.access_token != token.access_token:
-            self._token = latest
-            if not self._due(latest):
-                return latest
-            token = latest
         now = time.monotonic()
         if (
             self._refresh_attempted_at is not None
@@ -198,17 +294,33 @@ class OIDCIdentityProvider:
             return None
         self._refresh_attempted_at = now
         try:
-            new = await refresh_and_validate(
-                token,
-                validator,
-                token_endpoint=metadata.token_endpoint,
-                client_id=self.options.client_id,
-                resource=self.options.audience,
-                audience=self.options.audience_parameter,
-            )
+            async with self._refresh_lock():
+                # Another process (a second proxy, 'auth login') may have stored newer
+                # tokens: use them rather than spend a refresh token that rotation has
+                # already replaced.
+                latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                if latest is None:
+                    self._token = None
+                    raise LoginRequiredError("logged_out", f"logged out of {self.options.issuer}")
+                if latest.access_token != token.access_token:
+                    self._token = latest
+                    if not self._due(latest):
+                        return latest
+                    token = latest
+                new = await refresh_and_validate(
+                    token,
+                    validator,
+                    token_endpoint=metadata.token_endpoint,
+                    client_id=self.options.client_id,
+                    resource=self.options.audience,
+                    audience=self.options.audience_parameter,
+                )
+                await asyncio.to_thread(self.storage.save, new)  # before first use
         except (RefreshError, TokenRejectedError) as exc:
+            code = exc.error if isinstance(exc, RefreshError) else exc.reason
             log.warning("oidc: token refresh failed: %s", exc)
-            if isinstance(exc, RefreshError) and exc.error == "invalid_grant":
+            await self._report("token_refresh_failed", token, reason=code, message=exc.message)
+            if code == "invalid_grant":
                 # spent or revoked: only a new login helps. Delete only what we used, not
                 # a login another process stored meanwhile.
                 self._token = None
@@ -216,9 +328,36 @@ class OIDCIdentityProvider:
                 if current is not None and current.refresh_token == token.refresh_token:
                     await asyncio.to_thread(self.storage.delete, self.options.issuer)
             return None
-        await asyncio.to_thread(self.storage.save, new)
         self._token = new
+        await self._report(
+            "token_refreshed",
+            new,
+            reason="rotated" if new.refresh_token != token.refresh_token else None,
+        )
         return new
+
+    @contextlib.asynccontextmanager
+    async def _refresh_lock(self) -> AsyncIterator[None]:
+        """The inter-process lock around re-read → refresh → store (none without a path)."""
+        if self.lock_path is None:
+            yield
+            return
+        self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # long enough for the holder's refresh (bounded by the HTTP timeout) to finish
+        timeout = 2 * self.options.http_timeout_seconds + 5
+        lock = AsyncFileLock(self.lock_path, timeout=timeout, mode=0o600)
+        try:
+            await lock.acquire()
+        except Timeout as exc:
+            raise RefreshError(
+                "lock_timeout",
+                f"another process held {self.lock_path} for over {timeout:.0f} s",
+                fix="check for a stuck mcp-acp process",
+            ) from exc
+        try:
+            yield
+        finally:
+            await lock.release()
 
     async def login(self, show: Callable[[DeviceAuthorization], None]) -> Subject:
         """The device flow; the token is validated, then stored."""
@@ -294,3 +433,16 @@ class OIDCIdentityProvider:
                 info["valid"] = False
                 info["problem"] = exc.message
         return info
+
+
+def _fingerprint(token: StoredToken | None) -> str:
+    """Which token an event was about, for de-duplication only (never recorded)."""
+    if token is None:
+        return ""
+    return hashlib.sha256(token.access_token.encode()).hexdigest()
+
+
+def refresh_lock_path(config_dir: Path, issuer: str) -> Path:
+    """Where processes sharing ``config_dir`` serialise refreshes for ``issuer``."""
+    digest = hashlib.sha256(issuer.encode()).hexdigest()[:16]
+    return config_dir / "locks" / f"oidc-refresh-{digest}.lock"
