@@ -13,6 +13,7 @@ theft and revokes the whole grant, so a double spend is visible: the grant stops
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
@@ -396,3 +398,40 @@ def test_two_processes_refresh_once(oidc_provider: str, approve: Any, tmp_path: 
 
     lock = refresh_lock_path(site.config_dir, oidc_provider)
     assert stat.S_IMODE(lock.parent.stat().st_mode) == 0o700
+
+
+def test_forged_token_in_the_store_never_reaches_the_backend(
+    oidc_provider: str, approve: Any, tmp_path: Path, keys: Any, kit: Any
+) -> None:
+    """Alice's real token, re-signed by an attacker's key under the provider's kid: the
+    proxy refuses to start before the backend is launched."""
+    site = Site(tmp_path, oidc_provider)
+    asyncio.run(_login(site, approve))
+    real = site.storage().load(oidc_provider)
+    assert real is not None
+    header_part, payload_part, _ = real.access_token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(header_part + "=" * (-len(header_part) % 4)))
+    payload = json.loads(base64.urlsafe_b64decode(payload_part + "=" * (-len(payload_part) % 4)))
+    payload["sub"] = "admin"  # what the attacker wants to be
+    forged = kit.sign(header, payload, keys.attacker_rsa)
+    site.storage().save(attrs.evolve(real, access_token=forged, refresh_token=None))
+
+    launched = tmp_path / "backend-launched"
+    config = json.loads(site.config.read_text())
+    config["backend"] = {
+        "command": "/bin/sh",
+        "args": [
+            "-c",
+            f'touch {launched}; exec "$0" -m mcp_acp.demo.backend {site.notes}',
+            sys.executable,
+        ],
+    }
+    site.config.write_text(json.dumps(config))
+    answers, err, code = _session(site, [("read_note", {"path": str(site.notes / "welcome.md")})])
+    assert code == 14, err
+    assert "bad_signature" in err.strip().splitlines()[-1]
+    assert answers == [None, None]
+    assert not launched.exists()
+    invalid = [r for r in site.records("auth") if r["event"] == "token_invalid"]
+    assert [r["reason"] for r in invalid] == ["bad_signature"]
+    assert "admin" not in json.dumps(site.records("decisions"))
