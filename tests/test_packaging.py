@@ -282,7 +282,7 @@ def test_oidc_extra_installs_alone_and_brings_its_commands(
     ).stdout
     rows = {row["name"]: row for row in json.loads(out)["plugins"]}
     assert rows["oidc"]["status"] == "loaded"
-    assert rows["oidc"]["registers"] == ["identity_provider:oidc"]
+    assert rows["oidc"]["registers"] == ["identity_provider:oidc", "command:auth"]
 
     # 'auth' exists only once the plugin is allowed
     hidden = subprocess.run(
