@@ -164,8 +164,11 @@ class Resource:
     uri: str | None = None
     scheme: str | None = None
     paths: tuple[PathArgument, ...] = ()
-    backend_identity: str | None = None
-    """The backend's verified TLS identity (certificate subject/SAN), when mTLS is used."""
+    backend_identity: tuple[str, ...] = ()
+    """The backend's identity, when a TLS provider's context verified its certificate: the
+    certificate's subjectAltName names in canonical form (``DNS:…``, ``URI:…``, ``IP:…``;
+    see :mod:`mcp_acp.backend_identity`). Empty otherwise: a stdio backend, plain HTTP, or
+    HTTPS verified against the system's trust store."""
 
 
 @attrs.frozen(slots=True)

@@ -54,6 +54,12 @@ PROVENANCE: Mapping[str, Provenance] = {
     "environment.mcp_client_name": Provenance.CLIENT_HINT,
     "environment.mcp_client_version": Provenance.CLIENT_HINT,
 }
+#: The same, for a backend that proved its identity in a verified TLS handshake. Without
+#: one, ``resource.backend_identity`` has no entry and counts as a client hint.
+_WITH_BACKEND_IDENTITY: Mapping[str, Provenance] = {
+    **PROVENANCE,
+    "resource.backend_identity": Provenance.MTLS,
+}
 
 
 def resource_type_of(method: str) -> ResourceType:
@@ -95,11 +101,15 @@ def build_decision_request(
     client_version: str | None = None,
     posture: Mapping[str, PostureStatus] | None = None,
     annotations: Mapping[str, Any] | None = None,
-    backend_identity: str | None = None,
+    backend_identity: tuple[str, ...] = (),
     now: datetime | None = None,
     resolve_paths: bool = True,
 ) -> DecisionRequest:
-    """Everything the policy engine needs about one MCP message, with provenance."""
+    """Everything the policy engine needs about one MCP message, with provenance.
+
+    ``backend_identity`` is the names of the certificate the backend proved in a verified
+    TLS handshake (canonical, see :mod:`mcp_acp.backend_identity`); only the backend
+    channel that verified it may supply them, and they get the provenance ``mtls``."""
     params = params or {}
     tool_name: str | None = None
     operations: frozenset[str] = frozenset()
@@ -151,5 +161,5 @@ def build_decision_request(
             mcp_client_version=client_version,
             posture=posture or {},
         ),
-        provenance=PROVENANCE,
+        provenance=_WITH_BACKEND_IDENTITY if backend_identity else PROVENANCE,
     )

@@ -67,6 +67,21 @@ def name_glob(pattern: str, text: str | None, fold: bool) -> bool:
     return chars_match(pattern, text, True)
 
 
+def identity_match(pattern: str, name: str, fold: bool) -> bool:
+    """One certificate name against one ``backend_identity`` pattern of the same kind."""
+    kind, _, want = pattern.partition(":")
+    have_kind, _, have = name.partition(":")
+    if kind != have_kind or not have:
+        return False
+    if fold:
+        want, have = deny_skeleton(want), deny_skeleton(have)
+    if kind == "DNS":
+        return segments_match(want.split("."), have.split("."))
+    if kind == "URI":
+        return path_glob(want, have)
+    return want == have
+
+
 def views_of(request: DecisionRequest) -> list[tuple[str, list[str]]] | str:
     """(role, [normalised, resolved]) per path, or the reason the request is ambiguous."""
     out = []
@@ -112,6 +127,10 @@ def rule_matches(
         tests.append(r.resource_type.value in c.resource_type)
     if c.backend_id is not None:
         tests.append(any(name_glob(p, r.backend_id, True) for p in c.backend_id))
+    if c.backend_identity is not None:
+        tests.append(
+            any(identity_match(p, n, deny) for p in c.backend_identity for n in r.backend_identity)
+        )
     if c.operations is not None:
         tests.append(many(c.operations, a.operations))
     if c.side_effects is not None:

@@ -89,6 +89,12 @@ class DecisionEvent(AuditEvent):
     mcp_method: str
     tool_name: str | None = None
     backend_id: str | None = None
+    backend_identity: tuple[str, ...] | None = Field(
+        default=None, description="Names of the backend's verified TLS certificate (mTLS)."
+    )
+    backend_identity_provenance: str | None = Field(
+        default=None, description="Where backend_identity came from ('mtls'), when present."
+    )
     paths: tuple[str, ...] = Field(default=(), description="Every path argument, as sent.")
     effect: Literal["allow", "deny", "ask"]
     final_effect: Literal["allow", "deny"] | None = Field(
@@ -120,6 +126,12 @@ class DecisionEvent(AuditEvent):
             mcp_method=request.action.mcp_method,
             tool_name=request.action.tool_name,
             backend_id=request.resource.backend_id,
+            backend_identity=request.resource.backend_identity or None,
+            backend_identity_provenance=(
+                request.provenance_of("resource.backend_identity").name.lower()
+                if request.resource.backend_identity
+                else None
+            ),
             paths=tuple(p.path for p in request.resource.paths),
             effect=decision.effect.value,
             rule_id=decision.rule_id,

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mcp_acp.backend_identity import canonical_name
 from mcp_acp.config import Config, load_config, resolve_config_path
 from mcp_acp.errors import ConfigError, PolicyError
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance, Subject
@@ -48,7 +49,17 @@ class CaseRequest(BaseModel):
     posture: dict[str, PostureStatus] = Field(default_factory=dict)
     annotations: dict[str, Any] = Field(default_factory=dict)
     backend_id: str = "backend"
+    backend_identity: list[str] = Field(
+        default_factory=list,
+        description="Names of the backend's verified certificate, e.g. 'DNS:mcp.internal' "
+        "(as the proxy reads them with mTLS; provenance mtls).",
+    )
     time: datetime | None = None
+
+    @field_validator("backend_identity")
+    @classmethod
+    def _canonical(cls, names: list[str]) -> list[str]:
+        return sorted({canonical_name(name) for name in names})
 
     def build(self, registry: ToolRegistry) -> DecisionRequest:
         try:
@@ -87,6 +98,7 @@ class CaseRequest(BaseModel):
             client_version=self.client_version,
             posture=self.posture,
             annotations=self.annotations or None,
+            backend_identity=tuple(self.backend_identity),
             now=self.time,
         )
 
@@ -245,6 +257,13 @@ def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
     help="Posture result, e.g. disk-encryption=pass (repeat).",
 )
 @click.option("--backend-id", default="backend", show_default=True)
+@click.option(
+    "--backend-identity",
+    "backend_identity",
+    multiple=True,
+    metavar="KIND:NAME",
+    help="A name of the backend's verified TLS certificate, e.g. DNS:mcp.internal (repeat).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object.")
 @_policy_option
 @click.pass_context
@@ -287,6 +306,8 @@ def explain(
         ops = ", ".join(sorted(action.operations)) or "unknown"
         effects = ", ".join(sorted(action.side_effects)) or "none"
         click.echo(f"tool {action.tool_name}: operations {ops}; side effects {effects}")
+    if request.resource.backend_identity:
+        click.echo(f"backend identity (mtls): {', '.join(request.resource.backend_identity)}")
     for path in request.resource.paths:
         real = f" -> {path.resolved}" if path.resolved and path.resolved != path.path else ""
         click.echo(f"{path.role} argument {path.argument}: {path.path}{real}")

@@ -313,6 +313,56 @@ class _ExtensionCheck(Check):
         return f"extension {_fmt(have)} {verb} {_fmt(sorted(self.values))}"
 
 
+class _IdentityCheck(Check):
+    """``backend_identity``: some name of the backend's verified certificate matches some
+    pattern of its kind. The names are claims about one server, not several objects, so
+    allow and deny rules alike need only one; a backend with no identity matches nothing.
+
+    ``DNS:`` globs go label by label, ``URI:`` globs segment by segment, ``IP:`` is exact.
+    Names and patterns are canonical (ASCII DNS names lower-case), so allow rules compare
+    exactly: a look-alike such as the Kelvin sign in ``\u212aey.internal`` is not
+    ``key.internal``. Deny rules fold case and compatibility forms of both, so it is."""
+
+    __slots__ = ("_deny", "_matchers", "patterns")
+
+    def __init__(self, patterns: Sequence[str], *, deny: bool) -> None:
+        super().__init__("backend_identity", "resource.backend_identity")
+        self.patterns = tuple(patterns)
+        self._deny = deny
+        regexes: dict[str, list[re.Pattern[str]]] = {}
+        for pattern in patterns:
+            kind, _, value = pattern.partition(":")
+            if deny:
+                value = deny_skeleton(value)
+            if kind == "DNS":
+                regex = compile_glob(value, separator=".", ignore_case=deny)
+            elif kind == "URI":
+                regex = compile_glob(value, ignore_case=deny)
+            else:  # IP: no wildcards (refused at load), so the glob is the literal address
+                regex = compile_glob(value, paths=False, ignore_case=deny)
+            regexes.setdefault(kind, []).append(regex)
+        self._matchers = {kind: _union(found) for kind, found in regexes.items()}
+
+    def _match(self, name: str) -> bool:
+        kind, _, value = name.partition(":")
+        match = self._matchers.get(kind)
+        if match is None or not value:  # an empty name names nothing
+            return False
+        return match(deny_skeleton(value) if self._deny else value) is not None
+
+    def test(self, view: RequestView) -> bool:
+        return any(self._match(name) for name in view.backend_identity)
+
+    def describe(self, view: RequestView) -> str:
+        names = view.backend_identity
+        if not names:
+            return f"backend identity (none) does not match {_fmt(self.patterns)}"
+        hits = [name for name in names if self._match(name)]
+        if hits:
+            return f"backend identity {hits[0]} matches {_fmt(self.patterns)}"
+        return f"backend identity {_fmt(names)} does not match {_fmt(self.patterns)}"
+
+
 class _TimeCheck(Check):
     __slots__ = ("window", "zone")
 
@@ -445,6 +495,8 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 ignore_case=True,
             )
         )
+    if c.backend_identity is not None:
+        checks.append(_IdentityCheck(c.backend_identity, deny=deny))
     many: Literal["any", "subset"] = "any" if deny else "subset"
     if c.operations is not None:
         checks.append(

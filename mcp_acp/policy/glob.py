@@ -11,6 +11,9 @@ Path-style globs (paths, URIs, MCP methods):
 
 Name-style globs (tool names, client names) are the same except that ``*`` matches any run
 of characters: names have no segments.
+
+DNS names are segment-style globs whose segments are labels (``separator="."``): ``*`` stays
+within one label, ``**.example.org`` matches ``example.org`` and every name below it.
 """
 
 from __future__ import annotations
@@ -23,22 +26,27 @@ __all__ = ["compile_glob", "deny_skeleton", "literal_prefix"]
 
 
 @lru_cache(maxsize=4096)
-def compile_glob(pattern: str, *, paths: bool = True, ignore_case: bool = False) -> re.Pattern[str]:
-    """Compile ``pattern``; match with ``.fullmatch`` semantics (the regex is anchored)."""
-    star = "[^/]*" if paths else ".*"
-    one = "[^/]" if paths else "."
+def compile_glob(
+    pattern: str, *, paths: bool = True, ignore_case: bool = False, separator: str = "/"
+) -> re.Pattern[str]:
+    """Compile ``pattern``; match with ``.fullmatch`` semantics (the regex is anchored).
+
+    ``paths`` makes it segment-style, with segments divided by ``separator``."""
+    sep = re.escape(separator)
+    star = f"[^{sep}]*" if paths else ".*"
+    one = f"[^{sep}]" if paths else "."
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         if paths and pattern.startswith("**", i):
-            at_start = i == 0 or pattern[i - 1] == "/"
+            at_start = i == 0 or pattern[i - 1] == separator
             end = i + 2
-            if at_start and end < n and pattern[end] == "/":
-                out.append("(?:.*/)?")  # "**/" : zero or more whole segments
+            if at_start and end < n and pattern[end] == separator:
+                out.append(f"(?:.*{sep})?")  # "**/" : zero or more whole segments
                 i = end + 1
                 continue
-            if at_start and end == n and out and out[-1] == "/":
-                out[-1] = "(?:/.*)?"  # trailing "/**" also matches the directory itself
+            if at_start and end == n and out and out[-1] == sep:
+                out[-1] = f"(?:{sep}.*)?"  # trailing "/**" also matches the directory itself
                 i = end
                 continue
             out.append(".*")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import time
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -28,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from mcp_acp.backend_identity import canonical_name
 
 __all__ = [
     "FIELD_ATTRIBUTES",
@@ -47,6 +50,7 @@ FIELD_ATTRIBUTES: dict[str, str] = {
     "path_pattern": "resource.paths", "source_path": "resource.paths",
     "dest_path": "resource.paths", "extension": "resource.paths", "scheme": "resource.uri",
     "uri": "resource.uri", "backend_id": "resource.backend_id",
+    "backend_identity": "resource.backend_identity",
     "resource_type": "resource.resource_type", "subject_id": "subject.subject_id",
     "issuer": "subject.issuer", "audience": "subject.audience",
     "client_id": "subject.client_id", "scopes": "subject.scopes",
@@ -104,6 +108,32 @@ PathPatterns = Annotated[
 ]
 
 
+def _check_identity_pattern(pattern: str) -> str:
+    """A ``backend_identity`` pattern, checked and written in canonical form."""
+    name = canonical_name(pattern)
+    kind, _, value = name.partition(":")
+    if kind == "DNS":
+        if not value.isascii() or not re.fullmatch(r"[a-z0-9_*?-]+(?:\.[a-z0-9_*?-]+)*", value):
+            raise ValueError(
+                f"{pattern!r} is not a DNS name or glob (letters, digits, '-', '_', '*', '?' "
+                "in labels separated by '.')"
+            )
+        if any("**" in label and label != "**" for label in value.split(".")):
+            raise ValueError(f"{pattern!r}: '**' must be a whole label ('**.example.org')")
+    elif kind == "URI":
+        if re.search(r"[\x00-\x20\x7f]", value):
+            raise ValueError(f"{pattern!r} contains a space or a control character")
+        _check_double_star(value)
+    return name
+
+
+#: ``DNS:<glob>``, ``URI:<glob>`` or ``IP:<address>``, or a list of them (any-of).
+IdentityPatterns = Annotated[
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_identity_pattern)]],
+    BeforeValidator(_as_list),
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -142,6 +172,12 @@ class Conditions(_Strict):
     scheme: AnyOf | None = None
     uri: SegmentGlobs | None = None
     backend_id: AnyOf | None = None
+    backend_identity: IdentityPatterns | None = Field(
+        default=None,
+        description="Names of the backend's verified TLS certificate (mTLS): 'DNS:<glob>', "
+        "'URI:<glob>' or 'IP:<address>'; matches when any name matches. Never matches a "
+        "backend without one.",
+    )
     resource_type: list[Literal["tool", "resource", "prompt", "server"]] | None = Field(
         default=None
     )

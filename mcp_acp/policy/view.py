@@ -41,6 +41,7 @@ class RequestView:
         "ambiguous",
         "ascii_paths",
         "backend_id",
+        "backend_identity",
         "client_name",
         "client_version",
         "method",
@@ -69,6 +70,7 @@ class RequestView:
         if self.uri is not None and self.scheme is None:
             self.scheme = urlsplit(self.uri).scheme.lower() or None
         self.backend_id = resource.backend_id
+        self.backend_identity = resource.backend_identity  # canonical names; () = none
         self.resource_type = resource.resource_type.value
         self.client_name = env.mcp_client_name
         self.client_version = env.mcp_client_version

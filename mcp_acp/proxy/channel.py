@@ -33,6 +33,10 @@ class BackendChannel(Protocol):
     #: What policies see as the backend (``backend_id`` conditions) and the audit records:
     #: the command of a stdio backend, the URL (without query) of an HTTP one.
     backend_id: str
+    #: The names of the certificate the backend proved in a verified TLS handshake with a
+    #: TLS provider's context (``backend_identity`` conditions, provenance ``mtls``), known
+    #: once :meth:`start` has returned; ``()`` when there is none.
+    backend_identity: tuple[str, ...]
 
     async def start(self) -> dict[str, Any]:
         """Connect (start the process, reach the server); return the ``detail`` of the

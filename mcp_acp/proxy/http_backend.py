@@ -11,15 +11,24 @@ headers a client would set itself but that a stdio client cannot send through us
 request's ``_meta`` envelope, with ``Mcp-Method``, ``Mcp-Name`` and the ``Mcp-Param-*``
 headers a tool's ``x-mcp-header`` annotations ask for).
 
+With a TLS provider's ``ssl.SSLContext`` (``backend.tls``), the channel also learns the
+backend's identity: the names of the certificate the server proved in the probe's verified
+handshake (:attr:`HttpChannel.backend_identity`, matched by ``backend_identity`` policy
+conditions). Every later connection's handshake must prove the same names before a byte of
+a request is sent on it; policy decisions were made for that server, not for whichever
+other server the same CA vouches for.
+
 How it fails:
 
 * at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
-  within ``timeout_seconds``; no answer, a refused connection, a TLS failure, 401/403 or
-  404 are a :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
-* mid-session, a refused or broken connection, or a request whose answer does not start
-  within ``timeout_seconds``, fails the SDK transport: :meth:`HttpChannel.receive` ends
-  and the relay answers every request in flight (exit 17). A request whose SSE answer
-  goes quiet for longer gets an error from the SDK and the session goes on.
+  within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
+  whose identity cannot be read, 401/403 or 404 are a
+  :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
+* mid-session, a refused or broken connection, a new connection to a server with another
+  identity, or a request whose answer does not start within ``timeout_seconds``, fails the
+  SDK transport: :meth:`HttpChannel.receive` ends and the relay answers every request in
+  flight (exit 17). A request whose SSE answer goes quiet for longer gets an error from
+  the SDK and the session goes on.
 """
 
 from __future__ import annotations
@@ -50,12 +59,13 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import PROTOCOL_VERSION_META_KEY, jsonrpc_message_adapter
 from pydantic import ValidationError
 
+from mcp_acp.backend_identity import PeerCertificate, verified_certificate
 from mcp_acp.config import HttpBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.channel import Unsendable
 from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, from_body
 
-__all__ = ["HttpChannel"]
+__all__ = ["HttpChannel", "IdentityRefused"]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +83,17 @@ def _without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+class IdentityRefused(Exception):
+    """A handshake did not prove the backend's identity: its certificate could not be read,
+    or it names another server than the one the session started with."""
+
+
 def _describe(exc: BaseException, timeout: float) -> str:
     """One short phrase for an error from the transport (exception groups unwrapped)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    if isinstance(exc, IdentityRefused):
+        return str(exc)
     if isinstance(exc, httpx2.TimeoutException):
         return f"no answer within {timeout:g} s ({type(exc).__name__})"
     text = str(exc)
@@ -100,6 +117,10 @@ class HttpChannel:
         self.backend = backend
         self.backend_id = _without_query(backend.url)
         self._ssl_context = ssl_context
+        #: The names of the backend's verified certificate, learnt at start; () without a
+        #: TLS provider's context (plain HTTP, or HTTPS verified by the system's store).
+        self.backend_identity: tuple[str, ...] = ()
+        self._certificate: PeerCertificate | None = None
         self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
         self._write: Any = None  # the SDK's write stream while connected
         self._runner: asyncio.Task[None] | None = None
@@ -111,12 +132,61 @@ class HttpChannel:
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
 
     def _client(self) -> httpx2.AsyncClient:
+        hooks = [_listener_waits]
+        if self._ssl_context is not None:
+            hooks.append(self._watch_handshakes)
         return httpx2.AsyncClient(
             headers=self.backend.headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             verify=self._ssl_context if self._ssl_context is not None else True,
-            event_hooks={"request": [_listener_waits]},
+            event_hooks={"request": hooks},
         )
+
+    # ---------------------------------------------------------------- identity
+
+    async def _watch_handshakes(self, request: httpx2.Request) -> None:
+        """Have the connection pool report each new connection's TLS handshake to us
+        (httpcore's ``trace`` extension), before the request is written on it."""
+        request.extensions["trace"] = self._traced
+
+    async def _traced(self, event: str, info: dict[str, Any]) -> None:
+        if not event.endswith(".start_tls.complete"):
+            return
+        stream: Any = info.get("return_value")
+        tls = stream.get_extra_info("ssl_object")
+        context = self._ssl_context
+        if context is None or (tls is not None and tls.context is not context):
+            return  # not a handshake with the backend (e.g. with an HTTPS proxy on the way)
+        try:
+            self._prove(verified_certificate(tls, context) if tls is not None else None)
+        except IdentityRefused:
+            await stream.aclose()  # the pool never sees this connection: close it here
+            raise
+
+    def _prove(self, certificate: PeerCertificate | None) -> None:
+        """The first verified handshake sets the identity; later ones must match it."""
+        where = self.backend_id
+        if certificate is None or not certificate.names:
+            raise IdentityRefused(
+                f"the certificate of the backend at {where} could not be read as verified, "
+                "or names no DNS, IP or URI subjectAltName"
+            )
+        if self._certificate is None:
+            self._certificate = certificate
+            self.backend_identity = certificate.names
+            return
+        if certificate.names != self.backend_identity:
+            log.warning(
+                "refused a connection to %s: its certificate names %s, not %s",
+                where,
+                ", ".join(certificate.names),
+                ", ".join(self.backend_identity),
+            )
+            raise IdentityRefused(
+                f"a new connection to {where} presented a certificate for "
+                f"{', '.join(certificate.names)}, not for {', '.join(self.backend_identity)} "
+                "as at start"
+            )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -125,7 +195,15 @@ class HttpChannel:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.ensure_future(self._run(client, ready))
         await ready  # raises the BackendError of a failed probe
-        return {"transport": "http", "url": self.backend_id}
+        detail: dict[str, Any] = {"transport": "http", "url": self.backend_id}
+        if self._certificate is not None:
+            detail["identity"] = {
+                "names": list(self._certificate.names),
+                "subject": self._certificate.subject,
+                "sha256": self._certificate.sha256,
+                "provenance": "mtls",
+            }
+        return detail
 
     async def _probe(self, client: httpx2.AsyncClient) -> None:
         """Fail at start, with a reason, rather than on the client's first request."""
@@ -146,6 +224,15 @@ class HttpChannel:
                 f"cannot reach the backend at {where}: {_describe(exc, seconds)}",
                 fix="check backend.url and that the server is running",
             ) from exc
+        except IdentityRefused as exc:
+            raise BackendError(
+                str(exc), fix="check the server's certificate (its subjectAltName)"
+            ) from exc
+        if self._ssl_context is not None and self._certificate is None:
+            raise BackendError(  # the handshake was never reported: no identity, no start
+                f"the backend at {where} answered, but its certificate was not seen",
+                fix="report this: the HTTP library no longer reports TLS handshakes",
+            )
         if status in (401, 403):
             raise BackendError(
                 f"the backend at {where} refused us: HTTP {status}",

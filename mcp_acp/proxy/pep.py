@@ -121,6 +121,7 @@ class EnforcementPoint:
         registry: ToolRegistry,
         backend_id: str,
         session: Session,
+        backend_identity: tuple[str, ...] = (),
         approval_timeout: float = 60.0,
         limits: Limits | None = None,
         shutdown: ShutdownCoordinator | None = None,
@@ -132,6 +133,8 @@ class EnforcementPoint:
         self.approver = approver
         self.registry = registry
         self.backend_id = backend_id
+        #: Set by the relay once the backend channel has started (see BackendChannel).
+        self.backend_identity = backend_identity
         self.session = session
         self.approval_timeout = approval_timeout
         self.limits = limits or Limits()
@@ -170,6 +173,7 @@ class EnforcementPoint:
             client_version=self.session.client_version,
             posture=self.session.posture,
             annotations=annotations,
+            backend_identity=self.backend_identity,
             resolve_paths=False,
         )
         paths = request.resource.paths

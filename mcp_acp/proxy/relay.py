@@ -156,6 +156,7 @@ class Relay:
             await self.trail.record(
                 SystemEvent(event="backend_started", session_id=self.pep.session.id, detail=started)
             )
+            self.pep.backend_identity = self.channel.backend_identity  # what it proved at start
             return await self._relay(client_in)
         finally:
             await self.channel.close()

@@ -27,6 +27,7 @@ class StdioChannel:
     def __init__(self, backend: StdioBackend) -> None:
         self.backend = backend
         self.backend_id = backend.command
+        self.backend_identity: tuple[str, ...] = ()  # a child process proves nothing
         self._process: asyncio.subprocess.Process | None = None
         self._stdin: asyncio.StreamWriter | None = None
         self._stdout: asyncio.StreamReader | None = None

@@ -395,7 +395,8 @@ def test_https_certificates_are_verified_by_default(
 
 
 async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServer, Path]) -> None:
-    """The seam for mutual TLS: the channel takes an ``ssl.SSLContext``."""
+    """The seam for mutual TLS: the channel takes an ``ssl.SSLContext``, and learns the
+    names of the certificate that context verified (the backend's identity)."""
     from mcp_acp.config import HttpBackend
     from mcp_acp.proxy.channel import open_channel
     from mcp_acp.proxy.messages import from_body
@@ -404,7 +405,11 @@ async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServ
     channel = open_channel(
         HttpBackend(url=server.url), ssl_context=ssl.create_default_context(cafile=str(cert))
     )
-    assert await channel.start() == {"transport": "http", "url": server.url}
+    started = await channel.start()
+    assert started["url"] == server.url
+    assert started["identity"]["names"] == ["IP:127.0.0.1"]
+    assert started["identity"]["subject"] == "CN=127.0.0.1"
+    assert channel.backend_identity == ("IP:127.0.0.1",)
     try:
         await channel.send(
             from_body(
@@ -425,3 +430,42 @@ async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServ
         await channel.close()
     assert answer.kind == "response"
     assert answer.body["result"]["serverInfo"]["name"] == "http-test-server"
+
+
+def test_https_without_a_tls_provider_proves_no_identity(
+    https_server: tuple[HttpServer, Path],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    isolated_home: Path,
+) -> None:
+    """Verified against the system's trust store (here the test certificate, through
+    SSL_CERT_FILE), the server's certificate names IP:127.0.0.1, yet that is not an identity
+    a policy can rely on: only a TLS provider's context gives one. A rule that requires
+    it never matches (fail closed)."""
+    server, cert = https_server
+    log_dir = configure(server.url)
+    policy = {
+        "version": "1",
+        "rules": [
+            {
+                "id": "echo-on-this-server",
+                "effect": "allow",
+                "conditions": {"tool_name": "echo", "backend_identity": ["IP:127.0.0.1", "DNS:**"]},
+            }
+        ],
+    }
+    (isolated_home / ".config" / "mcp-acp" / "policy.json").write_text(json.dumps(policy))
+    proxy = Proxy(isolated_home, {**env, "SSL_CERT_FILE": str(cert)})
+    try:
+        proxy.initialize()
+        denied = tool_call(proxy, "echo", text="hi")
+        assert denied["error"]["code"] == DENIED
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+    started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
+    assert "identity" not in started["detail"]
+    (decision,) = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
+    assert decision["effect"] == "deny"
+    assert "backend_identity" not in decision

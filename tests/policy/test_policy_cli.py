@@ -187,3 +187,61 @@ def test_explain_without_config_or_policy_says_what_to_do(isolated_home: Path) -
     result = run(isolated_home, "policy", "explain", "--tool", "read_file")
     assert result.returncode == 10
     assert "pass --policy FILE, or run 'mcp-acp init'" in result.stderr
+
+
+def test_backend_identity_in_explain_and_in_cases(isolated_home: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "rules": [
+                    {
+                        "id": "notes-server",
+                        "effect": "allow",
+                        "conditions": {
+                            "tool_name": "echo",
+                            "backend_identity": "DNS:notes.internal",
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    args = ("policy", "explain", "--policy", str(policy), "--tool", "echo")
+    out = run(isolated_home, *args, "--backend-identity", "dns:NOTES.internal").stdout
+    assert out.startswith("ALLOW: allowed by rule notes-server")
+    assert "backend identity (mtls): DNS:notes.internal" in out
+    out = run(isolated_home, *args).stdout
+    assert out.startswith("DENY: denied by default")
+    assert "backend identity (none) does not match DNS:notes.internal" in out
+    bad = run(isolated_home, *args, "--backend-identity", "notes.internal")
+    assert bad.returncode == 12
+    assert "must start with DNS:, URI: or IP:" in bad.stderr
+    cases = tmp_path / "cases.json"
+    cases.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "name": "the notes server",
+                        "request": {"tool": "echo", "backend_identity": ["DNS:notes.internal"]},
+                        "expect": {"effect": "allow", "rule": "notes-server"},
+                    },
+                    {
+                        "name": "another server",
+                        "request": {"tool": "echo", "backend_identity": ["DNS:other.internal"]},
+                        "expect": {"effect": "deny"},
+                    },
+                    {
+                        "name": "no mTLS",
+                        "request": {"tool": "echo"},
+                        "expect": {"effect": "deny"},
+                    },
+                ]
+            }
+        )
+    )
+    result = run(isolated_home, "policy", "test", str(cases), "--policy", str(policy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 of 3 cases as expected" in result.stdout

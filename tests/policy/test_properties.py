@@ -102,6 +102,19 @@ conditions = st.fixed_dictionaries(
         "extension": some(["txt", ".pem", "PEM", "md"]),
         "resource_type": some(["tool", "resource", "prompt", "server"], 2),
         "backend_id": some(["fs", "f*", "git"], 2),
+        "backend_identity": some(
+            [
+                "DNS:notes.internal",
+                "dns:NOTES.internal",
+                "DNS:*.internal",
+                "DNS:**.internal",
+                "DNS:key.internal",
+                "URI:spiffe://x/**",
+                "URI:spiffe://x/a/*",
+                "IP:10.0.0.7",
+            ],
+            2,
+        ),
         "subject_id": some(["alice", "bob", "a*"], 2),
         "scopes": some(["s1", "s2", "s3"]),
         "scopes_all": some(["s1", "s2", "s3"]),
@@ -119,7 +132,7 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
     if effect != "deny" and draw(st.booleans()):
         keys = sorted({*cond, *(FIELD_ATTRIBUTES[f].split(".")[0] for f in cond)})
         chosen = draw(st.lists(st.sampled_from(keys), min_size=1, max_size=2, unique=True))
-        levels = st.sampled_from(["token", "config", "request", "derived", "client_hint"])
+        levels = st.sampled_from(["token", "mtls", "config", "request", "derived", "client_hint"])
         cond["min_provenance"] = {key: draw(levels) for key in chosen}
     return {"effect": effect, "conditions": cond}
 
@@ -172,6 +185,20 @@ def requests(draw: st.DrawFn) -> Any:
         client_name=draw(st.sampled_from(["claude-ai", "Cursor", None])),
         posture=posture,
         backend_id=draw(st.sampled_from(["fs", "git"])),
+        backend_identity=draw(
+            st.sampled_from(
+                [
+                    (),
+                    ("DNS:notes.internal", "IP:10.0.0.7"),
+                    ("DNS:a.b.internal",),
+                    ("DNS:internal",),
+                    ("DNS:\u212aey.internal",),  # KELVIN SIGN: 'key' only to deny rules
+                    ("URI:spiffe://x/a/b",),
+                    ("URI:SPIFFE://X/a/b", "DNS:*.internal"),
+                    ("IP:10.0.0.8",),
+                ]
+            )
+        ),
         annotations=draw(
             st.sampled_from([None, {"destructiveHint": True}, {"readOnlyHint": True}])
         ),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 from mcp_acp.config import HttpBackend, StdioBackend
 from mcp_acp.proxy.channel import open_channel
@@ -27,3 +31,46 @@ def test_backend_ids_are_what_policies_match() -> None:
     assert open_channel(StdioBackend(command="npx", args=["-y", "x"])).backend_id == "npx"
     http = open_channel(HttpBackend(url="https://mcp.example.com/mcp?key=secret#frag"))
     assert http.backend_id == "https://mcp.example.com/mcp"  # a query may carry a secret
+
+
+class _Tls:
+    """What the pool reports of a finished handshake: the context and the peer's certificate."""
+
+    def __init__(self, context: ssl.SSLContext, verified: bool) -> None:
+        self.context = context
+        self.verified = verified
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        if binary_form:
+            return b"\x30\x03\x02\x01\x00"  # what a server could send; never parsed unverified
+        return {"subject": ((("commonName", "x"),),)} if self.verified else {}
+
+
+class _Stream:
+    def __init__(self, tls: _Tls | None) -> None:
+        self.tls = tls
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.tls if name == "ssl_object" else None
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_only_a_verified_handshake_with_our_context_gives_an_identity() -> None:
+    from mcp_acp.proxy.http_backend import HttpChannel, IdentityRefused
+
+    ours = ssl.create_default_context()
+    channel = HttpChannel(HttpBackend(url="https://mcp.example.com/mcp"), ssl_context=ours)
+    done = "connection.start_tls.complete"
+    # another handshake (an HTTPS proxy on the way), or another event: not ours to judge
+    await channel._traced(
+        done, {"return_value": _Stream(_Tls(ssl.create_default_context(), False))}
+    )
+    await channel._traced("connection.connect_tcp.complete", {"return_value": _Stream(None)})
+    for stream in (_Stream(_Tls(ours, verified=False)), _Stream(None), _Stream(_Tls(ours, True))):
+        with pytest.raises(IdentityRefused, match="could not be read as verified"):
+            await channel._traced(done, {"return_value": stream})
+        assert stream.closed  # the refused connection is closed, not left to the pool
+    assert channel.backend_identity == ()

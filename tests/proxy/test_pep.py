@@ -285,3 +285,20 @@ async def test_control_socket_refuses_garbage_and_unknown_ops(
     assert "unknown op 'shutdown'" in unknown["error"]
     missing = await asyncio.to_thread(ask, path, {"op": "approve", "id": "0123"})
     assert "no pending approval" in missing["error"]
+
+
+async def test_decision_records_carry_the_backend_identity(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """What the backend proved (set by the relay once the channel is up) reaches the policy
+    and the record, with its provenance; without it the record has neither field."""
+    setup, _ = clock_setup
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    assert (await setup.pep.check("tools/call", read, 1, flood_guard=False)).allowed
+    setup.pep.backend_identity = ("DNS:notes.internal", "IP:10.0.0.7")
+    assert (await setup.pep.check("tools/call", read, 2, flood_guard=False)).allowed
+    without, with_identity = setup.decisions()
+    assert "backend_identity" not in without
+    assert "backend_identity_provenance" not in without
+    assert with_identity["backend_identity"] == ["DNS:notes.internal", "IP:10.0.0.7"]
+    assert with_identity["backend_identity_provenance"] == "mtls"

@@ -11,6 +11,7 @@ handshake)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -41,6 +43,7 @@ POLICY = {
 class MtlsServer:
     def __init__(self, cert: Path, key: Path, client_ca: Path, max_tls: str | None = None) -> None:
         errors = cert.parent / f"server-{cert.stem}-stderr.txt"
+        self.calls = cert.parent / f"server-{cert.stem}-calls.txt"  # one line per echo call
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -53,6 +56,7 @@ class MtlsServer:
             stdout=subprocess.PIPE,
             stderr=errors.open("w"),
             text=True,
+            env={**os.environ, "MTLS_SERVER_CALLS": str(self.calls)},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -102,7 +106,14 @@ def configure(home: Path, env: dict[str, str], pki: Any) -> Callable[..., Path]:
     """``mcp-acp init`` for ``url``, then ``backend.tls`` (the right files unless changed)
     and the policy; returns the audit log directory."""
 
-    def write(url: str, *, tls: bool = True, timeout: float = 10, **changes: Any) -> Path:
+    def write(
+        url: str,
+        *,
+        tls: bool = True,
+        timeout: float = 10,
+        policy: dict[str, Any] = POLICY,
+        **changes: Any,
+    ) -> Path:
         subprocess.run(
             [str(CLI), "init", "--non-interactive", "--force", "--backend-url", url],
             env=env,
@@ -123,7 +134,7 @@ def configure(home: Path, env: dict[str, str], pki: Any) -> Callable[..., Path]:
             config["backend"]["tls"] = {"use": "mtls", "config": options}
             config["plugins"] = {"allow": ["mtls"]}
         config_path.write_text(json.dumps(config))
-        (config_dir / "policy.json").write_text(json.dumps(POLICY))
+        (config_dir / "policy.json").write_text(json.dumps(policy))
         return home / ".local" / "state" / "mcp-acp" / "log"
 
     return write
@@ -197,6 +208,7 @@ def test_the_right_client_certificate_gets_a_call_through(
     assert checks["client_certificate_validity"]["subject"] == "CN=client"
     started = [r for r in system if r["event"] == "backend_started"]
     assert started[0]["detail"]["url"] == server.url
+    assert started[0]["detail"]["identity"]["names"] == ["IP:127.0.0.1"]
     allowed = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
     assert any(r.get("tool_name") == "echo" and r["effect"] == "allow" for r in allowed)
 
@@ -420,3 +432,180 @@ def test_a_client_certificate_the_server_does_not_trust(
     cert, key = pki.rogue.issue("rogue-client", client=True)
     log_dir = configure(server.url, client_cert=cert, client_key=key)
     handshake_refused(run_until_exit(env), log_dir, server.url)
+
+
+# ------------------------------------------------------------------- the backend's identity
+
+IDENTITY_POLICY = {
+    "version": "1",
+    "rules": [
+        {
+            "id": "echo-on-notes",
+            "effect": "allow",
+            "conditions": {
+                "tool_name": "echo",
+                "backend_identity": "DNS:notes.internal",
+                "min_provenance": {"backend_identity": "mtls"},
+            },
+        }
+    ],
+}
+
+
+def _echo(proxy: Proxy, text: str) -> dict[str, Any]:
+    return proxy.call("tools/call", {"name": "echo", "arguments": {"text": text}})
+
+
+def _tool_decisions(log_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
+
+
+def test_a_rule_on_the_backend_identity_lets_the_named_server_through(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    home: Path,
+    env: dict[str, str],
+) -> None:
+    server = serve(*pki.ca.issue("notes", sans=("127.0.0.1", "notes.internal")))
+    log_dir = configure(server.url, policy=IDENTITY_POLICY)
+    proxy = Proxy(home, env)
+    try:
+        proxy.initialize()
+        listed = proxy.call("tools/list")["result"]["tools"]
+        assert [tool["name"] for tool in listed] == ["echo"]
+        assert _echo(proxy, "hi")["result"]["content"][0]["text"] == "echo:hi"
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+    assert server.calls.read_text() == "echo:hi\n"
+    (decision,) = _tool_decisions(log_dir)
+    assert decision["effect"] == "allow"
+    assert decision["rule_id"] == "echo-on-notes"
+    assert decision["backend_identity"] == ["DNS:notes.internal", "IP:127.0.0.1"]
+    assert decision["backend_identity_provenance"] == "mtls"
+    assert "backend identity DNS:notes.internal matches" in decision["reason"]
+    started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
+    identity = started["detail"]["identity"]
+    assert identity["names"] == ["DNS:notes.internal", "IP:127.0.0.1"]
+    assert identity["subject"] == "CN=notes"
+    assert identity["provenance"] == "mtls"
+    assert len(identity["sha256"]) == 64
+    assert verify_stream(log_dir, "decisions").ok
+
+
+def test_the_same_rule_denies_a_server_with_another_name(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    home: Path,
+    env: dict[str, str],
+) -> None:
+    """Trusted by the same CA and the name we asked for (``server_name``), but not the
+    server the rule names: the tool is hidden, the call denied, the server never asked."""
+    server = serve(*pki.ca.issue("other", sans=("other.internal",)))
+    log_dir = configure(server.url, policy=IDENTITY_POLICY, server_name="other.internal")
+    proxy = Proxy(home, env)
+    try:
+        assert proxy.initialize()["result"]["serverInfo"]["name"] == "mtls-test-server"
+        assert proxy.call("tools/list")["result"]["tools"] == []
+        denied = _echo(proxy, "hi")
+        assert denied["error"]["code"] == -32003
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+    assert not server.calls.exists()
+    (decision,) = _tool_decisions(log_dir)
+    assert decision["effect"] == "deny"
+    assert "rule_id" not in decision  # no rule matched: denied by default
+    assert decision["backend_identity"] == ["DNS:other.internal"]
+    assert decision["backend_identity_provenance"] == "mtls"
+
+
+class Switch:
+    """A TCP forwarder on 127.0.0.1: each new connection goes to the current ``target``;
+    ``switch(port)`` points later connections at another server and cuts the open ones (a
+    load balancer that moves a client to another backend)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def switch(self, target: int) -> None:
+        self.target = target
+        for sock in self.open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def close(self) -> None:
+        self.switch(self.target)
+        self.listener.close()
+
+
+def test_a_new_connection_to_another_server_is_refused_mid_session(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    home: Path,
+    env: dict[str, str],
+) -> None:
+    """The identity is the one the session started with: after a switch to another server
+    that the CA also vouches for (and whose certificate is valid for the same host), the
+    new connection is refused before the request is written on it, and the session ends."""
+    notes = serve(*pki.ca.issue("notes", sans=("127.0.0.1", "notes.internal")))
+    other = serve(*pki.ca.issue("other", sans=("127.0.0.1", "other.internal")))
+    switch = Switch(notes.port)
+    try:
+        url = f"https://127.0.0.1:{switch.port}/mcp"
+        log_dir = configure(url, policy={"version": "1", "rules": POLICY["rules"]})
+        proxy = Proxy(home, env)
+        try:
+            proxy.initialize()
+            assert _echo(proxy, "first")["result"]["content"][0]["text"] == "echo:first"
+            switch.switch(other.port)
+            time.sleep(0.5)  # the proxy's pooled connections see the cut
+            lost = _echo(proxy, "second")
+            assert lost["error"]["code"] == -32000
+            assert "not for DNS:notes.internal, IP:127.0.0.1" in lost["error"]["message"]
+            assert proxy.proc.wait(timeout=30) == 17
+        finally:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+    finally:
+        switch.close()
+    assert notes.calls.read_text() == "echo:first\n"
+    assert not other.calls.exists()
+    exited = next(r for r in records(log_dir, "system") if r["event"] == "backend_exited")
+    assert (
+        "presented a certificate for DNS:other.internal, IP:127.0.0.1"
+        in (exited["detail"]["error"])
+    )

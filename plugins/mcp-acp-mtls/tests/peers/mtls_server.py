@@ -4,12 +4,14 @@ Run as ``python mtls_server.py CERT KEY CLIENT_CA [MAX_TLS]``: uvicorn serves th
 ``mcp`` SDK server on ``https://127.0.0.1:<free port>/mcp`` with ``CERT_REQUIRED`` against
 ``CLIENT_CA``, and prints the port once it accepts connections. ``MAX_TLS`` = ``1.1`` pins
 the server to TLS 1.1 (a server a modern client must refuse). Tool: ``echo``, which answers
-``echo:<text>``.
+``echo:<text>`` and appends ``<text>`` to the file ``MTLS_SERVER_CALLS`` names, if set (the
+evidence that a call reached this server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import sys
@@ -40,6 +42,10 @@ async def call_tool(
     ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
     text = f"echo:{(params.arguments or {}).get('text', '')}"
+    calls = os.environ.get("MTLS_SERVER_CALLS")
+    if calls:
+        with open(calls, "a", encoding="utf-8") as evidence:
+            evidence.write(text + "\n")
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 
