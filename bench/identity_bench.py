@@ -31,10 +31,10 @@ Variants, each called once per request inside one running event loop:
   loop never blocks on a JWKS fetch) and the signature checked by ``cryptography`` alone.
 
 Before anything is timed every variant must return subject "alice" (and a token signed
-with another key under the same kid must be refused); afterwards the IdP must have served exactly one
-discovery document and one JWKS per provider (nothing fetched while timing) and each
-provider recorded exactly one ``token_validated`` event and nothing else. These are
-correctness checks that raise; timings are never asserted.
+with another key under the same kid must be refused); afterwards the IdP must have served
+exactly one discovery document and one JWKS per provider (nothing fetched while timing)
+and each provider recorded exactly one ``token_validated`` event and nothing else. These
+are correctness checks that raise; timings are never asserted.
 
 Each call is timed on its own with ``time.perf_counter_ns``, after a warm-up; the
 variants take turns in rounds (the order rotating), so load from elsewhere on the machine
@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import base64
 import gc
+import itertools
 import json
 import os
 import platform
@@ -150,6 +151,7 @@ class IdP:
     documents: dict[str, bytes]
     hits: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    issued: Iterator[int] = field(default_factory=itertools.count)
 
     def public_key(self, alg: str) -> Any:
         return self.private_keys[alg].public_key()
@@ -171,7 +173,7 @@ class IdP:
             "client_id": CLIENT_ID,
             "scope": "openid offline_access tools:read",
             "groups": ["eng"],
-            "jti": f"bench-{alg}-{now}",
+            "jti": f"bench-{alg}-{next(self.issued)}",  # every token distinct
             **claims,
         }
         key = signing_key if signing_key is not None else self.private_keys[alg]
@@ -201,7 +203,9 @@ def running_idp() -> Iterator[IdP]:
             "/jwks": json.dumps(jwks).encode(),
         },
     )
-    thread = threading.Thread(target=server.serve_forever, name="bench-idp", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="bench-idp", daemon=True
+    )
     thread.start()
     try:
         yield server.idp
