@@ -3,7 +3,7 @@ and with a cached validation, against a bare PyJWT decode and the ``local`` prov
 
 Run from the repository root::
 
-    python bench/identity_bench.py            # full run (~30 s on 2 cores), writes
+    python bench/identity_bench.py            # full run (~25 s on 2 cores), writes
                                               # bench/results/identity.md
     python bench/identity_bench.py --quick    # a few seconds; prints only (unless --output)
 
@@ -491,7 +491,7 @@ class Plan:
     warmup: int  # untimed calls per variant before the first round
 
 
-FULL = Plan(rounds=10, calls=1_500, warmup=500)
+FULL = Plan(rounds=10, calls=1_000, warmup=500)
 QUICK = Plan(rounds=2, calls=200, warmup=50)
 
 
