@@ -64,12 +64,14 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks: policy decisions (acp against cedarpy), audit writes, and the relay
-    (``mcp-acp run`` against the backend direct and the FastMCP proxy).
+    """The benchmarks: policy decisions (acp against cedarpy), audit writes, the relay
+    (``mcp-acp run`` against the backend direct and the FastMCP proxy) and the per-request
+    identity cost (the ``oidc`` provider against a bare PyJWT decode).
 
-    ``nox -s bench -- --quick`` runs all three as smoke runs.
+    ``nox -s bench -- --quick`` runs all four as smoke runs.
     """
-    session.install("-e", ".", "-r", "bench/requirements.txt")
+    session.install("-e", ".", "-e", "plugins/mcp-acp-oidc", "-r", "bench/requirements.txt")
     session.run("python", "bench/policy_bench.py", *session.posargs)
     session.run("python", "bench/audit_bench.py", *session.posargs)
     session.run("python", "bench/relay_bench.py", *session.posargs)
+    session.run("python", "bench/identity_bench.py", *session.posargs)
