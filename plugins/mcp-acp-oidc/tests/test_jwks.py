@@ -67,6 +67,28 @@ async def test_cached_keys_survive_outage_until_ttl_then_deny(jwks_server, keys,
     assert jwks_server.state.hits["/jwks"] == 3
 
 
+async def test_a_stalled_refetch_for_an_unknown_kid_does_not_hold_up_known_keys(
+    jwks_server, keys, kit
+) -> None:
+    validator = kit.make_validator(jwks_server, timeout=3.0, cooldown=0)
+    good = kit.sign(RS, kit.claims(), keys.rsa)
+    assert await validator.validate(good)
+    jwks_server.state.mode = "hang"
+    jwks_server.state.hang_seconds = 2.0
+    # a token with a random kid makes the cache refetch; the IdP stalls that fetch
+    stray = asyncio.create_task(
+        validator.validate(kit.sign({**RS, "kid": "random-kid"}, kit.claims(), keys.rsa))
+    )
+    await asyncio.sleep(0.3)
+    assert not stray.done()
+    started = time.monotonic()
+    subject = await asyncio.wait_for(validator.validate(good), 1.0)
+    assert subject.subject_id == "alice"
+    assert time.monotonic() - started < 0.5  # served from the current set, not queued
+    with pytest.raises(TokenRejectedError):
+        await stray
+
+
 async def test_oct_none_and_foreign_use_keys_are_ignored(jwks_server, keys, kit) -> None:
     rsa_jwk = kit.public_jwk(keys.rsa, "x")
     jwks_server.state.jwks = {

@@ -5,9 +5,10 @@ Only asymmetric signature keys are kept: ``oct`` (HMAC) keys, keys marked for an
 ``HS256``) and RSA keys shorter than 2048 bits are dropped when the set is loaded, so a
 token can never be checked against them.
 
-Fetching is blocking (``httpx.Client``) and runs off the event loop through
-:meth:`JWKSCache.get_keys`, which uses :func:`asyncio.to_thread`. One lock serialises
-fetches: callers that arrive during a fetch wait for it and then read its result.
+Fetching is blocking (``httpx.Client``) and runs off the event loop: :meth:`JWKSCache.get_keys`
+answers from the current set directly and otherwise calls :meth:`~JWKSCache.keys_for` through
+:func:`asyncio.to_thread`. One lock serialises fetches: callers that arrive during a fetch
+wait for it and then read its result.
 
 Refetch rules, so a token cannot make us hammer the IdP:
 
@@ -223,6 +224,21 @@ class JWKSCache:
                 found = [key for key in self._keys or [] if key.kid == kid]
             return found
 
+    def _current(self, kid: str | None) -> list[SigningKey] | None:
+        """The keys for ``kid`` when the cached set is current and holds them — no I/O,
+        no lock; ``None`` sends the caller to :meth:`keys_for`. (A read racing a refetch
+        at worst sees the set as expired and takes that slower path.)"""
+        keys = self._keys
+        if keys is None or self._clock() - self._fetched_at >= self.ttl:
+            return None
+        if kid is None:
+            return list(keys)
+        return [key for key in keys if key.kid == kid] or None
+
     async def get_keys(self, kid: str | None) -> list[SigningKey]:
-        """:meth:`keys_for`, run in a worker thread so the event loop never blocks."""
+        """Keys from the current set directly; otherwise :meth:`keys_for` (which may
+        fetch) in a worker thread, so the event loop never blocks."""
+        found = self._current(kid)
+        if found is not None:
+            return found
         return await asyncio.to_thread(self.keys_for, kid)
