@@ -27,8 +27,8 @@ Variants, each called once per request inside one running event loop:
   provider's ``current_subject()`` (a fixed subject: the floor);
 * diagnostics, parts of the full-validation path: ``TokenValidator.validate`` (the
   provider without its lock, store and cache bookkeeping), ``JWKSCache.get_keys`` (the key
-  lookup, which the plugin runs in a worker thread through ``asyncio.to_thread`` so the
-  loop never blocks on a JWKS fetch) and the signature checked by ``cryptography`` alone.
+  lookup: answered from the current key set on the loop; only a fetch goes to a worker
+  thread) and the signature checked by ``cryptography`` alone.
 
 Before anything is timed every variant must return subject "alice" (and a token signed
 with another key under the same kid must be refused); afterwards the IdP must have served
@@ -395,7 +395,7 @@ def build_suite(idp: IdP, *, diagnostics: bool = True) -> Suite:
             Variant(f"validate-{alg}", "`TokenValidator.validate`", alg, validate, True, True),
             Variant(
                 f"keys-{alg}",
-                "`JWKSCache.get_keys` (cached keys, `to_thread`)",
+                "`JWKSCache.get_keys` (cached keys, on the loop)",
                 alg,
                 get_keys,
                 True,
