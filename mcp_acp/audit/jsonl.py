@@ -100,9 +100,10 @@ class StreamWriter:
     caller pays exactly one write and one fsync and no thread hand-off. Records that arrive
     while a commit is in progress queue up; when it ends they are handed to the stream's
     committer thread (started on first need), which commits everything waiting with one
-    write and one fsync, wakes each of those callers through its own latch, and repeats
-    until nothing is waiting. Under load the committer never sleeps, and a batch's records
-    are sealed while the previous batch's callers prepare their next ones.
+    write and one fsync, wakes those callers (each blocks on its own latch), and repeats
+    until nothing is waiting. Under load the committer never sleeps: it writes the next
+    batch, wakes the callers of the last one, and fsyncs while they prepare their next
+    records.
     """
 
     def __init__(
