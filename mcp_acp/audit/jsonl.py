@@ -277,7 +277,11 @@ class StreamWriter:
                 self._busy = True  # idle: commit them here, on the caller's thread
                 wait = None
         if wait is not None:
-            latch.acquire()  # released once they are durable, or failed
+            try:
+                latch.acquire()  # released once they are durable, or failed
+            except BaseException:  # interrupted (a signal in the main thread)
+                _pass_on_later(wait)  # the callers after this one must still be woken
+                raise
             if wait.then is not None:  # wake the next caller of the same commit
                 wait.then.release()
             if wait.error is not None:
@@ -597,6 +601,18 @@ def _wake(waits: list[_Wait]) -> None:
     for loop, group in settle.items():
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
+
+
+def _pass_on_later(wait: _Wait) -> None:
+    """For a waiting caller that was interrupted: wait in its place, then wake the next."""
+
+    def pass_on() -> None:
+        if wait.latch is not None:
+            wait.latch.acquire()
+        if wait.then is not None:
+            wait.then.release()
+
+    threading.Thread(target=pass_on, name="audit-wake", daemon=True).start()
 
 
 def _settle(waits: list[_Wait]) -> None:

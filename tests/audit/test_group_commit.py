@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -245,3 +246,45 @@ def test_close_commits_what_was_handed_over_and_stops_the_committer(tmp_path: Pa
     assert seqs == list(range(2, 52))
     assert not thread.is_alive()
     assert verify_stream(tmp_path / "logs", STREAM).lines == 51
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_caller_does_not_strand_the_callers_after_it(
+    writer: StreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiting callers wake one another; the main thread, waiting first in its batch, is
+    # interrupted by a signal: the two callers queued after it must still be woken.
+    fsync = HeldFsync(hold={1})
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    lead = Writers(writer, ["lead"])
+    later: list[Writers] = []
+
+    def queue_two_then_interrupt() -> None:
+        until(lambda: queued(writer) == 1, "the main thread queued")
+        later.append(Writers(writer, ["after0", "after1"]))
+        until(lambda: queued(writer) == 3, "two more queued behind it")
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    helper = threading.Thread(target=queue_two_then_interrupt)
+    try:
+        assert fsync.entered.wait(timeout=30)
+        helper.start()
+        with pytest.raises(Interrupted):
+            writer.write(body("main"))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    helper.join(timeout=30)
+    fsync.release(1)
+    results = {**lead.join(), **later[0].join()}
+    assert results["lead"] == 1
+    assert sorted(results[n] for n in ("after0", "after1")) == [3, 4]  # type: ignore[type-var]
+    written = records(writer)
+    assert written[1]["request_id"] == "main"  # queued before the signal: committed
