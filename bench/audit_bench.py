@@ -355,6 +355,7 @@ class Report:
     plan: Plan
     seconds: float
     fs_kind: str
+    load: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # load average at start, end
 
     @property
     def scaling(self) -> float:
@@ -389,6 +390,7 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
         "bare-fsync-head": Run("bare os.write + os.fsync + head replace", "fsync", 1),
     }
     began = time.perf_counter()
+    load_before = os.getloadavg()
     for round_number in range(plan.rounds):
         for key, run in runs.items():
             if progress:
@@ -420,7 +422,12 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
         plan=plan,
         seconds=time.perf_counter() - began,
         fs_kind=filesystem(base)[0],
+        load=(load_before, os.getloadavg()),
     )
+
+
+def _load(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values) or "unknown"
 
 
 def render(report: Report, *, quick: bool) -> str:
@@ -457,6 +464,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"{plan.one_fsync:,} / {plan.one_flush:,} writes",
         "- events/s: median over rounds (all events / wall time); p50/p99: per-event latency "
         "(`write_sync` call to return), pooled over rounds",
+        f"- Load average (1, 5, 15 min) at the start: {_load(report.load[0])}; at the end: "
+        f"{_load(report.load[1])} (the benchmark's own threads count in it)",
     ]
     if report.fs_kind in {"tmpfs", "ramfs"}:
         lines.append(

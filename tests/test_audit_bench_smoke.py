@@ -88,6 +88,7 @@ def test_suite_and_report_with_tiny_counts(bench: ModuleType, work: Path) -> Non
     assert "| fsync | sink | 2 |" in text
     assert "Target (a)" in text
     assert "Target (b)" in text
+    assert "Load average (1, 5, 15 min) at the start: " in text
     assert report.line_bytes == len(bench.sample_line())
 
 

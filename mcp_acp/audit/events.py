@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 if TYPE_CHECKING:
     from mcp_acp.models import Decision, DecisionRequest
@@ -55,6 +55,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _iso_ms(ts: datetime) -> str:
+    """``2026-11-26T18:23:28.113Z``. A plain function with ``%`` formatting: it runs for every
+    record, and this is about half the cost of a ``field_serializer`` method calling
+    ``isoformat(timespec=...)``."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (faster than f-string)
+        ts.year,
+        ts.month,
+        ts.day,
+        ts.hour,
+        ts.minute,
+        ts.second,
+        ts.microsecond // 1000,
+    )
+
+
 class AuditEvent(BaseModel):
     """Fields every audit record has. Subclass per stream; do not use directly."""
 
@@ -62,13 +79,11 @@ class AuditEvent(BaseModel):
 
     stream: Stream
     event: str = Field(description="What happened, e.g. 'decision' or 'session_started'.")
-    ts: datetime = Field(default_factory=_now, description="UTC time, ISO-8601 with ms.")
+    ts: Annotated[datetime, PlainSerializer(_iso_ms, return_type=str)] = Field(
+        default_factory=_now, description="UTC time, ISO-8601 with ms."
+    )
     session_id: str | None = None
     request_id: str | None = None
-
-    @field_serializer("ts")
-    def _iso_ms(self, ts: datetime) -> str:
-        return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MatchedRuleRecord(BaseModel):

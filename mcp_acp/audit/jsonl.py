@@ -1,11 +1,14 @@
 """The built-in ``jsonl`` audit sink: one hash-chained, fsynced JSONL file per stream.
 
-Callers serialise their record, then hand it to the stream's writer. The first caller to
-find no commit in progress leads one: it takes *every* record waiting, seals them into the
-chain, checks that the file on disk is still the one it opened (device and inode), writes
-them with one ``write`` and makes them durable with one ``fsync`` (group commit), then
-wakes every caller it served. So concurrent writers never interleave, and sixteen of them
-cost a few fsyncs, not sixteen.
+Callers serialise their record, then hand it to the stream's writer. A caller that finds
+the stream idle commits its own record on its own thread: seal it into the chain, check
+that the file on disk is still the one opened (device and inode), one ``write``, one
+``fsync`` — no hand-off at all. Records that arrive while a commit is in progress wait; when
+it ends, the stream's committer thread takes *every* record waiting and commits them the
+same way, with one ``write`` and one ``fsync`` (group commit), then wakes exactly their
+callers, and goes on while records keep arriving. The event loop never commits: it always
+hands its records to the committer thread and awaits a future. So concurrent writers never
+interleave, and sixteen of them cost a few fsyncs, not sixteen.
 
 Any failure — ENOSPC, EFBIG, EIO, the file deleted, replaced or moved — fails every record
 in the batch with :class:`~mcp_acp.errors.AuditError` and puts the writer in a failed state:
@@ -19,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -73,39 +75,35 @@ def _errno_text(exc: OSError) -> str:
     return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
 
 
-class _Batch:
-    """Records that will be committed together, and the callers waiting for them."""
+class _Wait:
+    """One caller's records in the queue for the next commit, and how to tell the caller:
+    a thread blocks on ``latch`` (released once the records are durable or have failed);
+    the event loop awaits ``future``."""
 
-    __slots__ = ("bodies", "done", "first_seq", "lock", "waiting")
+    __slots__ = ("count", "error", "first", "future", "latch", "then")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.bodies: list[bytes] = []
-        self.lock = lock
-        self.waiting: threading.Condition | None = None  # made by the first caller to wait
-        self.done = False
-        self.first_seq = 0
-
-    def wait(self) -> None:
-        if self.waiting is None:
-            self.waiting = threading.Condition(self.lock)
-        self.waiting.wait()
-
-    def notify(self, every: bool = True) -> None:
-        if self.waiting is not None:
-            if every:
-                self.waiting.notify_all()
-            else:
-                self.waiting.notify()
+    def __init__(
+        self, count: int, latch: threading.Lock | None, future: asyncio.Future[int] | None
+    ) -> None:
+        self.count = count
+        self.latch = latch
+        self.future = future
+        self.first = 0
+        self.error: AuditError | None = None
+        self.then: threading.Lock | None = None  # the next waiting thread's latch, if any
 
 
 class StreamWriter:
     """Appends sealed records to one stream's file, with group commit.
 
-    There is no writer thread: the first caller to find no commit in progress becomes the
-    *leader*, takes every record waiting (its own included), writes them with one
-    ``write`` and one ``fsync``, and wakes the callers whose records that made durable; a
-    caller that arrives meanwhile queues behind it and may lead the next commit. One caller
-    pays exactly one write and one fsync; sixteen share a few.
+    A caller that finds the stream idle commits its own records on its own thread: one
+    caller pays exactly one write and one fsync and no thread hand-off. Records that arrive
+    while a commit is in progress queue up; when it ends they are handed to the stream's
+    committer thread (started on first need), which commits everything waiting with one
+    write and one fsync, wakes those callers (each blocks on its own latch), and repeats
+    until nothing is waiting. Under load the committer never sleeps: it writes the next
+    batch, wakes the callers of the last one, and fsyncs while they prepare their next
+    records.
     """
 
     def __init__(
@@ -121,14 +119,24 @@ class StreamWriter:
         self.log_dir = log_dir
         self.stream = stream
         self.path = path or log_dir / f"{stream}.jsonl"
+        self._path_bytes = os.fsencode(self.path)  # stat()ed before every write
         self.durability = durability
+        self._fsync = durability == "fsync"
         self.max_file_bytes = max_file_bytes
         self._on_failure = on_failure
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when a commit ends
-        self._closing = False  # close() waits on _idle only then
-        self._next = _Batch(self._lock)  # the batch new records join
-        self._leading = False
+        # _busy: a commit is in progress, or the committer thread has records to commit.
+        # Records (and their callers) waiting for the next commit, in arrival order:
+        self._busy = False
+        self._bodies: list[bytes] = []
+        self._waits: list[_Wait] = []
+        self._thread: threading.Thread | None = None  # the committer, started on first need
+        self._doorbell = threading.Lock()  # held while the committer may sleep on it
+        self._doorbell.acquire()
+        self._asleep = False  # the committer waits on the doorbell
+        self._stopping = False
+        self._idle = threading.Condition(self._lock)  # notified when _busy ends, if closing
+        self._closing = False
         self._open = False
         self._fd = -1
         self._head_fd = -1
@@ -259,89 +267,208 @@ class StreamWriter:
                 raise AuditError(
                     f"audit stream {self.stream!r} is not open", fix="call start() before writing"
                 )
-            batch = self._next
-            position = len(batch.bodies)
-            batch.bodies.extend(bodies)
-            while True:
-                if batch.done:
-                    return batch.first_seq + position
-                if self._failed is not None:
-                    raise self._failed
-                if not self._leading and batch is self._next:
-                    self._leading = True  # lead: take the open batch, open the next one
-                    self._next = _Batch(self._lock)
-                    break
-                batch.wait()  # only this batch's callers wake, not every waiter
-        first = self._commit(batch.bodies)  # outside the lock: others queue the next batch
-        with self._lock:
-            self._leading = False
-            if first is not None:
-                batch.first_seq, batch.done = first, True
-            batch.notify()
-            if self._failed is not None:
-                self._next.notify()
-            elif self._next.bodies:
-                self._next.notify(every=False)  # hand the lead to one caller of the next batch
-            if self._closing:
-                self._idle.notify_all()
-            failed = self._failed
-        if first is None:
-            raise failed or AuditError("audit write failed", fix="see the log")
-        return first + position
+            if self._busy:  # the committer thread will take these with the others
+                latch = threading.Lock()
+                latch.acquire()
+                wait = _Wait(len(bodies), latch, None)
+                self._bodies.extend(bodies)
+                self._waits.append(wait)
+            else:
+                self._busy = True  # idle: commit them here, on the caller's thread
+                wait = None
+        if wait is not None:
+            try:
+                latch.acquire()  # released once they are durable, or failed
+            except BaseException:  # interrupted (a signal in the main thread)
+                _pass_on_later(wait)  # the callers after this one must still be woken
+                raise
+            if wait.then is not None:  # wake the next caller of the same commit
+                wait.then.release()
+            if wait.error is not None:
+                raise wait.error
+            return wait.first
+        try:
+            return self._commit(bodies)
+        finally:
+            self._finish()
 
-    def _commit(self, batch: list[bytes]) -> int | None:
-        """Seal, write and make durable; the first record's seq, or None on failure."""
-        seq, prev = self._seq, self._prev
-        lines: list[bytes] = []
-        for body in batch:
+    def submit(self, body: bytes) -> asyncio.Future[int]:
+        """For the event loop: queue ``body`` for the committer thread and return a future
+        for its ``seq``, set (or failed with ``AuditError``) once the commit is over."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if not self._open:
+                raise AuditError(
+                    f"audit stream {self.stream!r} is not open", fix="call start() before writing"
+                )
+            self._bodies.append(body)
+            self._waits.append(_Wait(1, None, future))
+            wake = not self._busy and self._hand_over()
+            self._busy = True
+        if wake:
+            self._wake()
+        return future
+
+    def _finish(self) -> None:
+        """After a caller's own commit: hand what arrived meanwhile to the committer."""
+        with self._lock:
+            wake = bool(self._bodies) and self._hand_over()
+            if not self._bodies:
+                self._busy = False
+                if self._closing:
+                    self._idle.notify_all()
+        if wake:
+            self._wake()
+
+    def _hand_over(self) -> bool:
+        """(Under the lock, with the stream about to be busy.) Whether the committer must be
+        woken — or started — once the lock is released."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"audit-{self.stream}", daemon=True
+            )
+            return True
+        if self._asleep:
+            self._asleep = False
+            return True
+        return False
+
+    def _wake(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.ident is None:
+            thread.start()
+        else:
+            self._doorbell.release()
+
+    def _run(self) -> None:
+        """The committer: commit whatever is waiting, until nothing is; then sleep."""
+        synced: list[_Wait] = []  # callers of the batch last made durable, not yet woken
+        while True:
+            with self._lock:
+                bodies, waits = self._bodies, self._waits
+                if bodies:
+                    self._bodies, self._waits = [], []
+                elif not synced:
+                    self._busy = False
+                    if self._closing:
+                        self._idle.notify_all()
+                    if self._stopping:
+                        return
+                    self._asleep = True
+            if bodies:
+                synced = self._serve(bodies, waits, synced)
+            elif synced:
+                _wake(synced)
+                synced = []
+            else:
+                self._doorbell.acquire()  # until a record is handed over, or close()
+
+    def _serve(self, bodies: list[bytes], waits: list[_Wait], synced: list[_Wait]) -> list[_Wait]:
+        """Commit ``bodies``; return their callers, to be woken next.
+
+        The callers of the batch before (``synced``, already durable) are woken only once
+        this batch is written, just before its fsync: woken earlier, they would take the
+        GIL whenever the ``stat`` or ``write`` here releases it, and the fsync would wait
+        for their next records to be serialised.
+        """
+        woken = False
+        try:
+            if self._failed is not None:
+                raise self._failed
+            first = self._append(bodies)
+            _wake(synced)
+            woken = True
+            self._sync()
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, AuditError)
+                else AuditError(f"audit write failed: {exc}", fix="see the log")
+            )
+            self._fail(error)
+            for wait in waits:
+                wait.error = error
+            if not woken:
+                _wake(synced)  # durable before this batch failed
+            _wake(waits)
+            return []
+        for wait in waits:
+            wait.first = first
+            first += wait.count
+        return waits
+
+    def _commit(self, bodies: Sequence[bytes]) -> int:
+        """Seal, write and make durable; the first record's seq. On failure the writer enters
+        the failed state and the ``AuditError`` is raised."""
+        first = self._append(bodies)
+        self._sync()
+        return first
+
+    def _append(self, bodies: Sequence[bytes]) -> int:
+        """Seal ``bodies`` into the chain, check that the file is still ours, write them
+        (not yet durable); the first one's seq."""
+        seq = self._seq
+        prev = self._prev
+        if len(bodies) == 1:
             seq += 1
-            line, prev = seal(body, seq, prev)
-            lines.append(line)
-        data = b"".join(lines)
+            data, prev = seal(bodies[0], seq, prev)
+        else:
+            lines: list[bytes] = []
+            for body in bodies:
+                seq += 1
+                line, prev = seal(body, seq, prev)
+                lines.append(line)
+            data = b"".join(lines)
         try:
             self._check_identity()
             if self._size > 0 and self._size + len(data) > self.max_file_bytes:
                 self._rotate()
-            self._write_all(data)
-            if self.durability == "fsync":
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except AuditError as error:
+            self._fail(error)
+            raise
+        except OSError as exc:
+            raise self._write_failed(exc) from exc
+        self._size += len(data)
+        self._seq, self._prev = seq, prev
+        return seq - len(bodies) + 1
+
+    def _sync(self) -> None:
+        """Make everything written durable (durability ``fsync``); now and then, record the
+        chain head."""
+        try:
+            if self._fsync:
                 os.fsync(self._fd)
                 self.fsyncs += 1
-            self._size += len(data)
-            self._seq, self._prev = seq, prev
             now = time.monotonic()
             if self._head_fd >= 0 and now - self._head_written >= HEAD_INTERVAL_SECONDS:
-                write_head(self._head_fd, ChainHead(seq, prev))
+                write_head(self._head_fd, ChainHead(self._seq, self._prev))
                 self._head_written = now
-            return seq - len(batch) + 1
-        except (OSError, AuditError) as exc:
-            error = (
-                exc
-                if isinstance(exc, AuditError)
-                else AuditError(
-                    f"audit stream {self.stream!r} ({self.path}) cannot be written: "
-                    f"{_errno_text(exc)}",
-                    fix="free space or fix permissions, then restart; nothing passed meanwhile",
-                )
-            )
-            self._fail(error)
-            return None
+        except OSError as exc:
+            raise self._write_failed(exc) from exc
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+    def _write_failed(self, exc: OSError) -> AuditError:
+        error = AuditError(
+            f"audit stream {self.stream!r} ({self.path}) cannot be written: {_errno_text(exc)}",
+            fix="free space or fix permissions, then restart; nothing passed meanwhile",
+        )
+        self._fail(error)
+        return error
 
     def _check_identity(self) -> None:
         """The path must still name the file we opened: not deleted, replaced or moved."""
         try:
-            info = os.stat(self.path, follow_symlinks=False)
+            info = os.stat(self._path_bytes, follow_symlinks=False)
         except FileNotFoundError:
             raise AuditError(
                 f"audit file {self.path} was deleted or moved while in use",
                 fix="find out who removed it; restart mcp-acp to open a new chain file",
             ) from None
-        if (info.st_dev, info.st_ino) != self._identity:
+        if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
             raise AuditError(
                 f"audit file {self.path} was replaced while in use (device/inode changed)",
                 fix="find out who replaced it; 'mcp-acp audit verify' checks what is there",
@@ -400,11 +527,22 @@ class StreamWriter:
             raise
 
     def close(self) -> None:
+        """Wait for every record handed over to be committed, stop the committer, close."""
         with self._lock:
             self._closing = True
-            while self._leading:
+            while self._busy:
                 self._idle.wait()
             self._open = False
+            thread = self._thread
+            self._stopping = True
+            wake = self._asleep
+            self._asleep = False
+        if thread is not None and thread.ident is not None:
+            if wake:
+                self._doorbell.release()
+            thread.join()
+        with self._lock:
+            self._thread, self._stopping = None, False
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 if self.durability == "fsync" and self._failed is None:
@@ -420,9 +558,15 @@ class StreamWriter:
 
 
 def serialise(event: AuditEvent) -> bytes:
-    """One line of ASCII JSON for ``event`` (pydantic's fast path; ``json`` for the rare
-    value it cannot encode, such as a lone surrogate from undecodable input)."""
+    """One line of ASCII JSON for ``event`` (pydantic's fast path, straight to bytes;
+    ``json`` for the rare value it cannot encode, such as a lone surrogate from
+    undecodable input)."""
     try:
+        # warnings=False: the event was validated when it was made; re-checking every value's
+        # type costs ~20% of the serialisation and changes no byte
+        data = type(event).__pydantic_serializer__.to_json(event, exclude_none=True, warnings=False)
+        if data.isascii():  # the usual case: escaping non-ASCII would change nothing
+            return data
         return event.model_dump_json(exclude_none=True, ensure_ascii=True).encode("ascii")
     except (ValueError, UnicodeError):
         return canonical(event.model_dump(mode="json", exclude_none=True))
@@ -433,90 +577,54 @@ def _chain_record(stream: str, event: str, detail: dict[str, Any]) -> bytes:
     return canonical(record.model_dump(mode="json", exclude_none=True))
 
 
-_Item = tuple[bytes, "asyncio.Future[int]"]
+def _wake(waits: list[_Wait]) -> None:
+    """Tell the callers of one commit that it is over (their ``first`` or ``error`` is set).
 
-
-class _Committer:
-    """Commits records for the event loop on one thread per stream.
-
-    The loop hands a record over with one queue put and awaits a future; the thread takes
-    every record waiting, commits them as one group (:meth:`StreamWriter.write_many`) and
-    settles their futures with one call back into the loop — cheaper than a thread-pool
-    round trip per record, and it batches by itself under load.
+    Waiting threads wake one another — each releases the next one's latch as it wakes — so
+    the committer pays for one wake-up, not one per caller; futures are settled with one call
+    into their event loop.
     """
-
-    def __init__(self, writer: StreamWriter) -> None:
-        self.writer = writer
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"audit-{self.writer.stream}", daemon=True
-            )
-            self._thread.start()
-
-    def submit(self, body: bytes) -> asyncio.Future[int]:
-        if self._thread is None:
-            raise self.writer.failed or AuditError(
-                f"audit stream {self.writer.stream!r} is not open",
-                fix="call start() before writing",
-            )
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put((body, future))
-        return future
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            items = [item]
-            stopping = False
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                items.append(more)
-            self._commit(items)
-            if stopping:
-                return
-
-    def _commit(self, items: list[_Item]) -> None:
-        first: int | None = None
-        error: BaseException | None = None
-        try:
-            first = self.writer.write_many([body for body, _ in items])
-        except AuditError as exc:
-            error = exc
-        except Exception as exc:  # never leave a caller waiting
-            error = AuditError(f"audit write failed: {exc}", fix="see the log")
-        futures = [future for _, future in items]
+    settle: dict[asyncio.AbstractEventLoop, list[_Wait]] = {}
+    head: _Wait | None = None
+    last: _Wait | None = None
+    for wait in waits:
+        if wait.latch is not None:
+            if last is None:
+                head = wait
+            else:
+                last.then = wait.latch
+            last = wait
+        elif wait.future is not None:
+            settle.setdefault(wait.future.get_loop(), []).append(wait)
+    if head is not None and head.latch is not None:
+        head.latch.release()
+    for loop, group in settle.items():
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-            futures[0].get_loop().call_soon_threadsafe(_settle, futures, first, error)
+            loop.call_soon_threadsafe(_settle, group)
 
 
-def _settle(
-    futures: list[asyncio.Future[int]], first: int | None, error: BaseException | None
-) -> None:
-    for index, future in enumerate(futures):
-        if future.done():  # its caller was cancelled
+def _pass_on_later(wait: _Wait) -> None:
+    """For a waiting caller that was interrupted: wait in its place, then wake the next."""
+
+    def pass_on() -> None:
+        if wait.latch is not None:
+            wait.latch.acquire()
+        if wait.then is not None:
+            wait.then.release()
+
+    threading.Thread(target=pass_on, name="audit-wake", daemon=True).start()
+
+
+def _settle(waits: list[_Wait]) -> None:
+    """On the event loop: resolve the futures of one commit's records."""
+    for wait in waits:
+        future = wait.future
+        if future is None or future.done():  # its caller was cancelled
             continue
-        if error is not None or first is None:
-            future.set_exception(error or AuditError("audit write failed", fix="see the log"))
+        if wait.error is not None:
+            future.set_exception(wait.error)
         else:
-            future.set_result(first + index)
+            future.set_result(wait.first)
 
 
 class JsonlAuditSink:
@@ -542,7 +650,6 @@ class JsonlAuditSink:
             )
             for stream in STREAMS
         }
-        self._committers = {stream: _Committer(w) for stream, w in self.writers.items()}
 
     @classmethod
     def from_config(cls, options: JsonlConfig, context: PluginContext) -> JsonlAuditSink:
@@ -597,11 +704,9 @@ class JsonlAuditSink:
             for writer in opened:
                 writer.close()
             raise
-        for committer in self._committers.values():
-            committer.start()
 
     async def write(self, event: AuditEvent) -> None:
-        await self._committers[event.stream].submit(serialise(event))
+        await self.writers[event.stream].submit(serialise(event))
 
     def write_sync(self, event: AuditEvent) -> int:
         """Write ``event`` to its stream; return its ``seq`` once it is durable."""
@@ -615,7 +720,5 @@ class JsonlAuditSink:
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
-        for committer in self._committers.values():
-            committer.stop()  # everything submitted is committed first
         for writer in self.writers.values():
-            writer.close()
+            writer.close()  # everything handed over is committed first
