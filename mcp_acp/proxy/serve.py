@@ -22,6 +22,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -330,8 +331,11 @@ async def _serve(
         ended = f"{name} received"
         relaying.cancel()
 
-    async def reload_policy() -> None:
-        errors = await asyncio.to_thread(engine.reload)
+    # reloading is optional for a policy engine: the built-in one has it
+    reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
+
+    async def reload_policy(reload: Callable[[], list[str]]) -> None:
+        errors = await asyncio.to_thread(reload)
         if not errors:
             pep.policy_reloaded()  # remembered approvals belong to the old policy
         event = "policy_reloaded" if not errors else "policy_reload_failed"
@@ -346,11 +350,11 @@ async def _serve(
 
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
-    if hasattr(engine, "reload"):
+    if reload is not None:
         reloads: set[asyncio.Task[None]] = set()  # referenced until done, or GC may drop one
 
-        def on_sighup() -> None:
-            task = asyncio.ensure_future(reload_policy())
+        def on_sighup(reload: Callable[[], list[str]] = reload) -> None:
+            task = asyncio.ensure_future(reload_policy(reload))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
