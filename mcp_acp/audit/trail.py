@@ -79,6 +79,45 @@ class AuditTrail:
             self._keep(event, broken)
             raise broken from exc
 
+    async def record_all(self, events: Sequence[AuditEvent]) -> None:
+        """Write several events durably, together, or raise ``AuditError`` (and shut down).
+
+        A sink with ``write_many(events)`` (the ``jsonl`` sink) gets them at once and may
+        commit them together; any other sink gets them concurrently, one ``write`` each."""
+        if len(events) == 1:
+            await self.record(events[0])
+            return
+        if self._failed is not None:
+            for event in events:
+                self._keep(event, self._failed)
+            raise self._failed
+        try:
+            if len(self.sinks) == 1:
+                await self._write_all(self.sinks[0], events)
+            else:
+                await asyncio.gather(*(self._write_all(sink, events) for sink in self.sinks))
+        except AuditError as error:
+            self._fail_soon(error)
+            for event in events:
+                self._keep(event, error)
+            raise
+        except Exception as exc:  # a sink that breaks its contract still fails closed
+            broken = AuditError(
+                f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
+            )
+            self._fail_soon(broken)
+            for event in events:
+                self._keep(event, broken)
+            raise broken from exc
+
+    @staticmethod
+    async def _write_all(sink: AuditSink, events: Sequence[AuditEvent]) -> None:
+        write_many = getattr(sink, "write_many", None)
+        if write_many is not None:
+            await write_many(events)
+        else:
+            await asyncio.gather(*(sink.write(event) for event in events))
+
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
         """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
         await self.record(decision)
