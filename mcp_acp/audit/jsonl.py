@@ -772,6 +772,11 @@ class JsonlAuditSink:
     async def write(self, event: AuditEvent) -> None:
         await self.writers[event.stream].submit(serialise(event))
 
+    def write_soon(self, event: AuditEvent) -> asyncio.Future[int]:
+        """For the event loop: queue ``event`` and return a future, set once it is durable
+        (or failed with ``AuditError``); for records nothing waits on."""
+        return self.writers[event.stream].submit(serialise(event))
+
     async def write_many(self, events: Sequence[AuditEvent]) -> None:
         """Write several events (of any streams) at once: all are submitted before any is
         awaited, so they are committed in the same loop iteration, not one after another."""
