@@ -309,3 +309,40 @@ def test_an_interrupted_caller_does_not_strand_the_callers_after_it(
     assert sorted(results[n] for n in ("after0", "after1")) == [3, 4]  # type: ignore[type-var]
     written = records(writer)
     assert written[1]["request_id"] == "main"  # queued before the signal: committed
+
+
+async def test_the_loops_records_of_two_streams_are_written_then_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = JsonlAuditSink(tmp_path / "logs")
+    sink.start_sync()
+    decisions, operations = sink.writers["decisions"], sink.writers["operations"]
+    files = {decisions._fd: "decisions", operations._fd: "operations"}
+    calls: list[tuple[str, str]] = []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd: int, data: bytes) -> int:
+        if fd in files:
+            calls.append(("write", files[fd]))
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if fd in files:
+            calls.append(("fsync", files[fd]))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    first = decisions.submit(canonical({"stream": "decisions", "event": "decision"}))
+    second = operations.submit(canonical({"stream": "operations", "event": "operation"}))
+    assert await asyncio.gather(first, second) == [2, 2]  # after each stream_opened
+    assert calls == [
+        ("write", "decisions"),
+        ("write", "operations"),
+        ("fsync", "decisions"),
+        ("fsync", "operations"),
+    ]
+    monkeypatch.undo()
+    await sink.close()
+    for stream in ("decisions", "operations"):
+        assert verify_stream(tmp_path / "logs", stream).ok
