@@ -8,10 +8,11 @@ it ends, the stream's committer thread takes *every* record waiting and commits 
 same way, with one ``write`` and one ``fsync`` (group commit), then wakes exactly their
 callers, and goes on while records keep arriving. The event loop commits its own records,
 on the loop: everything it submitted during one loop iteration, at the start of the next,
-with one ``write`` per stream and then one ``fsync`` per stream (:class:`LoopCommits`) — no thread to wake, no wake-up of the loop to come
-back (a thread hand-off cost the proxy about a third of its CPU per relayed call); only if a
-thread is committing at that moment do they go to the committer. So concurrent writers
-never interleave, and sixteen of them cost a few fsyncs, not sixteen.
+with one ``write`` per stream and then one ``fsync`` per stream (:class:`LoopCommits`) —
+no thread to wake, no wake-up of the loop to come back (a thread hand-off cost the proxy
+about a third of its CPU per relayed call); only if a thread is committing at that moment
+do they go to the committer. So concurrent writers never interleave, and sixteen of them
+cost a few fsyncs, not sixteen.
 
 Any failure — ENOSPC, EFBIG, EIO, the file deleted, replaced or moved — fails every record
 in the batch with :class:`~mcp_acp.errors.AuditError` and puts the writer in a failed state:
