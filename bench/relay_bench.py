@@ -51,6 +51,7 @@ Timings are reported, never asserted; failed checks raise ``AssertionError``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import math
@@ -678,6 +679,19 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
     return order
 
 
+def compile_mcp_acp() -> None:
+    """Compile mcp-acp's modules to bytecode (``__pycache__``, as ``pip install`` of a wheel
+    does), so that all three paths start from bytecode: the backend's and FastMCP's packages
+    were compiled when pip installed them, but an editable checkout is not, and with
+    ``PYTHONDONTWRITEBYTECODE`` set nothing ever writes its cache — every ``mcp-acp run``
+    would compile its ~60 modules from source (about 50 ms here), which no installed
+    mcp-acp does."""
+    import mcp_acp
+
+    for folder in mcp_acp.__path__:
+        compileall.compile_dir(folder, quiet=1)
+
+
 def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
     """Run ``plan.rounds`` rounds under ``base``; the order of the paths rotates each round."""
     _check(
@@ -685,6 +699,7 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
         "the call counts must divide into the blocks",
     )
     routes = make_routes()
+    compile_mcp_acp()
     load_before = os.getloadavg()
     began = time.perf_counter()
     orders = []
@@ -809,6 +824,9 @@ def render(report: Report, *, quick: bool) -> str:
         "before it is forwarded; its response record is written as the answer is relayed). "
         "FastMCP: `create_proxy` + a `Middleware` raising "
         "`ToolError` for `rm_rf` (`bench/fastmcp_proxy.py`).",
+        "- Bytecode: the benchmark compiles mcp-acp's modules first (`compileall`, as "
+        "`pip install` does), so every path starts from bytecode; an editable checkout "
+        "under `PYTHONDONTWRITEBYTECODE=1` would otherwise compile them at every start.",
         "- Each figure is the median over rounds of the per-round value; *added* and "
         "*vs direct* are taken within a round (path against direct) before the median. "
         "p50/p99: sequential `tools/call` round trip, request written → answer read. "

@@ -184,6 +184,11 @@ class AuditSink(Protocol):
     :class:`~mcp_acp.errors.AuditError`: the request is denied and the proxy shuts down.
     ``start`` performs a write test and raises ``AuditError`` if it fails, so a broken
     trail stops start-up instead of the first request.
+
+    Optional, found by name (the built-in ``jsonl`` sink has all three):
+    ``write_sync(event)`` for the shutdown path; ``async write_many(events)`` to commit a
+    request's decision and operation records together; ``write_soon(event)`` returning a
+    future, for a record nothing waits on (a relayed response).
     """
 
     async def start(self) -> None:

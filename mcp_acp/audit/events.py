@@ -160,11 +160,17 @@ class DecisionEvent(AuditEvent):
         )
 
 
+#: ``json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+#: default=str)``, with the encoder made once: ``dumps`` with any option builds a new one
+#: per call, a third of the digest's cost for a small payload.
+_canonical_text = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+).encode
+
+
 def payload_digest(payload: Any) -> tuple[str, int]:
     """SHA-256 (hex) and size in bytes of ``payload``'s canonical JSON."""
-    body = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode("utf-8", "surrogatepass")
+    body = _canonical_text(payload).encode("utf-8", "surrogatepass")
     return hashlib.sha256(body).hexdigest(), len(body)
 
 

@@ -50,6 +50,7 @@ class AuditTrail:
         self.coordinator = coordinator
         self.health_interval = health_interval
         self._failed: AuditError | None = None
+        self._soon: set[asyncio.Future[Any]] = set()  # record_soon's writes in progress
         coordinator.on_session_end(self._record_session_end)
 
     async def start(self) -> None:
@@ -79,6 +80,81 @@ class AuditTrail:
             self._keep(event, broken)
             raise broken from exc
 
+    def record_soon(self, event: AuditEvent) -> None:
+        """Write ``event`` without waiting for it — for a record nothing waits on (a response,
+        recorded as it is relayed). A failure fails the trail as in :meth:`record` (the event
+        to the fallback file, then shutdown); :meth:`close` waits for it."""
+        if self._failed is not None:
+            self._keep(event, self._failed)
+            return
+        write_soon = getattr(self.sinks[0], "write_soon", None) if len(self.sinks) == 1 else None
+        try:
+            future: asyncio.Future[Any] = (
+                write_soon(event)
+                if write_soon is not None
+                else asyncio.ensure_future(self.record(event))
+            )
+        except AuditError as error:
+            self._fail_soon(error)
+            self._keep(event, error)
+            return
+        self._soon.add(future)
+        future.add_done_callback(lambda done: self._written(event, done, write_soon is not None))
+
+    def _written(self, event: AuditEvent, future: asyncio.Future[Any], direct: bool) -> None:
+        self._soon.discard(future)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None or not direct:  # record() has already failed the trail
+            return
+        if not isinstance(error, AuditError):
+            error = AuditError(
+                f"audit sink failed: {type(error).__name__}: {error}",
+                fix="check the audit sink plugin",
+            )
+        self._fail_soon(error)
+        self._keep(event, error)
+
+    async def record_all(self, events: Sequence[AuditEvent]) -> None:
+        """Write several events durably, together, or raise ``AuditError`` (and shut down).
+
+        A sink with ``write_many(events)`` (the ``jsonl`` sink) gets them at once and may
+        commit them together; any other sink gets them concurrently, one ``write`` each."""
+        if len(events) == 1:
+            await self.record(events[0])
+            return
+        if self._failed is not None:
+            for event in events:
+                self._keep(event, self._failed)
+            raise self._failed
+        try:
+            if len(self.sinks) == 1:
+                await self._write_all(self.sinks[0], events)
+            else:
+                await asyncio.gather(*(self._write_all(sink, events) for sink in self.sinks))
+        except AuditError as error:
+            self._fail_soon(error)
+            for event in events:
+                self._keep(event, error)
+            raise
+        except Exception as exc:  # a sink that breaks its contract still fails closed
+            broken = AuditError(
+                f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
+            )
+            self._fail_soon(broken)
+            for event in events:
+                self._keep(event, broken)
+            raise broken from exc
+
+    @staticmethod
+    async def _write_all(sink: AuditSink, events: Sequence[AuditEvent]) -> None:
+        write_many = getattr(sink, "write_many", None)
+        if write_many is not None:
+            await write_many(events)
+        else:
+            await asyncio.gather(*(sink.write(event) for event in events))
+
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
         """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
         await self.record(decision)
@@ -103,6 +179,8 @@ class AuditTrail:
                     self.coordinator.trigger(error, detail="audit health monitor")
 
     async def close(self) -> None:
+        if self._soon:  # records written without waiting: on record before closing
+            await asyncio.wait(set(self._soon))
         for sink in self.sinks:
             try:
                 await sink.close()

@@ -25,6 +25,7 @@ __all__ = [
     "error_response",
     "from_body",
     "parse",
+    "pipe_sized_reads",
     "read_line",
 ]
 
@@ -34,6 +35,8 @@ DENIED = -32003
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+#: A Linux pipe holds 64 KiB: no single read can return more.
+PIPE_READ_BYTES = 64 * 1024
 #: What :func:`read_line` returns for a line over :data:`MAX_MESSAGE_BYTES`.
 TOO_LARGE = b"\x00too-large"
 
@@ -81,6 +84,16 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | None:
             except asyncio.IncompleteReadError:
                 return None
     return line.rstrip(b"\r\n")
+
+
+def pipe_sized_reads(transport: asyncio.BaseTransport | None) -> None:
+    """Have an asyncio read-pipe transport ask for at most :data:`PIPE_READ_BYTES` per read.
+
+    Its default, 256 KiB, makes every ``os.read`` allocate (and free) a buffer large enough
+    to be ``mmap``ed: about 19 µs per read here against about 1 µs, twice per relayed call
+    (measured; see bench/README.md). A pipe never returns more than it holds anyway."""
+    if transport is not None and getattr(transport, "max_size", 0) > PIPE_READ_BYTES:
+        transport.max_size = PIPE_READ_BYTES  # type: ignore[attr-defined]
 
 
 def parse(line: bytes) -> Message:

@@ -203,13 +203,14 @@ class EnforcementPoint:
         return str(getattr(self.engine, "policy_id", "unknown"))
 
     async def _record(self, decision: AuditEvent, companion: Companion, allowed: bool) -> None:
-        """The decision record — and the caller's companion record, written concurrently
-        (another stream, another commit) — durable before returning."""
+        """The decision record — and the caller's companion record, handed to the trail
+        together (another stream; the jsonl sink commits both in the same loop iteration) —
+        durable before returning."""
         other = companion(allowed) if companion is not None else None
         if other is None:
             await self.trail.record(decision)
         else:
-            await asyncio.gather(self.trail.record(decision), self.trail.record(other))
+            await self.trail.record_all((decision, other))
 
     async def _refuse(
         self,

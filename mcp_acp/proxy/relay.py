@@ -59,6 +59,12 @@ _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] =
 }
 
 
+def _asks_for_input(message: Message) -> bool:
+    """A result carrying requests for the client (2026-07-28 era ``inputRequests``)."""
+    result = message.body.get("result")
+    return isinstance(result, dict) and isinstance(result.get("inputRequests"), dict)
+
+
 class ClientWriter(Protocol):
     """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
     the same two methods."""
@@ -300,7 +306,11 @@ class Relay:
         async for message in self.channel.receive():
             if message.kind == "response":
                 method = self._in_flight.pop(message.id, None)
-                self._spawn(self._backend_response(message, method))
+                if method in _LISTS or _asks_for_input(message):
+                    self._spawn(self._backend_response(message, method))
+                else:  # the usual case: record it as it is relayed, as is, in order
+                    self._record_response(message.body, message.id, method)
+                    await self._send_client(message.raw)
             elif message.kind == "request":
                 self._spawn(self._backend_request(message))
             elif message.kind == "notification":
@@ -317,28 +327,30 @@ class Relay:
             data = encode(body)
         else:
             data = message.raw
+        self._record_response(body, message.id, method)
+        await self._send_client(data)
+
+    def _record_response(self, body: dict[str, Any], request_id: Any, method: str | None) -> None:
+        """The request's decision was durable before it was forwarded; its response is
+        recorded as it is relayed (the record is handed over first, the answer goes out while
+        it is committed). If that record fails, the trail fails: the event goes to the
+        fallback file and the proxy shuts down."""
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
-        # The request's decision was durable before it was forwarded; its response is
-        # recorded as it is relayed (concurrently). If that record fails, the trail fails:
-        # the event goes to the fallback file and the proxy shuts down.
-        recording = asyncio.ensure_future(
-            self.trail.record(
-                OperationEvent(
-                    session_id=self.pep.session.id,
-                    request_id=str(message.id),
-                    direction="server_to_client",
-                    mcp_method=method,
-                    outcome="error" if error else "response",
-                    result_sha256=digest,
-                    result_size=size,
-                    error_code=error.get("code") if isinstance(error, dict) else None,
-                )
+        code = error.get("code") if isinstance(error, dict) else None
+        self.trail.record_soon(
+            OperationEvent(
+                session_id=self.pep.session.id,
+                request_id=str(request_id),
+                direction="server_to_client",
+                mcp_method=method,
+                outcome="error" if error else "response",
+                result_sha256=digest,
+                result_size=size,
+                # a backend may send any JSON here; the record's schema says integer
+                error_code=code if type(code) is int else None,
             )
         )
-        await self._send_client(data)
-        with contextlib.suppress(AuditError):
-            await recording
 
     async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
         """2026-07-28 era: a server asks the client for sampling, elicitation or roots inside a

@@ -35,6 +35,7 @@ from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.messages import pipe_sized_reads
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
@@ -78,7 +79,10 @@ async def _stdio() -> tuple[asyncio.StreamReader, ClientWriter]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=10 * 1024 * 1024 + 1)
     if _pollable(sys.stdin.fileno()):
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        stdin, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+        )
+        pipe_sized_reads(stdin)
     else:
         _feed_from_thread(reader, sys.stdin.fileno())
     if not _pollable(sys.stdout.fileno()):

@@ -14,7 +14,14 @@ from typing import Any
 
 from mcp_acp.config import StdioBackend
 from mcp_acp.errors import BackendError
-from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, TOO_LARGE, Message, parse, read_line
+from mcp_acp.proxy.messages import (
+    MAX_MESSAGE_BYTES,
+    TOO_LARGE,
+    Message,
+    parse,
+    pipe_sized_reads,
+    read_line,
+)
 
 __all__ = ["StdioChannel"]
 
@@ -53,6 +60,9 @@ class StdioChannel:
         if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
             raise BackendError("backend pipes missing", fix="report this")
         self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        pipes = getattr(self._process, "_transport", None)  # asyncio's, for its read size
+        if pipes is not None:
+            pipe_sized_reads(pipes.get_pipe_transport(1))
         return {"command": self.backend.command, "pid": self._process.pid}
 
     async def send(self, message: Message) -> None:

@@ -301,3 +301,53 @@ async def test_failed_write_denies_keeps_the_event_and_shuts_down(
     shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
     assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
     await trail.close()
+
+
+async def test_record_soon_is_durable_by_close_and_a_failure_fails_the_trail(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    codes: list[int] = []
+    fallback = tmp_path / "state" / "fb.jsonl"
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
+    )
+    await trail.start()
+    trail.record_soon(decision("r-soon"))
+    await trail.close()  # waits for it
+    assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-soon"
+
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
+    )
+    await trail.start()
+    (log_dir / "decisions.jsonl").unlink()
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    trail.record_soon(decision("r-lost"))  # nobody waits on it: the trail fails anyway
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    kept = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert [k["event"]["request_id"] for k in kept] == ["r-lost"]
+    with pytest.raises(AuditError):  # and nothing passes afterwards
+        await trail.record(decision("r-after"))
+    await trail.close()
+
+
+async def test_record_all_writes_every_event_before_returning(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=tmp_path / "fb.jsonl"),
+    )
+    await trail.start()
+    operation = OperationEvent(
+        session_id="s", request_id="r-7", direction="client_to_server", outcome="forwarded"
+    )
+    await trail.record_all((decision("r-7"), operation))
+    assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-7"
+    assert json.loads(lines(log_dir, "operations")[-1])["request_id"] == "r-7"
+    await trail.close()

@@ -216,14 +216,37 @@ async def test_loop_records_and_thread_records_commit_together(
         assert written[seq - 1]["request_id"] == f"t{i}"
 
 
-async def test_the_event_loop_never_commits_and_a_cancelled_caller_is_skipped(
+async def test_the_event_loop_commits_its_own_records_and_a_cancelled_caller_is_skipped(
     writer: StreamWriter,
 ) -> None:
     cancelled = writer.submit(body("gone"))
     cancelled.cancel()
     assert await writer.submit(body("kept")) == 2
-    assert committer(writer) is not None  # the loop's records went to the committer
+    assert committer(writer) is None  # committed on the loop: no thread was needed
     assert [r["request_id"] for r in records(writer)] == ["gone", "kept"]
+
+
+async def test_records_submitted_in_one_loop_iteration_share_one_fsync(
+    writer: StreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = HeldFsync(hold=set())
+    monkeypatch.setattr(os, "fsync", fsync)
+    futures = [writer.submit(body(f"r{i}")) for i in range(5)]
+    assert await asyncio.gather(*futures) == [1, 2, 3, 4, 5]
+    assert fsync.calls == 1
+    assert committer(writer) is None
+    assert [r["request_id"] for r in records(writer)] == [f"r{i}" for i in range(5)]
+
+
+async def test_a_failed_stream_fails_the_loops_records(writer: StreamWriter) -> None:
+    os.close(writer._fd)  # the next write fails with EBADF
+    first = writer.submit(body("lost"))
+    with pytest.raises(AuditError):
+        await first
+    assert writer.failed is not None
+    with pytest.raises(AuditError):
+        writer.submit(body("after"))
+    writer._fd = -1  # already closed
 
 
 def test_close_commits_what_was_handed_over_and_stops_the_committer(tmp_path: Path) -> None:
@@ -236,15 +259,13 @@ def test_close_commits_what_was_handed_over_and_stops_the_committer(tmp_path: Pa
 
     loop = asyncio.new_event_loop()
     try:
-        futures = loop.run_until_complete(burst())
-        thread = committer(writer)
-        assert thread is not None
-        sink.close_sync()  # while the committer may still be writing them
+        futures = loop.run_until_complete(burst())  # the loop has not committed them yet
+        sink.close_sync()  # the committer takes them, and is stopped
         seqs = loop.run_until_complete(asyncio.gather(*futures))
     finally:
         loop.close()
     assert seqs == list(range(2, 52))
-    assert not thread.is_alive()
+    assert committer(writer) is None
     assert verify_stream(tmp_path / "logs", STREAM).lines == 51
 
 
@@ -288,3 +309,40 @@ def test_an_interrupted_caller_does_not_strand_the_callers_after_it(
     assert sorted(results[n] for n in ("after0", "after1")) == [3, 4]  # type: ignore[type-var]
     written = records(writer)
     assert written[1]["request_id"] == "main"  # queued before the signal: committed
+
+
+async def test_the_loops_records_of_two_streams_are_written_then_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = JsonlAuditSink(tmp_path / "logs")
+    sink.start_sync()
+    decisions, operations = sink.writers["decisions"], sink.writers["operations"]
+    files = {decisions._fd: "decisions", operations._fd: "operations"}
+    calls: list[tuple[str, str]] = []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd: int, data: bytes) -> int:
+        if fd in files:
+            calls.append(("write", files[fd]))
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if fd in files:
+            calls.append(("fsync", files[fd]))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    first = decisions.submit(canonical({"stream": "decisions", "event": "decision"}))
+    second = operations.submit(canonical({"stream": "operations", "event": "operation"}))
+    assert await asyncio.gather(first, second) == [2, 2]  # after each stream_opened
+    assert calls == [
+        ("write", "decisions"),
+        ("write", "operations"),
+        ("fsync", "decisions"),
+        ("fsync", "operations"),
+    ]
+    monkeypatch.undo()
+    await sink.close()
+    for stream in ("decisions", "operations"):
+        assert verify_stream(tmp_path / "logs", stream).ok
