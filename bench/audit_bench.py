@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from bench_scratch import check as _check
-from bench_scratch import cpu_model, percentile, publish, scratch_dir
+from bench_scratch import cpu_model, load_text, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
@@ -426,10 +426,6 @@ def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
     )
 
 
-def _load(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{value:.2f}" for value in values) or "unknown"
-
-
 def render(report: Report, *, quick: bool) -> str:
     runs = report.runs
     plan = report.plan
@@ -464,8 +460,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"{plan.one_fsync:,} / {plan.one_flush:,} writes",
         "- events/s: median over rounds (all events / wall time); p50/p99: per-event latency "
         "(`write_sync` call to return), pooled over rounds",
-        f"- Load average (1, 5, 15 min) at the start: {_load(report.load[0])}; at the end: "
-        f"{_load(report.load[1])} (the benchmark's own threads count in it)",
+        f"- Load average (1, 5, 15 min) at the start: {load_text(report.load[0])}; at the end: "
+        f"{load_text(report.load[1])} (the benchmark's own threads count in it)",
     ]
     if report.fs_kind in {"tmpfs", "ramfs"}:
         lines.append(

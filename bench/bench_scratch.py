@@ -34,6 +34,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_text(values: Sequence[float]) -> str:
+    """A load average triple as the results files print it: ``1.23 / 1.32 / 1.72``."""
+    return " / ".join(f"{value:.2f}" for value in values)
+
+
 def check(condition: bool, message: str) -> None:
     """A correctness check of a benchmark run (never a timing assertion)."""
     if not condition:

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import jwt
-from bench_scratch import check, cpu_model, percentile, publish
+from bench_scratch import check, cpu_model, load_text, percentile, publish
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -531,10 +531,6 @@ def machine_line() -> str:
     )
 
 
-def _load(values: tuple[float, float, float]) -> str:
-    return " / ".join(f"{value:.2f}" for value in values)
-
-
 def _us(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -592,8 +588,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"- Command: `python bench/identity_bench.py{' --quick' if quick else ''}` "
         f"({plan.rounds} rounds x {plan.calls:,} calls per variant after {plan.warmup:,} "
         f"warm-up calls, {report.seconds:.0f} s)",
-        f"- Load average (1/5/15 min): {_load(report.load_before)} before, "
-        f"{_load(report.load_after)} after, on {os.cpu_count()} cores",
+        f"- Load average (1/5/15 min): {load_text(report.load_before)} before, "
+        f"{load_text(report.load_after)} after, on {os.cpu_count()} cores",
         "- Per call: `time.perf_counter_ns` around one call inside one running event loop "
         "(`await` for the providers); p50/p99 nearest-rank over all calls; ratios to the bare "
         "PyJWT decode of the same algorithm",

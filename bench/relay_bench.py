@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from bench_scratch import check as _check
-from bench_scratch import cpu_model, percentile, publish, scratch_dir
+from bench_scratch import cpu_model, load_text, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -732,10 +732,6 @@ def machine_line() -> str:
     )
 
 
-def _load(values: tuple[float, float, float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
-
-
 def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -808,8 +804,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"- Date: {report.date}",
         f"- Command: `python bench/relay_bench.py{' --quick' if quick else ''}` "
         f"({plan.rounds} round(s), {report.seconds:.0f} s)",
-        f"- Load average (1/5/15 min) before: {_load(report.load_before)}; after: "
-        f"{_load(report.load_after)} (the benchmark keeps about 2 busy itself: client, and "
+        f"- Load average (1/5/15 min) before: {load_text(report.load_before)}; after: "
+        f"{load_text(report.load_after)} (the benchmark keeps about 2 busy itself: client, and "
         "proxy or backend; more means other work shared the 2 cores)",
         f"- Per path and round: {plan.warmup} warm-up calls, {plan.sequential:,} sequential "
         f"calls (each timed), {plan.concurrent:,} calls {WIDTH} in flight. The paths are "

@@ -6,10 +6,8 @@ Correctness only; timings are never asserted."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,21 +17,11 @@ from mcp_acp_oidc.validator import TokenValidator
 
 from mcp_acp.models import Provenance
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "identity_bench.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("identity_bench", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["identity_bench"] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("identity_bench", None)
+def bench() -> ModuleType:
+    """The benchmark script as a module (``bench/`` is on pytest's pythonpath)."""
+    return importlib.import_module("identity_bench")
 
 
 @pytest.fixture
