@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import pytest
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
+from proxy_helpers import recording_notifier, wait_for_text
 
 from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
@@ -64,14 +64,7 @@ class Site:
         self.notes.mkdir()
         (self.notes / "welcome.md").write_text("hello from the notes server\n")
         self.logs = root / "logs"
-        self.notified = root / "notified.txt"
-        self.bin = root / "bin"
-        self.bin.mkdir()
-        # notify-send cannot show anything without a desktop session: this one records
-        # the argument vector the proxy would hand the real one
-        fake = self.bin / "notify-send"
-        fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {self.notified}\n')
-        fake.chmod(0o755)
+        self.bin, self.notified = recording_notifier(root)  # no desktop session here
         self.options: dict[str, Any] = {
             "issuer": issuer,
             "client_id": "mcp-acp-cli",
@@ -303,7 +296,7 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
     assert refused[-1]["detail"]["exit_code"] == 14
     invalid = [r for r in site.records("auth") if r["event"] == "token_invalid"]
     assert invalid[-1]["reason"] == "not_logged_in"
-    notified = _wait_for(site.notified)
+    notified = wait_for_text(site.notified)
     assert "mcp-acp did not start" in notified
     assert "not logged in" in notified
 
@@ -313,16 +306,6 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
             assert b"eyJ" not in path.read_bytes(), path
     for path in [before.access_token, before.refresh_token or "", after.access_token]:
         assert path not in err
-
-
-def _wait_for(path: Path, timeout: float = 10.0) -> str:
-    """The notifier runs detached: give it a moment to write."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    pytest.fail(f"no desktop notification was sent ({path} is empty)")
 
 
 REFRESHER = textwrap.dedent(
