@@ -122,6 +122,34 @@ def _install(requirement: str, wheelhouse: Path, tmp_path: Path, env: dict[str, 
     return target
 
 
+def _installed(target: Path, env: dict[str, str], cwd: Path) -> set[str]:
+    """The distributions installed in the venv at ``target`` (lower-case names)."""
+    out = subprocess.run(
+        [str(target / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        check=True,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {row["name"].lower() for row in json.loads(out)}
+
+
+def _plugin_rows(
+    target: Path, env: dict[str, str], cwd: Path, allow: str
+) -> dict[str, dict[str, object]]:
+    """``mcp-acp plugins --json`` of the venv at ``target`` with ``allow`` allowed."""
+    out = subprocess.run(
+        [str(target / "bin" / "mcp-acp"), "plugins", "--json"],
+        check=True,
+        env={**env, "MCP_ACP_PLUGINS": allow},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {row["name"]: row for row in json.loads(out)["plugins"]}
+
+
 def test_extra_installs_from_wheels_alone_into_a_clean_venv(
     wheelhouse: Path, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -207,27 +235,11 @@ def test_keychain_extra_installs_and_registers_its_storage(
     env = _clean_env(isolated_home)
     target = _install("mcp-acp[keychain]", wheelhouse, tmp_path, env)
     python = str(target / "bin" / "python")
-    installed = subprocess.run(
-        [python, "-m", "pip", "list", "--format", "json"],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    names = {row["name"].lower() for row in json.loads(installed)}
+    names = _installed(target, env, tmp_path)
     assert {"mcp-acp", "mcp-acp-keychain", "keyring", "cryptography"} <= names
     assert "keyrings.alt" not in names  # the extra never brings a plaintext keyring
 
-    out = subprocess.run(
-        [str(target / "bin" / "mcp-acp"), "plugins", "--json"],
-        check=True,
-        env={**env, "MCP_ACP_PLUGINS": "keychain"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rows = {row["name"]: row for row in json.loads(out)["plugins"]}
+    rows = _plugin_rows(target, env, tmp_path, "keychain")
     assert rows["keychain"]["status"] == "loaded"
     assert rows["keychain"]["version"] == "0.1.0"
     assert rows["keychain"]["registers"] == ["token_storage:keychain"]
@@ -258,29 +270,12 @@ def test_oidc_extra_installs_alone_and_brings_its_commands(
 ) -> None:
     env = _clean_env(isolated_home)
     target = _install("mcp-acp[oidc]", wheelhouse, tmp_path, env)
-    python = str(target / "bin" / "python")
-    installed = subprocess.run(
-        [python, "-m", "pip", "list", "--format", "json"],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    names = {row["name"].lower() for row in json.loads(installed)}
+    names = _installed(target, env, tmp_path)
     assert {"mcp-acp", "mcp-acp-oidc", "pyjwt", "cryptography", "httpx", "filelock"} <= names
     assert "mcp-acp-keychain" not in names  # one extra, one plugin
 
     cli = str(target / "bin" / "mcp-acp")
-    out = subprocess.run(
-        [cli, "plugins", "--json"],
-        check=True,
-        env={**env, "MCP_ACP_PLUGINS": "oidc"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rows = {row["name"]: row for row in json.loads(out)["plugins"]}
+    rows = _plugin_rows(target, env, tmp_path, "oidc")
     assert rows["oidc"]["status"] == "loaded"
     assert rows["oidc"]["registers"] == ["identity_provider:oidc", "command:auth"]
 
@@ -320,29 +315,13 @@ def test_posture_extra_installs_alone_and_registers_its_checks(
     dist, checks = POSTURE_EXTRAS[extra]
     env = _clean_env(isolated_home)
     target = _install(f"mcp-acp[{extra}]", wheelhouse, tmp_path, env)
-    installed = subprocess.run(
-        [str(target / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    names = {row["name"].lower() for row in json.loads(installed)}
+    names = _installed(target, env, tmp_path)
     assert dist in names
     others = {d for d, _ in POSTURE_EXTRAS.values()} - {dist}
     assert not others & names  # the extra brings its own plugin only
 
     cli = str(target / "bin" / "mcp-acp")
-    out = subprocess.run(
-        [cli, "plugins", "--json"],
-        check=True,
-        env={**env, "MCP_ACP_PLUGINS": extra},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    ).stdout
-    row = {r["name"]: r for r in json.loads(out)["plugins"]}[extra]
+    row = _plugin_rows(target, env, tmp_path, extra)[extra]
     assert (row["status"], row["version"]) == ("loaded", "0.1.0")
     assert row["registers"] == [f"posture_check:{name}" for name in checks]
 
