@@ -51,6 +51,7 @@ from mcp_acp.errors import AuditError
 from mcp_acp.registry import PluginContext
 
 __all__ = [
+    "DEFERRED_SYNC_SECONDS",
     "HEAD_INTERVAL_SECONDS",
     "JsonlAuditSink",
     "JsonlConfig",
@@ -63,6 +64,11 @@ __all__ = [
 #: commit at most this often, and always at rotation and close: rewriting it on every
 #: commit would add a second inode to every fsync's journal transaction.
 HEAD_INTERVAL_SECONDS = 0.05
+
+#: A record submitted with ``defer_sync`` (one nothing waits on: a relayed response) is
+#: written at once but made durable by the next fsync of its stream — usually the next
+#: request's, which syncs anyway — and never later than this.
+DEFERRED_SYNC_SECONDS = 0.02
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +97,19 @@ class _Wait:
     a thread blocks on ``latch`` (released once the records are durable or have failed);
     the event loop awaits ``future``."""
 
-    __slots__ = ("count", "error", "first", "future", "latch", "then")
+    __slots__ = ("count", "defer", "error", "first", "future", "latch", "then")
 
     def __init__(
-        self, count: int, latch: threading.Lock | None, future: asyncio.Future[int] | None
+        self,
+        count: int,
+        latch: threading.Lock | None,
+        future: asyncio.Future[int] | None,
+        defer: bool = False,
     ) -> None:
         self.count = count
         self.latch = latch
         self.future = future
+        self.defer = defer  # its fsync may wait for the stream's next one (see submit)
         self.first = 0
         self.error: AuditError | None = None
         self.then: threading.Lock | None = None  # the next waiting thread's latch, if any
@@ -107,13 +118,15 @@ class _Wait:
 class _LoopBatch:
     """Records the event loop submitted to one stream, committed on the loop together."""
 
-    __slots__ = ("bodies", "error", "first", "waits")
+    __slots__ = ("bodies", "error", "first", "sync", "synced", "waits")
 
     def __init__(self, bodies: list[bytes], waits: list[_Wait]) -> None:
         self.bodies = bodies
         self.waits = waits
         self.first = 0
         self.error: AuditError | None = None
+        self.sync = any(not wait.defer for wait in waits)  # someone waits for durability
+        self.synced = False
 
 
 class LoopCommits:
@@ -187,6 +200,10 @@ class StreamWriter:
         self._loop_waits: list[_Wait] = []
         self._loop_scheduled = False
         self._loop_commits = loop_commits or LoopCommits()
+        # Loop records written with their fsync deferred (submit(defer_sync=True)), and the
+        # timer that syncs them if no other commit of this stream does first:
+        self._unsynced: list[_Wait] = []
+        self._sync_timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None  # the committer, started on first need
         self._doorbell = threading.Lock()  # held while the committer may sleep on it
         self._doorbell.acquire()
@@ -349,14 +366,20 @@ class StreamWriter:
         finally:
             self._finish()
 
-    def submit(self, body: bytes) -> asyncio.Future[int]:
+    def submit(self, body: bytes, *, defer_sync: bool = False) -> asyncio.Future[int]:
         """For the event loop: queue ``body`` and return a future for its ``seq``, set (or
         failed with ``AuditError``) once it is durable.
 
         Records the loop submits during one iteration are committed together, on the loop,
         at the start of the next (see :class:`LoopCommits`): one ``write`` and one ``fsync``
         for all of them, and no thread to wake. Only if a thread is committing at that
-        moment do they go to the committer thread instead."""
+        moment do they go to the committer thread instead.
+
+        ``defer_sync``, for a record nothing waits on: it is written like the others, but
+        if no record in its batch needs durability now, the fsync waits for the stream's
+        next one (the next request's records, usually) or :data:`DEFERRED_SYNC_SECONDS`,
+        whichever comes first; the future is set only then. A relayed response thus costs a
+        ``write``, and its fsync no longer sits between one request and the next."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._lock:
@@ -367,7 +390,7 @@ class StreamWriter:
                     f"audit stream {self.stream!r} is not open", fix="call start() before writing"
                 )
             self._loop_bodies.append(body)
-            self._loop_waits.append(_Wait(1, None, future))
+            self._loop_waits.append(_Wait(1, None, future, defer_sync))
             schedule = not self._loop_scheduled
             self._loop_scheduled = True
         if schedule:
@@ -406,10 +429,11 @@ class StreamWriter:
             self._loop_failed(batch, exc)
 
     def _loop_sync(self, batch: _LoopBatch) -> None:
-        """Make ``batch`` durable, if it was written."""
-        if batch.error is None:
+        """Make ``batch`` durable, if it was written — unless all of it may wait."""
+        if batch.error is None and (batch.sync or not self._fsync):
             try:
                 self._sync()
+                batch.synced = True
             except Exception as exc:
                 self._loop_failed(batch, exc)
 
@@ -423,7 +447,8 @@ class StreamWriter:
         batch.error = error
 
     def _loop_done(self, batch: _LoopBatch) -> None:
-        """Tell the batch's callers (on the loop, directly) and end the commit."""
+        """Tell the batch's callers (on the loop, directly) and end the commit. Records
+        written earlier with their fsync deferred are durable now too (or have failed)."""
         first = batch.first
         for wait in batch.waits:
             if batch.error is not None:
@@ -431,8 +456,56 @@ class StreamWriter:
             else:
                 wait.first = first
                 first += 1
+        deferred = batch.error is None and not batch.synced  # written; the fsync comes later
+        with self._lock:
+            if deferred:
+                self._unsynced.extend(batch.waits)
+                settle: list[_Wait] = []
+            else:
+                settle, self._unsynced = [*self._unsynced, *batch.waits], []
+        if deferred and self._sync_timer is None:
+            loop = asyncio.get_running_loop()
+            self._sync_timer = loop.call_later(DEFERRED_SYNC_SECONDS, self._sync_deferred)
+        if batch.error is not None:
+            for wait in settle:
+                wait.error = batch.error
         self._finish()
-        _settle(batch.waits)
+        _settle(settle)
+
+    def _sync_deferred(self) -> None:
+        """(On the loop, by timer.) Make the records written with their fsync deferred
+        durable, unless a commit has since."""
+        self._sync_timer = None
+        with self._lock:
+            waits, self._unsynced = self._unsynced, []
+            failed = self._failed
+            busy = self._busy
+            if waits and failed is None:
+                if busy:  # a thread is committing: its fsync is not ours to count on
+                    self._unsynced = waits + self._unsynced
+                else:
+                    self._busy = True
+        if not waits:
+            return
+        if failed is None and busy:
+            loop = asyncio.get_running_loop()
+            self._sync_timer = loop.call_later(DEFERRED_SYNC_SECONDS, self._sync_deferred)
+            return
+        if failed is None:
+            try:
+                self._sync()
+            except Exception as exc:
+                failed = (
+                    exc
+                    if isinstance(exc, AuditError)
+                    else AuditError(f"audit write failed: {exc}", fix="see the log")
+                )
+                self._fail(failed)
+            finally:
+                self._finish()
+        for wait in waits:
+            wait.error = failed
+        _settle(waits)
 
     def _finish(self) -> None:
         """After a caller's own commit: hand what arrived meanwhile to the committer."""
@@ -666,6 +739,7 @@ class StreamWriter:
             while self._busy:
                 self._idle.wait()
             self._open = False
+            unsynced, self._unsynced = self._unsynced, []  # synced below
             thread = self._thread
             self._stopping = True
             wake = self._asleep
@@ -676,12 +750,22 @@ class StreamWriter:
             thread.join()
         with self._lock:
             self._thread, self._stopping = None, False
+        error = self._failed
         if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                if self.durability == "fsync" and self._failed is None:
+            try:
+                if self.durability == "fsync" and error is None:
                     os.fsync(self._fd)
+            except OSError as exc:
+                error = AuditError(
+                    f"audit stream {self.stream!r} ({self.path}) could not be synced at close: "
+                    f"{_errno_text(exc)}",
+                    fix="check the disk; the last records may be missing",
+                )
             os.close(self._fd)
             self._fd = -1
+        for wait in unsynced:  # written with their fsync deferred: the one above, or none
+            wait.error = error
+        _wake(unsynced)
         if self._head_fd >= 0:
             if self._failed is None and self._seq:
                 with contextlib.suppress(OSError):
@@ -845,8 +929,10 @@ class JsonlAuditSink:
 
     def write_soon(self, event: AuditEvent) -> asyncio.Future[int]:
         """For the event loop: queue ``event`` and return a future, set once it is durable
-        (or failed with ``AuditError``); for records nothing waits on."""
-        return self.writers[event.stream].submit(serialise(event))
+        (or failed with ``AuditError``); for records nothing waits on. It is written at the
+        next loop iteration; its fsync may wait for the stream's next one, at most
+        :data:`DEFERRED_SYNC_SECONDS` (see :meth:`StreamWriter.submit`)."""
+        return self.writers[event.stream].submit(serialise(event), defer_sync=True)
 
     async def write_many(self, events: Sequence[AuditEvent]) -> None:
         """Write several events (of any streams) at once: all are submitted before any is

@@ -346,3 +346,57 @@ async def test_the_loops_records_of_two_streams_are_written_then_synced(
     await sink.close()
     for stream in ("decisions", "operations"):
         assert verify_stream(tmp_path / "logs", stream).ok
+
+
+async def test_a_deferred_record_is_written_at_once_and_synced_by_the_next_commit(
+    writer: StreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = HeldFsync(hold=set())
+    monkeypatch.setattr(os, "fsync", fsync)
+    response = writer.submit(body("response"), defer_sync=True)
+    await asyncio.sleep(0)  # one loop iteration: the commit has run
+    assert [r["request_id"] for r in records(writer)] == ["response"]  # written …
+    assert fsync.calls == 0  # … not yet durable,
+    assert not response.done()  # … and nobody told
+    decision = writer.submit(body("decision"))
+    assert await decision == 2
+    assert response.done()  # durable by the decision's fsync
+    assert response.result() == 1
+    assert fsync.calls == 1
+
+
+async def test_a_deferred_record_alone_is_synced_by_its_timer(
+    writer: StreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = HeldFsync(hold=set())
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert await writer.submit(body("response"), defer_sync=True) == 1
+    assert fsync.calls == 1
+    assert committer(writer) is None
+
+
+async def test_close_syncs_the_deferred_records_and_tells_their_callers(
+    writer: StreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = HeldFsync(hold=set())
+    monkeypatch.setattr(os, "fsync", fsync)
+    response = writer.submit(body("response"), defer_sync=True)
+    await asyncio.sleep(0)
+    assert fsync.calls == 0
+    await asyncio.to_thread(writer.close)
+    assert await response == 1
+    assert fsync.calls == 1
+
+
+async def test_deferred_records_fail_with_the_commit_that_was_to_sync_them(
+    writer: StreamWriter,
+) -> None:
+    response = writer.submit(body("response"), defer_sync=True)
+    await asyncio.sleep(0)
+    assert not response.done()
+    os.close(writer._fd)  # the next write fails with EBADF
+    with pytest.raises(AuditError):
+        await writer.submit(body("decision"))
+    with pytest.raises(AuditError):  # written, but never made durable: not acknowledged
+        await response
+    writer._fd = -1  # already closed
