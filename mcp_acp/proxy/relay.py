@@ -308,9 +308,9 @@ class Relay:
                 method = self._in_flight.pop(message.id, None)
                 if method in _LISTS or _asks_for_input(message):
                     self._spawn(self._backend_response(message, method))
-                else:  # the usual case: record it as it is relayed, as is, in order
-                    self._record_response(message.body, message.id, method)
+                else:  # the usual case: relayed as is, in order, then recorded
                     await self._send_client(message.raw)
+                    self._record_response(message.body, message.id, method)
             elif message.kind == "request":
                 self._spawn(self._backend_request(message))
             elif message.kind == "notification":
@@ -327,14 +327,16 @@ class Relay:
             data = encode(body)
         else:
             data = message.raw
-        self._record_response(body, message.id, method)
         await self._send_client(data)
+        self._record_response(body, message.id, method)
 
     def _record_response(self, body: dict[str, Any], request_id: Any, method: str | None) -> None:
         """The request's decision was durable before it was forwarded; its response is
-        recorded as it is relayed (the record is handed over first, the answer goes out while
-        it is committed). If that record fails, the trail fails: the event goes to the
-        fallback file and the proxy shuts down."""
+        recorded as it is relayed: handed to the trail once the answer is on its way (in the
+        same loop step, unless the client is not reading), and committed at the next loop
+        iteration — so building the record is not part of the client's wait. If that record
+        fails, the trail fails: the event goes to the fallback file and the proxy shuts
+        down."""
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
         code = error.get("code") if isinstance(error, dict) else None
