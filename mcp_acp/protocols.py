@@ -185,10 +185,11 @@ class AuditSink(Protocol):
     ``start`` performs a write test and raises ``AuditError`` if it fails, so a broken
     trail stops start-up instead of the first request.
 
-    Optional, found by name (the built-in ``jsonl`` sink has all three):
-    ``write_sync(event)`` for the shutdown path; ``async write_many(events)`` to commit a
-    request's decision and operation records together; ``write_soon(event)`` returning a
-    future, for a record nothing waits on (a relayed response).
+    Optional, found by name (the built-in ``jsonl`` sink has both):
+    ``write_sync(event)`` for the shutdown path; ``write_soon(event)`` returning a future,
+    set once the event is durable, for a record nothing waits on (a relayed response, a
+    request's operation record) — handed over at once, so that the sink can write it
+    together with the request's decision record.
     """
 
     async def start(self) -> None:

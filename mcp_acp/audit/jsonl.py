@@ -131,9 +131,8 @@ class _LoopBatch:
 
 class LoopCommits:
     """The event loop's records, across the streams of one sink, committed once per loop
-    iteration: every stream's ``write`` first, then every stream's ``fsync``. A request's
-    decision and operation records are in two files; syncing them after both are written
-    took ~113 µs here, one stream after the other ~162 µs."""
+    iteration: every stream's ``write`` first, then the ``fsync`` of every stream with a
+    record that is not deferred (see :meth:`StreamWriter.submit`)."""
 
     def __init__(self) -> None:
         self._writers: list[StreamWriter] = []  # streams with loop records (loop only)
@@ -933,19 +932,6 @@ class JsonlAuditSink:
         next loop iteration; its fsync may wait for the stream's next one, at most
         :data:`DEFERRED_SYNC_SECONDS` (see :meth:`StreamWriter.submit`)."""
         return self.writers[event.stream].submit(serialise(event), defer_sync=True)
-
-    async def write_many(self, events: Sequence[AuditEvent]) -> None:
-        """Write several events (of any streams) at once: all are submitted before any is
-        awaited, so they are committed in the same loop iteration, not one after another."""
-        futures = [self.writers[e.stream].submit(serialise(e)) for e in events]
-        error: BaseException | None = None
-        for future in futures:  # wait for every one, even after a failure
-            try:
-                await future
-            except AuditError as exc:
-                error = error or exc
-        if error is not None:
-            raise error
 
     def write_sync(self, event: AuditEvent) -> int:
         """Write ``event`` to its stream; return its ``seq`` once it is durable."""

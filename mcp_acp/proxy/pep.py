@@ -203,14 +203,13 @@ class EnforcementPoint:
         return str(getattr(self.engine, "policy_id", "unknown"))
 
     async def _record(self, decision: AuditEvent, companion: Companion, allowed: bool) -> None:
-        """The decision record — and the caller's companion record, handed to the trail
-        together (another stream; the jsonl sink commits both in the same loop iteration) —
-        durable before returning."""
+        """The decision record durable — and the caller's companion record written (another
+        stream; see :meth:`AuditTrail.record_decision`) — before returning."""
         other = companion(allowed) if companion is not None else None
         if other is None:
             await self.trail.record(decision)
         else:
-            await self.trail.record_all((decision, other))
+            await self.trail.record_decision(decision, other)
 
     async def _refuse(
         self,
@@ -255,8 +254,8 @@ class EnforcementPoint:
 
         ``flood_guard`` spends a token of the global bucket (client requests do;
         notifications and the backend's requests do not). ``companion(allowed)`` may return
-        one more record (the relay's operation record) to be made durable together with the
-        decision, rather than one after the other."""
+        one more record (the relay's operation record), written with the decision and
+        durable soon after it (see :meth:`AuditTrail.record_decision`)."""
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -336,18 +337,57 @@ async def test_record_soon_is_durable_by_close_and_a_failure_fails_the_trail(
     await trail.close()
 
 
-async def test_record_all_writes_every_event_before_returning(
-    log_dir: Path, tmp_path: Path
+async def test_record_decision_returns_with_the_decision_durable_and_the_operation_written(
+    log_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sink = JsonlAuditSink(log_dir)
     trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(log_dir=log_dir, fallback_path=tmp_path / "fb.jsonl"),
+        [sink], ShutdownCoordinator(log_dir=log_dir, fallback_path=tmp_path / "fb.jsonl")
     )
     await trail.start()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     operation = OperationEvent(
         session_id="s", request_id="r-7", direction="client_to_server", outcome="forwarded"
     )
-    await trail.record_all((decision("r-7"), operation))
+    await trail.record_decision(decision("r-7"), operation)
     assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-7"
-    assert json.loads(lines(log_dir, "operations")[-1])["request_id"] == "r-7"
+    assert json.loads(lines(log_dir, "operations")[-1])["request_id"] == "r-7"  # written
+    assert synced == [sink.writers["decisions"]._fd]  # one fsync: the decision's
+    operations = sink.writers["operations"]._fd
+    for _ in range(500):  # its own fsync follows, by timer (a guard, not a timing check)
+        if operations in synced:
+            break
+        await asyncio.sleep(0.01)
+    assert synced == [sink.writers["decisions"]._fd, operations]
+    await trail.close()
+    assert verify_stream(log_dir, "operations").ok
+
+
+async def test_record_decision_denies_when_the_operation_record_cannot_be_written(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    codes: list[int] = []
+    fallback = tmp_path / "fb.jsonl"
+    trail = AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
+    )
+    await trail.start()
+    (log_dir / "operations.jsonl").unlink()  # the decision can be written, its companion not
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    operation = OperationEvent(
+        session_id="s", request_id="r-8", direction="client_to_server", outcome="forwarded"
+    )
+    with pytest.raises(AuditError, match="deleted or moved"):
+        await trail.record_decision(decision("r-8"), operation)
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    kept = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert [(k["event"]["stream"], k["event"]["request_id"]) for k in kept] == [
+        ("operations", "r-8")
+    ]
     await trail.close()
