@@ -4,6 +4,7 @@ injection, ENOSPC, and the write-ahead order."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import canonical, verify_stream
+from mcp_acp.audit.chain import GENESIS, canonical, seal, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
 from mcp_acp.audit.trail import AuditTrail
@@ -56,6 +57,24 @@ def lines(log_dir: Path, stream: str) -> list[bytes]:
 
 def rewrite(log_dir: Path, stream: str, new_lines: list[bytes]) -> None:
     (log_dir / f"{stream}.jsonl").write_bytes(b"".join(new_lines))
+
+
+@pytest.mark.parametrize(
+    ("body", "seq", "prev"),
+    [
+        (b'{"event":"x","stream":"system"}', 1, GENESIS),
+        (b'{"a":"\\u2028 \\"q\\""}', 123456789, "ab" * 32),
+        (b"{}", 7, "0f" * 32),
+    ],
+)
+def test_seal_appends_the_chain_fields_and_hashes_up_to_prev_hash(
+    body: bytes, seq: int, prev: str
+) -> None:
+    head = body[:-1] + (b"," if len(body) > 2 else b"")
+    chained = head + b'"seq":%d,"prev_hash":"%s"' % (seq, prev.encode())
+    digest = hashlib.sha256(chained + b"}").hexdigest()
+    assert seal(body, seq, prev) == (chained + b',"hash":"%s"}\n' % digest.encode(), digest)
+    assert json.loads(seal(body, seq, prev)[0])["hash"] == digest
 
 
 def test_files_are_private_and_records_are_chained(sink: JsonlAuditSink, log_dir: Path) -> None:
