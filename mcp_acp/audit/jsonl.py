@@ -318,11 +318,13 @@ class StreamWriter:
         from each fsync with cold caches, where every call costs two to three times what
         it costs warm. Otherwise the record waits for a commit (:meth:`write_many`)."""
         with self._lock:
-            lone = not self._busy and self._failed is None and self._open
-            if lone:
+            if self._busy or self._failed is not None or not self._open:
+                queued = self._queue((body,))  # raises if the stream failed or is not open
+            else:
                 self._busy = True
-        if not lone:
-            return self.write_many((body,))
+                queued = None
+        if queued is not None:
+            return _await(*queued)
         try:
             seq = self._seq + 1
             line, digest = seal(body, seq, self._prev)
@@ -359,36 +361,34 @@ class StreamWriter:
         """Append several records, in order, in one commit (or with others waiting); return
         the first one's ``seq`` once all are durable, or raise ``AuditError``."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if not self._open:
-                raise AuditError(
-                    f"audit stream {self.stream!r} is not open", fix="call start() before writing"
-                )
-            if self._busy:  # the committer thread will take these with the others
-                latch = threading.Lock()
-                latch.acquire()
-                wait = _Wait(len(bodies), latch, None)
-                self._bodies.extend(bodies)
-                self._waits.append(wait)
+            if self._busy or self._failed is not None or not self._open:
+                queued = self._queue(bodies)  # raises if the stream failed or is not open
             else:
                 self._busy = True  # idle: commit them here, on the caller's thread
-                wait = None
-        if wait is not None:
-            try:
-                latch.acquire()  # released once they are durable, or failed
-            except BaseException:  # interrupted (a signal in the main thread)
-                _pass_on_later(wait)  # the callers after this one must still be woken
-                raise
-            if wait.then is not None:  # wake the next caller of the same commit
-                wait.then.release()
-            if wait.error is not None:
-                raise wait.error
-            return wait.first
+                queued = None
+        if queued is not None:
+            return _await(*queued)
         try:
             return self._commit(bodies)
         finally:
             self._finish()
+
+    def _queue(self, bodies: Sequence[bytes]) -> tuple[_Wait, threading.Lock]:
+        """(Under the lock, the stream busy.) Queue ``bodies`` for the committer thread, which
+        takes them with the others waiting; the caller's place and latch, to :func:`_await`.
+        Raises ``AuditError`` if the stream failed or is not open."""
+        if self._failed is not None:
+            raise self._failed
+        if not self._open:
+            raise AuditError(
+                f"audit stream {self.stream!r} is not open", fix="call start() before writing"
+            )
+        latch = threading.Lock()
+        latch.acquire()
+        wait = _Wait(len(bodies), latch, None)
+        self._bodies.extend(bodies)
+        self._waits.append(wait)
+        return wait, latch
 
     def submit(self, body: bytes) -> asyncio.Future[int]:
         """For the event loop: queue ``body`` and return a future for its ``seq``, set (or
@@ -786,6 +786,21 @@ def _wake(waits: list[_Wait]) -> None:
     for loop, group in settle.items():
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
+
+
+def _await(wait: _Wait, latch: threading.Lock) -> int:
+    """Block on ``latch`` until the commit holding ``wait``'s records is over; their first
+    ``seq``, or the commit's ``AuditError``."""
+    try:
+        latch.acquire()  # released once they are durable, or failed
+    except BaseException:  # interrupted (a signal in the main thread)
+        _pass_on_later(wait)  # the callers after this one must still be woken
+        raise
+    if wait.then is not None:  # wake the next caller of the same commit
+        wait.then.release()
+    if wait.error is not None:
+        raise wait.error
+    return wait.first
 
 
 def _pass_on_later(wait: _Wait) -> None:
