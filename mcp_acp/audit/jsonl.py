@@ -585,13 +585,17 @@ class StreamWriter:
                 line, prev = seal(body, seq, prev)
                 lines.append(line)
             data = b"".join(lines)
-        try:
-            self._check_identity()
+        try:  # as in write(), inline: the committer runs this between two fsyncs
+            info = os.lstat(self._path_bytes)
+            if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
+                raise self._replaced()
             if self._size > 0 and self._size + len(data) > self.max_file_bytes:
                 self._rotate()
             written = os.write(self._fd, data)
             while written < len(data):
                 written += os.write(self._fd, data[written:])
+        except FileNotFoundError:
+            raise self._failing(self._vanished()) from None
         except AuditError as error:
             self._fail(error)
             raise

@@ -370,3 +370,28 @@ async def test_record_all_writes_every_event_before_returning(
     assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-7"
     assert json.loads(lines(log_dir, "operations")[-1])["request_id"] == "r-7"
     await trail.close()
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced", "moved"])
+def test_a_lone_writer_checks_the_files_identity_before_its_write(
+    sink: JsonlAuditSink, log_dir: Path, change: str
+) -> None:
+    sink.write_sync(decision("r-1"))  # the stream is idle: the caller commits it itself
+    path = log_dir / "decisions.jsonl"
+    before = path.read_bytes()
+    if change == "deleted":
+        path.unlink()
+    elif change == "replaced":
+        path.rename(log_dir / "aside")
+        path.write_bytes(before)
+    else:
+        path.rename(log_dir / "aside")
+    expected = "replaced while in use" if change == "replaced" else "deleted or moved"
+    with pytest.raises(AuditError, match=expected):
+        sink.write_sync(decision("r-2"))
+    with pytest.raises(AuditError, match=expected):  # the failed state: nothing more
+        sink.write_sync(decision("r-3"))
+    if change != "deleted":
+        assert (log_dir / "aside").read_bytes() == before  # nothing written after the change
+    if change == "replaced":
+        assert path.read_bytes() == before
