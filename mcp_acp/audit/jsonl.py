@@ -313,10 +313,12 @@ class StreamWriter:
         """Append the record whose canonical JSON is ``body``; return its ``seq`` once it is
         durable. Raise ``AuditError`` if it is not — it then never will be.
 
-        A caller that finds the stream idle commits here, straight through: seal, check the
-        file's identity, write, fsync, with no call that is not needed — the thread resumes
-        from each fsync with cold caches, where every call costs two to three times what
-        it costs warm. Otherwise the record waits for a commit (:meth:`write_many`)."""
+        A caller that finds the stream idle commits here, straight through — seal, check
+        the file's identity and write (:meth:`_put`), fsync (:meth:`_sync`) — with one lock
+        round trip to claim the stream and one to release it: the thread resumes from each
+        fsync with cold caches, where every step costs two to three times what it costs
+        warm. A caller that finds it busy queues its record under the same lock
+        (:meth:`_queue`) and waits for the committer thread (:func:`_await`)."""
         with self._lock:
             if self._busy or self._failed is not None or not self._open:
                 queued = self._queue((body,))  # raises if the stream failed or is not open
@@ -328,31 +330,9 @@ class StreamWriter:
         try:
             seq = self._seq + 1
             line, digest = seal(body, seq, self._prev)
-            try:
-                info = os.lstat(self._path_bytes)
-                if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
-                    raise self._replaced()
-                if self._size > 0 and self._size + len(line) > self.max_file_bytes:
-                    self._rotate()
-                written = os.write(self._fd, line)
-                while written < len(line):
-                    written += os.write(self._fd, line[written:])
-                self._size += len(line)
-                self._seq, self._prev = seq, digest
-                if self._fsync:
-                    os.fsync(self._fd)
-                    self.fsyncs += 1
-                now = time.monotonic()
-                if self._head_fd >= 0 and now - self._head_written >= HEAD_INTERVAL_SECONDS:
-                    write_head(self._head_fd, ChainHead(seq, digest))
-                    self._head_written = now
-            except FileNotFoundError:
-                raise self._failing(self._vanished()) from None
-            except AuditError as error:
-                self._fail(error)
-                raise
-            except OSError as exc:
-                raise self._write_failed(exc) from exc
+            self._put(line)
+            self._seq, self._prev = seq, digest
+            self._sync()
             return seq
         finally:
             self._finish()
@@ -585,7 +565,14 @@ class StreamWriter:
                 line, prev = seal(body, seq, prev)
                 lines.append(line)
             data = b"".join(lines)
-        try:  # as in write(), inline: the committer runs this between two fsyncs
+        self._put(data)
+        self._seq, self._prev = seq, prev
+        return seq - len(bodies) + 1
+
+    def _put(self, data: bytes) -> None:
+        """Check that the file is still ours (device and inode of the path), rotate it if
+        ``data`` would take it past the limit, write ``data`` (not yet durable)."""
+        try:
             info = os.lstat(self._path_bytes)
             if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
                 raise self._replaced()
@@ -602,8 +589,6 @@ class StreamWriter:
         except OSError as exc:
             raise self._write_failed(exc) from exc
         self._size += len(data)
-        self._seq, self._prev = seq, prev
-        return seq - len(bodies) + 1
 
     def _sync(self) -> None:
         """Make everything written durable (durability ``fsync``); now and then, record the
