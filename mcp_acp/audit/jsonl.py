@@ -792,6 +792,24 @@ def _await(wait: _Wait, latch: threading.Lock) -> int:
     return wait.first
 
 
+async def _committed(futures: Sequence[asyncio.Future[int]]) -> None:
+    """Yield to the event loop once, so that the commit :meth:`StreamWriter.submit`
+    scheduled (before this, and so run before this task resumes) writes and fsyncs the
+    records: their futures are then settled and awaiting them does not suspend the task
+    again — one loop iteration per write instead of two. (If a thread was committing, the
+    records went to the committer thread instead and the futures are awaited as usual.)
+    If the task is cancelled meanwhile, the records are still committed but nobody waits
+    for them: their futures are cancelled, as they would be if it were awaiting them (for
+    one already settled, ``cancel()`` only marks a failure as seen: the sink's failure
+    handler has it)."""
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
 def _pass_on_later(wait: _Wait) -> None:
     """For a waiting caller that was interrupted: wait in its place, then wake the next."""
 
@@ -897,7 +915,10 @@ class JsonlAuditSink:
             raise
 
     async def write(self, event: AuditEvent) -> None:
-        await self.writers[event.stream].submit(serialise(event))
+        """Write ``event``; return once it is durable (see :func:`_committed`)."""
+        future = self.writers[event.stream].submit(serialise(event))
+        await _committed((future,))
+        await future
 
     def write_soon(self, event: AuditEvent) -> asyncio.Future[int]:
         """For the event loop: queue ``event`` and return a future, set once it is durable
@@ -908,6 +929,7 @@ class JsonlAuditSink:
         """Write several events (of any streams) at once: all are submitted before any is
         awaited, so they are committed in the same loop iteration, not one after another."""
         futures = [self.writers[e.stream].submit(serialise(e)) for e in events]
+        await _committed(futures)
         error: BaseException | None = None
         for future in futures:  # wait for every one, even after a failure
             try:
