@@ -354,9 +354,10 @@ class StreamWriter:
             self._finish()
 
     def _queue(self, bodies: Sequence[bytes]) -> tuple[_Wait, threading.Lock]:
-        """(Under the lock, the stream busy.) Queue ``bodies`` for the committer thread, which
-        takes them with the others waiting; the caller's place and latch, to :func:`_await`.
-        Raises ``AuditError`` if the stream failed or is not open."""
+        """(Under the lock, for a caller that cannot commit itself.) Raise ``AuditError`` if
+        the stream failed or is not open; otherwise (it is busy) queue ``bodies`` for the
+        committer thread, which takes them with the others waiting, and return the caller's
+        place and latch, to :func:`_await`."""
         if self._failed is not None:
             raise self._failed
         if not self._open:
