@@ -55,20 +55,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+#: "00" … "99", and ".000Z" … ".999Z": ``_iso_ms`` looks the fields up instead of formatting
+#: numbers, which was most of its cost.
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
 def _iso_ms(ts: datetime) -> str:
-    """``2026-11-26T18:23:28.113Z``. A plain function with ``%`` formatting: it runs for every
-    record, and this is about half the cost of a ``field_serializer`` method calling
-    ``isoformat(timespec=...)``."""
+    """``2026-11-26T18:23:28.113Z``. A plain function, not a ``field_serializer`` method (half
+    the cost), building the text from lookup tables (half again: ``%``-formatting seven
+    numbers was ~11,000 instructions, ``isoformat`` more): it runs for every record."""
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (faster than f-string)
-        ts.year,
-        ts.month,
-        ts.day,
-        ts.hour,
-        ts.minute,
-        ts.second,
-        ts.microsecond // 1000,
+    two = _TWO_DIGITS
+    year = ts.year
+    return (
+        f"{two[year // 100]}{two[year % 100]}-{two[ts.month]}-{two[ts.day]}"
+        f"T{two[ts.hour]}:{two[ts.minute]}:{two[ts.second]}{_MILLIS[ts.microsecond // 1000]}"
     )
 
 

@@ -327,43 +327,65 @@ class StreamWriter:
 
     def write(self, body: bytes) -> int:
         """Append the record whose canonical JSON is ``body``; return its ``seq`` once it is
-        durable. Raise ``AuditError`` if it is not — it then never will be."""
-        return self.write_many((body,))
+        durable. Raise ``AuditError`` if it is not — it then never will be.
+
+        A caller that finds the stream idle commits here, straight through — seal, check
+        the file's identity and write (:meth:`_put`), fsync (:meth:`_sync`) — with one lock
+        round trip to claim the stream and one to release it: the thread resumes from each
+        fsync with cold caches, where every step costs two to three times what it costs
+        warm. A caller that finds it busy queues its record under the same lock
+        (:meth:`_queue`) and waits for the committer thread (:func:`_await`)."""
+        with self._lock:
+            if self._busy or self._failed is not None or not self._open:
+                queued = self._queue((body,))  # raises if the stream failed or is not open
+            else:
+                self._busy = True
+                queued = None
+        if queued is not None:
+            return _await(*queued)
+        try:
+            seq = self._seq + 1
+            line, digest = seal(body, seq, self._prev)
+            self._put(line)
+            self._seq, self._prev = seq, digest
+            self._sync()
+            return seq
+        finally:
+            self._finish()
 
     def write_many(self, bodies: Sequence[bytes]) -> int:
         """Append several records, in order, in one commit (or with others waiting); return
         the first one's ``seq`` once all are durable, or raise ``AuditError``."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if not self._open:
-                raise AuditError(
-                    f"audit stream {self.stream!r} is not open", fix="call start() before writing"
-                )
-            if self._busy:  # the committer thread will take these with the others
-                latch = threading.Lock()
-                latch.acquire()
-                wait = _Wait(len(bodies), latch, None)
-                self._bodies.extend(bodies)
-                self._waits.append(wait)
+            if self._busy or self._failed is not None or not self._open:
+                queued = self._queue(bodies)  # raises if the stream failed or is not open
             else:
                 self._busy = True  # idle: commit them here, on the caller's thread
-                wait = None
-        if wait is not None:
-            try:
-                latch.acquire()  # released once they are durable, or failed
-            except BaseException:  # interrupted (a signal in the main thread)
-                _pass_on_later(wait)  # the callers after this one must still be woken
-                raise
-            if wait.then is not None:  # wake the next caller of the same commit
-                wait.then.release()
-            if wait.error is not None:
-                raise wait.error
-            return wait.first
+                queued = None
+        if queued is not None:
+            return _await(*queued)
         try:
             return self._commit(bodies)
         finally:
             self._finish()
+
+    def _queue(self, bodies: Sequence[bytes]) -> tuple[_Wait, threading.Lock]:
+        """(Under the lock, for a caller that cannot commit itself.) Raise ``AuditError`` if
+        the stream failed or is not open; otherwise (it is busy) queue ``bodies`` for the
+        committer thread, which takes them with the others waiting, and return the caller's
+        place and latch, to :func:`_await`."""
+        if self._failed is not None:
+            raise self._failed
+        if not self._open:
+            raise AuditError(
+                f"audit stream {self.stream!r} is not open", fix="call start() before writing"
+            )
+        latch = threading.Lock()
+        latch.acquire()
+        wait = _Wait(len(bodies), latch, None)
+        self._bodies.extend(bodies)
+        self._waits.append(wait)
+        return wait, latch
 
     def submit(self, body: bytes, *, defer_sync: bool = False) -> asyncio.Future[int]:
         """For the event loop: queue ``body`` and return a future for its ``seq``, set (or
@@ -616,21 +638,30 @@ class StreamWriter:
                 line, prev = seal(body, seq, prev)
                 lines.append(line)
             data = b"".join(lines)
+        self._put(data)
+        self._seq, self._prev = seq, prev
+        return seq - len(bodies) + 1
+
+    def _put(self, data: bytes) -> None:
+        """Check that the file is still ours (device and inode of the path), rotate it if
+        ``data`` would take it past the limit, write ``data`` (not yet durable)."""
         try:
-            self._check_identity()
+            info = os.lstat(self._path_bytes)
+            if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
+                raise self._replaced()
             if self._size > 0 and self._size + len(data) > self.max_file_bytes:
                 self._rotate()
             written = os.write(self._fd, data)
             while written < len(data):
                 written += os.write(self._fd, data[written:])
+        except FileNotFoundError:
+            raise self._failing(self._vanished()) from None
         except AuditError as error:
             self._fail(error)
             raise
         except OSError as exc:
             raise self._write_failed(exc) from exc
         self._size += len(data)
-        self._seq, self._prev = seq, prev
-        return seq - len(bodies) + 1
 
     def _sync(self) -> None:
         """Make everything written durable (durability ``fsync``); now and then, record the
@@ -657,17 +688,23 @@ class StreamWriter:
     def _check_identity(self) -> None:
         """The path must still name the file we opened: not deleted, replaced or moved."""
         try:
-            info = os.stat(self._path_bytes, follow_symlinks=False)
+            info = os.lstat(self._path_bytes)
         except FileNotFoundError:
-            raise AuditError(
-                f"audit file {self.path} was deleted or moved while in use",
-                fix="find out who removed it; restart mcp-acp to open a new chain file",
-            ) from None
+            raise self._vanished() from None
         if info.st_ino != self._identity[1] or info.st_dev != self._identity[0]:
-            raise AuditError(
-                f"audit file {self.path} was replaced while in use (device/inode changed)",
-                fix="find out who replaced it; 'mcp-acp audit verify' checks what is there",
-            )
+            raise self._replaced()
+
+    def _vanished(self) -> AuditError:
+        return AuditError(
+            f"audit file {self.path} was deleted or moved while in use",
+            fix="find out who removed it; restart mcp-acp to open a new chain file",
+        )
+
+    def _replaced(self) -> AuditError:
+        return AuditError(
+            f"audit file {self.path} was replaced while in use (device/inode changed)",
+            fix="find out who replaced it; 'mcp-acp audit verify' checks what is there",
+        )
 
     def _rotate(self) -> None:
         existing = [p.name for p in chain_files(self.log_dir, self.stream)]
@@ -683,6 +720,11 @@ class StreamWriter:
         self._open_file()
         if self._head_fd >= 0:
             write_head(self._head_fd, ChainHead(self._seq, self._prev))
+
+    def _failing(self, error: AuditError) -> AuditError:
+        """Enter the failed state with ``error``; return it, to be raised."""
+        self._fail(error)
+        return error
 
     def _fail(self, error: AuditError) -> None:
         with self._lock:
@@ -819,6 +861,39 @@ def _wake(waits: list[_Wait]) -> None:
             loop.call_soon_threadsafe(_settle, group)
 
 
+def _await(wait: _Wait, latch: threading.Lock) -> int:
+    """Block on ``latch`` until the commit holding ``wait``'s records is over; their first
+    ``seq``, or the commit's ``AuditError``."""
+    try:
+        latch.acquire()  # released once they are durable, or failed
+    except BaseException:  # interrupted (a signal in the main thread)
+        _pass_on_later(wait)  # the callers after this one must still be woken
+        raise
+    if wait.then is not None:  # wake the next caller of the same commit
+        wait.then.release()
+    if wait.error is not None:
+        raise wait.error
+    return wait.first
+
+
+async def _committed(futures: Sequence[asyncio.Future[int]]) -> None:
+    """Yield to the event loop once, so that the commit :meth:`StreamWriter.submit`
+    scheduled (before this, and so run before this task resumes) writes and fsyncs the
+    records: their futures are then settled and awaiting them does not suspend the task
+    again — one loop iteration per write instead of two. (If a thread was committing, the
+    records went to the committer thread instead and the futures are awaited as usual.)
+    If the task is cancelled meanwhile, the records are still committed but nobody waits
+    for them: their futures are cancelled, as they would be if it were awaiting them (for
+    one already settled, ``cancel()`` only marks a failure as seen: the sink's failure
+    handler has it)."""
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
 def _pass_on_later(wait: _Wait) -> None:
     """For a waiting caller that was interrupted: wait in its place, then wake the next."""
 
@@ -924,7 +999,10 @@ class JsonlAuditSink:
             raise
 
     async def write(self, event: AuditEvent) -> None:
-        await self.writers[event.stream].submit(serialise(event))
+        """Write ``event``; return once it is durable (see :func:`_committed`)."""
+        future = self.writers[event.stream].submit(serialise(event))
+        await _committed((future,))
+        await future
 
     def write_soon(self, event: AuditEvent) -> asyncio.Future[int]:
         """For the event loop: queue ``event`` and return a future, set once it is durable

@@ -4,6 +4,7 @@ injection, ENOSPC, and the write-ahead order."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import canonical, verify_stream
+from mcp_acp.audit.chain import GENESIS, canonical, seal, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
 from mcp_acp.audit.trail import AuditTrail
@@ -57,6 +58,24 @@ def lines(log_dir: Path, stream: str) -> list[bytes]:
 
 def rewrite(log_dir: Path, stream: str, new_lines: list[bytes]) -> None:
     (log_dir / f"{stream}.jsonl").write_bytes(b"".join(new_lines))
+
+
+@pytest.mark.parametrize(
+    ("body", "seq", "prev"),
+    [
+        (b'{"event":"x","stream":"system"}', 1, GENESIS),
+        (b'{"a":"\\u2028 \\"q\\""}', 123456789, "ab" * 32),
+        (b"{}", 7, "0f" * 32),
+    ],
+)
+def test_seal_appends_the_chain_fields_and_hashes_up_to_prev_hash(
+    body: bytes, seq: int, prev: str
+) -> None:
+    head = body[:-1] + (b"," if len(body) > 2 else b"")
+    chained = head + b'"seq":%d,"prev_hash":"%s"' % (seq, prev.encode())
+    digest = hashlib.sha256(chained + b"}").hexdigest()
+    assert seal(body, seq, prev) == (chained + b',"hash":"%s"}\n' % digest.encode(), digest)
+    assert json.loads(seal(body, seq, prev)[0])["hash"] == digest
 
 
 def test_files_are_private_and_records_are_chained(sink: JsonlAuditSink, log_dir: Path) -> None:
@@ -391,3 +410,28 @@ async def test_record_decision_denies_when_the_operation_record_cannot_be_writte
         ("operations", "r-8")
     ]
     await trail.close()
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced", "moved"])
+def test_a_lone_writer_checks_the_files_identity_before_its_write(
+    sink: JsonlAuditSink, log_dir: Path, change: str
+) -> None:
+    sink.write_sync(decision("r-1"))  # the stream is idle: the caller commits it itself
+    path = log_dir / "decisions.jsonl"
+    before = path.read_bytes()
+    if change == "deleted":
+        path.unlink()
+    elif change == "replaced":
+        path.rename(log_dir / "aside")
+        path.write_bytes(before)
+    else:
+        path.rename(log_dir / "aside")
+    expected = "replaced while in use" if change == "replaced" else "deleted or moved"
+    with pytest.raises(AuditError, match=expected):
+        sink.write_sync(decision("r-2"))
+    with pytest.raises(AuditError, match=expected):  # the failed state: nothing more
+        sink.write_sync(decision("r-3"))
+    if change != "deleted":
+        assert (log_dir / "aside").read_bytes() == before  # nothing written after the change
+    if change == "replaced":
+        assert path.read_bytes() == before

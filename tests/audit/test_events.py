@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from mcp_acp.audit.events import payload_digest
+from mcp_acp.audit.events import SystemEvent, payload_digest
 
 PAYLOADS: list[Any] = [
     {"text": "call-12"},
@@ -28,3 +28,30 @@ def test_payload_digest_is_sha256_of_the_canonical_json(payload: Any) -> None:
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     ).encode("utf-8", "surrogatepass")
     assert payload_digest(payload) == (hashlib.sha256(canonical).hexdigest(), len(canonical))
+
+
+TIMES = [
+    datetime(2026, 11, 26, 18, 23, 28, 113999, tzinfo=UTC),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2026, 6, 30, 23, 30, 0, 500, tzinfo=timezone(timedelta(hours=-5))),  # next day
+    datetime(2026, 3, 1, 0, 15, 0, 1000, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+]
+
+
+@pytest.mark.parametrize("ts", TIMES)
+def test_ts_is_utc_iso_8601_with_milliseconds(ts: datetime) -> None:
+    utc = ts.astimezone(UTC)
+    expected = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (the reference)
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond // 1000,
+    )
+    record = json.loads(SystemEvent(event="tick", ts=ts).model_dump_json())
+    assert record["ts"] == expected

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from mcp_acp.audit.chain import canonical, verify_stream
+from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, StreamWriter
 from mcp_acp.errors import AuditError
 
@@ -400,3 +401,61 @@ async def test_deferred_records_fail_with_the_commit_that_was_to_sync_them(
     with pytest.raises(AuditError):  # written, but never made durable: not acknowledged
         await response
     writer._fd = -1  # already closed
+
+
+def event(name: str, stream: str = "decisions") -> AuditEvent:
+    if stream == "system":
+        return SystemEvent(event="tick", request_id=name)
+    return DecisionEvent(
+        request_id=name,
+        subject_id="alice",
+        subject_provenance="config",
+        mcp_method="tools/call",
+        effect="allow",
+        reason="r",
+        policy_id="p",
+    )
+
+
+async def test_the_sinks_write_returns_after_one_loop_iteration(tmp_path: Path) -> None:
+    """The commit submit() schedules runs before the writing task resumes: the task yields
+    once and finds its records durable (no second wake-up)."""
+    sink = JsonlAuditSink(tmp_path / "logs")
+    await sink.start()
+    iterations = 0
+    done = asyncio.Event()
+
+    async def count() -> None:
+        nonlocal iterations
+        while not done.is_set():
+            iterations += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count())
+    await asyncio.sleep(0)
+    before = iterations
+    await sink.write(event("one"))
+    await sink.write(event("two"))
+    await sink.write(event("three", "system"))
+    after = iterations
+    done.set()
+    await counter
+    assert after - before == 3  # one iteration per call
+    await sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "logs" / "decisions.jsonl").read_bytes().split()]
+    assert [r.get("request_id") for r in lines] == [None, "one", "two"]
+    assert verify_stream(tmp_path / "logs", "system").ok
+
+
+async def test_a_cancelled_sink_write_is_still_committed(tmp_path: Path) -> None:
+    sink = JsonlAuditSink(tmp_path / "logs")
+    await sink.start()
+    task = asyncio.create_task(sink.write(event("cancelled")))
+    await asyncio.sleep(0)  # the task submits its record and yields
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await sink.write(event("next"))
+    await sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "logs" / "decisions.jsonl").read_bytes().split()]
+    assert [r.get("request_id") for r in lines] == [None, "cancelled", "next"]
