@@ -290,6 +290,26 @@ async def _serve(
     shutdown: ShutdownCoordinator,
     parts: _Started,
 ) -> int:
+    """Start the backend, then relay the session until the client, a signal or the backend
+    ends it."""
+    # Every gate has passed: start the backend now, so that it boots while the relay is
+    # built. The relay's own start() call gets the same outcome and records it
+    # (backend_started, or backend_start_failed and this BackendError raised again).
+    with contextlib.suppress(BackendError):
+        await parts.channel.start()
+    try:
+        return await _relay(runtime, trail, session, shutdown, parts)
+    finally:
+        await parts.channel.close()  # the relay closes it too, unless it never got to run
+
+
+async def _relay(
+    runtime: Runtime,
+    trail: AuditTrail,
+    session: Session,
+    shutdown: ShutdownCoordinator,
+    parts: _Started,
+) -> int:
     """Relay the session until the client, a signal or the backend ends it."""
     settings = runtime.config.proxy
     channel, identity, engine, approver, subject, posture = parts
