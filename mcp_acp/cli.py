@@ -39,6 +39,7 @@ from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.registry import Kind
 from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
+from mcp_acp.startup import resume_collection
 
 __all__ = ["cli", "main"]
 
@@ -118,8 +119,11 @@ def _load_plugins(ctx: click.Context) -> PluginSet:
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="mcp-acp")
-def cli(config: Path | None, debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
     """mcp-acp: Zero Trust access control between MCP clients and servers."""
+    if ctx.invoked_subcommand != "run":
+        resume_collection()  # start-up is over; `run` resumes once its backend has started
 
 
 # ---------------------------------------------------------------- init

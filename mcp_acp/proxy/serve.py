@@ -40,6 +40,7 @@ from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
 from mcp_acp.shutdown import ShutdownCoordinator
+from mcp_acp.startup import resume_collection
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["serve"]
@@ -297,6 +298,7 @@ async def _serve(
     # (backend_started, or backend_start_failed and this BackendError raised again).
     with contextlib.suppress(BackendError):
         await parts.channel.start()
+    resume_collection()  # paused by the executable for start-up (mcp_acp.startup)
     try:
         return await _relay(runtime, trail, session, shutdown, parts)
     finally:
