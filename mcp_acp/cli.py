@@ -8,11 +8,12 @@ traceback. Plugins add commands through the ``register_commands`` hook.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,7 +23,6 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
-from mcp_acp.audit.cli import audit_group, logs_group
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
     Config,
@@ -33,31 +33,55 @@ from mcp_acp.config import (
     resolve_config_path,
     save_config,
 )
-from mcp_acp.control_cli import approvals_group, status_command
 from mcp_acp.errors import ConfigError, McpAcpError
 from mcp_acp.plugins import PluginSet, add_plugin_commands
-from mcp_acp.policy.cli import policy_group
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.registry import Kind
 from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
+from mcp_acp.startup import resume_collection
 
 __all__ = ["cli", "main"]
 
 DEBUG_ENV = "MCP_ACP_DEBUG"
 
 
+#: Built-in commands that live in modules of their own, imported when the command is run
+#: or listed: ``mcp-acp run`` should not load them before it starts the backend.
+LAZY_COMMANDS: Mapping[str, str] = {
+    "approvals": "mcp_acp.control_cli:approvals_group",
+    "audit": "mcp_acp.audit.cli:audit_group",
+    "logs": "mcp_acp.audit.cli:logs_group",
+    "policy": "mcp_acp.policy.cli:policy_group",
+    "status": "mcp_acp.control_cli:status_command",
+}
+
+
 class _Cli(click.Group):
-    """A group that adds the allowed plugins' commands when it is asked for them."""
+    """A group that imports the :data:`LAZY_COMMANDS` and adds the allowed plugins'
+    commands when it is asked for them."""
+
+    def _builtin(self, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return self.commands.get(name)
+
+    def builtin_commands(self) -> dict[str, click.Command]:
+        """Every built-in command by name (the lazy ones imported)."""
+        for name in LAZY_COMMANDS:
+            self._builtin(name)
+        return dict(self.commands)
 
     def _plugin_commands(self, ctx: click.Context, *, strict: bool) -> dict[str, click.Command]:
         if "plugin_commands" not in ctx.meta:
             try:
                 plugins = _load_plugins(ctx)
-                scratch = click.Group(commands=dict(self.commands))
+                builtins = self.builtin_commands()
+                scratch = click.Group(commands=dict(builtins))
                 add_plugin_commands(scratch, plugins)
                 ctx.meta["plugin_commands"] = {
-                    name: cmd for name, cmd in scratch.commands.items() if name not in self.commands
+                    name: cmd for name, cmd in scratch.commands.items() if name not in builtins
                 }
             except McpAcpError:
                 if strict:
@@ -67,10 +91,11 @@ class _Cli(click.Group):
         return commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*self.commands, *self._plugin_commands(ctx, strict=False)])
+        names = {*self.commands, *LAZY_COMMANDS, *self._plugin_commands(ctx, strict=False)}
+        return sorted(names)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self.commands.get(cmd_name) or self._plugin_commands(ctx, strict=True).get(cmd_name)
+        return self._builtin(cmd_name) or self._plugin_commands(ctx, strict=True).get(cmd_name)
 
 
 def _config_path(ctx: click.Context) -> Path:
@@ -94,8 +119,11 @@ def _load_plugins(ctx: click.Context) -> PluginSet:
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="mcp-acp")
-def cli(config: Path | None, debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
     """mcp-acp: Zero Trust access control between MCP clients and servers."""
+    if ctx.invoked_subcommand != "run":
+        resume_collection()  # start-up is over; `run` resumes once its backend has started
 
 
 # ---------------------------------------------------------------- init
@@ -406,7 +434,7 @@ def schema(what: str) -> None:
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """List plugins: built-in, loaded (allowed) and installed-but-not-allowed."""
     plugins = _load_plugins(ctx)
-    scratch = click.Group(commands=dict(cli.commands))
+    scratch = click.Group(commands=cli.builtin_commands())
     command_owner = add_plugin_commands(scratch, plugins)
     rows = []
     for info in plugins.plugins:
@@ -497,13 +525,6 @@ def demo_command(keep: Path | None) -> None:
     from mcp_acp.demo.driver import run_demo  # the demo's backend imports the mcp SDK
 
     run_demo(keep)
-
-
-cli.add_command(policy_group)
-cli.add_command(approvals_group)
-cli.add_command(status_command)
-cli.add_command(audit_group)
-cli.add_command(logs_group)
 
 
 # ---------------------------------------------------------------- entry point

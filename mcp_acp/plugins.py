@@ -127,7 +127,8 @@ def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     dist = ep.dist
     if dist is None:  # pragma: no cover - entry points always come from a distribution
         return "?", "?"
-    return dist.metadata["Name"], dist.version
+    metadata = dist.metadata  # parses METADATA on each access: read it once for both
+    return metadata["Name"], metadata["Version"]
 
 
 def load_plugins(

@@ -34,8 +34,31 @@ INIT = [
 
 def test_help_lists_the_commands(run_cli: Run) -> None:
     result = run_cli("--help", check=True)
-    for command in ("init", "config", "schema", "plugins"):
+    for command in ("init", "config", "schema", "plugins", "policy", "audit", "status"):
         assert f"  {command} " in result.stdout
+
+
+def test_run_loads_what_it_needs_before_the_backend_starts_and_no_more() -> None:
+    """What ``mcp-acp run`` imports before the backend is spawned counts against the time
+    to the first answer: the other commands' modules and cryptography (needed only by a
+    configured token storage) wait until they are used."""
+    code = (
+        "import sys\n"
+        "import mcp_acp.cli, mcp_acp.proxy.serve\n"
+        "from mcp_acp.plugins import load_plugins\n"
+        "load_plugins(set())\n"
+        "late = ('cryptography', 'mcp_acp.policy.cli', 'mcp_acp.audit.cli',\n"
+        "        'mcp_acp.control_cli')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(late))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_lazy_commands_run(run_cli: Run) -> None:
+    for command in ("policy", "approvals", "audit", "logs"):
+        assert "Usage: mcp-acp " + command in run_cli(command, "--help", check=True).stdout
+    assert "no running proxy" in run_cli("status", check=True).stdout
 
 
 def test_version(run_cli: Run) -> None:

@@ -41,7 +41,11 @@ class BackendChannel(Protocol):
     async def start(self) -> dict[str, Any]:
         """Connect (start the process, reach the server); return the ``detail`` of the
         ``backend_started`` audit event. Raises :class:`~mcp_acp.errors.BackendError`
-        with a one-line reason when the backend cannot be started or reached."""
+        with a one-line reason when the backend cannot be started or reached.
+
+        Connects once: a later call returns (or raises) the first call's outcome again.
+        ``serve`` starts the backend as soon as the start-up gates have passed, and the
+        relay, built meanwhile, calls it again to record the outcome."""
         ...
 
     async def send(self, message: Message) -> None:

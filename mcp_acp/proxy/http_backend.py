@@ -124,6 +124,7 @@ class HttpChannel:
         self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
         self._write: Any = None  # the SDK's write stream while connected
         self._runner: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[dict[str, Any]] | None = None
         self._reading: anyio.CancelScope | None = None
         self._closing = False
         self._lost = "the connection closed"
@@ -191,6 +192,11 @@ class HttpChannel:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> dict[str, Any]:
+        if self._starting is None:  # connect once; every call gets the same outcome
+            self._starting = asyncio.ensure_future(self._connect())
+        return await self._starting
+
+    async def _connect(self) -> dict[str, Any]:
         client = self._client()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.ensure_future(self._run(client, ready))

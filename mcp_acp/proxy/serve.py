@@ -40,6 +40,7 @@ from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
 from mcp_acp.shutdown import ShutdownCoordinator
+from mcp_acp.startup import resume_collection
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["serve"]
@@ -284,6 +285,27 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
 
 
 async def _serve(
+    runtime: Runtime,
+    trail: AuditTrail,
+    session: Session,
+    shutdown: ShutdownCoordinator,
+    parts: _Started,
+) -> int:
+    """Start the backend, then relay the session until the client, a signal or the backend
+    ends it."""
+    # Every gate has passed: start the backend now, so that it boots while the relay is
+    # built. The relay's own start() call gets the same outcome and records it
+    # (backend_started, or backend_start_failed and this BackendError raised again).
+    with contextlib.suppress(BackendError):
+        await parts.channel.start()
+    resume_collection()  # paused by the executable for start-up (mcp_acp.startup)
+    try:
+        return await _relay(runtime, trail, session, shutdown, parts)
+    finally:
+        await parts.channel.close()  # the relay closes it too, unless it never got to run
+
+
+async def _relay(
     runtime: Runtime,
     trail: AuditTrail,
     session: Session,

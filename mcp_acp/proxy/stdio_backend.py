@@ -39,8 +39,14 @@ class StdioChannel:
         self._stdin: asyncio.StreamWriter | None = None
         self._stdout: asyncio.StreamReader | None = None
         self._lock = asyncio.Lock()
+        self._starting: asyncio.Future[dict[str, Any]] | None = None
 
     async def start(self) -> dict[str, Any]:
+        if self._starting is None:  # spawn once; every call gets the same outcome
+            self._starting = asyncio.ensure_future(self._spawn())
+        return await self._starting
+
+    async def _spawn(self) -> dict[str, Any]:
         env = {**os.environ, **self.backend.env}
         try:
             self._process = await asyncio.create_subprocess_exec(

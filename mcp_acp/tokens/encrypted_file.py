@@ -41,9 +41,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_acp._fs import atomic_write_text, ensure_private_dir, unsafe_permissions
@@ -187,6 +184,10 @@ class EncryptedFileStorage:
         if len(salt) < SALT_BYTES:
             raise _unusable(path, "its salt is too short")
         key = self._key(salt, iterations, need_existing=True, path=path)
+        # cryptography is imported where it is used: this module is a built-in plugin, loaded
+        # at every start, and most configs store no tokens (importing it costs ~10 ms)
+        from cryptography.fernet import Fernet, InvalidToken
+
         try:
             plaintext = Fernet(key).decrypt(ciphertext)
         except InvalidToken:
@@ -202,6 +203,8 @@ class EncryptedFileStorage:
         path = self.path_for(token.issuer)
         with self._lock:
             key = self._key(self._write_salt, self.iterations, need_existing=False, path=path)
+        from cryptography.fernet import Fernet  # see load()
+
         ciphertext = Fernet(key).encrypt(dump_token(token).encode("utf-8"))
         document = {
             "format": FILE_FORMAT,
@@ -225,6 +228,9 @@ class EncryptedFileStorage:
         if cached is not None:
             return cached
         secret = self._secret(create=not need_existing, token_path=path)
+        from cryptography.hazmat.primitives import hashes  # see load()
+        from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
         kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
         key = base64.urlsafe_b64encode(kdf.derive(secret))
         self._derived[(salt, iterations)] = key

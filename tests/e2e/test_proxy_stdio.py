@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import CLI, DENIED, proxy_env, records
+from proxy_helpers import CLI, DENIED, configure, proxy_env, records
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -272,3 +272,28 @@ def test_stdin_and_stdout_may_be_files_or_dev_null(
         assert done.returncode == 0, done.stderr.decode()
         assert b"Traceback" not in done.stderr
     assert json.loads(answers.read_text()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
+
+
+def test_a_backend_that_cannot_start_is_recorded_once(isolated_home: Path) -> None:
+    """The backend is started right after the gates, before the relay is built; the relay
+    still records the failure, once, and the proxy exits 17."""
+    log_dir = configure(isolated_home, "/nonexistent/mcp-server", [], {"version": "1", "rules": []})
+    done = subprocess.run(
+        [str(CLI), "run"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=proxy_env(isolated_home),
+        timeout=60,
+    )
+    assert done.returncode == 17, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("backend error: cannot start backend '/nonexistent/mcp-server'")
+    )
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert len(failed) == 1
+    assert failed[0]["detail"]["backend"] == "/nonexistent/mcp-server"
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_started"]
+    assert records(log_dir, "auth")[-1]["reason"] == "the backend could not be started"

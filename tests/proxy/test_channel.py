@@ -74,3 +74,35 @@ async def test_only_a_verified_handshake_with_our_context_gives_an_identity() ->
             await channel._traced(done, {"return_value": stream})
         assert stream.closed  # the refused connection is closed, not left to the pool
     assert channel.backend_identity == ()
+
+
+async def test_a_stdio_channel_starts_its_backend_once() -> None:
+    """``serve`` starts the backend as soon as the gates pass; the relay's own ``start()``
+    then gets the same outcome, and no second process."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    channel = StdioChannel(
+        StdioBackend(command=sys.executable, args=["-c", "import sys; sys.stdin.read()"])
+    )
+    try:
+        first = await channel.start()
+        assert await channel.start() == first
+        assert first["pid"] > 0
+    finally:
+        await channel.close()
+    await channel.close()  # the relay closes it, and serve again: a second close is harmless
+
+
+async def test_a_failed_start_fails_again_for_the_relay() -> None:
+    """The relay records ``backend_start_failed`` from its own call: the error must come
+    back, not a second attempt or a silent success."""
+    from mcp_acp.errors import BackendError
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    channel = StdioChannel(StdioBackend(command="/nonexistent/mcp-server"))
+    with pytest.raises(BackendError, match="cannot start backend") as first:
+        await channel.start()
+    with pytest.raises(BackendError) as again:
+        await channel.start()
+    assert again.value is first.value
+    await channel.close()

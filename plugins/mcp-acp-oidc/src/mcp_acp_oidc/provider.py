@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from filelock import AsyncFileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mcp_acp.audit.events import AuthEvent, AuthEventName
@@ -345,6 +344,10 @@ class OIDCIdentityProvider:
         self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # long enough for the holder's refresh (bounded by the HTTP timeout) to finish
         timeout = 2 * self.options.http_timeout_seconds + 5
+        # imported here: its asyncio support costs ~15 ms at every start, and most starts
+        # find a token that needs no refresh
+        from filelock import AsyncFileLock, Timeout
+
         lock = AsyncFileLock(self.lock_path, timeout=timeout, mode=0o600)
         try:
             await lock.acquire()
