@@ -483,7 +483,8 @@ def render(report: Report, *, quick: bool) -> str:
         "",
         "Writers are threads calling `write_sync` (the sink's synchronous API), or — rows "
         "'asyncio tasks', the way `mcp-acp run` writes — tasks on one event loop awaiting "
-        "`write`, whose records a committer thread per stream batches.",
+        "`write`, whose records the event loop commits itself: what the tasks submitted in "
+        "one loop iteration, with one write and one fsync, at the start of the next.",
         "",
         "| target | writers | measured | target | met? |",
         "|---|---|---:|---:|---|",

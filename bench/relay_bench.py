@@ -816,8 +816,9 @@ def render(report: Report, *, quick: bool) -> str:
         "- Backend: `bench/echo_server.py` (`mcp` low-level `Server`, stdio). mcp-acp: "
         "`mcp-acp init --non-interactive`, policy allow `echo` / deny `rm_rf`, rate limits "
         "0 (off: the defaults allow 30 calls of a tool a minute), default audit "
-        "(`jsonl`, durability fsync: every call's decision and request record are durable "
-        "before it is forwarded; its response record is written as the answer is relayed). "
+        "(`jsonl`, durability fsync: every call's decision record is durable and its request "
+        "record written before it is forwarded; its response record is written as the answer "
+        "is relayed; request and response records are synced within 20 ms). "
         "FastMCP: `create_proxy` + a `Middleware` raising "
         "`ToolError` for `rm_rf` (`bench/fastmcp_proxy.py`).",
         "- Bytecode: the benchmark compiles mcp-acp's modules first (`compileall`, as "
