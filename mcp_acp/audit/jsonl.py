@@ -88,6 +88,14 @@ class JsonlConfig(BaseModel):
     )
 
 
+def _as_audit_error(exc: Exception) -> AuditError:
+    """A failure while committing, as the :class:`AuditError` every caller of the batch gets
+    (the writer's own checks raise ``AuditError`` already)."""
+    if isinstance(exc, AuditError):
+        return exc
+    return AuditError(f"audit write failed: {exc}", fix="see the log")
+
+
 def _errno_text(exc: OSError) -> str:
     return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
 
@@ -459,11 +467,7 @@ class StreamWriter:
                 self._loop_failed(batch, exc)
 
     def _loop_failed(self, batch: _LoopBatch, exc: Exception) -> None:
-        error = (
-            exc
-            if isinstance(exc, AuditError)
-            else AuditError(f"audit write failed: {exc}", fix="see the log")
-        )
+        error = _as_audit_error(exc)
         self._fail(error)
         batch.error = error
 
@@ -516,11 +520,7 @@ class StreamWriter:
             try:
                 self._sync()
             except Exception as exc:
-                failed = (
-                    exc
-                    if isinstance(exc, AuditError)
-                    else AuditError(f"audit write failed: {exc}", fix="see the log")
-                )
+                failed = _as_audit_error(exc)
                 self._fail(failed)
             finally:
                 self._finish()
@@ -599,11 +599,7 @@ class StreamWriter:
             woken = True
             self._sync()
         except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, AuditError)
-                else AuditError(f"audit write failed: {exc}", fix="see the log")
-            )
+            error = _as_audit_error(exc)
             self._fail(error)
             for wait in waits:
                 wait.error = error

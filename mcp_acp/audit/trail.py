@@ -73,9 +73,7 @@ class AuditTrail:
             self._keep(event, error)
             raise
         except Exception as exc:  # a sink that breaks its contract still fails closed
-            broken = AuditError(
-                f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
-            )
+            broken = _as_audit_error(exc)
             self._fail_soon(broken)
             self._keep(event, broken)
             raise broken from exc
@@ -113,11 +111,7 @@ class AuditTrail:
         error = future.exception()
         if error is None or not direct:  # record() has already failed the trail
             return
-        if not isinstance(error, AuditError):
-            error = AuditError(
-                f"audit sink failed: {type(error).__name__}: {error}",
-                fix="check the audit sink plugin",
-            )
+        error = _as_audit_error(error)
         self._fail_soon(error)
         self._keep(event, error)
 
@@ -132,20 +126,13 @@ class AuditTrail:
         20 ms later) — so a request waits for one fsync, not two. The decision is the record
         that must be durable before the request is enforced; the companion, written but not
         yet synced, survives the process being killed, not a power loss in those 20 ms."""
-        written = self._hand_over(companion) if self._failed is None else None
+        written = self._hand_over(companion)
         await self.record(decision)
         if written is None or not written.done() or written.cancelled():
             return  # on its way (another sink's commit): a failure still shuts down
         error = written.exception()
         if error is not None:  # the trail has failed (see _written): deny this request
-            raise (
-                error
-                if isinstance(error, AuditError)
-                else AuditError(
-                    f"audit sink failed: {type(error).__name__}: {error}",
-                    fix="check the audit sink plugin",
-                )
-            )
+            raise _as_audit_error(error)
 
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
         """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
@@ -207,3 +194,13 @@ class AuditTrail:
         except RuntimeError:
             self.coordinator.trigger(error, detail="audit write failed")
         loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)
+
+
+def _as_audit_error(exc: BaseException) -> AuditError:
+    """``exc`` as the :class:`AuditError` it stands for: a sink that raises anything else
+    has broken its contract, and that fails closed too."""
+    if isinstance(exc, AuditError):
+        return exc
+    return AuditError(
+        f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
+    )
