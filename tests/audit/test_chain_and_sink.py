@@ -266,16 +266,27 @@ def recording_exit(codes: list[int]) -> Any:
     return exit_
 
 
+def recording_trail(log_dir: Path, fallback: Path, codes: list[int]) -> AuditTrail:
+    """A trail over one jsonl sink whose shutdown records its exit code in ``codes``."""
+    return AuditTrail(
+        [JsonlAuditSink(log_dir)],
+        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
+    )
+
+
+def shutdown_fired() -> asyncio.Future[None]:
+    """Set once the shutdown coordinator has fired on the loop (its exit raises there)."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    return stopped
+
+
 async def test_write_ahead_the_record_is_on_disk_before_forwarding(
     log_dir: Path, tmp_path: Path
 ) -> None:
     codes: list[int] = []
-    trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(
-            log_dir=log_dir, fallback_path=tmp_path / "fb.jsonl", exit=recording_exit(codes)
-        ),
-    )
+    trail = recording_trail(log_dir, tmp_path / "fb.jsonl", codes)
     await trail.start()
     seen: list[str] = []
 
@@ -295,10 +306,7 @@ async def test_failed_write_denies_keeps_the_event_and_shuts_down(
 ) -> None:
     codes: list[int] = []
     fallback = tmp_path / "state" / "fb.jsonl"
-    trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
-    )
+    trail = recording_trail(log_dir, fallback, codes)
     await trail.start()
     forwarded: list[str] = []
 
@@ -313,9 +321,7 @@ async def test_failed_write_denies_keeps_the_event_and_shuts_down(
     assert forwarded == []
     kept = [json.loads(line) for line in fallback.read_text().splitlines()]
     assert [k["event"]["request_id"] for k in kept] == ["r-1", "r-2"]
-    loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[None] = loop.create_future()
-    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    stopped = shutdown_fired()
     await asyncio.wait_for(stopped, timeout=5)  # the coordinator fired after the grace
     assert codes == [13]
     shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
@@ -328,24 +334,16 @@ async def test_record_soon_is_durable_by_close_and_a_failure_fails_the_trail(
 ) -> None:
     codes: list[int] = []
     fallback = tmp_path / "state" / "fb.jsonl"
-    trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
-    )
+    trail = recording_trail(log_dir, fallback, codes)
     await trail.start()
     trail.record_soon(decision("r-soon"))
     await trail.close()  # waits for it
     assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-soon"
 
-    trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
-    )
+    trail = recording_trail(log_dir, fallback, codes)
     await trail.start()
     (log_dir / "decisions.jsonl").unlink()
-    loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[None] = loop.create_future()
-    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    stopped = shutdown_fired()
     trail.record_soon(decision("r-lost"))  # nobody waits on it: the trail fails anyway
     await asyncio.wait_for(stopped, timeout=5)
     assert codes == [13]
@@ -389,15 +387,10 @@ async def test_record_decision_denies_when_the_operation_record_cannot_be_writte
 ) -> None:
     codes: list[int] = []
     fallback = tmp_path / "fb.jsonl"
-    trail = AuditTrail(
-        [JsonlAuditSink(log_dir)],
-        ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)),
-    )
+    trail = recording_trail(log_dir, fallback, codes)
     await trail.start()
     (log_dir / "operations.jsonl").unlink()  # the decision can be written, its companion not
-    loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[None] = loop.create_future()
-    loop.set_exception_handler(lambda _l, ctx: stopped.done() or stopped.set_result(None))
+    stopped = shutdown_fired()
     operation = OperationEvent(
         session_id="s", request_id="r-8", direction="client_to_server", outcome="forwarded"
     )
