@@ -361,22 +361,6 @@ class StreamWriter:
         finally:
             self._finish()
 
-    def write_many(self, bodies: Sequence[bytes]) -> int:
-        """Append several records, in order, in one commit (or with others waiting); return
-        the first one's ``seq`` once all are durable, or raise ``AuditError``."""
-        with self._lock:
-            if self._busy or self._failed is not None or not self._open:
-                queued = self._queue(bodies)  # raises if the stream failed or is not open
-            else:
-                self._busy = True  # idle: commit them here, on the caller's thread
-                queued = None
-        if queued is not None:
-            return _await(*queued)
-        try:
-            return self._commit(bodies)
-        finally:
-            self._finish()
-
     def _queue(self, bodies: Sequence[bytes]) -> tuple[_Wait, threading.Lock]:
         """(Under the lock, for a caller that cannot commit itself.) Raise ``AuditError`` if
         the stream failed or is not open; otherwise (it is busy) queue ``bodies`` for the
@@ -611,13 +595,6 @@ class StreamWriter:
             wait.first = first
             first += wait.count
         return waits
-
-    def _commit(self, bodies: Sequence[bytes]) -> int:
-        """Seal, write and make durable; the first record's seq. On failure the writer enters
-        the failed state and the ``AuditError`` is raised."""
-        first = self._append(bodies)
-        self._sync()
-        return first
 
     def _append(self, bodies: Sequence[bytes]) -> int:
         """Seal ``bodies`` into the chain, check that the file is still ours, write them
@@ -872,21 +849,19 @@ def _await(wait: _Wait, latch: threading.Lock) -> int:
     return wait.first
 
 
-async def _committed(futures: Sequence[asyncio.Future[int]]) -> None:
+async def _committed(future: asyncio.Future[int]) -> None:
     """Yield to the event loop once, so that the commit :meth:`StreamWriter.submit`
     scheduled (before this, and so run before this task resumes) writes and fsyncs the
-    records: their futures are then settled and awaiting them does not suspend the task
-    again — one loop iteration per write instead of two. (If a thread was committing, the
-    records went to the committer thread instead and the futures are awaited as usual.)
-    If the task is cancelled meanwhile, the records are still committed but nobody waits
-    for them: their futures are cancelled, as they would be if it were awaiting them (for
-    one already settled, ``cancel()`` only marks a failure as seen: the sink's failure
-    handler has it)."""
+    record: its future is then settled and awaiting it does not suspend the task again —
+    one loop iteration per write instead of two. (If a thread was committing, the record
+    went to the committer thread instead and the future is awaited as usual.) If the task
+    is cancelled meanwhile, the record is still committed but nobody waits for it: its
+    future is cancelled, as it would be if it were awaiting it (if it is already settled,
+    ``cancel()`` only marks a failure as seen: the sink's failure handler has it)."""
     try:
         await asyncio.sleep(0)
     except BaseException:
-        for future in futures:
-            future.cancel()
+        future.cancel()
         raise
 
 
@@ -997,7 +972,7 @@ class JsonlAuditSink:
     async def write(self, event: AuditEvent) -> None:
         """Write ``event``; return once it is durable (see :func:`_committed`)."""
         future = self.writers[event.stream].submit(serialise(event))
-        await _committed((future,))
+        await _committed(future)
         await future
 
     def write_soon(self, event: AuditEvent) -> asyncio.Future[int]:
