@@ -65,13 +65,15 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmarks: policy decisions (acp against cedarpy), audit writes, the relay
-    (``mcp-acp run`` against the backend direct and the FastMCP proxy) and the per-request
-    identity cost (the ``oidc`` provider against a bare PyJWT decode).
+    (``mcp-acp run`` against the backend direct and the FastMCP proxy), the per-request
+    identity cost (the ``oidc`` provider against a bare PyJWT decode) and the idle cost
+    (the same work back to back and after an idle gap; a diagnostic).
 
-    ``nox -s bench -- --quick`` runs all four as smoke runs.
+    ``nox -s bench -- --quick`` runs all five as smoke runs.
     """
     session.install("-e", ".", "-e", "plugins/mcp-acp-oidc", "-r", "bench/requirements.txt")
     session.run("python", "bench/policy_bench.py", *session.posargs)
     session.run("python", "bench/audit_bench.py", *session.posargs)
     session.run("python", "bench/relay_bench.py", *session.posargs)
     session.run("python", "bench/identity_bench.py", *session.posargs)
+    session.run("python", "bench/idle_bench.py", *session.posargs)
