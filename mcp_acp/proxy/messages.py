@@ -4,6 +4,13 @@ The relay forwards a permitted message as the exact bytes it received; it only p
 learn what the message is (request, notification, response) and what the policy needs.
 A transport that decodes messages itself (streamable HTTP) hands over dicts instead:
 :func:`from_body` classifies those the same way.
+
+Because the policy decides on this parse and the other side reads the bytes, a message
+that JSON readers can read two ways is marked ``ambiguous``: an object with a key twice
+(Python keeps the last, others the first), keys that differ only in case (some readers,
+such as Go's ``encoding/json``, match field names case-insensitively), or a key with a
+control or invisible character. The relay refuses such a message wherever it decides on
+its content (see :attr:`Message.ambiguous`).
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class Message:
     raw: bytes
     body: dict[str, Any]
     problem: str | None = None
+    #: Why another JSON reader could read ``raw`` differently from ``body`` (see the module
+    #: docstring), or None. ``body`` is then Python's reading, good only for the ``id``.
+    ambiguous: str | None = None
 
     @property
     def id(self) -> Any:
@@ -96,10 +106,45 @@ def pipe_sized_reads(transport: asyncio.BaseTransport | None) -> None:
         transport.max_size = PIPE_READ_BYTES  # type: ignore[attr-defined]
 
 
+class _Ambiguous(ValueError):
+    """A JSON object whose keys another reader could take differently."""
+
+
+def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`parse`: an object whose keys every reader reads
+    alike, or :class:`_Ambiguous` saying why not. (It runs for every object of every
+    message: the usual case is three C-level checks.)"""
+    obj = dict(pairs)
+    if (
+        len(obj) == len(pairs)
+        and (len(obj) < 2 or len(set(map(str.casefold, obj))) == len(obj))
+        and "".join(obj).isprintable()
+    ):
+        return obj
+    seen: dict[str, str] = {}  # casefolded key -> the key as first written
+    for key, _ in pairs:
+        if not key.isprintable():
+            raise _Ambiguous(f"the key {key!r} contains a control or invisible character")
+        folded = key.casefold()
+        if folded in seen:
+            if seen[folded] == key:
+                raise _Ambiguous(f"the key {key!r} appears twice in one object")
+            raise _Ambiguous(f"the keys {seen[folded]!r} and {key!r} differ only in case")
+        seen[folded] = key
+    raise _Ambiguous("the keys of one object are ambiguous")  # not reached: one check failed
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_unambiguous).decode
+
+
 def parse(line: bytes) -> Message:
-    """Classify one line; never raises (an unusable line is ``invalid`` with a reason)."""
+    """Classify one line; never raises (an unusable line is ``invalid`` with a reason, one
+    that JSON readers could read two ways is marked :attr:`Message.ambiguous`)."""
     try:
-        body = json.loads(line)
+        body = _decode(line.decode())
+    except _Ambiguous as exc:
+        message = _classify(json.loads(line), line)
+        return attrs.evolve(message, ambiguous=f"ambiguous JSON: {exc}")
     except (ValueError, UnicodeDecodeError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")
     return _classify(body, line)
@@ -123,6 +168,8 @@ def _classify(body: Any, line: bytes) -> Message:
     if "method" in body:
         if not isinstance(body["method"], str):
             return Message("invalid", line, body, "method is not a string")
+        if "id" in body and not has_id:  # would be taken for a notification, or routed wrong
+            return Message("invalid", line, body, "the id must be a string or an integer")
         return Message("request" if has_id else "notification", line, body)
     if has_id and ("result" in body or "error" in body):
         return Message("response", line, body)

@@ -3,9 +3,11 @@
 The client speaks newline-delimited JSON (what MCP's stdio transport is); the backend is
 reached through a :class:`~mcp_acp.proxy.channel.BackendChannel` (a child process over
 stdio, or streamable HTTP) — the relay's logic is the same for both. Every request and
-notification from the client, and every request the backend sends to the client
-(sampling, elicitation, roots), passes the enforcement point; permitted messages are
-forwarded as the exact bytes received; a denied request gets a JSON-RPC error
+notification from the client, and every request and notification the backend sends to
+the client (sampling, elicitation, roots; progress, logging, list changes), passes the
+enforcement point; permitted messages are forwarded as the exact bytes received, and a
+message JSON readers could read two ways is refused wherever the policy would decide on
+it (see :mod:`mcp_acp.proxy.messages`); a denied request gets a JSON-RPC error
 (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule and the request id, and never
 reaches the other side. List results are filtered: a tool, resource or prompt that the
 subject could never be allowed to use is not listed. When the backend goes away, every
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 
 #: After the client closes its input, how long answers still in progress may take.
 DRAIN_SECONDS = 10.0
+#: JSON-RPC error code for a backend answer the relay refuses to pass on (as for a backend
+#: that went away: the request failed on the server's side).
+BACKEND_FAILED = -32000
+#: Tools whose annotations (from the backend's ``tools/list``) are remembered per session.
+MAX_ANNOTATED_TOOLS = 10_000
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
@@ -95,6 +102,9 @@ class Relay:
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
         self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
+        # tool name -> its annotations in the backend's last tools/list: they can only raise
+        # the risk the policy sees (registry.facts), so a call is decided with them too
+        self._annotations: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- plumbing
@@ -227,13 +237,23 @@ class Relay:
             if not line.strip():
                 continue
             message = parse(line + b"\n")
-            if message.kind == "invalid":
-                problem = message.problem or "invalid message"
+            if message.ambiguous is not None and message.kind == "notification":
+                log.warning("client notification refused: %s", message.ambiguous)
+            elif message.kind == "invalid" or (
+                message.ambiguous is not None and message.kind == "request"
+            ):
+                problem = message.ambiguous or message.problem or "invalid message"
                 code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
                 request_id = message.body.get("id") if message.body else None
-                await self._send_client(
-                    encode(error_response(request_id, code, message.problem or "invalid"))
+                await self._send_client(encode(error_response(request_id, code, problem)))
+            elif message.kind == "request" and (
+                message.id in self._deciding or message.id in self._in_flight
+            ):
+                text = (
+                    f"request id {message.id!r} is already used by a request in progress; "
+                    "give every request its own id"
                 )
+                await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
             elif message.kind == "request":
                 self.pep.session.learn_client(message.params)
                 task = self._spawn(self._client_request(message))
@@ -260,9 +280,13 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
+        annotations = None
+        if message.method == "tools/call":
+            name = message.params.get("name")
+            annotations = self._annotations.get(name) if isinstance(name, str) else None
         try:
             verdict = await self.pep.check(
-                message.method, message.params, message.id, companion=operation
+                message.method, message.params, message.id, annotations, companion=operation
             )
         except asyncio.CancelledError:
             return  # the client cancelled it; nothing is sent
@@ -306,17 +330,49 @@ class Relay:
         async for message in self.channel.receive():
             if message.kind == "response":
                 method = self._in_flight.pop(message.id, None)
-                if method in _LISTS or _asks_for_input(message):
+                decided = method in _LISTS or _asks_for_input(message)
+                if decided and message.ambiguous is not None:
+                    await self._refuse_answer(message, method)
+                elif decided:
                     self._spawn(self._backend_response(message, method))
                 else:  # the usual case: relayed as is, in order, then recorded
                     await self._send_client(message.raw)
                     self._record_response(message.body, message.id, method)
+            elif message.ambiguous is not None and message.kind == "request":
+                log.warning("backend request refused: %s", message.ambiguous)
+                answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
+                await self._send_backend(from_body(answer))
+            elif message.ambiguous is not None and message.kind == "notification":
+                log.warning("backend notification refused: %s", message.ambiguous)
             elif message.kind == "request":
                 self._spawn(self._backend_request(message))
             elif message.kind == "notification":
-                await self._send_client(message.raw)
+                await self._backend_notification(message)  # in order with the answers around it
             else:
                 log.warning("backend sent an invalid message: %s", message.problem)
+
+    async def _refuse_answer(self, message: Message, method: str | None) -> None:
+        """A backend answer the relay would decide on (a list to filter, requests for the
+        client inside it) but cannot read unambiguously: the client gets an error instead,
+        and the answer is recorded as it came."""
+        log.warning("backend answer to request %r refused: %s", message.id, message.ambiguous)
+        text = f"the backend's answer was refused: {message.ambiguous} (request {message.id})"
+        await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
+        self._record_response(message.body, message.id, method)
+
+    async def _backend_notification(self, message: Message) -> None:
+        """A notification from the backend (progress, logging, list changes): it passes the
+        enforcement point like the client's; a denied one is not relayed."""
+        try:
+            verdict = await self.pep.check(
+                message.method, message.params, "notification", flood_guard=False
+            )
+        except AuditError:
+            return  # the trail is failing: the process is shutting down; nothing passes
+        if verdict.fatal is not None:
+            self.pep.fail(verdict.fatal)
+        if verdict.allowed:
+            await self._send_client(message.raw)
 
     async def _backend_response(self, message: Message, method: str | None) -> None:
         if not await self._input_requests_allowed(message, method):
@@ -402,6 +458,8 @@ class Relay:
         for item in items:
             if not isinstance(item, dict):
                 continue
+            if key == "tools":
+                self._remember_annotations(item)
             try:
                 request = await self.pep.build(
                     ask_method,
@@ -420,6 +478,16 @@ class Relay:
             if visible:
                 kept.append(item)
         return {**result, key: kept}
+
+    def _remember_annotations(self, tool: dict[str, Any]) -> None:
+        name, annotations = tool.get("name"), tool.get("annotations")
+        if not isinstance(name, str):
+            return
+        if isinstance(annotations, dict):
+            if name in self._annotations or len(self._annotations) < MAX_ANNOTATED_TOOLS:
+                self._annotations[name] = annotations
+        else:
+            self._annotations.pop(name, None)  # listed again without: none now
 
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots)."""

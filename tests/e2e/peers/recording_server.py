@@ -1,0 +1,130 @@
+"""A stdio MCP server (raw newline-delimited JSON-RPC, protocol 2025-06-18) that appends
+every line it receives to the file named by its first argument — the evidence of what
+reached the backend — and can send what a hostile or careless server sends.
+
+Tools: ``echo`` (returns its ``text``); ``frobnicate`` (annotated ``destructiveHint``);
+``slow`` (answers after 1 s); ``chatty`` (sends a ``notifications/progress`` and a
+``notifications/message`` before its result); ``ask_ambiguous`` (sends the client a request
+whose ``method`` key appears twice, waits for the answer, then returns). ``tools/list``
+with the cursor ``"ambiguous"`` answers with a tool whose keys differ only in case.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RECORD = Path(sys.argv[1])
+
+TOOLS = [
+    {"name": "echo", "inputSchema": {"type": "object"}},
+    {
+        "name": "frobnicate",
+        "inputSchema": {"type": "object"},
+        "annotations": {"destructiveHint": True},
+    },
+    {"name": "slow", "inputSchema": {"type": "object"}},
+    {"name": "chatty", "inputSchema": {"type": "object"}},
+    {"name": "ask_ambiguous", "inputSchema": {"type": "object"}},
+]
+
+
+def send(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def receive() -> str | None:
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    with RECORD.open("a") as record:
+        record.write(line)
+    return line
+
+
+def result(request_id: Any, value: dict[str, Any]) -> None:
+    send(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": value}))
+
+
+def text(request_id: Any, words: str) -> None:
+    result(request_id, {"content": [{"type": "text", "text": words}]})
+
+
+def call(request_id: Any, params: dict[str, Any]) -> None:
+    name = params.get("name")
+    if name == "echo":
+        text(request_id, str(params.get("arguments", {}).get("text")))
+    elif name == "frobnicate":
+        text(request_id, "frobnicated")
+    elif name == "slow":
+        time.sleep(1)
+        text(request_id, "slow done")
+    elif name == "chatty":
+        token = params.get("_meta", {}).get("progressToken", 0)
+        progress = {"progressToken": token, "progress": 1, "total": 1}
+        send(json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": progress}))
+        message = {"level": "info", "data": "chatty says hello"}
+        send(json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": message}))
+        text(request_id, "chatty done")
+    elif name == "ask_ambiguous":
+        send(
+            '{"jsonrpc":"2.0","id":"s1","method":"roots/list",'
+            '"method":"sampling/createMessage","params":{}}'
+        )
+        receive()  # the answer to s1, whatever it is, is on record
+        text(request_id, "asked")
+    else:
+        send(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "error": {"code": -32602, "message": "no such tool"},
+                }
+            )
+        )
+
+
+def main() -> None:
+    while (line := receive()) is not None:
+        message = json.loads(line)
+        method, request_id = message.get("method"), message.get("id")
+        params = message.get("params") or {}
+        if request_id is None or method is None:
+            continue  # a notification, or an answer nobody waits for
+        if method == "initialize":
+            result(
+                request_id,
+                {
+                    "protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "recording-server", "version": "1"},
+                },
+            )
+        elif method == "tools/list" and params.get("cursor") == "ambiguous":
+            tool = '{"name":"echo","NAME":"frobnicate"}'
+            answer = (
+                f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},"result":{{"tools":[{tool}]}}}}'
+            )
+            send(answer)
+        elif method == "tools/list":
+            result(request_id, {"tools": TOOLS})
+        elif method == "tools/call":
+            call(request_id, params)
+        elif method == "ping":
+            result(request_id, {})
+        else:
+            send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": request_id,
+                        "error": {"code": -32601, "message": "unknown method"},
+                    }
+                )
+            )
+
+
+main()

@@ -1,0 +1,167 @@
+"""``mcp-acp run`` against messages meant to slip past it: JSON that readers can read two
+ways, a request id reused while the first is in flight, a call that only the backend's
+annotations mark as destructive, notifications from the backend, and ambiguous messages
+from the backend. The backend (``peers/recording_server.py``) writes every line it receives
+to a file: what is not there never reached it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import DENIED, Proxy, configure, proxy_env, records
+
+PEER = Path(__file__).parent / "peers" / "recording_server.py"
+POLICY = {
+    "version": "1",
+    "rules": [
+        {"id": "no-deletes", "effect": "deny", "conditions": {"operations": "delete"}},
+        {
+            "id": "no-logging",
+            "effect": "deny",
+            "conditions": {"mcp_method": "notifications/message"},
+        },
+        {"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}},
+    ],
+}
+
+
+@pytest.fixture
+def relay(isolated_home: Path, tmp_path: Path) -> Any:
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()
+    yield proxy, received, log_dir
+    if proxy.proc.poll() is None:
+        proxy.proc.kill()
+        proxy.proc.wait()
+
+
+def backend_saw(received: Path) -> list[dict[str, Any]]:
+    """What reached the backend, read by Python (the lines are also checked raw)."""
+    return [json.loads(line) for line in received.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            b'{"jsonrpc":"2.0","id":41,"method":"tools/call",'
+            b'"params":{"name":"frobnicate","name":"echo","arguments":{"text":"x"}}}',
+            "the key 'name' appears twice",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":41,"method":"tools/call",'
+            b'"params":{"name":"echo","NAME":"frobnicate","arguments":{"text":"x"}}}',
+            "the keys 'name' and 'NAME' differ only in case",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":41,"method":"tools/call",'
+            b'"params":{"name":"echo","name\\u0000":"frobnicate","arguments":{}}}',
+            "control or invisible character",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":41,"method":"tools/call",'
+            b'"params":{"name":"echo","arguments":{"text":"x","Text":"y"}}}',
+            "the keys 'text' and 'Text' differ only in case",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":41,"method":"tools/call","method":"ping",'
+            b'"params":{"name":"echo","arguments":{"text":"x"}}}',
+            "the key 'method' appears twice",
+        ),
+    ],
+)
+def test_a_request_readers_could_read_two_ways_never_reaches_the_backend(
+    relay: Any, line: bytes, problem: str
+) -> None:
+    proxy, received, log_dir = relay
+    proxy.send_raw(line + b"\n")
+    refused = proxy.recv()
+    assert refused["id"] == 41
+    assert refused["error"]["code"] == -32600
+    assert "ambiguous JSON" in refused["error"]["message"]
+    assert problem in refused["error"]["message"]
+    echo = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "after"}})
+    assert echo["result"]["content"][0]["text"] == "after"  # the session goes on
+    assert proxy.close() == 0
+    seen = received.read_text()
+    assert b'"id":41' not in seen.encode()
+    assert '"after"' in seen
+    assert all(r.get("request_id") != "41" for r in records(log_dir, "decisions"))
+
+
+def test_a_request_id_still_in_flight_cannot_be_used_again(relay: Any) -> None:
+    proxy, received, log_dir = relay
+    slow = {"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": {"name": "slow"}}
+    listing = {"jsonrpc": "2.0", "id": 50, "method": "tools/list"}
+    proxy.send_raw((json.dumps(slow) + "\n" + json.dumps(listing) + "\n").encode())
+    first, second = proxy.recv(), proxy.recv()
+    assert first["id"] == second["id"] == 50
+    assert first["error"]["code"] == -32600
+    assert "already used by a request in progress" in first["error"]["message"]
+    assert second["result"]["content"][0]["text"] == "slow done"
+    listed = proxy.call("tools/list")["result"]["tools"]  # with an id of its own: filtered
+    assert "frobnicate" not in [t["name"] for t in listed]
+    assert proxy.close() == 0
+    with_id_50 = [m for m in backend_saw(received) if m.get("id") == 50]
+    assert [m["method"] for m in with_id_50] == ["tools/call"]
+    answers = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "50" and r["direction"] == "server_to_client"
+    ]
+    assert [r["mcp_method"] for r in answers] == ["tools/call"]  # recorded as what it answers
+
+
+def test_the_backends_annotations_count_when_a_tool_is_called(relay: Any) -> None:
+    proxy, received, log_dir = relay
+    listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
+    assert "echo" in listed
+    assert "frobnicate" not in listed  # destructiveHint adds "delete": no-deletes hides it
+    called = proxy.call("tools/call", {"name": "frobnicate", "arguments": {}})
+    assert called["error"]["code"] == DENIED
+    assert "no-deletes" in called["error"]["message"]
+    assert proxy.close() == 0
+    assert not [m for m in backend_saw(received) if m.get("params", {}).get("name") == "frobnicate"]
+    denied = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "frobnicate"]
+    assert [(r["effect"], r["rule_id"]) for r in denied] == [("deny", "no-deletes")]
+
+
+def test_backend_notifications_pass_the_enforcement_point(relay: Any) -> None:
+    proxy, _, log_dir = relay
+    request_id = proxy.request("tools/call", {"name": "chatty", "_meta": {"progressToken": 7}})
+    answer = proxy.answer(request_id)
+    assert answer["result"]["content"][0]["text"] == "chatty done"
+    relayed = [m.get("method") for m in proxy.set_aside]
+    assert relayed == ["notifications/progress"]  # before the answer; the log message denied
+    assert proxy.close() == 0
+    notified = {
+        r["mcp_method"]: (r["effect"], r["rule_id"])
+        for r in records(log_dir, "decisions")
+        if r.get("mcp_method", "").startswith("notifications/")
+        and r["request_id"] == "notification"
+    }
+    assert notified["notifications/message"] == ("deny", "no-logging")
+    assert notified["notifications/progress"][0] == "allow"
+
+
+def test_ambiguous_messages_from_the_backend_are_refused_where_they_are_decided(
+    relay: Any,
+) -> None:
+    proxy, received, _ = relay
+    listing = proxy.call("tools/list", {"cursor": "ambiguous"})
+    assert listing["error"]["code"] == -32000
+    assert "the keys 'name' and 'NAME' differ only in case" in listing["error"]["message"]
+
+    asked = proxy.call("tools/call", {"name": "ask_ambiguous", "arguments": {}})
+    assert asked["result"]["content"][0]["text"] == "asked"
+    assert proxy.set_aside == []  # the ambiguous request never reached the client
+    assert proxy.close() == 0
+    answer = next(m for m in backend_saw(received) if m.get("id") == "s1")
+    assert answer["error"]["code"] == -32600
+    assert "the key 'method' appears twice" in answer["error"]["message"]
