@@ -46,6 +46,11 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 PIPE_READ_BYTES = 64 * 1024
 #: What :func:`read_line` returns for a line over :data:`MAX_MESSAGE_BYTES`.
 TOO_LARGE = b"\x00too-large"
+#: Arrays and objects nested deeper than this are refused: no MCP message needs it, and
+#: Python's recursion limit (about 1,000 frames) must never be reached by a hostile line.
+MAX_DEPTH = 200
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 Kind = Literal["request", "notification", "response", "invalid"]
 
@@ -137,15 +142,34 @@ def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _decode = json.JSONDecoder(object_pairs_hook=_unambiguous).decode
 
 
+def _too_deep(line: bytes) -> bool:
+    """Whether ``line`` nests arrays and objects deeper than :data:`MAX_DEPTH`. Two counts
+    decide for almost every message; otherwise, with C-level steps only: drop escaped
+    backslashes and quotes, keep what lies outside strings, keep its brackets, and peel
+    one level of innermost pairs per pass."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return False
+    unescaped = line.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unescaped.split(b'"')[::2]).translate(_SQUARE, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        peeled = brackets.replace(b"[]", b"")
+        if not peeled or len(peeled) == len(brackets):  # all peeled, or unbalanced
+            return False
+        brackets = peeled
+    return True
+
+
 def parse(line: bytes) -> Message:
     """Classify one line; never raises (an unusable line is ``invalid`` with a reason, one
     that JSON readers could read two ways is marked :attr:`Message.ambiguous`)."""
+    if _too_deep(line):
+        return Message("invalid", line, {}, f"arrays or objects nested deeper than {MAX_DEPTH}")
     try:
         body = _decode(line.decode())
     except _Ambiguous as exc:
         message = _classify(json.loads(line), line)
         return attrs.evolve(message, ambiguous=f"ambiguous JSON: {exc}")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")
     return _classify(body, line)
 

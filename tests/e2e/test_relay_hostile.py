@@ -165,3 +165,23 @@ def test_ambiguous_messages_from_the_backend_are_refused_where_they_are_decided(
     answer = next(m for m in backend_saw(received) if m.get("id") == "s1")
     assert answer["error"]["code"] == -32600
     assert "the key 'method' appears twice" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("depth", [975, 100_000])
+def test_a_deeply_nested_request_gets_an_error_and_the_session_goes_on(
+    relay: Any, depth: int
+) -> None:
+    # 975 levels were parsed and then ran out of Python's recursion limit, 100,000 ran out
+    # while parsing: either way the proxy died without a word
+    proxy, received, _ = relay
+    deep = b"[" * depth + b"]" * depth
+    proxy.send_raw(
+        b'{"jsonrpc":"2.0","id":43,"method":"tools/call",'
+        b'"params":{"name":"echo","arguments":{"text":' + deep + b"}}}\n"
+    )
+    refused = proxy.recv()
+    assert refused["error"]["code"] == -32600
+    assert "nested deeper than 200" in refused["error"]["message"]
+    assert proxy.call("ping")["result"] == {}
+    assert proxy.close() == 0
+    assert all(m.get("id") != 43 for m in backend_saw(received))

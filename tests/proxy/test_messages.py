@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_acp.proxy.messages import parse
+from mcp_acp.proxy.messages import MAX_DEPTH, parse
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,31 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_invalid(request_id:
 
 def test_a_message_without_an_id_is_a_notification() -> None:
     assert parse(b'{"jsonrpc":"2.0","method":"notifications/initialized"}').kind == "notification"
+
+
+@pytest.mark.parametrize("depth", [199, 975, 5000])
+def test_nesting_deeper_than_the_limit_is_invalid_not_a_crash(depth: int) -> None:
+    # params (1) + arguments (2) + depth arrays: over MAX_DEPTH from 199 on; 975 parsed but
+    # then hit Python's recursion limit further on, 5000 hit it while parsing
+    deep = b"[" * depth + b"]" * depth
+    line = b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"arguments":' + deep + b"}}"
+    message = parse(line)
+    assert message.kind == "invalid"
+    assert message.problem == f"arrays or objects nested deeper than {MAX_DEPTH}"
+
+
+def test_brackets_inside_strings_do_not_count_and_cannot_hide_nesting() -> None:
+    shallow = b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"' + b"[{" * 3000 + b'"}}'
+    assert parse(shallow).kind == "request"
+    closers = b'"\\\\\\"' + b"]" * 3000 + b'"'  # an escaped backslash and quote, then "]"s
+    deep = b"[" * 300 + b"]" * 300
+    line = (
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":' + closers + b',"a":' + deep + b"}}"
+    )
+    assert parse(line).problem == f"arrays or objects nested deeper than {MAX_DEPTH}"
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    deep = b'{"a":' * (MAX_DEPTH - 1) + b"1" + b"}" * (MAX_DEPTH - 1)
+    message = parse(b'{"jsonrpc":"2.0","id":1,"method":"x","params":' + deep + b"}")
+    assert message.kind == "request"
