@@ -14,6 +14,10 @@ in this order, from
 
 A tool nothing recognises has no operations — and an unknown operation never matches a rule
 that names operations.
+
+Path arguments are the ones a registry entry names; for a tool no entry names, the generic
+names (``path``, ``file``, ``cwd``, …), the loose ones when their value looks like a path
+(``source``, ``to``, …), and any other string that starts like a path, at any depth.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_acp.models import PathArgument
 from mcp_acp.policy.glob import compile_glob
+from mcp_acp.policy.paths import AmbiguousPathError, file_uri_to_path
 
 __all__ = [
     "GENERIC_PATH_ARGUMENTS",
@@ -56,6 +61,11 @@ LOOSE_PATH_ARGUMENTS: Mapping[str, PathRole] = {
     "output": "path", "root": "path",
 }  # fmt: skip
 _PATH_LIKE = re.compile(r"^(?:[/~.\\]|[A-Za-z]:)|[/\\]")
+#: For a tool the registry does not list, any other string that starts like a path — ``/``,
+#: ``~``, ``./``, ``../``, a drive letter, ``file:`` — is a path too (see _rooted_strings).
+_ROOTED = re.compile(r"^(?:[/~]|\.{1,2}(?:[/\\]|$)|[A-Za-z]:[/\\]|file:)", re.IGNORECASE)
+#: Values of one call scanned for such strings; past this the call's paths are ambiguous.
+MAX_SCANNED_VALUES = 100_000
 
 _HEURISTICS: Mapping[str, frozenset[str]] = {
     "read": frozenset(
@@ -150,6 +160,17 @@ class ToolFacts:
     path_arguments: Mapping[str, PathRole]
     source: str  # "registry: <pattern>", "heuristics" or "unknown"
     loose_path_arguments: Mapping[str, PathRole] = attrs.field(factory=dict)
+    #: No registry entry names the tool: its other arguments are scanned for paths too.
+    scan_other_arguments: bool = False
+    # the two name maps with casefolded keys: an argument name matches whatever its case
+    _declared: Mapping[str, PathRole] = attrs.field(init=False, repr=False, eq=False)
+    _loose: Mapping[str, PathRole] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        folded = {name.casefold(): role for name, role in self.path_arguments.items()}
+        object.__setattr__(self, "_declared", folded)
+        loose = {name.casefold(): role for name, role in self.loose_path_arguments.items()}
+        object.__setattr__(self, "_loose", loose)
 
 
 class ToolRegistry:
@@ -197,6 +218,7 @@ class ToolRegistry:
                 GENERIC_PATH_ARGUMENTS,
                 "heuristics" if operations else "unknown",
                 LOOSE_PATH_ARGUMENTS,
+                scan_other_arguments=True,
             )
         return facts
 
@@ -205,23 +227,75 @@ class ToolRegistry:
     ) -> tuple[PathArgument, ...]:
         """Every path-typed argument of a call, one entry per path (lists are flattened).
 
-        A path-typed argument whose value is not a string (or list of strings) is kept as
-        its ``repr``, which the policy will refuse as ambiguous — never silently skipped.
+        Argument names match whatever their case (a server may well read ``Path`` as
+        ``path``). A path-typed argument whose value is not a string (or list of strings)
+        is kept as its ``repr``, which the policy will refuse as ambiguous — never silently
+        skipped. For a tool no registry entry names, every other string in the arguments,
+        at any depth, that starts like a path is a path too (:func:`_rooted_strings`).
         """
         found: list[PathArgument] = []
-        for name, role in facts.path_arguments.items():
-            if name not in arguments:
+        others: list[tuple[str, Any]] = []
+        for name, value in arguments.items():
+            folded = name.casefold()
+            role = facts._declared.get(folded)
+            if role is not None:
+                values = value if isinstance(value, list) else [value]
+                for item in values:
+                    text = item if isinstance(item, str) else repr(item)
+                    found.append(PathArgument(argument=name, path=text, role=role))
                 continue
-            value = arguments[name]
-            values = value if isinstance(value, list) else [value]
-            for item in values:
-                text = item if isinstance(item, str) else repr(item)
-                found.append(PathArgument(argument=name, path=text, role=role))
-        for name, role in facts.loose_path_arguments.items():
-            value = arguments.get(name)
-            if isinstance(value, str) and _PATH_LIKE.search(value):
+            role = facts._loose.get(folded)
+            if role is not None and isinstance(value, str) and _PATH_LIKE.search(value):
                 found.append(PathArgument(argument=name, path=value, role=role))
+            elif facts.scan_other_arguments:
+                others.append((name, value))
+        if others:
+            found.extend(_rooted_strings(others))
         return tuple(found)
+
+
+def _rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
+    """The strings under ``items`` (argument name, value; nested objects and lists too)
+    that start like a path, or whose option value (``--output=/etc/x``) or curl-style
+    ``@file`` does; each named by where it sits (``config.path``, ``args[1]``). A ``file:``
+    URI counts as its path. More than :data:`MAX_SCANNED_VALUES` values make the call's
+    paths ambiguous (denied) rather than partly read."""
+    found: list[PathArgument] = []
+    stack = list(reversed(items))
+    scanned = 0
+    while stack:
+        where, value = stack.pop()
+        scanned += 1
+        if scanned > MAX_SCANNED_VALUES:
+            text = f"(more than {MAX_SCANNED_VALUES:,} values: not read)"
+            return [*found, PathArgument(argument="arguments", path=text)]
+        if isinstance(value, str):
+            path = _rooted(value)
+            if path is not None:
+                found.append(PathArgument(argument=where, path=path))
+        elif isinstance(value, Mapping):
+            stack.extend((f"{where}.{key}", item) for key, item in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", item) for n, item in reversed(list(enumerate(value))))
+    return found
+
+
+def _rooted(text: str) -> str | None:
+    """The path ``text`` holds, if it starts like one (itself, an option's value, an @file)."""
+    candidates = [text]
+    if text.startswith("-") and "=" in text:
+        candidates.append(text.split("=", 1)[1])
+    elif text.startswith("@"):
+        candidates.append(text[1:])
+    for candidate in candidates:
+        if _ROOTED.match(candidate):
+            if candidate[:5].lower() != "file:":
+                return candidate
+            try:
+                return file_uri_to_path(candidate)
+            except AmbiguousPathError:
+                return candidate  # kept as written: the policy refuses it as ambiguous
+    return None
 
 
 def _heuristic_operations(tool_name: str) -> frozenset[str]:

@@ -310,6 +310,57 @@ def test_every_path_argument_is_checked(root: Path) -> None:  # 23
     assert engine.decide(unknown_tool).effect is Effect.DENY
 
 
+def test_paths_anywhere_in_an_unknown_tools_arguments_are_checked() -> None:  # 23
+    """A tool no registry entry names: its other arguments, at any depth, are scanned for
+    strings that start like a path, so a deny rule on paths sees them."""
+    engine = make_engine(
+        {"id": "no-ssh", "effect": "deny", "conditions": {"path_pattern": "/home/u/.ssh/**"}},
+        {"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}},
+    )
+    hidden = {
+        "outfile": "/home/u/.ssh/authorized_keys",
+        "config": {"nested": [{"target_file": "/home/u/.ssh/id_rsa"}]},
+        "Path": "/home/u/.ssh/config",  # a name matches whatever its case
+        "flags": ["--output=/home/u/.ssh/known_hosts"],
+        "upload": "@/home/u/.ssh/id_ed25519",
+        "uri": "file:///home/u/.ssh/id_ecdsa",
+        "home": "~/.ssh/config",
+    }
+    for name, value in hidden.items():
+        request = make_request(tool="frobnicate", arguments={"text": "hello", name: value})
+        decision = engine.decide(request)
+        assert decision.effect is Effect.DENY, (name, request.resource.paths)
+        assert decision.rule_id in {"no-ssh", "builtin-ambiguous-path"}, name
+    where = make_request(tool="frobnicate", arguments={"config": {"a": ["x", "/srv/f"]}})
+    assert [(p.argument, p.path) for p in where.resource.paths] == [("config.a[1]", "/srv/f")]
+    plain = make_request(
+        tool="frobnicate",
+        arguments={"text": "see a/b and https://example.test/x", "to": "bob@example.test", "n": 3},
+    )
+    assert plain.resource.paths == ()
+    assert engine.decide(plain).effect is Effect.ALLOW
+
+
+def test_a_registry_tool_is_read_as_the_registry_says_whatever_the_case() -> None:
+    engine = make_engine(
+        {"id": "project", "effect": "allow", "conditions": {"path_pattern": "/srv/project/**"}}
+    )
+    upper = make_request(tool="read_text_file", arguments={"PATH": "/etc/shadow"})
+    assert [(p.argument, p.path) for p in upper.resource.paths] == [("PATH", "/etc/shadow")]
+    assert engine.decide(upper).effect is Effect.DENY
+    # a registry tool's other arguments are not scanned: the registry names its paths
+    write = make_request(
+        tool="write_file", arguments={"path": "/srv/project/a", "content": "/etc/passwd"}
+    )
+    assert [p.argument for p in write.resource.paths] == ["path"]
+
+
+def test_too_many_values_to_scan_make_the_paths_ambiguous() -> None:
+    engine = make_engine({"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}})
+    request = make_request(tool="frobnicate", arguments={"rows": list(range(100_001))})
+    assert engine.decide(request).rule_id == "builtin-ambiguous-path"
+
+
 def test_non_string_path_argument_is_ambiguous() -> None:
     engine = make_engine({"id": "all", "effect": "allow", "conditions": {"path_pattern": "/**"}})
     request = make_request(tool="read_file", arguments={"path": {"$ref": "/etc/passwd"}})
