@@ -336,7 +336,7 @@ class EnforcementPoint:
             )
             return attrs.evolve(verdict, fatal=exc)
         except BuildError as exc:  # like an engine error: deny this request, keep serving
-            log.error("request %s denied (%s): %s", request_id, exc.rule_id, exc)
+            log.error("request %r denied (%s): %s", request_id, exc.rule_id, exc)
             return await self._refuse(
                 method, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
             )
