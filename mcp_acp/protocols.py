@@ -90,8 +90,10 @@ class IdentityProvider(Protocol):
     ``current_subject`` is called for every request (an implementation may reuse a
     validated identity for a short, configured time). Raise
     :class:`~mcp_acp.errors.AuthenticationError` when there is no valid identity — the
-    request is then denied and the event audited. Set ``Subject.provenance`` honestly:
-    ``TOKEN`` only for values taken from a verified token.
+    request is then denied (``builtin-no-identity``) and the denial recorded. Anything else
+    raised (an ``OSError`` from a token store, a bug) denies the request too, recorded as
+    ``builtin-identity-error`` with the exception's type and message. Set
+    ``Subject.provenance`` honestly: ``TOKEN`` only for values taken from a verified token.
     """
 
     async def current_subject(self) -> Subject:

@@ -254,6 +254,29 @@ async def test_runtime_builds_the_selected_components(tmp_path: Path) -> None:
     assert subject.subject_id == "alice"
 
 
+def test_the_token_storage_passphrase_variable_is_a_secret_env_name(tmp_path: Path) -> None:
+    """What a stdio backend must not inherit: ``passphrase_env`` of the encrypted-file
+    storage, also as the keychain's fallback; nothing when the key file is used."""
+    path = tmp_path / "c" / "config.json"
+    assert load_runtime(write(path, MINIMAL), environ={}).secret_env_names() == frozenset()
+    key_file = {**MINIMAL, "token_storage": {"use": "encrypted-file"}}
+    assert load_runtime(write(path, key_file), environ={}).secret_env_names() == frozenset()
+    storage = {"use": "encrypted-file", "config": {"passphrase_env": "TOKEN_PASSPHRASE"}}
+    data = {**MINIMAL, "token_storage": storage}
+    runtime = load_runtime(write(path, data), environ={})
+    assert runtime.secret_env_names() == {"TOKEN_PASSPHRASE"}
+    fallback = {
+        "use": "keychain",
+        "config": {
+            "fallback": "encrypted-file",
+            "encrypted_file": {"passphrase_env": "KEYCHAIN_FALLBACK_PASSPHRASE"},
+        },
+    }
+    data = {**MINIMAL, "plugins": {"allow": ["keychain"]}, "token_storage": fallback}
+    runtime = load_runtime(write(path, data), environ={})
+    assert runtime.secret_env_names() == {"KEYCHAIN_FALLBACK_PASSPHRASE"}
+
+
 def test_redaction_of_secret_looking_values() -> None:
     dump = {
         "backend": {

@@ -69,12 +69,17 @@ class BackendChannel(Protocol):
 
 
 def open_channel(
-    backend: StdioBackend | HttpBackend, *, ssl_context: ssl.SSLContext | None = None
+    backend: StdioBackend | HttpBackend,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    withhold_env: frozenset[str] = frozenset(),
 ) -> BackendChannel:
     """The channel for the configured backend (not connected yet: call ``start``).
 
     ``ssl_context`` is for HTTPS backends (e.g. a client certificate for mutual TLS);
-    None means the default verification of the system's trust store.
+    None means the default verification of the system's trust store. ``withhold_env`` names
+    the variables of mcp-acp's environment a stdio backend does not inherit (secrets given
+    to mcp-acp itself, see :meth:`~mcp_acp.runtime.Runtime.secret_env_names`).
     """
     if isinstance(backend, HttpBackend):
         from mcp_acp.proxy.http_backend import HttpChannel  # imports mcp: only when needed
@@ -82,4 +87,4 @@ def open_channel(
         return HttpChannel(backend, ssl_context=ssl_context)
     from mcp_acp.proxy.stdio_backend import StdioChannel
 
-    return StdioChannel(backend)
+    return StdioChannel(backend, withhold_env=withhold_env)

@@ -4,10 +4,12 @@ For each request it builds the ``DecisionRequest`` (subject from the identity pr
 action and resource from the message, environment from the session), asks the policy
 engine, asks a human when the rule says ``ask`` (unless the same approval is remembered),
 applies the session's rate limits, and writes the decision record — durably, *before* the
-caller acts on the verdict. Any doubt is a deny: no identity, an engine error, an approver
-failure or timeout. If the record cannot be written, :class:`AuditError` propagates and
-nothing passes. A subject that changes mid-session is a binding violation: the request is
-denied and the verdict carries the error the proxy shuts down with.
+caller acts on the verdict. Any doubt is a deny, and the denial is recorded: no identity, an
+identity provider that fails in another way, a request that cannot be prepared for a
+decision, an engine error, an approver failure or timeout. If the record cannot be written,
+:class:`AuditError` propagates and nothing passes. A subject that changes mid-session is a
+binding violation: the request is denied and the verdict carries the error the proxy shuts
+down with.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import attrs
 
 from mcp_acp.audit.events import AuditEvent, DecisionEvent
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuthenticationError, McpAcpError, SessionBindingError
+from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
     ApprovalOutcome,
     ApprovalRequest,
@@ -40,7 +42,7 @@ from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
-__all__ = ["Companion", "EnforcementPoint", "Limits", "Session", "Verdict"]
+__all__ = ["BuildError", "Companion", "EnforcementPoint", "Limits", "Session", "Verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,20 @@ class Verdict:
     rule_id: str | None
     reason: str
     fatal: McpAcpError | None = None
+
+
+class BuildError(McpAcpError):
+    """No ``DecisionRequest`` could be built, for a reason other than a missing identity or a
+    binding violation: the identity provider raised something other than
+    :class:`AuthenticationError` (``builtin-identity-error``), or preparing the request
+    failed (``builtin-request-error``). :meth:`EnforcementPoint.check` records it as a
+    denial under ``rule_id``; other callers of :meth:`EnforcementPoint.build` (the relay's
+    list filtering) catch it as an :class:`McpAcpError` and fail closed. Never an exit."""
+
+    def __init__(self, rule_id: str, what: str, cause: Exception, subject: Subject | None) -> None:
+        super().__init__(f"{what}: {type(cause).__name__}: {cause}")
+        self.rule_id = rule_id
+        self.subject = subject
 
 
 @attrs.define
@@ -159,29 +175,56 @@ class EnforcementPoint:
         request_id: Any,
         annotations: Mapping[str, Any] | None = None,
     ) -> DecisionRequest:
-        subject = await self.identity.current_subject()
+        """The ``DecisionRequest`` for one message. Raises :class:`AuthenticationError` (no
+        identity), :class:`SessionBindingError`, :class:`AuditError` (the identity provider
+        could not record an auth event) or :class:`BuildError` (anything else)."""
+        subject = await self._subject()
         self.session.check_binding(subject)
-        request = build_decision_request(
-            method=method,
-            params=params,
-            subject=subject,
-            registry=self.registry,
-            backend_id=self.backend_id,
-            session_id=self.session.id,
-            request_id=str(request_id),
-            client_name=self.session.client_name,
-            client_version=self.session.client_version,
-            posture=self.session.posture,
-            annotations=annotations,
-            backend_identity=self.backend_identity,
-            resolve_paths=False,
-        )
-        paths = request.resource.paths
-        if not paths:
-            return request
-        # following symlinks is file-system I/O (a slow mount can block): off the loop
-        resolved = await asyncio.to_thread(resolve_path_arguments, paths)
-        return attrs.evolve(request, resource=attrs.evolve(request.resource, paths=resolved))
+        try:
+            request = build_decision_request(
+                method=method,
+                params=params,
+                subject=subject,
+                registry=self.registry,
+                backend_id=self.backend_id,
+                session_id=self.session.id,
+                request_id=str(request_id),
+                client_name=self.session.client_name,
+                client_version=self.session.client_version,
+                posture=self.session.posture,
+                annotations=annotations,
+                backend_identity=self.backend_identity,
+                resolve_paths=False,
+            )
+            paths = request.resource.paths
+            if paths:
+                # following symlinks is file-system I/O (a slow mount can block): off the loop
+                resolved = await asyncio.to_thread(resolve_path_arguments, paths)
+                resource = attrs.evolve(request.resource, paths=resolved)
+                request = attrs.evolve(request, resource=resource)
+        except Exception as exc:  # a message that breaks the builder (urlsplit refuses some
+            # URIs, e.g. "http://[x") is denied and recorded, never left unanswered
+            raise BuildError(
+                "builtin-request-error", "the request could not be prepared", exc, subject
+            ) from exc
+        return request
+
+    async def _subject(self) -> Subject:
+        """The identity provider's subject. Its own errors (no identity, an audit record it
+        could not write) pass; anything else it raises — a full disk while saving a
+        refreshed token, a claim out of range — is a :class:`BuildError`."""
+        try:
+            subject = await self.identity.current_subject()
+        except (AuthenticationError, SessionBindingError, AuditError):
+            raise
+        except Exception as exc:  # providers should raise AuthenticationError; fail closed
+            raise BuildError(
+                "builtin-identity-error", "identity provider error", exc, None
+            ) from exc
+        if not isinstance(subject, Subject):
+            wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
+            raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
+        return subject
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:
@@ -220,8 +263,8 @@ class EnforcementPoint:
         subject: Subject | None,
         companion: Companion = None,
     ) -> Verdict:
-        """Record a denial that came before any policy decision (no identity, a binding
-        violation, a flood) and return it."""
+        """Record a denial that came before any policy decision (no identity, an identity
+        provider or request error, a binding violation, a flood) and return it."""
         await self._record(
             DecisionEvent(
                 session_id=self.session.id,
@@ -292,6 +335,11 @@ class EnforcementPoint:
                 companion,
             )
             return attrs.evolve(verdict, fatal=exc)
+        except BuildError as exc:  # like an engine error: deny this request, keep serving
+            log.error("request %r denied (%s): %s", request_id, exc.rule_id, exc)
+            return await self._refuse(
+                method, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
+            )
         decision = self._decide(request)
         extra: dict[str, Any] = {}
         allowed = decision.effect is Effect.ALLOW

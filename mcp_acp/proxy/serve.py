@@ -248,7 +248,11 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
         )
     )
     ssl_context = await _tls_gate(runtime, trail, session)
-    channel = open_channel(runtime.config.backend, ssl_context=ssl_context)  # connects later
+    channel = open_channel(  # connects later
+        runtime.config.backend,
+        ssl_context=ssl_context,
+        withhold_env=runtime.secret_env_names(),  # a backend never sees mcp-acp's secrets
+    )
 
     async def record_auth(event: AuthEvent) -> None:
         await trail.record(event.model_copy(update={"session_id": session.id}))

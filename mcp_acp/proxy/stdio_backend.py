@@ -1,6 +1,11 @@
 """A stdio backend: the MCP server as a child process, newline-delimited JSON on its pipes.
 
 Messages go to the child as the exact bytes the client sent; nothing is re-encoded.
+
+The child inherits mcp-acp's environment except the variables in ``withhold_env`` (secrets
+given to mcp-acp itself, such as the token-storage passphrase), plus ``backend.env``. A
+name in ``backend.env`` is passed with the configured value even if it is withheld: the
+operator asked for it by name.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ log = logging.getLogger(__name__)
 class StdioChannel:
     """The backend's stdin and stdout, one JSON-RPC message per line."""
 
-    def __init__(self, backend: StdioBackend) -> None:
+    def __init__(
+        self, backend: StdioBackend, *, withhold_env: frozenset[str] = frozenset()
+    ) -> None:
         self.backend = backend
+        self.withhold_env = withhold_env
         self.backend_id = backend.command
         self.backend_identity: tuple[str, ...] = ()  # a child process proves nothing
         self._process: asyncio.subprocess.Process | None = None
@@ -47,7 +55,11 @@ class StdioChannel:
         return await self._starting
 
     async def _spawn(self) -> dict[str, Any]:
-        env = {**os.environ, **self.backend.env}
+        env = {name: value for name, value in os.environ.items() if name not in self.withhold_env}
+        env.update(self.backend.env)
+        withheld = sorted(self.withhold_env - self.backend.env.keys())
+        for name in sorted(self.withhold_env & self.backend.env.keys()):
+            log.warning("backend.env sets %s, a secret withheld from backends: passed as set", name)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 self.backend.command,
@@ -69,7 +81,10 @@ class StdioChannel:
         pipes = getattr(self._process, "_transport", None)  # asyncio's, for its read size
         if pipes is not None:
             pipe_sized_reads(pipes.get_pipe_transport(1))
-        return {"command": self.backend.command, "pid": self._process.pid}
+        started: dict[str, Any] = {"command": self.backend.command, "pid": self._process.pid}
+        if withheld:
+            started["withheld_env"] = withheld  # names only
+        return started
 
     async def send(self, message: Message) -> None:
         if self._stdin is None:

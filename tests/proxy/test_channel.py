@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CANARIES
 
 from mcp_acp.config import HttpBackend, StdioBackend
 from mcp_acp.proxy.channel import open_channel
@@ -106,3 +109,38 @@ async def test_a_failed_start_fails_again_for_the_relay() -> None:
         await channel.start()
     assert again.value is first.value
     await channel.close()
+
+
+DUMP_ENV = (
+    "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w')); sys.stdin.read()"
+)
+
+
+async def test_a_stdio_backend_does_not_inherit_withheld_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real child writes the environment it got. A withheld name (the token-storage
+    passphrase) is missing; any other variable passes; one the config sets by name in
+    ``backend.env`` gets the configured value."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    monkeypatch.setenv("TOKEN_PASSPHRASE", CANARIES[0].decode())
+    monkeypatch.setenv("SECOND_SECRET", "from mcp-acp's environment")
+    monkeypatch.setenv("UNRELATED_SETTING", "passes")
+    seen = tmp_path / "env.json"
+    backend = StdioBackend(
+        command=sys.executable,
+        args=["-c", DUMP_ENV, str(seen)],
+        env={"SECOND_SECRET": "set in backend.env"},
+    )
+    channel = StdioChannel(backend, withhold_env=frozenset({"TOKEN_PASSPHRASE", "SECOND_SECRET"}))
+    try:
+        started = await channel.start()
+    finally:
+        await channel.close()  # stdin closed: the child has written its file and exited
+    env = json.loads(seen.read_text())
+    assert "TOKEN_PASSPHRASE" not in env
+    assert env["UNRELATED_SETTING"] == "passes"
+    assert env["SECOND_SECRET"] == "set in backend.env"
+    assert started["withheld_env"] == ["TOKEN_PASSPHRASE"]  # names only, for the audit record
+    assert CANARIES[0].decode() not in json.dumps(started)

@@ -6,7 +6,9 @@ measured in minutes."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.builtins.cli_approver import CliApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
-from mcp_acp.errors import SessionBindingError
+from mcp_acp.errors import AuditError, AuthenticationError, SessionBindingError
 from mcp_acp.models import Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
@@ -257,6 +259,119 @@ async def test_subject_change_is_a_binding_violation(tmp_path: Path) -> None:
     assert "'alice'" in record["reason"]
     assert "'mallory'" in record["reason"]
     assert record["subject_id"] == "alice"  # the bound subject, not the newcomer
+
+
+class RaisingIdentity:
+    """An identity provider that fails with ``error`` on every request — as the ``oidc``
+    provider does when saving a refreshed token hits a full disk (OSError) or a claim is out
+    of range (OverflowError)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def current_subject(self) -> Subject:
+        raise self.error
+
+
+READ = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (RuntimeError("token cache corrupted"), "RuntimeError: token cache corrupted"),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (OverflowError("timestamp out of range"), "OverflowError: timestamp out of range"),
+    ],
+)
+async def test_an_identity_provider_error_is_a_recorded_denial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, error: Exception, words: str
+) -> None:
+    """Not AuthenticationError, yet no identity: denied, recorded, logged — and the session
+    goes on (the next request asks the provider again)."""
+    identity = RaisingIdentity(error)
+    setup = Setup(tmp_path, Limits(), identity)
+    await setup.trail.start()
+    with caplog.at_level(logging.ERROR, logger="mcp_acp.proxy.pep"):
+        verdict = await setup.pep.check("tools/call", READ, 1)
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-identity-error"
+    assert verdict.fatal is None
+    assert verdict.reason.startswith("denied: identity provider error: ")
+    assert words in verdict.reason
+    assert any(words in r.getMessage() for r in caplog.records)
+    identity.error = AuthenticationError("not logged in", fix="run 'mcp-acp auth login'")
+    assert (await setup.pep.check("tools/call", READ, 2)).rule_id == "builtin-no-identity"
+    await setup.trail.close()
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["1"]["effect"] == "deny"
+    assert records["1"]["rule_id"] == "builtin-identity-error"
+    assert records["1"]["reason"] == verdict.reason
+    assert records["1"]["subject_id"] == "(none)"
+    assert setup.pep.counts == {"allowed": 0, "denied": 2, "asked": 0}
+    assert verify_stream(setup.log_dir, "decisions").ok
+
+
+async def test_an_identity_provider_that_returns_no_subject_is_denied(tmp_path: Path) -> None:
+    class NoSubject:
+        async def current_subject(self) -> Any:
+            return {"subject_id": "alice"}  # a dict, not a Subject
+
+    setup = Setup(tmp_path, Limits(), NoSubject())
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", READ, 1)
+    await setup.trail.close()
+    assert verdict.rule_id == "builtin-identity-error"
+    assert "returned dict, not a Subject" in verdict.reason
+    assert setup.decisions()[0]["rule_id"] == "builtin-identity-error"
+
+
+async def test_no_identity_is_a_recorded_denial(tmp_path: Path) -> None:
+    error = AuthenticationError("not logged in to https://idp", fix="run 'mcp-acp auth login'")
+    setup = Setup(tmp_path, Limits(), RaisingIdentity(error))
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", READ, 1)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-no-identity"
+    assert verdict.fatal is None
+    (record,) = setup.decisions()
+    assert record["effect"] == "deny"
+    assert record["rule_id"] == "builtin-no-identity"
+    assert record["reason"] == str(error)
+    assert "run 'mcp-acp auth login'" in record["reason"]
+    assert record["subject_id"] == "(none)"
+
+
+@pytest.mark.parametrize("error", [asyncio.CancelledError(), AuditError("disk gone")])
+async def test_cancellation_and_audit_failure_from_the_identity_pass_through(
+    tmp_path: Path, error: BaseException
+) -> None:
+    """A cancelled request is the client's (nothing to answer); an audit failure is the
+    trail's own fail-closed path (the relay denies and the proxy shuts down). Neither is
+    turned into an identity error."""
+    setup = Setup(tmp_path, Limits(), RaisingIdentity(error))
+    await setup.trail.start()
+    with pytest.raises(type(error)):
+        await setup.pep.check("tools/call", READ, 1)
+    await setup.trail.close()
+    assert setup.decisions() == []
+
+
+async def test_a_request_that_cannot_be_prepared_is_a_recorded_denial(tmp_path: Path) -> None:
+    """A client's URI that ``urlsplit`` refuses must not leave its request unanswered."""
+    setup = Setup(tmp_path, Limits())
+    await setup.trail.start()
+    verdict = await setup.pep.check("resources/read", {"uri": "http://[x"}, 1)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-request-error"
+    assert (
+        verdict.reason == "denied: the request could not be prepared: ValueError: Invalid IPv6 URL"
+    )
+    (record,) = setup.decisions()
+    assert record["rule_id"] == "builtin-request-error"
+    assert record["subject_id"] == "alice"
 
 
 async def test_cancelled_approval_is_recorded_as_denied(clock_setup: tuple[Setup, Clock]) -> None:

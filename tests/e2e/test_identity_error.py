@@ -1,0 +1,112 @@
+"""An identity provider that fails mid-session with something other than an
+authentication error — a full disk while it saves a refreshed token — denies the request
+through the real ``mcp-acp run``: the client gets a JSON-RPC error, the backend gets
+nothing, the decision is on record, and the session goes on.
+
+The provider is a real plugin, found through its entry point (a ``.dist-info`` on
+``PYTHONPATH``); it fails once a marker file exists. The backend is a stdlib-only server
+that writes down every line it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from proxy_helpers import DENIED, E2E, Proxy, configure, decisions, proxy_env, records
+
+ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
+
+PLUGIN = """
+import errno
+import os
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Provenance, Subject
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    marker: str
+
+
+class FailingIdentity:
+    def __init__(self, options, context):
+        self.marker = options.marker
+
+    async def current_subject(self):
+        if os.path.exists(self.marker):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
+
+
+@hookimpl
+def register_identity_providers(register):
+    register("failing", FailingIdentity, Options, summary="test: fails once a marker exists")
+"""
+
+
+def install_plugin(site: Path) -> None:
+    site.mkdir()
+    (site / "failing_identity.py").write_text(PLUGIN)
+    info = site / "failing_identity-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: failing-identity\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mcp_acp]\nfailing = failing_identity\n")
+
+
+def test_an_identity_provider_error_is_denied_before_the_backend(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    policy = {
+        "version": "1",
+        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+    }
+    backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
+    log_dir = configure(isolated_home, sys.executable, backend_args, policy)
+    install_plugin(tmp_path / "site")
+    marker = tmp_path / "disk-full"
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["identity"] = {"use": "failing", "config": {"marker": str(marker)}}
+    config["plugins"] = {"allow": ["failing"]}
+    config_file.write_text(json.dumps(config))
+    env = {**proxy_env(isolated_home), "PYTHONPATH": str(tmp_path / "site")}
+
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        echo = {"name": "echo", "arguments": {}}
+        assert "result" in proxy.call("tools/call", echo)
+        before = received.read_text()  # the backend answered: it has written what it got
+
+        marker.touch()  # from now on the identity provider raises OSError(ENOSPC)
+        denied = proxy.call("tools/call", echo)
+        assert denied["error"]["code"] == DENIED
+        assert denied["error"]["data"] == {"rule": "builtin-identity-error"}
+        assert (
+            "denied: identity provider error: OSError: [Errno 28] No space left on device"
+            in denied["error"]["message"]
+        )
+        marker.unlink()  # the disk has room again: the session went on
+        assert "result" in proxy.call("tools/call", echo)
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+
+    methods = [json.loads(line)["method"] for line in received.read_text().splitlines()]
+    assert methods == ["initialize", "notifications/initialized", "tools/call", "tools/call"]
+    assert received.read_text().startswith(before)
+    record = next(r for r in decisions(log_dir) if r["request_id"] == str(denied["id"]))
+    assert record["effect"] == "deny"
+    assert record["rule_id"] == "builtin-identity-error"
+    assert "No space left on device" in record["reason"]
+    operations = records(log_dir, "operations")
+    assert any(
+        r.get("request_id") == str(denied["id"]) and r.get("outcome") == "denied"
+        for r in operations
+    )
