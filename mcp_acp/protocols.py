@@ -150,7 +150,9 @@ class PolicyEngine(Protocol):
 
     ``decide`` does no I/O, is deterministic, and is *total*: it never raises. Any internal
     failure must come back as a deny ``Decision`` whose reason says what went wrong. The
-    proxy still treats an escaping exception as a deny, but an engine should not rely on it.
+    proxy still treats an escaping exception, or an answer that is not a ``Decision`` with a
+    readable reason, as a deny (and hides the item when filtering a list), but an engine
+    should not rely on it.
     """
 
     policy_id: str

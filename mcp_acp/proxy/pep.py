@@ -228,7 +228,12 @@ class EnforcementPoint:
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:
-            return self.engine.decide(request)
+            decision = self.engine.decide(request)
+            if not isinstance(decision, Decision) or not isinstance(decision.effect, Effect):
+                raise TypeError(f"decide() returned {decision!r}, not a Decision")
+            if not isinstance(decision.reason, str):  # rendered now: it goes on record
+                raise TypeError("the decision's reason is not a string")
+            return decision
         except Exception as exc:  # engines should be total; fail closed if one is not
             log.error("policy engine raised: %s", exc)
             return Decision.deny(

@@ -471,10 +471,14 @@ class Relay:
                 log.error("list filtering failed: %s", error)
                 return {**result, key: []}
             could_allow = getattr(self.pep.engine, "could_allow", None)
-            if key in ("resources", "resourceTemplates") or could_allow is None:  # a URI is all
-                visible = self.pep.engine.decide(request).effect.value != "deny"
-            else:
-                visible = could_allow(request)
+            try:
+                if key in ("resources", "resourceTemplates") or could_allow is None:  # a URI
+                    visible = self.pep.engine.decide(request).effect.value != "deny"
+                else:
+                    visible = bool(could_allow(request))
+            except Exception as exc:  # engines should be total; fail closed: not listed
+                log.error("policy engine raised while filtering %s: %r", method, exc)
+                visible = False
             if visible:
                 kept.append(item)
         return {**result, key: kept}

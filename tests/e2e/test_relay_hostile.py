@@ -185,3 +185,81 @@ def test_a_deeply_nested_request_gets_an_error_and_the_session_goes_on(
     assert proxy.call("ping")["result"] == {}
     assert proxy.close() == 0
     assert all(m.get("id") != 43 for m in backend_saw(received))
+
+
+ENGINE_PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Decision, Effect
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrittleEngine:
+    policy_id = "brittle"
+
+    def __init__(self, options, context):
+        pass
+
+    def decide(self, request):
+        if request.action.tool_name == "frobnicate":
+            raise RuntimeError("brittle engine broke on frobnicate")
+        if request.action.tool_name == "slow":  # a decision whose reason cannot be rendered
+            return Decision(effect=Effect.ALLOW, policy_id="brittle", explain="not callable")
+        return Decision(effect=Effect.ALLOW, policy_id="brittle", rule_id="all", reason="all")
+
+
+@hookimpl
+def register_policy_engines(register):
+    register("brittle", BrittleEngine, Options, summary="test: raises on one tool")
+"""
+
+
+def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A third-party engine that breaks its promise never to raise: the listing is still
+    answered (the item it raised on is not listed) and a call is a recorded denial."""
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "brittle_engine.py").write_text(ENGINE_PLUGIN)
+    info = site / "brittle_engine-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brittle-engine\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mcp_acp]\nbrittle = brittle_engine\n")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["policy"] = {"use": "brittle", "config": {}}
+    config["plugins"] = {"allow": ["brittle"]}
+    config_file.write_text(json.dumps(config))
+    proxy = Proxy(isolated_home, {**proxy_env(isolated_home), "PYTHONPATH": str(site)})
+    try:
+        proxy.initialize()
+        listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
+        assert "echo" in listed
+        assert "frobnicate" not in listed
+        called = proxy.call("tools/call", {"name": "frobnicate", "arguments": {}})
+        assert called["error"]["code"] == DENIED
+        assert called["error"]["data"] == {"rule": "builtin-engine-error"}
+        malformed = proxy.call("tools/call", {"name": "slow", "arguments": {}})
+        assert malformed["error"]["data"] == {"rule": "builtin-engine-error"}
+        assert "policy engine error: TypeError" in malformed["error"]["message"]
+        assert "result" in proxy.call("tools/call", {"name": "echo", "arguments": {"text": "x"}})
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    called_tools = [m.get("params", {}).get("name") for m in backend_saw(received)]
+    assert "frobnicate" not in called_tools
+    assert "slow" not in called_tools
+    assert (
+        "policy engine raised while filtering tools/list"
+        in (isolated_home / "proxy-stderr.txt").read_text()
+    )
+    record = next(r for r in records(log_dir, "decisions") if r.get("tool_name") == "frobnicate")
+    assert record["rule_id"] == "builtin-engine-error"
