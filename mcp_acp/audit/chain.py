@@ -36,6 +36,7 @@ __all__ = [
     "VerifyResult",
     "canonical",
     "chain_files",
+    "head_path",
     "open_head",
     "read_head",
     "seal",
@@ -204,6 +205,16 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             seq, prev = record["seq"], claimed
             count += 1
     head = read_head(log_dir, stream)
+    if head is None and count and not head_path(log_dir, stream).exists():
+        # the writer creates the head file before its first line: someone removed it
+        return VerifyResult(
+            stream,
+            count,
+            False,
+            f"the chain head file {head_path(log_dir, stream)} is missing, so lines cut off "
+            "the end could not be detected",
+            partial_lines=partials,
+        )
     if head is not None:
         if head.seq < 0:
             return VerifyResult(

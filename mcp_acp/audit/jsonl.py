@@ -41,6 +41,7 @@ from mcp_acp.audit.chain import (
     ChainHead,
     canonical,
     chain_files,
+    head_path,
     open_head,
     read_head,
     seal,
@@ -238,6 +239,14 @@ class StreamWriter:
             self._recover_partial_line()
             self._seq, self._prev = self._chain_end()
             head = read_head(self.log_dir, self.stream)
+            if head is None and self._seq > 0 and not head_path(self.log_dir, self.stream).exists():
+                raise AuditError(
+                    f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
+                    f"head file {head_path(self.log_dir, self.stream)} is missing: records may "
+                    "have been cut off the end",
+                    fix="run 'mcp-acp audit verify', keep the evidence, then move the log "
+                    "directory aside to start a new chain",
+                )
             if head is not None and (head.seq < 0 or head.seq > self._seq):
                 raise AuditError(
                     f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import GENESIS, canonical, seal, verify_stream
+from mcp_acp.audit.chain import GENESIS, canonical, head_path, seal, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
 from mcp_acp.audit.trail import AuditTrail
@@ -130,6 +130,36 @@ def test_verify_finds_the_first_bad_line(sink: JsonlAuditSink, log_dir: Path, ki
     if kind == "truncate":
         with pytest.raises(AuditError, match="records were removed"):
             JsonlAuditSink(log_dir).start_sync()
+
+
+@pytest.mark.parametrize("also_cut", [False, True])
+def test_a_removed_chain_head_is_reported_and_refused(
+    sink: JsonlAuditSink, log_dir: Path, also_cut: bool
+) -> None:
+    """Removing the head file would let a cut-off tail pass unnoticed: verify fails and a
+    restart refuses, whether or not lines were cut too."""
+    for i in range(4):
+        sink.write_sync(decision(f"r{i}"))
+    sink.close_sync()
+    if also_cut:
+        rewrite(log_dir, "decisions", lines(log_dir, "decisions")[:-2])
+    head_path(log_dir, "decisions").unlink()
+    result = verify_stream(log_dir, "decisions")
+    assert not result.ok
+    assert "chain head file" in (result.problem or "")
+    assert "is missing" in (result.problem or "")
+    with pytest.raises(AuditError, match=r"head file .* is missing"):
+        JsonlAuditSink(log_dir).start_sync()
+    assert verify_stream(log_dir, "operations").ok  # the other streams still have theirs
+
+
+def test_an_empty_chain_head_is_not_an_alarm(sink: JsonlAuditSink, log_dir: Path) -> None:
+    """A crash between a stream's first line and its first sync leaves the head file empty:
+    nothing to compare, no false alarm."""
+    sink.write_sync(decision("r0"))
+    sink.close_sync()
+    head_path(log_dir, "decisions").write_bytes(b"")
+    assert verify_stream(log_dir, "decisions").ok
 
 
 def test_injection_cannot_forge_a_record(sink: JsonlAuditSink, log_dir: Path) -> None:
