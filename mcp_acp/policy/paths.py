@@ -46,7 +46,14 @@ MAX_COMPONENT_BYTES = 255
 MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
 
 _LOOKALIKE_SLASHES = frozenset("\u2215\u2044\u29f8\u2216\u29f5\u29f9\uff0f\uff3c\u2571\u2572")
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
+#: Characters that show as nothing (or as a plain space) but make a different name:
+#: zero-width and bidi controls, soft hyphen, fillers (Hangul, Mongolian, Khmer, braille
+#: blank), joiners and variation selectors, tags, line/paragraph separators, odd spaces.
+_INVISIBLE = re.compile(
+    "[\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f"
+    "\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u2069\u2800\u3000\u3164"
+    "\ufe00-\ufe0f\ufeff\U000e0000-\U000e007f]"
+)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _PERCENT = re.compile("%[0-9A-Fa-f]{2}")
 _FULLWIDTH = re.compile("[\uff00-\uffef]")

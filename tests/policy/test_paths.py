@@ -73,6 +73,13 @@ def test_inside_the_project_is_allowed(engine: AcpPolicyEngine, root: Path) -> N
         ("/srv/data/project/\x1b[2Kx", "control character U+001B"),
         ("/srv/data/project/\u202etxt.exe", "bidi character U+202E"),
         ("/srv/data/project/a\u200bb", "invisible or bidi character U+200B"),
+        ("/srv/data/project/a\u3164b", "invisible or bidi character U+3164"),  # Hangul filler
+        ("/srv/data/project/a\u034fb", "invisible or bidi character U+034F"),  # grapheme joiner
+        ("/srv/data/project/a\u180eb", "invisible or bidi character U+180E"),
+        ("/srv/data/project/a\u2028b", "invisible or bidi character U+2028"),
+        ("/srv/data/project/my\u00a0file", "invisible or bidi character U+00A0"),  # NBSP
+        ("/srv/data/project/a\ufe0fb", "invisible or bidi character U+FE0F"),
+        ("/srv/data/project/a\U000e0041b", "invisible or bidi character U+E0041"),  # a tag
         ("/srv/data/project/secret.", "ends with a dot or space"),  # 17
         ("/srv/data/project/secret ", "ends with a dot or space"),
         ("/srv/data/project/\uff45\uff54\uff43", "fullwidth character"),  # 12
