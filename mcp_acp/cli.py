@@ -473,8 +473,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 def run_command(ctx: click.Context) -> None:
     """Run the proxy: an MCP client talks to this process over stdio (Claude Desktop's
     "command"), and every message is checked against the policy and recorded."""
+    from mcp_acp.hardening import protect_process
     from mcp_acp.proxy.serve import serve
 
+    for problem in protect_process():  # tokens are about to be loaded into this process
+        click.echo(f"warning: {problem}", err=True)
     code = asyncio.run(serve(_config_path(ctx)))
     raise click.exceptions.Exit(code)
 

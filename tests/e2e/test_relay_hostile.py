@@ -263,3 +263,13 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
     )
     record = next(r for r in records(log_dir, "decisions") if r.get("tool_name") == "frobnicate")
     assert record["rule_id"] == "builtin-engine-error"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_the_proxy_dumps_no_core(relay: Any) -> None:
+    """``mcp-acp run`` protects itself before it loads any token (mcp_acp.hardening)."""
+    proxy, _, _ = relay
+    limits = Path(f"/proc/{proxy.proc.pid}/limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]
+    assert proxy.close() == 0
