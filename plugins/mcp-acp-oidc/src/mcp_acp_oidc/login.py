@@ -14,23 +14,30 @@ from datetime import UTC, datetime
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient, TokenResponse
-from mcp_acp_oidc.validator import TokenValidator
+from mcp_acp_oidc.errors import TokenRejectedError
+from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidator, numeric_date
 
 __all__ = ["device_login", "stored_token"]
 
 
 def stored_token(issuer: str, tokens: TokenResponse, subject: Subject) -> StoredToken:
-    """The :class:`StoredToken` for a validated token response."""
+    """The :class:`StoredToken` for a validated token response.
+
+    It expires at the token's ``exp`` or, for a token without one, ``expires_in`` from
+    now; an expiry that is not a date (``1e20``) raises :class:`TokenRejectedError`."""
     exp = subject.claims.get("exp")
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        expires_at = datetime.fromtimestamp(exp, UTC)
-    else:
-        lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
-        expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
+    if exp is None:
+        exp = time.time() + (tokens.expires_in if tokens.expires_in is not None else 0.0)
+    seconds = numeric_date(exp)
+    if seconds is None:
+        raise TokenRejectedError(
+            "bad_claim",
+            f"the token's expiry (exp, or expires_in) is not a time from 0 to {MAX_NUMERIC_DATE}",
+        )
     return StoredToken(
         issuer=issuer,
         access_token=tokens.access_token,
-        expires_at=expires_at,
+        expires_at=datetime.fromtimestamp(seconds, UTC),
         refresh_token=tokens.refresh_token,
         id_token=tokens.id_token,
         scope=tokens.scope,
