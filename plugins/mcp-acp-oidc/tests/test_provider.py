@@ -5,11 +5,15 @@ oidc-provider on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import attrs
 import pytest
 from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
+from mcp_acp_oidc.errors import TokenStorageError
 from pydantic import ValidationError
 
 from mcp_acp.audit.events import AuthEvent
@@ -25,6 +30,7 @@ from mcp_acp.errors import AuditError, AuthenticationError
 from mcp_acp.models import Provenance, StoredToken
 from mcp_acp.plugins import load_plugins
 from mcp_acp.registry import Kind
+from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
 AUDIENCE = "urn:mcp-acp:proxy"
 
@@ -349,3 +355,62 @@ async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
     failing = OIDCIdentityProvider(options(oidc_provider), storage, record_auth=broken)
     with pytest.raises(AuditError):
         await failing.current_subject()
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Every write of this process to a file past ``limit`` bytes fails with EFBIG, as on
+    a full disk (RLIMIT_FSIZE holds for root too, unlike a read-only directory)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+async def test_refreshed_tokens_that_cannot_be_saved_deny_with_an_identity_error(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """The real encrypted-file storage on a "full disk": the refresh succeeds at the
+    provider, saving its result fails — an AuthenticationError naming the storage and the
+    fix (so the proxy denies with builtin-no-identity), never the OSError."""
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider),
+        storage,
+        lock_path=tmp_path / "locks" / "refresh.lock",
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    await provider.current_subject()
+    path = storage.path_for(oidc_provider)
+    before = path.read_bytes()
+
+    offset = 260.0  # due for refresh, still valid
+    with file_size_limit(0), pytest.raises(AuthenticationError) as info:
+        await provider.current_subject()
+    assert isinstance(info.value, TokenStorageError)
+    assert info.value.action == "save"
+    line = info.value.user_line()
+    efbig = f"(OSError: [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}"
+    assert f"could not save the tokens {efbig}" in line
+    assert storage.description in line
+    assert "fix: " in line
+    assert "mcp-acp auth login" in line
+    assert path.read_bytes() == before  # the write is atomic: the old record is intact
+    assert (events[-1].event, events[-1].reason) == ("token_invalid", "storage_error")
+
+    # no refresh again within refresh_retry_seconds: the held, still valid token serves
+    assert (await provider.current_subject()).subject_id == "alice"

@@ -26,6 +26,7 @@ from mcp_acp_oidc.errors import (
     JWKSUnavailableError,
     RefreshError,
     TokenRejectedError,
+    TokenStorageError,
 )
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
@@ -43,6 +44,7 @@ __all__ = [
     "OIDCIdentityProvider",
     "RefreshError",
     "TokenRejectedError",
+    "TokenStorageError",
     "TokenValidationConfig",
     "TokenValidator",
 ]

@@ -37,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,6 +54,7 @@ from mcp_acp_oidc.errors import (
     LoginRequiredError,
     RefreshError,
     TokenRejectedError,
+    TokenStorageError,
 )
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
@@ -63,6 +64,8 @@ from mcp_acp_oidc.validator import Algorithms, IssuerUrl, TokenValidationConfig,
 __all__ = ["OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class OIDCConfig(BaseModel):
@@ -184,9 +187,21 @@ class OIDCIdentityProvider:
             self._metadata = metadata
         return self._metadata, self._validator
 
+    async def _storage_call(self, action: str, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a token-storage call off the event loop. A storage that refuses a record
+        raises ``AuthenticationError`` itself; anything else it raises (``OSError`` for a
+        full disk, a keychain error) becomes a :class:`TokenStorageError`, so the request
+        is denied for want of an identity instead of failing with a stray exception."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # a storage is another plugin: whatever it raises denies
+            raise TokenStorageError(action, self.storage.description, exc) from exc
+
     async def _load(self) -> StoredToken:
         if self._token is None:
-            self._token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+            self._token = await self._storage_call("read", self.storage.load, self.options.issuer)
         if self._token is None:
             raise LoginRequiredError("not_logged_in", f"not logged in to {self.options.issuer}")
         return self._token
@@ -217,6 +232,8 @@ class OIDCIdentityProvider:
             reason = "issuer_unreachable" if isinstance(exc, DiscoveryError) else "unavailable"
             if isinstance(exc, LoginRequiredError):
                 reason = exc.reason
+            elif isinstance(exc, TokenStorageError):
+                reason = "storage_error"
             await self._report("token_invalid", token, reason=reason, message=exc.message)
             raise
         self._verified = (token.access_token, subject, time.monotonic())
@@ -297,7 +314,7 @@ class OIDCIdentityProvider:
                 # Another process (a second proxy, 'auth login') may have stored newer
                 # tokens: use them rather than spend a refresh token that rotation has
                 # already replaced.
-                latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                latest = await self._storage_call("read", self.storage.load, self.options.issuer)
                 if latest is None:
                     self._token = None
                     raise LoginRequiredError("logged_out", f"logged out of {self.options.issuer}")
@@ -314,7 +331,10 @@ class OIDCIdentityProvider:
                     resource=self.options.audience,
                     audience=self.options.audience_parameter,
                 )
-                await asyncio.to_thread(self.storage.save, new)  # before first use
+                # before first use. If saving fails (a full disk), the request is denied
+                # and the new tokens are not used: nothing runs on tokens a restart or a
+                # second proxy would not find.
+                await self._storage_call("save", self.storage.save, new)
         except (RefreshError, TokenRejectedError) as exc:
             code = exc.error if isinstance(exc, RefreshError) else exc.reason
             log.warning("oidc: token refresh failed: %s", exc)
@@ -323,9 +343,9 @@ class OIDCIdentityProvider:
                 # spent or revoked: only a new login helps. Delete only what we used, not
                 # a login another process stored meanwhile.
                 self._token = None
-                current = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                current = await self._storage_call("read", self.storage.load, self.options.issuer)
                 if current is not None and current.refresh_token == token.refresh_token:
-                    await asyncio.to_thread(self.storage.delete, self.options.issuer)
+                    await self._storage_call("delete", self.storage.delete, self.options.issuer)
             return None
         self._token = new
         await self._report(
@@ -341,7 +361,6 @@ class OIDCIdentityProvider:
         if self.lock_path is None:
             yield
             return
-        self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # long enough for the holder's refresh (bounded by the HTTP timeout) to finish
         timeout = 2 * self.options.http_timeout_seconds + 5
         # imported here: its asyncio support costs ~15 ms at every start, and most starts
@@ -350,12 +369,19 @@ class OIDCIdentityProvider:
 
         lock = AsyncFileLock(self.lock_path, timeout=timeout, mode=0o600)
         try:
+            self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             await lock.acquire()
         except Timeout as exc:
             raise RefreshError(
                 "lock_timeout",
                 f"another process held {self.lock_path} for over {timeout:.0f} s",
                 fix="check for a stuck mcp-acp process",
+            ) from exc
+        except OSError as exc:  # a full disk or a read-only config directory
+            raise RefreshError(
+                "lock_failed",
+                f"cannot take the refresh lock {self.lock_path} ({exc.strerror or exc})",
+                fix=f"check that {self.lock_path.parent} is writable and the disk not full",
             ) from exc
         try:
             yield
@@ -417,7 +443,7 @@ class OIDCIdentityProvider:
 
     async def status(self) -> dict[str, object]:
         """What ``auth status`` shows: never a token value."""
-        token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        token = await self._storage_call("read", self.storage.load, self.options.issuer)
         info: dict[str, object] = {
             "issuer": self.options.issuer,
             "storage": self.storage.description,
