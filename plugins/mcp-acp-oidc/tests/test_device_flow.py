@@ -8,6 +8,7 @@ while the HTTP requests are real, so the tests measure gaps without waiting for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -376,3 +377,41 @@ async def test_df12_valid_token_is_stored(idp, fake_time, jwks_server, keys, kit
     assert stored.access_token == good
     assert stored.refresh_token == "rt"
     assert "rt" not in repr(stored)
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+async def test_trickling_device_endpoint_is_cut_off_at_the_timeout(
+    fake_time, trickle_server, part
+) -> None:
+    """A device authorization endpoint sending one byte every 0.5 s: ``unreachable``
+    after the 1 s timeout (the 10 s bound only proves it does not hang)."""
+    server = trickle_server(part)
+    client = DeviceFlowClient(
+        device_authorization_endpoint=f"{server.base}/device",
+        token_endpoint=f"{server.base}/token",
+        client_id="c",
+        scope="openid",
+        resource="urn:x",
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        timeout=1.0,
+    )
+    with pytest.raises(DeviceFlowError, match="within 1 s") as info:
+        await asyncio.wait_for(client.start(), 10)
+    assert info.value.error == "unreachable"
+
+
+async def test_trickling_token_endpoint_polls_back_off_until_expiry(
+    idp, fake_time, trickle_server
+) -> None:
+    """Each poll of a trickling token endpoint ends at the timeout and counts as a failed
+    poll (back off, go on); the flow ends at the local expiry instead of hanging."""
+    server = trickle_server()
+    idp.device_response["expires_in"] = 12
+    client = client_for(idp, fake_time, token_endpoint=f"{server.base}/token", timeout=1.0)
+    authorization = await client.start()
+    with pytest.raises(DeviceFlowError) as info:
+        await asyncio.wait_for(client.poll(authorization), 10)
+    assert info.value.error == "local_timeout"
+    assert server.requests == 1
+    assert fake_time.waits == [5.0]  # then 10 s, which would pass the expiry

@@ -22,7 +22,8 @@ import attrs
 import pytest
 from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
-from mcp_acp_oidc.errors import TokenStorageError
+from mcp_acp_oidc.errors import RefreshError, TokenStorageError
+from mcp_acp_oidc.refresh import refresh
 from pydantic import ValidationError
 
 from mcp_acp.audit.events import AuthEvent
@@ -414,3 +415,65 @@ async def test_refreshed_tokens_that_cannot_be_saved_deny_with_an_identity_error
 
     # no refresh again within refresh_retry_seconds: the held, still valid token serves
     assert (await provider.current_subject()).subject_id == "alice"
+
+
+# --- a token endpoint that trickles its answer: bounded, and no queue behind it -----------
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+async def test_refresh_against_a_trickling_token_endpoint_ends_at_the_timeout(
+    trickle_server: Any, part: str
+) -> None:
+    """One byte every 0.5 s never trips httpx's per-read timeout; the overall deadline
+    does (the 10 s bound only proves the call does not hang)."""
+    server = trickle_server(part)
+    with pytest.raises(RefreshError, match="within 1 s") as info:
+        await asyncio.wait_for(
+            refresh(
+                token_endpoint=f"{server.base}/token",
+                client_id="c",
+                refresh_token="rt",  # noqa: S106 - a fake
+                resource="urn:x",
+                timeout=1.0,
+            ),
+            10,
+        )
+    assert info.value.error == "unreachable"
+
+
+async def _trickling_token_endpoint(provider: OIDCIdentityProvider, server: Any) -> None:
+    metadata, _ = await provider._ready()
+    provider._metadata = attrs.evolve(metadata, token_endpoint=f"{server.base}/token")
+
+
+async def test_trickling_token_endpoint_serves_until_expiry_then_denies(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    """With ``http_timeout_seconds=1`` a refresh against a trickling token endpoint fails
+    after about a second: the request is served while the access token is valid, and
+    denied once it has expired — each within the 10 s that proves nothing hangs."""
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=1, refresh_retry_seconds=0),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    server = trickle_server()
+    await _trickling_token_endpoint(provider, server)
+    offset = 260.0  # due, still valid
+    assert (await asyncio.wait_for(provider.current_subject(), 10)).subject_id == "alice"
+    assert server.requests == 1
+    assert ("token_refresh_failed", "unreachable") in [(e.event, e.reason) for e in events]
+    offset = 400.0  # expired: the refresh is tried again, fails again, and the request denied
+    with pytest.raises(AuthenticationError, match="expired"):
+        await asyncio.wait_for(provider.current_subject(), 10)
+    assert server.requests == 2
+    assert oidc_provider in storage.tokens  # a slow provider does not delete the login

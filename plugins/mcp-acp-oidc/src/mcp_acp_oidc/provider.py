@@ -6,6 +6,7 @@ Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held acc
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
 requests cause one refresh; the rotated refresh token is validated and stored before use.
+Every request to the IdP is bounded as a whole by ``http_timeout_seconds``.
 At most one refresh is attempted per ``refresh_retry_seconds``, whatever its outcome (no
 tight loop against a provider that is down, nor one that issues tokens shorter-lived than
 the margin); once the access token has expired, requests are denied until a
@@ -47,6 +48,7 @@ from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import AuthRecorder
+from mcp_acp_oidc._http import overall_deadline
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
 from mcp_acp_oidc.errors import (
@@ -330,6 +332,7 @@ class OIDCIdentityProvider:
                     client_id=self.options.client_id,
                     resource=self.options.audience,
                     audience=self.options.audience_parameter,
+                    timeout=self.options.http_timeout_seconds,
                 )
                 # before first use. If saving fails (a full disk), the request is denied
                 # and the new tokens are not used: nothing runs on tokens a restart or a
@@ -424,9 +427,12 @@ class OIDCIdentityProvider:
             try:
                 metadata, _ = await self._ready()
                 if metadata.revocation_endpoint and token.refresh_token:
-                    async with httpx.AsyncClient(
-                        timeout=self.options.http_timeout_seconds, follow_redirects=False
-                    ) as client:
+                    async with (
+                        overall_deadline(self.options.http_timeout_seconds),
+                        httpx.AsyncClient(
+                            timeout=self.options.http_timeout_seconds, follow_redirects=False
+                        ) as client,
+                    ):
                         await client.post(
                             metadata.revocation_endpoint,
                             data={
@@ -435,7 +441,7 @@ class OIDCIdentityProvider:
                                 "client_id": self.options.client_id,
                             },
                         )
-            except (httpx.HTTPError, AuthenticationError) as exc:
+            except (httpx.HTTPError, TimeoutError, AuthenticationError) as exc:
                 log.warning("oidc: revocation failed (%s); deleting the local tokens", exc)
             await asyncio.to_thread(self.storage.delete, self.options.issuer)
             self._token = None
