@@ -477,3 +477,32 @@ async def test_trickling_token_endpoint_serves_until_expiry_then_denies(
         await asyncio.wait_for(provider.current_subject(), 10)
     assert server.requests == 2
     assert oidc_provider in storage.tokens  # a slow provider does not delete the login
+
+
+async def test_requests_do_not_queue_behind_a_refresh_in_flight(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    """While one request waits for a refresh the token endpoint is still trickling, other
+    requests with a valid held token are answered (they would otherwise wait the whole
+    30 s timeout, and the 10 s bound below would fail them)."""
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=30),
+        storage,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    server = trickle_server()
+    await _trickling_token_endpoint(provider, server)
+    offset = 260.0
+    first = asyncio.create_task(provider.current_subject())  # starts the refresh
+    assert await asyncio.to_thread(server.seen.wait, 10)
+    others = await asyncio.wait_for(
+        asyncio.gather(*(provider.current_subject() for _ in range(5))), 10
+    )
+    assert {s.subject_id for s in others} == {"alice"}
+    assert not first.done()  # the refresh is still in flight
+    server.release()  # the endpoint hangs up: the refresh fails, the held token serves
+    assert (await asyncio.wait_for(first, 10)).subject_id == "alice"
+    assert server.requests == 1

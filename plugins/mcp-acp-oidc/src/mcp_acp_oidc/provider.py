@@ -6,7 +6,9 @@ Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held acc
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
 requests cause one refresh; the rotated refresh token is validated and stored before use.
-Every request to the IdP is bounded as a whole by ``http_timeout_seconds``.
+Every request to the IdP is bounded as a whole by ``http_timeout_seconds``. While a
+refresh is in flight, a request whose held token has not expired is validated with that
+token instead of waiting for the refresh; the request that started the refresh waits.
 At most one refresh is attempted per ``refresh_retry_seconds``, whatever its outcome (no
 tight loop against a provider that is down, nor one that issues tokens shorter-lived than
 the margin); once the access token has expired, requests are denied until a
@@ -156,6 +158,7 @@ class OIDCIdentityProvider:
         self._token: StoredToken | None = None
         self._lock = asyncio.Lock()
         self._refresh_attempted_at: float | None = None
+        self._refreshing = False  # a refresh is in flight (see _held_while_refreshing)
         self._discovery_failed_at: float | None = None
         self._verified: tuple[str, Subject, float] | None = None  # token, subject, when
         self._reported: dict[AuthEventName, tuple[str, str | None]] = {}  # event -> (token, reason)
@@ -212,13 +215,21 @@ class OIDCIdentityProvider:
         """Validate (refreshing when due) the held token; raise ``AuthenticationError``."""
         token: StoredToken | None = None
         try:
-            async with self._lock:  # one discovery, one store read, one refresh at a time
-                metadata, validator = await self._ready()
-                token = await self._load()
-                if self._due(token):
-                    refreshed = await self._try_refresh(metadata, validator, token)
-                    if refreshed is not None:
-                        token = refreshed
+            held = self._held_while_refreshing()
+            if held is not None:
+                token, validator = held
+            else:
+                async with self._lock:  # one discovery, one store read, one refresh at a time
+                    metadata, validator = await self._ready()
+                    token = await self._load()
+                    if self._due(token):
+                        self._refreshing = True
+                        try:
+                            refreshed = await self._try_refresh(metadata, validator, token)
+                        finally:
+                            self._refreshing = False
+                        if refreshed is not None:
+                            token = refreshed
             cached = self._cached(token)
             if cached is not None:
                 return cached
@@ -241,6 +252,18 @@ class OIDCIdentityProvider:
         self._verified = (token.access_token, subject, time.monotonic())
         await self._report("token_validated", token, subject=subject)
         return subject
+
+    def _held_while_refreshing(self) -> tuple[StoredToken, TokenValidator] | None:
+        """The held token and validator, if a refresh is in flight and that token has not
+        expired: the request is then validated with it instead of queueing behind the
+        refresh (which a slow provider can stretch to the HTTP timeout and beyond). With
+        an expired token the request waits for the refresh, which may bring a valid one."""
+        token, validator = self._token, self._validator
+        if not self._refreshing or token is None or validator is None:
+            return None
+        if self._clock() >= token.expires_at.timestamp():
+            return None
+        return token, validator
 
     def _cached(self, token: StoredToken) -> Subject | None:
         """The identity validated moments ago for this very token, while it may be reused."""
