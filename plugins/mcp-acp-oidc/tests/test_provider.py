@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
-from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc import LogoutResult, OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.errors import RefreshError, TokenStorageError
 from mcp_acp_oidc.refresh import refresh
@@ -159,11 +159,22 @@ async def test_login_subject_refresh_logout(oidc_provider: str, storage: Any, ap
     assert status["subject"] == "alice"
     assert second.access_token not in json.dumps(status, default=str)
 
-    assert await provider.logout() is True
+    assert await provider.logout() == LogoutResult(had_token=True, warning=None)
     assert storage.tokens == {}
     with pytest.raises(AuthenticationError, match="not logged in"):
         await provider.current_subject()
-    assert await provider.logout() is False
+    assert await provider.logout() == LogoutResult(had_token=False)
+    # revoked at the provider, not only deleted here
+    metadata, _ = await provider._ready()
+    assert second.refresh_token is not None
+    with pytest.raises(RefreshError) as info:
+        await refresh(
+            token_endpoint=metadata.token_endpoint,
+            client_id="mcp-acp-cli",
+            refresh_token=second.refresh_token,
+            resource=AUDIENCE,
+        )
+    assert info.value.error == "invalid_grant"
 
 
 async def test_failed_refresh_denies_after_expiry_without_retry_loop(
@@ -505,4 +516,74 @@ async def test_requests_do_not_queue_behind_a_refresh_in_flight(
     assert not first.done()  # the refresh is still in flight
     server.release()  # the endpoint hangs up: the refresh fails, the held token serves
     assert (await asyncio.wait_for(first, 10)).subject_id == "alice"
+    assert server.requests == 1
+
+
+# --- logout: the stored tokens go, whatever state they are in ----------------------------
+
+
+def _damage_mode(path: Path) -> None:
+    path.chmod(0o644)
+
+
+def _damage_contents(path: Path) -> None:
+    path.write_bytes(b"garbage")
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [(_damage_mode, "(mode 0644)"), (_damage_contents, "it is damaged")],
+)
+async def test_logout_deletes_a_token_record_the_storage_refuses(
+    tmp_path: Path, damage: Any, why: str
+) -> None:
+    """A token file the encrypted-file storage refuses (open to others, or garbage):
+    nothing can be revoked, the file is deleted anyway, and the warning says both."""
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    issuer = "http://127.0.0.1:9"  # never contacted: there is no token to revoke
+    storage.save(
+        StoredToken(
+            issuer=issuer,
+            access_token="at",  # noqa: S106 - a fake
+            refresh_token="rt",  # noqa: S106 - a fake
+            expires_at=datetime.now(UTC),
+        )
+    )
+    path = storage.path_for(issuer)
+    damage(path)
+    with pytest.raises(AuthenticationError):
+        storage.load(issuer)  # the storage does refuse it
+    provider = OIDCIdentityProvider(
+        OIDCConfig(issuer=issuer, client_id="c", audience=AUDIENCE), storage
+    )
+    result = await asyncio.wait_for(provider.logout(), 10)
+    assert not path.exists()
+    assert result.had_token is True
+    assert result.warning is not None
+    assert result.warning.startswith(
+        "cannot revoke the refresh token: the stored token could not be read ("
+    )
+    assert why in result.warning
+    assert result.warning.endswith("; the tokens were deleted")
+    assert "\n" not in result.warning
+    assert storage.load(issuer) is None
+
+
+async def test_logout_with_a_trickling_revocation_endpoint_deletes_within_the_timeout(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=1), storage, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    server = trickle_server("headers")  # logout reads the status only, never the body
+    metadata, _ = await provider._ready()
+    provider._metadata = attrs.evolve(metadata, revocation_endpoint=f"{server.base}/revoke")
+    result = await asyncio.wait_for(provider.logout(), 10)
+    assert result.had_token is True
+    assert result.warning == (
+        f"cannot revoke the refresh token: no complete answer from {server.base}/revoke "
+        "within 1 s; the tokens were deleted"
+    )
+    assert storage.tokens == {}
     assert server.requests == 1

@@ -28,7 +28,12 @@ from mcp_acp_oidc.errors import (
     TokenRejectedError,
     TokenStorageError,
 )
-from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
+from mcp_acp_oidc.provider import (
+    LogoutResult,
+    OIDCConfig,
+    OIDCIdentityProvider,
+    refresh_lock_path,
+)
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ __all__ = [
     "DeviceFlowError",
     "DiscoveryError",
     "JWKSUnavailableError",
+    "LogoutResult",
     "OIDCConfig",
     "OIDCIdentityProvider",
     "RefreshError",

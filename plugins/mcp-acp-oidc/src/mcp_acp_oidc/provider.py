@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -65,7 +66,7 @@ from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
 from mcp_acp_oidc.validator import Algorithms, IssuerUrl, TokenValidationConfig, TokenValidator
 
-__all__ = ["OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
+__all__ = ["LogoutResult", "OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,16 @@ class OIDCConfig(BaseModel):
             groups_claim=self.groups_claim,
             roles_claim=self.roles_claim,
         )
+
+
+@attrs.frozen(slots=True)
+class LogoutResult:
+    """What :meth:`OIDCIdentityProvider.logout` did."""
+
+    had_token: bool
+    """A token record was stored (readable or not). It has been deleted."""
+    warning: str | None = None
+    """Why the refresh token was not revoked at the provider, when it was not."""
 
 
 class OIDCIdentityProvider:
@@ -438,37 +449,60 @@ class OIDCIdentityProvider:
             self._refresh_attempted_at = None
             return subject
 
-    async def logout(self) -> bool:
+    async def logout(self) -> LogoutResult:
         """Revoke the refresh token where the provider offers it, then delete the tokens.
 
-        Returns whether a token was stored.
+        The tokens are deleted whatever happens before: a stored record the storage
+        refuses (wrong mode, damaged, another key) cannot be revoked, and is deleted all
+        the same; a revocation that fails is reported, not fatal. Only a failure to
+        delete raises.
         """
         async with self._lock:
-            token = await asyncio.to_thread(self.storage.load, self.options.issuer)
-            if token is None:
-                return False
+            warning: str | None = None
             try:
-                metadata, _ = await self._ready()
-                if metadata.revocation_endpoint and token.refresh_token:
-                    async with (
-                        overall_deadline(self.options.http_timeout_seconds),
-                        httpx.AsyncClient(
-                            timeout=self.options.http_timeout_seconds, follow_redirects=False
-                        ) as client,
-                    ):
-                        await client.post(
-                            metadata.revocation_endpoint,
-                            data={
-                                "token": token.refresh_token,
-                                "token_type_hint": "refresh_token",
-                                "client_id": self.options.client_id,
-                            },
-                        )
-            except (httpx.HTTPError, TimeoutError, AuthenticationError) as exc:
-                log.warning("oidc: revocation failed (%s); deleting the local tokens", exc)
-            await asyncio.to_thread(self.storage.delete, self.options.issuer)
+                token = await self._storage_call("read", self.storage.load, self.options.issuer)
+            except AuthenticationError as exc:  # refused or damaged: deleted below all the same
+                token = None
+                warning = f"the stored token could not be read ({exc.message})"
+            had_token = token is not None or warning is not None
+            if token is not None and token.refresh_token:
+                warning = await self._revoke(token.refresh_token)
+            await self._storage_call("delete", self.storage.delete, self.options.issuer)
             self._token = None
-            return True
+            if warning is not None:
+                warning = f"cannot revoke the refresh token: {warning}; the tokens were deleted"
+            return LogoutResult(had_token=had_token, warning=warning)
+
+    async def _revoke(self, refresh_token: str) -> str | None:
+        """Revoke ``refresh_token`` (RFC 7009) if the provider has a revocation endpoint;
+        return why that failed, or ``None``."""
+        try:
+            metadata, _ = await self._ready()
+        except AuthenticationError as exc:
+            return exc.message
+        endpoint = metadata.revocation_endpoint
+        if endpoint is None:
+            return None
+        timeout = self.options.http_timeout_seconds
+        form = {
+            "token": refresh_token,
+            "token_type_hint": "refresh_token",
+            "client_id": self.options.client_id,
+        }
+        try:
+            async with (
+                overall_deadline(timeout),
+                httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+                client.stream("POST", endpoint, data=form) as resp,
+            ):
+                status = resp.status_code  # the body is not needed (nor read)
+        except TimeoutError:
+            return f"no complete answer from {endpoint} within {timeout:g} s"
+        except httpx.HTTPError as exc:
+            return f"cannot reach {endpoint} ({type(exc).__name__})"
+        if status != 200:
+            return f"{endpoint} answered HTTP {status}"
+        return None
 
     async def status(self) -> dict[str, object]:
         """What ``auth status`` shows: never a token value."""
