@@ -246,7 +246,17 @@ async def test_df10_dangerous_verification_uris_are_refused(idp, fake_time, uri,
 
 @pytest.mark.parametrize(
     ("interval", "first_wait"),
-    [(0, 1.0), (-3, 1.0), (1e6, 60.0), ("5", 5.0), (True, 5.0), (None, 5.0), (2.5, 2.5)],
+    [
+        (0, 1.0),
+        (-3, 1.0),
+        (1e6, 60.0),
+        ("5", 5.0),
+        (True, 5.0),
+        (None, 5.0),
+        (2.5, 2.5),
+        # beyond float range: not a number, the default applies
+        pytest.param(10**400, 5.0, id="10**400"),
+    ],
 )
 async def test_df11_hostile_interval_is_clamped(idp, fake_time, interval, first_wait) -> None:
     idp.device_response["interval"] = interval
@@ -294,6 +304,12 @@ async def test_df11_hostile_expires_in_is_clamped(idp, fake_time, expires_in, li
             "verification_uri": "https://i.test/",
             "expires_in": "600",
         },
+        {
+            "device_code": "d",
+            "user_code": "A",
+            "verification_uri": "https://i.test/",
+            "expires_in": 10**400,  # float() of it overflows
+        },
     ],
 )
 async def test_malformed_device_responses_are_refused(idp, fake_time, response) -> None:
@@ -318,6 +334,21 @@ async def test_malformed_token_responses_are_refused(idp, fake_time, body) -> No
     with pytest.raises(DeviceFlowError) as info:
         await run(idp, fake_time)
     assert info.value.error == "bad_response"
+
+
+@pytest.mark.parametrize(
+    "expires_in", [10**400, -(10**400), "300", None], ids=["10**400", "-10**400", "str", "none"]
+)
+async def test_token_response_expires_in_that_is_not_a_float_is_ignored(
+    idp, fake_time, expires_in
+) -> None:
+    """Never an OverflowError: the token's own exp is what counts (``stored_token``)."""
+    body: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    idp.token_script = [("json", 200, body)]
+    tokens = await run(idp, fake_time)
+    assert tokens.expires_in is None
 
 
 async def test_unreachable_device_endpoint(fake_time) -> None:

@@ -84,9 +84,15 @@ class TokenResponse:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """``value`` as a finite float, or ``None`` (not a number, NaN, infinite, or an
+    integer beyond float range such as ``10**400``, which ``float()`` cannot convert)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_verification_uri(value: Any, name: str) -> str:
