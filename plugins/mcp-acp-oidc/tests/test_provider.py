@@ -428,6 +428,18 @@ async def test_refreshed_tokens_that_cannot_be_saved_deny_with_an_identity_error
     assert (await provider.current_subject()).subject_id == "alice"
 
 
+async def test_a_login_that_cannot_be_saved_is_an_identity_error(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """``auth login`` onto a "full disk": a TokenStorageError (exit 14 and its one line),
+    not an OSError (which the CLI can only call an internal error)."""
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    provider = OIDCIdentityProvider(options(oidc_provider), storage, sleep=fast_sleep)
+    with file_size_limit(0), pytest.raises(TokenStorageError, match="could not save"):
+        await _login(provider, approve)
+    assert storage.load(oidc_provider) is None
+
+
 # --- a token endpoint that trickles its answer: bounded, and no queue behind it -----------
 
 

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient, TokenResponse
-from mcp_acp_oidc.errors import TokenRejectedError
+from mcp_acp_oidc.errors import TokenRejectedError, TokenStorageError
 from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidator, numeric_date
 
 __all__ = ["device_login", "stored_token"]
@@ -51,10 +52,18 @@ async def device_login(
     *,
     show: Callable[[DeviceAuthorization], None],
 ) -> Subject:
-    """Run the device flow, validate the access token, then store the tokens."""
+    """Run the device flow, validate the access token, then store the tokens.
+
+    A storage failure other than a refusal (a full disk) is a :class:`TokenStorageError`."""
     authorization = await client.start()
     show(authorization)
     tokens = await client.poll(authorization)
     subject = await validator.validate(tokens.access_token)
-    storage.save(stored_token(validator.config.issuer, tokens, subject))
+    record = stored_token(validator.config.issuer, tokens, subject)
+    try:
+        storage.save(record)
+    except AuthenticationError:
+        raise
+    except Exception as exc:  # a storage is another plugin: whatever it raises is reported
+        raise TokenStorageError("save", storage.description, exc) from exc
     return subject

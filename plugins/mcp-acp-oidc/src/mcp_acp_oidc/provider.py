@@ -6,7 +6,8 @@ Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held acc
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
 requests cause one refresh; the rotated refresh token is validated and stored before use.
-Every request to the IdP is bounded as a whole by ``http_timeout_seconds``. While a
+Each request it makes to the IdP (discovery, refresh, revocation) is bounded as a whole
+by ``http_timeout_seconds``. While a
 refresh is in flight, a request whose held token has not expired is validated with that
 token instead of waiting for the refresh; the request that started the refresh waits.
 At most one refresh is attempted per ``refresh_retry_seconds``, whatever its outcome (no
