@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,75 @@ def jwks_server(keys: Keys) -> Iterator[JWKSServer]:
     }
     yield server
     server.close()
+
+
+class TrickleServer:
+    """An HTTP server on 127.0.0.1 that never finishes an answer: it sends one byte every
+    ``interval`` seconds — of the body after complete headers (``part="body"``), or of a
+    header line (``part="headers"``) — until the client hangs up or
+    :meth:`release` is called, which closes every connection.
+
+    Each byte arrives well within any per-read timeout, so only an overall deadline on
+    the request ends it. ``seen`` is set once a request has arrived."""
+
+    def __init__(self, part: str = "body", interval: float = 0.5) -> None:
+        self.part = part
+        self.interval = interval
+        self.requests = 0
+        self.seen = threading.Event()
+        self._released = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.base = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                self.requests += 1
+                self.seen.set()
+                if self.part == "body":
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100000\r\n\r\n{"
+                    )
+                    filler = b" "
+                else:  # a header line that never ends
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    filler = b"a"
+                while not self._released.wait(self.interval):
+                    conn.sendall(filler)
+            except OSError:
+                pass  # the client gave up: what the test wants
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._listener.close()
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[Callable[..., TrickleServer]]:
+    """Start a :class:`TrickleServer` (same arguments); all are closed after the test."""
+    started: list[TrickleServer] = []
+
+    def start(part: str = "body", interval: float = 0.5) -> TrickleServer:
+        started.append(TrickleServer(part, interval))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
 
 
 class Clock:

@@ -1,6 +1,7 @@
 """The installed ``mcp-acp`` executable, as a user runs it: ``auth login`` (device flow
 approved headlessly), ``auth status`` and ``auth logout`` with the built-in
-``encrypted-file`` token storage and the real oidc-provider on 127.0.0.1.
+``encrypted-file`` token storage and the real oidc-provider on 127.0.0.1; ``auth logout``
+of a token file the storage refuses.
 
 Takes about 5 s: the provider names no poll interval, so the client waits the RFC's
 default once before its first poll.
@@ -15,10 +16,14 @@ import shutil
 import subprocess
 import sys
 import types
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mcp_acp.models import StoredToken
+from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
 
 @pytest.fixture
@@ -107,3 +112,42 @@ def test_login_status_logout_with_encrypted_file(
     assert logout.returncode == 0, logout.stderr
     assert "Logged out." in logout.stdout
     assert _run(cli_env, "status").returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [("mode", "it is open to group or others (mode 0644)"), ("garbage", "it is damaged")],
+)
+def test_logout_deletes_a_token_file_the_storage_refuses(
+    cli_env: dict[str, str], oidc_provider: str, tmp_path: Path, damage: str, why: str
+) -> None:
+    """A token file left 0644, or overwritten: ``auth logout`` cannot revoke, says so in
+    one line on stderr, deletes the file and exits 0."""
+    config_dir = tmp_path / "config"
+    storage = EncryptedFileStorage(config_dir / "tokens", key_file=config_dir / "token-storage.key")
+    storage.save(
+        StoredToken(
+            issuer=oidc_provider,
+            access_token="at",  # noqa: S106 - a fake
+            refresh_token="rt",  # noqa: S106 - a fake
+            expires_at=datetime.now(UTC),
+        )
+    )
+    path = storage.path_for(oidc_provider)
+    if damage == "mode":
+        path.chmod(0o644)
+    else:
+        path.write_bytes(b"garbage")
+    assert _run(cli_env, "status").returncode == 14  # refused, as promised
+
+    logout = _run(cli_env, "logout")
+    assert logout.returncode == 0, logout.stderr
+    assert logout.stdout == "Logged out.\n"
+    (line,) = logout.stderr.splitlines()
+    assert line.startswith(
+        "warning: cannot revoke the refresh token: the stored token could not be read ("
+    )
+    assert why in line
+    assert line.endswith("; the tokens were deleted")
+    assert not path.exists()
+    assert _run(cli_env, "status").returncode == 1  # not logged in

@@ -8,6 +8,7 @@ while the HTTP requests are real, so the tests measure gaps without waiting for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -245,7 +246,17 @@ async def test_df10_dangerous_verification_uris_are_refused(idp, fake_time, uri,
 
 @pytest.mark.parametrize(
     ("interval", "first_wait"),
-    [(0, 1.0), (-3, 1.0), (1e6, 60.0), ("5", 5.0), (True, 5.0), (None, 5.0), (2.5, 2.5)],
+    [
+        (0, 1.0),
+        (-3, 1.0),
+        (1e6, 60.0),
+        ("5", 5.0),
+        (True, 5.0),
+        (None, 5.0),
+        (2.5, 2.5),
+        # beyond float range: not a number, the default applies
+        pytest.param(10**400, 5.0, id="10**400"),
+    ],
 )
 async def test_df11_hostile_interval_is_clamped(idp, fake_time, interval, first_wait) -> None:
     idp.device_response["interval"] = interval
@@ -293,6 +304,12 @@ async def test_df11_hostile_expires_in_is_clamped(idp, fake_time, expires_in, li
             "verification_uri": "https://i.test/",
             "expires_in": "600",
         },
+        {
+            "device_code": "d",
+            "user_code": "A",
+            "verification_uri": "https://i.test/",
+            "expires_in": 10**400,  # float() of it overflows
+        },
     ],
 )
 async def test_malformed_device_responses_are_refused(idp, fake_time, response) -> None:
@@ -317,6 +334,21 @@ async def test_malformed_token_responses_are_refused(idp, fake_time, body) -> No
     with pytest.raises(DeviceFlowError) as info:
         await run(idp, fake_time)
     assert info.value.error == "bad_response"
+
+
+@pytest.mark.parametrize(
+    "expires_in", [10**400, -(10**400), "300", None], ids=["10**400", "-10**400", "str", "none"]
+)
+async def test_token_response_expires_in_that_is_not_a_float_is_ignored(
+    idp, fake_time, expires_in
+) -> None:
+    """Never an OverflowError: the token's own exp is what counts (``stored_token``)."""
+    body: dict[str, Any] = {"access_token": "at", "token_type": "Bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    idp.token_script = [("json", 200, body)]
+    tokens = await run(idp, fake_time)
+    assert tokens.expires_in is None
 
 
 async def test_unreachable_device_endpoint(fake_time) -> None:
@@ -376,3 +408,41 @@ async def test_df12_valid_token_is_stored(idp, fake_time, jwks_server, keys, kit
     assert stored.access_token == good
     assert stored.refresh_token == "rt"
     assert "rt" not in repr(stored)
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+async def test_trickling_device_endpoint_is_cut_off_at_the_timeout(
+    fake_time, trickle_server, part
+) -> None:
+    """A device authorization endpoint sending one byte every 0.5 s: ``unreachable``
+    after the 1 s timeout (the 10 s bound only proves it does not hang)."""
+    server = trickle_server(part)
+    client = DeviceFlowClient(
+        device_authorization_endpoint=f"{server.base}/device",
+        token_endpoint=f"{server.base}/token",
+        client_id="c",
+        scope="openid",
+        resource="urn:x",
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        timeout=1.0,
+    )
+    with pytest.raises(DeviceFlowError, match="within 1 s") as info:
+        await asyncio.wait_for(client.start(), 10)
+    assert info.value.error == "unreachable"
+
+
+async def test_trickling_token_endpoint_polls_back_off_until_expiry(
+    idp, fake_time, trickle_server
+) -> None:
+    """Each poll of a trickling token endpoint ends at the timeout and counts as a failed
+    poll (back off, go on); the flow ends at the local expiry instead of hanging."""
+    server = trickle_server()
+    idp.device_response["expires_in"] = 12
+    client = client_for(idp, fake_time, token_endpoint=f"{server.base}/token", timeout=1.0)
+    authorization = await client.start()
+    with pytest.raises(DeviceFlowError) as info:
+        await asyncio.wait_for(client.poll(authorization), 10)
+    assert info.value.error == "local_timeout"
+    assert server.requests == 1
+    assert fake_time.waits == [5.0]  # then 10 s, which would pass the expiry

@@ -3,6 +3,7 @@ acceptable URLs; a broken or hostile discovery endpoint is an error, never a gue
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -180,3 +181,13 @@ async def test_unacceptable_issuer_is_refused_without_a_request(issuer) -> None:
 async def test_unreachable_issuer() -> None:
     with pytest.raises(DiscoveryError, match="cannot reach"):
         await discover("http://127.0.0.1:9", timeout=2)
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+async def test_trickling_discovery_endpoint_is_cut_off_at_the_timeout(trickle_server, part) -> None:
+    """One byte every 0.5 s never trips a per-read timeout; the request as a whole is
+    bounded by the timeout (10 s here only proves it does not hang)."""
+    server = trickle_server(part)
+    with pytest.raises(DiscoveryError, match="no complete answer within 1 s"):
+        await asyncio.wait_for(discover(server.base, timeout=1), 10)
+    assert server.requests == 1

@@ -5,19 +5,25 @@ oidc-provider on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc import LogoutResult, OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
+from mcp_acp_oidc.errors import RefreshError, TokenStorageError
+from mcp_acp_oidc.refresh import refresh
 from pydantic import ValidationError
 
 from mcp_acp.audit.events import AuthEvent
@@ -25,6 +31,7 @@ from mcp_acp.errors import AuditError, AuthenticationError
 from mcp_acp.models import Provenance, StoredToken
 from mcp_acp.plugins import load_plugins
 from mcp_acp.registry import Kind
+from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
 AUDIENCE = "urn:mcp-acp:proxy"
 
@@ -152,11 +159,22 @@ async def test_login_subject_refresh_logout(oidc_provider: str, storage: Any, ap
     assert status["subject"] == "alice"
     assert second.access_token not in json.dumps(status, default=str)
 
-    assert await provider.logout() is True
+    assert await provider.logout() == LogoutResult(had_token=True, warning=None)
     assert storage.tokens == {}
     with pytest.raises(AuthenticationError, match="not logged in"):
         await provider.current_subject()
-    assert await provider.logout() is False
+    assert await provider.logout() == LogoutResult(had_token=False)
+    # revoked at the provider, not only deleted here
+    metadata, _ = await provider._ready()
+    assert second.refresh_token is not None
+    with pytest.raises(RefreshError) as info:
+        await refresh(
+            token_endpoint=metadata.token_endpoint,
+            client_id="mcp-acp-cli",
+            refresh_token=second.refresh_token,
+            resource=AUDIENCE,
+        )
+    assert info.value.error == "invalid_grant"
 
 
 async def test_failed_refresh_denies_after_expiry_without_retry_loop(
@@ -349,3 +367,235 @@ async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
     failing = OIDCIdentityProvider(options(oidc_provider), storage, record_auth=broken)
     with pytest.raises(AuditError):
         await failing.current_subject()
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Every write of this process to a file past ``limit`` bytes fails with EFBIG, as on
+    a full disk (RLIMIT_FSIZE holds for root too, unlike a read-only directory)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+async def test_refreshed_tokens_that_cannot_be_saved_deny_with_an_identity_error(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """The real encrypted-file storage on a "full disk": the refresh succeeds at the
+    provider, saving its result fails — an AuthenticationError naming the storage and the
+    fix (so the proxy denies with builtin-no-identity), never the OSError."""
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider),
+        storage,
+        lock_path=tmp_path / "locks" / "refresh.lock",
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    await provider.current_subject()
+    path = storage.path_for(oidc_provider)
+    before = path.read_bytes()
+
+    offset = 260.0  # due for refresh, still valid
+    with file_size_limit(0), pytest.raises(AuthenticationError) as info:
+        await provider.current_subject()
+    assert isinstance(info.value, TokenStorageError)
+    assert info.value.action == "save"
+    line = info.value.user_line()
+    efbig = f"(OSError: [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}"
+    assert f"could not save the tokens {efbig}" in line
+    assert storage.description in line
+    assert "fix: " in line
+    assert "mcp-acp auth login" in line
+    assert path.read_bytes() == before  # the write is atomic: the old record is intact
+    assert (events[-1].event, events[-1].reason) == ("token_invalid", "storage_error")
+
+    # no refresh again within refresh_retry_seconds: the held, still valid token serves
+    assert (await provider.current_subject()).subject_id == "alice"
+
+
+async def test_a_login_that_cannot_be_saved_is_an_identity_error(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """``auth login`` onto a "full disk": a TokenStorageError (exit 14 and its one line),
+    not an OSError (which the CLI can only call an internal error)."""
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    provider = OIDCIdentityProvider(options(oidc_provider), storage, sleep=fast_sleep)
+    with file_size_limit(0), pytest.raises(TokenStorageError, match="could not save"):
+        await _login(provider, approve)
+    assert storage.load(oidc_provider) is None
+
+
+# --- a token endpoint that trickles its answer: bounded, and no queue behind it -----------
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+async def test_refresh_against_a_trickling_token_endpoint_ends_at_the_timeout(
+    trickle_server: Any, part: str
+) -> None:
+    """One byte every 0.5 s never trips httpx's per-read timeout; the overall deadline
+    does (the 10 s bound only proves the call does not hang)."""
+    server = trickle_server(part)
+    with pytest.raises(RefreshError, match="within 1 s") as info:
+        await asyncio.wait_for(
+            refresh(
+                token_endpoint=f"{server.base}/token",
+                client_id="c",
+                refresh_token="rt",  # noqa: S106 - a fake
+                resource="urn:x",
+                timeout=1.0,
+            ),
+            10,
+        )
+    assert info.value.error == "unreachable"
+
+
+async def _trickling_token_endpoint(provider: OIDCIdentityProvider, server: Any) -> None:
+    metadata, _ = await provider._ready()
+    provider._metadata = attrs.evolve(metadata, token_endpoint=f"{server.base}/token")
+
+
+async def test_trickling_token_endpoint_serves_until_expiry_then_denies(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    """With ``http_timeout_seconds=1`` a refresh against a trickling token endpoint fails
+    after about a second: the request is served while the access token is valid, and
+    denied once it has expired — each within the 10 s that proves nothing hangs."""
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=1, refresh_retry_seconds=0),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    server = trickle_server()
+    await _trickling_token_endpoint(provider, server)
+    offset = 260.0  # due, still valid
+    assert (await asyncio.wait_for(provider.current_subject(), 10)).subject_id == "alice"
+    assert server.requests == 1
+    assert ("token_refresh_failed", "unreachable") in [(e.event, e.reason) for e in events]
+    offset = 400.0  # expired: the refresh is tried again, fails again, and the request denied
+    with pytest.raises(AuthenticationError, match="expired"):
+        await asyncio.wait_for(provider.current_subject(), 10)
+    assert server.requests == 2
+    assert oidc_provider in storage.tokens  # a slow provider does not delete the login
+
+
+async def test_requests_do_not_queue_behind_a_refresh_in_flight(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    """While one request waits for a refresh the token endpoint is still trickling, other
+    requests with a valid held token are answered (they would otherwise wait the whole
+    30 s timeout, and the 10 s bound below would fail them)."""
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=30),
+        storage,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    server = trickle_server()
+    await _trickling_token_endpoint(provider, server)
+    offset = 260.0
+    first = asyncio.create_task(provider.current_subject())  # starts the refresh
+    assert await asyncio.to_thread(server.seen.wait, 10)
+    others = await asyncio.wait_for(
+        asyncio.gather(*(provider.current_subject() for _ in range(5))), 10
+    )
+    assert {s.subject_id for s in others} == {"alice"}
+    assert not first.done()  # the refresh is still in flight
+    server.release()  # the endpoint hangs up: the refresh fails, the held token serves
+    assert (await asyncio.wait_for(first, 10)).subject_id == "alice"
+    assert server.requests == 1
+
+
+# --- logout: the stored tokens go, whatever state they are in ----------------------------
+
+
+def _damage_mode(path: Path) -> None:
+    path.chmod(0o644)
+
+
+def _damage_contents(path: Path) -> None:
+    path.write_bytes(b"garbage")
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [(_damage_mode, "(mode 0644)"), (_damage_contents, "it is damaged")],
+)
+async def test_logout_deletes_a_token_record_the_storage_refuses(
+    tmp_path: Path, damage: Any, why: str
+) -> None:
+    """A token file the encrypted-file storage refuses (open to others, or garbage):
+    nothing can be revoked, the file is deleted anyway, and the warning says both."""
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "token-storage.key")
+    issuer = "http://127.0.0.1:9"  # never contacted: there is no token to revoke
+    storage.save(
+        StoredToken(
+            issuer=issuer,
+            access_token="at",  # noqa: S106 - a fake
+            refresh_token="rt",  # noqa: S106 - a fake
+            expires_at=datetime.now(UTC),
+        )
+    )
+    path = storage.path_for(issuer)
+    damage(path)
+    with pytest.raises(AuthenticationError):
+        storage.load(issuer)  # the storage does refuse it
+    provider = OIDCIdentityProvider(
+        OIDCConfig(issuer=issuer, client_id="c", audience=AUDIENCE), storage
+    )
+    result = await asyncio.wait_for(provider.logout(), 10)
+    assert not path.exists()
+    assert result.had_token is True
+    assert result.warning is not None
+    assert result.warning.startswith(
+        "cannot revoke the refresh token: the stored token could not be read ("
+    )
+    assert why in result.warning
+    assert result.warning.endswith("; the tokens were deleted")
+    assert "\n" not in result.warning
+    assert storage.load(issuer) is None
+
+
+async def test_logout_with_a_trickling_revocation_endpoint_deletes_within_the_timeout(
+    oidc_provider: str, storage: Any, approve: Any, trickle_server: Any
+) -> None:
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, http_timeout_seconds=1), storage, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    server = trickle_server("headers")  # logout reads the status only, never the body
+    metadata, _ = await provider._ready()
+    provider._metadata = attrs.evolve(metadata, revocation_endpoint=f"{server.base}/revoke")
+    result = await asyncio.wait_for(provider.logout(), 10)
+    assert result.had_token is True
+    assert result.warning == (
+        f"cannot revoke the refresh token: no complete answer from {server.base}/revoke "
+        "within 1 s; the tokens were deleted"
+    )
+    assert storage.tokens == {}
+    assert server.requests == 1

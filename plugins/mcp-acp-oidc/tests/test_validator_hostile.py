@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from mcp_acp_oidc.device import TokenResponse
 from mcp_acp_oidc.errors import TokenRejectedError
-from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
+from mcp_acp_oidc.login import stored_token
+from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidationConfig, TokenValidator
 
-from mcp_acp.models import Provenance
+from mcp_acp.models import Provenance, Subject
 
 RS = {"alg": "RS256", "kid": "rsa-1"}
 ES = {"alg": "ES256", "kid": "ec-1"}
@@ -314,7 +317,8 @@ async def test_exp_leeway_boundary(validator, keys, kit) -> None:
         ("9999999999", "bad_claim"),
         (True, "bad_claim"),
         ([9999999999], "bad_claim"),
-        (-1, "expired"),
+        (1, "expired"),
+        (-1, "bad_claim"),  # before 1970: not a NumericDate
         (None, "bad_claim"),
     ],
 )
@@ -328,6 +332,55 @@ async def test_non_finite_exp_is_rejected(validator, keys, kit, literal) -> None
     payload = json.dumps(kit.claims()).replace('"exp": ', '"exp": ' + literal + ', "x": ')
     reason = await rejected(validator, kit.sign(RS, payload, keys.rsa))
     assert reason in ("bad_claim", "malformed")
+
+
+TIME_CLAIMS = ("exp", "nbf", "iat", "auth_time")
+OUT_OF_RANGE = [
+    "1e20",
+    "-1e20",
+    "1e309",  # JSON allows it; Python reads it as inf
+    "-1e309",
+    str(10**30),
+    str(-(10**30)),
+    str(10**400),  # float() of it overflows
+    str(MAX_NUMERIC_DATE + 1),
+    "-1",
+    "-0.5",
+]
+
+
+@pytest.mark.parametrize("claim", TIME_CLAIMS)
+@pytest.mark.parametrize("literal", OUT_OF_RANGE)
+async def test_time_claims_that_are_not_dates_are_bad_claims(
+    validator, keys, kit, claim, literal
+) -> None:
+    """A signed token whose time claim overflows a date is a bad claim, never an
+    OverflowError (which would escape as something other than a denial)."""
+    payload = json.dumps(kit.claims(**{claim: 123456789}))
+    payload = payload.replace(f'"{claim}": 123456789', f'"{claim}": {literal}')
+    assert literal in payload
+    await rejected(validator, kit.sign(RS, payload, keys.rsa), "bad_claim")
+
+
+async def test_the_last_representable_second_is_a_valid_expiry(validator, keys, kit) -> None:
+    token = kit.sign(RS, kit.claims(exp=MAX_NUMERIC_DATE, auth_time=0), keys.rsa)
+    subject = await validator.validate(token)
+    assert subject.auth_time == datetime(1970, 1, 1, tzinfo=UTC)
+    stored = stored_token(kit.ISSUER, TokenResponse("at", "Bearer", None), subject)
+    assert stored.expires_at == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("claims", "expires_in"),
+    [({"exp": 1e20}, None), ({"exp": -1}, 300.0), ({}, 1e300), ({}, -1e12)],
+)
+def test_stored_token_refuses_an_expiry_that_is_not_a_date(kit, claims, expires_in) -> None:
+    """``stored_token`` checks again what it turns into a date (the token's exp, or
+    ``expires_in`` from now for a token without exp): an error, never an OverflowError."""
+    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN, claims=claims)
+    with pytest.raises(TokenRejectedError) as info:
+        stored_token(kit.ISSUER, TokenResponse("at", "Bearer", expires_in), subject)
+    assert info.value.reason == "bad_claim"
 
 
 async def test_nbf_in_future_is_rejected(validator, keys, kit) -> None:

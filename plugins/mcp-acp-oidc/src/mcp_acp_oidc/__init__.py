@@ -26,8 +26,14 @@ from mcp_acp_oidc.errors import (
     JWKSUnavailableError,
     RefreshError,
     TokenRejectedError,
+    TokenStorageError,
 )
-from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
+from mcp_acp_oidc.provider import (
+    LogoutResult,
+    OIDCConfig,
+    OIDCIdentityProvider,
+    refresh_lock_path,
+)
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
 
 if TYPE_CHECKING:
@@ -39,10 +45,12 @@ __all__ = [
     "DeviceFlowError",
     "DiscoveryError",
     "JWKSUnavailableError",
+    "LogoutResult",
     "OIDCConfig",
     "OIDCIdentityProvider",
     "RefreshError",
     "TokenRejectedError",
+    "TokenStorageError",
     "TokenValidationConfig",
     "TokenValidator",
 ]

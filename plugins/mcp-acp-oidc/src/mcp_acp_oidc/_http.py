@@ -1,7 +1,9 @@
-"""Small helpers shared by the HTTP clients of this package: URL checks and bounded reads."""
+"""Small helpers shared by the HTTP clients of this package: URL checks, bounded reads
+and an overall deadline per request."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import time
@@ -15,6 +17,7 @@ __all__ = [
     "aread_bounded",
     "check_url",
     "is_loopback_host",
+    "overall_deadline",
     "parse_json_object",
     "read_bounded",
 ]
@@ -107,8 +110,19 @@ def read_bounded(
     return b"".join(chunks)
 
 
+def overall_deadline(seconds: float) -> asyncio.Timeout:
+    """A bound on one whole request to the IdP: connecting, sending, the headers and the
+    body together; on expiry the block is cancelled and ``TimeoutError`` raised.
+
+    httpx's timeouts bound each network operation, not the request: a server that sends
+    a byte every half second never trips them. (The blocking JWKS fetch checks a
+    deadline between chunks instead: :func:`read_bounded`.)"""
+    return asyncio.timeout(seconds)
+
+
 async def aread_bounded(response: httpx.Response, limit: int = MAX_JSON_BYTES) -> bytes:
-    """Async :func:`read_bounded`."""
+    """Async :func:`read_bounded`, without a deadline of its own: call it inside
+    :func:`overall_deadline`."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():

@@ -74,10 +74,13 @@ def login_command(ctx: click.Context, no_browser: bool) -> None:
 @auth_group.command("logout")
 @click.pass_context
 def logout_command(ctx: click.Context) -> None:
-    """Revoke the refresh token (if the provider allows) and delete the stored tokens."""
+    """Revoke the refresh token (if the provider allows) and delete the stored tokens —
+    also when they cannot be read (then a warning says the token was not revoked)."""
     provider = _provider(ctx)
-    had = asyncio.run(provider.logout())
-    click.echo("Logged out." if had else "Not logged in.")
+    result = asyncio.run(provider.logout())
+    if result.warning is not None:
+        click.echo(f"warning: {_one_line(result.warning)}", err=True)
+    click.echo("Logged out." if result.had_token else "Not logged in.")
 
 
 @auth_group.command("status")

@@ -13,8 +13,11 @@ the RFC's rules:
   (:class:`DeviceFlowError`); no new device request is made automatically;
 * polling stops locally once ``expires_in`` (clamped to ``max_expires_in``) has passed,
   even if the server keeps answering ``authorization_pending``;
-* connection errors and 5xx answers back off exponentially (the interval doubles, up to
-  ``max_interval``) and polling continues until the local expiry;
+* connection errors, 5xx answers and answers not complete within ``timeout`` back off
+  exponentially (the interval doubles, up to ``max_interval``) and polling continues
+  until the local expiry;
+* every request, body included, is bounded by ``timeout`` seconds (a server trickling
+  its answer cannot hold the client);
 * ``resource`` (RFC 8707) and, when configured, ``audience`` are sent on both the device
   request and every token request.
 
@@ -38,7 +41,7 @@ from typing import Any
 import attrs
 import httpx
 
-from mcp_acp_oidc._http import aread_bounded, check_url, parse_json_object
+from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
 from mcp_acp_oidc.errors import DeviceFlowError
 
 __all__ = [
@@ -81,9 +84,15 @@ class TokenResponse:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """``value`` as a finite float, or ``None`` (not a number, NaN, infinite, or an
+    integer beyond float range such as ``10**400``, which ``float()`` cannot convert)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_verification_uri(value: Any, name: str) -> str:
@@ -178,14 +187,15 @@ class DeviceFlowClient:
         async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
             yield client
 
-    @staticmethod
     async def _post(
-        client: httpx.AsyncClient, url: str, form: dict[str, str]
+        self, client: httpx.AsyncClient, url: str, form: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        """POST a form; return (status, JSON object). Raises httpx/ValueError errors."""
-        async with client.stream(
-            "POST", url, data=form, headers={"Accept": "application/json"}
-        ) as resp:
+        """POST a form; return (status, JSON object). Raises httpx errors, ``ValueError``
+        and ``TimeoutError`` (no complete answer within the timeout)."""
+        async with (
+            overall_deadline(self._timeout),
+            client.stream("POST", url, data=form, headers={"Accept": "application/json"}) as resp,
+        ):
             body = await aread_bounded(resp)
             return resp.status_code, parse_json_object(body)
 
@@ -197,6 +207,12 @@ class DeviceFlowClient:
                 status, document = await self._post(
                     client, self.device_authorization_endpoint, form
                 )
+        except TimeoutError as exc:
+            raise DeviceFlowError(
+                "unreachable",
+                "no complete answer from the device authorization endpoint within "
+                f"{self._timeout:g} s",
+            ) from exc
         except httpx.HTTPError as exc:
             raise DeviceFlowError("unreachable", type(exc).__name__) from exc
         except ValueError as exc:
@@ -254,8 +270,8 @@ class DeviceFlowClient:
                 await self._sleep(wait)
                 try:
                     status, document = await self._post(client, self.token_endpoint, form)
-                except (httpx.HTTPError, ValueError):
-                    # unreachable, dropped or garbled: poll less often (RFC 8628 §3.5)
+                except (httpx.HTTPError, ValueError, TimeoutError):
+                    # unreachable, dropped, garbled or too slow: poll less often (RFC 8628 §3.5)
                     wait = min(wait * 2, max(self.max_interval, interval))
                     continue
                 if status == 200:

@@ -6,7 +6,8 @@ byte (OIDC Discovery §4.3), and every endpoint we use passes :func:`check_url`:
 fragment, no whitespace. Endpoint hosts may differ from the issuer's (many providers
 serve keys from another host), but a public issuer's endpoints may not point at loopback,
 private or link-local addresses, and a loopback issuer's endpoints stay on loopback.
-Redirects are not followed; the body is bounded.
+Redirects are not followed; the body is bounded, and the request as a whole (body
+included) takes at most ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from mcp_acp_oidc._http import aread_bounded, check_url, is_loopback_host, parse_json_object
+from mcp_acp_oidc._http import (
+    aread_bounded,
+    check_url,
+    is_loopback_host,
+    overall_deadline,
+    parse_json_object,
+)
 from mcp_acp_oidc.errors import DiscoveryError
 
 __all__ = ["ProviderMetadata", "discover", "metadata_from_document"]
@@ -102,10 +109,17 @@ async def discover(
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
     client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     try:
-        async with client.stream("GET", url, headers={"Accept": "application/json"}) as resp:
+        async with (
+            overall_deadline(timeout),
+            client.stream("GET", url, headers={"Accept": "application/json"}) as resp,
+        ):
             if resp.status_code != 200:
                 raise DiscoveryError(f"{url} answered HTTP {resp.status_code}", fix=_FIX)
             document = parse_json_object(await aread_bounded(resp))
+    except TimeoutError as exc:
+        raise DiscoveryError(
+            f"cannot reach {url}: no complete answer within {timeout:g} s", fix=_FIX
+        ) from exc
     except httpx.HTTPError as exc:
         raise DiscoveryError(f"cannot reach {url}: {type(exc).__name__}", fix=_FIX) from exc
     except ValueError as exc:

@@ -16,6 +16,7 @@ __all__ = [
     "LoginRequiredError",
     "RefreshError",
     "TokenRejectedError",
+    "TokenStorageError",
 ]
 
 
@@ -74,3 +75,18 @@ class LoginRequiredError(AuthenticationError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message, fix="run 'mcp-acp auth login'")
         self.reason = reason
+
+
+class TokenStorageError(AuthenticationError):
+    """The token storage failed to ``read``, ``save`` or ``delete`` (``action``) for a
+    reason of its own — a full disk, an I/O error, a keychain that went away — rather
+    than refusing a stored record (which storages report as ``AuthenticationError``)."""
+
+    def __init__(self, action: str, storage: str, cause: BaseException) -> None:
+        super().__init__(
+            f"token storage {storage} could not {action} the tokens "
+            f"({type(cause).__name__}: {cause})",
+            fix="fix what the error names (free disk space, check the disk or keychain), "
+            "then run 'mcp-acp auth login'",
+        )
+        self.action = action

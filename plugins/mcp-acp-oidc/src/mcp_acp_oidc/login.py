@@ -11,26 +11,34 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient, TokenResponse
-from mcp_acp_oidc.validator import TokenValidator
+from mcp_acp_oidc.errors import TokenRejectedError, TokenStorageError
+from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidator, numeric_date
 
 __all__ = ["device_login", "stored_token"]
 
 
 def stored_token(issuer: str, tokens: TokenResponse, subject: Subject) -> StoredToken:
-    """The :class:`StoredToken` for a validated token response."""
+    """The :class:`StoredToken` for a validated token response.
+
+    It expires at the token's ``exp`` or, for a token without one, ``expires_in`` from
+    now; an expiry that is not a date (``1e20``) raises :class:`TokenRejectedError`."""
     exp = subject.claims.get("exp")
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        expires_at = datetime.fromtimestamp(exp, UTC)
-    else:
-        lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
-        expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
+    if exp is None:
+        exp = time.time() + (tokens.expires_in if tokens.expires_in is not None else 0.0)
+    seconds = numeric_date(exp)
+    if seconds is None:
+        raise TokenRejectedError(
+            "bad_claim",
+            f"the token's expiry (exp, or expires_in) is not a time from 0 to {MAX_NUMERIC_DATE}",
+        )
     return StoredToken(
         issuer=issuer,
         access_token=tokens.access_token,
-        expires_at=expires_at,
+        expires_at=datetime.fromtimestamp(seconds, UTC),
         refresh_token=tokens.refresh_token,
         id_token=tokens.id_token,
         scope=tokens.scope,
@@ -44,10 +52,18 @@ async def device_login(
     *,
     show: Callable[[DeviceAuthorization], None],
 ) -> Subject:
-    """Run the device flow, validate the access token, then store the tokens."""
+    """Run the device flow, validate the access token, then store the tokens.
+
+    A storage failure other than a refusal (a full disk) is a :class:`TokenStorageError`."""
     authorization = await client.start()
     show(authorization)
     tokens = await client.poll(authorization)
     subject = await validator.validate(tokens.access_token)
-    storage.save(stored_token(validator.config.issuer, tokens, subject))
+    record = stored_token(validator.config.issuer, tokens, subject)
+    try:
+        storage.save(record)
+    except AuthenticationError:
+        raise
+    except Exception as exc:  # a storage is another plugin: whatever it raises is reported
+        raise TokenStorageError("save", storage.description, exc) from exc
     return subject

@@ -6,6 +6,10 @@ Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held acc
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
 requests cause one refresh; the rotated refresh token is validated and stored before use.
+Each request it makes to the IdP (discovery, refresh, revocation) is bounded as a whole
+by ``http_timeout_seconds``. While a
+refresh is in flight, a request whose held token has not expired is validated with that
+token instead of waiting for the refresh; the request that started the refresh waits.
 At most one refresh is attempted per ``refresh_retry_seconds``, whatever its outcome (no
 tight loop against a provider that is down, nor one that issues tokens shorter-lived than
 the margin); once the access token has expired, requests are denied until a
@@ -37,8 +41,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +52,7 @@ from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import AuthRecorder
+from mcp_acp_oidc._http import overall_deadline
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
 from mcp_acp_oidc.errors import (
@@ -54,15 +60,18 @@ from mcp_acp_oidc.errors import (
     LoginRequiredError,
     RefreshError,
     TokenRejectedError,
+    TokenStorageError,
 )
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
 from mcp_acp_oidc.validator import Algorithms, IssuerUrl, TokenValidationConfig, TokenValidator
 
-__all__ = ["OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
+__all__ = ["LogoutResult", "OIDCConfig", "OIDCIdentityProvider", "refresh_lock_path"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class OIDCConfig(BaseModel):
@@ -127,6 +136,16 @@ class OIDCConfig(BaseModel):
         )
 
 
+@attrs.frozen(slots=True)
+class LogoutResult:
+    """What :meth:`OIDCIdentityProvider.logout` did."""
+
+    had_token: bool
+    """A token record was stored (readable or not). It has been deleted."""
+    warning: str | None = None
+    """Why the refresh token was not revoked at the provider, when it was not."""
+
+
 class OIDCIdentityProvider:
     """An :class:`~mcp_acp.protocols.IdentityProvider` backed by OIDC tokens."""
 
@@ -151,6 +170,7 @@ class OIDCIdentityProvider:
         self._token: StoredToken | None = None
         self._lock = asyncio.Lock()
         self._refresh_attempted_at: float | None = None
+        self._refreshing = False  # a refresh is in flight (see _held_while_refreshing)
         self._discovery_failed_at: float | None = None
         self._verified: tuple[str, Subject, float] | None = None  # token, subject, when
         self._reported: dict[AuthEventName, tuple[str, str | None]] = {}  # event -> (token, reason)
@@ -184,9 +204,21 @@ class OIDCIdentityProvider:
             self._metadata = metadata
         return self._metadata, self._validator
 
+    async def _storage_call(self, action: str, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a token-storage call off the event loop. A storage that refuses a record
+        raises ``AuthenticationError`` itself; anything else it raises (``OSError`` for a
+        full disk, a keychain error) becomes a :class:`TokenStorageError`, so the request
+        is denied for want of an identity instead of failing with a stray exception."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # a storage is another plugin: whatever it raises denies
+            raise TokenStorageError(action, self.storage.description, exc) from exc
+
     async def _load(self) -> StoredToken:
         if self._token is None:
-            self._token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+            self._token = await self._storage_call("read", self.storage.load, self.options.issuer)
         if self._token is None:
             raise LoginRequiredError("not_logged_in", f"not logged in to {self.options.issuer}")
         return self._token
@@ -195,13 +227,21 @@ class OIDCIdentityProvider:
         """Validate (refreshing when due) the held token; raise ``AuthenticationError``."""
         token: StoredToken | None = None
         try:
-            async with self._lock:  # one discovery, one store read, one refresh at a time
-                metadata, validator = await self._ready()
-                token = await self._load()
-                if self._due(token):
-                    refreshed = await self._try_refresh(metadata, validator, token)
-                    if refreshed is not None:
-                        token = refreshed
+            held = self._held_while_refreshing()
+            if held is not None:
+                token, validator = held
+            else:
+                async with self._lock:  # one discovery, one store read, one refresh at a time
+                    metadata, validator = await self._ready()
+                    token = await self._load()
+                    if self._due(token):
+                        self._refreshing = True
+                        try:
+                            refreshed = await self._try_refresh(metadata, validator, token)
+                        finally:
+                            self._refreshing = False
+                        if refreshed is not None:
+                            token = refreshed
             cached = self._cached(token)
             if cached is not None:
                 return cached
@@ -217,11 +257,25 @@ class OIDCIdentityProvider:
             reason = "issuer_unreachable" if isinstance(exc, DiscoveryError) else "unavailable"
             if isinstance(exc, LoginRequiredError):
                 reason = exc.reason
+            elif isinstance(exc, TokenStorageError):
+                reason = "storage_error"
             await self._report("token_invalid", token, reason=reason, message=exc.message)
             raise
         self._verified = (token.access_token, subject, time.monotonic())
         await self._report("token_validated", token, subject=subject)
         return subject
+
+    def _held_while_refreshing(self) -> tuple[StoredToken, TokenValidator] | None:
+        """The held token and validator, if a refresh is in flight and that token has not
+        expired: the request is then validated with it instead of queueing behind the
+        refresh (which a slow provider can stretch to the HTTP timeout and beyond). With
+        an expired token the request waits for the refresh, which may bring a valid one."""
+        token, validator = self._token, self._validator
+        if not self._refreshing or token is None or validator is None:
+            return None
+        if self._clock() >= token.expires_at.timestamp():
+            return None
+        return token, validator
 
     def _cached(self, token: StoredToken) -> Subject | None:
         """The identity validated moments ago for this very token, while it may be reused."""
@@ -297,7 +351,7 @@ class OIDCIdentityProvider:
                 # Another process (a second proxy, 'auth login') may have stored newer
                 # tokens: use them rather than spend a refresh token that rotation has
                 # already replaced.
-                latest = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                latest = await self._storage_call("read", self.storage.load, self.options.issuer)
                 if latest is None:
                     self._token = None
                     raise LoginRequiredError("logged_out", f"logged out of {self.options.issuer}")
@@ -313,8 +367,12 @@ class OIDCIdentityProvider:
                     client_id=self.options.client_id,
                     resource=self.options.audience,
                     audience=self.options.audience_parameter,
+                    timeout=self.options.http_timeout_seconds,
                 )
-                await asyncio.to_thread(self.storage.save, new)  # before first use
+                # before first use. If saving fails (a full disk), the request is denied
+                # and the new tokens are not used: nothing runs on tokens a restart or a
+                # second proxy would not find.
+                await self._storage_call("save", self.storage.save, new)
         except (RefreshError, TokenRejectedError) as exc:
             code = exc.error if isinstance(exc, RefreshError) else exc.reason
             log.warning("oidc: token refresh failed: %s", exc)
@@ -323,9 +381,9 @@ class OIDCIdentityProvider:
                 # spent or revoked: only a new login helps. Delete only what we used, not
                 # a login another process stored meanwhile.
                 self._token = None
-                current = await asyncio.to_thread(self.storage.load, self.options.issuer)
+                current = await self._storage_call("read", self.storage.load, self.options.issuer)
                 if current is not None and current.refresh_token == token.refresh_token:
-                    await asyncio.to_thread(self.storage.delete, self.options.issuer)
+                    await self._storage_call("delete", self.storage.delete, self.options.issuer)
             return None
         self._token = new
         await self._report(
@@ -341,7 +399,6 @@ class OIDCIdentityProvider:
         if self.lock_path is None:
             yield
             return
-        self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # long enough for the holder's refresh (bounded by the HTTP timeout) to finish
         timeout = 2 * self.options.http_timeout_seconds + 5
         # imported here: its asyncio support costs ~15 ms at every start, and most starts
@@ -350,12 +407,19 @@ class OIDCIdentityProvider:
 
         lock = AsyncFileLock(self.lock_path, timeout=timeout, mode=0o600)
         try:
+            self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             await lock.acquire()
         except Timeout as exc:
             raise RefreshError(
                 "lock_timeout",
                 f"another process held {self.lock_path} for over {timeout:.0f} s",
                 fix="check for a stuck mcp-acp process",
+            ) from exc
+        except OSError as exc:  # a full disk or a read-only config directory
+            raise RefreshError(
+                "lock_failed",
+                f"cannot take the refresh lock {self.lock_path} ({exc.strerror or exc})",
+                fix=f"check that {self.lock_path.parent} is writable and the disk not full",
             ) from exc
         try:
             yield
@@ -386,38 +450,64 @@ class OIDCIdentityProvider:
             self._refresh_attempted_at = None
             return subject
 
-    async def logout(self) -> bool:
+    async def logout(self) -> LogoutResult:
         """Revoke the refresh token where the provider offers it, then delete the tokens.
 
-        Returns whether a token was stored.
+        The tokens are deleted whatever happens before: a stored record the storage
+        refuses (wrong mode, damaged, another key) cannot be revoked, and is deleted all
+        the same; a revocation that fails is reported, not fatal. Only a failure to
+        delete raises.
         """
         async with self._lock:
-            token = await asyncio.to_thread(self.storage.load, self.options.issuer)
-            if token is None:
-                return False
+            warning: str | None = None
             try:
-                metadata, _ = await self._ready()
-                if metadata.revocation_endpoint and token.refresh_token:
-                    async with httpx.AsyncClient(
-                        timeout=self.options.http_timeout_seconds, follow_redirects=False
-                    ) as client:
-                        await client.post(
-                            metadata.revocation_endpoint,
-                            data={
-                                "token": token.refresh_token,
-                                "token_type_hint": "refresh_token",
-                                "client_id": self.options.client_id,
-                            },
-                        )
-            except (httpx.HTTPError, AuthenticationError) as exc:
-                log.warning("oidc: revocation failed (%s); deleting the local tokens", exc)
-            await asyncio.to_thread(self.storage.delete, self.options.issuer)
+                token = await self._storage_call("read", self.storage.load, self.options.issuer)
+            except AuthenticationError as exc:  # refused or damaged: deleted below all the same
+                token = None
+                warning = f"the stored token could not be read ({exc.message})"
+            had_token = token is not None or warning is not None
+            if token is not None and token.refresh_token:
+                warning = await self._revoke(token.refresh_token)
+            await self._storage_call("delete", self.storage.delete, self.options.issuer)
             self._token = None
-            return True
+            if warning is not None:
+                warning = f"cannot revoke the refresh token: {warning}; the tokens were deleted"
+            return LogoutResult(had_token=had_token, warning=warning)
+
+    async def _revoke(self, refresh_token: str) -> str | None:
+        """Revoke ``refresh_token`` (RFC 7009) if the provider has a revocation endpoint;
+        return why that failed, or ``None``."""
+        try:
+            metadata, _ = await self._ready()
+        except AuthenticationError as exc:
+            return exc.message
+        endpoint = metadata.revocation_endpoint
+        if endpoint is None:
+            return None
+        timeout = self.options.http_timeout_seconds
+        form = {
+            "token": refresh_token,
+            "token_type_hint": "refresh_token",
+            "client_id": self.options.client_id,
+        }
+        try:
+            async with (
+                overall_deadline(timeout),
+                httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+                client.stream("POST", endpoint, data=form) as resp,
+            ):
+                status = resp.status_code  # the body is not needed (nor read)
+        except TimeoutError:
+            return f"no complete answer from {endpoint} within {timeout:g} s"
+        except httpx.HTTPError as exc:
+            return f"cannot reach {endpoint} ({type(exc).__name__})"
+        if status != 200:
+            return f"{endpoint} answered HTTP {status}"
+        return None
 
     async def status(self) -> dict[str, object]:
         """What ``auth status`` shows: never a token value."""
-        token = await asyncio.to_thread(self.storage.load, self.options.issuer)
+        token = await self._storage_call("read", self.storage.load, self.options.issuer)
         info: dict[str, object] = {
             "issuer": self.options.issuer,
             "storage": self.storage.description,

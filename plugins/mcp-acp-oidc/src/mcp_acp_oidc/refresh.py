@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 
 from mcp_acp.models import StoredToken
-from mcp_acp_oidc._http import aread_bounded, check_url, parse_json_object
+from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
 from mcp_acp_oidc.errors import DeviceFlowError, RefreshError
 from mcp_acp_oidc.login import stored_token
@@ -32,7 +32,9 @@ async def refresh(
     http: httpx.AsyncClient | None = None,
     timeout: float = 10.0,
 ) -> TokenResponse:
-    """Exchange ``refresh_token`` for new tokens; raise :class:`RefreshError`."""
+    """Exchange ``refresh_token`` for new tokens; raise :class:`RefreshError`.
+
+    The whole request, body included, is bounded by ``timeout`` seconds."""
     problem = check_url(token_endpoint, what="token_endpoint")
     if problem:
         raise RefreshError("bad_config", problem)
@@ -46,11 +48,18 @@ async def refresh(
         form["audience"] = audience
     client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     try:
-        async with client.stream(
-            "POST", token_endpoint, data=form, headers={"Accept": "application/json"}
-        ) as resp:
+        async with (
+            overall_deadline(timeout),
+            client.stream(
+                "POST", token_endpoint, data=form, headers={"Accept": "application/json"}
+            ) as resp,
+        ):
             status = resp.status_code
             document = parse_json_object(await aread_bounded(resp))
+    except TimeoutError as exc:
+        raise RefreshError(
+            "unreachable", f"no complete answer from the token endpoint within {timeout:g} s"
+        ) from exc
     except httpx.HTTPError as exc:
         raise RefreshError("unreachable", type(exc).__name__) from exc
     except ValueError as exc:
@@ -77,8 +86,10 @@ async def refresh_and_validate(
     resource: str,
     audience: str | None = None,
     http: httpx.AsyncClient | None = None,
+    timeout: float = 10.0,
 ) -> StoredToken:
-    """Refresh ``current``, validate the new access token, return what to store."""
+    """Refresh ``current`` (the request bounded by ``timeout`` seconds), validate the new
+    access token, return what to store."""
     if current.refresh_token is None:
         raise RefreshError("no_refresh_token", "no refresh token is stored", fix=_FIX)
     tokens = await refresh(
@@ -88,6 +99,7 @@ async def refresh_and_validate(
         resource=resource,
         audience=audience,
         http=http,
+        timeout=timeout,
     )
     subject = await validator.validate(tokens.access_token)
     new = stored_token(current.issuer, tokens, subject)

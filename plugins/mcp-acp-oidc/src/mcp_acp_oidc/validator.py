@@ -20,7 +20,8 @@ checks, in the order they run (cheap ones first, nothing decoded before the size
 4. **Signature**, by PyJWT's JWS layer with that one key and that one algorithm.
 5. **Claims**, parsed strictly again: ``iss`` equals the configured issuer byte for byte;
    ``aud`` (string or list) contains the configured audience byte for byte; ``exp``,
-   ``nbf`` and ``iat`` are finite numbers (not booleans or strings) checked with
+   ``nbf``, ``iat`` and ``auth_time`` are numbers (not booleans or strings) from 0 to
+   :data:`MAX_NUMERIC_DATE` (a date, not an overflow), the first three checked with
    ``leeway``; ``iat`` no older than ``max_token_age`` when set; the required claims are
    present; ``sub`` is a non-empty string of at most 255 printable characters; ``azp`` /
    ``client_id`` is one of ``client_ids`` when set; scope, groups and roles are strings
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -47,12 +47,23 @@ from mcp_acp_oidc._http import check_url, parse_json_object
 from mcp_acp_oidc.errors import TokenRejectedError
 from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache, SigningKey
 
-__all__ = ["Algorithms", "IssuerUrl", "TokenValidationConfig", "TokenValidator"]
+__all__ = [
+    "MAX_NUMERIC_DATE",
+    "Algorithms",
+    "IssuerUrl",
+    "TokenValidationConfig",
+    "TokenValidator",
+    "numeric_date",
+]
 
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_KID = 256
 _MAX_SUB = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+MAX_NUMERIC_DATE = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last second a :class:`~datetime.datetime` can hold. A time
+claim beyond it (``1e20``, ``10**30``) is rejected rather than overflowing later."""
 
 
 def _issuer_url(value: str) -> str:
@@ -124,13 +135,28 @@ def _b64_json(segment: str, what: str) -> dict[str, Any]:
         raise TokenRejectedError("malformed", f"{what} is not acceptable JSON: {exc}") from exc
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float | None:
+def numeric_date(value: Any) -> float | None:
+    """``value`` as seconds since 1970 if it is a JWT NumericDate that fits a
+    :class:`~datetime.datetime` (0 to :data:`MAX_NUMERIC_DATE`), else ``None``.
+
+    Compared before any conversion: ``float(10**400)`` itself overflows, and NaN and
+    infinities fail the comparison."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 <= value <= MAX_NUMERIC_DATE:
+        return None
+    return float(value)
+
+
+def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
-    value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TokenRejectedError("bad_claim", f"claim {name!r} is not a finite number")
-    return float(value)
+    seconds = numeric_date(claims[name])
+    if seconds is None:
+        raise TokenRejectedError(
+            "bad_claim", f"claim {name!r} is not a time in seconds from 0 to {MAX_NUMERIC_DATE}"
+        )
+    return seconds
 
 
 def _string_set(value: Any, name: str, *, split: bool = False) -> frozenset[str]:
@@ -250,7 +276,7 @@ class TokenValidator:
             raise TokenRejectedError("wrong_aud", "token is not for this audience")
 
         now = self._clock()
-        exp, nbf, iat = (_number(claims, name) for name in ("exp", "nbf", "iat"))
+        exp, nbf, iat = (_time_claim(claims, name) for name in ("exp", "nbf", "iat"))
         if exp is not None and now > exp + cfg.leeway:
             raise TokenRejectedError("expired", "token has expired")
         if nbf is not None and now + cfg.leeway < nbf:
@@ -286,7 +312,7 @@ class TokenValidator:
             scopes |= _string_set(claims["scp"], "scp")
         groups = _string_set(_claim_path(claims, cfg.groups_claim), "groups")
         roles = _string_set(_claim_path(claims, cfg.roles_claim), "roles")
-        auth_time = _number(claims, "auth_time")
+        auth_time = _time_claim(claims, "auth_time")
         return Subject(
             subject_id=subject_id,
             provenance=Provenance.TOKEN,
