@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import BackendError, McpAcpError
+from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
@@ -236,6 +236,27 @@ class _Started(NamedTuple):
     posture: PostureMonitor
 
 
+async def _first_subject(identity: IdentityProvider) -> Subject:
+    """The identity gate. A provider that fails with anything but mcp-acp's own errors (a
+    bug, a full disk) refuses the start like an authentication failure (exit 14), with
+    what it raised; never an unrecorded internal error."""
+    try:
+        subject = await identity.current_subject()
+    except McpAcpError:
+        raise
+    except Exception as exc:
+        raise AuthenticationError(
+            f"the identity provider failed: {type(exc).__name__}: {exc}",
+            fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
+        ) from exc
+    if not isinstance(subject, Subject):
+        raise AuthenticationError(
+            f"the identity provider returned {type(subject).__name__}, not a Subject",
+            fix="the provider plugin is broken: update or replace it",
+        )
+    return subject
+
+
 async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
     """Plugins recorded → TLS gate → identity (token loaded, validated or refreshed) →
     policy → posture gate → ``session_started``. Any failure raises and nothing is served."""
@@ -260,7 +281,7 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
     identity = runtime.build("identity", record_auth=record_auth)
     engine = runtime.build("policy")
     approver = runtime.build("approver")
-    subject = await identity.current_subject()
+    subject = await _first_subject(identity)
     session.bind(subject)
     checks = [
         runtime.build(field)

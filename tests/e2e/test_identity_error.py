@@ -11,10 +11,11 @@ that writes down every line it receives.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
-from proxy_helpers import DENIED, E2E, Proxy, configure, decisions, proxy_env, records
+from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, decisions, proxy_env, records
 
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
 
@@ -110,3 +111,33 @@ def test_an_identity_provider_error_is_denied_before_the_backend(
         r.get("request_id") == str(denied["id"]) and r.get("outcome") == "denied"
         for r in operations
     )
+
+
+def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The same failure at start-up: exit 14 with one line naming what the provider raised,
+    recorded as ``startup_refused`` — not an internal error (exit 1) with nothing on record;
+    and the backend is never started."""
+    received = tmp_path / "received.jsonl"
+    policy = {"version": "1", "rules": []}
+    backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
+    log_dir = configure(isolated_home, sys.executable, backend_args, policy)
+    install_plugin(tmp_path / "site")
+    marker = tmp_path / "disk-full"
+    marker.touch()
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["identity"] = {"use": "failing", "config": {"marker": str(marker)}}
+    config["plugins"] = {"allow": ["failing"]}
+    config_file.write_text(json.dumps(config))
+    env = {**proxy_env(isolated_home), "PYTHONPATH": str(tmp_path / "site")}
+    refused = subprocess.run(
+        [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 14
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "the identity provider failed: OSError: [Errno 28] No space left on device" in last
+    (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
+    assert startup["detail"]["exit_code"] == 14
+    assert not (tmp_path / "env.json").exists()  # the backend never ran
