@@ -74,6 +74,18 @@ def test_allow_deny_and_listing_through_the_real_server(setup: Any) -> None:
     assert auth[-1]["reason"] == "the client closed the session"
     for stream in ("decisions", "operations", "auth", "system"):
         assert verify_stream(log_dir, stream).ok
+    # AU-11: the streams join by session and request id — every request the client sent has
+    # exactly one decision and one client_to_server operation record, and the reverse
+    requested = [
+        (r["session_id"], r["request_id"]) for r in decisions if r["request_id"] != "notification"
+    ]
+    sent = [
+        (r["session_id"], r["request_id"])
+        for r in operations
+        if r.get("direction") == "client_to_server"
+    ]
+    assert sorted(requested) == sorted(sent)
+    assert len(set(requested)) == len(requested)
 
 
 def test_malformed_and_oversized_messages_get_errors(setup: Any) -> None:
