@@ -168,7 +168,9 @@ class JWKSCache:
         self.ttl = ttl
         self.cooldown = cooldown
         self.timeout = timeout
-        self._verify = verify
+        # Load the CA bundle once, here: an AsyncClient given ``True`` loads it again at
+        # every fetch (~50 ms), on the event loop.
+        self._verify = httpx.create_ssl_context() if verify is True else verify
         self._clock = clock
         self._keys: list[SigningKey] | None = None
         self._fetched_at = 0.0
