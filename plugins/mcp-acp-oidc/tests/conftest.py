@@ -97,8 +97,35 @@ def keys() -> Keys:
     return Keys()
 
 
+def trickle(
+    send: Callable[[bytes], object],
+    part: str,
+    interval: float,
+    released: threading.Event,
+    give_up_after: float = float("inf"),
+) -> None:
+    """Send an HTTP answer that never ends: one byte every ``interval`` seconds — of the
+    body after complete headers (``part="body"``), or of a header line (``part="headers"``)
+    — until ``released`` is set or ``give_up_after`` seconds have passed. ``send`` raises
+    ``OSError`` once the client hangs up."""
+    give_up_at = time.monotonic() + give_up_after
+    if part == "body":
+        send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+        )
+        filler = b" "
+    else:  # a header line that never ends
+        send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        filler = b"a"
+    while not released.wait(interval) and time.monotonic() < give_up_at:
+        send(filler)
+
+
 class FakeIdP(BaseHTTPRequestHandler):
-    """Serves ``state.jwks`` at /jwks; counts every request by path."""
+    """Serves ``state.jwks`` at /jwks; counts every request by path. ``state.mode`` makes
+    /jwks fail: ``500``, ``html``, ``redirect``, ``big``, ``hang`` (answers after
+    ``state.hang_seconds``), ``trickle-headers`` and ``trickle-body`` (see :func:`trickle`;
+    ``state.hung_up`` is set when the client hangs up)."""
 
     server: _Server
 
@@ -124,6 +151,15 @@ class FakeIdP(BaseHTTPRequestHandler):
         elif mode == "hang":
             time.sleep(state.hang_seconds)
             body, status, ctype = json.dumps(state.jwks).encode(), 200, "application/json"
+        elif mode in ("trickle-headers", "trickle-body"):
+            # the answer ends after 30 s all the same: a client that never hangs up (a
+            # fetch in a thread nothing can stop) would otherwise hold the test's
+            # teardown for ever, where the event loop waits for its worker threads
+            try:
+                trickle(self.wfile.write, mode.removeprefix("trickle-"), 0.5, state.released, 30)
+            except OSError:
+                state.hung_up.set()  # the client gave up: what the test wants
+            return
         else:
             body, status, ctype = json.dumps(state.jwks).encode(), 200, "application/json"
         try:
@@ -159,6 +195,8 @@ class ServerState:
         self.hang_seconds = 3.0
         self.hits: Counter[str] = Counter()
         self.posts: list[tuple[str, str]] = []
+        self.released = threading.Event()  # ends every trickling answer
+        self.hung_up = threading.Event()  # a client hung up on a trickling answer
 
 
 class _Server(ThreadingHTTPServer):
@@ -178,6 +216,7 @@ class JWKSServer:
         self.thread.start()
 
     def close(self) -> None:
+        self.state.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -225,17 +264,7 @@ class TrickleServer:
                 conn.recv(65536)
                 self.requests += 1
                 self.seen.set()
-                if self.part == "body":
-                    conn.sendall(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 100000\r\n\r\n{"
-                    )
-                    filler = b" "
-                else:  # a header line that never ends
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                    filler = b"a"
-                while not self._released.wait(self.interval):
-                    conn.sendall(filler)
+                trickle(conn.sendall, self.part, self.interval, self._released)
             except OSError:
                 pass  # the client gave up: what the test wants
 

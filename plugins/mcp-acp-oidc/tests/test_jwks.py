@@ -89,6 +89,89 @@ async def test_a_stalled_refetch_for_an_unknown_kid_does_not_hold_up_known_keys(
         await stray
 
 
+async def _until_requested(jwks_server, count: int) -> None:
+    """Wait (at most 10 s) until /jwks has been asked ``count`` times."""
+    async with asyncio.timeout(10):
+        while jwks_server.state.hits["/jwks"] < count:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+async def test_trickling_jwks_is_cut_off_at_the_timeout(jwks_server, keys, kit, part) -> None:
+    """One byte every 0.5 s never trips a per-read timeout; the fetch as a whole —
+    connecting, headers, body — is bounded by the timeout, the token rejected, and the
+    connection dropped (nothing goes on fetching in the background). The 10 s bounds only
+    prove that nothing hangs."""
+    jwks_server.state.mode = f"trickle-{part}"
+    validator = kit.make_validator(jwks_server, timeout=1.0)
+    with pytest.raises(JWKSUnavailableError):
+        await asyncio.wait_for(validator.validate(kit.sign(RS, kit.claims(), keys.rsa)), 10)
+    assert await asyncio.to_thread(jwks_server.state.hung_up.wait, 10)
+    assert jwks_server.state.hits["/jwks"] == 1
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+async def test_a_request_arriving_during_a_stuck_fetch_waits_for_that_fetch_only(
+    jwks_server, keys, kit, part
+) -> None:
+    """With no cooldown a refetch is always allowed; still, a request that finds a fetch in
+    flight takes that fetch's result (here: none) instead of starting another after it, so
+    it waits at most the one timeout and the IdP sees one request."""
+    jwks_server.state.mode = f"trickle-{part}"
+    validator = kit.make_validator(jwks_server, timeout=1.0, cooldown=0)
+    token = kit.sign(RS, kit.claims(), keys.rsa)
+    first = asyncio.create_task(validator.validate(token))
+    await _until_requested(jwks_server, 1)
+    with pytest.raises(JWKSUnavailableError):
+        await asyncio.wait_for(validator.validate(token), 10)
+    with pytest.raises(JWKSUnavailableError):
+        await asyncio.wait_for(first, 10)
+    assert jwks_server.state.hits["/jwks"] == 1
+
+
+async def test_cached_keys_serve_while_the_endpoint_trickles_until_their_ttl(
+    jwks_server, keys, kit
+) -> None:
+    clock = kit.Clock()
+    validator = kit.make_validator(jwks_server, clock=clock, ttl=300, cooldown=0, timeout=1.0)
+    good = kit.sign(RS, kit.claims(), keys.rsa)
+    assert await validator.validate(good)
+    jwks_server.state.mode = "trickle-headers"
+    # an unknown kid makes the cache refetch; the IdP trickles that fetch
+    stray = asyncio.create_task(
+        validator.validate(kit.sign({**RS, "kid": "unknown"}, kit.claims(), keys.rsa))
+    )
+    await _until_requested(jwks_server, 2)
+    assert (await asyncio.wait_for(validator.validate(good), 10)).subject_id == "alice"
+    with pytest.raises(TokenRejectedError) as info:
+        await asyncio.wait_for(stray, 10)
+    assert info.value.reason == "no_key"
+    assert await validator.validate(good)  # the failed refetch left the cached set in place
+    clock.now += 300  # the set has expired; its refetch trickles too: no keys, denied
+    with pytest.raises(JWKSUnavailableError):
+        await asyncio.wait_for(validator.validate(good), 10)
+    assert jwks_server.state.hits["/jwks"] == 3
+
+
+async def test_a_cancelled_request_does_not_abort_the_fetch_it_started(
+    jwks_server, keys, kit
+) -> None:
+    """A client may cancel its request (``notifications/cancelled``) while its token waits
+    for the keys; the fetch goes on (bounded by the timeout) and serves the next request,
+    without a second request to the IdP (and no cooldown wait)."""
+    jwks_server.state.mode = "hang"
+    jwks_server.state.hang_seconds = 1.0
+    validator = kit.make_validator(jwks_server, timeout=5.0, cooldown=30)
+    token = kit.sign(RS, kit.claims(), keys.rsa)
+    first = asyncio.create_task(validator.validate(token))
+    await _until_requested(jwks_server, 1)
+    first.cancel()
+    subject = await asyncio.wait_for(validator.validate(token), 10)
+    assert subject.subject_id == "alice"
+    assert first.cancelled()
+    assert jwks_server.state.hits["/jwks"] == 1
+
+
 async def test_oct_none_and_foreign_use_keys_are_ignored(jwks_server, keys, kit) -> None:
     rsa_jwk = kit.public_jwk(keys.rsa, "x")
     jwks_server.state.jwks = {
@@ -103,7 +186,7 @@ async def test_oct_none_and_foreign_use_keys_are_ignored(jwks_server, keys, kit)
         ]
     }
     cache = JWKSCache(jwks_server.jwks_uri, timeout=1.0)
-    assert cache.keys_for(None) == []
+    assert await cache.get_keys(None) == []
     validator = kit.make_validator(jwks_server)
     for kid in ("hs", "none", "hs-rsa", "enc", "broken"):
         token = kit.sign({"alg": "RS256", "kid": kid}, kit.claims(), keys.rsa)
@@ -122,12 +205,15 @@ async def test_leaked_private_key_in_jwks_is_used_as_public_only(jwks_server, ke
     jwks_server.state.jwks = {"keys": [{**private_jwk, "kid": "rsa-1"}]}
     validator = kit.make_validator(jwks_server)
     assert await validator.validate(kit.sign(RS, kit.claims(), keys.rsa))
-    (key,) = validator.jwks.keys_for("rsa-1")
+    (key,) = await validator.jwks.get_keys("rsa-1")
     assert not hasattr(key.key, "private_numbers")
 
 
-async def test_concurrent_validations_share_one_fetch(jwks_server, keys, kit) -> None:
-    validator = kit.make_validator(jwks_server)
+@pytest.mark.parametrize("ttl", [300, 0])
+async def test_concurrent_validations_share_one_fetch(jwks_server, keys, kit, ttl) -> None:
+    """No cooldown holds back a second fetch here: the 49 that arrive during the first
+    take its keys — even when they are out of date at once (``ttl`` 0)."""
+    validator = kit.make_validator(jwks_server, ttl=ttl, cooldown=0)
     token = kit.sign(RS, kit.claims(), keys.rsa)
     results = await asyncio.gather(*(validator.validate(token) for _ in range(50)))
     assert len(results) == 50

@@ -3,7 +3,7 @@
 What is in the package, one module per idea:
 
 * :mod:`~mcp_acp_oidc.validator` — JWT access-token validation (the security core);
-* :mod:`~mcp_acp_oidc.jwks` — the issuer's keys, cached, refetched sparingly, off-loop;
+* :mod:`~mcp_acp_oidc.jwks` — the issuer's keys, cached, refetched sparingly, async, bounded;
 * :mod:`~mcp_acp_oidc.discovery` — ``/.well-known/openid-configuration``;
 * :mod:`~mcp_acp_oidc.device` — the device authorization grant (RFC 8628) client;
 * :mod:`~mcp_acp_oidc.refresh` — the refresh grant with rotation;

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +18,6 @@ __all__ = [
     "is_loopback_host",
     "overall_deadline",
     "parse_json_object",
-    "read_bounded",
 ]
 
 MAX_JSON_BYTES = 512 * 1024
@@ -93,36 +91,18 @@ def parse_json_object(data: bytes | str) -> dict[str, Any]:
     return value
 
 
-def read_bounded(
-    response: httpx.Response, limit: int = MAX_JSON_BYTES, *, deadline: float | None = None
-) -> bytes:
-    """Read a streamed response body, refusing more than ``limit`` bytes, or reading
-    past ``deadline`` (a :func:`time.monotonic` value: a server trickling bytes)."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError("response took too long")
-        size += len(chunk)
-        if size > limit:
-            raise ValueError(f"response larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def overall_deadline(seconds: float) -> asyncio.Timeout:
     """A bound on one whole request to the IdP: connecting, sending, the headers and the
     body together; on expiry the block is cancelled and ``TimeoutError`` raised.
 
     httpx's timeouts bound each network operation, not the request: a server that sends
-    a byte every half second never trips them. (The blocking JWKS fetch checks a
-    deadline between chunks instead: :func:`read_bounded`.)"""
+    a byte every half second never trips them."""
     return asyncio.timeout(seconds)
 
 
 async def aread_bounded(response: httpx.Response, limit: int = MAX_JSON_BYTES) -> bytes:
-    """Async :func:`read_bounded`, without a deadline of its own: call it inside
-    :func:`overall_deadline`."""
+    """Read a streamed response body, refusing more than ``limit`` bytes. It has no
+    deadline of its own: call it inside :func:`overall_deadline`."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():

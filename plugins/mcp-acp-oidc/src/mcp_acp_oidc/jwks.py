@@ -5,10 +5,14 @@ Only asymmetric signature keys are kept: ``oct`` (HMAC) keys, keys marked for an
 ``HS256``) and RSA keys shorter than 2048 bits are dropped when the set is loaded, so a
 token can never be checked against them.
 
-Fetching is blocking (``httpx.Client``) and runs off the event loop: :meth:`JWKSCache.get_keys`
-answers from the current set directly and otherwise calls :meth:`~JWKSCache.keys_for` through
-:func:`asyncio.to_thread`. One lock serialises fetches: callers that arrive during a fetch
-wait for it and then read its result.
+:meth:`JWKSCache.get_keys` answers from the current set directly; otherwise it may fetch,
+with ``httpx.AsyncClient`` on the event loop. ``timeout`` bounds each fetch as a whole —
+connecting, headers and body (:func:`~mcp_acp_oidc._http.overall_deadline`) — so an IdP that
+trickles its answer a byte at a time cannot hold it longer; a fetch out of time fails like an
+unreachable JWKS. One fetch at a time: callers that arrive during a fetch wait for it and
+take its result, starting none of their own, so none waits longer than one ``timeout``. The
+fetch is a task of its own, so a caller that is cancelled (its request was) does not abort
+it for the others.
 
 Refetch rules, so a token cannot make us hammer the IdP:
 
@@ -25,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +38,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from mcp_acp_oidc._http import MAX_JSON_BYTES, check_url, parse_json_object, read_bounded
+from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
 from mcp_acp_oidc.errors import JWKSUnavailableError
 
 __all__ = ["ALGORITHM_KEY_TYPES", "MAX_KEYS", "MIN_RSA_BITS", "JWKSCache", "SigningKey"]
@@ -165,34 +168,35 @@ class JWKSCache:
         self.ttl = ttl
         self.cooldown = cooldown
         self.timeout = timeout
-        self._verify = verify
+        # Load the CA bundle once, here: an AsyncClient given ``True`` loads it again at
+        # every fetch (~50 ms), on the event loop.
+        self._verify = httpx.create_ssl_context() if verify is True else verify
         self._clock = clock
-        self._lock = threading.Lock()
         self._keys: list[SigningKey] | None = None
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
+        self._fetching: asyncio.Task[bool] | None = None
         self.fetch_count = 0
         """How many HTTP requests this cache has made (for tests and metrics)."""
 
-    def _fetch(self) -> list[SigningKey]:
+    async def _fetch(self) -> list[SigningKey]:
         self.fetch_count += 1
-        deadline = time.monotonic() + self.timeout
-        with (
-            httpx.Client(
+        async with (
+            overall_deadline(self.timeout),
+            httpx.AsyncClient(
                 timeout=self.timeout, follow_redirects=False, verify=self._verify
             ) as client,
             client.stream("GET", self.uri, headers={"Accept": "application/json"}) as resp,
         ):
             if resp.status_code != 200:
                 raise ValueError(f"HTTP status {resp.status_code}")
-            body = read_bounded(resp, MAX_JSON_BYTES, deadline=deadline)
+            body = await aread_bounded(resp)
         return parse_jwks(body)
 
-    def _refresh_locked(self, now: float) -> bool:
-        """Fetch now; on success replace the set. Returns whether it succeeded."""
-        self._last_attempt = now
+    async def _fetch_and_keep(self) -> bool:
+        """Fetch; on success replace the set. Returns whether it succeeded."""
         try:
-            keys = self._fetch()
+            keys = await self._fetch()
         except (httpx.HTTPError, ValueError, TimeoutError, OSError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self.uri, type(exc).__name__)
             return False
@@ -200,34 +204,49 @@ class JWKSCache:
         self._fetched_at = self._clock()
         return True
 
+    async def _refetch(self, now: float) -> bool:
+        """Fetch now, in a task of its own, and wait for it; returns whether it succeeded.
+
+        A caller cancelled while it waits leaves the fetch running for the callers waiting
+        with it (see :meth:`_keys_for`); the fetch ends within ``timeout`` all the same."""
+        self._last_attempt = now
+        self._fetching = asyncio.create_task(self._fetch_and_keep())
+        return await asyncio.shield(self._fetching)
+
     def _may_fetch(self, now: float) -> bool:
         return self._last_attempt is None or now - self._last_attempt >= self.cooldown
 
-    def keys_for(self, kid: str | None) -> list[SigningKey]:
-        """The keys a token with header ``kid`` may be checked against (blocking).
+    async def _keys_for(self, kid: str | None) -> list[SigningKey]:
+        """The keys a token with header ``kid`` may be checked against, fetching when the
+        rules allow: at most one fetch per call, and none when a fetch was in flight on
+        arrival (its result is taken instead).
 
         ``kid=None`` returns every key. Raises :class:`JWKSUnavailableError` when there is
         no current key set.
         """
-        with self._lock:
-            now = self._clock()
-            if (self._keys is None or now - self._fetched_at >= self.ttl) and not (
-                self._may_fetch(now) and self._refresh_locked(now)
-            ):
+        fetching = self._fetching
+        if fetching is not None and not fetching.done():
+            fresh, may_fetch = await asyncio.shield(fetching), False
+        else:
+            fresh, may_fetch = False, True
+        now = self._clock()
+        may_fetch = may_fetch and self._may_fetch(now)
+        if not fresh and (self._keys is None or now - self._fetched_at >= self.ttl):
+            if not (may_fetch and await self._refetch(now)):
                 self._keys = None  # expired and not renewable: no keys at all
                 raise JWKSUnavailableError(f"no current keys from {self.uri}")
-            keys: list[SigningKey] = self._keys or []
-            if kid is None:
-                return list(keys)
-            found = [key for key in keys if key.kid == kid]
-            if not found and self._may_fetch(now) and self._refresh_locked(now):
-                found = [key for key in self._keys or [] if key.kid == kid]
-            return found
+            may_fetch = False
+        keys: list[SigningKey] = self._keys or []
+        if kid is None:
+            return list(keys)
+        found = [key for key in keys if key.kid == kid]
+        if not found and may_fetch and await self._refetch(now):
+            found = [key for key in self._keys or [] if key.kid == kid]
+        return found
 
     def _current(self, kid: str | None) -> list[SigningKey] | None:
         """The keys for ``kid`` when the cached set is current and holds them — no I/O,
-        no lock; ``None`` sends the caller to :meth:`keys_for`. (A read racing a refetch
-        at worst sees the set as expired and takes that slower path.)"""
+        no waiting; ``None`` sends the caller to :meth:`_keys_for`."""
         keys = self._keys
         if keys is None or self._clock() - self._fetched_at >= self.ttl:
             return None
@@ -236,9 +255,10 @@ class JWKSCache:
         return [key for key in keys if key.kid == kid] or None
 
     async def get_keys(self, kid: str | None) -> list[SigningKey]:
-        """Keys from the current set directly; otherwise :meth:`keys_for` (which may
-        fetch) in a worker thread, so the event loop never blocks."""
+        """The keys a token with header ``kid`` may be checked against (every key for
+        ``kid=None``): from the current set directly, otherwise after a fetch if the rules
+        allow one. Raises :class:`JWKSUnavailableError` when there is no current key set."""
         found = self._current(kid)
         if found is not None:
             return found
-        return await asyncio.to_thread(self.keys_for, kid)
+        return await self._keys_for(kid)
