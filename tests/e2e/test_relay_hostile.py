@@ -273,3 +273,25 @@ def test_the_proxy_dumps_no_core(relay: Any) -> None:
     core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
     assert core.split()[4:6] == ["0", "0"]
     assert proxy.close() == 0
+
+
+def test_the_decision_is_on_disk_before_the_backend_is_called(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """AU-3 through the real relay: the backend, when called, reads the proxy's decisions
+    file and finds this call's allow decision already there."""
+    received = tmp_path / "received.jsonl"
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    args = [str(PEER), str(received), str(log_dir / "decisions.jsonl")]
+    configure(isolated_home, sys.executable, args, POLICY)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        proxy.initialize()
+        answer = proxy.call("tools/call", {"name": "write_ahead", "arguments": {}})
+        found = json.loads(answer["result"]["content"][0]["text"])
+        assert found == [["allow", "write_ahead"]]
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()

@@ -3,10 +3,12 @@ every line it receives to the file named by its first argument — the evidence 
 reached the backend — and can send what a hostile or careless server sends.
 
 Tools: ``echo`` (returns its ``text``); ``frobnicate`` (annotated ``destructiveHint``);
-``slow`` (answers after 1 s); ``chatty`` (sends a ``notifications/progress`` and a
-``notifications/message`` before its result); ``ask_ambiguous`` (sends the client a request
-whose ``method`` key appears twice, waits for the answer, then returns). ``tools/list``
-with the cursor ``"ambiguous"`` answers with a tool whose keys differ only in case.
+``slow`` (answers after 1 s); ``write_ahead`` (answers with the records for its own
+request id found, when it is called, in the proxy's decisions file — the second
+argument); ``chatty`` (sends a ``notifications/progress`` and a ``notifications/message``
+before its result); ``ask_ambiguous`` (sends the client a request whose ``method`` key
+appears twice, waits for the answer, then returns). ``tools/list`` with the cursor
+``"ambiguous"`` answers with a tool whose keys differ only in case.
 """
 
 import json
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 RECORD = Path(sys.argv[1])
+#: The proxy's decisions file, if given: ``write_ahead`` reads it when it is called.
+DECISIONS = Path(sys.argv[2]) if len(sys.argv) > 2 else None
 
 TOOLS = [
     {"name": "echo", "inputSchema": {"type": "object"}},
@@ -27,6 +31,7 @@ TOOLS = [
     {"name": "slow", "inputSchema": {"type": "object"}},
     {"name": "chatty", "inputSchema": {"type": "object"}},
     {"name": "ask_ambiguous", "inputSchema": {"type": "object"}},
+    {"name": "write_ahead", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -56,6 +61,10 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
     name = params.get("name")
     if name == "echo":
         text(request_id, str(params.get("arguments", {}).get("text")))
+    elif name == "write_ahead":  # is this call's decision on disk before the call arrives?
+        lines = DECISIONS.read_text().splitlines() if DECISIONS is not None else []
+        mine = [json.loads(line) for line in lines if f'"request_id":"{request_id}"' in line]
+        text(request_id, json.dumps([(r["effect"], r.get("tool_name")) for r in mine]))
     elif name == "frobnicate":
         text(request_id, "frobnicated")
     elif name == "slow":
