@@ -67,6 +67,27 @@ def configure(home: Path, command: str, args: Iterable[str], policy: dict[str, A
     return home / ".local" / "state" / "mcp-acp" / "log"
 
 
+def use_plugin(
+    home: Path, site: Path, *, module: str, source: str, name: str, use_for: str, config: Any
+) -> dict[str, str]:
+    """Install a test plugin the way a real one is found — module ``module`` with ``source``
+    and an entry point ``name`` in a ``.dist-info`` under ``site`` — choose it for the config
+    section ``use_for`` (``identity``, ``policy``, …) with ``config``, and allow it. Returns
+    the environment ``mcp-acp`` runs in to find it (``site`` on ``PYTHONPATH``)."""
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
+    config_file = home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings[use_for] = {"use": name, "config": config}
+    settings["plugins"] = {"allow": [name]}
+    config_file.write_text(json.dumps(settings))
+    return {**proxy_env(home), "PYTHONPATH": str(site)}
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` with a fixed identity; return its output."""
     return subprocess.run(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, decisions, proxy_env, records
+from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, decisions, records, use_plugin
 
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
 
@@ -48,13 +48,17 @@ def register_identity_providers(register):
 """
 
 
-def install_plugin(site: Path) -> None:
-    site.mkdir()
-    (site / "failing_identity.py").write_text(PLUGIN)
-    info = site / "failing_identity-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: failing-identity\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mcp_acp]\nfailing = failing_identity\n")
+def failing_identity(home: Path, tmp_path: Path, marker: Path) -> dict[str, str]:
+    """The failing provider, installed and configured; the environment that finds it."""
+    return use_plugin(
+        home,
+        tmp_path / "site",
+        module="failing_identity",
+        source=PLUGIN,
+        name="failing",
+        use_for="identity",
+        config={"marker": str(marker)},
+    )
 
 
 def test_an_identity_provider_error_is_denied_before_the_backend(
@@ -67,14 +71,8 @@ def test_an_identity_provider_error_is_denied_before_the_backend(
     }
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
     log_dir = configure(isolated_home, sys.executable, backend_args, policy)
-    install_plugin(tmp_path / "site")
     marker = tmp_path / "disk-full"
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    config = json.loads(config_file.read_text())
-    config["identity"] = {"use": "failing", "config": {"marker": str(marker)}}
-    config["plugins"] = {"allow": ["failing"]}
-    config_file.write_text(json.dumps(config))
-    env = {**proxy_env(isolated_home), "PYTHONPATH": str(tmp_path / "site")}
+    env = failing_identity(isolated_home, tmp_path, marker)
 
     proxy = Proxy(isolated_home, env)
     try:
@@ -123,15 +121,9 @@ def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
     policy = {"version": "1", "rules": []}
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
     log_dir = configure(isolated_home, sys.executable, backend_args, policy)
-    install_plugin(tmp_path / "site")
     marker = tmp_path / "disk-full"
     marker.touch()
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    config = json.loads(config_file.read_text())
-    config["identity"] = {"use": "failing", "config": {"marker": str(marker)}}
-    config["plugins"] = {"allow": ["failing"]}
-    config_file.write_text(json.dumps(config))
-    env = {**proxy_env(isolated_home), "PYTHONPATH": str(tmp_path / "site")}
+    env = failing_identity(isolated_home, tmp_path, marker)
     refused = subprocess.run(
         [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import DENIED, Proxy, configure, proxy_env, records
+from proxy_helpers import DENIED, Proxy, configure, proxy_env, records, use_plugin
 
 PEER = Path(__file__).parent / "peers" / "recording_server.py"
 POLICY = {
@@ -224,19 +224,16 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
     answered (the item it raised on is not listed) and a call is a recorded denial."""
     received = tmp_path / "received.jsonl"
     log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "brittle_engine.py").write_text(ENGINE_PLUGIN)
-    info = site / "brittle_engine-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brittle-engine\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mcp_acp]\nbrittle = brittle_engine\n")
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    config = json.loads(config_file.read_text())
-    config["policy"] = {"use": "brittle", "config": {}}
-    config["plugins"] = {"allow": ["brittle"]}
-    config_file.write_text(json.dumps(config))
-    proxy = Proxy(isolated_home, {**proxy_env(isolated_home), "PYTHONPATH": str(site)})
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="brittle_engine",
+        source=ENGINE_PLUGIN,
+        name="brittle",
+        use_for="policy",
+        config={},
+    )
+    proxy = Proxy(isolated_home, env)
     try:
         proxy.initialize()
         listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]

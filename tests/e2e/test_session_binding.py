@@ -10,11 +10,10 @@ someone else's token replaced the first one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import DENIED, Proxy, records
+from proxy_helpers import DENIED, Proxy, records, use_plugin
 
 PLUGIN = """
 from pydantic import BaseModel, ConfigDict
@@ -43,31 +42,20 @@ def register_identity_providers(register):
 """
 
 
-def install_plugin(site: Path) -> None:
-    site.mkdir()
-    (site / "switching_identity.py").write_text(PLUGIN)
-    info = site / "switching_identity-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: switching-identity\nVersion: 0.1\n"
-    )
-    (info / "entry_points.txt").write_text("[mcp_acp]\nswitching = switching_identity\n")
-
-
 def test_subject_change_denies_and_exits_16(
     setup: Any, isolated_home: Path, tmp_path: Path
 ) -> None:
     _, project, log_dir, _ = setup
-    install_plugin(tmp_path / "site")
     marker = tmp_path / "switch"
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    config = json.loads(config_file.read_text())
-    config["identity"] = {"use": "switching", "config": {"marker": str(marker)}}
-    config["plugins"] = {"allow": ["switching"]}
-    config_file.write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
-    env["HOME"] = str(isolated_home)
-    env["PYTHONPATH"] = str(tmp_path / "site")
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="switching_identity",
+        source=PLUGIN,
+        name="switching",
+        use_for="identity",
+        config={"marker": str(marker)},
+    )
     proxy = Proxy(isolated_home, env)
     try:
         proxy.initialize()
