@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 #: After the client closes its input, how long answers still in progress may take.
 DRAIN_SECONDS = 10.0
-#: JSON-RPC error code for a backend answer the relay refuses to pass on (as for a backend
-#: that went away: the request failed on the server's side).
+#: JSON-RPC error code for a request that failed on the backend's side: the backend went
+#: away, or its answer was refused (it could be read two ways).
 BACKEND_FAILED = -32000
 #: Tools whose annotations (from the backend's ``tools/list``) are remembered per session.
 MAX_ANNOTATED_TOOLS = 10_000
@@ -215,7 +215,7 @@ class Relay:
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
         for request_id in list(self._in_flight):
-            await self._send_client(encode(error_response(request_id, -32000, sentence)))
+            await self._send_client(encode(error_response(request_id, BACKEND_FAILED, sentence)))
         self._in_flight.clear()
 
     # ---------------------------------------------------------------- client -> backend

@@ -53,6 +53,14 @@ def result(request_id: Any, value: dict[str, Any]) -> None:
     send(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": value}))
 
 
+def error(request_id: Any, code: int, message: str) -> None:
+    send(
+        json.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+        )
+    )
+
+
 def text(request_id: Any, words: str) -> None:
     result(request_id, {"content": [{"type": "text", "text": words}]})
 
@@ -85,15 +93,7 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         receive()  # the answer to s1, whatever it is, is on record
         text(request_id, "asked")
     else:
-        send(
-            json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": request_id,
-                    "error": {"code": -32602, "message": "no such tool"},
-                }
-            )
-        )
+        error(request_id, -32602, "no such tool")
 
 
 def main() -> None:
@@ -125,15 +125,7 @@ def main() -> None:
         elif method == "ping":
             result(request_id, {})
         else:
-            send(
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": request_id,
-                        "error": {"code": -32601, "message": "unknown method"},
-                    }
-                )
-            )
+            error(request_id, -32601, "unknown method")
 
 
 main()
