@@ -33,7 +33,6 @@ Targets (from the design): with fsync, 16 writers reach >= 5x the events/s of 1 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import platform
@@ -48,8 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
+from bench_scratch import bench_parser, cpu_model, load_text, percentile, publish, scratch_dir
 from bench_scratch import check as _check
-from bench_scratch import cpu_model, load_text, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, canonical, chain_files, seal, verify_stream
 from mcp_acp.audit.events import DecisionEvent, MatchedRuleRecord
@@ -531,21 +530,8 @@ def render(report: Report, *, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts, 1 round")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="parent directory for the scratch files (default: bench/.tmp next to this "
-        "script); a fresh subdirectory is made and deleted",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"markdown results file (default: {DEFAULT_OUT.relative_to(HERE.parent)} for a "
-        "full run; a --quick run writes nothing unless --out is given)",
+    parser = bench_parser(
+        __doc__, DEFAULT_OUT, quick="small counts, 1 round", scratch="the scratch files"
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL

@@ -4,6 +4,7 @@ written to its file."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -70,3 +71,27 @@ def publish(text: str, out: Path | None, default: Path, *, quick: bool) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         print(f"written to {target}", file=sys.stderr)
+
+
+def bench_parser(
+    doc: str, default_out: Path, *, quick: str, scratch: str
+) -> argparse.ArgumentParser:
+    """The options of a benchmark that writes scratch files: ``--quick`` (``quick`` says what
+    it runs), ``--dir`` (where ``scratch`` goes) and ``--out`` (the results file)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"parent directory for {scratch} (default: bench/.tmp next to this script); a "
+        "fresh subdirectory is made and deleted",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"markdown results file (default: {default_out.relative_to(HERE.parent)} for a "
+        "full run; a --quick run writes nothing unless --out is given)",
+    )
+    return parser

@@ -25,9 +25,7 @@ is checked after every write+fsync run (a correctness check, not a timing assert
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from audit_bench import filesystem, make_event
-from bench_scratch import check, cpu_model, load_text, publish, scratch_dir
+from audit_bench import filesystem, machine_line, make_event
+from bench_scratch import bench_parser, check, load_text, publish, scratch_dir
 
 from mcp_acp.audit.chain import GENESIS, seal
 from mcp_acp.audit.events import DecisionEvent
@@ -144,35 +142,17 @@ def render(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 round, few samples")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="parent directory for the fsynced file (default: bench/.tmp next to this "
-        "script); a fresh subdirectory is made and deleted",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"markdown results file (default: {DEFAULT_OUT.relative_to(HERE.parent)} for a "
-        "full run; a --quick run writes nothing unless --out is given)",
+    parser = bench_parser(
+        __doc__, DEFAULT_OUT, quick="1 round, few samples", scratch="the fsynced file"
     )
     args = parser.parse_args(argv)
     rounds, count = QUICK if args.quick else FULL
     load_before = load_text(os.getloadavg())
     began = time.perf_counter()
     with scratch_dir(args.dir, "idle-bench") as base:
-        kind, point, device = filesystem(base)
-        if kind in {"tmpfs", "ramfs"}:
+        if filesystem(base)[0] in {"tmpfs", "ramfs"}:
             print("WARNING: tmpfs/ramfs: fsync is free here", file=sys.stderr)
-        machine = (
-            f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), {platform.system()} {platform.release()}, "
-            f"directory on {kind} ({device} at {point})"
-        )
+        machine = machine_line(base)
         samples = run(base, rounds, count)
     text = render(
         samples,

@@ -50,7 +50,6 @@ Timings are reported, never asserted; failed checks raise ``AssertionError``.
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import contextlib
 import json
@@ -70,8 +69,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bench_scratch import bench_parser, cpu_model, load_text, percentile, publish, scratch_dir
 from bench_scratch import check as _check
-from bench_scratch import cpu_model, load_text, percentile, publish, scratch_dir
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -898,23 +897,10 @@ def render(report: Report, *, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 round, few calls")
+    parser = bench_parser(
+        __doc__, DEFAULT_OUT, quick="1 round, few calls", scratch="the scratch homes and audit logs"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="override the rounds")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="parent directory for the scratch homes and audit logs (default: bench/.tmp "
-        "next to this script); a fresh subdirectory is made and deleted",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"markdown results file (default: {DEFAULT_OUT.relative_to(HERE.parent)} for a "
-        "full run; a --quick run writes nothing unless --out is given)",
-    )
     args = parser.parse_args(argv)
     try:
         import fastmcp  # noqa: F401
