@@ -42,7 +42,15 @@ from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
 
-__all__ = ["BuildError", "Companion", "EnforcementPoint", "Limits", "Session", "Verdict"]
+__all__ = [
+    "BuildError",
+    "Companion",
+    "EnforcementPoint",
+    "Limits",
+    "Session",
+    "Verdict",
+    "subject_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +119,26 @@ class BuildError(McpAcpError):
 
     def __init__(self, rule_id: str, what: str, cause: Exception, subject: Subject | None) -> None:
         super().__init__(f"{what}: {type(cause).__name__}: {cause}")
+        self.cause = cause
         self.rule_id = rule_id
         self.subject = subject
+
+
+async def subject_of(identity: IdentityProvider) -> Subject:
+    """``identity``'s current subject, for each request and for the start-up gate. Its own
+    errors (no identity, an audit record it could not write) pass; anything else it raises
+    — a full disk while saving a refreshed token, a claim out of range — or an answer that
+    is not a :class:`Subject` is a :class:`BuildError`."""
+    try:
+        subject = await identity.current_subject()
+    except (AuthenticationError, SessionBindingError, AuditError):
+        raise
+    except Exception as exc:  # providers should raise AuthenticationError; fail closed
+        raise BuildError("builtin-identity-error", "identity provider error", exc, None) from exc
+    if not isinstance(subject, Subject):
+        wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
+        raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
+    return subject
 
 
 @attrs.define
@@ -178,7 +204,7 @@ class EnforcementPoint:
         """The ``DecisionRequest`` for one message. Raises :class:`AuthenticationError` (no
         identity), :class:`SessionBindingError`, :class:`AuditError` (the identity provider
         could not record an auth event) or :class:`BuildError` (anything else)."""
-        subject = await self._subject()
+        subject = await subject_of(self.identity)
         self.session.check_binding(subject)
         try:
             request = build_decision_request(
@@ -208,23 +234,6 @@ class EnforcementPoint:
                 "builtin-request-error", "the request could not be prepared", exc, subject
             ) from exc
         return request
-
-    async def _subject(self) -> Subject:
-        """The identity provider's subject. Its own errors (no identity, an audit record it
-        could not write) pass; anything else it raises — a full disk while saving a
-        refreshed token, a claim out of range — is a :class:`BuildError`."""
-        try:
-            subject = await self.identity.current_subject()
-        except (AuthenticationError, SessionBindingError, AuditError):
-            raise
-        except Exception as exc:  # providers should raise AuthenticationError; fail closed
-            raise BuildError(
-                "builtin-identity-error", "identity provider error", exc, None
-            ) from exc
-        if not isinstance(subject, Subject):
-            wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
-            raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
-        return subject
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:

@@ -36,7 +36,7 @@ from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.messages import pipe_sized_reads
-from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
+from mcp_acp.proxy.pep import BuildError, EnforcementPoint, Limits, Session, subject_of
 from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
 from mcp_acp.shutdown import ShutdownCoordinator
@@ -241,20 +241,14 @@ async def _first_subject(identity: IdentityProvider) -> Subject:
     bug, a full disk) refuses the start like an authentication failure (exit 14), with
     what it raised; never an unrecorded internal error."""
     try:
-        subject = await identity.current_subject()
-    except McpAcpError:
-        raise
-    except Exception as exc:
+        return await subject_of(identity)
+    except BuildError as exc:
+        if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
+            raise exc.cause from None
         raise AuthenticationError(
-            f"the identity provider failed: {type(exc).__name__}: {exc}",
+            f"the identity provider failed: {type(exc.cause).__name__}: {exc.cause}",
             fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
         ) from exc
-    if not isinstance(subject, Subject):
-        raise AuthenticationError(
-            f"the identity provider returned {type(subject).__name__}, not a Subject",
-            fix="the provider plugin is broken: update or replace it",
-        )
-    return subject
 
 
 async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
