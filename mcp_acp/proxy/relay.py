@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
@@ -264,7 +265,7 @@ class Relay:
                     waiting = self._deciding.get(message.params.get("requestId"))
                     if waiting is not None:
                         waiting.cancel()  # a pending decision or approval ends here
-                await self._client_notification(message)
+                await self._notification(message, functools.partial(self._send_backend, message))
             else:  # a response to a request the backend sent the client
                 await self._send_backend(message)
 
@@ -314,15 +315,19 @@ class Relay:
             return
         await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
 
-    async def _client_notification(self, message: Message) -> None:
+    async def _notification(self, message: Message, forward: Callable[[], Awaitable[None]]) -> None:
+        """A notification from either side (cancellation, progress, logging, list changes):
+        it passes the enforcement point; ``forward`` relays it if it is allowed."""
         try:
             verdict = await self.pep.check(
                 message.method, message.params, "notification", flood_guard=False
             )
         except AuditError:
             return  # the trail is failing: the process is shutting down; nothing passes
+        if verdict.fatal is not None:
+            self.pep.fail(verdict.fatal)
         if verdict.allowed:
-            await self._send_backend(message)
+            await forward()
 
     # ---------------------------------------------------------------- backend -> client
 
@@ -347,7 +352,8 @@ class Relay:
             elif message.kind == "request":
                 self._spawn(self._backend_request(message))
             elif message.kind == "notification":
-                await self._backend_notification(message)  # in order with the answers around it
+                # awaited here: in order with the answers around it
+                await self._notification(message, functools.partial(self._send_client, message.raw))
             else:
                 log.warning("backend sent an invalid message: %s", message.problem)
 
@@ -359,20 +365,6 @@ class Relay:
         text = f"the backend's answer was refused: {message.ambiguous} (request {message.id})"
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
         self._record_response(message.body, message.id, method)
-
-    async def _backend_notification(self, message: Message) -> None:
-        """A notification from the backend (progress, logging, list changes): it passes the
-        enforcement point like the client's; a denied one is not relayed."""
-        try:
-            verdict = await self.pep.check(
-                message.method, message.params, "notification", flood_guard=False
-            )
-        except AuditError:
-            return  # the trail is failing: the process is shutting down; nothing passes
-        if verdict.fatal is not None:
-            self.pep.fail(verdict.fatal)
-        if verdict.allowed:
-            await self._send_client(message.raw)
 
     async def _backend_response(self, message: Message, method: str | None) -> None:
         if not await self._input_requests_allowed(message, method):
