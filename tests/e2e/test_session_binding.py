@@ -82,3 +82,35 @@ def test_subject_change_denies_and_exits_16(
     ended = [r for r in records(log_dir, "auth") if r["event"] == "session_ended"]
     assert ended
     assert "session failure" in ended[-1]["reason"]
+
+
+def test_subject_change_seen_on_a_notification_also_exits_16(
+    setup: Any, isolated_home: Path, tmp_path: Path
+) -> None:
+    """The binding is checked for notifications too: the violation ends the session there
+    as well (the notification is not forwarded)."""
+    _, _, log_dir, _ = setup
+    marker = tmp_path / "switch"
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="switching_identity",
+        source=PLUGIN,
+        name="switching",
+        use_for="identity",
+        config={"marker": str(marker)},
+    )
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        assert "result" in proxy.call("ping")  # notifications/initialized was decided before
+        marker.touch()
+        proxy.send({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+        assert proxy.proc.wait(timeout=30) == 16
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+    decision = records(log_dir, "decisions")[-1]
+    assert decision["mcp_method"] == "notifications/roots/list_changed"
+    assert decision["rule_id"] == "builtin-session-binding"
