@@ -10,9 +10,11 @@ someone else's token replaced the first one.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from proxy_helpers import DENIED, Proxy, records, use_plugin
 
 PLUGIN = """
@@ -42,9 +44,11 @@ def register_identity_providers(register):
 """
 
 
-def test_subject_change_denies_and_exits_16(
-    setup: Any, isolated_home: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def switching(setup: Any, isolated_home: Path, tmp_path: Path) -> Iterator[Any]:
+    """The real proxy with the switching provider, initialised; touching the marker makes
+    the provider report someone else. Yields the proxy, the marker, the project directory
+    and the audit log directory."""
     _, project, log_dir, _ = setup
     marker = tmp_path / "switch"
     env = use_plugin(
@@ -59,18 +63,23 @@ def test_subject_change_denies_and_exits_16(
     proxy = Proxy(isolated_home, env)
     try:
         proxy.initialize()
-        read = {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
-        assert "result" in proxy.call("tools/call", read)
-
-        marker.touch()  # from now on the identity provider reports someone else
-        denied = proxy.call("tools/call", read)
-        assert denied["error"]["code"] == DENIED
-        assert "subject changed mid-session" in denied["error"]["message"]
-        assert proxy.proc.wait(timeout=30) == 16
+        yield proxy, marker, project, log_dir
     finally:
         if proxy.proc.poll() is None:
             proxy.proc.kill()
         proxy.close()
+
+
+def test_subject_change_denies_and_exits_16(switching: Any) -> None:
+    proxy, marker, project, log_dir = switching
+    read = {"name": "read_text_file", "arguments": {"path": str(project / "notes.md")}}
+    assert "result" in proxy.call("tools/call", read)
+
+    marker.touch()  # from now on the identity provider reports someone else
+    denied = proxy.call("tools/call", read)
+    assert denied["error"]["code"] == DENIED
+    assert "subject changed mid-session" in denied["error"]["message"]
+    assert proxy.proc.wait(timeout=30) == 16
 
     decision = records(log_dir, "decisions")[-1]
     assert decision["rule_id"] == "builtin-session-binding"
@@ -84,33 +93,14 @@ def test_subject_change_denies_and_exits_16(
     assert "session failure" in ended[-1]["reason"]
 
 
-def test_subject_change_seen_on_a_notification_also_exits_16(
-    setup: Any, isolated_home: Path, tmp_path: Path
-) -> None:
+def test_subject_change_seen_on_a_notification_also_exits_16(switching: Any) -> None:
     """The binding is checked for notifications too: the violation ends the session there
     as well (the notification is not forwarded)."""
-    _, _, log_dir, _ = setup
-    marker = tmp_path / "switch"
-    env = use_plugin(
-        isolated_home,
-        tmp_path / "site",
-        module="switching_identity",
-        source=PLUGIN,
-        name="switching",
-        use_for="identity",
-        config={"marker": str(marker)},
-    )
-    proxy = Proxy(isolated_home, env)
-    try:
-        proxy.initialize()
-        assert "result" in proxy.call("ping")  # notifications/initialized was decided before
-        marker.touch()
-        proxy.send({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
-        assert proxy.proc.wait(timeout=30) == 16
-    finally:
-        if proxy.proc.poll() is None:
-            proxy.proc.kill()
-        proxy.close()
+    proxy, marker, _, log_dir = switching
+    assert "result" in proxy.call("ping")  # notifications/initialized was decided before
+    marker.touch()
+    proxy.send({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+    assert proxy.proc.wait(timeout=30) == 16
     decision = records(log_dir, "decisions")[-1]
     assert decision["mcp_method"] == "notifications/roots/list_changed"
     assert decision["rule_id"] == "builtin-session-binding"
