@@ -66,10 +66,11 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks: policy decisions (acp against cedarpy), audit writes, the relay
     (``mcp-acp run`` against the backend direct and the FastMCP proxy), the per-request
-    identity cost (the ``oidc`` provider against a bare PyJWT decode) and the idle cost
-    (the same work back to back and after an idle gap; a diagnostic).
+    identity cost (the ``oidc`` provider against a bare PyJWT decode), the idle cost
+    (the same work back to back and after an idle gap; a diagnostic) and the start-up up
+    to the backend spawn (a diagnostic; needs valgrind for its instruction counts).
 
-    ``nox -s bench -- --quick`` runs all five as smoke runs.
+    ``nox -s bench -- --quick`` runs all six as smoke runs.
     """
     session.install("-e", ".", "-e", "plugins/mcp-acp-oidc", "-r", "bench/requirements.txt")
     session.run("python", "bench/policy_bench.py", *session.posargs)
@@ -77,3 +78,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/relay_bench.py", *session.posargs)
     session.run("python", "bench/identity_bench.py", *session.posargs)
     session.run("python", "bench/idle_bench.py", *session.posargs)
+    session.run("python", "bench/startup_bench.py", *session.posargs)
