@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, get_args, get_origin
 
 import attrs
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +41,9 @@ __all__ = [
     "Register",
     "Registration",
     "Registry",
+    "SecretEnv",
+    "SecretEnvName",
+    "secret_env_names",
 ]
 
 
@@ -65,6 +68,47 @@ class NoOptions(BaseModel):
     """Config model for components that take no options: any key is an error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretEnv:
+    """Marks an option whose value names an environment variable that holds a secret given
+    to mcp-acp (a passphrase, a client secret). ``mcp-acp run`` withholds every variable so
+    named from a stdio backend's environment. Use it through :data:`SecretEnvName`."""
+
+    def __repr__(self) -> str:
+        return "SecretEnv()"
+
+
+SecretEnvName = Annotated[str, SecretEnv()]
+"""The type of such an option, alone or inside ``| None`` or ``list[...]``::
+
+    class MyIdpConfig(BaseModel):
+        client_secret_env: SecretEnvName | None = None
+"""
+
+
+def _marks_secret_env(annotation: Any) -> bool:
+    """Whether ``annotation`` is, or contains, ``Annotated[..., SecretEnv()]``."""
+    if get_origin(annotation) is Annotated:
+        base, *extras = get_args(annotation)
+        return any(isinstance(e, SecretEnv) for e in extras) or _marks_secret_env(base)
+    return any(_marks_secret_env(arg) for arg in get_args(annotation))
+
+
+def secret_env_names(options: BaseModel) -> Iterator[str]:
+    """The values of every :data:`SecretEnvName` option in ``options`` and in the option
+    models nested in it (fields holding a model, or a list of models)."""
+    for name, field in type(options).model_fields.items():
+        value = getattr(options, name)
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(m, SecretEnv) for m in field.metadata) or _marks_secret_env(
+            field.annotation
+        ):
+            yield from (v for v in values if isinstance(v, str))
+            continue
+        for item in values:
+            if isinstance(item, BaseModel):
+                yield from secret_env_names(item)
 
 
 AuthRecorder = Callable[["AuthEvent"], Awaitable[None]]

@@ -9,7 +9,7 @@ field and the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,8 @@ from mcp_acp.config import (
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
-from mcp_acp.registry import AuthRecorder, Kind, PluginContext, Registration
+from mcp_acp.registry import AuthRecorder, Kind, PluginContext, Registration, secret_env_names
 from mcp_acp.shutdown import ShutdownCoordinator
-from mcp_acp.tokens.encrypted_file import EncryptedFileConfig
 
 __all__ = [
     "Component",
@@ -126,29 +125,21 @@ class Runtime:
 
     def secret_env_names(self) -> frozenset[str]:
         """The environment variables that hold a secret given to mcp-acp itself, which a
-        stdio backend must not inherit: the ``passphrase_env`` of every ``encrypted-file``
-        token storage in the config (``token_storage``, or nested, as the ``keychain``
-        storage's fallback). mcp-acp's other variables (``MCP_ACP_CONFIG``,
-        ``MCP_ACP_PLUGINS``, ``MCP_ACP_DEBUG``) are paths and switches, not secrets."""
+        stdio backend must not inherit: the value of every option a plugin's model types
+        :data:`~mcp_acp.registry.SecretEnvName`, in every component the config selects
+        (nested option models included) — the ``encrypted-file`` token storage's
+        ``passphrase_env``, for one, also as the ``keychain`` storage's fallback. mcp-acp's
+        other variables (``MCP_ACP_CONFIG``, ``MCP_ACP_PLUGINS``, ``MCP_ACP_DEBUG``) are
+        paths and switches, not secrets."""
         return frozenset(
             name
             for component in self.components.values()
-            for name in _passphrases(component.options)
+            for name in secret_env_names(component.options)
         )
 
     def notifier(self) -> Callable[[str, str], bool] | None:
         """The desktop notifier, unless ``proxy.desktop_notifications`` is off."""
         return desktop_notify if self.config.proxy.desktop_notifications else None
-
-
-def _passphrases(options: BaseModel) -> Iterator[str]:
-    """Every ``passphrase_env`` in ``options`` and the option models nested in it."""
-    if isinstance(options, EncryptedFileConfig) and options.passphrase_env is not None:
-        yield options.passphrase_env
-    for name in type(options).model_fields:
-        value = getattr(options, name)
-        if isinstance(value, BaseModel):
-            yield from _passphrases(value)
 
 
 def load_runtime(config_path: Path, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from mcp_acp.config import (
     CONFIG_ENV,
@@ -20,6 +21,7 @@ from mcp_acp.config import (
     save_config,
 )
 from mcp_acp.errors import ConfigError
+from mcp_acp.registry import SecretEnvName, secret_env_names
 from mcp_acp.runtime import load_runtime
 
 MINIMAL = {"backend": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"]}}
@@ -275,6 +277,34 @@ def test_the_token_storage_passphrase_variable_is_a_secret_env_name(tmp_path: Pa
     data = {**MINIMAL, "plugins": {"allow": ["keychain"]}, "token_storage": fallback}
     runtime = load_runtime(write(path, data), environ={})
     assert runtime.secret_env_names() == {"KEYCHAIN_FALLBACK_PASSPHRASE"}
+
+
+def test_secret_env_names_are_read_from_every_marked_option_at_any_depth() -> None:
+    """A plugin marks an option ``SecretEnvName`` — alone, optional, in a list, in a nested
+    model or a list of them — and its value is withheld; an unmarked option never is, even
+    with a secret-looking name or value."""
+
+    class Inner(BaseModel):
+        token_env: SecretEnvName
+        label: str = "PLAIN_INNER"
+
+    class Options(BaseModel):
+        secret_env: SecretEnvName
+        maybe_env: SecretEnvName | None = None
+        many_env: list[SecretEnvName] = []
+        password_env: str = "NOT_MARKED"  # a secret-looking name is not a declaration
+        inner: Inner | None = None
+        inners: list[Inner] = []
+
+    options = Options(
+        secret_env="A",
+        maybe_env="B",
+        many_env=["C", "D"],
+        inner=Inner(token_env="E"),
+        inners=[Inner(token_env="F"), Inner(token_env="G", label="H")],
+    )
+    assert list(secret_env_names(options)) == ["A", "B", "C", "D", "E", "F", "G"]
+    assert list(secret_env_names(Options(secret_env="A"))) == ["A"]  # None and [] add nothing
 
 
 def test_redaction_of_secret_looking_values() -> None:

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mcp_acp._fs import atomic_write_text, ensure_private_dir, unsafe_permissions
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken
-from mcp_acp.registry import PluginContext
+from mcp_acp.registry import PluginContext, SecretEnvName
 from mcp_acp.tokens.codec import TokenRecordError, dump_token, parse_token
 
 __all__ = [
@@ -88,7 +88,7 @@ class EncryptedFileConfig(BaseModel):
             "mount) to keep it apart from the token files."
         ),
     )
-    passphrase_env: str | None = Field(
+    passphrase_env: SecretEnvName | None = Field(
         default=None,
         min_length=1,
         description=(

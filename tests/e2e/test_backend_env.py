@@ -1,7 +1,8 @@
 """What a stdio backend inherits from the real ``mcp-acp run``: its environment, minus the
 secrets mcp-acp was given. With the ``encrypted-file`` token storage reading its passphrase
 from a variable, that variable must not reach the backend — or the backend could decrypt
-the token file."""
+the token file. The same holds for a variable a third-party plugin's options declare
+``SecretEnvName``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ import sys
 from pathlib import Path
 
 from conftest import CANARIES
-from proxy_helpers import E2E, Proxy, configure, proxy_env, records
+from proxy_helpers import E2E, Proxy, configure, proxy_env, records, use_plugin
 
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
+
+
+def _session_env(home: Path, env: dict[str, str], seen: Path) -> dict[str, str]:
+    """Run one session (initialize, close) through the proxy; the backend's environment."""
+    proxy = Proxy(home, env)
+    try:
+        proxy.initialize()  # answered: the backend wrote its environment before reading
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    return dict(json.loads(seen.read_text()))
 
 
 def test_the_token_storage_passphrase_does_not_reach_the_backend(
@@ -32,18 +46,61 @@ def test_the_token_storage_passphrase_does_not_reach_the_backend(
     env["TOKEN_STORAGE_PASSPHRASE"] = CANARIES[0].decode()
     env["UNRELATED_SETTING"] = "passes"
 
-    proxy = Proxy(isolated_home, env)
-    try:
-        proxy.initialize()  # answered: the backend wrote its environment before reading
-        assert proxy.close() == 0
-    finally:
-        if proxy.proc.poll() is None:
-            proxy.proc.kill()
-            proxy.close()
-
-    backend_env = json.loads(seen.read_text())
+    backend_env = _session_env(isolated_home, env, seen)
     assert "TOKEN_STORAGE_PASSPHRASE" not in backend_env
     assert backend_env["UNRELATED_SETTING"] == "passes"
     assert backend_env["HOME"] == str(isolated_home)
     started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
     assert started["detail"]["withheld_env"] == ["TOKEN_STORAGE_PASSPHRASE"]
+
+
+IDENTITY_PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Provenance, Subject
+from mcp_acp.registry import SecretEnvName
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_secret_env: SecretEnvName
+    region_env: str  # not marked: a setting, passed on
+
+
+class EnvIdentity:
+    def __init__(self, options, context):
+        self.options = options
+
+    async def current_subject(self):
+        return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
+
+
+@hookimpl
+def register_identity_providers(register):
+    register("env-identity", EnvIdentity, Options, summary="test: reads a secret variable")
+"""
+
+
+def test_a_variable_a_plugin_declares_secret_does_not_reach_the_backend(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    seen = tmp_path / "env.json"
+    backend_args = [str(ENVIRONMENT_SERVER), str(seen), str(tmp_path / "received.jsonl")]
+    log_dir = configure(isolated_home, sys.executable, backend_args, {"version": "1", "rules": []})
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="env_identity",
+        source=IDENTITY_PLUGIN,
+        name="env-identity",
+        use_for="identity",
+        config={"client_secret_env": "IDP_CLIENT_SECRET", "region_env": "IDP_REGION"},
+    )
+    env["IDP_CLIENT_SECRET"] = CANARIES[0].decode()
+    env["IDP_REGION"] = "eu-central"
+
+    backend_env = _session_env(isolated_home, env, seen)
+    assert "IDP_CLIENT_SECRET" not in backend_env
+    assert backend_env["IDP_REGION"] == "eu-central"
+    started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
+    assert started["detail"]["withheld_env"] == ["IDP_CLIENT_SECRET"]
