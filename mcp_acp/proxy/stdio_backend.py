@@ -46,6 +46,7 @@ class StdioChannel:
         self._process: asyncio.subprocess.Process | None = None
         self._stdin: asyncio.StreamWriter | None = None
         self._stdout: asyncio.StreamReader | None = None
+        self._stdout_pipe: asyncio.ReadTransport | None = None
         self._lock = asyncio.Lock()
         self._starting: asyncio.Future[dict[str, Any]] | None = None
 
@@ -60,27 +61,36 @@ class StdioChannel:
         withheld = sorted(self.withhold_env - self.backend.env.keys())
         for name in sorted(self.withhold_env & self.backend.env.keys()):
             log.warning("backend.env sets %s, a secret withheld from backends: passed as set", name)
+        # The child's stdout is our own pipe, read through our own transport: asyncio's
+        # subprocess pipes hand every chunk read to the protocol one loop iteration later
+        # (call_soon), a loop iteration per relayed answer for nothing.
+        output, child_output = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 self.backend.command,
                 *self.backend.args,
                 stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=child_output,
                 env=env,
                 cwd=str(self.backend.cwd) if self.backend.cwd else None,
-                limit=MAX_MESSAGE_BYTES + 1,
             )
         except OSError as exc:
+            os.close(output)
             raise BackendError(
                 f"cannot start backend {self.backend.command!r}: {exc.strerror}",
                 fix="check backend.command and backend.args in the config",
             ) from exc
-        if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
+        finally:
+            os.close(child_output)  # the child has its copy: EOF comes when it is gone
+        if self._process.stdin is None:  # pragma: no cover
             raise BackendError("backend pipes missing", fix="report this")
-        self._stdin, self._stdout = self._process.stdin, self._process.stdout
-        pipes = getattr(self._process, "_transport", None)  # asyncio's, for its read size
-        if pipes is not None:
-            pipe_sized_reads(pipes.get_pipe_transport(1))
+        self._stdin = self._process.stdin
+        reader = self._stdout = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES + 1)
+        pipe = os.fdopen(output, "rb", buffering=0)  # the transport owns and closes it
+        self._stdout_pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        pipe_sized_reads(self._stdout_pipe)
         started: dict[str, Any] = {"command": self.backend.command, "pid": self._process.pid}
         if withheld:
             started["withheld_env"] = withheld  # names only
@@ -128,3 +138,6 @@ class StdioChannel:
         except TimeoutError:
             process.kill()
             await process.wait()
+        finally:
+            if self._stdout_pipe is not None:
+                self._stdout_pipe.close()
