@@ -16,6 +16,14 @@ from proxy_helpers import E2E, Proxy, configure, proxy_env, records, use_plugin
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
 
 
+def _environment_backend(home: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Configure the backend that writes its environment down; where it writes it, and the
+    proxy's log directory."""
+    seen = tmp_path / "env.json"
+    backend_args = [str(ENVIRONMENT_SERVER), str(seen), str(tmp_path / "received.jsonl")]
+    return seen, configure(home, sys.executable, backend_args, {"version": "1", "rules": []})
+
+
 def _session_env(home: Path, env: dict[str, str], seen: Path) -> dict[str, str]:
     """Run one session (initialize, close) through the proxy; the backend's environment."""
     proxy = Proxy(home, env)
@@ -32,9 +40,7 @@ def _session_env(home: Path, env: dict[str, str], seen: Path) -> dict[str, str]:
 def test_the_token_storage_passphrase_does_not_reach_the_backend(
     isolated_home: Path, tmp_path: Path
 ) -> None:
-    seen = tmp_path / "env.json"
-    backend_args = [str(ENVIRONMENT_SERVER), str(seen), str(tmp_path / "received.jsonl")]
-    log_dir = configure(isolated_home, sys.executable, backend_args, {"version": "1", "rules": []})
+    seen, log_dir = _environment_backend(isolated_home, tmp_path)
     config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
     config = json.loads(config_file.read_text())
     config["token_storage"] = {
@@ -84,9 +90,7 @@ def register_identity_providers(register):
 def test_a_variable_a_plugin_declares_secret_does_not_reach_the_backend(
     isolated_home: Path, tmp_path: Path
 ) -> None:
-    seen = tmp_path / "env.json"
-    backend_args = [str(ENVIRONMENT_SERVER), str(seen), str(tmp_path / "received.jsonl")]
-    log_dir = configure(isolated_home, sys.executable, backend_args, {"version": "1", "rules": []})
+    seen, log_dir = _environment_backend(isolated_home, tmp_path)
     env = use_plugin(
         isolated_home,
         tmp_path / "site",
