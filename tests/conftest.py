@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated home for every test, and a runner for the real CLI."""
+"""Shared fixtures: an isolated home for every test, a runner for the real CLI, and a
+quick run of a benchmark script."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +25,23 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
     return home
+
+
+@pytest.fixture
+def quick_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[[ModuleType], str]:
+    """``quick_report(bench)`` runs a benchmark script's ``main`` with ``--quick``, its
+    scratch directory and its results file under ``tmp_path``; checks that it succeeded,
+    printed the report it wrote and removed its scratch files; returns the report."""
+
+    def run(bench: ModuleType) -> str:
+        out = tmp_path / "report.md"
+        assert bench.main(["--quick", "--dir", str(tmp_path / "scratch"), "--out", str(out)]) == 0
+        text = out.read_text()
+        assert text in capsys.readouterr().out
+        assert not (tmp_path / "scratch").exists()
+        return text
+
+    return run
 
 
 @pytest.fixture

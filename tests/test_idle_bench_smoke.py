@@ -5,6 +5,7 @@ timings themselves."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -18,13 +19,9 @@ def bench() -> ModuleType:
 
 
 def test_quick_run_reports_every_gap_against_back_to_back(
-    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench: ModuleType, quick_report: Callable[[ModuleType], str]
 ) -> None:
-    out = tmp_path / "idle.md"
-    assert bench.main(["--quick", "--dir", str(tmp_path / "scratch"), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert text in capsys.readouterr().out
-    assert not (tmp_path / "scratch").exists()  # the fsynced files are removed
+    text = quick_report(bench)
 
     header = "| idle gap before each | record p50 µs | vs back to back |"
     table = text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]  # after the rule

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -26,14 +26,10 @@ def _number(cell: str) -> float:
 
 
 def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
-    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench: ModuleType, quick_report: Callable[[ModuleType], str]
 ) -> None:
     pytest.importorskip("fastmcp")
-    out = tmp_path / "relay.md"
-    assert bench.main(["--quick", "--dir", str(tmp_path / "scratch"), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert text in capsys.readouterr().out
-    assert not (tmp_path / "scratch").exists()  # scratch homes and audit logs removed
+    text = quick_report(bench)
 
     header = "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | 8-way calls/s "
     assert header in text

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -27,13 +28,9 @@ def bench() -> ModuleType:
 
 
 def test_quick_run_stops_the_proxy_at_the_backend_spawn_and_reports_each_program(
-    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench: ModuleType, quick_report: Callable[[ModuleType], str]
 ) -> None:
-    out = tmp_path / "startup.md"
-    assert bench.main(["--quick", "--dir", str(tmp_path / "scratch"), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert text in capsys.readouterr().out
-    assert not (tmp_path / "scratch").exists()
+    text = quick_report(bench)
 
     header = (
         "| program | instructions (M) | share of the run | wall ms (median) | wall ms (range) |"
