@@ -309,6 +309,12 @@ class ProxySection(_Section):
         description="A denied tools/call answered as a JSON-RPC error ('error') or as a "
         "tool result with isError that the model can read ('result').",
     )
+    tool_screening: Literal["quarantine", "off"] = Field(
+        default="quarantine",
+        description="'quarantine': a tool the backend defines with hidden-instruction "
+        "markers (tags such as <IMPORTANT>, control or invisible characters, a string over "
+        "8 KiB) is left out of tools/list and its calls are denied. 'off': not screened.",
+    )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     socket_dir: Path | None = Field(
         default=None,

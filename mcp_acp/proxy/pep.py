@@ -271,6 +271,7 @@ class EnforcementPoint:
     async def _refuse(
         self,
         method: str,
+        params: Mapping[str, Any],
         request_id: Any,
         rule_id: str,
         reason: str,
@@ -278,7 +279,9 @@ class EnforcementPoint:
         companion: Companion = None,
     ) -> Verdict:
         """Record a denial that came before any policy decision (no identity, an identity
-        provider or request error, a binding violation, a flood) and return it."""
+        provider or request error, a binding violation, a flood, a quarantined tool) and
+        return it. A ``tools/call`` record names the tool asked for."""
+        named = params.get("name") if method == "tools/call" else None
         await self._record(
             DecisionEvent(
                 session_id=self.session.id,
@@ -286,6 +289,7 @@ class EnforcementPoint:
                 subject_id=subject.subject_id if subject else "(none)",
                 subject_provenance=subject.provenance.name.lower() if subject else "client_hint",
                 mcp_method=method,
+                tool_name=named if isinstance(named, str) else None,
                 effect="deny",
                 rule_id=rule_id,
                 reason=reason,
@@ -306,13 +310,16 @@ class EnforcementPoint:
         *,
         flood_guard: bool = True,
         companion: Companion = None,
+        quarantined: str | None = None,
     ) -> Verdict:
         """Decide one request and record the decision before returning the verdict.
 
         ``flood_guard`` spends a token of the global bucket (client requests do;
         notifications and the backend's requests do not). ``companion(allowed)`` may return
         one more record (the relay's operation record), written with the decision and
-        durable soon after it (see :meth:`AuditTrail.record_decision`)."""
+        durable soon after it (see :meth:`AuditTrail.record_decision`). ``quarantined``,
+        for a ``tools/call`` of a tool the relay quarantined, says why: the call is denied
+        (``builtin-tool-quarantined``) before any policy decision."""
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (
@@ -320,15 +327,33 @@ class EnforcementPoint:
                 f"burst {flood.burst}); slow down"
             )
             return await self._refuse(
-                method, request_id, "builtin-rate-flood", reason, self.session.subject, companion
+                method,
+                params,
+                request_id,
+                "builtin-rate-flood",
+                reason,
+                self.session.subject,
+                companion,
             )
         lost = self.unhealthy() if self.unhealthy is not None else None
         if lost:
             return await self._refuse(
                 method,
+                params,
                 request_id,
                 "builtin-posture",
                 f"denied: device posture lost: {lost}",
+                self.session.subject,
+                companion,
+            )
+        if quarantined is not None:
+            return await self._refuse(
+                method,
+                params,
+                request_id,
+                "builtin-tool-quarantined",
+                f"denied: the backend defined this tool with hidden-instruction markers "
+                f"({quarantined}); it stays quarantined until the backend lists it without",
                 self.session.subject,
                 companion,
             )
@@ -337,11 +362,12 @@ class EnforcementPoint:
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record
             return await self._refuse(
-                method, request_id, "builtin-no-identity", str(exc), None, companion
+                method, params, request_id, "builtin-no-identity", str(exc), None, companion
             )
         except SessionBindingError as exc:
             verdict = await self._refuse(
                 method,
+                params,
                 request_id,
                 "builtin-session-binding",
                 str(exc),
@@ -352,7 +378,7 @@ class EnforcementPoint:
         except BuildError as exc:  # like an engine error: deny this request, keep serving
             log.error("request %r denied (%s): %s", request_id, exc.rule_id, exc)
             return await self._refuse(
-                method, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
+                method, params, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
             )
         decision = self._decide(request)
         extra: dict[str, Any] = {}

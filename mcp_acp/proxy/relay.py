@@ -41,6 +41,7 @@ from mcp_acp.proxy.messages import (
     read_line,
 )
 from mcp_acp.proxy.pep import EnforcementPoint
+from mcp_acp.proxy.screening import screen_tool
 
 __all__ = ["ClientWriter", "Relay"]
 
@@ -93,12 +94,14 @@ class Relay:
         *,
         record_payloads: bool = False,
         tool_denial: str = "error",
+        tool_screening: str = "quarantine",
     ) -> None:
         self.pep = pep
         self.trail = trail
         self.channel = channel
         self.record_payloads = record_payloads
         self.tool_denial = tool_denial
+        self.tool_screening = tool_screening
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
@@ -106,6 +109,10 @@ class Relay:
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
+        # tool name -> (digest of its definition, why) for tools the backend's last
+        # tools/list defined with hidden-instruction markers (mcp_acp.proxy.screening): not
+        # listed, and their calls denied
+        self._quarantined: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- plumbing
@@ -281,13 +288,20 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
-        annotations = None
+        annotations = quarantined = None
         if message.method == "tools/call":
             name = message.params.get("name")
-            annotations = self._annotations.get(name) if isinstance(name, str) else None
+            if isinstance(name, str):
+                annotations = self._annotations.get(name)
+                quarantined = self._quarantined.get(name, (None, None))[1]
         try:
             verdict = await self.pep.check(
-                message.method, message.params, message.id, annotations, companion=operation
+                message.method,
+                message.params,
+                message.id,
+                annotations,
+                companion=operation,
+                quarantined=quarantined,
             )
         except asyncio.CancelledError:
             return  # the client cancelled it; nothing is sent
@@ -452,6 +466,8 @@ class Relay:
                 continue
             if key == "tools":
                 self._remember_annotations(item)
+                if self.tool_screening == "quarantine" and self._quarantine(item):
+                    continue
             try:
                 request = await self.pep.build(
                     ask_method,
@@ -474,6 +490,33 @@ class Relay:
             if visible:
                 kept.append(item)
         return {**result, key: kept}
+
+    def _quarantine(self, tool: dict[str, Any]) -> bool:
+        """Whether ``tool``'s definition carries hidden-instruction markers: if so it is not
+        listed and its calls are denied until a list defines it cleanly. A definition newly
+        quarantined is recorded (``tool_quarantined``), once per session and definition,
+        like a relayed answer: handed to the trail, not waited for (if it cannot be
+        written, the trail fails and the proxy shuts down; the tool is hidden either way)."""
+        name = tool.get("name")
+        findings = screen_tool(tool)
+        if not isinstance(name, str):
+            return bool(findings)  # never callable by name anyway
+        if not findings:
+            self._quarantined.pop(name, None)
+            return False
+        digest, _ = payload_digest(tool)
+        if self._quarantined.get(name, (None,))[0] != digest:
+            if name in self._quarantined or len(self._quarantined) < MAX_ANNOTATED_TOOLS:
+                self._quarantined[name] = (digest, "; ".join(findings))
+            log.warning("tool %s quarantined: %s", ascii(name[:64]), "; ".join(findings))
+            self.trail.record_soon(
+                SystemEvent(
+                    event="tool_quarantined",
+                    session_id=self.pep.session.id,
+                    detail={"tool": name, "definition_sha256": digest, "findings": findings},
+                )
+            )
+        return True
 
     def _remember_annotations(self, tool: dict[str, Any]) -> None:
         name, annotations = tool.get("name"), tool.get("annotations")

@@ -357,6 +357,7 @@ async def _relay(
         channel,
         record_payloads=runtime.config.audit.record_payloads,
         tool_denial=settings.tool_denial,
+        tool_screening=settings.tool_screening,
     )
     started = time.time()
     control = ControlServer(settings.socket_dir)

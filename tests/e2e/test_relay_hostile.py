@@ -1,8 +1,9 @@
 """``mcp-acp run`` against messages meant to slip past it: JSON that readers can read two
 ways, a request id reused while the first is in flight, a call that only the backend's
-annotations mark as destructive, notifications from the backend, and ambiguous messages
-from the backend. The backend (``peers/recording_server.py``) writes every line it receives
-to a file: what is not there never reached it."""
+annotations mark as destructive, notifications from the backend, ambiguous messages
+from the backend, and a tool whose definition hides instructions (tool poisoning). The
+backend (``peers/recording_server.py``) writes every line it receives to a file: what is
+not there never reached it."""
 
 from __future__ import annotations
 
@@ -292,3 +293,59 @@ def test_the_decision_is_on_disk_before_the_backend_is_called(
         if proxy.proc.poll() is None:
             proxy.proc.kill()
             proxy.close()
+
+
+def test_a_poisoned_tool_is_quarantined_until_the_backend_defines_it_cleanly(
+    relay: Any,
+) -> None:
+    proxy, received, log_dir = relay
+    listing = proxy.call("tools/list", {"cursor": "poisoned"})
+    assert [tool["name"] for tool in listing["result"]["tools"]] == ["echo"]
+    again = proxy.call("tools/list", {"cursor": "poisoned"})  # the same definition: one record
+    assert [tool["name"] for tool in again["result"]["tools"]] == ["echo"]
+
+    refused = proxy.call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+    assert refused["error"]["code"] == DENIED
+    assert refused["error"]["data"] == {"rule": "builtin-tool-quarantined"}
+    assert "hidden-instruction tag '<IMPORTANT>'" in refused["error"]["message"]
+
+    mended = proxy.call("tools/list", {"cursor": "mended"})  # defined plainly: listed again
+    assert [tool["name"] for tool in mended["result"]["tools"]] == ["echo", "add"]
+    answered = proxy.call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+    assert answered["result"]["content"][0]["text"] == "3"
+    assert proxy.close() == 0
+
+    calls = [
+        m["params"]["arguments"] for m in backend_saw(received) if m.get("method") == "tools/call"
+    ]
+    assert calls == [{"a": 1, "b": 2}]  # only the call made after the tool was mended
+    quarantined = [r for r in records(log_dir, "system") if r["event"] == "tool_quarantined"]
+    assert len(quarantined) == 1
+    assert quarantined[0]["detail"]["tool"] == "add"
+    assert quarantined[0]["detail"]["findings"] == [
+        "description: a hidden-instruction tag '<IMPORTANT>'"
+    ]
+    add_decisions = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "add"]
+    assert [(r["effect"], r["rule_id"]) for r in add_decisions] == [
+        ("deny", "builtin-tool-quarantined"),
+        ("allow", "any-tool"),
+    ]
+
+
+def test_with_screening_off_a_poisoned_tool_is_listed_and_decided_by_the_policy(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.setdefault("proxy", {})["tool_screening"] = "off"
+    config_file.write_text(json.dumps(config))
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()
+    listing = proxy.call("tools/list", {"cursor": "poisoned"})
+    assert [tool["name"] for tool in listing["result"]["tools"]] == ["echo", "add"]
+    answered = proxy.call("tools/call", {"name": "add", "arguments": {"a": 2, "b": 2}})
+    assert answered["result"]["content"][0]["text"] == "4"
+    assert proxy.close() == 0
+    assert not [r for r in records(log_dir, "system") if r["event"] == "tool_quarantined"]

@@ -1,0 +1,97 @@
+"""Tool-definition screening: what a backend's ``tools/list`` entry must not carry.
+
+A tool's definition reaches the model in full: its description, its input schema (property
+names, their descriptions, enum values) and its annotations. A poisoned definition is an
+injection that runs when the tools are listed, before any call could be decided
+("tool poisoning", "line jumping"). :func:`screen_tool` reads every string of a definition,
+keys included, and names what no honest definition needs:
+
+* a hidden-instruction tag — ``<IMPORTANT>``, ``<SYSTEM>``, ``<instructions>``, … (any
+  case, opening or closing);
+* a control character (ANSI escape sequences among them; tab, newline and carriage return
+  are allowed);
+* an invisible or bidirectional-control character (zero-width characters, bidi overrides
+  and isolates, word joiners, the BOM, soft hyphen, Hangul fillers, Unicode tags — the
+  characters that let text say one thing to the model and show another to the user);
+* a string longer than :data:`MAX_STRING_BYTES` (8 KiB in UTF-8).
+
+The relay quarantines a tool with any finding: it is left out of the list the client
+gets, and calls to it are denied (``builtin-tool-quarantined``); see
+``mcp_acp.proxy.relay``. This is a screen for known markers, not a proof of innocence:
+instructions in plain words pass it, and the policy on arguments (paths, tools) is what
+holds whatever a description says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["MAX_FINDINGS", "MAX_STRING_BYTES", "screen_tool"]
+
+MAX_STRING_BYTES = 8 * 1024
+#: Findings reported per tool (the first ones, in document order); one is enough to
+#: quarantine it.
+MAX_FINDINGS = 5
+
+_MAX_LABEL = 40
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
+_TAG = re.compile(
+    r"<\s*/?\s*(important|system|instructions?|secret|hidden|admin)\b[^<>]{0,64}>", re.IGNORECASE
+)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Shows as nothing but changes what the text says, or how it is ordered on screen.
+#: (Variation selectors, which emoji use, and ordinary spaces such as U+00A0 are allowed.)
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0\U000e0000-\U000e007f]"
+)
+
+
+def screen_tool(tool: dict[str, Any]) -> list[str]:
+    """What in ``tool`` (one entry of a ``tools/list`` result) calls for quarantine, as
+    ``"<where>: <what>"`` lines (at most :data:`MAX_FINDINGS`); empty if nothing does."""
+    findings: list[str] = []
+    for where, text in _strings(tool, ""):
+        finding = _finding(text)
+        if finding is not None:
+            findings.append(f"{where or 'a key'}: {finding}")
+            if len(findings) == MAX_FINDINGS:
+                break
+    return findings
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every string in ``value`` — keys as well as values — with where it is."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{where}.{_label(key)}" if where else _label(key)
+            yield f"{inner} (the key)", key
+            yield from _strings(item, inner)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}[{index}]")
+
+
+def _label(key: str) -> str:
+    """A key as it may appear in a log line: itself if plain, else escaped and cut short —
+    a key is the backend's text, and may hold the very characters screened for."""
+    return key if _PLAIN_KEY.fullmatch(key) else ascii(key[:_MAX_LABEL])
+
+
+def _finding(text: str) -> str | None:
+    # a string of up to MAX_STRING_BYTES / 4 characters fits (4 bytes a character at most)
+    if len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > (
+        MAX_STRING_BYTES
+    ):
+        return f"longer than {MAX_STRING_BYTES // 1024} KiB"
+    if (tag := _TAG.search(text)) is not None:
+        return f"a hidden-instruction tag {tag.group()!r}"
+    if (char := _CONTROL.search(text)) is not None:
+        return f"control character U+{ord(char.group()):04X}"
+    if (char := _INVISIBLE.search(text)) is not None:
+        return f"invisible or bidirectional-control character U+{ord(char.group()):04X}"
+    return None
