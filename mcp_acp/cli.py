@@ -54,6 +54,7 @@ LAZY_COMMANDS: Mapping[str, str] = {
     "logs": "mcp_acp.audit.cli:logs_group",
     "policy": "mcp_acp.policy.cli:policy_group",
     "status": "mcp_acp.control_cli:status_command",
+    "tools": "mcp_acp.proxy.pins_cli:tools_group",
 }
 
 

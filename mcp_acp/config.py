@@ -315,6 +315,12 @@ class ProxySection(_Section):
         "markers (tags such as <IMPORTANT>, control or invisible characters, a string over "
         "8 KiB) is left out of tools/list and its calls are denied. 'off': not screened.",
     )
+    tool_pinning: bool = Field(
+        default=True,
+        description="Pin each tool's definition the first time a tools/list shows it "
+        "(tool-pins.json beside this file); a tool whose definition later differs is left "
+        "out of tools/list and its calls are denied until 'mcp-acp tools approve NAME'.",
+    )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     socket_dir: Path | None = Field(
         default=None,

@@ -310,16 +310,17 @@ class EnforcementPoint:
         *,
         flood_guard: bool = True,
         companion: Companion = None,
-        quarantined: str | None = None,
+        withheld: tuple[str, str] | None = None,
     ) -> Verdict:
         """Decide one request and record the decision before returning the verdict.
 
         ``flood_guard`` spends a token of the global bucket (client requests do;
         notifications and the backend's requests do not). ``companion(allowed)`` may return
         one more record (the relay's operation record), written with the decision and
-        durable soon after it (see :meth:`AuditTrail.record_decision`). ``quarantined``,
-        for a ``tools/call`` of a tool the relay quarantined, says why: the call is denied
-        (``builtin-tool-quarantined``) before any policy decision."""
+        durable soon after it (see :meth:`AuditTrail.record_decision`). ``withheld``, for a
+        ``tools/call`` of a tool the relay holds back (quarantined, or changed since it was
+        pinned), is the rule id and the reason: the call is denied before any policy
+        decision."""
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (
@@ -346,14 +347,14 @@ class EnforcementPoint:
                 self.session.subject,
                 companion,
             )
-        if quarantined is not None:
+        if withheld is not None:
+            held_by, why = withheld
             return await self._refuse(
                 method,
                 params,
                 request_id,
-                "builtin-tool-quarantined",
-                f"denied: the backend defined this tool with hidden-instruction markers "
-                f"({quarantined}); it stays quarantined until the backend lists it without",
+                held_by,
+                f"denied: {why}",
                 self.session.subject,
                 companion,
             )

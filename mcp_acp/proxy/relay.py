@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuditError, BackendError, McpAcpError
+from mcp_acp.errors import AuditError, BackendError, ConfigError, McpAcpError
 from mcp_acp.proxy.channel import BackendChannel, Unsendable
 from mcp_acp.proxy.messages import (
     DENIED,
@@ -41,6 +41,7 @@ from mcp_acp.proxy.messages import (
     read_line,
 )
 from mcp_acp.proxy.pep import EnforcementPoint
+from mcp_acp.proxy.pins import ToolPins
 from mcp_acp.proxy.screening import screen_tool
 
 __all__ = ["ClientWriter", "Relay"]
@@ -95,6 +96,8 @@ class Relay:
         record_payloads: bool = False,
         tool_denial: str = "error",
         tool_screening: str = "quarantine",
+        pins: ToolPins | None = None,
+        pins_backend: str = "",
     ) -> None:
         self.pep = pep
         self.trail = trail
@@ -102,6 +105,8 @@ class Relay:
         self.record_payloads = record_payloads
         self.tool_denial = tool_denial
         self.tool_screening = tool_screening
+        self.pins = pins  # None: tool definitions are not pinned
+        self.pins_backend = pins_backend  # whose pins (pins.backend_key)
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
@@ -113,6 +118,9 @@ class Relay:
         # tools/list defined with hidden-instruction markers (mcp_acp.proxy.screening): not
         # listed, and their calls denied
         self._quarantined: dict[str, tuple[str, str]] = {}
+        # tool name -> (digest of its new definition, the fields that changed) for tools
+        # whose definition differs from their pin: not listed, calls denied until approved
+        self._changed: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- plumbing
@@ -288,12 +296,12 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
-        annotations = quarantined = None
+        annotations = withheld = None
         if message.method == "tools/call":
             name = message.params.get("name")
             if isinstance(name, str):
                 annotations = self._annotations.get(name)
-                quarantined = self._quarantined.get(name, (None, None))[1]
+                withheld = self._withheld(name)
         try:
             verdict = await self.pep.check(
                 message.method,
@@ -301,7 +309,7 @@ class Relay:
                 message.id,
                 annotations,
                 companion=operation,
-                quarantined=quarantined,
+                withheld=withheld,
             )
         except asyncio.CancelledError:
             return  # the client cancelled it; nothing is sent
@@ -460,14 +468,11 @@ class Relay:
         items = result.get(key)
         if not isinstance(items, list):
             return result
+        items = [item for item in items if isinstance(item, dict)]
+        if key == "tools":
+            items = await self._screen_tools(items)
         kept = []
         for item in items:
-            if not isinstance(item, dict):
-                continue
-            if key == "tools":
-                self._remember_annotations(item)
-                if self.tool_screening == "quarantine" and self._quarantine(item):
-                    continue
             try:
                 request = await self.pep.build(
                     ask_method,
@@ -490,6 +495,85 @@ class Relay:
             if visible:
                 kept.append(item)
         return {**result, key: kept}
+
+    def _withheld(self, tool: str) -> tuple[str, str] | None:
+        """Why calls of ``tool`` are denied whatever the policy says (rule id, reason), if
+        they are: its definition was quarantined, or differs from its pin."""
+        if tool in self._quarantined:
+            return (
+                "builtin-tool-quarantined",
+                "the backend defined this tool with hidden-instruction markers "
+                f"({self._quarantined[tool][1]}); it stays quarantined until the backend "
+                "lists it without",
+            )
+        if tool in self._changed:
+            return (
+                "builtin-tool-changed",
+                f"the backend changed this tool's definition ({self._changed[tool][1]}) since "
+                f"it was pinned; approve it with 'mcp-acp tools approve {tool}'",
+            )
+        return None
+
+    async def _screen_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The tools of one ``tools/list`` that may go on to the policy: each one's
+        annotations remembered; the poisoned ones quarantined (:meth:`_quarantine`), then
+        the others compared with their pins (:meth:`_pin`)."""
+        for tool in tools:
+            self._remember_annotations(tool)
+        if self.tool_screening == "quarantine":
+            tools = [tool for tool in tools if not self._quarantine(tool)]
+        return await self._pin(tools) if self.pins is not None else tools
+
+    async def _pin(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pin the tools seen for the first time (one ``tools_pinned`` record); hold back
+        those whose definition differs from their pin, until approved (a
+        ``tool_definition_changed`` record per new definition in this session). If the
+        pins cannot be read, nothing is listed."""
+        assert self.pins is not None  # noqa: S101 - only called with pins
+        try:
+            seen = await asyncio.to_thread(self.pins.see, self.pins_backend, tools)
+        except (ConfigError, OSError) as error:
+            log.error("tool pins unusable; listing no tools: %s", error)
+            return []
+        kept, pinned = [], []
+        for tool in tools:
+            name = tool.get("name")
+            state = seen.get(name) if isinstance(name, str) else None
+            if state is None or state.state != "changed":
+                if isinstance(name, str):
+                    self._changed.pop(name, None)
+                if state is not None and state.state == "pinned":
+                    pinned.append({"tool": name, "definition_sha256": state.digest})
+                kept.append(tool)
+                continue
+            assert isinstance(name, str)  # noqa: S101 - seen is keyed by name
+            fields = ", ".join(state.changed_fields) or "its definition"
+            if self._changed.get(name, (None,))[0] != state.digest:
+                if name in self._changed or len(self._changed) < MAX_ANNOTATED_TOOLS:
+                    self._changed[name] = (state.digest, fields)
+                log.warning("tool %s changed since it was pinned (%s)", ascii(name[:64]), fields)
+                self.trail.record_soon(
+                    SystemEvent(
+                        event="tool_definition_changed",
+                        session_id=self.pep.session.id,
+                        detail={
+                            "tool": name,
+                            "backend": self.pins_backend,
+                            "pinned_sha256": state.pinned_digest,
+                            "definition_sha256": state.digest,
+                            "changed": list(state.changed_fields),
+                        },
+                    )
+                )
+        if pinned:
+            self.trail.record_soon(
+                SystemEvent(
+                    event="tools_pinned",
+                    session_id=self.pep.session.id,
+                    detail={"backend": self.pins_backend, "tools": pinned},
+                )
+            )
+        return kept
 
     def _quarantine(self, tool: dict[str, Any]) -> bool:
         """Whether ``tool``'s definition carries hidden-instruction markers: if so it is not

@@ -37,6 +37,7 @@ from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.messages import pipe_sized_reads
 from mcp_acp.proxy.pep import BuildError, EnforcementPoint, Limits, Session, subject_of
+from mcp_acp.proxy.pins import ToolPins, backend_key
 from mcp_acp.proxy.relay import ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
 from mcp_acp.shutdown import ShutdownCoordinator
@@ -252,8 +253,11 @@ async def _first_subject(identity: IdentityProvider) -> Subject:
 
 
 async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
-    """Plugins recorded → TLS gate → identity (token loaded, validated or refreshed) →
-    policy → posture gate → ``session_started``. Any failure raises and nothing is served."""
+    """Tool pins readable → plugins recorded → TLS gate → identity (token loaded,
+    validated or refreshed) → policy → posture gate → ``session_started``. Any failure
+    raises and nothing is served."""
+    if runtime.config.proxy.tool_pinning:
+        ToolPins.beside(runtime.config_path).check()  # a damaged pins file: ConfigError
     plugins = {p.name: p.version for p in runtime.plugins.loaded}
     await trail.record(
         SystemEvent(
@@ -358,6 +362,8 @@ async def _relay(
         record_payloads=runtime.config.audit.record_payloads,
         tool_denial=settings.tool_denial,
         tool_screening=settings.tool_screening,
+        pins=ToolPins.beside(runtime.config_path) if settings.tool_pinning else None,
+        pins_backend=backend_key(runtime.config.backend),
     )
     started = time.time()
     control = ControlServer(settings.socket_dir)

@@ -1,0 +1,255 @@
+"""Tool pins: trust on first use for tool definitions, against the rug pull.
+
+A backend can define a tool one way when it is first seen and another way later (its
+description rewritten to carry instructions, its schema given a new field) — after the
+user or the policy author has looked. The relay pins each tool's definition (its
+``title``, ``description``, ``inputSchema``, ``outputSchema`` and ``annotations``) the first
+time a ``tools/list`` shows it, per backend. A later list with a different definition
+leaves the tool out and its calls are denied (``builtin-tool-changed``) until someone
+approves the new definition with ``mcp-acp tools approve NAME``, which shows what
+changed.
+
+The pins live in ``tool-pins.json`` next to the config file (0600; refused if others can
+write it, like the config). Every list is one transaction under an ``flock`` on
+``tool-pins.json.lock``: read, compare, write if anything changed — so a proxy and
+``mcp-acp tools approve`` (or two proxies) never lose each other's changes. Definitions
+up to :data:`MAX_KEPT_DEFINITION` bytes are kept in the file, to show the change; larger
+ones only by digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from mcp_acp._fs import atomic_write_text, ensure_private_dir, unsafe_permissions
+from mcp_acp.audit.events import payload_digest
+from mcp_acp.config import Backend, HttpBackend
+from mcp_acp.errors import ConfigError
+
+__all__ = [
+    "PINNED_FIELDS",
+    "PINS_FILE_NAME",
+    "Seen",
+    "ToolPins",
+    "backend_key",
+    "definition_diff",
+]
+
+PINS_FILE_NAME = "tool-pins.json"
+PINNED_FIELDS = ("title", "description", "inputSchema", "outputSchema", "annotations")
+MAX_KEPT_DEFINITION = 16 * 1024
+#: Tools pinned per backend; a list's tools beyond it are neither pinned nor compared.
+MAX_PINNED_TOOLS = 10_000
+_VERSION = 1
+
+
+@attrs.frozen(slots=True)
+class Seen:
+    """What the pins say of one listed tool: ``pinned`` (first seen: pinned now), ``same``
+    or ``changed`` (with the fields that differ from the pin)."""
+
+    state: Literal["pinned", "same", "changed"]
+    digest: str
+    pinned_digest: str
+    changed_fields: tuple[str, ...] = ()
+
+
+def backend_key(backend: Backend) -> str:
+    """Whose tools these are: the URL of an HTTP backend (without its query), or a stdio
+    backend's command line — ``npx -y @modelcontextprotocol/server-filesystem /srv`` and
+    ``npx -y mcp-server-git`` are different backends though both run ``npx``."""
+    if isinstance(backend, HttpBackend):
+        return str(backend.url).split("?", 1)[0]
+    return json.dumps([backend.command, *backend.args], ensure_ascii=False)
+
+
+def _definition(tool: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: tool[field] for field in PINNED_FIELDS if field in tool}
+
+
+def _record(definition: dict[str, Any], when: str) -> dict[str, Any]:
+    digest, size = payload_digest(definition)
+    return {
+        "sha256": digest,
+        "at": when,
+        "fields": {field: payload_digest(value)[0] for field, value in definition.items()},
+        "definition": definition if size <= MAX_KEPT_DEFINITION else None,
+    }
+
+
+def _changed(pinned: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[str, ...]:
+    before: Mapping[str, str] = pinned.get("fields") or {}
+    return tuple(f for f in PINNED_FIELDS if before.get(f) != fields.get(f))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ToolPins:
+    """The pins file of one config directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    @classmethod
+    def beside(cls, config_path: Path) -> ToolPins:
+        return cls(config_path.parent / PINS_FILE_NAME)
+
+    # ---------------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        ensure_private_dir(self.path.parent)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read(self) -> dict[str, Any]:
+        """The file's contents (empty if there is none). ``ConfigError`` if it is not ours
+        to trust or not a pins file."""
+        if not self.path.exists():
+            return {"version": _VERSION, "backends": {}}
+        problem = unsafe_permissions(self.path)
+        if problem is not None:
+            raise ConfigError(
+                f"tool pins file {self.path} {problem}",
+                fix=f"chmod 600 {self.path} (and check who changed it)",
+            )
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("version") != _VERSION:
+                raise ValueError(f"not a version-{_VERSION} pins file")
+            if not isinstance(data.get("backends"), dict):
+                raise ValueError("'backends' is not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(
+                f"tool pins file {self.path} cannot be read: {exc}",
+                fix="delete it: every tool is pinned again when it is next listed",
+            ) from exc
+        return data
+
+    def _transaction(self, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Read the pins under the lock, let ``change`` edit them; write if it says so."""
+        with self._locked():
+            data = self._read()
+            if change(data):
+                atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` now if the file is damaged or unsafe (start-up)."""
+        self._read()
+
+    # ---------------------------------------------------------------- the relay
+
+    def see(self, backend: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Seen]:
+        """Compare the tools of one ``tools/list`` with their pins: pin the new ones, mark
+        the changed ones pending approval (the new definition kept). By tool name."""
+        seen: dict[str, Seen] = {}
+
+        def change(data: dict[str, Any]) -> bool:
+            pins = data["backends"].setdefault(backend, {})
+            dirty = False
+            when = _now()
+            for tool in tools:
+                name = tool.get("name")
+                if not isinstance(name, str) or name in seen:
+                    continue
+                now = _record(_definition(tool), when)
+                pinned = pins.get(name)
+                if pinned is None:
+                    if len(pins) >= MAX_PINNED_TOOLS:
+                        continue
+                    pins[name] = now
+                    seen[name] = Seen("pinned", now["sha256"], now["sha256"])
+                    dirty = True
+                elif pinned.get("sha256") == now["sha256"]:
+                    seen[name] = Seen("same", now["sha256"], now["sha256"])
+                    if "pending" in pinned:  # changed back to what was approved
+                        del pinned["pending"]
+                        dirty = True
+                else:
+                    fields = _changed(pinned, now["fields"])
+                    seen[name] = Seen("changed", now["sha256"], str(pinned.get("sha256")), fields)
+                    if (pinned.get("pending") or {}).get("sha256") != now["sha256"]:
+                        pinned["pending"] = now
+                        dirty = True
+            return dirty
+
+        self._transaction(change)
+        return seen
+
+    # ---------------------------------------------------------------- the CLI
+
+    def entries(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(backend, tool, pin)`` for every pin, sorted."""
+        with self._locked():
+            data = self._read()
+        return [
+            (backend, name, pin)
+            for backend, pins in sorted(data["backends"].items())
+            for name, pin in sorted(pins.items())
+        ]
+
+    def approve(self, tool: str, backend: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Make the pending definition of ``tool`` its pin; return the backend and the pin
+        as it was (with its ``pending``). ``ConfigError`` if there is nothing to approve, or
+        the tool has changes pending for several backends and ``backend`` names none."""
+        approved: list[tuple[str, dict[str, Any]]] = []
+
+        def change(data: dict[str, Any]) -> bool:
+            candidates = [
+                (key, pins)
+                for key, pins in sorted(data["backends"].items())
+                if "pending" in pins.get(tool, {}) and backend in (None, key)
+            ]
+            if not candidates:
+                raise ConfigError(
+                    f"no changed definition of tool {tool!r} is waiting for approval"
+                    + (f" from backend {backend}" if backend else ""),
+                    fix="'mcp-acp tools pins' lists the pins and what changed",
+                )
+            if len(candidates) > 1:
+                keys = ", ".join(key for key, _ in candidates)
+                raise ConfigError(
+                    f"tool {tool!r} has changed for several backends: {keys}",
+                    fix="name one with --backend",
+                )
+            key, pins = candidates[0]
+            before = pins[tool]
+            pins[tool] = before["pending"]
+            approved.append((key, before))
+            return True
+
+        self._transaction(change)
+        return approved[0]
+
+
+def definition_diff(pin: Mapping[str, Any], name: str) -> str:
+    """The pinned and the pending definition of one tool, as a unified diff of their
+    JSON (or why it cannot be shown)."""
+    old, new = pin.get("definition"), (pin.get("pending") or {}).get("definition")
+    if old is None or new is None:
+        return f"(a definition over {MAX_KEPT_DEFINITION // 1024} KiB is kept only as a digest)"
+    lines = difflib.unified_diff(
+        json.dumps(old, indent=2, sort_keys=True, ensure_ascii=True).splitlines(),
+        json.dumps(new, indent=2, sort_keys=True, ensure_ascii=True).splitlines(),
+        f"{name} (pinned)",
+        f"{name} (now)",
+        lineterm="",
+    )
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""``mcp-acp tools pins`` and ``mcp-acp tools approve NAME``: the tool pins of the config in
+use (:mod:`mcp_acp.proxy.pins`)."""
+
+from __future__ import annotations
+
+import click
+
+from mcp_acp.config import resolve_config_path
+from mcp_acp.proxy.pins import ToolPins, definition_diff
+
+__all__ = ["tools_group"]
+
+
+def _pins(ctx: click.Context) -> ToolPins:
+    return ToolPins.beside(resolve_config_path(ctx.find_root().params.get("config")))
+
+
+@click.group("tools")
+def tools_group() -> None:
+    """Tool definitions pinned on first sight; approve the ones a backend changed."""
+
+
+@tools_group.command("pins")
+@click.pass_context
+def pins_command(ctx: click.Context) -> None:
+    """List the pinned tools of every backend, and those whose definition changed."""
+    entries = _pins(ctx).entries()
+    if not entries:
+        click.echo("no tools pinned yet (a tool is pinned when a tools/list first shows it)")
+        return
+    backend = None
+    for key, name, pin in entries:
+        if key != backend:
+            backend = key
+            click.echo(f"backend {key}")
+        pending = pin.get("pending")
+        if pending is None:
+            click.echo(f"  {name}  pinned {pin.get('at')}  sha256 {str(pin.get('sha256'))[:12]}")
+            continue
+        before, after = pin.get("fields") or {}, pending.get("fields") or {}
+        changed = sorted(f for f in {*before, *after} if before.get(f) != after.get(f))
+        click.echo(
+            f"  {name}  CHANGED {pending.get('at')} ({', '.join(changed)}): calls denied "
+            f"until 'mcp-acp tools approve {name}'"
+        )
+
+
+@tools_group.command("approve")
+@click.argument("name")
+@click.option("--backend", help="The backend, as 'mcp-acp tools pins' shows it.")
+@click.pass_context
+def approve_command(ctx: click.Context, name: str, backend: str | None) -> None:
+    """Show how tool NAME's definition changed and pin the new one: its calls are decided by
+    the policy again (from the next tools/list in a running session)."""
+    key, before = _pins(ctx).approve(name, backend)
+    click.echo(definition_diff(before, name))
+    click.echo(f"approved: {name} (backend {key}) is pinned to its new definition")
