@@ -13,8 +13,8 @@ The pins live in ``tool-pins.json`` next to the config file (0600; refused if ot
 write it, like the config). Every list is one transaction under an ``flock`` on
 ``tool-pins.json.lock``: read, compare, write if anything changed — so a proxy and
 ``mcp-acp tools approve`` (or two proxies) never lose each other's changes. Definitions
-up to :data:`MAX_KEPT_DEFINITION` bytes are kept in the file, to show the change; larger
-ones only by digest.
+up to :data:`MAX_KEPT_DEFINITION` bytes are kept in the file, to show the change (up to
+:data:`MAX_KEPT_PER_BACKEND` for all of a backend's); others only by digest.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ __all__ = [
 PINS_FILE_NAME = "tool-pins.json"
 PINNED_FIELDS = ("title", "description", "inputSchema", "outputSchema", "annotations")
 MAX_KEPT_DEFINITION = 16 * 1024
+#: Definitions kept per backend, in bytes (pinned and pending together); past it, new ones
+#: are kept as digests only — the file stays small whatever a backend lists.
+MAX_KEPT_PER_BACKEND = 1024 * 1024
 #: Tools pinned per backend; a list's tools beyond it are neither pinned nor compared.
 MAX_PINNED_TOOLS = 10_000
 _VERSION = 1
@@ -77,14 +80,25 @@ def _definition(tool: Mapping[str, Any]) -> dict[str, Any]:
     return {field: tool[field] for field in PINNED_FIELDS if field in tool}
 
 
-def _record(definition: dict[str, Any], when: str) -> dict[str, Any]:
+def _record(definition: dict[str, Any], when: str, room: int) -> dict[str, Any]:
+    """A pin of ``definition``, kept whole if it fits in ``room`` bytes and the limit."""
     digest, size = payload_digest(definition)
+    kept = size <= min(MAX_KEPT_DEFINITION, room)
     return {
         "sha256": digest,
         "at": when,
         "fields": {field: payload_digest(value)[0] for field, value in definition.items()},
-        "definition": definition if size <= MAX_KEPT_DEFINITION else None,
+        "definition": definition if kept else None,
+        "size": size if kept else 0,
     }
+
+
+def _kept_bytes(pins: Mapping[str, Any]) -> int:
+    """Bytes of definitions a backend's pins keep (pinned and pending)."""
+    total = 0
+    for pin in pins.values():
+        total += int(pin.get("size") or 0) + int((pin.get("pending") or {}).get("size") or 0)
+    return total
 
 
 def _changed(pinned: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[str, ...]:
@@ -165,16 +179,18 @@ class ToolPins:
             pins = data["backends"].setdefault(backend, {})
             dirty = False
             when = _now()
+            room = MAX_KEPT_PER_BACKEND - _kept_bytes(pins)
             for tool in tools:
                 name = tool.get("name")
                 if not isinstance(name, str) or name in seen:
                     continue
-                now = _record(_definition(tool), when)
+                now = _record(_definition(tool), when, room)
                 pinned = pins.get(name)
                 if pinned is None:
                     if len(pins) >= MAX_PINNED_TOOLS:
                         continue
                     pins[name] = now
+                    room -= now["size"]
                     seen[name] = Seen("pinned", now["sha256"], now["sha256"])
                     dirty = True
                 elif pinned.get("sha256") == now["sha256"]:
@@ -186,7 +202,9 @@ class ToolPins:
                     fields = _changed(pinned, now["fields"])
                     seen[name] = Seen("changed", now["sha256"], str(pinned.get("sha256")), fields)
                     if (pinned.get("pending") or {}).get("sha256") != now["sha256"]:
+                        room += int((pinned.get("pending") or {}).get("size") or 0)
                         pinned["pending"] = now
+                        room -= now["size"]
                         dirty = True
             return dirty
 

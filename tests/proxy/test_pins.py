@@ -15,7 +15,13 @@ import pytest
 
 from mcp_acp.config import HttpBackend, StdioBackend
 from mcp_acp.errors import ConfigError
-from mcp_acp.proxy.pins import MAX_KEPT_DEFINITION, ToolPins, backend_key, definition_diff
+from mcp_acp.proxy.pins import (
+    MAX_KEPT_DEFINITION,
+    MAX_KEPT_PER_BACKEND,
+    ToolPins,
+    backend_key,
+    definition_diff,
+)
 
 BACKEND = '["npx", "-y", "server"]'
 
@@ -99,6 +105,19 @@ def test_a_large_definition_is_kept_as_a_digest_and_still_compared(pins: ToolPin
     assert pins.see(BACKEND, [{**big, "title": "Big"}])["add"].changed_fields == ("title",)
     _, before = pins.approve("add")
     assert "kept only as a digest" in definition_diff(before, "add")
+
+
+def test_a_backend_that_lists_much_gets_digests_once_its_share_is_kept(
+    pins: ToolPins,
+) -> None:
+    filler = "y" * (MAX_KEPT_DEFINITION - 200)
+    count = MAX_KEPT_PER_BACKEND // MAX_KEPT_DEFINITION + 20
+    pins.see(BACKEND, [tool(f"t{i}", filler) for i in range(count)])
+    kept = [pin for _, _, pin in pins.entries() if pin["definition"] is not None]
+    assert 0 < len(kept) < count
+    assert pins.path.stat().st_size < 2 * MAX_KEPT_PER_BACKEND
+    changed = pins.see(BACKEND, [tool(f"t{i}", filler + ".") for i in range(count)])
+    assert {s.state for s in changed.values()} == {"changed"}  # digests still compare
 
 
 def test_a_pins_file_others_can_write_is_refused(pins: ToolPins) -> None:
