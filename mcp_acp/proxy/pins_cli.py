@@ -11,6 +11,11 @@ from mcp_acp.proxy.pins import ToolPins, definition_diff
 __all__ = ["tools_group"]
 
 
+def _shown(text: str) -> str:
+    """A backend's text as it may reach a terminal: escaped unless plainly printable."""
+    return text if text.isprintable() else ascii(text)
+
+
 def _pins(ctx: click.Context) -> ToolPins:
     return ToolPins.beside(resolve_config_path(ctx.find_root().params.get("config")))
 
@@ -29,10 +34,11 @@ def pins_command(ctx: click.Context) -> None:
         click.echo("no tools pinned yet (a tool is pinned when a tools/list first shows it)")
         return
     backend = None
-    for key, name, pin in entries:
+    for key, raw_name, pin in entries:
+        name = _shown(raw_name)
         if key != backend:
             backend = key
-            click.echo(f"backend {key}")
+            click.echo(f"backend {_shown(key)}")
         pending = pin.get("pending")
         if pending is None:
             click.echo(f"  {name}  pinned {pin.get('at')}  sha256 {str(pin.get('sha256'))[:12]}")

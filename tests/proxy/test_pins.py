@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,16 @@ def test_backend_keys_tell_servers_apart_even_when_they_share_a_launcher() -> No
     assert backend_key(filesystem) != backend_key(git)
     web = HttpBackend(url="https://mcp.example.org/mcp?session=abc")
     assert backend_key(web) == "https://mcp.example.org/mcp"
+
+
+def test_the_pins_command_escapes_what_a_backend_named(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    config = tmp_path / "config" / "config.json"
+    pins = ToolPins.beside(config)
+    pins.see(BACKEND, [tool("\x1b[2Jwipe"), tool("plain")])
+    pins.see(BACKEND, [tool("\x1b[2Jwipe", "changed")])
+    shown = run_cli("tools", "pins", env={"MCP_ACP_CONFIG": str(config)}, check=True).stdout
+    assert "\x1b" not in shown
+    assert "'\\x1b[2Jwipe'  CHANGED" in shown
+    assert "  plain  pinned " in shown
