@@ -321,6 +321,12 @@ class ProxySection(_Section):
         "(tool-pins.json beside this file); a tool whose definition later differs is left "
         "out of tools/list and its calls are denied until 'mcp-acp tools approve NAME'.",
     )
+    outbound_secrets: Literal["ask", "off"] = Field(
+        default="ask",
+        description="'ask': a tools/call the policy allows whose arguments carry what looks "
+        "like a credential (a private key, a JWT, a GitHub token, an AWS key id, a bearer "
+        "credential) goes to the approver first, and is never remembered. 'off': it does not.",
+    )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     socket_dir: Path | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["REDACTED", "redact"]
+__all__ = ["MAX_SCANNED_STRINGS", "REDACTED", "redact", "secret_kinds"]
 
 REDACTED = "<redacted>"
 
@@ -26,6 +26,34 @@ _SECRET_VALUE = re.compile(
     r"|AKIA[0-9A-Z]{16}",
     re.DOTALL,
 )
+#: What each credential shape is called when one is found going out (:func:`secret_kinds`).
+_KINDS = (
+    ("a private key (PEM)", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("a JWT", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    ("a GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}")),
+    ("an AWS access key id", re.compile(r"AKIA[0-9A-Z]{16}")),
+    ("a bearer or basic credential", re.compile(r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),
+)
+#: Strings looked at per value by :func:`secret_kinds` (past it, the rest is not scanned).
+MAX_SCANNED_STRINGS = 100_000
+
+
+def secret_kinds(value: Any) -> list[str]:
+    """The kinds of credential whose shape appears in any string of ``value`` (any depth,
+    keys as well): ``["a private key (PEM)", "a JWT"]``, say. Empty if none."""
+    found: set[str] = set()
+    stack, budget = [value], MAX_SCANNED_STRINGS
+    while stack and budget > 0:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= 1
+            found.update(kind for kind, shape in _KINDS if shape.search(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(key for key in item if isinstance(key, str))
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return [kind for kind, _ in _KINDS if kind in found]
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from mcp_acp.audit.events import AuditEvent, DecisionEvent
+from mcp_acp.audit.redact import secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
@@ -168,6 +169,7 @@ class EnforcementPoint:
         limits: Limits | None = None,
         shutdown: ShutdownCoordinator | None = None,
         unhealthy: Callable[[], str | None] | None = None,
+        outbound_secrets: str = "ask",
     ) -> None:
         self.engine = engine
         self.trail = trail
@@ -182,6 +184,9 @@ class EnforcementPoint:
         self.limits = limits or Limits()
         self.shutdown = shutdown
         self.unhealthy = unhealthy  # why the device lost its posture, once it has
+        #: "ask": a tools/call the policy allows whose arguments carry a credential's shape
+        #: (redact.secret_kinds) goes to a human (builtin-secret-outbound); "off": it does not
+        self.outbound_secrets = outbound_secrets
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
 
     def fail(self, error: McpAcpError) -> None:
@@ -397,6 +402,11 @@ class EnforcementPoint:
                 }
             else:
                 allowed, extra, reason = await self._ask_human(request, decision, reason)
+        if decision.effect is Effect.ALLOW and method == "tools/call":
+            escalated = await self._secrets_going_out(request, decision, params)
+            if escalated is not None:
+                decision, (allowed, extra, reason) = escalated
+                rule_id = decision.rule_id
         tool = request.action.tool_name
         if allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
@@ -421,6 +431,32 @@ class EnforcementPoint:
         await self._record(DecisionEvent.of(request, decision, **extra), companion, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
         return Verdict(allowed, rule_id, reason)
+
+    async def _secrets_going_out(
+        self, request: DecisionRequest, decision: Decision, params: Mapping[str, Any]
+    ) -> tuple[Decision, tuple[bool, dict[str, Any], str]] | None:
+        """A call the policy allows whose arguments carry what looks like a credential (a
+        private key, a JWT, a GitHub token, an AWS key id, a bearer credential): allowed
+        only if a human says so now — never remembered. None if there is none (or the
+        check is off). The recorded arguments are redacted in any case (audit.redact)."""
+        if self.outbound_secrets != "ask":
+            return None
+        kinds = secret_kinds(params.get("arguments"))
+        if not kinds:
+            return None
+        said = decision.reason
+        escalation = Decision(
+            effect=Effect.ASK,
+            policy_id=decision.policy_id,
+            rule_id="builtin-secret-outbound",
+            explain=lambda: (
+                f"ask: the arguments carry what looks like {' and '.join(kinds)}; "
+                f"policy said: {said}"
+            ),
+        )
+        return escalation, await self._ask_human(
+            request, escalation, escalation.reason, cacheable=False
+        )
 
     async def _ask_human(
         self, request: DecisionRequest, decision: Decision, reason: str, *, cacheable: bool = True

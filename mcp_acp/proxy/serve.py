@@ -354,6 +354,7 @@ async def _relay(
         ),
         shutdown=shutdown,
         unhealthy=lambda: posture.failed,
+        outbound_secrets=settings.outbound_secrets,
     )
     relay = Relay(
         pep,

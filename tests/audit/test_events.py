@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mcp_acp.audit.events import SystemEvent, payload_digest
+from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, secret_kinds
 
 PAYLOADS: list[Any] = [
     {"text": "call-12"},
@@ -55,3 +56,39 @@ def test_ts_is_utc_iso_8601_with_milliseconds(ts: datetime) -> None:
     )
     record = json.loads(SystemEvent(event="tick", ts=ts).model_dump_json())
     assert record["ts"] == expected
+
+
+def test_secret_kinds_finds_each_credential_shape_at_any_depth_and_in_keys() -> None:
+    arguments = {
+        "files": [{"content": "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n"}],
+        "headers": {"Authorization": "Bearer abcdefgh12345678"},
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.": "a JWT as a key",
+        "deep": [[[["gho_" + "x" * 36]]]],
+        "aws": ("AKIAIOSFODNN7EXAMPLE",),
+    }
+    assert secret_kinds(arguments) == [
+        "a private key (PEM)",
+        "a JWT",
+        "a GitHub token",
+        "an AWS access key id",
+        "a bearer or basic credential",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"path": "/home/alice/.ssh/config", "text": "see the -----BEGIN CERTIFICATE----- block"},
+        {"token": "not-a-known-shape", "n": 3, "ok": True, "none": None},
+        ["AKIA-lowercase-akiaiosfodnn7example", "ghp_short", "eyJ.not.enough"],
+        "plain text",
+    ],
+)
+def test_secret_kinds_leaves_plain_values_alone(value: Any) -> None:
+    assert secret_kinds(value) == []
+
+
+def test_secret_kinds_stops_after_its_budget_of_strings() -> None:
+    hidden = ["AKIAIOSFODNN7EXAMPLE"] + ["filler"] * MAX_SCANNED_STRINGS  # scanned last
+    assert secret_kinds(hidden) == []
+    assert secret_kinds(hidden[::-1]) == ["an AWS access key id"]

@@ -417,3 +417,61 @@ async def test_decision_records_carry_the_backend_identity(
     assert "backend_identity_provenance" not in without
     assert with_identity["backend_identity"] == ["DNS:notes.internal", "IP:10.0.0.7"]
     assert with_identity["backend_identity_provenance"] == "mtls"
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n", "a private key (PEM)"),
+        ("token: ghp_" + "A1b2" * 9, "a GitHub token"),
+        ("aws_access_key_id = AKIAIOSFODNN7EXAMPLE", "an AWS access key id"),
+        ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl", "a JWT"),
+    ],
+)
+async def test_a_credential_going_out_in_allowed_arguments_needs_a_human(
+    clock_setup: tuple[Setup, Clock], content: str, kind: str
+) -> None:
+    setup, _ = clock_setup
+    pep = setup.pep
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt", "note": content}}
+    asked = asyncio.create_task(pep.check("tools/call", read, 1))
+    await setup.answer("deny")
+    verdict = await asked
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-secret-outbound"
+    assert f"looks like {kind}" in verdict.reason
+    approved = asyncio.create_task(pep.check("tools/call", read, 2))
+    await setup.answer("approve", remember=True)
+    assert (await approved).allowed
+    again = asyncio.create_task(pep.check("tools/call", read, 3))  # never remembered
+    await setup.answer("approve")
+    assert (await again).allowed
+    plain = {"name": "read_file", "arguments": {"path": "/data/a.txt", "note": "hello"}}
+    assert (await pep.check("tools/call", plain, 4)).allowed  # nothing to ask about
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert [records[i]["rule_id"] for i in "123"] == ["builtin-secret-outbound"] * 3
+    assert [records[i]["final_effect"] for i in "123"] == ["deny", "allow", "allow"]
+    assert records["4"]["rule_id"] == "read-data"
+    assert content not in (setup.log_dir / "decisions.jsonl").read_text()
+
+
+async def test_a_denied_call_with_a_credential_is_denied_without_asking(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, _ = clock_setup
+    outside = {"name": "read_file", "arguments": {"path": "/etc/x", "note": "AKIAIOSFODNN7EXAMPLE"}}
+    verdict = await setup.pep.check("tools/call", outside, 1)  # the policy's deny stands
+    assert not verdict.allowed
+    assert verdict.rule_id != "builtin-secret-outbound"
+    assert setup.pep.counts["asked"] == 0
+
+
+async def test_with_the_check_off_allowed_arguments_go_out_as_the_policy_says(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, _ = clock_setup
+    setup.pep.outbound_secrets = "off"
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt", "k": "AKIAIOSFODNN7EXAMPLE"}}
+    verdict = await setup.pep.check("tools/call", read, 1)
+    assert verdict.allowed
+    assert verdict.rule_id == "read-data"
