@@ -34,6 +34,11 @@ _KINDS = (
     ("an AWS access key id", re.compile(r"AKIA[0-9A-Z]{16}")),
     ("a bearer or basic credential", re.compile(r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),
 )
+#: Any of them (one search for the usual string, which has none).
+_ANY_KIND = re.compile("|".join(f"(?:{shape.pattern})" for _, shape in _KINDS))
+#: Shorter strings cannot hold any of the shapes (the shortest, a JWT or a bearer
+#: credential, takes 15 characters).
+_SHORTEST = 15
 #: Strings looked at per value by :func:`secret_kinds` (past it, the rest is not scanned).
 MAX_SCANNED_STRINGS = 100_000
 
@@ -47,7 +52,8 @@ def secret_kinds(value: Any) -> list[str]:
         item = stack.pop()
         if isinstance(item, str):
             budget -= 1
-            found.update(kind for kind, shape in _KINDS if shape.search(item))
+            if len(item) >= _SHORTEST and _ANY_KIND.search(item):
+                found.update(kind for kind, shape in _KINDS if shape.search(item))
         elif isinstance(item, dict):
             stack.extend(item.values())
             stack.extend(key for key in item if isinstance(key, str))

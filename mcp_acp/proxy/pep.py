@@ -402,11 +402,16 @@ class EnforcementPoint:
                 }
             else:
                 allowed, extra, reason = await self._ask_human(request, decision, reason)
-        if decision.effect is Effect.ALLOW and method == "tools/call":
-            escalated = await self._secrets_going_out(request, decision, params)
-            if escalated is not None:
-                decision, (allowed, extra, reason) = escalated
-                rule_id = decision.rule_id
+        if (
+            decision.effect is Effect.ALLOW
+            and method == "tools/call"
+            and self.outbound_secrets == "ask"
+            and (kinds := secret_kinds(params.get("arguments")))
+        ):
+            decision, (allowed, extra, reason) = await self._ask_about_secrets(
+                request, decision, kinds
+            )
+            rule_id = decision.rule_id
         tool = request.action.tool_name
         if allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
@@ -432,18 +437,13 @@ class EnforcementPoint:
         self.counts["allowed" if allowed else "denied"] += 1
         return Verdict(allowed, rule_id, reason)
 
-    async def _secrets_going_out(
-        self, request: DecisionRequest, decision: Decision, params: Mapping[str, Any]
-    ) -> tuple[Decision, tuple[bool, dict[str, Any], str]] | None:
-        """A call the policy allows whose arguments carry what looks like a credential (a
-        private key, a JWT, a GitHub token, an AWS key id, a bearer credential): allowed
-        only if a human says so now — never remembered. None if there is none (or the
-        check is off). The recorded arguments are redacted in any case (audit.redact)."""
-        if self.outbound_secrets != "ask":
-            return None
-        kinds = secret_kinds(params.get("arguments"))
-        if not kinds:
-            return None
+    async def _ask_about_secrets(
+        self, request: DecisionRequest, decision: Decision, kinds: list[str]
+    ) -> tuple[Decision, tuple[bool, dict[str, Any], str]]:
+        """A call the policy allows whose arguments carry what looks like a credential
+        (``kinds``: a private key, a JWT, …; see ``outbound_secrets``): allowed only if a
+        human says so now — never remembered. (The recorded arguments are redacted in any
+        case: audit.redact.)"""
         said = decision.reason
         escalation = Decision(
             effect=Effect.ASK,
