@@ -408,51 +408,41 @@ class EnforcementPoint:
             and self.outbound_secrets == "ask"
             and (kinds := secret_kinds(params.get("arguments")))
         ):
-            decision, (allowed, extra, reason) = await self._ask_about_secrets(
-                request, decision, kinds
+            why = f"the arguments carry what looks like {' and '.join(kinds)}"
+            decision, (allowed, extra, reason) = await self._escalate(
+                request, decision, "builtin-secret-outbound", why
             )
             rule_id = decision.rule_id
         tool = request.action.tool_name
         if allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
             if calls is not None:  # over the limit: allowed only if a human says so now
-                said = decision.reason
-                limit = Decision(
-                    effect=Effect.ASK,
-                    policy_id=decision.policy_id,
-                    rule_id="builtin-rate-limit",
-                    explain=lambda: (
-                        f"ask: {calls} calls of {tool!r} in the last 60 s "
-                        f"(limit {self.limits.tool_calls.per_minute}); "
-                        f"policy said: {said}"
-                    ),
+                why = (
+                    f"{calls} calls of {tool!r} in the last 60 s "
+                    f"(limit {self.limits.tool_calls.per_minute})"
                 )
-                allowed, extra, reason = await self._ask_human(
-                    request, limit, limit.reason, cacheable=False
+                decision, (allowed, extra, reason) = await self._escalate(
+                    request, decision, "builtin-rate-limit", why
                 )
-                decision, rule_id = limit, limit.rule_id
+                rule_id = decision.rule_id
             if allowed:
                 self.limits.tool_calls.count(tool)
         await self._record(DecisionEvent.of(request, decision, **extra), companion, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
         return Verdict(allowed, rule_id, reason)
 
-    async def _ask_about_secrets(
-        self, request: DecisionRequest, decision: Decision, kinds: list[str]
+    async def _escalate(
+        self, request: DecisionRequest, decision: Decision, rule_id: str, why: str
     ) -> tuple[Decision, tuple[bool, dict[str, Any], str]]:
-        """A call the policy allows whose arguments carry what looks like a credential
-        (``kinds``: a private key, a JWT, …; see ``outbound_secrets``): allowed only if a
-        human says so now — never remembered. (The recorded arguments are redacted in any
-        case: audit.redact.)"""
+        """A call the policy allowed that a built-in rule (``rule_id``, because ``why``)
+        sends to a human: allowed only if one says so now — never remembered. The
+        escalation (effect ``ask``) and the human's verdict."""
         said = decision.reason
         escalation = Decision(
             effect=Effect.ASK,
             policy_id=decision.policy_id,
-            rule_id="builtin-secret-outbound",
-            explain=lambda: (
-                f"ask: the arguments carry what looks like {' and '.join(kinds)}; "
-                f"policy said: {said}"
-            ),
+            rule_id=rule_id,
+            explain=lambda: f"ask: {why}; policy said: {said}",
         )
         return escalation, await self._ask_human(
             request, escalation, escalation.reason, cacheable=False
