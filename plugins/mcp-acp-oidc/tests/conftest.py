@@ -4,14 +4,12 @@ real HTTP server on 127.0.0.1 that can be told to fail."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
-import html
 import json
-import re
-import shutil
 import socket
-import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,15 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
-from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
 
 from mcp_acp.models import StoredToken
+
+# The IdP and the device approval live next to server.mjs, shared with bench/soak.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "idp"))
+import local_idp
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "urn:mcp-acp:proxy"
@@ -346,36 +346,6 @@ def make_validator(
     return TokenValidator(TokenValidationConfig(**options), jwks)
 
 
-def _form(page: httpx.Response) -> tuple[str, dict[str, str]]:
-    match = re.search(r'<form[^>]*action="([^"]*)"', page.text)
-    action = html.unescape(match.group(1)) if match else str(page.url)
-    inputs = re.findall(
-        r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page.text
-    )
-    return str(page.url.join(action)), {k: html.unescape(v) for k, v in inputs}
-
-
-def approve_device(
-    authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False
-) -> None:
-    """What a user does in the browser, done with httpx through devInteractions pages."""
-    assert authorization.verification_uri_complete is not None
-    with httpx.Client(follow_redirects=True, timeout=10) as browser:
-        page = browser.get(authorization.verification_uri_complete)
-        action, fields = _form(page)
-        page = browser.post(action, data={**fields, "confirm": "yes"})
-        if deny:
-            abort = re.search(r'href="([^"]*/abort)"', page.text)
-            assert abort is not None
-            browser.get(html.unescape(abort.group(1)))
-            return
-        action, fields = _form(page)
-        page = browser.post(action, data={**fields, "login": login, "password": "x"})
-        action, fields = _form(page)
-        page = browser.post(action, data=fields)
-        assert "Success" in page.text
-
-
 class DictStorage:
     """The token-storage seam (storage itself is another plugin's job)."""
 
@@ -417,7 +387,7 @@ class Kit:
 @pytest.fixture
 def approve() -> Any:
     """Approve (or deny) a device login the way a user would, through the pages."""
-    return approve_device
+    return local_idp.approve_device
 
 
 @pytest.fixture
@@ -430,46 +400,13 @@ def validator(jwks_server: JWKSServer) -> TokenValidator:
     return make_validator(jwks_server)
 
 
-IDP_DIR = Path(__file__).parent / "idp"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def oidc_provider() -> Iterator[str]:
     """A real OpenID Provider (npm ``oidc-provider`` 9.13.3, installed with ``npm ci`` from
     the committed lockfile on first use) on 127.0.0.1. Yields its issuer URL."""
-    if not (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install the test IdP (tests/idp/package.json)")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=IDP_DIR, check=True, timeout=600)
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is needed to run the test IdP")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [node, "server.mjs", str(port)],
-        cwd=IDP_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        ready: list[str] = []
-        reader = threading.Thread(
-            target=lambda: ready.append(proc.stdout.readline() if proc.stdout else ""),
-            daemon=True,
-        )
-        reader.start()
-        reader.join(30)
-        if not ready or not ready[0].startswith("ready "):
-            pytest.fail(f"the test IdP did not start: {ready!r}")
-        yield ready[0].split()[1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with contextlib.ExitStack() as stack:
+        try:
+            issuer = stack.enter_context(local_idp.running())
+        except local_idp.IdPError as exc:
+            pytest.fail(str(exc))
+        yield issuer

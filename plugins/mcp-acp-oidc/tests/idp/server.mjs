@@ -1,12 +1,18 @@
 // A real OpenID Provider for the tests: device flow, RFC 9068 JWT access tokens through
 // resource indicators, rotating refresh tokens, and devInteractions (built-in login and
-// consent pages, for tests only). Usage: node server.mjs <port>
+// consent pages, for tests only). Usage: node server.mjs <port> [access-token-ttl-seconds]
+// (the access tokens' lifetime, default 300; bench/soak.py makes it short to refresh often).
 import Provider, { errors } from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 
 const PORT = Number(process.argv[2]);
 const ISSUER = `http://127.0.0.1:${PORT}`;
 const AUDIENCE = 'urn:mcp-acp:proxy';
+const ACCESS_TOKEN_TTL = Number(process.argv[3] ?? 300);
+if (!Number.isInteger(ACCESS_TOKEN_TTL) || ACCESS_TOKEN_TTL < 1) {
+  console.error(`access-token TTL must be a whole number of seconds ≥ 1, not ${process.argv[3]}`);
+  process.exit(2);
+}
 
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
@@ -35,7 +41,7 @@ const provider = new Provider(ISSUER, {
       getResourceServerInfo: async (ctx, resource) => {
         if (resource !== AUDIENCE) throw new errors.InvalidTarget();
         return {
-          scope: 'mcp:tools', audience: AUDIENCE, accessTokenTTL: 300,
+          scope: 'mcp:tools', audience: AUDIENCE, accessTokenTTL: ACCESS_TOKEN_TTL,
           accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
         };
       },
