@@ -94,6 +94,7 @@ DENY_EVERY: Final = 100  # every 100th call is rm_rf, which the policy denies
 RSS_BOUND_MB: Final = 5.0  # RSS growth after warm-up
 FD_BOUND: Final = 0  # max - min of the fd count after the first minute
 TABLE_ROWS: Final = 20
+START_TIMEOUT: Final = 60.0  # seconds for the answer to initialize
 
 POLICY: Final = {
     "version": "1",
@@ -473,8 +474,13 @@ def soak(base: Path, run: Run, progress: Callable[[str], None]) -> None:
                     "capabilities": {},
                     "clientInfo": {"name": "soak", "version": "1"},
                 }
-                answer = peer.request(0, "initialize", init)
+                peer.call_timeout = START_TIMEOUT  # the start: gates, backend, its imports
+                try:
+                    answer = peer.request(0, "initialize", init)
+                except AssertionError as exc:
+                    raise AssertionError(f"initialize: {exc}") from exc
                 check("result" in answer, f"initialize failed: {answer}")
+                peer.call_timeout = settings.call_timeout
                 peer.write(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
                 progress(
                     f"mcp-acp run (pid {peer.proc.pid}) up; {settings.minutes:g} min at "
