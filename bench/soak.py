@@ -350,7 +350,7 @@ class Run:
     verify_lines: list[str] = field(default_factory=list)
     auth: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
-    files: dict[str, int] = field(default_factory=dict)
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)  # stream: (files, bytes)
     stderr_lines: int = 0
     versions: str = ""
 
@@ -525,7 +525,9 @@ def check_trail(site: Site, run: Run) -> None:
         f"mcp-acp audit verify failed (exit {verify.returncode}): "
         f"{(verify.stdout + verify.stderr).strip()[-500:]}",
     )
-    run.files = {s: len(chain_files(site.logs, s)) for s in ("decisions", "operations", "auth")}
+    for stream in ("decisions", "operations", "auth"):
+        paths = chain_files(site.logs, stream)
+        run.files[stream] = (len(paths), sum(path.stat().st_size for path in paths))
     run.auth = site.auth_events()
     refreshed = run.auth["token_refreshed"]
     required = run.settings.required_refreshes
@@ -630,6 +632,14 @@ def render(run: Run, checks: Checks) -> str:
             checks.fd_met,
         ),
     ]
+    half = run.samples[len(run.samples) // 2 :]
+    second_half = (
+        f"over the second half of the run ({half[0].t_s / 60:.1f} to {half[-1].t_s / 60:.1f} "
+        f"min, {half[-1].refreshes - half[0].refreshes} refreshes) the proxy's RSS went "
+        f"{_mb(half[0].rss_kb):.1f} → {_mb(half[-1].rss_kb):.1f} MB (range "
+        f"{_mb(min(s.rss_kb for s in half)):.1f} to {_mb(max(s.rss_kb for s in half)):.1f} MB): "
+        "flat there points to a warm-up that ended, a steady climb to a leak."
+    )
     other_auth = {
         k: v for k, v in sorted(auth.items()) if k not in ("token_refreshed", "stream_opened")
     }
@@ -667,7 +677,7 @@ def render(run: Run, checks: Checks) -> str:
         f"{sum(run.decisions.values()):,} `tools/call` decision records = {run.calls:,} calls "
         f"made ({', '.join(f'{k} {v:,}' for k, v in sorted(run.decisions.items()))}; every one "
         f"for {SUBJECT}, provenance token); files per stream: "
-        + ", ".join(f"{k} {v}" for k, v in run.files.items())
+        + ", ".join(f"{k} {n} ({size / 1e6:.1f} MB)" for k, (n, size) in run.files.items())
         + f". The proxy exited {run.exit_code} when its input closed; it wrote "
         f"{run.stderr_lines} lines to stderr.",
         f"- CPU over the calls: proxy {run.proxy_cpu_s:.1f} s "
@@ -689,6 +699,8 @@ def render(run: Run, checks: Checks) -> str:
             f"| {name} | {value} | {bound} | {'MET' if ok else 'NOT MET'} |"
             for name, value, bound, ok in results
         ),
+        "",
+        f"Diagnostic (not a check): {second_half}",
         "",
         f"Check RSS growth after warm-up: {'MET' if checks.rss_met else 'NOT MET'} "
         f"({checks.rss_growth_mb:+.2f} MB, bound {RSS_BOUND_MB:g} MB).",
