@@ -13,6 +13,7 @@ included) takes at most ``timeout`` seconds.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -100,14 +101,20 @@ def metadata_from_document(issuer: str, document: dict[str, Any]) -> ProviderMet
 
 
 async def discover(
-    issuer: str, *, http: httpx.AsyncClient | None = None, timeout: float = 10.0
+    issuer: str,
+    *,
+    http: httpx.AsyncClient | None = None,
+    timeout: float = 10.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> ProviderMetadata:
-    """Fetch and check the issuer's discovery document."""
+    """Fetch and check the issuer's discovery document (``verify``: how the server's
+    certificate is checked, when no ``http`` client is given — pass one context to reuse
+    it, rather than load the CA bundle again)."""
     problem = check_url(issuer, what="issuer")
     if problem:
         raise DiscoveryError(f"issuer rejected: {problem}", fix=_FIX)
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify)
     try:
         async with (
             overall_deadline(timeout),

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -173,6 +174,10 @@ class OIDCIdentityProvider:
         self._refreshing = False  # a refresh is in flight (see _held_while_refreshing)
         self._discovery_failed_at: float | None = None
         self._verified: tuple[str, Subject, float] | None = None  # token, subject, when
+        # One TLS context for every request to the IdP (discovery, JWKS, refresh, revoke),
+        # made at the first: a client given verify=True loads the CA bundle into a new
+        # context each time, and a refresh every few minutes then grows memory.
+        self._tls: ssl.SSLContext | None = None
         self._reported: dict[AuthEventName, tuple[str, str | None]] = {}  # event -> (token, reason)
 
     async def _ready(self) -> tuple[ProviderMetadata, TokenValidator]:
@@ -184,9 +189,13 @@ class OIDCIdentityProvider:
                     f"{self.options.issuer} was unreachable moments ago; not retrying yet",
                     fix="check that the identity provider is up",
                 )
+            if self._tls is None:
+                self._tls = await asyncio.to_thread(httpx.create_ssl_context)
             try:
                 metadata = await discover(
-                    self.options.issuer, timeout=self.options.http_timeout_seconds
+                    self.options.issuer,
+                    timeout=self.options.http_timeout_seconds,
+                    verify=self._tls,
                 )
             except DiscoveryError:
                 self._discovery_failed_at = now  # no request storm while the IdP is down
@@ -197,6 +206,7 @@ class OIDCIdentityProvider:
                 ttl=self.options.jwks_cache_seconds,
                 cooldown=self.options.jwks_refetch_cooldown_seconds,
                 timeout=self.options.http_timeout_seconds,
+                verify=self._tls,
             )
             self._validator = TokenValidator(
                 self.options.validation_config(), jwks, clock=self._clock
@@ -368,6 +378,7 @@ class OIDCIdentityProvider:
                     resource=self.options.audience,
                     audience=self.options.audience_parameter,
                     timeout=self.options.http_timeout_seconds,
+                    verify=self._tls or True,
                 )
                 # before first use. If saving fails (a full disk), the request is denied
                 # and the new tokens are not used: nothing runs on tokens a restart or a
@@ -493,7 +504,9 @@ class OIDCIdentityProvider:
         try:
             async with (
                 overall_deadline(timeout),
-                httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+                httpx.AsyncClient(
+                    timeout=timeout, follow_redirects=False, verify=self._tls or True
+                ) as client,
                 client.stream("POST", endpoint, data=form) as resp,
             ):
                 status = resp.status_code  # the body is not needed (nor read)

@@ -8,6 +8,8 @@ is validated before the caller stores anything, exactly as after a login.
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 
 from mcp_acp.models import StoredToken
@@ -31,10 +33,14 @@ async def refresh(
     audience: str | None = None,
     http: httpx.AsyncClient | None = None,
     timeout: float = 10.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> TokenResponse:
     """Exchange ``refresh_token`` for new tokens; raise :class:`RefreshError`.
 
-    The whole request, body included, is bounded by ``timeout`` seconds."""
+    The whole request, body included, is bounded by ``timeout`` seconds. ``verify`` is
+    how the server's certificate is checked when no ``http`` client is given: a caller
+    that refreshes again and again passes one context (a new client given ``True`` loads
+    the CA bundle into a new context every time)."""
     problem = check_url(token_endpoint, what="token_endpoint")
     if problem:
         raise RefreshError("bad_config", problem)
@@ -46,7 +52,7 @@ async def refresh(
     }
     if audience is not None:
         form["audience"] = audience
-    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify)
     try:
         async with (
             overall_deadline(timeout),
@@ -87,6 +93,7 @@ async def refresh_and_validate(
     audience: str | None = None,
     http: httpx.AsyncClient | None = None,
     timeout: float = 10.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> StoredToken:
     """Refresh ``current`` (the request bounded by ``timeout`` seconds), validate the new
     access token, return what to store."""
@@ -100,6 +107,7 @@ async def refresh_and_validate(
         audience=audience,
         http=http,
         timeout=timeout,
+        verify=verify,
     )
     subject = await validator.validate(tokens.access_token)
     new = stored_token(current.issuer, tokens, subject)
