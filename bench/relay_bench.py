@@ -107,8 +107,9 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def proc_status_kb(pid: int) -> dict[str, int]:
-    """``VmRSS``/``VmHWM`` (kB) of a live process, from ``/proc/<pid>/status``."""
+def proc_status(pid: int, fields: Sequence[str] = ("VmRSS", "VmHWM")) -> dict[str, int]:
+    """Numeric ``fields`` of a live process (``VmRSS``/``VmHWM`` in kB by default), from
+    ``/proc/<pid>/status``; empty if it is gone."""
     found: dict[str, int] = {}
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -116,7 +117,7 @@ def proc_status_kb(pid: int) -> dict[str, int]:
         return found
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in fields:
             found[key] = int(value.split()[0])
     return found
 
@@ -420,10 +421,10 @@ class Session:
 
     def finish(self) -> Sample:
         """RSS (after the 8-way phase), then close the session."""
-        status = proc_status_kb(self.peer.proc.pid)
+        status = proc_status(self.peer.proc.pid)
         backend_rss = None
         if self.kids:
-            backend_rss = sum(proc_status_kb(kid).get("VmRSS", 0) for kid in self.kids)
+            backend_rss = sum(proc_status(kid).get("VmRSS", 0) for kid in self.kids)
         code = self.peer.close()
         self._stderr.close()
         timed = len(self.sequential_ns) + len(self.concurrent_ns)

@@ -78,6 +78,7 @@ from relay_bench import (
     encode,
     machine_line,
     mcp_acp_command,
+    proc_status,
 )
 
 from mcp_acp.audit.chain import chain_files
@@ -168,20 +169,6 @@ class Sample:
     fds: int
     threads: int
     backend_rss_kb: int
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """``VmRSS``, ``VmHWM`` (kB) and ``Threads`` of a live process, from ``/proc/PID/status``."""
-    found: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            found[key] = int(value.split()[0])
-    return found
 
 
 def fd_count(pid: int) -> int:
@@ -372,7 +359,7 @@ def drive(peer: SoakPeer, site: Site, run: Run, progress: Callable[[str], None])
     clock = time.perf_counter_ns
 
     def take_sample(now: float) -> None:
-        status = proc_status(pid)
+        status = proc_status(pid, ("VmRSS", "VmHWM", "Threads"))
         check(bool(status), f"the proxy (pid {pid}) is gone")
         run.samples.append(
             Sample(
