@@ -84,6 +84,14 @@ class ApprovalCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def forget_tool(self, tool: str) -> int:
+        """Drop every approval remembered for ``tool`` (its definition changed: what was
+        approved was the old one); how many there were."""
+        keys = [key for key in self._entries if key[4] == tool]
+        for key in keys:
+            del self._entries[key]
+        return len(keys)
+
     def _expire(self) -> None:
         now = self._clock()
         for key in [k for k, v in self._entries.items() if v.expires_at <= now]:

@@ -551,6 +551,8 @@ class Relay:
             if self._changed.get(name, (None,))[0] != state.digest:
                 if name in self._changed or len(self._changed) < MAX_ANNOTATED_TOOLS:
                     self._changed[name] = (state.digest, fields)
+                # approvals remembered for the tool were given for the old definition
+                forgotten = self.pep.limits.approvals.forget_tool(name)
                 log.warning("tool %s changed since it was pinned (%s)", ascii(name[:64]), fields)
                 self.trail.record_soon(
                     SystemEvent(
@@ -562,6 +564,7 @@ class Relay:
                             "pinned_sha256": state.pinned_digest,
                             "definition_sha256": state.digest,
                             "changed": list(state.changed_fields),
+                            "approvals_forgotten": forgotten,
                         },
                     )
                 )
@@ -592,6 +595,7 @@ class Relay:
         if self._quarantined.get(name, (None,))[0] != digest:
             if name in self._quarantined or len(self._quarantined) < MAX_ANNOTATED_TOOLS:
                 self._quarantined[name] = (digest, "; ".join(findings))
+            self.pep.limits.approvals.forget_tool(name)  # given for another definition
             log.warning("tool %s quarantined: %s", ascii(name[:64]), "; ".join(findings))
             self.trail.record_soon(
                 SystemEvent(

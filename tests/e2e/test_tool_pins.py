@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,66 @@ def test_a_damaged_pins_file_refuses_the_start(isolated_home: Path, tmp_path: Pa
     assert code == 10
     assert "tool pins file" in (isolated_home / "proxy-stderr.txt").read_text()
     assert not (tmp_path / "r.jsonl").exists()  # the backend was never started
+
+
+def test_approvals_remembered_for_a_tool_are_forgotten_when_it_is_redefined(
+    isolated_home: Path, tmp_path: Path, run_cli: RunCli
+) -> None:
+    received = tmp_path / "received.jsonl"
+    policy = {
+        "version": "1",
+        "rules": [{"id": "ask-echo", "effect": "ask", "conditions": {"tool_name": "echo"}}],
+    }
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], policy)
+    sockets = tmp_path / "run"
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["approver"] = {"use": "cli"}
+    config.setdefault("proxy", {}).update(socket_dir=str(sockets), approval_timeout_seconds=20)
+    config_file.write_text(json.dumps(config))
+
+    def answer(*how: str) -> None:  # the one pending approval, from "another terminal"
+        for _ in range(200):
+            listed = json.loads(
+                run_cli("approvals", "list", "--json", "--socket-dir", str(sockets)).stdout or "[]"
+            )
+            if listed:
+                run_cli(
+                    "approvals",
+                    *how[:1],
+                    listed[0]["id"],
+                    *how[1:],
+                    "--socket-dir",
+                    str(sockets),
+                    check=True,
+                )
+                return
+            time.sleep(0.05)
+        raise AssertionError("no approval became pending")
+
+    def echo(proxy: Proxy, text: str, *how: str) -> dict[str, Any]:
+        request = proxy.request("tools/call", {"name": "echo", "arguments": {"text": text}})
+        if how:
+            answer(*how)
+        return proxy.answer(request)
+
+    proxy = _session(isolated_home)
+    assert "echo" in _names(proxy.call("tools/list"))
+    assert echo(proxy, "one", "approve", "--remember")["result"]
+    assert echo(proxy, "two")["result"]  # remembered: not asked
+    assert "echo" not in _names(proxy.call("tools/list", {"cursor": "rugpull"}))
+    run_cli("tools", "approve", "echo", check=True)
+    assert "echo" in _names(proxy.call("tools/list", {"cursor": "rugpull"}))
+    refused = echo(proxy, "three", "deny")  # asked again: the remembered approval is gone
+    assert refused["error"]["code"] == DENIED
+    assert proxy.close() == 0
+
+    assert _echo_calls(received) == ["one", "two"]
+    (changed,) = [r for r in records(log_dir, "system") if r["event"] == "tool_definition_changed"]
+    assert changed["detail"]["approvals_forgotten"] == 1
+    asked = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
+    assert [(r.get("approval_cached"), r.get("final_effect")) for r in asked] == [
+        (None, "allow"),
+        (True, "allow"),
+        (None, "deny"),
+    ]
