@@ -289,6 +289,22 @@ class RateLimits(_Section):
     burst: int = Field(
         default=100, ge=1, le=1_000_000, description="Token bucket size: the largest burst."
     )
+    notifications_per_second: float = Field(
+        default=100.0,
+        ge=0,
+        le=100_000,
+        description="Token bucket per side: sustained notifications per second from the "
+        "client, and separately notifications and requests (sampling, elicitation, roots) "
+        "per second from the backend. Beyond it they are dropped (a backend request is "
+        "answered with a denial), counted, and recorded together in one messages_dropped "
+        "system record a second. 0 = no limit.",
+    )
+    notification_burst: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Size of each side's notification bucket: the largest burst.",
+    )
 
 
 class ProxySection(_Section):

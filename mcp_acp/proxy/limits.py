@@ -6,8 +6,11 @@
   cached (the approver turns such an answer into a one-off), and a policy reload clears it.
 * :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
   past the limit, each further call needs a human even where the policy allows it.
-* :class:`TokenBucket` — a global flood guard: a request that finds the bucket empty is
-  denied outright.
+* :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
+  empty is denied outright; a notification (either side's) or a backend request that finds
+  its side's bucket empty is dropped;
+* :class:`Dropped` — what the flood guards dropped, counted until it is recorded (one
+  record for many, so that a flood cannot fill the disk with one record per message).
 
 All clocks are monotonic, injectable for tests.
 """
@@ -16,14 +19,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 import attrs
 
 from mcp_acp.models import DecisionRequest
 
-__all__ = ["ApprovalCache", "CachedApproval", "TokenBucket", "ToolRateLimit", "approval_key"]
+__all__ = [
+    "ApprovalCache",
+    "CachedApproval",
+    "Dropped",
+    "TokenBucket",
+    "ToolRateLimit",
+    "approval_key",
+]
 
 Clock = Callable[[], float]
 ApprovalKey = tuple[str, str, str, str, str, tuple[tuple[str, str, str], ...]]
@@ -143,3 +153,37 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class Dropped:
+    """Messages a flood guard dropped, counted by side (``client``, ``backend``) and method
+    until :meth:`take` hands the counts on to be recorded.
+
+    The method is the sender's text: at most :attr:`MAX_METHODS` distinct ones are counted
+    by name (each cut to :attr:`MAX_METHOD_CHARS` characters), the rest together under
+    ``"(other)"`` — a flood of made-up method names cannot grow the counts, or the record,
+    without bound."""
+
+    MAX_METHODS = 20
+    MAX_METHOD_CHARS = 64
+    OTHER = "(other)"
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def add(self, side: str, method: str) -> None:
+        method = method[: self.MAX_METHOD_CHARS]
+        if (side, method) not in self._counts and len(self._counts) >= self.MAX_METHODS:
+            method = self.OTHER
+        self._counts[(side, method)] += 1
+
+    def take(self) -> dict[str, dict[str, int]]:
+        """The counts so far, by side and method; counting starts again from nothing."""
+        counts: dict[str, dict[str, int]] = {}
+        for (side, method), count in sorted(self._counts.items()):
+            counts.setdefault(side, {})[method] = count
+        self._counts.clear()
+        return counts

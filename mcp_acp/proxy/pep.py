@@ -19,11 +19,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
-from mcp_acp.audit.events import AuditEvent, DecisionEvent
+from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent
 from mcp_acp.audit.redact import secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
@@ -38,7 +38,7 @@ from mcp_acp.models import (
     Subject,
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
-from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Given whether the request is allowed, one more record to write with the decision.
 Companion = Callable[[bool], AuditEvent | None] | None
+#: Messages dropped by the flood guards are recorded together, this long after the first.
+DROPPED_REPORT_SECONDS = 1.0
 
 
 @attrs.define
@@ -149,6 +151,10 @@ class Limits:
     approvals: ApprovalCache = attrs.field(factory=lambda: ApprovalCache(600.0))
     tool_calls: ToolRateLimit = attrs.field(factory=lambda: ToolRateLimit(30))
     flood: TokenBucket = attrs.field(factory=lambda: TokenBucket(50.0, 100))
+    #: notifications from the client; notifications and requests from the backend
+    client_notifications: TokenBucket = attrs.field(factory=lambda: TokenBucket(100.0, 200))
+    backend_messages: TokenBucket = attrs.field(factory=lambda: TokenBucket(100.0, 200))
+    dropped: Dropped = attrs.field(factory=Dropped)
 
 
 class EnforcementPoint:
@@ -188,6 +194,7 @@ class EnforcementPoint:
         #: (redact.secret_kinds) goes to a human (builtin-secret-outbound); "off": it does not
         self.outbound_secrets = outbound_secrets
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
+        self._dropped_report: asyncio.TimerHandle | None = None
 
     def fail(self, error: McpAcpError) -> None:
         """End the session for ``error`` (through the shutdown coordinator, if there is one)."""
@@ -198,6 +205,55 @@ class EnforcementPoint:
     def policy_reloaded(self) -> None:
         """A new policy: approvals remembered under the old one no longer hold."""
         self.limits.approvals.clear()
+
+    def admit(self, side: Literal["client", "backend"], method: str) -> bool:
+        """Whether a message ``side`` sends on its own — a notification, or a request from
+        the backend — may go on to :meth:`check`: it spends a token of that side's bucket.
+
+        One that finds the bucket empty is dropped without a decision record of its own:
+        it is counted (:class:`~mcp_acp.proxy.limits.Dropped`), and the messages dropped
+        within :data:`DROPPED_REPORT_SECONDS` of the first are recorded together in one
+        ``messages_dropped`` system record — a flood costs one record a second, not one per
+        message."""
+        bucket = (
+            self.limits.client_notifications if side == "client" else (self.limits.backend_messages)
+        )
+        if bucket.take():
+            return True
+        if not self.limits.dropped:
+            loop = asyncio.get_running_loop()
+            self._dropped_report = loop.call_later(DROPPED_REPORT_SECONDS, self.report_dropped)
+        self.limits.dropped.add(side, method)
+        return False
+
+    def report_dropped(self) -> None:
+        """Record the messages dropped since the last report, if any (by timer, and at the
+        end of the session). Handed to the trail like a relayed answer: if it cannot be
+        written, the trail fails and the proxy shuts down."""
+        if self._dropped_report is not None:
+            self._dropped_report.cancel()
+            self._dropped_report = None
+        if not self.limits.dropped:
+            return
+        counts = self.limits.dropped.take()
+        limits = self.limits
+        log.warning("flood guard dropped messages: %s", counts)
+        self.trail.record_soon(
+            SystemEvent(
+                event="messages_dropped",
+                session_id=self.session.id,
+                detail={
+                    "dropped": counts,
+                    "limits": {
+                        side: {"per_second": bucket.rate, "burst": bucket.burst}
+                        for side, bucket in (
+                            ("client", limits.client_notifications),
+                            ("backend", limits.backend_messages),
+                        )
+                    },
+                },
+            )
+        )
 
     async def build(
         self,

@@ -5,7 +5,8 @@ reached through a :class:`~mcp_acp.proxy.channel.BackendChannel` (a child proces
 stdio, or streamable HTTP) — the relay's logic is the same for both. Every request and
 notification from the client, and every request and notification the backend sends to
 the client (sampling, elicitation, roots; progress, logging, list changes), passes the
-enforcement point; permitted messages are forwarded as the exact bytes received, and a
+enforcement point — notifications and backend requests after their side's flood limit
+(:meth:`~mcp_acp.proxy.pep.EnforcementPoint.admit`); permitted messages are forwarded as the exact bytes received, and a
 message JSON readers could read two ways is refused wherever the policy would decide on
 it (see :mod:`mcp_acp.proxy.messages`); a denied request gets a JSON-RPC error
 (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule and the request id, and never
@@ -21,7 +22,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
@@ -191,6 +192,7 @@ class Relay:
             self.pep.backend_identity = self.channel.backend_identity  # what it proved at start
             return await self._relay(client_in)
         finally:
+            self.pep.report_dropped()  # what the flood guards dropped since the last report
             await self.channel.close()
 
     async def _relay(self, client_in: asyncio.StreamReader) -> int:
@@ -280,7 +282,8 @@ class Relay:
                     waiting = self._deciding.get(message.params.get("requestId"))
                     if waiting is not None:
                         waiting.cancel()  # a pending decision or approval ends here
-                await self._notification(message, functools.partial(self._send_backend, message))
+                forward = functools.partial(self._send_backend, message)
+                await self._notification("client", message, forward)
             else:  # a response to a request the backend sent the client
                 await self._send_backend(message)
 
@@ -337,9 +340,17 @@ class Relay:
             return
         await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
 
-    async def _notification(self, message: Message, forward: Callable[[], Awaitable[None]]) -> None:
+    async def _notification(
+        self,
+        side: Literal["client", "backend"],
+        message: Message,
+        forward: Callable[[], Awaitable[None]],
+    ) -> None:
         """A notification from either side (cancellation, progress, logging, list changes):
-        it passes the enforcement point; ``forward`` relays it if it is allowed."""
+        within the side's flood limit (:meth:`EnforcementPoint.admit`; beyond it, dropped
+        and counted), it passes the enforcement point; ``forward`` relays it if allowed."""
+        if not self.pep.admit(side, message.method):
+            return
         try:
             verdict = await self.pep.check(
                 message.method, message.params, "notification", flood_guard=False
@@ -375,7 +386,8 @@ class Relay:
                 self._spawn(self._backend_request(message))
             elif message.kind == "notification":
                 # awaited here: in order with the answers around it
-                await self._notification(message, functools.partial(self._send_client, message.raw))
+                forward = functools.partial(self._send_client, message.raw)
+                await self._notification("backend", message, forward)
             else:
                 log.warning("backend sent an invalid message: %s", message.problem)
 
@@ -617,7 +629,17 @@ class Relay:
             self._annotations.pop(name, None)  # listed again without: none now
 
     async def _backend_request(self, message: Message) -> None:
-        """A request from the backend to the client (sampling, elicitation, roots)."""
+        """A request from the backend to the client (sampling, elicitation, roots). Beyond
+        the backend's flood limit it is answered with a denial at once, and counted with the
+        dropped notifications (:meth:`EnforcementPoint.admit`)."""
+        if not self.pep.admit("backend", message.method):
+            text = (
+                "denied: the backend sends requests and notifications faster than "
+                f"proxy.rate_limits allows; slow down (request {message.id})"
+            )
+            answer = error_response(message.id, DENIED, text, {"rule": "builtin-rate-flood"})
+            await self._send_backend(from_body(answer))
+            return
         try:
             verdict = await self.pep.check(
                 message.method, message.params, message.id, flood_guard=False

@@ -337,6 +337,7 @@ async def _relay(
 ) -> int:
     """Relay the session until the client, a signal or the backend ends it."""
     settings = runtime.config.proxy
+    rates = settings.rate_limits
     channel, identity, engine, approver, subject, posture = parts
     pep = EnforcementPoint(
         engine=engine,
@@ -349,8 +350,12 @@ async def _relay(
         approval_timeout=settings.approval_timeout_seconds,
         limits=Limits(
             approvals=ApprovalCache(settings.approval_cache_seconds),
-            tool_calls=ToolRateLimit(settings.rate_limits.tool_calls_per_minute),
-            flood=TokenBucket(settings.rate_limits.requests_per_second, settings.rate_limits.burst),
+            tool_calls=ToolRateLimit(rates.tool_calls_per_minute),
+            flood=TokenBucket(rates.requests_per_second, rates.burst),
+            client_notifications=TokenBucket(
+                rates.notifications_per_second, rates.notification_burst
+            ),
+            backend_messages=TokenBucket(rates.notifications_per_second, rates.notification_burst),
         ),
         shutdown=shutdown,
         unhealthy=lambda: posture.failed,

@@ -349,3 +349,112 @@ def test_with_screening_off_a_poisoned_tool_is_listed_and_decided_by_the_policy(
     assert answered["result"]["content"][0]["text"] == "4"
     assert proxy.close() == 0
     assert not [r for r in records(log_dir, "system") if r["event"] == "tool_quarantined"]
+
+
+FLOOD_POLICY = {
+    "version": "1",
+    "rules": [
+        {"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}},
+        {
+            "id": "chatter",
+            "effect": "allow",
+            "conditions": {
+                "mcp_method": [
+                    "notifications/message",
+                    "notifications/roots/list_changed",
+                    "roots/list",
+                ]
+            },
+        },
+    ],
+}
+
+
+def flood_relay(home: Path, received: Path, per_second: float, burst: int) -> tuple[Proxy, Path]:
+    log_dir = configure(home, sys.executable, [str(PEER), str(received)], FLOOD_POLICY)
+    config_file = home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings.setdefault("proxy", {})["rate_limits"] = {
+        "notifications_per_second": per_second,
+        "notification_burst": burst,
+    }
+    config_file.write_text(json.dumps(settings))
+    proxy = Proxy(home, proxy_env(home))
+    proxy.initialize()
+    return proxy, log_dir
+
+
+def dropped_counts(log_dir: Path) -> dict[str, dict[str, int]]:
+    """Every ``messages_dropped`` record's counts, added up by side and method."""
+    total: dict[str, dict[str, int]] = {}
+    for record in records(log_dir, "system"):
+        if record["event"] == "messages_dropped":
+            assert sum(len(m) for m in record["detail"]["dropped"].values()) <= 22
+            for side, methods in record["detail"]["dropped"].items():
+                for method, count in methods.items():
+                    total.setdefault(side, {}).setdefault(method, 0)
+                    total[side][method] += count
+    return total
+
+
+def test_a_backend_flood_is_cut_at_its_bucket_and_recorded_together(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    # a rate that gives nothing back during the test: exactly the burst passes
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 0.001, 5)
+    arguments = {"notifications": 50, "requests": 3}
+    answer = proxy.answer(proxy.request("tools/call", {"name": "flood", "arguments": arguments}))
+    assert answer["result"]["content"][0]["text"] == "flooded"  # the session goes on
+    relayed = [m.get("method") for m in proxy.set_aside]
+    assert relayed == ["notifications/message"] * 5  # no roots/list reached the client
+    proxy.set_aside.clear()
+    distinct = {"notifications": 300, "distinct": True}
+    assert proxy.answer(proxy.request("tools/call", {"name": "flood", "arguments": distinct}))
+    assert proxy.set_aside == []
+    assert proxy.close() == 0
+
+    answers = {m["id"]: m for m in backend_saw(received) if str(m.get("id")).startswith("f")}
+    assert sorted(answers) == ["f0", "f1", "f2"]
+    for refused in answers.values():
+        assert refused["error"]["code"] == DENIED
+        assert refused["error"]["data"] == {"rule": "builtin-rate-flood"}
+        assert "faster than proxy.rate_limits allows" in refused["error"]["message"]
+    counts = dropped_counts(log_dir)
+    assert set(counts) == {"backend"}
+    backend = counts["backend"]
+    assert backend.pop("notifications/message") == 45
+    assert backend.pop("roots/list") == 3
+    assert sum(backend.values()) == 300  # each made-up method counted, none lost
+    assert "(other)" in backend  # ... but not each by name
+    noted = [r for r in records(log_dir, "decisions") if r.get("request_id") == "notification"]
+    relayed_records = [
+        r["mcp_method"] for r in noted if r["mcp_method"] != "notifications/initialized"
+    ]
+    assert relayed_records == ["notifications/message"] * 5  # one per relayed notification
+
+
+def test_a_client_flood_of_notifications_is_cut_at_its_bucket(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 0.001, 5)
+    for _ in range(20):
+        proxy.send({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+    assert "result" in proxy.call("ping")  # the backend has read everything sent before
+    assert proxy.close() == 0
+    saw = [m.get("method") for m in backend_saw(received) if "id" not in m]
+    # notifications/initialized took one of the 5
+    assert saw == ["notifications/initialized"] + ["notifications/roots/list_changed"] * 4
+    assert dropped_counts(log_dir) == {"client": {"notifications/roots/list_changed": 16}}
+
+
+def test_the_default_limits_let_a_burst_of_notifications_through(relay: Any) -> None:
+    proxy, _, log_dir = relay
+    arguments = {"notifications": 150, "distinct": True}
+    answer = proxy.answer(proxy.request("tools/call", {"name": "flood", "arguments": arguments}))
+    assert answer["result"]["content"][0]["text"] == "flooded"
+    assert proxy.close() == 0
+    assert dropped_counts(log_dir) == {}
+    notified = [r for r in records(log_dir, "decisions") if r.get("request_id") == "notification"]
+    assert len([r for r in notified if r["mcp_method"].startswith("notifications/x-")]) == 150

@@ -24,7 +24,7 @@ from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, SessionBindingError
 from mcp_acp.models import Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
-from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
@@ -208,7 +208,7 @@ async def test_token_bucket_rejects_a_flood(tmp_path: Path) -> None:
     verdicts = [await setup.pep.check("tools/call", read, n) for n in range(5)]
     assert [v.allowed for v in verdicts] == [True, True, True, False, False]
     assert verdicts[3].rule_id == "builtin-rate-flood"
-    # notifications never spend tokens (a cancellation must always get through)
+    # notifications never spend the requests' tokens (they have buckets of their own)
     note = await setup.pep.check("notifications/cancelled", {}, "n", flood_guard=False)
     assert note.allowed
     clock.now += 0.5  # one token back
@@ -219,6 +219,74 @@ async def test_token_bucket_rejects_a_flood(tmp_path: Path) -> None:
     assert len(floods) == 3
     assert all(r["effect"] == "deny" for r in floods)
     assert setup.pep.counts == {"allowed": 5, "denied": 3, "asked": 0}
+
+
+async def test_notifications_beyond_their_bucket_are_dropped_and_recorded_together(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    limits = Limits(
+        client_notifications=TokenBucket(rate=1, burst=2, clock=clock),
+        backend_messages=TokenBucket(rate=1, burst=1, clock=clock),
+    )
+    setup = Setup(tmp_path, limits)
+    await setup.trail.start()
+    client = [setup.pep.admit("client", "notifications/progress") for _ in range(4)]
+    assert client == [True, True, False, False]
+    # the backend's bucket is its own: the client's flood does not spend it
+    assert setup.pep.admit("backend", "notifications/message")
+    assert not setup.pep.admit("backend", "roots/list")
+    clock.now += 1.0  # one token back on each side
+    assert setup.pep.admit("client", "notifications/progress")
+    assert not setup.pep.admit("client", "notifications/progress")
+    setup.pep.report_dropped()
+    setup.pep.report_dropped()  # nothing new: no second record
+    await setup.trail.close()
+    lines = (setup.log_dir / "system.jsonl").read_text().splitlines()
+    dropped = [json.loads(line) for line in lines if '"messages_dropped"' in line]
+    assert len(dropped) == 1
+    assert dropped[0]["detail"]["dropped"] == {
+        "backend": {"roots/list": 1},
+        "client": {"notifications/progress": 3},
+    }
+    assert dropped[0]["detail"]["limits"] == {
+        "client": {"per_second": 1, "burst": 2},
+        "backend": {"per_second": 1, "burst": 1},
+    }
+    assert setup.decisions() == []  # a dropped message has no decision record of its own
+    assert verify_stream(setup.log_dir, "system").ok
+
+
+async def test_dropped_messages_are_recorded_a_second_after_the_first(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, Limits(backend_messages=TokenBucket(rate=0.001, burst=1)))
+    await setup.trail.start()
+    assert setup.pep.admit("backend", "notifications/message")
+    assert not setup.pep.admit("backend", "notifications/message")
+    system = setup.log_dir / "system.jsonl"
+    for _ in range(500):  # the timer (1 s) writes it; the session has not ended
+        if '"messages_dropped"' in system.read_text():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("no messages_dropped record while the session went on")
+    assert not setup.pep.admit("backend", "notifications/message")
+    await setup.trail.close()
+
+
+def test_dropped_counts_cannot_grow_with_made_up_methods() -> None:
+    dropped = Dropped()
+    for n in range(1_000):
+        dropped.add("backend", f"notifications/x-{n}")
+    dropped.add("client", "notifications/" + "y" * 10_000)
+    counts = dropped.take()
+    named = [m for m in counts["backend"] if m != Dropped.OTHER]
+    assert len(named) == Dropped.MAX_METHODS
+    assert sum(counts["backend"].values()) == 1_000  # none lost, the rest under "(other)"
+    assert counts["client"] == {Dropped.OTHER: 1}  # the table was full by then
+    assert not dropped
+    assert dropped.take() == {}
+    dropped.add("client", "notifications/" + "y" * 10_000)
+    assert list(dropped.take()["client"]) == ["notifications/" + "y" * 50]  # 64 characters
 
 
 class SwitchingIdentity:

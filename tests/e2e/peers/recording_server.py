@@ -7,7 +7,10 @@ Tools: ``echo`` (returns its ``text``); ``frobnicate`` (annotated ``destructiveH
 request id found, when it is called, in the proxy's decisions file — the second
 argument); ``chatty`` (sends a ``notifications/progress`` and a ``notifications/message``
 before its result); ``ask_ambiguous`` (sends the client a request whose ``method`` key
-appears twice, waits for the answer, then returns). ``tools/list`` with the cursor
+appears twice, waits for the answer, then returns); ``flood`` (sends ``notifications``
+``notifications/message``s — or, with ``distinct``, as many notifications each with a method
+of its own — then ``requests`` ``roots/list`` requests, reads their answers, then returns).
+``tools/list`` with the cursor
 ``"ambiguous"`` answers with a tool whose keys differ only in case; with ``"poisoned"``,
 with ``echo`` and a tool ``add`` whose description hides instructions in an
 ``<IMPORTANT>`` tag (tool poisoning); with ``"mended"``, with ``echo`` and ``add`` described
@@ -37,6 +40,7 @@ TOOLS = [
     {"name": "chatty", "inputSchema": {"type": "object"}},
     {"name": "ask_ambiguous", "inputSchema": {"type": "object"}},
     {"name": "write_ahead", "inputSchema": {"type": "object"}},
+    {"name": "flood", "inputSchema": {"type": "object"}},
 ]
 
 ADD_SCHEMA = {
@@ -112,6 +116,20 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         )
         receive()  # the answer to s1, whatever it is, is on record
         text(request_id, "asked")
+    elif name == "flood":  # a careless or hostile server: many messages of its own at once
+        arguments = params.get("arguments", {})
+        for n in range(arguments.get("notifications", 0)):
+            method = (
+                f"notifications/x-{n}" if arguments.get("distinct") else "notifications/message"
+            )
+            note = {"level": "info", "data": f"flood {n}"}
+            send(json.dumps({"jsonrpc": "2.0", "method": method, "params": note}))
+        asked = arguments.get("requests", 0)
+        for n in range(asked):
+            send(json.dumps({"jsonrpc": "2.0", "id": f"f{n}", "method": "roots/list"}))
+        for _ in range(asked):
+            receive()  # each answer, whatever it is, is on record
+        text(request_id, "flooded")
     else:
         error(request_id, -32602, "no such tool")
 
