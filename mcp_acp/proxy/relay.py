@@ -6,13 +6,14 @@ stdio, or streamable HTTP) — the relay's logic is the same for both. Every req
 notification from the client, and every request and notification the backend sends to
 the client (sampling, elicitation, roots; progress, logging, list changes), passes the
 enforcement point — notifications and backend requests after their side's flood limit
-(:meth:`~mcp_acp.proxy.pep.EnforcementPoint.admit`); permitted messages are forwarded as the exact bytes received, and a
-message JSON readers could read two ways is refused wherever the policy would decide on
-it (see :mod:`mcp_acp.proxy.messages`); a denied request gets a JSON-RPC error
-(:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule and the request id, and never
-reaches the other side. List results are filtered: a tool, resource or prompt that the
-subject could never be allowed to use is not listed. When the backend goes away, every
-request still in flight is answered with an error and the session ends (exit code 17).
+(:meth:`~mcp_acp.proxy.pep.EnforcementPoint.admit`); permitted messages are forwarded as
+the exact bytes received, and a message JSON readers could read two ways is refused
+wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`); a denied
+request gets a JSON-RPC error (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule
+and the request id, and never reaches the other side. List results are filtered: a tool,
+resource or prompt that the subject could never be allowed to use is not listed. When the
+backend goes away, every request still in flight is answered with an error and the
+session ends (exit code 17).
 """
 
 from __future__ import annotations
