@@ -337,6 +337,13 @@ class ProxySection(_Section):
         "(tool-pins.json beside this file); a tool whose definition later differs is left "
         "out of tools/list and its calls are denied until 'mcp-acp tools approve NAME'.",
     )
+    new_tools: Literal["pin", "review"] = Field(
+        default="pin",
+        description="With tool_pinning: 'pin': a tool seen for the first time is pinned and "
+        "usable at once (trust on first use). 'review': it is left out of tools/list and its "
+        "calls are denied until 'mcp-acp tools approve NAME' (or --all) pins it; so are calls "
+        "of tools no tools/list of the session showed approved.",
+    )
     outbound_secrets: Literal["ask", "off"] = Field(
         default="ask",
         description="'ask': a tools/call the policy allows whose arguments carry what looks "
@@ -354,6 +361,12 @@ class ProxySection(_Section):
         description="Show a desktop notification when the proxy refuses to start or shuts "
         "down (osascript on macOS, notify-send on Linux when installed).",
     )
+
+    @model_validator(mode="after")
+    def _review_needs_pins(self) -> ProxySection:
+        if self.new_tools == "review" and not self.tool_pinning:
+            raise ValueError("new_tools 'review' needs tool_pinning: true (reviews are pins)")
+        return self
 
 
 class ToolsSection(_Section):

@@ -328,6 +328,15 @@ def test_audit_fallback_must_be_outside_the_log_dir(tmp_path: Path) -> None:
     assert load_config(write(tmp_path / "c" / "config.json", data)).audit.sinks[0].use == "jsonl"
 
 
+def test_reviewing_new_tools_needs_pins(tmp_path: Path) -> None:
+    data = {**MINIMAL, "proxy": {"new_tools": "review", "tool_pinning": False}}
+    with pytest.raises(ConfigError, match="new_tools 'review' needs tool_pinning: true") as bad:
+        load_config(write(tmp_path / "c" / "config.json", data))
+    assert "\n" not in bad.value.user_line()
+    data["proxy"] = {"new_tools": "review"}
+    assert load_config(write(tmp_path / "c" / "config.json", data)).proxy.new_tools == "review"
+
+
 def test_audit_sink_options_are_validated_by_the_sink(tmp_path: Path) -> None:
     data = {**MINIMAL, "audit": {"sinks": [{"use": "jsonl", "config": {"durability": "never"}}]}}
     with pytest.raises(

@@ -9,6 +9,10 @@ leaves the tool out and its calls are denied (``builtin-tool-changed``) until so
 approves the new definition with ``mcp-acp tools approve NAME``, which shows what
 changed.
 
+With ``review`` (config ``proxy.new_tools: "review"``) nothing is trusted on first use: a
+tool seen for the first time is kept *unreviewed* — its definition waiting, as a changed
+one does — and held back the same way (``builtin-tool-unreviewed``) until it is approved.
+
 The pins live in ``tool-pins.json`` next to the config file (0600; refused if others can
 write it, like the config). Every list is one transaction under an ``flock`` on
 ``tool-pins.json.lock``: read, compare, write if anything changed — so a proxy and
@@ -58,10 +62,11 @@ _VERSION = 1
 
 @attrs.frozen(slots=True)
 class Seen:
-    """What the pins say of one listed tool: ``pinned`` (first seen: pinned now), ``same``
-    or ``changed`` (with the fields that differ from the pin)."""
+    """What the pins say of one listed tool: ``pinned`` (first seen: pinned now), ``same``,
+    ``changed`` (with the fields that differ from the pin) or ``unreviewed`` (never
+    approved, with ``review``: no pin yet, ``pinned_digest`` empty)."""
 
-    state: Literal["pinned", "same", "changed"]
+    state: Literal["pinned", "same", "changed", "unreviewed"]
     digest: str
     pinned_digest: str
     changed_fields: tuple[str, ...] = ()
@@ -170,9 +175,12 @@ class ToolPins:
 
     # ---------------------------------------------------------------- the relay
 
-    def see(self, backend: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Seen]:
-        """Compare the tools of one ``tools/list`` with their pins: pin the new ones, mark
-        the changed ones pending approval (the new definition kept). By tool name."""
+    def see(
+        self, backend: str, tools: Sequence[Mapping[str, Any]], *, review: bool = False
+    ) -> dict[str, Seen]:
+        """Compare the tools of one ``tools/list`` with their pins: pin the new ones (with
+        ``review``: keep them waiting for approval instead), mark the changed ones pending
+        approval (the new definition kept). By tool name."""
         seen: dict[str, Seen] = {}
 
         def change(data: dict[str, Any]) -> bool:
@@ -186,12 +194,21 @@ class ToolPins:
                     continue
                 now = _record(_definition(tool), when, room)
                 pinned = pins.get(name)
-                if pinned is None:
-                    if len(pins) >= MAX_PINNED_TOOLS:
-                        continue
-                    pins[name] = now
-                    room -= now["size"]
-                    seen[name] = Seen("pinned", now["sha256"], now["sha256"])
+                if pinned is None and len(pins) >= MAX_PINNED_TOOLS:
+                    if review:  # cannot be kept for review: held back all the same
+                        seen[name] = Seen("unreviewed", now["sha256"], "")
+                    continue
+                if pinned is None or "sha256" not in pinned:  # never approved
+                    waiting = (pinned or {}).get("pending") or {}
+                    if review:
+                        seen[name] = Seen("unreviewed", now["sha256"], "")
+                        if waiting.get("sha256") == now["sha256"]:
+                            continue
+                        pins[name] = {"pending": now}
+                    else:  # trust on first use: this is the first use
+                        seen[name] = Seen("pinned", now["sha256"], now["sha256"])
+                        pins[name] = now
+                    room += int(waiting.get("size") or 0) - now["size"]
                     dirty = True
                 elif pinned.get("sha256") == now["sha256"]:
                     seen[name] = Seen("same", now["sha256"], now["sha256"])
@@ -224,49 +241,68 @@ class ToolPins:
         ]
 
     def approve(self, tool: str, backend: str | None = None) -> tuple[str, dict[str, Any]]:
-        """Make the pending definition of ``tool`` its pin; return the backend and the pin
-        as it was (with its ``pending``). ``ConfigError`` if there is nothing to approve, or
-        the tool has changes pending for several backends and ``backend`` names none."""
-        approved: list[tuple[str, dict[str, Any]]] = []
+        """Make the pending definition of ``tool`` (changed, or new and unreviewed) its pin;
+        return the backend and the pin as it was (with its ``pending``). ``ConfigError`` if
+        there is nothing to approve, or the tool waits for several backends and ``backend``
+        names none."""
+        approved = self._approve(backend, tool)
+        return approved[0][0], approved[0][2]
+
+    def approve_all(self, backend: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        """Approve every definition waiting for one backend (``backend``, or the only one
+        with any waiting): ``(backend, tool, pin as it was)`` for each. ``ConfigError`` if
+        none waits, or several backends have some and ``backend`` names none."""
+        return self._approve(backend, None)
+
+    def _approve(
+        self, backend: str | None, tool: str | None
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        approved: list[tuple[str, str, dict[str, Any]]] = []
+        what = f"tool {tool!r}" if tool is not None else "any tool"
 
         def change(data: dict[str, Any]) -> bool:
             candidates = [
                 (key, pins)
                 for key, pins in sorted(data["backends"].items())
-                if "pending" in pins.get(tool, {}) and backend in (None, key)
+                if backend in (None, key)
+                and any("pending" in pin for name, pin in pins.items() if tool in (None, name))
             ]
             if not candidates:
                 raise ConfigError(
-                    f"no changed definition of tool {tool!r} is waiting for approval"
+                    f"no new or changed definition of {what} is waiting for approval"
                     + (f" from backend {backend}" if backend else ""),
-                    fix="'mcp-acp tools pins' lists the pins and what changed",
+                    fix="'mcp-acp tools pins' lists the pins and what waits",
                 )
             if len(candidates) > 1:
                 keys = ", ".join(key for key, _ in candidates)
                 raise ConfigError(
-                    f"tool {tool!r} has changed for several backends: {keys}",
+                    f"{what} waits for approval from several backends: {keys}",
                     fix="name one with --backend",
                 )
             key, pins = candidates[0]
-            before = pins[tool]
-            pins[tool] = before["pending"]
-            approved.append((key, before))
+            for name, before in sorted(pins.items()):
+                if tool in (None, name) and "pending" in before:
+                    pins[name] = before["pending"]
+                    approved.append((key, name, before))
             return True
 
         self._transaction(change)
-        return approved[0]
+        return approved
 
 
 def definition_diff(pin: Mapping[str, Any], name: str) -> str:
     """The pinned and the pending definition of one tool, as a unified diff of their
     JSON (or why it cannot be shown)."""
     old, new = pin.get("definition"), (pin.get("pending") or {}).get("definition")
-    if old is None or new is None:
+    unreviewed = "sha256" not in pin  # new: the whole definition is what there is to read
+    if new is None or (old is None and not unreviewed):
         return f"(a definition over {MAX_KEPT_DEFINITION // 1024} KiB is kept only as a digest)"
     lines = difflib.unified_diff(
-        json.dumps(old, indent=2, sort_keys=True, ensure_ascii=True).splitlines(),
+        []
+        if unreviewed
+        else json.dumps(old, indent=2, sort_keys=True, ensure_ascii=True).splitlines(),
         json.dumps(new, indent=2, sort_keys=True, ensure_ascii=True).splitlines(),
-        f"{name} (pinned)",
+        f"{name} (new)" if unreviewed else f"{name} (pinned)",
         f"{name} (now)",
         lineterm="",
     )

@@ -1,5 +1,5 @@
-"""``mcp-acp tools pins`` and ``mcp-acp tools approve NAME``: the tool pins of the config in
-use (:mod:`mcp_acp.proxy.pins`)."""
+"""``mcp-acp tools pins`` and ``mcp-acp tools approve NAME | --all``: the tool pins of the
+config in use (:mod:`mcp_acp.proxy.pins`)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ def _pins(ctx: click.Context) -> ToolPins:
 
 @click.group("tools")
 def tools_group() -> None:
-    """Tool definitions pinned on first sight; approve the ones a backend changed."""
+    """Tool definitions pinned on first sight (or on review); approve the ones waiting."""
 
 
 @tools_group.command("pins")
 @click.pass_context
 def pins_command(ctx: click.Context) -> None:
-    """List the pinned tools of every backend, and those whose definition changed."""
+    """List the pinned tools of every backend, those whose definition changed, and those
+    new ones waiting for review."""
     entries = _pins(ctx).entries()
     if not entries:
         click.echo("no tools pinned yet (a tool is pinned when a tools/list first shows it)")
@@ -40,6 +41,12 @@ def pins_command(ctx: click.Context) -> None:
             backend = key
             click.echo(f"backend {_shown(key)}")
         pending = pin.get("pending")
+        if "sha256" not in pin:
+            click.echo(
+                f"  {name}  NEW {(pending or {}).get('at')}: calls denied until reviewed with "
+                f"'mcp-acp tools approve {name}'"
+            )
+            continue
         if pending is None:
             click.echo(f"  {name}  pinned {pin.get('at')}  sha256 {str(pin.get('sha256'))[:12]}")
             continue
@@ -52,12 +59,24 @@ def pins_command(ctx: click.Context) -> None:
 
 
 @tools_group.command("approve")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "everything", is_flag=True, help="Every tool waiting, of one backend.")
 @click.option("--backend", help="The backend, as 'mcp-acp tools pins' shows it.")
 @click.pass_context
-def approve_command(ctx: click.Context, name: str, backend: str | None) -> None:
-    """Show how tool NAME's definition changed and pin the new one: its calls are decided by
-    the policy again (from the next tools/list in a running session)."""
-    key, before = _pins(ctx).approve(name, backend)
-    click.echo(definition_diff(before, name))
-    click.echo(f"approved: {name} (backend {key}) is pinned to its new definition")
+def approve_command(
+    ctx: click.Context, name: str | None, everything: bool, backend: str | None
+) -> None:
+    """Show tool NAME's new definition (what changed, or all of it for a new tool) and pin
+    it: its calls are decided by the policy again (from the next tools/list in a running
+    session). With --all, every tool waiting for one backend."""
+    if (name is None) == (not everything):
+        raise click.UsageError("name one tool, or give --all (not both)")
+    pins = _pins(ctx)
+    if name is None:
+        approved = pins.approve_all(backend)
+    else:
+        key, before = pins.approve(name, backend)
+        approved = [(key, name, before)]
+    for key, tool, before in approved:
+        click.echo(definition_diff(before, _shown(tool)))
+        click.echo(f"approved: {_shown(tool)} (backend {_shown(key)}) is pinned to this definition")

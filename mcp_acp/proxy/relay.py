@@ -100,6 +100,7 @@ class Relay:
         tool_screening: str = "quarantine",
         pins: ToolPins | None = None,
         pins_backend: str = "",
+        review_new_tools: bool = False,
     ) -> None:
         self.pep = pep
         self.trail = trail
@@ -109,6 +110,9 @@ class Relay:
         self.tool_screening = tool_screening
         self.pins = pins  # None: tool definitions are not pinned
         self.pins_backend = pins_backend  # whose pins (pins.backend_key)
+        #: proxy.new_tools "review": a tool is callable only once this session's lists have
+        #: shown it approved (pinned by 'mcp-acp tools approve'); needs pins
+        self.review_new_tools = review_new_tools and pins is not None
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
@@ -123,6 +127,11 @@ class Relay:
         # tool name -> (digest of its new definition, the fields that changed) for tools
         # whose definition differs from their pin: not listed, calls denied until approved
         self._changed: dict[str, tuple[str, str]] = {}
+        # with review_new_tools: tool name -> digest of its definition, for tools never
+        # approved (not listed, calls denied); and the tools this session's lists showed
+        # approved — the only ones callable
+        self._unreviewed: dict[str, str] = {}
+        self._reviewed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- plumbing
@@ -525,6 +534,15 @@ class Relay:
                 f"the backend changed this tool's definition ({self._changed[tool][1]}) since "
                 f"it was pinned; approve it with 'mcp-acp tools approve {tool}'",
             )
+        if self.review_new_tools and tool not in self._reviewed:
+            if tool in self._unreviewed:
+                why = f"approve it with 'mcp-acp tools approve {tool}'"
+            else:
+                why = "no tools/list of this session showed it approved"
+            return (
+                "builtin-tool-unreviewed",
+                f"new tools wait for review (proxy.new_tools is 'review'): {why}",
+            )
         return None
 
     async def _screen_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -544,22 +562,35 @@ class Relay:
         pins cannot be read, nothing is listed."""
         assert self.pins is not None  # noqa: S101 - only called with pins
         try:
-            seen = await asyncio.to_thread(self.pins.see, self.pins_backend, tools)
+            see = functools.partial(self.pins.see, review=self.review_new_tools)
+            seen = await asyncio.to_thread(see, self.pins_backend, tools)
         except (ConfigError, OSError) as error:
             log.error("tool pins unusable; listing no tools: %s", error)
             return []
-        kept, pinned = [], []
+        kept, pinned, waiting = [], [], []
         for tool in tools:
             name = tool.get("name")
             state = seen.get(name) if isinstance(name, str) else None
+            if state is not None and state.state == "unreviewed":
+                assert isinstance(name, str)  # noqa: S101 - seen is keyed by name
+                self._reviewed.discard(name)
+                if self._unreviewed.get(name) != state.digest:
+                    if name in self._unreviewed or len(self._unreviewed) < MAX_ANNOTATED_TOOLS:
+                        self._unreviewed[name] = state.digest
+                    waiting.append({"tool": name, "definition_sha256": state.digest})
+                continue
             if state is None or state.state != "changed":
                 if isinstance(name, str):
                     self._changed.pop(name, None)
+                    self._unreviewed.pop(name, None)
+                    if state is not None and len(self._reviewed) < MAX_ANNOTATED_TOOLS:
+                        self._reviewed.add(name)
                 if state is not None and state.state == "pinned":
                     pinned.append({"tool": name, "definition_sha256": state.digest})
                 kept.append(tool)
                 continue
             assert isinstance(name, str)  # noqa: S101 - seen is keyed by name
+            self._reviewed.discard(name)
             fields = ", ".join(state.changed_fields) or "its definition"
             if self._changed.get(name, (None,))[0] != state.digest:
                 if name in self._changed or len(self._changed) < MAX_ANNOTATED_TOOLS:
@@ -587,6 +618,15 @@ class Relay:
                     event="tools_pinned",
                     session_id=self.pep.session.id,
                     detail={"backend": self.pins_backend, "tools": pinned},
+                )
+            )
+        if waiting:
+            log.warning("%d new tool(s) wait for review: mcp-acp tools pins", len(waiting))
+            self.trail.record_soon(
+                SystemEvent(
+                    event="tools_awaiting_review",
+                    session_id=self.pep.session.id,
+                    detail={"backend": self.pins_backend, "tools": waiting},
                 )
             )
         return kept

@@ -370,6 +370,7 @@ async def _relay(
         tool_screening=settings.tool_screening,
         pins=ToolPins.beside(runtime.config_path) if settings.tool_pinning else None,
         pins_backend=backend_key(runtime.config.backend),
+        review_new_tools=settings.new_tools == "review",
     )
     started = time.time()
     control = ControlServer(settings.socket_dir)

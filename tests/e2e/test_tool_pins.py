@@ -87,6 +87,7 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         "chatty",
         "ask_ambiguous",
         "write_ahead",
+        "flood",
     }
     (changed,) = [r for r in system if r["event"] == "tool_definition_changed"]
     assert changed["detail"]["tool"] == "echo"
@@ -98,6 +99,53 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         ("deny", "builtin-tool-changed"),
         ("allow", "any-tool"),
     ]
+
+
+def test_with_review_new_tools_wait_until_a_human_approves_them(
+    isolated_home: Path, tmp_path: Path, run_cli: RunCli
+) -> None:
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.setdefault("proxy", {})["new_tools"] = "review"
+    config_file.write_text(json.dumps(config))
+
+    proxy = _session(isolated_home)
+    assert _names(proxy.call("tools/list")) == []  # nothing trusted on first sight
+    refused = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "one"}})
+    assert refused["error"]["code"] == DENIED
+    assert refused["error"]["data"] == {"rule": "builtin-tool-unreviewed"}
+    assert "mcp-acp tools approve echo" in refused["error"]["message"]
+    # a tool no list has shown at all is not callable either
+    unlisted = proxy.call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+    assert unlisted["error"]["data"] == {"rule": "builtin-tool-unreviewed"}
+    assert "no tools/list of this session showed it approved" in unlisted["error"]["message"]
+
+    assert "  echo  NEW " in run_cli("tools", "pins", check=True).stdout
+    approved = run_cli("tools", "approve", "echo", check=True).stdout
+    assert "echo (new)" in approved
+    assert '+  "name"' not in approved  # the pinned fields, not the name
+    assert "approved: echo" in approved
+
+    assert _names(proxy.call("tools/list")) == ["echo"]  # approved while the proxy runs
+    answered = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "two"}})
+    assert answered["result"]["content"][0]["text"] == "two"
+    # approved, then redefined: held as a change, as with trust on first use
+    assert _names(proxy.call("tools/list", {"cursor": "rugpull"})) == []
+    assert proxy.close() == 0
+
+    assert _echo_calls(received) == ["two"]  # "one" never reached the backend
+    assert not [m for m in _backend_lines(received) if m.get("params", {}).get("name") == "add"]
+    system = records(log_dir, "system")
+    assert not [r for r in system if r["event"] == "tools_pinned"]
+    (waiting,) = [r for r in system if r["event"] == "tools_awaiting_review"]  # once a session
+    assert {t["tool"] for t in waiting["detail"]["tools"]} >= {"echo", "frobnicate", "flood"}
+    assert {r["event"] for r in system} >= {"tool_definition_changed"}
+
+
+def _backend_lines(received: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in received.read_text().splitlines()]
 
 
 def test_with_pinning_off_a_redefined_tool_is_listed_and_no_pins_are_kept(

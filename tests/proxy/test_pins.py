@@ -81,8 +81,66 @@ def test_changing_back_to_the_pinned_definition_clears_the_pending_one(pins: Too
     assert pins.see(BACKEND, [tool()])["add"].state == "same"
     ((_, _, pin),) = pins.entries()
     assert "pending" not in pin
-    with pytest.raises(ConfigError, match="no changed definition of tool 'add'"):
+    with pytest.raises(ConfigError, match="no new or changed definition of tool 'add'"):
         pins.approve("add")
+
+
+def test_with_review_a_new_tool_waits_unpinned_until_approved(pins: ToolPins) -> None:
+    first = pins.see(BACKEND, [tool(), tool("echo")], review=True)
+    assert {name: seen.state for name, seen in first.items()} == {
+        "add": "unreviewed",
+        "echo": "unreviewed",
+    }
+    assert all(seen.pinned_digest == "" for seen in first.values())
+    assert {name: "sha256" in pin for _, name, pin in pins.entries()} == {
+        "add": False,
+        "echo": False,
+    }
+    before = pins.path.read_bytes()
+    assert pins.see(BACKEND, [tool()], review=True)["add"].state == "unreviewed"
+    assert pins.path.read_bytes() == before  # the same definition again: nothing to write
+    renamed = tool(description="Adds two numbers, then some.")
+    assert pins.see(BACKEND, [renamed], review=True)["add"].state == "unreviewed"
+    key, waiting = pins.approve("add")
+    assert key == BACKEND
+    shown = definition_diff(waiting, "add")
+    assert "add (new)" in shown
+    assert '+  "description": "Adds two numbers, then some."' in shown
+    assert pins.see(BACKEND, [renamed], review=True)["add"].state == "same"
+    assert pins.see(BACKEND, [tool()], review=True)["add"].state == "changed"  # not trusted
+    # echo still waits; without review the first use is now: it is pinned
+    assert pins.see(BACKEND, [tool("echo")], review=True)["echo"].state == "unreviewed"
+    assert pins.see(BACKEND, [tool("echo")])["echo"].state == "pinned"
+
+
+def test_approve_all_takes_one_backends_waiting_tools(pins: ToolPins) -> None:
+    other = '["uvx", "other-server"]'
+    pins.see(BACKEND, [tool(), tool("echo")], review=True)
+    pins.see(other, [tool("fetch")], review=True)
+    with pytest.raises(ConfigError, match="several backends") as refused:
+        pins.approve_all()
+    assert "--backend" in refused.value.user_line()
+    approved = pins.approve_all(BACKEND)
+    assert [(key, name) for key, name, _ in approved] == [(BACKEND, "add"), (BACKEND, "echo")]
+    assert [
+        name
+        for name, seen in pins.see(other, [tool("fetch")], review=True).items()
+        if seen.state == "unreviewed"
+    ] == ["fetch"]
+    assert [name for _, name, _ in pins.approve_all()] == ["fetch"]  # the only one left
+    with pytest.raises(ConfigError, match="no new or changed definition of any tool"):
+        pins.approve_all()
+
+
+def test_with_review_a_backend_past_the_pin_limit_gets_nothing_through(
+    pins: ToolPins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mcp_acp.proxy.pins.MAX_PINNED_TOOLS", 2)
+    listed = [tool(f"t{n}") for n in range(4)]
+    assert {seen.state for seen in pins.see(BACKEND, listed, review=True).values()} == {
+        "unreviewed"
+    }
+    assert len(pins.entries()) == 2  # kept for review: as many as the limit allows
 
 
 def test_approval_must_name_the_backend_when_several_changed_the_tool(pins: ToolPins) -> None:
@@ -177,3 +235,13 @@ def test_the_pins_command_escapes_what_a_backend_named(
     assert "\x1b" not in shown
     assert "'\\x1b[2Jwipe'  CHANGED" in shown
     assert "  plain  pinned " in shown
+    pins.see(BACKEND, [tool("\u202enew")], review=True)
+    shown = run_cli("tools", "pins", env={"MCP_ACP_CONFIG": str(config)}, check=True).stdout
+    assert "'\\u202enew'  NEW " in shown
+    approved = run_cli("tools", "approve", "--all", env={"MCP_ACP_CONFIG": str(config)})
+    assert approved.returncode == 0, approved.stderr
+    assert "\u202e" not in approved.stdout
+    assert "approved: '\\u202enew' (backend" in approved.stdout
+    both = run_cli("tools", "approve", "plain", "--all", env={"MCP_ACP_CONFIG": str(config)})
+    assert both.returncode != 0
+    assert "name one tool, or give --all" in both.stderr
