@@ -42,7 +42,7 @@ from mcp_acp.proxy.messages import (
 )
 from mcp_acp.proxy.pep import EnforcementPoint
 from mcp_acp.proxy.pins import ToolPins
-from mcp_acp.proxy.screening import screen_tool
+from mcp_acp.proxy.screening import screen_entry
 
 __all__ = ["ClientWriter", "Relay"]
 
@@ -585,7 +585,7 @@ class Relay:
         like a relayed answer: handed to the trail, not waited for (if it cannot be
         written, the trail fails and the proxy shuts down; the tool is hidden either way)."""
         name = tool.get("name")
-        findings = screen_tool(tool)
+        findings = screen_entry(tool)
         if not isinstance(name, str):
             return bool(findings)  # never callable by name anyway
         if not findings:
