@@ -18,11 +18,12 @@ what no honest entry needs:
   characters that let text say one thing to the model and show another to the user);
 * a string longer than :data:`MAX_STRING_BYTES` (8 KiB in UTF-8).
 
-The relay screens ``tools/list`` entries and quarantines a tool with any finding: it is
-left out of the list the client gets, and calls to it are denied
-(``builtin-tool-quarantined``); see ``mcp_acp.proxy.relay``. This is a screen for known
+The relay quarantines an entry with any finding: it is left out of the list the client
+gets, and requests that use it are denied — a tool's calls (``builtin-tool-quarantined``),
+a resource's reads (``builtin-resource-quarantined``), a prompt's gets
+(``builtin-prompt-quarantined``); see ``mcp_acp.proxy.relay``. This is a screen for known
 markers, not a proof of innocence: instructions in plain words pass it, and the policy on
-arguments (paths, tools) is what holds whatever a description says.
+arguments (paths, tools, URIs) is what holds whatever a description says.
 """
 
 from __future__ import annotations
