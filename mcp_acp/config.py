@@ -327,9 +327,10 @@ class ProxySection(_Section):
     )
     tool_screening: Literal["quarantine", "off"] = Field(
         default="quarantine",
-        description="'quarantine': a tool the backend defines with hidden-instruction "
-        "markers (tags such as <IMPORTANT>, control or invisible characters, a string over "
-        "8 KiB) is left out of tools/list and its calls are denied. 'off': not screened.",
+        description="'quarantine': a tool, resource, resource template or prompt the backend "
+        "lists with hidden-instruction markers (tags such as <IMPORTANT>, control or invisible "
+        "characters, a string over 8 KiB) is left out of its list, and calls of the tool, "
+        "reads of the resource and gets of the prompt are denied. 'off': not screened.",
     )
     tool_pinning: bool = Field(
         default=True,

@@ -340,8 +340,8 @@ class EnforcementPoint:
         companion: Companion = None,
     ) -> Verdict:
         """Record a denial that came before any policy decision (no identity, an identity
-        provider or request error, a binding violation, a flood, a quarantined tool) and
-        return it. A ``tools/call`` record names the tool asked for."""
+        provider or request error, a binding violation, a flood, a quarantined tool, resource
+        or prompt) and return it. A ``tools/call`` record names the tool asked for."""
         named = params.get("name") if method == "tools/call" else None
         await self._record(
             DecisionEvent(
@@ -379,9 +379,9 @@ class EnforcementPoint:
         notifications and the backend's requests do not). ``companion(allowed)`` may return
         one more record (the relay's operation record), written with the decision and
         durable soon after it (see :meth:`AuditTrail.record_decision`). ``withheld``, for a
-        ``tools/call`` of a tool the relay holds back (quarantined, or changed since it was
-        pinned), is the rule id and the reason: the call is denied before any policy
-        decision."""
+        request using a list entry the relay holds back (a quarantined tool, resource or
+        prompt, or a tool changed since it was pinned), is the rule id and the reason: the
+        request is denied before any policy decision."""
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (

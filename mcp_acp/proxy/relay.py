@@ -11,9 +11,10 @@ the exact bytes received, and a message JSON readers could read two ways is refu
 wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`); a denied
 request gets a JSON-RPC error (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule
 and the request id, and never reaches the other side. List results are filtered: a tool,
-resource or prompt that the subject could never be allowed to use is not listed. When the
-backend goes away, every request still in flight is answered with an error and the
-session ends (exit code 17).
+resource or prompt that the subject could never be allowed to use is not listed, nor is
+one whose entry carries hidden-instruction markers (quarantined, see
+:mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
+flight is answered with an error and the session ends (exit code 17).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
 from mcp_acp.audit.trail import AuditTrail
@@ -44,7 +45,7 @@ from mcp_acp.proxy.messages import (
 )
 from mcp_acp.proxy.pep import EnforcementPoint
 from mcp_acp.proxy.pins import ToolPins
-from mcp_acp.proxy.screening import screen_tool
+from mcp_acp.proxy.screening import screen_entry
 
 __all__ = ["ClientWriter", "Relay"]
 
@@ -55,7 +56,8 @@ DRAIN_SECONDS = 10.0
 #: JSON-RPC error code for a request that failed on the backend's side: the backend went
 #: away, or its answer was refused (it could be read two ways).
 BACKEND_FAILED = -32000
-#: Tools whose annotations (from the backend's ``tools/list``) are remembered per session.
+#: Tools whose annotations (from the backend's ``tools/list``) are remembered per session;
+#: also how many quarantined entries of each kind (tools, resources, templates, prompts).
 MAX_ANNOTATED_TOOLS = 10_000
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
@@ -68,6 +70,34 @@ _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] =
         lambda r: {"uri": r.get("uriTemplate")},
     ),
     "prompts/list": ("prompts", "prompts/get", lambda p: {"name": p.get("name")}),
+}
+
+
+class _Kind(NamedTuple):
+    """One kind of list entry, as the quarantine treats it."""
+
+    noun: str  # in log lines and denial reasons
+    key: str  # the field naming an entry (and the request parameter that names it)
+    event: str  # the system record of a newly quarantined definition
+    detail: str  # where that record's detail names the entry
+
+
+#: The kinds of list entry, by their key in the list result.
+_KINDS: dict[str, _Kind] = {
+    "tools": _Kind("tool", "name", "tool_quarantined", "tool"),
+    "resources": _Kind("resource", "uri", "resource_quarantined", "uri"),
+    "resourceTemplates": _Kind(
+        "resource template", "uriTemplate", "resource_template_quarantined", "uriTemplate"
+    ),
+    "prompts": _Kind("prompt", "name", "prompt_quarantined", "prompt"),
+}
+#: Requests using one list entry, denied while it is quarantined: the entry's kind and the
+#: rule of the denial. (A resource template has none: a URI made from one is decided by
+#: the policy like any other.)
+_USES: dict[str, tuple[str, str]] = {
+    "tools/call": ("tools", "builtin-tool-quarantined"),
+    "resources/read": ("resources", "builtin-resource-quarantined"),
+    "prompts/get": ("prompts", "builtin-prompt-quarantined"),
 }
 
 
@@ -120,10 +150,11 @@ class Relay:
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
-        # tool name -> (digest of its definition, why) for tools the backend's last
-        # tools/list defined with hidden-instruction markers (mcp_acp.proxy.screening): not
-        # listed, and their calls denied
-        self._quarantined: dict[str, tuple[str, str]] = {}
+        # kind (a key of _KINDS) -> entry name (tool and prompt name, resource URI, URI
+        # template) -> (digest of its definition, why) for entries the backend's last list
+        # defined with hidden-instruction markers (mcp_acp.proxy.screening): not listed, and
+        # the requests using them denied
+        self._quarantined: dict[str, dict[str, tuple[str, str]]] = {key: {} for key in _KINDS}
         # tool name -> (digest of its new definition, the fields that changed) for tools
         # whose definition differs from their pin: not listed, calls denied until approved
         self._changed: dict[str, tuple[str, str]] = {}
@@ -309,12 +340,12 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
-        annotations = withheld = None
+        annotations = None
         if message.method == "tools/call":
             name = message.params.get("name")
             if isinstance(name, str):
                 annotations = self._annotations.get(name)
-                withheld = self._withheld(name)
+        withheld = self._withheld(message.method, message.params)
         try:
             verdict = await self.pep.check(
                 message.method,
@@ -490,9 +521,7 @@ class Relay:
         items = result.get(key)
         if not isinstance(items, list):
             return result
-        items = [item for item in items if isinstance(item, dict)]
-        if key == "tools":
-            items = await self._screen_tools(items)
+        items = await self._screen(key, [item for item in items if isinstance(item, dict)])
         kept = []
         for item in items:
             try:
@@ -518,25 +547,33 @@ class Relay:
                 kept.append(item)
         return {**result, key: kept}
 
-    def _withheld(self, tool: str) -> tuple[str, str] | None:
-        """Why calls of ``tool`` are denied whatever the policy says (rule id, reason), if
-        they are: its definition was quarantined, or differs from its pin."""
-        if tool in self._quarantined:
+    def _withheld(self, method: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        """Why a request using one listed entry is denied whatever the policy says (rule id,
+        reason), if it is: the entry's definition was quarantined, or (a tool's) differs
+        from its pin, or was never approved (``proxy.new_tools: review``)."""
+        if method not in _USES:
+            return None
+        key, rule_id = _USES[method]
+        kind = _KINDS[key]
+        name = params.get(kind.key)
+        if not isinstance(name, str):
+            return None
+        held = self._quarantined[key].get(name)
+        if held is not None:
             return (
-                "builtin-tool-quarantined",
-                "the backend defined this tool with hidden-instruction markers "
-                f"({self._quarantined[tool][1]}); it stays quarantined until the backend "
-                "lists it without",
+                rule_id,
+                f"the backend defined this {kind.noun} with hidden-instruction markers "
+                f"({held[1]}); it stays quarantined until the backend lists it without",
             )
-        if tool in self._changed:
+        if method == "tools/call" and name in self._changed:
             return (
                 "builtin-tool-changed",
-                f"the backend changed this tool's definition ({self._changed[tool][1]}) since "
-                f"it was pinned; approve it with 'mcp-acp tools approve {tool}'",
+                f"the backend changed this tool's definition ({self._changed[name][1]}) since "
+                f"it was pinned; approve it with 'mcp-acp tools approve {name}'",
             )
-        if self.review_new_tools and tool not in self._reviewed:
-            if tool in self._unreviewed:
-                why = f"approve it with 'mcp-acp tools approve {tool}'"
+        if method == "tools/call" and self.review_new_tools and name not in self._reviewed:
+            if name in self._unreviewed:
+                why = f"approve it with 'mcp-acp tools approve {name}'"
             else:
                 why = "no tools/list of this session showed it approved"
             return (
@@ -545,15 +582,19 @@ class Relay:
             )
         return None
 
-    async def _screen_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The tools of one ``tools/list`` that may go on to the policy: each one's
-        annotations remembered; the poisoned ones quarantined (:meth:`_quarantine`), then
-        the others compared with their pins (:meth:`_pin`)."""
-        for tool in tools:
-            self._remember_annotations(tool)
+    async def _screen(self, key: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The entries of one list (``key`` in its result) that may go on to the policy: a
+        tool's annotations remembered; the poisoned entries quarantined
+        (:meth:`_quarantine`), then the other tools compared with their pins
+        (:meth:`_pin`)."""
+        if key == "tools":
+            for tool in items:
+                self._remember_annotations(tool)
         if self.tool_screening == "quarantine":
-            tools = [tool for tool in tools if not self._quarantine(tool)]
-        return await self._pin(tools) if self.pins is not None else tools
+            items = [item for item in items if not self._quarantine(key, item)]
+        if key == "tools" and self.pins is not None:
+            items = await self._pin(items)
+        return items
 
     async def _pin(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Pin the tools seen for the first time (one ``tools_pinned`` record); hold back
@@ -631,30 +672,33 @@ class Relay:
             )
         return kept
 
-    def _quarantine(self, tool: dict[str, Any]) -> bool:
-        """Whether ``tool``'s definition carries hidden-instruction markers: if so it is not
-        listed and its calls are denied until a list defines it cleanly. A definition newly
-        quarantined is recorded (``tool_quarantined``), once per session and definition,
-        like a relayed answer: handed to the trail, not waited for (if it cannot be
-        written, the trail fails and the proxy shuts down; the tool is hidden either way)."""
-        name = tool.get("name")
-        findings = screen_tool(tool)
+    def _quarantine(self, key: str, entry: dict[str, Any]) -> bool:
+        """Whether ``entry`` (of the list ``key`` names) carries hidden-instruction markers:
+        if so it is not listed and the requests using it are denied until a list defines it
+        cleanly. A definition newly quarantined is recorded (``tool_quarantined``,
+        ``resource_quarantined``, …), once per session and definition, like a relayed
+        answer: handed to the trail, not waited for (if it cannot be written, the trail
+        fails and the proxy shuts down; the entry is hidden either way)."""
+        kind, held = _KINDS[key], self._quarantined[key]
+        name = entry.get(kind.key)
+        findings = screen_entry(entry)
         if not isinstance(name, str):
-            return bool(findings)  # never callable by name anyway
+            return bool(findings)  # never usable by name anyway
         if not findings:
-            self._quarantined.pop(name, None)
+            held.pop(name, None)
             return False
-        digest, _ = payload_digest(tool)
-        if self._quarantined.get(name, (None,))[0] != digest:
-            if name in self._quarantined or len(self._quarantined) < MAX_ANNOTATED_TOOLS:
-                self._quarantined[name] = (digest, "; ".join(findings))
-            self.pep.limits.approvals.forget_tool(name)  # given for another definition
-            log.warning("tool %s quarantined: %s", ascii(name[:64]), "; ".join(findings))
+        digest, _ = payload_digest(entry)
+        if held.get(name, (None,))[0] != digest:
+            if name in held or len(held) < MAX_ANNOTATED_TOOLS:
+                held[name] = (digest, "; ".join(findings))
+            if key == "tools":
+                self.pep.limits.approvals.forget_tool(name)  # given for another definition
+            log.warning("%s %s quarantined: %s", kind.noun, ascii(name[:64]), "; ".join(findings))
             self.trail.record_soon(
                 SystemEvent(
-                    event="tool_quarantined",
+                    event=kind.event,
                     session_id=self.pep.session.id,
-                    detail={"tool": name, "definition_sha256": digest, "findings": findings},
+                    detail={kind.detail: name, "definition_sha256": digest, "findings": findings},
                 )
             )
         return True

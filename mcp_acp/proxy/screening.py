@@ -1,10 +1,13 @@
-"""Tool-definition screening: what a backend's ``tools/list`` entry must not carry.
+"""List-entry screening: what an entry of a backend's ``tools/list``, ``resources/list``,
+``resources/templates/list`` or ``prompts/list`` must not carry.
 
-A tool's definition reaches the model in full: its description, its input schema (property
-names, their descriptions, enum values) and its annotations. A poisoned definition is an
-injection that runs when the tools are listed, before any call could be decided
-("tool poisoning", "line jumping"). :func:`screen_tool` reads every string of a definition,
-keys included, and names what no honest definition needs:
+Each entry reaches the model, or the user, in full: a tool's description, its input schema
+(property names, their descriptions, enum values) and its annotations; a resource's or a
+template's name, title, description, URI and MIME type; a prompt's description and its
+arguments' descriptions; icons and ``_meta`` of any. A poisoned entry is an injection that
+runs when the list is read, before any request could be decided ("tool poisoning", "line
+jumping"). :func:`screen_entry` reads every string of an entry, keys included, and names
+what no honest entry needs:
 
 * a hidden-instruction tag — ``<IMPORTANT>``, ``<SYSTEM>``, ``<instructions>``, … (any
   case, opening or closing);
@@ -15,11 +18,12 @@ keys included, and names what no honest definition needs:
   characters that let text say one thing to the model and show another to the user);
 * a string longer than :data:`MAX_STRING_BYTES` (8 KiB in UTF-8).
 
-The relay quarantines a tool with any finding: it is left out of the list the client
-gets, and calls to it are denied (``builtin-tool-quarantined``); see
-``mcp_acp.proxy.relay``. This is a screen for known markers, not a proof of innocence:
-instructions in plain words pass it, and the policy on arguments (paths, tools) is what
-holds whatever a description says.
+The relay quarantines an entry with any finding: it is left out of the list the client
+gets, and requests that use it are denied — a tool's calls (``builtin-tool-quarantined``),
+a resource's reads (``builtin-resource-quarantined``), a prompt's gets
+(``builtin-prompt-quarantined``); see ``mcp_acp.proxy.relay``. This is a screen for known
+markers, not a proof of innocence: instructions in plain words pass it, and the policy on
+arguments (paths, tools, URIs) is what holds whatever a description says.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_FINDINGS", "MAX_STRING_BYTES", "screen_tool"]
+__all__ = ["MAX_FINDINGS", "MAX_STRING_BYTES", "screen_entry"]
 
 MAX_STRING_BYTES = 8 * 1024
-#: Findings reported per tool (the first ones, in document order); one is enough to
+#: Findings reported per entry (the first ones, in document order); one is enough to
 #: quarantine it.
 MAX_FINDINGS = 5
 
@@ -49,11 +53,12 @@ _INVISIBLE = re.compile(
 )
 
 
-def screen_tool(tool: dict[str, Any]) -> list[str]:
-    """What in ``tool`` (one entry of a ``tools/list`` result) calls for quarantine, as
-    ``"<where>: <what>"`` lines (at most :data:`MAX_FINDINGS`); empty if nothing does."""
+def screen_entry(entry: dict[str, Any]) -> list[str]:
+    """What in ``entry`` (one tool, resource, resource template or prompt of a list result)
+    calls for quarantine, as ``"<where>: <what>"`` lines (at most :data:`MAX_FINDINGS`);
+    empty if nothing does."""
     findings: list[str] = []
-    for where, text in _strings(tool, ""):
+    for where, text in _strings(entry, ""):
         finding = _finding(text)
         if finding is not None:
             findings.append(f"{where or 'a key'}: {finding}")

@@ -1,6 +1,7 @@
 """Traffic that starts at the backend, through the real proxy: the reference "everything"
 server's sampling request (server → client) and its progress notifications, with the SDK
-client on the other side."""
+client on the other side; and its lists — tools, resources, resource templates, prompts —
+pass the screen for hidden instructions whole."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from proxy_helpers import configure, decisions, recording_sampler, sdk_client
+from mcp import Client, StdioServerParameters, stdio_client
+from proxy_helpers import configure, decisions, recording_sampler, records, sdk_client
 
 SAMPLING_TOOL = "trigger-sampling-request"
 SLOW_TOOL = "trigger-long-running-operation"
@@ -114,3 +116,37 @@ async def test_resource_and_template_listings_are_filtered(
     assert not any(uri.endswith("architecture.md") for uri in resources)  # ... not the denied one
     # the text template's text matches an allow rule; the blob template's nothing does
     assert templates == ["demo://resource/dynamic/text/{resourceId}"]
+
+
+async def every_list(client: Client) -> dict[str, list[str]]:
+    """The entries of the four lists: tools and prompts by name, resources by URI,
+    templates by their text."""
+    templates = (await client.list_resource_templates()).resource_templates
+    return {
+        "tools": sorted(tool.name for tool in (await client.list_tools()).tools),
+        "resources": sorted(str(r.uri) for r in (await client.list_resources()).resources),
+        "templates": sorted(template.uri_template for template in templates),
+        "prompts": sorted(prompt.name for prompt in (await client.list_prompts()).prompts),
+    }
+
+
+async def test_its_lists_pass_the_screen(everything: Path, isolated_home: Path) -> None:
+    allow_all = {
+        "version": "1",
+        "rules": [
+            {"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}},
+            {"id": "demo", "effect": "allow", "conditions": {"scheme": "demo"}},
+            {"id": "any-prompt", "effect": "allow", "conditions": {"mcp_method": "prompts/get"}},
+        ],
+    }
+    log_dir = configure(isolated_home, "node", [str(everything), "stdio"], allow_all)
+    server = StdioServerParameters(command="node", args=[str(everything), "stdio"])
+    with (isolated_home / "everything-stderr.txt").open("w") as errlog:
+        async with Client(stdio_client(server, errlog=errlog), mode="legacy") as client:
+            direct = await every_list(client)
+    async with sdk_client(isolated_home, "legacy") as client:
+        relayed = await every_list(client)
+    assert all(direct.values())  # it lists tools, resources, templates and prompts
+    assert relayed == direct  # the policy allows them all, and the screen holds none back
+    system = records(log_dir, "system")
+    assert not [r["detail"] for r in system if r["event"].endswith("_quarantined")]

@@ -74,6 +74,8 @@ def test_allow_deny_and_listing_through_the_real_server(setup: Any) -> None:
     assert auth[-1]["reason"] == "the client closed the session"
     for stream in ("decisions", "operations", "auth", "system"):
         assert verify_stream(log_dir, stream).ok
+    # the reference server's tools pass the screen for hidden instructions
+    assert not [r for r in records(log_dir, "system") if r["event"].endswith("_quarantined")]
     # AU-11: the streams join by session and request id — every request the client sent has
     # exactly one decision and one client_to_server operation record, and the reverse
     requested = [

@@ -1,9 +1,9 @@
 """``mcp-acp run`` against messages meant to slip past it: JSON that readers can read two
 ways, a request id reused while the first is in flight, a call that only the backend's
 annotations mark as destructive, notifications from the backend, ambiguous messages
-from the backend, and a tool whose definition hides instructions (tool poisoning). The
-backend (``peers/recording_server.py``) writes every line it receives to a file: what is
-not there never reached it."""
+from the backend, and a tool, resource, resource template or prompt whose definition hides
+instructions (tool poisoning). The backend (``peers/recording_server.py``) writes every
+line it receives to a file: what is not there never reached it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ POLICY = {
             "conditions": {"mcp_method": "notifications/message"},
         },
         {"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}},
+        {"id": "notes", "effect": "allow", "conditions": {"scheme": "note"}},
+        {"id": "any-prompt", "effect": "allow", "conditions": {"mcp_method": "prompts/get"}},
     ],
 }
 
@@ -332,7 +334,116 @@ def test_a_poisoned_tool_is_quarantined_until_the_backend_defines_it_cleanly(
     ]
 
 
-def test_with_screening_off_a_poisoned_tool_is_listed_and_decided_by_the_policy(
+#: What the peer's resource, template and prompt lists hold: all the entries, and the
+#: clean ones (without ``note://todo``, ``note://weekly/{week}``, ``summarise``).
+LISTED = {
+    "resources": ["note://readme", "note://todo"],
+    "templates": ["note://daily/{date}", "note://weekly/{week}"],
+    "prompts": ["greet", "summarise"],
+}
+CLEAN = {key: entries[:1] for key, entries in LISTED.items()}
+
+
+def listed(proxy: Proxy, cursor: str) -> dict[str, list[str]]:
+    """What the client gets from the three lists besides tools, by each entry's key."""
+    resources = proxy.call("resources/list", {"cursor": cursor})["result"]["resources"]
+    templates = proxy.call("resources/templates/list", {"cursor": cursor})["result"]
+    prompts = proxy.call("prompts/list", {"cursor": cursor})["result"]["prompts"]
+    return {
+        "resources": [resource["uri"] for resource in resources],
+        "templates": [template["uriTemplate"] for template in templates["resourceTemplates"]],
+        "prompts": [prompt["name"] for prompt in prompts],
+    }
+
+
+def reached(received: Path) -> list[tuple[str, str]]:
+    """The reads and gets that reached the backend, in order."""
+    return [
+        (m["method"], m["params"].get("uri") or m["params"].get("name"))
+        for m in backend_saw(received)
+        if m.get("method") in ("resources/read", "prompts/get")
+    ]
+
+
+def test_poisoned_resources_templates_and_prompts_are_quarantined_until_listed_cleanly(
+    relay: Any,
+) -> None:
+    proxy, received, log_dir = relay
+    assert listed(proxy, "poisoned") == CLEAN
+    assert listed(proxy, "poisoned") == CLEAN  # the same definitions: one record each
+
+    read = proxy.call("resources/read", {"uri": "note://todo"})
+    assert read["error"]["code"] == DENIED
+    assert read["error"]["data"] == {"rule": "builtin-resource-quarantined"}
+    assert "title: control character U+001B" in read["error"]["message"]
+    got = proxy.call("prompts/get", {"name": "summarise", "arguments": {"text": "hi"}})
+    assert got["error"]["code"] == DENIED
+    assert got["error"]["data"] == {"rule": "builtin-prompt-quarantined"}
+    assert "bidirectional-control character U+202E" in got["error"]["message"]
+    # the clean entries are used as the policy says; so is a URI made from the quarantined
+    # template, which is only left out of its list
+    assert proxy.call("resources/read", {"uri": "note://readme"})["result"]["contents"]
+    assert proxy.call("prompts/get", {"name": "greet"})["result"]["messages"]
+    assert proxy.call("resources/read", {"uri": "note://weekly/7"})["result"]["contents"]
+    assert reached(received) == [
+        ("resources/read", "note://readme"),
+        ("prompts/get", "greet"),
+        ("resources/read", "note://weekly/7"),
+    ]
+
+    assert listed(proxy, "mended") == LISTED  # described plainly: listed again, and usable
+    read = proxy.call("resources/read", {"uri": "note://todo"})
+    assert read["result"]["contents"][0]["text"] == "note://todo"
+    got = proxy.call("prompts/get", {"name": "summarise", "arguments": {"text": "hi"}})
+    assert got["result"]["messages"][0]["content"]["text"] == "prompt summarise"
+    assert proxy.close() == 0
+
+    # the quarantined ones reached the backend only once mended
+    assert reached(received)[3:] == [
+        ("resources/read", "note://todo"),
+        ("prompts/get", "summarise"),
+    ]
+    quarantined = [r for r in records(log_dir, "system") if r["event"].endswith("_quarantined")]
+    assert all(len(r["detail"].pop("definition_sha256")) == 64 for r in quarantined)
+    assert [(r["event"], r["detail"]) for r in quarantined] == [
+        (
+            "resource_quarantined",
+            {"uri": "note://todo", "findings": ["title: control character U+001B"]},
+        ),
+        (
+            "resource_template_quarantined",
+            {
+                "uriTemplate": "note://weekly/{week}",
+                "findings": ["description: a hidden-instruction tag '<IMPORTANT>'"],
+            },
+        ),
+        (
+            "prompt_quarantined",
+            {
+                "prompt": "summarise",
+                "findings": [
+                    "arguments[0].description: invisible or bidirectional-control character U+202E"
+                ],
+            },
+        ),
+    ]
+    used = [
+        (r["mcp_method"], r["effect"], r["rule_id"])
+        for r in records(log_dir, "decisions")
+        if r.get("mcp_method") in ("resources/read", "prompts/get")
+    ]
+    assert used == [
+        ("resources/read", "deny", "builtin-resource-quarantined"),
+        ("prompts/get", "deny", "builtin-prompt-quarantined"),
+        ("resources/read", "allow", "notes"),
+        ("prompts/get", "allow", "any-prompt"),
+        ("resources/read", "allow", "notes"),
+        ("resources/read", "allow", "notes"),
+        ("prompts/get", "allow", "any-prompt"),
+    ]
+
+
+def test_with_screening_off_poisoned_entries_are_listed_and_decided_by_the_policy(
     isolated_home: Path, tmp_path: Path
 ) -> None:
     received = tmp_path / "received.jsonl"
@@ -347,8 +458,12 @@ def test_with_screening_off_a_poisoned_tool_is_listed_and_decided_by_the_policy(
     assert [tool["name"] for tool in listing["result"]["tools"]] == ["echo", "add"]
     answered = proxy.call("tools/call", {"name": "add", "arguments": {"a": 2, "b": 2}})
     assert answered["result"]["content"][0]["text"] == "4"
+    assert listed(proxy, "poisoned") == LISTED
+    assert proxy.call("resources/read", {"uri": "note://todo"})["result"]["contents"]
+    assert proxy.call("prompts/get", {"name": "summarise"})["result"]["messages"]
     assert proxy.close() == 0
-    assert not [r for r in records(log_dir, "system") if r["event"] == "tool_quarantined"]
+    assert reached(received) == [("resources/read", "note://todo"), ("prompts/get", "summarise")]
+    assert not [r for r in records(log_dir, "system") if r["event"].endswith("_quarantined")]
 
 
 FLOOD_POLICY = {
