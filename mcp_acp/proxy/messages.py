@@ -5,6 +5,13 @@ learn what the message is (request, notification, response) and what the policy 
 A transport that decodes messages itself (streamable HTTP) hands over dicts instead:
 :func:`from_body` classifies those the same way.
 
+The exact bytes go on only if every reader splits them into the same messages: a line
+with a carriage return (JSON whitespace, but a line end to readers that accept ``\r``, as
+Python's text streams do) or a raw U+2028, U+2029 or U+0085 inside a string (line ends to
+``str.splitlines``) could carry a second message past the policy. Such a line is passed
+on re-encoded from its parse — the same JSON value, in ASCII, on one line. ``NaN`` and
+``Infinity``, which are not JSON, make a line invalid.
+
 Because the policy decides on this parse and the other side reads the bytes, a message
 that JSON readers can read two ways is marked ``ambiguous``: an object with a key twice
 (Python keeps the last, others the first), keys that differ only in case (some readers,
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any, Literal
 
 import attrs
@@ -49,6 +57,9 @@ TOO_LARGE = b"\x00too-large"
 #: Arrays and objects nested deeper than this are refused: no MCP message needs it, and
 #: Python's recursion limit (about 1,000 frames) must never be reached by a hostile line.
 MAX_DEPTH = 200
+#: Bytes some line readers take for the end of a line, besides ``\n``: a carriage return,
+#: and (in UTF-8) U+2028, U+2029 and U+0085.
+_LINE_BREAKS = re.compile(b"\r|\xe2\x80[\xa8\xa9]|\xc2\x85")
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -70,6 +81,12 @@ class Message:
     @property
     def id(self) -> Any:
         return self.body.get("id")
+
+    @property
+    def reply_id(self) -> str | int | None:
+        """The id to answer with: this message's, if it is a valid JSON-RPC id (a string or
+        an integer), else ``null`` — as JSON-RPC says when the id cannot be determined."""
+        return _valid_id(self.body.get("id"))
 
     @property
     def method(self) -> str:
@@ -139,7 +156,11 @@ def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     raise _Ambiguous("the keys of one object are ambiguous")  # not reached: one check failed
 
 
-_decode = json.JSONDecoder(object_pairs_hook=_unambiguous).decode
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_unambiguous, parse_constant=_not_json).decode
 
 
 def _too_deep(line: bytes) -> bool:
@@ -171,6 +192,11 @@ def parse(line: bytes) -> Message:
         return attrs.evolve(message, ambiguous=f"ambiguous JSON: {exc}")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")
+    if (b"\r" in line or not line.isascii()) and _LINE_BREAKS.search(line):
+        try:  # one line for every reader: the same value, re-encoded
+            line = encode(body)
+        except ValueError as exc:  # a number too large for a float (1e400)
+            return Message("invalid", line, {}, f"cannot be passed on: {exc}")
     return _classify(body, line)
 
 
@@ -200,14 +226,23 @@ def _classify(body: Any, line: bytes) -> Message:
     return Message("invalid", line, body, "neither a request, a notification nor a response")
 
 
+def _valid_id(value: Any) -> str | int | None:
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
 def error_response(
     request_id: Any, code: int, message: str, data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """A JSON-RPC error answering ``request_id`` (``null`` if it is not a valid id)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if data:
         error["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+    return {"jsonrpc": "2.0", "id": _valid_id(request_id), "error": error}
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+    """One line of ASCII JSON. ``ValueError`` for a value JSON cannot hold (NaN, an
+    infinite float): never ``NaN`` or ``Infinity`` on the wire."""
+    return (
+        json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode() + b"\n"
+    )

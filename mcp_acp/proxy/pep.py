@@ -220,11 +220,16 @@ class EnforcementPoint:
         )
         if bucket.take():
             return True
+        self.drop(side, method)
+        return False
+
+    def drop(self, side: Literal["client", "backend"], what: str) -> None:
+        """Count one message from ``side`` that is not passed on — dropped by its flood
+        limit, or an answer to no request — for the next ``messages_dropped`` record."""
         if not self.limits.dropped:
             loop = asyncio.get_running_loop()
             self._dropped_report = loop.call_later(DROPPED_REPORT_SECONDS, self.report_dropped)
-        self.limits.dropped.add(side, method)
-        return False
+        self.limits.dropped.add(side, what)
 
     def report_dropped(self) -> None:
         """Record the messages dropped since the last report, if any (by timer, and at the

@@ -59,6 +59,12 @@ BACKEND_FAILED = -32000
 #: Tools whose annotations (from the backend's ``tools/list``) are remembered per session;
 #: also how many quarantined entries of each kind (tools, resources, templates, prompts).
 MAX_ANNOTATED_TOOLS = 10_000
+#: Requests the backend sent the client that may wait for its answer at once; beyond, the
+#: backend's next request is refused.
+MAX_ASKED = 1_000
+#: What a client reads when mcp-acp itself failed on its message (a bug; the traceback is
+#: in mcp-acp's log).
+INTERNAL = "internal error; see mcp-acp's log"
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
@@ -147,6 +153,9 @@ class Relay:
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
         self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
+        # the backend's request id -> method, sent to the client and not yet answered: the
+        # only answers from the client that go to the backend
+        self._asked: dict[Any, str] = {}
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
@@ -180,8 +189,22 @@ class Relay:
         except Unsendable as exc:
             log.warning("cannot forward %s to the backend: %s", message.kind, exc)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[None], *, answer: Any = None) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of this session. If it fails unexpectedly (a bug), the
+        failure is logged and — for a client request, ``answer`` its id — the client gets
+        an error instead of waiting for ever."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("relay task failed")
+                if answer is not None:
+                    text = f"mcp-acp failed on this request ({INTERNAL})"
+                    with contextlib.suppress(Exception):
+                        await self._send_client(encode(error_response(answer, DENIED, text)))
+
+        task: asyncio.Task[None] = asyncio.ensure_future(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -285,48 +308,62 @@ class Relay:
             if line is None:
                 return
             if line == TOO_LARGE:
-                await self._send_client(
-                    encode(
-                        error_response(
-                            None, INVALID_REQUEST, f"message larger than {MAX_MESSAGE_BYTES} bytes"
-                        )
-                    )
-                )
+                text = f"message larger than {MAX_MESSAGE_BYTES} bytes"
+                await self._send_client(encode(error_response(None, INVALID_REQUEST, text)))
                 continue
             if not line.strip():
                 continue
             message = parse(line + b"\n")
-            if message.ambiguous is not None and message.kind == "notification":
-                log.warning("client notification refused: %s", message.ambiguous)
-            elif message.kind == "invalid" or (
-                message.ambiguous is not None and message.kind == "request"
-            ):
-                problem = message.ambiguous or message.problem or "invalid message"
-                code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
-                request_id = message.body.get("id") if message.body else None
-                await self._send_client(encode(error_response(request_id, code, problem)))
-            elif message.kind == "request" and (
-                message.id in self._deciding or message.id in self._in_flight
-            ):
-                text = (
-                    f"request id {message.id!r} is already used by a request in progress; "
-                    "give every request its own id"
-                )
-                await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
-            elif message.kind == "request":
-                self.pep.session.learn_client(message.params)
-                task = self._spawn(self._client_request(message))
-                self._deciding[message.id] = task
-                task.add_done_callback(self._forget(message.id))
-            elif message.kind == "notification":
-                if message.method == "notifications/cancelled":
-                    waiting = self._deciding.get(message.params.get("requestId"))
+            try:
+                await self._client_message(message)
+            except Exception:  # a bug must not end the session silently: this one fails
+                log.exception("client message not handled (it was not forwarded)")
+                if message.kind == "request":
+                    text = f"mcp-acp failed on this request; it was not forwarded ({INTERNAL})"
+                    with contextlib.suppress(Exception):
+                        await self._send_client(encode(error_response(message.id, DENIED, text)))
+
+    async def _client_message(self, message: Message) -> None:
+        if message.ambiguous is not None and message.kind == "notification":
+            log.warning("client notification refused: %s", message.ambiguous)
+        elif message.kind == "invalid" or (
+            message.ambiguous is not None and message.kind == "request"
+        ):
+            problem = message.ambiguous or message.problem or "invalid message"
+            code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
+            request_id = message.body.get("id") if message.body else None
+            await self._send_client(encode(error_response(request_id, code, problem)))
+        elif message.kind == "request" and (
+            message.id in self._deciding or message.id in self._in_flight
+        ):
+            text = (
+                f"request id {message.id!r} is already used by a request in progress; "
+                "give every request its own id"
+            )
+            await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
+        elif message.kind == "request":
+            self.pep.session.learn_client(message.params)
+            task = self._spawn(self._client_request(message), answer=message.id)
+            self._deciding[message.id] = task
+            task.add_done_callback(self._forget(message.id))
+        elif message.kind == "notification":
+            if message.method == "notifications/cancelled":
+                cancelled = message.params.get("requestId")
+                if isinstance(cancelled, str | int):  # a list or an object names nothing
+                    waiting = self._deciding.get(cancelled)
                     if waiting is not None:
                         waiting.cancel()  # a pending decision or approval ends here
-                forward = functools.partial(self._send_backend, message)
-                await self._notification("client", message, forward)
-            else:  # a response to a request the backend sent the client
-                await self._send_backend(message)
+            forward = functools.partial(self._send_backend, message)
+            await self._notification("client", message, forward)
+        elif self._asked.pop(message.id, None) is None:
+            # an answer to nothing the backend asked, or a second answer: not passed on
+            self.pep.drop("client", "response to no request")
+        elif message.ambiguous is not None:
+            log.warning("client answer %r refused: %s", message.id, message.ambiguous)
+            text = f"the client's answer was refused: {message.ambiguous}"
+            await self._send_backend(from_body(error_response(message.id, INVALID_REQUEST, text)))
+        else:  # the answer to a request the backend sent
+            await self._send_backend(message)
 
     def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
         def forget(_task: asyncio.Task[None]) -> None:
@@ -407,30 +444,45 @@ class Relay:
 
     async def _backend_loop(self) -> None:
         async for message in self.channel.receive():
-            if message.kind == "response":
-                method = self._in_flight.pop(message.id, None)
-                decided = method in _LISTS or _asks_for_input(message)
-                if decided and message.ambiguous is not None:
-                    await self._refuse_answer(message, method)
-                elif decided:
-                    self._spawn(self._backend_response(message, method))
-                else:  # the usual case: relayed as is, in order, then recorded
-                    await self._send_client(message.raw)
-                    self._record_response(message.body, message.id, method)
-            elif message.ambiguous is not None and message.kind == "request":
-                log.warning("backend request refused: %s", message.ambiguous)
-                answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
-                await self._send_backend(from_body(answer))
-            elif message.ambiguous is not None and message.kind == "notification":
-                log.warning("backend notification refused: %s", message.ambiguous)
-            elif message.kind == "request":
-                self._spawn(self._backend_request(message))
-            elif message.kind == "notification":
-                # awaited here: in order with the answers around it
-                forward = functools.partial(self._send_client, message.raw)
-                await self._notification("backend", message, forward)
-            else:
-                log.warning("backend sent an invalid message: %s", message.problem)
+            try:
+                await self._backend_message(message)
+            except Exception:  # a bug must not end the session silently: this one fails
+                log.exception("backend message not handled (it was not relayed)")
+                if message.kind == "response" and message.id is not None:
+                    text = f"mcp-acp failed on the backend's answer ({INTERNAL})"
+                    answer = error_response(message.id, BACKEND_FAILED, text)
+                    with contextlib.suppress(Exception):
+                        await self._send_client(encode(answer))
+
+    async def _backend_message(self, message: Message) -> None:
+        if message.kind == "response":
+            if message.id not in self._in_flight:  # a second answer, or an answer to
+                # nothing: never relayed (a copy of a list would pass unfiltered)
+                self.pep.drop("backend", "response to no request")
+                return
+            method = self._in_flight.pop(message.id)
+            decided = method in _LISTS or _asks_for_input(message)
+            if decided and message.ambiguous is not None:
+                await self._refuse_answer(message, method)
+            elif decided:
+                self._spawn(self._backend_response(message, method))
+            else:  # the usual case: relayed as is, in order, then recorded
+                await self._send_client(message.raw)
+                self._record_response(message.body, message.id, method)
+        elif message.ambiguous is not None and message.kind == "request":
+            log.warning("backend request refused: %s", message.ambiguous)
+            answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
+            await self._send_backend(from_body(answer))
+        elif message.ambiguous is not None and message.kind == "notification":
+            log.warning("backend notification refused: %s", message.ambiguous)
+        elif message.kind == "request":
+            self._spawn(self._backend_request(message))
+        elif message.kind == "notification":
+            # awaited here: in order with the answers around it
+            forward = functools.partial(self._send_client, message.raw)
+            await self._notification("backend", message, forward)
+        else:
+            log.warning("backend sent an invalid message: %s", message.problem)
 
     async def _refuse_answer(self, message: Message, method: str | None) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
@@ -735,7 +787,13 @@ class Relay:
             return
         if verdict.fatal is not None:
             self.pep.fail(verdict.fatal)
-        if verdict.allowed:
+        if verdict.allowed and len(self._asked) >= MAX_ASKED and message.id not in self._asked:
+            text = (
+                f"denied: {MAX_ASKED} requests already wait for the client (request {message.id})"
+            )
+            await self._send_backend(from_body(error_response(message.id, DENIED, text)))
+        elif verdict.allowed:
+            self._asked[message.id] = message.method
             await self._send_client(message.raw)
         else:
             await self._send_backend(

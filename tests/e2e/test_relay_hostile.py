@@ -573,3 +573,95 @@ def test_the_default_limits_let_a_burst_of_notifications_through(relay: Any) -> 
     assert dropped_counts(log_dir) == {}
     notified = [r for r in records(log_dir, "decisions") if r.get("request_id") == "notification"]
     assert len([r for r in notified if r["mcp_method"].startswith("notifications/x-")]) == 150
+
+
+def test_a_carriage_return_cannot_carry_a_second_request_past_the_policy(relay: Any) -> None:
+    # JSON whitespace to the proxy's reader; a line end to a backend reading text lines
+    # (Python's universal newlines: the `mcp` SDK's stdio server, this peer's readline)
+    proxy, received, log_dir = relay
+    smuggled = b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_file"}}'
+    line = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":\r' + smuggled + b"\r}}\n"
+    proxy.send_raw(line)
+    assert proxy.answer(3)["result"] == {}
+    also = '{"jsonrpc":"2.0","id":5,"method":"ping","params":{"y":"a\u2028b\u0085c"}}\n'
+    proxy.send_raw(also.encode())
+    assert proxy.answer(5)["result"] == {}
+    assert proxy.close() == 0
+    lines = received.read_bytes().splitlines(keepends=True)
+    assert all(b"\r" not in raw and raw.isascii() for raw in lines)  # re-encoded, one line each
+    saw = backend_saw(received)
+    assert [m.get("id") for m in saw if m.get("method") == "ping"] == [3, 5]
+    assert not [m for m in saw if m.get("id") == 4]  # never its own message at the backend
+    ping = next(m for m in saw if m.get("id") == 3)
+    assert ping["params"]["x"] == json.loads(smuggled)  # the same value, passed on intact
+    assert next(m for m in saw if m.get("id") == 5)["params"]["y"] == "a\u2028b\u0085c"
+    assert [
+        r["request_id"] for r in records(log_dir, "decisions") if r.get("request_id") == "4"
+    ] == []
+
+
+def test_a_backend_answer_reaches_the_client_as_one_line(relay: Any) -> None:
+    proxy, _, _ = relay
+    request_id = proxy.request("tools/call", {"name": "raw_lines", "arguments": {}})
+    raw = proxy.lines.get(timeout=30)
+    assert b"\r" not in raw
+    assert raw.isascii()  # U+2028 escaped: a reader splitting on it sees one line
+    answer = json.loads(raw)
+    assert answer["id"] == request_id
+    assert answer["result"]["content"][0]["text"] == "one\u2028line"
+    assert proxy.close() == 0
+
+
+def test_answers_to_nothing_are_not_passed_on(relay: Any) -> None:
+    proxy, received, log_dir = relay
+    listing = proxy.call("tools/list", {"cursor": "twice"})
+    assert [t["name"] for t in listing["result"]["tools"]] == ["echo"]  # filtered
+    proxy.send({"jsonrpc": "2.0", "id": "s9", "result": {"roots": []}})  # the backend asked nothing
+    assert proxy.call("ping")["result"] == {}
+    assert proxy.set_aside == []  # neither the second list (unfiltered) nor the stray answer
+    assert proxy.close() == 0
+    assert not [m for m in backend_saw(received) if m.get("id") == "s9"]
+    dropped = [r for r in records(log_dir, "system") if r["event"] == "messages_dropped"]
+    counts: dict[str, int] = {}
+    for record in dropped:
+        for side, methods in record["detail"]["dropped"].items():
+            counts[side] = counts.get(side, 0) + methods.get("response to no request", 0)
+    assert counts == {"backend": 2, "client": 1}
+
+
+@pytest.mark.parametrize("request_id", [[1], {"a": 1}, None, 1.5, True])
+def test_a_cancellation_naming_no_request_is_relayed_and_the_session_goes_on(
+    relay: Any, request_id: Any
+) -> None:
+    proxy, received, _ = relay
+    cancel = {"requestId": request_id, "reason": "x"}
+    proxy.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+    assert proxy.call("ping")["result"] == {}
+    assert proxy.close() == 0
+    assert "Traceback" not in (proxy.home / "proxy-stderr.txt").read_text()
+    relayed = [m for m in backend_saw(received) if m.get("method") == "notifications/cancelled"]
+    assert [m["params"]["requestId"] for m in relayed] == [request_id]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}', "the id must be a string or an integer"),
+        (b'{"jsonrpc":"2.0","id":NaN,"method":"ping"}', "NaN is not a JSON value"),
+        (b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":-Infinity}}', "-Infinity"),
+    ],
+)
+def test_answers_to_odd_numbers_are_strict_json(relay: Any, line: bytes, problem: str) -> None:
+    proxy, received, _ = relay
+    proxy.send_raw(line + b"\n")
+    raw = proxy.lines.get(timeout=30)
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in {raw!r}")
+
+    answer = json.loads(raw, parse_constant=refuse)  # what JSON.parse would accept
+    assert answer["id"] is None
+    assert problem in answer["error"]["message"]
+    assert proxy.call("ping")["result"] == {}
+    assert proxy.close() == 0
+    assert [m.get("method") for m in backend_saw(received)].count("ping") == 1

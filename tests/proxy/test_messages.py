@@ -3,9 +3,11 @@ ways (the relay decides on this reading and forwards the bytes as received)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from mcp_acp.proxy.messages import MAX_DEPTH, parse
+from mcp_acp.proxy.messages import MAX_DEPTH, encode, error_response, parse
 
 
 @pytest.mark.parametrize(
@@ -79,3 +81,45 @@ def test_nesting_up_to_the_limit_is_read() -> None:
     deep = b'{"a":' * (MAX_DEPTH - 1) + b"1" + b"}" * (MAX_DEPTH - 1)
     message = parse(b'{"jsonrpc":"2.0","id":1,"method":"x","params":' + deep + b"}")
     assert message.kind == "request"
+
+
+def test_plain_lines_go_on_as_received_even_with_other_non_ascii_text() -> None:
+    line = '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"café ✓"}}\n'.encode()
+    assert parse(line).raw == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0",\r"id":1,"method":"ping"}\n',
+        '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"a\u2028b"}}\n'.encode(),
+        '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"a\u2029b"}}\n'.encode(),
+        '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"a\u0085b"}}\n'.encode(),
+    ],
+)
+def test_a_line_some_reader_would_split_goes_on_re_encoded(line: bytes) -> None:
+    message = parse(line)
+    assert message.kind == "request"
+    assert message.raw != line
+    assert message.raw.isascii()
+    assert b"\r" not in message.raw
+    assert message.raw.endswith(b"\n")
+    assert message.raw.count(b"\n") == 1
+    assert json.loads(message.raw) == json.loads(line)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    message = parse(
+        f'{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"n":{constant}}}}}'.encode()
+    )
+    assert message.kind == "invalid"
+    assert f"{constant} is not a JSON value" in (message.problem or "")
+
+
+def test_an_error_answers_null_for_an_id_that_is_not_one_and_never_writes_nan() -> None:
+    for odd in (float("inf"), float("nan"), [1], {"a": 1}, True, 1.5):
+        assert error_response(odd, -32600, "x")["id"] is None
+    assert error_response("a", -32600, "x")["id"] == "a"
+    with pytest.raises(ValueError, match="JSON compliant"):
+        encode({"n": float("nan")})

@@ -15,8 +15,11 @@ of its own — then ``requests`` ``roots/list`` requests, reads their answers, t
 with ``echo`` and a tool ``add`` whose description hides instructions in an
 ``<IMPORTANT>`` tag (tool poisoning); with ``"mended"``, with ``echo`` and ``add`` described
 plainly; with ``"rugpull"``, with the usual tools but ``echo`` described anew, in plain
-words that pass any marker screen (the definition changed after it was first seen).
-``add`` returns the sum of ``a`` and ``b``.
+words that pass any marker screen (the definition changed after it was first seen);
+with ``"twice"``, with the poisoned list, sent twice, and an answer to a request nobody
+sent (id ``"nobody"``). ``add`` returns the sum of ``a`` and ``b``. ``raw_lines`` answers
+with a line holding a carriage return between JSON tokens and a raw U+2028 in a string
+(one message to a reader that splits only on ``\n``).
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -50,6 +53,7 @@ TOOLS = [
     {"name": "ask_ambiguous", "inputSchema": {"type": "object"}},
     {"name": "write_ahead", "inputSchema": {"type": "object"}},
     {"name": "flood", "inputSchema": {"type": "object"}},
+    {"name": "raw_lines", "inputSchema": {"type": "object"}},
 ]
 
 ADD_SCHEMA = {
@@ -172,6 +176,9 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         )
         receive()  # the answer to s1, whatever it is, is on record
         text(request_id, "asked")
+    elif name == "raw_lines":
+        content = '{"content":[{"type":"text","text":"one\u2028line"}]}'
+        send(f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},\r"result":{content}}}')
     elif name == "flood":  # a careless or hostile server: many messages of its own at once
         arguments = params.get("arguments", {})
         for n in range(arguments.get("notifications", 0)):
@@ -215,6 +222,10 @@ def main() -> None:
         elif method == "tools/list" and params.get("cursor") in ("poisoned", "mended"):
             add = POISONED if params["cursor"] == "poisoned" else MENDED
             result(request_id, {"tools": [TOOLS[0], add]})
+        elif method == "tools/list" and params.get("cursor") == "twice":
+            result(request_id, {"tools": [TOOLS[0], POISONED]})
+            result(request_id, {"tools": [TOOLS[0], POISONED]})  # a second answer
+            result("nobody", {"tools": [POISONED]})  # an answer to nothing
         elif method == "tools/list" and params.get("cursor") == "rugpull":
             echo = {
                 **TOOLS[0],
