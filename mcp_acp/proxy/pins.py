@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "Seen",
     "ToolPins",
     "backend_key",
+    "backend_ref",
     "definition_diff",
 ]
 
@@ -79,6 +81,13 @@ def backend_key(backend: Backend) -> str:
     if isinstance(backend, HttpBackend):
         return str(backend.url).split("?", 1)[0]
     return json.dumps([backend.command, *backend.args], ensure_ascii=False)
+
+
+def backend_ref(key: str) -> str:
+    """How audit records name a backend: a digest of its key, never the key itself — a
+    command line may carry a credential (``--token=…``, a header argument). ``mcp-acp
+    tools pins`` shows each key with its reference."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _definition(tool: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from mcp_acp.config import resolve_config_path
-from mcp_acp.proxy.pins import ToolPins, definition_diff
+from mcp_acp.proxy.pins import ToolPins, backend_ref, definition_diff
 
 __all__ = ["tools_group"]
 
@@ -39,7 +39,7 @@ def pins_command(ctx: click.Context) -> None:
         name = _shown(raw_name)
         if key != backend:
             backend = key
-            click.echo(f"backend {_shown(key)}")
+            click.echo(f"backend {_shown(key)}  ({backend_ref(key)} in audit records)")
         pending = pin.get("pending")
         if "sha256" not in pin:
             click.echo(

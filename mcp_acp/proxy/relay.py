@@ -44,7 +44,7 @@ from mcp_acp.proxy.messages import (
     read_line,
 )
 from mcp_acp.proxy.pep import EnforcementPoint
-from mcp_acp.proxy.pins import ToolPins
+from mcp_acp.proxy.pins import ToolPins, backend_ref
 from mcp_acp.proxy.screening import screen_entry
 
 __all__ = ["ClientWriter", "Relay"]
@@ -146,6 +146,8 @@ class Relay:
         self.tool_screening = tool_screening
         self.pins = pins  # None: tool definitions are not pinned
         self.pins_backend = pins_backend  # whose pins (pins.backend_key)
+        # how records name it: a command line may carry a credential (a token argument)
+        self._backend_ref = backend_ref(pins_backend)
         #: proxy.new_tools "review": a tool is callable only once this session's lists have
         #: shown it approved (pinned by 'mcp-acp tools approve'); needs pins
         self.review_new_tools = review_new_tools and pins is not None
@@ -697,7 +699,7 @@ class Relay:
                         session_id=self.pep.session.id,
                         detail={
                             "tool": name,
-                            "backend": self.pins_backend,
+                            "backend": self._backend_ref,
                             "pinned_sha256": state.pinned_digest,
                             "definition_sha256": state.digest,
                             "changed": list(state.changed_fields),
@@ -710,7 +712,7 @@ class Relay:
                 SystemEvent(
                     event="tools_pinned",
                     session_id=self.pep.session.id,
-                    detail={"backend": self.pins_backend, "tools": pinned},
+                    detail={"backend": self._backend_ref, "tools": pinned},
                 )
             )
         if waiting:
@@ -719,7 +721,7 @@ class Relay:
                 SystemEvent(
                     event="tools_awaiting_review",
                     session_id=self.pep.session.id,
-                    detail={"backend": self.pins_backend, "tools": waiting},
+                    detail={"backend": self._backend_ref, "tools": waiting},
                 )
             )
         return kept

@@ -8,13 +8,15 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import GENESIS, canonical, head_path, seal, verify_stream
+from mcp_acp.audit.chain import GENESIS, canonical, head_path, read_head, seal, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
 from mcp_acp.audit.trail import AuditTrail
@@ -458,3 +460,103 @@ def test_a_lone_writer_checks_the_files_identity_before_its_write(
         assert (log_dir / "aside").read_bytes() == before  # nothing written after the change
     if change == "replaced":
         assert path.read_bytes() == before
+
+
+async def test_when_the_decision_cannot_be_written_its_operation_record_is_not_either(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    codes: list[int] = []
+    fallback = tmp_path / "fb.jsonl"
+    trail = recording_trail(log_dir, fallback, codes)
+    await trail.start()
+    (log_dir / "decisions.jsonl").rename(log_dir / "decisions.moved")
+    stopped = shutdown_fired()
+    # another record of the operations stream first in this loop iteration: its stream
+    # would be committed first in submission order
+    trail.record_soon(
+        OperationEvent(
+            session_id="s", request_id="r-0", direction="server_to_client", outcome="response"
+        )
+    )
+    operation = OperationEvent(
+        session_id="s", request_id="r-9", direction="client_to_server", outcome="forwarded"
+    )
+    with pytest.raises(AuditError, match="deleted or moved"):
+        await trail.record_decision(decision("r-9"), operation)
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    on_disk = [json.loads(line) for line in lines(log_dir, "operations")]
+    assert [r.get("request_id") for r in on_disk if r["event"] == "operation"] == []
+    kept = [json.loads(line)["event"] for line in fallback.read_text().splitlines()]
+    assert sorted((k["stream"], k["request_id"]) for k in kept) == [
+        ("decisions", "r-9"),
+        ("operations", "r-0"),
+        ("operations", "r-9"),
+    ]
+    await trail.close()
+
+
+async def test_the_chain_head_names_the_last_durable_record_after_every_commit(
+    log_dir: Path,
+) -> None:
+    sink = JsonlAuditSink(log_dir)
+    await sink.start()
+    for n in range(3):  # well within any interval: each commit moves the head
+        await sink.write(decision(f"loop-{n}"))
+        head = read_head(log_dir, "decisions")
+        assert head is not None
+        assert head.seq == 2 + n  # stream_opened, then these
+        assert head.hash == json.loads(lines(log_dir, "decisions")[-1])["hash"]
+    for n in range(3):
+        seq = sink.write_sync(decision(f"thread-{n}"))
+        head = read_head(log_dir, "decisions")
+        assert head is not None
+        assert head.seq == seq
+    await sink.close()
+
+
+def test_a_writer_killed_at_once_leaves_a_head_that_catches_a_cut(log_dir: Path) -> None:
+    # what a kill -9 or the shutdown coordinator's os._exit leaves behind
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from mcp_acp.audit.jsonl import JsonlAuditSink\n"
+        "from mcp_acp.audit.events import SystemEvent\n"
+        "sink = JsonlAuditSink(Path(sys.argv[1]))\n"
+        "sink.start_sync()\n"
+        "for n in range(5):\n"
+        "    sink.write_sync(SystemEvent(event=f'e{n}'))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(log_dir)], check=True, timeout=60)
+    assert verify_stream(log_dir, "system").ok
+    head = read_head(log_dir, "system")
+    assert head is not None
+    assert head.seq == 6
+    rewrite(log_dir, "system", lines(log_dir, "system")[:-1])  # cut the last record
+    assert not verify_stream(log_dir, "system").ok
+
+
+def test_recovery_never_follows_a_link_out_of_the_log_directory(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    log_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"line1\npartial")
+    (log_dir / "operations.jsonl").symlink_to(victim)
+    with pytest.raises(AuditError, match=r"cannot open audit stream .*operations.jsonl"):
+        JsonlAuditSink(log_dir).start_sync()
+    assert victim.read_bytes() == b"line1\npartial"  # untouched
+    assert not list(log_dir.glob("operations.partial-*"))
+
+
+def test_the_health_check_notices_a_chain_head_deleted_or_replaced(
+    sink: JsonlAuditSink, log_dir: Path
+) -> None:
+    sink.check_health()
+    head = head_path(log_dir, "auth")
+    head.unlink()
+    with pytest.raises(AuditError, match=r"chain head .*auth.head was deleted or replaced"):
+        sink.check_health()
+    with pytest.raises(AuditError):  # the stream has failed: nothing more is written
+        sink.writers["auth"].write(canonical({"stream": "auth", "event": "after"}))

@@ -88,6 +88,7 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         "ask_ambiguous",
         "write_ahead",
         "flood",
+        "raw_lines",
     }
     (changed,) = [r for r in system if r["event"] == "tool_definition_changed"]
     assert changed["detail"]["tool"] == "echo"
@@ -237,3 +238,27 @@ def test_approvals_remembered_for_a_tool_are_forgotten_when_it_is_redefined(
         (True, "allow"),
         (None, "deny"),
     ]
+
+
+def test_records_name_the_backend_by_digest_never_by_its_command_line(
+    isolated_home: Path, tmp_path: Path, run_cli: RunCli
+) -> None:
+    canary = "ghp_" + "C4NARY" * 6  # a token passed on the backend's command line
+    args = [str(PEER), str(tmp_path / "r.jsonl"), str(tmp_path / "unused"), f"--token={canary}"]
+    log_dir = configure(isolated_home, sys.executable, args, POLICY)
+    proxy = _session(isolated_home)
+    assert "echo" in _names(proxy.call("tools/list"))
+    assert "echo" not in _names(proxy.call("tools/list", {"cursor": "rugpull"}))  # changed
+    assert proxy.close() == 0
+    for path in log_dir.rglob("*"):
+        if path.is_file():
+            assert canary.encode() not in path.read_bytes(), path
+    system = records(log_dir, "system")
+    refs = {
+        r["detail"]["backend"]
+        for r in system
+        if r["event"] in ("tools_pinned", "tool_definition_changed")
+    }
+    (ref,) = refs
+    assert ref.startswith("sha256:")
+    assert f"({ref} in audit records)" in run_cli("tools", "pins", check=True).stdout
