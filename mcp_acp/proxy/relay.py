@@ -335,11 +335,10 @@ class Relay:
             code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
             request_id = message.body.get("id") if message.body else None
             await self._send_client(encode(error_response(request_id, code, problem)))
-        elif message.kind == "request" and (
-            message.id in self._deciding or message.id in self._in_flight
-        ):
+        elif message.kind == "request" and self._in_use(message.id):
             text = (
-                f"request id {message.id!r} is already used by a request in progress; "
+                f"request id {message.id!r} is already used by a request in progress "
+                '(3 and "3" count as one: the audit trail records ids as text); '
                 "give every request its own id"
             )
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
@@ -366,6 +365,16 @@ class Relay:
             await self._send_backend(from_body(error_response(message.id, INVALID_REQUEST, text)))
         else:  # the answer to a request the backend sent
             await self._send_backend(message)
+
+    def _in_use(self, request_id: str | int) -> bool:
+        """Whether a request in progress has this id, or one recorded as the same text
+        (``3`` and ``"3"``): records join by the id as text."""
+        twins: list[str | int] = [request_id]
+        if isinstance(request_id, int):
+            twins.append(str(request_id))
+        elif request_id.lstrip("-").isdigit() and str(int(request_id)) == request_id:
+            twins.append(int(request_id))
+        return any(t in self._deciding or t in self._in_flight for t in twins)
 
     def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
         def forget(_task: asyncio.Task[None]) -> None:

@@ -98,20 +98,23 @@ def test_a_request_readers_could_read_two_ways_never_reaches_the_backend(
     assert all(r.get("request_id") != "41" for r in records(log_dir, "decisions"))
 
 
-def test_a_request_id_still_in_flight_cannot_be_used_again(relay: Any) -> None:
+@pytest.mark.parametrize("again", [50, "50"])
+def test_a_request_id_still_in_flight_cannot_be_used_again(relay: Any, again: Any) -> None:
+    # "50" too: the records hold ids as text, so the two would not be told apart
     proxy, received, log_dir = relay
     slow = {"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": {"name": "slow"}}
-    listing = {"jsonrpc": "2.0", "id": 50, "method": "tools/list"}
+    listing = {"jsonrpc": "2.0", "id": again, "method": "tools/list"}
     proxy.send_raw((json.dumps(slow) + "\n" + json.dumps(listing) + "\n").encode())
     first, second = proxy.recv(), proxy.recv()
-    assert first["id"] == second["id"] == 50
+    assert first["id"] == again
+    assert second["id"] == 50
     assert first["error"]["code"] == -32600
     assert "already used by a request in progress" in first["error"]["message"]
     assert second["result"]["content"][0]["text"] == "slow done"
     listed = proxy.call("tools/list")["result"]["tools"]  # with an id of its own: filtered
     assert "frobnicate" not in [t["name"] for t in listed]
     assert proxy.close() == 0
-    with_id_50 = [m for m in backend_saw(received) if m.get("id") == 50]
+    with_id_50 = [m for m in backend_saw(received) if m.get("id") in (50, "50")]
     assert [m["method"] for m in with_id_50] == ["tools/call"]
     answers = [
         r
