@@ -162,9 +162,17 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
-    """Check every line of every file of ``stream`` and compare the end with the head."""
+    """Check every line of every file of ``stream`` and compare the chain with the head.
+
+    The head is read first: a running writer updates it only after the lines it names are
+    written, so every line up to the head's ``seq`` is already there. The line with that
+    ``seq`` must carry exactly the head's hash — otherwise the history was rewritten, even
+    if the log goes on past it. Lines after it are allowed: the head is updated at most
+    every ``HEAD_INTERVAL_SECONDS``, so after a crash the log can be a little ahead of it.
+    """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    head = read_head(log_dir, stream)
     seq, prev = 0, GENESIS
     count = 0
     for path in files:
@@ -202,9 +210,13 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             actual = hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest()
             if actual != claimed:
                 return fail("hash does not match the content (the line was edited)")
+            if head is not None and record["seq"] == head.seq and claimed != head.hash:
+                return fail(
+                    f"the hash of seq {head.seq} differs from the chain head's: the log was "
+                    "rewritten (re-chained) up to here"
+                )
             seq, prev = record["seq"], claimed
             count += 1
-    head = read_head(log_dir, stream)
     if head is None and count and not head_path(log_dir, stream).exists():
         # the writer creates the head file before its first line: someone removed it
         return VerifyResult(
@@ -229,16 +241,6 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
                 f"the log ends at seq {seq} but the chain head says {head.seq} "
                 "(lines were cut off the end)",
                 last,
-                None,
-                partials,
-            )
-        if seq == head.seq and prev != head.hash:
-            return VerifyResult(
-                stream,
-                count,
-                False,
-                "the last line's hash differs from the chain head",
-                files[-1] if files else None,
                 None,
                 partials,
             )

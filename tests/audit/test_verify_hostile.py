@@ -1,0 +1,93 @@
+"""``verify_stream`` and ``mcp-acp audit verify`` against a hostile log directory: history
+rewritten and re-chained, streams deleted, files that are not files, lines that are not
+records, names that are not text."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mcp_acp.audit.chain import (
+    GENESIS,
+    ChainHead,
+    canonical,
+    head_path,
+    open_head,
+    seal,
+    verify_stream,
+    write_head,
+)
+from mcp_acp.audit.events import SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink
+
+
+def write_log(log_dir: Path, records: int = 5) -> None:
+    """A real log: ``records`` system records after the start-up lines of every stream."""
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    for i in range(records):
+        sink.write_sync(SystemEvent(event="tool_run", detail={"i": i, "effect": "allow"}))
+    sink.close_sync()
+
+
+def read_records(log_dir: Path, stream: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (log_dir / f"{stream}.jsonl").read_bytes().splitlines()]
+
+
+def rechain(log_dir: Path, stream: str, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as a stream with a fresh, internally consistent chain."""
+    out, prev = [], GENESIS
+    for seq, record in enumerate(records, start=1):
+        body = {k: v for k, v in record.items() if k not in ("seq", "prev_hash", "hash")}
+        line, prev = seal(canonical(body), seq, prev)
+        out.append(line)
+    (log_dir / f"{stream}.jsonl").write_bytes(b"".join(out))
+
+
+def test_history_rewritten_and_one_line_longer_is_caught(tmp_path: Path) -> None:
+    """The attacker edits a record, re-chains every line and appends one, so the log is
+    longer than the head and every line is consistent with the one before: the line the
+    head names no longer carries the head's hash."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    head_seq = records[-1]["seq"]
+    records[2]["detail"]["effect"] = "deny"
+    rechain(logs, "system", [*records, dict(records[-1])])
+    result = verify_stream(logs, "system")
+    assert not result.ok
+    assert result.file == logs / "system.jsonl"
+    assert result.line == head_seq
+    assert "differs from the chain head" in (result.problem or "")
+    assert "rewritten" in (result.problem or "")
+
+
+def test_history_rewritten_to_the_heads_length_is_caught(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    records[1]["detail"]["effect"] = "deny"
+    rechain(logs, "system", records)
+    result = verify_stream(logs, "system")
+    assert not result.ok
+    assert result.line == len(records)
+
+
+def test_a_log_a_little_ahead_of_its_head_is_fine(tmp_path: Path) -> None:
+    """After a crash the writer's last lines may postdate its last head update: the head
+    names an earlier line, which matches, and the lines after it are not an alarm."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    head_path(logs, "system").unlink()
+    fd = open_head(logs, "system")
+    try:
+        for earlier in records[-4:-2]:  # both slots: the later of the two wins
+            write_head(fd, ChainHead(earlier["seq"], earlier["hash"]))
+    finally:
+        os.close(fd)
+    result = verify_stream(logs, "system")
+    assert result.ok, result.describe()
+    assert result.lines == len(records)
