@@ -20,13 +20,15 @@ writer keeps outside the log file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -101,9 +103,27 @@ def write_head(fd: int, head: ChainHead) -> None:
     os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
 
 
-def read_head(log_dir: Path, stream: str) -> ChainHead | None:
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file: not a symlink (``ELOOP``), a
+    directory, a FIFO (opened without blocking) or a device (``OSError`` naming which)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        data = head_path(log_dir, stream).read_bytes()
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise OSError(errno.EINVAL, kind, str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_head(log_dir: Path, stream: str) -> ChainHead | None:
+    """The chain head; ``None`` if there is none (no file, or an empty one); ``seq`` -1 if
+    it is unreadable garbage. ``OSError`` if the path is there but not a readable file."""
+    try:
+        with open_regular(head_path(log_dir, stream)) as handle:
+            data = handle.read(4 * _SLOT)
     except FileNotFoundError:
         return None
     heads = []
@@ -152,13 +172,63 @@ class VerifyResult:
                 names = ", ".join(p.name for p in self.partial_lines)
                 extra = f"; partial line(s) set aside after a crash: {names}"
             return f"{self.stream}: ok, {self.lines} lines{extra}"
-        where = f"{self.file}:{self.line}" if self.file else self.stream
+        where = str(self.file) if self.file else self.stream
+        if self.file and self.line is not None:
+            where += f":{self.line}"
         return f"{self.stream}: FAILED at {where}: {self.problem}"
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         yield from enumerate(handle, start=1)
+
+
+def _unreadable(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link (the writer never makes one)"
+    return exc.strerror or type(exc).__name__
+
+
+class _BadLine(Exception):
+    """A line that does not continue the chain; the message says why."""
+
+
+def _check_line(raw: bytes, seq: int, prev: str, head: ChainHead | None) -> str:
+    """The hash of ``raw``, checked as the line after ``seq``/``prev`` (``_BadLine`` if not)."""
+    if not raw.endswith(b"\n"):
+        raise _BadLine("partial last line (no newline): the log was cut mid-write")
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise _BadLine("not valid JSON") from None
+    except RecursionError:
+        raise _BadLine("not an audit record (JSON nested too deeply)") from None
+    if not isinstance(record, dict) or not {"seq", "prev_hash", "hash"} <= record.keys():
+        raise _BadLine("not a chained record (seq, prev_hash, hash missing)")
+    claimed = record["hash"]
+    if not isinstance(claimed, str) or not isinstance(record["seq"], int):
+        raise _BadLine("chain fields of the wrong type")
+    if record["seq"] != seq + 1:
+        raise _BadLine(
+            f"seq {record['seq']} where {seq + 1} was expected "
+            "(a line was deleted, inserted or moved)"
+        )
+    if record["prev_hash"] != prev:
+        raise _BadLine(
+            "prev_hash does not match the previous line (a line was deleted, inserted or moved)"
+        )
+    tail = b',"hash":"%s"}\n' % claimed.encode()
+    if not raw.endswith(tail) or not raw.isascii():
+        raise _BadLine("the line does not end with its hash (the line was edited)")
+    actual = hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest()
+    if actual != claimed:
+        raise _BadLine("hash does not match the content (the line was edited)")
+    if head is not None and seq + 1 == head.seq and claimed != head.hash:
+        raise _BadLine(
+            f"the hash of seq {head.seq} differs from the chain head's: the log was "
+            "rewritten (re-chained) up to here"
+        )
+    return claimed
 
 
 def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
@@ -172,51 +242,25 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
-    head = read_head(log_dir, stream)
+    try:
+        head = read_head(log_dir, stream)
+    except OSError as exc:
+        where = head_path(log_dir, stream)
+        problem = f"the chain head file cannot be read: {_unreadable(exc)}"
+        return VerifyResult(stream, 0, False, problem, where, None, partials)
     seq, prev = 0, GENESIS
     count = 0
     for path in files:
-        for number, raw in _lines(path):
-
-            def fail(
-                problem: str, path: Path = path, number: int = number, count: int = count
-            ) -> VerifyResult:
-                return VerifyResult(stream, count, False, problem, path, number, partials)
-
-            if not raw.endswith(b"\n"):
-                return fail("partial last line (no newline): the log was cut mid-write")
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                return fail("not valid JSON")
-            if not isinstance(record, dict) or not {"seq", "prev_hash", "hash"} <= record.keys():
-                return fail("not a chained record (seq, prev_hash, hash missing)")
-            claimed = record["hash"]
-            if not isinstance(claimed, str) or not isinstance(record["seq"], int):
-                return fail("chain fields of the wrong type")
-            if record["seq"] != seq + 1:
-                return fail(
-                    f"seq {record['seq']} where {seq + 1} was expected "
-                    "(a line was deleted, inserted or moved)"
-                )
-            if record["prev_hash"] != prev:
-                return fail(
-                    "prev_hash does not match the previous line "
-                    "(a line was deleted, inserted or moved)"
-                )
-            tail = b',"hash":"%s"}\n' % claimed.encode()
-            if not raw.endswith(tail) or not raw.isascii():
-                return fail("the line does not end with its hash (the line was edited)")
-            actual = hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest()
-            if actual != claimed:
-                return fail("hash does not match the content (the line was edited)")
-            if head is not None and record["seq"] == head.seq and claimed != head.hash:
-                return fail(
-                    f"the hash of seq {head.seq} differs from the chain head's: the log was "
-                    "rewritten (re-chained) up to here"
-                )
-            seq, prev = record["seq"], claimed
-            count += 1
+        try:
+            for number, raw in _lines(path):
+                try:
+                    seq, prev = seq + 1, _check_line(raw, seq, prev, head)
+                except _BadLine as bad:
+                    return VerifyResult(stream, count, False, str(bad), path, number, partials)
+                count += 1
+        except OSError as exc:
+            problem = f"cannot read the file: {_unreadable(exc)}"
+            return VerifyResult(stream, count, False, problem, path, None, partials)
     if head is None and count and not head_path(log_dir, stream).exists():
         # the writer creates the head file before its first line: someone removed it
         return VerifyResult(

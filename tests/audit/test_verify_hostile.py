@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mcp_acp.audit.chain import (
     GENESIS,
     ChainHead,
@@ -91,3 +93,53 @@ def test_a_log_a_little_ahead_of_its_head_is_fine(tmp_path: Path) -> None:
     result = verify_stream(logs, "system")
     assert result.ok, result.describe()
     assert result.lines == len(records)
+
+
+def verify_cli(run_cli: Any, logs: Path) -> Any:
+    return run_cli("audit", "verify", "--log-dir", str(logs))
+
+
+@pytest.mark.parametrize(
+    ("damage", "where", "words"),
+    [
+        ("deep-line", "operations.jsonl:2", "not an audit record (JSON nested too deeply)"),
+        ("dir-current", "operations.jsonl", "cannot read the file: a directory"),
+        ("dir-rotated", "operations.1.jsonl", "cannot read the file: a directory"),
+        ("fifo-current", "operations.jsonl", "cannot read the file: not a regular file"),
+        ("symlink-current", "operations.jsonl", "cannot read the file: a symbolic link"),
+        ("dir-head", ".heads/operations.head", "the chain head file cannot be read: a directory"),
+    ],
+)
+def test_what_is_not_a_log_file_is_a_failure_of_its_stream_only(
+    tmp_path: Path, run_cli: Any, damage: str, where: str, words: str
+) -> None:
+    """Each used to end ``audit verify`` with 'internal error' (exit 1) before the other
+    streams were checked — or, for a FIFO, to hang it."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    current = logs / "operations.jsonl"
+    if damage == "deep-line":
+        with current.open("ab") as handle:
+            handle.write(b"[" * 100_000 + b"\n")
+    elif damage == "dir-current":
+        current.unlink()
+        current.mkdir()
+    elif damage == "dir-rotated":
+        (logs / "operations.1.jsonl").mkdir()
+    elif damage == "fifo-current":
+        current.unlink()
+        os.mkfifo(current)
+    elif damage == "symlink-current":
+        (tmp_path / "elsewhere.jsonl").write_bytes(current.read_bytes())
+        current.unlink()
+        current.symlink_to(tmp_path / "elsewhere.jsonl")
+    elif damage == "dir-head":
+        head_path(logs, "operations").unlink()
+        head_path(logs, "operations").mkdir()
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stderr
+    assert f"operations: FAILED at {logs / where}: {words}" in result.stdout
+    for stream in ("decisions", "auth", "system"):
+        assert f"{stream}: ok" in result.stdout
+    assert result.stderr.startswith("audit error: audit chain broken in operations (")
+    assert "internal error" not in result.stderr
