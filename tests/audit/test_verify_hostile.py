@@ -23,6 +23,7 @@ from mcp_acp.audit.chain import (
 )
 from mcp_acp.audit.events import SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.errors import AuditError
 
 
 def write_log(log_dir: Path, records: int = 5) -> None:
@@ -143,3 +144,14 @@ def test_what_is_not_a_log_file_is_a_failure_of_its_stream_only(
         assert f"{stream}: ok" in result.stdout
     assert result.stderr.startswith("audit error: audit chain broken in operations (")
     assert "internal error" not in result.stderr
+
+
+def test_the_writer_refuses_a_symlinked_chain_head(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head = head_path(logs, "system")
+    (tmp_path / "head-elsewhere").write_bytes(head.read_bytes())
+    head.unlink()
+    head.symlink_to(tmp_path / "head-elsewhere")
+    with pytest.raises(AuditError, match="cannot open audit stream"):
+        JsonlAuditSink(logs).start_sync()
