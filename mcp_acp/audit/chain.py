@@ -32,6 +32,8 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from mcp_acp.audit.events import STREAMS
+
 __all__ = [
     "GENESIS",
     "ChainHead",
@@ -39,7 +41,9 @@ __all__ = [
     "canonical",
     "chain_files",
     "head_path",
+    "log_in_use",
     "open_head",
+    "open_regular",
     "read_head",
     "seal",
     "verify_stream",
@@ -153,6 +157,26 @@ def chain_files(log_dir: Path, stream: str) -> list[Path]:
     return files
 
 
+def log_in_use(log_dir: Path) -> bool:
+    """Whether a writer has ever started in ``log_dir``: a chain head file exists, or a
+    stream's file is anything but an empty regular file. (The writer creates every
+    stream's head and writes ``stream_opened`` to every stream when it starts.)"""
+    try:
+        if any(entry.name.endswith(".head") for entry in (log_dir / ".heads").iterdir()):
+            return True
+    except OSError:
+        pass
+    for stream in STREAMS:
+        for path in chain_files(log_dir, stream):
+            try:
+                info = path.lstat()
+            except OSError:
+                return True
+            if info.st_size > 0 or not stat.S_ISREG(info.st_mode):
+                return True
+    return False
+
+
 @attrs.frozen(slots=True)
 class VerifyResult:
     """Outcome of verifying one stream."""
@@ -261,6 +285,21 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
         except OSError as exc:
             problem = f"cannot read the file: {_unreadable(exc)}"
             return VerifyResult(stream, count, False, problem, path, None, partials)
+    if count == 0 and head is None:
+        if not log_in_use(log_dir):
+            return VerifyResult(stream, 0, False, f"no audit log at {log_dir}")
+        # the writer records stream_opened in every stream at start: this one was emptied
+        return VerifyResult(
+            stream,
+            0,
+            False,
+            "the stream has no records, though the log directory is in use (every stream "
+            "gets a stream_opened record when the proxy starts): its file was emptied or "
+            "deleted",
+            log_dir / f"{stream}.jsonl",
+            None,
+            partials,
+        )
     if head is None and count and not head_path(log_dir, stream).exists():
         # the writer creates the head file before its first line: someone removed it
         return VerifyResult(

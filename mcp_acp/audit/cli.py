@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mcp_acp.audit.chain import chain_files, verify_stream
+from mcp_acp.audit.chain import chain_files, log_in_use, verify_stream
 from mcp_acp.audit.events import STREAMS
 from mcp_acp.config import load_config, resolve_config_path
 from mcp_acp.errors import AuditError, ConfigError
@@ -62,6 +62,11 @@ def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> 
         raise AuditError(
             f"no audit directory at {directory}",
             fix="pass --log-dir, or check audit.log_dir in the config",
+        )
+    if not log_in_use(directory):
+        raise AuditError(
+            f"no audit log at {directory}: no stream has records and there is no chain head",
+            fix="pass the audit directory with --log-dir, or check audit.log_dir in the config",
         )
     failed = []
     for stream in streams or STREAMS:

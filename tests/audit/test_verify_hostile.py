@@ -155,3 +155,43 @@ def test_the_writer_refuses_a_symlinked_chain_head(tmp_path: Path) -> None:
     head.symlink_to(tmp_path / "head-elsewhere")
     with pytest.raises(AuditError, match="cannot open audit stream"):
         JsonlAuditSink(logs).start_sync()
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_a_deleted_stream_fails(tmp_path: Path, run_cli: Any, how: str) -> None:
+    """``rm .heads/system.head; : > system.jsonl`` (or rm the file) used to verify as
+    'system: ok, 0 lines'."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head_path(logs, "system").unlink()
+    if how == "emptied":
+        (logs / "system.jsonl").write_bytes(b"")
+    else:
+        (logs / "system.jsonl").unlink()
+    for args in ((), ("--stream", "system")):
+        result = run_cli("audit", "verify", "--log-dir", str(logs), *args)
+        assert result.returncode == 13, result.stderr
+        assert f"system: FAILED at {logs / 'system.jsonl'}: the stream has no records" in (
+            result.stdout
+        )
+        assert "emptied or deleted" in result.stdout
+        assert result.stderr.startswith("audit error: audit chain broken in system (")
+    assert "decisions: ok, 1 lines" in run_cli("audit", "verify", "--log-dir", str(logs)).stdout
+
+
+@pytest.mark.parametrize("contents", ["nothing", "empty heads directory", "empty files"])
+def test_an_unused_directory_is_no_audit_log(tmp_path: Path, run_cli: Any, contents: str) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if contents == "empty heads directory":
+        (logs / ".heads").mkdir()
+    elif contents == "empty files":
+        for stream in ("operations", "decisions", "auth", "system"):
+            (logs / f"{stream}.jsonl").write_bytes(b"")
+    result = run_cli("audit", "verify", "--log-dir", str(logs))
+    assert result.returncode == 13
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"audit error: no audit log at {logs}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert not verify_stream(logs, "system").ok
+    assert verify_stream(logs, "system").problem == f"no audit log at {logs}"
