@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from mcp_acp.audit.events import STREAMS
+from mcp_acp.errors import printable
 
 __all__ = [
     "GENESIS",
@@ -190,6 +191,11 @@ class VerifyResult:
     partial_lines: tuple[Path, ...] = ()
 
     def describe(self) -> str:
+        """One line for a terminal: file names are escaped wherever they print as
+        anything but themselves (an ANSI escape in a file name cannot clear the screen)."""
+        return printable(self._describe())
+
+    def _describe(self) -> str:
         if self.ok:
             extra = ""
             if self.partial_lines:

@@ -15,7 +15,7 @@ import click
 from mcp_acp.audit.chain import chain_files, log_in_use, verify_stream
 from mcp_acp.audit.events import STREAMS
 from mcp_acp.config import load_config, resolve_config_path
-from mcp_acp.errors import AuditError, ConfigError
+from mcp_acp.errors import AuditError, ConfigError, printable
 from mcp_acp.errors import one_line as _one_line
 
 __all__ = ["audit_group", "logs_group"]
@@ -58,14 +58,15 @@ def audit_group() -> None:
 def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> None:
     """Verify the hash chain of every stream; report the first bad line; exit 13 if any."""
     directory = _log_dir(ctx, log_dir)
+    shown = printable(str(directory))
     if not directory.is_dir():
         raise AuditError(
-            f"no audit directory at {directory}",
+            f"no audit directory at {shown}",
             fix="pass --log-dir, or check audit.log_dir in the config",
         )
     if not log_in_use(directory):
         raise AuditError(
-            f"no audit log at {directory}: no stream has records and there is no chain head",
+            f"no audit log at {shown}: no stream has records and there is no chain head",
             fix="pass the audit directory with --log-dir, or check audit.log_dir in the config",
         )
     failed = []
@@ -76,7 +77,7 @@ def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> 
             failed.append(stream)
     if failed:
         raise AuditError(
-            f"audit chain broken in {', '.join(failed)} ({directory})",
+            f"audit chain broken in {', '.join(failed)} ({shown})",
             fix="keep the files as evidence; the lines above name the first bad line",
         )
 

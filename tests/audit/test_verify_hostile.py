@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,8 @@ from mcp_acp.audit.chain import (
 from mcp_acp.audit.events import SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.errors import AuditError
+
+CLI = Path(sys.executable).parent / "mcp-acp"
 
 
 def write_log(log_dir: Path, records: int = 5) -> None:
@@ -195,3 +202,55 @@ def test_an_unused_directory_is_no_audit_log(tmp_path: Path, run_cli: Any, conte
     assert len(result.stderr.splitlines()) == 1
     assert not verify_stream(logs, "system").ok
     assert verify_stream(logs, "system").problem == f"no audit log at {logs}"
+
+
+def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
+    """A file named with an ANSI escape, a bidi override or bytes that are not UTF-8 must
+    not reach the terminal as such (it used to: ``\\x1b[2J`` cleared the screen)."""
+    logs = tmp_path / "logs\x1b[31m"
+    write_log(logs)
+    hostile = [
+        b"system.partial-\x1b[2J\x1b[Hsystem: ok, 999 lines",
+        b"system.partial-\xe2\x80\xaeevil",  # U+202E right-to-left override
+        b"system.partial-\xff\xfe",  # not UTF-8
+    ]
+    for name in hostile:
+        with open(os.fsencode(logs) + b"/" + name, "wb") as handle:
+            handle.write(b"partial")
+    (logs / "auth.jsonl").write_bytes(b"")  # and a failure, so the directory is printed
+    code, out = on_a_terminal(isolated_home, "audit", "verify", "--log-dir", str(logs))
+    assert code == 13, out
+    for raw in (b"\x1b", "\u202e".encode(), b"\xff"):
+        assert raw not in out
+    assert b"system.partial-\\x1b[2J\\x1b[Hsystem: ok, 999 lines" in out
+    assert b"system.partial-\\u202eevil" in out
+    assert b"system.partial-\\udcff\\udcfe" in out
+    assert b"(" + os.fsencode(tmp_path) + b"/logs\\x1b[31m)" in out
+
+
+def on_a_terminal(home: Path, *args: str) -> tuple[int, bytes]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal (click strips ANSI escapes
+    only when writing to a pipe); return its exit code and all it wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=60), b"".join(chunks)
+    finally:
+        os.close(master)
+        proc.kill()
