@@ -14,6 +14,7 @@ import click
 
 from mcp_acp.audit.chain import chain_files, log_in_use, open_regular, verify_stream
 from mcp_acp.audit.events import STREAMS
+from mcp_acp.audit.follow import StreamFollower
 from mcp_acp.config import load_config, resolve_config_path
 from mcp_acp.errors import AuditError, ConfigError, printable
 from mcp_acp.errors import one_line as _one_line
@@ -244,32 +245,20 @@ def tail(
 ) -> None:
     """Follow new audit records as they are written (Ctrl-C to stop)."""
     directory = _log_dir(ctx, log_dir)
-    positions: dict[Path, int] = {}
-    for stream in streams or STREAMS:
-        path = directory / f"{stream}.jsonl"
-        positions[path] = path.stat().st_size if path.exists() else 0
+    followers = [StreamFollower(directory, stream) for stream in streams or STREAMS]
     shown = 0
-    while limit is None or shown < limit:
-        for path, offset in list(positions.items()):
-            size = path.stat().st_size if path.exists() else 0
-            if size < offset:  # rotated: start over on the new file
-                offset = 0
-            if size == offset:
-                continue
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            positions[path] = offset + len(complete)
-            for raw in complete.splitlines():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
+    try:
+        while True:
+            for follower in followers:
+                for record in follower.poll():
                     click.echo(_render(record, as_json))
-                shown += 1
-                if limit is not None and shown >= limit:
-                    return
-        if limit is None or shown < limit:
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+                for note in follower.unreadable:
+                    click.echo(printable(f"skipped {note}"), err=True)
+                follower.unreadable.clear()
             time.sleep(interval)
+    finally:
+        for follower in followers:
+            follower.close()

@@ -3,13 +3,24 @@ writes, a ``--since`` beyond the calendar, and rotation under a follower."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from mcp_acp.audit.events import DecisionEvent, SystemEvent
+from mcp_acp.audit.follow import StreamFollower
 from mcp_acp.audit.jsonl import JsonlAuditSink
+
+CLI = Path(sys.executable).parent / "mcp-acp"
 
 
 def write_log(log_dir: Path) -> None:
@@ -91,3 +102,113 @@ def test_a_since_beyond_the_calendar_is_a_usage_error(
     assert "reaches back too far: at most 36500d (100 years); or give an ISO time" in errors[0]
     assert "Traceback" not in result.stderr
     assert "internal error" not in result.stderr
+
+
+#: A real writer process: the jsonl sink with the smallest rotation size. Commands on stdin:
+#: ``ping N`` writes one ``ping`` record; ``go N`` writes N records as fast as it can, then
+#: closes the sink and exits.
+WRITER = """
+import sys
+from pathlib import Path
+from mcp_acp.audit.events import SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+
+sink = JsonlAuditSink(Path(sys.argv[1]), JsonlConfig(max_file_bytes=4096))
+sink.start_sync()
+print("READY", flush=True)
+for line in sys.stdin:
+    word, number = line.split()
+    if word == "ping":
+        sink.write_sync(SystemEvent(event="ping", detail={"n": int(number)}))
+    else:
+        for i in range(int(number)):
+            sink.write_sync(SystemEvent(event="e", detail={"i": i, "pad": "x" * 100}))
+        break
+sink.close_sync()
+"""
+
+
+def reader(stream: IO[str]) -> queue.Queue[dict[str, Any]]:
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(json.loads(line)) for line in stream], daemon=True
+    ).start()
+    return lines
+
+
+@pytest.mark.parametrize("interval", ["0.01", "0.5"])
+def test_tail_follows_rotation_and_loses_nothing(
+    tmp_path: Path, isolated_home: Path, interval: str
+) -> None:
+    """A writer rotating every ~13 records while ``logs tail`` follows: every record shown,
+    once, in order — with a poll between rotations, and with many rotations between two
+    polls (/tmp/review4/slow.py: tail showed 23 of 200)."""
+    logs, total = tmp_path / "logs", 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(logs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert writer.stdin is not None
+    assert writer.stdout is not None
+    command = ["logs", "tail", "--log-dir", str(logs), "--stream=system", "--json"]
+    tail = subprocess.Popen(
+        [str(CLI), *command, f"--interval={interval}"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert tail.stdout is not None
+    try:
+        assert writer.stdout.readline() == "READY\n"
+        shown = reader(tail.stdout)
+        deadline = time.monotonic() + 60
+        # ping until tail shows one: then it is following, and nothing after will be missed
+        ping, seen = 0, []
+        while not any(r["event"] == "ping" for r in seen):
+            assert time.monotonic() < deadline, "tail never showed a record"
+            ping += 1
+            writer.stdin.write(f"ping {ping}\n")
+            writer.stdin.flush()
+            with contextlib.suppress(queue.Empty):
+                seen.append(shown.get(timeout=1))
+        writer.stdin.write(f"go {total}\n")
+        writer.stdin.flush()
+        while not seen or seen[-1].get("detail", {}).get("i") != total - 1:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"tail showed {len(seen)} records, not the last"
+            with contextlib.suppress(queue.Empty):
+                seen.append(shown.get(timeout=remaining))
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        tail.kill()
+    rotated = list(logs.glob("system.*.jsonl"))
+    assert len(rotated) >= 10  # real rotation, many times
+    first_ping = next(i for i, r in enumerate(seen) if r["event"] == "ping")
+    after = seen[first_ping:]
+    assert [r["seq"] for r in after] == list(range(after[0]["seq"], after[0]["seq"] + len(after)))
+    assert [r["detail"]["i"] for r in after if r["event"] == "e"] == list(range(total))
+
+
+def test_a_follower_continues_after_a_restart_sets_a_partial_line_aside(tmp_path: Path) -> None:
+    """A crash leaves half a line; the restarted writer cuts it off the same file (and
+    records it): the follower goes on from the last whole line, showing nothing twice."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    follower = StreamFollower(logs, "system")
+    try:
+        assert follower.poll() == []
+        with (logs / "system.jsonl").open("ab") as handle:
+            handle.write(b'{"stream":"system","event":"half a rec')
+        assert follower.poll() == []  # the half line is held back
+        restarted = JsonlAuditSink(logs)
+        restarted.start_sync()
+        restarted.close_sync()
+        records = follower.poll()
+    finally:
+        follower.close()
+    assert [r["event"] for r in records] == ["partial_line_quarantined", "stream_opened"]
+    assert [r["seq"] for r in records] == [3, 4]
+    assert follower.unreadable == [f"{logs / 'system.jsonl'}: an unfinished last line, set aside"]
