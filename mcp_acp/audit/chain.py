@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from mcp_acp.audit.events import STREAMS
+from mcp_acp.audit.events import STREAMS, AuditEvent
 from mcp_acp.errors import printable
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "canonical",
     "chain_files",
     "head_path",
+    "line_schema",
     "log_in_use",
     "open_head",
     "open_regular",
@@ -60,6 +61,31 @@ def canonical(record: dict[str, Any]) -> bytes:
 
 
 CHAIN_FIELDS = ("seq", "prev_hash", "hash")
+
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+#: The chain fields in JSON Schema, as every line ends with them.
+CHAIN_SCHEMA: dict[str, dict[str, Any]] = {
+    "seq": {"type": "integer", "minimum": 1, "description": "1, 2, 3, … per stream."},
+    "prev_hash": {**_HEX64, "description": "The previous line's hash (GENESIS first)."},
+    "hash": {**_HEX64, "description": "SHA-256 of the line up to prev_hash, closed with }."},
+}
+
+
+def line_schema(model: type[AuditEvent]) -> dict[str, Any]:
+    """JSON Schema of a whole line of ``model``'s records as the writer writes them: the
+    record's fields (``None`` left out, so every field with another default is always
+    there) and the chain fields."""
+    schema = model.model_json_schema()
+    written = [
+        name
+        for name, field in model.model_fields.items()
+        if field.is_required() or field.default_factory is not None or field.default is not None
+    ]
+    schema["properties"] = {**schema["properties"], **CHAIN_SCHEMA}
+    schema["required"] = [*written, *CHAIN_FIELDS]
+    return schema
 
 
 def seal(body: bytes, seq: int, prev_hash: str) -> tuple[bytes, str]:
