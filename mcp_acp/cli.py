@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
+from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
     Config,
@@ -418,8 +419,10 @@ def schema(what: str) -> None:
         document: dict[str, object] = {
             "$schema": draft,
             "title": "mcp-acp audit records, by stream",
-            "description": "Each line also carries seq, prev_hash and hash (the chain).",
-            "streams": {name: model.model_json_schema() for name, model in EVENT_MODELS.items()},
+            "description": "One schema per stream, each of a whole line: the record's fields "
+            "and the chain (seq, prev_hash, hash). Records the sink itself writes into any "
+            "stream (stream_opened, partial_line_quarantined) follow 'chain'.",
+            "streams": {name: line_schema(model) for name, model in EVENT_MODELS.items()},
         }
     else:
         document = {"$schema": draft, **_SCHEMAS[what].model_json_schema()}

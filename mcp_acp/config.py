@@ -78,7 +78,10 @@ def default_config_path() -> Path:
 
 
 def is_relative_to(path: Path, directory: Path) -> bool:
-    return path.absolute().is_relative_to(directory.absolute())
+    """Whether ``path`` is ``directory`` or inside it, once both are resolved: ``..`` and
+    symlinks (as far as they exist) cannot hide that one is inside the other."""
+    resolved = Path(os.path.realpath(path))
+    return resolved.is_relative_to(os.path.realpath(directory))
 
 
 def default_log_dir() -> Path:

@@ -41,6 +41,7 @@ __all__ = [
     "PostureError",
     "SessionBindingError",
     "one_line",
+    "printable",
 ]
 
 
@@ -59,6 +60,20 @@ def one_line(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with every character that does not print as itself escaped
+    (``\\x1b``, ``\\u202e``, ``\\udcff``): control and format characters (ANSI escapes,
+    bidirectional overrides), line and paragraph separators, unassigned code points and the
+    surrogates that stand for undecodable bytes in a file name. For text from the file
+    system or a log, which can hold anything."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode()
+        for ch in text
+    )
 
 
 class McpAcpError(Exception):

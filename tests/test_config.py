@@ -328,6 +328,28 @@ def test_audit_fallback_must_be_outside_the_log_dir(tmp_path: Path) -> None:
     assert load_config(write(tmp_path / "c" / "config.json", data)).audit.sinks[0].use == "jsonl"
 
 
+def test_audit_fallback_inside_the_log_dir_by_another_name_is_refused(tmp_path: Path) -> None:
+    """``…/other/../logs/fb.jsonl``, a symlinked parent or a symlinked log_dir passed the
+    check, which compared the paths as written."""
+    logs, real = tmp_path / "logs", tmp_path / "real-logs"
+    logs.mkdir()
+    real.mkdir()
+    (tmp_path / "link").symlink_to(logs)
+    (tmp_path / "logs-link").symlink_to(real)
+    for log_dir, fallback in [
+        (logs, tmp_path / "other" / ".." / "logs" / "fb.jsonl"),
+        (logs, tmp_path / "link" / "fb.jsonl"),
+        (logs, tmp_path / "link" / "not-yet" / "fb.jsonl"),
+        (tmp_path / "logs-link", real / "fb.jsonl"),
+        (tmp_path / "link" / ".." / "logs", logs / "fb.jsonl"),
+    ]:
+        data = {**MINIMAL, "audit": {"log_dir": str(log_dir), "fallback_path": str(fallback)}}
+        with pytest.raises(ConfigError, match="fallback_path must be outside log_dir"):
+            load_config(write(tmp_path / "c" / "config.json", data))
+    data = {**MINIMAL, "audit": {"log_dir": str(logs), "fallback_path": str(real / "fb.jsonl")}}
+    assert load_config(write(tmp_path / "c" / "config.json", data)).audit.log_dir == logs
+
+
 def test_reviewing_new_tools_needs_pins(tmp_path: Path) -> None:
     data = {**MINIMAL, "proxy": {"new_tools": "review", "tool_pinning": False}}
     with pytest.raises(ConfigError, match="new_tools 'review' needs tool_pinning: true") as bad:

@@ -20,15 +20,20 @@ writer keeps outside the log file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
+
+from mcp_acp.audit.events import STREAMS, AuditEvent
+from mcp_acp.errors import printable
 
 __all__ = [
     "GENESIS",
@@ -37,7 +42,10 @@ __all__ = [
     "canonical",
     "chain_files",
     "head_path",
+    "line_schema",
+    "log_in_use",
     "open_head",
+    "open_regular",
     "read_head",
     "seal",
     "verify_stream",
@@ -53,6 +61,31 @@ def canonical(record: dict[str, Any]) -> bytes:
 
 
 CHAIN_FIELDS = ("seq", "prev_hash", "hash")
+
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+#: The chain fields in JSON Schema, as every line ends with them.
+CHAIN_SCHEMA: dict[str, dict[str, Any]] = {
+    "seq": {"type": "integer", "minimum": 1, "description": "1, 2, 3, … per stream."},
+    "prev_hash": {**_HEX64, "description": "The previous line's hash (GENESIS first)."},
+    "hash": {**_HEX64, "description": "SHA-256 of the line up to prev_hash, closed with }."},
+}
+
+
+def line_schema(model: type[AuditEvent]) -> dict[str, Any]:
+    """JSON Schema of a whole line of ``model``'s records as the writer writes them: the
+    record's fields (``None`` left out, so every field with another default is always
+    there) and the chain fields."""
+    schema = model.model_json_schema()
+    written = [
+        name
+        for name, field in model.model_fields.items()
+        if field.is_required() or field.default_factory is not None or field.default is not None
+    ]
+    schema["properties"] = {**schema["properties"], **CHAIN_SCHEMA}
+    schema["required"] = [*written, *CHAIN_FIELDS]
+    return schema
 
 
 def seal(body: bytes, seq: int, prev_hash: str) -> tuple[bytes, str]:
@@ -101,9 +134,27 @@ def write_head(fd: int, head: ChainHead) -> None:
     os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
 
 
-def read_head(log_dir: Path, stream: str) -> ChainHead | None:
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file: not a symlink (``ELOOP``), a
+    directory, a FIFO (opened without blocking) or a device (``OSError`` naming which)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        data = head_path(log_dir, stream).read_bytes()
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise OSError(errno.EINVAL, kind, str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_head(log_dir: Path, stream: str) -> ChainHead | None:
+    """The chain head; ``None`` if there is none (no file, or an empty one); ``seq`` -1 if
+    it is unreadable garbage. ``OSError`` if the path is there but not a readable file."""
+    try:
+        with open_regular(head_path(log_dir, stream)) as handle:
+            data = handle.read(4 * _SLOT)
     except FileNotFoundError:
         return None
     heads = []
@@ -133,6 +184,26 @@ def chain_files(log_dir: Path, stream: str) -> list[Path]:
     return files
 
 
+def log_in_use(log_dir: Path) -> bool:
+    """Whether a writer has ever started in ``log_dir``: a chain head file exists, or a
+    stream's file is anything but an empty regular file. (The writer creates every
+    stream's head and writes ``stream_opened`` to every stream when it starts.)"""
+    try:
+        if any(entry.name.endswith(".head") for entry in (log_dir / ".heads").iterdir()):
+            return True
+    except OSError:
+        pass
+    for stream in STREAMS:
+        for path in chain_files(log_dir, stream):
+            try:
+                info = path.lstat()
+            except OSError:
+                return True
+            if info.st_size > 0 or not stat.S_ISREG(info.st_mode):
+                return True
+    return False
+
+
 @attrs.frozen(slots=True)
 class VerifyResult:
     """Outcome of verifying one stream."""
@@ -146,65 +217,121 @@ class VerifyResult:
     partial_lines: tuple[Path, ...] = ()
 
     def describe(self) -> str:
+        """One line for a terminal: file names are escaped wherever they print as
+        anything but themselves (an ANSI escape in a file name cannot clear the screen)."""
+        return printable(self._describe())
+
+    def _describe(self) -> str:
         if self.ok:
             extra = ""
             if self.partial_lines:
                 names = ", ".join(p.name for p in self.partial_lines)
                 extra = f"; partial line(s) set aside after a crash: {names}"
             return f"{self.stream}: ok, {self.lines} lines{extra}"
-        where = f"{self.file}:{self.line}" if self.file else self.stream
+        where = str(self.file) if self.file else self.stream
+        if self.file and self.line is not None:
+            where += f":{self.line}"
         return f"{self.stream}: FAILED at {where}: {self.problem}"
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         yield from enumerate(handle, start=1)
 
 
+def _unreadable(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link (the writer never makes one)"
+    return exc.strerror or type(exc).__name__
+
+
+class _BadLine(Exception):
+    """A line that does not continue the chain; the message says why."""
+
+
+def _check_line(raw: bytes, seq: int, prev: str, head: ChainHead | None) -> str:
+    """The hash of ``raw``, checked as the line after ``seq``/``prev`` (``_BadLine`` if not)."""
+    if not raw.endswith(b"\n"):
+        raise _BadLine("partial last line (no newline): the log was cut mid-write")
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise _BadLine("not valid JSON") from None
+    except RecursionError:
+        raise _BadLine("not an audit record (JSON nested too deeply)") from None
+    if not isinstance(record, dict) or not {"seq", "prev_hash", "hash"} <= record.keys():
+        raise _BadLine("not a chained record (seq, prev_hash, hash missing)")
+    claimed = record["hash"]
+    if not isinstance(claimed, str) or not isinstance(record["seq"], int):
+        raise _BadLine("chain fields of the wrong type")
+    if record["seq"] != seq + 1:
+        raise _BadLine(
+            f"seq {record['seq']} where {seq + 1} was expected "
+            "(a line was deleted, inserted or moved)"
+        )
+    if record["prev_hash"] != prev:
+        raise _BadLine(
+            "prev_hash does not match the previous line (a line was deleted, inserted or moved)"
+        )
+    tail = b',"hash":"%s"}\n' % claimed.encode()
+    if not raw.endswith(tail) or not raw.isascii():
+        raise _BadLine("the line does not end with its hash (the line was edited)")
+    actual = hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest()
+    if actual != claimed:
+        raise _BadLine("hash does not match the content (the line was edited)")
+    if head is not None and seq + 1 == head.seq and claimed != head.hash:
+        raise _BadLine(
+            f"the hash of seq {head.seq} differs from the chain head's: the log was "
+            "rewritten (re-chained) up to here"
+        )
+    return claimed
+
+
 def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
-    """Check every line of every file of ``stream`` and compare the end with the head."""
+    """Check every line of every file of ``stream`` and compare the chain with the head.
+
+    The head is read first: a running writer updates it only after the lines it names are
+    written, so every line up to the head's ``seq`` is already there. The line with that
+    ``seq`` must carry exactly the head's hash — otherwise the history was rewritten, even
+    if the log goes on past it. Lines after it are allowed: the head is updated at most
+    every ``HEAD_INTERVAL_SECONDS``, so after a crash the log can be a little ahead of it.
+    """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    try:
+        head = read_head(log_dir, stream)
+    except OSError as exc:
+        where = head_path(log_dir, stream)
+        problem = f"the chain head file cannot be read: {_unreadable(exc)}"
+        return VerifyResult(stream, 0, False, problem, where, None, partials)
     seq, prev = 0, GENESIS
     count = 0
     for path in files:
-        for number, raw in _lines(path):
-
-            def fail(
-                problem: str, path: Path = path, number: int = number, count: int = count
-            ) -> VerifyResult:
-                return VerifyResult(stream, count, False, problem, path, number, partials)
-
-            if not raw.endswith(b"\n"):
-                return fail("partial last line (no newline): the log was cut mid-write")
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                return fail("not valid JSON")
-            if not isinstance(record, dict) or not {"seq", "prev_hash", "hash"} <= record.keys():
-                return fail("not a chained record (seq, prev_hash, hash missing)")
-            claimed = record["hash"]
-            if not isinstance(claimed, str) or not isinstance(record["seq"], int):
-                return fail("chain fields of the wrong type")
-            if record["seq"] != seq + 1:
-                return fail(
-                    f"seq {record['seq']} where {seq + 1} was expected "
-                    "(a line was deleted, inserted or moved)"
-                )
-            if record["prev_hash"] != prev:
-                return fail(
-                    "prev_hash does not match the previous line "
-                    "(a line was deleted, inserted or moved)"
-                )
-            tail = b',"hash":"%s"}\n' % claimed.encode()
-            if not raw.endswith(tail) or not raw.isascii():
-                return fail("the line does not end with its hash (the line was edited)")
-            actual = hashlib.sha256(raw[: -len(tail)] + b"}").hexdigest()
-            if actual != claimed:
-                return fail("hash does not match the content (the line was edited)")
-            seq, prev = record["seq"], claimed
-            count += 1
-    head = read_head(log_dir, stream)
+        try:
+            for number, raw in _lines(path):
+                try:
+                    seq, prev = seq + 1, _check_line(raw, seq, prev, head)
+                except _BadLine as bad:
+                    return VerifyResult(stream, count, False, str(bad), path, number, partials)
+                count += 1
+        except OSError as exc:
+            problem = f"cannot read the file: {_unreadable(exc)}"
+            return VerifyResult(stream, count, False, problem, path, None, partials)
+    if count == 0 and head is None:
+        if not log_in_use(log_dir):
+            return VerifyResult(stream, 0, False, f"no audit log at {log_dir}")
+        # the writer records stream_opened in every stream at start: this one was emptied
+        return VerifyResult(
+            stream,
+            0,
+            False,
+            "the stream has no records, though the log directory is in use (every stream "
+            "gets a stream_opened record when the proxy starts): its file was emptied or "
+            "deleted",
+            log_dir / f"{stream}.jsonl",
+            None,
+            partials,
+        )
     if head is None and count and not head_path(log_dir, stream).exists():
         # the writer creates the head file before its first line: someone removed it
         return VerifyResult(
@@ -229,16 +356,6 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
                 f"the log ends at seq {seq} but the chain head says {head.seq} "
                 "(lines were cut off the end)",
                 last,
-                None,
-                partials,
-            )
-        if seq == head.seq and prev != head.hash:
-            return VerifyResult(
-                stream,
-                count,
-                False,
-                "the last line's hash differs from the chain head",
-                files[-1] if files else None,
                 None,
                 partials,
             )

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from mcp_acp.audit.chain import chain_files, verify_stream
+from mcp_acp.audit.chain import chain_files, log_in_use, open_regular, verify_stream
 from mcp_acp.audit.events import STREAMS
+from mcp_acp.audit.follow import StreamFollower
 from mcp_acp.config import load_config, resolve_config_path
-from mcp_acp.errors import AuditError, ConfigError
+from mcp_acp.errors import AuditError, ConfigError, printable
 from mcp_acp.errors import one_line as _one_line
 
 __all__ = ["audit_group", "logs_group"]
@@ -58,10 +59,16 @@ def audit_group() -> None:
 def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> None:
     """Verify the hash chain of every stream; report the first bad line; exit 13 if any."""
     directory = _log_dir(ctx, log_dir)
+    shown = printable(str(directory))
     if not directory.is_dir():
         raise AuditError(
-            f"no audit directory at {directory}",
+            f"no audit directory at {shown}",
             fix="pass --log-dir, or check audit.log_dir in the config",
+        )
+    if not log_in_use(directory):
+        raise AuditError(
+            f"no audit log at {shown}: no stream has records and there is no chain head",
+            fix="pass the audit directory with --log-dir, or check audit.log_dir in the config",
         )
     failed = []
     for stream in streams or STREAMS:
@@ -71,7 +78,7 @@ def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> 
             failed.append(stream)
     if failed:
         raise AuditError(
-            f"audit chain broken in {', '.join(failed)} ({directory})",
+            f"audit chain broken in {', '.join(failed)} ({shown})",
             fix="keep the files as evidence; the lines above name the first bad line",
         )
 
@@ -79,6 +86,11 @@ def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> 
 # ---------------------------------------------------------------- logs
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: ``--since`` reaches back at most this far (further would leave the calendar)
+MAX_SINCE_DAYS = 36_500
+#: ``logs show`` names at most this many unreadable lines, then counts the rest
+_MAX_NOTES = 10
 
 
 def _since(value: str | None) -> datetime | None:
@@ -86,8 +98,13 @@ def _since(value: str | None) -> datetime | None:
         return None
     match = _RELATIVE.match(value)
     if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        digits, unit = match.group(1), match.group(2)
+        seconds = int(digits) * _UNIT_SECONDS[unit] if len(digits) <= 12 else None
+        if seconds is None or seconds > MAX_SINCE_DAYS * 86400:
+            raise click.BadParameter(
+                f"{value!r} reaches back too far: at most {MAX_SINCE_DAYS}d "
+                f"({MAX_SINCE_DAYS // 365} years); or give an ISO time"
+            )
         return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -96,24 +113,50 @@ def _since(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _records(directory: Path, streams: Sequence[str]) -> Iterator[dict[str, Any]]:
+def _time(record: dict[str, Any]) -> datetime | None:
+    """The record's ``ts``; ``None`` unless it is an ISO time with a time zone (the writer
+    always writes UTC, ``…Z``): naive and aware times cannot be compared or sorted."""
+    ts = record.get("ts")
+    if not isinstance(ts, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.utcoffset() is not None else None
+
+
+def _records(
+    directory: Path, streams: Sequence[str], unreadable: list[str]
+) -> Iterator[tuple[datetime, dict[str, Any]]]:
+    """Every record of ``streams`` with its time; what cannot be read is named in
+    ``unreadable`` (file and line, and why) instead of ending the listing."""
     for stream in streams:
         for path in chain_files(directory, stream):
-            with path.open("rb") as handle:
-                for raw in handle:
-                    try:
-                        record = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict):
-                        yield record
+            try:
+                with open_regular(path) as handle:
+                    for number, raw in enumerate(handle, start=1):
+                        try:
+                            record = json.loads(raw)
+                        except (ValueError, RecursionError):
+                            unreadable.append(f"{path}:{number}: not a JSON record")
+                            continue
+                        if not isinstance(record, dict):
+                            unreadable.append(f"{path}:{number}: not a JSON object")
+                            continue
+                        moment = _time(record)
+                        if moment is None:
+                            unreadable.append(f"{path}:{number}: no ts with a time zone")
+                            continue
+                        yield moment, record
+            except OSError as exc:
+                unreadable.append(f"{path}: cannot be read: {exc.strerror or exc}")
 
 
-def _time(record: dict[str, Any]) -> datetime:
-    try:
-        return datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
+def _cell(value: Any, width: int = 0) -> str:
+    """A column's text: any JSON value, padded to ``width``."""
+    text = value if isinstance(value, str) else json.dumps(value) if value is not None else ""
+    return f"{text:<{width}}"
 
 
 def _row(record: dict[str, Any]) -> str:
@@ -122,18 +165,31 @@ def _row(record: dict[str, Any]) -> str:
     outcome = record.get("final_effect") or record.get("effect") or record.get("outcome") or ""
     why = record.get("reason") or record.get("rule_id") or ""
     if not why and isinstance(record.get("detail"), dict):
-        why = " ".join(f"{k}={v}" for k, v in record["detail"].items())
+        why = " ".join(f"{k}={_cell(v)}" for k, v in record["detail"].items())
     cells = [
-        str(record.get("ts", ""))[:23],
-        f"{record.get('stream', ''):<10}",
-        f"{record.get('event', ''):<22}",
-        f"{record.get('request_id') or '-'!s:<10}",
-        f"{record.get('subject_id') or '-'!s:<12}",
-        f"{what:<20}",
-        f"{outcome:<9}",
-        str(why)[:100],
+        _cell(record.get("ts"))[:23],
+        _cell(record.get("stream"), 10),
+        _cell(record.get("event"), 22),
+        _cell(record.get("request_id") or "-", 10),
+        _cell(record.get("subject_id") or "-", 12),
+        _cell(what, 20),
+        _cell(outcome, 9),
+        _cell(why)[:100],
     ]
-    return _one_line("  ".join(cells).rstrip())
+    return printable(_one_line("  ".join(cells).rstrip()))
+
+
+def _render(record: dict[str, Any], as_json: bool) -> str:
+    try:
+        return json.dumps(record, sort_keys=True) if as_json else _row(record)
+    except (ValueError, TypeError, RecursionError):  # nested too deeply to write back
+        return printable(f"(unreadable record: seq {_cell(record.get('seq'))})")
+
+
+def _sort_key(item: tuple[datetime, dict[str, Any]]) -> tuple[datetime, str, int]:
+    moment, record = item
+    seq = record.get("seq")
+    return moment, _cell(record.get("stream")), seq if type(seq) is int else 0
 
 
 @click.group("logs")
@@ -157,12 +213,19 @@ def show(
     """Print audit records in time order."""
     directory = _log_dir(ctx, log_dir)
     cutoff = _since(since)
+    unreadable: list[str] = []
     records = [
-        r for r in _records(directory, streams or STREAMS) if cutoff is None or _time(r) >= cutoff
+        item
+        for item in _records(directory, streams or STREAMS, unreadable)
+        if cutoff is None or item[0] >= cutoff
     ]
-    records.sort(key=lambda r: (_time(r), r.get("stream", ""), r.get("seq", 0)))
-    for record in records:
-        click.echo(json.dumps(record, sort_keys=True) if as_json else _row(record))
+    records.sort(key=_sort_key)
+    for _, record in records:
+        click.echo(_render(record, as_json))
+    for note in unreadable[:_MAX_NOTES]:
+        click.echo(printable(f"skipped unreadable line {note}"), err=True)
+    if len(unreadable) > _MAX_NOTES:
+        click.echo(f"skipped {len(unreadable) - _MAX_NOTES} more unreadable lines", err=True)
 
 
 @logs_group.command("tail")
@@ -182,31 +245,20 @@ def tail(
 ) -> None:
     """Follow new audit records as they are written (Ctrl-C to stop)."""
     directory = _log_dir(ctx, log_dir)
-    positions: dict[Path, int] = {}
-    for stream in streams or STREAMS:
-        path = directory / f"{stream}.jsonl"
-        positions[path] = path.stat().st_size if path.exists() else 0
+    followers = [StreamFollower(directory, stream) for stream in streams or STREAMS]
     shown = 0
-    while limit is None or shown < limit:
-        for path, offset in list(positions.items()):
-            size = path.stat().st_size if path.exists() else 0
-            if size < offset:  # rotated: start over on the new file
-                offset = 0
-            if size == offset:
-                continue
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            positions[path] = offset + len(complete)
-            for raw in complete.splitlines():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                click.echo(json.dumps(record, sort_keys=True) if as_json else _row(record))
-                shown += 1
-                if limit is not None and shown >= limit:
-                    return
-        if limit is None or shown < limit:
+    try:
+        while True:
+            for follower in followers:
+                for record in follower.poll():
+                    click.echo(_render(record, as_json))
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+                for note in follower.unreadable:
+                    click.echo(printable(f"skipped {note}"), err=True)
+                follower.unreadable.clear()
             time.sleep(interval)
+    finally:
+        for follower in followers:
+            follower.close()

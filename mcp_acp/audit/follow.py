@@ -1,0 +1,190 @@
+"""Following a stream as it is written (``mcp-acp logs tail``), across rotation.
+
+The writer rotates by closing ``<stream>.jsonl``, renaming it to ``<stream>.<n>.jsonl`` and
+creating a new ``<stream>.jsonl``. A follower keeps the file it reads open, so a rename
+does not take the rest of it away: each poll first looks at which file the path names now,
+then reads its open file to the end, and only if the path names another file (the old one
+was closed before it was renamed, so it is complete) moves on to the new one, from its
+start. If the writer rotated more than once between two polls, the ``seq`` of the next
+record shows the gap, and the records in between are read from the rotated files. A
+writer restarted after a crash cuts an unfinished last line off the same file: the bytes
+held back are checked on every poll, and reading resumes after the last whole line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mcp_acp.audit.chain import chain_files, open_regular
+
+__all__ = ["StreamFollower"]
+
+
+def _seq(record: Any) -> int | None:
+    seq = record.get("seq") if isinstance(record, dict) else None
+    return seq if type(seq) is int else None
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _last_line(handle: BinaryIO) -> tuple[int, bytes]:
+    """Offset just after the last newline of ``handle``'s file, and the line it ends."""
+    size = handle.seek(0, os.SEEK_END)
+    window = 4096
+    while True:
+        start = max(0, size - window)
+        handle.seek(start)
+        chunk = handle.read(size - start)
+        end = chunk.rfind(b"\n")
+        if end >= 0:
+            begin = chunk.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return start + end + 1, chunk[begin : end + 1]
+        elif start == 0:
+            return 0, b""
+        window *= 4
+
+
+class StreamFollower:
+    """Yields the records written to one stream after it was created, in ``seq`` order,
+    across any number of rotations (see the module docstring)."""
+
+    def __init__(self, log_dir: Path, stream: str) -> None:
+        self.log_dir, self.stream = log_dir, stream
+        self.path = log_dir / f"{stream}.jsonl"
+        self.handle: BinaryIO | None = None
+        self.identity = (0, 0)
+        self.pending = b""
+        #: lines that were not JSON objects, as "PATH: why", for the caller to report
+        self.unreadable: list[str] = []
+        self.last_seq: int | None = None
+        handle = self._open()
+        if handle is not None:
+            end, line = _last_line(handle)
+            handle.seek(end)
+            record = _parse(line)
+            self.last_seq = _seq(record) if record is not None else None
+        if self.last_seq is None:
+            self.last_seq = self._chain_end()
+
+    def _open(self) -> BinaryIO | None:
+        try:
+            handle = open_regular(self.path)
+        except OSError:  # not there (between a rename and the new file), or not a file
+            return None
+        info = os.fstat(handle.fileno())
+        self.handle, self.identity, self.pending = handle, (info.st_dev, info.st_ino), b""
+        return handle
+
+    def _chain_end(self) -> int | None:
+        """The last ``seq`` of the stream when its current file has no line: that of the
+        newest rotated file with one; 0 if there is no file yet; ``None`` if unknown."""
+        files = [p for p in chain_files(self.log_dir, self.stream) if p != self.path]
+        for path in reversed(files):
+            try:
+                with open_regular(path) as handle:
+                    _, line = _last_line(handle)
+            except OSError:
+                return None
+            if line:
+                record = _parse(line)
+                return _seq(record) if record is not None else None
+        return 0 if not files else None
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The records written since the last poll."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            now, size = None, 0
+        else:
+            now, size = (info.st_dev, info.st_ino), info.st_size
+        records: list[dict[str, Any]] = []
+        if self.handle is not None:
+            if now == self.identity:
+                self._recheck(self.handle, size)
+            records += self._drain(self.handle)
+            if now != self.identity:  # renamed (rotated) or removed, after its last write
+                if self.pending:
+                    self.unreadable.append(f"{self.path}: an unfinished last line")
+                self.close()
+        if self.handle is None and now is not None:
+            handle = self._open()
+            if handle is not None:
+                records += self._drain(handle)
+        return records
+
+    def _recheck(self, handle: BinaryIO, size: int) -> None:
+        """Whether the file still holds what was read from it. A restarted writer sets an
+        unfinished last line aside and cuts it off the file, then goes on writing — so the
+        held-back bytes must still be there, or reading resumes after the last whole line.
+        A file cut before that was rewritten: start over."""
+        whole = handle.tell() - len(self.pending)
+        if size < whole:
+            handle.seek(0)
+            self.pending = b""
+        elif self.pending and os.pread(handle.fileno(), len(self.pending), whole) != self.pending:
+            self.unreadable.append(f"{self.path}: an unfinished last line, set aside")
+            handle.seek(whole)
+            self.pending = b""
+
+    def _drain(self, handle: BinaryIO) -> list[dict[str, Any]]:
+        data = self.pending + handle.read()
+        cut = data.rfind(b"\n") + 1
+        self.pending = data[cut:]
+        records: list[dict[str, Any]] = []
+        for raw in data[:cut].splitlines():
+            record = _parse(raw)
+            if record is None:
+                self.unreadable.append(f"{self.path}: a line that is not a JSON object")
+                continue
+            seq = _seq(record)
+            if seq is not None:
+                if self.last_seq is not None and seq > self.last_seq + 1:
+                    records += self._missed(self.last_seq, seq)
+                self.last_seq = seq
+            records.append(record)
+        return records
+
+    def _missed(self, after: int, before: int) -> list[dict[str, Any]]:
+        """Records ``after`` < seq < ``before`` from the rotated files: the writer rotated
+        more than once since the last poll."""
+        rotated = [p for p in chain_files(self.log_dir, self.stream) if p != self.path]
+        needed: list[Path] = []
+        for path in reversed(rotated):
+            try:
+                with open_regular(path) as handle:
+                    first = _seq(_parse(handle.readline()))
+            except OSError:
+                continue
+            if first is None or first >= before:
+                continue
+            needed.append(path)
+            if first <= after + 1:
+                break
+        records: list[dict[str, Any]] = []
+        for path in reversed(needed):
+            try:
+                with open_regular(path) as handle:
+                    for raw in handle:
+                        record = _parse(raw)
+                        seq = _seq(record)
+                        if record is not None and seq is not None and after < seq < before:
+                            records.append(record)
+            except OSError as exc:
+                self.unreadable.append(f"{path}: cannot be read: {exc.strerror or exc}")
+        return records

@@ -1,0 +1,214 @@
+"""``mcp-acp logs show|tail`` against hostile logs: records that are not what the writer
+writes, a ``--since`` beyond the calendar, and rotation under a follower."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from mcp_acp.audit.events import DecisionEvent, SystemEvent
+from mcp_acp.audit.follow import StreamFollower
+from mcp_acp.audit.jsonl import JsonlAuditSink
+
+CLI = Path(sys.executable).parent / "mcp-acp"
+
+
+def write_log(log_dir: Path) -> None:
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    sink.write_sync(SystemEvent(event="plugins_loaded", detail={"count": 4}))
+    sink.write_sync(
+        DecisionEvent(
+            session_id="s1",
+            request_id="req-1",
+            subject_id="alice",
+            subject_provenance="token",
+            mcp_method="tools/call",
+            tool_name="read_file",
+            effect="deny",
+            rule_id="deny-secrets",
+            reason="denied by rule deny-secrets",
+            policy_id="sha256:x",
+        )
+    )
+    sink.close_sync()
+
+
+def append(path: Path, *lines: bytes) -> None:
+    with path.open("ab") as handle:
+        for line in lines:
+            handle.write(line + b"\n")
+
+
+def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """One record with a naive ``ts`` (TypeError when sorted against the others) or a
+    ``tool_name`` that is an object (TypeError when formatted) used to end the listing."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    system, decisions = logs / "system.jsonl", logs / "decisions.jsonl"
+    append(
+        system,
+        b'{"stream":"system","event":"naive","ts":"2026-01-01T00:00:00","detail":{}}',
+        b"[" * 100_000,
+        b"[1, 2]",
+        b'{"stream":"system","event":"no_time","detail":{}}',
+    )
+    append(
+        decisions,
+        b'{"stream":"decisions","event":"decision","ts":"2026-01-01T00:00:00.000Z",'
+        b'"tool_name":{"x":[1]},"effect":"allow","reason":"odd","seq":"nine"}',
+    )
+    for args in ((), ("--json",), ("--since", "36500d")):
+        result = run_cli("logs", "show", "--log-dir", str(logs), *args)
+        assert result.returncode == 0, result.stderr
+        rows = result.stdout.splitlines()
+        assert len(rows) == 4 + 2 + 1  # stream_opened x4, the two real records, the odd one
+        assert "internal error" not in result.stderr
+        notes = result.stderr.splitlines()
+        assert notes == [
+            f"skipped unreadable line {system}:3: no ts with a time zone",
+            f"skipped unreadable line {system}:4: not a JSON record",
+            f"skipped unreadable line {system}:5: not a JSON object",
+            f"skipped unreadable line {system}:6: no ts with a time zone",
+        ]
+    table = run_cli("logs", "show", "--log-dir", str(logs)).stdout
+    assert '{"x": [1]}' in table  # the object is shown as JSON, in its column
+    assert "plugins_loaded" in table
+    assert "denied by rule deny-secrets" in table
+
+
+@pytest.mark.parametrize("since", ["3000000d", "99999999999d", "36501d", "9" * 5000 + "s"])
+def test_a_since_beyond_the_calendar_is_a_usage_error(
+    tmp_path: Path, run_cli: Any, since: str
+) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    result = run_cli("logs", "show", "--log-dir", str(logs), "--since", since)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert "reaches back too far: at most 36500d (100 years); or give an ISO time" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+
+
+#: A real writer process: the jsonl sink with the smallest rotation size. Commands on stdin:
+#: ``ping N`` writes one ``ping`` record; ``go N`` writes N records as fast as it can, then
+#: closes the sink and exits.
+WRITER = """
+import sys
+from pathlib import Path
+from mcp_acp.audit.events import SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+
+sink = JsonlAuditSink(Path(sys.argv[1]), JsonlConfig(max_file_bytes=4096))
+sink.start_sync()
+print("READY", flush=True)
+for line in sys.stdin:
+    word, number = line.split()
+    if word == "ping":
+        sink.write_sync(SystemEvent(event="ping", detail={"n": int(number)}))
+    else:
+        for i in range(int(number)):
+            sink.write_sync(SystemEvent(event="e", detail={"i": i, "pad": "x" * 100}))
+        break
+sink.close_sync()
+"""
+
+
+def reader(stream: IO[str]) -> queue.Queue[dict[str, Any]]:
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(json.loads(line)) for line in stream], daemon=True
+    ).start()
+    return lines
+
+
+@pytest.mark.parametrize("interval", ["0.01", "0.5"])
+def test_tail_follows_rotation_and_loses_nothing(
+    tmp_path: Path, isolated_home: Path, interval: str
+) -> None:
+    """A writer rotating every ~13 records while ``logs tail`` follows: every record shown,
+    once, in order — with a poll between rotations, and with many rotations between two
+    polls (/tmp/review4/slow.py: tail showed 23 of 200)."""
+    logs, total = tmp_path / "logs", 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(logs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert writer.stdin is not None
+    assert writer.stdout is not None
+    command = ["logs", "tail", "--log-dir", str(logs), "--stream=system", "--json"]
+    tail = subprocess.Popen(
+        [str(CLI), *command, f"--interval={interval}"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert tail.stdout is not None
+    try:
+        assert writer.stdout.readline() == "READY\n"
+        shown = reader(tail.stdout)
+        deadline = time.monotonic() + 60
+        # ping until tail shows one: then it is following, and nothing after will be missed
+        ping, seen = 0, []
+        while not any(r["event"] == "ping" for r in seen):
+            assert time.monotonic() < deadline, "tail never showed a record"
+            ping += 1
+            writer.stdin.write(f"ping {ping}\n")
+            writer.stdin.flush()
+            with contextlib.suppress(queue.Empty):
+                seen.append(shown.get(timeout=1))
+        writer.stdin.write(f"go {total}\n")
+        writer.stdin.flush()
+        while not seen or seen[-1].get("detail", {}).get("i") != total - 1:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"tail showed {len(seen)} records, not the last"
+            with contextlib.suppress(queue.Empty):
+                seen.append(shown.get(timeout=remaining))
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        tail.kill()
+    rotated = list(logs.glob("system.*.jsonl"))
+    assert len(rotated) >= 10  # real rotation, many times
+    first_ping = next(i for i, r in enumerate(seen) if r["event"] == "ping")
+    after = seen[first_ping:]
+    assert [r["seq"] for r in after] == list(range(after[0]["seq"], after[0]["seq"] + len(after)))
+    assert [r["detail"]["i"] for r in after if r["event"] == "e"] == list(range(total))
+
+
+def test_a_follower_continues_after_a_restart_sets_a_partial_line_aside(tmp_path: Path) -> None:
+    """A crash leaves half a line; the restarted writer cuts it off the same file (and
+    records it): the follower goes on from the last whole line, showing nothing twice."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    follower = StreamFollower(logs, "system")
+    try:
+        assert follower.poll() == []
+        with (logs / "system.jsonl").open("ab") as handle:
+            handle.write(b'{"stream":"system","event":"half a rec')
+        assert follower.poll() == []  # the half line is held back
+        restarted = JsonlAuditSink(logs)
+        restarted.start_sync()
+        restarted.close_sync()
+        records = follower.poll()
+    finally:
+        follower.close()
+    assert [r["event"] for r in records] == ["partial_line_quarantined", "stream_opened"]
+    assert [r["seq"] for r in records] == [3, 4]
+    assert follower.unreadable == [f"{logs / 'system.jsonl'}: an unfinished last line, set aside"]

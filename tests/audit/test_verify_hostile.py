@@ -1,0 +1,256 @@
+"""``verify_stream`` and ``mcp-acp audit verify`` against a hostile log directory: history
+rewritten and re-chained, streams deleted, files that are not files, lines that are not
+records, names that are not text."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_acp.audit.chain import (
+    GENESIS,
+    ChainHead,
+    canonical,
+    head_path,
+    open_head,
+    seal,
+    verify_stream,
+    write_head,
+)
+from mcp_acp.audit.events import SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.errors import AuditError
+
+CLI = Path(sys.executable).parent / "mcp-acp"
+
+
+def write_log(log_dir: Path, records: int = 5) -> None:
+    """A real log: ``records`` system records after the start-up lines of every stream."""
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    for i in range(records):
+        sink.write_sync(SystemEvent(event="tool_run", detail={"i": i, "effect": "allow"}))
+    sink.close_sync()
+
+
+def read_records(log_dir: Path, stream: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (log_dir / f"{stream}.jsonl").read_bytes().splitlines()]
+
+
+def rechain(log_dir: Path, stream: str, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as a stream with a fresh, internally consistent chain."""
+    out, prev = [], GENESIS
+    for seq, record in enumerate(records, start=1):
+        body = {k: v for k, v in record.items() if k not in ("seq", "prev_hash", "hash")}
+        line, prev = seal(canonical(body), seq, prev)
+        out.append(line)
+    (log_dir / f"{stream}.jsonl").write_bytes(b"".join(out))
+
+
+def test_history_rewritten_and_one_line_longer_is_caught(tmp_path: Path) -> None:
+    """The attacker edits a record, re-chains every line and appends one, so the log is
+    longer than the head and every line is consistent with the one before: the line the
+    head names no longer carries the head's hash."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    head_seq = records[-1]["seq"]
+    records[2]["detail"]["effect"] = "deny"
+    rechain(logs, "system", [*records, dict(records[-1])])
+    result = verify_stream(logs, "system")
+    assert not result.ok
+    assert result.file == logs / "system.jsonl"
+    assert result.line == head_seq
+    assert "differs from the chain head" in (result.problem or "")
+    assert "rewritten" in (result.problem or "")
+
+
+def test_history_rewritten_to_the_heads_length_is_caught(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    records[1]["detail"]["effect"] = "deny"
+    rechain(logs, "system", records)
+    result = verify_stream(logs, "system")
+    assert not result.ok
+    assert result.line == len(records)
+
+
+def test_a_log_a_little_ahead_of_its_head_is_fine(tmp_path: Path) -> None:
+    """After a crash the writer's last lines may postdate its last head update: the head
+    names an earlier line, which matches, and the lines after it are not an alarm."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    records = read_records(logs, "system")
+    head_path(logs, "system").unlink()
+    fd = open_head(logs, "system")
+    try:
+        for earlier in records[-4:-2]:  # both slots: the later of the two wins
+            write_head(fd, ChainHead(earlier["seq"], earlier["hash"]))
+    finally:
+        os.close(fd)
+    result = verify_stream(logs, "system")
+    assert result.ok, result.describe()
+    assert result.lines == len(records)
+
+
+def verify_cli(run_cli: Any, logs: Path) -> Any:
+    return run_cli("audit", "verify", "--log-dir", str(logs))
+
+
+@pytest.mark.parametrize(
+    ("damage", "where", "words"),
+    [
+        ("deep-line", "operations.jsonl:2", "not an audit record (JSON nested too deeply)"),
+        ("dir-current", "operations.jsonl", "cannot read the file: a directory"),
+        ("dir-rotated", "operations.1.jsonl", "cannot read the file: a directory"),
+        ("fifo-current", "operations.jsonl", "cannot read the file: not a regular file"),
+        ("symlink-current", "operations.jsonl", "cannot read the file: a symbolic link"),
+        ("dir-head", ".heads/operations.head", "the chain head file cannot be read: a directory"),
+    ],
+)
+def test_what_is_not_a_log_file_is_a_failure_of_its_stream_only(
+    tmp_path: Path, run_cli: Any, damage: str, where: str, words: str
+) -> None:
+    """Each used to end ``audit verify`` with 'internal error' (exit 1) before the other
+    streams were checked — or, for a FIFO, to hang it."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    current = logs / "operations.jsonl"
+    if damage == "deep-line":
+        with current.open("ab") as handle:
+            handle.write(b"[" * 100_000 + b"\n")
+    elif damage == "dir-current":
+        current.unlink()
+        current.mkdir()
+    elif damage == "dir-rotated":
+        (logs / "operations.1.jsonl").mkdir()
+    elif damage == "fifo-current":
+        current.unlink()
+        os.mkfifo(current)
+    elif damage == "symlink-current":
+        (tmp_path / "elsewhere.jsonl").write_bytes(current.read_bytes())
+        current.unlink()
+        current.symlink_to(tmp_path / "elsewhere.jsonl")
+    elif damage == "dir-head":
+        head_path(logs, "operations").unlink()
+        head_path(logs, "operations").mkdir()
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stderr
+    assert f"operations: FAILED at {logs / where}: {words}" in result.stdout
+    for stream in ("decisions", "auth", "system"):
+        assert f"{stream}: ok" in result.stdout
+    assert result.stderr.startswith("audit error: audit chain broken in operations (")
+    assert "internal error" not in result.stderr
+
+
+def test_the_writer_refuses_a_symlinked_chain_head(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head = head_path(logs, "system")
+    (tmp_path / "head-elsewhere").write_bytes(head.read_bytes())
+    head.unlink()
+    head.symlink_to(tmp_path / "head-elsewhere")
+    with pytest.raises(AuditError, match="cannot open audit stream"):
+        JsonlAuditSink(logs).start_sync()
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_a_deleted_stream_fails(tmp_path: Path, run_cli: Any, how: str) -> None:
+    """``rm .heads/system.head; : > system.jsonl`` (or rm the file) used to verify as
+    'system: ok, 0 lines'."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head_path(logs, "system").unlink()
+    if how == "emptied":
+        (logs / "system.jsonl").write_bytes(b"")
+    else:
+        (logs / "system.jsonl").unlink()
+    for args in ((), ("--stream", "system")):
+        result = run_cli("audit", "verify", "--log-dir", str(logs), *args)
+        assert result.returncode == 13, result.stderr
+        assert f"system: FAILED at {logs / 'system.jsonl'}: the stream has no records" in (
+            result.stdout
+        )
+        assert "emptied or deleted" in result.stdout
+        assert result.stderr.startswith("audit error: audit chain broken in system (")
+    assert "decisions: ok, 1 lines" in run_cli("audit", "verify", "--log-dir", str(logs)).stdout
+
+
+@pytest.mark.parametrize("contents", ["nothing", "empty heads directory", "empty files"])
+def test_an_unused_directory_is_no_audit_log(tmp_path: Path, run_cli: Any, contents: str) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if contents == "empty heads directory":
+        (logs / ".heads").mkdir()
+    elif contents == "empty files":
+        for stream in ("operations", "decisions", "auth", "system"):
+            (logs / f"{stream}.jsonl").write_bytes(b"")
+    result = run_cli("audit", "verify", "--log-dir", str(logs))
+    assert result.returncode == 13
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"audit error: no audit log at {logs}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert not verify_stream(logs, "system").ok
+    assert verify_stream(logs, "system").problem == f"no audit log at {logs}"
+
+
+def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
+    """A file named with an ANSI escape, a bidi override or bytes that are not UTF-8 must
+    not reach the terminal as such (it used to: ``\\x1b[2J`` cleared the screen)."""
+    logs = tmp_path / "logs\x1b[31m"
+    write_log(logs)
+    hostile = [
+        b"system.partial-\x1b[2J\x1b[Hsystem: ok, 999 lines",
+        b"system.partial-\xe2\x80\xaeevil",  # U+202E right-to-left override
+        b"system.partial-\xff\xfe",  # not UTF-8
+    ]
+    for name in hostile:
+        with open(os.fsencode(logs) + b"/" + name, "wb") as handle:
+            handle.write(b"partial")
+    (logs / "auth.jsonl").write_bytes(b"")  # and a failure, so the directory is printed
+    code, out = on_a_terminal(isolated_home, "audit", "verify", "--log-dir", str(logs))
+    assert code == 13, out
+    for raw in (b"\x1b", "\u202e".encode(), b"\xff"):
+        assert raw not in out
+    assert b"system.partial-\\x1b[2J\\x1b[Hsystem: ok, 999 lines" in out
+    assert b"system.partial-\\u202eevil" in out
+    assert b"system.partial-\\udcff\\udcfe" in out
+    assert b"(" + os.fsencode(tmp_path) + b"/logs\\x1b[31m)" in out
+
+
+def on_a_terminal(home: Path, *args: str) -> tuple[int, bytes]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal (click strips ANSI escapes
+    only when writing to a pipe); return its exit code and all it wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(home)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=60), b"".join(chunks)
+    finally:
+        os.close(master)
+        proc.kill()
