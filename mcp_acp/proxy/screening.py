@@ -16,7 +16,10 @@ what no honest entry needs:
 * an invisible or bidirectional-control character (zero-width characters, bidi overrides
   and isolates, word joiners, the BOM, soft hyphen, Hangul fillers, Unicode tags — the
   characters that let text say one thing to the model and show another to the user);
-* a string longer than :data:`MAX_STRING_BYTES` (8 KiB in UTF-8).
+* a string longer than :data:`MAX_STRING_BYTES` (8 KiB in UTF-8) — except an icon's
+  ``src`` that is a base64 ``data:`` URI of an image (``data:image/png;base64,…``), which
+  only an image viewer reads, and whose alphabet holds no tag, control or invisible
+  character.
 
 The relay quarantines an entry with any finding: it is left out of the list the client
 gets, and requests that use it are denied — a tool's calls (``builtin-tool-quarantined``),
@@ -44,6 +47,8 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
 _TAG = re.compile(
     r"<\s*/?\s*(important|system|instructions?|secret|hidden|admin)\b[^<>]{0,64}>", re.IGNORECASE
 )
+_ICON_SRC = re.compile(r"icons\[\d+\]\.src")
+_BASE64_IMAGE = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,[A-Za-z0-9+/]*={0,2}")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 #: Shows as nothing but changes what the text says, or how it is ordered on screen.
 #: (Variation selectors, which emoji use, and ordinary spaces such as U+00A0 are allowed.)
@@ -59,6 +64,8 @@ def screen_entry(entry: dict[str, Any]) -> list[str]:
     empty if nothing does."""
     findings: list[str] = []
     for where, text in _strings(entry, ""):
+        if _ICON_SRC.fullmatch(where) and _BASE64_IMAGE.fullmatch(text):
+            continue  # an embedded image: no text to hide anything in
         finding = _finding(text)
         if finding is not None:
             findings.append(f"{where or 'a key'}: {finding}")
