@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "NEVER_CACHED",
     "Action",
     "ApprovalOutcome",
     "ApprovalRequest",
@@ -350,12 +351,20 @@ class ApprovalResult(enum.StrEnum):
         return self in (ApprovalResult.ALLOW_ONCE, ApprovalResult.ALLOW_AND_CACHE)
 
 
+#: Side effects whose approvals are never remembered, whatever a policy or the config says:
+#: a remembered approval is keyed on the subject, the tool and its paths, not on the other
+#: arguments, so remembering one command would let a different one through.
+NEVER_CACHED = frozenset({"code_exec", "process_spawn", "sudo_elevate", "container_exec"})
+
+
 @attrs.frozen(slots=True)
 class ApprovalRequest:
     """A request an ``ask`` rule sent to a human.
 
     ``summary`` is what the human is shown (the full tool name and every path, untruncated);
-    ``cacheable`` is false for code-executing tools, whose approvals are never remembered.
+    ``cacheable`` is whether an approval may be remembered (never for a tool with a side
+    effect in :data:`NEVER_CACHED`); when it may not, ``not_remembered`` says why, for the
+    human (``"never remembered: container_exec"``).
     """
 
     approval_id: str
@@ -364,6 +373,7 @@ class ApprovalRequest:
     summary: str
     timeout_seconds: float
     cacheable: bool = False
+    not_remembered: str | None = None
 
 
 @attrs.frozen(slots=True)

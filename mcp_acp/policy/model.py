@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from mcp_acp.backend_identity import canonical_name
+from mcp_acp.models import NEVER_CACHED
 
 __all__ = [
     "FIELD_ATTRIBUTES",
@@ -238,11 +239,6 @@ class Conditions(_Strict):
                     f"min_provenance names {key!r} but the rule tests no such attribute"
                 )
         return self
-
-
-#: Side effects whose approvals are never remembered: the same cache key would let a
-#: different command through.
-NEVER_CACHED = frozenset({"code_exec", "process_spawn", "sudo_elevate", "container_exec"})
 
 
 def _cacheable(value: list[str] | None) -> list[str] | None:

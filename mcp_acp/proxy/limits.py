@@ -2,8 +2,9 @@
 ``--remember``, and how fast a session sends requests.
 
 * :class:`ApprovalCache` — an approval a human chose to remember holds for the same subject,
-  backend, tool and normalised paths until its TTL ends. Code-executing tools are never
-  cached (the approver turns such an answer into a one-off), and a policy reload clears it.
+  backend, tool and normalised paths until its TTL ends. Tools with a side effect in
+  :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns such an answer
+  into a one-off), and a policy reload clears it.
 * :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
   past the limit, each further call needs a human even where the policy allows it.
 * :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 import attrs
 
-from mcp_acp.models import DecisionRequest
+from mcp_acp.models import NEVER_CACHED, DecisionRequest
 
 __all__ = [
     "ApprovalCache",
@@ -84,12 +85,15 @@ class ApprovalCache:
 
     def remember(
         self, request: DecisionRequest, approved_by: str | None, rule_id: str | None
-    ) -> None:
-        if self.ttl_seconds <= 0 or "code_exec" in request.action.side_effects:
-            return
+    ) -> bool:
+        """Remember an approval of ``request``; whether it was (never with a TTL of 0, nor
+        for a tool with a side effect in :data:`~mcp_acp.models.NEVER_CACHED`)."""
+        if self.ttl_seconds <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
+            return False
         self._entries[approval_key(request)] = CachedApproval(
             approved_by, rule_id, self._clock() + self.ttl_seconds
         )
+        return True
 
     def clear(self) -> None:
         self._entries.clear()

@@ -28,6 +28,7 @@ from mcp_acp.audit.redact import secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
+    NEVER_CACHED,
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalResult,
@@ -501,15 +502,33 @@ class EnforcementPoint:
             explain=lambda: f"ask: {why}; policy said: {said}",
         )
         return escalation, await self._ask_human(
-            request, escalation, escalation.reason, cacheable=False
+            request, escalation, escalation.reason, not_remembered=f"never remembered: {rule_id}"
         )
 
+    def _not_remembered(self, request: DecisionRequest) -> str | None:
+        """Why an approval of ``request`` given with ``--remember`` would not be remembered
+        (shown to the human), or None when it would be."""
+        never = sorted(NEVER_CACHED.intersection(request.action.side_effects))
+        if never:
+            return f"never remembered: {', '.join(never)}"
+        if self.limits.approvals.ttl_seconds <= 0:
+            return "never remembered: proxy.approval_cache_seconds is 0"
+        return None
+
     async def _ask_human(
-        self, request: DecisionRequest, decision: Decision, reason: str, *, cacheable: bool = True
+        self,
+        request: DecisionRequest,
+        decision: Decision,
+        reason: str,
+        *,
+        not_remembered: str | None = None,
     ) -> tuple[bool, dict[str, Any], str]:
+        """Ask the approver about ``request``. ``not_remembered``: why an approval of it
+        must not be remembered whatever the request (an escalation's), if so."""
         self.counts["asked"] += 1
+        not_remembered = not_remembered or self._not_remembered(request)
         try:
-            outcome = await self._ask(request, decision, cacheable=cacheable)
+            outcome = await self._ask(request, decision, not_remembered)
         except asyncio.CancelledError:  # the client cancelled: the denial is on record too
             event = DecisionEvent.of(
                 request, decision, final_effect="deny", approver=self._approver_name
@@ -520,17 +539,17 @@ class EnforcementPoint:
             self.counts["denied"] += 1
             raise
         allowed = outcome.result.allows
-        if outcome.result is ApprovalResult.ALLOW_AND_CACHE and cacheable:
-            self.limits.approvals.remember(request, outcome.answered_by, decision.rule_id)
+        remembered = (
+            outcome.result is ApprovalResult.ALLOW_AND_CACHE
+            and not_remembered is None
+            and self.limits.approvals.remember(request, outcome.answered_by, decision.rule_id)
+        )
         extra = {
             "final_effect": "allow" if allowed else "deny",
             "approver": outcome.approver,
             "approved_by": outcome.answered_by,
             "approval_seconds": round(outcome.elapsed_seconds, 3),
-            "approval_remembered": outcome.result is ApprovalResult.ALLOW_AND_CACHE
-            and cacheable
-            and self.limits.approvals.ttl_seconds > 0
-            and "code_exec" not in request.action.side_effects,
+            "approval_remembered": remembered,
         }
         if not allowed:
             reason = (
@@ -541,7 +560,7 @@ class EnforcementPoint:
         return allowed, extra, reason
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, *, cacheable: bool = True
+        self, request: DecisionRequest, decision: Decision, not_remembered: str | None
     ) -> ApprovalOutcome:
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
@@ -554,9 +573,8 @@ class EnforcementPoint:
             decision=decision,
             summary=summary,
             timeout_seconds=self.approval_timeout,
-            cacheable=cacheable
-            and self.limits.approvals.ttl_seconds > 0
-            and "code_exec" not in request.action.side_effects,
+            cacheable=not_remembered is None,
+            not_remembered=not_remembered,
         )
         started = time.monotonic()
         try:

@@ -27,7 +27,7 @@ from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.shutdown import ShutdownCoordinator
-from mcp_acp.tools import ToolRegistry
+from mcp_acp.tools import ToolEntry, ToolRegistry
 
 POLICY = {
     "version": "1",
@@ -52,7 +52,13 @@ class Clock:
 
 
 class Setup:
-    def __init__(self, tmp: Path, limits: Limits, identity: Any = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        limits: Limits,
+        identity: Any = None,
+        registry: ToolRegistry | None = None,
+    ) -> None:
         self.log_dir = tmp / "log"
         self.policy = tmp / "policy.json"
         self.policy.write_text(json.dumps(POLICY))
@@ -72,7 +78,7 @@ class Setup:
             trail=self.trail,
             identity=self.identity,
             approver=self.approver,
-            registry=ToolRegistry.default(),
+            registry=registry or ToolRegistry.default(),
             backend_id="fs",
             session=self.session,
             approval_timeout=5,
@@ -168,6 +174,21 @@ async def test_code_executing_tools_are_never_remembered(
     assert len(pep.limits.approvals) == 0
     listed = [r for r in setup.decisions() if r["tool_name"] == "run_command"]
     assert [r.get("approval_remembered") for r in listed] == [False, False]
+
+
+@pytest.mark.parametrize(
+    "side_effect", ["code_exec", "process_spawn", "sudo_elevate", "container_exec"]
+)
+async def test_the_cache_never_holds_an_approval_of_code_execution(
+    tmp_path: Path, side_effect: str
+) -> None:
+    """Whoever asks it to: the cache itself refuses, not only the approver."""
+    entry = ToolEntry(tool="deploy", operations=["execute"], side_effects=[side_effect, "fs_read"])
+    setup = Setup(tmp_path, Limits(), registry=ToolRegistry.default([entry]))
+    request = await setup.pep.build("tools/call", {"name": "deploy", "arguments": {}}, 1)
+    assert not setup.pep.limits.approvals.remember(request, "alice", "ask-deploy")
+    assert setup.pep.limits.approvals.get(request) is None
+    assert len(setup.pep.limits.approvals) == 0
 
 
 async def test_rate_limit_escalates_to_a_human(clock_setup: tuple[Setup, Clock]) -> None:
