@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import attrs
 
-from mcp_acp.models import NEVER_CACHED, DecisionRequest
+from mcp_acp.models import NEVER_CACHED, Decision, DecisionRequest
 
 __all__ = [
     "ApprovalCache",
@@ -58,8 +58,11 @@ def approval_key(request: DecisionRequest) -> ApprovalKey:
 
 @attrs.frozen(slots=True)
 class CachedApproval:
+    """Who approved, under which rule of which policy, and until when."""
+
     approved_by: str | None
     rule_id: str | None
+    policy_id: str
     expires_at: float
 
 
@@ -75,23 +78,32 @@ class ApprovalCache:
         self._expire()
         return len(self._entries)
 
-    def get(self, request: DecisionRequest) -> CachedApproval | None:
+    def get(self, request: DecisionRequest, decision: Decision) -> CachedApproval | None:
+        """The approval remembered for ``request``, if one was given under the rule and the
+        policy of ``decision`` and has not expired: what was approved under a policy
+        another has replaced no longer holds, even before :meth:`clear` is called."""
         key = approval_key(request)
         entry = self._entries.get(key)
         if entry is not None and entry.expires_at <= self._clock():
             del self._entries[key]
             return None
+        if entry is None or (entry.policy_id, entry.rule_id) != (
+            decision.policy_id,
+            decision.rule_id,
+        ):
+            return None
         return entry
 
     def remember(
-        self, request: DecisionRequest, approved_by: str | None, rule_id: str | None
+        self, request: DecisionRequest, approved_by: str | None, decision: Decision
     ) -> bool:
-        """Remember an approval of ``request``; whether it was (never with a TTL of 0, nor
-        for a tool with a side effect in :data:`~mcp_acp.models.NEVER_CACHED`)."""
+        """Remember an approval of ``request`` asked for by ``decision``; whether it was
+        (never with a TTL of 0, nor for a tool with a side effect in
+        :data:`~mcp_acp.models.NEVER_CACHED`)."""
         if self.ttl_seconds <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
             return False
         self._entries[approval_key(request)] = CachedApproval(
-            approved_by, rule_id, self._clock() + self.ttl_seconds
+            approved_by, decision.rule_id, decision.policy_id, self._clock() + self.ttl_seconds
         )
         return True
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, DENIED, Proxy, configure, proxy_env, records
+from proxy_helpers import CLI, DENIED, Proxy, configure, proxy_env, records, wait_for_event
 
 PEER = Path(__file__).parent / "peers" / "recording_server.py"
 
@@ -330,3 +330,57 @@ def test_approvals_of_tools_that_run_code_are_never_remembered(
     assert run.echoed() == ["one"]
     remembered = [(r["final_effect"], r["approval_remembered"]) for r in run.decisions()]
     assert remembered == [("allow", False), ("deny", False)]
+
+
+def _echo_rule(rule_id: str, effect: str) -> dict[str, Any]:
+    return {"id": rule_id, "effect": effect, "conditions": {"tool_name": "echo"}}
+
+
+@pytest.mark.parametrize("effect", ["ask", "deny", "allow"])
+def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
+    asking: Callable[..., Asking], effect: str
+) -> None:
+    """A request waits under rule ask-echo-old; the policy is replaced (SIGHUP); then the
+    human approves with --remember. The approval answered the old policy's question: the
+    new policy decides. It denies: denied, the backend never sees the call. It asks or
+    allows: this request passes, and nothing is remembered."""
+    run = asking({"version": "1", "rules": [_echo_rule("ask-echo-old", "ask")]})
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert waiting["rule"] == "ask-echo-old"
+    new_rule = f"{effect}-echo-new"
+    run.policy.write_text(json.dumps({"version": "1", "rules": [_echo_rule(new_rule, effect)]}))
+    run.proxy.proc.send_signal(signal.SIGHUP)
+    reloaded = wait_for_event(run.log_dir, "system", "policy_reloaded")
+    approved = run.cli("approve", waiting["id"], "--remember")
+    assert approved.returncode == 0, approved.stderr
+    answer = run.proxy.answer(first)
+    if effect == "deny":
+        assert answer["error"]["code"] == DENIED
+        assert f"denied by rule {new_rule}" in answer["error"]["message"]
+        assert "replaced while the request waited" in answer["error"]["message"]
+    else:
+        assert answer["result"]["content"][0]["text"] == "one"
+
+    second = run.echo("one")  # the same call again: no approval was remembered
+    if effect == "ask":
+        (again,) = run.pending()
+        assert again["rule"] == new_rule
+        assert run.cli("deny", again["id"]).returncode == 0
+        assert run.proxy.answer(second)["error"]["code"] == DENIED
+    elif effect == "deny":
+        assert run.proxy.answer(second)["error"]["code"] == DENIED
+    else:
+        assert "result" in run.proxy.answer(second)
+    assert run.status()["remembered_approvals"] == 0
+    assert run.proxy.close() == 0
+
+    assert run.echoed() == {"ask": ["one"], "deny": [], "allow": ["one", "one"]}[effect]
+    record = run.decisions()[0]  # the approved request, as the new policy decided it
+    assert record["rule_id"] == new_rule
+    assert record["policy_id"] == reloaded["detail"]["policy_id"]
+    assert record["final_effect"] == ("deny" if effect == "deny" else "allow")
+    assert record["approver"] == "cli"
+    assert record["approved_by"]
+    assert record["approval_remembered"] is False
+    assert "rule ask-echo-old" in record["reason"]

@@ -22,7 +22,7 @@ from mcp_acp.builtins.cli_approver import CliApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, SessionBindingError
-from mcp_acp.models import Provenance, Subject
+from mcp_acp.models import Decision, Effect, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -158,6 +158,39 @@ async def test_remembered_approval_is_reused_until_ttl_or_reload(
     assert records["5"].get("approval_cached") is None
 
 
+async def test_the_engine_swapped_before_the_proxy_hears_of_it(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """SIGHUP reloads the engine on a thread; the enforcement point hears of it after. In
+    between, an approval of the old policy's question is not remembered, and one remembered
+    under the old policy answers nothing."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    remembered = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    await setup.answer("approve", remember=True)
+    assert (await remembered).allowed
+    pending = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 2))
+    for _ in range(200):
+        if setup.approver.pending_count:
+            break
+        await asyncio.sleep(0.01)
+    renamed = json.dumps(POLICY).replace('"ask-writes"', '"ask-writes-2"')
+    setup.policy.write_text(renamed)
+    assert setup.engine.reload() == []  # and no pep.policy_reloaded()
+    await setup.answer("approve", remember=True)
+    assert (await pending).allowed  # the new policy asks too: this request passes
+    assert len(pep.limits.approvals) == 1  # only the first, given under the old policy
+    again = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 3))
+    await setup.answer("deny")  # asked: the old policy's approval answers nothing
+    assert not (await again).allowed
+
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["2"]["rule_id"] == "ask-writes-2"
+    assert records["2"]["policy_id"] == setup.engine.policy_id
+    assert records["2"]["approval_remembered"] is False
+    assert records["3"].get("approval_cached") is None
+
+
 async def test_code_executing_tools_are_never_remembered(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
@@ -186,8 +219,9 @@ async def test_the_cache_never_holds_an_approval_of_code_execution(
     entry = ToolEntry(tool="deploy", operations=["execute"], side_effects=[side_effect, "fs_read"])
     setup = Setup(tmp_path, Limits(), registry=ToolRegistry.default([entry]))
     request = await setup.pep.build("tools/call", {"name": "deploy", "arguments": {}}, 1)
-    assert not setup.pep.limits.approvals.remember(request, "alice", "ask-deploy")
-    assert setup.pep.limits.approvals.get(request) is None
+    decision = Decision(Effect.ASK, setup.engine.policy_id, rule_id="ask-deploy")
+    assert not setup.pep.limits.approvals.remember(request, "alice", decision)
+    assert setup.pep.limits.approvals.get(request, decision) is None
     assert len(setup.pep.limits.approvals) == 0
 
 
