@@ -67,7 +67,8 @@ class CachedApproval:
 
 
 class ApprovalCache:
-    """Remembered approvals, each until its TTL ends."""
+    """Remembered approvals, each until its TTL ends (``ttl_seconds`` unless the policy
+    set another for it)."""
 
     def __init__(self, ttl_seconds: float, clock: Clock = time.monotonic) -> None:
         self.ttl_seconds = ttl_seconds
@@ -95,15 +96,20 @@ class ApprovalCache:
         return entry
 
     def remember(
-        self, request: DecisionRequest, approved_by: str | None, decision: Decision
+        self,
+        request: DecisionRequest,
+        approved_by: str | None,
+        decision: Decision,
+        ttl_seconds: float | None = None,
     ) -> bool:
-        """Remember an approval of ``request`` asked for by ``decision``; whether it was
-        (never with a TTL of 0, nor for a tool with a side effect in
-        :data:`~mcp_acp.models.NEVER_CACHED`)."""
-        if self.ttl_seconds <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
+        """Remember an approval of ``request`` asked for by ``decision`` for ``ttl_seconds``
+        (default: the cache's); whether it was (never with a TTL of 0, nor for a tool with a
+        side effect in :data:`~mcp_acp.models.NEVER_CACHED`)."""
+        ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
+        if ttl <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
             return False
         self._entries[approval_key(request)] = CachedApproval(
-            approved_by, decision.rule_id, decision.policy_id, self._clock() + self.ttl_seconds
+            approved_by, decision.rule_id, decision.policy_id, self._clock() + ttl
         )
         return True
 

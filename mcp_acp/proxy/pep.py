@@ -32,6 +32,7 @@ from mcp_acp.models import (
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalResult,
+    ApprovalTerms,
     Decision,
     DecisionRequest,
     Effect,
@@ -143,6 +144,16 @@ async def subject_of(identity: IdentityProvider) -> Subject:
         wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
         raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
     return subject
+
+
+@attrs.frozen(slots=True)
+class _Terms:
+    """How one approval is asked for: how long it waits, how long it would be remembered,
+    and why it would not be (None: it would)."""
+
+    timeout_seconds: float
+    remember_seconds: float
+    not_remembered: str | None
 
 
 @attrs.frozen(slots=True)
@@ -461,7 +472,7 @@ class EnforcementPoint:
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
         if decision.effect is Effect.ASK:
             cached = self.limits.approvals.get(request, decision)
-            if cached is not None:
+            if cached is not None and self._terms(request, decision).not_remembered is None:
                 extra = {
                     "final_effect": "allow",
                     "approver": "cache",
@@ -507,20 +518,40 @@ class EnforcementPoint:
             policy_id=decision.policy_id,
             rule_id=rule_id,
             explain=lambda: f"ask: {why}; policy said: {said}",
+            approval=decision.approval,  # the policy's timeout
         )
         return await self._ask_human(
             request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
 
-    def _not_remembered(self, request: DecisionRequest) -> str | None:
-        """Why an approval of ``request`` given with ``--remember`` would not be remembered
-        (shown to the human), or None when it would be."""
-        never = sorted(NEVER_CACHED.intersection(request.action.side_effects))
+    def _terms(self, request: DecisionRequest, decision: Decision) -> _Terms:
+        """How to ask about ``request``, which ``decision`` asks about: the policy's terms
+        (``decision.approval``) where it sets them, else the proxy's config."""
+        terms = decision.approval or ApprovalTerms()
+        timeout = terms.timeout_seconds
+        if timeout is None:
+            timeout = self.approval_timeout
+        remember = terms.remember_seconds
+        if remember is None:
+            remember = self.limits.approvals.ttl_seconds
+        side_effects = request.action.side_effects
+        never = sorted(NEVER_CACHED.intersection(side_effects))
+        listed = terms.remember_side_effects
+        others = sorted(side_effects - listed) if listed is not None else []
         if never:
-            return f"never remembered: {', '.join(never)}"
-        if self.limits.approvals.ttl_seconds <= 0:
-            return "never remembered: proxy.approval_cache_seconds is 0"
-        return None
+            why: str | None = f"never remembered: {', '.join(never)}"
+        elif remember <= 0:
+            why = (
+                f"never remembered: {terms.remember_source or 'proxy.approval_cache_seconds'} is 0"
+            )
+        elif others:
+            why = (
+                f"never remembered: side effect {', '.join(others)} is not in "
+                f"{terms.side_effects_source} ({', '.join(sorted(listed or ())) or 'none'})"
+            )
+        else:
+            why = None
+        return _Terms(timeout, remember, why)
 
     async def _ask_human(
         self, request: DecisionRequest, decision: Decision, *, not_remembered: str | None = None
@@ -533,10 +564,12 @@ class EnforcementPoint:
         replaced while the human was deciding (SIGHUP), the new one decides the request
         (:meth:`_after_reload`)."""
         self.counts["asked"] += 1
-        not_remembered = not_remembered or self._not_remembered(request)
+        terms = self._terms(request, decision)
+        if not_remembered is not None:
+            terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         try:
-            outcome = await self._ask(request, decision, not_remembered)
+            outcome = await self._ask(request, decision, terms)
         except asyncio.CancelledError:  # the client cancelled: the denial is on record too
             event = DecisionEvent.of(
                 request, decision, final_effect="deny", approver=self._approver_name
@@ -566,8 +599,10 @@ class EnforcementPoint:
             return self._after_reload(decision, now, extra)
         extra["approval_remembered"] = (
             outcome.result is ApprovalResult.ALLOW_AND_CACHE
-            and not_remembered is None
-            and self.limits.approvals.remember(request, outcome.answered_by, decision)
+            and terms.not_remembered is None
+            and self.limits.approvals.remember(
+                request, outcome.answered_by, decision, terms.remember_seconds
+            )
         )
         return _Answer(decision, True, extra, decision.reason)
 
@@ -589,7 +624,7 @@ class EnforcementPoint:
         return _Answer(attrs.evolve(now, reason=text, explain=None), allowed, extra, text)
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, not_remembered: str | None
+        self, request: DecisionRequest, decision: Decision, terms: _Terms
     ) -> ApprovalOutcome:
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
@@ -601,14 +636,14 @@ class EnforcementPoint:
             request=request,
             decision=decision,
             summary=summary,
-            timeout_seconds=self.approval_timeout,
-            cacheable=not_remembered is None,
-            not_remembered=not_remembered,
+            timeout_seconds=terms.timeout_seconds,
+            cacheable=terms.not_remembered is None,
+            not_remembered=terms.not_remembered,
         )
         started = time.monotonic()
         try:
             return await asyncio.wait_for(  # a little grace: the approver reports its own
-                self.approver.request_approval(approval), timeout=self.approval_timeout + 1
+                self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
             )
         except TimeoutError:
             return ApprovalOutcome(

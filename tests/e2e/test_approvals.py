@@ -384,3 +384,31 @@ def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
     assert record["approved_by"]
     assert record["approval_remembered"] is False
     assert "rule ask-echo-old" in record["reason"]
+
+
+def test_the_policys_approval_terms_replace_the_configs(asking: Callable[..., Asking]) -> None:
+    """The config waits 300 s and remembers for 600 s; the policy's ``hitl`` section waits
+    5 s, and its rule never remembers (``cache_ttl_seconds: 0``)."""
+    rule = {**_echo_rule("ask-echo", "ask"), "approval": {"cache_ttl_seconds": 0}}
+    policy = {"version": "1", "rules": [rule], "hitl": {"timeout_seconds": 5}}
+    proxy = {"approval_timeout_seconds": 300, "approval_cache_seconds": 600}
+    run = asking(policy, proxy=proxy)
+
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert 0 < waiting["expires_in"] <= 5
+    assert waiting["not_remembered"] == (
+        "never remembered: rule ask-echo's approval.cache_ttl_seconds is 0"
+    )
+    approved = run.cli("approve", waiting["id"], "--remember")
+    assert "allow_once" in approved.stdout
+    assert "result" in run.proxy.answer(first)
+
+    second = run.echo("one")  # asked again; nobody answers: denied after the policy's 5 s
+    assert run.pending()
+    answer = run.proxy.answer(second, timeout=60)
+    assert "not approved (timeout" in answer["error"]["message"]
+    assert run.status()["remembered_approvals"] == 0
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["one"]
+    assert [r["approval_remembered"] for r in run.decisions()] == [False, False]
