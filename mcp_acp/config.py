@@ -314,14 +314,19 @@ class ProxySection(_Section):
     """How ``mcp-acp run`` handles approvals, denials, limits and its control socket."""
 
     approval_timeout_seconds: float = Field(
-        default=60.0, ge=5, le=300, description="Deny an 'ask' nobody answers in this time."
+        default=60.0,
+        ge=5,
+        le=300,
+        description="Deny an 'ask' nobody answers in this time, unless the policy's "
+        "hitl.timeout_seconds sets another.",
     )
     approval_cache_seconds: float = Field(
         default=600.0,
         ge=0,
         le=86_400,
         description="How long an approval given with --remember holds (same subject, tool "
-        "and paths; never for code-executing tools; cleared on policy reload). 0 = never.",
+        "and paths; never for code-executing tools; cleared on policy reload), unless the "
+        "policy's rule approval or hitl section sets another. 0 = never.",
     )
     tool_denial: Literal["error", "result"] = Field(
         default="error",

@@ -77,7 +77,8 @@ def list_command(as_json: bool, socket_dir: Path | None) -> None:
         click.echo("no pending approvals")
         return
     for item in pending:
-        cache = "" if item["cacheable"] else "  (never remembered: runs code)"
+        never = item.get("not_remembered") or "never remembered"
+        cache = "" if item["cacheable"] else f"  ({never})"
         click.echo(f"{item['id']}  {item['expires_in']:>5}s  {item['summary']}{cache}")
 
 

@@ -22,10 +22,12 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "NEVER_CACHED",
     "Action",
     "ApprovalOutcome",
     "ApprovalRequest",
     "ApprovalResult",
+    "ApprovalTerms",
     "Decision",
     "DecisionRequest",
     "Effect",
@@ -213,6 +215,33 @@ class MatchedRule:
     effect: Effect
 
 
+#: Side effects whose approvals are never remembered, whatever a policy or the config says:
+#: a remembered approval is keyed on the subject, the tool and its paths, not on the other
+#: arguments, so remembering one command would let a different one through.
+NEVER_CACHED = frozenset({"code_exec", "process_spawn", "sudo_elevate", "container_exec"})
+
+
+@attrs.frozen(slots=True)
+class ApprovalTerms:
+    """What a policy says about asking a human, carried by its decisions. ``None`` leaves a
+    setting to the proxy's config.
+
+    ``timeout_seconds``: how long a request waits for an answer before it is denied
+    (``proxy.approval_timeout_seconds``). ``remember_seconds``: how long an approval given
+    with ``--remember`` holds, 0 never (``proxy.approval_cache_seconds``).
+    ``remember_side_effects``: an approval is remembered only if every side effect of the
+    tool is one of these (``None``: any). Side effects in :data:`NEVER_CACHED` never are,
+    whatever the terms. ``remember_source`` and ``side_effects_source`` name the settings
+    the two came from, to tell the human why an approval is not remembered.
+    """
+
+    timeout_seconds: float | None = None
+    remember_seconds: float | None = None
+    remember_side_effects: frozenset[str] | None = None
+    remember_source: str = ""
+    side_effects_source: str = ""
+
+
 @attrs.frozen(slots=True)
 class Decision:
     """The answer of a policy engine, with enough to explain it to a human.
@@ -220,7 +249,9 @@ class Decision:
     ``rule_id`` is the winning rule (``None`` when no rule matched and the default deny
     applied; built-in protections use ids starting with ``builtin-``); ``matched`` every rule
     that matched, in policy order, with its effect; ``reason`` one readable sentence;
-    ``policy_id`` the content hash of the policy that decided.
+    ``policy_id`` the content hash of the policy that decided; ``approval`` the policy's
+    terms for asking a human (an ``ask``, or a built-in escalation of an ``allow``), or
+    ``None`` to leave them to the proxy's config.
     """
 
     effect: Effect
@@ -233,6 +264,7 @@ class Decision:
     _explain: Callable[[], str] | None = attrs.field(
         default=None, alias="explain", kw_only=True, eq=False, repr=False
     )
+    approval: ApprovalTerms | None = attrs.field(default=None, kw_only=True, eq=False)
 
     @property
     def reason(self) -> str:
@@ -355,7 +387,9 @@ class ApprovalRequest:
     """A request an ``ask`` rule sent to a human.
 
     ``summary`` is what the human is shown (the full tool name and every path, untruncated);
-    ``cacheable`` is false for code-executing tools, whose approvals are never remembered.
+    ``cacheable`` is whether an approval may be remembered (never for a tool with a side
+    effect in :data:`NEVER_CACHED`); when it may not, ``not_remembered`` says why, for the
+    human (``"never remembered: container_exec"``).
     """
 
     approval_id: str
@@ -364,6 +398,7 @@ class ApprovalRequest:
     summary: str
     timeout_seconds: float
     cacheable: bool = False
+    not_remembered: str | None = None
 
 
 @attrs.frozen(slots=True)

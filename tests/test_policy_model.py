@@ -81,6 +81,24 @@ def test_a_single_string_means_a_one_item_list() -> None:
         ),
         ([{**ALLOW_READ, "approval": {"cache_ttl_seconds": 60}}], {}, "only valid on effect 'ask'"),
         (
+            [
+                {
+                    "effect": "ask",
+                    "conditions": {"tool_name": "write_file"},
+                    "approval": {"cacheable_side_effects": ["fs_write"]},
+                }
+            ],
+            {},
+            "cacheable_side_effects is never used with cache_ttl_seconds 0",
+        ),
+        (
+            [ALLOW_READ],
+            {"hitl": {"approval_ttl_seconds": 0, "cache_side_effects": ["fs_write"]}},
+            "cache_side_effects is never used with approval_ttl_seconds 0",
+        ),
+        ([ALLOW_READ], {"hitl": {"timeout_seconds": 301}}, "less than or equal to 300"),
+        ([ALLOW_READ], {"hitl": {"cache_side_effects": ["container_exec"]}}, "never cached"),
+        (
             [{"effect": "allow", "conditions": {"time": {"timezone": "Mars/Olympus"}}}],
             {},
             "unknown time zone",

@@ -73,7 +73,7 @@ class CliApprover:
         finally:
             self._pending.pop(request.approval_id, None)
         if result is ApprovalResult.ALLOW_AND_CACHE and not request.cacheable:
-            result = ApprovalResult.ALLOW_ONCE  # code-executing tools are never remembered
+            result = ApprovalResult.ALLOW_ONCE  # e.g. code execution: never remembered
         return ApprovalOutcome(
             result=result,
             approver=self.name,
@@ -96,6 +96,7 @@ class CliApprover:
                     "tool": p.request.request.action.tool_name,
                     "paths": [a.path for a in p.request.request.resource.paths],
                     "cacheable": p.request.cacheable,
+                    "not_remembered": p.request.not_remembered,
                     "expires_in": round(p.request.timeout_seconds - (now - p.created), 1),
                 }
                 for key, p in self._pending.items()

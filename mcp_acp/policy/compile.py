@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from mcp_acp.models import Effect, MatchedRule, Provenance
+from mcp_acp.models import ApprovalTerms, Effect, MatchedRule, Provenance
 from mcp_acp.policy.glob import compile_glob, deny_skeleton, literal_prefix
-from mcp_acp.policy.model import Conditions, PolicyFile, Rule, TimeWindow
+from mcp_acp.policy.model import Conditions, HitlSettings, PolicyFile, Rule, TimeWindow
 from mcp_acp.policy.view import PathView, RequestView
 
-__all__ = ["Check", "CompiledPolicy", "CompiledRule", "compile_policy"]
+__all__ = ["Check", "CompiledPolicy", "CompiledRule", "approval_terms", "compile_policy"]
 
 _PROVENANCE = {p.name.lower(): p for p in Provenance}
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -430,6 +430,7 @@ class CompiledRule:
     checks: tuple[Check, ...]
     description: str
     matched: MatchedRule  # what a decision lists when this rule matches
+    approval: ApprovalTerms | None = None  # what a decision by this rule carries
 
     def matches(self, view: RequestView) -> bool:
         for check in self.checks:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
@@ -772,7 +773,12 @@ class CompiledPolicy:
         self.policy = policy
         self.policy_id = policy_id
         self.version = policy.version
-        self.rules = tuple(_compile_rule(i, rule) for i, rule in enumerate(policy.rules))
+        #: the policy-wide approval terms, carried by every decision no ask rule made
+        self.approval = approval_terms(policy.hitl, None)
+        self.rules = tuple(
+            _compile_rule(i, rule, policy.hitl, self.approval)
+            for i, rule in enumerate(policy.rules)
+        )
         self.index = RuleIndex(
             [
                 (r.index, rule.conditions, r.effect)
@@ -789,7 +795,38 @@ class CompiledPolicy:
         return [rules[i] for i in found]
 
 
-def _compile_rule(index: int, rule: Rule) -> CompiledRule:
+def approval_terms(hitl: HitlSettings | None, rule: Rule | None) -> ApprovalTerms | None:
+    """The approval terms of a decision by ``rule`` (None: by no ask rule) under a policy
+    whose ``hitl`` section is ``hitl``. A rule's ``approval`` sets the remembering terms;
+    else the ``hitl`` section does, where it sets them (its ``cache_side_effects`` left out:
+    only tools without side effects); the timeout is the ``hitl`` section's. None when the
+    policy sets nothing: the proxy's config decides."""
+    if rule is not None and rule.approval is not None:
+        where = f"rule {rule.id}'s approval"
+        return ApprovalTerms(
+            timeout_seconds=hitl.timeout_seconds if hitl else None,
+            remember_seconds=rule.approval.cache_ttl_seconds,
+            remember_side_effects=frozenset(rule.approval.cacheable_side_effects),
+            remember_source=f"{where}.cache_ttl_seconds",
+            side_effects_source=f"{where}.cacheable_side_effects",
+        )
+    if hitl is None:
+        return None
+    given = hitl.approval_ttl_seconds is not None
+    return ApprovalTerms(
+        timeout_seconds=hitl.timeout_seconds,
+        remember_seconds=hitl.approval_ttl_seconds,
+        remember_side_effects=frozenset(hitl.cache_side_effects or ()),
+        remember_source="the policy's hitl.approval_ttl_seconds"
+        if given
+        else "proxy.approval_cache_seconds",
+        side_effects_source="the policy's hitl.cache_side_effects",
+    )
+
+
+def _compile_rule(
+    index: int, rule: Rule, hitl: HitlSettings | None, policy_wide: ApprovalTerms | None
+) -> CompiledRule:
     assert rule.id is not None  # noqa: S101 - PolicyFile assigns every id
     effect = Effect(rule.effect)
     return CompiledRule(
@@ -799,6 +836,7 @@ def _compile_rule(index: int, rule: Rule) -> CompiledRule:
         tuple(_checks(rule.conditions, effect)),
         rule.description,
         MatchedRule(rule.id, effect),
+        approval_terms(hitl, rule) if effect is Effect.ASK else policy_wide,
     )
 
 

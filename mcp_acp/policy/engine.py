@@ -142,8 +142,12 @@ class AcpPolicyEngine:
     def decide(self, request: DecisionRequest) -> Decision:
         start = time.perf_counter_ns()
         compiled = self._compiled  # one policy for the whole decision, even during a reload
+        approval = compiled.approval
         try:
-            effect, rule_id, matched, reason = self._decide(compiled, RequestView(request))
+            effect, winner, matched, reason = self._decide(compiled, RequestView(request))
+            rule_id = winner if isinstance(winner, str) or winner is None else winner.rule_id
+            if isinstance(winner, CompiledRule):
+                approval = winner.approval
         except Exception as exc:  # totality: an engine bug is a deny, never an escape
             effect, rule_id, matched = Effect.DENY, "builtin-engine-error", ()
             reason = f"denied: policy engine error: {type(exc).__name__}: {exc}"
@@ -158,11 +162,13 @@ class AcpPolicyEngine:
             matched=matched,
             policy_version=compiled.version,
             eval_ns=time.perf_counter_ns() - start,
+            approval=approval,
         )
 
     def _decide(
         self, compiled: CompiledPolicy, view: RequestView
-    ) -> tuple[Effect, str | None, tuple[MatchedRule, ...], str | Callable[[], str]]:
+    ) -> tuple[Effect, CompiledRule | str | None, tuple[MatchedRule, ...], str | Callable[[], str]]:
+        """Effect, the winning rule (or a built-in's rule id), every matched rule, reason."""
         if view.ambiguous is not None:
             return (
                 Effect.DENY,
@@ -186,7 +192,7 @@ class AcpPolicyEngine:
                 if winner is None or _RANK[rule.effect] > _RANK[winner.effect]:
                     winner = rule  # the first rule of the strongest effect, in file order
         if winner is not None:
-            return winner.effect, winner.rule_id, tuple(found), partial(_explain, winner, view)
+            return winner.effect, winner, tuple(found), partial(_explain, winner, view)
         if discovery:
             return Effect.ALLOW, "discovery", (), f"allowed as discovery: {view.method}"
         what = view.method + (f" {view.tool}" if view.tool else "")

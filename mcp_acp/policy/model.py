@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from mcp_acp.backend_identity import canonical_name
+from mcp_acp.models import NEVER_CACHED
 
 __all__ = [
     "FIELD_ATTRIBUTES",
@@ -240,11 +241,6 @@ class Conditions(_Strict):
         return self
 
 
-#: Side effects whose approvals are never remembered: the same cache key would let a
-#: different command through.
-NEVER_CACHED = frozenset({"code_exec", "process_spawn", "sudo_elevate", "container_exec"})
-
-
 def _cacheable(value: list[str] | None) -> list[str] | None:
     refused = sorted(NEVER_CACHED.intersection(value or ()))
     if refused:
@@ -253,22 +249,67 @@ def _cacheable(value: list[str] | None) -> list[str] | None:
 
 
 class ApprovalSettings(_Strict):
-    """For ``ask`` rules: whether and how long a human's 'allow' may be remembered."""
+    """For ``ask`` rules: whether and how long a human's 'allow' may be remembered. They
+    replace the policy's ``hitl`` terms and the proxy's for this rule (not the timeout)."""
 
-    cache_ttl_seconds: int = Field(default=0, ge=0, le=86400, description="0 = never cache.")
-    cacheable_side_effects: Annotated[list[str], AfterValidator(_cacheable)] = Field(
-        default_factory=list
+    cache_ttl_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="How long an approval given with --remember holds; 0 (the default) = "
+        "never remember.",
     )
+    cacheable_side_effects: Annotated[list[str], AfterValidator(_cacheable)] = Field(
+        default_factory=list,
+        description="An approval is remembered only if every side effect of the tool is "
+        "listed; a tool without side effects always may be. Never code_exec, "
+        "process_spawn, sudo_elevate or container_exec.",
+    )
+
+    @model_validator(mode="after")
+    def _used(self) -> ApprovalSettings:
+        if self.cacheable_side_effects and self.cache_ttl_seconds == 0:
+            raise ValueError(
+                "cacheable_side_effects is never used with cache_ttl_seconds 0 (never "
+                "remember): set cache_ttl_seconds, or drop cacheable_side_effects"
+            )
+        return self
 
 
 class HitlSettings(_Strict):
-    """Policy-wide approval defaults (the ``hitl`` section of mcp-acp-extended policies)."""
+    """Policy-wide approval terms (the ``hitl`` section of mcp-acp-extended policies). A
+    field left out is the proxy's setting; a rule's ``approval`` replaces the remembering
+    terms for that rule."""
 
-    timeout_seconds: int = Field(default=60, ge=5, le=300)
-    approval_ttl_seconds: int = Field(default=600, ge=0, le=86400)
-    cache_side_effects: Annotated[list[str] | None, AfterValidator(_cacheable)] = Field(
-        default=None, description="null: only tools without side effects are cached."
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=5,
+        le=300,
+        description="How long a request waits for an answer before it is denied, for every "
+        "approval the proxy asks for; default: proxy.approval_timeout_seconds.",
     )
+    approval_ttl_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="How long an approval given with --remember holds; 0 = never "
+        "remember; default: proxy.approval_cache_seconds.",
+    )
+    cache_side_effects: Annotated[list[str] | None, AfterValidator(_cacheable)] = Field(
+        default=None,
+        description="An approval is remembered only if every side effect of the tool is "
+        "listed; null: only tools without side effects are remembered. Never code_exec, "
+        "process_spawn, sudo_elevate or container_exec.",
+    )
+
+    @model_validator(mode="after")
+    def _used(self) -> HitlSettings:
+        if self.cache_side_effects and self.approval_ttl_seconds == 0:
+            raise ValueError(
+                "cache_side_effects is never used with approval_ttl_seconds 0 (never "
+                "remember): set approval_ttl_seconds, or drop cache_side_effects"
+            )
+        return self
 
 
 class Rule(_Strict):

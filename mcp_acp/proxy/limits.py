@@ -2,8 +2,9 @@
 ``--remember``, and how fast a session sends requests.
 
 * :class:`ApprovalCache` — an approval a human chose to remember holds for the same subject,
-  backend, tool and normalised paths until its TTL ends. Code-executing tools are never
-  cached (the approver turns such an answer into a one-off), and a policy reload clears it.
+  backend, tool and normalised paths until its TTL ends. Tools with a side effect in
+  :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns such an answer
+  into a one-off), and a policy reload clears it.
 * :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
   past the limit, each further call needs a human even where the policy allows it.
 * :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 import attrs
 
-from mcp_acp.models import DecisionRequest
+from mcp_acp.models import NEVER_CACHED, Decision, DecisionRequest
 
 __all__ = [
     "ApprovalCache",
@@ -57,13 +58,17 @@ def approval_key(request: DecisionRequest) -> ApprovalKey:
 
 @attrs.frozen(slots=True)
 class CachedApproval:
+    """Who approved, under which rule of which policy, and until when."""
+
     approved_by: str | None
     rule_id: str | None
+    policy_id: str
     expires_at: float
 
 
 class ApprovalCache:
-    """Remembered approvals, each until its TTL ends."""
+    """Remembered approvals, each until its TTL ends (``ttl_seconds`` unless the policy
+    set another for it)."""
 
     def __init__(self, ttl_seconds: float, clock: Clock = time.monotonic) -> None:
         self.ttl_seconds = ttl_seconds
@@ -74,22 +79,39 @@ class ApprovalCache:
         self._expire()
         return len(self._entries)
 
-    def get(self, request: DecisionRequest) -> CachedApproval | None:
+    def get(self, request: DecisionRequest, decision: Decision) -> CachedApproval | None:
+        """The approval remembered for ``request``, if one was given under the rule and the
+        policy of ``decision`` and has not expired: what was approved under a policy
+        another has replaced no longer holds, even before :meth:`clear` is called."""
         key = approval_key(request)
         entry = self._entries.get(key)
         if entry is not None and entry.expires_at <= self._clock():
             del self._entries[key]
             return None
+        if entry is None or (entry.policy_id, entry.rule_id) != (
+            decision.policy_id,
+            decision.rule_id,
+        ):
+            return None
         return entry
 
     def remember(
-        self, request: DecisionRequest, approved_by: str | None, rule_id: str | None
-    ) -> None:
-        if self.ttl_seconds <= 0 or "code_exec" in request.action.side_effects:
-            return
+        self,
+        request: DecisionRequest,
+        approved_by: str | None,
+        decision: Decision,
+        ttl_seconds: float | None = None,
+    ) -> bool:
+        """Remember an approval of ``request`` asked for by ``decision`` for ``ttl_seconds``
+        (default: the cache's); whether it was (never with a TTL of 0, nor for a tool with a
+        side effect in :data:`~mcp_acp.models.NEVER_CACHED`)."""
+        ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
+        if ttl <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
+            return False
         self._entries[approval_key(request)] = CachedApproval(
-            approved_by, rule_id, self._clock() + self.ttl_seconds
+            approved_by, decision.rule_id, decision.policy_id, self._clock() + ttl
         )
+        return True
 
     def clear(self) -> None:
         self._entries.clear()

@@ -28,9 +28,11 @@ from mcp_acp.audit.redact import secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
+    NEVER_CACHED,
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalResult,
+    ApprovalTerms,
     Decision,
     DecisionRequest,
     Effect,
@@ -144,6 +146,27 @@ async def subject_of(identity: IdentityProvider) -> Subject:
     return subject
 
 
+@attrs.frozen(slots=True)
+class _Terms:
+    """How one approval is asked for: how long it waits, how long it would be remembered,
+    and why it would not be (None: it would)."""
+
+    timeout_seconds: float
+    remember_seconds: float
+    not_remembered: str | None
+
+
+@attrs.frozen(slots=True)
+class _Answer:
+    """How a request was decided: the decision to record, whether it passes, what to record
+    with it (who approved, …) and the sentence the client is told."""
+
+    decision: Decision
+    allowed: bool
+    extra: dict[str, Any]
+    reason: str
+
+
 @attrs.define
 class Limits:
     """The session's memory between requests (see :mod:`mcp_acp.proxy.limits`)."""
@@ -195,6 +218,7 @@ class EnforcementPoint:
         self.outbound_secrets = outbound_secrets
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
         self._dropped_report: asyncio.TimerHandle | None = None
+        self._policy_generation = 0  # policy reloads so far
 
     def fail(self, error: McpAcpError) -> None:
         """End the session for ``error`` (through the shutdown coordinator, if there is one)."""
@@ -203,7 +227,9 @@ class EnforcementPoint:
             self.shutdown.trigger(error)
 
     def policy_reloaded(self) -> None:
-        """A new policy: approvals remembered under the old one no longer hold."""
+        """A new policy: approvals remembered under the old one no longer hold, and an
+        approval still pending answers the old policy's question (see :meth:`_ask_human`)."""
+        self._policy_generation += 1
         self.limits.approvals.clear()
 
     def admit(self, side: Literal["client", "backend"], method: str) -> bool:
@@ -448,105 +474,162 @@ class EnforcementPoint:
                 method, params, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
             )
         decision = self._decide(request)
-        extra: dict[str, Any] = {}
-        allowed = decision.effect is Effect.ALLOW
-        rule_id, reason = decision.rule_id, decision.reason
+        answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
         if decision.effect is Effect.ASK:
-            cached = self.limits.approvals.get(request)
-            if cached is not None:
-                allowed = True
+            cached = self.limits.approvals.get(request, decision)
+            if cached is not None and self._terms(request, decision).not_remembered is None:
                 extra = {
                     "final_effect": "allow",
                     "approver": "cache",
                     "approved_by": cached.approved_by,
                     "approval_cached": True,
                 }
+                answer = _Answer(decision, True, extra, decision.reason)
             else:
-                allowed, extra, reason = await self._ask_human(request, decision, reason)
+                answer = await self._ask_human(request, decision)
         if (
-            decision.effect is Effect.ALLOW
+            decision.effect is Effect.ALLOW  # the policy's own: a human was not asked yet
             and method == "tools/call"
             and self.outbound_secrets == "ask"
             and (kinds := secret_kinds(params.get("arguments")))
         ):
             why = f"the arguments carry what looks like {' and '.join(kinds)}"
-            decision, (allowed, extra, reason) = await self._escalate(
-                request, decision, "builtin-secret-outbound", why
-            )
-            rule_id = decision.rule_id
+            answer = await self._escalate(request, decision, "builtin-secret-outbound", why)
         tool = request.action.tool_name
-        if allowed and tool is not None and method == "tools/call":
+        if answer.allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
             if calls is not None:  # over the limit: allowed only if a human says so now
                 why = (
                     f"{calls} calls of {tool!r} in the last 60 s "
                     f"(limit {self.limits.tool_calls.per_minute})"
                 )
-                decision, (allowed, extra, reason) = await self._escalate(
-                    request, decision, "builtin-rate-limit", why
-                )
-                rule_id = decision.rule_id
-            if allowed:
+                answer = await self._escalate(request, answer.decision, "builtin-rate-limit", why)
+            if answer.allowed:
                 self.limits.tool_calls.count(tool)
-        await self._record(DecisionEvent.of(request, decision, **extra), companion, allowed)
+        allowed = answer.allowed
+        record = DecisionEvent.of(request, answer.decision, **answer.extra)
+        await self._record(record, companion, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
-        return Verdict(allowed, rule_id, reason)
+        return Verdict(allowed, answer.decision.rule_id, answer.reason)
 
     async def _escalate(
         self, request: DecisionRequest, decision: Decision, rule_id: str, why: str
-    ) -> tuple[Decision, tuple[bool, dict[str, Any], str]]:
+    ) -> _Answer:
         """A call the policy allowed that a built-in rule (``rule_id``, because ``why``)
-        sends to a human: allowed only if one says so now — never remembered. The
-        escalation (effect ``ask``) and the human's verdict."""
+        sends to a human: allowed only if one says so now — never remembered."""
         said = decision.reason
         escalation = Decision(
             effect=Effect.ASK,
             policy_id=decision.policy_id,
             rule_id=rule_id,
             explain=lambda: f"ask: {why}; policy said: {said}",
+            approval=decision.approval,  # the policy's timeout
         )
-        return escalation, await self._ask_human(
-            request, escalation, escalation.reason, cacheable=False
+        return await self._ask_human(
+            request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
 
+    def _terms(self, request: DecisionRequest, decision: Decision) -> _Terms:
+        """How to ask about ``request``, which ``decision`` asks about: the policy's terms
+        (``decision.approval``) where it sets them, else the proxy's config."""
+        terms = decision.approval or ApprovalTerms()
+        timeout = terms.timeout_seconds
+        if timeout is None:
+            timeout = self.approval_timeout
+        remember = terms.remember_seconds
+        if remember is None:
+            remember = self.limits.approvals.ttl_seconds
+        side_effects = request.action.side_effects
+        never = sorted(NEVER_CACHED.intersection(side_effects))
+        listed = terms.remember_side_effects
+        others = sorted(side_effects - listed) if listed is not None else []
+        if never:
+            why: str | None = f"never remembered: {', '.join(never)}"
+        elif remember <= 0:
+            why = (
+                f"never remembered: {terms.remember_source or 'proxy.approval_cache_seconds'} is 0"
+            )
+        elif others:
+            why = (
+                f"never remembered: side effect {', '.join(others)} is not in "
+                f"{terms.side_effects_source} ({', '.join(sorted(listed or ())) or 'none'})"
+            )
+        else:
+            why = None
+        return _Terms(timeout, remember, why)
+
     async def _ask_human(
-        self, request: DecisionRequest, decision: Decision, reason: str, *, cacheable: bool = True
-    ) -> tuple[bool, dict[str, Any], str]:
+        self, request: DecisionRequest, decision: Decision, *, not_remembered: str | None = None
+    ) -> _Answer:
+        """Ask the approver about ``request``, which ``decision`` says to ask about.
+        ``not_remembered``: why an approval must not be remembered whatever the request (an
+        escalation's), if so.
+
+        An approval answers the question of the policy that asked it. If the policy was
+        replaced while the human was deciding (SIGHUP), the new one decides the request
+        (:meth:`_after_reload`)."""
         self.counts["asked"] += 1
+        terms = self._terms(request, decision)
+        if not_remembered is not None:
+            terms = attrs.evolve(terms, not_remembered=not_remembered)
+        generation = self._policy_generation
         try:
-            outcome = await self._ask(request, decision, cacheable=cacheable)
+            outcome = await self._ask(request, decision, terms)
         except asyncio.CancelledError:  # the client cancelled: the denial is on record too
             event = DecisionEvent.of(
                 request, decision, final_effect="deny", approver=self._approver_name
             )
             await self.trail.record(
-                event.model_copy(update={"reason": f"{reason}; cancelled by the client"})
+                event.model_copy(update={"reason": f"{decision.reason}; cancelled by the client"})
             )
             self.counts["denied"] += 1
             raise
-        allowed = outcome.result.allows
-        if outcome.result is ApprovalResult.ALLOW_AND_CACHE and cacheable:
-            self.limits.approvals.remember(request, outcome.answered_by, decision.rule_id)
-        extra = {
-            "final_effect": "allow" if allowed else "deny",
+        extra: dict[str, Any] = {
+            "final_effect": "allow" if outcome.result.allows else "deny",
             "approver": outcome.approver,
             "approved_by": outcome.answered_by,
             "approval_seconds": round(outcome.elapsed_seconds, 3),
-            "approval_remembered": outcome.result is ApprovalResult.ALLOW_AND_CACHE
-            and cacheable
-            and self.limits.approvals.ttl_seconds > 0
-            and "code_exec" not in request.action.side_effects,
+            "approval_remembered": False,
         }
-        if not allowed:
+        if not outcome.result.allows:
             reason = (
-                f"{reason}; not approved ({outcome.result.value}"
+                f"{decision.reason}; not approved ({outcome.result.value}"
                 + (f": {outcome.detail}" if outcome.detail else "")
                 + ")"
             )
-        return allowed, extra, reason
+            return _Answer(decision, False, extra, reason)
+        # the engine is swapped on a thread before policy_reloaded() runs: compare both
+        now = self._decide(request)
+        if generation != self._policy_generation or now.policy_id != decision.policy_id:
+            return self._after_reload(decision, now, extra)
+        extra["approval_remembered"] = (
+            outcome.result is ApprovalResult.ALLOW_AND_CACHE
+            and terms.not_remembered is None
+            and self.limits.approvals.remember(
+                request, outcome.answered_by, decision, terms.remember_seconds
+            )
+        )
+        return _Answer(decision, True, extra, decision.reason)
+
+    def _after_reload(self, asked: Decision, now: Decision, extra: dict[str, Any]) -> _Answer:
+        """A human approved ``asked`` while the policy that asked was replaced: the approval
+        answered a question the policy in force, whose decision is ``now``, may not ask. A
+        deny stands; an ask or an allow lets this request pass — the human did approve it —
+        and the approval is never remembered."""
+        replaced = (
+            f"approved by {extra['approved_by'] or 'the approver'} under rule {asked.rule_id} "
+            f"of policy {asked.policy_id}, replaced while the request waited"
+        )
+        allowed = now.effect is not Effect.DENY
+        if allowed:
+            replaced += ": allowed for this request only, not remembered"
+        text = f"{now.reason}; {replaced}"
+        extra["final_effect"] = "allow" if allowed else "deny"
+        log.warning("approval %s after a policy reload: %s", extra["final_effect"], text)
+        return _Answer(attrs.evolve(now, reason=text, explain=None), allowed, extra, text)
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, *, cacheable: bool = True
+        self, request: DecisionRequest, decision: Decision, terms: _Terms
     ) -> ApprovalOutcome:
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
@@ -558,15 +641,14 @@ class EnforcementPoint:
             request=request,
             decision=decision,
             summary=summary,
-            timeout_seconds=self.approval_timeout,
-            cacheable=cacheable
-            and self.limits.approvals.ttl_seconds > 0
-            and "code_exec" not in request.action.side_effects,
+            timeout_seconds=terms.timeout_seconds,
+            cacheable=terms.not_remembered is None,
+            not_remembered=terms.not_remembered,
         )
         started = time.monotonic()
         try:
             return await asyncio.wait_for(  # a little grace: the approver reports its own
-                self.approver.request_approval(approval), timeout=self.approval_timeout + 1
+                self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
             )
         except TimeoutError:
             return ApprovalOutcome(

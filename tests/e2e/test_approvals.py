@@ -1,5 +1,8 @@
 """Human approval through the real proxy: pending requests answered with
-``mcp-acp approvals`` from "another terminal" (another process), over the local socket."""
+``mcp-acp approvals`` from "another terminal" (another process), over the local socket.
+Most tests put the proxy in front of the reference filesystem server; those about what is
+remembered use ``peers/recording_server.py``, which writes down every line that reaches
+it."""
 
 from __future__ import annotations
 
@@ -8,12 +11,16 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, DENIED, Proxy, records
+from proxy_helpers import CLI, DENIED, Proxy, configure, proxy_env, records, wait_for_event
+
+PEER = Path(__file__).parent / "peers" / "recording_server.py"
 
 ASK_POLICY = {
     "version": "1",
@@ -212,3 +219,196 @@ def cli_status(cli: Any, sockets: Path) -> list[dict[str, Any]]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+class Asking:
+    """The real ``mcp-acp run`` in front of the recording server, with the ``cli`` approver
+    answered by the real ``mcp-acp approvals`` over its socket."""
+
+    def __init__(self, home: Path, tmp_path: Path, policy: dict[str, Any], **config: Any):
+        self.received = tmp_path / "received.jsonl"
+        self.received.touch()
+        self.log_dir = configure(home, sys.executable, [str(PEER), str(self.received)], policy)
+        self.policy = home / ".config" / "mcp-acp" / "policy.json"
+        self.sockets = tmp_path / "run"
+        config_file = home / ".config" / "mcp-acp" / "config.json"
+        settings = json.loads(config_file.read_text())
+        settings["approver"] = {"use": "cli"}
+        settings["proxy"] = {"socket_dir": str(self.sockets), **config.get("proxy", {})}
+        settings["tools"] = {"registry": config.get("registry", [])}
+        config_file.write_text(json.dumps(settings))
+        self.env = proxy_env(home)
+        self.proxy = Proxy(home, self.env)
+        self.proxy.initialize()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CLI), "approvals", *args, "--socket-dir", str(self.sockets)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The pending approvals, once there are any (waits up to 10 s)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listed: list[dict[str, Any]] = json.loads(self.cli("list", "--json").stdout or "[]")
+            if listed:
+                return listed
+            time.sleep(0.05)
+        raise AssertionError("no approval became pending")
+
+    def echo(self, text: str) -> int:
+        return self.proxy.request("tools/call", {"name": "echo", "arguments": {"text": text}})
+
+    def echoed(self) -> list[str]:
+        """The texts of the ``echo`` calls that reached the backend."""
+        lines = [json.loads(line) for line in self.received.read_text().splitlines()]
+        return [
+            m["params"]["arguments"]["text"]
+            for m in lines
+            if m.get("method") == "tools/call" and m["params"]["name"] == "echo"
+        ]
+
+    def status(self) -> dict[str, Any]:
+        (found,) = cli_status(None, self.sockets)
+        return found
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return [r for r in records(self.log_dir, "decisions") if r.get("tool_name") == "echo"]
+
+
+@pytest.fixture
+def asking(isolated_home: Path, tmp_path: Path) -> Iterator[Callable[..., Asking]]:
+    started: list[Asking] = []
+
+    def start(policy: dict[str, Any], **config: Any) -> Asking:
+        started.append(Asking(isolated_home, tmp_path, policy, **config))
+        return started[-1]
+
+    yield start
+    for run in started:
+        if run.proxy.proc.poll() is None:
+            run.proxy.proc.kill()
+            run.proxy.proc.wait()
+
+
+ASK_ECHO = {
+    "version": "1",
+    "rules": [{"id": "ask-echo", "effect": "ask", "conditions": {"tool_name": "echo"}}],
+}
+
+
+@pytest.mark.parametrize(
+    "side_effect", ["code_exec", "process_spawn", "sudo_elevate", "container_exec"]
+)
+def test_approvals_of_tools_that_run_code_are_never_remembered(
+    asking: Callable[..., Asking], side_effect: str
+) -> None:
+    """Each side effect docs/policies.md names as never cached: ``--remember`` is answered
+    as a one-off, and the human is told why before answering."""
+    entry = {"tool": "echo", "operations": ["execute"], "side_effects": [side_effect]}
+    run = asking(ASK_ECHO, registry=[entry])
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert waiting["cacheable"] is False
+    assert waiting["not_remembered"] == f"never remembered: {side_effect}"
+    assert f"(never remembered: {side_effect})" in run.cli("list").stdout
+    approved = run.cli("approve", waiting["id"], "--remember")
+    assert approved.returncode == 0, approved.stderr
+    assert "allow_once" in approved.stdout
+    assert "result" in run.proxy.answer(first)
+
+    second = run.echo("one")  # the same call again: asked again, nothing was remembered
+    (again,) = run.pending()
+    assert run.cli("deny", again["id"]).returncode == 0
+    assert run.proxy.answer(second)["error"]["code"] == DENIED
+    assert run.status()["remembered_approvals"] == 0
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["one"]
+    remembered = [(r["final_effect"], r["approval_remembered"]) for r in run.decisions()]
+    assert remembered == [("allow", False), ("deny", False)]
+
+
+def _echo_rule(rule_id: str, effect: str) -> dict[str, Any]:
+    return {"id": rule_id, "effect": effect, "conditions": {"tool_name": "echo"}}
+
+
+@pytest.mark.parametrize("effect", ["ask", "deny", "allow"])
+def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
+    asking: Callable[..., Asking], effect: str
+) -> None:
+    """A request waits under rule ask-echo-old; the policy is replaced (SIGHUP); then the
+    human approves with --remember. The approval answered the old policy's question: the
+    new policy decides. It denies: denied, the backend never sees the call. It asks or
+    allows: this request passes, and nothing is remembered."""
+    run = asking({"version": "1", "rules": [_echo_rule("ask-echo-old", "ask")]})
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert waiting["rule"] == "ask-echo-old"
+    new_rule = f"{effect}-echo-new"
+    run.policy.write_text(json.dumps({"version": "1", "rules": [_echo_rule(new_rule, effect)]}))
+    run.proxy.proc.send_signal(signal.SIGHUP)
+    reloaded = wait_for_event(run.log_dir, "system", "policy_reloaded")
+    approved = run.cli("approve", waiting["id"], "--remember")
+    assert approved.returncode == 0, approved.stderr
+    answer = run.proxy.answer(first)
+    if effect == "deny":
+        assert answer["error"]["code"] == DENIED
+        assert f"denied by rule {new_rule}" in answer["error"]["message"]
+        assert "replaced while the request waited" in answer["error"]["message"]
+    else:
+        assert answer["result"]["content"][0]["text"] == "one"
+
+    second = run.echo("one")  # the same call again: no approval was remembered
+    if effect == "ask":
+        (again,) = run.pending()
+        assert again["rule"] == new_rule
+        assert run.cli("deny", again["id"]).returncode == 0
+        assert run.proxy.answer(second)["error"]["code"] == DENIED
+    elif effect == "deny":
+        assert run.proxy.answer(second)["error"]["code"] == DENIED
+    else:
+        assert "result" in run.proxy.answer(second)
+    assert run.status()["remembered_approvals"] == 0
+    assert run.proxy.close() == 0
+
+    assert run.echoed() == {"ask": ["one"], "deny": [], "allow": ["one", "one"]}[effect]
+    record = run.decisions()[0]  # the approved request, as the new policy decided it
+    assert record["rule_id"] == new_rule
+    assert record["policy_id"] == reloaded["detail"]["policy_id"]
+    assert record["final_effect"] == ("deny" if effect == "deny" else "allow")
+    assert record["approver"] == "cli"
+    assert record["approved_by"]
+    assert record["approval_remembered"] is False
+    assert "rule ask-echo-old" in record["reason"]
+
+
+def test_the_policys_approval_terms_replace_the_configs(asking: Callable[..., Asking]) -> None:
+    """The config waits 300 s and remembers for 600 s; the policy's ``hitl`` section waits
+    5 s, and its rule never remembers (``cache_ttl_seconds: 0``)."""
+    rule = {**_echo_rule("ask-echo", "ask"), "approval": {"cache_ttl_seconds": 0}}
+    policy = {"version": "1", "rules": [rule], "hitl": {"timeout_seconds": 5}}
+    proxy = {"approval_timeout_seconds": 300, "approval_cache_seconds": 600}
+    run = asking(policy, proxy=proxy)
+
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert 0 < waiting["expires_in"] <= 5
+    assert waiting["not_remembered"] == (
+        "never remembered: rule ask-echo's approval.cache_ttl_seconds is 0"
+    )
+    approved = run.cli("approve", waiting["id"], "--remember")
+    assert "allow_once" in approved.stdout
+    assert "result" in run.proxy.answer(first)
+
+    second = run.echo("one")  # asked again; nobody answers: denied after the policy's 5 s
+    assert run.pending()
+    answer = run.proxy.answer(second, timeout=60)
+    assert "not approved (timeout" in answer["error"]["message"]
+    assert run.status()["remembered_approvals"] == 0
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["one"]
+    assert [r["approval_remembered"] for r in run.decisions()] == [False, False]

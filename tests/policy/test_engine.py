@@ -551,7 +551,7 @@ def test_reads_mcp_acp_extended_policies(tmp_path: Path) -> None:
     assert engine.decide(resource).rule_id == "file-resources"
 
 
-@pytest.mark.parametrize("effect", ["code_exec", "process_spawn", "sudo_elevate"])
+@pytest.mark.parametrize("effect", ["code_exec", "process_spawn", "sudo_elevate", "container_exec"])
 def test_code_execution_approvals_are_never_cached(effect: str) -> None:
     with pytest.raises(ValueError, match="never cached"):
         PolicyFile.model_validate({"rules": [], "hitl": {"cache_side_effects": [effect]}})

@@ -22,12 +22,12 @@ from mcp_acp.builtins.cli_approver import CliApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, SessionBindingError
-from mcp_acp.models import Provenance, Subject
+from mcp_acp.models import Decision, Effect, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
 from mcp_acp.shutdown import ShutdownCoordinator
-from mcp_acp.tools import ToolRegistry
+from mcp_acp.tools import ToolEntry, ToolRegistry
 
 POLICY = {
     "version": "1",
@@ -52,10 +52,17 @@ class Clock:
 
 
 class Setup:
-    def __init__(self, tmp: Path, limits: Limits, identity: Any = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        limits: Limits,
+        identity: Any = None,
+        registry: ToolRegistry | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> None:
         self.log_dir = tmp / "log"
         self.policy = tmp / "policy.json"
-        self.policy.write_text(json.dumps(POLICY))
+        self.policy.write_text(json.dumps(policy or POLICY))
         self.engine = AcpPolicyEngine.from_file(self.policy)
         self.trail = AuditTrail(
             [JsonlAuditSink(self.log_dir)],
@@ -72,22 +79,26 @@ class Setup:
             trail=self.trail,
             identity=self.identity,
             approver=self.approver,
-            registry=ToolRegistry.default(),
+            registry=registry or ToolRegistry.default(),
             backend_id="fs",
             session=self.session,
             approval_timeout=5,
             limits=limits,
         )
 
-    async def answer(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Wait for one pending approval and answer it over the socket, from a thread."""
+    async def pending(self) -> dict[str, Any]:
+        """The first pending approval, as ``mcp-acp approvals list --json`` shows it."""
         for _ in range(200):
             listed = await asyncio.to_thread(ask, self.control.path, {"op": "list"})
             if listed["pending"]:
-                command = {"op": op, "id": listed["pending"][0]["id"], **fields}
-                return await asyncio.to_thread(ask, self.control.path, command)
+                return listed["pending"][0]  # type: ignore[no-any-return]
             await asyncio.sleep(0.02)
         raise AssertionError("no approval became pending")
+
+    async def answer(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Wait for one pending approval and answer it over the socket, from a thread."""
+        command = {"op": op, "id": (await self.pending())["id"], **fields}
+        return await asyncio.to_thread(ask, self.control.path, command)
 
     def decisions(self) -> list[dict[str, Any]]:
         lines = (self.log_dir / "decisions.jsonl").read_text().splitlines()
@@ -152,6 +163,39 @@ async def test_remembered_approval_is_reused_until_ttl_or_reload(
     assert records["5"].get("approval_cached") is None
 
 
+async def test_the_engine_swapped_before_the_proxy_hears_of_it(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """SIGHUP reloads the engine on a thread; the enforcement point hears of it after. In
+    between, an approval of the old policy's question is not remembered, and one remembered
+    under the old policy answers nothing."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    remembered = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    await setup.answer("approve", remember=True)
+    assert (await remembered).allowed
+    pending = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 2))
+    for _ in range(200):
+        if setup.approver.pending_count:
+            break
+        await asyncio.sleep(0.01)
+    renamed = json.dumps(POLICY).replace('"ask-writes"', '"ask-writes-2"')
+    setup.policy.write_text(renamed)
+    assert setup.engine.reload() == []  # and no pep.policy_reloaded()
+    await setup.answer("approve", remember=True)
+    assert (await pending).allowed  # the new policy asks too: this request passes
+    assert len(pep.limits.approvals) == 1  # only the first, given under the old policy
+    again = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 3))
+    await setup.answer("deny")  # asked: the old policy's approval answers nothing
+    assert not (await again).allowed
+
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["2"]["rule_id"] == "ask-writes-2"
+    assert records["2"]["policy_id"] == setup.engine.policy_id
+    assert records["2"]["approval_remembered"] is False
+    assert records["3"].get("approval_cached") is None
+
+
 async def test_code_executing_tools_are_never_remembered(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
@@ -168,6 +212,22 @@ async def test_code_executing_tools_are_never_remembered(
     assert len(pep.limits.approvals) == 0
     listed = [r for r in setup.decisions() if r["tool_name"] == "run_command"]
     assert [r.get("approval_remembered") for r in listed] == [False, False]
+
+
+@pytest.mark.parametrize(
+    "side_effect", ["code_exec", "process_spawn", "sudo_elevate", "container_exec"]
+)
+async def test_the_cache_never_holds_an_approval_of_code_execution(
+    tmp_path: Path, side_effect: str
+) -> None:
+    """Whoever asks it to: the cache itself refuses, not only the approver."""
+    entry = ToolEntry(tool="deploy", operations=["execute"], side_effects=[side_effect, "fs_read"])
+    setup = Setup(tmp_path, Limits(), registry=ToolRegistry.default([entry]))
+    request = await setup.pep.build("tools/call", {"name": "deploy", "arguments": {}}, 1)
+    decision = Decision(Effect.ASK, setup.engine.policy_id, rule_id="ask-deploy")
+    assert not setup.pep.limits.approvals.remember(request, "alice", decision)
+    assert setup.pep.limits.approvals.get(request, decision) is None
+    assert len(setup.pep.limits.approvals) == 0
 
 
 async def test_rate_limit_escalates_to_a_human(clock_setup: tuple[Setup, Clock]) -> None:
@@ -543,3 +603,180 @@ async def test_with_the_check_off_allowed_arguments_go_out_as_the_policy_says(
     verdict = await setup.pep.check("tools/call", read, 1)
     assert verdict.allowed
     assert verdict.rule_id == "read-data"
+
+
+# ------------------------------------------------------------ the policy's approval terms
+
+
+def ask_policy(approval: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    """``ask-writes`` on write_file and the notes tools (with ``approval`` if given), and
+    ``read-data``; ``top`` adds top-level sections (``hitl``)."""
+    rule: dict[str, Any] = {
+        "id": "ask-writes",
+        "effect": "ask",
+        "conditions": {"tool_name": ["write_file", "touch_note", "post_note"]},
+    }
+    if approval is not None:
+        rule["approval"] = approval
+    return {"version": "1", "rules": [POLICY["rules"][0], rule], **top}
+
+
+#: a tool with no side effects, and one that writes files and sends them out
+NOTES = ToolRegistry.default(
+    [
+        ToolEntry(tool="touch_note", operations=["write"]),
+        ToolEntry(tool="post_note", operations=["write"], side_effects=["fs_write", "email_send"]),
+    ]
+)
+
+
+@pytest.fixture
+async def terms_setup(tmp_path: Path) -> AsyncIterator[Any]:
+    """``start(policy, remember=600)``: an enforcement point on ``policy`` whose config
+    remembers approvals for ``remember`` seconds and waits 60 s for an answer; the clock is
+    injected."""
+    clock = Clock()
+    started: list[Setup] = []
+
+    async def start(policy: dict[str, Any], remember: float = 600) -> tuple[Setup, Clock]:
+        limits = Limits(approvals=ApprovalCache(remember, clock), flood=TokenBucket(0, 1))
+        setup = Setup(tmp_path, limits, registry=NOTES, policy=policy)
+        setup.pep.approval_timeout = 60
+        await setup.trail.start()
+        await setup.control.start()
+        started.append(setup)
+        return setup, clock
+
+    yield start
+    for setup in started:
+        await setup.control.close()
+        await setup.trail.close()
+
+
+async def approve_remembering(setup: Setup, call: dict[str, Any], n: int) -> dict[str, Any]:
+    """Ask about ``call``, approve it with --remember; what was pending."""
+    task = asyncio.create_task(setup.pep.check("tools/call", call, n))
+    pending = await setup.pending()
+    await setup.answer("approve", remember=True)
+    assert (await task).allowed
+    return pending
+
+
+async def remembered(setup: Setup, call: dict[str, Any], n: int) -> bool:
+    """Whether ``call`` is answered from memory (else a human is asked, and says no)."""
+    task = asyncio.create_task(setup.pep.check("tools/call", call, n))
+    for _ in range(200):
+        if task.done():
+            return (await task).allowed
+        if setup.approver.pending_count:
+            await setup.answer("deny")
+            assert not (await task).allowed
+            return False
+        await asyncio.sleep(0.01)
+    raise AssertionError("neither answered nor asked")
+
+
+async def test_a_rule_with_cache_ttl_0_is_never_remembered(terms_setup: Any) -> None:
+    setup, _ = await terms_setup(ask_policy({"cache_ttl_seconds": 0}), remember=600)
+    pending = await approve_remembering(setup, write("/data/a.txt"), 1)
+    assert pending["cacheable"] is False
+    assert pending["not_remembered"] == (
+        "never remembered: rule ask-writes's approval.cache_ttl_seconds is 0"
+    )
+    assert not await remembered(setup, write("/data/a.txt"), 2)
+    assert [r["approval_remembered"] for r in setup.decisions()] == [False, False]
+
+
+async def test_a_rules_ttl_replaces_the_proxys(terms_setup: Any) -> None:
+    approval = {"cache_ttl_seconds": 60, "cacheable_side_effects": ["fs_write"]}
+    setup, clock = await terms_setup(ask_policy(approval), remember=600)
+    assert (await approve_remembering(setup, write("/data/a.txt"), 1))["cacheable"]
+    clock.now += 59
+    assert await remembered(setup, write("/data/a.txt"), 2)
+    clock.now += 2  # 61 s: past the rule's 60, long before the proxy's 600
+    assert not await remembered(setup, write("/data/a.txt"), 3)
+
+
+async def test_a_rules_side_effects_decide_what_is_remembered(terms_setup: Any) -> None:
+    approval = {"cache_ttl_seconds": 60, "cacheable_side_effects": ["fs_write"]}
+    setup, _ = await terms_setup(ask_policy(approval))
+    post = {"name": "post_note", "arguments": {"path": "/data/n.txt"}}
+    pending = await approve_remembering(setup, post, 1)
+    assert pending["not_remembered"] == (
+        "never remembered: side effect email_send is not in "
+        "rule ask-writes's approval.cacheable_side_effects (fs_write)"
+    )
+    assert not await remembered(setup, post, 2)
+    touch = {"name": "touch_note", "arguments": {"path": "/data/n.txt"}}  # no side effects
+    await approve_remembering(setup, touch, 3)
+    assert await remembered(setup, touch, 4)
+    await approve_remembering(setup, write("/data/a.txt"), 5)  # fs_write only
+    assert await remembered(setup, write("/data/a.txt"), 6)
+
+
+async def test_the_hitl_sections_ttl_applies_where_a_rule_sets_none(terms_setup: Any) -> None:
+    hitl = {"approval_ttl_seconds": 30, "cache_side_effects": ["fs_write"]}
+    setup, clock = await terms_setup(ask_policy(hitl=hitl), remember=600)
+    await approve_remembering(setup, write("/data/a.txt"), 1)
+    clock.now += 29
+    assert await remembered(setup, write("/data/a.txt"), 2)
+    clock.now += 2
+    assert not await remembered(setup, write("/data/a.txt"), 3)
+
+
+async def test_the_policy_remembers_where_the_config_would_not(terms_setup: Any) -> None:
+    hitl = {"approval_ttl_seconds": 30, "cache_side_effects": ["fs_write"]}
+    setup, _ = await terms_setup(ask_policy(hitl=hitl), remember=0)
+    await approve_remembering(setup, write("/data/a.txt"), 1)
+    assert await remembered(setup, write("/data/a.txt"), 2)
+
+
+async def test_the_hitl_sections_ttl_0_is_never_remembered(terms_setup: Any) -> None:
+    setup, _ = await terms_setup(ask_policy(hitl={"approval_ttl_seconds": 0}), remember=600)
+    pending = await approve_remembering(setup, write("/data/a.txt"), 1)
+    assert pending["not_remembered"] == (
+        "never remembered: the policy's hitl.approval_ttl_seconds is 0"
+    )
+    assert not await remembered(setup, write("/data/a.txt"), 2)
+
+
+async def test_a_hitl_section_without_cache_side_effects_remembers_only_tools_without(
+    terms_setup: Any,
+) -> None:
+    """As docs/policies.md and mcp-acp-extended have it: ``cache_side_effects`` null."""
+    setup, _ = await terms_setup(ask_policy(hitl={"timeout_seconds": 60}), remember=600)
+    pending = await approve_remembering(setup, write("/data/a.txt"), 1)
+    assert pending["not_remembered"] == (
+        "never remembered: side effect fs_write is not in the policy's "
+        "hitl.cache_side_effects (none)"
+    )
+    assert not await remembered(setup, write("/data/a.txt"), 2)
+    touch = {"name": "touch_note", "arguments": {"path": "/data/n.txt"}}
+    await approve_remembering(setup, touch, 3)
+    assert await remembered(setup, touch, 4)  # with the proxy's TTL
+
+
+async def test_a_rules_approval_replaces_the_hitl_section(terms_setup: Any) -> None:
+    approval = {"cache_ttl_seconds": 60, "cacheable_side_effects": ["fs_write"]}
+    hitl = {"approval_ttl_seconds": 0}
+    setup, _ = await terms_setup(ask_policy(approval, hitl=hitl), remember=0)
+    await approve_remembering(setup, write("/data/a.txt"), 1)
+    assert await remembered(setup, write("/data/a.txt"), 2)
+
+
+async def test_the_hitl_sections_timeout_applies_to_every_approval(terms_setup: Any) -> None:
+    """The policy's 7 s, not the config's 60: for an ask rule and a built-in escalation."""
+    setup, _ = await terms_setup(ask_policy(hitl={"timeout_seconds": 7}))
+    setup.pep.limits.tool_calls = ToolRateLimit(1)
+    asked = asyncio.create_task(setup.pep.check("tools/call", write("/data/a.txt"), 1))
+    assert 0 < (await setup.pending())["expires_in"] <= 7
+    await setup.answer("approve")
+    assert (await asked).allowed
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    assert (await setup.pep.check("tools/call", read, 2)).allowed
+    limited = asyncio.create_task(setup.pep.check("tools/call", read, 3))
+    pending = await setup.pending()
+    assert pending["rule"] == "builtin-rate-limit"
+    assert 0 < pending["expires_in"] <= 7
+    await setup.answer("deny")
+    assert not (await limited).allowed
