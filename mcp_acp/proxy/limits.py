@@ -37,12 +37,14 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-ApprovalKey = tuple[str, str, str, str, str, tuple[tuple[str, str, str], ...]]
+ApprovalKey = tuple[str, str, str, str, str, tuple[tuple[str, str, str], ...], str, str]
 
 
 def approval_key(request: DecisionRequest) -> ApprovalKey:
-    """Subject (id and issuer), backend, method, tool and every path, normalised: the path
-    as sent (``a/./b`` and ``a//b`` are ``a/b``) together with where it really leads."""
+    """Subject (id and issuer), backend, method, tool, every path, normalised — the path
+    as sent (``a/./b`` and ``a//b`` are ``a/b``) together with where it really leads — and
+    the resource's URI and name: approving a read of one resource (or a get of one prompt)
+    is not approving them all."""
     paths = tuple(
         sorted((p.role, os.path.normpath(p.path), p.resolved or "") for p in request.resource.paths)
     )
@@ -53,6 +55,8 @@ def approval_key(request: DecisionRequest) -> ApprovalKey:
         request.action.mcp_method,
         request.action.tool_name or "",
         paths,
+        request.resource.uri or "",
+        request.resource.name or "",
     )
 
 

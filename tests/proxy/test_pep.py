@@ -39,6 +39,7 @@ POLICY = {
         },
         {"id": "ask-writes", "effect": "ask", "conditions": {"tool_name": "write_file"}},
         {"id": "ask-shell", "effect": "ask", "conditions": {"tool_name": "run_command"}},
+        {"id": "ask-reads", "effect": "ask", "conditions": {"mcp_method": "resources/read"}},
     ],
 }
 
@@ -194,6 +195,24 @@ async def test_the_engine_swapped_before_the_proxy_hears_of_it(
     assert records["2"]["policy_id"] == setup.engine.policy_id
     assert records["2"]["approval_remembered"] is False
     assert records["3"].get("approval_cached") is None
+
+
+async def test_a_remembered_approval_of_one_resource_is_not_one_of_all(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    setup, _ = clock_setup
+    pep = setup.pep
+    first = asyncio.create_task(pep.check("resources/read", {"uri": "note://a"}, 1))
+    assert (await setup.answer("approve", remember=True))["result"] == "allow_and_cache"
+    assert (await first).allowed
+    assert (await pep.check("resources/read", {"uri": "note://a"}, 2)).allowed  # remembered
+    other = asyncio.create_task(pep.check("resources/read", {"uri": "note://secrets"}, 3))
+    await setup.answer("deny")  # asked again: another resource
+    assert not (await other).allowed
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["2"]["approval_cached"] is True
+    assert records["3"].get("approval_cached") is None
+    assert records["3"]["final_effect"] == "deny"
 
 
 async def test_code_executing_tools_are_never_remembered(
