@@ -509,8 +509,13 @@ class Relay:
             return
         body = message.body
         if method in _LISTS and isinstance(body.get("result"), dict):
-            body = {**body, "result": await self._filter(method, body["result"])}
-            data = encode(body)
+            try:
+                body = {**body, "result": await self._filter(method, body["result"])}
+                data = encode(body)
+            except (AuditError, ValueError) as error:  # no record; or a number JSON lacks
+                text = f"the backend's answer could not be filtered: {error} (request {message.id})"
+                await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
+                return
         else:
             data = message.raw
         await self._send_client(data)
@@ -594,6 +599,8 @@ class Relay:
                     "list",
                     item.get("annotations") if key == "tools" else None,
                 )
+            except AuditError:
+                raise  # the trail is failing: the answer is an error, the session ends
             except McpAcpError as error:  # no identity, or a binding violation: list nothing
                 log.error("list filtering failed: %s", error)
                 return {**result, key: []}

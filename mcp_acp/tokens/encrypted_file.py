@@ -132,7 +132,7 @@ class EncryptedFileStorage:
         secret = f"key file {key_file}" if key_file else f"passphrase from ${passphrase_env}"
         self.description = f"encrypted-file ({directory}, {secret})"
         self._lock = threading.Lock()
-        self._derived: dict[tuple[bytes, int], bytes] = {}
+        self._derived: dict[tuple[bytes, bytes, int], bytes] = {}
         self._write_salt = secrets.token_bytes(SALT_BYTES)
 
     @classmethod
@@ -224,16 +224,21 @@ class EncryptedFileStorage:
     # -- the key ------------------------------------------------------------------------
 
     def _key(self, salt: bytes, iterations: int, *, need_existing: bool, path: Path) -> bytes:
-        cached = self._derived.get((salt, iterations))
+        """The file key for ``salt``, derived from the secret as it is *now*: the key file
+        (or passphrase) is read every time — it is small — and a derivation is reused only
+        for the same secret, so a key file replaced by another process's login is never
+        outlived by a key derived from the old one."""
+        secret = self._secret(create=not need_existing, token_path=path)
+        cache_key = (hashlib.sha256(secret).digest(), salt, iterations)
+        cached = self._derived.get(cache_key)
         if cached is not None:
             return cached
-        secret = self._secret(create=not need_existing, token_path=path)
         from cryptography.hazmat.primitives import hashes  # see load()
         from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
         kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
         key = base64.urlsafe_b64encode(kdf.derive(secret))
-        self._derived[(salt, iterations)] = key
+        self._derived[cache_key] = key
         return key
 
     def _secret(self, *, create: bool, token_path: Path) -> bytes:

@@ -38,6 +38,13 @@ class FailingIdentity:
 
     async def current_subject(self):
         if os.path.exists(self.marker):
+            text = open(self.marker).read()
+            if text.startswith("audit:"):  # its auth record fails after so many calls
+                self.calls = getattr(self, "calls", 0) + 1
+                if self.calls > int(text[len("audit:"):]):
+                    from mcp_acp.errors import AuditError
+                    raise AuditError("the auth stream cannot be written", fix="free space")
+                return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
             raise OSError(errno.ENOSPC, "No space left on device")
         return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
 
@@ -133,3 +140,32 @@ def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
     (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
     assert startup["detail"]["exit_code"] == 14
     assert not (tmp_path / "env.json").exists()  # the backend never ran
+
+
+def test_a_list_is_not_answered_empty_when_the_identity_cannot_be_recorded(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """An identity provider whose auth record cannot be written (AuditError) while a list
+    is filtered: the client gets an error, not a list emptied as if it held nothing."""
+    received = tmp_path / "received.jsonl"
+    policy = {
+        "version": "1",
+        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+    }
+    backend_args = [str(E2E / "peers" / "recording_server.py"), str(received)]
+    configure(isolated_home, sys.executable, backend_args, policy)
+    marker = tmp_path / "audit-failing"
+    env = failing_identity(isolated_home, tmp_path, marker)
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        assert proxy.call("tools/list")["result"]["tools"]
+        marker.write_text("audit:1")  # the list request is decided; its filtering fails
+        answer = proxy.call("tools/list")
+        assert "result" not in answer
+        assert "could not be filtered" in answer["error"]["message"]
+        assert "the auth stream cannot be written" in answer["error"]["message"]
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()

@@ -77,6 +77,22 @@ def test_a_new_instance_reads_what_another_wrote(tmp_path: Path) -> None:
     assert second.load(ISSUER) == _token()
 
 
+def test_a_long_running_instance_follows_a_key_file_replaced_by_a_login(
+    tmp_path: Path,
+) -> None:
+    # the proxy's instance saved before; the key file is removed (as a refusal's fix says)
+    # and a login in another process writes tokens with a new key file
+    proxy = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    proxy.save(_token(access="first"))
+    (tmp_path / "k").unlink()
+    login = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    login.save(_token(access="after-login"))
+    assert proxy.load(ISSUER) == _token(access="after-login")
+    proxy.save(_token(access="refreshed"))  # with the key file as it is now
+    fresh = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k")
+    assert fresh.load(ISSUER) == _token(access="refreshed")
+
+
 def test_issuers_are_kept_apart(store: EncryptedFileStorage) -> None:
     other = "https://other.example.test"
     store.save(_token())

@@ -130,12 +130,35 @@ async def test_bad_endpoints_are_refused(server, field, value) -> None:
         "https://[::1]/jwks",
         "https://10.0.0.5/jwks",
         "https://192.168.1.1/jwks",
+        # spellings the resolver (inet_aton) reads as those addresses, ipaddress does not
+        "https://127.1/jwks",
+        "https://2130706433/jwks",
+        "https://0x7f000001/jwks",
+        "https://0177.0.0.1/jwks",
+        "https://10.1/jwks",
+        "https://169.254.43518/jwks",
+        "https://0/jwks",
+        "https://127.0.0.1./jwks",
+        "https://localhost./jwks",
+        "https://idp.localhost/jwks",
     ],
 )
 def test_public_issuer_endpoints_may_not_point_inwards(endpoint: str) -> None:
     issuer = "https://idp.example.test"
-    with pytest.raises(DiscoveryError, match="address"):
+    with pytest.raises(DiscoveryError, match=r"address|loopback"):
         metadata_from_document(issuer, document(issuer, jwks_uri=endpoint))
+
+
+def test_numeric_spellings_name_the_address_the_resolver_connects_to() -> None:
+    import socket
+
+    from mcp_acp_oidc._http import ip_literal
+
+    for spelling in ("127.1", "2130706433", "0x7f000001", "0177.0.0.1"):
+        assert str(ip_literal(spelling)) == "127.0.0.1"
+        assert socket.getaddrinfo(spelling, 443)[0][4][0] == "127.0.0.1"  # what a client does
+    assert ip_literal("idp.example.test") is None
+    assert ip_literal("1.example") is None
 
 
 def test_public_issuer_may_use_another_public_host_for_keys() -> None:

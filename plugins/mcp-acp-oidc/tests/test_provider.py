@@ -304,6 +304,62 @@ async def test_logout_elsewhere_is_noticed_at_refresh(
         await provider.current_subject()
 
 
+async def test_logout_and_login_wait_for_a_refresh_in_flight_elsewhere(
+    oidc_provider: str, storage: Any, approve: Any, tmp_path: Path
+) -> None:
+    # Another process (a running proxy) is mid-refresh: it holds the refresh lock and
+    # will store its new tokens. A logout (or login) that went ahead would be undone by
+    # that store; under the lock it comes after it.
+    from filelock import FileLock
+
+    lock_path = tmp_path / "locks" / "refresh.lock"
+    provider = OIDCIdentityProvider(
+        options(oidc_provider), storage, lock_path=lock_path, sleep=fast_sleep
+    )
+    await _login(provider, approve)
+    held = storage.tokens[oidc_provider]
+    marker = f"refreshed-{os.getpid()}"
+    lock_path.parent.mkdir(mode=0o700, exist_ok=True)
+    elsewhere = FileLock(lock_path, mode=0o600)
+
+    async def while_refreshing_elsewhere(task: asyncio.Task[Any]) -> None:
+        for _ in range(100):  # give the task time to finish if it does not wait
+            if task.done():
+                break
+            await asyncio.sleep(0.05)
+        storage.save(attrs.evolve(held, access_token=marker))  # the other process stores
+        elsewhere.release()
+        await asyncio.wait_for(task, 30)
+
+    elsewhere.acquire()
+    await while_refreshing_elsewhere(asyncio.create_task(provider.logout()))
+    assert storage.tokens == {}  # the refreshed tokens went too
+
+    elsewhere.acquire()
+    await while_refreshing_elsewhere(asyncio.create_task(_login(provider, approve)))
+    assert storage.tokens[oidc_provider].access_token != marker  # the login came last
+
+
+async def test_a_login_elsewhere_is_found_when_the_held_token_expired_unrefreshable(
+    oidc_provider: str, storage: Any, approve: Any
+) -> None:
+    provider = OIDCIdentityProvider(options(oidc_provider), storage, sleep=fast_sleep)
+    await _login(provider, approve)
+    dead = attrs.evolve(
+        storage.tokens[oidc_provider],
+        access_token=f"expired.{os.getpid()}.gone",
+        refresh_token=None,  # no offline_access: nothing can refresh it
+        expires_at=datetime.fromtimestamp(time.time() - 5, UTC),
+    )
+    storage.tokens[oidc_provider] = dead
+    with pytest.raises(AuthenticationError):
+        await provider.current_subject()
+    other = OIDCIdentityProvider(options(oidc_provider), storage, sleep=fast_sleep)
+    await _login(other, approve)  # 'mcp-acp auth login' in another terminal
+    await asyncio.sleep(1.1)  # at most one look at the store a second
+    assert (await provider.current_subject()).subject_id == "alice"
+
+
 async def test_validated_identity_reused_only_briefly_and_never_past_exp(
     oidc_provider: str, storage: Any, approve: Any
 ) -> None:

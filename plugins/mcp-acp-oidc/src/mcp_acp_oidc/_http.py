@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "aread_bounded",
     "check_url",
+    "ip_literal",
     "is_loopback_host",
     "overall_deadline",
     "parse_json_object",
@@ -24,14 +27,36 @@ MAX_JSON_BYTES = 512 * 1024
 """No metadata, JWKS or token response we accept is larger than this."""
 
 
-def is_loopback_host(host: str) -> bool:
-    """``True`` for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``)."""
-    if host.lower() == "localhost":
-        return True
+#: A host name made only of numbers (decimal, octal, hex) and at most three dots: what the
+#: C resolver (``inet_aton``) takes for an IPv4 address — ``127.1``, ``2130706433``,
+#: ``0x7f000001``, ``0177.0.0.1`` are all 127.0.0.1 — though ``ipaddress`` does not.
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names literally, in any spelling the resolver accepts (see
+    :data:`_NUMERIC_HOST`), or ``None`` for a host name."""
+    host = host.strip("[]").removesuffix(".")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
+        pass
+    if _NUMERIC_HOST.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``True`` for ``localhost`` (and names under it) and loopback IP literals
+    (``127.0.0.0/8``, ``::1``) in any spelling."""
+    name = host.lower().removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = ip_literal(host)
+    return address is not None and address.is_loopback
 
 
 def check_url(url: object, *, what: str) -> str | None:

@@ -12,7 +12,6 @@ included) takes at most ``timeout`` seconds.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ import httpx
 from mcp_acp_oidc._http import (
     aread_bounded,
     check_url,
+    ip_literal,
     is_loopback_host,
     overall_deadline,
     parse_json_object,
@@ -53,11 +53,16 @@ def _host_problem(name: str, host: str, issuer_host: str) -> str | None:
         return None if is_loopback_host(host) else f"{name} leaves the loopback issuer"
     if is_loopback_host(host):
         return f"{name} points at a loopback address"
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    address = ip_literal(host)
+    if address is None:
         return None
-    if address.is_private or address.is_link_local or address.is_reserved:
+    if (
+        address.is_private
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_unspecified
+        or address.is_multicast
+    ):
         return f"{name} points at a private or link-local address"
     return None
 

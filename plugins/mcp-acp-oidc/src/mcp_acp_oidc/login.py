@@ -7,8 +7,11 @@ never written to the :class:`~mcp_acp.protocols.TokenStorage`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from mcp_acp.errors import AuthenticationError
@@ -51,8 +54,11 @@ async def device_login(
     storage: TokenStorage,
     *,
     show: Callable[[DeviceAuthorization], None],
+    store_lock: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> Subject:
-    """Run the device flow, validate the access token, then store the tokens.
+    """Run the device flow, validate the access token, then store the tokens — under
+    ``store_lock()`` if given (the refresh lock: a proxy's refresh in flight stores before
+    this login, never after it).
 
     A storage failure other than a refusal (a full disk) is a :class:`TokenStorageError`."""
     authorization = await client.start()
@@ -60,10 +66,11 @@ async def device_login(
     tokens = await client.poll(authorization)
     subject = await validator.validate(tokens.access_token)
     record = stored_token(validator.config.issuer, tokens, subject)
-    try:
-        storage.save(record)
-    except AuthenticationError:
-        raise
-    except Exception as exc:  # a storage is another plugin: whatever it raises is reported
-        raise TokenStorageError("save", storage.description, exc) from exc
+    async with store_lock() if store_lock is not None else contextlib.nullcontext():
+        try:
+            await asyncio.to_thread(storage.save, record)
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # a storage is another plugin: whatever it raises is reported
+            raise TokenStorageError("save", storage.description, exc) from exc
     return subject

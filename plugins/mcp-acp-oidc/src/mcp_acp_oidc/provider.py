@@ -147,6 +147,11 @@ class LogoutResult:
     """Why the refresh token was not revoked at the provider, when it was not."""
 
 
+#: How often an expired token that cannot be refreshed sends the provider back to the
+#: token store, for a login made meanwhile in another process.
+STORE_REREAD_SECONDS = 1.0
+
+
 class OIDCIdentityProvider:
     """An :class:`~mcp_acp.protocols.IdentityProvider` backed by OIDC tokens."""
 
@@ -171,6 +176,7 @@ class OIDCIdentityProvider:
         self._token: StoredToken | None = None
         self._lock = asyncio.Lock()
         self._refresh_attempted_at: float | None = None
+        self._reread_at: float | None = None  # the store last read for an expired token
         self._refreshing = False  # a refresh is in flight (see _held_while_refreshing)
         self._discovery_failed_at: float | None = None
         self._verified: tuple[str, Subject, float] | None = None  # token, subject, when
@@ -227,6 +233,19 @@ class OIDCIdentityProvider:
             raise TokenStorageError(action, self.storage.description, exc) from exc
 
     async def _load(self) -> StoredToken:
+        held = self._token
+        if (
+            held is not None
+            and held.refresh_token is None
+            and self._clock() >= held.expires_at.timestamp()
+        ):
+            # expired, with nothing to refresh it: only a login elsewhere ('mcp-acp auth
+            # login' in another terminal) can help, so look at the store again — at most
+            # once a second (an unchanged file's key derivation is reused: a cheap read)
+            now = time.monotonic()
+            if self._reread_at is None or now - self._reread_at >= STORE_REREAD_SECONDS:
+                self._reread_at = now
+                self._token = None
         if self._token is None:
             self._token = await self._storage_call("read", self.storage.load, self.options.issuer)
         if self._token is None:
@@ -456,7 +475,9 @@ class OIDCIdentityProvider:
             sleep=self._sleep,
         )
         async with self._lock:
-            subject = await device_login(client, validator, self.storage, show=show)
+            subject = await device_login(
+                client, validator, self.storage, show=show, store_lock=self._store_lock
+            )
             self._token = None  # re-read what was stored
             self._refresh_attempted_at = None
             return subject
@@ -469,7 +490,9 @@ class OIDCIdentityProvider:
         the same; a revocation that fails is reported, not fatal. Only a failure to
         delete raises.
         """
-        async with self._lock:
+        async with self._lock, self._store_lock() as unlocked:
+            # under the refresh lock: a refresh in flight elsewhere (a running proxy) stores
+            # its new tokens before this reads and deletes them, never after
             warning: str | None = None
             try:
                 token = await self._storage_call("read", self.storage.load, self.options.issuer)
@@ -483,7 +506,25 @@ class OIDCIdentityProvider:
             self._token = None
             if warning is not None:
                 warning = f"cannot revoke the refresh token: {warning}; the tokens were deleted"
+            if unlocked is not None:
+                more = f"{unlocked}: a refresh in flight elsewhere may store tokens again"
+                warning = f"{warning}; {more}" if warning else more
             return LogoutResult(had_token=had_token, warning=warning)
+
+    @contextlib.asynccontextmanager
+    async def _store_lock(self) -> AsyncIterator[str | None]:
+        """The refresh lock, for a login's or logout's write to the store; yields ``None``,
+        or — if the lock cannot be had — why not (the write goes ahead all the same:
+        logging out must never fail for want of a lock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self._refresh_lock())
+            except RefreshError as exc:
+                if not exc.error.startswith("lock_"):
+                    raise
+                yield exc.message
+                return
+            yield None
 
     async def _revoke(self, refresh_token: str) -> str | None:
         """Revoke ``refresh_token`` (RFC 7009) if the provider has a revocation endpoint;
