@@ -293,8 +293,9 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     The head is read first: a running writer updates it only after the lines it names are
     written, so every line up to the head's ``seq`` is already there. The line with that
     ``seq`` must carry exactly the head's hash — otherwise the history was rewritten, even
-    if the log goes on past it. Lines after it are allowed: the head is updated at most
-    every ``HEAD_INTERVAL_SECONDS``, so after a crash the log can be a little ahead of it.
+    if the log goes on past it. Lines after it are allowed: the head is updated once a
+    commit is durable, so records written with their fsync deferred (at most 20 ms) can
+    be ahead of it after a crash.
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))

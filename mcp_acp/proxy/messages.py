@@ -8,9 +8,10 @@ A transport that decodes messages itself (streamable HTTP) hands over dicts inst
 The exact bytes go on only if every reader splits them into the same messages: a line
 with a carriage return (JSON whitespace, but a line end to readers that accept ``\r``, as
 Python's text streams do) or a raw U+2028, U+2029 or U+0085 inside a string (line ends to
-``str.splitlines``) could carry a second message past the policy. Such a line is passed
-on re-encoded from its parse — the same JSON value, in ASCII, on one line. ``NaN`` and
-``Infinity``, which are not JSON, make a line invalid.
+``str.splitlines``) could carry a second message past the policy. In such a line the
+carriage returns are dropped and those three characters written as escapes — the same
+JSON value, every other byte as it came. ``NaN`` and ``Infinity``, which are not JSON,
+make a line invalid.
 
 Because the policy decides on this parse and the other side reads the bytes, a message
 that JSON readers can read two ways is marked ``ambiguous``: an object with a key twice
@@ -156,8 +157,12 @@ def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     raise _Ambiguous("the keys of one object are ambiguous")  # not reached: one check failed
 
 
+class _NotJson(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python reads them, JSON has no such value."""
+
+
 def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+    raise _NotJson(f"not valid JSON: {name} is not a JSON value")
 
 
 _decode = json.JSONDecoder(object_pairs_hook=_unambiguous, parse_constant=_not_json).decode
@@ -190,14 +195,27 @@ def parse(line: bytes) -> Message:
     except _Ambiguous as exc:
         message = _classify(json.loads(line), line)
         return attrs.evolve(message, ambiguous=f"ambiguous JSON: {exc}")
+    except _NotJson as exc:  # NaN or Infinity: read leniently, for the id to answer
+        lenient = json.loads(line)
+        return Message("invalid", line, lenient if isinstance(lenient, dict) else {}, str(exc))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")
     if (b"\r" in line or not line.isascii()) and _LINE_BREAKS.search(line):
-        try:  # one line for every reader: the same value, re-encoded
-            line = encode(body)
-        except ValueError as exc:  # a number too large for a float (1e400)
-            return Message("invalid", line, {}, f"cannot be passed on: {exc}")
+        line = _one_line(line)
     return _classify(body, line)
+
+
+def _one_line(line: bytes) -> bytes:
+    """``line`` (valid JSON, valid UTF-8) as every reader splits it: a carriage return can
+    stand only between tokens, where it is whitespace, and goes; U+2028, U+2029 and U+0085
+    can stand only inside strings, where their escapes mean the same. The bytes of every
+    other token — numbers above all — stay as they were."""
+    return (
+        line.replace(b"\r", b"")
+        .replace(b"\xe2\x80\xa8", b"\\u2028")
+        .replace(b"\xe2\x80\xa9", b"\\u2029")
+        .replace(b"\xc2\x85", b"\\u0085")
+    )
 
 
 def from_body(body: dict[str, Any]) -> Message:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -65,6 +66,8 @@ MAX_ASKED = 1_000
 #: What a client reads when mcp-acp itself failed on its message (a bug; the traceback is
 #: in mcp-acp's log).
 INTERNAL = "internal error; see mcp-acp's log"
+#: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
+_DECIMAL = re.compile(r"-?[0-9]+")
 #: List methods whose results are filtered, and how to ask about each item.
 _LISTS: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "tools/list": ("tools", "tools/call", lambda t: {"name": t.get("name"), "arguments": {}}),
@@ -158,6 +161,7 @@ class Relay:
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
+        self._backend_deciding: dict[Any, asyncio.Task[None]] = {}  # its requests, deciding
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
@@ -166,6 +170,9 @@ class Relay:
         # defined with hidden-instruction markers (mcp_acp.proxy.screening): not listed, and
         # the requests using them denied
         self._quarantined: dict[str, dict[str, tuple[str, str]]] = {key: {} for key in _KINDS}
+        # of those, the names quarantined for being listed twice with different definitions
+        # (lifted by a list that names them once, whatever the screening setting)
+        self._twice: dict[str, set[str]] = {key: set() for key in _KINDS}
         # tool name -> (digest of its new definition, the fields that changed) for tools
         # whose definition differs from their pin: not listed, calls denied until approved
         self._changed: dict[str, tuple[str, str]] = {}
@@ -372,7 +379,7 @@ class Relay:
         twins: list[str | int] = [request_id]
         if isinstance(request_id, int):
             twins.append(str(request_id))
-        elif request_id.lstrip("-").isdigit() and str(int(request_id)) == request_id:
+        elif _DECIMAL.fullmatch(request_id) and str(int(request_id)) == request_id:
             twins.append(int(request_id))
         return any(t in self._deciding or t in self._in_flight for t in twins)
 
@@ -487,13 +494,33 @@ class Relay:
         elif message.ambiguous is not None and message.kind == "notification":
             log.warning("backend notification refused: %s", message.ambiguous)
         elif message.kind == "request":
-            self._spawn(self._backend_request(message))
+            task = self._spawn(self._backend_request(message))
+            self._backend_deciding[message.id] = task
+            task.add_done_callback(lambda _: self._backend_deciding.pop(message.id, None))
         elif message.kind == "notification":
+            if message.method == "notifications/cancelled":
+                cancelled = message.params.get("requestId")
+                if isinstance(cancelled, str | int):
+                    self._asked.pop(cancelled, None)  # no answer is owed to it any more
+                    deciding = self._backend_deciding.get(cancelled)
+                    if deciding is not None:
+                        deciding.cancel()  # not yet decided: never reaches the client
             # awaited here: in order with the answers around it
             forward = functools.partial(self._send_client, message.raw)
             await self._notification("backend", message, forward)
         else:
             log.warning("backend sent an invalid message: %s", message.problem)
+            answered = message.reply_id  # an answer the client waits for: it gets an error
+            if (
+                answered is not None
+                and "method" not in message.body
+                and answered in self._in_flight
+            ):
+                method = self._in_flight.pop(answered)
+                text = f"the backend's answer was refused: {message.problem} (request {answered})"
+                error = error_response(answered, BACKEND_FAILED, text)
+                await self._send_client(encode(error))
+                self._record_response(error, answered, method)
 
     async def _refuse_answer(self, message: Message, method: str | None) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
@@ -557,6 +584,13 @@ class Relay:
         original = Message("request", b"", {"id": message.id, "method": method or ""})
         for key, item in embedded.items():
             ask = Message("request", b"", item if isinstance(item, dict) else {})
+            if not self.pep.admit("backend", ask.method):  # requests of the backend's own
+                reason = (
+                    "denied: the backend's answer asks the client more than "
+                    "proxy.rate_limits allows (notifications_per_second, notification_burst)"
+                )
+                await self._deny(original, reason, "builtin-rate-flood")
+                return False
             try:
                 verdict = await self.pep.check(
                     ask.method, ask.params, f"{message.id}/{key}", flood_guard=False
@@ -660,6 +694,7 @@ class Relay:
         if key == "tools":
             for tool in items:
                 self._remember_annotations(tool)
+        items = self._one_each(key, items)
         if self.tool_screening == "quarantine":
             items = [item for item in items if not self._quarantine(key, item)]
         if key == "tools" and self.pins is not None:
@@ -757,7 +792,53 @@ class Relay:
         if not findings:
             held.pop(name, None)
             return False
-        digest, _ = payload_digest(entry)
+        self._hold(key, name, payload_digest(entry)[0], findings)
+        return True
+
+    def _one_each(self, key: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``entries`` with each name once. A name listed twice with one definition is kept
+        once; listed with different definitions it is ambiguous — which one would a call
+        meet? — and quarantined: none of its entries listed, its uses denied (screening on
+        or off). Otherwise the pins would compare the first definition and let the other
+        through."""
+        name_of = _KINDS[key].key
+        seen: dict[Any, list[dict[str, Any]]] = {}
+        for entry in entries:
+            name = entry.get(name_of)
+            if isinstance(name, str):
+                seen.setdefault(name, []).append(entry)
+        twice = self._twice[key]
+        ambiguous = {
+            name
+            for name, group in seen.items()
+            if len(group) > 1 and any(other != group[0] for other in group[1:])
+        }
+        for name in [name for name in twice if name in seen and name not in ambiguous]:
+            twice.discard(name)  # listed once (or alike) now: lifted
+            self._quarantined[key].pop(name, None)
+        if not ambiguous and all(len(group) == 1 for group in seen.values()):
+            return entries  # the usual case
+        kept = []
+        for name in ambiguous:
+            group = seen[name]
+            if name in twice or len(twice) < MAX_ANNOTATED_TOOLS:
+                twice.add(name)
+            findings = [f"listed {len(group)} times, with different definitions"]
+            self._hold(key, name, payload_digest(group)[0], findings)
+        done: set[str] = set()
+        for entry in entries:
+            name = entry.get(name_of)
+            if not isinstance(name, str):
+                kept.append(entry)
+            elif name not in ambiguous and name not in done:
+                done.add(name)
+                kept.append(entry)
+        return kept
+
+    def _hold(self, key: str, name: str, digest: str, findings: list[str]) -> None:
+        """Quarantine ``name`` (of the list ``key`` names) for ``findings``; recorded once
+        per session and definition (``digest``)."""
+        kind, held = _KINDS[key], self._quarantined[key]
         if held.get(name, (None,))[0] != digest:
             if name in held or len(held) < MAX_ANNOTATED_TOOLS:
                 held[name] = (digest, "; ".join(findings))
@@ -771,7 +852,6 @@ class Relay:
                     detail={kind.detail: name, "definition_sha256": digest, "findings": findings},
                 )
             )
-        return True
 
     def _remember_annotations(self, tool: dict[str, Any]) -> None:
         name, annotations = tool.get("name"), tool.get("annotations")

@@ -583,7 +583,9 @@ def test_a_carriage_return_cannot_carry_a_second_request_past_the_policy(relay: 
     # (Python's universal newlines: the `mcp` SDK's stdio server, this peer's readline)
     proxy, received, log_dir = relay
     smuggled = b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_file"}}'
-    line = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":\r' + smuggled + b"\r}}\n"
+    exact = b'"pi":3.141592653589793238462643383279,"zero":-0,"big":1E400'  # kept byte for byte
+    line = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":\r' + smuggled
+    line += b",\r" + exact + b"}}\n"
     proxy.send_raw(line)
     assert proxy.answer(3)["result"] == {}
     also = '{"jsonrpc":"2.0","id":5,"method":"ping","params":{"y":"a\u2028b\u0085c"}}\n'
@@ -591,7 +593,8 @@ def test_a_carriage_return_cannot_carry_a_second_request_past_the_policy(relay: 
     assert proxy.answer(5)["result"] == {}
     assert proxy.close() == 0
     lines = received.read_bytes().splitlines(keepends=True)
-    assert all(b"\r" not in raw and raw.isascii() for raw in lines)  # re-encoded, one line each
+    assert all(b"\r" not in raw and raw.isascii() for raw in lines)  # one line each
+    assert any(exact in raw for raw in lines)
     saw = backend_saw(received)
     assert [m.get("id") for m in saw if m.get("method") == "ping"] == [3, 5]
     assert not [m for m in saw if m.get("id") == 4]  # never its own message at the backend
@@ -655,6 +658,7 @@ def test_a_cancellation_naming_no_request_is_relayed_and_the_session_goes_on(
     ],
 )
 def test_answers_to_odd_numbers_are_strict_json(relay: Any, line: bytes, problem: str) -> None:
+    # a valid id is answered as itself; one JSON cannot hold (1e400, NaN) with null
     proxy, received, _ = relay
     proxy.send_raw(line + b"\n")
     raw = proxy.lines.get(timeout=30)
@@ -663,8 +667,70 @@ def test_answers_to_odd_numbers_are_strict_json(relay: Any, line: bytes, problem
         raise AssertionError(f"{name} in {raw!r}")
 
     answer = json.loads(raw, parse_constant=refuse)  # what JSON.parse would accept
-    assert answer["id"] is None
+    assert answer["id"] == (7 if b'"id":7' in line else None)
     assert problem in answer["error"]["message"]
     assert proxy.call("ping")["result"] == {}
     assert proxy.close() == 0
     assert [m.get("method") for m in backend_saw(received)].count("ping") == 1
+
+
+def test_a_name_listed_twice_with_two_definitions_is_held_back(relay: Any) -> None:
+    proxy, received, log_dir = relay
+    listed = proxy.call("tools/list", {"cursor": "echo_twice"})["result"]["tools"]
+    assert [t["name"] for t in listed] == []  # frobnicate: denied by policy as ever
+    relisted = proxy.call("tools/list", {"cursor": "echo_twice"})["result"]["tools"]
+    assert relisted == []
+    refused = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "x"}})
+    assert refused["error"]["data"] == {"rule": "builtin-tool-quarantined"}
+    assert "listed 2 times, with different definitions" in refused["error"]["message"]
+    assert "echo" in [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]  # lifted
+    assert "result" in proxy.call("tools/call", {"name": "echo", "arguments": {"text": "y"}})
+    assert proxy.close() == 0
+    calls = [m for m in backend_saw(received) if m.get("method") == "tools/call"]
+    assert [m["params"]["arguments"]["text"] for m in calls] == ["y"]
+    (held,) = [r for r in records(log_dir, "system") if r["event"] == "tool_quarantined"]
+    assert held["detail"]["tool"] == "echo"  # once, though listed so twice
+
+
+def test_requests_inside_a_result_count_against_the_backends_flood_limit(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 0.001, 5)
+    answer = proxy.call("tools/call", {"name": "ask_many", "arguments": {"count": 2_000}})
+    assert answer["error"]["data"] == {"rule": "builtin-rate-flood"}
+    assert proxy.close() == 0
+    asked = [r for r in records(log_dir, "decisions") if r.get("mcp_method") == "roots/list"]
+    assert len(asked) == 5  # the burst, then the answer was refused: not 2,000 records
+
+
+def test_a_request_the_backend_cancelled_is_not_answered_to_it(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 100, 200)
+    request_id = proxy.request("tools/call", {"name": "ask_then_cancel", "arguments": {}})
+    assert proxy.answer(request_id)["result"]["content"][0]["text"] == "cancelled it"
+    # whether c1 reached the client or was cancelled while being decided, an answer to it
+    # is owed to nobody now
+    proxy.send({"jsonrpc": "2.0", "id": "c1", "result": {"roots": []}})
+    assert proxy.answer(proxy.request("ping"))["result"] == {}
+    assert proxy.close() == 0
+    assert not [m for m in backend_saw(received) if m.get("id") == "c1" and "result" in m]
+    assert dropped_counts(log_dir) == {"client": {"response to no request": 1}}
+
+
+def test_an_answer_that_is_not_json_is_an_error_for_its_request(relay: Any) -> None:
+    proxy, _, _ = relay
+    answer = proxy.call("tools/call", {"name": "nan_answer", "arguments": {}})
+    assert answer["error"]["code"] == -32000
+    assert "NaN is not a JSON value" in answer["error"]["message"]
+    assert proxy.close() == 0
+
+
+def test_a_string_id_of_other_digits_is_an_ordinary_id(relay: Any) -> None:
+    proxy, _, _ = relay
+    proxy.send({"jsonrpc": "2.0", "id": "\u00b2", "method": "ping"})
+    assert proxy.answer("\u00b2")["result"] == {}  # type: ignore[arg-type]
+    assert proxy.close() == 0
+    assert "Traceback" not in (proxy.home / "proxy-stderr.txt").read_text()

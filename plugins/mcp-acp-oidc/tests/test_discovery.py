@@ -141,11 +141,15 @@ async def test_bad_endpoints_are_refused(server, field, value) -> None:
         "https://127.0.0.1./jwks",
         "https://localhost./jwks",
         "https://idp.localhost/jwks",
+        # full stops IDNA maps to "." before connecting
+        "https://127\u30020\u30020\u30021/jwks",
+        "https://10\uff0e0\uff0e0\uff0e1/jwks",
+        "https://169\uff61254\uff61169\uff61254/jwks",
     ],
 )
 def test_public_issuer_endpoints_may_not_point_inwards(endpoint: str) -> None:
     issuer = "https://idp.example.test"
-    with pytest.raises(DiscoveryError, match=r"address|loopback"):
+    with pytest.raises(DiscoveryError, match=r"address|loopback|in ASCII"):
         metadata_from_document(issuer, document(issuer, jwks_uri=endpoint))
 
 

@@ -62,8 +62,8 @@ def is_loopback_host(host: str) -> bool:
 def check_url(url: object, *, what: str) -> str | None:
     """Return why ``url`` is unacceptable as an IdP endpoint, or ``None`` if it is fine.
 
-    ``https`` is required except for loopback hosts (test IdPs); no user info, no fragment,
-    no whitespace or control characters.
+    ``https`` is required except for loopback hosts (test IdPs); the host in ASCII; no user
+    info, no fragment, no whitespace or control characters.
     """
     if not isinstance(url, str) or not url:
         return f"{what} is missing or not a string"
@@ -78,6 +78,10 @@ def check_url(url: object, *, what: str) -> str | None:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         return f"{what} must be an https URL (got scheme {parts.scheme!r})"
+    if not host.isascii():
+        # IDNA maps look-alikes to ASCII before connecting ("127。0。0。1" is 127.0.0.1):
+        # a host is checked as the connection will use it, so it must be written so
+        return f"{what} must name its host in ASCII (an international name in punycode)"
     if parts.scheme == "http" and not is_loopback_host(host):
         return f"{what} must use https (http is allowed only for loopback hosts)"
     if parts.username is not None or parts.password is not None:
