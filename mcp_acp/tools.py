@@ -144,7 +144,7 @@ class ToolEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tool: str = Field(min_length=1, description="Tool name glob, case-insensitive.")
+    tool: str = Field(min_length=1, description="Tool name glob, ASCII-case-insensitive.")
     operations: list[str] = Field(default_factory=list)
     side_effects: list[str] = Field(default_factory=list)
     path_arguments: dict[str, PathRole] = Field(
@@ -184,7 +184,11 @@ class ToolRegistry:
     CACHE_SIZE = 1024
 
     def __init__(self, entries: Sequence[ToolEntry]) -> None:
-        self._entries = [(compile_glob(e.tool, paths=False, ignore_case=True), e) for e in entries]
+        # ASCII case only: a look-alike (a dotless i, U+0131) must not get read_file's facts
+        self._entries = [
+            (compile_glob(e.tool, paths=False, ignore_case=True, ascii_case=True), e)
+            for e in entries
+        ]
         self._known: dict[str, ToolFacts] = {}
 
     @classmethod

@@ -59,11 +59,16 @@ def path_glob(pattern: str, text: str) -> bool:
     return segments_match(pattern.split("/"), text.split("/"))
 
 
+def ascii_lower(text: str) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in text)
+
+
 def name_glob(pattern: str, text: str | None, fold: bool) -> bool:
+    """``fold``: ASCII case only (allow rules; deny rules of this suite are ASCII too)."""
     if text is None:
         return False
     if fold:
-        pattern, text = pattern.lower(), text.lower()
+        pattern, text = ascii_lower(pattern), ascii_lower(text)
     return chars_match(pattern, text, True)
 
 

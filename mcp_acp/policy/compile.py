@@ -11,7 +11,8 @@ Matching semantics shared by all checks:
 * for values a request has several of (paths, operations, side effects, extensions), an
   ``allow``/``ask`` rule needs *every* value to match, a ``deny`` rule matches if *any* does;
 * deny rules compare paths, URIs and tool names with case and Unicode compatibility forms
-  folded; allow rules compare them exactly (tool names: case-insensitively).
+  folded; allow rules compare them exactly (tool names: ASCII-case-insensitively, so a
+  non-ASCII look-alike never matches an ASCII name).
 """
 
 from __future__ import annotations
@@ -96,8 +97,11 @@ class _Globs(Check):
         self._get = get
         self._deny = deny
         compiled = [deny_skeleton(p) for p in patterns] if deny else patterns
+        # allow/ask rules fold ASCII case at most: Unicode folding would make the dotless
+        # i (U+0131) of a look-alike of 'read_file' an 'i'; deny rules fold all they can
         self._regexes = tuple(
-            compile_glob(p, paths=paths, ignore_case=ignore_case or deny) for p in compiled
+            compile_glob(p, paths=paths, ignore_case=ignore_case or deny, ascii_case=not deny)
+            for p in compiled
         )
         self._match = _union(self._regexes)
 
