@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import time
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -84,12 +85,15 @@ def _check_double_star(pattern: str) -> str:
 
 #: A glob or a list of globs (any-of) where ``**`` must be a whole segment.
 SegmentGlobs = Annotated[
-    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_double_star)]],
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_double_star)]],
     BeforeValidator(_as_list),
 ]
 
 
 def _check_path_pattern(pattern: str) -> str:
+    """A path pattern in the form request paths are compared in (paths.normalise_path):
+    repeated slashes and ``.`` segments removed, Unicode NFC. A trailing slash is refused
+    rather than dropped: ``/srv/private/`` may mean the directory or everything in it."""
     _check_double_star(pattern)
     if "\x00" in pattern:
         raise ValueError("path pattern contains NUL")
@@ -99,11 +103,19 @@ def _check_path_pattern(pattern: str) -> str:
         raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
     if not (pattern.startswith(("/", "**"))):
         raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
-    return pattern
+    head = "/" if pattern.startswith("/") else ""
+    normal = head + "/".join(part for part in pattern.split("/") if part not in ("", "."))
+    if pattern.endswith("/") and normal != "/":
+        fix = repr(normal) if normal.endswith("**") else f"{normal!r} or {normal + '/**'!r}"
+        raise ValueError(
+            f"path pattern {pattern!r} ends with '/', which no path has once normalised; "
+            f"write {fix}"
+        )
+    return unicodedata.normalize("NFC", normal)
 
 
 PathPatterns = Annotated[
-    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_path_pattern)]],
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_path_pattern)]],
     BeforeValidator(_as_list),
 ]
 

@@ -284,6 +284,30 @@ def test_pattern_globs_do_not_cross_segments(root: Path) -> None:  # 21
     assert decide(deep, "/srv/data/project_secret")[0] is Effect.DENY
 
 
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("{root}//keys/**", "{root}/keys/**"),  # a double slash no normalised path has
+        ("{root}/./keys/**", "{root}/keys/**"),
+        ("**//keys/**", "**/keys/**"),
+        ("{root}/ke\u0301ys/**", "{root}/k\u00e9ys/**"),  # NFD: request paths are NFC
+    ],
+)
+def test_path_patterns_are_normalised_as_paths_are(root: Path, written: str, stored: str) -> None:
+    """A pattern that is not in the normal form of request paths never matched one: deny
+    ``/srv//keys/**`` let ``/srv/keys/id`` through."""
+    keys = root / "keys" if "\u0301" not in written else root / "k\u00e9ys"
+    keys.mkdir()
+    (keys / "id").write_text("key")
+    pattern = written.replace("{root}", str(root))
+    engine = make_engine(
+        {"id": "no-keys", "effect": "deny", "conditions": {"path_pattern": pattern}},
+        {"id": "all", "effect": "allow", "conditions": {"path_pattern": f"{root}/**"}},
+    )
+    assert engine.policy.rules[0].conditions.path_pattern == [stored.replace("{root}", str(root))]
+    assert decide(engine, f"{keys}/id")[:2] == (Effect.DENY, "no-keys")
+
+
 def test_glob_characters_in_requests_are_literal() -> None:  # 22
     engine = make_engine(
         {"id": "exact", "effect": "allow", "conditions": {"path_pattern": "/srv/a/file"}}
