@@ -10,7 +10,9 @@ could read differently is refused with a reason instead of being "cleaned up":
   fullwidth forms, text that is not Unicode NFC;
 * percent-encoding in a plain path (``%2e%2e``);
 * Windows-only aliases: a ``:`` in a name (drive, alternate data stream), a trailing dot or
-  space, reserved device names (``CON``, ``aux.json``, ``COM1``);
+  space, reserved device names (``CON``, ``aux.json``, ``COM1``), a name that looks like an
+  8.3 short name (``SECRET~1``, ``PROGRA~1.TXT``: ``~`` and digits before the end or a dot),
+  which Windows reads as another, longer name;
 * ``/proc/self``, ``/proc/<pid>``, ``/proc/thread-self`` and ``/dev/fd`` magic links;
 * longer than 4096 bytes, or a name longer than 255 bytes.
 
@@ -67,8 +69,10 @@ _MAGIC = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev/fd)(?:/|$)")
 #: Paths made only of these characters need none of the character checks (the fast path).
 _PLAIN = re.compile(r"/[A-Za-z0-9_./+,=@~#&!()\[\]{}' -]*\Z")
 #: Anything a plain path needs the slow, segment-by-segment loop for.
+#: ``~`` and digits before the end of a name or a dot: how a Windows 8.3 short name ends.
+_SHORT_NAME = re.compile(r"~[0-9]+(?:\.|\Z)")
 _NOT_CANONICAL = re.compile(
-    r"//|/\.(?:/|\Z)|/\Z|[. ](?:/|\Z)"
+    r"//|/\.(?:/|\Z)|/\Z|[. ](?:/|\Z)|~[0-9]+(?:[./]|\Z)"
     r"|(?i:(?:^|/)(?:con|prn|aux|nul|com\d|lpt\d) *(?:\.[^/]*)?(?:/|\Z))"
 )
 
@@ -110,6 +114,10 @@ def normalise_path(raw: str) -> str:
             raise AmbiguousPathError(raw, f"name {part!r} ends with a dot or space")
         if part.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_RESERVED:
             raise AmbiguousPathError(raw, f"name {part!r} is a reserved device name")
+        if "~" in part and _SHORT_NAME.search(part):
+            raise AmbiguousPathError(
+                raw, f"name {part!r} looks like a Windows 8.3 short name (another name's alias)"
+            )
         parts.append(part)
     path = "/" + "/".join(parts)
     if path.startswith(("/proc/", "/dev/")) and _MAGIC.match(path):

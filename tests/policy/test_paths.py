@@ -98,6 +98,9 @@ def test_inside_the_project_is_allowed(engine: AcpPolicyEngine, root: Path) -> N
         ("/srv/data/project/NUL", "reserved device name"),
         ("/srv/data/project/COM1.txt", "reserved device name"),
         ("/srv/data/project/aux.json", "reserved device name"),
+        ("/srv/data/project/PROGRA~1", "8.3 short name"),  # 18: Windows reads another name
+        ("/srv/data/project/SECRET~1/db.txt", "8.3 short name"),
+        ("/srv/data/project/REPORT~12.TXT", "8.3 short name"),
         ("/srv/data/project/..\\..\\etc\\passwd", "backslash"),
     ],
 )
@@ -282,6 +285,25 @@ def test_pattern_globs_do_not_cross_segments(root: Path) -> None:  # 21
         {"id": "deep", "effect": "allow", "conditions": {"path_pattern": "/srv/data/project/**"}}
     )
     assert decide(deep, "/srv/data/project_secret")[0] is Effect.DENY
+
+
+def test_an_8_3_short_name_does_not_dodge_a_deny_rule(root: Path) -> None:  # 18
+    """On Windows (or a FAT/SMB share) ``SECRET~1`` is the short name of ``secrets``; a
+    deny rule on ``**/secrets/**`` cannot see that, so such a name is refused."""
+    project = root / "srv/data/project"
+    (project / "secrets").mkdir()
+    (project / "SECRET~1").mkdir()  # a legal Linux name: what the string names here
+    (project / "SECRET~1" / "db.txt").write_text("password")
+    engine = make_engine(
+        {"id": "no-secrets", "effect": "deny", "conditions": {"path_pattern": "**/secrets/**"}},
+        {"id": "project", "effect": "allow", "conditions": {"path_pattern": f"{project}/**"}},
+    )
+    effect, rule, text = decide(engine, f"{project}/SECRET~1/db.txt")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "'SECRET~1' looks like a Windows 8.3 short name" in text
+    for fine in ("notes.txt~", "a~b", "file.~1~", "~1x", "v~2a.txt"):  # editor backups, …
+        (project / fine).write_text("x")
+        assert decide(engine, f"{project}/{fine}")[:2] == (Effect.ALLOW, "project"), fine
 
 
 @pytest.mark.parametrize(
