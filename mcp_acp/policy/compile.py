@@ -295,6 +295,43 @@ class _PathCheck(Check):
         return "; ".join(parts) or "no path argument of the role this rule names"
 
 
+class _UriCheck(Check):
+    """``uri``: globs on the resource URI's normal form (patterns are stored in it too).
+
+    allow/ask: every view matches — for a ``file:`` URI, the path as requested and where
+    its symlinks lead. deny: any deny view matches (folded; also without the query and
+    with escapes decoded)."""
+
+    __slots__ = ("_deny", "_match", "_regexes", "patterns")
+
+    def __init__(self, patterns: Sequence[str], *, deny: bool) -> None:
+        super().__init__("uri", "resource.uri")
+        self.patterns = tuple(patterns)
+        self._deny = deny
+        self._regexes = tuple(
+            compile_glob(deny_skeleton(p) if deny else p, ignore_case=deny) for p in patterns
+        )
+        self._match = _union(self._regexes)
+
+    def test(self, view: RequestView) -> bool:
+        if self._deny:
+            return any(self._match(v) is not None for v in view.uri_deny_views)
+        views = view.uri_views
+        return bool(views) and all(self._match(v) is not None for v in views)
+
+    def describe(self, view: RequestView) -> str:
+        if not view.uri_views:
+            return f"uri (none) does not match {_fmt(self.patterns)}"
+        shown = view.uri_views[0]
+        where = f" (resolves to {view.uri_views[1]})" if len(view.uri_views) > 1 else ""
+        views = view.uri_deny_views if self._deny else view.uri_views
+        if self.test(view):
+            for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+                if any(regex.fullmatch(v) for v in views):
+                    return f"uri {shown}{where} matches {pattern}"
+        return f"uri {shown}{where} does not match {_fmt(self.patterns)}"
+
+
 class _ExtensionCheck(Check):
     __slots__ = ("_deny", "values")
 
@@ -615,18 +652,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
             )
         )
     if c.uri is not None:
-        checks.append(
-            _Globs(
-                "uri",
-                "resource.uri",
-                "uri",
-                c.uri,
-                attrgetter("uri"),
-                paths=True,
-                ignore_case=False,
-                deny=deny,
-            )
-        )
+        checks.append(_UriCheck(c.uri, deny=deny))
     path_fields = {
         name: getattr(c, name)
         for name in ("path_pattern", "source_path", "dest_path")

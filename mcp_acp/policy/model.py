@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from datetime import time
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -32,6 +31,8 @@ from pydantic import (
 )
 
 from mcp_acp.backend_identity import canonical_name
+from mcp_acp.policy.paths import normalise_path_pattern
+from mcp_acp.policy.uris import normalise_uri_pattern
 
 __all__ = [
     "FIELD_ATTRIBUTES",
@@ -90,32 +91,19 @@ SegmentGlobs = Annotated[
 ]
 
 
-def _check_path_pattern(pattern: str) -> str:
-    """A path pattern in the form request paths are compared in (paths.normalise_path):
-    repeated slashes and ``.`` segments removed, Unicode NFC. A trailing slash is refused
-    rather than dropped: ``/srv/private/`` may mean the directory or everything in it."""
-    _check_double_star(pattern)
-    if "\x00" in pattern:
-        raise ValueError("path pattern contains NUL")
-    if "\\" in pattern:
-        raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
-    if ".." in pattern.split("/"):
-        raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
-    if not (pattern.startswith(("/", "**"))):
-        raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
-    head = "/" if pattern.startswith("/") else ""
-    normal = head + "/".join(part for part in pattern.split("/") if part not in ("", "."))
-    if pattern.endswith("/") and normal != "/":
-        fix = repr(normal) if normal.endswith("**") else f"{normal!r} or {normal + '/**'!r}"
-        raise ValueError(
-            f"path pattern {pattern!r} ends with '/', which no path has once normalised; "
-            f"write {fix}"
-        )
-    return unicodedata.normalize("NFC", normal)
+def _check_uri_pattern(pattern: str) -> str:
+    return normalise_uri_pattern(_check_double_star(pattern))
+
+
+#: URI globs, stored in the normal form of the URIs they are compared with (policy.uris).
+UriPatterns = Annotated[
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_uri_pattern)]],
+    BeforeValidator(_as_list),
+]
 
 
 PathPatterns = Annotated[
-    list[Annotated[str, Field(min_length=1), AfterValidator(_check_path_pattern)]],
+    list[Annotated[str, Field(min_length=1), AfterValidator(normalise_path_pattern)]],
     BeforeValidator(_as_list),
 ]
 
@@ -182,7 +170,9 @@ class Conditions(_Strict):
     dest_path: PathPatterns | None = None
     extension: AnyOf | None = None
     scheme: AnyOf | None = None
-    uri: SegmentGlobs | None = None
+    uri: UriPatterns | None = Field(
+        default=None, description="Glob on the resource URI in normal form ('file:///srv/**')."
+    )
     backend_id: AnyOf | None = None
     backend_identity: IdentityPatterns | None = Field(
         default=None,

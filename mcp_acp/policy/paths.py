@@ -40,6 +40,7 @@ __all__ = [
     "file_uri_to_path",
     "is_within",
     "normalise_path",
+    "normalise_path_pattern",
     "resolve_symlinks",
 ]
 
@@ -125,6 +126,33 @@ def normalise_path(raw: str) -> str:
     return path
 
 
+def normalise_path_pattern(pattern: str) -> str:
+    """A path glob in the form request paths are compared in (:func:`normalise_path`):
+    repeated slashes and ``.`` segments removed, Unicode NFC; ``ValueError`` (one line, with
+    the fix) for one that could never match. A trailing slash is refused rather than
+    dropped: ``/srv/private/`` may mean the directory or everything in it."""
+    for segment in pattern.split("/"):
+        if "**" in segment and segment != "**":
+            raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")
+    if "\x00" in pattern:
+        raise ValueError("path pattern contains NUL")
+    if "\\" in pattern:
+        raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
+    if ".." in pattern.split("/"):
+        raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
+    if not (pattern.startswith(("/", "**"))):
+        raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
+    head = "/" if pattern.startswith("/") else ""
+    normal = head + "/".join(part for part in pattern.split("/") if part not in ("", "."))
+    if pattern.endswith("/") and normal != "/":
+        fix = repr(normal) if normal.endswith("**") else f"{normal!r} or {normal + '/**'!r}"
+        raise ValueError(
+            f"path pattern {pattern!r} ends with '/', which no path has once normalised; "
+            f"write {fix}"
+        )
+    return unicodedata.normalize("NFC", normal)
+
+
 def _check_characters(raw: str) -> None:
     """The slow, precise checks for paths with unusual characters (or not absolute)."""
     if not raw:
@@ -158,7 +186,10 @@ def _check_characters(raw: str) -> None:
 
 def file_uri_to_path(uri: str) -> str:
     """Path of a ``file:`` URI (decoded once, then normalised), or ``AmbiguousPathError``."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. "file://[x/": an invalid IPv6 host
+        raise AmbiguousPathError(uri, "is not a valid URI") from None
     if parts.scheme.lower() != "file":
         raise AmbiguousPathError(uri, "is not a file: URI")
     if parts.netloc not in ("", "localhost"):

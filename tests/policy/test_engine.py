@@ -152,13 +152,14 @@ def test_extension() -> None:
 
 
 def test_uri_and_scheme() -> None:
-    engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/**"))
+    engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/a/**"))
 
     def read(uri: str) -> Effect:
         return effect_of(engine, method="resources/read", tool=None, params={"uri": uri})
 
     assert read("https://docs.example/a/b") is Effect.ALLOW
-    assert read("HTTPS://docs.example/a/b") is Effect.DENY  # uri glob is case-sensitive
+    assert read("HTTPS://Docs.Example/a/b") is Effect.ALLOW  # scheme and host ignore case
+    assert read("https://docs.example/A/b") is Effect.DENY  # the path does not
     assert read("http://docs.example/a") is Effect.DENY
 
 
