@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -33,6 +32,7 @@ from mcp_acp.policy.paths import (
     normalise_path,
     resolve_symlinks,
 )
+from mcp_acp.policy.uris import uri_scheme
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["build_decision_request", "resolve_path_arguments", "resource_type_of"]
@@ -130,7 +130,8 @@ def build_decision_request(
     uri = params.get("uri") if method in _URI_METHODS else None
     if uri is not None and not isinstance(uri, str):
         uri = repr(uri)
-    if uri is not None and urlsplit(uri).scheme.lower() == "file":
+    scheme = uri_scheme(uri) if uri is not None else None
+    if uri is not None and scheme == "file":
         # an undecodable URI is left to the engine, which refuses it as ambiguous
         with contextlib.suppress(AmbiguousPathError):
             paths = (*paths, PathArgument(argument="uri", path=file_uri_to_path(uri)))
@@ -149,7 +150,7 @@ def build_decision_request(
             backend_id=backend_id,
             name=name,
             uri=uri,
-            scheme=(urlsplit(uri).scheme.lower() or None) if uri else None,
+            scheme=scheme,
             paths=paths,
             backend_identity=backend_identity,
         ),

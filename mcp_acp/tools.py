@@ -15,9 +15,10 @@ in this order, from
 A tool nothing recognises has no operations — and an unknown operation never matches a rule
 that names operations.
 
-Path arguments are the ones a registry entry names; for a tool no entry names, the generic
-names (``path``, ``file``, ``cwd``, …), the loose ones when their value looks like a path
-(``source``, ``to``, …), and any other string that starts like a path, at any depth.
+Path arguments, for every tool: the generic names (``path``, ``file``, ``cwd``, …) and the
+loose ones (``source``, ``to``, …) when their value looks like a path, plus the ones a
+registry entry names — an entry can add path arguments, never hide one. For a tool no entry
+names, any other string that starts like a path, at any depth, is a path too.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = [
 
 PathRole = Literal["path", "source", "dest"]
 
-#: Argument names that always hold paths, for tools the registry does not list.
+#: Argument names that always hold paths, whatever the tool (a registry entry adds to them).
 GENERIC_PATH_ARGUMENTS: Mapping[str, PathRole] = {
     "path": "path", "paths": "path", "file": "path", "files": "path", "file_path": "path",
     "filepath": "path", "filename": "path", "directory": "path", "dir": "path",
@@ -143,7 +144,7 @@ class ToolEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tool: str = Field(min_length=1, description="Tool name glob, case-insensitive.")
+    tool: str = Field(min_length=1, description="Tool name glob, ASCII-case-insensitive.")
     operations: list[str] = Field(default_factory=list)
     side_effects: list[str] = Field(default_factory=list)
     path_arguments: dict[str, PathRole] = Field(
@@ -160,7 +161,10 @@ class ToolFacts:
     path_arguments: Mapping[str, PathRole]
     source: str  # "registry: <pattern>", "heuristics" or "unknown"
     loose_path_arguments: Mapping[str, PathRole] = attrs.field(factory=dict)
-    #: No registry entry names the tool: its other arguments are scanned for paths too.
+    #: No registry entry names the tool: its other arguments are scanned for paths too, and
+    #: a loose argument is a path when its value merely contains a slash (``a/b``); for a
+    #: registry tool, only when it starts like one (a git ``target`` of ``origin/main`` is
+    #: a branch).
     scan_other_arguments: bool = False
     # the two name maps with casefolded keys: an argument name matches whatever its case
     _declared: Mapping[str, PathRole] = attrs.field(init=False, repr=False, eq=False)
@@ -180,7 +184,11 @@ class ToolRegistry:
     CACHE_SIZE = 1024
 
     def __init__(self, entries: Sequence[ToolEntry]) -> None:
-        self._entries = [(compile_glob(e.tool, paths=False, ignore_case=True), e) for e in entries]
+        # ASCII case only: a look-alike (a dotless i, U+0131) must not get read_file's facts
+        self._entries = [
+            (compile_glob(e.tool, paths=False, ignore_case=True, ascii_case=True), e)
+            for e in entries
+        ]
         self._known: dict[str, ToolFacts] = {}
 
     @classmethod
@@ -202,11 +210,15 @@ class ToolRegistry:
     def _lookup(self, tool_name: str) -> ToolFacts:
         for pattern, entry in self._entries:
             if pattern.fullmatch(tool_name):
+                # the entry adds path arguments (or gives a generic name another role); it
+                # never hides the generic ones, which a server may read whatever the entry says
+                declared = {name.casefold() for name in entry.path_arguments}
                 facts = ToolFacts(
                     frozenset(entry.operations),
                     frozenset(entry.side_effects),
-                    entry.path_arguments,
+                    {**GENERIC_PATH_ARGUMENTS, **entry.path_arguments},
                     f"registry: {entry.tool}",
+                    {k: v for k, v in LOOSE_PATH_ARGUMENTS.items() if k not in declared},
                 )
                 break
         else:
@@ -230,8 +242,9 @@ class ToolRegistry:
         Argument names match whatever their case (a server may well read ``Path`` as
         ``path``). A path-typed argument whose value is not a string (or list of strings)
         is kept as its ``repr``, which the policy will refuse as ambiguous — never silently
-        skipped. For a tool no registry entry names, every other string in the arguments,
-        at any depth, that starts like a path is a path too (:func:`_rooted_strings`).
+        skipped. A loose name (``source``, ``to``) is a path when its value looks like one.
+        For a tool no registry entry names, every other string in the arguments, at any
+        depth, that starts like a path is a path too (:func:`_rooted_strings`).
         """
         found: list[PathArgument] = []
         others: list[tuple[str, Any]] = []
@@ -245,9 +258,15 @@ class ToolRegistry:
                     found.append(PathArgument(argument=name, path=text, role=role))
                 continue
             role = facts._loose.get(folded)
-            if role is not None and isinstance(value, str) and _PATH_LIKE.search(value):
-                found.append(PathArgument(argument=name, path=value, role=role))
-            elif facts.scan_other_arguments:
+            if role is not None and isinstance(value, str):
+                if facts.scan_other_arguments:
+                    path = value if _PATH_LIKE.search(value) else None
+                else:
+                    path = _rooted(value)
+                if path is not None:
+                    found.append(PathArgument(argument=name, path=path, role=role))
+                    continue
+            if facts.scan_other_arguments:
                 others.append((name, value))
         if others:
             found.extend(_rooted_strings(others))

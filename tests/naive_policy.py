@@ -2,18 +2,21 @@
 
 It loops over every rule and every condition of the *uncompiled* policy, matching globs
 with a small recursive matcher instead of regular expressions, and no index. It shares
-only path normalisation (tested on its own against the checklist) with the real engine.
+only path and URI normalisation (tested on their own against the checklist) with the real
+engine.
 If the two ever disagree, one of them misreads docs/policies.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance
 from mcp_acp.policy.glob import deny_skeleton
 from mcp_acp.policy.model import FIELD_ATTRIBUTES, Conditions, PolicyFile
-from mcp_acp.policy.paths import AmbiguousPathError, file_uri_to_path, normalise_path
+from mcp_acp.policy.paths import AmbiguousPathError, normalise_path
+from mcp_acp.policy.uris import normalise_uri
 
 DISCOVERY = {
     "initialize",
@@ -59,11 +62,16 @@ def path_glob(pattern: str, text: str) -> bool:
     return segments_match(pattern.split("/"), text.split("/"))
 
 
+def ascii_lower(text: str) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in text)
+
+
 def name_glob(pattern: str, text: str | None, fold: bool) -> bool:
+    """``fold``: ASCII case only (allow rules; deny rules of this suite are ASCII too)."""
     if text is None:
         return False
     if fold:
-        pattern, text = pattern.lower(), text.lower()
+        pattern, text = ascii_lower(pattern), ascii_lower(text)
     return chars_match(pattern, text, True)
 
 
@@ -82,21 +90,42 @@ def identity_match(pattern: str, name: str, fold: bool) -> bool:
     return want == have
 
 
-def views_of(request: DecisionRequest) -> list[tuple[str, list[str]]] | str:
-    """(role, [normalised, resolved]) per path, or the reason the request is ambiguous."""
+Views = tuple[list[tuple[str, list[str]]], list[str], list[str]]
+
+
+def views_of(request: DecisionRequest) -> Views | str:
+    """(role, [normalised, resolved]) per path, the URI's allow views and its deny views
+    (folded), or the reason the request is ambiguous."""
     out = []
+    uri_allow: list[str] = []
+    uri_deny: list[str] = []
     try:
         for arg in request.resource.paths:
+            if arg.unresolvable:
+                return arg.unresolvable
             views = [normalise_path(arg.path)]
             if arg.resolved and normalise_path(arg.resolved) != views[0]:
                 views.append(normalise_path(arg.resolved))
-            out.append((arg.role, views))
+            out.append((arg.argument, arg.role, views))
         uri = request.resource.uri
-        if uri and uri.lower().startswith("file:"):
-            out.append(("path", [file_uri_to_path(uri)]))
+        if uri is not None:
+            normal = normalise_uri(uri)
+            if normal.startswith("file://"):
+                path = normal[len("file://") :]
+                found = [v for a, _, v in out if a == "uri" and v[0] == path]
+                if not found:
+                    out.append(("uri", "path", [path]))
+                views = found[0] if found else [path]
+                uri_allow = ["file://" + v for v in views]
+                uri_deny = [deny_skeleton(v) for v in uri_allow]
+            else:
+                uri_allow = [normal]
+                forms = [normal, normal.split("#")[0].split("?")[0]]
+                forms += [unquote(f, errors="replace") for f in forms]
+                uri_deny = [deny_skeleton(f) for f in forms]
     except AmbiguousPathError as exc:
         return exc.reason
-    return out
+    return [(role, views) for _, role, views in out], uri_allow, uri_deny
 
 
 ATTRIBUTE = FIELD_ATTRIBUTES
@@ -108,9 +137,8 @@ def ext(path: str) -> str | None:
     return extension.lower() if dot and stem and extension else None
 
 
-def rule_matches(
-    c: Conditions, deny: bool, request: DecisionRequest, paths: list[tuple[str, list[str]]]
-) -> bool:
+def rule_matches(c: Conditions, deny: bool, request: DecisionRequest, seen: Views) -> bool:
+    paths, uri_allow, uri_deny = seen
     a, r, s, env = request.action, request.resource, request.subject, request.environment
 
     def many(listed: Sequence[str], have: frozenset[str]) -> bool:
@@ -145,6 +173,16 @@ def rule_matches(
         tests.append(any(x in s.groups for x in c.groups))
     if c.mcp_client_name is not None:
         tests.append(any(name_glob(p, env.mcp_client_name, True) for p in c.mcp_client_name))
+    if c.scheme is not None:
+        scheme = r.uri.split(":", 1)[0].lower() if r.uri and ":" in r.uri else None
+        tests.append(scheme in [x.lower() for x in c.scheme])
+    if c.uri is not None:
+        if deny:
+            tests.append(any(path_glob(deny_skeleton(p), v) for p in c.uri for v in uri_deny))
+        else:
+            tests.append(
+                bool(uri_allow) and all(any(path_glob(p, v) for p in c.uri) for v in uri_allow)
+            )
     if c.posture is not None:
         passed = {k for k, v in env.posture.items() if v == PostureStatus.PASS}
         tests.append(len(c.posture) > 0 and all(x in passed for x in c.posture))
@@ -197,9 +235,10 @@ def rule_matches(
 def naive_decide(
     policy: PolicyFile, request: DecisionRequest, protected: Sequence[str] = ()
 ) -> tuple[Effect, set[str]]:
-    paths = views_of(request)
-    if isinstance(paths, str):
+    seen = views_of(request)
+    if isinstance(seen, str):
         return Effect.DENY, set()
+    paths = seen[0]
     for _, views in paths:
         for v in views:
             if any(v == p or v.startswith(p + "/") for p in protected):
@@ -210,7 +249,7 @@ def naive_decide(
     for rule in policy.rules:
         if discovery and rule.effect != "deny":
             continue
-        if rule_matches(rule.conditions, rule.effect == "deny", request, paths):
+        if rule_matches(rule.conditions, rule.effect == "deny", request, seen):
             matched.append(rule)
     ids = {rule.id for rule in matched if rule.id}
     for effect in ("deny", "ask", "allow"):

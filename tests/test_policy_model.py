@@ -60,6 +60,16 @@ def test_a_single_string_means_a_one_item_list() -> None:
         ([{"effect": "allow", "conditions": {"path_pattern": "srv/**"}}], {}, "absolute"),
         ([{"effect": "allow", "conditions": {"path_pattern": "C:\\\\x"}}], {}, "'/' separators"),
         ([{"effect": "allow", "conditions": {"path_pattern": "/a\u0000b"}}], {}, "NUL"),
+        (  # no normalised path ends with '/': the pattern would never match
+            [{"effect": "deny", "conditions": {"path_pattern": "/srv/private/"}}],
+            {},
+            "ends with '/', which no path has once normalised; "
+            "write '/srv/private' or '/srv/private/\\*\\*'",
+        ),
+        ([{"effect": "deny", "conditions": {"path_pattern": "/srv/**/"}}], {}, "write '/srv/"),
+        ([{"effect": "deny", "conditions": {"path_pattern": [5]}}], {}, "valid string"),
+        ([{"effect": "deny", "conditions": {"uri": [None]}}], {}, "valid string"),
+        ([{"effect": "deny", "conditions": {"mcp_method": [7]}}], {}, "valid string"),
         (
             [{"effect": "allow", "conditions": {"tool_name": "x", "colour": "red"}}],
             {},

@@ -11,7 +11,8 @@ Matching semantics shared by all checks:
 * for values a request has several of (paths, operations, side effects, extensions), an
   ``allow``/``ask`` rule needs *every* value to match, a ``deny`` rule matches if *any* does;
 * deny rules compare paths, URIs and tool names with case and Unicode compatibility forms
-  folded; allow rules compare them exactly (tool names: case-insensitively).
+  folded; allow rules compare them exactly (tool names: ASCII-case-insensitively, so a
+  non-ASCII look-alike never matches an ASCII name).
 """
 
 from __future__ import annotations
@@ -96,8 +97,11 @@ class _Globs(Check):
         self._get = get
         self._deny = deny
         compiled = [deny_skeleton(p) for p in patterns] if deny else patterns
+        # allow/ask rules fold ASCII case at most: Unicode folding would make the dotless
+        # i (U+0131) of a look-alike of 'read_file' an 'i'; deny rules fold all they can
         self._regexes = tuple(
-            compile_glob(p, paths=paths, ignore_case=ignore_case or deny) for p in compiled
+            compile_glob(p, paths=paths, ignore_case=ignore_case or deny, ascii_case=not deny)
+            for p in compiled
         )
         self._match = _union(self._regexes)
 
@@ -289,6 +293,43 @@ class _PathCheck(Check):
                 if None not in governed_roles and p.role not in governed_roles:
                     parts.append(f"{p.role} path {p.shown} is not covered by this rule")
         return "; ".join(parts) or "no path argument of the role this rule names"
+
+
+class _UriCheck(Check):
+    """``uri``: globs on the resource URI's normal form (patterns are stored in it too).
+
+    allow/ask: every view matches — for a ``file:`` URI, the path as requested and where
+    its symlinks lead. deny: any deny view matches (folded; also without the query and
+    with escapes decoded)."""
+
+    __slots__ = ("_deny", "_match", "_regexes", "patterns")
+
+    def __init__(self, patterns: Sequence[str], *, deny: bool) -> None:
+        super().__init__("uri", "resource.uri")
+        self.patterns = tuple(patterns)
+        self._deny = deny
+        self._regexes = tuple(
+            compile_glob(deny_skeleton(p) if deny else p, ignore_case=deny) for p in patterns
+        )
+        self._match = _union(self._regexes)
+
+    def test(self, view: RequestView) -> bool:
+        if self._deny:
+            return any(self._match(v) is not None for v in view.uri_deny_views)
+        views = view.uri_views
+        return bool(views) and all(self._match(v) is not None for v in views)
+
+    def describe(self, view: RequestView) -> str:
+        if not view.uri_views:
+            return f"uri (none) does not match {_fmt(self.patterns)}"
+        shown = view.uri_views[0]
+        where = f" (resolves to {view.uri_views[1]})" if len(view.uri_views) > 1 else ""
+        views = view.uri_deny_views if self._deny else view.uri_views
+        if self.test(view):
+            for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+                if any(regex.fullmatch(v) for v in views):
+                    return f"uri {shown}{where} matches {pattern}"
+        return f"uri {shown}{where} does not match {_fmt(self.patterns)}"
 
 
 class _ExtensionCheck(Check):
@@ -612,18 +653,7 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
             )
         )
     if c.uri is not None:
-        checks.append(
-            _Globs(
-                "uri",
-                "resource.uri",
-                "uri",
-                c.uri,
-                attrgetter("uri"),
-                paths=True,
-                ignore_case=False,
-                deny=deny,
-            )
-        )
+        checks.append(_UriCheck(c.uri, deny=deny))
     path_fields = {
         name: getattr(c, name)
         for name in ("path_pattern", "source_path", "dest_path")

@@ -2,8 +2,8 @@
 
 Order of a decision (the first step that decides, wins):
 
-1. **ambiguous path** — any path argument that could be read two ways → deny
-   (``builtin-ambiguous-path``);
+1. **ambiguous path** — any path argument or resource URI that could be read two ways →
+   deny (``builtin-ambiguous-path``);
 2. **protected paths** — the config directory and the audit log directory can never be
    touched through the proxy → deny (``builtin-protected-path``);
 3. **discovery** — ``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
@@ -174,7 +174,7 @@ class AcpPolicyEngine:
                 Effect.DENY,
                 "builtin-ambiguous-path",
                 (),
-                f"denied: {view.ambiguous} (ambiguous paths are never guessed)",
+                f"denied: {view.ambiguous} (ambiguous paths and URIs are never guessed)",
             )
         if self._protected and view.paths:
             protected = self._protected_hit(view)

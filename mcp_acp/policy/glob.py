@@ -12,6 +12,10 @@ Path-style globs (paths, URIs, MCP methods):
 Name-style globs (tool names, client names) are the same except that ``*`` matches any run
 of characters: names have no segments.
 
+``ignore_case`` folds case as Python's ``re`` does, which is Unicode case: ``i`` also
+matches the dotless i (U+0131) and ``k`` the Kelvin sign. ``ascii_case`` limits it to ASCII
+letters, so a look-alike name is not the name it imitates (allow rules, the tool registry).
+
 DNS names are segment-style globs whose segments are labels (``separator="."``): ``*`` stays
 within one label, ``**.example.org`` matches ``example.org`` and every name below it.
 """
@@ -27,11 +31,17 @@ __all__ = ["compile_glob", "deny_skeleton", "literal_prefix"]
 
 @lru_cache(maxsize=4096)
 def compile_glob(
-    pattern: str, *, paths: bool = True, ignore_case: bool = False, separator: str = "/"
+    pattern: str,
+    *,
+    paths: bool = True,
+    ignore_case: bool = False,
+    ascii_case: bool = False,
+    separator: str = "/",
 ) -> re.Pattern[str]:
     """Compile ``pattern``; match with ``.fullmatch`` semantics (the regex is anchored).
 
-    ``paths`` makes it segment-style, with segments divided by ``separator``."""
+    ``paths`` makes it segment-style, with segments divided by ``separator``;
+    ``ascii_case`` makes ``ignore_case`` fold ASCII letters only."""
     sep = re.escape(separator)
     star = f"[^{sep}]*" if paths else ".*"
     one = f"[^{sep}]" if paths else "."
@@ -55,7 +65,7 @@ def compile_glob(
         char = pattern[i]
         out.append(star if char == "*" else one if char == "?" else re.escape(char))
         i += 1
-    flags = re.IGNORECASE if ignore_case else 0
+    flags = (re.IGNORECASE | (re.ASCII if ascii_case else 0)) if ignore_case else 0
     return re.compile("(?s:" + "".join(out) + r")\Z", flags)
 
 

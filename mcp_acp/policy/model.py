@@ -32,6 +32,8 @@ from pydantic import (
 
 from mcp_acp.backend_identity import canonical_name
 from mcp_acp.models import NEVER_CACHED
+from mcp_acp.policy.paths import normalise_path_pattern
+from mcp_acp.policy.uris import normalise_uri_pattern
 
 __all__ = [
     "FIELD_ATTRIBUTES",
@@ -85,26 +87,24 @@ def _check_double_star(pattern: str) -> str:
 
 #: A glob or a list of globs (any-of) where ``**`` must be a whole segment.
 SegmentGlobs = Annotated[
-    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_double_star)]],
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_double_star)]],
     BeforeValidator(_as_list),
 ]
 
 
-def _check_path_pattern(pattern: str) -> str:
-    _check_double_star(pattern)
-    if "\x00" in pattern:
-        raise ValueError("path pattern contains NUL")
-    if "\\" in pattern:
-        raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
-    if ".." in pattern.split("/"):
-        raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
-    if not (pattern.startswith(("/", "**"))):
-        raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
-    return pattern
+def _check_uri_pattern(pattern: str) -> str:
+    return normalise_uri_pattern(_check_double_star(pattern))
+
+
+#: URI globs, stored in the normal form of the URIs they are compared with (policy.uris).
+UriPatterns = Annotated[
+    list[Annotated[str, Field(min_length=1), AfterValidator(_check_uri_pattern)]],
+    BeforeValidator(_as_list),
+]
 
 
 PathPatterns = Annotated[
-    list[Annotated[str, Field(min_length=1), BeforeValidator(_check_path_pattern)]],
+    list[Annotated[str, Field(min_length=1), AfterValidator(normalise_path_pattern)]],
     BeforeValidator(_as_list),
 ]
 
@@ -171,7 +171,9 @@ class Conditions(_Strict):
     dest_path: PathPatterns | None = None
     extension: AnyOf | None = None
     scheme: AnyOf | None = None
-    uri: SegmentGlobs | None = None
+    uri: UriPatterns | None = Field(
+        default=None, description="Glob on the resource URI in normal form ('file:///srv/**')."
+    )
     backend_id: AnyOf | None = None
     backend_identity: IdentityPatterns | None = Field(
         default=None,

@@ -10,7 +10,9 @@ could read differently is refused with a reason instead of being "cleaned up":
   fullwidth forms, text that is not Unicode NFC;
 * percent-encoding in a plain path (``%2e%2e``);
 * Windows-only aliases: a ``:`` in a name (drive, alternate data stream), a trailing dot or
-  space, reserved device names (``CON``, ``aux.json``, ``COM1``);
+  space, reserved device names (``CON``, ``aux.json``, ``COM1``), a name that looks like an
+  8.3 short name (``SECRET~1``, ``PROGRA~1.TXT``: ``~`` and digits before the end or a dot),
+  which Windows reads as another, longer name;
 * ``/proc/self``, ``/proc/<pid>``, ``/proc/thread-self`` and ``/dev/fd`` magic links;
 * longer than 4096 bytes, or a name longer than 255 bytes.
 
@@ -38,6 +40,7 @@ __all__ = [
     "file_uri_to_path",
     "is_within",
     "normalise_path",
+    "normalise_path_pattern",
     "resolve_symlinks",
 ]
 
@@ -67,8 +70,10 @@ _MAGIC = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev/fd)(?:/|$)")
 #: Paths made only of these characters need none of the character checks (the fast path).
 _PLAIN = re.compile(r"/[A-Za-z0-9_./+,=@~#&!()\[\]{}' -]*\Z")
 #: Anything a plain path needs the slow, segment-by-segment loop for.
+#: ``~`` and digits before the end of a name or a dot: how a Windows 8.3 short name ends.
+_SHORT_NAME = re.compile(r"~[0-9]+(?:\.|\Z)")
 _NOT_CANONICAL = re.compile(
-    r"//|/\.(?:/|\Z)|/\Z|[. ](?:/|\Z)"
+    r"//|/\.(?:/|\Z)|/\Z|[. ](?:/|\Z)|~[0-9]+(?:[./]|\Z)"
     r"|(?i:(?:^|/)(?:con|prn|aux|nul|com\d|lpt\d) *(?:\.[^/]*)?(?:/|\Z))"
 )
 
@@ -110,11 +115,42 @@ def normalise_path(raw: str) -> str:
             raise AmbiguousPathError(raw, f"name {part!r} ends with a dot or space")
         if part.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_RESERVED:
             raise AmbiguousPathError(raw, f"name {part!r} is a reserved device name")
+        if "~" in part and _SHORT_NAME.search(part):
+            raise AmbiguousPathError(
+                raw, f"name {part!r} looks like a Windows 8.3 short name (another name's alias)"
+            )
         parts.append(part)
     path = "/" + "/".join(parts)
     if path.startswith(("/proc/", "/dev/")) and _MAGIC.match(path):
         raise AmbiguousPathError(raw, "goes through a /proc or /dev/fd magic link")
     return path
+
+
+def normalise_path_pattern(pattern: str) -> str:
+    """A path glob in the form request paths are compared in (:func:`normalise_path`):
+    repeated slashes and ``.`` segments removed, Unicode NFC; ``ValueError`` (one line, with
+    the fix) for one that could never match. A trailing slash is refused rather than
+    dropped: ``/srv/private/`` may mean the directory or everything in it."""
+    for segment in pattern.split("/"):
+        if "**" in segment and segment != "**":
+            raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")
+    if "\x00" in pattern:
+        raise ValueError("path pattern contains NUL")
+    if "\\" in pattern:
+        raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
+    if ".." in pattern.split("/"):
+        raise ValueError(f"path pattern {pattern!r} contains a '..' segment")
+    if not (pattern.startswith(("/", "**"))):
+        raise ValueError(f"path pattern {pattern!r} must be absolute (start with '/' or '**')")
+    head = "/" if pattern.startswith("/") else ""
+    normal = head + "/".join(part for part in pattern.split("/") if part not in ("", "."))
+    if pattern.endswith("/") and normal != "/":
+        fix = repr(normal) if normal.endswith("**") else f"{normal!r} or {normal + '/**'!r}"
+        raise ValueError(
+            f"path pattern {pattern!r} ends with '/', which no path has once normalised; "
+            f"write {fix}"
+        )
+    return unicodedata.normalize("NFC", normal)
 
 
 def _check_characters(raw: str) -> None:
@@ -150,7 +186,10 @@ def _check_characters(raw: str) -> None:
 
 def file_uri_to_path(uri: str) -> str:
     """Path of a ``file:`` URI (decoded once, then normalised), or ``AmbiguousPathError``."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. "file://[x/": an invalid IPv6 host
+        raise AmbiguousPathError(uri, "is not a valid URI") from None
     if parts.scheme.lower() != "file":
         raise AmbiguousPathError(uri, "is not a file: URI")
     if parts.netloc not in ("", "localhost"):

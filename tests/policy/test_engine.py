@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policy_helpers import make_engine, make_request
+from policy_helpers import REGISTRY, make_engine, make_request
 
 from mcp_acp.models import Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.compile import Check
@@ -35,6 +35,35 @@ def test_tool_name_globs_ignore_case() -> None:
     engine = make_engine(rule("allow", tool_name="read_*"))
     assert effect_of(engine, tool="READ_FILE") is Effect.ALLOW
     assert effect_of(engine, tool="write_file") is Effect.DENY
+
+
+@pytest.mark.parametrize(
+    ("pattern", "look_alike"),
+    [
+        ("read_file", "read_f\u0131le"),  # dotless i: re.IGNORECASE folds it to 'i'
+        ("read_file", "READ_F\u0130LE"),  # dotted capital I
+        ("kill_*", "\u212aill_all"),  # KELVIN SIGN K
+        ("list_*", "li\u017ft_secrets"),  # LONG S
+    ],
+)
+def test_allow_rules_and_the_registry_fold_ascii_case_only(pattern: str, look_alike: str) -> None:
+    """A non-ASCII look-alike is another tool: an allow rule for ``read_file`` does not
+    allow it with a dotless i (U+0131), and the registry does not give it read_file's facts."""
+    engine = make_engine(
+        rule("allow", "named", tool_name=pattern), rule("allow", "fs", side_effects="fs_read")
+    )
+    decision = engine.decide(make_request(tool=look_alike))
+    assert decision.effect is Effect.DENY, decision.reason
+    assert not decision.matched
+    facts = REGISTRY.facts(look_alike)  # at most what its ASCII words suggest (heuristics)
+    assert not facts.source.startswith("registry"), facts.source
+    assert not facts.side_effects
+    assert effect_of(engine, tool=pattern.replace("*", "x").upper()) is Effect.ALLOW
+    # deny rules fold all they can (Unicode case and compatibility forms; the İ of
+    # 'READ_FİLE' folds to 'i' plus a combining dot, which no fold removes)
+    deny = make_engine(rule("allow", tool_name="*"), rule("deny", "no", tool_name=pattern))
+    denied = deny.decide(make_request(tool=look_alike)).rule_id == "no"
+    assert denied is ("\u0130" not in look_alike)
 
 
 def test_method_globs_are_case_sensitive_and_segment_bound() -> None:
@@ -123,13 +152,14 @@ def test_extension() -> None:
 
 
 def test_uri_and_scheme() -> None:
-    engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/**"))
+    engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/a/**"))
 
     def read(uri: str) -> Effect:
         return effect_of(engine, method="resources/read", tool=None, params={"uri": uri})
 
     assert read("https://docs.example/a/b") is Effect.ALLOW
-    assert read("HTTPS://docs.example/a/b") is Effect.DENY  # uri glob is case-sensitive
+    assert read("HTTPS://Docs.Example/a/b") is Effect.ALLOW  # scheme and host ignore case
+    assert read("https://docs.example/A/b") is Effect.DENY  # the path does not
     assert read("http://docs.example/a") is Effect.DENY
 
 

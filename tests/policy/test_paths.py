@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,14 @@ from policy_helpers import make_engine, make_request
 
 from mcp_acp.models import Effect
 from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.model import PolicyFile
 from mcp_acp.policy.paths import (
     AmbiguousPathError,
     file_uri_to_path,
     normalise_path,
     resolve_symlinks,
 )
+from mcp_acp.tools import ToolRegistry
 
 
 @pytest.fixture
@@ -95,6 +98,9 @@ def test_inside_the_project_is_allowed(engine: AcpPolicyEngine, root: Path) -> N
         ("/srv/data/project/NUL", "reserved device name"),
         ("/srv/data/project/COM1.txt", "reserved device name"),
         ("/srv/data/project/aux.json", "reserved device name"),
+        ("/srv/data/project/PROGRA~1", "8.3 short name"),  # 18: Windows reads another name
+        ("/srv/data/project/SECRET~1/db.txt", "8.3 short name"),
+        ("/srv/data/project/REPORT~12.TXT", "8.3 short name"),
         ("/srv/data/project/..\\..\\etc\\passwd", "backslash"),
     ],
 )
@@ -281,6 +287,49 @@ def test_pattern_globs_do_not_cross_segments(root: Path) -> None:  # 21
     assert decide(deep, "/srv/data/project_secret")[0] is Effect.DENY
 
 
+def test_an_8_3_short_name_does_not_dodge_a_deny_rule(root: Path) -> None:  # 18
+    """On Windows (or a FAT/SMB share) ``SECRET~1`` is the short name of ``secrets``; a
+    deny rule on ``**/secrets/**`` cannot see that, so such a name is refused."""
+    project = root / "srv/data/project"
+    (project / "secrets").mkdir()
+    (project / "SECRET~1").mkdir()  # a legal Linux name: what the string names here
+    (project / "SECRET~1" / "db.txt").write_text("password")
+    engine = make_engine(
+        {"id": "no-secrets", "effect": "deny", "conditions": {"path_pattern": "**/secrets/**"}},
+        {"id": "project", "effect": "allow", "conditions": {"path_pattern": f"{project}/**"}},
+    )
+    effect, rule, text = decide(engine, f"{project}/SECRET~1/db.txt")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "'SECRET~1' looks like a Windows 8.3 short name" in text
+    for fine in ("notes.txt~", "a~b", "file.~1~", "~1x", "v~2a.txt"):  # editor backups, …
+        (project / fine).write_text("x")
+        assert decide(engine, f"{project}/{fine}")[:2] == (Effect.ALLOW, "project"), fine
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("{root}//keys/**", "{root}/keys/**"),  # a double slash no normalised path has
+        ("{root}/./keys/**", "{root}/keys/**"),
+        ("**//keys/**", "**/keys/**"),
+        ("{root}/ke\u0301ys/**", "{root}/k\u00e9ys/**"),  # NFD: request paths are NFC
+    ],
+)
+def test_path_patterns_are_normalised_as_paths_are(root: Path, written: str, stored: str) -> None:
+    """A pattern that is not in the normal form of request paths never matched one: deny
+    ``/srv//keys/**`` let ``/srv/keys/id`` through."""
+    keys = root / "keys" if "\u0301" not in written else root / "k\u00e9ys"
+    keys.mkdir()
+    (keys / "id").write_text("key")
+    pattern = written.replace("{root}", str(root))
+    engine = make_engine(
+        {"id": "no-keys", "effect": "deny", "conditions": {"path_pattern": pattern}},
+        {"id": "all", "effect": "allow", "conditions": {"path_pattern": f"{root}/**"}},
+    )
+    assert engine.policy.rules[0].conditions.path_pattern == [stored.replace("{root}", str(root))]
+    assert decide(engine, f"{keys}/id")[:2] == (Effect.DENY, "no-keys")
+
+
 def test_glob_characters_in_requests_are_literal() -> None:  # 22
     engine = make_engine(
         {"id": "exact", "effect": "allow", "conditions": {"path_pattern": "/srv/a/file"}}
@@ -360,6 +409,84 @@ def test_a_registry_tool_is_read_as_the_registry_says_whatever_the_case() -> Non
         tool="write_file", arguments={"path": "/srv/project/a", "content": "/etc/passwd"}
     )
     assert [p.argument for p in write.resource.paths] == ["path"]
+
+
+@pytest.fixture
+def starter() -> AcpPolicyEngine:
+    text = resources.files("mcp_acp.data").joinpath("starter_policy.json").read_text("utf-8")
+    return AcpPolicyEngine(PolicyFile.model_validate_json(text))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A home directory with real keys in it."""
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("fetch_file", {"path": ".ssh/id_rsa"}),  # was filed under 'fetch_*': no paths
+        ("fetch_local_file", {"file_path": ".aws/credentials"}),
+        ("git_diff_file", {"repo_path": "", "file": ".ssh/id_rsa"}),  # under 'git_diff*'
+        ("fetch", {"url": "https://example.test/", "file": ".ssh/id_rsa"}),
+        ("read_file", {"path": "ok.txt", "paths": [".ssh/id_rsa"]}),
+        ("list_allowed_directories", {"path": ".ssh/id_rsa"}),
+        ("evaluate_file", {"filename": ".ssh/id_rsa"}),  # under 'evaluate*': no paths
+        ("git_diff", {"repo_path": "", "target": "{home}/.ssh/id_rsa"}),  # loose, rooted
+    ],
+)
+def test_a_registry_entry_never_hides_a_generic_path_argument(  # 23
+    starter: AcpPolicyEngine, home: Path, tool: str, arguments: dict[str, object]
+) -> None:
+    """The generic path names are paths for every tool: a registry entry adds path
+    arguments, it cannot make ``path`` or ``file`` of a tool it names invisible."""
+
+    def place(value: object) -> object:
+        if isinstance(value, list):
+            return [place(item) for item in value]
+        if isinstance(value, str) and not value.startswith(("http", "{")):
+            return f"{home}/{value}".rstrip("/")
+        return value.replace("{home}", str(home)) if isinstance(value, str) else value
+
+    request = make_request(tool=tool, arguments={k: place(v) for k, v in arguments.items()})
+    decision = starter.decide(request)
+    assert decision.effect is Effect.DENY, (decision.rule_id, request.resource.paths)
+    assert decision.rule_id in {"deny-secrets", "deny-code-execution"}, decision.reason
+    assert any(".ssh" in p.path or ".aws" in p.path for p in request.resource.paths)
+
+
+def test_tools_that_only_share_a_prefix_are_not_filed_under_an_entry(home: Path) -> None:
+    """``fetch_*``, ``git_diff*``, ``exec*``, ``shell*`` filed any tool with that prefix as
+    a network fetch, a diff or a shell — and a registry tool's other arguments are not
+    scanned, so a key written by ``executive_report`` went unseen."""
+    registry = ToolRegistry.default()
+    assert registry.facts("fetch_local_file").side_effects == frozenset()
+    assert registry.facts("fetch").side_effects == {"network_egress"}
+    assert registry.facts("git_diff_unstaged").source == "registry: git_diff_unstaged"
+    assert "code_exec" not in registry.facts("shellcheck").side_effects
+    for tool in ("shell", "shell_exec", "exec", "exec_command", "execute_code", "run_python"):
+        assert "code_exec" in registry.facts(tool).side_effects, tool
+    engine = make_engine(
+        {"id": "no-ssh", "effect": "deny", "conditions": {"path_pattern": "**/.ssh/**"}},
+        {"id": "reports", "effect": "allow", "conditions": {"tool_name": "executive_report"}},
+    )
+    keys = f"{home}/.ssh/authorized_keys"
+    request = make_request(tool="executive_report", arguments={"out": keys, "title": "Q3"})
+    assert [p.path for p in request.resource.paths] == [keys]
+    assert engine.decide(request).rule_id == "no-ssh"
+
+
+def test_a_loose_argument_of_a_registry_tool_is_a_path_only_when_rooted() -> None:
+    """git_diff's ``target`` is a branch name (``origin/main``), not a relative path."""
+    request = make_request(
+        tool="git_diff", arguments={"repo_path": "/srv/repo", "target": "origin/main"}
+    )
+    assert [p.argument for p in request.resource.paths] == ["repo_path"]
 
 
 def test_too_many_values_to_scan_make_the_paths_ambiguous() -> None:

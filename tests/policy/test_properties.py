@@ -80,6 +80,16 @@ PATH_GLOBS = [
     "**",
     "/srv/**/k.pem",
 ]
+URI_GLOBS = [
+    "file:///srv/**",
+    "file:///srv/a/*",
+    "file:///etc/**",
+    "https://h/**",
+    "https://h/a",
+    "HTTPS://H:443/a/**",
+    "memo://n/*",
+    "**",
+]
 OPS = ["read", "write", "delete", "execute"]
 EFFECTS = ["read", "fs_read", "fs_write", "code_exec", "network_egress"]
 PROTECTED = ("/srv/protected",)
@@ -100,6 +110,8 @@ conditions = st.fixed_dictionaries(
         "source_path": some(PATH_GLOBS, 2),
         "dest_path": some(PATH_GLOBS, 2),
         "extension": some(["txt", ".pem", "PEM", "md"]),
+        "scheme": some(["file", "HTTPS", "memo"], 2),
+        "uri": some(URI_GLOBS),
         "resource_type": some(["tool", "resource", "prompt", "server"], 2),
         "backend_id": some(["fs", "f*", "git"], 2),
         "backend_identity": some(
@@ -164,6 +176,14 @@ def requests(draw: st.DrawFn) -> Any:
                         "https://h/a",
                         "file:///etc/passwd",
                         "file:///srv/a/%2e%2e",
+                        "file://localhost/srv//a/x.txt",
+                        "FILE:/ETC/passwd",
+                        "https://H:443/%61/b?q",
+                        "https://h/a/../b",
+                        "https://h/A#x",
+                        "memo://n/x",
+                        "memo://N/x",
+                        "notes",
                     ]
                 )
             )

@@ -506,16 +506,17 @@ async def test_cancellation_and_audit_failure_from_the_identity_pass_through(
 
 
 async def test_a_request_that_cannot_be_prepared_is_a_recorded_denial(tmp_path: Path) -> None:
-    """A client's URI that ``urlsplit`` refuses must not leave its request unanswered."""
+    """Arguments the request builder cannot read (a key that is not a string) must not
+    leave the request unanswered. (A URI ``urlsplit`` refuses, ``http://[x``, is no
+    longer one: the policy denies it as ambiguous.)"""
     setup = Setup(tmp_path, Limits())
     await setup.trail.start()
-    verdict = await setup.pep.check("resources/read", {"uri": "http://[x"}, 1)
+    odd = {"name": "read_file", "arguments": {1: "/data/a.txt"}}
+    verdict = await setup.pep.check("tools/call", odd, 1)
     await setup.trail.close()
     assert not verdict.allowed
     assert verdict.rule_id == "builtin-request-error"
-    assert (
-        verdict.reason == "denied: the request could not be prepared: ValueError: Invalid IPv6 URL"
-    )
+    assert verdict.reason.startswith("denied: the request could not be prepared: AttributeError")
     (record,) = setup.decisions()
     assert record["rule_id"] == "builtin-request-error"
     assert record["subject_id"] == "alice"
