@@ -18,11 +18,16 @@ conditions). Every later connection's handshake must prove the same names before
 a request is sent on it; policy decisions were made for that server, not for whichever
 other server the same CA vouches for.
 
+The connection goes to the configured URL and nowhere else: proxy variables of the
+environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and ``.netrc``
+are never used (``trust_env`` off). ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` still choose the
+trust store of an HTTPS backend verified without a TLS provider.
+
 How it fails:
 
 * at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
   within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
-  whose identity cannot be read, 401/403 or 404 are a
+  whose identity cannot be read, 401/403, 404 or a 5xx are a
   :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
 * mid-session, a refused or broken connection, a new connection to a server with another
   identity, or a request whose answer does not start within ``timeout_seconds``, fails the
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -100,6 +106,17 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _trust_store() -> ssl.SSLContext | bool:
+    """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
+    the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
+    would, which ``trust_env`` off also turns off)."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    return True
+
+
 async def _listener_waits(request: httpx2.Request) -> None:
     """The GET stream of a session (server-initiated messages) may rightly stay quiet for
     hours: no read timeout on it, or the SDK gives up on it after two quiet periods and
@@ -133,13 +150,21 @@ class HttpChannel:
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
 
     def _client(self) -> httpx2.AsyncClient:
+        """The one client of the session: probe, requests, event stream and the final
+        DELETE. Never through a proxy of the environment (``trust_env`` off, here and on
+        the pool): the backend's traffic, its credentials included, goes to its URL only."""
         hooks = [_listener_waits]
         if self._ssl_context is not None:
             hooks.append(self._watch_handshakes)
+        pool = httpx2.AsyncHTTPTransport(
+            verify=self._ssl_context if self._ssl_context is not None else _trust_store(),
+            trust_env=False,
+        )
         return httpx2.AsyncClient(
             headers=self.backend.headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
-            verify=self._ssl_context if self._ssl_context is not None else True,
+            trust_env=False,
+            transport=pool,
             event_hooks={"request": hooks},
         )
 
@@ -248,6 +273,11 @@ class HttpChannel:
             raise BackendError(
                 f"no MCP endpoint at {where}: HTTP 404",
                 fix="check backend.url, including its path (often '/mcp')",
+            )
+        if status >= 500:  # a server in trouble, or a gateway with no server behind it
+            raise BackendError(
+                f"the backend at {where} answered HTTP {status}",
+                fix="check backend.url and that the server is running and healthy",
             )
 
     async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:

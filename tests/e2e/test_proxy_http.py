@@ -469,3 +469,84 @@ def test_https_without_a_tls_provider_proves_no_identity(
     (decision,) = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
     assert decision["effect"] == "deny"
     assert "backend_identity" not in decision
+
+
+class RecordingProxy:
+    """A forward proxy that records what it is sent and answers every request with 502 (the
+    corporate proxy of a user's ``HTTP_PROXY``); also a backend that is not MCP."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self.received.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def recording_proxy() -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy()
+    yield proxy
+    proxy.close()
+
+
+def test_environment_proxies_are_ignored(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    isolated_home: Path,
+    recording_proxy: RecordingProxy,
+) -> None:
+    """The backend's plaintext traffic, its credential included, goes straight to the
+    configured URL, never to a proxy the environment names."""
+    token = CANARIES[0].decode()
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, token=token)
+    try:
+        configure(server.url, "--backend-header", f"Authorization: Bearer {token}")
+        proxies = {
+            name: recording_proxy.url
+            for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+            for name in (base, base.lower())
+        }
+        clean = {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+        proxy = Proxy(isolated_home, {**clean, **proxies})
+        try:
+            proxy.initialize()
+            assert tool_call(proxy, "echo", text="x")["result"]["content"][0]["text"] == "echo:x"
+            assert proxy.close() == 0
+        finally:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+    finally:
+        server.kill()
+    assert recording_proxy.received == []
+
+
+def test_a_start_probe_answered_with_a_server_error_fails_start(
+    configure: Callable[..., Path], env: dict[str, str], recording_proxy: RecordingProxy
+) -> None:
+    """A 5xx to the start probe (a gateway with nothing behind it) is not an MCP server."""
+    url = recording_proxy.url + "/mcp"
+    log_dir = configure(url)
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert f"the backend at {url} answered HTTP 502" in line
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url
