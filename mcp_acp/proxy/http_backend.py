@@ -29,11 +29,13 @@ How it fails:
   within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
   whose identity cannot be read, 401/403, 404 or a 5xx are a
   :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
-* mid-session, a refused or broken connection, a new connection to a server with another
-  identity, or a request whose answer does not start within ``timeout_seconds``, fails the
-  SDK transport: :meth:`HttpChannel.receive` ends and the relay answers every request in
-  flight (exit 17). A request whose SSE answer goes quiet for longer gets an error from
-  the SDK and the session goes on.
+* mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
+  error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
+  within ``timeout_seconds``, is cut short, or is larger than 10 MiB or compressed;
+* the backend is gone only when a connection cannot be made (refused, unreachable, a
+  failed TLS handshake) and the probe, tried again at once, fails as it would at start —
+  or at once when a new connection presents another identity. Then
+  :meth:`HttpChannel.receive` ends and the relay answers every request in flight (exit 17).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ from mcp_acp.backend_identity import PeerCertificate, verified_certificate
 from mcp_acp.config import HttpBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.channel import Unsendable
+from mcp_acp.proxy.http_guard import UNGUARDED, GuardedTransport, IdentityRefused
+from mcp_acp.proxy.http_guard import describe as _describe
 from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, from_body
 
 __all__ = ["HttpChannel", "IdentityRefused"]
@@ -87,23 +91,6 @@ def _without_query(url: str) -> str:
     """The URL as it is recorded and matched: a query or fragment may carry a secret."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-class IdentityRefused(Exception):
-    """A handshake did not prove the backend's identity: its certificate could not be read,
-    or it names another server than the one the session started with."""
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    """One short phrase for an error from the transport (exception groups unwrapped)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, IdentityRefused):
-        return str(exc)
-    if isinstance(exc, httpx2.TimeoutException):
-        return f"no answer within {timeout:g} s ({type(exc).__name__})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _trust_store() -> ssl.SSLContext | bool:
@@ -145,6 +132,9 @@ class HttpChannel:
         self._reading: anyio.CancelScope | None = None
         self._closing = False
         self._lost = "the connection closed"
+        self._gone = False  # decided: the backend is gone (see _connect_failed)
+        self._http: httpx2.AsyncClient | None = None
+        self._checking: asyncio.Future[None] | None = None  # the probe after a failed connect
         self._negotiated: str | None = None  # handshake era: the initialize result's version
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
@@ -160,11 +150,18 @@ class HttpChannel:
             verify=self._ssl_context if self._ssl_context is not None else _trust_store(),
             trust_env=False,
         )
+        headers = {k: v for k, v in self.backend.headers.items() if k.lower() != "accept-encoding"}
+        headers["Accept-Encoding"] = "identity"  # a compressed body would inflate past the limit
         return httpx2.AsyncClient(
-            headers=self.backend.headers,
+            headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             trust_env=False,
-            transport=pool,
+            transport=GuardedTransport(
+                pool,
+                timeout=self.backend.timeout_seconds,
+                max_bytes=MAX_MESSAGE_BYTES,
+                on_connect_failure=self._connect_failed,
+            ),
             event_hooks={"request": hooks},
         )
 
@@ -222,7 +219,7 @@ class HttpChannel:
         return await self._starting
 
     async def _connect(self) -> dict[str, Any]:
-        client = self._client()
+        client = self._http = self._client()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.ensure_future(self._run(client, ready))
         await ready  # raises the BackendError of a failed probe
@@ -241,7 +238,10 @@ class HttpChannel:
         where, seconds = self.backend_id, self.backend.timeout_seconds
         try:
             async with client.stream(
-                "GET", self.backend.url, headers={"accept": "text/event-stream"}
+                "GET",
+                self.backend.url,
+                headers={"accept": "text/event-stream"},
+                extensions={UNGUARDED: True},  # its errors are reported here
             ) as response:
                 status = response.status_code
         except httpx2.TimeoutException as exc:
@@ -280,6 +280,37 @@ class HttpChannel:
                 fix="check backend.url and that the server is running and healthy",
             )
 
+    async def _connect_failed(self, error: Exception) -> None:
+        """A request could not connect: is the backend gone? Yes if the new connection
+        proved another identity, or if the probe, tried again now, fails as it would at
+        start (one probe at a time, whatever the number of failed requests)."""
+        if self._gone:
+            return
+        if isinstance(error, IdentityRefused):
+            self._end(str(error))
+            return
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._recheck())
+        await asyncio.shield(self._checking)
+
+    async def _recheck(self) -> None:
+        assert self._http is not None  # noqa: S101 - set before the transport runs
+        try:
+            await self._probe(self._http)
+        except BackendError as error:
+            self._end(error.message)
+        else:
+            log.warning("a request to %s could not connect; the probe got through", self.backend_id)
+
+    def _end(self, reason: str) -> None:
+        """The backend is gone: take nothing more from it, and end :meth:`receive`."""
+        if self._gone:
+            return
+        self._gone = True
+        self._lost = reason
+        if self._reading is not None:
+            self._reading.cancel()
+
     async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:
         """Probe, then hold the SDK transport open and move what it reads into the queue."""
         try:
@@ -301,7 +332,8 @@ class HttpChannel:
             if not ready.done():
                 ready.set_exception(exc)
         except Exception as exc:  # the transport failed: an ExceptionGroup from its tasks
-            self._lost = _describe(exc, self.backend.timeout_seconds)
+            if not self._gone:
+                self._lost = _describe(exc, self.backend.timeout_seconds)
             log.debug("HTTP backend transport ended", exc_info=True)
             if not ready.done():
                 ready.set_exception(
@@ -363,6 +395,8 @@ class HttpChannel:
             yield message
 
     def _take(self, item: SessionMessage | Exception) -> None:
+        if self._gone:
+            return  # what the transport still hands over: the relay answers for it
         if isinstance(item, Exception):  # e.g. an SSE event that is not JSON-RPC
             log.warning("the backend sent an unusable message: %s", item)
             return

@@ -14,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from conftest import CANARIES
 from proxy_helpers import CLI, DENIED, E2E, Proxy, records
@@ -469,6 +471,181 @@ def test_https_without_a_tls_provider_proves_no_identity(
     (decision,) = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
     assert decision["effect"] == "deny"
     assert "backend_identity" not in decision
+
+
+# ---------------------------------------------------------------- a backend that misbehaves
+
+FAULTY_SERVER = E2E / "peers" / "faulty_http_server.py"
+
+
+class FaultyServer:
+    """``peers/faulty_http_server.py`` in a subprocess; ``log`` holds what it was sent."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = directory / "requests.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAULTY_SERVER), str(self.log)],
+            stdout=subprocess.PIPE,
+            stderr=(directory / "faulty-stderr.txt").open("w"),
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/mcp"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def faulty_server(tmp_path: Path) -> Iterator[FaultyServer]:
+    server = FaultyServer(tmp_path)
+    yield server
+    server.kill()
+
+
+ALLOW_EVERY_CALL = {
+    "version": "1",
+    "rules": [{"id": "calls", "effect": "allow", "conditions": {"mcp_method": "tools/call"}}],
+}
+
+
+@pytest.fixture
+def configure_faulty(
+    faulty_server: FaultyServer, configure: Callable[..., Path], isolated_home: Path
+) -> Callable[..., Path]:
+    """Configure the faulty server as the backend, every call allowed; ``backend`` fields
+    given by keyword are written into the config (e.g. ``request_timeout_seconds=2``)."""
+
+    def write(*extra: str, **backend: Any) -> Path:
+        log_dir = configure(faulty_server.url, *extra)
+        config_dir = isolated_home / ".config" / "mcp-acp"
+        (config_dir / "policy.json").write_text(json.dumps(ALLOW_EVERY_CALL))
+        config = json.loads((config_dir / "config.json").read_text())
+        config["backend"].update(backend)
+        (config_dir / "config.json").write_text(json.dumps(config))
+        return log_dir
+
+    return write
+
+
+def assert_session_goes_on(proxy: Proxy) -> None:
+    """The proxy still answers, from the backend, and ends cleanly."""
+    assert tool_call(proxy, "echo", text="still here")["result"]["content"][0]["text"] == (
+        "echo:still here"
+    )
+    assert proxy.proc.poll() is None
+    assert proxy.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("tool", "why"),
+    [
+        ("big_json", "larger than 10485760 bytes"),  # a JSON answer (Content-Length)
+        ("big_event", "10485760 byte limit"),  # one server-sent event
+    ],
+)
+def test_an_oversized_answer_fails_its_request_and_the_session_goes_on(
+    tool: str, why: str, configure_faulty: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    """As on stdio: no message over 10 MiB passes, whichever way HTTP carries it."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    too_big = tool_call(proxy, tool, mib=11)
+    assert too_big["error"]["code"] == -32000
+    assert why in too_big["error"]["message"]
+    assert_session_goes_on(proxy)
+
+
+def test_a_compressed_answer_is_refused(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """A gzip body would get past the size limit (it inflates after the count): the channel
+    asks for none (``Accept-Encoding: identity``) and refuses one that comes anyway."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    bomb = tool_call(proxy, "gzip_bomb")
+    assert bomb["error"]["code"] == -32000
+    assert "content-encoding: gzip" in bomb["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = [json.loads(line) for line in faulty_server.log.read_text().splitlines()]
+    assert {r["headers"].get("accept-encoding") for r in sent} == {"identity"}
+
+
+@pytest.mark.parametrize(
+    ("tool", "why"),
+    [
+        ("stall", "no answer within 1 s (ReadTimeout)"),  # headers, half a body, silence
+        ("drop", "RemoteProtocolError"),  # headers, half a body, the connection closed
+    ],
+)
+def test_a_broken_answer_fails_its_request_only(
+    tool: str,
+    why: str,
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+) -> None:
+    log_dir = configure_faulty("--backend-timeout", "1")
+    proxy = start()
+    proxy.initialize()
+    broken = tool_call(proxy, tool)
+    assert broken["error"]["code"] == -32000
+    assert why in broken["error"]["message"]
+    assert_session_goes_on(proxy)
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
+
+
+async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServer) -> None:
+    """64 MiB in chunks, no length given: the channel counts and gives up past 10 MiB; it
+    never holds the whole answer (as the SDK, reading it, would)."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.channel import open_channel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = open_channel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    answers = aiter(channel.receive())
+    call = {"name": "big_json", "arguments": {"mib": 64, "chunked": True}}
+    tracemalloc.start()
+    try:
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": call})
+        )
+        answer = await asyncio.wait_for(anext(answers), timeout=60)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await channel.close()
+    assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
+    assert answer.body["id"] == 7
+    assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_the_backend_is_gone_only_when_the_probe_fails_too(
+    faulty_server: FaultyServer,
+) -> None:
+    """A request that could not connect makes the channel probe the backend again: while it
+    answers, the session goes on; once the probe fails as it would at start, the backend is
+    gone and the channel's messages end."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url, timeout_seconds=2))
+    await channel.start()
+    try:
+        await channel._connect_failed(httpx2.ConnectError("refused once"))
+        assert not channel._gone
+        faulty_server.kill()
+        await channel._connect_failed(httpx2.ConnectError("refused again"))
+        assert [m async for m in channel.receive()] == []  # ended
+        detail, sentence = await channel.exit_detail()
+    finally:
+        await channel.close()
+    assert f"cannot reach the backend at {faulty_server.url}: ConnectError" in detail["error"]
+    assert sentence.startswith("the backend connection was lost (cannot reach the backend")
 
 
 class RecordingProxy:
