@@ -31,7 +31,9 @@ How it fails:
   :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
-  within ``timeout_seconds``, is cut short, or is larger than 10 MiB or compressed;
+  within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
+  not complete within ``request_timeout_seconds`` (the backend is then sent
+  ``notifications/cancelled``, as MCP asks of a client that stops waiting);
 * the backend is gone only when a connection cannot be made (refused, unreachable, a
   failed TLS handshake) and the probe, tried again at once, fails as it would at start —
   or at once when a new connection presents another identity. Then
@@ -71,9 +73,15 @@ from mcp_acp.backend_identity import PeerCertificate, verified_certificate
 from mcp_acp.config import HttpBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.channel import Unsendable
-from mcp_acp.proxy.http_guard import UNGUARDED, GuardedTransport, IdentityRefused
+from mcp_acp.proxy.http_guard import (
+    BACKEND_FAILED,
+    OPEN_ENDED,
+    UNGUARDED,
+    GuardedTransport,
+    IdentityRefused,
+)
 from mcp_acp.proxy.http_guard import describe as _describe
-from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, from_body
+from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, error_response, from_body
 
 __all__ = ["HttpChannel", "IdentityRefused"]
 
@@ -85,6 +93,8 @@ CLOSE_SECONDS = 5.0
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 #: Responses whose results this channel learns from (see ``_learn``).
 _WATCHED = ("initialize", "tools/list")
+#: Ids of requests answered at their deadline, remembered to drop the backend's late answer.
+MAX_EXPIRED = 10_000
 
 
 def _without_query(url: str) -> str:
@@ -135,6 +145,9 @@ class HttpChannel:
         self._gone = False  # decided: the backend is gone (see _connect_failed)
         self._http: httpx2.AsyncClient | None = None
         self._checking: asyncio.Future[None] | None = None  # the probe after a failed connect
+        self._clocks: dict[Any, asyncio.TimerHandle] = {}  # request id -> its deadline
+        self._expired: dict[Any, None] = {}  # ids answered at their deadline (ordered set)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._negotiated: str | None = None  # handshake era: the initialize result's version
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
@@ -159,6 +172,7 @@ class HttpChannel:
             transport=GuardedTransport(
                 pool,
                 timeout=self.backend.timeout_seconds,
+                deadline=self.backend.request_timeout_seconds,
                 max_bytes=MAX_MESSAGE_BYTES,
                 on_connect_failure=self._connect_failed,
             ),
@@ -344,6 +358,9 @@ class HttpChannel:
                 )
         finally:
             self._write = None
+            for clock in self._clocks.values():
+                clock.cancel()  # the relay answers what is still in flight
+            self._clocks.clear()
             self._incoming.put_nowait(None)
             if not ready.done():  # cancelled while starting
                 ready.cancel()
@@ -382,6 +399,8 @@ class HttpChannel:
             raise Unsendable(f"not a valid MCP message ({where}: {first['msg']})") from None
         if message.kind == "request" and message.method in _WATCHED:
             self._watched[message.id] = message.method
+        if message.kind == "request":
+            self._start_clock(message)
         headers = self._headers(message)
         metadata = ClientMessageMetadata(headers=headers) if headers else None
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -402,8 +421,50 @@ class HttpChannel:
             return
         body = item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
         if "method" not in body:
+            request_id = body.get("id")
+            clock = self._clocks.pop(request_id, None)
+            if clock is not None:
+                clock.cancel()
+            elif request_id in self._expired:  # answered already, at its deadline
+                del self._expired[request_id]
+                log.debug("dropped the backend's late answer to request %r", request_id)
+                return
             self._learn(body)
         self._incoming.put_nowait(from_body(body))
+
+    # ---------------------------------------------------------------- deadlines
+
+    def _start_clock(self, message: Message) -> None:
+        """Every request but an open-ended one gets its answer by its deadline."""
+        if message.method in OPEN_ENDED:
+            return
+        self._expired.pop(message.id, None)  # a reused id: the SDK drops the old exchange
+        old = self._clocks.pop(message.id, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.backend.request_timeout_seconds
+        loop = asyncio.get_running_loop()
+        self._clocks[message.id] = loop.call_later(seconds, self._expire, message.id)
+
+    def _expire(self, request_id: Any) -> None:
+        """The deadline passed: the client gets an error now, the backend is told to stop
+        (``notifications/cancelled``), and its answer, should it come, is dropped."""
+        self._clocks.pop(request_id, None)
+        self._watched.pop(request_id, None)
+        if len(self._expired) >= MAX_EXPIRED:
+            self._expired.pop(next(iter(self._expired)))
+        self._expired[request_id] = None
+        seconds = self.backend.request_timeout_seconds
+        text = f"no complete answer from the backend within {seconds:g} s (request {request_id})"
+        self._incoming.put_nowait(from_body(error_response(request_id, BACKEND_FAILED, text)))
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": text},
+        }
+        task = asyncio.ensure_future(self.send(from_body(cancel)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _learn(self, response: dict[str, Any]) -> None:
         """What later requests need: the negotiated version, the tools' header mirrors."""

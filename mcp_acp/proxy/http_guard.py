@@ -11,6 +11,9 @@ connection that cannot be made). Every request of the channel passes this transp
   it will); the SDK bounds each server-sent event itself (``max_sse_event_size``);
 * refuses a compressed answer (the channel asks for none): it would grow past the count
   only after it, when the HTTP library inflates it;
+* ends a request's exchange at its deadline — connecting, headers, body or event stream as
+  a whole (``request_timeout_seconds``), however busy the backend keeps the connection —
+  except the session's GET stream and ``subscriptions/listen``, which stay open by design;
 * turns a failure of one exchange into an answer to that request alone: an HTTP 502 whose
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 import httpx2
 
 __all__ = ["BACKEND_FAILED", "UNGUARDED", "GuardedTransport", "IdentityRefused", "describe"]
@@ -35,6 +40,10 @@ BACKEND_FAILED = -32000
 #: A request extension: pass the request on as it is (the channel's probe reports its own
 #: errors).
 UNGUARDED = "mcp_acp.unguarded"
+#: Requests whose answer is an event stream meant to stay open (2026-07-28): no deadline.
+OPEN_ENDED = frozenset({"subscriptions/listen"})
+#: The header the channel names a 2026-07-28 request's method in.
+_METHOD_HEADER = "mcp-method"
 
 
 class IdentityRefused(Exception):
@@ -63,6 +72,10 @@ def _shown(value: str) -> str:
     return re.sub(r"[^\x20-\x7e]", "?", value[:40])
 
 
+def _remaining(deadline: float) -> float | None:
+    return None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
+
+
 def _failed(request: httpx2.Request, text: str) -> httpx2.Response:
     """What the SDK makes the request's JSON-RPC error of (its id filled in by the SDK)."""
     log.warning("an HTTP %s to the backend failed: %s", request.method, text)
@@ -73,6 +86,30 @@ def _failed(request: httpx2.Request, text: str) -> httpx2.Response:
         content=json.dumps(error).encode(),
         request=request,
     )
+
+
+class _UntilDeadline(httpx2.AsyncByteStream):
+    """An event stream that ends, as a read timeout would end it, at the deadline."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, deadline: float, late: str) -> None:
+        self._inner = inner
+        self._deadline = deadline
+        self._late = late
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = aiter(self._inner)
+        while True:
+            try:
+                with anyio.fail_after(_remaining(self._deadline)):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise httpx2.ReadTimeout(self._late) from None
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
@@ -89,13 +126,16 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         inner: httpx2.AsyncBaseTransport,
         *,
         timeout: float,
+        deadline: float,
         max_bytes: int,
         on_connect_failure: Callable[[Exception], Awaitable[None]],
     ) -> None:
         self._inner = inner
         self._timeout = timeout
+        self._deadline = deadline
         self._max_bytes = max_bytes
         self._on_connect_failure = on_connect_failure
+        self._late = f"no complete answer from the backend within {deadline:g} s"
         self._too_large = (
             f"the backend's answer is larger than {max_bytes} bytes (the limit for one message)"
         )
@@ -103,8 +143,13 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.extensions.get(UNGUARDED):
             return await self._inner.handle_async_request(request)
+        open_ended = request.method == "GET" or request.headers.get(_METHOD_HEADER) in OPEN_ENDED
+        deadline = math.inf if open_ended else anyio.current_time() + self._deadline
         try:
-            response = await self._inner.handle_async_request(request)
+            with anyio.fail_after(_remaining(deadline)):
+                response = await self._inner.handle_async_request(request)
+        except TimeoutError:
+            return _failed(request, self._late)
         except (httpx2.ConnectError, httpx2.ConnectTimeout, IdentityRefused) as exc:
             if request.method != "GET":  # the event stream is retried, then given up, by the SDK
                 await self._on_connect_failure(exc)
@@ -123,18 +168,27 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             )
         kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind == "text/event-stream":
-            return response  # the SDK bounds each event (max_sse_event_size)
-        return await self._read(request, response)
+            if deadline != math.inf:
+                assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
+                response.stream = _UntilDeadline(response.stream, deadline, self._late)
+            return response
+        if deadline == math.inf:  # a body that is not a stream has no reason to take longer
+            deadline = anyio.current_time() + self._deadline
+        return await self._read(request, response, deadline)
 
-    async def _read(self, request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:
-        """The whole body, bounded in size, or the request's error."""
+    async def _read(
+        self, request: httpx2.Request, response: httpx2.Response, deadline: float
+    ) -> httpx2.Response:
+        """The whole body, bounded in size and time, or the request's error."""
         length = response.headers.get("content-length", "").strip()
         try:
             if length.isdigit() and int(length) > self._max_bytes:
                 raise _TooLarge
-            body = await self._body(response)
+            body = await self._body(response, deadline)
         except _TooLarge:
             return _failed(request, self._too_large)
+        except TimeoutError:
+            return _failed(request, self._late)
         except httpx2.TransportError as exc:
             return _failed(
                 request, f"the backend's answer was lost: {describe(exc, self._timeout)}"
@@ -152,16 +206,21 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             extensions=kept,
         )
 
-    async def _body(self, response: httpx2.Response) -> bytes:
+    async def _body(self, response: httpx2.Response, deadline: float) -> bytes:
         assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.stream:
+        pieces = aiter(response.stream)
+        while True:
+            try:
+                with anyio.fail_after(_remaining(deadline)):
+                    chunk = await anext(pieces)
+            except StopAsyncIteration:
+                return b"".join(chunks)
             size += len(chunk)
             if size > self._max_bytes:
                 raise _TooLarge
             chunks.append(chunk)
-        return b"".join(chunks)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

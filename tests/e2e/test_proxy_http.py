@@ -598,6 +598,27 @@ def test_a_broken_answer_fails_its_request_only(
     assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
 
 
+def test_an_answer_that_never_completes_meets_the_request_deadline(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """An event stream that sends a comment every 0.2 s is never quiet long enough for the
+    read timeout; ``request_timeout_seconds`` bounds the request as a whole."""
+    configure_faulty("--backend-timeout", "1", request_timeout_seconds=2)
+    proxy = start()
+    proxy.initialize()
+    endless = tool_call(proxy, "keep_alive")  # Proxy.recv gives up after 30 s
+    assert endless["error"]["code"] == -32000
+    assert "no complete answer from the backend within 2 s" in endless["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = [json.loads(r["body"]) for r in read_log(faulty_server) if r["body"]]
+    cancelled = [m for m in sent if m.get("method") == "notifications/cancelled"]
+    assert [m["params"]["requestId"] for m in cancelled] == [endless["id"]]  # as MCP asks
+
+
+def read_log(server: FaultyServer) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.log.read_text().splitlines()]
+
+
 async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServer) -> None:
     """64 MiB in chunks, no length given: the channel counts and gives up past 10 MiB; it
     never holds the whole answer (as the SDK, reading it, would)."""
