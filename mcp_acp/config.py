@@ -161,6 +161,15 @@ class HttpBackend(_Section):
         le=600,
         description="Seconds that connecting, and each wait for an answer to start, may take.",
     )
+    request_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Seconds one request may take from being sent to the end of its answer, "
+        "however busy the answer keeps the connection (subscriptions/listen excepted); "
+        "beyond, the client gets an error and the backend a cancellation. At least "
+        "timeout_seconds.",
+    )
     tls: ComponentRef | None = Field(
         default=None,
         description="A TLS provider for an https:// backend, e.g. {'use': 'mtls', 'config': "
@@ -184,6 +193,15 @@ class HttpBackend(_Section):
     def _tls_needs_https(self) -> HttpBackend:
         if self.tls is not None and urlsplit(self.url).scheme != "https":
             raise ValueError("'tls' is set, so the url must be https://")
+        return self
+
+    @model_validator(mode="after")
+    def _whole_request_outlasts_its_parts(self) -> HttpBackend:
+        if self.request_timeout_seconds < self.timeout_seconds:
+            raise ValueError(
+                f"request_timeout_seconds ({self.request_timeout_seconds:g}) is shorter than "
+                f"timeout_seconds ({self.timeout_seconds:g}); raise it"
+            )
         return self
 
     @field_validator("headers")

@@ -116,6 +116,7 @@ def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None
         "url": "https://mcp.example.test/mcp",
         "headers": {"Authorization": "Bearer s3cret"},
         "timeout_seconds": 12.0,
+        "request_timeout_seconds": 600.0,
     }
     assert written["audit"]["log_dir"] == str(tmp_path / "logs")
     shown = run_cli("--config", str(target), "config", "show", check=True).stdout

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from mcp_acp.config import (
     CONFIG_ENV,
     Config,
+    HttpBackend,
     load_config,
     redacted,
     resolve_config_path,
@@ -91,6 +92,19 @@ def test_invalid_field_is_named_in_one_line(
     if value is not None:
         assert f"= {value}" in line
     assert "fix:" in line
+
+
+def test_an_http_request_may_take_at_least_as_long_as_its_parts(tmp_path: Path) -> None:
+    backend = {"transport": "http", "url": "https://h/mcp", "timeout_seconds": 60}
+    config = load_config(write(tmp_path / "a" / "config.json", {"backend": backend}))
+    assert isinstance(config.backend, HttpBackend)
+    assert config.backend.request_timeout_seconds == 600
+    short = {"backend": {**backend, "request_timeout_seconds": 30}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "b" / "config.json", short))
+    assert "request_timeout_seconds (30) is shorter than timeout_seconds (60)" in (
+        caught.value.user_line()
+    )
 
 
 def test_secret_values_are_not_echoed_in_errors(tmp_path: Path) -> None:

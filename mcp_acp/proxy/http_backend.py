@@ -18,17 +18,26 @@ conditions). Every later connection's handshake must prove the same names before
 a request is sent on it; policy decisions were made for that server, not for whichever
 other server the same CA vouches for.
 
+The connection goes to the configured URL and nowhere else: proxy variables of the
+environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and ``.netrc``
+are never used (``trust_env`` off). ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` still choose the
+trust store of an HTTPS backend verified without a TLS provider.
+
 How it fails:
 
 * at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
   within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
-  whose identity cannot be read, 401/403 or 404 are a
+  whose identity cannot be read, 401/403, 404 or a 5xx are a
   :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
-* mid-session, a refused or broken connection, a new connection to a server with another
-  identity, or a request whose answer does not start within ``timeout_seconds``, fails the
-  SDK transport: :meth:`HttpChannel.receive` ends and the relay answers every request in
-  flight (exit 17). A request whose SSE answer goes quiet for longer gets an error from
-  the SDK and the session goes on.
+* mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
+  error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
+  within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
+  not complete within ``request_timeout_seconds`` (the backend is then sent
+  ``notifications/cancelled``, as MCP asks of a client that stops waiting);
+* the backend is gone only when a connection cannot be made (refused, unreachable, a
+  failed TLS handshake) and the probe, tried again at once, fails as it would at start —
+  or at once when a new connection presents another identity. Then
+  :meth:`HttpChannel.receive` ends and the relay answers every request in flight (exit 17).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -63,7 +73,15 @@ from mcp_acp.backend_identity import PeerCertificate, verified_certificate
 from mcp_acp.config import HttpBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.channel import Unsendable
-from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, from_body
+from mcp_acp.proxy.http_guard import (
+    BACKEND_FAILED,
+    OPEN_ENDED,
+    UNGUARDED,
+    GuardedTransport,
+    IdentityRefused,
+)
+from mcp_acp.proxy.http_guard import describe as _describe
+from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, error_response, from_body
 
 __all__ = ["HttpChannel", "IdentityRefused"]
 
@@ -75,6 +93,8 @@ CLOSE_SECONDS = 5.0
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 #: Responses whose results this channel learns from (see ``_learn``).
 _WATCHED = ("initialize", "tools/list")
+#: Ids of requests answered at their deadline, remembered to drop the backend's late answer.
+MAX_EXPIRED = 10_000
 
 
 def _without_query(url: str) -> str:
@@ -83,21 +103,15 @@ def _without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-class IdentityRefused(Exception):
-    """A handshake did not prove the backend's identity: its certificate could not be read,
-    or it names another server than the one the session started with."""
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    """One short phrase for an error from the transport (exception groups unwrapped)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, IdentityRefused):
-        return str(exc)
-    if isinstance(exc, httpx2.TimeoutException):
-        return f"no answer within {timeout:g} s ({type(exc).__name__})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _trust_store() -> ssl.SSLContext | bool:
+    """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
+    the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
+    would, which ``trust_env`` off also turns off)."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    return True
 
 
 async def _listener_waits(request: httpx2.Request) -> None:
@@ -128,18 +142,40 @@ class HttpChannel:
         self._reading: anyio.CancelScope | None = None
         self._closing = False
         self._lost = "the connection closed"
+        self._gone = False  # decided: the backend is gone (see _connect_failed)
+        self._http: httpx2.AsyncClient | None = None
+        self._checking: asyncio.Future[None] | None = None  # the probe after a failed connect
+        self._clocks: dict[Any, asyncio.TimerHandle] = {}  # request id -> its deadline
+        self._expired: dict[Any, None] = {}  # ids answered at their deadline (ordered set)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._negotiated: str | None = None  # handshake era: the initialize result's version
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
 
     def _client(self) -> httpx2.AsyncClient:
+        """The one client of the session: probe, requests, event stream and the final
+        DELETE. Never through a proxy of the environment (``trust_env`` off, here and on
+        the pool): the backend's traffic, its credentials included, goes to its URL only."""
         hooks = [_listener_waits]
         if self._ssl_context is not None:
             hooks.append(self._watch_handshakes)
+        pool = httpx2.AsyncHTTPTransport(
+            verify=self._ssl_context if self._ssl_context is not None else _trust_store(),
+            trust_env=False,
+        )
+        headers = {k: v for k, v in self.backend.headers.items() if k.lower() != "accept-encoding"}
+        headers["Accept-Encoding"] = "identity"  # a compressed body would inflate past the limit
         return httpx2.AsyncClient(
-            headers=self.backend.headers,
+            headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
-            verify=self._ssl_context if self._ssl_context is not None else True,
+            trust_env=False,
+            transport=GuardedTransport(
+                pool,
+                timeout=self.backend.timeout_seconds,
+                deadline=self.backend.request_timeout_seconds,
+                max_bytes=MAX_MESSAGE_BYTES,
+                on_connect_failure=self._connect_failed,
+            ),
             event_hooks={"request": hooks},
         )
 
@@ -197,7 +233,7 @@ class HttpChannel:
         return await self._starting
 
     async def _connect(self) -> dict[str, Any]:
-        client = self._client()
+        client = self._http = self._client()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.ensure_future(self._run(client, ready))
         await ready  # raises the BackendError of a failed probe
@@ -216,7 +252,10 @@ class HttpChannel:
         where, seconds = self.backend_id, self.backend.timeout_seconds
         try:
             async with client.stream(
-                "GET", self.backend.url, headers={"accept": "text/event-stream"}
+                "GET",
+                self.backend.url,
+                headers={"accept": "text/event-stream"},
+                extensions={UNGUARDED: True},  # its errors are reported here
             ) as response:
                 status = response.status_code
         except httpx2.TimeoutException as exc:
@@ -249,6 +288,42 @@ class HttpChannel:
                 f"no MCP endpoint at {where}: HTTP 404",
                 fix="check backend.url, including its path (often '/mcp')",
             )
+        if status >= 500:  # a server in trouble, or a gateway with no server behind it
+            raise BackendError(
+                f"the backend at {where} answered HTTP {status}",
+                fix="check backend.url and that the server is running and healthy",
+            )
+
+    async def _connect_failed(self, error: Exception) -> None:
+        """A request could not connect: is the backend gone? Yes if the new connection
+        proved another identity, or if the probe, tried again now, fails as it would at
+        start (one probe at a time, whatever the number of failed requests)."""
+        if self._gone:
+            return
+        if isinstance(error, IdentityRefused):
+            self._end(str(error))
+            return
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._recheck())
+        await asyncio.shield(self._checking)
+
+    async def _recheck(self) -> None:
+        assert self._http is not None  # noqa: S101 - set before the transport runs
+        try:
+            await self._probe(self._http)
+        except BackendError as error:
+            self._end(error.message)
+        else:
+            log.warning("a request to %s could not connect; the probe got through", self.backend_id)
+
+    def _end(self, reason: str) -> None:
+        """The backend is gone: take nothing more from it, and end :meth:`receive`."""
+        if self._gone:
+            return
+        self._gone = True
+        self._lost = reason
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:
         """Probe, then hold the SDK transport open and move what it reads into the queue."""
@@ -271,7 +346,8 @@ class HttpChannel:
             if not ready.done():
                 ready.set_exception(exc)
         except Exception as exc:  # the transport failed: an ExceptionGroup from its tasks
-            self._lost = _describe(exc, self.backend.timeout_seconds)
+            if not self._gone:
+                self._lost = _describe(exc, self.backend.timeout_seconds)
             log.debug("HTTP backend transport ended", exc_info=True)
             if not ready.done():
                 ready.set_exception(
@@ -282,6 +358,9 @@ class HttpChannel:
                 )
         finally:
             self._write = None
+            for clock in self._clocks.values():
+                clock.cancel()  # the relay answers what is still in flight
+            self._clocks.clear()
             self._incoming.put_nowait(None)
             if not ready.done():  # cancelled while starting
                 ready.cancel()
@@ -320,6 +399,8 @@ class HttpChannel:
             raise Unsendable(f"not a valid MCP message ({where}: {first['msg']})") from None
         if message.kind == "request" and message.method in _WATCHED:
             self._watched[message.id] = message.method
+        if message.kind == "request":
+            self._start_clock(message)
         headers = self._headers(message)
         metadata = ClientMessageMetadata(headers=headers) if headers else None
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -333,13 +414,57 @@ class HttpChannel:
             yield message
 
     def _take(self, item: SessionMessage | Exception) -> None:
+        if self._gone:
+            return  # what the transport still hands over: the relay answers for it
         if isinstance(item, Exception):  # e.g. an SSE event that is not JSON-RPC
             log.warning("the backend sent an unusable message: %s", item)
             return
         body = item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
         if "method" not in body:
+            request_id = body.get("id")
+            clock = self._clocks.pop(request_id, None)
+            if clock is not None:
+                clock.cancel()
+            elif request_id in self._expired:  # answered already, at its deadline
+                del self._expired[request_id]
+                log.debug("dropped the backend's late answer to request %r", request_id)
+                return
             self._learn(body)
         self._incoming.put_nowait(from_body(body))
+
+    # ---------------------------------------------------------------- deadlines
+
+    def _start_clock(self, message: Message) -> None:
+        """Every request but an open-ended one gets its answer by its deadline."""
+        if message.method in OPEN_ENDED:
+            return
+        self._expired.pop(message.id, None)  # a reused id: the SDK drops the old exchange
+        old = self._clocks.pop(message.id, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.backend.request_timeout_seconds
+        loop = asyncio.get_running_loop()
+        self._clocks[message.id] = loop.call_later(seconds, self._expire, message.id)
+
+    def _expire(self, request_id: Any) -> None:
+        """The deadline passed: the client gets an error now, the backend is told to stop
+        (``notifications/cancelled``), and its answer, should it come, is dropped."""
+        self._clocks.pop(request_id, None)
+        self._watched.pop(request_id, None)
+        if len(self._expired) >= MAX_EXPIRED:
+            self._expired.pop(next(iter(self._expired)))
+        self._expired[request_id] = None
+        seconds = self.backend.request_timeout_seconds
+        text = f"no complete answer from the backend within {seconds:g} s (request {request_id})"
+        self._incoming.put_nowait(from_body(error_response(request_id, BACKEND_FAILED, text)))
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": text},
+        }
+        task = asyncio.ensure_future(self.send(from_body(cancel)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _learn(self, response: dict[str, Any]) -> None:
         """What later requests need: the negotiated version, the tools' header mirrors."""

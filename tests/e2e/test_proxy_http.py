@@ -14,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from conftest import CANARIES
 from proxy_helpers import CLI, DENIED, E2E, Proxy, records
@@ -469,3 +471,280 @@ def test_https_without_a_tls_provider_proves_no_identity(
     (decision,) = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]
     assert decision["effect"] == "deny"
     assert "backend_identity" not in decision
+
+
+# ---------------------------------------------------------------- a backend that misbehaves
+
+FAULTY_SERVER = E2E / "peers" / "faulty_http_server.py"
+
+
+class FaultyServer:
+    """``peers/faulty_http_server.py`` in a subprocess; ``log`` holds what it was sent."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = directory / "requests.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAULTY_SERVER), str(self.log)],
+            stdout=subprocess.PIPE,
+            stderr=(directory / "faulty-stderr.txt").open("w"),
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/mcp"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def faulty_server(tmp_path: Path) -> Iterator[FaultyServer]:
+    server = FaultyServer(tmp_path)
+    yield server
+    server.kill()
+
+
+ALLOW_EVERY_CALL = {
+    "version": "1",
+    "rules": [{"id": "calls", "effect": "allow", "conditions": {"mcp_method": "tools/call"}}],
+}
+
+
+@pytest.fixture
+def configure_faulty(
+    faulty_server: FaultyServer, configure: Callable[..., Path], isolated_home: Path
+) -> Callable[..., Path]:
+    """Configure the faulty server as the backend, every call allowed; ``backend`` fields
+    given by keyword are written into the config (e.g. ``request_timeout_seconds=2``)."""
+
+    def write(*extra: str, **backend: Any) -> Path:
+        log_dir = configure(faulty_server.url, *extra)
+        config_dir = isolated_home / ".config" / "mcp-acp"
+        (config_dir / "policy.json").write_text(json.dumps(ALLOW_EVERY_CALL))
+        config = json.loads((config_dir / "config.json").read_text())
+        config["backend"].update(backend)
+        (config_dir / "config.json").write_text(json.dumps(config))
+        return log_dir
+
+    return write
+
+
+def assert_session_goes_on(proxy: Proxy) -> None:
+    """The proxy still answers, from the backend, and ends cleanly."""
+    assert tool_call(proxy, "echo", text="still here")["result"]["content"][0]["text"] == (
+        "echo:still here"
+    )
+    assert proxy.proc.poll() is None
+    assert proxy.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("tool", "why"),
+    [
+        ("big_json", "larger than 10485760 bytes"),  # a JSON answer (Content-Length)
+        ("big_event", "10485760 byte limit"),  # one server-sent event
+    ],
+)
+def test_an_oversized_answer_fails_its_request_and_the_session_goes_on(
+    tool: str, why: str, configure_faulty: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    """As on stdio: no message over 10 MiB passes, whichever way HTTP carries it."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    too_big = tool_call(proxy, tool, mib=11)
+    assert too_big["error"]["code"] == -32000
+    assert why in too_big["error"]["message"]
+    assert_session_goes_on(proxy)
+
+
+def test_a_compressed_answer_is_refused(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """A gzip body would get past the size limit (it inflates after the count): the channel
+    asks for none (``Accept-Encoding: identity``) and refuses one that comes anyway."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    bomb = tool_call(proxy, "gzip_bomb")
+    assert bomb["error"]["code"] == -32000
+    assert "content-encoding: gzip" in bomb["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = [json.loads(line) for line in faulty_server.log.read_text().splitlines()]
+    assert {r["headers"].get("accept-encoding") for r in sent} == {"identity"}
+
+
+@pytest.mark.parametrize(
+    ("tool", "why"),
+    [
+        ("stall", "no answer within 1 s (ReadTimeout)"),  # headers, half a body, silence
+        ("drop", "RemoteProtocolError"),  # headers, half a body, the connection closed
+    ],
+)
+def test_a_broken_answer_fails_its_request_only(
+    tool: str,
+    why: str,
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+) -> None:
+    log_dir = configure_faulty("--backend-timeout", "1")
+    proxy = start()
+    proxy.initialize()
+    broken = tool_call(proxy, tool)
+    assert broken["error"]["code"] == -32000
+    assert why in broken["error"]["message"]
+    assert_session_goes_on(proxy)
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
+
+
+def test_an_answer_that_never_completes_meets_the_request_deadline(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """An event stream that sends a comment every 0.2 s is never quiet long enough for the
+    read timeout; ``request_timeout_seconds`` bounds the request as a whole."""
+    configure_faulty("--backend-timeout", "1", request_timeout_seconds=2)
+    proxy = start()
+    proxy.initialize()
+    endless = tool_call(proxy, "keep_alive")  # Proxy.recv gives up after 30 s
+    assert endless["error"]["code"] == -32000
+    assert "no complete answer from the backend within 2 s" in endless["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = [json.loads(r["body"]) for r in read_log(faulty_server) if r["body"]]
+    cancelled = [m for m in sent if m.get("method") == "notifications/cancelled"]
+    assert [m["params"]["requestId"] for m in cancelled] == [endless["id"]]  # as MCP asks
+
+
+def read_log(server: FaultyServer) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.log.read_text().splitlines()]
+
+
+async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServer) -> None:
+    """64 MiB in chunks, no length given: the channel counts and gives up past 10 MiB; it
+    never holds the whole answer (as the SDK, reading it, would)."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.channel import open_channel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = open_channel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    answers = aiter(channel.receive())
+    call = {"name": "big_json", "arguments": {"mib": 64, "chunked": True}}
+    tracemalloc.start()
+    try:
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": call})
+        )
+        answer = await asyncio.wait_for(anext(answers), timeout=60)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await channel.close()
+    assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
+    assert answer.body["id"] == 7
+    assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_the_backend_is_gone_only_when_the_probe_fails_too(
+    faulty_server: FaultyServer,
+) -> None:
+    """A request that could not connect makes the channel probe the backend again: while it
+    answers, the session goes on; once the probe fails as it would at start, the backend is
+    gone and the channel's messages end."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url, timeout_seconds=2))
+    await channel.start()
+    try:
+        await channel._connect_failed(httpx2.ConnectError("refused once"))
+        assert not channel._gone
+        faulty_server.kill()
+        await channel._connect_failed(httpx2.ConnectError("refused again"))
+        assert [m async for m in channel.receive()] == []  # ended
+        detail, sentence = await channel.exit_detail()
+    finally:
+        await channel.close()
+    assert f"cannot reach the backend at {faulty_server.url}: ConnectError" in detail["error"]
+    assert sentence.startswith("the backend connection was lost (cannot reach the backend")
+
+
+class RecordingProxy:
+    """A forward proxy that records what it is sent and answers every request with 502 (the
+    corporate proxy of a user's ``HTTP_PROXY``); also a backend that is not MCP."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self.received.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def recording_proxy() -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy()
+    yield proxy
+    proxy.close()
+
+
+def test_environment_proxies_are_ignored(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    isolated_home: Path,
+    recording_proxy: RecordingProxy,
+) -> None:
+    """The backend's plaintext traffic, its credential included, goes straight to the
+    configured URL, never to a proxy the environment names."""
+    token = CANARIES[0].decode()
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, token=token)
+    try:
+        configure(server.url, "--backend-header", f"Authorization: Bearer {token}")
+        proxies = {
+            name: recording_proxy.url
+            for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+            for name in (base, base.lower())
+        }
+        clean = {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+        proxy = Proxy(isolated_home, {**clean, **proxies})
+        try:
+            proxy.initialize()
+            assert tool_call(proxy, "echo", text="x")["result"]["content"][0]["text"] == "echo:x"
+            assert proxy.close() == 0
+        finally:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+    finally:
+        server.kill()
+    assert recording_proxy.received == []
+
+
+def test_a_start_probe_answered_with_a_server_error_fails_start(
+    configure: Callable[..., Path], env: dict[str, str], recording_proxy: RecordingProxy
+) -> None:
+    """A 5xx to the start probe (a gateway with nothing behind it) is not an MCP server."""
+    url = recording_proxy.url + "/mcp"
+    log_dir = configure(url)
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert f"the backend at {url} answered HTTP 502" in line
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url

@@ -1,0 +1,169 @@
+"""A streamable-HTTP MCP server that misbehaves on request, for tests of how the HTTP
+channel bounds a backend: raw HTTP/1.1 on asyncio, so it can do what no well-behaved
+server library would.
+
+Run as ``python faulty_http_server.py LOG``: it listens on ``127.0.0.1:<free port>``
+(path ``/mcp``), prints the port on stdout, and appends each request's line, headers and
+body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELETE`` 200, a
+notification or response 202, ``initialize`` and ``tools/list`` a proper answer. A
+``tools/call`` does what its tool's name says:
+
+* ``echo`` — an answer at once;
+* ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
+  its ``Content-Length``, or in chunks without one if ``chunked`` is true;
+* ``big_event`` — an SSE answer whose one event carries ``mib`` MiB;
+* ``gzip_bomb`` — a small gzip body (``content-encoding: gzip``) that inflates to 64 MiB;
+* ``stall`` — headers and half the body, then silence (the connection held);
+* ``drop`` — headers and half the body, then the connection closed;
+* ``keep_alive`` — SSE headers, then an SSE comment every 0.2 s and never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sys
+from typing import Any
+
+LOG = sys.argv[1]
+TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive"]
+MIB = 1024 * 1024
+
+
+def head(status: str, content_type: str, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nmcp-session-id: s1\r\n{extra}\r\n"
+    ).encode()
+
+
+def whole(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    return head(status, content_type, f"content-length: {len(body)}\r\n") + body
+
+
+def answer(request_id: Any, result: dict[str, Any]) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
+
+
+def text_result(request_id: Any, text: str) -> bytes:
+    return answer(request_id, {"content": [{"type": "text", "text": text}]})
+
+
+async def tool_call(
+    writer: asyncio.StreamWriter, request_id: Any, name: str, arguments: dict[str, Any]
+) -> bool:
+    """Answer one call; False when the connection must not be used again."""
+    size = int(float(arguments.get("mib", 1)) * MIB)
+    if name == "big_json":
+        prefix = b'{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' % (
+            json.dumps(request_id).encode()
+        )
+        suffix = b'"}]}}'
+        if arguments.get("chunked"):  # no length given: only counting finds the size
+            writer.write(head("200 OK", "application/json", "transfer-encoding: chunked\r\n"))
+            pieces = [prefix, *[b"A" * 65536] * (size // 65536), b"A" * (size % 65536) + suffix]
+            for piece in pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        else:
+            length = len(prefix) + size + len(suffix)
+            writer.write(head("200 OK", "application/json", f"content-length: {length}\r\n"))
+            writer.write(prefix)
+            for _ in range(size // 65536):
+                writer.write(b"A" * 65536)
+                await writer.drain()
+            writer.write(b"A" * (size % 65536) + suffix)
+    elif name == "big_event":
+        writer.write(head("200 OK", "text/event-stream"))
+        writer.write(b"event: message\ndata: " + text_result(request_id, "")[:-5])
+        for _ in range(size // 65536):
+            writer.write(b"A" * 65536)
+            await writer.drain()
+        writer.write(b'"}]}}\n\n')
+        await writer.drain()
+        return False  # no length: the stream ends with the connection
+    elif name == "gzip_bomb":
+        body = gzip.compress(b" " * (64 * MIB) + text_result(request_id, "inflated"))
+        writer.write(
+            head(
+                "200 OK",
+                "application/json",
+                f"content-encoding: gzip\r\ncontent-length: {len(body)}\r\n",
+            )
+            + body
+        )
+    elif name in ("stall", "drop"):
+        body = text_result(request_id, "x" * 1000)
+        writer.write(whole("200 OK", body)[: -len(body) // 2])
+        await writer.drain()
+        if name == "drop":
+            return False
+        await asyncio.sleep(3600)
+    elif name == "keep_alive":
+        writer.write(head("200 OK", "text/event-stream"))
+        while True:
+            writer.write(b": still working\n\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    else:
+        writer.write(whole("200 OK", text_result(request_id, f"echo:{arguments.get('text', '')}")))
+    await writer.drain()
+    return True
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)
+            }
+            length = int(headers.get("content-length", "0"))
+            body = await reader.readexactly(length) if length else b""
+            with open(LOG, "a") as log:
+                entry = {"line": lines[0], "headers": headers, "body": body.decode()}
+                log.write(json.dumps(entry) + "\n")
+            method = lines[0].split()[0]
+            if method == "GET":
+                writer.write(whole("405 Method Not Allowed"))
+            elif method == "DELETE":
+                writer.write(whole("200 OK"))
+            else:
+                message = json.loads(body)
+                if "method" not in message or "id" not in message:
+                    writer.write(whole("202 Accepted"))
+                elif message["method"] == "initialize":
+                    result = {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "faulty", "version": "1"},
+                    }
+                    writer.write(whole("200 OK", answer(message["id"], result)))
+                elif message["method"] == "tools/list":
+                    tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
+                    writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
+                elif message["method"] == "tools/call":
+                    params = message.get("params") or {}
+                    name, arguments = params.get("name"), params.get("arguments") or {}
+                    if not await tool_call(writer, message["id"], name, arguments):
+                        writer.close()
+                        return
+                else:
+                    writer.write(whole("200 OK", answer(message["id"], {})))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
