@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from mcp_acp._fs import atomic_write_text, unsafe_permissions
+from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
 
@@ -61,6 +62,7 @@ __all__ = [
     "default_log_dir",
     "load_config",
     "read_config_json",
+    "redact_text",
     "redacted",
     "resolve_config_path",
     "save_config",
@@ -439,6 +441,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _shown(field: str, value: Any) -> str:
     if any(word in field.lower() for word in _SECRET_WORDS):
         return "<redacted>"
+    if isinstance(value, str):
+        value = redact_text(value)
     text = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
     return text if len(text) <= 60 else text[:57] + "…"
 
@@ -476,7 +480,13 @@ def read_config_json(path: Path) -> dict[str, Any]:
             fix=f"run 'mcp-acp init', or point --config / {CONFIG_ENV} at your file",
         )
     for candidate in (path, path.parent):
-        problem = unsafe_permissions(candidate)
+        try:
+            problem = unsafe_permissions(candidate)
+        except FileNotFoundError:  # removed or renamed since the check above
+            raise ConfigError(
+                f"config file {path} disappeared while it was being read",
+                fix="check what is replacing it, then run again",
+            ) from None
         if problem:
             raise ConfigError(
                 f"refusing to use config: {problem}",
@@ -508,6 +518,11 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"{path} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
             fix="fix the JSON syntax (a trailing comma or a missing quote is typical)",
         ) from exc
+    except RecursionError:
+        raise ConfigError(
+            f"{path} nests arrays or objects too deeply to be a config file",
+            fix="check that this is really the config file",
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a JSON object, not {type(data).__name__}",
@@ -536,12 +551,45 @@ def save_config(config: Config, path: Path) -> None:
         ) from exc
 
 
+#: A name part that says "secret": whole parts only (``api-key``, ``access_token``,
+#: ``X-Auth-Token``, ``password``), so ``--author`` or ``--path`` are not taken for one.
+_SECRET_PART = (
+    r"(?:auth|authorization|cookie|token|apikey|key|secret|passwd|password|pwd|credentials?)"  # noqa: S105
+)
+_SECRET_NAME = rf"(?:[A-Za-z0-9]+[-_.])*{_SECRET_PART}(?:[-_.][A-Za-z0-9]+)*"
+#: ``name=value`` (an argument ``--api-key=…``, a URL's query ``?token=…``) whose name
+#: looks secret.
+_SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.IGNORECASE)
+#: A URL's password (``//user:password@host``).
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
+#: An argument that says the next one is a secret (``--token X``, ``--api-key X``).
+_SECRET_FLAG = re.compile(rf"-{{1,2}}{_SECRET_NAME}", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with what looks like a credential replaced: secret ``name=value`` pairs, a
+    URL's password, and the shapes the audit trail redacts (bearer tokens, JWTs, PEM keys,
+    GitHub tokens, AWS key ids)."""
+    text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
+    text = _SECRET_PAIR.sub(r"\1<redacted>", text)
+    return redact(text)  # type: ignore[no-any-return]
+
+
 def redacted(value: Any, key: str = "") -> Any:
-    """A copy of a config dump with secret-looking values (headers, env) replaced."""
+    """A copy of a config dump with secret-looking values replaced: everything under a
+    secret-looking key (headers, env), the argument after a secret-looking flag, and
+    credentials inside any string (:func:`redact_text`)."""
     if isinstance(value, dict):
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [redacted(v, key) for v in value]
+        out: list[Any] = []
+        for item in value:
+            flag = out[-1] if out and isinstance(out[-1], str) else ""
+            secret = isinstance(item, str) and _SECRET_FLAG.fullmatch(flag) is not None
+            out.append("<redacted>" if secret else redacted(item, key))
+        return out
     if isinstance(value, str) and any(word in key.lower() for word in _SECRET_WORDS):
         return "<redacted>"
+    if isinstance(value, str):
+        return redact_text(value)
     return value

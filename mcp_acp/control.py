@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import socket
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Mapping
@@ -29,10 +30,30 @@ from typing import Any
 import platformdirs
 
 from mcp_acp._fs import ensure_private_dir
+from mcp_acp.errors import ConfigError
 
-__all__ = ["ControlServer", "Operation", "ask", "runtime_dir", "sockets"]
+__all__ = [
+    "ControlError",
+    "ControlServer",
+    "Operation",
+    "ask",
+    "private_dir_problem",
+    "runtime_dir",
+    "sockets",
+]
 
 MAX_LINE = 64 * 1024
+
+
+class ControlError(ConfigError):
+    """The control socket's directory cannot be trusted (exit 10, as a config problem)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            fix="use a directory only you can reach (chmod 700), e.g. leave proxy.socket_dir unset",
+        )
+
 
 #: One operation: the command (a JSON object) and the caller's user name -> the answer.
 Operation = Callable[[Mapping[str, Any], str], dict[str, Any]]
@@ -44,9 +65,40 @@ def runtime_dir() -> Path:
         return platformdirs.user_runtime_path("mcp-acp", appauthor=False)
 
 
+def private_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot hold control sockets, or ``None``: it must be a real
+    directory (not a link), owned by this user, with no access for group or others —
+    otherwise another user could replace a socket in it with one of their own, and
+    ``mcp-acp approvals`` would talk to theirs."""
+    try:
+        info = directory.lstat()
+    except FileNotFoundError:
+        return f"{directory} does not exist"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory (a link is never followed)"
+    if info.st_uid != os.geteuid():
+        return f"{directory} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    if info.st_mode & 0o077:
+        return f"{directory} is open to group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
 def sockets(directory: Path | None = None) -> list[Path]:
-    """Every running proxy's control socket of this user."""
-    return sorted((directory or runtime_dir()).glob("proxy-*.sock"))
+    """Every running proxy's control socket of this user: sockets owned by this user, in a
+    private directory (:func:`private_dir_problem`); ``ControlError`` if it is not one."""
+    directory = directory or runtime_dir()
+    if not directory.exists():
+        return []
+    problem = private_dir_problem(directory)
+    if problem is not None:
+        raise ControlError(f"refusing the control socket directory: {problem}")
+    found = []
+    for path in sorted(directory.glob("proxy-*.sock")):
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+                found.append(path)
+    return found
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -84,6 +136,12 @@ class ControlServer:
         if self._server is not None:
             return
         ensure_private_dir(self.directory)
+        info = self.directory.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.chmod(self.directory, 0o700)  # ours, but left open by someone: close it
+        problem = private_dir_problem(self.directory)
+        if problem is not None:
+            raise ControlError(f"refusing the control socket directory: {problem}")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old_umask = os.umask(0o177)

@@ -124,6 +124,59 @@ def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None
     assert json.loads(shown)["backend"]["headers"]["Authorization"] == "<redacted>"
 
 
+def test_config_show_hides_credentials_in_arguments_env_and_urls(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    target = tmp_path / "c.json"
+    canaries = ["sk-live-C4NARY123", "ghp_" + "C4NARY" * 6, "pw-C4NARY", "hunter2-C4NARY"]
+    settings = {
+        "backend": {
+            "command": "npx",
+            "args": [
+                f"--api-key={canaries[0]}",
+                "--token",
+                canaries[1],
+                "--author=alice",  # not a secret: shown
+                "--path",
+                "/srv/repo",
+            ],
+            "env": {"DB_URL": f"postgres://u:{canaries[2]}@db/x", "GITHUB_PAT": canaries[1]},
+        }
+    }
+    target.write_text(json.dumps(settings))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    for canary in canaries[:3]:
+        assert canary not in shown
+    backend = json.loads(shown)["backend"]
+    assert backend["args"] == [
+        "--api-key=<redacted>",
+        "--token",
+        "<redacted>",
+        "--author=alice",
+        "--path",
+        "/srv/repo",
+    ]
+    assert backend["env"]["DB_URL"] == "postgres://u:<redacted>@db/x"
+    url = f"https://alice:{canaries[3]}@mcp.example.test/mcp"
+    settings = {"backend": {"transport": "http", "url": url}}
+    target.write_text(json.dumps(settings))
+    refused = run_cli("--config", str(target), "config", "validate")
+    assert refused.returncode == 10
+    assert canaries[3] not in refused.stderr + refused.stdout
+    assert "must not carry credentials" in refused.stderr
+
+
+def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Path) -> None:
+    target = tmp_path / "deep.json"
+    target.write_text('{"backend": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    target.chmod(0o600)
+    refused = run_cli("--config", str(target), "config", "validate")
+    assert refused.returncode == 10
+    assert "nests arrays or objects too deeply" in refused.stderr
+    assert "internal error" not in refused.stderr
+
+
 def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:
     target = tmp_path / "via-env.json"
     assert run_cli(
