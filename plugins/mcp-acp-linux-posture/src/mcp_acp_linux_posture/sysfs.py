@@ -75,16 +75,22 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def mount_for(mounts: list[Mount], path: str) -> Mount | None:
-    """The mount that holds ``path`` (absolute, resolved): longest mount point, last wins."""
+def mount_for(mounts: list[Mount], path: str, dev: int) -> Mount | None:
+    """The mount that holds ``path`` (absolute, resolved), whose ``os.stat`` gives ``dev``.
+
+    The mount's ``major:minor`` must equal ``dev``: a mount point alone can lie, as a later
+    mount on a parent directory hides a deeper one still listed. Among the mounts of that
+    device, the deepest one containing ``path`` wins, else the last one; ``None`` if the
+    device has no mount in the list.
+    """
     target = PurePosixPath(path)
-    best: Mount | None = None
-    for mount in mounts:  # later lines are mounted on top of earlier ones
+    same = [m for m in mounts if (m.major, m.minor) == (os.major(dev), os.minor(dev))]
+    best: Mount | None = same[-1] if same else None
+    depth = -1
+    for mount in same:  # later lines are mounted on top of earlier ones
         point = PurePosixPath(mount.mount_point)
-        if (target == point or point in target.parents) and (
-            best is None or len(point.parts) >= len(PurePosixPath(best.mount_point).parts)
-        ):
-            best = mount
+        if (target == point or point in target.parents) and len(point.parts) >= depth:
+            best, depth = mount, len(point.parts)
     return best
 
 
@@ -137,11 +143,18 @@ def crypt_device(start: Path) -> tuple[str, str] | None:
     return None
 
 
-def encryption_of(root: Path, mountinfo: str, path: str) -> Outcome:
-    """Is the file system holding ``path`` on dm-crypt? Reads /sys below ``root``."""
-    mount = mount_for(parse_mountinfo(mountinfo), path)
+def encryption_of(root: Path, mountinfo: str, path: str, dev: int) -> Outcome:
+    """Is the file system holding ``path`` (whose ``st_dev`` is ``dev``) on dm-crypt?
+
+    Reads /sys below ``root``.
+    """
+    mount = mount_for(parse_mountinfo(mountinfo), path, dev)
     if mount is None:
-        return PostureStatus.UNKNOWN, f"{path}: no mount holds it in mountinfo"
+        return (
+            PostureStatus.UNKNOWN,
+            f"{path}: its device {os.major(dev)}:{os.minor(dev)} has no mount in mountinfo "
+            "(hidden, or in another mount namespace); check the path is visible here",
+        )
     where = f"{path} is on {mount.source} ({mount.fs_type}, {mount.major}:{mount.minor})"
     block = _block_dir(root, mount)
     if block is None:
