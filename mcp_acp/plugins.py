@@ -9,8 +9,10 @@ points ourselves and import only those named in the allowlist:
 * the ``MCP_ACP_PLUGINS`` environment variable (comma-separated; set it empty to load
   none), which overrides the config.
 
-Anything that goes wrong — an allowed plugin that is not installed or fails to import, a
-hook with a misspelled name (``check_pending``), a name registered twice — stops start-up
+Anything that goes wrong — an allowed plugin that is not installed or fails to import
+(``SystemExit`` and ``KeyboardInterrupt`` raised by its code included), a hook with a
+misspelled name (``check_pending``) or written as ``async def``, a name registered
+twice — stops start-up
 with a :class:`~mcp_acp.errors.PluginError` naming the plugin. Every loaded plugin's name,
 distribution and version is kept in :attr:`PluginSet.plugins` for the audit log and
 ``mcp-acp plugins``.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -168,7 +171,7 @@ def load_plugins(
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
             raise PluginError(
                 f"plugin {ep.name!r} ({dist_name} {version}) failed to import "
                 f"{ep.value!r}: {type(exc).__name__}: {exc}",
@@ -210,24 +213,46 @@ def load_plugins(
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     try:
         manager.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:
+    except BaseException as exc:  # attribute look-ups can run the plugin's code
         raise PluginError(
-            f"plugin {name!r} cannot be registered: {exc}",
+            f"plugin {name!r} cannot be registered: {type(exc).__name__}: {exc}",
             fix="check its hook signatures against mcp_acp.hookspecs",
         ) from exc
+    # every hook is called synchronously: an async one would be "loaded" and do nothing
+    for caller in manager.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (
+                inspect.iscoroutinefunction(impl.function)
+                or inspect.isasyncgenfunction(impl.function)
+            ):
+                manager.unregister(plugin)
+                raise PluginError(
+                    f"plugin {name!r} implements hook {caller.name!r} with async def, "
+                    "and mcp-acp calls hooks synchronously",
+                    fix=f"make {caller.name} a plain def (do async work later, in the "
+                    "registered object's methods)",
+                )
 
 
 def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:
     try:
-        impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
     except McpAcpError:
         raise
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
         raise PluginError(
             f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}",
             fix=f"report it to the plugin's authors, or remove {impl.plugin_name!r} "
             f"from the allowlist",
         ) from exc
+    if inspect.isawaitable(result):  # e.g. a sync wrapper around a coroutine function
+        if inspect.iscoroutine(result):
+            result.close()
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} returned an awaitable from {hook_name}, "
+            "and mcp-acp calls hooks synchronously",
+            fix=f"make {hook_name} a plain def that registers before returning",
+        )
 
 
 def add_plugin_commands(cli: click.Group, plugins: PluginSet) -> dict[str, str]:

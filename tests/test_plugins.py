@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -162,3 +163,66 @@ def test_installed_example_plugin_is_imported_only_when_allowed() -> None:
     )
     assert allowed["imported"] is True
     assert allowed["status"]["example-posture"] == ["loaded", "mcp-acp-example-posture"]
+
+
+def _install(site: Path, name: str, source: str) -> dict[str, str]:
+    """A plugin found the way a real one is: module ``source`` and an entry point ``name``
+    in a ``.dist-info`` on ``PYTHONPATH``, and allowed."""
+    module = "fixture_" + name.replace("-", "_")
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
+    return {"PYTHONPATH": str(site), ALLOW_ENV: name}
+
+
+HOOK = "from mcp_acp.hookspecs import hookimpl\n\n@hookimpl\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import sys\nsys.exit(0)\n", "failed to import 'fixture_leaver': SystemExit: 0"),
+        ("raise KeyboardInterrupt\n", "failed to import 'fixture_leaver': KeyboardInterrupt"),
+        (
+            HOOK + "def register_approvers(register):\n    raise SystemExit(3)\n",
+            "plugin 'leaver' failed in register_approvers: SystemExit: 3",
+        ),
+        (
+            HOOK + "def register_commands(cli):\n    raise KeyboardInterrupt\n",
+            "plugin 'leaver' failed in register_commands: KeyboardInterrupt",
+        ),
+        (
+            HOOK + "async def register_posture_checks(register):\n    pass\n",
+            "plugin 'leaver' implements hook 'register_posture_checks' with async def",
+        ),
+        (
+            HOOK + "def register_approvers(register):\n"
+            "    async def later():\n        pass\n    return later()\n",
+            "plugin 'leaver' returned an awaitable from register_approvers",
+        ),
+    ],
+    ids=[
+        "exit-on-import",
+        "interrupt-on-import",
+        "exit-in-hook",
+        "interrupt-in-hook",
+        "async",
+        "returns-coroutine",
+    ],
+)
+def test_a_plugin_leaving_or_async_is_a_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    source: str,
+    expected: str,
+) -> None:
+    """A plugin cannot end start-up with its own exit status, nor register nothing quietly."""
+    result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
+    assert result.returncode == 11, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("plugin error: plugin 'leaver'")
+    assert expected in lines[0]

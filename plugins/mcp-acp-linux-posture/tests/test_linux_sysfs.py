@@ -7,6 +7,10 @@ the contents found on the host it is named for.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,8 +37,25 @@ class Sys:
         for part in ("dev/block", "block", "class/block", "devices/virtual/block"):
             (root / "sys" / part).mkdir(parents=True)
 
+        self.devices: dict[str, str] = {}  # path -> the "major:minor" os.stat gives it
+
     def mountinfo(self, text: str) -> None:
         (self.root / "proc/self/mountinfo").write_text(text)
+
+    def stat(self, devices: dict[str, str]) -> None:
+        """What ``os.stat(path).st_dev`` gives below each path, as ``"major:minor"``."""
+        self.devices.update(devices)
+
+    def st_dev(self, path: str) -> int:
+        inside = [p for p in self.devices if path == p or path.startswith(p.rstrip("/") + "/")]
+        found = max(inside, key=len, default=None)
+        if found is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        major, _, minor = self.devices[found].partition(":")
+        return os.makedev(int(major), int(minor))
+
+    def disk(self, paths: tuple[str, ...]) -> DiskEncryptionCheck:
+        return DiskEncryptionCheck(paths, root=self.root, device_of=self.st_dev)
 
     def device(
         self,
@@ -82,6 +103,7 @@ UBUNTU_LUKS_LVM = """\
 def ubuntu(tmp_path: Path) -> Sys:
     host = Sys(tmp_path)
     host.mountinfo(UBUNTU_LUKS_LVM)
+    host.stat({"/": "252:1", "/boot": "259:2", "/boot/efi": "259:1"})
     host.device("nvme0n1", "259:0")
     host.device("nvme0n1p1", "259:1", disk="nvme0n1")
     host.device("nvme0n1p2", "259:2", disk="nvme0n1")
@@ -104,7 +126,7 @@ def ubuntu(tmp_path: Path) -> Sys:
 
 
 async def test_lvm_on_luks_passes(ubuntu: Sys) -> None:
-    result = await DiskEncryptionCheck(("/", "/home/alice"), root=ubuntu.root).check()
+    result = await ubuntu.disk(("/", "/home/alice")).check()
     assert result.status is PASS
     assert "/ is on /dev/mapper/ubuntu--vg-ubuntu--lv (ext4, 252:1), encrypted by dm-0 (LUKS2)" in (
         result.detail
@@ -112,7 +134,7 @@ async def test_lvm_on_luks_passes(ubuntu: Sys) -> None:
 
 
 async def test_boot_partition_of_the_same_disk_is_not_encrypted(ubuntu: Sys) -> None:
-    result = await DiskEncryptionCheck(("/", "/boot/efi"), root=ubuntu.root).check()
+    result = await ubuntu.disk(("/", "/boot/efi")).check()
     assert result.status is FAIL
     assert result.detail == (
         "/boot/efi is on /dev/nvme0n1p1 (vfat, 259:1): no dm-crypt device in its chain"
@@ -125,7 +147,8 @@ async def test_home_on_a_plain_partition_fails_though_root_is_encrypted(ubuntu: 
     )
     ubuntu.device("sda", "8:0")
     ubuntu.device("sda1", "8:1", disk="sda")
-    result = await DiskEncryptionCheck(("/", "/home/alice"), root=ubuntu.root).check()
+    ubuntu.stat({"/home": "8:1"})
+    result = await ubuntu.disk(("/", "/home/alice")).check()
     assert (result.status, result.detail) == (
         FAIL,
         "/home/alice is on /dev/sda1 (ext4, 8:1): no dm-crypt device in its chain",
@@ -139,8 +162,9 @@ PLAIN_VM = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n"
 async def test_unencrypted_disk_fails_naming_the_device(tmp_path: Path) -> None:
     host = Sys(tmp_path)
     host.mountinfo(PLAIN_VM)
+    host.stat({"/": "254:0"})
     host.device("vda", "254:0")
-    result = await DiskEncryptionCheck(("/",), root=host.root).check()
+    result = await host.disk(("/",)).check()
     assert (result.status, result.detail) == (
         FAIL,
         "/ is on /dev/vda (ext4, 254:0): no dm-crypt device in its chain",
@@ -158,6 +182,7 @@ FEDORA_BTRFS = """\
 async def test_btrfs_on_luks_is_followed_through_the_mapper_name(tmp_path: Path) -> None:
     host = Sys(tmp_path)
     host.mountinfo(FEDORA_BTRFS)
+    host.stat({"/": "0:36"})
     host.device("nvme0n1", "259:0")
     host.device("nvme0n1p3", "259:3", disk="nvme0n1")
     host.device(
@@ -167,7 +192,7 @@ async def test_btrfs_on_luks_is_followed_through_the_mapper_name(tmp_path: Path)
         dm_name="luks-3f6c2a0e-8d7b-4b9e-9c1a-2f5e7d8c9b0a",
         slaves=("nvme0n1p3",),
     )
-    result = await DiskEncryptionCheck(("/", "/home/bob"), root=host.root).check()
+    result = await host.disk(("/", "/home/bob")).check()
     assert result.status is PASS
     assert "/home/bob is on /dev/mapper/luks-3f6c2a0e" in result.detail
 
@@ -189,9 +214,10 @@ async def test_only_encrypting_dm_types_count(
 ) -> None:
     host = Sys(tmp_path)
     host.mountinfo("27 1 253:0 / / rw,relatime - ext4 /dev/mapper/root rw\n")
+    host.stat({"/": "253:0"})
     host.device("sda", "8:0")
     host.device("dm-0", "253:0", uuid=uuid, dm_name="root", slaves=("sda",))
-    assert (await DiskEncryptionCheck(("/",), root=host.root).check()).status is expected
+    assert (await host.disk(("/",)).check()).status is expected
 
 
 async def test_overlay_root_is_unknown(tmp_path: Path) -> None:
@@ -201,7 +227,8 @@ async def test_overlay_root_is_unknown(tmp_path: Path) -> None:
         "612 535 0:52 / / rw,relatime master:300 - overlay overlay rw,lowerdir=/var/lib/docker/"
         "overlay2/l/ABC:/var/lib/docker/overlay2/l/DEF,upperdir=/u,workdir=/w\n"
     )
-    result = await DiskEncryptionCheck(("/",), root=host.root).check()
+    host.stat({"/": "0:52"})
+    result = await host.disk(("/",)).check()
     assert (result.status, result.detail) == (
         UNKNOWN,
         "/ is on overlay (overlay, 0:52), not a block device this check can follow",
@@ -209,12 +236,17 @@ async def test_overlay_root_is_unknown(tmp_path: Path) -> None:
 
 
 async def test_no_mountinfo_is_unknown(tmp_path: Path) -> None:
-    result = await DiskEncryptionCheck(("/",), root=tmp_path).check()
+    result = await DiskEncryptionCheck(("/",), root=tmp_path, device_of=lambda p: 0).check()
     assert result.status is UNKNOWN
     assert "cannot read /proc/self/mountinfo" in result.detail
 
 
-def test_mountinfo_unescapes_and_picks_the_deepest_last_mount() -> None:
+def _dev(text: str) -> int:
+    major, _, minor = text.partition(":")
+    return os.makedev(int(major), int(minor))
+
+
+def test_mountinfo_unescapes_and_picks_the_mount_of_the_device() -> None:
     mounts = parse_mountinfo(
         "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
         "40 27 8:1 / /mnt/my\\040disk rw - ext4 /dev/sda1 rw\n"
@@ -222,9 +254,125 @@ def test_mountinfo_unescapes_and_picks_the_deepest_last_mount() -> None:
         "garbage line\n"
     )
     assert len(mounts) == 3
-    assert mount_for(mounts, "/mnt/my disk/x") == mounts[2]  # mounted on top of sda1
-    assert mount_for(mounts, "/mnt/my") == mounts[0]  # a prefix of the name is not inside
-    assert mount_for([], "/") is None
+    assert mount_for(mounts, "/mnt/my disk/x", _dev("8:2")) == mounts[2]  # on top of sda1
+    assert mount_for(mounts, "/mnt/my", _dev("254:0")) == mounts[0]  # a prefix is not inside
+    assert mount_for([], "/", _dev("254:0")) is None
+
+
+# captured in `unshare -m` on the test VM (the mktemp directory renamed /mnt/t): tmpfs A on
+# m/a/b, then tmpfs B on m/a, which hides A; A stays listed, os.stat("/mnt/t/m/a") is 0:40
+OVERMOUNTED = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
+65 27 0:39 / /mnt/t/m/a/b rw,relatime - tmpfs A rw
+66 27 0:40 / /mnt/t/m/a rw,relatime - tmpfs B rw
+"""
+
+
+def test_a_mount_hidden_by_a_later_mount_on_its_parent_is_not_chosen() -> None:
+    mounts = parse_mountinfo(OVERMOUNTED)
+    found = mount_for(mounts, "/mnt/t/m/a/b", _dev("0:40"))
+    assert found is not None
+    assert found.source == "B"
+    assert mount_for(mounts, "/mnt/t/m/a/b", _dev("0:41")) is None  # no mount of that device
+
+
+def test_btrfs_subvolumes_stat_to_devices_mountinfo_does_not_list() -> None:
+    # Fedora's default: / and /home are subvolumes of one encrypted btrfs; a file's st_dev
+    # is an anonymous device of its subvolume, not the 0:N mountinfo shows
+    mounts = parse_mountinfo(
+        "60 1 0:31 /root / rw - btrfs /dev/mapper/luks-1 rw,subvol=/root\n"
+        "61 60 0:31 /home /home rw - btrfs /dev/mapper/luks-1 rw,subvol=/home\n"
+        "62 60 0:32 / /scratch rw - tmpfs tmpfs rw\n"
+        "63 60 0:33 / /home/alice/hidden rw - tmpfs tmpfs rw\n"
+        "64 60 0:34 / /home rw - tmpfs over rw\n"  # mounted later over /home: hides 61, 63
+    )
+    assert mount_for(mounts[:3], "/home/alice/x", _dev("0:45")) == mounts[1]
+    assert mount_for(mounts[:3], "/scratch/x", _dev("0:46")) is None  # tmpfs: no such excuse
+    assert mount_for(mounts, "/home/alice/hidden/x", _dev("0:34")) == mounts[4]
+
+
+def test_the_last_mount_of_a_device_wins_when_none_contains_the_path() -> None:
+    # a bind mount of the same file system: same device, two places
+    mounts = parse_mountinfo(
+        "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "40 27 8:1 / /srv rw - ext4 /dev/sda1 rw\n"
+        "41 27 8:1 /data /mnt/data rw - ext4 /dev/sda1 rw\n"
+    )
+    assert mount_for(mounts, "/srv/x", _dev("8:1")) == mounts[1]
+    assert mount_for(mounts, "/elsewhere", _dev("8:1")) == mounts[2]
+
+
+async def test_encrypted_home_hidden_under_a_plain_root_fails(tmp_path: Path) -> None:
+    # /home on LUKS, then / mounted again on top from a plain disk: /home/alice is on sda1
+    host = Sys(tmp_path)
+    host.mountinfo(
+        "30 1 253:0 / /home rw,relatime - ext4 /dev/mapper/luks rw\n"
+        "31 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+    )
+    host.device("sda", "8:0")
+    host.device("sda1", "8:1", disk="sda")
+    host.device("dm-0", "253:0", uuid="CRYPT-LUKS2-5b0a8f2c-luks", dm_name="luks", slaves=("sda",))
+    host.stat({"/": "8:1"})
+    result = await host.disk(("/home/alice",)).check()
+    assert (result.status, result.detail) == (
+        FAIL,
+        "/home/alice is on /dev/sda1 (ext4, 8:1): no dm-crypt device in its chain",
+    )
+
+
+async def test_a_path_whose_device_has_no_mount_is_unknown(tmp_path: Path) -> None:
+    host = Sys(tmp_path)
+    host.mountinfo(OVERMOUNTED)
+    host.stat({"/": "254:0", "/srv": "0:41"})
+    result = await host.disk(("/srv/x",)).check()
+    assert (result.status, result.detail) == (
+        UNKNOWN,
+        "/srv/x: its device 0:41 has no mount in mountinfo (hidden, or in another mount "
+        "namespace); check the path is visible here",
+    )
+
+
+async def test_a_path_that_cannot_be_stat_is_unknown(tmp_path: Path) -> None:
+    host = Sys(tmp_path)
+    host.mountinfo(PLAIN_VM)
+    result = await host.disk(("/home/nobody",)).check()
+    assert (result.status, result.detail) == (
+        UNKNOWN,
+        "cannot stat /home/nobody: No such file or directory",
+    )
+
+
+OVERMOUNT_SCRIPT = """\
+set -e
+mount -t tmpfs A "$1/m/a/b" || exit 77
+mount -t tmpfs B "$1/m/a" || exit 77
+mkdir "$1/m/a/b"
+exec "$2" -c 'import asyncio, os, sys
+from mcp_acp_linux_posture import DiskEncryptionCheck
+r = asyncio.run(DiskEncryptionCheck((sys.argv[1],)).check())
+dev = os.stat(sys.argv[1]).st_dev
+print(r.status.value, r.detail, f"{os.major(dev)}:{os.minor(dev)}", sep="|")' "$1/m/a/b"
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mount namespaces are Linux")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare(1) on this machine")
+def test_real_over_mount_in_a_mount_namespace(tmp_path: Path) -> None:
+    (tmp_path / "m/a/b").mkdir(parents=True)
+    # root: a private mount namespace; else a user namespace mapping this user to root
+    flags = ["--mount"] if os.geteuid() == 0 else ["--mount", "--map-root-user"]
+    argv = ["unshare", *flags, "sh", "-c", OVERMOUNT_SCRIPT, "sh", str(tmp_path), sys.executable]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode == 77 or (done.returncode != 0 and "unshare:" in done.stderr):
+        pytest.skip(f"cannot mount tmpfs in a new mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    status, detail, dev = done.stdout.strip().split("|")
+    # B hides A: m/a/b is a directory of B now, and the check must judge B (A is still
+    # listed in mountinfo with the longer mount point)
+    assert (status, detail) == (
+        "unknown",
+        f"{tmp_path}/m/a/b is on B (tmpfs, {dev}), not a block device this check can follow",
+    )
 
 
 # efivarfs contents: 4 bytes of attributes (0x06: boot-service and runtime access), 1 data byte

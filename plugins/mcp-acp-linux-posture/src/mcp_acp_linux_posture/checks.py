@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -95,10 +97,17 @@ class DiskEncryptionCheck(_FileCheck):
     name = "linux-disk-encryption"
 
     def __init__(
-        self, paths: tuple[str, ...], *, root: Path = Path("/"), platform: str = sys.platform
+        self,
+        paths: tuple[str, ...],
+        *,
+        root: Path = Path("/"),
+        platform: str = sys.platform,
+        device_of: Callable[[str], int] | None = None,
     ) -> None:
         super().__init__(root=root, platform=platform)
         self.paths = paths
+        # the st_dev of a path: the real os.stat, or the tests' table for a fake tree
+        self.device_of = device_of or (lambda path: os.stat(path).st_dev)
 
     @classmethod
     def from_config(
@@ -112,12 +121,19 @@ class DiskEncryptionCheck(_FileCheck):
             mountinfo = (self.root / "proc/self/mountinfo").read_text()
         except OSError as exc:
             return PostureStatus.UNKNOWN, f"cannot read /proc/self/mountinfo: {exc.strerror}"
-        outcomes = [encryption_of(self.root, mountinfo, resolve(p, self.root)) for p in self.paths]
+        outcomes = [self._one(mountinfo, resolve(p, self.root)) for p in self.paths]
         statuses = {status for status, _ in outcomes}
         for worst in (PostureStatus.FAIL, PostureStatus.UNKNOWN):
             if worst in statuses:
                 return worst, "; ".join(d for s, d in outcomes if s is not PostureStatus.PASS)
         return PostureStatus.PASS, "; ".join(d for _, d in outcomes)
+
+    def _one(self, mountinfo: str, path: str) -> Outcome:
+        try:
+            dev = self.device_of(path)
+        except OSError as exc:
+            return PostureStatus.UNKNOWN, f"cannot stat {path}: {exc.strerror}"
+        return encryption_of(self.root, mountinfo, path, dev)
 
 
 class SecureBootCheck(_FileCheck):

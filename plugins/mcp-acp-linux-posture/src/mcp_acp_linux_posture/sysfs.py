@@ -75,16 +75,50 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def mount_for(mounts: list[Mount], path: str) -> Mount | None:
-    """The mount that holds ``path`` (absolute, resolved): longest mount point, last wins."""
+def mount_for(mounts: list[Mount], path: str, dev: int) -> Mount | None:
+    """The mount that holds ``path`` (absolute, resolved), whose ``os.stat`` gives ``dev``.
+
+    A mount point alone can lie: a later mount on a parent directory hides a deeper one
+    that is still listed. So the mounts on ``path``'s way are replayed in mountinfo order
+    (the order they were mounted), each one hiding those below it, and the deepest one
+    left standing is the candidate. If a mount of ``dev`` (``major:minor``) is listed, the
+    kernel's word wins: the candidate if it is that device, else the deepest mount of that
+    device on the way (else its last one). If none is, the candidate stands only if it is
+    btrfs (which gives each subvolume's files an anonymous device mountinfo does not list);
+    otherwise — or if nothing is mounted on the way — ``None``.
+    """
     target = PurePosixPath(path)
-    best: Mount | None = None
-    for mount in mounts:  # later lines are mounted on top of earlier ones
+
+    def holds(mount: Mount) -> bool:
         point = PurePosixPath(mount.mount_point)
-        if (target == point or point in target.parents) and (
-            best is None or len(point.parts) >= len(PurePosixPath(best.mount_point).parts)
-        ):
-            best = mount
+        return target == point or point in target.parents
+
+    standing: list[Mount] = []
+    for mount in mounts:
+        if holds(mount):
+            point = PurePosixPath(mount.mount_point)
+            standing = [
+                m
+                for m in standing
+                if not (
+                    PurePosixPath(m.mount_point) == point
+                    or point in PurePosixPath(m.mount_point).parents
+                )
+            ]
+            standing.append(mount)
+    candidate = max(standing, key=lambda m: len(PurePosixPath(m.mount_point).parts), default=None)
+    device = (os.major(dev), os.minor(dev))
+    same = [m for m in mounts if (m.major, m.minor) == device]
+    if candidate is not None and (candidate.major, candidate.minor) == device:
+        return candidate
+    if not same:  # only btrfs is known to stat to a device mountinfo does not list
+        return candidate if candidate is not None and candidate.fs_type == "btrfs" else None
+    best: Mount = same[-1]
+    depth = -1
+    for mount in same:  # later lines are mounted on top of earlier ones
+        point = PurePosixPath(mount.mount_point)
+        if holds(mount) and len(point.parts) >= depth:
+            best, depth = mount, len(point.parts)
     return best
 
 
@@ -137,11 +171,18 @@ def crypt_device(start: Path) -> tuple[str, str] | None:
     return None
 
 
-def encryption_of(root: Path, mountinfo: str, path: str) -> Outcome:
-    """Is the file system holding ``path`` on dm-crypt? Reads /sys below ``root``."""
-    mount = mount_for(parse_mountinfo(mountinfo), path)
+def encryption_of(root: Path, mountinfo: str, path: str, dev: int) -> Outcome:
+    """Is the file system holding ``path`` (whose ``st_dev`` is ``dev``) on dm-crypt?
+
+    Reads /sys below ``root``.
+    """
+    mount = mount_for(parse_mountinfo(mountinfo), path, dev)
     if mount is None:
-        return PostureStatus.UNKNOWN, f"{path}: no mount holds it in mountinfo"
+        return (
+            PostureStatus.UNKNOWN,
+            f"{path}: its device {os.major(dev)}:{os.minor(dev)} has no mount in mountinfo "
+            "(hidden, or in another mount namespace); check the path is visible here",
+        )
     where = f"{path} is on {mount.source} ({mount.fs_type}, {mount.major}:{mount.minor})"
     block = _block_dir(root, mount)
     if block is None:
