@@ -42,6 +42,7 @@ __all__ = [
     "canonical",
     "chain_files",
     "head_path",
+    "last_newline",
     "line_schema",
     "log_in_use",
     "open_head",
@@ -132,6 +133,22 @@ def write_head(fd: int, head: ChainHead) -> None:
     more lenient, never raises a false alarm. No rename, no fsync: one ``pwrite``.
     """
     os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
+
+
+def last_newline(handle: BinaryIO, size: int) -> int:
+    """Offset just after the last newline before ``size`` in ``handle``'s file (0 if there
+    is none), read backwards in growing windows: the end of a log, never all of it."""
+    window = 4096
+    while True:
+        start = max(0, size - window)
+        handle.seek(start)
+        chunk = handle.read(size - start)
+        index = chunk.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        if start == 0:
+            return 0
+        window *= 4
 
 
 def open_regular(path: Path) -> BinaryIO:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mcp_acp.audit.chain import chain_files, open_regular
+from mcp_acp.audit.chain import chain_files, last_newline, open_regular
 
 __all__ = ["StreamFollower"]
 
@@ -38,20 +38,12 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 def _last_line(handle: BinaryIO) -> tuple[int, bytes]:
     """Offset just after the last newline of ``handle``'s file, and the line it ends."""
-    size = handle.seek(0, os.SEEK_END)
-    window = 4096
-    while True:
-        start = max(0, size - window)
-        handle.seek(start)
-        chunk = handle.read(size - start)
-        end = chunk.rfind(b"\n")
-        if end >= 0:
-            begin = chunk.rfind(b"\n", 0, end) + 1
-            if begin > 0 or start == 0:
-                return start + end + 1, chunk[begin : end + 1]
-        elif start == 0:
-            return 0, b""
-        window *= 4
+    end = last_newline(handle, handle.seek(0, os.SEEK_END))
+    if end == 0:
+        return 0, b""
+    begin = last_newline(handle, end - 1)
+    handle.seek(begin)
+    return end, handle.read(end - begin)
 
 
 class StreamFollower:

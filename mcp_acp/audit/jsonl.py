@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,7 @@ from mcp_acp.audit.chain import (
     canonical,
     chain_files,
     head_path,
+    last_newline,
     open_head,
     read_head,
     seal,
@@ -305,7 +306,7 @@ class StreamWriter:
             handle.seek(size - 1)
             if handle.read(1) == b"\n":
                 return
-            cut = self._last_newline(handle, size)
+            cut = last_newline(handle, size)
             handle.seek(cut)
             partial = handle.read()
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -327,21 +328,6 @@ class StreamWriter:
             aside,
         )
 
-    @staticmethod
-    def _last_newline(handle: BinaryIO, size: int) -> int:
-        """Offset just after the last newline before ``size`` (0 if there is none)."""
-        window = 4096
-        while True:
-            start = max(0, size - window)
-            handle.seek(start)
-            chunk = handle.read(size - start)
-            index = chunk.rfind(b"\n")
-            if index >= 0:
-                return start + index + 1
-            if start == 0:
-                return 0
-            window *= 4
-
     def _chain_end(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last record of the stream, across rotated files."""
         for path in reversed(chain_files(self.log_dir, self.stream)):
@@ -349,7 +335,7 @@ class StreamWriter:
             if size == 0:
                 continue
             with path.open("rb") as handle:
-                start = self._last_newline(handle, size - 1)
+                start = last_newline(handle, size - 1)
                 handle.seek(start)
                 line = handle.read()
             try:
