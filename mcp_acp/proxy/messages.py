@@ -90,6 +90,14 @@ class Message:
         return _valid_id(self.body.get("id"))
 
     @property
+    def cancels(self) -> str | int | None:
+        """For ``notifications/cancelled``: the id of the request it cancels, if it names a
+        valid one (``true`` is not request ``1``, a list or an object names nothing)."""
+        if self.method != "notifications/cancelled":
+            return None
+        return _valid_id(self.params.get("requestId"))
+
+    @property
     def method(self) -> str:
         method = self.body.get("method")
         return method if isinstance(method, str) else ""
@@ -232,7 +240,7 @@ def _classify(body: Any, line: bytes) -> Message:
             body if isinstance(body, dict) else {},
             "not a JSON-RPC 2.0 object (batches are not supported)",
         )
-    has_id = "id" in body and isinstance(body["id"], str | int) and not isinstance(body["id"], bool)
+    has_id = _valid_id(body.get("id")) is not None
     if "method" in body:
         if not isinstance(body["method"], str):
             return Message("invalid", line, body, "method is not a string")

@@ -355,12 +355,9 @@ class Relay:
             self._deciding[message.id] = task
             task.add_done_callback(self._forget(message.id))
         elif message.kind == "notification":
-            if message.method == "notifications/cancelled":
-                cancelled = message.params.get("requestId")
-                if isinstance(cancelled, str | int):  # a list or an object names nothing
-                    waiting = self._deciding.get(cancelled)
-                    if waiting is not None:
-                        waiting.cancel()  # a pending decision or approval ends here
+            waiting = self._deciding.get(message.cancels)
+            if waiting is not None:
+                waiting.cancel()  # a pending decision or approval ends here
             forward = functools.partial(self._send_backend, message)
             await self._notification("client", message, forward)
         elif self._asked.pop(message.id, None) is None:
@@ -498,13 +495,11 @@ class Relay:
             self._backend_deciding[message.id] = task
             task.add_done_callback(lambda _: self._backend_deciding.pop(message.id, None))
         elif message.kind == "notification":
-            if message.method == "notifications/cancelled":
-                cancelled = message.params.get("requestId")
-                if isinstance(cancelled, str | int):
-                    self._asked.pop(cancelled, None)  # no answer is owed to it any more
-                    deciding = self._backend_deciding.get(cancelled)
-                    if deciding is not None:
-                        deciding.cancel()  # not yet decided: never reaches the client
+            if message.cancels is not None:
+                self._asked.pop(message.cancels, None)  # no answer is owed to it any more
+                deciding = self._backend_deciding.get(message.cancels)
+                if deciding is not None:
+                    deciding.cancel()  # not yet decided: never reaches the client
             # awaited here: in order with the answers around it
             forward = functools.partial(self._send_client, message.raw)
             await self._notification("backend", message, forward)

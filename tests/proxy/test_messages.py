@@ -123,3 +123,20 @@ def test_an_error_answers_null_for_an_id_that_is_not_one_and_never_writes_nan() 
     assert error_response("a", -32600, "x")["id"] == "a"
     with pytest.raises(ValueError, match="JSON compliant"):
         encode({"n": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("request_id", "cancels"), [(1, 1), ("a", "a"), (True, None), ([1], None), (1.0, None)]
+)
+def test_a_cancellation_names_a_request_only_by_a_valid_id(
+    request_id: object, cancels: object
+) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": request_id},
+    }
+    message = parse(json.dumps(body).encode() + b"\n")
+    assert message.kind == "notification"
+    assert message.cancels == cancels  # true is not request 1
+    assert type(message.cancels) is type(cancels)
