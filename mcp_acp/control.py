@@ -22,6 +22,7 @@ import pwd
 import socket
 import stat
 import struct
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -101,13 +102,45 @@ def sockets(directory: Path | None = None) -> list[Path]:
     return found
 
 
+# Linux: getsockopt(SOL_SOCKET, SO_PEERCRED) fills a struct ucred: pid, uid, gid.
+_UCRED = struct.Struct("=iII")
+# BSD and macOS: getsockopt(SOL_LOCAL, LOCAL_PEERCRED) fills a struct xucred, which begins
+# with ``u_int cr_version; uid_t cr_uid`` (then the groups; FreeBSD appends the pid).
+_SOL_LOCAL = 0
+_LOCAL_PEERCRED = 1
+_XUCRED_VERSION = 0
+_XUCRED_HEAD = struct.Struct("=II")
+_XUCRED_MAX = 128  # 76 bytes on macOS, 84 on FreeBSD: room for either
+
+
+def xucred_uid(creds: bytes) -> int | None:
+    """The uid in a ``struct xucred`` as LOCAL_PEERCRED returns it, or None if the bytes
+    are not one this code knows (another version, too short): then nobody is answered."""
+    if len(creds) < _XUCRED_HEAD.size:
+        return None
+    version, uid = _XUCRED_HEAD.unpack_from(creds)
+    return uid if version == _XUCRED_VERSION else None
+
+
+def peer_uid(sock: socket.socket, platform: str = sys.platform) -> int | None:
+    """The effective uid of the process at the other end of a connected Unix socket, as the
+    kernel recorded it when the peer connected; None where this code cannot tell (another
+    system, an error), and then nobody is answered."""
+    try:
+        if platform == "linux":
+            option = getattr(socket, "SO_PEERCRED")  # noqa: B009 (Linux only; 17 on x86 and arm)
+            creds = sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size)
+            return int(_UCRED.unpack(creds)[1])
+        if platform == "darwin" or platform.startswith("freebsd"):
+            return xucred_uid(sock.getsockopt(_SOL_LOCAL, _LOCAL_PEERCRED, _XUCRED_MAX))
+    except (OSError, struct.error):
+        pass
+    return None
+
+
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return None if sock is None else peer_uid(sock)
 
 
 def _user(uid: int) -> str:

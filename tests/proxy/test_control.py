@@ -5,13 +5,18 @@ put a socket of their own where ``mcp-acp approvals`` looks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import socket
+import struct
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from mcp_acp.control import ControlError, ControlServer, ask, sockets
+from mcp_acp.control import ControlError, ControlServer, ask, peer_uid, sockets, xucred_uid
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory away")
@@ -71,3 +76,72 @@ async def test_a_socket_another_user_put_in_our_directory_is_not_asked(tmp_path:
     finally:
         listener.close()
         await server.close()
+
+
+def test_the_peer_is_known_by_the_kernel_s_credentials() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        assert peer_uid(left) == os.geteuid()
+        # a system whose peer credentials this code does not know answers nobody
+        assert peer_uid(left, platform="sunos5") is None
+    closed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    closed.close()
+    assert peer_uid(closed) is None  # an error is no uid, not an exception
+
+
+def xucred(version: int, uid: int, groups: tuple[int, ...], *, pid: int | None = None) -> bytes:
+    """A ``struct xucred`` laid out as <sys/ucred.h> declares it on macOS (76 bytes) and,
+    with the trailing pid, on FreeBSD 13+ (84 bytes)."""
+    padded = (*groups, *([0] * (16 - len(groups))))
+    head = struct.pack("=IIh2x16I", version, uid, len(groups), *padded)
+    return head if pid is None else head + struct.pack("=i4x", pid)
+
+
+def test_bsd_and_macos_peer_credentials_are_read_from_xucred() -> None:
+    assert xucred_uid(xucred(0, 501, (20, 12, 61))) == 501
+    assert xucred_uid(xucred(0, 0, (0,), pid=4242)) == 0
+    # another layout version, or bytes cut short, name nobody (and so nobody is answered)
+    assert xucred_uid(xucred(1, 501, (20,))) is None
+    assert xucred_uid(b"\x00\x00\x00\x00\xf5\x01") is None
+
+
+@as_root
+async def test_a_peer_of_another_user_is_not_answered() -> None:
+    # The socket is made reachable on purpose (a 0755 directory, a 0777 socket), so that
+    # only the kernel's peer credentials stand between another user and the operations.
+    shared = Path(tempfile.mkdtemp(prefix="mcp-acp-control-"))
+    server = ControlServer(shared / "run")
+    server.register("status", status)
+    await server.start()
+    try:
+        shared.chmod(0o755)
+        server.directory.chmod(0o755)
+        server.path.chmod(0o777)
+        client = (  # drops to the given uid itself: the interpreter may sit where nobody can reach
+            "import os, socket, sys\n"
+            "os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            "s.connect(sys.argv[1])\n"
+            "try:\n"
+            '    s.sendall(b\'{"op": "status"}\\n\')\n'
+            "except BrokenPipeError:\n"
+            "    pass  # refused before the command was read: the answer is still there\n"
+            "print(s.makefile().readline(), end='')\n"
+        )
+
+        async def ask_as(uid: int) -> str:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", client, str(server.path), str(uid), cwd="/",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await child.communicate()
+            assert child.returncode == 0, err.decode()
+            return out.decode()
+
+        assert json.loads(await ask_as(NOBODY)) == {
+            "error": "not allowed: only the proxy's own user"
+        }
+        assert json.loads(await ask_as(os.geteuid())) == {"ok": "root"}
+    finally:
+        await server.close()
+        shutil.rmtree(shared)
