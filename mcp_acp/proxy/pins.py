@@ -270,10 +270,18 @@ class ToolPins:
         what = f"tool {tool!r}" if tool is not None else "any tool"
 
         def change(data: dict[str, Any]) -> bool:
+            if backend is not None and not any(
+                backend in (key, backend_ref(key)) for key in data["backends"]
+            ):
+                raise ConfigError(
+                    f"no backend {backend} has pinned tools",
+                    fix="give the backend as 'mcp-acp tools pins' shows it: its key, or "
+                    "the sha256: reference audit records use",
+                )
             candidates = [
                 (key, pins)
                 for key, pins in sorted(data["backends"].items())
-                if backend in (None, key)
+                if backend in (None, key, backend_ref(key))
                 and any("pending" in pin for name, pin in pins.items() if tool in (None, name))
             ]
             if not candidates:

@@ -61,7 +61,10 @@ def pins_command(ctx: click.Context) -> None:
 @tools_group.command("approve")
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every tool waiting, of one backend.")
-@click.option("--backend", help="The backend, as 'mcp-acp tools pins' shows it.")
+@click.option(
+    "--backend",
+    help="The backend, as 'mcp-acp tools pins' shows it: its key or its sha256: reference.",
+)
 @click.pass_context
 def approve_command(
     ctx: click.Context, name: str | None, everything: bool, backend: str | None

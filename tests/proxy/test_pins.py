@@ -22,6 +22,7 @@ from mcp_acp.proxy.pins import (
     MAX_KEPT_PER_BACKEND,
     ToolPins,
     backend_key,
+    backend_ref,
     definition_diff,
 )
 
@@ -130,6 +131,20 @@ def test_approve_all_takes_one_backends_waiting_tools(pins: ToolPins) -> None:
     assert [name for _, name, _ in pins.approve_all()] == ["fetch"]  # the only one left
     with pytest.raises(ConfigError, match="no new or changed definition of any tool"):
         pins.approve_all()
+
+
+def test_a_backend_is_named_by_its_key_or_its_audit_reference(pins: ToolPins) -> None:
+    other = '["uvx", "other-server"]'
+    pins.see(BACKEND, [tool()], review=True)
+    pins.see(other, [tool("fetch")], review=True)
+    # the sha256: reference that audit records and 'tools pins' show names the backend too
+    approved = pins.approve_all(backend_ref(other))
+    assert [(key, name) for key, name, _ in approved] == [(other, "fetch")]
+    key, _ = pins.approve("add", backend_ref(BACKEND))
+    assert key == BACKEND
+    # a backend nobody pinned is said to be unknown, not to have nothing waiting
+    with pytest.raises(ConfigError, match="no backend sha256:0000000000000000 has pinned"):
+        pins.approve_all("sha256:0000000000000000")
 
 
 def test_with_review_a_backend_past_the_pin_limit_gets_nothing_through(
