@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -157,7 +158,8 @@ class Relay:
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
         self._deciding: dict[Any, asyncio.Task[None]] = {}
-        self._in_flight: dict[Any, str] = {}  # request id -> method, sent to the backend
+        # request id -> (method, monotonic ns when it was sent), sent to the backend
+        self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -417,7 +419,7 @@ class Relay:
             if verdict.fatal is not None:
                 self.pep.fail(verdict.fatal)
             return
-        self._in_flight[message.id] = message.method
+        self._in_flight[message.id] = (message.method, time.monotonic_ns())
         try:
             await self.channel.send(message)
         except Unsendable as exc:
@@ -475,15 +477,15 @@ class Relay:
                 # nothing: never relayed (a copy of a list would pass unfiltered)
                 self.pep.drop("backend", "response to no request")
                 return
-            method = self._in_flight.pop(message.id)
+            method, took = self._answered(message.id)
             decided = method in _LISTS or _asks_for_input(message)
             if decided and message.ambiguous is not None:
-                await self._refuse_answer(message, method)
+                await self._refuse_answer(message, method, took)
             elif decided:
-                self._spawn(self._backend_response(message, method))
+                self._spawn(self._backend_response(message, method, took))
             else:  # the usual case: relayed as is, in order, then recorded
                 await self._send_client(message.raw)
-                self._record_response(message.body, message.id, method)
+                self._record_response(message.body, message.id, method, took)
         elif message.ambiguous is not None and message.kind == "request":
             log.warning("backend request refused: %s", message.ambiguous)
             answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
@@ -511,22 +513,28 @@ class Relay:
                 and "method" not in message.body
                 and answered in self._in_flight
             ):
-                method = self._in_flight.pop(answered)
+                method, took = self._answered(answered)
                 text = f"the backend's answer was refused: {message.problem} (request {answered})"
                 error = error_response(answered, BACKEND_FAILED, text)
                 await self._send_client(encode(error))
-                self._record_response(error, answered, method)
+                self._record_response(error, answered, method, took)
 
-    async def _refuse_answer(self, message: Message, method: str | None) -> None:
+    def _answered(self, request_id: Any) -> tuple[str, float]:
+        """The request ``request_id`` is answered: no longer in flight. Its method, and the
+        milliseconds since it was sent to the backend (the record's ``duration_ms``)."""
+        method, sent = self._in_flight.pop(request_id)
+        return method, round((time.monotonic_ns() - sent) / 1e6, 3)
+
+    async def _refuse_answer(self, message: Message, method: str | None, took: float) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
         client inside it) but cannot read unambiguously: the client gets an error instead,
         and the answer is recorded as it came."""
         log.warning("backend answer to request %r refused: %s", message.id, message.ambiguous)
         text = f"the backend's answer was refused: {message.ambiguous} (request {message.id})"
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
-        self._record_response(message.body, message.id, method)
+        self._record_response(message.body, message.id, method, took)
 
-    async def _backend_response(self, message: Message, method: str | None) -> None:
+    async def _backend_response(self, message: Message, method: str | None, took: float) -> None:
         if not await self._input_requests_allowed(message, method):
             return
         body = message.body
@@ -541,9 +549,11 @@ class Relay:
         else:
             data = message.raw
         await self._send_client(data)
-        self._record_response(body, message.id, method)
+        self._record_response(body, message.id, method, took)
 
-    def _record_response(self, body: dict[str, Any], request_id: Any, method: str | None) -> None:
+    def _record_response(
+        self, body: dict[str, Any], request_id: Any, method: str | None, took: float
+    ) -> None:
         """The request's decision was durable before it was forwarded; its response is
         recorded as it is relayed: handed to the trail once the answer is on its way (in the
         same loop step, unless the client is not reading), and committed at the next loop
@@ -564,6 +574,7 @@ class Relay:
                 result_size=size,
                 # a backend may send any JSON here; the record's schema says integer
                 error_code=code if type(code) is int else None,
+                duration_ms=took,
             )
         )
 

@@ -124,6 +124,26 @@ def test_a_request_id_still_in_flight_cannot_be_used_again(relay: Any, again: An
     assert [r["mcp_method"] for r in answers] == ["tools/call"]  # recorded as what it answers
 
 
+def test_each_answer_is_recorded_with_the_time_the_backend_took(relay: Any) -> None:
+    # not hostile: the same session shows it cheaply. duration_ms runs from the request's
+    # send to the backend until its answer came back (slow sleeps 1 s before answering)
+    proxy, _, log_dir = relay
+    assert proxy.call("tools/call", {"name": "slow", "arguments": {}})["result"]
+    assert proxy.call("tools/call", {"name": "echo", "arguments": {"text": "x"}})["result"]
+    assert proxy.call("tools/list")["result"]["tools"]
+    assert proxy.close() == 0
+    took = {
+        r["request_id"]: r["duration_ms"]
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "server_to_client"
+    }
+    slow, echo, listing = (took[str(n)] for n in range(3, 6))  # 2 was initialize
+    assert 1000 <= slow < 10_000
+    assert 0 < echo < 1000
+    assert 0 < listing < 1000
+    assert all(isinstance(ms, float) for ms in took.values())
+
+
 def test_the_backends_annotations_count_when_a_tool_is_called(relay: Any) -> None:
     proxy, received, log_dir = relay
     listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
