@@ -218,7 +218,8 @@ class Registry:
                 raise PluginError(
                     f"{kind.label} {name!r} is registered by both plugin "
                     f"{existing.plugin!r} and plugin {plugin!r}",
-                    fix="allow only one of the two plugins",
+                    fix="allow only one of the two plugins, or register under another name "
+                    "(a built-in's name cannot be taken)",
                 )
             self._by_kind[kind][name] = Registration(
                 kind=kind,

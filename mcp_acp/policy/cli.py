@@ -301,6 +301,10 @@ def explain(
         return
     click.echo(f"{decision.effect.value.upper()}: {decision.reason}")
     click.echo(f"policy {decision.policy_id}  ({decision.eval_us:.1f} µs)")
+    subject = request.subject
+    click.echo(  # what was assumed: the proxy's own subject may differ (--subject, --provenance)
+        f"subject {subject.subject_id} (provenance {subject.provenance.name.lower()})"
+    )
     action = request.action
     if action.tool_name is not None:
         ops = ", ".join(sorted(action.operations)) or "unknown"

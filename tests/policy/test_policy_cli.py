@@ -136,6 +136,7 @@ def test_explain_trace_lists_every_rule(isolated_home: Path) -> None:
     )
     out = result.stdout
     assert out.startswith("DENY: denied by default")
+    assert "\nsubject alice (provenance token)\n" in out  # what it assumed, said
     assert "source argument source: /home/alice/project/a" in out
     assert "[  -  ] archive-moves (allow): " in out
     assert "path /tmp/a does not match /home/alice/archive/**" in out
