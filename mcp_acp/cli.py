@@ -212,6 +212,8 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
         }
         if values["backend_timeout"] is not None:
             backend["timeout_seconds"] = values["backend_timeout"]
+        if values["backend_request_timeout"] is not None:
+            backend["request_timeout_seconds"] = values["backend_request_timeout"]
     elif values["backend_command"]:
         backend = {
             "transport": "stdio",
@@ -267,7 +269,18 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
     "--backend-header", multiple=True, metavar="NAME:VALUE", help="HTTP backend: header (repeat)."
 )
 @click.option(
-    "--backend-timeout", type=float, metavar="SECONDS", help="HTTP backend: request timeout."
+    "--backend-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="HTTP backend: how long connecting, and each wait for an answer to begin or go "
+    "on, may take (backend.timeout_seconds).",
+)
+@click.option(
+    "--backend-request-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="HTTP backend: how long one request may take as a whole "
+    "(backend.request_timeout_seconds).",
 )
 @click.option("--identity", metavar="NAME[=JSON]", help="Identity provider (default: local).")
 @click.option("--approver", metavar="NAME[=JSON]", help="Approver for 'ask' rules (default: deny).")

@@ -104,6 +104,8 @@ def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None
         "Authorization: Bearer s3cret",
         "--backend-timeout",
         "12",
+        "--backend-request-timeout",
+        "900",
         "--approver",
         "deny",
         "--log-dir",
@@ -116,7 +118,7 @@ def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None
         "url": "https://mcp.example.test/mcp",
         "headers": {"Authorization": "Bearer s3cret"},
         "timeout_seconds": 12.0,
-        "request_timeout_seconds": 600.0,
+        "request_timeout_seconds": 900.0,
     }
     assert written["audit"]["log_dir"] == str(tmp_path / "logs")
     shown = run_cli("--config", str(target), "config", "show", check=True).stdout
