@@ -1,0 +1,77 @@
+"""``examples/library/gate.py``, the README's "build your own on the library" example, run
+as a user would: on a config ``mcp-acp init`` wrote, against real files and a real audit
+trail. It decides, records the decision durably, and fails closed when it cannot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from proxy_helpers import configure, proxy_env, records
+
+from mcp_acp.audit.chain import verify_stream
+
+GATE = Path(__file__).resolve().parent.parent / "examples" / "library" / "gate.py"
+
+
+def gate(home: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(GATE), "tools/call", json.dumps(params)],
+        env=proxy_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_library_gate_decides_and_records_before_it_answers(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.md").write_text("hi\n")
+    policy = {
+        "version": "1",
+        "rules": [
+            {
+                "id": "read-project",
+                "effect": "allow",
+                "conditions": {"operations": "read", "path_pattern": f"{project}/**"},
+            }
+        ],
+    }
+    log_dir = configure(isolated_home, "true", [], policy)
+
+    allowed = gate(
+        isolated_home, {"name": "read_file", "arguments": {"path": str(project / "notes.md")}}
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith("allow: ")
+    denied = gate(isolated_home, {"name": "read_file", "arguments": {"path": "/etc/shadow"}})
+    assert denied.returncode == 1, denied.stderr
+    assert denied.stdout.startswith("deny: ")
+
+    decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+    assert [(r["tool_name"], r["effect"], r.get("rule_id")) for r in decided] == [
+        ("read_file", "allow", "read-project"),
+        ("read_file", "deny", None),
+    ]
+    assert verify_stream(log_dir, "decisions").ok
+
+
+def test_the_library_gate_fails_closed_without_its_audit_trail(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    policy = {
+        "version": "1",
+        "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+    }
+    log_dir = configure(isolated_home, "true", [], policy)
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_dir.symlink_to("/dev/full")  # the log directory cannot be made or written
+    refused = gate(isolated_home, {"name": "echo", "arguments": {}})
+    assert refused.returncode == 13, refused.stderr  # the audit failure class
+    assert "allow" not in refused.stdout
+    assert refused.stderr.startswith("audit error: ")
