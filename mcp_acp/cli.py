@@ -131,35 +131,56 @@ def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
 # ---------------------------------------------------------------- init
 
 
+def _nth(index: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``11th`` … (which of a repeated flag is meant)."""
+    suffix = "th" if 10 <= index % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(index % 10, "th")
+    return f"{index}{suffix}"
+
+
 def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
-    """Parse ``NAME`` or ``NAME=JSON`` (the component's options) from a flag."""
+    """Parse ``NAME`` or ``NAME=JSON`` (the component's options) from a flag.
+
+    An error names the flag and what is wrong with it, never its value: the options may
+    hold a client secret."""
     if value is None:
         return None
     name, sep, raw = value.partition("=")
     if not sep:
         return {"use": name}
+    fix = f"""write it as {flag} 'NAME={{"key": "value"}}'"""
     try:
         options = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"{flag} {value!r}: the options after '=' are not valid JSON ({exc.msg})",
-            fix=f"""write it as {flag} 'NAME={{"key": "value"}}'""",
-        ) from exc
+            f"{flag}: the options after '=' are not valid JSON "
+            f"(character {exc.pos + 1} of them: {exc.msg}); the value is not shown, it may "
+            "hold a secret",
+            fix=fix,
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{flag}: the options after '=' nest arrays or objects too deeply", fix=fix
+        ) from None
     if not isinstance(options, dict):
         raise ConfigError(
-            f"{flag} {value!r}: the options after '=' must be a JSON object",
-            fix=f"""write it as {flag} 'NAME={{"key": "value"}}'""",
+            f"{flag}: the options after '=' must be a JSON object, not {type(options).__name__}",
+            fix=fix,
         )
     return {"use": name, "config": options}
 
 
 def _pairs(values: Sequence[str], flag: str, sep: str = "=") -> dict[str, str]:
+    """``KEY<sep>VALUE`` flags as a dict. An error names the flag and which of them (the
+    value may be a credential: it is never shown)."""
     out: dict[str, str] = {}
-    for item in values:
+    for index, item in enumerate(values, start=1):
         key, found, value = item.partition(sep)
         if not found or not key.strip():
+            problem = f"no {sep!r} in it" if not found else f"nothing before the {sep!r}"
             raise ConfigError(
-                f"{flag} {item!r} is not KEY{sep}VALUE", fix=f"write it as {flag} KEY{sep}VALUE"
+                f"the {_nth(index)} {flag} is not KEY{sep}VALUE ({problem}; the value is not "
+                "shown, it may hold a secret)",
+                fix=f"write it as {flag} KEY{sep}VALUE",
             )
         out[key.strip()] = value.strip() if sep == ":" else value
     return out
@@ -402,8 +423,12 @@ def config_validate(ctx: click.Context) -> None:
 
 def _summary(config: Config, plugins: PluginSet) -> str:
     backend = config.backend
+    # as 'config show' shows it: a credential in an argument or the URL is not printed
+    shown = redacted(backend.model_dump(mode="json", include={"url", "command", "args"}))
     target = (
-        backend.url if backend.transport == "http" else shlex.join([backend.command, *backend.args])
+        shown["url"]
+        if backend.transport == "http"
+        else shlex.join([shown["command"], *shown["args"]])
     )
     checks = ", ".join(c.use for c in config.posture.checks) or "none"
     allowed = ", ".join(p.name for p in plugins.loaded if p.status == "loaded") or "none"

@@ -72,7 +72,22 @@ CONFIG_ENV = "MCP_ACP_CONFIG"
 APP_NAME = "mcp-acp"
 MAX_CONFIG_BYTES = 1 << 20
 _NAME = r"^[a-z0-9][a-z0-9-]*$"
-_SECRET_WORDS = ("auth", "cookie", "token", "key", "secret", "password", "credential")
+#: Words that make a name look secret: a key containing one (``MYSQL_PWD``,
+#: ``client_secret``), a flag or ``name=value`` with one as a whole part (``--api-key``).
+_SECRET_WORDS = (
+    "auth",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "passwd",
+    "password",
+    "pwd",
+    "credential",
+)
+#: Sections whose every value is redacted whatever its name: a header or an environment
+#: variable of the backend is there to carry credentials more often than not.
+_SECRET_SECTIONS = ("headers", "env")
 
 
 def default_config_path() -> Path:
@@ -439,7 +454,9 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _shown(field: str, value: Any) -> str:
-    if any(word in field.lower() for word in _SECRET_WORDS):
+    if any(word in field.lower() for word in _SECRET_WORDS) or any(
+        part in _SECRET_SECTIONS for part in field.split(".")
+    ):
         return "<redacted>"
     if isinstance(value, str):
         value = redact_text(value)
@@ -553,9 +570,7 @@ def save_config(config: Config, path: Path) -> None:
 
 #: A name part that says "secret": whole parts only (``api-key``, ``access_token``,
 #: ``X-Auth-Token``, ``password``), so ``--author`` or ``--path`` are not taken for one.
-_SECRET_PART = (
-    r"(?:auth|authorization|cookie|token|apikey|key|secret|passwd|password|pwd|credentials?)"  # noqa: S105
-)
+_SECRET_PART = rf"(?:authorization|apikey|credentials|{'|'.join(_SECRET_WORDS)})"
 _SECRET_NAME = rf"(?:[A-Za-z0-9]+[-_.])*{_SECRET_PART}(?:[-_.][A-Za-z0-9]+)*"
 #: ``name=value`` (an argument ``--api-key=…``, a URL's query ``?token=…``) whose name
 #: looks secret.
@@ -576,10 +591,14 @@ def redact_text(text: str) -> str:
 
 
 def redacted(value: Any, key: str = "") -> Any:
-    """A copy of a config dump with secret-looking values replaced: everything under a
-    secret-looking key (headers, env), the argument after a secret-looking flag, and
-    credentials inside any string (:func:`redact_text`)."""
+    """A copy of a config dump with secret-looking values replaced: every value under
+    ``headers`` and ``env``, everything under a secret-looking key, the argument after a
+    secret-looking flag, and credentials inside any string (:func:`redact_text`)."""
     if isinstance(value, dict):
+        if key in _SECRET_SECTIONS:
+            return {
+                k: "<redacted>" if isinstance(v, str) else redacted(v, k) for k, v in value.items()
+            }
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):
         out: list[Any] = []

@@ -159,7 +159,7 @@ def test_config_show_hides_credentials_in_arguments_env_and_urls(
         "--path",
         "/srv/repo",
     ]
-    assert backend["env"]["DB_URL"] == "postgres://u:<redacted>@db/x"
+    assert backend["env"]["DB_URL"] == "<redacted>"  # every env value
     url = f"https://alice:{canaries[3]}@mcp.example.test/mcp"
     settings = {"backend": {"transport": "http", "url": url}}
     target.write_text(json.dumps(settings))
@@ -167,6 +167,96 @@ def test_config_show_hides_credentials_in_arguments_env_and_urls(
     assert refused.returncode == 10
     assert canaries[3] not in refused.stderr + refused.stdout
     assert "must not carry credentials" in refused.stderr
+
+
+def test_config_show_redacts_every_header_and_environment_value(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """Headers and environment variables carry credentials under any name (``MYSQL_PWD``,
+    ``DB_PASS``, ``X-Api``): every value is redacted, as the README promises."""
+    target = tmp_path / "c.json"
+    env = {"MYSQL_PWD": "s3cr3t-pw-value", "SMTP_PASSWD": "smtp-C4NARY", "DB_PASS": "db-C4NARY"}
+    target.write_text(json.dumps({"backend": {"command": "srv", "env": env}}))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert json.loads(shown)["backend"]["env"] == dict.fromkeys(env, "<redacted>")
+    headers = {"X-Api": "api-C4NARY", "X-Access": "access-C4NARY"}
+    http = {"transport": "http", "url": "https://mcp.example.test/mcp", "headers": headers}
+    target.write_text(json.dumps({"backend": http}))
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert json.loads(shown)["backend"]["headers"] == dict.fromkeys(headers, "<redacted>")
+
+
+def test_init_and_validate_summaries_hide_credentials_in_arguments(
+    run_cli: Run, config_path: Path
+) -> None:
+    secrets = ["sk-live-hunter2secret", "hunter2pw", "ghp_" + "C4NARY" * 6]
+    args = [
+        "--api-key",
+        secrets[0],
+        f"--password={secrets[1]}",
+        f"Authorization: Bearer {secrets[2]}",
+    ]
+    init = run_cli(
+        "init",
+        "--non-interactive",
+        "--backend-command",
+        "npx",
+        *[item for arg in ["server", *args] for item in ("--backend-arg", arg)],
+        check=True,
+    )
+    validate = run_cli("config", "validate", check=True)
+    for output in (init.stdout, validate.stdout):
+        assert "backend:  stdio npx server --api-key '<redacted>'" in output
+        for secret in secrets:
+            assert secret not in output
+    written = json.loads(config_path.read_text())["backend"]["args"]
+    assert written == ["server", *args]  # redacted when shown, not when saved
+    url = f"https://mcp.example.test/mcp?token={secrets[0]}"
+    again = run_cli("init", "--non-interactive", "--force", "--backend-url", url, check=True)
+    assert "backend:  http https://mcp.example.test/mcp?token=<redacted>" in again.stdout
+    assert secrets[0] not in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (
+            [
+                "--backend-url",
+                "https://h/mcp",
+                "--backend-header",
+                "Authorization Bearer ghp_C4NARY",
+            ],
+            "the 1st --backend-header is not KEY:VALUE",
+        ),
+        (
+            ["--backend-command", "x", "--backend-env", "A=1", "--backend-env", "ghp_C4NARY"],
+            "the 2nd --backend-env is not KEY=VALUE",
+        ),
+        (
+            ["--backend-command", "x", "--identity", 'oidc={"client_secret":"ghp_C4NARY",}'],
+            "--identity: the options after '=' are not valid JSON",
+        ),
+        (
+            ["--backend-command", "x", "--approver", 'cli=["ghp_C4NARY"]'],
+            "--approver: the options after '=' must be a JSON object",
+        ),
+        (
+            ["--backend-command", "x", "--identity", "oidc=" + "[" * 100_000],
+            "--identity: the options after '=' nest arrays or objects too deeply",
+        ),
+    ],
+)
+def test_bad_flag_errors_name_the_flag_never_its_value(
+    run_cli: Run, config_path: Path, flags: list[str], named: str
+) -> None:
+    result = run_cli("init", "--non-interactive", *flags)
+    assert result.returncode == 10, result.stderr
+    assert named in result.stderr
+    assert "C4NARY" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not config_path.exists()
 
 
 def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Path) -> None:
@@ -209,7 +299,7 @@ def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
             "identity.config.x (plugin 'local-identity')",
         ),
         (["--backend-command", "x", "--plugin", "not-installed"], "'not-installed' is allowed"),
-        (["--backend-command", "x", "--backend-env", "NOEQUALS"], "--backend-env 'NOEQUALS'"),
+        (["--backend-command", "x", "--backend-env", "NOEQUALS"], "1st --backend-env"),
         ([], "no backend given"),
     ],
 )
