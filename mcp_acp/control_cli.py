@@ -1,5 +1,11 @@
 """``mcp-acp status`` and ``mcp-acp approvals list | approve ID [--remember] | deny ID``:
-commands that talk to running proxies over their control sockets (:mod:`mcp_acp.control`)."""
+commands that talk to running proxies over their control sockets (:mod:`mcp_acp.control`).
+
+What a socket answers is not trusted: a tool name in an approval's summary is chosen by
+the client (a model), so every value is escaped before it reaches the terminal (an ANSI
+or OSC sequence would otherwise rewrite the line a human approves from), and a missing or
+mistyped field prints as ``?`` instead of ending the command.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 import click
 
 from mcp_acp.control import ask, sockets
-from mcp_acp.errors import McpAcpError
+from mcp_acp.errors import McpAcpError, printable
 
 __all__ = ["approvals_group", "status_command"]
 
@@ -21,6 +27,19 @@ _dir_option = click.option(
 )
 
 
+def _text(value: Any) -> str:
+    """A value from a socket as it may reach a terminal: every non-printable character
+    escaped (``\\x1b``), ``?`` for a missing one."""
+    return "?" if value is None else printable(value if isinstance(value, str) else str(value))
+
+
+def _number(value: Any, spec: str) -> str:
+    """A number from a socket formatted with ``spec``; anything else as :func:`_text`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return _text(value)
+
+
 def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
     answers = []
     for path in sockets(socket_dir):
@@ -28,6 +47,8 @@ def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, 
             answers.append((path, ask(path, command)))
         except OSError:
             continue  # a proxy that has gone away leaves its socket behind
+        except (ValueError, RecursionError):
+            continue  # not an answer a proxy gives: nothing to show of it
     return answers
 
 
@@ -44,14 +65,16 @@ def status_command(as_json: bool, socket_dir: Path | None) -> None:
         click.echo("no running proxy")
         return
     for item in found:
-        counts = item.get("requests", {})
+        counts = item.get("requests")
+        counts = counts if isinstance(counts, dict) else {}
         click.echo(
-            f"pid {item['pid']}  up {item['uptime_seconds']:.0f}s  subject {item['subject']}  "
-            f"backend {item['backend']}\n"
-            f"  session {item['session_id']}  policy {item['policy_id']}\n"
-            f"  requests: {counts.get('allowed', 0)} allowed, {counts.get('denied', 0)} denied"
-            f", {counts.get('asked', 0)} asked; pending approvals {item['pending_approvals']}"
-            f", remembered approvals {item['remembered_approvals']}"
+            f"pid {_text(item.get('pid'))}  up {_number(item.get('uptime_seconds'), '.0f')}s  "
+            f"subject {_text(item.get('subject'))}  backend {_text(item.get('backend'))}\n"
+            f"  session {_text(item.get('session_id'))}  policy {_text(item.get('policy_id'))}\n"
+            f"  requests: {_text(counts.get('allowed', 0))} allowed, "
+            f"{_text(counts.get('denied', 0))} denied, {_text(counts.get('asked', 0))} asked; "
+            f"pending approvals {_text(item.get('pending_approvals'))}, "
+            f"remembered approvals {_text(item.get('remembered_approvals'))}"
         )
 
 
@@ -65,11 +88,12 @@ def approvals_group() -> None:
 @_dir_option
 def list_command(as_json: bool, socket_dir: Path | None) -> None:
     """Show every pending approval of every running proxy."""
-    pending = [
-        item
-        for _, answer in _each(socket_dir, {"op": "list"})
-        for item in answer.get("pending", [])
-    ]
+    pending: list[dict[str, Any]] = []
+    for _, answer in _each(socket_dir, {"op": "list"}):
+        items = answer.get("pending")
+        pending += (
+            [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+        )
     if as_json:
         click.echo(json.dumps(pending, indent=2))
         return
@@ -78,14 +102,15 @@ def list_command(as_json: bool, socket_dir: Path | None) -> None:
         return
     for item in pending:
         never = item.get("not_remembered") or "never remembered"
-        cache = "" if item["cacheable"] else f"  ({never})"
-        click.echo(f"{item['id']}  {item['expires_in']:>5}s  {item['summary']}{cache}")
+        cache = "" if item.get("cacheable") is True else f"  ({_text(never)})"
+        expires = _number(item.get("expires_in"), ">5")
+        click.echo(f"{_text(item.get('id'))}  {expires}s  {_text(item.get('summary'))}{cache}")
 
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:
     for _, answer in _each(socket_dir, {"op": op, "id": approval_id, "remember": remember}):
         if answer.get("ok"):
-            click.echo(f"{approval_id}: {answer['result']}")
+            click.echo(f"{_text(approval_id)}: {_text(answer.get('result'))}")
             return
     raise McpAcpError(
         f"no pending approval {approval_id!r} in any running proxy",

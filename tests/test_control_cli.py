@@ -1,0 +1,114 @@
+"""``mcp-acp status`` and ``mcp-acp approvals`` against a real socket that answers what a
+hostile or broken proxy could: nothing from it reaches the terminal unescaped, and a
+missing field does not end the command."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Run = Callable[..., Any]
+
+#: What a client may put in a tool name: erase the line, move the cursor up, retitle.
+HOSTILE = "write_note\x1b[2K\x1b[1G\x1b[1A\x1b]0;PWNED\x07\u202e"
+
+
+class FakeProxy:
+    """A control socket in a private directory answering each op with a fixed answer."""
+
+    def __init__(self, directory: Path, answers: dict[str, Any]) -> None:
+        directory.mkdir(mode=0o700)
+        self.directory = directory
+        self.answers = answers
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(directory / "proxy-1.sock"))
+        self.listener.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                op = json.loads(data)["op"]
+                conn.sendall(json.dumps(self.answers.get(op, {})).encode() + b"\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def fake_proxy(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Path]]:
+    made: list[FakeProxy] = []
+
+    def start(answers: dict[str, Any]) -> Path:
+        made.append(FakeProxy(tmp_path / f"sockets{len(made)}", answers))
+        return made[-1].directory
+
+    yield start
+    for proxy in made:
+        proxy.close()
+
+
+def test_approvals_list_and_answers_escape_what_the_socket_says(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    item = {
+        "id": "a1\x1b[31m",
+        "expires_in": 30,
+        "summary": f"tools/call {HOSTILE} path=/x",
+        "cacheable": False,
+        "not_remembered": "code\x1b]0;x\x07",
+    }
+    directory = fake_proxy(
+        {
+            "list": {"pending": [item]},
+            "approve": {"ok": True, "result": "approved\x1b[2K"},
+        }
+    )
+    listed = run_cli("approvals", "list", "--socket-dir", str(directory))
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout
+    assert "\x07" not in listed.stdout
+    assert "\u202e" not in listed.stdout
+    assert "write_note\\x1b[2K\\x1b[1G\\x1b[1A\\x1b]0;PWNED\\x07\\u202e" in listed.stdout
+    assert listed.stdout.count("\n") == 1  # one pending item, one line
+    approved = run_cli("approvals", "approve", "a1", "--socket-dir", str(directory))
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == "a1: approved\\x1b[2K\n"
+
+
+def test_status_shows_what_a_partial_or_hostile_answer_holds(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    directory = fake_proxy({"status": {"pid": 1, "subject": HOSTILE, "uptime_seconds": "x"}})
+    result = run_cli("status", "--socket-dir", str(directory))
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr
+    assert "\x1b" not in result.stdout
+    assert result.stdout.startswith("pid 1  up xs  subject write_note\\x1b[2K")
+    assert "pending approvals ?" in result.stdout
+
+
+def test_approvals_list_skips_what_is_not_an_approval(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    directory = fake_proxy({"list": {"pending": ["not an item", {"id": "a2"}]}})
+    result = run_cli("approvals", "list", "--socket-dir", str(directory))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "a2  ?s  ?  (never remembered)\n"
