@@ -8,6 +8,7 @@ traceback. Plugins add commands through the ``register_commands`` hook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -337,9 +338,18 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
         _prompt_missing(values, installed)
     config = _config_from_flags(values)
     runtime = resolve_runtime(config, path, source="mcp-acp init flags")
-    save_config(config, path)
-    click.echo(f"wrote {path}")
+    # The policy first: a config that names a policy not written would leave a proxy that
+    # cannot start and an init that refuses to run again. Either both are written or
+    # neither is.
     starter = _write_starter_policy(config, path)
+    try:
+        save_config(config, path)
+    except ConfigError as exc:
+        if starter is not None:
+            with contextlib.suppress(OSError):
+                starter.unlink()
+        raise ConfigError(f"{exc.message}; nothing was written", fix=exc.fix) from exc
+    click.echo(f"wrote {path}")
     if starter is not None:
         click.echo(
             f"wrote {starter} (starter policy: reads allowed, changes need approval, "
@@ -357,7 +367,13 @@ def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
     if target.exists():
         return None
     text = resources.files("mcp_acp.data").joinpath("starter_policy.json").read_text("utf-8")
-    atomic_write_text(target, text)
+    try:
+        atomic_write_text(target, text)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the starter policy {target}: {exc.strerror or exc}; nothing was written",
+            fix="make room or choose a writable place (--config), then run 'mcp-acp init' again",
+        ) from exc
     return target
 
 

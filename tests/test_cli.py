@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pty
+import resource
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -312,6 +314,36 @@ def test_bad_init_flags_write_nothing(
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not config_path.exists()
+
+
+@pytest.mark.parametrize("limit", [500, 1500])
+def test_init_that_cannot_write_everything_writes_nothing(
+    isolated_home: Path, config_path: Path, limit: int
+) -> None:
+    """A disk that fills during init (here: a file size limit, ``RLIMIT_FSIZE``, in the
+    child — 500 bytes stops the starter policy of ~1.1 KiB, 1500 the config made bigger
+    than it) leaves neither file, one line, and an init that can run again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    args = [*INIT, *[item for n in range(60) for item in ("--backend-arg", f"/srv/dir-{n:04}")]]
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    failed = subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, env=env, preexec_fn=small_files
+    )
+    assert failed.returncode == 10, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1, failed.stderr
+    assert lines[0].startswith("config error: cannot write ")
+    assert "nothing was written" in lines[0]
+    assert "wrote" not in failed.stdout
+    assert list(config_path.parent.iterdir()) == []  # no config, no policy, no temporary file
+    again = subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert (config_path.parent / "policy.json").exists()
 
 
 def test_broken_config_one_line_nonzero_and_untouched(run_cli: Run, config_path: Path) -> None:
