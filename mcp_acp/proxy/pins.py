@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_acp._fs import atomic_write_text, ensure_private_dir, unsafe_permissions
 from mcp_acp.audit.events import payload_digest
 from mcp_acp.config import Backend, HttpBackend
-from mcp_acp.errors import ConfigError
+from mcp_acp.errors import ConfigError, printable
 
 __all__ = [
     "PINNED_FIELDS",
@@ -72,6 +73,40 @@ class Seen:
     digest: str
     pinned_digest: str
     changed_fields: tuple[str, ...] = ()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Record(_Strict):
+    """A definition as the file keeps it: its digest, when, each field's digest, and the
+    definition itself (or ``None`` when it is kept only by digest)."""
+
+    sha256: str
+    at: str
+    fields: dict[str, str]
+    definition: dict[str, Any] | None = None
+    size: int = Field(default=0, ge=0)
+
+
+class _Pin(_Strict):
+    """One tool's pin: a record (approved), a ``pending`` record waiting for approval, or
+    both (a changed definition)."""
+
+    sha256: str | None = None
+    at: str | None = None
+    fields: dict[str, str] | None = None
+    definition: dict[str, Any] | None = None
+    size: int = Field(default=0, ge=0)
+    pending: _Record | None = None
+
+
+class _PinsFile(_Strict):
+    """The whole file, checked before any part of it is used."""
+
+    version: int
+    backends: dict[str, dict[str, _Pin]]
 
 
 def backend_key(backend: Backend) -> str:
@@ -139,44 +174,87 @@ class ToolPins:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        ensure_private_dir(self.path.parent)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            ensure_private_dir(self.path.parent)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot lock the tool pins file {printable(str(self.lock_path))}: "
+                f"{exc.strerror or exc}",
+                fix=f"check that you can write to {printable(str(self.path.parent))}",
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
 
+    def _damaged(self, why: str) -> ConfigError:
+        return ConfigError(
+            f"tool pins file {printable(str(self.path))} is damaged: {why}",
+            fix=f"move the file aside (mv {printable(str(self.path))} "
+            f"{printable(str(self.path))}.bad); tools are pinned again at the next tools/list",
+        )
+
     def _read(self) -> dict[str, Any]:
-        """The file's contents (empty if there is none). ``ConfigError`` if it is not ours
-        to trust or not a pins file."""
-        if not self.path.exists():
+        """The file's contents (empty if there is none; reading creates nothing).
+        ``ConfigError`` if it is not ours to trust, cannot be read or is not a pins file
+        in every part."""
+        shown = printable(str(self.path))
+        try:
+            problem = unsafe_permissions(self.path)
+            raw = self.path.read_bytes() if problem is None else b""
+        except FileNotFoundError:
             return {"version": _VERSION, "backends": {}}
-        problem = unsafe_permissions(self.path)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the tool pins file {shown}: {exc.strerror or exc}",
+                fix=f"check the permissions of {shown} and its directory",
+            ) from exc
         if problem is not None:
             raise ConfigError(
-                f"tool pins file {self.path} {problem}",
-                fix=f"chmod 600 {self.path} (and check who changed it)",
+                f"tool pins file refused: {problem}",
+                fix=f"chmod 600 {shown} (and check who changed it)",
             )
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("version") != _VERSION:
-                raise ValueError(f"not a version-{_VERSION} pins file")
-            if not isinstance(data.get("backends"), dict):
-                raise ValueError("'backends' is not an object")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(
-                f"tool pins file {self.path} cannot be read: {exc}",
-                fix="delete it: every tool is pinned again when it is next listed",
-            ) from exc
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise self._damaged(f"not UTF-8 text (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise self._damaged(f"not JSON (line {exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise self._damaged("arrays or objects nested too deeply") from None
+        if not isinstance(data, dict) or data.get("version") != _VERSION:
+            raise self._damaged(f"not a version-{_VERSION} pins file")
+        try:
+            _PinsFile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            raise self._damaged(printable(f"{where}: {first['msg']}")) from None
         return data
 
-    def _transaction(self, change: Callable[[dict[str, Any]], bool]) -> None:
-        """Read the pins under the lock, let ``change`` edit them; write if it says so."""
+    def _transaction(
+        self, change: Callable[[dict[str, Any]], bool], *, create: bool = True
+    ) -> None:
+        """Read the pins under the lock, let ``change`` edit them; write if it says so.
+        Without ``create``, a missing file is shown to ``change`` as empty and nothing is
+        created (no directory, no lock file): for changes that need pins to be there."""
+        if not create and not self.path.exists():
+            change({"version": _VERSION, "backends": {}})
+            return
         with self._locked():
             data = self._read()
             if change(data):
-                atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+                try:
+                    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+                    atomic_write_text(self.path, text)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot write the tool pins file {printable(str(self.path))}: "
+                        f"{exc.strerror or exc}; it is unchanged",
+                        fix="make room on the disk or check its permissions",
+                    ) from exc
 
     def check(self) -> None:
         """Raise ``ConfigError`` now if the file is damaged or unsafe (start-up)."""
@@ -241,8 +319,7 @@ class ToolPins:
 
     def entries(self) -> list[tuple[str, str, dict[str, Any]]]:
         """``(backend, tool, pin)`` for every pin, sorted."""
-        with self._locked():
-            data = self._read()
+        data = self._read()  # replaced whole (atomic_write_text): no lock needed to read
         return [
             (backend, name, pin)
             for backend, pins in sorted(data["backends"].items())
@@ -303,7 +380,7 @@ class ToolPins:
                     approved.append((key, name, before))
             return True
 
-        self._transaction(change)
+        self._transaction(change, create=False)
         return approved
 
 

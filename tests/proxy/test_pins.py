@@ -204,15 +204,81 @@ def test_a_pins_file_others_can_write_is_refused(pins: ToolPins) -> None:
         pins.see(BACKEND, [tool()])
 
 
-@pytest.mark.parametrize(
-    "text", ["{not json", '{"version": 2, "backends": {}}', '{"version": 1, "backends": []}', ""]
-)
+DAMAGED = [
+    "{not json",
+    '{"version": 2, "backends": {}}',
+    '{"version": 1, "backends": []}',
+    "",
+    '{"version": 1, "backends": {"k": []}}',
+    '{"version": 1, "backends": {"k": {"t": "str"}}}',
+    '{"version": 1, "backends": {"k": {"t": {"pending": "x"}}}}',
+    '{"version": 1, "backends": {"k": {"t": {"sha256": "a", "at": "b", "fields": []}}}}',
+    '{"version": 1, "backends": {"k": {"t": {"sha256": 1, "at": "b", "fields": {}}}}}',
+    '{"version": 1, "backends": {"k": {"t": {"size": "9"}}}}',
+    '{"version": true, "backends": {}}',
+    "[" * 100_000,
+    "\udcff",
+]
+
+
+@pytest.mark.parametrize("text", DAMAGED)
 def test_a_damaged_pins_file_is_refused_with_how_to_recover(pins: ToolPins, text: str) -> None:
+    """Every part is checked before any is used, so the proxy fails closed on a damaged
+    file (a ConfigError: serve refuses to start, the relay lists no tools) instead of an
+    AttributeError or a RecursionError half-way through."""
     pins.path.parent.mkdir(parents=True, exist_ok=True)
-    pins.path.write_text(text)
+    pins.path.write_bytes(text.encode("utf-8", "surrogateescape"))
     pins.path.chmod(0o600)
-    with pytest.raises(ConfigError, match="delete it: every tool is pinned again"):
-        pins.check()
+    before = pins.path.read_bytes()
+    recover = "is damaged: .* — fix: move the file aside .*tools are pinned again"
+    with pytest.raises(ConfigError, match=recover) as refused:
+        pins.check()  # serve's start-up check
+    assert len(str(refused.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match=recover):
+        pins.see(BACKEND, [tool()])  # the relay: ConfigError means no tools listed
+    with pytest.raises(ConfigError, match=recover):
+        pins.entries()
+    with pytest.raises(ConfigError, match=recover):
+        pins.approve("t")
+    assert pins.path.read_bytes() == before  # left as evidence
+
+
+def test_reading_pins_creates_nothing(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    """``tools pins`` and ``tools approve`` on a config path that does not exist (a typo)
+    create no directory and no lock file."""
+    config = tmp_path / "typo-dir" / "a" / "b" / "config.json"
+    listed = run_cli("--config", str(config), "tools", "pins")
+    assert listed.returncode == 0, listed.stderr
+    assert "no tools pinned yet" in listed.stdout
+    approved = run_cli("--config", str(config), "tools", "approve", "add")
+    assert approved.returncode == 10
+    assert "no new or changed definition of tool 'add'" in approved.stderr
+    assert not (tmp_path / "typo-dir").exists()
+
+
+def test_a_pins_file_that_cannot_be_locked_or_read_is_a_config_error(
+    run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    config = tmp_path / "config" / "config.json"
+    pins = ToolPins.beside(config)
+    pins.see(BACKEND, [tool("add", "v1")])
+    pins.see(BACKEND, [tool("add", "v2")])
+    pins.lock_path.unlink()
+    pins.lock_path.mkdir()  # cannot be opened for writing, even by root
+    with pytest.raises(
+        ConfigError, match=r"cannot lock the tool pins file .*tool-pins\.json\.lock"
+    ):
+        pins.see(BACKEND, [tool()])
+    approved = run_cli("--config", str(config), "tools", "approve", "add")
+    assert approved.returncode == 10
+    assert approved.stderr.startswith("config error: cannot lock the tool pins file ")
+    pins.lock_path.rmdir()
+    pins.path.unlink()
+    pins.path.mkdir()  # a directory where the file should be: unreadable
+    listed = run_cli("--config", str(config), "tools", "pins")
+    assert listed.returncode == 10
+    assert listed.stderr.startswith("config error: cannot read the tool pins file ")
+    assert len(listed.stderr.splitlines()) == 1
 
 
 def test_concurrent_writers_lose_no_pin(pins: ToolPins) -> None:
