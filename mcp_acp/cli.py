@@ -187,6 +187,28 @@ def _pairs(values: Sequence[str], flag: str, sep: str = "=") -> dict[str, str]:
     return out
 
 
+def _prompt_command_line() -> list[str]:
+    """Ask for the backend's command line until it splits (as a shell would) into at least
+    a command; say what is wrong with an answer that does not."""
+    while True:
+        line = click.prompt(
+            "Backend command line (e.g. npx -y @modelcontextprotocol/"
+            "server-filesystem /home/me/project)"
+        )
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            click.echo(
+                f"error: the command line cannot be split into words: {str(exc).lower()}; "
+                "close every quote (or quote a trailing backslash) and enter it again",
+                err=True,
+            )
+            continue
+        if argv:
+            return argv
+        click.echo("error: the command line is empty; enter the command to start", err=True)
+
+
 def _prompt_missing(values: dict[str, Any], plugins_installed: Sequence[str]) -> None:
     """Interactive init: ask for what the flags did not give."""
     if values["backend_command"] is None and values["backend_url"] is None:
@@ -194,11 +216,7 @@ def _prompt_missing(values: dict[str, Any], plugins_installed: Sequence[str]) ->
             "Backend transport", type=click.Choice(["stdio", "http"]), default="stdio"
         )
         if transport == "stdio":
-            line = click.prompt(
-                "Backend command line (e.g. npx -y @modelcontextprotocol/"
-                "server-filesystem /home/me/project)"
-            )
-            argv = shlex.split(line)
+            argv = _prompt_command_line()
             values["backend_command"], values["backend_arg"] = argv[0], tuple(argv[1:])
         else:
             values["backend_url"] = click.prompt("Backend URL (https://…/mcp)")

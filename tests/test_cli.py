@@ -495,3 +495,29 @@ def test_interactive_init_on_a_terminal(isolated_home: Path, config_path: Path) 
     assert written["plugins"]["allow"] == ["example-posture"]
     assert written["identity"]["use"] == "local"
     assert written["audit"]["log_dir"] == str(isolated_home / "logs")
+
+
+def test_interactive_init_asks_again_for_a_command_line_it_cannot_split(
+    isolated_home: Path, config_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    transcript = _converse(
+        ["init"],
+        [
+            ("Backend transport", "stdio"),
+            ("Backend command line", 'npx "unterminated'),
+            ("Backend command line", "   "),
+            ("Backend command line", "uvx mcp-server-git"),
+            ("Plugins to allow", ""),
+            ("Identity provider", ""),
+            ("Approver", ""),
+            ("Audit log directory", str(isolated_home / "logs")),
+        ],
+        env,
+    )
+    assert "cannot be split into words: no closing quotation" in transcript
+    assert "the command line is empty" in transcript
+    assert "internal error" not in transcript
+    written = json.loads(config_path.read_text())["backend"]
+    assert (written["command"], written["args"]) == ("uvx", ["mcp-server-git"])
