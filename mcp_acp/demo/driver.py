@@ -36,7 +36,7 @@ import click
 from mcp_acp._fs import atomic_write_text, ensure_private_dir
 from mcp_acp.config import Config, save_config
 from mcp_acp.control import ask
-from mcp_acp.errors import McpAcpError
+from mcp_acp.errors import McpAcpError, printable
 from mcp_acp.proxy.messages import DENIED
 
 __all__ = ["DemoFailed", "demo_policy", "run_demo"]
@@ -159,12 +159,19 @@ def _home(keep: Path | None) -> Iterator[Path]:
             yield Path(tmp).resolve()
         return
     keep = keep.expanduser().absolute()
-    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+    try:
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            raise click.BadParameter(
+                f"{keep} exists and is not an empty directory; name a new or empty one",
+                param_hint="'--keep'",
+            )
+        ensure_private_dir(keep)
+    except OSError as exc:  # /proc/x, a read-only place, a file where a parent should be
         raise click.BadParameter(
-            f"{keep} exists and is not an empty directory; name a new or empty one",
+            f"{printable(str(keep))} cannot be made the demo's home: {exc.strerror or exc}; "
+            "name a new or empty directory you can write to",
             param_hint="'--keep'",
-        )
-    ensure_private_dir(keep)
+        ) from None
     yield keep.resolve()
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mcp_acp.backend_identity import canonical_name
 from mcp_acp.config import Config, load_config, resolve_config_path
-from mcp_acp.errors import ConfigError, PolicyError
+from mcp_acp.errors import ConfigError, PolicyError, printable
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.engine import AcpConfig, AcpPolicyEngine
 from mcp_acp.policy.load import policy_errors, read_policy_text
@@ -218,6 +218,11 @@ def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
+            except RecursionError:
+                raise PolicyError(
+                    f"--arg {printable(key)}: the JSON value nests arrays or objects too deeply",
+                    fix="give a value a tool call could carry",
+                ) from None
         if key in out:  # a repeated name builds a list: --arg paths=/a --arg paths=/b
             out[key] = [*(out[key] if isinstance(out[key], list) else [out[key]]), value]
         else:
@@ -332,6 +337,16 @@ def test_command(ctx: click.Context, cases_file: Path, policy_file: Path | None)
     engine, registry = _engine(ctx, policy_file)
     try:
         cases = _Cases.model_validate_json(cases_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"{printable(str(cases_file))} is not UTF-8 text (byte {exc.start})",
+            fix="save the cases file as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read {printable(str(cases_file))}: {exc.strerror or exc}",
+            fix="check the file's permissions",
+        ) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise PolicyError(

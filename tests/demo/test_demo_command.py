@@ -106,3 +106,11 @@ def test_a_step_that_ends_differently_fails_the_demo(
     assert "demo error:" in captured.err
     assert "was not denied by deny-secrets" in captured.err
     assert "all steps ended as expected" not in captured.out
+
+
+def test_keep_where_no_directory_can_be_made_is_a_usage_error(run_cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = run_cli("demo", "--keep", str(tmp_path / "a-file" / "x"))
+    assert result.returncode == 2, result.stderr
+    assert "cannot be made the demo's home: Not a directory" in result.stderr
+    assert "internal error" not in result.stderr

@@ -246,3 +246,32 @@ def test_backend_identity_in_explain_and_in_cases(isolated_home: Path, tmp_path:
     result = run(isolated_home, "policy", "test", str(cases), "--policy", str(policy))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 of 3 cases as expected" in result.stdout
+
+
+def test_a_cases_file_that_is_not_utf8_is_a_policy_error(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    cases = tmp_path / "cases.json"
+    cases.write_bytes(b'{"cases": [{"name": "caf\xe9"}]}')
+    result = run(
+        isolated_home, "policy", "test", str(cases), "--policy", str(EXAMPLES / "filesystem.json")
+    )
+    assert result.returncode == 12, result.stderr
+    assert result.stderr.startswith(f"policy error: {cases} is not UTF-8 text (byte 24)")
+
+
+def test_an_argument_nested_too_deeply_is_a_policy_error(isolated_home: Path) -> None:
+    result = run(
+        isolated_home,
+        "policy",
+        "explain",
+        "--policy",
+        str(EXAMPLES / "filesystem.json"),
+        "--tool",
+        "write_file",
+        "--arg",
+        "path=" + "[" * 100_000,
+    )
+    assert result.returncode == 12, result.stderr
+    assert "--arg path: the JSON value nests arrays or objects too deeply" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
