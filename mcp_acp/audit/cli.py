@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,25 @@ def _log_dir(ctx: click.Context, given: Path | None) -> Path:
     return load_config(path).audit.log_dir
 
 
+def _audit_dir(ctx: click.Context, given: Path | None) -> Path:
+    """The audit directory to read; ``AuditError`` (exit 13) if there is none there — a
+    typo in ``--log-dir`` is not an empty log."""
+    directory = _log_dir(ctx, given)
+    if not directory.is_dir():
+        raise AuditError(
+            f"no audit directory at {printable(str(directory))}",
+            fix="pass --log-dir, or check audit.log_dir in the config",
+        )
+    return directory
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Refuse ``nan`` (which passes every range check)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @click.group("audit")
 def audit_group() -> None:
     """Check the audit trail."""
@@ -58,13 +78,8 @@ def audit_group() -> None:
 @click.pass_context
 def verify(ctx: click.Context, streams: Sequence[str], log_dir: Path | None) -> None:
     """Verify the hash chain of every stream; report the first bad line; exit 13 if any."""
-    directory = _log_dir(ctx, log_dir)
+    directory = _audit_dir(ctx, log_dir)
     shown = printable(str(directory))
-    if not directory.is_dir():
-        raise AuditError(
-            f"no audit directory at {shown}",
-            fix="pass --log-dir, or check audit.log_dir in the config",
-        )
     if not log_in_use(directory):
         raise AuditError(
             f"no audit log at {shown}: no stream has records and there is no chain head",
@@ -211,7 +226,7 @@ def show(
     log_dir: Path | None,
 ) -> None:
     """Print audit records in time order."""
-    directory = _log_dir(ctx, log_dir)
+    directory = _audit_dir(ctx, log_dir)
     cutoff = _since(since)
     unreadable: list[str] = []
     records = [
@@ -231,8 +246,20 @@ def show(
 @logs_group.command("tail")
 @_stream_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
-@click.option("--interval", default=0.5, show_default=True, help="Polling interval, seconds.")
-@click.option("--count", "limit", type=int, help="Stop after this many records (for scripts).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.01, 3600),
+    callback=_finite,
+    default=0.5,
+    show_default=True,
+    help="Polling interval, seconds (0.01 to 3600).",
+)
+@click.option(
+    "--count",
+    "limit",
+    type=click.IntRange(min=1),
+    help="Stop after this many records, 1 or more (for scripts).",
+)
 @_log_dir_option
 @click.pass_context
 def tail(
@@ -244,7 +271,7 @@ def tail(
     log_dir: Path | None,
 ) -> None:
     """Follow new audit records as they are written (Ctrl-C to stop)."""
-    directory = _log_dir(ctx, log_dir)
+    directory = _audit_dir(ctx, log_dir)
     followers = [StreamFollower(directory, stream) for stream in streams or STREAMS]
     shown = 0
     try:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mcp_acp.audit.events import DecisionEvent, OperationEvent, SystemEvent, argument_fields
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.audit.redact import REDACTED, redact
@@ -179,3 +181,36 @@ def test_payloads_are_hashed_by_default_and_redacted_when_recorded() -> None:
     assert recorded["headers"]["Authorization"] == REDACTED
     assert recorded["cookie"] == REDACTED
     assert redact([f"Bearer {CANARY}", 5]) == [REDACTED, 5]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--interval", "-1"], "'--interval': -1.0 is not in the range"),
+        (["--interval", "nan"], "'--interval': nan is not a number of seconds"),
+        (["--interval", "inf"], "'--interval': inf is not in the range"),
+        (["--count", "0"], "'--count': 0 is not in the range x>=1"),
+        (["--count", "-5"], "'--count': -5 is not in the range x>=1"),
+    ],
+)
+def test_logs_tail_refuses_an_interval_or_count_it_cannot_use(
+    isolated_home: Path, tmp_path: Path, args: list[str], problem: str
+) -> None:
+    """Before: a negative, nan or infinite interval ended in an internal error, a count
+    of 0 or less followed for ever."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    result = run(isolated_home, "logs", "tail", "--log-dir", str(logs), *args)
+    assert result.returncode == 2, result.stderr
+    assert problem in result.stderr
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["logs", "show"], ["logs", "tail"], ["audit", "verify"]])
+def test_a_missing_log_dir_is_the_same_audit_error_everywhere(
+    isolated_home: Path, tmp_path: Path, command: list[str]
+) -> None:
+    result = run(isolated_home, *command, "--log-dir", str(tmp_path / "typo"))
+    assert result.returncode == 13
+    assert result.stderr.startswith(f"audit error: no audit directory at {tmp_path / 'typo'}")
+    assert result.stdout == ""
