@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from mcp_acp._fs import atomic_write_text, unsafe_permissions
+from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
@@ -508,7 +509,13 @@ def read_config_json(path: Path) -> dict[str, Any]:
             fix="check that this is really the config file",
         )
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_strict(raw.decode("utf-8"))
+    except DuplicateKeyError as exc:
+        line = f"line {exc.line}: " if exc.line else ""
+        raise ConfigError(
+            f"{path}: {line}{exc.path}: key {exc.key!r} appears twice in one object",
+            fix="keep one copy of it (JSON readers disagree on which copy counts)",
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"

@@ -401,3 +401,18 @@ async def test_runtime_builds_a_working_audit_trail(tmp_path: Path) -> None:
     await trail.record(SystemEvent(event="config_loaded", session_id="s1"))
     await trail.close()
     assert verify_stream(logs, "system").lines == 2
+
+
+def test_a_key_given_twice_is_refused_with_its_path_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c" / "config.json",
+        '{"backend": {"command": "a"},\n'
+        ' "audit": {"record_payloads": false,\n'
+        '           "record_payloads": true},\n'
+        ' "backend": {"command": "b"}}',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(
+        f"{path}: line 3: audit.record_payloads: key 'record_payloads' appears twice"
+    )

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mcp_acp.errors import PolicyError
 from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
-from mcp_acp.policy.load import load_policy, policy_errors, read_policy_text
+from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
 from mcp_acp.policy.view import RequestView
@@ -263,10 +263,9 @@ class AcpPolicyEngine:
                 text = read_policy_text(target)
             except PolicyError as exc:
                 return [str(exc)]
-            errors = policy_errors(text, str(target))
-            if errors:
+            policy, errors = check_policy(text, str(target))
+            if policy is None:
                 return errors
-            policy = PolicyFile.model_validate_json(text)
             self._compiled = compile_policy(policy)
             self._path = target
             return []

@@ -9,11 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
 
 __all__ = [
     "MAX_POLICY_BYTES",
+    "check_policy",
     "load_policy",
     "parse_policy",
     "policy_errors",
@@ -103,9 +105,12 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
 
 def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
     try:
-        data: Any = json.loads(text)
+        data: Any = loads_strict(text)
     except json.JSONDecodeError as exc:
         return None, [f"{source}:{exc.lineno}: not valid JSON at column {exc.colno}: {exc.msg}"]
+    except DuplicateKeyError as exc:
+        at = f"{source}:{exc.line}:" if exc.line else f"{source}:"
+        return None, [one_line(f"{at} {exc.path}: key {exc.key!r} appears twice in one object")]
     try:
         return PolicyFile.model_validate(data), []
     except ValidationError as exc:
@@ -120,6 +125,11 @@ def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
             message = error["msg"].removeprefix("Value error, ")
             errors.append(one_line(f"{source}:{line}: {_json_path(loc)}: {message}"))
         return None, errors
+
+
+def check_policy(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
+    """The policy in ``text`` and no problems, or ``None`` and every problem, one line each."""
+    return _validate(text, source)
 
 
 def policy_errors(text: str, source: str) -> list[str]:
