@@ -39,7 +39,13 @@ from pydantic import (
     model_validator,
 )
 
-from mcp_acp._fs import atomic_write_text, unsafe_permissions
+from mcp_acp._fs import (
+    FileTooLargeError,
+    NotRegularFileError,
+    atomic_write_text,
+    read_regular_file,
+    unsafe_permissions,
+)
 from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
@@ -498,16 +504,21 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"config path {path} is not a regular file", fix="point --config at a JSON file"
         )
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
+    except NotRegularFileError as exc:
+        raise ConfigError(
+            f"config path {path} is {exc.kind}, not a regular file",
+            fix="point --config at a JSON file",
+        ) from None
+    except FileTooLargeError as exc:
+        raise ConfigError(
+            f"{path} is {exc.size} bytes, over the 1 MiB limit",
+            fix="check that this is really the config file",
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path} is {len(raw)} bytes, over the 1 MiB limit",
-            fix="check that this is really the config file",
-        )
     try:
         data = loads_strict(raw.decode("utf-8"))
     except DuplicateKeyError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
 from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
@@ -29,7 +30,17 @@ _FIX = "correct the policy file ('mcp-acp schema policy' documents every field)"
 
 def _read(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_POLICY_BYTES)
+    except NotRegularFileError as exc:
+        raise PolicyError(
+            f"policy {path} is {exc.kind}, not a regular file",
+            fix="point policy.config.path (or --policy) at a JSON file",
+        ) from None
+    except FileTooLargeError as exc:
+        raise PolicyError(
+            f"policy {path} is {exc.size} bytes, over the 4 MiB limit",
+            fix="split or shorten the policy",
+        ) from None
     except FileNotFoundError:
         raise PolicyError(
             f"no policy file at {path}",
@@ -40,11 +51,6 @@ def _read(path: Path) -> str:
         raise PolicyError(
             f"cannot read policy {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
-    if len(raw) > MAX_POLICY_BYTES:
-        raise PolicyError(
-            f"policy {path} is {len(raw)} bytes, over the 4 MiB limit",
-            fix="split or shorten the policy",
-        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

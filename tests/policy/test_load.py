@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,58 @@ def test_reload_refuses_a_key_given_twice_and_keeps_the_last_good(tmp_path: Path
     assert errors
     assert "appears twice" in errors[0]
     assert engine.policy_id == good
+
+
+#: Run in a child whose address space is capped 512 MiB above what the imports took, so
+#: reading without a limit fails with MemoryError instead of eating the machine; the
+#: timeout only guards against a hang (a FIFO without a writer blocks a plain read).
+CAPPED = """
+import resource, sys
+from pathlib import Path
+from mcp_acp.config import load_config
+from mcp_acp.errors import McpAcpError
+from mcp_acp.policy.load import load_policy
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), resource.RLIM_INFINITY))
+load = load_config if sys.argv[1] == "config" else load_policy
+try:
+    load(Path(sys.argv[2]))
+except McpAcpError as exc:
+    print(exc.exit_code, exc)
+"""
+
+
+def load_capped(kind: str, path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", CAPPED, kind, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("kind", ["config", "policy"])
+def test_a_huge_sparse_file_is_refused_without_reading_it(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "c" / "file.json"
+    path.parent.mkdir(mode=0o700)
+    with path.open("wb") as handle:
+        handle.truncate(3 << 30)  # 3 GiB of holes: no disk used
+    path.chmod(0o600)
+    code = "10" if kind == "config" else "12"
+    assert load_capped(kind, path).startswith(f"{code} ")
+    assert f"{path} is {3 << 30} bytes, over the" in load_capped(kind, path)
+
+
+def test_a_device_as_policy_is_refused_without_reading_it() -> None:
+    out = load_capped("policy", Path("/dev/zero"))
+    assert out.startswith("12 policy /dev/zero is a character device, not a regular file")
+
+
+def test_a_fifo_as_policy_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.json"
+    os.mkfifo(fifo)
+    out = load_capped("policy", fifo)
+    assert out.startswith(f"12 policy {fifo} is a FIFO (named pipe), not a regular file")
