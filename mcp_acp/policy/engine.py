@@ -28,7 +28,7 @@ from pathlib import Path
 import attrs
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_acp.errors import PolicyError
+from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
 from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
@@ -261,12 +261,17 @@ class AcpPolicyEngine:
         with self._reload_lock:
             try:
                 text = read_policy_text(target)
+                policy, errors = check_policy(text, str(target))
+                if policy is None:
+                    return errors
+                compiled = compile_policy(policy)
             except PolicyError as exc:
                 return [str(exc)]
-            policy, errors = check_policy(text, str(target))
-            if policy is None:
-                return errors
-            self._compiled = compile_policy(policy)
+            except Exception as exc:  # the last-known-good stays, and the caller records why
+                return [
+                    one_line(f"policy {target} could not be loaded: {type(exc).__name__}: {exc}")
+                ]
+            self._compiled = compiled
             self._path = target
             return []
 

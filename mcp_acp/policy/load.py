@@ -111,6 +111,13 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
 
 def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
     try:
+        return _validate_unguarded(text, source)
+    except RecursionError:  # parsing, validating or locating lines went too deep
+        return None, [f"{source}:1: nests arrays or objects too deeply to be a policy"]
+
+
+def _validate_unguarded(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
+    try:
         data: Any = loads_strict(text)
     except json.JSONDecodeError as exc:
         return None, [f"{source}:{exc.lineno}: not valid JSON at column {exc.colno}: {exc.msg}"]

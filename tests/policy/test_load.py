@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from proxy_helpers import Proxy, configure, proxy_env, wait_for_event
 
 from mcp_acp.errors import PolicyError
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.policy.load import load_policy
+from mcp_acp.policy.model import PolicyFile
 
 ALLOW_X = {"id": "b", "effect": "allow", "conditions": {"tool_name": "x"}}
 DENY_X = {"id": "a", "effect": "deny", "conditions": {"tool_name": "x"}}
@@ -55,6 +58,7 @@ from pathlib import Path
 from mcp_acp.config import load_config
 from mcp_acp.errors import McpAcpError
 from mcp_acp.policy.load import load_policy
+from mcp_acp.policy.model import PolicyFile
 size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), resource.RLIM_INFINITY))
 load = load_config if sys.argv[1] == "config" else load_policy
@@ -99,3 +103,40 @@ def test_a_fifo_as_policy_is_refused_without_waiting_for_a_writer(tmp_path: Path
     os.mkfifo(fifo)
     out = load_capped("policy", fifo)
     assert out.startswith(f"12 policy {fifo} is a FIFO (named pipe), not a regular file")
+
+
+#: Parses as far as the JSON reader's recursion limit allows, then fails with RecursionError.
+TOO_DEEP = "[" * 100_000
+
+
+def test_a_policy_nested_too_deeply_is_a_policy_error(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(TOO_DEEP)
+    with pytest.raises(PolicyError, match="nests arrays or objects too deeply"):
+        load_policy(path)
+    path.write_text('{"version": "1", "rules": ' + "[" * 5_000 + "]" * 5_000 + "}")
+    with pytest.raises(PolicyError, match="nests arrays or objects too deeply"):
+        load_policy(path)
+
+
+def test_reload_of_a_policy_nested_too_deeply_is_recorded_and_keeps_the_last_good(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    log_dir = configure(
+        isolated_home,
+        sys.executable,
+        ["-m", "mcp_acp.demo.backend", str(notes)],
+        {"version": "1", "rules": [ALLOW_X]},
+    )
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()  # answered: the SIGHUP handler is in place
+    good = PolicyFile.model_validate({"version": "1", "rules": [ALLOW_X]}).policy_id()
+    (isolated_home / ".config" / "mcp-acp" / "policy.json").write_text(TOO_DEEP)
+    proxy.proc.send_signal(signal.SIGHUP)
+    failed = wait_for_event(log_dir, "system", "policy_reload_failed")
+    assert "nests arrays or objects too deeply" in failed["detail"]["errors"][0]
+    assert failed["detail"]["policy_id"] == good  # the last good policy stays
+    assert proxy.close() == 0
+    assert "Traceback" not in (isolated_home / "proxy-stderr.txt").read_text()
