@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -12,6 +13,7 @@ __all__ = [
     "FileTooLargeError",
     "NotRegularFileError",
     "atomic_write_text",
+    "broken_link",
     "ensure_private_dir",
     "read_regular_file",
     "unsafe_permissions",
@@ -62,6 +64,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def broken_link(path: Path) -> str | None:
+    """What is wrong with the symlink at ``path`` if it leads nowhere (``"… is a dangling
+    symlink to …"``, ``"… is a symlink loop"``), or ``None`` if it leads to something (or
+    is no symlink). Raises ``OSError`` if that cannot be told (a directory on the way is
+    unreadable)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        return f"{path} is a dangling symlink (to {os.readlink(path)})"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symlink loop"
+        raise
+    return None
+
+
 def unsafe_permissions(path: Path) -> str | None:
     """Why ``path`` (a file or directory) cannot be trusted, or ``None`` if it can.
 
@@ -70,10 +90,10 @@ def unsafe_permissions(path: Path) -> str | None:
     """
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
-        target = path.resolve()
-        if target.exists():
-            return unsafe_permissions(target)
-        return f"{path} is a dangling symlink"
+        broken = broken_link(path)
+        if broken:
+            return broken
+        return unsafe_permissions(Path(os.path.realpath(path)))
     if info.st_uid not in (os.geteuid(), 0):
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     is_dir = stat.S_ISDIR(info.st_mode)

@@ -29,6 +29,7 @@ from mcp_acp.config import (
     Config,
     config_error_from_validation,
     default_log_dir,
+    entry_exists,
     load_config,
     redacted,
     resolve_config_path,
@@ -108,7 +109,7 @@ def _config_path(ctx: click.Context) -> Path:
 def _load_plugins(ctx: click.Context) -> PluginSet:
     """Plugins as the config allows them; with no config file yet, as the env allows."""
     path = _config_path(ctx)
-    config = load_config(path) if path.exists() else None
+    config = load_config(path) if entry_exists(path) else None
     return plugins_for(config)
 
 
@@ -297,7 +298,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
 def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: Any) -> None:
     """Write a new config file (interactively, or entirely from flags)."""
     path = _config_path(ctx)
-    if path.exists() and not force:
+    if entry_exists(path) and not force:
         raise ConfigError(
             f"a config file already exists at {path}; nothing was changed",
             fix="pass --force to replace it, or edit it and run 'mcp-acp config validate'",

@@ -43,6 +43,7 @@ from mcp_acp._fs import (
     FileTooLargeError,
     NotRegularFileError,
     atomic_write_text,
+    broken_link,
     read_regular_file,
     unsafe_permissions,
 )
@@ -64,9 +65,11 @@ __all__ = [
     "RateLimits",
     "StdioBackend",
     "ToolsSection",
+    "absolute_path",
     "config_error_from_validation",
     "default_config_path",
     "default_log_dir",
+    "entry_exists",
     "load_config",
     "read_config_json",
     "redact_text",
@@ -103,10 +106,47 @@ def resolve_config_path(
     """``--config`` beats ``MCP_ACP_CONFIG`` beats the platform default."""
     env = os.environ if environ is None else environ
     if cli_value:
-        return Path(cli_value).expanduser().absolute()
+        return absolute_path(cli_value, f"--config (or {CONFIG_ENV})")
     if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser().absolute()
+        return absolute_path(env[CONFIG_ENV], CONFIG_ENV)
     return default_config_path()
+
+
+def _path_error(path: object, exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return one_line(str(exc)).rstrip(".")  # RuntimeError: a symlink loop, an unknown ~user
+
+
+def absolute_path(value: str | os.PathLike[str], what: str) -> Path:
+    """``value`` with ``~`` expanded, made absolute against the working directory.
+
+    Raises ``ConfigError`` naming ``what`` (an option, a variable, a field) when that
+    cannot be done: ``~nosuchuser``, a deleted working directory."""
+    try:
+        return Path(value).expanduser().absolute()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{what} = {one_line(os.fspath(value))!r}: cannot make it a path: "
+            f"{_path_error(value, exc)}",
+            fix="give an absolute path, or ~ for your own home directory",
+        ) from None
+
+
+def entry_exists(path: Path) -> bool:
+    """Whether anything is at ``path`` — a file, a directory, or a symlink even if it leads
+    nowhere. Raises ``ConfigError`` when that cannot be told (a directory on the way that
+    you may not search, a name too long)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot check {path}: {_path_error(path, exc)}",
+            fix="check the path and the permissions of the directories on it",
+        ) from None
+    return True
 
 
 class _Section(BaseModel):
@@ -481,19 +521,30 @@ def config_error_from_validation(
 
 def read_config_json(path: Path) -> dict[str, Any]:
     """Read and parse ``path`` after checking it is safe to trust. Raises ``ConfigError``."""
-    if not path.exists() and not path.is_symlink():
+    if not entry_exists(path):
         raise ConfigError(
             f"no config file at {path}",
             fix=f"run 'mcp-acp init', or point --config / {CONFIG_ENV} at your file",
         )
     for candidate in (path, path.parent):
         try:
-            problem = unsafe_permissions(candidate)
+            broken = broken_link(candidate)
+            problem = unsafe_permissions(candidate) if broken is None else None
         except FileNotFoundError:  # removed or renamed since the check above
             raise ConfigError(
                 f"config file {path} disappeared while it was being read",
                 fix="check what is replacing it, then run again",
             ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot check config {candidate}: {_path_error(candidate, exc)}",
+                fix="check the permissions of the file and of the directories on its path",
+            ) from None
+        if broken:
+            raise ConfigError(
+                f"refusing to use config: {broken}",
+                fix="point the link at your config file, or remove it and run 'mcp-acp init'",
+            )
         if problem:
             raise ConfigError(
                 f"refusing to use config: {problem}",
