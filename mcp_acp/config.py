@@ -183,9 +183,18 @@ class StdioBackend(_Section):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+        for name, text in value.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+            if "\x00" in text:  # the value is not echoed: it is often a credential
+                raise ValueError(f"the value of {name!r} must not contain NUL characters")
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd_no_nul(cls, value: Path | None) -> Path | None:
+        if value is not None and "\x00" in str(value):
+            raise ValueError("must not contain NUL characters")
         return value
 
 

@@ -107,6 +107,13 @@ class Runtime:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
         return self.components[field].build(self.context(record_auth=record_auth))
 
+    def build_all(self) -> dict[str, Any]:
+        """Build every component the config selects, as ``mcp-acp run`` does, without
+        starting any: what ``config validate`` calls, so that a config ``run`` would refuse
+        for a component's sake (an ``oidc`` identity without ``token_storage``, a policy
+        file that does not load) fails validation too."""
+        return {field: self.build(field) for field in self.components}
+
     def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
         """Every configured audit sink behind one fail-closed trail (not started yet)."""
         sinks = [self.build(f"audit.sinks[{i}]") for i in range(len(self.config.audit.sinks))]

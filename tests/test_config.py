@@ -507,3 +507,37 @@ def test_a_dangling_symlink_config_is_named_as_one_and_init_keeps_it(
     assert "already exists" in init.stderr
     assert link.is_symlink()
     assert not (tmp_path / "elsewhere.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "field"),
+    [
+        ({"command": "x", "cwd": "/srv/a\x00b"}, "backend.cwd"),
+        ({"command": "x", "env": {"TOKEN_FILE": "/a\x00b"}}, "backend.env"),
+    ],
+)
+def test_nul_in_a_backend_cwd_or_env_value_is_refused(
+    tmp_path: Path, backend: dict[str, Any], field: str
+) -> None:
+    path = write(tmp_path / "c" / "config.json", {"backend": backend})
+    with pytest.raises(ConfigError, match=rf"{field}\b.*must not contain NUL"):
+        load_config(path)
+
+
+def test_validate_refuses_what_run_refuses_for_a_components_sake(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    config = {
+        **MINIMAL,
+        "plugins": {"allow": ["oidc"]},
+        "identity": {
+            "use": "oidc",
+            "config": {"issuer": "https://idp.example.test", "client_id": "c", "audience": "a"},
+        },
+        "audit": {"log_dir": str(tmp_path / "logs")},
+    }
+    path = write(tmp_path / "c" / "config.json", config)
+    (tmp_path / "c" / "policy.json").write_text('{"version": "1", "rules": []}')
+    result = run_cli("--config", str(path), "config", "validate")
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert "this component needs a token_storage section" in result.stderr
