@@ -26,6 +26,7 @@ from mcp_acp._fs import atomic_write_text
 from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
+    CONFIG_DIR,
     Config,
     config_error_from_validation,
     default_log_dir,
@@ -332,7 +333,9 @@ def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
     """Write the starter policy where the acp engine will look, unless a file is there."""
     if config.policy.use != "acp":
         return None
-    target = AcpConfig.model_validate(config.policy.config).path
+    target = AcpConfig.model_validate(
+        config.policy.config, context={CONFIG_DIR: config_path.parent}
+    ).path
     target = target or config_path.parent / "policy.json"
     if target.exists():
         return None

@@ -29,12 +29,14 @@ from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -53,11 +55,13 @@ from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
 
 __all__ = [
+    "CONFIG_DIR",
     "CONFIG_ENV",
     "AuditSection",
     "Backend",
     "ComponentRef",
     "Config",
+    "ConfigPath",
     "HttpBackend",
     "PluginsSection",
     "PostureSection",
@@ -66,6 +70,8 @@ __all__ = [
     "StdioBackend",
     "ToolsSection",
     "absolute_path",
+    "anchor_option_paths",
+    "anchor_path",
     "config_error_from_validation",
     "default_config_path",
     "default_log_dir",
@@ -149,6 +155,69 @@ def entry_exists(path: Path) -> bool:
     return True
 
 
+#: The key of the validation context that holds the config file's directory.
+CONFIG_DIR = "config_dir"
+
+
+def anchor_path(value: Path, base: Path | None) -> Path:
+    """``value`` as the config means it: ``~`` expanded, and a relative path taken from
+    ``base`` (the config file's directory; the working directory when ``None``, as for
+    paths given on the command line). Raises ``ValueError`` saying why it cannot be."""
+    text = os.fspath(value)
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        expanded = value.expanduser()
+    except RuntimeError as exc:  # ~nosuchuser
+        raise ValueError(f"cannot expand {text.split('/')[0]!r}: {exc}") from None
+    if expanded.is_absolute():
+        return expanded
+    try:
+        return (base or Path.cwd()) / expanded
+    except OSError as exc:  # the working directory was removed
+        raise ValueError(f"is relative and the working directory is gone: {exc}") from None
+
+
+def _anchored(value: Path, info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, dict) else {}
+    return anchor_path(value, context.get(CONFIG_DIR))
+
+
+#: A path in the config file: ``~`` is expanded and a relative path is taken from the
+#: config file's directory, so the file means the same from any working directory.
+ConfigPath = Annotated[Path, AfterValidator(_anchored)]
+
+
+def anchor_option_paths(options: BaseModel, base: Path, field: str) -> BaseModel:
+    """A plugin's validated ``options`` with every path in them anchored like a
+    :data:`ConfigPath` (``~`` expanded, relative to ``base``), nested models and lists
+    of paths included. Raises ``ConfigError`` naming the option."""
+
+    def anchor(value: Any, where: str) -> Any:
+        if isinstance(value, Path):
+            try:
+                return anchor_path(value, base)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{where} = {one_line(json.dumps(os.fspath(value)))}: {exc}",
+                    fix="give an absolute path, or one relative to the config file",
+                ) from None
+        if isinstance(value, BaseModel):
+            return anchor_option_paths(value, base, where)
+        if isinstance(value, (list, tuple)):
+            items = [anchor(item, f"{where}[{i}]") for i, item in enumerate(value)]
+            return type(value)(items) if isinstance(value, tuple) else items
+        return value
+
+    updates = {}
+    for name in type(options).model_fields:
+        value = getattr(options, name)
+        new = anchor(value, f"{field}.{name}")
+        if new != value:
+            updates[name] = new
+    return options.model_copy(update=updates) if updates else options
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -170,7 +239,7 @@ class StdioBackend(_Section):
     command: str = Field(min_length=1, description="Executable to run, e.g. 'npx'.")
     args: list[str] = Field(default_factory=list, description="Arguments, one per item.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment.")
-    cwd: Path | None = Field(default=None, description="Working directory.")
+    cwd: ConfigPath | None = Field(default=None, description="Working directory.")
 
     @field_validator("command", "args")
     @classmethod
@@ -188,13 +257,6 @@ class StdioBackend(_Section):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if "\x00" in text:  # the value is not echoed: it is often a credential
                 raise ValueError(f"the value of {name!r} must not contain NUL characters")
-        return value
-
-    @field_validator("cwd")
-    @classmethod
-    def _cwd_no_nul(cls, value: Path | None) -> Path | None:
-        if value is not None and "\x00" in str(value):
-            raise ValueError("must not contain NUL characters")
         return value
 
 
@@ -303,7 +365,7 @@ def default_fallback_path() -> Path:
 class AuditSection(_Section):
     """Where and how the audit trail is written."""
 
-    log_dir: Path = Field(
+    log_dir: ConfigPath = Field(
         default_factory=default_log_dir,
         description="Directory of the audit logs (created 0700).",
     )
@@ -312,7 +374,7 @@ class AuditSection(_Section):
         min_length=1,
         description="Audit sinks; every one must take a record before a request proceeds.",
     )
-    fallback_path: Path = Field(
+    fallback_path: ConfigPath = Field(
         default_factory=default_fallback_path,
         description="Where events go when the trail cannot take them (outside log_dir).",
     )
@@ -436,7 +498,7 @@ class ProxySection(_Section):
         "credential) goes to the approver first, and is never remembered. 'off': it does not.",
     )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
-    socket_dir: Path | None = Field(
+    socket_dir: ConfigPath | None = Field(
         default=None,
         description="Directory of the control socket (approvals, status); default: the "
         "user's runtime dir.",
@@ -613,7 +675,7 @@ def load_config(path: Path) -> Config:
     """Read, check and validate the core shape of the config at ``path``."""
     data = read_config_json(path)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={CONFIG_DIR: path.parent})
     except ValidationError as exc:
         raise config_error_from_validation(exc, path) from exc
 

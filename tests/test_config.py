@@ -541,3 +541,64 @@ def test_validate_refuses_what_run_refuses_for_a_components_sake(
     result = run_cli("--config", str(path), "config", "validate")
     assert result.returncode == 10, result.stdout + result.stderr
     assert "this component needs a token_storage section" in result.stderr
+
+
+def test_relative_and_home_paths_are_taken_from_the_config_dir_and_home(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "c"
+    data = {
+        "backend": {"command": "x", "cwd": "project"},
+        "policy": {"use": "acp", "config": {"path": "policies/main.json"}},
+        "token_storage": {"use": "encrypted-file", "config": {"directory": "~/tokens"}},
+        "audit": {"log_dir": "~/mylogs", "fallback_path": "../fallback.jsonl"},
+        "proxy": {"socket_dir": "run"},
+    }
+    path = write(here / "config.json", data)
+    (here / "policies").mkdir()
+    (here / "policies" / "main.json").write_text('{"version": "1", "rules": []}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the start directory must not matter
+    runtime = load_runtime(path)
+    config = runtime.config
+    assert config.backend.cwd == here / "project"  # type: ignore[union-attr]
+    assert config.audit.log_dir == isolated_home / "mylogs"
+    assert config.audit.fallback_path == here / ".." / "fallback.jsonl"
+    assert config.proxy.socket_dir == here / "run"
+    assert runtime.components["policy"].options.path == here / "policies" / "main.json"  # type: ignore[attr-defined]
+    assert runtime.components["token_storage"].options.directory == isolated_home / "tokens"  # type: ignore[attr-defined]
+    assert runtime.build("policy").reload() == []  # found from elsewhere
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"audit": {"log_dir": "~nosuchuser-mcp-acp/logs"}}, "audit.log_dir"),
+        (
+            {"policy": {"use": "acp", "config": {"path": "~nosuchuser-mcp-acp/p.json"}}},
+            "policy.config.path",
+        ),
+    ],
+)
+def test_a_home_of_nobody_known_is_a_config_error(
+    tmp_path: Path, section: dict[str, Any], field: str
+) -> None:
+    path = write(tmp_path / "c" / "config.json", {**MINIMAL, **section})
+    with pytest.raises(ConfigError, match=rf"{field}.* = .*cannot expand '~nosuchuser-mcp-acp'"):
+        load_runtime(path)
+
+
+def test_init_stores_absolute_paths(run_cli: Any, tmp_path: Path, config_path: Path) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    result = subprocess.run(
+        [str(CLI), "init", "--non-interactive", "--backend-command", "x", "--backend-cwd", "proj"],
+        cwd=start,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(config_path.parents[2])},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(config_path.read_text())["backend"]["cwd"] == str(start / "proj")

@@ -28,6 +28,7 @@ from pathlib import Path
 import attrs
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_acp.config import ConfigPath
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
@@ -82,8 +83,10 @@ class AcpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path | None = Field(
-        default=None, description="Policy file; default: policy.json beside the config file."
+    path: ConfigPath | None = Field(
+        default=None,
+        description="Policy file; default: policy.json beside the config file. A relative "
+        "path is taken from the config file's directory.",
     )
 
 
