@@ -49,13 +49,16 @@ def compile_glob(
     star = f"[^{sep}]*"
     one = f"[^{sep}]"
     out: list[str] = []
+    kinds: list[str] = []  # per item of out: "char" (one character, never the separator),
+    # "star" (a single *), or "other" (the separator, ** in its forms)
     i, n = 0, len(pattern)
     while i < n:
-        if paths and pattern.startswith("**", i):
+        if pattern.startswith("**", i):
             at_start = i == 0 or pattern[i - 1] == separator
             end = i + 2
             if at_start and end < n and pattern[end] == separator:
                 out.append(f"(?:.*{sep})?")  # "**/" : zero or more whole segments
+                kinds.append("other")
                 i = end + 1
                 continue
             if at_start and end == n and out and out[-1] == sep:
@@ -63,12 +66,41 @@ def compile_glob(
                 i = end
                 continue
             out.append(".*")
+            kinds.append("other")
             i = end
             continue
         char = pattern[i]
-        out.append(star if char == "*" else one if char == "?" else re.escape(char))
+        if char == "*":
+            out.append(star)
+            kinds.append("star")
+        else:
+            out.append(one if char == "?" else re.escape(char))
+            kinds.append("other" if char == separator else "char")
         i += 1
+    _commit_middle_pieces(out, kinds, f"[^{sep}]*?")
     return re.compile("(?s:" + "".join(out) + r")\Z", flags)
+
+
+def _commit_middle_pieces(out: list[str], kinds: list[str], lazy_star: str) -> None:
+    """Rewrite ``*piece*`` within one segment so that it cannot backtrack catastrophically.
+
+    ``[^/]*a[^/]*a[^/]*c`` tries every placement of every ``a`` before giving up: time grows
+    with the segment's length to the power of the number of stars. A piece between two
+    single stars of one segment matches a fixed number of characters, none of them the
+    separator; so the leftmost place where it fits is as good as any later one (the next
+    star, which cannot cross the separator either, absorbs the difference). Such a piece
+    is found by a lazy scan inside an atomic group, ``(?>[^/]*?piece)``, which the engine
+    never re-enters.
+    """
+    for start, kind in enumerate(kinds):
+        if kind != "star":
+            continue
+        end = start + 1
+        while end < len(kinds) and kinds[end] == "char":
+            end += 1
+        if end > start + 1 and end < len(kinds) and kinds[end] == "star":
+            out[start] = "(?>" + lazy_star
+            out[end - 1] += ")"
 
 
 def _piece(text: str) -> str:
