@@ -13,7 +13,13 @@ The core model below checks the shape; :mod:`mcp_acp.runtime` then validates eac
 ``config`` section with the model its plugin registered.
 
 A file that is writable by group or others, or owned by someone else, is refused: whoever
-can write the config decides what the proxy allows.
+can write the config decides what the proxy allows. Only a regular file is read, never
+more than 1 MiB, and a key written twice is an error (JSON readers disagree on which copy
+counts).
+
+Paths in the file mean the same from any working directory: ``~`` is expanded and a
+relative path is taken from the config file's directory (:data:`ConfigPath` for the core
+fields, :func:`anchor_option_paths` for every plugin's options).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Reading policy files, with errors that name the JSON path *and* the line."""
+"""Reading policy files, with errors that name the JSON path *and* the line.
+
+Only a regular file is read, never more than 4 MiB; a key written twice, or nesting too
+deep to parse, is a problem reported like any other (never an exception of another kind).
+"""
 
 from __future__ import annotations
 
