@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "ensure_private_dir", "unsafe_permissions"]
+__all__ = [
+    "FileTooLargeError",
+    "NotRegularFileError",
+    "atomic_write_text",
+    "broken_link",
+    "ensure_private_dir",
+    "read_regular_file",
+    "unsafe_permissions",
+]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -55,6 +64,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def broken_link(path: Path) -> str | None:
+    """What is wrong with the symlink at ``path`` if it leads nowhere (``"… is a dangling
+    symlink to …"``, ``"… is a symlink loop"``), or ``None`` if it leads to something (or
+    is no symlink). Raises ``OSError`` if that cannot be told (a directory on the way is
+    unreadable)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        return f"{path} is a dangling symlink (to {os.readlink(path)})"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symlink loop"
+        raise
+    return None
+
+
 def unsafe_permissions(path: Path) -> str | None:
     """Why ``path`` (a file or directory) cannot be trusted, or ``None`` if it can.
 
@@ -63,10 +90,10 @@ def unsafe_permissions(path: Path) -> str | None:
     """
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
-        target = path.resolve()
-        if target.exists():
-            return unsafe_permissions(target)
-        return f"{path} is a dangling symlink"
+        broken = broken_link(path)
+        if broken:
+            return broken
+        return unsafe_permissions(Path(os.path.realpath(path)))
     if info.st_uid not in (os.geteuid(), 0):
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     is_dir = stat.S_ISDIR(info.st_mode)
@@ -78,3 +105,65 @@ def unsafe_permissions(path: Path) -> str | None:
             f"{kind} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
         )
     return None
+
+
+class NotRegularFileError(ValueError):
+    """The path names a directory, a FIFO, a device or a socket, not a regular file."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.kind = kind
+
+
+class FileTooLargeError(ValueError):
+    """The file holds more than the reader's limit; ``size`` is what it holds (at least)."""
+
+    def __init__(self, path: Path, size: int, limit: int) -> None:
+        super().__init__(f"{path} is {size} bytes, over the {limit}-byte limit")
+        self.size = size
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed), at most ``limit``.
+
+    Nothing but a regular file is read — ``/dev/zero`` never ends and a FIFO may block for
+    ever — and never more than ``limit + 1`` bytes, so a file that grows while it is read
+    costs no more memory. Raises :class:`NotRegularFileError`, :class:`FileTooLargeError`,
+    or ``OSError`` (missing, unreadable …).
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(path, _kind(info.st_mode))
+        if info.st_size > limit:
+            raise FileTooLargeError(path, info.st_size, limit)
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise FileTooLargeError(path, len(data), limit)
+    return data

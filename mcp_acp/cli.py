@@ -27,9 +27,11 @@ from mcp_acp._fs import atomic_write_text
 from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
+    CONFIG_DIR,
     Config,
     config_error_from_validation,
     default_log_dir,
+    entry_exists,
     load_config,
     redacted,
     resolve_config_path,
@@ -109,7 +111,7 @@ def _config_path(ctx: click.Context) -> Path:
 def _load_plugins(ctx: click.Context) -> PluginSet:
     """Plugins as the config allows them; with no config file yet, as the env allows."""
     path = _config_path(ctx)
-    config = load_config(path) if path.exists() else None
+    config = load_config(path) if entry_exists(path) else None
     return plugins_for(config)
 
 
@@ -337,7 +339,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
 def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: Any) -> None:
     """Write a new config file (interactively, or entirely from flags)."""
     path = _config_path(ctx)
-    if path.exists() and not force:
+    if entry_exists(path) and not force:
         raise ConfigError(
             f"a config file already exists at {path}; nothing was changed",
             fix="pass --force to replace it, or edit it and run 'mcp-acp config validate'",
@@ -380,7 +382,9 @@ def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
     """Write the starter policy where the acp engine will look, unless a file is there."""
     if config.policy.use != "acp":
         return None
-    target = AcpConfig.model_validate(config.policy.config).path
+    target = AcpConfig.model_validate(
+        config.policy.config, context={CONFIG_DIR: config_path.parent}
+    ).path
     target = target or config_path.parent / "policy.json"
     if target.exists():
         return None
@@ -449,7 +453,7 @@ def config_validate(ctx: click.Context) -> None:
     """Check the config file and every plugin section in it; exit non-zero if invalid."""
     path = _config_path(ctx)
     runtime = load_runtime(path)
-    engine = runtime.build("policy")  # loads and compiles the policy file
+    engine = runtime.build_all()["policy"]  # as run builds them; the policy is compiled
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))
     click.echo(f"  policy:   {runtime.config.policy.use} {engine.policy_id}")

@@ -13,7 +13,13 @@ The core model below checks the shape; :mod:`mcp_acp.runtime` then validates eac
 ``config`` section with the model its plugin registered.
 
 A file that is writable by group or others, or owned by someone else, is refused: whoever
-can write the config decides what the proxy allows.
+can write the config decides what the proxy allows. Only a regular file is read, never
+more than 1 MiB, and a key written twice is an error (JSON readers disagree on which copy
+counts).
+
+Paths in the file mean the same from any working directory: ``~`` is expanded and a
+relative path is taken from the config file's directory (:data:`ConfigPath` for the core
+fields, :func:`anchor_option_paths` for every plugin's options).
 """
 
 from __future__ import annotations
@@ -29,27 +35,39 @@ from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from mcp_acp._fs import atomic_write_text, unsafe_permissions
+from mcp_acp._fs import (
+    FileTooLargeError,
+    NotRegularFileError,
+    atomic_write_text,
+    broken_link,
+    read_regular_file,
+    unsafe_permissions,
+)
+from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
 
 __all__ = [
+    "CONFIG_DIR",
     "CONFIG_ENV",
     "AuditSection",
     "Backend",
     "ComponentRef",
     "Config",
+    "ConfigPath",
     "HttpBackend",
     "PluginsSection",
     "PostureSection",
@@ -57,9 +75,13 @@ __all__ = [
     "RateLimits",
     "StdioBackend",
     "ToolsSection",
+    "absolute_path",
+    "anchor_option_paths",
+    "anchor_path",
     "config_error_from_validation",
     "default_config_path",
     "default_log_dir",
+    "entry_exists",
     "load_config",
     "read_config_json",
     "redact_text",
@@ -111,10 +133,110 @@ def resolve_config_path(
     """``--config`` beats ``MCP_ACP_CONFIG`` beats the platform default."""
     env = os.environ if environ is None else environ
     if cli_value:
-        return Path(cli_value).expanduser().absolute()
+        return absolute_path(cli_value, f"--config (or {CONFIG_ENV})")
     if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser().absolute()
+        return absolute_path(env[CONFIG_ENV], CONFIG_ENV)
     return default_config_path()
+
+
+def _path_error(path: object, exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return one_line(str(exc)).rstrip(".")  # RuntimeError: a symlink loop, an unknown ~user
+
+
+def absolute_path(value: str | os.PathLike[str], what: str) -> Path:
+    """``value`` with ``~`` expanded, made absolute against the working directory.
+
+    Raises ``ConfigError`` naming ``what`` (an option, a variable, a field) when that
+    cannot be done: ``~nosuchuser``, a deleted working directory."""
+    try:
+        return Path(value).expanduser().absolute()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{what} = {one_line(os.fspath(value))!r}: cannot make it a path: "
+            f"{_path_error(value, exc)}",
+            fix="give an absolute path, or ~ for your own home directory",
+        ) from None
+
+
+def entry_exists(path: Path) -> bool:
+    """Whether anything is at ``path`` — a file, a directory, or a symlink even if it leads
+    nowhere. Raises ``ConfigError`` when that cannot be told (a directory on the way that
+    you may not search, a name too long)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot check {path}: {_path_error(path, exc)}",
+            fix="check the path and the permissions of the directories on it",
+        ) from None
+    return True
+
+
+#: The key of the validation context that holds the config file's directory.
+CONFIG_DIR = "config_dir"
+
+
+def anchor_path(value: Path, base: Path | None) -> Path:
+    """``value`` as the config means it: ``~`` expanded, and a relative path taken from
+    ``base`` (the config file's directory; the working directory when ``None``, as for
+    paths given on the command line). Raises ``ValueError`` saying why it cannot be."""
+    text = os.fspath(value)
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        expanded = value.expanduser()
+    except RuntimeError as exc:  # ~nosuchuser
+        raise ValueError(f"cannot expand {text.split('/')[0]!r}: {exc}") from None
+    if expanded.is_absolute():
+        return expanded
+    try:
+        return (base or Path.cwd()) / expanded
+    except OSError as exc:  # the working directory was removed
+        raise ValueError(f"is relative and the working directory is gone: {exc}") from None
+
+
+def _anchored(value: Path, info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, dict) else {}
+    return anchor_path(value, context.get(CONFIG_DIR))
+
+
+#: A path in the config file: ``~`` is expanded and a relative path is taken from the
+#: config file's directory, so the file means the same from any working directory.
+ConfigPath = Annotated[Path, AfterValidator(_anchored)]
+
+
+def anchor_option_paths(options: BaseModel, base: Path, field: str) -> BaseModel:
+    """A plugin's validated ``options`` with every path in them anchored like a
+    :data:`ConfigPath` (``~`` expanded, relative to ``base``), nested models and lists
+    of paths included. Raises ``ConfigError`` naming the option."""
+
+    def anchor(value: Any, where: str) -> Any:
+        if isinstance(value, Path):
+            try:
+                return anchor_path(value, base)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{where} = {one_line(json.dumps(os.fspath(value)))}: {exc}",
+                    fix="give an absolute path, or one relative to the config file",
+                ) from None
+        if isinstance(value, BaseModel):
+            return anchor_option_paths(value, base, where)
+        if isinstance(value, (list, tuple)):
+            items = [anchor(item, f"{where}[{i}]") for i, item in enumerate(value)]
+            return type(value)(items) if isinstance(value, tuple) else items
+        return value
+
+    updates = {}
+    for name in type(options).model_fields:
+        value = getattr(options, name)
+        new = anchor(value, f"{field}.{name}")
+        if new != value:
+            updates[name] = new
+    return options.model_copy(update=updates) if updates else options
 
 
 class _Section(BaseModel):
@@ -138,7 +260,7 @@ class StdioBackend(_Section):
     command: str = Field(min_length=1, description="Executable to run, e.g. 'npx'.")
     args: list[str] = Field(default_factory=list, description="Arguments, one per item.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment.")
-    cwd: Path | None = Field(default=None, description="Working directory.")
+    cwd: ConfigPath | None = Field(default=None, description="Working directory.")
 
     @field_validator("command", "args")
     @classmethod
@@ -151,9 +273,11 @@ class StdioBackend(_Section):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+        for name, text in value.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+            if "\x00" in text:  # the value is not echoed: it is often a credential
+                raise ValueError(f"the value of {name!r} must not contain NUL characters")
         return value
 
 
@@ -262,7 +386,7 @@ def default_fallback_path() -> Path:
 class AuditSection(_Section):
     """Where and how the audit trail is written."""
 
-    log_dir: Path = Field(
+    log_dir: ConfigPath = Field(
         default_factory=default_log_dir,
         description="Directory of the audit logs (created 0700).",
     )
@@ -271,7 +395,7 @@ class AuditSection(_Section):
         min_length=1,
         description="Audit sinks; every one must take a record before a request proceeds.",
     )
-    fallback_path: Path = Field(
+    fallback_path: ConfigPath = Field(
         default_factory=default_fallback_path,
         description="Where events go when the trail cannot take them (outside log_dir).",
     )
@@ -395,7 +519,7 @@ class ProxySection(_Section):
         "credential) goes to the approver first, and is never remembered. 'off': it does not.",
     )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
-    socket_dir: Path | None = Field(
+    socket_dir: ConfigPath | None = Field(
         default=None,
         description="Directory of the control socket (approvals, status); default: the "
         "user's runtime dir.",
@@ -491,19 +615,30 @@ def config_error_from_validation(
 
 def read_config_json(path: Path) -> dict[str, Any]:
     """Read and parse ``path`` after checking it is safe to trust. Raises ``ConfigError``."""
-    if not path.exists() and not path.is_symlink():
+    if not entry_exists(path):
         raise ConfigError(
             f"no config file at {path}",
             fix=f"run 'mcp-acp init', or point --config / {CONFIG_ENV} at your file",
         )
     for candidate in (path, path.parent):
         try:
-            problem = unsafe_permissions(candidate)
+            broken = broken_link(candidate)
+            problem = unsafe_permissions(candidate) if broken is None else None
         except FileNotFoundError:  # removed or renamed since the check above
             raise ConfigError(
                 f"config file {path} disappeared while it was being read",
                 fix="check what is replacing it, then run again",
             ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot check config {candidate}: {_path_error(candidate, exc)}",
+                fix="check the permissions of the file and of the directories on its path",
+            ) from None
+        if broken:
+            raise ConfigError(
+                f"refusing to use config: {broken}",
+                fix="point the link at your config file, or remove it and run 'mcp-acp init'",
+            )
         if problem:
             raise ConfigError(
                 f"refusing to use config: {problem}",
@@ -514,18 +649,29 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"config path {path} is not a regular file", fix="point --config at a JSON file"
         )
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
+    except NotRegularFileError as exc:
+        raise ConfigError(
+            f"config path {path} is {exc.kind}, not a regular file",
+            fix="point --config at a JSON file",
+        ) from None
+    except FileTooLargeError as exc:
+        raise ConfigError(
+            f"{path} is {exc.size} bytes, over the 1 MiB limit",
+            fix="check that this is really the config file",
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path} is {len(raw)} bytes, over the 1 MiB limit",
-            fix="check that this is really the config file",
-        )
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_strict(raw.decode("utf-8"))
+    except DuplicateKeyError as exc:
+        line = f"line {exc.line}: " if exc.line else ""
+        raise ConfigError(
+            f"{path}: {line}{exc.path}: key {exc.key!r} appears twice in one object",
+            fix="keep one copy of it (JSON readers disagree on which copy counts)",
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
@@ -552,7 +698,7 @@ def load_config(path: Path) -> Config:
     """Read, check and validate the core shape of the config at ``path``."""
     data = read_config_json(path)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={CONFIG_DIR: path.parent})
     except ValidationError as exc:
         raise config_error_from_validation(exc, path) from exc
 

@@ -18,9 +18,11 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.config import (
+    CONFIG_DIR,
     ComponentRef,
     Config,
     HttpBackend,
+    anchor_option_paths,
     config_error_from_validation,
     load_config,
 )
@@ -63,9 +65,18 @@ class Component:
 
 
 def resolve_component(
-    plugins: PluginSet, kind: Kind, ref: ComponentRef, field: str, source: Path | str
+    plugins: PluginSet,
+    kind: Kind,
+    ref: ComponentRef,
+    field: str,
+    source: Path | str,
+    *,
+    config_dir: Path | None = None,
 ) -> Component:
-    """Find the registration ``ref.use`` names and validate ``ref.config`` with its model."""
+    """Find the registration ``ref.use`` names and validate ``ref.config`` with its model.
+
+    Every path in the options gets ``~`` expanded and, if relative, is taken from
+    ``config_dir`` (the config file's directory; the working directory if ``None``)."""
     registration = plugins.registry.get(kind, ref.use)
     if registration is None:
         available = ", ".join(plugins.registry.names(kind)) or "none"
@@ -76,11 +87,14 @@ def resolve_component(
             "('mcp-acp plugins' lists them)",
         )
     try:
-        options = registration.config_model.model_validate(ref.config)
+        options = registration.config_model.model_validate(
+            ref.config, context={CONFIG_DIR: config_dir}
+        )
     except ValidationError as exc:
         raise config_error_from_validation(
             exc, source, prefix=f"{field}.config", plugin=registration.plugin
         ) from exc
+    options = anchor_option_paths(options, config_dir or Path.cwd(), f"{source}: {field}.config")
     return Component(field=field, registration=registration, options=options)
 
 
@@ -106,6 +120,13 @@ class Runtime:
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
         return self.components[field].build(self.context(record_auth=record_auth))
+
+    def build_all(self) -> dict[str, Any]:
+        """Build every component the config selects, as ``mcp-acp run`` does, without
+        starting any: what ``config validate`` calls, so that a config ``run`` would refuse
+        for a component's sake (an ``oidc`` identity without ``token_storage``, a policy
+        file that does not load) fails validation too."""
+        return {field: self.build(field) for field in self.components}
 
     def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
         """Every configured audit sink behind one fail-closed trail (not started yet)."""
@@ -176,7 +197,9 @@ def resolve_runtime(
         (Kind.AUDIT_SINK, ref, f"audit.sinks[{i}]") for i, ref in enumerate(config.audit.sinks)
     ]
     components = {
-        field: resolve_component(plugins, kind, ref, field, source or config_path)
+        field: resolve_component(
+            plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
+        )
         for kind, ref, field in selected
     }
     return Runtime(config_path, config, plugins, components)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -25,6 +28,8 @@ from mcp_acp.errors import ConfigError
 from mcp_acp.registry import SecretEnvName, secret_env_names
 from mcp_acp.runtime import load_runtime
 
+CLI = Path(sys.executable).parent / "mcp-acp"
+NOBODY = 65534
 MINIMAL = {"backend": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"]}}
 
 
@@ -405,3 +410,199 @@ async def test_runtime_builds_a_working_audit_trail(tmp_path: Path) -> None:
     await trail.record(SystemEvent(event="config_loaded", session_id="s1"))
     await trail.close()
     assert verify_stream(logs, "system").lines == 2
+
+
+def test_a_key_given_twice_is_refused_with_its_path_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c" / "config.json",
+        '{"backend": {"command": "a"},\n'
+        ' "audit": {"record_payloads": false,\n'
+        '           "record_payloads": true},\n'
+        ' "backend": {"command": "b"}}',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(
+        f"{path}: line 3: audit.record_payloads: key 'record_payloads' appears twice"
+    )
+
+
+def _unusable_config_paths(tmp_path: Path) -> list[tuple[list[str], dict[str, str], str]]:
+    """(arguments, environment, expected line) for paths no file system call can settle."""
+    loop = tmp_path / "loop" / "config.json"
+    loop.parent.mkdir(mode=0o700, parents=True)
+    loop.symlink_to("config.json")
+    long = tmp_path / ("x" * 300) / "config.json"
+    return [
+        (["--config", str(loop)], {}, f"refusing to use config: {loop} is a symlink loop"),
+        (["--config", str(long)], {}, f"cannot check {long}: file name too long"),
+        ([], {CONFIG_ENV: "~nosuchuser-mcp-acp/c.json"}, "'~nosuchuser-mcp-acp/c.json': cannot"),
+    ]
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["init", "--non-interactive"]])
+def test_unusable_config_paths_are_config_errors(
+    run_cli: Any, tmp_path: Path, command: list[str]
+) -> None:
+    for args, env, expected in _unusable_config_paths(tmp_path / command[0]):
+        extra = ["--backend-command", "true"] if command[0] == "init" else []
+        result = run_cli(*args, *command, *extra, env=env)
+        assert result.returncode == 10, (args, result.stderr)
+        assert result.stderr.startswith("config error: ")
+        if command[0] == "init" and "symlink loop" in expected:
+            expected = "a config file already exists at"  # a link is an entry: not replaced
+        assert expected in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+#: The CLI as user nobody: the interpreter lives under /root (0700), so the child imports
+#: everything as root, then drops to nobody before the command runs.
+AS_NOBODY = f"""
+import os, sys
+from mcp_acp.cli import main
+os.setgroups([])
+os.setgid({NOBODY})
+os.setuid({NOBODY})
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as another user")
+@pytest.mark.parametrize("command", [["config", "show"], ["init", "--non-interactive"]])
+def test_a_config_in_a_directory_you_may_not_search_is_a_config_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="mcp-acp-test-"))  # tmp_path is 0700: nobody's out
+    try:
+        shared.chmod(0o755)
+        private = shared / "root-only"
+        private.mkdir(mode=0o700)
+        config = private / "config.json"
+        write(config, MINIMAL)
+        extra = ["--backend-command", "true"] if command[0] == "init" else []
+        result = subprocess.run(
+            [sys.executable, "-c", AS_NOBODY, "--config", str(config), *command, *extra],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ["PATH"], "HOME": str(shared)},
+            timeout=60,
+        )
+        assert result.returncode == 10, result.stderr
+        assert result.stderr == (
+            f"config error: cannot check {config}: permission denied — fix: check the path "
+            "and the permissions of the directories on it\n"
+        )
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_a_dangling_symlink_config_is_named_as_one_and_init_keeps_it(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    link = tmp_path / "c" / "config.json"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(tmp_path / "elsewhere.json")
+    shown = run_cli("--config", str(link), "config", "show")
+    assert shown.returncode == 10
+    assert f"{link} is a dangling symlink (to {tmp_path / 'elsewhere.json'})" in shown.stderr
+    assert "chmod" not in shown.stderr
+    init = run_cli("--config", str(link), "init", "--non-interactive", "--backend-command", "x")
+    assert init.returncode == 10
+    assert "already exists" in init.stderr
+    assert link.is_symlink()
+    assert not (tmp_path / "elsewhere.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "field"),
+    [
+        ({"command": "x", "cwd": "/srv/a\x00b"}, "backend.cwd"),
+        ({"command": "x", "env": {"TOKEN_FILE": "/a\x00b"}}, "backend.env"),
+    ],
+)
+def test_nul_in_a_backend_cwd_or_env_value_is_refused(
+    tmp_path: Path, backend: dict[str, Any], field: str
+) -> None:
+    path = write(tmp_path / "c" / "config.json", {"backend": backend})
+    with pytest.raises(ConfigError, match=rf"{field}\b.*must not contain NUL"):
+        load_config(path)
+
+
+def test_validate_refuses_what_run_refuses_for_a_components_sake(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    config = {
+        **MINIMAL,
+        "plugins": {"allow": ["oidc"]},
+        "identity": {
+            "use": "oidc",
+            "config": {"issuer": "https://idp.example.test", "client_id": "c", "audience": "a"},
+        },
+        "audit": {"log_dir": str(tmp_path / "logs")},
+    }
+    path = write(tmp_path / "c" / "config.json", config)
+    (tmp_path / "c" / "policy.json").write_text('{"version": "1", "rules": []}')
+    result = run_cli("--config", str(path), "config", "validate")
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert "this component needs a token_storage section" in result.stderr
+
+
+def test_relative_and_home_paths_are_taken_from_the_config_dir_and_home(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "c"
+    data = {
+        "backend": {"command": "x", "cwd": "project"},
+        "policy": {"use": "acp", "config": {"path": "policies/main.json"}},
+        "token_storage": {"use": "encrypted-file", "config": {"directory": "~/tokens"}},
+        "audit": {"log_dir": "~/mylogs", "fallback_path": "../fallback.jsonl"},
+        "proxy": {"socket_dir": "run"},
+    }
+    path = write(here / "config.json", data)
+    (here / "policies").mkdir()
+    (here / "policies" / "main.json").write_text('{"version": "1", "rules": []}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the start directory must not matter
+    runtime = load_runtime(path)
+    config = runtime.config
+    assert config.backend.cwd == here / "project"  # type: ignore[union-attr]
+    assert config.audit.log_dir == isolated_home / "mylogs"
+    assert config.audit.fallback_path == here / ".." / "fallback.jsonl"
+    assert config.proxy.socket_dir == here / "run"
+    assert runtime.components["policy"].options.path == here / "policies" / "main.json"  # type: ignore[attr-defined]
+    assert runtime.components["token_storage"].options.directory == isolated_home / "tokens"  # type: ignore[attr-defined]
+    assert runtime.build("policy").reload() == []  # found from elsewhere
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"audit": {"log_dir": "~nosuchuser-mcp-acp/logs"}}, "audit.log_dir"),
+        (
+            {"policy": {"use": "acp", "config": {"path": "~nosuchuser-mcp-acp/p.json"}}},
+            "policy.config.path",
+        ),
+    ],
+)
+def test_a_home_of_nobody_known_is_a_config_error(
+    tmp_path: Path, section: dict[str, Any], field: str
+) -> None:
+    path = write(tmp_path / "c" / "config.json", {**MINIMAL, **section})
+    with pytest.raises(ConfigError, match=rf"{field}.* = .*cannot expand '~nosuchuser-mcp-acp'"):
+        load_runtime(path)
+
+
+def test_init_stores_absolute_paths(run_cli: Any, tmp_path: Path, config_path: Path) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    result = subprocess.run(
+        [str(CLI), "init", "--non-interactive", "--backend-command", "x", "--backend-cwd", "proj"],
+        cwd=start,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(config_path.parents[2])},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(config_path.read_text())["backend"]["cwd"] == str(start / "proj")

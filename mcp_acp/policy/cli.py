@@ -16,7 +16,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mcp_acp.backend_identity import canonical_name
-from mcp_acp.config import Config, load_config, resolve_config_path
+from mcp_acp.config import CONFIG_DIR, Config, entry_exists, load_config, resolve_config_path
 from mcp_acp.errors import ConfigError, PolicyError, printable
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.engine import AcpConfig, AcpPolicyEngine
@@ -123,7 +123,7 @@ class _Cases(BaseModel):
 
 def _config(ctx: click.Context) -> tuple[Path, Config | None]:
     path = resolve_config_path(ctx.find_root().params.get("config"))
-    return path, (load_config(path) if path.exists() else None)
+    return path, (load_config(path) if entry_exists(path) else None)
 
 
 def _policy_path(ctx: click.Context, given: Path | None) -> Path:
@@ -141,7 +141,9 @@ def _policy_path(ctx: click.Context, given: Path | None) -> Path:
             "commands read 'acp' policies",
             fix="pass --policy FILE",
         )
-    options = AcpConfig.model_validate(config.policy.config)
+    options = AcpConfig.model_validate(
+        config.policy.config, context={CONFIG_DIR: config_path.parent}
+    )
     return options.path or config_path.parent / "policy.json"
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 import attrs
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_acp.errors import PolicyError
+from mcp_acp.config import ConfigPath
+from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
-from mcp_acp.policy.load import load_policy, policy_errors, read_policy_text
+from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
 from mcp_acp.policy.view import RequestView
@@ -82,8 +83,10 @@ class AcpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path | None = Field(
-        default=None, description="Policy file; default: policy.json beside the config file."
+    path: ConfigPath | None = Field(
+        default=None,
+        description="Policy file; default: policy.json beside the config file. A relative "
+        "path is taken from the config file's directory.",
     )
 
 
@@ -261,13 +264,17 @@ class AcpPolicyEngine:
         with self._reload_lock:
             try:
                 text = read_policy_text(target)
+                policy, errors = check_policy(text, str(target))
+                if policy is None:
+                    return errors
+                compiled = compile_policy(policy)
             except PolicyError as exc:
                 return [str(exc)]
-            errors = policy_errors(text, str(target))
-            if errors:
-                return errors
-            policy = PolicyFile.model_validate_json(text)
-            self._compiled = compile_policy(policy)
+            except Exception as exc:  # the last-known-good stays, and the caller records why
+                return [
+                    one_line(f"policy {target} could not be loaded: {type(exc).__name__}: {exc}")
+                ]
+            self._compiled = compiled
             self._path = target
             return []
 

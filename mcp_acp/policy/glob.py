@@ -42,17 +42,23 @@ def compile_glob(
 
     ``paths`` makes it segment-style, with segments divided by ``separator``;
     ``ascii_case`` makes ``ignore_case`` fold ASCII letters only."""
+    flags = (re.IGNORECASE | (re.ASCII if ascii_case else 0)) if ignore_case else 0
+    if not paths:
+        return re.compile("(?s:" + _name_regex(pattern) + r")\Z", flags)
     sep = re.escape(separator)
-    star = f"[^{sep}]*" if paths else ".*"
-    one = f"[^{sep}]" if paths else "."
+    star = f"[^{sep}]*"
+    one = f"[^{sep}]"
     out: list[str] = []
+    kinds: list[str] = []  # per item of out: "char" (one character, never the separator),
+    # "star" (a single *), or "other" (the separator, ** in its forms)
     i, n = 0, len(pattern)
     while i < n:
-        if paths and pattern.startswith("**", i):
+        if pattern.startswith("**", i):
             at_start = i == 0 or pattern[i - 1] == separator
             end = i + 2
             if at_start and end < n and pattern[end] == separator:
                 out.append(f"(?:.*{sep})?")  # "**/" : zero or more whole segments
+                kinds.append("other")
                 i = end + 1
                 continue
             if at_start and end == n and out and out[-1] == sep:
@@ -60,13 +66,63 @@ def compile_glob(
                 i = end
                 continue
             out.append(".*")
+            kinds.append("other")
             i = end
             continue
         char = pattern[i]
-        out.append(star if char == "*" else one if char == "?" else re.escape(char))
+        if char == "*":
+            out.append(star)
+            kinds.append("star")
+        else:
+            out.append(one if char == "?" else re.escape(char))
+            kinds.append("other" if char == separator else "char")
         i += 1
-    flags = (re.IGNORECASE | (re.ASCII if ascii_case else 0)) if ignore_case else 0
+    _commit_middle_pieces(out, kinds, f"[^{sep}]*?")
     return re.compile("(?s:" + "".join(out) + r")\Z", flags)
+
+
+def _commit_middle_pieces(out: list[str], kinds: list[str], lazy_star: str) -> None:
+    """Rewrite ``*piece*`` within one segment so that it cannot backtrack catastrophically.
+
+    ``[^/]*a[^/]*a[^/]*c`` tries every placement of every ``a`` before giving up: time grows
+    with the segment's length to the power of the number of stars. A piece between two
+    single stars of one segment matches a fixed number of characters, none of them the
+    separator; so the leftmost place where it fits is as good as any later one (the next
+    star, which cannot cross the separator either, absorbs the difference). Such a piece
+    is found by a lazy scan inside an atomic group, ``(?>[^/]*?piece)``, which the engine
+    never re-enters.
+    """
+    for start, kind in enumerate(kinds):
+        if kind != "star":
+            continue
+        end = start + 1
+        while end < len(kinds) and kinds[end] == "char":
+            end += 1
+        if end > start + 1 and end < len(kinds) and kinds[end] == "star":
+            out[start] = "(?>" + lazy_star
+            out[end - 1] += ")"
+
+
+def _piece(text: str) -> str:
+    return "".join("." if char == "?" else re.escape(char) for char in text)
+
+
+def _name_regex(pattern: str) -> str:
+    """A name-style glob as a regex that cannot backtrack catastrophically.
+
+    ``a*b*c`` as ``a.*b.*c`` tries every way of placing ``b`` before giving up: time grows
+    with the name's length to the power of the number of stars (``*a*a*a*c`` against 500
+    ``a`` took minutes). Every piece between stars matches a fixed number of characters,
+    so the leftmost place where a middle piece fits is as good as any later one — whatever
+    the rest needs, the following star can absorb the difference. So each middle piece is
+    found by a lazy scan inside an atomic group ``(?>.*?piece)``, which the engine never
+    re-enters: linear in the name's length for each piece.
+    """
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return _piece(pattern)
+    middle = "".join(f"(?>.*?{_piece(p)})" for p in pieces[1:-1] if p)
+    return _piece(pieces[0]) + middle + ".*" + _piece(pieces[-1])
 
 
 def literal_prefix(pattern: str) -> str:

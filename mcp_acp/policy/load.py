@@ -1,4 +1,8 @@
-"""Reading policy files, with errors that name the JSON path *and* the line."""
+"""Reading policy files, with errors that name the JSON path *and* the line.
+
+Only a regular file is read, never more than 4 MiB; a key written twice, or nesting too
+deep to parse, is a problem reported like any other (never an exception of another kind).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
+from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
 
 __all__ = [
     "MAX_POLICY_BYTES",
+    "check_policy",
     "load_policy",
     "parse_policy",
     "policy_errors",
@@ -27,7 +34,17 @@ _FIX = "correct the policy file ('mcp-acp schema policy' documents every field)"
 
 def _read(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_POLICY_BYTES)
+    except NotRegularFileError as exc:
+        raise PolicyError(
+            f"policy {path} is {exc.kind}, not a regular file",
+            fix="point policy.config.path (or --policy) at a JSON file",
+        ) from None
+    except FileTooLargeError as exc:
+        raise PolicyError(
+            f"policy {path} is {exc.size} bytes, over the 4 MiB limit",
+            fix="split or shorten the policy",
+        ) from None
     except FileNotFoundError:
         raise PolicyError(
             f"no policy file at {path}",
@@ -38,11 +55,6 @@ def _read(path: Path) -> str:
         raise PolicyError(
             f"cannot read policy {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
-    if len(raw) > MAX_POLICY_BYTES:
-        raise PolicyError(
-            f"policy {path} is {len(raw)} bytes, over the 4 MiB limit",
-            fix="split or shorten the policy",
-        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -103,9 +115,19 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
 
 def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
     try:
-        data: Any = json.loads(text)
+        return _validate_unguarded(text, source)
+    except RecursionError:  # parsing, validating or locating lines went too deep
+        return None, [f"{source}:1: nests arrays or objects too deeply to be a policy"]
+
+
+def _validate_unguarded(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
+    try:
+        data: Any = loads_strict(text)
     except json.JSONDecodeError as exc:
         return None, [f"{source}:{exc.lineno}: not valid JSON at column {exc.colno}: {exc.msg}"]
+    except DuplicateKeyError as exc:
+        at = f"{source}:{exc.line}:" if exc.line else f"{source}:"
+        return None, [one_line(f"{at} {exc.path}: key {exc.key!r} appears twice in one object")]
     try:
         return PolicyFile.model_validate(data), []
     except ValidationError as exc:
@@ -120,6 +142,11 @@ def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
             message = error["msg"].removeprefix("Value error, ")
             errors.append(one_line(f"{source}:{line}: {_json_path(loc)}: {message}"))
         return None, errors
+
+
+def check_policy(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
+    """The policy in ``text`` and no problems, or ``None`` and every problem, one line each."""
+    return _validate(text, source)
 
 
 def policy_errors(text: str, source: str) -> list[str]:

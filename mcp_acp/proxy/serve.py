@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError
+from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError, one_line
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
@@ -394,7 +394,10 @@ async def _relay(
     reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
 
     async def reload_policy(reload: Callable[[], list[str]]) -> None:
-        errors = await asyncio.to_thread(reload)
+        try:
+            errors = await asyncio.to_thread(reload)
+        except Exception as exc:  # any engine's failure is a failed reload, recorded
+            errors = [one_line(f"policy reload failed: {type(exc).__name__}: {exc}")]
         if not errors:
             pep.policy_reloaded()  # remembered approvals belong to the old policy
         event = "policy_reloaded" if not errors else "policy_reload_failed"

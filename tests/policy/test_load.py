@@ -1,0 +1,142 @@
+"""Reading policy files from a real file system: strict JSON, sizes, odd file types."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from proxy_helpers import Proxy, configure, proxy_env, wait_for_event
+
+from mcp_acp.errors import PolicyError
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.load import load_policy
+from mcp_acp.policy.model import PolicyFile
+
+ALLOW_X = {"id": "b", "effect": "allow", "conditions": {"tool_name": "x"}}
+DENY_X = {"id": "a", "effect": "deny", "conditions": {"tool_name": "x"}}
+#: ``rules`` twice: a last-wins reader sees only the allow rule.
+TWICE = (
+    f'{{"version": "1",\n "rules": [{json.dumps(DENY_X)}],\n "rules": [{json.dumps(ALLOW_X)}]}}\n'
+)
+
+
+def test_a_key_given_twice_is_refused_with_its_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(TWICE)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(caught.value).startswith(f"{path}:3: rules: key 'rules' appears twice in one object")
+    nested = '{"rules": [{"id": "a", "effect": "deny",\n "effect": "allow",'
+    path.write_text(nested + ' "conditions": {"tool_name": "x"}}]}')
+    with pytest.raises(PolicyError, match=r":2: rules\[0\]\.effect: key 'effect' appears twice"):
+        load_policy(path)
+
+
+def test_reload_refuses_a_key_given_twice_and_keeps_the_last_good(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"rules": [DENY_X]}))
+    engine = AcpPolicyEngine.from_file(path)
+    good = engine.policy_id
+    path.write_text(TWICE)
+    errors = engine.reload()
+    assert errors
+    assert "appears twice" in errors[0]
+    assert engine.policy_id == good
+
+
+#: Run in a child whose address space is capped 512 MiB above what the imports took, so
+#: reading without a limit fails with MemoryError instead of eating the machine; the
+#: timeout only guards against a hang (a FIFO without a writer blocks a plain read).
+CAPPED = """
+import resource, sys
+from pathlib import Path
+from mcp_acp.config import load_config
+from mcp_acp.errors import McpAcpError
+from mcp_acp.policy.load import load_policy
+from mcp_acp.policy.model import PolicyFile
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), resource.RLIM_INFINITY))
+load = load_config if sys.argv[1] == "config" else load_policy
+try:
+    load(Path(sys.argv[2]))
+except McpAcpError as exc:
+    print(exc.exit_code, exc)
+"""
+
+
+def load_capped(kind: str, path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", CAPPED, kind, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("kind", ["config", "policy"])
+def test_a_huge_sparse_file_is_refused_without_reading_it(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "c" / "file.json"
+    path.parent.mkdir(mode=0o700)
+    with path.open("wb") as handle:
+        handle.truncate(3 << 30)  # 3 GiB of holes: no disk used
+    path.chmod(0o600)
+    code = "10" if kind == "config" else "12"
+    assert load_capped(kind, path).startswith(f"{code} ")
+    assert f"{path} is {3 << 30} bytes, over the" in load_capped(kind, path)
+
+
+def test_a_device_as_policy_is_refused_without_reading_it() -> None:
+    out = load_capped("policy", Path("/dev/zero"))
+    assert out.startswith("12 policy /dev/zero is a character device, not a regular file")
+
+
+def test_a_fifo_as_policy_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.json"
+    os.mkfifo(fifo)
+    out = load_capped("policy", fifo)
+    assert out.startswith(f"12 policy {fifo} is a FIFO (named pipe), not a regular file")
+
+
+#: Parses as far as the JSON reader's recursion limit allows, then fails with RecursionError.
+TOO_DEEP = "[" * 100_000
+
+
+def test_a_policy_nested_too_deeply_is_a_policy_error(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(TOO_DEEP)
+    with pytest.raises(PolicyError, match="nests arrays or objects too deeply"):
+        load_policy(path)
+    path.write_text('{"version": "1", "rules": ' + "[" * 5_000 + "]" * 5_000 + "}")
+    with pytest.raises(PolicyError, match="nests arrays or objects too deeply"):
+        load_policy(path)
+
+
+def test_reload_of_a_policy_nested_too_deeply_is_recorded_and_keeps_the_last_good(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    log_dir = configure(
+        isolated_home,
+        sys.executable,
+        ["-m", "mcp_acp.demo.backend", str(notes)],
+        {"version": "1", "rules": [ALLOW_X]},
+    )
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()  # answered: the SIGHUP handler is in place
+    good = PolicyFile.model_validate({"version": "1", "rules": [ALLOW_X]}).policy_id()
+    (isolated_home / ".config" / "mcp-acp" / "policy.json").write_text(TOO_DEEP)
+    proxy.proc.send_signal(signal.SIGHUP)
+    failed = wait_for_event(log_dir, "system", "policy_reload_failed")
+    assert "nests arrays or objects too deeply" in failed["detail"]["errors"][0]
+    assert failed["detail"]["policy_id"] == good  # the last good policy stays
+    assert proxy.close() == 0
+    assert "Traceback" not in (isolated_home / "proxy-stderr.txt").read_text()
