@@ -24,6 +24,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("MCP_ACP_") or name.startswith("XDG_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
+    # control sockets too: a proxy of the machine's user (or another test run) is not ours
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     return home
 
 
@@ -59,6 +61,7 @@ def run_cli(isolated_home: Path) -> Callable[..., subprocess.CompletedProcess[st
     ) -> subprocess.CompletedProcess[str]:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
         full_env["HOME"] = str(isolated_home)
+        full_env["XDG_RUNTIME_DIR"] = str(isolated_home / "run")
         full_env.update(env or {})
         result = subprocess.run(
             [str(CLI), *args], capture_output=True, text=True, env=full_env, input=input, timeout=60

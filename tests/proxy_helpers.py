@@ -29,9 +29,12 @@ DENIED = -32003
 
 
 def proxy_env(home: Path) -> dict[str, str]:
-    """The environment ``mcp-acp`` runs in: HOME set, no mcp-acp or XDG variables."""
+    """The environment ``mcp-acp`` runs in: HOME set, no mcp-acp or XDG variables but the
+    runtime directory, which is the home's own (control sockets of other proxies on the
+    machine are not the test's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
     env["HOME"] = str(home)
+    env["XDG_RUNTIME_DIR"] = str(home / "run")
     return env
 
 
