@@ -405,6 +405,30 @@ def test_key_readable_by_others(
     assert "mode 0644" in check_refused(run_until_exit(env), log_dir, "client key_file")
 
 
+def test_a_ca_bundle_in_a_directory_others_can_write(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """TLS-7: root's 0644 bundle in a 0777 directory; another user could rename their own
+    CA over it (or a symlink to any file root owns) at any time."""
+    server = serve()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    bundle = shared / "ca.pem"
+    bundle.write_bytes(pki.ca.pem.read_bytes())
+    bundle.chmod(0o644)
+    log_dir = configure(server.url, ca_bundle=bundle)
+    line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
+    assert f"the directory {shared} can be written by others (mode 0777)" in line
+    status = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 1
+    assert "[refuse] CA bundle_file" in status.stdout
+
+
 def test_key_from_another_pair(
     pki: Any, serve: Callable[..., MtlsServer], configure: Callable[..., Path], env: dict[str, str]
 ) -> None:
