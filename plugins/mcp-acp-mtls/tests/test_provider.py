@@ -215,6 +215,29 @@ def test_no_context_without_passing_checks(pki: Any) -> None:
         p.ssl_context()
 
 
+def with_key(pem: Path, key: Path, mode: int) -> Path:
+    pem.write_bytes(pem.read_bytes() + key.read_bytes())
+    pem.chmod(mode)
+    return pem
+
+
+@pytest.mark.parametrize("option", ["client_cert", "ca_bundle"])
+def test_a_private_key_in_a_file_others_can_read_is_refused(pki: Any, option: str) -> None:
+    pem = pki.client_cert if option == "client_cert" else pki.ca.pem
+    with_key(pem, pki.client_key, 0o644)
+    [reason] = refusals(provider(pki))
+    assert "has mode 0644; a private key must be 0600 or stricter" in reason
+    assert "it holds a private key: keep that only in the file client_key names" in reason
+
+
+def test_a_certificate_file_with_its_key_is_held_to_the_key_rules(pki: Any) -> None:
+    """One file with both, 0600 and yours, is a key file like any other."""
+    both = with_key(pki.client_cert, pki.client_key, 0o600)
+    p = provider(pki, client_key=both)
+    assert refusals(p) == []
+    assert handshake(p.ssl_context(), server_context(pki)).getpeercert() is not None
+
+
 def test_certificate_writable_by_others_is_refused(pki: Any) -> None:
     pki.client_cert.chmod(0o666)
     assert "writable by group or others" in refusals(provider(pki))[0]

@@ -14,8 +14,8 @@ Start-up checks (:meth:`MtlsProvider.check`), each reported as a
   ``/tmp``) — else another user could put their own file, or a symlink, in its place;
 * the client key is owned by you, has no group or other permission bits, and is not a
   symlink that leads out of its directory;
-* the certificate and the CA bundle are owned by you (or root) and not writable by group
-  or others;
+* the certificate and the CA bundle are owned by you (or root), not writable by group or
+  others, and hold no private key (a file that does is held to the key's rules);
 * the key belongs to the certificate;
 * the certificate is valid now: refused when expired or not yet valid, ``critical`` with
   fewer than ``critical_days`` left, ``warning`` with fewer than ``warn_days``.
@@ -31,6 +31,7 @@ hardware-backed key through a future provider).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import stat
@@ -132,6 +133,8 @@ def load_bundle(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
 
 
+#: A PEM private key block of any kind (PKCS#8, PKCS#1 RSA, SEC1 EC, encrypted, OpenSSH).
+_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 #: Symlinks followed while walking one path (as the kernel's own limit).
 _MAX_LINKS = 40
 
@@ -220,22 +223,26 @@ def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFind
         if not stat.S_ISREG(info.st_mode):
             return [_refuse(check, f"{label} {path} is not a regular file", path=str(path))], None
         data = opened.read()
+    hint = ""
+    if not secret and _PRIVATE_KEY.search(data):
+        secret = True  # a private key, wherever it is, is held to the key's rules
+        hint = "; it holds a private key: keep that only in the file client_key names"
     mode = stat.S_IMODE(info.st_mode)
     real = path.resolve()
     if stat.S_ISLNK(link.st_mode) and secret and real.parent != path.absolute().parent:
         text = (
             f"{label} {path} is a symlink to {real}, outside its directory; "
-            "point the config at the file itself"
+            f"point the config at the file itself{hint}"
         )
         return [_refuse(check, text, path=str(path))], None
     owners = (uid,) if secret else (uid, 0)
     if info.st_uid not in owners:
-        text = f"{label} {path} is owned by uid {info.st_uid}, not by you (uid {uid})"
+        text = f"{label} {path} is owned by uid {info.st_uid}, not by you (uid {uid}){hint}"
         return [_refuse(check, text, path=str(path))], None
     if secret and mode & 0o077:
         text = (
             f"{label} {path} has mode {mode:04o}; a private key must be 0600 or stricter "
-            f"(chmod 600 {path})"
+            f"(chmod 600 {path}){hint}"
         )
         return [_refuse(check, text, path=str(path), mode=f"{mode:04o}")], None
     if not secret and mode & 0o022:
