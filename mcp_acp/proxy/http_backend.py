@@ -26,9 +26,10 @@ trust store of an HTTPS backend verified without a TLS provider.
 How it fails:
 
 * at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
-  within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
-  whose identity cannot be read, 401/403, 404 or a 5xx are a
-  :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
+  within ``timeout_seconds`` — connecting, the TLS handshake and the answer's head as a
+  whole; no answer, a refused connection, a TLS failure, a certificate whose identity
+  cannot be read, 401/403, 404 or a 5xx are a :class:`~mcp_acp.errors.BackendError`
+  (exit 17) naming the URL and the reason;
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
   within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
@@ -251,14 +252,17 @@ class HttpChannel:
         """Fail at start, with a reason, rather than on the client's first request."""
         where, seconds = self.backend_id, self.backend.timeout_seconds
         try:
-            async with client.stream(
-                "GET",
-                self.backend.url,
-                headers={"accept": "text/event-stream"},
-                extensions={UNGUARDED: True},  # its errors are reported here
-            ) as response:
-                status = response.status_code
-        except httpx2.TimeoutException as exc:
+            # One deadline for the whole probe: the client's timeouts are per read, and a
+            # server that sends its answer a byte at a time never lets one expire.
+            with anyio.fail_after(seconds):
+                async with client.stream(
+                    "GET",
+                    self.backend.url,
+                    headers={"accept": "text/event-stream"},
+                    extensions={UNGUARDED: True},  # its errors are reported here
+                ) as response:
+                    status = response.status_code
+        except (TimeoutError, httpx2.TimeoutException) as exc:
             raise BackendError(
                 f"the backend at {where} did not answer within {seconds:g} s",
                 fix="check that the server is running and healthy, "
