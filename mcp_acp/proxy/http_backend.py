@@ -29,7 +29,8 @@ How it fails:
   within ``timeout_seconds`` — connecting, the TLS handshake and the answer's head as a
   whole; no answer, a refused connection, a TLS failure, a certificate whose identity
   cannot be read, 401/403, 404 or a 5xx are a :class:`~mcp_acp.errors.BackendError`
-  (exit 17) naming the URL and the reason;
+  (exit 17) naming the URL and the reason, as is an ``SSL_CERT_FILE`` or
+  ``SSL_CERT_DIR`` that names no usable trust store;
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
   within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
@@ -107,10 +108,27 @@ def _without_query(url: str) -> str:
 def _trust_store() -> ssl.SSLContext | bool:
     """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
     the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
-    would, which ``trust_env`` off also turns off)."""
+    would, which ``trust_env`` off also turns off). A variable that names no usable trust
+    store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which."""
+    fix = (
+        "point {name} at {what}, or unset it to use the system's trust store "
+        "(backend.tls sets the CA bundle in the config instead)"
+    )
     if cafile := os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=cafile)
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
+            raise BackendError(
+                f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
+                f"{exc.strerror or exc}",
+                fix=fix.format(name="SSL_CERT_FILE", what="a PEM file of CA certificates"),
+            ) from None
     if capath := os.environ.get("SSL_CERT_DIR"):
+        if not os.path.isdir(capath):  # OpenSSL would take it, then trust nothing
+            raise BackendError(
+                f"SSL_CERT_DIR names {capath}, which is not a directory",
+                fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
+            )
         return ssl.create_default_context(capath=capath)
     return True
 

@@ -396,6 +396,43 @@ def test_https_certificates_are_verified_by_default(
     assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("SSL_CERT_FILE", "missing.pem", "No such file or directory"),
+        ("SSL_CERT_FILE", "not-pem.txt", "NO_CERTIFICATE_OR_CRL_FOUND"),
+        ("SSL_CERT_FILE", ".", "Is a directory"),
+        ("SSL_CERT_DIR", "not-pem.txt", "is not a directory"),
+    ],
+    ids=["missing", "not-pem", "directory", "dir-is-a-file"],
+)
+def test_a_trust_store_variable_that_names_nothing_usable_fails_start(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    name: str,
+    value: str,
+    why: str,
+) -> None:
+    """An https backend without backend.tls, verified against what SSL_CERT_FILE or
+    SSL_CERT_DIR names: if that is no trust store, start fails as a backend error that
+    says which variable and what to do, and is recorded like any failed start."""
+    (tmp_path / "not-pem.txt").write_text("hello\n")
+    url = "https://127.0.0.1:9/mcp"  # never reached
+    log_dir = configure(url)
+    path = tmp_path / value
+    clean = {k: v for k, v in env.items() if not k.startswith("SSL_")}
+    done = run_until_exit({**clean, name: str(path)})
+    assert done.returncode == 17, done.stderr
+    line = error_line(done)
+    assert f"{name} names {path}" in line
+    assert why in line
+    assert "unset it to use the system's trust store" in done.stderr
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url
+    assert f"{name} names {path}" in failed[0]["detail"]["error"]
+
+
 async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServer, Path]) -> None:
     """The seam for mutual TLS: the channel takes an ``ssl.SSLContext``, and learns the
     names of the certificate that context verified (the backend's identity)."""
