@@ -541,6 +541,10 @@ def faulty_server(tmp_path: Path) -> Iterator[FaultyServer]:
     server.kill()
 
 
+MIB = 1024 * 1024
+INFO = {"name": "test", "version": "1"}
+ECHO = {"name": "echo", "arguments": {"text": "after"}}
+
 ALLOW_EVERY_CALL = {
     "version": "1",
     "rules": [{"id": "calls", "effect": "allow", "conditions": {"mcp_method": "tools/call"}}],
@@ -680,6 +684,60 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
     assert answer.body["id"] == 7
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_a_backend_that_floods_a_client_that_does_not_read_is_held_back(
+    faulty_server: FaultyServer,
+) -> None:
+    """64 notifications of 1 MiB on the event stream while the relay takes nothing (its
+    client does not read): the channel holds a bounded number, then stops reading, and
+    the backend cannot write them all — as a stdio backend blocks on its pipe. Once the
+    relay takes them, every one comes, in order, and an answer with them."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_backend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    def flooded() -> list[Any]:
+        return [r["flood"] for r in read_log(faulty_server) if "flood" in r]
+
+    def at_bound(channel: HttpChannel) -> bool:  # no room for another message of 1 MiB
+        held, size = getattr(channel, "_held", 0), getattr(channel, "_held_bytes", 0)
+        return held >= http_backend.MAX_HELD_MESSAGES or size + MIB > http_backend.MAX_HELD_BYTES
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?flood=64"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
+        )
+        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        for _ in range(600):  # the event stream opens and the channel fills up (or, were it
+            if at_bound(channel) or "done" in flooded():  # unbounded, takes everything)
+                break
+            await asyncio.sleep(0.1)
+        assert "done" not in flooded(), "the backend wrote all 64 MiB while nobody read"
+        assert at_bound(channel)
+        assert channel._held_bytes <= http_backend.MAX_HELD_BYTES
+        await channel.send(  # a request waits behind what is held, and is answered
+            from_body({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": ECHO})
+        )
+        numbers, answers = [], []
+        while len(numbers) < 64 or not answers:
+            message = await asyncio.wait_for(anext(messages), timeout=30)
+            assert channel._held <= http_backend.MAX_HELD_MESSAGES
+            assert channel._held_bytes <= http_backend.MAX_HELD_BYTES
+            if message.kind == "notification":
+                numbers.append(message.params["n"])
+            else:
+                answers.append(message.body["result"]["content"][0]["text"])
+        assert numbers == list(range(1, 65))
+        assert answers == ["echo:after"]
+    finally:
+        await channel.close()
 
 
 async def test_the_backend_is_gone_only_when_the_probe_fails_too(

@@ -5,8 +5,10 @@ server library would.
 Run as ``python faulty_http_server.py LOG``: it listens on ``127.0.0.1:<free port>``
 (path ``/mcp``), prints the port on stdout, and appends each request's line, headers and
 body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELETE`` 200, a
-notification or response 202, ``initialize`` and ``tools/list`` a proper answer. A
-``tools/call`` does what its tool's name says:
+notification or response 202, ``initialize`` and ``tools/list`` a proper answer. With
+``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
+1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
+written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -112,6 +114,22 @@ async def tool_call(
     return True
 
 
+async def flood(writer: asyncio.StreamWriter, count: int) -> None:
+    """``count`` notifications of 1 MiB on an event stream, each logged once written."""
+    writer.write(head("200 OK", "text/event-stream"))
+    pad = "x" * MIB
+    for n in range(1, count + 1):
+        params = {"level": "info", "data": pad, "n": n}
+        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": params}
+        writer.write(b"event: message\ndata: " + json.dumps(note).encode() + b"\n\n")
+        await writer.drain()
+        with open(LOG, "a") as log:
+            log.write(json.dumps({"flood": n}) + "\n")
+    with open(LOG, "a") as log:
+        log.write(json.dumps({"flood": "done"}) + "\n")
+    await asyncio.sleep(3600)
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -125,7 +143,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             with open(LOG, "a") as log:
                 entry = {"line": lines[0], "headers": headers, "body": body.decode()}
                 log.write(json.dumps(entry) + "\n")
-            method = lines[0].split()[0]
+            method, target = lines[0].split()[:2]
+            if method == "GET" and "mcp-session-id" in headers and "flood=" in target:
+                await flood(writer, int(target.partition("flood=")[2]))
+                return
             if method == "GET":
                 writer.write(whole("405 Method Not Allowed"))
             elif method == "DELETE":
