@@ -656,6 +656,28 @@ def test_an_answer_that_never_completes_meets_the_request_deadline(
     assert [m["params"]["requestId"] for m in cancelled] == [endless["id"]]  # as MCP asks
 
 
+@pytest.mark.parametrize(("tool", "text"), [("stray", "real"), ("resume", "resumed")])
+def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
+    tool: str,
+    text: str,
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    isolated_home: Path,
+) -> None:
+    """The SDK gives every answer on the event stream of a request — or on its resumption,
+    a GET with Last-Event-ID — that request's id: an answer there for request 999999
+    would reach the client as the answer to its own. It is left out, with a warning, and
+    the request's own answer comes (its duplicate is dropped, as any second answer)."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    answer = tool_call(proxy, tool)
+    assert answer["result"]["content"][0]["text"] == text
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "left out an answer to request 999999 on the stream that answers request" in stderr
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 
