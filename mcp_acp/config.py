@@ -300,7 +300,8 @@ class HttpBackend(_Section):
         default=30.0,
         gt=0,
         le=600,
-        description="Seconds that connecting, and each wait for an answer to start, may take.",
+        description="Seconds that connecting, and each wait for an answer to start, may take; "
+        "also the start-up check as a whole (connecting, TLS handshake, the answer's head).",
     )
     request_timeout_seconds: float = Field(
         default=600.0,

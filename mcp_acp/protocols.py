@@ -226,5 +226,7 @@ class TlsProvider(Protocol):
         ...
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The client context for the backend connection (called after ``check``)."""
+        """The client context for the backend connection (called after ``check``), built
+        from what ``check`` read: reading a file again could read another one, put at its
+        path after it was checked."""
         ...

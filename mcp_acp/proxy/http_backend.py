@@ -26,9 +26,11 @@ trust store of an HTTPS backend verified without a TLS provider.
 How it fails:
 
 * at start, a probe (``GET``, what a client's event stream does) must get an HTTP answer
-  within ``timeout_seconds``; no answer, a refused connection, a TLS failure, a certificate
-  whose identity cannot be read, 401/403, 404 or a 5xx are a
-  :class:`~mcp_acp.errors.BackendError` (exit 17) naming the URL and the reason;
+  within ``timeout_seconds`` — connecting, the TLS handshake and the answer's head as a
+  whole; no answer, a refused connection, a TLS failure, a certificate whose identity
+  cannot be read, 401/403, 404 or a 5xx are a :class:`~mcp_acp.errors.BackendError`
+  (exit 17) naming the URL and the reason, as is an ``SSL_CERT_FILE`` or
+  ``SSL_CERT_DIR`` that names no usable trust store;
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
   within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
@@ -95,6 +97,12 @@ _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _WATCHED = ("initialize", "tools/list")
 #: Ids of requests answered at their deadline, remembered to drop the backend's late answer.
 MAX_EXPIRED = 10_000
+#: The backend's messages the channel holds for the relay, not taken yet: at most this many,
+#: and this many bytes (a larger message alone). Past that the channel stops reading, so a
+#: backend that sends faster than the client reads is held back by TCP — as a stdio
+#: backend is by its pipe — instead of growing the proxy's memory without end.
+MAX_HELD_MESSAGES = 64
+MAX_HELD_BYTES = MAX_MESSAGE_BYTES
 
 
 def _without_query(url: str) -> str:
@@ -106,10 +114,27 @@ def _without_query(url: str) -> str:
 def _trust_store() -> ssl.SSLContext | bool:
     """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
     the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
-    would, which ``trust_env`` off also turns off)."""
+    would, which ``trust_env`` off also turns off). A variable that names no usable trust
+    store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which."""
+    fix = (
+        "point {name} at {what}, or unset it to use the system's trust store "
+        "(backend.tls sets the CA bundle in the config instead)"
+    )
     if cafile := os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=cafile)
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
+            raise BackendError(
+                f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
+                f"{exc.strerror or exc}",
+                fix=fix.format(name="SSL_CERT_FILE", what="a PEM file of CA certificates"),
+            ) from None
     if capath := os.environ.get("SSL_CERT_DIR"):
+        if not os.path.isdir(capath):  # OpenSSL would take it, then trust nothing
+            raise BackendError(
+                f"SSL_CERT_DIR names {capath}, which is not a directory",
+                fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
+            )
         return ssl.create_default_context(capath=capath)
     return True
 
@@ -135,7 +160,12 @@ class HttpChannel:
         #: TLS provider's context (plain HTTP, or HTTPS verified by the system's store).
         self.backend_identity: tuple[str, ...] = ()
         self._certificate: PeerCertificate | None = None
-        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        #: What receive() yields, in order: each message with the bytes it holds of the
+        #: bound (None: made here — a deadline's error, the end — and never held back).
+        self._incoming: asyncio.Queue[tuple[Message | None, int | None]] = asyncio.Queue()
+        self._held = 0  # the backend's messages in _incoming
+        self._held_bytes = 0
+        self._room = asyncio.Condition()  # notified when receive() takes one of them
         self._write: Any = None  # the SDK's write stream while connected
         self._runner: asyncio.Task[None] | None = None
         self._starting: asyncio.Future[dict[str, Any]] | None = None
@@ -251,14 +281,17 @@ class HttpChannel:
         """Fail at start, with a reason, rather than on the client's first request."""
         where, seconds = self.backend_id, self.backend.timeout_seconds
         try:
-            async with client.stream(
-                "GET",
-                self.backend.url,
-                headers={"accept": "text/event-stream"},
-                extensions={UNGUARDED: True},  # its errors are reported here
-            ) as response:
-                status = response.status_code
-        except httpx2.TimeoutException as exc:
+            # One deadline for the whole probe: the client's timeouts are per read, and a
+            # server that sends its answer a byte at a time never lets one expire.
+            with anyio.fail_after(seconds):
+                async with client.stream(
+                    "GET",
+                    self.backend.url,
+                    headers={"accept": "text/event-stream"},
+                    extensions={UNGUARDED: True},  # its errors are reported here
+                ) as response:
+                    status = response.status_code
+        except (TimeoutError, httpx2.TimeoutException) as exc:
             raise BackendError(
                 f"the backend at {where} did not answer within {seconds:g} s",
                 fix="check that the server is running and healthy, "
@@ -341,7 +374,7 @@ class HttpChannel:
                         if self._closing:
                             self._reading.cancel()
                         async for item in read:
-                            self._take(item)
+                            await self._take(item)  # waits while the relay is behind
         except BackendError as exc:  # the probe failed
             if not ready.done():
                 ready.set_exception(exc)
@@ -361,7 +394,7 @@ class HttpChannel:
             for clock in self._clocks.values():
                 clock.cancel()  # the relay answers what is still in flight
             self._clocks.clear()
-            self._incoming.put_nowait(None)
+            self._incoming.put_nowait((None, None))
             if not ready.done():  # cancelled while starting
                 ready.cancel()
 
@@ -408,12 +441,40 @@ class HttpChannel:
 
     async def receive(self) -> AsyncIterator[Message]:
         while True:
-            message = await self._incoming.get()
+            message, size = await self._incoming.get()
+            if size is not None:
+                async with self._room:
+                    self._held -= 1
+                    self._held_bytes -= size
+                    self._room.notify_all()
             if message is None:
                 return
             yield message
 
-    def _take(self, item: SessionMessage | Exception) -> None:
+    async def _hold(self, message: Message) -> None:
+        """Queue one of the backend's messages for :meth:`receive`, once there is room.
+
+        While this waits, the read loop does not read: the SDK's tasks wait to hand over
+        what they parsed, stop reading their streams, and the backend's writes block.
+        Nothing the relay waits for is stuck behind it but the backend's own messages,
+        which come in order as the relay takes them: the relay's taking never waits on
+        this channel's reading (it waits on the client, the audit, or sending, which the
+        SDK does on other tasks)."""
+        size = len(message.raw)
+        async with self._room:
+            await self._room.wait_for(
+                lambda: (
+                    self._held == 0
+                    or (
+                        self._held < MAX_HELD_MESSAGES and self._held_bytes + size <= MAX_HELD_BYTES
+                    )
+                )
+            )
+            self._held += 1
+            self._held_bytes += size
+        self._incoming.put_nowait((message, size))
+
+    async def _take(self, item: SessionMessage | Exception) -> None:
         if self._gone:
             return  # what the transport still hands over: the relay answers for it
         if isinstance(item, Exception):  # e.g. an SSE event that is not JSON-RPC
@@ -430,7 +491,7 @@ class HttpChannel:
                 log.debug("dropped the backend's late answer to request %r", request_id)
                 return
             self._learn(body)
-        self._incoming.put_nowait(from_body(body))
+        await self._hold(from_body(body))
 
     # ---------------------------------------------------------------- deadlines
 
@@ -456,7 +517,8 @@ class HttpChannel:
         self._expired[request_id] = None
         seconds = self.backend.request_timeout_seconds
         text = f"no complete answer from the backend within {seconds:g} s (request {request_id})"
-        self._incoming.put_nowait(from_body(error_response(request_id, BACKEND_FAILED, text)))
+        answer = from_body(error_response(request_id, BACKEND_FAILED, text))
+        self._incoming.put_nowait((answer, None))  # one per request the client sent: not held
         cancel = {
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",

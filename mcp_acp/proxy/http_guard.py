@@ -17,7 +17,11 @@ connection that cannot be made). Every request of the channel passes this transp
 * turns a failure of one exchange into an answer to that request alone: an HTTP 502 whose
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
-  first, which decides whether the backend is gone (:class:`GuardedTransport`).
+  first, which decides whether the backend is gone (:class:`GuardedTransport`);
+* passes on, from the event stream that answers a request, only answers to that request
+  (:class:`_OwnAnswers`). The SDK gives any answer it finds there the request's id, so an
+  answer the backend sent for another id — a stray, one meant for another client — would
+  reach the client as the answer to its request.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import httpx2
@@ -44,6 +49,12 @@ UNGUARDED = "mcp_acp.unguarded"
 OPEN_ENDED = frozenset({"subscriptions/listen"})
 #: The header the channel names a 2026-07-28 request's method in.
 _METHOD_HEADER = "mcp-method"
+#: Event ids of answer streams remembered, to know which request a resumed stream answers.
+MAX_RESUMABLE = 1_000
+#: The line ends of server-sent events.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+#: The id expected on a resumed stream whose request is not known: no answer has it.
+_UNKNOWN = object()
 
 
 class IdentityRefused(Exception):
@@ -112,6 +123,140 @@ class _UntilDeadline(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+def _same_id(found: Any, expected: Any) -> bool:
+    """JSON-RPC ids as the wire has them: 7 is not "7", nor 7.0, nor true."""
+    return type(found) is type(expected) and found == expected
+
+
+def _stranger(data: bytes, expected: Any) -> str | None:
+    """Why the data of a ``message`` event must not reach the SDK on the stream of request
+    ``expected``, or None. Requests and notifications pass; an answer passes if it has
+    that id, or is an error with none (the SDK gives both that id anyway)."""
+    try:
+        message = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "an event that is not JSON"  # refused rather than read two ways
+    if not isinstance(message, dict):
+        return "an event that is not a JSON-RPC message"
+    if "method" in message and "result" not in message and "error" not in message:
+        return None
+    found = message.get("id")
+    if _same_id(found, expected) or (found is None and "error" in message):
+        return None
+    return f"an answer to request {json.dumps(found)[:40]}"
+
+
+class _OwnAnswers(httpx2.AsyncByteStream):
+    """The event stream that answers one request, less the answers to any other.
+
+    Events are cut at their blank line (lines end in CR, LF or CRLF; comments dropped) and
+    passed on whole, or left out; an event larger than ``max_bytes`` (counted as the SDK
+    counts) ends the stream with the SDK's own error, since it is held here until whole.
+    The ids of the events passed are remembered in ``resumable``: when the SDK resumes
+    the stream (a ``GET`` with ``Last-Event-ID``), the answers on it are held to the same
+    request."""
+
+    def __init__(
+        self,
+        inner: httpx2.AsyncByteStream,
+        expected: Any,
+        *,
+        max_bytes: int,
+        resumable: dict[str, Any],
+    ) -> None:
+        self._inner = inner
+        self._expected = expected
+        self._max_bytes = max_bytes
+        self._resumable = resumable
+        self._remembered: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        lines: list[bytes] = []  # the event so far
+        size = 0  # its bytes as the SDK counts them: its lines', comments and ends left out
+        partial: list[bytes] = []  # a line not yet ended
+        after_cr = False
+        async for chunk in self._inner:
+            if after_cr and chunk.startswith(b"\n"):
+                chunk = chunk[1:]  # the rest of a CRLF cut in two
+            if not chunk:
+                continue
+            after_cr = chunk.endswith(b"\r")
+            start = 0
+            for end in _LINE_END.finditer(chunk):
+                line = b"".join([*partial, chunk[start : end.start()]])
+                partial, start = [], end.end()
+                if line.startswith(b":"):
+                    continue  # a comment: nothing the SDK reads
+                if line:
+                    lines.append(line)
+                    size += len(line)
+                    self._bound(size)
+                elif lines:
+                    if event := self._pass(lines):
+                        yield event
+                    lines, size = [], 0
+            if start < len(chunk):
+                partial.append(chunk[start:])
+                self._bound(size + sum(map(len, partial)))
+
+    def _bound(self, size: int) -> None:
+        if size > self._max_bytes:  # the SDK's own limit and words
+            raise httpx2.SSEError(f"Server-sent event exceeded the {self._max_bytes} byte limit.")
+
+    def _pass(self, lines: list[bytes]) -> bytes | None:
+        """The event as it is passed on, or None when it is left out."""
+        kind, event_id, data = b"message", None, []
+        for line in lines:
+            name, _, value = line.partition(b":")
+            value = value[1:] if value.startswith(b" ") else value
+            if name == b"event":
+                kind = value or b"message"
+            elif name == b"data":
+                data.append(value)
+            elif name == b"id" and b"\0" not in value:
+                event_id = value
+        joined = b"\n".join(data)
+        if kind == b"message" and joined:  # as the SDK: no data, nothing to read
+            why = _stranger(joined, self._expected)
+            if why is not None:
+                shown = "(unknown)" if self._expected is _UNKNOWN else json.dumps(self._expected)
+                log.warning(
+                    "left out %s on the stream that answers request %s (the SDK would give "
+                    "it that id)",
+                    why,
+                    shown,
+                )
+                return None
+        if event_id is not None:
+            self._remember(event_id.decode("utf-8", "replace"))
+        return b"".join(line + b"\n" for line in lines) + b"\n"
+
+    def _remember(self, event_id: str) -> None:
+        """The last event id the SDK saw on this stream names this stream's request."""
+        if self._remembered is not None:
+            self._resumable.pop(self._remembered, None)
+        self._remembered = event_id or None
+        if event_id:
+            self._resumable.pop(event_id, None)
+            self._resumable[event_id] = self._expected
+            if len(self._resumable) > MAX_RESUMABLE:
+                self._resumable.pop(next(iter(self._resumable)))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _request_id(request: httpx2.Request) -> Any:
+    """The id of the JSON-RPC request a POST carries, or None (a notification, an answer)."""
+    try:
+        message = json.loads(request.content)
+    except (httpx2.RequestNotRead, ValueError, RecursionError):
+        return None
+    if isinstance(message, dict) and "method" in message:
+        return message.get("id")
+    return None
+
+
 class GuardedTransport(httpx2.AsyncBaseTransport):
     """The HTTP channel's transport (see the module docstring).
 
@@ -136,6 +281,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         self._max_bytes = max_bytes
         self._on_connect_failure = on_connect_failure
         self._late = f"no complete answer from the backend within {deadline:g} s"
+        self._resumable: dict[str, Any] = {}  # event id -> the request its stream answers
         self._too_large = (
             f"the backend's answer is larger than {max_bytes} bytes (the limit for one message)"
         )
@@ -168,13 +314,32 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             )
         kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind == "text/event-stream":
+            assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
             if deadline != math.inf:
-                assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
                 response.stream = _UntilDeadline(response.stream, deadline, self._late)
+            expected = self._answers_to(request)
+            if expected is not None:
+                response.stream = _OwnAnswers(
+                    response.stream,
+                    expected,
+                    max_bytes=self._max_bytes,
+                    resumable=self._resumable,
+                )
             return response
         if deadline == math.inf:  # a body that is not a stream has no reason to take longer
             deadline = anyio.current_time() + self._deadline
         return await self._read(request, response, deadline)
+
+    def _answers_to(self, request: httpx2.Request) -> Any:
+        """The id of the request an event stream answers, if the SDK will give every answer
+        on it that id: a POST's (of a request), or a resumed one's; None for the session's
+        own stream (the SDK leaves the ids of what comes there as they are)."""
+        if request.method == "POST":
+            return _request_id(request)
+        resumed = request.headers.get("last-event-id")
+        if resumed is None:
+            return None
+        return self._resumable.get(resumed, _UNKNOWN)
 
     async def _read(
         self, request: httpx2.Request, response: httpx2.Response, deadline: float

@@ -396,6 +396,43 @@ def test_https_certificates_are_verified_by_default(
     assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("SSL_CERT_FILE", "missing.pem", "No such file or directory"),
+        ("SSL_CERT_FILE", "not-pem.txt", "NO_CERTIFICATE_OR_CRL_FOUND"),
+        ("SSL_CERT_FILE", ".", "Is a directory"),
+        ("SSL_CERT_DIR", "not-pem.txt", "is not a directory"),
+    ],
+    ids=["missing", "not-pem", "directory", "dir-is-a-file"],
+)
+def test_a_trust_store_variable_that_names_nothing_usable_fails_start(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    name: str,
+    value: str,
+    why: str,
+) -> None:
+    """An https backend without backend.tls, verified against what SSL_CERT_FILE or
+    SSL_CERT_DIR names: if that is no trust store, start fails as a backend error that
+    says which variable and what to do, and is recorded like any failed start."""
+    (tmp_path / "not-pem.txt").write_text("hello\n")
+    url = "https://127.0.0.1:9/mcp"  # never reached
+    log_dir = configure(url)
+    path = tmp_path / value
+    clean = {k: v for k, v in env.items() if not k.startswith("SSL_")}
+    done = run_until_exit({**clean, name: str(path)})
+    assert done.returncode == 17, done.stderr
+    line = error_line(done)
+    assert f"{name} names {path}" in line
+    assert why in line
+    assert "unset it to use the system's trust store" in done.stderr
+    failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed[0]["detail"]["backend"] == url
+    assert f"{name} names {path}" in failed[0]["detail"]["error"]
+
+
 async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServer, Path]) -> None:
     """The seam for mutual TLS: the channel takes an ``ssl.SSLContext``, and learns the
     names of the certificate that context verified (the backend's identity)."""
@@ -503,6 +540,10 @@ def faulty_server(tmp_path: Path) -> Iterator[FaultyServer]:
     yield server
     server.kill()
 
+
+MIB = 1024 * 1024
+INFO = {"name": "test", "version": "1"}
+ECHO = {"name": "echo", "arguments": {"text": "after"}}
 
 ALLOW_EVERY_CALL = {
     "version": "1",
@@ -615,6 +656,28 @@ def test_an_answer_that_never_completes_meets_the_request_deadline(
     assert [m["params"]["requestId"] for m in cancelled] == [endless["id"]]  # as MCP asks
 
 
+@pytest.mark.parametrize(("tool", "text"), [("stray", "real"), ("resume", "resumed")])
+def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
+    tool: str,
+    text: str,
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    isolated_home: Path,
+) -> None:
+    """The SDK gives every answer on the event stream of a request — or on its resumption,
+    a GET with Last-Event-ID — that request's id: an answer there for request 999999
+    would reach the client as the answer to its own. It is left out, with a warning, and
+    the request's own answer comes (its duplicate is dropped, as any second answer)."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    answer = tool_call(proxy, tool)
+    assert answer["result"]["content"][0]["text"] == text
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "left out an answer to request 999999 on the stream that answers request" in stderr
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 
@@ -643,6 +706,60 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
     assert answer.body["id"] == 7
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_a_backend_that_floods_a_client_that_does_not_read_is_held_back(
+    faulty_server: FaultyServer,
+) -> None:
+    """64 notifications of 1 MiB on the event stream while the relay takes nothing (its
+    client does not read): the channel holds a bounded number, then stops reading, and
+    the backend cannot write them all — as a stdio backend blocks on its pipe. Once the
+    relay takes them, every one comes, in order, and an answer with them."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_backend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    def flooded() -> list[Any]:
+        return [r["flood"] for r in read_log(faulty_server) if "flood" in r]
+
+    def at_bound(channel: HttpChannel) -> bool:  # no room for another message of 1 MiB
+        held, size = getattr(channel, "_held", 0), getattr(channel, "_held_bytes", 0)
+        return held >= http_backend.MAX_HELD_MESSAGES or size + MIB > http_backend.MAX_HELD_BYTES
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?flood=64"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
+        )
+        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        for _ in range(600):  # the event stream opens and the channel fills up (or, were it
+            if at_bound(channel) or "done" in flooded():  # unbounded, takes everything)
+                break
+            await asyncio.sleep(0.1)
+        assert "done" not in flooded(), "the backend wrote all 64 MiB while nobody read"
+        assert at_bound(channel)
+        assert channel._held_bytes <= http_backend.MAX_HELD_BYTES
+        await channel.send(  # a request waits behind what is held, and is answered
+            from_body({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": ECHO})
+        )
+        numbers, answers = [], []
+        while len(numbers) < 64 or not answers:
+            message = await asyncio.wait_for(anext(messages), timeout=30)
+            assert channel._held <= http_backend.MAX_HELD_MESSAGES
+            assert channel._held_bytes <= http_backend.MAX_HELD_BYTES
+            if message.kind == "notification":
+                numbers.append(message.params["n"])
+            else:
+                answers.append(message.body["result"]["content"][0]["text"])
+        assert numbers == list(range(1, 65))
+        assert answers == ["echo:after"]
+    finally:
+        await channel.close()
 
 
 async def test_the_backend_is_gone_only_when_the_probe_fails_too(

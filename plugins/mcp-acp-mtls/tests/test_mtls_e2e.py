@@ -379,6 +379,66 @@ def test_server_that_accepts_tcp_and_stalls_is_bounded(
     assert elapsed < 2 + 8  # the bound, plus the proxy's own start-up
 
 
+class Trickle:
+    """A TLS server on 127.0.0.1 that requires a client certificate, completes the
+    handshake, reads the request, then sends an HTTP answer's head one byte every
+    ``step`` seconds: never quiet long enough for a read timeout, and never done."""
+
+    def __init__(self, pki: Any, step: float) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_verify_locations(pki.ca.pem)
+        self.step = step
+        self.stop = threading.Event()
+        self.handshakes = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}/mcp"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._dribble, args=(conn,), daemon=True).start()
+
+    def _dribble(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-pad: "
+        with (
+            contextlib.suppress(OSError),
+            conn,
+            self.context.wrap_socket(conn, server_side=True) as tls,
+        ):
+            self.handshakes += 1
+            tls.recv(65536)
+            for byte in head + b"a" * 100_000:
+                if self.stop.wait(self.step):
+                    return
+                tls.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_a_server_that_answers_a_byte_at_a_time_is_bounded(
+    pki: Any, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """TLS-9: the handshake completes, then the answer's head comes a byte every half
+    second. The start-up probe as a whole — not each read — is held to timeout_seconds."""
+    trickle = Trickle(pki, step=0.5)
+    try:
+        log_dir = configure(trickle.url, timeout=2)
+        done = run_until_exit(env)
+    finally:
+        trickle.close()
+    line = handshake_refused(done, log_dir, trickle.url)
+    assert f"the backend at {trickle.url} did not answer within 2 s" in line
+    assert trickle.handshakes == 1  # it was the answer that was late, not the handshake
+
+
 # ------------------------------------------------------------------- our side is wrong
 
 
@@ -403,6 +463,30 @@ def test_key_readable_by_others(
     log_dir = configure(server.url)
     pki.client_key.chmod(0o644)
     assert "mode 0644" in check_refused(run_until_exit(env), log_dir, "client key_file")
+
+
+def test_a_ca_bundle_in_a_directory_others_can_write(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """TLS-7: root's 0644 bundle in a 0777 directory; another user could rename their own
+    CA over it (or a symlink to any file root owns) at any time."""
+    server = serve()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    bundle = shared / "ca.pem"
+    bundle.write_bytes(pki.ca.pem.read_bytes())
+    bundle.chmod(0o644)
+    log_dir = configure(server.url, ca_bundle=bundle)
+    line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
+    assert f"the directory {shared} can be written by others (mode 0777)" in line
+    status = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 1
+    assert "[refuse] CA bundle_file" in status.stdout
 
 
 def test_key_from_another_pair(

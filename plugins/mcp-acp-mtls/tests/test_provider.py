@@ -3,14 +3,16 @@ start-up check (TLS-5, TLS-7 of the security checklist)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
 import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_acp_mtls import MtlsConfig, MtlsProvider, build_context
+from mcp_acp_mtls import MtlsConfig, MtlsProvider
 from pydantic import ValidationError
 
 from mcp_acp.config import HttpBackend
@@ -92,13 +94,148 @@ def test_key_symlink_to_elsewhere_is_refused(pki: Any, tmp_path: Path) -> None:
     assert refusals(provider(pki, client_key=beside)) == []
 
 
-def test_key_in_a_directory_others_can_write_is_refused(pki: Any) -> None:
+def test_files_in_a_directory_others_can_write_are_refused(pki: Any) -> None:
     pki.directory.chmod(0o777)
     try:
-        [reason] = refusals(provider(pki))
-        assert "can be written by others" in reason
+        reasons = refusals(provider(pki))
+        assert len(reasons) == 3  # the certificate, the key and the CA bundle
+        assert all(f"the directory {pki.directory} can be written by others" in r for r in reasons)
+        assert all(f"chmod go-w {pki.directory}" in r for r in reasons)
     finally:
         pki.directory.chmod(0o700)
+
+
+def open_directory(tmp_path: Path, mode: int, name: str = "shared") -> Path:
+    """A directory of ``mode`` (e.g. 0777: another user can rename anything in it)."""
+    shared = tmp_path / name
+    shared.mkdir()
+    shared.chmod(mode)
+    return shared
+
+
+@pytest.mark.parametrize("option", ["client_cert", "ca_bundle", "client_key"])
+def test_every_file_in_a_directory_others_can_write_is_refused(
+    pki: Any, tmp_path: Path, option: str
+) -> None:
+    """TLS-7: another user who can write the directory can rename their own file (or a
+    symlink to any file root owns) over the one the config names."""
+    original = {"client_cert": pki.client_cert, "ca_bundle": pki.ca.pem}.get(option)
+    moved = open_directory(tmp_path, 0o777) / "file.pem"
+    (original or pki.client_key).rename(moved)
+    [reason] = refusals(provider(pki, **{option: moved}))
+    assert f"the directory {moved.parent} can be written by others (mode 0777)" in reason
+
+
+def test_a_sticky_directory_others_can_write_is_accepted(pki: Any, tmp_path: Path) -> None:
+    """As /tmp: others may add files but not rename or remove ours."""
+    moved = open_directory(tmp_path, 0o1777) / "ca.pem"
+    pki.ca.pem.rename(moved)
+    assert refusals(provider(pki, ca_bundle=moved)) == []
+
+
+def test_a_directory_others_can_write_higher_up_is_refused(pki: Any, tmp_path: Path) -> None:
+    """Whoever can rename ``shared/own`` can put another directory at that name."""
+    own = open_directory(tmp_path, 0o777) / "own"
+    own.mkdir(mode=0o700)
+    pki.ca.pem.rename(own / "ca.pem")
+    [reason] = refusals(provider(pki, ca_bundle=own / "ca.pem"))
+    assert f"the directory {own.parent} can be written by others" in reason
+
+
+def test_a_symlink_is_followed_through_every_directory(pki: Any, tmp_path: Path) -> None:
+    """A link in a private directory to a file in an open one is no safer than the open
+    one; a link to a file in a safe directory (e.g. the system's) is fine."""
+    shared = open_directory(tmp_path, 0o777)
+    pki.ca.pem.rename(shared / "ca.pem")
+    link = pki.directory / "ca-link.pem"
+    link.symlink_to(shared / "ca.pem")
+    [reason] = refusals(provider(pki, ca_bundle=link))
+    assert f"the directory {shared} can be written by others" in reason
+    safe = open_directory(tmp_path, 0o755, "safe")
+    (shared / "ca.pem").rename(safe / "ca.pem")
+    link.unlink()
+    link.symlink_to(Path("..") / "safe" / "ca.pem")  # relative, through ".."
+    (tmp_path / "safe-link").symlink_to(safe)  # and a link to a directory on the way
+    assert refusals(provider(pki, ca_bundle=link)) == []
+    assert refusals(provider(pki, ca_bundle=tmp_path / "safe-link" / "ca.pem")) == []
+
+
+def handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:
+    """A real TLS handshake between two contexts, in memory; the server's end once done."""
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    ours = client.wrap_bio(client_in, client_out, server_hostname="127.0.0.1")
+    theirs = server.wrap_bio(server_in, server_out, server_side=True)
+    pending = [ours, theirs]
+    for _ in range(10):
+        for end in list(pending):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+                pending.remove(end)
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    assert not pending
+    return theirs
+
+
+def server_context(pki: Any) -> ssl.SSLContext:
+    """The server side: its certificate from the trusted CA; any client certificate from
+    the trusted CA accepted."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(pki.ca.pem)
+    return context
+
+
+def test_the_context_is_built_from_what_the_checks_read(pki: Any, tmp_path: Path) -> None:
+    """Files replaced after check() (another CA, another client certificate and key) do
+    not reach the context: it trusts and presents what was checked and audited."""
+    server = server_context(pki)
+    p = provider(pki)
+    assert refusals(p) == []
+    other_cert, other_key = pki.ca.issue("other-client", client=True)
+    rogue_copy = tmp_path / "rogue-ca.pem"
+    rogue_copy.write_bytes(pki.rogue.pem.read_bytes())
+    os.replace(rogue_copy, pki.ca.pem)
+    os.replace(other_cert, pki.client_cert)
+    os.replace(other_key, pki.client_key)
+    context = p.ssl_context()
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("commonName", "trusted test CA"),),)
+    ]
+    presented = handshake(context, server).getpeercert()
+    assert presented is not None
+    assert presented["subject"] == ((("commonName", "client"),),)
+
+
+def test_no_context_without_passing_checks(pki: Any) -> None:
+    pki.client_key.chmod(0o644)
+    p = provider(pki)
+    with pytest.raises(ValueError, match="did not pass the start-up checks"):
+        p.ssl_context()
+
+
+def with_key(pem: Path, key: Path, mode: int) -> Path:
+    pem.write_bytes(pem.read_bytes() + key.read_bytes())
+    pem.chmod(mode)
+    return pem
+
+
+@pytest.mark.parametrize("option", ["client_cert", "ca_bundle"])
+def test_a_private_key_in_a_file_others_can_read_is_refused(pki: Any, option: str) -> None:
+    pem = pki.client_cert if option == "client_cert" else pki.ca.pem
+    with_key(pem, pki.client_key, 0o644)
+    [reason] = refusals(provider(pki))
+    assert "has mode 0644; a private key must be 0600 or stricter" in reason
+    assert "it holds a private key: keep that only in the file client_key names" in reason
+
+
+def test_a_certificate_file_with_its_key_is_held_to_the_key_rules(pki: Any) -> None:
+    """One file with both, 0600 and yours, is a key file like any other."""
+    both = with_key(pki.client_cert, pki.client_key, 0o600)
+    p = provider(pki, client_key=both)
+    assert refusals(p) == []
+    assert handshake(p.ssl_context(), server_context(pki)).getpeercert() is not None
 
 
 def test_certificate_writable_by_others_is_refused(pki: Any) -> None:
@@ -149,7 +286,7 @@ def test_there_is_no_option_to_turn_verification_off(pki: Any) -> None:
 
 
 def test_server_name_override_is_the_name_checked(pki: Any) -> None:
-    context = build_context(provider(pki, server_name="backend.internal").options)
+    context = provider(pki, server_name="backend.internal").ssl_context()
     obj = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="127.0.0.1")
     assert obj.server_hostname == "backend.internal"
 

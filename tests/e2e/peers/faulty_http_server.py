@@ -5,8 +5,10 @@ server library would.
 Run as ``python faulty_http_server.py LOG``: it listens on ``127.0.0.1:<free port>``
 (path ``/mcp``), prints the port on stdout, and appends each request's line, headers and
 body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELETE`` 200, a
-notification or response 202, ``initialize`` and ``tools/list`` a proper answer. A
-``tools/call`` does what its tool's name says:
+notification or response 202, ``initialize`` and ``tools/list`` a proper answer. With
+``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
+1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
+written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -15,7 +17,12 @@ notification or response 202, ``initialize`` and ``tools/list`` a proper answer.
 * ``gzip_bomb`` — a small gzip body (``content-encoding: gzip``) that inflates to 64 MiB;
 * ``stall`` — headers and half the body, then silence (the connection held);
 * ``drop`` — headers and half the body, then the connection closed;
-* ``keep_alive`` — SSE headers, then an SSE comment every 0.2 s and never an event.
+* ``keep_alive`` — SSE headers, then an SSE comment every 0.2 s and never an event;
+* ``stray`` — an SSE answer: a result for request 999999 (``stray``), then the call's own
+  (``real``), then that again (``duplicate``); lines end in CRLF, with a comment;
+* ``resume`` — an SSE stream with one event (id ``ev-1``, no data) that then ends: the
+  client resumes it with a ``GET`` (``Last-Event-ID: ev-1``), which gets a result for
+  request 999999 (``stray``), then the call's own (``resumed``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,16 @@ import sys
 from typing import Any
 
 LOG = sys.argv[1]
-TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive"]
+TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
+TOOLS += ["resume"]
+#: The request a ``resume`` stream answers, by the id of its event.
+RESUMED: dict[str, Any] = {}
+
+
+def events(*messages: bytes, end: bytes = b"\n") -> bytes:
+    return b"".join(b"event: message" + end + b"data: " + m + end + end for m in messages)
+
+
 MIB = 1024 * 1024
 
 
@@ -100,6 +116,18 @@ async def tool_call(
         if name == "drop":
             return False
         await asyncio.sleep(3600)
+    elif name == "stray":
+        body = b": answers follow\r\n" + events(
+            text_result(999999, "stray"),
+            text_result(request_id, "real"),
+            text_result(request_id, "duplicate"),
+            end=b"\r\n",
+        )
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "resume":
+        RESUMED["ev-1"] = request_id
+        body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
+        writer.write(whole("200 OK", body, "text/event-stream"))
     elif name == "keep_alive":
         writer.write(head("200 OK", "text/event-stream"))
         while True:
@@ -110,6 +138,22 @@ async def tool_call(
         writer.write(whole("200 OK", text_result(request_id, f"echo:{arguments.get('text', '')}")))
     await writer.drain()
     return True
+
+
+async def flood(writer: asyncio.StreamWriter, count: int) -> None:
+    """``count`` notifications of 1 MiB on an event stream, each logged once written."""
+    writer.write(head("200 OK", "text/event-stream"))
+    pad = "x" * MIB
+    for n in range(1, count + 1):
+        params = {"level": "info", "data": pad, "n": n}
+        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": params}
+        writer.write(b"event: message\ndata: " + json.dumps(note).encode() + b"\n\n")
+        await writer.drain()
+        with open(LOG, "a") as log:
+            log.write(json.dumps({"flood": n}) + "\n")
+    with open(LOG, "a") as log:
+        log.write(json.dumps({"flood": "done"}) + "\n")
+    await asyncio.sleep(3600)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -125,8 +169,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             with open(LOG, "a") as log:
                 entry = {"line": lines[0], "headers": headers, "body": body.decode()}
                 log.write(json.dumps(entry) + "\n")
-            method = lines[0].split()[0]
-            if method == "GET":
+            method, target = lines[0].split()[:2]
+            if method == "GET" and "mcp-session-id" in headers and "flood=" in target:
+                await flood(writer, int(target.partition("flood=")[2]))
+                return
+            if method == "GET" and headers.get("last-event-id") in RESUMED:
+                request_id = RESUMED.pop(headers["last-event-id"])
+                body = events(text_result(999999, "stray"), text_result(request_id, "resumed"))
+                writer.write(whole("200 OK", body, "text/event-stream"))
+            elif method == "GET":
                 writer.write(whole("405 Method Not Allowed"))
             elif method == "DELETE":
                 writer.write(whole("200 OK"))

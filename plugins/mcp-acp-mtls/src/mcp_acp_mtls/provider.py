@@ -8,14 +8,21 @@ store). No option turns any of that off.
 Start-up checks (:meth:`MtlsProvider.check`), each reported as a
 :class:`~mcp_acp.models.TlsFinding` the proxy audits:
 
-* every file exists and is a regular file; the client key is owned by the user, has no
-  group or other permission bits, is not a symlink that leads out of its directory, and
-  sits in a directory that only its owner can write;
-* the certificate and the CA bundle are owned by the user (or root) and not writable by
-  group or others;
+* every file exists and is a regular file, reached only through directories that no one
+  but you (or root) can write: each directory the path passes through, symlinks followed,
+  is owned by you or root and not writable by group or others (unless sticky, as
+  ``/tmp``) — else another user could put their own file, or a symlink, in its place;
+* the client key is owned by you, has no group or other permission bits, and is not a
+  symlink that leads out of its directory;
+* the certificate and the CA bundle are owned by you (or root), not writable by group or
+  others, and hold no private key (a file that does is held to the key's rules);
 * the key belongs to the certificate;
 * the certificate is valid now: refused when expired or not yet valid, ``critical`` with
   fewer than ``critical_days`` left, ``warning`` with fewer than ``warn_days``.
+
+Each file is read once, through the descriptor its checks were made on, and the context
+is built from those bytes (:class:`CheckedFiles`): what the audit says was checked is what
+the connection trusts and presents, whatever happens to the files afterwards.
 
 Keys protected by a passphrase are not supported: use file permissions (or a
 hardware-backed key through a future provider).
@@ -24,15 +31,19 @@ hardware-backed key through a future provider).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import stat
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mcp_acp.models import TlsFinding, TlsSeverity
@@ -40,6 +51,7 @@ from mcp_acp.registry import PluginContext
 
 __all__ = [
     "CertificateInfo",
+    "CheckedFiles",
     "MtlsConfig",
     "MtlsProvider",
     "build_context",
@@ -121,75 +133,123 @@ def load_bundle(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
 
 
+#: A PEM private key block of any kind (PKCS#8, PKCS#1 RSA, SEC1 EC, encrypted, OpenSSH).
+_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+#: Symlinks followed while walking one path (as the kernel's own limit).
+_MAX_LINKS = 40
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """What :meth:`MtlsProvider.check` read and accepted: the context is built from these,
+    never from the files again."""
+
+    chain: tuple[x509.Certificate, ...]  # the client certificate, then any intermediates
+    key: PrivateKeyTypes
+    cas: tuple[x509.Certificate, ...]
+
+
 def _refuse(check: str, detail: str, **facts: Any) -> TlsFinding:
     return TlsFinding(check, TlsSeverity.REFUSE, detail, facts)
 
 
-def _file_findings(label: str, path: Path, *, secret: bool) -> list[TlsFinding]:
-    """Ownership, mode and symlink checks of one configured file."""
+def _unsafe_directory(path: Path, uid: int) -> str | None:
+    """Why another user could change what ``path`` names, or None: the first directory the
+    path passes through — walked as the kernel resolves it, symlinks followed — that is
+    not owned by ``uid`` or root, or that group or others can write (a sticky directory
+    such as ``/tmp`` excepted: there only an entry's owner can rename or remove it)."""
+    todo = list(path.absolute().parts[1:])
+    current = Path(path.absolute().anchor)
+    checked: set[Path] = set()
+    links = 0
+    while todo:
+        if current not in checked:
+            checked.add(current)
+            info = current.stat()
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid not in (uid, 0):
+                return f"the directory {current} is owned by uid {info.st_uid}, not by you or root"
+            if mode & 0o022 and not mode & stat.S_ISVTX:
+                return (
+                    f"the directory {current} can be written by others (mode {mode:04o}); "
+                    f"chmod go-w {current}, or keep the file in a directory only you can write"
+                )
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        step = current / name
+        if stat.S_ISLNK(step.lstat().st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return f"{path}: too many levels of symbolic links"
+            target = Path(os.readlink(step))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            todo[:0] = [part for part in target.parts if part != target.anchor]
+            continue
+        if not todo:
+            return None  # the file itself: its own checks follow
+        current = step
+    return None
+
+
+def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFinding], bytes | None]:
+    """The checks of one configured file, and its bytes if they pass.
+
+    The file is opened once; its owner, mode and type are checked on that descriptor and
+    its bytes read from it, so what is checked is what is read (a path checked, then
+    opened, could name another file in between)."""
     check = f"{label}_file"
+    uid = os.geteuid()
     try:
         link = path.lstat()
+        unsafe = _unsafe_directory(path, uid)
     except FileNotFoundError:
-        return [_refuse(check, f"{label} {path} does not exist", path=str(path))]
+        return [_refuse(check, f"{label} {path} does not exist", path=str(path))], None
     except OSError as exc:
-        return [_refuse(check, f"{label} {path}: {exc.strerror}", path=str(path))]
+        return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
+    if unsafe is not None:
+        return [_refuse(check, f"{label} {path}: {unsafe}", path=str(path))], None
+    try:
+        # O_NONBLOCK: a FIFO put there must not hang start-up (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
+    with os.fdopen(fd, "rb") as opened:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return [_refuse(check, f"{label} {path} is not a regular file", path=str(path))], None
+        data = opened.read()
+    hint = ""
+    if not secret and _PRIVATE_KEY.search(data):
+        secret = True  # a private key, wherever it is, is held to the key's rules
+        hint = "; it holds a private key: keep that only in the file client_key names"
+    mode = stat.S_IMODE(info.st_mode)
     real = path.resolve()
     if stat.S_ISLNK(link.st_mode) and secret and real.parent != path.absolute().parent:
-        return [
-            _refuse(
-                check,
-                f"{label} {path} is a symlink to {real}, outside its directory; "
-                "point the config at the file itself",
-                path=str(path),
-            )
-        ]
-    info = real.stat()
-    if not stat.S_ISREG(info.st_mode):
-        return [_refuse(check, f"{label} {path} is not a regular file", path=str(path))]
-    uid = os.geteuid()
+        text = (
+            f"{label} {path} is a symlink to {real}, outside its directory; "
+            f"point the config at the file itself{hint}"
+        )
+        return [_refuse(check, text, path=str(path))], None
     owners = (uid,) if secret else (uid, 0)
     if info.st_uid not in owners:
-        return [
-            _refuse(
-                check,
-                f"{label} {path} is owned by uid {info.st_uid}, not by you (uid {uid})",
-                path=str(path),
-            )
-        ]
-    mode = stat.S_IMODE(info.st_mode)
+        text = f"{label} {path} is owned by uid {info.st_uid}, not by you (uid {uid}){hint}"
+        return [_refuse(check, text, path=str(path))], None
     if secret and mode & 0o077:
-        return [
-            _refuse(
-                check,
-                f"{label} {path} has mode {mode:04o}; a private key must be 0600 or "
-                f"stricter (chmod 600 {path})",
-                path=str(path),
-                mode=f"{mode:04o}",
-            )
-        ]
+        text = (
+            f"{label} {path} has mode {mode:04o}; a private key must be 0600 or stricter "
+            f"(chmod 600 {path}){hint}"
+        )
+        return [_refuse(check, text, path=str(path), mode=f"{mode:04o}")], None
     if not secret and mode & 0o022:
-        return [
-            _refuse(
-                check,
-                f"{label} {path} is writable by group or others (mode {mode:04o}); "
-                f"chmod go-w {path}",
-                path=str(path),
-                mode=f"{mode:04o}",
-            )
-        ]
-    if secret:
-        directory = real.parent.stat()
-        if stat.S_IMODE(directory.st_mode) & 0o022 or directory.st_uid not in (uid, 0):
-            return [
-                _refuse(
-                    check,
-                    f"the directory of {label} {real} can be written by others "
-                    f"(mode {stat.S_IMODE(directory.st_mode):04o}); chmod go-w {real.parent}",
-                    path=str(path),
-                )
-            ]
-    return [TlsFinding(check, TlsSeverity.OK, f"{label} {path}: ownership and mode ok")]
+        text = f"{label} {path} is writable by group or others (mode {mode:04o}); chmod go-w {path}"
+        return [_refuse(check, text, path=str(path), mode=f"{mode:04o}")], None
+    ok = TlsFinding(check, TlsSeverity.OK, f"{label} {path}: ownership and mode ok")
+    return [ok], data
 
 
 class MtlsProvider:
@@ -198,33 +258,35 @@ class MtlsProvider:
     def __init__(self, options: MtlsConfig, *, now: datetime | None = None) -> None:
         self.options = options
         self._now = now
+        #: What the last :meth:`check` read, if it passed; the context is built from it.
+        self.checked: CheckedFiles | None = None
 
     @classmethod
     def from_config(cls, options: MtlsConfig, context: PluginContext) -> MtlsProvider:
         return cls(options.resolved(context.config_dir))
 
     def check(self) -> list[TlsFinding]:
+        self.checked = None
         opts = self.options
-        findings = [
-            *_file_findings("client certificate", opts.client_cert, secret=False),
-            *_file_findings("client key", opts.client_key, secret=True),
-            *_file_findings("CA bundle", opts.ca_bundle, secret=False),
-        ]
-        if any(f.severity is TlsSeverity.REFUSE for f in findings):
+        cert_found, cert_pem = _read_checked("client certificate", opts.client_cert, secret=False)
+        key_found, key_pem = _read_checked("client key", opts.client_key, secret=True)
+        ca_found, ca_pem = _read_checked("CA bundle", opts.ca_bundle, secret=False)
+        findings = [*cert_found, *key_found, *ca_found]
+        if cert_pem is None or key_pem is None or ca_pem is None:
             return findings
         try:
-            cert = load_bundle(opts.client_cert)[0]
+            chain = x509.load_pem_x509_certificates(cert_pem)
         except ValueError as exc:
             return [*findings, _refuse("client_certificate", f"{opts.client_cert}: {exc}")]
         try:
-            key = serialization.load_pem_private_key(opts.client_key.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:
             return [
                 *findings,
                 _refuse("client_key", f"{opts.client_key} is not an unencrypted PEM key: {exc}"),
             ]
         try:
-            cas = load_bundle(opts.ca_bundle)
+            cas = x509.load_pem_x509_certificates(ca_pem)
         except ValueError as exc:
             return [*findings, _refuse("ca_bundle", f"{opts.ca_bundle}: {exc}")]
         findings.append(
@@ -235,6 +297,7 @@ class MtlsProvider:
                 {"subjects": [c.subject.rfc4514_string() for c in cas]},
             )
         )
+        cert = chain[0]
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
         if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
@@ -247,7 +310,10 @@ class MtlsProvider:
             )
             return findings
         findings.append(TlsFinding("key_match", TlsSeverity.OK, "the key matches the certificate"))
-        findings.append(self._validity(certificate_info(cert)))
+        validity = self._validity(certificate_info(cert))
+        findings.append(validity)
+        if validity.severity is not TlsSeverity.REFUSE:
+            self.checked = CheckedFiles(tuple(chain), key, tuple(cas))
         return findings
 
     def _validity(self, info: CertificateInfo) -> TlsFinding:
@@ -283,7 +349,16 @@ class MtlsProvider:
         return TlsFinding("client_certificate_validity", severity, text, facts)
 
     def ssl_context(self) -> ssl.SSLContext:
-        return build_context(self.options)
+        """The context built from what :meth:`check` read and accepted (it runs the checks
+        first if they have not run); ValueError if they refuse."""
+        if self.checked is None:
+            self.check()
+        if self.checked is None:
+            raise ValueError(
+                "the files of backend.tls did not pass the start-up checks "
+                "('mcp-acp tls status' shows why)"
+            )
+        return build_context(self.options, self.checked)
 
 
 class _NamedContext(ssl.SSLContext):
@@ -321,8 +396,9 @@ class _NamedContext(ssl.SSLContext):
         )
 
 
-def build_context(options: MtlsConfig) -> ssl.SSLContext:
-    """The client context: verification always on, trust only in ``ca_bundle``."""
+def build_context(options: MtlsConfig, files: CheckedFiles) -> ssl.SSLContext:
+    """The client context: verification always on, trust only in the CA certificates of
+    ``files``, and its client certificate and key (see :func:`_load_chain`)."""
     context: ssl.SSLContext
     if options.server_name:
         context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -336,6 +412,55 @@ def build_context(options: MtlsConfig) -> ssl.SSLContext:
     context.hostname_checks_common_name = False
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_verify_locations(cafile=str(options.ca_bundle))
-    context.load_cert_chain(str(options.client_cert), str(options.client_key))
+    der = serialization.Encoding.DER
+    context.load_verify_locations(cadata=b"".join(ca.public_bytes(der) for ca in files.cas))
+    pem = serialization.Encoding.PEM
+    chain = b"".join(cert.public_bytes(pem) for cert in files.chain)
+    key = files.key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _load_chain(context, chain, key)
     return context
+
+
+def _load_chain(context: ssl.SSLContext, chain: bytes, key: bytes) -> None:
+    """``load_cert_chain`` from bytes in memory.
+
+    Python's ``ssl`` loads a certificate and key from files only, and reading the
+    configured files again would undo the checks: another file may stand at the path by
+    now. A copy on disk would put the key where its checks never looked. So each is
+    written into a pipe of this process, and OpenSSL opens the pipe's read end by its
+    ``/dev/fd`` name: it reads exactly the bytes :meth:`MtlsProvider.check` accepted,
+    and nothing touches the disk. A thread writes each pipe (a long chain may not fit in
+    its buffer while OpenSSL has not started to read it)."""
+    fds = Path("/dev/fd")
+    if not fds.is_dir():
+        raise OSError(f"{fds} is missing: the client certificate cannot be handed to OpenSSL")
+    ends: list[int] = []
+    writers: list[threading.Thread] = []
+    try:
+        for data in (chain, key):
+            read_end, write_end = os.pipe()
+            ends.append(read_end)
+            writer = threading.Thread(
+                target=_write_all, args=(write_end, data), name="mtls-pipe", daemon=True
+            )
+            writer.start()
+            writers.append(writer)
+        context.load_cert_chain(str(fds / str(ends[0])), str(fds / str(ends[1])))
+    finally:
+        for read_end in ends:
+            os.close(read_end)  # a writer still blocked gets EPIPE and ends
+        for writer in writers:
+            writer.join()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        pass  # OpenSSL stopped reading (it failed on an earlier file)
+    finally:
+        os.close(fd)

@@ -1,0 +1,117 @@
+"""The event stream that answers one request passes on only the answers to that request
+(``http_guard._OwnAnswers``): how it cuts events out of the bytes, which it leaves out,
+and how it bounds what it holds. The end-to-end case is in ``tests/e2e/test_proxy_http.py``
+(``test_an_answer_to_another_request_on_a_requests_stream_is_left_out``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx2
+import pytest
+
+from mcp_acp.proxy import http_guard
+from mcp_acp.proxy.http_guard import _UNKNOWN, _OwnAnswers
+
+
+class Chunks(httpx2.AsyncByteStream):
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def answer(request_id: Any, text: str) -> bytes:
+    result = {"content": [{"type": "text", "text": text}]}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
+
+
+async def passed(
+    chunks: Iterable[bytes], expected: Any, resumable: dict[str, Any] | None = None
+) -> bytes:
+    stream = _OwnAnswers(
+        Chunks(chunks), expected, max_bytes=1000, resumable={} if resumable is None else resumable
+    )
+    return b"".join([chunk async for chunk in stream])
+
+
+def one_byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+async def test_answers_to_other_requests_are_left_out_whatever_the_line_ends() -> None:
+    note = b'{"jsonrpc":"2.0","method":"notifications/progress","params":{}}'
+    wire = (
+        b": a comment\r\n"
+        + b"event: message\r\ndata: " + answer(999, "stray") + b"\r\n\r\n"
+        + b"data: " + note + b"\r\r"
+        + b"id: 5\ndata: " + answer(7, "real") + b"\n\n"
+    )  # fmt: skip
+    expected = (
+        b"data: " + note + b"\n\n" + b"id: 5\ndata: " + answer(7, "real") + b"\n\n"
+    )  # fmt: skip
+    assert await passed([wire], 7) == expected
+    assert await passed(one_byte_at_a_time(wire), 7) == expected  # CR and LF cut apart too
+
+
+@pytest.mark.parametrize(
+    ("data", "kept"),
+    [
+        (answer(7, "x"), True),
+        (answer("7", "x"), False),  # a string is not the number
+        (answer(7.0, "x"), False),
+        (answer(True, "x"), False),
+        (b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}', True),
+        (b'{"jsonrpc":"2.0","id":8,"error":{"code":-1,"message":"x"}}', False),
+        (b'{"jsonrpc":"2.0","id":8,"method":"x","result":{}}', False),  # an answer all the same
+        (b'{"jsonrpc":"2.0","id":8,"method":"sampling/createMessage","params":{}}', True),
+        (b"not json", False),
+        (b"[1]", False),
+    ],
+)
+async def test_what_a_requests_stream_may_carry(data: bytes, kept: bool) -> None:
+    event = b"data: " + data + b"\n\n"
+    assert await passed([event], 7) == (event if kept else b"")
+
+
+async def test_a_resumed_stream_of_a_request_not_known_passes_no_answer() -> None:
+    note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
+    wire = b"data: " + answer(7, "x") + b"\n\ndata: " + note + b"\n\n"
+    assert await passed([wire], _UNKNOWN) == b"data: " + note + b"\n\n"
+
+
+async def test_the_last_event_id_of_a_stream_names_its_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resumable: dict[str, Any] = {"old": 1}
+    monkeypatch.setattr(http_guard, "MAX_RESUMABLE", 2)
+    wire = b"id: a\ndata: \n\nid: b\ndata: \n\nid: c\x00\ndata: \n\n"
+    await passed([wire], 7, resumable)
+    assert resumable == {"old": 1, "b": 7}  # only the last (c has a NUL: the SDK ignores it)
+    await passed([b"id: d\ndata: \n\n"], 9, resumable)
+    assert resumable == {"b": 7, "d": 9}  # the oldest goes first
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"data: " + b"a" * 600, b"a" * 600],  # one line, not ended
+        [b"data: " + b"a" * 600 + b"\n", b"data: " + b"a" * 600 + b"\n"],  # an event, not ended
+    ],
+)
+async def test_an_event_larger_than_the_limit_is_not_held(chunks: list[bytes]) -> None:
+    with pytest.raises(httpx2.SSEError, match="exceeded the 1000 byte limit"):
+        await passed(chunks, 7)
+
+
+async def test_comments_do_not_count_and_are_not_passed() -> None:
+    wire = b": " + b"c" * 900 + b"\n" + b": " + b"c" * 900 + b"\n" + b"data: " + answer(7, "x")
+    assert await passed([wire + b"\n\n"], 7) == b"data: " + answer(7, "x") + b"\n\n"
