@@ -378,6 +378,7 @@ async def _relay(
     for name, operation in getattr(approver, "control_ops", dict)().items():
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
     await control.start()  # ready before the first request can wait for an answer
+    shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
     watching = asyncio.create_task(posture.watch())

@@ -1,0 +1,205 @@
+"""How the real ``mcp-acp run`` process ends: whatever is stuck, whenever a signal comes,
+however the backend behaves — with the reason recorded, the documented exit code, no
+backend process left behind and no control socket.
+
+The backend is ``peers/stubborn_server.py`` (it can ignore SIGTERM and the end of its
+input, and leaves a ``sleep`` holding its stdout); the posture check is a real plugin found
+through its entry point, scripted by a file: ``pass``, ``fail``, ``hold`` (until a
+``release`` file exists) or ``stuck`` (in a worker thread that never returns, as a check
+doing blocking I/O would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import (
+    STUBBORN,
+    Proxy,
+    configure,
+    kill_leftovers,
+    pid_in,
+    proxy_env,
+    records,
+)
+
+ALLOW_ALL = {
+    "version": "1",
+    "rules": [{"id": "allow-all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+}
+
+SCRIPTED_CHECK = """
+import asyncio, threading
+from datetime import UTC, datetime
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import PostureResult, PostureStatus
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    directory: str
+
+
+class Scripted:
+    name = "scripted"
+
+    def __init__(self, options, context):
+        self.directory = Path(options.directory)
+
+    async def check(self):
+        mode = (self.directory / "mode").read_text().strip()
+        (self.directory / f"checking-{mode}").touch()
+        if mode == "hold":
+            while not (self.directory / "release").exists():
+                await asyncio.sleep(0.02)
+        elif mode == "stuck":
+            await asyncio.to_thread(threading.Event().wait)
+        status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
+        return PostureResult(
+            check=self.name, status=status, detail=mode, checked_at=datetime.now(UTC)
+        )
+
+
+@hookimpl
+def register_posture_checks(register):
+    register("scripted", Scripted, Options, summary="test: scripted by a file")
+"""
+
+
+class Home:
+    """A configured home: the stubborn backend, a private socket directory, and (with
+    :meth:`scripted_posture`) the scripted posture check."""
+
+    def __init__(self, home: Path, tmp_path: Path, *backend_options: str) -> None:
+        self.home = home
+        self.state = tmp_path / "backend"
+        self.state.mkdir()
+        self.sockets = tmp_path / "sockets"
+        self.checks = tmp_path / "checks"
+        self.checks.mkdir()
+        self.site = tmp_path / "site"
+        args = [str(STUBBORN), str(self.state), *backend_options]
+        self.log_dir = configure(home, sys.executable, args, ALLOW_ALL)
+        self.config_file = home / ".config" / "mcp-acp" / "config.json"
+        self.env = proxy_env(home)
+        self.edit(
+            lambda config: config.setdefault("proxy", {}).update(socket_dir=str(self.sockets))
+        )
+        self.started: list[Proxy] = []
+
+    def edit(self, change: Any) -> None:
+        config = json.loads(self.config_file.read_text())
+        change(config)
+        self.config_file.write_text(json.dumps(config))
+
+    def scripted_posture(self, mode: str, *, timeout: float = 60, threshold: int = 1) -> None:
+        self.mode(mode)
+        self.site.mkdir()
+        (self.site / "scripted_check.py").write_text(SCRIPTED_CHECK)
+        info = self.site / "scripted_check-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: scripted-check\nVersion: 0.1\n"
+        )
+        (info / "entry_points.txt").write_text("[mcp_acp]\nscripted = scripted_check\n")
+        self.env["PYTHONPATH"] = str(self.site)
+        checks = {"use": "scripted", "config": {"directory": str(self.checks)}}
+
+        def change(config: dict[str, Any]) -> None:
+            config["plugins"] = {"allow": ["scripted"]}
+            config["posture"] = {
+                "checks": [checks],
+                "interval_seconds": 1,
+                "timeout_seconds": timeout,
+                "failure_threshold": threshold,
+            }
+
+        self.edit(change)
+
+    def mode(self, mode: str) -> None:
+        (self.checks / "mode").write_text(mode)
+
+    def wait_for_check(self, mode: str) -> None:
+        """Until the posture check has started a round in ``mode``."""
+        wait_for_file(self.checks / f"checking-{mode}")
+
+    def start(self) -> Proxy:
+        proxy = Proxy(self.home, self.env)
+        self.started.append(proxy)
+        return proxy
+
+    def backend(self) -> tuple[int, int | None]:
+        server = pid_in(self.state / "server.pid")
+        child = self.state / "grandchild.pid"
+        return server, int(child.read_text()) if child.exists() else None
+
+    def control_sockets(self) -> list[str]:
+        return sorted(p.name for p in self.sockets.glob("proxy-*.sock"))
+
+    def stderr(self) -> str:
+        return (self.home / "proxy-stderr.txt").read_text()
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} not written within 30 s"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_home(isolated_home: Path, tmp_path: Path) -> Iterator[Any]:
+    """``make_home(*backend_options)``; every proxy it started and whatever is left of the
+    backend are killed after the test."""
+    homes: list[Home] = []
+
+    def make(*backend_options: str) -> Home:
+        home = Home(isolated_home, tmp_path, *backend_options)
+        homes.append(home)
+        return home
+
+    yield make
+    for home in homes:
+        for proxy in home.started:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+            proxy.proc.wait()
+            for pipe in (proxy.proc.stdin, proxy.proc.stdout, proxy.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    if pipe is not None:
+                        pipe.close()
+        kill_leftovers(home.state)
+
+
+def ended(log_dir: Path) -> list[str]:
+    return [r["reason"] for r in records(log_dir, "auth") if r["event"] == "session_ended"]
+
+
+# ---------------------------------------------------------------- the backend
+
+
+@pytest.mark.parametrize("failure", ["posture", "audit"])
+def test_a_fail_closed_exit_removes_the_control_socket(make_home: Any, failure: str) -> None:
+    """The shutdown coordinator ends the process with ``os._exit`` (no ``finally`` runs):
+    it removes the control socket itself."""
+    home = make_home()
+    home.scripted_posture("pass")
+    proxy = home.start()
+    proxy.initialize()
+    assert home.control_sockets() == [f"proxy-{proxy.proc.pid}.sock"]
+    if failure == "posture":
+        home.mode("fail")
+    else:
+        (home.log_dir / "decisions.jsonl").unlink()
+        proxy.request("tools/call", {"name": "echo", "arguments": {}})
+    assert proxy.proc.wait(timeout=60) == {"posture": 15, "audit": 13}[failure]
+    assert home.control_sockets() == []
