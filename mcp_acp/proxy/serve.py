@@ -223,6 +223,10 @@ async def serve(config_path: Path) -> int:
     except McpAcpError as exc:
         await _refuse_start(trail, session, exc, runtime)
         raise
+    # from here the backend may run: a fail-closed exit (os._exit) ends its process group
+    abandon: Callable[[], None] | None = getattr(started.channel, "abandon", None)
+    if abandon is not None:  # a stdio backend; an HTTP one is not ours to end
+        shutdown.on_exit(abandon)
     return await _serve(runtime, trail, session, shutdown, started)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from proxy_helpers import (
     pid_in,
     proxy_env,
     records,
+    running,
 )
 
 ALLOW_ALL = {
@@ -187,14 +189,33 @@ def ended(log_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- the backend
 
 
+def test_a_stubborn_backend_and_its_child_end_with_the_session(make_home: Any) -> None:
+    """The backend ignores the end of its input and SIGTERM; so does the ``sleep`` it
+    started. After the graces both are killed: nothing of the backend outlives the proxy."""
+    home = make_home("--grandchild", "--ignore-term", "--ignore-eof")
+    proxy = home.start()
+    proxy.initialize()
+    server, child = home.backend()
+    assert child is not None
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=60) == 0
+    assert not running(server)
+    assert not running(child)
+    assert home.control_sockets() == []
+
+
 @pytest.mark.parametrize("failure", ["posture", "audit"])
-def test_a_fail_closed_exit_removes_the_control_socket(make_home: Any, failure: str) -> None:
+def test_a_fail_closed_exit_ends_the_backend_and_removes_the_control_socket(
+    make_home: Any, failure: str
+) -> None:
     """The shutdown coordinator ends the process with ``os._exit`` (no ``finally`` runs):
-    it removes the control socket itself."""
-    home = make_home()
+    it ends the backend's process group and removes the control socket itself."""
+    home = make_home("--grandchild", "--ignore-term", "--ignore-eof")
     home.scripted_posture("pass")
     proxy = home.start()
     proxy.initialize()
+    server, child = home.backend()
+    assert child is not None
     assert home.control_sockets() == [f"proxy-{proxy.proc.pid}.sock"]
     if failure == "posture":
         home.mode("fail")
@@ -202,4 +223,6 @@ def test_a_fail_closed_exit_removes_the_control_socket(make_home: Any, failure: 
         (home.log_dir / "decisions.jsonl").unlink()
         proxy.request("tools/call", {"name": "echo", "arguments": {}})
     assert proxy.proc.wait(timeout=60) == {"posture": 15, "audit": 13}[failure]
+    assert not running(server)
+    assert not running(child)
     assert home.control_sockets() == []

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CANARIES
+from proxy_helpers import STUBBORN, kill_leftovers, pid_in, running
 
 from mcp_acp.config import HttpBackend, StdioBackend
 from mcp_acp.proxy.channel import open_channel
@@ -144,3 +149,47 @@ async def test_a_stdio_backend_does_not_inherit_withheld_variables(
     assert env["SECOND_SECRET"] == "set in backend.env"
     assert started["withheld_env"] == ["TOKEN_PASSPHRASE"]  # names only, for the audit record
     assert CANARIES[0].decode() not in json.dumps(started)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    """Where the stubborn server writes its pids; whatever is left of it is killed after."""
+    yield tmp_path
+    kill_leftovers(tmp_path)
+
+
+async def test_closing_ends_the_backend_s_whole_process_group(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend that ignores the end of its input and SIGTERM, and whose child ignores
+    SIGTERM too: after the graces, both are killed."""
+    from mcp_acp.proxy import stdio_backend
+
+    monkeypatch.setattr(stdio_backend, "CLOSE_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(stdio_backend, "KILL_GRACE_SECONDS", 0.5)
+    args = [str(STUBBORN), str(state), "--grandchild", "--ignore-term", "--ignore-eof"]
+    channel = stdio_backend.StdioChannel(StdioBackend(command=sys.executable, args=args))
+    await channel.start()
+    server, grandchild = pid_in(state / "server.pid"), pid_in(state / "grandchild.pid")
+    await asyncio.wait_for(channel.close(), timeout=30)
+    assert not running(server)
+    assert not running(grandchild)
+
+
+async def test_abandon_ends_the_group_from_any_thread(state: Path) -> None:
+    """The shutdown coordinator's exit: no event loop to rely on, bounded, quiet."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    args = [str(STUBBORN), str(state), "--grandchild", "--ignore-eof"]
+    channel = StdioChannel(StdioBackend(command=sys.executable, args=args))
+    await channel.start()
+    server, grandchild = pid_in(state / "server.pid"), pid_in(state / "grandchild.pid")
+    worker = threading.Thread(target=channel.abandon)
+    worker.start()
+    worker.join(timeout=30)
+    assert not running(grandchild)
+    deadline = time.monotonic() + 30
+    while running(server):  # killed; reaped by asyncio's child watcher
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await channel.close()  # after abandon: nothing left to do, and no signal sent
