@@ -16,6 +16,11 @@ signal) it does not wait for the child first; :meth:`StdioChannel.abandon` ends 
 at once, synchronously, for the shutdown coordinator's exit. A process that moved itself
 into a session of its own (a daemon) is out of reach, by its own choice; and if mcp-acp
 itself is killed with SIGKILL, the backend only sees the end of its input.
+
+The backend is gone when the child exits, not only when its stdout reaches end of file: a
+grandchild that inherited the pipe may hold it open long after. What the child wrote before
+it exited is still relayed (the pipe is read until it is empty, at most
+:data:`~mcp_acp.proxy.messages.MAX_MESSAGE_BYTES`), then :meth:`StdioChannel.receive` ends.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from mcp_acp.config import StdioBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.messages import (
     MAX_MESSAGE_BYTES,
+    PIPE_READ_BYTES,
     TOO_LARGE,
     Message,
     parse,
@@ -79,9 +85,12 @@ class StdioChannel:
         self.backend_identity: tuple[str, ...] = ()  # a child process proves nothing
         self._process: Process | None = None
         self._exited: asyncio.Future[None] | None = None  # the child has exited
+        self._gone = asyncio.Event()  # exited, or closed its input: its output ends
+        self._input_closed = False
         self._stdin: asyncio.StreamWriter | None = None
         self._stdout: asyncio.StreamReader | None = None
         self._stdout_pipe: asyncio.ReadTransport | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._starting: asyncio.Future[dict[str, Any]] | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -126,6 +135,7 @@ class StdioChannel:
             os.close(child_output)  # the child has its copy: EOF comes when it is gone
         self._process = Process(transport, protocol, loop)
         self._exited = protocol.exited
+        self._exited.add_done_callback(lambda _: self._gone.set())
         if self._process.stdin is None:  # pragma: no cover
             raise BackendError("backend pipes missing", fix="report this")
         self._stdin = self._process.stdin
@@ -135,20 +145,54 @@ class StdioChannel:
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
         pipe_sized_reads(self._stdout_pipe)
+        self._watching = asyncio.ensure_future(self._end_output_at_exit())
         started: dict[str, Any] = {"command": self.backend.command, "pid": self._process.pid}
         if withheld:
             started["withheld_env"] = withheld  # names only
         return started
 
+    async def _end_output_at_exit(self) -> None:
+        """Once the child has exited (or closed its input), its output ends: what is in the
+        pipe now is what it wrote (and at most a little of a grandchild's); that is read,
+        then end of file — whether or not a grandchild holds the pipe open."""
+        await self._gone.wait()
+        pipe, reader = self._stdout_pipe, self._stdout
+        assert reader is not None  # noqa: S101 - set by _spawn
+        if pipe is None or pipe.is_closing():
+            return  # the pipe reached end of file by itself: the usual way
+        pipe.pause_reading()
+        fd = pipe.get_extra_info("pipe").fileno()  # non-blocking: the loop set it so
+        taken = 0
+        while taken <= MAX_MESSAGE_BYTES:
+            try:
+                chunk = os.read(fd, PIPE_READ_BYTES)
+            except OSError:  # EAGAIN: empty (a grandchild still holds it open)
+                break
+            if not chunk:
+                break
+            reader.feed_data(chunk)
+            taken += len(chunk)
+        reader.feed_eof()
+        pipe.close()
+
     async def send(self, message: Message) -> None:
         if self._stdin is None:
             raise RuntimeError("StdioChannel.send() before start()")
         async with self._lock:
+            if self._gone.is_set():
+                log.warning("the backend is gone: %s not delivered", message.kind)
+                return  # receive() ends, and the relay answers what is in flight
             try:
                 self._stdin.write(message.raw)
                 await self._stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the child is gone: receive() ends and the relay answers what is pending
+                # the child closed its input: it can take nothing more, whether it has
+                # exited yet or not. Its output ends now, so the relay answers what is in
+                # flight and the session ends, rather than waiting for answers that
+                # cannot come.
+                log.warning("the backend closed its input: %s not delivered", message.kind)
+                self._input_closed = True
+                self._gone.set()
 
     async def receive(self) -> AsyncIterator[Message]:
         if self._stdout is None:
@@ -168,10 +212,13 @@ class StdioChannel:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._child_exit(), timeout=2)
         code = self._process.returncode
-        return {"returncode": code}, f"the backend exited (code {code})"
+        if code is not None:
+            return {"returncode": code}, f"the backend exited (code {code})"
+        closed = "input" if self._input_closed else "output"  # and it is still running
+        return {"returncode": None, "closed": closed}, f"the backend closed its {closed}"
 
     async def _child_exit(self) -> None:
-        """The child's own exit (``Process.wait()`` also waits for its pipes)."""
+        """The child's own exit (not a closed input, which also ends :meth:`receive`)."""
         assert self._exited is not None  # noqa: S101 - by the callers, after start
         await asyncio.shield(self._exited)
 
@@ -186,9 +233,10 @@ class StdioChannel:
         if self._stdin is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._stdin.close()  # end of input: the polite way to ask it to stop
-        if self._kill_at is None:  # it may take its time to exit on the end of its input
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._child_exit(), CLOSE_GRACE_SECONDS)
+        if self._kill_at is None:
+            if not self._input_closed:  # it can see the end of its input: time to exit
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._child_exit(), CLOSE_GRACE_SECONDS)
             self.terminate()  # the child if it is still there, and what it started
         assert self._kill_at is not None  # noqa: S101 - set by terminate()
         while self._group_alive() and time.monotonic() < self._kill_at:
@@ -197,6 +245,8 @@ class StdioChannel:
         self._closed = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._child_exit(), KILL_GRACE_SECONDS)
+        if self._watching is not None:
+            self._watching.cancel()
         if self._stdin is not None and self._stdin.transport.get_write_buffer_size():
             self._stdin.transport.abort()  # input nobody will read: dropped, the pipe closed
         if self._stdout_pipe is not None:

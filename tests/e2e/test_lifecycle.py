@@ -189,6 +189,27 @@ def ended(log_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- the backend
 
 
+def test_a_backend_crash_is_seen_though_its_child_holds_the_pipe(make_home: Any) -> None:
+    """The backend leaves a ``sleep`` holding its stdout, then crashes: its stdout never
+    reaches end of file, but the proxy sees the exit — the requests in flight are answered,
+    ``backend_exited`` is recorded, exit 17 — and the ``sleep`` ends with it."""
+    home = make_home("--grandchild")
+    proxy = home.start()
+    proxy.initialize()
+    _, child = home.backend()
+    assert child is not None
+    slow = proxy.request("tools/call", {"name": "slow", "arguments": {}})
+    crash = proxy.request("tools/call", {"name": "crash", "arguments": {}})
+    for request_id in (slow, crash):
+        answer = proxy.answer(request_id)
+        assert answer["error"]["message"] == "the backend exited (code 3)"
+    assert proxy.proc.wait(timeout=30) == 17
+    exited = [r for r in records(home.log_dir, "system") if r["event"] == "backend_exited"]
+    assert exited[0]["detail"] == {"returncode": 3}
+    assert ended(home.log_dir) == ["the backend exited"]
+    assert not running(child)
+
+
 def test_a_stubborn_backend_and_its_child_end_with_the_session(make_home: Any) -> None:
     """The backend ignores the end of its input and SIGTERM; so does the ``sleep`` it
     started. After the graces both are killed: nothing of the backend outlives the proxy."""
