@@ -332,6 +332,53 @@ async def _serve(
         await parts.channel.close()  # the relay closes it too, unless it never got to run
 
 
+def _policy_reloads(
+    engine: PolicyEngine, pep: EnforcementPoint, trail: AuditTrail, session: Session
+) -> Callable[[], None] | None:
+    """What a SIGHUP does: reload the policy, if the engine can (the built-in one can).
+
+    One reload at a time, on a worker thread (reading the file must not stop the loop):
+    SIGHUPs during a reload make one more after it, which reads the file as it is then.
+    Two reloads at once could finish in the wrong order and leave the older file in force;
+    and a reload that never finishes (the file is a FIFO nobody writes) holds one thread,
+    not one per SIGHUP. Nothing waits for a reload to end the session."""
+    reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
+    if reload is None:
+        return None
+    again = False
+    running: asyncio.Task[None] | None = None
+
+    async def reload_once(reload: Callable[[], list[str]]) -> None:
+        errors = await asyncio.to_thread(reload)
+        if not errors:
+            pep.policy_reloaded()  # remembered approvals belong to the old policy
+        event = "policy_reloaded" if not errors else "policy_reload_failed"
+        with contextlib.suppress(Exception):
+            await trail.record(
+                SystemEvent(
+                    event=event,
+                    session_id=session.id,
+                    detail={"policy_id": engine.policy_id, "errors": errors[:20]},
+                )
+            )
+
+    async def reloading(reload: Callable[[], list[str]]) -> None:
+        nonlocal again
+        again = True
+        while again:
+            again = False
+            await reload_once(reload)
+
+    def on_sighup() -> None:
+        nonlocal again, running
+        if running is not None and not running.done():
+            again = True
+            return
+        running = asyncio.ensure_future(reloading(reload))  # referenced: not collected
+
+    return on_sighup
+
+
 async def _relay(
     runtime: Runtime,
     trail: AuditTrail,
@@ -395,34 +442,11 @@ async def _relay(
         ended = f"{name} received"
         relaying.cancel()
 
-    # reloading is optional for a policy engine: the built-in one has it
-    reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
-
-    async def reload_policy(reload: Callable[[], list[str]]) -> None:
-        errors = await asyncio.to_thread(reload)
-        if not errors:
-            pep.policy_reloaded()  # remembered approvals belong to the old policy
-        event = "policy_reloaded" if not errors else "policy_reload_failed"
-        with contextlib.suppress(Exception):
-            await trail.record(
-                SystemEvent(
-                    event=event,
-                    session_id=session.id,
-                    detail={"policy_id": engine.policy_id, "errors": errors[:20]},
-                )
-            )
-
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    reload = _policy_reloads(engine, pep, trail, session)
     if reload is not None:
-        reloads: set[asyncio.Task[None]] = set()  # referenced until done, or GC may drop one
-
-        def on_sighup(reload: Callable[[], list[str]] = reload) -> None:
-            task = asyncio.ensure_future(reload_policy(reload))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        loop.add_signal_handler(signal.SIGHUP, reload)
     code = 0
     try:
         code = await relaying

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -247,3 +248,50 @@ def test_a_fail_closed_exit_ends_the_backend_and_removes_the_control_socket(
     assert not running(server)
     assert not running(child)
     assert home.control_sockets() == []
+
+
+# ---------------------------------------------------------------- a worker thread is stuck
+
+
+def test_a_check_stuck_in_a_thread_refuses_the_start_and_the_process_ends(
+    make_home: Any,
+) -> None:
+    """The gate gives up on the check after ``timeout_seconds``; the process then ends
+    although the check's thread never returns (``asyncio.run`` would wait for it)."""
+    home = make_home()
+    home.scripted_posture("stuck", timeout=1)
+    proxy = home.start()
+    assert proxy.proc.wait(timeout=30) == 15
+    refused = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert refused[0]["detail"]["failure_class"] == "posture"
+    assert "scripted is unknown: no answer within 1 s" in home.stderr()
+
+
+def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
+    home = make_home()
+    home.scripted_posture("pass", timeout=1, threshold=100)  # unknown rounds: not yet fatal
+    proxy = home.start()
+    proxy.initialize()
+    home.mode("stuck")
+    home.wait_for_check("stuck")
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_sigterm_ends_the_session_while_a_policy_reload_reads_a_fifo(make_home: Any) -> None:
+    """The reload reads the file on a worker thread, which blocks on a FIFO nobody writes;
+    requests are still decided, and SIGTERM still ends the session."""
+    home = make_home()
+    proxy = home.start()
+    proxy.initialize()
+    policy = home.home / ".config" / "mcp-acp" / "policy.json"
+    policy.unlink()
+    os.mkfifo(policy)
+    proxy.proc.send_signal(signal.SIGHUP)
+    proxy.proc.send_signal(signal.SIGHUP)  # one more reload, after the stuck one: never
+    echoed = proxy.call("tools/call", {"name": "echo", "arguments": {"said": "hello"}})
+    assert "result" in echoed
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
