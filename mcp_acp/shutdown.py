@@ -120,6 +120,27 @@ class ShutdownCoordinator:
                 flush=True,
             )
 
+    def stop_now(self, code: int, reason: str) -> NoReturn:
+        """End the process at once with ``code``, without waiting for the session to end in
+        order (a second stop signal while the first is still being acted on): the reason
+        goes to ``shutdowns.jsonl`` and stderr, the clean-ups run, nothing else is recorded."""
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "failure_class": "signal",
+            "exit_code": code,
+            "reason": reason,
+            "detail": "the orderly stop was cut short",
+            "session_id": self.session_id,
+            "pid": os.getpid(),
+            "primary": self._triggered is None,
+        }
+        if not append_line(self.log_dir / "shutdowns.jsonl", record):
+            append_line(self.fallback_path.parent / "shutdowns.jsonl", record)
+        with contextlib.suppress(Exception):
+            print(f"mcp-acp: stopping now: {reason}", file=sys.stderr, flush=True)
+        self._clean_up()
+        self._exit(code)
+
     def trigger(self, error: McpAcpError, *, detail: str | None = None) -> NoReturn:
         """Record ``error`` and end the process with ``error.exit_code``."""
         with self._lock:

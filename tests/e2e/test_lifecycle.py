@@ -15,7 +15,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from proxy_helpers import (
     proxy_env,
     records,
     running,
+    wait_for_event,
 )
 
 ALLOW_ALL = {
@@ -183,6 +186,26 @@ def make_home(isolated_home: Path, tmp_path: Path) -> Iterator[Any]:
         kill_leftovers(home.state)
 
 
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """The URL of an HTTP server that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
 def ended(log_dir: Path) -> list[str]:
     return [r["reason"] for r in records(log_dir, "auth") if r["event"] == "session_ended"]
 
@@ -295,3 +318,87 @@ def test_sigterm_ends_the_session_while_a_policy_reload_reads_a_fifo(make_home: 
     proxy.proc.send_signal(signal.SIGTERM)
     assert proxy.proc.wait(timeout=30) == 0
     assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+# ---------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_signal_during_start_up_is_recorded(make_home: Any, name: str, code: int) -> None:
+    home = make_home()
+    home.scripted_posture("hold")  # the gate waits until the test releases it
+    proxy = home.start()
+    home.wait_for_check("hold")
+    proxy.proc.send_signal(getattr(signal, name))
+    assert proxy.proc.wait(timeout=30) == code
+    (refused,) = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert refused["detail"] == {
+        "failure_class": "signal",
+        "exit_code": code,
+        "reason": f"{name} received during start-up",
+    }
+    assert not [r for r in records(home.log_dir, "auth") if r["event"] == "session_started"]
+    assert home.stderr().strip().splitlines()[-1] == (
+        f"mcp-acp: not started: {name} received during start-up"
+    )
+
+
+def test_a_sighup_during_start_up_reloads_the_policy_once_there_is_one(make_home: Any) -> None:
+    home = make_home()
+    home.scripted_posture("hold")
+    proxy = home.start()
+    home.wait_for_check("hold")
+    proxy.proc.send_signal(signal.SIGHUP)  # the default action would end the process
+    (home.checks / "release").touch()
+    assert proxy.initialize()["result"]["serverInfo"]["name"] == "stubborn"
+    wait_for_event(home.log_dir, "system", "policy_reloaded")
+    assert proxy.close() == 0
+
+
+def test_sigterm_while_an_http_backend_is_reached_ends_the_session(make_home: Any) -> None:
+    """The backend accepts the connection and never answers the start-up probe: the session
+    has started (``session_started``), the backend is not reached yet."""
+    home = make_home()
+    with silent_server() as url:
+        home.edit(lambda c: c.update(backend={"transport": "http", "url": url}))
+        proxy = home.start()
+        wait_for_file(home.log_dir / "auth.jsonl")
+        wait_for_event(home.log_dir, "auth", "session_started")
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_a_stop_signal_is_passed_on_to_the_backend_at_once(make_home: Any) -> None:
+    """The backend's process group gets SIGTERM as soon as the proxy does, before the end
+    of its input — not after the 5 s a backend otherwise has to exit by itself: a client
+    gives the proxy little time between SIGTERM and SIGKILL (the MCP SDK's, 2 s), and the
+    backend, in a process group of its own, must not outlive it."""
+    home = make_home("--note-term", "--ignore-eof")
+    proxy = home.start()
+    proxy.initialize()
+    server, _ = home.backend()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert (home.state / "events").read_text().split() == ["SIGTERM", "EOF"]
+    assert not running(server)  # it ignored SIGTERM: killed 1 s later
+
+
+def test_a_second_stop_signal_ends_the_process_at_once(make_home: Any) -> None:
+    """The first SIGTERM ends the session (recorded), then waits for the HTTP backend's
+    connection to close, which a server that never answers holds for seconds; the second
+    ends the process now — recorded in ``shutdowns.jsonl``, 143."""
+    home = make_home()
+    with silent_server() as url:
+        home.edit(lambda c: c.update(backend={"transport": "http", "url": url}))
+        proxy = home.start()
+        wait_for_file(home.log_dir / "auth.jsonl")
+        wait_for_event(home.log_dir, "auth", "session_started")
+        proxy.proc.send_signal(signal.SIGTERM)
+        wait_for_event(home.log_dir, "auth", "session_ended")  # the first is acted on
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=30) == 143
+    shutdown = json.loads((home.log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
+    assert shutdown["failure_class"] == "signal"
+    assert shutdown["reason"] == "SIGTERM received again while stopping"
+    assert "mcp-acp: stopping now: SIGTERM received again while stopping" in home.stderr()

@@ -7,6 +7,8 @@ The first argument is a directory: the server writes its pid to ``server.pid`` t
 * ``--grandchild`` — start ``sleep 1000`` that inherits stdout, as an ``sh -c`` or ``npx``
   wrapper leaves the real server holding the pipe; its pid goes to ``grandchild.pid``;
 * ``--ignore-term`` — ignore SIGTERM;
+* ``--note-term`` — ignore SIGTERM, but append ``SIGTERM`` to ``events`` when it comes
+  (and ``EOF`` when its input ends): in the order they came;
 * ``--ignore-eof`` — keep running once its input has ended.
 
 Tools: ``echo`` (answers with its arguments), ``slow`` (answers after ``seconds``, 60 by
@@ -71,9 +73,16 @@ def handle(message: dict[str, Any]) -> None:
         send({"jsonrpc": "2.0", "id": request_id, "result": {}})
 
 
+def note(event: str) -> None:
+    with (STATE / "events").open("a") as events:
+        events.write(event + "\n")
+
+
 def main() -> None:
     if "--ignore-term" in OPTIONS:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "--note-term" in OPTIONS:
+        signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM"))
     if "--grandchild" in OPTIONS:
         child = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)
         (STATE / "grandchild.pid").write_text(str(child.pid))
@@ -85,6 +94,8 @@ def main() -> None:
             continue
         handle(message)
     (STATE / "stdin-closed").write_text("")
+    if "--note-term" in OPTIONS:
+        note("EOF")
     while "--ignore-eof" in OPTIONS:
         time.sleep(1)
 
