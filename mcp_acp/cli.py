@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import importlib
 import json
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -558,8 +561,65 @@ def run_command(ctx: click.Context) -> None:
 
     for problem in protect_process():  # tokens are about to be loaded into this process
         click.echo(f"warning: {problem}", err=True)
-    code = asyncio.run(serve(_config_path(ctx)))
-    raise click.exceptions.Exit(code)
+    debug = bool(ctx.find_root().params.get("debug")) or os.environ.get(DEBUG_ENV) == "1"
+    try:
+        code = _run_loop(serve(_config_path(ctx)))
+    except McpAcpError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(exc.user_line(), err=True)
+        code = exc.exit_code
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(_internal_error(exc), err=True)
+        code = 1
+    _leave(code)
+
+
+#: How long tasks still running when the session has ended get to finish, once cancelled.
+_LEFTOVER_SECONDS = 2.0
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(main)``, except that it does not wait for worker threads at the end.
+
+    ``asyncio.run`` joins the loop's default executor with no time limit (and at exit
+    ``concurrent.futures`` joins its threads again), so one stuck ``asyncio.to_thread`` call
+    (a posture check's I/O, a policy file that is a FIFO) would keep the process alive for
+    ever after the session has ended and been recorded. Here the executor is told to stop
+    without waiting; :func:`_leave` then ends the process, abandoned threads and all. The
+    loop is not closed: its signal handlers stay until then, so that a late SIGTERM cannot
+    end the process with another exit code."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    executor = ThreadPoolExecutor(thread_name_prefix="mcp-acp-worker")
+    loop.set_default_executor(executor)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()  # one awaiting a stuck thread ends here; only the thread is stuck
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_LEFTOVER_SECONDS))
+            with contextlib.suppress(TimeoutError):
+                loop.run_until_complete(
+                    asyncio.wait_for(loop.shutdown_asyncgens(), timeout=_LEFTOVER_SECONDS)
+                )
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _leave(code: int) -> NoReturn:
+    """End ``mcp-acp run`` with ``code`` once the session is over and recorded: output
+    flushed, then ``os._exit``, which does not join threads (see :func:`_run_loop`)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @cli.command("posture")
@@ -613,6 +673,10 @@ def demo_command(keep: Path | None) -> None:
 # ---------------------------------------------------------------- entry point
 
 
+def _internal_error(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI; print one line per error; exit with the error class's code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -635,9 +699,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except Exception as exc:
         if debug:
             raise
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it",
-            err=True,
-        )
+        click.echo(_internal_error(exc), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

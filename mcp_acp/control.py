@@ -158,6 +158,7 @@ class ControlServer:
         self.path = self.directory / f"proxy-{os.getpid()}.sock"
         self.operations: dict[str, Operation] = {}
         self._server: asyncio.AbstractServer | None = None
+        self._made = False  # the socket file at ``path`` is ours
 
     def register(self, name: str, operation: Operation) -> None:
         if name in self.operations:
@@ -184,6 +185,7 @@ class ControlServer:
             )
         finally:
             os.umask(old_umask)
+        self._made = True
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
@@ -191,8 +193,15 @@ class ControlServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self.remove_socket()
+
+    def remove_socket(self) -> None:
+        """Remove the socket file, if this server made it. Synchronous and safe from any
+        thread: the shutdown coordinator's exit (``os._exit``, no ``close()``) calls it, so
+        that no ``proxy-<pid>.sock`` of a dead proxy is left for ``mcp-acp status`` to find."""
+        if self._made:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -2,9 +2,13 @@
 (audit, policy, identity, posture, session binding) loses its footing. It records why — in
 ``shutdowns.jsonl`` (in the log directory, or beside the fallback file when the log
 directory is what failed), and as a ``session_ended`` auth event where the trail still
-works — says so on stderr and (when configured) on the desktop, then exits with the
-failure class's exit code (see :mod:`mcp_acp.errors`). It triggers once; later failures
-are recorded as secondary.
+works — says so on stderr and (when configured) on the desktop, runs the clean-ups the
+proxy registered (the backend's process group ended, the control socket removed), then
+exits with the failure class's exit code (see :mod:`mcp_acp.errors`). It triggers once;
+later failures are recorded as secondary.
+
+It exits with ``os._exit``: no ``finally`` block, ``atexit`` handler or thread join runs
+after it, so whatever must not outlive the process is a registered clean-up.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class ShutdownCoordinator:
         self._lock = threading.Lock()
         self._triggered: McpAcpError | None = None
         self._session_ended: list[Callable[[str], None]] = []
+        self._cleanups: list[Callable[[], None]] = []
 
     @property
     def triggered(self) -> McpAcpError | None:
@@ -79,6 +84,21 @@ class ShutdownCoordinator:
     def on_session_end(self, callback: Callable[[str], None]) -> None:
         """Register a best-effort callback that writes the ``session_ended`` auth event."""
         self._session_ended.append(callback)
+
+    def on_exit(self, cleanup: Callable[[], None]) -> None:
+        """Register a clean-up to run before the process exits through :meth:`trigger`
+        (ending the backend's process group, removing the control socket). Best effort: it
+        runs while something is failing, from whichever thread triggered, so it must be
+        quick, bounded and safe to run twice; what it raises is logged and ignored."""
+        self._cleanups.append(cleanup)
+
+    def _clean_up(self) -> None:
+        for cleanup in self._cleanups:
+            try:
+                cleanup()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    log.warning("clean-up at shutdown failed: %s", exc)
 
     def record_fallback(self, event: dict[str, Any], error: McpAcpError) -> None:
         """Keep an event the audit trail could not take, outside the log directory.
@@ -99,6 +119,27 @@ class ShutdownCoordinator:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def stop_now(self, code: int, reason: str) -> NoReturn:
+        """End the process at once with ``code``, without waiting for the session to end in
+        order (a second stop signal while the first is still being acted on): the reason
+        goes to ``shutdowns.jsonl`` and stderr, the clean-ups run, nothing else is recorded."""
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "failure_class": "signal",
+            "exit_code": code,
+            "reason": reason,
+            "detail": "the orderly stop was cut short",
+            "session_id": self.session_id,
+            "pid": os.getpid(),
+            "primary": self._triggered is None,
+        }
+        if not append_line(self.log_dir / "shutdowns.jsonl", record):
+            append_line(self.fallback_path.parent / "shutdowns.jsonl", record)
+        with contextlib.suppress(Exception):
+            print(f"mcp-acp: stopping now: {reason}", file=sys.stderr, flush=True)
+        self._clean_up()
+        self._exit(code)
 
     def trigger(self, error: McpAcpError, *, detail: str | None = None) -> NoReturn:
         """Record ``error`` and end the process with ``error.exit_code``."""
@@ -128,5 +169,6 @@ class ShutdownCoordinator:
             if self._notify is not None:
                 with contextlib.suppress(Exception):
                     self._notify("mcp-acp stopped", error.user_line())
+        self._clean_up()  # every time: a secondary trigger may exit before the first is done
         code = (self._triggered or error).exit_code
         self._exit(code)

@@ -3,8 +3,10 @@ or by the ``mcp`` SDK's own client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -238,3 +240,33 @@ def recording_sampler() -> tuple[list[Any], Any]:
         )
 
     return asked, sampling
+
+
+#: A stdio server that is hard to stop and leaves a child holding its stdout (see its
+#: docstring); it writes its pids into the directory given as its first argument.
+STUBBORN = E2E / "peers" / "stubborn_server.py"
+
+
+def pid_in(path: Path) -> int:
+    """The pid a backend wrote to ``path``, once it has."""
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} not written within 30 s"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody has reaped yet is not)."""
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return state.returncode == 0 and not state.stdout.strip().startswith("Z")
+
+
+def kill_leftovers(directory: Path) -> None:
+    """After a test: SIGKILL the stubborn server and its child if they are still there
+    (only when the code under test failed to end them)."""
+    for name in ("server.pid", "grandchild.pid"):
+        path = directory / name
+        if path.exists() and path.read_text() and running(pid := int(path.read_text())):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -91,6 +91,15 @@ def test_run_resumes_collection_once_its_backend_has_started(isolated_home: Path
         "    seen['enabled_at_spawn'] = gc.isenabled()\n"
         "    return await spawn(self)\n"
         "StdioChannel._spawn = probed\n"
+        # `run` ends with os._exit once the session is recorded (no SystemExit to catch)
+        "import os\n"
+        "exit_now = os._exit\n"
+        "def leaving(code):\n"
+        "    seen['exit'] = code\n"
+        "    seen['enabled_at_exit'] = gc.isenabled()\n"
+        "    open('seen.json', 'w').write(json.dumps(seen))\n"
+        "    exit_now(code)\n"
+        "os._exit = leaving\n"
     )
     seen = _run_main(["run"], isolated_home, probe)
     assert seen == {"exit": 0, "enabled_at_spawn": False, "enabled_at_exit": True}

@@ -50,12 +50,14 @@ class BackendChannel(Protocol):
 
     async def send(self, message: Message) -> None:
         """Deliver one message. Raises :class:`Unsendable` when this channel cannot carry
-        it. A backend that is gone drops it silently: :meth:`receive` ends, and the relay
-        answers every request still in flight."""
+        it. A backend that is gone drops it (with a warning in the log): :meth:`receive`
+        ends, and the relay answers every request still in flight."""
         ...
 
     def receive(self) -> AsyncIterator[Message]:
-        """The backend's messages in arrival order; ends when the backend is gone."""
+        """The backend's messages in arrival order; ends when the backend is gone (a stdio
+        backend: when it exits or stops reading, even if a process it started still holds
+        its output open)."""
         ...
 
     async def exit_detail(self) -> tuple[dict[str, Any], str]:

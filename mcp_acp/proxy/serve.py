@@ -5,15 +5,23 @@ audit trail (write test on every stream) → TLS checks (an HTTPS backend with
 ``backend.tls``; every finding audited) → identity (the token loaded, validated or
 refreshed; its auth events recorded) → policy → posture gate → backend → serve. A start-up
 failure is recorded as ``startup_refused`` (when the trail works), shown on the desktop
-where the platform can, and ends the process with its failure class's exit code. SIGHUP
-reloads the policy (the last-known-good stays on error; both audited); SIGTERM/SIGINT and
-the client closing its input end the session, recorded as ``session_ended``.
+where the platform can, and ends the process with its failure class's exit code.
+
+Signals are handled from the first line of :func:`serve` (:class:`_Signals`). SIGTERM or
+SIGINT before ``session_started`` ends the start-up, recorded as ``startup_refused``, exit
+128 + the signal's number (143, 130); after it, they, like the client closing its input,
+end the session, recorded as ``session_ended``, exit 0. A second one while the first is
+still being acted on ends the process at once (the backend's process group ended, the
+control socket removed; exit 143 or 130). SIGHUP reloads the policy (the last-known-good
+stays on error; both audited), one reload at a time: SIGHUPs during a reload make one more
+reload after it, and a SIGHUP before the policy engine exists, one reload once it does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,9 +30,9 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
@@ -47,6 +55,98 @@ from mcp_acp.tools import ToolRegistry
 __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The signals that stop the proxy. Stopped before the session started, the exit code is
+#: 128 + the signal's number, as a shell reports a process that a signal ended.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Stopped(Exception):
+    """A stop signal came before the work it interrupted was done."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"{self.name} received")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _Signals:
+    """SIGTERM, SIGINT and SIGHUP as the event loop sees them, from the first line of
+    :func:`serve` to the end of the process: none of them may kill the proxy before it has
+    recorded why it ends.
+
+    A stop signal runs the :meth:`when_stopped` callbacks (the backend's process group gets
+    SIGTERM) and interrupts the step :meth:`unless_stopped` is waiting for; a second one,
+    while the first is still being acted on, calls ``force`` (set once there is a shutdown
+    coordinator to end the process with). A SIGHUP calls the :meth:`on_reload` callback; one
+    that came before it was set is kept for it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.received: int | None = None  # the first stop signal
+        self.force: Callable[[int], object] | None = None
+        self._stop = asyncio.Event()
+        self._reload: Callable[[], None] | None = None
+        self._reload_asked = False
+        self._stopping: list[Callable[[], None]] = []
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int) -> None:
+        if self.received is None:
+            self.received = signum
+            self._stop.set()
+            for callback in self._stopping:
+                callback()
+        elif self.force is not None:
+            self.force(signum)
+
+    def _on_hup(self) -> None:
+        if self._reload is None:
+            self._reload_asked = True  # no policy engine yet: reloaded once there is one
+        else:
+            self._reload()
+
+    def when_stopped(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at the first stop signal (at once, if it has come)."""
+        self._stopping.append(callback)
+        if self.received is not None:
+            callback()
+
+    def on_reload(self, reload: Callable[[], None]) -> None:
+        """What a SIGHUP does from now on (and at once, if one came before)."""
+        self._reload = reload
+        if self._reload_asked:
+            self._reload_asked = False
+            reload()
+
+    async def unless_stopped(self, work: Awaitable[T]) -> T:
+        """``work``'s outcome, or :class:`_Stopped` once a stop signal has come (even if
+        ``work`` ended meanwhile, perhaps because the backend ended on the signal): ``work``
+        is cancelled and awaited first. After a stop signal, nothing new starts."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            if self.received is None:
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.received is None:  # only the work can have ended the wait
+            return task.result()
+        if not task.cancelled():
+            task.exception()  # an outcome nobody will see: retrieved, so it is not logged
+        raise _Stopped(self.received)
 
 
 class _BlockingOut:
@@ -207,23 +307,72 @@ async def _refuse_start(
         notify("mcp-acp did not start", error.user_line())
 
 
+async def _stopped_at_start(trail: AuditTrail, session: Session, stop: _Stopped) -> int:
+    """A stop signal before ``session_started``: recorded as ``startup_refused`` (no desktop
+    notice: someone asked for it); the exit code says which signal."""
+    reason = f"{stop.name} received during start-up"
+    with contextlib.suppress(Exception):
+        await trail.record(
+            SystemEvent(
+                event="startup_refused",
+                session_id=session.id,
+                detail={"failure_class": "signal", "exit_code": stop.exit_code, "reason": reason},
+            )
+        )
+    with contextlib.suppress(Exception):
+        await trail.close()
+    with contextlib.suppress(Exception):
+        print(f"mcp-acp: not started: {reason}", file=sys.stderr, flush=True)
+    return stop.exit_code
+
+
 async def serve(config_path: Path) -> int:
-    """Run one proxied session on stdio; return the process exit code."""
+    """Run one proxied session on stdio; return the process exit code (or raise the
+    :class:`McpAcpError` that refused the start, recorded first).
+
+    Installs handlers for SIGTERM, SIGINT and SIGHUP on the running loop at once (see the
+    module docstring); they stay until the loop is closed."""
+    signals = _Signals(asyncio.get_running_loop())
     runtime = load_runtime(config_path)
     session = Session()
     shutdown = runtime.shutdown_coordinator(session_id=session.id)
+    signals.force = functools.partial(_force, shutdown)
     trail = runtime.audit_trail(shutdown)
     try:
-        await trail.start()
+        await trail.start()  # not interrupted: a trail half open could record nothing
     except McpAcpError as exc:
         await _refuse_start(None, session, exc, runtime)
         raise
     try:
-        started = await _start(runtime, trail, session)
+        started = await signals.unless_stopped(_start(runtime, trail, session))
+        # not interrupted: a stop signal from here on ends a session that has started
+        await trail.record(
+            AuthEvent(
+                event="session_started",
+                session_id=session.id,
+                subject_id=started.subject.subject_id,
+                issuer=started.subject.issuer,
+            )
+        )
+    except _Stopped as stop:
+        return await _stopped_at_start(trail, session, stop)
     except McpAcpError as exc:
         await _refuse_start(trail, session, exc, runtime)
         raise
-    return await _serve(runtime, trail, session, shutdown, started)
+    # from here the backend may run: a fail-closed exit (os._exit) ends its process group
+    abandon: Callable[[], None] | None = getattr(started.channel, "abandon", None)
+    if abandon is not None:  # a stdio backend; an HTTP one is not ours to end
+        shutdown.on_exit(abandon)
+    terminate: Callable[[], None] | None = getattr(started.channel, "terminate", None)
+    if terminate is not None:  # a stop signal for us is one for the backend
+        signals.when_stopped(terminate)
+    return await _serve(runtime, trail, session, shutdown, started, signals)
+
+
+def _force(shutdown: ShutdownCoordinator, signum: int) -> None:
+    """A second stop signal: the orderly end is taking too long for whoever sent it."""
+    name = signal.Signals(signum).name
+    shutdown.stop_now(128 + signum, f"{name} received again while stopping")
 
 
 class _Started(NamedTuple):
@@ -254,8 +403,8 @@ async def _first_subject(identity: IdentityProvider) -> Subject:
 
 async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
     """Tool pins readable → plugins recorded → TLS gate → identity (token loaded,
-    validated or refreshed) → policy → posture gate → ``session_started``. Any failure
-    raises and nothing is served."""
+    validated or refreshed) → policy → posture gate. Any failure raises and nothing is
+    served; :func:`serve` then records ``session_started`` (or the refusal)."""
     if runtime.config.proxy.tool_pinning:
         ToolPins.beside(runtime.config_path).check()  # a damaged pins file: ConfigError
     plugins = {p.name: p.version for p in runtime.plugins.loaded}
@@ -296,14 +445,6 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
         on_failure=trail.coordinator.trigger,
     )
     await posture.gate()  # PostureError (exit 15) unless every check passes
-    await trail.record(
-        AuthEvent(
-            event="session_started",
-            session_id=session.id,
-            subject_id=subject.subject_id,
-            issuer=subject.issuer,
-        )
-    )
     return _Started(channel, identity, engine, approver, subject, posture)
 
 
@@ -313,19 +454,88 @@ async def _serve(
     session: Session,
     shutdown: ShutdownCoordinator,
     parts: _Started,
+    signals: _Signals,
 ) -> int:
     """Start the backend, then relay the session until the client, a signal or the backend
     ends it."""
-    # Every gate has passed: start the backend now, so that it boots while the relay is
-    # built. The relay's own start() call gets the same outcome and records it
-    # (backend_started, or backend_start_failed and this BackendError raised again).
-    with contextlib.suppress(BackendError):
-        await parts.channel.start()
-    resume_collection()  # paused by the executable for start-up (mcp_acp.startup)
     try:
-        return await _relay(runtime, trail, session, shutdown, parts)
+        # Every gate has passed: start the backend now, so that it boots while the relay
+        # is built. The relay's own start() call gets the same outcome and records it
+        # (backend_started, or backend_start_failed and this BackendError raised again).
+        with contextlib.suppress(BackendError):
+            await signals.unless_stopped(parts.channel.start())
+        resume_collection()  # paused by the executable for start-up (mcp_acp.startup)
+        return await _relay(runtime, trail, session, shutdown, parts, signals)
+    except _Stopped as stop:  # while an HTTP backend was being reached: nothing relayed
+        await _end_session(trail, session, parts.subject, f"{stop.name} received")
+        return 0
     finally:
         await parts.channel.close()  # the relay closes it too, unless it never got to run
+
+
+async def _end_session(trail: AuditTrail, session: Session, subject: Subject, why: str) -> None:
+    """Record ``session_ended`` (best effort: a failing trail has shut the process down
+    already, or is about to), then close the trail."""
+    with contextlib.suppress(Exception):
+        await trail.record(
+            AuthEvent(
+                event="session_ended",
+                session_id=session.id,
+                subject_id=subject.subject_id,
+                reason=why,
+            )
+        )
+    await trail.close()
+
+
+def _policy_reloads(
+    engine: PolicyEngine, pep: EnforcementPoint, trail: AuditTrail, session: Session
+) -> Callable[[], None] | None:
+    """What a SIGHUP does: reload the policy, if the engine can (the built-in one can).
+
+    One reload at a time, on a worker thread (reading the file must not stop the loop):
+    SIGHUPs during a reload make one more after it, which reads the file as it is then.
+    Two reloads at once could finish in the wrong order and leave the older file in force;
+    and a reload that never finishes (the file is a FIFO nobody writes) holds one thread,
+    not one per SIGHUP. Nothing waits for a reload to end the session."""
+    reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
+    if reload is None:
+        return None
+    again = False
+    running: asyncio.Task[None] | None = None
+
+    async def reload_once(reload: Callable[[], list[str]]) -> None:
+        try:
+            errors = await asyncio.to_thread(reload)
+        except Exception as exc:  # any engine's failure is a failed reload, recorded
+            errors = [one_line(f"policy reload failed: {type(exc).__name__}: {exc}")]
+        if not errors:
+            pep.policy_reloaded()  # remembered approvals belong to the old policy
+        event = "policy_reloaded" if not errors else "policy_reload_failed"
+        with contextlib.suppress(Exception):
+            await trail.record(
+                SystemEvent(
+                    event=event,
+                    session_id=session.id,
+                    detail={"policy_id": engine.policy_id, "errors": errors[:20]},
+                )
+            )
+
+    async def reloading(reload: Callable[[], list[str]]) -> None:
+        nonlocal again
+        again = True
+        while again:
+            again = False
+            await reload_once(reload)
+
+    def on_sighup() -> None:
+        nonlocal again, running
+        if running is not None and not running.done():
+            again = True
+            return
+        running = asyncio.ensure_future(reloading(reload))  # referenced: not collected
+
+    return on_sighup
 
 
 async def _relay(
@@ -334,6 +544,7 @@ async def _relay(
     session: Session,
     shutdown: ShutdownCoordinator,
     parts: _Started,
+    signals: _Signals,
 ) -> int:
     """Relay the session until the client, a signal or the backend ends it."""
     settings = runtime.config.proxy
@@ -378,55 +589,22 @@ async def _relay(
     for name, operation in getattr(approver, "control_ops", dict)().items():
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
     await control.start()  # ready before the first request can wait for an answer
+    shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
     watching = asyncio.create_task(posture.watch())
-    loop = asyncio.get_running_loop()
     relaying = asyncio.ensure_future(relay.run(reader, writer))
     ended = "the client closed the session"
-
-    def stop(name: str) -> None:
-        nonlocal ended
-        ended = f"{name} received"
-        relaying.cancel()
-
-    # reloading is optional for a policy engine: the built-in one has it
-    reload: Callable[[], list[str]] | None = getattr(engine, "reload", None)
-
-    async def reload_policy(reload: Callable[[], list[str]]) -> None:
-        try:
-            errors = await asyncio.to_thread(reload)
-        except Exception as exc:  # any engine's failure is a failed reload, recorded
-            errors = [one_line(f"policy reload failed: {type(exc).__name__}: {exc}")]
-        if not errors:
-            pep.policy_reloaded()  # remembered approvals belong to the old policy
-        event = "policy_reloaded" if not errors else "policy_reload_failed"
-        with contextlib.suppress(Exception):
-            await trail.record(
-                SystemEvent(
-                    event=event,
-                    session_id=session.id,
-                    detail={"policy_id": engine.policy_id, "errors": errors[:20]},
-                )
-            )
-
-    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    reload = _policy_reloads(engine, pep, trail, session)
     if reload is not None:
-        reloads: set[asyncio.Task[None]] = set()  # referenced until done, or GC may drop one
-
-        def on_sighup(reload: Callable[[], list[str]] = reload) -> None:
-            task = asyncio.ensure_future(reload_policy(reload))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        signals.on_reload(reload)
     code = 0
     try:
-        code = await relaying
+        code = await signals.unless_stopped(relaying)
         if code == BackendError.exit_code:
             ended = "the backend exited"
-    except asyncio.CancelledError:
+    except _Stopped as stop:
+        ended = f"{stop.name} received"
         code = 0
     except BackendError:
         ended = "the backend could not be started"
@@ -436,14 +614,5 @@ async def _relay(
         watching.cancel()
         with contextlib.suppress(Exception):
             await control.close()
-        with contextlib.suppress(Exception):
-            await trail.record(
-                AuthEvent(
-                    event="session_ended",
-                    session_id=session.id,
-                    subject_id=subject.subject_id,
-                    reason=ended,
-                )
-            )
-        await trail.close()
+        await _end_session(trail, session, subject, ended)
     return code

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CANARIES
+from proxy_helpers import STUBBORN, kill_leftovers, pid_in, running
 
 from mcp_acp.config import HttpBackend, StdioBackend
 from mcp_acp.proxy.channel import open_channel
@@ -144,3 +149,112 @@ async def test_a_stdio_backend_does_not_inherit_withheld_variables(
     assert env["SECOND_SECRET"] == "set in backend.env"
     assert started["withheld_env"] == ["TOKEN_PASSPHRASE"]  # names only, for the audit record
     assert CANARIES[0].decode() not in json.dumps(started)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    """Where the stubborn server writes its pids; whatever is left of it is killed after."""
+    yield tmp_path
+    kill_leftovers(tmp_path)
+
+
+def _message(request_id: int, name: str) -> Any:
+    from mcp_acp.proxy.messages import parse
+
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name}}
+    return parse(json.dumps(body).encode() + b"\n")
+
+
+async def test_a_backend_that_exits_is_gone_though_its_child_holds_the_pipe(
+    state: Path,
+) -> None:
+    """A grandchild that inherited the backend's stdout keeps the pipe open after the
+    backend exits: the output still ends, once what the backend wrote is relayed."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    backend = StdioBackend(command=sys.executable, args=[str(STUBBORN), str(state), "--grandchild"])
+    channel = StdioChannel(backend)
+    await channel.start()
+    grandchild = pid_in(state / "grandchild.pid")
+    try:
+        await channel.send(_message(1, "last_words"))  # answered, then exit 0
+
+        async def everything() -> list[Any]:
+            return [message.id async for message in channel.receive()]
+
+        assert await asyncio.wait_for(everything(), timeout=30) == [1]
+        assert await channel.exit_detail() == (
+            {"returncode": 0},
+            "the backend exited (code 0)",
+        )
+        assert running(grandchild)  # still there: the pipe was held open
+    finally:
+        await channel.close()
+    assert not running(grandchild)  # ended with the backend's process group
+
+
+async def test_closing_ends_the_backend_s_whole_process_group(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend that ignores the end of its input and SIGTERM, and whose child ignores
+    SIGTERM too: after the graces, both are killed."""
+    from mcp_acp.proxy import stdio_backend
+
+    monkeypatch.setattr(stdio_backend, "CLOSE_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(stdio_backend, "KILL_GRACE_SECONDS", 0.5)
+    args = [str(STUBBORN), str(state), "--grandchild", "--ignore-term", "--ignore-eof"]
+    channel = stdio_backend.StdioChannel(StdioBackend(command=sys.executable, args=args))
+    await channel.start()
+    server, grandchild = pid_in(state / "server.pid"), pid_in(state / "grandchild.pid")
+    await asyncio.wait_for(channel.close(), timeout=30)
+    assert not running(server)
+    assert not running(grandchild)
+
+
+async def test_abandon_ends_the_group_from_any_thread(state: Path) -> None:
+    """The shutdown coordinator's exit: no event loop to rely on, bounded, quiet."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    args = [str(STUBBORN), str(state), "--grandchild", "--ignore-eof"]
+    channel = StdioChannel(StdioBackend(command=sys.executable, args=args))
+    await channel.start()
+    server, grandchild = pid_in(state / "server.pid"), pid_in(state / "grandchild.pid")
+    worker = threading.Thread(target=channel.abandon)
+    worker.start()
+    worker.join(timeout=30)
+    assert not running(grandchild)
+    deadline = time.monotonic() + 30
+    while running(server):  # killed; reaped by asyncio's child watcher
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await channel.close()  # after abandon: nothing left to do, and no signal sent
+
+
+CLOSES_ITS_INPUT = (
+    "import os, sys, time\n"
+    "os.close(0)\n"
+    'print(\'{"jsonrpc": "2.0", "method": "notifications/ready"}\', flush=True)\n'
+    "time.sleep(60)\n"
+)
+
+
+async def test_a_backend_that_closes_its_input_is_gone() -> None:
+    """It can take no request any more: what is sent is not dropped in silence, its output
+    ends, and the relay then answers what is in flight (and ends the session)."""
+    from mcp_acp.proxy.stdio_backend import StdioChannel
+
+    channel = StdioChannel(StdioBackend(command=sys.executable, args=["-c", CLOSES_ITS_INPUT]))
+    await channel.start()
+    try:
+        messages = channel.receive()
+        ready = await asyncio.wait_for(anext(messages), timeout=30)
+        assert ready.method == "notifications/ready"  # its input is closed by now
+        await channel.send(_message(1, "echo"))
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(messages), timeout=30)
+        assert await channel.exit_detail() == (
+            {"returncode": None, "closed": "input"},
+            "the backend closed its input",
+        )
+    finally:
+        await channel.close()

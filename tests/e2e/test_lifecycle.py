@@ -1,0 +1,404 @@
+"""How the real ``mcp-acp run`` process ends: whatever is stuck, whenever a signal comes,
+however the backend behaves — with the reason recorded, the documented exit code, no
+backend process left behind and no control socket.
+
+The backend is ``peers/stubborn_server.py`` (it can ignore SIGTERM and the end of its
+input, and leaves a ``sleep`` holding its stdout); the posture check is a real plugin found
+through its entry point, scripted by a file: ``pass``, ``fail``, ``hold`` (until a
+``release`` file exists) or ``stuck`` (in a worker thread that never returns, as a check
+doing blocking I/O would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import (
+    STUBBORN,
+    Proxy,
+    configure,
+    kill_leftovers,
+    pid_in,
+    proxy_env,
+    records,
+    running,
+    wait_for_event,
+)
+
+ALLOW_ALL = {
+    "version": "1",
+    "rules": [{"id": "allow-all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+}
+
+SCRIPTED_CHECK = """
+import asyncio, threading
+from datetime import UTC, datetime
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import PostureResult, PostureStatus
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    directory: str
+
+
+class Scripted:
+    name = "scripted"
+
+    def __init__(self, options, context):
+        self.directory = Path(options.directory)
+
+    async def check(self):
+        mode = (self.directory / "mode").read_text().strip()
+        (self.directory / f"checking-{mode}").touch()
+        if mode == "hold":
+            while not (self.directory / "release").exists():
+                await asyncio.sleep(0.02)
+        elif mode == "stuck":
+            await asyncio.to_thread(threading.Event().wait)
+        status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
+        return PostureResult(
+            check=self.name, status=status, detail=mode, checked_at=datetime.now(UTC)
+        )
+
+
+@hookimpl
+def register_posture_checks(register):
+    register("scripted", Scripted, Options, summary="test: scripted by a file")
+"""
+
+
+class Home:
+    """A configured home: the stubborn backend, a private socket directory, and (with
+    :meth:`scripted_posture`) the scripted posture check."""
+
+    def __init__(self, home: Path, tmp_path: Path, *backend_options: str) -> None:
+        self.home = home
+        self.state = tmp_path / "backend"
+        self.state.mkdir()
+        self.sockets = tmp_path / "sockets"
+        self.checks = tmp_path / "checks"
+        self.checks.mkdir()
+        self.site = tmp_path / "site"
+        args = [str(STUBBORN), str(self.state), *backend_options]
+        self.log_dir = configure(home, sys.executable, args, ALLOW_ALL)
+        self.config_file = home / ".config" / "mcp-acp" / "config.json"
+        self.env = proxy_env(home)
+        self.edit(
+            lambda config: config.setdefault("proxy", {}).update(socket_dir=str(self.sockets))
+        )
+        self.started: list[Proxy] = []
+
+    def edit(self, change: Any) -> None:
+        config = json.loads(self.config_file.read_text())
+        change(config)
+        self.config_file.write_text(json.dumps(config))
+
+    def scripted_posture(self, mode: str, *, timeout: float = 60, threshold: int = 1) -> None:
+        self.mode(mode)
+        self.site.mkdir()
+        (self.site / "scripted_check.py").write_text(SCRIPTED_CHECK)
+        info = self.site / "scripted_check-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: scripted-check\nVersion: 0.1\n"
+        )
+        (info / "entry_points.txt").write_text("[mcp_acp]\nscripted = scripted_check\n")
+        self.env["PYTHONPATH"] = str(self.site)
+        checks = {"use": "scripted", "config": {"directory": str(self.checks)}}
+
+        def change(config: dict[str, Any]) -> None:
+            config["plugins"] = {"allow": ["scripted"]}
+            config["posture"] = {
+                "checks": [checks],
+                "interval_seconds": 1,
+                "timeout_seconds": timeout,
+                "failure_threshold": threshold,
+            }
+
+        self.edit(change)
+
+    def mode(self, mode: str) -> None:
+        (self.checks / "mode").write_text(mode)
+
+    def wait_for_check(self, mode: str) -> None:
+        """Until the posture check has started a round in ``mode``."""
+        wait_for_file(self.checks / f"checking-{mode}")
+
+    def start(self) -> Proxy:
+        proxy = Proxy(self.home, self.env)
+        self.started.append(proxy)
+        return proxy
+
+    def backend(self) -> tuple[int, int | None]:
+        server = pid_in(self.state / "server.pid")
+        child = self.state / "grandchild.pid"
+        return server, int(child.read_text()) if child.exists() else None
+
+    def control_sockets(self) -> list[str]:
+        return sorted(p.name for p in self.sockets.glob("proxy-*.sock"))
+
+    def stderr(self) -> str:
+        return (self.home / "proxy-stderr.txt").read_text()
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} not written within 30 s"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_home(isolated_home: Path, tmp_path: Path) -> Iterator[Any]:
+    """``make_home(*backend_options)``; every proxy it started and whatever is left of the
+    backend are killed after the test."""
+    homes: list[Home] = []
+
+    def make(*backend_options: str) -> Home:
+        home = Home(isolated_home, tmp_path, *backend_options)
+        homes.append(home)
+        return home
+
+    yield make
+    for home in homes:
+        for proxy in home.started:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+            proxy.proc.wait()
+            for pipe in (proxy.proc.stdin, proxy.proc.stdout, proxy.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    if pipe is not None:
+                        pipe.close()
+        kill_leftovers(home.state)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """The URL of an HTTP server that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+def ended(log_dir: Path) -> list[str]:
+    return [r["reason"] for r in records(log_dir, "auth") if r["event"] == "session_ended"]
+
+
+# ---------------------------------------------------------------- the backend
+
+
+def test_a_backend_crash_is_seen_though_its_child_holds_the_pipe(make_home: Any) -> None:
+    """The backend leaves a ``sleep`` holding its stdout, then crashes: its stdout never
+    reaches end of file, but the proxy sees the exit — the requests in flight are answered,
+    ``backend_exited`` is recorded, exit 17 — and the ``sleep`` ends with it."""
+    home = make_home("--grandchild")
+    proxy = home.start()
+    proxy.initialize()
+    _, child = home.backend()
+    assert child is not None
+    slow = proxy.request("tools/call", {"name": "slow", "arguments": {}})
+    crash = proxy.request("tools/call", {"name": "crash", "arguments": {}})
+    for request_id in (slow, crash):
+        answer = proxy.answer(request_id)
+        assert answer["error"]["message"] == "the backend exited (code 3)"
+    assert proxy.proc.wait(timeout=30) == 17
+    exited = [r for r in records(home.log_dir, "system") if r["event"] == "backend_exited"]
+    assert exited[0]["detail"] == {"returncode": 3}
+    assert ended(home.log_dir) == ["the backend exited"]
+    assert not running(child)
+
+
+def test_a_stubborn_backend_and_its_child_end_with_the_session(make_home: Any) -> None:
+    """The backend ignores the end of its input and SIGTERM; so does the ``sleep`` it
+    started. After the graces both are killed: nothing of the backend outlives the proxy."""
+    home = make_home("--grandchild", "--ignore-term", "--ignore-eof")
+    proxy = home.start()
+    proxy.initialize()
+    server, child = home.backend()
+    assert child is not None
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=60) == 0
+    assert not running(server)
+    assert not running(child)
+    assert home.control_sockets() == []
+
+
+@pytest.mark.parametrize("failure", ["posture", "audit"])
+def test_a_fail_closed_exit_ends_the_backend_and_removes_the_control_socket(
+    make_home: Any, failure: str
+) -> None:
+    """The shutdown coordinator ends the process with ``os._exit`` (no ``finally`` runs):
+    it ends the backend's process group and removes the control socket itself."""
+    home = make_home("--grandchild", "--ignore-term", "--ignore-eof")
+    home.scripted_posture("pass")
+    proxy = home.start()
+    proxy.initialize()
+    server, child = home.backend()
+    assert child is not None
+    assert home.control_sockets() == [f"proxy-{proxy.proc.pid}.sock"]
+    if failure == "posture":
+        home.mode("fail")
+    else:
+        (home.log_dir / "decisions.jsonl").unlink()
+        proxy.request("tools/call", {"name": "echo", "arguments": {}})
+    assert proxy.proc.wait(timeout=60) == {"posture": 15, "audit": 13}[failure]
+    assert not running(server)
+    assert not running(child)
+    assert home.control_sockets() == []
+
+
+# ---------------------------------------------------------------- a worker thread is stuck
+
+
+def test_a_check_stuck_in_a_thread_refuses_the_start_and_the_process_ends(
+    make_home: Any,
+) -> None:
+    """The gate gives up on the check after ``timeout_seconds``; the process then ends
+    although the check's thread never returns (``asyncio.run`` would wait for it)."""
+    home = make_home()
+    home.scripted_posture("stuck", timeout=1)
+    proxy = home.start()
+    assert proxy.proc.wait(timeout=30) == 15
+    refused = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert refused[0]["detail"]["failure_class"] == "posture"
+    assert "scripted is unknown: no answer within 1 s" in home.stderr()
+
+
+def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
+    home = make_home()
+    home.scripted_posture("pass", timeout=1, threshold=100)  # unknown rounds: not yet fatal
+    proxy = home.start()
+    proxy.initialize()
+    home.mode("stuck")
+    home.wait_for_check("stuck")
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_sigterm_ends_the_session_while_a_policy_reload_reads_a_fifo(make_home: Any) -> None:
+    """The reload reads the file on a worker thread, which blocks on a FIFO nobody writes;
+    requests are still decided, and SIGTERM still ends the session."""
+    home = make_home()
+    proxy = home.start()
+    proxy.initialize()
+    policy = home.home / ".config" / "mcp-acp" / "policy.json"
+    policy.unlink()
+    os.mkfifo(policy)
+    proxy.proc.send_signal(signal.SIGHUP)
+    proxy.proc.send_signal(signal.SIGHUP)  # one more reload, after the stuck one: never
+    echoed = proxy.call("tools/call", {"name": "echo", "arguments": {"said": "hello"}})
+    assert "result" in echoed
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+# ---------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_signal_during_start_up_is_recorded(make_home: Any, name: str, code: int) -> None:
+    home = make_home()
+    home.scripted_posture("hold")  # the gate waits until the test releases it
+    proxy = home.start()
+    home.wait_for_check("hold")
+    proxy.proc.send_signal(getattr(signal, name))
+    assert proxy.proc.wait(timeout=30) == code
+    (refused,) = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert refused["detail"] == {
+        "failure_class": "signal",
+        "exit_code": code,
+        "reason": f"{name} received during start-up",
+    }
+    assert not [r for r in records(home.log_dir, "auth") if r["event"] == "session_started"]
+    assert home.stderr().strip().splitlines()[-1] == (
+        f"mcp-acp: not started: {name} received during start-up"
+    )
+
+
+def test_a_sighup_during_start_up_reloads_the_policy_once_there_is_one(make_home: Any) -> None:
+    home = make_home()
+    home.scripted_posture("hold")
+    proxy = home.start()
+    home.wait_for_check("hold")
+    proxy.proc.send_signal(signal.SIGHUP)  # the default action would end the process
+    (home.checks / "release").touch()
+    assert proxy.initialize()["result"]["serverInfo"]["name"] == "stubborn"
+    wait_for_event(home.log_dir, "system", "policy_reloaded")
+    assert proxy.close() == 0
+
+
+def test_sigterm_while_an_http_backend_is_reached_ends_the_session(make_home: Any) -> None:
+    """The backend accepts the connection and never answers the start-up probe: the session
+    has started (``session_started``), the backend is not reached yet."""
+    home = make_home()
+    with silent_server() as url:
+        home.edit(lambda c: c.update(backend={"transport": "http", "url": url}))
+        proxy = home.start()
+        wait_for_file(home.log_dir / "auth.jsonl")
+        wait_for_event(home.log_dir, "auth", "session_started")
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_a_stop_signal_is_passed_on_to_the_backend_at_once(make_home: Any) -> None:
+    """The backend's process group gets SIGTERM as soon as the proxy does, before the end
+    of its input — not after the 5 s a backend otherwise has to exit by itself: a client
+    gives the proxy little time between SIGTERM and SIGKILL (the MCP SDK's, 2 s), and the
+    backend, in a process group of its own, must not outlive it."""
+    home = make_home("--note-term", "--ignore-eof")
+    proxy = home.start()
+    proxy.initialize()
+    server, _ = home.backend()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert (home.state / "events").read_text().split() == ["SIGTERM", "EOF"]
+    assert not running(server)  # it ignored SIGTERM: killed 1 s later
+
+
+def test_a_second_stop_signal_ends_the_process_at_once(make_home: Any) -> None:
+    """The first SIGTERM ends the session (recorded), then waits for the HTTP backend's
+    connection to close, which a server that never answers holds for seconds; the second
+    ends the process now — recorded in ``shutdowns.jsonl``, 143."""
+    home = make_home()
+    with silent_server() as url:
+        home.edit(lambda c: c.update(backend={"transport": "http", "url": url}))
+        proxy = home.start()
+        wait_for_file(home.log_dir / "auth.jsonl")
+        wait_for_event(home.log_dir, "auth", "session_started")
+        proxy.proc.send_signal(signal.SIGTERM)
+        wait_for_event(home.log_dir, "auth", "session_ended")  # the first is acted on
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=30) == 143
+    shutdown = json.loads((home.log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
+    assert shutdown["failure_class"] == "signal"
+    assert shutdown["reason"] == "SIGTERM received again while stopping"
+    assert "mcp-acp: stopping now: SIGTERM received again while stopping" in home.stderr()

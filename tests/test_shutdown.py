@@ -1,0 +1,68 @@
+"""The shutdown coordinator in a real process: it ends it with ``os._exit``, so whatever must
+not outlive the process (the backend's process group, the control socket) is a clean-up it
+runs first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from mcp_acp.errors import PostureError
+from mcp_acp.shutdown import ShutdownCoordinator
+
+here = Path(sys.argv[1])
+coordinator = ShutdownCoordinator(log_dir=here / "log", fallback_path=here / "fallback.jsonl")
+
+def broken():
+    raise OSError("this clean-up fails")
+
+coordinator.on_exit(broken)  # a failing clean-up does not keep the next from running
+coordinator.on_exit(lambda: (here / "cleaned").write_text("yes"))
+try:
+    if sys.argv[2] == "trigger":
+        coordinator.trigger(PostureError("device posture lost"))
+    else:
+        coordinator.stop_now(143, "SIGTERM received again while stopping")
+finally:
+    (here / "finally-ran").write_text("a finally block runs after os._exit: it must not")
+"""
+
+
+def _run(tmp_path: Path, how: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _shutdowns(tmp_path: Path) -> list[dict[str, object]]:
+    lines = (tmp_path / "log" / "shutdowns.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_a_trigger_runs_the_clean_ups_then_exits_with_the_class_code(tmp_path: Path) -> None:
+    done = _run(tmp_path, "trigger")
+    assert done.returncode == 15, done.stderr
+    assert (tmp_path / "cleaned").read_text() == "yes"
+    assert not (tmp_path / "finally-ran").exists()
+    assert "clean-up at shutdown failed: this clean-up fails" in done.stderr
+    assert _shutdowns(tmp_path)[0]["failure_class"] == "posture"
+
+
+def test_stop_now_records_why_runs_the_clean_ups_and_exits(tmp_path: Path) -> None:
+    done = _run(tmp_path, "stop_now")
+    assert done.returncode == 143, done.stderr
+    assert (tmp_path / "cleaned").read_text() == "yes"
+    assert not (tmp_path / "finally-ran").exists()
+    assert "mcp-acp: stopping now: SIGTERM received again while stopping" in done.stderr
+    (record,) = _shutdowns(tmp_path)
+    assert record["failure_class"] == "signal"
+    assert record["exit_code"] == 143
+    assert record["reason"] == "SIGTERM received again while stopping"
