@@ -380,7 +380,7 @@ async def _relay(
     await control.start()  # ready before the first request can wait for an answer
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
-    watching = asyncio.create_task(posture.watch())
+    posture.start_watching()  # supervised: if it stops while we serve, we stop (exit 15)
     loop = asyncio.get_running_loop()
     relaying = asyncio.ensure_future(relay.run(reader, writer))
     ended = "the client closed the session"
@@ -433,7 +433,7 @@ async def _relay(
         raise
     finally:
         monitor.cancel()
-        watching.cancel()
+        posture.stop_watching()
         with contextlib.suppress(Exception):
             await control.close()
         with contextlib.suppress(Exception):
