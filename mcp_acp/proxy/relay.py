@@ -15,6 +15,12 @@ resource or prompt that the subject could never be allowed to use is not listed,
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
 flight is answered with an error and the session ends (exit code 17).
+
+A request whose decision is cut short — the client cancels it, the session ends, the
+backend goes away — is denied on record (:meth:`EnforcementPoint.check`), with the reason.
+At a fail-closed shutdown the process exits from the shutdown coordinator, without the
+event loop: the enforcement point records those denials there, and the relay answers the
+requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import select
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
@@ -45,7 +54,7 @@ from mcp_acp.proxy.messages import (
     parse,
     read_line,
 )
-from mcp_acp.proxy.pep import EnforcementPoint
+from mcp_acp.proxy.pep import AT_EXIT_SECONDS, EnforcementPoint
 from mcp_acp.proxy.pins import ToolPins, backend_ref
 from mcp_acp.proxy.screening import screen_entry
 
@@ -55,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: After the client closes its input, how long answers still in progress may take.
 DRAIN_SECONDS = 10.0
+#: When the session ends with decisions in progress, how long their tasks may take to
+#: record the denial, once cancelled.
+CUT_SHORT_SECONDS = 5.0
 #: JSON-RPC error code for a request that failed on the backend's side: the backend went
 #: away, or its answer was refused (it could be read two ways).
 BACKEND_FAILED = -32000
@@ -126,6 +138,44 @@ class ClientWriter(Protocol):
     async def drain(self) -> None: ...
 
 
+def _idle_fd(writer: ClientWriter | None) -> int | None:
+    """The file descriptor behind ``writer`` if nothing is waiting to be written to it — so
+    that a line written there now cannot land inside another — else None. (An
+    ``asyncio.StreamWriter``'s transport may hold the rest of a message the pipe did not
+    take yet; another writer has a ``fileno()`` and writes through at once.)"""
+    transport = getattr(writer, "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return None
+        target = transport.get_extra_info("pipe")
+    else:
+        target = writer
+    fileno = getattr(target, "fileno", None)
+    try:
+        return int(fileno()) if callable(fileno) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_by(fd: int, data: bytes, deadline: float) -> bool:
+    """Write all of ``data`` to ``fd`` (blocking or not) before ``deadline`` (monotonic);
+    whether it was."""
+    view = memoryview(data)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            _, ready, _ = select.select([], [fd], [], left)
+            if ready:
+                view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 class Relay:
     """Relays one session between a stdio client and a backend channel."""
 
@@ -157,7 +207,11 @@ class Relay:
         self.review_new_tools = review_new_tools and pins is not None
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
+        self._loop_thread: int | None = None  # the event loop's thread (run())
         self._deciding: dict[Any, asyncio.Task[None]] = {}
+        # the client's requests the enforcement point is still deciding (waiting for a
+        # human, say): answered with an error if the decision is cut short
+        self._undecided: dict[Any, Message] = {}
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
@@ -248,6 +302,9 @@ class Relay:
         """Relay until the client closes its input or the backend goes away; return an exit
         code. Raises :class:`BackendError` (recorded first) if the backend cannot start."""
         self._to_client = client_out
+        self._loop_thread = threading.get_ident()
+        if self.pep.shutdown is not None:  # after the enforcement point's: records first
+            self.pep.shutdown.on_session_end(self._answer_at_exit)
         try:
             try:
                 started = await self.channel.start()
@@ -285,11 +342,19 @@ class Relay:
                 await self._backend_gone()
             return code
         finally:
+            if self.pep.ending is None:  # what cuts short the decisions still in progress
+                task = asyncio.current_task()
+                stopped = task is not None and task.cancelling() > 0
+                self.pep.ending = (
+                    "the proxy was stopped" if stopped else "the client closed the session"
+                )
             for task in (from_client, from_backend, *self._tasks):
                 task.cancel()
             for task in (from_client, from_backend):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._tasks:  # cancelled decisions record their denial: let them
+                await asyncio.wait(set(self._tasks), timeout=CUT_SHORT_SECONDS)
 
     async def _drain(self, from_backend: asyncio.Future[None]) -> None:
         """The client closed its input: let decisions and backend answers still in progress
@@ -310,6 +375,25 @@ class Relay:
         for request_id in list(self._in_flight):
             await self._send_client(encode(error_response(request_id, BACKEND_FAILED, sentence)))
         self._in_flight.clear()
+
+    def _answer_at_exit(self, reason: str) -> None:
+        """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
+        once it returns; the event loop does not run again): each client request still
+        being decided — its denial recorded by the enforcement point just before — is
+        answered with an error, if the client can take it: only on the event loop's thread
+        (nothing else writes to the client meanwhile), with nothing else waiting to be
+        written to it, within :data:`AT_EXIT_SECONDS`."""
+        if threading.get_ident() != self._loop_thread:
+            return
+        fd = _idle_fd(self._to_client)
+        if fd is None:
+            return
+        why = self.pep.ending or f"the proxy shut down ({reason})"
+        text = f"denied: {why} before the request was decided"
+        deadline = time.monotonic() + AT_EXIT_SECONDS
+        for message in list(self._undecided.values()):
+            if not _write_by(fd, self._denial(message, text, "builtin-cut-short"), deadline):
+                return
 
     # ---------------------------------------------------------------- client -> backend
 
@@ -400,6 +484,7 @@ class Relay:
             if isinstance(name, str):
                 annotations = self._annotations.get(name)
         withheld = self._withheld(message.method, message.params)
+        self._undecided[message.id] = message
         try:
             verdict = await self.pep.check(
                 message.method,
@@ -410,10 +495,12 @@ class Relay:
                 withheld=withheld,
             )
         except asyncio.CancelledError:
-            return  # the client cancelled it; nothing is sent
+            return  # cut short, its denial on record; whoever cut it short answers, if anyone
         except AuditError as error:
             await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
             return
+        finally:
+            self._undecided.pop(message.id, None)
         if not verdict.allowed:
             await self._deny(message, verdict.reason, verdict.rule_id)
             if verdict.fatal is not None:
@@ -428,12 +515,16 @@ class Relay:
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
 
     async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
+        await self._send_client(self._denial(message, reason, rule_id))
+
+    def _denial(self, message: Message, reason: str, rule_id: str | None) -> bytes:
+        """The answer denying ``message``: a ``DENIED`` error, or (``tool_denial:
+        result``, for a ``tools/call``) a result marked as an error."""
         text = f"{reason} (request {message.id})"
         if message.method == "tools/call" and self.tool_denial == "result":
             result = {"content": [{"type": "text", "text": text}], "isError": True}
-            await self._send_client(encode({"jsonrpc": "2.0", "id": message.id, "result": result}))
-            return
-        await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
+            return encode({"jsonrpc": "2.0", "id": message.id, "result": result})
+        return encode(error_response(message.id, DENIED, text, {"rule": rule_id}))
 
     async def _notification(
         self,

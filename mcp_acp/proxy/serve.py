@@ -64,6 +64,9 @@ class _BlockingOut:
     async def drain(self) -> None:
         return None
 
+    def fileno(self) -> int:
+        return self.fd
+
 
 def _feed_from_thread(reader: asyncio.StreamReader, fd: int) -> None:
     """Read our stdin on a thread when the loop cannot watch it (``< /dev/null``, a file)."""
@@ -388,6 +391,7 @@ async def _relay(
     def stop(name: str) -> None:
         nonlocal ended
         ended = f"{name} received"
+        pep.ending = f"the proxy was stopped ({ended})"  # the reason for what it cuts short
         relaying.cancel()
 
     # reloading is optional for a policy engine: the built-in one has it
