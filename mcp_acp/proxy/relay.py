@@ -14,7 +14,8 @@ and the request id, and never reaches the other side. List results are filtered:
 resource or prompt that the subject could never be allowed to use is not listed, nor is
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
-flight is answered with an error and the session ends (exit code 17).
+flight or still being decided is answered with an error (the answers recorded like the
+backend's) and the session ends (exit code 17).
 
 A request whose decision is cut short — the client cancels it, the session ends, the
 backend goes away — is denied on record (:meth:`EnforcementPoint.check`), with the reason.
@@ -337,7 +338,7 @@ class Relay:
             code = 0
             if from_client in done and not from_backend.done():
                 await self._drain(from_backend)  # answers still owed to the client
-            if from_backend.done() and (from_backend in done or self._in_flight):
+            if from_backend.done() and (from_backend in done or self._in_flight or self._undecided):
                 code = BackendError.exit_code
                 await self._backend_gone()
             return code
@@ -367,14 +368,30 @@ class Relay:
             await asyncio.sleep(0.01)
 
     async def _backend_gone(self) -> None:
+        """The backend is gone: every request the client still waits for is answered — one
+        in flight with ``BACKEND_FAILED`` and the channel's sentence, recorded like a
+        backend's answer; one still being decided (a human asked, say) is cut short, denied
+        on record naming the backend's exit, and answered with that denial."""
         detail, sentence = await self.channel.exit_detail()
+        self.pep.ending = sentence
         with contextlib.suppress(AuditError):
             await self.trail.record(
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
+        undecided = list(self._undecided.values())
+        deciding = [self._deciding[m.id] for m in undecided if m.id in self._deciding]
+        for task in deciding:
+            task.cancel()  # its denial is recorded as it ends (EnforcementPoint.check)
+        if deciding:
+            await asyncio.wait(deciding, timeout=CUT_SHORT_SECONDS)
+        for message in undecided:
+            text = f"denied: {sentence} before the request was decided"
+            await self._deny(message, text, "builtin-cut-short")
         for request_id in list(self._in_flight):
-            await self._send_client(encode(error_response(request_id, BACKEND_FAILED, sentence)))
-        self._in_flight.clear()
+            method, took = self._answered(request_id)
+            error = error_response(request_id, BACKEND_FAILED, sentence)
+            await self._send_client(encode(error))
+            self._record_response(error, request_id, method, took)
 
     def _answer_at_exit(self, reason: str) -> None:
         """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits

@@ -481,3 +481,34 @@ def test_a_signal_while_a_human_is_asked_is_the_recorded_reason(
     )
     assert run.operations(request) == [("client_to_server", "denied", DENIED)]
     assert run.echoed() == []
+
+
+def test_when_the_backend_exits_every_request_waiting_is_answered_and_recorded(
+    asking: Callable[..., Asking],
+) -> None:
+    """The backend exits while one request waits for a human and another for the backend's
+    answer: both are answered — the one in flight with the backend's exit, recorded like
+    an answer; the one being decided denied, on record naming the backend's exit (not a
+    cancellation by the client) — and the session ends (exit 17)."""
+    crash = {"id": "crash", "effect": "allow", "conditions": {"tool_name": "crash"}}
+    run = asking({"version": "1", "rules": [*ASK_ECHO["rules"], crash]})
+    asked = run.echo("one")
+    run.pending()
+    crashed = run.proxy.request("tools/call", {"name": "crash", "arguments": {}})
+    assert run.proxy.proc.wait(timeout=30) == 17
+    in_flight = run.proxy.answer(crashed, timeout=10)
+    assert in_flight["error"] == {"code": -32000, "message": "the backend exited (code 3)"}
+    waiting = run.proxy.answer(asked, timeout=10)
+    assert waiting["error"]["code"] == DENIED
+    assert waiting["error"]["message"] == (
+        f"denied: the backend exited (code 3) before the request was decided (request {asked})"
+    )
+    (decision,) = run.decisions()
+    assert (decision["effect"], decision["final_effect"]) == ("ask", "deny")
+    assert decision["reason"].endswith("; not approved: the backend exited (code 3)")
+    assert run.operations(asked) == [("client_to_server", "denied", DENIED)]
+    assert run.operations(crashed) == [
+        ("client_to_server", "forwarded", None),
+        ("server_to_client", "error", -32000),
+    ]
+    assert run.echoed() == []
