@@ -15,7 +15,8 @@ resource or prompt that the subject could never be allowed to use is not listed,
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
 flight or still being decided is answered with an error (the answers recorded like the
-backend's) and the session ends (exit code 17).
+backend's) and the session ends (exit code 17). When the client stops reading (its end of
+our output is closed), nothing more is forwarded and the session ends (exit code 0).
 
 A request whose decision is cut short — the client cancels it, the session ends, the
 backend goes away — is denied on record (:meth:`EnforcementPoint.check`), with the reason.
@@ -68,6 +69,8 @@ DRAIN_SECONDS = 10.0
 #: When the session ends with decisions in progress, how long their tasks may take to
 #: record the denial, once cancelled.
 CUT_SHORT_SECONDS = 5.0
+#: Why the session ended, when the client stopped reading what the proxy writes.
+OUTPUT_CLOSED = "the client's output closed"
 #: JSON-RPC error code for a request that failed on the backend's side: the backend went
 #: away, or its answer was refused (it could be read two ways).
 BACKEND_FAILED = -32000
@@ -132,11 +135,14 @@ def _asks_for_input(message: Message) -> bool:
 
 class ClientWriter(Protocol):
     """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
-    the same two methods."""
+    the same three methods. ``is_closing()``: the client's end is gone (the write pipe's
+    transport notices the read end closing before anything is written)."""
 
     def write(self, data: bytes) -> None: ...
 
     async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
 
 
 def _idle_fd(writer: ClientWriter | None) -> int | None:
@@ -144,9 +150,11 @@ def _idle_fd(writer: ClientWriter | None) -> int | None:
     that a line written there now cannot land inside another — else None. (An
     ``asyncio.StreamWriter``'s transport may hold the rest of a message the pipe did not
     take yet; another writer has a ``fileno()`` and writes through at once.)"""
+    if writer is None or writer.is_closing():
+        return None
     transport = getattr(writer, "transport", None)
     if isinstance(transport, asyncio.WriteTransport):
-        if transport.is_closing() or transport.get_write_buffer_size():
+        if transport.get_write_buffer_size():
             return None
         target = transport.get_extra_info("pipe")
     else:
@@ -208,6 +216,9 @@ class Relay:
         self.review_new_tools = review_new_tools and pins is not None
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
+        self._output_closed = asyncio.Event()  # the client no longer reads: end the session
+        #: why the session ended, when the relay ended it (serve records it)
+        self.ended_by: str | None = None
         self._loop_thread: int | None = None  # the event loop's thread (run())
         self._deciding: dict[Any, asyncio.Task[None]] = {}
         # the client's requests the enforcement point is still deciding (waiting for a
@@ -243,10 +254,29 @@ class Relay:
     # ---------------------------------------------------------------- plumbing
 
     async def _send_client(self, data: bytes) -> None:
+        """Write to the client. If its end is gone (EPIPE, a reset, a file that cannot
+        grow), the session ends: nothing more is forwarded (:meth:`_output_gone`)."""
         assert self._to_client is not None  # noqa: S101 - set by run()
+        if self._output_closed.is_set():
+            return
         async with self._client_lock:
-            self._to_client.write(data)
-            await self._to_client.drain()
+            try:
+                self._to_client.write(data)
+                await self._to_client.drain()
+            except OSError as exc:  # BrokenPipeError, ConnectionResetError, ENOSPC, …
+                self._output_gone(f"{type(exc).__name__}: {exc}")
+
+    def _output_gone(self, why: str) -> None:
+        if not self._output_closed.is_set():
+            log.warning("%s (%s): ending the session", OUTPUT_CLOSED, why)
+            self._output_closed.set()
+
+    def _client_reads(self) -> bool:
+        """Whether the client still reads what we write; if not, the session ends."""
+        assert self._to_client is not None  # noqa: S101 - set by run()
+        if not self._output_closed.is_set() and self._to_client.is_closing():
+            self._output_gone("its end of the pipe is closed")
+        return not self._output_closed.is_set()
 
     async def _send_backend(self, message: Message) -> None:
         """For messages with no one to answer if the channel cannot carry them."""
@@ -331,10 +361,14 @@ class Relay:
     async def _relay(self, client_in: asyncio.StreamReader) -> int:
         from_client = asyncio.ensure_future(self._client_loop(client_in))
         from_backend = asyncio.ensure_future(self._backend_loop())
+        output_closed = asyncio.ensure_future(self._output_closed.wait())
         try:
             done, _ = await asyncio.wait(
-                {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
+                {from_client, from_backend, output_closed}, return_when=asyncio.FIRST_COMPLETED
             )
+            if self._output_closed.is_set():  # nothing can reach the client any more
+                self.ended_by = self.pep.ending = OUTPUT_CLOSED
+                return 0
             code = 0
             if from_client in done and not from_backend.done():
                 await self._drain(from_backend)  # answers still owed to the client
@@ -349,6 +383,7 @@ class Relay:
                 self.pep.ending = (
                     "the proxy was stopped" if stopped else "the client closed the session"
                 )
+            output_closed.cancel()
             for task in (from_client, from_backend, *self._tasks):
                 task.cancel()
             for task in (from_client, from_backend):
@@ -361,7 +396,11 @@ class Relay:
         """The client closed its input: let decisions and backend answers still in progress
         reach it (bounded), then end."""
         deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
-        while (self._deciding or self._in_flight or self._tasks) and not from_backend.done():
+        while (
+            (self._deciding or self._in_flight or self._tasks)
+            and not from_backend.done()
+            and not self._output_closed.is_set()
+        ):
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("client gone; %d request(s) still unanswered", len(self._in_flight))
                 return
@@ -400,7 +439,7 @@ class Relay:
         answered with an error, if the client can take it: only on the event loop's thread
         (nothing else writes to the client meanwhile), with nothing else waiting to be
         written to it, within :data:`AT_EXIT_SECONDS`."""
-        if threading.get_ident() != self._loop_thread:
+        if threading.get_ident() != self._loop_thread or self._output_closed.is_set():
             return
         fd = _idle_fd(self._to_client)
         if fd is None:
@@ -417,7 +456,7 @@ class Relay:
     async def _client_loop(self, reader: asyncio.StreamReader) -> None:
         while True:
             line = await read_line(reader)
-            if line is None:
+            if line is None or not self._client_reads():
                 return
             if line == TOO_LARGE:
                 text = f"message larger than {MAX_MESSAGE_BYTES} bytes"
@@ -495,6 +534,8 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
+        if not self._client_reads():
+            return  # no answer could reach the client: not decided, never forwarded
         annotations = None
         if message.method == "tools/call":
             name = message.params.get("name")

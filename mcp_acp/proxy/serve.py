@@ -64,6 +64,9 @@ class _BlockingOut:
     async def drain(self) -> None:
         return None
 
+    def is_closing(self) -> bool:
+        return False  # a write that fails says so (the relay then ends the session)
+
     def fileno(self) -> int:
         return self.fd
 
@@ -430,6 +433,8 @@ async def _relay(
         code = await relaying
         if code == BackendError.exit_code:
             ended = "the backend exited"
+        elif relay.ended_by is not None:
+            ended = relay.ended_by  # the client's output closed
     except asyncio.CancelledError:
         code = 0
     except BackendError:
