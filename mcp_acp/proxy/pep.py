@@ -9,7 +9,9 @@ identity provider that fails in another way, a request that cannot be prepared f
 decision, an engine error, an approver failure or timeout. If the record cannot be written,
 :class:`AuditError` propagates and nothing passes. A subject that changes mid-session is a
 binding violation: the request is denied and the verdict carries the error the proxy shuts
-down with.
+down with. A decision cut short — the client cancels the request, or the session ends (a
+signal, the backend gone, a fail-closed shutdown) while it is decided or a human is asked —
+is a recorded denial too, naming what cut it short.
 """
 
 from __future__ import annotations
