@@ -5,8 +5,12 @@ before the proxy serves: any result but ``PASS`` refuses the start (``PostureErr
 15). :meth:`PostureMonitor.watch` re-runs them every ``interval`` seconds; after
 ``failure_threshold`` unhealthy rounds in a row it marks the session unhealthy (the
 enforcement point then denies everything), records ``device_health_failed`` in the auth
-stream and ends the process through the shutdown coordinator. A check that raises or
-outlives ``timeout`` is ``UNKNOWN``, and ``UNKNOWN`` is unhealthy.
+stream and ends the process through the shutdown coordinator. A check that raises
+(anything: ``SystemExit``, ``KeyboardInterrupt`` and a ``CancelledError`` of its own
+making too) or outlives ``timeout`` is ``UNKNOWN``, and ``UNKNOWN`` is unhealthy. The
+monitor's task is supervised (:meth:`PostureMonitor.start_watching`): if it ends while the
+session runs, whatever the cause, the device's health is unknown and the session ends the
+same way.
 
 Each round's results are also the ``posture`` of the session's :class:`Environment`, so a
 rule can require named checks.
@@ -32,15 +36,46 @@ __all__ = ["PostureMonitor", "run_check"]
 log = logging.getLogger(__name__)
 
 
+class _Broke(Exception):
+    """A check raised something that is not an ``Exception``: carried as one, so that it
+    ends the check, not the task or the event loop running it."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(raised)
+        self.raised = raised
+
+
+async def _checked(check: PostureCheck) -> object:
+    """``check.check()``, with whatever it raises but cancellation as an ``Exception``: in
+    a task, ``SystemExit`` and ``KeyboardInterrupt`` would stop the event loop itself."""
+    try:
+        return await check.check()
+    except (asyncio.CancelledError, Exception):
+        raise  # run_check tells a cancellation of the round from one the check made up
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, …
+        raise _Broke(exc) from exc
+
+
 async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
-    """One check, bounded: an exception or a timeout is ``UNKNOWN``, never a pass."""
+    """One check, bounded: anything it raises, or a timeout, is ``UNKNOWN``, never a pass.
+
+    That includes ``SystemExit``, ``KeyboardInterrupt`` and a ``CancelledError`` the check
+    raises on its own; only the cancellation of the task running it (the session ending)
+    passes through."""
     name = str(getattr(check, "name", type(check).__name__))
     try:
-        result = await asyncio.wait_for(check.check(), timeout=timeout)
+        result = await asyncio.wait_for(_checked(check), timeout=timeout)
     except TimeoutError:
         detail = f"no answer within {timeout:g} s"
-    except Exception as exc:  # a check that breaks is not a healthy device
-        detail = f"the check failed: {type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this round is being cancelled: not the check's doing
+        detail = "the check failed: CancelledError (it was not cancelled)"
+    except _Broke as broke:  # a check that breaks is not a healthy device
+        detail = f"the check failed: {_what(broke.raised)}"
+    except Exception as exc:
+        detail = f"the check failed: {_what(exc)}"
     else:
         if isinstance(result, PostureResult) and isinstance(result.status, PostureStatus):
             return result
@@ -48,6 +83,10 @@ async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     return PostureResult(
         check=name, status=PostureStatus.UNKNOWN, detail=detail, checked_at=datetime.now(UTC)
     )
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _summary(results: Sequence[PostureResult]) -> list[dict[str, str]]:
@@ -85,6 +124,9 @@ class PostureMonitor:
         self.failed: str | None = None  # why the device is unhealthy, once it is
         self.last: list[PostureResult] = []
         self._unhealthy_rounds = 0
+        self._watching: asyncio.Task[None] | None = None
+        self._stopping = False  # the session is ending: the monitor may stop
+        self._reported = False  # on_failure has been called
 
     async def run(self) -> list[PostureResult]:
         """Every check once, concurrently; the session's posture is updated."""
@@ -138,18 +180,61 @@ class PostureMonitor:
             if self._unhealthy_rounds >= self.failure_threshold:
                 await self._lost(results)
 
+    def start_watching(self) -> asyncio.Task[None] | None:
+        """Run :meth:`watch` as a task of its own, supervised (None: there are no checks).
+
+        The monitor is part of what protects the session: if its task ends before
+        :meth:`stop_watching` — a bug, a check that cancels it — the device's health is no
+        longer known, and that is a posture failure like any other (``on_failure``)."""
+        if not self.checks:
+            return None
+        self._watching = asyncio.ensure_future(self.watch())
+        self._watching.add_done_callback(self._watch_ended)
+        return self._watching
+
+    def stop_watching(self) -> None:
+        """The session is ending: stop the monitor (not a failure)."""
+        self._stopping = True
+        if self._watching is not None:
+            self._watching.cancel()
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or self._reported:
+            return
+        if task.cancelled():
+            why = "its task was cancelled"
+        elif (exc := task.exception()) is not None:
+            log.error("the posture monitor failed", exc_info=exc)
+            why = _what(exc)
+        else:
+            why = "it returned"
+        reason = f"the posture monitor stopped ({why})"
+        self.failed = self.failed or reason  # the enforcement point denies everything
+        self._fail(
+            PostureError(
+                f"device posture unknown: {reason}",
+                fix="see mcp-acp's log ('mcp-acp --debug run' shows the traceback); a "
+                "posture check plugin may be at fault; then restart",
+            )
+        )
+
+    def _fail(self, error: PostureError) -> None:
+        self._reported = True
+        if self.on_failure is not None:
+            self.on_failure(error)
+
     async def _lost(self, results: Sequence[PostureResult]) -> None:
         reason = _reason(results)
         self.failed = reason  # from now on the enforcement point denies everything
         # if the trail fails too, it shuts the process down itself; posture still failed
         with contextlib.suppress(AuditError):
             await self._record("device_health_failed", results, reason)
-        error = PostureError(
-            f"device posture lost: {reason}",
-            fix="fix the device state (see 'mcp-acp posture'), then restart",
+        self._fail(
+            PostureError(
+                f"device posture lost: {reason}",
+                fix="fix the device state (see 'mcp-acp posture'), then restart",
+            )
         )
-        if self.on_failure is not None:
-            self.on_failure(error)
 
     def describe(self) -> dict[str, Any]:
         """For ``mcp-acp status``."""

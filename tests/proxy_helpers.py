@@ -93,6 +93,74 @@ def use_plugin(
     return {**proxy_env(home), "PYTHONPATH": str(site)}
 
 
+MODE_CHECK = """
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import PostureResult, PostureStatus
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode_file: str
+
+
+class ModeCheck:
+    name = "mode"
+
+    def __init__(self, options, context):
+        self.mode_file = Path(options.mode_file)
+
+    async def check(self):
+        mode = self.mode_file.read_text().strip()
+        if mode == "cancel":
+            raise asyncio.CancelledError
+        if mode == "exit":
+            raise SystemExit(0)
+        if mode == "interrupt":
+            raise KeyboardInterrupt
+        if mode == "stop-monitor":  # a plugin meddling with the proxy's own tasks
+            for task in asyncio.all_tasks():
+                if task.get_coro().__qualname__ == "PostureMonitor.watch":
+                    task.cancel()
+        status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
+        now = datetime.now(UTC)
+        return PostureResult(check=self.name, status=status, detail=mode, checked_at=now)
+
+
+@hookimpl
+def register_posture_checks(register):
+    register("mode-check", ModeCheck, Options, summary="test: the status a file names")
+"""
+
+
+def use_mode_check(home: Path, site: Path, mode_file: Path) -> dict[str, str]:
+    """A posture check plugin (``mode-check``) whose outcome is named by ``mode_file``:
+    ``pass``, ``fail``, or what it does instead of answering — ``cancel``, ``exit`` and
+    ``interrupt`` raise ``CancelledError``, ``SystemExit`` and ``KeyboardInterrupt``;
+    ``stop-monitor`` cancels the posture monitor's task, then passes. Installed, allowed
+    and configured (a round every second) with the mode ``pass``; returns the environment
+    that finds it."""
+    mode_file.write_text("pass")
+    env = use_plugin(
+        home,
+        site,
+        module="mode_check",
+        source=MODE_CHECK,
+        name="mode-check",
+        use_for="posture",
+        config={},
+    )
+    config_file = home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    check = {"use": "mode-check", "config": {"mode_file": str(mode_file)}}
+    settings["posture"] = {"checks": [check], "interval_seconds": 1, "timeout_seconds": 5}
+    config_file.write_text(json.dumps(settings))
+    return env
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` with a fixed identity; return its output."""
     return subprocess.run(

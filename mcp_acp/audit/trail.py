@@ -166,11 +166,11 @@ class AuditTrail:
             except Exception as exc:  # closing is best effort; the records are durable
                 log.warning("closing audit sink: %s", exc)
 
-    def _record_session_end(self, reason: str) -> None:
-        """Best effort, at shutdown: ``session_ended`` into every sink that still works."""
-        event = AuthEvent(
-            event="session_ended", session_id=self.coordinator.session_id, reason=reason
-        )
+    def record_at_exit(self, event: AuditEvent) -> None:
+        """Best effort, at shutdown (the shutdown coordinator's callbacks, synchronous: the
+        event loop does not run again): ``event`` into every sink that writes synchronously
+        (``write_sync``) and still works. Never raises; an event a sink refuses goes to the
+        fallback file."""
         for sink in self.sinks:
             write_sync = getattr(sink, "write_sync", None)
             if write_sync is None:
@@ -178,7 +178,15 @@ class AuditTrail:
             try:
                 write_sync(event)
             except Exception as exc:  # the trail is failing; the fallback has the rest
-                log.warning("session_ended not recorded by %s: %s", type(sink).__name__, exc)
+                log.warning("%s not recorded by %s: %s", event.event, type(sink).__name__, exc)
+                self._keep(event, _as_audit_error(exc))
+
+    def _record_session_end(self, reason: str) -> None:
+        """Best effort, at shutdown: ``session_ended`` into every sink that still works."""
+        event = AuthEvent(
+            event="session_ended", session_id=self.coordinator.session_id, reason=reason
+        )
+        self.record_at_exit(event)
 
     def _keep(self, event: AuditEvent, error: AuditError) -> None:
         payload: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)

@@ -9,7 +9,9 @@ identity provider that fails in another way, a request that cannot be prepared f
 decision, an engine error, an approver failure or timeout. If the record cannot be written,
 :class:`AuditError` propagates and nothing passes. A subject that changes mid-session is a
 binding violation: the request is denied and the verdict carries the error the proxy shuts
-down with.
+down with. A decision cut short — the client cancels the request, or the session ends (a
+signal, the backend gone, a fail-closed shutdown) while it is decided or a human is asked —
+is a recorded denial too, naming what cut it short.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ log = logging.getLogger(__name__)
 Companion = Callable[[bool], AuditEvent | None] | None
 #: Messages dropped by the flood guards are recorded together, this long after the first.
 DROPPED_REPORT_SECONDS = 1.0
+#: At a fail-closed shutdown, how long recording the decisions cut short (and, in the
+#: relay, answering them) may hold up the exit, each.
+AT_EXIT_SECONDS = 1.0
 
 
 @attrs.define
@@ -167,6 +172,19 @@ class _Answer:
     reason: str
 
 
+@attrs.define(eq=False)
+class _Deciding:
+    """One request :meth:`EnforcementPoint.check` is deciding: what it was asked, the human
+    being asked about it (if one is), and whether its decision record is on its way."""
+
+    method: str
+    params: Mapping[str, Any]
+    request_id: Any
+    companion: Companion
+    asking: tuple[DecisionRequest, Decision] | None = None
+    recording: bool = False
+
+
 @attrs.define
 class Limits:
     """The session's memory between requests (see :mod:`mcp_acp.proxy.limits`)."""
@@ -217,8 +235,21 @@ class EnforcementPoint:
         #: (redact.secret_kinds) goes to a human (builtin-secret-outbound); "off": it does not
         self.outbound_secrets = outbound_secrets
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
+        #: Why the session is ending, once it is: the reason recorded for the decisions it
+        #: cuts short (set by whoever ends it: the relay, the proxy on a signal).
+        self.ending: str | None = None
+        self._deciding: set[_Deciding] = set()  # check() calls in progress
         self._dropped_report: asyncio.TimerHandle | None = None
         self._policy_generation = 0  # policy reloads so far
+        if shutdown is not None:
+            shutdown.on_session_end(self._shutting_down)
+
+    def _shutting_down(self, reason: str) -> None:
+        """The shutdown coordinator's callback: it is ending the process (``reason``)."""
+        error = self.shutdown.triggered if self.shutdown is not None else None
+        if error is not None:  # the reason without its fix: that is for the operator
+            reason = f"{error.kind} failure: {error.message}"
+        self.record_cut_short(f"the proxy shut down ({reason})")
 
     def fail(self, error: McpAcpError) -> None:
         """End the session for ``error`` (through the shutdown coordinator, if there is one)."""
@@ -351,47 +382,79 @@ class EnforcementPoint:
     def _policy_id(self) -> str:
         return str(getattr(self.engine, "policy_id", "unknown"))
 
-    async def _record(self, decision: AuditEvent, companion: Companion, allowed: bool) -> None:
+    async def _record(self, deciding: _Deciding, decision: AuditEvent, allowed: bool) -> None:
         """The decision record durable — and the caller's companion record written (another
         stream; see :meth:`AuditTrail.record_decision`) — before returning."""
+        deciding.recording = True  # from here on, this record is the request's
+        companion = deciding.companion
         other = companion(allowed) if companion is not None else None
         if other is None:
             await self.trail.record(decision)
         else:
             await self.trail.record_decision(decision, other)
 
+    def _denial(
+        self, deciding: _Deciding, rule_id: str, reason: str, subject: Subject | None
+    ) -> DecisionEvent:
+        """The record of a denial that came before any policy decision. A ``tools/call``
+        record names the tool asked for."""
+        method, params = deciding.method, deciding.params
+        named = params.get("name") if method == "tools/call" else None
+        return DecisionEvent(
+            session_id=self.session.id,
+            request_id=str(deciding.request_id),
+            subject_id=subject.subject_id if subject else "(none)",
+            subject_provenance=subject.provenance.name.lower() if subject else "client_hint",
+            mcp_method=method,
+            tool_name=named if isinstance(named, str) else None,
+            effect="deny",
+            rule_id=rule_id,
+            reason=reason,
+            policy_id=self._policy_id,
+        )
+
     async def _refuse(
-        self,
-        method: str,
-        params: Mapping[str, Any],
-        request_id: Any,
-        rule_id: str,
-        reason: str,
-        subject: Subject | None,
-        companion: Companion = None,
+        self, deciding: _Deciding, rule_id: str, reason: str, subject: Subject | None
     ) -> Verdict:
         """Record a denial that came before any policy decision (no identity, an identity
         provider or request error, a binding violation, a flood, a quarantined tool, resource
-        or prompt) and return it. A ``tools/call`` record names the tool asked for."""
-        named = params.get("name") if method == "tools/call" else None
-        await self._record(
-            DecisionEvent(
-                session_id=self.session.id,
-                request_id=str(request_id),
-                subject_id=subject.subject_id if subject else "(none)",
-                subject_provenance=subject.provenance.name.lower() if subject else "client_hint",
-                mcp_method=method,
-                tool_name=named if isinstance(named, str) else None,
-                effect="deny",
-                rule_id=rule_id,
-                reason=reason,
-                policy_id=self._policy_id,
-            ),
-            companion,
-            False,
-        )
+        or prompt) and return it."""
+        await self._record(deciding, self._denial(deciding, rule_id, reason, subject), False)
         self.counts["denied"] += 1
         return Verdict(False, rule_id, reason)
+
+    def _cut_short(self, deciding: _Deciding, why: str) -> DecisionEvent:
+        """The record of a request whose decision was cut short (``why``): a denial — of the
+        approval, if a human was being asked."""
+        if deciding.asking is not None:
+            request, decision = deciding.asking
+            event = DecisionEvent.of(
+                request, decision, final_effect="deny", approver=self._approver_name
+            )
+            return event.model_copy(update={"reason": f"{decision.reason}; not approved: {why}"})
+        reason = f"denied: {why} before the request was decided"
+        return self._denial(deciding, "builtin-cut-short", reason, self.session.subject)
+
+    def record_cut_short(self, why: str) -> None:
+        """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
+        once it returns; synchronous — the event loop does not run again): a denial, and the
+        caller's companion record, for each request still being decided or waiting for a
+        human, whose decision record is not already on its way. Best effort and bounded
+        (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its fallback file."""
+        self.ending = why
+        deadline = time.monotonic() + AT_EXIT_SECONDS
+        for deciding in list(self._deciding):
+            if deciding.recording:
+                continue
+            if time.monotonic() > deadline:
+                log.error("shutting down: decisions cut short and not recorded in time")
+                return
+            deciding.recording = True
+            self.trail.record_at_exit(self._cut_short(deciding, why))
+            other = deciding.companion(False) if deciding.companion is not None else None
+            if other is not None:
+                self.trail.record_at_exit(other)
+            self.counts["denied"] += 1
 
     async def check(
         self,
@@ -412,67 +475,67 @@ class EnforcementPoint:
         durable soon after it (see :meth:`AuditTrail.record_decision`). ``withheld``, for a
         request using a list entry the relay holds back (a quarantined tool, resource or
         prompt, or a tool changed since it was pinned), is the rule id and the reason: the
-        request is denied before any policy decision."""
+        request is denied before any policy decision.
+
+        A decision cut short — the task cancelled (the client cancelled the request, the
+        session ends) — is recorded as a denial before the cancellation goes on, naming why
+        (:attr:`ending`, else the client's cancellation); at a fail-closed shutdown
+        :meth:`record_cut_short` records it instead."""
+        deciding = _Deciding(method, params, request_id, companion)
+        self._deciding.add(deciding)
+        try:
+            return await self._check(
+                deciding, annotations, flood_guard=flood_guard, withheld=withheld
+            )
+        except asyncio.CancelledError:
+            if not deciding.recording:
+                why = self.ending or "cancelled by the client"
+                await self._record(deciding, self._cut_short(deciding, why), False)
+                self.counts["denied"] += 1
+            raise
+        finally:
+            self._deciding.discard(deciding)
+
+    async def _check(
+        self,
+        deciding: _Deciding,
+        annotations: Mapping[str, Any] | None,
+        *,
+        flood_guard: bool,
+        withheld: tuple[str, str] | None,
+    ) -> Verdict:
+        method, params, request_id = deciding.method, deciding.params, deciding.request_id
         if flood_guard and not self.limits.flood.take():
             flood = self.limits.flood
             reason = (
                 f"denied: too many requests (more than {flood.rate:g}/s, "
                 f"burst {flood.burst}); slow down"
             )
-            return await self._refuse(
-                method,
-                params,
-                request_id,
-                "builtin-rate-flood",
-                reason,
-                self.session.subject,
-                companion,
-            )
+            return await self._refuse(deciding, "builtin-rate-flood", reason, self.session.subject)
         lost = self.unhealthy() if self.unhealthy is not None else None
         if lost:
             return await self._refuse(
-                method,
-                params,
-                request_id,
+                deciding,
                 "builtin-posture",
                 f"denied: device posture lost: {lost}",
                 self.session.subject,
-                companion,
             )
         if withheld is not None:
             held_by, why = withheld
-            return await self._refuse(
-                method,
-                params,
-                request_id,
-                held_by,
-                f"denied: {why}",
-                self.session.subject,
-                companion,
-            )
+            return await self._refuse(deciding, held_by, f"denied: {why}", self.session.subject)
         try:
             request = await self.build(method, params, request_id, annotations)
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record
-            return await self._refuse(
-                method, params, request_id, "builtin-no-identity", str(exc), None, companion
-            )
+            return await self._refuse(deciding, "builtin-no-identity", str(exc), None)
         except SessionBindingError as exc:
             verdict = await self._refuse(
-                method,
-                params,
-                request_id,
-                "builtin-session-binding",
-                str(exc),
-                self.session.subject,
-                companion,
+                deciding, "builtin-session-binding", str(exc), self.session.subject
             )
             return attrs.evolve(verdict, fatal=exc)
         except BuildError as exc:  # like an engine error: deny this request, keep serving
             log.error("request %r denied (%s): %s", request_id, exc.rule_id, exc)
-            return await self._refuse(
-                method, params, request_id, exc.rule_id, f"denied: {exc}", exc.subject, companion
-            )
+            return await self._refuse(deciding, exc.rule_id, f"denied: {exc}", exc.subject)
         decision = self._decide(request)
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
         if decision.effect is Effect.ASK:
@@ -486,7 +549,7 @@ class EnforcementPoint:
                 }
                 answer = _Answer(decision, True, extra, decision.reason)
             else:
-                answer = await self._ask_human(request, decision)
+                answer = await self._ask_human(deciding, request, decision)
         if (
             decision.effect is Effect.ALLOW  # the policy's own: a human was not asked yet
             and method == "tools/call"
@@ -494,7 +557,9 @@ class EnforcementPoint:
             and (kinds := secret_kinds(params.get("arguments")))
         ):
             why = f"the arguments carry what looks like {' and '.join(kinds)}"
-            answer = await self._escalate(request, decision, "builtin-secret-outbound", why)
+            answer = await self._escalate(
+                deciding, request, decision, "builtin-secret-outbound", why
+            )
         tool = request.action.tool_name
         if answer.allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
@@ -503,17 +568,24 @@ class EnforcementPoint:
                     f"{calls} calls of {tool!r} in the last 60 s "
                     f"(limit {self.limits.tool_calls.per_minute})"
                 )
-                answer = await self._escalate(request, answer.decision, "builtin-rate-limit", why)
+                answer = await self._escalate(
+                    deciding, request, answer.decision, "builtin-rate-limit", why
+                )
             if answer.allowed:
                 self.limits.tool_calls.count(tool)
         allowed = answer.allowed
         record = DecisionEvent.of(request, answer.decision, **answer.extra)
-        await self._record(record, companion, allowed)
+        await self._record(deciding, record, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
         return Verdict(allowed, answer.decision.rule_id, answer.reason)
 
     async def _escalate(
-        self, request: DecisionRequest, decision: Decision, rule_id: str, why: str
+        self,
+        deciding: _Deciding,
+        request: DecisionRequest,
+        decision: Decision,
+        rule_id: str,
+        why: str,
     ) -> _Answer:
         """A call the policy allowed that a built-in rule (``rule_id``, because ``why``)
         sends to a human: allowed only if one says so now — never remembered."""
@@ -526,7 +598,7 @@ class EnforcementPoint:
             approval=decision.approval,  # the policy's timeout
         )
         return await self._ask_human(
-            request, escalation, not_remembered=f"never remembered: {rule_id}"
+            deciding, request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
 
     def _terms(self, request: DecisionRequest, decision: Decision) -> _Terms:
@@ -559,7 +631,12 @@ class EnforcementPoint:
         return _Terms(timeout, remember, why)
 
     async def _ask_human(
-        self, request: DecisionRequest, decision: Decision, *, not_remembered: str | None = None
+        self,
+        deciding: _Deciding,
+        request: DecisionRequest,
+        decision: Decision,
+        *,
+        not_remembered: str | None = None,
     ) -> _Answer:
         """Ask the approver about ``request``, which ``decision`` says to ask about.
         ``not_remembered``: why an approval must not be remembered whatever the request (an
@@ -573,17 +650,9 @@ class EnforcementPoint:
         if not_remembered is not None:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
-        try:
-            outcome = await self._ask(request, decision, terms)
-        except asyncio.CancelledError:  # the client cancelled: the denial is on record too
-            event = DecisionEvent.of(
-                request, decision, final_effect="deny", approver=self._approver_name
-            )
-            await self.trail.record(
-                event.model_copy(update={"reason": f"{decision.reason}; cancelled by the client"})
-            )
-            self.counts["denied"] += 1
-            raise
+        deciding.asking = (request, decision)  # cut short while asking: the approval denied
+        outcome = await self._ask(request, decision, terms)
+        deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if outcome.result.allows else "deny",
             "approver": outcome.approver,

@@ -14,7 +14,15 @@ and the request id, and never reaches the other side. List results are filtered:
 resource or prompt that the subject could never be allowed to use is not listed, nor is
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
-flight is answered with an error and the session ends (exit code 17).
+flight or still being decided is answered with an error (the answers recorded like the
+backend's) and the session ends (exit code 17). When the client stops reading (its end of
+our output is closed), nothing more is forwarded and the session ends (exit code 0).
+
+A request whose decision is cut short — the client cancels it, the session ends, the
+backend goes away — is denied on record (:meth:`EnforcementPoint.check`), with the reason.
+At a fail-closed shutdown the process exits from the shutdown coordinator, without the
+event loop: the enforcement point records those denials there, and the relay answers the
+requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import select
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
@@ -45,7 +56,7 @@ from mcp_acp.proxy.messages import (
     parse,
     read_line,
 )
-from mcp_acp.proxy.pep import EnforcementPoint
+from mcp_acp.proxy.pep import AT_EXIT_SECONDS, EnforcementPoint
 from mcp_acp.proxy.pins import ToolPins, backend_ref
 from mcp_acp.proxy.screening import screen_entry
 
@@ -55,6 +66,11 @@ log = logging.getLogger(__name__)
 
 #: After the client closes its input, how long answers still in progress may take.
 DRAIN_SECONDS = 10.0
+#: When the session ends with decisions in progress, how long their tasks may take to
+#: record the denial, once cancelled.
+CUT_SHORT_SECONDS = 5.0
+#: Why the session ended, when the client stopped reading what the proxy writes.
+OUTPUT_CLOSED = "the client's output closed"
 #: JSON-RPC error code for a request that failed on the backend's side: the backend went
 #: away, or its answer was refused (it could be read two ways).
 BACKEND_FAILED = -32000
@@ -119,11 +135,54 @@ def _asks_for_input(message: Message) -> bool:
 
 class ClientWriter(Protocol):
     """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
-    the same two methods."""
+    the same three methods. ``is_closing()``: the client's end is gone (the write pipe's
+    transport notices the read end closing before anything is written)."""
 
     def write(self, data: bytes) -> None: ...
 
     async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+
+def _idle_fd(writer: ClientWriter | None) -> int | None:
+    """The file descriptor behind ``writer`` if nothing is waiting to be written to it — so
+    that a line written there now cannot land inside another — else None. (An
+    ``asyncio.StreamWriter``'s transport may hold the rest of a message the pipe did not
+    take yet; another writer has a ``fileno()`` and writes through at once.)"""
+    if writer is None or writer.is_closing():
+        return None
+    transport = getattr(writer, "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        if transport.get_write_buffer_size():
+            return None
+        target = transport.get_extra_info("pipe")
+    else:
+        target = writer
+    fileno = getattr(target, "fileno", None)
+    try:
+        return int(fileno()) if callable(fileno) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_by(fd: int, data: bytes, deadline: float) -> bool:
+    """Write all of ``data`` to ``fd`` (blocking or not) before ``deadline`` (monotonic);
+    whether it was."""
+    view = memoryview(data)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            _, ready, _ = select.select([], [fd], [], left)
+            if ready:
+                view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 class Relay:
@@ -157,7 +216,14 @@ class Relay:
         self.review_new_tools = review_new_tools and pins is not None
         self._to_client: ClientWriter | None = None
         self._client_lock = asyncio.Lock()
+        self._output_closed = asyncio.Event()  # the client no longer reads: end the session
+        #: why the session ended, when the relay ended it (serve records it)
+        self.ended_by: str | None = None
+        self._loop_thread: int | None = None  # the event loop's thread (run())
         self._deciding: dict[Any, asyncio.Task[None]] = {}
+        # the client's requests the enforcement point is still deciding (waiting for a
+        # human, say): answered with an error if the decision is cut short
+        self._undecided: dict[Any, Message] = {}
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
@@ -188,10 +254,29 @@ class Relay:
     # ---------------------------------------------------------------- plumbing
 
     async def _send_client(self, data: bytes) -> None:
+        """Write to the client. If its end is gone (EPIPE, a reset, a file that cannot
+        grow), the session ends: nothing more is forwarded (:meth:`_output_gone`)."""
         assert self._to_client is not None  # noqa: S101 - set by run()
+        if self._output_closed.is_set():
+            return
         async with self._client_lock:
-            self._to_client.write(data)
-            await self._to_client.drain()
+            try:
+                self._to_client.write(data)
+                await self._to_client.drain()
+            except OSError as exc:  # BrokenPipeError, ConnectionResetError, ENOSPC, …
+                self._output_gone(f"{type(exc).__name__}: {exc}")
+
+    def _output_gone(self, why: str) -> None:
+        if not self._output_closed.is_set():
+            log.warning("%s (%s): ending the session", OUTPUT_CLOSED, why)
+            self._output_closed.set()
+
+    def _client_reads(self) -> bool:
+        """Whether the client still reads what we write; if not, the session ends."""
+        assert self._to_client is not None  # noqa: S101 - set by run()
+        if not self._output_closed.is_set() and self._to_client.is_closing():
+            self._output_gone("its end of the pipe is closed")
+        return not self._output_closed.is_set()
 
     async def _send_backend(self, message: Message) -> None:
         """For messages with no one to answer if the channel cannot carry them."""
@@ -248,6 +333,9 @@ class Relay:
         """Relay until the client closes its input or the backend goes away; return an exit
         code. Raises :class:`BackendError` (recorded first) if the backend cannot start."""
         self._to_client = client_out
+        self._loop_thread = threading.get_ident()
+        if self.pep.shutdown is not None:  # after the enforcement point's: records first
+            self.pep.shutdown.on_session_end(self._answer_at_exit)
         try:
             try:
                 started = await self.channel.start()
@@ -273,50 +361,102 @@ class Relay:
     async def _relay(self, client_in: asyncio.StreamReader) -> int:
         from_client = asyncio.ensure_future(self._client_loop(client_in))
         from_backend = asyncio.ensure_future(self._backend_loop())
+        output_closed = asyncio.ensure_future(self._output_closed.wait())
         try:
             done, _ = await asyncio.wait(
-                {from_client, from_backend}, return_when=asyncio.FIRST_COMPLETED
+                {from_client, from_backend, output_closed}, return_when=asyncio.FIRST_COMPLETED
             )
+            if self._output_closed.is_set():  # nothing can reach the client any more
+                self.ended_by = self.pep.ending = OUTPUT_CLOSED
+                return 0
             code = 0
             if from_client in done and not from_backend.done():
                 await self._drain(from_backend)  # answers still owed to the client
-            if from_backend.done() and (from_backend in done or self._in_flight):
+            if from_backend.done() and (from_backend in done or self._in_flight or self._undecided):
                 code = BackendError.exit_code
                 await self._backend_gone()
             return code
         finally:
+            if self.pep.ending is None:  # what cuts short the decisions still in progress
+                task = asyncio.current_task()
+                stopped = task is not None and task.cancelling() > 0
+                self.pep.ending = (
+                    "the proxy was stopped" if stopped else "the client closed the session"
+                )
+            output_closed.cancel()
             for task in (from_client, from_backend, *self._tasks):
                 task.cancel()
             for task in (from_client, from_backend):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._tasks:  # cancelled decisions record their denial: let them
+                await asyncio.wait(set(self._tasks), timeout=CUT_SHORT_SECONDS)
 
     async def _drain(self, from_backend: asyncio.Future[None]) -> None:
         """The client closed its input: let decisions and backend answers still in progress
         reach it (bounded), then end."""
         deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
-        while (self._deciding or self._in_flight or self._tasks) and not from_backend.done():
+        while (
+            (self._deciding or self._in_flight or self._tasks)
+            and not from_backend.done()
+            and not self._output_closed.is_set()
+        ):
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("client gone; %d request(s) still unanswered", len(self._in_flight))
                 return
             await asyncio.sleep(0.01)
 
     async def _backend_gone(self) -> None:
+        """The backend is gone: every request the client still waits for is answered — one
+        in flight with ``BACKEND_FAILED`` and the channel's sentence, recorded like a
+        backend's answer; one still being decided (a human asked, say) is cut short, denied
+        on record naming the backend's exit, and answered with that denial."""
         detail, sentence = await self.channel.exit_detail()
+        self.pep.ending = sentence
         with contextlib.suppress(AuditError):
             await self.trail.record(
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
+        undecided = list(self._undecided.values())
+        deciding = [self._deciding[m.id] for m in undecided if m.id in self._deciding]
+        for task in deciding:
+            task.cancel()  # its denial is recorded as it ends (EnforcementPoint.check)
+        if deciding:
+            await asyncio.wait(deciding, timeout=CUT_SHORT_SECONDS)
+        for message in undecided:
+            text = f"denied: {sentence} before the request was decided"
+            await self._deny(message, text, "builtin-cut-short")
         for request_id in list(self._in_flight):
-            await self._send_client(encode(error_response(request_id, BACKEND_FAILED, sentence)))
-        self._in_flight.clear()
+            method, took = self._answered(request_id)
+            error = error_response(request_id, BACKEND_FAILED, sentence)
+            await self._send_client(encode(error))
+            self._record_response(error, request_id, method, took)
+
+    def _answer_at_exit(self, reason: str) -> None:
+        """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
+        once it returns; the event loop does not run again): each client request still
+        being decided — its denial recorded by the enforcement point just before — is
+        answered with an error, if the client can take it: only on the event loop's thread
+        (nothing else writes to the client meanwhile), with nothing else waiting to be
+        written to it, within :data:`AT_EXIT_SECONDS`."""
+        if threading.get_ident() != self._loop_thread or self._output_closed.is_set():
+            return
+        fd = _idle_fd(self._to_client)
+        if fd is None:
+            return
+        why = self.pep.ending or f"the proxy shut down ({reason})"
+        text = f"denied: {why} before the request was decided"
+        deadline = time.monotonic() + AT_EXIT_SECONDS
+        for message in list(self._undecided.values()):
+            if not _write_by(fd, self._denial(message, text, "builtin-cut-short"), deadline):
+                return
 
     # ---------------------------------------------------------------- client -> backend
 
     async def _client_loop(self, reader: asyncio.StreamReader) -> None:
         while True:
             line = await read_line(reader)
-            if line is None:
+            if line is None or not self._client_reads():
                 return
             if line == TOO_LARGE:
                 text = f"message larger than {MAX_MESSAGE_BYTES} bytes"
@@ -394,12 +534,15 @@ class Relay:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
 
+        if not self._client_reads():
+            return  # no answer could reach the client: not decided, never forwarded
         annotations = None
         if message.method == "tools/call":
             name = message.params.get("name")
             if isinstance(name, str):
                 annotations = self._annotations.get(name)
         withheld = self._withheld(message.method, message.params)
+        self._undecided[message.id] = message
         try:
             verdict = await self.pep.check(
                 message.method,
@@ -410,10 +553,12 @@ class Relay:
                 withheld=withheld,
             )
         except asyncio.CancelledError:
-            return  # the client cancelled it; nothing is sent
+            return  # cut short, its denial on record; whoever cut it short answers, if anyone
         except AuditError as error:
             await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
             return
+        finally:
+            self._undecided.pop(message.id, None)
         if not verdict.allowed:
             await self._deny(message, verdict.reason, verdict.rule_id)
             if verdict.fatal is not None:
@@ -428,12 +573,16 @@ class Relay:
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
 
     async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
+        await self._send_client(self._denial(message, reason, rule_id))
+
+    def _denial(self, message: Message, reason: str, rule_id: str | None) -> bytes:
+        """The answer denying ``message``: a ``DENIED`` error, or (``tool_denial:
+        result``, for a ``tools/call``) a result marked as an error."""
         text = f"{reason} (request {message.id})"
         if message.method == "tools/call" and self.tool_denial == "result":
             result = {"content": [{"type": "text", "text": text}], "isError": True}
-            await self._send_client(encode({"jsonrpc": "2.0", "id": message.id, "result": result}))
-            return
-        await self._send_client(encode(error_response(message.id, DENIED, text, {"rule": rule_id})))
+            return encode({"jsonrpc": "2.0", "id": message.id, "result": result})
+        return encode(error_response(message.id, DENIED, text, {"rule": rule_id}))
 
     async def _notification(
         self,

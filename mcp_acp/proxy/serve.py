@@ -164,6 +164,12 @@ class _BlockingOut:
     async def drain(self) -> None:
         return None
 
+    def is_closing(self) -> bool:
+        return False  # a write that fails says so (the relay then ends the session)
+
+    def fileno(self) -> int:
+        return self.fd
+
 
 def _feed_from_thread(reader: asyncio.StreamReader, fd: int) -> None:
     """Read our stdin on a thread when the loop cannot watch it (``< /dev/null``, a file)."""
@@ -592,9 +598,15 @@ async def _relay(
     shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
-    watching = asyncio.create_task(posture.watch())
+    posture.start_watching()  # supervised: if it stops while we serve, we stop (exit 15)
     relaying = asyncio.ensure_future(relay.run(reader, writer))
     ended = "the client closed the session"
+
+    def stopping() -> None:  # before the relay is cancelled: the reason for what it cuts short
+        name = signal.Signals(signals.received or signal.SIGTERM).name
+        pep.ending = f"the proxy was stopped ({name} received)"
+
+    signals.when_stopped(stopping)
     reload = _policy_reloads(engine, pep, trail, session)
     if reload is not None:
         signals.on_reload(reload)
@@ -603,6 +615,8 @@ async def _relay(
         code = await signals.unless_stopped(relaying)
         if code == BackendError.exit_code:
             ended = "the backend exited"
+        elif relay.ended_by is not None:
+            ended = relay.ended_by  # the client's output closed
     except _Stopped as stop:
         ended = f"{stop.name} received"
         code = 0
@@ -611,7 +625,7 @@ async def _relay(
         raise
     finally:
         monitor.cancel()
-        watching.cancel()
+        posture.stop_watching()
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)

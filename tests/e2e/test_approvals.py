@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, DENIED, Proxy, configure, proxy_env, records, wait_for_event
+from proxy_helpers import (
+    CLI,
+    DENIED,
+    Proxy,
+    configure,
+    proxy_env,
+    records,
+    use_mode_check,
+    wait_for_event,
+)
 
 PEER = Path(__file__).parent / "peers" / "recording_server.py"
 
@@ -223,7 +232,8 @@ def cli_status(cli: Any, sockets: Path) -> list[dict[str, Any]]:
 
 class Asking:
     """The real ``mcp-acp run`` in front of the recording server, with the ``cli`` approver
-    answered by the real ``mcp-acp approvals`` over its socket."""
+    answered by the real ``mcp-acp approvals`` over its socket; with ``mode_file``, a posture
+    check whose outcome the file names (``proxy_helpers.use_mode_check``)."""
 
     def __init__(self, home: Path, tmp_path: Path, policy: dict[str, Any], **config: Any):
         self.received = tmp_path / "received.jsonl"
@@ -238,6 +248,9 @@ class Asking:
         settings["tools"] = {"registry": config.get("registry", [])}
         config_file.write_text(json.dumps(settings))
         self.env = proxy_env(home)
+        mode_file = config.get("mode_file")
+        if mode_file is not None:
+            self.env = use_mode_check(home, tmp_path / "site", mode_file)
         self.proxy = Proxy(home, self.env)
         self.proxy.initialize()
 
@@ -278,6 +291,14 @@ class Asking:
 
     def decisions(self) -> list[dict[str, Any]]:
         return [r for r in records(self.log_dir, "decisions") if r.get("tool_name") == "echo"]
+
+    def operations(self, request_id: int) -> list[tuple[str, str, int | None]]:
+        """The operation records of one request: direction, outcome, error code."""
+        return [
+            (r["direction"], r["outcome"], r.get("error_code"))
+            for r in records(self.log_dir, "operations")
+            if r.get("request_id") == str(request_id)
+        ]
 
 
 @pytest.fixture
@@ -412,3 +433,82 @@ def test_the_policys_approval_terms_replace_the_configs(asking: Callable[..., As
     assert run.proxy.close() == 0
     assert run.echoed() == ["one"]
     assert [r["approval_remembered"] for r in run.decisions()] == [False, False]
+
+
+def test_a_fail_closed_shutdown_denies_the_request_waiting_for_a_human(
+    asking: Callable[..., Asking], tmp_path: Path
+) -> None:
+    """The device fails its posture check while a request waits for a human: the shutdown
+    coordinator ends the process at once (exit 15), without the event loop — and before it
+    does, the request is denied on record (its decision and operation records, naming the
+    shutdown) and the client is told."""
+    mode_file = tmp_path / "mode"
+    run = asking(ASK_ECHO, mode_file=mode_file)
+    request = run.echo("one")
+    run.pending()
+    mode_file.write_text("fail")
+    assert run.proxy.proc.wait(timeout=30) == 15
+    why = "the proxy shut down (posture failure: device posture lost: mode is fail: fail)"
+    answer = run.proxy.answer(request, timeout=10)
+    assert answer["error"]["code"] == DENIED
+    assert answer["error"]["message"] == (
+        f"denied: {why} before the request was decided (request {request})"
+    )
+    assert answer["error"]["data"] == {"rule": "builtin-cut-short"}
+    (decision,) = run.decisions()
+    assert (decision["effect"], decision["final_effect"]) == ("ask", "deny")
+    assert decision["approver"] == "cli"
+    assert decision["reason"].endswith(f"; not approved: {why}")
+    assert run.operations(request) == [("client_to_server", "denied", DENIED)]
+    assert run.echoed() == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_human_is_asked_is_the_recorded_reason(
+    asking: Callable[..., Asking], stop: signal.Signals
+) -> None:
+    """Stopped by a signal while a request waits for a human: the denial on record says so,
+    not that the client cancelled the request."""
+    run = asking(ASK_ECHO)
+    request = run.echo("one")
+    run.pending()
+    run.proxy.proc.send_signal(stop)
+    run.proxy.proc.wait(timeout=30)
+    (decision,) = run.decisions()
+    assert decision["final_effect"] == "deny"
+    assert decision["reason"].endswith(
+        f"; not approved: the proxy was stopped ({stop.name} received)"
+    )
+    assert run.operations(request) == [("client_to_server", "denied", DENIED)]
+    assert run.echoed() == []
+
+
+def test_when_the_backend_exits_every_request_waiting_is_answered_and_recorded(
+    asking: Callable[..., Asking],
+) -> None:
+    """The backend exits while one request waits for a human and another for the backend's
+    answer: both are answered — the one in flight with the backend's exit, recorded like
+    an answer; the one being decided denied, on record naming the backend's exit (not a
+    cancellation by the client) — and the session ends (exit 17)."""
+    crash = {"id": "crash", "effect": "allow", "conditions": {"tool_name": "crash"}}
+    run = asking({"version": "1", "rules": [*ASK_ECHO["rules"], crash]})
+    asked = run.echo("one")
+    run.pending()
+    crashed = run.proxy.request("tools/call", {"name": "crash", "arguments": {}})
+    assert run.proxy.proc.wait(timeout=30) == 17
+    in_flight = run.proxy.answer(crashed, timeout=10)
+    assert in_flight["error"] == {"code": -32000, "message": "the backend exited (code 3)"}
+    waiting = run.proxy.answer(asked, timeout=10)
+    assert waiting["error"]["code"] == DENIED
+    assert waiting["error"]["message"] == (
+        f"denied: the backend exited (code 3) before the request was decided (request {asked})"
+    )
+    (decision,) = run.decisions()
+    assert (decision["effect"], decision["final_effect"]) == ("ask", "deny")
+    assert decision["reason"].endswith("; not approved: the backend exited (code 3)")
+    assert run.operations(asked) == [("client_to_server", "denied", DENIED)]
+    assert run.operations(crashed) == [
+        ("client_to_server", "forwarded", None),
+        ("server_to_client", "error", -32000),
+    ]
+    assert run.echoed() == []

@@ -1,15 +1,34 @@
 """Device posture through the real ``mcp-acp run`` process, with the example plugin's
 ``marker-file`` check on a real file: the start-up gate, a device that loses its posture
-mid-session (the file is deleted), and ``mcp-acp posture``."""
+mid-session (the file is deleted), and ``mcp-acp posture``; and a check that breaks
+mid-session (``proxy_helpers.use_mode_check``) in front of the recording server."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import CLI, Proxy, proxy_env, recording_notifier, records, wait_for_text
+import pytest
+from proxy_helpers import (
+    CLI,
+    E2E,
+    Proxy,
+    configure,
+    proxy_env,
+    recording_notifier,
+    records,
+    use_mode_check,
+    wait_for_text,
+)
+
+RECORDING_SERVER = E2E / "peers" / "recording_server.py"
+ALLOW_ECHO = {
+    "version": "1",
+    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+}
 
 
 def with_marker_check(home: Path, marker: Path) -> None:
@@ -100,3 +119,48 @@ def test_posture_lost_mid_session_ends_it(setup: Any, isolated_home: Path, tmp_p
     shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
     assert shutdown["failure_class"] == "posture"
     assert shutdown["exit_code"] == 15
+
+
+@pytest.mark.parametrize(
+    ("mode", "unknown"),
+    [
+        ("cancel", "mode is unknown: the check failed: CancelledError (it was not cancelled)"),
+        ("exit", "mode is unknown: the check failed: SystemExit: 0"),
+        ("interrupt", "mode is unknown: the check failed: KeyboardInterrupt"),
+        ("stop-monitor", "the posture monitor stopped (its task was cancelled)"),
+    ],
+    ids=["CancelledError", "SystemExit", "KeyboardInterrupt", "monitor-stopped"],
+)
+def test_a_check_that_breaks_mid_session_ends_it(
+    isolated_home: Path, tmp_path: Path, mode: str, unknown: str
+) -> None:
+    """A check that raises CancelledError, SystemExit or KeyboardInterrupt mid-session, or
+    that stops the posture monitor itself: the device's health is no longer known, and the
+    session ends as for a failed check (exit 15, recorded) — the monitor does not die
+    quietly while the proxy goes on serving."""
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(
+        isolated_home, sys.executable, [str(RECORDING_SERVER), str(received)], ALLOW_ECHO
+    )
+    mode_file = tmp_path / "mode"
+    proxy = Proxy(isolated_home, use_mode_check(isolated_home, tmp_path / "site", mode_file))
+    try:
+        proxy.initialize()  # the start-up gate passed
+        echo = {"name": "echo", "arguments": {"text": "healthy"}}
+        assert "result" in proxy.call("tools/call", echo)
+        mode_file.write_text(mode)
+        assert proxy.proc.wait(timeout=30) == 15
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
+    assert shutdown["failure_class"] == "posture"
+    assert shutdown["exit_code"] == 15
+    assert unknown in shutdown["reason"]
+    auth = records(log_dir, "auth")
+    assert unknown in auth[-1]["reason"]  # session_ended says why
+    assert auth[-1]["event"] == "session_ended"
+    if mode != "stop-monitor":  # a round's result, on record like any other
+        failed = [r for r in auth if r["event"] == "device_health_failed"]
+        assert failed[-1]["detail"]["checks"][0]["status"] == "unknown"

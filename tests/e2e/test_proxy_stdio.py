@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import CLI, DENIED, configure, proxy_env, records
+from proxy_helpers import CLI, DENIED, E2E, configure, proxy_env, records
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -311,3 +311,101 @@ def test_a_backend_that_cannot_start_is_recorded_once(isolated_home: Path) -> No
     assert failed[0]["detail"]["backend"] == "/nonexistent/mcp-server"
     assert not [r for r in records(log_dir, "system") if r["event"] == "backend_started"]
     assert records(log_dir, "auth")[-1]["reason"] == "the backend could not be started"
+
+
+RECORDING_SERVER = E2E / "peers" / "recording_server.py"
+ANY_TOOL = {
+    "version": "1",
+    "rules": [{"id": "any-tool", "effect": "allow", "conditions": {"tool_name": "*"}}],
+}
+
+
+class ClosingClient:
+    """A client of the real ``mcp-acp run`` in front of the recording server that can stop
+    reading the proxy's output: it holds the only read end of the proxy's stdout pipe."""
+
+    def __init__(self, home: Path, tmp_path: Path) -> None:
+        self.received = tmp_path / "received.jsonl"
+        self.log_dir = configure(
+            home, sys.executable, [str(RECORDING_SERVER), str(self.received)], ANY_TOOL
+        )
+        self.stderr = tmp_path / "proxy-stderr.txt"
+        read_end, write_end = os.pipe()
+        with self.stderr.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [str(CLI), "run"],
+                stdin=subprocess.PIPE,
+                stdout=write_end,
+                stderr=stderr,
+                env=proxy_env(home),
+            )
+        os.close(write_end)
+        self.output = os.fdopen(read_end, "rb")
+        init = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}
+        self.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        assert json.loads(self.output.readline())["id"] == 1
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def send(self, body: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(body).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def call(self, request_id: int, tool: str, **arguments: str) -> None:
+        params = {"name": tool, "arguments": arguments}
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+
+    def backend_saw(self) -> list[Any]:
+        lines = self.received.read_text().splitlines()
+        return [json.loads(line).get("id") for line in lines]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_a_client_that_stops_reading_ends_the_session(isolated_home: Path, tmp_path: Path) -> None:
+    """The client closes its end of the proxy's output and sends one more request: no
+    answer could reach it, so the request is never forwarded and the session ends, cleanly
+    and on record — with the client's input still open."""
+    client = ClosingClient(isolated_home, tmp_path)
+    try:
+        client.call(2, "echo", text="before")
+        assert json.loads(client.output.readline())["id"] == 2
+        client.output.close()  # the client stops reading
+        client.call(3, "echo", text="after the client stopped reading")
+        assert client.proc.wait(timeout=30) == 0
+    finally:
+        client.kill()
+    assert 3 not in client.backend_saw()
+    assert [
+        r["request_id"]
+        for r in records(client.log_dir, "decisions")
+        if r.get("tool_name") == "echo"
+    ] == ["2"]
+    assert records(client.log_dir, "auth")[-1]["reason"] == "the client's output closed"
+    assert "Traceback" not in client.stderr.read_text()
+
+
+def test_an_answer_the_client_no_longer_reads_ends_the_session(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The client closes its end of the proxy's output while a request is in the backend:
+    when the answer cannot be written (EPIPE), the session ends, without waiting for the
+    client's input to close."""
+    client = ClosingClient(isolated_home, tmp_path)
+    go = tmp_path / "answer-now"
+    try:
+        client.call(2, "answer_when", path=str(go))
+        deadline = time.monotonic() + 30
+        while 2 not in client.backend_saw() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.output.close()  # the client stops reading; then the answer comes
+        go.touch()
+        assert client.proc.wait(timeout=30) == 0
+    finally:
+        client.kill()
+    assert 2 in client.backend_saw()
+    assert records(client.log_dir, "auth")[-1]["reason"] == "the client's output closed"
+    assert "Traceback" not in client.stderr.read_text()

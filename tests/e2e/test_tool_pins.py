@@ -92,6 +92,8 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         "ask_many",
         "ask_then_cancel",
         "nan_answer",
+        "crash",
+        "answer_when",
     }
     (changed,) = [r for r in system if r["event"] == "tool_definition_changed"]
     assert changed["detail"]["tool"] == "echo"

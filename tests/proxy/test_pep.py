@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from mcp_acp.audit.chain import verify_stream
+from mcp_acp.audit.events import OperationEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.builtins.cli_approver import CliApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
-from mcp_acp.errors import AuditError, AuthenticationError, SessionBindingError
+from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
 from mcp_acp.models import Decision, Effect, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
@@ -44,6 +45,10 @@ POLICY = {
 }
 
 
+class Exited(Exception):
+    """The shutdown coordinator's exit, in a test: the process goes on."""
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -60,15 +65,18 @@ class Setup:
         identity: Any = None,
         registry: ToolRegistry | None = None,
         policy: dict[str, Any] | None = None,
+        *,
+        shutdown: bool = False,
     ) -> None:
         self.log_dir = tmp / "log"
         self.policy = tmp / "policy.json"
         self.policy.write_text(json.dumps(policy or POLICY))
         self.engine = AcpPolicyEngine.from_file(self.policy)
-        self.trail = AuditTrail(
-            [JsonlAuditSink(self.log_dir)],
-            ShutdownCoordinator(log_dir=self.log_dir, fallback_path=tmp / "fallback.jsonl"),
+        self.exits: list[int] = []  # with shutdown: the codes the coordinator exited with
+        self.coordinator = ShutdownCoordinator(
+            log_dir=self.log_dir, fallback_path=tmp / "fallback.jsonl", exit=self._exit
         )
+        self.trail = AuditTrail([JsonlAuditSink(self.log_dir)], self.coordinator)
         self.approver = CliApprover()
         self.control = ControlServer(tmp / "run")
         for name, op in self.approver.control_ops().items():
@@ -85,7 +93,12 @@ class Setup:
             session=self.session,
             approval_timeout=5,
             limits=limits,
+            shutdown=self.coordinator if shutdown else None,
         )
+
+    def _exit(self, code: int) -> Any:
+        self.exits.append(code)
+        raise Exited(code)
 
     async def pending(self) -> dict[str, Any]:
         """The first pending approval, as ``mcp-acp approvals list --json`` shows it."""
@@ -494,15 +507,20 @@ async def test_no_identity_is_a_recorded_denial(tmp_path: Path) -> None:
 async def test_cancellation_and_audit_failure_from_the_identity_pass_through(
     tmp_path: Path, error: BaseException
 ) -> None:
-    """A cancelled request is the client's (nothing to answer); an audit failure is the
-    trail's own fail-closed path (the relay denies and the proxy shuts down). Neither is
-    turned into an identity error."""
+    """A cancelled request is the client's (nothing to answer; its denial is on record as
+    cut short); an audit failure is the trail's own fail-closed path (the relay denies and
+    the proxy shuts down). Neither is turned into an identity error."""
     setup = Setup(tmp_path, Limits(), RaisingIdentity(error))
     await setup.trail.start()
     with pytest.raises(type(error)):
         await setup.pep.check("tools/call", READ, 1)
     await setup.trail.close()
-    assert setup.decisions() == []
+    recorded = [(r["rule_id"], r["reason"]) for r in setup.decisions()]
+    if isinstance(error, asyncio.CancelledError):
+        reason = "denied: cancelled by the client before the request was decided"
+        assert recorded == [("builtin-cut-short", reason)]
+    else:
+        assert recorded == []
 
 
 async def test_a_request_that_cannot_be_prepared_is_a_recorded_denial(tmp_path: Path) -> None:
@@ -800,3 +818,76 @@ async def test_the_hitl_sections_timeout_applies_to_every_approval(terms_setup: 
     assert 0 < pending["expires_in"] <= 7
     await setup.answer("deny")
     assert not (await limited).allowed
+
+
+class SlowIdentity:
+    """An identity provider that, once ``slow`` is set, does not answer (a token refresh
+    that hangs)."""
+
+    def __init__(self) -> None:
+        self.slow = False
+        self.waiting = asyncio.Event()
+
+    async def current_subject(self) -> Subject:
+        if self.slow:
+            self.waiting.set()
+            await asyncio.Event().wait()
+        return Subject(subject_id="alice", provenance=Provenance.CONFIG, issuer=None)
+
+
+async def test_a_fail_closed_shutdown_records_every_decision_in_progress(tmp_path: Path) -> None:
+    """The shutdown coordinator ends the process from a synchronous callback: the event loop
+    never resumes the requests being decided. Before it exits, each is denied on record —
+    the one waiting for a human as a denied approval, the one not yet decided as a
+    ``builtin-cut-short`` denial — with the caller's companion record, naming the shutdown
+    (without its fix)."""
+    identity = SlowIdentity()
+    setup = Setup(tmp_path, Limits(), identity, shutdown=True)
+    setup.session.bind(await identity.current_subject())  # as the start-up gate does
+    await setup.trail.start()
+    await setup.control.start()
+
+    def operation(request_id: int) -> Any:
+        def companion(allowed: bool) -> OperationEvent:
+            return OperationEvent(
+                session_id=setup.session.id,
+                request_id=str(request_id),
+                direction="client_to_server",
+                mcp_method="tools/call",
+                outcome="forwarded" if allowed else "denied",
+            )
+
+        return companion
+
+    asked = asyncio.create_task(
+        setup.pep.check("tools/call", write("/data/a.txt"), 1, companion=operation(1))
+    )
+    await setup.pending()
+    identity.slow = True
+    deciding = asyncio.create_task(setup.pep.check("tools/call", READ, 2, companion=operation(2)))
+    await asyncio.wait_for(identity.waiting.wait(), timeout=10)
+
+    lost = PostureError("device posture lost: disk is fail: not encrypted", fix="encrypt it")
+    with pytest.raises(Exited):
+        setup.coordinator.trigger(lost)
+    assert setup.exits == [15]
+    why = "the proxy shut down (posture failure: device posture lost: disk is fail: not encrypted)"
+    found = {r["request_id"]: r for r in setup.decisions()}
+    assert set(found) == {"1", "2"}
+    assert (found["1"]["effect"], found["1"]["final_effect"]) == ("ask", "deny")
+    assert found["1"]["reason"].endswith(f"; not approved: {why}")
+    assert (found["2"]["effect"], found["2"]["rule_id"]) == ("deny", "builtin-cut-short")
+    assert found["2"]["reason"] == f"denied: {why} before the request was decided"
+    assert found["2"]["subject_id"] == "alice"
+    lines = (setup.log_dir / "operations.jsonl").read_text().splitlines()
+    outcomes = {r["request_id"]: r["outcome"] for r in map(json.loads, lines) if "outcome" in r}
+    assert outcomes == {"1": "denied", "2": "denied"}
+
+    for task in (asked, deciding):  # the process would be gone; nothing more is recorded
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await setup.control.close()
+    await setup.trail.close()
+    assert len(setup.decisions()) == 2
+    assert verify_stream(setup.log_dir, "decisions").ok

@@ -1,5 +1,6 @@
 """The posture monitor with real checks: the example plugin's ``marker-file`` check on a
-real file (flipped by deleting the file), a check that never answers, one that raises; the
+real file (flipped by deleting the file), a check that never answers, ones that raise
+(``Exception`` or not), one that cancels the monitor's own task; the
 real audit trail on disk; and the enforcement point with a rule that requires posture."""
 
 from __future__ import annotations
@@ -48,6 +49,33 @@ class Lies:
         return "pass"  # not a PostureResult: not a pass either
 
 
+class RaisesBase:
+    """A check that raises what is not an ``Exception``."""
+
+    name = "raises-base"
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+
+    async def check(self) -> PostureResult:
+        raise self.raised
+
+
+class StopsTheMonitor:
+    """A check that cancels the monitor's own task (a plugin meddling with the proxy's
+    tasks), then passes."""
+
+    name = "stops-the-monitor"
+
+    async def check(self) -> PostureResult:
+        for task in asyncio.all_tasks():
+            if task.get_coro().__qualname__ == "PostureMonitor.watch":  # type: ignore[union-attr]
+                task.cancel()
+        return PostureResult(
+            check=self.name, status=PostureStatus.PASS, detail="", checked_at=datetime.now(UTC)
+        )
+
+
 @pytest.fixture
 async def trail(tmp_path: Path) -> Any:
     log_dir = tmp_path / "log"
@@ -78,6 +106,96 @@ async def test_a_broken_check_is_unknown(check: Any, detail: str) -> None:
     assert result.status is PostureStatus.UNKNOWN
     assert detail in result.detail
     assert not result.passed
+
+
+@pytest.mark.parametrize(
+    ("raised", "detail"),
+    [
+        (asyncio.CancelledError(), "CancelledError (it was not cancelled)"),
+        (SystemExit(0), "SystemExit: 0"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (GeneratorExit(), "GeneratorExit"),
+    ],
+    ids=["CancelledError", "SystemExit", "KeyboardInterrupt", "GeneratorExit"],
+)
+def test_a_check_that_raises_a_base_exception_is_unknown(
+    raised: BaseException, detail: str
+) -> None:
+    """Not only ``Exception``: in a task, SystemExit and KeyboardInterrupt would stop the
+    event loop, and a CancelledError of the check's own would end the monitor. (The check
+    runs in an event loop of its own: what escapes it must fail this test, not pytest.)"""
+
+    async def round_() -> PostureResult:
+        return await asyncio.ensure_future(run_check(RaisesBase(raised), 5))
+
+    try:
+        result: PostureResult | BaseException = asyncio.run(round_())
+    except BaseException as escaped:
+        result = escaped
+    assert isinstance(result, PostureResult), f"escaped run_check: {result!r}"
+    assert result.status is PostureStatus.UNKNOWN
+    assert result.detail == f"the check failed: {detail}"
+
+
+async def test_cancelling_a_round_still_cancels_it() -> None:
+    """The session ending cancels the round: that passes through, it is no check result."""
+    runs = asyncio.ensure_future(run_check(Hangs(), 60))
+    await asyncio.sleep(0.05)  # the check has started
+    runs.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runs
+
+
+async def test_a_monitor_that_stops_while_the_session_runs_is_a_posture_failure(
+    trail: Any,
+) -> None:
+    trail, _ = trail
+    failures: list[McpAcpError] = []
+    monitor = PostureMonitor(
+        [StopsTheMonitor()],
+        trail,
+        session_id="s1",
+        posture={},
+        interval=0.01,
+        on_failure=failures.append,
+    )
+    watching = monitor.start_watching()
+    assert watching is not None
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(watching, timeout=5)
+    await asyncio.sleep(0)  # the task's done callbacks
+    [error] = failures
+    assert isinstance(error, PostureError)
+    assert error.exit_code == 15
+    assert "the posture monitor stopped (its task was cancelled)" in str(error)
+    assert monitor.failed  # the enforcement point denies everything from now on
+
+
+async def test_stopping_the_monitor_at_the_end_of_the_session_is_no_failure(
+    trail: Any, tmp_path: Path
+) -> None:
+    trail, _ = trail
+    marker = tmp_path / "enrolled"
+    marker.write_text("yes\n")
+    failures: list[McpAcpError] = []
+    monitor = PostureMonitor(
+        [MarkerFileCheck(marker)],
+        trail,
+        session_id="s1",
+        posture={},
+        interval=0.01,
+        on_failure=failures.append,
+    )
+    watching = monitor.start_watching()
+    assert watching is not None
+    await asyncio.sleep(0.1)  # some healthy rounds
+    monitor.stop_watching()
+    with pytest.raises(asyncio.CancelledError):
+        await watching
+    await asyncio.sleep(0)
+    assert failures == []
+    assert monitor.failed is None
+    assert PostureMonitor([], trail, session_id="s2", posture={}).start_watching() is None
 
 
 async def test_gate_refuses_to_start_and_records_why(trail: Any, tmp_path: Path) -> None:

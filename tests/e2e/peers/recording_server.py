@@ -24,7 +24,9 @@ JSON tokens and a raw U+2028 in a string (one message to a reader that splits on
 ``\n``). ``ask_many`` answers with
 ``count`` ``roots/list`` requests for the client inside its result (2026-07-28 era);
 ``ask_then_cancel`` sends the client a ``roots/list`` request (id ``c1``), cancels it, and
-returns; ``nan_answer`` answers with ``NaN``, which is not JSON.
+returns; ``nan_answer`` answers with ``NaN``, which is not JSON; ``crash`` answers
+nothing: the server exits at once with status 3; ``answer_when`` answers once the file its
+``path`` argument names exists.
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -37,6 +39,7 @@ record file.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +65,8 @@ TOOLS = [
     {"name": "ask_many", "inputSchema": {"type": "object"}},
     {"name": "ask_then_cancel", "inputSchema": {"type": "object"}},
     {"name": "nan_answer", "inputSchema": {"type": "object"}},
+    {"name": "crash", "inputSchema": {"type": "object"}},
+    {"name": "answer_when", "inputSchema": {"type": "object"}},
 ]
 
 ADD_SCHEMA = {
@@ -192,6 +197,14 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         note = {"requestId": "c1", "reason": "no longer needed"}
         send(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note}))
         text(request_id, "cancelled it")
+    elif name == "answer_when":
+        path = Path(params.get("arguments", {}).get("path", ""))
+        while not path.exists():
+            time.sleep(0.01)
+        text(request_id, "answered")
+    elif name == "crash":
+        sys.stdout.flush()
+        os._exit(3)
     elif name == "nan_answer":
         send(f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},"result":{{"n":NaN}}}}')
     elif name == "raw_lines":
