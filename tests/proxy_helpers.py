@@ -94,7 +94,7 @@ def use_plugin(
 
 
 MODE_CHECK = """
-import asyncio
+import asyncio, threading
 from datetime import UTC, datetime
 from pathlib import Path
 from pydantic import BaseModel, ConfigDict
@@ -115,13 +115,19 @@ class ModeCheck:
 
     async def check(self):
         mode = self.mode_file.read_text().strip()
-        if mode == "cancel":
+        (self.mode_file.parent / f"checking-{mode}").touch()  # a round has begun in it
+        if mode == "hold":  # until the test lets it go
+            while not (self.mode_file.parent / "release").exists():
+                await asyncio.sleep(0.02)
+        elif mode == "stuck":  # a worker thread that never returns
+            await asyncio.to_thread(threading.Event().wait)
+        elif mode == "cancel":
             raise asyncio.CancelledError
-        if mode == "exit":
+        elif mode == "exit":
             raise SystemExit(0)
-        if mode == "interrupt":
+        elif mode == "interrupt":
             raise KeyboardInterrupt
-        if mode == "stop-monitor":  # a plugin meddling with the proxy's own tasks
+        elif mode == "stop-monitor":  # a plugin meddling with the proxy's own tasks
             for task in asyncio.all_tasks():
                 if task.get_coro().__qualname__ == "PostureMonitor.watch":
                     task.cancel()
@@ -136,14 +142,25 @@ def register_posture_checks(register):
 """
 
 
-def use_mode_check(home: Path, site: Path, mode_file: Path) -> dict[str, str]:
+def use_mode_check(
+    home: Path,
+    site: Path,
+    mode_file: Path,
+    *,
+    mode: str = "pass",
+    timeout: float = 5,
+    threshold: int = 1,
+) -> dict[str, str]:
     """A posture check plugin (``mode-check``) whose outcome is named by ``mode_file``:
     ``pass``, ``fail``, or what it does instead of answering — ``cancel``, ``exit`` and
     ``interrupt`` raise ``CancelledError``, ``SystemExit`` and ``KeyboardInterrupt``;
-    ``stop-monitor`` cancels the posture monitor's task, then passes. Installed, allowed
-    and configured (a round every second) with the mode ``pass``; returns the environment
-    that finds it."""
-    mode_file.write_text("pass")
+    ``stop-monitor`` cancels the posture monitor's task, then passes; ``hold`` waits until
+    a file ``release`` appears beside ``mode_file``, then passes; ``stuck`` waits for a
+    worker thread that never returns. Each round touches ``checking-<mode>`` beside
+    ``mode_file`` as it begins. Installed, allowed and configured (a round every second,
+    ``timeout`` and ``threshold`` as given) with ``mode``; returns the environment that
+    finds it."""
+    mode_file.write_text(mode)
     env = use_plugin(
         home,
         site,
@@ -156,7 +173,12 @@ def use_mode_check(home: Path, site: Path, mode_file: Path) -> dict[str, str]:
     config_file = home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
     check = {"use": "mode-check", "config": {"mode_file": str(mode_file)}}
-    settings["posture"] = {"checks": [check], "interval_seconds": 1, "timeout_seconds": 5}
+    settings["posture"] = {
+        "checks": [check],
+        "interval_seconds": 1,
+        "timeout_seconds": timeout,
+        "failure_threshold": threshold,
+    }
     config_file.write_text(json.dumps(settings))
     return env
 

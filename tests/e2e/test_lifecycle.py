@@ -33,6 +33,7 @@ from proxy_helpers import (
     proxy_env,
     records,
     running,
+    use_mode_check,
     wait_for_event,
 )
 
@@ -40,45 +41,6 @@ ALLOW_ALL = {
     "version": "1",
     "rules": [{"id": "allow-all", "effect": "allow", "conditions": {"tool_name": "*"}}],
 }
-
-SCRIPTED_CHECK = """
-import asyncio, threading
-from datetime import UTC, datetime
-from pathlib import Path
-from pydantic import BaseModel, ConfigDict
-from mcp_acp.hookspecs import hookimpl
-from mcp_acp.models import PostureResult, PostureStatus
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    directory: str
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, options, context):
-        self.directory = Path(options.directory)
-
-    async def check(self):
-        mode = (self.directory / "mode").read_text().strip()
-        (self.directory / f"checking-{mode}").touch()
-        if mode == "hold":
-            while not (self.directory / "release").exists():
-                await asyncio.sleep(0.02)
-        elif mode == "stuck":
-            await asyncio.to_thread(threading.Event().wait)
-        status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
-        return PostureResult(
-            check=self.name, status=status, detail=mode, checked_at=datetime.now(UTC)
-        )
-
-
-@hookimpl
-def register_posture_checks(register):
-    register("scripted", Scripted, Options, summary="test: scripted by a file")
-"""
 
 
 class Home:
@@ -108,28 +70,14 @@ class Home:
         self.config_file.write_text(json.dumps(config))
 
     def scripted_posture(self, mode: str, *, timeout: float = 60, threshold: int = 1) -> None:
-        self.mode(mode)
-        self.site.mkdir()
-        (self.site / "scripted_check.py").write_text(SCRIPTED_CHECK)
-        info = self.site / "scripted_check-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            "Metadata-Version: 2.1\nName: scripted-check\nVersion: 0.1\n"
+        self.env = use_mode_check(
+            self.home,
+            self.site,
+            self.checks / "mode",
+            mode=mode,
+            timeout=timeout,
+            threshold=threshold,
         )
-        (info / "entry_points.txt").write_text("[mcp_acp]\nscripted = scripted_check\n")
-        self.env["PYTHONPATH"] = str(self.site)
-        checks = {"use": "scripted", "config": {"directory": str(self.checks)}}
-
-        def change(config: dict[str, Any]) -> None:
-            config["plugins"] = {"allow": ["scripted"]}
-            config["posture"] = {
-                "checks": [checks],
-                "interval_seconds": 1,
-                "timeout_seconds": timeout,
-                "failure_threshold": threshold,
-            }
-
-        self.edit(change)
 
     def mode(self, mode: str) -> None:
         (self.checks / "mode").write_text(mode)
@@ -287,7 +235,7 @@ def test_a_check_stuck_in_a_thread_refuses_the_start_and_the_process_ends(
     assert proxy.proc.wait(timeout=30) == 15
     refused = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
     assert refused[0]["detail"]["failure_class"] == "posture"
-    assert "scripted is unknown: no answer within 1 s" in home.stderr()
+    assert "mode is unknown: no answer within 1 s" in home.stderr()
 
 
 def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
