@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["DuplicateKeyError", "json_path", "loads_strict"]
+__all__ = ["DuplicateKeyError", "json_path", "loads_strict", "value_lines"]
 
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -54,15 +54,22 @@ def json_path(loc: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
-def _locate_duplicate(text: str) -> tuple[tuple[int | str, ...], int] | None:
-    """The path and line of the first key that repeats one before it in its object."""
+def value_lines(text: str) -> dict[tuple[int | str, ...], int]:
+    """The line of every value in the JSON document ``text``, keyed by its path (for error
+    messages). A key that repeats one before it in its object raises :class:`_Found` with
+    that key's path and line."""
     decoder = json.JSONDecoder()
+    lines: dict[tuple[int | str, ...], int] = {}
 
     def skip(index: int) -> int:
         return _WS.match(text, index).end()  # type: ignore[union-attr]
 
+    def line_of(index: int) -> int:
+        return text.count("\n", 0, index) + 1
+
     def value(index: int, path: tuple[int | str, ...]) -> int:
         index = skip(index)
+        lines[path] = line_of(index)
         char = text[index : index + 1]
         if char == "{":
             index = skip(index + 1)
@@ -73,7 +80,7 @@ def _locate_duplicate(text: str) -> tuple[tuple[int | str, ...], int] | None:
                 start = index
                 key, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
                 if key in keys:
-                    raise _Found((*path, key), text.count("\n", 0, start) + 1)
+                    raise _Found((*path, key), line_of(start))
                 keys.add(key)
                 index = skip(index) + 1  # the ':'
                 index = skip(value(index, (*path, key)))
@@ -94,19 +101,25 @@ def _locate_duplicate(text: str) -> tuple[tuple[int | str, ...], int] | None:
         _, end = decoder.raw_decode(text, index)
         return end
 
-    try:
-        value(0, ())
-    except _Found as found:
-        return found.path, found.line
-    except (RecursionError, ValueError, IndexError):
-        return None
-    return None
+    value(0, ())
+    return lines
 
 
 class _Found(Exception):
     def __init__(self, path: tuple[int | str, ...], line: int) -> None:
         self.path = path
         self.line = line
+
+
+def _locate_duplicate(text: str) -> tuple[tuple[int | str, ...], int] | None:
+    """The path and line of the first key that repeats one before it in its object."""
+    try:
+        value_lines(text)
+    except _Found as found:
+        return found.path, found.line
+    except (RecursionError, ValueError, IndexError):
+        return None
+    return None
 
 
 def loads_strict(text: str) -> Any:

@@ -7,14 +7,13 @@ deep to parse, is a problem reported like any other (never an exception of anoth
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
-from mcp_acp._json import DuplicateKeyError, loads_strict
+from mcp_acp._json import DuplicateKeyError, json_path, loads_strict, value_lines
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
 
@@ -28,7 +27,6 @@ __all__ = [
 ]
 
 MAX_POLICY_BYTES = 4 << 20
-_WS = re.compile(r"[ \t\n\r]*")
 _FIX = "correct the policy file ('mcp-acp schema policy' documents every field)"
 
 
@@ -63,56 +61,6 @@ def _read(path: Path) -> str:
         ) from exc
 
 
-def _json_lines(text: str) -> dict[tuple[int | str, ...], int]:
-    """Line number of every value in a JSON document, keyed by its path."""
-    decoder = json.JSONDecoder()
-    lines: dict[tuple[int | str, ...], int] = {}
-
-    def line_of(index: int) -> int:
-        return text.count("\n", 0, index) + 1
-
-    def value(index: int, path: tuple[int | str, ...]) -> int:
-        index = _WS.match(text, index).end()  # type: ignore[union-attr]
-        lines[path] = line_of(index)
-        char = text[index : index + 1]
-        if char == "{":
-            index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
-            if text[index] == "}":
-                return index + 1
-            while True:
-                key, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
-                index = _WS.match(text, index).end() + 1  # type: ignore[union-attr]  # the ':'
-                index = value(index, (*path, key))
-                index = _WS.match(text, index).end()  # type: ignore[union-attr]
-                if text[index] == "}":
-                    return index + 1
-                index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
-        if char == "[":
-            index = _WS.match(text, index + 1).end()  # type: ignore[union-attr]
-            if text[index] == "]":
-                return index + 1
-            position = 0
-            while True:
-                index = value(index, (*path, position))
-                index = _WS.match(text, index).end()  # type: ignore[union-attr]
-                if text[index] == "]":
-                    return index + 1
-                index += 1
-                position += 1
-        _, end = decoder.raw_decode(text, index)
-        return end
-
-    value(0, ())
-    return lines
-
-
-def _json_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
     try:
         return _validate_unguarded(text, source)
@@ -131,7 +79,7 @@ def _validate_unguarded(text: str, source: str) -> tuple[PolicyFile | None, list
     try:
         return PolicyFile.model_validate(data), []
     except ValidationError as exc:
-        lines = _json_lines(text)
+        lines = value_lines(text)  # a valid document: no key twice
         errors = []
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
@@ -140,7 +88,7 @@ def _validate_unguarded(text: str, source: str) -> tuple[PolicyFile | None, list
                 found = found[:-1]
             line = lines.get(found, 1)
             message = error["msg"].removeprefix("Value error, ")
-            errors.append(one_line(f"{source}:{line}: {_json_path(loc)}: {message}"))
+            errors.append(one_line(f"{source}:{line}: {json_path(loc)}: {message}"))
         return None, errors
 
 
