@@ -28,7 +28,8 @@ __all__ = ["AuditTrail"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: How long a denial may take to reach the client before the process ends.
+#: How long denials may take to reach the client before the process ends. Nothing else
+#: passes meanwhile: the relay answers with a denial whatever the backend still sends.
 SHUTDOWN_GRACE_SECONDS = 0.2
 
 
@@ -52,6 +53,12 @@ class AuditTrail:
         self._failed: AuditError | None = None
         self._soon: set[asyncio.Future[Any]] = set()  # record_soon's writes in progress
         coordinator.on_session_end(self._record_session_end)
+
+    @property
+    def failed(self) -> AuditError | None:
+        """Why the trail failed, once it has: from then on nothing passes (every record is
+        refused, and the relay withholds what is still on its way) until the process ends."""
+        return self._failed
 
     async def start(self) -> None:
         """Open every sink with its write test; ``AuditError`` means: do not start."""

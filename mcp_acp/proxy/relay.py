@@ -436,9 +436,10 @@ class Relay:
         """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
         once it returns; the event loop does not run again): each client request still
         being decided — its denial recorded by the enforcement point just before — is
-        answered with an error, if the client can take it: only on the event loop's thread
-        (nothing else writes to the client meanwhile), with nothing else waiting to be
-        written to it, within :data:`AT_EXIT_SECONDS`."""
+        answered with an error, and so is each request the backend has not answered yet
+        (``-32000``, recorded as its answer), if the client can take them: only on the event
+        loop's thread (nothing else writes to the client meanwhile), with nothing else
+        waiting to be written to it, within :data:`AT_EXIT_SECONDS`."""
         if threading.get_ident() != self._loop_thread or self._output_closed.is_set():
             return
         fd = _idle_fd(self._to_client)
@@ -450,6 +451,13 @@ class Relay:
         for message in list(self._undecided.values()):
             if not _write_by(fd, self._denial(message, text, "builtin-cut-short"), deadline):
                 return
+        for request_id in list(self._in_flight):
+            method, took = self._answered(request_id)
+            sentence = f"{why} before the backend answered (request {request_id})"
+            error = error_response(request_id, BACKEND_FAILED, sentence)
+            if not _write_by(fd, encode(error), deadline):
+                return
+            self.trail.record_at_exit(self._response_event(error, request_id, method, took))
 
     # ---------------------------------------------------------------- client -> backend
 
@@ -509,6 +517,12 @@ class Relay:
             log.warning("client answer %r refused: %s", message.id, message.ambiguous)
             text = f"the client's answer was refused: {message.ambiguous}"
             await self._send_backend(from_body(error_response(message.id, INVALID_REQUEST, text)))
+        elif self.trail.failed is not None:  # nothing passes: the backend is told why
+            text = (
+                "the client's answer was withheld: the audit trail cannot be written "
+                f"({self.trail.failed})"
+            )
+            await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         else:  # the answer to a request the backend sent
             await self._send_backend(message)
 
@@ -563,6 +577,15 @@ class Relay:
             await self._deny(message, verdict.reason, verdict.rule_id)
             if verdict.fatal is not None:
                 self.pep.fail(verdict.fatal)
+            return
+        if self.trail.failed is not None:  # it failed since this decision was recorded
+            text = f"denied: the audit trail cannot be written ({self.trail.failed})"
+            await self._deny(message, text, None)
+            # the operation record written with the decision says "forwarded": this one,
+            # in the fallback file, says it was not
+            self.trail.record_soon(
+                self._operation_event("client_to_server", message, "denied", error_code=DENIED)
+            )
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
         try:
@@ -628,7 +651,9 @@ class Relay:
                 return
             method, took = self._answered(message.id)
             decided = method in _LISTS or _asks_for_input(message)
-            if decided and message.ambiguous is not None:
+            if self.trail.failed is not None:
+                await self._withhold_answer(message.id, method, took)
+            elif decided and message.ambiguous is not None:
                 await self._refuse_answer(message, method, took)
             elif decided:
                 self._spawn(self._backend_response(message, method, took))
@@ -674,6 +699,18 @@ class Relay:
         method, sent = self._in_flight.pop(request_id)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
 
+    async def _withhold_answer(self, request_id: Any, method: str | None, took: float) -> None:
+        """The audit trail has failed, and the process ends in a moment: the backend's answer
+        to ``request_id`` does not pass. The client gets a denial instead, recorded as its
+        answer (the trail now sends every record to the fallback file)."""
+        text = (
+            f"denied: the audit trail cannot be written ({self.trail.failed}); the backend's "
+            f"answer was withheld (request {request_id})"
+        )
+        error = error_response(request_id, DENIED, text)
+        await self._send_client(encode(error))
+        self._record_response(error, request_id, method, took)
+
     async def _refuse_answer(self, message: Message, method: str | None, took: float) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
         client inside it) but cannot read unambiguously: the client gets an error instead,
@@ -697,6 +734,9 @@ class Relay:
                 return
         else:
             data = message.raw
+        if self.trail.failed is not None:  # it failed while this answer was being decided
+            await self._withhold_answer(message.id, method, took)
+            return
         await self._send_client(data)
         self._record_response(body, message.id, method, took)
 
@@ -709,22 +749,25 @@ class Relay:
         iteration — so building the record is not part of the client's wait. If that record
         fails, the trail fails: the event goes to the fallback file and the proxy shuts
         down."""
+        self.trail.record_soon(self._response_event(body, request_id, method, took))
+
+    def _response_event(
+        self, body: dict[str, Any], request_id: Any, method: str | None, took: float
+    ) -> OperationEvent:
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
         code = error.get("code") if isinstance(error, dict) else None
-        self.trail.record_soon(
-            OperationEvent(
-                session_id=self.pep.session.id,
-                request_id=str(request_id),
-                direction="server_to_client",
-                mcp_method=method,
-                outcome="error" if error else "response",
-                result_sha256=digest,
-                result_size=size,
-                # a backend may send any JSON here; the record's schema says integer
-                error_code=code if type(code) is int else None,
-                duration_ms=took,
-            )
+        return OperationEvent(
+            session_id=self.pep.session.id,
+            request_id=str(request_id),
+            direction="server_to_client",
+            mcp_method=method,
+            outcome="error" if error else "response",
+            result_sha256=digest,
+            result_size=size,
+            # a backend may send any JSON here; the record's schema says integer
+            error_code=code if type(code) is int else None,
+            duration_ms=took,
         )
 
     async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
@@ -1044,6 +1087,9 @@ class Relay:
             text = (
                 f"denied: {MAX_ASKED} requests already wait for the client (request {message.id})"
             )
+            await self._send_backend(from_body(error_response(message.id, DENIED, text)))
+        elif verdict.allowed and self.trail.failed is not None:
+            text = f"denied: the audit trail cannot be written ({self.trail.failed})"
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed:
             self._asked[message.id] = message.method

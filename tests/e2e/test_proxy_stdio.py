@@ -409,3 +409,76 @@ def test_an_answer_the_client_no_longer_reads_ends_the_session(
     assert 2 in client.backend_saw()
     assert records(client.log_dir, "auth")[-1]["reason"] == "the client's output closed"
     assert "Traceback" not in client.stderr.read_text()
+
+
+def _wait_until_backend_saw(client: ClosingClient, request_id: int) -> None:
+    deadline = time.monotonic() + 30
+    while request_id not in client.backend_saw():
+        assert time.monotonic() < deadline, f"request {request_id} never reached the backend"
+        time.sleep(0.02)
+
+
+def test_after_the_audit_trail_fails_no_backend_answer_passes(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Request 2 is in the backend when the audit trail fails (its decisions file removed;
+    request 3 finds it and is denied). The backend then answers 2, in the moment before the
+    process ends: the answer does not reach the client — a denial does — and the answer is
+    recorded in the fallback file, where the failed trail sends every record."""
+    client = ClosingClient(isolated_home, tmp_path)
+    go = tmp_path / "answer-now"
+    try:
+        client.call(2, "answer_when", path=str(go))
+        _wait_until_backend_saw(client, 2)
+        (client.log_dir / "decisions.jsonl").unlink()
+        client.call(3, "echo", text="finds the trail failing")
+        third = json.loads(client.output.readline())
+        assert third["id"] == 3
+        assert "audit trail cannot be written" in third["error"]["message"]
+        go.touch()  # the backend answers 2 now
+        second = json.loads(client.output.readline())
+        assert client.proc.wait(timeout=30) == 13
+    finally:
+        client.kill()
+    assert second["id"] == 2
+    assert "result" not in second
+    assert second["error"]["code"] == DENIED
+    assert "the backend's answer was withheld (request 2)" in second["error"]["message"]
+    assert client.output.read() == b""  # nothing else came
+    fallback = isolated_home / ".local" / "state" / "mcp-acp" / "audit-fallback.jsonl"
+    kept = [json.loads(line)["event"] for line in fallback.read_text().splitlines()]
+    answer = [e for e in kept if e.get("request_id") == "2"]
+    assert [(e["direction"], e["outcome"], e["error_code"]) for e in answer] == [
+        ("server_to_client", "error", DENIED)
+    ]
+
+
+def test_requests_in_the_backend_are_answered_at_a_fail_closed_exit(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Request 2 is in the backend, which never answers it, when the audit trail fails: as
+    the process ends, the client gets an error for 2 instead of waiting for ever, and that
+    answer is on record."""
+    client = ClosingClient(isolated_home, tmp_path)
+    try:
+        client.call(2, "answer_when", path=str(tmp_path / "never"))
+        _wait_until_backend_saw(client, 2)
+        (client.log_dir / "decisions.jsonl").unlink()
+        client.call(3, "echo", text="finds the trail failing")
+        third = json.loads(client.output.readline())
+        second = json.loads(client.output.readline())
+        assert client.proc.wait(timeout=30) == 13
+    finally:
+        client.kill()
+    assert third["id"] == 3
+    assert second["id"] == 2
+    assert second["error"]["code"] == -32000
+    message = second["error"]["message"]
+    assert "audit failure" in message
+    assert "before the backend answered (request 2)" in message
+    answers = [
+        r
+        for r in records(client.log_dir, "operations")
+        if r.get("request_id") == "2" and r["direction"] == "server_to_client"
+    ]
+    assert [(r["outcome"], r["error_code"]) for r in answers] == [("error", -32000)]

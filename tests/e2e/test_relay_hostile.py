@@ -754,3 +754,26 @@ def test_a_string_id_of_other_digits_is_an_ordinary_id(relay: Any) -> None:
     assert proxy.answer("\u00b2")["result"] == {}  # type: ignore[arg-type]
     assert proxy.close() == 0
     assert "Traceback" not in (proxy.home / "proxy-stderr.txt").read_text()
+
+
+def test_after_the_audit_trail_fails_the_clients_answer_to_the_backend_is_withheld(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The backend asks the client (``roots/list``, allowed and relayed); before the client
+    answers, the audit trail fails (its decisions file removed; the next request is denied).
+    The client's answer, sent in the moment before the process ends, does not reach the
+    backend: the backend is told it was withheld."""
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 100, 200)
+    proxy.request("tools/call", {"name": "flood", "arguments": {"requests": 1}})
+    ask = proxy.recv()
+    assert (ask["id"], ask["method"]) == ("f0", "roots/list")
+    (log_dir / "decisions.jsonl").unlink()
+    denied = proxy.call("ping")
+    assert "audit trail cannot be written" in denied["error"]["message"]
+    proxy.send({"jsonrpc": "2.0", "id": "f0", "result": {"roots": [{"uri": "file:///secret"}]}})
+    assert proxy.proc.wait(timeout=30) == 13
+    answers = [m for m in backend_saw(received) if m.get("id") == "f0"]
+    assert len(answers) == 1
+    assert "result" not in answers[0]
+    assert "the client's answer was withheld" in answers[0]["error"]["message"]
