@@ -145,6 +145,20 @@ class ClientWriter(Protocol):
     def is_closing(self) -> bool: ...
 
 
+class ClientPipe(asyncio.streams.FlowControlMixin):
+    """The protocol of the client's output when it is a pipe or socket: ``lost`` is set
+    when the connection is lost — among other times, as soon as the client closes its
+    read end (the event loop sees the pipe's error even with nothing to write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
+
+
 def _idle_fd(writer: ClientWriter | None) -> int | None:
     """The file descriptor behind ``writer`` if nothing is waiting to be written to it — so
     that a line written there now cannot land inside another — else None. (An
@@ -362,6 +376,7 @@ class Relay:
         from_client = asyncio.ensure_future(self._client_loop(client_in))
         from_backend = asyncio.ensure_future(self._backend_loop())
         output_closed = asyncio.ensure_future(self._output_closed.wait())
+        pipe_lost = asyncio.ensure_future(self._watch_output())
         try:
             done, _ = await asyncio.wait(
                 {from_client, from_backend, output_closed}, return_when=asyncio.FIRST_COMPLETED
@@ -384,6 +399,7 @@ class Relay:
                     "the proxy was stopped" if stopped else "the client closed the session"
                 )
             output_closed.cancel()
+            pipe_lost.cancel()
             for task in (from_client, from_backend, *self._tasks):
                 task.cancel()
             for task in (from_client, from_backend):
@@ -391,6 +407,17 @@ class Relay:
                     await task
             if self._tasks:  # cancelled decisions record their denial: let them
                 await asyncio.wait(set(self._tasks), timeout=CUT_SHORT_SECONDS)
+
+    async def _watch_output(self) -> None:
+        """The client may close its read end of our output and go quiet: that ends the
+        session at once (through ``_output_closed``), not at its next message."""
+        transport = getattr(self._to_client, "transport", None)
+        protocol = (
+            transport.get_protocol() if isinstance(transport, asyncio.BaseTransport) else None
+        )
+        if isinstance(protocol, ClientPipe):
+            await protocol.lost.wait()
+            self._output_gone("its end of the pipe is closed")
 
     async def _drain(self, from_backend: asyncio.Future[None]) -> None:
         """The client closed its input: let decisions and backend answers still in progress

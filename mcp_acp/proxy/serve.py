@@ -46,7 +46,7 @@ from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.messages import pipe_sized_reads
 from mcp_acp.proxy.pep import BuildError, EnforcementPoint, Limits, Session, subject_of
 from mcp_acp.proxy.pins import ToolPins, backend_key
-from mcp_acp.proxy.relay import ClientWriter, Relay
+from mcp_acp.proxy.relay import ClientPipe, ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.startup import resume_collection
@@ -195,9 +195,7 @@ async def _stdio() -> tuple[asyncio.StreamReader, ClientWriter]:
         _feed_from_thread(reader, sys.stdin.fileno())
     if not _pollable(sys.stdout.fileno()):
         return reader, _BlockingOut(sys.stdout.fileno())
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, sys.stdout
-    )
+    transport, protocol = await loop.connect_write_pipe(ClientPipe, sys.stdout)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 

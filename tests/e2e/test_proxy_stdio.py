@@ -388,6 +388,23 @@ def test_a_client_that_stops_reading_ends_the_session(isolated_home: Path, tmp_p
     assert "Traceback" not in client.stderr.read_text()
 
 
+def test_a_client_that_stops_reading_and_goes_quiet_ends_the_session(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The client closes its end of the proxy's output and sends nothing more, its input
+    still open: the session ends at once, on record, not at the client's next message."""
+    client = ClosingClient(isolated_home, tmp_path)
+    try:
+        client.call(2, "echo", text="the last message the client sends")
+        assert json.loads(client.output.readline())["id"] == 2
+        client.output.close()
+        assert client.proc.wait(timeout=30) == 0
+    finally:
+        client.kill()
+    assert records(client.log_dir, "auth")[-1]["reason"] == "the client's output closed"
+    assert "Traceback" not in client.stderr.read_text()
+
+
 def test_an_answer_the_client_no_longer_reads_ends_the_session(
     isolated_home: Path, tmp_path: Path
 ) -> None:
