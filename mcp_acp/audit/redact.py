@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_SCANNED_STRINGS", "REDACTED", "redact", "secret_kinds"]
+__all__ = ["MAX_SCANNED_STRINGS", "REDACTED", "TOO_MANY_STRINGS", "redact", "secret_kinds"]
 
 REDACTED = "<redacted>"
 
@@ -41,11 +41,16 @@ _ANY_KIND = re.compile("|".join(f"(?:{shape.pattern})" for _, shape in _KINDS))
 _SHORTEST = 15
 #: Strings looked at per value by :func:`secret_kinds` (past it, the rest is not scanned).
 MAX_SCANNED_STRINGS = 100_000
+#: What :func:`secret_kinds` reports for a value with more strings than it looks at: the
+#: rest could hold anything, so it counts as a finding (fail closed).
+TOO_MANY_STRINGS = f"more than {MAX_SCANNED_STRINGS:,} strings, not all scanned"
 
 
 def secret_kinds(value: Any) -> list[str]:
     """The kinds of credential whose shape appears in any string of ``value`` (any depth,
-    keys as well): ``["a private key (PEM)", "a JWT"]``, say. Empty if none."""
+    keys as well): ``["a private key (PEM)", "a JWT"]``, say. Empty if none. A value with
+    more than :data:`MAX_SCANNED_STRINGS` strings is not scanned to its end: then
+    :data:`TOO_MANY_STRINGS` is among the kinds — what was not looked at is not clean."""
     found: set[str] = set()
     stack, budget = [value], MAX_SCANNED_STRINGS
     while stack and budget > 0:
@@ -59,7 +64,8 @@ def secret_kinds(value: Any) -> list[str]:
             stack.extend(key for key in item if isinstance(key, str))
         elif isinstance(item, list | tuple):
             stack.extend(item)
-    return [kind for kind, _ in _KINDS if kind in found]
+    kinds = [kind for kind, _ in _KINDS if kind in found]
+    return [*kinds, TOO_MANY_STRINGS] if stack else kinds
 
 
 def redact(value: Any, key: str = "") -> Any:

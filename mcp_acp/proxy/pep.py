@@ -26,7 +26,7 @@ from typing import Any, Literal
 import attrs
 
 from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent
-from mcp_acp.audit.redact import secret_kinds
+from mcp_acp.audit.redact import TOO_MANY_STRINGS, secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
 from mcp_acp.models import (
@@ -556,7 +556,10 @@ class EnforcementPoint:
             and self.outbound_secrets == "ask"
             and (kinds := secret_kinds(params.get("arguments")))
         ):
-            why = f"the arguments carry what looks like {' and '.join(kinds)}"
+            shapes = [kind for kind in kinds if kind != TOO_MANY_STRINGS]
+            parts = [f"what looks like {' and '.join(shapes)}"] if shapes else []
+            parts += [kind for kind in kinds if kind == TOO_MANY_STRINGS]
+            why = f"the arguments carry {' and '.join(parts)}"
             answer = await self._escalate(
                 deciding, request, decision, "builtin-secret-outbound", why
             )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mcp_acp.audit.events import SystemEvent, payload_digest
-from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, secret_kinds
+from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, TOO_MANY_STRINGS, secret_kinds
 
 PAYLOADS: list[Any] = [
     {"text": "call-12"},
@@ -88,7 +88,11 @@ def test_secret_kinds_leaves_plain_values_alone(value: Any) -> None:
     assert secret_kinds(value) == []
 
 
-def test_secret_kinds_stops_after_its_budget_of_strings() -> None:
+def test_secret_kinds_past_its_budget_of_strings_is_a_finding() -> None:
+    """Scanning stops after MAX_SCANNED_STRINGS strings; what was not looked at may hold a
+    credential, so running out of budget is reported, never taken as clean."""
     hidden = ["AKIAIOSFODNN7EXAMPLE"] + ["filler"] * MAX_SCANNED_STRINGS  # scanned last
-    assert secret_kinds(hidden) == []
-    assert secret_kinds(hidden[::-1]) == ["an AWS access key id"]
+    assert secret_kinds(hidden) == [TOO_MANY_STRINGS]
+    assert secret_kinds(hidden[::-1]) == ["an AWS access key id", TOO_MANY_STRINGS]
+    assert secret_kinds({"pad": ["filler"] * MAX_SCANNED_STRINGS}) == [TOO_MANY_STRINGS]  # key
+    assert secret_kinds(["filler"] * MAX_SCANNED_STRINGS) == []  # all of them looked at

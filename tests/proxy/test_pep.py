@@ -621,6 +621,25 @@ async def test_a_credential_going_out_in_allowed_arguments_needs_a_human(
     assert content not in (setup.log_dir / "decisions.jsonl").read_text()
 
 
+async def test_a_credential_hidden_behind_more_strings_than_are_scanned_needs_a_human(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """A credential placed where the scan would reach it only after its budget of strings
+    (a long list beside it) is not waved through: arguments not scanned to their end
+    need a human, as a credential's shape does."""
+    setup, _ = clock_setup
+    arguments = {"path": "/data/a.txt", "note": "AKIAIOSFODNN7EXAMPLE", "pad": ["x"] * 100_000}
+    asked = asyncio.create_task(
+        setup.pep.check("tools/call", {"name": "read_file", "arguments": arguments}, 1)
+    )
+    await setup.answer("deny")
+    verdict = await asked
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-secret-outbound"
+    assert "the arguments carry more than 100,000 strings, not all scanned" in verdict.reason
+    assert [r["final_effect"] for r in setup.decisions()] == ["deny"]
+
+
 async def test_a_denied_call_with_a_credential_is_denied_without_asking(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
