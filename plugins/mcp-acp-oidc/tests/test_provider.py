@@ -68,12 +68,25 @@ def test_registered_through_the_loader() -> None:
         {"jwks_cache_seconds": 10, "jwks_refetch_cooldown_seconds": 30},
         {"validation_cache_seconds": 61},
         {"validation_cache_seconds": -1},
+        {"audience": "https://proxy.example.test/mcp#fragment"},
+        {"audience": "HTTPS://proxy.example.test/mcp"},
+        {"audience": "https://Proxy.Example.TEST/mcp"},
     ],
 )
 def test_bad_config_is_refused(bad: dict[str, Any]) -> None:
     base = {"issuer": "https://idp.example.test", "client_id": "c", "audience": AUDIENCE}
     with pytest.raises(ValidationError):
         OIDCConfig.model_validate({**base, **bad})
+
+
+@pytest.mark.parametrize(
+    "audience", ["https://proxy.example.test/MCP", "https://u@proxy.example.test:8443/x", "mcp"]
+)
+def test_canonical_or_plain_audiences_are_taken_as_written(audience: str) -> None:
+    """Only the scheme and host must be in lower case; a path keeps its case, and an
+    audience that is not a URL (some providers name an API so) is taken as it is."""
+    base = {"issuer": "https://idp.example.test", "client_id": "c"}
+    assert OIDCConfig.model_validate({**base, "audience": audience}).audience == audience
 
 
 def _config_file(tmp_path: Path, issuer: str) -> Path:

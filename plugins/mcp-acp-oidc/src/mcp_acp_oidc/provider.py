@@ -43,10 +43,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mcp_acp.audit.events import AuthEvent, AuthEventName
 from mcp_acp.errors import AuthenticationError
@@ -115,6 +116,26 @@ class OIDCConfig(BaseModel):
         description="Reuse a validated identity this long (never past exp); 0 = validate "
         "every request.",
     )
+
+    @field_validator("audience")
+    @classmethod
+    def _canonical_resource(cls, audience: str) -> str:
+        """Sent as ``resource``: RFC 8707 forbids a fragment, and MCP asks for the canonical
+        URI (scheme and host in lower case). Refused, not rewritten: the token's ``aud``
+        is compared with it byte for byte."""
+        if "#" in audience:
+            raise ValueError(
+                f"audience {audience!r} has a fragment ('#…'); a resource identifier may "
+                "not (RFC 8707): remove it"
+            )
+        scheme = audience.partition(":")[0]  # urlsplit would lower it
+        host = urlsplit(audience).netloc.rpartition("@")[2]  # and port
+        if scheme != scheme.lower() or host != host.lower():
+            raise ValueError(
+                f"audience {audience!r} is not in canonical form: write its scheme and host "
+                "in lower case (as the token's aud must name it)"
+            )
+        return audience
 
     @model_validator(mode="after")
     def _cache_outlives_cooldown(self) -> OIDCConfig:
