@@ -300,12 +300,21 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
     assert "mcp-acp did not start" in notified
     assert "not logged in" in notified
 
-    # no token value reached any file the proxy wrote
-    for path in [*site.logs.rglob("*"), site.notified]:
-        if path.is_file():
-            assert b"eyJ" not in path.read_bytes(), path
-    for path in [before.access_token, before.refresh_token or "", after.access_token]:
-        assert path not in err
+    # no token value reached any file written in the site (logs, fallback, notifications,
+    # the token store, which holds them encrypted) or the proxy's stderr: neither a JWT's
+    # shape nor any of the four tokens, access and (opaque) refresh, before and after
+    tokens = [before.access_token, before.refresh_token, after.access_token, after.refresh_token]
+    secrets = [token.encode() for token in tokens if token]
+    assert len(secrets) == 4
+    written = [path for path in site.root.rglob("*") if path.is_file()]
+    assert site.notified in written
+    assert any(path.parent == site.logs for path in written)
+    for path in written:
+        data = path.read_bytes()
+        assert b"eyJ" not in data, path
+        assert not [secret for secret in secrets if secret in data], path
+    for secret in secrets:
+        assert secret.decode() not in err
 
 
 REFRESHER = textwrap.dedent(
