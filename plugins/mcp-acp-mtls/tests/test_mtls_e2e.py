@@ -465,6 +465,27 @@ def test_key_readable_by_others(
     assert "mode 0644" in check_refused(run_until_exit(env), log_dir, "client key_file")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root (CI is root)")
+@pytest.mark.parametrize(
+    ("file", "check"),
+    [("client_key", "client key_file"), ("client_cert", "client certificate_file")],
+)
+def test_a_client_file_owned_by_another_user(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    file: str,
+    check: str,
+) -> None:
+    """TLS-7: the client key or certificate owned by someone else (here uid 4242, with the
+    right mode) is refused before any handshake: its owner could swap it at any time."""
+    server = serve()
+    log_dir = configure(server.url)
+    os.chown(getattr(pki, file), 4242, 4242)
+    assert "owned by uid 4242" in check_refused(run_until_exit(env), log_dir, check)
+
+
 def test_a_ca_bundle_in_a_directory_others_can_write(
     pki: Any,
     serve: Callable[..., MtlsServer],
