@@ -358,9 +358,11 @@ class HttpBackend(_Section):
 
 
 def _transport(value: Any) -> str:
-    """The union's tag; ``transport`` may be left out for the common stdio case."""
+    """The union's tag. ``transport`` may be left out: a backend with a ``url`` and no
+    ``command`` is reached over HTTP, any other over stdio."""
     if isinstance(value, dict):
-        return str(value.get("transport", "stdio"))
+        implied = "http" if "url" in value and "command" not in value else "stdio"
+        return str(value.get("transport", implied))
     return str(getattr(value, "transport", "stdio"))
 
 

@@ -21,6 +21,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 
 E2E = Path(__file__).parent / "e2e"
 CLI = Path(sys.executable).parent / "mcp-acp"
+HTTP_SERVER = E2E / "peers" / "http_server.py"
 MODULES = E2E / "node_modules" / "@modelcontextprotocol"
 FILESYSTEM = MODULES / "server-filesystem" / "dist"
 EVERYTHING = MODULES / "server-everything" / "dist" / "index.js"
@@ -360,3 +361,42 @@ def kill_leftovers(directory: Path) -> None:
         if path.exists() and path.read_text() and running(pid := int(path.read_text())):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class HttpServer:
+    """``peers/http_server.py`` in a subprocess; ``deleted`` is its evidence file."""
+
+    def __init__(
+        self,
+        marker_dir: Path,
+        tls: tuple[Path, Path] | None = None,
+        token: str | None = None,
+        *,
+        record: bool = False,
+    ) -> None:
+        self.marker_dir = marker_dir
+        self.requests = marker_dir / "requests.log"  # with record: all that reached it
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HTTP_SERVER), str(marker_dir), *map(str, tls or ())],
+            env={
+                **os.environ,
+                "HTTP_SERVER_TOKEN": token or "",
+                "HTTP_SERVER_RECORD": "1" if record else "",
+            },
+            stdout=subprocess.PIPE,
+            stderr=(marker_dir / "server-stderr.txt").open("w"),
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # printed once uvicorn accepts connections
+        if not line.strip():
+            raise AssertionError(
+                "the test server did not start: " + (marker_dir / "server-stderr.txt").read_text()
+            )
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{int(line)}/mcp"
+        self.deleted = marker_dir / "deleted"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()

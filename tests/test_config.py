@@ -99,6 +99,20 @@ def test_invalid_field_is_named_in_one_line(
     assert "fix:" in line
 
 
+def test_a_backend_with_a_url_and_no_command_is_an_http_backend(tmp_path: Path) -> None:
+    """``transport`` may be left out both ways; written out, it decides."""
+    by_url = {"backend": {"url": "https://h/mcp"}}
+    assert isinstance(
+        load_config(write(tmp_path / "a" / "config.json", by_url)).backend, HttpBackend
+    )
+    both = {"backend": {"url": "https://h/mcp", "command": "srv"}}  # not a guess: stdio's rules
+    with pytest.raises(ConfigError, match=r"backend\.url"):
+        load_config(write(tmp_path / "b" / "config.json", both))
+    said = {"backend": {"transport": "stdio", "url": "https://h/mcp"}}
+    with pytest.raises(ConfigError, match=r"backend\.command"):
+        load_config(write(tmp_path / "c" / "config.json", said))
+
+
 def test_an_http_request_may_take_at_least_as_long_as_its_parts(tmp_path: Path) -> None:
     backend = {"transport": "http", "url": "https://h/mcp", "timeout_seconds": 60}
     config = load_config(write(tmp_path / "a" / "config.json", {"backend": backend}))

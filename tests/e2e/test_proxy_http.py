@@ -22,11 +22,10 @@ from typing import Any
 import httpx2
 import pytest
 from conftest import CANARIES
-from proxy_helpers import CLI, DENIED, E2E, Proxy, records
+from proxy_helpers import CLI, DENIED, E2E, HttpServer, Proxy, records
 
 from mcp_acp.audit.chain import verify_stream
 
-HTTP_SERVER = E2E / "peers" / "http_server.py"
 POLICY = {
     "version": "1",
     "rules": [
@@ -39,35 +38,6 @@ POLICY = {
         {"id": "sleep", "effect": "allow", "conditions": {"tool_name": "sleep"}},
     ],
 }
-
-
-class HttpServer:
-    """``peers/http_server.py`` in a subprocess; ``deleted`` is its evidence file."""
-
-    def __init__(
-        self, marker_dir: Path, tls: tuple[Path, Path] | None = None, token: str | None = None
-    ) -> None:
-        self.marker_dir = marker_dir
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HTTP_SERVER), str(marker_dir), *map(str, tls or ())],
-            env={**os.environ, "HTTP_SERVER_TOKEN": token or ""},
-            stdout=subprocess.PIPE,
-            stderr=(marker_dir / "server-stderr.txt").open("w"),
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # printed once uvicorn accepts connections
-        if not line.strip():
-            raise AssertionError(
-                "the test server did not start: " + (marker_dir / "server-stderr.txt").read_text()
-            )
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{int(line)}/mcp"
-        self.deleted = marker_dir / "deleted"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
-from proxy_helpers import recording_notifier, wait_for_text
+from proxy_helpers import HttpServer, recording_notifier, wait_for_text
 
 from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
@@ -65,6 +65,10 @@ class Site:
         (self.notes / "welcome.md").write_text("hello from the notes server\n")
         self.logs = root / "logs"
         self.bin, self.notified = recording_notifier(root)  # no desktop session here
+        self.backend: dict[str, Any] = {
+            "command": sys.executable,
+            "args": ["-m", "mcp_acp.demo.backend", str(self.notes)],
+        }
         self.options: dict[str, Any] = {
             "issuer": issuer,
             "client_id": "mcp-acp-cli",
@@ -84,10 +88,7 @@ class Site:
             json.dumps(
                 {
                     "version": 1,
-                    "backend": {
-                        "command": sys.executable,
-                        "args": ["-m", "mcp_acp.demo.backend", str(self.notes)],
-                    },
+                    "backend": self.backend,
                     "plugins": {"allow": ["oidc"]},
                     "identity": {"use": "oidc", "config": {**self.options, **identity}},
                     "token_storage": {"use": "encrypted-file"},
@@ -315,6 +316,44 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
         assert not [secret for secret in secrets if secret in data], path
     for secret in secrets:
         assert secret.decode() not in err
+
+
+def test_the_users_tokens_never_reach_an_http_backend(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """MCP-3, no token passthrough: with the oidc identity in front of an HTTP backend, the
+    backend gets the headers the config names and nothing of the user's — neither the
+    access token nor the refresh token, in any header or body of any request."""
+    site = Site(tmp_path, oidc_provider)
+    asyncio.run(_login(site, approve))
+    stored = site.storage().load(oidc_provider)
+    assert stored is not None
+    assert stored.refresh_token
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, record=True)
+    try:
+        site.backend = {"url": server.url, "headers": {"X-Configured": "configured-value"}}
+        site.write_config()
+        anything = {
+            "id": "alice-any-tool",
+            "effect": "allow",
+            "conditions": {"subject_id": "alice"},
+        }
+        (site.config_dir / "policy.json").write_text(json.dumps({"rules": [anything]}))
+        answers, err, code = _session(site, [("echo", {"text": "hi"})])
+    finally:
+        server.kill()
+    assert code == 0, err
+    assert answers[1] is not None
+    assert answers[1]["result"]["content"][0]["text"] == "echo:hi"
+    seen = server.requests.read_bytes()
+    assert b'"name":"echo"' in seen.replace(b" ", b"")  # the call reached it, and is on record
+    assert b"x-configured: configured-value" in seen  # what the config names does
+    assert not [line for line in seen.splitlines() if line.lower().startswith(b"authorization:")]
+    for token in (stored.access_token, stored.refresh_token):
+        assert token.encode() not in seen
+    assert b"eyJ" not in seen
 
 
 REFRESHER = textwrap.dedent(

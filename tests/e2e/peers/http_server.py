@@ -4,7 +4,9 @@ Run as ``python http_server.py MARKER_DIR [CERT KEY]``: it serves the low-level 
 SDK server on ``http://127.0.0.1:<free port>/mcp`` (uvicorn; HTTPS with the PEM
 certificate and key if given) and prints the port on stdout once it accepts connections.
 With ``HTTP_SERVER_TOKEN`` set, a request without ``Authorization: Bearer <token>`` gets
-HTTP 401. Tools:
+HTTP 401. With ``HTTP_SERVER_RECORD=1``, every request's method, path, headers and body
+are appended to ``MARKER_DIR/requests.log`` as they arrive: the evidence of all that
+reached the server. Tools:
 
 * ``echo`` — returns ``echo:<text>`` (``text`` carries an ``x-mcp-header`` annotation);
 * ``delete_everything`` — the dangerous one: writes ``MARKER_DIR/deleted`` when it runs,
@@ -28,6 +30,7 @@ from mcp.server.lowlevel import Server
 
 MARKER_DIR = Path(sys.argv[1])
 TOKEN = os.environ.get("HTTP_SERVER_TOKEN")
+RECORD = MARKER_DIR / "requests.log" if os.environ.get("HTTP_SERVER_RECORD") == "1" else None
 TLS = {"ssl_certfile": sys.argv[2], "ssl_keyfile": sys.argv[3]} if len(sys.argv) > 3 else {}
 
 TOOLS = [
@@ -93,6 +96,32 @@ def require_token(app: Any) -> Any:
     return guarded
 
 
+def record_requests(app: Any, log: Path) -> Any:
+    """An ASGI wrapper: each HTTP request's method, path, headers and body into ``log``."""
+
+    async def recorded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        with log.open("ab") as out:
+            out.write(
+                f"{scope['method']} {scope['path']}?{scope['query_string'].decode()}\n".encode()
+            )
+            for name, value in scope.get("headers") or []:
+                out.write(name + b": " + value + b"\n")
+
+        async def receive_recorded() -> Any:
+            message = await receive()
+            if message.get("type") == "http.request":
+                with log.open("ab") as out:
+                    out.write(message.get("body", b"") + b"\n")
+            return message
+
+        await app(scope, receive_recorded, send)
+
+    return recorded
+
+
 async def main() -> None:
     server = Server(
         "http-test-server", version="1.0", on_list_tools=list_tools, on_call_tool=call_tool
@@ -100,6 +129,8 @@ async def main() -> None:
     app = server.streamable_http_app(streamable_http_path="/mcp")
     if TOKEN:
         app = require_token(app)
+    if RECORD is not None:
+        app = record_requests(app, RECORD)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
