@@ -247,6 +247,10 @@ class Relay:
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
+        # tool name -> the argument names its last listed inputSchema allows, for tools whose
+        # schema allows no others (additionalProperties: false): a call with any other
+        # argument is denied (builtin-unexpected-arguments)
+        self._strict: dict[str, frozenset[str]] = {}
         # kind (a key of _KINDS) -> entry name (tool and prompt name, resource URI, URI
         # template) -> (digest of its definition, why) for entries the backend's last list
         # defined with hidden-instruction markers (mcp_acp.proxy.screening): not listed, and
@@ -894,6 +898,16 @@ class Relay:
                 f"the backend defined this {kind.noun} with hidden-instruction markers "
                 f"({held[1]}); it stays quarantined until the backend lists it without",
             )
+        if method == "tools/call" and name in self._strict:
+            arguments = params.get("arguments")
+            if isinstance(arguments, dict) and (
+                unexpected := sorted(k for k in arguments if k not in self._strict[name])
+            ):
+                return (
+                    "builtin-unexpected-arguments",
+                    f"the arguments {', '.join(map(repr, unexpected))} are not in this tool's "
+                    "input schema, which allows no others (additionalProperties: false)",
+                )
         if method == "tools/call" and name in self._changed:
             return (
                 "builtin-tool-changed",
@@ -1079,6 +1093,8 @@ class Relay:
             )
 
     def _remember_annotations(self, tool: dict[str, Any]) -> None:
+        """A listed tool's annotations, and the argument names of a strict input schema
+        (``additionalProperties: false``), as the backend last listed them."""
         name, annotations = tool.get("name"), tool.get("annotations")
         if not isinstance(name, str):
             return
@@ -1087,6 +1103,17 @@ class Relay:
                 self._annotations[name] = annotations
         else:
             self._annotations.pop(name, None)  # listed again without: none now
+        schema = tool.get("inputSchema")
+        properties = schema.get("properties", {}) if isinstance(schema, dict) else None
+        if (
+            isinstance(schema, dict)
+            and schema.get("additionalProperties") is False
+            and isinstance(properties, dict)
+        ):
+            if name in self._strict or len(self._strict) < MAX_ANNOTATED_TOOLS:
+                self._strict[name] = frozenset(k for k in properties if isinstance(k, str))
+        else:
+            self._strict.pop(name, None)  # listed again with a schema that allows more
 
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots). Beyond

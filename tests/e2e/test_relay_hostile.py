@@ -777,3 +777,31 @@ def test_after_the_audit_trail_fails_the_clients_answer_to_the_backend_is_withhe
     assert len(answers) == 1
     assert "result" not in answers[0]
     assert "the client's answer was withheld" in answers[0]["error"]["message"]
+
+
+def test_arguments_a_strict_input_schema_does_not_allow_are_denied(relay: Any) -> None:
+    """MCP-15: a tool whose listed inputSchema allows no other arguments
+    (``additionalProperties: false``) is called with one more: denied whatever the policy
+    says, recorded, never forwarded; with only its own arguments it passes."""
+    proxy, received, log_dir = relay
+    listed = {t["name"]: t for t in proxy.call("tools/list")["result"]["tools"]}
+    assert listed["strict_echo"]["inputSchema"]["additionalProperties"] is False
+    extra = {"text": "hi", "path": "/etc/shadow"}
+    denied = proxy.call("tools/call", {"name": "strict_echo", "arguments": extra})
+    assert denied["error"]["code"] == DENIED
+    assert denied["error"]["data"] == {"rule": "builtin-unexpected-arguments"}
+    assert "the arguments 'path' are not in this tool's input schema" in denied["error"]["message"]
+    fine = proxy.call("tools/call", {"name": "strict_echo", "arguments": {"text": "hi"}})
+    assert fine["result"]["content"][0]["text"] == "hi"
+    loose = proxy.call("tools/call", {"name": "echo", "arguments": extra})  # schema allows more
+    assert loose["result"]["content"][0]["text"] == "hi"
+    assert proxy.close() == 0
+    calls = [m for m in backend_saw(received) if m.get("method") == "tools/call"]
+    assert [(m["params"]["name"], m["params"]["arguments"]) for m in calls] == [
+        ("strict_echo", {"text": "hi"}),
+        ("echo", extra),
+    ]
+    rules = [
+        r["rule_id"] for r in records(log_dir, "decisions") if r.get("tool_name") == "strict_echo"
+    ]
+    assert rules == ["builtin-unexpected-arguments", "any-tool"]

@@ -26,7 +26,8 @@ JSON tokens and a raw U+2028 in a string (one message to a reader that splits on
 ``ask_then_cancel`` sends the client a ``roots/list`` request (id ``c1``), cancels it, and
 returns; ``nan_answer`` answers with ``NaN``, which is not JSON; ``crash`` answers
 nothing: the server exits at once with status 3; ``answer_when`` answers once the file its
-``path`` argument names exists.
+``path`` argument names exists; ``strict_echo`` is ``echo`` with an input schema that
+allows ``text`` and nothing else (``additionalProperties: false``).
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -67,6 +68,14 @@ TOOLS = [
     {"name": "nan_answer", "inputSchema": {"type": "object"}},
     {"name": "crash", "inputSchema": {"type": "object"}},
     {"name": "answer_when", "inputSchema": {"type": "object"}},
+    {
+        "name": "strict_echo",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "additionalProperties": False,
+        },
+    },
 ]
 
 ADD_SCHEMA = {
@@ -161,7 +170,7 @@ def text(request_id: Any, words: str) -> None:
 
 def call(request_id: Any, params: dict[str, Any]) -> None:
     name = params.get("name")
-    if name == "echo":
+    if name in ("echo", "strict_echo"):
         text(request_id, str(params.get("arguments", {}).get("text")))
     elif name == "write_ahead":  # is this call's decision on disk before the call arrives?
         lines = DECISIONS.read_text().splitlines() if DECISIONS is not None else []
