@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -27,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
 from proxy_helpers import HttpServer, recording_notifier, wait_for_text
 
+from mcp_acp.errors import AuthenticationError
 from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
 
 AUDIENCE = "urn:mcp-acp:proxy"
@@ -429,6 +432,57 @@ def test_two_processes_refresh_once(oidc_provider: str, approve: Any, tmp_path: 
 
     lock = refresh_lock_path(site.config_dir, oidc_provider)
     assert stat.S_IMODE(lock.parent.stat().st_mode) == 0o700
+
+
+CRASHER = textwrap.dedent(
+    """
+    import asyncio, json, os, pathlib, signal, sys
+    from mcp_acp.tokens.encrypted_file import EncryptedFileStorage
+    from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider, refresh_lock_path
+
+    class KilledOnSave(EncryptedFileStorage):
+        def save(self, token):  # the rotated tokens arrived; the process dies before storing
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    config_dir = pathlib.Path(sys.argv[1])
+    options = OIDCConfig(**json.loads(sys.argv[2]))
+    storage = KilledOnSave(config_dir / "tokens", key_file=config_dir / "token-storage.key")
+    provider = OIDCIdentityProvider(
+        options, storage, lock_path=refresh_lock_path(config_dir, options.issuer)
+    )
+    asyncio.run(provider.current_subject())
+    print("not killed", flush=True)
+    """
+)
+
+
+def test_killed_between_a_refresh_and_storing_it_forces_a_login_not_a_loop(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    """MCP-13: the process is killed after the provider rotated the refresh token and
+    before the new one was stored. The store still holds the old tokens, whole; on restart
+    the spent refresh token is refused by the provider, dropped from the store (the access
+    token serves until it expires), and the next start asks for a login — one refused
+    refresh, not a loop."""
+    site = Site(tmp_path, oidc_provider)
+    asyncio.run(_login(site, approve))
+    before = site.storage().load(oidc_provider)
+    assert before is not None
+    due = json.dumps({**site.options, "refresh_margin_seconds": 3600})  # due at once
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHER, str(site.config_dir), due],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert site.storage().load(oidc_provider) == before  # untouched, not half written
+
+    restarted = site.provider(refresh_margin_seconds=3600)
+    assert asyncio.run(restarted.current_subject()).subject_id == "alice"  # until it expires
+    assert site.storage().load(oidc_provider) is None  # the spent refresh token is gone
+    with pytest.raises(AuthenticationError, match="not logged in"):
+        asyncio.run(site.provider().current_subject())
 
 
 def test_forged_token_in_the_store_never_reaches_the_backend(
