@@ -168,8 +168,9 @@ class Approver(Protocol):
     """Asks a human about a request that a policy rule marked ``ask``.
 
     Return an :class:`ApprovalOutcome`. Honour ``request.timeout_seconds`` and return
-    ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY`` and on any
-    exception raised here.
+    ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY``, on any
+    exception raised here and on an answer that is not an :class:`ApprovalOutcome` (or
+    whose ``result`` is not an :class:`ApprovalResult`).
     """
 
     name: str

@@ -719,9 +719,11 @@ class EnforcementPoint:
         )
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(  # a little grace: the approver reports its own
+            outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
                 self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
             )
+            _check_outcome(outcome)
+            return outcome
         except TimeoutError:
             return ApprovalOutcome(
                 ApprovalResult.TIMEOUT,
@@ -736,3 +738,19 @@ class EnforcementPoint:
                 elapsed_seconds=time.monotonic() - started,
                 detail=f"approver failed: {type(exc).__name__}: {exc}",
             )
+
+
+def _check_outcome(outcome: object) -> None:
+    """Raise ``TypeError`` unless ``outcome`` is an :class:`ApprovalOutcome` the proxy can
+    read: a plugin's approver that answers anything else has failed (a deny)."""
+    if not isinstance(outcome, ApprovalOutcome):
+        raise TypeError(
+            f"request_approval() returned {type(outcome).__name__}, not an ApprovalOutcome"
+        )
+    if not isinstance(outcome.result, ApprovalResult):
+        raise TypeError(f"its result is {outcome.result!r}, not an ApprovalResult")
+    if not isinstance(outcome.approver, str) or not isinstance(outcome.answered_by, str | None):
+        raise TypeError("its approver or answered_by is not a string")
+    elapsed = outcome.elapsed_seconds
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float):
+        raise TypeError(f"its elapsed_seconds is {elapsed!r}, not a number")

@@ -23,7 +23,7 @@ from mcp_acp.builtins.cli_approver import CliApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
-from mcp_acp.models import Decision, Effect, Provenance, Subject
+from mcp_acp.models import ApprovalOutcome, Decision, Effect, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -117,6 +117,27 @@ class Setup:
     def decisions(self) -> list[dict[str, Any]]:
         lines = (self.log_dir / "decisions.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if '"event":"decision"' in line]
+
+    def companion(self, request_id: int) -> Any:
+        """What the relay hands :meth:`EnforcementPoint.check` for a client request: its
+        operation record, forwarded or denied."""
+
+        def operation(allowed: bool) -> OperationEvent:
+            return OperationEvent(
+                session_id=self.session.id,
+                request_id=str(request_id),
+                direction="client_to_server",
+                mcp_method="tools/call",
+                outcome="forwarded" if allowed else "denied",
+                error_code=None if allowed else -32003,
+            )
+
+        return operation
+
+    def operations(self) -> list[dict[str, Any]]:
+        """The operation records, in the order written."""
+        lines = (self.log_dir / "operations.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if '"event":"operation"' in line]
 
 
 @pytest.fixture
@@ -556,6 +577,54 @@ async def test_cancelled_approval_is_recorded_as_denied(clock_setup: tuple[Setup
     assert setup.approver.pending_count == 0
 
 
+class BrokenApprover:
+    """An approver plugin that breaks its contract: it raises, or answers with something
+    that is not an :class:`ApprovalOutcome` (or one whose result is not an
+    :class:`ApprovalResult`)."""
+
+    name = "broken"
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def request_approval(self, request: Any) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (None, "TypeError: request_approval() returned NoneType, not an ApprovalOutcome"),
+        (
+            ApprovalOutcome(result="allow_once", approver="broken"),  # type: ignore[arg-type]
+            "TypeError: its result is 'allow_once', not an ApprovalResult",
+        ),
+        (RuntimeError("the dialog crashed"), "RuntimeError: the dialog crashed"),
+    ],
+    ids=["None", "a string result", "raises"],
+)
+async def test_an_approver_that_fails_or_answers_nonsense_is_a_recorded_denial(
+    tmp_path: Path, answer: Any, words: str
+) -> None:
+    """Whatever the approver does wrong, the request is denied like one whose approver
+    raises: a decision record and an operation record, both saying so."""
+    setup = Setup(tmp_path, Limits())
+    setup.pep.approver = BrokenApprover(answer)
+    await setup.trail.start()
+    call = write("/data/a.txt")
+    verdict = await setup.pep.check("tools/call", call, 1, companion=setup.companion(1))
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert words in verdict.reason
+    (record,) = setup.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["approver"] == "broken"
+    assert [r["outcome"] for r in setup.operations()] == ["denied"]
+    assert setup.pep.counts == {"allowed": 0, "denied": 1, "asked": 1}
+
+
 async def test_control_socket_refuses_garbage_and_unknown_ops(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
@@ -866,24 +935,14 @@ async def test_a_fail_closed_shutdown_records_every_decision_in_progress(tmp_pat
     await setup.trail.start()
     await setup.control.start()
 
-    def operation(request_id: int) -> Any:
-        def companion(allowed: bool) -> OperationEvent:
-            return OperationEvent(
-                session_id=setup.session.id,
-                request_id=str(request_id),
-                direction="client_to_server",
-                mcp_method="tools/call",
-                outcome="forwarded" if allowed else "denied",
-            )
-
-        return companion
-
     asked = asyncio.create_task(
-        setup.pep.check("tools/call", write("/data/a.txt"), 1, companion=operation(1))
+        setup.pep.check("tools/call", write("/data/a.txt"), 1, companion=setup.companion(1))
     )
     await setup.pending()
     identity.slow = True
-    deciding = asyncio.create_task(setup.pep.check("tools/call", READ, 2, companion=operation(2)))
+    deciding = asyncio.create_task(
+        setup.pep.check("tools/call", READ, 2, companion=setup.companion(2))
+    )
     await asyncio.wait_for(identity.waiting.wait(), timeout=10)
 
     lost = PostureError("device posture lost: disk is fail: not encrypted", fix="encrypt it")
