@@ -654,7 +654,7 @@ class EnforcementPoint:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        outcome = await self._ask(request, decision, terms)
+        outcome, why_not = await self._ask(request, decision, terms)
         deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if outcome.result.allows else "deny",
@@ -663,13 +663,10 @@ class EnforcementPoint:
             "approval_seconds": round(outcome.elapsed_seconds, 3),
             "approval_remembered": False,
         }
-        if not outcome.result.allows:
-            reason = (
-                f"{decision.reason}; not approved ({outcome.result.value}"
-                + (f": {outcome.detail}" if outcome.detail else "")
-                + ")"
-            )
-            return _Answer(decision, False, extra, reason)
+        if why_not is not None:  # on record as the client is told: the rule's reason, and why
+            reason = f"{decision.reason}; not approved: {why_not}"
+            unapproved = attrs.evolve(decision, reason=reason, explain=None)
+            return _Answer(unapproved, False, extra, reason)
         # the engine is swapped on a thread before policy_reloaded() runs: compare both
         now = self._decide(request)
         if generation != self._policy_generation or now.policy_id != decision.policy_id:
@@ -702,7 +699,9 @@ class EnforcementPoint:
 
     async def _ask(
         self, request: DecisionRequest, decision: Decision, terms: _Terms
-    ) -> ApprovalOutcome:
+    ) -> tuple[ApprovalOutcome, str | None]:
+        """The approver's answer and, unless it allows the request, why not: ``denied by
+        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``."""
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
             f"{request.subject.subject_id} wants {request.action.mcp_method} "
@@ -723,21 +722,28 @@ class EnforcementPoint:
                 self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
             )
             _check_outcome(outcome)
-            return outcome
         except TimeoutError:
-            return ApprovalOutcome(
+            outcome = ApprovalOutcome(
                 ApprovalResult.TIMEOUT,
                 approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
-            return ApprovalOutcome(
+            failed = f"the approver failed: {type(exc).__name__}: {exc}"
+            outcome = ApprovalOutcome(
                 ApprovalResult.DENY,
                 approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
-                detail=f"approver failed: {type(exc).__name__}: {exc}",
+                detail=failed,
             )
+            return outcome, failed
+        if outcome.result.allows:
+            return outcome, None
+        if outcome.result is ApprovalResult.TIMEOUT:
+            return outcome, f"timeout after {terms.timeout_seconds:g} s"
+        who = outcome.answered_by or f"the {outcome.approver} approver"
+        return outcome, f"denied by {who}" + (f" ({outcome.detail})" if outcome.detail else "")
 
 
 def _check_outcome(outcome: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -125,7 +126,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     assert cli("deny", pending()[0]["id"]).returncode == 0
     answer = proxy.recv()
     assert answer["error"]["code"] == DENIED
-    assert "not approved (deny)" in answer["error"]["message"]
+    assert "; not approved: denied by " in answer["error"]["message"]
     assert not (project / "denied.md").exists()
 
     # nobody answers: denied at the timeout
@@ -133,7 +134,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     request_id = write_request(proxy, project, "late.md")
     answer = proxy.recv(timeout=30)
     assert answer["id"] == request_id
-    assert "not approved (timeout" in answer["error"]["message"]
+    assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
     assert 4.5 <= time.monotonic() - started < 20
     assert not (project / "late.md").exists()
 
@@ -166,6 +167,9 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
         ("ask", "deny", "cli"),  # timed out
         ("ask", "deny", "cli"),  # cancelled by the client: on record as a denial
     ]
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert decisions[1]["reason"].endswith(f"; not approved: denied by {me}")
+    assert decisions[2]["reason"].endswith("; not approved: timeout after 5 s")
     assert decisions[3]["reason"].endswith("cancelled by the client")
     assert decisions[0]["approved_by"]
     assert decisions[0]["approval_seconds"] > 0
@@ -428,7 +432,7 @@ def test_the_policys_approval_terms_replace_the_configs(asking: Callable[..., As
     second = run.echo("one")  # asked again; nobody answers: denied after the policy's 5 s
     assert run.pending()
     answer = run.proxy.answer(second, timeout=60)
-    assert "not approved (timeout" in answer["error"]["message"]
+    assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
     assert run.status()["remembered_approvals"] == 0
     assert run.proxy.close() == 0
     assert run.echoed() == ["one"]

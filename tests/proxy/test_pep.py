@@ -9,6 +9,8 @@ import asyncio
 import errno
 import json
 import logging
+import os
+import pwd
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from mcp_acp.audit.events import OperationEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.builtins.cli_approver import CliApprover
+from mcp_acp.builtins.deny_approver import DenyApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
@@ -623,6 +626,42 @@ async def test_an_approver_that_fails_or_answers_nonsense_is_a_recorded_denial(
     assert record["approver"] == "broken"
     assert [r["outcome"] for r in setup.operations()] == ["denied"]
     assert setup.pep.counts == {"allowed": 0, "denied": 1, "asked": 1}
+
+
+async def test_the_record_of_an_ask_not_approved_says_why(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """A human's deny, a timeout, an approver that fails, the headless approver: each
+    decision record's reason is the rule's, then "not approved: " and why — the sentence
+    the client is told."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    denied = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    await setup.answer("deny")
+    verdicts = [await denied]
+    pep.approval_timeout = 0.5
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 2))
+    pep.approver = BrokenApprover(RuntimeError("the dialog crashed"))
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 3))
+    pep.approver = DenyApprover()
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 4))
+
+    records = setup.decisions()
+    assert [r["final_effect"] for r in records] == ["deny"] * 4
+    assert [r["reason"] for r in records] == [v.reason for v in verdicts]
+    rule_reason = records[0]["reason"].partition("; not approved: ")[0]
+    assert "ask-writes" in rule_reason
+    assert [r["reason"].partition("; not approved: ")[::2] for r in records] == [
+        (rule_reason, f"denied by {me}"),
+        (rule_reason, "timeout after 0.5 s"),
+        (rule_reason, "the approver failed: RuntimeError: the dialog crashed"),
+        (
+            rule_reason,
+            "denied by the deny approver (headless approver: no human can be asked, "
+            "so the request is denied)",
+        ),
+    ]
 
 
 async def test_control_socket_refuses_garbage_and_unknown_ops(
