@@ -183,6 +183,8 @@ class _Deciding:
     companion: Companion
     asking: tuple[DecisionRequest, Decision] | None = None
     recording: bool = False
+    #: what the arguments carry that looks like a credential, once looked for ("" none)
+    credentials: str | None = None
 
 
 @attrs.define
@@ -538,6 +540,7 @@ class EnforcementPoint:
             return await self._refuse(deciding, exc.rule_id, f"denied: {exc}", exc.subject)
         decision = self._decide(request)
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
+        seen = False  # whether a human saw this very call
         if decision.effect is Effect.ASK:
             cached = self.limits.approvals.get(request, decision)
             if cached is not None and self._terms(request, decision).not_remembered is None:
@@ -550,18 +553,12 @@ class EnforcementPoint:
                 answer = _Answer(decision, True, extra, decision.reason)
             else:
                 answer = await self._ask_human(deciding, request, decision)
-        if (
-            decision.effect is Effect.ALLOW  # the policy's own: a human was not asked yet
-            and method == "tools/call"
-            and self.outbound_secrets == "ask"
-            and (kinds := secret_kinds(params.get("arguments")))
-        ):
-            shapes = [kind for kind in kinds if kind != TOO_MANY_STRINGS]
-            parts = [f"what looks like {' and '.join(shapes)}"] if shapes else []
-            parts += [kind for kind in kinds if kind == TOO_MANY_STRINGS]
-            why = f"the arguments carry {' and '.join(parts)}"
+                seen = True
+        # a credential going out: asked about unless a human saw this call (the policy's
+        # allow, and a remembered approval — given for another call, or before — are not)
+        if answer.allowed and not seen and (why := self._credentials(deciding)):
             answer = await self._escalate(
-                deciding, request, decision, "builtin-secret-outbound", why
+                deciding, request, answer.decision, "builtin-secret-outbound", why
             )
         tool = request.action.tool_name
         if answer.allowed and tool is not None and method == "tools/call":
@@ -603,6 +600,19 @@ class EnforcementPoint:
         return await self._ask_human(
             deciding, request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
+
+    def _credentials(self, deciding: _Deciding) -> str:
+        """What a ``tools/call``'s arguments carry that looks like a credential (or that was
+        not scanned), as a sentence; "" if nothing, or if the check is off. Scanned once."""
+        if deciding.method != "tools/call" or self.outbound_secrets != "ask":
+            return ""
+        if deciding.credentials is None:
+            kinds = secret_kinds(deciding.params.get("arguments"))
+            shapes = [kind for kind in kinds if kind != TOO_MANY_STRINGS]
+            parts = [f"what looks like {' and '.join(shapes)}"] if shapes else []
+            parts += [kind for kind in kinds if kind == TOO_MANY_STRINGS]
+            deciding.credentials = f"the arguments carry {' and '.join(parts)}" if parts else ""
+        return deciding.credentials
 
     def _terms(self, request: DecisionRequest, decision: Decision) -> _Terms:
         """How to ask about ``request``, which ``decision`` asks about: the policy's terms
@@ -654,7 +664,8 @@ class EnforcementPoint:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        outcome, why_not = await self._ask(request, decision, terms)
+        credentials = self._credentials(deciding)  # the human is told
+        outcome, why_not = await self._ask(request, decision, terms, credentials)
         deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if outcome.result.allows else "deny",
@@ -698,15 +709,18 @@ class EnforcementPoint:
         return _Answer(attrs.evolve(now, reason=text, explain=None), allowed, extra, text)
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, terms: _Terms
+        self, request: DecisionRequest, decision: Decision, terms: _Terms, credentials: str
     ) -> tuple[ApprovalOutcome, str | None]:
         """The approver's answer and, unless it allows the request, why not: ``denied by
-        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``."""
+        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``. The summary
+        says what ``credentials`` found, if anything."""
         paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
         summary = (
             f"{request.subject.subject_id} wants {request.action.mcp_method} "
             f"{request.action.tool_name or ''} ({paths}); rule {decision.rule_id}"
         )
+        if credentials:
+            summary += f"; {credentials}"
         approval = ApprovalRequest(
             approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
             request=request,

@@ -693,6 +693,10 @@ async def test_decision_records_carry_the_backend_identity(
     assert with_identity["backend_identity_provenance"] == "mtls"
 
 
+#: what a GitHub token looks like
+GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
 @pytest.mark.parametrize(
     ("content", "kind"),
     [
@@ -727,6 +731,46 @@ async def test_a_credential_going_out_in_allowed_arguments_needs_a_human(
     assert [records[i]["final_effect"] for i in "123"] == ["deny", "allow", "allow"]
     assert records["4"]["rule_id"] == "read-data"
     assert content not in (setup.log_dir / "decisions.jsonl").read_text()
+
+
+async def test_a_remembered_approval_does_not_skip_the_credential_check(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """The check applies to every allowed call no human saw: the policy's allow, and a
+    remembered approval too. A human asked by an ask rule is told what the arguments carry,
+    and is not asked twice; the same call answered from memory is asked about again."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    call = {"name": "write_file", "arguments": {"path": "/data/a.txt", "content": GITHUB}}
+    first = asyncio.create_task(pep.check("tools/call", call, 1))
+    pending = await setup.pending()
+    assert pending["rule"] == "ask-writes"
+    assert "the arguments carry what looks like a GitHub token" in pending["summary"]
+    await setup.answer("approve", remember=True)
+    assert (await first).allowed
+    again = asyncio.create_task(pep.check("tools/call", call, 2))
+    pending = await setup.pending()  # remembered, yet a human is asked
+    assert pending["rule"] == "builtin-secret-outbound"
+    await setup.answer("deny")
+    verdict = await again
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-secret-outbound"
+    plain = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 3))
+    assert "the arguments carry" not in (await setup.pending())["summary"]
+    await setup.answer("approve", remember=True)
+    assert (await plain).allowed
+    assert (await pep.check("tools/call", write("/data/b.txt"), 4)).allowed  # nothing to ask
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert [records[i]["rule_id"] for i in "1234"] == [
+        "ask-writes",
+        "builtin-secret-outbound",
+        "ask-writes",
+        "ask-writes",
+    ]
+    assert records["1"]["approval_remembered"] is True
+    assert "approval required by rule ask-writes" in records["2"]["reason"]
+    assert records["4"]["approval_cached"] is True
+    assert setup.pep.counts["asked"] == 3
 
 
 async def test_a_credential_hidden_behind_more_strings_than_are_scanned_needs_a_human(
