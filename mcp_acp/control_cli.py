@@ -123,8 +123,8 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
 @click.option(
     "--remember",
     is_flag=True,
-    help="Also allow the same tool on the same paths for this subject until the cache "
-    "expires (proxy.approval_cache_seconds). Ignored for code-executing tools.",
+    help="Also allow the same call again (same tool, paths and arguments) for this subject "
+    "until the cache expires (proxy.approval_cache_seconds). Ignored for code-executing tools.",
 )
 @_dir_option
 def approve(approval_id: str, remember: bool, socket_dir: Path | None) -> None:

@@ -542,7 +542,7 @@ class EnforcementPoint:
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
         seen = False  # whether a human saw this very call
         if decision.effect is Effect.ASK:
-            cached = self.limits.approvals.get(request, decision)
+            cached = self.limits.approvals.get(request, decision, params=params)
             if cached is not None and self._terms(request, decision).not_remembered is None:
                 extra = {
                     "final_effect": "allow",
@@ -686,7 +686,11 @@ class EnforcementPoint:
             outcome.result is ApprovalResult.ALLOW_AND_CACHE
             and terms.not_remembered is None
             and self.limits.approvals.remember(
-                request, outcome.answered_by, decision, terms.remember_seconds
+                request,
+                outcome.answered_by,
+                decision,
+                terms.remember_seconds,
+                params=deciding.params,
             )
         )
         return _Answer(decision, True, extra, decision.reason)

