@@ -43,6 +43,7 @@ from mcp_acp.models import (
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.summary import approval_arguments, approval_summary
 from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
@@ -664,8 +665,7 @@ class EnforcementPoint:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        credentials = self._credentials(deciding)  # the human is told
-        outcome, why_not = await self._ask(request, decision, terms, credentials)
+        outcome, why_not = await self._ask(deciding, request, decision, terms)
         deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if outcome.result.allows else "deny",
@@ -713,23 +713,20 @@ class EnforcementPoint:
         return _Answer(attrs.evolve(now, reason=text, explain=None), allowed, extra, text)
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, terms: _Terms, credentials: str
+        self, deciding: _Deciding, request: DecisionRequest, decision: Decision, terms: _Terms
     ) -> tuple[ApprovalOutcome, str | None]:
         """The approver's answer and, unless it allows the request, why not: ``denied by
-        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``. The summary
-        says what ``credentials`` found, if anything."""
-        paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
-        summary = (
-            f"{request.subject.subject_id} wants {request.action.mcp_method} "
-            f"{request.action.tool_name or ''} ({paths}); rule {decision.rule_id}"
-        )
-        if credentials:
-            summary += f"; {credentials}"
+        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``. The human is
+        shown the request's arguments (:mod:`~mcp_acp.proxy.summary`) and what they carry
+        that looks like a credential, if anything."""
+        params = deciding.params
+        summary = approval_summary(request, params, decision.rule_id, self._credentials(deciding))
         approval = ApprovalRequest(
             approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
             request=request,
             decision=decision,
             summary=summary,
+            arguments=approval_arguments(request.action.mcp_method, params),
             timeout_seconds=terms.timeout_seconds,
             cacheable=terms.not_remembered is None,
             not_remembered=terms.not_remembered,

