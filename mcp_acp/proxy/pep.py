@@ -184,6 +184,8 @@ class _Deciding:
     companion: Companion
     asking: tuple[DecisionRequest, Decision] | None = None
     recording: bool = False
+    #: the records on their way say the request passes: the companion says "forwarded"
+    passing: bool = False
     #: what the arguments carry that looks like a credential, once looked for ("" none)
     credentials: str | None = None
 
@@ -391,10 +393,22 @@ class EnforcementPoint:
         deciding.recording = True  # from here on, this record is the request's
         companion = deciding.companion
         other = companion(allowed) if companion is not None else None
+        deciding.passing = allowed and other is not None
         if other is None:
             await self.trail.record(decision)
         else:
             await self.trail.record_decision(decision, other)
+
+    @staticmethod
+    def _not_forwarded(deciding: _Deciding, why: str) -> AuditEvent | None:
+        """The companion record correcting one that said "forwarded" (``deciding.passing``):
+        the request was not forwarded, because ``why`` while its decision was recorded."""
+        deciding.passing = False  # corrected once
+        event = deciding.companion(False) if deciding.companion is not None else None
+        text = f"not forwarded: {why} while its decision was being recorded"
+        if event is not None and "reason" in type(event).model_fields:
+            event = event.model_copy(update={"reason": text})
+        return event
 
     def _denial(
         self, deciding: _Deciding, rule_id: str, reason: str, subject: Subject | None
@@ -442,12 +456,17 @@ class EnforcementPoint:
         """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
         once it returns; synchronous — the event loop does not run again): a denial, and the
         caller's companion record, for each request still being decided or waiting for a
-        human, whose decision record is not already on its way. Best effort and bounded
-        (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its fallback file."""
+        human, whose decision record is not already on its way — and for one whose allow
+        is on its way, a companion record saying it was not forwarded after all. Best effort
+        and bounded (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its
+        fallback file."""
         self.ending = why
         deadline = time.monotonic() + AT_EXIT_SECONDS
         for deciding in list(self._deciding):
-            if deciding.recording:
+            if deciding.recording:  # its decision record is on its way; the request stays
+                if deciding.passing and (other := self._not_forwarded(deciding, why)):
+                    self.trail.record_at_exit(other)  # not forwarded: the process ends
+                    self.counts["denied"] += 1
                 continue
             if time.monotonic() > deadline:
                 log.error("shutting down: decisions cut short and not recorded in time")
@@ -483,7 +502,15 @@ class EnforcementPoint:
         A decision cut short — the task cancelled (the client cancelled the request, the
         session ends) — is recorded as a denial before the cancellation goes on, naming why
         (:attr:`ending`, else the client's cancellation); at a fail-closed shutdown
-        :meth:`record_cut_short` records it instead."""
+        :meth:`record_cut_short` records it instead.
+
+        Once the decision is being recorded it stands — the decision record is on its way
+        and says what was decided. If it allows the request, the companion record handed
+        over with it says "forwarded"; a cancellation then means the caller will not forward
+        the request after all, so a second companion record, denied, says why ("not
+        forwarded: cancelled by the client while its decision was being recorded"): the
+        request's last operation record is true. (Forwarding it anyway would send the
+        backend a request its client has cancelled.)"""
         deciding = _Deciding(method, params, request_id, companion)
         self._deciding.add(deciding)
         try:
@@ -491,9 +518,12 @@ class EnforcementPoint:
                 deciding, annotations, flood_guard=flood_guard, withheld=withheld
             )
         except asyncio.CancelledError:
+            why = self.ending or "cancelled by the client"
             if not deciding.recording:
-                why = self.ending or "cancelled by the client"
                 await self._record(deciding, self._cut_short(deciding, why), False)
+                self.counts["denied"] += 1
+            elif deciding.passing and (other := self._not_forwarded(deciding, why)):
+                self.trail.record_soon(other)
                 self.counts["denied"] += 1
             raise
         finally:

@@ -70,6 +70,7 @@ class Setup:
         policy: dict[str, Any] | None = None,
         *,
         shutdown: bool = False,
+        sink: JsonlAuditSink | None = None,
     ) -> None:
         self.log_dir = tmp / "log"
         self.policy = tmp / "policy.json"
@@ -79,7 +80,7 @@ class Setup:
         self.coordinator = ShutdownCoordinator(
             log_dir=self.log_dir, fallback_path=tmp / "fallback.jsonl", exit=self._exit
         )
-        self.trail = AuditTrail([JsonlAuditSink(self.log_dir)], self.coordinator)
+        self.trail = AuditTrail([sink or JsonlAuditSink(self.log_dir)], self.coordinator)
         self.approver = CliApprover()
         self.control = ControlServer(tmp / "run")
         for name, op in self.approver.control_ops().items():
@@ -695,6 +696,87 @@ async def test_cancelled_approval_is_recorded_as_denied(clock_setup: tuple[Setup
     assert record["final_effect"] == "deny"
     assert record["reason"].endswith("cancelled by the client")
     assert setup.approver.pending_count == 0
+
+
+class HeldSink(JsonlAuditSink):
+    """The ``jsonl`` sink, except that once ``hold`` is set, the writer of the next decision
+    record is held after the record is durable, until it is cancelled: the moment a
+    decision is on record and its request not yet forwarded."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir)
+        self.hold = False
+        self.holding = asyncio.Event()
+
+    async def write(self, event: Any) -> None:
+        await super().write(event)
+        if self.hold and event.stream == "decisions":
+            self.holding.set()
+            await asyncio.Event().wait()
+
+
+async def test_a_request_cancelled_while_its_allow_is_recorded_is_on_record_as_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """The client cancels a request whose decision (allow) is being written, its operation
+    record (forwarded) handed over with it: the request is not forwarded, and a second
+    operation record says so — the last record of the request is true."""
+    sink = HeldSink(tmp_path / "log")
+    setup = Setup(tmp_path, Limits(), sink=sink)
+    await setup.trail.start()
+    assert (await setup.pep.check("tools/call", READ, 1, companion=setup.companion(1))).allowed
+    sink.hold = True
+    task = asyncio.create_task(setup.pep.check("tools/call", READ, 2, companion=setup.companion(2)))
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await setup.trail.close()
+    assert [(r["request_id"], r["effect"]) for r in setup.decisions()] == [
+        ("1", "allow"),
+        ("2", "allow"),
+    ]
+    written = [
+        (r["request_id"], r["outcome"], r.get("error_code"), r.get("reason"))
+        for r in setup.operations()
+    ]
+    assert written == [
+        ("1", "forwarded", None, None),
+        ("2", "forwarded", None, None),
+        (
+            "2",
+            "denied",
+            -32003,
+            "not forwarded: cancelled by the client while its decision was being recorded",
+        ),
+    ]
+    assert setup.pep.counts == {"allowed": 1, "denied": 1, "asked": 0}
+    assert verify_stream(setup.log_dir, "operations").ok
+
+
+async def test_a_fail_closed_shutdown_while_an_allow_is_recorded_says_it_was_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """The process ends (the coordinator's callback, synchronous) while an allow is being
+    recorded: the request will not be forwarded, and a second operation record says so."""
+    sink = HeldSink(tmp_path / "log")
+    setup = Setup(tmp_path, Limits(), shutdown=True, sink=sink)
+    await setup.trail.start()
+    sink.hold = True
+    task = asyncio.create_task(setup.pep.check("tools/call", READ, 1, companion=setup.companion(1)))
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)
+    with pytest.raises(Exited):
+        setup.coordinator.trigger(PostureError("device posture lost: x", fix="fix it"))
+    task.cancel()  # the process would be gone; nothing more is recorded
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await setup.trail.close()
+    assert [r["effect"] for r in setup.decisions()] == ["allow"]
+    why = "the proxy shut down (posture failure: device posture lost: x)"
+    assert [(r["outcome"], r.get("reason")) for r in setup.operations()] == [
+        ("forwarded", None),
+        ("denied", f"not forwarded: {why} while its decision was being recorded"),
+    ]
 
 
 class BrokenApprover:
