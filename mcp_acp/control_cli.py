@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from mcp_acp.config import entry_exists, load_config, resolve_config_path
 from mcp_acp.control import ask, sockets
 from mcp_acp.errors import McpAcpError, printable
 
@@ -23,7 +24,8 @@ __all__ = ["approvals_group", "status_command"]
 _dir_option = click.option(
     "--socket-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where proxies put their control sockets (default: runtime dir).",
+    help="Where proxies put their control sockets (default: the config's proxy.socket_dir, "
+    "else the runtime dir).",
 )
 
 
@@ -40,9 +42,23 @@ def _number(value: Any, spec: str) -> str:
     return _text(value)
 
 
+def _socket_dir(given: Path | None) -> Path | None:
+    """Where the proxies serve their sockets: ``--socket-dir`` if given, else the config's
+    ``proxy.socket_dir`` (the config ``run`` reads: ``--config``, ``MCP_ACP_CONFIG`` or the
+    default) if it sets one, else ``None`` — the runtime dir. A config that exists but cannot
+    be read is a ``ConfigError``: guessing another directory would leave every approval to
+    time out unanswered."""
+    if given is not None:
+        return given
+    path = resolve_config_path(click.get_current_context().find_root().params.get("config"))
+    if not entry_exists(path):
+        return None
+    return load_config(path).proxy.socket_dir
+
+
 def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
     answers = []
-    for path in sockets(socket_dir):
+    for path in sockets(_socket_dir(socket_dir)):
         try:
             answers.append((path, ask(path, command)))
         except OSError:

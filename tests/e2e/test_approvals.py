@@ -565,3 +565,29 @@ def test_the_human_sees_every_argument_the_uri_and_the_prompt_escaped(
     assert run.cli("deny", waiting["id"]).returncode == 0
     assert run.proxy.answer(get)["error"]["code"] == DENIED
     assert run.proxy.close() == 0
+
+
+def test_approvals_and_status_find_the_configs_socket_dir(
+    asking: Callable[..., Asking], isolated_home: Path
+) -> None:
+    """The proxy serves its socket in the config's ``proxy.socket_dir``; ``mcp-acp
+    approvals`` and ``mcp-acp status`` without ``--socket-dir`` look there too (not in the
+    runtime dir), so the request is answered instead of timing out."""
+    run = asking(ASK_ECHO)
+    assert run.sockets != Path(run.env["XDG_RUNTIME_DIR"]) / "mcp-acp"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:  # no --socket-dir
+        return subprocess.run(
+            [str(CLI), *args], env=run.env, capture_output=True, text=True, timeout=30
+        )
+
+    request = run.echo("one")
+    run.pending()
+    (waiting,) = json.loads(cli("approvals", "list", "--json").stdout)
+    (found,) = json.loads(cli("status", "--json").stdout)
+    assert found["pid"] == run.proxy.proc.pid
+    approved = cli("approvals", "approve", waiting["id"])
+    assert approved.returncode == 0, approved.stderr
+    assert "result" in run.proxy.answer(request)
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["one"]
