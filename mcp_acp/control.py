@@ -241,16 +241,20 @@ class ControlServer:
 
 
 def ask(path: Path, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command to one proxy's socket and return its answer (for the CLI)."""
+    """Send one command to one proxy's socket and return its answer (for the CLI). The
+    answer is read in chunks kept apart and joined once: a list of long approvals runs to
+    megabytes, and adding each chunk to what came before copies it all again."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(path))
         client.sendall(json.dumps(command).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
+        chunks: list[bytes] = []
+        while True:
+            chunk = client.recv(1 << 20)
             if not chunk:
                 break
-            data += chunk
-    answer = json.loads(data)
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    answer = json.loads(b"".join(chunks))
     return answer if isinstance(answer, dict) else {"error": "bad answer"}
