@@ -124,9 +124,21 @@ def list_command(as_json: bool, socket_dir: Path | None) -> None:
 
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:
+    """Send the answer; print what was sent and, as the proxy tells it once it has decided
+    the request, what became of it — a policy reloaded while the request waited decides
+    again, so an approval may still end in a denial, or pass without being remembered."""
     for _, answer in _each(socket_dir, {"op": op, "id": approval_id, "remember": remember}):
         if answer.get("ok"):
-            click.echo(f"{_text(approval_id)}: {_text(answer.get('result'))}")
+            line = f"{_text(approval_id)}: {_text(answer.get('result'))}"
+            if "outcome" in answer:
+                outcome = answer["outcome"]
+                line += (
+                    f"; the proxy: {_text(outcome)}"
+                    if outcome is not None
+                    else "; sent — the proxy has not said yet what became of the request "
+                    "(it decides again if its policy changed meanwhile)"
+                )
+            click.echo(line)
             return
     raise McpAcpError(
         f"no pending approval {approval_id!r} in any running proxy",

@@ -171,6 +171,13 @@ class Approver(Protocol):
     ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY``, on any
     exception raised here and on an answer that is not an :class:`ApprovalOutcome` (or
     whose ``result`` is not an :class:`ApprovalResult`).
+
+    Optional, found by name (the built-in ``cli`` approver has both): ``control_ops()``
+    returning operations for the proxy's control socket (:mod:`mcp_acp.control`);
+    ``approval_settled(approval_id, outcome)``, called once the proxy has decided and
+    recorded the request an approval asked about, with one sentence saying what became of
+    it (``"allowed; remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy
+    reloaded while the request waited decides again, so an approval is not the last word.
     """
 
     name: str

@@ -186,6 +186,10 @@ class _Deciding:
     recording: bool = False
     #: the records on their way say the request passes: the companion says "forwarded"
     passing: bool = False
+    #: the approvals asked for it, whose answerers are told what became of the request
+    approvals: list[str] = attrs.field(factory=list)
+    #: what became of a "remember" the human asked for (``remembered``, ``not remembered: …``)
+    remembering: str = ""
     #: what the arguments carry that looks like a credential, once looked for ("" none)
     credentials: str | None = None
 
@@ -514,11 +518,12 @@ class EnforcementPoint:
         deciding = _Deciding(method, params, request_id, companion)
         self._deciding.add(deciding)
         try:
-            return await self._check(
+            verdict = await self._check(
                 deciding, annotations, flood_guard=flood_guard, withheld=withheld
             )
         except asyncio.CancelledError:
             why = self.ending or "cancelled by the client"
+            self._settle(deciding, f"not forwarded: {why}")
             if not deciding.recording:
                 await self._record(deciding, self._cut_short(deciding, why), False)
                 self.counts["denied"] += 1
@@ -526,8 +531,31 @@ class EnforcementPoint:
                 self.trail.record_soon(other)
                 self.counts["denied"] += 1
             raise
+        except AuditError as error:
+            self._settle(deciding, f"denied: the audit trail cannot be written ({error})")
+            raise
         finally:
             self._deciding.discard(deciding)
+        if verdict.allowed:
+            remembering = deciding.remembering
+            self._settle(deciding, f"allowed; {remembering}" if remembering else "allowed")
+        else:
+            self._settle(deciding, f"denied: {verdict.reason}")
+        return verdict
+
+    def _settle(self, deciding: _Deciding, outcome: str) -> None:
+        """Tell the approver what became of the request its approvals asked about, once it
+        is decided and on record (``approval_settled``, if the approver has it: the ``cli``
+        approver's ``approve`` answers with it)."""
+        approvals, deciding.approvals = deciding.approvals, []
+        settled = getattr(self.approver, "approval_settled", None)
+        if not callable(settled):
+            return
+        for approval_id in approvals:
+            try:
+                settled(approval_id, outcome)
+            except Exception as exc:  # telling is a courtesy; the decision stands
+                log.warning("approver %s: approval_settled failed: %s", self._approver_name, exc)
 
     async def _check(
         self,
@@ -710,10 +738,13 @@ class EnforcementPoint:
             return _Answer(unapproved, False, extra, reason)
         # the engine is swapped on a thread before policy_reloaded() runs: compare both
         now = self._decide(request)
+        asked_to_remember = outcome.result is ApprovalResult.ALLOW_AND_CACHE
         if generation != self._policy_generation or now.policy_id != decision.policy_id:
+            if asked_to_remember:
+                deciding.remembering = "not remembered: the policy changed while the request waited"
             return self._after_reload(decision, now, extra)
         extra["approval_remembered"] = (
-            outcome.result is ApprovalResult.ALLOW_AND_CACHE
+            asked_to_remember
             and terms.not_remembered is None
             and self.limits.approvals.remember(
                 request,
@@ -723,6 +754,12 @@ class EnforcementPoint:
                 params=deciding.params,
             )
         )
+        if asked_to_remember:
+            deciding.remembering = (
+                "remembered"
+                if extra["approval_remembered"]
+                else (terms.not_remembered or "not remembered")
+            )
         return _Answer(decision, True, extra, decision.reason)
 
     def _after_reload(self, asked: Decision, now: Decision, extra: dict[str, Any]) -> _Answer:
@@ -751,6 +788,9 @@ class EnforcementPoint:
         that looks like a credential, if anything."""
         params = deciding.params
         summary = approval_summary(request, params, decision.rule_id, self._credentials(deciding))
+        # an approval given before, for this request, was not the last word: say so
+        self._settle(deciding, f"approved; another approval is asked for (rule {decision.rule_id})")
+        deciding.remembering = ""
         approval = ApprovalRequest(
             approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
             request=request,
@@ -761,6 +801,7 @@ class EnforcementPoint:
             cacheable=terms.not_remembered is None,
             not_remembered=terms.not_remembered,
         )
+        deciding.approvals.append(approval.approval_id)
         started = time.monotonic()
         try:
             outcome = await asyncio.wait_for(  # a little grace: the approver reports its own

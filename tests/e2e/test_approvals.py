@@ -116,6 +116,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     assert waiting[0]["paths"] == [str(project / "approved.md")]
     approved = cli("approve", waiting[0]["id"])
     assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == f"{waiting[0]['id']}: allow_once; the proxy: allowed\n"
     answer = proxy.recv()
     assert answer["id"] == request_id
     assert "result" in answer
@@ -123,7 +124,9 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
 
     # deny
     request_id = write_request(proxy, project, "denied.md")
-    assert cli("deny", pending()[0]["id"]).returncode == 0
+    denied = cli("deny", pending()[0]["id"])
+    assert denied.returncode == 0
+    assert ": deny; the proxy: denied: approval required by rule ask-writes" in denied.stdout
     answer = proxy.recv()
     assert answer["error"]["code"] == DENIED
     assert "; not approved: denied by " in answer["error"]["message"]
@@ -187,7 +190,7 @@ def test_remember_status_and_reload(approvals: Any, isolated_home: Path) -> None
     request_id = write_request(proxy, project, "kept.md")
     approved = cli("approve", pending()[0]["id"], "--remember")
     assert approved.returncode == 0, approved.stderr
-    assert "allow_and_cache" in approved.stdout
+    assert approved.stdout.endswith(": allow_and_cache; the proxy: allowed; remembered\n")
     assert "result" in proxy.recv()
     # the same write again: answered from the cache, nobody is asked
     request_id = write_request(proxy, project, "kept.md")
@@ -379,6 +382,15 @@ def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
     reloaded = wait_for_event(run.log_dir, "system", "policy_reloaded")
     approved = run.cli("approve", waiting["id"], "--remember")
     assert approved.returncode == 0, approved.stderr
+    # what the CLI prints is what the proxy then did, not what was sent alone
+    said = f"{waiting['id']}: allow_and_cache; the proxy: "
+    if effect == "deny":
+        assert approved.stdout.startswith(f"{said}denied: denied by rule {new_rule}")
+        assert "replaced while the request waited" in approved.stdout
+    else:
+        assert approved.stdout == (
+            f"{said}allowed; not remembered: the policy changed while the request waited\n"
+        )
     answer = run.proxy.answer(first)
     if effect == "deny":
         assert answer["error"]["code"] == DENIED

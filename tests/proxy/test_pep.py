@@ -779,6 +779,50 @@ async def test_a_fail_closed_shutdown_while_an_allow_is_recorded_says_it_was_not
     ]
 
 
+async def test_whoever_answers_is_told_what_became_of_the_request(tmp_path: Path) -> None:
+    """``approve`` and ``deny`` answer once the request is decided and on record, with what
+    became of it: remembered or not, asked about again (the rate limit), denied, or not
+    forwarded after all (the client cancelled it while its allow was being recorded)."""
+    sink = HeldSink(tmp_path / "log")
+    limits = Limits(tool_calls=ToolRateLimit(2), flood=TokenBucket(0, 1))
+    setup = Setup(tmp_path, limits, sink=sink)
+    await setup.trail.start()
+    await setup.control.start()
+    pep = setup.pep
+    first = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    answer = await setup.answer("approve", remember=True)
+    assert (answer["result"], answer["outcome"]) == ("allow_and_cache", "allowed; remembered")
+    assert (await first).allowed
+    denied = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 2))
+    answer = await setup.answer("deny")
+    assert answer["outcome"] == f"denied: {(await denied).reason}"
+    assert "; not approved: denied by " in answer["outcome"]
+
+    assert (await pep.check("tools/call", write("/data/a.txt"), 3)).allowed  # remembered
+    limited = asyncio.create_task(pep.check("tools/call", write("/data/c.txt"), 4))
+    answer = await setup.answer("approve")  # the third call in a minute: asked again
+    assert answer["outcome"] == "approved; another approval is asked for (rule builtin-rate-limit)"
+    assert (await setup.pending())["rule"] == "builtin-rate-limit"
+    assert (await setup.answer("approve"))["outcome"] == "allowed"
+    assert (await limited).allowed
+
+    pep.limits.tool_calls = ToolRateLimit(0)
+    cancelled = asyncio.create_task(pep.check("tools/call", write("/data/d.txt"), 5))
+    pending = await setup.pending()
+    sink.hold = True
+    approving = asyncio.create_task(
+        asyncio.to_thread(ask, setup.control.path, {"op": "approve", "id": pending["id"]})
+    )
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)  # the allow is being recorded
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    answer = await approving
+    assert answer["outcome"] == "not forwarded: cancelled by the client"
+    await setup.control.close()
+    await setup.trail.close()
+
+
 class BrokenApprover:
     """An approver plugin that breaks its contract: it raises, or answers with something
     that is not an :class:`ApprovalOutcome` (or one whose result is not an
