@@ -613,8 +613,8 @@ class EnforcementPoint:
             else:
                 answer = await self._ask_human(deciding, request, decision)
                 seen = True
-        # a credential going out: asked about unless a human saw this call (the policy's
-        # allow, and a remembered approval — given for another call, or before — are not)
+        # a credential going out: asked about unless a human saw this very call (not for the
+        # policy's allow, nor for a remembered approval: a human saw the same call before)
         if answer.allowed and not seen and (why := self._credentials(deciding)):
             answer = await self._escalate(
                 deciding, request, answer.decision, "builtin-secret-outbound", why
@@ -789,7 +789,9 @@ class EnforcementPoint:
         params = deciding.params
         summary = approval_summary(request, params, decision.rule_id, self._credentials(deciding))
         # an approval given before, for this request, was not the last word: say so
-        self._settle(deciding, f"approved; another approval is asked for (rule {decision.rule_id})")
+        remembering = f"; {deciding.remembering}" if deciding.remembering else ""
+        again = f"another approval is asked for (rule {decision.rule_id})"
+        self._settle(deciding, f"approved{remembering}; {again}")
         deciding.remembering = ""
         approval = ApprovalRequest(
             approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
