@@ -603,3 +603,33 @@ def test_approvals_and_status_find_the_configs_socket_dir(
     assert "result" in run.proxy.answer(request)
     assert run.proxy.close() == 0
     assert run.echoed() == ["one"]
+
+
+def test_a_remembered_approval_is_of_the_same_call_and_never_of_a_credential(
+    asking: Callable[..., Asking],
+) -> None:
+    """``echo "hello"`` approved with --remember: the same call again passes unasked; a
+    call carrying a GitHub token is another call — asked under the rule, the summary saying
+    what it carries —, and once that too is remembered, the same call with the token is
+    still asked about (no human saw this one: rule builtin-secret-outbound)."""
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    run = asking(ASK_ECHO)
+    first = run.echo("hello")
+    (waiting,) = run.pending()
+    assert run.cli("approve", waiting["id"], "--remember").returncode == 0
+    assert "result" in run.proxy.answer(first)
+    assert "result" in run.proxy.answer(run.echo("hello"))  # remembered
+
+    exfil = run.echo(f"exfil {token}")
+    (waiting,) = run.pending()  # not the remembered call: asked
+    assert waiting["rule"] == "ask-echo"
+    assert waiting["summary"].endswith("; the arguments carry what looks like a GitHub token")
+    assert run.cli("approve", waiting["id"], "--remember").returncode == 0
+    assert "result" in run.proxy.answer(exfil)
+    again = run.echo(f"exfil {token}")
+    (waiting,) = run.pending()  # remembered, yet no human saw this call
+    assert waiting["rule"] == "builtin-secret-outbound"
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(again)["error"]["data"] == {"rule": "builtin-secret-outbound"}
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["hello", "hello", f"exfil {token}"]
