@@ -7,15 +7,18 @@ proxy's own user id (or root) is answered — checked with the kernel's peer cre
 never with anything the peer says.
 
 The wire format is one JSON object per line each way: ``{"op": "<name>", …}`` in, one
-answer out, then the connection closes. Operations are plain functions registered by name:
-the proxy registers ``status``; a component that wants commands of its own (the ``cli``
-approver's ``list``, ``approve``, ``deny``) offers them with a ``control_ops()`` method.
+answer out, then the connection closes. Operations are functions registered by name — plain,
+or coroutines for an answer that must wait for something (the ``cli`` approver's
+``approve`` waits for the proxy to say what became of the request): the proxy registers
+``status``; a component that wants commands of its own (the ``cli`` approver's ``list``,
+``approve``, ``deny``) offers them with a ``control_ops()`` method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import pwd
@@ -24,7 +27,7 @@ import stat
 import struct
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,9 @@ class ControlError(ConfigError):
         )
 
 
-#: One operation: the command (a JSON object) and the caller's user name -> the answer.
-Operation = Callable[[Mapping[str, Any], str], dict[str, Any]]
+#: One operation: the command (a JSON object) and the caller's user name -> the answer (or
+#: an awaitable of it).
+Operation = Callable[[Mapping[str, Any], str], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 def runtime_dir() -> Path:
@@ -215,7 +219,7 @@ class ControlServer:
             except ValueError:
                 await self._reply(writer, {"error": "not JSON"})
                 return
-            await self._reply(writer, self.handle(command, _user(uid)))
+            await self._reply(writer, await self.handle(command, _user(uid)))
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
@@ -223,14 +227,15 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    def handle(self, command: Any, who: str) -> dict[str, Any]:
+    async def handle(self, command: Any, who: str) -> dict[str, Any]:
         if not isinstance(command, dict):
             return {"error": "expected a JSON object"}
         operation = self.operations.get(str(command.get("op")))
         if operation is None:
             return {"error": f"unknown op {command.get('op')!r}", "ops": sorted(self.operations)}
         try:
-            return operation(command, who)
+            answer = operation(command, who)
+            return await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:  # one bad command must not take the socket down
             return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -241,16 +246,20 @@ class ControlServer:
 
 
 def ask(path: Path, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command to one proxy's socket and return its answer (for the CLI)."""
+    """Send one command to one proxy's socket and return its answer (for the CLI). The
+    answer is read in chunks kept apart and joined once: a list of long approvals runs to
+    megabytes, and adding each chunk to what came before copies it all again."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(path))
         client.sendall(json.dumps(command).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
+        chunks: list[bytes] = []
+        while True:
+            chunk = client.recv(1 << 20)
             if not chunk:
                 break
-            data += chunk
-    answer = json.loads(data)
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    answer = json.loads(b"".join(chunks))
     return answer if isinstance(answer, dict) else {"error": "bad answer"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from mcp_acp.config import entry_exists, load_config, resolve_config_path
 from mcp_acp.control import ask, sockets
 from mcp_acp.errors import McpAcpError, printable
 
@@ -23,7 +24,8 @@ __all__ = ["approvals_group", "status_command"]
 _dir_option = click.option(
     "--socket-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where proxies put their control sockets (default: runtime dir).",
+    help="Where proxies put their control sockets (default: the config's proxy.socket_dir, "
+    "else the runtime dir).",
 )
 
 
@@ -40,9 +42,23 @@ def _number(value: Any, spec: str) -> str:
     return _text(value)
 
 
+def _socket_dir(given: Path | None) -> Path | None:
+    """Where the proxies serve their sockets: ``--socket-dir`` if given, else the config's
+    ``proxy.socket_dir`` (the config ``run`` reads: ``--config``, ``MCP_ACP_CONFIG`` or the
+    default) if it sets one, else ``None`` — the runtime dir. A config that exists but cannot
+    be read is a ``ConfigError``: guessing another directory would leave every approval to
+    time out unanswered."""
+    if given is not None:
+        return given
+    path = resolve_config_path(click.get_current_context().find_root().params.get("config"))
+    if not entry_exists(path):
+        return None
+    return load_config(path).proxy.socket_dir
+
+
 def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
     answers = []
-    for path in sockets(socket_dir):
+    for path in sockets(_socket_dir(socket_dir)):
         try:
             answers.append((path, ask(path, command)))
         except OSError:
@@ -108,9 +124,21 @@ def list_command(as_json: bool, socket_dir: Path | None) -> None:
 
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:
+    """Send the answer; print what was sent and, as the proxy tells it once it has decided
+    the request, what became of it — a policy reloaded while the request waited decides
+    again, so an approval may still end in a denial, or pass without being remembered."""
     for _, answer in _each(socket_dir, {"op": op, "id": approval_id, "remember": remember}):
         if answer.get("ok"):
-            click.echo(f"{_text(approval_id)}: {_text(answer.get('result'))}")
+            line = f"{_text(approval_id)}: {_text(answer.get('result'))}"
+            if "outcome" in answer:
+                outcome = answer["outcome"]
+                line += (
+                    f"; the proxy: {_text(outcome)}"
+                    if outcome is not None
+                    else "; sent — the proxy has not said yet what became of the request "
+                    "(it decides again if its policy changed meanwhile)"
+                )
+            click.echo(line)
             return
     raise McpAcpError(
         f"no pending approval {approval_id!r} in any running proxy",
@@ -123,8 +151,8 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
 @click.option(
     "--remember",
     is_flag=True,
-    help="Also allow the same tool on the same paths for this subject until the cache "
-    "expires (proxy.approval_cache_seconds). Ignored for code-executing tools.",
+    help="Also allow the same call again (same tool, paths and arguments) for this subject "
+    "until the cache expires (proxy.approval_cache_seconds). Ignored for code-executing tools.",
 )
 @_dir_option
 def approve(approval_id: str, remember: bool, socket_dir: Path | None) -> None:

@@ -386,10 +386,14 @@ class ApprovalResult(enum.StrEnum):
 class ApprovalRequest:
     """A request an ``ask`` rule sent to a human.
 
-    ``summary`` is what the human is shown (the full tool name and every path, untruncated);
+    ``summary`` is what the human is shown, one line: the full tool name (or the resource's
+    URI, the prompt's name) and every argument by name — every path untruncated, any other
+    value cut after 200 characters (see :mod:`mcp_acp.proxy.summary`); ``arguments`` is the
+    request's arguments whole, as the client sent them (``None`` if it sent none);
     ``cacheable`` is whether an approval may be remembered (never for a tool with a side
     effect in :data:`NEVER_CACHED`); when it may not, ``not_remembered`` says why, for the
-    human (``"never remembered: container_exec"``).
+    human (``"never remembered: container_exec"``). The summary and the arguments come from
+    the client: escape them before a terminal shows them.
     """
 
     approval_id: str
@@ -399,6 +403,7 @@ class ApprovalRequest:
     timeout_seconds: float
     cacheable: bool = False
     not_remembered: str | None = None
+    arguments: Any = None
 
 
 @attrs.frozen(slots=True)

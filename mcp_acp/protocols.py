@@ -168,8 +168,16 @@ class Approver(Protocol):
     """Asks a human about a request that a policy rule marked ``ask``.
 
     Return an :class:`ApprovalOutcome`. Honour ``request.timeout_seconds`` and return
-    ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY`` and on any
-    exception raised here.
+    ``TIMEOUT`` when it passes; the proxy denies on timeout, on ``DENY``, on any
+    exception raised here and on an answer that is not an :class:`ApprovalOutcome` (or
+    whose ``result`` is not an :class:`ApprovalResult`).
+
+    Optional, found by name (the built-in ``cli`` approver has both): ``control_ops()``
+    returning operations for the proxy's control socket (:mod:`mcp_acp.control`);
+    ``approval_settled(approval_id, outcome)``, called once the proxy has decided and
+    recorded the request an approval asked about, with one sentence saying what became of
+    it (``"allowed; remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy
+    reloaded while the request waited decides again, so an approval is not the last word.
     """
 
     name: str

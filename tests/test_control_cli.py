@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,3 +113,45 @@ def test_approvals_list_skips_what_is_not_an_approval(
     result = run_cli("approvals", "list", "--socket-dir", str(directory))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "a2  ?s  ?  (never remembered)\n"
+
+
+def test_without_socket_dir_the_configs_is_used_else_the_runtime_dir(
+    run_cli: Run,
+    fake_proxy: Callable[[dict[str, Any]], Path],
+    isolated_home: Path,
+    config_path: Path,
+) -> None:
+    """No ``--socket-dir``: no config, the runtime dir; a config that sets
+    ``proxy.socket_dir``, that directory — where its proxies serve their sockets."""
+    (isolated_home / "run").mkdir(mode=0o700)
+    runtime = FakeProxy(isolated_home / "run" / "mcp-acp", {"list": {"pending": [{"id": "r1"}]}})
+    try:
+        assert run_cli("approvals", "list").stdout.startswith("r1  ")
+        configured = fake_proxy({"list": {"pending": [{"id": "c1"}]}, "status": {"pid": 7}})
+        run_cli("init", "--non-interactive", "--backend-command", sys.executable, check=True)
+        config = json.loads(config_path.read_text())
+        config["proxy"] = {"socket_dir": str(configured)}
+        config_path.write_text(json.dumps(config))
+        assert run_cli("approvals", "list").stdout.startswith("c1  ")
+        assert run_cli("status").stdout.startswith("pid 7  ")
+        given = run_cli("approvals", "list", "--socket-dir", str(runtime.directory))
+        assert given.stdout.startswith("r1  ")  # --socket-dir wins
+    finally:
+        runtime.close()
+
+
+def test_a_config_that_cannot_be_read_is_a_one_line_error(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path], config_path: Path
+) -> None:
+    config_path.parent.mkdir(parents=True)
+    config_path.write_text("{not json")
+    config_path.chmod(0o600)
+    for args in (["approvals", "list"], ["status"], ["approvals", "deny", "a1"]):
+        result = run_cli(*args)
+        assert result.returncode == 10
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith(f"config error: {config_path} is not valid JSON")
+        assert "fix: " in result.stderr
+    directory = fake_proxy({"list": {"pending": [{"id": "a1"}]}})
+    given = run_cli("approvals", "list", "--socket-dir", str(directory))  # not read then
+    assert given.returncode == 0, given.stderr

@@ -207,6 +207,12 @@ class OperationEvent(AuditEvent):
     result_size: int | None = None
     error_code: int | None = None
     duration_ms: float | None = None
+    reason: str | None = Field(
+        default=None,
+        description="On a request recorded as forwarded that was not forwarded after all "
+        "(cancelled while its decision was being recorded, the audit trail failed): a "
+        "later record of the same request, outcome denied, saying why.",
+    )
 
 
 class AuthEvent(AuditEvent):

@@ -5,6 +5,11 @@ proxy's control socket (:mod:`mcp_acp.control`): ``list``, ``approve`` (with
 ``"remember": true`` to let the proxy cache the approval) and ``deny``. They are what
 ``mcp-acp approvals list | approve ID [--remember] | deny ID`` sends. The answer is tied
 to the user name from the socket's peer credentials.
+
+``approve`` and ``deny`` answer once the proxy has decided the request
+(:meth:`CliApprover.approval_settled`), with what became of it under ``"outcome"``: an
+approval answers the question the policy asked, and a policy reloaded meanwhile decides
+again — the request may be denied, or passed without being remembered.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from mcp_acp.models import ApprovalOutcome, ApprovalRequest, ApprovalResult
 from mcp_acp.registry import PluginContext, Register
 
 __all__ = ["CliApprover", "CliApproverConfig"]
+
+#: How long ``approve``/``deny`` wait to hear what became of the request (the CLI waits 5 s).
+SETTLE_SECONDS = 4.0
 
 
 class CliApproverConfig(BaseModel):
@@ -46,6 +54,8 @@ class CliApprover:
 
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
+        #: answered approvals whose answerer waits to hear what became of the request
+        self._settling: dict[str, asyncio.Future[str]] = {}
 
     @classmethod
     def from_config(cls, options: CliApproverConfig, context: PluginContext) -> CliApprover:
@@ -82,6 +92,13 @@ class CliApprover:
             detail=None if who else "nobody answered in time",
         )
 
+    def approval_settled(self, approval_id: str, outcome: str) -> None:
+        """The proxy has decided the request ``approval_id`` asked about: ``outcome`` says
+        what became of it (``allowed; remembered``, ``denied: …``), for whoever answered."""
+        settling = self._settling.get(approval_id)
+        if settling is not None and not settling.done():
+            settling.set_result(outcome)
+
     # ---------------------------------------------------------------- control operations
 
     def _list(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
@@ -93,7 +110,11 @@ class CliApprover:
                     "summary": p.request.summary,
                     "rule": p.request.decision.rule_id,
                     "subject": p.request.request.subject.subject_id,
+                    "method": p.request.request.action.mcp_method,
                     "tool": p.request.request.action.tool_name,
+                    "name": p.request.request.resource.name,
+                    "uri": p.request.request.resource.uri,
+                    "arguments": p.request.arguments,
                     "paths": [a.path for a in p.request.request.resource.paths],
                     "cacheable": p.request.cacheable,
                     "not_remembered": p.request.not_remembered,
@@ -103,24 +124,35 @@ class CliApprover:
             ],
         }
 
-    def _answer(
+    async def _answer(
         self, command: Mapping[str, Any], who: str, result: ApprovalResult
     ) -> dict[str, Any]:
-        pending = self._pending.get(str(command.get("id")))
+        """Answer a pending approval; then wait (up to :data:`SETTLE_SECONDS`) for the
+        proxy to say what became of the request: ``outcome``, or None if it has not yet."""
+        approval_id = str(command.get("id"))
+        pending = self._pending.get(approval_id)
         if pending is None or pending.answer.done():
             return {"error": f"no pending approval {command.get('id')!r}"}
         if result is ApprovalResult.ALLOW_AND_CACHE and not pending.request.cacheable:
             result = ApprovalResult.ALLOW_ONCE
+        settling: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._settling[approval_id] = settling
         pending.answer.set_result((result, who))
-        return {"ok": True, "result": result.value}
+        try:
+            outcome: str | None = await asyncio.wait_for(settling, timeout=SETTLE_SECONDS)
+        except TimeoutError:
+            outcome = None
+        finally:
+            self._settling.pop(approval_id, None)
+        return {"ok": True, "result": result.value, "outcome": outcome}
 
-    def _approve(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
+    async def _approve(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
         remember = command.get("remember") is True
         result = ApprovalResult.ALLOW_AND_CACHE if remember else ApprovalResult.ALLOW_ONCE
-        return self._answer(command, who, result)
+        return await self._answer(command, who, result)
 
-    def _deny(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
-        return self._answer(command, who, ApprovalResult.DENY)
+    async def _deny(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
+        return await self._answer(command, who, ApprovalResult.DENY)
 
 
 @hookimpl

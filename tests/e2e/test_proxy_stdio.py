@@ -470,6 +470,38 @@ def test_after_the_audit_trail_fails_no_backend_answer_passes(
     ]
 
 
+def test_a_request_whose_decision_cannot_be_written_is_on_record_as_not_forwarded(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The policy allows request 2, but its decision record cannot be written (the decisions
+    file removed): the request is denied, never forwarded, and the proxy shuts down. Its
+    operation record "forwarded", handed over with the decision, is followed by one that
+    says it was denied — in the fallback file, where the failed trail sends every record —
+    so the request's last operation record is true."""
+    client = ClosingClient(isolated_home, tmp_path)
+    try:
+        (client.log_dir / "decisions.jsonl").unlink()
+        client.call(2, "echo", text="never sent")
+        answer = json.loads(client.output.readline())
+        assert client.proc.wait(timeout=30) == 13
+    finally:
+        client.kill()
+    assert answer["id"] == 2
+    assert answer["error"]["code"] == DENIED
+    assert "audit trail cannot be written" in answer["error"]["message"]
+    assert 2 not in client.backend_saw()
+    fallback = isolated_home / ".local" / "state" / "mcp-acp" / "audit-fallback.jsonl"
+    kept = [json.loads(line)["event"] for line in fallback.read_text().splitlines()]
+    (decision,) = [e for e in kept if e.get("request_id") == "2" and e["event"] == "decision"]
+    assert decision["effect"] == "allow"
+    operations = [r for r in records(client.log_dir, "operations") if "outcome" in r]
+    operations += [e for e in kept if e.get("stream") == "operations"]
+    mine = [r for r in operations if r["request_id"] == "2"]
+    assert (mine[-1]["outcome"], mine[-1].get("error_code")) == ("denied", DENIED)
+    assert mine[-1]["reason"].startswith("not forwarded: the audit trail cannot be written (")
+    assert mine[-1] in kept
+
+
 def test_requests_in_the_backend_are_answered_at_a_fail_closed_exit(
     isolated_home: Path, tmp_path: Path
 ) -> None:

@@ -226,15 +226,15 @@ def test_approvals_remembered_for_a_tool_are_forgotten_when_it_is_redefined(
     proxy = _session(isolated_home)
     assert "echo" in _names(proxy.call("tools/list"))
     assert echo(proxy, "one", "approve", "--remember")["result"]
-    assert echo(proxy, "two")["result"]  # remembered: not asked
+    assert echo(proxy, "one")["result"]  # the same call: remembered, not asked
     assert "echo" not in _names(proxy.call("tools/list", {"cursor": "rugpull"}))
     run_cli("tools", "approve", "echo", check=True)
     assert "echo" in _names(proxy.call("tools/list", {"cursor": "rugpull"}))
-    refused = echo(proxy, "three", "deny")  # asked again: the remembered approval is gone
+    refused = echo(proxy, "one", "deny")  # asked again: the remembered approval is gone
     assert refused["error"]["code"] == DENIED
     assert proxy.close() == 0
 
-    assert _echo_calls(received) == ["one", "two"]
+    assert _echo_calls(received) == ["one", "one"]
     (changed,) = [r for r in records(log_dir, "system") if r["event"] == "tool_definition_changed"]
     assert changed["detail"]["approvals_forgotten"] == 1
     asked = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "echo"]

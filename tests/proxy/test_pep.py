@@ -9,6 +9,8 @@ import asyncio
 import errno
 import json
 import logging
+import os
+import pwd
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ from mcp_acp.audit.events import OperationEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.builtins.cli_approver import CliApprover
+from mcp_acp.builtins.deny_approver import DenyApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
-from mcp_acp.models import Decision, Effect, Provenance, Subject
+from mcp_acp.models import ApprovalOutcome, Decision, Effect, Provenance, Subject
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -67,6 +70,7 @@ class Setup:
         policy: dict[str, Any] | None = None,
         *,
         shutdown: bool = False,
+        sink: JsonlAuditSink | None = None,
     ) -> None:
         self.log_dir = tmp / "log"
         self.policy = tmp / "policy.json"
@@ -76,7 +80,7 @@ class Setup:
         self.coordinator = ShutdownCoordinator(
             log_dir=self.log_dir, fallback_path=tmp / "fallback.jsonl", exit=self._exit
         )
-        self.trail = AuditTrail([JsonlAuditSink(self.log_dir)], self.coordinator)
+        self.trail = AuditTrail([sink or JsonlAuditSink(self.log_dir)], self.coordinator)
         self.approver = CliApprover()
         self.control = ControlServer(tmp / "run")
         for name, op in self.approver.control_ops().items():
@@ -117,6 +121,27 @@ class Setup:
     def decisions(self) -> list[dict[str, Any]]:
         lines = (self.log_dir / "decisions.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if '"event":"decision"' in line]
+
+    def companion(self, request_id: int) -> Any:
+        """What the relay hands :meth:`EnforcementPoint.check` for a client request: its
+        operation record, forwarded or denied."""
+
+        def operation(allowed: bool) -> OperationEvent:
+            return OperationEvent(
+                session_id=self.session.id,
+                request_id=str(request_id),
+                direction="client_to_server",
+                mcp_method="tools/call",
+                outcome="forwarded" if allowed else "denied",
+                error_code=None if allowed else -32003,
+            )
+
+        return operation
+
+    def operations(self) -> list[dict[str, Any]]:
+        """The operation records, in the order written."""
+        lines = (self.log_dir / "operations.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if '"event":"operation"' in line]
 
 
 @pytest.fixture
@@ -175,6 +200,122 @@ async def test_remembered_approval_is_reused_until_ttl_or_reload(
     assert records["3"]["final_effect"] == "deny"
     assert records["4"].get("approval_cached") is None  # asked a human, not the cache
     assert records["5"].get("approval_cached") is None
+
+
+ASK_ALL = {
+    "version": "1",
+    "rules": [{"id": "ask-all", "effect": "ask", "conditions": {"mcp_method": "tools/call"}}],
+}
+
+
+async def test_a_remembered_approval_covers_the_same_call_only(tmp_path: Path) -> None:
+    """The same call again: the same tool, each path under the same argument name (written
+    differently, normalised, is the same), every other argument the same (in any key
+    order). Another URL, other SQL, swapped paths or the same path behind another option
+    are asked again."""
+    setup = Setup(tmp_path, Limits(), policy=ASK_ALL)
+    await setup.trail.start()
+    await setup.control.start()
+
+    def call(name: str, **arguments: Any) -> dict[str, Any]:
+        return {"name": name, "arguments": arguments}
+
+    fetch = call("fetch", url="https://docs.python.org/3/", headers={"a": 1, "b": 2})
+    await approve_remembering(setup, fetch, 1)
+    assert await remembered(setup, fetch, 2)
+    reordered = call("fetch", headers={"b": 2, "a": 1}, url="https://docs.python.org/3/")
+    assert await remembered(setup, reordered, 3)
+    assert not await remembered(setup, call("fetch", url="https://attacker.example/?d=k"), 4)
+    assert not await remembered(setup, call("fetch", url="https://docs.python.org/3/"), 5)
+
+    query = call("write_query", query="INSERT INTO notes VALUES ('hi')")
+    await approve_remembering(setup, query, 6)
+    assert not await remembered(setup, call("write_query", query="DROP TABLE users"), 7)
+
+    convert = call("convert", file="/data/in.txt", output_path="/data/out.txt")
+    await approve_remembering(setup, convert, 8)
+    assert await remembered(
+        setup, call("convert", file="/data/./in.txt", output_path="/data/out.txt"), 9
+    )
+    swapped = call("convert", file="/data/out.txt", output_path="/data/in.txt")
+    assert not await remembered(setup, swapped, 10)
+
+    frob = call("frob", option="--output=/data/x")  # a path behind an option
+    await approve_remembering(setup, frob, 11)
+    assert await remembered(setup, frob, 12)
+    assert not await remembered(setup, call("frob", option="--delete=/data/x"), 13)
+    await setup.control.close()
+    await setup.trail.close()
+    cached = [r["request_id"] for r in setup.decisions() if r.get("approval_cached")]
+    assert cached == ["2", "3", "9", "12"]
+
+
+ASK_EVERYTHING = {
+    "version": "1",
+    "rules": [
+        {"id": f"ask-{n}", "effect": "ask", "conditions": {"mcp_method": method}}
+        for n, method in enumerate(["tools/call", "resources/read", "prompts/get"])
+    ],
+}
+
+
+async def test_the_human_sees_what_is_asked(tmp_path: Path) -> None:
+    """The summary shows each argument by name — every path whole, any other value cut
+    after 200 characters —, a resource's URI, a prompt's name and arguments; ``list``
+    gives the whole of them. An argument name that could pass for more is quoted."""
+    setup = Setup(tmp_path, Limits(), policy=ASK_EVERYTHING)
+    await setup.trail.start()
+    await setup.control.start()
+    long_path = "/data/" + "d" * 250 + "/a.txt"
+    arguments = {
+        "path": long_path,
+        "content": "x" * 300,
+        "flags": {"b": [1, 2], "a": None},
+        'mode="safe", z': "on",
+    }
+    call = asyncio.create_task(
+        setup.pep.check("tools/call", {"name": "write_file", "arguments": arguments}, 1)
+    )
+    pending = await setup.pending()
+    assert pending["summary"] == (
+        f'alice wants tools/call write_file (path="{long_path}", '
+        f'content="{"x" * 199}… (302 characters), flags={{"b":[1,2],"a":null}}, '
+        '"mode=\\"safe\\", z"="on"); rule ask-0'
+    )
+    assert pending["method"] == "tools/call"
+    assert pending["name"] == "write_file"
+    assert pending["arguments"] == arguments  # whole
+    assert pending["uri"] is None
+    await setup.answer("deny")
+    await call
+
+    read = asyncio.create_task(
+        setup.pep.check("resources/read", {"uri": "note://payroll/all-salaries"}, 2)
+    )
+    pending = await setup.pending()
+    assert (
+        pending["summary"] == "alice wants resources/read note://payroll/all-salaries; rule ask-1"
+    )
+    assert pending["uri"] == "note://payroll/all-salaries"
+    await setup.answer("deny")
+    await read
+
+    get = {"name": "summarise", "arguments": {"text": "anything"}}
+    prompt = asyncio.create_task(setup.pep.check("prompts/get", get, 3))
+    pending = await setup.pending()
+    assert pending["summary"] == 'alice wants prompts/get summarise (text="anything"); rule ask-2'
+    assert (pending["name"], pending["arguments"]) == ("summarise", {"text": "anything"})
+    await setup.answer("deny")
+    await prompt
+
+    bare = asyncio.create_task(setup.pep.check("tools/call", {"name": "ping_all"}, 4))
+    assert (await setup.pending())["summary"] == (
+        "alice wants tools/call ping_all (no arguments); rule ask-0"
+    )
+    await setup.answer("deny")
+    await bare
+    await setup.control.close()
+    await setup.trail.close()
 
 
 async def test_the_engine_swapped_before_the_proxy_hears_of_it(
@@ -255,10 +396,11 @@ async def test_the_cache_never_holds_an_approval_of_code_execution(
     """Whoever asks it to: the cache itself refuses, not only the approver."""
     entry = ToolEntry(tool="deploy", operations=["execute"], side_effects=[side_effect, "fs_read"])
     setup = Setup(tmp_path, Limits(), registry=ToolRegistry.default([entry]))
-    request = await setup.pep.build("tools/call", {"name": "deploy", "arguments": {}}, 1)
+    params = {"name": "deploy", "arguments": {}}
+    request = await setup.pep.build("tools/call", params, 1)
     decision = Decision(Effect.ASK, setup.engine.policy_id, rule_id="ask-deploy")
-    assert not setup.pep.limits.approvals.remember(request, "alice", decision)
-    assert setup.pep.limits.approvals.get(request, decision) is None
+    assert not setup.pep.limits.approvals.remember(request, "alice", decision, params=params)
+    assert setup.pep.limits.approvals.get(request, decision, params=params) is None
     assert len(setup.pep.limits.approvals) == 0
 
 
@@ -556,6 +698,215 @@ async def test_cancelled_approval_is_recorded_as_denied(clock_setup: tuple[Setup
     assert setup.approver.pending_count == 0
 
 
+class HeldSink(JsonlAuditSink):
+    """The ``jsonl`` sink, except that once ``hold`` is set, the writer of the next decision
+    record is held after the record is durable, until it is cancelled: the moment a
+    decision is on record and its request not yet forwarded."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir)
+        self.hold = False
+        self.holding = asyncio.Event()
+
+    async def write(self, event: Any) -> None:
+        await super().write(event)
+        if self.hold and event.stream == "decisions":
+            self.holding.set()
+            await asyncio.Event().wait()
+
+
+async def test_a_request_cancelled_while_its_allow_is_recorded_is_on_record_as_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """The client cancels a request whose decision (allow) is being written, its operation
+    record (forwarded) handed over with it: the request is not forwarded, and a second
+    operation record says so — the last record of the request is true."""
+    sink = HeldSink(tmp_path / "log")
+    setup = Setup(tmp_path, Limits(), sink=sink)
+    await setup.trail.start()
+    assert (await setup.pep.check("tools/call", READ, 1, companion=setup.companion(1))).allowed
+    sink.hold = True
+    task = asyncio.create_task(setup.pep.check("tools/call", READ, 2, companion=setup.companion(2)))
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await setup.trail.close()
+    assert [(r["request_id"], r["effect"]) for r in setup.decisions()] == [
+        ("1", "allow"),
+        ("2", "allow"),
+    ]
+    written = [
+        (r["request_id"], r["outcome"], r.get("error_code"), r.get("reason"))
+        for r in setup.operations()
+    ]
+    assert written == [
+        ("1", "forwarded", None, None),
+        ("2", "forwarded", None, None),
+        (
+            "2",
+            "denied",
+            -32003,
+            "not forwarded: cancelled by the client while its decision was being recorded",
+        ),
+    ]
+    assert setup.pep.counts == {"allowed": 1, "denied": 1, "asked": 0}
+    assert verify_stream(setup.log_dir, "operations").ok
+
+
+async def test_a_fail_closed_shutdown_while_an_allow_is_recorded_says_it_was_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """The process ends (the coordinator's callback, synchronous) while an allow is being
+    recorded: the request will not be forwarded, and a second operation record says so."""
+    sink = HeldSink(tmp_path / "log")
+    setup = Setup(tmp_path, Limits(), shutdown=True, sink=sink)
+    await setup.trail.start()
+    sink.hold = True
+    task = asyncio.create_task(setup.pep.check("tools/call", READ, 1, companion=setup.companion(1)))
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)
+    with pytest.raises(Exited):
+        setup.coordinator.trigger(PostureError("device posture lost: x", fix="fix it"))
+    task.cancel()  # the process would be gone; nothing more is recorded
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await setup.trail.close()
+    assert [r["effect"] for r in setup.decisions()] == ["allow"]
+    why = "the proxy shut down (posture failure: device posture lost: x)"
+    assert [(r["outcome"], r.get("reason")) for r in setup.operations()] == [
+        ("forwarded", None),
+        ("denied", f"not forwarded: {why} while its decision was being recorded"),
+    ]
+
+
+async def test_whoever_answers_is_told_what_became_of_the_request(tmp_path: Path) -> None:
+    """``approve`` and ``deny`` answer once the request is decided and on record, with what
+    became of it: remembered or not, asked about again (the rate limit), denied, or not
+    forwarded after all (the client cancelled it while its allow was being recorded)."""
+    sink = HeldSink(tmp_path / "log")
+    limits = Limits(tool_calls=ToolRateLimit(2), flood=TokenBucket(0, 1))
+    setup = Setup(tmp_path, limits, sink=sink)
+    await setup.trail.start()
+    await setup.control.start()
+    pep = setup.pep
+    first = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    answer = await setup.answer("approve", remember=True)
+    assert (answer["result"], answer["outcome"]) == ("allow_and_cache", "allowed; remembered")
+    assert (await first).allowed
+    denied = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 2))
+    answer = await setup.answer("deny")
+    assert answer["outcome"] == f"denied: {(await denied).reason}"
+    assert "; not approved: denied by " in answer["outcome"]
+
+    assert (await pep.check("tools/call", write("/data/a.txt"), 3)).allowed  # remembered
+    limited = asyncio.create_task(pep.check("tools/call", write("/data/c.txt"), 4))
+    answer = await setup.answer("approve")  # the third call in a minute: asked again
+    assert answer["outcome"] == "approved; another approval is asked for (rule builtin-rate-limit)"
+    assert (await setup.pending())["rule"] == "builtin-rate-limit"
+    assert (await setup.answer("approve"))["outcome"] == "allowed"
+    assert (await limited).allowed
+
+    pep.limits.tool_calls = ToolRateLimit(0)
+    cancelled = asyncio.create_task(pep.check("tools/call", write("/data/d.txt"), 5))
+    pending = await setup.pending()
+    sink.hold = True
+    approving = asyncio.create_task(
+        asyncio.to_thread(ask, setup.control.path, {"op": "approve", "id": pending["id"]})
+    )
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)  # the allow is being recorded
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    answer = await approving
+    assert answer["outcome"] == "not forwarded: cancelled by the client"
+    await setup.control.close()
+    await setup.trail.close()
+
+
+class BrokenApprover:
+    """An approver plugin that breaks its contract: it raises, or answers with something
+    that is not an :class:`ApprovalOutcome` (or one whose result is not an
+    :class:`ApprovalResult`)."""
+
+    name = "broken"
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def request_approval(self, request: Any) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (None, "TypeError: request_approval() returned NoneType, not an ApprovalOutcome"),
+        (
+            ApprovalOutcome(result="allow_once", approver="broken"),  # type: ignore[arg-type]
+            "TypeError: its result is 'allow_once', not an ApprovalResult",
+        ),
+        (RuntimeError("the dialog crashed"), "RuntimeError: the dialog crashed"),
+    ],
+    ids=["None", "a string result", "raises"],
+)
+async def test_an_approver_that_fails_or_answers_nonsense_is_a_recorded_denial(
+    tmp_path: Path, answer: Any, words: str
+) -> None:
+    """Whatever the approver does wrong, the request is denied like one whose approver
+    raises: a decision record and an operation record, both saying so."""
+    setup = Setup(tmp_path, Limits())
+    setup.pep.approver = BrokenApprover(answer)
+    await setup.trail.start()
+    call = write("/data/a.txt")
+    verdict = await setup.pep.check("tools/call", call, 1, companion=setup.companion(1))
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert words in verdict.reason
+    (record,) = setup.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["approver"] == "broken"
+    assert [r["outcome"] for r in setup.operations()] == ["denied"]
+    assert setup.pep.counts == {"allowed": 0, "denied": 1, "asked": 1}
+
+
+async def test_the_record_of_an_ask_not_approved_says_why(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """A human's deny, a timeout, an approver that fails, the headless approver: each
+    decision record's reason is the rule's, then "not approved: " and why — the sentence
+    the client is told."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    denied = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    await setup.answer("deny")
+    verdicts = [await denied]
+    pep.approval_timeout = 0.5
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 2))
+    pep.approver = BrokenApprover(RuntimeError("the dialog crashed"))
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 3))
+    pep.approver = DenyApprover()
+    verdicts.append(await pep.check("tools/call", write("/data/a.txt"), 4))
+
+    records = setup.decisions()
+    assert [r["final_effect"] for r in records] == ["deny"] * 4
+    assert [r["reason"] for r in records] == [v.reason for v in verdicts]
+    rule_reason = records[0]["reason"].partition("; not approved: ")[0]
+    assert "ask-writes" in rule_reason
+    assert [r["reason"].partition("; not approved: ")[::2] for r in records] == [
+        (rule_reason, f"denied by {me}"),
+        (rule_reason, "timeout after 0.5 s"),
+        (rule_reason, "the approver failed: RuntimeError: the dialog crashed"),
+        (
+            rule_reason,
+            "denied by the deny approver (headless approver: no human can be asked, "
+            "so the request is denied)",
+        ),
+    ]
+
+
 async def test_control_socket_refuses_garbage_and_unknown_ops(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
@@ -583,6 +934,10 @@ async def test_decision_records_carry_the_backend_identity(
     assert "backend_identity_provenance" not in without
     assert with_identity["backend_identity"] == ["DNS:notes.internal", "IP:10.0.0.7"]
     assert with_identity["backend_identity_provenance"] == "mtls"
+
+
+#: what a GitHub token looks like
+GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 
 
 @pytest.mark.parametrize(
@@ -619,6 +974,46 @@ async def test_a_credential_going_out_in_allowed_arguments_needs_a_human(
     assert [records[i]["final_effect"] for i in "123"] == ["deny", "allow", "allow"]
     assert records["4"]["rule_id"] == "read-data"
     assert content not in (setup.log_dir / "decisions.jsonl").read_text()
+
+
+async def test_a_remembered_approval_does_not_skip_the_credential_check(
+    clock_setup: tuple[Setup, Clock],
+) -> None:
+    """The check applies to every allowed call no human saw: the policy's allow, and a
+    remembered approval too. A human asked by an ask rule is told what the arguments carry,
+    and is not asked twice; the same call answered from memory is asked about again."""
+    setup, _ = clock_setup
+    pep = setup.pep
+    call = {"name": "write_file", "arguments": {"path": "/data/a.txt", "content": GITHUB}}
+    first = asyncio.create_task(pep.check("tools/call", call, 1))
+    pending = await setup.pending()
+    assert pending["rule"] == "ask-writes"
+    assert "the arguments carry what looks like a GitHub token" in pending["summary"]
+    await setup.answer("approve", remember=True)
+    assert (await first).allowed
+    again = asyncio.create_task(pep.check("tools/call", call, 2))
+    pending = await setup.pending()  # remembered, yet a human is asked
+    assert pending["rule"] == "builtin-secret-outbound"
+    await setup.answer("deny")
+    verdict = await again
+    assert not verdict.allowed
+    assert verdict.rule_id == "builtin-secret-outbound"
+    plain = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 3))
+    assert "the arguments carry" not in (await setup.pending())["summary"]
+    await setup.answer("approve", remember=True)
+    assert (await plain).allowed
+    assert (await pep.check("tools/call", write("/data/b.txt"), 4)).allowed  # nothing to ask
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert [records[i]["rule_id"] for i in "1234"] == [
+        "ask-writes",
+        "builtin-secret-outbound",
+        "ask-writes",
+        "ask-writes",
+    ]
+    assert records["1"]["approval_remembered"] is True
+    assert "approval required by rule ask-writes" in records["2"]["reason"]
+    assert records["4"]["approval_cached"] is True
+    assert setup.pep.counts["asked"] == 3
 
 
 async def test_a_credential_hidden_behind_more_strings_than_are_scanned_needs_a_human(
@@ -866,24 +1261,14 @@ async def test_a_fail_closed_shutdown_records_every_decision_in_progress(tmp_pat
     await setup.trail.start()
     await setup.control.start()
 
-    def operation(request_id: int) -> Any:
-        def companion(allowed: bool) -> OperationEvent:
-            return OperationEvent(
-                session_id=setup.session.id,
-                request_id=str(request_id),
-                direction="client_to_server",
-                mcp_method="tools/call",
-                outcome="forwarded" if allowed else "denied",
-            )
-
-        return companion
-
     asked = asyncio.create_task(
-        setup.pep.check("tools/call", write("/data/a.txt"), 1, companion=operation(1))
+        setup.pep.check("tools/call", write("/data/a.txt"), 1, companion=setup.companion(1))
     )
     await setup.pending()
     identity.slow = True
-    deciding = asyncio.create_task(setup.pep.check("tools/call", READ, 2, companion=operation(2)))
+    deciding = asyncio.create_task(
+        setup.pep.check("tools/call", READ, 2, companion=setup.companion(2))
+    )
     await asyncio.wait_for(identity.waiting.wait(), timeout=10)
 
     lost = PostureError("device posture lost: disk is fail: not encrypted", fix="encrypt it")
