@@ -12,7 +12,6 @@ import socket
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -148,18 +147,17 @@ async def test_a_peer_of_another_user_is_not_answered() -> None:
         shutil.rmtree(shared)
 
 
-async def test_a_long_answer_is_read_in_linear_time(tmp_path: Path) -> None:
-    """``approvals list`` of approvals with long paths can be tens of megabytes: reading it
-    must not copy what was read so far for each chunk (40 MB took over 6 s that way)."""
+async def test_a_long_answer_is_read_whole(tmp_path: Path) -> None:
+    """``approvals list`` of approvals with long paths can be tens of megabytes: read whole,
+    in many chunks. (How fast is not asserted here — no timings in tests: it is read in
+    chunks joined once, where copying what was read so far for each chunk took 6 s for
+    40 MB.)"""
     summary = "/tmp/" + "d" * (40 * 1024 * 1024)
     server = ControlServer(tmp_path / "run")
     server.register("list", lambda command, who: {"pending": [{"summary": summary}]})
     await server.start()
     try:
-        started = time.monotonic()
         answer = await asyncio.to_thread(ask, server.path, {"op": "list"}, 60)
-        took = time.monotonic() - started
     finally:
         await server.close()
     assert answer["pending"][0]["summary"] == summary
-    assert took < 3.0, f"reading a 40 MB answer took {took:.1f} s"
