@@ -94,6 +94,7 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         "nan_answer",
         "crash",
         "answer_when",
+        "strict_echo",
     }
     (changed,) = [r for r in system if r["event"] == "tool_definition_changed"]
     assert changed["detail"]["tool"] == "echo"
