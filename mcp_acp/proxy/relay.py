@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import re
@@ -305,6 +306,20 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _cancel_decision(self, task: asyncio.Task[None]) -> None:
+        """Cancel the task deciding a request its sender cancelled: the enforcement point
+        records the denial as the decision ends (:meth:`EnforcementPoint.check`). A task
+        that has not begun — the request and its cancellation came in one read — would end
+        before its decision began, with no record and no answer: it is cancelled once it
+        has begun."""
+        if task.done():
+            return
+        coro = task.get_coro()  # _spawn's: a coroutine
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            asyncio.get_running_loop().call_soon(self._cancel_decision, task)
+            return
+        task.cancel()
+
     def _operation_event(
         self, direction: str, message: Message, outcome: str, **fields: Any
     ) -> OperationEvent:
@@ -507,7 +522,7 @@ class Relay:
         elif message.kind == "notification":
             waiting = self._deciding.get(message.cancels)
             if waiting is not None:
-                waiting.cancel()  # a pending decision or approval ends here
+                self._cancel_decision(waiting)  # a pending decision or approval ends here
             forward = functools.partial(self._send_backend, message)
             await self._notification("client", message, forward)
         elif self._asked.pop(message.id, None) is None:
@@ -675,7 +690,7 @@ class Relay:
                 self._asked.pop(message.cancels, None)  # no answer is owed to it any more
                 deciding = self._backend_deciding.get(message.cancels)
                 if deciding is not None:
-                    deciding.cancel()  # not yet decided: never reaches the client
+                    self._cancel_decision(deciding)  # not yet decided: never reaches the client
             # awaited here: in order with the answers around it
             forward = functools.partial(self._send_client, message.raw)
             await self._notification("backend", message, forward)

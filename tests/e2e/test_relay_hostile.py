@@ -655,6 +655,35 @@ def test_answers_to_nothing_are_not_passed_on(relay: Any) -> None:
     assert counts == {"backend": 2, "client": 1}
 
 
+def request_and_cancel(request_id: int, method: str, params: dict[str, Any]) -> bytes:
+    """A request and its cancellation in one write: the proxy reads both at once."""
+    request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    note = {"requestId": request_id, "reason": "changed my mind"}
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note}
+    return (json.dumps(request) + "\n" + json.dumps(cancel) + "\n").encode()
+
+
+def test_a_request_cancelled_as_it_arrives_has_its_decision_on_record(relay: Any) -> None:
+    # the request's task had not begun when the cancellation came: cancelled then, it
+    # ended before its decision began — no record at all (AU-11), no answer
+    proxy, _, log_dir = relay
+    proxy.send_raw(request_and_cancel(60, "tools/call", {"name": "echo", "arguments": {}}))
+    # the backend asks the client (c1) and cancels it at once: the same, the other way
+    proxy.request("tools/call", {"name": "ask_then_cancel", "arguments": {}})
+    assert proxy.answer(proxy.request("ping"))["result"] == {}
+    assert proxy.close() == 0
+    for request_id in ("60", "c1"):
+        decided = [r for r in records(log_dir, "decisions") if r.get("request_id") == request_id]
+        assert len(decided) == 1, request_id
+    sent = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "60" and r["direction"] == "client_to_server"
+    ]
+    assert len(sent) == 1
+    assert "never awaited" not in (proxy.home / "proxy-stderr.txt").read_text()
+
+
 @pytest.mark.parametrize("request_id", [[1], {"a": 1}, None, 1.5, True])
 def test_a_cancellation_naming_no_request_is_relayed_and_the_session_goes_on(
     relay: Any, request_id: Any
