@@ -225,6 +225,10 @@ class Relay:
         # the client's requests the enforcement point is still deciding (waiting for a
         # human, say): answered with an error if the decision is cut short
         self._undecided: dict[Any, Message] = {}
+        # the tasks of client requests whose decision record is on its way: the decision
+        # stands — the client's cancellation no longer ends it (an allowed request is
+        # forwarded, a denied one answered, as recorded)
+        self._on_record: set[asyncio.Task[None]] = set()
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
@@ -308,11 +312,13 @@ class Relay:
 
     def _cancel_decision(self, task: asyncio.Task[None]) -> None:
         """Cancel the task deciding a request its sender cancelled: the enforcement point
-        records the denial as the decision ends (:meth:`EnforcementPoint.check`). A task
+        records the denial as the decision ends (:meth:`EnforcementPoint.check`). A client
+        request whose decision record is already on its way is not cancelled: the records
+        say what happens to it (forwarded, or denied), and that happens. A task
         that has not begun — the request and its cancellation came in one read — would end
         before its decision began, with no record and no answer: it is cancelled once it
         has begun."""
-        if task.done():
+        if task.done() or task in self._on_record:
             return
         coro = task.get_coro()  # _spawn's: a coroutine
         if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
@@ -552,13 +558,17 @@ class Relay:
         return any(t in self._deciding or t in self._in_flight for t in twins)
 
     def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
-        def forget(_task: asyncio.Task[None]) -> None:
+        def forget(task: asyncio.Task[None]) -> None:
             self._deciding.pop(request_id, None)
+            self._on_record.discard(task)
 
         return forget
 
     async def _client_request(self, message: Message) -> None:
         def operation(allowed: bool) -> OperationEvent:  # recorded with the decision
+            task = asyncio.current_task()  # this request's: its decision now stands
+            if task is not None:
+                self._on_record.add(task)
             if allowed:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)

@@ -684,6 +684,37 @@ def test_a_request_cancelled_as_it_arrives_has_its_decision_on_record(relay: Any
     assert "never awaited" not in (proxy.home / "proxy-stderr.txt").read_text()
 
 
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("tools/call", {"name": "echo", "arguments": {"text": "kept"}}), ("x/unknown", {})],
+)
+def test_a_cancellation_after_the_decision_is_on_record_does_not_undo_it(
+    relay: Any, method: str, params: dict[str, Any]
+) -> None:
+    # the decision of a request read with its cancellation is recorded in the task's first
+    # step: the records say what happens to it (forwarded, or denied), and that happens
+    proxy, received, log_dir = relay
+    proxy.send_raw(request_and_cancel(61, method, params))
+    answer = proxy.answer(61)
+    assert proxy.close() == 0
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "61"]
+    (sent,) = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "61" and r["direction"] == "client_to_server"
+    ]
+    reached = [m for m in backend_saw(received) if m.get("id") == 61]
+    if decided["effect"] == "allow":
+        assert sent["outcome"] == "forwarded"
+        assert [m["method"] for m in reached] == [method]
+        assert answer["result"]["content"][0]["text"] == "kept"
+    else:
+        assert sent["outcome"] == "denied"
+        assert reached == []
+        assert answer["error"]["code"] == DENIED
+    assert decided["effect"] == ("allow" if method == "tools/call" else "deny")
+
+
 @pytest.mark.parametrize("request_id", [[1], {"a": 1}, None, 1.5, True])
 def test_a_cancellation_naming_no_request_is_relayed_and_the_session_goes_on(
     relay: Any, request_id: Any
