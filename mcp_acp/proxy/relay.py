@@ -566,8 +566,10 @@ class Relay:
 
     async def _client_request(self, message: Message) -> None:
         def operation(allowed: bool) -> OperationEvent:  # recorded with the decision
-            task = asyncio.current_task()  # this request's: its decision now stands
-            if task is not None:
+            # this request's task (looked up: at a fail-closed exit this runs from the
+            # shutdown coordinator, perhaps off the loop); decided, not cut short: it stands
+            task = self._deciding.get(message.id)
+            if task is not None and not task.cancelling():
                 self._on_record.add(task)
             if allowed:
                 return self._operation_event("client_to_server", message, "forwarded")
