@@ -15,7 +15,8 @@ resource or prompt that the subject could never be allowed to use is not listed,
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
 flight or still being decided is answered with an error (the answers recorded like the
-backend's) and the session ends (exit code 17). When the client stops reading (its end of
+backend's) — nothing more is read from the client, what is in progress finishes first — and
+the session ends (exit code 17). When the client stops reading (its end of
 our output is closed), nothing more is forwarded and the session ends (exit code 0).
 
 A request whose decision is cut short — the client cancels it, the session ends, the
@@ -229,6 +230,8 @@ class Relay:
         # stands — the client's cancellation no longer ends it (an allowed request is
         # forwarded, a denied one answered, as recorded)
         self._on_record: set[asyncio.Task[None]] = set()
+        #: why the backend is gone, once it is (the sentence its requests are answered with)
+        self._lost: str | None = None
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
@@ -318,7 +321,7 @@ class Relay:
         that has not begun — the request and its cancellation came in one read — would end
         before its decision began, with no record and no answer: it is cancelled once it
         has begun."""
-        if task.done() or task in self._on_record:
+        if task.done() or task in self._on_record or task.cancelling():
             return
         coro = task.get_coro()  # _spawn's: a coroutine
         if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
@@ -395,7 +398,7 @@ class Relay:
                 await self._drain(from_backend)  # answers still owed to the client
             if from_backend.done() and (from_backend in done or self._in_flight or self._undecided):
                 code = BackendError.exit_code
-                await self._backend_gone()
+                await self._backend_gone(from_client)
             return code
         finally:
             if self.pep.ending is None:  # what cuts short the decisions still in progress
@@ -427,26 +430,29 @@ class Relay:
                 return
             await asyncio.sleep(0.01)
 
-    async def _backend_gone(self) -> None:
-        """The backend is gone: every request the client still waits for is answered — one
-        in flight with ``BACKEND_FAILED`` and the channel's sentence, recorded like a
-        backend's answer; one still being decided (a human asked, say) is cut short, denied
-        on record naming the backend's exit, and answered with that denial."""
+    async def _backend_gone(self, from_client: asyncio.Future[None]) -> None:
+        """The backend is gone. Nothing more is read from the client (it could not be
+        served), and every request already taken is answered. What is in progress finishes
+        first, within :data:`CUT_SHORT_SECONDS`: an answer of the backend's being filtered
+        is relayed; a decision still in progress (a human asked, say) is cut short — denied
+        on record naming the backend's exit, and answered with that denial; a decision on
+        its way to the record stands (a denial is answered; an allowed request is in flight).
+        Then every request in flight is answered with ``BACKEND_FAILED`` and the channel's
+        sentence, recorded like a backend's answer."""
         detail, sentence = await self.channel.exit_detail()
-        self.pep.ending = sentence
+        self.pep.ending = self._lost = sentence
+        from_client.cancel()
         with contextlib.suppress(AuditError):
             await self.trail.record(
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
-        undecided = list(self._undecided.values())
-        deciding = [self._deciding[m.id] for m in undecided if m.id in self._deciding]
-        for task in deciding:
-            task.cancel()  # its denial is recorded as it ends (EnforcementPoint.check)
-        if deciding:
-            await asyncio.wait(deciding, timeout=CUT_SHORT_SECONDS)
-        for message in undecided:
-            text = f"denied: {sentence} before the request was decided"
-            await self._deny(message, text, "builtin-cut-short")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CUT_SHORT_SECONDS
+        while (pending := [t for t in self._tasks if not t.done()]) and loop.time() < deadline:
+            for task in (*self._deciding.values(), *self._backend_deciding.values()):
+                self._cancel_decision(task)  # its denial recorded and answered as it ends
+            # a task may begin deciding meanwhile (read before the client loop stopped)
+            await asyncio.wait(pending, timeout=min(0.05, deadline - loop.time()))
         for request_id in list(self._in_flight):
             method, took = self._answered(request_id)
             error = error_response(request_id, BACKEND_FAILED, sentence)
@@ -593,8 +599,11 @@ class Relay:
                 companion=operation,
                 withheld=withheld,
             )
-        except asyncio.CancelledError:
-            return  # cut short, its denial on record; whoever cut it short answers, if anyone
+        except asyncio.CancelledError:  # cut short, its denial on record
+            if self._lost is not None and asyncio.current_task() not in self._on_record:
+                text = f"denied: {self._lost} before the request was decided"
+                await self._deny(message, text, "builtin-cut-short")
+            return  # cancelled by the client: nothing is sent on
         except AuditError as error:
             await self._deny(message, f"denied: the audit trail cannot be written ({error})", None)
             return
