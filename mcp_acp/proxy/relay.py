@@ -15,7 +15,8 @@ resource or prompt that the subject could never be allowed to use is not listed,
 one whose entry carries hidden-instruction markers (quarantined, see
 :mod:`mcp_acp.proxy.screening`). When the backend goes away, every request still in
 flight or still being decided is answered with an error (the answers recorded like the
-backend's) and the session ends (exit code 17). When the client stops reading (its end of
+backend's) — nothing more is read from the client, what is in progress finishes first — and
+the session ends (exit code 17). When the client stops reading (its end of
 our output is closed), nothing more is forwarded and the session ends (exit code 0).
 
 A request whose decision is cut short — the client cancels it, the session ends, the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import re
@@ -238,6 +240,12 @@ class Relay:
         # the client's requests the enforcement point is still deciding (waiting for a
         # human, say): answered with an error if the decision is cut short
         self._undecided: dict[Any, Message] = {}
+        # the tasks of client requests whose decision record is on its way: the decision
+        # stands — the client's cancellation no longer ends it (an allowed request is
+        # forwarded, a denied one answered, as recorded)
+        self._on_record: set[asyncio.Task[None]] = set()
+        #: why the backend is gone, once it is (the sentence its requests are answered with)
+        self._lost: str | None = None
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
@@ -323,6 +331,22 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _cancel_decision(self, task: asyncio.Task[None]) -> None:
+        """Cancel the task deciding a request its sender cancelled: the enforcement point
+        records the denial as the decision ends (:meth:`EnforcementPoint.check`). A client
+        request whose decision record is already on its way is not cancelled: the records
+        say what happens to it (forwarded, or denied), and that happens. A task
+        that has not begun — the request and its cancellation came in one read — would end
+        before its decision began, with no record and no answer: it is cancelled once it
+        has begun."""
+        if task.done() or task in self._on_record or task.cancelling():
+            return
+        coro = task.get_coro()  # _spawn's: a coroutine
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            asyncio.get_running_loop().call_soon(self._cancel_decision, task)
+            return
+        task.cancel()
+
     def _operation_event(
         self, direction: str, message: Message, outcome: str, **fields: Any
     ) -> OperationEvent:
@@ -400,7 +424,7 @@ class Relay:
                 await self._drain(from_backend)  # answers still owed to the client
             if from_backend.done() and (from_backend in done or self._in_flight or self._undecided):
                 code = BackendError.exit_code
-                await self._backend_gone()
+                await self._backend_gone(from_client)
             return code
         finally:
             if self.pep.ending is None:  # what cuts short the decisions still in progress
@@ -444,26 +468,29 @@ class Relay:
                 return
             await asyncio.sleep(0.01)
 
-    async def _backend_gone(self) -> None:
-        """The backend is gone: every request the client still waits for is answered — one
-        in flight with ``BACKEND_FAILED`` and the channel's sentence, recorded like a
-        backend's answer; one still being decided (a human asked, say) is cut short, denied
-        on record naming the backend's exit, and answered with that denial."""
+    async def _backend_gone(self, from_client: asyncio.Future[None]) -> None:
+        """The backend is gone. Nothing more is read from the client (it could not be
+        served), and every request already taken is answered. What is in progress finishes
+        first, within :data:`CUT_SHORT_SECONDS`: an answer of the backend's being filtered
+        is relayed; a decision still in progress (a human asked, say) is cut short — denied
+        on record naming the backend's exit, and answered with that denial; a decision on
+        its way to the record stands (a denial is answered; an allowed request is in flight).
+        Then every request in flight is answered with ``BACKEND_FAILED`` and the channel's
+        sentence, recorded like a backend's answer."""
         detail, sentence = await self.channel.exit_detail()
-        self.pep.ending = sentence
+        self.pep.ending = self._lost = sentence
+        from_client.cancel()
         with contextlib.suppress(AuditError):
             await self.trail.record(
                 SystemEvent(event="backend_exited", session_id=self.pep.session.id, detail=detail)
             )
-        undecided = list(self._undecided.values())
-        deciding = [self._deciding[m.id] for m in undecided if m.id in self._deciding]
-        for task in deciding:
-            task.cancel()  # its denial is recorded as it ends (EnforcementPoint.check)
-        if deciding:
-            await asyncio.wait(deciding, timeout=CUT_SHORT_SECONDS)
-        for message in undecided:
-            text = f"denied: {sentence} before the request was decided"
-            await self._deny(message, text, "builtin-cut-short")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CUT_SHORT_SECONDS
+        while (pending := [t for t in self._tasks if not t.done()]) and loop.time() < deadline:
+            for task in (*self._deciding.values(), *self._backend_deciding.values()):
+                self._cancel_decision(task)  # its denial recorded and answered as it ends
+            # a task may begin deciding meanwhile (read before the client loop stopped)
+            await asyncio.wait(pending, timeout=min(0.05, deadline - loop.time()))
         for request_id in list(self._in_flight):
             method, took = self._answered(request_id)
             error = error_response(request_id, BACKEND_FAILED, sentence)
@@ -545,7 +572,7 @@ class Relay:
         elif message.kind == "notification":
             waiting = self._deciding.get(message.cancels)
             if waiting is not None:
-                waiting.cancel()  # a pending decision or approval ends here
+                self._cancel_decision(waiting)  # a pending decision or approval ends here
             forward = functools.partial(self._send_backend, message)
             await self._notification("client", message, forward)
         elif self._asked.pop(message.id, None) is None:
@@ -575,13 +602,19 @@ class Relay:
         return any(t in self._deciding or t in self._in_flight for t in twins)
 
     def _forget(self, request_id: Any) -> Callable[[asyncio.Task[None]], None]:
-        def forget(_task: asyncio.Task[None]) -> None:
+        def forget(task: asyncio.Task[None]) -> None:
             self._deciding.pop(request_id, None)
+            self._on_record.discard(task)
 
         return forget
 
     async def _client_request(self, message: Message) -> None:
         def operation(allowed: bool) -> OperationEvent:  # recorded with the decision
+            # this request's task (looked up: at a fail-closed exit this runs from the
+            # shutdown coordinator, perhaps off the loop); decided, not cut short: it stands
+            task = self._deciding.get(message.id)
+            if task is not None and not task.cancelling():
+                self._on_record.add(task)
             if allowed:
                 return self._operation_event("client_to_server", message, "forwarded")
             return self._operation_event("client_to_server", message, "denied", error_code=DENIED)
@@ -604,8 +637,11 @@ class Relay:
                 companion=operation,
                 withheld=withheld,
             )
-        except asyncio.CancelledError:
-            return  # cut short, its denial on record; whoever cut it short answers, if anyone
+        except asyncio.CancelledError:  # cut short, its denial on record
+            if self._lost is not None and asyncio.current_task() not in self._on_record:
+                text = f"denied: {self._lost} before the request was decided"
+                await self._deny(message, text, "builtin-cut-short")
+            return  # cancelled by the client: nothing is sent on
         except AuditError as error:
             text = f"the audit trail cannot be written ({error})"
             await self._deny(message, f"denied: {text}", None)
@@ -716,7 +752,7 @@ class Relay:
                 self._asked.pop(message.cancels, None)  # no answer is owed to it any more
                 deciding = self._backend_deciding.get(message.cancels)
                 if deciding is not None:
-                    deciding.cancel()  # not yet decided: never reaches the client
+                    self._cancel_decision(deciding)  # not yet decided: never reaches the client
             # awaited here: in order with the answers around it
             forward = functools.partial(self._send_client, message.raw)
             await self._notification("backend", message, forward)

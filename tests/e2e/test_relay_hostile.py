@@ -7,13 +7,27 @@ line it receives to a file: what is not there never reached it."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
+import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import DENIED, Proxy, configure, proxy_env, records, use_plugin
+from proxy_helpers import (
+    CLI,
+    DENIED,
+    Proxy,
+    configure,
+    proxy_env,
+    records,
+    use_plugin,
+    wait_for_event,
+)
 
 PEER = Path(__file__).parent / "peers" / "recording_server.py"
 POLICY = {
@@ -653,6 +667,152 @@ def test_answers_to_nothing_are_not_passed_on(relay: Any) -> None:
         for side, methods in record["detail"]["dropped"].items():
             counts[side] = counts.get(side, 0) + methods.get("response to no request", 0)
     assert counts == {"backend": 2, "client": 1}
+
+
+def request_and_cancel(request_id: int, method: str, params: dict[str, Any]) -> bytes:
+    """A request and its cancellation in one write: the proxy reads both at once."""
+    request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    note = {"requestId": request_id, "reason": "changed my mind"}
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note}
+    return (json.dumps(request) + "\n" + json.dumps(cancel) + "\n").encode()
+
+
+def test_a_request_cancelled_as_it_arrives_has_its_decision_on_record(relay: Any) -> None:
+    # the request's task had not begun when the cancellation came: cancelled then, it
+    # ended before its decision began — no record at all (AU-11), no answer
+    proxy, _, log_dir = relay
+    proxy.send_raw(request_and_cancel(60, "tools/call", {"name": "echo", "arguments": {}}))
+    # the backend asks the client (c1) and cancels it at once: the same, the other way
+    proxy.request("tools/call", {"name": "ask_then_cancel", "arguments": {}})
+    assert proxy.answer(proxy.request("ping"))["result"] == {}
+    assert proxy.close() == 0
+    for request_id in ("60", "c1"):
+        decided = [r for r in records(log_dir, "decisions") if r.get("request_id") == request_id]
+        assert len(decided) == 1, request_id
+    sent = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "60" and r["direction"] == "client_to_server"
+    ]
+    assert len(sent) == 1
+    assert "never awaited" not in (proxy.home / "proxy-stderr.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("tools/call", {"name": "echo", "arguments": {"text": "kept"}}), ("x/unknown", {})],
+)
+def test_a_cancellation_after_the_decision_is_on_record_does_not_undo_it(
+    relay: Any, method: str, params: dict[str, Any]
+) -> None:
+    # the decision of a request read with its cancellation is recorded in the task's first
+    # step: the records say what happens to it (forwarded, or denied), and that happens
+    proxy, received, log_dir = relay
+    proxy.send_raw(request_and_cancel(61, method, params))
+    answer = proxy.answer(61)
+    assert proxy.close() == 0
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "61"]
+    (sent,) = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "61" and r["direction"] == "client_to_server"
+    ]
+    reached = [m for m in backend_saw(received) if m.get("id") == 61]
+    if decided["effect"] == "allow":
+        assert sent["outcome"] == "forwarded"
+        assert [m["method"] for m in reached] == [method]
+        assert answer["result"]["content"][0]["text"] == "kept"
+    else:
+        assert sent["outcome"] == "denied"
+        assert reached == []
+        assert answer["error"]["code"] == DENIED
+    assert decided["effect"] == ("allow" if method == "tools/call" else "deny")
+
+
+def line_of(request_id: int, method: str, params: dict[str, Any]) -> bytes:
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    return json.dumps(body).encode() + b"\n"
+
+
+CRASH = ("tools/call", {"name": "crash", "arguments": {}})
+
+
+def test_an_answer_being_filtered_when_the_backend_exits_is_relayed(relay: Any) -> None:
+    # the backend answers a long list and exits: the list is still being filtered (its
+    # tools pinned, each decided) when the proxy notices the exit
+    proxy, _, log_dir = relay
+    proxy.send_raw(line_of(70, "tools/list", {"cursor": "many"}) + line_of(71, *CRASH))
+    assert proxy.proc.wait(timeout=30) == 17
+    listed = proxy.answer(70, timeout=10)
+    assert len(listed["result"]["tools"]) > 3000
+    assert proxy.answer(71, timeout=10)["error"]["code"] == -32000
+    answered = [
+        r["request_id"]
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "server_to_client"
+    ]
+    assert sorted(answered) == ["2", "70", "71"]  # 2 was initialize
+
+
+def pipe_holds(pipe: Any) -> int:
+    """How many bytes wait in ``pipe`` to be read."""
+    held = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, held)
+    return held[0]
+
+
+def test_requests_sent_once_the_backend_is_gone_are_not_taken_unanswered(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The backend exits while the proxy cannot write to the client (it does not read: a
+    long list fills the pipe). Requests the client sends meanwhile are no longer taken:
+    before, they were decided, recorded as forwarded — into a backend that was gone — and
+    never answered."""
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    stderr = (isolated_home / "proxy-stderr.txt").open("w")
+    proc = subprocess.Popen(
+        [str(CLI), "run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=proxy_env(isolated_home),
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {}}
+        proc.stdin.write(line_of(1, "initialize", params))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        # not read until the end: the list fills the pipe, the proxy's writes wait
+        proc.stdin.write(line_of(2, "tools/list", {"cursor": "many"}))
+        proc.stdin.flush()
+        while pipe_holds(proc.stdout) < 60_000:  # a pipe holds 64 KiB; the list is larger
+            time.sleep(0.02)
+        proc.stdin.write(line_of(3, *CRASH))
+        proc.stdin.flush()
+        wait_for_event(log_dir, "system", "backend_exited")
+        late = [line_of(n, "tools/call", {"name": "echo", "arguments": {}}) for n in (4, 5, 6)]
+        proc.stdin.write(b"".join(late))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 2  # for the proxy to take them, if it does
+        while time.monotonic() < deadline and not [
+            r for r in records(log_dir, "decisions") if r.get("request_id") == "6"
+        ]:
+            time.sleep(0.02)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+    assert proc.returncode == 17
+    answered = [json.loads(raw)["id"] for raw in out.splitlines()]
+    decided = {r["request_id"] for r in records(log_dir, "decisions") if "request_id" in r}
+    for request_id in (4, 5, 6, 2, 3):  # each request taken is answered, once
+        assert answered.count(request_id) == (1 if str(request_id) in decided else 0)
+    assert answered.count(2) == answered.count(3) == 1
 
 
 @pytest.mark.parametrize("request_id", [[1], {"a": 1}, None, 1.5, True])
