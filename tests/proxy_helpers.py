@@ -262,7 +262,7 @@ class Proxy:
         self.send(body)
         return self.next_id
 
-    def answer(self, request_id: int, timeout: float = 30) -> dict[str, Any]:
+    def answer(self, request_id: int | str, timeout: float = 30) -> dict[str, Any]:
         """The response to ``request_id``, in whatever order answers come; every other
         message read meanwhile is kept in ``set_aside``."""
         deadline = time.monotonic() + timeout

@@ -132,6 +132,11 @@ class DecisionEvent(AuditEvent):
     approval_remembered: bool | None = Field(
         default=None, description="True when this approval was remembered for later."
     )
+    direction: Literal["server_to_client"] | None = Field(
+        default=None,
+        description="'server_to_client' for a request or notification the backend sent; "
+        "absent for the client's. Its request_id is the backend's own id.",
+    )
 
     @classmethod
     def of(cls, request: DecisionRequest, decision: Decision, **extra: Any) -> DecisionEvent:

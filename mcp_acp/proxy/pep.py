@@ -173,6 +173,14 @@ class _Answer:
     reason: str
 
 
+def _directed(deciding: _Deciding, decision: AuditEvent) -> AuditEvent:
+    """``decision`` as recorded: marked ``server_to_client`` if the backend sent the request
+    (the client's and the backend's ids may look alike; the records must not)."""
+    if deciding.from_backend and isinstance(decision, DecisionEvent):
+        return decision.model_copy(update={"direction": "server_to_client"})
+    return decision
+
+
 @attrs.define(eq=False)
 class _Deciding:
     """One request :meth:`EnforcementPoint.check` is deciding: what it was asked, the human
@@ -184,6 +192,8 @@ class _Deciding:
     companion: Companion
     asking: tuple[DecisionRequest, Decision] | None = None
     recording: bool = False
+    #: sent by the backend (its decision record says ``direction: server_to_client``)
+    from_backend: bool = False
     #: the records on their way say the request passes: the companion says "forwarded"
     passing: bool = False
     #: the approvals asked for it, whose answerers are told what became of the request
@@ -395,6 +405,7 @@ class EnforcementPoint:
         """The decision record durable — and the caller's companion record written (another
         stream; see :meth:`AuditTrail.record_decision`) — before returning."""
         deciding.recording = True  # from here on, this record is the request's
+        decision = _directed(deciding, decision)
         companion = deciding.companion
         other = companion(allowed) if companion is not None else None
         deciding.passing = allowed and other is not None
@@ -476,7 +487,7 @@ class EnforcementPoint:
                 log.error("shutting down: decisions cut short and not recorded in time")
                 return
             deciding.recording = True
-            self.trail.record_at_exit(self._cut_short(deciding, why))
+            self.trail.record_at_exit(_directed(deciding, self._cut_short(deciding, why)))
             other = deciding.companion(False) if deciding.companion is not None else None
             if other is not None:
                 self.trail.record_at_exit(other)
@@ -492,6 +503,7 @@ class EnforcementPoint:
         flood_guard: bool = True,
         companion: Companion = None,
         withheld: tuple[str, str] | None = None,
+        from_backend: bool = False,
     ) -> Verdict:
         """Decide one request and record the decision before returning the verdict.
 
@@ -501,7 +513,9 @@ class EnforcementPoint:
         durable soon after it (see :meth:`AuditTrail.record_decision`). ``withheld``, for a
         request using a list entry the relay holds back (a quarantined tool, resource or
         prompt, or a tool changed since it was pinned), is the rule id and the reason: the
-        request is denied before any policy decision.
+        request is denied before any policy decision. ``from_backend``: the backend sent it
+        (a request for the client, a notification); its decision record says so
+        (``direction: server_to_client``), since its id is the backend's own.
 
         A decision cut short — the task cancelled (the client cancelled the request, the
         session ends) — is recorded as a denial before the cancellation goes on, naming why
@@ -515,7 +529,7 @@ class EnforcementPoint:
         forwarded: cancelled by the client while its decision was being recorded"): the
         request's last operation record is true. (Forwarding it anyway would send the
         backend a request its client has cancelled.)"""
-        deciding = _Deciding(method, params, request_id, companion)
+        deciding = _Deciding(method, params, request_id, companion, from_backend=from_backend)
         self._deciding.add(deciding)
         try:
             verdict = await self._check(

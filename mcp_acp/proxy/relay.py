@@ -697,7 +697,11 @@ class Relay:
             return
         try:
             verdict = await self.pep.check(
-                message.method, message.params, "notification", flood_guard=False
+                message.method,
+                message.params,
+                "notification",
+                flood_guard=False,
+                from_backend=side == "backend",
             )
         except AuditError:
             return  # the trail is failing: the process is shutting down; nothing passes
@@ -868,7 +872,11 @@ class Relay:
                 return False
             try:
                 verdict = await self.pep.check(
-                    ask.method, ask.params, f"{message.id}/{key}", flood_guard=False
+                    ask.method,
+                    ask.params,
+                    f"{message.id}/{key}",
+                    flood_guard=False,
+                    from_backend=True,
                 )
             except AuditError as error:
                 reason = f"denied: the audit trail cannot be written ({error})"
@@ -1175,7 +1183,7 @@ class Relay:
             return
         try:
             verdict = await self.pep.check(
-                message.method, message.params, message.id, flood_guard=False
+                message.method, message.params, message.id, flood_guard=False, from_backend=True
             )
         except AuditError as error:
             verdict_reason = f"denied: the audit trail cannot be written ({error})"

@@ -965,3 +965,37 @@ def test_arguments_a_strict_input_schema_does_not_allow_are_denied(relay: Any) -
         r["rule_id"] for r in records(log_dir, "decisions") if r.get("tool_name") == "strict_echo"
     ]
     assert rules == ["builtin-unexpected-arguments", "any-tool"]
+
+
+def test_decisions_on_the_backends_requests_say_so_and_join_apart_from_the_clients(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """AU-11 across directions: the backend asks the client ``roots/list`` with id ``q0``
+    while the client uses ``q0`` for a request of its own. Each has its decision record;
+    the backend's says ``direction: server_to_client``, so the join by session and request
+    id pairs the client's request with its own operation record, not the backend's."""
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 100, 200)
+    asking = proxy.request(
+        "tools/call", {"name": "flood", "arguments": {"requests": 1, "prefix": "q"}}
+    )
+    ask = proxy.recv()
+    assert (ask["id"], ask["method"]) == ("q0", "roots/list")
+    proxy.send({"jsonrpc": "2.0", "id": "q0", "method": "ping"})  # the client's own q0
+    proxy.send({"jsonrpc": "2.0", "id": "q0", "result": {"roots": []}})  # answers the ask
+    assert proxy.answer(asking)["result"]["content"][0]["text"] == "flooded"
+    assert proxy.answer("q0")["result"] == {}
+    assert proxy.close() == 0
+    decided = [r for r in records(log_dir, "decisions") if r.get("request_id") == "q0"]
+    assert sorted((r["mcp_method"], r.get("direction")) for r in decided) == [
+        ("ping", None),
+        ("roots/list", "server_to_client"),
+    ]
+    sent = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("request_id") == "q0" and r["direction"] == "client_to_server"
+    ]
+    assert [r["mcp_method"] for r in sent] == ["ping"]
+    clients = [r for r in decided if r.get("direction") is None]
+    assert [r["mcp_method"] for r in clients] == [r["mcp_method"] for r in sent]
