@@ -526,9 +526,10 @@ class EnforcementPoint:
         and says what was decided. If it allows the request, the companion record handed
         over with it says "forwarded"; a cancellation then means the caller will not forward
         the request after all, so a second companion record, denied, says why ("not
-        forwarded: cancelled by the client while its decision was being recorded"): the
-        request's last operation record is true. (Forwarding it anyway would send the
-        backend a request its client has cancelled.)"""
+        forwarded: the proxy was stopped … while its decision was being recorded"): the
+        request's last operation record is true. (The relay does not cancel a decision on
+        its way to the record for the client's own cancellation — it forwards the request
+        as recorded; what cancels it then is the session ending.)"""
         deciding = _Deciding(method, params, request_id, companion, from_backend=from_backend)
         self._deciding.add(deciding)
         try:
