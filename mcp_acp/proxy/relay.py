@@ -129,6 +129,11 @@ _USES: dict[str, tuple[str, str]] = {
 }
 
 
+def _unwritable(error: BaseException | None) -> str:
+    """Why a message is refused once the audit trail cannot be written (``error``)."""
+    return f"the audit trail cannot be written ({error})"
+
+
 def _asks_for_input(message: Message) -> bool:
     """A result carrying requests for the client (2026-07-28 era ``inputRequests``)."""
     result = message.body.get("result")
@@ -583,10 +588,7 @@ class Relay:
             text = f"the client's answer was refused: {message.ambiguous}"
             await self._send_backend(from_body(error_response(message.id, INVALID_REQUEST, text)))
         elif self.trail.failed is not None:  # nothing passes: the backend is told why
-            text = (
-                "the client's answer was withheld: the audit trail cannot be written "
-                f"({self.trail.failed})"
-            )
+            text = f"the client's answer was withheld: {_unwritable(self.trail.failed)}"
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         else:  # the answer to a request the backend sent
             await self._send_backend(message)
@@ -643,11 +645,7 @@ class Relay:
                 await self._deny(message, text, "builtin-cut-short")
             return  # cancelled by the client: nothing is sent on
         except AuditError as error:
-            text = f"the audit trail cannot be written ({error})"
-            await self._deny(message, f"denied: {text}", None)
-            # the decision record (in the fallback file) may be an allow, and the operation
-            # record handed over with it may say "forwarded": this one says it was not
-            self.trail.record_soon(self._not_forwarded(message, text))
+            await self._refuse_unrecorded(message, error)
             return
         finally:
             self._undecided.pop(message.id, None)
@@ -657,12 +655,7 @@ class Relay:
                 self.pep.fail(verdict.fatal)
             return
         if self.trail.failed is not None:  # it failed since this decision was recorded
-            text = f"denied: the audit trail cannot be written ({self.trail.failed})"
-            await self._deny(message, text, None)
-            # the operation record written with the decision says "forwarded": this one,
-            # in the fallback file, says it was not
-            failed = f"the audit trail cannot be written ({self.trail.failed})"
-            self.trail.record_soon(self._not_forwarded(message, failed))
+            await self._refuse_unrecorded(message, self.trail.failed)
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
         try:
@@ -671,6 +664,15 @@ class Relay:
             self._in_flight.pop(message.id, None)
             text = f"cannot forward this request to the backend: {exc} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
+
+    async def _refuse_unrecorded(self, message: Message, error: AuditError) -> None:
+        """The trail failed (``error``) as or after the request was decided: denied. Its
+        decision record (perhaps in the fallback file) may be an allow, and the operation
+        record handed over with it may say "forwarded": one more, to wherever the trail
+        writes now, says it was not."""
+        text = _unwritable(error)
+        await self._deny(message, f"denied: {text}", None)
+        self.trail.record_soon(self._not_forwarded(message, text))
 
     async def _deny(self, message: Message, reason: str, rule_id: str | None) -> None:
         await self._send_client(self._denial(message, reason, rule_id))
@@ -785,8 +787,8 @@ class Relay:
         to ``request_id`` does not pass. The client gets a denial instead, recorded as its
         answer (the trail now sends every record to the fallback file)."""
         text = (
-            f"denied: the audit trail cannot be written ({self.trail.failed}); the backend's "
-            f"answer was withheld (request {request_id})"
+            f"denied: {_unwritable(self.trail.failed)}; the backend's answer was withheld "
+            f"(request {request_id})"
         )
         error = error_response(request_id, DENIED, text)
         await self._send_client(encode(error))
@@ -879,8 +881,7 @@ class Relay:
                     from_backend=True,
                 )
             except AuditError as error:
-                reason = f"denied: the audit trail cannot be written ({error})"
-                await self._deny(original, reason, None)
+                await self._deny(original, f"denied: {_unwritable(error)}", None)
                 return False
             if verdict.allowed:
                 continue
@@ -1186,8 +1187,8 @@ class Relay:
                 message.method, message.params, message.id, flood_guard=False, from_backend=True
             )
         except AuditError as error:
-            verdict_reason = f"denied: the audit trail cannot be written ({error})"
-            await self._send_backend(from_body(error_response(message.id, DENIED, verdict_reason)))
+            text = f"denied: {_unwritable(error)}"
+            await self._send_backend(from_body(error_response(message.id, DENIED, text)))
             return
         if verdict.fatal is not None:
             self.pep.fail(verdict.fatal)
@@ -1197,7 +1198,7 @@ class Relay:
             )
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed and self.trail.failed is not None:
-            text = f"denied: the audit trail cannot be written ({self.trail.failed})"
+            text = f"denied: {_unwritable(self.trail.failed)}"
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed:
             self._asked[message.id] = message.method
