@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,43 +38,121 @@ log = logging.getLogger(__name__)
 
 
 class _Broke(Exception):
-    """A check raised something that is not an ``Exception``: carried as one, so that it
-    ends the check, not the task or the event loop running it."""
+    """A check raised something that is not an ``Exception`` (or cancelled itself): carried
+    as an ``Exception`` back to the proxy's loop, where it ends the check, not the round."""
 
     def __init__(self, raised: BaseException) -> None:
         super().__init__(raised)
         self.raised = raised
 
 
-async def _checked(check: PostureCheck) -> object:
-    """``check.check()``, with whatever it raises but cancellation as an ``Exception``: in
-    a task, ``SystemExit`` and ``KeyboardInterrupt`` would stop the event loop itself."""
+class _StillRunning(Exception):
+    """The check's run of an earlier round has not returned (it blocks its thread)."""
+
+
+#: How long a round that gives up on a check waits for it to end once told to stop.
+CANCEL_GRACE_SECONDS = 2.0
+
+#: The checks whose run has not returned yet: one thread per check at most, however many
+#: rounds give up on it.
+_running: set[int] = set()
+
+
+def _run_alone(
+    check: PostureCheck, started: Callable[[asyncio.AbstractEventLoop, asyncio.Task[object]], None]
+) -> object:
+    """``check.check()`` on a private event loop of this (the check's own) thread.
+
+    Not ``asyncio.run``: that would wait at the end for the loop's worker threads, and a
+    check may leave one that never returns. Whatever the check raises is returned as
+    ``_Broke`` (``CancelledError`` included: a cancellation the proxy made is told apart
+    by the caller)."""
+    loop = asyncio.new_event_loop()
     try:
-        return await check.check()
-    except (asyncio.CancelledError, Exception):
-        raise  # run_check tells a cancellation of the round from one the check made up
-    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, …
-        raise _Broke(exc) from exc
+        task = loop.create_task(check.check())
+        started(loop, task)
+        try:
+            return loop.run_until_complete(task)
+        except BaseException as exc:  # carried back, named in the result
+            return _Broke(exc)
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _checked(check: PostureCheck) -> object:
+    """``check.check()`` on a thread of its own, so that a check that blocks (a synchronous
+    call inside its ``async def``) blocks only that thread: the proxy's loop still serves,
+    answers signals and gives up on the check at its timeout. Cancelled (a timeout, or the
+    session ending), it cancels the check's task in the check's loop; a check that never
+    returns is left behind, and its next round is ``UNKNOWN`` at once."""
+    key = id(check)
+    if key in _running:
+        raise _StillRunning
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[object] = loop.create_future()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[object]]] = []
+    abandoned = threading.Event()  # the round gave up: the check is to stop when it starts
+
+    def started(own: asyncio.AbstractEventLoop, task: asyncio.Task[object]) -> None:
+        running.append((own, task))
+        if abandoned.is_set():
+            task.cancel()
+
+    def deliver(value: object) -> None:
+        if not outcome.done():
+            outcome.set_result(value)
+
+    def work() -> None:
+        try:
+            value = _run_alone(check, started)
+        finally:
+            _running.discard(key)
+        with contextlib.suppress(RuntimeError):  # the proxy's loop is closed: nobody waits
+            loop.call_soon_threadsafe(deliver, value)
+
+    _running.add(key)
+    name = str(getattr(check, "name", type(check).__name__))
+    try:
+        threading.Thread(target=work, name=f"posture-check {name}", daemon=True).start()
+    except BaseException:
+        _running.discard(key)
+        raise
+    try:
+        value = await asyncio.shield(outcome)  # cancelled, it is still awaited below
+    except asyncio.CancelledError:
+        abandoned.set()
+        for own, task in running:  # stop the check in its own loop, if it still listens
+            with contextlib.suppress(RuntimeError):
+                own.call_soon_threadsafe(task.cancel)
+        # a check that listens ends what it started (a subprocess, say); one that blocks
+        # is not waited for beyond the grace
+        await asyncio.wait([outcome], timeout=CANCEL_GRACE_SECONDS)
+        raise
+    if isinstance(value, _Broke):
+        raise value
+    return value
 
 
 async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     """One check, bounded: anything it raises, or a timeout, is ``UNKNOWN``, never a pass.
 
     That includes ``SystemExit``, ``KeyboardInterrupt`` and a ``CancelledError`` the check
-    raises on its own; only the cancellation of the task running it (the session ending)
-    passes through."""
+    raises on its own, and a check that blocks its thread; only the cancellation of the
+    task running it (the session ending) passes through."""
     name = str(getattr(check, "name", type(check).__name__))
     try:
         result = await asyncio.wait_for(_checked(check), timeout=timeout)
     except TimeoutError:
         detail = f"no answer within {timeout:g} s"
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # this round is being cancelled: not the check's doing
-        detail = "the check failed: CancelledError (it was not cancelled)"
+    except _StillRunning:
+        detail = "its run of an earlier round has not returned (the check blocks)"
     except _Broke as broke:  # a check that breaks is not a healthy device
-        detail = f"the check failed: {_what(broke.raised)}"
+        if isinstance(broke.raised, asyncio.CancelledError):
+            detail = "the check failed: CancelledError (it was not cancelled)"
+        else:
+            detail = f"the check failed: {_what(broke.raised)}"
     except Exception as exc:
         detail = f"the check failed: {_what(exc)}"
     else:

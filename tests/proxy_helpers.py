@@ -95,7 +95,7 @@ def use_plugin(
 
 
 MODE_CHECK = """
-import asyncio, threading
+import asyncio, gc, threading, time
 from datetime import UTC, datetime
 from pathlib import Path
 from pydantic import BaseModel, ConfigDict
@@ -128,10 +128,12 @@ class ModeCheck:
             raise SystemExit(0)
         elif mode == "interrupt":
             raise KeyboardInterrupt
+        elif mode == "block":  # a synchronous wait in the check's own event loop
+            time.sleep(3600)
         elif mode == "stop-monitor":  # a plugin meddling with the proxy's own tasks
-            for task in asyncio.all_tasks():
+            for task in [t for t in gc.get_objects() if isinstance(t, asyncio.Task)]:
                 if task.get_coro().__qualname__ == "PostureMonitor.watch":
-                    task.cancel()
+                    task.get_loop().call_soon_threadsafe(task.cancel)
         status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
         now = datetime.now(UTC)
         return PostureResult(check=self.name, status=status, detail=mode, checked_at=now)
@@ -157,10 +159,10 @@ def use_mode_check(
     ``interrupt`` raise ``CancelledError``, ``SystemExit`` and ``KeyboardInterrupt``;
     ``stop-monitor`` cancels the posture monitor's task, then passes; ``hold`` waits until
     a file ``release`` appears beside ``mode_file``, then passes; ``stuck`` waits for a
-    worker thread that never returns. Each round touches ``checking-<mode>`` beside
-    ``mode_file`` as it begins. Installed, allowed and configured (a round every second,
-    ``timeout`` and ``threshold`` as given) with ``mode``; returns the environment that
-    finds it."""
+    worker thread that never returns; ``block`` blocks the thread it runs on for an hour.
+    Each round touches ``checking-<mode>`` beside ``mode_file`` as it begins. Installed,
+    allowed and configured (a round every second, ``timeout`` and ``threshold`` as given)
+    with ``mode``; returns the environment that finds it."""
     mode_file.write_text(mode)
     env = use_plugin(
         home,

@@ -250,6 +250,42 @@ def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: 
     assert ended(home.log_dir) == ["SIGTERM received"]
 
 
+def test_a_check_that_blocks_refuses_the_start_and_the_process_ends(make_home: Any) -> None:
+    """A check that blocks the thread it runs on (``time.sleep`` in its ``async def``):
+    the gate still gives up on it after ``timeout_seconds``."""
+    home = make_home()
+    home.scripted_posture("block", timeout=1)
+    proxy = home.start()
+    assert proxy.proc.wait(timeout=30) == 15
+    assert "mode is unknown: no answer within 1 s" in home.stderr()
+
+
+def test_sigterm_ends_the_session_while_a_check_blocks(make_home: Any) -> None:
+    home = make_home()
+    home.scripted_posture("pass", timeout=1, threshold=100)
+    proxy = home.start()
+    proxy.initialize()
+    home.mode("block")
+    home.wait_for_check("block")
+    echoed = proxy.call("tools/call", {"name": "echo", "arguments": {"said": "hello"}})
+    assert "result" in echoed  # still serving
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_a_check_that_blocks_mid_session_ends_it(make_home: Any) -> None:
+    """Its round gives up at the timeout: posture unknown, the session ends (exit 15)."""
+    home = make_home()
+    home.scripted_posture("pass", timeout=1)
+    proxy = home.start()
+    proxy.initialize()
+    home.mode("block")
+    assert proxy.proc.wait(timeout=30) == 15
+    lost = [r for r in records(home.log_dir, "auth") if r["event"] == "device_health_failed"]
+    assert "mode is unknown: no answer within 1 s" in lost[-1]["reason"]
+
+
 def test_sigterm_ends_the_session_while_a_policy_reload_reads_a_fifo(make_home: Any) -> None:
     """The reload reads the file on a worker thread, which blocks on a FIFO nobody writes;
     requests are still decided, and SIGTERM still ends the session."""

@@ -1,12 +1,15 @@
 """The posture monitor with real checks: the example plugin's ``marker-file`` check on a
 real file (flipped by deleting the file), a check that never answers, ones that raise
-(``Exception`` or not), one that cancels the monitor's own task; the
+(``Exception`` or not), one that blocks its thread, one that cancels the monitor's own
+task; the
 real audit trail on disk; and the enforcement point with a rule that requires posture."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,9 +71,31 @@ class StopsTheMonitor:
     name = "stops-the-monitor"
 
     async def check(self) -> PostureResult:
-        for task in asyncio.all_tasks():
+        # a check runs in an event loop of its own: the monitor's task is found the hard way
+        for task in [t for t in gc.get_objects() if isinstance(t, asyncio.Task)]:
             if task.get_coro().__qualname__ == "PostureMonitor.watch":  # type: ignore[union-attr]
-                task.cancel()
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        return PostureResult(
+            check=self.name, status=PostureStatus.PASS, detail="", checked_at=datetime.now(UTC)
+        )
+
+
+class Blocks:
+    """A check that blocks its thread (a synchronous wait inside its ``async def``) until
+    ``release`` is set — or, on code that runs checks in the proxy's own loop, blocks
+    that loop for 10 s and then passes."""
+
+    name = "blocks"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.returned = threading.Event()
+
+    async def check(self) -> PostureResult:
+        self.entered.set()
+        self.release.wait(10)
+        self.returned.set()
         return PostureResult(
             check=self.name, status=PostureStatus.PASS, detail="", checked_at=datetime.now(UTC)
         )
@@ -135,6 +160,42 @@ def test_a_check_that_raises_a_base_exception_is_unknown(
     assert isinstance(result, PostureResult), f"escaped run_check: {result!r}"
     assert result.status is PostureStatus.UNKNOWN
     assert result.detail == f"the check failed: {detail}"
+
+
+async def test_a_check_that_blocks_its_thread_is_unknown_and_the_loop_goes_on() -> None:
+    """The check blocks where only its own thread waits: its round gives up at the timeout
+    while the proxy's loop keeps running; the next round does not start a second thread
+    for it; once it returns, it is checked again as usual."""
+    check = Blocks()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.ensure_future(tick())
+    try:
+        first = await run_check(check, 0.3)
+        assert check.entered.is_set()
+        assert (first.status, first.detail) == (PostureStatus.UNKNOWN, "no answer within 0.3 s")
+        assert ticks > 0  # the loop ran while the check blocked
+        assert not check.returned.is_set()
+        second = await run_check(check, 5)
+        assert (second.status, second.detail) == (
+            PostureStatus.UNKNOWN,
+            "its run of an earlier round has not returned (the check blocks)",
+        )
+    finally:
+        ticking.cancel()
+        check.release.set()
+    for _ in range(500):  # its thread lets go of it once the check returns
+        third = await run_check(check, 5)
+        if third.passed:
+            break
+        await asyncio.sleep(0.01)
+    assert third.passed
 
 
 async def test_cancelling_a_round_still_cancels_it() -> None:
