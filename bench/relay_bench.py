@@ -37,7 +37,7 @@ and stdout, ``initialize`` (protocol ``2025-06-18``), ``notifications/initialize
   backend for *direct* — read from ``/proc`` after the 8-way phase; the backend under a
   proxy is reported separately;
 * **CPU** (a diagnostic): user + system time of the child, and of the backend under a
-  proxy, over the timed calls, per call.
+  proxy, over the sequential and 8-way calls, per call.
 
 For ``mcp-acp`` the audit trail is checked after each session: the ``decisions`` and
 ``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
