@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/relay_bench.py            # full run (a few minutes on 2 cores), writes
+    python bench/relay_bench.py            # full run (3-4.5 minutes on 2 cores), writes
                                            # bench/results/relay.md
     python bench/relay_bench.py --quick    # a smoke run in ~10 s; prints only (unless --out)
 
@@ -28,11 +28,16 @@ and stdout, ``initialize`` (protocol ``2025-06-18``), ``notifications/initialize
 * **sequential**: one call at a time, each call timed (request written → answer read);
 * **8-way**: eight requests kept in flight (a new one sent as each answer arrives):
   calls/s = calls ÷ wall time;
+* **load**: the same with N = 10 and N = 100 requests in flight (the security checklist's
+  "1, 10 and 100 concurrent clients": the front is stdio, one client per proxy process, so
+  a session's requests in flight stand for them; N = 1 is the sequential phase). Each call
+  sent while the other N - 1 were in flight is timed (request written → its answer read,
+  matched by id) → p50/p99 per path and N, and calls/s; reported, no target;
 * **RSS**: ``VmRSS`` (and ``VmHWM``) of the child process itself — the proxy, or the
   backend for *direct* — read from ``/proc`` after the 8-way phase; the backend under a
   proxy is reported separately;
 * **CPU** (a diagnostic): user + system time of the child, and of the backend under a
-  proxy, over the timed calls, per call.
+  proxy, over the sequential and 8-way calls, per call.
 
 For ``mcp-acp`` the audit trail is checked after each session: the ``decisions`` and
 ``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
@@ -40,11 +45,11 @@ record per ``echo`` call and a deny record for ``rm_rf``.
 
 In each round the three paths are spawned one after another (so each ready time is
 measured while nothing else of the benchmark runs) and stay up; then their sequential
-calls, then their 8-way calls, run in blocks that take turns (``--quick``: 2 blocks per
-phase, full run: 5), the order rotating by block and by round, so load from elsewhere on the
-machine falls on all paths alike. Every figure is the median over rounds of the per-round
-value; "added" values and ratios are computed within a round (proxy against direct) and
-then the median taken.
+calls, then their 8-way calls, then their calls 10 and then 100 in flight, run in blocks
+that take turns (``--quick``: 2 blocks per phase, full run: 5), the order rotating by block
+and by round, so load from elsewhere on the machine falls on all paths alike. Every figure
+is the median over rounds of the per-round value; "added" values and ratios are computed
+within a round (proxy against direct) and then the median taken.
 Timings are reported, never asserted; failed checks raise ``AssertionError``.
 """
 
@@ -63,7 +68,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -82,6 +87,8 @@ PROTOCOL: Final = "2025-06-18"
 DENIED_CODE: Final = -32003  # mcp_acp.proxy.messages.DENIED
 RAN: Final = "rm_rf ran"  # what the backend answers to rm_rf (bench/echo_server.py)
 WIDTH: Final = 8  # requests in flight in the concurrent phase
+#: requests in flight in the load phase (the N = 1 row of its table is the sequential phase)
+LOAD_WIDTHS: Final = (10, 100)
 
 POLICY: Final = {
     "version": "1",
@@ -105,6 +112,11 @@ TARGET_RSS_MB = 60.0
 
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
+
+
+def _rate(calls: int, wall_ns: int) -> float:
+    """Calls/s, or NaN when nothing was timed."""
+    return calls / (wall_ns / 1e9) if wall_ns else math.nan
 
 
 def proc_status(pid: int, fields: Sequence[str] = ("VmRSS", "VmHWM")) -> dict[str, int]:
@@ -270,10 +282,11 @@ class Plan:
     sequential: int  # timed sequential calls, per session
     concurrent: int  # calls in the 8-way phase, per session
     blocks: int  # each phase is split into this many blocks; the paths take turns by block
+    load: int  # calls per session at each width of LOAD_WIDTHS (N fill calls a block untimed)
 
 
-FULL = Plan(rounds=5, warmup=200, sequential=1000, concurrent=2000, blocks=5)
-QUICK = Plan(rounds=1, warmup=10, sequential=40, concurrent=80, blocks=2)
+FULL = Plan(rounds=5, warmup=200, sequential=1000, concurrent=2000, blocks=5, load=1500)
+QUICK = Plan(rounds=1, warmup=10, sequential=40, concurrent=80, blocks=2, load=400)
 
 
 @dataclass
@@ -295,10 +308,25 @@ class Sample:
     cpu_ms: float = math.nan  # the child's CPU time per timed call (sequential + 8-way)
     backend_cpu_ms: float | None = None  # the same for the backend under a proxy
     audit: dict[str, Any] = field(default_factory=dict)
+    sequential_rate: float = math.nan  # sequential calls/s (calls ÷ the phase's wall time)
+    #: per width of LOAD_WIDTHS: the latencies of the calls sent while the window was full
+    load_ns: dict[int, list[int]] = field(default_factory=dict)
+    load_rate: dict[int, float] = field(default_factory=dict)  # per width: calls/s
+    load_hwm_kb: int = 0  # VmHWM of the child after the load phase
 
     def p(self, q: float) -> float:
         """Sequential latency percentile in ms."""
         return percentile(sorted(self.sequential_ns), q) / 1e6
+
+    def load_p(self, width: int, q: float) -> float:
+        """Latency percentile in ms with ``width`` requests in flight (1: sequential)."""
+        if width == 1:
+            return self.p(q)
+        return percentile(sorted(self.load_ns[width]), q) / 1e6
+
+    def calls_per_s(self, width: int) -> float:
+        """Calls/s with ``width`` requests in flight (1: sequential)."""
+        return self.sequential_rate if width == 1 else self.load_rate[width]
 
 
 class Session:
@@ -313,7 +341,8 @@ class Session:
         self.stderr_path = stderr_path
         self._stderr = stderr_path.open("ab")
         # the process lives through the whole round: every path's calls, a margin each
-        timeout = 120 + 3 * (1 + plan.warmup + plan.sequential + plan.concurrent) * 0.05
+        calls = 1 + plan.warmup + plan.sequential + plan.concurrent + plan.load * len(LOAD_WIDTHS)
+        timeout = 120 + 3 * calls * 0.05
         self.peer = Peer(self.argv, env, self._stderr, timeout)
         self.next_id = 1
         self.kids: list[int] = []
@@ -321,15 +350,22 @@ class Session:
         self.listed: list[str] = []
         self.rm_rf = ""
         self.sequential_ns: list[int] = []
+        self.sequential_wall_ns = 0
         self.concurrent_ns: list[int] = []
         self.concurrent_wall_ns = 0
+        self.load_ns: dict[int, list[int]] = {width: [] for width in LOAD_WIDTHS}
+        self.load_calls = dict.fromkeys(LOAD_WIDTHS, 0)
+        self.load_wall_ns = dict.fromkeys(LOAD_WIDTHS, 0)
+        self.status: dict[str, int] = {}  # VmRSS/VmHWM after the 8-way phase
+        self.backend_rss_kb: int | None = None
         self.cpu_s = 0.0
         self.backend_cpu_s = 0.0
         self.echo_calls = 0
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Account the child's (and its backend's) CPU time; explain a failed check."""
+    def _guard(self, *, account: bool = True) -> Iterator[None]:
+        """Account the child's (and its backend's) CPU time (unless ``account`` is false);
+        explain a failed check."""
         before = cpu_seconds(self.peer.proc.pid), sum(cpu_seconds(k) for k in self.kids)
         try:
             yield
@@ -337,8 +373,9 @@ class Session:
             self.kill()
             tail = self.stderr_path.read_text(errors="replace")[-2000:]
             raise AssertionError(f"{exc}; {' '.join(self.argv)} stderr ends:\n{tail}") from exc
-        self.cpu_s += cpu_seconds(self.peer.proc.pid) - before[0]
-        self.backend_cpu_s += sum(cpu_seconds(k) for k in self.kids) - before[1]
+        if account:
+            self.cpu_s += cpu_seconds(self.peer.proc.pid) - before[0]
+            self.backend_cpu_s += sum(cpu_seconds(k) for k in self.kids) - before[1]
 
     def _id(self) -> int:
         self.next_id += 1
@@ -383,48 +420,87 @@ class Session:
         self.kids = children(peer.proc.pid)
 
     def sequential(self, count: int) -> None:
-        """``count`` calls one at a time, each timed."""
+        """``count`` calls one at a time, each timed; the block's wall time is added to the
+        path's total."""
         with self._guard():
+            began = time.perf_counter_ns()
             for _ in range(count):
                 self.sequential_ns.append(self._one(self._id()))
+            self.sequential_wall_ns += time.perf_counter_ns() - began
 
-    def concurrent(self, count: int) -> None:
-        """``count`` calls with WIDTH in flight: a new request goes out as each answer
-        arrives; the block's wall time is added to the path's total."""
+    def _keep_in_flight(self, count: int, width: int) -> tuple[list[int], list[int], int]:
+        """``count`` calls with ``width`` in flight: the first ``width`` requests are written
+        at once (the fill), then a new one as each answer arrives, until all are answered.
+        Every answer must be the echo of a request in flight, each answered once.
+
+        Returns the latencies (request written → its answer read, matched by id) of the fill
+        requests and of those sent while the other ``width - 1`` were in flight, and the wall
+        time from the first request written to the last answer read."""
         clock = time.perf_counter_ns
         peer = self.peer
-        with self._guard():
-            first = self.next_id + 1
-            last = self.next_id + count
-            self.next_id = last
-            payloads = {i: echo_call(i) for i in range(first, last + 1)}
-            sent: dict[int, int] = {}
-            began = clock()
-            upcoming = first
-            while upcoming <= last and upcoming < first + WIDTH:
+        first = self.next_id + 1
+        last = self.next_id + count
+        self.next_id = last
+        payloads = {i: echo_call(i) for i in range(first, last + 1)}
+        sent: dict[int, int] = {}
+        fill: list[int] = []
+        steady: list[int] = []
+        began = clock()
+        upcoming = first
+        while upcoming <= last and upcoming < first + width:
+            sent[upcoming] = clock()
+            peer.write(payloads[upcoming])
+            upcoming += 1
+        for _ in range(count):
+            answer = peer.read()
+            now = clock()
+            request_id = answer.get("id")
+            _check(
+                isinstance(request_id, int) and request_id in sent,
+                f"unexpected answer with {width} in flight: {answer}",
+            )
+            assert isinstance(request_id, int)  # noqa: S101 - checked above, for mypy
+            _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
+            (fill if request_id < first + width else steady).append(now - sent.pop(request_id))
+            if upcoming <= last:
                 sent[upcoming] = clock()
                 peer.write(payloads[upcoming])
                 upcoming += 1
-            for _ in range(count):
-                answer = peer.read()
-                now = clock()
-                request_id = answer.get("id")
-                _check(request_id in sent, f"unexpected answer in the 8-way phase: {answer}")
-                _check(echo_text(answer) == f"call-{request_id}", f"bad echo: {answer}")
-                self.concurrent_ns.append(now - sent.pop(request_id))
-                if upcoming <= last:
-                    sent[upcoming] = clock()
-                    peer.write(payloads[upcoming])
-                    upcoming += 1
-            self.concurrent_wall_ns += clock() - began
-            self.echo_calls += count
+        wall = clock() - began
+        _check(not sent, f"{len(sent)} requests unanswered with {width} in flight")
+        self.echo_calls += count
+        return fill, steady, wall
+
+    def concurrent(self, count: int) -> None:
+        """``count`` calls with WIDTH in flight (:meth:`_keep_in_flight`), every one timed;
+        the block's wall time is added to the path's total."""
+        with self._guard():
+            fill, steady, wall = self._keep_in_flight(count, WIDTH)
+            self.concurrent_ns += fill + steady
+            self.concurrent_wall_ns += wall
+
+    def load(self, count: int, width: int) -> None:
+        """``count`` calls with ``width`` in flight (:meth:`_keep_in_flight`). Only the calls
+        sent while the window was full are timed: the fill requests, written back to back,
+        wait behind fewer than ``width - 1`` others. Not part of the CPU-per-call figure."""
+        with self._guard(account=False):
+            _fill, steady, wall = self._keep_in_flight(count, width)
+            self.load_ns[width] += steady
+            self.load_calls[width] += count
+            self.load_wall_ns[width] += wall
+
+    def snapshot(self) -> None:
+        """RSS of the child (and of the backend under it), read after the 8-way phase."""
+        self.status = proc_status(self.peer.proc.pid)
+        if self.kids:
+            self.backend_rss_kb = sum(proc_status(kid).get("VmRSS", 0) for kid in self.kids)
 
     def finish(self) -> Sample:
-        """RSS (after the 8-way phase), then close the session."""
-        status = proc_status(self.peer.proc.pid)
-        backend_rss = None
-        if self.kids:
-            backend_rss = sum(proc_status(kid).get("VmRSS", 0) for kid in self.kids)
+        """Peak RSS after the load phase, then close the session."""
+        if not self.status:
+            self.snapshot()
+        status = self.status
+        load_hwm = proc_status(self.peer.proc.pid).get("VmHWM", 0)
         code = self.peer.close()
         self._stderr.close()
         timed = len(self.sequential_ns) + len(self.concurrent_ns)
@@ -434,17 +510,19 @@ class Session:
             listed=self.listed,
             rm_rf=self.rm_rf,
             sequential_ns=self.sequential_ns,
-            rate=len(self.concurrent_ns) / (self.concurrent_wall_ns / 1e9)
-            if self.concurrent_wall_ns
-            else math.nan,
+            rate=_rate(len(self.concurrent_ns), self.concurrent_wall_ns),
             concurrent_ns=self.concurrent_ns,
             rss_kb=status.get("VmRSS", 0),
             hwm_kb=status.get("VmHWM", 0),
-            backend_rss_kb=backend_rss,
+            backend_rss_kb=self.backend_rss_kb,
             echo_calls=self.echo_calls,
             exit_code=code,
             cpu_ms=self.cpu_s * 1000 / timed,
             backend_cpu_ms=self.backend_cpu_s * 1000 / timed if self.kids else None,
+            sequential_rate=_rate(len(self.sequential_ns), self.sequential_wall_ns),
+            load_ns=self.load_ns,
+            load_rate={w: _rate(self.load_calls[w], self.load_wall_ns[w]) for w in LOAD_WIDTHS},
+            load_hwm_kb=load_hwm,
         )
 
     def kill(self) -> None:
@@ -568,6 +646,11 @@ def check_sample(path: Route, sample: Sample) -> None:
     _check(path.expect_rm_rf(sample.rm_rf), f"{path.key}: rm_rf answered '{sample.rm_rf}'")
     _check(len(sample.sequential_ns) > 0, f"{path.key}: no sequential calls timed")
     _check(sample.rate > 0, f"{path.key}: no 8-way calls")
+    for width in LOAD_WIDTHS:
+        _check(
+            len(sample.load_ns.get(width, [])) > 0 and sample.load_rate.get(width, 0) > 0,
+            f"{path.key}: no calls timed with {width} in flight",
+        )
     _check(sample.rss_kb > 0, f"{path.key}: no VmRSS read")
 
 
@@ -629,6 +712,11 @@ class Report:
     def ready_added(self, key: str) -> float:
         return _median(self.added(key, lambda s: s.ready_s))
 
+    def load_added_p(self, key: str, width: int, q: float) -> float:
+        """Median over rounds of the path's latency percentile minus direct's, with ``width``
+        requests in flight (1: sequential)."""
+        return _median(self.added(key, lambda s: s.load_p(width, q)))
+
     def vs_fastmcp(self) -> float:
         acp, peer = self.added_p("acp", 50), self.added_p("fastmcp", 50)
         return math.inf if acp <= 0 else peer / acp
@@ -644,7 +732,8 @@ def _rotated(keys: list[str], shift: int) -> list[str]:
 
 def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> list[str]:
     """One round: spawn the paths one after another (so each ready time is measured alone),
-    then run their sequential blocks, then their 8-way blocks, taking turns block by block.
+    then run their sequential blocks, then their 8-way blocks (RSS read after them), then
+    their load blocks at each width of LOAD_WIDTHS, taking turns block by block.
     Returns the order the paths were spawned in."""
     order = _rotated(list(routes), number)
     homes = {}
@@ -665,6 +754,12 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
         for block in range(plan.blocks):
             for key in _rotated(order, block):
                 sessions[key].concurrent(plan.concurrent // plan.blocks)
+        for key in order:
+            sessions[key].snapshot()
+        for width in LOAD_WIDTHS:
+            for block in range(plan.blocks):
+                for key in _rotated(order, block):
+                    sessions[key].load(plan.load // plan.blocks, width)
         for key in order:
             sample = sessions.pop(key).finish()
             check_sample(routes[key], sample)
@@ -695,8 +790,14 @@ def compile_mcp_acp() -> None:
 def run_suite(base: Path, plan: Plan, *, progress: bool = False) -> Report:
     """Run ``plan.rounds`` rounds under ``base``; the order of the paths rotates each round."""
     _check(
-        plan.sequential % plan.blocks == 0 and plan.concurrent % plan.blocks == 0,
+        plan.sequential % plan.blocks == 0
+        and plan.concurrent % plan.blocks == 0
+        and plan.load % plan.blocks == 0,
         "the call counts must divide into the blocks",
+    )
+    _check(
+        plan.load // plan.blocks > max(LOAD_WIDTHS),
+        f"a load block must hold more than {max(LOAD_WIDTHS)} calls (the fill is not timed)",
     )
     routes = make_routes()
     compile_mcp_acp()
@@ -758,6 +859,20 @@ def render(report: Report, *, quick: bool) -> str:
             f"| {ready:.2f} | {rss:.1f} |"
         )
 
+    def load_row(width: int, key: str) -> str:
+        p50 = report.median(key, lambda s: s.load_p(width, 50))
+        p99 = report.median(key, lambda s: s.load_p(width, 99))
+        rate = report.median(key, lambda s: s.calls_per_s(width))
+        if key == "direct":
+            added = "— | —"
+        else:
+            added = (
+                f"{report.load_added_p(key, width, 50):+.2f} | "
+                f"{report.load_added_p(key, width, 99):+.2f}"
+            )
+        return f"| {width} | {routes[key].label} | {p50:.2f} | {p99:.2f} | {added} | {rate:,.0f} |"
+
+    load_block = plan.load // plan.blocks
     acp_added = report.added_p("acp", 50)
     vs_fastmcp = report.vs_fastmcp()
     throughput = report.throughput_ratio("acp")
@@ -841,6 +956,23 @@ def render(report: Report, *, quick: bool) -> str:
         "|---|---:|---:|---|",
         *(f"| {name} | {value} | {want} | {_yes(ok)} |" for name, value, want, ok in targets),
         "",
+        "Load: latency with N requests in flight (the security checklist's \"1, 10 and 100 "
+        "concurrent clients\": mcp-acp's front is stdio, one client per proxy process, so "
+        "here N requests in flight in one session); reported, no target. N = 1 is the "
+        "sequential phase above. For N = "
+        + " and ".join(str(width) for width in LOAD_WIDTHS)
+        + f": {plan.load:,} calls per path, N and round, in {plan.blocks} blocks of "
+        f"{load_block:,} taking turns as above, each block writing N requests at once, then a "
+        "new one as each answer arrives, then draining; only the calls sent while the other "
+        "N - 1 were in flight are timed (the first N of a block are not). Latency: request "
+        "written → its answer read, matched by id; calls/s: calls ÷ the blocks' wall time "
+        "(N = 1: sequential calls ÷ their wall time); *added*: path minus direct within a "
+        "round, then the median over rounds.",
+        "",
+        "| in flight | path | p50 ms | p99 ms | added p50 ms | added p99 ms | calls/s |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+        *(load_row(width, key) for width in (1, *LOAD_WIDTHS) for key in routes),
+        "",
         "Diagnostics (not targets):",
         "",
     ]
@@ -849,6 +981,7 @@ def render(report: Report, *, quick: bool) -> str:
         conc = [percentile(sorted(s.concurrent_ns), 50) / 1e6 for s in samples]
         first = report.median(key, lambda s: s.first_call_s)
         hwm = report.median(key, lambda s: s.hwm_kb * 1024 / 1e6)
+        load_hwm = report.median(key, lambda s: s.load_hwm_kb * 1024 / 1e6)
         backend = [s.backend_rss_kb for s in samples if s.backend_rss_kb is not None]
         cpu = report.median(key, lambda s: s.cpu_ms)
         backend_text = ""
@@ -862,7 +995,8 @@ def render(report: Report, *, quick: bool) -> str:
             f"- {routes[key].label}: CPU {cpu:.2f} ms per call (user + system, all threads, "
             f"over the timed calls){backend_text}; first `tools/call` answered {first:.2f} s "
             f"after spawn; 8-way per-call p50 {_median(conc):.2f} ms; peak RSS (VmHWM) "
-            f"{hwm:.1f} MB; `tools/list` → {samples[0].listed}; `rm_rf` → "
+            f"{hwm:.1f} MB, {load_hwm:.1f} MB after the load phase; `tools/list` → "
+            f"{samples[0].listed}; `rm_rf` → "
             f"{', '.join(sorted({s.rm_rf for s in samples}))}."
         )
     audits = [s.audit for s in routes["acp"].samples]
@@ -910,7 +1044,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     plan = QUICK if args.quick else FULL
     if args.rounds is not None:
-        plan = Plan(args.rounds, plan.warmup, plan.sequential, plan.concurrent, plan.blocks)
+        plan = replace(plan, rounds=args.rounds)
     with scratch_dir(args.dir, "relay-bench") as base:
         report = run_suite(base, plan, progress=True)
     publish(render(report, quick=args.quick), args.out, DEFAULT_OUT, quick=args.quick)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -62,6 +64,30 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
     assert len(targets) == 5
     assert text.count("Target ") == 5
 
+    # the load table: per N in flight (1 = the sequential phase), every path; no target
+    assert "reported, no target" in text
+    load_header = "| in flight | path | p50 ms | p99 ms | added p50 ms | added p99 ms | calls/s |"
+    assert load_header in text
+    load = text.split(load_header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    widths = (1, *bench.LOAD_WIDTHS)
+    assert widths == (1, 10, 100)
+    assert len(load) == len(widths) * len(ROWS)
+    for line, (width, name) in zip(load, [(w, n) for w in widths for n in ROWS], strict=True):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == 7, line
+        assert cells[0] == str(width), line
+        assert cells[1].startswith(name), line
+        p50, p99, rate = (_number(cells[i]) for i in (2, 3, 6))
+        assert 0 < p50 <= p99, line
+        assert rate > 0, line
+        if name == ROWS[0]:
+            assert cells[4:6] == ["—", "—"], line  # direct is what the others are against
+        else:
+            _number(cells[4])  # added p50 and p99 are numbers (of either sign)
+            _number(cells[5])
+        if width == 1:  # the sequential phase: the same figures as the first table
+            assert cells[2:6] == rows[name][1:5], line
+
 
 def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
     routes = bench.make_routes()
@@ -78,17 +104,82 @@ def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
         backend_rss_kb=1000,
         echo_calls=3,
         exit_code=0,
+        load_ns={width: [1_000_000] for width in bench.LOAD_WIDTHS},
+        load_rate=dict.fromkeys(bench.LOAD_WIDTHS, 100.0),
     )
     for key in ("acp", "fastmcp"):
         with pytest.raises(AssertionError, match="rm_rf answered 'ran'"):
             bench.check_sample(routes[key], sample)
     sample.rm_rf = "denied: isError"  # FastMCP's shape is not mcp-acp's
     bench.check_sample(routes["fastmcp"], sample)
+    sample.load_ns = {10: [1_000_000]}  # nothing timed with 100 in flight
+    with pytest.raises(AssertionError, match="no calls timed with 100 in flight"):
+        bench.check_sample(routes["fastmcp"], sample)
+    sample.load_ns = {width: [1_000_000] for width in bench.LOAD_WIDTHS}
     with pytest.raises(AssertionError, match="rm_rf answered"):
         bench.check_sample(routes["acp"], sample)
     sample.listed = ["echo", "rm_rf"]  # a proxy must hide the denied tool
     with pytest.raises(AssertionError, match="tools/list"):
         bench.check_sample(routes["fastmcp"], sample)
+
+
+# A stdio peer answering each tools/call with the echo of its id, except for the call with
+# id `odd`: "wrong" answers it with another text, "twice" answers it twice, "drop" never
+# answers it (and exits once it has answered the call with id `last`).
+PEER = """
+import json, sys
+mode, odd, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for line in sys.stdin:
+    request_id = json.loads(line)["id"]
+    if mode == "drop" and request_id == odd:
+        continue
+    text = "wrong" if mode == "wrong" and request_id == odd else f"call-{request_id}"
+    answer = {"jsonrpc": "2.0", "id": request_id,
+              "result": {"content": [{"type": "text", "text": text}]}}
+    for _ in range(2 if mode == "twice" and request_id == odd else 1):
+        sys.stdout.write(json.dumps(answer) + "\\n")
+    sys.stdout.flush()
+    if mode == "drop" and request_id == last:
+        break
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("wrong", "bad echo"),
+        ("twice", "unexpected answer with 10 in flight"),
+        ("drop", "the peer closed its output"),
+    ],
+)
+def test_the_load_phase_checks_every_answer(
+    bench: ModuleType, tmp_path: Path, mode: str, message: str
+) -> None:
+    """A call answered with the wrong text, answered twice, or never answered fails the
+    load phase (with 10 in flight, 30 calls: ids 2..31, the odd one 20)."""
+    argv = [sys.executable, "-c", PEER, mode, "20", "31"]
+    session = bench.Session(argv, {}, tmp_path / "stderr.txt", bench.QUICK)
+    try:
+        with pytest.raises(AssertionError, match=message):
+            session.load(30, 10)
+    finally:
+        session.kill()
+
+
+def test_the_load_phase_times_only_the_calls_sent_with_the_window_full(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-c", PEER, "none", "0", "0"]
+    session = bench.Session(argv, {}, tmp_path / "stderr.txt", bench.QUICK)
+    try:
+        session.load(30, 10)
+        session.load(30, 10)
+    finally:
+        session.kill()
+    assert len(session.load_ns[10]) == 40  # 2 x 30 calls, the first 10 of each untimed
+    assert all(latency > 0 for latency in session.load_ns[10])
+    assert session.load_calls[10] == 60
+    assert session.echo_calls == 60
 
 
 def test_rm_rf_answers_are_classified(bench: ModuleType) -> None:
