@@ -33,6 +33,7 @@ from mcp_acp.config import (
     CONFIG_DIR,
     Config,
     config_error_from_validation,
+    default_config_path,
     default_log_dir,
     entry_exists,
     load_config,
@@ -214,7 +215,18 @@ def _prompt_command_line() -> list[str]:
         click.echo("error: the command line is empty; enter the command to start", err=True)
 
 
-def _prompt_missing(values: dict[str, Any], plugins_installed: Sequence[str]) -> None:
+def _own_log_dir(config_path: Path) -> Path:
+    """The audit directory ``init`` suggests for a config file: the platform's for the
+    default config file, a directory of its own beside it for any other (each backend gets
+    a config file, and two proxies cannot share one log directory)."""
+    if config_path == default_config_path():
+        return default_log_dir()
+    return default_log_dir() / config_path.stem
+
+
+def _prompt_missing(
+    values: dict[str, Any], plugins_installed: Sequence[str], log_dir: Path
+) -> None:
     """Interactive init: ask for what the flags did not give."""
     if values["backend_command"] is None and values["backend_url"] is None:
         transport = click.prompt(
@@ -237,9 +249,7 @@ def _prompt_missing(values: dict[str, Any], plugins_installed: Sequence[str]) ->
     if values["approver"] is None:
         values["approver"] = click.prompt("Approver for 'ask' rules", default="deny")
     if values["log_dir"] is None:
-        values["log_dir"] = Path(
-            click.prompt("Audit log directory", default=str(default_log_dir()))
-        )
+        values["log_dir"] = Path(click.prompt("Audit log directory", default=str(log_dir)))
 
 
 def _config_from_flags(values: dict[str, Any]) -> Config:
@@ -358,7 +368,9 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
             for p in plugins_for(None, {"MCP_ACP_PLUGINS": ""}).plugins
             if p.status == "not allowed"
         ]
-        _prompt_missing(values, installed)
+        _prompt_missing(values, installed, _own_log_dir(path))
+    if values["log_dir"] is None and path != default_config_path():
+        values["log_dir"] = _own_log_dir(path)
     config = _config_from_flags(values)
     runtime = resolve_runtime(config, path, source="mcp-acp init flags")
     # The policy first: a config that names a policy not written would leave a proxy that

@@ -93,6 +93,24 @@ def test_init_then_validate(run_cli: Run, config_path: Path) -> None:
     assert "identity: local" in validated.stdout
 
 
+def test_init_gives_a_config_file_of_another_name_its_own_audit_directory(
+    run_cli: Run, config_path: Path, isolated_home: Path
+) -> None:
+    """Two proxies cannot share a log directory (the second is refused): the default config
+    file keeps the platform's directory, a config file of any other name gets its own
+    beside it, unless ``--log-dir`` says otherwise."""
+    logs = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    run_cli(*INIT, check=True)
+    assert json.loads(config_path.read_text())["audit"]["log_dir"] == str(logs)
+    other = config_path.parent / "filesystem.json"
+    run_cli("--config", str(other), *INIT, check=True)
+    assert json.loads(other.read_text())["audit"]["log_dir"] == str(logs / "filesystem")
+    chosen = isolated_home / "my-logs"
+    third = config_path.parent / "git.json"
+    run_cli("--config", str(third), *INIT, "--log-dir", str(chosen), check=True)
+    assert json.loads(third.read_text())["audit"]["log_dir"] == str(chosen)
+
+
 def test_init_http_backend_with_every_flag(run_cli: Run, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere" / "c.json"
     run_cli(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -923,6 +924,48 @@ def _settle(waits: list[_Wait]) -> None:
             future.set_result(wait.first)
 
 
+LOCK_FILE = ".lock"
+
+
+def lock_log_dir(log_dir: Path) -> int:
+    """Take the log directory for this process: an exclusive ``flock`` on
+    ``<log_dir>/.lock``, held until the descriptor returned is closed (or the process ends,
+    however it ends). Two processes appending to one chain would each continue it from
+    their own idea of its end and break it; the second is refused instead, naming the
+    first. The lock file holds the owner's pid, for that message only."""
+    path = log_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise AuditError(
+            f"cannot open the audit directory's lock file {path}: {_errno_text(exc)}",
+            fix="check that the log directory is yours and writable",
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        owner = b""
+        with contextlib.suppress(OSError):
+            owner = os.pread(fd, 32, 0).strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise AuditError(
+                f"cannot lock the audit directory {log_dir}: {_errno_text(exc)}",
+                fix="choose an audit.log_dir on a local file system",
+            ) from exc
+        who = f" (pid {owner.decode()})" if owner.isdigit() else ""
+        raise AuditError(
+            f"the audit directory {log_dir} is in use by another mcp-acp process{who}; two "
+            "processes writing one log would break its hash chain",
+            fix="give each backend's config file its own audit.log_dir (mcp-acp init does "
+            "for a config file of another name), or stop the other proxy",
+        ) from exc
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class JsonlAuditSink:
     """The :class:`~mcp_acp.protocols.AuditSink` that writes ``<log_dir>/<stream>.jsonl``."""
 
@@ -936,6 +979,7 @@ class JsonlAuditSink:
         self.log_dir = log_dir
         self.options = options or JsonlConfig()
         self._on_failure = on_failure
+        self._lock_fd: int | None = None  # held from start to close: see lock_log_dir
         loop_commits = LoopCommits()  # the loop's records of all streams, together
         self.writers: dict[str, StreamWriter] = {
             stream: StreamWriter(
@@ -986,6 +1030,7 @@ class JsonlAuditSink:
                 "audit durability 'flush': records are not fsynced; a power loss can "
                 "lose acknowledged records"
             )
+        self._lock_fd = lock_log_dir(self.log_dir)
         opened: list[StreamWriter] = []
         try:
             for writer in self.writers.values():
@@ -1002,6 +1047,7 @@ class JsonlAuditSink:
         except AuditError:
             for writer in opened:
                 writer.close()
+            self._unlock()
             raise
 
     async def write(self, event: AuditEvent) -> None:
@@ -1031,3 +1077,9 @@ class JsonlAuditSink:
     def close_sync(self) -> None:
         for writer in self.writers.values():
             writer.close()  # everything handed over is committed first
+        self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the lock

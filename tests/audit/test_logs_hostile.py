@@ -155,13 +155,16 @@ def test_tail_follows_rotation_and_loses_nothing(
     )
     assert writer.stdin is not None
     assert writer.stdout is not None
+    # the log directory exists once the writer is ready: tail refuses a missing one
+    if writer.stdout.readline() != "READY\n":
+        writer.kill()
+        pytest.fail("the writer did not start")
     command = ["logs", "tail", "--log-dir", str(logs), "--stream=system", "--json"]
     tail = subprocess.Popen(
         [str(CLI), *command, f"--interval={interval}"], stdout=subprocess.PIPE, text=True, env=env
     )
     assert tail.stdout is not None
     try:
-        assert writer.stdout.readline() == "READY\n"
         shown = reader(tail.stdout)
         deadline = time.monotonic() + 60
         # ping until tail shows one: then it is following, and nothing after will be missed

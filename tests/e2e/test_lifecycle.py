@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 from proxy_helpers import (
+    CLI,
     STUBBORN,
     Proxy,
     configure,
@@ -248,6 +250,37 @@ def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: 
     proxy.proc.send_signal(signal.SIGTERM)
     assert proxy.proc.wait(timeout=30) == 0
     assert ended(home.log_dir) == ["SIGTERM received"]
+
+
+def test_a_second_proxy_on_the_same_audit_directory_is_refused(make_home: Any) -> None:
+    """Two processes appending to one chain would break it (each continuing from its own
+    idea of the end): the second is refused, naming the first, and writes nothing there;
+    once the first is gone — even by SIGKILL — the directory can be used again."""
+    home = make_home()
+    first = home.start()
+    first.initialize()
+    before = {p.name: p.read_bytes() for p in home.log_dir.glob("*.jsonl")}
+    second = subprocess.run(
+        [str(CLI), "run"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env=home.env, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 13
+    last = second.stderr.strip().splitlines()[-1]
+    assert f"is in use by another mcp-acp process (pid {first.proc.pid})" in last
+    assert "give each backend's config file its own audit.log_dir" in last
+    assert {p.name: p.read_bytes() for p in home.log_dir.glob("*.jsonl")} == before
+    echoed = first.call("tools/call", {"name": "echo", "arguments": {"said": "still here"}})
+    assert "result" in echoed
+    first.proc.kill()
+    first.proc.wait()
+    third = home.start()
+    third.initialize()
+    third.proc.send_signal(signal.SIGTERM)
+    assert third.proc.wait(timeout=30) == 0
+    verify = subprocess.run(
+        [str(CLI), "audit", "verify"], capture_output=True, text=True, env=home.env, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_a_check_that_blocks_refuses_the_start_and_the_process_ends(make_home: Any) -> None:
