@@ -27,6 +27,13 @@ a resource's reads (``builtin-resource-quarantined``), a prompt's gets
 (``builtin-prompt-quarantined``); see ``mcp_acp.proxy.relay``. This is a screen for known
 markers, not a proof of innocence: instructions in plain words pass it, and the policy on
 arguments (paths, tools, URIs) is what holds whatever a description says.
+
+:func:`screen_result` reads a ``tools/call`` result (or the error answering one) with the
+same detectors — tags, control and invisible characters, not length: a result may well be
+long. It changes nothing in what is relayed; a finding marks the session as having seen
+untrusted content (see :mod:`mcp_acp.proxy.pep`). Its reading is bounded
+(:data:`MAX_RESULT_STRINGS`, :data:`MAX_RESULT_CHARS`): what lies beyond is not read, and
+is a finding itself (fail closed).
 """
 
 from __future__ import annotations
@@ -35,12 +42,23 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_FINDINGS", "MAX_STRING_BYTES", "screen_entry"]
+__all__ = [
+    "MAX_FINDINGS",
+    "MAX_RESULT_CHARS",
+    "MAX_RESULT_STRINGS",
+    "MAX_STRING_BYTES",
+    "screen_entry",
+    "screen_result",
+]
 
 MAX_STRING_BYTES = 8 * 1024
 #: Findings reported per entry (the first ones, in document order); one is enough to
 #: quarantine it.
 MAX_FINDINGS = 5
+#: Strings (keys included) and characters of one tool result that are read; past either,
+#: the rest is not read, and that is a finding.
+MAX_RESULT_STRINGS = 10_000
+MAX_RESULT_CHARS = 1024 * 1024
 
 _MAX_LABEL = 40
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
@@ -57,6 +75,9 @@ _INVISIBLE = re.compile(
     "\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0\U000e0000-\U000e007f]"
 )
 
+#: Any of the three, in one pass over a result's string (case-insensitive for the tags only).
+_ANY = re.compile(f"(?i:{_TAG.pattern})|{_CONTROL.pattern}|{_INVISIBLE.pattern}")
+
 
 def screen_entry(entry: dict[str, Any]) -> list[str]:
     """What in ``entry`` (one tool, resource, resource template or prompt of a list result)
@@ -71,6 +92,44 @@ def screen_entry(entry: dict[str, Any]) -> list[str]:
             findings.append(f"{where or 'a key'}: {finding}")
             if len(findings) == MAX_FINDINGS:
                 break
+    return findings
+
+
+def screen_result(value: Any, where: str = "result") -> list[str]:
+    """What in ``value`` (a ``tools/call`` result, or a JSON-RPC error) carries a
+    hidden-instruction tag, a control character or an invisible character, as ``"<where>:
+    <what>"`` lines (at most :data:`MAX_FINDINGS`); length is no finding. Reads at most
+    :data:`MAX_RESULT_STRINGS` strings and :data:`MAX_RESULT_CHARS` characters: if there is
+    more, the last line says it was not all scanned."""
+    findings: list[str] = []
+    strings = chars = 0
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        at, item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in reversed(list(item.items())):
+                stack.append((f"{at}.{_label(key)}", inner))
+                stack.append((f"{at}.{_label(key)} (the key)", key))
+            continue
+        if isinstance(item, list):
+            stack.extend((f"{at}[{n}]", inner) for n, inner in reversed(list(enumerate(item))))
+            continue
+        if not isinstance(item, str):
+            continue
+        strings += 1
+        chars += len(item)
+        if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
+            findings.append(
+                f"{at}: not all scanned (more than {MAX_RESULT_STRINGS:,} strings or "
+                f"{MAX_RESULT_CHARS:,} characters)"
+            )
+            break
+        if _ANY.search(item) is not None:
+            finding = _finding(item, length=False)
+            if finding is not None:
+                findings.append(f"{at}: {finding}")
+                if len(findings) == MAX_FINDINGS:
+                    break
     return findings
 
 
@@ -94,9 +153,9 @@ def _label(key: str) -> str:
     return key if _PLAIN_KEY.fullmatch(key) else ascii(key[:_MAX_LABEL])
 
 
-def _finding(text: str) -> str | None:
+def _finding(text: str, *, length: bool = True) -> str | None:
     # a string of up to MAX_STRING_BYTES / 4 characters fits (4 bytes a character at most)
-    if len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > (
+    if length and len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > (
         MAX_STRING_BYTES
     ):
         return f"longer than {MAX_STRING_BYTES // 1024} KiB"
