@@ -155,8 +155,10 @@ def _label(key: str) -> str:
 
 def _finding(text: str, *, length: bool = True) -> str | None:
     # a string of up to MAX_STRING_BYTES / 4 characters fits (4 bytes a character at most)
-    if length and len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > (
-        MAX_STRING_BYTES
+    if (
+        length
+        and len(text) > MAX_STRING_BYTES // 4
+        and len(text.encode("utf-8", "surrogatepass")) > (MAX_STRING_BYTES)
     ):
         return f"longer than {MAX_STRING_BYTES // 1024} KiB"
     if (tag := _TAG.search(text)) is not None:
