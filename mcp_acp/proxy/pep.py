@@ -414,6 +414,7 @@ class EnforcementPoint:
                 annotations=annotations,
                 backend_identity=self.backend_identity,
                 resolve_paths=False,
+                untrusted_content_seen=self.exposure is not None,
             )
             paths = request.resource.paths
             if paths:

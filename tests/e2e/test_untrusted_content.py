@@ -24,7 +24,16 @@ PEER = Path(__file__).parent / "peers" / "recording_server.py"
 POLICY = {
     "version": "1",
     "rules": [
-        {"id": "tools", "effect": "allow", "conditions": {"tool_name": ["echo", "fetch", "save"]}}
+        {
+            "id": "tools",
+            "effect": "allow",
+            "conditions": {"tool_name": ["echo", "fetch", "save", "frobnicate"]},
+        },
+        {
+            "id": "no-frobnicating-after-the-web",
+            "effect": "deny",
+            "conditions": {"tool_name": "frobnicate", "untrusted_content_seen": True},
+        },
     ],
 }
 #: ``save`` writes, as far as the proxy knows (a config registry entry says so).
@@ -163,9 +172,12 @@ def test_after_a_fetch_a_write_asks_and_a_read_passes(session: Any) -> None:
 
 def test_the_deny_approver_denies_writes_after_untrusted_content(session: Any) -> None:
     """Headless: the escalated write is denied, and never reaches the backend; a call the
-    policy denies stays the policy's denial."""
+    policy denies stays the policy's denial; a rule can test ``untrusted_content_seen``."""
     run = session()
+    assert run.result("frobnicate")["content"][0]["text"] == "frobnicated"
     run.result("fetch", url="https://example.org/")
+    after = run.proxy.answer(run.call("frobnicate"))["error"]  # the policy sees it too
+    assert after["data"] == {"rule": "no-frobnicating-after-the-web"}
     write = run.call("save", text="exfiltrate")
     denied = run.proxy.answer(write)["error"]
     assert denied["code"] == DENIED
@@ -175,7 +187,7 @@ def test_the_deny_approver_denies_writes_after_untrusted_content(session: Any) -
     assert other["data"] == {"rule": None}  # the policy's default deny, not escalated
     assert run.result("echo", text="still reads")["content"][0]["text"] == "still reads"
     assert run.proxy.close() == 0
-    assert run.received_calls() == ["fetch", "echo"]
+    assert run.received_calls() == ["frobnicate", "fetch", "echo"]
     (decision,) = run.decisions("save")
     assert (decision["effect"], decision["rule_id"], decision["final_effect"]) == (
         "ask",

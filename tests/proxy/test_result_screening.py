@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
+from policy_helpers import make_engine, make_request
 
+from mcp_acp.models import Effect, Provenance
+from mcp_acp.policy.model import PolicyFile
 from mcp_acp.proxy.screening import (
     MAX_FINDINGS,
     MAX_RESULT_CHARS,
@@ -99,3 +103,25 @@ def test_fetch_and_open_world_tools_return_untrusted_content() -> None:
 
     mail = ToolEntry(tool="read_mail", operations=["read"], side_effects=["untrusted_content"])
     assert ToolRegistry.default([mail]).facts("read_mail").side_effects == {"untrusted_content"}
+
+
+def test_a_policy_can_match_whether_untrusted_content_was_seen() -> None:
+    """``untrusted_content_seen`` is an environment attribute (derived) a rule can test."""
+
+    rule = {
+        "id": "no-mail-after-web",
+        "effect": "deny",
+        "conditions": {"tool_name": "send_mail", "untrusted_content_seen": True},
+    }
+    engine = make_engine(rule, {"id": "mail", "effect": "allow", "conditions": {"tool_name": "*"}})
+    clean = make_request(tool="send_mail")
+    assert engine.decide(clean).effect is Effect.ALLOW
+    environment = attrs.evolve(clean.environment, untrusted_content_seen=True)
+    seen = attrs.evolve(clean, environment=environment)
+    decision = engine.decide(seen)
+    assert (decision.effect, decision.rule_id) == (Effect.DENY, "no-mail-after-web")
+    assert seen.provenance_of("environment.untrusted_content_seen") is Provenance.DERIVED
+    assert (
+        "untrusted_content_seen"
+        in PolicyFile.model_json_schema()["$defs"]["Conditions"]["properties"]
+    )
