@@ -75,8 +75,8 @@ _INVISIBLE = re.compile(
     "\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0\U000e0000-\U000e007f]"
 )
 
-#: Any of the three, in one pass over a result's string (case-insensitive for the tags only).
-_ANY = re.compile(f"(?i:{_TAG.pattern})|{_CONTROL.pattern}|{_INVISIBLE.pattern}")
+#: A control or an invisible character, in one pass over a result's string (one class).
+_CHARS = re.compile(_CONTROL.pattern[:-1] + _INVISIBLE.pattern[1:])
 
 
 def screen_entry(entry: dict[str, Any]) -> list[str]:
@@ -124,13 +124,26 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
                 f"{MAX_RESULT_CHARS:,} characters)"
             )
             break
-        if _ANY.search(item) is not None:
-            finding = _finding(item, length=False)
-            if finding is not None:
-                findings.append(f"{at}: {finding}")
-                if len(findings) == MAX_FINDINGS:
-                    break
+        finding = _result_finding(item)
+        if finding is not None:
+            findings.append(f"{at}: {finding}")
+            if len(findings) == MAX_FINDINGS:
+                break
     return findings
+
+
+def _result_finding(text: str) -> str | None:
+    """:func:`_finding` but length, in as few passes as may be: results are on the hot path
+    and can be long. A tag needs a ``<``; ASCII text has no invisible character."""
+    if "<" in text and (tag := _TAG.search(text)) is not None:
+        return f"a hidden-instruction tag {tag.group()!r}"
+    found = (_CONTROL if text.isascii() else _CHARS).search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if _CONTROL.match(char) is not None:
+        return f"control character U+{ord(char):04X}"
+    return f"invisible or bidirectional-control character U+{ord(char):04X}"
 
 
 def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -153,12 +166,10 @@ def _label(key: str) -> str:
     return key if _PLAIN_KEY.fullmatch(key) else ascii(key[:_MAX_LABEL])
 
 
-def _finding(text: str, *, length: bool = True) -> str | None:
+def _finding(text: str) -> str | None:
     # a string of up to MAX_STRING_BYTES / 4 characters fits (4 bytes a character at most)
-    if (
-        length
-        and len(text) > MAX_STRING_BYTES // 4
-        and len(text.encode("utf-8", "surrogatepass")) > (MAX_STRING_BYTES)
+    if len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > (
+        MAX_STRING_BYTES
     ):
         return f"longer than {MAX_STRING_BYTES // 1024} KiB"
     if (tag := _TAG.search(text)) is not None:

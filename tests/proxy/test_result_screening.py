@@ -47,6 +47,7 @@ def test_plain_results_have_no_findings(text: str) -> None:
             "result.content[1].text: a hidden-instruction tag '<IMPORTANT>'",
         ),
         (text_result("red \x1b[31mtext"), "result.content[0].text: control character U+001B"),
+        (text_result("Größe \x07 bell"), "result.content[0].text: control character U+0007"),
         (
             text_result("flip\u202e"),
             "result.content[0].text: invisible or bidirectional-control character U+202E",
