@@ -46,6 +46,7 @@ __all__ = [
     "MAX_FINDINGS",
     "MAX_RESULT_CHARS",
     "MAX_RESULT_STRINGS",
+    "MAX_RESULT_VALUES",
     "MAX_STRING_BYTES",
     "screen_entry",
     "screen_result",
@@ -59,6 +60,8 @@ MAX_FINDINGS = 5
 #: the rest is not read, and that is a finding.
 MAX_RESULT_STRINGS = 10_000
 MAX_RESULT_CHARS = 1024 * 1024
+#: Values (of every kind: numbers too) in the result's objects and arrays that are walked.
+MAX_RESULT_VALUES = 100_000
 
 _MAX_LABEL = 40
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
@@ -99,13 +102,19 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
     """What in ``value`` (a ``tools/call`` result, or a JSON-RPC error) carries a
     hidden-instruction tag, a control character or an invisible character, as ``"<where>:
     <what>"`` lines (at most :data:`MAX_FINDINGS`); length is no finding. Reads at most
-    :data:`MAX_RESULT_STRINGS` strings and :data:`MAX_RESULT_CHARS` characters: if there is
-    more, the last line says it was not all scanned."""
+    :data:`MAX_RESULT_STRINGS` strings and :data:`MAX_RESULT_CHARS` characters, and walks at
+    most :data:`MAX_RESULT_VALUES` values: if there is more, the last line says it was not
+    all scanned."""
     findings: list[str] = []
-    strings = chars = 0
+    strings = chars = values = 0
     stack: list[tuple[str, Any]] = [(where, value)]
     while stack:
         at, item = stack.pop()
+        if isinstance(item, dict | list):
+            values += len(item)
+            if values > MAX_RESULT_VALUES:  # checked before its items are taken up
+                findings.append(f"{at}: not all scanned (more than {MAX_RESULT_VALUES:,} values)")
+                break
         if isinstance(item, dict):
             for key, inner in reversed(list(item.items())):
                 stack.append((f"{at}.{_label(key)}", inner))

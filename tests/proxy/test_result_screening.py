@@ -17,6 +17,7 @@ from mcp_acp.proxy.screening import (
     MAX_FINDINGS,
     MAX_RESULT_CHARS,
     MAX_RESULT_STRINGS,
+    MAX_RESULT_VALUES,
     screen_result,
 )
 from mcp_acp.tools import ToolEntry, ToolRegistry
@@ -125,4 +126,13 @@ def test_a_policy_can_match_whether_untrusted_content_was_seen() -> None:
     assert (
         "untrusted_content_seen"
         in PolicyFile.model_json_schema()["$defs"]["Conditions"]["properties"]
+    )
+
+
+def test_too_many_values_is_a_finding() -> None:
+    """Numbers carry no text, but walking them costs: the walk is bounded too."""
+    assert screen_result({"structuredContent": {"n": [0] * (MAX_RESULT_VALUES - 10)}}) == []
+    (found,) = screen_result({"structuredContent": {"n": [0] * (MAX_RESULT_VALUES + 1)}})
+    assert found == (
+        f"result.structuredContent.n: not all scanned (more than {MAX_RESULT_VALUES:,} values)"
     )
