@@ -521,6 +521,14 @@ class ProxySection(_Section):
         "like a credential (a private key, a JWT, a GitHub token, an AWS key id, a bearer "
         "credential) goes to the approver first, and is never remembered. 'off': it does not.",
     )
+    untrusted_content: Literal["ask", "off"] = Field(
+        default="ask",
+        description="'ask': once the session has seen untrusted content (a call of a tool "
+        "with the side effect untrusted_content was forwarded, or a tool result carried "
+        "hidden-instruction markers), a tools/call the policy allows that writes, deletes, "
+        "executes or has the side effect network_egress goes to the approver first, and is "
+        "never remembered. 'off': it does not (recorded at start).",
+    )
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     socket_dir: ConfigPath | None = Field(
         default=None,

@@ -183,6 +183,8 @@ class Environment:
     mcp_client_name: str | None = None
     mcp_client_version: str | None = None
     posture: Mapping[str, PostureStatus] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+    #: the session has seen untrusted content (see mcp_acp.proxy.pep): derived by the proxy
+    untrusted_content_seen: bool = False
 
 
 @attrs.frozen(slots=True)

@@ -53,6 +53,7 @@ PROVENANCE: Mapping[str, Provenance] = {
     "environment.posture": Provenance.DERIVED,
     "environment.mcp_client_name": Provenance.CLIENT_HINT,
     "environment.mcp_client_version": Provenance.CLIENT_HINT,
+    "environment.untrusted_content_seen": Provenance.DERIVED,
 }
 #: The same, for a backend that proved its identity in a verified TLS handshake. Without
 #: one, ``resource.backend_identity`` has no entry and counts as a client hint.
@@ -104,6 +105,7 @@ def build_decision_request(
     backend_identity: tuple[str, ...] = (),
     now: datetime | None = None,
     resolve_paths: bool = True,
+    untrusted_content_seen: bool = False,
 ) -> DecisionRequest:
     """Everything the policy engine needs about one MCP message, with provenance.
 
@@ -161,6 +163,7 @@ def build_decision_request(
             mcp_client_name=client_name,
             mcp_client_version=client_version,
             posture=posture or {},
+            untrusted_content_seen=untrusted_content_seen,
         ),
         provenance=_WITH_BACKEND_IDENTITY if backend_identity else PROVENANCE,
     )

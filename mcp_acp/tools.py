@@ -10,7 +10,11 @@ in this order, from
    execute, …);
 3. the server's MCP tool annotations, which are untrusted hints and may only *raise* risk:
    ``destructiveHint`` adds delete, ``readOnlyHint: false`` adds write, ``openWorldHint``
-   adds network egress. ``readOnlyHint: true`` never removes anything.
+   adds network egress and untrusted content. ``readOnlyHint: true`` never removes anything.
+
+The side effect ``untrusted_content`` says a tool's results carry content from outside the
+user's control (web pages, fetched URLs, issues, mail): once the proxy forwards a call of
+one, the session has seen untrusted content (see :mod:`mcp_acp.proxy.pep`).
 
 A tool nothing recognises has no operations — and an unknown operation never matches a rule
 that names operations.
@@ -38,12 +42,16 @@ from mcp_acp.policy.paths import AmbiguousPathError, file_uri_to_path
 
 __all__ = [
     "GENERIC_PATH_ARGUMENTS",
+    "UNTRUSTED_CONTENT",
     "ToolEntry",
     "ToolFacts",
     "ToolRegistry",
 ]
 
 PathRole = Literal["path", "source", "dest"]
+
+#: The side effect of a tool whose results carry content from outside the user's control.
+UNTRUSTED_CONTENT = "untrusted_content"
 
 #: Argument names that always hold paths, whatever the tool (a registry entry adds to them).
 GENERIC_PATH_ARGUMENTS: Mapping[str, PathRole] = {
@@ -328,8 +336,8 @@ def _raise_by_annotations(facts: ToolFacts, annotations: Mapping[str, Any]) -> T
         operations.add("delete")
     if annotations.get("readOnlyHint") is False:
         operations.add("write")
-    if annotations.get("openWorldHint") is True:
-        side_effects.add("network_egress")
+    if annotations.get("openWorldHint") is True:  # it reaches, and reads, the open world
+        side_effects.update(("network_egress", UNTRUSTED_CONTENT))
     if operations == facts.operations and side_effects == facts.side_effects:
         return facts
     return attrs.evolve(

@@ -183,6 +183,8 @@ def rule_matches(c: Conditions, deny: bool, request: DecisionRequest, seen: View
             tests.append(
                 bool(uri_allow) and all(any(path_glob(p, v) for p in c.uri) for v in uri_allow)
             )
+    if c.untrusted_content_seen is not None:
+        tests.append(env.untrusted_content_seen is c.untrusted_content_seen)
     if c.posture is not None:
         passed = {k for k, v in env.posture.items() if v == PostureStatus.PASS}
         tests.append(len(c.posture) > 0 and all(x in passed for x in c.posture))

@@ -218,6 +218,11 @@ class OperationEvent(AuditEvent):
         "(cancelled while its decision was being recorded, the audit trail failed): a "
         "later record of the same request, outcome denied, saying why.",
     )
+    findings: list[str] | None = Field(
+        default=None,
+        description="On a tools/call answer: the hidden-instruction markers screening found "
+        "in it (relayed unchanged; the session has seen untrusted content).",
+    )
 
 
 class AuthEvent(AuditEvent):

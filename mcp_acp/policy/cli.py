@@ -55,6 +55,7 @@ class CaseRequest(BaseModel):
         "(as the proxy reads them with mTLS; provenance mtls).",
     )
     time: datetime | None = None
+    untrusted_content_seen: bool = False
 
     @field_validator("backend_identity")
     @classmethod
@@ -100,6 +101,7 @@ class CaseRequest(BaseModel):
             annotations=self.annotations or None,
             backend_identity=tuple(self.backend_identity),
             now=self.time,
+            untrusted_content_seen=self.untrusted_content_seen,
         )
 
 

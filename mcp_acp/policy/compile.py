@@ -146,6 +146,24 @@ class _OneOf(Check):
         return f"{self.label} {self._get(view)} {verb} {_fmt(sorted(self.values))}"
 
 
+class _Flag(Check):
+    """A yes-or-no attribute that must have the given value."""
+
+    __slots__ = ("_get", "label", "value")
+
+    def __init__(self, field: str, attribute: str, label: str, value: bool, get: Getter) -> None:
+        super().__init__(field, attribute)
+        self.label = label
+        self.value = value
+        self._get = get
+
+    def test(self, view: RequestView) -> bool:
+        return bool(self._get(view)) is self.value
+
+    def describe(self, view: RequestView) -> str:
+        return f"{self.label}: {'yes' if self._get(view) else 'no'}"
+
+
 class _SetCheck(Check):
     """A set-valued attribute: ``any`` (overlap), ``all`` (has every listed value) or
     ``subset`` (non-empty, and every value it has is listed — for allow rules)."""
@@ -638,6 +656,16 @@ def _checks(conditions: Conditions, effect: Effect) -> list[Check]:
                 c.posture,
                 attrgetter("passed_posture"),
                 "all",
+            )
+        )
+    if c.untrusted_content_seen is not None:
+        checks.append(
+            _Flag(
+                "untrusted_content_seen",
+                "environment.untrusted_content_seen",
+                "untrusted content seen",
+                c.untrusted_content_seen,
+                attrgetter("untrusted_content_seen"),
             )
         )
     if c.time is not None:

@@ -61,6 +61,7 @@ FIELD_ATTRIBUTES: dict[str, str] = {
     "mcp_client_name": "environment.mcp_client_name",
     "mcp_client_version": "environment.mcp_client_version", "time": "environment.time",
     "posture": "environment.posture",
+    "untrusted_content_seen": "environment.untrusted_content_seen",
 }  # fmt: skip
 _GROUPS = ("subject", "action", "resource", "environment")
 
@@ -198,6 +199,11 @@ class Conditions(_Strict):
     mcp_client_version: AnyOf | None = None
     time: TimeWindow | None = None
     posture: AnyOf | None = Field(default=None, description="Checks that must have passed.")
+    untrusted_content_seen: bool | None = Field(
+        default=None,
+        description="Whether the session has seen untrusted content (a tool returning it "
+        "was called, or a tool result carried hidden-instruction markers).",
+    )
     # provenance
     min_provenance: dict[str, ProvenanceName] | None = Field(
         default=None,

@@ -53,6 +53,7 @@ class RequestView:
         "side_effects",
         "tool",
         "tool_skeleton",
+        "untrusted_content_seen",
         "uri",
         "uri_deny_views",
         "uri_views",
@@ -80,6 +81,7 @@ class RequestView:
             if env.posture
             else frozenset()
         )
+        self.untrusted_content_seen = env.untrusted_content_seen
         self.ambiguous: str | None = None
         #: the URI's normal form (and where a file: URI's path really leads), and the forms
         #: a deny rule sees; both empty without a URI

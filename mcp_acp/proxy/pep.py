@@ -12,6 +12,15 @@ binding violation: the request is denied and the verdict carries the error the p
 down with. A decision cut short — the client cancels the request, or the session ends (a
 signal, the backend gone, a fail-closed shutdown) while it is decided or a human is asked —
 is a recorded denial too, naming what cut it short.
+
+Untrusted content (the "toxic agent flow"): the session becomes *exposed* — once, for the
+rest of the session, remembering the first cause — when a ``tools/call`` of a tool with the
+side effect ``untrusted_content`` is allowed (before it is forwarded: its content may come
+back at any moment), or when the relay finds hidden-instruction markers in a tool's result
+(:meth:`EnforcementPoint.expose`). From then on a ``tools/call`` allowed without a human
+seeing it (by the policy, or a remembered approval) that writes, deletes, executes or has
+the side effect ``network_egress`` goes to a human first (``builtin-untrusted-content``,
+never remembered), unless ``proxy.untrusted_content`` is ``off``.
 """
 
 from __future__ import annotations
@@ -46,12 +55,13 @@ from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLi
 from mcp_acp.proxy.summary import approval_arguments, approval_summary
 from mcp_acp.request import build_decision_request, resolve_path_arguments
 from mcp_acp.shutdown import ShutdownCoordinator
-from mcp_acp.tools import ToolRegistry
+from mcp_acp.tools import UNTRUSTED_CONTENT, ToolRegistry
 
 __all__ = [
     "BuildError",
     "Companion",
     "EnforcementPoint",
+    "Exposure",
     "Limits",
     "Session",
     "Verdict",
@@ -64,6 +74,8 @@ log = logging.getLogger(__name__)
 Companion = Callable[[bool], AuditEvent | None] | None
 #: Messages dropped by the flood guards are recorded together, this long after the first.
 DROPPED_REPORT_SECONDS = 1.0
+#: Operations that, after untrusted content, go to a human (with side effect network_egress).
+RISKY_OPERATIONS = frozenset({"write", "delete", "execute"})
 #: At a fail-closed shutdown, how long recording the decisions cut short (and, in the
 #: relay, answering them) may hold up the exit, each.
 AT_EXIT_SECONDS = 1.0
@@ -107,6 +119,19 @@ class Session:
             name, version = info.get("name"), info.get("version")
             self.client_name = name if isinstance(name, str) else self.client_name
             self.client_version = version if isinstance(version, str) else self.client_version
+
+
+@attrs.frozen(slots=True)
+class Exposure:
+    """Why the session has seen untrusted content: the first cause — the tool, its request,
+    and why (the tool returns untrusted content; its result carries a marker)."""
+
+    tool: str
+    request_id: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.tool}, request {self.request_id}: {self.why}"
 
 
 @attrs.frozen(slots=True)
@@ -236,6 +261,7 @@ class EnforcementPoint:
         shutdown: ShutdownCoordinator | None = None,
         unhealthy: Callable[[], str | None] | None = None,
         outbound_secrets: str = "ask",
+        untrusted_content: str = "ask",
     ) -> None:
         self.engine = engine
         self.trail = trail
@@ -253,6 +279,12 @@ class EnforcementPoint:
         #: "ask": a tools/call the policy allows whose arguments carry a credential's shape
         #: (redact.secret_kinds) goes to a human (builtin-secret-outbound); "off": it does not
         self.outbound_secrets = outbound_secrets
+        #: "ask": once the session is exposed, a tools/call the policy allows that writes,
+        #: deletes, executes or egresses goes to a human (builtin-untrusted-content); "off":
+        #: it does not (the exposure is still tracked and recorded)
+        self.untrusted_content = untrusted_content
+        #: Why the session has seen untrusted content, once it has (see :meth:`expose`).
+        self.exposure: Exposure | None = None
         self.counts = {"allowed": 0, "denied": 0, "asked": 0}
         #: Why the session is ending, once it is: the reason recorded for the decisions it
         #: cuts short (set by whoever ends it: the relay, the proxy on a signal).
@@ -275,6 +307,25 @@ class EnforcementPoint:
         log.error("session ends: %s", error)
         if self.shutdown is not None:
             self.shutdown.trigger(error)
+
+    def expose(self, tool: str, request_id: Any, why: str) -> bool:
+        """The session has seen untrusted content: ``tool``'s call ``request_id``, because
+        ``why``. The first cause is kept for the rest of the session, and recorded once
+        (``session_exposed``, handed to the trail like a relayed answer); later ones change
+        nothing. Whether this call exposed the session."""
+        if self.exposure is not None:
+            return False
+        self.exposure = Exposure(tool, str(request_id), why)
+        log.warning("the session has seen untrusted content (%s)", self.exposure)
+        self.trail.record_soon(
+            SystemEvent(
+                event="session_exposed",
+                session_id=self.session.id,
+                request_id=str(request_id),
+                detail={"tool": tool, "why": why, "escalation": self.untrusted_content},
+            )
+        )
+        return True
 
     def policy_reloaded(self) -> None:
         """A new policy: approvals remembered under the old one no longer hold, and an
@@ -363,6 +414,7 @@ class EnforcementPoint:
                 annotations=annotations,
                 backend_identity=self.backend_identity,
                 resolve_paths=False,
+                untrusted_content_seen=self.exposure is not None,
             )
             paths = request.resource.paths
             if paths:
@@ -628,12 +680,21 @@ class EnforcementPoint:
             else:
                 answer = await self._ask_human(deciding, request, decision)
                 seen = True
-        # a credential going out: asked about unless a human saw this very call (not for the
-        # policy's allow, nor for a remembered approval: a human saw the same call before)
-        if answer.allowed and not seen and (why := self._credentials(deciding)):
-            answer = await self._escalate(
-                deciding, request, answer.decision, "builtin-secret-outbound", why
-            )
+        # a credential going out, or a risky call after untrusted content: asked about unless
+        # a human saw this very call (not for the policy's allow, nor for a remembered
+        # approval: a human saw the same call before, not in this session's state)
+        if answer.allowed and not seen:
+            found = [
+                (rule, why)
+                for rule, why in (
+                    ("builtin-secret-outbound", self._credentials(deciding)),
+                    ("builtin-untrusted-content", self._exposed(deciding, request)),
+                )
+                if why
+            ]
+            if found:  # one question, naming every reason
+                why = "; ".join(why for _, why in found)
+                answer = await self._escalate(deciding, request, answer.decision, found[0][0], why)
         tool = request.action.tool_name
         if answer.allowed and tool is not None and method == "tools/call":
             calls = self.limits.tool_calls.exceeded(tool)
@@ -648,6 +709,9 @@ class EnforcementPoint:
             if answer.allowed:
                 self.limits.tool_calls.count(tool)
         allowed = answer.allowed
+        if allowed and tool is not None and UNTRUSTED_CONTENT in request.action.side_effects:
+            # before the call is forwarded: its content may come back at any moment
+            self.expose(tool, request_id, "the tool returns untrusted content")
         record = DecisionEvent.of(request, answer.decision, **answer.extra)
         await self._record(deciding, record, allowed)
         self.counts["allowed" if allowed else "denied"] += 1
@@ -674,6 +738,18 @@ class EnforcementPoint:
         return await self._ask_human(
             deciding, request, escalation, not_remembered=f"never remembered: {rule_id}"
         )
+
+    def _exposed(self, deciding: _Deciding, request: DecisionRequest) -> str:
+        """Why a ``tools/call`` that writes, deletes, executes or has the side effect
+        ``network_egress`` needs a human: the session has seen untrusted content; "" if it
+        has not, if the call does none of these, or if the check is off."""
+        exposure = self.exposure
+        if exposure is None or self.untrusted_content != "ask" or deciding.method != "tools/call":
+            return ""
+        action = request.action
+        if action.operations & RISKY_OPERATIONS or "network_egress" in action.side_effects:
+            return f"the session has seen untrusted content ({exposure})"
+        return ""
 
     def _credentials(self, deciding: _Deciding) -> str:
         """What a ``tools/call``'s arguments carry that looks like a credential (or that was

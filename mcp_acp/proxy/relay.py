@@ -24,6 +24,12 @@ backend goes away — is denied on record (:meth:`EnforcementPoint.check`), with
 At a fail-closed shutdown the process exits from the shutdown coordinator, without the
 event loop: the enforcement point records those denials there, and the relay answers the
 requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
+
+A ``tools/call`` answer (its result, or its error) is screened before it is relayed
+(:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, control and
+invisible characters; bounded). It is relayed unchanged all the same; a finding exposes the
+session to untrusted content (:meth:`EnforcementPoint.expose`), and the answer's operation
+record lists the findings.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from mcp_acp.proxy.messages import (
 )
 from mcp_acp.proxy.pep import AT_EXIT_SECONDS, EnforcementPoint
 from mcp_acp.proxy.pins import ToolPins, backend_ref
-from mcp_acp.proxy.screening import screen_entry
+from mcp_acp.proxy.screening import screen_entry, screen_result
 
 __all__ = ["ClientWriter", "Relay"]
 
@@ -253,6 +259,8 @@ class Relay:
         self._lost: str | None = None
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
+        # of those, tools/call request id -> tool name: whose answer it is, when screened
+        self._calling: dict[Any, str] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -658,10 +666,14 @@ class Relay:
             await self._refuse_unrecorded(message, self.trail.failed)
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
+        if message.method == "tools/call":
+            name = message.params.get("name")
+            self._calling[message.id] = name if isinstance(name, str) else repr(name)
         try:
             await self.channel.send(message)
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
+            self._calling.pop(message.id, None)
             text = f"cannot forward this request to the backend: {exc} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
 
@@ -732,6 +744,7 @@ class Relay:
                 # nothing: never relayed (a copy of a list would pass unfiltered)
                 self.pep.drop("backend", "response to no request")
                 return
+            tool = self._calling.get(message.id)
             method, took = self._answered(message.id)
             decided = method in _LISTS or _asks_for_input(message)
             if self.trail.failed is not None:
@@ -739,10 +752,12 @@ class Relay:
             elif decided and message.ambiguous is not None:
                 await self._refuse_answer(message, method, took)
             elif decided:
-                self._spawn(self._backend_response(message, method, took))
-            else:  # the usual case: relayed as is, in order, then recorded
+                findings = self._screen_answer(message, tool)
+                self._spawn(self._backend_response(message, method, took, findings))
+            else:  # the usual case: screened, relayed as is, in order, then recorded
+                findings = self._screen_answer(message, tool)
                 await self._send_client(message.raw)
-                self._record_response(message.body, message.id, method, took)
+                self._record_response(message.body, message.id, method, took, findings)
         elif message.ambiguous is not None and message.kind == "request":
             log.warning("backend request refused: %s", message.ambiguous)
             answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
@@ -780,7 +795,24 @@ class Relay:
         """The request ``request_id`` is answered: no longer in flight. Its method, and the
         milliseconds since it was sent to the backend (the record's ``duration_ms``)."""
         method, sent = self._in_flight.pop(request_id)
+        self._calling.pop(request_id, None)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
+
+    def _screen_answer(self, message: Message, tool: str | None) -> list[str]:
+        """What the backend's answer to ``tool``'s call (None: not a ``tools/call``) carries
+        that marks it untrusted — read before it reaches the client, so that the client's
+        next request is decided knowing it. Any finding exposes the session."""
+        if tool is None:
+            return []
+        body = message.body
+        findings = (
+            screen_result(body["result"], "result")
+            if "result" in body
+            else screen_result(body.get("error"), "error")
+        )
+        if findings:
+            self.pep.expose(tool, message.id, f"its result carries {findings[0]}")
+        return findings
 
     async def _withhold_answer(self, request_id: Any, method: str | None, took: float) -> None:
         """The audit trail has failed, and the process ends in a moment: the backend's answer
@@ -803,7 +835,9 @@ class Relay:
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
         self._record_response(message.body, message.id, method, took)
 
-    async def _backend_response(self, message: Message, method: str | None, took: float) -> None:
+    async def _backend_response(
+        self, message: Message, method: str | None, took: float, findings: list[str]
+    ) -> None:
         if not await self._input_requests_allowed(message, method):
             return
         body = message.body
@@ -821,21 +855,31 @@ class Relay:
             await self._withhold_answer(message.id, method, took)
             return
         await self._send_client(data)
-        self._record_response(body, message.id, method, took)
+        self._record_response(body, message.id, method, took, findings)
 
     def _record_response(
-        self, body: dict[str, Any], request_id: Any, method: str | None, took: float
+        self,
+        body: dict[str, Any],
+        request_id: Any,
+        method: str | None,
+        took: float,
+        findings: list[str] | None = None,
     ) -> None:
         """The request's decision was durable before it was forwarded; its response is
         recorded as it is relayed: handed to the trail once the answer is on its way (in the
         same loop step, unless the client is not reading), and committed at the next loop
         iteration — so building the record is not part of the client's wait. If that record
         fails, the trail fails: the event goes to the fallback file and the proxy shuts
-        down."""
-        self.trail.record_soon(self._response_event(body, request_id, method, took))
+        down. ``findings``: what screening a ``tools/call`` answer found in it."""
+        self.trail.record_soon(self._response_event(body, request_id, method, took, findings))
 
     def _response_event(
-        self, body: dict[str, Any], request_id: Any, method: str | None, took: float
+        self,
+        body: dict[str, Any],
+        request_id: Any,
+        method: str | None,
+        took: float,
+        findings: list[str] | None = None,
     ) -> OperationEvent:
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
@@ -851,6 +895,7 @@ class Relay:
             # a backend may send any JSON here; the record's schema says integer
             error_code=code if type(code) is int else None,
             duration_ms=took,
+            findings=findings or None,
         )
 
     async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:

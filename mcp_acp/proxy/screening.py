@@ -27,6 +27,13 @@ a resource's reads (``builtin-resource-quarantined``), a prompt's gets
 (``builtin-prompt-quarantined``); see ``mcp_acp.proxy.relay``. This is a screen for known
 markers, not a proof of innocence: instructions in plain words pass it, and the policy on
 arguments (paths, tools, URIs) is what holds whatever a description says.
+
+:func:`screen_result` reads a ``tools/call`` result (or the error answering one) with the
+same detectors — tags, control and invisible characters, not length: a result may well be
+long. It changes nothing in what is relayed; a finding marks the session as having seen
+untrusted content (see :mod:`mcp_acp.proxy.pep`). Its reading is bounded
+(:data:`MAX_RESULT_STRINGS`, :data:`MAX_RESULT_CHARS`): what lies beyond is not read, and
+is a finding itself (fail closed).
 """
 
 from __future__ import annotations
@@ -35,12 +42,26 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_FINDINGS", "MAX_STRING_BYTES", "screen_entry"]
+__all__ = [
+    "MAX_FINDINGS",
+    "MAX_RESULT_CHARS",
+    "MAX_RESULT_STRINGS",
+    "MAX_RESULT_VALUES",
+    "MAX_STRING_BYTES",
+    "screen_entry",
+    "screen_result",
+]
 
 MAX_STRING_BYTES = 8 * 1024
 #: Findings reported per entry (the first ones, in document order); one is enough to
 #: quarantine it.
 MAX_FINDINGS = 5
+#: Strings (keys included) and characters of one tool result that are read; past either,
+#: the rest is not read, and that is a finding.
+MAX_RESULT_STRINGS = 10_000
+MAX_RESULT_CHARS = 1024 * 1024
+#: Values (of every kind: numbers too) in the result's objects and arrays that are walked.
+MAX_RESULT_VALUES = 100_000
 
 _MAX_LABEL = 40
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
@@ -57,6 +78,9 @@ _INVISIBLE = re.compile(
     "\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0\U000e0000-\U000e007f]"
 )
 
+#: A control or an invisible character, in one pass over a result's string (one class).
+_CHARS = re.compile(_CONTROL.pattern[:-1] + _INVISIBLE.pattern[1:])
+
 
 def screen_entry(entry: dict[str, Any]) -> list[str]:
     """What in ``entry`` (one tool, resource, resource template or prompt of a list result)
@@ -72,6 +96,63 @@ def screen_entry(entry: dict[str, Any]) -> list[str]:
             if len(findings) == MAX_FINDINGS:
                 break
     return findings
+
+
+def screen_result(value: Any, where: str = "result") -> list[str]:
+    """What in ``value`` (a ``tools/call`` result, or a JSON-RPC error) carries a
+    hidden-instruction tag, a control character or an invisible character, as ``"<where>:
+    <what>"`` lines (at most :data:`MAX_FINDINGS`); length is no finding. Reads at most
+    :data:`MAX_RESULT_STRINGS` strings and :data:`MAX_RESULT_CHARS` characters, and walks at
+    most :data:`MAX_RESULT_VALUES` values: if there is more, the last line says it was not
+    all scanned."""
+    findings: list[str] = []
+    strings = chars = values = 0
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        at, item = stack.pop()
+        if isinstance(item, dict | list):
+            values += len(item)
+            if values > MAX_RESULT_VALUES:  # checked before its items are taken up
+                findings.append(f"{at}: not all scanned (more than {MAX_RESULT_VALUES:,} values)")
+                break
+        if isinstance(item, dict):
+            for key, inner in reversed(list(item.items())):
+                stack.append((f"{at}.{_label(key)}", inner))
+                stack.append((f"{at}.{_label(key)} (the key)", key))
+            continue
+        if isinstance(item, list):
+            stack.extend((f"{at}[{n}]", inner) for n, inner in reversed(list(enumerate(item))))
+            continue
+        if not isinstance(item, str):
+            continue
+        strings += 1
+        chars += len(item)
+        if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
+            findings.append(
+                f"{at}: not all scanned (more than {MAX_RESULT_STRINGS:,} strings or "
+                f"{MAX_RESULT_CHARS:,} characters)"
+            )
+            break
+        finding = _result_finding(item)
+        if finding is not None:
+            findings.append(f"{at}: {finding}")
+            if len(findings) == MAX_FINDINGS:
+                break
+    return findings
+
+
+def _result_finding(text: str) -> str | None:
+    """:func:`_finding` but length, in as few passes as may be: results are on the hot path
+    and can be long. A tag needs a ``<``; ASCII text has no invisible character."""
+    if "<" in text and (tag := _TAG.search(text)) is not None:
+        return f"a hidden-instruction tag {tag.group()!r}"
+    found = (_CONTROL if text.isascii() else _CHARS).search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if _CONTROL.match(char) is not None:
+        return f"control character U+{ord(char):04X}"
+    return f"invisible or bidirectional-control character U+{ord(char):04X}"
 
 
 def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:

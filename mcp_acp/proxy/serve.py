@@ -419,6 +419,15 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
             detail={"plugins": plugins, "allowlist": runtime.plugins.allow_source},
         )
     )
+    if runtime.config.proxy.untrusted_content == "off":  # a weaker setting: on record
+        log.warning("proxy.untrusted_content is off: untrusted content escalates nothing")
+        await trail.record(
+            SystemEvent(
+                event="untrusted_content_off",
+                session_id=session.id,
+                detail={"setting": "proxy.untrusted_content", "value": "off"},
+            )
+        )
     ssl_context = await _tls_gate(runtime, trail, session)
     channel = open_channel(  # connects later
         runtime.config.backend,
@@ -575,6 +584,7 @@ async def _relay(
         shutdown=shutdown,
         unhealthy=lambda: posture.failed,
         outbound_secrets=settings.outbound_secrets,
+        untrusted_content=settings.untrusted_content,
     )
     relay = Relay(
         pep,

@@ -466,7 +466,7 @@ def test_tools_that_only_share_a_prefix_are_not_filed_under_an_entry(home: Path)
     scanned, so a key written by ``executive_report`` went unseen."""
     registry = ToolRegistry.default()
     assert registry.facts("fetch_local_file").side_effects == frozenset()
-    assert registry.facts("fetch").side_effects == {"network_egress"}
+    assert registry.facts("fetch").side_effects == {"network_egress", "untrusted_content"}
     assert registry.facts("git_diff_unstaged").source == "registry: git_diff_unstaged"
     assert "code_exec" not in registry.facts("shellcheck").side_effects
     for tool in ("shell", "shell_exec", "exec", "exec_command", "execute_code", "run_python"):

@@ -214,6 +214,9 @@ async def test_a_remembered_approval_covers_the_same_call_only(tmp_path: Path) -
     order). Another URL, other SQL, swapped paths or the same path behind another option
     are asked again."""
     setup = Setup(tmp_path, Limits(), policy=ASK_ALL)
+    # the approval key alone: fetch returns untrusted content, and after it a remembered
+    # egress is asked again (test_a_remembered_approval_is_asked_again_after_untrusted_content)
+    setup.pep.untrusted_content = "off"
     await setup.trail.start()
     await setup.control.start()
 
@@ -1295,3 +1298,30 @@ async def test_a_fail_closed_shutdown_records_every_decision_in_progress(tmp_pat
     await setup.trail.close()
     assert len(setup.decisions()) == 2
     assert verify_stream(setup.log_dir, "decisions").ok
+
+
+async def test_a_remembered_approval_is_asked_again_after_untrusted_content(
+    tmp_path: Path,
+) -> None:
+    """A remembered approval is no human seeing this call: once the session has seen
+    untrusted content (the first fetch, allowed, exposes it), the same fetch — network
+    egress — is asked about again under builtin-untrusted-content, never remembered; a
+    read-only call of the same session is answered from memory as before."""
+    setup = Setup(tmp_path, Limits(), policy=ASK_ALL)
+    await setup.trail.start()
+    await setup.control.start()
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    await approve_remembering(setup, read, 1)
+    fetch = {"name": "fetch", "arguments": {"url": "https://docs.python.org/3/"}}
+    assert setup.pep.exposure is None
+    await approve_remembering(setup, fetch, 2)
+    assert str(setup.pep.exposure) == "fetch, request 2: the tool returns untrusted content"
+    assert not await remembered(setup, fetch, 3)  # asked, and denied
+    assert await remembered(setup, read, 4)
+    records = {r["request_id"]: r for r in setup.decisions()}
+    assert records["3"]["rule_id"] == "builtin-untrusted-content"
+    assert records["3"]["reason"].startswith(
+        "ask: the session has seen untrusted content (fetch, request 2: the tool returns "
+        "untrusted content); policy said: "
+    )
+    assert records["4"]["approval_cached"] is True

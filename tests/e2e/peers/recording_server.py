@@ -32,7 +32,9 @@ JSON tokens and a raw U+2028 in a string (one message to a reader that splits on
 returns; ``nan_answer`` answers with ``NaN``, which is not JSON; ``crash`` answers
 nothing: the server exits at once with status 3; ``answer_when`` answers once the file its
 ``path`` argument names exists; ``strict_echo`` is ``echo`` with an input schema that
-allows ``text`` and nothing else (``additionalProperties: false``).
+allows ``text`` and nothing else (``additionalProperties: false``). Not listed, but
+answered: ``fetch`` (returns a page naming its ``url``: the shipped registry files it as
+returning untrusted content) and ``save`` (returns ``saved``).
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -181,6 +183,10 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
     name = params.get("name")
     if name in ("echo", "strict_echo"):
         text(request_id, str(params.get("arguments", {}).get("text")))
+    elif name == "fetch":
+        text(request_id, f"the page at {params.get('arguments', {}).get('url')}")
+    elif name == "save":
+        text(request_id, "saved")
     elif name == "write_ahead":  # is this call's decision on disk before the call arrives?
         lines = DECISIONS.read_text().splitlines() if DECISIONS is not None else []
         mine = [json.loads(line) for line in lines if f'"request_id":"{request_id}"' in line]
