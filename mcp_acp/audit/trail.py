@@ -31,6 +31,10 @@ T = TypeVar("T")
 #: How long denials may take to reach the client before the process ends. Nothing else
 #: passes meanwhile: the relay answers with a denial whatever the backend still sends.
 SHUTDOWN_GRACE_SECONDS = 0.2
+#: When a request's decision cannot be written, how long to wait for its companion record
+#: (written, or kept in the fallback file) before the request's denial is recorded after it:
+#: within the grace above, and longer than the 20 ms a companion may wait for its fsync.
+COMPANION_WAIT_SECONDS = 0.1
 
 
 class AuditTrail:
@@ -134,7 +138,14 @@ class AuditTrail:
         that must be durable before the request is enforced; the companion, written but not
         yet synced, survives the process being killed, not a power loss in those 20 ms."""
         written = self._hand_over(companion)
-        await self.record(decision)
+        try:
+            await self.record(decision)
+        except AuditError:
+            if written is not None:
+                # the companion's fate first (durable, or kept in the fallback file): what the
+                # caller records next about this request (its denial) must come after it
+                await asyncio.wait({written}, timeout=COMPANION_WAIT_SECONDS)
+            raise
         if written is None or not written.done() or written.cancelled():
             return  # on its way (another sink's commit): a failure still shuts down
         error = written.exception()
