@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -31,7 +33,9 @@ from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
     CONFIG_DIR,
+    Backend,
     Config,
+    HttpBackend,
     config_error_from_validation,
     default_config_path,
     default_log_dir,
@@ -437,6 +441,41 @@ def config_show(ctx: click.Context) -> None:
     click.echo(json.dumps(redacted(config.model_dump(mode="json", exclude_none=True)), indent=2))
 
 
+#: Commands that run a package named in their arguments (``npx -y @scope/server-x``).
+_LAUNCHERS = frozenset({"npx", "bunx", "pnpx", "uvx", "pipx", "node", "deno", "python", "python3"})
+
+
+def server_name(config_path: Path, backend: Backend) -> str:
+    """The name a client lists this proxy under: the config file's stem when it names the
+    backend (``filesystem.json``), else what the backend runs — the package or script a
+    launcher starts (``npx -y @modelcontextprotocol/server-filesystem`` →
+    ``server-filesystem``), the command's name, or an HTTP backend's host — so that two
+    backends behind one launcher get different names."""
+    if config_path.stem != "config":
+        return _name_part(config_path.stem)
+    if isinstance(backend, HttpBackend):
+        return _name_part(urlsplit(str(backend.url)).hostname or "mcp")
+    command = Path(backend.command).name
+    words = [a for a in backend.args if not a.startswith("-") and a not in ("run", "dlx")]
+    if command in _LAUNCHERS and words:
+        return _name_part(_package_name(words[0]))
+    return _name_part(command)
+
+
+def _package_name(word: str) -> str:
+    """``@scope/name@1.2`` and ``name==1.2`` → ``name``; ``/srv/server.js`` → ``server``."""
+    word = re.split(r"[=<>~!]=|\[", word)[0].removeprefix("@").split("@", 1)[0]
+    name = Path(word.rstrip("/")).name
+    for suffix in (".js", ".mjs", ".cjs", ".ts", ".py"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _name_part(text: str) -> str:
+    """``text`` as a server name: letters, digits, ``_.-``; anything else as ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "mcp"
+
+
 @config_group.command("export")
 @click.option(
     "--claude",
@@ -445,14 +484,17 @@ def config_show(ctx: click.Context) -> None:
     required=True,
     help="Print the mcpServers entry for Claude Desktop's config file.",
 )
-@click.option("--name", help="Server name in the client (default: from the backend).")
+@click.option(
+    "--name",
+    help="Server name in the client (default: the config file's name unless it is "
+    "'config', else the backend's package, script or host).",
+)
 @click.pass_context
 def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
     """Print what an MCP client needs to launch this proxy."""
     path = _config_path(ctx)
     config = load_config(path)
-    backend = config.backend
-    default = Path(backend.command).name if backend.transport == "stdio" else "mcp"
+    default = server_name(path, config.backend)
     executable = Path(sys.argv[0]).resolve()
     if executable.name == "mcp-acp" and executable.exists():
         command, prefix = str(executable), []

@@ -10,6 +10,7 @@ mistyped field prints as ``?`` instead of ending the command.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,16 @@ def list_command(as_json: bool, socket_dir: Path | None) -> None:
         click.echo("no pending approvals")
         return
     for item in pending:
-        never = item.get("not_remembered") or "never remembered"
-        cache = "" if item.get("cacheable") is True else f"  ({_text(never)})"
-        expires = _number(item.get("expires_in"), ">5")
-        click.echo(f"{_text(item.get('id'))}  {expires}s  {_text(item.get('summary'))}{cache}")
+        click.echo(approval_line(item))
+
+
+def approval_line(item: Mapping[str, Any]) -> str:
+    """One pending approval as ``approvals list`` prints it: the id, the seconds left
+    before the request is denied unanswered, and what is asked."""
+    never = item.get("not_remembered") or "never remembered"
+    cache = "" if item.get("cacheable") is True else f"  ({_text(never)})"
+    expires = _number(item.get("expires_in"), ".0f")
+    return f"{_text(item.get('id'))}  expires in {expires}s  {_text(item.get('summary'))}{cache}"
 
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:

@@ -9,9 +9,11 @@ field and the plugin.
 
 from __future__ import annotations
 
+import os
+import types
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import attrs
 from pydantic import BaseModel, ValidationError
@@ -23,6 +25,7 @@ from mcp_acp.config import (
     Config,
     HttpBackend,
     anchor_option_paths,
+    anchor_path,
     config_error_from_validation,
     load_config,
 )
@@ -40,6 +43,52 @@ __all__ = [
     "resolve_component",
     "resolve_runtime",
 ]
+
+
+def anchor_raw_paths(model: type[BaseModel], raw: Any, base: Path) -> Any:
+    """``raw`` options for ``model`` with the value of every path-typed field (``Path``,
+    also inside ``| None``, lists, tuples and nested models) anchored like a
+    :data:`~mcp_acp.config.ConfigPath` — ``~`` expanded, relative to ``base`` — *before*
+    validation, so that a plugin's own validators (an "absolute path" check) see the path
+    the config means. Anything else is left to the model to judge."""
+    if not isinstance(raw, Mapping):
+        return raw
+    anchored = dict(raw)
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        key = alias if isinstance(alias, str) else (field.alias or name)
+        if key in anchored:
+            anchored[key] = _anchor_raw(field.annotation, anchored[key], base)
+    return anchored
+
+
+def _anchor_raw(annotation: Any, value: Any, base: Path) -> Any:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _anchor_raw(args[0], value, base)
+    if origin in (Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return _anchor_raw(members[0], value, base) if len(members) == 1 else value
+    if origin in (list, tuple) and isinstance(value, list):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return [_anchor_raw(a, v, base) for a, v in zip(args, value, strict=False)] + value[
+                len(args) :
+            ]
+        return [_anchor_raw(args[0] if args else Any, item, base) for item in value]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return anchor_raw_paths(annotation, value, base)
+    if (
+        isinstance(annotation, type)
+        and issubclass(annotation, PurePath)
+        and isinstance(value, (str, PurePath))
+        and os.fspath(value)
+    ):
+        try:
+            anchored = anchor_path(Path(value), base)
+        except ValueError:  # NUL, ~nosuchuser: the model or the anchoring after says so
+            return value
+        return os.fspath(anchored) if isinstance(value, str) else anchored
+    return value
 
 
 @attrs.frozen(slots=True)
@@ -76,7 +125,9 @@ def resolve_component(
     """Find the registration ``ref.use`` names and validate ``ref.config`` with its model.
 
     Every path in the options gets ``~`` expanded and, if relative, is taken from
-    ``config_dir`` (the config file's directory; the working directory if ``None``)."""
+    ``config_dir`` (the config file's directory; the working directory if ``None``):
+    before the model validates them where the model types them as paths
+    (:func:`anchor_raw_paths`), and every path in the validated options after."""
     registration = plugins.registry.get(kind, ref.use)
     if registration is None:
         available = ", ".join(plugins.registry.names(kind)) or "none"
@@ -86,10 +137,9 @@ def resolve_component(
             fix="pick an available name, or install and allow the plugin that provides it "
             "('mcp-acp plugins' lists them)",
         )
+    raw = anchor_raw_paths(registration.config_model, ref.config, config_dir or Path.cwd())
     try:
-        options = registration.config_model.model_validate(
-            ref.config, context={CONFIG_DIR: config_dir}
-        )
+        options = registration.config_model.model_validate(raw, context={CONFIG_DIR: config_dir})
     except ValidationError as exc:
         raise config_error_from_validation(
             exc, source, prefix=f"{field}.config", plugin=registration.plugin

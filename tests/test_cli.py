@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -539,3 +540,52 @@ def test_interactive_init_asks_again_for_a_command_line_it_cannot_split(
     assert "internal error" not in transcript
     written = json.loads(config_path.read_text())["backend"]
     assert (written["command"], written["args"]) == ("uvx", ["mcp-server-git"])
+
+
+@pytest.mark.parametrize(
+    ("file", "backend", "name"),
+    [
+        (
+            "filesystem.json",
+            {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/p"]},
+            "filesystem",
+        ),
+        (
+            "config.json",
+            {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/p"]},
+            "server-filesystem",
+        ),
+        (
+            "config.json",
+            {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory@2025.1.0"]},
+            "server-memory",
+        ),
+        (
+            "config.json",
+            {"command": "uvx", "args": ["mcp-server-git==2026.1", "-r", "/r"]},
+            "mcp-server-git",
+        ),
+        (
+            "config.json",
+            {"command": "/usr/bin/python3", "args": ["-u", "/srv/notes/server.py"]},
+            "server",
+        ),
+        ("config.json", {"command": "/opt/bin/my-server", "args": ["--port", "1"]}, "my-server"),
+        ("config.json", {"url": "https://mcp.example.com/mcp"}, "mcp.example.com"),
+    ],
+)
+def test_config_export_names_the_server_after_the_config_file_or_the_backend(
+    run_cli: Any, tmp_path: Path, file: str, backend: dict[str, Any], name: str
+) -> None:
+    """Two npx backends must not both be called "npx" in the client's mcpServers."""
+    path = tmp_path / "c" / file
+    path.parent.mkdir(mode=0o700)
+    path.write_text(json.dumps({"backend": backend}))
+    path.chmod(0o600)
+    result = run_cli("--config", str(path), "config", "export", "--claude", check=True)
+    entry = json.loads(result.stdout)["mcpServers"]
+    assert list(entry) == [name]
+    assert entry[name]["command"] == str(CLI.resolve())
+    assert entry[name]["args"] == ["--config", str(path), "run"]
+    renamed = run_cli("--config", str(path), "config", "export", "--claude", "--name", "files")
+    assert list(json.loads(renamed.stdout)["mcpServers"]) == ["files"]

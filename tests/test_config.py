@@ -272,10 +272,10 @@ def test_posture_check_from_an_allowed_plugin_validates(tmp_path: Path) -> None:
     data = {
         **MINIMAL,
         "plugins": {"allow": ["example-posture"]},
-        "posture": {"checks": [{"use": "marker-file", "config": {"path": "relative"}}]},
+        "posture": {"checks": [{"use": "marker-file", "config": {"path": "/etc/x", "pth": 1}}]},
     }
     path = write(tmp_path / "c" / "config.json", data)
-    with pytest.raises(ConfigError, match=r"posture.checks\[0\].config.path \(plugin 'example-"):
+    with pytest.raises(ConfigError, match=r"posture.checks\[0\].config.pth \(plugin 'example-"):
         load_runtime(path, environ={})
     data["posture"] = {"checks": [{"use": "marker-file", "config": {"path": "/etc/hostname"}}]}
     runtime = load_runtime(write(path, data), environ={})
@@ -587,6 +587,38 @@ def test_relative_and_home_paths_are_taken_from_the_config_dir_and_home(
     assert runtime.components["policy"].options.path == here / "policies" / "main.json"  # type: ignore[attr-defined]
     assert runtime.components["token_storage"].options.directory == isolated_home / "tokens"  # type: ignore[attr-defined]
     assert runtime.build("policy").reload() == []  # found from elsewhere
+
+
+async def test_a_plugins_relative_path_is_anchored_before_its_own_validators_run(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example plugin refuses a relative path in its own validator (docs/plugins.md
+    §2); the path the config means — beside the config file, or under ``~`` — is what
+    that validator sees, also in an optional tuple of paths (linux-posture)."""
+    here = tmp_path / "c"
+    data = {
+        **MINIMAL,
+        "plugins": {"allow": ["example-posture", "linux-posture"]},
+        "posture": {
+            "checks": [
+                {"use": "marker-file", "config": {"path": "marker"}},
+                {"use": "marker-file", "config": {"path": "~/enrolled"}},
+                {"use": "linux-disk-encryption", "config": {"paths": ["data", "/"]}},
+            ]
+        },
+    }
+    path = write(here / "config.json", data)
+    write(here / "marker", "")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the start directory must not matter
+    runtime = load_runtime(path, environ={})
+    options = [runtime.components[f"posture.checks[{i}]"].options for i in range(3)]
+    assert options[0].path == here / "marker"  # type: ignore[attr-defined]
+    assert options[1].path == isolated_home / "enrolled"  # type: ignore[attr-defined]
+    assert options[2].paths == (here / "data", Path("/"))  # type: ignore[attr-defined]
+    result = await runtime.build("posture.checks[0]").check()
+    assert (result.status.value, result.detail) == ("pass", f"{here / 'marker'} present")
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,26 @@ def test_approvals_list_skips_what_is_not_an_approval(
     directory = fake_proxy({"list": {"pending": ["not an item", {"id": "a2"}]}})
     result = run_cli("approvals", "list", "--socket-dir", str(directory))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "a2  ?s  ?  (never remembered)\n"
+    assert result.stdout == "a2  expires in ?s  ?  (never remembered)\n"
+
+
+def test_approvals_list_says_the_seconds_left_are_the_time_before_the_denial(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    item = {
+        "id": "7c4f73d1d0c4cf35",
+        "expires_in": 53.1,
+        "summary": 'root wants tools/call write_note (path="/n/todo.md"); rule ask-writes',
+        "cacheable": True,
+    }
+    directory = fake_proxy({"list": {"pending": [item]}})
+    listed = run_cli("approvals", "list", "--socket-dir", str(directory))
+    assert listed.stdout == (
+        "7c4f73d1d0c4cf35  expires in 53s  root wants tools/call write_note "
+        '(path="/n/todo.md"); rule ask-writes\n'
+    )
+    as_json = run_cli("approvals", "list", "--json", "--socket-dir", str(directory))
+    assert json.loads(as_json.stdout) == [item]  # unchanged: seconds left as a number
 
 
 def test_without_socket_dir_the_configs_is_used_else_the_runtime_dir(

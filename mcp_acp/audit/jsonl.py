@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import stat
 import threading
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ from mcp_acp.audit.chain import (
     write_head,
 )
 from mcp_acp.audit.events import STREAMS, AuditEvent, ChainEvent
-from mcp_acp.errors import AuditError
+from mcp_acp.errors import AuditError, printable
 from mcp_acp.registry import PluginContext
 
 __all__ = [
@@ -92,6 +93,16 @@ def _as_audit_error(exc: Exception) -> AuditError:
     if isinstance(exc, AuditError):
         return exc
     return AuditError(f"audit write failed: {exc}", fix="see the log")
+
+
+def _start_anew(log_dir: Path) -> str:
+    """The fix for a chain that cannot go on: start-up refuses a stream whose records were
+    cut or removed, so keep the old directory as evidence and begin a new chain."""
+    old, new = (shlex.quote(printable(str(log_dir) + end)) for end in ("", ".old"))
+    return (
+        f"run 'mcp-acp audit verify', keep the evidence, then move the log directory aside "
+        f"(mv {old} {new}) and restart: a new chain begins"
+    )
 
 
 def _errno_text(exc: OSError) -> str:
@@ -257,15 +268,13 @@ class StreamWriter:
                     f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
                     f"head file {head_path(self.log_dir, self.stream)} is missing: records may "
                     "have been cut off the end",
-                    fix="run 'mcp-acp audit verify', keep the evidence, then move the log "
-                    "directory aside to start a new chain",
+                    fix=_start_anew(self.log_dir),
                 )
             if head is not None and (head.seq < 0 or head.seq > self._seq):
                 raise AuditError(
                     f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
                     f"its chain head says {head.seq}: records were removed",
-                    fix="run 'mcp-acp audit verify', keep the evidence, then move the log "
-                    "directory aside to start a new chain",
+                    fix=_start_anew(self.log_dir),
                 )
             self._open_file()
             if self.path == self.log_dir / f"{self.stream}.jsonl":
@@ -345,7 +354,7 @@ class StreamWriter:
             except (ValueError, KeyError, TypeError) as exc:
                 raise AuditError(
                     f"the last line of {path} is not a chained audit record",
-                    fix="run 'mcp-acp audit verify'; move the damaged log aside to start anew",
+                    fix=_start_anew(self.log_dir),
                 ) from exc
         return 0, GENESIS
 
@@ -698,19 +707,22 @@ class StreamWriter:
         if info is None or (info.st_dev, info.st_ino) != self._head_identity:
             raise AuditError(
                 f"audit chain head {where} was deleted or replaced while in use",
-                fix="find out who changed it; restart mcp-acp ('mcp-acp audit verify' first)",
+                fix="find out who changed it; put the file back and restart, or "
+                + _start_anew(self.log_dir),
             )
 
     def _vanished(self) -> AuditError:
         return AuditError(
             f"audit file {self.path} was deleted or moved while in use",
-            fix="find out who removed it; restart mcp-acp to open a new chain file",
+            fix="find out who removed it; put the file back and restart, or "
+            + _start_anew(self.log_dir),
         )
 
     def _replaced(self) -> AuditError:
         return AuditError(
             f"audit file {self.path} was replaced while in use (device/inode changed)",
-            fix="find out who replaced it; 'mcp-acp audit verify' checks what is there",
+            fix="find out who replaced it; put the original back and restart, or "
+            + _start_anew(self.log_dir),
         )
 
     def _rotate(self) -> None:

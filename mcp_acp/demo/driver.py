@@ -36,6 +36,7 @@ import click
 from mcp_acp._fs import atomic_write_text, ensure_private_dir
 from mcp_acp.config import Config, save_config
 from mcp_acp.control import ask
+from mcp_acp.control_cli import approval_line
 from mcp_acp.errors import McpAcpError, printable
 from mcp_acp.proxy.messages import DENIED
 
@@ -302,7 +303,7 @@ def _session(client: _Client, notes: Path, sockets: Path) -> None:
     socket = sockets / f"proxy-{client.proc.pid}.sock"
     pending = _wait_pending(socket)
     _say("  the proxy holds the call; 'mcp-acp approvals list' in another terminal shows:")
-    _say(f"  {pending['id']}  {pending['expires_in']:>5}s  {pending['summary']}")
+    _say(f"  {approval_line(pending)}")
     _say(f"  the demo answers for you: mcp-acp approvals approve {pending['id']}")
     reply = ask(socket, {"op": "approve", "id": pending["id"], "remember": False})
     if not reply.get("ok"):

@@ -558,6 +558,7 @@ def test_the_human_sees_every_argument_the_uri_and_the_prompt_escaped(
         "rule ask-0"
     )
     assert shown in listed.stdout
+    assert listed.stdout.startswith(f"{waiting['id']}  expires in ")
     assert run.cli("deny", waiting["id"]).returncode == 0
     assert run.proxy.answer(fetch)["error"]["code"] == DENIED
 

@@ -28,7 +28,7 @@ class MarkerFileConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path = Field(description="Absolute path of the marker file.")
+    path: Path = Field(description="The marker file; relative: from the config file's directory.")
 
     @field_validator("path")
     @classmethod
