@@ -510,6 +510,11 @@ class Relay:
             await self._send_client(encode(error))
             self._record_response(error, request_id, method, took)
 
+    @property
+    def backend_lost(self) -> str | None:
+        """Why the backend went away (the channel's sentence), once it has."""
+        return self._lost
+
     def _answer_at_exit(self, reason: str) -> None:
         """At a fail-closed shutdown (a callback of the shutdown coordinator, which exits
         once it returns; the event loop does not run again): each client request still

@@ -637,4 +637,18 @@ async def _relay(
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)
+    if code == BackendError.exit_code:  # one line on stderr, like every other failure
+        raise BackendError(
+            relay.backend_lost or "the backend went away",
+            fix=_BACKEND_URL_FIX if runtime.config.backend.transport == "http" else _BACKEND_FIX,
+        )
     return code
+
+
+_BACKEND_FIX = (
+    "its own error output, if any, is above; run backend.command with backend.args by hand "
+    "('mcp-acp config show' prints them) to see it fail"
+)
+_BACKEND_URL_FIX = (
+    "check that the server at backend.url is up ('curl -i URL' shows what it answers)"
+)
