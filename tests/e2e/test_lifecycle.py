@@ -178,9 +178,9 @@ def test_a_backend_crash_is_seen_though_its_child_holds_the_pipe(make_home: Any)
         answer = proxy.answer(request_id)
         assert answer["error"]["message"] == "the backend exited (code 3)"
     assert proxy.proc.wait(timeout=30) == 17
-    assert home.stderr().strip().splitlines()[-1].startswith(
-        "backend error: the backend exited (code 3) — fix: its own error output"
-    )  # one line, like every other failure: where Claude Desktop's log shows it
+    # one line, like every other failure: where Claude Desktop's log shows it
+    last = home.stderr().strip().splitlines()[-1]
+    assert last.startswith("backend error: the backend exited (code 3) — fix: its own error output")
     exited = [r for r in records(home.log_dir, "system") if r["event"] == "backend_exited"]
     assert exited[0]["detail"] == {"returncode": 3}
     assert ended(home.log_dir) == ["the backend exited"]
