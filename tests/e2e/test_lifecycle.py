@@ -262,7 +262,6 @@ def test_a_second_proxy_on_the_same_audit_directory_is_refused(make_home: Any) -
     home = make_home()
     first = home.start()
     first.initialize()
-    before = {p.name: p.read_bytes() for p in home.log_dir.glob("*.jsonl")}
     second = subprocess.run(
         [str(CLI), "run"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
         env=home.env, timeout=60,
@@ -271,7 +270,10 @@ def test_a_second_proxy_on_the_same_audit_directory_is_refused(make_home: Any) -
     last = second.stderr.strip().splitlines()[-1]
     assert f"is in use by another mcp-acp process (pid {first.proc.pid})" in last
     assert "give each backend's config file its own audit.log_dir" in last
-    assert {p.name: p.read_bytes() for p in home.log_dir.glob("*.jsonl")} == before
+    for stream in ("decisions", "operations", "auth", "system"):  # nothing of the second
+        opened = [r for r in records(home.log_dir, stream) if r["event"] == "stream_opened"]
+        assert [r["detail"]["pid"] for r in opened] == [first.proc.pid]
+    assert not [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
     echoed = first.call("tools/call", {"name": "echo", "arguments": {"said": "still here"}})
     assert "result" in echoed
     first.proc.kill()
