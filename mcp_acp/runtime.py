@@ -69,12 +69,10 @@ def _anchor_raw(annotation: Any, value: Any, base: Path) -> Any:
     if origin in (Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
         return _anchor_raw(members[0], value, base) if len(members) == 1 else value
-    if origin in (list, tuple) and isinstance(value, list):
+    if origin in (list, tuple) and isinstance(value, list) and args:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return [_anchor_raw(a, v, base) for a, v in zip(args, value, strict=False)] + value[
-                len(args) :
-            ]
-        return [_anchor_raw(args[0] if args else Any, item, base) for item in value]
+            return value  # a fixed-shape tuple: left to the model (and the anchoring after)
+        return [_anchor_raw(args[0], item, base) for item in value]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return anchor_raw_paths(annotation, value, base)
     if (

@@ -133,7 +133,7 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
                 f"{MAX_RESULT_CHARS:,} characters)"
             )
             break
-        finding = _result_finding(item)
+        finding = _marker(item)
         if finding is not None:
             findings.append(f"{at}: {finding}")
             if len(findings) == MAX_FINDINGS:
@@ -141,9 +141,10 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
     return findings
 
 
-def _result_finding(text: str) -> str | None:
-    """:func:`_finding` but length, in as few passes as may be: results are on the hot path
-    and can be long. A tag needs a ``<``; ASCII text has no invisible character."""
+def _marker(text: str) -> str | None:
+    """The first marker in ``text`` — a hidden-instruction tag, else the first control or
+    invisible character — in as few passes as may be (results are on the hot path and can
+    be long): a tag needs a ``<``; ASCII text has no invisible character."""
     if "<" in text and (tag := _TAG.search(text)) is not None:
         return f"a hidden-instruction tag {tag.group()!r}"
     found = (_CONTROL if text.isascii() else _CHARS).search(text)
@@ -181,10 +182,4 @@ def _finding(text: str) -> str | None:
         MAX_STRING_BYTES
     ):
         return f"longer than {MAX_STRING_BYTES // 1024} KiB"
-    if (tag := _TAG.search(text)) is not None:
-        return f"a hidden-instruction tag {tag.group()!r}"
-    if (char := _CONTROL.search(text)) is not None:
-        return f"control character U+{ord(char.group()):04X}"
-    if (char := _INVISIBLE.search(text)) is not None:
-        return f"invisible or bidirectional-control character U+{ord(char.group()):04X}"
-    return None
+    return _marker(text)
