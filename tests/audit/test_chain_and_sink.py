@@ -18,8 +18,9 @@ import pytest
 
 from mcp_acp.audit.chain import GENESIS, canonical, head_path, read_head, seal, verify_stream
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
-from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig, StreamWriter
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 from mcp_acp.audit.trail import AuditTrail
+from mcp_acp.audit.writer import StreamWriter
 from mcp_acp.errors import AuditError
 from mcp_acp.shutdown import ShutdownCoordinator
 

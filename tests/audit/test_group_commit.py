@@ -22,7 +22,8 @@ import pytest
 
 from mcp_acp.audit.chain import canonical, verify_stream
 from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent
-from mcp_acp.audit.jsonl import JsonlAuditSink, StreamWriter
+from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.writer import StreamWriter
 from mcp_acp.errors import AuditError
 
 STREAM = "decisions"
