@@ -49,7 +49,7 @@ from mcp_acp.errors import ConfigError, McpAcpError
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
-from mcp_acp.registry import Kind
+from mcp_acp.registry import Kind, Registration
 from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
 from mcp_acp.startup import resume_collection
 
@@ -544,12 +544,30 @@ _SCHEMAS: dict[str, type[BaseModel]] = {"config": Config, "policy": PolicyFile}
 
 
 @cli.command()
-@click.argument("what", type=click.Choice([*sorted(_SCHEMAS), "audit"]))
-def schema(what: str) -> None:
-    """Print the JSON Schema of the config file, policy files or audit records."""
+@click.argument("what", type=click.Choice([*sorted(_SCHEMAS), "audit", "plugin"]))
+@click.argument("component", required=False)
+@click.pass_context
+def schema(ctx: click.Context, what: str, component: str | None) -> None:
+    """Print the JSON Schema of the config file, policy files or audit records; or, with
+    ``plugin NAME`` (or ``plugin KIND:NAME``), of a component's options — what goes under
+    its ``config`` key."""
     draft = "https://json-schema.org/draft/2020-12/schema"
-    if what == "audit":
+    if (what == "plugin") != (component is not None):
+        raise click.UsageError(
+            "name the component: mcp-acp schema plugin NAME (mcp-acp plugins lists them)"
+            if component is None
+            else f"only 'schema plugin' takes a component name, not 'schema {what}'"
+        )
+    if component is not None:
+        registration = _component(_load_plugins(ctx), component)
         document: dict[str, object] = {
+            "$schema": draft,
+            **registration.config_model.model_json_schema(),
+            "title": f"options of {registration.kind.label} {registration.name!r} "
+            f"(plugin {registration.plugin!r})",
+        }
+    elif what == "audit":
+        document = {
             "$schema": draft,
             "title": "mcp-acp audit records, by stream",
             "description": "One schema per stream, each of a whole line: the record's fields "
@@ -560,6 +578,31 @@ def schema(what: str) -> None:
     else:
         document = {"$schema": draft, **_SCHEMAS[what].model_json_schema()}
     click.echo(json.dumps(document, indent=2))
+
+
+def _component(plugins: PluginSet, component: str) -> Registration:
+    """The registration named ``component`` (``NAME`` or ``KIND:NAME``) among the loaded
+    plugins' — or a config error naming what there is."""
+    kind_text, _, name = component.rpartition(":")
+    found = [
+        reg
+        for reg in plugins.registry
+        if reg.name == name and (not kind_text or reg.kind.value == kind_text)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        which = ", ".join(f"{reg.kind.value}:{reg.name}" for reg in found)
+        raise ConfigError(
+            f"{component!r} names {len(found)} components ({which})",
+            fix=f"say which: mcp-acp schema plugin {found[0].kind.value}:{name}",
+        )
+    known = ", ".join(sorted(f"{reg.kind.value}:{reg.name}" for reg in plugins.registry))
+    raise ConfigError(
+        f"no loaded plugin registers a component {component!r} (loaded: {known})",
+        fix="check the name with 'mcp-acp plugins'; a plugin that is installed but not "
+        "allowed registers nothing until it is in plugins.allow",
+    )
 
 
 # ---------------------------------------------------------------- plugins
@@ -574,9 +617,12 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     scratch = click.Group(commands=cli.builtin_commands())
     command_owner = add_plugin_commands(scratch, plugins)
     rows = []
+    components: list[tuple[str, str, str]] = []  # (kind:name, plugin, summary)
     for info in plugins.plugins:
-        registers = [f"{r.kind.value}:{r.name}" for r in plugins.registrations(info.name)]
+        registrations = plugins.registrations(info.name)
+        registers = [f"{r.kind.value}:{r.name}" for r in registrations]
         registers += [f"command:{c}" for c, owner in command_owner.items() if owner == info.name]
+        components += [(f"{r.kind.value}:{r.name}", info.name, r.summary) for r in registrations]
         rows.append(
             {
                 "name": info.name,
@@ -584,6 +630,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                 "version": info.version,
                 "status": info.status,
                 "registers": registers,
+                "summaries": {f"{r.kind.value}:{r.name}": r.summary for r in registrations},
             }
         )
     if as_json:
@@ -600,6 +647,10 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     for row in table:
         cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, str(row[-1])]).rstrip())
+    width = max((len(component) for component, _, _ in components), default=0)
+    click.echo("\ncomponents ('mcp-acp schema plugin NAME' prints the options one takes):")
+    for component, plugin, summary in components:
+        click.echo(f"  {component.ljust(width)}  {summary or '(no summary)'}  [{plugin}]")
     click.echo(
         f"\nallowlist from {plugins.allow_source}; kinds: " + ", ".join(k.value for k in Kind)
     )

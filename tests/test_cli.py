@@ -437,6 +437,48 @@ def test_plugins_table_and_allowlist(run_cli: Run) -> None:
     assert "MCP_ACP_PLUGINS" in listing["allowlist_source"]
 
 
+def test_plugins_shows_each_components_summary(run_cli: Run) -> None:
+    """What a plugin says of its components (``register(..., summary=...)``) is shown."""
+    allowed = {"MCP_ACP_PLUGINS": "example-posture"}
+    table = run_cli("plugins", env=allowed, check=True).stdout
+    line = next(line for line in table.splitlines() if "posture_check:marker-file" in line[:40])
+    assert "passes while a root- or user-owned marker file exists" in line
+    assert line.rstrip().endswith("[example-posture]")
+    jsonl = next(line for line in table.splitlines() if "audit_sink:jsonl" in line[:40])
+    assert "fail closed" in jsonl
+    listing = json.loads(run_cli("plugins", "--json", env=allowed, check=True).stdout)
+    rows = {row["name"]: row for row in listing["plugins"]}
+    summaries = rows["example-posture"]["summaries"]
+    assert summaries == {
+        "posture_check:marker-file": "passes while a root- or user-owned marker file exists"
+    }
+    assert rows["oidc"]["summaries"] == {}  # not allowed: registers nothing
+
+
+def test_schema_plugin_prints_a_components_options(run_cli: Run) -> None:
+    allowed = {"MCP_ACP_PLUGINS": "example-posture"}
+    for name in ("marker-file", "posture_check:marker-file"):
+        document = json.loads(run_cli("schema", "plugin", name, env=allowed, check=True).stdout)
+        assert (
+            document["title"] == "options of posture check 'marker-file' (plugin 'example-posture')"
+        )
+        assert document["required"] == ["path"]
+        assert document["additionalProperties"] is False  # an unknown option is an error
+        assert document["$schema"].startswith("https://json-schema.org/")
+    builtin = json.loads(run_cli("schema", "plugin", "jsonl", check=True).stdout)
+    assert set(builtin["properties"]) == {"durability", "max_file_bytes"}
+    # not allowed: its components are not loaded, and the error says why it may be missing
+    missing = run_cli("schema", "plugin", "marker-file")
+    assert missing.returncode == 10
+    assert missing.stderr.count("\n") == 1
+    assert "no loaded plugin registers a component 'marker-file'" in missing.stderr
+    assert "installed but not allowed" in missing.stderr
+    wrong_kind = run_cli("schema", "plugin", "approver:marker-file", env=allowed)
+    assert wrong_kind.returncode == 10
+    assert run_cli("schema", "plugin").returncode == 2
+    assert run_cli("schema", "config", "jsonl").returncode == 2
+
+
 def test_plugin_command_only_when_allowed(run_cli: Run, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     marker.write_text("")

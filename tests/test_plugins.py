@@ -226,3 +226,25 @@ def test_a_plugin_leaving_or_async_is_a_plugin_error(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("plugin error: plugin 'leaver'")
     assert expected in lines[0]
+
+
+def test_a_component_name_two_kinds_share_must_be_said_with_its_kind() -> None:
+    """``mcp-acp schema plugin NAME``: names are unique within a kind only."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from mcp_acp.cli import _component
+    from mcp_acp.errors import ConfigError
+    from mcp_acp.plugins import PluginSet
+    from mcp_acp.registry import Registry
+
+    registry = Registry()
+    registry.register_for(Kind.APPROVER, "twins")("twin", dict)
+    registry.register_for(Kind.POSTURE_CHECK, "twins")("twin", dict)
+    plugins = cast(PluginSet, SimpleNamespace(registry=registry))
+    with pytest.raises(ConfigError, match="'twin' names 2 components") as raised:
+        _component(plugins, "twin")
+    assert "approver:twin" in str(raised.value)
+    assert "posture_check:twin" in str(raised.value)
+    assert (raised.value.fix or "").endswith(":twin")  # a KIND:NAME to use
+    assert _component(plugins, "posture_check:twin").kind is Kind.POSTURE_CHECK
