@@ -165,6 +165,12 @@ class Runtime:
             recorder=record_auth,
         )
 
+    @property
+    def protected_dirs(self) -> tuple[Path, Path]:
+        """mcp-acp's own directories, which no request may name a path inside: the config
+        file's and the audit log's (see :class:`~mcp_acp.policy.protected.PathGuard`)."""
+        return self.config_path.parent, self.config.audit.log_dir
+
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
         return self.components[field].build(self.context(record_auth=record_auth))

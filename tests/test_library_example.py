@@ -75,3 +75,51 @@ def test_the_library_gate_fails_closed_without_its_audit_trail(
     assert refused.returncode == 13, refused.stderr  # the audit failure class
     assert "allow" not in refused.stdout
     assert refused.stderr.startswith("audit error: ")
+
+
+POINT = GATE.parent / "point.py"
+
+
+def point(home: Path, root: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(POINT), str(root), "tools/call", json.dumps(params)],
+        env=proxy_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_your_own_engine_behind_the_enforcement_point(isolated_home: Path) -> None:
+    """``examples/library/point.py``: an engine that is a plain Python object, used through
+    ``EnforcementPoint.check``. Its allow is enforced and recorded; what it does not allow is
+    denied; and the enforcement point's own protections hold over it — the engine allows
+    every read under the home, but mcp-acp's config file there stays protected."""
+    policy = {"version": "1", "rules": []}  # the configured engine is not the one used
+    log_dir = configure(isolated_home, "true", [], policy)
+    notes = isolated_home / "notes.md"
+    notes.write_text("hi\n")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    assert config_file.is_file()
+
+    allowed = point(isolated_home, isolated_home, _read(notes))
+    assert (allowed.returncode, allowed.stdout) == (0, "allowed: read in root\n"), allowed.stderr
+    outside = point(isolated_home, isolated_home, _read(Path("/etc/hostname")))
+    assert outside.returncode == 1, outside.stderr
+    assert outside.stdout.startswith(f"denied: only reads under {isolated_home.resolve()}")
+    protected = point(isolated_home, isolated_home, _read(config_file))
+    assert protected.returncode == 1, protected.stderr
+    assert "protected" in protected.stdout
+
+    decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+    assert [(r["effect"], r.get("rule_id")) for r in decided] == [
+        ("allow", "read-under-root"),
+        ("deny", None),
+        ("deny", "builtin-protected-path"),
+    ]
+    assert {r["policy_id"] for r in decided[:2]} == {f"reads-under:{isolated_home.resolve()}"}
+    assert verify_stream(log_dir, "decisions").ok
+
+
+def _read(path: Path) -> dict[str, object]:
+    return {"name": "read_file", "arguments": {"path": str(path)}}

@@ -195,9 +195,13 @@ class _SetCheck(Check):
 
     def describe(self, view: RequestView) -> str:
         have = sorted(self._get(view)) or ["(none)"]
-        wants = {"any": "any of", "all": "all of", "subset": "only"}[self.mode]
+        listed = _fmt(sorted(self.values))
+        if self.mode == "subset":  # "has only" read as if the request lacked something
+            within = "all in" if self.test(view) else "not all in"
+            return f"{self.label} {_fmt(have)} {within} {listed}"
+        wants = {"any": "any of", "all": "all of"}[self.mode]
         verb = "has" if self.test(view) else "does not have"
-        return f"{self.label} {_fmt(have)} {verb} {wants} {_fmt(sorted(self.values))}"
+        return f"{self.label} {_fmt(have)} {verb} {wants} {listed}"
 
 
 class _PathCheck(Check):

@@ -17,8 +17,6 @@ Order of a decision (the first step that decides, wins):
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +32,7 @@ from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
 from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
 from mcp_acp.policy.model import PolicyFile
-from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
+from mcp_acp.policy.protected import PathGuard
 from mcp_acp.policy.view import RequestView
 from mcp_acp.registry import PluginContext
 
@@ -90,20 +88,6 @@ class AcpConfig(BaseModel):
     )
 
 
-def _protected_forms(directories: Sequence[Path]) -> tuple[tuple[str, str], ...]:
-    """Each protected directory as written and as resolved, with a label for messages."""
-    forms: dict[str, str] = {}
-    for directory in directories:
-        try:
-            written = normalise_path(os.path.abspath(directory))
-        except AmbiguousPathError:
-            continue  # such a path cannot be named by a request either
-        forms[written] = str(directory)
-        with contextlib.suppress(AmbiguousPathError):
-            forms.setdefault(resolve_symlinks(written), str(directory))
-    return tuple(forms.items())
-
-
 class AcpPolicyEngine:
     """Decides requests against a compiled policy; ``reload`` swaps policies atomically."""
 
@@ -115,7 +99,7 @@ class AcpPolicyEngine:
         path: Path | None = None,
     ) -> None:
         self._compiled: CompiledPolicy = compile_policy(policy)
-        self._protected = _protected_forms(protected)
+        self._guard = PathGuard(protected)  # steps 1 and 2
         self._path = path
         self._reload_lock = threading.Lock()
 
@@ -172,17 +156,10 @@ class AcpPolicyEngine:
         self, compiled: CompiledPolicy, view: RequestView
     ) -> tuple[Effect, CompiledRule | str | None, tuple[MatchedRule, ...], str | Callable[[], str]]:
         """Effect, the winning rule (or a built-in's rule id), every matched rule, reason."""
-        if view.ambiguous is not None:
-            return (
-                Effect.DENY,
-                "builtin-ambiguous-path",
-                (),
-                f"denied: {view.ambiguous} (ambiguous paths and URIs are never guessed)",
-            )
-        if self._protected and view.paths:
-            protected = self._protected_hit(view)
-            if protected is not None:
-                return Effect.DENY, "builtin-protected-path", (), protected
+        guarded = self._guard.check(view)
+        if guarded is not None:
+            rule_id, reason = guarded
+            return Effect.DENY, rule_id, (), reason
         candidates = compiled.candidates(view)
         discovery = is_discovery(view.method)
         if discovery:
@@ -200,17 +177,6 @@ class AcpPolicyEngine:
             return Effect.ALLOW, "discovery", (), f"allowed as discovery: {view.method}"
         what = view.method + (f" {view.tool}" if view.tool else "")
         return Effect.DENY, None, (), f"denied by default: no rule matched {what}"
-
-    def _protected_hit(self, view: RequestView) -> str | None:
-        for path_view in view.paths:
-            for candidate in path_view.allow_views:
-                for form, label in self._protected:
-                    if is_within(candidate, form):
-                        return (
-                            f"denied: path {path_view.shown} is inside the protected "
-                            f"directory {label} (mcp-acp's own config and logs)"
-                        )
-        return None
 
     def could_allow(self, request: DecisionRequest) -> bool:
         """Whether *some* use of this tool/resource/prompt could be allowed or asked for.

@@ -29,7 +29,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -50,6 +51,7 @@ from mcp_acp.models import (
     PostureStatus,
     Subject,
 )
+from mcp_acp.policy.protected import PathGuard
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.summary import approval_arguments, approval_summary
@@ -262,8 +264,12 @@ class EnforcementPoint:
         unhealthy: Callable[[], str | None] | None = None,
         outbound_secrets: str = "ask",
         untrusted_content: str = "ask",
+        protected: Sequence[Path] = (),
     ) -> None:
         self.engine = engine
+        #: ambiguous paths, and paths inside ``protected`` (mcp-acp's config and log
+        #: directories: :attr:`Runtime.protected_dirs`), denied before any engine decides
+        self.guard = PathGuard(protected)
         self.trail = trail
         self.identity = identity
         self.approver = approver
@@ -664,7 +670,12 @@ class EnforcementPoint:
         except BuildError as exc:  # like an engine error: deny this request, keep serving
             log.error("request %r denied (%s): %s", request_id, exc.rule_id, exc)
             return await self._refuse(deciding, exc.rule_id, f"denied: {exc}", exc.subject)
-        decision = self._decide(request)
+        guarded = self.guard.check_request(request)
+        if guarded is None:
+            decision = self._decide(request)
+        else:  # whatever the engine would say
+            rule_id, reason = guarded
+            decision = Decision.deny(reason, policy_id=self._policy_id, rule_id=rule_id)
         answer = _Answer(decision, decision.effect is Effect.ALLOW, {}, decision.reason)
         seen = False  # whether a human saw this very call
         if decision.effect is Effect.ASK:

@@ -571,6 +571,7 @@ async def _relay(
         registry=ToolRegistry.default(runtime.config.tools.registry),
         backend_id=channel.backend_id,
         session=session,
+        protected=runtime.protected_dirs,
         approval_timeout=settings.approval_timeout_seconds,
         limits=Limits(
             approvals=ApprovalCache(settings.approval_cache_seconds),

@@ -600,3 +600,11 @@ def test_loose_path_arguments_only_when_they_look_like_paths() -> None:
     engine = make_engine(rule("allow", tool_name="*"))
     assert engine.decide(email).effect is Effect.ALLOW
     assert engine.decide(copy).rule_id == "builtin-ambiguous-path"
+
+
+def test_an_operations_explanation_says_the_request_stays_within_the_list() -> None:
+    """``operations`` on an allow rule is a subset test: the explanation says the request's
+    operations are all in the rule's list (it said "has only", which read as a shortfall)."""
+    engine = make_engine(rule("allow", "reads", operations=["read", "list"]))
+    decision = engine.decide(make_request())
+    assert decision.reason == "allowed by rule reads: operations read all in [list, read]"

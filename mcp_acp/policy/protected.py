@@ -1,0 +1,66 @@
+"""The path protections that come before any policy: whatever engine decides, a request is
+denied if a path or URI in it could be read two ways (``builtin-ambiguous-path``), or if it
+names a path inside mcp-acp's own directories — the config directory and the audit log
+directory — (``builtin-protected-path``): an agent must never reach the policy that governs
+it or the trail that records it through the backend it is given.
+
+The ``acp`` engine applies :class:`PathGuard` first in every decision (so a program that
+uses the engine alone is protected too); the proxy's enforcement point applies it before
+asking any engine (so a plugin engine is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from mcp_acp.models import DecisionRequest
+from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
+from mcp_acp.policy.view import RequestView
+
+__all__ = ["PathGuard"]
+
+
+class PathGuard:
+    """Denies ambiguous paths and paths inside ``directories`` (as written and as resolved)."""
+
+    __slots__ = ("_forms",)
+
+    def __init__(self, directories: Sequence[Path] = ()) -> None:
+        forms: dict[str, str] = {}  # a directory's normal form -> as the user named it
+        for directory in directories:
+            try:
+                written = normalise_path(os.path.abspath(directory))
+            except AmbiguousPathError:
+                continue  # such a path cannot be named by a request either
+            forms[written] = str(directory)
+            with contextlib.suppress(AmbiguousPathError):
+                forms.setdefault(resolve_symlinks(written), str(directory))
+        self._forms = tuple(forms.items())
+
+    def check(self, view: RequestView) -> tuple[str, str] | None:
+        """``(rule id, reason)`` if the request ``view`` shows must be denied, else None."""
+        if view.ambiguous is not None:
+            return (
+                "builtin-ambiguous-path",
+                f"denied: {view.ambiguous} (ambiguous paths and URIs are never guessed)",
+            )
+        for path_view in view.paths if self._forms else ():
+            for candidate in path_view.allow_views:
+                for form, label in self._forms:
+                    if is_within(candidate, form):
+                        return (
+                            "builtin-protected-path",
+                            f"denied: path {path_view.shown} is inside the protected "
+                            f"directory {label} (mcp-acp's own config and logs)",
+                        )
+        return None
+
+    def check_request(self, request: DecisionRequest) -> tuple[str, str] | None:
+        """:meth:`check` for a whole request; one without paths or a URI passes at once."""
+        resource = request.resource
+        if not resource.paths and resource.uri is None:
+            return None
+        return self.check(RequestView(request))

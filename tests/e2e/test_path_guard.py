@@ -1,0 +1,106 @@
+"""mcp-acp's own directories stay out of reach whatever policy engine decides.
+
+A third-party engine that allows everything is chosen through a real plugin, in front of
+the real filesystem server serving the user's whole home — which holds mcp-acp's config
+file and audit log. The proxy's enforcement point still denies every path inside them
+(``builtin-protected-path``) and every ambiguous path (``builtin-ambiguous-path``) before
+the engine is asked; the backend never sees those calls, and the files are unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from proxy_helpers import Proxy, configure, records, use_plugin
+
+from mcp_acp.audit.chain import verify_stream
+
+DENIED = -32003
+
+YES_ENGINE = """
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Decision, Effect
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class YesEngine:
+    policy_id = "yes"
+
+    def __init__(self, options, context):
+        pass
+
+    def decide(self, request):
+        return Decision(effect=Effect.ALLOW, policy_id="yes", rule_id="yes", reason="yes")
+
+
+@hookimpl
+def register_policy_engines(register):
+    register("yes", YesEngine, Options, summary="test: allows everything")
+"""
+
+
+def _write(path: Path | str, text: str) -> dict[str, Any]:
+    return {"name": "write_file", "arguments": {"path": str(path), "content": text}}
+
+
+def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
+    isolated_home: Path, tmp_path: Path, node_peers: Path
+) -> None:
+    home = isolated_home
+    log_dir = configure(home, "node", [str(node_peers), str(home)], {"version": "1", "rules": []})
+    env = use_plugin(
+        home,
+        tmp_path / "site",
+        module="yes_engine",
+        source=YES_ENGINE,
+        name="yes",
+        use_for="policy",
+        config={},
+    )
+    config_file = home / ".config" / "mcp-acp" / "config.json"
+    config_before = config_file.read_bytes()
+    (home / "notes").mkdir()
+    proxy = Proxy(home, env)
+    try:
+        proxy.initialize()
+        allowed = proxy.call("tools/call", _write(home / "notes" / "a.md", "mine\n"))
+        assert not allowed["result"].get("isError"), allowed
+        assert (home / "notes" / "a.md").read_text() == "mine\n"  # the engine's allow holds
+
+        decisions = log_dir / "decisions.jsonl"
+        attempts = [
+            _write(decisions, "{}\n"),  # the audit trail
+            _write(config_file, "{}"),  # the config (the policy's place)
+            {"name": "read_file", "arguments": {"path": str(config_file)}},
+            _write(f"{home}/notes/../.config/mcp-acp/config.json", "{}"),  # ambiguous
+        ]
+        answers = [proxy.call("tools/call", params) for params in attempts]
+        rules = [answer["error"]["data"]["rule"] for answer in answers]
+        assert rules == ["builtin-protected-path"] * 3 + ["builtin-ambiguous-path"]
+        assert all(answer["error"]["code"] == DENIED for answer in answers)
+        assert "inside the protected directory" in answers[0]["error"]["message"]
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    assert config_file.read_bytes() == config_before
+    assert verify_stream(log_dir, "decisions").ok  # nothing was written into the trail
+    decided = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "write_file"]
+    assert [(r["effect"], r["rule_id"], r["policy_id"]) for r in decided] == [
+        ("allow", "yes", "yes"),
+        ("deny", "builtin-protected-path", "yes"),
+        ("deny", "builtin-protected-path", "yes"),
+        ("deny", "builtin-ambiguous-path", "yes"),
+    ]
+    calls = [
+        r["outcome"]
+        for r in records(log_dir, "operations")
+        if r.get("tool_name") in ("write_file", "read_file")
+        and r["direction"] == "client_to_server"
+    ]
+    assert calls == ["forwarded"] + ["denied"] * 4  # only the first reached the backend
