@@ -30,7 +30,10 @@ The answer (its result, or its error) to a ``tools/call``, ``resources/read`` or
 (:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, also split across
 adjacent text items, control and invisible characters; bounded). It is relayed unchanged all
 the same; a finding exposes the session to untrusted content
-(:meth:`EnforcementPoint.expose`), and the answer's operation record lists the findings.
+(:meth:`EnforcementPoint.expose`), and the answer's operation record lists the findings. So
+is a ``sampling/createMessage`` request of the backend's (its ``params``: what it wants the
+client's model to read), decided as any backend request: if it is relayed, a finding exposes
+the session first; relayed or not, an operation record of the request lists the findings.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ INTERNAL = "internal error; see mcp-acp's log"
 #: The client's requests whose answers are screened, and the parameter naming what each is
 #: about (the tool, the resource's URI, the prompt): an exposure names it.
 SCREENED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+#: The backend's requests that are screened: text it wants the client's model to read.
+SCREENED_ASKS = frozenset({"sampling/createMessage"})
 #: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
 _DECIMAL = re.compile(r"-?[0-9]+")
 
@@ -901,7 +906,10 @@ class Relay:
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots). Beyond
         the backend's flood limit it is answered with a denial at once, and counted with the
-        dropped notifications (:meth:`EnforcementPoint.admit`)."""
+        dropped notifications (:meth:`EnforcementPoint.admit`). A sampling request is
+        screened (:data:`SCREENED_ASKS`): relayed, a finding exposes the session before the
+        client gets it; relayed or not, an operation record of the request (outcome
+        ``forwarded`` or ``denied``) lists the findings."""
         if not self.pep.admit("backend", message.method):
             text = (
                 "denied: the backend sends requests and notifications faster than "
@@ -920,6 +928,12 @@ class Relay:
             return
         if verdict.fatal is not None:
             self.pep.fail(verdict.fatal)
+        findings = (  # params as sent: relayed as the exact bytes, whatever their shape
+            screen_result(message.body.get("params"), "params")
+            if message.method in SCREENED_ASKS
+            else []
+        )
+        relayed = False
         if verdict.allowed and len(self._asked) >= MAX_ASKED and message.id not in self._asked:
             text = (
                 f"denied: {MAX_ASKED} requests already wait for the client (request {message.id})"
@@ -930,7 +944,11 @@ class Relay:
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed:
             self._asked[message.id] = message.method
+            if findings:  # for the client's answer, and its next requests, to be decided so
+                why = f"its request carries {findings[0]}"
+                self.pep.expose(message.method, None, message.id, why)
             await self._send_client(message.raw)
+            relayed = True
         else:
             await self._send_backend(
                 from_body(
@@ -940,5 +958,12 @@ class Relay:
                         f"{verdict.reason} (request {message.id})",
                         {"rule": verdict.rule_id},
                     )
+                )
+            )
+        if findings:
+            outcome, code = ("forwarded", None) if relayed else ("denied", DENIED)
+            self.trail.record_soon(
+                self._operation_event(
+                    "server_to_client", message, outcome, error_code=code, findings=findings
                 )
             )

@@ -35,7 +35,11 @@ nothing: the server exits at once with status 3; ``answer_when`` answers once th
 ``path`` argument names exists; ``strict_echo`` is ``echo`` with an input schema that
 allows ``text`` and nothing else (``additionalProperties: false``). Not listed, but
 answered: ``fetch`` (returns a page naming its ``url``: the shipped registry files it as
-returning untrusted content) and ``save`` (returns ``saved``).
+returning untrusted content), ``save`` (returns ``saved``) and ``ask_sampling`` (sends the
+client a ``sampling/createMessage`` request, id ``m`` and the call's id, whose one message
+is its ``text`` — and whose ``systemPrompt`` is its ``system``, if given — waits for the
+answer, then returns ``sampled: `` and the answer's text, or ``refused: `` and its error's
+message).
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -209,6 +213,29 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         text(request_id, f"the page at {params.get('arguments', {}).get('url')}")
     elif name == "save":
         text(request_id, "saved")
+    elif name == "ask_sampling":
+        arguments = params.get("arguments", {})
+        words = {"type": "text", "text": arguments.get("text", "")}
+        asked: dict[str, Any] = {"messages": [{"role": "user", "content": words}], "maxTokens": 20}
+        if "system" in arguments:
+            asked["systemPrompt"] = arguments["system"]
+        ask = f"m{request_id}"
+        send(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": ask, "method": "sampling/createMessage", "params": asked}
+            )
+        )
+        while (line := receive()) is not None:
+            answer = json.loads(line)
+            if answer.get("id") == ask and "method" not in answer:
+                break
+            LATER.append(line)  # handled once this call is answered
+        else:
+            return
+        if "result" in answer:
+            text(request_id, f"sampled: {answer['result']['content']['text']}")
+        else:
+            text(request_id, f"refused: {answer['error']['message']}")
     elif name == "write_ahead":  # is this call's decision on disk before the call arrives?
         lines = DECISIONS.read_text().splitlines() if DECISIONS is not None else []
         mine = [json.loads(line) for line in lines if f'"request_id":"{request_id}"' in line]
