@@ -524,8 +524,9 @@ class ProxySection(_Section):
     untrusted_content: Literal["ask", "off"] = Field(
         default="ask",
         description="'ask': once the session has seen untrusted content (a call of a tool "
-        "with the side effect untrusted_content was forwarded, or a tool result carried "
-        "hidden-instruction markers), a tools/call the policy allows that writes, deletes, "
+        "with the side effect untrusted_content was forwarded, or hidden-instruction markers "
+        "reached the client in a tools/call, resources/read or prompts/get answer or a "
+        "sampling request of the backend's), a tools/call the policy allows that writes, deletes, "
         "executes or has the side effect network_egress goes to the approver first, and is "
         "never remembered. 'off': it does not (recorded at start).",
     )

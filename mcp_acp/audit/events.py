@@ -220,8 +220,12 @@ class OperationEvent(AuditEvent):
     )
     findings: list[str] | None = Field(
         default=None,
-        description="On a tools/call answer: the hidden-instruction markers screening found "
-        "in it (relayed unchanged; the session has seen untrusted content).",
+        description="The hidden-instruction markers screening found in what the backend has "
+        "the client's model read: on the answer (server_to_client) to a tools/call, "
+        "resources/read or prompts/get, relayed unchanged; on a sampling/createMessage "
+        "request of the backend's (server_to_client, its own id; recorded only with "
+        "findings), outcome forwarded (relayed unchanged) or denied. Whatever reached the "
+        "client exposed the session to untrusted content.",
     )
 
 

@@ -202,7 +202,8 @@ class Conditions(_Strict):
     untrusted_content_seen: bool | None = Field(
         default=None,
         description="Whether the session has seen untrusted content (a tool returning it "
-        "was called, or a tool result carried hidden-instruction markers).",
+        "was called, or hidden-instruction markers reached the client: in a tools/call, "
+        "resources/read or prompts/get answer, or a sampling request of the backend's).",
     )
     # provenance
     min_provenance: dict[str, ProvenanceName] | None = Field(

@@ -16,11 +16,13 @@ is a recorded denial too, naming what cut it short.
 Untrusted content (the "toxic agent flow"): the session becomes *exposed* — once, for the
 rest of the session, remembering the first cause — when a ``tools/call`` of a tool with the
 side effect ``untrusted_content`` is allowed (before it is forwarded: its content may come
-back at any moment), or when the relay finds hidden-instruction markers in a tool's result
-(:meth:`EnforcementPoint.expose`). From then on a ``tools/call`` allowed without a human
-seeing it (by the policy, or a remembered approval) that writes, deletes, executes or has
-the side effect ``network_egress`` goes to a human first (``builtin-untrusted-content``,
-never remembered), unless ``proxy.untrusted_content`` is ``off``.
+back at any moment), or when the relay finds hidden-instruction markers in the answer to a
+``tools/call``, ``resources/read`` or ``prompts/get``, or in a ``sampling/createMessage``
+request of the backend's that it relays to the client (:meth:`EnforcementPoint.expose`).
+From then on a ``tools/call`` allowed without a human seeing it (by the policy, or a
+remembered approval) that writes, deletes, executes or has the side effect
+``network_egress`` goes to a human first (``builtin-untrusted-content``, never remembered),
+unless ``proxy.untrusted_content`` is ``off``.
 """
 
 from __future__ import annotations
@@ -123,17 +125,52 @@ class Session:
             self.client_version = version if isinstance(version, str) else self.client_version
 
 
+#: The methods whose messages may expose the session by naming something: the key naming
+#: it in the ``session_exposed`` record (the tool called, the resource read, the prompt got),
+#: and how a sentence names it. A method not here (the backend's ``sampling/createMessage``)
+#: names nothing.
+_NAMED = {
+    "tools/call": ("tool", "{}"),
+    "resources/read": ("uri", "resource {}"),
+    "prompts/get": ("prompt", "prompt {}"),
+}
+
+
 @attrs.frozen(slots=True)
 class Exposure:
-    """Why the session has seen untrusted content: the first cause — the tool, its request,
-    and why (the tool returns untrusted content; its result carries a marker)."""
+    """Why the session has seen untrusted content: the first cause — the message that
+    carried it (``method``: the client's ``tools/call``, ``resources/read`` or
+    ``prompts/get``, or the backend's ``sampling/createMessage``), what that names (the
+    tool, the resource's URI, the prompt; None for a backend's request), its request id
+    (a backend's request: the backend's own id), and why (the tool returns untrusted
+    content; its result carries a marker)."""
 
-    tool: str
+    method: str
+    name: str | None
     request_id: str
     why: str
 
+    @property
+    def label(self) -> str:
+        """What carried the content, as a sentence names it: ``fetch`` (a tool),
+        ``resource note://x``, ``prompt greet``, ``the backend's sampling/createMessage``."""
+        named = _NAMED.get(self.method)
+        if named is None or self.name is None:
+            return f"the backend's {self.method}"
+        return named[1].format(self.name)
+
+    def detail(self) -> dict[str, str]:
+        """What the ``session_exposed`` record says of the cause: ``method``, then ``tool``,
+        ``uri`` or ``prompt`` (whatever the method names), and ``why``."""
+        detail = {"method": self.method}
+        named = _NAMED.get(self.method)
+        if named is not None and self.name is not None:
+            detail[named[0]] = self.name
+        detail["why"] = self.why
+        return detail
+
     def __str__(self) -> str:
-        return f"{self.tool}, request {self.request_id}: {self.why}"
+        return f"{self.label}, request {self.request_id}: {self.why}"
 
 
 @attrs.frozen(slots=True)
@@ -314,21 +351,23 @@ class EnforcementPoint:
         if self.shutdown is not None:
             self.shutdown.trigger(error)
 
-    def expose(self, tool: str, request_id: Any, why: str) -> bool:
-        """The session has seen untrusted content: ``tool``'s call ``request_id``, because
-        ``why``. The first cause is kept for the rest of the session, and recorded once
-        (``session_exposed``, handed to the trail like a relayed answer); later ones change
-        nothing. Whether this call exposed the session."""
+    def expose(self, method: str, name: str | None, request_id: Any, why: str) -> bool:
+        """The session has seen untrusted content: the ``method`` message ``request_id``
+        carried it — the client's call of the tool ``name``, read of the resource ``name``
+        (its URI), get of the prompt ``name``; or the backend's request (``name`` None) —
+        because ``why``. The first cause is kept for the rest of the session, and recorded
+        once (``session_exposed``, handed to the trail like a relayed answer); later ones
+        change nothing. Whether this call exposed the session."""
         if self.exposure is not None:
             return False
-        self.exposure = Exposure(tool, str(request_id), why)
+        self.exposure = Exposure(method, name, str(request_id), why)
         log.warning("the session has seen untrusted content (%s)", self.exposure)
         self.trail.record_soon(
             SystemEvent(
                 event="session_exposed",
                 session_id=self.session.id,
                 request_id=str(request_id),
-                detail={"tool": tool, "why": why, "escalation": self.untrusted_content},
+                detail={**self.exposure.detail(), "escalation": self.untrusted_content},
             )
         )
         return True
@@ -722,7 +761,7 @@ class EnforcementPoint:
         allowed = answer.allowed
         if allowed and tool is not None and UNTRUSTED_CONTENT in request.action.side_effects:
             # before the call is forwarded: its content may come back at any moment
-            self.expose(tool, request_id, "the tool returns untrusted content")
+            self.expose(method, tool, request_id, "the tool returns untrusted content")
         record = DecisionEvent.of(request, answer.decision, **answer.extra)
         await self._record(deciding, record, allowed)
         self.counts["allowed" if allowed else "denied"] += 1

@@ -25,11 +25,15 @@ At a fail-closed shutdown the process exits from the shutdown coordinator, witho
 event loop: the enforcement point records those denials there, and the relay answers the
 requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 
-A ``tools/call`` answer (its result, or its error) is screened before it is relayed
-(:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, control and
-invisible characters; bounded). It is relayed unchanged all the same; a finding exposes the
-session to untrusted content (:meth:`EnforcementPoint.expose`), and the answer's operation
-record lists the findings.
+The answer (its result, or its error) to a ``tools/call``, ``resources/read`` or
+``prompts/get`` is screened before it is relayed
+(:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, also split across
+adjacent text items, control and invisible characters; bounded). It is relayed unchanged all
+the same; a finding exposes the session to untrusted content
+(:meth:`EnforcementPoint.expose`), and the answer's operation record lists the findings. So
+is a ``sampling/createMessage`` request of the backend's (its ``params``: what it wants the
+client's model to read), decided as any backend request: if it is relayed, a finding exposes
+the session first; relayed or not, an operation record of the request lists the findings.
 """
 
 from __future__ import annotations
@@ -89,6 +93,11 @@ MAX_ASKED = 1_000
 #: What a client reads when mcp-acp itself failed on its message (a bug; the traceback is
 #: in mcp-acp's log).
 INTERNAL = "internal error; see mcp-acp's log"
+#: The client's requests whose answers are screened, and the parameter naming what each is
+#: about (the tool, the resource's URI, the prompt): an exposure names it.
+SCREENED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+#: The backend's requests that are screened: text it wants the client's model to read.
+SCREENED_ASKS = frozenset({"sampling/createMessage"})
 #: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
 _DECIMAL = re.compile(r"-?[0-9]+")
 
@@ -218,8 +227,8 @@ class Relay:
         self._lost: str | None = None
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
-        # of those, tools/call request id -> tool name: whose answer it is, when screened
-        self._calling: dict[Any, str] = {}
+        # of those, the screened ones (SCREENED): request id -> (method, what it names)
+        self._screening: dict[Any, tuple[str, str]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -607,14 +616,18 @@ class Relay:
             await self._refuse_unrecorded(message, self.trail.failed)
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
-        if message.method == "tools/call":
-            name = message.params.get("name")
-            self._calling[message.id] = name if isinstance(name, str) else repr(name)
+        named_by = SCREENED.get(message.method)
+        if named_by is not None:
+            name = message.params.get(named_by)
+            self._screening[message.id] = (
+                message.method,
+                name if isinstance(name, str) else repr(name),
+            )
         try:
             await self.channel.send(message)
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
-            self._calling.pop(message.id, None)
+            self._screening.pop(message.id, None)
             text = f"cannot forward this request to the backend: {exc} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
 
@@ -685,7 +698,7 @@ class Relay:
                 # nothing: never relayed (a copy of a list would pass unfiltered)
                 self.pep.drop("backend", "response to no request")
                 return
-            tool = self._calling.get(message.id)
+            source = self._screening.get(message.id)
             method, took = self._answered(message.id)
             decided = method in LISTS or _asks_for_input(message)
             if self.trail.failed is not None:
@@ -693,10 +706,10 @@ class Relay:
             elif decided and message.ambiguous is not None:
                 await self._refuse_answer(message, method, took)
             elif decided:
-                findings = self._screen_answer(message, tool)
+                findings = self._screen_answer(message, source)
                 self._spawn(self._backend_response(message, method, took, findings))
             else:  # the usual case: screened, relayed as is, in order, then recorded
-                findings = self._screen_answer(message, tool)
+                findings = self._screen_answer(message, source)
                 await self._send_client(message.raw)
                 self._record_response(message.body, message.id, method, took, findings)
         elif message.ambiguous is not None and message.kind == "request":
@@ -736,14 +749,15 @@ class Relay:
         """The request ``request_id`` is answered: no longer in flight. Its method, and the
         milliseconds since it was sent to the backend (the record's ``duration_ms``)."""
         method, sent = self._in_flight.pop(request_id)
-        self._calling.pop(request_id, None)
+        self._screening.pop(request_id, None)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
 
-    def _screen_answer(self, message: Message, tool: str | None) -> list[str]:
-        """What the backend's answer to ``tool``'s call (None: not a ``tools/call``) carries
-        that marks it untrusted — read before it reaches the client, so that the client's
-        next request is decided knowing it. Any finding exposes the session."""
-        if tool is None:
+    def _screen_answer(self, message: Message, source: tuple[str, str] | None) -> list[str]:
+        """What the backend's answer to a screened request — ``source``: its method and what
+        it names (None: not screened) — carries that marks it untrusted, read before it
+        reaches the client, so that the client's next request is decided knowing it. Any
+        finding exposes the session."""
+        if source is None:
             return []
         body = message.body
         findings = (
@@ -752,7 +766,8 @@ class Relay:
             else screen_result(body.get("error"), "error")
         )
         if findings:
-            self.pep.expose(tool, message.id, f"its result carries {findings[0]}")
+            method, name = source
+            self.pep.expose(method, name, message.id, f"its result carries {findings[0]}")
         return findings
 
     async def _withhold_answer(self, request_id: Any, method: str | None, took: float) -> None:
@@ -891,7 +906,10 @@ class Relay:
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots). Beyond
         the backend's flood limit it is answered with a denial at once, and counted with the
-        dropped notifications (:meth:`EnforcementPoint.admit`)."""
+        dropped notifications (:meth:`EnforcementPoint.admit`). A sampling request is
+        screened (:data:`SCREENED_ASKS`): relayed, a finding exposes the session before the
+        client gets it; relayed or not, an operation record of the request (outcome
+        ``forwarded`` or ``denied``) lists the findings."""
         if not self.pep.admit("backend", message.method):
             text = (
                 "denied: the backend sends requests and notifications faster than "
@@ -910,6 +928,12 @@ class Relay:
             return
         if verdict.fatal is not None:
             self.pep.fail(verdict.fatal)
+        findings = (  # params as sent: relayed as the exact bytes, whatever their shape
+            screen_result(message.body.get("params"), "params")
+            if message.method in SCREENED_ASKS
+            else []
+        )
+        relayed = False
         if verdict.allowed and len(self._asked) >= MAX_ASKED and message.id not in self._asked:
             text = (
                 f"denied: {MAX_ASKED} requests already wait for the client (request {message.id})"
@@ -920,7 +944,11 @@ class Relay:
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed:
             self._asked[message.id] = message.method
+            if findings:  # for the client's answer, and its next requests, to be decided so
+                why = f"its request carries {findings[0]}"
+                self.pep.expose(message.method, None, message.id, why)
             await self._send_client(message.raw)
+            relayed = True
         else:
             await self._send_backend(
                 from_body(
@@ -930,5 +958,12 @@ class Relay:
                         f"{verdict.reason} (request {message.id})",
                         {"rule": verdict.rule_id},
                     )
+                )
+            )
+        if findings:
+            outcome, code = ("forwarded", None) if relayed else ("denied", DENIED)
+            self.trail.record_soon(
+                self._operation_event(
+                    "server_to_client", message, outcome, error_code=code, findings=findings
                 )
             )

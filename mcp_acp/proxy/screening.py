@@ -28,16 +28,22 @@ a resource's reads (``builtin-resource-quarantined``), a prompt's gets
 markers, not a proof of innocence: instructions in plain words pass it, and the policy on
 arguments (paths, tools, URIs) is what holds whatever a description says.
 
-:func:`screen_result` reads a ``tools/call`` result (or the error answering one) with the
-same detectors — tags, control and invisible characters, not length: a result may well be
-long. It changes nothing in what is relayed; a finding marks the session as having seen
-untrusted content (see :mod:`mcp_acp.proxy.pep`). Its reading is bounded
-(:data:`MAX_RESULT_STRINGS`, :data:`MAX_RESULT_CHARS`): what lies beyond is not read, and
-is a finding itself (fail closed).
+:func:`screen_result` reads what the backend has the client's model read — the result (or
+the error) answering a ``tools/call``, ``resources/read`` or ``prompts/get``, the ``params``
+of a ``sampling/createMessage`` request — with the same detectors: tags, control and
+invisible characters, not length (a result may well be long). Each string is read alone, and
+the texts of adjacent text items of a list (content blocks ``{"type": "text", …}``, a
+resource's text contents) are read once more joined, for a tag split across them
+(``"<IMPORT"``, ``"ANT>"``). It changes nothing in what is relayed; a finding marks the
+session as having seen untrusted content (see :mod:`mcp_acp.proxy.pep`). Its reading is
+bounded (:data:`MAX_RESULT_STRINGS`, :data:`MAX_RESULT_CHARS`; the joined texts are among
+the characters read within them): what lies beyond is not read, and is a finding itself
+(fail closed).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -99,15 +105,18 @@ def screen_entry(entry: dict[str, Any]) -> list[str]:
 
 
 def screen_result(value: Any, where: str = "result") -> list[str]:
-    """What in ``value`` (a ``tools/call`` result, or a JSON-RPC error) carries a
+    """What in ``value`` (a result, a JSON-RPC error, a request's params) carries a
     hidden-instruction tag, a control character or an invisible character, as ``"<where>:
-    <what>"`` lines (at most :data:`MAX_FINDINGS`); length is no finding. Reads at most
-    :data:`MAX_RESULT_STRINGS` strings and :data:`MAX_RESULT_CHARS` characters, and walks at
-    most :data:`MAX_RESULT_VALUES` values: if there is more, the last line says it was not
-    all scanned."""
+    <what>"`` lines (at most :data:`MAX_FINDINGS`); length is no finding. A tag split across
+    adjacent text items of a list is found in their texts joined, once every string is read
+    (reported after the others). Reads at most :data:`MAX_RESULT_STRINGS` strings and
+    :data:`MAX_RESULT_CHARS` characters, and walks at most :data:`MAX_RESULT_VALUES` values:
+    if there is more, the last line says it was not all scanned (and no joined texts are
+    read)."""
     findings: list[str] = []
     strings = chars = values = 0
     stack: list[tuple[str, Any]] = [(where, value)]
+    runs: list[tuple[str, int, list[str]]] = []  # adjacent text items: read again, joined
     while stack:
         at, item = stack.pop()
         if isinstance(item, dict | list):
@@ -121,6 +130,8 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
                 stack.append((f"{at}.{_label(key)} (the key)", key))
             continue
         if isinstance(item, list):
+            if len(item) > 1:
+                _text_runs(at, item, runs)
             stack.extend((f"{at}[{n}]", inner) for n, inner in reversed(list(enumerate(item))))
             continue
         if not isinstance(item, str):
@@ -138,7 +149,64 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
             findings.append(f"{at}: {finding}")
             if len(findings) == MAX_FINDINGS:
                 break
+    else:  # all read, within the budgets: so are the runs' texts, once more joined
+        for at, first, texts in runs:
+            split = _split_tag(texts)
+            if split is not None:
+                start, end, tag = split
+                items = f"{at}[{first + start}].text + {'… + ' if end - start > 1 else ''}"
+                findings.append(
+                    f"{items}{at}[{first + end}].text: a hidden-instruction tag {tag!r} "
+                    "split across text items"
+                )
+                if len(findings) == MAX_FINDINGS:
+                    break
     return findings
+
+
+def _text_runs(at: str, items: list[Any], runs: list[tuple[str, int, list[str]]]) -> None:
+    """Add to ``runs`` each run of two or more adjacent text items of the list ``items``
+    (at ``at``), as where the list is, the index of its first item, and their texts. A text
+    item is what a model reads as one piece of text among others: a content block
+    ``{"type": "text", "text": …}``, or a resource's text contents (``uri`` and ``text``,
+    no ``type``)."""
+    first = 0
+    texts: list[str] = []
+    for n, inner in enumerate(items):
+        text = inner.get("text") if type(inner) is dict else None
+        if type(text) is str and (
+            inner.get("type") == "text" or ("type" not in inner and "uri" in inner)
+        ):
+            if not texts:
+                first = n
+            texts.append(text)
+            continue
+        if len(texts) > 1:
+            runs.append((at, first, texts))
+        texts = []
+    if len(texts) > 1:
+        runs.append((at, first, texts))
+
+
+def _split_tag(texts: list[str]) -> tuple[int, int, str] | None:
+    """The first hidden-instruction tag that ``texts`` joined hold across a seam — not
+    within one text, which is read alone — as the indexes of the texts it begins and ends
+    in, and the tag; None if there is none. (A tag holds no ``<`` but its first character:
+    it begins in a text, not the last, that has one.)"""
+    if not any("<" in text for text in texts[:-1]):
+        return None
+    joined = "".join(texts)
+    seams: list[int] = []  # where each text ends in ``joined``
+    at = 0
+    for text in texts:
+        at += len(text)
+        seams.append(at)
+    for tag in _TAG.finditer(joined):
+        start = bisect.bisect_right(seams, tag.start())
+        end = bisect.bisect_left(seams, tag.end())
+        if start != end:
+            return start, end, tag.group()
+    return None
 
 
 def _marker(text: str) -> str | None:

@@ -157,6 +157,10 @@ def test_schema_audit_lists_every_stream(isolated_home: Path) -> None:
     decision = document["streams"]["decisions"]
     assert decision["additionalProperties"] is False
     assert "policy_id" in decision["required"]
+    # what the relay screens, and so where an operation record may carry findings
+    findings = document["streams"]["operations"]["properties"]["findings"]["description"]
+    for method in ("tools/call", "resources/read", "prompts/get", "sampling/createMessage"):
+        assert method in findings
 
 
 def test_payloads_are_hashed_by_default_and_redacted_when_recorded() -> None:

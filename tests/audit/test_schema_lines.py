@@ -57,6 +57,17 @@ def write_every_kind(log_dir: Path) -> None:
             **argument_fields({"path": "/srv/a"}),
         )
     )
+    sink.write_sync(  # a backend's sampling request carrying a marker: recorded with it
+        OperationEvent(
+            session_id="s1",
+            request_id="m1",
+            direction="server_to_client",
+            outcome="forwarded",
+            mcp_method="sampling/createMessage",
+            findings=["params.systemPrompt: control character U+001B"],
+            **argument_fields({"messages": [], "systemPrompt": "\x1b[8m"}),
+        )
+    )
     sink.write_sync(AuthEvent(event="session_started", subject_id="alice", issuer="local"))
     sink.write_sync(SystemEvent(event="plugins_loaded", detail={"count": 4}))
     sink.close_sync()

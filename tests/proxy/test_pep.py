@@ -1325,3 +1325,37 @@ async def test_a_remembered_approval_is_asked_again_after_untrusted_content(
         "untrusted content); policy said: "
     )
     assert records["4"]["approval_cached"] is True
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "said", "named"),
+    [
+        ("tools/call", "fetch", "fetch", {"tool": "fetch"}),
+        ("resources/read", "note://x", "resource note://x", {"uri": "note://x"}),
+        ("prompts/get", "greet", "prompt greet", {"prompt": "greet"}),
+        ("sampling/createMessage", None, "the backend's sampling/createMessage", {}),
+    ],
+    ids=["tool", "resource", "prompt", "sampling"],
+)
+async def test_an_exposure_names_what_carried_the_content(
+    tmp_path: Path, method: str, name: str | None, said: str, named: dict[str, str]
+) -> None:
+    """The first cause is kept and recorded once: the method whose message carried the
+    content and what it names — the tool, the resource's URI, the prompt; nothing for the
+    backend's own request — in the record's detail, and in the sentence a human is asked
+    with (the label: a tool by its name alone, as before)."""
+    setup = Setup(tmp_path, Limits())
+    await setup.trail.start()
+    assert setup.pep.expose(method, name, 7, "its result carries a tag") is True
+    assert setup.pep.expose("tools/call", "fetch", 8, "the tool returns untrusted content") is False
+    assert str(setup.pep.exposure) == f"{said}, request 7: its result carries a tag"
+    await setup.trail.close()
+    lines = (setup.log_dir / "system.jsonl").read_text().splitlines()
+    (exposed,) = [r for r in map(json.loads, lines) if r["event"] == "session_exposed"]
+    assert exposed["request_id"] == "7"
+    assert exposed["detail"] == {
+        "method": method,
+        **named,
+        "why": "its result carries a tag",
+        "escalation": "ask",
+    }
