@@ -175,9 +175,11 @@ class Approver(Protocol):
     Optional, found by name (the built-in ``cli`` approver has both): ``control_ops()``
     returning operations for the proxy's control socket (:mod:`mcp_acp.control`);
     ``approval_settled(approval_id, outcome)``, called once the proxy has decided and
-    recorded the request an approval asked about, with one sentence saying what became of
-    it (``"allowed; remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy
-    reloaded while the request waited decides again, so an approval is not the last word.
+    recorded the request an approval asked about and forwarded it or refused it, with one
+    sentence saying what became of it (``"allowed and forwarded; remembered"``,
+    ``"denied: …"``, ``"not forwarded: …"``) — a policy reloaded while the request waited
+    decides again, and an audit trail that fails before the request is sent on denies it,
+    so an approval is not the last word.
     """
 
     name: str
