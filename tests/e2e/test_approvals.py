@@ -487,6 +487,48 @@ def test_a_fail_closed_shutdown_denies_the_request_waiting_for_a_human(
     assert run.echoed() == []
 
 
+@pytest.mark.parametrize("cause", ["posture", "audit"])
+def test_an_answer_after_a_fail_closed_shutdown_is_told_why_the_approval_ended(
+    asking: Callable[..., Asking], tmp_path: Path, cause: str
+) -> None:
+    """A request waits for a human when the proxy shuts down fail closed — the device fails
+    its posture check (exit 15), or the audit trail fails (the decisions file removed, then
+    a call the policy allows: exit 13) — denying it. An answer sent then is told, in one
+    line and with exit 1, that the approval ended because the proxy shut down, and why —
+    not that there is no such approval. Sent once the process has ended, here: an answer
+    sent while it exits takes the same way (the proxy cannot reply; the note it left can)."""
+    mode_file = tmp_path / "mode"
+    allow_add = {"id": "allow-add", "effect": "allow", "conditions": {"tool_name": "add"}}
+    policy = {"version": "1", "rules": [*ASK_ECHO["rules"], allow_add]}
+    run = asking(policy, mode_file=mode_file)
+    run.echo("one")
+    (waiting,) = run.pending()
+    if cause == "posture":
+        mode_file.write_text("fail")
+        why = "posture failure: device posture lost: mode is fail: fail"
+    else:
+        decisions = run.log_dir / "decisions.jsonl"
+        decisions.unlink()
+        run.proxy.request("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+        why = f"audit failure: audit file {decisions} was deleted or moved while in use"
+    assert run.proxy.proc.wait(timeout=30) == {"posture": 15, "audit": 13}[cause]
+    assert not list(run.sockets.glob("proxy-*.sock"))
+    (note,) = run.sockets.glob("proxy-*.ended")
+    assert note.stat().st_mode & 0o777 == 0o600
+    for answer in ("approve", "deny"):
+        late = run.cli(answer, waiting["id"])
+        assert late.returncode == 1
+        assert late.stdout == ""
+        assert late.stderr == (
+            f"error: approval {waiting['id']} ended unanswered: the proxy shut down ({why}); "
+            f"the request was denied (proxy pid {run.proxy.proc.pid})\n"
+        )
+    unknown = run.cli("approve", "0123456789abcdef")  # no proxy ever had it
+    assert unknown.returncode == 1
+    assert "no pending approval '0123456789abcdef' in any running proxy" in unknown.stderr
+    assert run.echoed() == []
+
+
 def test_an_approval_is_told_the_denial_when_the_trail_fails_before_the_request_is_sent(
     asking: Callable[..., Asking],
 ) -> None:
