@@ -12,6 +12,13 @@ or coroutines for an answer that must wait for something (the ``cli`` approver's
 ``approve`` waits for the proxy to say what became of the request): the proxy registers
 ``status``; a component that wants commands of its own (the ``cli`` approver's ``list``,
 ``approve``, ``deny``) offers them with a ``control_ops()`` method.
+
+A proxy that ends fail closed cannot answer any more — its event loop does not run again
+— so on the way out it leaves a note beside its socket, ``proxy-<pid>.ended`` (0600): the
+approvals it ended and what became of each (:meth:`ControlServer.record_ended`). An answer
+that comes too late, while the process exits or after, is told that instead of "no such
+approval" (:func:`ended_approval`). A note is kept :data:`ENDED_KEEP_SECONDS`, then removed
+by whoever reads it or by the next proxy to start.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,14 +47,26 @@ from mcp_acp.errors import ConfigError
 __all__ = [
     "ControlError",
     "ControlServer",
+    "NoAnswer",
     "Operation",
     "ask",
+    "ended_approval",
     "private_dir_problem",
     "runtime_dir",
     "sockets",
 ]
 
 MAX_LINE = 64 * 1024
+#: How long the note of a proxy that ended fail closed answers for its approvals; an older
+#: one is removed by whoever reads it (no approval waits longer than 300 s anyway).
+ENDED_KEEP_SECONDS = 600.0
+#: A note larger than this is not read (it holds a few approvals, a line each).
+MAX_NOTE = 1 << 20
+
+
+class NoAnswer(OSError):
+    """A proxy took the command but closed the connection without a whole answer: it ended
+    meanwhile (a fail-closed exit), or did not answer within the timeout."""
 
 
 class ControlError(ConfigError):
@@ -182,6 +202,7 @@ class ControlServer:
             raise ControlError(f"refusing the control socket directory: {problem}")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        _remove_old_notes(self.directory)
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
@@ -198,6 +219,32 @@ class ControlServer:
             await self._server.wait_closed()
             self._server = None
         self.remove_socket()
+
+    @property
+    def ended_path(self) -> Path:
+        return self.directory / f"proxy-{os.getpid()}.ended"
+
+    def record_ended(self, ended: Mapping[str, Mapping[str, Any]]) -> None:
+        """At a fail-closed exit: note ``ended`` — approval id -> what became of it — beside
+        the socket (``proxy-<pid>.ended``, 0600, replaced whole), for answers that come too
+        late (:func:`ended_approval`). Synchronous, for the shutdown coordinator's callbacks
+        (before the socket is removed); nothing if there is nothing to note. Never raises:
+        it runs while something is failing."""
+        if not ended or not self._made:
+            return
+        try:
+            body = json.dumps({"pid": os.getpid(), "ended": ended}, default=str).encode()
+            partial = self.ended_path.with_name(self.ended_path.name + ".partial")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(partial, flags, 0o600)
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            os.replace(partial, self.ended_path)  # whole, or not at all
+        except (OSError, TypeError, ValueError) as exc:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"mcp-acp: ended approvals not noted: {exc}\n")
 
     def remove_socket(self) -> None:
         """Remove the socket file, if this server made it. Synchronous and safe from any
@@ -246,20 +293,72 @@ class ControlServer:
 
 
 def ask(path: Path, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command to one proxy's socket and return its answer (for the CLI). The
-    answer is read in chunks kept apart and joined once: a list of long approvals runs to
-    megabytes, and adding each chunk to what came before copies it all again."""
+    """Send one command to one proxy's socket and return its answer (for the CLI):
+    ``OSError`` if no proxy takes it, :class:`NoAnswer` if one takes it and closes without
+    a whole answer, ``ValueError`` if the answer is not JSON. The answer is read in chunks
+    kept apart and joined once: a list of long approvals runs to megabytes, and adding each
+    chunk to what came before copies it all again."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(path))
-        client.sendall(json.dumps(command).encode() + b"\n")
         chunks: list[bytes] = []
-        while True:
-            chunk = client.recv(1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
+        try:
+            client.sendall(json.dumps(command).encode() + b"\n")
+            while True:
+                chunk = client.recv(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+        except OSError as exc:
+            raise NoAnswer(f"{path}: no answer: {exc}") from exc
+    if not chunks or not chunks[-1].endswith(b"\n"):
+        raise NoAnswer(f"{path}: the connection closed without an answer")
     answer = json.loads(b"".join(chunks))
     return answer if isinstance(answer, dict) else {"error": "bad answer"}
+
+
+def _remove_old_notes(directory: Path) -> None:
+    """Remove the notes of ended approvals (this user's, regular files) older than
+    :data:`ENDED_KEEP_SECONDS`: a proxy starting does, so that none is left for ever."""
+    for path in directory.glob("proxy-*.ended"):
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            old = time.time() - info.st_mtime > ENDED_KEEP_SECONDS
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and old:
+                path.unlink()
+
+
+def ended_approval(directory: Path, approval_id: str) -> tuple[int, dict[str, Any]] | None:
+    """What became of ``approval_id``, if a proxy that ended fail closed noted it
+    (:meth:`ControlServer.record_ended`): that proxy's pid and its entry (``answer``: what
+    was answered, None if nothing was; ``by``; ``outcome``), else None. Read like
+    :func:`sockets` reads: in a private directory (``ControlError`` if not), regular files
+    of this user's only, never through a link; a note older than
+    :data:`ENDED_KEEP_SECONDS` is removed instead."""
+    if not directory.exists():
+        return None
+    problem = private_dir_problem(directory)
+    if problem is not None:
+        raise ControlError(f"refusing the control socket directory: {problem}")
+    for path in sorted(directory.glob("proxy-*.ended")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as note:
+                info = os.fstat(note.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                    continue
+                if time.time() - info.st_mtime > ENDED_KEEP_SECONDS:
+                    path.unlink()
+                    continue
+                body = json.loads(note.read(MAX_NOTE + 1)[:MAX_NOTE])
+        except (OSError, ValueError, RecursionError):
+            continue  # gone meanwhile, a link, or not a note: nothing to answer from
+        if not isinstance(body, dict) or not isinstance(body.get("ended"), dict):
+            continue
+        entry = body["ended"].get(approval_id)
+        pid = body.get("pid")
+        if isinstance(entry, dict) and isinstance(pid, int) and not isinstance(pid, bool):
+            return pid, entry
+    return None

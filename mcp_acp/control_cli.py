@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from mcp_acp.config import entry_exists, load_config, resolve_config_path
-from mcp_acp.control import ask, sockets
+from mcp_acp.control import NoAnswer, ask, ended_approval, runtime_dir, sockets
 from mcp_acp.errors import McpAcpError, printable
 
 __all__ = ["approvals_group", "status_command"]
@@ -132,25 +132,78 @@ def approval_line(item: Mapping[str, Any]) -> str:
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:
     """Send the answer; print what was sent and, as the proxy tells it once it has decided
-    the request, what became of it — a policy reloaded while the request waited decides
-    again, so an approval may still end in a denial, or pass without being remembered."""
-    for _, answer in _each(socket_dir, {"op": op, "id": approval_id, "remember": remember}):
+    the request and forwarded it or refused it, what became of it — a policy reloaded while
+    the request waited decides again, so an approval may still end in a denial, or pass
+    without being remembered; an audit trail that fails meanwhile denies it.
+
+    No running proxy has the approval pending: if a proxy that ended fail closed noted it
+    (:func:`~mcp_acp.control.ended_approval`), say what became of it — exit 1, unless this
+    very answer was taken by that proxy, which ended before it could reply."""
+    directory = _socket_dir(socket_dir) or runtime_dir()
+    command = {"op": op, "id": approval_id, "remember": remember}
+    cut: list[int] = []  # proxies that took the command and closed without answering
+    for path in sockets(directory):
+        try:
+            answer = ask(path, command)
+        except NoAnswer:
+            cut.append(_pid(path))
+            continue
+        except OSError:
+            continue  # a proxy that has gone away leaves its socket behind
+        except (ValueError, RecursionError):
+            continue  # not an answer a proxy gives: nothing to show of it
         if answer.get("ok"):
-            line = f"{_text(approval_id)}: {_text(answer.get('result'))}"
-            if "outcome" in answer:
-                outcome = answer["outcome"]
-                line += (
-                    f"; the proxy: {_text(outcome)}"
-                    if outcome is not None
-                    else "; sent — the proxy has not said yet what became of the request "
-                    "(it decides again if its policy changed meanwhile)"
-                )
-            click.echo(line)
+            click.echo(_outcome_line(approval_id, answer.get("result"), answer))
             return
+    ended = ended_approval(directory, approval_id)
+    if ended is not None:
+        _ended(approval_id, *ended, ours=ended[0] in cut)
+        return
+    pids = ", ".join(map(str, cut))
+    silent = f"; proxy pid {pids} took the answer but did not reply (it may have ended)"
+    silent = silent if cut else ""
     raise McpAcpError(
-        f"no pending approval {approval_id!r} in any running proxy",
+        f"no pending approval {approval_id!r} in any running proxy{silent}",
         fix="run 'mcp-acp approvals list'; it may have timed out",
     )
+
+
+def _outcome_line(approval_id: str, result: Any, answer: Mapping[str, Any]) -> str:
+    """What was sent (``result``) and, if the proxy said, what became of the request."""
+    line = f"{_text(approval_id)}: {_text(result)}"
+    if "outcome" in answer:
+        outcome = answer["outcome"]
+        line += (
+            f"; the proxy: {_text(outcome)}"
+            if outcome is not None
+            else "; sent — the proxy has not said yet what became of the request "
+            "(it decides again if its policy changed meanwhile)"
+        )
+    return line
+
+
+def _ended(approval_id: str, pid: int, entry: Mapping[str, Any], *, ours: bool) -> None:
+    """An approval that a proxy ended fail closed (``entry`` from its note): what became of
+    it. Printed as the answer if ``ours`` — the proxy took this command, then ended before
+    it could reply; otherwise an error (exit 1): this answer came too late."""
+    answer = entry.get("answer")
+    if answer is not None and ours:
+        click.echo(_outcome_line(approval_id, answer, {"outcome": entry.get("outcome")}))
+        return
+    named, outcome = _text(approval_id), _text(entry.get("outcome"))
+    if answer is None:
+        raise McpAcpError(f"approval {named} ended unanswered: {outcome} (proxy pid {pid})")
+    by = f" by {_text(entry.get('by'))}" if entry.get("by") else ""
+    raise McpAcpError(
+        f"approval {named} was answered ({_text(answer)}{by}) before its proxy ended "
+        f"(pid {pid}); the proxy: {outcome}"
+    )
+
+
+def _pid(path: Path) -> int:
+    """The pid in a socket's name, ``proxy-<pid>.sock`` (-1 if it holds none)."""
+    digits = path.name.removeprefix("proxy-").removesuffix(".sock")
+    return int(digits) if digits.isdigit() else -1
 
 
 @approvals_group.command("approve")

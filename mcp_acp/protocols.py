@@ -172,12 +172,17 @@ class Approver(Protocol):
     exception raised here and on an answer that is not an :class:`ApprovalOutcome` (or
     whose ``result`` is not an :class:`ApprovalResult`).
 
-    Optional, found by name (the built-in ``cli`` approver has both): ``control_ops()``
+    Optional, found by name (the built-in ``cli`` approver has them all): ``control_ops()``
     returning operations for the proxy's control socket (:mod:`mcp_acp.control`);
     ``approval_settled(approval_id, outcome)``, called once the proxy has decided and
-    recorded the request an approval asked about, with one sentence saying what became of
-    it (``"allowed; remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy
-    reloaded while the request waited decides again, so an approval is not the last word.
+    recorded the request an approval asked about and forwarded it or refused it, with one
+    sentence saying what became of it (``"allowed and forwarded; remembered"``,
+    ``"denied: …"``, ``"not forwarded: …"``) — a policy reloaded while the request waited
+    decides again, and an audit trail that fails before the request is sent on denies it,
+    so an approval is not the last word; ``ended_at_exit(why)``, at a fail-closed exit (the
+    event loop does not run again), returning each approval it still holds — id ->
+    ``answer``, ``by``, ``outcome`` — for the note the control socket leaves for answers
+    that come too late (:meth:`mcp_acp.control.ControlServer.record_ended`).
     """
 
     name: str

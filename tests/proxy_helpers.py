@@ -78,8 +78,9 @@ def use_plugin(
 ) -> dict[str, str]:
     """Install a test plugin the way a real one is found — module ``module`` with ``source``
     and an entry point ``name`` in a ``.dist-info`` under ``site`` — choose it for the config
-    section ``use_for`` (``identity``, ``policy``, …) with ``config``, and allow it. Returns
-    the environment ``mcp-acp`` runs in to find it (``site`` on ``PYTHONPATH``)."""
+    section ``use_for`` (``identity``, ``policy``, …; ``audit.sinks``: as the only audit
+    sink) with ``config``, and allow it. Returns the environment ``mcp-acp`` runs in to find
+    it (``site`` on ``PYTHONPATH``)."""
     site.mkdir(exist_ok=True)
     (site / f"{module}.py").write_text(source)
     info = site / f"{module}-0.1.dist-info"
@@ -88,7 +89,10 @@ def use_plugin(
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
     config_file = home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
-    settings[use_for] = {"use": name, "config": config}
+    if use_for == "audit.sinks":
+        settings.setdefault("audit", {})["sinks"] = [{"use": name, "config": config}]
+    else:
+        settings[use_for] = {"use": name, "config": config}
     settings["plugins"] = {"allow": [name]}
     config_file.write_text(json.dumps(settings))
     return {**proxy_env(home), "PYTHONPATH": str(site)}
@@ -184,6 +188,52 @@ def use_mode_check(
     }
     config_file.write_text(json.dumps(settings))
     return env
+
+
+HOLDING_SINK = """
+import asyncio
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+from mcp_acp.errors import AuditError
+from mcp_acp.hookspecs import hookimpl
+
+
+class HoldingSink(JsonlAuditSink):
+    failed = None
+
+    async def write(self, event):
+        if self.failed is None:
+            self.failed = asyncio.Event()
+        try:
+            await super().write(event)
+        except AuditError:
+            self.failed.set()
+            raise
+        asked = getattr(event, "approver", None) == "cli"
+        if asked and getattr(event, "final_effect", None) == "allow":
+            await self.failed.wait()  # durable; returns once the trail has failed
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("holding-jsonl", HoldingSink.from_config, JsonlConfig, summary="test: jsonl, held")
+"""
+
+
+def use_holding_sink(home: Path, site: Path) -> dict[str, str]:
+    """The ``jsonl`` audit sink with one difference (``holding-jsonl``): the write of a
+    decision a human approved (``approver: cli``, ``final_effect: allow``) returns, once the
+    record is durable, only when a later write has failed — the audit trail fails in the
+    moment after that decision is on record, before its request is forwarded. Installed,
+    allowed and configured as the only sink; returns the environment that finds it."""
+    return use_plugin(
+        home,
+        site,
+        module="holding_sink",
+        source=HOLDING_SINK,
+        name="holding-jsonl",
+        use_for="audit.sinks",
+        config={},
+    )
 
 
 def git(repo: Path, *args: str) -> str:

@@ -21,7 +21,9 @@ HOSTILE = "write_note\x1b[2K\x1b[1G\x1b[1A\x1b]0;PWNED\x07\u202e"
 
 
 class FakeProxy:
-    """A control socket in a private directory answering each op with a fixed answer."""
+    """A control socket in a private directory answering each op with a fixed answer; an
+    op whose answer is None is taken and the connection closed without one (a proxy that
+    ends before it can reply)."""
 
     def __init__(self, directory: Path, answers: dict[str, Any]) -> None:
         directory.mkdir(mode=0o700)
@@ -47,6 +49,8 @@ class FakeProxy:
                         break
                     data += chunk
                 op = json.loads(data)["op"]
+                if op in self.answers and self.answers[op] is None:
+                    continue  # hang up
                 conn.sendall(json.dumps(self.answers.get(op, {})).encode() + b"\n")
 
     def close(self) -> None:
@@ -174,3 +178,42 @@ def test_a_config_that_cannot_be_read_is_a_one_line_error(
     directory = fake_proxy({"list": {"pending": [{"id": "a1"}]}})
     given = run_cli("approvals", "list", "--socket-dir", str(directory))  # not read then
     assert given.returncode == 0, given.stderr
+
+
+def test_an_answer_taken_as_the_proxy_ended_is_told_from_the_note_it_left(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    """A proxy that ends fail closed cannot reply; the note it leaves (``proxy-<pid>.ended``,
+    :meth:`ControlServer.record_ended`) can. An answer the proxy took just before it ended
+    is printed with what became of the request, as the proxy would have replied; an answer
+    that comes too late — an approval nobody had answered, or one answered before — is a
+    one-line error (exit 1) saying why the approval ended. What the note holds is escaped."""
+    directory = fake_proxy({"approve": None, "deny": None})  # taken, never replied to
+    outcome = "denied: the audit trail cannot be written (gone\x1b[2K)"
+    ended = {
+        "a1": {"answer": "allow_once", "by": "alice", "outcome": outcome},
+        "a2": {"answer": None, "by": None, "outcome": "the proxy shut down (x); denied"},
+    }
+    (directory / "proxy-1.ended").write_text(json.dumps({"pid": 1, "ended": ended}))
+    taken = run_cli("approvals", "approve", "a1", "--socket-dir", str(directory))
+    assert taken.returncode == 0, taken.stderr
+    escaped = "denied: the audit trail cannot be written (gone\\x1b[2K)"
+    assert taken.stdout == f"a1: allow_once; the proxy: {escaped}\n"
+    unanswered = run_cli("approvals", "deny", "a2", "--socket-dir", str(directory))
+    assert unanswered.returncode == 1
+    assert unanswered.stderr == (
+        "error: approval a2 ended unanswered: the proxy shut down (x); denied (proxy pid 1)\n"
+    )
+    unknown = run_cli("approvals", "approve", "a3", "--socket-dir", str(directory))
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "error: no pending approval 'a3' in any running proxy; proxy pid 1 took the answer "
+        "but did not reply (it may have ended)"
+    )
+    (directory / "proxy-1.sock").unlink()  # the proxy is gone: nothing takes an answer now
+    late = run_cli("approvals", "deny", "a1", "--socket-dir", str(directory))
+    assert late.returncode == 1
+    assert late.stderr == (
+        "error: approval a1 was answered (allow_once by alice) before its proxy ended "
+        f"(pid 1); the proxy: {escaped}\n"
+    )

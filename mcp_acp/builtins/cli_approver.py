@@ -6,10 +6,14 @@ proxy's control socket (:mod:`mcp_acp.control`): ``list``, ``approve`` (with
 ``mcp-acp approvals list | approve ID [--remember] | deny ID`` sends. The answer is tied
 to the user name from the socket's peer credentials.
 
-``approve`` and ``deny`` answer once the proxy has decided the request
-(:meth:`CliApprover.approval_settled`), with what became of it under ``"outcome"``: an
-approval answers the question the policy asked, and a policy reloaded meanwhile decides
-again — the request may be denied, or passed without being remembered.
+``approve`` and ``deny`` answer once the proxy has decided the request and forwarded it or
+refused it (:meth:`CliApprover.approval_settled`), with what became of it under
+``"outcome"``: an approval answers the question the policy asked, and a policy reloaded
+meanwhile decides again — the request may be denied, or passed without being remembered —
+and an audit trail that fails before the request is sent on denies it.
+
+At a fail-closed exit the proxy can answer nothing more; :meth:`CliApprover.ended_at_exit`
+says what became of each approval it held, for the note the control socket leaves behind.
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ class _Pending:
     created: float
 
 
+@attrs.define
+class _Settling:
+    """An answered approval whose answerer waits to hear what became of the request."""
+
+    result: ApprovalResult
+    who: str
+    outcome: asyncio.Future[str]
+
+
 class CliApprover:
     """Queues approvals until they are answered over the control socket, or time out."""
 
@@ -54,8 +67,7 @@ class CliApprover:
 
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
-        #: answered approvals whose answerer waits to hear what became of the request
-        self._settling: dict[str, asyncio.Future[str]] = {}
+        self._settling: dict[str, _Settling] = {}
 
     @classmethod
     def from_config(cls, options: CliApproverConfig, context: PluginContext) -> CliApprover:
@@ -96,8 +108,30 @@ class CliApprover:
         """The proxy has decided the request ``approval_id`` asked about: ``outcome`` says
         what became of it (``allowed; remembered``, ``denied: …``), for whoever answered."""
         settling = self._settling.get(approval_id)
-        if settling is not None and not settling.done():
-            settling.set_result(outcome)
+        if settling is not None and not settling.outcome.done():
+            settling.outcome.set_result(outcome)
+
+    def ended_at_exit(self, why: str) -> dict[str, dict[str, str | None]]:
+        """At a fail-closed exit (``why``: ``the proxy shut down (…)``; synchronous — the
+        event loop does not run again): each approval still pending, or answered with its
+        answerer not yet told what became of the request, and what did — ``answer`` (None:
+        nobody answered), ``by``, ``outcome`` — for the note the control socket leaves
+        (:meth:`mcp_acp.control.ControlServer.record_ended`). The enforcement point has
+        settled what it could just before (:meth:`approval_settled`)."""
+        ended: dict[str, dict[str, str | None]] = {}
+        for key, pending in list(self._pending.items()):
+            if not pending.answer.done():
+                outcome = f"{why}; the request was denied"
+                ended[key] = {"answer": None, "by": None, "outcome": outcome}
+        for key, settling in list(self._settling.items()):
+            told = settling.outcome
+            if told.done() and not told.cancelled():
+                outcome = told.result()
+            else:  # allowed, and being forwarded when the process ended
+                outcome = f"not known: {why} before it said what became of the request"
+            answer = settling.result.value
+            ended[key] = {"answer": answer, "by": settling.who, "outcome": outcome}
+        return ended
 
     # ---------------------------------------------------------------- control operations
 
@@ -136,7 +170,7 @@ class CliApprover:
         if result is ApprovalResult.ALLOW_AND_CACHE and not pending.request.cacheable:
             result = ApprovalResult.ALLOW_ONCE
         settling: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._settling[approval_id] = settling
+        self._settling[approval_id] = _Settling(result, who, settling)
         pending.answer.set_result((result, who))
         try:
             outcome: str | None = await asyncio.wait_for(settling, timeout=SETTLE_SECONDS)

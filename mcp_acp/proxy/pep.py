@@ -176,12 +176,15 @@ class Exposure:
 @attrs.frozen(slots=True)
 class Verdict:
     """What to do with a request, and why (the sentence the client is told). ``fatal`` is
-    set when the session must end after the denial is sent (a binding violation)."""
+    set when the session must end after the denial is sent (a binding violation).
+    ``unsettled``: a request a human approved, allowed, whose caller says what became of it
+    (:meth:`EnforcementPoint.settled`) — see ``check(..., forwards=True)``."""
 
     allowed: bool
     rule_id: str | None
     reason: str
     fatal: McpAcpError | None = None
+    unsettled: _Deciding | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class BuildError(McpAcpError):
@@ -571,7 +574,9 @@ class EnforcementPoint:
         human, whose decision record is not already on its way — and for one whose allow
         is on its way, a companion record saying it was not forwarded after all. Best effort
         and bounded (:data:`AT_EXIT_SECONDS`): what the trail cannot take goes to its
-        fallback file."""
+        fallback file. Whoever answered an approval of such a request is told what became
+        of it (for an answer that can no longer reach them: see ``ended_at_exit`` in
+        :mod:`mcp_acp.builtins.cli_approver`)."""
         self.ending = why
         deadline = time.monotonic() + AT_EXIT_SECONDS
         for deciding in list(self._deciding):
@@ -579,16 +584,20 @@ class EnforcementPoint:
                 if deciding.passing and (other := self._not_forwarded(deciding, why)):
                     self.trail.record_at_exit(other)  # not forwarded: the process ends
                     self.counts["denied"] += 1
+                recorded = f"not forwarded: {why} while its decision was being recorded"
+                self._settle(deciding, recorded)
                 continue
             if time.monotonic() > deadline:
                 log.error("shutting down: decisions cut short and not recorded in time")
                 return
             deciding.recording = True
-            self.trail.record_at_exit(_directed(deciding, self._cut_short(deciding, why)))
+            cut_short = self._cut_short(deciding, why)
+            self.trail.record_at_exit(_directed(deciding, cut_short))
             other = deciding.companion(False) if deciding.companion is not None else None
             if other is not None:
                 self.trail.record_at_exit(other)
             self.counts["denied"] += 1
+            self._settle(deciding, f"denied: {cut_short.reason}")
 
     async def check(
         self,
@@ -601,6 +610,7 @@ class EnforcementPoint:
         companion: Companion = None,
         withheld: tuple[str, str] | None = None,
         from_backend: bool = False,
+        forwards: bool = False,
     ) -> Verdict:
         """Decide one request and record the decision before returning the verdict.
 
@@ -613,6 +623,12 @@ class EnforcementPoint:
         request is denied before any policy decision. ``from_backend``: the backend sent it
         (a request for the client, a notification); its decision record says so
         (``direction: server_to_client``), since its id is the backend's own.
+
+        Whoever answered an approval of the request is told what became of it
+        (``approval_settled``): at once if it is denied; if it is allowed, at once too —
+        unless ``forwards``: the caller forwards it, and may still refuse it (the audit trail
+        failed since its decision was recorded), so the caller says which with
+        :meth:`settled` once it knows.
 
         A decision cut short — the task cancelled (the client cancelled the request, the
         session ends) — is recorded as a denial before the cancellation goes on, naming why
@@ -648,12 +664,28 @@ class EnforcementPoint:
             raise
         finally:
             self._deciding.discard(deciding)
-        if verdict.allowed:
+        if not verdict.allowed:
+            self._settle(deciding, f"denied: {verdict.reason}")
+        elif forwards and deciding.approvals:
+            return attrs.evolve(verdict, unsettled=deciding)
+        else:
             remembering = deciding.remembering
             self._settle(deciding, f"allowed; {remembering}" if remembering else "allowed")
-        else:
-            self._settle(deciding, f"denied: {verdict.reason}")
         return verdict
+
+    def settled(self, verdict: Verdict, refused: str | None = None) -> None:
+        """For a caller of ``check(..., forwards=True)``: what became of the request
+        ``verdict`` allowed — forwarded (``refused`` None), or not after all, ``refused``
+        saying why (``"denied: the audit trail cannot be written (…)"``). Whoever approved it
+        is told (``approval_settled``); nothing happens if nobody did."""
+        deciding = verdict.unsettled
+        if deciding is None:
+            return
+        if refused is not None:
+            self._settle(deciding, refused)
+            return
+        remembering = f"; {deciding.remembering}" if deciding.remembering else ""
+        self._settle(deciding, f"allowed and forwarded{remembering}")
 
     def _settle(self, deciding: _Deciding, outcome: str) -> None:
         """Tell the approver what became of the request its approvals asked about, once it

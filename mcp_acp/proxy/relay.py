@@ -596,6 +596,7 @@ class Relay:
                 annotations,
                 companion=operation,
                 withheld=withheld,
+                forwards=True,
             )
         except asyncio.CancelledError:  # cut short, its denial on record
             if self._lost is not None and asyncio.current_task() not in self._on_record:
@@ -613,6 +614,7 @@ class Relay:
                 self.pep.fail(verdict.fatal)
             return
         if self.trail.failed is not None:  # it failed since this decision was recorded
+            self.pep.settled(verdict, f"denied: {_unwritable(self.trail.failed)}")
             await self._refuse_unrecorded(message, self.trail.failed)
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
@@ -628,8 +630,12 @@ class Relay:
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
             self._screening.pop(message.id, None)
-            text = f"cannot forward this request to the backend: {exc} (request {message.id})"
+            text = f"cannot forward this request to the backend: {exc}"
+            self.pep.settled(verdict, f"not forwarded: {text}")
+            text = f"{text} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
+            return
+        self.pep.settled(verdict)
 
     async def _refuse_unrecorded(self, message: Message, error: AuditError) -> None:
         """The trail failed (``error``) as or after the request was decided: denied. Its
@@ -670,6 +676,7 @@ class Relay:
                 "notification",
                 flood_guard=False,
                 from_backend=side == "backend",
+                forwards=True,
             )
         except AuditError:
             return  # the trail is failing: the process is shutting down; nothing passes
@@ -677,6 +684,7 @@ class Relay:
             self.pep.fail(verdict.fatal)
         if verdict.allowed:
             await forward()
+            self.pep.settled(verdict)
 
     # ---------------------------------------------------------------- backend -> client
 
@@ -920,7 +928,12 @@ class Relay:
             return
         try:
             verdict = await self.pep.check(
-                message.method, message.params, message.id, flood_guard=False, from_backend=True
+                message.method,
+                message.params,
+                message.id,
+                flood_guard=False,
+                from_backend=True,
+                forwards=True,
             )
         except AuditError as error:
             text = f"denied: {_unwritable(error)}"
@@ -935,12 +948,13 @@ class Relay:
         )
         relayed = False
         if verdict.allowed and len(self._asked) >= MAX_ASKED and message.id not in self._asked:
-            text = (
-                f"denied: {MAX_ASKED} requests already wait for the client (request {message.id})"
-            )
+            text = f"denied: {MAX_ASKED} requests already wait for the client"
+            self.pep.settled(verdict, text)
+            text = f"{text} (request {message.id})"
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed and self.trail.failed is not None:
             text = f"denied: {_unwritable(self.trail.failed)}"
+            self.pep.settled(verdict, text)
             await self._send_backend(from_body(error_response(message.id, DENIED, text)))
         elif verdict.allowed:
             self._asked[message.id] = message.method
@@ -949,6 +963,7 @@ class Relay:
                 self.pep.expose(message.method, None, message.id, why)
             await self._send_client(message.raw)
             relayed = True
+            self.pep.settled(verdict)
         else:
             await self._send_backend(
                 from_body(

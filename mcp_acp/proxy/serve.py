@@ -604,6 +604,15 @@ async def _relay(
     for name, operation in getattr(approver, "control_ops", dict)().items():
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
     await control.start()  # ready before the first request can wait for an answer
+    ended_at_exit = getattr(approver, "ended_at_exit", None)
+    if callable(ended_at_exit):
+
+        def note_ended(reason: str) -> None:  # after the enforcement point's: its reason
+            why = pep.ending or f"the proxy shut down ({reason})"
+            control.record_ended(ended_at_exit(why))
+
+        # a fail-closed exit: an answer that comes too late is told what became of it
+        shutdown.on_session_end(note_ended)
     shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())

@@ -26,6 +26,7 @@ from proxy_helpers import (
     configure,
     proxy_env,
     records,
+    use_holding_sink,
     use_mode_check,
     wait_for_event,
 )
@@ -116,7 +117,7 @@ def test_approve_deny_timeout_and_cancel(approvals: Any) -> None:
     assert waiting[0]["paths"] == [str(project / "approved.md")]
     approved = cli("approve", waiting[0]["id"])
     assert approved.returncode == 0, approved.stderr
-    assert approved.stdout == f"{waiting[0]['id']}: allow_once; the proxy: allowed\n"
+    assert approved.stdout == f"{waiting[0]['id']}: allow_once; the proxy: allowed and forwarded\n"
     answer = proxy.recv()
     assert answer["id"] == request_id
     assert "result" in answer
@@ -190,7 +191,9 @@ def test_remember_status_and_reload(approvals: Any, isolated_home: Path) -> None
     request_id = write_request(proxy, project, "kept.md")
     approved = cli("approve", pending()[0]["id"], "--remember")
     assert approved.returncode == 0, approved.stderr
-    assert approved.stdout.endswith(": allow_and_cache; the proxy: allowed; remembered\n")
+    assert approved.stdout.endswith(
+        ": allow_and_cache; the proxy: allowed and forwarded; remembered\n"
+    )
     assert "result" in proxy.recv()
     # the same write again: answered from the cache, nobody is asked
     request_id = write_request(proxy, project, "kept.md")
@@ -240,7 +243,9 @@ def cli_status(cli: Any, sockets: Path) -> list[dict[str, Any]]:
 class Asking:
     """The real ``mcp-acp run`` in front of the recording server, with the ``cli`` approver
     answered by the real ``mcp-acp approvals`` over its socket; with ``mode_file``, a posture
-    check whose outcome the file names (``proxy_helpers.use_mode_check``)."""
+    check whose outcome the file names (``proxy_helpers.use_mode_check``); with
+    ``holding_sink``, the audit sink that holds an approved decision until the trail fails
+    (``proxy_helpers.use_holding_sink``)."""
 
     def __init__(self, home: Path, tmp_path: Path, policy: dict[str, Any], **config: Any):
         self.received = tmp_path / "received.jsonl"
@@ -258,6 +263,8 @@ class Asking:
         mode_file = config.get("mode_file")
         if mode_file is not None:
             self.env = use_mode_check(home, tmp_path / "site", mode_file)
+        if config.get("holding_sink"):
+            self.env = use_holding_sink(home, tmp_path / "site")
         self.proxy = Proxy(home, self.env)
         self.proxy.initialize()
 
@@ -389,7 +396,8 @@ def test_an_approval_answered_after_a_reload_is_decided_by_the_new_policy(
         assert "replaced while the request waited" in approved.stdout
     else:
         assert approved.stdout == (
-            f"{said}allowed; not remembered: the policy changed while the request waited\n"
+            f"{said}allowed and forwarded; not remembered: the policy changed while the request "
+            "waited\n"
         )
     answer = run.proxy.answer(first)
     if effect == "deny":
@@ -476,6 +484,84 @@ def test_a_fail_closed_shutdown_denies_the_request_waiting_for_a_human(
     assert decision["approver"] == "cli"
     assert decision["reason"].endswith(f"; not approved: {why}")
     assert run.operations(request) == [("client_to_server", "denied", DENIED)]
+    assert run.echoed() == []
+
+
+@pytest.mark.parametrize("cause", ["posture", "audit"])
+def test_an_answer_after_a_fail_closed_shutdown_is_told_why_the_approval_ended(
+    asking: Callable[..., Asking], tmp_path: Path, cause: str
+) -> None:
+    """A request waits for a human when the proxy shuts down fail closed — the device fails
+    its posture check (exit 15), or the audit trail fails (the decisions file removed, then
+    a call the policy allows: exit 13) — denying it. An answer sent then is told, in one
+    line and with exit 1, that the approval ended because the proxy shut down, and why —
+    not that there is no such approval. Sent once the process has ended, here: an answer
+    sent while it exits takes the same way (the proxy cannot reply; the note it left can)."""
+    mode_file = tmp_path / "mode"
+    allow_add = {"id": "allow-add", "effect": "allow", "conditions": {"tool_name": "add"}}
+    policy = {"version": "1", "rules": [*ASK_ECHO["rules"], allow_add]}
+    run = asking(policy, mode_file=mode_file)
+    run.echo("one")
+    (waiting,) = run.pending()
+    if cause == "posture":
+        mode_file.write_text("fail")
+        why = "posture failure: device posture lost: mode is fail: fail"
+    else:
+        decisions = run.log_dir / "decisions.jsonl"
+        decisions.unlink()
+        run.proxy.request("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+        why = f"audit failure: audit file {decisions} was deleted or moved while in use"
+    assert run.proxy.proc.wait(timeout=30) == {"posture": 15, "audit": 13}[cause]
+    assert not list(run.sockets.glob("proxy-*.sock"))
+    (note,) = run.sockets.glob("proxy-*.ended")
+    assert note.stat().st_mode & 0o777 == 0o600
+    for answer in ("approve", "deny"):
+        late = run.cli(answer, waiting["id"])
+        assert late.returncode == 1
+        assert late.stdout == ""
+        assert late.stderr == (
+            f"error: approval {waiting['id']} ended unanswered: the proxy shut down ({why}); "
+            f"the request was denied (proxy pid {run.proxy.proc.pid})\n"
+        )
+    unknown = run.cli("approve", "0123456789abcdef")  # no proxy ever had it
+    assert unknown.returncode == 1
+    assert "no pending approval '0123456789abcdef' in any running proxy" in unknown.stderr
+    assert run.echoed() == []
+
+
+def test_an_approval_is_told_the_denial_when_the_trail_fails_before_the_request_is_sent(
+    asking: Callable[..., Asking],
+) -> None:
+    """The human approves; the decision (allowed) is on record; the audit trail fails in the
+    moment after, before the request is forwarded. The window is opened here by a sink that
+    holds that decision's write until another record fails: the system stream's file is
+    removed, then a SIGHUP's ``policy_reloaded`` record cannot be written. The request is
+    denied, fail closed (exit 13), and what ``approve`` prints is that denial as the client
+    is told it — not the allow it sent."""
+    run = asking(ASK_ECHO, holding_sink=True)
+    request = run.echo("one")
+    (waiting,) = run.pending()
+    approving = subprocess.Popen(
+        [str(CLI), "approvals", "approve", waiting["id"], "--socket-dir", str(run.sockets)],
+        env=run.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not [r for r in run.decisions() if r.get("final_effect") == "allow"]:
+        assert time.monotonic() < deadline, "the approved decision was never recorded"
+        time.sleep(0.02)
+    (run.log_dir / "system.jsonl").unlink()
+    run.proxy.proc.send_signal(signal.SIGHUP)  # its record fails: the trail has failed
+    printed, errors = approving.communicate(timeout=30)
+    assert approving.returncode == 0, errors
+    assert run.proxy.proc.wait(timeout=30) == 13
+    said = f"{waiting['id']}: allow_once; the proxy: "
+    assert printed.startswith(f"{said}denied: the audit trail cannot be written (audit file ")
+    answer = run.proxy.answer(request, timeout=10)
+    assert answer["error"]["code"] == DENIED
+    assert answer["error"]["message"] == f"{printed[len(said) :].rstrip()} (request {request})"
     assert run.echoed() == []
 
 

@@ -12,11 +12,21 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from mcp_acp.control import ControlError, ControlServer, ask, peer_uid, sockets, xucred_uid
+from mcp_acp.control import (
+    ENDED_KEEP_SECONDS,
+    ControlError,
+    ControlServer,
+    ask,
+    ended_approval,
+    peer_uid,
+    sockets,
+    xucred_uid,
+)
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory away")
@@ -161,3 +171,41 @@ async def test_a_long_answer_is_read_whole(tmp_path: Path) -> None:
     finally:
         await server.close()
     assert answer["pending"][0]["summary"] == summary
+
+
+async def test_a_proxy_ending_notes_its_approvals_for_late_answers(tmp_path: Path) -> None:
+    """``record_ended`` (at a fail-closed exit) leaves ``proxy-<pid>.ended``, 0600, beside
+    the socket; ``ended_approval`` (the CLI) finds an approval in it. It reads no link and no
+    note of another's, and removes a note older than ``ENDED_KEEP_SECONDS`` unread."""
+    directory = tmp_path / "run"
+    server = ControlServer(directory)
+    server.record_ended({"a1": {"answer": None, "outcome": "x"}})  # not started: no note
+    assert not server.ended_path.exists()
+    await server.start()
+    server.record_ended({})  # nothing ended: no note
+    assert not server.ended_path.exists()
+    entry = {"answer": None, "by": None, "outcome": "the proxy shut down (x); denied"}
+    server.record_ended({"a1": entry})
+    await server.close()
+    assert server.ended_path.stat().st_mode & 0o777 == 0o600
+    assert ended_approval(directory, "a1") == (os.getpid(), entry)
+    assert ended_approval(directory, "a2") is None
+    assert ended_approval(tmp_path / "none", "a1") is None
+
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"pid": 9, "ended": {"a9": entry}}))
+    (directory / "proxy-9.ended").symlink_to(elsewhere)
+    assert ended_approval(directory, "a9") is None  # never followed
+
+    old = time.time() - ENDED_KEEP_SECONDS - 1
+    os.utime(server.ended_path, (old, old))
+    assert ended_approval(directory, "a1") is None
+    assert not server.ended_path.exists()
+    stale = directory / "proxy-8.ended"
+    stale.write_text("{}")
+    os.utime(stale, (old, old))
+    starting = ControlServer(directory)
+    await starting.start()  # a proxy starting removes old notes too
+    await starting.close()
+    assert not stale.exists()
+    assert (directory / "proxy-9.ended").is_symlink()  # not its to remove

@@ -826,6 +826,82 @@ async def test_whoever_answers_is_told_what_became_of_the_request(tmp_path: Path
     await setup.trail.close()
 
 
+async def test_a_caller_that_forwards_says_what_became_of_an_approved_request(
+    tmp_path: Path,
+) -> None:
+    """``check(..., forwards=True)``: an approved request's answerer waits until the caller
+    says whether it forwarded the request (``settled``) — if the process ends meanwhile,
+    the approver notes that nobody can tell; a refusal after the decision is what it is
+    told."""
+    setup = Setup(tmp_path, Limits())
+    await setup.trail.start()
+    await setup.control.start()
+    pep, why = setup.pep, "the proxy shut down (audit failure: gone)"
+    for refused in (None, "denied: the audit trail cannot be written (gone)"):
+        deciding = asyncio.create_task(
+            pep.check("tools/call", write("/data/a.txt"), 1, forwards=True)
+        )
+        pending = await setup.pending()
+        approving = asyncio.create_task(
+            asyncio.to_thread(ask, setup.control.path, {"op": "approve", "id": pending["id"]})
+        )
+        verdict = await deciding
+        assert verdict.allowed
+        assert setup.approver.ended_at_exit(why) == {
+            pending["id"]: {
+                "answer": "allow_once",
+                "by": pwd.getpwuid(os.geteuid()).pw_name,
+                "outcome": f"not known: {why} before it said what became of the request",
+            }
+        }
+        pep.settled(verdict, refused)
+        told = (await approving)["outcome"]
+        assert told == (refused or "allowed and forwarded")
+    await setup.control.close()
+    await setup.trail.close()
+
+
+async def test_a_fail_closed_exit_notes_what_became_of_each_approval(tmp_path: Path) -> None:
+    """At a fail-closed exit the enforcement point settles what it cuts short, and the
+    approver says what became of every approval it held, for the note answers that come
+    too late read: one nobody answered (denied), one approved whose allow was being
+    recorded (not forwarded)."""
+    sink = HeldSink(tmp_path / "log")
+    setup = Setup(tmp_path, Limits(), sink=sink)
+    await setup.trail.start()
+    await setup.control.start()
+    pep, why = setup.pep, "the proxy shut down (posture failure: lost)"
+    unanswered = asyncio.create_task(pep.check("tools/call", write("/data/a.txt"), 1))
+    first = (await setup.pending())["id"]
+    sink.hold = True
+    recording = asyncio.create_task(pep.check("tools/call", write("/data/b.txt"), 2))
+    for _ in range(200):
+        listed = await asyncio.to_thread(ask, setup.control.path, {"op": "list"})
+        if len(listed["pending"]) == 2:
+            break
+        await asyncio.sleep(0.02)
+    (second,) = [p["id"] for p in listed["pending"] if p["id"] != first]
+    approving = asyncio.create_task(
+        asyncio.to_thread(ask, setup.control.path, {"op": "approve", "id": second})
+    )
+    await asyncio.wait_for(sink.holding.wait(), timeout=10)  # the allow is being recorded
+    pep.record_cut_short(why)
+    not_forwarded = f"not forwarded: {why} while its decision was being recorded"
+    ended = setup.approver.ended_at_exit(why)
+    assert ended[first] == {
+        "answer": None,
+        "by": None,
+        "outcome": f"{why}; the request was denied",
+    }
+    assert (ended[second]["answer"], ended[second]["outcome"]) == ("allow_once", not_forwarded)
+    assert (await approving)["outcome"] == not_forwarded
+    for task in (unanswered, recording):
+        task.cancel()
+    await asyncio.gather(unanswered, recording, return_exceptions=True)
+    await setup.control.close()
+    await setup.trail.close()
+
+
 class BrokenApprover:
     """An approver plugin that breaks its contract: it raises, or answers with something
     that is not an :class:`ApprovalOutcome` (or one whose result is not an
