@@ -732,14 +732,17 @@ def _internal_error(exc: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the CLI; print one line per error; exit with the error class's code."""
+    """Run the CLI; print one line per error; exit with the error class's code.
+
+    With ``--debug`` (or ``MCP_ACP_DEBUG=1``) the traceback comes first; the line and the
+    exit code are the same."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
     try:
         code = cli.main(args=args, prog_name="mcp-acp", standalone_mode=False)
     except McpAcpError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(exc.user_line(), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -752,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(_internal_error(exc), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -386,13 +386,27 @@ def test_broken_config_one_line_nonzero_and_untouched(run_cli: Run, config_path:
     assert (config_path.read_bytes(), config_path.stat().st_mtime_ns) == before
 
 
-def test_debug_shows_the_traceback(run_cli: Run) -> None:
-    quiet = run_cli("config", "validate")
-    loud = run_cli("--debug", "config", "validate")
-    assert quiet.returncode == 10
+@pytest.mark.parametrize(
+    ("args", "env", "code", "kind"),
+    [
+        (["config", "validate"], {}, 10, "config error: "),
+        (["plugins"], {"MCP_ACP_PLUGINS": "no-such-plugin"}, 11, "plugin error: "),
+    ],
+)
+def test_debug_adds_the_traceback_and_changes_nothing_else(
+    run_cli: Run, args: list[str], env: dict[str, str], code: int, kind: str
+) -> None:
+    quiet = run_cli(*args, env=env)
+    assert quiet.returncode == code, quiet.stderr
     assert "Traceback" not in quiet.stderr
-    assert "Traceback" in loud.stderr
-    assert "ConfigError" in loud.stderr
+    for loud in (
+        run_cli("--debug", *args, env=env),
+        run_cli(*args, env={**env, "MCP_ACP_DEBUG": "1"}),
+    ):
+        assert loud.returncode == code, loud.stderr
+        assert "Traceback" in loud.stderr
+        assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+        assert quiet.stderr.startswith(kind)
 
 
 def test_hostile_value_cannot_forge_extra_error_lines(run_cli: Run, config_path: Path) -> None:
