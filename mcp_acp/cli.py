@@ -507,9 +507,23 @@ def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
 @config_group.command("validate")
 @click.pass_context
 def config_validate(ctx: click.Context) -> None:
-    """Check the config file and every plugin section in it; exit non-zero if invalid."""
+    """Check the config file and every plugin section in it; exit non-zero if invalid.
+
+    Every problem found is printed, one per line, then a line that counts them."""
     path = _config_path(ctx)
-    runtime = load_runtime(path)
+    try:
+        runtime = load_runtime(path)
+    except ConfigError as exc:
+        if len(exc.problems) == 1:  # its own fix, which does not say to run this command
+            raise exc.problems[0] from exc
+        if not exc.problems:
+            raise
+        for problem in exc.problems:
+            click.echo(problem.user_line(), err=True)
+        raise ConfigError(
+            f"{path}: {len(exc.problems)} problems, one per line above",
+            fix="correct each as its line says",
+        ) from exc
     engine = runtime.build_all()["policy"]  # as run builds them; the policy is compiled
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))

@@ -27,6 +27,7 @@ from mcp_acp.config import (
     anchor_option_paths,
     anchor_path,
     config_error_from_validation,
+    config_problems,
     load_config,
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
@@ -244,12 +245,19 @@ def resolve_runtime(
     selected += [
         (Kind.AUDIT_SINK, ref, f"audit.sinks[{i}]") for i, ref in enumerate(config.audit.sinks)
     ]
-    components = {
-        field: resolve_component(
-            plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
-        )
-        for kind, ref, field in selected
-    }
+    components: dict[str, Component] = {}
+    failed: list[ConfigError] = []
+    for kind, ref, field in selected:
+        try:
+            components[field] = resolve_component(
+                plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
+            )
+        except ConfigError as exc:
+            failed.append(exc)  # every section is checked: 'config validate' lists them all
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise config_problems([p for exc in failed for p in exc.problems or (exc,)])
     return Runtime(config_path, config, plugins, components)
 
 

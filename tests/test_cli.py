@@ -409,6 +409,76 @@ def test_debug_adds_the_traceback_and_changes_nothing_else(
         assert quiet.stderr.startswith(kind)
 
 
+def test_config_validate_lists_every_problem_and_others_say_how_many(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["proxy"]["approval_timeout_seconds"] = 1
+    data["proxy"]["rate_limits"]["burst"] = 0
+    data["proxy"]["burst"] = 7
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert lines[0].startswith(f"config error: {config_path}: proxy.approval_timeout_seconds = 1: ")
+    assert lines[1].startswith(f"config error: {config_path}: proxy.rate_limits.burst = 0: ")
+    assert lines[2].startswith(f"config error: {config_path}: proxy.burst = 7: Extra inputs")
+    assert lines[3] == (
+        f"config error: {config_path}: 3 problems, one per line above — fix: correct each "
+        "as its line says"
+    )
+    assert "config validate" not in result.stderr  # it does not send you to itself
+    shown = run_cli("config", "show")
+    assert shown.returncode == 10
+    assert shown.stderr.strip() == lines[0].split(" — fix: ")[0] + (
+        " (and 2 more) — fix: correct that field ('mcp-acp schema config' lists every field), "
+        "then run 'mcp-acp config validate' to see them all"
+    )
+
+
+def test_config_validate_lists_the_problems_of_every_plugin_section(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["plugins"]["allow"] = ["example-posture"]
+    data["identity"]["config"] = {"subject": "alice"}
+    data["posture"]["checks"] = [{"use": "marker-file", "config": {"pth": "/etc/x"}}]
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert "identity.config.subject (plugin 'local-identity') = \"alice\": Extra" in lines[0]
+    assert "posture.checks[0].config.path (plugin 'example-posture'): Field required" in lines[1]
+    assert "posture.checks[0].config.pth (plugin 'example-posture') = " in lines[2]
+    assert lines[3].endswith("3 problems, one per line above — fix: correct each as its line says")
+    shown = run_cli("posture")
+    assert shown.returncode == 10
+    assert len(shown.stderr.strip().splitlines()) == 1
+    assert "(and 2 more)" in shown.stderr
+
+
+def test_config_validate_shows_one_problem_without_sending_you_to_itself(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["proxy"]["approval_timeout_seconds"] = 1
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    assert result.stderr.strip() == (
+        f"config error: {config_path}: proxy.approval_timeout_seconds = 1: Input should be "
+        "greater than or equal to 5 — fix: correct that field ('mcp-acp schema config' "
+        "lists every field)"
+    )
+    shown = run_cli("config", "show")
+    assert shown.stderr.strip().endswith("then run 'mcp-acp config validate'")
+
+
 def test_hostile_value_cannot_forge_extra_error_lines(run_cli: Run, config_path: Path) -> None:
     run_cli(*INIT, check=True)
     data = json.loads(config_path.read_text())
