@@ -36,6 +36,7 @@ from mcp_acp.config import (
     Backend,
     Config,
     HttpBackend,
+    absolute_path,
     config_error_from_validation,
     default_config_path,
     default_log_dir,
@@ -50,7 +51,7 @@ from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.registry import Kind
-from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
+from mcp_acp.runtime import anchor_component_paths, load_runtime, plugins_for, resolve_runtime
 from mcp_acp.startup import resume_collection
 
 __all__ = ["cli", "main"]
@@ -376,7 +377,10 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
     if values["log_dir"] is None and path != default_config_path():
         values["log_dir"] = _own_log_dir(path)
     config = _config_from_flags(values)
-    runtime = resolve_runtime(config, path, source="mcp-acp init flags")
+    plugins = plugins_for(config)
+    # paths given on the command line mean the working directory; written absolute
+    config = anchor_component_paths(config, plugins, absolute_path(".", "the working directory"))
+    runtime = resolve_runtime(config, path, source="mcp-acp init flags", plugins=plugins)
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
     # neither is.
