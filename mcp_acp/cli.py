@@ -41,17 +41,24 @@ from mcp_acp.config import (
     default_config_path,
     default_log_dir,
     entry_exists,
+    is_relative_to,
     load_config,
     redacted,
     resolve_config_path,
     save_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError
+from mcp_acp.errors import ConfigError, McpAcpError, one_line
 from mcp_acp.plugins import PluginSet, add_plugin_commands
-from mcp_acp.policy.engine import AcpConfig
+from mcp_acp.policy.engine import AcpConfig, protected_overlap
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.registry import Kind
-from mcp_acp.runtime import anchor_component_paths, load_runtime, plugins_for, resolve_runtime
+from mcp_acp.runtime import (
+    Runtime,
+    anchor_component_paths,
+    load_runtime,
+    plugins_for,
+    resolve_runtime,
+)
 from mcp_acp.startup import resume_collection
 
 __all__ = ["cli", "main"]
@@ -399,6 +406,8 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
             "secrets and code execution denied)"
         )
     click.echo(_summary(runtime.config, runtime.plugins))
+    for warning in _protected_warnings(runtime):
+        click.echo(warning, err=True)
 
 
 def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
@@ -532,6 +541,65 @@ def config_validate(ctx: click.Context) -> None:
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))
     click.echo(f"  policy:   {runtime.config.policy.use} {engine.policy_id}")
+    for warning in _protected_warnings(runtime):
+        click.echo(warning, err=True)
+
+
+def _protected_warnings(runtime: Runtime) -> list[str]:
+    """A warning for each directory a stdio backend works in — its ``cwd``, an argument
+    that is an existing directory — that meets one of mcp-acp's protected directories
+    (:attr:`~mcp_acp.registry.PluginContext.protected_dirs`). Inside one, every call on
+    its files is denied. Holding one, calls in that directory are, whatever else it
+    holds (a config file ``~/work/fs.json`` protects all of ``~/work``) — unless it is
+    one of the platform's directories for mcp-acp, which hold nothing else: a backend
+    serving ``~`` is not warned about ``~/.config/mcp-acp``."""
+    backend = runtime.config.backend
+    if isinstance(backend, HttpBackend):
+        return []
+    served: dict[Path, str] = {}
+    if backend.cwd is not None:
+        served[backend.cwd] = "backend.cwd"
+    for index, arg in enumerate(backend.args):
+        if not os.path.isabs(arg) and backend.cwd is None:
+            continue  # relative to wherever the client starts the proxy: not known here
+        path = Path(backend.cwd or "/", arg)
+        if os.path.isdir(path):
+            served.setdefault(path, f"backend.args[{index}]")
+    own = (default_config_path().parent, default_log_dir())
+    config_path = runtime.config_path
+    fixes = {
+        "config directory": "move the config file to a directory of its own, e.g. mcp-acp "
+        f"--config {_home_short(own[0] / (config_path.stem + '.json'))} init …",
+        "audit log directory": "set audit.log_dir outside it, e.g. "
+        f"{_home_short(_own_log_dir(config_path))} (init --log-dir)",
+    }
+    lines = []
+    for path, where in served.items():
+        for what, directory in runtime.context().protected_dirs.items():
+            overlap = protected_overlap(path, directory)
+            if overlap == "inside":
+                effect = "every call on a path in it will be denied"
+            elif overlap == "holds" and not any(is_relative_to(directory, d) for d in own):
+                effect = "calls on any path in it will be denied, whatever else it holds"
+            else:
+                continue
+            relation = "holds" if overlap == "holds" else "is inside"
+            if os.path.abspath(path) == os.path.abspath(directory):
+                relation = "is"
+            lines.append(
+                one_line(
+                    f"warning: {where} {path} {relation} mcp-acp's {what} {directory}, which "
+                    f"the proxy protects: {effect} (builtin-protected-path) — fix: "
+                    f"{fixes[what]}"
+                )
+            )
+    return lines
+
+
+def _home_short(path: Path) -> str:
+    """``path`` with the home directory written ``~``."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def _summary(config: Config, plugins: PluginSet) -> str:

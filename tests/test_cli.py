@@ -479,6 +479,80 @@ def test_config_validate_shows_one_problem_without_sending_you_to_itself(
     assert shown.stderr.strip().endswith("then run 'mcp-acp config validate'")
 
 
+def _warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "expected"),
+    [
+        (
+            "h/fs.json",
+            ["--backend-arg", "-y", "--backend-arg", "h/project"],
+            "backend.args[1] {h}/project is inside mcp-acp's config directory {h}, which the "
+            "proxy protects: every call on a path in it will be denied (builtin-protected-path)"
+            " — fix: move the config file to a directory of its own, e.g. mcp-acp --config "
+            "~/.config/mcp-acp/fs.json init …",
+        ),
+        (
+            "h/fs.json",
+            ["--backend-cwd", "h"],
+            "backend.cwd {h} is mcp-acp's config directory {h}, which the proxy protects: "
+            "every call on a path in it will be denied",
+        ),
+        (
+            "h/cfg/fs.json",
+            ["--backend-arg", "h"],
+            "backend.args[0] {h} holds mcp-acp's config directory {h}/cfg, which the proxy "
+            "protects: calls on any path in it will be denied, whatever else it holds",
+        ),
+        (
+            "c/fs.json",
+            ["--backend-arg", "h", "--log-dir", "h/logs"],
+            "backend.args[0] {h} holds mcp-acp's audit log directory {h}/logs, which the "
+            "proxy protects: calls on any path in it will be denied, whatever else it holds "
+            "(builtin-protected-path) — fix: set audit.log_dir outside it, e.g. "
+            "~/.local/state/mcp-acp/log/fs (init --log-dir)",
+        ),
+    ],
+)
+def test_init_and_validate_warn_when_the_backend_works_in_a_protected_directory(
+    run_cli: Run, tmp_path: Path, config: str, flags: list[str], expected: str
+) -> None:
+    """A config file beside the project the backend serves protects the project: every
+    call is denied. init and config validate say so, and still succeed."""
+    h = tmp_path / "h"
+    (h / "project").mkdir(parents=True)
+    (h / "cfg").mkdir()
+    (tmp_path / "c").mkdir()
+    flags = [str(tmp_path / f) if f.startswith("h") else f for f in flags]
+    path = str(tmp_path / config)
+    init = run_cli(
+        "--config", path, "init", "--non-interactive", "--backend-command", "npx", *flags
+    )
+    assert init.returncode == 0, init.stderr
+    validate = run_cli("--config", path, "config", "validate")
+    assert validate.returncode == 0, validate.stderr
+    for result in (init, validate):
+        (warning,) = _warnings(result)
+        assert warning.startswith("warning: " + expected.format(h=h)), warning
+
+
+def test_a_backend_elsewhere_or_serving_home_is_not_warned_about(
+    run_cli: Run, isolated_home: Path, tmp_path: Path
+) -> None:
+    """mcp-acp's own platform directories under a home the backend serves hold nothing
+    of the user's: the calls denied there are the protection working."""
+    (tmp_path / "project").mkdir()
+    for backend in (str(tmp_path / "project"), str(isolated_home)):
+        args = ["--backend-command", "npx", "--backend-arg", backend, "--force"]
+        init = run_cli("init", "--non-interactive", *args)
+        assert init.returncode == 0, init.stderr
+        validate = run_cli("config", "validate")
+        assert validate.returncode == 0, validate.stderr
+        assert _warnings(init) == _warnings(validate) == []
+
+
 def test_hostile_value_cannot_forge_extra_error_lines(run_cli: Run, config_path: Path) -> None:
     run_cli(*INIT, check=True)
     data = json.loads(config_path.read_text())

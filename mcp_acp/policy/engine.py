@@ -44,6 +44,7 @@ __all__ = [
     "AcpPolicyEngine",
     "RuleTrace",
     "is_discovery",
+    "protected_overlap",
 ]
 
 DISCOVERY_METHODS = frozenset(
@@ -104,6 +105,20 @@ def _protected_forms(directories: Sequence[Path]) -> tuple[tuple[str, str], ...]
     return tuple(forms.items())
 
 
+def protected_overlap(directory: Path, protected: Path) -> str | None:
+    """How ``directory`` (one a backend works in) meets the ``protected`` one, compared as
+    :meth:`AcpPolicyEngine.decide` compares paths (as written and as resolved):
+    ``"inside"`` when it is that directory or below it, so that every path in it is
+    denied; ``"holds"`` when the protected directory is below it; else ``None``."""
+    served = [form for form, _ in _protected_forms([directory])]
+    guarded = [form for form, _ in _protected_forms([protected])]
+    if any(is_within(s, g) for s in served for g in guarded):
+        return "inside"
+    if any(is_within(g, s) for s in served for g in guarded):
+        return "holds"
+    return None
+
+
 class AcpPolicyEngine:
     """Decides requests against a compiled policy; ``reload`` swaps policies atomically."""
 
@@ -126,7 +141,7 @@ class AcpPolicyEngine:
     @classmethod
     def from_config(cls, options: AcpConfig, context: PluginContext) -> AcpPolicyEngine:
         path = options.path or context.config_dir / "policy.json"
-        return cls.from_file(path, protected=(context.config_dir, context.log_dir))
+        return cls.from_file(path, protected=tuple(context.protected_dirs.values()))
 
     @property
     def policy_id(self) -> str:
