@@ -264,6 +264,10 @@ def _prompt_missing(
         values["log_dir"] = Path(click.prompt("Audit log directory", default=str(log_dir)))
 
 
+#: Where ``init``'s errors say the config came from.
+_FLAGS = "mcp-acp init flags"
+
+
 def _config_from_flags(values: dict[str, Any]) -> Config:
     if values["backend_command"] and values["backend_url"]:
         raise ConfigError(
@@ -315,7 +319,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(exc, "mcp-acp init flags") from exc
+        raise config_error_from_validation(exc, _FLAGS) from exc
 
 
 @cli.command()
@@ -383,11 +387,15 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
         _prompt_missing(values, installed, _own_log_dir(path))
     if values["log_dir"] is None and path != default_config_path():
         values["log_dir"] = _own_log_dir(path)
-    config = _config_from_flags(values)
-    plugins = plugins_for(config)
-    # paths given on the command line mean the working directory; written absolute
-    config = anchor_component_paths(config, plugins, absolute_path(".", "the working directory"))
-    runtime = resolve_runtime(config, path, source="mcp-acp init flags", plugins=plugins)
+    try:
+        config = _config_from_flags(values)
+        plugins = plugins_for(config)
+        # paths given on the command line mean the working directory; written absolute
+        here = absolute_path(".", "the working directory")
+        config = anchor_component_paths(config, plugins, here)
+        runtime = resolve_runtime(config, path, source=_FLAGS, plugins=plugins)
+    except ConfigError as exc:  # nothing is written, so 'config validate' cannot show more
+        raise _every_problem(exc, _FLAGS, suffix="; nothing was written") from exc
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
     # neither is.
@@ -527,16 +535,7 @@ def config_validate(ctx: click.Context) -> None:
     try:
         runtime = load_runtime(path)
     except ConfigError as exc:
-        if len(exc.problems) == 1:  # its own fix, which does not say to run this command
-            raise exc.problems[0] from exc
-        if not exc.problems:
-            raise
-        for problem in exc.problems:
-            click.echo(problem.user_line(), err=True)
-        raise ConfigError(
-            f"{path}: {len(exc.problems)} problems, one per line above",
-            fix="correct each as its line says",
-        ) from exc
+        raise _every_problem(exc, str(path)) from exc
     engine = runtime.build_all()["policy"]  # as run builds them; the policy is compiled
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))
@@ -600,6 +599,23 @@ def _home_short(path: Path) -> str:
     """``path`` with the home directory written ``~``."""
     home = Path.home()
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def _every_problem(exc: ConfigError, source: str, *, suffix: str = "") -> ConfigError:
+    """What a command that checks a whole config (``config validate``, ``init``) raises
+    for ``exc``, whose fix may say to run ``config validate`` to see every problem: its
+    one problem, with that problem's own fix; or each of them printed on a line of its
+    own, and an error that counts them."""
+    if len(exc.problems) == 1:
+        return ConfigError(f"{exc.problems[0].message}{suffix}", fix=exc.problems[0].fix)
+    if not exc.problems:
+        return ConfigError(f"{exc.message}{suffix}", fix=exc.fix)
+    for problem in exc.problems:
+        click.echo(problem.user_line(), err=True)
+    return ConfigError(
+        f"{source}: {len(exc.problems)} problems, one per line above{suffix}",
+        fix="correct each as its line says",
+    )
 
 
 def _summary(config: Config, plugins: PluginSet) -> str:

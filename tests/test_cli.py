@@ -479,6 +479,31 @@ def test_config_validate_shows_one_problem_without_sending_you_to_itself(
     assert shown.stderr.strip().endswith("then run 'mcp-acp config validate'")
 
 
+def test_init_lists_every_problem_of_its_flags_as_nothing_is_written(
+    run_cli: Run, config_path: Path
+) -> None:
+    """'config validate' cannot show more of what init refused: there is no file."""
+    flags = ["--backend-url", "https://x.example/mcp", "--backend-timeout", "0"]
+    result = run_cli("init", "--non-interactive", *flags, "--posture-interval", "0")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith("config error: mcp-acp init flags: backend.timeout_seconds = 0.0")
+    assert lines[1].startswith("config error: mcp-acp init flags: posture.interval_seconds = 0.0")
+    assert lines[2] == (
+        "config error: mcp-acp init flags: 2 problems, one per line above; nothing was "
+        "written — fix: correct each as its line says"
+    )
+    one = run_cli("init", "--non-interactive", *flags)
+    assert one.returncode == 10
+    assert one.stderr.strip().endswith(
+        "greater than 0; nothing was written — fix: correct that field ('mcp-acp schema "
+        "config' lists every field)"
+    )
+    assert "config validate" not in result.stderr + one.stderr
+    assert not config_path.exists()
+
+
 def _warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
