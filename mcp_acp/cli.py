@@ -2,7 +2,9 @@
 
 Every failure a user can cause ends in one line on stderr — ``<kind> error: <what> — fix:
 <how>`` — and the exit code of its class (see :mod:`mcp_acp.errors`); ``--debug`` adds the
-traceback. Plugins add commands through the ``register_commands`` hook.
+traceback before it. ``config validate`` and ``init``, which check a whole config, first
+print each of its problems on a line of its own. Plugins add commands through the
+``register_commands`` hook.
 """
 
 from __future__ import annotations
