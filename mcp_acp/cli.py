@@ -2,7 +2,9 @@
 
 Every failure a user can cause ends in one line on stderr — ``<kind> error: <what> — fix:
 <how>`` — and the exit code of its class (see :mod:`mcp_acp.errors`); ``--debug`` adds the
-traceback. Plugins add commands through the ``register_commands`` hook.
+traceback before it. ``config validate`` and ``init``, which check a whole config, first
+print each of its problems on a line of its own. Plugins add commands through the
+``register_commands`` hook.
 """
 
 from __future__ import annotations
@@ -36,21 +38,30 @@ from mcp_acp.config import (
     Backend,
     Config,
     HttpBackend,
+    absolute_path,
     config_error_from_validation,
     default_config_path,
     default_log_dir,
     entry_exists,
+    is_relative_to,
     load_config,
     redacted,
     resolve_config_path,
     save_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError
+from mcp_acp.errors import ConfigError, McpAcpError, one_line
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
+from mcp_acp.policy.protected import protected_overlap
 from mcp_acp.registry import Kind, Registration
-from mcp_acp.runtime import load_runtime, plugins_for, resolve_runtime
+from mcp_acp.runtime import (
+    Runtime,
+    anchor_component_paths,
+    load_runtime,
+    plugins_for,
+    resolve_runtime,
+)
 from mcp_acp.startup import resume_collection
 
 __all__ = ["cli", "main"]
@@ -256,6 +267,10 @@ def _prompt_missing(
         values["log_dir"] = Path(click.prompt("Audit log directory", default=str(log_dir)))
 
 
+#: Where ``init``'s errors say the config came from.
+_FLAGS = "mcp-acp init flags"
+
+
 def _config_from_flags(values: dict[str, Any]) -> Config:
     if values["backend_command"] and values["backend_url"]:
         raise ConfigError(
@@ -307,7 +322,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(exc, "mcp-acp init flags") from exc
+        raise config_error_from_validation(exc, _FLAGS) from exc
 
 
 @cli.command()
@@ -375,8 +390,15 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
         _prompt_missing(values, installed, _own_log_dir(path))
     if values["log_dir"] is None and path != default_config_path():
         values["log_dir"] = _own_log_dir(path)
-    config = _config_from_flags(values)
-    runtime = resolve_runtime(config, path, source="mcp-acp init flags")
+    try:
+        config = _config_from_flags(values)
+        plugins = plugins_for(config)
+        # paths given on the command line mean the working directory; written absolute
+        here = absolute_path(".", "the working directory")
+        config = anchor_component_paths(config, plugins, here)
+        runtime = resolve_runtime(config, path, source=_FLAGS, plugins=plugins)
+    except ConfigError as exc:  # nothing is written, so 'config validate' cannot show more
+        raise _every_problem(exc, _FLAGS, suffix="; nothing was written") from exc
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
     # neither is.
@@ -395,6 +417,8 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
             "secrets and code execution denied)"
         )
     click.echo(_summary(runtime.config, runtime.plugins))
+    for warning in _protected_warnings(runtime):
+        click.echo(warning, err=True)
 
 
 def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
@@ -507,13 +531,96 @@ def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
 @config_group.command("validate")
 @click.pass_context
 def config_validate(ctx: click.Context) -> None:
-    """Check the config file and every plugin section in it; exit non-zero if invalid."""
+    """Check the config file and every plugin section in it; exit non-zero if invalid.
+
+    Every problem found is printed, one per line, then a line that counts them."""
     path = _config_path(ctx)
-    runtime = load_runtime(path)
+    try:
+        runtime = load_runtime(path)
+    except ConfigError as exc:
+        raise _every_problem(exc, str(path)) from exc
     engine = runtime.build_all()["policy"]  # as run builds them; the policy is compiled
     click.echo(f"ok: {path}")
     click.echo(_summary(runtime.config, runtime.plugins))
     click.echo(f"  policy:   {runtime.config.policy.use} {engine.policy_id}")
+    for warning in _protected_warnings(runtime):
+        click.echo(warning, err=True)
+
+
+def _protected_warnings(runtime: Runtime) -> list[str]:
+    """A warning for each directory a stdio backend works in — its ``cwd``, an argument
+    that is an existing directory — that meets one of mcp-acp's protected directories
+    (:attr:`~mcp_acp.registry.PluginContext.protected_dirs`). Inside one, every call on
+    its files is denied. Holding one, calls in that directory are, whatever else it
+    holds (a config file ``~/work/fs.json`` protects all of ``~/work``) — unless it is
+    one of the platform's directories for mcp-acp, which hold nothing else: a backend
+    serving ``~`` is not warned about ``~/.config/mcp-acp``."""
+    backend = runtime.config.backend
+    if isinstance(backend, HttpBackend):
+        return []
+    served: dict[Path, str] = {}
+    if backend.cwd is not None:
+        served[backend.cwd] = "backend.cwd"
+    for index, arg in enumerate(backend.args):
+        if not os.path.isabs(arg) and backend.cwd is None:
+            continue  # relative to wherever the client starts the proxy: not known here
+        path = Path(backend.cwd or "/", arg)
+        if os.path.isdir(path):
+            served.setdefault(path, f"backend.args[{index}]")
+    own = (default_config_path().parent, default_log_dir())
+    config_path = runtime.config_path
+    fixes = {
+        "config directory": "move the config file to a directory of its own, e.g. mcp-acp "
+        f"--config {_home_short(own[0] / (config_path.stem + '.json'))} init …",
+        "audit log directory": "set audit.log_dir outside it, e.g. "
+        f"{_home_short(_own_log_dir(config_path))} (init --log-dir)",
+    }
+    lines = []
+    for path, where in served.items():
+        for what, directory in runtime.context().protected_dirs.items():
+            overlap = protected_overlap(path, directory)
+            if overlap == "inside":
+                effect = "every call on a path in it will be denied"
+            elif overlap == "holds" and not any(is_relative_to(directory, d) for d in own):
+                effect = (
+                    f"every call on a path in {directory} will be denied, whatever else it holds"
+                )
+            else:
+                continue
+            relation = "holds" if overlap == "holds" else "is inside"
+            if os.path.abspath(path) == os.path.abspath(directory):
+                relation = "is"
+            lines.append(
+                one_line(
+                    f"warning: {where} {path} {relation} mcp-acp's {what} {directory}, which "
+                    f"the proxy protects: {effect} (builtin-protected-path) — fix: "
+                    f"{fixes[what]}"
+                )
+            )
+    return lines
+
+
+def _home_short(path: Path) -> str:
+    """``path`` with the home directory written ``~``."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def _every_problem(exc: ConfigError, source: str, *, suffix: str = "") -> ConfigError:
+    """What a command that checks a whole config (``config validate``, ``init``) raises
+    for ``exc``, whose fix may say to run ``config validate`` to see every problem: its
+    one problem, with that problem's own fix; or each of them printed on a line of its
+    own, and an error that counts them."""
+    if len(exc.problems) == 1:
+        return ConfigError(f"{exc.problems[0].message}{suffix}", fix=exc.problems[0].fix)
+    if not exc.problems:
+        return ConfigError(f"{exc.message}{suffix}", fix=exc.fix)
+    for problem in exc.problems:
+        click.echo(problem.user_line(), err=True)
+    return ConfigError(
+        f"{source}: {len(exc.problems)} problems, one per line above{suffix}",
+        fix="correct each as its line says",
+    )
 
 
 def _summary(config: Config, plugins: PluginSet) -> str:
@@ -783,14 +890,17 @@ def _internal_error(exc: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the CLI; print one line per error; exit with the error class's code."""
+    """Run the CLI; print one line per error; exit with the error class's code.
+
+    With ``--debug`` (or ``MCP_ACP_DEBUG=1``) the traceback comes first; the line and the
+    exit code are the same."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
     try:
         code = cli.main(args=args, prog_name="mcp-acp", standalone_mode=False)
     except McpAcpError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(exc.user_line(), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -803,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(_internal_error(exc), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

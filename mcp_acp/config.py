@@ -28,7 +28,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -79,6 +79,7 @@ __all__ = [
     "anchor_option_paths",
     "anchor_path",
     "config_error_from_validation",
+    "config_problems",
     "default_config_path",
     "default_log_dir",
     "entry_exists",
@@ -603,26 +604,41 @@ def _shown(field: str, value: Any) -> str:
 def config_error_from_validation(
     exc: ValidationError, source: Path | str, *, prefix: str = "", plugin: str | None = None
 ) -> ConfigError:
-    """Turn pydantic's report into one line naming the file, the field and the value."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    field = _loc(tuple(first["loc"]))
-    if prefix:
-        field = f"{prefix}.{field}" if field != "(top level)" else prefix
-    where = f"{field} (plugin {plugin!r})" if plugin else field
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
-        text = f"{source}: {where}: {message}"
-    else:
-        text = f"{source}: {where} = {_shown(field, first.get('input'))}: {message}"
-    if len(errors) > 1:
-        text += f" (and {len(errors) - 1} more)"
+    """Turn pydantic's report into errors naming the file, the field and the value: one
+    per problem, summed up by :func:`config_problems`."""
     if plugin:
         fix = f"correct that option (plugin {plugin!r} documents it)"
     else:
         fix = "correct that field ('mcp-acp schema config' lists every field)"
-    fix += ", then run 'mcp-acp config validate'"
-    return ConfigError(text, fix=fix)
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = _loc(tuple(error["loc"]))
+        if prefix:
+            field = f"{prefix}.{field}" if field != "(top level)" else prefix
+        where = f"{field} (plugin {plugin!r})" if plugin else field
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            text = f"{source}: {where}: {message}"
+        else:
+            text = f"{source}: {where} = {_shown(field, error.get('input'))}: {message}"
+        problems.append(ConfigError(text, fix=fix))
+    return config_problems(problems)
+
+
+def config_problems(problems: Sequence[ConfigError]) -> ConfigError:
+    """One error for one or more ``problems``, as every command shows it but ``config
+    validate`` (which prints each): the first one's line, ``(and N more)``, and its fix
+    followed by running ``config validate`` — to check again, or to see them all."""
+    first, more = problems[0], len(problems) - 1
+    then = f"{first.fix}, then run" if first.fix else "run"
+    if not more:
+        fix = f"{then} 'mcp-acp config validate'"
+        return ConfigError(first.message, fix=fix, problems=problems)
+    return ConfigError(
+        f"{first.message} (and {more} more)",
+        fix=f"{then} 'mcp-acp config validate' to see them all",
+        problems=problems,
+    )
 
 
 def read_config_json(path: Path) -> dict[str, Any]:

@@ -30,6 +30,8 @@ BackendError           17 the MCP backend cannot be started or reached
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AuditError",
     "AuthenticationError",
@@ -97,10 +99,20 @@ class McpAcpError(Exception):
 
 
 class ConfigError(McpAcpError):
-    """The config file is missing, unreadable, unsafe (permissions) or invalid."""
+    """The config file is missing, unreadable, unsafe (permissions) or invalid.
+
+    An error that sums up several problems (a file with three invalid fields: the first
+    one's line, ``(and 2 more)``) carries each of them in ``problems``, an error of its own
+    with its own fix, for ``mcp-acp config validate`` to print them all."""
 
     exit_code = 10
     kind = "config"
+
+    def __init__(
+        self, message: str, *, fix: str | None = None, problems: Sequence[ConfigError] = ()
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.problems: tuple[ConfigError, ...] = tuple(problems)
 
 
 class PluginError(McpAcpError):

@@ -119,7 +119,8 @@ AuthRecorder = Callable[["AuthEvent"], Awaitable[None]]
 class PluginContext:
     """What a factory may need besides its options. Passed to every factory.
 
-    * ``config_path`` / ``log_dir`` — where the config file and the audit trail live;
+    * ``config_path`` / ``log_dir`` — where the config file and the audit trail live
+      (:attr:`protected_dirs`: their directories, which no request may touch);
     * :meth:`token_storage` — the ``token_storage`` component the config selects (for an
       identity provider that keeps tokens);
     * :meth:`record_auth` — the auth stream of the running session's audit trail (for an
@@ -135,6 +136,13 @@ class PluginContext:
     @property
     def config_dir(self) -> Path:
         return self.config_path.parent
+
+    @property
+    def protected_dirs(self) -> dict[str, Path]:
+        """mcp-acp's own directories, by what they hold, which no request through the proxy
+        may touch (``builtin-protected-path``: see :mod:`mcp_acp.policy.protected`): the
+        config file's directory and the audit log directory."""
+        return {"config directory": self.config_dir, "audit log directory": self.log_dir}
 
     def token_storage(self) -> TokenStorage:
         """Build the configured token storage; ``ConfigError`` when the config has none."""

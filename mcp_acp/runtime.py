@@ -10,6 +10,7 @@ field and the plugin.
 from __future__ import annotations
 
 import os
+import re
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
@@ -27,6 +28,7 @@ from mcp_acp.config import (
     anchor_option_paths,
     anchor_path,
     config_error_from_validation,
+    config_problems,
     load_config,
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
@@ -38,6 +40,8 @@ from mcp_acp.shutdown import ShutdownCoordinator
 __all__ = [
     "Component",
     "Runtime",
+    "anchor_component_paths",
+    "anchor_raw_paths",
     "load_runtime",
     "plugins_for",
     "resolve_component",
@@ -166,10 +170,11 @@ class Runtime:
         )
 
     @property
-    def protected_dirs(self) -> tuple[Path, Path]:
-        """mcp-acp's own directories, which no request may name a path inside: the config
-        file's and the audit log's (see :class:`~mcp_acp.policy.protected.PathGuard`)."""
-        return self.config_path.parent, self.config.audit.log_dir
+    def protected_dirs(self) -> tuple[Path, ...]:
+        """mcp-acp's own directories, which no request may name a path inside, for the
+        enforcement point's :class:`~mcp_acp.policy.protected.PathGuard` (defined once:
+        :attr:`PluginContext.protected_dirs <mcp_acp.registry.PluginContext.protected_dirs>`)."""
+        return tuple(self.context().protected_dirs.values())
 
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
@@ -228,12 +233,50 @@ def resolve_runtime(
     environ: Mapping[str, str] | None = None,
     *,
     source: Path | str | None = None,
+    plugins: PluginSet | None = None,
 ) -> Runtime:
-    """Load the plugins ``config`` allows and validate every component section.
+    """Load the plugins ``config`` allows (unless ``plugins`` are given, loaded for it) and
+    validate every component section.
 
     ``source`` names where the config came from in error messages (default: the path).
     """
-    plugins = plugins_for(config, environ)
+    plugins = plugins or plugins_for(config, environ)
+    components: dict[str, Component] = {}
+    failed: list[ConfigError] = []
+    for kind, ref, field in _selected(config):
+        try:
+            components[field] = resolve_component(
+                plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
+            )
+        except ConfigError as exc:
+            failed.append(exc)  # every section is checked: 'config validate' lists them all
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise config_problems([p for exc in failed for p in exc.problems or (exc,)])
+    return Runtime(config_path, config, plugins, components)
+
+
+def anchor_component_paths(config: Config, plugins: PluginSet, base: Path) -> Config:
+    """``config`` with the path-typed options of every component it selects anchored at
+    ``base`` (:func:`anchor_raw_paths`): what ``mcp-acp init`` does with the options given
+    on its command line, whose relative paths mean the working directory, so that the file
+    it writes holds them absolute. A component no plugin registers is left as it is, for
+    :func:`resolve_runtime` to report."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    for kind, ref, field in _selected(config):
+        registration = plugins.registry.get(kind, ref.use)
+        if registration is None or not ref.config:
+            continue
+        section: Any = data
+        for key in re.findall(r"\w+", field):  # "posture.checks[0]" → posture, checks, 0
+            section = section[int(key)] if key.isdigit() else section[key]
+        section["config"] = anchor_raw_paths(registration.config_model, ref.config, base)
+    return Config.model_validate(data)
+
+
+def _selected(config: Config) -> list[tuple[Kind, ComponentRef, str]]:
+    """Every component ``config`` selects: its kind, its section, and the field it is at."""
     selected: list[tuple[Kind, ComponentRef, str]] = [
         (Kind.IDENTITY_PROVIDER, config.identity, "identity"),
         (Kind.APPROVER, config.approver, "approver"),
@@ -250,13 +293,7 @@ def resolve_runtime(
     selected += [
         (Kind.AUDIT_SINK, ref, f"audit.sinks[{i}]") for i, ref in enumerate(config.audit.sinks)
     ]
-    components = {
-        field: resolve_component(
-            plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
-        )
-        for kind, ref, field in selected
-    }
-    return Runtime(config_path, config, plugins, components)
+    return selected
 
 
 def plugins_for(config: Config | None, environ: Mapping[str, str] | None = None) -> PluginSet:

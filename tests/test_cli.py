@@ -386,13 +386,196 @@ def test_broken_config_one_line_nonzero_and_untouched(run_cli: Run, config_path:
     assert (config_path.read_bytes(), config_path.stat().st_mtime_ns) == before
 
 
-def test_debug_shows_the_traceback(run_cli: Run) -> None:
-    quiet = run_cli("config", "validate")
-    loud = run_cli("--debug", "config", "validate")
-    assert quiet.returncode == 10
+@pytest.mark.parametrize(
+    ("args", "env", "code", "kind"),
+    [
+        (["config", "validate"], {}, 10, "config error: "),
+        (["plugins"], {"MCP_ACP_PLUGINS": "no-such-plugin"}, 11, "plugin error: "),
+    ],
+)
+def test_debug_adds_the_traceback_and_changes_nothing_else(
+    run_cli: Run, args: list[str], env: dict[str, str], code: int, kind: str
+) -> None:
+    quiet = run_cli(*args, env=env)
+    assert quiet.returncode == code, quiet.stderr
     assert "Traceback" not in quiet.stderr
-    assert "Traceback" in loud.stderr
-    assert "ConfigError" in loud.stderr
+    for loud in (
+        run_cli("--debug", *args, env=env),
+        run_cli(*args, env={**env, "MCP_ACP_DEBUG": "1"}),
+    ):
+        assert loud.returncode == code, loud.stderr
+        assert "Traceback" in loud.stderr
+        assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+        assert quiet.stderr.startswith(kind)
+
+
+def test_config_validate_lists_every_problem_and_others_say_how_many(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["proxy"]["approval_timeout_seconds"] = 1
+    data["proxy"]["rate_limits"]["burst"] = 0
+    data["proxy"]["burst"] = 7
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert lines[0].startswith(f"config error: {config_path}: proxy.approval_timeout_seconds = 1: ")
+    assert lines[1].startswith(f"config error: {config_path}: proxy.rate_limits.burst = 0: ")
+    assert lines[2].startswith(f"config error: {config_path}: proxy.burst = 7: Extra inputs")
+    assert lines[3] == (
+        f"config error: {config_path}: 3 problems, one per line above — fix: correct each "
+        "as its line says"
+    )
+    assert "config validate" not in result.stderr  # it does not send you to itself
+    shown = run_cli("config", "show")
+    assert shown.returncode == 10
+    assert shown.stderr.strip() == lines[0].split(" — fix: ")[0] + (
+        " (and 2 more) — fix: correct that field ('mcp-acp schema config' lists every field), "
+        "then run 'mcp-acp config validate' to see them all"
+    )
+
+
+def test_config_validate_lists_the_problems_of_every_plugin_section(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["plugins"]["allow"] = ["example-posture"]
+    data["identity"]["config"] = {"subject": "alice"}
+    data["posture"]["checks"] = [{"use": "marker-file", "config": {"pth": "/etc/x"}}]
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert "identity.config.subject (plugin 'local-identity') = \"alice\": Extra" in lines[0]
+    assert "posture.checks[0].config.path (plugin 'example-posture'): Field required" in lines[1]
+    assert "posture.checks[0].config.pth (plugin 'example-posture') = " in lines[2]
+    assert lines[3].endswith("3 problems, one per line above — fix: correct each as its line says")
+    shown = run_cli("posture")
+    assert shown.returncode == 10
+    assert len(shown.stderr.strip().splitlines()) == 1
+    assert "(and 2 more)" in shown.stderr
+
+
+def test_config_validate_shows_one_problem_without_sending_you_to_itself(
+    run_cli: Run, config_path: Path
+) -> None:
+    run_cli(*INIT, check=True)
+    data = json.loads(config_path.read_text())
+    data["proxy"]["approval_timeout_seconds"] = 1
+    config_path.write_text(json.dumps(data))
+    result = run_cli("config", "validate")
+    assert result.returncode == 10
+    assert result.stderr.strip() == (
+        f"config error: {config_path}: proxy.approval_timeout_seconds = 1: Input should be "
+        "greater than or equal to 5 — fix: correct that field ('mcp-acp schema config' "
+        "lists every field)"
+    )
+    shown = run_cli("config", "show")
+    assert shown.stderr.strip().endswith("then run 'mcp-acp config validate'")
+
+
+def test_init_lists_every_problem_of_its_flags_as_nothing_is_written(
+    run_cli: Run, config_path: Path
+) -> None:
+    """'config validate' cannot show more of what init refused: there is no file."""
+    flags = ["--backend-url", "https://x.example/mcp", "--backend-timeout", "0"]
+    result = run_cli("init", "--non-interactive", *flags, "--posture-interval", "0")
+    assert result.returncode == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith("config error: mcp-acp init flags: backend.timeout_seconds = 0.0")
+    assert lines[1].startswith("config error: mcp-acp init flags: posture.interval_seconds = 0.0")
+    assert lines[2] == (
+        "config error: mcp-acp init flags: 2 problems, one per line above; nothing was "
+        "written — fix: correct each as its line says"
+    )
+    one = run_cli("init", "--non-interactive", *flags)
+    assert one.returncode == 10
+    assert one.stderr.strip().endswith(
+        "greater than 0; nothing was written — fix: correct that field ('mcp-acp schema "
+        "config' lists every field)"
+    )
+    assert "config validate" not in result.stderr + one.stderr
+    assert not config_path.exists()
+
+
+def _warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "expected"),
+    [
+        (
+            "h/fs.json",
+            ["--backend-arg", "-y", "--backend-arg", "h/project"],
+            "backend.args[1] {h}/project is inside mcp-acp's config directory {h}, which the "
+            "proxy protects: every call on a path in it will be denied (builtin-protected-path)"
+            " — fix: move the config file to a directory of its own, e.g. mcp-acp --config "
+            "~/.config/mcp-acp/fs.json init …",
+        ),
+        (
+            "h/fs.json",
+            ["--backend-cwd", "h"],
+            "backend.cwd {h} is mcp-acp's config directory {h}, which the proxy protects: "
+            "every call on a path in it will be denied",
+        ),
+        (
+            "h/cfg/fs.json",
+            ["--backend-arg", "h"],
+            "backend.args[0] {h} holds mcp-acp's config directory {h}/cfg, which the proxy "
+            "protects: every call on a path in {h}/cfg will be denied, whatever else it holds",
+        ),
+        (
+            "c/fs.json",
+            ["--backend-arg", "h", "--log-dir", "h/logs"],
+            "backend.args[0] {h} holds mcp-acp's audit log directory {h}/logs, which the "
+            "proxy protects: every call on a path in {h}/logs will be denied, whatever else it "
+            "holds (builtin-protected-path) — fix: set audit.log_dir outside it, e.g. "
+            "~/.local/state/mcp-acp/log/fs (init --log-dir)",
+        ),
+    ],
+)
+def test_init_and_validate_warn_when_the_backend_works_in_a_protected_directory(
+    run_cli: Run, tmp_path: Path, config: str, flags: list[str], expected: str
+) -> None:
+    """A config file beside the project the backend serves protects the project: every
+    call is denied. init and config validate say so, and still succeed."""
+    h = tmp_path / "h"
+    (h / "project").mkdir(parents=True)
+    (h / "cfg").mkdir()
+    (tmp_path / "c").mkdir()
+    flags = [str(tmp_path / f) if f.startswith("h") else f for f in flags]
+    path = str(tmp_path / config)
+    init = run_cli(
+        "--config", path, "init", "--non-interactive", "--backend-command", "npx", *flags
+    )
+    assert init.returncode == 0, init.stderr
+    validate = run_cli("--config", path, "config", "validate")
+    assert validate.returncode == 0, validate.stderr
+    for result in (init, validate):
+        (warning,) = _warnings(result)
+        assert warning.startswith("warning: " + expected.format(h=h)), warning
+
+
+def test_a_backend_elsewhere_or_serving_home_is_not_warned_about(
+    run_cli: Run, isolated_home: Path, tmp_path: Path
+) -> None:
+    """mcp-acp's own platform directories under a home the backend serves hold nothing
+    of the user's: the calls denied there are the protection working."""
+    (tmp_path / "project").mkdir()
+    for backend in (str(tmp_path / "project"), str(isolated_home)):
+        args = ["--backend-command", "npx", "--backend-arg", backend, "--force"]
+        init = run_cli("init", "--non-interactive", *args)
+        assert init.returncode == 0, init.stderr
+        validate = run_cli("config", "validate")
+        assert validate.returncode == 0, validate.stderr
+        assert _warnings(init) == _warnings(validate) == []
 
 
 def test_hostile_value_cannot_forge_extra_error_lines(run_cli: Run, config_path: Path) -> None:

@@ -652,3 +652,46 @@ def test_init_stores_absolute_paths(run_cli: Any, tmp_path: Path, config_path: P
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(config_path.read_text())["backend"]["cwd"] == str(start / "proj")
+
+
+def test_init_stores_the_plugin_paths_it_is_given_absolute(
+    tmp_path: Path, config_path: Path
+) -> None:
+    """A path in a component's options on init's command line means the working directory,
+    as --backend-cwd and --log-dir do; the file gets it absolute, so that it is not taken
+    from the config file's directory later."""
+    start = tmp_path / "start"
+    start.mkdir()
+    config = Path("init-t") / "f.json"
+    (start / "init-t").mkdir()
+    result = subprocess.run(
+        [
+            str(CLI),
+            "--config",
+            str(config),
+            "init",
+            "--non-interactive",
+            "--backend-command",
+            "x",
+            "--plugin",
+            "example-posture",
+            "--posture-check",
+            'marker-file={"path": "flag"}',
+            "--posture-check",
+            'marker-file={"path": "~/enrolled"}',
+            "--posture-check",
+            'marker-file={"path": "/etc/x"}',
+            "--token-storage",
+            'encrypted-file={"directory": "tokens"}',
+        ],
+        cwd=start,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(config_path.parents[2])},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    written = json.loads((start / config).read_text())
+    paths = [check["config"]["path"] for check in written["posture"]["checks"]]
+    assert paths == [str(start / "flag"), str(config_path.parents[2] / "enrolled"), "/etc/x"]
+    assert written["token_storage"]["config"] == {"directory": str(start / "tokens")}

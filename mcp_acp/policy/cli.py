@@ -21,6 +21,7 @@ from mcp_acp.errors import ConfigError, PolicyError, printable
 from mcp_acp.models import DecisionRequest, Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.engine import AcpConfig, AcpPolicyEngine
 from mcp_acp.policy.load import policy_errors, read_policy_text
+from mcp_acp.registry import PluginContext
 from mcp_acp.request import build_decision_request
 from mcp_acp.tools import ToolRegistry
 
@@ -156,7 +157,8 @@ def _engine(ctx: click.Context, given: Path | None) -> tuple[AcpPolicyEngine, To
     registry = ToolRegistry.default()
     if config is not None:
         config_path = resolve_config_path(ctx.find_root().params.get("config"))
-        protected = (config_path.parent, config.audit.log_dir)
+        context = PluginContext(config_path, config.audit.log_dir)
+        protected = tuple(context.protected_dirs.values())  # as the proxy's engine has them
         registry = ToolRegistry.default(config.tools.registry)
     return AcpPolicyEngine.from_file(path, protected=protected), registry
 

@@ -110,7 +110,7 @@ class AcpPolicyEngine:
     @classmethod
     def from_config(cls, options: AcpConfig, context: PluginContext) -> AcpPolicyEngine:
         path = options.path or context.config_dir / "policy.json"
-        return cls.from_file(path, protected=(context.config_dir, context.log_dir))
+        return cls.from_file(path, protected=tuple(context.protected_dirs.values()))
 
     @property
     def policy_id(self) -> str:

@@ -20,7 +20,35 @@ from mcp_acp.models import DecisionRequest
 from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
 from mcp_acp.policy.view import RequestView
 
-__all__ = ["PathGuard"]
+__all__ = ["PathGuard", "protected_overlap"]
+
+
+def _protected_forms(directories: Sequence[Path]) -> tuple[tuple[str, str], ...]:
+    """Each directory as written and as resolved (normal forms), with its name as given."""
+    forms: dict[str, str] = {}
+    for directory in directories:
+        try:
+            written = normalise_path(os.path.abspath(directory))
+        except AmbiguousPathError:
+            continue  # such a path cannot be named by a request either
+        forms[written] = str(directory)
+        with contextlib.suppress(AmbiguousPathError):
+            forms.setdefault(resolve_symlinks(written), str(directory))
+    return tuple(forms.items())
+
+
+def protected_overlap(directory: Path, protected: Path) -> str | None:
+    """How ``directory`` (one a backend works in) meets the ``protected`` one, compared as
+    :class:`PathGuard` compares paths (as written and as resolved): ``"inside"`` when it is
+    that directory or below it, so that every path in it is denied; ``"holds"`` when the
+    protected directory is below it; else ``None``."""
+    served = [form for form, _ in _protected_forms([directory])]
+    guarded = [form for form, _ in _protected_forms([protected])]
+    if any(is_within(s, g) for s in served for g in guarded):
+        return "inside"
+    if any(is_within(g, s) for s in served for g in guarded):
+        return "holds"
+    return None
 
 
 class PathGuard:
@@ -29,16 +57,7 @@ class PathGuard:
     __slots__ = ("_forms",)
 
     def __init__(self, directories: Sequence[Path] = ()) -> None:
-        forms: dict[str, str] = {}  # a directory's normal form -> as the user named it
-        for directory in directories:
-            try:
-                written = normalise_path(os.path.abspath(directory))
-            except AmbiguousPathError:
-                continue  # such a path cannot be named by a request either
-            forms[written] = str(directory)
-            with contextlib.suppress(AmbiguousPathError):
-                forms.setdefault(resolve_symlinks(written), str(directory))
-        self._forms = tuple(forms.items())
+        self._forms = _protected_forms(directories)
 
     def check(self, view: RequestView) -> tuple[str, str] | None:
         """``(rule id, reason)`` if the request ``view`` shows must be denied, else None."""

@@ -15,6 +15,7 @@ from mcp_acp.models import Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.compile import Check
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.policy.model import PolicyFile
+from mcp_acp.policy.protected import protected_overlap
 
 
 def rule(effect: str, rule_id: str | None = None, **conditions: Any) -> dict[str, Any]:
@@ -419,6 +420,19 @@ def test_config_and_log_dirs_are_always_protected(tmp_path: Path) -> None:
         assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-protected-path")
     sibling = make_request(tool="read_file", arguments={"path": f"{tmp_path}/cfg-other"})
     assert engine.decide(sibling).effect is Effect.ALLOW
+
+
+def test_protected_overlap_compares_as_decisions_do(tmp_path: Path) -> None:
+    """What init and config validate warn about: a directory whose every path a decision
+    would find protected (also through a link), or that holds a protected one."""
+    config_dir = tmp_path / "cfg"
+    (config_dir / "project").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(config_dir / "project")
+    assert protected_overlap(config_dir / "project", config_dir) == "inside"
+    assert protected_overlap(config_dir, config_dir) == "inside"
+    assert protected_overlap(tmp_path / "link", config_dir) == "inside"
+    assert protected_overlap(tmp_path, config_dir) == "holds"
+    assert protected_overlap(tmp_path / "cfg-other", config_dir) is None
 
 
 def test_engine_errors_are_denies() -> None:
