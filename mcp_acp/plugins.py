@@ -196,7 +196,7 @@ def load_plugins(
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"plugin {manager.get_name(exc.plugin)!r} implements a hook mcp-acp does not "
-            f"define: {exc}",
+            f"define: {_flat(str(exc))}",
             fix="check the hook name against mcp_acp.hookspecs",
         ) from exc
 
@@ -214,8 +214,11 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     try:
         manager.register(plugin, name=name)
     except BaseException as exc:  # attribute look-ups can run the plugin's code
+        mismatch = _parameter_mismatch(manager, plugin, name)
+        if mismatch is not None:
+            raise mismatch from exc
         raise PluginError(
-            f"plugin {name!r} cannot be registered: {type(exc).__name__}: {exc}",
+            f"plugin {name!r} cannot be registered: {type(exc).__name__}: {_flat(str(exc))}",
             fix="check its hook signatures against mcp_acp.hookspecs",
         ) from exc
     # every hook is called synchronously: an async one would be "loaded" and do nothing
@@ -232,6 +235,36 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
                     fix=f"make {caller.name} a plain def (do async work later, in the "
                     "registered object's methods)",
                 )
+
+
+def _parameter_mismatch(
+    manager: pluggy.PluginManager, plugin: object, name: str
+) -> PluginError | None:
+    """The error for a hook of ``plugin`` that takes a parameter its spec does not pass
+    (``register_approvers(reg)``), which pluggy reports over three lines; ``None`` if
+    there is none (or looking for it fails: the caller then reports pluggy's words)."""
+    try:
+        for hook_name, caller in vars(manager.hook).items():
+            spec = getattr(caller, "spec", None)
+            if spec is None or manager.parse_hookimpl_opts(plugin, hook_name) is None:
+                continue
+            taken = list(inspect.signature(getattr(plugin, hook_name)).parameters)
+            extra = [p for p in taken if p not in spec.argnames]
+            if extra:
+                passed = ", ".join(spec.argnames)
+                return PluginError(
+                    f"plugin {name!r} implements hook {hook_name!r} with parameter(s) "
+                    f"{', '.join(extra)}, which the hook does not pass (it passes: {passed})",
+                    fix=f"write it as def {hook_name}({passed}) (see mcp_acp.hookspecs)",
+                )
+    except Exception:  # a plugin object whose attributes misbehave
+        return None
+    return None
+
+
+def _flat(text: str) -> str:
+    """``text`` (pluggy's messages have several lines) as one line: its lines joined."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:

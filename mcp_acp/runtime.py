@@ -4,16 +4,19 @@
 component section (``identity``, ``approver``, ``posture.checks[i]``, …) against the model
 its plugin registered. Nothing is instantiated yet — factories may do I/O — but every
 mistake a user can make in the file has been reported by then, as one line naming the
-field and the plugin.
+field and the plugin. :meth:`Component.build` later checks what a factory returns against
+its contract in :mod:`mcp_acp.protocols` (:data:`CONTRACTS`), so a plugin's mistake is
+reported the same way, as the plugin's, before the object is used.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import attrs
 from pydantic import BaseModel, ValidationError
@@ -32,10 +35,20 @@ from mcp_acp.config import (
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
+from mcp_acp.protocols import (
+    Approver,
+    AuditSink,
+    IdentityProvider,
+    PolicyEngine,
+    PostureCheck,
+    TlsProvider,
+    TokenStorage,
+)
 from mcp_acp.registry import AuthRecorder, Kind, PluginContext, Registration, secret_env_names
 from mcp_acp.shutdown import ShutdownCoordinator
 
 __all__ = [
+    "CONTRACTS",
     "Component",
     "Runtime",
     "load_runtime",
@@ -89,6 +102,60 @@ def _anchor_raw(annotation: Any, value: Any, base: Path) -> Any:
     return value
 
 
+#: What a factory of each kind must return: the contracts in :mod:`mcp_acp.protocols`.
+CONTRACTS: Mapping[Kind, type] = {
+    Kind.IDENTITY_PROVIDER: IdentityProvider,
+    Kind.TOKEN_STORAGE: TokenStorage,
+    Kind.POSTURE_CHECK: PostureCheck,
+    Kind.POLICY_ENGINE: PolicyEngine,
+    Kind.APPROVER: Approver,
+    Kind.AUDIT_SINK: AuditSink,
+    Kind.TLS_PROVIDER: TlsProvider,
+}
+
+
+def contract_gaps(obj: object, contract: type) -> list[str]:
+    """How ``obj`` falls short of ``contract`` (a protocol of :mod:`mcp_acp.protocols`),
+    in words: an attribute or method it lacks, an attribute of another type, a method
+    that is ``async def`` where the proxy calls it plainly or the other way round. Empty
+    if it meets the contract. Optional members (``write_soon``, ``control_ops`` …) are
+    not part of a contract and are not checked."""
+    lacks: list[str] = []
+    wrong: list[str] = []
+    for name, hint in get_type_hints(contract).items():
+        try:
+            value = getattr(obj, name)
+        except Exception:  # a property that raises is as good as missing
+            lacks.append(name)
+            continue
+        if isinstance(hint, type) and not isinstance(value, hint):
+            wrong.append(f"its {name} is {type(value).__name__}, not {hint.__name__}")
+    for name, spec in vars(contract).items():
+        if name.startswith("_") or not inspect.isfunction(spec):
+            continue
+        try:
+            method = getattr(obj, name)
+        except Exception:
+            method = None
+        if not callable(method):
+            lacks.append(f"{name}()")
+        elif inspect.iscoroutinefunction(spec) and not _is_async(method):
+            wrong.append(f"its {name}() is not async def, and mcp-acp awaits it")
+        elif not inspect.iscoroutinefunction(spec) and _is_async(method):
+            wrong.append(f"its {name}() is async def, and mcp-acp calls it without awaiting")
+    if lacks:
+        listed = lacks[0] if len(lacks) == 1 else f"{', '.join(lacks[:-1])} and {lacks[-1]}"
+        wrong.insert(0, f"it lacks {listed}")
+    return wrong
+
+
+def _is_async(method: Callable[..., Any]) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(method) or inspect.iscoroutinefunction(
+        getattr(method, "__call__", None)  # noqa: B004 - its colour, not whether it is callable
+    )
+
+
 @attrs.frozen(slots=True)
 class Component:
     """A selected implementation with its validated options, ready to build."""
@@ -97,18 +164,38 @@ class Component:
     registration: Registration
     options: BaseModel
 
+    @property
+    def describe(self) -> str:
+        """``posture check 'disk' (plugin 'linux-posture', config field posture.checks[0])``:
+        the component as error messages name it."""
+        reg = self.registration
+        return f"{reg.kind.label} {reg.name!r} (plugin {reg.plugin!r}, config field {self.field})"
+
     def build(self, context: PluginContext) -> Any:
+        """Call the factory and check what it returns against the kind's contract
+        (:data:`CONTRACTS`); ``PluginError`` naming the component if either fails."""
         try:
-            return self.registration.factory(self.options, context)
+            built = self.registration.factory(self.options, context)
         except McpAcpError:
             raise  # already says what is wrong and how to fix it
         except Exception as exc:
             raise PluginError(
-                f"{self.registration.kind.label} {self.registration.name!r} "
-                f"(plugin {self.registration.plugin!r}, config field {self.field}) failed to "
-                f"start: {type(exc).__name__}: {exc}",
+                f"{self.describe} failed to start: {type(exc).__name__}: {exc}",
                 fix=f"check the options under {self.field}.config",
             ) from exc
+        contract = CONTRACTS[self.registration.kind]
+        gaps = contract_gaps(built, contract)
+        if gaps:
+            article = "an" if contract.__name__[0] in "AEIOU" else "a"
+            raise PluginError(
+                f"{self.describe} returned {type(built).__name__}, not {article} "
+                f"{contract.__name__} ({'; '.join(gaps)})",
+                fix=f"the plugin's factory must return {article} {contract.__name__} (see "
+                f"mcp_acp.protocols): report it to the authors of plugin "
+                f"{self.registration.plugin!r}, or choose another {self.registration.kind.label} "
+                f"at {self.field}.use",
+            )
+        return built
 
 
 def resolve_component(

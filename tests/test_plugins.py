@@ -38,6 +38,7 @@ def entry_points(monkeypatch: pytest.MonkeyPatch) -> list[EntryPoint]:
         "bad-signature",
         "steal-command",
         "bad-model",
+        "bad-factory",
     ]
     return [
         EntryPoint(name=n, value=f"fixture_{n.replace('-', '_')}", group="mcp_acp") for n in names
@@ -82,8 +83,19 @@ def test_allowed_plugin_registers_and_is_recorded(entry_points: list[EntryPoint]
             r"and plugin 'clash'",
         ),
         ("raising", r"plugin 'raising' failed in register_approvers: RuntimeError: database"),
-        ("bad-signature", r"plugin 'bad-signature' cannot be registered.*secret_key"),
+        (
+            "bad-signature",
+            r"plugin 'bad-signature' implements hook 'register_approvers' with parameter\(s\) "
+            r"secret_key, which the hook does not pass \(it passes: register\) — fix: write it "
+            r"as def register_approvers\(register\)",
+        ),
         ("bad-model", r"plugin 'bad-model' registered posture check 'odd' with a config model"),
+        (
+            "bad-factory",
+            r"plugin 'bad-factory' registered approver 'one-argument' with a factory that "
+            r"cannot be called as factory\(options, context\): it takes \(options\): too many "
+            r"positional arguments",
+        ),
     ],
 )
 def test_faulty_plugin_stops_start_up(
@@ -91,7 +103,9 @@ def test_faulty_plugin_stops_start_up(
 ) -> None:
     with pytest.raises(PluginError, match=expected) as caught:
         load_plugins({name}, entry_points=entry_points)
-    assert "\n" not in caught.value.user_line()
+    line = caught.value.user_line()
+    assert "\n" not in line
+    assert "\\n" not in line  # one line, not several with their breaks escaped
     assert caught.value.exit_code == 11
 
 
@@ -226,3 +240,36 @@ def test_a_plugin_leaving_or_async_is_a_plugin_error(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("plugin error: plugin 'leaver'")
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            HOOK + "def register_approvers(reg):\n    pass\n",
+            "plugin error: plugin 'leaver' implements hook 'register_approvers' with "
+            "parameter(s) reg, which the hook does not pass (it passes: register) — fix: write "
+            "it as def register_approvers(register) (see mcp_acp.hookspecs)",
+        ),
+        (
+            HOOK + "def register_approvers(register):\n    register('one', lambda options: None)\n",
+            "plugin error: plugin 'leaver' registered approver 'one' with a factory that cannot "
+            "be called as factory(options, context): it takes (options): too many positional "
+            "arguments — fix: give the factory (or the class's __init__) the two parameters "
+            "options and context; report it to the plugin's authors",
+        ),
+    ],
+    ids=["hook-parameter", "factory-signature"],
+)
+def test_a_plugin_bug_is_one_readable_line_blaming_the_plugin(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    source: str,
+    expected: str,
+) -> None:
+    """A hook or factory written with the wrong parameters is the plugin's mistake, found
+    when it loads (not when a config selects it, blaming the user's options), and said in
+    one line without pluggy's line breaks."""
+    result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [expected]
