@@ -264,10 +264,14 @@ class Runtime:
         return {field: self.build(field) for field in self.components}
 
     def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
-        """Every configured audit sink behind one fail-closed trail (not started yet)."""
-        sinks = [self.build(f"audit.sinks[{i}]") for i in range(len(self.config.audit.sinks))]
+        """Every configured audit sink behind one fail-closed trail (not started yet), each
+        named in its failures as :attr:`Component.describe` names it."""
+        fields = [f"audit.sinks[{i}]" for i in range(len(self.config.audit.sinks))]
         return AuditTrail(
-            sinks, coordinator, health_interval=self.config.audit.health_check_seconds
+            [self.build(field) for field in fields],
+            coordinator,
+            health_interval=self.config.audit.health_check_seconds,
+            names=[self.components[field].describe for field in fields],
         )
 
     def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:

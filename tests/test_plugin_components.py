@@ -1,9 +1,10 @@
 """What a plugin's components do wrong, reported as the plugin's, through the real CLI.
 
 A factory's product is checked against its contract (:mod:`mcp_acp.protocols`) when it is
-built — by ``config validate``, ``posture`` and ``run`` alike. The plugin is a real one,
-found through its entry point (a ``.dist-info`` on ``PYTHONPATH``); ``WALK_MODE`` says how
-it misbehaves. The backend is the stdlib-only recording server.
+built — by ``config validate``, ``posture`` and ``run`` alike — and an audit sink that
+fails with something other than ``AuditError`` is named, at start and mid-session. The
+plugin is a real one, found through its entry point (a ``.dist-info`` on ``PYTHONPATH``);
+``WALK_MODE`` says how it misbehaves. The backend is the stdlib-only recording server.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, E2E, configure, install_plugin, proxy_env
+from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, install_plugin, proxy_env, records
 
 PEER = E2E / "peers" / "recording_server.py"
 POLICY = {
@@ -70,6 +71,10 @@ class Sink:
 
     async def write(self, event):
         if MODE == "sink-write" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise OSError(28, "No space left on device")
+
+    def check_health(self):  # optional: called every audit.health_check_seconds
+        if MODE == "sink-health" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
 
     async def close(self):
@@ -222,3 +227,61 @@ def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
         "plugin error: posture check 'walk-check' (plugin 'walk', config field "
         "posture.checks[0]) returned NoneType, not a PostureCheck"
     )
+
+
+def test_a_sink_failing_to_start_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` raising ``PermissionError``: an audit failure (exit 13) naming
+    the sink, its plugin and field — not an internal error naming neither."""
+    result = mcp_acp(walk("audit sink", "sink-start"), "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1] == (
+        "audit error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        "failed to start: PermissionError: [Errno 13] Permission denied: '/var/log/walk' — "
+        "fix: check what that sink writes to (its options, its permissions, free space); a "
+        "sink should raise AuditError, so report anything else to its plugin's authors"
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "failed"), [("sink-write", "failed"), ("sink-health", "failed its health check")]
+)
+def test_a_sink_failing_mid_session_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path, mode: str, failed: str
+) -> None:
+    """A sink's ``write()`` — or its health check, with no request in flight — raising
+    ``OSError`` mid-session: the proxy ends with exit 13 (a request is denied), and the
+    line and the shutdown record say which sink."""
+    env = walk("audit sink", mode)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["audit"]["health_check_seconds"] = 1
+    config_file.write_text(json.dumps(settings))
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        echo = {"name": "echo", "arguments": {"text": "hi"}}
+        assert "result" in proxy.call("tools/call", echo)
+        (tmp_path / "disk-full").touch()
+        if mode == "sink-write":
+            denied = proxy.call("tools/call", echo)
+            assert denied["error"]["code"] == DENIED
+            assert "audit trail cannot be written" in denied["error"]["message"]
+        assert proxy.proc.wait(timeout=30) == 13
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+    named = (
+        f"audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) {failed}: "
+        "OSError: [Errno 28] No space left on device"
+    )
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert f"mcp-acp: shutting down: audit error: {named} — fix: " in stderr
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
+    assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
+    assert shutdown["reason"].startswith(named)
+    assert records(log_dir, "auth")[-1]["event"] == "session_ended"
