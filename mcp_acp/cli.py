@@ -142,6 +142,12 @@ def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
 # ---------------------------------------------------------------- init
 
 
+#: Where ``init``'s config comes from, and what to do once an error in it is corrected:
+#: no file has been written, so there is none to validate.
+INIT_FLAGS = "mcp-acp init flags"
+INIT_AGAIN = "run 'mcp-acp init' again (nothing was written)"
+
+
 def _nth(index: int) -> str:
     """``1st``, ``2nd``, ``3rd``, ``11th`` … (which of a repeated flag is meant)."""
     suffix = "th" if 10 <= index % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(index % 10, "th")
@@ -307,7 +313,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(exc, "mcp-acp init flags") from exc
+        raise config_error_from_validation(exc, INIT_FLAGS, then=INIT_AGAIN) from exc
 
 
 @cli.command()
@@ -376,7 +382,9 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
     if values["log_dir"] is None and path != default_config_path():
         values["log_dir"] = _own_log_dir(path)
     config = _config_from_flags(values)
-    runtime = resolve_runtime(config, path, source="mcp-acp init flags")
+    runtime = resolve_runtime(
+        config, path, source=INIT_FLAGS, allow_source="--plugin", then=INIT_AGAIN
+    )
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
     # neither is.

@@ -63,6 +63,7 @@ from mcp_acp.tools import ToolEntry
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_ENV",
+    "VALIDATE_AGAIN",
     "AuditSection",
     "Backend",
     "ComponentRef",
@@ -599,10 +600,21 @@ def _shown(field: str, value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+#: What a fix says to do once the file is corrected (``init`` has another: nothing was
+#: written, there is no file to validate).
+VALIDATE_AGAIN = "run 'mcp-acp config validate'"
+
+
 def config_error_from_validation(
-    exc: ValidationError, source: Path | str, *, prefix: str = "", plugin: str | None = None
+    exc: ValidationError,
+    source: Path | str,
+    *,
+    prefix: str = "",
+    plugin: str | None = None,
+    then: str = VALIDATE_AGAIN,
 ) -> ConfigError:
-    """Turn pydantic's report into one line naming the file, the field and the value."""
+    """Turn pydantic's report into one line naming the file, the field and the value;
+    its fix ends with ``then`` (what to run once it is corrected)."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     field = _loc(tuple(first["loc"]))
@@ -620,7 +632,7 @@ def config_error_from_validation(
         fix = f"correct that option (plugin {plugin!r} documents it)"
     else:
         fix = "correct that field ('mcp-acp schema config' lists every field)"
-    fix += ", then run 'mcp-acp config validate'"
+    fix += f", then {then}"
     return ConfigError(text, fix=fix)
 
 

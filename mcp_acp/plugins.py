@@ -38,11 +38,14 @@ from mcp_acp.registry import Kind, Registration, Registry
 
 __all__ = [
     "ALLOW_ENV",
+    "CONFIG_ALLOW_SOURCE",
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "ENV_ALLOW_SOURCE",
     "PluginInfo",
     "PluginSet",
     "add_plugin_commands",
+    "allow_advice",
     "allowed_plugin_names",
     "load_plugins",
 ]
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mcp_acp"
 ALLOW_ENV = "MCP_ACP_PLUGINS"
+#: Where the allowlist came from, as messages and the audit log name it.
+CONFIG_ALLOW_SOURCE = "config plugins.allow"
+ENV_ALLOW_SOURCE = f"environment variable {ALLOW_ENV}"
 
 #: In-tree plugins, registered exactly like third-party ones and always loaded.
 #: Each module is a short, complete example of a plugin.
@@ -88,14 +94,32 @@ class PluginInfo:
 
 
 def allowed_plugin_names(
-    config_allow: Sequence[str], environ: Mapping[str, str] | None = None
+    config_allow: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_source: str = CONFIG_ALLOW_SOURCE,
 ) -> tuple[frozenset[str], str]:
-    """Return the allowlist in force and where it came from (for messages and audit)."""
+    """Return the allowlist in force and where it came from (for messages and audit):
+    the environment variable, else ``config_allow`` — which ``config_source`` names (the
+    config file's ``plugins.allow``; ``--plugin`` for ``mcp-acp init``'s flags)."""
     env = os.environ if environ is None else environ
     if ALLOW_ENV in env:
         names = frozenset(n.strip() for n in env[ALLOW_ENV].split(",") if n.strip())
-        return names, f"environment variable {ALLOW_ENV}"
-    return frozenset(config_allow), "config plugins.allow"
+        return names, ENV_ALLOW_SOURCE
+    return frozenset(config_allow), config_source
+
+
+def allow_advice(source: str, name: str | None = None, *, remove: bool = False) -> str:
+    """How to add plugin ``name`` (``None``: one not named yet) to the allowlist that came
+    from ``source`` — or, with ``remove``, take it out: ``add 'x' to plugins.allow``,
+    ``add x to MCP_ACP_PLUGINS``, ``pass --plugin x``."""
+    if source.startswith("--"):  # a command-line flag, e.g. init's --plugin
+        return f"drop {source} {name}" if remove else f"pass {source} {name or 'NAME'}"
+    if source == ENV_ALLOW_SOURCE:  # comma-separated names: no quotes
+        shown, where = name or "its name", ALLOW_ENV
+    else:
+        shown, where = repr(name) if name else "its name", "plugins.allow"
+    return f"remove {shown} from {where}" if remove else f"add {shown} to {where}"
 
 
 class PluginSet:
@@ -137,7 +161,7 @@ def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
 def load_plugins(
     allow: Collection[str],
     *,
-    allow_source: str = "config plugins.allow",
+    allow_source: str = CONFIG_ALLOW_SOURCE,
     entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
 ) -> PluginSet:
     """Register built-ins, then the allowed entry-point plugins; validate; collect.
@@ -185,10 +209,10 @@ def load_plugins(
     missing = sorted(set(allow) - set(seen))
     if missing:
         raise PluginError(
-            f"plugin {missing[0]!r} is allowed ({allow_source}) but no installed "
+            f"plugin {missing[0]!r} is allowed by {allow_source} but no installed "
             f"distribution provides it; installed: {', '.join(sorted(seen)) or 'none'}",
-            fix=f"install the plugin (pip install 'mcp-acp[...]') or remove {missing[0]!r} "
-            f"from the allowlist",
+            fix="check the spelling, install the plugin (pip install 'mcp-acp[...]'), or "
+            + allow_advice(allow_source, missing[0], remove=True),
         )
 
     try:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.config import (
     CONFIG_DIR,
+    VALIDATE_AGAIN,
     ComponentRef,
     Config,
     HttpBackend,
@@ -34,7 +35,13 @@ from mcp_acp.config import (
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.notify import desktop_notify
-from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
+from mcp_acp.plugins import (
+    CONFIG_ALLOW_SOURCE,
+    PluginSet,
+    allow_advice,
+    allowed_plugin_names,
+    load_plugins,
+)
 from mcp_acp.protocols import (
     Approver,
     AuditSink,
@@ -206,31 +213,58 @@ def resolve_component(
     source: Path | str,
     *,
     config_dir: Path | None = None,
+    then: str = VALIDATE_AGAIN,
 ) -> Component:
     """Find the registration ``ref.use`` names and validate ``ref.config`` with its model.
 
     Every path in the options gets ``~`` expanded and, if relative, is taken from
     ``config_dir`` (the config file's directory; the working directory if ``None``):
     before the model validates them where the model types them as paths
-    (:func:`anchor_raw_paths`), and every path in the validated options after."""
+    (:func:`anchor_raw_paths`), and every path in the validated options after.
+
+    A name nobody registered is a ``ConfigError`` listing the names available and the
+    installed plugins that are not allowed (what ``mcp-acp plugins`` shows: what they
+    register is not known without importing them, and they are not imported); ``then``
+    ends the fix of an invalid option (what to run once it is corrected)."""
     registration = plugins.registry.get(kind, ref.use)
     if registration is None:
-        available = ", ".join(plugins.registry.names(kind)) or "none"
-        raise ConfigError(
-            f"{source}: {field}.use = {ref.use!r}: no {kind.label} of that name is "
-            f"registered (available: {available})",
-            fix="pick an available name, or install and allow the plugin that provides it "
-            "('mcp-acp plugins' lists them)",
-        )
+        raise _unregistered(plugins, kind, ref.use, field, source)
     raw = anchor_raw_paths(registration.config_model, ref.config, config_dir or Path.cwd())
     try:
         options = registration.config_model.model_validate(raw, context={CONFIG_DIR: config_dir})
     except ValidationError as exc:
         raise config_error_from_validation(
-            exc, source, prefix=f"{field}.config", plugin=registration.plugin
+            exc, source, prefix=f"{field}.config", plugin=registration.plugin, then=then
         ) from exc
     options = anchor_option_paths(options, config_dir or Path.cwd(), f"{source}: {field}.config")
     return Component(field=field, registration=registration, options=options)
+
+
+def _unregistered(
+    plugins: PluginSet, kind: Kind, name: str, field: str, source: Path | str
+) -> ConfigError:
+    available = ", ".join(plugins.registry.names(kind)) or "none"
+    message = (
+        f"{source}: {field}.use = {name!r}: no {kind.label} of that name is registered "
+        f"(available: {available})"
+    )
+    idle = [p.name for p in plugins.plugins if p.status == "not allowed"]
+    allow = plugins.allow_source
+    if not idle:
+        fix = (
+            f"pick an available name, or install the plugin that provides {name!r} and allow "
+            f"it ({allow_advice(allow)})"
+        )
+    elif len(idle) == 1:
+        message += f"; installed but not allowed: {idle[0]}"
+        fix = f"{allow_advice(allow, idle[0])} if it provides {name!r}, or pick an available name"
+    else:
+        message += f"; installed but not allowed: {', '.join(idle)}"
+        fix = (
+            f"allow the one that provides {name!r} ({allow_advice(allow)}), or pick an "
+            "available name"
+        )
+    return ConfigError(message, fix=f"{fix} ('mcp-acp plugins' lists what each registers)")
 
 
 @attrs.frozen(slots=True)
@@ -313,12 +347,16 @@ def resolve_runtime(
     environ: Mapping[str, str] | None = None,
     *,
     source: Path | str | None = None,
+    allow_source: str = CONFIG_ALLOW_SOURCE,
+    then: str = VALIDATE_AGAIN,
 ) -> Runtime:
     """Load the plugins ``config`` allows and validate every component section.
 
-    ``source`` names where the config came from in error messages (default: the path).
+    ``source`` names where the config came from in error messages (default: the path),
+    ``allow_source`` where its ``plugins.allow`` did (``--plugin`` for ``mcp-acp init``),
+    and ``then`` what to run once an error is corrected.
     """
-    plugins = plugins_for(config, environ)
+    plugins = plugins_for(config, environ, allow_source=allow_source)
     selected: list[tuple[Kind, ComponentRef, str]] = [
         (Kind.IDENTITY_PROVIDER, config.identity, "identity"),
         (Kind.APPROVER, config.approver, "approver"),
@@ -337,14 +375,28 @@ def resolve_runtime(
     ]
     components = {
         field: resolve_component(
-            plugins, kind, ref, field, source or config_path, config_dir=config_path.parent
+            plugins,
+            kind,
+            ref,
+            field,
+            source or config_path,
+            config_dir=config_path.parent,
+            then=then,
         )
         for kind, ref, field in selected
     }
     return Runtime(config_path, config, plugins, components)
 
 
-def plugins_for(config: Config | None, environ: Mapping[str, str] | None = None) -> PluginSet:
-    """Load the plugins ``config`` allows (or the environment override says)."""
-    allow, source = allowed_plugin_names(config.plugins.allow if config else [], environ)
+def plugins_for(
+    config: Config | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_source: str = CONFIG_ALLOW_SOURCE,
+) -> PluginSet:
+    """Load the plugins ``config`` allows (or the environment override says);
+    ``allow_source`` names where ``config.plugins.allow`` came from."""
+    allow, source = allowed_plugin_names(
+        config.plugins.allow if config else [], environ, config_source=allow_source
+    )
     return load_plugins(allow, allow_source=source)

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from mcp_acp.errors import PluginError
+from mcp_acp.config import ComponentRef
+from mcp_acp.errors import ConfigError, PluginError
 from mcp_acp.plugins import (
     ALLOW_ENV,
     DEFAULT_PLUGINS,
@@ -21,8 +22,12 @@ from mcp_acp.plugins import (
     load_plugins,
 )
 from mcp_acp.registry import Kind
+from mcp_acp.runtime import resolve_component
 
 FIXTURES = Path(__file__).parent / "plugin_fixtures"
+#: Where an allowlist comes from, as messages name it (``allowed_plugin_names``).
+CONFIG_ALLOW = "config plugins.allow"
+ENV_ALLOW = f"environment variable {ALLOW_ENV}"
 
 
 @pytest.fixture
@@ -109,9 +114,53 @@ def test_faulty_plugin_stops_start_up(
     assert caught.value.exit_code == 11
 
 
-def test_allowed_but_not_installed_is_an_error(entry_points: list[EntryPoint]) -> None:
-    with pytest.raises(PluginError, match=r"'goood' is allowed .* no installed distribution"):
-        load_plugins({"good", "goood"}, entry_points=entry_points)
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        (CONFIG_ALLOW, "remove 'goood' from plugins.allow"),
+        (ENV_ALLOW, "remove goood from MCP_ACP_PLUGINS"),
+        ("--plugin", "drop --plugin goood"),
+    ],
+)
+def test_allowed_but_not_installed_is_an_error(
+    entry_points: list[EntryPoint], source: str, advice: str
+) -> None:
+    """Named with where the allowlist came from, and how to take the name out of it."""
+    with pytest.raises(PluginError) as caught:
+        load_plugins({"good", "goood"}, allow_source=source, entry_points=entry_points)
+    message, fix = str(caught.value).split(" — fix: ")
+    assert message.startswith(f"plugin 'goood' is allowed by {source} but no installed ")
+    assert fix.endswith(advice)
+
+
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        (CONFIG_ALLOW, "add 'good' to plugins.allow"),
+        (ENV_ALLOW, "add good to MCP_ACP_PLUGINS"),
+        ("--plugin", "pass --plugin good"),
+    ],
+)
+def test_a_name_nobody_registered_points_at_the_installed_plugin_not_allowed(
+    entry_points: list[EntryPoint], source: str, advice: str
+) -> None:
+    """``identity.use = 'fixed'`` with plugin ``good`` installed but not allowed: the error
+    names it, and how to allow it — without importing it (what a plugin registers is not
+    known until it is), so only "if it provides" the name."""
+    sys.modules.pop("fixture_good", None)
+    good = [ep for ep in entry_points if ep.name == "good"]
+    plugins = load_plugins(set(), allow_source=source, entry_points=good)
+    with pytest.raises(ConfigError) as caught:
+        resolve_component(
+            plugins, Kind.IDENTITY_PROVIDER, ComponentRef(use="fixed"), "identity", "c.json"
+        )
+    assert str(caught.value) == (
+        "c.json: identity.use = 'fixed': no identity provider of that name is registered "
+        "(available: local); installed but not allowed: good — fix: "
+        f"{advice} if it provides 'fixed', or pick an available name ('mcp-acp plugins' "
+        "lists what each registers)"
+    )
+    assert "fixture_good" not in sys.modules
 
 
 def test_two_distributions_claiming_one_name(entry_points: list[EntryPoint]) -> None:
