@@ -14,7 +14,8 @@ The config file then selects the implementation by name, and the section under
 
 A factory is called as ``factory(options, context)`` with the validated model instance
 and a :class:`PluginContext`, and returns the implementation (for example a
-:class:`~mcp_acp.protocols.PostureCheck`).
+:class:`~mcp_acp.protocols.PostureCheck`). One whose signature cannot take those two
+arguments is refused when it is registered.
 """
 
 from __future__ import annotations
