@@ -153,6 +153,10 @@ def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
 # ---------------------------------------------------------------- init
 
 
+#: Where ``init``'s config comes from, in its error messages (no file has been written).
+INIT_FLAGS = "mcp-acp init flags"
+
+
 def _nth(index: int) -> str:
     """``1st``, ``2nd``, ``3rd``, ``11th`` … (which of a repeated flag is meant)."""
     suffix = "th" if 10 <= index % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(index % 10, "th")
@@ -268,7 +272,6 @@ def _prompt_missing(
 
 
 #: Where ``init``'s errors say the config came from.
-_FLAGS = "mcp-acp init flags"
 
 
 def _config_from_flags(values: dict[str, Any]) -> Config:
@@ -322,7 +325,7 @@ def _config_from_flags(values: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(exc, _FLAGS) from exc
+        raise config_error_from_validation(exc, INIT_FLAGS) from exc
 
 
 @cli.command()
@@ -392,13 +395,13 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
         values["log_dir"] = _own_log_dir(path)
     try:
         config = _config_from_flags(values)
-        plugins = plugins_for(config)
+        plugins = plugins_for(config, allow_source="--plugin")
         # paths given on the command line mean the working directory; written absolute
         here = absolute_path(".", "the working directory")
         config = anchor_component_paths(config, plugins, here)
-        runtime = resolve_runtime(config, path, source=_FLAGS, plugins=plugins)
+        runtime = resolve_runtime(config, path, source=INIT_FLAGS, plugins=plugins)
     except ConfigError as exc:  # nothing is written, so 'config validate' cannot show more
-        raise _every_problem(exc, _FLAGS, suffix="; nothing was written") from exc
+        raise _every_problem(exc, INIT_FLAGS, suffix="; nothing was written") from exc
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
     # neither is.

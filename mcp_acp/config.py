@@ -602,7 +602,11 @@ def _shown(field: str, value: Any) -> str:
 
 
 def config_error_from_validation(
-    exc: ValidationError, source: Path | str, *, prefix: str = "", plugin: str | None = None
+    exc: ValidationError,
+    source: Path | str,
+    *,
+    prefix: str = "",
+    plugin: str | None = None,
 ) -> ConfigError:
     """Turn pydantic's report into errors naming the file, the field and the value: one
     per problem, summed up by :func:`config_problems`."""

@@ -38,11 +38,14 @@ from mcp_acp.registry import Kind, Registration, Registry
 
 __all__ = [
     "ALLOW_ENV",
+    "CONFIG_ALLOW_SOURCE",
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "ENV_ALLOW_SOURCE",
     "PluginInfo",
     "PluginSet",
     "add_plugin_commands",
+    "allow_advice",
     "allowed_plugin_names",
     "load_plugins",
 ]
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mcp_acp"
 ALLOW_ENV = "MCP_ACP_PLUGINS"
+#: Where the allowlist came from, as messages and the audit log name it.
+CONFIG_ALLOW_SOURCE = "config plugins.allow"
+ENV_ALLOW_SOURCE = f"environment variable {ALLOW_ENV}"
 
 #: In-tree plugins, registered exactly like third-party ones and always loaded.
 #: Each module is a short, complete example of a plugin.
@@ -88,14 +94,32 @@ class PluginInfo:
 
 
 def allowed_plugin_names(
-    config_allow: Sequence[str], environ: Mapping[str, str] | None = None
+    config_allow: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_source: str = CONFIG_ALLOW_SOURCE,
 ) -> tuple[frozenset[str], str]:
-    """Return the allowlist in force and where it came from (for messages and audit)."""
+    """Return the allowlist in force and where it came from (for messages and audit):
+    the environment variable, else ``config_allow`` — which ``config_source`` names (the
+    config file's ``plugins.allow``; ``--plugin`` for ``mcp-acp init``'s flags)."""
     env = os.environ if environ is None else environ
     if ALLOW_ENV in env:
         names = frozenset(n.strip() for n in env[ALLOW_ENV].split(",") if n.strip())
-        return names, f"environment variable {ALLOW_ENV}"
-    return frozenset(config_allow), "config plugins.allow"
+        return names, ENV_ALLOW_SOURCE
+    return frozenset(config_allow), config_source
+
+
+def allow_advice(source: str, name: str | None = None, *, remove: bool = False) -> str:
+    """How to add plugin ``name`` (``None``: one not named yet) to the allowlist that came
+    from ``source`` — or, with ``remove``, take it out: ``add 'x' to plugins.allow``,
+    ``add x to MCP_ACP_PLUGINS``, ``pass --plugin x``."""
+    if source.startswith("--"):  # a command-line flag, e.g. init's --plugin
+        return f"drop {source} {name}" if remove else f"pass {source} {name or 'NAME'}"
+    if source == ENV_ALLOW_SOURCE:  # comma-separated names: no quotes
+        shown, where = name or "its name", ALLOW_ENV
+    else:
+        shown, where = repr(name) if name else "its name", "plugins.allow"
+    return f"remove {shown} from {where}" if remove else f"add {shown} to {where}"
 
 
 class PluginSet:
@@ -137,7 +161,7 @@ def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
 def load_plugins(
     allow: Collection[str],
     *,
-    allow_source: str = "config plugins.allow",
+    allow_source: str = CONFIG_ALLOW_SOURCE,
     entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
 ) -> PluginSet:
     """Register built-ins, then the allowed entry-point plugins; validate; collect.
@@ -185,10 +209,11 @@ def load_plugins(
     missing = sorted(set(allow) - set(seen))
     if missing:
         raise PluginError(
-            f"plugin {missing[0]!r} is allowed ({allow_source}) but no installed "
+            f"plugin {missing[0]!r} is allowed by {allow_source} but no installed "
             f"distribution provides it; installed: {', '.join(sorted(seen)) or 'none'}",
-            fix=f"install the plugin (pip install 'mcp-acp[...]') or remove {missing[0]!r} "
-            f"from the allowlist",
+            fix="check the spelling, install the distribution that provides it into mcp-acp's "
+            "environment (by path or wheel file: see the README, 'Extras and plugins'), or "
+            + allow_advice(allow_source, missing[0], remove=True),
         )
 
     try:
@@ -196,7 +221,7 @@ def load_plugins(
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"plugin {manager.get_name(exc.plugin)!r} implements a hook mcp-acp does not "
-            f"define: {exc}",
+            f"define: {_flat(str(exc))}",
             fix="check the hook name against mcp_acp.hookspecs",
         ) from exc
 
@@ -214,8 +239,11 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     try:
         manager.register(plugin, name=name)
     except BaseException as exc:  # attribute look-ups can run the plugin's code
+        mismatch = _parameter_mismatch(manager, plugin, name)
+        if mismatch is not None:
+            raise mismatch from exc
         raise PluginError(
-            f"plugin {name!r} cannot be registered: {type(exc).__name__}: {exc}",
+            f"plugin {name!r} cannot be registered: {type(exc).__name__}: {_flat(str(exc))}",
             fix="check its hook signatures against mcp_acp.hookspecs",
         ) from exc
     # every hook is called synchronously: an async one would be "loaded" and do nothing
@@ -232,6 +260,36 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
                     fix=f"make {caller.name} a plain def (do async work later, in the "
                     "registered object's methods)",
                 )
+
+
+def _parameter_mismatch(
+    manager: pluggy.PluginManager, plugin: object, name: str
+) -> PluginError | None:
+    """The error for a hook of ``plugin`` that takes a parameter its spec does not pass
+    (``register_approvers(reg)``), which pluggy reports over three lines; ``None`` if
+    there is none (or looking for it fails: the caller then reports pluggy's words)."""
+    try:
+        for hook_name, caller in vars(manager.hook).items():
+            spec = getattr(caller, "spec", None)
+            if spec is None or manager.parse_hookimpl_opts(plugin, hook_name) is None:
+                continue
+            taken = list(inspect.signature(getattr(plugin, hook_name)).parameters)
+            extra = [p for p in taken if p not in spec.argnames]
+            if extra:
+                passed = ", ".join(spec.argnames)
+                return PluginError(
+                    f"plugin {name!r} implements hook {hook_name!r} with parameter(s) "
+                    f"{', '.join(extra)}, which the hook does not pass (it passes: {passed})",
+                    fix=f"write it as def {hook_name}({passed}) (see mcp_acp.hookspecs)",
+                )
+    except Exception:  # a plugin object whose attributes misbehave
+        return None
+    return None
+
+
+def _flat(text: str) -> str:
+    """``text`` (pluggy's messages have several lines) as one line: its lines joined."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:

@@ -3,7 +3,10 @@
 Each contract is a small :class:`typing.Protocol`; implement it with any class (no base
 class to inherit), then register a factory for it from a plugin (see
 :mod:`mcp_acp.hookspecs`). Methods that do I/O are ``async``; the policy engine is a pure,
-synchronous function.
+synchronous function. What a factory returns is checked against its contract when it is
+built (:data:`mcp_acp.runtime.CONTRACTS`): every member below present, attributes of their
+type, ``async def`` exactly where a contract has it — else a ``PluginError`` naming the
+component, before it is used.
 
 Rules every implementation follows, because the proxy fails closed:
 

@@ -14,12 +14,14 @@ The config file then selects the implementation by name, and the section under
 
 A factory is called as ``factory(options, context)`` with the validated model instance
 and a :class:`PluginContext`, and returns the implementation (for example a
-:class:`~mcp_acp.protocols.PostureCheck`).
+:class:`~mcp_acp.protocols.PostureCheck`). One whose signature cannot take those two
+arguments is refused when it is registered.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, get_args, get_origin
@@ -163,6 +165,25 @@ class PluginContext:
 Factory = Callable[[Any, PluginContext], Any]
 
 
+def _call_error(factory: Factory) -> str | None:
+    """Why ``factory(options, context)`` would fail for its signature alone (``it takes
+    (options): too many positional arguments``), or ``None`` — also when the signature
+    cannot be read (some built-in and extension callables): the call will tell then."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        bare = signature.replace(  # the parameters as the plugin wrote them, less the types
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        return f"it takes {bare}: {exc}"
+    return None
+
+
 class Register(Protocol):
     """The callable a registration hook receives."""
 
@@ -214,6 +235,14 @@ class Registry:
                     f"plugin {plugin!r} registered {kind.label} {name!r} with a "
                     f"factory that is not callable",
                     fix="pass a function or class as the factory",
+                )
+            wrong_call = _call_error(factory)
+            if wrong_call is not None:  # the plugin's bug: not the options a user gave it
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a factory "
+                    f"that cannot be called as factory(options, context): {wrong_call}",
+                    fix="give the factory (or the class's __init__) the two parameters "
+                    "options and context; report it to the plugin's authors",
                 )
             if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
                 raise PluginError(

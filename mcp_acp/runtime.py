@@ -4,17 +4,20 @@
 component section (``identity``, ``approver``, ``posture.checks[i]``, …) against the model
 its plugin registered. Nothing is instantiated yet — factories may do I/O — but every
 mistake a user can make in the file has been reported by then, as one line naming the
-field and the plugin.
+field and the plugin. :meth:`Component.build` later checks what a factory returns against
+its contract in :mod:`mcp_acp.protocols` (:data:`CONTRACTS`), so a plugin's mistake is
+reported the same way, as the plugin's, before the object is used.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import attrs
 from pydantic import BaseModel, ValidationError
@@ -33,11 +36,27 @@ from mcp_acp.config import (
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
 from mcp_acp.notify import desktop_notify
-from mcp_acp.plugins import PluginSet, allowed_plugin_names, load_plugins
+from mcp_acp.plugins import (
+    CONFIG_ALLOW_SOURCE,
+    PluginSet,
+    allow_advice,
+    allowed_plugin_names,
+    load_plugins,
+)
+from mcp_acp.protocols import (
+    Approver,
+    AuditSink,
+    IdentityProvider,
+    PolicyEngine,
+    PostureCheck,
+    TlsProvider,
+    TokenStorage,
+)
 from mcp_acp.registry import AuthRecorder, Kind, PluginContext, Registration, secret_env_names
 from mcp_acp.shutdown import ShutdownCoordinator
 
 __all__ = [
+    "CONTRACTS",
     "Component",
     "Runtime",
     "anchor_component_paths",
@@ -93,6 +112,60 @@ def _anchor_raw(annotation: Any, value: Any, base: Path) -> Any:
     return value
 
 
+#: What a factory of each kind must return: the contracts in :mod:`mcp_acp.protocols`.
+CONTRACTS: Mapping[Kind, type] = {
+    Kind.IDENTITY_PROVIDER: IdentityProvider,
+    Kind.TOKEN_STORAGE: TokenStorage,
+    Kind.POSTURE_CHECK: PostureCheck,
+    Kind.POLICY_ENGINE: PolicyEngine,
+    Kind.APPROVER: Approver,
+    Kind.AUDIT_SINK: AuditSink,
+    Kind.TLS_PROVIDER: TlsProvider,
+}
+
+
+def contract_gaps(obj: object, contract: type) -> list[str]:
+    """How ``obj`` falls short of ``contract`` (a protocol of :mod:`mcp_acp.protocols`),
+    in words: an attribute or method it lacks, an attribute of another type, a method
+    that is ``async def`` where the proxy calls it plainly or the other way round. Empty
+    if it meets the contract. Optional members (``write_soon``, ``control_ops`` …) are
+    not part of a contract and are not checked."""
+    lacks: list[str] = []
+    wrong: list[str] = []
+    for name, hint in get_type_hints(contract).items():
+        try:
+            value = getattr(obj, name)
+        except Exception:  # a property that raises is as good as missing
+            lacks.append(name)
+            continue
+        if isinstance(hint, type) and not isinstance(value, hint):
+            wrong.append(f"its {name} is {type(value).__name__}, not {hint.__name__}")
+    for name, spec in vars(contract).items():
+        if name.startswith("_") or not inspect.isfunction(spec):
+            continue
+        try:
+            method = getattr(obj, name)
+        except Exception:
+            method = None
+        if not callable(method):
+            lacks.append(f"{name}()")
+        elif inspect.iscoroutinefunction(spec) and not _is_async(method):
+            wrong.append(f"its {name}() is not async def, and mcp-acp awaits it")
+        elif not inspect.iscoroutinefunction(spec) and _is_async(method):
+            wrong.append(f"its {name}() is async def, and mcp-acp calls it without awaiting")
+    if lacks:
+        listed = lacks[0] if len(lacks) == 1 else f"{', '.join(lacks[:-1])} and {lacks[-1]}"
+        wrong.insert(0, f"it lacks {listed}")
+    return wrong
+
+
+def _is_async(method: Callable[..., Any]) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(method) or inspect.iscoroutinefunction(
+        getattr(method, "__call__", None)  # noqa: B004 - its colour, not whether it is callable
+    )
+
+
 @attrs.frozen(slots=True)
 class Component:
     """A selected implementation with its validated options, ready to build."""
@@ -101,18 +174,38 @@ class Component:
     registration: Registration
     options: BaseModel
 
+    @property
+    def describe(self) -> str:
+        """``posture check 'disk' (plugin 'linux-posture', config field posture.checks[0])``:
+        the component as error messages name it."""
+        reg = self.registration
+        return f"{reg.kind.label} {reg.name!r} (plugin {reg.plugin!r}, config field {self.field})"
+
     def build(self, context: PluginContext) -> Any:
+        """Call the factory and check what it returns against the kind's contract
+        (:data:`CONTRACTS`); ``PluginError`` naming the component if either fails."""
         try:
-            return self.registration.factory(self.options, context)
+            built = self.registration.factory(self.options, context)
         except McpAcpError:
             raise  # already says what is wrong and how to fix it
         except Exception as exc:
             raise PluginError(
-                f"{self.registration.kind.label} {self.registration.name!r} "
-                f"(plugin {self.registration.plugin!r}, config field {self.field}) failed to "
-                f"start: {type(exc).__name__}: {exc}",
+                f"{self.describe} failed to start: {type(exc).__name__}: {exc}",
                 fix=f"check the options under {self.field}.config",
             ) from exc
+        contract = CONTRACTS[self.registration.kind]
+        gaps = contract_gaps(built, contract)
+        if gaps:
+            article = "an" if contract.__name__[0] in "AEIOU" else "a"
+            raise PluginError(
+                f"{self.describe} returned {type(built).__name__}, not {article} "
+                f"{contract.__name__} ({'; '.join(gaps)})",
+                fix=f"the plugin's factory must return {article} {contract.__name__} (see "
+                f"mcp_acp.protocols): report it to the authors of plugin "
+                f"{self.registration.plugin!r}, or choose another {self.registration.kind.label} "
+                f"at {self.field}.use",
+            )
+        return built
 
 
 def resolve_component(
@@ -129,16 +222,14 @@ def resolve_component(
     Every path in the options gets ``~`` expanded and, if relative, is taken from
     ``config_dir`` (the config file's directory; the working directory if ``None``):
     before the model validates them where the model types them as paths
-    (:func:`anchor_raw_paths`), and every path in the validated options after."""
+    (:func:`anchor_raw_paths`), and every path in the validated options after.
+
+    A name nobody registered is a ``ConfigError`` listing the names available and the
+    installed plugins that are not allowed (what ``mcp-acp plugins`` shows: what they
+    register is not known without importing them, and they are not imported)."""
     registration = plugins.registry.get(kind, ref.use)
     if registration is None:
-        available = ", ".join(plugins.registry.names(kind)) or "none"
-        raise ConfigError(
-            f"{source}: {field}.use = {ref.use!r}: no {kind.label} of that name is "
-            f"registered (available: {available})",
-            fix="pick an available name, or install and allow the plugin that provides it "
-            "('mcp-acp plugins' lists them)",
-        )
+        raise _unregistered(plugins, kind, ref.use, field, source)
     raw = anchor_raw_paths(registration.config_model, ref.config, config_dir or Path.cwd())
     try:
         options = registration.config_model.model_validate(raw, context={CONFIG_DIR: config_dir})
@@ -148,6 +239,33 @@ def resolve_component(
         ) from exc
     options = anchor_option_paths(options, config_dir or Path.cwd(), f"{source}: {field}.config")
     return Component(field=field, registration=registration, options=options)
+
+
+def _unregistered(
+    plugins: PluginSet, kind: Kind, name: str, field: str, source: Path | str
+) -> ConfigError:
+    available = ", ".join(plugins.registry.names(kind)) or "none"
+    message = (
+        f"{source}: {field}.use = {name!r}: no {kind.label} of that name is registered "
+        f"(available: {available})"
+    )
+    idle = [p.name for p in plugins.plugins if p.status == "not allowed"]
+    allow = plugins.allow_source
+    if not idle:
+        fix = (
+            f"pick an available name, or install the plugin that provides {name!r} and allow "
+            f"it ({allow_advice(allow)})"
+        )
+    elif len(idle) == 1:
+        message += f"; installed but not allowed: {idle[0]}"
+        fix = f"{allow_advice(allow, idle[0])} if it provides {name!r}, or pick an available name"
+    else:
+        message += f"; installed but not allowed: {', '.join(idle)}"
+        fix = (
+            f"allow the one that provides {name!r} ({allow_advice(allow)}), or pick an "
+            "available name"
+        )
+    return ConfigError(message, fix=f"{fix} ('mcp-acp plugins' lists what each registers)")
 
 
 @attrs.frozen(slots=True)
@@ -188,10 +306,14 @@ class Runtime:
         return {field: self.build(field) for field in self.components}
 
     def audit_trail(self, coordinator: ShutdownCoordinator) -> AuditTrail:
-        """Every configured audit sink behind one fail-closed trail (not started yet)."""
-        sinks = [self.build(f"audit.sinks[{i}]") for i in range(len(self.config.audit.sinks))]
+        """Every configured audit sink behind one fail-closed trail (not started yet), each
+        named in its failures as :attr:`Component.describe` names it."""
+        fields = [f"audit.sinks[{i}]" for i in range(len(self.config.audit.sinks))]
         return AuditTrail(
-            sinks, coordinator, health_interval=self.config.audit.health_check_seconds
+            [self.build(field) for field in fields],
+            coordinator,
+            health_interval=self.config.audit.health_check_seconds,
+            names=[self.components[field].describe for field in fields],
         )
 
     def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:
@@ -234,13 +356,15 @@ def resolve_runtime(
     *,
     source: Path | str | None = None,
     plugins: PluginSet | None = None,
+    allow_source: str = CONFIG_ALLOW_SOURCE,
 ) -> Runtime:
     """Load the plugins ``config`` allows (unless ``plugins`` are given, loaded for it) and
     validate every component section.
 
-    ``source`` names where the config came from in error messages (default: the path).
+    ``source`` names where the config came from in error messages (default: the path),
+    ``allow_source`` where its ``plugins.allow`` did (``--plugin`` for ``mcp-acp init``).
     """
-    plugins = plugins or plugins_for(config, environ)
+    plugins = plugins or plugins_for(config, environ, allow_source=allow_source)
     components: dict[str, Component] = {}
     failed: list[ConfigError] = []
     for kind, ref, field in _selected(config):
@@ -296,7 +420,15 @@ def _selected(config: Config) -> list[tuple[Kind, ComponentRef, str]]:
     return selected
 
 
-def plugins_for(config: Config | None, environ: Mapping[str, str] | None = None) -> PluginSet:
-    """Load the plugins ``config`` allows (or the environment override says)."""
-    allow, source = allowed_plugin_names(config.plugins.allow if config else [], environ)
+def plugins_for(
+    config: Config | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_source: str = CONFIG_ALLOW_SOURCE,
+) -> PluginSet:
+    """Load the plugins ``config`` allows (or the environment override says);
+    ``allow_source`` names where ``config.plugins.allow`` came from."""
+    allow, source = allowed_plugin_names(
+        config.plugins.allow if config else [], environ, config_source=allow_source
+    )
     return load_plugins(allow, allow_source=source)

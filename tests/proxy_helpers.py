@@ -73,20 +73,26 @@ def configure(home: Path, command: str, args: Iterable[str], policy: dict[str, A
     return home / ".local" / "state" / "mcp-acp" / "log"
 
 
-def use_plugin(
-    home: Path, site: Path, *, module: str, source: str, name: str, use_for: str, config: Any
-) -> dict[str, str]:
-    """Install a test plugin the way a real one is found — module ``module`` with ``source``
-    and an entry point ``name`` in a ``.dist-info`` under ``site`` — choose it for the config
-    section ``use_for`` (``identity``, ``policy``, …; ``audit.sinks``: as the only audit
-    sink) with ``config``, and allow it. Returns the environment ``mcp-acp`` runs in to find
-    it (``site`` on ``PYTHONPATH``)."""
+def install_plugin(site: Path, *, module: str, source: str, name: str) -> None:
+    """Install a test plugin the way a real one is found: module ``module`` with ``source``
+    and an entry point ``name`` in a ``.dist-info`` under ``site`` (put ``site`` on
+    ``PYTHONPATH``). Installed, not allowed."""
     site.mkdir(exist_ok=True)
     (site / f"{module}.py").write_text(source)
     info = site / f"{module}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
+
+
+def use_plugin(
+    home: Path, site: Path, *, module: str, source: str, name: str, use_for: str, config: Any
+) -> dict[str, str]:
+    """Install a test plugin (:func:`install_plugin`), choose it for the config section
+    ``use_for`` (``identity``, ``policy``, …; ``audit.sinks``: as the only audit sink) with
+    ``config``, and allow it. Returns the environment ``mcp-acp`` runs in to find it
+    (``site`` on ``PYTHONPATH``)."""
+    install_plugin(site, module=module, source=source, name=name)
     config_file = home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
     if use_for == "audit.sinks":

@@ -319,7 +319,14 @@ def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
             ["--backend-command", "x", "--identity", 'local={"x": 1}'],
             "identity.config.x (plugin 'local-identity')",
         ),
-        (["--backend-command", "x", "--plugin", "not-installed"], "'not-installed' is allowed"),
+        (
+            ["--backend-command", "x", "--plugin", "not-installed"],
+            "'not-installed' is allowed by --plugin but",
+        ),
+        (
+            ["--backend-command", "x", "--posture-check", "marker-file"],
+            "(available: none); installed but not allowed: ",
+        ),
         (["--backend-command", "x", "--backend-env", "NOEQUALS"], "1st --backend-env"),
         ([], "no backend given"),
     ],
@@ -327,11 +334,51 @@ def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
 def test_bad_init_flags_write_nothing(
     run_cli: Run, config_path: Path, flags: list[str], expected: str
 ) -> None:
+    """One line, nothing written; and its fix speaks of init's flags and of running init
+    again — not of a config file's plugins.allow, nor of validating a file not written."""
     result = run_cli("init", "--non-interactive", *flags)
     assert result.returncode in (10, 11), result.stderr
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    assert "config validate" not in result.stderr
+    assert "plugins.allow" not in result.stderr
+    assert not config_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fix"),
+    [
+        (
+            ["--posture-check", "marker-file"],
+            "allow the one that provides 'marker-file' (pass --plugin NAME), or pick an "
+            "available name ('mcp-acp plugins' lists what each registers)",
+        ),
+        (
+            ["--plugin", "example-posturr"],
+            "check the spelling, install the distribution that provides it into mcp-acp's "
+            "environment (by path or wheel file: see the README, 'Extras and plugins'), or drop "
+            "--plugin example-posturr",
+        ),
+        (
+            ["--plugin", "example-posture", "--posture-check", 'marker-file={"pth": "x"}'],
+            "correct that option (plugin 'example-posture' documents it)",
+        ),
+    ],
+    ids=["not-allowed", "allowlist-typo", "bad-option"],
+)
+def test_init_errors_point_at_its_flags(
+    run_cli: Run, config_path: Path, flags: list[str], fix: str
+) -> None:
+    result = run_cli("init", "--non-interactive", "--backend-command", "x", *flags)
+    assert result.returncode in (10, 11), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].split(" — fix: ")[1] == fix  # the first (or only) problem's own fix
+    if len(lines) > 1:  # every problem of init's flags, then how many
+        assert lines[-1].endswith(
+            "problems, one per line above; nothing was written — fix: correct each as its line says"
+        )
+    assert "config validate" not in result.stderr  # no file to validate
     assert not config_path.exists()
 
 

@@ -258,6 +258,20 @@ def test_unknown_component_name_lists_the_available_ones(tmp_path: Path) -> None
         load_runtime(path, environ={})
 
 
+def test_unknown_component_name_lists_the_installed_plugins_not_allowed(tmp_path: Path) -> None:
+    """``marker-file`` is the installed example plugin's, which the config does not allow:
+    the error says that plugin is installed and how to allow the one that provides it."""
+    checks = {"checks": [{"use": "marker-file", "config": {"path": "/etc/x"}}]}
+    path = write(tmp_path / "c" / "config.json", {**MINIMAL, "posture": checks})
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(path, environ={})
+    message, fix = str(caught.value).split(" — fix: ")
+    assert "posture.checks[0].use = 'marker-file': no posture check of that name" in message
+    assert "(available: none); installed but not allowed: " in message
+    assert "example-posture" in message.split("installed but not allowed: ")[1].split(", ")
+    assert "plugins.allow" in fix
+
+
 def test_plugin_section_is_validated_by_the_plugins_model(tmp_path: Path) -> None:
     data = {**MINIMAL, "identity": {"use": "local", "config": {"subject_id": ""}}}
     path = write(tmp_path / "c" / "config.json", data)

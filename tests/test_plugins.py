@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from mcp_acp.errors import PluginError
+from mcp_acp.config import ComponentRef
+from mcp_acp.errors import ConfigError, PluginError
 from mcp_acp.plugins import (
     ALLOW_ENV,
     DEFAULT_PLUGINS,
@@ -21,8 +22,12 @@ from mcp_acp.plugins import (
     load_plugins,
 )
 from mcp_acp.registry import Kind
+from mcp_acp.runtime import resolve_component
 
 FIXTURES = Path(__file__).parent / "plugin_fixtures"
+#: Where an allowlist comes from, as messages name it (``allowed_plugin_names``).
+CONFIG_ALLOW = "config plugins.allow"
+ENV_ALLOW = f"environment variable {ALLOW_ENV}"
 
 
 @pytest.fixture
@@ -38,6 +43,7 @@ def entry_points(monkeypatch: pytest.MonkeyPatch) -> list[EntryPoint]:
         "bad-signature",
         "steal-command",
         "bad-model",
+        "bad-factory",
     ]
     return [
         EntryPoint(name=n, value=f"fixture_{n.replace('-', '_')}", group="mcp_acp") for n in names
@@ -82,8 +88,19 @@ def test_allowed_plugin_registers_and_is_recorded(entry_points: list[EntryPoint]
             r"and plugin 'clash'",
         ),
         ("raising", r"plugin 'raising' failed in register_approvers: RuntimeError: database"),
-        ("bad-signature", r"plugin 'bad-signature' cannot be registered.*secret_key"),
+        (
+            "bad-signature",
+            r"plugin 'bad-signature' implements hook 'register_approvers' with parameter\(s\) "
+            r"secret_key, which the hook does not pass \(it passes: register\) — fix: write it "
+            r"as def register_approvers\(register\)",
+        ),
         ("bad-model", r"plugin 'bad-model' registered posture check 'odd' with a config model"),
+        (
+            "bad-factory",
+            r"plugin 'bad-factory' registered approver 'one-argument' with a factory that "
+            r"cannot be called as factory\(options, context\): it takes \(options\): too many "
+            r"positional arguments",
+        ),
     ],
 )
 def test_faulty_plugin_stops_start_up(
@@ -91,13 +108,59 @@ def test_faulty_plugin_stops_start_up(
 ) -> None:
     with pytest.raises(PluginError, match=expected) as caught:
         load_plugins({name}, entry_points=entry_points)
-    assert "\n" not in caught.value.user_line()
+    line = caught.value.user_line()
+    assert "\n" not in line
+    assert "\\n" not in line  # one line, not several with their breaks escaped
     assert caught.value.exit_code == 11
 
 
-def test_allowed_but_not_installed_is_an_error(entry_points: list[EntryPoint]) -> None:
-    with pytest.raises(PluginError, match=r"'goood' is allowed .* no installed distribution"):
-        load_plugins({"good", "goood"}, entry_points=entry_points)
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        (CONFIG_ALLOW, "remove 'goood' from plugins.allow"),
+        (ENV_ALLOW, "remove goood from MCP_ACP_PLUGINS"),
+        ("--plugin", "drop --plugin goood"),
+    ],
+)
+def test_allowed_but_not_installed_is_an_error(
+    entry_points: list[EntryPoint], source: str, advice: str
+) -> None:
+    """Named with where the allowlist came from, and how to take the name out of it."""
+    with pytest.raises(PluginError) as caught:
+        load_plugins({"good", "goood"}, allow_source=source, entry_points=entry_points)
+    message, fix = str(caught.value).split(" — fix: ")
+    assert message.startswith(f"plugin 'goood' is allowed by {source} but no installed ")
+    assert fix.endswith(advice)
+
+
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        (CONFIG_ALLOW, "add 'good' to plugins.allow"),
+        (ENV_ALLOW, "add good to MCP_ACP_PLUGINS"),
+        ("--plugin", "pass --plugin good"),
+    ],
+)
+def test_a_name_nobody_registered_points_at_the_installed_plugin_not_allowed(
+    entry_points: list[EntryPoint], source: str, advice: str
+) -> None:
+    """``identity.use = 'fixed'`` with plugin ``good`` installed but not allowed: the error
+    names it, and how to allow it — without importing it (what a plugin registers is not
+    known until it is), so only "if it provides" the name."""
+    sys.modules.pop("fixture_good", None)
+    good = [ep for ep in entry_points if ep.name == "good"]
+    plugins = load_plugins(set(), allow_source=source, entry_points=good)
+    with pytest.raises(ConfigError) as caught:
+        resolve_component(
+            plugins, Kind.IDENTITY_PROVIDER, ComponentRef(use="fixed"), "identity", "c.json"
+        )
+    assert str(caught.value) == (
+        "c.json: identity.use = 'fixed': no identity provider of that name is registered "
+        "(available: local); installed but not allowed: good — fix: "
+        f"{advice} if it provides 'fixed', or pick an available name ('mcp-acp plugins' "
+        "lists what each registers)"
+    )
+    assert "fixture_good" not in sys.modules
 
 
 def test_two_distributions_claiming_one_name(entry_points: list[EntryPoint]) -> None:
@@ -248,3 +311,36 @@ def test_a_component_name_two_kinds_share_must_be_said_with_its_kind() -> None:
     assert "posture_check:twin" in str(raised.value)
     assert (raised.value.fix or "").endswith(":twin")  # a KIND:NAME to use
     assert _component(plugins, "posture_check:twin").kind is Kind.POSTURE_CHECK
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            HOOK + "def register_approvers(reg):\n    pass\n",
+            "plugin error: plugin 'leaver' implements hook 'register_approvers' with "
+            "parameter(s) reg, which the hook does not pass (it passes: register) — fix: write "
+            "it as def register_approvers(register) (see mcp_acp.hookspecs)",
+        ),
+        (
+            HOOK + "def register_approvers(register):\n    register('one', lambda options: None)\n",
+            "plugin error: plugin 'leaver' registered approver 'one' with a factory that cannot "
+            "be called as factory(options, context): it takes (options): too many positional "
+            "arguments — fix: give the factory (or the class's __init__) the two parameters "
+            "options and context; report it to the plugin's authors",
+        ),
+    ],
+    ids=["hook-parameter", "factory-signature"],
+)
+def test_a_plugin_bug_is_one_readable_line_blaming_the_plugin(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    source: str,
+    expected: str,
+) -> None:
+    """A hook or factory written with the wrong parameters is the plugin's mistake, found
+    when it loads (not when a config selects it, blaming the user's options), and said in
+    one line without pluggy's line breaks."""
+    result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [expected]

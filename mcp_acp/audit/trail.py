@@ -9,6 +9,10 @@
   only if it is durable, the forwarding.
 * :meth:`AuditTrail.monitor` checks every sink's health periodically (file still there, still
   ours, still writable) and shuts down on the first failure, even with no request in flight.
+
+A sink that fails with anything but ``AuditError`` (an ``OSError``, a bug) fails closed just
+the same, as an ``AuditError`` that names the sink — its config field, registered name and
+plugin, as the runtime describes it — since the exception alone does not say which sink.
 """
 
 from __future__ import annotations
@@ -46,12 +50,20 @@ class AuditTrail:
         coordinator: ShutdownCoordinator,
         *,
         health_interval: float = 30.0,
+        names: Sequence[str] | None = None,
     ) -> None:
+        """``names`` describes each sink in error messages (``audit sink 'jsonl' (plugin
+        'jsonl-audit', config field audit.sinks[0])``); by default its position and type."""
         if not sinks:
             raise AuditError(
                 "no audit sink is configured", fix="configure at least one sink under audit.sinks"
             )
         self.sinks = tuple(sinks)
+        self.names = (
+            tuple(names)
+            if names is not None
+            else tuple(f"audit sink #{i} ({type(s).__name__})" for i, s in enumerate(sinks))
+        )
         self.coordinator = coordinator
         self.health_interval = health_interval
         self._failed: AuditError | None = None
@@ -66,8 +78,13 @@ class AuditTrail:
 
     async def start(self) -> None:
         """Open every sink with its write test; ``AuditError`` means: do not start."""
-        for sink in self.sinks:
-            await sink.start()
+        for index, sink in enumerate(self.sinks):
+            try:
+                await sink.start()
+            except AuditError:
+                raise
+            except Exception as exc:  # a sink that breaks its contract: still do not start
+                raise self._sink_error(index, exc, "failed to start") from exc
 
     async def record(self, event: AuditEvent) -> None:
         """Write ``event`` to every sink durably, or raise ``AuditError`` (and shut down)."""
@@ -76,18 +93,32 @@ class AuditTrail:
             raise self._failed
         try:
             if len(self.sinks) == 1:
-                await self.sinks[0].write(event)
+                await self._write(0, event)
             else:
-                await asyncio.gather(*(sink.write(event) for sink in self.sinks))
+                await asyncio.gather(*(self._write(i, event) for i in range(len(self.sinks))))
         except AuditError as error:
             self._fail_soon(error)
             self._keep(event, error)
             raise
+
+    async def _write(self, index: int, event: AuditEvent) -> None:
+        try:
+            await self.sinks[index].write(event)
+        except AuditError:
+            raise
         except Exception as exc:  # a sink that breaks its contract still fails closed
-            broken = _as_audit_error(exc)
-            self._fail_soon(broken)
-            self._keep(event, broken)
-            raise broken from exc
+            raise self._sink_error(index, exc) from exc
+
+    def _sink_error(self, index: int, exc: BaseException, what: str = "failed") -> AuditError:
+        """``exc``, raised by sink ``index``, as the :class:`AuditError` it stands for,
+        naming the sink (an ``AuditError`` is the sink's own word and stays as it is)."""
+        if isinstance(exc, AuditError):
+            return exc
+        return AuditError(
+            f"{self.names[index]} {what}: {type(exc).__name__}: {exc}",
+            fix="check what that sink writes to (its options, its permissions, free space); "
+            "a sink should raise AuditError, so report anything else to its plugin's authors",
+        )
 
     def record_soon(self, event: AuditEvent) -> None:
         """Write ``event`` without waiting for it — for a record nothing waits on (a response,
@@ -107,7 +138,8 @@ class AuditTrail:
                 if write_soon is not None
                 else asyncio.ensure_future(self.record(event))
             )
-        except AuditError as error:
+        except Exception as exc:
+            error = self._sink_error(0, exc)
             self._fail_soon(error)
             self._keep(event, error)
             return None
@@ -119,10 +151,10 @@ class AuditTrail:
         self._soon.discard(future)
         if future.cancelled():
             return
-        error = future.exception()
-        if error is None or not direct:  # record() has already failed the trail
+        raised = future.exception()
+        if raised is None or not direct:  # record() has already failed the trail
             return
-        error = _as_audit_error(error)
+        error = self._sink_error(0, raised)  # direct: the one sink's write_soon
         self._fail_soon(error)
         self._keep(event, error)
 
@@ -150,7 +182,7 @@ class AuditTrail:
             return  # on its way (another sink's commit): a failure still shuts down
         error = written.exception()
         if error is not None:  # the trail has failed (see _written): deny this request
-            raise _as_audit_error(error)
+            raise self._sink_error(0, error)  # record()'s are AuditErrors already
 
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
         """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
@@ -161,13 +193,14 @@ class AuditTrail:
         """Check the sinks' health every ``health_interval`` seconds until cancelled."""
         while True:
             await asyncio.sleep(self.health_interval)
-            for sink in self.sinks:
+            for index, sink in enumerate(self.sinks):
                 check = getattr(sink, "check_health", None)
                 if check is None:
                     continue
                 try:
                     await asyncio.to_thread(check)
-                except AuditError as error:
+                except Exception as exc:  # not only AuditError: the monitor must not die
+                    error = self._sink_error(index, exc, "failed its health check")
                     self._keep(
                         SystemEvent(event="audit_health_failed", detail={"error": str(error)}),
                         error,
@@ -189,15 +222,15 @@ class AuditTrail:
         event loop does not run again): ``event`` into every sink that writes synchronously
         (``write_sync``) and still works. Never raises; an event a sink refuses goes to the
         fallback file."""
-        for sink in self.sinks:
+        for index, sink in enumerate(self.sinks):
             write_sync = getattr(sink, "write_sync", None)
             if write_sync is None:
                 continue
             try:
                 write_sync(event)
             except Exception as exc:  # the trail is failing; the fallback has the rest
-                log.warning("%s not recorded by %s: %s", event.event, type(sink).__name__, exc)
-                self._keep(event, _as_audit_error(exc))
+                log.warning("%s not recorded by %s: %s", event.event, self.names[index], exc)
+                self._keep(event, self._sink_error(index, exc))
 
     def _record_session_end(self, reason: str) -> None:
         """Best effort, at shutdown: ``session_ended`` into every sink that still works."""
@@ -220,13 +253,3 @@ class AuditTrail:
         except RuntimeError:
             self.coordinator.trigger(error, detail="audit write failed")
         loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)
-
-
-def _as_audit_error(exc: BaseException) -> AuditError:
-    """``exc`` as the :class:`AuditError` it stands for: a sink that raises anything else
-    has broken its contract, and that fails closed too."""
-    if isinstance(exc, AuditError):
-        return exc
-    return AuditError(
-        f"audit sink failed: {type(exc).__name__}: {exc}", fix="check the audit sink plugin"
-    )

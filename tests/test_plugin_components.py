@@ -1,0 +1,287 @@
+"""What a plugin's components do wrong, reported as the plugin's, through the real CLI.
+
+A factory's product is checked against its contract (:mod:`mcp_acp.protocols`) when it is
+built — by ``config validate``, ``posture`` and ``run`` alike — and an audit sink that
+fails with something other than ``AuditError`` is named, at start and mid-session. The
+plugin is a real one, found through its entry point (a ``.dist-info`` on ``PYTHONPATH``);
+``WALK_MODE`` says how it misbehaves. The backend is the stdlib-only recording server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, install_plugin, proxy_env, records
+
+PEER = E2E / "peers" / "recording_server.py"
+POLICY = {
+    "version": "1",
+    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+}
+
+PLUGIN = """
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import ApprovalOutcome, ApprovalResult, Decision, Effect
+from mcp_acp.models import PostureResult, PostureStatus
+
+MODE = os.environ.get("WALK_MODE", "")
+
+
+class Check:
+    name = "walk-check"
+
+    async def check(self):
+        now = datetime.now(UTC)
+        return PostureResult(check=self.name, status=PostureStatus.PASS, detail="", checked_at=now)
+
+
+class PlainCheck(Check):
+    def check(self):  # forgot async
+        now = datetime.now(UTC)
+        return PostureResult(check=self.name, status=PostureStatus.PASS, detail="", checked_at=now)
+
+
+class Approver:
+    name = "walk-approver"
+
+    async def request_approval(self, request):
+        return ApprovalOutcome(result=ApprovalResult.ALLOW_ONCE, approver=self.name)
+
+
+class Engine:
+    policy_id = "walk"
+
+    async def decide(self, request):  # a coroutine is not a decision
+        return Decision(effect=Effect.ALLOW, policy_id="walk", rule_id="all", reason="all")
+
+
+class Sink:
+    async def start(self):
+        if MODE == "sink-start":
+            raise PermissionError(13, "Permission denied", "/var/log/walk")
+
+    async def write(self, event):
+        if MODE == "sink-write" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise OSError(28, "No space left on device")
+
+    def check_health(self):  # optional: called every audit.health_check_seconds
+        if MODE == "sink-health" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise OSError(28, "No space left on device")
+
+    async def close(self):
+        pass
+
+
+def factory(cls):
+    return lambda options, context: None if MODE == "none" else cls()
+
+
+@hookimpl
+def register_posture_checks(register):
+    register("walk-check", factory(PlainCheck if MODE == "plain" else Check))
+
+
+@hookimpl
+def register_approvers(register):
+    register("walk-approver", factory(Approver))
+
+
+@hookimpl
+def register_policy_engines(register):
+    register("walk-engine", factory(Engine))
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("walk-sink", factory(Sink))
+"""
+
+#: The config sections that select each of the plugin's components; its field.
+SELECT: dict[str, tuple[dict[str, Any], str]] = {
+    "posture check": ({"posture": {"checks": [{"use": "walk-check"}]}}, "posture.checks[0]"),
+    "approver": ({"approver": {"use": "walk-approver"}}, "approver"),
+    "policy engine": ({"policy": {"use": "walk-engine"}}, "policy"),
+    "audit sink": ({"sinks": [{"use": "jsonl"}, {"use": "walk-sink"}]}, "audit.sinks[1]"),
+}
+
+Select = Callable[[str, str], dict[str, str]]
+
+
+@pytest.fixture
+def walk(isolated_home: Path, tmp_path: Path) -> Select:
+    """A config for the recording backend and the plugin ``walk`` installed; called with a
+    kind (a key of :data:`SELECT`) and a mode, it allows the plugin, selects its component
+    of that kind, and returns the environment ``mcp-acp`` runs in with that mode."""
+    configure(isolated_home, sys.executable, [str(PEER), str(tmp_path / "received.jsonl")], POLICY)
+    site = tmp_path / "site"
+    install_plugin(site, module="walk_plugin", source=PLUGIN, name="walk")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+
+    def select(kind: str, mode: str) -> dict[str, str]:
+        settings = json.loads(config_file.read_text())
+        settings["plugins"] = {"allow": ["walk"]}
+        sections = dict(SELECT[kind][0])
+        if "sinks" in sections:
+            settings["audit"]["sinks"] = sections.pop("sinks")
+        settings.update(sections)
+        config_file.write_text(json.dumps(settings))
+        env = {**proxy_env(isolated_home), "PYTHONPATH": str(site), "WALK_MODE": mode}
+        env["WALK_DISK_FULL"] = str(tmp_path / "disk-full")
+        return env
+
+    return select
+
+
+def mcp_acp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines that report an error (a warning about the local identity is not one)."""
+    return [
+        line
+        for line in result.stderr.splitlines()
+        if "error" in line.split(":", 1)[0] or line.startswith("mcp-acp: ")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode", "contract", "gap"),
+    [
+        ("posture check", "none", "a PostureCheck", "it lacks name and check()"),
+        ("approver", "none", "an Approver", "it lacks name and request_approval()"),
+        ("policy engine", "none", "a PolicyEngine", "it lacks policy_id and decide()"),
+        ("audit sink", "none", "an AuditSink", "it lacks start(), write() and close()"),
+        (
+            "posture check",
+            "plain",
+            "a PostureCheck",
+            "its check() is not async def, and mcp-acp awaits it",
+        ),
+        (
+            "policy engine",
+            "",
+            "a PolicyEngine",
+            "its decide() is async def, and mcp-acp calls it without awaiting",
+        ),
+    ],
+)
+def test_config_validate_checks_what_a_factory_returns(
+    walk: Select, kind: str, mode: str, contract: str, gap: str
+) -> None:
+    """Not ``ok``: one line naming the component, its plugin and field, the contract and
+    what is missing; exit 11."""
+    field = SELECT[kind][1]
+    name = {"posture check": "walk-check", "policy engine": "walk-engine"}.get(kind)
+    name = name or f"walk-{kind.split()[-1]}"
+    returned = "NoneType" if mode == "none" else {"posture check": "PlainCheck"}.get(kind, "Engine")
+    result = mcp_acp(walk(kind, mode), "config", "validate")
+    assert result.returncode == 11, result.stderr
+    assert "ok:" not in result.stdout
+    assert error_lines(result) == [
+        f"plugin error: {kind} {name!r} (plugin 'walk', config field {field}) returned "
+        f"{returned}, not {contract} ({gap}) — fix: the plugin's factory must return "
+        f"{contract} (see mcp_acp.protocols): report it to the authors of plugin 'walk', or "
+        f"choose another {kind} at {field}.use"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["posture check", "approver", "audit sink"])
+def test_run_refuses_a_component_that_is_not_one(
+    walk: Select, isolated_home: Path, tmp_path: Path, kind: str
+) -> None:
+    """``run`` stops at start-up with the same line, exit 11 — not an internal error, a
+    posture check stuck in its thread, or an approver that denies every 'ask' later; and
+    the backend is never started."""
+    result = mcp_acp(walk(kind, "none"), "run")
+    assert result.returncode == 11, result.stderr
+    lines = error_lines(result)
+    assert lines, result.stderr
+    assert lines[-1].startswith(f"plugin error: {kind} 'walk-"), result.stderr
+    assert f"(plugin 'walk', config field {SELECT[kind][1]}) returned NoneType" in lines[-1]
+    assert "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
+    result = mcp_acp(walk("posture check", "none"), "posture")
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result)[-1].startswith(
+        "plugin error: posture check 'walk-check' (plugin 'walk', config field "
+        "posture.checks[0]) returned NoneType, not a PostureCheck"
+    )
+
+
+def test_a_sink_failing_to_start_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` raising ``PermissionError``: an audit failure (exit 13) naming
+    the sink, its plugin and field — not an internal error naming neither."""
+    result = mcp_acp(walk("audit sink", "sink-start"), "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1] == (
+        "audit error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        "failed to start: PermissionError: [Errno 13] Permission denied: '/var/log/walk' — "
+        "fix: check what that sink writes to (its options, its permissions, free space); a "
+        "sink should raise AuditError, so report anything else to its plugin's authors"
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "failed"), [("sink-write", "failed"), ("sink-health", "failed its health check")]
+)
+def test_a_sink_failing_mid_session_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path, mode: str, failed: str
+) -> None:
+    """A sink's ``write()`` — or its health check, with no request in flight — raising
+    ``OSError`` mid-session: the proxy ends with exit 13 (a request is denied), and the
+    line and the shutdown record say which sink."""
+    env = walk("audit sink", mode)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["audit"]["health_check_seconds"] = 1
+    config_file.write_text(json.dumps(settings))
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        echo = {"name": "echo", "arguments": {"text": "hi"}}
+        assert "result" in proxy.call("tools/call", echo)
+        (tmp_path / "disk-full").touch()
+        if mode == "sink-write":
+            denied = proxy.call("tools/call", echo)
+            assert denied["error"]["code"] == DENIED
+            assert "audit trail cannot be written" in denied["error"]["message"]
+        assert proxy.proc.wait(timeout=30) == 13
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+    named = (
+        f"audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) {failed}: "
+        "OSError: [Errno 28] No space left on device"
+    )
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert f"mcp-acp: shutting down: audit error: {named} — fix: " in stderr
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
+    assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
+    assert shutdown["reason"].startswith(named)
+    assert records(log_dir, "auth")[-1]["event"] == "session_ended"
