@@ -644,6 +644,11 @@ async def _relay(
     finally:
         monitor.cancel()
         posture.stop_watching()
+        if trail.failed is not None:
+            # The trail failed and its shutdown waits out a short grace; the session ended
+            # within it (the client closed its input, a stop signal). The process still
+            # ends as a failure: recorded, one line, exit 13 — never a clean exit.
+            shutdown.trigger(trail.failed, detail=f"audit write failed; then {ended}")
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)

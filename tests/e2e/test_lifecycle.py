@@ -424,3 +424,29 @@ def test_a_second_stop_signal_ends_the_process_at_once(make_home: Any) -> None:
     assert shutdown["failure_class"] == "signal"
     assert shutdown["reason"] == "SIGTERM received again while stopping"
     assert "mcp-acp: stopping now: SIGTERM received again while stopping" in home.stderr()
+
+
+@pytest.mark.parametrize("end", ["client-eof", "sigterm"])
+def test_a_session_ended_in_the_fail_closed_grace_still_exits_as_a_failure(
+    make_home: Any, end: str
+) -> None:
+    """The audit trail fails; its shutdown waits a short grace (0.2 s) for what is in
+    flight. If the session ends within it — the client closes its input, or SIGTERM — the
+    process must still end as an audit failure (exit 13, the line, ``shutdowns.jsonl``),
+    not as a clean end of session with exit 0."""
+    home = make_home()
+    proxy = home.start()
+    proxy.initialize()
+    (home.log_dir / "decisions.jsonl").unlink()
+    denied = proxy.answer(proxy.request("tools/call", {"name": "echo", "arguments": {}}))
+    assert denied["error"]["code"] == -32003  # the trail failed on this request's record
+    if end == "client-eof":
+        assert proxy.proc.stdin is not None
+        proxy.proc.stdin.close()
+    else:
+        proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=60) == 13
+    assert "mcp-acp: shutting down: audit error: " in home.stderr()
+    shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
+    assert shutdowns[0]["failure_class"] == "audit"
+    assert shutdowns[0]["exit_code"] == 13
