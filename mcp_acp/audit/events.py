@@ -222,7 +222,8 @@ class OperationEvent(AuditEvent):
         default=None,
         description="The hidden-instruction markers screening found in what the backend has "
         "the client's model read: on the answer (server_to_client) to a tools/call, "
-        "resources/read or prompts/get, relayed unchanged; on a sampling/createMessage "
+        "resources/read, prompts/get or the handshake (initialize, server/discover), relayed "
+        "unchanged; on a sampling/createMessage "
         "request of the backend's (server_to_client, its own id; recorded only with "
         "findings), outcome forwarded (relayed unchanged) or denied. Whatever reached the "
         "client exposed the session to untrusted content.",

@@ -134,16 +134,19 @@ _NAMED = {
     "resources/read": ("uri", "resource {}"),
     "prompts/get": ("prompt", "prompt {}"),
 }
+#: The handshake's answers, which name nothing: the server's ``instructions`` and info.
+_HANDSHAKE = frozenset({"initialize", "server/discover"})
 
 
 @attrs.frozen(slots=True)
 class Exposure:
     """Why the session has seen untrusted content: the first cause — the message that
-    carried it (``method``: the client's ``tools/call``, ``resources/read`` or
-    ``prompts/get``, or the backend's ``sampling/createMessage``), what that names (the
-    tool, the resource's URI, the prompt; None for a backend's request), its request id
-    (a backend's request: the backend's own id), and why (the tool returns untrusted
-    content; its result carries a marker)."""
+    carried it (``method``: the client's ``tools/call``, ``resources/read``,
+    ``prompts/get``, ``initialize`` or ``server/discover``, or the backend's
+    ``sampling/createMessage``), what that names (the tool, the resource's URI, the prompt;
+    None for the handshake and a backend's request), its request id (a backend's request:
+    the backend's own id), and why (the tool returns untrusted content; its result carries
+    a marker)."""
 
     method: str
     name: str | None
@@ -153,11 +156,14 @@ class Exposure:
     @property
     def label(self) -> str:
         """What carried the content, as a sentence names it: ``fetch`` (a tool),
-        ``resource note://x``, ``prompt greet``, ``the backend's sampling/createMessage``."""
+        ``resource note://x``, ``prompt greet``, ``the backend's answer to initialize``,
+        ``the backend's sampling/createMessage``."""
         named = _NAMED.get(self.method)
-        if named is None or self.name is None:
-            return f"the backend's {self.method}"
-        return named[1].format(self.name)
+        if named is not None and self.name is not None:
+            return named[1].format(self.name)
+        if self.method in _HANDSHAKE:
+            return f"the backend's answer to {self.method}"
+        return f"the backend's {self.method}"
 
     def detail(self) -> dict[str, str]:
         """What the ``session_exposed`` record says of the cause: ``method``, then ``tool``,
@@ -357,7 +363,8 @@ class EnforcementPoint:
     def expose(self, method: str, name: str | None, request_id: Any, why: str) -> bool:
         """The session has seen untrusted content: the ``method`` message ``request_id``
         carried it — the client's call of the tool ``name``, read of the resource ``name``
-        (its URI), get of the prompt ``name``; or the backend's request (``name`` None) —
+        (its URI), get of the prompt ``name``; the handshake's answer, or the backend's
+        request (``name`` None) —
         because ``why``. The first cause is kept for the rest of the session, and recorded
         once (``session_exposed``, handed to the trail like a relayed answer); later ones
         change nothing. Whether this call exposed the session."""

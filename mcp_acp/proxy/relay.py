@@ -94,8 +94,15 @@ MAX_ASKED = 1_000
 #: in mcp-acp's log).
 INTERNAL = "internal error; see mcp-acp's log"
 #: The client's requests whose answers are screened, and the parameter naming what each is
-#: about (the tool, the resource's URI, the prompt): an exposure names it.
-SCREENED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+#: about (the tool, the resource's URI, the prompt): an exposure names it. The handshake's
+#: answer names nothing: its ``instructions`` (and server info) go to the client's model.
+SCREENED: dict[str, str | None] = {
+    "tools/call": "name",
+    "resources/read": "uri",
+    "prompts/get": "name",
+    "initialize": None,
+    "server/discover": None,
+}
 #: The backend's requests that are screened: text it wants the client's model to read.
 SCREENED_ASKS = frozenset({"sampling/createMessage"})
 #: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
@@ -228,7 +235,7 @@ class Relay:
         # request id -> (method, monotonic ns when it was sent), sent to the backend
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # of those, the screened ones (SCREENED): request id -> (method, what it names)
-        self._screening: dict[Any, tuple[str, str]] = {}
+        self._screening: dict[Any, tuple[str, str | None]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -618,12 +625,12 @@ class Relay:
             await self._refuse_unrecorded(message, self.trail.failed)
             return
         self._in_flight[message.id] = (message.method, time.monotonic_ns())
-        named_by = SCREENED.get(message.method)
-        if named_by is not None:
-            name = message.params.get(named_by)
+        if message.method in SCREENED:
+            named_by = SCREENED[message.method]
+            name = None if named_by is None else message.params.get(named_by)
             self._screening[message.id] = (
                 message.method,
-                name if isinstance(name, str) else repr(name),
+                name if isinstance(name, str) or named_by is None else repr(name),
             )
         try:
             await self.channel.send(message)
@@ -760,7 +767,7 @@ class Relay:
         self._screening.pop(request_id, None)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
 
-    def _screen_answer(self, message: Message, source: tuple[str, str] | None) -> list[str]:
+    def _screen_answer(self, message: Message, source: tuple[str, str | None] | None) -> list[str]:
         """What the backend's answer to a screened request — ``source``: its method and what
         it names (None: not screened) — carries that marks it untrusted, read before it
         reaches the client, so that the client's next request is decided knowing it. Any

@@ -51,6 +51,9 @@ with the cursor ``"mended"``, the same entries described plainly. ``resources/re
 record file; but ``note://poisoned`` reads as text with an ``<IMPORTANT>`` tag, ``note://split``
 as two text contents with such a tag split between them, and the prompt ``poisoned`` has a
 message with ANSI escapes hiding words.
+
+The answer to ``initialize`` carries ``instructions`` (text for the client's model) when
+the environment variable ``RECORDING_SERVER_INSTRUCTIONS`` is set: its value.
 """
 
 import json
@@ -322,12 +325,14 @@ def main() -> None:
         if request_id is None or method is None:
             continue  # a notification, or an answer nobody waits for
         if method == "initialize":
+            instructions = os.environ.get("RECORDING_SERVER_INSTRUCTIONS")
             result(
                 request_id,
                 {
                     "protocolVersion": params.get("protocolVersion", "2025-06-18"),
                     "capabilities": {"tools": {}, "resources": {}, "prompts": {}},
                     "serverInfo": {"name": "recording-server", "version": "1"},
+                    **({"instructions": instructions} if instructions is not None else {}),
                 },
             )
         elif method == "tools/list" and params.get("cursor") == "ambiguous":
