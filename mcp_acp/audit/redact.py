@@ -18,9 +18,14 @@ _SECRET_KEY = re.compile(
     r"authorization|cookie|token|secret|password|passwd|api[_-]?key|credential|private[_-]?key",
     re.IGNORECASE,
 )
+#: A JWT, tried only where a run of base64url characters begins: tried at every ``eyJ``
+#: inside a run, each try reads the rest of the run — quadratic time ("eyJ" * 300,000 in a
+#: tool's argument held the event loop for minutes). A JWT glued to the end of other
+#: base64url characters is not found.
+_JWT = r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
 _SECRET_VALUE = re.compile(
     r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
-    r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+    rf"|{_JWT}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)"
     r"|gh[pousr]_[A-Za-z0-9]{20,}"
     r"|AKIA[0-9A-Z]{16}",
@@ -29,7 +34,7 @@ _SECRET_VALUE = re.compile(
 #: What each credential shape is called when one is found going out (:func:`secret_kinds`).
 _KINDS = (
     ("a private key (PEM)", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("a JWT", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    ("a JWT", re.compile(_JWT)),
     ("a GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}")),
     ("an AWS access key id", re.compile(r"AKIA[0-9A-Z]{16}")),
     ("a bearer or basic credential", re.compile(r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),

@@ -71,8 +71,12 @@ MAX_RESULT_VALUES = 100_000
 
 _MAX_LABEL = 40
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
+#: ``<`` then spaces, an optional ``/`` (with its own spaces) and a word. One way only to
+#: read the spaces: ``<\s*/?\s*`` read N spaces in N ways, quadratic time — a backend's
+#: ``<`` and 100,000 spaces held the event loop for minutes.
 _TAG = re.compile(
-    r"<\s*/?\s*(important|system|instructions?|secret|hidden|admin)\b[^<>]{0,64}>", re.IGNORECASE
+    r"<\s*(?:/\s*)?(important|system|instructions?|secret|hidden|admin)\b[^<>]{0,64}>",
+    re.IGNORECASE,
 )
 _ICON_SRC = re.compile(r"icons\[\d+\]\.src")
 _BASE64_IMAGE = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,[A-Za-z0-9+/]*={0,2}")
