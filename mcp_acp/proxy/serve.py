@@ -487,9 +487,12 @@ async def _serve(
 
 
 async def _end_session(trail: AuditTrail, session: Session, subject: Subject, why: str) -> None:
-    """Record ``session_ended`` (best effort: a failing trail has shut the process down
-    already, or is about to), then close the trail."""
-    with contextlib.suppress(Exception):
+    """Record ``session_ended``, then close the trail. If the trail has failed — before
+    (its shutdown waits out a short grace, and the session ended within it: the client
+    closed its input, a stop signal), or now (``session_ended``, or the last records
+    synced at close) — the process ends as that failure: recorded, one line, exit 13;
+    never as a clean end of session."""
+    with contextlib.suppress(Exception):  # a failure is the trail's: acted on below
         await trail.record(
             AuthEvent(
                 event="session_ended",
@@ -499,6 +502,9 @@ async def _end_session(trail: AuditTrail, session: Session, subject: Subject, wh
             )
         )
     await trail.close()
+    await asyncio.sleep(0)  # what closing settled (the records it synced last) reports first
+    if trail.failed is not None:
+        trail.coordinator.trigger(trail.failed, detail=f"audit write failed; then {why}")
 
 
 def _policy_reloads(
@@ -644,11 +650,6 @@ async def _relay(
     finally:
         monitor.cancel()
         posture.stop_watching()
-        if trail.failed is not None:
-            # The trail failed and its shutdown waits out a short grace; the session ended
-            # within it (the client closed its input, a stop signal). The process still
-            # ends as a failure: recorded, one line, exit 13 — never a clean exit.
-            shutdown.trigger(trail.failed, detail=f"audit write failed; then {ended}")
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)

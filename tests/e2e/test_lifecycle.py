@@ -450,3 +450,22 @@ def test_a_session_ended_in_the_fail_closed_grace_still_exits_as_a_failure(
     shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
     assert shutdowns[0]["failure_class"] == "audit"
     assert shutdowns[0]["exit_code"] == 13
+
+
+def test_a_trail_that_fails_as_the_session_ends_exits_as_a_failure(make_home: Any) -> None:
+    """The auth stream's file is deleted mid-session; nothing notices until the session
+    ends and its ``session_ended`` record cannot be written. That is an audit failure like
+    any other: exit 13, the line, ``shutdowns.jsonl`` — not a clean exit 0."""
+    home = make_home()
+    proxy = home.start()
+    proxy.initialize()
+    answer = proxy.answer(proxy.request("tools/call", {"name": "echo", "arguments": {}}))
+    assert "result" in answer, answer
+    (home.log_dir / "auth.jsonl").unlink()
+    assert proxy.proc.stdin is not None
+    proxy.proc.stdin.close()
+    assert proxy.proc.wait(timeout=60) == 13
+    assert "mcp-acp: shutting down: audit error: " in home.stderr()
+    assert "auth.jsonl" in home.stderr()
+    shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
+    assert (shutdowns[0]["failure_class"], shutdowns[0]["exit_code"]) == ("audit", 13)
