@@ -718,7 +718,9 @@ class Relay:
             decided = method in LISTS or _asks_for_input(message)
             if self.trail.failed is not None:
                 await self._withhold_answer(message.id, method, took)
-            elif decided and message.ambiguous is not None:
+            elif message.ambiguous is not None and (decided or source is not None):
+                # a screened answer too: the screen reads one copy of a repeated key, and
+                # the client's reader may keep the other
                 await self._refuse_answer(message, method, took)
             elif decided:
                 findings = self._screen_answer(message, source)
@@ -799,8 +801,8 @@ class Relay:
 
     async def _refuse_answer(self, message: Message, method: str | None, took: float) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
-        client inside it) but cannot read unambiguously: the client gets an error instead,
-        and the answer is recorded as it came."""
+        client inside it) or screen (:data:`SCREENED`) but cannot read unambiguously: the
+        client gets an error instead, and the answer is recorded as it came."""
         log.warning("backend answer to request %r refused: %s", message.id, message.ambiguous)
         text = f"the backend's answer was refused: {message.ambiguous} (request {message.id})"
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))

@@ -501,3 +501,19 @@ def test_server_instructions_with_a_marker_expose_the_session(
         assert run.exposed() == []
         assert run.received_calls() == ["save"]
     assert run.proxy.close() == 0
+
+
+def test_an_answer_that_reads_two_ways_is_refused_not_screened_one_way(session: Any) -> None:
+    """A result with its ``content`` key twice: Python's reader keeps the clean copy, other
+    readers the first one, with a hidden-instruction tag. Screening one reading would let
+    the other through unexposed; the answer is refused instead (the client never gets it),
+    and the session goes on."""
+    rule = {"id": "two", "effect": "allow", "conditions": {"tool_name": "two_contents"}}
+    run = session(rules=[rule])
+    refused = run.proxy.answer(run.call("two_contents"))
+    assert refused["error"]["code"] == -32000
+    assert "the backend's answer was refused: ambiguous JSON" in refused["error"]["message"]
+    assert "IMPORTANT" not in json.dumps(refused)
+    assert run.exposed() == []  # nothing reached the client's model
+    assert run.result("echo", text="still here")["content"][0]["text"] == "still here"
+    assert run.proxy.close() == 0
