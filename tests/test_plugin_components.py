@@ -81,6 +81,19 @@ class Sink:
         pass
 
 
+class AsyncSoonSink(Sink):
+    async def write_soon(self, event):  # returns a coroutine, not the future it should
+        await self.write(event)
+
+
+class AsyncSyncSink(Sink):
+    async def write_sync(self, event):  # called at exit, when no loop runs it
+        await self.write(event)
+
+
+SINKS = {"soon-async": AsyncSoonSink, "sync-async": AsyncSyncSink}
+
+
 def factory(cls):
     return lambda options, context: None if MODE == "none" else cls()
 
@@ -102,7 +115,7 @@ def register_policy_engines(register):
 
 @hookimpl
 def register_audit_sinks(register):
-    register("walk-sink", factory(Sink))
+    register("walk-sink", factory(SINKS.get(MODE, Sink)))
 """
 
 #: The config sections that select each of the plugin's components; its field.
@@ -218,6 +231,27 @@ def test_run_refuses_a_component_that_is_not_one(
     assert "internal error" not in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "received.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "returned", "member"),
+    [("soon-async", "AsyncSoonSink", "write_soon"), ("sync-async", "AsyncSyncSink", "write_sync")],
+)
+def test_a_sinks_optional_methods_are_checked_when_present(
+    walk: Select, mode: str, returned: str, member: str
+) -> None:
+    """An ``async def write_soon`` (or ``write_sync``) is refused as the plugin's mistake,
+    exit 11 — not left to fail at the first record, where a coroutine is no future and a
+    write at exit runs on no loop."""
+    result = mcp_acp(walk("audit sink", mode), "config", "validate")
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result) == [
+        f"plugin error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        f"returned {returned}, not an AuditSink (its {member}() is async def, and mcp-acp calls "
+        f"it without awaiting) — fix: the plugin's factory must return an AuditSink (see "
+        "mcp_acp.protocols): report it to the authors of plugin 'walk', or choose another "
+        "audit sink at audit.sinks[1].use"
+    ]
 
 
 def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
