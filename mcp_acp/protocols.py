@@ -5,7 +5,8 @@ class to inherit), then register a factory for it from a plugin (see
 :mod:`mcp_acp.hookspecs`). Methods that do I/O are ``async``; the policy engine is a pure,
 synchronous function. What a factory returns is checked against its contract when it is
 built (:data:`mcp_acp.runtime.CONTRACTS`): every member below present, attributes of their
-type, ``async def`` exactly where a contract has it — else a ``PluginError`` naming the
+type, ``async def`` exactly where a contract has it, and an optional member (found by name,
+see each docstring) a plain ``def`` where it is present — else a ``PluginError`` naming the
 component, before it is used.
 
 Rules every implementation follows, because the proxy fails closed:
@@ -175,17 +176,17 @@ class Approver(Protocol):
     exception raised here and on an answer that is not an :class:`ApprovalOutcome` (or
     whose ``result`` is not an :class:`ApprovalResult`).
 
-    Optional, found by name (the built-in ``cli`` approver has them all): ``control_ops()``
-    returning operations for the proxy's control socket (:mod:`mcp_acp.control`);
-    ``approval_settled(approval_id, outcome)``, called once the proxy has decided and
-    recorded the request an approval asked about and forwarded it or refused it, with one
-    sentence saying what became of it (``"allowed and forwarded; remembered"``,
-    ``"denied: …"``, ``"not forwarded: …"``) — a policy reloaded while the request waited
-    decides again, and an audit trail that fails before the request is sent on denies it,
-    so an approval is not the last word; ``ended_at_exit(why)``, at a fail-closed exit (the
-    event loop does not run again), returning each approval it still holds — id ->
-    ``answer``, ``by``, ``outcome`` — for the note the control socket leaves for answers
-    that come too late (:meth:`mcp_acp.control.ControlServer.record_ended`).
+    Optional, found by name, each a plain ``def`` (the built-in ``cli`` approver has them
+    all): ``control_ops()`` returning operations for the proxy's control socket
+    (:mod:`mcp_acp.control`); ``approval_settled(approval_id, outcome)``, called once the
+    proxy has decided and recorded the request an approval asked about and forwarded it or
+    refused it, with one sentence saying what became of it (``"allowed and forwarded;
+    remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy reloaded while the
+    request waited decides again, and an audit trail that fails before the request is sent
+    on denies it, so an approval is not the last word; ``ended_at_exit(why)``, at a
+    fail-closed exit (the event loop does not run again), returning each approval it still
+    holds — id -> ``answer``, ``by``, ``outcome`` — for the note the control socket leaves
+    for answers that come too late (:meth:`mcp_acp.control.ControlServer.record_ended`).
     """
 
     name: str
@@ -205,11 +206,15 @@ class AuditSink(Protocol):
     ``start`` performs a write test and raises ``AuditError`` if it fails, so a broken
     trail stops start-up instead of the first request.
 
-    Optional, found by name (the built-in ``jsonl`` sink has both):
-    ``write_sync(event)`` for the shutdown path; ``write_soon(event)`` returning a future,
-    set once the event is durable, for a record nothing waits on (a relayed response, a
-    request's operation record) — handed over at once, so that the sink can write it
-    together with the request's decision record.
+    Optional, found by name, each a plain ``def`` (the built-in ``jsonl`` sink has them
+    all): ``write_sync(event)`` for the shutdown path (without it, what the sink cannot take
+    at a fail-closed exit goes to the fallback file); ``write_soon(event)`` returning an
+    asyncio future, set once the event is durable, for a record nothing waits on (a relayed
+    response, a request's operation record) — handed over at once, so that the sink can
+    write it together with the request's decision record (anything but a future, or the
+    future cancelled, is the sink's failure); ``check_health()``, raising if the sink can no
+    longer write, every ``audit.health_check_seconds``. A ``CancelledError`` out of
+    ``write`` when the request was not cancelled is the sink's failure too.
     """
 
     async def start(self) -> None:

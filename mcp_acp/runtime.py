@@ -57,6 +57,7 @@ from mcp_acp.shutdown import ShutdownCoordinator
 
 __all__ = [
     "CONTRACTS",
+    "OPTIONAL_MEMBERS",
     "Component",
     "Runtime",
     "anchor_component_paths",
@@ -124,12 +125,22 @@ CONTRACTS: Mapping[Kind, type] = {
 }
 
 
+#: The optional members of each contract, which the proxy finds by name (see each
+#: protocol's docstring) and calls without awaiting: where an object has one, it must be a
+#: plain ``def`` (``write_soon`` returns a future; an ``async def`` one returns a coroutine
+#: nobody runs).
+OPTIONAL_MEMBERS: Mapping[type, tuple[str, ...]] = {
+    AuditSink: ("write_sync", "write_soon", "check_health"),
+    Approver: ("control_ops", "approval_settled", "ended_at_exit"),
+}
+
+
 def contract_gaps(obj: object, contract: type) -> list[str]:
     """How ``obj`` falls short of ``contract`` (a protocol of :mod:`mcp_acp.protocols`),
     in words: an attribute or method it lacks, an attribute of another type, a method
     that is ``async def`` where the proxy calls it plainly or the other way round. Empty
-    if it meets the contract. Optional members (``write_soon``, ``control_ops`` …) are
-    not part of a contract and are not checked."""
+    if it meets the contract. An optional member (:data:`OPTIONAL_MEMBERS`) may be
+    missing; present, it must be a method the proxy can call plainly."""
     lacks: list[str] = []
     wrong: list[str] = []
     for name, hint in get_type_hints(contract).items():
@@ -152,6 +163,18 @@ def contract_gaps(obj: object, contract: type) -> list[str]:
         elif inspect.iscoroutinefunction(spec) and not _is_async(method):
             wrong.append(f"its {name}() is not async def, and mcp-acp awaits it")
         elif not inspect.iscoroutinefunction(spec) and _is_async(method):
+            wrong.append(f"its {name}() is async def, and mcp-acp calls it without awaiting")
+    for name in OPTIONAL_MEMBERS.get(contract, ()):
+        try:
+            method = getattr(obj, name, None)
+        except Exception:  # a property that raises: the proxy's look-up would raise too
+            wrong.append(f"its {name} cannot be read")
+            continue
+        if method is None:
+            continue  # optional: absent
+        if not callable(method):
+            wrong.append(f"its {name} is {type(method).__name__}, not a method")
+        elif _is_async(method):
             wrong.append(f"its {name}() is async def, and mcp-acp calls it without awaiting")
     if lacks:
         listed = lacks[0] if len(lacks) == 1 else f"{', '.join(lacks[:-1])} and {lacks[-1]}"

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, install_plugin, proxy_env, records
+from proxy_helpers import (
+    CLI,
+    DENIED,
+    E2E,
+    Proxy,
+    configure,
+    install_plugin,
+    proxy_env,
+    records,
+    use_plugin,
+)
 
 PEER = E2E / "peers" / "recording_server.py"
 POLICY = {
@@ -26,6 +36,7 @@ POLICY = {
 }
 
 PLUGIN = """
+import asyncio
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +83,8 @@ class Sink:
     async def write(self, event):
         if MODE == "sink-write" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
+        if MODE == "sink-cancel" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise asyncio.CancelledError()  # as if its own writer task had been cancelled
 
     def check_health(self):  # optional: called every audit.health_check_seconds
         if MODE == "sink-health" and Path(os.environ["WALK_DISK_FULL"]).exists():
@@ -79,6 +92,19 @@ class Sink:
 
     async def close(self):
         pass
+
+
+class AsyncSoonSink(Sink):
+    async def write_soon(self, event):  # returns a coroutine, not the future it should
+        await self.write(event)
+
+
+class AsyncSyncSink(Sink):
+    async def write_sync(self, event):  # called at exit, when no loop runs it
+        await self.write(event)
+
+
+SINKS = {"soon-async": AsyncSoonSink, "sync-async": AsyncSyncSink}
 
 
 def factory(cls):
@@ -102,7 +128,7 @@ def register_policy_engines(register):
 
 @hookimpl
 def register_audit_sinks(register):
-    register("walk-sink", factory(Sink))
+    register("walk-sink", factory(SINKS.get(MODE, Sink)))
 """
 
 #: The config sections that select each of the plugin's components; its field.
@@ -220,6 +246,27 @@ def test_run_refuses_a_component_that_is_not_one(
     assert not (tmp_path / "received.jsonl").exists()
 
 
+@pytest.mark.parametrize(
+    ("mode", "returned", "member"),
+    [("soon-async", "AsyncSoonSink", "write_soon"), ("sync-async", "AsyncSyncSink", "write_sync")],
+)
+def test_a_sinks_optional_methods_are_checked_when_present(
+    walk: Select, mode: str, returned: str, member: str
+) -> None:
+    """An ``async def write_soon`` (or ``write_sync``) is refused as the plugin's mistake,
+    exit 11 — not left to fail at the first record, where a coroutine is no future and a
+    write at exit runs on no loop."""
+    result = mcp_acp(walk("audit sink", mode), "config", "validate")
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result) == [
+        f"plugin error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        f"returned {returned}, not an AuditSink (its {member}() is async def, and mcp-acp calls "
+        f"it without awaiting) — fix: the plugin's factory must return an AuditSink (see "
+        "mcp_acp.protocols): report it to the authors of plugin 'walk', or choose another "
+        "audit sink at audit.sinks[1].use"
+    ]
+
+
 def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
     result = mcp_acp(walk("posture check", "none"), "posture")
     assert result.returncode == 11, result.stderr
@@ -245,15 +292,25 @@ def test_a_sink_failing_to_start_is_named(
     assert not (tmp_path / "received.jsonl").exists()
 
 
+ENOSPC = "OSError: [Errno 28] No space left on device"
+
+
 @pytest.mark.parametrize(
-    ("mode", "failed"), [("sink-write", "failed"), ("sink-health", "failed its health check")]
+    ("mode", "failed"),
+    [
+        ("sink-write", f"failed: {ENOSPC}"),
+        ("sink-health", f"failed its health check: {ENOSPC}"),
+        ("sink-cancel", "failed: its write was cancelled, and not by mcp-acp: CancelledError"),
+    ],
 )
 def test_a_sink_failing_mid_session_is_named(
     walk: Select, isolated_home: Path, tmp_path: Path, mode: str, failed: str
 ) -> None:
     """A sink's ``write()`` — or its health check, with no request in flight — raising
     ``OSError`` mid-session: the proxy ends with exit 13 (a request is denied), and the
-    line and the shutdown record say which sink."""
+    line and the shutdown record say which sink. So does a ``write()`` raising
+    ``CancelledError`` of its own (its writer task cancelled): the client cancelled
+    nothing, and the request is denied, not dropped as if it had."""
     env = walk("audit sink", mode)
     config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
@@ -266,7 +323,7 @@ def test_a_sink_failing_mid_session_is_named(
         echo = {"name": "echo", "arguments": {"text": "hi"}}
         assert "result" in proxy.call("tools/call", echo)
         (tmp_path / "disk-full").touch()
-        if mode == "sink-write":
+        if mode != "sink-health":
             denied = proxy.call("tools/call", echo)
             assert denied["error"]["code"] == DENIED
             assert "audit trail cannot be written" in denied["error"]["message"]
@@ -275,13 +332,66 @@ def test_a_sink_failing_mid_session_is_named(
         if proxy.proc.poll() is None:
             proxy.proc.kill()
         proxy.close()
-    named = (
-        f"audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) {failed}: "
-        "OSError: [Errno 28] No space left on device"
-    )
+    named = f"audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) {failed}"
     stderr = (isolated_home / "proxy-stderr.txt").read_text()
     assert f"mcp-acp: shutting down: audit error: {named} — fix: " in stderr
     shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
     assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
     assert shutdown["reason"].startswith(named)
     assert records(log_dir, "auth")[-1]["event"] == "session_ended"
+
+
+SOON_SINK = """
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+from mcp_acp.hookspecs import hookimpl
+
+
+class SoonSink(JsonlAuditSink):
+    def write_soon(self, event):  # a plain def, as checked, returning write()'s coroutine
+        return self.write(event)
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("soon-jsonl", SoonSink.from_config, JsonlConfig, summary="test: write_soon wrong")
+"""
+
+
+def test_a_write_soon_that_returns_no_future_fails_the_trail_naming_the_sink(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The only sink's ``write_soon`` returns a coroutine, not a future (what an ``async
+    def`` one returns; this one passes the build's check): its first record nothing waits
+    on is that sink's failure — the request denied, nothing forwarded, exit 13 with the
+    line and the shutdown record naming the sink — not an internal error for every request
+    and exit 1."""
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="soon_sink",
+        source=SOON_SINK,
+        name="soon-jsonl",
+        use_for="audit.sinks",
+        config={},
+    )
+    proxy = Proxy(isolated_home, env)
+    try:
+        answer = proxy.initialize()  # its decision's companion is the first record handed over
+        assert answer["error"]["code"] == DENIED, answer
+        assert "audit trail cannot be written" in answer["error"]["message"]
+    finally:
+        code = proxy.close()
+    assert code == 13
+    named = (
+        "audit sink 'soon-jsonl' (plugin 'soon-jsonl', config field audit.sinks[0]) failed: "
+        "TypeError: write_soon() returned coroutine, not a future"
+    )
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert f"mcp-acp: shutting down: audit error: {named} — fix: " in stderr
+    assert "internal error" not in stderr
+    shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[0])
+    assert (shutdown["failure_class"], shutdown["exit_code"]) == ("audit", 13)
+    assert shutdown["reason"].startswith(named)
+    assert not received.exists() or not received.read_text()  # nothing was forwarded

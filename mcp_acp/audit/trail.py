@@ -13,11 +13,15 @@
 A sink that fails with anything but ``AuditError`` (an ``OSError``, a bug) fails closed just
 the same, as an ``AuditError`` that names the sink — its config field, registered name and
 plugin, as the runtime describes it — since the exception alone does not say which sink.
+So does a sink whose write is cancelled when its caller was not (its own writer task was
+cancelled: the ``CancelledError`` is the sink's, not a client's cancellation), and one
+whose ``write_soon`` returns anything but an asyncio future.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -39,6 +43,9 @@ SHUTDOWN_GRACE_SECONDS = 0.2
 #: (written, or kept in the fallback file) before the request's denial is recorded after it:
 #: within the grace above, and longer than the 20 ms a companion may wait for its fsync.
 COMPANION_WAIT_SECONDS = 0.1
+#: A sink's write cancelled by the sink itself (its writer task cancelled), in its failure's
+#: message: the ``CancelledError`` says nothing.
+_CANCELLED = "failed: its write was cancelled, and not by mcp-acp"
 
 
 class AuditTrail:
@@ -108,14 +115,19 @@ class AuditTrail:
             raise
         except Exception as exc:  # a sink that breaks its contract still fails closed
             raise self._sink_error(index, exc) from exc
+        except asyncio.CancelledError as exc:
+            if _asked_to_cancel():
+                raise
+            raise self._sink_error(index, exc, _CANCELLED) from exc
 
     def _sink_error(self, index: int, exc: BaseException, what: str = "failed") -> AuditError:
         """``exc``, raised by sink ``index``, as the :class:`AuditError` it stands for,
         naming the sink (an ``AuditError`` is the sink's own word and stays as it is)."""
         if isinstance(exc, AuditError):
             return exc
+        raised = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return AuditError(
-            f"{self.names[index]} {what}: {type(exc).__name__}: {exc}",
+            f"{self.names[index]} {what}: {raised}",
             fix="check what that sink writes to (its options, its permissions, free space); "
             "a sink should raise AuditError, so report anything else to its plugin's authors",
         )
@@ -131,15 +143,28 @@ class AuditTrail:
         if self._failed is not None:
             self._keep(event, self._failed)
             return None
-        write_soon = getattr(self.sinks[0], "write_soon", None) if len(self.sinks) == 1 else None
         try:
-            future: asyncio.Future[Any] = (
+            one = self.sinks[0] if len(self.sinks) == 1 else None
+            write_soon = getattr(one, "write_soon", None)
+            future: Any = (
                 write_soon(event)
                 if write_soon is not None
                 else asyncio.ensure_future(self.record(event))
             )
-        except Exception as exc:
-            error = self._sink_error(0, exc)
+        except (Exception, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            if cancelled and _asked_to_cancel():
+                raise
+            error = self._sink_error(0, exc, _CANCELLED if cancelled else "failed")
+            self._fail_soon(error)
+            self._keep(event, error)
+            return None
+        if not asyncio.isfuture(future):  # an ``async def write_soon``: a coroutine, not run
+            if inspect.iscoroutine(future):
+                future.close()
+            error = self._sink_error(
+                0, TypeError(f"write_soon() returned {type(future).__name__}, not a future")
+            )
             self._fail_soon(error)
             self._keep(event, error)
             return None
@@ -149,14 +174,20 @@ class AuditTrail:
 
     def _written(self, event: AuditEvent, future: asyncio.Future[Any], direct: bool) -> None:
         self._soon.discard(future)
-        if future.cancelled():
+        error = self._soon_error(future)  # retrieved, even where record() has it in hand
+        if error is None or not direct:  # record() has already failed the trail
             return
-        raised = future.exception()
-        if raised is None or not direct:  # record() has already failed the trail
-            return
-        error = self._sink_error(0, raised)  # direct: the one sink's write_soon
-        self._fail_soon(error)
+        self._fail_soon(error)  # direct: the one sink's write_soon
         self._keep(event, error)
+
+    def _soon_error(self, future: asyncio.Future[Any]) -> AuditError | None:
+        """What the settled ``future`` of a handed-over write says: ``None`` if it was
+        written, else the failure, naming the sink. Nothing in mcp-acp cancels such a
+        future: cancelled, it was the sink's doing — a record lost like any other."""
+        if future.cancelled():
+            return self._sink_error(0, asyncio.CancelledError(), _CANCELLED)
+        raised = future.exception()
+        return None if raised is None else self._sink_error(0, raised)
 
     async def record_decision(self, decision: AuditEvent, companion: AuditEvent) -> None:
         """Write-ahead for one request: return once ``decision`` is durable and ``companion``
@@ -178,11 +209,11 @@ class AuditTrail:
                 # caller records next about this request (its denial) must come after it
                 await asyncio.wait({written}, timeout=COMPANION_WAIT_SECONDS)
             raise
-        if written is None or not written.done() or written.cancelled():
+        if written is None or not written.done():
             return  # on its way (another sink's commit): a failure still shuts down
-        error = written.exception()
+        error = self._soon_error(written)  # record()'s are AuditErrors already
         if error is not None:  # the trail has failed (see _written): deny this request
-            raise self._sink_error(0, error)  # record()'s are AuditErrors already
+            raise error
 
     async def enforce(self, decision: AuditEvent, forward: Callable[[], Awaitable[T]]) -> T:
         """Write-ahead: ``forward`` runs only once ``decision`` is durable."""
@@ -220,11 +251,20 @@ class AuditTrail:
     def record_at_exit(self, event: AuditEvent) -> None:
         """Best effort, at shutdown (the shutdown coordinator's callbacks, synchronous: the
         event loop does not run again): ``event`` into every sink that writes synchronously
-        (``write_sync``) and still works. Never raises; an event a sink refuses goes to the
-        fallback file."""
+        (``write_sync``) and still works. Never raises; an event a sink refuses, or cannot
+        take (it has no ``write_sync``), goes to the fallback file."""
         for index, sink in enumerate(self.sinks):
             write_sync = getattr(sink, "write_sync", None)
             if write_sync is None:
+                self._keep(
+                    event,
+                    AuditError(
+                        f"{self.names[index]} cannot record at exit: it has no write_sync()",
+                        fix="this record is kept here instead; a sink records what happens "
+                        "at a fail-closed exit only with write_sync(event) (see "
+                        "mcp_acp.protocols.AuditSink): ask its plugin's authors for one",
+                    ),
+                )
                 continue
             try:
                 write_sync(event)
@@ -253,3 +293,10 @@ class AuditTrail:
         except RuntimeError:
             self.coordinator.trigger(error, detail="audit write failed")
         loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)
+
+
+def _asked_to_cancel() -> bool:
+    """Whether the current task is being cancelled: a ``CancelledError`` now is its caller's
+    (a client's request cancelled, the session ending), not one a sink raised on its own."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

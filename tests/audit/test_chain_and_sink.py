@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -495,6 +496,154 @@ async def test_when_the_decision_cannot_be_written_its_operation_record_is_not_e
         ("operations", "r-9"),
     ]
     await trail.close()
+
+
+class PluginSink:
+    """A sink as a plugin may write one: in memory, ``start``/``write``/``close`` only (no
+    ``write_sync``, no ``write_soon``). ``write`` raises ``CancelledError`` on its own once
+    ``writer_cancelled`` is set (its writer task was cancelled), and waits on ``held``."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.writer_cancelled = False
+        self.entered = asyncio.Event()
+        self.held: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, event: Any) -> None:
+        self.entered.set()
+        if self.held is not None:
+            await self.held.wait()
+        if self.writer_cancelled:
+            raise asyncio.CancelledError()
+        self.written.append(event.event)
+
+    async def close(self) -> None:
+        pass
+
+
+class SoonSink(PluginSink):
+    """With ``write_soon``: its futures are settled by a writer of its own, which stops
+    (``stop_writer``) as a cancelled writer task does, cancelling what it still holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[int]] = []
+
+    def write_soon(self, event: Any) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+    def stop_writer(self) -> None:
+        for future in self.pending:
+            future.cancel()
+
+
+def plugin_trail(sinks: list[Any], log_dir: Path, fallback: Path, codes: list[int]) -> AuditTrail:
+    coordinator = ShutdownCoordinator(
+        log_dir=log_dir, fallback_path=fallback, exit=recording_exit(codes)
+    )
+    return AuditTrail(sinks, coordinator)
+
+
+def kept(fallback: Path, stream: str | None = None) -> list[dict[str, Any]]:
+    """The fallback file's entries (of ``stream``'s events only)."""
+    entries = [json.loads(line) for line in fallback.read_text().splitlines()]
+    return [e for e in entries if stream is None or e["event"]["stream"] == stream]
+
+
+@pytest.mark.parametrize("sinks", [1, 2])
+async def test_a_sinks_own_cancelled_error_fails_the_trail(
+    log_dir: Path, tmp_path: Path, sinks: int
+) -> None:
+    """Nobody cancelled the caller: the sink's ``CancelledError`` is its failure — the
+    record refused (``AuditError`` naming the sink), kept in the fallback file, exit 13 —
+    not a cancellation passed up for the relay to take as the client's."""
+    codes: list[int] = []
+    fallback = tmp_path / "fb.jsonl"
+    sink = PluginSink()
+    log_dir.mkdir()
+    others = [PluginSink() for _ in range(sinks - 1)]
+    trail = plugin_trail([*others, sink], log_dir, fallback, codes)
+    await trail.start()
+    sink.writer_cancelled = True
+    stopped = shutdown_fired()
+    named = f"audit sink #{sinks - 1} (PluginSink) failed: its write was cancelled, and not by"
+    with pytest.raises(AuditError, match=re.escape(named)):
+        await trail.record(decision("r-c"))
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    decided = kept(fallback, "decisions")
+    assert [(k["event"]["request_id"], k["audit_error"][: len(named)]) for k in decided] == [
+        ("r-c", named)
+    ]
+
+
+async def test_a_callers_cancellation_stays_a_cancellation(log_dir: Path, tmp_path: Path) -> None:
+    """A record cancelled by its caller (a client's request cancelled) while the sink writes
+    is not the sink's failure: the ``CancelledError`` goes up, the trail still works."""
+    codes: list[int] = []
+    fallback = tmp_path / "fb.jsonl"
+    sink = PluginSink()
+    sink.held = asyncio.Event()
+    trail = plugin_trail([sink], log_dir, fallback, codes)
+    await trail.start()
+    recording = asyncio.create_task(trail.record(decision("r-x")))
+    await sink.entered.wait()
+    recording.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await recording
+    assert trail.failed is None
+    sink.held.set()
+    await trail.record(decision("r-y"))
+    assert sink.written == ["decision"]
+    assert not fallback.exists()
+    assert codes == []
+
+
+async def test_a_write_soon_future_the_sink_cancels_fails_the_trail(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    """The only sink's ``write_soon`` future cancelled by the sink (its writer stopped): the
+    record is lost unless kept — the trail fails, the event in the fallback file, exit 13."""
+    codes: list[int] = []
+    fallback = tmp_path / "fb.jsonl"
+    sink = SoonSink()
+    log_dir.mkdir()
+    trail = plugin_trail([sink], log_dir, fallback, codes)
+    await trail.start()
+    stopped = shutdown_fired()
+    trail.record_soon(decision("r-soon"))
+    sink.stop_writer()
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    assert trail.failed is not None
+    assert "audit sink #0 (SoonSink) failed: its write was cancelled" in str(trail.failed)
+    assert [k["event"]["request_id"] for k in kept(fallback, "decisions")] == ["r-soon"]
+
+
+def test_at_exit_what_a_sink_cannot_take_synchronously_is_kept(
+    sink: JsonlAuditSink, log_dir: Path, tmp_path: Path
+) -> None:
+    """At a fail-closed exit (no event loop): a sink without ``write_sync`` cannot take the
+    cut-short denials and ``session_ended``; they go to the fallback file, naming that sink,
+    while a sink with ``write_sync`` records them."""
+    fallback = tmp_path / "fb.jsonl"
+    trail = plugin_trail([sink, PluginSink()], log_dir, fallback, [])
+    trail.record_at_exit(decision("r-cut", effect="deny", rule_id="builtin-cut-short"))
+    assert json.loads(lines(log_dir, "decisions")[-1])["request_id"] == "r-cut"
+    assert [(k["event"]["request_id"], k["audit_error"]) for k in kept(fallback)] == [
+        (
+            "r-cut",
+            "audit sink #1 (PluginSink) cannot record at exit: it has no write_sync() — fix: "
+            "this record is kept here instead; a sink records what happens at a fail-closed "
+            "exit only with write_sync(event) (see mcp_acp.protocols.AuditSink): ask its "
+            "plugin's authors for one",
+        )
+    ]
 
 
 async def test_the_chain_head_names_the_last_durable_record_after_every_commit(
