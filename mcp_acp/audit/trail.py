@@ -290,8 +290,9 @@ class AuditTrail:
             return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # no loop to wait on (a thread): fail now
             self.coordinator.trigger(error, detail="audit write failed")
+            return  # (trigger ends the process; a coordinator in a test may return)
         loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)
 
 
