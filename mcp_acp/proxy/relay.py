@@ -69,9 +69,9 @@ from mcp_acp.proxy.messages import (
     parse,
     read_line,
 )
-from mcp_acp.proxy.pep import AT_EXIT_SECONDS, EnforcementPoint
+from mcp_acp.proxy.pep import AT_EXIT_SECONDS, EnforcementPoint, Verdict
 from mcp_acp.proxy.pins import ToolPins
-from mcp_acp.proxy.screening import screen_result
+from mcp_acp.proxy.screening import MAX_FINDINGS, screen_result
 
 __all__ = ["ClientWriter", "Relay"]
 
@@ -811,24 +811,40 @@ class Relay:
     async def _backend_response(
         self, message: Message, method: str | None, took: float, findings: list[str]
     ) -> None:
-        if not await self._input_requests_allowed(message, method):
+        inside = await self._input_requests_allowed(message, method)
+        if inside is None:
             return
+        asked, seen = inside
         body = message.body
         if method in LISTS and isinstance(body.get("result"), dict):
             try:
                 body = {**body, "result": await self.lists.filter(method, body["result"])}
                 data = encode(body)
             except (AuditError, ValueError) as error:  # no record; or a number JSON lacks
-                text = f"the backend's answer could not be filtered: {error} (request {message.id})"
+                text = f"the backend's answer could not be filtered: {error}"
+                self._settle_all(asked, f"not forwarded: {text}")
+                text = f"{text} (request {message.id})"
                 await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
                 return
         else:
             data = message.raw
         if self.trail.failed is not None:  # it failed while this answer was being decided
+            self._settle_all(asked, f"denied: {_unwritable(self.trail.failed)}")
             await self._withhold_answer(message.id, method, took)
             return
+        if seen:  # before the client's model can read them
+            why = f"its request carries {seen[0]}"
+            self.pep.expose("sampling/createMessage", None, f"{message.id}/inputRequests", why)
         await self._send_client(data)
-        self._record_response(body, message.id, method, took, findings)
+        self._settle_all(asked)
+        found = [*findings, *(finding for finding in seen if finding not in findings)]
+        self._record_response(body, message.id, method, took, found[:MAX_FINDINGS])
+
+    def _settle_all(self, verdicts: list[Verdict], refused: str | None = None) -> None:
+        """Tell whoever approved the requests ``verdicts`` allowed what became of them:
+        relayed to the client (``refused`` None), or not, and why."""
+        for verdict in verdicts:
+            self.pep.settled(verdict, refused)
 
     def _record_response(
         self,
@@ -871,16 +887,22 @@ class Relay:
             findings=findings or None,
         )
 
-    async def _input_requests_allowed(self, message: Message, method: str | None) -> bool:
+    async def _input_requests_allowed(
+        self, message: Message, method: str | None
+    ) -> tuple[list[Verdict], list[str]] | None:
         """2026-07-28 era: a server asks the client for sampling, elicitation or roots inside a
         result (``resultType: "input_required"``, ``inputRequests``), not as a request of its
         own. Each embedded request is decided like a backend request; if one is denied, the
-        client gets the denial for its own request and the server never gets an answer."""
+        client gets the denial for its own request and the server never gets an answer
+        (None). Otherwise: the verdicts, for the caller to settle (``approval_settled``)
+        once the answer is relayed or refused, and what screening found in the sampling
+        requests among them (:data:`SCREENED_ASKS`), which expose the session when relayed."""
         result = message.body.get("result")
         embedded = result.get("inputRequests") if isinstance(result, dict) else None
         if not isinstance(embedded, dict):
-            return True
+            return [], []
         original = Message("request", b"", {"id": message.id, "method": method or ""})
+        allowed: list[Verdict] = []
         for key, item in embedded.items():
             ask = Message("request", b"", item if isinstance(item, dict) else {})
             if not self.pep.admit("backend", ask.method):  # requests of the backend's own
@@ -888,8 +910,9 @@ class Relay:
                     "denied: the backend's answer asks the client more than "
                     "proxy.rate_limits allows (notifications_per_second, notification_burst)"
                 )
+                self._settle_all(allowed, f"not forwarded: {reason.removeprefix('denied: ')}")
                 await self._deny(original, reason, "builtin-rate-flood")
-                return False
+                return None
             try:
                 verdict = await self.pep.check(
                     ask.method,
@@ -897,12 +920,16 @@ class Relay:
                     f"{message.id}/{key}",
                     flood_guard=False,
                     from_backend=True,
+                    forwards=True,
                 )
             except AuditError as error:
+                self._settle_all(allowed, f"denied: {_unwritable(error)}")
                 await self._deny(original, f"denied: {_unwritable(error)}", None)
-                return False
+                return None
             if verdict.allowed:
+                allowed.append(verdict)
                 continue
+            self._settle_all(allowed, f"not forwarded: {key!r} in the same answer was denied")
             await self._deny(original, verdict.reason, verdict.rule_id)
             with contextlib.suppress(AuditError):
                 await self.trail.record(
@@ -917,8 +944,14 @@ class Relay:
                 )
             if verdict.fatal is not None:
                 self.pep.fail(verdict.fatal)
-            return False
-        return True
+            return None
+        seen = [
+            finding
+            for key, item in embedded.items()
+            if isinstance(item, dict) and item.get("method") in SCREENED_ASKS
+            for finding in screen_result(item.get("params"), f"result.inputRequests.{key}.params")
+        ]
+        return allowed, seen
 
     async def _backend_request(self, message: Message) -> None:
         """A request from the backend to the client (sampling, elicitation, roots). Beyond

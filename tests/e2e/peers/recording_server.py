@@ -56,6 +56,10 @@ Not listed either: ``two_contents`` answers with a result whose ``content`` key 
 twice, a hidden-instruction tag in the first copy and clean text in the second (a reader
 keeping the last copy sees only the clean one).
 
+``completion/complete`` (2026-07-28 era) answers with a ``sampling/createMessage``
+request for the client inside its result, whose one message is the completion argument's
+``value``.
+
 The answer to ``initialize`` carries ``instructions`` (text for the client's model) when
 the environment variable ``RECORDING_SERVER_INSTRUCTIONS`` is set: its value.
 """
@@ -373,6 +377,11 @@ def main() -> None:
             result(request_id, {"tools": [echo, *TOOLS[1:]]})
         elif method == "tools/list":
             result(request_id, {"tools": TOOLS})
+        elif method == "completion/complete":  # 2026-07-28 era: asks inside its answer
+            words = {"type": "text", "text": params.get("argument", {}).get("value", "")}
+            asked = {"messages": [{"role": "user", "content": words}], "maxTokens": 20}
+            asks = {"s1": {"method": "sampling/createMessage", "params": asked}}
+            result(request_id, {"resultType": "input_required", "inputRequests": asks})
         elif method == "tools/call":
             call(request_id, params)
         elif method in LIST_KEYS:
