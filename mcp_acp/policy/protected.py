@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mcp_acp.models import DecisionRequest
+from mcp_acp.policy.glob import deny_skeleton
 from mcp_acp.policy.paths import AmbiguousPathError, is_within, normalise_path, resolve_symlinks
 from mcp_acp.policy.view import RequestView
 
@@ -24,24 +25,26 @@ __all__ = ["PathGuard", "protected_overlap"]
 
 
 def _protected_forms(directories: Sequence[Path]) -> tuple[tuple[str, str], ...]:
-    """Each directory as written and as resolved (normal forms), with its name as given."""
+    """Each directory as written and as resolved (normal forms), in the form a deny rule
+    compares paths in (case and compatibility forms folded: :attr:`PathView.deny_views
+    <mcp_acp.policy.view.PathView>`), with its name as given."""
     forms: dict[str, str] = {}
     for directory in directories:
         try:
             written = normalise_path(os.path.abspath(directory))
         except AmbiguousPathError:
             continue  # such a path cannot be named by a request either
-        forms[written] = str(directory)
+        forms[deny_skeleton(written)] = str(directory)
         with contextlib.suppress(AmbiguousPathError):
-            forms.setdefault(resolve_symlinks(written), str(directory))
+            forms.setdefault(deny_skeleton(resolve_symlinks(written)), str(directory))
     return tuple(forms.items())
 
 
 def protected_overlap(directory: Path, protected: Path) -> str | None:
     """How ``directory`` (one a backend works in) meets the ``protected`` one, compared as
-    :class:`PathGuard` compares paths (as written and as resolved): ``"inside"`` when it is
-    that directory or below it, so that every path in it is denied; ``"holds"`` when the
-    protected directory is below it; else ``None``."""
+    :class:`PathGuard` compares paths (as written and as resolved, case folded):
+    ``"inside"`` when it is that directory or below it, so that every path in it is denied;
+    ``"holds"`` when the protected directory is below it; else ``None``."""
     served = [form for form, _ in _protected_forms([directory])]
     guarded = [form for form, _ in _protected_forms([protected])]
     if any(is_within(s, g) for s in served for g in guarded):
@@ -52,7 +55,13 @@ def protected_overlap(directory: Path, protected: Path) -> str | None:
 
 
 class PathGuard:
-    """Denies ambiguous paths and paths inside ``directories`` (as written and as resolved)."""
+    """Denies ambiguous paths and paths inside ``directories`` (as written and as resolved).
+
+    A protected path is a deny, so it is compared as a deny rule compares: each path's
+    deny views against the directories folded the same way — ``/X/.CONFIG/MCP-ACP`` is
+    the config directory ``/x/.config/mcp-acp`` on a case-insensitive file system (the
+    default on macOS), and is denied on every system, as ``**/secrets/**`` stops
+    ``/x/SECRETS/a`` (``docs/policies.md``, *Case*)."""
 
     __slots__ = ("_forms",)
 
@@ -67,7 +76,7 @@ class PathGuard:
                 f"denied: {view.ambiguous} (ambiguous paths and URIs are never guessed)",
             )
         for path_view in view.paths if self._forms else ():
-            for candidate in path_view.allow_views:
+            for candidate in path_view.deny_views:
                 for form, label in self._forms:
                     if is_within(candidate, form):
                         return (

@@ -422,6 +422,45 @@ def test_config_and_log_dirs_are_always_protected(tmp_path: Path) -> None:
     assert engine.decide(sibling).effect is Effect.ALLOW
 
 
+def test_a_protected_path_in_another_case_is_denied_as_a_deny_rule_would(
+    tmp_path: Path,
+) -> None:
+    """A protected path is a deny, and deny rules fold case and compatibility forms (on a
+    case-insensitive file system, the default on macOS, ``.../MCP-ACP/policy.json`` opens
+    the config directory's policy): the guard folds as they do, on every system."""
+    config_dir, log_dir = tmp_path / "cfg" / "mcp-acp", tmp_path / "Stra\u00dfe"
+    config_dir.mkdir(parents=True)
+    (tmp_path / "Link").symlink_to(tmp_path / "cfg")
+    engine = make_engine(
+        rule("allow", "everything", path_pattern="/**"),
+        rule("deny", "secrets", path_pattern="**/secrets/**"),
+        protected=(config_dir, log_dir),
+    )
+    upper = str(config_dir).upper()
+    for target in (
+        upper,
+        f"{upper}/policy.json",
+        f"{tmp_path}/cfg/MCP-ACP/policy.json",
+        f"{tmp_path}/CFG/mcp-acp",
+        f"{tmp_path}/Link/MCP-ACP/x",  # where a link leads, folded too
+        f"{tmp_path}/STRASSE/decisions.jsonl",  # Unicode case: '\u00df' folds to 'ss'
+    ):
+        decision = engine.decide(make_request(tool="read_file", arguments={"path": target}))
+        assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-protected-path"), (
+            target
+        )
+    # exactly what a deny rule does with the same spelling
+    secret = make_request(tool="read_file", arguments={"path": f"{tmp_path}/SECRETS/k"})
+    assert engine.decide(secret).rule_id == "secrets"
+    for sibling in (f"{tmp_path}/cfg/MCP-ACP-other", f"{tmp_path}/CFG/x"):
+        decision = engine.decide(make_request(tool="read_file", arguments={"path": sibling}))
+        assert decision.effect is Effect.ALLOW, sibling
+    uri = make_request(
+        method="resources/read", tool=None, params={"uri": f"file://{upper}/policy.json"}
+    )
+    assert engine.decide(uri).rule_id == "builtin-protected-path"
+
+
 def test_protected_overlap_compares_as_decisions_do(tmp_path: Path) -> None:
     """What init and config validate warn about: a directory whose every path a decision
     would find protected (also through a link), or that holds a protected one."""
@@ -432,6 +471,7 @@ def test_protected_overlap_compares_as_decisions_do(tmp_path: Path) -> None:
     assert protected_overlap(config_dir, config_dir) == "inside"
     assert protected_overlap(tmp_path / "link", config_dir) == "inside"
     assert protected_overlap(tmp_path, config_dir) == "holds"
+    assert protected_overlap(tmp_path / "CFG" / "project", config_dir) == "inside"  # folded
     assert protected_overlap(tmp_path / "cfg-other", config_dir) is None
 
 
