@@ -4,8 +4,9 @@ Order of a decision (the first step that decides, wins):
 
 1. **ambiguous path** — any path argument or resource URI that could be read two ways →
    deny (``builtin-ambiguous-path``);
-2. **protected paths** — the config directory and the audit log directory can never be
-   touched through the proxy → deny (``builtin-protected-path``);
+2. **protected paths** — a path the request names in the config directory, the audit log
+   directory or the audit fallback files (:class:`~mcp_acp.policy.protected.PathGuard`,
+   compared as deny rules compare) → deny (``builtin-protected-path``);
 3. **discovery** — ``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
    notifications → allow as ``discovery``, unless a deny rule matches (list *results* are
    filtered with the same policy by the proxy);
