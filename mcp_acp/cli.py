@@ -557,7 +557,8 @@ def _protected_warnings(runtime: Runtime) -> list[str]:
     its files is denied. Holding one, calls in that directory are, whatever else it
     holds (a config file ``~/work/fs.json`` protects all of ``~/work``) — unless it is
     one of the platform's directories for mcp-acp, which hold nothing else: a backend
-    serving ``~`` is not warned about ``~/.config/mcp-acp``."""
+    serving ``~`` is not warned about ``~/.config/mcp-acp``. A protected file (the audit
+    fallback file) is denied alone, so a directory holding it loses nothing else."""
     backend = runtime.config.backend
     if isinstance(backend, HttpBackend):
         return []
@@ -580,7 +581,9 @@ def _protected_warnings(runtime: Runtime) -> list[str]:
     }
     lines = []
     for path, where in served.items():
-        for what, directory in runtime.context().protected_dirs.items():
+        for what, directory in runtime.protected_dirs.items():
+            if what not in fixes:
+                continue  # a protected file: nothing else in a directory is denied for it
             overlap = protected_overlap(path, directory)
             if overlap == "inside":
                 effect = "every call on a path in it will be denied"

@@ -30,6 +30,7 @@ import attrs
 from pydantic import BaseModel, ConfigDict
 
 from mcp_acp.errors import ConfigError, PluginError
+from mcp_acp.shutdown import fallback_shutdowns
 
 if TYPE_CHECKING:
     from mcp_acp.audit.events import AuthEvent
@@ -121,8 +122,9 @@ AuthRecorder = Callable[["AuthEvent"], Awaitable[None]]
 class PluginContext:
     """What a factory may need besides its options. Passed to every factory.
 
-    * ``config_path`` / ``log_dir`` — where the config file and the audit trail live
-      (:attr:`protected_dirs`: their directories, which no request may touch);
+    * ``config_path`` / ``log_dir`` / ``fallback_path`` — where the config file, the audit
+      trail and the events it could not take live (:attr:`protected_dirs`: what no request
+      may name);
     * :meth:`token_storage` — the ``token_storage`` component the config selects (for an
       identity provider that keeps tokens);
     * :meth:`record_auth` — the auth stream of the running session's audit trail (for an
@@ -132,6 +134,7 @@ class PluginContext:
 
     config_path: Path
     log_dir: Path
+    fallback_path: Path | None = attrs.field(default=None, kw_only=True)
     storage_factory: Callable[[], TokenStorage] | None = attrs.field(default=None, kw_only=True)
     recorder: AuthRecorder | None = attrs.field(default=None, kw_only=True)
 
@@ -141,10 +144,17 @@ class PluginContext:
 
     @property
     def protected_dirs(self) -> dict[str, Path]:
-        """mcp-acp's own directories, by what they hold, which no request through the proxy
-        may touch (``builtin-protected-path``: see :mod:`mcp_acp.policy.protected`): the
-        config file's directory and the audit log directory."""
-        return {"config directory": self.config_dir, "audit log directory": self.log_dir}
+        """mcp-acp's own directories and files, by what they are, which no request through
+        the proxy may name a path in (``builtin-protected-path``: see
+        :mod:`mcp_acp.policy.protected`): the config file's directory and the audit log
+        directory, whole; and, with a ``fallback_path``, the audit fallback file and the
+        shutdown record the coordinator writes beside it when the log directory fails —
+        those files only, since their directory may be shared (``/tmp``)."""
+        protected = {"config directory": self.config_dir, "audit log directory": self.log_dir}
+        if self.fallback_path is not None:
+            protected["audit fallback file"] = self.fallback_path
+            protected["audit fallback shutdown record"] = fallback_shutdowns(self.fallback_path)
+        return protected
 
     def token_storage(self) -> TokenStorage:
         """Build the configured token storage; ``ConfigError`` when the config has none."""

@@ -306,16 +306,18 @@ class Runtime:
         return PluginContext(
             config_path=self.config_path,
             log_dir=self.config.audit.log_dir,
+            fallback_path=self.config.audit.fallback_path,
             storage_factory=(lambda: self.build("token_storage")) if storage else None,
             recorder=record_auth,
         )
 
     @property
-    def protected_dirs(self) -> tuple[Path, ...]:
-        """mcp-acp's own directories, which no request may name a path inside, for the
-        enforcement point's :class:`~mcp_acp.policy.protected.PathGuard` (defined once:
+    def protected_dirs(self) -> dict[str, Path]:
+        """mcp-acp's own directories and files, by what they are, which no request may name
+        a path in, for the enforcement point's :class:`~mcp_acp.policy.protected.PathGuard`
+        (defined once, with this config's audit fallback file:
         :attr:`PluginContext.protected_dirs <mcp_acp.registry.PluginContext.protected_dirs>`)."""
-        return tuple(self.context().protected_dirs.values())
+        return self.context().protected_dirs
 
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
         """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from mcp_acp.errors import McpAcpError
 
-__all__ = ["ShutdownCoordinator", "append_line"]
+__all__ = ["ShutdownCoordinator", "append_line", "fallback_shutdowns"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ def append_line(path: Path, record: dict[str, Any]) -> bool:
         with contextlib.suppress(Exception):
             log.error("cannot write %s: %s", path, exc)
         return False
+
+
+def fallback_shutdowns(fallback_path: Path) -> Path:
+    """Where shutdowns are recorded when the log directory fails: beside the fallback file."""
+    return fallback_path.parent / "shutdowns.jsonl"
 
 
 def _exit(code: int) -> NoReturn:
@@ -135,7 +140,7 @@ class ShutdownCoordinator:
             "primary": self._triggered is None,
         }
         if not append_line(self.log_dir / "shutdowns.jsonl", record):
-            append_line(self.fallback_path.parent / "shutdowns.jsonl", record)
+            append_line(fallback_shutdowns(self.fallback_path), record)
         with contextlib.suppress(Exception):
             print(f"mcp-acp: stopping now: {reason}", file=sys.stderr, flush=True)
         self._clean_up()
@@ -159,7 +164,7 @@ class ShutdownCoordinator:
         }
         wrote = append_line(self.log_dir / "shutdowns.jsonl", record)
         if not wrote:
-            append_line(self.fallback_path.parent / "shutdowns.jsonl", record)
+            append_line(fallback_shutdowns(self.fallback_path), record)
         if first:
             for callback in self._session_ended:
                 with contextlib.suppress(Exception):

@@ -241,9 +241,10 @@ def naive_decide(
     if isinstance(seen, str):
         return Effect.DENY, set()
     paths = seen[0]
+    folded = [deny_skeleton(p) for p in protected]  # a protected path is a deny
     for _, views in paths:
-        for v in views:
-            if any(v == p or v.startswith(p + "/") for p in protected):
+        for v in map(deny_skeleton, views):
+            if any(v == p or v.startswith(p + "/") for p in folded):
                 return Effect.DENY, set()
     method = request.action.mcp_method
     discovery = method in DISCOVERY or method.startswith("notifications/")

@@ -60,7 +60,7 @@ async def check(root: Path, method: str, params: dict[str, Any]) -> int:
             registry=ToolRegistry.default(runtime.config.tools.registry),
             backend_id="example-point",
             session=session,
-            protected=runtime.protected_dirs,  # mcp-acp's config and log directories
+            protected=runtime.protected_dirs,  # mcp-acp's config and log directories, …
         )
         verdict = await point.check(method, params, request_id=1)  # recorded before it returns
     finally:

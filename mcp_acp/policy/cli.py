@@ -7,7 +7,7 @@ Every command works on the configured policy (``policy.config.path``, default
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -153,12 +153,14 @@ def _policy_path(ctx: click.Context, given: Path | None) -> Path:
 def _engine(ctx: click.Context, given: Path | None) -> tuple[AcpPolicyEngine, ToolRegistry]:
     path = _policy_path(ctx, given)
     _, config = _config(ctx)
-    protected: Sequence[Path] = ()
+    protected: Mapping[str, Path] = {}
     registry = ToolRegistry.default()
     if config is not None:
         config_path = resolve_config_path(ctx.find_root().params.get("config"))
-        context = PluginContext(config_path, config.audit.log_dir)
-        protected = tuple(context.protected_dirs.values())  # as the proxy's engine has them
+        context = PluginContext(
+            config_path, config.audit.log_dir, fallback_path=config.audit.fallback_path
+        )
+        protected = context.protected_dirs  # as the proxy's engine has them
         registry = ToolRegistry.default(config.tools.registry)
     return AcpPolicyEngine.from_file(path, protected=protected), registry
 

@@ -4,8 +4,9 @@ Order of a decision (the first step that decides, wins):
 
 1. **ambiguous path** — any path argument or resource URI that could be read two ways →
    deny (``builtin-ambiguous-path``);
-2. **protected paths** — the config directory and the audit log directory can never be
-   touched through the proxy → deny (``builtin-protected-path``);
+2. **protected paths** — a path the request names in the config directory, the audit log
+   directory or the audit fallback files (:class:`~mcp_acp.policy.protected.PathGuard`,
+   compared as deny rules compare) → deny (``builtin-protected-path``);
 3. **discovery** — ``initialize``, ``ping``, ``server/discover``, the ``*/list`` methods and
    notifications → allow as ``discovery``, unless a deny rule matches (list *results* are
    filtered with the same policy by the proxy);
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
 from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
 from mcp_acp.policy.model import PolicyFile
-from mcp_acp.policy.protected import PathGuard
+from mcp_acp.policy.protected import PathGuard, Protected
 from mcp_acp.policy.view import RequestView
 from mcp_acp.registry import PluginContext
 
@@ -95,7 +96,7 @@ class AcpPolicyEngine:
         self,
         policy: PolicyFile,
         *,
-        protected: Sequence[Path] = (),
+        protected: Protected = (),
         path: Path | None = None,
     ) -> None:
         self._compiled: CompiledPolicy = compile_policy(policy)
@@ -104,13 +105,13 @@ class AcpPolicyEngine:
         self._reload_lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: Path, *, protected: Sequence[Path] = ()) -> AcpPolicyEngine:
+    def from_file(cls, path: Path, *, protected: Protected = ()) -> AcpPolicyEngine:
         return cls(load_policy(path), protected=protected, path=path)
 
     @classmethod
     def from_config(cls, options: AcpConfig, context: PluginContext) -> AcpPolicyEngine:
         path = options.path or context.config_dir / "policy.json"
-        return cls.from_file(path, protected=tuple(context.protected_dirs.values()))
+        return cls.from_file(path, protected=context.protected_dirs)
 
     @property
     def policy_id(self) -> str:

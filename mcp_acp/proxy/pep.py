@@ -31,8 +31,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -53,7 +52,7 @@ from mcp_acp.models import (
     PostureStatus,
     Subject,
 )
-from mcp_acp.policy.protected import PathGuard
+from mcp_acp.policy.protected import PathGuard, Protected
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.summary import approval_arguments, approval_summary
@@ -310,11 +309,12 @@ class EnforcementPoint:
         unhealthy: Callable[[], str | None] | None = None,
         outbound_secrets: str = "ask",
         untrusted_content: str = "ask",
-        protected: Sequence[Path] = (),
+        protected: Protected = (),
     ) -> None:
         self.engine = engine
-        #: ambiguous paths, and paths inside ``protected`` (mcp-acp's config and log
-        #: directories: :attr:`Runtime.protected_dirs`), denied before any engine decides
+        #: ambiguous paths, and paths in ``protected`` (mcp-acp's config and log
+        #: directories and its audit fallback file: :attr:`Runtime.protected_dirs`),
+        #: denied before any engine decides
         self.guard = PathGuard(protected)
         self.trail = trail
         self.identity = identity

@@ -2,9 +2,10 @@
 
 A third-party engine that allows everything is chosen through a real plugin, in front of
 the real filesystem server serving the user's whole home — which holds mcp-acp's config
-file and audit log. The proxy's enforcement point still denies every path inside them
-(``builtin-protected-path``) and every ambiguous path (``builtin-ambiguous-path``) before
-the engine is asked; the backend never sees those calls, and the files are unchanged."""
+file and audit log. The proxy's enforcement point still denies every path inside them, in
+any letter case, and the audit fallback file (``builtin-protected-path``), and every
+ambiguous path (``builtin-ambiguous-path``) before the engine is asked; the backend never
+sees those calls, and the files are unchanged."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
     )
     config_file = home / ".config" / "mcp-acp" / "config.json"
     config_before = config_file.read_bytes()
+    fallback = home / ".local" / "state" / "mcp-acp" / "audit-fallback.jsonl"  # the default
     (home / "notes").mkdir()
     proxy = Proxy(home, env)
     try:
@@ -76,23 +78,29 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
             _write(decisions, "{}\n"),  # the audit trail
             _write(config_file, "{}"),  # the config (the policy's place)
             {"name": "read_file", "arguments": {"path": str(config_file)}},
+            # another case: the config itself on a case-insensitive file system (macOS)
+            {"name": "read_file", "arguments": {"path": f"{home}/.config/MCP-ACP/config.json"}},
+            _write(fallback, "{}\n"),  # where events go when the trail cannot take them
             _write(f"{home}/notes/../.config/mcp-acp/config.json", "{}"),  # ambiguous
         ]
         answers = [proxy.call("tools/call", params) for params in attempts]
         rules = [answer["error"]["data"]["rule"] for answer in answers]
-        assert rules == ["builtin-protected-path"] * 3 + ["builtin-ambiguous-path"]
+        assert rules == ["builtin-protected-path"] * 5 + ["builtin-ambiguous-path"]
         assert all(answer["error"]["code"] == DENIED for answer in answers)
-        assert "inside the protected directory" in answers[0]["error"]["message"]
+        assert "inside mcp-acp's protected audit log directory" in answers[0]["error"]["message"]
+        assert "is mcp-acp's protected audit fallback file" in answers[4]["error"]["message"]
         assert proxy.close() == 0
     finally:
         if proxy.proc.poll() is None:
             proxy.proc.kill()
             proxy.close()
     assert config_file.read_bytes() == config_before
+    assert not fallback.exists()
     assert verify_stream(log_dir, "decisions").ok  # nothing was written into the trail
     decided = [r for r in records(log_dir, "decisions") if r.get("tool_name") == "write_file"]
     assert [(r["effect"], r["rule_id"], r["policy_id"]) for r in decided] == [
         ("allow", "yes", "yes"),
+        ("deny", "builtin-protected-path", "yes"),
         ("deny", "builtin-protected-path", "yes"),
         ("deny", "builtin-protected-path", "yes"),
         ("deny", "builtin-ambiguous-path", "yes"),
@@ -103,4 +111,4 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
         if r.get("tool_name") in ("write_file", "read_file")
         and r["direction"] == "client_to_server"
     ]
-    assert calls == ["forwarded"] + ["denied"] * 4  # only the first reached the backend
+    assert calls == ["forwarded"] + ["denied"] * 6  # only the first reached the backend

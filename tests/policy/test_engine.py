@@ -13,9 +13,10 @@ from policy_helpers import REGISTRY, make_engine, make_request
 
 from mcp_acp.models import Effect, PostureStatus, Provenance, Subject
 from mcp_acp.policy.compile import Check
-from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.engine import AcpConfig, AcpPolicyEngine
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.policy.protected import protected_overlap
+from mcp_acp.registry import PluginContext
 
 
 def rule(effect: str, rule_id: str | None = None, **conditions: Any) -> dict[str, Any]:
@@ -422,6 +423,79 @@ def test_config_and_log_dirs_are_always_protected(tmp_path: Path) -> None:
     assert engine.decide(sibling).effect is Effect.ALLOW
 
 
+def test_a_protected_path_in_another_case_is_denied_as_a_deny_rule_would(
+    tmp_path: Path,
+) -> None:
+    """A protected path is a deny, and deny rules fold case and compatibility forms (on a
+    case-insensitive file system, the default on macOS, ``.../MCP-ACP/policy.json`` opens
+    the config directory's policy): the guard folds as they do, on every system."""
+    config_dir, log_dir = tmp_path / "cfg" / "mcp-acp", tmp_path / "Stra\u00dfe"
+    config_dir.mkdir(parents=True)
+    (tmp_path / "Link").symlink_to(tmp_path / "cfg")
+    engine = make_engine(
+        rule("allow", "everything", path_pattern="/**"),
+        rule("deny", "secrets", path_pattern="**/secrets/**"),
+        protected=(config_dir, log_dir),
+    )
+    upper = str(config_dir).upper()
+    for target in (
+        upper,
+        f"{upper}/policy.json",
+        f"{tmp_path}/cfg/MCP-ACP/policy.json",
+        f"{tmp_path}/CFG/mcp-acp",
+        f"{tmp_path}/Link/MCP-ACP/x",  # where a link leads, folded too
+        f"{tmp_path}/STRASSE/decisions.jsonl",  # Unicode case: '\u00df' folds to 'ss'
+    ):
+        decision = engine.decide(make_request(tool="read_file", arguments={"path": target}))
+        assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-protected-path"), (
+            target
+        )
+    # exactly what a deny rule does with the same spelling
+    secret = make_request(tool="read_file", arguments={"path": f"{tmp_path}/SECRETS/k"})
+    assert engine.decide(secret).rule_id == "secrets"
+    for sibling in (f"{tmp_path}/cfg/MCP-ACP-other", f"{tmp_path}/CFG/x"):
+        decision = engine.decide(make_request(tool="read_file", arguments={"path": sibling}))
+        assert decision.effect is Effect.ALLOW, sibling
+    uri = make_request(
+        method="resources/read", tool=None, params={"uri": f"file://{upper}/policy.json"}
+    )
+    assert engine.decide(uri).rule_id == "builtin-protected-path"
+
+
+def test_the_audit_fallback_file_is_protected_and_not_its_directory(tmp_path: Path) -> None:
+    """The fallback file lives outside the log directory, maybe in a shared one (``/tmp``):
+    it is protected itself, with the shutdown record written beside it, and nothing else
+    there. One definition (``PluginContext.protected_dirs``) for the engine and the proxy."""
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "policy.json").write_text(
+        json.dumps({"version": "1", "rules": [rule("allow", "everything", path_pattern="/**")]})
+    )
+    shared = tmp_path / "shared"
+    context = PluginContext(
+        tmp_path / "cfg" / "config.json", tmp_path / "logs", fallback_path=shared / "fb.jsonl"
+    )
+    assert context.protected_dirs == {
+        "config directory": tmp_path / "cfg",
+        "audit log directory": tmp_path / "logs",
+        "audit fallback file": shared / "fb.jsonl",
+        "audit fallback shutdown record": shared / "shutdowns.jsonl",
+    }
+    engine = AcpPolicyEngine.from_config(AcpConfig(), context)
+    for target, what in (
+        (shared / "fb.jsonl", "audit fallback file"),
+        (f"{shared}/FB.jsonl", "audit fallback file"),
+        (shared / "shutdowns.jsonl", "audit fallback shutdown record"),
+    ):
+        decision = engine.decide(make_request(tool="write_file", arguments={"path": str(target)}))
+        assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-protected-path")
+        assert f"is mcp-acp's protected {what} " in decision.reason
+    for other in (shared, shared / "notes.txt", shared / "fb.jsonl.old"):
+        decision = engine.decide(make_request(tool="write_file", arguments={"path": str(other)}))
+        assert decision.effect is Effect.ALLOW, other
+    inside = make_request(tool="read_file", arguments={"path": str(tmp_path / "logs" / "x")})
+    assert "is inside mcp-acp's protected audit log directory" in engine.decide(inside).reason
+
+
 def test_protected_overlap_compares_as_decisions_do(tmp_path: Path) -> None:
     """What init and config validate warn about: a directory whose every path a decision
     would find protected (also through a link), or that holds a protected one."""
@@ -432,6 +506,7 @@ def test_protected_overlap_compares_as_decisions_do(tmp_path: Path) -> None:
     assert protected_overlap(config_dir, config_dir) == "inside"
     assert protected_overlap(tmp_path / "link", config_dir) == "inside"
     assert protected_overlap(tmp_path, config_dir) == "holds"
+    assert protected_overlap(tmp_path / "CFG" / "project", config_dir) == "inside"  # folded
     assert protected_overlap(tmp_path / "cfg-other", config_dir) is None
 
 

@@ -64,6 +64,7 @@ PATHS = [
     "/srv/a/../b",
     "relative/x",
     "/srv/protected/c",
+    "/SRV/Protected/c",
     "/srv/a/Secrets/K.PEM",
     "/srv/a/.env",
 ]
