@@ -17,8 +17,9 @@ Untrusted content (the "toxic agent flow"): the session becomes *exposed* — on
 rest of the session, remembering the first cause — when a ``tools/call`` of a tool with the
 side effect ``untrusted_content`` is allowed (before it is forwarded: its content may come
 back at any moment), or when the relay finds hidden-instruction markers in the answer to a
-``tools/call``, ``resources/read`` or ``prompts/get``, or in a ``sampling/createMessage``
-request of the backend's that it relays to the client (:meth:`EnforcementPoint.expose`).
+``tools/call``, ``resources/read``, ``prompts/get`` or the handshake, or in a
+``sampling/createMessage`` request of the backend's that it relays to the client
+(:meth:`EnforcementPoint.expose`).
 From then on a ``tools/call`` allowed without a human seeing it (by the policy, or a
 remembered approval) that writes, deletes, executes or has the side effect
 ``network_egress`` goes to a human first (``builtin-untrusted-content``, never remembered),
@@ -364,10 +365,9 @@ class EnforcementPoint:
         """The session has seen untrusted content: the ``method`` message ``request_id``
         carried it — the client's call of the tool ``name``, read of the resource ``name``
         (its URI), get of the prompt ``name``; the handshake's answer, or the backend's
-        request (``name`` None) —
-        because ``why``. The first cause is kept for the rest of the session, and recorded
-        once (``session_exposed``, handed to the trail like a relayed answer); later ones
-        change nothing. Whether this call exposed the session."""
+        request (``name`` None) — because ``why``. The first cause is kept for the rest of
+        the session, and recorded once (``session_exposed``, handed to the trail like a
+        relayed answer); later ones change nothing. Whether this call exposed the session."""
         if self.exposure is not None:
             return False
         self.exposure = Exposure(method, name, str(request_id), why)

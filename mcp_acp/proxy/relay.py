@@ -25,15 +25,18 @@ At a fail-closed shutdown the process exits from the shutdown coordinator, witho
 event loop: the enforcement point records those denials there, and the relay answers the
 requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 
-The answer (its result, or its error) to a ``tools/call``, ``resources/read`` or
-``prompts/get`` is screened before it is relayed
+The answer (its result, or its error) to a ``tools/call``, ``resources/read``,
+``prompts/get`` or the handshake (``initialize``, ``server/discover``: the server's
+``instructions``) is screened before it is relayed
 (:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, also split across
 adjacent text items, control and invisible characters; bounded). It is relayed unchanged all
 the same; a finding exposes the session to untrusted content
-(:meth:`EnforcementPoint.expose`), and the answer's operation record lists the findings. So
-is a ``sampling/createMessage`` request of the backend's (its ``params``: what it wants the
-client's model to read), decided as any backend request: if it is relayed, a finding exposes
-the session first; relayed or not, an operation record of the request lists the findings.
+(:meth:`EnforcementPoint.expose`), and the answer's operation record lists the findings; an
+answer that reads two ways (a key twice) is refused instead, since the screen reads one way.
+So is a ``sampling/createMessage`` request of the backend's (its ``params``: what it wants the
+client's model to read), on its own or inside an answer (``inputRequests``), decided as any
+backend request: if it is relayed, a finding exposes the session first; relayed or not, an
+operation record lists the findings.
 """
 
 from __future__ import annotations
@@ -859,7 +862,7 @@ class Relay:
         same loop step, unless the client is not reading), and committed at the next loop
         iteration — so building the record is not part of the client's wait. If that record
         fails, the trail fails: the event goes to the fallback file and the proxy shuts
-        down. ``findings``: what screening a ``tools/call`` answer found in it."""
+        down. ``findings``: what screening the answer (:data:`SCREENED`) found in it."""
         self.trail.record_soon(self._response_event(body, request_id, method, took, findings))
 
     def _response_event(
