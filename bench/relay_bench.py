@@ -7,7 +7,7 @@ Run from the repository root::
     python bench/relay_bench.py --quick    # a smoke run in ~10 s; prints only (unless --out)
 
 One backend, ``bench/echo_server.py`` (the ``mcp`` low-level ``Server`` on stdio, tools
-``echo`` and ``rm_rf``), is driven three ways in the same run:
+``echo`` and ``rm_rf``), is driven five ways in the same run:
 
 * **direct**: the backend is the child;
 * **mcp-acp**: ``mcp-acp run`` in a scratch HOME configured by ``mcp-acp init
@@ -15,7 +15,14 @@ One backend, ``bench/echo_server.py`` (the ``mcp`` low-level ``Server`` on stdio
   the default audit trail (``jsonl``, durability ``fsync``), and the session rate limits
   set to 0 (no limit; see :func:`make_acp_home`);
 * **FastMCP**: ``bench/fastmcp_proxy.py`` — ``fastmcp.server.create_proxy`` plus a
-  middleware denying ``rm_rf``.
+  middleware denying ``rm_rf``;
+* **floor**: ``bench/floor_relay.py`` — not a proxy anyone should run but a yardstick: an
+  asyncio line relay that parses each request, denies ``rm_rf`` and makes one record per
+  request durable (write + fsync) before forwarding it, and nothing else. What it adds is
+  about the least any Python proxy keeping the issue's write-ahead rule can add on this
+  machine; the report applies the latency and throughput targets to it too;
+* **floor, no fsync**: the same relay with ``--flush`` (records written, never synced), to
+  show what the fsync itself costs.
 
 The client is what Claude Desktop speaks: newline-delimited JSON-RPC on the child's stdin
 and stdout, ``initialize`` (protocol ``2025-06-18``), ``notifications/initialized``, then
@@ -43,7 +50,7 @@ For ``mcp-acp`` the audit trail is checked after each session: the ``decisions``
 ``operations`` streams verify, were opened with durability ``fsync``, and hold one allow
 record per ``echo`` call and a deny record for ``rm_rf``.
 
-In each round the three paths are spawned one after another (so each ready time is
+In each round the five paths are spawned one after another (so each ready time is
 measured while nothing else of the benchmark runs) and stay up; then their sequential
 calls, then their 8-way calls, then their calls 10 and then 100 in flight, run in blocks
 that take turns (``--quick``: 2 blocks per phase, full run: 5), the order rotating by block
@@ -82,6 +89,7 @@ from mcp_acp.audit.chain import verify_stream
 HERE = Path(__file__).resolve().parent
 ECHO_SERVER = HERE / "echo_server.py"
 FASTMCP_PROXY = HERE / "fastmcp_proxy.py"
+FLOOR_RELAY = HERE / "floor_relay.py"
 DEFAULT_OUT = HERE / "results" / "relay.md"
 PROTOCOL: Final = "2025-06-18"
 DENIED_CODE: Final = -32003  # mcp_acp.proxy.messages.DENIED
@@ -612,6 +620,15 @@ def check_acp_audit(home: Path, sample: Sample) -> dict[str, Any]:
     }
 
 
+def check_floor_records(home: Path, sample: Sample) -> None:
+    """The floor kept its one rule: a record for every echo call, and the rm_rf denial."""
+    lines = (home / "floor-records.jsonl").read_text().splitlines()
+    echo = sum(1 for line in lines if line == '{"method": "tools/call", "name": "echo"}')
+    denied = sum(1 for line in lines if line.startswith('{"deny":'))
+    _check(echo == sample.echo_calls, f"floor: {echo} echo records, {sample.echo_calls} calls")
+    _check(denied == 1, f"floor: {denied} rm_rf denials on record, expected 1")
+
+
 @dataclass
 class Route:
     """One way of reaching the backend, and its samples over rounds."""
@@ -627,13 +644,17 @@ def _denied(outcome: str) -> bool:
     return outcome.startswith("denied")
 
 
+def _refused(outcome: str) -> bool:
+    return outcome == f"denied: error {DENIED_CODE}"
+
+
 def make_routes() -> dict[str, Route]:
     return {
         "direct": Route("direct", "backend direct", ["echo", "rm_rf"], lambda o: o == "ran"),
-        "acp": Route(
-            "acp", "`mcp-acp run`", ["echo"], lambda o: o == f"denied: error {DENIED_CODE}"
-        ),
+        "acp": Route("acp", "`mcp-acp run`", ["echo"], _refused),
         "fastmcp": Route("fastmcp", f"FastMCP {_version('fastmcp')} proxy", ["echo"], _denied),
+        "floor": Route("floor", "floor: line relay + fsync", ["echo"], _refused),
+        "floor-flush": Route("floor-flush", "floor, no fsync", ["echo"], _refused),
     }
 
 
@@ -666,7 +687,10 @@ def commands(key: str) -> list[str]:
         return [sys.executable, str(ECHO_SERVER)]
     if key == "acp":
         return [*mcp_acp_command(), "run"]
-    return [sys.executable, str(FASTMCP_PROXY), sys.executable, str(ECHO_SERVER)]
+    if key == "fastmcp":
+        return [sys.executable, str(FASTMCP_PROXY), sys.executable, str(ECHO_SERVER)]
+    flush = ["--flush"] if key == "floor-flush" else []
+    return [sys.executable, str(FLOOR_RELAY), *flush, sys.executable, str(ECHO_SERVER)]
 
 
 # ------------------------------------------------------------------ the suite
@@ -717,9 +741,10 @@ class Report:
         requests in flight (1: sequential)."""
         return _median(self.added(key, lambda s: s.load_p(width, q)))
 
-    def vs_fastmcp(self) -> float:
-        acp, peer = self.added_p("acp", 50), self.added_p("fastmcp", 50)
-        return math.inf if acp <= 0 else peer / acp
+    def vs_fastmcp(self, key: str = "acp") -> float:
+        """FastMCP's added p50 divided by the path's."""
+        added, peer = self.added_p(key, 50), self.added_p("fastmcp", 50)
+        return math.inf if added <= 0 else peer / added
 
     def rss_mb(self, key: str) -> float:
         return self.median(key, lambda s: s.rss_kb * 1024 / 1e6)
@@ -765,6 +790,8 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
             check_sample(routes[key], sample)
             if key == "acp":
                 sample.audit = check_acp_audit(homes[key], sample)
+            elif key.startswith("floor"):
+                check_floor_records(homes[key], sample)
             routes[key].samples.append(sample)
     finally:
         for session in sessions.values():
@@ -776,7 +803,7 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
 
 def compile_mcp_acp() -> None:
     """Compile mcp-acp's modules to bytecode (``__pycache__``, as ``pip install`` of a wheel
-    does), so that all three paths start from bytecode: the backend's and FastMCP's packages
+    does), so that every path starts from bytecode: the backend's and FastMCP's packages
     were compiled when pip installed them, but an editable checkout is not, and with
     ``PYTHONDONTWRITEBYTECODE`` set nothing ever writes its cache — every ``mcp-acp run``
     would compile its ~60 modules from source (about 50 ms here), which no installed
@@ -833,6 +860,10 @@ def machine_line() -> str:
     )
 
 
+def _times(ratio: float) -> str:
+    return "∞" if math.isinf(ratio) else f"{ratio:.1f}x"
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -887,7 +918,7 @@ def render(report: Report, *, quick: bool) -> str:
         ),
         (
             "FastMCP added p50 ÷ mcp-acp added p50",
-            "∞" if math.isinf(vs_fastmcp) else f"{vs_fastmcp:.1f}x",
+            _times(vs_fastmcp),
             f"≥ {TARGET_VS_FASTMCP:g}x",
             vs_fastmcp >= TARGET_VS_FASTMCP,
         ),
@@ -951,10 +982,29 @@ def render(report: Report, *, quick: bool) -> str:
         row("direct"),
         row("acp"),
         row("fastmcp"),
+        row("floor"),
+        row("floor-flush"),
         "",
         "| target (from the issue) | measured | target | met? |",
         "|---|---:|---:|---|",
         *(f"| {name} | {value} | {want} | {_yes(ok)} |" for name, value, want, ok in targets),
+        "",
+        "The floor (`bench/floor_relay.py`, not a proxy to run: it parses each request, denies "
+        "`rm_rf` by name and makes one record per request durable before forwarding it, and "
+        "does nothing else) measured against the same targets, to show what they ask of any "
+        "Python proxy that keeps the write-ahead rule on this machine; and the same floor "
+        "with its records never synced, to show what the fsync costs:",
+        "",
+        "| target | mcp-acp | floor | floor, no fsync | target |",
+        "|---|---:|---:|---:|---:|",
+        f"| added p50 | {acp_added:.2f} ms | {report.added_p('floor', 50):.2f} ms "
+        f"| {report.added_p('floor-flush', 50):.2f} ms | ≤ {TARGET_ADDED_P50_MS:g} ms |",
+        f"| FastMCP added p50 ÷ the path's | {_times(vs_fastmcp)} "
+        f"| {_times(report.vs_fastmcp('floor'))} | {_times(report.vs_fastmcp('floor-flush'))} "
+        f"| ≥ {TARGET_VS_FASTMCP:g}x |",
+        f"| 8-way calls/s ÷ direct | {throughput:.1%} "
+        f"| {report.throughput_ratio('floor'):.1%} "
+        f"| {report.throughput_ratio('floor-flush'):.1%} | ≥ {TARGET_THROUGHPUT:.0%} |",
         "",
         "Load: latency with N requests in flight (the security checklist's \"1, 10 and 100 "
         "concurrent clients\": mcp-acp's front is stdio, one client per proxy process, so "

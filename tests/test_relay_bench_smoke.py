@@ -1,7 +1,7 @@
-"""Smoke test of the relay benchmark: a ``--quick`` run through all three paths.
+"""Smoke test of the relay benchmark: a ``--quick`` run through all five paths.
 
-Checks what was answered and the report's shape — rm_rf denied by both proxies, every
-figure present and positive — never the timings against their targets."""
+Checks what was answered and the report's shape — rm_rf denied by both proxies and both
+floors, every figure present and positive — never the timings against their targets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from types import ModuleType
 
 import pytest
 
-ROWS = ("backend direct", "`mcp-acp run`", "FastMCP")
+ROWS = (
+    "backend direct",
+    "`mcp-acp run`",
+    "FastMCP",
+    "floor: line relay + fsync",
+    "floor, no fsync",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,7 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
     header = "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | 8-way calls/s "
     assert header in text
     table = text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]  # after the rule
-    assert len(table) == 3
+    assert len(table) == len(ROWS)
     rows = {}
     for line, name in zip(table, ROWS, strict=True):
         assert line.startswith(f"| {name}")
@@ -59,6 +65,24 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
     assert re.search(r"- `mcp-acp run`: .*\['echo'\]; `rm_rf` → denied: error -32003\.", text)
     assert re.search(r"- FastMCP [\d.]+ proxy: .*\['echo'\]; `rm_rf` → denied: isError\.", text)
     assert "1 rm_rf deny" in text  # and the denial is on mcp-acp's audit record
+    for name in ROWS[3:]:
+        assert re.search(
+            rf"- {re.escape(name)}: .*\['echo'\]; `rm_rf` → denied: error -32003\.", text
+        )
+
+    # the targets applied to the floors too: three rows, each with four figures
+    floor_header = "| target | mcp-acp | floor | floor, no fsync | target |"
+    assert floor_header in text
+    floor = text.split(floor_header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in floor] == [
+        "added p50",
+        "FastMCP added p50 ÷ the path's",
+        "8-way calls/s ÷ direct",
+    ]
+    assert all(len(line.strip("|").split("|")) == 5 for line in floor)
+    assert _number(floor[0].split("|")[2].strip().removesuffix(" ms")) == _number(
+        rows["`mcp-acp run`"][3]
+    )
 
     targets = re.findall(r"^\| .+ \| .+ \| [≤≥] .+ \| (yes|NO) \|$", text, re.MULTILINE)
     assert len(targets) == 5
@@ -121,6 +145,36 @@ def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
     sample.listed = ["echo", "rm_rf"]  # a proxy must hide the denied tool
     with pytest.raises(AssertionError, match="tools/list"):
         bench.check_sample(routes["fastmcp"], sample)
+
+
+def test_a_floor_that_skips_a_record_fails_the_check(bench: ModuleType, tmp_path: Path) -> None:
+    """The floor's one rule, a record per request, is checked after each session."""
+    echo = '{"method": "tools/call", "name": "echo"}\n'
+    sample = bench.Sample(
+        ready_s=1.0,
+        first_call_s=1.0,
+        listed=["echo"],
+        rm_rf="denied: error -32003",
+        sequential_ns=[1_000_000],
+        rate=100.0,
+        concurrent_ns=[1_000_000],
+        rss_kb=1000,
+        hwm_kb=1000,
+        backend_rss_kb=1000,
+        echo_calls=3,
+        exit_code=0,
+        load_ns={width: [1_000_000] for width in bench.LOAD_WIDTHS},
+        load_rate=dict.fromkeys(bench.LOAD_WIDTHS, 100.0),
+    )
+    records = tmp_path / "floor-records.jsonl"
+    records.write_text(echo * 3 + '{"deny":98}\n')
+    bench.check_floor_records(tmp_path, sample)
+    records.write_text(echo * 2 + '{"deny":98}\n')
+    with pytest.raises(AssertionError, match="2 echo records, 3 calls"):
+        bench.check_floor_records(tmp_path, sample)
+    records.write_text(echo * 3)
+    with pytest.raises(AssertionError, match="0 rm_rf denials"):
+        bench.check_floor_records(tmp_path, sample)
 
 
 # A stdio peer answering each tools/call with the echo of its id, except for the call with
