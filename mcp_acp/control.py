@@ -13,11 +13,11 @@ or coroutines for an answer that must wait for something (the ``cli`` approver's
 ``status``; a component that wants commands of its own (the ``cli`` approver's ``list``,
 ``approve``, ``deny``) offers them with a ``control_ops()`` method.
 
-A proxy that ends fail closed cannot answer any more — its event loop does not run again
-— so on the way out it leaves a note beside its socket, ``proxy-<pid>.ended`` (0600): the
-approvals it ended and what became of each (:meth:`ControlServer.record_ended`). An answer
-that comes too late, while the process exits or after, is told that instead of "no such
-approval" (:func:`ended_approval`). A note is kept :data:`ENDED_KEEP_SECONDS`, then removed
+A proxy whose session has ended cannot answer any more — after a fail-closed shutdown its
+event loop does not even run again — so on the way out it leaves a note beside its socket,
+``proxy-<pid>.ended`` (0600): the approvals it held or ended and what became of each
+(:meth:`ControlServer.record_ended`). An answer that comes too late, while the process
+exits or after, is told that instead of "no such approval" (:func:`ended_approval`). A note is kept :data:`ENDED_KEEP_SECONDS`, then removed
 by whoever reads it or by the next proxy to start.
 """
 
@@ -225,11 +225,11 @@ class ControlServer:
         return self.directory / f"proxy-{os.getpid()}.ended"
 
     def record_ended(self, ended: Mapping[str, Mapping[str, Any]]) -> None:
-        """At a fail-closed exit: note ``ended`` — approval id -> what became of it — beside
-        the socket (``proxy-<pid>.ended``, 0600, replaced whole), for answers that come too
-        late (:func:`ended_approval`). Synchronous, for the shutdown coordinator's callbacks
-        (before the socket is removed); nothing if there is nothing to note. Never raises:
-        it runs while something is failing."""
+        """At the end of the session: note ``ended`` — approval id -> what became of it —
+        beside the socket (``proxy-<pid>.ended``, 0600, replaced whole), for answers that
+        come too late (:func:`ended_approval`). Synchronous, for the shutdown coordinator's
+        callbacks at a fail-closed exit (before the socket is removed); nothing if there is
+        nothing to note. Never raises: it may run while something is failing."""
         if not ended or not self._made:
             return
         try:
@@ -331,7 +331,7 @@ def _remove_old_notes(directory: Path) -> None:
 
 
 def ended_approval(directory: Path, approval_id: str) -> tuple[int, dict[str, Any]] | None:
-    """What became of ``approval_id``, if a proxy that ended fail closed noted it
+    """What became of ``approval_id``, if a proxy that has ended noted it
     (:meth:`ControlServer.record_ended`): that proxy's pid and its entry (``answer``: what
     was answered, None if nothing was; ``by``; ``outcome``), else None. Read like
     :func:`sockets` reads: in a private directory (``ControlError`` if not), regular files

@@ -136,7 +136,8 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
     the request waited decides again, so an approval may still end in a denial, or pass
     without being remembered; an audit trail that fails meanwhile denies it.
 
-    No running proxy has the approval pending: if a proxy that ended fail closed noted it
+    The approval has ended (answered, timed out, cancelled, cut short): if the running
+    proxy that held it remembers it, or a proxy that has ended noted it
     (:func:`~mcp_acp.control.ended_approval`), say what became of it — exit 1, unless this
     very answer was taken by that proxy, which ended before it could reply."""
     directory = _socket_dir(socket_dir) or runtime_dir()
@@ -155,6 +156,8 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
         if answer.get("ok"):
             click.echo(_outcome_line(approval_id, answer.get("result"), answer))
             return
+        if isinstance(answer.get("ended"), dict):  # this proxy held it; it has ended
+            _ended(approval_id, _pid(path), answer["ended"], ours=False, live=True)
     ended = ended_approval(directory, approval_id)
     if ended is not None:
         _ended(approval_id, *ended, ours=ended[0] in cut)
@@ -182,18 +185,31 @@ def _outcome_line(approval_id: str, result: Any, answer: Mapping[str, Any]) -> s
     return line
 
 
-def _ended(approval_id: str, pid: int, entry: Mapping[str, Any], *, ours: bool) -> None:
-    """An approval that a proxy ended fail closed (``entry`` from its note): what became of
-    it. Printed as the answer if ``ours`` — the proxy took this command, then ended before
-    it could reply; otherwise an error (exit 1): this answer came too late."""
+def _ended(
+    approval_id: str, pid: int, entry: Mapping[str, Any], *, ours: bool, live: bool = False
+) -> None:
+    """An approval that has ended (``entry``: from the note of a proxy that has ended, or
+    from the running proxy that held it if ``live``): what became of it. Printed as the
+    answer if ``ours`` — the proxy took this command, then ended before it could reply;
+    otherwise an error (exit 1): this answer came too late."""
     answer = entry.get("answer")
     if answer is not None and ours:
         click.echo(_outcome_line(approval_id, answer, {"outcome": entry.get("outcome")}))
         return
-    named, outcome = _text(approval_id), _text(entry.get("outcome"))
+    named = _text(approval_id)
+    outcome = (
+        _text(entry["outcome"])
+        if entry.get("outcome") is not None
+        else "it has not said yet what became of the request"
+    )
     if answer is None:
         raise McpAcpError(f"approval {named} ended unanswered: {outcome} (proxy pid {pid})")
     by = f" by {_text(entry.get('by'))}" if entry.get("by") else ""
+    if live:
+        raise McpAcpError(
+            f"approval {named} was already answered ({_text(answer)}{by}); the proxy: "
+            f"{outcome} (proxy pid {pid})"
+        )
     raise McpAcpError(
         f"approval {named} was answered ({_text(answer)}{by}) before its proxy ended "
         f"(pid {pid}); the proxy: {outcome}"

@@ -183,10 +183,11 @@ class Approver(Protocol):
     refused it, with one sentence saying what became of it (``"allowed and forwarded;
     remembered"``, ``"denied: …"``, ``"not forwarded: …"``) — a policy reloaded while the
     request waited decides again, and an audit trail that fails before the request is sent
-    on denies it, so an approval is not the last word; ``ended_at_exit(why)``, at a
-    fail-closed exit (the event loop does not run again), returning each approval it still
-    holds — id -> ``answer``, ``by``, ``outcome`` — for the note the control socket leaves
-    for answers that come too late (:meth:`mcp_acp.control.ControlServer.record_ended`).
+    on denies it, so an approval is not the last word; ``ended_at_exit(why)``, at the end
+    of the session (synchronous: at a fail-closed exit the event loop does not run again),
+    returning each approval it holds or remembers — id -> ``answer``, ``by``, ``outcome``
+    — for the note the control socket leaves for answers that come too late
+    (:meth:`mcp_acp.control.ControlServer.record_ended`).
     """
 
     name: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,6 +148,46 @@ async def test_deny_approver_denies() -> None:
     outcome = await DenyApprover().request_approval(approval)
     assert outcome.result is ApprovalResult.DENY
     assert not outcome.result.allows
+
+
+async def test_the_cli_approver_remembers_the_last_ended_approvals_for_late_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Approvals that end are remembered for answers that come too late — the last
+    ``MAX_ENDED`` only, so a long session's memory stays bounded — and listed for the note
+    left at the session's end, with what became of each."""
+    from mcp_acp.builtins import cli_approver
+    from mcp_acp.models import ApprovalRequest
+
+    monkeypatch.setattr(cli_approver, "MAX_ENDED", 2)
+    approver = cli_approver.CliApprover()
+    for number in range(3):
+        approval = ApprovalRequest(
+            approval_id=f"a{number}",
+            request=request(),
+            decision=Decision(Effect.ASK, "sha256:x", reason="ask rule"),
+            summary="read_file /etc/passwd",
+            timeout_seconds=60,
+        )
+        asking = asyncio.ensure_future(approver.request_approval(approval))
+        await asyncio.sleep(0)
+        assert approver.pending_count == 1
+        asking.cancel()  # cut short, as the session's end or the client's cancel does
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        approver.approval_settled(f"a{number}", f"not forwarded: reason {number}")
+    assert approver.pending_count == 0
+    assert approver.ended_at_exit("the session ended") == {
+        "a1": {"answer": None, "by": None, "outcome": "not forwarded: reason 1"},
+        "a2": {"answer": None, "by": None, "outcome": "not forwarded: reason 2"},
+    }
+    late = await approver.control_ops()["approve"]({"id": "a2"}, "bob")
+    assert late == {
+        "error": "approval 'a2' has ended",
+        "ended": {"answer": None, "by": None, "outcome": "not forwarded: reason 2"},
+    }
+    forgotten = await approver.control_ops()["approve"]({"id": "a0"}, "bob")
+    assert forgotten == {"error": "no pending approval 'a0'"}
 
 
 async def test_local_identity_is_the_os_user_and_not_token_grade() -> None:

@@ -12,8 +12,11 @@ refused it (:meth:`CliApprover.approval_settled`), with what became of it under
 meanwhile decides again — the request may be denied, or passed without being remembered —
 and an audit trail that fails before the request is sent on denies it.
 
-At a fail-closed exit the proxy can answer nothing more; :meth:`CliApprover.ended_at_exit`
-says what became of each approval it held, for the note the control socket leaves behind.
+An approval that has ended — answered, timed out, cancelled by the client, cut short by
+the session's end — is remembered (the last :data:`MAX_ENDED`), so that an answer that comes
+too late is told what became of it rather than that there is no such approval: by the
+running proxy, and, once the session is over, by the note the control socket leaves behind
+(:meth:`CliApprover.ended_at_exit`, at every end of the session, fail closed or not).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ __all__ = ["CliApprover", "CliApproverConfig"]
 
 #: How long ``approve``/``deny`` wait to hear what became of the request (the CLI waits 5 s).
 SETTLE_SECONDS = 4.0
+#: How many ended approvals a proxy remembers for answers that come too late (oldest go).
+MAX_ENDED = 256
+
+#: What an ended approval is remembered as: ``answer`` (what was answered, None if nobody
+#: did), ``by`` (who), ``outcome`` (what became of the request; None if not said yet).
+Ended = dict[str, str | None]
 
 
 class CliApproverConfig(BaseModel):
@@ -68,6 +77,7 @@ class CliApprover:
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
         self._settling: dict[str, _Settling] = {}
+        self._ended: dict[str, Ended] = {}  # oldest first, at most MAX_ENDED
 
     @classmethod
     def from_config(cls, options: CliApproverConfig, context: PluginContext) -> CliApprover:
@@ -94,6 +104,7 @@ class CliApprover:
             result, who = ApprovalResult.TIMEOUT, ""
         finally:
             self._pending.pop(request.approval_id, None)
+            self._remember(request.approval_id, answer)
         if result is ApprovalResult.ALLOW_AND_CACHE and not request.cacheable:
             result = ApprovalResult.ALLOW_ONCE  # e.g. code execution: never remembered
         return ApprovalOutcome(
@@ -104,33 +115,57 @@ class CliApprover:
             detail=None if who else "nobody answered in time",
         )
 
+    def _remember(
+        self, approval_id: str, answer: asyncio.Future[tuple[ApprovalResult, str]]
+    ) -> None:
+        """The approval ``approval_id`` is no longer pending: remember what was answered
+        (nothing, if ``answer`` is not done), for answers that come too late; what became
+        of the request follows (:meth:`approval_settled`)."""
+        answered = answer.done() and not answer.cancelled()
+        result, who = answer.result() if answered else (None, "")
+        self._ended[approval_id] = {
+            "answer": result.value if result is not None else None,
+            "by": who or None,
+            "outcome": None,
+        }
+        while len(self._ended) > MAX_ENDED:
+            del self._ended[next(iter(self._ended))]
+
     def approval_settled(self, approval_id: str, outcome: str) -> None:
         """The proxy has decided the request ``approval_id`` asked about: ``outcome`` says
-        what became of it (``allowed; remembered``, ``denied: …``), for whoever answered."""
+        what became of it (``allowed; remembered``, ``denied: …``), for whoever answered,
+        and for whoever answers too late."""
         settling = self._settling.get(approval_id)
         if settling is not None and not settling.outcome.done():
             settling.outcome.set_result(outcome)
+        ended = self._ended.get(approval_id)
+        if ended is not None:
+            ended["outcome"] = outcome
 
-    def ended_at_exit(self, why: str) -> dict[str, dict[str, str | None]]:
-        """At a fail-closed exit (``why``: ``the proxy shut down (…)``; synchronous — the
-        event loop does not run again): each approval still pending, or answered with its
-        answerer not yet told what became of the request, and what did — ``answer`` (None:
-        nobody answered), ``by``, ``outcome`` — for the note the control socket leaves
-        (:meth:`mcp_acp.control.ControlServer.record_ended`). The enforcement point has
-        settled what it could just before (:meth:`approval_settled`)."""
-        ended: dict[str, dict[str, str | None]] = {}
+    def ended_at_exit(self, why: str) -> dict[str, Ended]:
+        """At the end of the session (``why``: ``the proxy shut down (…)`` at a fail-closed
+        exit, where this is synchronous and the event loop does not run again; else what
+        ended it): each approval still pending, answered with its answerer not yet told
+        what became of the request, or ended (the last :data:`MAX_ENDED`), and what
+        became of it — ``answer`` (None: nobody answered), ``by``, ``outcome`` — for the
+        note the control socket leaves (:meth:`mcp_acp.control.ControlServer.record_ended`).
+        The enforcement point has settled what it could just before
+        (:meth:`approval_settled`)."""
+        ended: dict[str, Ended] = {}
         for key, pending in list(self._pending.items()):
             if not pending.answer.done():
                 outcome = f"{why}; the request was denied"
                 ended[key] = {"answer": None, "by": None, "outcome": outcome}
+        unknown = f"not known: {why} before it said what became of the request"
         for key, settling in list(self._settling.items()):
             told = settling.outcome
-            if told.done() and not told.cancelled():
-                outcome = told.result()
-            else:  # allowed, and being forwarded when the process ended
-                outcome = f"not known: {why} before it said what became of the request"
+            # not told yet: allowed, and being forwarded when the process ended
+            outcome = told.result() if told.done() and not told.cancelled() else unknown
             answer = settling.result.value
             ended[key] = {"answer": answer, "by": settling.who, "outcome": outcome}
+        for key, entry in list(self._ended.items()):
+            if key not in ended:
+                ended[key] = {**entry, "outcome": entry["outcome"] or unknown}
         return ended
 
     # ---------------------------------------------------------------- control operations
@@ -166,6 +201,9 @@ class CliApprover:
         approval_id = str(command.get("id"))
         pending = self._pending.get(approval_id)
         if pending is None or pending.answer.done():
+            ended = self._ended.get(approval_id)
+            if ended is not None:  # too late: say what became of it
+                return {"error": f"approval {approval_id!r} has ended", "ended": dict(ended)}
             return {"error": f"no pending approval {command.get('id')!r}"}
         if result is ApprovalResult.ALLOW_AND_CACHE and not pending.request.cacheable:
             result = ApprovalResult.ALLOW_ONCE

@@ -611,14 +611,17 @@ async def _relay(
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
     await control.start()  # ready before the first request can wait for an answer
     ended_at_exit = getattr(approver, "ended_at_exit", None)
-    if callable(ended_at_exit):
 
-        def note_ended(reason: str) -> None:  # after the enforcement point's: its reason
-            why = pep.ending or f"the proxy shut down ({reason})"
+    def note_ended(why: str) -> None:
+        """Leave the note of the approvals this session held (if the approver keeps them):
+        an answer that comes too late is told what became of its approval."""
+        if callable(ended_at_exit):
             control.record_ended(ended_at_exit(why))
 
-        # a fail-closed exit: an answer that comes too late is told what became of it
-        shutdown.on_session_end(note_ended)
+    # a fail-closed exit; after the enforcement point's callback, so its reason
+    shutdown.on_session_end(
+        lambda reason: note_ended(pep.ending or f"the proxy shut down ({reason})")
+    )
     shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
@@ -650,6 +653,10 @@ async def _relay(
     finally:
         monitor.cancel()
         posture.stop_watching()
+        try:  # every other end of the session: the relay has settled what it held
+            note_ended(pep.ending or ended)
+        except Exception as exc:  # the approver's bug: the session still ends as it must
+            log.error("ended approvals not noted: the approver failed: %s", exc)
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)

@@ -529,6 +529,97 @@ def test_an_answer_after_a_fail_closed_shutdown_is_told_why_the_approval_ended(
     assert run.echoed() == []
 
 
+@pytest.mark.parametrize("end", ["client", "SIGTERM", "backend"])
+def test_an_answer_after_the_session_ended_is_told_why_the_approval_ended(
+    asking: Callable[..., Asking], end: str
+) -> None:
+    """The session ends while a request waits for a human — the client closes it, the proxy
+    is stopped, or the backend exits — and the request is denied. An answer sent then is
+    told, in one line and with exit 1, that the approval ended and why: the running proxy's
+    note outlives it, as it does at a fail-closed exit."""
+    crash = {"id": "crash", "effect": "allow", "conditions": {"tool_name": "crash"}}
+    run = asking({"version": "1", "rules": [*ASK_ECHO["rules"], crash]})
+    run.echo("one")
+    (waiting,) = run.pending()
+    proc = run.proxy.proc
+    if end == "client":
+        proc.stdin.close()  # type: ignore[union-attr]
+        why = "the client closed the session"
+    elif end == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+        why = "the proxy was stopped (SIGTERM received)"
+    else:
+        run.proxy.request("tools/call", {"name": "crash", "arguments": {}})
+        why = "the backend exited"
+    code = proc.wait(timeout=30)
+    assert code == (17 if end == "backend" else 0)
+    assert not list(run.sockets.glob("proxy-*.sock"))
+    (note,) = run.sockets.glob("proxy-*.ended")
+    assert note.stat().st_mode & 0o777 == 0o600
+    for answer in ("approve", "deny"):
+        late = run.cli(answer, waiting["id"])
+        assert late.returncode == 1
+        assert late.stdout == ""
+        assert late.stderr.startswith(
+            f"error: approval {waiting['id']} ended unanswered: not forwarded: {why}"
+        ), late.stderr
+        assert late.stderr.endswith(f" (proxy pid {proc.pid})\n")
+        assert len(late.stderr.splitlines()) == 1
+    assert run.echoed() == []
+
+
+def test_an_answer_that_comes_too_late_is_told_what_became_of_the_approval(
+    asking: Callable[..., Asking],
+) -> None:
+    """While the session goes on: an approval answered twice, one the client cancelled and
+    one that timed out. Each late answer is told, in one line and with exit 1, what became
+    of the approval — not that there is no such approval — and changes nothing."""
+    run = asking(ASK_ECHO, proxy={"approval_timeout_seconds": 5})
+    pid = run.proxy.proc.pid
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    first = run.echo("one")
+    (waiting,) = run.pending()
+    assert run.cli("approve", waiting["id"]).returncode == 0
+    assert "result" in run.proxy.answer(first)
+    again = run.cli("deny", waiting["id"])
+    assert again.returncode == 1
+    assert again.stderr == (
+        f"error: approval {waiting['id']} was already answered (allow_once by {me}); "
+        f"the proxy: allowed and forwarded (proxy pid {pid})\n"
+    )
+
+    second = run.echo("two")
+    (waiting,) = run.pending()
+    run.proxy.send(
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": second}}
+    )
+    deadline = time.monotonic() + 10
+    while json.loads(run.cli("list", "--json").stdout) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cancelled = run.cli("approve", waiting["id"])
+    assert cancelled.returncode == 1
+    assert cancelled.stderr == (
+        f"error: approval {waiting['id']} ended unanswered: not forwarded: cancelled by the "
+        f"client (proxy pid {pid})\n"
+    )
+
+    third = run.echo("three")
+    (waiting,) = run.pending()
+    answer = run.proxy.answer(third, timeout=30)
+    assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
+    timed_out = run.cli("approve", waiting["id"])
+    assert timed_out.returncode == 1
+    assert timed_out.stderr.startswith(
+        f"error: approval {waiting['id']} ended unanswered: denied: "
+    ), timed_out.stderr
+    assert "; not approved: timeout after 5 s" in timed_out.stderr
+    assert timed_out.stderr.endswith(f" (proxy pid {pid})\n")
+
+    assert run.echoed() == ["one"]
+    assert run.proxy.close() == 0
+
+
 def test_an_approval_is_told_the_denial_when_the_trail_fails_before_the_request_is_sent(
     asking: Callable[..., Asking],
 ) -> None:

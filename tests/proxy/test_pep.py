@@ -837,6 +837,7 @@ async def test_a_caller_that_forwards_says_what_became_of_an_approved_request(
     await setup.trail.start()
     await setup.control.start()
     pep, why = setup.pep, "the proxy shut down (audit failure: gone)"
+    ended: list[str] = []
     for refused in (None, "denied: the audit trail cannot be written (gone)"):
         deciding = asyncio.create_task(
             pep.check("tools/call", write("/data/a.txt"), 1, forwards=True)
@@ -847,16 +848,25 @@ async def test_a_caller_that_forwards_says_what_became_of_an_approved_request(
         )
         verdict = await deciding
         assert verdict.allowed
-        assert setup.approver.ended_at_exit(why) == {
-            pending["id"]: {
-                "answer": "allow_once",
-                "by": pwd.getpwuid(os.geteuid()).pw_name,
-                "outcome": f"not known: {why} before it said what became of the request",
-            }
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        assert setup.approver.ended_at_exit(why)[pending["id"]] == {
+            "answer": "allow_once",
+            "by": me,
+            "outcome": f"not known: {why} before it said what became of the request",
         }
         pep.settled(verdict, refused)
         told = (await approving)["outcome"]
         assert told == (refused or "allowed and forwarded")
+        ended.append(pending["id"])
+    # both remembered, for answers that come too late, with what became of each
+    assert setup.approver.ended_at_exit(why) == {
+        ended[0]: {"answer": "allow_once", "by": me, "outcome": "allowed and forwarded"},
+        ended[1]: {
+            "answer": "allow_once",
+            "by": me,
+            "outcome": "denied: the audit trail cannot be written (gone)",
+        },
+    }
     await setup.control.close()
     await setup.trail.close()
 
