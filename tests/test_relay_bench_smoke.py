@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -113,13 +114,13 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
             assert cells[2:6] == rows[name][1:5], line
 
 
-def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
-    routes = bench.make_routes()
-    sample = bench.Sample(
+def a_sample(bench: ModuleType, *, rm_rf: str) -> Any:
+    """A session's figures as the checks see them: one of each, 3 echo calls."""
+    return bench.Sample(
         ready_s=1.0,
         first_call_s=1.0,
         listed=["echo"],
-        rm_rf="ran",
+        rm_rf=rm_rf,
         sequential_ns=[1_000_000],
         rate=100.0,
         concurrent_ns=[1_000_000],
@@ -131,6 +132,11 @@ def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
         load_ns={width: [1_000_000] for width in bench.LOAD_WIDTHS},
         load_rate=dict.fromkeys(bench.LOAD_WIDTHS, 100.0),
     )
+
+
+def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
+    routes = bench.make_routes()
+    sample = a_sample(bench, rm_rf="ran")
     for key in ("acp", "fastmcp"):
         with pytest.raises(AssertionError, match="rm_rf answered 'ran'"):
             bench.check_sample(routes[key], sample)
@@ -150,22 +156,7 @@ def test_a_proxy_that_lets_rm_rf_run_fails_the_check(bench: ModuleType) -> None:
 def test_a_floor_that_skips_a_record_fails_the_check(bench: ModuleType, tmp_path: Path) -> None:
     """The floor's one rule, a record per request, is checked after each session."""
     echo = '{"method": "tools/call", "name": "echo"}\n'
-    sample = bench.Sample(
-        ready_s=1.0,
-        first_call_s=1.0,
-        listed=["echo"],
-        rm_rf="denied: error -32003",
-        sequential_ns=[1_000_000],
-        rate=100.0,
-        concurrent_ns=[1_000_000],
-        rss_kb=1000,
-        hwm_kb=1000,
-        backend_rss_kb=1000,
-        echo_calls=3,
-        exit_code=0,
-        load_ns={width: [1_000_000] for width in bench.LOAD_WIDTHS},
-        load_rate=dict.fromkeys(bench.LOAD_WIDTHS, 100.0),
-    )
+    sample = a_sample(bench, rm_rf="denied: error -32003")
     records = tmp_path / "floor-records.jsonl"
     records.write_text(echo * 3 + '{"deny":98}\n')
     bench.check_floor_records(tmp_path, sample)

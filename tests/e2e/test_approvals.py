@@ -277,6 +277,14 @@ class Asking:
             timeout=30,
         )
 
+    def too_late(self, answer: str, approval_id: str) -> str:
+        """``approvals approve|deny`` of an approval that has ended: it must fail (exit 1)
+        with one line on stderr and nothing on stdout; that line."""
+        late = self.cli(answer, approval_id)
+        assert (late.returncode, late.stdout) == (1, ""), late
+        assert len(late.stderr.splitlines()) == 1, late.stderr
+        return late.stderr
+
     def pending(self) -> list[dict[str, Any]]:
         """The pending approvals, once there are any (waits up to 10 s)."""
         deadline = time.monotonic() + 10
@@ -516,10 +524,7 @@ def test_an_answer_after_a_fail_closed_shutdown_is_told_why_the_approval_ended(
     (note,) = run.sockets.glob("proxy-*.ended")
     assert note.stat().st_mode & 0o777 == 0o600
     for answer in ("approve", "deny"):
-        late = run.cli(answer, waiting["id"])
-        assert late.returncode == 1
-        assert late.stdout == ""
-        assert late.stderr == (
+        assert run.too_late(answer, waiting["id"]) == (
             f"error: approval {waiting['id']} ended unanswered: the proxy shut down ({why}); "
             f"the request was denied (proxy pid {run.proxy.proc.pid})\n"
         )
@@ -557,14 +562,11 @@ def test_an_answer_after_the_session_ended_is_told_why_the_approval_ended(
     (note,) = run.sockets.glob("proxy-*.ended")
     assert note.stat().st_mode & 0o777 == 0o600
     for answer in ("approve", "deny"):
-        late = run.cli(answer, waiting["id"])
-        assert late.returncode == 1
-        assert late.stdout == ""
-        assert late.stderr.startswith(
+        late = run.too_late(answer, waiting["id"])
+        assert late.startswith(
             f"error: approval {waiting['id']} ended unanswered: not forwarded: {why}"
-        ), late.stderr
-        assert late.stderr.endswith(f" (proxy pid {proc.pid})\n")
-        assert len(late.stderr.splitlines()) == 1
+        ), late
+        assert late.endswith(f" (proxy pid {proc.pid})\n")
     assert run.echoed() == []
 
 
@@ -582,9 +584,7 @@ def test_an_answer_that_comes_too_late_is_told_what_became_of_the_approval(
     (waiting,) = run.pending()
     assert run.cli("approve", waiting["id"]).returncode == 0
     assert "result" in run.proxy.answer(first)
-    again = run.cli("deny", waiting["id"])
-    assert again.returncode == 1
-    assert again.stderr == (
+    assert run.too_late("deny", waiting["id"]) == (
         f"error: approval {waiting['id']} was already answered (allow_once by {me}); "
         f"the proxy: allowed and forwarded (proxy pid {pid})\n"
     )
@@ -597,9 +597,7 @@ def test_an_answer_that_comes_too_late_is_told_what_became_of_the_approval(
     deadline = time.monotonic() + 10
     while json.loads(run.cli("list", "--json").stdout) and time.monotonic() < deadline:
         time.sleep(0.05)
-    cancelled = run.cli("approve", waiting["id"])
-    assert cancelled.returncode == 1
-    assert cancelled.stderr == (
+    assert run.too_late("approve", waiting["id"]) == (
         f"error: approval {waiting['id']} ended unanswered: not forwarded: cancelled by the "
         f"client (proxy pid {pid})\n"
     )
@@ -608,13 +606,10 @@ def test_an_answer_that_comes_too_late_is_told_what_became_of_the_approval(
     (waiting,) = run.pending()
     answer = run.proxy.answer(third, timeout=30)
     assert "; not approved: timeout after 5 s (request" in answer["error"]["message"]
-    timed_out = run.cli("approve", waiting["id"])
-    assert timed_out.returncode == 1
-    assert timed_out.stderr.startswith(
-        f"error: approval {waiting['id']} ended unanswered: denied: "
-    ), timed_out.stderr
-    assert "; not approved: timeout after 5 s" in timed_out.stderr
-    assert timed_out.stderr.endswith(f" (proxy pid {pid})\n")
+    timed_out = run.too_late("approve", waiting["id"])
+    assert timed_out.startswith(f"error: approval {waiting['id']} ended unanswered: denied: ")
+    assert "; not approved: timeout after 5 s" in timed_out
+    assert timed_out.endswith(f" (proxy pid {pid})\n")
 
     assert run.echoed() == ["one"]
     assert run.proxy.close() == 0
