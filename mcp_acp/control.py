@@ -17,8 +17,9 @@ A proxy whose session has ended cannot answer any more — after a fail-closed s
 event loop does not even run again — so on the way out it leaves a note beside its socket,
 ``proxy-<pid>.ended`` (0600): the approvals it held or ended and what became of each
 (:meth:`ControlServer.record_ended`). An answer that comes too late, while the process
-exits or after, is told that instead of "no such approval" (:func:`ended_approval`). A note is kept :data:`ENDED_KEEP_SECONDS`, then removed
-by whoever reads it or by the next proxy to start.
+exits or after, is told that instead of "no such approval" (:func:`ended_approval`). A
+note is kept :data:`ENDED_KEEP_SECONDS`, then removed by whoever reads it or by the next
+proxy to start.
 """
 
 from __future__ import annotations
