@@ -188,6 +188,10 @@ async def test_the_cli_approver_remembers_the_last_ended_approvals_for_late_answ
     }
     forgotten = await approver.control_ops()["approve"]({"id": "a0"}, "bob")
     assert forgotten == {"error": "no pending approval 'a0'"}
+    # an outcome that quotes the request at length is kept short
+    approver.approval_settled("a2", "denied: path " + "x" * 5000)
+    kept = approver.ended_at_exit("the session ended")["a2"]["outcome"]
+    assert kept == ("denied: path " + "x" * 5000)[: cli_approver.MAX_OUTCOME] + "…"
 
 
 async def test_local_identity_is_the_os_user_and_not_token_grade() -> None:

@@ -40,6 +40,9 @@ __all__ = ["CliApprover", "CliApproverConfig"]
 SETTLE_SECONDS = 4.0
 #: How many ended approvals a proxy remembers for answers that come too late (oldest go).
 MAX_ENDED = 256
+#: How much of each remembered outcome is kept: a reason may quote the request (a path, a
+#: name) at any length, and the memory, and the note, must stay small.
+MAX_OUTCOME = 1000
 
 #: What an ended approval is remembered as: ``answer`` (what was answered, None if nobody
 #: did), ``by`` (who), ``outcome`` (what became of the request; None if not said yet).
@@ -140,7 +143,9 @@ class CliApprover:
             settling.outcome.set_result(outcome)
         ended = self._ended.get(approval_id)
         if ended is not None:
-            ended["outcome"] = outcome
+            ended["outcome"] = (
+                outcome if len(outcome) <= MAX_OUTCOME else outcome[:MAX_OUTCOME] + "…"
+            )
 
     def ended_at_exit(self, why: str) -> dict[str, Ended]:
         """At the end of the session (``why``: ``the proxy shut down (…)`` at a fail-closed
