@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 MAX_LINE = 64 * 1024
-#: How long the note of a proxy that ended fail closed answers for its approvals; an older
+#: How long the note of a proxy that has ended answers for its approvals; an older
 #: one is removed by whoever reads it (no approval waits longer than 300 s anyway).
 ENDED_KEEP_SECONDS = 600.0
 #: A note larger than this is not read (it holds a few approvals, a line each).
