@@ -65,6 +65,14 @@ def test_bare_baseline_writes_every_line(bench: ModuleType, work: Path, fsync: b
     assert list(work.iterdir()) == []
 
 
+def test_interleaved_run_takes_turns_and_verifies(bench: ModuleType, work: Path) -> None:
+    """Target (b)'s run: as many sink writes as bare ones, every record on the chain."""
+    sink_ns, bare_ns = bench.measure_interleaved(work, bench.sample_line(), 45)
+    assert len(sink_ns) == len(bare_ns) == 45  # the last block is cut to what is left
+    assert all(ns > 0 for ns in sink_ns + bare_ns)
+    assert list(work.iterdir()) == []
+
+
 def test_suite_and_report_with_tiny_counts(bench: ModuleType, work: Path) -> None:
     plan = bench.Plan(
         rounds=1, one_fsync=20, one_flush=20, many=2, per_writer_fsync=10, per_writer_flush=10
@@ -76,6 +84,11 @@ def test_suite_and_report_with_tiny_counts(bench: ModuleType, work: Path) -> Non
     assert "| fsync | sink | 2 |" in text
     assert "Target (a)" in text
     assert "Target (b)" in text
+    assert report.runs["sink-fsync-1-interleaved"].events == 20
+    assert report.runs["bare-fsync-interleaved"].events == 20
+    assert "| fsync | sink, taking turns with bare | 1 |" in text
+    assert "| (b) fsync: 1-writer p50 ÷ bare write+fsync p50, taking turns | threads |" in text
+    assert "- (b) from the separate runs" in text
     assert "Load average (1, 5, 15 min) at the start: " in text
     assert report.line_bytes == len(bench.sample_line())
 

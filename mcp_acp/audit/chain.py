@@ -42,7 +42,6 @@ __all__ = [
     "canonical",
     "chain_files",
     "head_path",
-    "head_slot",
     "last_newline",
     "line_schema",
     "log_in_use",
@@ -126,13 +125,6 @@ def open_head(log_dir: Path, stream: str) -> int:
     return os.open(head_path(log_dir, stream), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
-def head_slot(head: ChainHead) -> tuple[bytes, int]:
-    """``head``'s slot in the head file: its bytes and their offset (see :func:`write_head`).
-    A writer prepares it while it seals the records, so that after their fsync only the
-    ``pwrite`` is left."""
-    return _slot(head), (head.seq % 2) * _SLOT
-
-
 def write_head(fd: int, head: ChainHead) -> None:
     """Record the chain head, written after the lines it describes are durable.
 
@@ -140,7 +132,7 @@ def write_head(fd: int, head: ChainHead) -> None:
     the other still holds an earlier head — which only makes truncation detection a little
     more lenient, never raises a false alarm. No rename, no fsync: one ``pwrite``.
     """
-    os.pwrite(fd, *head_slot(head))
+    os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
 
 
 def last_newline(handle: BinaryIO, size: int) -> int:

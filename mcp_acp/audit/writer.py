@@ -43,7 +43,6 @@ from mcp_acp.audit.chain import (
     ChainHead,
     chain_files,
     head_path,
-    head_slot,
     last_newline,
     open_head,
     read_head,
@@ -229,7 +228,6 @@ class StreamWriter:
         self._size = 0
         self._seq = 0
         self._prev = GENESIS
-        self._head_slot = head_slot(ChainHead(0, GENESIS))  # of (_seq, _prev): see _advance
         self._failed: AuditError | None = None
         self.quarantined: list[Path] = []
         self.fsyncs = 0
@@ -243,7 +241,7 @@ class StreamWriter:
             if self.path.is_symlink():  # never followed: it could point anywhere
                 raise OSError(errno.ELOOP, "it is a symbolic link")
             self._recover_partial_line()
-            self._advance(*self._chain_end())
+            self._seq, self._prev = self._chain_end()
             head = read_head(self.log_dir, self.stream)
             if head is None and self._seq > 0 and not head_path(self.log_dir, self.stream).exists():
                 raise AuditError(
@@ -364,7 +362,7 @@ class StreamWriter:
             seq = self._seq + 1
             line, digest = seal(body, seq, self._prev)
             self._put(line)
-            self._advance(seq, digest)
+            self._seq, self._prev = seq, digest
             self._sync()
             return seq
         finally:
@@ -621,15 +619,8 @@ class StreamWriter:
                 lines.append(line)
             data = b"".join(lines)
         self._put(data)
-        self._advance(seq, prev)
-        return seq - len(bodies) + 1
-
-    def _advance(self, seq: int, prev: str) -> None:
-        """The chain now ends at ``seq`` with hash ``prev``: prepare the head's slot here,
-        warm, so that after the fsync (:meth:`_sync`) only its ``pwrite`` is left — built
-        there, right after the fsync, it cost ~13 µs more per commit (A/B, 1 writer)."""
         self._seq, self._prev = seq, prev
-        self._head_slot = head_slot(ChainHead(seq, prev))
+        return seq - len(bodies) + 1
 
     def _put(self, data: bytes) -> None:
         """Check that the file is still ours (device and inode of the path), rotate it if
@@ -655,15 +646,14 @@ class StreamWriter:
     def _sync(self) -> None:
         """Make everything written durable (durability ``fsync``), then record the chain
         head: after every commit, so that a process killed at any moment leaves a head
-        that names its last durable record (one ``pwrite`` into the page cache, of the slot
-        :meth:`_advance` prepared; no fsync of its own — measured: no difference to the
-        commit's latency)."""
+        that names its last durable record (one ``pwrite`` into the page cache, no fsync of
+        its own — measured: no difference to the commit's latency)."""
         try:
             if self._fsync:
                 os.fsync(self._fd)
                 self.fsyncs += 1
             if self._head_fd >= 0:
-                os.pwrite(self._head_fd, *self._head_slot)
+                write_head(self._head_fd, ChainHead(self._seq, self._prev))
         except OSError as exc:
             raise self._write_failed(exc) from exc
 
