@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -85,13 +86,58 @@ def install_plugin(site: Path, *, module: str, source: str, name: str) -> None:
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
 
 
+#: A policy allowing the recording peer's ``echo`` tool and nothing else.
+ALLOW_ECHO = {
+    "version": "1",
+    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+}
+
+
+def engine_plugin(engine: str, decide: str, summary: str) -> str:
+    """The source of a test plugin registering the policy engine ``engine`` (no options),
+    whose ``decide(self, request)`` runs ``decide`` (its body, unindented)."""
+    body = textwrap.indent(textwrap.dedent(decide).strip(), " " * 8)
+    return f"""
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import Decision, Effect
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Engine:
+    policy_id = {engine!r}
+
+    def __init__(self, options, context):
+        pass
+
+    def decide(self, request):
+{body}
+
+
+@hookimpl
+def register_policy_engines(register):
+    register({engine!r}, Engine, Options, summary={summary!r})
+"""
+
+
 def use_plugin(
-    home: Path, site: Path, *, module: str, source: str, name: str, use_for: str, config: Any
+    home: Path,
+    site: Path,
+    *,
+    module: str,
+    source: str,
+    name: str,
+    use_for: str,
+    config: Any = None,
 ) -> dict[str, str]:
     """Install a test plugin (:func:`install_plugin`), choose it for the config section
     ``use_for`` (``identity``, ``policy``, …; ``audit.sinks``: as the only audit sink) with
-    ``config``, and allow it. Returns the environment ``mcp-acp`` runs in to find it
-    (``site`` on ``PYTHONPATH``)."""
+    ``config`` (none: ``{}``), and allow it. Returns the environment ``mcp-acp`` runs in to
+    find it (``site`` on ``PYTHONPATH``)."""
+    config = {} if config is None else config
     install_plugin(site, module=module, source=source, name=name)
     config_file = home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
@@ -181,7 +227,6 @@ def use_mode_check(
         source=MODE_CHECK,
         name="mode-check",
         use_for="posture",
-        config={},
     )
     config_file = home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
@@ -238,7 +283,6 @@ def use_holding_sink(home: Path, site: Path) -> dict[str, str]:
         source=HOLDING_SINK,
         name="holding-jsonl",
         use_for="audit.sinks",
-        config={},
     )
 
 

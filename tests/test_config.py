@@ -656,16 +656,22 @@ def test_a_home_of_nobody_known_is_a_config_error(
 def test_init_stores_absolute_paths(run_cli: Any, tmp_path: Path, config_path: Path) -> None:
     start = tmp_path / "start"
     start.mkdir()
-    result = subprocess.run(
-        [str(CLI), "init", "--non-interactive", "--backend-command", "x", "--backend-cwd", "proj"],
+    init = ["init", "--non-interactive", "--backend-command", "x", "--backend-cwd", "proj"]
+    result = _cli_in(start, config_path, init)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(config_path.read_text())["backend"]["cwd"] == str(start / "proj")
+
+
+def _cli_in(start: Path, config_path: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``mcp-acp ARGS`` run in the directory ``start``, with the HOME ``config_path`` is in."""
+    return subprocess.run(
+        [str(CLI), *args],
         cwd=start,
         capture_output=True,
         text=True,
         env={**os.environ, "HOME": str(config_path.parents[2])},
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(config_path.read_text())["backend"]["cwd"] == str(start / "proj")
 
 
 def test_init_stores_the_plugin_paths_it_is_given_absolute(
@@ -678,9 +684,10 @@ def test_init_stores_the_plugin_paths_it_is_given_absolute(
     start.mkdir()
     config = Path("init-t") / "f.json"
     (start / "init-t").mkdir()
-    result = subprocess.run(
+    result = _cli_in(
+        start,
+        config_path,
         [
-            str(CLI),
             "--config",
             str(config),
             "init",
@@ -698,11 +705,6 @@ def test_init_stores_the_plugin_paths_it_is_given_absolute(
             "--token-storage",
             'encrypted-file={"directory": "tokens"}',
         ],
-        cwd=start,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HOME": str(config_path.parents[2])},
-        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     written = json.loads((start / config).read_text())

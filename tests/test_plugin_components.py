@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from proxy_helpers import (
+    ALLOW_ECHO,
     CLI,
     DENIED,
     E2E,
@@ -30,10 +31,7 @@ from proxy_helpers import (
 )
 
 PEER = E2E / "peers" / "recording_server.py"
-POLICY = {
-    "version": "1",
-    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
-}
+POLICY = ALLOW_ECHO
 
 PLUGIN = """
 import asyncio
@@ -374,7 +372,6 @@ def test_a_write_soon_that_returns_no_future_fails_the_trail_naming_the_sink(
         source=SOON_SINK,
         name="soon-jsonl",
         use_for="audit.sinks",
-        config={},
     )
     proxy = Proxy(isolated_home, env)
     try:

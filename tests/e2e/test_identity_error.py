@@ -15,7 +15,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy_helpers import CLI, DENIED, E2E, Proxy, configure, decisions, records, use_plugin
+from proxy_helpers import (
+    ALLOW_ECHO,
+    CLI,
+    DENIED,
+    E2E,
+    Proxy,
+    configure,
+    decisions,
+    records,
+    use_plugin,
+)
 
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
 
@@ -72,10 +82,7 @@ def test_an_identity_provider_error_is_denied_before_the_backend(
     isolated_home: Path, tmp_path: Path
 ) -> None:
     received = tmp_path / "received.jsonl"
-    policy = {
-        "version": "1",
-        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
-    }
+    policy = ALLOW_ECHO
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
     log_dir = configure(isolated_home, sys.executable, backend_args, policy)
     marker = tmp_path / "disk-full"
@@ -148,10 +155,7 @@ def test_a_list_is_not_answered_empty_when_the_identity_cannot_be_recorded(
     """An identity provider whose auth record cannot be written (AuditError) while a list
     is filtered: the client gets an error, not a list emptied as if it held nothing."""
     received = tmp_path / "received.jsonl"
-    policy = {
-        "version": "1",
-        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
-    }
+    policy = ALLOW_ECHO
     backend_args = [str(E2E / "peers" / "recording_server.py"), str(received)]
     configure(isolated_home, sys.executable, backend_args, policy)
     marker = tmp_path / "audit-failing"

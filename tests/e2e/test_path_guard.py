@@ -12,36 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from proxy_helpers import Proxy, configure, records, use_plugin
+from proxy_helpers import Proxy, configure, engine_plugin, records, use_plugin
 
 from mcp_acp.audit.chain import verify_stream
 
 DENIED = -32003
 
-YES_ENGINE = """
-from pydantic import BaseModel, ConfigDict
-from mcp_acp.hookspecs import hookimpl
-from mcp_acp.models import Decision, Effect
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class YesEngine:
-    policy_id = "yes"
-
-    def __init__(self, options, context):
-        pass
-
-    def decide(self, request):
-        return Decision(effect=Effect.ALLOW, policy_id="yes", rule_id="yes", reason="yes")
-
-
-@hookimpl
-def register_policy_engines(register):
-    register("yes", YesEngine, Options, summary="test: allows everything")
-"""
+YES_ENGINE = engine_plugin(
+    "yes",
+    'return Decision(effect=Effect.ALLOW, policy_id="yes", rule_id="yes", reason="yes")',
+    "test: allows everything",
+)
 
 
 def _write(path: Path | str, text: str) -> dict[str, Any]:
@@ -60,7 +41,6 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
         source=YES_ENGINE,
         name="yes",
         use_for="policy",
-        config={},
     )
     config_file = home / ".config" / "mcp-acp" / "config.json"
     config_before = config_file.read_bytes()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from proxy_helpers import (
+    ALLOW_ECHO,
     CLI,
     E2E,
     Proxy,
@@ -25,10 +26,6 @@ from proxy_helpers import (
 )
 
 RECORDING_SERVER = E2E / "peers" / "recording_server.py"
-ALLOW_ECHO = {
-    "version": "1",
-    "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
-}
 
 
 def with_marker_check(home: Path, marker: Path) -> None:

@@ -23,6 +23,7 @@ from proxy_helpers import (
     DENIED,
     Proxy,
     configure,
+    engine_plugin,
     proxy_env,
     records,
     use_plugin,
@@ -227,34 +228,17 @@ def test_a_deeply_nested_request_gets_an_error_and_the_session_goes_on(
     assert all(m.get("id") != 43 for m in backend_saw(received))
 
 
-ENGINE_PLUGIN = """
-from pydantic import BaseModel, ConfigDict
-from mcp_acp.hookspecs import hookimpl
-from mcp_acp.models import Decision, Effect
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BrittleEngine:
-    policy_id = "brittle"
-
-    def __init__(self, options, context):
-        pass
-
-    def decide(self, request):
-        if request.action.tool_name == "frobnicate":
-            raise RuntimeError("brittle engine broke on frobnicate")
-        if request.action.tool_name == "slow":  # a decision whose reason cannot be rendered
-            return Decision(effect=Effect.ALLOW, policy_id="brittle", explain="not callable")
-        return Decision(effect=Effect.ALLOW, policy_id="brittle", rule_id="all", reason="all")
-
-
-@hookimpl
-def register_policy_engines(register):
-    register("brittle", BrittleEngine, Options, summary="test: raises on one tool")
-"""
+ENGINE_PLUGIN = engine_plugin(
+    "brittle",
+    """
+    if request.action.tool_name == "frobnicate":
+        raise RuntimeError("brittle engine broke on frobnicate")
+    if request.action.tool_name == "slow":  # a decision whose reason cannot be rendered
+        return Decision(effect=Effect.ALLOW, policy_id="brittle", explain="not callable")
+    return Decision(effect=Effect.ALLOW, policy_id="brittle", rule_id="all", reason="all")
+    """,
+    "test: raises on one tool",
+)
 
 
 def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
@@ -271,7 +255,6 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
         source=ENGINE_PLUGIN,
         name="brittle",
         use_for="policy",
-        config={},
     )
     proxy = Proxy(isolated_home, env)
     try:
