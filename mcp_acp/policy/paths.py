@@ -5,7 +5,8 @@ could read differently is refused with a reason instead of being "cleaned up":
 
 * not absolute (relative paths, ``~``, ``$HOME``, ``C:``) — nothing is expanded;
 * a ``..`` segment anywhere — lexical collapsing is wrong once symlinks exist;
-* NUL, control characters, invisible and bidi-override characters;
+* NUL, control characters, invisible and bidi-override characters, lone surrogates and
+  U+FFFD (a name that was not decoded);
 * backslashes (Windows forms, mixed separators), look-alike slashes (U+2215, U+2044, …),
   fullwidth forms, text that is not Unicode NFC;
 * percent-encoding in a plain path (``%2e%2e``);
@@ -20,7 +21,10 @@ What *is* normalised: repeated slashes, ``.`` segments and a trailing slash.
 
 :func:`resolve_symlinks` (I/O, run by the proxy before the decision, not by the pure engine)
 follows symlinks like the kernel does, so a rule sees both the requested path and where it
-really leads.
+really leads; it refuses a link into ``/proc/self`` or ``/dev/fd`` (the backend would follow
+it into its own), and a missing name whose Unicode-equivalent form exists on disk (a backend
+may open that one). A ``file:`` URI with a control character or an edge space is refused
+before it is parsed (``urlsplit`` would drop them).
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ _INVISIBLE = re.compile(
     "\ufe00-\ufe0f\ufeff\U000e0000-\U000e007f]"
 )
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: Lone surrogates (not Unicode: Python writes U+DC80-U+DCFF to disk as raw bytes, Node
+#: reads them as U+FFFD) and U+FFFD itself (the mark of a name that could not be decoded:
+#: Node gives it for every such name, so it may stand for one the proxy cannot name).
+_UNDECODED = re.compile("[\ud800-\udfff\ufffd]")
 _PERCENT = re.compile("%[0-9A-Fa-f]{2}")
 _FULLWIDTH = re.compile("[\uff00-\uffef]")
 _WINDOWS_RESERVED = frozenset(
@@ -165,6 +173,11 @@ def _check_characters(raw: str) -> None:
         raise AmbiguousPathError(
             raw, f"contains invisible or bidi character U+{ord(m.group()):04X}"
         )
+    if (m := _UNDECODED.search(raw)) is not None:
+        what = "the replacement character" if m.group() == "\ufffd" else "a lone surrogate"
+        raise AmbiguousPathError(
+            raw, f"contains {what} U+{ord(m.group()):04X} (a name programs decode differently)"
+        )
     if "\\" in raw:
         raise AmbiguousPathError(raw, "contains a backslash (Windows path or mixed separators)")
     if lookalike := _LOOKALIKE_SLASHES.intersection(raw):
@@ -186,6 +199,12 @@ def _check_characters(raw: str) -> None:
 
 def file_uri_to_path(uri: str) -> str:
     """Path of a ``file:`` URI (decoded once, then normalised), or ``AmbiguousPathError``."""
+    # refused as written: urlsplit would drop tabs and line breaks, and leading C0 controls
+    # and spaces, so the decision would be on another string than the backend's
+    if (m := _CONTROL.search(uri)) is not None:
+        raise AmbiguousPathError(uri, f"contains control character U+{ord(m.group()):04X}")
+    if uri[:1] == " " or uri[-1:] == " ":
+        raise AmbiguousPathError(uri, "begins or ends with a space")
     try:
         parts = urlsplit(uri)
     except ValueError:  # e.g. "file://[x/": an invalid IPv6 host
@@ -219,7 +238,10 @@ def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
     """Follow every symlink in normalised absolute ``path``, as the kernel would.
 
     Missing components are kept as written (a file about to be created). A loop, more than
-    ``max_links`` links, or a directory we may not inspect raise ``AmbiguousPathError``.
+    ``max_links`` links, a directory we may not inspect, a link into a per-process magic
+    directory (``/proc/self``, ``/dev/fd``: the backend would see its own, not ours), or a
+    missing name whose Unicode equivalent exists (:func:`_refuse_equivalent`) raise
+    ``AmbiguousPathError``.
     """
     pending = deque(part for part in path.split("/") if part)
     resolved = "/"
@@ -232,9 +254,15 @@ def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
             resolved = os.path.dirname(resolved) or "/"
             continue
         candidate = os.path.join(resolved, part)
+        if resolved in ("/proc", "/dev") and _MAGIC.match(candidate):  # only through a link:
+            raise AmbiguousPathError(  # the path as written was checked
+                path, f"a symlink leads into {candidate}, which each process sees as its own"
+            )
         try:
             target = os.readlink(candidate)
         except OSError as exc:
+            if exc.errno == errno.ENOENT and not part.isascii():
+                _refuse_equivalent(path, resolved, part)
             if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
                 resolved = candidate  # not a link, or does not exist (yet)
                 continue
@@ -246,3 +274,25 @@ def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
             resolved = "/"
         pending.extendleft(reversed(target.split("/")))
     return resolved
+
+
+def _refuse_equivalent(path: str, directory: str, name: str) -> None:
+    """``name`` does not exist in ``directory`` as written: refuse ``path`` if a name equal
+    to it in Unicode NFC form does (``cafe`` + U+0301, as macOS writes ``café``). Backends
+    differ on such a name: the filesystem server opens the equivalent entry it finds, and
+    follows it if it is a symlink, while the proxy would have decided on a path that does
+    not exist."""
+    try:
+        entries = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing exists below: there is no other entry to find
+    except OSError as exc:
+        raise AmbiguousPathError(path, f"cannot inspect {directory}: {exc.strerror}") from None
+    wanted = unicodedata.normalize("NFC", name)
+    for entry in entries:
+        if entry != name and unicodedata.normalize("NFC", entry) == wanted:
+            raise AmbiguousPathError(
+                path,
+                f"{os.path.join(directory, name)} does not exist but {entry!a}, the same name "
+                "in another Unicode form, does; backends may open either (rename it to NFC)",
+            )

@@ -7,6 +7,7 @@ Policy under test: allow ``read`` under ``<root>/srv/data/project``; the fixture
 from __future__ import annotations
 
 import os
+import re
 import threading
 from importlib import resources
 from pathlib import Path
@@ -515,3 +516,74 @@ def test_normalise_and_resolve_units(tmp_path: Path) -> None:
     (tmp_path / "rel").symlink_to("sub/../target")
     assert resolve_symlinks(f"{tmp_path}/rel/x") == f"{tmp_path}/target/x"
     assert file_uri_to_path("file:///a/b%20c") == "/a/b c"
+
+
+def test_a_missing_name_whose_unicode_equivalent_exists_is_refused(root: Path) -> None:
+    """``café`` asked for in NFC, where the disk holds the NFD name (as macOS writes it) as
+    a symlink out of the tree: the filesystem server opens the equivalent entry it finds
+    and follows the link, so deciding on the missing NFC path would allow what leads out."""
+    project = root / "srv/data/project"
+    (project / "cafe\u0301").symlink_to(root / "etc")
+    effect, rule, text = decide(engine_for(project), f"{project}/caf\u00e9/passwd")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "'cafe\\u0301', the same name in another Unicode form, does" in text
+    # a name with no equivalent on disk is kept as written (a file about to be created)
+    assert resolve_symlinks(f"{project}/\u00e7a/new") == f"{project}/\u00e7a/new"
+    assert decide(engine_for(project), f"{project}/\u00e7a/new")[0] is Effect.ALLOW
+
+
+def test_a_symlink_into_proc_self_is_refused(root: Path) -> None:
+    """The proxy would follow ``/proc/self/cwd`` into its own working directory, the
+    backend into its own: written out, such a path is refused, and so it is through a link
+    (an absolute or a relative one)."""
+    project = root / "srv/data/project"
+    (project / "here").symlink_to("/proc/self/cwd")
+    (project / "fds").symlink_to("/dev/fd")
+    (project / "up").symlink_to("../" * len(project.parts) + "proc/thread-self/root")
+    for name in ("here", "fds", "up"):
+        effect, rule, text = decide(engine_for(project), f"{project}/{name}/x")
+        assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path"), name
+        assert "which each process sees as its own" in text, name
+    with pytest.raises(AmbiguousPathError, match="leads into /proc/self,"):
+        resolve_symlinks("/dev/stdin")  # -> /proc/self/fd/0
+
+
+@pytest.mark.parametrize("code", [0xDCFF, 0xDC80, 0xD800, 0xFFFD])
+def test_names_that_programs_decode_differently_are_refused(root: Path, code: int) -> None:
+    """Python writes U+DCFF to disk as the byte 0xFF; Node reads that byte as U+FFFD, and a
+    name it could not decode also as U+FFFD: either way the two would open other files."""
+    project = root / "srv/data/project"
+    effect, rule, text = decide(engine_for(project), f"{project}/a{chr(code)}b")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert f"U+{code:04X} (a name programs decode differently)" in text
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("file:///srv/allo\twed/x.txt", "control character U+0009"),
+        ("file:///srv/allowed\n/x.txt", "control character U+000A"),
+        ("file:///srv/allowed/x.txt\r", "control character U+000D"),
+        ("\x01file:///srv/allowed/x.txt", "control character U+0001"),
+        (" file:///srv/allowed/x.txt", "begins or ends with a space"),
+        ("file:///srv/allowed/x.txt ", "begins or ends with a space"),
+    ],
+)
+def test_file_uris_are_refused_as_written_not_as_urlsplit_cleans_them(
+    uri: str, reason: str
+) -> None:
+    """``urlsplit`` drops tabs and line breaks anywhere, and controls and spaces at the
+    start: deciding on what is left would be deciding on another string."""
+    with pytest.raises(AmbiguousPathError, match=re.escape(reason)):
+        file_uri_to_path(uri)
+    engine = make_engine(
+        {"id": "files", "effect": "allow", "conditions": {"path_pattern": "/srv/allowed/**"}}
+    )
+    decision = engine.decide(make_request("resources/read", None, params={"uri": uri}))
+    assert (decision.effect, decision.rule_id) == (Effect.DENY, "builtin-ambiguous-path")
+
+
+def engine_for(project: Path) -> AcpPolicyEngine:
+    return make_engine(
+        {"id": "project", "effect": "allow", "conditions": {"path_pattern": f"{project}/**"}}
+    )

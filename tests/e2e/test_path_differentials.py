@@ -1,0 +1,90 @@
+"""Names the proxy and the filesystem server would read differently are refused.
+
+The proxy follows symlinks before deciding, so a rule sees where a path really leads. That
+holds only if it follows the same links the backend will. Against the real filesystem
+server, three ways they could part, each with a symlink out of the allowed tree:
+
+* ``café`` asked for in NFC where the disk holds the NFD name (as macOS writes it): the
+  server opens the equivalent entry it finds and follows it, while the proxy saw a path
+  that does not exist;
+* a name that is not valid Unicode (a lone surrogate is the byte 0xFF to Python, U+FFFD to
+  Node) or U+FFFD itself (Node's name for an entry it could not decode);
+* a link to ``/proc/self/cwd``: each process follows it into its own working directory.
+
+Each is denied as ambiguous before any engine is asked, the backend never sees it, and no
+file outside the tree is read or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from proxy_helpers import FILESYSTEM, Proxy, configure, proxy_env, records
+
+SECRET = "TOP SECRET outside the allowed tree\n"
+
+
+def _read(path: str) -> dict[str, object]:
+    return {"name": "read_text_file", "arguments": {"path": path}}
+
+
+def test_names_the_backend_would_read_differently_are_refused(
+    isolated_home: Path, tmp_path: Path, node_peers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "srv"
+    allowed, outside = base / "allowed", base / "outside"
+    allowed.mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    (allowed / "ok.txt").write_text("fine\n")
+    (allowed / "cafe\u0301").symlink_to(outside)  # NFD on disk
+    os.symlink(bytes(outside), bytes(allowed) + b"/\xff")  # not UTF-8: Node reads U+FFFD
+    (allowed / "here").symlink_to("/proc/self/cwd")
+    policy = {
+        "version": "1",
+        "rules": [
+            {"id": "allowed", "effect": "allow", "conditions": {"path_pattern": f"{allowed}/**"}},
+            {"id": "outside", "effect": "deny", "conditions": {"path_pattern": f"{outside}/**"}},
+        ],
+    }
+    log_dir = configure(isolated_home, "node", [str(FILESYSTEM / "index.js"), str(base)], policy)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["backend"]["cwd"] = str(outside)  # where the backend's /proc/self/cwd leads
+    config_file.write_text(json.dumps(config))
+    monkeypatch.chdir(allowed)  # and the proxy's: an allowed place
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        proxy.initialize()
+        control = proxy.call("tools/call", _read(f"{allowed}/ok.txt"))
+        assert control["result"]["content"][0]["text"] == "fine\n"
+        attempts = {
+            "NFC name of an NFD link": _read(f"{allowed}/caf\u00e9/secret.txt"),
+            "write through it": {
+                "name": "write_file",
+                "arguments": {"path": f"{allowed}/caf\u00e9/planted.txt", "content": "x"},
+            },
+            "U+FFFD for an undecodable name": _read(f"{allowed}/\ufffd/secret.txt"),
+            "lone surrogate": _read(f"{allowed}/\udcff/secret.txt"),
+            "link into /proc/self": _read(f"{allowed}/here/secret.txt"),
+        }
+        for what, params in attempts.items():
+            answer = proxy.call("tools/call", params)
+            assert "error" in answer, (what, answer)
+            assert answer["error"]["data"]["rule"] == "builtin-ambiguous-path", (what, answer)
+            assert SECRET not in json.dumps(answer), what
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    assert not (outside / "planted.txt").exists()
+    forwarded = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "client_to_server" and r.get("mcp_method") == "tools/call"
+    ]
+    assert [r["outcome"] for r in forwarded] == ["forwarded"] + ["denied"] * 5
