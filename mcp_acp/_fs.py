@@ -15,6 +15,8 @@ __all__ = [
     "atomic_write_text",
     "broken_link",
     "ensure_private_dir",
+    "not_our_file",
+    "not_private_dir",
     "read_regular_file",
     "unsafe_permissions",
 ]
@@ -104,6 +106,36 @@ def unsafe_permissions(path: Path) -> str | None:
         return (
             f"{kind} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
         )
+    return None
+
+
+def not_private_dir(path: Path) -> str | None:
+    """Why ``path`` is not a directory only we can change, or ``None`` if it is: a
+    directory we keep records in must be ours and writable by nobody else. Stricter than
+    :func:`unsafe_permissions`: a sticky directory such as ``/tmp`` lets others create names
+    in it (files we would then adopt), and root's ownership is not ours. A symlink is
+    judged by the directory it leads to."""
+    real = Path(os.path.realpath(path))
+    info = real.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(info.st_mode)
+        return f"directory {path} is writable by group or others (mode {mode:04o})"
+    return None
+
+
+def not_our_file(path: Path) -> str | None:
+    """Why the existing file ``path`` may not be written as ours (another user owns it, or
+    group or others may write it), or ``None``."""
+    info = path.lstat()
+    if info.st_uid != os.geteuid():
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(info.st_mode)
+        return f"{path} is writable by group or others (mode {mode:04o})"
     return None
 
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_acp._fs import ensure_private_dir, unsafe_permissions
-from mcp_acp.audit.chain import canonical
+from mcp_acp._fs import ensure_private_dir, not_our_file, not_private_dir
+from mcp_acp.audit.chain import canonical, head_path
 from mcp_acp.audit.events import STREAMS, AuditEvent, ChainEvent
 from mcp_acp.audit.writer import LoopCommits, StreamWriter, committed, errno_text
 from mcp_acp.errors import AuditError
@@ -50,6 +50,20 @@ class JsonlConfig(BaseModel):
     max_file_bytes: int = Field(
         default=64 * 1024 * 1024, ge=4096, description="Rotate a stream's file past this size."
     )
+
+
+def _refuse_foreign(*paths: Path) -> None:
+    """Files in the log directory that another user created, or may write, are not ours to
+    continue: their owner could rewrite them at will."""
+    for path in paths:
+        if not path.exists() or path.is_symlink():  # a link is refused as it is opened
+            continue
+        problem = not_our_file(path)
+        if problem:
+            raise AuditError(
+                f"refusing to continue the audit trail: {problem}",
+                fix="find out who created it; move the log directory aside and restart",
+            )
 
 
 def serialise(event: AuditEvent) -> bytes:
@@ -167,12 +181,13 @@ class JsonlAuditSink:
                 f"cannot create audit directory {self.log_dir}: {errno_text(exc)}",
                 fix="choose a writable audit.log_dir",
             ) from exc
-        problem = unsafe_permissions(self.log_dir)
-        if problem:
-            raise AuditError(
-                f"refusing to log into {self.log_dir}: {problem}",
-                fix=f"chmod 700 {self.log_dir} (and make sure you own it)",
-            )
+        for directory in (self.log_dir, self.log_dir / ".heads"):
+            problem = not_private_dir(directory)
+            if problem:
+                raise AuditError(
+                    f"refusing to log into {self.log_dir}: {problem}",
+                    fix=f"use a directory of your own, mode 0700 (chmod 700 {directory})",
+                )
         if self.options.durability == "flush":
             log.warning(
                 "audit durability 'flush': records are not fsynced; a power loss can "
@@ -182,6 +197,7 @@ class JsonlAuditSink:
         opened: list[StreamWriter] = []
         try:
             for writer in self.writers.values():
+                _refuse_foreign(writer.path, head_path(self.log_dir, writer.stream))
                 writer.open()
                 opened.append(writer)
                 for aside in writer.quarantined:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_acp._fs import unsafe_permissions
+from mcp_acp._fs import not_private_dir
 from mcp_acp.audit.chain import (
     GENESIS,
     ChainHead,
@@ -753,7 +753,7 @@ class StreamWriter:
                     f"audit file {self.path} is no longer writable",
                     fix="restore write permission, then restart",
                 )
-            problem = unsafe_permissions(self.log_dir)
+            problem = not_private_dir(self.log_dir)
             if problem:
                 raise AuditError(
                     f"audit directory is no longer private: {problem}",

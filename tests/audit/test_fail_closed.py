@@ -254,3 +254,55 @@ def test_start_refused_on_a_read_only_directory(victim: Any, tmp_path: Path) -> 
     assert expected in v.first
     assert v.wait() == AUDIT_EXIT
     assert v.backend_calls() == []
+
+
+def test_start_refused_on_a_shared_directory_or_a_file_another_user_can_write(
+    victim: Any, tmp_path: Path
+) -> None:
+    """A sticky, world-writable directory such as /tmp lets any user create the stream and
+    head files first, then rewrite them at will: the log directory (and its ``.heads``)
+    must be ours and writable by nobody else, and no file in it another user's or writable
+    by others."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o1777)
+    v = victim()
+    assert v.first.startswith("REFUSED refusing to log into")
+    assert "writable by group or others (mode 1777)" in v.first
+    assert v.wait() == AUDIT_EXIT
+    assert v.backend_calls() == []
+
+    logs.chmod(0o700)
+    (logs / ".heads").chmod(0o777)  # made by the refused start, before it refused
+    v = victim()
+    assert f"directory {logs / '.heads'} is writable by group or others" in v.first
+    assert v.wait() == AUDIT_EXIT
+
+    (logs / ".heads").chmod(0o700)
+    planted = logs / "decisions.jsonl"
+    planted.write_text("")
+    planted.chmod(0o666)  # left for the victim to adopt
+    v = victim()
+    assert v.first.startswith("REFUSED refusing to continue the audit trail:")
+    assert "writable by group or others (mode 0666)" in v.first
+    assert v.wait() == AUDIT_EXIT
+    assert v.backend_calls() == []
+    if os.geteuid() == 0:  # only root can give a file away
+        planted.chmod(0o600)
+        os.chown(planted, 65534, 65534)
+        v = victim()
+        assert "is owned by uid 65534, not by you" in v.first
+        assert v.wait() == AUDIT_EXIT
+
+
+def test_health_monitor_shuts_down_when_the_directory_is_opened_to_others(
+    victim: Any,
+) -> None:
+    """Sticky or not: once others may create files in the log directory, it is not ours."""
+    v = victim(health=1.0)
+    assert v.first == "READY"
+    v.log_dir.chmod(0o1777)
+    assert v.wait(timeout=20) == AUDIT_EXIT
+    shutdown = v.shutdowns()[0]
+    assert shutdown["detail"] == "audit health monitor"
+    assert "writable by group or others (mode 1777)" in shutdown["reason"]
