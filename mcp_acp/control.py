@@ -73,11 +73,13 @@ class NoAnswer(OSError):
 class ControlError(ConfigError):
     """The control socket's directory cannot be trusted (exit 10, as a config problem)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(
-            message,
-            fix="use a directory only you can reach (chmod 700), e.g. leave proxy.socket_dir unset",
-        )
+    def __init__(
+        self,
+        message: str,
+        fix: str = "use a directory only you can reach (chmod 700), e.g. leave proxy.socket_dir "
+        "unset",
+    ) -> None:
+        super().__init__(message, fix=fix)
 
 
 #: One operation: the command (a JSON object) and the caller's user name -> the answer (or
@@ -86,9 +88,19 @@ Operation = Callable[[Mapping[str, Any], str], dict[str, Any] | Awaitable[dict[s
 
 
 def runtime_dir() -> Path:
+    """Where control sockets live: ``$XDG_RUNTIME_DIR/mcp-acp``, else platformdirs' fallback
+    (``/run/user/<uid>``, then ``/tmp/runtime-<uid>``). ``ControlError`` if the fallback is
+    not this user's (another user made ``/tmp/runtime-<uid>`` first)."""
     with warnings.catch_warnings():  # no XDG_RUNTIME_DIR: platformdirs' /tmp fallback is fine
         warnings.simplefilter("ignore")
-        return platformdirs.user_runtime_path("mcp-acp", appauthor=False)
+        try:
+            return platformdirs.user_runtime_path("mcp-acp", appauthor=False)
+        except PermissionError as exc:  # platformdirs refuses a fallback it cannot trust
+            raise ControlError(
+                f"refusing the runtime directory: {exc}",
+                fix="set XDG_RUNTIME_DIR to a directory of yours with mode 0700, or set "
+                "proxy.socket_dir in the config",
+            ) from None
 
 
 def private_dir_problem(directory: Path) -> str | None:
@@ -264,7 +276,7 @@ class ControlServer:
             line = await reader.readline()
             try:
                 command = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deep for the parser: not ours
                 await self._reply(writer, {"error": "not JSON"})
                 return
             await self._reply(writer, await self.handle(command, _user(uid)))

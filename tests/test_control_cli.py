@@ -5,7 +5,9 @@ missing field does not end the command."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 Run = Callable[..., Any]
+CLI = Path(sys.executable).parent / "mcp-acp"
 
 #: What a client may put in a tool name: erase the line, move the cursor up, retitle.
 HOSTILE = "write_note\x1b[2K\x1b[1G\x1b[1A\x1b]0;PWNED\x07\u202e"
@@ -217,3 +220,44 @@ def test_an_answer_taken_as_the_proxy_ended_is_told_from_the_note_it_left(
         "error: approval a1 was answered (allow_once by alice) before its proxy ended "
         f"(pid 1); the proxy: {escaped}\n"
     )
+
+
+def test_a_runtime_directory_another_user_made_first_is_a_one_line_refusal(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Without ``XDG_RUNTIME_DIR`` (and no ``/run/user/<uid>``) the sockets live in
+    ``$TMPDIR/runtime-<uid>``, which any user can create first: platformdirs refuses it, and
+    so must every command that needs it, with exit 10 and the fix, not a traceback."""
+    if Path(f"/run/user/{os.geteuid()}").is_dir():
+        pytest.skip("/run/user/<uid> exists here: platformdirs never falls back to $TMPDIR")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    taken = temp / f"runtime-{os.geteuid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env.update(HOME=str(isolated_home), TMPDIR=str(temp))
+    subprocess.run(
+        [str(CLI), "init", "--non-interactive", "--backend-command", sys.executable],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    ways = [lambda: taken.symlink_to(tmp_path)]  # a link: anyone can plant one
+    if os.geteuid() == 0:  # a directory of another user's: only root can make one here
+        ways.append(lambda: (taken.mkdir(mode=0o777), os.chown(taken, 65534, 65534)))
+    for plant in ways:
+        plant()
+        for args in (["status"], ["approvals", "list"], ["run"]):
+            result = subprocess.run(
+                [str(CLI), *args], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 10, (args, result.stderr)
+            error = result.stderr.splitlines()[-1]  # run warns of the local identity first
+            assert error.startswith("config error: refusing the runtime directory:")
+            assert str(taken) in error
+            assert "fix: set XDG_RUNTIME_DIR to a directory of yours" in error
+            assert "Traceback" not in result.stderr
+            assert "internal error" not in result.stderr
+        if taken.is_symlink():
+            taken.unlink()
+        else:
+            taken.rmdir()

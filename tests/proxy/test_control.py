@@ -209,3 +209,27 @@ async def test_a_proxy_ending_notes_its_approvals_for_late_answers(tmp_path: Pat
     await starting.close()
     assert not stale.exists()
     assert (directory / "proxy-9.ended").is_symlink()  # not its to remove
+
+
+async def test_json_nested_too_deep_is_answered_not_json(tmp_path: Path) -> None:
+    """A line of 5,000 ``[`` (within the 64 KiB line limit) makes the parser recurse past
+    Python's limit: the caller is told, as for any other line that is not JSON, and the
+    socket goes on answering."""
+    server = ControlServer(tmp_path / "run")
+    server.register("status", status)
+    await server.start()
+
+    def send(line: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(10)
+            client.connect(str(server.path))
+            client.sendall(line)
+            return client.makefile("rb").readline()
+
+    try:
+        answer = await asyncio.to_thread(send, b"[" * 5000 + b"\n")
+        after = await asyncio.to_thread(ask, server.path, {"op": "status"})
+    finally:
+        await server.close()
+    assert json.loads(answer) == {"error": "not JSON"}
+    assert list(after) == ["ok"]  # the status op's answer: still served
