@@ -19,6 +19,10 @@ that JSON readers can read two ways is marked ``ambiguous``: an object with a ke
 such as Go's ``encoding/json``, match field names case-insensitively), or a key with a
 control or invisible character. The relay refuses such a message wherever it decides on
 its content (see :attr:`Message.ambiguous`).
+
+Request ids are read exactly here, but a JavaScript reader holds numbers as doubles:
+2^53 and 2^53+1 are one number to it, and an answer could be matched to the wrong
+request. A request whose id is an integer beyond ±(2^53-1) is invalid.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "DENIED",
     "INVALID_REQUEST",
     "MAX_MESSAGE_BYTES",
+    "MAX_SAFE_ID",
     "PARSE_ERROR",
     "TOO_LARGE",
     "Message",
@@ -61,6 +66,9 @@ MAX_DEPTH = 200
 #: Bytes some line readers take for the end of a line, besides ``\n``: a carriage return,
 #: and (in UTF-8) U+2028, U+2029 and U+0085.
 _LINE_BREAKS = re.compile(b"\r|\xe2\x80[\xa8\xa9]|\xc2\x85")
+#: The largest integer id every reader reads exactly: JavaScript's numbers are doubles,
+#: whose integers are exact only up to 2^53 - 1 (``Number.MAX_SAFE_INTEGER``).
+MAX_SAFE_ID = 2**53 - 1
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -240,16 +248,27 @@ def _classify(body: Any, line: bytes) -> Message:
             body if isinstance(body, dict) else {},
             "not a JSON-RPC 2.0 object (batches are not supported)",
         )
-    has_id = _valid_id(body.get("id")) is not None
+    request_id = _valid_id(body.get("id"))
     if "method" in body:
         if not isinstance(body["method"], str):
             return Message("invalid", line, body, "method is not a string")
-        if "id" in body and not has_id:  # would be taken for a notification, or routed wrong
+        if "id" in body and request_id is None:  # taken for a notification, or routed wrong
             return Message("invalid", line, body, "the id must be a string or an integer")
-        return Message("request" if has_id else "notification", line, body)
-    if has_id and ("result" in body or "error" in body):
+        if isinstance(request_id, int) and not -MAX_SAFE_ID <= request_id <= MAX_SAFE_ID:
+            return Message("invalid", line, body, _unsafe_id(request_id))
+        return Message("request" if request_id is not None else "notification", line, body)
+    if request_id is not None and ("result" in body or "error" in body):
         return Message("response", line, body)
     return Message("invalid", line, body, "neither a request, a notification nor a response")
+
+
+def _unsafe_id(request_id: int) -> str:
+    """Why an integer id beyond ±:data:`MAX_SAFE_ID` is refused, and what to use instead."""
+    return (
+        f"the id {request_id} is beyond ±{MAX_SAFE_ID} (2^53-1): a JavaScript reader rounds "
+        "it, so two ids could be one and an answer go to the wrong request; use an integer "
+        "within that range, or a string"
+    )
 
 
 def _valid_id(value: Any) -> str | int | None:

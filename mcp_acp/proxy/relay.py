@@ -563,7 +563,9 @@ class Relay:
 
     def _in_use(self, request_id: str | int) -> bool:
         """Whether a request in progress has this id, or one recorded as the same text
-        (``3`` and ``"3"``): records join by the id as text."""
+        (``3`` and ``"3"``): records join by the id as text. (Two integers a JavaScript
+        backend would read as one never get here: ids beyond ±(2^53-1) are invalid, see
+        :mod:`mcp_acp.proxy.messages`.)"""
         twins: list[str | int] = [request_id]
         if isinstance(request_id, int):
             twins.append(str(request_id))
@@ -753,12 +755,12 @@ class Relay:
             await self._notification("backend", message, forward)
         else:
             log.warning("backend sent an invalid message: %s", message.problem)
-            answered = message.reply_id  # an answer the client waits for: it gets an error
-            if (
-                answered is not None
-                and "method" not in message.body
-                and answered in self._in_flight
-            ):
+            answered = message.reply_id
+            if answered is not None and "method" in message.body:  # it waits for an answer
+                text = f"{message.problem or 'invalid request'} (request {answered})"
+                answer = error_response(answered, INVALID_REQUEST, text)
+                await self._send_backend(from_body(answer))
+            elif answered is not None and answered in self._in_flight:  # the client waits
                 method, took = self._answered(answered)
                 text = f"the backend's answer was refused: {message.problem} (request {answered})"
                 error = error_response(answered, BACKEND_FAILED, text)

@@ -982,3 +982,24 @@ def test_decisions_on_the_backends_requests_say_so_and_join_apart_from_the_clien
     assert [r["mcp_method"] for r in sent] == ["ping"]
     clients = [r for r in decided if r.get("direction") is None]
     assert [r["mcp_method"] for r in clients] == [r["mcp_method"] for r in sent]
+
+
+@pytest.mark.parametrize("request_id", [2**53, 2**53 + 1, -(2**53), 10**30])
+def test_request_ids_beyond_javascripts_safe_integers_are_refused(
+    relay: Any, request_id: int
+) -> None:
+    """A JavaScript backend reads 2^53 and 2^53+1 as one number: an answer could be matched
+    to the wrong request (a list relayed as the answer to another, unfiltered)."""
+    proxy, received, _ = relay
+    call = {"name": "echo", "arguments": {"text": "big"}}
+    proxy.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call})
+    refused = proxy.recv()
+    assert refused["id"] == request_id  # the client's own id, as it sent it
+    assert refused["error"]["code"] == -32600
+    assert "beyond ±9007199254740991" in refused["error"]["message"]
+    assert "use an integer within that range, or a string" in refused["error"]["message"]
+    edge = 2**53 - 1
+    proxy.send({"jsonrpc": "2.0", "id": edge, "method": "tools/call", "params": call})
+    assert proxy.answer(edge)["result"]["content"][0]["text"] == "big"
+    assert proxy.close() == 0
+    assert [m.get("id") for m in backend_saw(received) if m.get("method") == "tools/call"] == [edge]

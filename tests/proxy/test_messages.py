@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mcp_acp.proxy.messages import MAX_DEPTH, encode, error_response, parse
+from mcp_acp.proxy.messages import MAX_DEPTH, MAX_SAFE_ID, encode, error_response, parse
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,21 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_invalid(request_id:
 
 def test_a_message_without_an_id_is_a_notification() -> None:
     assert parse(b'{"jsonrpc":"2.0","method":"notifications/initialized"}').kind == "notification"
+
+
+@pytest.mark.parametrize("request_id", [MAX_SAFE_ID + 1, -(MAX_SAFE_ID + 1), 10**30])
+def test_a_request_id_beyond_javascripts_safe_integers_is_invalid(request_id: int) -> None:
+    message = parse(f'{{"jsonrpc":"2.0","id":{request_id},"method":"ping"}}'.encode())
+    assert message.kind == "invalid"
+    assert message.problem is not None
+    assert f"the id {request_id} is beyond ±{MAX_SAFE_ID}" in message.problem
+    assert message.reply_id == request_id  # answered as the sender wrote it
+
+
+@pytest.mark.parametrize("request_id", [MAX_SAFE_ID, -MAX_SAFE_ID, 0])
+def test_a_request_id_within_javascripts_safe_integers_is_read(request_id: int) -> None:
+    message = parse(f'{{"jsonrpc":"2.0","id":{request_id},"method":"ping"}}'.encode())
+    assert (message.kind, message.id) == ("request", request_id)
 
 
 @pytest.mark.parametrize("depth", [199, 975, 5000])
