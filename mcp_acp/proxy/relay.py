@@ -110,6 +110,11 @@ SCREENED: dict[str, str | None] = {
 SCREENED_ASKS = frozenset({"sampling/createMessage"})
 #: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
 _DECIMAL = re.compile(r"-?[0-9]+")
+#: The rule of a denial of a notification whose method is not a notification's: MCP's are
+#: all ``notifications/…``. Sent without an id, a request would skip what the relay holds
+#: back for requests (a quarantined tool, a strict schema, the backend's annotations).
+NOT_A_NOTIFICATION = "builtin-not-a-notification"
+NOTIFICATIONS = "notifications/"
 
 
 def _unwritable(error: BaseException | None) -> str:
@@ -678,15 +683,29 @@ class Relay:
     ) -> None:
         """A notification from either side (cancellation, progress, logging, list changes):
         within the side's flood limit (:meth:`EnforcementPoint.admit`; beyond it, dropped
-        and counted), it passes the enforcement point; ``forward`` relays it if allowed."""
+        and counted), it passes the enforcement point; ``forward`` relays it if allowed.
+
+        One whose method is not a notification's (``tools/call`` without an id) is denied
+        before the policy (:data:`NOT_A_NOTIFICATION`): recorded, logged, never relayed,
+        and — a notification has no answer — nothing is sent back."""
         if not self.pep.admit(side, message.method):
             return
+        withheld: tuple[str, str] | None = None
+        if not message.method.startswith(NOTIFICATIONS):
+            withheld = (
+                NOT_A_NOTIFICATION,
+                f"{message.method!r} is not a notification, yet it came without an id; "
+                f"notifications are {NOTIFICATIONS}…: send a request with an id",
+            )
+        if withheld is not None:
+            log.warning("%s notification refused (%s): %s", side, *withheld)
         try:
             verdict = await self.pep.check(
                 message.method,
                 message.params,
                 "notification",
                 flood_guard=False,
+                withheld=withheld,
                 from_backend=side == "backend",
                 forwards=True,
             )

@@ -1003,3 +1003,41 @@ def test_request_ids_beyond_javascripts_safe_integers_are_refused(
     assert proxy.answer(edge)["result"]["content"][0]["text"] == "big"
     assert proxy.close() == 0
     assert [m.get("id") for m in backend_saw(received) if m.get("method") == "tools/call"] == [edge]
+
+
+def test_a_request_sent_as_a_notification_is_denied_on_record_and_never_relayed(
+    relay: Any,
+) -> None:
+    """A ``tools/call`` without an id skipped what the relay holds back for a call — a
+    quarantined tool, a strict input schema — and was forwarded if the policy allowed the
+    tool. A notification that is no notification is now denied (recorded, logged) and
+    not answered: a notification has no answer."""
+    proxy, received, log_dir = relay
+    proxy.call("tools/list", {"cursor": "poisoned"})  # add: quarantined
+    proxy.call("tools/list")  # strict_echo: its strict schema learnt
+    calls = [
+        {"name": "add", "arguments": {"a": 1, "b": 2}},
+        {"name": "strict_echo", "arguments": {"text": "x", "sidenote": "SECRET"}},
+        {"name": "echo", "arguments": {"text": "plain"}},
+    ]
+    for params in calls:
+        proxy.send({"jsonrpc": "2.0", "method": "tools/call", "params": params})
+    proxy.send({"jsonrpc": "2.0", "method": "ping"})
+    assert proxy.call("ping")["result"] == {}  # the next line the client reads: no answers
+    assert proxy.close() == 0
+    saw = backend_saw(received)
+    assert [m["method"] for m in saw if "id" not in m] == ["notifications/initialized"]
+    assert not [m for m in saw if m.get("method") == "tools/call"]
+    refused = [
+        (r["mcp_method"], r.get("tool_name"))
+        for r in records(log_dir, "decisions")
+        if r.get("rule_id") == "builtin-not-a-notification"
+    ]
+    assert refused == [
+        ("tools/call", "add"),
+        ("tools/call", "strict_echo"),
+        ("tools/call", "echo"),
+        ("ping", None),
+    ]
+    logged = (proxy.home / "proxy-stderr.txt").read_text()
+    assert "client notification refused (builtin-not-a-notification)" in logged
