@@ -1041,3 +1041,50 @@ def test_a_request_sent_as_a_notification_is_denied_on_record_and_never_relayed(
     ]
     logged = (proxy.home / "proxy-stderr.txt").read_text()
     assert "client notification refused (builtin-not-a-notification)" in logged
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "spelt"),
+    [
+        (  # no arguments to the policy: no paths, no credential scan; Go reads them
+            {"method": "tools/call", "params": {"name": "echo", "Arguments": {"text": "x"}}},
+            "params has the key 'Arguments'",
+            "'arguments'",
+        ),
+        (  # decided as a tool named None; Go calls frobnicate, which no-deletes denies
+            {"method": "tools/call", "params": {"Name": "frobnicate", "arguments": {}}},
+            "params has the key 'Name'",
+            "'name'",
+        ),
+        (
+            {"method": "prompts/get", "Params": {"name": "summarise"}},
+            "the message has the key 'Params'",
+            "'params'",
+        ),
+        (
+            {"method": "resources/read", "params": {"URI": "file:///etc/shadow"}},
+            "params has the key 'URI'",
+            "'uri'",
+        ),
+    ],
+)
+def test_a_key_the_proxy_reads_spelt_in_another_case_is_denied_on_record(
+    relay: Any, body: dict[str, Any], key: str, spelt: str
+) -> None:
+    """The policy reads ``params.get("arguments")`` and finds nothing; Go's encoding/json
+    (mark3labs/mcp-go) matches keys in any letter case and reads ``Arguments`` as the
+    arguments. Such a message is denied before the policy, recorded, never forwarded."""
+    proxy, received, log_dir = relay
+    proxy.send({"jsonrpc": "2.0", "id": 44, **body})
+    denied = proxy.recv()
+    assert denied["id"] == 44
+    assert denied["error"]["code"] == DENIED
+    assert denied["error"]["data"] == {"rule": "builtin-miscased-key"}
+    assert key in denied["error"]["message"]
+    assert f"spell it {spelt}" in denied["error"]["message"]
+    echo = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "after"}})
+    assert echo["result"]["content"][0]["text"] == "after"  # the session goes on
+    assert proxy.close() == 0
+    assert all(m.get("id") != 44 for m in backend_saw(received))
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "44"]
+    assert (decided["effect"], decided["rule_id"]) == ("deny", "builtin-miscased-key")
