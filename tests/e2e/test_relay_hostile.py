@@ -1088,3 +1088,32 @@ def test_a_key_the_proxy_reads_spelt_in_another_case_is_denied_on_record(
     assert all(m.get("id") != 44 for m in backend_saw(received))
     (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "44"]
     assert (decided["effect"], decided["rule_id"]) == ("deny", "builtin-miscased-key")
+
+
+@pytest.mark.parametrize(
+    "params", [{"arguments": {}}, {"name": None, "arguments": {}}, {"name": 7}, {"name": ["echo"]}]
+)
+def test_a_tools_call_naming_no_tool_is_denied_not_decided_as_a_tool_named_none(
+    relay: Any, params: dict[str, Any]
+) -> None:
+    # the policy saw the tool "None" (any-tool allows it), the backend whatever it reads
+    proxy, received, log_dir = relay
+    proxy.send({"jsonrpc": "2.0", "id": 45, "method": "tools/call", "params": params})
+    denied = proxy.recv()
+    assert denied["id"] == 45
+    assert denied["error"]["data"] == {"rule": "builtin-request-error"}
+    assert "params.name of a tools/call must be the tool's name" in denied["error"]["message"]
+    assert proxy.close() == 0
+    assert all(m.get("id") != 45 for m in backend_saw(received))
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "45"]
+    assert (decided["effect"], decided["rule_id"]) == ("deny", "builtin-request-error")
+
+
+def test_a_listed_entry_without_a_name_is_left_out_and_the_rest_listed(relay: Any) -> None:
+    # a tool without a string name cannot be called (its call is denied), so it is not
+    # listed; the list is not given up for it
+    proxy, _, _ = relay
+    listed = proxy.call("tools/list", {"cursor": "nameless"})["result"]["tools"]
+    assert listed == [{"name": "echo", "inputSchema": {"type": "object"}}]
+    assert proxy.close() == 0
+    assert "list filtering failed" not in (proxy.home / "proxy-stderr.txt").read_text()
