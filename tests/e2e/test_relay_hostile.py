@@ -1117,3 +1117,41 @@ def test_a_listed_entry_without_a_name_is_left_out_and_the_rest_listed(relay: An
     assert listed == [{"name": "echo", "inputSchema": {"type": "object"}}]
     assert proxy.close() == 0
     assert "list filtering failed" not in (proxy.home / "proxy-stderr.txt").read_text()
+
+
+def test_the_backends_requests_and_notifications_are_held_to_the_same_rules(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The backend sends the client (whose policy allows ``roots/list``) a request with an id
+    beyond JavaScript's safe integers, one spelling ``params`` as ``Params``, and a
+    ``roots/list`` without an id. None reaches the client; each request is answered to the
+    backend with an error, and the denials are on record."""
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 100, 200)
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 2**53 + 1, "method": "roots/list"}),
+        json.dumps({"jsonrpc": "2.0", "id": "k1", "method": "roots/list", "Params": {}}),
+        json.dumps({"jsonrpc": "2.0", "method": "roots/list"}),
+    ]
+    saying = proxy.request(
+        "tools/call", {"name": "say", "arguments": {"lines": lines, "answers": 2}}
+    )
+    assert proxy.answer(saying, timeout=15)["result"]["content"][0]["text"] == "said"
+    assert proxy.set_aside == []  # nothing of it reached the client
+    assert proxy.close() == 0
+    answers = {
+        m["id"]: m["error"] for m in backend_saw(received) if m.get("id") in (2**53 + 1, "k1")
+    }
+    assert answers[2**53 + 1]["code"] == -32600
+    assert "beyond ±9007199254740991" in answers[2**53 + 1]["message"]
+    assert answers["k1"]["data"] == {"rule": "builtin-miscased-key"}
+    assert "spell it 'params'" in answers["k1"]["message"]
+    refused = [
+        (r["request_id"], r["rule_id"], r.get("direction"))
+        for r in records(log_dir, "decisions")
+        if r.get("mcp_method") == "roots/list"
+    ]
+    assert sorted(refused) == [
+        ("k1", "builtin-miscased-key", "server_to_client"),
+        ("notification", "builtin-not-a-notification", "server_to_client"),
+    ]

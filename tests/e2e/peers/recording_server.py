@@ -40,7 +40,8 @@ returning untrusted content), ``save`` (returns ``saved``) and ``ask_sampling`` 
 client a ``sampling/createMessage`` request, id ``m`` and the call's id, whose one message
 is its ``text`` — and whose ``systemPrompt`` is its ``system``, if given — waits for the
 answer, then returns ``sampled: `` and the answer's text, or ``refused: `` and its error's
-message).
+message) and ``say`` (sends the client each of its ``lines`` as it is, reads ``answers``
+lines — each on record — then returns ``said``).
 
 Resources, resource templates and prompts: ``resources/list``,
 ``resources/templates/list`` and ``prompts/list`` each answer with a clean entry and a
@@ -254,6 +255,14 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
             text(request_id, f"sampled: {answer['result']['content']['text']}")
         else:
             text(request_id, f"refused: {answer['error']['message']}")
+    elif name == "say":  # whatever a hostile server sends the client
+        arguments = params.get("arguments", {})
+        for line in arguments.get("lines", []):
+            send(line)
+        for _ in range(arguments.get("answers", 0)):
+            if receive() is None:
+                return
+        text(request_id, "said")
     elif name == "write_ahead":  # is this call's decision on disk before the call arrives?
         lines = DECISIONS.read_text().splitlines() if DECISIONS is not None else []
         mine = [json.loads(line) for line in lines if f'"request_id":"{request_id}"' in line]
