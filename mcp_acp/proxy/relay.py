@@ -8,7 +8,11 @@ the client (sampling, elicitation, roots; progress, logging, list changes), pass
 enforcement point — notifications and backend requests after their side's flood limit
 (:meth:`~mcp_acp.proxy.pep.EnforcementPoint.admit`); permitted messages are forwarded as
 the exact bytes received, and a message JSON readers could read two ways is refused
-wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`); a denied
+wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`). A message
+spelling a key the proxy reads in another letter case is denied before the policy
+(:data:`MISCASED`), from either side, and so is a notification whose method is not a
+notification's (:data:`NOT_A_NOTIFICATION`); a request whose id JavaScript would round
+(beyond ±(2^53-1)) is invalid, answered as such to whichever side sent it. A denied
 request gets a JSON-RPC error (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule
 and the request id, and never reaches the other side. List results are filtered: a tool,
 resource or prompt that the subject could never be allowed to use is not listed, nor is

@@ -1,5 +1,7 @@
 """``mcp-acp run`` against messages meant to slip past it: JSON that readers can read two
-ways, a request id reused while the first is in flight, a call that only the backend's
+ways, a key the proxy reads spelt in another letter case, a request sent as a notification,
+a request id a JavaScript reader would round, a call that names no tool, a request id
+reused while the first is in flight, a call that only the backend's
 annotations mark as destructive, notifications from the backend, ambiguous messages
 from the backend, and a tool, resource, resource template or prompt whose definition hides
 instructions (tool poisoning). The backend (``peers/recording_server.py``) writes every
