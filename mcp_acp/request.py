@@ -120,6 +120,8 @@ def build_decision_request(
     name: str | None = None
     if method == "tools/call":
         raw_name = params.get("name")
+        # the proxy denies a call without a string name before it gets here
+        # (EnforcementPoint.build); policy explain shows one as its repr
         tool_name = raw_name if isinstance(raw_name, str) else repr(raw_name)
         name = tool_name
         arguments = params.get("arguments")

@@ -137,14 +137,18 @@ class ListGuard:
 
     async def filter(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
         """``result`` of the list ``method`` with what the client may see: each entry
-        screened (:meth:`_screen`), then kept if the policy could allow using it."""
+        screened (:meth:`_screen`), then kept if it has a name (a URI, a URI template) and
+        the policy could allow using it."""
         key, ask_method, params_of = LISTS[method]
         items = result.get(key)
         if not isinstance(items, list):
             return result
         items = await self._screen(key, [item for item in items if isinstance(item, dict)])
+        named_by = _KINDS[key].key
         kept = []
         for item in items:
+            if not isinstance(item.get(named_by), str):
+                continue  # nothing could use it by name (a tools/call without one is denied)
             try:
                 request = await self.pep.build(
                     ask_method,

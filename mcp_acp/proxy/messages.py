@@ -18,7 +18,14 @@ that JSON readers can read two ways is marked ``ambiguous``: an object with a ke
 (Python keeps the last, others the first), keys that differ only in case (some readers,
 such as Go's ``encoding/json``, match field names case-insensitively), or a key with a
 control or invisible character. The relay refuses such a message wherever it decides on
-its content (see :attr:`Message.ambiguous`).
+its content (see :attr:`Message.ambiguous`). A key the proxy reads written only in another
+letter case (``"Arguments"``) is no pair, but such a reader takes it for the member the
+proxy found missing: the message is marked ``miscased`` (:data:`READ_MEMBERS`,
+:func:`miscased`), and the relay refuses it wherever it would pass it on.
+
+Request ids are read exactly here, but a JavaScript reader holds numbers as doubles:
+2^53 and 2^53+1 are one number to it, and an answer could be matched to the wrong
+request. A request whose id is an integer beyond ±(2^53-1) is invalid.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ __all__ = [
     "DENIED",
     "INVALID_REQUEST",
     "MAX_MESSAGE_BYTES",
+    "MAX_SAFE_ID",
     "PARSE_ERROR",
+    "READ_MEMBERS",
     "TOO_LARGE",
     "Message",
     "encode",
     "error_response",
     "from_body",
+    "miscased",
     "parse",
     "pipe_sized_reads",
     "read_line",
@@ -61,6 +71,31 @@ MAX_DEPTH = 200
 #: Bytes some line readers take for the end of a line, besides ``\n``: a carriage return,
 #: and (in UTF-8) U+2028, U+2029 and U+0085.
 _LINE_BREAKS = re.compile(b"\r|\xe2\x80[\xa8\xa9]|\xc2\x85")
+#: The largest integer id every reader reads exactly: JavaScript's numbers are doubles,
+#: whose integers are exact only up to 2^53 - 1 (``Number.MAX_SAFE_INTEGER``).
+MAX_SAFE_ID = 2**53 - 1
+#: The members the proxy or the policy reads, by the object they are read from: the
+#: message itself, its ``params`` (the tool, its arguments, the URI, the request a
+#: cancellation names, what the client says it is), the ``_meta`` and ``clientInfo`` in
+#: them, and a ``result`` (the entries of a list it filters, requests for the client it
+#: decides on). Python reads keys as spelt; readers that match struct fields in any letter
+#: case (Go's ``encoding/json``, which mark3labs/mcp-go uses) take ``"Arguments"`` for
+#: ``arguments``. A message spelling one of these only another way is refused
+#: (:func:`miscased`). One place: add a member here when the proxy starts reading it.
+READ_MEMBERS: dict[tuple[str, ...], frozenset[str]] = {
+    (): frozenset({"jsonrpc", "id", "method", "params", "result", "error"}),
+    ("params",): frozenset({"name", "arguments", "uri", "requestId", "_meta", "clientInfo"}),
+    ("params", "_meta"): frozenset(
+        {"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/protocolVersion"}
+    ),
+    ("params", "clientInfo"): frozenset({"name", "version"}),
+    ("params", "_meta", "io.modelcontextprotocol/clientInfo"): frozenset({"name", "version"}),
+    ("result",): frozenset({"inputRequests", "tools", "resources", "resourceTemplates", "prompts"}),
+}
+#: For each object of :data:`READ_MEMBERS`: each member's name casefolded -> as spelt.
+_FOLDED = {
+    where: {name.casefold(): name for name in names} for where, names in READ_MEMBERS.items()
+}
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -78,6 +113,10 @@ class Message:
     #: Why another JSON reader could read ``raw`` differently from ``body`` (see the module
     #: docstring), or None. ``body`` is then Python's reading, good only for the ``id``.
     ambiguous: str | None = None
+    #: Which key the proxy reads is written only in another letter case, and how it is
+    #: spelt (:func:`miscased`), or None: what the policy decides on is not what a reader
+    #: that ignores case would act on.
+    miscased: str | None = None
 
     @property
     def id(self) -> Any:
@@ -232,24 +271,71 @@ def from_body(body: dict[str, Any]) -> Message:
     return _classify(body, encode(body))
 
 
+_NOT_JSON_RPC = "not a JSON-RPC 2.0 object (batches are not supported)"
+
+
 def _classify(body: Any, line: bytes) -> Message:
-    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
-        return Message(
-            "invalid",
-            line,
-            body if isinstance(body, dict) else {},
-            "not a JSON-RPC 2.0 object (batches are not supported)",
-        )
-    has_id = _valid_id(body.get("id")) is not None
+    if not isinstance(body, dict):
+        return Message("invalid", line, {}, _NOT_JSON_RPC)
+    message = _kind(body, line)
+    misspelt = miscased(body)
+    if misspelt is None:
+        return message
+    if message.kind == "invalid":  # for want of a member spelt otherwise, most likely
+        return attrs.evolve(message, problem=misspelt)
+    return attrs.evolve(message, miscased=misspelt)
+
+
+def _kind(body: dict[str, Any], line: bytes) -> Message:
+    if body.get("jsonrpc") != "2.0":
+        return Message("invalid", line, body, _NOT_JSON_RPC)
+    request_id = _valid_id(body.get("id"))
     if "method" in body:
         if not isinstance(body["method"], str):
             return Message("invalid", line, body, "method is not a string")
-        if "id" in body and not has_id:  # would be taken for a notification, or routed wrong
+        if "id" in body and request_id is None:  # taken for a notification, or routed wrong
             return Message("invalid", line, body, "the id must be a string or an integer")
-        return Message("request" if has_id else "notification", line, body)
-    if has_id and ("result" in body or "error" in body):
+        if isinstance(request_id, int) and not -MAX_SAFE_ID <= request_id <= MAX_SAFE_ID:
+            return Message("invalid", line, body, _unsafe_id(request_id))
+        return Message("request" if request_id is not None else "notification", line, body)
+    if request_id is not None and ("result" in body or "error" in body):
         return Message("response", line, body)
     return Message("invalid", line, body, "neither a request, a notification nor a response")
+
+
+def _unsafe_id(request_id: int) -> str:
+    """Why an integer id beyond ±:data:`MAX_SAFE_ID` is refused, and what to use instead."""
+    return (
+        f"the id {request_id} is beyond ±{MAX_SAFE_ID} (2^53-1): a JavaScript reader rounds "
+        "it, so two ids could be one and an answer go to the wrong request; use an integer "
+        "within that range, or a string"
+    )
+
+
+def miscased(body: dict[str, Any]) -> str | None:
+    """Why ``body`` (a message, or a request for the client inside a result) cannot be
+    passed on as read: an object of :data:`READ_MEMBERS` has a key that is one of its
+    members in another letter case (``"Arguments"``, ``"URI"``, ``"Params"``), which the
+    proxy does not read and a reader that ignores case takes for the member. None if it
+    has none. (A few dictionary lookups per message: the objects are small.)"""
+    for where, names in READ_MEMBERS.items():
+        value: Any = body
+        for step in where:
+            value = value.get(step) if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            continue
+        for key in value:
+            if key in names:
+                continue
+            spelt = _FOLDED[where].get(key.casefold()) if isinstance(key, str) else None
+            if spelt is not None:
+                place = ".".join(where) or "the message"
+                return (
+                    f"{place} has the key {key!r}, which a reader that ignores letter case "
+                    f"(Go's encoding/json) takes for {spelt!r} and the proxy does not read; "
+                    f"spell it {spelt!r}"
+                )
+    return None
 
 
 def _valid_id(value: Any) -> str | int | None:

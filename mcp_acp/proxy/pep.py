@@ -451,10 +451,19 @@ class EnforcementPoint:
     ) -> DecisionRequest:
         """The ``DecisionRequest`` for one message. Raises :class:`AuthenticationError` (no
         identity), :class:`SessionBindingError`, :class:`AuditError` (the identity provider
-        could not record an auth event) or :class:`BuildError` (anything else)."""
+        could not record an auth event) or :class:`BuildError` (anything else — among it a
+        ``tools/call`` that names no tool: its name as the policy would see it, ``"None"``,
+        would match a rule for any tool, and the backend would call whatever it reads)."""
         subject = await subject_of(self.identity)
         self.session.check_binding(subject)
         try:
+            name = params.get("name")
+            if method == "tools/call" and not isinstance(name, str):
+                what = "null" if name is None else f"of type {type(name).__name__}"
+                raise ValueError(
+                    "params.name of a tools/call must be the tool's name, a string; here it "
+                    f"is {what if 'name' in params else 'missing'}"
+                )
             request = build_decision_request(
                 method=method,
                 params=params,

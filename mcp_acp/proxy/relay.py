@@ -8,7 +8,11 @@ the client (sampling, elicitation, roots; progress, logging, list changes), pass
 enforcement point — notifications and backend requests after their side's flood limit
 (:meth:`~mcp_acp.proxy.pep.EnforcementPoint.admit`); permitted messages are forwarded as
 the exact bytes received, and a message JSON readers could read two ways is refused
-wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`); a denied
+wherever the policy would decide on it (see :mod:`mcp_acp.proxy.messages`). A message
+spelling a key the proxy reads in another letter case is denied before the policy
+(:data:`MISCASED`), from either side, and so is a notification whose method is not a
+notification's (:data:`NOT_A_NOTIFICATION`); a request whose id JavaScript would round
+(beyond ±(2^53-1)) is invalid, answered as such to whichever side sent it. A denied
 request gets a JSON-RPC error (:data:`~mcp_acp.proxy.messages.DENIED`) naming the rule
 and the request id, and never reaches the other side. List results are filtered: a tool,
 resource or prompt that the subject could never be allowed to use is not listed, nor is
@@ -69,6 +73,7 @@ from mcp_acp.proxy.messages import (
     encode,
     error_response,
     from_body,
+    miscased,
     parse,
     read_line,
 )
@@ -110,11 +115,27 @@ SCREENED: dict[str, str | None] = {
 SCREENED_ASKS = frozenset({"sampling/createMessage"})
 #: A string id that reads as an integer (ASCII digits only: "²" is a digit to str.isdigit).
 _DECIMAL = re.compile(r"-?[0-9]+")
+#: The rule of a denial of a message that spells a key the proxy reads in another letter
+#: case (:attr:`Message.miscased`): what the policy decided on is not what the other side
+#: would act on.
+MISCASED = "builtin-miscased-key"
+#: The rule of a denial of a notification whose method is not a notification's: MCP's are
+#: all ``notifications/…``. Sent without an id, a request would skip what the relay holds
+#: back for requests (a quarantined tool, a strict schema, the backend's annotations).
+NOT_A_NOTIFICATION = "builtin-not-a-notification"
+NOTIFICATIONS = "notifications/"
 
 
 def _unwritable(error: BaseException | None) -> str:
     """Why a message is refused once the audit trail cannot be written (``error``)."""
     return f"the audit trail cannot be written ({error})"
+
+
+def _misspelt(why: str | None) -> tuple[str, str] | None:
+    """The denial (rule id, reason) of a message whose key is spelt in another letter case
+    (``why``: :attr:`Message.miscased`), if it is: for ``EnforcementPoint.check(withheld=)``,
+    so that it is recorded like any denial before the policy."""
+    return None if why is None else (MISCASED, why)
 
 
 def _asks_for_input(message: Message) -> bool:
@@ -551,9 +572,10 @@ class Relay:
         elif self._asked.pop(message.id, None) is None:
             # an answer to nothing the backend asked, or a second answer: not passed on
             self.pep.drop("client", "response to no request")
-        elif message.ambiguous is not None:
-            log.warning("client answer %r refused: %s", message.id, message.ambiguous)
-            text = f"the client's answer was refused: {message.ambiguous}"
+        elif message.ambiguous is not None or message.miscased is not None:
+            why = message.ambiguous or message.miscased
+            log.warning("client answer %r refused: %s", message.id, why)
+            text = f"the client's answer was refused: {why}"
             await self._send_backend(from_body(error_response(message.id, INVALID_REQUEST, text)))
         elif self.trail.failed is not None:  # nothing passes: the backend is told why
             text = f"the client's answer was withheld: {_unwritable(self.trail.failed)}"
@@ -563,7 +585,9 @@ class Relay:
 
     def _in_use(self, request_id: str | int) -> bool:
         """Whether a request in progress has this id, or one recorded as the same text
-        (``3`` and ``"3"``): records join by the id as text."""
+        (``3`` and ``"3"``): records join by the id as text. (Two integers a JavaScript
+        backend would read as one never get here: ids beyond ±(2^53-1) are invalid, see
+        :mod:`mcp_acp.proxy.messages`.)"""
         twins: list[str | int] = [request_id]
         if isinstance(request_id, int):
             twins.append(str(request_id))
@@ -596,7 +620,9 @@ class Relay:
             name = message.params.get("name")
             if isinstance(name, str):
                 annotations = self.lists.annotations(name)
-        withheld = self.lists.withheld(message.method, message.params)
+        withheld = _misspelt(message.miscased) or self.lists.withheld(
+            message.method, message.params
+        )
         self._undecided[message.id] = message
         try:
             verdict = await self.pep.check(
@@ -676,15 +702,30 @@ class Relay:
     ) -> None:
         """A notification from either side (cancellation, progress, logging, list changes):
         within the side's flood limit (:meth:`EnforcementPoint.admit`; beyond it, dropped
-        and counted), it passes the enforcement point; ``forward`` relays it if allowed."""
+        and counted), it passes the enforcement point; ``forward`` relays it if allowed.
+
+        One whose method is not a notification's (``tools/call`` without an id) is denied
+        before the policy (:data:`NOT_A_NOTIFICATION`), as is one spelling a key the proxy
+        reads in another letter case (:data:`MISCASED`): recorded, logged, never relayed,
+        and — a notification has no answer — nothing is sent back."""
         if not self.pep.admit(side, message.method):
             return
+        withheld = _misspelt(message.miscased)
+        if withheld is None and not message.method.startswith(NOTIFICATIONS):
+            withheld = (
+                NOT_A_NOTIFICATION,
+                f"{message.method!r} is not a notification, yet it came without an id; "
+                f"notifications are {NOTIFICATIONS}…: send a request with an id",
+            )
+        if withheld is not None:
+            log.warning("%s notification refused (%s): %s", side, *withheld)
         try:
             verdict = await self.pep.check(
                 message.method,
                 message.params,
                 "notification",
                 flood_guard=False,
+                withheld=withheld,
                 from_backend=side == "backend",
                 forwards=True,
             )
@@ -721,9 +762,12 @@ class Relay:
             decided = method in LISTS or _asks_for_input(message)
             if self.trail.failed is not None:
                 await self._withhold_answer(message.id, method, took)
-            elif message.ambiguous is not None and (decided or source is not None):
+            elif message.miscased is not None or (
+                message.ambiguous is not None and (decided or source is not None)
+            ):
                 # a screened answer too: the screen reads one copy of a repeated key, and
-                # the client's reader may keep the other
+                # the client's reader may keep the other; a key the relay reads, spelt in
+                # another case, is unread here (an "InputRequests") and read by the client
                 await self._refuse_answer(message, method, took)
             elif decided:
                 findings = self._screen_answer(message, source)
@@ -753,12 +797,12 @@ class Relay:
             await self._notification("backend", message, forward)
         else:
             log.warning("backend sent an invalid message: %s", message.problem)
-            answered = message.reply_id  # an answer the client waits for: it gets an error
-            if (
-                answered is not None
-                and "method" not in message.body
-                and answered in self._in_flight
-            ):
+            answered = message.reply_id
+            if answered is not None and "method" in message.body:  # it waits for an answer
+                text = f"{message.problem or 'invalid request'} (request {answered})"
+                answer = error_response(answered, INVALID_REQUEST, text)
+                await self._send_backend(from_body(answer))
+            elif answered is not None and answered in self._in_flight:  # the client waits
                 method, took = self._answered(answered)
                 text = f"the backend's answer was refused: {message.problem} (request {answered})"
                 error = error_response(answered, BACKEND_FAILED, text)
@@ -804,10 +848,12 @@ class Relay:
 
     async def _refuse_answer(self, message: Message, method: str | None, took: float) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
-        client inside it) or screen (:data:`SCREENED`) but cannot read unambiguously: the
-        client gets an error instead, and the answer is recorded as it came."""
-        log.warning("backend answer to request %r refused: %s", message.id, message.ambiguous)
-        text = f"the backend's answer was refused: {message.ambiguous} (request {message.id})"
+        client inside it) or screen (:data:`SCREENED`) but cannot read unambiguously, or
+        one spelling a key the relay reads in another letter case: the client gets an
+        error instead, and the answer is recorded as it came."""
+        why = message.ambiguous or message.miscased
+        log.warning("backend answer to request %r refused: %s", message.id, why)
+        text = f"the backend's answer was refused: {why} (request {message.id})"
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))
         self._record_response(message.body, message.id, method, took)
 
@@ -908,6 +954,7 @@ class Relay:
         allowed: list[Verdict] = []
         for key, item in embedded.items():
             ask = Message("request", b"", item if isinstance(item, dict) else {})
+            misspelt = _misspelt(miscased(ask.body))
             if not self.pep.admit("backend", ask.method):  # requests of the backend's own
                 reason = (
                     "denied: the backend's answer asks the client more than "
@@ -922,6 +969,7 @@ class Relay:
                     ask.params,
                     f"{message.id}/{key}",
                     flood_guard=False,
+                    withheld=misspelt,
                     from_backend=True,
                     forwards=True,
                 )
@@ -977,6 +1025,7 @@ class Relay:
                 message.params,
                 message.id,
                 flood_guard=False,
+                withheld=_misspelt(message.miscased),
                 from_backend=True,
                 forwards=True,
             )

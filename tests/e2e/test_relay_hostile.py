@@ -1,5 +1,7 @@
 """``mcp-acp run`` against messages meant to slip past it: JSON that readers can read two
-ways, a request id reused while the first is in flight, a call that only the backend's
+ways, a key the proxy reads spelt in another letter case, a request sent as a notification,
+a request id a JavaScript reader would round, a call that names no tool, a request id
+reused while the first is in flight, a call that only the backend's
 annotations mark as destructive, notifications from the backend, ambiguous messages
 from the backend, and a tool, resource, resource template or prompt whose definition hides
 instructions (tool poisoning). The backend (``peers/recording_server.py``) writes every
@@ -982,3 +984,176 @@ def test_decisions_on_the_backends_requests_say_so_and_join_apart_from_the_clien
     assert [r["mcp_method"] for r in sent] == ["ping"]
     clients = [r for r in decided if r.get("direction") is None]
     assert [r["mcp_method"] for r in clients] == [r["mcp_method"] for r in sent]
+
+
+@pytest.mark.parametrize("request_id", [2**53, 2**53 + 1, -(2**53), 10**30])
+def test_request_ids_beyond_javascripts_safe_integers_are_refused(
+    relay: Any, request_id: int
+) -> None:
+    """A JavaScript backend reads 2^53 and 2^53+1 as one number: an answer could be matched
+    to the wrong request (a list relayed as the answer to another, unfiltered)."""
+    proxy, received, _ = relay
+    call = {"name": "echo", "arguments": {"text": "big"}}
+    proxy.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call})
+    refused = proxy.recv()
+    assert refused["id"] == request_id  # the client's own id, as it sent it
+    assert refused["error"]["code"] == -32600
+    assert "beyond ±9007199254740991" in refused["error"]["message"]
+    assert "use an integer within that range, or a string" in refused["error"]["message"]
+    edge = 2**53 - 1
+    proxy.send({"jsonrpc": "2.0", "id": edge, "method": "tools/call", "params": call})
+    assert proxy.answer(edge)["result"]["content"][0]["text"] == "big"
+    assert proxy.close() == 0
+    assert [m.get("id") for m in backend_saw(received) if m.get("method") == "tools/call"] == [edge]
+
+
+def test_a_request_sent_as_a_notification_is_denied_on_record_and_never_relayed(
+    relay: Any,
+) -> None:
+    """A ``tools/call`` without an id skipped what the relay holds back for a call — a
+    quarantined tool, a strict input schema — and was forwarded if the policy allowed the
+    tool. A notification that is no notification is now denied (recorded, logged) and
+    not answered: a notification has no answer."""
+    proxy, received, log_dir = relay
+    proxy.call("tools/list", {"cursor": "poisoned"})  # add: quarantined
+    proxy.call("tools/list")  # strict_echo: its strict schema learnt
+    calls = [
+        {"name": "add", "arguments": {"a": 1, "b": 2}},
+        {"name": "strict_echo", "arguments": {"text": "x", "sidenote": "SECRET"}},
+        {"name": "echo", "arguments": {"text": "plain"}},
+    ]
+    for params in calls:
+        proxy.send({"jsonrpc": "2.0", "method": "tools/call", "params": params})
+    proxy.send({"jsonrpc": "2.0", "method": "ping"})
+    assert proxy.call("ping")["result"] == {}  # the next line the client reads: no answers
+    assert proxy.close() == 0
+    saw = backend_saw(received)
+    assert [m["method"] for m in saw if "id" not in m] == ["notifications/initialized"]
+    assert not [m for m in saw if m.get("method") == "tools/call"]
+    refused = [
+        (r["mcp_method"], r.get("tool_name"))
+        for r in records(log_dir, "decisions")
+        if r.get("rule_id") == "builtin-not-a-notification"
+    ]
+    assert refused == [
+        ("tools/call", "add"),
+        ("tools/call", "strict_echo"),
+        ("tools/call", "echo"),
+        ("ping", None),
+    ]
+    logged = (proxy.home / "proxy-stderr.txt").read_text()
+    assert "client notification refused (builtin-not-a-notification)" in logged
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "spelt"),
+    [
+        (  # no arguments to the policy: no paths, no credential scan; Go reads them
+            {"method": "tools/call", "params": {"name": "echo", "Arguments": {"text": "x"}}},
+            "params has the key 'Arguments'",
+            "'arguments'",
+        ),
+        (  # decided as a tool named None; Go calls frobnicate, which no-deletes denies
+            {"method": "tools/call", "params": {"Name": "frobnicate", "arguments": {}}},
+            "params has the key 'Name'",
+            "'name'",
+        ),
+        (
+            {"method": "prompts/get", "Params": {"name": "summarise"}},
+            "the message has the key 'Params'",
+            "'params'",
+        ),
+        (
+            {"method": "resources/read", "params": {"URI": "file:///etc/shadow"}},
+            "params has the key 'URI'",
+            "'uri'",
+        ),
+    ],
+)
+def test_a_key_the_proxy_reads_spelt_in_another_case_is_denied_on_record(
+    relay: Any, body: dict[str, Any], key: str, spelt: str
+) -> None:
+    """The policy reads ``params.get("arguments")`` and finds nothing; Go's encoding/json
+    (mark3labs/mcp-go) matches keys in any letter case and reads ``Arguments`` as the
+    arguments. Such a message is denied before the policy, recorded, never forwarded."""
+    proxy, received, log_dir = relay
+    proxy.send({"jsonrpc": "2.0", "id": 44, **body})
+    denied = proxy.recv()
+    assert denied["id"] == 44
+    assert denied["error"]["code"] == DENIED
+    assert denied["error"]["data"] == {"rule": "builtin-miscased-key"}
+    assert key in denied["error"]["message"]
+    assert f"spell it {spelt}" in denied["error"]["message"]
+    echo = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "after"}})
+    assert echo["result"]["content"][0]["text"] == "after"  # the session goes on
+    assert proxy.close() == 0
+    assert all(m.get("id") != 44 for m in backend_saw(received))
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "44"]
+    assert (decided["effect"], decided["rule_id"]) == ("deny", "builtin-miscased-key")
+
+
+@pytest.mark.parametrize(
+    "params", [{"arguments": {}}, {"name": None, "arguments": {}}, {"name": 7}, {"name": ["echo"]}]
+)
+def test_a_tools_call_naming_no_tool_is_denied_not_decided_as_a_tool_named_none(
+    relay: Any, params: dict[str, Any]
+) -> None:
+    # the policy saw the tool "None" (any-tool allows it), the backend whatever it reads
+    proxy, received, log_dir = relay
+    proxy.send({"jsonrpc": "2.0", "id": 45, "method": "tools/call", "params": params})
+    denied = proxy.recv()
+    assert denied["id"] == 45
+    assert denied["error"]["data"] == {"rule": "builtin-request-error"}
+    assert "params.name of a tools/call must be the tool's name" in denied["error"]["message"]
+    assert proxy.close() == 0
+    assert all(m.get("id") != 45 for m in backend_saw(received))
+    (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "45"]
+    assert (decided["effect"], decided["rule_id"]) == ("deny", "builtin-request-error")
+
+
+def test_a_listed_entry_without_a_name_is_left_out_and_the_rest_listed(relay: Any) -> None:
+    # a tool without a string name cannot be called (its call is denied), so it is not
+    # listed; the list is not given up for it
+    proxy, _, _ = relay
+    listed = proxy.call("tools/list", {"cursor": "nameless"})["result"]["tools"]
+    assert listed == [{"name": "echo", "inputSchema": {"type": "object"}}]
+    assert proxy.close() == 0
+    assert "list filtering failed" not in (proxy.home / "proxy-stderr.txt").read_text()
+
+
+def test_the_backends_requests_and_notifications_are_held_to_the_same_rules(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The backend sends the client (whose policy allows ``roots/list``) a request with an id
+    beyond JavaScript's safe integers, one spelling ``params`` as ``Params``, and a
+    ``roots/list`` without an id. None reaches the client; each request is answered to the
+    backend with an error, and the denials are on record."""
+    received = tmp_path / "received.jsonl"
+    proxy, log_dir = flood_relay(isolated_home, received, 100, 200)
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 2**53 + 1, "method": "roots/list"}),
+        json.dumps({"jsonrpc": "2.0", "id": "k1", "method": "roots/list", "Params": {}}),
+        json.dumps({"jsonrpc": "2.0", "method": "roots/list"}),
+    ]
+    saying = proxy.request(
+        "tools/call", {"name": "say", "arguments": {"lines": lines, "answers": 2}}
+    )
+    assert proxy.answer(saying, timeout=15)["result"]["content"][0]["text"] == "said"
+    assert proxy.set_aside == []  # nothing of it reached the client
+    assert proxy.close() == 0
+    answers = {
+        m["id"]: m["error"] for m in backend_saw(received) if m.get("id") in (2**53 + 1, "k1")
+    }
+    assert answers[2**53 + 1]["code"] == -32600
+    assert "beyond ±9007199254740991" in answers[2**53 + 1]["message"]
+    assert answers["k1"]["data"] == {"rule": "builtin-miscased-key"}
+    assert "spell it 'params'" in answers["k1"]["message"]
+    refused = [
+        (r["request_id"], r["rule_id"], r.get("direction"))
+        for r in records(log_dir, "decisions")
+        if r.get("mcp_method") == "roots/list"
+    ]
+    assert sorted(refused) == [
+        ("k1", "builtin-miscased-key", "server_to_client"),
+        ("notification", "builtin-not-a-notification", "server_to_client"),
+    ]

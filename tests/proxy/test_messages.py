@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from mcp_acp.proxy.messages import MAX_DEPTH, encode, error_response, parse
+from mcp_acp.proxy.messages import (
+    MAX_DEPTH,
+    MAX_SAFE_ID,
+    encode,
+    error_response,
+    from_body,
+    parse,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,63 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_invalid(request_id:
 
 def test_a_message_without_an_id_is_a_notification() -> None:
     assert parse(b'{"jsonrpc":"2.0","method":"notifications/initialized"}').kind == "notification"
+
+
+@pytest.mark.parametrize(
+    ("body", "named", "spelt"),
+    [
+        ({"params": {"Arguments": 1}}, "params has the key 'Arguments'", "arguments"),
+        ({"params": {"NAME": "x"}}, "params has the key 'NAME'", "name"),
+        ({"params": {"Uri": "x"}}, "params has the key 'Uri'", "uri"),
+        ({"Params": {}}, "the message has the key 'Params'", "params"),
+        ({"params": {"requestID": 1}}, "params has the key 'requestID'", "requestId"),
+        ({"params": {"_META": {}}}, "params has the key '_META'", "_meta"),
+        ({"result": {"InputRequests": {}}}, "result has the key 'InputRequests'", "inputRequests"),
+        ({"result": {"Tools": []}}, "result has the key 'Tools'", "tools"),
+    ],
+)
+def test_a_key_the_proxy_reads_spelt_in_another_case_marks_the_message(
+    body: dict[str, object], named: str, spelt: str
+) -> None:
+    kind = "response" if "result" in body else "request"
+    body = {"jsonrpc": "2.0", "id": 1, **({"method": "x"} if kind == "request" else {}), **body}
+    for message in (parse(json.dumps(body).encode()), from_body(body)):
+        assert message.kind == kind
+        assert message.ambiguous is None  # one spelling only: no pair to refuse
+        assert message.miscased is not None
+        assert message.miscased.startswith(named)
+        assert message.miscased.endswith(f"spell it {spelt!r}")
+
+
+def test_a_member_missing_for_its_other_spelling_is_named_as_the_problem() -> None:
+    message = parse(b'{"jsonrpc":"2.0","id":1,"Method":"tools/call"}')
+    assert message.kind == "invalid"
+    assert message.problem is not None
+    assert "the message has the key 'Method'" in message.problem
+
+
+def test_keys_the_proxy_does_not_read_may_be_spelt_any_way() -> None:
+    # a tool's own arguments are the tool's (path arguments match in any case anyway)
+    line = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":'
+        b'{"Path":"/a","Text":"b"},"_meta":{"progressToken":1,"ProgressX":2}},"extra":{"ID":1}}'
+    )
+    assert parse(line).miscased is None
+
+
+@pytest.mark.parametrize("request_id", [MAX_SAFE_ID + 1, -(MAX_SAFE_ID + 1), 10**30])
+def test_a_request_id_beyond_javascripts_safe_integers_is_invalid(request_id: int) -> None:
+    message = parse(f'{{"jsonrpc":"2.0","id":{request_id},"method":"ping"}}'.encode())
+    assert message.kind == "invalid"
+    assert message.problem is not None
+    assert f"the id {request_id} is beyond ±{MAX_SAFE_ID}" in message.problem
+    assert message.reply_id == request_id  # answered as the sender wrote it
+
+
+@pytest.mark.parametrize("request_id", [MAX_SAFE_ID, -MAX_SAFE_ID, 0])
+def test_a_request_id_within_javascripts_safe_integers_is_read(request_id: int) -> None:
+    message = parse(f'{{"jsonrpc":"2.0","id":{request_id},"method":"ping"}}'.encode())
+    assert (message.kind, message.id) == ("request", request_id)
 
 
 @pytest.mark.parametrize("depth", [199, 975, 5000])
