@@ -144,6 +144,21 @@ def _asks_for_input(message: Message) -> bool:
     return isinstance(result, dict) and isinstance(result.get("inputRequests"), dict)
 
 
+def _unreadable_input_requests(message: Message) -> str | None:
+    """Why a result's ``inputRequests`` cannot be decided one by one — it is there, but not
+    an object of requests (an array, a string) that a lenient client might still act on —
+    or None."""
+    result = message.body.get("result")
+    asks = result.get("inputRequests") if isinstance(result, dict) else None
+    if asks is None or isinstance(asks, dict):
+        return None
+    shape = "an array" if isinstance(asks, list) else f"of type {type(asks).__name__}"
+    return (
+        f"its inputRequests is {shape}, not an object of requests by name: requests for "
+        "the client that the proxy cannot decide"
+    )
+
+
 class ClientWriter(Protocol):
     """Where the relay writes to the client: an ``asyncio.StreamWriter``, or anything with
     the same three methods. ``is_closing()``: the client's end is gone (the write pipe's
@@ -760,15 +775,20 @@ class Relay:
             source = self._screening.get(message.id)
             method, took = self._answered(message.id)
             decided = method in LISTS or _asks_for_input(message)
+            unreadable = _unreadable_input_requests(message)
             if self.trail.failed is not None:
                 await self._withhold_answer(message.id, method, took)
-            elif message.miscased is not None or (
-                message.ambiguous is not None and (decided or source is not None)
+            elif (
+                message.miscased is not None
+                or (message.ambiguous is not None and (decided or source is not None))
+                or unreadable is not None
             ):
                 # a screened answer too: the screen reads one copy of a repeated key, and
                 # the client's reader may keep the other; a key the relay reads, spelt in
-                # another case, is unread here (an "InputRequests") and read by the client
-                await self._refuse_answer(message, method, took)
+                # another case, is unread here (an "InputRequests") and read by the client;
+                # requests for the client in a shape the relay does not decide are refused
+                why = message.miscased or message.ambiguous or unreadable
+                await self._refuse_answer(message, method, took, why)
             elif decided:
                 findings = self._screen_answer(message, source)
                 self._spawn(self._backend_response(message, method, took, findings))
@@ -846,12 +866,14 @@ class Relay:
         await self._send_client(encode(error))
         self._record_response(error, request_id, method, took)
 
-    async def _refuse_answer(self, message: Message, method: str | None, took: float) -> None:
+    async def _refuse_answer(
+        self, message: Message, method: str | None, took: float, why: str | None
+    ) -> None:
         """A backend answer the relay would decide on (a list to filter, requests for the
         client inside it) or screen (:data:`SCREENED`) but cannot read unambiguously, or
-        one spelling a key the relay reads in another letter case: the client gets an
-        error instead, and the answer is recorded as it came."""
-        why = message.ambiguous or message.miscased
+        one spelling a key the relay reads in another letter case, or one whose requests
+        for the client are not an object of them (``why``): the client gets an error
+        instead, and the answer is recorded as it came."""
         log.warning("backend answer to request %r refused: %s", message.id, why)
         text = f"the backend's answer was refused: {why} (request {message.id})"
         await self._send_client(encode(error_response(message.id, BACKEND_FAILED, text)))

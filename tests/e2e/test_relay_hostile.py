@@ -210,6 +210,26 @@ def test_ambiguous_messages_from_the_backend_are_refused_where_they_are_decided(
     assert "the key 'method' appears twice" in answer["error"]["message"]
 
 
+def test_requests_for_the_client_in_a_shape_the_relay_does_not_decide_are_refused(
+    relay: Any,
+) -> None:
+    """``inputRequests`` is an object of requests by name; as an array, the relay would not
+    decide them one by one, and a lenient client could still act on them: the answer is
+    refused, and the client never sees the request inside it."""
+    proxy, _, log_dir = relay
+    answer = proxy.call("tools/call", {"name": "ask_in_a_list", "arguments": {}})
+    assert answer["error"]["code"] == -32000
+    assert "its inputRequests is an array, not an object of requests" in answer["error"]["message"]
+    assert "sampling/createMessage" not in json.dumps(answer)
+    assert proxy.close() == 0
+    answered = [
+        r
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "server_to_client" and r.get("mcp_method") == "tools/call"
+    ]
+    assert [r["outcome"] for r in answered] == ["response"]  # recorded as it came
+
+
 @pytest.mark.parametrize("depth", [975, 100_000])
 def test_a_deeply_nested_request_gets_an_error_and_the_session_goes_on(
     relay: Any, depth: int

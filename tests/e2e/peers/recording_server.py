@@ -91,6 +91,7 @@ TOOLS = [
     {"name": "flood", "inputSchema": {"type": "object"}},
     {"name": "raw_lines", "inputSchema": {"type": "object"}},
     {"name": "ask_many", "inputSchema": {"type": "object"}},
+    {"name": "ask_in_a_list", "inputSchema": {"type": "object"}},
     {"name": "ask_then_cancel", "inputSchema": {"type": "object"}},
     {"name": "nan_answer", "inputSchema": {"type": "object"}},
     {"name": "crash", "inputSchema": {"type": "object"}},
@@ -291,6 +292,9 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
         text(request_id, "asked")
     elif name == "ask_many":  # 2026-07-28 era: requests for the client inside a result
         asks = {f"r{n}": {"method": "roots/list"} for n in range(params["arguments"]["count"])}
+        result(request_id, {"resultType": "input_required", "inputRequests": asks})
+    elif name == "ask_in_a_list":  # the same, as an array no client should accept
+        asks = [{"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 9}}]
         result(request_id, {"resultType": "input_required", "inputRequests": asks})
     elif name == "ask_then_cancel":  # asks the client, then takes it back
         send(json.dumps({"jsonrpc": "2.0", "id": "c1", "method": "roots/list"}))
