@@ -38,6 +38,7 @@ from mcp_acp.errors import printable
 __all__ = [
     "GENESIS",
     "ChainHead",
+    "DamagedHead",
     "VerifyResult",
     "canonical",
     "chain_files",
@@ -166,9 +167,23 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+class DamagedHead(ValueError):
+    """A chain head file that is there but holds no head: ``empty`` (0 bytes), or neither
+    slot is valid. The writer writes and syncs a head before a stream's first record, so
+    while the stream has records this is damage, never the trace of a crash."""
+
+    def __init__(self, empty: bool) -> None:
+        self.empty = empty
+        super().__init__(
+            "the chain head file is empty"
+            if empty
+            else "the chain head file is corrupt (neither slot holds a valid head)"
+        )
+
+
 def read_head(log_dir: Path, stream: str) -> ChainHead | None:
-    """The chain head; ``None`` if there is none (no file, or an empty one); ``seq`` -1 if
-    it is unreadable garbage. ``OSError`` if the path is there but not a readable file."""
+    """The chain head; ``None`` if there is no head file. ``DamagedHead`` if the file is
+    empty or garbage; ``OSError`` if the path is there but not a readable file."""
     try:
         with open_regular(head_path(log_dir, stream)) as handle:
             data = handle.read(4 * _SLOT)
@@ -183,7 +198,7 @@ def read_head(log_dir: Path, stream: str) -> ChainHead | None:
         if _slot(head).split()[2] == fields[2].encode():
             heads.append(head)
     if not heads:
-        return ChainHead(seq=-1, hash="corrupt head file") if data else None
+        raise DamagedHead(empty=not data)
     return max(heads, key=lambda h: h.seq)
 
 
@@ -316,12 +331,15 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    damaged: DamagedHead | None = None
     try:
         head = read_head(log_dir, stream)
     except OSError as exc:
         where = head_path(log_dir, stream)
         problem = f"the chain head file cannot be read: {_unreadable(exc)}"
         return VerifyResult(stream, 0, False, problem, where, None, partials)
+    except DamagedHead as exc:
+        head, damaged = None, exc
     seq, prev = 0, GENESIS
     count = 0
     for path in files:
@@ -335,6 +353,15 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
         except OSError as exc:
             problem = f"cannot read the file: {_unreadable(exc)}"
             return VerifyResult(stream, count, False, problem, path, None, partials)
+    if damaged is not None and (count or not damaged.empty):
+        problem = str(damaged)
+        if count and damaged.empty:  # a head is synced before the first record: emptied
+            problem += (
+                f", though the stream has {count} records: it was emptied, so lines cut off "
+                "the end could not be detected"
+            )
+        where = head_path(log_dir, stream)
+        return VerifyResult(stream, count, False, problem, where, None, partials)
     if count == 0 and head is None:
         if not log_in_use(log_dir):
             return VerifyResult(stream, 0, False, f"no audit log at {log_dir}")
@@ -360,21 +387,16 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             "the end could not be detected",
             partial_lines=partials,
         )
-    if head is not None:
-        if head.seq < 0:
-            return VerifyResult(
-                stream, count, False, "the chain head file is corrupt", partial_lines=partials
-            )
-        if seq < head.seq:
-            last = files[-1] if files else None
-            return VerifyResult(
-                stream,
-                count,
-                False,
-                f"the log ends at seq {seq} but the chain head says {head.seq} "
-                "(lines were cut off the end)",
-                last,
-                None,
-                partials,
-            )
+    if head is not None and seq < head.seq:
+        last = files[-1] if files else None
+        return VerifyResult(
+            stream,
+            count,
+            False,
+            f"the log ends at seq {seq} but the chain head says {head.seq} "
+            "(lines were cut off the end)",
+            last,
+            None,
+            partials,
+        )
     return VerifyResult(stream, count, True, partial_lines=partials)

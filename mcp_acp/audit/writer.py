@@ -41,6 +41,7 @@ from mcp_acp._fs import unsafe_permissions
 from mcp_acp.audit.chain import (
     GENESIS,
     ChainHead,
+    DamagedHead,
     chain_files,
     head_path,
     last_newline,
@@ -236,37 +237,78 @@ class StreamWriter:
     # ---------------------------------------------------------------- opening
 
     def open(self) -> None:
-        """Recover after a crash, pick up the chain, open the file."""
+        """Recover after a crash, pick up the chain, check it against its head, open the
+        file — and write the head, synced, before any record (see :meth:`_open_head`)."""
         try:
             if self.path.is_symlink():  # never followed: it could point anywhere
                 raise OSError(errno.ELOOP, "it is a symbolic link")
             self._recover_partial_line()
             self._seq, self._prev = self._chain_end()
-            head = read_head(self.log_dir, self.stream)
-            if head is None and self._seq > 0 and not head_path(self.log_dir, self.stream).exists():
-                raise AuditError(
-                    f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
-                    f"head file {head_path(self.log_dir, self.stream)} is missing: records may "
-                    "have been cut off the end",
-                    fix=_start_anew(self.log_dir),
-                )
-            if head is not None and (head.seq < 0 or head.seq > self._seq):
-                raise AuditError(
-                    f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
-                    f"its chain head says {head.seq}: records were removed",
-                    fix=_start_anew(self.log_dir),
-                )
+            self._check_chain_head()
             self._open_file()
             if self.path == self.log_dir / f"{self.stream}.jsonl":
-                self._head_fd = open_head(self.log_dir, self.stream)
-                info = os.fstat(self._head_fd)
-                self._head_identity = (info.st_dev, info.st_ino)
+                self._open_head()
         except OSError as exc:
             raise AuditError(
                 f"cannot open audit stream {self.path}: {errno_text(exc)}",
                 fix="check that the log directory exists, is yours and is writable",
             ) from exc
         self._open = True
+
+    def _check_chain_head(self) -> None:
+        """Refuse to go on from a chain end its head does not vouch for: records cut off
+        the end, or a head file removed, emptied or garbled while the stream has records."""
+        where = head_path(self.log_dir, self.stream)
+        try:
+            head = read_head(self.log_dir, self.stream)
+        except DamagedHead as damaged:
+            if self._seq == 0 and damaged.empty:
+                return  # a crash between creating the head file and its first write
+            if damaged.empty:
+                problem = (
+                    f"has {self._seq} records but its chain head file {where} is empty: it was "
+                    "emptied, so records cut off the end could not be detected (an mcp-acp that "
+                    "wrote the head only after a stream's first record could also leave it so, "
+                    "after a crash at that stream's very first start)"
+                )
+            else:
+                problem = (
+                    f"has its chain head file {where} corrupt (neither slot holds a valid "
+                    "head), so records cut off the end could not be detected"
+                )
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} {problem}",
+                fix=_start_anew(self.log_dir),
+            ) from None
+        if head is None and self._seq > 0:
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
+                f"head file {where} is missing: records may have been cut off the end",
+                fix=_start_anew(self.log_dir),
+            )
+        if head is not None and head.seq > self._seq:
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
+                f"its chain head says {head.seq}: records were removed",
+                fix=_start_anew(self.log_dir),
+            )
+
+    def _open_head(self) -> None:
+        """Open the chain head file and write the head the chain goes on from, synced
+        before any record is written: so a stream with records always has a head on disk
+        (an empty head file is damage, not the trace of a crash), and the head file's
+        name too, the first time."""
+        self._head_fd = open_head(self.log_dir, self.stream)
+        info = os.fstat(self._head_fd)
+        self._head_identity = (info.st_dev, info.st_ino)
+        write_head(self._head_fd, ChainHead(self._seq, self._prev))
+        os.fsync(self._head_fd)
+        if info.st_size == 0:  # just created
+            heads = os.open(self.log_dir / ".heads", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(heads)
+            finally:
+                os.close(heads)
 
     def _open_file(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

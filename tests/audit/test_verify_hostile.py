@@ -204,6 +204,43 @@ def test_an_unused_directory_is_no_audit_log(tmp_path: Path, run_cli: Any, conte
     assert verify_stream(logs, "system").problem == f"no audit log at {logs}"
 
 
+@pytest.mark.parametrize("cut", [3, 0])
+def test_an_emptied_head_fails_and_is_refused(tmp_path: Path, run_cli: Any, cut: int) -> None:
+    """Cutting records off the end and emptying the head file used to pass (an empty head
+    was taken for no head) and the next start wrote a fresh head over the cut."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    cut_lines = (logs / "system.jsonl").read_bytes().splitlines(keepends=True)
+    (logs / "system.jsonl").write_bytes(b"".join(cut_lines[: len(cut_lines) - cut]))
+    head_path(logs, "system").write_bytes(b"")
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stdout
+    kept = len(cut_lines) - cut
+    assert (
+        f"system: FAILED at {head_path(logs, 'system')}: the chain head file is empty, though "
+        f"the stream has {kept} records: it was emptied"
+    ) in result.stdout
+    for stream in ("operations", "decisions", "auth"):
+        assert f"{stream}: ok" in result.stdout
+    with pytest.raises(AuditError, match=r"head file \S+ is empty: it was emptied") as refused:
+        JsonlAuditSink(logs).start_sync()
+    assert "move the log directory aside" in str(refused.value)
+    assert head_path(logs, "system").read_bytes() == b""  # nothing written over it
+    assert len((logs / "system.jsonl").read_bytes().splitlines()) == kept
+
+
+def test_a_garbled_head_is_refused_naming_it(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head_path(logs, "system").write_bytes(b"x" * 256)
+    assert verify_stream(logs, "system").problem == (
+        "the chain head file is corrupt (neither slot holds a valid head)"
+    )
+    assert verify_stream(logs, "system").file == head_path(logs, "system")
+    with pytest.raises(AuditError, match=r"chain head file \S+ corrupt \(neither slot"):
+        JsonlAuditSink(logs).start_sync()
+
+
 def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
     """A file named with an ANSI escape, a bidi override or bytes that are not UTF-8 must
     not reach the terminal as such (it used to: ``\\x1b[2J`` cleared the screen)."""
