@@ -15,7 +15,10 @@ hashes, so the commit leader does little work per line.
 
 Editing, deleting, inserting or reordering a line breaks the chain at that line; cutting
 off the tail is caught by comparing with the *head* (last ``seq`` and ``hash``) that the
-writer keeps outside the log file.
+writer keeps outside the log file. The head also says whether the stream was *closed*
+cleanly: then no line may follow the one it names — anyone who can append to the file can
+append correctly chained records (the chain has no key), and only a crash leaves lines past
+the head legitimately.
 """
 
 from __future__ import annotations
@@ -102,10 +105,16 @@ def seal(body: bytes, seq: int, prev_hash: str) -> tuple[bytes, str]:
 
 @attrs.frozen(slots=True)
 class ChainHead:
-    """The last record written to a stream: kept outside the log to detect truncation."""
+    """The last record written to a stream: kept outside the log to detect truncation.
+
+    ``closed``: the writer closed the stream cleanly after this record, so nothing it wrote
+    follows it. Set by ``close()`` (synced), cleared when the stream is opened again
+    (synced, before any record); a head file written before the mark existed reads as not
+    closed."""
 
     seq: int
     hash: str
+    closed: bool = False
 
 
 def head_path(log_dir: Path, stream: str) -> Path:
@@ -115,8 +124,13 @@ def head_path(log_dir: Path, stream: str) -> Path:
 _SLOT = 128  # the head file holds two fixed-size slots, written alternately in place
 
 
+_CLOSED = "closed"
+
+
 def _slot(head: ChainHead) -> bytes:
-    text = f"{head.seq} {head.hash} "
+    """``seq hash [closed] check``, padded: the mark costs nothing per commit (same slot,
+    same one ``pwrite``)."""
+    text = f"{head.seq} {head.hash} {_CLOSED + ' ' if head.closed else ''}"
     check = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"{text}{check}".encode().ljust(_SLOT - 1) + b"\n"
 
@@ -192,10 +206,11 @@ def read_head(log_dir: Path, stream: str) -> ChainHead | None:
     heads = []
     for start in (0, _SLOT):
         fields = data[start : start + _SLOT].decode("ascii", "replace").split()
-        if len(fields) != 3 or not fields[0].isdigit() or len(fields[1]) != 64:
+        closed = len(fields) == 4 and fields[2] == _CLOSED
+        if len(fields) != 3 + closed or not fields[0].isdigit() or len(fields[1]) != 64:
             continue
-        head = ChainHead(int(fields[0]), fields[1])
-        if _slot(head).split()[2] == fields[2].encode():
+        head = ChainHead(int(fields[0]), fields[1], closed)
+        if _slot(head).split()[-1] == fields[-1].encode():
             heads.append(head)
     if not heads:
         raise DamagedHead(empty=not data)
@@ -247,6 +262,8 @@ class VerifyResult:
     file: Path | None = None
     line: int | None = None
     partial_lines: tuple[Path, ...] = ()
+    #: the first and last ``seq`` after the head's, in a stream not closed cleanly
+    past_head: tuple[int, int] | None = None
 
     def describe(self) -> str:
         """One line for a terminal: file names are escaped wherever they print as
@@ -259,6 +276,13 @@ class VerifyResult:
             if self.partial_lines:
                 names = ", ".join(p.name for p in self.partial_lines)
                 extra = f"; partial line(s) set aside after a crash: {names}"
+            if self.past_head:
+                first, last = self.past_head
+                span = f"seq {first}" if first == last else f"seq {first}-{last}"
+                extra += (
+                    f"; note: {span} past the chain head (seq {first - 1}), written after its "
+                    "last update by a writer that crashed or is running: no head confirms them"
+                )
             return f"{self.stream}: ok, {self.lines} lines{extra}"
         where = str(self.file) if self.file else self.stream
         if self.file and self.line is not None:
@@ -327,7 +351,9 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     ``seq`` must carry exactly the head's hash — otherwise the history was rewritten, even
     if the log goes on past it. Lines after it are allowed: the head is updated once a
     commit is durable, so records written with their fsync deferred (at most 20 ms) can
-    be ahead of it after a crash.
+    be ahead of it after a crash, or while the writer runs — unless the head says the
+    stream was closed cleanly: then they were appended by someone else. Otherwise they are
+    named in the result (``past_head``): no head confirms them.
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
@@ -342,6 +368,7 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
         head, damaged = None, exc
     seq, prev = 0, GENESIS
     count = 0
+    past: tuple[Path, int] | None = None  # where the line after the head's is
     for path in files:
         try:
             for number, raw in _lines(path):
@@ -350,6 +377,8 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
                 except _BadLine as bad:
                     return VerifyResult(stream, count, False, str(bad), path, number, partials)
                 count += 1
+                if head is not None and seq == head.seq + 1:
+                    past = (path, number)
         except OSError as exc:
             problem = f"cannot read the file: {_unreadable(exc)}"
             return VerifyResult(stream, count, False, problem, path, None, partials)
@@ -399,4 +428,28 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             None,
             partials,
         )
+    if head is not None and past is not None:
+        if head.closed and _still(log_dir, stream, head):
+            return VerifyResult(
+                stream,
+                count,
+                False,
+                f"{seq - head.seq} lines after the chain head (seq {head.seq}) of a stream "
+                "closed cleanly: appended by someone else",
+                *past,
+                partials,
+            )
+        return VerifyResult(
+            stream, count, True, partial_lines=partials, past_head=(head.seq + 1, seq)
+        )
     return VerifyResult(stream, count, True, partial_lines=partials)
+
+
+def _still(log_dir: Path, stream: str, head: ChainHead) -> bool:
+    """Whether the chain head still says what it said before the lines were read. A writer
+    that started meanwhile clears the closed mark before it writes past it: its lines are
+    no alarm. (A head that cannot be read now is no excuse.)"""
+    try:
+        return read_head(log_dir, stream) == head
+    except (OSError, DamagedHead):
+        return True

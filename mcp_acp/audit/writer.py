@@ -231,6 +231,9 @@ class StreamWriter:
         self._prev = GENESIS
         self._failed: AuditError | None = None
         self.quarantined: list[Path] = []
+        #: the first and last ``seq`` found past the chain head at start (the head of a
+        #: stream not closed cleanly, after a crash), recorded in ``stream_opened``
+        self.past_head: tuple[int, int] | None = None
         self.fsyncs = 0
         self._head_identity: tuple[int, int] = (0, 0)
 
@@ -257,7 +260,11 @@ class StreamWriter:
 
     def _check_chain_head(self) -> None:
         """Refuse to go on from a chain end its head does not vouch for: records cut off
-        the end, or a head file removed, emptied or garbled while the stream has records."""
+        the end, a head file removed, emptied or garbled while the stream has records, or
+        records after the head of a stream closed cleanly. Lines after the head of a stream
+        not closed cleanly are what a crash leaves (written before the head was updated);
+        so would be lines appended after a crash, which cannot be told apart: they are
+        taken, and named in ``past_head``."""
         where = head_path(self.log_dir, self.stream)
         try:
             head = read_head(self.log_dir, self.stream)
@@ -292,12 +299,22 @@ class StreamWriter:
                 f"its chain head says {head.seq}: records were removed",
                 fix=_start_anew(self.log_dir),
             )
+        if head is not None and head.seq < self._seq:
+            if head.closed:  # nothing this writer wrote follows a clean close
+                raise AuditError(
+                    f"audit stream {self.stream!r} in {self.log_dir} goes on to seq {self._seq} "
+                    f"past its chain head (seq {head.seq}), though it was closed cleanly: "
+                    "lines appended by someone else",
+                    fix=_start_anew(self.log_dir),
+                )
+            # a crash after writing them, before the head was updated: taken, but recorded
+            self.past_head = (head.seq + 1, self._seq)
 
     def _open_head(self) -> None:
-        """Open the chain head file and write the head the chain goes on from, synced
-        before any record is written: so a stream with records always has a head on disk
-        (an empty head file is damage, not the trace of a crash), and the head file's
-        name too, the first time."""
+        """Open the chain head file and write the head the chain goes on from — without
+        the closed mark — synced before any record is written: so a stream with records
+        always has a head on disk (an empty head file is damage, not the trace of a crash),
+        and a closed mark never stands before records written since."""
         self._head_fd = open_head(self.log_dir, self.stream)
         info = os.fstat(self._head_fd)
         self._head_identity = (info.st_dev, info.st_ino)
@@ -836,7 +853,7 @@ class StreamWriter:
         error = self._failed
         if self._fd >= 0:
             try:
-                if self.durability == "fsync" and error is None:
+                if error is None:  # with durability flush too: the head is marked closed
                     os.fsync(self._fd)
             except OSError as exc:
                 error = AuditError(
@@ -850,11 +867,19 @@ class StreamWriter:
             wait.error = error
         _wake(unsynced)
         if self._head_fd >= 0:
-            if self._failed is None and self._seq:
-                with contextlib.suppress(OSError):
-                    write_head(self._head_fd, ChainHead(self._seq, self._prev))
+            if error is None:
+                self._mark_closed()
             os.close(self._head_fd)
             self._head_fd = -1
+
+    def _mark_closed(self) -> None:
+        """Record the head with the closed mark, synced: every record is durable and
+        nothing follows it, so a line found after it later was appended by someone else.
+        (If this fails, the head stays unmarked: lines after it are then taken for what a
+        crash leaves — recorded, not refused.)"""
+        with contextlib.suppress(OSError):
+            write_head(self._head_fd, ChainHead(self._seq, self._prev, closed=True))
+            os.fsync(self._head_fd)
 
 
 def _wake(waits: list[_Wait]) -> None:

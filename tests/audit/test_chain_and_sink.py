@@ -181,6 +181,56 @@ def test_the_chain_head_is_on_disk_before_the_first_record(log_dir: Path) -> Non
         writer.close()
 
 
+def test_close_marks_the_head_closed_and_open_clears_the_mark_before_any_record(
+    log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    sink.write_sync(decision("r0"))
+    sink.close_sync()
+    head = read_head(log_dir, "decisions")
+    assert head == ChainHead(2, json.loads(lines(log_dir, "decisions")[-1])["hash"], closed=True)
+    calls: list[str] = []
+    real_write, real_pwrite, real_fsync = os.write, os.pwrite, os.fsync
+
+    def name(fd: int) -> str:
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def write(fd: int, data: Any) -> int:
+        calls.append(f"write {name(fd)}")
+        return real_write(fd, data)
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(f"pwrite {name(fd)}{' closed' if b' closed ' in bytes(data) else ''}")
+        return real_pwrite(fd, data, offset)
+
+    def fsync(fd: int) -> None:
+        calls.append(f"fsync {name(fd)}")
+        real_fsync(fd)
+
+    writer = StreamWriter(log_dir, "decisions")
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer.open()
+    writer.write(canonical({"stream": "decisions", "event": "after"}))
+    writer.close()
+    monkeypatch.undo()
+    assert calls == [
+        "pwrite decisions.head",  # the mark cleared …
+        "fsync decisions.head",  # … on disk before the record
+        "write decisions.jsonl",
+        "fsync decisions.jsonl",
+        "pwrite decisions.head",  # the head after the commit: one pwrite, as before
+        "fsync decisions.jsonl",  # close
+        "pwrite decisions.head closed",
+        "fsync decisions.head",
+    ]
+    assert read_head(log_dir, "decisions") == ChainHead(
+        3, json.loads(lines(log_dir, "decisions")[-1])["hash"], closed=True
+    )
+
+
 def test_a_crash_before_the_first_head_leaves_no_records_and_starts(log_dir: Path) -> None:
     """The one crash that leaves an empty head file — between creating it and its first
     write, at a stream's very first start — leaves no record either: start-up goes on."""
