@@ -40,6 +40,8 @@ from mcp_acp.errors import printable
 
 __all__ = [
     "GENESIS",
+    "MAX_RECORD_BYTES",
+    "TOO_LONG",
     "ChainHead",
     "DamagedHead",
     "VerifyResult",
@@ -52,12 +54,28 @@ __all__ = [
     "open_head",
     "open_regular",
     "read_head",
+    "record_lines",
     "seal",
+    "skip_line",
     "verify_stream",
     "write_head",
 ]
 
 GENESIS = "0" * 64
+
+#: The longest line (with its newline) that is read as a record: far more than any record
+#: mcp-acp writes. A record holds at most one message's worth of the message's content
+#: (the relay refuses messages over 10 MiB, ``MAX_MESSAGE_BYTES``) — its arguments with
+#: ``audit.record_payloads``, or its paths and tool name — and escaping to ASCII makes a
+#: byte of it at most about four (``é`` is ``\u00e9``, ``1E15`` is
+#: ``1000000000000000.0``): under 40 MiB. A longer line is not a record and is never read
+#: whole (one line of gigabytes, ``truncate -s +3G``, ended ``audit verify`` with a
+#: MemoryError).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: What a line longer than that is, in the messages that name one.
+TOO_LONG = f"longer than {MAX_RECORD_BYTES >> 20} MiB: not a record mcp-acp writes"
+#: How much of a line longer than that is read at a time, to skip it.
+_SKIP_BYTES = 1024 * 1024
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -150,20 +168,45 @@ def write_head(fd: int, head: ChainHead) -> None:
     os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
 
 
-def last_newline(handle: BinaryIO, size: int) -> int:
+def last_newline(handle: BinaryIO, size: int) -> int | None:
     """Offset just after the last newline before ``size`` in ``handle``'s file (0 if there
-    is none), read backwards in growing windows: the end of a log, never all of it."""
-    window = 4096
-    while True:
-        start = max(0, size - window)
+    is none), read backwards in growing windows: the end of a log, never all of it.
+    ``None`` if the :data:`MAX_RECORD_BYTES` before ``size`` hold no newline: what ends
+    there is longer than any record, and is read no further."""
+    floor = max(0, size - MAX_RECORD_BYTES)
+    end, window = size, 4096
+    while end > floor:
+        start = max(floor, end - window)
         handle.seek(start)
-        chunk = handle.read(size - start)
-        index = chunk.rfind(b"\n")
+        index = handle.read(end - start).rfind(b"\n")
         if index >= 0:
             return start + index + 1
-        if start == 0:
-            return 0
-        window *= 4
+        end, window = start, min(window * 4, _SKIP_BYTES)
+    return 0 if floor == 0 else None
+
+
+def record_lines(handle: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of ``handle``'s file (the last one may lack its newline), each read only
+    up to :data:`MAX_RECORD_BYTES`: ``None`` for a longer one, whose rest is skipped a
+    megabyte at a time — and only if the caller asks for the line after it."""
+    while line := handle.readline(MAX_RECORD_BYTES + 1):
+        if len(line) <= MAX_RECORD_BYTES:
+            yield line
+            continue
+        yield None
+        if not line.endswith(b"\n") and not skip_line(handle):
+            return
+
+
+def skip_line(handle: BinaryIO) -> bool:
+    """Read past the rest of the line ``handle`` is in, a megabyte at a time (a file of one
+    line of gigabytes takes seconds line by line); whether a newline ended it."""
+    while chunk := handle.read(_SKIP_BYTES):
+        index = chunk.find(b"\n")
+        if index >= 0:
+            handle.seek(index + 1 - len(chunk), os.SEEK_CUR)
+            return True
+    return False
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -290,9 +333,9 @@ class VerifyResult:
         return f"{self.stream}: FAILED at {where}: {self.problem}"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
     with open_regular(path) as handle:
-        yield from enumerate(handle, start=1)
+        yield from enumerate(record_lines(handle), start=1)
 
 
 def _unreadable(exc: OSError) -> str:
@@ -373,6 +416,8 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
         try:
             for number, raw in _lines(path):
                 try:
+                    if raw is None:
+                        raise _BadLine(f"line {number} is {TOO_LONG}")
                     seq, prev = seq + 1, _check_line(raw, seq, prev, head)
                 except _BadLine as bad:
                     return VerifyResult(stream, count, False, str(bad), path, number, partials)

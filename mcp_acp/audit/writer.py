@@ -40,6 +40,7 @@ from typing import Any, Literal
 from mcp_acp._fs import unsafe_permissions
 from mcp_acp.audit.chain import (
     GENESIS,
+    TOO_LONG,
     ChainHead,
     DamagedHead,
     chain_files,
@@ -356,6 +357,12 @@ class StreamWriter:
             if handle.read(1) == b"\n":
                 return
             cut = last_newline(handle, size)
+            if cut is None:  # not read, let alone set aside: a crash cuts one record short
+                raise AuditError(
+                    f"the unfinished last line of {self.path} is {TOO_LONG}, nor what a "
+                    "crash leaves",
+                    fix=_start_anew(self.log_dir),
+                )
             handle.seek(cut)
             partial = handle.read()
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -385,6 +392,11 @@ class StreamWriter:
                 continue
             with path.open("rb") as handle:
                 start = last_newline(handle, size - 1)
+                if start is None:
+                    raise AuditError(
+                        f"the last line of {path} is {TOO_LONG}",
+                        fix=_start_anew(self.log_dir),
+                    )
                 handle.seek(start)
                 line = handle.read()
             try:
