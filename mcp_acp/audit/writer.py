@@ -887,8 +887,8 @@ class StreamWriter:
     def _mark_closed(self) -> None:
         """Record the head with the closed mark, synced: every record is durable and
         nothing follows it, so a line found after it later was appended by someone else.
-        (If this fails, the head stays unmarked: lines after it are then taken for what a
-        crash leaves — recorded, not refused.)"""
+        (If this fails, the mark may not be on disk: lines after the head are then taken
+        for what a crash leaves — recorded, not refused.)"""
         with contextlib.suppress(OSError):
             write_head(self._head_fd, ChainHead(self._seq, self._prev, closed=True))
             os.fsync(self._head_fd)
