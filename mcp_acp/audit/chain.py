@@ -15,7 +15,10 @@ hashes, so the commit leader does little work per line.
 
 Editing, deleting, inserting or reordering a line breaks the chain at that line; cutting
 off the tail is caught by comparing with the *head* (last ``seq`` and ``hash``) that the
-writer keeps outside the log file.
+writer keeps outside the log file. The head also says whether the stream was *closed*
+cleanly: then no line may follow the one it names — anyone who can append to the file can
+append correctly chained records (the chain has no key), and only a crash leaves lines past
+the head legitimately.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from mcp_acp.errors import printable
 
 __all__ = [
     "GENESIS",
+    "MAX_RECORD_BYTES",
+    "TOO_LONG",
     "ChainHead",
+    "DamagedHead",
     "VerifyResult",
     "canonical",
     "chain_files",
@@ -48,12 +54,28 @@ __all__ = [
     "open_head",
     "open_regular",
     "read_head",
+    "record_lines",
     "seal",
+    "skip_line",
     "verify_stream",
     "write_head",
 ]
 
 GENESIS = "0" * 64
+
+#: The longest line (with its newline) that is read as a record: far more than any record
+#: mcp-acp writes. A record holds at most one message's worth of the message's content
+#: (the relay refuses messages over 10 MiB, ``MAX_MESSAGE_BYTES``) — its arguments with
+#: ``audit.record_payloads``, or its paths and tool name — and escaping to ASCII makes a
+#: byte of it at most about four (``é`` is ``\u00e9``, ``1E15`` is
+#: ``1000000000000000.0``): under 40 MiB. A longer line is not a record and is never read
+#: whole (one line of gigabytes, ``truncate -s +3G``, ended ``audit verify`` with a
+#: MemoryError).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: What a line longer than that is, in the messages that name one.
+TOO_LONG = f"longer than {MAX_RECORD_BYTES >> 20} MiB: not a record mcp-acp writes"
+#: How much of a line longer than that is read at a time, to skip it.
+_SKIP_BYTES = 1024 * 1024
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -101,10 +123,16 @@ def seal(body: bytes, seq: int, prev_hash: str) -> tuple[bytes, str]:
 
 @attrs.frozen(slots=True)
 class ChainHead:
-    """The last record written to a stream: kept outside the log to detect truncation."""
+    """The last record written to a stream: kept outside the log to detect truncation.
+
+    ``closed``: the writer closed the stream cleanly after this record, so nothing it wrote
+    follows it. Set by ``close()`` (synced), cleared when the stream is opened again
+    (synced, before any record); a head file written before the mark existed reads as not
+    closed."""
 
     seq: int
     hash: str
+    closed: bool = False
 
 
 def head_path(log_dir: Path, stream: str) -> Path:
@@ -114,8 +142,13 @@ def head_path(log_dir: Path, stream: str) -> Path:
 _SLOT = 128  # the head file holds two fixed-size slots, written alternately in place
 
 
+_CLOSED = "closed"
+
+
 def _slot(head: ChainHead) -> bytes:
-    text = f"{head.seq} {head.hash} "
+    """``seq hash [closed] check``, padded: the mark costs nothing per commit (same slot,
+    same one ``pwrite``)."""
+    text = f"{head.seq} {head.hash} {_CLOSED + ' ' if head.closed else ''}"
     check = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"{text}{check}".encode().ljust(_SLOT - 1) + b"\n"
 
@@ -135,20 +168,45 @@ def write_head(fd: int, head: ChainHead) -> None:
     os.pwrite(fd, _slot(head), (head.seq % 2) * _SLOT)
 
 
-def last_newline(handle: BinaryIO, size: int) -> int:
+def last_newline(handle: BinaryIO, size: int) -> int | None:
     """Offset just after the last newline before ``size`` in ``handle``'s file (0 if there
-    is none), read backwards in growing windows: the end of a log, never all of it."""
-    window = 4096
-    while True:
-        start = max(0, size - window)
+    is none), read backwards in growing windows: the end of a log, never all of it.
+    ``None`` if the :data:`MAX_RECORD_BYTES` before ``size`` hold no newline: what ends
+    there is longer than any record, and is read no further."""
+    floor = max(0, size - MAX_RECORD_BYTES)
+    end, window = size, 4096
+    while end > floor:
+        start = max(floor, end - window)
         handle.seek(start)
-        chunk = handle.read(size - start)
-        index = chunk.rfind(b"\n")
+        index = handle.read(end - start).rfind(b"\n")
         if index >= 0:
             return start + index + 1
-        if start == 0:
-            return 0
-        window *= 4
+        end, window = start, min(window * 4, _SKIP_BYTES)
+    return 0 if floor == 0 else None
+
+
+def record_lines(handle: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of ``handle``'s file (the last one may lack its newline), each read only
+    up to :data:`MAX_RECORD_BYTES`: ``None`` for a longer one, whose rest is skipped a
+    megabyte at a time — and only if the caller asks for the line after it."""
+    while line := handle.readline(MAX_RECORD_BYTES + 1):
+        if len(line) <= MAX_RECORD_BYTES:
+            yield line
+            continue
+        yield None
+        if not line.endswith(b"\n") and not skip_line(handle):
+            return
+
+
+def skip_line(handle: BinaryIO) -> bool:
+    """Read past the rest of the line ``handle`` is in, a megabyte at a time (a file of one
+    line of gigabytes takes seconds line by line); whether a newline ended it."""
+    while chunk := handle.read(_SKIP_BYTES):
+        index = chunk.find(b"\n")
+        if index >= 0:
+            handle.seek(index + 1 - len(chunk), os.SEEK_CUR)
+            return True
+    return False
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -166,9 +224,23 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+class DamagedHead(ValueError):
+    """A chain head file that is there but holds no head: ``empty`` (0 bytes), or neither
+    slot is valid. The writer writes and syncs a head before a stream's first record, so
+    while the stream has records this is damage, never the trace of a crash."""
+
+    def __init__(self, empty: bool) -> None:
+        self.empty = empty
+        super().__init__(
+            "the chain head file is empty"
+            if empty
+            else "the chain head file is corrupt (neither slot holds a valid head)"
+        )
+
+
 def read_head(log_dir: Path, stream: str) -> ChainHead | None:
-    """The chain head; ``None`` if there is none (no file, or an empty one); ``seq`` -1 if
-    it is unreadable garbage. ``OSError`` if the path is there but not a readable file."""
+    """The chain head; ``None`` if there is no head file. ``DamagedHead`` if the file is
+    empty or garbage; ``OSError`` if the path is there but not a readable file."""
     try:
         with open_regular(head_path(log_dir, stream)) as handle:
             data = handle.read(4 * _SLOT)
@@ -177,13 +249,14 @@ def read_head(log_dir: Path, stream: str) -> ChainHead | None:
     heads = []
     for start in (0, _SLOT):
         fields = data[start : start + _SLOT].decode("ascii", "replace").split()
-        if len(fields) != 3 or not fields[0].isdigit() or len(fields[1]) != 64:
+        closed = len(fields) == 4 and fields[2] == _CLOSED
+        if len(fields) != 3 + closed or not fields[0].isdigit() or len(fields[1]) != 64:
             continue
-        head = ChainHead(int(fields[0]), fields[1])
-        if _slot(head).split()[2] == fields[2].encode():
+        head = ChainHead(int(fields[0]), fields[1], closed)
+        if _slot(head).split()[-1] == fields[-1].encode():
             heads.append(head)
     if not heads:
-        return ChainHead(seq=-1, hash="corrupt head file") if data else None
+        raise DamagedHead(empty=not data)
     return max(heads, key=lambda h: h.seq)
 
 
@@ -232,6 +305,8 @@ class VerifyResult:
     file: Path | None = None
     line: int | None = None
     partial_lines: tuple[Path, ...] = ()
+    #: the first and last ``seq`` after the head's, in a stream not closed cleanly
+    past_head: tuple[int, int] | None = None
 
     def describe(self) -> str:
         """One line for a terminal: file names are escaped wherever they print as
@@ -244,6 +319,13 @@ class VerifyResult:
             if self.partial_lines:
                 names = ", ".join(p.name for p in self.partial_lines)
                 extra = f"; partial line(s) set aside after a crash: {names}"
+            if self.past_head:
+                first, last = self.past_head
+                span = f"seq {first}" if first == last else f"seq {first}-{last}"
+                extra += (
+                    f"; note: {span} past the chain head (seq {first - 1}), written after its "
+                    "last update by a writer that crashed or is running: no head confirms them"
+                )
             return f"{self.stream}: ok, {self.lines} lines{extra}"
         where = str(self.file) if self.file else self.stream
         if self.file and self.line is not None:
@@ -251,9 +333,9 @@ class VerifyResult:
         return f"{self.stream}: FAILED at {where}: {self.problem}"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
     with open_regular(path) as handle:
-        yield from enumerate(handle, start=1)
+        yield from enumerate(record_lines(handle), start=1)
 
 
 def _unreadable(exc: OSError) -> str:
@@ -312,29 +394,48 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     ``seq`` must carry exactly the head's hash — otherwise the history was rewritten, even
     if the log goes on past it. Lines after it are allowed: the head is updated once a
     commit is durable, so records written with their fsync deferred (at most 20 ms) can
-    be ahead of it after a crash.
+    be ahead of it after a crash, or while the writer runs — unless the head says the
+    stream was closed cleanly: then they were appended by someone else. Otherwise they are
+    named in the result (``past_head``): no head confirms them.
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    damaged: DamagedHead | None = None
     try:
         head = read_head(log_dir, stream)
     except OSError as exc:
         where = head_path(log_dir, stream)
         problem = f"the chain head file cannot be read: {_unreadable(exc)}"
         return VerifyResult(stream, 0, False, problem, where, None, partials)
+    except DamagedHead as exc:
+        head, damaged = None, exc
     seq, prev = 0, GENESIS
     count = 0
+    past: tuple[Path, int] | None = None  # where the line after the head's is
     for path in files:
         try:
             for number, raw in _lines(path):
                 try:
+                    if raw is None:
+                        raise _BadLine(f"line {number} is {TOO_LONG}")
                     seq, prev = seq + 1, _check_line(raw, seq, prev, head)
                 except _BadLine as bad:
                     return VerifyResult(stream, count, False, str(bad), path, number, partials)
                 count += 1
+                if head is not None and seq == head.seq + 1:
+                    past = (path, number)
         except OSError as exc:
             problem = f"cannot read the file: {_unreadable(exc)}"
             return VerifyResult(stream, count, False, problem, path, None, partials)
+    if damaged is not None and (count or not damaged.empty):
+        problem = str(damaged)
+        if count and damaged.empty:  # a head is synced before the first record: emptied
+            problem += (
+                f", though the stream has {count} records: it was emptied, so lines cut off "
+                "the end could not be detected"
+            )
+        where = head_path(log_dir, stream)
+        return VerifyResult(stream, count, False, problem, where, None, partials)
     if count == 0 and head is None:
         if not log_in_use(log_dir):
             return VerifyResult(stream, 0, False, f"no audit log at {log_dir}")
@@ -360,21 +461,40 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             "the end could not be detected",
             partial_lines=partials,
         )
-    if head is not None:
-        if head.seq < 0:
-            return VerifyResult(
-                stream, count, False, "the chain head file is corrupt", partial_lines=partials
-            )
-        if seq < head.seq:
-            last = files[-1] if files else None
+    if head is not None and seq < head.seq:
+        last = files[-1] if files else None
+        return VerifyResult(
+            stream,
+            count,
+            False,
+            f"the log ends at seq {seq} but the chain head says {head.seq} "
+            "(lines were cut off the end)",
+            last,
+            None,
+            partials,
+        )
+    if head is not None and past is not None:
+        if head.closed and _still(log_dir, stream, head):
             return VerifyResult(
                 stream,
                 count,
                 False,
-                f"the log ends at seq {seq} but the chain head says {head.seq} "
-                "(lines were cut off the end)",
-                last,
-                None,
+                f"{seq - head.seq} lines after the chain head (seq {head.seq}) of a stream "
+                "closed cleanly: appended by someone else",
+                *past,
                 partials,
             )
+        return VerifyResult(
+            stream, count, True, partial_lines=partials, past_head=(head.seq + 1, seq)
+        )
     return VerifyResult(stream, count, True, partial_lines=partials)
+
+
+def _still(log_dir: Path, stream: str, head: ChainHead) -> bool:
+    """Whether the chain head still says what it said before the lines were read. A writer
+    that started meanwhile clears the closed mark before it writes past it: its lines are
+    no alarm. (A head that cannot be read now is no excuse.)"""
+    try:
+        return read_head(log_dir, stream) == head
+    except (OSError, DamagedHead):
+        return True

@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from mcp_acp.audit.chain import chain_files, log_in_use, open_regular, verify_stream
+from mcp_acp.audit.chain import (
+    TOO_LONG,
+    chain_files,
+    log_in_use,
+    open_regular,
+    record_lines,
+    verify_stream,
+)
 from mcp_acp.audit.events import STREAMS
 from mcp_acp.audit.follow import StreamFollower
 from mcp_acp.config import load_config, resolve_config_path
@@ -150,7 +157,10 @@ def _records(
         for path in chain_files(directory, stream):
             try:
                 with open_regular(path) as handle:
-                    for number, raw in enumerate(handle, start=1):
+                    for number, raw in enumerate(record_lines(handle), start=1):
+                        if raw is None:
+                            unreadable.append(f"{path}:{number}: {TOO_LONG}")
+                            continue
                         try:
                             record = json.loads(raw)
                         except (ValueError, RecursionError):
@@ -277,14 +287,15 @@ def tail(
     try:
         while True:
             for follower in followers:
-                for record in follower.poll():
+                records = follower.poll()
+                for note in follower.unreadable:  # first: --count may end the records
+                    click.echo(printable(f"skipped {note}"), err=True)
+                follower.unreadable.clear()
+                for record in records:
                     click.echo(_render(record, as_json))
                     shown += 1
                     if limit is not None and shown >= limit:
                         return
-                for note in follower.unreadable:
-                    click.echo(printable(f"skipped {note}"), err=True)
-                follower.unreadable.clear()
             time.sleep(interval)
     finally:
         for follower in followers:

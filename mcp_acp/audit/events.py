@@ -255,7 +255,13 @@ class ChainEvent(AuditEvent):
     (``stream_opened``) and a partial line set aside after a crash."""
 
     event: Literal["stream_opened", "partial_line_quarantined"]
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stream_opened: durability, pid, and past_head ({first_seq, last_seq}) "
+        "when the stream went on past its chain head, which was not marked closed (after a "
+        "crash): those records were taken though no head confirmed them. "
+        "partial_line_quarantined: file.",
+    )
 
 
 #: Every event model, for ``mcp-acp schema audit``.

@@ -8,7 +8,10 @@ was closed before it was renamed, so it is complete) moves on to the new one, fr
 start. If the writer rotated more than once between two polls, the ``seq`` of the next
 record shows the gap, and the records in between are read from the rotated files. A
 writer restarted after a crash cuts an unfinished last line off the same file: the bytes
-held back are checked on every poll, and reading resumes after the last whole line.
+held back are checked on every poll, and reading resumes after the last whole line. A line
+longer than any record (:data:`~mcp_acp.audit.chain.MAX_RECORD_BYTES`) is skipped
+(:func:`~mcp_acp.audit.chain.skip_line`) and named in ``unreadable``: it is never held
+whole.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mcp_acp.audit.chain import chain_files, last_newline, open_regular
+from mcp_acp.audit.chain import (
+    MAX_RECORD_BYTES,
+    TOO_LONG,
+    chain_files,
+    last_newline,
+    open_regular,
+    record_lines,
+    skip_line,
+)
 
 __all__ = ["StreamFollower"]
 
@@ -36,12 +47,16 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _last_line(handle: BinaryIO) -> tuple[int, bytes]:
-    """Offset just after the last newline of ``handle``'s file, and the line it ends."""
+def _last_line(handle: BinaryIO) -> tuple[int | None, bytes]:
+    """Offset just after the last newline of ``handle``'s file, and the line it ends (empty
+    if it is longer than any record); the offset is ``None`` if what follows that newline
+    is longer than any record. Neither is read whole."""
     end = last_newline(handle, handle.seek(0, os.SEEK_END))
-    if end == 0:
-        return 0, b""
+    if not end:
+        return end, b""
     begin = last_newline(handle, end - 1)
+    if begin is None:
+        return end, b""
     handle.seek(begin)
     return end, handle.read(end - begin)
 
@@ -56,13 +71,19 @@ class StreamFollower:
         self.handle: BinaryIO | None = None
         self.identity = (0, 0)
         self.pending = b""
+        self.skipping = False  # in a line longer than any record, until its newline
         #: lines that were not JSON objects, as "PATH: why", for the caller to report
         self.unreadable: list[str] = []
         self.last_seq: int | None = None
         handle = self._open()
         if handle is not None:
             end, line = _last_line(handle)
-            handle.seek(end)
+            if end is None:  # it ends in an unfinished line longer than any record
+                handle.seek(0, os.SEEK_END)
+                self.skipping = True
+                self.unreadable.append(f"{self.path}: a line {TOO_LONG}")
+            else:
+                handle.seek(end)
             record = _parse(line)
             self.last_seq = _seq(record) if record is not None else None
         if self.last_seq is None:
@@ -75,6 +96,7 @@ class StreamFollower:
             return None
         info = os.fstat(handle.fileno())
         self.handle, self.identity, self.pending = handle, (info.st_dev, info.st_ino), b""
+        self.skipping = False
         return handle
 
     def _chain_end(self) -> int | None:
@@ -129,27 +151,48 @@ class StreamFollower:
         if size < whole:
             handle.seek(0)
             self.pending = b""
+            self.skipping = False
         elif self.pending and os.pread(handle.fileno(), len(self.pending), whole) != self.pending:
             self.unreadable.append(f"{self.path}: an unfinished last line, set aside")
             handle.seek(whole)
             self.pending = b""
 
     def _drain(self, handle: BinaryIO) -> list[dict[str, Any]]:
-        data = self.pending + handle.read()
-        cut = data.rfind(b"\n") + 1
-        self.pending = data[cut:]
+        """The records of the whole lines written since the last poll; an unfinished last
+        line is held back in ``pending`` (never more than a record's length of it)."""
         records: list[dict[str, Any]] = []
-        for raw in data[:cut].splitlines():
-            record = _parse(raw)
-            if record is None:
-                self.unreadable.append(f"{self.path}: a line that is not a JSON object")
+        while True:
+            if self.skipping:  # the rest of a line longer than any record
+                self.skipping = not skip_line(handle)
+                if self.skipping:
+                    return records
+            more = handle.readline(MAX_RECORD_BYTES + 1 - len(self.pending))
+            if not more:
+                return records
+            raw, self.pending = self.pending + more, b""
+            if len(raw) > MAX_RECORD_BYTES:
+                self.unreadable.append(f"{self.path}: a line {TOO_LONG}")
+                self.skipping = not raw.endswith(b"\n")
                 continue
-            seq = _seq(record)
-            if seq is not None:
-                if self.last_seq is not None and seq > self.last_seq + 1:
-                    records += self._missed(self.last_seq, seq)
-                self.last_seq = seq
-            records.append(record)
+            if not raw.endswith(b"\n"):  # unfinished: the rest comes with a later poll
+                self.pending = raw
+                return records
+            records += self._take(raw)
+
+    def _take(self, raw: bytes) -> list[dict[str, Any]]:
+        """The record of one whole line — after the ones the writer rotated past, if its
+        ``seq`` shows a gap."""
+        record = _parse(raw)
+        if record is None:
+            self.unreadable.append(f"{self.path}: a line that is not a JSON object")
+            return []
+        records: list[dict[str, Any]] = []
+        seq = _seq(record)
+        if seq is not None:
+            if self.last_seq is not None and seq > self.last_seq + 1:
+                records += self._missed(self.last_seq, seq)
+            self.last_seq = seq
+        records.append(record)
         return records
 
     def _missed(self, after: int, before: int) -> list[dict[str, Any]]:
@@ -160,7 +203,7 @@ class StreamFollower:
         for path in reversed(rotated):
             try:
                 with open_regular(path) as handle:
-                    first = _seq(_parse(handle.readline()))
+                    first = _seq(_parse(handle.readline(MAX_RECORD_BYTES + 1)))
             except OSError:
                 continue
             if first is None or first >= before:
@@ -172,7 +215,10 @@ class StreamFollower:
         for path in reversed(needed):
             try:
                 with open_regular(path) as handle:
-                    for raw in handle:
+                    for raw in record_lines(handle):
+                        if raw is None:
+                            self.unreadable.append(f"{path}: a line {TOO_LONG}")
+                            continue
                         record = _parse(raw)
                         seq = _seq(record)
                         if record is not None and seq is not None and after < seq < before:

@@ -206,7 +206,13 @@ class JsonlAuditSink:
                             writer.stream, "partial_line_quarantined", {"file": aside.name}
                         )
                     )
-                detail = {"durability": self.options.durability, "pid": os.getpid()}
+                detail: dict[str, Any] = {
+                    "durability": self.options.durability,
+                    "pid": os.getpid(),
+                }
+                if writer.past_head is not None:  # taken after a crash: no head confirms them
+                    first, last = writer.past_head
+                    detail["past_head"] = {"first_seq": first, "last_seq": last}
                 writer.write(_chain_record(writer.stream, "stream_opened", detail))
         except AuditError:
             for writer in opened:

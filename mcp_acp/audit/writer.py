@@ -40,7 +40,9 @@ from typing import Any, Literal
 from mcp_acp._fs import not_private_dir
 from mcp_acp.audit.chain import (
     GENESIS,
+    TOO_LONG,
     ChainHead,
+    DamagedHead,
     chain_files,
     head_path,
     last_newline,
@@ -230,43 +232,101 @@ class StreamWriter:
         self._prev = GENESIS
         self._failed: AuditError | None = None
         self.quarantined: list[Path] = []
+        #: the first and last ``seq`` found past the chain head at start (the head of a
+        #: stream not closed cleanly, after a crash), recorded in ``stream_opened``
+        self.past_head: tuple[int, int] | None = None
         self.fsyncs = 0
         self._head_identity: tuple[int, int] = (0, 0)
 
     # ---------------------------------------------------------------- opening
 
     def open(self) -> None:
-        """Recover after a crash, pick up the chain, open the file."""
+        """Recover after a crash, pick up the chain, check it against its head, open the
+        file — and write the head, synced, before any record (see :meth:`_open_head`)."""
         try:
             if self.path.is_symlink():  # never followed: it could point anywhere
                 raise OSError(errno.ELOOP, "it is a symbolic link")
             self._recover_partial_line()
             self._seq, self._prev = self._chain_end()
-            head = read_head(self.log_dir, self.stream)
-            if head is None and self._seq > 0 and not head_path(self.log_dir, self.stream).exists():
-                raise AuditError(
-                    f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
-                    f"head file {head_path(self.log_dir, self.stream)} is missing: records may "
-                    "have been cut off the end",
-                    fix=_start_anew(self.log_dir),
-                )
-            if head is not None and (head.seq < 0 or head.seq > self._seq):
-                raise AuditError(
-                    f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
-                    f"its chain head says {head.seq}: records were removed",
-                    fix=_start_anew(self.log_dir),
-                )
+            self._check_chain_head()
             self._open_file()
             if self.path == self.log_dir / f"{self.stream}.jsonl":
-                self._head_fd = open_head(self.log_dir, self.stream)
-                info = os.fstat(self._head_fd)
-                self._head_identity = (info.st_dev, info.st_ino)
+                self._open_head()
         except OSError as exc:
             raise AuditError(
                 f"cannot open audit stream {self.path}: {errno_text(exc)}",
                 fix="check that the log directory exists, is yours and is writable",
             ) from exc
         self._open = True
+
+    def _check_chain_head(self) -> None:
+        """Refuse to go on from a chain end its head does not vouch for: records cut off
+        the end, a head file removed, emptied or garbled while the stream has records, or
+        records after the head of a stream closed cleanly. Lines after the head of a stream
+        not closed cleanly are what a crash leaves (written before the head was updated);
+        so would be lines appended after a crash, which cannot be told apart: they are
+        taken, and named in ``past_head``."""
+        where = head_path(self.log_dir, self.stream)
+        try:
+            head = read_head(self.log_dir, self.stream)
+        except DamagedHead as damaged:
+            if self._seq == 0 and damaged.empty:
+                return  # a crash between creating the head file and its first write
+            if damaged.empty:
+                problem = (
+                    f"has {self._seq} records but its chain head file {where} is empty: it was "
+                    "emptied, so records cut off the end could not be detected (an mcp-acp that "
+                    "wrote the head only after a stream's first record could also leave it so, "
+                    "after a crash at that stream's very first start)"
+                )
+            else:
+                problem = (
+                    f"has its chain head file {where} corrupt (neither slot holds a valid "
+                    "head), so records cut off the end could not be detected"
+                )
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} {problem}",
+                fix=_start_anew(self.log_dir),
+            ) from None
+        if head is None and self._seq > 0:
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} has records but its chain "
+                f"head file {where} is missing: records may have been cut off the end",
+                fix=_start_anew(self.log_dir),
+            )
+        if head is not None and head.seq > self._seq:
+            raise AuditError(
+                f"audit stream {self.stream!r} in {self.log_dir} ends at seq {self._seq} but "
+                f"its chain head says {head.seq}: records were removed",
+                fix=_start_anew(self.log_dir),
+            )
+        if head is not None and head.seq < self._seq:
+            if head.closed:  # nothing this writer wrote follows a clean close
+                raise AuditError(
+                    f"audit stream {self.stream!r} in {self.log_dir} goes on to seq {self._seq} "
+                    f"past its chain head (seq {head.seq}), though it was closed cleanly: "
+                    "lines appended by someone else",
+                    fix=_start_anew(self.log_dir),
+                )
+            # a crash after writing them, before the head was updated: taken, but recorded
+            self.past_head = (head.seq + 1, self._seq)
+
+    def _open_head(self) -> None:
+        """Open the chain head file and write the head the chain goes on from — without
+        the closed mark — synced before any record is written: so a stream with records
+        always has a head on disk (an empty head file is damage, not the trace of a crash),
+        and a closed mark never stands before records written since."""
+        self._head_fd = open_head(self.log_dir, self.stream)
+        info = os.fstat(self._head_fd)
+        self._head_identity = (info.st_dev, info.st_ino)
+        write_head(self._head_fd, ChainHead(self._seq, self._prev))
+        os.fsync(self._head_fd)
+        if info.st_size == 0:  # just created
+            heads = os.open(self.log_dir / ".heads", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(heads)
+            finally:
+                os.close(heads)
 
     def _open_file(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -297,6 +357,12 @@ class StreamWriter:
             if handle.read(1) == b"\n":
                 return
             cut = last_newline(handle, size)
+            if cut is None:  # not read, let alone set aside: a crash cuts one record short
+                raise AuditError(
+                    f"the unfinished last line of {self.path} is {TOO_LONG}, nor what a "
+                    "crash leaves",
+                    fix=_start_anew(self.log_dir),
+                )
             handle.seek(cut)
             partial = handle.read()
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -326,6 +392,11 @@ class StreamWriter:
                 continue
             with path.open("rb") as handle:
                 start = last_newline(handle, size - 1)
+                if start is None:
+                    raise AuditError(
+                        f"the last line of {path} is {TOO_LONG}",
+                        fix=_start_anew(self.log_dir),
+                    )
                 handle.seek(start)
                 line = handle.read()
             try:
@@ -794,7 +865,7 @@ class StreamWriter:
         error = self._failed
         if self._fd >= 0:
             try:
-                if self.durability == "fsync" and error is None:
+                if error is None:  # with durability flush too: the head is marked closed
                     os.fsync(self._fd)
             except OSError as exc:
                 error = AuditError(
@@ -808,11 +879,19 @@ class StreamWriter:
             wait.error = error
         _wake(unsynced)
         if self._head_fd >= 0:
-            if self._failed is None and self._seq:
-                with contextlib.suppress(OSError):
-                    write_head(self._head_fd, ChainHead(self._seq, self._prev))
+            if error is None:
+                self._mark_closed()
             os.close(self._head_fd)
             self._head_fd = -1
+
+    def _mark_closed(self) -> None:
+        """Record the head with the closed mark, synced: every record is durable and
+        nothing follows it, so a line found after it later was appended by someone else.
+        (If this fails, the mark may not be on disk: lines after the head are then taken
+        for what a crash leaves — recorded, not refused.)"""
+        with contextlib.suppress(OSError):
+            write_head(self._head_fd, ChainHead(self._seq, self._prev, closed=True))
+            os.fsync(self._head_fd)
 
 
 def _wake(waits: list[_Wait]) -> None:

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.chain import GENESIS, canonical, head_path, read_head, seal, verify_stream
+from mcp_acp.audit.chain import (
+    GENESIS,
+    ChainHead,
+    canonical,
+    head_path,
+    read_head,
+    seal,
+    verify_stream,
+)
 from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 from mcp_acp.audit.trail import AuditTrail
@@ -157,12 +165,83 @@ def test_a_removed_chain_head_is_reported_and_refused(
     assert verify_stream(log_dir, "operations").ok  # the other streams still have theirs
 
 
-def test_an_empty_chain_head_is_not_an_alarm(sink: JsonlAuditSink, log_dir: Path) -> None:
-    """A crash between a stream's first line and its first sync leaves the head file empty:
-    nothing to compare, no false alarm."""
+def test_the_chain_head_is_on_disk_before_the_first_record(log_dir: Path) -> None:
+    """A head written only after the first record left an empty head file after a crash in
+    between, which had to be taken for "no head" — and so was a head emptied on purpose.
+    Now opening a stream writes its head (seq 0) first, so no crash leaves records behind
+    an empty head file."""
+    log_dir.mkdir(mode=0o700)
+    (log_dir / ".heads").mkdir(mode=0o700)
+    writer = StreamWriter(log_dir, "decisions")
+    writer.open()
+    try:
+        assert (log_dir / "decisions.jsonl").read_bytes() == b""
+        assert read_head(log_dir, "decisions") == ChainHead(0, GENESIS)
+    finally:
+        writer.close()
+
+
+def test_close_marks_the_head_closed_and_open_clears_the_mark_before_any_record(
+    log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
     sink.write_sync(decision("r0"))
     sink.close_sync()
+    head = read_head(log_dir, "decisions")
+    assert head == ChainHead(2, json.loads(lines(log_dir, "decisions")[-1])["hash"], closed=True)
+    calls: list[str] = []
+    real_write, real_pwrite, real_fsync = os.write, os.pwrite, os.fsync
+
+    def name(fd: int) -> str:
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def write(fd: int, data: Any) -> int:
+        calls.append(f"write {name(fd)}")
+        return real_write(fd, data)
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(f"pwrite {name(fd)}{' closed' if b' closed ' in bytes(data) else ''}")
+        return real_pwrite(fd, data, offset)
+
+    def fsync(fd: int) -> None:
+        calls.append(f"fsync {name(fd)}")
+        real_fsync(fd)
+
+    writer = StreamWriter(log_dir, "decisions")
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer.open()
+    writer.write(canonical({"stream": "decisions", "event": "after"}))
+    writer.close()
+    monkeypatch.undo()
+    assert calls == [
+        "pwrite decisions.head",  # the mark cleared …
+        "fsync decisions.head",  # … on disk before the record
+        "write decisions.jsonl",
+        "fsync decisions.jsonl",
+        "pwrite decisions.head",  # the head after the commit: one pwrite, as before
+        "fsync decisions.jsonl",  # close
+        "pwrite decisions.head closed",
+        "fsync decisions.head",
+    ]
+    assert read_head(log_dir, "decisions") == ChainHead(
+        3, json.loads(lines(log_dir, "decisions")[-1])["hash"], closed=True
+    )
+
+
+def test_a_crash_before_the_first_head_leaves_no_records_and_starts(log_dir: Path) -> None:
+    """The one crash that leaves an empty head file — between creating it and its first
+    write, at a stream's very first start — leaves no record either: start-up goes on."""
+    first = JsonlAuditSink(log_dir)
+    first.start_sync()  # what the other streams had by then
+    first.close_sync()
+    (log_dir / "decisions.jsonl").write_bytes(b"")
     head_path(log_dir, "decisions").write_bytes(b"")
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    sink.close_sync()
     assert verify_stream(log_dir, "decisions").ok
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,29 @@ def write_every_kind(log_dir: Path) -> None:
     sink = JsonlAuditSink(log_dir)
     sink.start_sync()
     sink.close_sync()
+    # a crash after records were written, before the head named them: the next start
+    # records them (stream_opened's past_head)
+    crash = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from mcp_acp.audit import writer\n"
+        "from mcp_acp.audit.jsonl import JsonlAuditSink\n"
+        "from mcp_acp.audit.events import SystemEvent\n"
+        "sink = JsonlAuditSink(Path(sys.argv[1]))\n"
+        "sink.start_sync()\n"
+        "writer.write_head = lambda fd, head: None\n"
+        "sink.write_sync(SystemEvent(event='plugins_loaded', detail={'count': 4}))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", crash, str(log_dir)], check=True, timeout=60)
+    sink = JsonlAuditSink(log_dir)
+    sink.start_sync()
+    sink.close_sync()
+    opened = json.loads((log_dir / "system.jsonl").read_bytes().splitlines()[-1])
+    assert opened["detail"]["past_head"] == {
+        "first_seq": opened["seq"] - 1,
+        "last_seq": opened["seq"] - 1,
+    }
 
 
 def test_every_line_the_sink_writes_fits_the_exported_schema(tmp_path: Path, run_cli: Any) -> None:

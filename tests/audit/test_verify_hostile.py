@@ -4,6 +4,7 @@ records, names that are not text."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -16,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from mcp_acp.audit import chain
 from mcp_acp.audit.chain import (
     GENESIS,
     ChainHead,
     canonical,
     head_path,
     open_head,
+    read_head,
     seal,
     verify_stream,
     write_head,
@@ -101,6 +104,130 @@ def test_a_log_a_little_ahead_of_its_head_is_fine(tmp_path: Path) -> None:
     result = verify_stream(logs, "system")
     assert result.ok, result.describe()
     assert result.lines == len(records)
+
+
+def forge(log_dir: Path, stream: str, count: int) -> None:
+    """Append ``count`` correctly chained 'allow' records, as anyone who can append to the
+    file can (the chain has no key), and leave the head alone."""
+    last = read_records(log_dir, stream)[-1]
+    seq, prev = last["seq"], last["hash"]
+    with (log_dir / f"{stream}.jsonl").open("ab") as handle:
+        for n in range(count):
+            seq += 1
+            body = {"stream": stream, "event": "decision", "effect": "allow", "request_id": n}
+            line, prev = seal(canonical(body), seq, prev)
+            handle.write(line)
+
+
+def crashed_log(log_dir: Path) -> None:
+    """A log whose writer was killed (no close, so the head is not marked closed)."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from mcp_acp.audit.jsonl import JsonlAuditSink\n"
+        "from mcp_acp.audit.events import SystemEvent\n"
+        "sink = JsonlAuditSink(Path(sys.argv[1]))\n"
+        "sink.start_sync()\n"
+        "for n in range(3):\n"
+        "    sink.write_sync(SystemEvent(event=f'e{n}'))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(log_dir)], check=True, timeout=60)
+
+
+def test_records_appended_after_a_clean_close_fail_and_are_refused(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """Forged records appended after the head of a stream closed cleanly used to pass
+    verify, and the next start rewrote the head past them, making them permanent."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    last = len(read_records(logs, "decisions"))
+    forge(logs, "decisions", 3)
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stdout
+    assert (
+        f"decisions: FAILED at {logs / 'decisions.jsonl'}:{last + 1}: 3 lines after the chain "
+        f"head (seq {last}) of a stream closed cleanly: appended by someone else"
+    ) in result.stdout
+    for stream in ("operations", "auth", "system"):
+        assert f"{stream}: ok" in result.stdout
+    head = head_path(logs, "decisions").read_bytes()
+    with pytest.raises(AuditError, match="closed cleanly: lines appended by someone else") as no:
+        JsonlAuditSink(logs).start_sync()
+    assert "move the log directory aside" in str(no.value)
+    assert head_path(logs, "decisions").read_bytes() == head  # not moved past them
+    assert verify_cli(run_cli, logs).returncode == 13  # and so they stay an alarm
+
+
+def test_lines_past_the_head_after_a_crash_are_taken_and_recorded(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """After a crash, lines past the head are what the writer wrote before updating it —
+    or lines appended since, which cannot be told apart: verify notes them, and the next
+    start takes them and records which they were."""
+    logs = tmp_path / "logs"
+    crashed_log(logs)
+    head = read_head(logs, "system")
+    assert head is not None
+    forge(logs, "system", 2)
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 0, result.stdout
+    assert (
+        f"system: ok, {head.seq + 2} lines; note: seq {head.seq + 1}-{head.seq + 2} past the "
+        f"chain head (seq {head.seq}), written after its last update by a writer that crashed "
+        "or is running: no head confirms them"
+    ) in result.stdout
+    sink = JsonlAuditSink(logs)
+    sink.start_sync()
+    sink.close_sync()
+    opened = read_records(logs, "system")[-1]
+    assert opened["event"] == "stream_opened"
+    assert opened["detail"]["past_head"] == {"first_seq": head.seq + 1, "last_seq": head.seq + 2}
+    assert "past_head" not in read_records(logs, "auth")[-1]["detail"]
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 0, result.stdout
+    assert "note" not in result.stdout  # a head confirms them now; the record says which
+
+
+def test_a_head_written_before_the_closed_mark_reads_as_not_closed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    last = read_records(logs, "system")[-1]
+    text = f"{last['seq']} {last['hash']} "
+    slot = (text + hashlib.sha256(text.encode()).hexdigest()[:16]).encode().ljust(127) + b"\n"
+    head_path(logs, "system").write_bytes(slot * 2)
+    assert read_head(logs, "system") == ChainHead(last["seq"], last["hash"], closed=False)
+    forge(logs, "system", 1)
+    assert verify_stream(logs, "system").past_head == (last["seq"] + 1, last["seq"] + 1)
+
+
+def test_a_writer_starting_while_verify_reads_is_no_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify reads the head first: if a writer starts after that, it clears the closed
+    mark and writes past the head verify holds — which must not be taken for tampering."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    before = read_head(logs, "system")
+    assert before is not None
+    assert before.closed
+    sink = JsonlAuditSink(logs)
+    sink.start_sync()
+    try:
+        real, calls = chain.read_head, []
+
+        def head_read_before_the_start(log_dir: Path, stream: str) -> ChainHead | None:
+            calls.append(stream)
+            return before if len(calls) == 1 else real(log_dir, stream)
+
+        monkeypatch.setattr(chain, "read_head", head_read_before_the_start)
+        result = verify_stream(logs, "system")
+        assert result.ok, result.describe()
+        assert result.past_head == (before.seq + 1, before.seq + 1)
+        assert len(calls) == 2
+    finally:
+        sink.close_sync()
 
 
 def verify_cli(run_cli: Any, logs: Path) -> Any:
@@ -202,6 +329,43 @@ def test_an_unused_directory_is_no_audit_log(tmp_path: Path, run_cli: Any, conte
     assert len(result.stderr.splitlines()) == 1
     assert not verify_stream(logs, "system").ok
     assert verify_stream(logs, "system").problem == f"no audit log at {logs}"
+
+
+@pytest.mark.parametrize("cut", [3, 0])
+def test_an_emptied_head_fails_and_is_refused(tmp_path: Path, run_cli: Any, cut: int) -> None:
+    """Cutting records off the end and emptying the head file used to pass (an empty head
+    was taken for no head) and the next start wrote a fresh head over the cut."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    cut_lines = (logs / "system.jsonl").read_bytes().splitlines(keepends=True)
+    (logs / "system.jsonl").write_bytes(b"".join(cut_lines[: len(cut_lines) - cut]))
+    head_path(logs, "system").write_bytes(b"")
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stdout
+    kept = len(cut_lines) - cut
+    assert (
+        f"system: FAILED at {head_path(logs, 'system')}: the chain head file is empty, though "
+        f"the stream has {kept} records: it was emptied"
+    ) in result.stdout
+    for stream in ("operations", "decisions", "auth"):
+        assert f"{stream}: ok" in result.stdout
+    with pytest.raises(AuditError, match=r"head file \S+ is empty: it was emptied") as refused:
+        JsonlAuditSink(logs).start_sync()
+    assert "move the log directory aside" in str(refused.value)
+    assert head_path(logs, "system").read_bytes() == b""  # nothing written over it
+    assert len((logs / "system.jsonl").read_bytes().splitlines()) == kept
+
+
+def test_a_garbled_head_is_refused_naming_it(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    write_log(logs)
+    head_path(logs, "system").write_bytes(b"x" * 256)
+    assert verify_stream(logs, "system").problem == (
+        "the chain head file is corrupt (neither slot holds a valid head)"
+    )
+    assert verify_stream(logs, "system").file == head_path(logs, "system")
+    with pytest.raises(AuditError, match=r"chain head file \S+ corrupt \(neither slot"):
+        JsonlAuditSink(logs).start_sync()
 
 
 def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
