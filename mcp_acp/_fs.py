@@ -115,27 +115,24 @@ def not_private_dir(path: Path) -> str | None:
     :func:`unsafe_permissions`: a sticky directory such as ``/tmp`` lets others create names
     in it (files we would then adopt), and root's ownership is not ours. A symlink is
     judged by the directory it leads to."""
-    real = Path(os.path.realpath(path))
-    info = real.stat()
+    info = Path(os.path.realpath(path)).stat()
     if not stat.S_ISDIR(info.st_mode):
         return f"{path} is not a directory"
-    if info.st_uid != os.geteuid():
-        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = stat.S_IMODE(info.st_mode)
-        return f"directory {path} is writable by group or others (mode {mode:04o})"
-    return None
+    return _not_only_ours(path, info, "directory ")
 
 
 def not_our_file(path: Path) -> str | None:
     """Why the existing file ``path`` may not be written as ours (another user owns it, or
     group or others may write it), or ``None``."""
-    info = path.lstat()
+    return _not_only_ours(path, path.lstat(), "")
+
+
+def _not_only_ours(path: Path, info: os.stat_result, kind: str) -> str | None:
     if info.st_uid != os.geteuid():
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         mode = stat.S_IMODE(info.st_mode)
-        return f"{path} is writable by group or others (mode {mode:04o})"
+        return f"{kind}{path} is writable by group or others (mode {mode:04o})"
     return None
 
 

@@ -9,13 +9,12 @@ import itertools
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_helpers import decision, killed_writer
 
 from mcp_acp.audit.chain import (
     GENESIS,
@@ -26,7 +25,7 @@ from mcp_acp.audit.chain import (
     seal,
     verify_stream,
 )
-from mcp_acp.audit.events import AuthEvent, DecisionEvent, OperationEvent, SystemEvent
+from mcp_acp.audit.events import AuthEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.audit.writer import StreamWriter
@@ -45,23 +44,6 @@ def sink(log_dir: Path) -> Any:
     sink.start_sync()
     yield sink
     sink.close_sync()
-
-
-def decision(request_id: str, **fields: Any) -> DecisionEvent:
-    values: dict[str, Any] = {
-        "session_id": "s1",
-        "request_id": request_id,
-        "subject_id": "alice",
-        "subject_provenance": "token",
-        "mcp_method": "tools/call",
-        "tool_name": "read_file",
-        "effect": "allow",
-        "rule_id": "r1",
-        "reason": "allowed by rule r1",
-        "policy_id": "sha256:x",
-    }
-    values.update(fields)
-    return DecisionEvent(**values)
 
 
 def lines(log_dir: Path, stream: str) -> list[bytes]:
@@ -745,19 +727,7 @@ async def test_the_chain_head_names_the_last_durable_record_after_every_commit(
 
 
 def test_a_writer_killed_at_once_leaves_a_head_that_catches_a_cut(log_dir: Path) -> None:
-    # what a kill -9 or the shutdown coordinator's os._exit leaves behind
-    script = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from mcp_acp.audit.jsonl import JsonlAuditSink\n"
-        "from mcp_acp.audit.events import SystemEvent\n"
-        "sink = JsonlAuditSink(Path(sys.argv[1]))\n"
-        "sink.start_sync()\n"
-        "for n in range(5):\n"
-        "    sink.write_sync(SystemEvent(event=f'e{n}'))\n"
-        "os._exit(0)\n"
-    )
-    subprocess.run([sys.executable, "-c", script, str(log_dir)], check=True, timeout=60)
+    killed_writer(log_dir, 5)  # what a kill -9 or the shutdown coordinator's exit leaves
     assert verify_stream(log_dir, "system").ok
     head = read_head(log_dir, "system")
     assert head is not None

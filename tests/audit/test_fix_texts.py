@@ -9,26 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from audit_helpers import decision
 
 from mcp_acp.audit.chain import verify_stream
-from mcp_acp.audit.events import DecisionEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.errors import AuditError
-
-
-def decision(request_id: str) -> DecisionEvent:
-    return DecisionEvent(
-        session_id="s1",
-        request_id=request_id,
-        subject_id="alice",
-        subject_provenance="token",
-        mcp_method="tools/call",
-        tool_name="read_file",
-        effect="allow",
-        rule_id="r1",
-        reason="allowed by rule r1",
-        policy_id="sha256:x",
-    )
 
 
 def started(log_dir: Path) -> JsonlAuditSink:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from audit_helpers import decision
 
 from mcp_acp.audit import chain
-from mcp_acp.audit.events import DecisionEvent, OperationEvent, argument_fields
+from mcp_acp.audit.events import OperationEvent, argument_fields
 from mcp_acp.audit.jsonl import JsonlAuditSink, serialise
 from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES
 
@@ -28,21 +29,6 @@ CLI = Path(sys.executable).parent / "mcp-acp"
 LIMIT = 384 << 20
 HOLE = 512 << 20
 TOO_LONG = "longer than 64 MiB: not a record mcp-acp writes"
-
-
-def decision(request_id: str) -> DecisionEvent:
-    return DecisionEvent(
-        session_id="s1",
-        request_id=request_id,
-        subject_id="alice",
-        subject_provenance="token",
-        mcp_method="tools/call",
-        tool_name="read_file",
-        effect="allow",
-        rule_id="r1",
-        reason="allowed by rule r1",
-        policy_id="sha256:x",
-    )
 
 
 def write_log(log_dir: Path) -> Path:

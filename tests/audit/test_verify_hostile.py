@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_helpers import killed_writer
 
 from mcp_acp.audit import chain
 from mcp_acp.audit.chain import (
@@ -119,22 +120,6 @@ def forge(log_dir: Path, stream: str, count: int) -> None:
             handle.write(line)
 
 
-def crashed_log(log_dir: Path) -> None:
-    """A log whose writer was killed (no close, so the head is not marked closed)."""
-    script = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from mcp_acp.audit.jsonl import JsonlAuditSink\n"
-        "from mcp_acp.audit.events import SystemEvent\n"
-        "sink = JsonlAuditSink(Path(sys.argv[1]))\n"
-        "sink.start_sync()\n"
-        "for n in range(3):\n"
-        "    sink.write_sync(SystemEvent(event=f'e{n}'))\n"
-        "os._exit(0)\n"
-    )
-    subprocess.run([sys.executable, "-c", script, str(log_dir)], check=True, timeout=60)
-
-
 def test_records_appended_after_a_clean_close_fail_and_are_refused(
     tmp_path: Path, run_cli: Any
 ) -> None:
@@ -167,7 +152,7 @@ def test_lines_past_the_head_after_a_crash_are_taken_and_recorded(
     or lines appended since, which cannot be told apart: verify notes them, and the next
     start takes them and records which they were."""
     logs = tmp_path / "logs"
-    crashed_log(logs)
+    killed_writer(logs, 3)  # no close: the head is not marked closed
     head = read_head(logs, "system")
     assert head is not None
     forge(logs, "system", 2)
