@@ -90,6 +90,7 @@ def test_a_tool_redefined_after_it_was_pinned_waits_for_approval(
         "flood",
         "raw_lines",
         "ask_many",
+        "ask_in_a_list",
         "ask_then_cancel",
         "nan_answer",
         "crash",
