@@ -290,6 +290,18 @@ class Limits:
     dropped: Dropped = attrs.field(factory=Dropped)
 
 
+#: The member naming what a request acts on, by method: it must be a string. The policy
+#: would see another value as its ``repr()`` (``"None"``, which a rule for any tool
+#: matches) while the backend acts on whatever it reads.
+NAMED_BY: dict[str, str] = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "resources/subscribe": "uri",
+    "resources/unsubscribe": "uri",
+}
+
+
 class EnforcementPoint:
     """Decides, asks, records. One instance per session."""
 
@@ -452,17 +464,19 @@ class EnforcementPoint:
         """The ``DecisionRequest`` for one message. Raises :class:`AuthenticationError` (no
         identity), :class:`SessionBindingError`, :class:`AuditError` (the identity provider
         could not record an auth event) or :class:`BuildError` (anything else — among it a
-        ``tools/call`` that names no tool: its name as the policy would see it, ``"None"``,
-        would match a rule for any tool, and the backend would call whatever it reads)."""
+        request that names no tool, prompt or resource as a string (:data:`NAMED_BY`): its
+        name as the policy would see it, ``"None"``, would match a rule for any, and the
+        backend would act on whatever it reads)."""
         subject = await subject_of(self.identity)
         self.session.check_binding(subject)
         try:
-            name = params.get("name")
-            if method == "tools/call" and not isinstance(name, str):
-                what = "null" if name is None else f"of type {type(name).__name__}"
+            member = NAMED_BY.get(method)
+            if member is not None and not isinstance(params.get(member), str):
+                value = params.get(member)
+                what = "null" if value is None else f"of type {type(value).__name__}"
                 raise ValueError(
-                    "params.name of a tools/call must be the tool's name, a string; here it "
-                    f"is {what if 'name' in params else 'missing'}"
+                    f"params.{member} of a {method} must be what it names, a string; here it "
+                    f"is {what if member in params else 'missing'}"
                 )
             request = build_decision_request(
                 method=method,

@@ -1113,18 +1113,27 @@ def test_a_key_the_proxy_reads_spelt_in_another_case_is_denied_on_record(
 
 
 @pytest.mark.parametrize(
-    "params", [{"arguments": {}}, {"name": None, "arguments": {}}, {"name": 7}, {"name": ["echo"]}]
+    ("method", "params"),
+    [
+        ("tools/call", {"arguments": {}}),
+        ("tools/call", {"name": None, "arguments": {}}),
+        ("tools/call", {"name": 7}),
+        ("tools/call", {"name": ["echo"]}),
+        ("prompts/get", {"name": 7}),  # any-prompt allowed the prompt "7"
+        ("resources/read", {"uri": ["note://a"]}),
+    ],
 )
-def test_a_tools_call_naming_no_tool_is_denied_not_decided_as_a_tool_named_none(
-    relay: Any, params: dict[str, Any]
+def test_a_request_naming_nothing_is_denied_not_decided_as_a_name_none(
+    relay: Any, method: str, params: dict[str, Any]
 ) -> None:
     # the policy saw the tool "None" (any-tool allows it), the backend whatever it reads
     proxy, received, log_dir = relay
-    proxy.send({"jsonrpc": "2.0", "id": 45, "method": "tools/call", "params": params})
+    proxy.send({"jsonrpc": "2.0", "id": 45, "method": method, "params": params})
     denied = proxy.recv()
     assert denied["id"] == 45
     assert denied["error"]["data"] == {"rule": "builtin-request-error"}
-    assert "params.name of a tools/call must be the tool's name" in denied["error"]["message"]
+    member = "uri" if method == "resources/read" else "name"
+    assert f"params.{member} of a {method} must be what it names" in denied["error"]["message"]
     assert proxy.close() == 0
     assert all(m.get("id") != 45 for m in backend_saw(received))
     (decided,) = [r for r in records(log_dir, "decisions") if r.get("request_id") == "45"]
