@@ -555,7 +555,7 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def make_acp_home(base: Path, name: str) -> Path:
+def make_acp_home(base: Path, name: str, durability: str = "fsync") -> Path:
     """A fresh HOME with ``mcp-acp init`` done for the echo backend and the bench policy.
 
     One setting is changed from what ``init`` writes: the session rate limits are off (the
@@ -582,12 +582,15 @@ def make_acp_home(base: Path, name: str) -> Path:
     config = json.loads((config_dir / "config.json").read_text())
     proxy = config.setdefault("proxy", {})
     proxy["rate_limits"] = {"tool_calls_per_minute": 0, "requests_per_second": 0}
+    if durability != "fsync":  # the no-fsync yardstick: records written, never synced
+        config["audit"]["sinks"] = [{"use": "jsonl", "config": {"durability": durability}}]
     (config_dir / "config.json").write_text(json.dumps(config, indent=2))
     return home
 
 
-def check_acp_audit(home: Path, sample: Sample) -> dict[str, Any]:
-    """The session's audit trail verifies, was fsync'd, and recorded every decision."""
+def check_acp_audit(home: Path, sample: Sample, durability: str = "fsync") -> dict[str, Any]:
+    """The session's audit trail verifies, had the durability asked for, and recorded every
+    decision."""
     log_dir = home / ".local" / "state" / "mcp-acp" / "log"
     found: dict[str, Any] = {}
     for stream in ("decisions", "operations"):
@@ -596,8 +599,8 @@ def check_acp_audit(home: Path, sample: Sample) -> dict[str, Any]:
         records = [json.loads(line) for line in (log_dir / f"{stream}.jsonl").open()]
         opened = [r for r in records if r.get("event") == "stream_opened"]
         _check(
-            bool(opened) and all(r["detail"]["durability"] == "fsync" for r in opened),
-            f"audit stream {stream} was not opened with durability fsync",
+            bool(opened) and all(r["detail"]["durability"] == durability for r in opened),
+            f"audit stream {stream} was not opened with durability {durability}",
         )
         found[stream] = records
     decisions = found["decisions"]
@@ -652,10 +655,16 @@ def make_routes() -> dict[str, Route]:
     return {
         "direct": Route("direct", "backend direct", ["echo", "rm_rf"], lambda o: o == "ran"),
         "acp": Route("acp", "`mcp-acp run`", ["echo"], _refused),
+        "acp-flush": Route("acp-flush", "`mcp-acp run`, no fsync", ["echo"], _refused),
         "fastmcp": Route("fastmcp", f"FastMCP {_version('fastmcp')} proxy", ["echo"], _denied),
         "floor": Route("floor", "floor: line relay + fsync", ["echo"], _refused),
         "floor-flush": Route("floor-flush", "floor, no fsync", ["echo"], _refused),
     }
+
+
+def _durability(key: str) -> str:
+    """The audit durability of an mcp-acp path: ``acp-flush`` never syncs its records."""
+    return "flush" if key == "acp-flush" else "fsync"
 
 
 def check_sample(path: Route, sample: Sample) -> None:
@@ -685,7 +694,7 @@ def _version(distribution: str) -> str:
 def commands(key: str) -> list[str]:
     if key == "direct":
         return [sys.executable, str(ECHO_SERVER)]
-    if key == "acp":
+    if key.startswith("acp"):
         return [*mcp_acp_command(), "run"]
     if key == "fastmcp":
         return [sys.executable, str(FASTMCP_PROXY), sys.executable, str(ECHO_SERVER)]
@@ -765,8 +774,8 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
     sessions: dict[str, Session] = {}
     try:
         for key in order:
-            if key == "acp":
-                homes[key] = make_acp_home(base, f"home-{key}-{number}")
+            if key.startswith("acp"):
+                homes[key] = make_acp_home(base, f"home-{key}-{number}", _durability(key))
             else:
                 homes[key] = base / f"home-{key}-{number}"
                 homes[key].mkdir(mode=0o700)
@@ -788,8 +797,8 @@ def run_round(base: Path, routes: dict[str, Route], plan: Plan, number: int) -> 
         for key in order:
             sample = sessions.pop(key).finish()
             check_sample(routes[key], sample)
-            if key == "acp":
-                sample.audit = check_acp_audit(homes[key], sample)
+            if key.startswith("acp"):
+                sample.audit = check_acp_audit(homes[key], sample, _durability(key))
             elif key.startswith("floor"):
                 check_floor_records(homes[key], sample)
             routes[key].samples.append(sample)
@@ -981,6 +990,7 @@ def render(report: Report, *, quick: bool) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("direct"),
         row("acp"),
+        row("acp-flush"),
         row("fastmcp"),
         row("floor"),
         row("floor-flush"),
@@ -992,17 +1002,22 @@ def render(report: Report, *, quick: bool) -> str:
         "The floor (`bench/floor_relay.py`, not a proxy to run: it parses each request, denies "
         "`rm_rf` by name and makes one record per request durable before forwarding it, and "
         "does nothing else) measured against the same targets, to show what they ask of any "
-        "Python proxy that keeps the write-ahead rule on this machine; and the same floor "
-        "with its records never synced, to show what the fsync costs:",
+        "Python proxy that keeps the write-ahead rule on this machine; the same floor with "
+        "its records never synced, and mcp-acp with `durability: flush` (its records written, "
+        "never synced: not a setting to run with, a yardstick), to show what the fsync costs "
+        "each:",
         "",
-        "| target | mcp-acp | floor | floor, no fsync | target |",
-        "|---|---:|---:|---:|---:|",
-        f"| added p50 | {acp_added:.2f} ms | {report.added_p('floor', 50):.2f} ms "
+        "| target | mcp-acp | mcp-acp, no fsync | floor | floor, no fsync | target |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| added p50 | {acp_added:.2f} ms | {report.added_p('acp-flush', 50):.2f} ms "
+        f"| {report.added_p('floor', 50):.2f} ms "
         f"| {report.added_p('floor-flush', 50):.2f} ms | ≤ {TARGET_ADDED_P50_MS:g} ms |",
         f"| FastMCP added p50 ÷ the path's | {_times(vs_fastmcp)} "
+        f"| {_times(report.vs_fastmcp('acp-flush'))} "
         f"| {_times(report.vs_fastmcp('floor'))} | {_times(report.vs_fastmcp('floor-flush'))} "
         f"| ≥ {TARGET_VS_FASTMCP:g}x |",
         f"| 8-way calls/s ÷ direct | {throughput:.1%} "
+        f"| {report.throughput_ratio('acp-flush'):.1%} "
         f"| {report.throughput_ratio('floor'):.1%} "
         f"| {report.throughput_ratio('floor-flush'):.1%} | ≥ {TARGET_THROUGHPUT:.0%} |",
         "",
@@ -1054,7 +1069,8 @@ def render(report: Report, *, quick: bool) -> str:
         f"- mcp-acp audit, checked after every session: `decisions` and `operations` verify, "
         f"durability fsync, {audits[0]['echo_allowed']:,} echo allow decisions = echo calls "
         f"made, 1 rm_rf deny (first session: {audits[0]['decisions']:,} decision and "
-        f"{audits[0]['operations']:,} operation records).",
+        f"{audits[0]['operations']:,} operation records); the no-fsync path's the same way, "
+        "with durability flush.",
         "",
         "Per round (p50 ms · 8-way calls/s · ready s; order: the order of spawning):",
         "",

@@ -1,7 +1,8 @@
-"""Smoke test of the relay benchmark: a ``--quick`` run through all five paths.
+"""Smoke test of the relay benchmark: a ``--quick`` run through all six paths.
 
-Checks what was answered and the report's shape — rm_rf denied by both proxies and both
-floors, every figure present and positive — never the timings against their targets."""
+Checks what was answered and the report's shape — rm_rf denied by both proxies (mcp-acp
+with and without fsync) and both floors, every figure present and positive — never the
+timings against their targets."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 ROWS = (
     "backend direct",
     "`mcp-acp run`",
+    "`mcp-acp run`, no fsync",
     "FastMCP",
     "floor: line relay + fsync",
     "floor, no fsync",
@@ -66,13 +68,13 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
     assert re.search(r"- `mcp-acp run`: .*\['echo'\]; `rm_rf` → denied: error -32003\.", text)
     assert re.search(r"- FastMCP [\d.]+ proxy: .*\['echo'\]; `rm_rf` → denied: isError\.", text)
     assert "1 rm_rf deny" in text  # and the denial is on mcp-acp's audit record
-    for name in ROWS[3:]:
+    for name in (ROWS[2], *ROWS[4:]):
         assert re.search(
             rf"- {re.escape(name)}: .*\['echo'\]; `rm_rf` → denied: error -32003\.", text
         )
 
-    # the targets applied to the floors too: three rows, each with four figures
-    floor_header = "| target | mcp-acp | floor | floor, no fsync | target |"
+    # the targets applied to the yardsticks too: three rows, each with five figures
+    floor_header = "| target | mcp-acp | mcp-acp, no fsync | floor | floor, no fsync | target |"
     assert floor_header in text
     floor = text.split(floor_header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     assert [line.split("|")[1].strip() for line in floor] == [
@@ -80,7 +82,7 @@ def test_quick_run_denies_rm_rf_in_both_proxies_and_reports_every_figure(
         "FastMCP added p50 ÷ the path's",
         "8-way calls/s ÷ direct",
     ]
-    assert all(len(line.strip("|").split("|")) == 5 for line in floor)
+    assert all(len(line.strip("|").split("|")) == 6 for line in floor)
     assert _number(floor[0].split("|")[2].strip().removesuffix(" ms")) == _number(
         rows["`mcp-acp run`"][3]
     )
