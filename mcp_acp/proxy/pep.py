@@ -419,7 +419,9 @@ class EnforcementPoint:
 
     def drop(self, side: Literal["client", "backend"], what: str) -> None:
         """Count one message from ``side`` that is not passed on — dropped by its flood
-        limit, or an answer to no request — for the next ``messages_dropped`` record."""
+        limit, an answer to no request, or refused before any decision (not JSON, invalid,
+        ambiguous, too large, a request id in use: answered with an error, if it is a
+        request) — for the next ``messages_dropped`` record."""
         if not self.limits.dropped:
             loop = asyncio.get_running_loop()
             self._dropped_report = loop.call_later(DROPPED_REPORT_SECONDS, self.report_dropped)
@@ -436,7 +438,7 @@ class EnforcementPoint:
             return
         counts = self.limits.dropped.take()
         limits = self.limits
-        log.warning("flood guard dropped messages: %s", counts)
+        log.warning("messages not passed on: %s", counts)
         self.trail.record_soon(
             SystemEvent(
                 event="messages_dropped",

@@ -131,6 +131,25 @@ def _unwritable(error: BaseException | None) -> str:
     return f"the audit trail cannot be written ({error})"
 
 
+#: How a message refused before any decision is counted in the ``messages_dropped`` record
+#: (:meth:`EnforcementPoint.drop`): by kind, never by the sender's text.
+REFUSED_NOT_JSON = "refused: not JSON"
+REFUSED_AMBIGUOUS = "refused: ambiguous JSON"
+REFUSED_INVALID = "refused: invalid JSON-RPC"
+REFUSED_TOO_LARGE = "refused: too large"
+REFUSED_ID_IN_USE = "refused: id in use"
+
+
+def _refused(message: Message) -> str:
+    """The count a message refused before any decision goes under (:data:`REFUSED_INVALID`
+    and the others)."""
+    if message.ambiguous is not None:
+        return REFUSED_AMBIGUOUS
+    if (message.problem or "").startswith("not valid JSON"):
+        return REFUSED_NOT_JSON
+    return REFUSED_INVALID
+
+
 def _misspelt(why: str | None) -> tuple[str, str] | None:
     """The denial (rule id, reason) of a message whose key is spelt in another letter case
     (``why``: :attr:`Message.miscased`), if it is: for ``EnforcementPoint.check(withheld=)``,
@@ -543,6 +562,7 @@ class Relay:
             if line == TOO_LARGE:
                 text = f"message larger than {MAX_MESSAGE_BYTES} bytes"
                 await self._send_client(encode(error_response(None, INVALID_REQUEST, text)))
+                self.pep.drop("client", REFUSED_TOO_LARGE)
                 continue
             if not line.strip():
                 continue
@@ -559,6 +579,7 @@ class Relay:
     async def _client_message(self, message: Message) -> None:
         if message.ambiguous is not None and message.kind == "notification":
             log.warning("client notification refused: %s", message.ambiguous)
+            self.pep.drop("client", _refused(message))
         elif message.kind == "invalid" or (
             message.ambiguous is not None and message.kind == "request"
         ):
@@ -566,6 +587,7 @@ class Relay:
             code = PARSE_ERROR if problem.startswith("not valid JSON") else INVALID_REQUEST
             request_id = message.body.get("id") if message.body else None
             await self._send_client(encode(error_response(request_id, code, problem)))
+            self.pep.drop("client", _refused(message))
         elif message.kind == "request" and self._in_use(message.id):
             text = (
                 f"request id {message.id!r} is already used by a request in progress "
@@ -573,6 +595,7 @@ class Relay:
                 "give every request its own id"
             )
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
+            self.pep.drop("client", REFUSED_ID_IN_USE)
         elif message.kind == "request":
             self.pep.session.learn_client(message.params)
             task = self._spawn(self._client_request(message), answer=message.id)
@@ -800,8 +823,10 @@ class Relay:
             log.warning("backend request refused: %s", message.ambiguous)
             answer = error_response(message.id, INVALID_REQUEST, message.ambiguous)
             await self._send_backend(from_body(answer))
+            self.pep.drop("backend", _refused(message))
         elif message.ambiguous is not None and message.kind == "notification":
             log.warning("backend notification refused: %s", message.ambiguous)
+            self.pep.drop("backend", _refused(message))
         elif message.kind == "request":
             task = self._spawn(self._backend_request(message))
             self._backend_deciding[message.id] = task
@@ -817,6 +842,7 @@ class Relay:
             await self._notification("backend", message, forward)
         else:
             log.warning("backend sent an invalid message: %s", message.problem)
+            self.pep.drop("backend", _refused(message))
             answered = message.reply_id
             if answered is not None and "method" in message.body:  # it waits for an answer
                 text = f"{message.problem or 'invalid request'} (request {answered})"

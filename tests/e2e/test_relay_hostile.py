@@ -1186,3 +1186,29 @@ def test_the_backends_requests_and_notifications_are_held_to_the_same_rules(
         ("k1", "builtin-miscased-key", "server_to_client"),
         ("notification", "builtin-not-a-notification", "server_to_client"),
     ]
+
+
+def test_messages_refused_before_any_decision_are_counted_on_record(relay: Any) -> None:
+    """A line that is not JSON, not JSON-RPC, or readable two ways is answered with an
+    error (a request) or refused (a notification) before any decision: none of them is
+    lost from the record — they are counted by kind, never by the sender's text, in the
+    session's ``messages_dropped`` record, as the flood guard's drops are."""
+    proxy, received, log_dir = relay
+    proxy.send_raw(b"this is not json\n")
+    assert proxy.recv()["error"]["code"] == -32700
+    proxy.send_raw(b'{"jsonrpc":"1.0","id":70,"method":"tools/list"}\n')
+    assert proxy.recv()["error"]["code"] == -32600
+    proxy.send_raw(b'{"jsonrpc":"2.0","id":71,"method":"tools/list","method":"ping"}\n')
+    assert proxy.recv()["error"]["code"] == -32600
+    proxy.send_raw(b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"a":1,"a":2}}\n')
+    assert proxy.call("ping")["result"] == {}  # the session goes on
+    assert proxy.close() == 0
+    assert all(m.get("id") not in (70, 71) for m in backend_saw(received))
+    (dropped,) = [r for r in records(log_dir, "system") if r["event"] == "messages_dropped"]
+    assert dropped["detail"]["dropped"] == {
+        "client": {
+            "refused: ambiguous JSON": 2,
+            "refused: invalid JSON-RPC": 1,
+            "refused: not JSON": 1,
+        }
+    }
