@@ -6,7 +6,8 @@ could read differently is refused with a reason instead of being "cleaned up":
 * not absolute (relative paths, ``~``, ``$HOME``, ``C:``) — nothing is expanded;
 * a ``..`` segment anywhere — lexical collapsing is wrong once symlinks exist;
 * NUL, control characters, invisible and bidi-override characters, lone surrogates and
-  U+FFFD (a name that was not decoded);
+  U+FFFD (a name that was not decoded), characters this Python's Unicode tables do not know
+  (a backend with newer ones may normalise them otherwise);
 * backslashes (Windows forms, mixed separators), look-alike slashes (U+2215, U+2044, …),
   fullwidth forms, text that is not Unicode NFC;
 * percent-encoding in a plain path (``%2e%2e``);
@@ -22,9 +23,10 @@ What *is* normalised: repeated slashes, ``.`` segments and a trailing slash.
 :func:`resolve_symlinks` (I/O, run by the proxy before the decision, not by the pure engine)
 follows symlinks like the kernel does, so a rule sees both the requested path and where it
 really leads; it refuses a link into ``/proc/self`` or ``/dev/fd`` (the backend would follow
-it into its own), and a missing name whose Unicode-equivalent form exists on disk (a backend
-may open that one). A ``file:`` URI with a control character or an edge space is refused
-before it is parsed (``urlsplit`` would drop them).
+it into its own), and a missing name beside an entry that is its Unicode-equivalent form, or
+that holds a character our tables do not know (a backend may open that one). A ``file:``
+URI with a control character or an edge space is refused before it is parsed
+(``urlsplit`` would drop them).
 """
 
 from __future__ import annotations
@@ -193,6 +195,13 @@ def _check_characters(raw: str) -> None:
         raise AmbiguousPathError(
             raw, "is not absolute ('~', '$HOME' and relative paths are not expanded)"
         )
+    if (unknown := _unknown_character(raw)) is not None:
+        raise AmbiguousPathError(
+            raw,
+            f"contains U+{ord(unknown):04X}, which this proxy's Unicode tables "
+            f"({unicodedata.unidata_version}) do not know: a program with newer ones may "
+            "normalise it otherwise",
+        )
     if not unicodedata.is_normalized("NFC", raw):
         raise AmbiguousPathError(raw, "is not in Unicode NFC form")
 
@@ -261,7 +270,7 @@ def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
         try:
             target = os.readlink(candidate)
         except OSError as exc:
-            if exc.errno == errno.ENOENT and not part.isascii():
+            if exc.errno == errno.ENOENT:
                 _refuse_equivalent(path, resolved, part)
             if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
                 resolved = candidate  # not a link, or does not exist (yet)
@@ -278,21 +287,41 @@ def resolve_symlinks(path: str, *, max_links: int = MAX_SYMLINKS) -> str:
 
 def _refuse_equivalent(path: str, directory: str, name: str) -> None:
     """``name`` does not exist in ``directory`` as written: refuse ``path`` if a name equal
-    to it in Unicode NFC form does (``cafe`` + U+0301, as macOS writes ``café``). Backends
-    differ on such a name: the filesystem server opens the equivalent entry it finds, and
-    follows it if it is a symlink, while the proxy would have decided on a path that does
-    not exist."""
+    to it in Unicode NFC form does (``cafe`` + U+0301, as macOS writes ``café``; the Kelvin
+    sign U+212A for an ASCII ``K``), or a name with a character this Python's Unicode tables
+    do not know (the backend's may be newer and compose it into ours). Backends differ on
+    such a name: the filesystem server opens the equivalent entry it finds, and follows it
+    if it is a symlink, while the proxy would have decided on a path that does not exist.
+    (An ASCII entry is its own NFC form, and ``name`` is NFC: only others can match.)"""
     try:
         entries = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return  # nothing exists below: there is no other entry to find
     except OSError as exc:
         raise AmbiguousPathError(path, f"cannot inspect {directory}: {exc.strerror}") from None
-    wanted = unicodedata.normalize("NFC", name)
+    missing = os.path.join(directory, name)
     for entry in entries:
-        if entry != name and unicodedata.normalize("NFC", entry) == wanted:
+        if entry.isascii() or entry == name:
+            continue
+        if (unknown := _unknown_character(entry)) is not None:
             raise AmbiguousPathError(
                 path,
-                f"{os.path.join(directory, name)} does not exist but {entry!a}, the same name "
-                "in another Unicode form, does; backends may open either (rename it to NFC)",
+                f"{missing} does not exist, and {entry!a} beside it holds U+{ord(unknown):04X}, "
+                f"which this proxy's Unicode tables ({unicodedata.unidata_version}) do not "
+                "know: a backend may take that name for this one (rename it)",
             )
+        if unicodedata.normalize("NFC", entry) == name:
+            raise AmbiguousPathError(
+                path,
+                f"{missing} does not exist but {entry!a}, the same name in another Unicode "
+                "form, does; backends may open either (rename it to NFC)",
+            )
+
+
+def _unknown_character(text: str) -> str | None:
+    """The first character of ``text`` unassigned in this Python's Unicode database (its
+    category ``Cn``), or None: a program with newer tables may normalise it otherwise."""
+    for char in text:
+        if not char.isascii() and unicodedata.category(char) == "Cn":
+            return char
+    return None

@@ -6,7 +6,9 @@ server, three ways they could part, each with a symlink out of the allowed tree:
 
 * ``café`` asked for in NFC where the disk holds the NFD name (as macOS writes it): the
   server opens the equivalent entry it finds and follows it, while the proxy saw a path
-  that does not exist;
+  that does not exist; the same for ``Key`` beside ``\u212aey`` (the Kelvin sign is ``K``
+  in NFC), and for names with characters Python's Unicode tables do not know yet, which
+  Node's newer ones compose (U+16D67 twice is U+16D68 in Unicode 16);
 * a name that is not valid Unicode (a lone surrogate is the byte 0xFF to Python, U+FFFD to
   Node) or U+FFFD itself (Node's name for an entry it could not decode);
 * a link to ``/proc/self/cwd``: each process follows it into its own working directory.
@@ -43,6 +45,8 @@ def test_names_the_backend_would_read_differently_are_refused(
     (allowed / "cafe\u0301").symlink_to(outside)  # NFD on disk
     os.symlink(bytes(outside), bytes(allowed) + b"/\xff")  # not UTF-8: Node reads U+FFFD
     (allowed / "here").symlink_to("/proc/self/cwd")
+    (allowed / "\u212aey").symlink_to(outside)  # NFC: "Key"
+    (allowed / chr(0x16D68)).symlink_to(outside)  # NFC of U+16D67 twice, to Node
     policy = {
         "version": "1",
         "rules": [
@@ -70,6 +74,8 @@ def test_names_the_backend_would_read_differently_are_refused(
             "U+FFFD for an undecodable name": _read(f"{allowed}/\ufffd/secret.txt"),
             "lone surrogate": _read(f"{allowed}/\udcff/secret.txt"),
             "link into /proc/self": _read(f"{allowed}/here/secret.txt"),
+            "ASCII name of a Kelvin-sign link": _read(f"{allowed}/Key/secret.txt"),
+            "newer Unicode than ours": _read(f"{allowed}/{chr(0x16D67) * 2}/secret.txt"),
         }
         for what, params in attempts.items():
             answer = proxy.call("tools/call", params)
@@ -87,4 +93,4 @@ def test_names_the_backend_would_read_differently_are_refused(
         for r in records(log_dir, "operations")
         if r.get("direction") == "client_to_server" and r.get("mcp_method") == "tools/call"
     ]
-    assert [r["outcome"] for r in forwarded] == ["forwarded"] + ["denied"] * 5
+    assert [r["outcome"] for r in forwarded] == ["forwarded"] + ["denied"] * 7

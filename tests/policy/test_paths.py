@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -530,6 +531,34 @@ def test_a_missing_name_whose_unicode_equivalent_exists_is_refused(root: Path) -
     # a name with no equivalent on disk is kept as written (a file about to be created)
     assert resolve_symlinks(f"{project}/\u00e7a/new") == f"{project}/\u00e7a/new"
     assert decide(engine_for(project), f"{project}/\u00e7a/new")[0] is Effect.ALLOW
+
+
+def test_an_ascii_name_beside_its_compatibility_twin_is_refused(root: Path) -> None:
+    """The Kelvin sign U+212A is ``K`` in NFC: asked for ``Key``, missing, the filesystem
+    server opens ``\u212aey`` beside it — a link out of the tree. ASCII names are checked
+    for such twins too."""
+    project = root / "srv/data/project"
+    (project / "\u212aey").symlink_to(root / "etc")
+    effect, rule, text = decide(engine_for(project), f"{project}/Key/passwd")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "'\\u212aey', the same name in another Unicode form, does" in text
+    assert decide(engine_for(project), f"{project}/Kez/new")[0] is Effect.ALLOW  # no twin
+
+
+def test_characters_our_unicode_tables_do_not_know_are_refused(root: Path) -> None:
+    """A backend with newer Unicode tables composes characters ours call unassigned (Node
+    20 has Unicode 17; Python 3.11 has 14: U+16D67 twice is U+16D68 there). Neither such a
+    name asked for, nor a missing name beside an entry holding one, can be judged here."""
+    project = root / "srv/data/project"
+    unknown = chr(0x16D67)
+    assert unicodedata.category(unknown) == "Cn"  # on this Python: its tables are older
+    effect, rule, text = decide(engine_for(project), f"{project}/{unknown * 2}/x")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "contains U+16D67, which this proxy's Unicode tables" in text
+    (project / chr(0x16D68)).symlink_to(root / "etc")
+    effect, rule, text = decide(engine_for(project), f"{project}/new-name/x")
+    assert (effect, rule) == (Effect.DENY, "builtin-ambiguous-path")
+    assert "beside it holds U+16D68, which this proxy's Unicode tables" in text
 
 
 def test_a_symlink_into_proc_self_is_refused(root: Path) -> None:
