@@ -197,10 +197,7 @@ def _check_characters(raw: str) -> None:
         )
     if (unknown := _unknown_character(raw)) is not None:
         raise AmbiguousPathError(
-            raw,
-            f"contains U+{ord(unknown):04X}, which this proxy's Unicode tables "
-            f"({unicodedata.unidata_version}) do not know: a program with newer ones may "
-            "normalise it otherwise",
+            raw, f"contains {unknown}: a program with newer ones may normalise it otherwise"
         )
     if not unicodedata.is_normalized("NFC", raw):
         raise AmbiguousPathError(raw, "is not in Unicode NFC form")
@@ -306,9 +303,8 @@ def _refuse_equivalent(path: str, directory: str, name: str) -> None:
         if (unknown := _unknown_character(entry)) is not None:
             raise AmbiguousPathError(
                 path,
-                f"{missing} does not exist, and {entry!a} beside it holds U+{ord(unknown):04X}, "
-                f"which this proxy's Unicode tables ({unicodedata.unidata_version}) do not "
-                "know: a backend may take that name for this one (rename it)",
+                f"{missing} does not exist, and {entry!a} beside it holds {unknown}: a backend "
+                "may take that name for this one (rename it)",
             )
         if unicodedata.normalize("NFC", entry) == name:
             raise AmbiguousPathError(
@@ -320,8 +316,12 @@ def _refuse_equivalent(path: str, directory: str, name: str) -> None:
 
 def _unknown_character(text: str) -> str | None:
     """The first character of ``text`` unassigned in this Python's Unicode database (its
-    category ``Cn``), or None: a program with newer tables may normalise it otherwise."""
+    category ``Cn``), described ("U+16D67, which this proxy's Unicode tables (14.0.0) do
+    not know"), or None: a program with newer tables may normalise it otherwise."""
     for char in text:
         if not char.isascii() and unicodedata.category(char) == "Cn":
-            return char
+            return (
+                f"U+{ord(char):04X}, which this proxy's Unicode tables "
+                f"({unicodedata.unidata_version}) do not know"
+            )
     return None
