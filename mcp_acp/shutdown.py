@@ -14,9 +14,11 @@ after it, so whatever must not outlive the process is a registered clean-up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -32,11 +34,22 @@ log = logging.getLogger(__name__)
 
 
 def append_line(path: Path, record: dict[str, Any]) -> bool:
-    """Append one JSON line durably (0600 file, 0700 directory); True if it worked."""
+    """Append one JSON line durably (0600 file, 0700 directory); True if it worked.
+
+    Never through a symlink, and never to a file another user owns or others may write
+    (``fallback_path`` may be set in a shared directory, where anyone could plant either
+    first: a link would have the event appended to a file of the user's own, such as a
+    shell's start-up file; a file of theirs would hand them the event)."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o600)
         try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                raise OSError(errno.EPERM, "not a regular file of this user's")
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise OSError(errno.EPERM, "writable by group or others")
             data = json.dumps(record, sort_keys=True, ensure_ascii=True, default=str) + "\n"
             os.write(fd, data.encode())
             os.fsync(fd)

@@ -5,9 +5,15 @@ runs first."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from mcp_acp.errors import AuditError
+from mcp_acp.shutdown import ShutdownCoordinator
 
 SCRIPT = """
 import sys
@@ -66,3 +72,35 @@ def test_stop_now_records_why_runs_the_clean_ups_and_exits(tmp_path: Path) -> No
     assert record["failure_class"] == "signal"
     assert record["exit_code"] == 143
     assert record["reason"] == "SIGTERM received again while stopping"
+
+
+def test_the_fallback_is_never_written_through_a_link_or_into_a_file_not_ours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fallback_path`` may be set in a shared directory, where anyone can plant a link to
+    a file of the user's (a shell's start-up file) or a file of their own first: the event
+    is appended to neither — it goes to stderr, as when the fallback cannot be written."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    victim = tmp_path / "bashrc"
+    victim.write_text("# the user's own\n")
+    planted = shared / "fallback.jsonl"
+    planted.symlink_to(victim)
+    coordinator = ShutdownCoordinator(log_dir=tmp_path / "log", fallback_path=planted)
+    coordinator.record_fallback({"event": "decision", "n": 1}, AuditError("disk full"))
+    assert victim.read_text() == "# the user's own\n"
+    assert "audit fallback failed too; lost event:" in capsys.readouterr().err
+    planted.unlink()
+    planted.write_text("")
+    planted.chmod(0o666)  # theirs to read and rewrite
+    coordinator.record_fallback({"event": "decision", "n": 2}, AuditError("disk full"))
+    assert planted.read_text() == ""
+    assert '"n": 2' in capsys.readouterr().err
+    if os.geteuid() == 0:  # only root can give a file away
+        planted.chmod(0o600)
+        os.chown(planted, 65534, 65534)
+        coordinator.record_fallback({"event": "decision", "n": 3}, AuditError("disk full"))
+        assert planted.read_text() == ""
+    planted.unlink()
+    coordinator.record_fallback({"event": "decision", "n": 4}, AuditError("disk full"))
+    assert json.loads(planted.read_text())["event"] == {"event": "decision", "n": 4}
