@@ -322,18 +322,20 @@ class StreamWriter:
         write_head(self._head_fd, ChainHead(self._seq, self._prev))
         os.fsync(self._head_fd)
         if info.st_size == 0:  # just created
-            heads = os.open(self.log_dir / ".heads", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(heads)
-            finally:
-                os.close(heads)
+            _sync_dir(self.log_dir / ".heads")
 
     def _open_file(self) -> None:
+        """Open (create) the stream's file. A new one — at a stream's first start, or after
+        a rotation renamed the old one — has its directory entry synced too, before any
+        record is acknowledged: an fsync of the file alone does not make its name durable,
+        and a power loss could take the file, records and all, with it."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         self._fd = os.open(self.path, flags, 0o600)
         info = os.fstat(self._fd)
         self._identity = (info.st_dev, info.st_ino)
         self._size = info.st_size
+        if info.st_size == 0:
+            _sync_dir(self.path.parent)
 
     def _recover_partial_line(self) -> None:
         """A crash mid-write leaves bytes after the last newline: set them aside. Only in
@@ -892,6 +894,15 @@ class StreamWriter:
         with contextlib.suppress(OSError):
             write_head(self._head_fd, ChainHead(self._seq, self._prev, closed=True))
             os.fsync(self._head_fd)
+
+
+def _sync_dir(directory: Path) -> None:
+    """fsync ``directory``: the names created or renamed in it are durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wake(waits: list[_Wait]) -> None:

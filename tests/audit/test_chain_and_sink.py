@@ -163,6 +163,40 @@ def test_the_chain_head_is_on_disk_before_the_first_record(log_dir: Path) -> Non
         writer.close()
 
 
+def test_a_new_stream_file_has_its_name_synced_before_any_record(
+    log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync of a file does not make its directory entry durable: a stream's file made
+    at its first start, or after a rotation renamed the old one, has its directory synced
+    before a record in it is acknowledged — else a power loss could take the file away."""
+    log_dir.mkdir(mode=0o700)
+    (log_dir / ".heads").mkdir(mode=0o700)
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer = StreamWriter(log_dir, "decisions", max_file_bytes=4096)
+    writer.open()
+    assert calls[0] == log_dir.name  # the new file's name, first of all
+    calls.clear()
+    body = canonical({"stream": "decisions", "event": "x", "pad": "p" * 1500})
+    writer.write(body)
+    writer.write(body)
+    assert calls == ["decisions.jsonl", "decisions.jsonl"]
+    calls.clear()
+    writer.write(body)  # past 4 KiB: the file is rotated first
+    writer.close()
+    monkeypatch.undo()
+    assert (log_dir / "decisions.1.jsonl").exists()
+    # the full file synced (then renamed), the new one made: the directory synced, then the
+    # record in the new file
+    assert calls[:3] == ["decisions.jsonl", log_dir.name, "decisions.jsonl"]
+
+
 def test_close_marks_the_head_closed_and_open_clears_the_mark_before_any_record(
     log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
