@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write_text",
     "broken_link",
     "ensure_private_dir",
+    "fsync_dir",
     "not_our_file",
     "not_private_dir",
     "read_regular_file",
@@ -59,11 +60,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync ``directory``: the names created or renamed in it are durable (an fsync of a
+    file does not make its name so)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def broken_link(path: Path) -> str | None:

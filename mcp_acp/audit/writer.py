@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_acp._fs import not_private_dir
+from mcp_acp._fs import fsync_dir, not_private_dir
 from mcp_acp.audit.chain import (
     GENESIS,
     TOO_LONG,
@@ -322,7 +322,7 @@ class StreamWriter:
         write_head(self._head_fd, ChainHead(self._seq, self._prev))
         os.fsync(self._head_fd)
         if info.st_size == 0:  # just created
-            _sync_dir(self.log_dir / ".heads")
+            fsync_dir(self.log_dir / ".heads")
 
     def _open_file(self) -> None:
         """Open (create) the stream's file. A new one — at a stream's first start, or after
@@ -335,7 +335,7 @@ class StreamWriter:
         self._identity = (info.st_dev, info.st_ino)
         self._size = info.st_size
         if info.st_size == 0:
-            _sync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _recover_partial_line(self) -> None:
         """A crash mid-write leaves bytes after the last newline: set them aside. Only in
@@ -894,15 +894,6 @@ class StreamWriter:
         with contextlib.suppress(OSError):
             write_head(self._head_fd, ChainHead(self._seq, self._prev, closed=True))
             os.fsync(self._head_fd)
-
-
-def _sync_dir(directory: Path) -> None:
-    """fsync ``directory``: the names created or renamed in it are durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _wake(waits: list[_Wait]) -> None:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_acp._fs import atomic_write_text, ensure_private_dir, unsafe_permissions
+from mcp_acp._fs import atomic_write_text, ensure_private_dir, fsync_dir, unsafe_permissions
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken
 from mcp_acp.registry import PluginContext, SecretEnvName
@@ -355,10 +355,6 @@ def _create_key_file(path: Path) -> bytes:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # the key must outlive a crash at least as long as the tokens
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)  # the key must outlive a crash at least as long as the tokens
     log.info("token storage: created key file %s", path)
     return data
