@@ -16,6 +16,7 @@ __all__ = [
     "broken_link",
     "ensure_private_dir",
     "fsync_dir",
+    "not_only_ours",
     "not_our_file",
     "not_private_dir",
     "read_regular_file",
@@ -125,16 +126,18 @@ def not_private_dir(path: Path) -> str | None:
     info = Path(os.path.realpath(path)).stat()
     if not stat.S_ISDIR(info.st_mode):
         return f"{path} is not a directory"
-    return _not_only_ours(path, info, "directory ")
+    return not_only_ours(path, info, "directory ")
 
 
 def not_our_file(path: Path) -> str | None:
     """Why the existing file ``path`` may not be written as ours (another user owns it, or
     group or others may write it), or ``None``."""
-    return _not_only_ours(path, path.lstat(), "")
+    return not_only_ours(path, path.lstat())
 
 
-def _not_only_ours(path: Path, info: os.stat_result, kind: str) -> str | None:
+def not_only_ours(path: Path, info: os.stat_result, kind: str = "") -> str | None:
+    """Why the file or directory ``path`` (whose status is ``info``) is not ours alone:
+    another user owns it, or group or others may write it; or ``None``."""
     if info.st_uid != os.geteuid():
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

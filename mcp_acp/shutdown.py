@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mcp_acp._fs import not_only_ours
 from mcp_acp.errors import McpAcpError
 
 __all__ = ["ShutdownCoordinator", "append_line", "fallback_shutdowns"]
@@ -46,10 +47,9 @@ def append_line(path: Path, record: dict[str, Any]) -> bool:
         fd = os.open(path, flags, 0o600)
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-                raise OSError(errno.EPERM, "not a regular file of this user's")
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise OSError(errno.EPERM, "writable by group or others")
+            problem = not_only_ours(path, info) if stat.S_ISREG(info.st_mode) else "not a file"
+            if problem:
+                raise OSError(errno.EPERM, problem)
             data = json.dumps(record, sort_keys=True, ensure_ascii=True, default=str) + "\n"
             os.write(fd, data.encode())
             os.fsync(fd)
