@@ -33,7 +33,7 @@ from mcp_acp.policy.paths import (
     resolve_symlinks,
 )
 from mcp_acp.policy.uris import uri_scheme
-from mcp_acp.tools import ToolRegistry
+from mcp_acp.tools import ToolRegistry, rooted_strings
 
 __all__ = ["build_decision_request", "resolve_path_arguments", "resource_type_of"]
 
@@ -89,6 +89,20 @@ def resolve_path_arguments(paths: tuple[PathArgument, ...]) -> tuple[PathArgumen
     return tuple(out)
 
 
+def _completion_paths(params: Mapping[str, Any]) -> tuple[PathArgument, ...]:
+    """What a ``completion/complete`` names that starts like a path: the resource template
+    it completes for (``ref.uri``, a ``file:`` URI template such as
+    ``file:///srv/{name}``), the value being completed (``argument.value``: the backend
+    lists the names that begin with it) and the arguments already given
+    (``context.arguments``)."""
+    items: list[tuple[str, Any]] = []
+    for member, inner in (("ref", "uri"), ("argument", "value"), ("context", "arguments")):
+        value = params.get(member)
+        if isinstance(value, Mapping) and inner in value:
+            items.append((f"{member}.{inner}", value[inner]))
+    return tuple(rooted_strings(items))
+
+
 def build_decision_request(
     *,
     method: str,
@@ -131,6 +145,11 @@ def build_decision_request(
             paths = registry.path_arguments(facts, arguments)
     elif method == "prompts/get" and isinstance(params.get("name"), str):
         name = params["name"]
+        arguments = params.get("arguments")
+        if isinstance(arguments, Mapping):  # a prompt may open a file an argument names
+            paths = tuple(rooted_strings([("arguments", arguments)]))
+    elif method == "completion/complete":
+        paths = _completion_paths(params)
     uri = params.get("uri") if method in _URI_METHODS else None
     if uri is not None and not isinstance(uri, str):
         uri = repr(uri)

@@ -71,7 +71,7 @@ LOOSE_PATH_ARGUMENTS: Mapping[str, PathRole] = {
 }  # fmt: skip
 _PATH_LIKE = re.compile(r"^(?:[/~.\\]|[A-Za-z]:)|[/\\]")
 #: For a tool the registry does not list, any other string that starts like a path — ``/``,
-#: ``~``, ``./``, ``../``, a drive letter, ``file:`` — is a path too (see _rooted_strings).
+#: ``~``, ``./``, ``../``, a drive letter, ``file:`` — is a path too (see rooted_strings).
 _ROOTED = re.compile(r"^(?:[/~]|\.{1,2}(?:[/\\]|$)|[A-Za-z]:[/\\]|file:)", re.IGNORECASE)
 #: Values of one call scanned for such strings; past this the call's paths are ambiguous.
 MAX_SCANNED_VALUES = 100_000
@@ -252,7 +252,7 @@ class ToolRegistry:
         is kept as its ``repr``, which the policy will refuse as ambiguous — never silently
         skipped. A loose name (``source``, ``to``) is a path when its value looks like one.
         For a tool no registry entry names, every other string in the arguments, at any
-        depth, that starts like a path is a path too (:func:`_rooted_strings`).
+        depth, that starts like a path is a path too (:func:`rooted_strings`).
         """
         found: list[PathArgument] = []
         others: list[tuple[str, Any]] = []
@@ -277,11 +277,11 @@ class ToolRegistry:
             if facts.scan_other_arguments:
                 others.append((name, value))
         if others:
-            found.extend(_rooted_strings(others))
+            found.extend(rooted_strings(others))
         return tuple(found)
 
 
-def _rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
+def rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
     """The strings under ``items`` (argument name, value; nested objects and lists too)
     that start like a path, or whose option value (``--output=/etc/x``) or curl-style
     ``@file`` does; each named by where it sits (``config.path``, ``args[1]``). A ``file:``

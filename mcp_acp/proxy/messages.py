@@ -84,7 +84,13 @@ MAX_SAFE_ID = 2**53 - 1
 #: (:func:`miscased`). One place: add a member here when the proxy starts reading it.
 READ_MEMBERS: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({"jsonrpc", "id", "method", "params", "result", "error"}),
-    ("params",): frozenset({"name", "arguments", "uri", "requestId", "_meta", "clientInfo"}),
+    ("params",): frozenset(
+        {"name", "arguments", "uri", "requestId", "_meta", "clientInfo"}
+        | {"ref", "argument", "context"}  # completion/complete
+    ),
+    ("params", "ref"): frozenset({"type", "uri", "name"}),
+    ("params", "argument"): frozenset({"name", "value"}),
+    ("params", "context"): frozenset({"arguments"}),
     ("params", "_meta"): frozenset(
         {"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/protocolVersion"}
     ),

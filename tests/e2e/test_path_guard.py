@@ -9,6 +9,8 @@ sees those calls, and the files are unchanged."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,61 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
         and r["direction"] == "client_to_server"
     ]
     assert calls == ["forwarded"] + ["denied"] * 6  # only the first reached the backend
+
+
+def test_prompt_and_completion_paths_cannot_reach_mcp_acps_own_files(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A prompt that reads the file an argument names, or a completion that lists the
+    names under a ``file:`` template or a value being completed, would reach mcp-acp's own
+    directories through a backend like any tool: with a plugin engine that allows
+    everything, they are denied before the engine, and the backend (which writes down
+    every line it receives) never sees them; a prompt naming another file reaches it."""
+    home = isolated_home
+    received = tmp_path / "received.jsonl"
+    peer = Path(__file__).parent / "peers" / "recording_server.py"
+    configure(home, sys.executable, [str(peer), str(received)], {"version": "1", "rules": []})
+    env = use_plugin(
+        home,
+        tmp_path / "site",
+        module="yes_engine",
+        source=YES_ENGINE,
+        name="yes",
+        use_for="policy",
+    )
+    config_dir = home / ".config" / "mcp-acp"
+    prompt_ref = {"type": "ref/prompt", "name": "summarise"}
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("prompts/get", {"name": "summarise", "arguments": {"file": f"{config_dir}/policy.json"}}),
+        (
+            "completion/complete",
+            {
+                "ref": {"type": "ref/resource", "uri": f"file://{config_dir}/{{name}}"},
+                "argument": {"name": "name", "value": "po"},
+            },
+        ),
+        (
+            "completion/complete",
+            {"ref": prompt_ref, "argument": {"name": "file", "value": f"{config_dir}/po"}},
+        ),
+    ]
+    proxy = Proxy(home, env)
+    try:
+        proxy.initialize()
+        answers = [proxy.call(method, params) for method, params in attempts]
+        assert [a["error"]["data"]["rule"] for a in answers] == ["builtin-protected-path"] * 3
+        assert all(a["error"]["code"] == DENIED for a in answers)
+        elsewhere = {"name": "summarise", "arguments": {"file": str(tmp_path / "notes.md")}}
+        assert proxy.call("prompts/get", elsewhere)["result"]["messages"]
+        miscased = {"ref": prompt_ref, "Argument": {"name": "file", "value": str(config_dir)}}
+        answer = proxy.call("completion/complete", miscased)
+        assert answer["error"]["data"]["rule"] == "builtin-miscased-key"
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    reached = [json.loads(line) for line in received.read_text().splitlines()]
+    methods = [m.get("method") for m in reached]
+    assert "completion/complete" not in methods
+    assert [m["params"] for m in reached if m.get("method") == "prompts/get"] == [elsewhere]

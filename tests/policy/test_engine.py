@@ -462,6 +462,72 @@ def test_a_protected_path_in_another_case_is_denied_as_a_deny_rule_would(
     assert engine.decide(uri).rule_id == "builtin-protected-path"
 
 
+def test_prompt_and_completion_paths_meet_the_guard_and_the_rules(tmp_path: Path) -> None:
+    """A prompt may read the file an argument names, and a completion lists the names
+    that begin with the value being completed: what starts like a path there — a prompt's
+    arguments, a completion's ``ref.uri`` (a ``file:`` template), ``argument.value`` and
+    ``context.arguments`` — is a path, so mcp-acp's own directories stay out of reach
+    and path rules apply, while text that is no path leaves the request as it was."""
+    config_dir = tmp_path / "cfg"
+    config_dir.mkdir()
+    engine = make_engine(
+        rule("allow", "prompts", mcp_method="prompts/get"),
+        rule("allow", "completions", mcp_method="completion/complete"),
+        rule("deny", "secrets", path_pattern="**/secrets/**"),
+        protected=(config_dir,),
+    )
+
+    def prompt(arguments: dict[str, Any]) -> Any:
+        params = {"name": "summarise", "arguments": arguments}
+        return engine.decide(make_request(method="prompts/get", tool=None, params=params))
+
+    def complete(**params: Any) -> Any:
+        request = make_request(method="completion/complete", tool=None, params=params)
+        return engine.decide(request)
+
+    policy = str(config_dir / "policy.json")
+    ref = {"type": "ref/prompt", "name": "summarise"}
+    argument = {"name": "file", "value": "notes"}
+    denied = [
+        prompt({"file": policy}),
+        prompt({"style": "short", "file": f"file://{policy}"}),
+        complete(
+            ref={"type": "ref/resource", "uri": f"file://{config_dir}/{{name}}"}, argument=argument
+        ),
+        complete(ref=ref, argument={"name": "file", "value": f"{config_dir}/po"}),
+        complete(ref=ref, argument=argument, context={"arguments": {"dir": str(config_dir)}}),
+    ]
+    assert [d.rule_id for d in denied] == ["builtin-protected-path"] * 5
+    assert prompt({"file": f"{tmp_path}/secrets/k"}).rule_id == "secrets"
+    assert complete(ref=ref, argument={"name": "f", "value": f"{tmp_path}/secrets/"}).rule_id == (
+        "secrets"
+    )
+    # as in an unknown tool's arguments: a path the backend resolves itself is not guessed
+    assert complete(ref=ref, argument={"name": "f", "value": "~/.c"}).rule_id == (
+        "builtin-ambiguous-path"
+    )
+    assert prompt({"file": f"{tmp_path}/cfg/../cfg/x"}).rule_id == "builtin-ambiguous-path"
+    for allowed in (
+        prompt({"style": "short", "topic": "why /tmp fills up"}),
+        prompt({"file": f"{tmp_path}/notes.md"}),
+        complete(ref=ref, argument=argument),
+        complete(ref={"type": "ref/resource", "uri": "note://{week}"}, argument=argument),
+    ):
+        assert allowed.effect is Effect.ALLOW, allowed
+    seen = make_request(
+        method="completion/complete",
+        tool=None,
+        params={
+            "ref": ref,
+            "argument": argument,
+            "context": {"arguments": {"dir": "/srv/a", "n": 3}},
+        },
+    )
+    assert [(p.argument, p.path) for p in seen.resource.paths] == [
+        ("context.arguments.dir", "/srv/a")
+    ]
+
+
 def test_the_audit_fallback_file_is_protected_and_not_its_directory(tmp_path: Path) -> None:
     """The fallback file lives outside the log directory, maybe in a shared one (``/tmp``):
     it is protected itself, with the shutdown record written beside it, and nothing else
