@@ -4,8 +4,8 @@ names a path inside mcp-acp's own directories — the config directory and the a
 directory — or its audit fallback files (``builtin-protected-path``): an agent must never
 reach the policy that governs it or the trail that records it through the backend it is
 given. What the guard sees is what the request builder found to be a path (a path-typed
-argument, a resource URI, a path-like string in an unknown tool's arguments); see
-``docs/security.md`` for what it does not.
+argument, a resource URI, a path-like string in an unknown tool's or a prompt's arguments
+or in what a completion names); see ``docs/security.md`` for what it does not.
 
 The ``acp`` engine applies :class:`PathGuard` first in every decision (so a program that
 uses the engine alone is protected too); the proxy's enforcement point applies it before
