@@ -27,6 +27,18 @@ YES_ENGINE = engine_plugin(
 )
 
 
+def _allow_everything(home: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment for a proxy whose policy engine is the plugin that allows all."""
+    return use_plugin(
+        home,
+        tmp_path / "site",
+        module="yes_engine",
+        source=YES_ENGINE,
+        name="yes",
+        use_for="policy",
+    )
+
+
 def _write(path: Path | str, text: str) -> dict[str, Any]:
     return {"name": "write_file", "arguments": {"path": str(path), "content": text}}
 
@@ -36,14 +48,7 @@ def test_a_plugin_engine_cannot_open_mcp_acps_own_files(
 ) -> None:
     home = isolated_home
     log_dir = configure(home, "node", [str(node_peers), str(home)], {"version": "1", "rules": []})
-    env = use_plugin(
-        home,
-        tmp_path / "site",
-        module="yes_engine",
-        source=YES_ENGINE,
-        name="yes",
-        use_for="policy",
-    )
+    env = _allow_everything(home, tmp_path)
     config_file = home / ".config" / "mcp-acp" / "config.json"
     config_before = config_file.read_bytes()
     fallback = home / ".local" / "state" / "mcp-acp" / "audit-fallback.jsonl"  # the default
@@ -108,14 +113,7 @@ def test_prompt_and_completion_paths_cannot_reach_mcp_acps_own_files(
     received = tmp_path / "received.jsonl"
     peer = Path(__file__).parent / "peers" / "recording_server.py"
     configure(home, sys.executable, [str(peer), str(received)], {"version": "1", "rules": []})
-    env = use_plugin(
-        home,
-        tmp_path / "site",
-        module="yes_engine",
-        source=YES_ENGINE,
-        name="yes",
-        use_for="policy",
-    )
+    env = _allow_everything(home, tmp_path)
     config_dir = home / ".config" / "mcp-acp"
     prompt_ref = {"type": "ref/prompt", "name": "summarise"}
     attempts: list[tuple[str, dict[str, Any]]] = [
