@@ -21,6 +21,7 @@ __all__ = [
     "not_private_dir",
     "read_regular_file",
     "unsafe_permissions",
+    "untrusted_file",
 ]
 
 PRIVATE_DIR_MODE = 0o700
@@ -114,6 +115,27 @@ def unsafe_permissions(path: Path) -> str | None:
         return (
             f"{kind} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
         )
+    return None
+
+
+def untrusted_file(path: Path) -> str | None:
+    """Why the file at ``path`` — a config or a policy, which says what may pass — cannot be
+    trusted, or ``None`` if it can: a dangling link or a link loop, or another user (not
+    root) who owns, or group or others who may write, the file, the directory it is in, or
+    (for a link) the file it leads to or that file's directory. Anyone who can change one
+    of these can change what the proxy allows. Raises ``FileNotFoundError`` if there is no
+    file, ``OSError`` if it cannot be told."""
+    broken = broken_link(path)
+    if broken is not None:
+        return broken
+    places = [path, path.parent]
+    real = Path(os.path.realpath(path))
+    if real.parent != path.parent:
+        places.append(real.parent)  # unsafe_permissions(path) judges the file it leads to
+    for place in places:
+        problem = unsafe_permissions(place)
+        if problem is not None:
+            return problem
     return None
 
 

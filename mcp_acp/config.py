@@ -53,7 +53,7 @@ from mcp_acp._fs import (
     atomic_write_text,
     broken_link,
     read_regular_file,
-    unsafe_permissions,
+    untrusted_file,
 )
 from mcp_acp._json import DuplicateKeyError, loads_strict
 from mcp_acp.audit.redact import redact
@@ -652,30 +652,30 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"no config file at {path}",
             fix=f"run 'mcp-acp init', or point --config / {CONFIG_ENV} at your file",
         )
-    for candidate in (path, path.parent):
-        try:
-            broken = broken_link(candidate)
-            problem = unsafe_permissions(candidate) if broken is None else None
-        except FileNotFoundError:  # removed or renamed since the check above
-            raise ConfigError(
-                f"config file {path} disappeared while it was being read",
-                fix="check what is replacing it, then run again",
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot check config {candidate}: {_path_error(candidate, exc)}",
-                fix="check the permissions of the file and of the directories on its path",
-            ) from None
-        if broken:
-            raise ConfigError(
-                f"refusing to use config: {broken}",
-                fix="point the link at your config file, or remove it and run 'mcp-acp init'",
-            )
-        if problem:
-            raise ConfigError(
-                f"refusing to use config: {problem}",
-                fix=f"chmod go-w {candidate} (and make sure you own it)",
-            )
+    try:
+        broken = broken_link(path) or broken_link(path.parent)
+        problem = untrusted_file(path) if broken is None else None
+    except FileNotFoundError:  # removed or renamed since the check above
+        raise ConfigError(
+            f"config file {path} disappeared while it was being read",
+            fix="check what is replacing it, then run again",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot check config {path}: {_path_error(path, exc)}",
+            fix="check the permissions of the file and of the directories on its path",
+        ) from None
+    if broken is not None:
+        raise ConfigError(
+            f"refusing to use config: {broken}",
+            fix="point the link at your config file, or remove it and run 'mcp-acp init'",
+        )
+    if problem is not None:
+        raise ConfigError(
+            f"refusing to use config: {problem}",
+            fix="chmod go-w it (and make sure you own it): whoever can change the config "
+            "decides what passes",
+        )
     if not path.is_file():
         raise ConfigError(
             f"config path {path} is not a regular file", fix="point --config at a JSON file"

@@ -180,6 +180,22 @@ def test_config_in_a_group_writable_directory_is_refused(tmp_path: Path) -> None
         load_config(path)
 
 
+def test_a_config_link_into_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """The link's own directory is ours, but the file it leads to sits where others can
+    swap it (not sticky): refused, naming that directory."""
+    shared = tmp_path / "shared"
+    target = write(shared / "config.json", MINIMAL)
+    shared.chmod(0o777)
+    link = tmp_path / "c" / "config.json"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(target)
+    with pytest.raises(ConfigError) as caught:
+        load_config(link)
+    assert caught.value.message == (
+        f"refusing to use config: directory {shared} is writable by group or others (mode 0777)"
+    )
+
+
 def test_config_in_sticky_tmp_like_directory_is_accepted(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -1,6 +1,8 @@
 """Reading policy files, with errors that name the JSON path *and* the line.
 
-Only a regular file is read, never more than 4 MiB; a key written twice, or nesting too
+Only a regular file is read, never more than 4 MiB, and only one that nobody but its owner
+(you, or root) can change — the file, its directory, and where a link leads
+(:func:`~mcp_acp._fs.untrusted_file`); a key written twice, or nesting too
 deep to parse, is a problem reported like any other (never an exception of another kind).
 """
 
@@ -12,7 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
+from mcp_acp._fs import (
+    FileTooLargeError,
+    NotRegularFileError,
+    read_regular_file,
+    untrusted_file,
+)
 from mcp_acp._json import DuplicateKeyError, json_path, loads_strict, value_lines
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
@@ -53,6 +60,21 @@ def _read(path: Path) -> str:
         raise PolicyError(
             f"cannot read policy {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
+    try:
+        problem = untrusted_file(path)
+    except FileNotFoundError:
+        problem = f"{path} disappeared while it was being read"
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot check policy {path}: {exc.strerror}",
+            fix="check the permissions of the file and of the directories on its path",
+        ) from exc
+    if problem is not None:
+        raise PolicyError(
+            f"refusing to use policy: {problem}",
+            fix="keep the policy in a directory of yours, writable by you alone "
+            "(chmod go-w the file and its directory)",
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -140,3 +140,62 @@ def test_reload_of_a_policy_nested_too_deeply_is_recorded_and_keeps_the_last_goo
     assert failed["detail"]["policy_id"] == good  # the last good policy stays
     assert proxy.close() == 0
     assert "Traceback" not in (isolated_home / "proxy-stderr.txt").read_text()
+
+
+def _policy_in(directory: Path, mode: int = 0o700) -> Path:
+    directory.mkdir(mode=mode, parents=True)
+    directory.chmod(mode)  # whatever the umask
+    path = directory / "policy.json"
+    path.write_text(json.dumps({"version": "1", "rules": [ALLOW_X]}))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_policy_others_could_change_is_refused(tmp_path: Path) -> None:
+    """Whoever can change the policy decides what passes: a policy file writable by group
+    or others, in a directory they can write (not sticky), owned by another user, or a link
+    to such a file or into such a directory is refused, as the config is — at load, with a
+    fix; one that only its owner can change, through a link too, is read."""
+    writable = _policy_in(tmp_path / "w")
+    writable.chmod(0o666)
+    open_dir = _policy_in(tmp_path / "open", 0o770)
+    elsewhere = _policy_in(tmp_path / "shared", 0o777)
+    link = _policy_in(tmp_path / "mine").parent / "link.json"
+    link.symlink_to(elsewhere)
+    cases = [
+        (writable, f"file {writable} is writable by group or others (mode 0666)"),
+        (open_dir, f"directory {open_dir.parent} is writable by group or others (mode 0770)"),
+        (link, f"directory {elsewhere.parent} is writable by group or others (mode 0777)"),
+    ]
+    if os.geteuid() == 0:  # only root can give a file away
+        foreign = _policy_in(tmp_path / "foreign")
+        os.chown(foreign, 65534, 65534)
+        cases.append((foreign, f"{foreign} is owned by uid 65534, not by you (uid 0)"))
+    for path, problem in cases:
+        with pytest.raises(PolicyError) as caught:
+            load_policy(path)
+        assert caught.value.message == f"refusing to use policy: {problem}", path
+        assert "chmod go-w" in (caught.value.fix or "")
+    sticky = _policy_in(tmp_path / "sticky", 0o1777)  # like /tmp: others cannot swap it
+    trusted = _policy_in(tmp_path / "trusted")
+    (tmp_path / "trusted" / "via.json").symlink_to(trusted)
+    for path in (sticky, trusted, tmp_path / "trusted" / "via.json"):
+        assert load_policy(path).rules[0].id == "b"
+
+
+def test_reload_refuses_a_policy_made_writable_by_others_and_keeps_the_last_good(
+    tmp_path: Path,
+) -> None:
+    path = _policy_in(tmp_path / "p")
+    engine = AcpPolicyEngine.from_file(path)
+    good = engine.policy_id
+    path.write_text(json.dumps({"version": "1", "rules": []}))
+    path.chmod(0o662)
+    errors = engine.reload()
+    assert errors[0].startswith(
+        f"refusing to use policy: file {path} is writable by group or others (mode 0662) — fix:"
+    )
+    assert engine.policy_id == good
+    path.chmod(0o600)
+    assert engine.reload() == []
+    assert engine.policy_id != good
