@@ -648,6 +648,35 @@ def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
     assert "left out an answer to request 999999 on the stream that answers request" in stderr
 
 
+def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """The SDK decodes what comes over HTTP; the channel checks every object of what it
+    decoded as the stdio path checks a line: a notification with ``data`` and ``DATA`` is
+    dropped, an answer with ``text`` and ``TEXT`` refused, and the session goes on."""
+    log_dir = configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    request_id = proxy.request("tools/call", {"name": "case_pair", "arguments": {}})
+    refused = proxy.answer(request_id)
+    assert refused["error"]["code"] == -32000
+    assert (
+        "ambiguous JSON: the keys 'text' and 'TEXT' differ only in case"
+        in refused["error"]["message"]
+    )
+    assert proxy.set_aside == []  # the notification before it never came
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "backend notification refused: ambiguous JSON: the keys 'data' and 'DATA'" in stderr
+    assert "{'backend': {'refused: ambiguous JSON': 1}}" in stderr
+    answered = [
+        r["request_id"]
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "server_to_client" and r["mcp_method"] == "tools/call"
+    ]
+    assert answered[0] == str(request_id)  # the refused answer recorded as it came
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 

@@ -22,7 +22,9 @@ written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name 
   (``real``), then that again (``duplicate``); lines end in CRLF, with a comment;
 * ``resume`` — an SSE stream with one event (id ``ev-1``, no data) that then ends: the
   client resumes it with a ``GET`` (``Last-Event-ID: ev-1``), which gets a result for
-  request 999999 (``stray``), then the call's own (``resumed``).
+  request 999999 (``stray``), then the call's own (``resumed``);
+* ``case_pair`` — an SSE answer: a notification whose ``params`` has ``data`` and ``DATA``,
+  then the call's own answer, whose content has ``text`` and ``TEXT``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume"]
+TOOLS += ["resume", "case_pair"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 
@@ -124,6 +126,15 @@ async def tool_call(
             end=b"\r\n",
         )
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "case_pair":
+        note = b'{"jsonrpc":"2.0","method":"notifications/message",'
+        note += b'"params":{"level":"info","data":"shown","DATA":"or this"}}'
+        content = b'[{"type":"text","text":"harmless","TEXT":"what a case-blind reader keeps"}]'
+        own = b'{"jsonrpc":"2.0","id":%s,"result":{"content":%s}}' % (
+            json.dumps(request_id).encode(),
+            content,
+        )
+        writer.write(whole("200 OK", events(note, own), "text/event-stream"))
     elif name == "resume":
         RESUMED["ev-1"] = request_id
         body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
