@@ -31,11 +31,13 @@ How it fails:
   cannot be read, 401/403, 404 or a 5xx are a :class:`~mcp_acp.errors.BackendError`
   (exit 17) naming the URL and the reason, as is an ``SSL_CERT_FILE`` or
   ``SSL_CERT_DIR`` that names no usable trust store;
+* a probe answered with a redirect fails start too, naming where to: no redirect is ever
+  followed (a request was decided for the configured URL; the credentials are for it);
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
-  within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
-  not complete within ``request_timeout_seconds`` (the backend is then sent
-  ``notifications/cancelled``, as MCP asks of a client that stops waiting);
+  within ``timeout_seconds``, is cut short, is a redirect, is larger than 10 MiB or is
+  compressed, or is not complete within ``request_timeout_seconds`` (the backend is then
+  sent ``notifications/cancelled``, as MCP asks of a client that stops waiting);
 * the backend is gone only when a connection cannot be made (refused, unreachable, a
   failed TLS handshake) and the probe, tried again at once, fails as it would at start —
   or at once when a new connection presents another identity. Then
@@ -81,6 +83,7 @@ from mcp_acp.proxy.http_guard import (
     UNGUARDED,
     GuardedTransport,
     IdentityRefused,
+    redirect_target,
 )
 from mcp_acp.proxy.http_guard import describe as _describe
 from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, error_response, from_body
@@ -199,6 +202,12 @@ class HttpChannel:
             headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             trust_env=False,
+            # No redirect is followed: a request decided for the configured URL, with the
+            # configured credentials, goes there or nowhere. The SDK follows redirects
+            # within the URL's origin itself, whatever follow_redirects says, but at most
+            # max_redirects times; the transport fails a redirected request with its reason.
+            follow_redirects=False,
+            max_redirects=0,
             transport=GuardedTransport(
                 pool,
                 timeout=self.backend.timeout_seconds,
@@ -291,6 +300,7 @@ class HttpChannel:
                     extensions={UNGUARDED: True},  # its errors are reported here
                 ) as response:
                     status = response.status_code
+                    target = redirect_target(response.request, response)
         except (TimeoutError, httpx2.TimeoutException) as exc:
             raise BackendError(
                 f"the backend at {where} did not answer within {seconds:g} s",
@@ -310,6 +320,12 @@ class HttpChannel:
             raise BackendError(  # the handshake was never reported: no identity, no start
                 f"the backend at {where} answered, but its certificate was not seen",
                 fix="report this: the HTTP library no longer reports TLS handshakes",
+            )
+        if target is not None:
+            raise BackendError(
+                f"the backend at {where} redirects to {target} (HTTP {status}); "
+                "mcp-acp follows no redirects",
+                fix="set backend.url to the URL the server answers at, if it is the one meant",
             )
         if status in (401, 403):
             raise BackendError(

@@ -11,6 +11,9 @@ connection that cannot be made). Every request of the channel passes this transp
   it will); the SDK bounds each server-sent event itself (``max_sse_event_size``);
 * refuses a compressed answer (the channel asks for none): it would grow past the count
   only after it, when the HTTP library inflates it;
+* fails a request answered with a redirect, naming where to: the request was decided for
+  the configured URL, and the configured credentials go with it (the channel's client
+  follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
 * ends a request's exchange at its deadline — connecting, headers, body or event stream as
   a whole (``request_timeout_seconds``), however busy the backend keeps the connection —
   except the session's GET stream and ``subscriptions/listen``, which stay open by design;
@@ -36,7 +39,14 @@ from typing import Any
 import anyio
 import httpx2
 
-__all__ = ["BACKEND_FAILED", "UNGUARDED", "GuardedTransport", "IdentityRefused", "describe"]
+__all__ = [
+    "BACKEND_FAILED",
+    "UNGUARDED",
+    "GuardedTransport",
+    "IdentityRefused",
+    "describe",
+    "redirect_target",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +88,24 @@ def describe(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _shown(value: str) -> str:
+def _shown(value: str, limit: int = 40) -> str:
     """A header value from the backend, as an error message may quote it."""
-    return re.sub(r"[^\x20-\x7e]", "?", value[:40])
+    return re.sub(r"[^\x20-\x7e]", "?", value[:limit])
+
+
+def redirect_target(request: httpx2.Request, response: httpx2.Response) -> str | None:
+    """Where ``response`` redirects ``request`` to, as a message may name it (resolved
+    against the request's URL, without userinfo, query or fragment, which may carry a
+    secret), or None if it is no redirect: a 3xx status with a ``Location``."""
+    location = response.headers.get("location")
+    if not 300 <= response.status_code < 400 or location is None:
+        return None
+    try:
+        target = request.url.join(location)
+        shown = str(target.copy_with(userinfo=b"", query=None, fragment=None))
+    except (httpx2.InvalidURL, ValueError, TypeError):
+        shown = location
+    return _shown(shown, 200)
 
 
 def _remaining(deadline: float) -> float | None:
@@ -303,6 +328,15 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         except httpx2.TransportError as exc:
             return _failed(
                 request, f"the backend's answer was lost: {describe(exc, self._timeout)}"
+            )
+        if request.method != "GET" and (target := redirect_target(request, response)):
+            # Followed, the request (decided for this URL) and the configured credentials
+            # would go to another one; the session's event stream is the SDK's to give up.
+            await response.aclose()
+            return _failed(
+                request,
+                f"the backend redirected the request to {target} (HTTP "
+                f"{response.status_code}); mcp-acp follows no redirects",
             )
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity"):

@@ -677,6 +677,39 @@ def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     assert answered[0] == str(request_id)  # the refused answer recorded as it came
 
 
+def test_a_redirect_fails_its_request_and_is_not_followed(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """A request decided for the configured URL goes there or nowhere: a redirect, even to
+    another path of the same server, is the request's error, naming where it pointed; the
+    request and the configured credentials are not sent there."""
+    configure_faulty("--backend-header", "Authorization:Bearer secret-token")
+    proxy = start()
+    proxy.initialize()
+    moved = tool_call(proxy, "redirect")
+    assert moved["error"]["code"] == -32000
+    assert "redirected the request to http://127.0.0.1:" in moved["error"]["message"]
+    assert "/other (HTTP 307); mcp-acp follows no redirects" in moved["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = read_log(faulty_server)
+    assert [r["line"] for r in sent if "/other" in r["line"]] == []
+    assert {r["headers"].get("authorization") for r in sent} == {"Bearer secret-token"}
+
+
+def test_a_start_probe_answered_with_a_redirect_fails_start(
+    faulty_server: FaultyServer, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """Followed by the SDK, a redirected URL would work, with every request going to
+    another URL than the one configured; the start says so instead."""
+    configure(faulty_server.url.replace("/mcp", "/moved"))
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert "/moved redirects to http://127.0.0.1:" in line
+    assert "/mcp (HTTP 307); mcp-acp follows no redirects" in line
+    assert [r["line"].split()[1] for r in read_log(faulty_server)] == ["/moved"]
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 

@@ -8,7 +8,8 @@ body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELE
 notification or response 202, ``initialize`` and ``tools/list`` a proper answer. With
 ``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
 1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
-written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name says:
+written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (307) to
+``/mcp``. A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -23,6 +24,8 @@ written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name 
 * ``resume`` — an SSE stream with one event (id ``ev-1``, no data) that then ends: the
   client resumes it with a ``GET`` (``Last-Event-ID: ev-1``), which gets a result for
   request 999999 (``stray``), then the call's own (``resumed``);
+* ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
+  answers as ``/mcp`` does);
 * ``case_pair`` — an SSE answer: a notification whose ``params`` has ``data`` and ``DATA``,
   then the call's own answer, whose content has ``text`` and ``TEXT``.
 """
@@ -37,7 +40,7 @@ from typing import Any
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume", "case_pair"]
+TOOLS += ["resume", "case_pair", "redirect"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 
@@ -55,8 +58,10 @@ def head(status: str, content_type: str, extra: str = "") -> bytes:
     ).encode()
 
 
-def whole(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
-    return head(status, content_type, f"content-length: {len(body)}\r\n") + body
+def whole(
+    status: str, body: bytes = b"", content_type: str = "application/json", extra_head: str = ""
+) -> bytes:
+    return head(status, content_type, f"content-length: {len(body)}\r\n{extra_head}") + body
 
 
 def answer(request_id: Any, result: dict[str, Any]) -> bytes:
@@ -126,6 +131,8 @@ async def tool_call(
             end=b"\r\n",
         )
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "redirect":
+        writer.write(whole("307 Temporary Redirect", extra_head="location: /other\r\n"))
     elif name == "case_pair":
         note = b'{"jsonrpc":"2.0","method":"notifications/message",'
         note += b'"params":{"level":"info","data":"shown","DATA":"or this"}}'
@@ -181,6 +188,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 entry = {"line": lines[0], "headers": headers, "body": body.decode()}
                 log.write(json.dumps(entry) + "\n")
             method, target = lines[0].split()[:2]
+            if target.startswith("/moved"):
+                writer.write(whole("307 Temporary Redirect", extra_head="location: /mcp\r\n"))
+                await writer.drain()
+                continue
             if method == "GET" and "mcp-session-id" in headers and "flood=" in target:
                 await flood(writer, int(target.partition("flood=")[2]))
                 return
