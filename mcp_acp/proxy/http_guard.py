@@ -11,6 +11,8 @@ connection that cannot be made). Every request of the channel passes this transp
   it will); the SDK bounds each server-sent event itself (``max_sse_event_size``);
 * refuses a compressed answer (the channel asks for none): it would grow past the count
   only after it, when the HTTP library inflates it;
+* refuses an event stream or a JSON answer that declares a charset other than UTF-8: the
+  SDK would decode it in that charset, while the checks here (below) read UTF-8 bytes;
 * fails a request answered with a redirect, naming where to: the request was decided for
   the configured URL, and the configured credentials go with it (the channel's client
   follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
@@ -63,6 +65,11 @@ _METHOD_HEADER = "mcp-method"
 MAX_RESUMABLE = 1_000
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: The only charset an answer may declare (as the SDK reads it: decoded in that charset),
+#: by its names: what this transport checks in an event stream is its UTF-8 bytes.
+UTF_8 = frozenset({"utf-8", "utf8"})
+#: The answers the SDK reads (any other is an error to it).
+_READ_AS_TEXT = frozenset({"text/event-stream", "application/json"})
 #: The id expected on a resumed stream whose request is not known: no answer has it.
 _UNKNOWN = object()
 
@@ -347,6 +354,15 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
                 "mcp-acp asks for none",
             )
         kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        charset = response.charset_encoding  # lower case; None if not declared
+        if kind in _READ_AS_TEXT and charset is not None and charset not in UTF_8:
+            # The SDK would decode it in that charset, the checks here read UTF-8 bytes
+            await response.aclose()
+            return _failed(
+                request,
+                f"the backend's answer is {kind} in charset {_shown(charset)}; "
+                "mcp-acp reads answers in UTF-8 only",
+            )
         if kind == "text/event-stream":
             assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
             if deadline != math.inf:

@@ -710,6 +710,29 @@ def test_a_start_probe_answered_with_a_redirect_fails_start(
     assert [r["line"].split()[1] for r in read_log(faulty_server)] == ["/moved"]
 
 
+@pytest.mark.parametrize("sse", [True, False])
+def test_an_answer_in_another_charset_than_utf_8_is_refused(
+    sse: bool, configure_faulty: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    """The SDK decodes an answer in the charset it declares, the channel's checks read its
+    bytes as UTF-8: in UTF-16 no ``data:`` line is seen, and a stray answer for request
+    999999 would reach the client as the answer to its request. Such an answer fails its
+    request; one that names UTF-8 another way passes."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    refused = tool_call(proxy, "charset", charset="utf-16le", sse=sse)
+    assert refused["error"]["code"] == -32000
+    kind = "text/event-stream" if sse else "application/json"
+    assert (
+        f"{kind} in charset utf-16le; mcp-acp reads answers in UTF-8 only"
+        in (refused["error"]["message"])
+    )
+    passed = tool_call(proxy, "charset", charset="UTF8", sse=sse)
+    assert passed["result"]["content"][0]["text"] == "real"
+    assert_session_goes_on(proxy)
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 

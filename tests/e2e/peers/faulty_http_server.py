@@ -26,6 +26,9 @@ written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (30
   request 999999 (``stray``), then the call's own (``resumed``);
 * ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
   answers as ``/mcp`` does);
+* ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
+  declared in its content type: as JSON, or with ``sse`` as an event stream, a result for
+  request 999999 (``stray``) before it (and U+0A0A after: a blank line to a byte reader);
 * ``case_pair`` — an SSE answer: a notification whose ``params`` has ``data`` and ``DATA``,
   then the call's own answer, whose content has ``text`` and ``TEXT``.
 """
@@ -40,7 +43,7 @@ from typing import Any
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume", "case_pair", "redirect"]
+TOOLS += ["resume", "case_pair", "redirect", "charset"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 
@@ -131,6 +134,16 @@ async def tool_call(
             end=b"\r\n",
         )
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "charset":
+        charset = arguments["charset"]
+        if arguments.get("sse"):
+            # U+0A0A: two LF bytes in UTF-16, ending the event for a reader of bytes too
+            text = events(text_result(999999, "stray"), text_result(request_id, "real")).decode()
+            text, kind = text + "\u0a0a", "text/event-stream"
+        else:
+            text, kind = text_result(request_id, "real").decode(), "application/json"
+        body = text.encode(charset)
+        writer.write(whole("200 OK", body, f"{kind}; charset={charset}"))
     elif name == "redirect":
         writer.write(whole("307 Temporary Redirect", extra_head="location: /other\r\n"))
     elif name == "case_pair":
