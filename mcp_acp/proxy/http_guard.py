@@ -13,6 +13,9 @@ connection that cannot be made). Every request of the channel passes this transp
   only after it, when the HTTP library inflates it;
 * refuses an event stream or a JSON answer that declares a charset other than UTF-8: the
   SDK would decode it in that charset, while the checks here (below) read UTF-8 bytes;
+* fails a request whose answer gives a session id MCP does not allow (visible ASCII only,
+  here at most :data:`MAX_SESSION_ID` bytes): the SDK would send it back on every request
+  and, unable to, end the session; ``initialize`` fails instead;
 * fails a request answered with a redirect, naming where to: the request was decided for
   the configured URL, and the configured credentials go with it (the channel's client
   follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
@@ -65,6 +68,10 @@ _METHOD_HEADER = "mcp-method"
 MAX_RESUMABLE = 1_000
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: A session id as MCP allows it (visible ASCII, 0x21-0x7E), and at most this long: each
+#: request carries it back.
+MAX_SESSION_ID = 4096
+_SESSION_ID = re.compile(rb"[\x21-\x7e]+")
 #: The only charset an answer may declare (as the SDK reads it: decoded in that charset),
 #: by its names: what this transport checks in an event stream is its UTF-8 bytes.
 UTF_8 = frozenset({"utf-8", "utf8"})
@@ -113,6 +120,22 @@ def redirect_target(request: httpx2.Request, response: httpx2.Response) -> str |
     except (httpx2.InvalidURL, ValueError, TypeError):
         shown = location
     return _shown(shown, 200)
+
+
+def _bad_session_id(response: httpx2.Response) -> str | None:
+    """What is wrong with the ``Mcp-Session-Id`` of ``response``, or None (none is fine)."""
+    given = [value for name, value in response.headers.raw if name.lower() == b"mcp-session-id"]
+    if not given:
+        return None
+    if len(given) > 1:
+        return f"{len(given)} times in one answer"
+    value = given[0]
+    if len(value) > MAX_SESSION_ID:
+        return f"of {len(value)} bytes, more than {MAX_SESSION_ID}"
+    if not _SESSION_ID.fullmatch(value):
+        shown = _shown(value.decode("latin-1"))
+        return f"{shown!r} that is not visible ASCII (0x21-0x7E only, as MCP requires)"
+    return None
 
 
 def _remaining(deadline: float) -> float | None:
@@ -336,6 +359,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             return _failed(
                 request, f"the backend's answer was lost: {describe(exc, self._timeout)}"
             )
+        if (why := _bad_session_id(response)) is not None:
+            # The SDK would send it back on every request: a byte it cannot encode there
+            # would end the whole session on the next one, a space or comma split it
+            await response.aclose()
+            return _failed(request, f"the backend gave a session id (Mcp-Session-Id) {why}")
         if request.method != "GET" and (target := redirect_target(request, response)):
             # Followed, the request (decided for this URL) and the configured credentials
             # would go to another one; the session's event stream is the SDK's to give up.

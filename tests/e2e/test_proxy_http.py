@@ -733,6 +733,34 @@ def test_an_answer_in_another_charset_than_utf_8_is_refused(
     assert_session_goes_on(proxy)
 
 
+@pytest.mark.parametrize(
+    ("sid", "why"),
+    [
+        ("abc%E9def", "'abc?def' that is not visible ASCII (0x21-0x7E only, as MCP requires)"),
+        ("a%20b", "'a b' that is not visible ASCII"),
+        ("x" * 4097, "of 4097 bytes, more than 4096"),
+    ],
+)
+def test_a_session_id_mcp_does_not_allow_fails_initialize_not_the_session(
+    sid: str,
+    why: str,
+    faulty_server: FaultyServer,
+    configure: Callable[..., Path],
+    start: Callable[[], Proxy],
+) -> None:
+    """The SDK sends the session id back on every request: one it cannot encode (a byte
+    past ASCII) ended the whole session on the next request, with exit 17. The
+    ``initialize`` that gives it fails instead, saying what is wrong with it."""
+    log_dir = configure(f"{faulty_server.url}?sid={sid}")
+    proxy = start()
+    refused = proxy.initialize()
+    assert refused["error"]["code"] == -32000
+    assert f"the backend gave a session id (Mcp-Session-Id) {why}" in refused["error"]["message"]
+    assert "result" in proxy.call("ping")  # no session id taken: the next request goes
+    assert proxy.close() == 0
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 

@@ -9,7 +9,8 @@ notification or response 202, ``initialize`` and ``tools/list`` a proper answer.
 ``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
 1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
 written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (307) to
-``/mcp``. A ``tools/call`` does what its tool's name says:
+``/mcp``. With ``?sid=S`` in the URL, ``initialize`` gives the session id ``S``
+(percent-decoded, as bytes). A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -40,6 +41,7 @@ import gzip
 import json
 import sys
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
@@ -226,7 +228,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         "capabilities": {"tools": {}},
                         "serverInfo": {"name": "faulty", "version": "1"},
                     }
-                    writer.write(whole("200 OK", answer(message["id"], result)))
+                    initialized = whole("200 OK", answer(message["id"], result))
+                    if "sid=" in target:  # the session id the URL asks for, as bytes
+                        sid = unquote_to_bytes(target.partition("sid=")[2])
+                        initialized = initialized.replace(b": s1\r\n", b": " + sid + b"\r\n")
+                    writer.write(initialized)
                 elif message["method"] == "tools/list":
                     tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
