@@ -108,6 +108,28 @@ MAX_HELD_MESSAGES = 64
 MAX_HELD_BYTES = MAX_MESSAGE_BYTES
 
 
+#: The SDK's transport logs, rather than raises, an exception that ends its writer (one
+#: sending a notification, say: ``post_writer``), then closes its streams as a closed
+#: connection would.
+_SDK_TRANSPORT_LOG = "mcp.client.streamable_http"
+_SDK_WRITER = "post_writer"
+
+
+class _SwallowedError(logging.Filter):
+    """Keeps the exception that ended the SDK transport's writer, which it logs (the
+    record goes through) instead of raising: what ended the session, not a closed
+    connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == _SDK_WRITER and record.exc_info and record.exc_info[1]:
+            self.error = record.exc_info[1]
+        return True
+
+
 def _without_query(url: str) -> str:
     """The URL as it is recorded and matched: a query or fragment may carry a secret."""
     parts = urlsplit(url)
@@ -376,6 +398,8 @@ class HttpChannel:
 
     async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:
         """Probe, then hold the SDK transport open and move what it reads into the queue."""
+        swallowed = _SwallowedError()
+        logging.getLogger(_SDK_TRANSPORT_LOG).addFilter(swallowed)
         try:
             async with client:
                 await self._probe(client)
@@ -391,6 +415,8 @@ class HttpChannel:
                             self._reading.cancel()
                         async for item in read:
                             await self._take(item)  # waits while the relay is behind
+                    if swallowed.error is not None and not (self._gone or self._closing):
+                        self._lost = _describe(swallowed.error, self.backend.timeout_seconds)
         except BackendError as exc:  # the probe failed
             if not ready.done():
                 ready.set_exception(exc)
@@ -406,6 +432,7 @@ class HttpChannel:
                     )
                 )
         finally:
+            logging.getLogger(_SDK_TRANSPORT_LOG).removeFilter(swallowed)
             self._write = None
             for clock in self._clocks.values():
                 clock.cancel()  # the relay answers what is still in flight

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -789,6 +789,38 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
     assert answer.body["id"] == 7
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK logs an exception that ends its writer (here: a header it cannot encode on a
+    notification's POST) and closes its streams, as if the connection had closed; the
+    channel reports that exception, not "the connection closed"."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_backend
+    from mcp_acp.proxy.channel import open_channel
+    from mcp_acp.proxy.messages import Message, from_body
+
+    def unsendable(channel: object, message: Message) -> dict[str, str]:
+        return {"x-test": "caf\xe9"}  # not ASCII: httpx2 raises UnicodeEncodeError
+
+    channel = open_channel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    monkeypatch.setattr(http_backend.HttpChannel, "_headers", unsendable)
+    try:
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        received = await asyncio.wait_for(_all(channel.receive()), timeout=30)
+    finally:
+        await channel.close()
+    assert received == []
+    detail, reason = await channel.exit_detail()
+    assert detail["error"].startswith("UnicodeEncodeError: 'ascii' codec can't encode")
+    assert "the connection closed" not in reason
+
+
+async def _all(messages: AsyncIterator[Any]) -> list[Any]:
+    return [message async for message in messages]
 
 
 async def test_a_backend_that_floods_a_client_that_does_not_read_is_held_back(
