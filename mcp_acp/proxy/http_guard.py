@@ -229,6 +229,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
         lines: list[bytes] = []  # the event so far
         size = 0  # its bytes as the SDK counts them: its lines', comments and ends left out
         partial: list[bytes] = []  # a line not yet ended
+        partial_size = 0  # its bytes: counted as they come, not summed again per chunk
         after_cr = False
         async for chunk in self._inner:
             if after_cr and chunk.startswith(b"\n"):
@@ -239,7 +240,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
             start = 0
             for end in _LINE_END.finditer(chunk):
                 line = b"".join([*partial, chunk[start : end.start()]])
-                partial, start = [], end.end()
+                partial, partial_size, start = [], 0, end.end()
                 if line.startswith(b":"):
                     continue  # a comment: nothing the SDK reads
                 if line:
@@ -252,7 +253,8 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                     lines, size = [], 0
             if start < len(chunk):
                 partial.append(chunk[start:])
-                self._bound(size + sum(map(len, partial)))
+                partial_size += len(chunk) - start
+                self._bound(size + partial_size)
 
     def _bound(self, size: int) -> None:
         if size > self._max_bytes:  # the SDK's own limit and words

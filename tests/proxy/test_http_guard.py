@@ -105,6 +105,8 @@ async def test_the_last_event_id_of_a_stream_names_its_request(
     [
         [b"data: " + b"a" * 600, b"a" * 600],  # one line, not ended
         [b"data: " + b"a" * 600 + b"\n", b"data: " + b"a" * 600 + b"\n"],  # an event, not ended
+        one_byte_at_a_time(b"data: " + b"a" * 1200),  # a line counted as its pieces come
+        one_byte_at_a_time(b"data: " + b"a" * 600 + b"\r\ndata: " + b"a" * 600),
     ],
 )
 async def test_an_event_larger_than_the_limit_is_not_held(chunks: list[bytes]) -> None:
