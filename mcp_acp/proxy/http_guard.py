@@ -26,10 +26,12 @@ connection that cannot be made). Every request of the channel passes this transp
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
   first, which decides whether the backend is gone (:class:`GuardedTransport`);
-* passes on, from the event stream that answers a request, only answers to that request
-  (:class:`_OwnAnswers`). The SDK gives any answer it finds there the request's id, so an
-  answer the backend sent for another id — a stray, one meant for another client — would
-  reach the client as the answer to its request.
+* passes on, from any event stream, only events of kind ``message`` (the only kind the
+  SDK reads; it would print another's name, escapes and all, to stderr), and from the
+  event stream that answers a request only answers to that request (:class:`_OwnAnswers`).
+  The SDK gives any answer it finds there the request's id, so an answer the backend sent
+  for another id — a stray, one meant for another client — would reach the client as the
+  answer to its request.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ UTF_8 = frozenset({"utf-8", "utf8"})
 _READ_AS_TEXT = frozenset({"text/event-stream", "application/json"})
 #: The id expected on a resumed stream whose request is not known: no answer has it.
 _UNKNOWN = object()
+#: What the session's own event stream (a GET) expects: whatever comes, as the SDK leaves
+#: the ids there as they are; only events of another kind than ``message`` are left out.
+_ANY = object()
 
 
 class IdentityRefused(Exception):
@@ -202,7 +207,9 @@ def _stranger(data: bytes, expected: Any) -> str | None:
 
 
 class _OwnAnswers(httpx2.AsyncByteStream):
-    """The event stream that answers one request, less the answers to any other.
+    """The event stream that answers one request, less the answers to any other; or the
+    session's own stream (``expected`` :data:`_ANY`), as it is. Either way, less the
+    events of another kind than ``message``.
 
     Events are cut at their blank line (lines end in CR, LF or CRLF; comments dropped) and
     passed on whole, or left out; an event larger than ``max_bytes`` (counted as the SDK
@@ -272,8 +279,14 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                 data.append(value)
             elif name == b"id" and b"\0" not in value:
                 event_id = value
+        if kind != b"message":  # the SDK reads no other; it would print the name raw
+            log.warning(
+                "left out an event named %r from the backend (only 'message' events are read)",
+                _shown(kind.decode("utf-8", "replace")),
+            )
+            return None
         joined = b"\n".join(data)
-        if kind == b"message" and joined:  # as the SDK: no data, nothing to read
+        if joined and self._expected is not _ANY:  # as the SDK: no data, nothing to read
             why = _stranger(joined, self._expected)
             if why is not None:
                 shown = "(unknown)" if self._expected is _UNKNOWN else json.dumps(self._expected)
@@ -284,7 +297,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                     shown,
                 )
                 return None
-        if event_id is not None:
+        if event_id is not None and self._expected is not _ANY:
             self._remember(event_id.decode("utf-8", "replace"))
         return b"".join(line + b"\n" for line in lines) + b"\n"
 
@@ -398,13 +411,12 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             if deadline != math.inf:
                 response.stream = _UntilDeadline(response.stream, deadline, self._late)
             expected = self._answers_to(request)
-            if expected is not None:
-                response.stream = _OwnAnswers(
-                    response.stream,
-                    expected,
-                    max_bytes=self._max_bytes,
-                    resumable=self._resumable,
-                )
+            response.stream = _OwnAnswers(
+                response.stream,
+                _ANY if expected is None else expected,
+                max_bytes=self._max_bytes,
+                resumable=self._resumable,
+            )
             return response
         if deadline == math.inf:  # a body that is not a stream has no reason to take longer
             deadline = anyio.current_time() + self._deadline

@@ -761,6 +761,22 @@ def test_a_session_id_mcp_does_not_allow_fails_initialize_not_the_session(
     assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
 
 
+def test_an_event_of_another_kind_is_left_out_and_no_escape_reaches_stderr(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """The SDK reads only ``message`` events and prints the name of any other raw to
+    stderr, terminal escapes and all; the channel leaves such an event out first, and
+    names it with the escapes replaced."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "ansi_event")["result"]["content"][0]["text"] == "real"
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "\x1b" not in stderr
+    assert "left out an event named '?[2K?[31mpolicy reloaded?[0m' from the backend" in stderr
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 

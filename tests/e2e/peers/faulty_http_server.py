@@ -30,6 +30,8 @@ written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (30
 * ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
   declared in its content type: as JSON, or with ``sse`` as an event stream, a result for
   request 999999 (``stray``) before it (and U+0A0A after: a blank line to a byte reader);
+* ``ansi_event`` — an SSE answer: an event whose name holds terminal escapes, then the
+  call's own answer (``real``);
 * ``case_pair`` — an SSE answer: a notification whose ``params`` has ``data`` and ``DATA``,
   then the call's own answer, whose content has ``text`` and ``TEXT``.
 """
@@ -45,7 +47,7 @@ from urllib.parse import unquote_to_bytes
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume", "case_pair", "redirect", "charset"]
+TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 
@@ -146,6 +148,10 @@ async def tool_call(
             text, kind = text_result(request_id, "real").decode(), "application/json"
         body = text.encode(charset)
         writer.write(whole("200 OK", body, f"{kind}; charset={charset}"))
+    elif name == "ansi_event":
+        body = b"event: \x1b[2K\x1b[31mpolicy reloaded\x1b[0m\ndata: x\n\n"
+        body += events(text_result(request_id, "real"))
+        writer.write(whole("200 OK", body, "text/event-stream"))
     elif name == "redirect":
         writer.write(whole("307 Temporary Redirect", extra_head="location: /other\r\n"))
     elif name == "case_pair":
