@@ -31,11 +31,13 @@ How it fails:
   cannot be read, 401/403, 404 or a 5xx are a :class:`~mcp_acp.errors.BackendError`
   (exit 17) naming the URL and the reason, as is an ``SSL_CERT_FILE`` or
   ``SSL_CERT_DIR`` that names no usable trust store;
+* a probe answered with a redirect fails start too, naming where to: no redirect is ever
+  followed (a request was decided for the configured URL; the credentials are for it);
 * mid-session, what goes wrong with one request fails that request alone, with a JSON-RPC
   error (:mod:`mcp_acp.proxy.http_guard`): an answer that does not start or goes quiet
-  within ``timeout_seconds``, is cut short, is larger than 10 MiB or is compressed, or is
-  not complete within ``request_timeout_seconds`` (the backend is then sent
-  ``notifications/cancelled``, as MCP asks of a client that stops waiting);
+  within ``timeout_seconds``, is cut short, is a redirect, is larger than 10 MiB or is
+  compressed, or is not complete within ``request_timeout_seconds`` (the backend is then
+  sent ``notifications/cancelled``, as MCP asks of a client that stops waiting);
 * the backend is gone only when a connection cannot be made (refused, unreachable, a
   failed TLS handshake) and the probe, tried again at once, fails as it would at start —
   or at once when a new connection presents another identity. Then
@@ -81,6 +83,7 @@ from mcp_acp.proxy.http_guard import (
     UNGUARDED,
     GuardedTransport,
     IdentityRefused,
+    redirect_target,
 )
 from mcp_acp.proxy.http_guard import describe as _describe
 from mcp_acp.proxy.messages import MAX_MESSAGE_BYTES, Message, error_response, from_body
@@ -103,6 +106,28 @@ MAX_EXPIRED = 10_000
 #: backend is by its pipe — instead of growing the proxy's memory without end.
 MAX_HELD_MESSAGES = 64
 MAX_HELD_BYTES = MAX_MESSAGE_BYTES
+
+
+#: The SDK's transport logs, rather than raises, an exception that ends its writer (one
+#: sending a notification, say: ``post_writer``), then closes its streams as a closed
+#: connection would.
+_SDK_TRANSPORT_LOG = "mcp.client.streamable_http"
+_SDK_WRITER = "post_writer"
+
+
+class _SwallowedError(logging.Filter):
+    """Keeps the exception that ended the SDK transport's writer, which it logs (the
+    record goes through) instead of raising: what ended the session, not a closed
+    connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == _SDK_WRITER and record.exc_info and record.exc_info[1]:
+            self.error = record.exc_info[1]
+        return True
 
 
 def _without_query(url: str) -> str:
@@ -199,6 +224,12 @@ class HttpChannel:
             headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             trust_env=False,
+            # No redirect is followed: a request decided for the configured URL, with the
+            # configured credentials, goes there or nowhere. The SDK follows redirects
+            # within the URL's origin itself, whatever follow_redirects says, but at most
+            # max_redirects times; the transport fails a redirected request with its reason.
+            follow_redirects=False,
+            max_redirects=0,
             transport=GuardedTransport(
                 pool,
                 timeout=self.backend.timeout_seconds,
@@ -291,6 +322,7 @@ class HttpChannel:
                     extensions={UNGUARDED: True},  # its errors are reported here
                 ) as response:
                     status = response.status_code
+                    target = redirect_target(response.request, response)
         except (TimeoutError, httpx2.TimeoutException) as exc:
             raise BackendError(
                 f"the backend at {where} did not answer within {seconds:g} s",
@@ -310,6 +342,12 @@ class HttpChannel:
             raise BackendError(  # the handshake was never reported: no identity, no start
                 f"the backend at {where} answered, but its certificate was not seen",
                 fix="report this: the HTTP library no longer reports TLS handshakes",
+            )
+        if target is not None:
+            raise BackendError(
+                f"the backend at {where} redirects to {target} (HTTP {status}); "
+                "mcp-acp follows no redirects",
+                fix="set backend.url to the URL the server answers at, if it is the one meant",
             )
         if status in (401, 403):
             raise BackendError(
@@ -360,6 +398,8 @@ class HttpChannel:
 
     async def _run(self, client: httpx2.AsyncClient, ready: asyncio.Future[None]) -> None:
         """Probe, then hold the SDK transport open and move what it reads into the queue."""
+        swallowed = _SwallowedError()
+        logging.getLogger(_SDK_TRANSPORT_LOG).addFilter(swallowed)
         try:
             async with client:
                 await self._probe(client)
@@ -375,6 +415,8 @@ class HttpChannel:
                             self._reading.cancel()
                         async for item in read:
                             await self._take(item)  # waits while the relay is behind
+                    if swallowed.error is not None and not (self._gone or self._closing):
+                        self._lost = _describe(swallowed.error, self.backend.timeout_seconds)
         except BackendError as exc:  # the probe failed
             if not ready.done():
                 ready.set_exception(exc)
@@ -390,6 +432,7 @@ class HttpChannel:
                     )
                 )
         finally:
+            logging.getLogger(_SDK_TRANSPORT_LOG).removeFilter(swallowed)
             self._write = None
             for clock in self._clocks.values():
                 clock.cancel()  # the relay answers what is still in flight

@@ -11,6 +11,14 @@ connection that cannot be made). Every request of the channel passes this transp
   it will); the SDK bounds each server-sent event itself (``max_sse_event_size``);
 * refuses a compressed answer (the channel asks for none): it would grow past the count
   only after it, when the HTTP library inflates it;
+* refuses an event stream or a JSON answer that declares a charset other than UTF-8: the
+  SDK would decode it in that charset, while the checks here (below) read UTF-8 bytes;
+* fails a request whose answer gives a session id MCP does not allow (visible ASCII only,
+  here at most :data:`MAX_SESSION_ID` bytes): the SDK would send it back on every request
+  and, unable to, end the session; ``initialize`` fails instead;
+* fails a request answered with a redirect, naming where to: the request was decided for
+  the configured URL, and the configured credentials go with it (the channel's client
+  follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
 * ends a request's exchange at its deadline — connecting, headers, body or event stream as
   a whole (``request_timeout_seconds``), however busy the backend keeps the connection —
   except the session's GET stream and ``subscriptions/listen``, which stay open by design;
@@ -18,10 +26,12 @@ connection that cannot be made). Every request of the channel passes this transp
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
   first, which decides whether the backend is gone (:class:`GuardedTransport`);
-* passes on, from the event stream that answers a request, only answers to that request
-  (:class:`_OwnAnswers`). The SDK gives any answer it finds there the request's id, so an
-  answer the backend sent for another id — a stray, one meant for another client — would
-  reach the client as the answer to its request.
+* passes on, from any event stream, only events of kind ``message`` (the only kind the
+  SDK reads; it would print another's name, escapes and all, to stderr), and from the
+  event stream that answers a request only answers to that request (:class:`_OwnAnswers`).
+  The SDK gives any answer it finds there the request's id, so an answer the backend sent
+  for another id — a stray, one meant for another client — would reach the client as the
+  answer to its request.
 """
 
 from __future__ import annotations
@@ -36,7 +46,14 @@ from typing import Any
 import anyio
 import httpx2
 
-__all__ = ["BACKEND_FAILED", "UNGUARDED", "GuardedTransport", "IdentityRefused", "describe"]
+__all__ = [
+    "BACKEND_FAILED",
+    "UNGUARDED",
+    "GuardedTransport",
+    "IdentityRefused",
+    "describe",
+    "redirect_target",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +70,20 @@ _METHOD_HEADER = "mcp-method"
 MAX_RESUMABLE = 1_000
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: A session id as MCP allows it (visible ASCII, 0x21-0x7E), and at most this long: each
+#: request carries it back.
+MAX_SESSION_ID = 4096
+_SESSION_ID = re.compile(rb"[\x21-\x7e]+")
+#: The only charset an answer may declare (as the SDK reads it: decoded in that charset),
+#: by its names: what this transport checks in an event stream is its UTF-8 bytes.
+UTF_8 = frozenset({"utf-8", "utf8"})
+#: The answers the SDK reads (any other is an error to it).
+_READ_AS_TEXT = frozenset({"text/event-stream", "application/json"})
 #: The id expected on a resumed stream whose request is not known: no answer has it.
 _UNKNOWN = object()
+#: What the session's own event stream (a GET) expects: whatever comes, as the SDK leaves
+#: the ids there as they are; only events of another kind than ``message`` are left out.
+_ANY = object()
 
 
 class IdentityRefused(Exception):
@@ -78,9 +107,40 @@ def describe(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _shown(value: str) -> str:
+def _shown(value: str, limit: int = 40) -> str:
     """A header value from the backend, as an error message may quote it."""
-    return re.sub(r"[^\x20-\x7e]", "?", value[:40])
+    return re.sub(r"[^\x20-\x7e]", "?", value[:limit])
+
+
+def redirect_target(request: httpx2.Request, response: httpx2.Response) -> str | None:
+    """Where ``response`` redirects ``request`` to, as a message may name it (resolved
+    against the request's URL, without userinfo, query or fragment, which may carry a
+    secret), or None if it is no redirect: a 3xx status with a ``Location``."""
+    location = response.headers.get("location")
+    if not 300 <= response.status_code < 400 or location is None:
+        return None
+    try:
+        target = request.url.join(location)
+        shown = str(target.copy_with(userinfo=b"", query=None, fragment=None))
+    except (httpx2.InvalidURL, ValueError, TypeError):
+        shown = location
+    return _shown(shown, 200)
+
+
+def _bad_session_id(response: httpx2.Response) -> str | None:
+    """What is wrong with the ``Mcp-Session-Id`` of ``response``, or None (none is fine)."""
+    given = [value for name, value in response.headers.raw if name.lower() == b"mcp-session-id"]
+    if not given:
+        return None
+    if len(given) > 1:
+        return f"{len(given)} times in one answer"
+    value = given[0]
+    if len(value) > MAX_SESSION_ID:
+        return f"of {len(value)} bytes, more than {MAX_SESSION_ID}"
+    if not _SESSION_ID.fullmatch(value):
+        shown = _shown(value.decode("latin-1"))
+        return f"{shown!r} that is not visible ASCII (0x21-0x7E only, as MCP requires)"
+    return None
 
 
 def _remaining(deadline: float) -> float | None:
@@ -147,7 +207,9 @@ def _stranger(data: bytes, expected: Any) -> str | None:
 
 
 class _OwnAnswers(httpx2.AsyncByteStream):
-    """The event stream that answers one request, less the answers to any other.
+    """The event stream that answers one request, less the answers to any other; or the
+    session's own stream (``expected`` :data:`_ANY`), as it is. Either way, less the
+    events of another kind than ``message``.
 
     Events are cut at their blank line (lines end in CR, LF or CRLF; comments dropped) and
     passed on whole, or left out; an event larger than ``max_bytes`` (counted as the SDK
@@ -174,6 +236,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
         lines: list[bytes] = []  # the event so far
         size = 0  # its bytes as the SDK counts them: its lines', comments and ends left out
         partial: list[bytes] = []  # a line not yet ended
+        partial_size = 0  # its bytes: counted as they come, not summed again per chunk
         after_cr = False
         async for chunk in self._inner:
             if after_cr and chunk.startswith(b"\n"):
@@ -184,7 +247,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
             start = 0
             for end in _LINE_END.finditer(chunk):
                 line = b"".join([*partial, chunk[start : end.start()]])
-                partial, start = [], end.end()
+                partial, partial_size, start = [], 0, end.end()
                 if line.startswith(b":"):
                     continue  # a comment: nothing the SDK reads
                 if line:
@@ -197,7 +260,8 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                     lines, size = [], 0
             if start < len(chunk):
                 partial.append(chunk[start:])
-                self._bound(size + sum(map(len, partial)))
+                partial_size += len(chunk) - start
+                self._bound(size + partial_size)
 
     def _bound(self, size: int) -> None:
         if size > self._max_bytes:  # the SDK's own limit and words
@@ -215,8 +279,14 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                 data.append(value)
             elif name == b"id" and b"\0" not in value:
                 event_id = value
+        if kind != b"message":  # the SDK reads no other; it would print the name raw
+            log.warning(
+                "left out an event named %r from the backend (only 'message' events are read)",
+                _shown(kind.decode("utf-8", "replace")),
+            )
+            return None
         joined = b"\n".join(data)
-        if kind == b"message" and joined:  # as the SDK: no data, nothing to read
+        if joined and self._expected is not _ANY:  # as the SDK: no data, nothing to read
             why = _stranger(joined, self._expected)
             if why is not None:
                 shown = "(unknown)" if self._expected is _UNKNOWN else json.dumps(self._expected)
@@ -227,7 +297,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                     shown,
                 )
                 return None
-        if event_id is not None:
+        if event_id is not None and self._expected is not _ANY:
             self._remember(event_id.decode("utf-8", "replace"))
         return b"".join(line + b"\n" for line in lines) + b"\n"
 
@@ -304,6 +374,20 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             return _failed(
                 request, f"the backend's answer was lost: {describe(exc, self._timeout)}"
             )
+        if (why := _bad_session_id(response)) is not None:
+            # The SDK would send it back on every request: a byte it cannot encode there
+            # would end the whole session on the next one, a space or comma split it
+            await response.aclose()
+            return _failed(request, f"the backend gave a session id (Mcp-Session-Id) {why}")
+        if request.method != "GET" and (target := redirect_target(request, response)):
+            # Followed, the request (decided for this URL) and the configured credentials
+            # would go to another one; the session's event stream is the SDK's to give up.
+            await response.aclose()
+            return _failed(
+                request,
+                f"the backend redirected the request to {target} (HTTP "
+                f"{response.status_code}); mcp-acp follows no redirects",
+            )
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity"):
             await response.aclose()
@@ -313,18 +397,26 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
                 "mcp-acp asks for none",
             )
         kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        charset = response.charset_encoding  # lower case; None if not declared
+        if kind in _READ_AS_TEXT and charset is not None and charset not in UTF_8:
+            # The SDK would decode it in that charset, the checks here read UTF-8 bytes
+            await response.aclose()
+            return _failed(
+                request,
+                f"the backend's answer is {kind} in charset {_shown(charset)}; "
+                "mcp-acp reads answers in UTF-8 only",
+            )
         if kind == "text/event-stream":
             assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
             if deadline != math.inf:
                 response.stream = _UntilDeadline(response.stream, deadline, self._late)
             expected = self._answers_to(request)
-            if expected is not None:
-                response.stream = _OwnAnswers(
-                    response.stream,
-                    expected,
-                    max_bytes=self._max_bytes,
-                    resumable=self._resumable,
-                )
+            response.stream = _OwnAnswers(
+                response.stream,
+                _ANY if expected is None else expected,
+                max_bytes=self._max_bytes,
+                resumable=self._resumable,
+            )
             return response
         if deadline == math.inf:  # a body that is not a stream has no reason to take longer
             deadline = anyio.current_time() + self._deadline

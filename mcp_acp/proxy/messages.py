@@ -17,8 +17,10 @@ Because the policy decides on this parse and the other side reads the bytes, a m
 that JSON readers can read two ways is marked ``ambiguous``: an object with a key twice
 (Python keeps the last, others the first), keys that differ only in case (some readers,
 such as Go's ``encoding/json``, match field names case-insensitively), or a key with a
-control or invisible character. The relay refuses such a message wherever it decides on
-its content (see :attr:`Message.ambiguous`). A key the proxy reads written only in another
+control or invisible character. A message decoded by its transport (:func:`from_body`)
+is marked by the same rule, object by object (a key twice cannot reach it: the decoder
+kept one, and it is re-encoded once). The relay refuses such a message wherever it decides
+on its content (see :attr:`Message.ambiguous`). A key the proxy reads written only in another
 letter case (``"Arguments"``) is no pair, but such a reader takes it for the member the
 proxy found missing: the message is marked ``miscased`` (:data:`READ_MEMBERS`,
 :func:`miscased`), and the relay refuses it wherever it would pass it on.
@@ -191,23 +193,50 @@ def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     alike, or :class:`_Ambiguous` saying why not. (It runs for every object of every
     message: the usual case is three C-level checks.)"""
     obj = dict(pairs)
-    if (
-        len(obj) == len(pairs)
+    if _alike(obj, len(pairs)):
+        return obj
+    raise _Ambiguous(_why_not_alike([key for key, _ in pairs]))
+
+
+def _alike(obj: dict[str, Any], written: int) -> bool:
+    """Whether every reader reads the keys of ``obj`` (``written`` keys as sent) alike: no
+    key twice, no two that differ only in case, no control or invisible character."""
+    return (
+        len(obj) == written
         and (len(obj) < 2 or len(set(map(str.casefold, obj))) == len(obj))
         and "".join(obj).isprintable()
-    ):
-        return obj
+    )
+
+
+def _why_not_alike(keys: list[str]) -> str:
+    """Which of ``keys`` (an object's, as written) another reader could take differently."""
     seen: dict[str, str] = {}  # casefolded key -> the key as first written
-    for key, _ in pairs:
+    for key in keys:
         if not key.isprintable():
-            raise _Ambiguous(f"the key {key!r} contains a control or invisible character")
+            return f"the key {key!r} contains a control or invisible character"
         folded = key.casefold()
         if folded in seen:
             if seen[folded] == key:
-                raise _Ambiguous(f"the key {key!r} appears twice in one object")
-            raise _Ambiguous(f"the keys {seen[folded]!r} and {key!r} differ only in case")
+                return f"the key {key!r} appears twice in one object"
+            return f"the keys {seen[folded]!r} and {key!r} differ only in case"
         seen[folded] = key
-    raise _Ambiguous("the keys of one object are ambiguous")  # not reached: one check failed
+    return "the keys of one object are ambiguous"  # not reached: one check failed
+
+
+def _ambiguity(body: Any) -> str | None:
+    """Why a decoded message is ambiguous, as :func:`parse` says it of a line: the rule of
+    :func:`_unambiguous`, applied to each object of ``body`` (a key cannot be there twice:
+    the decoder kept one). None if every object's keys are read alike."""
+    pending = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if not _alike(value, len(value)):
+                return f"ambiguous JSON: {_why_not_alike(list(value))}"
+            pending.extend(reversed(value.values()))
+        elif isinstance(value, list):
+            pending.extend(reversed(value))
+    return None
 
 
 class _NotJson(ValueError):
@@ -273,8 +302,12 @@ def _one_line(line: bytes) -> bytes:
 
 def from_body(body: dict[str, Any]) -> Message:
     """Classify a message that arrived already decoded (from a transport that parses, such
-    as streamable HTTP); its ``raw`` is the compact encoding."""
-    return _classify(body, encode(body))
+    as streamable HTTP); its ``raw`` is the compact encoding. It is marked
+    :attr:`Message.ambiguous` as :func:`parse` would mark it: keys that differ only in case,
+    or a key with a control or invisible character, in any of its objects."""
+    message = _classify(body, encode(body))
+    why = _ambiguity(body)
+    return message if why is None else attrs.evolve(message, ambiguous=why)
 
 
 _NOT_JSON_RPC = "not a JSON-RPC 2.0 object (batches are not supported)"

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -648,6 +648,135 @@ def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
     assert "left out an answer to request 999999 on the stream that answers request" in stderr
 
 
+def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """The SDK decodes what comes over HTTP; the channel checks every object of what it
+    decoded as the stdio path checks a line: a notification with ``data`` and ``DATA`` is
+    dropped, an answer with ``text`` and ``TEXT`` refused, and the session goes on."""
+    log_dir = configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    request_id = proxy.request("tools/call", {"name": "case_pair", "arguments": {}})
+    refused = proxy.answer(request_id)
+    assert refused["error"]["code"] == -32000
+    assert (
+        "ambiguous JSON: the keys 'text' and 'TEXT' differ only in case"
+        in refused["error"]["message"]
+    )
+    assert proxy.set_aside == []  # the notification before it never came
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "backend notification refused: ambiguous JSON: the keys 'data' and 'DATA'" in stderr
+    assert "{'backend': {'refused: ambiguous JSON': 1}}" in stderr
+    answered = [
+        r["request_id"]
+        for r in records(log_dir, "operations")
+        if r.get("direction") == "server_to_client" and r["mcp_method"] == "tools/call"
+    ]
+    assert answered[0] == str(request_id)  # the refused answer recorded as it came
+
+
+def test_a_redirect_fails_its_request_and_is_not_followed(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """A request decided for the configured URL goes there or nowhere: a redirect, even to
+    another path of the same server, is the request's error, naming where it pointed; the
+    request and the configured credentials are not sent there."""
+    configure_faulty("--backend-header", "Authorization:Bearer secret-token")
+    proxy = start()
+    proxy.initialize()
+    moved = tool_call(proxy, "redirect")
+    assert moved["error"]["code"] == -32000
+    assert "redirected the request to http://127.0.0.1:" in moved["error"]["message"]
+    assert "/other (HTTP 307); mcp-acp follows no redirects" in moved["error"]["message"]
+    assert_session_goes_on(proxy)
+    sent = read_log(faulty_server)
+    assert [r["line"] for r in sent if "/other" in r["line"]] == []
+    assert {r["headers"].get("authorization") for r in sent} == {"Bearer secret-token"}
+
+
+def test_a_start_probe_answered_with_a_redirect_fails_start(
+    faulty_server: FaultyServer, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """Followed by the SDK, a redirected URL would work, with every request going to
+    another URL than the one configured; the start says so instead."""
+    configure(faulty_server.url.replace("/mcp", "/moved"))
+    done = run_until_exit(env)
+    assert done.returncode == 17
+    line = error_line(done)
+    assert "/moved redirects to http://127.0.0.1:" in line
+    assert "/mcp (HTTP 307); mcp-acp follows no redirects" in line
+    assert [r["line"].split()[1] for r in read_log(faulty_server)] == ["/moved"]
+
+
+@pytest.mark.parametrize("sse", [True, False])
+def test_an_answer_in_another_charset_than_utf_8_is_refused(
+    sse: bool, configure_faulty: Callable[..., Path], start: Callable[[], Proxy]
+) -> None:
+    """The SDK decodes an answer in the charset it declares, the channel's checks read its
+    bytes as UTF-8: in UTF-16 no ``data:`` line is seen, and a stray answer for request
+    999999 would reach the client as the answer to its request. Such an answer fails its
+    request; one that names UTF-8 another way passes."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    refused = tool_call(proxy, "charset", charset="utf-16le", sse=sse)
+    assert refused["error"]["code"] == -32000
+    kind = "text/event-stream" if sse else "application/json"
+    assert (
+        f"{kind} in charset utf-16le; mcp-acp reads answers in UTF-8 only"
+        in (refused["error"]["message"])
+    )
+    passed = tool_call(proxy, "charset", charset="UTF8", sse=sse)
+    assert passed["result"]["content"][0]["text"] == "real"
+    assert_session_goes_on(proxy)
+
+
+@pytest.mark.parametrize(
+    ("sid", "why"),
+    [
+        ("abc%E9def", "'abc?def' that is not visible ASCII (0x21-0x7E only, as MCP requires)"),
+        ("a%20b", "'a b' that is not visible ASCII"),
+        ("x" * 4097, "of 4097 bytes, more than 4096"),
+    ],
+)
+def test_a_session_id_mcp_does_not_allow_fails_initialize_not_the_session(
+    sid: str,
+    why: str,
+    faulty_server: FaultyServer,
+    configure: Callable[..., Path],
+    start: Callable[[], Proxy],
+) -> None:
+    """The SDK sends the session id back on every request: one it cannot encode (a byte
+    past ASCII) ended the whole session on the next request, with exit 17. The
+    ``initialize`` that gives it fails instead, saying what is wrong with it."""
+    log_dir = configure(f"{faulty_server.url}?sid={sid}")
+    proxy = start()
+    refused = proxy.initialize()
+    assert refused["error"]["code"] == -32000
+    assert f"the backend gave a session id (Mcp-Session-Id) {why}" in refused["error"]["message"]
+    assert "result" in proxy.call("ping")  # no session id taken: the next request goes
+    assert proxy.close() == 0
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_exited"]
+
+
+def test_an_event_of_another_kind_is_left_out_and_no_escape_reaches_stderr(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """The SDK reads only ``message`` events and prints the name of any other raw to
+    stderr, terminal escapes and all; the channel leaves such an event out first, and
+    names it with the escapes replaced."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "ansi_event")["result"]["content"][0]["text"] == "real"
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "\x1b" not in stderr
+    assert "left out an event named '?[2K?[31mpolicy reloaded?[0m' from the backend" in stderr
+
+
 def read_log(server: FaultyServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines()]
 
@@ -676,6 +805,38 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert peak < 40 * 1024 * 1024, f"{peak} bytes held"
     assert answer.body["id"] == 7
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
+
+
+async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK logs an exception that ends its writer (here: a header it cannot encode on a
+    notification's POST) and closes its streams, as if the connection had closed; the
+    channel reports that exception, not "the connection closed"."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_backend
+    from mcp_acp.proxy.channel import open_channel
+    from mcp_acp.proxy.messages import Message, from_body
+
+    def unsendable(channel: object, message: Message) -> dict[str, str]:
+        return {"x-test": "caf\xe9"}  # not ASCII: httpx2 raises UnicodeEncodeError
+
+    channel = open_channel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    monkeypatch.setattr(http_backend.HttpChannel, "_headers", unsendable)
+    try:
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        received = await asyncio.wait_for(_all(channel.receive()), timeout=30)
+    finally:
+        await channel.close()
+    assert received == []
+    detail, reason = await channel.exit_detail()
+    assert detail["error"].startswith("UnicodeEncodeError: 'ascii' codec can't encode")
+    assert "the connection closed" not in reason
+
+
+async def _all(messages: AsyncIterator[Any]) -> list[Any]:
+    return [message async for message in messages]
 
 
 async def test_a_backend_that_floods_a_client_that_does_not_read_is_held_back(

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from mcp_acp.proxy import http_guard
-from mcp_acp.proxy.http_guard import _UNKNOWN, _OwnAnswers
+from mcp_acp.proxy.http_guard import _ANY, _UNKNOWN, _OwnAnswers
 
 
 class Chunks(httpx2.AsyncByteStream):
@@ -105,6 +105,8 @@ async def test_the_last_event_id_of_a_stream_names_its_request(
     [
         [b"data: " + b"a" * 600, b"a" * 600],  # one line, not ended
         [b"data: " + b"a" * 600 + b"\n", b"data: " + b"a" * 600 + b"\n"],  # an event, not ended
+        one_byte_at_a_time(b"data: " + b"a" * 1200),  # a line counted as its pieces come
+        one_byte_at_a_time(b"data: " + b"a" * 600 + b"\r\ndata: " + b"a" * 600),
     ],
 )
 async def test_an_event_larger_than_the_limit_is_not_held(chunks: list[bytes]) -> None:
@@ -115,3 +117,16 @@ async def test_an_event_larger_than_the_limit_is_not_held(chunks: list[bytes]) -
 async def test_comments_do_not_count_and_are_not_passed() -> None:
     wire = b": " + b"c" * 900 + b"\n" + b": " + b"c" * 900 + b"\n" + b"data: " + answer(7, "x")
     assert await passed([wire + b"\n\n"], 7) == b"data: " + answer(7, "x") + b"\n\n"
+
+
+async def test_only_message_events_pass_on_any_stream() -> None:
+    """The SDK reads no other kind (and prints its name raw); on the session's own stream
+    (``_ANY``) every message event passes, whatever its id, and no id is remembered."""
+    note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
+    other = b"event: \x1b[31mendpoint\nid: e1\ndata: x\n\n"
+    wire = other + b"id: e2\ndata: " + note + b"\n\ndata: " + answer(999, "x") + b"\n\n"
+    kept = b"id: e2\ndata: " + note + b"\n\ndata: " + answer(999, "x") + b"\n\n"
+    resumable: dict[str, Any] = {}
+    assert await passed([wire], _ANY, resumable) == kept
+    assert resumable == {}
+    assert await passed([wire], 7, resumable) == b"id: e2\ndata: " + note + b"\n\n"

@@ -40,6 +40,28 @@ def test_keys_a_reader_could_take_differently_make_the_message_ambiguous(
     assert message.kind in {"request", "response"}
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"a","Method":"b"}',
+        b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":{"y":1,"Y":2}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"n\\u0000":1}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"n\\u200b":1}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","NAME":"b"}]}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a","TEXT":"b"}]}}',
+        b'{"jsonrpc":"2.0","method":"notifications/message","params":{"data":1,"DATA":2}}',
+    ],
+)
+def test_a_decoded_message_is_ambiguous_as_its_line_would_be(line: bytes) -> None:
+    """A transport that decodes messages itself (streamable HTTP) hands over dicts: the
+    same keys make them ambiguous, for the same reason, so both transports are refused
+    alike. (A key twice cannot reach a dict: the decoder kept one, and it is re-encoded.)"""
+    decoded = from_body(json.loads(line))
+    assert decoded.ambiguous is not None
+    assert decoded.ambiguous == parse(line).ambiguous
+    assert decoded.kind == parse(line).kind
+
+
 def test_ordinary_messages_are_not_ambiguous() -> None:
     line = (
         '{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":{"name":"écho",'
@@ -49,6 +71,7 @@ def test_ordinary_messages_are_not_ambiguous() -> None:
     assert message.kind == "request"
     assert message.ambiguous is None
     assert message.params["arguments"]["名前"] == "x"
+    assert from_body(message.body).ambiguous is None
 
 
 @pytest.mark.parametrize("request_id", ["1.5", "1.0", "null", "true", "[1]", "{}"])

@@ -8,7 +8,9 @@ body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELE
 notification or response 202, ``initialize`` and ``tools/list`` a proper answer. With
 ``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
 1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
-written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name says:
+written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (307) to
+``/mcp``. With ``?sid=S`` in the URL, ``initialize`` gives the session id ``S``
+(percent-decoded, as bytes). A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -22,7 +24,16 @@ written, then ``{"flood": "done"}``. A ``tools/call`` does what its tool's name 
   (``real``), then that again (``duplicate``); lines end in CRLF, with a comment;
 * ``resume`` — an SSE stream with one event (id ``ev-1``, no data) that then ends: the
   client resumes it with a ``GET`` (``Last-Event-ID: ev-1``), which gets a result for
-  request 999999 (``stray``), then the call's own (``resumed``).
+  request 999999 (``stray``), then the call's own (``resumed``);
+* ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
+  answers as ``/mcp`` does);
+* ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
+  declared in its content type: as JSON, or with ``sse`` as an event stream, a result for
+  request 999999 (``stray``) before it (and U+0A0A after: a blank line to a byte reader);
+* ``ansi_event`` — an SSE answer: an event whose name holds terminal escapes, then the
+  call's own answer (``real``);
+* ``case_pair`` — an SSE answer: a notification whose ``params`` has ``data`` and ``DATA``,
+  then the call's own answer, whose content has ``text`` and ``TEXT``.
 """
 
 from __future__ import annotations
@@ -32,10 +43,11 @@ import gzip
 import json
 import sys
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume"]
+TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 
@@ -53,8 +65,10 @@ def head(status: str, content_type: str, extra: str = "") -> bytes:
     ).encode()
 
 
-def whole(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
-    return head(status, content_type, f"content-length: {len(body)}\r\n") + body
+def whole(
+    status: str, body: bytes = b"", content_type: str = "application/json", extra_head: str = ""
+) -> bytes:
+    return head(status, content_type, f"content-length: {len(body)}\r\n{extra_head}") + body
 
 
 def answer(request_id: Any, result: dict[str, Any]) -> bytes:
@@ -124,6 +138,31 @@ async def tool_call(
             end=b"\r\n",
         )
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "charset":
+        charset = arguments["charset"]
+        if arguments.get("sse"):
+            # U+0A0A: two LF bytes in UTF-16, ending the event for a reader of bytes too
+            text = events(text_result(999999, "stray"), text_result(request_id, "real")).decode()
+            text, kind = text + "\u0a0a", "text/event-stream"
+        else:
+            text, kind = text_result(request_id, "real").decode(), "application/json"
+        body = text.encode(charset)
+        writer.write(whole("200 OK", body, f"{kind}; charset={charset}"))
+    elif name == "ansi_event":
+        body = b"event: \x1b[2K\x1b[31mpolicy reloaded\x1b[0m\ndata: x\n\n"
+        body += events(text_result(request_id, "real"))
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "redirect":
+        writer.write(whole("307 Temporary Redirect", extra_head="location: /other\r\n"))
+    elif name == "case_pair":
+        note = b'{"jsonrpc":"2.0","method":"notifications/message",'
+        note += b'"params":{"level":"info","data":"shown","DATA":"or this"}}'
+        content = b'[{"type":"text","text":"harmless","TEXT":"what a case-blind reader keeps"}]'
+        own = b'{"jsonrpc":"2.0","id":%s,"result":{"content":%s}}' % (
+            json.dumps(request_id).encode(),
+            content,
+        )
+        writer.write(whole("200 OK", events(note, own), "text/event-stream"))
     elif name == "resume":
         RESUMED["ev-1"] = request_id
         body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
@@ -170,6 +209,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 entry = {"line": lines[0], "headers": headers, "body": body.decode()}
                 log.write(json.dumps(entry) + "\n")
             method, target = lines[0].split()[:2]
+            if target.startswith("/moved"):
+                writer.write(whole("307 Temporary Redirect", extra_head="location: /mcp\r\n"))
+                await writer.drain()
+                continue
             if method == "GET" and "mcp-session-id" in headers and "flood=" in target:
                 await flood(writer, int(target.partition("flood=")[2]))
                 return
@@ -191,7 +234,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         "capabilities": {"tools": {}},
                         "serverInfo": {"name": "faulty", "version": "1"},
                     }
-                    writer.write(whole("200 OK", answer(message["id"], result)))
+                    initialized = whole("200 OK", answer(message["id"], result))
+                    if "sid=" in target:  # the session id the URL asks for, as bytes
+                        sid = unquote_to_bytes(target.partition("sid=")[2])
+                        initialized = initialized.replace(b": s1\r\n", b": " + sid + b"\r\n")
+                    writer.write(initialized)
                 elif message["method"] == "tools/list":
                     tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
