@@ -1012,7 +1012,7 @@ class EnforcementPoint:
         started = time.monotonic()
         try:
             outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
-                self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
+                _approval(self.approver, approval), timeout=terms.timeout_seconds + 1
             )
             _check_outcome(outcome)
         except TimeoutError:
@@ -1023,7 +1023,11 @@ class EnforcementPoint:
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
-            failed = f"the approver failed: {type(exc).__name__}: {exc}"
+            raised = (
+                str(exc) if isinstance(exc, _ApproverRaised) else f"{type(exc).__name__}: {exc}"
+            )
+            failed = f"the approver failed: {raised}"
+            log.error("approver %s: %s", self._approver_name, failed)
             outcome = ApprovalOutcome(
                 ApprovalResult.DENY,
                 approver=self._approver_name,
@@ -1037,6 +1041,41 @@ class EnforcementPoint:
             return outcome, f"timeout after {terms.timeout_seconds:g} s"
         who = outcome.answered_by or f"the {outcome.approver} approver"
         return outcome, f"denied by {who}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+
+class _ApproverRaised(Exception):
+    """What an approver raised that is not an ``Exception`` — ``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a ``CancelledError`` of its own making —
+    carried out of it as one (its text: ``SystemExit: 0``): the approver failed, the
+    request is denied, and the proxy goes on serving."""
+
+    def __init__(self, raised: BaseException) -> None:
+        if isinstance(raised, asyncio.CancelledError):
+            text = "CancelledError (raised by the approver; nothing cancelled the request)"
+        else:
+            text = f"{type(raised).__name__}: {raised}" if str(raised) else type(raised).__name__
+        super().__init__(text)
+        self.raised = raised
+
+
+async def _approval(approver: Approver, approval: ApprovalRequest) -> ApprovalOutcome:
+    """``approver.request_approval(approval)``, in the task that runs it (``wait_for``'s
+    own task, on Python 3.11): a cancellation of that task — the timeout, the client's
+    ``notifications/cancelled``, the session ending — passes on as a ``CancelledError``,
+    whatever the approver made of it. Anything else it raises that is not an ``Exception``
+    is an :class:`_ApproverRaised`: a plugin's ``sys.exit()`` or ``KeyboardInterrupt``
+    must not end the proxy, nor its own ``CancelledError`` pass for the client's."""
+    try:
+        return await approver.request_approval(approval)
+    except BaseException as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:  # ours: a cancellation is under way
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise asyncio.CancelledError from exc
+        if isinstance(exc, Exception):
+            raise
+        raise _ApproverRaised(exc) from exc
 
 
 def _check_outcome(outcome: object) -> None:

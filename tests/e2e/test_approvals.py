@@ -28,6 +28,7 @@ from proxy_helpers import (
     records,
     use_holding_sink,
     use_mode_check,
+    use_plugin,
     wait_for_event,
 )
 
@@ -265,6 +266,17 @@ class Asking:
             self.env = use_mode_check(home, tmp_path / "site", mode_file)
         if config.get("holding_sink"):
             self.env = use_holding_sink(home, tmp_path / "site")
+        approver = config.get("approver")
+        if approver is not None:  # a plugin's approver instead of the cli one: its source
+            site = tmp_path / "site"
+            self.env = use_plugin(
+                home,
+                site,
+                module="test_approver",
+                source=approver,
+                name="test-approver",
+                use_for="approver",
+            )
         self.proxy = Proxy(home, self.env)
         self.proxy.initialize()
 
@@ -806,3 +818,71 @@ def test_a_remembered_approval_is_of_the_same_call_and_never_of_a_credential(
     assert run.proxy.answer(again)["error"]["data"] == {"rule": "builtin-secret-outbound"}
     assert run.proxy.close() == 0
     assert run.echoed() == ["hello", "hello", f"exfil {token}"]
+
+
+RAISING_APPROVER = """
+import asyncio
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Raising:
+    name = "raising"
+
+    def __init__(self, options, context):
+        pass
+
+    async def request_approval(self, request):
+        raise RAISED
+
+
+@hookimpl
+def register_approvers(register):
+    register("test-approver", Raising, Options, summary="test: raises RAISED")
+"""
+
+
+@pytest.mark.parametrize(
+    ("raised", "failed"),
+    [
+        (
+            "asyncio.CancelledError()",
+            "CancelledError (raised by the approver; nothing cancelled the request)",
+        ),
+        ("SystemExit(0)", "SystemExit: 0"),
+        ("KeyboardInterrupt()", "KeyboardInterrupt"),
+        ("GeneratorExit()", "GeneratorExit"),
+    ],
+)
+def test_an_approver_that_raises_what_is_not_an_exception_is_a_recorded_denial(
+    asking: Callable[..., Asking], raised: str, failed: str
+) -> None:
+    """A plugin's approver that raises a ``BaseException`` that is not an ``Exception``
+    (its own ``CancelledError``, ``sys.exit()``, ``KeyboardInterrupt``, ``GeneratorExit``)
+    has failed, like one that raises ``RuntimeError``: the request is denied, answered and
+    recorded with why, never forwarded — not taken for the client's cancellation, not left
+    unanswered — and the proxy goes on serving."""
+    policy = {
+        "version": "1",
+        "rules": [
+            *ASK_ECHO["rules"],
+            {"id": "frob", "effect": "allow", "conditions": {"tool_name": "frobnicate"}},
+        ],
+    }
+    run = asking(policy, approver=RAISING_APPROVER.replace("RAISED", raised))
+    request = run.echo("hello")
+    error = run.proxy.answer(request, timeout=10)["error"]
+    assert error["code"] == DENIED
+    (record,) = run.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["reason"].endswith(f"; not approved: the approver failed: {failed}")
+    assert error["message"] == f"{record['reason']} (request {request})"
+    assert run.operations(request) == [("client_to_server", "denied", DENIED)]
+    later = run.proxy.call("tools/call", {"name": "frobnicate", "arguments": {}})
+    assert later["result"]["content"][0]["text"] == "frobnicated"
+    assert run.proxy.close() == 0
+    assert run.echoed() == []
