@@ -29,6 +29,7 @@ unless ``proxy.untrusted_content`` is ``off``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -50,6 +51,7 @@ from mcp_acp.models import (
     Decision,
     DecisionRequest,
     Effect,
+    PathArgument,
     PostureStatus,
     Subject,
 )
@@ -929,9 +931,11 @@ class EnforcementPoint:
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
         outcome, why_not = await self._ask(deciding, request, decision, terms)
+        if why_not is None:  # approved: of the paths as they led when the human was asked
+            why_not = await _moved(request.resource.paths)
         deciding.asking = None
         extra: dict[str, Any] = {
-            "final_effect": "allow" if outcome.result.allows else "deny",
+            "final_effect": "allow" if why_not is None else "deny",
             "approver": outcome.approver,
             "approved_by": outcome.answered_by,
             "approval_seconds": round(outcome.elapsed_seconds, 3),
@@ -1041,6 +1045,34 @@ class EnforcementPoint:
             return outcome, f"timeout after {terms.timeout_seconds:g} s"
         who = outcome.answered_by or f"the {outcome.approver} approver"
         return outcome, f"denied by {who}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+
+async def _moved(paths: tuple[PathArgument, ...]) -> str | None:
+    """Why a request whose ``paths`` a human approved must not be forwarded now: one of
+    them leads elsewhere than it did when the human was asked (a link re-pointed while the
+    human decided) — the first, in a sentence; None if none does. Followed again off the
+    loop (file-system I/O); a path that cannot be followed now has moved too."""
+    if not paths:
+        return None
+    fresh = tuple(attrs.evolve(p, resolved=None, unresolvable=None) for p in paths)
+    try:
+        now = await asyncio.to_thread(resolve_path_arguments, fresh)
+    except Exception as exc:  # fail closed: what cannot be checked again is not forwarded
+        return f"its paths could not be followed again: {type(exc).__name__}: {exc}"
+    for then, again in zip(paths, now, strict=True):
+        if (then.resolved, then.unresolvable) == (again.resolved, again.unresolvable):
+            continue
+        was = _quoted(then.resolved or then.path)
+        if again.resolved is None:
+            now_leads = f"cannot be followed now ({again.unresolvable}); it led to {was}"
+        else:
+            now_leads = f"now leads to {_quoted(again.resolved)}, not {was}"
+        return f"path {_quoted(then.path)} {now_leads} as when it was approved; ask again"
+    return None
+
+
+def _quoted(path: str) -> str:
+    return json.dumps(path, ensure_ascii=False)
 
 
 class _ApproverRaised(Exception):

@@ -886,3 +886,66 @@ def test_an_approver_that_raises_what_is_not_an_exception_is_a_recorded_denial(
     assert later["result"]["content"][0]["text"] == "frobnicated"
     assert run.proxy.close() == 0
     assert run.echoed() == []
+
+
+def test_a_link_repointed_while_the_human_decides_is_not_forwarded(
+    asking: Callable[..., Asking], tmp_path: Path
+) -> None:
+    """The human is shown where a path that is a symlink leads; approved, the request's
+    paths are followed again before it is forwarded. A link re-pointed between the question
+    and the answer (``notes.txt`` from ``report.txt`` to ``authorized_keys`` outside the
+    rule's directory) is denied: answered, recorded with who approved and why, never sent
+    to the backend, and not remembered. A link left alone passes as approved."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (data / "report.txt").write_text("report\n")
+    (outside / "authorized_keys").write_text("keys\n")
+    link = data / "notes.txt"
+    link.symlink_to(data / "report.txt")
+    rule = {"tool_name": "write_file", "path_pattern": f"{data}/**"}
+    run = asking(
+        {"version": "1", "rules": [{"id": "ask-data", "effect": "ask", "conditions": rule}]}
+    )
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    def write(content: str) -> int:
+        arguments = {"path": str(link), "content": content}
+        return run.proxy.request("tools/call", {"name": "write_file", "arguments": arguments})
+
+    kept = write("kept")
+    (waiting,) = run.pending()
+    leads = f'"{link}" leads to "{data / "report.txt"}"; rule ask-data'
+    assert leads in waiting["summary"]
+    assert run.cli("approve", waiting["id"]).returncode == 0
+    assert run.proxy.answer(kept)["error"]["message"] == "no such tool"  # the backend's
+
+    swapped = write("ssh-ed25519 AAAA attacker")
+    (waiting,) = run.pending()
+    assert leads in waiting["summary"]
+    link.unlink()
+    link.symlink_to(outside / "authorized_keys")
+    approved = run.cli("approve", waiting["id"], "--remember")
+    why = (
+        f'not approved: path "{link}" now leads to "{outside / "authorized_keys"}", not '
+        f'"{data / "report.txt"}" as when it was approved; ask again'
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.startswith(f"{waiting['id']}: allow_and_cache; the proxy: denied: ")
+    assert approved.stdout.rstrip().endswith(why)
+    error = run.proxy.answer(swapped)["error"]
+    assert error["code"] == DENIED
+    assert why in error["message"]
+    record = [r for r in records(run.log_dir, "decisions") if r.get("tool_name") == "write_file"]
+    assert [(r["final_effect"], r["approved_by"]) for r in record] == [("allow", me), ("deny", me)]
+    assert record[-1]["reason"].endswith(why)
+    assert record[-1]["approval_remembered"] is False
+    assert run.status()["remembered_approvals"] == 0
+    assert run.operations(swapped) == [("client_to_server", "denied", DENIED)]
+    assert run.proxy.close() == 0
+    received = [json.loads(line) for line in run.received.read_text().splitlines()]
+    written = [
+        m["params"]["arguments"]["content"] for m in received if m.get("method") == "tools/call"
+    ]
+    assert written == ["kept"]
+
