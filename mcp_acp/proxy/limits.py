@@ -6,8 +6,9 @@
   path under its argument name, every other argument) until its TTL ends. Tools with a
   side effect in :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns
   such an answer into a one-off), and a policy reload clears it.
-* :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
-  past the limit, each further call needs a human even where the policy allows it.
+* :class:`ToolRateLimit` — calls of one tool (its name with case folded) in one session
+  within a sliding 60 s window; past the limit, each further call needs a human even where
+  the policy allows it.
 * :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
   empty is denied outright; a notification (either side's) or a backend request that finds
   its side's bucket empty is dropped;
@@ -29,6 +30,7 @@ import attrs
 
 from mcp_acp.audit.events import payload_digest
 from mcp_acp.models import NEVER_CACHED, Decision, DecisionRequest
+from mcp_acp.policy.glob import deny_skeleton
 
 __all__ = [
     "ApprovalCache",
@@ -199,28 +201,53 @@ class ApprovalCache:
 
 
 class ToolRateLimit:
-    """At most ``per_minute`` calls of one tool within any 60 s (0 = no limit)."""
+    """At most ``per_minute`` calls of one tool within any 60 s (0 = no limit).
+
+    A tool is its name with case folded (:func:`~mcp_acp.policy.glob.deny_skeleton`: ASCII
+    case, as the policy's and the registry's tool globs ignore it, and for other names
+    what deny rules fold too): ``Echo`` and ``ECHO`` are ``echo`` to the policy, so they
+    spend one budget, not one each. A tool whose window has emptied is forgotten, so that
+    made-up names cannot grow the memory without bound."""
 
     WINDOW = 60.0
+    #: Tools tracked before the first sweep of those whose window has emptied.
+    SWEEP_AT = 64
 
     def __init__(self, per_minute: int, clock: Clock = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
-        self._calls: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._calls: dict[str, deque[float]] = {}
+        self._sweep_at = self.SWEEP_AT
+
+    def __len__(self) -> int:
+        """How many tools are tracked (for tests)."""
+        return len(self._calls)
 
     def exceeded(self, tool: str) -> int | None:
         """How many calls of ``tool`` the window already holds, if that is the limit or more."""
         if self.per_minute <= 0:
             return None
-        calls = self._calls[tool]
+        key = deny_skeleton(tool)
+        calls = self._calls.get(key)
+        if calls is None:
+            return None
         cutoff = self._clock() - self.WINDOW
         while calls and calls[0] <= cutoff:
             calls.popleft()
+        if not calls:
+            del self._calls[key]
         return len(calls) if len(calls) >= self.per_minute else None
 
     def count(self, tool: str) -> None:
-        if self.per_minute > 0:
-            self._calls[tool].append(self._clock())
+        if self.per_minute <= 0:
+            return
+        now = self._clock()
+        self._calls.setdefault(deny_skeleton(tool), deque()).append(now)
+        if len(self._calls) > self._sweep_at:  # amortised: the next sweep at twice the size
+            cutoff = now - self.WINDOW
+            for key in [k for k, calls in self._calls.items() if calls[-1] <= cutoff]:
+                del self._calls[key]
+            self._sweep_at = max(self.SWEEP_AT, 2 * len(self._calls))
 
 
 class TokenBucket:

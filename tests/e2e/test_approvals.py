@@ -949,3 +949,28 @@ def test_a_link_repointed_while_the_human_decides_is_not_forwarded(
     ]
     assert written == ["kept"]
 
+
+def test_the_per_tool_rate_limit_counts_a_tool_in_any_letter_case(
+    asking: Callable[..., Asking],
+) -> None:
+    """``Echo`` is ``echo`` to the policy (tool names match ignoring ASCII case), so it
+    spends ``echo``'s budget: past three calls a minute, the next one, spelt ``Echo``,
+    goes to a human (``builtin-rate-limit``) and a deny keeps it from the backend."""
+    allow = {
+        "version": "1",
+        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+    }
+    run = asking(allow, proxy={"rate_limits": {"tool_calls_per_minute": 3}})
+    for text in ("one", "two", "three"):
+        assert "result" in run.proxy.answer(run.echo(text))
+    arguments = {"text": "four"}
+    fourth = run.proxy.request("tools/call", {"name": "Echo", "arguments": arguments})
+    (waiting,) = run.pending()
+    assert waiting["rule"] == "builtin-rate-limit"
+    assert waiting["tool"] == "Echo"
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(fourth)["error"]["data"] == {"rule": "builtin-rate-limit"}
+    assert run.proxy.close() == 0
+    received = [json.loads(line) for line in run.received.read_text().splitlines()]
+    called = [m["params"]["name"] for m in received if m.get("method") == "tools/call"]
+    assert called == ["echo", "echo", "echo"]
