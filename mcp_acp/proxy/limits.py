@@ -56,8 +56,9 @@ class ApprovalKey:
     tool: str  # a tools/call's tool name; "" for other methods
     uri: str  # a resource's URI
     name: str  # the tool's, or the prompt's, name
-    #: every path: argument name, role, the path normalised, where it really leads
-    paths: tuple[tuple[str, str, str, str], ...]
+    #: every path: argument name, role, the path normalised, whether it was written ending
+    #: in a separator (``dir/``, ``dir/.``), where it really leads
+    paths: tuple[tuple[str, str, str, bool, str], ...]
     #: every other argument: its name and the SHA-256 of its canonical JSON
     arguments: tuple[tuple[str, str], ...]
 
@@ -65,8 +66,9 @@ class ApprovalKey:
 def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> ApprovalKey:
     """The key of ``request`` (whose message carried ``params``): subject (id and issuer),
     backend, method, tool — or a resource's URI, a prompt's name —, each path under its
-    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with where it
-    really leads, and every other argument by the SHA-256 of its canonical JSON (sorted
+    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with whether it
+    ends in a separator (``dir/`` and ``dir/.`` are not ``dir``) and where it really
+    leads, and every other argument by the SHA-256 of its canonical JSON (sorted
     keys, no whitespace): remembering one call is not remembering another URL, other SQL,
     or the same paths swapped.
 
@@ -76,7 +78,13 @@ def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> Approva
     ``prompts/get``, the arguments are the params but ``_meta``."""
     paths = tuple(
         sorted(
-            (p.argument, p.role, os.path.normpath(p.path), p.resolved or "")
+            (
+                p.argument,
+                p.role,
+                os.path.normpath(p.path),
+                _names_contents(p.path),
+                p.resolved or "",
+            )
             for p in request.resource.paths
         )
     )
@@ -109,6 +117,13 @@ def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> Approva
         paths=paths,
         arguments=others,
     )
+
+
+def _names_contents(path: str) -> bool:
+    """Whether ``path`` is written ending in a separator (``dir/``, ``dir/.``): normalised
+    away, yet another operation for some tools — rsync copies a ``src/``'s contents and
+    ``src`` itself; ``link/`` is the directory a link leads to, ``link`` the link."""
+    return path.endswith(("/", "/."))
 
 
 def _only_paths(value: Any, paths: list[str] | None) -> bool:

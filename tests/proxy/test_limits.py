@@ -4,7 +4,14 @@ injected."""
 
 from __future__ import annotations
 
-from mcp_acp.proxy.limits import ToolRateLimit
+from pathlib import Path
+
+import pytest
+
+from mcp_acp.models import Provenance, Subject
+from mcp_acp.proxy.limits import ToolRateLimit, approval_key
+from mcp_acp.request import build_decision_request
+from mcp_acp.tools import ToolRegistry
 
 
 class Clock:
@@ -48,3 +55,45 @@ def test_the_rate_limit_forgets_tools_whose_window_has_emptied() -> None:
     for _ in range(29):
         limit.count("fresh")
     assert limit.exceeded("FRESH") == 30
+
+
+@pytest.mark.parametrize(
+    ("approved", "again", "same"),
+    [
+        ("dir/", "dir/", True),
+        ("dir/", "dir//", True),
+        ("dir/", "dir/./", True),
+        ("dir/", "dir", False),
+        ("dir/", "dir/.", True),
+        ("dir", "dir/", False),
+        ("dir", "dir/.", False),
+        ("dir", "./dir", True),
+        ("dir", "dir", True),
+    ],
+)
+def test_a_remembered_approval_keeps_a_trailing_separator(
+    tmp_path: Path, approved: str, again: str, same: bool
+) -> None:
+    """``sync(src="/data/dir/")`` copies what is in the directory, ``src="/data/dir"`` the
+    directory itself: an approval of one is not of the other. ``dir/`` and ``dir/.`` both
+    name what is in it; the separators and ``.`` segments in between still normalise away."""
+    (tmp_path / "dir").mkdir()
+    registry = ToolRegistry.default()
+    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp")
+
+    def key(src: str) -> object:
+        arguments = {"src": f"{tmp_path}/{src}", "dst": f"{tmp_path}/backup"}
+        params = {"name": "sync", "arguments": arguments}
+        request = build_decision_request(
+            method="tools/call",
+            params=params,
+            subject=subject,
+            registry=registry,
+            backend_id="b",
+            session_id="s",
+            request_id="1",
+        )
+        assert sorted(p.argument for p in request.resource.paths) == ["dst", "src"]
+        return approval_key(request, params)
+
+    assert (key(approved) == key(again)) is same
