@@ -85,6 +85,9 @@ RISKY_OPERATIONS = frozenset({"write", "delete", "execute"})
 #: At a fail-closed shutdown, how long recording the decisions cut short (and, in the
 #: relay, answering them) may hold up the exit, each.
 AT_EXIT_SECONDS = 1.0
+#: How many requests of one session may wait for a human at once; one more that would be
+#: asked is denied at once. Each holds its message until it is answered (up to 300 s).
+MAX_PENDING_APPROVALS = 100
 
 
 @attrs.define
@@ -357,6 +360,7 @@ class EnforcementPoint:
         #: cuts short (set by whoever ends it: the relay, the proxy on a signal).
         self.ending: str | None = None
         self._deciding: set[_Deciding] = set()  # check() calls in progress
+        self._waiting = 0  # requests waiting for a human's answer
         self._dropped_report: asyncio.TimerHandle | None = None
         self._policy_generation = 0  # policy reloads so far
         if shutdown is not None:
@@ -923,16 +927,34 @@ class EnforcementPoint:
 
         An approval answers the question of the policy that asked it. If the policy was
         replaced while the human was deciding (SIGHUP), the new one decides the request
-        (:meth:`_after_reload`)."""
+        (:meth:`_after_reload`).
+
+        With :data:`MAX_PENDING_APPROVALS` requests of the session waiting already, nobody
+        is asked: the request is denied at once."""
+        if self._waiting >= MAX_PENDING_APPROVALS:
+            why = (
+                f"{self._waiting} requests of this session are already waiting for a human "
+                f"(at most {MAX_PENDING_APPROVALS}); answer them first"
+            )
+            log.warning("approval not asked for: %s", why)
+            reason = f"{decision.reason}; not approved: {why}"
+            refused = {"final_effect": "deny", "approver": self._approver_name}
+            return _Answer(
+                attrs.evolve(decision, reason=reason, explain=None), False, refused, reason
+            )
         self.counts["asked"] += 1
         terms = self._terms(request, decision)
         if not_remembered is not None:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        outcome, why_not = await self._ask(deciding, request, decision, terms)
-        if why_not is None:  # approved: of the paths as they led when the human was asked
-            why_not = await _moved(request.resource.paths)
+        self._waiting += 1
+        try:
+            outcome, why_not = await self._ask(deciding, request, decision, terms)
+            if why_not is None:  # approved: of the paths as they led when the human was asked
+                why_not = await _moved(request.resource.paths)
+        finally:
+            self._waiting -= 1
         deciding.asking = None
         extra: dict[str, Any] = {
             "final_effect": "allow" if why_not is None else "deny",

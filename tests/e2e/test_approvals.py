@@ -974,3 +974,45 @@ def test_the_per_tool_rate_limit_counts_a_tool_in_any_letter_case(
     received = [json.loads(line) for line in run.received.read_text().splitlines()]
     called = [m["params"]["name"] for m in received if m.get("method") == "tools/call"]
     assert called == ["echo", "echo", "echo"]
+
+
+def test_beyond_a_hundred_requests_waiting_for_a_human_one_more_is_denied_at_once(
+    asking: Callable[..., Asking],
+) -> None:
+    """A client that sends request after request a rule asks about cannot pile up waiting
+    approvals (each holds its message until answered): with 100 of the session waiting,
+    the next is denied at once, answered and recorded with why; once one is answered, the
+    next is asked again."""
+    run = asking(
+        ASK_ECHO,
+        proxy={"approval_timeout_seconds": 120, "rate_limits": {"requests_per_second": 0}},
+    )
+    waiting = [run.echo(f"wait {n}") for n in range(100)]
+    deadline = time.monotonic() + 30
+    while run.status()["pending_approvals"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run.status()["pending_approvals"] == 100
+    one_more = run.echo("one more")
+    error = run.proxy.answer(one_more)["error"]
+    why = (
+        "not approved: 100 requests of this session are already waiting for a human "
+        "(at most 100); answer them first"
+    )
+    assert (error["code"], error["data"]) == (DENIED, {"rule": "ask-echo"})
+    assert why in error["message"]
+    (record,) = [r for r in run.decisions() if r["request_id"] == str(one_more)]
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["reason"].endswith(why)
+    assert run.operations(one_more) == [("client_to_server", "denied", DENIED)]
+
+    first = next(p for p in run.pending() if p["arguments"] == {"text": "wait 0"})
+    assert run.cli("deny", first["id"]).returncode == 0
+    assert run.proxy.answer(waiting[0])["error"]["code"] == DENIED
+    run.echo("asked again")
+    deadline = time.monotonic() + 30
+    while run.status()["pending_approvals"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    listed = [p["arguments"]["text"] for p in run.pending()]
+    assert "asked again" in listed
+    assert run.proxy.close() == 0
+    assert run.echoed() == []
