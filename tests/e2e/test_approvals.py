@@ -1016,3 +1016,38 @@ def test_beyond_a_hundred_requests_waiting_for_a_human_one_more_is_denied_at_onc
     assert "asked again" in listed
     assert run.proxy.close() == 0
     assert run.echoed() == []
+
+
+def test_approvals_list_and_status_name_a_proxy_that_does_not_answer(
+    asking: Callable[..., Asking],
+) -> None:
+    """A running proxy that does not answer its socket (here stopped, SIGSTOP; as one
+    overwhelmed would be) is named on stderr and the command exits 1: ``approvals list``
+    never says "no pending approvals" while one may be waiting there unseen."""
+    run = asking(ASK_ECHO, proxy={"approval_timeout_seconds": 60})
+    request = run.echo("unseen")
+    (waiting,) = run.pending()
+    pid = run.proxy.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        listed = run.cli("list")
+        status = subprocess.run(
+            [str(CLI), "status", "--socket-dir", str(run.sockets)],
+            env=run.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for result, what in ((listed, "pending approvals"), (status, "status")):
+        assert result.returncode == 1, result
+        assert "no pending approvals" not in result.stdout
+        assert "no running proxy" not in result.stdout
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: no answer from proxy pid {pid} (")
+        assert f"its {what}, if any, not shown" in line
+    assert [p["id"] for p in run.pending()] == [waiting["id"]]
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(request)["error"]["code"] == DENIED
+    assert run.proxy.close() == 0
