@@ -7,11 +7,12 @@ proxy's own user id (or root) is answered — checked with the kernel's peer cre
 never with anything the peer says.
 
 The wire format is one JSON object per line each way: ``{"op": "<name>", …}`` in, one
-answer out, then the connection closes. Operations are functions registered by name — plain,
-or coroutines for an answer that must wait for something (the ``cli`` approver's
-``approve`` waits for the proxy to say what became of the request): the proxy registers
-``status``; a component that wants commands of its own (the ``cli`` approver's ``list``,
-``approve``, ``deny``) offers them with a ``control_ops()`` method.
+answer out, then the connection closes. A peer that takes longer than :data:`IO_SECONDS`
+to send its line, or to take the answer, is disconnected. Operations are functions
+registered by name — plain, or coroutines for an answer that must wait for something (the
+``cli`` approver's ``approve`` waits for the proxy to say what became of the request): the
+proxy registers ``status``; a component that wants commands of its own (the ``cli``
+approver's ``list``, ``approve``, ``deny``) offers them with a ``control_ops()`` method.
 
 A proxy whose session has ended cannot answer any more — after a fail-closed shutdown its
 event loop does not even run again — so on the way out it leaves a note beside its socket,
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 MAX_LINE = 64 * 1024
+#: How long a connection may take to send its command, and to take the answer: one that
+#: idles longer is closed, so that idle connections cannot hold the proxy's descriptors.
+IO_SECONDS = 5.0
 #: How long the note of a proxy that has ended answers for its approvals; an older
 #: one is removed by whoever reads it (no approval waits longer than 300 s anyway).
 ENDED_KEEP_SECONDS = 600.0
@@ -273,15 +277,15 @@ class ControlServer:
             if uid is None or uid not in (os.geteuid(), 0):
                 await self._reply(writer, {"error": "not allowed: only the proxy's own user"})
                 return
-            line = await reader.readline()
+            line = await asyncio.wait_for(reader.readline(), IO_SECONDS)
             try:
                 command = json.loads(line)
             except (ValueError, RecursionError):  # nested too deep for the parser: not ours
                 await self._reply(writer, {"error": "not JSON"})
                 return
             await self._reply(writer, await self.handle(command, _user(uid)))
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+            pass  # a peer that breaks the protocol, or idles past IO_SECONDS: closed
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -302,7 +306,7 @@ class ControlServer:
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
         writer.write(json.dumps(body, default=str).encode() + b"\n")
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), IO_SECONDS)  # a peer that does not read
 
 
 def ask(path: Path, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -57,16 +57,34 @@ def _socket_dir(given: Path | None) -> Path | None:
     return load_config(path).proxy.socket_dir
 
 
-def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
-    answers = []
+def _each(
+    socket_dir: Path | None, command: dict[str, Any]
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Each running proxy's answer to ``command``, and the proxies that did not answer (a
+    line each: ``pid 4242 (timed out)``). A socket nobody listens on is a proxy that has
+    gone away: it has nothing to say, and is not named."""
+    answers, silent = [], []
     for path in sockets(_socket_dir(socket_dir)):
         try:
             answers.append((path, ask(path, command)))
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):
             continue  # a proxy that has gone away leaves its socket behind
+        except OSError as exc:  # it is there, and did not answer: stuck, or overwhelmed
+            silent.append(f"pid {_pid(path)} ({printable(str(exc))})")
         except (ValueError, RecursionError):
-            continue  # not an answer a proxy gives: nothing to show of it
-    return answers
+            silent.append(f"pid {_pid(path)} (its answer is not JSON)")
+    return answers, silent
+
+
+def _unanswered(silent: list[str], what: str) -> None:
+    """After what the proxies that answered said: a proxy that did not is an error (exit
+    1), so that nothing is claimed of it — "no pending approvals" is never said while
+    one may be waiting unseen."""
+    if silent:
+        raise McpAcpError(
+            f"no answer from proxy {', '.join(silent)}: its {what}, if any, not shown",
+            fix="run the command again; if the proxy stays silent, look at its stderr",
+        )
 
 
 @click.command("status")
@@ -74,11 +92,13 @@ def _each(socket_dir: Path | None, command: dict[str, Any]) -> list[tuple[Path, 
 @_dir_option
 def status_command(as_json: bool, socket_dir: Path | None) -> None:
     """Show every running proxy of this user: session, subject, backend, policy, counts."""
-    found = [answer for _, answer in _each(socket_dir, {"op": "status"}) if "pid" in answer]
+    answers, silent = _each(socket_dir, {"op": "status"})
+    found = [answer for _, answer in answers if "pid" in answer]
     if as_json:
         click.echo(json.dumps(found, indent=2))
+        _unanswered(silent, "status")
         return
-    if not found:
+    if not found and not silent:
         click.echo("no running proxy")
         return
     for item in found:
@@ -93,6 +113,7 @@ def status_command(as_json: bool, socket_dir: Path | None) -> None:
             f"pending approvals {_text(item.get('pending_approvals'))}, "
             f"remembered approvals {_text(item.get('remembered_approvals'))}"
         )
+    _unanswered(silent, "status")
 
 
 @click.group("approvals")
@@ -106,19 +127,19 @@ def approvals_group() -> None:
 def list_command(as_json: bool, socket_dir: Path | None) -> None:
     """Show every pending approval of every running proxy."""
     pending: list[dict[str, Any]] = []
-    for _, answer in _each(socket_dir, {"op": "list"}):
+    answers, silent = _each(socket_dir, {"op": "list"})
+    for _, answer in answers:
         items = answer.get("pending")
         pending += (
             [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
         )
     if as_json:
         click.echo(json.dumps(pending, indent=2))
-        return
-    if not pending:
+    elif not pending and not silent:
         click.echo("no pending approvals")
-        return
-    for item in pending:
+    for item in [] if as_json else pending:
         click.echo(approval_line(item))
+    _unanswered(silent, "pending approvals")
 
 
 def approval_line(item: Mapping[str, Any]) -> str:

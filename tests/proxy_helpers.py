@@ -136,7 +136,8 @@ def use_plugin(
     """Install a test plugin (:func:`install_plugin`), choose it for the config section
     ``use_for`` (``identity``, ``policy``, …; ``audit.sinks``: as the only audit sink) with
     ``config`` (none: ``{}``), and allow it. Returns the environment ``mcp-acp`` runs in to
-    find it (``site`` on ``PYTHONPATH``)."""
+    find it (``site`` first on ``PYTHONPATH``, before what the tests run with: the code
+    under test)."""
     config = {} if config is None else config
     install_plugin(site, module=module, source=source, name=name)
     config_file = home / ".config" / "mcp-acp" / "config.json"
@@ -147,7 +148,9 @@ def use_plugin(
         settings[use_for] = {"use": name, "config": config}
     settings["plugins"] = {"allow": [name]}
     config_file.write_text(json.dumps(settings))
-    return {**proxy_env(home), "PYTHONPATH": str(site)}
+    inherited = os.environ.get("PYTHONPATH")
+    path = os.pathsep.join([str(site), inherited] if inherited else [str(site)])
+    return {**proxy_env(home), "PYTHONPATH": path}
 
 
 MODE_CHECK = """

@@ -6,8 +6,9 @@
   path under its argument name, every other argument) until its TTL ends. Tools with a
   side effect in :data:`~mcp_acp.models.NEVER_CACHED` are never cached (the approver turns
   such an answer into a one-off), and a policy reload clears it.
-* :class:`ToolRateLimit` — calls of one tool in one session within a sliding 60 s window;
-  past the limit, each further call needs a human even where the policy allows it.
+* :class:`ToolRateLimit` — calls of one tool (its name with case folded) in one session
+  within a sliding 60 s window; past the limit, each further call needs a human even where
+  the policy allows it.
 * :class:`TokenBucket` — a flood guard: a client request that finds the global bucket
   empty is denied outright; a notification (either side's) or a backend request that finds
   its side's bucket empty is dropped;
@@ -29,6 +30,7 @@ import attrs
 
 from mcp_acp.audit.events import payload_digest
 from mcp_acp.models import NEVER_CACHED, Decision, DecisionRequest
+from mcp_acp.policy.glob import deny_skeleton
 
 __all__ = [
     "ApprovalCache",
@@ -54,8 +56,9 @@ class ApprovalKey:
     tool: str  # a tools/call's tool name; "" for other methods
     uri: str  # a resource's URI
     name: str  # the tool's, or the prompt's, name
-    #: every path: argument name, role, the path normalised, where it really leads
-    paths: tuple[tuple[str, str, str, str], ...]
+    #: every path: argument name, role, the path normalised, whether it was written ending
+    #: in a separator (``dir/``, ``dir/.``), where it really leads
+    paths: tuple[tuple[str, str, str, bool, str], ...]
     #: every other argument: its name and the SHA-256 of its canonical JSON
     arguments: tuple[tuple[str, str], ...]
 
@@ -63,8 +66,9 @@ class ApprovalKey:
 def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> ApprovalKey:
     """The key of ``request`` (whose message carried ``params``): subject (id and issuer),
     backend, method, tool — or a resource's URI, a prompt's name —, each path under its
-    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with where it
-    really leads, and every other argument by the SHA-256 of its canonical JSON (sorted
+    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with whether it
+    ends in a separator (``dir/`` and ``dir/.`` are not ``dir``) and where it really
+    leads, and every other argument by the SHA-256 of its canonical JSON (sorted
     keys, no whitespace): remembering one call is not remembering another URL, other SQL,
     or the same paths swapped.
 
@@ -74,7 +78,13 @@ def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> Approva
     ``prompts/get``, the arguments are the params but ``_meta``."""
     paths = tuple(
         sorted(
-            (p.argument, p.role, os.path.normpath(p.path), p.resolved or "")
+            (
+                p.argument,
+                p.role,
+                os.path.normpath(p.path),
+                _names_contents(p.path),
+                p.resolved or "",
+            )
             for p in request.resource.paths
         )
     )
@@ -107,6 +117,13 @@ def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> Approva
         paths=paths,
         arguments=others,
     )
+
+
+def _names_contents(path: str) -> bool:
+    """Whether ``path`` is written ending in a separator (``dir/``, ``dir/.``): normalised
+    away, yet another operation for some tools — rsync copies a ``src/``'s contents and
+    ``src`` itself; ``link/`` is the directory a link leads to, ``link`` the link."""
+    return path.endswith(("/", "/."))
 
 
 def _only_paths(value: Any, paths: list[str] | None) -> bool:
@@ -199,28 +216,53 @@ class ApprovalCache:
 
 
 class ToolRateLimit:
-    """At most ``per_minute`` calls of one tool within any 60 s (0 = no limit)."""
+    """At most ``per_minute`` calls of one tool within any 60 s (0 = no limit).
+
+    A tool is its name with case folded (:func:`~mcp_acp.policy.glob.deny_skeleton`: ASCII
+    case, as the policy's and the registry's tool globs ignore it, and for other names
+    what deny rules fold too): ``Echo`` and ``ECHO`` are ``echo`` to the policy, so they
+    spend one budget, not one each. A tool whose window has emptied is forgotten, so that
+    made-up names cannot grow the memory without bound."""
 
     WINDOW = 60.0
+    #: Tools tracked before the first sweep of those whose window has emptied.
+    SWEEP_AT = 64
 
     def __init__(self, per_minute: int, clock: Clock = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
-        self._calls: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._calls: dict[str, deque[float]] = {}
+        self._sweep_at = self.SWEEP_AT
+
+    def __len__(self) -> int:
+        """How many tools are tracked (for tests)."""
+        return len(self._calls)
 
     def exceeded(self, tool: str) -> int | None:
         """How many calls of ``tool`` the window already holds, if that is the limit or more."""
         if self.per_minute <= 0:
             return None
-        calls = self._calls[tool]
+        key = deny_skeleton(tool)
+        calls = self._calls.get(key)
+        if calls is None:
+            return None
         cutoff = self._clock() - self.WINDOW
         while calls and calls[0] <= cutoff:
             calls.popleft()
+        if not calls:
+            del self._calls[key]
         return len(calls) if len(calls) >= self.per_minute else None
 
     def count(self, tool: str) -> None:
-        if self.per_minute > 0:
-            self._calls[tool].append(self._clock())
+        if self.per_minute <= 0:
+            return
+        now = self._clock()
+        self._calls.setdefault(deny_skeleton(tool), deque()).append(now)
+        if len(self._calls) > self._sweep_at:  # amortised: the next sweep at twice the size
+            cutoff = now - self.WINDOW
+            for key in [k for k, calls in self._calls.items() if calls[-1] <= cutoff]:
+                del self._calls[key]
+            self._sweep_at = max(self.SWEEP_AT, 2 * len(self._calls))
 
 
 class TokenBucket:

@@ -29,6 +29,7 @@ unless ``proxy.untrusted_content`` is ``off``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -50,6 +51,7 @@ from mcp_acp.models import (
     Decision,
     DecisionRequest,
     Effect,
+    PathArgument,
     PostureStatus,
     Subject,
 )
@@ -83,6 +85,9 @@ RISKY_OPERATIONS = frozenset({"write", "delete", "execute"})
 #: At a fail-closed shutdown, how long recording the decisions cut short (and, in the
 #: relay, answering them) may hold up the exit, each.
 AT_EXIT_SECONDS = 1.0
+#: How many requests of one session may wait for a human at once; one more that would be
+#: asked is denied at once. Each holds its message until it is answered (up to 300 s).
+MAX_PENDING_APPROVALS = 100
 
 
 @attrs.define
@@ -355,6 +360,7 @@ class EnforcementPoint:
         #: cuts short (set by whoever ends it: the relay, the proxy on a signal).
         self.ending: str | None = None
         self._deciding: set[_Deciding] = set()  # check() calls in progress
+        self._waiting = 0  # requests waiting for a human's answer
         self._dropped_report: asyncio.TimerHandle | None = None
         self._policy_generation = 0  # policy reloads so far
         if shutdown is not None:
@@ -921,17 +927,37 @@ class EnforcementPoint:
 
         An approval answers the question of the policy that asked it. If the policy was
         replaced while the human was deciding (SIGHUP), the new one decides the request
-        (:meth:`_after_reload`)."""
+        (:meth:`_after_reload`).
+
+        With :data:`MAX_PENDING_APPROVALS` requests of the session waiting already, nobody
+        is asked: the request is denied at once."""
+        if self._waiting >= MAX_PENDING_APPROVALS:
+            why = (
+                f"{self._waiting} requests of this session are already waiting for a human "
+                f"(at most {MAX_PENDING_APPROVALS}); answer them first"
+            )
+            log.warning("approval not asked for: %s", why)
+            reason = f"{decision.reason}; not approved: {why}"
+            refused = {"final_effect": "deny", "approver": self._approver_name}
+            return _Answer(
+                attrs.evolve(decision, reason=reason, explain=None), False, refused, reason
+            )
         self.counts["asked"] += 1
         terms = self._terms(request, decision)
         if not_remembered is not None:
             terms = attrs.evolve(terms, not_remembered=not_remembered)
         generation = self._policy_generation
         deciding.asking = (request, decision)  # cut short while asking: the approval denied
-        outcome, why_not = await self._ask(deciding, request, decision, terms)
+        self._waiting += 1
+        try:
+            outcome, why_not = await self._ask(deciding, request, decision, terms)
+            if why_not is None:  # approved: of the paths as they led when the human was asked
+                why_not = await _moved(request.resource.paths)
+        finally:
+            self._waiting -= 1
         deciding.asking = None
         extra: dict[str, Any] = {
-            "final_effect": "allow" if outcome.result.allows else "deny",
+            "final_effect": "allow" if why_not is None else "deny",
             "approver": outcome.approver,
             "approved_by": outcome.answered_by,
             "approval_seconds": round(outcome.elapsed_seconds, 3),
@@ -1012,7 +1038,7 @@ class EnforcementPoint:
         started = time.monotonic()
         try:
             outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
-                self.approver.request_approval(approval), timeout=terms.timeout_seconds + 1
+                _approval(self.approver, approval), timeout=terms.timeout_seconds + 1
             )
             _check_outcome(outcome)
         except TimeoutError:
@@ -1023,7 +1049,11 @@ class EnforcementPoint:
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
-            failed = f"the approver failed: {type(exc).__name__}: {exc}"
+            raised = (
+                str(exc) if isinstance(exc, _ApproverRaised) else f"{type(exc).__name__}: {exc}"
+            )
+            failed = f"the approver failed: {raised}"
+            log.error("approver %s: %s", self._approver_name, failed)
             outcome = ApprovalOutcome(
                 ApprovalResult.DENY,
                 approver=self._approver_name,
@@ -1037,6 +1067,69 @@ class EnforcementPoint:
             return outcome, f"timeout after {terms.timeout_seconds:g} s"
         who = outcome.answered_by or f"the {outcome.approver} approver"
         return outcome, f"denied by {who}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+
+async def _moved(paths: tuple[PathArgument, ...]) -> str | None:
+    """Why a request whose ``paths`` a human approved must not be forwarded now: one of
+    them leads elsewhere than it did when the human was asked (a link re-pointed while the
+    human decided) — the first, in a sentence; None if none does. Followed again off the
+    loop (file-system I/O); a path that cannot be followed now has moved too."""
+    if not paths:
+        return None
+    fresh = tuple(attrs.evolve(p, resolved=None, unresolvable=None) for p in paths)
+    try:
+        now = await asyncio.to_thread(resolve_path_arguments, fresh)
+    except Exception as exc:  # fail closed: what cannot be checked again is not forwarded
+        return f"its paths could not be followed again: {type(exc).__name__}: {exc}"
+    for then, again in zip(paths, now, strict=True):
+        if (then.resolved, then.unresolvable) == (again.resolved, again.unresolvable):
+            continue
+        was = _quoted(then.resolved or then.path)
+        if again.resolved is None:
+            now_leads = f"cannot be followed now ({again.unresolvable}); it led to {was}"
+        else:
+            now_leads = f"now leads to {_quoted(again.resolved)}, not {was}"
+        return f"path {_quoted(then.path)} {now_leads} as when it was approved; ask again"
+    return None
+
+
+def _quoted(path: str) -> str:
+    return json.dumps(path, ensure_ascii=False)
+
+
+class _ApproverRaised(Exception):
+    """What an approver raised that is not an ``Exception`` — ``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a ``CancelledError`` of its own making —
+    carried out of it as one (its text: ``SystemExit: 0``): the approver failed, the
+    request is denied, and the proxy goes on serving."""
+
+    def __init__(self, raised: BaseException) -> None:
+        if isinstance(raised, asyncio.CancelledError):
+            text = "CancelledError (raised by the approver; nothing cancelled the request)"
+        else:
+            text = f"{type(raised).__name__}: {raised}" if str(raised) else type(raised).__name__
+        super().__init__(text)
+        self.raised = raised
+
+
+async def _approval(approver: Approver, approval: ApprovalRequest) -> ApprovalOutcome:
+    """``approver.request_approval(approval)``, in the task that runs it (``wait_for``'s
+    own task, on Python 3.11): a cancellation of that task — the timeout, the client's
+    ``notifications/cancelled``, the session ending — passes on as a ``CancelledError``,
+    whatever the approver made of it. Anything else it raises that is not an ``Exception``
+    is an :class:`_ApproverRaised`: a plugin's ``sys.exit()`` or ``KeyboardInterrupt``
+    must not end the proxy, nor its own ``CancelledError`` pass for the client's."""
+    try:
+        return await approver.request_approval(approval)
+    except BaseException as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:  # ours: a cancellation is under way
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise asyncio.CancelledError from exc
+        if isinstance(exc, Exception):
+            raise
+        raise _ApproverRaised(exc) from exc
 
 
 def _check_outcome(outcome: object) -> None:

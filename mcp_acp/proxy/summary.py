@@ -4,7 +4,8 @@ A human who approves must see what they approve: for a ``tools/call`` the tool a
 argument by name (``path="/data/a.txt", content="…"``), for a ``resources/read`` the URI,
 for a ``prompts/get`` the prompt's name and its arguments. Every path is shown whole, as is
 any argument a path was found in; any other value is cut after :data:`MAX_VALUE_CHARS`
-characters, saying how long it was (the approver's ``list`` gives it whole). Values are
+characters, saying how long it was (the approver's ``list`` gives it whole); a path that
+goes through a symlink is followed by where it leads. Values are
 compact JSON — a string in quotes, control characters escaped —, and a name that could pass
 for more than a name (``mode="safe", z``) is quoted too. What is left to a terminal to show
 (a bidi override, say) the ``mcp-acp approvals`` CLI escapes.
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp_acp.models import DecisionRequest
+from mcp_acp.policy.paths import AmbiguousPathError, normalise_path
 
 __all__ = ["MAX_VALUE_CHARS", "approval_arguments", "approval_summary"]
 
@@ -44,7 +46,8 @@ def approval_summary(
 ) -> str:
     """``alice wants tools/call write_file (path="/data/a.txt", content="x"); rule
     ask-writes``, then ``; {also}`` if given (what the arguments carry that looks like a
-    credential)."""
+    credential). Before the rule, where each path that goes through a symlink leads
+    (``"/data/notes.txt" leads to "/data/report.txt"``)."""
     method = request.action.mcp_method
     parts = [f"{request.subject.subject_id} wants {method}"]
     if method == "tools/call":
@@ -56,7 +59,7 @@ def approval_summary(
         parts.append(uri if _PLAIN_URI.fullmatch(uri) else _compact(uri))
     if method in ("tools/call", "prompts/get") or request.resource.uri is None:
         parts.append(f"({_arguments(request, approval_arguments(method, params))})")
-    summary = f"{' '.join(parts)}; rule {rule_id}"
+    summary = "; ".join([" ".join(parts), *_leading_elsewhere(request), f"rule {rule_id}"])
     return f"{summary}; {also}" if also else summary
 
 
@@ -73,6 +76,23 @@ def _arguments(request: DecisionRequest, arguments: Any) -> str:
             text = _cut(text)
         shown.append(f"{_name(str(name))}={text}")
     return ", ".join(shown) or "no arguments"
+
+
+def _leading_elsewhere(request: DecisionRequest) -> list[str]:
+    """Where each path that goes through a symlink leads: ``"/data/notes.txt" leads to
+    "/data/report.txt"`` — the human approves what the path names now, not its spelling."""
+    said: list[str] = []
+    for path in request.resource.paths:
+        if path.resolved is None:
+            continue
+        try:
+            written = normalise_path(path.path)
+        except AmbiguousPathError:
+            written = path.path
+        line = f"{_compact(path.path)} leads to {_compact(path.resolved)}"
+        if path.resolved != written and line not in said:
+            said.append(line)
+    return said
 
 
 def _within(where: str, name: str) -> bool:

@@ -28,6 +28,7 @@ from proxy_helpers import (
     records,
     use_holding_sink,
     use_mode_check,
+    use_plugin,
     wait_for_event,
 )
 
@@ -265,6 +266,17 @@ class Asking:
             self.env = use_mode_check(home, tmp_path / "site", mode_file)
         if config.get("holding_sink"):
             self.env = use_holding_sink(home, tmp_path / "site")
+        approver = config.get("approver")
+        if approver is not None:  # a plugin's approver instead of the cli one: its source
+            site = tmp_path / "site"
+            self.env = use_plugin(
+                home,
+                site,
+                module="test_approver",
+                source=approver,
+                name="test-approver",
+                use_for="approver",
+            )
         self.proxy = Proxy(home, self.env)
         self.proxy.initialize()
 
@@ -806,3 +818,236 @@ def test_a_remembered_approval_is_of_the_same_call_and_never_of_a_credential(
     assert run.proxy.answer(again)["error"]["data"] == {"rule": "builtin-secret-outbound"}
     assert run.proxy.close() == 0
     assert run.echoed() == ["hello", "hello", f"exfil {token}"]
+
+
+RAISING_APPROVER = """
+import asyncio
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Raising:
+    name = "raising"
+
+    def __init__(self, options, context):
+        pass
+
+    async def request_approval(self, request):
+        raise RAISED
+
+
+@hookimpl
+def register_approvers(register):
+    register("test-approver", Raising, Options, summary="test: raises RAISED")
+"""
+
+
+@pytest.mark.parametrize(
+    ("raised", "failed"),
+    [
+        (
+            "asyncio.CancelledError()",
+            "CancelledError (raised by the approver; nothing cancelled the request)",
+        ),
+        ("SystemExit(0)", "SystemExit: 0"),
+        ("KeyboardInterrupt()", "KeyboardInterrupt"),
+        ("GeneratorExit()", "GeneratorExit"),
+    ],
+)
+def test_an_approver_that_raises_what_is_not_an_exception_is_a_recorded_denial(
+    asking: Callable[..., Asking], raised: str, failed: str
+) -> None:
+    """A plugin's approver that raises a ``BaseException`` that is not an ``Exception``
+    (its own ``CancelledError``, ``sys.exit()``, ``KeyboardInterrupt``, ``GeneratorExit``)
+    has failed, like one that raises ``RuntimeError``: the request is denied, answered and
+    recorded with why, never forwarded — not taken for the client's cancellation, not left
+    unanswered — and the proxy goes on serving."""
+    policy = {
+        "version": "1",
+        "rules": [
+            *ASK_ECHO["rules"],
+            {"id": "frob", "effect": "allow", "conditions": {"tool_name": "frobnicate"}},
+        ],
+    }
+    run = asking(policy, approver=RAISING_APPROVER.replace("RAISED", raised))
+    request = run.echo("hello")
+    error = run.proxy.answer(request, timeout=10)["error"]
+    assert error["code"] == DENIED
+    (record,) = run.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["reason"].endswith(f"; not approved: the approver failed: {failed}")
+    assert error["message"] == f"{record['reason']} (request {request})"
+    assert run.operations(request) == [("client_to_server", "denied", DENIED)]
+    later = run.proxy.call("tools/call", {"name": "frobnicate", "arguments": {}})
+    assert later["result"]["content"][0]["text"] == "frobnicated"
+    assert run.proxy.close() == 0
+    assert run.echoed() == []
+
+
+def test_a_link_repointed_while_the_human_decides_is_not_forwarded(
+    asking: Callable[..., Asking], tmp_path: Path
+) -> None:
+    """The human is shown where a path that is a symlink leads; approved, the request's
+    paths are followed again before it is forwarded. A link re-pointed between the question
+    and the answer (``notes.txt`` from ``report.txt`` to ``authorized_keys`` outside the
+    rule's directory) is denied: answered, recorded with who approved and why, never sent
+    to the backend, and not remembered. A link left alone passes as approved."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (data / "report.txt").write_text("report\n")
+    (outside / "authorized_keys").write_text("keys\n")
+    link = data / "notes.txt"
+    link.symlink_to(data / "report.txt")
+    rule = {"tool_name": "write_file", "path_pattern": f"{data}/**"}
+    run = asking(
+        {"version": "1", "rules": [{"id": "ask-data", "effect": "ask", "conditions": rule}]}
+    )
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    def write(content: str) -> int:
+        arguments = {"path": str(link), "content": content}
+        return run.proxy.request("tools/call", {"name": "write_file", "arguments": arguments})
+
+    kept = write("kept")
+    (waiting,) = run.pending()
+    leads = f'"{link}" leads to "{data / "report.txt"}"; rule ask-data'
+    assert leads in waiting["summary"]
+    assert run.cli("approve", waiting["id"]).returncode == 0
+    assert run.proxy.answer(kept)["error"]["message"] == "no such tool"  # the backend's
+
+    swapped = write("ssh-ed25519 AAAA attacker")
+    (waiting,) = run.pending()
+    assert leads in waiting["summary"]
+    link.unlink()
+    link.symlink_to(outside / "authorized_keys")
+    approved = run.cli("approve", waiting["id"], "--remember")
+    why = (
+        f'not approved: path "{link}" now leads to "{outside / "authorized_keys"}", not '
+        f'"{data / "report.txt"}" as when it was approved; ask again'
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.startswith(f"{waiting['id']}: allow_and_cache; the proxy: denied: ")
+    assert approved.stdout.rstrip().endswith(why)
+    error = run.proxy.answer(swapped)["error"]
+    assert error["code"] == DENIED
+    assert why in error["message"]
+    record = [r for r in records(run.log_dir, "decisions") if r.get("tool_name") == "write_file"]
+    assert [(r["final_effect"], r["approved_by"]) for r in record] == [("allow", me), ("deny", me)]
+    assert record[-1]["reason"].endswith(why)
+    assert record[-1]["approval_remembered"] is False
+    assert run.status()["remembered_approvals"] == 0
+    assert run.operations(swapped) == [("client_to_server", "denied", DENIED)]
+    assert run.proxy.close() == 0
+    received = [json.loads(line) for line in run.received.read_text().splitlines()]
+    written = [
+        m["params"]["arguments"]["content"] for m in received if m.get("method") == "tools/call"
+    ]
+    assert written == ["kept"]
+
+
+def test_the_per_tool_rate_limit_counts_a_tool_in_any_letter_case(
+    asking: Callable[..., Asking],
+) -> None:
+    """``Echo`` is ``echo`` to the policy (tool names match ignoring ASCII case), so it
+    spends ``echo``'s budget: past three calls a minute, the next one, spelt ``Echo``,
+    goes to a human (``builtin-rate-limit``) and a deny keeps it from the backend."""
+    allow = {
+        "version": "1",
+        "rules": [{"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}],
+    }
+    run = asking(allow, proxy={"rate_limits": {"tool_calls_per_minute": 3}})
+    for text in ("one", "two", "three"):
+        assert "result" in run.proxy.answer(run.echo(text))
+    arguments = {"text": "four"}
+    fourth = run.proxy.request("tools/call", {"name": "Echo", "arguments": arguments})
+    (waiting,) = run.pending()
+    assert waiting["rule"] == "builtin-rate-limit"
+    assert waiting["tool"] == "Echo"
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(fourth)["error"]["data"] == {"rule": "builtin-rate-limit"}
+    assert run.proxy.close() == 0
+    received = [json.loads(line) for line in run.received.read_text().splitlines()]
+    called = [m["params"]["name"] for m in received if m.get("method") == "tools/call"]
+    assert called == ["echo", "echo", "echo"]
+
+
+def test_beyond_a_hundred_requests_waiting_for_a_human_one_more_is_denied_at_once(
+    asking: Callable[..., Asking],
+) -> None:
+    """A client that sends request after request a rule asks about cannot pile up waiting
+    approvals (each holds its message until answered): with 100 of the session waiting,
+    the next is denied at once, answered and recorded with why; once one is answered, the
+    next is asked again."""
+    run = asking(
+        ASK_ECHO,
+        proxy={"approval_timeout_seconds": 120, "rate_limits": {"requests_per_second": 0}},
+    )
+    waiting = [run.echo(f"wait {n}") for n in range(100)]
+    deadline = time.monotonic() + 30
+    while run.status()["pending_approvals"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run.status()["pending_approvals"] == 100
+    one_more = run.echo("one more")
+    error = run.proxy.answer(one_more)["error"]
+    why = (
+        "not approved: 100 requests of this session are already waiting for a human "
+        "(at most 100); answer them first"
+    )
+    assert (error["code"], error["data"]) == (DENIED, {"rule": "ask-echo"})
+    assert why in error["message"]
+    (record,) = [r for r in run.decisions() if r["request_id"] == str(one_more)]
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert record["reason"].endswith(why)
+    assert run.operations(one_more) == [("client_to_server", "denied", DENIED)]
+
+    first = next(p for p in run.pending() if p["arguments"] == {"text": "wait 0"})
+    assert run.cli("deny", first["id"]).returncode == 0
+    assert run.proxy.answer(waiting[0])["error"]["code"] == DENIED
+    run.echo("asked again")
+    deadline = time.monotonic() + 30
+    while run.status()["pending_approvals"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    listed = [p["arguments"]["text"] for p in run.pending()]
+    assert "asked again" in listed
+    assert run.proxy.close() == 0
+    assert run.echoed() == []
+
+
+def test_approvals_list_and_status_name_a_proxy_that_does_not_answer(
+    asking: Callable[..., Asking],
+) -> None:
+    """A running proxy that does not answer its socket (here stopped, SIGSTOP; as one
+    overwhelmed would be) is named on stderr and the command exits 1: ``approvals list``
+    never says "no pending approvals" while one may be waiting there unseen."""
+    run = asking(ASK_ECHO, proxy={"approval_timeout_seconds": 60})
+    request = run.echo("unseen")
+    (waiting,) = run.pending()
+    pid = run.proxy.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        listed = run.cli("list")
+        status = subprocess.run(
+            [str(CLI), "status", "--socket-dir", str(run.sockets)],
+            env=run.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for result, what in ((listed, "pending approvals"), (status, "status")):
+        assert result.returncode == 1, result
+        assert "no pending approvals" not in result.stdout
+        assert "no running proxy" not in result.stdout
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: no answer from proxy pid {pid} (")
+        assert f"its {what}, if any, not shown" in line
+    assert [p["id"] for p in run.pending()] == [waiting["id"]]
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(request)["error"]["code"] == DENIED
+    assert run.proxy.close() == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import socket
 import struct
@@ -233,3 +234,29 @@ async def test_json_nested_too_deep_is_answered_not_json(tmp_path: Path) -> None
         await server.close()
     assert json.loads(answer) == {"error": "not JSON"}
     assert list(after) == ["ok"]  # the status op's answer: still served
+
+
+async def test_a_connection_that_sends_nothing_is_closed(tmp_path: Path) -> None:
+    """A peer that connects and idles (never sends its line, or sends half of one) is
+    disconnected after ``control.IO_SECONDS``, so idle connections cannot hold the proxy's
+    descriptors for ever; the socket still answers others."""
+    server = ControlServer(tmp_path / "run")
+    server.register("status", status)
+    await server.start()
+
+    def idle(sent: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+            peer.settimeout(60)  # only so that a failing test ends
+            peer.connect(str(server.path))
+            peer.sendall(sent)
+            return peer.recv(1024)
+
+    try:
+        closed = await asyncio.gather(
+            asyncio.to_thread(idle, b""), asyncio.to_thread(idle, b'{"op": "sta')
+        )
+        answer = await asyncio.to_thread(ask, server.path, {"op": "status"})
+    finally:
+        await server.close()
+    assert closed == [b"", b""]
+    assert answer == {"ok": pwd.getpwuid(os.geteuid()).pw_name}
