@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from mcp_acp.audit.events import SystemEvent, payload_digest
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, ConfigError, McpAcpError
-from mcp_acp.proxy.pep import EnforcementPoint
+from mcp_acp.proxy.pep import EnforcementPoint, contained
 from mcp_acp.proxy.pins import ToolPins, backend_ref
 from mcp_acp.proxy.screening import screen_entry
 
@@ -163,10 +163,13 @@ class ListGuard:
                 return {**result, key: []}
             could_allow = getattr(self.pep.engine, "could_allow", None)
             try:
-                if key in ("resources", "resourceTemplates") or could_allow is None:  # a URI
-                    visible = self.pep.engine.decide(request).effect.value != "deny"
-                else:
-                    visible = bool(could_allow(request))
+                try:
+                    if key in ("resources", "resourceTemplates") or could_allow is None:  # URI
+                        visible = self.pep.engine.decide(request).effect.value != "deny"
+                    else:
+                        visible = bool(could_allow(request))
+                except BaseException as raised:  # sys.exit() in a plugin is its failure too
+                    raise contained(raised) from raised
             except Exception as exc:  # engines should be total; fail closed: not listed
                 log.error("policy engine raised while filtering %s: %r", method, exc)
                 visible = False

@@ -33,8 +33,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -69,12 +69,17 @@ __all__ = [
     "EnforcementPoint",
     "Exposure",
     "Limits",
+    "PluginRaised",
     "Session",
     "Verdict",
+    "contained",
+    "failure",
+    "plugin_call",
     "subject_of",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Given whether the request is allowed, one more record to write with the decision.
 Companion = Callable[[bool], AuditEvent | None] | None
@@ -207,7 +212,7 @@ class BuildError(McpAcpError):
     list filtering) catch it as an :class:`McpAcpError` and fail closed. Never an exit."""
 
     def __init__(self, rule_id: str, what: str, cause: Exception, subject: Subject | None) -> None:
-        super().__init__(f"{what}: {type(cause).__name__}: {cause}")
+        super().__init__(f"{what}: {failure(cause)}")
         self.cause = cause
         self.rule_id = rule_id
         self.subject = subject
@@ -219,7 +224,7 @@ async def subject_of(identity: IdentityProvider) -> Subject:
     — a full disk while saving a refreshed token, a claim out of range — or an answer that
     is not a :class:`Subject` is a :class:`BuildError`."""
     try:
-        subject = await identity.current_subject()
+        subject = await plugin_call(identity.current_subject())
     except (AuthenticationError, SessionBindingError, AuditError):
         raise
     except Exception as exc:  # providers should raise AuthenticationError; fail closed
@@ -517,7 +522,10 @@ class EnforcementPoint:
 
     def _decide(self, request: DecisionRequest) -> Decision:
         try:
-            decision = self.engine.decide(request)
+            try:
+                decision = self.engine.decide(request)
+            except BaseException as raised:  # sys.exit() in a plugin is its failure too
+                raise contained(raised) from raised
             if not isinstance(decision, Decision) or not isinstance(decision.effect, Effect):
                 raise TypeError(f"decide() returned {decision!r}, not a Decision")
             if not isinstance(decision.reason, str):  # rendered now: it goes on record
@@ -526,7 +534,7 @@ class EnforcementPoint:
         except Exception as exc:  # engines should be total; fail closed if one is not
             log.error("policy engine raised: %s", exc)
             return Decision.deny(
-                f"denied: policy engine error: {type(exc).__name__}: {exc}",
+                f"denied: policy engine error: {failure(exc)}",
                 policy_id=self._policy_id,
                 rule_id="builtin-engine-error",
             )
@@ -1038,7 +1046,8 @@ class EnforcementPoint:
         started = time.monotonic()
         try:
             outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
-                _approval(self.approver, approval), timeout=terms.timeout_seconds + 1
+                plugin_call(self.approver.request_approval(approval)),
+                timeout=terms.timeout_seconds + 1,
             )
             _check_outcome(outcome)
         except TimeoutError:
@@ -1049,10 +1058,7 @@ class EnforcementPoint:
                 detail="no answer before the timeout",
             )
         except Exception as exc:  # an approver that fails is a deny
-            raised = (
-                str(exc) if isinstance(exc, _ApproverRaised) else f"{type(exc).__name__}: {exc}"
-            )
-            failed = f"the approver failed: {raised}"
+            failed = f"the approver failed: {failure(exc)}"
             log.error("approver %s: %s", self._approver_name, failed)
             outcome = ApprovalOutcome(
                 ApprovalResult.DENY,
@@ -1097,30 +1103,45 @@ def _quoted(path: str) -> str:
     return json.dumps(path, ensure_ascii=False)
 
 
-class _ApproverRaised(Exception):
-    """What an approver raised that is not an ``Exception`` — ``SystemExit``,
+class PluginRaised(Exception):
+    """What a plugin raised that is not an ``Exception`` — ``SystemExit``,
     ``KeyboardInterrupt``, ``GeneratorExit``, a ``CancelledError`` of its own making —
-    carried out of it as one (its text: ``SystemExit: 0``): the approver failed, the
-    request is denied, and the proxy goes on serving."""
+    carried out of it as one (its text: ``SystemExit: 0``): the plugin failed, the request
+    is denied as for any failure of it, and the proxy goes on serving. Without this, a
+    plugin's ``sys.exit()`` would end the proxy with the request unanswered and unrecorded,
+    and its own ``CancelledError`` would pass for the client's cancellation."""
 
     def __init__(self, raised: BaseException) -> None:
         if isinstance(raised, asyncio.CancelledError):
-            text = "CancelledError (raised by the approver; nothing cancelled the request)"
+            text = "CancelledError (raised by the plugin; nothing cancelled the request)"
         else:
             text = f"{type(raised).__name__}: {raised}" if str(raised) else type(raised).__name__
         super().__init__(text)
         self.raised = raised
 
 
-async def _approval(approver: Approver, approval: ApprovalRequest) -> ApprovalOutcome:
-    """``approver.request_approval(approval)``, in the task that runs it (``wait_for``'s
-    own task, on Python 3.11): a cancellation of that task — the timeout, the client's
-    ``notifications/cancelled``, the session ending — passes on as a ``CancelledError``,
-    whatever the approver made of it. Anything else it raises that is not an ``Exception``
-    is an :class:`_ApproverRaised`: a plugin's ``sys.exit()`` or ``KeyboardInterrupt``
-    must not end the proxy, nor its own ``CancelledError`` pass for the client's."""
+def failure(exc: Exception) -> str:
+    """How a plugin's failure reads on record: ``OSError: [Errno 28] …``, ``SystemExit: 0``."""
+    return str(exc) if isinstance(exc, PluginRaised) else f"{type(exc).__name__}: {exc}"
+
+
+def contained(raised: BaseException) -> BaseException:
+    """What to raise for ``raised``, raised by a plugin's code: itself if it is an
+    ``Exception`` (the caller's ``except Exception`` denies), a :class:`PluginRaised` if it
+    is any other ``BaseException``. For synchronous plugin code (a policy engine's
+    ``decide``), in which nothing can cancel the request."""
+    return raised if isinstance(raised, Exception) else PluginRaised(raised)
+
+
+async def plugin_call(call: Awaitable[T]) -> T:
+    """``await call`` (a plugin's coroutine: an approver's ``request_approval``, an
+    identity provider's ``current_subject``), with what it raises made an ``Exception``
+    (:func:`contained`) — unless the task running it is being cancelled (a timeout, the
+    client's ``notifications/cancelled``, the session ending): then a ``CancelledError``
+    passes on, whatever the plugin made of it. Run it in the task that awaits the plugin
+    (``wait_for`` runs its own on Python 3.11)."""
     try:
-        return await approver.request_approval(approval)
+        return await call
     except BaseException as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling() > 0:  # ours: a cancellation is under way
@@ -1129,7 +1150,7 @@ async def _approval(approver: Approver, approval: ApprovalRequest) -> ApprovalOu
             raise asyncio.CancelledError from exc
         if isinstance(exc, Exception):
             raise
-        raise _ApproverRaised(exc) from exc
+        raise PluginRaised(exc) from exc
 
 
 def _check_outcome(outcome: object) -> None:

@@ -851,7 +851,7 @@ def register_approvers(register):
     [
         (
             "asyncio.CancelledError()",
-            "CancelledError (raised by the approver; nothing cancelled the request)",
+            "CancelledError (raised by the plugin; nothing cancelled the request)",
         ),
         ("SystemExit(0)", "SystemExit: 0"),
         ("KeyboardInterrupt()", "KeyboardInterrupt"),

@@ -49,6 +49,8 @@ class FailingIdentity:
     async def current_subject(self):
         if os.path.exists(self.marker):
             text = open(self.marker).read()
+            if text == "exit":  # what no provider should do, but a plugin may
+                raise SystemExit(0)
             if text.startswith("audit:"):  # its auth record fails after so many calls
                 self.calls = getattr(self, "calls", 0) + 1
                 if self.calls > int(text[len("audit:"):]):
@@ -173,3 +175,35 @@ def test_a_list_is_not_answered_empty_when_the_identity_cannot_be_recorded(
         if proxy.proc.poll() is None:
             proxy.proc.kill()
             proxy.close()
+
+
+def test_an_identity_provider_that_calls_sys_exit_is_a_recorded_denial(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """``sys.exit()`` in an identity provider is its failure, like any exception: the
+    request is denied, answered and recorded, never forwarded, and the proxy goes on."""
+    received = tmp_path / "received.jsonl"
+    backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
+    log_dir = configure(isolated_home, sys.executable, backend_args, ALLOW_ECHO)
+    marker = tmp_path / "exit"
+    env = failing_identity(isolated_home, tmp_path, marker)
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        echo = {"name": "echo", "arguments": {}}
+        assert "result" in proxy.call("tools/call", echo)  # the handshake went through first
+        marker.write_text("exit")
+        denied = proxy.call("tools/call", echo)
+        assert denied["error"]["data"] == {"rule": "builtin-identity-error"}
+        assert "denied: identity provider error: SystemExit: 0" in denied["error"]["message"]
+        marker.unlink()
+        assert "result" in proxy.call("tools/call", echo)
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    methods = [json.loads(line)["method"] for line in received.read_text().splitlines()]
+    assert methods == ["initialize", "notifications/initialized", "tools/call", "tools/call"]
+    record = next(r for r in decisions(log_dir) if r["request_id"] == str(denied["id"]))
+    assert (record["effect"], record["rule_id"]) == ("deny", "builtin-identity-error")

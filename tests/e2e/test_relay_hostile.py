@@ -255,6 +255,10 @@ ENGINE_PLUGIN = engine_plugin(
     """
     if request.action.tool_name == "frobnicate":
         raise RuntimeError("brittle engine broke on frobnicate")
+    if request.action.tool_name == "chatty":  # what no engine should do, but a plugin may
+        raise SystemExit(0)
+    if request.action.tool_name == "flood":
+        raise KeyboardInterrupt
     if request.action.tool_name == "slow":  # a decision whose reason cannot be rendered
         return Decision(effect=Effect.ALLOW, policy_id="brittle", explain="not callable")
     return Decision(effect=Effect.ALLOW, policy_id="brittle", rule_id="all", reason="all")
@@ -266,8 +270,9 @@ ENGINE_PLUGIN = engine_plugin(
 def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
     isolated_home: Path, tmp_path: Path
 ) -> None:
-    """A third-party engine that breaks its promise never to raise: the listing is still
-    answered (the item it raised on is not listed) and a call is a recorded denial."""
+    """A third-party engine that breaks its promise never to raise — an exception, or even
+    ``sys.exit()`` or ``KeyboardInterrupt``: the listing is still answered (the items it
+    raised on are not listed), a call is a recorded denial, and the proxy goes on."""
     received = tmp_path / "received.jsonl"
     log_dir = configure(isolated_home, sys.executable, [str(PEER), str(received)], POLICY)
     env = use_plugin(
@@ -283,7 +288,11 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
         proxy.initialize()
         listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
         assert "echo" in listed
-        assert "frobnicate" not in listed
+        assert not {"frobnicate", "chatty", "flood"} & set(listed)
+        for tool, failure in (("chatty", "SystemExit: 0"), ("flood", "KeyboardInterrupt")):
+            exits = proxy.call("tools/call", {"name": tool, "arguments": {}})
+            assert exits["error"]["data"] == {"rule": "builtin-engine-error"}, tool
+            assert f"policy engine error: {failure} (request" in exits["error"]["message"]
         called = proxy.call("tools/call", {"name": "frobnicate", "arguments": {}})
         assert called["error"]["code"] == DENIED
         assert called["error"]["data"] == {"rule": "builtin-engine-error"}
@@ -297,8 +306,7 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
             proxy.proc.kill()
             proxy.close()
     called_tools = [m.get("params", {}).get("name") for m in backend_saw(received)]
-    assert "frobnicate" not in called_tools
-    assert "slow" not in called_tools
+    assert not {"frobnicate", "slow", "chatty", "flood"} & set(called_tools)
     assert (
         "policy engine raised while filtering tools/list"
         in (isolated_home / "proxy-stderr.txt").read_text()
