@@ -4,7 +4,10 @@
 Each running proxy serves ``proxy-<pid>.sock`` in the runtime directory
 (``$XDG_RUNTIME_DIR/mcp-acp`` on Linux; directory 0700, socket 0600). Only a peer with the
 proxy's own user id (or root) is answered — checked with the kernel's peer credentials,
-never with anything the peer says.
+never with anything the peer says. On Linux, a peer in the stdio backend's session (the
+backend, or a program it started, such as a shell tool's: they run as the proxy's user)
+is refused too, so that a backend cannot approve its own requests by running
+``mcp-acp approvals approve``; one that leaves the session (``setsid``) is not told apart.
 
 The wire format is one JSON object per line each way: ``{"op": "<name>", …}`` in, one
 answer out, then the connection closes. A peer that takes longer than :data:`IO_SECONDS`
@@ -184,6 +187,20 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return None if sock is None else peer_uid(sock)
 
 
+def peer_session(sock: socket.socket, platform: str = sys.platform) -> int | None:
+    """The session id of the process at the other end of a connected Unix socket (its pid
+    from the kernel's peer credentials, then ``getsid``); None where this code cannot tell
+    (not Linux, the peer gone already)."""
+    if platform != "linux":
+        return None
+    try:
+        option = getattr(socket, "SO_PEERCRED")  # noqa: B009 (Linux only)
+        pid = int(_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))[0])
+        return os.getsid(pid) if pid > 0 else None
+    except (OSError, struct.error):
+        return None
+
+
 def _user(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -191,11 +208,20 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
+def _none() -> None:
+    return None
+
+
 class ControlServer:
     """Serves registered operations on this process's control socket."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path | None = None, refused_session: Callable[[], int | None] = _none
+    ) -> None:
         self.directory = directory or runtime_dir()
+        #: the session whose processes are not answered: the backend's (its processes run
+        #: as our user, so the uid check lets them in; see docs/security.md)
+        self.refused_session = refused_session
         self.path = self.directory / f"proxy-{os.getpid()}.sock"
         self.operations: dict[str, Operation] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -277,6 +303,15 @@ class ControlServer:
             if uid is None or uid not in (os.geteuid(), 0):
                 await self._reply(writer, {"error": "not allowed: only the proxy's own user"})
                 return
+            if self._from_backend(writer):
+                await self._reply(
+                    writer,
+                    {
+                        "error": "not allowed: a process of the backend's own session (the "
+                        "backend may not answer or list approvals); answer from your terminal"
+                    },
+                )
+                return
             line = await asyncio.wait_for(reader.readline(), IO_SECONDS)
             try:
                 command = json.loads(line)
@@ -290,6 +325,18 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    def _from_backend(self, writer: asyncio.StreamWriter) -> bool:
+        """Whether the peer runs in the backend's session. A peer whose session cannot be
+        told (gone already) is not answered either, on Linux, while there is a backend."""
+        refused = self.refused_session()
+        if refused is None:
+            return False
+        sock = writer.get_extra_info("socket")
+        session = None if sock is None else peer_session(sock)
+        if session is None:  # on Linux, gone already; elsewhere this code cannot tell
+            return sys.platform == "linux"
+        return session == refused
 
     async def handle(self, command: Any, who: str) -> dict[str, Any]:
         if not isinstance(command, dict):

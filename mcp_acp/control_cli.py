@@ -66,7 +66,11 @@ def _each(
     answers, silent = [], []
     for path in sockets(_socket_dir(socket_dir)):
         try:
-            answers.append((path, ask(path, command)))
+            answer = ask(path, command)
+            refused = _refused(answer)
+            if refused is not None:  # it will not answer this process: not "nothing"
+                raise McpAcpError(f"proxy pid {_pid(path)} refused: {refused}")
+            answers.append((path, answer))
         except (ConnectionRefusedError, FileNotFoundError):
             continue  # a proxy that has gone away leaves its socket behind
         except OSError as exc:  # it is there, and did not answer: stuck, or overwhelmed
@@ -74,6 +78,13 @@ def _each(
         except (ValueError, RecursionError):
             silent.append(f"pid {_pid(path)} (its answer is not JSON)")
     return answers, silent
+
+
+def _refused(answer: Mapping[str, Any]) -> str | None:
+    """The proxy's refusal to answer this process at all (another user; the backend's own
+    session), or None."""
+    error = answer.get("error")
+    return _text(error) if isinstance(error, str) and error.startswith("not allowed:") else None
 
 
 def _unanswered(silent: list[str], what: str) -> None:
@@ -174,6 +185,9 @@ def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool =
             continue  # a proxy that has gone away leaves its socket behind
         except (ValueError, RecursionError):
             continue  # not an answer a proxy gives: nothing to show of it
+        refused = _refused(answer)
+        if refused is not None:  # it will not take an answer from this process at all
+            raise McpAcpError(f"proxy pid {_pid(path)} refused: {refused}")
         if answer.get("ok"):
             click.echo(_outcome_line(approval_id, answer.get("result"), answer))
             return

@@ -38,6 +38,12 @@ class BackendChannel(Protocol):
     #: once :meth:`start` has returned; ``()`` when there is none.
     backend_identity: tuple[str, ...]
 
+    def backend_session(self) -> int | None:
+        """The session id of the backend's processes (a stdio backend's child runs in a
+        session of its own), so that the control socket can refuse them; None when the
+        backend runs no process here (HTTP) or has not started."""
+        ...
+
     async def start(self) -> dict[str, Any]:
         """Connect (start the process, reach the server); return the ``detail`` of the
         ``backend_started`` audit event. Raises :class:`~mcp_acp.errors.BackendError`

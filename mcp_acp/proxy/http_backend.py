@@ -288,6 +288,10 @@ class HttpChannel:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def backend_session(self) -> None:
+        """None: the server's processes are not ours to know."""
+        return None
+
     async def start(self) -> dict[str, Any]:
         if self._starting is None:  # connect once; every call gets the same outcome
             self._starting = asyncio.ensure_future(self._connect())

@@ -605,7 +605,7 @@ async def _relay(
         review_new_tools=settings.new_tools == "review",
     )
     started = time.time()
-    control = ControlServer(settings.socket_dir)
+    control = ControlServer(settings.socket_dir, refused_session=channel.backend_session)
     control.register("status", lambda command, who: _status(pep, approver, started))
     for name, operation in getattr(approver, "control_ops", dict)().items():
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny

@@ -97,6 +97,11 @@ class StdioChannel:
         self._closed = False  # the group has been ended: never signal its id again
         self._kill_at: float | None = None  # when close() sends SIGKILL, once terminated
 
+    def backend_session(self) -> int | None:
+        """The child's pid, which is its session id (``start_new_session``): every process
+        it starts is in that session unless it leaves it (``setsid``)."""
+        return None if self._process is None else self._process.pid
+
     async def start(self) -> dict[str, Any]:
         if self._starting is None:  # spawn once; every call gets the same outcome
             self._starting = asyncio.ensure_future(self._spawn())

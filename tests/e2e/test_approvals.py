@@ -1051,3 +1051,36 @@ def test_approvals_list_and_status_name_a_proxy_that_does_not_answer(
     assert run.cli("deny", waiting["id"]).returncode == 0
     assert run.proxy.answer(request)["error"]["code"] == DENIED
     assert run.proxy.close() == 0
+
+
+def test_the_backend_cannot_answer_its_own_approvals(asking: Callable[..., Asking]) -> None:
+    """A stdio backend runs as the proxy's user, so the socket's uid check lets it in; a
+    program it starts (a shell tool's ``mcp-acp approvals approve``) runs in the backend's
+    session, and the proxy refuses that session, listing included. The human's terminal
+    is answered as before."""
+    policy = {
+        "version": "1",
+        "rules": [
+            *ASK_ECHO["rules"],
+            {"id": "shell", "effect": "allow", "conditions": {"tool_name": "run"}},
+        ],
+    }
+    run = asking(policy)
+    request = run.echo("from the backend")
+    (waiting,) = run.pending()
+    sockets = ["--socket-dir", str(run.sockets)]
+    for argv in (
+        [str(CLI), "approvals", "approve", waiting["id"], *sockets],
+        [str(CLI), "approvals", "list", "--json", *sockets],
+    ):
+        said = run.proxy.call("tools/call", {"name": "run", "arguments": {"argv": argv}})
+        output = said["result"]["content"][0]["text"]
+        assert output.startswith("exit 1: "), output
+        assert "a process of the backend's own session" in output
+        assert waiting["id"] not in output
+    assert [w["id"] for w in run.pending()] == [waiting["id"]]  # still waiting for a human
+    assert run.cli("approve", waiting["id"]).returncode == 0
+    assert "result" in run.proxy.answer(request)
+    assert run.proxy.close() == 0
+    (record,) = run.decisions()
+    assert record["approved_by"] == pwd.getpwuid(os.geteuid()).pw_name
