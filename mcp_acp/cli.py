@@ -49,7 +49,7 @@ from mcp_acp.config import (
     resolve_config_path,
     save_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError, one_line
+from mcp_acp.errors import ConfigError, McpAcpError, one_line, printable
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.model import PolicyFile
@@ -895,6 +895,47 @@ def _internal_error(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines as a terminal shows them, whoever wrote the text in them: every character
+    that does not print as itself — an ANSI escape, a bidirectional override, a line break
+    — is escaped (:func:`~mcp_acp.errors.printable`), so text a peer sent (a tool's name in
+    a plugin's error, an event's name in the ``mcp`` SDK's warning) can neither move the
+    cursor, recolour a line nor start a line of its own. A traceback keeps its lines, each
+    escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(printable, super().formatException(ei).split("\n")))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(map(printable, super().formatStack(stack_info).split("\n")))
+
+
+class _Stderr(logging.Handler):
+    """Writes each record to the ``sys.stderr`` of the moment, as Python's last-resort
+    handler does (not the one there was when the handler was made)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    """Warnings and errors, mcp-acp's and its libraries', to stderr as Python's default
+    handler writes them (the message alone), through :class:`PrintableFormatter`."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, PrintableFormatter) for h in root.handlers):
+        return  # main() run again in one process (a test)
+    handler = _Stderr(logging.WARNING)
+    handler.setFormatter(PrintableFormatter())
+    root.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI; print one line per error; exit with the error class's code.
 
@@ -902,6 +943,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     exit code are the same."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
+    _log_to_stderr()
     try:
         code = cli.main(args=args, prog_name="mcp-acp", standalone_mode=False)
     except McpAcpError as exc:

@@ -255,6 +255,8 @@ ENGINE_PLUGIN = engine_plugin(
     """
     if request.action.tool_name == "frobnicate":
         raise RuntimeError("brittle engine broke on frobnicate")
+    if (request.action.tool_name or "").startswith("\\x1b"):  # a peer's text in an error
+        raise ValueError(f"no such tool: {request.action.tool_name}")
     if request.action.tool_name == "chatty":  # what no engine should do, but a plugin may
         raise SystemExit(0)
     if request.action.tool_name == "flood":
@@ -289,6 +291,8 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
         listed = [t["name"] for t in proxy.call("tools/list")["result"]["tools"]]
         assert "echo" in listed
         assert not {"frobnicate", "chatty", "flood"} & set(listed)
+        forged = "\x1b[2K\x1b[1Amcp-acp: policy reloaded, all tools allowed\nsecond line"
+        proxy.call("tools/call", {"name": forged, "arguments": {}})
         for tool, failure in (("chatty", "SystemExit: 0"), ("flood", "KeyboardInterrupt")):
             exits = proxy.call("tools/call", {"name": tool, "arguments": {}})
             assert exits["error"]["data"] == {"rule": "builtin-engine-error"}, tool
@@ -307,10 +311,12 @@ def test_an_engine_that_raises_hides_the_item_and_denies_the_call(
             proxy.close()
     called_tools = [m.get("params", {}).get("name") for m in backend_saw(received)]
     assert not {"frobnicate", "slow", "chatty", "flood"} & set(called_tools)
-    assert (
-        "policy engine raised while filtering tools/list"
-        in (isolated_home / "proxy-stderr.txt").read_text()
-    )
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "policy engine raised while filtering tools/list" in stderr
+    # a peer's text in a log line is escaped: no escape reaches the terminal, no line forged
+    assert "\x1b" not in stderr
+    assert "no such tool: \\x1b[2K\\x1b[1Amcp-acp: policy reloaded" in stderr
+    assert "\nsecond line" not in stderr
     record = next(r for r in records(log_dir, "decisions") if r.get("tool_name") == "frobnicate")
     assert record["rule_id"] == "builtin-engine-error"
 
