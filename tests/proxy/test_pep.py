@@ -648,24 +648,59 @@ async def test_no_identity_is_a_recorded_denial(tmp_path: Path) -> None:
     assert record["subject_id"] == "(none)"
 
 
-@pytest.mark.parametrize("error", [asyncio.CancelledError(), AuditError("disk gone")])
-async def test_cancellation_and_audit_failure_from_the_identity_pass_through(
-    tmp_path: Path, error: BaseException
+class WaitingIdentity:
+    """An identity provider that answers only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def current_subject(self) -> Subject:
+        self.asked.set()
+        await self.answer.wait()
+        return Subject(subject_id="alice", provenance=Provenance.TOKEN)
+
+
+async def test_the_clients_cancellation_and_an_audit_failure_pass_through_the_identity(
+    tmp_path: Path,
 ) -> None:
-    """A cancelled request is the client's (nothing to answer; its denial is on record as
-    cut short); an audit failure is the trail's own fail-closed path (the relay denies and
-    the proxy shuts down). Neither is turned into an identity error."""
-    setup = Setup(tmp_path, Limits(), RaisingIdentity(error))
+    """A request cancelled while the identity provider works is the client's (nothing to
+    answer; its denial is on record as cut short); an audit failure is the trail's own
+    fail-closed path (the relay denies and the proxy shuts down). Neither is turned into an
+    identity error."""
+    identity = WaitingIdentity()
+    setup = Setup(tmp_path, Limits(), identity)
     await setup.trail.start()
-    with pytest.raises(type(error)):
-        await setup.pep.check("tools/call", READ, 1)
-    await setup.trail.close()
+    checking = asyncio.ensure_future(setup.pep.check("tools/call", READ, 1))
+    await identity.asked.wait()
+    checking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await checking
+    (tmp_path / "audit").mkdir()
+    failing = Setup(tmp_path / "audit", Limits(), RaisingIdentity(AuditError("disk gone")))
+    await failing.trail.start()
+    with pytest.raises(AuditError):
+        await failing.pep.check("tools/call", READ, 2)
+    for done in (setup, failing):
+        await done.trail.close()
     recorded = [(r["rule_id"], r["reason"]) for r in setup.decisions()]
-    if isinstance(error, asyncio.CancelledError):
-        reason = "denied: cancelled by the client before the request was decided"
-        assert recorded == [("builtin-cut-short", reason)]
-    else:
-        assert recorded == []
+    reason = "denied: cancelled by the client before the request was decided"
+    assert recorded == [("builtin-cut-short", reason)]
+    assert failing.decisions() == []
+
+
+async def test_an_identity_providers_own_cancelled_error_is_its_failure(tmp_path: Path) -> None:
+    """A ``CancelledError`` the provider raises when nothing cancelled the request is not
+    the client's cancellation: it is the provider's failure, a recorded denial."""
+    setup = Setup(tmp_path, Limits(), RaisingIdentity(asyncio.CancelledError()))
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", READ, 1)
+    await setup.trail.close()
+    assert (verdict.allowed, verdict.rule_id) == (False, "builtin-identity-error")
+    assert "CancelledError (raised by the plugin; nothing cancelled the request)" in (
+        verdict.reason
+    )
+    assert [r["rule_id"] for r in setup.decisions()] == ["builtin-identity-error"]
 
 
 async def test_a_request_that_cannot_be_prepared_is_a_recorded_denial(tmp_path: Path) -> None:
