@@ -299,6 +299,9 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            # the line first, even from a peer refused: a socket closed with it unread
+            # resets the connection, and the peer would never read the refusal
+            line = await asyncio.wait_for(reader.readline(), IO_SECONDS)
             uid = _peer_uid(writer)
             if uid is None or uid not in (os.geteuid(), 0):
                 await self._reply(writer, {"error": "not allowed: only the proxy's own user"})
@@ -312,7 +315,6 @@ class ControlServer:
                     },
                 )
                 return
-            line = await asyncio.wait_for(reader.readline(), IO_SECONDS)
             try:
                 command = json.loads(line)
             except (ValueError, RecursionError):  # nested too deep for the parser: not ours
