@@ -135,3 +135,20 @@ def test_login_opens_the_browser_only_for_http_pages(
         assert not record.exists()
     else:
         assert record.read_text().splitlines() == [opened]
+
+
+def test_the_sign_in_page_is_shown_with_direction_changes_escaped() -> None:
+    """What the IdP says is printed so that it reads as it is: a right-to-left override
+    or an invisible character in the page's address is escaped, not obeyed by the
+    terminal (the check before refuses such an address; this is the second line)."""
+    uri = "https://idp.example/\u202e\u2066moc.elgoog//:sptth\u2069"
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW, uri, "", "no-browser"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "open https://idp.example/\\u202e\\u2066moc.elgoog//:sptth\\u2069" in done.stdout
+    assert "\u202e" not in done.stdout

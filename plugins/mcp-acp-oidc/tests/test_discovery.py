@@ -198,7 +198,18 @@ async def test_broken_discovery_endpoint_is_an_error(server, answer) -> None:
 
 
 @pytest.mark.parametrize(
-    "issuer", ["http://idp.example.test", "ftp://127.0.0.1", "https://idp.test/#x", ""]
+    "issuer",
+    [
+        "http://idp.example.test",
+        "ftp://127.0.0.1",
+        "https://idp.test/#x",
+        "",
+        # a name under localhost may be asked of DNS: plain http only to localhost itself
+        "http://idp.localhost",
+        # shown to a human as another address
+        "https://idp.example.test/\u202e\u2066moc.elgoog//:sptth\u2069",
+        "https://idp.example.test/a\u200bb",
+    ],
 )
 async def test_unacceptable_issuer_is_refused_without_a_request(issuer) -> None:
     with pytest.raises(DiscoveryError, match="issuer rejected"):

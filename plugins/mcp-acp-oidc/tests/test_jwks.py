@@ -234,3 +234,85 @@ async def test_concurrent_validations_share_one_fetch(jwks_server, keys, kit, tt
 def test_unacceptable_jwks_uri_is_refused(uri) -> None:
     with pytest.raises(JWKSUnavailableError):
         JWKSCache(uri)
+
+
+def _ed25519_points(y: int) -> list[tuple[int, int]]:
+    """The points of edwards25519 (-x^2 + y^2 = 1 + d x^2 y^2) with this y."""
+    p = 2**255 - 19
+    d = -121665 * pow(121666, -1, p) % p
+    u = (y * y - 1) * pow(d * y * y + 1, -1, p) % p
+    x = pow(u, (p + 3) // 8, p)
+    if x * x % p != u:
+        x = x * pow(2, (p - 1) // 4, p) % p
+    if x * x % p != u:
+        return []
+    return sorted({(x, y), ((p - x) % p, y)})
+
+
+def _ed25519_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    p = 2**255 - 19
+    d = -121665 * pow(121666, -1, p) % p
+    (x1, y1), (x2, y2) = a, b
+    t = d * x1 * x2 * y1 * y2 % p
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, -1, p) % p
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, -1, p) % p
+    return x3, y3
+
+
+def test_the_small_order_points_refused_are_exactly_the_eight_of_edwards25519() -> None:
+    """Computed here on the curve, not taken from the code under test: every y in the set
+    is on the curve with a point whose order divides 8, and together they hold 8 points —
+    the whole small-order subgroup (the cofactor is 8), so none is missed."""
+    from mcp_acp_oidc.jwks import SMALL_ORDER_Y_ED25519
+
+    points = [point for y in SMALL_ORDER_Y_ED25519 for point in _ed25519_points(y)]
+    assert len(set(points)) == 8
+    for point in points:
+        multiple = point
+        for _ in range(7):
+            multiple = _ed25519_add(multiple, point)
+        assert multiple == (0, 1), point  # [8]P is the identity
+
+
+async def test_a_small_order_eddsa_key_is_refused_and_signs_nothing(jwks_server, keys, kit) -> None:
+    """A JWKS key at a point of small order verifies a signature whose R is the identity
+    and S is 0 for any message: refused, so such a forged token has no key. Non-canonical
+    encodings (y = p + 1 is y = 1) and Ed448's identity too; an ordinary key still
+    verifies."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    p = 2**255 - 19
+    identity = (1).to_bytes(32, "little")
+    order_2 = (p - 1).to_bytes(32, "little")
+    non_canonical = (p + 1).to_bytes(32, "little")
+    order_8 = (
+        2707385501144840649318225287225658788936804267575313519463743609750303402022
+    ).to_bytes(32, "little")
+    with_sign = bytes([*order_8[:31], order_8[31] | 0x80])  # the other x, same y
+    bad = {
+        "identity": identity,
+        "order-2": order_2,
+        "non-canonical": non_canonical,
+        "order-8": order_8,
+        "order-8-neg-x": with_sign,
+    }
+    good = ed25519.Ed25519PrivateKey.generate()
+    good_raw = good.public_key().public_bytes_raw()
+    jwks = [{"kty": "OKP", "crv": "Ed25519", "x": kit.b64(x), "kid": k} for k, x in bad.items()]
+    ed448_identity = (1).to_bytes(57, "little")
+    jwks.append({"kty": "OKP", "crv": "Ed448", "x": kit.b64(ed448_identity), "kid": "ed448"})
+    jwks.append({"kty": "OKP", "crv": "Ed25519", "x": kit.b64(good_raw), "kid": "good"})
+    jwks_server.state.jwks = {"keys": jwks}
+    cache = JWKSCache(jwks_server.jwks_uri, timeout=1.0)
+    assert [key.kid for key in await cache.get_keys(None)] == ["good"]
+    validator = kit.make_validator(jwks_server, algorithms=("EdDSA",))
+    header = {"alg": "EdDSA", "kid": "identity"}
+    forged = (
+        f"{kit.part(header)}.{kit.part(kit.claims(sub='admin'))}.{kit.b64(identity + bytes(32))}"
+    )
+    with pytest.raises(TokenRejectedError) as info:
+        await validator.validate(forged)
+    assert info.value.reason == "no_key"
+    signing_input = f"{kit.part({'alg': 'EdDSA', 'kid': 'good'})}.{kit.part(kit.claims())}"
+    token = f"{signing_input}.{kit.b64(good.sign(signing_input.encode()))}"
+    assert (await validator.validate(token)).subject_id == "alice"

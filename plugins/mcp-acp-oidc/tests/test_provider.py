@@ -65,6 +65,7 @@ def test_registered_through_the_loader() -> None:
         {"algorithms": ["none"]},
         {"unknown_option": 1},
         {"client_id": ""},
+        {"client_ids": []},  # would accept tokens issued to any client
         {"jwks_cache_seconds": 10, "jwks_refetch_cooldown_seconds": 30},
         {"validation_cache_seconds": 61},
         {"validation_cache_seconds": -1},

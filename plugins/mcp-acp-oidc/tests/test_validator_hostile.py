@@ -602,6 +602,8 @@ async def test_short_rsa_key_in_jwks_is_refused(jwks_server, keys, kit) -> None:
         ("", "bad_claim"),
         ("al\u0000ice", "bad_claim"),
         ("al\nice", "bad_claim"),
+        ("eve\u202enimda", "bad_claim"),  # a right-to-left override: shown as "eveadmin"
+        ("admin\u200b", "bad_claim"),  # an invisible character: another "admin"
         ("x" * 256, "bad_claim"),
         ("x" * 10240, "too_large"),
         (42, "bad_claim"),

@@ -59,16 +59,29 @@ def is_loopback_host(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
+def _plain_http_host(host: str) -> bool:
+    """Where plain http may go: ``localhost`` itself and loopback IP literals, which never
+    leave the machine. Not a name under ``localhost`` (``idp.localhost``): a resolver that
+    does not keep those to itself asks DNS, whose answer could send tokens elsewhere."""
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    address = ip_literal(host)
+    return address is not None and address.is_loopback
+
+
 def check_url(url: object, *, what: str) -> str | None:
     """Return why ``url`` is unacceptable as an IdP endpoint, or ``None`` if it is fine.
 
-    ``https`` is required except for loopback hosts (test IdPs); the host in ASCII; no user
-    info, no fragment, no whitespace or control characters.
+    ``https`` is required except for ``localhost`` and loopback addresses (test IdPs); the
+    host in ASCII; no user info, no fragment, no whitespace, control, invisible or
+    direction-changing characters.
     """
     if not isinstance(url, str) or not url:
         return f"{what} is missing or not a string"
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
         return f"{what} contains whitespace or control characters"
+    if not url.isprintable():  # a bidi override or an invisible character: shown otherwise
+        return f"{what} contains an invisible or direction-changing character"
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a bad port
@@ -82,8 +95,8 @@ def check_url(url: object, *, what: str) -> str | None:
         # IDNA maps look-alikes to ASCII before connecting ("127。0。0。1" is 127.0.0.1):
         # a host is checked as the connection will use it, so it must be written so
         return f"{what} must name its host in ASCII (an international name in punycode)"
-    if parts.scheme == "http" and not is_loopback_host(host):
-        return f"{what} must use https (http is allowed only for loopback hosts)"
+    if parts.scheme == "http" and not _plain_http_host(host):
+        return f"{what} must use https (http is allowed only for localhost and loopback addresses)"
     if parts.username is not None or parts.password is not None:
         return f"{what} must not contain user info"
     if parts.fragment:

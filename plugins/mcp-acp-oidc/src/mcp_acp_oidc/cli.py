@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from mcp_acp.errors import ConfigError
-from mcp_acp.errors import one_line as _one_line
+from mcp_acp.errors import printable as _shown
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.provider import OIDCIdentityProvider
 
@@ -40,10 +40,10 @@ def show_code(authorization: DeviceAuthorization, *, open_browser: bool = False)
     """Print where to go and which code to enter, and open the page in a browser when
     asked. The URIs were checked (http(s) only, https unless loopback) before they get
     here; a browser is given one only if it is still http(s) — never a shell."""
-    click.echo(f"To sign in, open {_one_line(authorization.verification_uri)}")
-    click.echo(f"and enter the code: {_one_line(authorization.user_code)}")
+    click.echo(f"To sign in, open {_shown(authorization.verification_uri)}")
+    click.echo(f"and enter the code: {_shown(authorization.user_code)}")
     if authorization.verification_uri_complete:
-        click.echo(f"(or open {_one_line(authorization.verification_uri_complete)})")
+        click.echo(f"(or open {_shown(authorization.verification_uri_complete)})")
     if open_browser:
         page = authorization.verification_uri_complete or authorization.verification_uri
         if urlsplit(page).scheme in ("https", "http"):
@@ -68,7 +68,7 @@ def login_command(ctx: click.Context, no_browser: bool) -> None:
     subject = asyncio.run(
         provider.login(lambda authorization: show_code(authorization, open_browser=not no_browser))
     )
-    click.echo(f"Logged in as {_one_line(subject.subject_id)} ({provider.options.issuer}).")
+    click.echo(f"Logged in as {_shown(subject.subject_id)} ({provider.options.issuer}).")
 
 
 @auth_group.command("logout")
@@ -79,7 +79,7 @@ def logout_command(ctx: click.Context) -> None:
     provider = _provider(ctx)
     result = asyncio.run(provider.logout())
     if result.warning is not None:
-        click.echo(f"warning: {_one_line(result.warning)}", err=True)
+        click.echo(f"warning: {_shown(result.warning)}", err=True)
     click.echo("Logged out." if result.had_token else "Not logged in.")
 
 
@@ -94,6 +94,6 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
     else:
         for key, value in info.items():
-            click.echo(f"{key}: {_one_line(str(value))}")
+            click.echo(f"{key}: {_shown(str(value))}")
     if not info.get("valid"):
         raise SystemExit(1)

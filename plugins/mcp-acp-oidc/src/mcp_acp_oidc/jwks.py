@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
@@ -61,6 +62,30 @@ ALGORITHM_KEY_TYPES: dict[str, tuple[str, str | None]] = {
 no ``none``: a configuration cannot allow them."""
 
 MIN_RSA_BITS = 2048
+
+#: The y coordinates (mod p) of the points of small order of Ed25519 (orders 1, 2, 4 and 8:
+#: 1, p - 1, 0 and the two of order 8) and Ed448 (1, p - 1, 0). A public key at one of
+#: them proves nothing: a signature whose R is the identity and whose S is 0 (or another
+#: small-order R) verifies for chosen messages, so anyone could sign tokens with it.
+_P25519 = 2**255 - 19
+_Y25519_ORDER_8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+SMALL_ORDER_Y_ED25519 = frozenset({0, 1, _P25519 - 1, _Y25519_ORDER_8, _P25519 - _Y25519_ORDER_8})
+_P448 = 2**448 - 2**224 - 1
+SMALL_ORDER_Y_ED448 = frozenset({0, 1, _P448 - 1})
+
+
+def small_order(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> bool:
+    """Whether an EdDSA public key is a point of small order (non-canonical encodings, y
+    at or past p, included: compared mod p). The encoding is y, little-endian, with the
+    sign of x in the top bit (RFC 8032 5.1.2, 5.2.2)."""
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+        return y % _P25519 in SMALL_ORDER_Y_ED25519
+    y = int.from_bytes(raw[:56], "little")  # the 57th byte holds only the sign of x
+    return y % _P448 in SMALL_ORDER_Y_ED448
+
+
 MAX_KEYS = 64
 """Keys beyond this many in one JWKS are ignored."""
 
@@ -131,6 +156,9 @@ def _load_key(jwk: Any) -> SigningKey | None:
         if crv is None:
             return None
     elif not isinstance(loaded, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return None
+    elif small_order(loaded):
+        log.warning("JWKS: refusing key %r: a point of small order signs for anyone", kid)
         return None
     return SigningKey(kid=kid, kty=str(kty), crv=crv, alg=alg, key=loaded)
 

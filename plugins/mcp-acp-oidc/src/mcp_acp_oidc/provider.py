@@ -98,6 +98,7 @@ class OIDCConfig(BaseModel):
     )
     client_ids: tuple[str, ...] | None = Field(
         default=None,
+        min_length=1,  # an empty list would accept tokens issued to any client
         description="Accepted azp/client_id values; default: only client_id.",
     )
     leeway_seconds: float = Field(default=30.0, ge=0, le=300)

@@ -59,7 +59,6 @@ __all__ = [
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_KID = 256
 _MAX_SUB = 255
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 MAX_NUMERIC_DATE = 253_402_300_799
 """9999-12-31T23:59:59Z, the last second a :class:`~datetime.datetime` can hold. A time
@@ -291,7 +290,7 @@ class TokenValidator:
         if (
             not isinstance(subject_id, str)
             or not 0 < len(subject_id) <= _MAX_SUB
-            or _CONTROL.search(subject_id)
+            or not subject_id.isprintable()  # no control, bidi or invisible character
         ):
             raise TokenRejectedError("bad_claim", "sub is not a printable string of 1-255")
 
