@@ -180,17 +180,34 @@ class _Ambiguous(ValueError):
     """A JSON object whose keys another reader could take differently."""
 
 
+#: Keys of objects already found unambiguous (in the order written): messages repeat a few
+#: shapes (``jsonrpc, id, method, params``, ``name, arguments``, ``content, isError``), and
+#: looking one up costs a fraction of checking it. A shape is remembered only if it is
+#: short (:data:`_CLEAR_KEY_CHARS`), and only so many (:data:`_CLEAR_SHAPES`): a sender
+#: inventing keys cannot make it grow past that. Whether keys are unambiguous depends on
+#: the keys alone, so nothing here can go stale.
+_CLEAR_KEYS: set[tuple[str, ...]] = set()
+_CLEAR_SHAPES = 1024
+_CLEAR_KEY_CHARS = 256
+
+
 def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook`` for :func:`parse`: an object whose keys every reader reads
     alike, or :class:`_Ambiguous` saying why not. (It runs for every object of every
-    message: the usual case is three C-level checks.)"""
+    message: the usual case is a C-level check that no key was repeated, and a lookup of
+    the keys among those already checked — else three C-level checks.)"""
     obj = dict(pairs)
-    if (
-        len(obj) == len(pairs)
-        and (len(obj) < 2 or len(set(map(str.casefold, obj))) == len(obj))
-        and "".join(obj).isprintable()
-    ):
-        return obj
+    if len(obj) == len(pairs):
+        keys = tuple(obj)
+        if keys in _CLEAR_KEYS:
+            return obj
+        joined = "".join(keys)
+        if (len(keys) < 2 or len(set(map(str.casefold, keys))) == len(keys)) and (
+            joined.isprintable()
+        ):
+            if len(joined) <= _CLEAR_KEY_CHARS and len(_CLEAR_KEYS) < _CLEAR_SHAPES:
+                _CLEAR_KEYS.add(keys)
+            return obj
     seen: dict[str, str] = {}  # casefolded key -> the key as first written
     for key, _ in pairs:
         if not key.isprintable():
