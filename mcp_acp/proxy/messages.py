@@ -102,9 +102,26 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 Kind = Literal["request", "notification", "response", "invalid"]
 
 
+def _id_of(message: Message) -> Any:
+    return message.body.get("id")
+
+
+def _method_of(message: Message) -> str:
+    method = message.body.get("method")
+    return method if isinstance(method, str) else ""
+
+
+def _params_of(message: Message) -> dict[str, Any]:
+    params = message.body.get("params")
+    return params if isinstance(params, dict) else {}
+
+
 @attrs.frozen(slots=True)
 class Message:
-    """One parsed line."""
+    """One parsed line.
+
+    ``id``, ``method`` and ``params`` are read from ``body`` once, as the message is made:
+    the relay reads them a few dozen times per message, and ``body`` is never changed."""
 
     kind: Kind
     raw: bytes
@@ -117,10 +134,18 @@ class Message:
     #: spelt (:func:`miscased`), or None: what the policy decides on is not what a reader
     #: that ignores case would act on.
     miscased: str | None = None
-
-    @property
-    def id(self) -> Any:
-        return self.body.get("id")
+    #: ``body["id"]`` as sent, whatever it is (None without one)
+    id: Any = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_id_of, takes_self=True)
+    )
+    #: ``body["method"]`` if it is a string, else ""
+    method: str = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_method_of, takes_self=True)
+    )
+    #: ``body["params"]`` if it is an object, else an empty one
+    params: dict[str, Any] = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_params_of, takes_self=True)
+    )
 
     @property
     def reply_id(self) -> str | int | None:
@@ -135,16 +160,6 @@ class Message:
         if self.method != "notifications/cancelled":
             return None
         return _valid_id(self.params.get("requestId"))
-
-    @property
-    def method(self) -> str:
-        method = self.body.get("method")
-        return method if isinstance(method, str) else ""
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params = self.body.get("params")
-        return params if isinstance(params, dict) else {}
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes | None:
