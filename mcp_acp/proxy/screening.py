@@ -131,39 +131,39 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
     runs: list[tuple[_Place, int, list[str]]] = []  # adjacent text items: read again, joined
     while stack:
         at, item, is_key = stack.pop()
-        if isinstance(item, dict | list):
-            values += len(item)
-            if values > MAX_RESULT_VALUES:  # checked before its items are taken up
+        if isinstance(item, str):  # the most common item: tested first
+            strings += 1
+            chars += len(item)
+            if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
                 findings.append(
-                    f"{_spell(at)}: not all scanned (more than {MAX_RESULT_VALUES:,} values)"
+                    f"{_spell(at, is_key)}: not all scanned (more than {MAX_RESULT_STRINGS:,} "
+                    f"strings or {MAX_RESULT_CHARS:,} characters)"
                 )
                 break
-        if isinstance(item, dict):
+            finding = _marker(item)
+            if finding is not None:
+                findings.append(f"{_spell(at, is_key)}: {finding}")
+                if len(findings) == MAX_FINDINGS:
+                    break
+            continue
+        is_dict = isinstance(item, dict)
+        if not is_dict and not isinstance(item, list):
+            continue  # a number, true, false or null
+        values += len(item)
+        if values > MAX_RESULT_VALUES:  # checked before its items are taken up
+            findings.append(
+                f"{_spell(at)}: not all scanned (more than {MAX_RESULT_VALUES:,} values)"
+            )
+            break
+        if is_dict:
             for key, inner in reversed(list(item.items())):
                 member = (at, key)
                 stack.append((member, inner, False))
                 stack.append((member, key, True))
-            continue
-        if isinstance(item, list):
+        else:
             if len(item) > 1:
                 _text_runs(at, item, runs)
             stack.extend(((at, n), inner, False) for n, inner in reversed(list(enumerate(item))))
-            continue
-        if not isinstance(item, str):
-            continue
-        strings += 1
-        chars += len(item)
-        if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
-            findings.append(
-                f"{_spell(at, is_key)}: not all scanned (more than {MAX_RESULT_STRINGS:,} "
-                f"strings or {MAX_RESULT_CHARS:,} characters)"
-            )
-            break
-        finding = _marker(item)
-        if finding is not None:
-            findings.append(f"{_spell(at, is_key)}: {finding}")
-            if len(findings) == MAX_FINDINGS:
-                break
     else:  # all read, within the budgets: so are the runs' texts, once more joined
         for at, first, texts in runs:
             split = _split_tag(texts)
@@ -239,10 +239,14 @@ def _split_tag(texts: list[str]) -> tuple[int, int, str] | None:
 def _marker(text: str) -> str | None:
     """The first marker in ``text`` — a hidden-instruction tag, else the first control or
     invisible character — in as few passes as may be (results are on the hot path and can
-    be long): a tag needs a ``<``; ASCII text has no invisible character."""
+    be long): a tag needs a ``<``; ASCII text has no invisible character, and printable
+    ASCII text (no tab or line break either) no control character."""
     if "<" in text and (tag := _TAG.search(text)) is not None:
         return f"a hidden-instruction tag {tag.group()!r}"
-    found = (_CONTROL if text.isascii() else _CHARS).search(text)
+    ascii_only = text.isascii()
+    if ascii_only and text.isprintable():
+        return None
+    found = (_CONTROL if ascii_only else _CHARS).search(text)
     if found is None:
         return None
     char = found.group()
