@@ -140,31 +140,35 @@ class DecisionEvent(AuditEvent):
 
     @classmethod
     def of(cls, request: DecisionRequest, decision: Decision, **extra: Any) -> DecisionEvent:
-        """The record of ``decision`` about ``request``."""
-        return cls(
-            session_id=request.environment.session_id,
-            request_id=request.environment.request_id,
-            subject_id=request.subject.subject_id,
-            subject_provenance=request.subject.provenance.name.lower(),
-            mcp_method=request.action.mcp_method,
-            tool_name=request.action.tool_name,
-            backend_id=request.resource.backend_id,
-            backend_identity=request.resource.backend_identity or None,
-            backend_identity_provenance=(
-                request.provenance_of("resource.backend_identity").name.lower()
-                if request.resource.backend_identity
-                else None
-            ),
-            paths=tuple(p.path for p in request.resource.paths),
-            effect=decision.effect.value,
-            rule_id=decision.rule_id,
-            matched=tuple(
-                MatchedRuleRecord(rule=m.rule_id, effect=m.effect.value) for m in decision.matched
-            ),
-            reason=decision.reason,
-            policy_id=decision.policy_id,
-            eval_us=round(decision.eval_us, 3),
-            **extra,
+        """The record of ``decision`` about ``request``. (Validated from a dict, the matched
+        rules too: the same checks as ``cls(...)``, without building keyword arguments and
+        a model per matched rule first — this runs for every request.)"""
+        return cls.model_validate(
+            {
+                "session_id": request.environment.session_id,
+                "request_id": request.environment.request_id,
+                "subject_id": request.subject.subject_id,
+                "subject_provenance": request.subject.provenance.name.lower(),
+                "mcp_method": request.action.mcp_method,
+                "tool_name": request.action.tool_name,
+                "backend_id": request.resource.backend_id,
+                "backend_identity": request.resource.backend_identity or None,
+                "backend_identity_provenance": (
+                    request.provenance_of("resource.backend_identity").name.lower()
+                    if request.resource.backend_identity
+                    else None
+                ),
+                "paths": tuple(p.path for p in request.resource.paths),
+                "effect": decision.effect.value,
+                "rule_id": decision.rule_id,
+                "matched": tuple(
+                    {"rule": m.rule_id, "effect": m.effect.value} for m in decision.matched
+                ),
+                "reason": decision.reason,
+                "policy_id": decision.policy_id,
+                "eval_us": round(decision.eval_us, 3),
+                **extra,
+            }
         )
 
 

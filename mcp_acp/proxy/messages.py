@@ -110,9 +110,26 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 Kind = Literal["request", "notification", "response", "invalid"]
 
 
+def _id_of(message: Message) -> Any:
+    return message.body.get("id")
+
+
+def _method_of(message: Message) -> str:
+    method = message.body.get("method")
+    return method if isinstance(method, str) else ""
+
+
+def _params_of(message: Message) -> dict[str, Any]:
+    params = message.body.get("params")
+    return params if isinstance(params, dict) else {}
+
+
 @attrs.frozen(slots=True)
 class Message:
-    """One parsed line."""
+    """One parsed line.
+
+    ``id``, ``method`` and ``params`` are read from ``body`` once, as the message is made:
+    the relay reads them a few dozen times per message, and ``body`` is never changed."""
 
     kind: Kind
     raw: bytes
@@ -125,10 +142,18 @@ class Message:
     #: spelt (:func:`miscased`), or None: what the policy decides on is not what a reader
     #: that ignores case would act on.
     miscased: str | None = None
-
-    @property
-    def id(self) -> Any:
-        return self.body.get("id")
+    #: ``body["id"]`` as sent, whatever it is (None without one)
+    id: Any = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_id_of, takes_self=True)
+    )
+    #: ``body["method"]`` if it is a string, else ""
+    method: str = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_method_of, takes_self=True)
+    )
+    #: ``body["params"]`` if it is an object, else an empty one
+    params: dict[str, Any] = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_params_of, takes_self=True)
+    )
 
     @property
     def reply_id(self) -> str | int | None:
@@ -143,16 +168,6 @@ class Message:
         if self.method != "notifications/cancelled":
             return None
         return _valid_id(self.params.get("requestId"))
-
-    @property
-    def method(self) -> str:
-        method = self.body.get("method")
-        return method if isinstance(method, str) else ""
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params = self.body.get("params")
-        return params if isinstance(params, dict) else {}
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes | None:
@@ -188,10 +203,22 @@ class _Ambiguous(ValueError):
     """A JSON object whose keys another reader could take differently."""
 
 
+#: Keys of objects already found unambiguous (in the order written): messages repeat a few
+#: shapes (``jsonrpc, id, method, params``, ``name, arguments``, ``content, isError``), and
+#: looking one up costs a fraction of checking it. A shape is remembered only if it is
+#: short (:data:`_CLEAR_KEY_CHARS`), and only so many (:data:`_CLEAR_SHAPES`): a sender
+#: inventing keys cannot make it grow past that. Whether keys are unambiguous depends on
+#: the keys alone, so nothing here can go stale.
+_CLEAR_KEYS: set[tuple[str, ...]] = set()
+_CLEAR_SHAPES = 1024
+_CLEAR_KEY_CHARS = 256
+
+
 def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook`` for :func:`parse`: an object whose keys every reader reads
     alike, or :class:`_Ambiguous` saying why not. (It runs for every object of every
-    message: the usual case is three C-level checks.)"""
+    message: the usual case is a C-level check that no key was repeated, and a lookup of
+    the keys among those already checked — else three C-level checks.)"""
     obj = dict(pairs)
     if _alike(obj, len(pairs)):
         return obj
@@ -200,12 +227,19 @@ def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _alike(obj: dict[str, Any], written: int) -> bool:
     """Whether every reader reads the keys of ``obj`` (``written`` keys as sent) alike: no
-    key twice, no two that differ only in case, no control or invisible character."""
-    return (
-        len(obj) == written
-        and (len(obj) < 2 or len(set(map(str.casefold, obj))) == len(obj))
-        and "".join(obj).isprintable()
-    )
+    key twice, no two that differ only in case, no control or invisible character. Key
+    shapes found alike are remembered (:data:`_CLEAR_KEYS`)."""
+    if len(obj) != written:
+        return False
+    keys = tuple(obj)
+    if keys in _CLEAR_KEYS:
+        return True
+    joined = "".join(keys)
+    if (len(keys) < 2 or len(set(map(str.casefold, keys))) == len(keys)) and (joined.isprintable()):
+        if len(joined) <= _CLEAR_KEY_CHARS and len(_CLEAR_KEYS) < _CLEAR_SHAPES:
+            _CLEAR_KEYS.add(keys)
+        return True
+    return False
 
 
 def _why_not_alike(keys: list[str]) -> str:

@@ -376,15 +376,17 @@ class Relay:
         params = message.params
         arguments = params.get("arguments") if message.method == "tools/call" else params
         name = params.get("name") if message.method == "tools/call" else None
-        return OperationEvent(
-            session_id=self.pep.session.id,
-            request_id=str(message.id),
-            direction=direction,
-            mcp_method=message.method or None,
-            tool_name=name if isinstance(name, str) else None,
-            outcome=outcome,
-            **argument_fields(arguments, record_payloads=self.record_payloads),
-            **fields,
+        return OperationEvent.model_validate(  # as OperationEvent(...), without keywords
+            {
+                "session_id": self.pep.session.id,
+                "request_id": str(message.id),
+                "direction": direction,
+                "mcp_method": message.method or None,
+                "tool_name": name if isinstance(name, str) else None,
+                "outcome": outcome,
+                **argument_fields(arguments, record_payloads=self.record_payloads),
+                **fields,
+            }
         )
 
     def _not_forwarded(self, message: Message, why: str) -> OperationEvent:
@@ -970,18 +972,20 @@ class Relay:
         digest, size = payload_digest(body.get("result", body.get("error")))
         error = body.get("error")
         code = error.get("code") if isinstance(error, dict) else None
-        return OperationEvent(
-            session_id=self.pep.session.id,
-            request_id=str(request_id),
-            direction="server_to_client",
-            mcp_method=method,
-            outcome="error" if error else "response",
-            result_sha256=digest,
-            result_size=size,
-            # a backend may send any JSON here; the record's schema says integer
-            error_code=code if type(code) is int else None,
-            duration_ms=took,
-            findings=findings or None,
+        return OperationEvent.model_validate(  # as OperationEvent(...), without keywords
+            {
+                "session_id": self.pep.session.id,
+                "request_id": str(request_id),
+                "direction": "server_to_client",
+                "mcp_method": method,
+                "outcome": "error" if error else "response",
+                "result_sha256": digest,
+                "result_size": size,
+                # a backend may send any JSON here; the record's schema says integer
+                "error_code": code if type(code) is int else None,
+                "duration_ms": took,
+                "findings": findings or None,
+            }
         )
 
     async def _input_requests_allowed(

@@ -92,6 +92,12 @@ _INVISIBLE = re.compile(
 _CHARS = re.compile(_CONTROL.pattern[:-1] + _INVISIBLE.pattern[1:])
 
 
+#: Where a value is in what :func:`screen_result` reads: the name of the whole
+#: (``"result"``), or the place of the object or list holding it and its key or index
+#: there — a chain spelt out (:func:`_spell`) only when a finding names it.
+_Place = str | tuple["_Place", str | int]
+
+
 def screen_entry(entry: dict[str, Any]) -> list[str]:
     """What in ``entry`` (one tool, resource, resource template or prompt of a list result)
     calls for quarantine, as ``"<where>: <what>"`` lines (at most :data:`MAX_FINDINGS`);
@@ -116,51 +122,57 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
     (reported after the others). Reads at most :data:`MAX_RESULT_STRINGS` strings and
     :data:`MAX_RESULT_CHARS` characters, and walks at most :data:`MAX_RESULT_VALUES` values:
     if there is more, the last line says it was not all scanned (and no joined texts are
-    read)."""
+    read). Where a value is (a :data:`_Place`) is spelt out only for a finding: results are
+    on the hot path, and findings are rare."""
     findings: list[str] = []
     strings = chars = values = 0
-    stack: list[tuple[str, Any]] = [(where, value)]
-    runs: list[tuple[str, int, list[str]]] = []  # adjacent text items: read again, joined
+    # (where the item is, the item, whether it is the key of the member at that place)
+    stack: list[tuple[_Place, Any, bool]] = [(where, value, False)]
+    runs: list[tuple[_Place, int, list[str]]] = []  # adjacent text items: read again, joined
     while stack:
-        at, item = stack.pop()
-        if isinstance(item, dict | list):
-            values += len(item)
-            if values > MAX_RESULT_VALUES:  # checked before its items are taken up
-                findings.append(f"{at}: not all scanned (more than {MAX_RESULT_VALUES:,} values)")
+        at, item, is_key = stack.pop()
+        if isinstance(item, str):  # the most common item: tested first
+            strings += 1
+            chars += len(item)
+            if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
+                findings.append(
+                    f"{_spell(at, is_key)}: not all scanned (more than {MAX_RESULT_STRINGS:,} "
+                    f"strings or {MAX_RESULT_CHARS:,} characters)"
+                )
                 break
-        if isinstance(item, dict):
-            for key, inner in reversed(list(item.items())):
-                stack.append((f"{at}.{_label(key)}", inner))
-                stack.append((f"{at}.{_label(key)} (the key)", key))
+            finding = _marker(item)
+            if finding is not None:
+                findings.append(f"{_spell(at, is_key)}: {finding}")
+                if len(findings) == MAX_FINDINGS:
+                    break
             continue
-        if isinstance(item, list):
-            if len(item) > 1:
-                _text_runs(at, item, runs)
-            stack.extend((f"{at}[{n}]", inner) for n, inner in reversed(list(enumerate(item))))
-            continue
-        if not isinstance(item, str):
-            continue
-        strings += 1
-        chars += len(item)
-        if strings > MAX_RESULT_STRINGS or chars > MAX_RESULT_CHARS:
+        is_dict = isinstance(item, dict)
+        if not is_dict and not isinstance(item, list):
+            continue  # a number, true, false or null
+        values += len(item)
+        if values > MAX_RESULT_VALUES:  # checked before its items are taken up
             findings.append(
-                f"{at}: not all scanned (more than {MAX_RESULT_STRINGS:,} strings or "
-                f"{MAX_RESULT_CHARS:,} characters)"
+                f"{_spell(at)}: not all scanned (more than {MAX_RESULT_VALUES:,} values)"
             )
             break
-        finding = _marker(item)
-        if finding is not None:
-            findings.append(f"{at}: {finding}")
-            if len(findings) == MAX_FINDINGS:
-                break
+        if is_dict:
+            for key, inner in reversed(list(item.items())):
+                member = (at, key)
+                stack.append((member, inner, False))
+                stack.append((member, key, True))
+        else:
+            if len(item) > 1:
+                _text_runs(at, item, runs)
+            stack.extend(((at, n), inner, False) for n, inner in reversed(list(enumerate(item))))
     else:  # all read, within the budgets: so are the runs' texts, once more joined
         for at, first, texts in runs:
             split = _split_tag(texts)
             if split is not None:
                 start, end, tag = split
-                items = f"{at}[{first + start}].text + {'… + ' if end - start > 1 else ''}"
+                spelt = _spell(at)
+                items = f"{spelt}[{first + start}].text + {'… + ' if end - start > 1 else ''}"
                 findings.append(
-                    f"{items}{at}[{first + end}].text: a hidden-instruction tag {tag!r} "
+                    f"{items}{spelt}[{first + end}].text: a hidden-instruction tag {tag!r} "
                     "split across text items"
                 )
                 if len(findings) == MAX_FINDINGS:
@@ -168,7 +180,18 @@ def screen_result(value: Any, where: str = "result") -> list[str]:
     return findings
 
 
-def _text_runs(at: str, items: list[Any], runs: list[tuple[str, int, list[str]]]) -> None:
+def _spell(place: _Place, is_key: bool = False) -> str:
+    """``place`` as a finding names it: ``result.content[0].text``, and for a key itself
+    ``result.content[0].text (the key)``."""
+    steps: list[str] = []
+    while isinstance(place, tuple):
+        place, step = place
+        steps.append(f"[{step}]" if isinstance(step, int) else f".{_label(step)}")
+    spelt = place + "".join(reversed(steps))
+    return f"{spelt} (the key)" if is_key else spelt
+
+
+def _text_runs(at: _Place, items: list[Any], runs: list[tuple[_Place, int, list[str]]]) -> None:
     """Add to ``runs`` each run of two or more adjacent text items of the list ``items``
     (at ``at``), as where the list is, the index of its first item, and their texts. A text
     item is what a model reads as one piece of text among others: a content block
@@ -216,10 +239,14 @@ def _split_tag(texts: list[str]) -> tuple[int, int, str] | None:
 def _marker(text: str) -> str | None:
     """The first marker in ``text`` — a hidden-instruction tag, else the first control or
     invisible character — in as few passes as may be (results are on the hot path and can
-    be long): a tag needs a ``<``; ASCII text has no invisible character."""
+    be long): a tag needs a ``<``; ASCII text has no invisible character, and printable
+    ASCII text (no tab or line break either) no control character."""
     if "<" in text and (tag := _TAG.search(text)) is not None:
         return f"a hidden-instruction tag {tag.group()!r}"
-    found = (_CONTROL if text.isascii() else _CHARS).search(text)
+    ascii_only = text.isascii()
+    if ascii_only and text.isprintable():
+        return None
+    found = (_CONTROL if ascii_only else _CHARS).search(text)
     if found is None:
         return None
     char = found.group()
