@@ -5,7 +5,10 @@ configured :class:`~mcp_acp.protocols.TokenStorage`.
 Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held access token
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
-requests cause one refresh; the rotated refresh token is validated and stored before use.
+requests cause one refresh; the rotated refresh token is validated and stored before use
+(if the new access token cannot be validated only because the issuer's keys are
+unavailable, the new tokens are stored untrusted — the spent old refresh token is of no
+use — and validated before any use).
 Each request it makes to the IdP (discovery, refresh, revocation) is bounded as a whole
 by ``http_timeout_seconds``. While a
 refresh is in flight, a request whose held token has not expired is validated with that
@@ -67,6 +70,7 @@ from mcp_acp_oidc.errors import (
     RefreshError,
     TokenRejectedError,
     TokenStorageError,
+    UnvalidatedRefreshError,
 )
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
@@ -425,6 +429,13 @@ class OIDCIdentityProvider:
                         timeout=self.options.http_timeout_seconds,
                         verify=self._tls or True,
                     )
+                except UnvalidatedRefreshError as exc:
+                    # the old refresh token is spent: keep the new set (stored, so a
+                    # restart or another process finds it), its access token untrusted —
+                    # every request validates the held token before it answers
+                    await self._storage_call("save", self.storage.save, exc.unvalidated)
+                    self._token = exc.unvalidated
+                    raise
                 except RefreshError as exc:
                     if exc.error == "invalid_grant":
                         # spent or revoked: only a new login helps. Delete only what we
