@@ -281,12 +281,13 @@ class Site:
             # the provider names no poll interval, so the client would wait the RFC's 5 s
             await asyncio.sleep(seconds / 50)
 
+        storage = EncryptedFileStorage(
+            self.config_dir / "tokens", key_file=self.config_dir / "token-storage.key"
+        )
         provider = OIDCIdentityProvider(
             OIDCConfig(**self.options),
-            EncryptedFileStorage(
-                self.config_dir / "tokens", key_file=self.config_dir / "token-storage.key"
-            ),
-            lock_path=refresh_lock_path(self.config_dir, self.issuer),
+            storage,
+            lock_path=refresh_lock_path(storage, self.issuer),
             sleep=fast_sleep,
         )
         approving: list[asyncio.Task[None]] = []

@@ -112,6 +112,13 @@ class TokenStorage(Protocol):
     Writes must be atomic: after a crash the store holds either the old or the new token,
     never half of one. Raise :class:`~mcp_acp.errors.AuthenticationError` when the store
     exists but cannot be trusted (wrong permissions, corrupt, wrong key).
+
+    Optional, found by name, a plain ``def``: ``lock_path(issuer)`` returning the
+    :class:`~pathlib.Path` of the lock file that every process using this store's token
+    for ``issuer`` takes around read → refresh → write — the same file for every process
+    that shares the token, whatever its config directory (the built-in encrypted file: a
+    file beside the token file; the keychain: one in the user's state directory per
+    item; see :mod:`mcp_acp.tokens.locks`). Without it, a per-user lock per issuer is used.
     """
 
     description: str

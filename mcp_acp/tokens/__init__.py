@@ -12,6 +12,7 @@ from mcp_acp.tokens.encrypted_file import (
     EncryptedFileConfig,
     EncryptedFileStorage,
 )
+from mcp_acp.tokens.locks import user_lock_path
 
 __all__ = [
     "MIN_ITERATIONS",
@@ -20,4 +21,5 @@ __all__ = [
     "TokenRecordError",
     "dump_token",
     "parse_token",
+    "user_lock_path",
 ]

@@ -154,6 +154,11 @@ class EncryptedFileStorage:
         digest = hashlib.sha256(issuer.encode("utf-8")).hexdigest()[:32]
         return self.directory / f"{digest}.token"
 
+    def lock_path(self, issuer: str) -> Path:
+        """The lock of ``issuer``'s token file, beside it: every process that uses this
+        file (whatever its config) serialises its refreshes on it."""
+        return self.path_for(issuer).with_suffix(".lock")
+
     # -- TokenStorage -------------------------------------------------------------------
 
     def load(self, issuer: str) -> StoredToken | None:

@@ -459,6 +459,74 @@ async def test_auth_events_record_each_change_once(
     assert (events[-1].event, events[-1].reason) == ("token_refresh_failed", "invalid_grant")
 
 
+async def test_a_refresh_while_the_keys_are_unavailable_keeps_the_rotated_grant(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    # The refresh succeeds at the provider (the old refresh token is spent) while its
+    # /jwks is down, so the new access token cannot be validated. The new tokens are kept,
+    # untrusted: that request is denied, and once the keys are back the next request is
+    # served on them — no new login — and a later refresh still works.
+    import local_idp
+
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "key")
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        # keys never cached: each validation fetches them, so an outage is felt at once;
+        # a refresh may follow a failed one at once
+        options(
+            oidc_provider,
+            jwks_cache_seconds=0,
+            jwks_refetch_cooldown_seconds=0,
+            refresh_retry_seconds=0,
+        ),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    login = storage.load(oidc_provider)
+    assert login is not None
+    assert (await provider.current_subject()).subject_id == "alice"
+
+    offset = 260.0  # due for refresh
+    with (
+        local_idp.jwks_down(oidc_provider),
+        pytest.raises(AuthenticationError, match="jwks_unavailable"),
+    ):
+        await provider.current_subject()  # fail closed: no keys, no identity
+    kept = storage.load(oidc_provider)
+    assert kept is not None
+    assert kept.refresh_token != login.refresh_token  # the rotated one, not lost
+    assert kept.access_token != login.access_token
+    assert (events[-2].event, events[-2].reason) == ("token_refresh_failed", "jwks_unavailable")
+    assert (events[-1].event, events[-1].reason) == ("token_invalid", "jwks_unavailable")
+    validated = sum(e.event == "token_validated" for e in events)
+
+    offset = 0.0  # the keys are back: served on the kept tokens, validated first
+    assert (await provider.current_subject()).subject_id == "alice"
+    assert storage.load(oidc_provider) == kept  # no new login, no other refresh
+    assert events[-1].event == "token_validated"
+    assert sum(e.event == "token_validated" for e in events) == validated + 1
+
+    offset = 260.0  # the next refresh presents the kept refresh token: the grant lives
+    assert (await provider.current_subject()).subject_id == "alice"
+    later = storage.load(oidc_provider)
+    assert later is not None
+    assert later.refresh_token not in (kept.refresh_token, login.refresh_token)
+    assert ("token_refreshed", "rotated") in [(e.event, e.reason) for e in events[-3:]]
+    dumped = json.dumps([e.model_dump(mode="json") for e in events])
+    for token in (login, kept, later):
+        assert token.access_token not in dumped
+        assert token.refresh_token is not None
+        assert token.refresh_token not in dumped
+
+
 async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
     oidc_provider: str, storage: Any, approve: Any
 ) -> None:

@@ -123,10 +123,11 @@ class Site:
         )
 
     def provider(self, **options: Any) -> OIDCIdentityProvider:
+        storage = self.storage()
         return OIDCIdentityProvider(
             OIDCConfig(**{**self.options, **options}),
-            self.storage(),
-            lock_path=refresh_lock_path(self.config_dir, self.issuer),
+            storage,
+            lock_path=refresh_lock_path(storage, self.issuer),
             sleep=_fast_sleep,
         )
 
@@ -373,7 +374,7 @@ REFRESHER = textwrap.dedent(
     )
     storage.load(options.issuer)  # derive the key now, not in the race
     provider = OIDCIdentityProvider(
-        options, storage, lock_path=refresh_lock_path(config_dir, options.issuer)
+        options, storage, lock_path=refresh_lock_path(storage, options.issuer)
     )
     print("ready", flush=True)
     while not go.exists():
@@ -430,7 +431,7 @@ def test_two_processes_refresh_once(oidc_provider: str, approve: Any, tmp_path: 
     assert again is not None
     assert again.refresh_token != stored.refresh_token
 
-    lock = refresh_lock_path(site.config_dir, oidc_provider)
+    lock = refresh_lock_path(site.storage(), oidc_provider)
     assert stat.S_IMODE(lock.parent.stat().st_mode) == 0o700
 
 
@@ -448,7 +449,7 @@ CRASHER = textwrap.dedent(
     options = OIDCConfig(**json.loads(sys.argv[2]))
     storage = KilledOnSave(config_dir / "tokens", key_file=config_dir / "token-storage.key")
     provider = OIDCIdentityProvider(
-        options, storage, lock_path=refresh_lock_path(config_dir, options.issuer)
+        options, storage, lock_path=refresh_lock_path(storage, options.issuer)
     )
     asyncio.run(provider.current_subject())
     print("not killed", flush=True)

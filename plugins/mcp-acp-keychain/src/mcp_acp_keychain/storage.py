@@ -14,6 +14,7 @@ the choice reaches ``auth status`` and the audit log.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 import keyring
@@ -31,6 +32,7 @@ from mcp_acp.tokens import (
     TokenRecordError,
     dump_token,
     parse_token,
+    user_lock_path,
 )
 
 __all__ = [
@@ -153,6 +155,12 @@ class KeychainStorage:
 
     def account_for(self, issuer: str) -> str:
         return issuer if self.client_id is None else f"{self.client_id}@{issuer}"
+
+    def lock_path(self, issuer: str) -> Path:
+        """The lock of this keychain item, in the user's state directory: every config of
+        the user that names the same service and account shares the item, and so the lock
+        (a file beside a config would not be shared)."""
+        return user_lock_path("keychain", self.service, self.account_for(issuer))
 
     def load(self, issuer: str) -> StoredToken | None:
         account = self.account_for(issuer)

@@ -58,12 +58,14 @@ __all__ = [
 
 def build_identity_provider(options: OIDCConfig, context: PluginContext) -> OIDCIdentityProvider:
     """Factory registered as identity provider ``oidc``: tokens in the configured
-    ``token_storage``, refreshes serialised by a lock file beside the config, auth events
-    into the session's trail."""
+    ``token_storage``, refreshes serialised by the lock of the stored token (shared by
+    every process that uses that token, whatever its config), auth events into the
+    session's trail."""
+    storage = context.token_storage()
     return OIDCIdentityProvider(
         options,
-        context.token_storage(),
-        lock_path=refresh_lock_path(context.config_dir, options.issuer),
+        storage,
+        lock_path=refresh_lock_path(storage, options.issuer),
         record_auth=context.record_auth,
     )
 

@@ -8,6 +8,7 @@ the claims or headers involved.
 from __future__ import annotations
 
 from mcp_acp.errors import AuthenticationError
+from mcp_acp.models import StoredToken
 
 __all__ = [
     "DeviceFlowError",
@@ -17,6 +18,7 @@ __all__ = [
     "RefreshError",
     "TokenRejectedError",
     "TokenStorageError",
+    "UnvalidatedRefreshError",
 ]
 
 
@@ -41,6 +43,17 @@ class JWKSUnavailableError(TokenRejectedError):
             message,
             fix="check that the identity provider's jwks_uri is reachable",
         )
+
+
+class UnvalidatedRefreshError(JWKSUnavailableError):
+    """A refresh succeeded, but the issuer's keys are unavailable, so the new access token
+    cannot be validated yet. The old refresh token is spent (rotation): ``unvalidated``
+    holds the new token set, to be stored — its access token never used before it
+    validates — rather than lose the grant."""
+
+    def __init__(self, message: str, unvalidated: StoredToken) -> None:
+        super().__init__(message)
+        self.unvalidated = unvalidated
 
 
 class DiscoveryError(AuthenticationError):

@@ -5,7 +5,10 @@ configured :class:`~mcp_acp.protocols.TokenStorage`.
 Per request, :meth:`OIDCIdentityProvider.current_subject` validates the held access token
 (signature, issuer, audience, lifetime — cheap once the JWKS is cached). Shortly before it
 expires (``refresh_margin_seconds``) it is refreshed once, behind a lock, so concurrent
-requests cause one refresh; the rotated refresh token is validated and stored before use.
+requests cause one refresh; the rotated refresh token is validated and stored before use
+(if the new access token cannot be validated only because the issuer's keys are
+unavailable, the new tokens are stored untrusted — the spent old refresh token is of no
+use — and validated before any use).
 Each request it makes to the IdP (discovery, refresh, revocation) is bounded as a whole
 by ``http_timeout_seconds``. While a
 refresh is in flight, a request whose held token has not expired is validated with that
@@ -15,8 +18,10 @@ tight loop against a provider that is down, nor one that issues tokens shorter-l
 the margin); once the access token has expired, requests are denied until a
 refresh or a new login succeeds.
 
-Two proxies (or a proxy and ``auth status``) may share one stored token. A refresh takes
-an inter-process file lock and re-reads the store under it, so when both find the token
+Two proxies (or a proxy and ``auth status``) may share one stored token, even with their
+configs in different directories (a keychain item is named by issuer). A refresh takes an
+inter-process file lock that belongs to the stored token (:func:`refresh_lock_path`: the
+one the token storage names) and re-reads the store under it, so when both find the token
 due, one spends the refresh token and the other uses what it stored (refresh-token
 rotation would otherwise revoke the grant the second time the old token is presented).
 
@@ -49,11 +54,13 @@ import attrs
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mcp_acp._fs import ensure_private_dir, unsafe_permissions
 from mcp_acp.audit.events import AuthEvent, AuthEventName
-from mcp_acp.errors import AuthenticationError
+from mcp_acp.errors import AuthenticationError, PluginError
 from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import AuthRecorder
+from mcp_acp.tokens.locks import user_lock_path
 from mcp_acp_oidc._http import overall_deadline
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
@@ -63,6 +70,7 @@ from mcp_acp_oidc.errors import (
     RefreshError,
     TokenRejectedError,
     TokenStorageError,
+    UnvalidatedRefreshError,
 )
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.login import device_login
@@ -411,16 +419,38 @@ class OIDCIdentityProvider:
                     if not self._due(latest):
                         return latest
                     token = latest
-                new = await refresh_and_validate(
-                    token,
-                    validator,
-                    token_endpoint=metadata.token_endpoint,
-                    client_id=self.options.client_id,
-                    resource=self.options.audience,
-                    audience=self.options.audience_parameter,
-                    timeout=self.options.http_timeout_seconds,
-                    verify=self._tls or True,
-                )
+                try:
+                    new = await refresh_and_validate(
+                        token,
+                        validator,
+                        token_endpoint=metadata.token_endpoint,
+                        client_id=self.options.client_id,
+                        resource=self.options.audience,
+                        audience=self.options.audience_parameter,
+                        timeout=self.options.http_timeout_seconds,
+                        verify=self._tls or True,
+                    )
+                except UnvalidatedRefreshError as exc:
+                    # the old refresh token is spent: keep the new set (stored, so a
+                    # restart or another process finds it), its access token untrusted —
+                    # every request validates the held token before it answers
+                    await self._storage_call("save", self.storage.save, exc.unvalidated)
+                    self._token = exc.unvalidated
+                    raise
+                except RefreshError as exc:
+                    if exc.error == "invalid_grant":
+                        # spent or revoked: only a new login helps. Delete only what we
+                        # used, not a login another process stored meanwhile — checked
+                        # and deleted under the lock, so no store can come in between.
+                        self._token = None
+                        current = await self._storage_call(
+                            "read", self.storage.load, self.options.issuer
+                        )
+                        if current is not None and current.refresh_token == token.refresh_token:
+                            await self._storage_call(
+                                "delete", self.storage.delete, self.options.issuer
+                            )
+                    raise
                 # before first use. If saving fails (a full disk), the request is denied
                 # and the new tokens are not used: nothing runs on tokens a restart or a
                 # second proxy would not find.
@@ -429,13 +459,6 @@ class OIDCIdentityProvider:
             code = exc.error if isinstance(exc, RefreshError) else exc.reason
             log.warning("oidc: token refresh failed: %s", exc)
             await self._report("token_refresh_failed", token, reason=code, message=exc.message)
-            if code == "invalid_grant":
-                # spent or revoked: only a new login helps. Delete only what we used, not
-                # a login another process stored meanwhile.
-                self._token = None
-                current = await self._storage_call("read", self.storage.load, self.options.issuer)
-                if current is not None and current.refresh_token == token.refresh_token:
-                    await self._storage_call("delete", self.storage.delete, self.options.issuer)
             return None
         self._token = new
         await self._report(
@@ -459,7 +482,15 @@ class OIDCIdentityProvider:
 
         lock = AsyncFileLock(self.lock_path, timeout=timeout, mode=0o600)
         try:
-            self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_private_dir(self.lock_path.parent)
+            # a directory others can write to would let them hold (or replace) the lock
+            unsafe = unsafe_permissions(self.lock_path.parent)
+            if unsafe is not None:
+                raise RefreshError(
+                    "lock_failed",
+                    f"cannot use the refresh lock {self.lock_path}: {unsafe}",
+                    fix=f"chmod 700 {self.lock_path.parent} (and make it yours)",
+                )
             await lock.acquire()
         except Timeout as exc:
             raise RefreshError(
@@ -611,7 +642,19 @@ def _fingerprint(token: StoredToken | None) -> str:
     return hashlib.sha256(token.access_token.encode()).hexdigest()
 
 
-def refresh_lock_path(config_dir: Path, issuer: str) -> Path:
-    """Where processes sharing ``config_dir`` serialise refreshes for ``issuer``."""
-    digest = hashlib.sha256(issuer.encode()).hexdigest()[:16]
-    return config_dir / "locks" / f"oidc-refresh-{digest}.lock"
+def refresh_lock_path(storage: TokenStorage, issuer: str) -> Path:
+    """Where every process that shares ``storage``'s token for ``issuer`` serialises its
+    refreshes: the lock the storage names (``lock_path(issuer)``: beside the encrypted
+    token file, or per keychain item), else one per user and issuer. Never a file beside
+    the config: two configs in two directories may share one stored token."""
+    named = getattr(storage, "lock_path", None)
+    if named is None:
+        return user_lock_path("oidc-refresh", issuer)
+    path = named(issuer)
+    if not isinstance(path, Path):
+        raise PluginError(
+            f"token storage {storage.description}: lock_path() returned "
+            f"{type(path).__name__}, not a Path",
+            fix="fix the token storage plugin (or use one mcp-acp ships)",
+        )
+    return path

@@ -3,19 +3,29 @@
 Providers that rotate (OAuth 2.1 requires it for public clients) answer with a new
 refresh token and revoke the old one; :func:`rotated_token` then keeps the new one, and
 keeps the old one only when the response carries none (RFC 6749 §6). The new access token
-is validated before the caller stores anything, exactly as after a login.
+is validated before the caller stores anything, exactly as after a login — except when the
+issuer's keys are unavailable for the moment: the old refresh token is spent already, so
+the new set is handed back unvalidated (:class:`UnvalidatedRefreshError`) to be kept,
+its access token validated before any use, instead of losing the grant.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
+from datetime import UTC, datetime
 
 import httpx
 
 from mcp_acp.models import StoredToken
 from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
-from mcp_acp_oidc.errors import DeviceFlowError, RefreshError
+from mcp_acp_oidc.errors import (
+    DeviceFlowError,
+    JWKSUnavailableError,
+    RefreshError,
+    UnvalidatedRefreshError,
+)
 from mcp_acp_oidc.login import stored_token
 from mcp_acp_oidc.validator import TokenValidator
 
@@ -109,15 +119,44 @@ async def refresh_and_validate(
         timeout=timeout,
         verify=verify,
     )
-    subject = await validator.validate(tokens.access_token)
-    new = stored_token(current.issuer, tokens, subject)
-    if new.refresh_token is None:  # not rotated: the old one stays valid
-        new = StoredToken(
-            issuer=new.issuer,
-            access_token=new.access_token,
-            expires_at=new.expires_at,
-            refresh_token=current.refresh_token,
-            id_token=new.id_token or current.id_token,
-            scope=new.scope or current.scope,
+    try:
+        subject = await validator.validate(tokens.access_token)
+    except JWKSUnavailableError as exc:
+        # The keys are away for now; the token is neither good nor bad yet. The old
+        # refresh token is spent, so the new set is handed back to be kept (its access
+        # token validated before any use), not thrown away with the grant. Its expiry is
+        # the response's expires_in: its exp is not read before it validates.
+        lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
+        expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
+        unvalidated = _keep_refresh_token(
+            current,
+            StoredToken(
+                issuer=current.issuer,
+                access_token=tokens.access_token,
+                expires_at=expires_at,
+                refresh_token=tokens.refresh_token,
+                id_token=tokens.id_token,
+                scope=tokens.scope,
+            ),
         )
-    return new
+        raise UnvalidatedRefreshError(
+            "refreshed, but the issuer's keys are unavailable, so the new access token "
+            "cannot be validated yet; the new tokens are kept and validated before use",
+            unvalidated,
+        ) from exc
+    return _keep_refresh_token(current, stored_token(current.issuer, tokens, subject))
+
+
+def _keep_refresh_token(current: StoredToken, new: StoredToken) -> StoredToken:
+    """``new``, with ``current``'s refresh token (and ID token, scope) where the response
+    carried none: a provider that does not rotate leaves the old one valid."""
+    if new.refresh_token is not None:
+        return new
+    return StoredToken(
+        issuer=new.issuer,
+        access_token=new.access_token,
+        expires_at=new.expires_at,
+        refresh_token=current.refresh_token,
+        id_token=new.id_token or current.id_token,
+        scope=new.scope or current.scope,
+    )

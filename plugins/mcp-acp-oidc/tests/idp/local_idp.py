@@ -106,6 +106,17 @@ def _form(page: httpx.Response) -> tuple[str, dict[str, str]]:
     return str(page.url.join(action)), {k: html.unescape(v) for k, v in inputs}
 
 
+@contextmanager
+def jwks_down(issuer: str) -> Iterator[None]:
+    """The IdP's ``/jwks`` answers 503 inside the block (everything else works): its keys
+    unavailable for a while, as in a partial outage."""
+    httpx.post(f"{issuer}/test/jwks", params={"down": "1"}).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(f"{issuer}/test/jwks", params={"down": "0"}).raise_for_status()
+
+
 def approve_device(
     authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False
 ) -> None:

@@ -53,5 +53,22 @@ const provider = new Provider(ISSUER, {
   ttl: { DeviceCode: 600, RefreshToken: 86400, IdToken: 300, Grant: 86400, Session: 3600, Interaction: 600 },
 });
 
+// A switch for tests, reached only on 127.0.0.1: POST /test/jwks?down=1 makes /jwks answer
+// 503 (the keys unavailable for a while, everything else up); down=0 brings it back.
+let jwksDown = false;
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/jwks' && ctx.method === 'POST') {
+    jwksDown = ctx.query.down === '1';
+    ctx.status = 204;
+    return;
+  }
+  if (jwksDown && ctx.path === '/jwks') {
+    ctx.status = 503;
+    ctx.body = 'keys unavailable (test switch)';
+    return;
+  }
+  await next();
+});
+
 const server = provider.listen(PORT, '127.0.0.1');
 server.on('listening', () => { console.log(`ready ${ISSUER}`); });
