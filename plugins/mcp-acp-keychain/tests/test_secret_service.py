@@ -9,22 +9,11 @@ the test is skipped only when those programs are missing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from secret_service import needs_secret_service, run_child
 
-MISSING = [p for p in ("dbus-run-session", "gnome-keyring-daemon") if shutil.which(p) is None]
-if MISSING and os.environ.get("REQUIRE_SECRET_SERVICE") == "1":
-    raise RuntimeError(f"REQUIRE_SECRET_SERVICE=1 but {', '.join(MISSING)} not installed")
-pytestmark = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"needs {' and '.join(MISSING)} (apt-get install -y gnome-keyring dbus-x11; "
-    "CI installs them)",
-)
+pytestmark = needs_secret_service
 
 CHILD = r"""
 import json, sys
@@ -66,27 +55,7 @@ print(json.dumps({
 
 
 def test_store_read_delete_in_gnome_keyring(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DBUS_", "XDG_", "PYTHON", "MCP_ACP_", "GNOME_KEYRING"))
-    }
-    env["HOME"] = str(home)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    shell = (
-        "echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null && "
-        f'exec "{sys.executable}" "{script}" "{home}"'
-    )
-    result = subprocess.run(
-        ["dbus-run-session", "--", "sh", "-c", shell],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_child(tmp_path, CHILD)
     assert result.returncode == 0, result.stdout + result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["description"] == (
@@ -97,6 +66,6 @@ def test_store_read_delete_in_gnome_keyring(tmp_path: Path) -> None:
     assert outcome["item_is_json_record"] is True
     assert outcome["after_delete"] is True
     # the plaintext backend installed beside it (keyrings.alt) was never written to
-    assert not (home / ".local" / "share" / "python_keyring").exists()
+    assert not (tmp_path / "home" / ".local" / "share" / "python_keyring").exists()
     # no token value leaked to the output
     assert "canary" not in result.stdout + result.stderr

@@ -13,22 +13,12 @@ refresh at once.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from secret_service import needs_secret_service, run_child
 
-MISSING = [p for p in ("dbus-run-session", "gnome-keyring-daemon") if shutil.which(p) is None]
-if MISSING and os.environ.get("REQUIRE_SECRET_SERVICE") == "1":
-    raise RuntimeError(f"REQUIRE_SECRET_SERVICE=1 but {', '.join(MISSING)} not installed")
-pytestmark = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"needs {' and '.join(MISSING)} (apt-get install -y gnome-keyring dbus-x11; "
-    "CI installs them)",
-)
+pytestmark = needs_secret_service
 
 IDP_DIR = Path(__file__).resolve().parent / "idp"
 
@@ -110,28 +100,7 @@ asyncio.run(main())
 def test_two_configs_sharing_a_token_refresh_it_once(
     oidc_provider: str, tmp_path: Path, storage_kind: str
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DBUS_", "XDG_", "MCP_ACP_", "GNOME_KEYRING", "PYTHON_KEYRING"))
-    }
-    env["HOME"] = str(home)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    shell = (
-        "echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null && "
-        f'exec "{sys.executable}" "{script}" "{IDP_DIR}" "{oidc_provider}" '
-        f'"{storage_kind}" "{home}"'
-    )
-    result = subprocess.run(
-        ["dbus-run-session", "--", "sh", "-c", shell],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = run_child(tmp_path, CHILD, str(IDP_DIR), oidc_provider, storage_kind, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["both"] == ["alice", "alice"]
