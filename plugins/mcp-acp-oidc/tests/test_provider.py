@@ -527,6 +527,67 @@ async def test_a_refresh_while_the_keys_are_unavailable_keeps_the_rotated_grant(
         assert token.refresh_token not in dumped
 
 
+async def test_a_refresh_signed_with_a_key_not_yet_fetched_keeps_the_rotated_grant(
+    oidc_provider: str, approve: Any, tmp_path: Path
+) -> None:
+    # The IdP rotates its signing key; a refresh comes back signed with the new key while
+    # the refetch cooldown forbids fetching the key set again, so the new access token has
+    # no key here (no_key). The old refresh token is spent: the new tokens are kept,
+    # untrusted, as during a JWKS outage — not thrown away with the grant. The request
+    # that refreshed is served on the old access token, still valid; the next one finds
+    # only the kept token, which cannot be validated yet: denied. Once the cooldown has
+    # passed the keys are fetched again and the kept token is served.
+    import local_idp
+
+    cooldown = 3.0
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "key")
+    offset = 0.0
+    provider = OIDCIdentityProvider(
+        options(oidc_provider, jwks_refetch_cooldown_seconds=cooldown, refresh_retry_seconds=0),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + offset,
+        sleep=fast_sleep,
+    )
+    await _login(provider, approve)
+    assert (await provider.current_subject()).subject_id == "alice"
+    fetched = time.monotonic()  # the key set was fetched (at the latest) by now
+    login = storage.load(oidc_provider)
+    assert login is not None
+
+    with local_idp.keys_rotated(oidc_provider):
+        offset = 260.0  # due for refresh; the old access token lives 40 s more
+        assert (await provider.current_subject()).subject_id == "alice"
+        assert (events[-1].event, events[-1].reason) == ("token_refresh_failed", "no_key")
+        kept = storage.load(oidc_provider)
+        assert kept is not None
+        assert kept.refresh_token != login.refresh_token  # the rotated one, not lost
+        assert kept.access_token != login.access_token
+        offset = 0.0  # (the kept token is not due for refresh)
+        with pytest.raises(AuthenticationError, match="no_key"):
+            await provider.current_subject()  # the kept token is not trusted unvalidated
+        assert (events[-1].event, events[-1].reason) == ("token_invalid", "no_key")
+        assert time.monotonic() - fetched < cooldown, "too slow: the keys were fetched again"
+
+        await asyncio.sleep(cooldown - (time.monotonic() - fetched) + 0.1)
+        # the keys may be fetched again: the kept token is served
+        assert (await provider.current_subject()).subject_id == "alice"
+        assert storage.load(oidc_provider) == kept  # no new login, no other refresh
+        assert events[-1].event == "token_validated"
+
+        offset = 260.0  # the next refresh presents the kept refresh token: the grant lives
+        assert (await provider.current_subject()).subject_id == "alice"
+        later = storage.load(oidc_provider)
+        assert later is not None
+        assert later.refresh_token not in (kept.refresh_token, login.refresh_token)
+        assert ("token_refreshed", "rotated") in [(e.event, e.reason) for e in events[-3:]]
+
+
 async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
     oidc_provider: str, storage: Any, approve: Any
 ) -> None:

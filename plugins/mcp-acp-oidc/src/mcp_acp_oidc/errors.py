@@ -26,12 +26,13 @@ class TokenRejectedError(AuthenticationError):
     """Raised by :class:`~mcp_acp_oidc.validator.TokenValidator` for a token it refuses.
 
     ``reason`` is a short stable code (``"alg_not_allowed"``, ``"bad_signature"``,
-    ``"expired"``, …) for audit records and tests.
+    ``"expired"``, …) for audit records and tests; ``detail`` says what was wrong.
     """
 
-    def __init__(self, reason: str, message: str, *, fix: str | None = None) -> None:
-        super().__init__(f"access token rejected ({reason}): {message}", fix=fix)
+    def __init__(self, reason: str, detail: str, *, fix: str | None = None) -> None:
+        super().__init__(f"access token rejected ({reason}): {detail}", fix=fix)
         self.reason = reason
+        self.detail = detail
 
 
 class JWKSUnavailableError(TokenRejectedError):
@@ -45,14 +46,21 @@ class JWKSUnavailableError(TokenRejectedError):
         )
 
 
-class UnvalidatedRefreshError(JWKSUnavailableError):
-    """A refresh succeeded, but the issuer's keys are unavailable, so the new access token
-    cannot be validated yet. The old refresh token is spent (rotation): ``unvalidated``
-    holds the new token set, to be stored — its access token never used before it
-    validates — rather than lose the grant."""
+class UnvalidatedRefreshError(TokenRejectedError):
+    """A refresh succeeded, but the new access token cannot be validated yet: the issuer's
+    keys are unavailable (``jwks_unavailable``), or the key it was signed with is not in
+    the key set fetched, which may not be fetched again so soon (``no_key``, just after a
+    key rotation). The old refresh token is spent (rotation): ``unvalidated`` holds the
+    new token set, to be stored — its access token never used before it validates —
+    rather than lose the grant."""
 
-    def __init__(self, message: str, unvalidated: StoredToken) -> None:
-        super().__init__(message)
+    def __init__(self, cause: TokenRejectedError, unvalidated: StoredToken) -> None:
+        super().__init__(
+            cause.reason,
+            f"refreshed, but the new access token cannot be validated yet ({cause.detail}); "
+            "the new tokens are kept and validated before use",
+            fix=cause.fix,
+        )
         self.unvalidated = unvalidated
 
 

@@ -4,9 +4,10 @@ Providers that rotate (OAuth 2.1 requires it for public clients) answer with a n
 refresh token and revoke the old one; :func:`rotated_token` then keeps the new one, and
 keeps the old one only when the response carries none (RFC 6749 §6). The new access token
 is validated before the caller stores anything, exactly as after a login — except when the
-issuer's keys are unavailable for the moment: the old refresh token is spent already, so
-the new set is handed back unvalidated (:class:`UnvalidatedRefreshError`) to be kept,
-its access token validated before any use, instead of losing the grant.
+issuer's keys are unavailable for the moment, or the new token is signed with a key not
+yet fetched (a key rotation within the refetch cooldown): the old refresh token is spent
+already, so the new set is handed back unvalidated (:class:`UnvalidatedRefreshError`) to
+be kept, its access token validated before any use, instead of losing the grant.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcp_acp_oidc.errors import (
     DeviceFlowError,
     JWKSUnavailableError,
     RefreshError,
+    TokenRejectedError,
     UnvalidatedRefreshError,
 )
 from mcp_acp_oidc.login import stored_token
@@ -121,11 +123,14 @@ async def refresh_and_validate(
     )
     try:
         subject = await validator.validate(tokens.access_token)
-    except JWKSUnavailableError as exc:
-        # The keys are away for now; the token is neither good nor bad yet. The old
-        # refresh token is spent, so the new set is handed back to be kept (its access
-        # token validated before any use), not thrown away with the grant. Its expiry is
-        # the response's expires_in: its exp is not read before it validates.
+    except TokenRejectedError as exc:
+        if not isinstance(exc, JWKSUnavailableError) and exc.reason != "no_key":
+            raise
+        # The keys are away for now, or the token's key is not fetched yet; the token is
+        # neither good nor bad yet. The old refresh token is spent, so the new set is
+        # handed back to be kept (its access token validated before any use), not thrown
+        # away with the grant. Its expiry is the response's expires_in: its exp is not
+        # read before it validates.
         lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
         expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
         unvalidated = _keep_refresh_token(
@@ -139,11 +144,7 @@ async def refresh_and_validate(
                 scope=tokens.scope,
             ),
         )
-        raise UnvalidatedRefreshError(
-            "refreshed, but the issuer's keys are unavailable, so the new access token "
-            "cannot be validated yet; the new tokens are kept and validated before use",
-            unvalidated,
-        ) from exc
+        raise UnvalidatedRefreshError(exc, unvalidated) from exc
     return _keep_refresh_token(current, stored_token(current.issuer, tokens, subject))
 
 

@@ -117,6 +117,17 @@ def jwks_down(issuer: str) -> Iterator[None]:
         httpx.post(f"{issuer}/test/jwks", params={"down": "0"}).raise_for_status()
 
 
+@contextmanager
+def keys_rotated(issuer: str) -> Iterator[None]:
+    """Inside the block the IdP publishes a second signing key and signs access tokens
+    with it (a key rotation); after it, the first key alone again."""
+    httpx.post(f"{issuer}/test/keys", params={"rotate": "1"}).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(f"{issuer}/test/keys", params={"rotate": "0"}).raise_for_status()
+
+
 def approve_device(
     authorization: DeviceAuthorization, login: str = "alice", *, deny: bool = False
 ) -> None:

@@ -14,8 +14,16 @@ if (!Number.isInteger(ACCESS_TOKEN_TTL) || ACCESS_TOKEN_TTL < 1) {
   process.exit(2);
 }
 
-const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-const jwk = { ...(await exportJWK(privateKey)), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
+async function signingJwk(kid) {
+  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  return { ...(await exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
+}
+// Two keys: access tokens are signed with the first until a test rotates to the second,
+// which /jwks does not publish before that (see the switches below).
+const FIRST_KID = 'test-rs256';
+const NEXT_KID = 'test-rs256-next';
+const keys = [await signingJwk(FIRST_KID), await signingJwk(NEXT_KID)];
+let signingKid = FIRST_KID;
 
 const provider = new Provider(ISSUER, {
   clients: [{
@@ -23,7 +31,7 @@ const provider = new Provider(ISSUER, {
     grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
     response_types: [], redirect_uris: [],
   }],
-  jwks: { keys: [jwk] },
+  jwks: { keys },
   scopes: ['openid', 'offline_access', 'email', 'mcp:tools'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   findAccount: async (ctx, sub) => ({
@@ -42,7 +50,7 @@ const provider = new Provider(ISSUER, {
         if (resource !== AUDIENCE) throw new errors.InvalidTarget();
         return {
           scope: 'mcp:tools', audience: AUDIENCE, accessTokenTTL: ACCESS_TOKEN_TTL,
-          accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
+          accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256', kid: signingKid } },
         };
       },
     },
@@ -53,12 +61,19 @@ const provider = new Provider(ISSUER, {
   ttl: { DeviceCode: 600, RefreshToken: 86400, IdToken: 300, Grant: 86400, Session: 3600, Interaction: 600 },
 });
 
-// A switch for tests, reached only on 127.0.0.1: POST /test/jwks?down=1 makes /jwks answer
+// Switches for tests, reached only on 127.0.0.1. POST /test/jwks?down=1 makes /jwks answer
 // 503 (the keys unavailable for a while, everything else up); down=0 brings it back.
+// POST /test/keys?rotate=1 publishes the second key and signs access tokens with it from
+// then on (a key rotation); rotate=0 goes back to the first key alone.
 let jwksDown = false;
 provider.use(async (ctx, next) => {
   if (ctx.path === '/test/jwks' && ctx.method === 'POST') {
     jwksDown = ctx.query.down === '1';
+    ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/test/keys' && ctx.method === 'POST') {
+    signingKid = ctx.query.rotate === '1' ? NEXT_KID : FIRST_KID;
     ctx.status = 204;
     return;
   }
@@ -68,6 +83,9 @@ provider.use(async (ctx, next) => {
     return;
   }
   await next();
+  if (ctx.path === '/jwks' && signingKid === FIRST_KID && Array.isArray(ctx.body?.keys)) {
+    ctx.body = { keys: ctx.body.keys.filter((key) => key.kid !== NEXT_KID) };
+  }
 });
 
 const server = provider.listen(PORT, '127.0.0.1');
