@@ -274,14 +274,26 @@ def _ambiguity(body: Any) -> str | None:
 
 
 class _NotJson(ValueError):
-    """``NaN``, ``Infinity`` or ``-Infinity``: Python reads them, JSON has no such value."""
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python reads them, JSON has no such value;
+    or a number beyond a double's range (``1e400``), which Python reads as infinity — so
+    the record would show ``null`` and its digest ``Infinity`` for what the peer sent."""
 
 
 def _not_json(name: str) -> Any:
     raise _NotJson(f"not valid JSON: {name} is not a JSON value")
 
 
-_decode = json.JSONDecoder(object_pairs_hook=_unambiguous, parse_constant=_not_json).decode
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0:  # infinite (NaN cannot come from a JSON number)
+        shown = text if len(text) <= 32 else f"{text[:32]}…"
+        raise _NotJson(f"not valid JSON here: the number {shown} is beyond a double's range")
+    return value
+
+
+_decode = json.JSONDecoder(
+    object_pairs_hook=_unambiguous, parse_constant=_not_json, parse_float=_finite
+).decode
 
 
 def _too_deep(line: bytes) -> bool:

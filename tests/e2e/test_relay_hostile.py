@@ -851,7 +851,8 @@ def test_a_cancellation_naming_no_request_is_relayed_and_the_session_goes_on(
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        (b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}', "the id must be a string or an integer"),
+        (b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}', "1e400 is beyond a double's range"),
+        (b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":-1e400}}', "beyond a double"),
         (b'{"jsonrpc":"2.0","id":NaN,"method":"ping"}', "NaN is not a JSON value"),
         (b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":-Infinity}}', "-Infinity"),
     ],

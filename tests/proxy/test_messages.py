@@ -204,6 +204,25 @@ def test_nan_and_infinity_are_not_json(constant: str) -> None:
     assert f"{constant} is not a JSON value" in (message.problem or "")
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e309", "-" + "9" * 400 + ".0"])
+def test_a_number_beyond_a_doubles_range_is_refused(number: str) -> None:
+    # Python reads it as infinity: forwarded as sent, it would be recorded as null (and
+    # digested as Infinity) — the audit record would not say what the backend got
+    line = f'{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"n":{number}}}}}'
+    message = parse(line.encode())
+    assert message.kind == "invalid"
+    assert "beyond a double's range" in (message.problem or "")
+    assert message.body.get("id") == 3  # read leniently, to answer the request
+
+
+@pytest.mark.parametrize("number", ["1e308", "-1.7976931348623157e308", "1e-400", "0.5"])
+def test_a_large_or_tiny_finite_number_is_kept(number: str) -> None:
+    line = f'{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"n":{number}}}}}'
+    message = parse(line.encode())
+    assert message.kind == "request"
+    assert message.body["params"]["n"] == float(number)
+
+
 def test_an_error_answers_null_for_an_id_that_is_not_one_and_never_writes_nan() -> None:
     for odd in (float("inf"), float("nan"), [1], {"a": 1}, True, 1.5):
         assert error_response(odd, -32600, "x")["id"] is None
