@@ -15,7 +15,7 @@ to send its line, or to take the answer, is disconnected. Operations are functio
 registered by name — plain, or coroutines for an answer that must wait for something (the
 ``cli`` approver's ``approve`` waits for the proxy to say what became of the request): the
 proxy registers ``status``; a component that wants commands of its own (the ``cli``
-approver's ``list``, ``approve``, ``deny``) offers them with a ``control_ops()`` method.
+approver's ``list``, ``show``, ``approve``, ``deny``) offers them with a ``control_ops()`` method.
 
 A proxy whose session has ended cannot answer any more — after a fail-closed shutdown its
 event loop does not even run again — so on the way out it leaves a note beside its socket,

@@ -1,5 +1,6 @@
-"""``mcp-acp status`` and ``mcp-acp approvals list | approve ID [--remember] | deny ID``:
-commands that talk to running proxies over their control sockets (:mod:`mcp_acp.control`).
+"""``mcp-acp status`` and ``mcp-acp approvals list | show ID | approve ID [--remember] |
+deny ID``: commands that talk to running proxies over their control sockets
+(:mod:`mcp_acp.control`).
 
 What a socket answers is not trusted: a tool name in an approval's summary is chosen by
 the client (a model), so every value is escaped before it reaches the terminal (an ANSI
@@ -160,6 +161,49 @@ def approval_line(item: Mapping[str, Any]) -> str:
     cache = "" if item.get("cacheable") is True else f"  ({_text(never)})"
     expires = _number(item.get("expires_in"), ".0f")
     return f"{_text(item.get('id'))}  expires in {expires}s  {_text(item.get('summary'))}{cache}"
+
+
+@approvals_group.command("show")
+@click.argument("approval_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_dir_option
+def show_command(approval_id: str, as_json: bool, socket_dir: Path | None) -> None:
+    """Show one pending approval with its arguments whole (list leaves out large ones)."""
+    directory = _socket_dir(socket_dir) or runtime_dir()
+    answers, silent = _each(directory, {"op": "show", "id": approval_id})
+    for path, answer in answers:
+        item = answer.get("pending")
+        if isinstance(item, dict):
+            click.echo(json.dumps(item, indent=2) if as_json else _approval_text(item))
+            return
+        if isinstance(answer.get("ended"), dict):  # this proxy held it; it has ended
+            _ended(approval_id, _pid(path), answer["ended"], ours=False, live=True)
+    ended = ended_approval(directory, approval_id)
+    if ended is not None:  # a proxy that has ended held it
+        _ended(approval_id, *ended, ours=False)
+    _unanswered(silent, f"approval {_text(approval_id)}")
+    raise McpAcpError(
+        f"no pending approval {approval_id!r} in any running proxy",
+        fix="run 'mcp-acp approvals list'; it may have timed out",
+    )
+
+
+def _approval_text(item: Mapping[str, Any]) -> str:
+    """One pending approval as ``approvals show`` prints it: the line ``list`` prints, then
+    each field on a line of its own and the arguments as indented JSON — every value
+    escaped as ``list`` escapes it (:func:`_text`)."""
+    lines = [approval_line(item)]
+    for key in ("rule", "subject", "method", "tool", "name", "uri"):
+        lines.append(f"  {key}: {_text(item.get(key))}")
+    paths = item.get("paths")
+    for path in paths if isinstance(paths, list) else []:
+        lines.append(f"  path: {_text(path)}")
+    arguments = json.dumps(item.get("arguments"), indent=2, ensure_ascii=False, default=str)
+    lines.append("  arguments:")
+    # split at "\n" only, which JSON strings never hold raw: splitlines() would also
+    # break at a U+2028 in a value, and show it as a line break instead of escaped
+    lines += [f"    {_text(line)}" for line in arguments.split("\n")]
+    return "\n".join(lines)
 
 
 def _answer(op: str, approval_id: str, socket_dir: Path | None, remember: bool = False) -> None:

@@ -101,6 +101,62 @@ def test_approvals_list_and_answers_escape_what_the_socket_says(
     assert approved.stdout == "a1: approved\\x1b[2K\n"
 
 
+def test_approvals_show_escapes_what_the_socket_says_and_names_a_silent_proxy(
+    run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
+) -> None:
+    """``approvals show ID`` prints the line ``list`` prints, then each field and the
+    arguments, every value escaped as ``list`` escapes it; ``--json`` prints the item. An
+    id the proxy does not hold, or a proxy that takes the command and does not answer, is
+    a one-line error, exit 1."""
+    item = {
+        "id": "a1",
+        "expires_in": 30,
+        "summary": f"tools/call {HOSTILE}",
+        "cacheable": True,
+        "rule": "ask\x1b[31m",
+        "tool": HOSTILE,
+        "paths": ["/n/\u202eevil"],
+        "arguments": {"name\x1b": [HOSTILE, "\u2028\x7f"]},
+        "arguments_omitted": None,
+    }
+    directory = fake_proxy({"show": {"pending": item}})
+    shown = run_cli("approvals", "show", "a1", "--socket-dir", str(directory))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == (
+        "a1  expires in 30s  tools/call write_note\\x1b[2K\\x1b[1G\\x1b[1A\\x1b]0;PWNED"
+        "\\x07\\u202e\n"
+        "  rule: ask\\x1b[31m\n"
+        "  subject: ?\n"
+        "  method: ?\n"
+        "  tool: write_note\\x1b[2K\\x1b[1G\\x1b[1A\\x1b]0;PWNED\\x07\\u202e\n"
+        "  name: ?\n"
+        "  uri: ?\n"
+        "  path: /n/\\u202eevil\n"
+        "  arguments:\n"
+        "    {\n"
+        '      "name\\u001b": [\n'
+        '        "write_note\\u001b[2K\\u001b[1G\\u001b[1A\\u001b]0;PWNED\\u0007\\u202e",\n'
+        '        "\\u2028\\x7f"\n'
+        "      ]\n"
+        "    }\n"
+    )
+    as_json = run_cli("approvals", "show", "a1", "--json", "--socket-dir", str(directory))
+    assert json.loads(as_json.stdout) == item
+
+    unknown = fake_proxy({"show": {"error": "no pending approval 'a2'"}})
+    missing = run_cli("approvals", "show", "a2", "--socket-dir", str(unknown))
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr.startswith("error: no pending approval 'a2' in any running proxy")
+    assert missing.stderr.count("\n") == 1
+
+    silent = fake_proxy({"show": None})  # takes the command, closes without an answer
+    unanswered = run_cli("approvals", "show", "a1", "--socket-dir", str(silent))
+    assert (unanswered.returncode, unanswered.stdout) == (1, "")
+    assert unanswered.stderr.startswith("error: no answer from proxy pid 1 (")
+    assert "its approval a1, if any, not shown" in unanswered.stderr
+    assert unanswered.stderr.count("\n") == 1
+
+
 def test_status_shows_what_a_partial_or_hostile_answer_holds(
     run_cli: Run, fake_proxy: Callable[[dict[str, Any]], Path]
 ) -> None:

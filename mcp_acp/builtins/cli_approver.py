@@ -1,10 +1,18 @@
 """Built-in ``cli`` approver: pending approvals answered from another terminal.
 
-The approver keeps its pending approvals in memory and offers three operations on the
-proxy's control socket (:mod:`mcp_acp.control`): ``list``, ``approve`` (with
-``"remember": true`` to let the proxy cache the approval) and ``deny``. They are what
-``mcp-acp approvals list | approve ID [--remember] | deny ID`` sends. The answer is tied
-to the user name from the socket's peer credentials.
+The approver keeps its pending approvals in memory and offers four operations on the
+proxy's control socket (:mod:`mcp_acp.control`): ``list``, ``show`` (one approval, its
+arguments whole), ``approve`` (with ``"remember": true`` to let the proxy cache the
+approval) and ``deny``. They are what ``mcp-acp approvals list | show ID | approve ID
+[--remember] | deny ID`` sends. The answer is tied to the user name from the socket's peer
+credentials.
+
+``list`` stays small whatever the requests carry: an approval's arguments are in it whole
+only if their JSON takes at most :data:`MAX_LISTED_ARGUMENTS`; larger ones are left out,
+with their size and SHA-256 in their stead (``arguments_omitted``), and ``show`` gives them.
+Both are worked out once, as the approval becomes pending — the proxy encodes every
+answer on its event loop, and relays nothing meanwhile: a hundred approvals of 10 MiB
+each made a ``list`` of a gigabyte.
 
 ``approve`` and ``deny`` answer once the proxy has decided the request and forwarded it or
 refused it (:meth:`CliApprover.approval_settled`), with what became of it under
@@ -29,6 +37,7 @@ from typing import Any
 import attrs
 from pydantic import BaseModel, ConfigDict
 
+from mcp_acp.audit.events import payload_digest
 from mcp_acp.control import Operation
 from mcp_acp.hookspecs import hookimpl
 from mcp_acp.models import ApprovalOutcome, ApprovalRequest, ApprovalResult
@@ -43,6 +52,10 @@ MAX_ENDED = 256
 #: How much of each remembered outcome is kept: a reason may quote the request (a path, a
 #: name) at any length, and the memory, and the note, must stay small.
 MAX_OUTCOME = 1000
+#: The most an approval's arguments may take, as canonical JSON (UTF-8, keys sorted, no
+#: whitespace), to be listed whole by ``list``; larger ones are shown only by ``show``.
+#: The socket sends them escaped (``\u00e9``): at most six times this, for each approval.
+MAX_LISTED_ARGUMENTS = 64 * 1024
 
 #: What an ended approval is remembered as: ``answer`` (what was answered, None if nobody
 #: did), ``by`` (who), ``outcome`` (what became of the request; None if not said yet).
@@ -61,6 +74,18 @@ class _Pending:
     request: ApprovalRequest
     answer: asyncio.Future[tuple[ApprovalResult, str]]
     created: float
+    #: what ``list`` says in place of arguments larger than :data:`MAX_LISTED_ARGUMENTS`:
+    #: ``{"bytes": size, "sha256": hex}`` of their canonical JSON; None if listed whole
+    omitted: dict[str, Any] | None
+
+
+def _omitted(arguments: Any) -> dict[str, Any] | None:
+    """``{"bytes": …, "sha256": …}`` of ``arguments``' canonical JSON — for a
+    ``tools/call``, the ``arguments_size`` and ``arguments_sha256`` of the request's
+    operation record — if it is larger than :data:`MAX_LISTED_ARGUMENTS`, else None:
+    listed whole."""
+    digest, size = payload_digest(arguments)
+    return {"bytes": size, "sha256": digest} if size > MAX_LISTED_ARGUMENTS else None
 
 
 @attrs.define
@@ -88,7 +113,12 @@ class CliApprover:
 
     def control_ops(self) -> dict[str, Operation]:
         """The operations this approver serves on the proxy's control socket."""
-        return {"list": self._list, "approve": self._approve, "deny": self._deny}
+        return {
+            "list": self._list,
+            "show": self._show,
+            "approve": self._approve,
+            "deny": self._deny,
+        }
 
     @property
     def pending_count(self) -> int:
@@ -98,7 +128,8 @@ class CliApprover:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[ApprovalResult, str]] = loop.create_future()
         started = time.monotonic()
-        self._pending[request.approval_id] = _Pending(request, answer, started)
+        omitted = _omitted(request.arguments)  # once: not at every list
+        self._pending[request.approval_id] = _Pending(request, answer, started, omitted)
         try:
             result, who = await asyncio.wait_for(
                 asyncio.shield(answer), timeout=request.timeout_seconds
@@ -175,28 +206,46 @@ class CliApprover:
 
     # ---------------------------------------------------------------- control operations
 
-    def _list(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
-        now = time.monotonic()
+    def _item(self, key: str, pending: _Pending, *, whole: bool = False) -> dict[str, Any]:
+        """One pending approval as ``list`` gives it — or, if ``whole``, as ``show`` does:
+        with its arguments, however large."""
+        request = pending.request
+        omitted = None if whole else pending.omitted
+        expires_in = request.timeout_seconds - (time.monotonic() - pending.created)
         return {
-            "pending": [
-                {
-                    "id": key,
-                    "summary": p.request.summary,
-                    "rule": p.request.decision.rule_id,
-                    "subject": p.request.request.subject.subject_id,
-                    "method": p.request.request.action.mcp_method,
-                    "tool": p.request.request.action.tool_name,
-                    "name": p.request.request.resource.name,
-                    "uri": p.request.request.resource.uri,
-                    "arguments": p.request.arguments,
-                    "paths": [a.path for a in p.request.request.resource.paths],
-                    "cacheable": p.request.cacheable,
-                    "not_remembered": p.request.not_remembered,
-                    "expires_in": round(p.request.timeout_seconds - (now - p.created), 1),
-                }
-                for key, p in self._pending.items()
-            ],
+            "id": key,
+            "summary": request.summary,
+            "rule": request.decision.rule_id,
+            "subject": request.request.subject.subject_id,
+            "method": request.request.action.mcp_method,
+            "tool": request.request.action.tool_name,
+            "name": request.request.resource.name,
+            "uri": request.request.resource.uri,
+            "arguments": request.arguments if omitted is None else None,
+            "arguments_omitted": omitted,
+            "paths": [a.path for a in request.request.resource.paths],
+            "cacheable": request.cacheable,
+            "not_remembered": request.not_remembered,
+            "expires_in": round(expires_in, 1),
         }
+
+    def _list(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
+        return {"pending": [self._item(key, p) for key, p in self._pending.items()]}
+
+    def _show(self, command: Mapping[str, Any], who: str) -> dict[str, Any]:
+        """``{"pending": item}``: one pending approval, its arguments whole."""
+        approval_id = str(command.get("id"))
+        pending = self._pending.get(approval_id)
+        if pending is None or pending.answer.done():
+            return self._not_pending(approval_id)
+        return {"pending": self._item(approval_id, pending, whole=True)}
+
+    def _not_pending(self, approval_id: str) -> dict[str, Any]:
+        """The error for an id that is not pending: what became of it if it has ended."""
+        ended = self._ended.get(approval_id)
+        if ended is not None:  # too late: say what became of it
+            return {"error": f"approval {approval_id!r} has ended", "ended": dict(ended)}
+        return {"error": f"no pending approval {approval_id!r}"}
 
     async def _answer(
         self, command: Mapping[str, Any], who: str, result: ApprovalResult
@@ -206,10 +255,7 @@ class CliApprover:
         approval_id = str(command.get("id"))
         pending = self._pending.get(approval_id)
         if pending is None or pending.answer.done():
-            ended = self._ended.get(approval_id)
-            if ended is not None:  # too late: say what became of it
-                return {"error": f"approval {approval_id!r} has ended", "ended": dict(ended)}
-            return {"error": f"no pending approval {command.get('id')!r}"}
+            return self._not_pending(approval_id)
         if result is ApprovalResult.ALLOW_AND_CACHE and not pending.request.cacheable:
             result = ApprovalResult.ALLOW_ONCE
         settling: asyncio.Future[str] = asyncio.get_running_loop().create_future()

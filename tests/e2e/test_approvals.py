@@ -6,6 +6,7 @@ it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -762,6 +763,64 @@ def test_the_human_sees_every_argument_the_uri_and_the_prompt_escaped(
     assert run.cli("deny", waiting["id"]).returncode == 0
     assert run.proxy.answer(get)["error"]["code"] == DENIED
     assert run.proxy.close() == 0
+
+
+def test_a_large_approval_is_listed_without_its_arguments_and_shown_whole(
+    asking: Callable[..., Asking],
+) -> None:
+    """Arguments of 2 MiB: ``approvals list --json`` leaves them out, saying their size and
+    SHA-256 (those of the request's operation record); ``approvals show ID --json`` gives
+    them whole, as the client sent them; ``approvals show ID`` prints them with nothing a
+    client put in them reaching the terminal as a control sequence or a bidi override, as
+    ``list`` escapes them. An id no proxy has is a one-line error, exit 1."""
+    run = asking(ASK_ECHO)
+    hostile = "ok\x1b[2K\x1b]0;PWNED\x07\u202eevil"
+    arguments = {"text": hostile + "x" * (2 << 20)}
+    request = run.proxy.request("tools/call", {"name": "echo", "arguments": arguments})
+    (waiting,) = run.pending()
+    body = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    omitted = {"bytes": len(body.encode()), "sha256": hashlib.sha256(body.encode()).hexdigest()}
+    assert (waiting["arguments"], waiting["arguments_omitted"]) == (None, omitted)
+    listed = run.cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout) < 4096  # not 2 MiB
+
+    shown = run.cli("show", waiting["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    item = json.loads(shown.stdout)
+    assert item["arguments"] == arguments  # whole
+    assert item["arguments_omitted"] is None
+    assert {k: v for k, v in item.items() if not k.startswith(("arguments", "expires"))} == {
+        k: v for k, v in waiting.items() if not k.startswith(("arguments", "expires"))
+    }
+
+    readable = run.cli("show", waiting["id"])
+    assert readable.returncode == 0, readable.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in readable.stdout
+    first, *rest = readable.stdout.splitlines()
+    line = run.cli("list").stdout.rstrip("\n")
+    assert re.sub(r"expires in \d+s", "", first) == re.sub(r"expires in \d+s", "", line)
+    assert "  rule: ask-echo" in rest
+    assert "  tool: echo" in rest
+    assert "  arguments:" in rest
+    escaped = '"text": "ok\\u001b[2K\\u001b]0;PWNED\\u0007\\u202eevil' + "x" * 100
+    assert any(r.startswith(f"      {escaped}") for r in rest)
+
+    unknown = run.cli("show", "0123456789abcdef")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    (error,) = unknown.stderr.splitlines()
+    assert error.startswith("error: no pending approval '0123456789abcdef' in any running proxy")
+    assert "fix: run 'mcp-acp approvals list'" in error
+
+    assert run.cli("deny", waiting["id"]).returncode == 0
+    assert run.proxy.answer(request)["error"]["code"] == DENIED
+    assert run.proxy.close() == 0
+    (operation,) = [
+        r for r in records(run.log_dir, "operations") if r.get("request_id") == str(request)
+    ]
+    assert (operation["arguments_size"], operation["arguments_sha256"]) == tuple(omitted.values())
+    assert run.echoed() == []
 
 
 def test_approvals_and_status_find_the_configs_socket_dir(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from mcp_acp.audit.chain import verify_stream
 from mcp_acp.audit.events import OperationEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.builtins.cli_approver import CliApprover
+from mcp_acp.builtins.cli_approver import MAX_LISTED_ARGUMENTS, CliApprover
 from mcp_acp.builtins.deny_approver import DenyApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
@@ -317,6 +318,80 @@ async def test_the_human_sees_what_is_asked(tmp_path: Path) -> None:
     )
     await setup.answer("deny")
     await bare
+    await setup.control.close()
+    await setup.trail.close()
+
+
+def canonical(arguments: Any) -> bytes:
+    """The arguments' canonical JSON, as the audit trail digests it."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode()
+
+
+async def test_list_leaves_out_large_arguments_and_show_gives_them_whole(
+    tmp_path: Path,
+) -> None:
+    """Twenty approvals of 2 MiB each: ``list`` answers in a few kilobytes, not 40 MiB —
+    each large item says the size and SHA-256 of the arguments it leaves out; arguments of
+    at most ``MAX_LISTED_ARGUMENTS`` are listed whole, one byte more are not. ``show``
+    gives one approval's arguments whole; an id not pending is an error."""
+    setup = Setup(tmp_path, Limits())
+    await setup.trail.start()
+    await setup.control.start()
+    sent = {
+        f"/data/big-{n}.txt": {"path": f"/data/big-{n}.txt", "content": f"{n}" + "x" * (2 << 20)}
+        for n in range(20)
+    }
+    edge = len(canonical({"path": "/data/edge.txt", "content": ""}))
+    for name, size in (
+        ("edge", MAX_LISTED_ARGUMENTS - edge),
+        ("over", 1 + MAX_LISTED_ARGUMENTS - edge),
+    ):
+        path = f"/data/{name}.txt"
+        sent[path] = {"path": path, "content": "y" * size}
+    sent["/data/small.txt"] = {"path": "/data/small.txt", "content": "small"}
+    assert len(canonical(sent["/data/edge.txt"])) == MAX_LISTED_ARGUMENTS
+    calls = [
+        asyncio.create_task(
+            setup.pep.check("tools/call", {"name": "write_file", "arguments": arguments}, n)
+        )
+        for n, arguments in enumerate(sent.values())
+    ]
+    for _ in range(500):
+        listed = await asyncio.to_thread(ask, setup.control.path, {"op": "list"}, 60)
+        if len(listed["pending"]) == len(sent):
+            break
+        await asyncio.sleep(0.02)
+    # as the socket sends it: the one approval listed at the bound, and 1 KiB or so per
+    # approval (a summary, a digest) — 40 MiB before
+    assert len(json.dumps(listed)) < MAX_LISTED_ARGUMENTS + 32 * 1024
+    items = {item["paths"][0]: item for item in listed["pending"]}
+    assert items.keys() == sent.keys()
+    for path, arguments in sent.items():
+        item = items[path]
+        if path in ("/data/edge.txt", "/data/small.txt"):
+            assert (item["arguments"], item["arguments_omitted"]) == (arguments, None)
+            continue
+        body = canonical(arguments)
+        assert item["arguments"] is None
+        assert item["arguments_omitted"] == {
+            "bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+    big = items["/data/big-7.txt"]
+    shown = await asyncio.to_thread(ask, setup.control.path, {"op": "show", "id": big["id"]})
+    assert shown["pending"]["arguments"] == sent["/data/big-7.txt"]
+    assert shown["pending"]["arguments_omitted"] is None
+    assert shown["pending"].keys() == big.keys()
+    assert (shown["pending"]["id"], shown["pending"]["summary"]) == (big["id"], big["summary"])
+    unknown = await asyncio.to_thread(ask, setup.control.path, {"op": "show", "id": "nope"})
+    assert unknown == {"error": "no pending approval 'nope'"}
+    for item in items.values():
+        command = {"op": "deny", "id": item["id"]}
+        assert (await asyncio.to_thread(ask, setup.control.path, command))["ok"]
+    assert not any(verdict.allowed for verdict in await asyncio.gather(*calls))
+    ended = await asyncio.to_thread(ask, setup.control.path, {"op": "show", "id": big["id"]})
+    assert ended["error"] == f"approval {big['id']!r} has ended"
     await setup.control.close()
     await setup.trail.close()
 
