@@ -459,6 +459,51 @@ async def test_auth_events_record_each_change_once(
     assert (events[-1].event, events[-1].reason) == ("token_refresh_failed", "invalid_grant")
 
 
+@attrs.define
+class _Recorded:
+    """A provider on an encrypted token file, its auth events recorded, its clock ``offset``
+    seconds ahead of the real one."""
+
+    provider: OIDCIdentityProvider
+    storage: EncryptedFileStorage
+    events: list[AuthEvent]
+    offset: float = 0.0
+
+
+def _recorded(issuer: str, tmp_path: Path, **extra: Any) -> _Recorded:
+    events: list[AuthEvent] = []
+
+    async def record(event: AuthEvent) -> None:
+        events.append(event)
+
+    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "key")
+    provider = OIDCIdentityProvider(
+        options(issuer, **extra),
+        storage,
+        record_auth=record,
+        clock=lambda: time.time() + recorded.offset,
+        sleep=fast_sleep,
+    )
+    recorded = _Recorded(provider, storage, events)
+    return recorded
+
+
+async def _the_grant_lives(run: _Recorded, issuer: str, *spent: StoredToken) -> None:
+    """The next refresh presents the kept refresh token and is rotated: the grant lives;
+    no token reached the auth events."""
+    run.offset = 260.0
+    assert (await run.provider.current_subject()).subject_id == "alice"
+    later = run.storage.load(issuer)
+    assert later is not None
+    assert later.refresh_token not in [token.refresh_token for token in spent]
+    assert ("token_refreshed", "rotated") in [(e.event, e.reason) for e in run.events[-3:]]
+    dumped = json.dumps([e.model_dump(mode="json") for e in run.events])
+    for token in (*spent, later):
+        assert token.access_token not in dumped
+        assert token.refresh_token is not None
+        assert token.refresh_token not in dumped
+
+
 async def test_a_refresh_while_the_keys_are_unavailable_keeps_the_rotated_grant(
     oidc_provider: str, approve: Any, tmp_path: Path
 ) -> None:
@@ -468,39 +513,28 @@ async def test_a_refresh_while_the_keys_are_unavailable_keeps_the_rotated_grant(
     # served on them — no new login — and a later refresh still works.
     import local_idp
 
-    events: list[AuthEvent] = []
-
-    async def record(event: AuthEvent) -> None:
-        events.append(event)
-
-    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "key")
-    offset = 0.0
-    provider = OIDCIdentityProvider(
-        # keys never cached: each validation fetches them, so an outage is felt at once;
-        # a refresh may follow a failed one at once
-        options(
-            oidc_provider,
-            jwks_cache_seconds=0,
-            jwks_refetch_cooldown_seconds=0,
-            refresh_retry_seconds=0,
-        ),
-        storage,
-        record_auth=record,
-        clock=lambda: time.time() + offset,
-        sleep=fast_sleep,
+    # keys never cached: each validation fetches them, so an outage is felt at once;
+    # a refresh may follow a failed one at once
+    run = _recorded(
+        oidc_provider,
+        tmp_path,
+        jwks_cache_seconds=0,
+        jwks_refetch_cooldown_seconds=0,
+        refresh_retry_seconds=0,
     )
-    await _login(provider, approve)
-    login = storage.load(oidc_provider)
+    events = run.events
+    await _login(run.provider, approve)
+    login = run.storage.load(oidc_provider)
     assert login is not None
-    assert (await provider.current_subject()).subject_id == "alice"
+    assert (await run.provider.current_subject()).subject_id == "alice"
 
-    offset = 260.0  # due for refresh
+    run.offset = 260.0  # due for refresh
     with (
         local_idp.jwks_down(oidc_provider),
         pytest.raises(AuthenticationError, match="jwks_unavailable"),
     ):
-        await provider.current_subject()  # fail closed: no keys, no identity
-    kept = storage.load(oidc_provider)
+        await run.provider.current_subject()  # fail closed: no keys, no identity
+    kept = run.storage.load(oidc_provider)
     assert kept is not None
     assert kept.refresh_token != login.refresh_token  # the rotated one, not lost
     assert kept.access_token != login.access_token
@@ -508,23 +542,12 @@ async def test_a_refresh_while_the_keys_are_unavailable_keeps_the_rotated_grant(
     assert (events[-1].event, events[-1].reason) == ("token_invalid", "jwks_unavailable")
     validated = sum(e.event == "token_validated" for e in events)
 
-    offset = 0.0  # the keys are back: served on the kept tokens, validated first
-    assert (await provider.current_subject()).subject_id == "alice"
-    assert storage.load(oidc_provider) == kept  # no new login, no other refresh
+    run.offset = 0.0  # the keys are back: served on the kept tokens, validated first
+    assert (await run.provider.current_subject()).subject_id == "alice"
+    assert run.storage.load(oidc_provider) == kept  # no new login, no other refresh
     assert events[-1].event == "token_validated"
     assert sum(e.event == "token_validated" for e in events) == validated + 1
-
-    offset = 260.0  # the next refresh presents the kept refresh token: the grant lives
-    assert (await provider.current_subject()).subject_id == "alice"
-    later = storage.load(oidc_provider)
-    assert later is not None
-    assert later.refresh_token not in (kept.refresh_token, login.refresh_token)
-    assert ("token_refreshed", "rotated") in [(e.event, e.reason) for e in events[-3:]]
-    dumped = json.dumps([e.model_dump(mode="json") for e in events])
-    for token in (login, kept, later):
-        assert token.access_token not in dumped
-        assert token.refresh_token is not None
-        assert token.refresh_token not in dumped
+    await _the_grant_lives(run, oidc_provider, login, kept)
 
 
 async def test_a_refresh_signed_with_a_key_not_yet_fetched_keeps_the_rotated_grant(
@@ -540,52 +563,36 @@ async def test_a_refresh_signed_with_a_key_not_yet_fetched_keeps_the_rotated_gra
     import local_idp
 
     cooldown = 3.0
-    events: list[AuthEvent] = []
-
-    async def record(event: AuthEvent) -> None:
-        events.append(event)
-
-    storage = EncryptedFileStorage(tmp_path / "tokens", key_file=tmp_path / "key")
-    offset = 0.0
-    provider = OIDCIdentityProvider(
-        options(oidc_provider, jwks_refetch_cooldown_seconds=cooldown, refresh_retry_seconds=0),
-        storage,
-        record_auth=record,
-        clock=lambda: time.time() + offset,
-        sleep=fast_sleep,
+    run = _recorded(
+        oidc_provider, tmp_path, jwks_refetch_cooldown_seconds=cooldown, refresh_retry_seconds=0
     )
-    await _login(provider, approve)
-    assert (await provider.current_subject()).subject_id == "alice"
+    events = run.events
+    await _login(run.provider, approve)
+    assert (await run.provider.current_subject()).subject_id == "alice"
     fetched = time.monotonic()  # the key set was fetched (at the latest) by now
-    login = storage.load(oidc_provider)
+    login = run.storage.load(oidc_provider)
     assert login is not None
 
     with local_idp.keys_rotated(oidc_provider):
-        offset = 260.0  # due for refresh; the old access token lives 40 s more
-        assert (await provider.current_subject()).subject_id == "alice"
+        run.offset = 260.0  # due for refresh; the old access token lives 40 s more
+        assert (await run.provider.current_subject()).subject_id == "alice"
         assert (events[-1].event, events[-1].reason) == ("token_refresh_failed", "no_key")
-        kept = storage.load(oidc_provider)
+        kept = run.storage.load(oidc_provider)
         assert kept is not None
         assert kept.refresh_token != login.refresh_token  # the rotated one, not lost
         assert kept.access_token != login.access_token
-        offset = 0.0  # (the kept token is not due for refresh)
+        run.offset = 0.0  # (the kept token is not due for refresh)
         with pytest.raises(AuthenticationError, match="no_key"):
-            await provider.current_subject()  # the kept token is not trusted unvalidated
+            await run.provider.current_subject()  # the kept token is not trusted unvalidated
         assert (events[-1].event, events[-1].reason) == ("token_invalid", "no_key")
         assert time.monotonic() - fetched < cooldown, "too slow: the keys were fetched again"
 
         await asyncio.sleep(cooldown - (time.monotonic() - fetched) + 0.1)
         # the keys may be fetched again: the kept token is served
-        assert (await provider.current_subject()).subject_id == "alice"
-        assert storage.load(oidc_provider) == kept  # no new login, no other refresh
+        assert (await run.provider.current_subject()).subject_id == "alice"
+        assert run.storage.load(oidc_provider) == kept  # no new login, no other refresh
         assert events[-1].event == "token_validated"
-
-        offset = 260.0  # the next refresh presents the kept refresh token: the grant lives
-        assert (await provider.current_subject()).subject_id == "alice"
-        later = storage.load(oidc_provider)
-        assert later is not None
-        assert later.refresh_token not in (kept.refresh_token, login.refresh_token)
-        assert ("token_refreshed", "rotated") in [(e.event, e.reason) for e in events[-3:]]
+        await _the_grant_lives(run, oidc_provider, login, kept)
 
 
 async def test_an_auth_event_the_trail_cannot_take_denies_the_request(
