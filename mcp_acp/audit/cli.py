@@ -178,43 +178,101 @@ def _records(
                 unreadable.append(f"{path}: cannot be read: {exc.strerror or exc}")
 
 
-def _cell(value: Any, width: int = 0) -> str:
-    """A column's text: any JSON value, padded to ``width``."""
-    text = value if isinstance(value, str) else json.dumps(value) if value is not None else ""
-    return f"{text:<{width}}"
+#: Characters Python calls printable that print as nothing: read as gaps between columns.
+_BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+#: Column widths of ``logs show|tail``: time, stream, event, request, subject, tool or
+#: method, outcome; the reason is last, cut at ``_REASON``.
+_WIDTHS = (23, 10, 24, 12, 12, 25, 9)
+_REASON = 100
+
+
+def _text(value: Any) -> str:
+    """Any JSON value as text: a string as it is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _escaped(ch: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    if ch == " " or (ch.isprintable() and ch not in _BLANKS):
+        return ch
+    return ch.encode("unicode_escape", "backslashreplace").decode()
+
+
+def _value(value: Any) -> str:
+    """A value, readable as one value: anything that would not print as itself escaped;
+    and in double quotes, JSON-style (``\\"``, ``\\\\``, ``\\u2800``), if it could be
+    mistaken for gaps between columns or for the listing's own marks — it holds a space or
+    another character that prints blank, a ``…``, begins with ``"``, is empty or ``-``. A
+    client or backend picks request ids, tool and method names, subjects and detail values:
+    ``9      alice      list_notes      allow`` as a request id forged a whole row."""
+    text = _text(value)
+    if (
+        text in ("", "-")
+        or text[0] == '"'
+        or any(c == " " or c == "…" or c in _BLANKS for c in text)
+    ):
+        return '"' + "".join(_escaped(ch) for ch in text) + '"'
+    return printable(text)
+
+
+def _word(value: Any) -> str:
+    """A value, or ``-`` if there is none."""
+    return "-" if value is None else _value(value)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` padded to ``width``, or cut to it with a ``…`` where it was cut."""
+    return f"{text[: width - 1]}…" if len(text) > width else f"{text:<{width}}"
+
+
+def _when(record: dict[str, Any]) -> str:
+    """The record's time, UTC, to the millisecond; its ``ts`` as a value if it has none."""
+    moment = _time(record)
+    if moment is None:
+        return _value(record.get("ts"))
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
 
 
 def _row(record: dict[str, Any]) -> str:
-    """Readable columns: time, stream, event, request, who, what, outcome, why."""
-    what = record.get("tool_name") or record.get("mcp_method") or ""
-    outcome = record.get("final_effect") or record.get("effect") or record.get("outcome") or ""
-    why = record.get("reason") or record.get("rule_id") or ""
-    if not why and isinstance(record.get("detail"), dict):
-        why = " ".join(f"{k}={_cell(v)}" for k, v in record["detail"].items())
-    cells = [
-        _cell(record.get("ts"))[:23],
-        _cell(record.get("stream"), 10),
-        _cell(record.get("event"), 22),
-        _cell(record.get("request_id") or "-", 10),
-        _cell(record.get("subject_id") or "-", 12),
-        _cell(what, 20),
-        _cell(outcome, 9),
-        _cell(why)[:100],
+    """Readable columns: time, stream, event, request, who, what, outcome, why. Each column
+    is cut to its width (``…``), and every value but the reason is one word or quoted
+    (``_value``), so no value can reach into another column or pass for one."""
+    what = record.get("tool_name") or record.get("mcp_method")
+    outcome = record.get("final_effect") or record.get("effect") or record.get("outcome")
+    why = record.get("reason") or record.get("rule_id")
+    detail = record.get("detail")
+    if not why and isinstance(detail, dict):
+        why_text = " ".join(f"{_value(k)}={_value(v)}" for k, v in detail.items())
+    else:
+        why_text = printable(_one_line(_text(why)))
+    values = [
+        _when(record),
+        _word(record.get("stream")),
+        _word(record.get("event")),
+        _word(record.get("request_id")),
+        _word(record.get("subject_id")),
+        _value(what) if what else "",
+        _value(outcome) if outcome else "",
     ]
-    return printable(_one_line("  ".join(cells).rstrip()))
+    cells = [_fit(text, width) for text, width in zip(values, _WIDTHS, strict=True)]
+    cells.append(_fit(why_text, _REASON) if len(why_text) > _REASON else why_text)
+    return printable("  ".join(cells).rstrip())
 
 
 def _render(record: dict[str, Any], as_json: bool) -> str:
     try:
         return json.dumps(record, sort_keys=True) if as_json else _row(record)
     except (ValueError, TypeError, RecursionError):  # nested too deeply to write back
-        return printable(f"(unreadable record: seq {_cell(record.get('seq'))})")
+        return printable(f"(unreadable record: seq {_text(record.get('seq'))})")
 
 
 def _sort_key(item: tuple[datetime, dict[str, Any]]) -> tuple[datetime, str, int]:
     moment, record = item
     seq = record.get("seq")
-    return moment, _cell(record.get("stream")), seq if type(seq) is int else 0
+    return moment, _text(record.get("stream")), seq if type(seq) is int else 0
 
 
 @click.group("logs")

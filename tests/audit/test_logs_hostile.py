@@ -84,7 +84,7 @@ def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
             f"skipped unreadable line {system}:6: no ts with a time zone",
         ]
     table = run_cli("logs", "show", "--log-dir", str(logs)).stdout
-    assert '{"x": [1]}' in table  # the object is shown as JSON, in its column
+    assert '{"x":[1]}' in table  # the object is shown as compact JSON, in its column
     assert "plugins_loaded" in table
     assert "denied by rule deny-secrets" in table
 
@@ -215,3 +215,65 @@ def test_a_follower_continues_after_a_restart_sets_a_partial_line_aside(tmp_path
     assert [r["event"] for r in records] == ["partial_line_quarantined", "stream_opened"]
     assert [r["seq"] for r in records] == [3, 4]
     assert follower.unreadable == [f"{logs / 'system.jsonl'}: an unfinished last line, set aside"]
+
+
+#: ``logs show`` columns: time, stream, event, request, subject, tool or method, outcome
+#: (two spaces between), then the reason.
+WIDTHS = (23, 10, 24, 12, 12, 25, 9)
+
+
+def columns(row: str) -> list[str]:
+    cells, start = [], 0
+    for width in WIDTHS:
+        cells.append(row[start : start + width].rstrip())
+        start += width + 2
+    return [*cells, row[start:]]
+
+
+def test_a_value_a_client_picks_cannot_forge_the_columns_of_logs_show(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """A JSON-RPC id of spaces and words (/tmp/rev-audit/repro1_spoof_columns.sh) made a
+    denied read of ~/.env look like an allowed list_notes by alice: no column was cut,
+    and a space in a value looked like a gap between columns. Now every column is cut to
+    its width (``…``), and a value with a space (or another blank) is quoted."""
+    logs = tmp_path / "logs"
+    forged = "9         alice         list_notes            allow      allowed by rule"
+    sink = JsonlAuditSink(logs)
+    sink.start_sync()
+    for request_id, subject, tool in (
+        (forged + " " * 150, "root", "read_file"),
+        ("1 root", "bob", "read file"),  # short ones: quoted, whole
+        ("notification", "a\u2800b", "notifications/initialized"),  # legit: whole
+    ):
+        sink.write_sync(
+            DecisionEvent(
+                session_id="s1",
+                request_id=request_id,
+                subject_id=subject,
+                subject_provenance="os",
+                mcp_method="tools/call",
+                tool_name=tool,
+                effect="deny",
+                rule_id="deny-env",
+                reason="denied by rule deny-env: path /home/alice/.env matches **/.env",
+                policy_id="sha256:x",
+            )
+        )
+    sink.write_sync(SystemEvent(event="tool_quarantined", detail={"tool": "x  allow", "n": 2}))
+    sink.close_sync()
+    result = run_cli("logs", "show", "--log-dir", str(logs))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    assert "list_notes" not in table
+    assert "alice " not in table
+    rows = [columns(row) for row in table.splitlines() if "decision  " in row]
+    assert [row[3:7] for row in rows] == [
+        ['"9         …', "root", "read_file", "deny"],
+        ['"1 root"', "bob", '"read file"', "deny"],
+        ["notification", '"a\\u2800b"', "notifications/initialized", "deny"],
+    ]
+    assert all(row[7].startswith("denied by rule deny-env: path /home/alice/.env") for row in rows)
+    quarantined = next(r for r in table.splitlines() if "tool_quarantined" in r)
+    assert columns(quarantined)[7] == 'tool="x  allow" n=2'
+    assert max(len(row) for row in table.splitlines()) <= sum(WIDTHS) + 2 * len(WIDTHS) + 100
