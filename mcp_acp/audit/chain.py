@@ -27,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from hashlib import sha256
@@ -57,6 +58,7 @@ __all__ = [
     "record_lines",
     "seal",
     "skip_line",
+    "stray_files",
     "verify_stream",
     "write_head",
 ]
@@ -260,18 +262,34 @@ def read_head(log_dir: Path, stream: str) -> ChainHead | None:
     return max(heads, key=lambda h: h.seq)
 
 
-def chain_files(log_dir: Path, stream: str) -> list[Path]:
-    """A stream's files, oldest first: rotated ``<stream>.<n>.jsonl``, then ``<stream>.jsonl``."""
-    rotated = []
+#: The number in a rotated file's name, ``<stream>.<n>.jsonl``: ASCII only — ``"²".isdigit()``
+#: is true but ``int("²")`` raises, and ``int("\u0661")`` (ARABIC-INDIC DIGIT ONE) is 1.
+_ROTATED = re.compile(r"[1-9][0-9]*")
+
+
+def _rotated(log_dir: Path, stream: str) -> Iterator[tuple[int | None, Path]]:
+    """Every ``<stream>.*.jsonl`` in ``log_dir`` with its number: ``None`` for a name the
+    writer never gives a rotated file (``decisions.².jsonl``, ``decisions.01.jsonl``)."""
     for path in log_dir.glob(f"{stream}.*.jsonl"):
         middle = path.name[len(stream) + 1 : -len(".jsonl")]
-        if middle.isdigit():
-            rotated.append((int(middle), path))
-    files = [p for _, p in sorted(rotated)]
+        yield (int(middle) if _ROTATED.fullmatch(middle) else None), path
+
+
+def chain_files(log_dir: Path, stream: str) -> list[Path]:
+    """A stream's files, oldest first: rotated ``<stream>.<n>.jsonl``, then ``<stream>.jsonl``.
+    Other ``<stream>.*.jsonl`` files are not the stream's (``stray_files``)."""
+    rotated = sorted((n, p) for n, p in _rotated(log_dir, stream) if n is not None)
+    files = [p for _, p in rotated]
     current = log_dir / f"{stream}.jsonl"
     if current.exists():
         files.append(current)
     return files
+
+
+def stray_files(log_dir: Path, stream: str) -> list[Path]:
+    """The ``<stream>.*.jsonl`` files that are no rotated file of the writer's: its
+    numbers are 1, 2, 3, … in ASCII digits, no leading zero."""
+    return sorted(p for n, p in _rotated(log_dir, stream) if n is None)
 
 
 def log_in_use(log_dir: Path) -> bool:
@@ -400,6 +418,15 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     """
     files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    strays = stray_files(log_dir, stream)
+    if strays:  # a rotated file renamed out of the chain, or someone else's: not ours
+        problem = (
+            f"a file the writer never makes (it names rotated files {stream}.1.jsonl, "
+            f"{stream}.2.jsonl, …)"
+        )
+        if len(strays) > 1:
+            problem += "; so are " + ", ".join(p.name for p in strays[1:])
+        return VerifyResult(stream, 0, False, problem, strays[0], None, partials)
     damaged: DamagedHead | None = None
     try:
         head = read_head(log_dir, stream)

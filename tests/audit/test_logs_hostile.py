@@ -277,3 +277,26 @@ def test_a_value_a_client_picks_cannot_forge_the_columns_of_logs_show(
     quarantined = next(r for r in table.splitlines() if "tool_quarantined" in r)
     assert columns(quarantined)[7] == 'tool="x  allow" n=2'
     assert max(len(row) for row in table.splitlines()) <= sum(WIDTHS) + 2 * len(WIDTHS) + 100
+
+
+def test_a_follower_of_a_just_rotated_stream_beside_a_stray_file(tmp_path: Path) -> None:
+    """``decisions.².jsonl`` beside a stream whose current file is empty (just rotated)
+    ended ``logs tail`` (and the writer's start) with ValueError: ``int("²")``. It is no
+    rotated file of the writer's, and is passed over."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    current = logs / "decisions.jsonl"
+    current.rename(logs / "decisions.1.jsonl")
+    current.write_bytes(b"")
+    (logs / "decisions.².jsonl").write_bytes(b"")
+    follower = StreamFollower(logs, "decisions")
+    try:
+        assert follower.poll() == []
+        sink = JsonlAuditSink(logs)
+        sink.start_sync()
+        sink.close_sync()
+        records = follower.poll()
+    finally:
+        follower.close()
+    assert [(r["event"], r["seq"]) for r in records] == [("stream_opened", 3)]
+    assert follower.unreadable == []

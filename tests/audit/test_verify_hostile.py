@@ -403,3 +403,29 @@ def on_a_terminal(home: Path, *args: str) -> tuple[int, bytes]:
     finally:
         os.close(master)
         proc.kill()
+
+
+@pytest.mark.parametrize("middle", ["²", "\u0661", "01", "0", "x", ""])
+def test_a_file_the_writer_never_names_fails_its_stream_and_crashes_nothing(
+    tmp_path: Path, run_cli: Any, middle: str
+) -> None:
+    """``decisions.².jsonl`` (``"²".isdigit()``, then ``int("²")`` raised) ended ``audit
+    verify`` and ``logs show`` with 'internal error' (exit 1), the streams after
+    ``decisions`` never checked (/tmp/rev-audit/repro2_unicode_digit.sh); ``decisions.01``
+    or ``decisions.\\u0661`` (an Arabic-Indic 1) were read as rotated file 1, the others
+    ignored. A rotated file is ``<stream>.<n>.jsonl``, n in ASCII digits without a leading
+    zero: any other ``<stream>.*.jsonl`` fails its stream, named."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    stray = logs / f"decisions.{middle}.jsonl"
+    stray.write_bytes(b"")
+    assert chain.chain_files(logs, "decisions") == [logs / "decisions.jsonl"]
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stderr
+    assert f"decisions: FAILED at {stray}: a file the writer never makes" in result.stdout
+    for stream in ("operations", "auth", "system"):
+        assert f"{stream}: ok" in result.stdout
+    assert result.stderr.startswith("audit error: audit chain broken in decisions (")
+    shown = run_cli("logs", "show", "--log-dir", str(logs))
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.splitlines()) == 4 + 5  # stream_opened x4, the system records
