@@ -11,14 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import IO, Any
 
+import click
 import pytest
 
-from mcp_acp.audit.events import DecisionEvent, SystemEvent
+from mcp_acp.audit import cli as audit_cli
+from mcp_acp.audit.events import STREAMS, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.follow import StreamFollower
-from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 
 CLI = Path(sys.executable).parent / "mcp-acp"
 
@@ -300,3 +303,100 @@ def test_a_follower_of_a_just_rotated_stream_beside_a_stray_file(tmp_path: Path)
         follower.close()
     assert [(r["event"], r["seq"]) for r in records] == [("stream_opened", 3)]
     assert follower.unreadable == []
+
+
+def interleaved_log(logs: Path, records: int, rotate_at: int = 4096) -> int:
+    """A real log of ``records`` records written to three streams in turn, each stream's
+    file rotated past ``rotate_at`` bytes; returns how many records it holds in all."""
+    sink = JsonlAuditSink(logs, JsonlConfig(max_file_bytes=rotate_at, durability="flush"))
+    sink.start_sync()
+    for i in range(records):
+        if i % 3 == 0:
+            sink.write_sync(SystemEvent(event="e", detail={"i": i, "pad": "x" * 100}))
+        else:
+            sink.write_sync(
+                DecisionEvent(
+                    stream="decisions",
+                    session_id="s1",
+                    request_id=str(i),
+                    subject_id="alice",
+                    subject_provenance="os",
+                    mcp_method="tools/call",
+                    tool_name="read_file",
+                    effect="allow",
+                    reason="allowed by rule r",
+                    policy_id="sha256:x",
+                )
+                if i % 3 == 1
+                else OperationEvent(
+                    session_id="s1",
+                    request_id=str(i),
+                    direction="client_to_server",
+                    outcome="forwarded",
+                    mcp_method="tools/call",
+                    tool_name="read_file",
+                )
+            )
+    sink.close_sync()
+    return records + len(STREAMS)  # and stream_opened in each
+
+
+def test_logs_show_orders_every_stream_and_rotated_file_by_time(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    logs = tmp_path / "logs"
+    total = interleaved_log(logs, 600)
+    assert len(list(logs.glob("*.*.jsonl"))) > 20  # many rotated files
+    result = run_cli("logs", "show", "--log-dir", str(logs), "--json")
+    assert result.returncode == 0, result.stderr
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(shown) == total
+    order = [(r["ts"], r["stream"], r["seq"]) for r in shown]
+    assert order == sorted(order)
+    for stream in STREAMS:  # each stream whole, in seq order
+        seqs = [r["seq"] for r in shown if r["stream"] == stream]
+        assert seqs == list(range(1, len(seqs) + 1))
+    just = run_cli("logs", "show", "--log-dir", str(logs), "--json", "--stream", "system")
+    assert [json.loads(line) for line in just.stdout.splitlines()] == [
+        r for r in shown if r["stream"] == "system"
+    ]
+
+
+def test_logs_show_prints_each_record_as_it_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logs show`` read the whole trail into memory and sorted it: 1e6 records took
+    3.4 GB (/tmp/rev-audit/repro3_show_memory.sh). Now it merges the streams as it reads
+    them: when it prints a record it has read at most one more record of each stream, and
+    its memory stays far below the log's size."""
+    logs = tmp_path / "logs"
+    total = interleaved_log(logs, 3000, rotate_at=64 * 1024)
+    size = sum(path.stat().st_size for path in logs.glob("*.jsonl"))
+    read, shown, ahead = 0, 0, 0
+
+    def counted(handle: Any) -> Any:
+        nonlocal read
+        for line in real_lines(handle):
+            read += 1
+            yield line
+
+    def echo(*args: Any, err: bool = False, **kwargs: Any) -> None:
+        nonlocal shown, ahead
+        ahead = max(ahead, read - shown)  # records read but not yet shown
+        shown += 1
+
+    real_lines = audit_cli.record_lines
+    monkeypatch.setattr(audit_cli, "record_lines", counted)
+    monkeypatch.setattr(click, "echo", echo)
+    show = ["--log-dir", str(logs), "--json"]
+    audit_cli.show.main(show, standalone_mode=False)  # caches filled (re, click) before
+    read, shown, ahead = 0, 0, 0
+    tracemalloc.start()
+    try:
+        audit_cli.show.main(show, standalone_mode=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (read, shown) == (total, total)
+    assert ahead <= len(STREAMS)  # the one record of each stream the merge holds
+    assert peak < size / 10, (peak, size)
