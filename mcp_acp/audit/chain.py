@@ -27,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from hashlib import sha256
@@ -57,6 +58,7 @@ __all__ = [
     "record_lines",
     "seal",
     "skip_line",
+    "stray_files",
     "verify_stream",
     "write_head",
 ]
@@ -260,18 +262,34 @@ def read_head(log_dir: Path, stream: str) -> ChainHead | None:
     return max(heads, key=lambda h: h.seq)
 
 
-def chain_files(log_dir: Path, stream: str) -> list[Path]:
-    """A stream's files, oldest first: rotated ``<stream>.<n>.jsonl``, then ``<stream>.jsonl``."""
-    rotated = []
+#: The number in a rotated file's name, ``<stream>.<n>.jsonl``: ASCII only — ``"²".isdigit()``
+#: is true but ``int("²")`` raises, and ``int("\u0661")`` (ARABIC-INDIC DIGIT ONE) is 1.
+_ROTATED = re.compile(r"[1-9][0-9]*")
+
+
+def _rotated(log_dir: Path, stream: str) -> Iterator[tuple[int | None, Path]]:
+    """Every ``<stream>.*.jsonl`` in ``log_dir`` with its number: ``None`` for a name the
+    writer never gives a rotated file (``decisions.².jsonl``, ``decisions.01.jsonl``)."""
     for path in log_dir.glob(f"{stream}.*.jsonl"):
         middle = path.name[len(stream) + 1 : -len(".jsonl")]
-        if middle.isdigit():
-            rotated.append((int(middle), path))
-    files = [p for _, p in sorted(rotated)]
+        yield (int(middle) if _ROTATED.fullmatch(middle) else None), path
+
+
+def chain_files(log_dir: Path, stream: str) -> list[Path]:
+    """A stream's files, oldest first: rotated ``<stream>.<n>.jsonl``, then ``<stream>.jsonl``.
+    Other ``<stream>.*.jsonl`` files are not the stream's (``stray_files``)."""
+    rotated = sorted((n, p) for n, p in _rotated(log_dir, stream) if n is not None)
+    files = [p for _, p in rotated]
     current = log_dir / f"{stream}.jsonl"
     if current.exists():
         files.append(current)
     return files
+
+
+def stray_files(log_dir: Path, stream: str) -> list[Path]:
+    """The ``<stream>.*.jsonl`` files that are no rotated file of the writer's: its
+    numbers are 1, 2, 3, … in ASCII digits, no leading zero."""
+    return sorted(p for n, p in _rotated(log_dir, stream) if n is None)
 
 
 def log_in_use(log_dir: Path) -> bool:
@@ -333,8 +351,47 @@ class VerifyResult:
         return f"{self.stream}: FAILED at {where}: {self.problem}"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    with open_regular(path) as handle:
+def _files_to_verify(
+    log_dir: Path, stream: str
+) -> tuple[list[tuple[Path, BinaryIO | OSError | None]], BinaryIO | None]:
+    """A stream's files, oldest first, as ``verify`` reads them while a writer may rotate:
+    the current file is opened first, then the rotated ones listed — so a rotation in
+    between (the open file renamed to ``<stream>.<n>.jsonl``, a new one begun) neither
+    hides the renamed one nor puts the new one in its place. The open file is found among
+    the rotated ones by device and inode: it ends the list, named as it is now, and what
+    was rotated after it (written after ``verify`` began) is left for the next check.
+
+    Each file comes with its handle (the current file), the ``OSError`` opening it raised,
+    or ``None`` (opened when its turn comes); and the handle, to be closed."""
+    current = log_dir / f"{stream}.jsonl"
+    opened: BinaryIO | OSError | None
+    try:
+        opened = open_regular(current)
+    except FileNotFoundError:  # none yet, or between a rotation's rename and the new file
+        opened = None
+    except OSError as exc:
+        opened = exc
+    rotated = [path for path in chain_files(log_dir, stream) if path != current]
+    files: list[tuple[Path, BinaryIO | OSError | None]] = [(path, None) for path in rotated]
+    if opened is None:
+        return files, None
+    if isinstance(opened, OSError):
+        return [*files, (current, opened)], None
+    info = os.fstat(opened.fileno())
+    for index, path in enumerate(rotated):
+        try:
+            now = path.lstat()
+        except OSError:
+            continue
+        if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):  # rotated meanwhile
+            return [*files[:index], (path, opened)], opened
+    return [*files, (current, opened)], opened
+
+
+def _lines(path: Path, opened: BinaryIO | OSError | None) -> Iterator[tuple[int, bytes | None]]:
+    if isinstance(opened, OSError):
+        raise opened
+    with opened if opened is not None else open_regular(path) as handle:
         yield from enumerate(record_lines(handle), start=1)
 
 
@@ -398,8 +455,16 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     stream was closed cleanly: then they were appended by someone else. Otherwise they are
     named in the result (``past_head``): no head confirms them.
     """
-    files = chain_files(log_dir, stream)
     partials = tuple(sorted(log_dir.glob(f"{stream}.partial-*")))
+    strays = stray_files(log_dir, stream)
+    if strays:  # a rotated file renamed out of the chain, or someone else's: not ours
+        problem = (
+            f"a file the writer never makes (it names rotated files {stream}.1.jsonl, "
+            f"{stream}.2.jsonl, …)"
+        )
+        if len(strays) > 1:
+            problem += "; so are " + ", ".join(p.name for p in strays[1:])
+        return VerifyResult(stream, 0, False, problem, strays[0], None, partials)
     damaged: DamagedHead | None = None
     try:
         head = read_head(log_dir, stream)
@@ -409,12 +474,28 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
         return VerifyResult(stream, 0, False, problem, where, None, partials)
     except DamagedHead as exc:
         head, damaged = None, exc
+    files, opened = _files_to_verify(log_dir, stream)
+    try:
+        return _verify_files(log_dir, stream, files, head, damaged, partials)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _verify_files(
+    log_dir: Path,
+    stream: str,
+    files: list[tuple[Path, BinaryIO | OSError | None]],
+    head: ChainHead | None,
+    damaged: DamagedHead | None,
+    partials: tuple[Path, ...],
+) -> VerifyResult:
     seq, prev = 0, GENESIS
     count = 0
     past: tuple[Path, int] | None = None  # where the line after the head's is
-    for path in files:
+    for path, opened in files:
         try:
-            for number, raw in _lines(path):
+            for number, raw in _lines(path, opened):
                 try:
                     if raw is None:
                         raise _BadLine(f"line {number} is {TOO_LONG}")
@@ -462,7 +543,7 @@ def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
             partial_lines=partials,
         )
     if head is not None and seq < head.seq:
-        last = files[-1] if files else None
+        last = files[-1][0] if files else None
         return VerifyResult(
             stream,
             count,

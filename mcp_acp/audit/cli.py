@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -148,73 +149,157 @@ def _time(record: dict[str, Any]) -> datetime | None:
     return moment if moment.utcoffset() is not None else None
 
 
-def _records(
-    directory: Path, streams: Sequence[str], unreadable: list[str]
-) -> Iterator[tuple[datetime, dict[str, Any]]]:
-    """Every record of ``streams`` with its time; what cannot be read is named in
-    ``unreadable`` (file and line, and why) instead of ending the listing."""
-    for stream in streams:
-        for path in chain_files(directory, stream):
-            try:
-                with open_regular(path) as handle:
-                    for number, raw in enumerate(record_lines(handle), start=1):
-                        if raw is None:
-                            unreadable.append(f"{path}:{number}: {TOO_LONG}")
-                            continue
-                        try:
-                            record = json.loads(raw)
-                        except (ValueError, RecursionError):
-                            unreadable.append(f"{path}:{number}: not a JSON record")
-                            continue
-                        if not isinstance(record, dict):
-                            unreadable.append(f"{path}:{number}: not a JSON object")
-                            continue
-                        moment = _time(record)
-                        if moment is None:
-                            unreadable.append(f"{path}:{number}: no ts with a time zone")
-                            continue
-                        yield moment, record
-            except OSError as exc:
-                unreadable.append(f"{path}: cannot be read: {exc.strerror or exc}")
+class _Notes:
+    """What ``logs show`` could not read: the first ``_MAX_NOTES`` named, the rest counted."""
+
+    def __init__(self) -> None:
+        self.named: list[str] = []
+        self.more = 0
+
+    def add(self, note: str) -> None:
+        if len(self.named) < _MAX_NOTES:
+            self.named.append(note)
+        else:
+            self.more += 1
 
 
-def _cell(value: Any, width: int = 0) -> str:
-    """A column's text: any JSON value, padded to ``width``."""
-    text = value if isinstance(value, str) else json.dumps(value) if value is not None else ""
-    return f"{text:<{width}}"
+#: A record to show, with what orders it: time, stream, ``seq`` (0 if it has none)
+_Item = tuple[datetime, str, int, dict[str, Any]]
+
+
+def _records(directory: Path, stream: str, notes: _Notes) -> Iterator[_Item]:
+    """The records of ``stream``, read one at a time in the order of its files; what cannot
+    be read is named in ``notes`` (file and line, and why) instead of ending the listing."""
+    for path in chain_files(directory, stream):
+        try:
+            with open_regular(path) as handle:
+                for number, raw in enumerate(record_lines(handle), start=1):
+                    if raw is None:
+                        notes.add(f"{path}:{number}: {TOO_LONG}")
+                        continue
+                    try:
+                        record = json.loads(raw)
+                    except (ValueError, RecursionError):
+                        notes.add(f"{path}:{number}: not a JSON record")
+                        continue
+                    if not isinstance(record, dict):
+                        notes.add(f"{path}:{number}: not a JSON object")
+                        continue
+                    moment = _time(record)
+                    if moment is None:
+                        notes.add(f"{path}:{number}: no ts with a time zone")
+                        continue
+                    seq = record.get("seq")
+                    yield moment, stream, seq if type(seq) is int else 0, record
+        except OSError as exc:
+            notes.add(f"{path}: cannot be read: {exc.strerror or exc}")
+
+
+def _in_time_order(
+    directory: Path, streams: Sequence[str], notes: _Notes, cutoff: datetime | None
+) -> Iterator[dict[str, Any]]:
+    """The records of ``streams`` newer than ``cutoff``, by time, then stream, then ``seq``,
+    as they are read: a stream's files are in ``seq`` order and its times only grow, so
+    merging the streams orders them all, holding one record of each — never the whole
+    trail (sorting it held a million records in 3.4 GB). A stream whose time went back (a
+    clock set back) is shown in its own order."""
+    readers = [
+        (item for item in _records(directory, stream, notes) if cutoff is None or item[0] >= cutoff)
+        for stream in streams
+    ]
+    for _, _, _, record in heapq.merge(*readers, key=lambda item: item[:3]):
+        yield record
+
+
+#: Characters Python calls printable that print as nothing: read as gaps between columns.
+_BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+#: Column widths of ``logs show|tail``: time, stream, event, request, subject, tool or
+#: method, outcome; the reason is last, cut at ``_REASON``.
+_WIDTHS = (23, 10, 24, 12, 12, 25, 9)
+_REASON = 100
+
+
+def _text(value: Any) -> str:
+    """Any JSON value as text: a string as it is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _escaped(ch: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    if ch == " " or (ch.isprintable() and ch not in _BLANKS):
+        return ch
+    return ch.encode("unicode_escape", "backslashreplace").decode()
+
+
+def _value(value: Any) -> str:
+    """A value, readable as one value: anything that would not print as itself escaped;
+    and in double quotes, JSON-style (``\\"``, ``\\\\``, ``\\u2800``), if it could be
+    mistaken for gaps between columns or for the listing's own marks — it holds a space or
+    another character that prints blank, a ``…``, begins with ``"``, is empty or ``-``. A
+    client or backend picks request ids, tool and method names, subjects and detail values:
+    ``9      alice      list_notes      allow`` as a request id forged a whole row."""
+    text = _text(value)
+    if (
+        text in ("", "-")
+        or text[0] == '"'
+        or any(c == " " or c == "…" or c in _BLANKS for c in text)
+    ):
+        return '"' + "".join(_escaped(ch) for ch in text) + '"'
+    return printable(text)
+
+
+def _word(value: Any) -> str:
+    """A value, or ``-`` if there is none."""
+    return "-" if value is None else _value(value)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` padded to ``width``, or cut to it with a ``…`` where it was cut."""
+    return f"{text[: width - 1]}…" if len(text) > width else f"{text:<{width}}"
+
+
+def _when(record: dict[str, Any]) -> str:
+    """The record's time, UTC, to the millisecond; its ``ts`` as a value if it has none."""
+    moment = _time(record)
+    if moment is None:
+        return _value(record.get("ts"))
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
 
 
 def _row(record: dict[str, Any]) -> str:
-    """Readable columns: time, stream, event, request, who, what, outcome, why."""
-    what = record.get("tool_name") or record.get("mcp_method") or ""
-    outcome = record.get("final_effect") or record.get("effect") or record.get("outcome") or ""
-    why = record.get("reason") or record.get("rule_id") or ""
-    if not why and isinstance(record.get("detail"), dict):
-        why = " ".join(f"{k}={_cell(v)}" for k, v in record["detail"].items())
-    cells = [
-        _cell(record.get("ts"))[:23],
-        _cell(record.get("stream"), 10),
-        _cell(record.get("event"), 22),
-        _cell(record.get("request_id") or "-", 10),
-        _cell(record.get("subject_id") or "-", 12),
-        _cell(what, 20),
-        _cell(outcome, 9),
-        _cell(why)[:100],
+    """Readable columns: time, stream, event, request, who, what, outcome, why. Each column
+    is cut to its width (``…``), and every value but the reason is one word or quoted
+    (``_value``), so no value can reach into another column or pass for one."""
+    what = record.get("tool_name") or record.get("mcp_method")
+    outcome = record.get("final_effect") or record.get("effect") or record.get("outcome")
+    why = record.get("reason") or record.get("rule_id")
+    detail = record.get("detail")
+    if not why and isinstance(detail, dict):
+        why_text = " ".join(f"{_value(k)}={_value(v)}" for k, v in detail.items())
+    else:
+        why_text = printable(_one_line(_text(why)))
+    values = [
+        _when(record),
+        _word(record.get("stream")),
+        _word(record.get("event")),
+        _word(record.get("request_id")),
+        _word(record.get("subject_id")),
+        _value(what) if what else "",
+        _value(outcome) if outcome else "",
     ]
-    return printable(_one_line("  ".join(cells).rstrip()))
+    cells = [_fit(text, width) for text, width in zip(values, _WIDTHS, strict=True)]
+    cells.append(_fit(why_text, _REASON) if len(why_text) > _REASON else why_text)
+    return printable("  ".join(cells).rstrip())
 
 
 def _render(record: dict[str, Any], as_json: bool) -> str:
     try:
         return json.dumps(record, sort_keys=True) if as_json else _row(record)
     except (ValueError, TypeError, RecursionError):  # nested too deeply to write back
-        return printable(f"(unreadable record: seq {_cell(record.get('seq'))})")
-
-
-def _sort_key(item: tuple[datetime, dict[str, Any]]) -> tuple[datetime, str, int]:
-    moment, record = item
-    seq = record.get("seq")
-    return moment, _cell(record.get("stream")), seq if type(seq) is int else 0
+        return printable(f"(unreadable record: seq {_text(record.get('seq'))})")
 
 
 @click.group("logs")
@@ -235,22 +320,16 @@ def show(
     as_json: bool,
     log_dir: Path | None,
 ) -> None:
-    """Print audit records in time order."""
+    """Print audit records in time order, as they are read."""
     directory = _audit_dir(ctx, log_dir)
     cutoff = _since(since)
-    unreadable: list[str] = []
-    records = [
-        item
-        for item in _records(directory, streams or STREAMS, unreadable)
-        if cutoff is None or item[0] >= cutoff
-    ]
-    records.sort(key=_sort_key)
-    for _, record in records:
+    notes = _Notes()
+    for record in _in_time_order(directory, streams or STREAMS, notes, cutoff):
         click.echo(_render(record, as_json))
-    for note in unreadable[:_MAX_NOTES]:
+    for note in notes.named:
         click.echo(printable(f"skipped unreadable line {note}"), err=True)
-    if len(unreadable) > _MAX_NOTES:
-        click.echo(f"skipped {len(unreadable) - _MAX_NOTES} more unreadable lines", err=True)
+    if notes.more:
+        click.echo(f"skipped {notes.more} more unreadable lines", err=True)
 
 
 @logs_group.command("tail")

@@ -11,14 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import IO, Any
 
+import click
 import pytest
 
-from mcp_acp.audit.events import DecisionEvent, SystemEvent
+from mcp_acp.audit import cli as audit_cli
+from mcp_acp.audit.events import STREAMS, DecisionEvent, OperationEvent, SystemEvent
 from mcp_acp.audit.follow import StreamFollower
-from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 
 CLI = Path(sys.executable).parent / "mcp-acp"
 
@@ -84,7 +87,7 @@ def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
             f"skipped unreadable line {system}:6: no ts with a time zone",
         ]
     table = run_cli("logs", "show", "--log-dir", str(logs)).stdout
-    assert '{"x": [1]}' in table  # the object is shown as JSON, in its column
+    assert '{"x":[1]}' in table  # the object is shown as compact JSON, in its column
     assert "plugins_loaded" in table
     assert "denied by rule deny-secrets" in table
 
@@ -215,3 +218,185 @@ def test_a_follower_continues_after_a_restart_sets_a_partial_line_aside(tmp_path
     assert [r["event"] for r in records] == ["partial_line_quarantined", "stream_opened"]
     assert [r["seq"] for r in records] == [3, 4]
     assert follower.unreadable == [f"{logs / 'system.jsonl'}: an unfinished last line, set aside"]
+
+
+#: ``logs show`` columns: time, stream, event, request, subject, tool or method, outcome
+#: (two spaces between), then the reason.
+WIDTHS = (23, 10, 24, 12, 12, 25, 9)
+
+
+def columns(row: str) -> list[str]:
+    cells, start = [], 0
+    for width in WIDTHS:
+        cells.append(row[start : start + width].rstrip())
+        start += width + 2
+    return [*cells, row[start:]]
+
+
+def test_a_value_a_client_picks_cannot_forge_the_columns_of_logs_show(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """A JSON-RPC id of spaces and words (/tmp/rev-audit/repro1_spoof_columns.sh) made a
+    denied read of ~/.env look like an allowed list_notes by alice: no column was cut,
+    and a space in a value looked like a gap between columns. Now every column is cut to
+    its width (``…``), and a value with a space (or another blank) is quoted."""
+    logs = tmp_path / "logs"
+    forged = "9         alice         list_notes            allow      allowed by rule"
+    sink = JsonlAuditSink(logs)
+    sink.start_sync()
+    for request_id, subject, tool in (
+        (forged + " " * 150, "root", "read_file"),
+        ("1 root", "bob", "read file"),  # short ones: quoted, whole
+        ("notification", "a\u2800b", "notifications/initialized"),  # legit: whole
+    ):
+        sink.write_sync(
+            DecisionEvent(
+                session_id="s1",
+                request_id=request_id,
+                subject_id=subject,
+                subject_provenance="os",
+                mcp_method="tools/call",
+                tool_name=tool,
+                effect="deny",
+                rule_id="deny-env",
+                reason="denied by rule deny-env: path /home/alice/.env matches **/.env",
+                policy_id="sha256:x",
+            )
+        )
+    sink.write_sync(SystemEvent(event="tool_quarantined", detail={"tool": "x  allow", "n": 2}))
+    sink.close_sync()
+    result = run_cli("logs", "show", "--log-dir", str(logs))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    assert "list_notes" not in table
+    assert "alice " not in table
+    rows = [columns(row) for row in table.splitlines() if "decision  " in row]
+    assert [row[3:7] for row in rows] == [
+        ['"9         …', "root", "read_file", "deny"],
+        ['"1 root"', "bob", '"read file"', "deny"],
+        ["notification", '"a\\u2800b"', "notifications/initialized", "deny"],
+    ]
+    assert all(row[7].startswith("denied by rule deny-env: path /home/alice/.env") for row in rows)
+    quarantined = next(r for r in table.splitlines() if "tool_quarantined" in r)
+    assert columns(quarantined)[7] == 'tool="x  allow" n=2'
+    assert max(len(row) for row in table.splitlines()) <= sum(WIDTHS) + 2 * len(WIDTHS) + 100
+
+
+def test_a_follower_of_a_just_rotated_stream_beside_a_stray_file(tmp_path: Path) -> None:
+    """``decisions.².jsonl`` beside a stream whose current file is empty (just rotated)
+    ended ``logs tail`` (and the writer's start) with ValueError: ``int("²")``. It is no
+    rotated file of the writer's, and is passed over."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    current = logs / "decisions.jsonl"
+    current.rename(logs / "decisions.1.jsonl")
+    current.write_bytes(b"")
+    (logs / "decisions.².jsonl").write_bytes(b"")
+    follower = StreamFollower(logs, "decisions")
+    try:
+        assert follower.poll() == []
+        sink = JsonlAuditSink(logs)
+        sink.start_sync()
+        sink.close_sync()
+        records = follower.poll()
+    finally:
+        follower.close()
+    assert [(r["event"], r["seq"]) for r in records] == [("stream_opened", 3)]
+    assert follower.unreadable == []
+
+
+def interleaved_log(logs: Path, records: int, rotate_at: int = 4096) -> int:
+    """A real log of ``records`` records written to three streams in turn, each stream's
+    file rotated past ``rotate_at`` bytes; returns how many records it holds in all."""
+    sink = JsonlAuditSink(logs, JsonlConfig(max_file_bytes=rotate_at, durability="flush"))
+    sink.start_sync()
+    for i in range(records):
+        if i % 3 == 0:
+            sink.write_sync(SystemEvent(event="e", detail={"i": i, "pad": "x" * 100}))
+        else:
+            sink.write_sync(
+                DecisionEvent(
+                    stream="decisions",
+                    session_id="s1",
+                    request_id=str(i),
+                    subject_id="alice",
+                    subject_provenance="os",
+                    mcp_method="tools/call",
+                    tool_name="read_file",
+                    effect="allow",
+                    reason="allowed by rule r",
+                    policy_id="sha256:x",
+                )
+                if i % 3 == 1
+                else OperationEvent(
+                    session_id="s1",
+                    request_id=str(i),
+                    direction="client_to_server",
+                    outcome="forwarded",
+                    mcp_method="tools/call",
+                    tool_name="read_file",
+                )
+            )
+    sink.close_sync()
+    return records + len(STREAMS)  # and stream_opened in each
+
+
+def test_logs_show_orders_every_stream_and_rotated_file_by_time(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    logs = tmp_path / "logs"
+    total = interleaved_log(logs, 600)
+    assert len(list(logs.glob("*.*.jsonl"))) > 20  # many rotated files
+    result = run_cli("logs", "show", "--log-dir", str(logs), "--json")
+    assert result.returncode == 0, result.stderr
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(shown) == total
+    order = [(r["ts"], r["stream"], r["seq"]) for r in shown]
+    assert order == sorted(order)
+    for stream in STREAMS:  # each stream whole, in seq order
+        seqs = [r["seq"] for r in shown if r["stream"] == stream]
+        assert seqs == list(range(1, len(seqs) + 1))
+    just = run_cli("logs", "show", "--log-dir", str(logs), "--json", "--stream", "system")
+    assert [json.loads(line) for line in just.stdout.splitlines()] == [
+        r for r in shown if r["stream"] == "system"
+    ]
+
+
+def test_logs_show_prints_each_record_as_it_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logs show`` read the whole trail into memory and sorted it: 1e6 records took
+    3.4 GB (/tmp/rev-audit/repro3_show_memory.sh). Now it merges the streams as it reads
+    them: when it prints a record it has read at most one more record of each stream, and
+    its memory stays far below the log's size."""
+    logs = tmp_path / "logs"
+    total = interleaved_log(logs, 3000, rotate_at=64 * 1024)
+    size = sum(path.stat().st_size for path in logs.glob("*.jsonl"))
+    read, shown, ahead = 0, 0, 0
+
+    def counted(handle: Any) -> Any:
+        nonlocal read
+        for line in real_lines(handle):
+            read += 1
+            yield line
+
+    def echo(*args: Any, err: bool = False, **kwargs: Any) -> None:
+        nonlocal shown, ahead
+        ahead = max(ahead, read - shown)  # records read but not yet shown
+        shown += 1
+
+    real_lines = audit_cli.record_lines
+    monkeypatch.setattr(audit_cli, "record_lines", counted)
+    monkeypatch.setattr(click, "echo", echo)
+    show = ["--log-dir", str(logs), "--json"]
+    audit_cli.show.main(show, standalone_mode=False)  # caches filled (re, click) before
+    read, shown, ahead = 0, 0, 0
+    tracemalloc.start()
+    try:
+        audit_cli.show.main(show, standalone_mode=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (read, shown) == (total, total)
+    assert ahead <= len(STREAMS)  # the one record of each stream the merge holds
+    assert peak < size / 10, (peak, size)

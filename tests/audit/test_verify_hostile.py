@@ -31,7 +31,7 @@ from mcp_acp.audit.chain import (
     write_head,
 )
 from mcp_acp.audit.events import SystemEvent
-from mcp_acp.audit.jsonl import JsonlAuditSink
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 from mcp_acp.errors import AuditError
 
 CLI = Path(sys.executable).parent / "mcp-acp"
@@ -403,3 +403,128 @@ def on_a_terminal(home: Path, *args: str) -> tuple[int, bytes]:
     finally:
         os.close(master)
         proc.kill()
+
+
+@pytest.mark.parametrize("middle", ["²", "\u0661", "01", "0", "x", ""])
+def test_a_file_the_writer_never_names_fails_its_stream_and_crashes_nothing(
+    tmp_path: Path, run_cli: Any, middle: str
+) -> None:
+    """``decisions.².jsonl`` (``"²".isdigit()``, then ``int("²")`` raised) ended ``audit
+    verify`` and ``logs show`` with 'internal error' (exit 1), the streams after
+    ``decisions`` never checked (/tmp/rev-audit/repro2_unicode_digit.sh); ``decisions.01``
+    or ``decisions.\\u0661`` (an Arabic-Indic 1) were read as rotated file 1, the others
+    ignored. A rotated file is ``<stream>.<n>.jsonl``, n in ASCII digits without a leading
+    zero: any other ``<stream>.*.jsonl`` fails its stream, named."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    stray = logs / f"decisions.{middle}.jsonl"
+    stray.write_bytes(b"")
+    assert chain.chain_files(logs, "decisions") == [logs / "decisions.jsonl"]
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stderr
+    assert f"decisions: FAILED at {stray}: a file the writer never makes" in result.stdout
+    for stream in ("operations", "auth", "system"):
+        assert f"{stream}: ok" in result.stdout
+    assert result.stderr.startswith("audit error: audit chain broken in decisions (")
+    shown = run_cli("logs", "show", "--log-dir", str(logs))
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.splitlines()) == 4 + 5  # stream_opened x4, the system records
+
+
+def test_a_rotation_between_any_two_files_verify_opens_is_no_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify listed a stream's files once and opened them by name later: a rotation in
+    between put the new ``system.jsonl`` where the renamed one was, and the missing lines
+    read as tampering (/tmp/rev-audit/repro4_verify_live.sh: exit 13 on a live log). Here
+    a real writer rotates just before every file verify opens — deterministically, each
+    rotation seen — and verify is still ok; afterwards it checks every line."""
+    logs = tmp_path / "logs"
+    sink = JsonlAuditSink(logs, JsonlConfig(max_file_bytes=4096))
+    sink.start_sync()
+    written = 0
+
+    def rotate() -> None:
+        nonlocal written
+        before = len(chain.chain_files(logs, "system"))
+        while len(chain.chain_files(logs, "system")) == before:
+            sink.write_sync(SystemEvent(event="e", detail={"i": written, "pad": "x" * 100}))
+            written += 1
+
+    rotate()
+    rotate()  # system.1.jsonl and system.2.jsonl, then system.jsonl
+    real_open, rotations = chain.open_regular, []
+
+    def open_after_a_rotation(path: Path) -> Any:
+        if path.name.startswith("system.") and path.name.endswith(".jsonl"):
+            rotate()
+            rotations.append(path.name)
+        return real_open(path)
+
+    monkeypatch.setattr(chain, "open_regular", open_after_a_rotation)
+    try:
+        result = verify_stream(logs, "system")
+    finally:
+        monkeypatch.undo()
+        sink.close_sync()
+    assert len(rotations) >= 3, rotations  # a rotation before each file it opened
+    assert result.ok, result.describe()
+    final = verify_stream(logs, "system")
+    assert final.ok, final.describe()
+    assert final.lines == 1 + written
+    assert final.lines > result.lines  # what was rotated after verify began: the next check's
+
+
+#: A real writer process rotating every ~25 records, as fast as it can (records flushed, not
+#: fsynced), until FILE exists.
+BUSY_WRITER = """
+import sys
+from pathlib import Path
+from mcp_acp.audit.events import SystemEvent
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+
+config = JsonlConfig(max_file_bytes=4096, durability="flush")
+sink = JsonlAuditSink(Path(sys.argv[1]), config)
+sink.start_sync()
+print("READY", flush=True)
+stop, i = Path(sys.argv[2]), 0
+while not stop.exists():
+    sink.write_sync(SystemEvent(event="e", detail={"i": i, "pad": "x" * 100}))
+    i += 1
+sink.close_sync()
+"""
+
+
+def rotated(logs: Path) -> int:
+    return sum(path.name != "system.jsonl" for path in chain.chain_files(logs, "system"))
+
+
+def test_verify_while_a_real_writer_rotates_under_load(tmp_path: Path) -> None:
+    """verify run again and again while a writer process rotates: every check is ok, until
+    several checks did overlap a rotation (a rotated file appeared while verify ran;
+    counted, not assumed). Then the writer stops and the whole log verifies."""
+    logs, stop = tmp_path / "logs", tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", BUSY_WRITER, str(logs), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    try:
+        assert writer.stdout.readline() == "READY\n"
+        overlapped, checks = 0, 0
+        while overlapped < 20:
+            assert checks < 2000, f"only {overlapped} of {checks} checks overlapped a rotation"
+            before = rotated(logs)
+            result = verify_stream(logs, "system")
+            assert result.ok, result.describe()
+            checks += 1
+            overlapped += rotated(logs) > before
+        stop.touch()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+    assert len(chain.chain_files(logs, "system")) > 5
+    final = verify_stream(logs, "system")
+    assert final.ok, final.describe()
+    assert final.past_head is None
