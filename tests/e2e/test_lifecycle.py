@@ -226,6 +226,51 @@ def test_a_fail_closed_exit_ends_the_backend_and_removes_the_control_socket(
     assert home.control_sockets() == []
 
 
+@pytest.mark.parametrize("planted", ["fallback", "shutdowns"])
+def test_a_fifo_where_the_audit_fallback_goes_still_ends_the_process(
+    make_home: Any, tmp_path: Path, planted: str
+) -> None:
+    """``audit.fallback_path`` in a shared (sticky) directory, where a FIFO was made first
+    at the fallback file — or at both ``shutdowns.jsonl`` files, the log directory's and
+    the one beside the fallback file. The audit trail fails: opening the FIFO to keep the
+    event (or the shutdown record) once blocked for ever, on the event loop — no exit, no
+    record, SIGTERM unheard, the backend left running. Now the FIFO is refused, the
+    process exits 13 and ends the backend, and stderr says what was wrong."""
+    home = make_home("--ignore-term", "--ignore-eof")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    fallback = shared / "fallback.jsonl"
+    home.edit(lambda config: config["audit"].update(fallback_path=str(fallback)))
+    proxy = home.start()
+    proxy.initialize()
+    server, _ = home.backend()
+    if planted == "fallback":
+        os.mkfifo(fallback)
+    else:
+        os.mkfifo(home.log_dir / "shutdowns.jsonl")
+        os.mkfifo(shared / "shutdowns.jsonl")
+    (home.log_dir / "decisions.jsonl").unlink()
+    proxy.request("tools/call", {"name": "echo", "arguments": {}})
+    assert proxy.proc.wait(timeout=60) == 13
+    assert not running(server)
+    stderr = home.stderr()
+    assert "mcp-acp: shutting down: audit error: " in stderr
+    if planted == "fallback":
+        assert (
+            f"mcp-acp: audit fallback failed too (audit.fallback_path: {fallback} is a FIFO "
+            "(named pipe) or a device, not a regular file); lost event: " in stderr
+        )
+        shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
+        assert (shutdowns[0]["failure_class"], shutdowns[0]["exit_code"]) == ("audit", 13)
+    else:
+        assert (
+            f"mcp-acp: shutdown not recorded: {home.log_dir / 'shutdowns.jsonl'} is a FIFO "
+            f"(named pipe) or a device, not a regular file; nor beside audit.fallback_path: "
+            f"{shared / 'shutdowns.jsonl'} is a FIFO" in stderr
+        )
+
+
 # ---------------------------------------------------------------- a worker thread is stuck
 
 
