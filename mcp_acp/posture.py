@@ -13,7 +13,8 @@ session runs, whatever the cause, the device's health is unknown and the session
 same way.
 
 Each round's results are also the ``posture`` of the session's :class:`Environment`, so a
-rule can require named checks.
+rule can require named checks; where two checks share a name, the worse result stands
+(:func:`by_name`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from mcp_acp.errors import AuditError, McpAcpError, PostureError
 from mcp_acp.models import PostureResult, PostureStatus
 from mcp_acp.protocols import PostureCheck
 
-__all__ = ["PostureMonitor", "run_check"]
+__all__ = ["PostureMonitor", "by_name", "run_check"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,22 @@ def _summary(results: Sequence[PostureResult]) -> list[dict[str, str]]:
     return [{"check": r.check, "status": r.status.value, "detail": r.detail} for r in results]
 
 
+#: Two results of one name (two entries of one check, as two ``linux-disk-encryption``
+#: entries with different ``paths``): the worse stands — a failure over an unknown over a
+#: pass — so a failing entry never reads as passed because another of its name passed.
+_WORSE = {PostureStatus.PASS: 0, PostureStatus.UNKNOWN: 1, PostureStatus.FAIL: 2}
+
+
+def by_name(results: Sequence[PostureResult]) -> dict[str, PostureStatus]:
+    """Each check's name -> its status; for a name several results share, the worst."""
+    combined: dict[str, PostureStatus] = {}
+    for result in results:
+        seen = combined.get(result.check)
+        if seen is None or _WORSE[result.status] > _WORSE[seen]:
+            combined[result.check] = result.status
+    return combined
+
+
 def _reason(results: Sequence[PostureResult]) -> str:
     bad = [r for r in results if r.status is not PostureStatus.PASS]
     return "; ".join(f"{r.check} is {r.status.value}: {r.detail}" for r in bad)
@@ -211,7 +228,7 @@ class PostureMonitor:
         """Every check once, concurrently; the session's posture is updated."""
         results = list(await asyncio.gather(*(run_check(c, self.timeout) for c in self.checks)))
         self.posture.clear()
-        self.posture.update({r.check: r.status for r in results})
+        self.posture.update(by_name(results))
         self.last = results
         return results
 
@@ -317,4 +334,4 @@ class PostureMonitor:
 
     def describe(self) -> dict[str, Any]:
         """For ``mcp-acp status``."""
-        return {r.check: r.status.value for r in self.last}
+        return {name: status.value for name, status in by_name(self.last).items()}
