@@ -20,6 +20,7 @@ rule can require named checks; where two checks share a name, the worse result s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -59,16 +60,47 @@ CANCEL_GRACE_SECONDS = 2.0
 _running: set[int] = set()
 
 
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The default executor of a check's private loop (its ``asyncio.to_thread`` and
+    ``run_in_executor(None, …)`` calls): each call on a daemon thread of its own, none
+    pooled (a ``ThreadPoolExecutor`` only because asyncio takes no other kind).
+
+    A ``ThreadPoolExecutor``'s own threads are joined when the interpreter exits, however
+    the executor was shut down: a check that leaves one that never returns (blocking I/O)
+    would keep ``mcp-acp posture`` from ever exiting. A daemon thread is not waited for."""
+
+    def submit(  # type: ignore[override]  # (the base's ParamSpec signature: same calls)
+        self, fn: Callable[..., object], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[object]:
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # the caller's to see, as with any executor
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        name = f"posture-check-worker {getattr(fn, '__name__', 'call')}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return future
+
+
 def _run_alone(
     check: PostureCheck, started: Callable[[asyncio.AbstractEventLoop, asyncio.Task[object]], None]
 ) -> object:
     """``check.check()`` on a private event loop of this (the check's own) thread.
 
     Not ``asyncio.run``: that would wait at the end for the loop's worker threads, and a
-    check may leave one that never returns. Whatever the check raises is returned as
+    check may leave one that never returns; nor do those threads keep the process from
+    exiting (:class:`_DaemonExecutor`). Whatever the check raises is returned as
     ``_Broke`` (``CancelledError`` included: a cancellation the proxy made is told apart
     by the caller)."""
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(_DaemonExecutor())
     try:
         task = loop.create_task(check.check())
         started(loop, task)

@@ -288,6 +288,26 @@ def test_a_check_stuck_in_a_thread_refuses_the_start_and_the_process_ends(
     assert "mode is unknown: no answer within 1 s" in home.stderr()
 
 
+def test_mcp_acp_posture_ends_though_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
+    """``mcp-acp posture`` gives up on the check after ``timeout_seconds`` and says
+    ``unknown``; then it exits, although the worker thread the check waits for never
+    returns (that thread, of the check's own event loop, was joined at exit: for ever)."""
+    home = make_home()
+    home.scripted_posture("stuck", timeout=1)
+    shown = subprocess.run(
+        [str(CLI), "posture", "--json"],
+        env=home.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 15, shown.stderr
+    (result,) = json.loads(shown.stdout)
+    assert (result["check"], result["status"]) == ("mode", "unknown")
+    assert result["detail"] == "no answer within 1 s"
+    assert (home.checks / "checking-stuck").exists()  # it ran, and waited on its thread
+
+
 def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
     home = make_home()
     home.scripted_posture("pass", timeout=1, threshold=100)  # unknown rounds: not yet fatal
