@@ -39,6 +39,8 @@ from proxy_helpers import (
     wait_for_event,
 )
 
+from mcp_acp.audit.chain import read_head
+
 ALLOW_ALL = {
     "version": "1",
     "rules": [{"id": "allow-all", "effect": "allow", "conditions": {"tool_name": "*"}}],
@@ -269,6 +271,50 @@ def test_a_fifo_where_the_audit_fallback_goes_still_ends_the_process(
             f"(named pipe) or a device, not a regular file; nor beside audit.fallback_path: "
             f"{shared / 'shutdowns.jsonl'} is a FIFO" in stderr
         )
+
+
+@pytest.mark.parametrize("problem", ["too-long", "not-ours"])
+def test_a_control_socket_that_cannot_be_opened_refuses_the_start_on_record(
+    make_home: Any, tmp_path: Path, problem: str
+) -> None:
+    """``proxy.socket_dir`` too long for a Unix socket's path, or another user's: the
+    control socket is opened before ``session_started`` and before the backend, so this is
+    a refused start like any other — ``startup_refused`` on record, the trail closed, one
+    line naming ``proxy.socket_dir``, exit 10. It used to be opened after both: the
+    session ended unrecorded, the backend had been started, and a path too long was an
+    ``internal error`` (exit 1)."""
+    if problem == "not-ours" and os.geteuid() != 0:
+        pytest.skip("only root can give a directory away")
+    home = make_home()
+    if problem == "too-long":
+        sockets = tmp_path / ("d" * 120)
+    else:
+        sockets = tmp_path / "theirs"
+        sockets.mkdir(mode=0o700)
+        os.chown(sockets, 65534, 65534)
+    home.edit(lambda config: config["proxy"].update(socket_dir=str(sockets)))
+    proxy = home.start()
+    assert proxy.proc.wait(timeout=60) == 10
+    last = home.stderr().strip().splitlines()[-1]
+    if problem == "too-long":
+        assert last.startswith(f"config error: cannot open the control socket {sockets}/proxy-")
+        assert "is too long for a Unix socket — fix: choose a shorter proxy.socket_dir" in last
+    else:
+        assert last.startswith(
+            f"config error: refusing the control socket directory: {sockets} is owned by uid 65534"
+        )
+    (refused,) = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert (refused["detail"]["failure_class"], refused["detail"]["exit_code"]) == ("config", 10)
+    assert [r for r in records(home.log_dir, "auth") if r["event"] == "session_started"] == []
+    assert not (home.state / "server.pid").exists()  # the backend was never started
+    verify = subprocess.run(
+        [str(CLI), "audit", "verify"], capture_output=True, text=True, env=home.env, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for stream in ("auth", "system"):  # the trail was closed, not left as after a crash
+        head = read_head(home.log_dir, stream)
+        assert head is not None, stream
+        assert head.closed, stream
 
 
 # ---------------------------------------------------------------- a worker thread is stuck
