@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write_text",
     "broken_link",
     "ensure_private_dir",
+    "file_kind",
     "fsync_dir",
     "not_only_ours",
     "not_our_file",
@@ -184,7 +185,8 @@ class FileTooLargeError(ValueError):
         self.size = size
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, for a message: "a directory", "a FIFO (named pipe)" …"""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -211,7 +213,7 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(path, _kind(info.st_mode))
+            raise NotRegularFileError(path, file_kind(info.st_mode))
         if info.st_size > limit:
             raise FileTooLargeError(path, info.st_size, limit)
         chunks: list[bytes] = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import json
 import os
@@ -212,6 +213,21 @@ def _none() -> None:
     return None
 
 
+def _cannot_open(path: Path, exc: OSError) -> ControlError:
+    """Why the control socket ``path`` could not be opened, as the config error it is."""
+    too_long = exc.errno == errno.ENAMETOOLONG or (exc.errno is None and "too long" in str(exc))
+    if too_long:  # AF_UNIX: about 104-108 bytes for the whole path
+        return ControlError(
+            f"cannot open the control socket {path}: the path ({len(os.fsencode(path))} "
+            "bytes) is too long for a Unix socket",
+            fix="choose a shorter proxy.socket_dir (or leave it unset: the runtime directory)",
+        )
+    return ControlError(
+        f"cannot open the control socket {path}: {exc}",
+        fix="check proxy.socket_dir (its permissions, free space), or leave it unset",
+    )
+
+
 class ControlServer:
     """Serves registered operations on this process's control socket."""
 
@@ -233,28 +249,43 @@ class ControlServer:
         self.operations[name] = operation
 
     async def start(self) -> None:
-        """Open the socket (0600 in a 0700 directory)."""
+        """Open the socket (0600 in a 0700 directory). ``ControlError`` (exit 10) if the
+        directory cannot be trusted, or made, or the socket cannot be opened in it (a path
+        too long for a Unix socket); nothing is left at ``path`` then."""
         if self._server is not None:
             return
-        ensure_private_dir(self.directory)
-        info = self.directory.lstat()
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and info.st_mode & 0o077:
-            os.chmod(self.directory, 0o700)  # ours, but left open by someone: close it
+        try:
+            ensure_private_dir(self.directory)
+            info = self.directory.lstat()
+            ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            if ours and info.st_mode & 0o077:
+                os.chmod(self.directory, 0o700)  # ours, but left open by someone: close it
+        except OSError as exc:
+            raise ControlError(f"cannot make the control socket directory: {exc}") from None
         problem = private_dir_problem(self.directory)
         if problem is not None:
             raise ControlError(f"refusing the control socket directory: {problem}")
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
         _remove_old_notes(self.directory)
         old_umask = os.umask(0o177)
         try:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_LINE
             )
+            os.chmod(self.path, 0o600)
+        except BaseException as exc:  # cancelled as it bound, too: no socket left behind
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            if isinstance(exc, OSError):
+                raise _cannot_open(self.path, exc) from None
+            raise
         finally:
             os.umask(old_umask)
         self._made = True
-        os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -13,12 +13,14 @@ session runs, whatever the cause, the device's health is unknown and the session
 same way.
 
 Each round's results are also the ``posture`` of the session's :class:`Environment`, so a
-rule can require named checks.
+rule can require named checks; where two checks share a name, the worse result stands
+(:func:`by_name`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -32,7 +34,7 @@ from mcp_acp.errors import AuditError, McpAcpError, PostureError
 from mcp_acp.models import PostureResult, PostureStatus
 from mcp_acp.protocols import PostureCheck
 
-__all__ = ["PostureMonitor", "run_check"]
+__all__ = ["PostureMonitor", "by_name", "run_check"]
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +60,47 @@ CANCEL_GRACE_SECONDS = 2.0
 _running: set[int] = set()
 
 
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The default executor of a check's private loop (its ``asyncio.to_thread`` and
+    ``run_in_executor(None, …)`` calls): each call on a daemon thread of its own, none
+    pooled (a ``ThreadPoolExecutor`` only because asyncio takes no other kind).
+
+    A ``ThreadPoolExecutor``'s own threads are joined when the interpreter exits, however
+    the executor was shut down: a check that leaves one that never returns (blocking I/O)
+    would keep ``mcp-acp posture`` from ever exiting. A daemon thread is not waited for."""
+
+    def submit(  # type: ignore[override]  # (the base's ParamSpec signature: same calls)
+        self, fn: Callable[..., object], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[object]:
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # the caller's to see, as with any executor
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        name = f"posture-check-worker {getattr(fn, '__name__', 'call')}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return future
+
+
 def _run_alone(
     check: PostureCheck, started: Callable[[asyncio.AbstractEventLoop, asyncio.Task[object]], None]
 ) -> object:
     """``check.check()`` on a private event loop of this (the check's own) thread.
 
     Not ``asyncio.run``: that would wait at the end for the loop's worker threads, and a
-    check may leave one that never returns. Whatever the check raises is returned as
+    check may leave one that never returns; nor do those threads keep the process from
+    exiting (:class:`_DaemonExecutor`). Whatever the check raises is returned as
     ``_Broke`` (``CancelledError`` included: a cancellation the proxy made is told apart
     by the caller)."""
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(_DaemonExecutor())
     try:
         task = loop.create_task(check.check())
         started(loop, task)
@@ -172,6 +205,22 @@ def _summary(results: Sequence[PostureResult]) -> list[dict[str, str]]:
     return [{"check": r.check, "status": r.status.value, "detail": r.detail} for r in results]
 
 
+#: Two results of one name (two entries of one check, as two ``linux-disk-encryption``
+#: entries with different ``paths``): the worse stands — a failure over an unknown over a
+#: pass — so a failing entry never reads as passed because another of its name passed.
+_WORSE = {PostureStatus.PASS: 0, PostureStatus.UNKNOWN: 1, PostureStatus.FAIL: 2}
+
+
+def by_name(results: Sequence[PostureResult]) -> dict[str, PostureStatus]:
+    """Each check's name -> its status; for a name several results share, the worst."""
+    combined: dict[str, PostureStatus] = {}
+    for result in results:
+        seen = combined.get(result.check)
+        if seen is None or _WORSE[result.status] > _WORSE[seen]:
+            combined[result.check] = result.status
+    return combined
+
+
 def _reason(results: Sequence[PostureResult]) -> str:
     bad = [r for r in results if r.status is not PostureStatus.PASS]
     return "; ".join(f"{r.check} is {r.status.value}: {r.detail}" for r in bad)
@@ -211,7 +260,7 @@ class PostureMonitor:
         """Every check once, concurrently; the session's posture is updated."""
         results = list(await asyncio.gather(*(run_check(c, self.timeout) for c in self.checks)))
         self.posture.clear()
-        self.posture.update({r.check: r.status for r in results})
+        self.posture.update(by_name(results))
         self.last = results
         return results
 
@@ -317,4 +366,4 @@ class PostureMonitor:
 
     def describe(self) -> dict[str, Any]:
         """For ``mcp-acp status``."""
-        return {r.check: r.status.value for r in self.last}
+        return {name: status.value for name, status in by_name(self.last).items()}

@@ -26,40 +26,69 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mcp_acp._fs import not_only_ours
+from mcp_acp._fs import NotRegularFileError, file_kind, not_only_ours, unsafe_permissions
 from mcp_acp.errors import McpAcpError
 
-__all__ = ["ShutdownCoordinator", "append_line", "fallback_shutdowns"]
+__all__ = ["ShutdownCoordinator", "append_line", "fallback_shutdowns", "line_not_appended"]
 
 log = logging.getLogger(__name__)
 
 
 def append_line(path: Path, record: dict[str, Any]) -> bool:
-    """Append one JSON line durably (0600 file, 0700 directory); True if it worked.
+    """Append one JSON line durably (0600 file, 0700 directory); True if it worked (else
+    what was wrong is logged). See :func:`line_not_appended`."""
+    problem = line_not_appended(path, record)
+    if problem is None:
+        return True
+    with contextlib.suppress(Exception):
+        log.error("cannot write %s: %s", path, problem)
+    return False
 
-    Never through a symlink, and never to a file another user owns or others may write
+
+def line_not_appended(path: Path, record: dict[str, Any]) -> str | None:
+    """Append one JSON line durably (0600 file, 0700 directory); ``None`` if it worked,
+    else what was wrong. Never raises an ``OSError``, and never blocks on what it opens.
+
+    Only to a regular file of the user's own, in a directory others cannot change:
+    never through a symlink, never to a file another user owns or others may write, nor
+    into a directory another user owns or others may write, unless it is sticky
     (``fallback_path`` may be set in a shared directory, where anyone could plant either
     first: a link would have the event appended to a file of the user's own, such as a
-    shell's start-up file; a file of theirs would hand them the event)."""
+    shell's start-up file; a file of theirs would hand them the event; in a directory
+    they may write they could swap the file). Never to a FIFO or a device either: opened
+    without ``O_NONBLOCK``, a FIFO nobody reads would block the open for ever — on the
+    event loop, while the audit trail fails — and the process would never exit."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = unsafe_permissions(path.parent)
+        if problem is not None:
+            return f"refusing its directory: {problem}"
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(path, flags, 0o600)
+        flags |= os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # O_NONBLOCK: a FIFO nobody reads (or no device)
+                return f"{path} is a FIFO (named pipe) or a device, not a regular file"
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW
+                return f"{path} is a symlink (never followed)"
+            raise
         try:
             info = os.fstat(fd)
-            problem = not_only_ours(path, info) if stat.S_ISREG(info.st_mode) else "not a file"
-            if problem:
-                raise OSError(errno.EPERM, problem)
+            if not stat.S_ISREG(info.st_mode):
+                return str(NotRegularFileError(path, file_kind(info.st_mode)))
+            problem = not_only_ours(path, info)
+            if problem is not None:
+                return problem
+            os.set_blocking(fd, True)  # a regular file: the write and fsync as ever
             data = json.dumps(record, sort_keys=True, ensure_ascii=True, default=str) + "\n"
             os.write(fd, data.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-        return True
     except OSError as exc:
-        with contextlib.suppress(Exception):
-            log.error("cannot write %s: %s", path, exc)
-        return False
+        return f"{path}: {exc.strerror or exc}" if exc.filename is None else str(exc)
+    return None
 
 
 def fallback_shutdowns(fallback_path: Path) -> Path:
@@ -128,12 +157,31 @@ class ShutdownCoordinator:
             "audit_error": str(error),
             "event": event,
         }
-        if append_line(self.fallback_path, entry):
+        problem = line_not_appended(self.fallback_path, entry)
+        if problem is None:
             return
         with contextlib.suppress(Exception):  # last resort: stderr, which may be broken too
             lost = json.dumps(entry, default=str)
             print(
-                f"mcp-acp: audit fallback failed too; lost event: {lost}",
+                f"mcp-acp: audit fallback failed too (audit.fallback_path: {problem}); "
+                f"lost event: {lost}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _record_shutdown(self, record: dict[str, Any]) -> None:
+        """``record`` into ``shutdowns.jsonl`` in the log directory, else beside the
+        fallback file; if neither takes it, what was wrong with each goes to stderr."""
+        problem = line_not_appended(self.log_dir / "shutdowns.jsonl", record)
+        if problem is None:
+            return
+        beside = line_not_appended(fallback_shutdowns(self.fallback_path), record)
+        if beside is None:
+            return
+        with contextlib.suppress(Exception):
+            print(
+                f"mcp-acp: shutdown not recorded: {problem}; nor beside audit.fallback_path: "
+                f"{beside}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -152,8 +200,7 @@ class ShutdownCoordinator:
             "pid": os.getpid(),
             "primary": self._triggered is None,
         }
-        if not append_line(self.log_dir / "shutdowns.jsonl", record):
-            append_line(fallback_shutdowns(self.fallback_path), record)
+        self._record_shutdown(record)
         with contextlib.suppress(Exception):
             print(f"mcp-acp: stopping now: {reason}", file=sys.stderr, flush=True)
         self._clean_up()
@@ -175,9 +222,7 @@ class ShutdownCoordinator:
             "pid": os.getpid(),
             "primary": first,
         }
-        wrote = append_line(self.log_dir / "shutdowns.jsonl", record)
-        if not wrote:
-            append_line(fallback_shutdowns(self.fallback_path), record)
+        self._record_shutdown(record)
         if first:
             for callback in self._session_ended:
                 with contextlib.suppress(Exception):

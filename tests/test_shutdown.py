@@ -89,7 +89,8 @@ def test_the_fallback_is_never_written_through_a_link_or_into_a_file_not_ours(
     coordinator = ShutdownCoordinator(log_dir=tmp_path / "log", fallback_path=planted)
     coordinator.record_fallback({"event": "decision", "n": 1}, AuditError("disk full"))
     assert victim.read_text() == "# the user's own\n"
-    assert "audit fallback failed too; lost event:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"audit fallback failed too (audit.fallback_path: {planted} is a symlink" in err
     planted.unlink()
     planted.write_text("")
     planted.chmod(0o666)  # theirs to read and rewrite
@@ -104,3 +105,36 @@ def test_the_fallback_is_never_written_through_a_link_or_into_a_file_not_ours(
     planted.unlink()
     coordinator.record_fallback({"event": "decision", "n": 4}, AuditError("disk full"))
     assert json.loads(planted.read_text())["event"] == {"event": "decision", "n": 4}
+
+
+def test_the_fallback_is_never_written_into_a_fifo_nor_a_directory_others_may_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO at the fallback path, with a reader (one without blocks the open: see
+    ``test_a_fifo_where_the_audit_fallback_goes_still_ends_the_process``), is not a file:
+    the event goes to stderr, which says so. Nor is the fallback written in a directory
+    others may write that is not sticky (they could swap the file); a sticky one is fine."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    fallback = shared / "fallback.jsonl"
+    os.mkfifo(fallback)
+    reader = os.open(fallback, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        coordinator = ShutdownCoordinator(log_dir=tmp_path / "log", fallback_path=fallback)
+        coordinator.record_fallback({"event": "decision", "n": 1}, AuditError("disk full"))
+        assert os.read(reader, 1024) == b""
+    finally:
+        os.close(reader)
+    err = capsys.readouterr().err
+    assert f"(audit.fallback_path: {fallback} is a FIFO (named pipe), not a regular file)" in err
+    assert '"n": 1' in err
+    fallback.unlink()
+    shared.chmod(0o777)
+    coordinator.record_fallback({"event": "decision", "n": 2}, AuditError("disk full"))
+    assert not fallback.exists()
+    err = capsys.readouterr().err
+    assert "(audit.fallback_path: refusing its directory: directory " in err
+    assert "is writable by group or others (mode 0777)" in err
+    shared.chmod(0o1777)
+    coordinator.record_fallback({"event": "decision", "n": 3}, AuditError("disk full"))
+    assert json.loads(fallback.read_text())["event"] == {"event": "decision", "n": 3}

@@ -3,7 +3,8 @@
 Start order — each step must succeed before the next: config and plugins (validated) →
 audit trail (write test on every stream) → TLS checks (an HTTPS backend with
 ``backend.tls``; every finding audited) → identity (the token loaded, validated or
-refreshed; its auth events recorded) → policy → posture gate → backend → serve. A start-up
+refreshed; its auth events recorded) → policy → posture gate → control socket → backend →
+serve. A start-up
 failure is recorded as ``startup_refused`` (when the trail works), shown on the desktop
 where the platform can, and ends the process with its failure class's exit code.
 
@@ -347,8 +348,11 @@ async def serve(config_path: Path) -> int:
     except McpAcpError as exc:
         await _refuse_start(None, session, exc, runtime)
         raise
+    control: ControlServer | None = None
     try:
-        started = await signals.unless_stopped(_start(runtime, trail, session))
+        control = ControlServer(runtime.config.proxy.socket_dir)
+        shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
+        started = await signals.unless_stopped(_start(runtime, trail, session, control))
         # not interrupted: a stop signal from here on ends a session that has started
         await trail.record(
             AuthEvent(
@@ -359,9 +363,15 @@ async def serve(config_path: Path) -> int:
             )
         )
     except _Stopped as stop:
+        await _close(control)
         return await _stopped_at_start(trail, session, stop)
     except McpAcpError as exc:
+        await _close(control)
         await _refuse_start(trail, session, exc, runtime)
+        raise
+    except BaseException:
+        if control is not None:
+            control.remove_socket()
         raise
     # from here the backend may run: a fail-closed exit (os._exit) ends its process group
     abandon: Callable[[], None] | None = getattr(started.channel, "abandon", None)
@@ -371,6 +381,13 @@ async def serve(config_path: Path) -> int:
     if terminate is not None:  # a stop signal for us is one for the backend
         signals.when_stopped(terminate)
     return await _serve(runtime, trail, session, shutdown, started, signals)
+
+
+async def _close(control: ControlServer | None) -> None:
+    """Close the control socket of a start that was refused (if it was opened)."""
+    if control is not None:
+        with contextlib.suppress(Exception):
+            await control.close()
 
 
 def _force(shutdown: ShutdownCoordinator, signum: int) -> None:
@@ -388,6 +405,7 @@ class _Started(NamedTuple):
     approver: Approver
     subject: Subject
     posture: PostureMonitor
+    control: ControlServer
 
 
 async def _first_subject(identity: IdentityProvider) -> Subject:
@@ -405,10 +423,13 @@ async def _first_subject(identity: IdentityProvider) -> Subject:
         ) from exc
 
 
-async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Started:
+async def _start(
+    runtime: Runtime, trail: AuditTrail, session: Session, control: ControlServer
+) -> _Started:
     """Tool pins readable → plugins recorded → TLS gate → identity (token loaded,
-    validated or refreshed) → policy → posture gate. Any failure raises and nothing is
-    served; :func:`serve` then records ``session_started`` (or the refusal)."""
+    validated or refreshed) → policy → posture gate → control socket opened. Any failure
+    raises and nothing is served; :func:`serve` then records ``session_started`` (or the
+    refusal)."""
     if runtime.config.proxy.tool_pinning:
         ToolPins.beside(runtime.config_path).check()  # a damaged pins file: ConfigError
     plugins = {p.name: p.version for p in runtime.plugins.loaded}
@@ -458,7 +479,11 @@ async def _start(runtime: Runtime, trail: AuditTrail, session: Session) -> _Star
         on_failure=trail.coordinator.trigger,
     )
     await posture.gate()  # PostureError (exit 15) unless every check passes
-    return _Started(channel, identity, engine, approver, subject, posture)
+    # before session_started and the backend: a socket that cannot be opened (a directory
+    # not ours, a path too long) is a refused start (ControlError, exit 10), on record
+    control.refused_session = channel.backend_session
+    await control.start()  # ready before the first request can wait for an answer
+    return _Started(channel, identity, engine, approver, subject, posture, control)
 
 
 async def _serve(
@@ -480,10 +505,12 @@ async def _serve(
         resume_collection()  # paused by the executable for start-up (mcp_acp.startup)
         return await _relay(runtime, trail, session, shutdown, parts, signals)
     except _Stopped as stop:  # while an HTTP backend was being reached: nothing relayed
+        await _close(parts.control)
         await _end_session(trail, session, parts.subject, f"{stop.name} received")
         return 0
     finally:
         await parts.channel.close()  # the relay closes it too, unless it never got to run
+        await _close(parts.control)  # so does the relay
 
 
 async def _end_session(trail: AuditTrail, session: Session, subject: Subject, why: str) -> None:
@@ -568,7 +595,7 @@ async def _relay(
     """Relay the session until the client, a signal or the backend ends it."""
     settings = runtime.config.proxy
     rates = settings.rate_limits
-    channel, identity, engine, approver, subject, posture = parts
+    channel, identity, engine, approver, subject, posture, control = parts
     pep = EnforcementPoint(
         engine=engine,
         trail=trail,
@@ -605,11 +632,9 @@ async def _relay(
         review_new_tools=settings.new_tools == "review",
     )
     started = time.time()
-    control = ControlServer(settings.socket_dir, refused_session=channel.backend_session)
     control.register("status", lambda command, who: _status(pep, approver, started))
     for name, operation in getattr(approver, "control_ops", dict)().items():
         control.register(name, operation)  # e.g. the 'cli' approver's list/approve/deny
-    await control.start()  # ready before the first request can wait for an answer
     ended_at_exit = getattr(approver, "ended_at_exit", None)
 
     def note_ended(why: str) -> None:
@@ -622,7 +647,6 @@ async def _relay(
     shutdown.on_session_end(
         lambda reason: note_ended(pep.ending or f"the proxy shut down ({reason})")
     )
-    shutdown.on_exit(control.remove_socket)  # a fail-closed exit leaves no socket behind
     reader, writer = await _stdio()
     monitor = asyncio.create_task(trail.monitor())
     posture.start_watching()  # supervised: if it stops while we serve, we stop (exit 15)

@@ -39,6 +39,8 @@ from proxy_helpers import (
     wait_for_event,
 )
 
+from mcp_acp.audit.chain import read_head
+
 ALLOW_ALL = {
     "version": "1",
     "rules": [{"id": "allow-all", "effect": "allow", "conditions": {"tool_name": "*"}}],
@@ -226,6 +228,95 @@ def test_a_fail_closed_exit_ends_the_backend_and_removes_the_control_socket(
     assert home.control_sockets() == []
 
 
+@pytest.mark.parametrize("planted", ["fallback", "shutdowns"])
+def test_a_fifo_where_the_audit_fallback_goes_still_ends_the_process(
+    make_home: Any, tmp_path: Path, planted: str
+) -> None:
+    """``audit.fallback_path`` in a shared (sticky) directory, where a FIFO was made first
+    at the fallback file — or at both ``shutdowns.jsonl`` files, the log directory's and
+    the one beside the fallback file. The audit trail fails: opening the FIFO to keep the
+    event (or the shutdown record) once blocked for ever, on the event loop — no exit, no
+    record, SIGTERM unheard, the backend left running. Now the FIFO is refused, the
+    process exits 13 and ends the backend, and stderr says what was wrong."""
+    home = make_home("--ignore-term", "--ignore-eof")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    fallback = shared / "fallback.jsonl"
+    home.edit(lambda config: config["audit"].update(fallback_path=str(fallback)))
+    proxy = home.start()
+    proxy.initialize()
+    server, _ = home.backend()
+    if planted == "fallback":
+        os.mkfifo(fallback)
+    else:
+        os.mkfifo(home.log_dir / "shutdowns.jsonl")
+        os.mkfifo(shared / "shutdowns.jsonl")
+    (home.log_dir / "decisions.jsonl").unlink()
+    proxy.request("tools/call", {"name": "echo", "arguments": {}})
+    assert proxy.proc.wait(timeout=60) == 13
+    assert not running(server)
+    stderr = home.stderr()
+    assert "mcp-acp: shutting down: audit error: " in stderr
+    if planted == "fallback":
+        assert (
+            f"mcp-acp: audit fallback failed too (audit.fallback_path: {fallback} is a FIFO "
+            "(named pipe) or a device, not a regular file); lost event: " in stderr
+        )
+        shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
+        assert (shutdowns[0]["failure_class"], shutdowns[0]["exit_code"]) == ("audit", 13)
+    else:
+        assert (
+            f"mcp-acp: shutdown not recorded: {home.log_dir / 'shutdowns.jsonl'} is a FIFO "
+            f"(named pipe) or a device, not a regular file; nor beside audit.fallback_path: "
+            f"{shared / 'shutdowns.jsonl'} is a FIFO" in stderr
+        )
+
+
+@pytest.mark.parametrize("problem", ["too-long", "not-ours"])
+def test_a_control_socket_that_cannot_be_opened_refuses_the_start_on_record(
+    make_home: Any, tmp_path: Path, problem: str
+) -> None:
+    """``proxy.socket_dir`` too long for a Unix socket's path, or another user's: the
+    control socket is opened before ``session_started`` and before the backend, so this is
+    a refused start like any other — ``startup_refused`` on record, the trail closed, one
+    line naming ``proxy.socket_dir``, exit 10. It used to be opened after both: the
+    session ended unrecorded, the backend had been started, and a path too long was an
+    ``internal error`` (exit 1)."""
+    if problem == "not-ours" and os.geteuid() != 0:
+        pytest.skip("only root can give a directory away")
+    home = make_home()
+    if problem == "too-long":
+        sockets = tmp_path / ("d" * 120)
+    else:
+        sockets = tmp_path / "theirs"
+        sockets.mkdir(mode=0o700)
+        os.chown(sockets, 65534, 65534)
+    home.edit(lambda config: config["proxy"].update(socket_dir=str(sockets)))
+    proxy = home.start()
+    assert proxy.proc.wait(timeout=60) == 10
+    last = home.stderr().strip().splitlines()[-1]
+    if problem == "too-long":
+        assert last.startswith(f"config error: cannot open the control socket {sockets}/proxy-")
+        assert "is too long for a Unix socket — fix: choose a shorter proxy.socket_dir" in last
+    else:
+        assert last.startswith(
+            f"config error: refusing the control socket directory: {sockets} is owned by uid 65534"
+        )
+    (refused,) = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
+    assert (refused["detail"]["failure_class"], refused["detail"]["exit_code"]) == ("config", 10)
+    assert [r for r in records(home.log_dir, "auth") if r["event"] == "session_started"] == []
+    assert not (home.state / "server.pid").exists()  # the backend was never started
+    verify = subprocess.run(
+        [str(CLI), "audit", "verify"], capture_output=True, text=True, env=home.env, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for stream in ("auth", "system"):  # the trail was closed, not left as after a crash
+        head = read_head(home.log_dir, stream)
+        assert head is not None, stream
+        assert head.closed, stream
+
+
 # ---------------------------------------------------------------- a worker thread is stuck
 
 
@@ -241,6 +332,26 @@ def test_a_check_stuck_in_a_thread_refuses_the_start_and_the_process_ends(
     refused = [r for r in records(home.log_dir, "system") if r["event"] == "startup_refused"]
     assert refused[0]["detail"]["failure_class"] == "posture"
     assert "mode is unknown: no answer within 1 s" in home.stderr()
+
+
+def test_mcp_acp_posture_ends_though_a_check_is_stuck_in_a_thread(make_home: Any) -> None:
+    """``mcp-acp posture`` gives up on the check after ``timeout_seconds`` and says
+    ``unknown``; then it exits, although the worker thread the check waits for never
+    returns (that thread, of the check's own event loop, was joined at exit: for ever)."""
+    home = make_home()
+    home.scripted_posture("stuck", timeout=1)
+    shown = subprocess.run(
+        [str(CLI), "posture", "--json"],
+        env=home.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 15, shown.stderr
+    (result,) = json.loads(shown.stdout)
+    assert (result["check"], result["status"]) == ("mode", "unknown")
+    assert result["detail"] == "no answer within 1 s"
+    assert (home.checks / "checking-stuck").exists()  # it ran, and waited on its thread
 
 
 def test_sigterm_ends_the_session_while_a_check_is_stuck_in_a_thread(make_home: Any) -> None:

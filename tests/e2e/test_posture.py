@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from proxy_helpers import (
     ALLOW_ECHO,
     CLI,
+    DENIED,
     E2E,
     Proxy,
     configure,
@@ -161,3 +163,64 @@ def test_a_check_that_breaks_mid_session_ends_it(
     if mode != "stop-monitor":  # a round's result, on record like any other
         failed = [r for r in auth if r["event"] == "device_health_failed"]
         assert failed[-1]["detail"]["checks"][0]["status"] == "unknown"
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_of_two_checks_with_one_name_a_failing_one_is_not_taken_for_passed(
+    isolated_home: Path, tmp_path: Path, failing: int
+) -> None:
+    """Two entries of one check report the same name (as two ``linux-disk-encryption``
+    entries with different ``paths`` would); one of them fails, below the failure
+    threshold. A rule that requires that name must not allow, and ``mcp-acp status`` must
+    not show it passed — whichever entry fails (the later result used to overwrite the
+    earlier, so a failing first entry read as passed)."""
+    received = tmp_path / "received.jsonl"
+    configure(isolated_home, sys.executable, [str(RECORDING_SERVER), str(received)], ALLOW_ECHO)
+    modes = [tmp_path / "a" / "mode", tmp_path / "b" / "mode"]
+    for mode in modes:
+        mode.parent.mkdir()
+    env = use_mode_check(isolated_home, tmp_path / "site", modes[0], threshold=5)
+    modes[1].write_text("pass")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["posture"]["checks"].append(
+        {"use": "mode-check", "config": {"mode_file": str(modes[1])}}
+    )
+    config["proxy"]["desktop_notifications"] = False
+    config_file.write_text(json.dumps(config))
+    policy = {
+        "version": "1",
+        "rules": [
+            {
+                "id": "echo-if-healthy",
+                "effect": "allow",
+                "conditions": {"tool_name": "echo", "posture": "mode"},
+            }
+        ],
+    }
+    (isolated_home / ".config" / "mcp-acp" / "policy.json").write_text(json.dumps(policy))
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        echo = {"name": "echo", "arguments": {"text": "healthy"}}
+        assert "result" in proxy.call("tools/call", echo)
+        modes[failing].write_text("fail")
+        stderr = isolated_home / "proxy-stderr.txt"
+        deadline = time.monotonic() + 30  # a round every second: its result is in force
+        while "posture round failed (1 in a row)" not in stderr.read_text():
+            assert proxy.proc.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, "no failed round within 30 s"
+            time.sleep(0.05)
+        denied = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "now"}})
+        assert denied["error"]["code"] == DENIED, denied
+        shown = subprocess.run(
+            [str(CLI), "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0, shown.stderr
+        (status,) = json.loads(shown.stdout)
+        assert status["posture"] == {"mode": "fail"}
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+        proxy.close()
+    assert "now" not in received.read_text()

@@ -381,3 +381,45 @@ async def test_rules_see_posture_and_lost_posture_denies_everything(
     assert not verdict.allowed
     assert verdict.rule_id == "builtin-posture"
     assert "device posture lost" in verdict.reason
+
+
+class Says:
+    """A check named ``same`` that answers ``status``."""
+
+    name = "same"
+
+    def __init__(self, status: PostureStatus) -> None:
+        self.status = status
+
+    async def check(self) -> PostureResult:
+        return PostureResult(
+            check=self.name, status=self.status, detail="", checked_at=datetime.now(UTC)
+        )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "worst"),
+    [
+        (["fail", "pass"], "fail"),
+        (["pass", "fail"], "fail"),
+        (["unknown", "pass"], "unknown"),
+        (["pass", "unknown"], "unknown"),
+        (["fail", "unknown", "pass"], "fail"),
+        (["pass", "unknown", "fail"], "fail"),
+        (["pass", "pass"], "pass"),
+    ],
+)
+async def test_checks_that_share_a_name_show_the_worst_result(
+    trail: Any, statuses: list[str], worst: str
+) -> None:
+    """Two entries of one check (one name): what rules and ``mcp-acp status`` see of the
+    name is the worst result — a failure over an unknown over a pass — in any order."""
+    trail, _ = trail
+    posture: dict[str, PostureStatus] = {}
+    monitor = PostureMonitor(
+        [Says(PostureStatus(s)) for s in statuses], trail, session_id="s1", posture=posture
+    )
+    results = await monitor.run()
+    assert [r.status.value for r in results] == statuses  # each result is kept, in order
+    assert posture == {"same": PostureStatus(worst)}
+    assert monitor.describe() == {"same": worst}
