@@ -636,7 +636,7 @@ def test_a_carriage_return_cannot_carry_a_second_request_past_the_policy(relay: 
     # (Python's universal newlines: the `mcp` SDK's stdio server, this peer's readline)
     proxy, received, log_dir = relay
     smuggled = b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_file"}}'
-    exact = b'"pi":3.141592653589793238462643383279,"zero":-0,"big":1E400'  # kept byte for byte
+    exact = b'"pi":3.141592653589793238462643383279,"zero":-0,"big":1E300'  # kept byte for byte
     line = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":\r' + smuggled
     line += b",\r" + exact + b"}}\n"
     proxy.send_raw(line)
