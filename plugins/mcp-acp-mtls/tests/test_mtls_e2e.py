@@ -504,10 +504,41 @@ def test_a_ca_bundle_in_a_directory_others_can_write(
     bundle.chmod(0o644)
     log_dir = configure(server.url, ca_bundle=bundle)
     line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
-    assert f"the directory {shared} can be written by others (mode 0777)" in line
+    assert f"directory {shared} is writable by group or others (mode 0777)" in line
     status = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
     assert status.returncode == 1
     assert "[refuse] CA bundle_file" in status.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
+def test_a_ca_bundle_symlink_another_user_planted_in_a_sticky_directory(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The config names a CA bundle in a /tmp-like directory; before it is there, another
+    user (uid 65534) plants a symlink at that name to a CA certificate root owns whose key
+    they hold (CPython's test CA, say: its key is public), and serves the backend's URL with
+    a certificate that CA signed. Every check of the file itself passes (root's, 0644): the
+    link's owner is what gives it away. ``run`` refuses before any handshake."""
+    system = tmp_path / "system"
+    system.mkdir(mode=0o755)
+    public_ca = system / "public-test-ca.pem"  # root's: the rogue CA plays the public one
+    public_ca.write_bytes(pki.rogue.pem.read_bytes())
+    public_ca.chmod(0o644)
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "victim-ca.pem"
+    planted.symlink_to(public_ca)
+    os.lchown(planted, 65534, 65534)
+    impostor = serve(*pki.rogue.issue("impostor", sans=("127.0.0.1",)))
+    log_dir = configure(impostor.url, ca_bundle=planted)
+    line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
+    assert f"symlink {planted} is owned by uid 65534, not by you (uid 0) or root" in line
+    assert not impostor.calls.exists()
 
 
 def test_key_from_another_pair(

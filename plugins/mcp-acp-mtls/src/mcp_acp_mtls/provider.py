@@ -11,7 +11,10 @@ Start-up checks (:meth:`MtlsProvider.check`), each reported as a
 * every file exists and is a regular file, reached only through directories that no one
   but you (or root) can write: each directory the path passes through, symlinks followed,
   is owned by you or root and not writable by group or others (unless sticky, as
-  ``/tmp``) — else another user could put their own file, or a symlink, in its place;
+  ``/tmp``) — else another user could put their own file, or a symlink, in its place —
+  and in a directory others can write (sticky), every entry on the way, a symlink above
+  all, is yours or root's: another user's link there is theirs to point anywhere
+  (:func:`mcp_acp._fs.unsafe_path`, the rule the config and policy files pass too);
 * the client key is owned by you, has no group or other permission bits, and is not a
   symlink that leads out of its directory;
 * the certificate and the CA bundle are owned by you (or root), not writable by group or
@@ -46,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mcp_acp._fs import unsafe_path
 from mcp_acp.models import TlsFinding, TlsSeverity
 from mcp_acp.registry import PluginContext
 
@@ -135,8 +139,6 @@ def load_bundle(path: Path) -> list[x509.Certificate]:
 
 #: A PEM private key block of any kind (PKCS#8, PKCS#1 RSA, SEC1 EC, encrypted, OpenSSH).
 _PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-#: Symlinks followed while walking one path (as the kernel's own limit).
-_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -153,49 +155,6 @@ def _refuse(check: str, detail: str, **facts: Any) -> TlsFinding:
     return TlsFinding(check, TlsSeverity.REFUSE, detail, facts)
 
 
-def _unsafe_directory(path: Path, uid: int) -> str | None:
-    """Why another user could change what ``path`` names, or None: the first directory the
-    path passes through — walked as the kernel resolves it, symlinks followed — that is
-    not owned by ``uid`` or root, or that group or others can write (a sticky directory
-    such as ``/tmp`` excepted: there only an entry's owner can rename or remove it)."""
-    todo = list(path.absolute().parts[1:])
-    current = Path(path.absolute().anchor)
-    checked: set[Path] = set()
-    links = 0
-    while todo:
-        if current not in checked:
-            checked.add(current)
-            info = current.stat()
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid not in (uid, 0):
-                return f"the directory {current} is owned by uid {info.st_uid}, not by you or root"
-            if mode & 0o022 and not mode & stat.S_ISVTX:
-                return (
-                    f"the directory {current} can be written by others (mode {mode:04o}); "
-                    f"chmod go-w {current}, or keep the file in a directory only you can write"
-                )
-        name = todo.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            current = current.parent
-            continue
-        step = current / name
-        if stat.S_ISLNK(step.lstat().st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                return f"{path}: too many levels of symbolic links"
-            target = Path(os.readlink(step))
-            if target.is_absolute():
-                current = Path(target.anchor)
-            todo[:0] = [part for part in target.parts if part != target.anchor]
-            continue
-        if not todo:
-            return None  # the file itself: its own checks follow
-        current = step
-    return None
-
-
 def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFinding], bytes | None]:
     """The checks of one configured file, and its bytes if they pass.
 
@@ -206,13 +165,17 @@ def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFind
     uid = os.geteuid()
     try:
         link = path.lstat()
-        unsafe = _unsafe_directory(path, uid)
+        unsafe = unsafe_path(path)
     except FileNotFoundError:
         return [_refuse(check, f"{label} {path} does not exist", path=str(path))], None
     except OSError as exc:
         return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
     if unsafe is not None:
-        return [_refuse(check, f"{label} {path}: {unsafe}", path=str(path))], None
+        text = (
+            f"{label} {path}: {unsafe}; keep the file where only you or root can change "
+            "what its path names"
+        )
+        return [_refuse(check, text, path=str(path))], None
     try:
         # O_NONBLOCK: a FIFO put there must not hang start-up (it is refused below)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
