@@ -19,6 +19,7 @@ __all__ = [
     "not_only_ours",
     "not_our_file",
     "not_private_dir",
+    "read_opened_file",
     "read_regular_file",
     "unsafe_path",
     "unsafe_permissions",
@@ -290,22 +291,29 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(path, _kind(info.st_mode))
-        if info.st_size > limit:
-            raise FileTooLargeError(path, info.st_size, limit)
-        chunks: list[bytes] = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        return read_opened_file(fd, path, limit)[1]
     finally:
         os.close(fd)
+
+
+def read_opened_file(fd: int, path: Path, limit: int) -> tuple[os.stat_result, bytes]:
+    """:func:`read_regular_file` of a file already open as ``fd`` (``path`` names it in
+    errors), and the status it was judged by — so a caller that checks the owner and mode
+    checks the file it read. ``fd`` stays open."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(path, _kind(info.st_mode))
+    if info.st_size > limit:
+        raise FileTooLargeError(path, info.st_size, limit)
+    chunks: list[bytes] = []
+    left = limit + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
     data = b"".join(chunks)
     if len(data) > limit:
         raise FileTooLargeError(path, len(data), limit)
-    return data
+    return info, data

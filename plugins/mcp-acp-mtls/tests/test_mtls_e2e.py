@@ -282,6 +282,37 @@ def test_tls_status_shows_subjects_and_days_left(
     assert "days left" in text.stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "role", "label"),
+    [("client_cert", "client", "client certificate"), ("ca_bundle", "ca", "CA bundle")],
+)
+def test_tls_status_with_a_fifo_for_a_certificate_refuses_and_exits(
+    pki: Any,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    option: str,
+    role: str,
+    label: str,
+) -> None:
+    """A FIFO where a certificate or the CA bundle should be: the checks refuse it without
+    waiting for a writer, and ``tls status`` shows what the checks read — nothing of that
+    file — instead of opening the path again (which blocked for ever on the FIFO). The
+    timeout only stops a hung run from holding up the suite."""
+    fifo = pki.directory / "fifo.pem"
+    os.mkfifo(fifo, 0o644)
+    configure("https://127.0.0.1:1/mcp", **{option: fifo})
+    done = subprocess.run(
+        [str(CLI), "tls", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{role}: {fifo}: not read: its file check refused it (below)" in done.stdout
+    assert (
+        f"[refuse] {label}_file: {label} {fifo} is a FIFO (named pipe), not a regular file"
+        in done.stdout
+    )
+
+
 # ------------------------------------------------------------------- the server is wrong
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mcp_acp_mtls import MtlsConfig, MtlsProvider
+from mcp_acp_mtls.status import _certificates as status_certificates
 from pydantic import ValidationError
 
 from mcp_acp.config import HttpBackend
@@ -199,6 +200,38 @@ def test_another_users_symlink_in_a_sticky_directory_is_refused(
         os.lchown(link, 0, 0)
     for path in (planted, through / "ca.pem", ours):
         assert refusals(provider(pki, **{option: path})) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "label"), [("client_key", "client key"), ("ca_bundle", "CA bundle")]
+)
+def test_a_file_over_the_size_limit_is_refused_naming_the_limit(
+    pki: Any, option: str, label: str
+) -> None:
+    """No configured file is read past 1 MiB (a CA bundle of every public CA is ~220 KiB):
+    one larger — here valid PEM and 2 MiB of blank lines — is refused, not held in memory."""
+    path = pki.client_key if option == "client_key" else pki.ca.pem
+    with path.open("ab") as grown:
+        grown.write(b"\n" * (2 << 20))
+    size = path.stat().st_size
+    [reason] = refusals(provider(pki))
+    assert reason == (
+        f"{label} {path} is over the 1 MiB limit of a certificate, key or CA bundle file "
+        f"({size} bytes)"
+    )
+
+
+def test_tls_status_shows_what_the_checks_read(pki: Any, tmp_path: Path) -> None:
+    """The certificates ``tls status`` lists are the bytes check() read: a CA bundle
+    replaced after the checks (or a FIFO put there) is never opened again."""
+    p = provider(pki)
+    assert refusals(p) == []
+    rogue_copy = tmp_path / "rogue-ca.pem"
+    rogue_copy.write_bytes(pki.rogue.pem.read_bytes())
+    os.replace(rogue_copy, pki.ca.pem)
+    client, ca = status_certificates(p)
+    assert client["subject"] == "CN=client"
+    assert ca["subject"] == "CN=trusted test CA"
 
 
 def handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:
