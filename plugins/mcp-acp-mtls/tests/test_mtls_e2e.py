@@ -191,9 +191,13 @@ def test_the_right_client_certificate_gets_a_call_through(
     home: Path,
     env: dict[str, str],
 ) -> None:
+    """The call goes through and is audited with the server's identity; no TLS key log is
+    written, whatever ``SSLKEYLOGFILE`` says (the provider's context is not Python's
+    default one, which would honour it)."""
     server = serve()
     log_dir = configure(server.url)
-    proxy = Proxy(home, env)
+    keylog = home / "keylog.txt"
+    proxy = Proxy(home, {**env, "SSLKEYLOGFILE": str(keylog)})
     try:
         assert proxy.initialize()["result"]["serverInfo"]["name"] == "mtls-test-server"
         answer = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "hi"}})
@@ -211,6 +215,7 @@ def test_the_right_client_certificate_gets_a_call_through(
     assert started[0]["detail"]["identity"]["names"] == ["IP:127.0.0.1"]
     allowed = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
     assert any(r.get("tool_name") == "echo" and r["effect"] == "allow" for r in allowed)
+    assert not keylog.exists()
 
 
 def test_server_name_override(
