@@ -20,7 +20,9 @@ __all__ = [
     "not_only_ours",
     "not_our_file",
     "not_private_dir",
+    "read_opened_file",
     "read_regular_file",
+    "unsafe_path",
     "unsafe_permissions",
     "untrusted_file",
 ]
@@ -106,11 +108,16 @@ def unsafe_permissions(path: Path) -> str | None:
         if broken:
             return broken
         return unsafe_permissions(Path(os.path.realpath(path)))
+    return _unsafe_status(path, info)
+
+
+def _unsafe_status(path: Path, info: os.stat_result) -> str | None:
+    """:func:`unsafe_permissions` of what ``info`` (not a symlink's) describes."""
     if info.st_uid not in (os.geteuid(), 0):
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     is_dir = stat.S_ISDIR(info.st_mode)
     if is_dir and info.st_mode & stat.S_ISVTX:
-        return None  # sticky (like /tmp): others cannot rename or delete our files in it
+        return None  # sticky (like /tmp): others cannot rename or delete our entries in it
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         kind = "directory" if is_dir else "file"
         return (
@@ -119,12 +126,87 @@ def unsafe_permissions(path: Path) -> str | None:
     return None
 
 
+#: Symlinks followed while walking one path (as the kernel's own limit).
+_MAX_LINKS = 40
+
+
+def unsafe_path(path: Path) -> str | None:
+    """Why another user could change what ``path`` names, or ``None``: the path is walked
+    as the kernel resolves it, from ``/`` down and through every symlink on the way (the
+    directories a link leads through included), and refused at the first place where
+    someone other than you or root could put something else at the name:
+
+    * a directory it passes through that another user owns, or that group or others can
+      write and that is not sticky (anyone can rename their own entry over ours there) —
+      judged by :func:`unsafe_permissions`;
+    * an entry — a directory, a symlink, the file itself — that another user owns, in a
+      directory group or others can write (a sticky one such as ``/tmp``: the only kind
+      that passes the check above). Sticky protects an entry from everyone *but its
+      owner*: a symlink another user planted in ``/tmp`` is theirs to point anywhere —
+      at a file root owns, which every other check accepts — and theirs to replace.
+      Entries of yours or root's are safe there, as in any directory.
+
+    What the path finally names is not judged here beyond that (its own owner and mode are
+    the caller's). Raises ``FileNotFoundError`` if a name on the way is missing,
+    ``OSError`` if the walk cannot be made."""
+    uid = os.geteuid()
+    todo = list(path.absolute().parts[1:])
+    current = Path(path.absolute().anchor)  # never a symlink: links are followed below
+    shared: dict[Path, int] = {}  # each directory judged -> its mode, if others can write it
+    links = 0
+    while todo:
+        if current not in shared:
+            info = current.lstat()
+            problem = _unsafe_status(current, info)
+            if problem is not None:
+                return problem
+            writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            shared[current] = stat.S_IMODE(info.st_mode) if writable else 0
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        step = current / name
+        entry = step.lstat()
+        if shared[current] and entry.st_uid not in (uid, 0):
+            kind = (
+                "symlink"
+                if stat.S_ISLNK(entry.st_mode)
+                else "directory"
+                if stat.S_ISDIR(entry.st_mode)
+                else "file"
+            )
+            return (
+                f"{kind} {step} is owned by uid {entry.st_uid}, not by you (uid {uid}) or "
+                f"root, in directory {current}, which others can write "
+                f"(mode {shared[current]:04o}): its owner can replace it"
+            )
+        if stat.S_ISLNK(entry.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return f"{path}: too many levels of symbolic links"
+            target = Path(os.readlink(step))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            todo[:0] = [part for part in target.parts if part != target.anchor]
+            continue
+        if not todo:
+            return None  # the file itself: its own checks are the caller's
+        current = step
+    return None
+
+
 def untrusted_file(path: Path) -> str | None:
     """Why the file at ``path`` — a config or a policy, which says what may pass — cannot be
-    trusted, or ``None`` if it can: a dangling link or a link loop, or another user (not
-    root) who owns, or group or others who may write, the file, the directory it is in, or
-    (for a link) the file it leads to or that file's directory. Anyone who can change one
-    of these can change what the proxy allows. Raises ``FileNotFoundError`` if there is no
+    trusted, or ``None`` if it can: a dangling link or a link loop; another user (not root)
+    who owns, or group or others who may write, the file, the directory it is in, or (for a
+    link) the file it leads to or that file's directory; or anything :func:`unsafe_path`
+    refuses on the way there — a directory higher up that others can write (not sticky),
+    or a symlink or other entry another user owns in a directory others can write, such as
+    a link planted in ``/tmp`` that leads to a file root owns. Anyone who can change one of
+    these can change what the proxy allows. Raises ``FileNotFoundError`` if there is no
     file, ``OSError`` if it cannot be told."""
     broken = broken_link(path)
     if broken is not None:
@@ -137,7 +219,7 @@ def untrusted_file(path: Path) -> str | None:
         problem = unsafe_permissions(place)
         if problem is not None:
             return problem
-    return None
+    return unsafe_path(path)
 
 
 def not_private_dir(path: Path) -> str | None:
@@ -211,22 +293,29 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(path, file_kind(info.st_mode))
-        if info.st_size > limit:
-            raise FileTooLargeError(path, info.st_size, limit)
-        chunks: list[bytes] = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        return read_opened_file(fd, path, limit)[1]
     finally:
         os.close(fd)
+
+
+def read_opened_file(fd: int, path: Path, limit: int) -> tuple[os.stat_result, bytes]:
+    """:func:`read_regular_file` of a file already open as ``fd`` (``path`` names it in
+    errors), and the status it was judged by — so a caller that checks the owner and mode
+    checks the file it read. ``fd`` stays open."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(path, file_kind(info.st_mode))
+    if info.st_size > limit:
+        raise FileTooLargeError(path, info.st_size, limit)
+    chunks: list[bytes] = []
+    left = limit + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
     data = b"".join(chunks)
     if len(data) > limit:
         raise FileTooLargeError(path, len(data), limit)
-    return data
+    return info, data

@@ -12,8 +12,10 @@ with that plugin's own options under ``config``::
 The core model below checks the shape; :mod:`mcp_acp.runtime` then validates each
 ``config`` section with the model its plugin registered.
 
-A file that is writable by group or others, or owned by someone else, is refused: whoever
-can write the config decides what the proxy allows. Only a regular file is read, never
+A file that is writable by group or others, or owned by someone else, is refused, and so
+is a path that someone else could make lead elsewhere (a directory on it they can write,
+their symlink in ``/tmp``: :func:`~mcp_acp._fs.untrusted_file`): whoever can write the
+config decides what the proxy allows. Only a regular file is read, never
 more than 1 MiB, and a key written twice is an error (JSON readers disagree on which copy
 counts).
 

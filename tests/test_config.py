@@ -211,6 +211,45 @@ def test_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
+def test_a_config_link_another_user_planted_in_a_sticky_directory_is_refused(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """The config path is in a /tmp-like directory, and another user (uid 65534) put a
+    symlink at that name, to a config root owns: every check of that file and of the
+    directories passes (root's, 0600; the sticky directory's). Sticky keeps others from
+    replacing our entries, not their own: their link is refused (exit 10), as is a path
+    through their link to a directory, or a link of ours that leads through theirs; the
+    same links made by us (root) are read."""
+    system = tmp_path / "system"
+    system.mkdir(mode=0o755)
+    target = write(system / "config.json", MINIMAL)
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "config.json"
+    planted.symlink_to(target)
+    through = sticky / "dir"
+    through.symlink_to(system)
+    (tmp_path / "c").mkdir(mode=0o700)
+    ours = tmp_path / "c" / "config.json"
+    ours.symlink_to(planted)
+    for link in (planted, through):
+        os.lchown(link, NOBODY, NOBODY)
+    for path, link in ((planted, planted), (through / "config.json", through), (ours, planted)):
+        shown = run_cli("--config", str(path), "config", "show")
+        assert shown.returncode == 10, shown.stderr
+        assert shown.stderr.startswith(
+            f"config error: refusing to use config: symlink {link} is owned by uid {NOBODY}, "
+            f"not by you (uid 0) or root, in directory {sticky}, which others can write "
+            "(mode 1777): its owner can replace it — fix:"
+        ), shown.stderr
+    for link in (planted, through):
+        os.lchown(link, 0, 0)
+    for path in (planted, through / "config.json", ours):
+        assert load_config(path).backend.transport == "stdio"
+
+
 def test_dangling_symlink_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "c" / "config.json"
     link.parent.mkdir(mode=0o700)

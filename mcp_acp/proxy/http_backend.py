@@ -73,6 +73,7 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import PROTOCOL_VERSION_META_KEY, jsonrpc_message_adapter
 from pydantic import ValidationError
 
+from mcp_acp._tls import verifying_context
 from mcp_acp.backend_identity import PeerCertificate, verified_certificate
 from mcp_acp.config import HttpBackend
 from mcp_acp.errors import BackendError
@@ -140,14 +141,16 @@ def _trust_store() -> ssl.SSLContext | bool:
     """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
     the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
     would, which ``trust_env`` off also turns off). A variable that names no usable trust
-    store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which."""
+    store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which. The
+    context writes no key log, whatever ``SSLKEYLOGFILE`` says (:func:`verifying_context`),
+    as the library's default context for the system's store and a TLS provider's do not."""
     fix = (
         "point {name} at {what}, or unset it to use the system's trust store "
         "(backend.tls sets the CA bundle in the config instead)"
     )
     if cafile := os.environ.get("SSL_CERT_FILE"):
         try:
-            return ssl.create_default_context(cafile=cafile)
+            return verifying_context(cafile=cafile)
         except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
             raise BackendError(
                 f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
@@ -160,7 +163,7 @@ def _trust_store() -> ssl.SSLContext | bool:
                 f"SSL_CERT_DIR names {capath}, which is not a directory",
                 fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
             )
-        return ssl.create_default_context(capath=capath)
+        return verifying_context(capath=capath)
     return True
 
 

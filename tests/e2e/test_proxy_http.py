@@ -330,13 +330,12 @@ async def test_sdk_client_through_the_proxy(
     assert not http_server.deleted.exists()
 
 
-@pytest.fixture
-def https_server(tmp_path: Path) -> Iterator[tuple[HttpServer, Path]]:
-    """The same server over HTTPS, with a self-signed certificate for 127.0.0.1."""
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (``openssl req``)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl command is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [
             openssl,
@@ -347,6 +346,13 @@ def https_server(tmp_path: Path) -> Iterator[tuple[HttpServer, Path]]:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[HttpServer, Path]]:
+    """The same server over HTTPS, with a self-signed certificate for 127.0.0.1."""
+    cert, key = self_signed(tmp_path)
     marker_dir = tmp_path / "server"
     marker_dir.mkdir()
     server = HttpServer(marker_dir, tls=(cert, key))
@@ -401,6 +407,49 @@ def test_a_trust_store_variable_that_names_nothing_usable_fails_start(
     failed = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
     assert failed[0]["detail"]["backend"] == url
     assert f"{name} names {path}" in failed[0]["detail"]["error"]
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_no_tls_key_log_is_written_whatever_sslkeylogfile_says(
+    tmp_path: Path,
+    configure: Callable[..., Path],
+    start: Callable[[], Proxy],
+    env: dict[str, str],
+    isolated_home: Path,
+    variable: str,
+) -> None:
+    """``SSLKEYLOGFILE`` in the proxy's environment, and an https backend without
+    backend.tls verified through ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``: that context was
+    Python's default one, which appends the secrets of every TLS session to the file the
+    variable names — and with them anyone who reads it decrypts the traffic, the
+    configured ``Authorization`` header included. The call goes through; no key log."""
+    token = CANARIES[0].decode()
+    cert, key = self_signed(tmp_path)
+    if variable == "SSL_CERT_FILE":
+        trust = cert
+    else:  # a directory of hashed certificates, as OpenSSL looks them up
+        trust = tmp_path / "certs"
+        trust.mkdir()
+        shutil.copy(cert, trust / "idp.pem")
+        subprocess.run(["openssl", "rehash", str(trust)], check=True, capture_output=True)
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, token=token, tls=(cert, key))
+    keylog = tmp_path / "keylog.txt"
+    env.update({variable: str(trust), "SSLKEYLOGFILE": str(keylog)})
+    env.pop("SSL_CERT_DIR" if variable == "SSL_CERT_FILE" else "SSL_CERT_FILE", None)
+    try:
+        configure(server.url, "--backend-header", f"Authorization: Bearer {token}")
+        echo = {"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}}
+        policy = isolated_home / ".config" / "mcp-acp" / "policy.json"
+        policy.write_text(json.dumps({"version": "1", "rules": [echo]}))
+        proxy = start()
+        proxy.initialize()
+        assert tool_call(proxy, "echo", text="x")["result"]["content"][0]["text"] == "echo:x"
+        assert proxy.close() == 0
+    finally:
+        server.kill()
+    assert not keylog.exists()
 
 
 async def test_an_ssl_context_decides_whom_to_trust(https_server: tuple[HttpServer, Path]) -> None:

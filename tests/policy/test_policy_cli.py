@@ -275,3 +275,35 @@ def test_an_argument_nested_too_deeply_is_a_policy_error(isolated_home: Path) ->
     assert result.returncode == 12, result.stderr
     assert "--arg path: the JSON value nests arrays or objects too deeply" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
+def test_a_policy_link_another_user_planted_in_a_sticky_directory_is_refused(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The policy path is in a /tmp-like directory, where another user (uid 65534) put a
+    symlink to a policy root owns — one that allows what they want — so every check of
+    that file and of the directories passes. Sticky keeps others from replacing our
+    entries, not their own: the link is refused (exit 12), naming its owner; the same link
+    made by us (root) is read."""
+    system = tmp_path / "system"
+    system.mkdir(mode=0o755)
+    target = system / "policy.json"
+    target.write_bytes((EXAMPLES / "git.json").read_bytes())
+    target.chmod(0o644)
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "policy.json"
+    planted.symlink_to(target)
+    os.lchown(planted, 65534, 65534)
+    result = run(isolated_home, "policy", "validate", str(planted))
+    assert result.returncode == 12, result.stderr
+    assert result.stderr.startswith(
+        f"policy error: refusing to use policy: symlink {planted} is owned by uid 65534, not "
+        f"by you (uid 0) or root, in directory {sticky}, which others can write (mode 1777): "
+        "its owner can replace it — fix: keep the policy in a directory of yours"
+    ), result.stderr
+    os.lchown(planted, 0, 0)
+    result = run(isolated_home, "policy", "validate", str(planted))
+    assert result.returncode == 0, result.stderr

@@ -191,9 +191,13 @@ def test_the_right_client_certificate_gets_a_call_through(
     home: Path,
     env: dict[str, str],
 ) -> None:
+    """The call goes through and is audited with the server's identity; no TLS key log is
+    written, whatever ``SSLKEYLOGFILE`` says (the provider's context is not Python's
+    default one, which would honour it)."""
     server = serve()
     log_dir = configure(server.url)
-    proxy = Proxy(home, env)
+    keylog = home / "keylog.txt"
+    proxy = Proxy(home, {**env, "SSLKEYLOGFILE": str(keylog)})
     try:
         assert proxy.initialize()["result"]["serverInfo"]["name"] == "mtls-test-server"
         answer = proxy.call("tools/call", {"name": "echo", "arguments": {"text": "hi"}})
@@ -211,6 +215,7 @@ def test_the_right_client_certificate_gets_a_call_through(
     assert started[0]["detail"]["identity"]["names"] == ["IP:127.0.0.1"]
     allowed = [r for r in records(log_dir, "decisions") if r["event"] == "decision"]
     assert any(r.get("tool_name") == "echo" and r["effect"] == "allow" for r in allowed)
+    assert not keylog.exists()
 
 
 def test_server_name_override(
@@ -280,6 +285,37 @@ def test_tls_status_shows_subjects_and_days_left(
     text = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
     assert "client: CN=client" in text.stdout
     assert "days left" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "role", "label"),
+    [("client_cert", "client", "client certificate"), ("ca_bundle", "ca", "CA bundle")],
+)
+def test_tls_status_with_a_fifo_for_a_certificate_refuses_and_exits(
+    pki: Any,
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    option: str,
+    role: str,
+    label: str,
+) -> None:
+    """A FIFO where a certificate or the CA bundle should be: the checks refuse it without
+    waiting for a writer, and ``tls status`` shows what the checks read — nothing of that
+    file — instead of opening the path again (which blocked for ever on the FIFO). The
+    timeout only stops a hung run from holding up the suite."""
+    fifo = pki.directory / "fifo.pem"
+    os.mkfifo(fifo, 0o644)
+    configure("https://127.0.0.1:1/mcp", **{option: fifo})
+    done = subprocess.run(
+        [str(CLI), "tls", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{role}: {fifo}: not read: its file check refused it (below)" in done.stdout
+    assert (
+        f"[refuse] {label}_file: {label} {fifo} is a FIFO (named pipe), not a regular file"
+        in done.stdout
+    )
 
 
 # ------------------------------------------------------------------- the server is wrong
@@ -504,10 +540,41 @@ def test_a_ca_bundle_in_a_directory_others_can_write(
     bundle.chmod(0o644)
     log_dir = configure(server.url, ca_bundle=bundle)
     line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
-    assert f"the directory {shared} can be written by others (mode 0777)" in line
+    assert f"directory {shared} is writable by group or others (mode 0777)" in line
     status = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
     assert status.returncode == 1
     assert "[refuse] CA bundle_file" in status.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
+def test_a_ca_bundle_symlink_another_user_planted_in_a_sticky_directory(
+    pki: Any,
+    serve: Callable[..., MtlsServer],
+    configure: Callable[..., Path],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The config names a CA bundle in a /tmp-like directory; before it is there, another
+    user (uid 65534) plants a symlink at that name to a CA certificate root owns whose key
+    they hold (CPython's test CA, say: its key is public), and serves the backend's URL with
+    a certificate that CA signed. Every check of the file itself passes (root's, 0644): the
+    link's owner is what gives it away. ``run`` refuses before any handshake."""
+    system = tmp_path / "system"
+    system.mkdir(mode=0o755)
+    public_ca = system / "public-test-ca.pem"  # root's: the rogue CA plays the public one
+    public_ca.write_bytes(pki.rogue.pem.read_bytes())
+    public_ca.chmod(0o644)
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "victim-ca.pem"
+    planted.symlink_to(public_ca)
+    os.lchown(planted, 65534, 65534)
+    impostor = serve(*pki.rogue.issue("impostor", sans=("127.0.0.1",)))
+    log_dir = configure(impostor.url, ca_bundle=planted)
+    line = check_refused(run_until_exit(env), log_dir, "CA bundle_file")
+    assert f"symlink {planted} is owned by uid 65534, not by you (uid 0) or root" in line
+    assert not impostor.calls.exists()
 
 
 def test_key_from_another_pair(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mcp_acp_mtls import MtlsConfig, MtlsProvider
+from mcp_acp_mtls.status import _certificates as status_certificates
 from pydantic import ValidationError
 
 from mcp_acp.config import HttpBackend
@@ -99,8 +100,9 @@ def test_files_in_a_directory_others_can_write_are_refused(pki: Any) -> None:
     try:
         reasons = refusals(provider(pki))
         assert len(reasons) == 3  # the certificate, the key and the CA bundle
-        assert all(f"the directory {pki.directory} can be written by others" in r for r in reasons)
-        assert all(f"chmod go-w {pki.directory}" in r for r in reasons)
+        named = f"directory {pki.directory} is writable by group or others"
+        assert all(named in r for r in reasons)
+        assert all("keep the file where only you or root can change" in r for r in reasons)
     finally:
         pki.directory.chmod(0o700)
 
@@ -123,7 +125,7 @@ def test_every_file_in_a_directory_others_can_write_is_refused(
     moved = open_directory(tmp_path, 0o777) / "file.pem"
     (original or pki.client_key).rename(moved)
     [reason] = refusals(provider(pki, **{option: moved}))
-    assert f"the directory {moved.parent} can be written by others (mode 0777)" in reason
+    assert f"directory {moved.parent} is writable by group or others (mode 0777)" in reason
 
 
 def test_a_sticky_directory_others_can_write_is_accepted(pki: Any, tmp_path: Path) -> None:
@@ -139,7 +141,7 @@ def test_a_directory_others_can_write_higher_up_is_refused(pki: Any, tmp_path: P
     own.mkdir(mode=0o700)
     pki.ca.pem.rename(own / "ca.pem")
     [reason] = refusals(provider(pki, ca_bundle=own / "ca.pem"))
-    assert f"the directory {own.parent} can be written by others" in reason
+    assert f"directory {own.parent} is writable by group or others" in reason
 
 
 def test_a_symlink_is_followed_through_every_directory(pki: Any, tmp_path: Path) -> None:
@@ -150,7 +152,7 @@ def test_a_symlink_is_followed_through_every_directory(pki: Any, tmp_path: Path)
     link = pki.directory / "ca-link.pem"
     link.symlink_to(shared / "ca.pem")
     [reason] = refusals(provider(pki, ca_bundle=link))
-    assert f"the directory {shared} can be written by others" in reason
+    assert f"directory {shared} is writable by group or others" in reason
     safe = open_directory(tmp_path, 0o755, "safe")
     (shared / "ca.pem").rename(safe / "ca.pem")
     link.unlink()
@@ -158,6 +160,78 @@ def test_a_symlink_is_followed_through_every_directory(pki: Any, tmp_path: Path)
     (tmp_path / "safe-link").symlink_to(safe)  # and a link to a directory on the way
     assert refusals(provider(pki, ca_bundle=link)) == []
     assert refusals(provider(pki, ca_bundle=tmp_path / "safe-link" / "ca.pem")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
+@pytest.mark.parametrize("option", ["ca_bundle", "client_cert"])
+def test_another_users_symlink_in_a_sticky_directory_is_refused(
+    pki: Any, tmp_path: Path, option: str
+) -> None:
+    """Sticky protects an entry from everyone but its owner: a symlink that another user
+    (uid 65534) planted in a /tmp-like directory is theirs to point anywhere — here at a
+    CA certificate root owns (as CPython's test CA, whose key is public, or the system's
+    bundle), which passes every check of the file itself. Refused, as is a path through
+    their link to a directory, or a link of ours that leads through theirs; the same link
+    made by us (or root) is fine."""
+    sticky = open_directory(tmp_path, 0o1777)
+    system = open_directory(tmp_path, 0o755, "system")  # root's, 0644: a file root owns
+    bundle = system / "ca.pem"
+    bundle.write_bytes((pki.ca.pem if option == "ca_bundle" else pki.client_cert).read_bytes())
+    bundle.chmod(0o644)
+    planted = sticky / "victim.pem"
+    planted.symlink_to(bundle)
+    os.lchown(planted, 65534, 65534)
+    [reason] = refusals(provider(pki, **{option: planted}))
+    label = {"ca_bundle": "CA bundle", "client_cert": "client certificate"}[option]
+    assert reason == (
+        f"{label} {planted}: symlink {planted} is owned by uid 65534, not by you (uid 0) or "
+        f"root, in directory {sticky}, which others can write (mode 1777): its owner can "
+        "replace it; keep the file where only you or root can change what its path names"
+    )
+    through = sticky / "dir"  # their link to a directory on the way
+    through.symlink_to(system)
+    os.lchown(through, 65534, 65534)
+    ours = pki.directory / "via.pem"  # our link, in our directory, to theirs
+    ours.symlink_to(planted)
+    for path in (through / "ca.pem", ours):
+        [reason] = refusals(provider(pki, **{option: path}))
+        assert "is owned by uid 65534, not by you (uid 0) or root, in directory" in reason
+    for link in (planted, through):
+        os.lchown(link, 0, 0)
+    for path in (planted, through / "ca.pem", ours):
+        assert refusals(provider(pki, **{option: path})) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "label"), [("client_key", "client key"), ("ca_bundle", "CA bundle")]
+)
+def test_a_file_over_the_size_limit_is_refused_naming_the_limit(
+    pki: Any, option: str, label: str
+) -> None:
+    """No configured file is read past 1 MiB (a CA bundle of every public CA is ~220 KiB):
+    one larger — here valid PEM and 2 MiB of blank lines — is refused, not held in memory."""
+    path = pki.client_key if option == "client_key" else pki.ca.pem
+    with path.open("ab") as grown:
+        grown.write(b"\n" * (2 << 20))
+    size = path.stat().st_size
+    [reason] = refusals(provider(pki))
+    assert reason == (
+        f"{label} {path} is over the 1 MiB limit of a certificate, key or CA bundle file "
+        f"({size} bytes)"
+    )
+
+
+def test_tls_status_shows_what_the_checks_read(pki: Any, tmp_path: Path) -> None:
+    """The certificates ``tls status`` lists are the bytes check() read: a CA bundle
+    replaced after the checks (or a FIFO put there) is never opened again."""
+    p = provider(pki)
+    assert refusals(p) == []
+    rogue_copy = tmp_path / "rogue-ca.pem"
+    rogue_copy.write_bytes(pki.rogue.pem.read_bytes())
+    os.replace(rogue_copy, pki.ca.pem)
+    client, ca = status_certificates(p)
+    assert client["subject"] == "CN=client"
+    assert ca["subject"] == "CN=trusted test CA"
 
 
 def handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:

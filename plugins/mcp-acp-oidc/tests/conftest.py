@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -19,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.validator import TokenValidationConfig, TokenValidator
@@ -205,12 +211,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class JWKSServer:
-    def __init__(self) -> None:
+    """:class:`FakeIdP` on 127.0.0.1: over plain HTTP, or over TLS with ``tls``'s
+    certificate (``https://``)."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.httpd = _Server(("127.0.0.1", 0), FakeIdP)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.state = ServerState()
         self.state = self.httpd.state
         self.port = self.httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.jwks_uri = f"{self.base}/jwks"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
@@ -228,6 +239,53 @@ def jwks_server(keys: Keys) -> Iterator[JWKSServer]:
         "keys": [public_jwk(keys.rsa, "rsa-1", "RS256"), public_jwk(keys.ec, "ec-1", "ES256")]
     }
     yield server
+    server.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, and its key: ``(cert, key)``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test IdP")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "idp.pem", directory / "idp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def https_idp(keys: Keys, tmp_path: Path) -> Iterator[tuple[JWKSServer, Path]]:
+    """:class:`FakeIdP` over real TLS, serving the test keys at /jwks, and its certificate
+    (self-signed for 127.0.0.1: a client trusts it through ``SSL_CERT_FILE``)."""
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = JWKSServer(tls)
+    server.state.jwks = {
+        "keys": [public_jwk(keys.rsa, "rsa-1", "RS256"), public_jwk(keys.ec, "ec-1", "ES256")]
+    }
+    yield server, cert
     server.close()
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
-from mcp_acp_oidc.errors import JWKSUnavailableError, TokenRejectedError
+from mcp_acp_oidc.errors import JWKSUnavailableError, RefreshError, TokenRejectedError
 from mcp_acp_oidc.jwks import JWKSCache
+from mcp_acp_oidc.refresh import refresh
 
 RS = {"alg": "RS256", "kid": "rsa-1"}
 
@@ -316,3 +319,33 @@ async def test_a_small_order_eddsa_key_is_refused_and_signs_nothing(jwks_server,
     signing_input = f"{kit.part({'alg': 'EdDSA', 'kid': 'good'})}.{kit.part(kit.claims())}"
     token = f"{signing_input}.{kit.b64(good.sign(signing_input.encode()))}"
     assert (await validator.validate(token)).subject_id == "alice"
+
+
+@pytest.mark.parametrize("request_kind", ["jwks", "refresh"])
+async def test_no_tls_key_log_is_written_whatever_sslkeylogfile_says(
+    https_idp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_kind: str
+) -> None:
+    """``SSLKEYLOGFILE`` in the environment: httpx's default context (Python's
+    ``create_default_context``) appended the secrets of every TLS session with the IdP to
+    that file, and anyone who read it could decrypt the tokens. A JWKS fetch and a refresh
+    over real TLS (the IdP's certificate trusted through ``SSL_CERT_FILE``, as httpx's
+    default does) reach the IdP, and no key log is written."""
+    server, cert = https_idp
+    keylog = tmp_path / "keylog.txt"
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    if request_kind == "jwks":
+        got = await JWKSCache(f"{server.base}/jwks").get_keys(None)
+        assert [k.kid for k in got] == ["rsa-1", "ec-1"]
+    else:
+        with pytest.raises(RefreshError) as refused:  # the fake IdP answers 503
+            await refresh(
+                token_endpoint=f"{server.base}/token",
+                client_id="mcp-acp",
+                refresh_token="rt",  # noqa: S106 - a fake
+                resource="https://api.example.test",
+            )
+        assert refused.value.error == "temporarily_unavailable"
+        assert [path for path, _ in server.state.posts] == ["/token"]
+    assert not keylog.exists()

@@ -8,10 +8,14 @@ store). No option turns any of that off.
 Start-up checks (:meth:`MtlsProvider.check`), each reported as a
 :class:`~mcp_acp.models.TlsFinding` the proxy audits:
 
-* every file exists and is a regular file, reached only through directories that no one
-  but you (or root) can write: each directory the path passes through, symlinks followed,
-  is owned by you or root and not writable by group or others (unless sticky, as
-  ``/tmp``) — else another user could put their own file, or a symlink, in its place;
+* every file exists and is a regular file of at most 1 MiB, reached only through
+  directories that no one but you (or root) can write: each directory the path passes
+  through, symlinks followed, is owned by you or root and not writable by group or others
+  (unless sticky, as ``/tmp``) — else another user could put their own file, or a
+  symlink, in its place — and in a directory others can write (sticky), every entry on
+  the way, a symlink above all, is yours or root's: another user's link there is theirs
+  to point anywhere (:func:`mcp_acp._fs.unsafe_path`, the rule the config and policy
+  files pass too);
 * the client key is owned by you, has no group or other permission bits, and is not a
   symlink that leads out of its directory;
 * the certificate and the CA bundle are owned by you (or root), not writable by group or
@@ -20,9 +24,10 @@ Start-up checks (:meth:`MtlsProvider.check`), each reported as a
 * the certificate is valid now: refused when expired or not yet valid, ``critical`` with
   fewer than ``critical_days`` left, ``warning`` with fewer than ``warn_days``.
 
-Each file is read once, through the descriptor its checks were made on, and the context
-is built from those bytes (:class:`CheckedFiles`): what the audit says was checked is what
-the connection trusts and presents, whatever happens to the files afterwards.
+Each file is read once, through the descriptor its checks were made on, never past
+:data:`MAX_FILE_BYTES`, and the context is built from those bytes (:class:`CheckedFiles`),
+as ``tls status`` shows them (:attr:`MtlsProvider.read`): what the audit says was checked
+is what the connection trusts and presents, whatever happens to the files afterwards.
 
 Keys protected by a passphrase are not supported: use file permissions (or a
 hardware-backed key through a future provider).
@@ -46,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_opened_file, unsafe_path
 from mcp_acp.models import TlsFinding, TlsSeverity
 from mcp_acp.registry import PluginContext
 
@@ -128,15 +134,15 @@ def certificate_info(cert: x509.Certificate) -> CertificateInfo:
     )
 
 
-def load_bundle(path: Path) -> list[x509.Certificate]:
-    """Every certificate of a PEM file (ValueError if there is none)."""
-    return x509.load_pem_x509_certificates(path.read_bytes())
+def load_bundle(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of PEM bytes (ValueError if there is none)."""
+    return x509.load_pem_x509_certificates(pem)
 
 
+#: The most read of any configured file: a CA bundle of every public CA is ~220 KiB.
+MAX_FILE_BYTES = 1 << 20
 #: A PEM private key block of any kind (PKCS#8, PKCS#1 RSA, SEC1 EC, encrypted, OpenSSH).
 _PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-#: Symlinks followed while walking one path (as the kernel's own limit).
-_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -153,49 +159,6 @@ def _refuse(check: str, detail: str, **facts: Any) -> TlsFinding:
     return TlsFinding(check, TlsSeverity.REFUSE, detail, facts)
 
 
-def _unsafe_directory(path: Path, uid: int) -> str | None:
-    """Why another user could change what ``path`` names, or None: the first directory the
-    path passes through — walked as the kernel resolves it, symlinks followed — that is
-    not owned by ``uid`` or root, or that group or others can write (a sticky directory
-    such as ``/tmp`` excepted: there only an entry's owner can rename or remove it)."""
-    todo = list(path.absolute().parts[1:])
-    current = Path(path.absolute().anchor)
-    checked: set[Path] = set()
-    links = 0
-    while todo:
-        if current not in checked:
-            checked.add(current)
-            info = current.stat()
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid not in (uid, 0):
-                return f"the directory {current} is owned by uid {info.st_uid}, not by you or root"
-            if mode & 0o022 and not mode & stat.S_ISVTX:
-                return (
-                    f"the directory {current} can be written by others (mode {mode:04o}); "
-                    f"chmod go-w {current}, or keep the file in a directory only you can write"
-                )
-        name = todo.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            current = current.parent
-            continue
-        step = current / name
-        if stat.S_ISLNK(step.lstat().st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                return f"{path}: too many levels of symbolic links"
-            target = Path(os.readlink(step))
-            if target.is_absolute():
-                current = Path(target.anchor)
-            todo[:0] = [part for part in target.parts if part != target.anchor]
-            continue
-        if not todo:
-            return None  # the file itself: its own checks follow
-        current = step
-    return None
-
-
 def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFinding], bytes | None]:
     """The checks of one configured file, and its bytes if they pass.
 
@@ -206,23 +169,37 @@ def _read_checked(label: str, path: Path, *, secret: bool) -> tuple[list[TlsFind
     uid = os.geteuid()
     try:
         link = path.lstat()
-        unsafe = _unsafe_directory(path, uid)
+        unsafe = unsafe_path(path)
     except FileNotFoundError:
         return [_refuse(check, f"{label} {path} does not exist", path=str(path))], None
     except OSError as exc:
         return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
     if unsafe is not None:
-        return [_refuse(check, f"{label} {path}: {unsafe}", path=str(path))], None
+        text = (
+            f"{label} {path}: {unsafe}; keep the file where only you or root can change "
+            "what its path names"
+        )
+        return [_refuse(check, text, path=str(path))], None
     try:
         # O_NONBLOCK: a FIFO put there must not hang start-up (it is refused below)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
     except OSError as exc:
         return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
-    with os.fdopen(fd, "rb") as opened:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return [_refuse(check, f"{label} {path} is not a regular file", path=str(path))], None
-        data = opened.read()
+    try:
+        info, data = read_opened_file(fd, path, MAX_FILE_BYTES)
+    except NotRegularFileError as exc:
+        return [_refuse(check, f"{label} {exc}", path=str(path))], None
+    except FileTooLargeError as exc:
+        text = (
+            f"{label} {path} is over the {MAX_FILE_BYTES >> 20} MiB limit of a certificate, "
+            f"key or CA bundle file ({exc.size} bytes)"
+        )
+        return [_refuse(check, text, path=str(path))], None
+    except OSError as exc:
+        return [_refuse(check, f"{label} {path}: {exc.strerror or exc}", path=str(path))], None
+    finally:
+        os.close(fd)
     hint = ""
     if not secret and _PRIVATE_KEY.search(data):
         secret = True  # a private key, wherever it is, is held to the key's rules
@@ -260,6 +237,11 @@ class MtlsProvider:
         self._now = now
         #: What the last :meth:`check` read, if it passed; the context is built from it.
         self.checked: CheckedFiles | None = None
+        #: The bytes of ``client_cert`` and ``ca_bundle`` (by option name) as the last
+        #: :meth:`check` read them, each once its file checks passed: what ``tls status``
+        #: shows, so that it never opens a path again (a FIFO put there since would hang
+        #: it, ``/dev/zero`` fill its memory, another file show what was not checked).
+        self.read: dict[str, bytes] = {}
 
     @classmethod
     def from_config(cls, options: MtlsConfig, context: PluginContext) -> MtlsProvider:
@@ -271,6 +253,11 @@ class MtlsProvider:
         cert_found, cert_pem = _read_checked("client certificate", opts.client_cert, secret=False)
         key_found, key_pem = _read_checked("client key", opts.client_key, secret=True)
         ca_found, ca_pem = _read_checked("CA bundle", opts.ca_bundle, secret=False)
+        self.read = {
+            name: pem
+            for name, pem in (("client_cert", cert_pem), ("ca_bundle", ca_pem))
+            if pem is not None
+        }
         findings = [*cert_found, *key_found, *ca_found]
         if cert_pem is None or key_pem is None or ca_pem is None:
             return findings

@@ -24,15 +24,23 @@ def tls_group() -> None:
 
 
 def _certificates(provider: MtlsProvider) -> list[dict[str, Any]]:
+    """The certificates as :meth:`MtlsProvider.check` (run first) read them: a path is
+    never opened again here, so what is shown is what was checked, and a file the checks
+    refused (a FIFO, a device, one too large) is not read at all."""
     now = datetime.now(UTC)
     shown: list[dict[str, Any]] = []
-    for role, path in (
-        ("client", provider.options.client_cert),
-        ("ca", provider.options.ca_bundle),
+    for role, option, path in (
+        ("client", "client_cert", provider.options.client_cert),
+        ("ca", "ca_bundle", provider.options.ca_bundle),
     ):
+        pem = provider.read.get(option)
+        if pem is None:
+            error = "not read: its file check refused it (below)"
+            shown.append({"role": role, "path": str(path), "error": error})
+            continue
         try:
-            certs = load_bundle(path)
-        except (OSError, ValueError) as exc:
+            certs = load_bundle(pem)
+        except ValueError as exc:
             shown.append({"role": role, "path": str(path), "error": str(exc)})
             continue
         for cert in certs[:1] if role == "client" else certs:

@@ -6,25 +6,52 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import re
 import socket
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
+
+from mcp_acp._tls import verifying_context
 
 __all__ = [
     "MAX_JSON_BYTES",
     "aread_bounded",
     "check_url",
+    "idp_tls_context",
     "ip_literal",
     "is_loopback_host",
     "overall_deadline",
     "parse_json_object",
+    "tls_verify",
 ]
 
 MAX_JSON_BYTES = 512 * 1024
 """No metadata, JWKS or token response we accept is larger than this."""
+
+
+def idp_tls_context() -> ssl.SSLContext:
+    """The context a request to the identity provider is verified with: the CA
+    certificates httpx's own default trusts — ``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else
+    certifi's bundle — in a context that writes no key log
+    (:func:`mcp_acp._tls.verifying_context`). httpx's default context honours
+    ``SSLKEYLOGFILE``: every token, refresh token and device code would be decryptable by
+    whoever reads that file."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return verifying_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return verifying_context(capath=capath)
+    return verifying_context(cafile=certifi.where())
+
+
+def tls_verify(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """What an httpx client of this package is given as ``verify``: ``True`` (httpx's
+    default context, key log and all) becomes :func:`idp_tls_context`."""
+    return idp_tls_context() if verify is True else verify
 
 
 #: A host name made only of numbers (decimal, octal, hex) and at most three dots: what the

@@ -41,7 +41,13 @@ from typing import Any
 import attrs
 import httpx
 
-from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
+from mcp_acp_oidc._http import (
+    aread_bounded,
+    check_url,
+    idp_tls_context,
+    overall_deadline,
+    parse_json_object,
+)
 from mcp_acp_oidc.errors import DeviceFlowError
 
 __all__ = [
@@ -184,7 +190,9 @@ class DeviceFlowClient:
         if self._http is not None:
             yield self._http
             return
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, verify=idp_tls_context()
+        ) as client:
             yield client
 
     async def _post(

@@ -26,6 +26,7 @@ from mcp_acp_oidc._http import (
     is_loopback_host,
     overall_deadline,
     parse_json_object,
+    tls_verify,
 )
 from mcp_acp_oidc.errors import DiscoveryError
 
@@ -119,7 +120,9 @@ async def discover(
     if problem:
         raise DiscoveryError(f"issuer rejected: {problem}", fix=_FIX)
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify)
+    client = http or httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
+    )
     try:
         async with (
             overall_deadline(timeout),

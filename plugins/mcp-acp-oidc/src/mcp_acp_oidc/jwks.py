@@ -39,7 +39,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
+from mcp_acp_oidc._http import (
+    aread_bounded,
+    check_url,
+    overall_deadline,
+    parse_json_object,
+    tls_verify,
+)
 from mcp_acp_oidc.errors import JWKSUnavailableError
 
 __all__ = ["ALGORITHM_KEY_TYPES", "MAX_KEYS", "MIN_RSA_BITS", "JWKSCache", "SigningKey"]
@@ -198,7 +204,7 @@ class JWKSCache:
         self.timeout = timeout
         # Load the CA bundle once, here: an AsyncClient given ``True`` loads it again at
         # every fetch (~50 ms), on the event loop.
-        self._verify = httpx.create_ssl_context() if verify is True else verify
+        self._verify = tls_verify(verify)
         self._clock = clock
         self._keys: list[SigningKey] | None = None
         self._fetched_at = 0.0

@@ -61,7 +61,7 @@ from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import AuthRecorder
 from mcp_acp.tokens.locks import user_lock_path
-from mcp_acp_oidc._http import overall_deadline
+from mcp_acp_oidc._http import idp_tls_context, overall_deadline, tls_verify
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
 from mcp_acp_oidc.errors import (
@@ -226,7 +226,7 @@ class OIDCIdentityProvider:
                     fix="check that the identity provider is up",
                 )
             if self._tls is None:
-                self._tls = await asyncio.to_thread(httpx.create_ssl_context)
+                self._tls = await asyncio.to_thread(idp_tls_context)
             try:
                 metadata = await discover(
                     self.options.issuer,
@@ -599,7 +599,7 @@ class OIDCIdentityProvider:
             async with (
                 overall_deadline(timeout),
                 httpx.AsyncClient(
-                    timeout=timeout, follow_redirects=False, verify=self._tls or True
+                    timeout=timeout, follow_redirects=False, verify=tls_verify(self._tls or True)
                 ) as client,
                 client.stream("POST", endpoint, data=form) as resp,
             ):

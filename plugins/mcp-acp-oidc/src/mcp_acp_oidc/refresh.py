@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 import httpx
 
 from mcp_acp.models import StoredToken
-from mcp_acp_oidc._http import aread_bounded, check_url, overall_deadline, parse_json_object
+from mcp_acp_oidc._http import (
+    aread_bounded,
+    check_url,
+    overall_deadline,
+    parse_json_object,
+    tls_verify,
+)
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
 from mcp_acp_oidc.errors import (
     DeviceFlowError,
@@ -64,7 +70,9 @@ async def refresh(
     }
     if audience is not None:
         form["audience"] = audience
-    client = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify)
+    client = http or httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
+    )
     try:
         async with (
             overall_deadline(timeout),
