@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text
+from mcp_acp._json import NumberTooLongError, loads
 from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
@@ -175,7 +176,13 @@ def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
         return {"use": name}
     fix = f"""write it as {flag} 'NAME={{"key": "value"}}'"""
     try:
-        options = json.loads(raw)
+        options = loads(raw)
+    except NumberTooLongError as exc:
+        raise ConfigError(
+            f"{flag}: in the options after '=', {exc.msg} (character {exc.pos + 1} of them); "
+            "the value is not shown, it may hold a secret",
+            fix="no option takes a number that long; give it as a string if it is one",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{flag}: the options after '=' are not valid JSON "

@@ -267,6 +267,10 @@ def test_init_and_validate_summaries_hide_credentials_in_arguments(
             ["--backend-command", "x", "--identity", "oidc=" + "[" * 100_000],
             "--identity: the options after '=' nest arrays or objects too deeply",
         ),
+        (  # Python refuses the conversion with a plain ValueError: was "internal error"
+            ["--backend-command", "x", "--posture-check", 'x={"a":' + "1" * 5_000 + "}"],
+            "--posture-check: in the options after '=', a number has more than 4300 digits",
+        ),
     ],
 )
 def test_bad_flag_errors_name_the_flag_never_its_value(
@@ -288,6 +292,25 @@ def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Pa
     assert refused.returncode == 10
     assert "nests arrays or objects too deeply" in refused.stderr
     assert "internal error" not in refused.stderr
+
+
+def test_a_number_of_more_than_4300_digits_in_the_config_is_one_config_error(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """Python refuses to read such an integer with a plain ValueError: 'internal error …
+    report it' (exit 1) until the JSON reader said what it was, and where."""
+    target = tmp_path / "big.json"
+    target.write_text(
+        '{"backend": {"transport": "stdio", "command": "cat"},\n "x": -' + "1" * 5_000 + "}"
+    )
+    target.chmod(0o600)
+    for command in (["config", "validate"], ["run"]):
+        refused = run_cli("--config", str(target), *command, input="")
+        assert refused.returncode == 10, refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"config error: {target}: line 2 column 7: a number has more than 4300 digits — fix: "
+            "no setting takes a number that long: check that this is really the config file"
+        ]
 
 
 def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:

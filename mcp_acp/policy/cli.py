@@ -15,6 +15,7 @@ from typing import Any
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mcp_acp._json import NumberTooLongError, loads
 from mcp_acp.backend_identity import canonical_name
 from mcp_acp.config import CONFIG_DIR, Config, entry_exists, load_config, resolve_config_path
 from mcp_acp.errors import ConfigError, PolicyError, printable
@@ -223,7 +224,12 @@ def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
         value: Any = raw
         if raw[:1] in "[{":
             try:
-                value = json.loads(raw)
+                value = loads(raw)
+            except NumberTooLongError as exc:
+                raise PolicyError(
+                    f"--arg {printable(key)}: in the JSON value, {exc.msg}",
+                    fix="give a value a tool call could carry (a number that long as a string)",
+                ) from None
             except json.JSONDecodeError:
                 value = raw
             except RecursionError:

@@ -277,6 +277,38 @@ def test_an_argument_nested_too_deeply_is_a_policy_error(isolated_home: Path) ->
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_a_number_of_more_than_4300_digits_is_one_policy_error(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Python refuses to read such an integer with a plain ValueError: 'internal error …
+    report it' (exit 1) until the JSON reader said what it was, and where."""
+    big = "9" * 4_301
+    explained = run(
+        isolated_home,
+        "policy",
+        "explain",
+        "--policy",
+        str(EXAMPLES / "filesystem.json"),
+        "--tool",
+        "write_file",
+        "--arg",
+        f"path=[{big}]",
+    )
+    assert explained.returncode == 12, explained.stderr
+    assert explained.stderr.splitlines() == [
+        "policy error: --arg path: in the JSON value, a number has more than 4300 digits — "
+        "fix: give a value a tool call could carry (a number that long as a string)"
+    ]
+    policy = tmp_path / "policy.json"
+    policy.write_text(f'{{"version": "1", "rules": [],\n  "note": "{big}", "x": {big}}}')
+    validated = run(isolated_home, "policy", "validate", str(policy))
+    assert validated.returncode == 12, validated.stderr
+    assert validated.stderr.splitlines() == [  # the number's, not the string's before it
+        f"{policy}:2: column {len(big) + 20}: a number has more than 4300 digits",
+        f"policy error: {policy}: 1 problem(s) — fix: correct the lines above, then validate again",
+    ]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")
 def test_a_policy_link_another_user_planted_in_a_sticky_directory_is_refused(
     isolated_home: Path, tmp_path: Path
