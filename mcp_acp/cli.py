@@ -532,8 +532,11 @@ def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
     executable = Path(sys.argv[0]).resolve()
     if executable.name == "mcp-acp" and executable.exists():
         command, prefix = str(executable), []
-    else:  # run as "python -m mcp_acp"
-        command, prefix = sys.executable, ["-m", "mcp_acp"]
+    else:  # run as "python -m mcp_acp": -P, or the client's working directory comes
+        # first on sys.path and a pluggy.py (any module the proxy imports) there runs. Not
+        # -I: it would also ignore PYTHONPATH and the user's site-packages, where
+        # mcp-acp or its plugins may be installed.
+        command, prefix = sys.executable, ["-P", "-m", "mcp_acp"]
     entry = {"command": command, "args": [*prefix, "--config", str(path), "run"]}
     click.echo(json.dumps({"mcpServers": {name or default: entry}}, indent=2))
 

@@ -313,6 +313,49 @@ def test_a_number_of_more_than_4300_digits_in_the_config_is_one_config_error(
         ]
 
 
+def test_config_export_as_python_m_runs_nothing_from_the_clients_working_directory(
+    run_cli: Run, config_path: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    """Exported as ``python -m mcp_acp``, the client's working directory was first on
+    ``sys.path``: a ``pluggy.py`` in the workspace the client starts the proxy in ran."""
+    run_cli(*INIT[:2], "--backend-command", "cat", check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env |= {"HOME": str(isolated_home), "XDG_RUNTIME_DIR": str(isolated_home / "run")}
+    exported = subprocess.run(
+        [sys.executable, "-m", "mcp_acp", "config", "export", "--claude"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    (entry,) = json.loads(exported.stdout)["mcpServers"].values()
+    assert entry["command"] == sys.executable
+    assert entry["args"] == ["-P", "-m", "mcp_acp", "--config", str(config_path), "run"]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    marker = tmp_path / "ran"
+    (workspace / "pluggy.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+
+    def start(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # as a client would: in its workspace, then stdin closed
+            argv,
+            cwd=workspace,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    without = start([sys.executable, *entry["args"][1:]])  # what was exported before
+    assert marker.read_text() == "ran", without.stderr  # the trap works
+    marker.unlink()
+    started = start([entry["command"], *entry["args"]])
+    assert started.returncode == 0, started.stderr
+    assert not marker.exists()
+
+
 def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:
     target = tmp_path / "via-env.json"
     assert run_cli(
