@@ -375,6 +375,111 @@ def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
     assert json.loads(config_path.read_text())["backend"]["command"] == "other"
 
 
+NOBODY = 65534
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+REFUSED = (
+    "nothing was written — fix: choose a directory of yours that nobody else can write "
+    "(--config), or chmod go-w it; whoever can change the config or the policy decides what "
+    "passes"
+)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o700], ids=["0777", "1777", "0700"])
+def test_init_refuses_a_directory_another_user_owns(
+    run_cli: Run, tmp_path: Path, mode: int
+) -> None:
+    """init wrote the config and the starter policy there and said so; 'config validate'
+    and 'run' then refused both (exit 10). Sticky or not, its owner can replace them."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(mode)
+    os.chown(theirs, NOBODY, NOBODY)
+    target = theirs / "sub" / "config.json"
+    result = run_cli("--config", str(target), *INIT)
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"config error: refusing to use config: {theirs} is owned by uid {NOBODY}, not by you "
+        f"(uid 0); {REFUSED}"
+    ]
+    assert result.stdout == ""
+    assert list(theirs.iterdir()) == []
+
+
+def test_init_refuses_a_directory_others_may_write(run_cli: Run, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    result = run_cli("--config", str(shared / "config.json"), *INIT)
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"config error: refusing to use config: directory {shared} is writable by group or "
+        f"others (mode 0775); {REFUSED}"
+    ]
+    assert list(shared.iterdir()) == []
+    # the same problem 'config validate' names, once a config is there
+    (shared / "config.json").write_text('{"backend": {"command": "cat"}}')
+    (shared / "config.json").chmod(0o600)
+    validated = run_cli("--config", str(shared / "config.json"), "config", "validate")
+    assert validated.returncode == 10
+    assert validated.stderr.startswith(
+        f"config error: refusing to use config: directory {shared} is writable by group or "
+        "others (mode 0775) — fix:"
+    )
+
+
+@ROOT_ONLY
+def test_init_refuses_a_policy_another_user_planted_in_a_sticky_directory(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """In a sticky directory (a /tmp of one's own making is allowed: others cannot replace
+    our files there) init kept a policy.json another user had put there, said nothing of
+    it, and wrote a config that every later command refused (exit 12)."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "policy.json"
+    allow_all = json.dumps(
+        {"version": "1", "rules": [{"effect": "allow", "conditions": {"tool_name": "*"}}]}
+    )
+    planted.write_text(allow_all)
+    os.chown(planted, NOBODY, NOBODY)
+    result = run_cli("--config", str(sticky / "config.json"), *INIT)
+    assert result.returncode == 12, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"policy error: refusing to use policy: {planted} is owned by uid {NOBODY}, not by you "
+        "(uid 0); nothing was written — fix: keep the policy in a directory of yours, writable "
+        "by you alone (chmod go-w the file and its directory)"
+    ]
+    assert [p.name for p in sticky.iterdir()] == ["policy.json"]
+    assert planted.read_text() == allow_all
+    os.chown(planted, 0, 0)  # now ours: kept, and said so
+    kept = run_cli("--config", str(sticky / "config.json"), *INIT, check=True)
+    assert f"kept existing policy {planted}\n" in kept.stdout
+    assert planted.read_text() == allow_all
+    assert run_cli("--config", str(sticky / "config.json"), "config", "validate").returncode == 0
+
+
+def test_init_keeps_a_valid_policy_of_ours_and_refuses_one_run_would_refuse(
+    run_cli: Run, config_path: Path
+) -> None:
+    policy = config_path.parent / "policy.json"
+    policy.parent.mkdir(parents=True, mode=0o700)
+    policy.write_text('{"version": "1", "rules": [], "typo": 1}')
+    refused = run_cli(*INIT)
+    assert refused.returncode == 12, refused.stderr
+    assert refused.stderr.startswith(f"policy error: {policy}:1: typo: Extra inputs")
+    assert "; nothing was written — fix:" in refused.stderr
+    assert not config_path.exists()
+    policy.write_text('{"version": "1", "rules": []}')
+    kept = run_cli(*INIT, check=True)
+    assert kept.stdout.splitlines()[:2] == [
+        f"wrote {config_path}",
+        f"kept existing policy {policy}",
+    ]
+    assert policy.read_text() == '{"version": "1", "rules": []}'
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
