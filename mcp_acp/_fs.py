@@ -25,6 +25,7 @@ __all__ = [
     "unsafe_path",
     "unsafe_permissions",
     "untrusted_file",
+    "untrusted_place",
 ]
 
 PRIVATE_DIR_MODE = 0o700
@@ -220,6 +221,19 @@ def untrusted_file(path: Path) -> str | None:
         if problem is not None:
             return problem
     return unsafe_path(path)
+
+
+def untrusted_place(path: Path) -> str | None:
+    """Why a config or policy about to be written at ``path`` could not be trusted once
+    written — :func:`untrusted_file` would refuse it — or ``None``: the directory it goes
+    in, or the nearest one on the way that exists (those made for it are ours, mode 0700),
+    is another user's or writable by group or others and not sticky, or anything
+    :func:`unsafe_path` refuses on the way there. (The file itself is ours: written anew,
+    never through what is there.) Raises ``OSError`` if it cannot be told."""
+    directory = path.absolute().parent
+    while not os.path.lexists(directory) and directory != directory.parent:
+        directory = directory.parent
+    return unsafe_permissions(directory) or unsafe_path(directory)
 
 
 def not_private_dir(path: Path) -> str | None:

@@ -1,14 +1,35 @@
 """Strict JSON for files a human writes (the config, the policy): a key given twice is an
 error, not "the last one wins" — two readers of the same file must not see two meanings.
+
+Every reader here (and the relay's, :mod:`mcp_acp.proxy.messages`) also refuses an integer
+of more than :data:`MAX_INT_DIGITS` digits with a line that says so: Python's own refusal
+is a plain ``ValueError`` that names neither the file nor the number.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
-__all__ = ["DuplicateKeyError", "json_path", "loads_strict", "value_lines"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "DuplicateKeyError",
+    "NumberTooLongError",
+    "TooManyDigitsError",
+    "checked_int",
+    "int_digit_limit",
+    "json_path",
+    "loads",
+    "loads_strict",
+    "value_lines",
+]
+
+#: The most digits an integer in JSON may have: Python's default limit for converting text
+#: to an int (``sys.int_max_str_digits``), kept even where that limit is lifted
+#: (``PYTHONINTMAXSTRDIGITS=0``) — the conversion takes time quadratic in the length.
+MAX_INT_DIGITS = 4300
 
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -27,6 +48,66 @@ class DuplicateKeyError(ValueError):
         self.line = line
 
 
+class TooManyDigitsError(ValueError):
+    """Raised by :func:`checked_int` (which knows no position); :func:`loads` and
+    :func:`loads_strict` turn it into :class:`NumberTooLongError`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a number has more than {limit} digits")
+        self.limit = limit
+
+
+class NumberTooLongError(json.JSONDecodeError):
+    """An integer in the document has more than :data:`MAX_INT_DIGITS` digits (or the
+    interpreter's lower limit). A ``JSONDecodeError`` — ``pos``, ``lineno`` and ``colno``
+    are the number's — so that a reader that reports bad JSON reports this as well."""
+
+    def __init__(self, doc: str, pos: int, limit: int) -> None:
+        super().__init__(f"a number has more than {limit} digits", doc, pos)
+        self.limit = limit
+
+
+def int_digit_limit() -> int:
+    """:data:`MAX_INT_DIGITS`, or the interpreter's limit if that is lower."""
+    return min(MAX_INT_DIGITS, sys.get_int_max_str_digits() or MAX_INT_DIGITS)
+
+
+def checked_int(text: str) -> int:
+    """A JSON decoder's ``parse_int``: ``int(text)``, or :class:`TooManyDigitsError`."""
+    if len(text) - text.startswith("-") <= MAX_INT_DIGITS:
+        try:
+            return int(text)
+        except ValueError:  # the interpreter's own limit is lower
+            pass
+    raise TooManyDigitsError(int_digit_limit())
+
+
+#: A JSON string (skipped whole: digits in it are no number) or an integer — not the
+#: integer part of a fraction or exponent, nor an exponent's digits.
+_STRING_OR_INT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?(\d+)(?![\d.eE])', re.S)
+
+
+def _too_long(text: str, limit: int) -> NumberTooLongError:
+    """The error for the first integer of ``text`` with more than ``limit`` digits (the one
+    the decoder stopped at: everything before it was read)."""
+    for match in _STRING_OR_INT.finditer(text):
+        if match.group(1) is not None and len(match.group(1)) > limit:
+            return NumberTooLongError(text, match.start(), limit)
+    return NumberTooLongError(text, 0, limit)  # not reached: the decoder found one
+
+
+_plain_decode = json.JSONDecoder(parse_int=checked_int).decode
+
+
+def loads(text: str) -> Any:
+    """``json.loads(text)``, except that an integer of too many digits raises
+    :class:`NumberTooLongError` (a ``JSONDecodeError``). ``RecursionError`` passes."""
+    try:
+        return _plain_decode(text)
+    except TooManyDigitsError as exc:
+        raise _too_long(text, exc.limit) from None
+
+
 class _Duplicate(Exception):
     def __init__(self, key: str) -> None:
         self.key = key
@@ -43,7 +124,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_decode = json.JSONDecoder(object_pairs_hook=_unique).decode
+_decode = json.JSONDecoder(object_pairs_hook=_unique, parse_int=checked_int).decode
 
 
 def json_path(loc: tuple[int | str, ...]) -> str:
@@ -124,10 +205,13 @@ def _locate_duplicate(text: str) -> tuple[tuple[int | str, ...], int] | None:
 
 def loads_strict(text: str) -> Any:
     """``json.loads(text)``, except that a key given twice in one object raises
-    :class:`DuplicateKeyError`. ``json.JSONDecodeError`` and ``RecursionError`` (nesting
-    too deep) pass through."""
+    :class:`DuplicateKeyError`, and an integer of too many digits
+    :class:`NumberTooLongError` (a ``JSONDecodeError``). ``json.JSONDecodeError`` and
+    ``RecursionError`` (nesting too deep) pass through."""
     try:
         return _decode(text)
+    except TooManyDigitsError as exc:
+        raise _too_long(text, exc.limit) from None
     except _Duplicate as dup:
         where = _locate_duplicate(text)
         if where is None:

@@ -30,7 +30,8 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
-from mcp_acp._fs import atomic_write_text
+from mcp_acp._fs import atomic_write_text, untrusted_place
+from mcp_acp._json import NumberTooLongError, loads
 from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
@@ -49,9 +50,10 @@ from mcp_acp.config import (
     resolve_config_path,
     save_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError, one_line, printable
+from mcp_acp.errors import ConfigError, McpAcpError, PolicyError, one_line, printable
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
+from mcp_acp.policy.load import load_policy
 from mcp_acp.policy.model import PolicyFile
 from mcp_acp.policy.protected import protected_overlap
 from mcp_acp.registry import Kind, Registration
@@ -175,7 +177,13 @@ def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
         return {"use": name}
     fix = f"""write it as {flag} 'NAME={{"key": "value"}}'"""
     try:
-        options = json.loads(raw)
+        options = loads(raw)
+    except NumberTooLongError as exc:
+        raise ConfigError(
+            f"{flag}: in the options after '=', {exc.msg} (character {exc.pos + 1} of them); "
+            "the value is not shown, it may hold a secret",
+            fix="no option takes a number that long; give it as a string if it is one",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{flag}: the options after '=' are not valid JSON "
@@ -379,6 +387,7 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
             f"a config file already exists at {path}; nothing was changed",
             fix="pass --force to replace it, or edit it and run 'mcp-acp config validate'",
         )
+    _refuse_untrusted_place(path, "config")  # before any question: 'run' would refuse it
     if not non_interactive:
         if not sys.stdin.isatty():
             raise ConfigError(
@@ -404,8 +413,9 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
         raise _every_problem(exc, INIT_FLAGS, suffix="; nothing was written") from exc
     # The policy first: a config that names a policy not written would leave a proxy that
     # cannot start and an init that refuses to run again. Either both are written or
-    # neither is.
-    starter = _write_starter_policy(config, path)
+    # neither is. A policy already there is kept, if 'run' would use it.
+    kept = _existing_policy(config, path)
+    starter = None if kept is not None else _write_starter_policy(config, path)
     try:
         save_config(config, path)
     except ConfigError as exc:
@@ -419,20 +429,64 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
             f"wrote {starter} (starter policy: reads allowed, changes need approval, "
             "secrets and code execution denied)"
         )
+    if kept is not None:
+        click.echo(f"kept existing policy {kept}")
     click.echo(_summary(runtime.config, runtime.plugins))
     for warning in _protected_warnings(runtime):
         click.echo(warning, err=True)
 
 
-def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
-    """Write the starter policy where the acp engine will look, unless a file is there."""
+def _refuse_untrusted_place(path: Path, what: str) -> None:
+    """Refuse, as reading it would (``config validate``, ``policy validate``, ``run``), to
+    write the config or the policy at ``path`` where another user could change it."""
+    error = ConfigError if what == "config" else PolicyError
+    try:
+        problem = untrusted_place(path)
+    except OSError as exc:
+        raise error(
+            f"cannot check where the {what} goes ({path}): {exc.strerror or exc}; nothing "
+            "was written",
+            fix="check the permissions of the directories on its path",
+        ) from None
+    if problem is not None:
+        raise error(
+            f"refusing to use {what}: {problem}; nothing was written",
+            fix="choose a directory of yours that nobody else can write (--config), or "
+            "chmod go-w it; whoever can change the config or the policy decides what passes",
+        )
+
+
+def _policy_target(config: Config, config_path: Path) -> Path | None:
+    """Where the acp engine will look for the policy (None: another engine)."""
     if config.policy.use != "acp":
         return None
     target = AcpConfig.model_validate(
         config.policy.config, context={CONFIG_DIR: config_path.parent}
     ).path
-    target = target or config_path.parent / "policy.json"
-    if target.exists():
+    return target or config_path.parent / "policy.json"
+
+
+def _existing_policy(config: Config, config_path: Path) -> Path | None:
+    """The policy file already where the config will point, if there is one — checked as
+    'run' reads it (owner, mode, the directories on the way, a valid policy): a file
+    another user planted, or one 'run' would refuse, is not silently kept."""
+    target = _policy_target(config, config_path)
+    if target is None:
+        return None
+    if not target.exists():
+        _refuse_untrusted_place(target, "policy")
+        return None
+    try:
+        load_policy(target)
+    except PolicyError as exc:
+        raise PolicyError(f"{exc.message}; nothing was written", fix=exc.fix) from exc
+    return target
+
+
+def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
+    """Write the starter policy where the acp engine will look (no file is there)."""
+    target = _policy_target(config, config_path)
+    if target is None:
         return None
     text = resources.files("mcp_acp.data").joinpath("starter_policy.json").read_text("utf-8")
     try:
@@ -525,8 +579,11 @@ def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
     executable = Path(sys.argv[0]).resolve()
     if executable.name == "mcp-acp" and executable.exists():
         command, prefix = str(executable), []
-    else:  # run as "python -m mcp_acp"
-        command, prefix = sys.executable, ["-m", "mcp_acp"]
+    else:  # run as "python -m mcp_acp": -P, or the client's working directory comes
+        # first on sys.path and a pluggy.py (any module the proxy imports) there runs. Not
+        # -I: it would also ignore PYTHONPATH and the user's site-packages, where
+        # mcp-acp or its plugins may be installed.
+        command, prefix = sys.executable, ["-P", "-m", "mcp_acp"]
     entry = {"command": command, "args": [*prefix, "--config", str(path), "run"]}
     click.echo(json.dumps({"mcpServers": {name or default: entry}}, indent=2))
 

@@ -57,7 +57,7 @@ from mcp_acp._fs import (
     read_regular_file,
     untrusted_file,
 )
-from mcp_acp._json import DuplicateKeyError, loads_strict
+from mcp_acp._json import DuplicateKeyError, NumberTooLongError, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
@@ -710,6 +710,11 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
         ) from exc
+    except NumberTooLongError as exc:
+        raise ConfigError(
+            f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}",
+            fix="no setting takes a number that long: check that this is really the config file",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",

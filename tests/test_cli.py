@@ -267,6 +267,10 @@ def test_init_and_validate_summaries_hide_credentials_in_arguments(
             ["--backend-command", "x", "--identity", "oidc=" + "[" * 100_000],
             "--identity: the options after '=' nest arrays or objects too deeply",
         ),
+        (  # Python refuses the conversion with a plain ValueError: was "internal error"
+            ["--backend-command", "x", "--posture-check", 'x={"a":' + "1" * 5_000 + "}"],
+            "--posture-check: in the options after '=', a number has more than 4300 digits",
+        ),
     ],
 )
 def test_bad_flag_errors_name_the_flag_never_its_value(
@@ -290,6 +294,68 @@ def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Pa
     assert "internal error" not in refused.stderr
 
 
+def test_a_number_of_more_than_4300_digits_in_the_config_is_one_config_error(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """Python refuses to read such an integer with a plain ValueError: 'internal error …
+    report it' (exit 1) until the JSON reader said what it was, and where."""
+    target = tmp_path / "big.json"
+    target.write_text(
+        '{"backend": {"transport": "stdio", "command": "cat"},\n "x": -' + "1" * 5_000 + "}"
+    )
+    target.chmod(0o600)
+    for command in (["config", "validate"], ["run"]):
+        refused = run_cli("--config", str(target), *command, input="")
+        assert refused.returncode == 10, refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"config error: {target}: line 2 column 7: a number has more than 4300 digits — fix: "
+            "no setting takes a number that long: check that this is really the config file"
+        ]
+
+
+def test_config_export_as_python_m_runs_nothing_from_the_clients_working_directory(
+    run_cli: Run, config_path: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    """Exported as ``python -m mcp_acp``, the client's working directory was first on
+    ``sys.path``: a ``pluggy.py`` in the workspace the client starts the proxy in ran."""
+    run_cli(*INIT[:2], "--backend-command", "cat", check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env |= {"HOME": str(isolated_home), "XDG_RUNTIME_DIR": str(isolated_home / "run")}
+    exported = subprocess.run(
+        [sys.executable, "-m", "mcp_acp", "config", "export", "--claude"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    (entry,) = json.loads(exported.stdout)["mcpServers"].values()
+    assert entry["command"] == sys.executable
+    assert entry["args"] == ["-P", "-m", "mcp_acp", "--config", str(config_path), "run"]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    marker = tmp_path / "ran"
+    (workspace / "pluggy.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+
+    def start(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # as a client would: in its workspace, then stdin closed
+            argv,
+            cwd=workspace,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    without = start([sys.executable, *entry["args"][1:]])  # what was exported before
+    assert marker.read_text() == "ran", without.stderr  # the trap works
+    marker.unlink()
+    started = start([entry["command"], *entry["args"]])
+    assert started.returncode == 0, started.stderr
+    assert not marker.exists()
+
+
 def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:
     target = tmp_path / "via-env.json"
     assert run_cli(
@@ -307,6 +373,111 @@ def test_init_refuses_to_overwrite(run_cli: Run, config_path: Path) -> None:
     assert config_path.read_bytes() == before
     run_cli("init", "--non-interactive", "--force", "--backend-command", "other", check=True)
     assert json.loads(config_path.read_text())["backend"]["command"] == "other"
+
+
+NOBODY = 65534
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+REFUSED = (
+    "nothing was written — fix: choose a directory of yours that nobody else can write "
+    "(--config), or chmod go-w it; whoever can change the config or the policy decides what "
+    "passes"
+)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o700], ids=["0777", "1777", "0700"])
+def test_init_refuses_a_directory_another_user_owns(
+    run_cli: Run, tmp_path: Path, mode: int
+) -> None:
+    """init wrote the config and the starter policy there and said so; 'config validate'
+    and 'run' then refused both (exit 10). Sticky or not, its owner can replace them."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(mode)
+    os.chown(theirs, NOBODY, NOBODY)
+    target = theirs / "sub" / "config.json"
+    result = run_cli("--config", str(target), *INIT)
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"config error: refusing to use config: {theirs} is owned by uid {NOBODY}, not by you "
+        f"(uid 0); {REFUSED}"
+    ]
+    assert result.stdout == ""
+    assert list(theirs.iterdir()) == []
+
+
+def test_init_refuses_a_directory_others_may_write(run_cli: Run, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    result = run_cli("--config", str(shared / "config.json"), *INIT)
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"config error: refusing to use config: directory {shared} is writable by group or "
+        f"others (mode 0775); {REFUSED}"
+    ]
+    assert list(shared.iterdir()) == []
+    # the same problem 'config validate' names, once a config is there
+    (shared / "config.json").write_text('{"backend": {"command": "cat"}}')
+    (shared / "config.json").chmod(0o600)
+    validated = run_cli("--config", str(shared / "config.json"), "config", "validate")
+    assert validated.returncode == 10
+    assert validated.stderr.startswith(
+        f"config error: refusing to use config: directory {shared} is writable by group or "
+        "others (mode 0775) — fix:"
+    )
+
+
+@ROOT_ONLY
+def test_init_refuses_a_policy_another_user_planted_in_a_sticky_directory(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """In a sticky directory (a /tmp of one's own making is allowed: others cannot replace
+    our files there) init kept a policy.json another user had put there, said nothing of
+    it, and wrote a config that every later command refused (exit 12)."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "policy.json"
+    allow_all = json.dumps(
+        {"version": "1", "rules": [{"effect": "allow", "conditions": {"tool_name": "*"}}]}
+    )
+    planted.write_text(allow_all)
+    os.chown(planted, NOBODY, NOBODY)
+    result = run_cli("--config", str(sticky / "config.json"), *INIT)
+    assert result.returncode == 12, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"policy error: refusing to use policy: {planted} is owned by uid {NOBODY}, not by you "
+        "(uid 0); nothing was written — fix: keep the policy in a directory of yours, writable "
+        "by you alone (chmod go-w the file and its directory)"
+    ]
+    assert [p.name for p in sticky.iterdir()] == ["policy.json"]
+    assert planted.read_text() == allow_all
+    os.chown(planted, 0, 0)  # now ours: kept, and said so
+    kept = run_cli("--config", str(sticky / "config.json"), *INIT, check=True)
+    assert f"kept existing policy {planted}\n" in kept.stdout
+    assert planted.read_text() == allow_all
+    assert run_cli("--config", str(sticky / "config.json"), "config", "validate").returncode == 0
+
+
+def test_init_keeps_a_valid_policy_of_ours_and_refuses_one_run_would_refuse(
+    run_cli: Run, config_path: Path
+) -> None:
+    policy = config_path.parent / "policy.json"
+    policy.parent.mkdir(parents=True, mode=0o700)
+    policy.write_text('{"version": "1", "rules": [], "typo": 1}')
+    refused = run_cli(*INIT)
+    assert refused.returncode == 12, refused.stderr
+    assert refused.stderr.startswith(f"policy error: {policy}:1: typo: Extra inputs")
+    assert "; nothing was written — fix:" in refused.stderr
+    assert not config_path.exists()
+    policy.write_text('{"version": "1", "rules": []}')
+    kept = run_cli(*INIT, check=True)
+    assert kept.stdout.splitlines()[:2] == [
+        f"wrote {config_path}",
+        f"kept existing policy {policy}",
+    ]
+    assert policy.read_text() == '{"version": "1", "rules": []}'
 
 
 @pytest.mark.parametrize(

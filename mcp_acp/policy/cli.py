@@ -15,6 +15,8 @@ from typing import Any
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
+from mcp_acp._json import NumberTooLongError, loads
 from mcp_acp.backend_identity import canonical_name
 from mcp_acp.config import CONFIG_DIR, Config, entry_exists, load_config, resolve_config_path
 from mcp_acp.errors import ConfigError, PolicyError, printable
@@ -223,7 +225,12 @@ def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
         value: Any = raw
         if raw[:1] in "[{":
             try:
-                value = json.loads(raw)
+                value = loads(raw)
+            except NumberTooLongError as exc:
+                raise PolicyError(
+                    f"--arg {printable(key)}: in the JSON value, {exc.msg}",
+                    fix="give a value a tool call could carry (a number that long as a string)",
+                ) from None
             except json.JSONDecodeError:
                 value = raw
             except RecursionError:
@@ -336,29 +343,49 @@ def explain(
         )
 
 
+#: The most a ``policy test`` cases file may hold (some 50,000 cases).
+MAX_CASES_BYTES = 16 << 20
+
+
 @policy_group.command("test")
 @click.argument("cases_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_policy_option
 @click.pass_context
 def test_command(ctx: click.Context, cases_file: Path, policy_file: Path | None) -> None:
-    """Run golden cases (request -> expected effect and rule); exit 1 on any mismatch."""
+    """Run golden cases (request -> expected effect and rule); exit 1 on any mismatch.
+
+    CASES_FILE is a regular JSON file of at most 16 MiB."""
     engine, registry = _engine(ctx, policy_file)
-    try:
-        cases = _Cases.model_validate_json(cases_file.read_text(encoding="utf-8"))
+    shown = printable(str(cases_file))
+    try:  # a FIFO would block for ever, /dev/zero never end: a regular file, and capped
+        cases = _Cases.model_validate_json(
+            read_regular_file(cases_file, MAX_CASES_BYTES).decode("utf-8")
+        )
+    except NotRegularFileError as exc:
+        raise PolicyError(
+            f"{shown} is {exc.kind}, not a regular file", fix="give the cases as a JSON file"
+        ) from None
+    except FileTooLargeError as exc:
+        raise PolicyError(
+            f"{shown} is {exc.size} bytes, over the {MAX_CASES_BYTES >> 20} MiB limit of a "
+            "cases file",
+            fix="split the cases into several files",
+        ) from None
     except UnicodeDecodeError as exc:
         raise PolicyError(
-            f"{printable(str(cases_file))} is not UTF-8 text (byte {exc.start})",
+            f"{shown} is not UTF-8 text (byte {exc.start})",
             fix="save the cases file as UTF-8",
         ) from None
     except OSError as exc:
         raise PolicyError(
-            f"cannot read {printable(str(cases_file))}: {exc.strerror or exc}",
+            f"cannot read {shown}: {exc.strerror or exc}",
             fix="check the file's permissions",
         ) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
+        loc = ".".join(map(str, first["loc"]))  # none for JSON it could not read
         raise PolicyError(
-            f"{cases_file}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            f"{shown}: {loc + ': ' if loc else ''}{first['msg']}",
             fix="each case needs name, request and expect.effect",
         ) from exc
     failed = 0

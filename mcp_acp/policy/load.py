@@ -20,7 +20,13 @@ from mcp_acp._fs import (
     read_regular_file,
     untrusted_file,
 )
-from mcp_acp._json import DuplicateKeyError, json_path, loads_strict, value_lines
+from mcp_acp._json import (
+    DuplicateKeyError,
+    NumberTooLongError,
+    json_path,
+    loads_strict,
+    value_lines,
+)
 from mcp_acp.errors import PolicyError, one_line
 from mcp_acp.policy.model import PolicyFile
 
@@ -93,6 +99,8 @@ def _validate(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
 def _validate_unguarded(text: str, source: str) -> tuple[PolicyFile | None, list[str]]:
     try:
         data: Any = loads_strict(text)
+    except NumberTooLongError as exc:
+        return None, [f"{source}:{exc.lineno}: column {exc.colno}: {exc.msg}"]
     except json.JSONDecodeError as exc:
         return None, [f"{source}:{exc.lineno}: not valid JSON at column {exc.colno}: {exc.msg}"]
     except DuplicateKeyError as exc:

@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 import attrs
 
+from mcp_acp._json import TooManyDigitsError, checked_int
+
 __all__ = [
     "DENIED",
     "INVALID_REQUEST",
@@ -276,7 +278,9 @@ def _ambiguity(body: Any) -> str | None:
 class _NotJson(ValueError):
     """``NaN``, ``Infinity`` or ``-Infinity``: Python reads them, JSON has no such value;
     or a number beyond a double's range (``1e400``), which Python reads as infinity — so
-    the record would show ``null`` and its digest ``Infinity`` for what the peer sent."""
+    the record would show ``null`` and its digest ``Infinity`` for what the peer sent; or
+    an integer of more than 4,300 digits (:data:`~mcp_acp._json.MAX_INT_DIGITS`), which
+    Python refuses to read."""
 
 
 def _not_json(name: str) -> Any:
@@ -291,9 +295,27 @@ def _finite(text: str) -> float:
     return value
 
 
+def _int(text: str) -> int:
+    try:
+        return checked_int(text)
+    except TooManyDigitsError as exc:  # Python's own refusal names no number: say which
+        raise _NotJson(f"not valid JSON here: {exc}") from None
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return checked_int(text)
+    except TooManyDigitsError:
+        return None
+
+
 _decode = json.JSONDecoder(
-    object_pairs_hook=_unambiguous, parse_constant=_not_json, parse_float=_finite
+    object_pairs_hook=_unambiguous, parse_constant=_not_json, parse_float=_finite, parse_int=_int
 ).decode
+
+#: How a line :func:`_decode` refused is read for its id (and, if it is only ambiguous,
+#: classified): as Python's json module reads it, an integer too long to read as ``None``.
+_decode_leniently = json.JSONDecoder(parse_int=_int_or_none).decode
 
 
 def _too_deep(line: bytes) -> bool:
@@ -321,10 +343,17 @@ def parse(line: bytes) -> Message:
     try:
         body = _decode(line.decode())
     except _Ambiguous as exc:
-        message = _classify(json.loads(line), line)
+        try:  # the rest of the line is read only now: it may not be JSON at all
+            lenient = _decode_leniently(line.decode())
+        except (ValueError, RecursionError) as error:
+            return Message("invalid", line, {}, f"not valid JSON: {error}")
+        message = _classify(lenient, line)
         return attrs.evolve(message, ambiguous=f"ambiguous JSON: {exc}")
-    except _NotJson as exc:  # NaN or Infinity: read leniently, for the id to answer
-        lenient = json.loads(line)
+    except _NotJson as exc:  # NaN, Infinity, 1e400, 5,000 digits: read leniently for the id
+        try:
+            lenient = _decode_leniently(line.decode())
+        except (ValueError, RecursionError):  # and not JSON further on
+            lenient = {}
         return Message("invalid", line, lenient if isinstance(lenient, dict) else {}, str(exc))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Message("invalid", line, {}, f"not valid JSON: {exc}")

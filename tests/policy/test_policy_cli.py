@@ -260,6 +260,36 @@ def test_a_cases_file_that_is_not_utf8_is_a_policy_error(
     assert result.stderr.startswith(f"policy error: {cases} is not UTF-8 text (byte 24)")
 
 
+def test_a_cases_file_that_is_a_fifo_or_too_large_is_refused_at_once(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The cases file was read with read_text(): a FIFO blocked 'policy test' for ever (here:
+    until the 60 s timeout), a 300 MB file took 650 MB."""
+    policy = str(EXAMPLES / "filesystem.json")
+    fifo = tmp_path / "cases.fifo"
+    os.mkfifo(fifo)
+    result = run(isolated_home, "policy", "test", str(fifo), "--policy", policy)
+    assert result.returncode == 12, result.stderr
+    assert result.stderr.splitlines() == [
+        f"policy error: {fifo} is a FIFO (named pipe), not a regular file — fix: give the "
+        "cases as a JSON file"
+    ]
+    large = tmp_path / "large.json"
+    with large.open("wb") as sparse:  # refused by its size: never read
+        sparse.truncate((16 << 20) + 1)
+    result = run(isolated_home, "policy", "test", str(large), "--policy", policy)
+    assert result.returncode == 12, result.stderr
+    assert result.stderr.splitlines() == [
+        f"policy error: {large} is 16777217 bytes, over the 16 MiB limit of a cases file — "
+        "fix: split the cases into several files"
+    ]
+    unreadable = tmp_path / "big-number.json"  # pydantic's reader: no field to name
+    unreadable.write_text('{"cases": [' + "1" * 5_000 + "]}")
+    result = run(isolated_home, "policy", "test", str(unreadable), "--policy", policy)
+    assert result.returncode == 12, result.stderr
+    assert result.stderr.startswith(f"policy error: {unreadable}: Invalid JSON: number out")
+
+
 def test_an_argument_nested_too_deeply_is_a_policy_error(isolated_home: Path) -> None:
     result = run(
         isolated_home,
@@ -275,6 +305,38 @@ def test_an_argument_nested_too_deeply_is_a_policy_error(isolated_home: Path) ->
     assert result.returncode == 12, result.stderr
     assert "--arg path: the JSON value nests arrays or objects too deeply" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_number_of_more_than_4300_digits_is_one_policy_error(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Python refuses to read such an integer with a plain ValueError: 'internal error …
+    report it' (exit 1) until the JSON reader said what it was, and where."""
+    big = "9" * 4_301
+    explained = run(
+        isolated_home,
+        "policy",
+        "explain",
+        "--policy",
+        str(EXAMPLES / "filesystem.json"),
+        "--tool",
+        "write_file",
+        "--arg",
+        f"path=[{big}]",
+    )
+    assert explained.returncode == 12, explained.stderr
+    assert explained.stderr.splitlines() == [
+        "policy error: --arg path: in the JSON value, a number has more than 4300 digits — "
+        "fix: give a value a tool call could carry (a number that long as a string)"
+    ]
+    policy = tmp_path / "policy.json"
+    policy.write_text(f'{{"version": "1", "rules": [],\n  "note": "{big}", "x": {big}}}')
+    validated = run(isolated_home, "policy", "validate", str(policy))
+    assert validated.returncode == 12, validated.stderr
+    assert validated.stderr.splitlines() == [  # the number's, not the string's before it
+        f"{policy}:2: column {len(big) + 20}: a number has more than 4300 digits",
+        f"policy error: {policy}: 1 problem(s) — fix: correct the lines above, then validate again",
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a symlink to another user")

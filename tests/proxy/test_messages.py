@@ -215,6 +215,43 @@ def test_a_number_beyond_a_doubles_range_is_refused(number: str) -> None:
     assert message.body.get("id") == 3  # read leniently, to answer the request
 
 
+BIG = "1" * 4_301
+
+
+@pytest.mark.parametrize(
+    ("params", "problem", "answer_to"),
+    [
+        # Python will not read it (a plain ValueError): said as what it is
+        (f'{{"n":-{BIG}}}', "not valid JSON here: a number has more than 4300 digits", 3),
+        (f'{{"s":"{BIG}","f":0.{BIG},"e":1e-{BIG}}}', None, None),  # no integers: kept
+        # the line was read a second time, leniently, after an ambiguity, a NaN or 1e400 —
+        # and that read raised out of parse: the relay's read loop ended
+        (f'{{"p":{{"a":1,"A":2}},"n":{BIG}}}', "ambiguous JSON: the keys 'a' and 'A'", 3),
+        (f'{{"p":NaN,"n":{BIG}}}', "not valid JSON: NaN is not a JSON value", 3),
+        ('{"p":{"a":1,"A":2},', "not valid JSON: Expecting property name", None),
+        ('{"p":1e400,', "the number 1e400 is beyond a double's range", None),
+    ],
+)
+def test_a_number_python_will_not_read_or_a_line_cut_short_is_invalid_not_a_crash(
+    params: str, problem: str | None, answer_to: int | None
+) -> None:
+    line = f'{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{params}'
+    message = parse((line if line.endswith(",") else line + "}").encode())
+    if problem is None:
+        assert message.kind == "request"
+        return
+    assert problem in (message.ambiguous or message.problem or "")
+    assert message.kind == ("request" if message.ambiguous else "invalid")
+    assert message.body.get("id") == answer_to
+
+
+def test_an_id_python_will_not_read_is_answered_with_null() -> None:
+    message = parse(f'{{"jsonrpc":"2.0","id":{BIG},"method":"ping","p":NaN}}'.encode())
+    assert message.kind == "invalid"
+    assert message.problem == "not valid JSON here: a number has more than 4300 digits"
+    assert message.body.get("id") is None
+
+
 @pytest.mark.parametrize("number", ["1e308", "-1.7976931348623157e308", "1e-400", "0.5"])
 def test_a_large_or_tiny_finite_number_is_kept(number: str) -> None:
     line = f'{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"n":{number}}}}}'
