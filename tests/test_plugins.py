@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
+from proxy_helpers import site_path
 
 from mcp_acp.config import ComponentRef
 from mcp_acp.errors import ConfigError, PluginError
@@ -238,7 +239,7 @@ def _install(site: Path, name: str, source: str) -> dict[str, str]:
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
-    return {"PYTHONPATH": str(site), ALLOW_ENV: name}
+    return {"PYTHONPATH": site_path(site), ALLOW_ENV: name}
 
 
 HOOK = "from mcp_acp.hookspecs import hookimpl\n\n@hookimpl\n"
