@@ -20,13 +20,14 @@ distribution and version is kept in :attr:`PluginSet.plugins` for the audit log 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import attrs
 import click
@@ -293,13 +294,22 @@ def _flat(text: str) -> str:
 
 
 def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:
+    """Call one plugin's hook. Whatever it raises is a :class:`PluginError` naming the
+    plugin and the hook — an error of mcp-acp's own kind (``AuditError``, a ``PluginError``
+    it made up) too: the plugin's code raised it, not the proxy. Only the errors its
+    ``register`` raised pass as they are: they name the plugin already."""
+    from_register: list[PluginError] = []
+    register = kwargs.get("register")
+    if callable(register):
+        kwargs["register"] = _noting_errors(register, from_register)
     try:
         result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-    except McpAcpError:
-        raise
     except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
+        if any(exc is own for own in from_register):
+            raise
+        text = exc.message if isinstance(exc, McpAcpError) else str(exc)
         raise PluginError(
-            f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}",
+            f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {text}",
             fix=f"report it to the plugin's authors, or remove {impl.plugin_name!r} "
             f"from the allowlist",
         ) from exc
@@ -311,6 +321,22 @@ def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> Non
             "and mcp-acp calls hooks synchronously",
             fix=f"make {hook_name} a plain def that registers before returning",
         )
+
+
+def _noting_errors(
+    register: Callable[..., object], noted: list[PluginError]
+) -> Callable[..., object]:
+    """``register``, noting each :class:`PluginError` it raises in ``noted``."""
+
+    @functools.wraps(register)
+    def noting(*args: Any, **kwargs: Any) -> object:
+        try:
+            return register(*args, **kwargs)
+        except PluginError as exc:
+            noted.append(exc)
+            raise
+
+    return noting
 
 
 def add_plugin_commands(cli: click.Group, plugins: PluginSet) -> dict[str, str]:

@@ -292,6 +292,43 @@ def test_a_plugin_leaving_or_async_is_a_plugin_error(
     assert expected in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (
+            'AuditError("audit log is corrupt", fix="run mcp-acp audit verify")',
+            "plugin error: plugin 'leaver' failed in register_approvers: AuditError: audit log "
+            "is corrupt — fix: report it to the plugin's authors, or remove 'leaver' from the "
+            "allowlist",
+        ),
+        (
+            'PluginError("plugin \'good\' is broken", fix="uninstall good")',
+            "plugin error: plugin 'leaver' failed in register_approvers: PluginError: plugin "
+            "'good' is broken — fix: report it to the plugin's authors, or remove 'leaver' "
+            "from the allowlist",
+        ),
+    ],
+    ids=["audit-error", "plugin-error-blaming-another"],
+)
+def test_a_hook_raising_an_mcp_acp_error_is_its_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    raised: str,
+    expected: str,
+) -> None:
+    """An error of mcp-acp's own kind raised by a hook is the plugin's failure: exit 11,
+    the plugin named, not the exit status and fix the plugin chose (an ``AuditError`` was
+    exit 13 "audit error: audit log is corrupt — fix: run mcp-acp audit verify")."""
+    source = (
+        "from mcp_acp.errors import AuditError, PluginError\n"
+        + HOOK
+        + f"def register_approvers(register):\n    raise {raised}\n"
+    )
+    result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
+    assert result.returncode == 11, (result.returncode, result.stderr)
+    assert result.stderr.splitlines() == [expected]
+
+
 def test_a_component_name_two_kinds_share_must_be_said_with_its_kind() -> None:
     """``mcp-acp schema plugin NAME``: names are unique within a kind only."""
     from types import SimpleNamespace
