@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
-from proxy_helpers import site_path
+from proxy_helpers import CLI, site_path
 
 from mcp_acp.config import ComponentRef
 from mcp_acp.errors import ConfigError, PluginError
@@ -382,3 +385,69 @@ def test_a_plugin_bug_is_one_readable_line_blaming_the_plugin(
     result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
     assert result.returncode == 11, result.stderr
     assert result.stderr.splitlines() == [expected]
+
+
+def _distribution(site: Path, folder: str, metadata: bytes, entry_points: bytes) -> None:
+    """A distribution as found on ``PYTHONPATH``: ``folder`` (``name-1.0.dist-info``) under
+    ``site`` with these exact bytes as ``METADATA`` and ``entry_points.txt``."""
+    info = site / folder
+    info.mkdir(parents=True)
+    (info / "METADATA").write_bytes(metadata)
+    (info / "entry_points.txt").write_bytes(entry_points)
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run ``mcp-acp`` with stdout and stderr on a pseudo-terminal (click strips ANSI
+    escapes only when it writes to a pipe); return its exit code and all it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=60), b"".join(chunks)
+    finally:
+        os.close(master)
+        proc.kill()
+
+
+def test_plugins_escapes_what_any_distribution_says_about_itself(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """``mcp-acp plugins`` on a terminal: a distribution that is not even allowed names its
+    entry point, itself and its version with terminal escapes (clear the screen, turn the
+    text green, set the window title); every one is shown escaped, none reaches the
+    terminal."""
+    site = tmp_path / "site"
+    _distribution(
+        site,
+        "esc-0.1.dist-info",
+        b"Metadata-Version: 2.1\nName: evil\x1b[2J\x1b[32mOK\x1b[0m\n"
+        b"Version: 0.1\x1b]0;title\x07\n",
+        b"[mcp_acp]\nesc\x1b[31mred = nowhere\n",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env.update(HOME=str(isolated_home), PYTHONPATH=site_path(site))
+    code, out = _on_a_terminal(["plugins"], env)
+    assert code == 0, out
+    assert b"\x1b" not in out
+    assert b"\x07" not in out
+    line = next(line for line in out.splitlines() if line.startswith(b"esc"))
+    assert line.split() == [
+        b"esc\\x1b[31mred",
+        b"evil\\x1b[2J\\x1b[32mOK\\x1b[0m",
+        b"0.1\\x1b]0;title\\x07",
+        b"not",
+        b"allowed",
+        b"-",
+    ]
