@@ -451,3 +451,77 @@ def test_plugins_escapes_what_any_distribution_says_about_itself(
         b"allowed",
         b"-",
     ]
+
+
+def test_a_name_two_distributions_claim_is_refused_before_either_is_imported(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """Two installed distributions declare the allowed entry point ``twin``. Both are
+    named, with where each is installed (not only the one to blame: which is genuine is
+    not known), and neither module ran — the first claimant was imported before."""
+    site = tmp_path / "site"
+    for dist in ("twin-a", "twin-b"):
+        module = dist.replace("-", "_")
+        _distribution(
+            site,
+            f"{module}-0.1.dist-info",
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n".encode(),
+            f"[mcp_acp]\ntwin = {module}\n".encode(),
+        )
+        marker = tmp_path / f"{module}.imported"
+        (site / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    result = run_cli("plugins", env={"PYTHONPATH": site_path(site), ALLOW_ENV: "twin"})
+    assert result.returncode == 11, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.imported")) == []
+    [line] = result.stderr.splitlines()
+    assert line.startswith("plugin error: plugin name 'twin' is claimed by both twin-")
+    for dist in ("twin-a", "twin-b"):
+        assert f"{dist} 0.1 ({site / dist.replace('-', '_')}-0.1.dist-info)" in line
+        assert f"pip uninstall {dist}" in line
+    assert "neither was imported" in line
+
+
+#: ``METADATA`` that is not UTF-8: the name holds the byte 0xff.
+BAD_METADATA = b"Metadata-Version: 2.1\nName: bad\xff\nVersion: 0.1\n"
+
+
+@pytest.mark.parametrize("folder", ["badmeta-0.1.dist-info"], ids=["named-folder"])
+def test_a_broken_distribution_not_allowed_fails_no_command(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, folder: str
+) -> None:
+    """An installed distribution whose ``METADATA`` is not UTF-8, not on the allowlist:
+    ``plugins``, ``config validate`` and ``run`` go on (they ended in "internal error" and
+    exit 1), with a warning naming where it is."""
+    site = tmp_path / "site"
+    _distribution(site, folder, BAD_METADATA, b"[mcp_acp]\nbadmeta = nowhere\n")
+    env = {"PYTHONPATH": site_path(site)}
+    run_cli("init", "--non-interactive", "--backend-command", "cat", check=True)
+    for args in (["plugins"], ["config", "validate"], ["run"]):
+        result = run_cli(*args, env=env, input="")
+        assert result.returncode == 0, (args, result.stderr)
+        warnings = [line for line in result.stderr.splitlines() if "badmeta" in line]
+        assert len(warnings) == 1, (args, result.stderr)
+        assert (
+            f"the distribution at {site / folder} is broken: its METADATA cannot be "
+            in (warnings[0])
+        )
+        assert "UnicodeDecodeError" in warnings[0]
+    listed = run_cli("plugins", "--json", env=env)
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
+    assert (rows["badmeta"]["distribution"], rows["badmeta"]["status"]) == ("?", "not allowed")
+
+
+def test_a_broken_distribution_allowed_is_one_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    _distribution(site, "badmeta-0.1.dist-info", BAD_METADATA, b"[mcp_acp]\nbadmeta = os\n")
+    result = run_cli("plugins", env={"PYTHONPATH": site_path(site), ALLOW_ENV: "badmeta"})
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [
+        f"plugin error: plugin 'badmeta' comes from a broken distribution at "
+        f"{site / 'badmeta-0.1.dist-info'}: its METADATA cannot be read (UnicodeDecodeError: "
+        "'utf-8' codec can't decode byte 0xff in position 31: invalid start byte); not "
+        "imported — fix: reinstall the distribution that provides it, or remove badmeta from "
+        "MCP_ACP_PLUGINS"
+    ]
