@@ -485,7 +485,16 @@ def test_a_name_two_distributions_claim_is_refused_before_either_is_imported(
 BAD_METADATA = b"Metadata-Version: 2.1\nName: bad\xff\nVersion: 0.1\n"
 
 
-@pytest.mark.parametrize("folder", ["badmeta-0.1.dist-info"], ids=["named-folder"])
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "badmeta-0.1.dist-info",
+        # no name in the folder's: importlib.metadata.entry_points() reads METADATA to name
+        # it and fails — pydantic's plugin lookup called it, until pydantic plugins were off
+        "-0.1.dist-info",
+    ],
+    ids=["named-folder", "nameless-folder"],
+)
 def test_a_broken_distribution_not_allowed_fails_no_command(
     run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, folder: str
 ) -> None:
