@@ -808,19 +808,34 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
             json.dumps({"allowlist_source": plugins.allow_source, "plugins": rows}, indent=2)
         )
         return
+    # Every cell escaped: names, distributions and versions come from any installed
+    # distribution's metadata (not-allowed ones too), summaries from plugins.
     headers = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERS")
     table = [headers] + [
-        (r["name"], r["distribution"], r["version"], r["status"], ", ".join(r["registers"]) or "-")
+        tuple(
+            printable(str(cell))
+            for cell in (
+                r["name"],
+                r["distribution"],
+                r["version"],
+                r["status"],
+                ", ".join(r["registers"]) or "-",
+            )
+        )
         for r in rows
     ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(headers) - 1)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers) - 1)]
     for row in table:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, str(row[-1])]).rstrip())
-    width = max((len(component) for component, _, _ in components), default=0)
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+    shown = [
+        (printable(component), printable(plugin), printable(summary) or "(no summary)")
+        for component, plugin, summary in components
+    ]
+    width = max((len(component) for component, _, _ in shown), default=0)
     click.echo("\ncomponents ('mcp-acp schema plugin NAME' prints the options one takes):")
-    for component, plugin, summary in components:
-        click.echo(f"  {component.ljust(width)}  {summary or '(no summary)'}  [{plugin}]")
+    for component, plugin, summary in shown:
+        click.echo(f"  {component.ljust(width)}  {summary}  [{plugin}]")
     click.echo(
         f"\nallowlist from {plugins.allow_source}; kinds: " + ", ".join(k.value for k in Kind)
     )

@@ -13,20 +13,27 @@ Anything that goes wrong — an allowed plugin that is not installed or fails to
 (``SystemExit`` and ``KeyboardInterrupt`` raised by its code included), a hook with a
 misspelled name (``check_pending``) or written as ``async def``, a name registered
 twice — stops start-up
-with a :class:`~mcp_acp.errors.PluginError` naming the plugin. Every loaded plugin's name,
+with a :class:`~mcp_acp.errors.PluginError` naming the plugin. Every entry point is looked
+at before any is imported, so a plugin name two distributions claim (or one a built-in
+has) stops start-up with neither imported, both named with where they are installed. A
+distribution whose ``METADATA`` cannot be read (not UTF-8, say) is listed as ``?`` with a
+warning naming its path when it is not allowed — what any installed distribution holds
+never fails a command — and is a ``PluginError`` when it is. Every loaded plugin's name,
 distribution and version is kept in :attr:`PluginSet.plugins` for the audit log and
 ``mcp-acp plugins``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Literal
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import attrs
 import click
@@ -147,15 +154,87 @@ class PluginSet:
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    """Every entry point in group ``mcp_acp``, of the first distribution of each name on
+    ``sys.path`` (a later copy is shadowed), as ``importlib.metadata.entry_points`` finds
+    them — but a distribution whose files cannot be read is skipped with a warning naming
+    its path, where ``entry_points()`` raises for all (it reads ``METADATA`` to name a
+    distribution whose folder does not)."""
+    found: list[importlib.metadata.EntryPoint] = []
+    names: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        where = _location(dist)
+        name = _name_from_folder(where) or _read_distribution(dist)[0]
+        key = _normalize(name) if name else where
+        if key in names:
+            continue
+        names.add(key)
+        try:
+            found.extend(dist.entry_points.select(group=ENTRY_POINT_GROUP))
+        except Exception as exc:  # its entry_points.txt: any bytes at all
+            log.warning(
+                "ignoring the distribution at %s: its entry_points.txt cannot be read (%s: %s)",
+                where,
+                type(exc).__name__,
+                exc,
+            )
+    return sorted(found, key=lambda e: e.name)
 
 
-def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
-    dist = ep.dist
-    if dist is None:  # pragma: no cover - entry points always come from a distribution
-        return "?", "?"
-    metadata = dist.metadata  # parses METADATA on each access: read it once for both
-    return metadata["Name"], metadata["Version"]
+def _location(dist: importlib.metadata.Distribution) -> str:
+    """The ``.dist-info`` (or ``.egg-info``) folder ``dist`` was read from, for messages."""
+    path = getattr(dist, "_path", None)  # PathDistribution's; no public name for it
+    return str(path) if path is not None else "an unknown location"
+
+
+def _name_from_folder(where: str) -> str | None:
+    """The distribution name in a ``name-version.dist-info`` folder's name, as importlib
+    takes it (without reading ``METADATA``); ``None`` if the folder does not say."""
+    folder, ext = os.path.splitext(os.path.basename(where))
+    if ext not in (".dist-info", ".egg-info"):
+        return None
+    return folder.partition("-")[0] or None
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _read_distribution(dist: importlib.metadata.Distribution) -> tuple[str | None, str, str]:
+    """``dist``'s name and version from its ``METADATA`` — ``(None, "?", why)`` when that
+    cannot be read (not UTF-8, missing, no ``Name``): any installed distribution's file,
+    read before the allowlist is consulted, so nothing in it may fail the command."""
+    try:
+        metadata = dist.metadata  # parses METADATA on each access: read it once for both
+        name, version = metadata["Name"], metadata["Version"]
+    except Exception as exc:
+        return None, "?", f"its METADATA cannot be read ({type(exc).__name__}: {exc})"
+    if not isinstance(name, str) or not name:
+        return None, "?", "its METADATA names no distribution (no Name field)"
+    return name, version if isinstance(version, str) and version else "?", ""
+
+
+@attrs.frozen(slots=True)
+class _Claim:
+    """One entry point in group ``mcp_acp`` and what is known of its distribution."""
+
+    entry_point: importlib.metadata.EntryPoint
+    distribution: str
+    version: str
+    where: str
+    problem: str  # why its METADATA could not be read; "" when it could
+
+    @classmethod
+    def of(cls, ep: importlib.metadata.EntryPoint) -> _Claim:
+        dist = ep.dist
+        if dist is None:  # an EntryPoint made by hand (tests): no distribution to read
+            return cls(ep, "?", "?", "", "")
+        name, version, problem = _read_distribution(dist)
+        return cls(ep, name or "?", version, _location(dist), problem)
+
+    def describe(self) -> str:
+        """``name version (path)``: who claims the name, told apart from a namesake."""
+        who = f"{self.distribution} {self.version}"
+        return f"{who} ({self.where})" if self.where else who
 
 
 def load_plugins(
@@ -166,33 +245,63 @@ def load_plugins(
 ) -> PluginSet:
     """Register built-ins, then the allowed entry-point plugins; validate; collect.
 
-    Raises :class:`PluginError` for any plugin that cannot be loaded, and for allowed names
-    that no installed distribution provides.
+    Every entry point is looked at before any is imported: a name two distributions (or a
+    distribution and a built-in) claim stops start-up with nothing imported. Raises
+    :class:`PluginError` for that, for any plugin that cannot be loaded, and for allowed
+    names that no installed distribution provides.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
+    builtin_names = {
+        module_name.rsplit(".", 1)[-1].replace("_", "-") for module_name in DEFAULT_PLUGINS
+    }
+
+    claims = [_Claim.of(ep) for ep in (_entry_points() if entry_points is None else entry_points)]
+    seen: dict[str, _Claim] = {}
+    for claim in claims:
+        name = claim.entry_point.name
+        if name in builtin_names or name in seen:
+            other = "mcp-acp (built-in)" if name in builtin_names else seen[name].describe()
+            uninstall = " or ".join(
+                f"pip uninstall {c.distribution}"
+                for c in (seen.get(name), claim)
+                if c is not None and c.distribution != "?"
+            )
+            raise PluginError(
+                f"plugin name {name!r} is claimed by both {other} and {claim.describe()}; "
+                "neither was imported",
+                fix="remove the distribution that should not provide it"
+                + (f" ({uninstall})" if uninstall else ""),
+            )
+        seen[name] = claim
 
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)
         name = module_name.rsplit(".", 1)[-1].replace("_", "-")
         _register(manager, module, name)
         infos.append(PluginInfo(name, "mcp-acp", __version__, module_name, "builtin"))
-    builtin_names = {info.name for info in infos}
 
-    seen: dict[str, str] = {}
-    for ep in _entry_points() if entry_points is None else entry_points:
-        dist_name, version = _distribution_of(ep)
-        if ep.name in builtin_names or ep.name in seen:
-            other = "mcp-acp (built-in)" if ep.name in builtin_names else seen[ep.name]
-            raise PluginError(
-                f"plugin name {ep.name!r} is claimed by both {other} and {dist_name} {version}",
-                fix=f"uninstall one of them (pip uninstall {dist_name})",
-            )
-        seen[ep.name] = f"{dist_name} {version}"
+    for claim in claims:
+        ep, dist_name, version = claim.entry_point, claim.distribution, claim.version
         if ep.name not in allow:
+            if claim.problem:
+                log.warning(
+                    "installed plugin %r (not allowed, not imported): the distribution at "
+                    "%s is broken: %s",
+                    ep.name,
+                    claim.where,
+                    claim.problem,
+                )
             infos.append(PluginInfo(ep.name, dist_name, version, ep.value, "not allowed"))
             continue
+        if claim.problem:
+            raise PluginError(
+                f"plugin {ep.name!r} comes from a broken distribution at {claim.where}: "
+                f"{claim.problem}; not imported",
+                fix=f"reinstall the distribution that provides it, or "
+                f"{allow_advice(allow_source, ep.name, remove=True)}",
+            )
         try:
             plugin = ep.load()
         except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
@@ -293,13 +402,22 @@ def _flat(text: str) -> str:
 
 
 def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> None:
+    """Call one plugin's hook. Whatever it raises is a :class:`PluginError` naming the
+    plugin and the hook — an error of mcp-acp's own kind (``AuditError``, a ``PluginError``
+    it made up) too: the plugin's code raised it, not the proxy. Only the errors its
+    ``register`` raised pass as they are: they name the plugin already."""
+    from_register: list[PluginError] = []
+    register = kwargs.get("register")
+    if callable(register):
+        kwargs["register"] = _noting_errors(register, from_register)
     try:
         result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-    except McpAcpError:
-        raise
     except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
+        if any(exc is own for own in from_register):
+            raise
+        text = exc.message if isinstance(exc, McpAcpError) else str(exc)
         raise PluginError(
-            f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}",
+            f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {text}",
             fix=f"report it to the plugin's authors, or remove {impl.plugin_name!r} "
             f"from the allowlist",
         ) from exc
@@ -311,6 +429,22 @@ def _call_plugin(impl: pluggy.HookImpl, hook_name: str, **kwargs: object) -> Non
             "and mcp-acp calls hooks synchronously",
             fix=f"make {hook_name} a plain def that registers before returning",
         )
+
+
+def _noting_errors(
+    register: Callable[..., object], noted: list[PluginError]
+) -> Callable[..., object]:
+    """``register``, noting each :class:`PluginError` it raises in ``noted``."""
+
+    @functools.wraps(register)
+    def noting(*args: Any, **kwargs: Any) -> object:
+        try:
+            return register(*args, **kwargs)
+        except PluginError as exc:
+            noted.append(exc)
+            raise
+
+    return noting
 
 
 def add_plugin_commands(cli: click.Group, plugins: PluginSet) -> dict[str, str]:

@@ -86,6 +86,14 @@ def install_plugin(site: Path, *, module: str, source: str, name: str) -> None:
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
 
 
+def site_path(site: Path) -> str:
+    """A ``PYTHONPATH`` with ``site`` first, then the one the tests run with (which may put
+    the code under test, a worktree, before the installed copy): what a subprocess needs to
+    find a test distribution under ``site`` and still import the ``mcp_acp`` under test."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(site), inherited] if inherited else [str(site)])
+
+
 #: A policy allowing the recording peer's ``echo`` tool and nothing else.
 ALLOW_ECHO = {
     "version": "1",
@@ -148,9 +156,7 @@ def use_plugin(
         settings[use_for] = {"use": name, "config": config}
     settings["plugins"] = {"allow": [name]}
     config_file.write_text(json.dumps(settings))
-    inherited = os.environ.get("PYTHONPATH")
-    path = os.pathsep.join([str(site), inherited] if inherited else [str(site)])
-    return {**proxy_env(home), "PYTHONPATH": path}
+    return {**proxy_env(home), "PYTHONPATH": site_path(site)}
 
 
 MODE_CHECK = """

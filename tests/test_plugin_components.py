@@ -27,6 +27,7 @@ from proxy_helpers import (
     install_plugin,
     proxy_env,
     records,
+    site_path,
     use_plugin,
 )
 
@@ -158,7 +159,7 @@ def walk(isolated_home: Path, tmp_path: Path) -> Select:
             settings["audit"]["sinks"] = sections.pop("sinks")
         settings.update(sections)
         config_file.write_text(json.dumps(settings))
-        env = {**proxy_env(isolated_home), "PYTHONPATH": str(site), "WALK_MODE": mode}
+        env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site), "WALK_MODE": mode}
         env["WALK_DISK_FULL"] = str(tmp_path / "disk-full")
         return env
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
+from proxy_helpers import CLI, site_path
 
 from mcp_acp.config import ComponentRef
 from mcp_acp.errors import ConfigError, PluginError
@@ -238,7 +242,7 @@ def _install(site: Path, name: str, source: str) -> dict[str, str]:
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[mcp_acp]\n{name} = {module}\n")
-    return {"PYTHONPATH": str(site), ALLOW_ENV: name}
+    return {"PYTHONPATH": site_path(site), ALLOW_ENV: name}
 
 
 HOOK = "from mcp_acp.hookspecs import hookimpl\n\n@hookimpl\n"
@@ -289,6 +293,43 @@ def test_a_plugin_leaving_or_async_is_a_plugin_error(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("plugin error: plugin 'leaver'")
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (
+            'AuditError("audit log is corrupt", fix="run mcp-acp audit verify")',
+            "plugin error: plugin 'leaver' failed in register_approvers: AuditError: audit log "
+            "is corrupt — fix: report it to the plugin's authors, or remove 'leaver' from the "
+            "allowlist",
+        ),
+        (
+            'PluginError("plugin \'good\' is broken", fix="uninstall good")',
+            "plugin error: plugin 'leaver' failed in register_approvers: PluginError: plugin "
+            "'good' is broken — fix: report it to the plugin's authors, or remove 'leaver' "
+            "from the allowlist",
+        ),
+    ],
+    ids=["audit-error", "plugin-error-blaming-another"],
+)
+def test_a_hook_raising_an_mcp_acp_error_is_its_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    raised: str,
+    expected: str,
+) -> None:
+    """An error of mcp-acp's own kind raised by a hook is the plugin's failure: exit 11,
+    the plugin named, not the exit status and fix the plugin chose (an ``AuditError`` was
+    exit 13 "audit error: audit log is corrupt — fix: run mcp-acp audit verify")."""
+    source = (
+        "from mcp_acp.errors import AuditError, PluginError\n"
+        + HOOK
+        + f"def register_approvers(register):\n    raise {raised}\n"
+    )
+    result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
+    assert result.returncode == 11, (result.returncode, result.stderr)
+    assert result.stderr.splitlines() == [expected]
 
 
 def test_a_component_name_two_kinds_share_must_be_said_with_its_kind() -> None:
@@ -344,3 +385,152 @@ def test_a_plugin_bug_is_one_readable_line_blaming_the_plugin(
     result = run_cli("plugins", env=_install(tmp_path / "site", "leaver", source))
     assert result.returncode == 11, result.stderr
     assert result.stderr.splitlines() == [expected]
+
+
+def _distribution(site: Path, folder: str, metadata: bytes, entry_points: bytes) -> None:
+    """A distribution as found on ``PYTHONPATH``: ``folder`` (``name-1.0.dist-info``) under
+    ``site`` with these exact bytes as ``METADATA`` and ``entry_points.txt``."""
+    info = site / folder
+    info.mkdir(parents=True)
+    (info / "METADATA").write_bytes(metadata)
+    (info / "entry_points.txt").write_bytes(entry_points)
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run ``mcp-acp`` with stdout and stderr on a pseudo-terminal (click strips ANSI
+    escapes only when it writes to a pipe); return its exit code and all it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=60), b"".join(chunks)
+    finally:
+        os.close(master)
+        proc.kill()
+
+
+def test_plugins_escapes_what_any_distribution_says_about_itself(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """``mcp-acp plugins`` on a terminal: a distribution that is not even allowed names its
+    entry point, itself and its version with terminal escapes (clear the screen, turn the
+    text green, set the window title); every one is shown escaped, none reaches the
+    terminal."""
+    site = tmp_path / "site"
+    _distribution(
+        site,
+        "esc-0.1.dist-info",
+        b"Metadata-Version: 2.1\nName: evil\x1b[2J\x1b[32mOK\x1b[0m\n"
+        b"Version: 0.1\x1b]0;title\x07\n",
+        b"[mcp_acp]\nesc\x1b[31mred = nowhere\n",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env.update(HOME=str(isolated_home), PYTHONPATH=site_path(site))
+    code, out = _on_a_terminal(["plugins"], env)
+    assert code == 0, out
+    assert b"\x1b" not in out
+    assert b"\x07" not in out
+    line = next(line for line in out.splitlines() if line.startswith(b"esc"))
+    assert line.split() == [
+        b"esc\\x1b[31mred",
+        b"evil\\x1b[2J\\x1b[32mOK\\x1b[0m",
+        b"0.1\\x1b]0;title\\x07",
+        b"not",
+        b"allowed",
+        b"-",
+    ]
+
+
+def test_a_name_two_distributions_claim_is_refused_before_either_is_imported(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """Two installed distributions declare the allowed entry point ``twin``. Both are
+    named, with where each is installed (not only the one to blame: which is genuine is
+    not known), and neither module ran — the first claimant was imported before."""
+    site = tmp_path / "site"
+    for dist in ("twin-a", "twin-b"):
+        module = dist.replace("-", "_")
+        _distribution(
+            site,
+            f"{module}-0.1.dist-info",
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n".encode(),
+            f"[mcp_acp]\ntwin = {module}\n".encode(),
+        )
+        marker = tmp_path / f"{module}.imported"
+        (site / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    result = run_cli("plugins", env={"PYTHONPATH": site_path(site), ALLOW_ENV: "twin"})
+    assert result.returncode == 11, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.imported")) == []
+    [line] = result.stderr.splitlines()
+    assert line.startswith("plugin error: plugin name 'twin' is claimed by both twin-")
+    for dist in ("twin-a", "twin-b"):
+        assert f"{dist} 0.1 ({site / dist.replace('-', '_')}-0.1.dist-info)" in line
+        assert f"pip uninstall {dist}" in line
+    assert "neither was imported" in line
+
+
+#: ``METADATA`` that is not UTF-8: the name holds the byte 0xff.
+BAD_METADATA = b"Metadata-Version: 2.1\nName: bad\xff\nVersion: 0.1\n"
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "badmeta-0.1.dist-info",
+        # no name in the folder's: importlib.metadata.entry_points() reads METADATA to name
+        # it and fails — pydantic's plugin lookup called it, until pydantic plugins were off
+        "-0.1.dist-info",
+    ],
+    ids=["named-folder", "nameless-folder"],
+)
+def test_a_broken_distribution_not_allowed_fails_no_command(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, folder: str
+) -> None:
+    """An installed distribution whose ``METADATA`` is not UTF-8, not on the allowlist:
+    ``plugins``, ``config validate`` and ``run`` go on (they ended in "internal error" and
+    exit 1), with a warning naming where it is."""
+    site = tmp_path / "site"
+    _distribution(site, folder, BAD_METADATA, b"[mcp_acp]\nbadmeta = nowhere\n")
+    env = {"PYTHONPATH": site_path(site)}
+    run_cli("init", "--non-interactive", "--backend-command", "cat", check=True)
+    for args in (["plugins"], ["config", "validate"], ["run"]):
+        result = run_cli(*args, env=env, input="")
+        assert result.returncode == 0, (args, result.stderr)
+        warnings = [line for line in result.stderr.splitlines() if "badmeta" in line]
+        assert len(warnings) == 1, (args, result.stderr)
+        assert (
+            f"the distribution at {site / folder} is broken: its METADATA cannot be "
+            in (warnings[0])
+        )
+        assert "UnicodeDecodeError" in warnings[0]
+    listed = run_cli("plugins", "--json", env=env)
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
+    assert (rows["badmeta"]["distribution"], rows["badmeta"]["status"]) == ("?", "not allowed")
+
+
+def test_a_broken_distribution_allowed_is_one_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    _distribution(site, "badmeta-0.1.dist-info", BAD_METADATA, b"[mcp_acp]\nbadmeta = os\n")
+    result = run_cli("plugins", env={"PYTHONPATH": site_path(site), ALLOW_ENV: "badmeta"})
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [
+        f"plugin error: plugin 'badmeta' comes from a broken distribution at "
+        f"{site / 'badmeta-0.1.dist-info'}: its METADATA cannot be read (UnicodeDecodeError: "
+        "'utf-8' codec can't decode byte 0xff in position 31: invalid start byte); not "
+        "imported — fix: reinstall the distribution that provides it, or remove badmeta from "
+        "MCP_ACP_PLUGINS"
+    ]

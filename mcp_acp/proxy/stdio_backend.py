@@ -3,7 +3,8 @@
 Messages go to the child as the exact bytes the client sent; nothing is re-encoded.
 
 The child inherits mcp-acp's environment except the variables in ``withhold_env`` (secrets
-given to mcp-acp itself, such as the token-storage passphrase), plus ``backend.env``. A
+given to mcp-acp itself, such as the token-storage passphrase), plus ``backend.env``;
+``PYDANTIC_DISABLE_PLUGINS`` as it was before mcp-acp set it for itself. A
 name in ``backend.env`` is passed with the configured value even if it is withheld: the
 operator asked for it by name.
 
@@ -35,6 +36,7 @@ from asyncio.subprocess import Process, SubprocessStreamProtocol
 from collections.abc import AsyncIterator
 from typing import Any
 
+from mcp_acp._pydantic_plugins import restore_for_child
 from mcp_acp.config import StdioBackend
 from mcp_acp.errors import BackendError
 from mcp_acp.proxy.messages import (
@@ -109,6 +111,7 @@ class StdioChannel:
 
     async def _spawn(self) -> dict[str, Any]:
         env = {name: value for name, value in os.environ.items() if name not in self.withhold_env}
+        restore_for_child(env)  # PYDANTIC_DISABLE_PLUGINS is mcp-acp's, not the backend's
         env.update(self.backend.env)
         withheld = sorted(self.withhold_env - self.backend.env.keys())
         for name in sorted(self.withhold_env & self.backend.env.keys()):
