@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -22,6 +24,33 @@ from mcp import Client, StdioServerParameters, stdio_client
 
 E2E = Path(__file__).parent / "e2e"
 CLI = Path(sys.executable).parent / "mcp-acp"
+
+
+def on_a_terminal(args: Iterable[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run ``mcp-acp args`` with stdout and stderr on a pseudo-terminal (click strips ANSI
+    escapes only when it writes to a pipe); return its exit code and all it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=60), b"".join(chunks)
+    finally:
+        os.close(master)
+        proc.kill()
+
+
 HTTP_SERVER = E2E / "peers" / "http_server.py"
 MODULES = E2E / "node_modules" / "@modelcontextprotocol"
 FILESYSTEM = MODULES / "server-filesystem" / "dist"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
-from proxy_helpers import CLI, site_path
+from proxy_helpers import on_a_terminal, site_path
 
 from mcp_acp.config import ComponentRef
 from mcp_acp.errors import ConfigError, PluginError
@@ -396,31 +394,6 @@ def _distribution(site: Path, folder: str, metadata: bytes, entry_points: bytes)
     (info / "entry_points.txt").write_bytes(entry_points)
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
-    """Run ``mcp-acp`` with stdout and stderr on a pseudo-terminal (click strips ANSI
-    escapes only when it writes to a pipe); return its exit code and all it wrote."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 60)
-            if not ready:
-                break
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return proc.wait(timeout=60), b"".join(chunks)
-    finally:
-        os.close(master)
-        proc.kill()
-
-
 def test_plugins_escapes_what_any_distribution_says_about_itself(
     isolated_home: Path, tmp_path: Path
 ) -> None:
@@ -438,7 +411,7 @@ def test_plugins_escapes_what_any_distribution_says_about_itself(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
     env.update(HOME=str(isolated_home), PYTHONPATH=site_path(site))
-    code, out = _on_a_terminal(["plugins"], env)
+    code, out = on_a_terminal(["plugins"], env)
     assert code == 0, out
     assert b"\x1b" not in out
     assert b"\x07" not in out

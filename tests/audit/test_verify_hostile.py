@@ -7,16 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from audit_helpers import killed_writer
+from proxy_helpers import on_a_terminal
 
 from mcp_acp.audit import chain
 from mcp_acp.audit.chain import (
@@ -33,8 +31,6 @@ from mcp_acp.audit.chain import (
 from mcp_acp.audit.events import SystemEvent
 from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
 from mcp_acp.errors import AuditError
-
-CLI = Path(sys.executable).parent / "mcp-acp"
 
 
 def write_log(log_dir: Path, records: int = 5) -> None:
@@ -367,7 +363,7 @@ def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
         with open(os.fsencode(logs) + b"/" + name, "wb") as handle:
             handle.write(b"partial")
     (logs / "auth.jsonl").write_bytes(b"")  # and a failure, so the directory is printed
-    code, out = on_a_terminal(isolated_home, "audit", "verify", "--log-dir", str(logs))
+    code, out = on_home_terminal(isolated_home, "audit", "verify", "--log-dir", str(logs))
     assert code == 13, out
     for raw in (b"\x1b", "\u202e".encode(), b"\xff"):
         assert raw not in out
@@ -377,32 +373,11 @@ def test_file_names_print_escaped(tmp_path: Path, isolated_home: Path) -> None:
     assert b"(" + os.fsencode(tmp_path) + b"/logs\\x1b[31m)" in out
 
 
-def on_a_terminal(home: Path, *args: str) -> tuple[int, bytes]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal (click strips ANSI escapes
-    only when writing to a pipe); return its exit code and all it wrote."""
+def on_home_terminal(home: Path, *args: str) -> tuple[int, bytes]:
+    """:func:`on_a_terminal` with ``home`` as ``HOME`` and no mcp-acp or XDG settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
     env["HOME"] = str(home)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([str(CLI), *args], stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return proc.wait(timeout=60), b"".join(chunks)
-    finally:
-        os.close(master)
-        proc.kill()
+    return on_a_terminal(args, env)
 
 
 @pytest.mark.parametrize("middle", ["²", "\u0661", "01", "0", "x", ""])
