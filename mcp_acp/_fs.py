@@ -209,18 +209,9 @@ def untrusted_file(path: Path) -> str | None:
     a link planted in ``/tmp`` that leads to a file root owns. Anyone who can change one of
     these can change what the proxy allows. Raises ``FileNotFoundError`` if there is no
     file, ``OSError`` if it cannot be told."""
-    broken = broken_link(path)
-    if broken is not None:
-        return broken
-    places = [path, path.parent]
-    real = Path(os.path.realpath(path))
-    if real.parent != path.parent:
-        places.append(real.parent)  # unsafe_permissions(path) judges the file it leads to
-    for place in places:
-        problem = unsafe_permissions(place)
-        if problem is not None:
-            return problem
-    return unsafe_path(path)
+    # the file (a link: the file it leads to) by unsafe_permissions; every directory on
+    # the way — its own, and for a link the one it leads into — by unsafe_path's walk
+    return broken_link(path) or unsafe_permissions(path) or unsafe_path(path)
 
 
 def untrusted_place(path: Path) -> str | None:
