@@ -408,6 +408,14 @@ class AuditSection(_Section):
     health_check_seconds: float = Field(
         default=30.0, ge=1, le=3600, description="How often the trail's files are checked."
     )
+    write_timeout_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="How long records may wait with none written (a hung disk or network "
+        "mount) before the trail fails and the proxy shuts down (exit 13); also the limit "
+        "on each write at shutdown.",
+    )
     record_payloads: bool = Field(
         default=False,
         description="Record full tool arguments (secrets redacted) instead of hash + size.",

@@ -340,6 +340,7 @@ class Runtime:
             coordinator,
             health_interval=self.config.audit.health_check_seconds,
             names=[self.components[field].describe for field in fields],
+            write_timeout=self.config.audit.write_timeout_seconds,
         )
 
     def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:
@@ -349,6 +350,7 @@ class Runtime:
             fallback_path=self.config.audit.fallback_path,
             session_id=session_id,
             notify=self.notifier(),
+            io_timeout=self.config.audit.write_timeout_seconds,
         )
 
     def secret_env_names(self) -> frozenset[str]:

@@ -9,6 +9,12 @@ later failures are recorded as secondary.
 
 It exits with ``os._exit``: no ``finally`` block, ``atexit`` handler or thread join runs
 after it, so whatever must not outlive the process is a registered clean-up.
+
+Its writes (the fallback file, ``shutdowns.jsonl``) run with a time limit, ``io_timeout``,
+and so do the audit trail's records at exit (``session_ended``, denials cut short; see
+:meth:`~mcp_acp.audit.trail.AuditTrail.record_at_exit`): on a disk or network mount that
+stopped answering a write would never return, and the process would never exit. A write
+that overran is given up (said on stderr, the event with it), and not tried again there.
 """
 
 from __future__ import annotations
@@ -24,14 +30,21 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from mcp_acp._fs import NotRegularFileError, file_kind, not_only_ours, unsafe_permissions
 from mcp_acp.errors import McpAcpError
 
-__all__ = ["ShutdownCoordinator", "append_line", "fallback_shutdowns", "line_not_appended"]
+__all__ = [
+    "ShutdownCoordinator",
+    "append_line",
+    "fallback_shutdowns",
+    "line_not_appended",
+    "within",
+]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def append_line(path: Path, record: dict[str, Any]) -> bool:
@@ -96,6 +109,30 @@ def fallback_shutdowns(fallback_path: Path) -> Path:
     return fallback_path.parent / "shutdowns.jsonl"
 
 
+def within(seconds: float, work: Callable[[], T]) -> tuple[bool, T | None]:
+    """Run ``work`` on a daemon thread and wait at most ``seconds`` for it: whether it
+    finished in time (else it goes on, blocked where it is, until the process exits), and
+    what it returned (``None`` too if it raised: logged)."""
+    done = threading.Event()
+    result: list[T] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                log.error("at shutdown: %s", exc)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=run, name="mcp-acp-shutdown-io", daemon=True).start()
+    except RuntimeError:  # no thread to be had (resources exhausted): run it here
+        run()
+    finished = done.wait(seconds)
+    return finished, (result[0] if finished and result else None)
+
+
 def _exit(code: int) -> NoReturn:
     with contextlib.suppress(Exception):
         sys.stderr.flush()
@@ -113,9 +150,13 @@ class ShutdownCoordinator:
         session_id: str | None = None,
         notify: Callable[[str, str], object] | None = None,
         exit: Callable[[int], NoReturn] = _exit,
+        io_timeout: float = 30.0,
     ) -> None:
         self.log_dir = log_dir
         self.fallback_path = fallback_path
+        #: how long one write of the coordinator's may take (see the module's docstring)
+        self.io_timeout = io_timeout
+        self._hung: set[Path] = set()  # files whose write overran: not tried again
         self.session_id = session_id
         self._notify = notify
         self._exit = exit
@@ -147,6 +188,19 @@ class ShutdownCoordinator:
                 with contextlib.suppress(Exception):
                     log.warning("clean-up at shutdown failed: %s", exc)
 
+    def _append(self, path: Path, record: dict[str, Any]) -> str | None:
+        """:func:`line_not_appended`, within ``io_timeout``."""
+        if path in self._hung:
+            return f"{path}: an earlier write to it did not finish; not tried again"
+        finished, outcome = within(self.io_timeout, lambda: (line_not_appended(path, record),))
+        if finished:
+            return f"{path}: the write failed (see the log)" if outcome is None else outcome[0]
+        self._hung.add(path)
+        return (
+            f"{path}: the write did not finish within {self.io_timeout:g} s (is its file "
+            "system hung?); given up"
+        )
+
     def record_fallback(self, event: dict[str, Any], error: McpAcpError) -> None:
         """Keep an event the audit trail could not take, outside the log directory.
 
@@ -157,7 +211,7 @@ class ShutdownCoordinator:
             "audit_error": str(error),
             "event": event,
         }
-        problem = line_not_appended(self.fallback_path, entry)
+        problem = self._append(self.fallback_path, entry)
         if problem is None:
             return
         with contextlib.suppress(Exception):  # last resort: stderr, which may be broken too
@@ -172,10 +226,10 @@ class ShutdownCoordinator:
     def _record_shutdown(self, record: dict[str, Any]) -> None:
         """``record`` into ``shutdowns.jsonl`` in the log directory, else beside the
         fallback file; if neither takes it, what was wrong with each goes to stderr."""
-        problem = line_not_appended(self.log_dir / "shutdowns.jsonl", record)
+        problem = self._append(self.log_dir / "shutdowns.jsonl", record)
         if problem is None:
             return
-        beside = line_not_appended(fallback_shutdowns(self.fallback_path), record)
+        beside = self._append(fallback_shutdowns(self.fallback_path), record)
         if beside is None:
             return
         with contextlib.suppress(Exception):

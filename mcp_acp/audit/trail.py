@@ -9,6 +9,10 @@
   only if it is durable, the forwarding.
 * :meth:`AuditTrail.monitor` checks every sink's health periodically (file still there, still
   ours, still writable) and shuts down on the first failure, even with no request in flight.
+* A watchdog thread, started with the trail, shuts down when records are waiting and none
+  has been written for ``write_timeout`` seconds (a disk or network mount that stopped
+  answering, a sink that never returns): a write that hangs would otherwise hold every
+  request — and, on the event loop, the signals that would end the process — for ever.
 
 A sink that fails with anything but ``AuditError`` (an ``OSError``, a bug) fails closed just
 the same, as an ``AuditError`` that names the sink — its config field, registered name and
@@ -23,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from mcp_acp.audit.events import AuditEvent, AuthEvent, SystemEvent
 from mcp_acp.errors import AuditError
 from mcp_acp.protocols import AuditSink
-from mcp_acp.shutdown import ShutdownCoordinator
+from mcp_acp.shutdown import ShutdownCoordinator, within
 
 __all__ = ["AuditTrail"]
 
@@ -58,9 +64,12 @@ class AuditTrail:
         *,
         health_interval: float = 30.0,
         names: Sequence[str] | None = None,
+        write_timeout: float = 30.0,
     ) -> None:
         """``names`` describes each sink in error messages (``audit sink 'jsonl' (plugin
-        'jsonl-audit', config field audit.sinks[0])``); by default its position and type."""
+        'jsonl-audit', config field audit.sinks[0])``); by default its position and type.
+        ``write_timeout``: how long records may wait with none written before the trail
+        fails (see :meth:`_watch`)."""
         if not sinks:
             raise AuditError(
                 "no audit sink is configured", fix="configure at least one sink under audit.sinks"
@@ -75,6 +84,14 @@ class AuditTrail:
         self.health_interval = health_interval
         self._failed: AuditError | None = None
         self._soon: set[asyncio.Future[Any]] = set()  # record_soon's writes in progress
+        self.write_timeout = write_timeout
+        # For the watchdog (set on the loop, read from its thread): how many writes and
+        # health checks are in progress, and when one last ended (or the first began).
+        self._waiting = 0
+        self._progress = time.monotonic()
+        self._watchdog: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._hung_at_exit: dict[int, AuditError] = {}  # sinks whose write_sync overran
         coordinator.on_session_end(self._record_session_end)
 
     @property
@@ -92,12 +109,50 @@ class AuditTrail:
                 raise
             except Exception as exc:  # a sink that breaks its contract: still do not start
                 raise self._sink_error(index, exc, "failed to start") from exc
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="mcp-acp-audit-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def _begun(self) -> None:
+        """A write (or health check) begins: the watchdog times it."""
+        if not self._waiting:
+            self._progress = time.monotonic()
+        self._waiting += 1
+
+    def _ended(self) -> None:
+        self._waiting -= 1
+        self._progress = time.monotonic()
+
+    def _watch(self) -> None:
+        """(The watchdog thread.) Fail the trail, and end the process, once writes have
+        been waiting for ``write_timeout`` seconds with none done. From a thread of its
+        own: a write that hangs in the kernel (``fsync`` on a hung mount) may hold the event
+        loop itself, and the loop's signal handlers with it."""
+        tick = min(self.write_timeout / 4, 1.0)
+        while not self._closed.wait(tick):
+            waiting = self._waiting
+            stalled = time.monotonic() - self._progress
+            if waiting and stalled > self.write_timeout and self._failed is None:
+                error = AuditError(
+                    f"no audit record was written in {stalled:.0f} s while {waiting} "
+                    f"waited (audit.write_timeout_seconds is {self.write_timeout:g}): the "
+                    "storage behind the trail does not answer",
+                    fix="check the file system of audit.log_dir (a hung disk or network "
+                    "mount?) and every audit sink; nothing passed meanwhile",
+                )
+                self._failed = error
+                self._keep(SystemEvent(event="audit_stalled", detail={"error": str(error)}), error)
+                self.coordinator.trigger(error, detail="audit write watchdog")
+                return
 
     async def record(self, event: AuditEvent) -> None:
         """Write ``event`` to every sink durably, or raise ``AuditError`` (and shut down)."""
         if self._failed is not None:
             self._keep(event, self._failed)
             raise self._failed
+        self._begun()
         try:
             if len(self.sinks) == 1:
                 await self._write(0, event)
@@ -107,6 +162,8 @@ class AuditTrail:
             self._fail_soon(error)
             self._keep(event, error)
             raise
+        finally:
+            self._ended()
 
     async def _write(self, index: int, event: AuditEvent) -> None:
         try:
@@ -143,15 +200,20 @@ class AuditTrail:
         if self._failed is not None:
             self._keep(event, self._failed)
             return None
+        one = self.sinks[0] if len(self.sinks) == 1 else None
+        write_soon = getattr(one, "write_soon", None)
+        direct = write_soon is not None  # else record() times the write itself
+        if direct:
+            self._begun()
         try:
-            one = self.sinks[0] if len(self.sinks) == 1 else None
-            write_soon = getattr(one, "write_soon", None)
             future: Any = (
                 write_soon(event)
                 if write_soon is not None
                 else asyncio.ensure_future(self.record(event))
             )
         except (Exception, asyncio.CancelledError) as exc:
+            if direct:
+                self._ended()
             cancelled = isinstance(exc, asyncio.CancelledError)
             if cancelled and _asked_to_cancel():
                 raise
@@ -160,6 +222,7 @@ class AuditTrail:
             self._keep(event, error)
             return None
         if not asyncio.isfuture(future):  # an ``async def write_soon``: a coroutine, not run
+            self._ended()
             if inspect.iscoroutine(future):
                 future.close()
             error = self._sink_error(
@@ -169,11 +232,13 @@ class AuditTrail:
             self._keep(event, error)
             return None
         self._soon.add(future)
-        future.add_done_callback(lambda done: self._written(event, done, write_soon is not None))
+        future.add_done_callback(lambda done: self._written(event, done, direct))
         return future
 
     def _written(self, event: AuditEvent, future: asyncio.Future[Any], direct: bool) -> None:
         self._soon.discard(future)
+        if direct:
+            self._ended()
         error = self._soon_error(future)  # retrieved, even where record() has it in hand
         if error is None or not direct:  # record() has already failed the trail
             return
@@ -228,6 +293,7 @@ class AuditTrail:
                 check = getattr(sink, "check_health", None)
                 if check is None:
                     continue
+                self._begun()  # a check that hangs (a hung mount) is a stall too
                 try:
                     await asyncio.to_thread(check)
                 except Exception as exc:  # not only AuditError: the monitor must not die
@@ -238,6 +304,8 @@ class AuditTrail:
                     )
                     self._failed = error
                     self.coordinator.trigger(error, detail="audit health monitor")
+                finally:
+                    self._ended()
 
     async def close(self) -> None:
         if self._soon:  # records written without waiting: on record before closing
@@ -247,13 +315,19 @@ class AuditTrail:
                 await sink.close()
             except Exception as exc:  # closing is best effort; the records are durable
                 log.warning("closing audit sink: %s", exc)
+        self._closed.set()  # the watchdog watched the last writes too
 
     def record_at_exit(self, event: AuditEvent) -> None:
         """Best effort, at shutdown (the shutdown coordinator's callbacks, synchronous: the
         event loop does not run again): ``event`` into every sink that writes synchronously
         (``write_sync``) and still works. Never raises; an event a sink refuses, or cannot
-        take (it has no ``write_sync``), goes to the fallback file."""
+        take (it has no ``write_sync``, or its write does not finish within the shutdown
+        coordinator's ``io_timeout`` — it is then not asked again), goes to the fallback
+        file."""
         for index, sink in enumerate(self.sinks):
+            if index in self._hung_at_exit:
+                self._keep(event, self._hung_at_exit[index])
+                continue
             write_sync = getattr(sink, "write_sync", None)
             if write_sync is None:
                 self._keep(
@@ -266,11 +340,22 @@ class AuditTrail:
                     ),
                 )
                 continue
-            try:
-                write_sync(event)
-            except Exception as exc:  # the trail is failing; the fallback has the rest
-                log.warning("%s not recorded by %s: %s", event.event, self.names[index], exc)
-                self._keep(event, self._sink_error(index, exc))
+
+            def attempt(write: Callable[[AuditEvent], object] = write_sync) -> Exception | None:
+                try:
+                    write(event)
+                except Exception as exc:  # the trail is failing; the fallback has the rest
+                    return exc
+                return None
+
+            timeout = self.coordinator.io_timeout
+            finished, raised = within(timeout, attempt)
+            if not finished:
+                raised = TimeoutError(f"its write did not finish within {timeout:g} s")
+                self._hung_at_exit[index] = self._sink_error(index, raised, "is hung")
+            if raised is not None:
+                log.warning("%s not recorded by %s: %s", event.event, self.names[index], raised)
+                self._keep(event, self._sink_error(index, raised))
 
     def _record_session_end(self, reason: str) -> None:
         """Best effort, at shutdown: ``session_ended`` into every sink that still works."""

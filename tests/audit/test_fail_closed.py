@@ -37,6 +37,7 @@ class Victim:
         health: float = 30.0,
         command_prefix: list[str] | None = None,
         preexec: Any = None,
+        write_timeout: float = 30.0,
     ) -> None:
         self.log_dir = base / "logs"
         self.fallback = base / "state" / "audit-fallback.jsonl"
@@ -48,6 +49,7 @@ class Victim:
             str(self.fallback),
             str(self.backend),
             str(health),
+            str(write_timeout),
         ]
         # stderr to a file: a full, unread pipe would block the victim
         self.stderr_path = base / f"victim-stderr-{time.monotonic_ns()}.txt"
@@ -212,6 +214,116 @@ def test_health_monitor_shuts_down_without_traffic(victim: Any) -> None:
     assert shutdown["detail"] == "audit health monitor"
     assert "auth.jsonl was deleted or moved" in shutdown["reason"]
     assert any(e["event"]["event"] == "audit_health_failed" for e in v.fallback_events())
+
+
+STRACE = shutil.which("strace")
+if STRACE is None and os.environ.get("REQUIRE_STRACE") == "1":
+    raise RuntimeError("REQUIRE_STRACE=1 but strace is not installed")
+needs_strace = pytest.mark.skipif(STRACE is None, reason="strace(1) is not installed")
+
+
+class Hang:
+    """strace(1) attached to a running process, holding every ``syscall`` on ``path`` in
+    the kernel for ten minutes: a disk or network mount that stopped answering, for that
+    file only. :meth:`release` detaches it — the process was held at exit meanwhile."""
+
+    def __init__(self, pid: int, path: Path, syscall: str) -> None:
+        self.strace = subprocess.Popen(
+            [
+                str(STRACE),
+                "-f",
+                "-p",
+                str(pid),
+                "-o",
+                "/dev/null",
+                "-P",
+                str(path),
+                "-e",
+                f"trace={syscall}",
+                "-e",
+                f"inject={syscall}:delay_enter=600000000",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.strace.stderr is not None
+        said = self.strace.stderr.readline()  # "strace: Process N attached with 3 threads"
+        if "attached" not in said:
+            self.strace.wait()
+            if os.environ.get("REQUIRE_STRACE") == "1":
+                raise RuntimeError(f"strace cannot attach here: {said.strip()}")
+            pytest.skip(f"strace cannot attach here: {said.strip()}")
+
+    def release(self) -> None:
+        """Kill strace (holding a call, it does not stop on SIGTERM): the kernel detaches
+        the process, and the call held goes on."""
+        self.strace.kill()
+        self.strace.wait(timeout=30)
+
+
+def wait_for_shutdown(v: Victim, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not v.shutdowns():
+        assert time.monotonic() < deadline, "no shutdown recorded: " + v.stderr_path.read_text()
+        time.sleep(0.05)
+    return v.shutdowns()[0]
+
+
+@needs_strace
+def test_an_audit_write_that_never_returns_fails_the_trail_and_ends_the_process(
+    victim: Any,
+) -> None:
+    """The decision's ``fsync`` does not return (a hung mount): it holds the event loop, and
+    with it the loop's signal handlers. The watchdog thread fails the trail once the record
+    has waited ``write_timeout`` seconds: the request is never forwarded, and the process
+    ends with the audit code — before, it hung for as long as the write did."""
+    v = victim(write_timeout=1.0)
+    assert v.first == "READY"
+    hang = Hang(v.proc.pid, v.log_dir / "decisions.jsonl", "fsync")
+    try:
+        assert v.proc.stdin is not None
+        v.proc.stdin.write("req r1\n")
+        v.proc.stdin.flush()
+        shutdown = wait_for_shutdown(v)
+    finally:
+        hang.release()
+    assert v.wait(timeout=30) == AUDIT_EXIT, v.stderr_path.read_text()
+    assert v.backend_calls() == []
+    assert shutdown["failure_class"] == "audit"
+    assert shutdown["detail"] == "audit write watchdog"
+    assert "no audit record was written in" in shutdown["reason"]
+    assert "audit.write_timeout_seconds is 1" in shutdown["reason"]
+    (kept,) = v.fallback_events()
+    assert kept["event"]["event"] == "audit_stalled"
+    ended = json.loads((v.log_dir / "auth.jsonl").read_text().splitlines()[-1])
+    assert ended["event"] == "session_ended"  # another file: that stream still works
+    assert "no audit record was written" in ended["reason"]
+
+
+@needs_strace
+def test_a_fallback_write_that_never_returns_is_given_up_and_the_process_ends(
+    victim: Any, tmp_path: Path
+) -> None:
+    """The trail fails (its file deleted), and the fallback file's ``write`` does not return:
+    it is given up after ``write_timeout`` seconds, the lost event goes to stderr, and the
+    process ends with the audit code — before, it hung in that write for ever."""
+    v = victim(write_timeout=1.0)
+    assert v.first == "READY"
+    assert v.send("req r1") == "OK r1"
+    hang = Hang(v.proc.pid, tmp_path / "state" / "audit-fallback.jsonl", "write")
+    try:
+        (v.log_dir / "decisions.jsonl").unlink()
+        answer = v.send("req r2", timeout=60)
+        shutdown = wait_for_shutdown(v)
+    finally:
+        hang.release()
+    assert v.wait(timeout=30) == AUDIT_EXIT, v.stderr_path.read_text()
+    assert answer.startswith("DENIED r2: audit file"), answer
+    assert v.backend_calls() == ["r1"]
+    assert shutdown["failure_class"] == "audit"  # in the log directory
+    stderr = v.stderr_path.read_text()
+    assert "the write did not finish within 1 s (is its file system hung?)" in stderr
+    assert '"request_id": "r2"' in stderr  # the lost event, on stderr
 
 
 def test_kill_9_during_a_burst_then_restart_verifies(victim: Any) -> None:

@@ -1,6 +1,6 @@
 """A small real process that records decisions through the audit trail (write-ahead).
 
-    python victim.py LOG_DIR FALLBACK BACKEND_FILE HEALTH_SECONDS
+    python victim.py LOG_DIR FALLBACK BACKEND_FILE HEALTH_SECONDS [WRITE_TIMEOUT_SECONDS]
 
 Commands on stdin, one per line:
   req ID      -> decision record, then (only if durable) one "backend call" appended to
@@ -40,9 +40,14 @@ def decision(request_id: str) -> DecisionEvent:
 
 async def main() -> None:
     log_dir, fallback, backend = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-    coordinator = ShutdownCoordinator(log_dir=log_dir, fallback_path=fallback, session_id="victim")
+    write_timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 30.0
+    coordinator = ShutdownCoordinator(
+        log_dir=log_dir, fallback_path=fallback, session_id="victim", io_timeout=write_timeout
+    )
     sink = JsonlAuditSink(log_dir)
-    trail = AuditTrail([sink], coordinator, health_interval=float(sys.argv[4]))
+    trail = AuditTrail(
+        [sink], coordinator, health_interval=float(sys.argv[4]), write_timeout=write_timeout
+    )
     try:
         await trail.start()
     except AuditError as error:

@@ -36,6 +36,7 @@ from proxy_helpers import (
     records,
     running,
     use_mode_check,
+    use_plugin,
     wait_for_event,
 )
 
@@ -271,6 +272,55 @@ def test_a_fifo_where_the_audit_fallback_goes_still_ends_the_process(
             f"(named pipe) or a device, not a regular file; nor beside audit.fallback_path: "
             f"{shared / 'shutdowns.jsonl'} is a FIFO" in stderr
         )
+
+
+STALLING_SINK = """
+import time
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+from mcp_acp.hookspecs import hookimpl
+
+
+class StallingSink(JsonlAuditSink):
+    async def write(self, event):
+        if getattr(event, "tool_name", None) == "echo":
+            time.sleep(3600)  # a call that never returns, on the event loop: a hung mount
+        await super().write(event)
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("stalling-jsonl", StallingSink.from_config, JsonlConfig, summary="test: stalls")
+"""
+
+
+def test_an_audit_write_that_never_returns_ends_the_session(make_home: Any) -> None:
+    """The audit sink's write of a call's decision never returns, and holds the event loop
+    (as an ``fsync`` on a hung mount would): no signal handler runs, no answer goes out.
+    Once records have waited ``audit.write_timeout_seconds`` with none written, the
+    watchdog thread fails the trail: the shutdown is recorded, the backend ended, the
+    control socket removed, and the process exits 13 — before, it hung for ever."""
+    home = make_home("--ignore-term", "--ignore-eof")
+    home.edit(lambda config: config["audit"].update(write_timeout_seconds=1))
+    home.env = use_plugin(
+        home.home,
+        home.site,
+        module="stalling_sink",
+        source=STALLING_SINK,
+        name="stalling-jsonl",
+        use_for="audit.sinks",
+    )
+    proxy = home.start()
+    proxy.initialize()
+    server, _ = home.backend()
+    proxy.request("tools/call", {"name": "echo", "arguments": {}})
+    assert proxy.proc.wait(timeout=60) == 13, home.stderr()
+    assert not running(server)
+    assert home.control_sockets() == []
+    shutdowns = [json.loads(line) for line in (home.log_dir / "shutdowns.jsonl").open()]
+    assert shutdowns[0]["detail"] == "audit write watchdog"
+    assert "audit.write_timeout_seconds is 1" in shutdowns[0]["reason"]
+    assert "no audit record was written in" in ended(home.log_dir)[0]
+    assert "mcp-acp: shutting down: audit error: no audit record was written" in home.stderr()
 
 
 @pytest.mark.parametrize("problem", ["too-long", "not-ours"])
