@@ -22,6 +22,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "aread_bounded",
     "check_url",
+    "idp_client",
     "idp_tls_context",
     "ip_literal",
     "is_loopback_host",
@@ -52,6 +53,16 @@ def tls_verify(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
     """What an httpx client of this package is given as ``verify``: ``True`` (httpx's
     default context, key log and all) becomes :func:`idp_tls_context`."""
     return idp_tls_context() if verify is True else verify
+
+
+def idp_client(*, timeout: float, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+    """The HTTP client of every request to the identity provider: no redirect followed,
+    and ``trust_env`` off — no proxy named by ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``
+    (httpx would send even plain-http loopback traffic, device code and refresh token in
+    clear, to that proxy's host) and no ``.netrc``. ``verify`` as in :func:`tls_verify`."""
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, verify=tls_verify(verify), trust_env=False
+    )
 
 
 #: A host name made only of numbers (decimal, octal, hex) and at most three dots: what the

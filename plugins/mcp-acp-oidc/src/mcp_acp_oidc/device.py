@@ -44,6 +44,7 @@ import httpx
 from mcp_acp_oidc._http import (
     aread_bounded,
     check_url,
+    idp_client,
     idp_tls_context,
     overall_deadline,
     parse_json_object,
@@ -190,9 +191,7 @@ class DeviceFlowClient:
         if self._http is not None:
             yield self._http
             return
-        async with httpx.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, verify=idp_tls_context()
-        ) as client:
+        async with idp_client(timeout=self._timeout, verify=idp_tls_context()) as client:
             yield client
 
     async def _post(

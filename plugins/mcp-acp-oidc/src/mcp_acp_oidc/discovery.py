@@ -22,11 +22,11 @@ import httpx
 from mcp_acp_oidc._http import (
     aread_bounded,
     check_url,
+    idp_client,
     ip_literal,
     is_loopback_host,
     overall_deadline,
     parse_json_object,
-    tls_verify,
 )
 from mcp_acp_oidc.errors import DiscoveryError
 
@@ -120,9 +120,7 @@ async def discover(
     if problem:
         raise DiscoveryError(f"issuer rejected: {problem}", fix=_FIX)
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    client = http or httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
-    )
+    client = http or idp_client(timeout=timeout, verify=verify)
     try:
         async with (
             overall_deadline(timeout),

@@ -42,6 +42,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from mcp_acp_oidc._http import (
     aread_bounded,
     check_url,
+    idp_client,
     overall_deadline,
     parse_json_object,
     tls_verify,
@@ -217,9 +218,7 @@ class JWKSCache:
         self.fetch_count += 1
         async with (
             overall_deadline(self.timeout),
-            httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=False, verify=self._verify
-            ) as client,
+            idp_client(timeout=self.timeout, verify=self._verify) as client,
             client.stream("GET", self.uri, headers={"Accept": "application/json"}) as resp,
         ):
             if resp.status_code != 200:

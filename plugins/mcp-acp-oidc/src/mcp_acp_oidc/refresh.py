@@ -22,9 +22,9 @@ from mcp_acp.models import StoredToken
 from mcp_acp_oidc._http import (
     aread_bounded,
     check_url,
+    idp_client,
     overall_deadline,
     parse_json_object,
-    tls_verify,
 )
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
 from mcp_acp_oidc.errors import (
@@ -70,9 +70,7 @@ async def refresh(
     }
     if audience is not None:
         form["audience"] = audience
-    client = http or httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
-    )
+    client = http or idp_client(timeout=timeout, verify=verify)
     try:
         async with (
             overall_deadline(timeout),
