@@ -35,7 +35,7 @@ from mcp_acp_oidc.errors import (
     UnvalidatedRefreshError,
 )
 from mcp_acp_oidc.login import stored_token
-from mcp_acp_oidc.validator import TokenValidator
+from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidator, numeric_date
 
 __all__ = ["refresh", "refresh_and_validate"]
 
@@ -138,7 +138,14 @@ async def refresh_and_validate(
         # away with the grant. Its expiry is the response's expires_in: its exp is not
         # read before it validates.
         lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
-        expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
+        seconds = numeric_date(time.time() + lifetime)
+        if seconds is None:  # 1e300: no date (fromtimestamp would raise OverflowError)
+            raise TokenRejectedError(
+                "bad_claim",
+                f"the refreshed tokens' expires_in ({lifetime:g} s) gives no expiry from "
+                f"0 to {MAX_NUMERIC_DATE}",
+            ) from exc
+        expires_at = datetime.fromtimestamp(seconds, UTC)
         unvalidated = _keep_refresh_token(
             current,
             StoredToken(
