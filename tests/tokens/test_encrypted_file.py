@@ -290,6 +290,20 @@ def test_passphrase_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
         EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
 
 
+def test_a_passphrase_that_is_not_utf8_is_used_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment holds bytes: a passphrase typed in a Latin-1 terminal ("caf\\xe9")
+    is a key like any other, not a UnicodeEncodeError after the login (naming the
+    passphrase's byte and its position); another byte there is another key."""
+    monkeypatch.setenv("ACP_TEST_PASS", os.fsdecode(b"caf\xe9 horse battery"))
+    store = EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS")
+    store.save(_token())
+    assert EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
+    monkeypatch.setenv("ACP_TEST_PASS", os.fsdecode(b"caf\xe8 horse battery"))
+    _refused(EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS"), "decrypted")
+
+
 def test_key_cannot_be_derived_from_world_readable_facts(tmp_path: Path) -> None:
     """TS-3: the key is random, not machine-id/user/host: two stores never share it."""
     a = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k-a")
