@@ -223,8 +223,16 @@ class EncryptedFileStorage:
         atomic_write_text(path, json.dumps(document) + "\n")
 
     def delete(self, issuer: str) -> None:
+        path = self.path_for(issuer)
         with contextlib.suppress(FileNotFoundError):
-            self.path_for(issuer).unlink()
+            path.unlink()
+        # A save killed between writing its new file and renaming it into place
+        # (atomic_write_text) left that file, hidden: a whole token set, which the key
+        # file decrypts. Saves and deletes run under the refresh lock, so none is in
+        # flight here.
+        for leftover in self.directory.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
     # -- the key ------------------------------------------------------------------------
 
