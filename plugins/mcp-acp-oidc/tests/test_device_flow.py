@@ -232,6 +232,8 @@ async def test_df8_backoff_is_capped_and_ends_at_expiry(idp, fake_time) -> None:
         "https://idp.test/a&calc.exe",
         'https://idp.test/"quoted"',
         "https://idp.test/line\nbreak",
+        # a page of screens: what follows it (the user code) scrolls out of sight
+        pytest.param("https://idp.test/" + "a" * 400_000, id="400k-characters"),
         "",
         None,
         42,

@@ -22,8 +22,8 @@ the RFC's rules:
   request and every token request.
 
 ``verification_uri`` and ``verification_uri_complete`` are checked before anything shows
-or opens them: ``https`` (``http`` only for loopback test IdPs), and no whitespace, quotes
-or shell metacharacters (the CVE-2025-6514 pattern).
+or opens them: ``https`` (``http`` only for loopback test IdPs), no whitespace, quotes
+or shell metacharacters (the CVE-2025-6514 pattern), at most 2048 characters.
 
 ``sleep`` and ``clock`` are injectable so tests run in milliseconds.
 """
@@ -64,6 +64,7 @@ DEFAULT_INTERVAL = 5.0
 SLOW_DOWN_STEP = 5.0
 _SHELL_META = re.compile(r"[\s\"'`$;&|<>(){}\\^*!\[\]]")
 _USER_CODE = re.compile(r"[\x21-\x7e]{1,64}")
+MAX_VERIFICATION_URI = 2048
 
 
 @attrs.frozen(slots=True)
@@ -106,6 +107,9 @@ def _check_verification_uri(value: Any, name: str) -> str:
     problem = check_url(value, what=name)
     if problem is None and _SHELL_META.search(value):
         problem = f"{name} contains shell metacharacters or quotes"
+    if problem is None and len(value) > MAX_VERIFICATION_URI:
+        # printed for the user: screens of it would scroll the user code out of sight
+        problem = f"{name} is longer than {MAX_VERIFICATION_URI} characters"
     if problem:
         raise DeviceFlowError("bad_response", problem, fix="use a trustworthy identity provider")
     return str(value)
