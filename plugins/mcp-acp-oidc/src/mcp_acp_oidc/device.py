@@ -42,6 +42,7 @@ import attrs
 import httpx
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
     idp_client,
@@ -205,7 +206,7 @@ class DeviceFlowClient:
         and ``TimeoutError`` (no complete answer within the timeout)."""
         async with (
             overall_deadline(self._timeout),
-            client.stream("POST", url, data=form, headers={"Accept": "application/json"}) as resp,
+            client.stream("POST", url, data=form, headers=JSON_HEADERS) as resp,
         ):
             body = await aread_bounded(resp)
             return resp.status_code, parse_json_object(body)

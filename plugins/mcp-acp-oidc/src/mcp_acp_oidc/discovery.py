@@ -20,6 +20,7 @@ import attrs
 import httpx
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
     idp_client,
@@ -124,7 +125,7 @@ async def discover(
     try:
         async with (
             overall_deadline(timeout),
-            client.stream("GET", url, headers={"Accept": "application/json"}) as resp,
+            client.stream("GET", url, headers=JSON_HEADERS) as resp,
         ):
             if resp.status_code != 200:
                 raise DiscoveryError(f"{url} answered HTTP {resp.status_code}", fix=_FIX)

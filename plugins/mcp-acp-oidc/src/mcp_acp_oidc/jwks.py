@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
     idp_client,
@@ -219,7 +220,7 @@ class JWKSCache:
         async with (
             overall_deadline(self.timeout),
             idp_client(timeout=self.timeout, verify=self._verify) as client,
-            client.stream("GET", self.uri, headers={"Accept": "application/json"}) as resp,
+            client.stream("GET", self.uri, headers=JSON_HEADERS) as resp,
         ):
             if resp.status_code != 200:
                 raise ValueError(f"HTTP status {resp.status_code}")

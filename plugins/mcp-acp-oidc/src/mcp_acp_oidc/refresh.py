@@ -20,6 +20,7 @@ import httpx
 
 from mcp_acp.models import StoredToken
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
     idp_client,
@@ -74,9 +75,7 @@ async def refresh(
     try:
         async with (
             overall_deadline(timeout),
-            client.stream(
-                "POST", token_endpoint, data=form, headers={"Accept": "application/json"}
-            ) as resp,
+            client.stream("POST", token_endpoint, data=form, headers=JSON_HEADERS) as resp,
         ):
             status = resp.status_code
             document = parse_json_object(await aread_bounded(resp))

@@ -1,11 +1,14 @@
 # ruff: noqa: S106  (canary tokens, not secrets)
-"""No request to the identity provider goes through a proxy the environment names.
+"""How every request to the identity provider travels: never through a proxy the
+environment names, and never asking for (nor taking) a compressed answer.
 
 The device code, the refresh token (refresh and revocation) and the tokens in the answers
 travel in clear to a plain-http loopback test IdP; httpx, left to itself, sends every
 request — loopback ones included — to the host ``HTTP_PROXY`` names. A small IdP on
 127.0.0.1 and a recording proxy that answers 502 show each client (discovery, JWKS, device
-request, refresh, revocation) going straight to the IdP.
+request, refresh, revocation) going straight to the IdP. An answer compressed all the same
+— a megabyte of gzip that inflates to a gigabyte — is refused by each client before it is
+inflated, not read until the size limit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +24,11 @@ from typing import Any
 
 import pytest
 from mcp_acp_oidc.device import DeviceFlowClient
+from mcp_acp_oidc.discovery import discover
+from mcp_acp_oidc.errors import DeviceFlowError, DiscoveryError, JWKSUnavailableError, RefreshError
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider
+from mcp_acp_oidc.refresh import refresh
 
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken
@@ -35,9 +42,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: _IdP
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
+        self.server.accept_encodings.append(self.headers.get("Accept-Encoding"))
         data = json.dumps(body).encode()
+        if self.server.bomb is not None:  # compressed whatever was asked for
+            status, data = 200, self.server.bomb
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if self.server.bomb is not None:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -88,6 +100,18 @@ class _IdP(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.base = f"http://127.0.0.1:{self.server_address[1]}"
         self.seen: list[tuple[str, str, str]] = []
+        self.accept_encodings: list[str | None] = []
+        self.bomb: bytes | None = None
+
+
+def _gzip_bomb(megabytes: int) -> bytes:
+    """A JSON object whose one string of spaces inflates to ``megabytes`` MiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    parts = [packer.compress(b'{"keys": "')]
+    spaces = b" " * (1 << 20)
+    parts.extend(packer.compress(spaces) for _ in range(megabytes))
+    parts += [packer.compress(b'"}'), packer.flush()]
+    return b"".join(parts)
 
 
 class _RecordingProxy:
@@ -193,3 +217,38 @@ async def test_no_request_to_the_idp_goes_through_an_environment_proxy(
     bodies = {path: body for _, path, body in idp.seen}
     assert REFRESH_CANARY in bodies["/token"]
     assert REFRESH_CANARY in bodies["/revoke"]
+
+
+def _device_client(idp: _IdP) -> DeviceFlowClient:
+    return DeviceFlowClient(
+        device_authorization_endpoint=f"{idp.base}/device",
+        token_endpoint=f"{idp.base}/token",
+        client_id="cli",
+        scope="openid",
+        resource="urn:mcp-acp:proxy",
+        timeout=5,
+    )
+
+
+async def test_a_compressed_answer_from_the_idp_is_refused_before_it_is_inflated(
+    idp: _IdP,
+) -> None:
+    idp.bomb = _gzip_bomb(256)  # 250 kB on the wire, 256 MiB inflated
+    with pytest.raises(DiscoveryError, match=r"compressed answer \(content-encoding 'gzip'\)"):
+        await discover(idp.base, timeout=5)
+    with pytest.raises(JWKSUnavailableError):
+        await JWKSCache(f"{idp.base}/jwks", timeout=5).get_keys(None)
+    with pytest.raises(DeviceFlowError, match=r"compressed answer") as device:
+        await _device_client(idp).start()
+    assert device.value.error == "bad_response"
+    with pytest.raises(RefreshError, match=r"compressed answer") as refreshed:
+        await refresh(
+            token_endpoint=f"{idp.base}/token",
+            client_id="cli",
+            refresh_token=REFRESH_CANARY,
+            resource="urn:mcp-acp:proxy",
+            timeout=5,
+        )
+    assert refreshed.value.error == "bad_response"
+    # none was asked for
+    assert idp.accept_encodings == ["identity"] * 4
