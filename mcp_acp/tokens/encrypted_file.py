@@ -223,8 +223,16 @@ class EncryptedFileStorage:
         atomic_write_text(path, json.dumps(document) + "\n")
 
     def delete(self, issuer: str) -> None:
+        path = self.path_for(issuer)
         with contextlib.suppress(FileNotFoundError):
-            self.path_for(issuer).unlink()
+            path.unlink()
+        # A save killed between writing its new file and renaming it into place
+        # (atomic_write_text) left that file, hidden: a whole token set, which the key
+        # file decrypts. Saves and deletes run under the refresh lock, so none is in
+        # flight here.
+        for leftover in self.directory.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
     # -- the key ------------------------------------------------------------------------
 
@@ -255,7 +263,9 @@ class EncryptedFileStorage:
                     f"or empty, so the tokens in {self.directory} cannot be decrypted",
                     fix=f"set {self.passphrase_env} to the token-storage passphrase",
                 )
-            return passphrase.encode("utf-8")
+            # the variable's bytes as they are: a byte that is not UTF-8 (a Latin-1
+            # terminal's "é") comes back as a lone surrogate, which plain encode refuses
+            return passphrase.encode("utf-8", "surrogateescape")
         assert self.key_file is not None  # noqa: S101 - guaranteed by __init__
         data = _read_private(self.key_file, what="key file", missing_ok=True)
         if data is None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -68,6 +72,52 @@ def test_round_trip_and_delete(store: EncryptedFileStorage) -> None:
     store.delete(ISSUER)
     assert store.load(ISSUER) is None
     store.delete(ISSUER)  # no error when there is none
+
+
+_CRASH_IN_SAVE = """
+import os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from mcp_acp.models import StoredToken
+from mcp_acp.tokens import EncryptedFileStorage
+
+directory, key_file, issuer = sys.argv[1:4]
+store = EncryptedFileStorage(Path(directory), key_file=Path(key_file))
+# the process dies where a crash or a kill -9 would hurt most: the new file is written
+# and synced, not yet renamed into place
+os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+store.save(StoredToken(issuer=issuer, access_token="canary-crashed-access",
+                       refresh_token="canary-crashed-refresh",
+                       expires_at=datetime(2030, 1, 1, tzinfo=UTC)))
+"""
+
+
+def test_delete_removes_what_a_save_killed_before_its_rename_left(tmp_path: Path) -> None:
+    """A login killed between writing the new token file and renaming it into place
+    leaves that file (hidden, ``.<name>.*.tmp``): a whole token set, encrypted with the
+    key file beside it. Logging out removes it too, not only the token file."""
+    directory, key_file = tmp_path / "tokens", tmp_path / "token-storage.key"
+    store = EncryptedFileStorage(directory, key_file=key_file)
+    store.save(_token())
+    child = subprocess.run(
+        [sys.executable, "-c", _CRASH_IN_SAVE, str(directory), str(key_file), ISSUER],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    left = [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1  # the crashed save's file, holding the new tokens
+    (tmp_path / "check").mkdir(mode=0o700)  # it decrypts with the key file beside it
+    leftover = EncryptedFileStorage(tmp_path / "check", key_file=key_file)
+    shutil.copy(left[0], leftover.path_for(ISSUER))
+    crashed = leftover.load(ISSUER)
+    assert crashed is not None
+    assert crashed.refresh_token == "canary-crashed-refresh"
+
+    store.delete(ISSUER)
+    assert [p.name for p in directory.iterdir() if not p.name.endswith(".lock")] == []
+    store.delete(ISSUER)  # nothing left: no error
 
 
 def test_a_new_instance_reads_what_another_wrote(tmp_path: Path) -> None:
@@ -288,6 +338,20 @@ def test_passphrase_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("ACP_TEST_PASS")
     with pytest.raises(AuthenticationError, match="ACP_TEST_PASS is not set"):
         EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
+
+
+def test_a_passphrase_that_is_not_utf8_is_used_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment holds bytes: a passphrase typed in a Latin-1 terminal ("caf\\xe9")
+    is a key like any other, not a UnicodeEncodeError after the login (naming the
+    passphrase's byte and its position); another byte there is another key."""
+    monkeypatch.setenv("ACP_TEST_PASS", os.fsdecode(b"caf\xe9 horse battery"))
+    store = EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS")
+    store.save(_token())
+    assert EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS").load(ISSUER)
+    monkeypatch.setenv("ACP_TEST_PASS", os.fsdecode(b"caf\xe8 horse battery"))
+    _refused(EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS"), "decrypted")
 
 
 def test_key_cannot_be_derived_from_world_readable_facts(tmp_path: Path) -> None:

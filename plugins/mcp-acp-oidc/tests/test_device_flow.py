@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,6 +21,9 @@ import pytest
 from mcp_acp_oidc.device import DEVICE_CODE_GRANT, DeviceFlowClient
 from mcp_acp_oidc.errors import DeviceFlowError, TokenRejectedError
 from mcp_acp_oidc.login import device_login
+from mcp_acp_oidc.refresh import refresh_and_validate
+
+from mcp_acp.models import StoredToken
 
 PENDING = ("json", 400, {"error": "authorization_pending"})
 SLOW = ("json", 400, {"error": "slow_down"})
@@ -228,6 +232,8 @@ async def test_df8_backoff_is_capped_and_ends_at_expiry(idp, fake_time) -> None:
         "https://idp.test/a&calc.exe",
         'https://idp.test/"quoted"',
         "https://idp.test/line\nbreak",
+        # a page of screens: what follows it (the user code) scrolls out of sight
+        pytest.param("https://idp.test/" + "a" * 400_000, id="400k-characters"),
         "",
         None,
         42,
@@ -408,6 +414,41 @@ async def test_df12_valid_token_is_stored(idp, fake_time, jwks_server, keys, kit
     assert stored.access_token == good
     assert stored.refresh_token == "rt"
     assert "rt" not in repr(stored)
+
+
+@pytest.mark.parametrize("expires_in", [1e300, -1e300, 10**30])
+async def test_a_refresh_with_an_expires_in_beyond_any_date_is_refused_not_an_overflow(
+    idp, jwks_server, keys, kit, expires_in
+) -> None:
+    """The new access token is signed with a key not fetched yet (no_key), so the tokens
+    would be kept unvalidated, their expiry taken from expires_in: one no date can hold
+    is a clean refusal (bad_claim, which the provider reports as a failed refresh), not an
+    OverflowError out of the identity provider."""
+    rotated = kit.sign({"alg": "RS256", "kid": "rotated"}, kit.claims(), keys.rsa2)
+    body = {
+        "access_token": rotated,
+        "token_type": "Bearer",
+        "refresh_token": "rt-2",
+        "expires_in": expires_in,
+    }
+    idp.token_script = [("json", 200, body)]
+    current = StoredToken(
+        issuer=kit.ISSUER,
+        access_token="at-1",
+        refresh_token="rt-1",
+        expires_at=datetime.now(UTC),
+    )
+    with pytest.raises(TokenRejectedError) as info:
+        await refresh_and_validate(
+            current,
+            kit.make_validator(jwks_server),
+            token_endpoint=f"{idp.base}/token",
+            client_id="mcp-acp-cli",
+            resource="urn:mcp-acp:proxy",
+            timeout=2.0,
+        )
+    assert info.value.reason == "bad_claim"
+    assert "expires_in" in info.value.detail
 
 
 @pytest.mark.parametrize("part", ["body", "headers"])

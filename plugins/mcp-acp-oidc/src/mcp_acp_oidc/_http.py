@@ -19,9 +19,11 @@ import httpx
 from mcp_acp._tls import verifying_context
 
 __all__ = [
+    "JSON_HEADERS",
     "MAX_JSON_BYTES",
     "aread_bounded",
     "check_url",
+    "idp_client",
     "idp_tls_context",
     "ip_literal",
     "is_loopback_host",
@@ -32,6 +34,10 @@ __all__ = [
 
 MAX_JSON_BYTES = 512 * 1024
 """No metadata, JWKS or token response we accept is larger than this."""
+
+JSON_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+"""The headers of every request to the IdP: a JSON answer, not compressed (a compressed
+one is refused: a megabyte of gzip inflates to a gigabyte before any limit is seen)."""
 
 
 def idp_tls_context() -> ssl.SSLContext:
@@ -52,6 +58,21 @@ def tls_verify(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
     """What an httpx client of this package is given as ``verify``: ``True`` (httpx's
     default context, key log and all) becomes :func:`idp_tls_context`."""
     return idp_tls_context() if verify is True else verify
+
+
+def idp_client(*, timeout: float, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+    """The HTTP client of every request to the identity provider: no redirect followed,
+    no compressed answer asked for (:data:`JSON_HEADERS`), and ``trust_env`` off — no
+    proxy named by ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (httpx would send even
+    plain-http loopback traffic, device code and refresh token in clear, to that proxy's
+    host) and no ``.netrc``. ``verify`` as in :func:`tls_verify`."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        follow_redirects=False,
+        verify=tls_verify(verify),
+        trust_env=False,
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 #: A host name made only of numbers (decimal, octal, hex) and at most three dots: what the
@@ -170,11 +191,16 @@ def overall_deadline(seconds: float) -> asyncio.Timeout:
 
 
 async def aread_bounded(response: httpx.Response, limit: int = MAX_JSON_BYTES) -> bytes:
-    """Read a streamed response body, refusing more than ``limit`` bytes. It has no
+    """Read a streamed response body, refusing more than ``limit`` bytes, and refusing a
+    compressed one (:data:`JSON_HEADERS` asks for none) before reading anything: httpx
+    would inflate each piece whole, a 64 KiB piece of gzip into 64 MiB. It has no
     deadline of its own: call it inside :func:`overall_deadline`."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ValueError(f"compressed answer (content-encoding {encoding[:40]!r}), none asked for")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > limit:
             raise ValueError(f"response larger than {limit} bytes")

@@ -22,8 +22,8 @@ the RFC's rules:
   request and every token request.
 
 ``verification_uri`` and ``verification_uri_complete`` are checked before anything shows
-or opens them: ``https`` (``http`` only for loopback test IdPs), and no whitespace, quotes
-or shell metacharacters (the CVE-2025-6514 pattern).
+or opens them: ``https`` (``http`` only for loopback test IdPs), no whitespace, quotes
+or shell metacharacters (the CVE-2025-6514 pattern), at most 2048 characters.
 
 ``sleep`` and ``clock`` are injectable so tests run in milliseconds.
 """
@@ -42,8 +42,10 @@ import attrs
 import httpx
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
+    idp_client,
     idp_tls_context,
     overall_deadline,
     parse_json_object,
@@ -63,6 +65,7 @@ DEFAULT_INTERVAL = 5.0
 SLOW_DOWN_STEP = 5.0
 _SHELL_META = re.compile(r"[\s\"'`$;&|<>(){}\\^*!\[\]]")
 _USER_CODE = re.compile(r"[\x21-\x7e]{1,64}")
+MAX_VERIFICATION_URI = 2048
 
 
 @attrs.frozen(slots=True)
@@ -105,6 +108,9 @@ def _check_verification_uri(value: Any, name: str) -> str:
     problem = check_url(value, what=name)
     if problem is None and _SHELL_META.search(value):
         problem = f"{name} contains shell metacharacters or quotes"
+    if problem is None and len(value) > MAX_VERIFICATION_URI:
+        # printed for the user: screens of it would scroll the user code out of sight
+        problem = f"{name} is longer than {MAX_VERIFICATION_URI} characters"
     if problem:
         raise DeviceFlowError("bad_response", problem, fix="use a trustworthy identity provider")
     return str(value)
@@ -190,9 +196,7 @@ class DeviceFlowClient:
         if self._http is not None:
             yield self._http
             return
-        async with httpx.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, verify=idp_tls_context()
-        ) as client:
+        async with idp_client(timeout=self._timeout, verify=idp_tls_context()) as client:
             yield client
 
     async def _post(
@@ -202,7 +206,7 @@ class DeviceFlowClient:
         and ``TimeoutError`` (no complete answer within the timeout)."""
         async with (
             overall_deadline(self._timeout),
-            client.stream("POST", url, data=form, headers={"Accept": "application/json"}) as resp,
+            client.stream("POST", url, data=form, headers=JSON_HEADERS) as resp,
         ):
             body = await aread_bounded(resp)
             return resp.status_code, parse_json_object(body)

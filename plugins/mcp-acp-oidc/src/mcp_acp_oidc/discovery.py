@@ -20,13 +20,14 @@ import attrs
 import httpx
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
+    idp_client,
     ip_literal,
     is_loopback_host,
     overall_deadline,
     parse_json_object,
-    tls_verify,
 )
 from mcp_acp_oidc.errors import DiscoveryError
 
@@ -120,13 +121,11 @@ async def discover(
     if problem:
         raise DiscoveryError(f"issuer rejected: {problem}", fix=_FIX)
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    client = http or httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
-    )
+    client = http or idp_client(timeout=timeout, verify=verify)
     try:
         async with (
             overall_deadline(timeout),
-            client.stream("GET", url, headers={"Accept": "application/json"}) as resp,
+            client.stream("GET", url, headers=JSON_HEADERS) as resp,
         ):
             if resp.status_code != 200:
                 raise DiscoveryError(f"{url} answered HTTP {resp.status_code}", fix=_FIX)

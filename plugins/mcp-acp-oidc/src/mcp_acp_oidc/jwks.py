@@ -40,8 +40,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
+    idp_client,
     overall_deadline,
     parse_json_object,
     tls_verify,
@@ -217,10 +219,8 @@ class JWKSCache:
         self.fetch_count += 1
         async with (
             overall_deadline(self.timeout),
-            httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=False, verify=self._verify
-            ) as client,
-            client.stream("GET", self.uri, headers={"Accept": "application/json"}) as resp,
+            idp_client(timeout=self.timeout, verify=self._verify) as client,
+            client.stream("GET", self.uri, headers=JSON_HEADERS) as resp,
         ):
             if resp.status_code != 200:
                 raise ValueError(f"HTTP status {resp.status_code}")

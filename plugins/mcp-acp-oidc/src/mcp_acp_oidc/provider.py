@@ -61,7 +61,7 @@ from mcp_acp.models import StoredToken, Subject
 from mcp_acp.protocols import TokenStorage
 from mcp_acp.registry import AuthRecorder
 from mcp_acp.tokens.locks import user_lock_path
-from mcp_acp_oidc._http import idp_tls_context, overall_deadline, tls_verify
+from mcp_acp_oidc._http import idp_client, idp_tls_context, overall_deadline
 from mcp_acp_oidc.device import DeviceAuthorization, DeviceFlowClient
 from mcp_acp_oidc.discovery import ProviderMetadata, discover
 from mcp_acp_oidc.errors import (
@@ -598,9 +598,7 @@ class OIDCIdentityProvider:
         try:
             async with (
                 overall_deadline(timeout),
-                httpx.AsyncClient(
-                    timeout=timeout, follow_redirects=False, verify=tls_verify(self._tls or True)
-                ) as client,
+                idp_client(timeout=timeout, verify=self._tls or True) as client,
                 client.stream("POST", endpoint, data=form) as resp,
             ):
                 status = resp.status_code  # the body is not needed (nor read)

@@ -20,11 +20,12 @@ import httpx
 
 from mcp_acp.models import StoredToken
 from mcp_acp_oidc._http import (
+    JSON_HEADERS,
     aread_bounded,
     check_url,
+    idp_client,
     overall_deadline,
     parse_json_object,
-    tls_verify,
 )
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
 from mcp_acp_oidc.errors import (
@@ -35,7 +36,7 @@ from mcp_acp_oidc.errors import (
     UnvalidatedRefreshError,
 )
 from mcp_acp_oidc.login import stored_token
-from mcp_acp_oidc.validator import TokenValidator
+from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidator, numeric_date
 
 __all__ = ["refresh", "refresh_and_validate"]
 
@@ -70,15 +71,11 @@ async def refresh(
     }
     if audience is not None:
         form["audience"] = audience
-    client = http or httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, verify=tls_verify(verify)
-    )
+    client = http or idp_client(timeout=timeout, verify=verify)
     try:
         async with (
             overall_deadline(timeout),
-            client.stream(
-                "POST", token_endpoint, data=form, headers={"Accept": "application/json"}
-            ) as resp,
+            client.stream("POST", token_endpoint, data=form, headers=JSON_HEADERS) as resp,
         ):
             status = resp.status_code
             document = parse_json_object(await aread_bounded(resp))
@@ -140,7 +137,14 @@ async def refresh_and_validate(
         # away with the grant. Its expiry is the response's expires_in: its exp is not
         # read before it validates.
         lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
-        expires_at = datetime.fromtimestamp(time.time() + lifetime, UTC)
+        seconds = numeric_date(time.time() + lifetime)
+        if seconds is None:  # 1e300: no date (fromtimestamp would raise OverflowError)
+            raise TokenRejectedError(
+                "bad_claim",
+                f"the refreshed tokens' expires_in ({lifetime:g} s) gives no expiry from "
+                f"0 to {MAX_NUMERIC_DATE}",
+            ) from exc
+        expires_at = datetime.fromtimestamp(seconds, UTC)
         unvalidated = _keep_refresh_token(
             current,
             StoredToken(
