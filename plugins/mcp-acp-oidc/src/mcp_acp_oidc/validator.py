@@ -114,10 +114,14 @@ class TokenValidationConfig(BaseModel):
     )
     scope_claim: str = "scope"
     groups_claim: str | None = Field(
-        default="groups", description="Claim with the subject's groups (dots for nesting)."
+        default="groups",
+        description="Claim with the subject's groups; a dot leads into a nested claim unless "
+        "the name with the dot is a claim itself (https://example.com/groups).",
     )
     roles_claim: str | None = Field(
-        default="roles", description="Claim with the subject's roles (dots for nesting)."
+        default="roles",
+        description="Claim with the subject's roles; a dot leads into a nested claim unless "
+        "the name with the dot is a claim itself (https://example.com/roles).",
     )
 
 
@@ -169,13 +173,24 @@ def _string_set(value: Any, name: str, *, split: bool = False) -> frozenset[str]
 
 
 def _claim_path(claims: Mapping[str, Any], path: str | None) -> Any:
+    """The claim ``path`` names: at each level the longest run of its dot-separated parts
+    that is a claim name as written, so a namespaced name with dots in it
+    (``https://mcp-acp.example.com/roles``, as Auth0 requires) is that claim, and
+    ``realm_access.roles`` is ``roles`` inside ``realm_access``."""
     if not path:
         return None
     value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
+    parts = path.split(".")
+    while parts:
+        if not isinstance(value, dict):
             return None
-        value = value[part]
+        for n in range(len(parts), 0, -1):
+            name = ".".join(parts[:n])
+            if name in value:
+                value, parts = value[name], parts[n:]
+                break
+        else:
+            return None
     return value
 
 
