@@ -75,6 +75,17 @@ class CaseRequest(BaseModel):
     def _canonical(cls, names: list[str]) -> list[str]:
         return sorted({canonical_name(name) for name in names})
 
+    @field_validator("time")
+    @classmethod
+    def _instant(cls, value: datetime | None) -> datetime | None:
+        # without an offset it would be read in the zone of the machine running the test
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(
+                f"{value.isoformat()} has no UTC offset; write the instant it means, "
+                f"e.g. {value.isoformat()}Z or {value.isoformat()}+01:00"
+            )
+        return value
+
     @model_validator(mode="after")
     def _arguments_are_read(self) -> CaseRequest:
         # arguments the request would not carry would be left out of the decision, which
@@ -408,7 +419,7 @@ def test_command(ctx: click.Context, cases_file: Path, policy_file: Path | None)
         loc = ".".join(map(str, first["loc"]))  # none for JSON it could not read
         raise PolicyError(
             f"{shown}: {loc + ': ' if loc else ''}{first['msg'].removeprefix('Value error, ')}",
-            fix="each case needs name, request and expect.effect",
+            fix="correct the cases file (each case needs name, request and expect.effect)",
         ) from exc
     failed = 0
     for case in cases.cases:

@@ -410,3 +410,32 @@ def test_a_prompts_arguments_are_decided_as_the_proxy_decides_them(
     assert refused.stderr.startswith(
         "policy error: arguments are given, but a resources/read request has none here"
     ), refused.stderr
+
+
+def test_a_case_time_without_a_utc_offset_is_refused(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case's ``time`` without an offset was read in the zone of the machine running
+    ``policy test``: the same golden case passed in CI (UTC) and failed in Tokyo. The proxy
+    decides on the time with its offset; a case must say which instant it means."""
+    policy = tmp_path / "policy.json"
+    window = {"start": "09:00", "end": "17:00", "timezone": "UTC"}
+    rule = {"id": "office", "effect": "allow", "conditions": {"tool_name": "x", "time": window}}
+    policy.write_text(json.dumps({"version": "1", "rules": [rule]}))
+    cases = tmp_path / "cases.json"
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+
+    def test_at(when: str) -> subprocess.CompletedProcess[str]:
+        request = {"tool": "x", "time": when}
+        case = {"name": "office hours", "request": request, "expect": {"effect": "allow"}}
+        cases.write_text(json.dumps({"cases": [case]}))
+        return run(isolated_home, "policy", "test", str(cases), "--policy", str(policy))
+
+    naive = test_at("2026-11-24T10:00:00")
+    assert naive.returncode == 12, naive.stdout + naive.stderr
+    assert naive.stderr.startswith(
+        f"policy error: {cases}: cases.0.request.time: 2026-11-24T10:00:00 has no UTC offset"
+    ), naive.stderr
+    aware = test_at("2026-11-24T10:00:00Z")
+    assert aware.returncode == 0, aware.stdout + aware.stderr
+    assert "1 of 1 cases as expected" in aware.stdout
