@@ -119,6 +119,10 @@ async def test_namespaced_claim_names_with_dots_are_read(jwks_server, keys, kit)
         request_id="1",
     )
     assert AcpPolicyEngine(policy).decide(request).rule_id == "no-contractors"
+    # both readings in one token: the nested one, as before
+    both = kit.make_validator(jwks_server, groups_claim="ext.groups")
+    token = kit.sign(RS, kit.claims(ext={"groups": ["ops"]}, **{"ext.groups": ["x"]}), keys.rsa)
+    assert (await both.validate(token)).groups == {"ops"}
 
 
 async def test_scp_list_claim_is_read_as_scopes(validator, keys, kit) -> None:

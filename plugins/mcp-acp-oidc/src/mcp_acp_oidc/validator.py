@@ -115,13 +115,13 @@ class TokenValidationConfig(BaseModel):
     scope_claim: str = "scope"
     groups_claim: str | None = Field(
         default="groups",
-        description="Claim with the subject's groups; a dot leads into a nested claim unless "
-        "the name with the dot is a claim itself (https://example.com/groups).",
+        description="Claim with the subject's groups; a dot leads into a nested claim, or, "
+        "where that finds none, is part of the name (https://example.com/groups).",
     )
     roles_claim: str | None = Field(
         default="roles",
-        description="Claim with the subject's roles; a dot leads into a nested claim unless "
-        "the name with the dot is a claim itself (https://example.com/roles).",
+        description="Claim with the subject's roles; a dot leads into a nested claim, or, "
+        "where that finds none, is part of the name (https://example.com/roles).",
     )
 
 
@@ -172,26 +172,32 @@ def _string_set(value: Any, name: str, *, split: bool = False) -> frozenset[str]
     raise TokenRejectedError("bad_claim", f"claim {name!r} is not a string or list of strings")
 
 
+_MISSING = object()
+
+
 def _claim_path(claims: Mapping[str, Any], path: str | None) -> Any:
-    """The claim ``path`` names: at each level the longest run of its dot-separated parts
-    that is a claim name as written, so a namespaced name with dots in it
-    (``https://mcp-acp.example.com/roles``, as Auth0 requires) is that claim, and
-    ``realm_access.roles`` is ``roles`` inside ``realm_access``."""
+    """The claim ``path`` names, or ``None``: a dot leads into a nested claim
+    (``realm_access.roles`` is ``roles`` inside ``realm_access``); where that finds nothing,
+    the name is read with its dot, as a claim of its own — a namespaced name such as
+    ``https://mcp-acp.example.com/roles``, as Auth0 requires."""
     if not path:
         return None
-    value: Any = claims
-    parts = path.split(".")
-    while parts:
-        if not isinstance(value, dict):
-            return None
-        for n in range(len(parts), 0, -1):
-            name = ".".join(parts[:n])
-            if name in value:
-                value, parts = value[name], parts[n:]
-                break
-        else:
-            return None
-    return value
+    found = _follow(claims, path.split("."))
+    return None if found is _MISSING else found
+
+
+def _follow(value: Any, parts: list[str]) -> Any:
+    if not parts:
+        return value
+    if not isinstance(value, dict):
+        return _MISSING
+    for n in range(1, len(parts) + 1):  # the nested reading first, as before
+        name = ".".join(parts[:n])
+        if name in value:
+            found = _follow(value[name], parts[n:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 class TokenValidator:
