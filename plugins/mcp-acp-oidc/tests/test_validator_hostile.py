@@ -125,6 +125,17 @@ async def test_namespaced_claim_names_with_dots_are_read(jwks_server, keys, kit)
     assert (await both.validate(token)).groups == {"ops"}
 
 
+@pytest.mark.parametrize("gap", ["\u00a0", "\u3000", "\x1f", "\x85", "\u2028", "\t", "\n"])
+async def test_scope_is_split_at_spaces_only(validator, keys, kit, gap) -> None:
+    """RFC 6749 3.3: scopes are delimited by a space (%x20). ``str.split()`` also split at
+    a no-break space, a unit separator, U+2028 …, so a scope a provider passed through from
+    what the client asked for (a dynamic scope, ``group:x<NBSP>mcp:exec``) gave the token
+    ``mcp:exec`` too. Such a scope is now one scope, which no rule names."""
+    token = kit.sign(RS, kit.claims(scope=f"openid group:x{gap}mcp:exec  mcp:tools"), keys.rsa)
+    scopes = (await validator.validate(token)).scopes
+    assert scopes == {"openid", f"group:x{gap}mcp:exec", "mcp:tools"}
+
+
 async def test_scp_list_claim_is_read_as_scopes(validator, keys, kit) -> None:
     token = kit.sign(RS, kit.claims(scope=kit.DROP, scp=["a", "b"]), keys.rsa)
     assert (await validator.validate(token)).scopes == {"a", "b"}

@@ -165,8 +165,8 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
 def _string_set(value: Any, name: str, *, split: bool = False) -> frozenset[str]:
     if value is None:
         return frozenset()
-    if isinstance(value, str):
-        return frozenset(value.split()) if split else frozenset([value])
+    if isinstance(value, str):  # scopes: delimited by a space alone (RFC 6749 3.3)
+        return frozenset(filter(None, value.split(" "))) if split else frozenset([value])
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return frozenset(value)
     raise TokenRejectedError("bad_claim", f"claim {name!r} is not a string or list of strings")
