@@ -221,8 +221,14 @@ def rule_matches(c: Conditions, deny: bool, request: DecisionRequest, seen: View
     if c.extension is not None:
         wanted = {e.lower().lstrip(".") for e in c.extension}
         exts = [{e for e in (ext(v) for v in views) if e} for _, views in paths]
-        if deny:
-            tests.append(any(e & wanted for e in exts))
+        if deny:  # a dotfile's name counts too (".env" is "env")
+            dotfiles = [
+                {n[1:].lower() for n in (v.rsplit("/", 1)[-1] for v in views) if n[:1] == "."}
+                - {""}
+                for _, views in paths
+            ]
+            dotfiles = [{d for d in found if "." not in d} for found in dotfiles]
+            tests.append(any((e | d) & wanted for e, d in zip(exts, dotfiles, strict=True)))
         else:
             tests.append(bool(paths) and all(e and e <= wanted for e in exts))
     if c.min_provenance is not None and not deny:

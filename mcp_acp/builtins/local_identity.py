@@ -8,8 +8,9 @@ requires a token-verified subject will not match it.
 
 from __future__ import annotations
 
-import getpass
 import logging
+import os
+import pwd
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,10 +45,21 @@ class LocalIdentityProvider:
         cls, options: LocalIdentityConfig, context: PluginContext
     ) -> LocalIdentityProvider:
         log.warning("identity 'local': the subject is the OS user, not a verified identity")
-        return cls(options.subject_id or getpass.getuser())
+        return cls(options.subject_id or os_user())
 
     async def current_subject(self) -> Subject:
         return self._subject
+
+
+def os_user() -> str:
+    """The name of the user the process runs as (its effective uid), from the system's user
+    database — not ``getpass.getuser()``, which believes ``LOGNAME`` and ``USER`` first, and
+    so whoever started the proxy; ``uid N`` for a uid with no name."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 @hookimpl

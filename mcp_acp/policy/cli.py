@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mcp_acp._fs import FileTooLargeError, NotRegularFileError, read_regular_file
 from mcp_acp._json import NumberTooLongError, loads
@@ -28,6 +35,9 @@ from mcp_acp.request import build_decision_request
 from mcp_acp.tools import ToolRegistry
 
 __all__ = ["CaseRequest", "policy_group"]
+
+#: The methods whose ``arguments`` a case's request carries (and the proxy reads paths in).
+_WITH_ARGUMENTS = frozenset({"tools/call", "prompts/get"})
 
 
 class CaseRequest(BaseModel):
@@ -65,6 +75,28 @@ class CaseRequest(BaseModel):
     def _canonical(cls, names: list[str]) -> list[str]:
         return sorted({canonical_name(name) for name in names})
 
+    @field_validator("time")
+    @classmethod
+    def _instant(cls, value: datetime | None) -> datetime | None:
+        # without an offset it would be read in the zone of the machine running the test
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(
+                f"{value.isoformat()} has no UTC offset; write the instant it means, "
+                f"e.g. {value.isoformat()}Z or {value.isoformat()}+01:00"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _arguments_are_read(self) -> CaseRequest:
+        # arguments the request would not carry would be left out of the decision, which
+        # then differs from the proxy's on the real message
+        if self.arguments and self.method not in _WITH_ARGUMENTS:
+            raise ValueError(
+                f"arguments are given, but a {self.method} request has none here: only "
+                f"{' and '.join(sorted(_WITH_ARGUMENTS))} carry them"
+            )
+        return self
+
     def build(self, registry: ToolRegistry) -> DecisionRequest:
         try:
             provenance = Provenance[self.subject_provenance.upper()]
@@ -84,7 +116,7 @@ class CaseRequest(BaseModel):
             roles=frozenset(self.roles),
         )
         params: dict[str, Any] = {}
-        if self.method == "tools/call":
+        if self.method in _WITH_ARGUMENTS:  # a prompt's arguments may name files too
             params = {"name": self.tool, "arguments": self.arguments}
         elif self.uri is not None:
             params = {"uri": self.uri}
@@ -310,8 +342,9 @@ def explain(
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
+        loc = ".".join(map(str, first["loc"]))  # none for the request as a whole
         raise PolicyError(
-            f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
+            f"{loc + ': ' if loc else ''}{first['msg'].removeprefix('Value error, ')}",
             fix="see 'mcp-acp policy explain --help'",
         ) from exc
     request = case.build(registry)
@@ -385,8 +418,8 @@ def test_command(ctx: click.Context, cases_file: Path, policy_file: Path | None)
         first = exc.errors(include_url=False)[0]
         loc = ".".join(map(str, first["loc"]))  # none for JSON it could not read
         raise PolicyError(
-            f"{shown}: {loc + ': ' if loc else ''}{first['msg']}",
-            fix="each case needs name, request and expect.effect",
+            f"{shown}: {loc + ': ' if loc else ''}{first['msg'].removeprefix('Value error, ')}",
+            fix="correct the cases file (each case needs name, request and expect.effect)",
         ) from exc
     failed = 0
     for case in cases.cases:

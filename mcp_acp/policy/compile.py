@@ -365,15 +365,25 @@ class _ExtensionCheck(Check):
     def test(self, view: RequestView) -> bool:
         if not view.paths:
             return False
+        if self._deny:  # a dotfile's name too: "extension": ".env" stops the file .env
+            return any(not _deny_extensions(p).isdisjoint(self.values) for p in view.paths)
         hits = [not p.extensions.isdisjoint(self.values) for p in view.paths]
-        if self._deny:
-            return any(hits)
         return all(hits) and all(p.extensions <= self.values for p in view.paths)
 
     def describe(self, view: RequestView) -> str:
-        have = sorted({e for p in view.paths for e in p.extensions}) or ["(none)"]
+        have = sorted(
+            {e for p in view.paths for e in (_deny_extensions(p) if self._deny else p.extensions)}
+        ) or ["(none)"]
         verb = "matches" if self.test(view) else "does not match"
         return f"extension {_fmt(have)} {verb} {_fmt(sorted(self.values))}"
+
+
+def _deny_extensions(path: PathView) -> frozenset[str]:
+    """What a deny rule's ``extension`` sees in a path: its extensions, and the name of a
+    dotfile with no other dot (``.env`` is ``env``), which has no extension of its own."""
+    names = {view.rsplit("/", 1)[-1] for view in path.allow_views}
+    dotfiles = {n[1:].lower() for n in names if n.startswith(".") and "." not in n[1:] and n[1:]}
+    return path.extensions | dotfiles if dotfiles else path.extensions
 
 
 class _IdentityCheck(Check):

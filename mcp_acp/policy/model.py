@@ -148,6 +148,17 @@ class TimeWindow(_Strict):
     end: time = Field(default=time(23, 59, 59), description="Inclusive, e.g. '17:30'.")
     timezone: str = Field(default="UTC", description="IANA name, e.g. 'Europe/Vienna'.")
 
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: time) -> time:
+        # compared with the local time in `timezone`, which has no offset of its own
+        if value.tzinfo is not None:
+            raise ValueError(
+                f"{value.isoformat()} has a UTC offset; give the local time ('22:00') and "
+                "the zone in 'timezone'"
+            )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -146,6 +146,12 @@ def normalise_path_pattern(pattern: str) -> str:
             raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")
     if "\x00" in pattern:
         raise ValueError("path pattern contains NUL")
+    for refused in (_CONTROL, _INVISIBLE, _UNDECODED):  # a request path with one is ambiguous
+        if (m := refused.search(pattern)) is not None:
+            raise ValueError(
+                f"path pattern {pattern!r} contains U+{ord(m.group()):04X}, which no path "
+                "the proxy accepts holds: it would never match; remove it"
+            )
     if "\\" in pattern:
         raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
     if ".." in pattern.split("/"):

@@ -56,9 +56,10 @@ class ApprovalKey:
     tool: str  # a tools/call's tool name; "" for other methods
     uri: str  # a resource's URI
     name: str  # the tool's, or the prompt's, name
-    #: every path: argument name, role, the path normalised, whether it was written ending
-    #: in a separator (``dir/``, ``dir/.``), where it really leads
-    paths: tuple[tuple[str, str, str, bool, str], ...]
+    #: every path: argument name, its place in the argument's list (0 for a single path),
+    #: role, the path normalised, whether it was written ending in a separator (``dir/``,
+    #: ``dir/.``), where it really leads
+    paths: tuple[tuple[str, int, str, str, bool, str], ...]
     #: every other argument: its name and the SHA-256 of its canonical JSON
     arguments: tuple[tuple[str, str], ...]
 
@@ -66,31 +67,26 @@ class ApprovalKey:
 def approval_key(request: DecisionRequest, params: Mapping[str, Any]) -> ApprovalKey:
     """The key of ``request`` (whose message carried ``params``): subject (id and issuer),
     backend, method, tool — or a resource's URI, a prompt's name —, each path under its
-    argument name, normalised (``a/./b`` and ``a//b`` are ``a/b``) together with whether it
-    ends in a separator (``dir/`` and ``dir/.`` are not ``dir``) and where it really
-    leads, and every other argument by the SHA-256 of its canonical JSON (sorted
-    keys, no whitespace): remembering one call is not remembering another URL, other SQL,
-    or the same paths swapped.
+    argument name and its place in that argument's list, normalised (``a/./b`` and ``a//b``
+    are ``a/b``) together with whether it ends in a separator (``dir/`` and ``dir/.`` are
+    not ``dir``) and where it really leads, and every other argument by the SHA-256 of its
+    canonical JSON (sorted keys, no whitespace): remembering one call is not remembering
+    another URL, other SQL, or the same paths swapped (between arguments, or in a list).
 
     An argument counts as a path argument only when its value is exactly its path (or its
     list of paths); one that holds a path and more (``--output=/x``, an object with a
     ``path`` in it) is compared whole as well. For methods other than ``tools/call`` and
     ``prompts/get``, the arguments are the params but ``_meta``."""
-    paths = tuple(
-        sorted(
-            (
-                p.argument,
-                p.role,
-                os.path.normpath(p.path),
-                _names_contents(p.path),
-                p.resolved or "",
-            )
-            for p in request.resource.paths
-        )
-    )
     by_argument: defaultdict[str, list[str]] = defaultdict(list)
+    entries = []
     for p in request.resource.paths:
+        place = len(by_argument[p.argument])  # a list of paths is kept in its order
         by_argument[p.argument].append(p.path)
+        normal = os.path.normpath(p.path)
+        entries.append(
+            (p.argument, place, p.role, normal, _names_contents(p.path), p.resolved or "")
+        )
+    paths = tuple(sorted(entries))
     method = request.action.mcp_method
     if method in ("tools/call", "prompts/get"):
         arguments = params.get("arguments")

@@ -153,6 +153,21 @@ def test_extension() -> None:
     )
 
 
+def test_a_deny_rule_on_an_extension_stops_the_dotfile_of_that_name() -> None:
+    """``"extension": ".env"`` — "with or without the dot" — read as the extension of
+    ``prod.env`` only: ``.env`` itself has none (as Python's ``splitext`` and Node's
+    ``extname`` say), so the deny rule let the file it names through. A deny rule now also
+    takes a dotfile's name for its extension; an allow rule still never matches one."""
+    deny = make_engine(rule("allow", path_pattern="/**"), rule("deny", extension=".env"))
+    for path in ("/app/.env", "/app/.ENV", "/app/prod.env"):
+        assert effect_of(deny, arguments={"path": path}) is Effect.DENY, path
+    for path in ("/app/.env.local", "/app/.envrc", "/app/env"):
+        assert effect_of(deny, arguments={"path": path}) is Effect.ALLOW, path
+    allow = make_engine(rule("allow", extension="env"))
+    assert effect_of(allow, arguments={"path": "/app/prod.env"}) is Effect.ALLOW
+    assert effect_of(allow, arguments={"path": "/app/.env"}) is Effect.DENY
+
+
 def test_uri_and_scheme() -> None:
     engine = make_engine(rule("allow", scheme="https", uri="https://docs.example/a/**"))
 

@@ -199,3 +199,25 @@ def test_reload_refuses_a_policy_made_writable_by_others_and_keeps_the_last_good
     path.chmod(0o600)
     assert engine.reload() == []
     assert engine.policy_id != good
+
+
+def test_a_time_window_with_a_utc_offset_is_refused_at_load(tmp_path: Path) -> None:
+    """``"start": "22:00+02:00"`` was accepted; every request the rule was asked about then
+    compared a time with an offset to one without — an engine error, a deny with no rule —
+    and ``policy explain`` crashed. The time zone is the window's ``timezone``."""
+    path = tmp_path / "policy.json"
+    window = {"start": "22:00+02:00", "end": "06:00", "timezone": "Europe/Vienna"}
+    rule = {"id": "night", "effect": "deny", "conditions": {"tool_name": "x", "time": window}}
+    path.write_text(json.dumps({"version": "1", "rules": [rule]}, indent=1))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert "rules[0].conditions.time.start: 22:00:00+02:00 has a UTC offset" in message
+    assert "\n" not in message
+    path.write_text(json.dumps({"version": "1", "rules": [ALLOW_X]}))
+    engine = AcpPolicyEngine.from_file(path)
+    path.write_text(json.dumps({"version": "1", "rules": [rule]}))
+    problems = engine.reload()
+    assert len(problems) == 1
+    assert "has a UTC offset" in problems[0]
+    assert engine.policy.rules[0].id == "b"  # the last good policy stays

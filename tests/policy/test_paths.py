@@ -332,6 +332,28 @@ def test_path_patterns_are_normalised_as_paths_are(root: Path, written: str, sto
     assert decide(engine, f"{keys}/id")[:2] == (Effect.DENY, "no-keys")
 
 
+@pytest.mark.parametrize(
+    ("char", "name"),
+    [
+        ("\u200b", "U+200B"),  # a zero-width space pasted with the pattern
+        ("\u202e", "U+202E"),  # a right-to-left override
+        ("\u00a0", "U+00A0"),  # a no-break space
+        ("\t", "U+0009"),
+        ("\ufffd", "U+FFFD"),
+    ],
+)
+def test_a_path_pattern_no_path_could_match_is_refused(char: str, name: str) -> None:
+    """A request path with a control, invisible or undecodable character is refused as
+    ambiguous, so a pattern holding one never matched anything: ``/srv/se\u200bcrets/**``
+    loaded, ``policy validate`` said ok, and the deny rule let ``/srv/secrets/key`` through."""
+    rule = {"id": "no-secrets", "effect": "deny", "conditions": {"path_pattern": ""}}
+    for field in ("path_pattern", "source_path", "dest_path"):
+        rule["conditions"] = {field: f"/srv/se{char}crets/**"}
+        with pytest.raises(ValueError, match=re.escape(f"contains {name}")) as caught:
+            PolicyFile.model_validate({"version": "1", "rules": [rule]})
+        assert "never match" in str(caught.value)
+
+
 def test_glob_characters_in_requests_are_literal() -> None:  # 22
     engine = make_engine(
         {"id": "exact", "effect": "allow", "conditions": {"path_pattern": "/srv/a/file"}}

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from proxy_helpers import E2E, Proxy, configure, proxy_env
 
 CLI = Path(sys.executable).parent / "mcp-acp"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+RECORDING_SERVER = E2E / "peers" / "recording_server.py"
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -369,3 +371,71 @@ def test_a_policy_link_another_user_planted_in_a_sticky_directory_is_refused(
     os.lchown(planted, 0, 0)
     result = run(isolated_home, "policy", "validate", str(planted))
     assert result.returncode == 0, result.stderr
+
+
+def test_a_prompts_arguments_are_decided_as_the_proxy_decides_them(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A prompt may open a file its arguments name, so the proxy reads paths in a
+    ``prompts/get``'s arguments; ``policy test`` and ``explain`` left them out, and said
+    ``allow`` where ``mcp-acp run`` denied. Arguments a request of its method would not
+    carry are refused rather than silently dropped."""
+    policy = {
+        "version": "1",
+        "rules": [
+            {"id": "no-secrets", "effect": "deny", "conditions": {"path_pattern": "**/secrets/**"}},
+            {"id": "prompts", "effect": "allow", "conditions": {"mcp_method": "prompts/get"}},
+        ],
+    }
+    configure(isolated_home, sys.executable, [str(RECORDING_SERVER), str(tmp_path / "got")], policy)
+    arguments = {"file": "/srv/secrets/key"}
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        proxy.initialize()
+        answer = proxy.call("prompts/get", {"name": "summarise", "arguments": arguments})
+    finally:
+        proxy.close()
+    assert answer["error"]["data"]["rule"] == "no-secrets"
+    request = {"method": "prompts/get", "tool": "summarise", "arguments": arguments}
+    cases = tmp_path / "cases.json"
+    case = {"name": "a prompt naming a secret", "request": request}
+    cases.write_text(json.dumps({"cases": [{**case, "expect": {"effect": "deny"}}]}))
+    result = run(isolated_home, "policy", "test", str(cases))
+    assert result.returncode == 0, result.stdout + result.stderr
+    explain = ("policy", "explain", "--method", "prompts/get", "--tool", "summarise")
+    out = run(isolated_home, *explain, "--arg", "file=/srv/secrets/key").stdout
+    assert out.startswith("DENY: denied by rule no-secrets"), out
+    refused = run(isolated_home, "policy", "explain", "--method", "resources/read", "--arg", "a=/b")
+    assert refused.returncode == 12
+    assert refused.stderr.startswith(
+        "policy error: arguments are given, but a resources/read request has none here"
+    ), refused.stderr
+
+
+def test_a_case_time_without_a_utc_offset_is_refused(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case's ``time`` without an offset was read in the zone of the machine running
+    ``policy test``: the same golden case passed in CI (UTC) and failed in Tokyo. The proxy
+    decides on the time with its offset; a case must say which instant it means."""
+    policy = tmp_path / "policy.json"
+    window = {"start": "09:00", "end": "17:00", "timezone": "UTC"}
+    rule = {"id": "office", "effect": "allow", "conditions": {"tool_name": "x", "time": window}}
+    policy.write_text(json.dumps({"version": "1", "rules": [rule]}))
+    cases = tmp_path / "cases.json"
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+
+    def test_at(when: str) -> subprocess.CompletedProcess[str]:
+        request = {"tool": "x", "time": when}
+        case = {"name": "office hours", "request": request, "expect": {"effect": "allow"}}
+        cases.write_text(json.dumps({"cases": [case]}))
+        return run(isolated_home, "policy", "test", str(cases), "--policy", str(policy))
+
+    naive = test_at("2026-11-24T10:00:00")
+    assert naive.returncode == 12, naive.stdout + naive.stderr
+    assert naive.stderr.startswith(
+        f"policy error: {cases}: cases.0.request.time: 2026-11-24T10:00:00 has no UTC offset"
+    ), naive.stderr
+    aware = test_at("2026-11-24T10:00:00Z")
+    assert aware.returncode == 0, aware.stdout + aware.stderr
+    assert "1 of 1 cases as expected" in aware.stdout

@@ -110,7 +110,7 @@ conditions = st.fixed_dictionaries(
         "path_pattern": some(PATH_GLOBS),
         "source_path": some(PATH_GLOBS, 2),
         "dest_path": some(PATH_GLOBS, 2),
-        "extension": some(["txt", ".pem", "PEM", "md"]),
+        "extension": some(["txt", ".pem", "PEM", "md", ".env"]),
         "scheme": some(["file", "HTTPS", "memo"], 2),
         "uri": some(URI_GLOBS),
         "resource_type": some(["tool", "resource", "prompt", "server"], 2),

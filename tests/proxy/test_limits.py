@@ -97,3 +97,29 @@ def test_a_remembered_approval_keeps_a_trailing_separator(
         return approval_key(request, params)
 
     assert (key(approved) == key(again)) is same
+
+
+def test_a_remembered_approval_keeps_the_order_of_a_list_of_paths(tmp_path: Path) -> None:
+    """A tool may read its list of paths in order (``concat(files=[header, body])``,
+    ``cp``-style ``paths=[from, to]``): an approval of one order is not of the other. The
+    paths were sorted into the key, so both orders had one key."""
+    registry = ToolRegistry.default()
+    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp")
+
+    def key(*files: str) -> object:
+        params = {"name": "concat", "arguments": {"files": [f"{tmp_path}/{f}" for f in files]}}
+        request = build_decision_request(
+            method="tools/call",
+            params=params,
+            subject=subject,
+            registry=registry,
+            backend_id="b",
+            session_id="s",
+            request_id="1",
+        )
+        assert [p.argument for p in request.resource.paths] == ["files"] * len(files)
+        return approval_key(request, params)
+
+    assert key("a", "b") == key("a", "b")
+    assert key("a", "b") != key("b", "a")
+    assert key("a", "b") != key("a", "b", "a")

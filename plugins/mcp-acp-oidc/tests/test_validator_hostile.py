@@ -21,6 +21,10 @@ from mcp_acp_oidc.login import stored_token
 from mcp_acp_oidc.validator import MAX_NUMERIC_DATE, TokenValidationConfig, TokenValidator
 
 from mcp_acp.models import Provenance, Subject
+from mcp_acp.policy.engine import AcpPolicyEngine
+from mcp_acp.policy.model import PolicyFile
+from mcp_acp.request import build_decision_request
+from mcp_acp.tools import ToolRegistry
 
 RS = {"alg": "RS256", "kid": "rsa-1"}
 ES = {"alg": "ES256", "kid": "ec-1"}
@@ -72,6 +76,64 @@ async def test_nested_group_and_role_claims(jwks_server, keys, kit) -> None:
     subject = await validator.validate(token)
     assert subject.groups == {"ops"}
     assert subject.roles == {"admin"}
+
+
+async def test_namespaced_claim_names_with_dots_are_read(jwks_server, keys, kit) -> None:
+    """Auth0 wants custom claims namespaced by a URL, dots and all
+    (docs/authentication.md: ``https://mcp-acp.example.com/roles``): read as written, not
+    split at its dots into nested claims that do not exist — which gave no groups, so a
+    deny rule on a group never matched its members."""
+    validator = kit.make_validator(
+        jwks_server,
+        groups_claim="https://mcp-acp.example.com/groups",
+        roles_claim="https://mcp-acp.example.com/claims.roles",
+    )
+    token = kit.sign(
+        RS,
+        kit.claims(
+            **{
+                "https://mcp-acp.example.com/groups": ["contractors"],
+                "https://mcp-acp.example.com/claims": {"roles": ["admin"]},
+            }
+        ),
+        keys.rsa,
+    )
+    subject = await validator.validate(token)
+    assert subject.groups == {"contractors"}
+    assert subject.roles == {"admin"}
+    policy = PolicyFile.model_validate(
+        {
+            "rules": [
+                {"id": "no-contractors", "effect": "deny", "conditions": {"groups": "contractors"}},
+                {"id": "time", "effect": "allow", "conditions": {"tool_name": "get_current_time"}},
+            ]
+        }
+    )
+    request = build_decision_request(
+        method="tools/call",
+        params={"name": "get_current_time", "arguments": {}},
+        subject=subject,
+        registry=ToolRegistry.default(),
+        backend_id="b",
+        session_id="s",
+        request_id="1",
+    )
+    assert AcpPolicyEngine(policy).decide(request).rule_id == "no-contractors"
+    # both readings in one token: the nested one, as before
+    both = kit.make_validator(jwks_server, groups_claim="ext.groups")
+    token = kit.sign(RS, kit.claims(ext={"groups": ["ops"]}, **{"ext.groups": ["x"]}), keys.rsa)
+    assert (await both.validate(token)).groups == {"ops"}
+
+
+@pytest.mark.parametrize("gap", ["\u00a0", "\u3000", "\x1f", "\x85", "\u2028", "\t", "\n"])
+async def test_scope_is_split_at_spaces_only(validator, keys, kit, gap) -> None:
+    """RFC 6749 3.3: scopes are delimited by a space (%x20). ``str.split()`` also split at
+    a no-break space, a unit separator, U+2028 …, so a scope a provider passed through from
+    what the client asked for (a dynamic scope, ``group:x<NBSP>mcp:exec``) gave the token
+    ``mcp:exec`` too. Such a scope is now one scope, which no rule names."""
+    token = kit.sign(RS, kit.claims(scope=f"openid group:x{gap}mcp:exec  mcp:tools"), keys.rsa)
+    scopes = (await validator.validate(token)).scopes
+    assert scopes == {"openid", f"group:x{gap}mcp:exec", "mcp:tools"}
 
 
 async def test_scp_list_claim_is_read_as_scopes(validator, keys, kit) -> None:

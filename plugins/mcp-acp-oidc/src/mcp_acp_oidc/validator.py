@@ -114,10 +114,14 @@ class TokenValidationConfig(BaseModel):
     )
     scope_claim: str = "scope"
     groups_claim: str | None = Field(
-        default="groups", description="Claim with the subject's groups (dots for nesting)."
+        default="groups",
+        description="Claim with the subject's groups; a dot leads into a nested claim, or, "
+        "where that finds none, is part of the name (https://example.com/groups).",
     )
     roles_claim: str | None = Field(
-        default="roles", description="Claim with the subject's roles (dots for nesting)."
+        default="roles",
+        description="Claim with the subject's roles; a dot leads into a nested claim, or, "
+        "where that finds none, is part of the name (https://example.com/roles).",
     )
 
 
@@ -161,22 +165,39 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
 def _string_set(value: Any, name: str, *, split: bool = False) -> frozenset[str]:
     if value is None:
         return frozenset()
-    if isinstance(value, str):
-        return frozenset(value.split()) if split else frozenset([value])
+    if isinstance(value, str):  # scopes: delimited by a space alone (RFC 6749 3.3)
+        return frozenset(filter(None, value.split(" "))) if split else frozenset([value])
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return frozenset(value)
     raise TokenRejectedError("bad_claim", f"claim {name!r} is not a string or list of strings")
 
 
+_MISSING = object()
+
+
 def _claim_path(claims: Mapping[str, Any], path: str | None) -> Any:
+    """The claim ``path`` names, or ``None``: a dot leads into a nested claim
+    (``realm_access.roles`` is ``roles`` inside ``realm_access``); where that finds nothing,
+    the name is read with its dot, as a claim of its own — a namespaced name such as
+    ``https://mcp-acp.example.com/roles``, as Auth0 requires."""
     if not path:
         return None
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+    found = _follow(claims, path.split("."))
+    return None if found is _MISSING else found
+
+
+def _follow(value: Any, parts: list[str]) -> Any:
+    if not parts:
+        return value
+    if not isinstance(value, dict):
+        return _MISSING
+    for n in range(1, len(parts) + 1):  # the nested reading first, as before
+        name = ".".join(parts[:n])
+        if name in value:
+            found = _follow(value[name], parts[n:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 class TokenValidator:
