@@ -150,6 +150,13 @@ def _refused(message: Message) -> str:
     return REFUSED_INVALID
 
 
+def _an_answer(message: Message) -> bool:
+    """Whether an invalid ``message`` is shaped as an answer: no method, a result or an
+    error (both, say)."""
+    body = message.body
+    return "method" not in body and ("result" in body or "error" in body)
+
+
 def _misspelt(why: str | None) -> tuple[str, str] | None:
     """The denial (rule id, reason) of a message whose key is spelt in another letter case
     (``why``: :attr:`Message.miscased`), if it is: for ``EnforcementPoint.check(withheld=)``,
@@ -582,6 +589,16 @@ class Relay:
         if message.ambiguous is not None and message.kind == "notification":
             log.warning("client notification refused: %s", message.ambiguous)
             self.pep.drop("client", _refused(message))
+        elif message.kind == "invalid" and _an_answer(message):
+            # the client's answer to a request of the backend's, unusable: not answered to
+            # the client (the id is the backend's; a request of the client's may have it
+            # too), and the backend, if it waits for it, told why
+            log.warning("client answer %r refused: %s", message.reply_id, message.problem)
+            self.pep.drop("client", _refused(message))
+            asked = message.reply_id
+            if asked is not None and self._asked.pop(asked, None) is not None:
+                text = f"the client's answer was refused: {message.problem}"
+                await self._send_backend(from_body(error_response(asked, INVALID_REQUEST, text)))
         elif message.kind == "invalid" or (
             message.ambiguous is not None and message.kind == "request"
         ):
