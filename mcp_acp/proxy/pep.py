@@ -17,8 +17,8 @@ Untrusted content (the "toxic agent flow"): the session becomes *exposed* — on
 rest of the session, remembering the first cause — when a ``tools/call`` of a tool with the
 side effect ``untrusted_content`` is allowed (before it is forwarded: its content may come
 back at any moment), or when the relay finds hidden-instruction markers in the answer to a
-``tools/call``, ``resources/read``, ``prompts/get`` or the handshake, or in a
-``sampling/createMessage`` request of the backend's that it relays to the client
+``tools/call``, ``resources/read``, ``prompts/get``, ``tasks/result`` or the handshake, or
+in a ``sampling/createMessage`` request of the backend's that it relays to the client
 (:meth:`EnforcementPoint.expose`).
 From then on a ``tools/call`` allowed without a human seeing it (by the policy, or a
 remembered approval) that writes, deletes, executes or has the side effect
@@ -136,13 +136,14 @@ class Session:
 
 
 #: The methods whose messages may expose the session by naming something: the key naming
-#: it in the ``session_exposed`` record (the tool called, the resource read, the prompt got),
-#: and how a sentence names it. A method not here (the backend's ``sampling/createMessage``)
-#: names nothing.
+#: it in the ``session_exposed`` record (the tool called, the resource read, the prompt got,
+#: the task whose result was fetched), and how a sentence names it. A method not here (the
+#: backend's ``sampling/createMessage``) names nothing.
 _NAMED = {
     "tools/call": ("tool", "{}"),
     "resources/read": ("uri", "resource {}"),
     "prompts/get": ("prompt", "prompt {}"),
+    "tasks/result": ("task", "the result of task {}"),
 }
 #: The handshake's answers, which name nothing: the server's ``instructions`` and info.
 _HANDSHAKE = frozenset({"initialize", "server/discover"})
@@ -152,8 +153,9 @@ _HANDSHAKE = frozenset({"initialize", "server/discover"})
 class Exposure:
     """Why the session has seen untrusted content: the first cause — the message that
     carried it (``method``: the client's ``tools/call``, ``resources/read``,
-    ``prompts/get``, ``initialize`` or ``server/discover``, or the backend's
-    ``sampling/createMessage``), what that names (the tool, the resource's URI, the prompt;
+    ``prompts/get``, ``tasks/result``, ``initialize`` or ``server/discover``, or the
+    backend's ``sampling/createMessage``), what that names (the tool, the resource's URI,
+    the prompt, the task;
     None for the handshake and a backend's request), its request id (a backend's request:
     the backend's own id), and why (the tool returns untrusted content; its result carries
     a marker)."""
@@ -177,7 +179,7 @@ class Exposure:
 
     def detail(self) -> dict[str, str]:
         """What the ``session_exposed`` record says of the cause: ``method``, then ``tool``,
-        ``uri`` or ``prompt`` (whatever the method names), and ``why``."""
+        ``uri``, ``prompt`` or ``task`` (whatever the method names), and ``why``."""
         detail = {"method": self.method}
         named = _NAMED.get(self.method)
         if named is not None and self.name is not None:

@@ -30,8 +30,8 @@ event loop: the enforcement point records those denials there, and the relay ans
 requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 
 The answer (its result, or its error) to a ``tools/call``, ``resources/read``,
-``prompts/get`` or the handshake (``initialize``, ``server/discover``: the server's
-``instructions``) is screened before it is relayed
+``prompts/get``, ``tasks/result`` (a task's result) or the handshake (``initialize``,
+``server/discover``: the server's ``instructions``) is screened before it is relayed
 (:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, also split across
 adjacent text items, control and invisible characters; bounded). It is relayed unchanged all
 the same; a finding exposes the session to untrusted content
@@ -102,12 +102,15 @@ MAX_ASKED = 1_000
 #: in mcp-acp's log).
 INTERNAL = "internal error; see mcp-acp's log"
 #: The client's requests whose answers are screened, and the parameter naming what each is
-#: about (the tool, the resource's URI, the prompt): an exposure names it. The handshake's
-#: answer names nothing: its ``instructions`` (and server info) go to the client's model.
+#: about (the tool, the resource's URI, the prompt, the task): an exposure names it. The
+#: handshake's answer names nothing: its ``instructions`` (and server info) go to the
+#: client's model. A task's result (a ``tools/call`` sent with a ``task``, answered with
+#: the task at once) is the answer to ``tasks/result``.
 SCREENED: dict[str, str | None] = {
     "tools/call": "name",
     "resources/read": "uri",
     "prompts/get": "name",
+    "tasks/result": "taskId",
     "initialize": None,
     "server/discover": None,
 }
