@@ -304,6 +304,9 @@ class Relay:
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # of those, the screened ones (SCREENED): request id -> (method, what it names)
         self._screening: dict[Any, tuple[str, str | None]] = {}
+        # of those, the initialize requests: request id -> params (their clientInfo is who
+        # the backend serves from then on, once it answers one with a result)
+        self._handshaking: dict[Any, dict[str, Any]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -619,7 +622,6 @@ class Relay:
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
             self.pep.drop("client", REFUSED_ID_IN_USE)
         elif message.kind == "request":
-            self.pep.session.learn_client(message.params)
             task = self._spawn(self._client_request(message), answer=message.id)
             self._deciding[message.id] = task
             task.add_done_callback(self._forget(message.id))
@@ -721,16 +723,20 @@ class Relay:
                 message.method,
                 name if isinstance(name, str) or named_by is None else repr(name),
             )
+        if message.method == "initialize":
+            self._handshaking[message.id] = message.params
         try:
             await self.channel.send(message)
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
             self._screening.pop(message.id, None)
+            self._handshaking.pop(message.id, None)
             text = f"cannot forward this request to the backend: {exc}"
             self.pep.settled(verdict, f"not forwarded: {text}")
             text = f"{text} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
             return
+        self.pep.session.forwarded(message.method, message.params)
         self.pep.settled(verdict)
 
     async def _refuse_unrecorded(self, message: Message, error: AuditError) -> None:
@@ -818,7 +824,10 @@ class Relay:
                 self.pep.drop("backend", "response to no request")
                 return
             source = self._screening.get(message.id)
+            handshake = self._handshaking.get(message.id)
             method, took = self._answered(message.id)
+            if handshake is not None and isinstance(message.body.get("result"), dict):
+                self.pep.session.shook_hands(handshake)  # who the backend now serves
             decided = method in LISTS or _asks_for_input(message)
             unreadable = _unreadable_input_requests(message)
             if self.trail.failed is not None:
@@ -882,6 +891,7 @@ class Relay:
         milliseconds since it was sent to the backend (the record's ``duration_ms``)."""
         method, sent = self._in_flight.pop(request_id)
         self._screening.pop(request_id, None)
+        self._handshaking.pop(request_id, None)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
 
     def _screen_answer(self, message: Message, source: tuple[str, str | None] | None) -> list[str]:
