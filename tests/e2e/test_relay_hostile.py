@@ -25,6 +25,7 @@ from proxy_helpers import (
     DENIED,
     Proxy,
     configure,
+    decisions,
     engine_plugin,
     proxy_env,
     records,
@@ -1002,6 +1003,42 @@ def test_a_client_message_mixing_request_and_answer_members_never_reaches_the_ba
     assert "result" not in answers[0]
     assert "the client's answer was refused" in answers[0]["error"]["message"]
     assert "IMPORTANT" not in received.read_text().split('"answers"')[-1]
+
+
+def test_an_update_of_a_resource_a_deny_rule_names_never_reaches_the_client(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """``notifications/resources/updated`` names a resource: a deny rule naming its URI
+    holds for it as for a read or a subscription of it (denied on record, not relayed);
+    an update of another resource passes."""
+    rules = [
+        {"id": "no-secrets", "effect": "deny", "conditions": {"uri": "note://secret/**"}},
+        *POLICY["rules"],
+    ]
+    log_dir = configure(
+        isolated_home,
+        sys.executable,
+        [str(PEER), str(tmp_path / "received.jsonl")],
+        {**POLICY, "rules": rules},
+    )
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()
+    subscribe = proxy.call("resources/subscribe", {"uri": "note://secret/keys"})
+    assert "denied by rule no-secrets" in subscribe["error"]["message"]
+    updates = [
+        {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}}
+        for uri in ("note://secret/keys", "note://readme")
+    ]
+    lines = [json.dumps(update) for update in updates]
+    call_id = proxy.request("tools/call", {"name": "say", "arguments": {"lines": lines}})
+    assert proxy.recv() == updates[1]  # in order: the first was not relayed
+    assert proxy.recv()["id"] == call_id
+    assert proxy.close() == 0
+    updated = [r for r in decisions(log_dir) if r["mcp_method"] == updates[0]["method"]]
+    assert [(r["effect"], r.get("rule_id")) for r in updated] == [
+        ("deny", "no-secrets"),
+        ("allow", "discovery"),
+    ]
 
 
 def test_a_string_id_of_other_digits_is_an_ordinary_id(relay: Any) -> None:
