@@ -157,8 +157,9 @@ class Session:
         return self.client_name, self.client_version
 
     def forwarded(self, method: str, params: Mapping[str, Any]) -> None:
-        """A request of the client's went to the backend: before any handshake, what its
-        envelope says the client is becomes what the session shows (``mcp-acp status``)."""
+        """A request of the client's goes to the backend: before any handshake, what its
+        envelope says the client is becomes the session's (``mcp-acp status``; and what
+        deciding on what the backend sends, such as filtering a list, takes)."""
         if method != "initialize" and not self.handshake:
             meta = params.get("_meta")
             if isinstance(meta, Mapping) and CLIENT_INFO in meta:

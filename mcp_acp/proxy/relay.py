@@ -725,6 +725,8 @@ class Relay:
             )
         if message.method == "initialize":
             self._handshaking[message.id] = message.params
+        # before it is sent: its answer (a list to filter) may be read before send returns
+        self.pep.session.forwarded(message.method, message.params)
         try:
             await self.channel.send(message)
         except Unsendable as exc:
@@ -736,7 +738,6 @@ class Relay:
             text = f"{text} (request {message.id})"
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
             return
-        self.pep.session.forwarded(message.method, message.params)
         self.pep.settled(verdict)
 
     async def _refuse_unrecorded(self, message: Message, error: AuditError) -> None:
