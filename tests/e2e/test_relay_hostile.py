@@ -1041,6 +1041,39 @@ def test_an_update_of_a_resource_a_deny_rule_names_never_reaches_the_client(
     ]
 
 
+def test_a_method_a_lenient_reader_would_take_for_another_never_reaches_the_backend(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """``"tools/call "`` or ``"tools/call\\u0000"`` is no method the policy knows, but a
+    rule on a method glob allows it, as a call of no tool: none of what is held back for
+    calls (a quarantined tool, a strict schema, the paths in its arguments) would apply,
+    while a reader that trims the name, or ends it at the NUL, runs ``tools/call``. Such a
+    request is invalid (-32600), as is such a notification; the backend sees neither."""
+    received = tmp_path / "received.jsonl"
+    everything = {"id": "tools", "effect": "allow", "conditions": {"mcp_method": "tools/*"}}
+    configure(
+        isolated_home, sys.executable, [str(PEER), str(received)], {**POLICY, "rules": [everything]}
+    )
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()
+    call = {"name": "echo", "arguments": {"text": "/etc/shadow"}}
+    for n, method in enumerate(["tools/call ", "tools/call\u0000", "\u200btools/call"]):
+        proxy.send({"jsonrpc": "2.0", "id": f"odd{n}", "method": method, "params": call})
+        refused = proxy.recv()
+        assert (refused["id"], refused["error"]["code"]) == (f"odd{n}", -32600)
+        assert "the method" in refused["error"]["message"]
+    proxy.send({"jsonrpc": "2.0", "method": "notifications/cancelled ", "params": {}})
+    refused = proxy.recv()  # invalid: answered as JSON-RPC says, with a null id
+    assert (refused["id"], refused["error"]["code"]) == (None, -32600)
+    assert proxy.call("tools/call", call)["result"]["content"][0]["text"] == "/etc/shadow"
+    assert proxy.close() == 0
+    assert [m.get("method") for m in backend_saw(received)] == [
+        "initialize",
+        "notifications/initialized",
+        "tools/call",
+    ]
+
+
 def test_a_string_id_of_other_digits_is_an_ordinary_id(relay: Any) -> None:
     proxy, _, _ = relay
     proxy.send({"jsonrpc": "2.0", "id": "\u00b2", "method": "ping"})

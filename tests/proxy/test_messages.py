@@ -86,6 +86,25 @@ def test_a_message_without_an_id_is_a_notification() -> None:
 
 
 @pytest.mark.parametrize(
+    "method", ["tools/call ", " tools/call", "tools/call\\u0000", "tools/\\u200bcall", "ping\\n"]
+)
+def test_a_method_with_a_space_at_an_end_or_an_unprintable_character_is_invalid(
+    method: str,
+) -> None:
+    """No MCP method has one; a reader that trims the name, or ends it at a NUL, would read
+    ``tools/call`` where the policy read another method (and no tool)."""
+    for line in (
+        f'{{"jsonrpc":"2.0","id":5,"method":"{method}","params":{{"name":"echo"}}}}',
+        f'{{"jsonrpc":"2.0","method":"{method}"}}',
+    ):
+        message = parse(line.encode())
+        assert message.kind == "invalid"
+        assert message.problem is not None
+        assert "the method" in message.problem
+        assert from_body(json.loads(line)).kind == "invalid"
+
+
+@pytest.mark.parametrize(
     ("line", "problem"),
     [
         (
