@@ -37,7 +37,16 @@ from mcp_acp.tools import ToolRegistry, rooted_strings
 
 __all__ = ["build_decision_request", "resolve_path_arguments", "resource_type_of"]
 
-_URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
+#: The methods whose ``uri`` names the resource they are about: the backend's update of a
+#: resource too, so that a deny rule naming it holds for its updates as for its reads.
+_URI_METHODS = frozenset(
+    {
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "notifications/resources/updated",
+    }
+)
 
 #: Where each attribute comes from. The subject's own provenance covers ``subject.*``.
 PROVENANCE: Mapping[str, Provenance] = {

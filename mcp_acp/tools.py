@@ -75,6 +75,10 @@ _PATH_LIKE = re.compile(r"^(?:[/~.\\]|[A-Za-z]:)|[/\\]")
 _ROOTED = re.compile(r"^(?:[/~]|\.{1,2}(?:[/\\]|$)|[A-Za-z]:[/\\]|file:)", re.IGNORECASE)
 #: Values of one call scanned for such strings; past this the call's paths are ambiguous.
 MAX_SCANNED_VALUES = 100_000
+#: A string that may be an object or an array written as JSON text, which servers decode
+#: into the value an argument's type asks for (the mcp SDK's ``MCPServer`` and FastMCP:
+#: ``pre_parse_json``): it is scanned as that value too.
+_JSON_TEXT = re.compile(r"\s*[\[{]")
 
 _HEURISTICS: Mapping[str, frozenset[str]] = {
     "read": frozenset(
@@ -285,8 +289,11 @@ def rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
     """The strings under ``items`` (argument name, value; nested objects and lists too)
     that start like a path, or whose option value (``--output=/etc/x``) or curl-style
     ``@file`` does; each named by where it sits (``config.path``, ``args[1]``). A ``file:``
-    URI counts as its path. More than :data:`MAX_SCANNED_VALUES` values make the call's
-    paths ambiguous (denied) rather than partly read."""
+    URI counts as its path. A string holding an object or an array as JSON text is read as
+    that value too (``opts.path`` in ``{"opts": "{\"path\": \"/x\"}"}``): servers decode
+    such text for an argument whose type is not a string. More than
+    :data:`MAX_SCANNED_VALUES` values make the call's paths ambiguous (denied) rather than
+    partly read."""
     found: list[PathArgument] = []
     stack = list(reversed(items))
     scanned = 0
@@ -300,11 +307,24 @@ def rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
             path = _rooted(value)
             if path is not None:
                 found.append(PathArgument(argument=where, path=path))
+            elif _JSON_TEXT.match(value):
+                decoded = _json_text(value)
+                if decoded is not None:
+                    stack.append((where, decoded))
         elif isinstance(value, Mapping):
             stack.extend((f"{where}.{key}", item) for key, item in reversed(list(value.items())))
         elif isinstance(value, list):
             stack.extend((f"{where}[{n}]", item) for n, item in reversed(list(enumerate(value))))
     return found
+
+
+def _json_text(text: str) -> dict[str, Any] | list[Any] | None:
+    """The object or array ``text`` holds as JSON, if it does (as a server would read it)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or JSON Python refuses to read
+        return None
+    return value if isinstance(value, dict | list) else None
 
 
 def _rooted(text: str) -> str | None:

@@ -27,7 +27,13 @@ proxy found missing: the message is marked ``miscased`` (:data:`READ_MEMBERS`,
 
 Request ids are read exactly here, but a JavaScript reader holds numbers as doubles:
 2^53 and 2^53+1 are one number to it, and an answer could be matched to the wrong
-request. A request whose id is an integer beyond ±(2^53-1) is invalid.
+request. A request whose id is an integer beyond ±(2^53-1) is invalid. So is a message
+mixing a request's members and an answer's — a ``method`` with a ``result`` or an
+``error``, an answer with both: the mcp Python SDK reads any message with an ``error``
+object as an error answer, where the relay would read a request, or the result. And a
+method with a space at an end or a control or invisible character (``"tools/call "``,
+``tools/call`` and a NUL), which a reader that trims it or ends it at the NUL takes for
+another.
 """
 
 from __future__ import annotations
@@ -407,14 +413,48 @@ def _kind(body: dict[str, Any], line: bytes) -> Message:
     if "method" in body:
         if not isinstance(body["method"], str):
             return Message("invalid", line, body, "method is not a string")
+        if "result" in body or "error" in body:
+            return Message("invalid", line, body, _MIXED)
+        method = body["method"]
+        if not method.isprintable() or method != method.strip():
+            return Message("invalid", line, body, _odd_method(method))
         if "id" in body and request_id is None:  # taken for a notification, or routed wrong
             return Message("invalid", line, body, "the id must be a string or an integer")
         if isinstance(request_id, int) and not -MAX_SAFE_ID <= request_id <= MAX_SAFE_ID:
             return Message("invalid", line, body, _unsafe_id(request_id))
         return Message("request" if request_id is not None else "notification", line, body)
+    if "result" in body and "error" in body:
+        return Message("invalid", line, body, _BOTH)
     if request_id is not None and ("result" in body or "error" in body):
         return Message("response", line, body)
     return Message("invalid", line, body, "neither a request, a notification nor a response")
+
+
+#: Why a message with a method and a ``result`` or ``error`` is refused, and one with both:
+#: readers take such a mix apart differently — the mcp Python SDK reads any message with an
+#: ``error`` object as an error answer (to the request with its id), where the relay read a
+#: request, or screened the result.
+_MIXED = (
+    "a request or notification with an error or result member: JSON-RPC keeps them apart, "
+    "and some readers (the mcp Python SDK) take such a message for an answer; send the "
+    "request without them"
+)
+_BOTH = (
+    "an answer with both a result and an error: JSON-RPC allows one, and readers differ on "
+    "which counts (the mcp Python SDK takes the error); send one"
+)
+
+
+def _odd_method(method: str) -> str:
+    """Why a method with a space at an end, or a control or invisible character, is refused:
+    no MCP method has one, and a reader that trims the name or ends it at a NUL would read
+    another method (``tools/call``) than the policy decided on (one it may allow by a glob,
+    as a call of no tool: nothing held back for calls applies)."""
+    shown = ascii(method if len(method) <= 64 else f"{method[:64]}…")
+    return (
+        f"the method {shown} has a space at an end or a control or invisible character; "
+        "MCP methods have neither: send the method's name as it is"
+    )
 
 
 def _unsafe_id(request_id: int) -> str:

@@ -17,8 +17,8 @@ Untrusted content (the "toxic agent flow"): the session becomes *exposed* — on
 rest of the session, remembering the first cause — when a ``tools/call`` of a tool with the
 side effect ``untrusted_content`` is allowed (before it is forwarded: its content may come
 back at any moment), or when the relay finds hidden-instruction markers in the answer to a
-``tools/call``, ``resources/read``, ``prompts/get`` or the handshake, or in a
-``sampling/createMessage`` request of the backend's that it relays to the client
+``tools/call``, ``resources/read``, ``prompts/get``, ``tasks/result`` or the handshake, or
+in a ``sampling/createMessage`` request of the backend's that it relays to the client
 (:meth:`EnforcementPoint.expose`).
 From then on a ``tools/call`` allowed without a human seeing it (by the policy, or a
 remembered approval) that writes, deletes, executes or has the side effect
@@ -95,6 +95,21 @@ AT_EXIT_SECONDS = 1.0
 MAX_PENDING_APPROVALS = 100
 
 
+#: Where a 2026-07-28 request's envelope (its ``_meta``) says what the client is.
+CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+
+
+def _named(info: Any) -> tuple[str | None, str | None]:
+    """A ``clientInfo`` object's name and version (None for what is not a string)."""
+    if not isinstance(info, Mapping):
+        return None, None
+    name, version = info.get("name"), info.get("version")
+    return (
+        name if isinstance(name, str) else None,
+        version if isinstance(version, str) else None,
+    )
+
+
 @attrs.define
 class Session:
     """One client connection: a random id, the subject it is bound to, and what the client
@@ -105,6 +120,9 @@ class Session:
     client_name: str | None = None
     client_version: str | None = None
     posture: dict[str, PostureStatus] = attrs.field(factory=dict)
+    #: The backend answered an ``initialize``: the handshake era, in which it serves every
+    #: request as the client that handshake named (``client_name``, ``client_version``).
+    handshake: bool = False
 
     def bind(self, subject: Subject) -> None:
         """Bind the session to ``subject`` (once, at start)."""
@@ -123,26 +141,46 @@ class Session:
                 fix="start a new session (restart the proxy) as the new subject",
             )
 
-    def learn_client(self, params: Mapping[str, Any]) -> None:
-        """From ``initialize`` params, or a request's ``_meta`` (2026-07-28 era)."""
-        info = params.get("clientInfo")
+    def client_of(self, method: str, params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """The client's name and version for deciding one of its requests, as the backend
+        knows it when it serves that request: an ``initialize``'s own ``clientInfo``; once
+        the backend has answered one (the handshake era), what that handshake said, whatever
+        a request carries; before (the 2026-07-28 era), what the request's own envelope says
+        (``params._meta``), never another request's — or, if it has none, what the last
+        forwarded one said. A ``clientInfo`` in any other request's params is not read: no
+        backend reads it there."""
+        if method == "initialize":
+            return _named(params.get("clientInfo"))
         meta = params.get("_meta")
-        if not isinstance(info, dict) and isinstance(meta, dict):
-            info = meta.get("io.modelcontextprotocol/clientInfo")
-        if isinstance(info, dict):
-            name, version = info.get("name"), info.get("version")
-            self.client_name = name if isinstance(name, str) else self.client_name
-            self.client_version = version if isinstance(version, str) else self.client_version
+        if not self.handshake and isinstance(meta, Mapping) and CLIENT_INFO in meta:
+            return _named(meta[CLIENT_INFO])
+        return self.client_name, self.client_version
+
+    def forwarded(self, method: str, params: Mapping[str, Any]) -> None:
+        """A request of the client's goes to the backend: before any handshake, what its
+        envelope says the client is becomes the session's (``mcp-acp status``; and what
+        deciding on what the backend sends, such as filtering a list, takes)."""
+        if method != "initialize" and not self.handshake:
+            meta = params.get("_meta")
+            if isinstance(meta, Mapping) and CLIENT_INFO in meta:
+                self.client_name, self.client_version = _named(meta[CLIENT_INFO])
+
+    def shook_hands(self, params: Mapping[str, Any]) -> None:
+        """The backend answered an ``initialize`` with these ``params`` with a result: from
+        now on it serves every request as the client named there."""
+        self.client_name, self.client_version = _named(params.get("clientInfo"))
+        self.handshake = True
 
 
 #: The methods whose messages may expose the session by naming something: the key naming
-#: it in the ``session_exposed`` record (the tool called, the resource read, the prompt got),
-#: and how a sentence names it. A method not here (the backend's ``sampling/createMessage``)
-#: names nothing.
+#: it in the ``session_exposed`` record (the tool called, the resource read, the prompt got,
+#: the task whose result was fetched), and how a sentence names it. A method not here (the
+#: backend's ``sampling/createMessage``) names nothing.
 _NAMED = {
     "tools/call": ("tool", "{}"),
     "resources/read": ("uri", "resource {}"),
     "prompts/get": ("prompt", "prompt {}"),
+    "tasks/result": ("task", "the result of task {}"),
 }
 #: The handshake's answers, which name nothing: the server's ``instructions`` and info.
 _HANDSHAKE = frozenset({"initialize", "server/discover"})
@@ -152,8 +190,9 @@ _HANDSHAKE = frozenset({"initialize", "server/discover"})
 class Exposure:
     """Why the session has seen untrusted content: the first cause — the message that
     carried it (``method``: the client's ``tools/call``, ``resources/read``,
-    ``prompts/get``, ``initialize`` or ``server/discover``, or the backend's
-    ``sampling/createMessage``), what that names (the tool, the resource's URI, the prompt;
+    ``prompts/get``, ``tasks/result``, ``initialize`` or ``server/discover``, or the
+    backend's ``sampling/createMessage``), what that names (the tool, the resource's URI,
+    the prompt, the task;
     None for the handshake and a backend's request), its request id (a backend's request:
     the backend's own id), and why (the tool returns untrusted content; its result carries
     a marker)."""
@@ -177,7 +216,7 @@ class Exposure:
 
     def detail(self) -> dict[str, str]:
         """What the ``session_exposed`` record says of the cause: ``method``, then ``tool``,
-        ``uri`` or ``prompt`` (whatever the method names), and ``why``."""
+        ``uri``, ``prompt`` or ``task`` (whatever the method names), and ``why``."""
         detail = {"method": self.method}
         named = _NAMED.get(self.method)
         if named is not None and self.name is not None:
@@ -473,15 +512,21 @@ class EnforcementPoint:
         params: Mapping[str, Any],
         request_id: Any,
         annotations: Mapping[str, Any] | None = None,
+        client: tuple[str | None, str | None] | None = None,
     ) -> DecisionRequest:
-        """The ``DecisionRequest`` for one message. Raises :class:`AuthenticationError` (no
-        identity), :class:`SessionBindingError`, :class:`AuditError` (the identity provider
-        could not record an auth event) or :class:`BuildError` (anything else — among it a
-        request that names no tool, prompt or resource as a string (:data:`NAMED_BY`): its
-        name as the policy would see it, ``"None"``, would match a rule for any, and the
-        backend would act on whatever it reads)."""
+        """The ``DecisionRequest`` for one message; ``client``: the client's name and version
+        for it (:meth:`Session.client_of`), else the session's. Raises
+        :class:`AuthenticationError` (no identity), :class:`SessionBindingError`,
+        :class:`AuditError` (the identity provider could not record an auth event) or
+        :class:`BuildError` (anything else — among it a request that names no tool, prompt or
+        resource as a string (:data:`NAMED_BY`): its name as the policy would see it,
+        ``"None"``, would match a rule for any, and the backend would act on whatever it
+        reads)."""
         subject = await subject_of(self.identity)
         self.session.check_binding(subject)
+        if client is None:
+            client = self.session.client_name, self.session.client_version
+        client_name, client_version = client
         try:
             member = NAMED_BY.get(method)
             if member is not None and not isinstance(params.get(member), str):
@@ -499,8 +544,8 @@ class EnforcementPoint:
                 backend_id=self.backend_id,
                 session_id=self.session.id,
                 request_id=str(request_id),
-                client_name=self.session.client_name,
-                client_version=self.session.client_version,
+                client_name=client_name,
+                client_version=client_version,
                 posture=self.session.posture,
                 annotations=annotations,
                 backend_identity=self.backend_identity,
@@ -775,7 +820,9 @@ class EnforcementPoint:
             held_by, why = withheld
             return await self._refuse(deciding, held_by, f"denied: {why}", self.session.subject)
         try:
-            request = await self.build(method, params, request_id, annotations)
+            # the backend's requests name no client of their own: the session's
+            client = None if deciding.from_backend else self.session.client_of(method, params)
+            request = await self.build(method, params, request_id, annotations, client)
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record
             return await self._refuse(deciding, "builtin-no-identity", str(exc), None)

@@ -30,8 +30,8 @@ event loop: the enforcement point records those denials there, and the relay ans
 requests with an error if the client's pipe takes it at once (:meth:`Relay._answer_at_exit`).
 
 The answer (its result, or its error) to a ``tools/call``, ``resources/read``,
-``prompts/get`` or the handshake (``initialize``, ``server/discover``: the server's
-``instructions``) is screened before it is relayed
+``prompts/get``, ``tasks/result`` (a task's result) or the handshake (``initialize``,
+``server/discover``: the server's ``instructions``) is screened before it is relayed
 (:func:`~mcp_acp.proxy.screening.screen_result`: hidden-instruction tags, also split across
 adjacent text items, control and invisible characters; bounded). It is relayed unchanged all
 the same; a finding exposes the session to untrusted content
@@ -102,12 +102,15 @@ MAX_ASKED = 1_000
 #: in mcp-acp's log).
 INTERNAL = "internal error; see mcp-acp's log"
 #: The client's requests whose answers are screened, and the parameter naming what each is
-#: about (the tool, the resource's URI, the prompt): an exposure names it. The handshake's
-#: answer names nothing: its ``instructions`` (and server info) go to the client's model.
+#: about (the tool, the resource's URI, the prompt, the task): an exposure names it. The
+#: handshake's answer names nothing: its ``instructions`` (and server info) go to the
+#: client's model. A task's result (a ``tools/call`` sent with a ``task``, answered with
+#: the task at once) is the answer to ``tasks/result``.
 SCREENED: dict[str, str | None] = {
     "tools/call": "name",
     "resources/read": "uri",
     "prompts/get": "name",
+    "tasks/result": "taskId",
     "initialize": None,
     "server/discover": None,
 }
@@ -148,6 +151,13 @@ def _refused(message: Message) -> str:
     if (message.problem or "").startswith("not valid JSON"):
         return REFUSED_NOT_JSON
     return REFUSED_INVALID
+
+
+def _an_answer(message: Message) -> bool:
+    """Whether an invalid ``message`` is shaped as an answer: no method, a result or an
+    error (both, say)."""
+    body = message.body
+    return "method" not in body and ("result" in body or "error" in body)
 
 
 def _misspelt(why: str | None) -> tuple[str, str] | None:
@@ -294,6 +304,9 @@ class Relay:
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # of those, the screened ones (SCREENED): request id -> (method, what it names)
         self._screening: dict[Any, tuple[str, str | None]] = {}
+        # of those, the initialize requests: request id -> params (their clientInfo is who
+        # the backend serves from then on, once it answers one with a result)
+        self._handshaking: dict[Any, dict[str, Any]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -582,6 +595,16 @@ class Relay:
         if message.ambiguous is not None and message.kind == "notification":
             log.warning("client notification refused: %s", message.ambiguous)
             self.pep.drop("client", _refused(message))
+        elif message.kind == "invalid" and _an_answer(message):
+            # the client's answer to a request of the backend's, unusable: not answered to
+            # the client (the id is the backend's; a request of the client's may have it
+            # too), and the backend, if it waits for it, told why
+            log.warning("client answer %r refused: %s", message.reply_id, message.problem)
+            self.pep.drop("client", _refused(message))
+            asked = message.reply_id
+            if asked is not None and self._asked.pop(asked, None) is not None:
+                text = f"the client's answer was refused: {message.problem}"
+                await self._send_backend(from_body(error_response(asked, INVALID_REQUEST, text)))
         elif message.kind == "invalid" or (
             message.ambiguous is not None and message.kind == "request"
         ):
@@ -599,7 +622,6 @@ class Relay:
             await self._send_client(encode(error_response(message.id, INVALID_REQUEST, text)))
             self.pep.drop("client", REFUSED_ID_IN_USE)
         elif message.kind == "request":
-            self.pep.session.learn_client(message.params)
             task = self._spawn(self._client_request(message), answer=message.id)
             self._deciding[message.id] = task
             task.add_done_callback(self._forget(message.id))
@@ -701,11 +723,16 @@ class Relay:
                 message.method,
                 name if isinstance(name, str) or named_by is None else repr(name),
             )
+        if message.method == "initialize":
+            self._handshaking[message.id] = message.params
+        # before it is sent: its answer (a list to filter) may be read before send returns
+        self.pep.session.forwarded(message.method, message.params)
         try:
             await self.channel.send(message)
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
             self._screening.pop(message.id, None)
+            self._handshaking.pop(message.id, None)
             text = f"cannot forward this request to the backend: {exc}"
             self.pep.settled(verdict, f"not forwarded: {text}")
             text = f"{text} (request {message.id})"
@@ -798,7 +825,10 @@ class Relay:
                 self.pep.drop("backend", "response to no request")
                 return
             source = self._screening.get(message.id)
+            handshake = self._handshaking.get(message.id)
             method, took = self._answered(message.id)
+            if handshake is not None and isinstance(message.body.get("result"), dict):
+                self.pep.session.shook_hands(handshake)  # who the backend now serves
             decided = method in LISTS or _asks_for_input(message)
             unreadable = _unreadable_input_requests(message)
             if self.trail.failed is not None:
@@ -862,6 +892,7 @@ class Relay:
         milliseconds since it was sent to the backend (the record's ``duration_ms``)."""
         method, sent = self._in_flight.pop(request_id)
         self._screening.pop(request_id, None)
+        self._handshaking.pop(request_id, None)
         return method, round((time.monotonic_ns() - sent) / 1e6, 3)
 
     def _screen_answer(self, message: Message, source: tuple[str, str | None] | None) -> list[str]:

@@ -29,7 +29,8 @@ markers, not a proof of innocence: instructions in plain words pass it, and the 
 arguments (paths, tools, URIs) is what holds whatever a description says.
 
 :func:`screen_result` reads what the backend has the client's model read — the result (or
-the error) answering a ``tools/call``, ``resources/read`` or ``prompts/get``, the ``params``
+the error) answering a ``tools/call``, ``resources/read``, ``prompts/get`` or
+``tasks/result``, the ``params``
 of a ``sampling/createMessage`` request — with the same detectors: tags, control and
 invisible characters, not length (a result may well be long). Each string is read alone, and
 the texts of adjacent text items of a list (content blocks ``{"type": "text", …}``, a

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,45 @@ def test_names_the_backend_would_read_differently_are_refused(
         if r.get("direction") == "client_to_server" and r.get("mcp_method") == "tools/call"
     ]
     assert [r["outcome"] for r in forwarded] == ["forwarded"] + ["denied"] * 7
+
+
+JSON_ARGS = Path(__file__).parent / "peers" / "json_args_server.py"
+
+
+def test_a_path_in_an_argument_sent_as_json_text_is_read_as_the_server_reads_it(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The mcp SDK's ``MCPServer`` (and FastMCP) decode an argument sent as JSON text into
+    the object or list its type asks for. For a tool the registry does not know, the proxy
+    reads the paths in such text as it reads them in the object: a deny rule on the path
+    holds, and so does the guard on mcp-acp's own files; other paths pass as they would."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / ".env").write_text(SECRET)
+    (project / "notes.md").write_text("fine\n")
+    policy = {
+        "version": "1",
+        "rules": [
+            {"id": "no-env", "effect": "deny", "conditions": {"path_pattern": "**/.env"}},
+            {"id": "fs", "effect": "allow", "conditions": {"tool_name": "fs_*"}},
+        ],
+    }
+    log_dir = configure(isolated_home, sys.executable, [str(JSON_ARGS)], policy)
+    own = isolated_home / ".config" / "mcp-acp" / "policy.json"
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        proxy.initialize()
+
+        def read(opts: object) -> dict[str, object]:
+            call = {"name": "fs_read", "arguments": {"opts": opts}}
+            return proxy.answer(proxy.request("tools/call", call))
+
+        for path, rule in ((project / ".env", "no-env"), (own, "builtin-protected-path")):
+            for opts in ({"path": str(path)}, json.dumps({"path": str(path)})):
+                denied = read(opts)
+                assert denied["error"]["data"] == {"rule": rule}  # type: ignore[index]
+        fine = read(json.dumps({"path": str(project / "notes.md")}))
+        assert fine["result"]["content"][0]["text"] == "fine\n"  # type: ignore[index]
+    finally:
+        proxy.close()
+    assert SECRET not in (log_dir / "operations.jsonl").read_text()

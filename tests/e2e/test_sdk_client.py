@@ -10,6 +10,8 @@ the git server answers, and every later request carries the envelope in ``params
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -20,7 +22,17 @@ import mcp_types as types
 import pytest
 from mcp import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
-from proxy_helpers import DENIED, GIT_SERVER, configure, decisions, git, records, sdk_client
+from proxy_helpers import (
+    DENIED,
+    GIT_SERVER,
+    Proxy,
+    configure,
+    decisions,
+    git,
+    proxy_env,
+    records,
+    sdk_client,
+)
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -161,3 +173,76 @@ async def test_sdk_client_through_the_proxy_in_both_eras(
     assert records(log_dir, "auth")[-1]["reason"] == "the client closed the session"
     for stream in ("decisions", "operations", "auth", "system"):
         assert verify_stream(log_dir, stream).ok
+
+
+RECORDING = Path(__file__).parent / "peers" / "recording_server.py"
+#: Allowed only for the client named CLIENT: the attribute that differs below.
+FOR_THE_SDK_CLIENT = {
+    "version": "1",
+    "rules": [
+        {
+            "id": "sdk-client",
+            "effect": "allow",
+            "conditions": {"tool_name": ["git_status", "echo"], "mcp_client_name": CLIENT.name},
+        }
+    ],
+}
+
+
+def envelope(name: str) -> dict[str, Any]:
+    """A 2026-07-28 request's ``_meta``: the client names itself ``name``."""
+    return {
+        "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSIONS[0],
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": name, "version": "1"},
+    }
+
+
+def test_a_modern_request_is_decided_as_the_client_its_own_envelope_names(
+    isolated_home: Path, git_repo: Path
+) -> None:
+    """2026-07-28: the backend serves each request as the client its envelope names. A
+    ``clientInfo`` beside it in the params, which no backend reads there, names nothing; and
+    no request is decided as the client another one named."""
+    configure(isolated_home, str(GIT_SERVER), ["--repository", str(git_repo)], FOR_THE_SDK_CLIENT)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        assert "result" in proxy.call("server/discover", {"_meta": envelope("other-agent")})
+        status = {"name": "git_status", "arguments": {"repo_path": str(git_repo)}}
+        sdk_hint = {"clientInfo": {"name": CLIENT.name, "version": "1"}}
+        posing = proxy.call("tools/call", {**status, **sdk_hint, "_meta": envelope("other")})
+        assert "denied by default" in posing["error"]["message"]  # the backend serves "other"
+        honest = proxy.call("tools/call", {**status, "_meta": envelope(CLIENT.name)})
+        assert honest["result"]["content"][0]["text"].startswith("Repository status:")
+        other = proxy.call("tools/call", {**status, "_meta": envelope("other-agent")})
+        assert "denied by default" in other["error"]["message"]  # nothing carried over
+    finally:
+        proxy.close()
+
+
+def test_a_handshake_era_request_is_decided_as_the_client_the_handshake_named(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """After ``initialize`` a backend serves every request as the client the handshake
+    named; a handshake-era server ignores an envelope (the recording peer does, as the
+    TypeScript SDK's servers do). Neither an envelope nor a ``clientInfo`` in a request's
+    params changes who the policy decides for; a second handshake the backend answers
+    does."""
+    received = tmp_path / "received.jsonl"
+    configure(isolated_home, sys.executable, [str(RECORDING), str(received)], FOR_THE_SDK_CLIENT)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        hello = {"protocolVersion": "2025-06-18", "capabilities": {}}
+        other = {**hello, "clientInfo": {"name": "other-agent", "version": "1"}}
+        assert "result" in proxy.call("initialize", other)
+        echo = {"name": "echo", "arguments": {"text": "hi"}}
+        sdk_hint = {"clientInfo": {"name": CLIENT.name, "version": "1"}}
+        for posing in ({**echo, "_meta": envelope(CLIENT.name)}, {**echo, **sdk_hint}):
+            denied = proxy.call("tools/call", posing)
+            assert "denied by default" in denied["error"]["message"]
+        assert "result" in proxy.call("initialize", {**hello, **sdk_hint})
+        assert proxy.call("tools/call", echo)["result"]["content"][0]["text"] == "hi"
+    finally:
+        proxy.close()
+    calls = [json.loads(line) for line in received.read_text().splitlines()]
+    assert [m["params"] for m in calls if m.get("method") == "tools/call"] == [echo]

@@ -778,3 +778,27 @@ def test_an_operations_explanation_says_the_request_stays_within_the_list() -> N
     engine = make_engine(rule("allow", "reads", operations=["read", "list"]))
     decision = engine.decide(make_request())
     assert decision.reason == "allowed by rule reads: operations read all in [list, read]"
+
+
+def test_an_unknown_tools_paths_in_json_text_are_read_as_a_server_decodes_them() -> None:
+    """Servers on the mcp SDK's ``MCPServer`` (or FastMCP) decode an argument sent as JSON
+    text into the object or list its type asks for: the paths in it are read as in that
+    value, at any depth; text that is not an object or array of JSON is only text."""
+    engine = make_engine(
+        rule("deny", "no-env", path_pattern="**/.env"),
+        rule("allow", "fs", tool_name="fs_*"),
+    )
+
+    def decided(arguments: dict[str, Any]) -> Any:
+        return engine.decide(make_request(tool="fs_read", arguments=arguments))
+
+    for hidden in (
+        {"opts": json.dumps({"path": "/p/.env"})},
+        {"entries": json.dumps(["/p/notes.md", "/p/.env"])},
+        {"opts": " " + json.dumps({"inner": json.dumps({"path": "/p/.env"})})},
+    ):
+        assert decided(hidden).rule_id == "no-env", hidden
+    for text in ("{not json", "[1, 2]", '{"path": "notes.md"}', json.dumps({"p": "/p/a"})):
+        assert decided({"opts": text}).effect is Effect.ALLOW, text
+    request = make_request(tool="fs_read", arguments={"opts": json.dumps({"a": ["/p/x"]})})
+    assert [(p.argument, p.path) for p in request.resource.paths] == [("opts.a[0]", "/p/x")]

@@ -86,6 +86,60 @@ def test_a_message_without_an_id_is_a_notification() -> None:
 
 
 @pytest.mark.parametrize(
+    "method", ["tools/call ", " tools/call", "tools/call\\u0000", "tools/\\u200bcall", "ping\\n"]
+)
+def test_a_method_with_a_space_at_an_end_or_an_unprintable_character_is_invalid(
+    method: str,
+) -> None:
+    """No MCP method has one; a reader that trims the name, or ends it at a NUL, would read
+    ``tools/call`` where the policy read another method (and no tool)."""
+    for line in (
+        f'{{"jsonrpc":"2.0","id":5,"method":"{method}","params":{{"name":"echo"}}}}',
+        f'{{"jsonrpc":"2.0","method":"{method}"}}',
+    ):
+        message = parse(line.encode())
+        assert message.kind == "invalid"
+        assert message.problem is not None
+        assert "the method" in message.problem
+        assert from_body(json.loads(line)).kind == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"ping","error":{"code":1,"message":"m"}}',
+            "a request or notification with an error or result member",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo"},"result":{}}',
+            "a request or notification with an error or result member",
+        ),
+        (
+            b'{"jsonrpc":"2.0","method":"notifications/message","error":{"code":1,"message":"m"}}',
+            "a request or notification with an error or result member",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":5,"result":{},"error":{"code":1,"message":"m"}}',
+            "an answer with both a result and an error",
+        ),
+        (b'{"jsonrpc":"2.0","id":5,"result":{},"error":null}', "both a result and an error"),
+    ],
+)
+def test_a_message_mixing_a_requests_and_an_answers_members_is_invalid(
+    line: bytes, problem: str
+) -> None:
+    """JSON-RPC: a request has a method, an answer a result or an error, never both. Readers
+    differ on such a mix: the mcp Python SDK reads a message with an ``error`` object as an
+    error answer, whatever else it carries; the relay read the method, or the result."""
+    for message in (parse(line), from_body(json.loads(line))):
+        assert message.kind == "invalid"
+        assert message.problem is not None
+        assert problem in message.problem
+        assert message.reply_id == 5 or b'"id"' not in line
+
+
+@pytest.mark.parametrize(
     ("body", "named", "spelt"),
     [
         ({"params": {"Arguments": 1}}, "params has the key 'Arguments'", "arguments"),

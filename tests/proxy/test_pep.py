@@ -1555,3 +1555,30 @@ async def test_an_exposure_names_what_carried_the_content(
         "why": "its result carries a tag",
         "escalation": "ask",
     }
+
+
+def _enveloped(name: str | None) -> dict[str, Any]:
+    info = {} if name is None else {"io.modelcontextprotocol/clientInfo": {"name": name}}
+    return {"name": "echo", "_meta": {"io.modelcontextprotocol/protocolVersion": "x", **info}}
+
+
+def test_each_request_is_decided_as_the_client_the_backend_serves_it_as() -> None:
+    """Before a handshake, a request's own envelope names the client (the last forwarded
+    one's if it has none) — never one another request carried on arrival; a ``clientInfo``
+    in a request's params counts only in an ``initialize``, and once the backend answered
+    one, every request is its client's."""
+    session = Session()
+    first, second = _enveloped("first"), _enveloped("second")
+    assert session.client_of("tools/call", second) == ("second", None)
+    assert session.client_of("tools/call", first) == ("first", None)  # in any order
+    hint = {"name": "echo", "clientInfo": {"name": "posing", "version": "9"}}
+    assert session.client_of("tools/call", {**first, **hint}) == ("first", None)
+    assert session.client_of("tools/call", hint) == (None, None)
+    session.forwarded("tools/call", second)
+    assert session.client_of("tools/call", _enveloped(None)) == ("second", None)
+    assert session.client_of("initialize", hint) == ("posing", "9")
+    session.shook_hands({"clientInfo": {"name": "ide", "version": "1"}})
+    for params in (first, hint, {}):
+        assert session.client_of("tools/call", params) == ("ide", "1")
+    session.forwarded("tools/call", first)
+    assert (session.client_name, session.client_version) == ("ide", "1")
