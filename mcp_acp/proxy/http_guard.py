@@ -20,8 +20,16 @@ connection that cannot be made). Every request of the channel passes this transp
   the configured URL, and the configured credentials go with it (the channel's client
   follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
 * ends a request's exchange at its deadline — connecting, headers, body or event stream as
-  a whole (``request_timeout_seconds``), however busy the backend keeps the connection —
-  except the session's GET stream and ``subscriptions/listen``, which stay open by design;
+  a whole (``request_timeout_seconds``), however busy the backend keeps the connection,
+  the SDK's resumptions of its event stream included — except the session's GET stream
+  and ``subscriptions/listen``, which stay open by design;
+* paces and bounds the reconnections of an event stream (:class:`_Exchange`): the SDK
+  reconnects one that ends, as soon as its ``retry:`` says (0: at once), for as long as
+  each reconnection ends normally — a backend that ends every stream at once had the
+  session's GET stream reconnected a thousand times a second for ever, and a request's
+  stream resumed until the SDK's recursion broke the whole session. A reconnection waits
+  until :data:`RECONNECT_SECONDS` after the previous connection of its stream opened, and
+  a request's stream is resumed at most :data:`MAX_RESUMPTIONS` times;
 * turns a failure of one exchange into an answer to that request alone: an HTTP 502 whose
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
@@ -41,6 +49,8 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -68,6 +78,14 @@ OPEN_ENDED = frozenset({"subscriptions/listen"})
 _METHOD_HEADER = "mcp-method"
 #: Event ids of answer streams remembered, to know which request a resumed stream answers.
 MAX_RESUMABLE = 1_000
+#: The least time between the openings of one event stream: a reconnection waits for the
+#: rest (the SDK's own default wait, which a backend's ``retry:`` may shorten to 0).
+RECONNECT_SECONDS = 1.0
+#: How often the SDK may resume the event stream of one request (a GET with
+#: ``Last-Event-ID`` after the stream ended without the answer). The SDK resumes by
+#: recursion, a level for each: far below Python's recursion limit, which a backend that
+#: ends every stream at once reached in under a second, breaking the whole session.
+MAX_RESUMPTIONS = 100
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 #: A session id as MCP allows it (visible ASCII, 0x21-0x7E), and at most this long: each
@@ -84,6 +102,23 @@ _UNKNOWN = object()
 #: What the session's own event stream (a GET) expects: whatever comes, as the SDK leaves
 #: the ids there as they are; only events of another kind than ``message`` are left out.
 _ANY = object()
+
+
+@dataclass
+class _Exchange:
+    """What one task of the SDK does with the backend: a request's POST and the
+    resumptions of its event stream (``request`` its id), or the session's GET stream,
+    opened again and again (``request`` None). The SDK runs each in a task of its own, so
+    a context variable holds it: a GET in a task that has one is a reconnection."""
+
+    request: Any
+    deadline: float
+    opened: float  # when its latest connection was asked for
+    resumptions: int = 0
+
+
+#: The exchange of the current task, set by its first request through the transport.
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("mcp_acp_http_exchange", default=None)
 
 
 class IdentityRefused(Exception):
@@ -361,6 +396,18 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         open_ended = request.method == "GET" or request.headers.get(_METHOD_HEADER) in OPEN_ENDED
         deadline = math.inf if open_ended else anyio.current_time() + self._deadline
+        exchange = _EXCHANGE.get()
+        if request.method == "GET" and exchange is not None:  # a reconnection
+            if (refused := await self._reconnecting(request, exchange)) is not None:
+                return refused
+            deadline = exchange.deadline
+        elif request.method == "GET" or (
+            request.method == "POST" and (request_id := _request_id(request)) is not None
+        ):
+            exchange = _Exchange(
+                None if request.method == "GET" else request_id, deadline, anyio.current_time()
+            )
+            _EXCHANGE.set(exchange)  # this task's, from here on
         try:
             with anyio.fail_after(_remaining(deadline)):
                 response = await self._inner.handle_async_request(request)
@@ -422,12 +469,37 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             deadline = anyio.current_time() + self._deadline
         return await self._read(request, response, deadline)
 
+    async def _reconnecting(
+        self, request: httpx2.Request, exchange: _Exchange
+    ) -> httpx2.Response | None:
+        """Wait until the stream may be opened again; the request's error if it may not
+        (a request's stream resumed too often, or past its deadline), else None."""
+        if exchange.request is not None:
+            exchange.resumptions += 1
+            if exchange.resumptions > MAX_RESUMPTIONS:
+                return _failed(
+                    request,
+                    f"the backend ended the event stream of request "
+                    f"{json.dumps(exchange.request)[:40]} {MAX_RESUMPTIONS + 1} times without "
+                    "its answer; not resumed again",
+                )
+        wait = exchange.opened + RECONNECT_SECONDS - anyio.current_time()
+        if wait > 0:
+            if anyio.current_time() + wait >= exchange.deadline:
+                return _failed(request, self._late)
+            await anyio.sleep(wait)
+        exchange.opened = anyio.current_time()
+        return None
+
     def _answers_to(self, request: httpx2.Request) -> Any:
         """The id of the request an event stream answers, if the SDK will give every answer
         on it that id: a POST's (of a request), or a resumed one's; None for the session's
         own stream (the SDK leaves the ids of what comes there as they are)."""
         if request.method == "POST":
             return _request_id(request)
+        exchange = _EXCHANGE.get()
+        if exchange is not None and exchange.request is not None:
+            return exchange.request  # a resumption, in the request's own task
         resumed = request.headers.get("last-event-id")
         if resumed is None:
             return None

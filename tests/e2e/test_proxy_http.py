@@ -697,6 +697,25 @@ def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
     assert "left out an answer to request 999999 on the stream that answers request" in stderr
 
 
+def test_a_request_stream_the_backend_ends_at_once_for_ever_fails_that_request_only(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """The backend ends a request's event stream after an event with an id and ``retry:
+    0``, and every resumption of it the same way. The SDK resumed it at once, again and
+    again, a level of recursion each, until Python's recursion limit broke the whole
+    session (exit 17, within a second). A resumption now waits a second after the
+    stream's last opening and keeps to the request's deadline: that request fails, the
+    session goes on, and the backend saw a few resumptions, not hundreds."""
+    configure_faulty("--backend-timeout", "1", request_timeout_seconds=3)
+    proxy = start()
+    proxy.initialize()
+    endless = tool_call(proxy, "resume_loop")
+    assert endless["error"]["code"] == -32000
+    assert_session_goes_on(proxy)
+    resumed = [r["resumed"] for r in read_log(faulty_server) if "resumed" in r]
+    assert 0 < len(resumed) <= 5
+
+
 def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:
@@ -882,6 +901,84 @@ async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
     detail, reason = await channel.exit_detail()
     assert detail["error"].startswith("UnicodeEncodeError: 'ascii' codec can't encode")
     assert "the connection closed" not in reason
+
+
+async def test_a_requests_stream_is_resumed_a_bounded_number_of_times(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no wait between resumptions (as ``retry: 0`` asks), a request whose stream the
+    backend ends at once is resumed ``MAX_RESUMPTIONS`` times, then fails; the session
+    goes on. Without the bound the SDK recursed until the session broke."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_guard
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    monkeypatch.setattr(http_guard, "RECONNECT_SECONDS", 0.0, raising=False)
+    channel = HttpChannel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    messages = aiter(channel.receive())
+    endless = {"name": "resume_loop", "arguments": {}}
+    try:
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": endless})
+        )
+        failed = await asyncio.wait_for(anext(messages), timeout=60)
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": ECHO})
+        )
+        after = await asyncio.wait_for(anext(messages), timeout=60)
+    finally:
+        await channel.close()
+    assert failed.body["id"] == 7
+    assert failed.body["error"]["code"] == -32000
+    assert after.body["result"]["content"][0]["text"] == "echo:after"
+    limit = http_guard.MAX_RESUMPTIONS
+    assert f"ended the event stream of request 7 {limit + 1} times" in caplog.text
+    assert [r["resumed"] for r in read_log(faulty_server) if "resumed" in r][-1] == limit
+
+
+async def test_the_sessions_event_stream_is_not_reopened_at_once(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend ends the session's GET stream as soon as it opens, with ``retry: 0``:
+    the SDK opened it again at once, a thousand times a second for as long as the session
+    lasted. A reopening now waits ``RECONNECT_SECONDS`` after the last opening (here an
+    hour: the backend sees one GET, whatever the machine's speed)."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_guard
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    def opened() -> int:
+        return len([r for r in read_log(faulty_server) if "listen" in r])
+
+    monkeypatch.setattr(http_guard, "RECONNECT_SECONDS", 3600.0, raising=False)
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?relisten"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
+        )
+        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        for _ in range(300):  # the event stream opens (and ends at once)
+            if opened():
+                break
+            await asyncio.sleep(0.1)
+        for request_id in (2, 3):  # the session goes on meanwhile
+            await channel.send(
+                from_body(
+                    {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": ECHO}
+                )
+            )
+            assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == request_id
+        await asyncio.sleep(0.5)
+    finally:
+        await channel.close()
+    assert opened() == 1
 
 
 async def _all(messages: AsyncIterator[Any]) -> list[Any]:
