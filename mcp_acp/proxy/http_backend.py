@@ -97,6 +97,10 @@ log = logging.getLogger(__name__)
 CLOSE_SECONDS = 5.0
 #: A value we copy from a message into a header must survive HTTP unchanged.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: The notification that opens the session's event stream (a GET held open): the SDK opens
+#: another for each one it is given, each holding one of the pool's 100 connections for the
+#: session's life, so it passes once.
+_INITIALIZED = "notifications/initialized"
 #: Responses whose results this channel learns from (see ``_learn``).
 _WATCHED = ("initialize", "tools/list")
 #: Ids of requests answered at their deadline, remembered to drop the backend's late answer.
@@ -209,6 +213,7 @@ class HttpChannel:
         self._negotiated: str | None = None  # handshake era: the initialize result's version
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
+        self._initialized = False  # notifications/initialized sent (see send)
 
     def _client(self) -> httpx2.AsyncClient:
         """The one client of the session: probe, requests, event stream and the final
@@ -480,6 +485,13 @@ class HttpChannel:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in first["loc"][1:]) or "message"
             raise Unsendable(f"not a valid MCP message ({where}: {first['msg']})") from None
+        if message.kind == "notification" and message.method == _INITIALIZED:
+            if self._initialized:  # the SDK opens the session's event stream for each one
+                raise Unsendable(
+                    f"{_INITIALIZED} was sent already in this session; another would open "
+                    "another event stream to the backend"
+                )
+            self._initialized = True
         if message.kind == "request" and message.method in _WATCHED:
             self._watched[message.id] = message.method
         if message.kind == "request":

@@ -716,6 +716,33 @@ def test_a_request_stream_the_backend_ends_at_once_for_ever_fails_that_request_o
     assert 0 < len(resumed) <= 5
 
 
+def test_notifications_initialized_opens_one_event_stream_however_often_it_is_sent(
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+    isolated_home: Path,
+) -> None:
+    """The SDK opens the session's event stream (a GET the backend holds open) for every
+    ``notifications/initialized`` it is given, each holding one of its 100 connections for
+    the rest of the session: a client that sent it 101 times left no connection for any
+    request — every later one failed (PoolTimeout), the session was broken for good. It
+    passes once; a repeat is not forwarded, with a warning."""
+    configure_faulty("--backend-timeout", "1", url=faulty_server.url + "?flood=0")  # held open
+    proxy = start()
+    proxy.initialize()
+    for _ in range(101):
+        proxy.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert_session_goes_on(proxy)
+    streams = [
+        r
+        for r in read_log(faulty_server)
+        if r.get("line", "").startswith("GET") and "mcp-session-id" in r["headers"]
+    ]
+    assert len(streams) == 1
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "notifications/initialized was sent already in this session" in stderr
+
+
 def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:
