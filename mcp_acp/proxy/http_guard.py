@@ -39,7 +39,10 @@ connection that cannot be made). Every request of the channel passes this transp
   event stream that answers a request only answers to that request (:class:`_OwnAnswers`).
   The SDK gives any answer it finds there the request's id, so an answer the backend sent
   for another id — a stray, one meant for another client — would reach the client as the
-  answer to its request.
+  answer to its request;
+* passes on, from any event stream, only ``retry:`` fields of up to 9 digits: the SDK
+  could not convert a longer one's milliseconds to seconds, and the error ended the whole
+  session.
 """
 
 from __future__ import annotations
@@ -86,6 +89,11 @@ RECONNECT_SECONDS = 1.0
 #: recursion, a level for each: far below Python's recursion limit, which a backend that
 #: ends every stream at once reached in under a second, breaking the whole session.
 MAX_RESUMPTIONS = 100
+#: A ``retry:`` field the SDK is given: digits only, as the SSE standard reads one (the
+#: SDK's ``int()`` also takes a sign, spaces and ``_``), and few enough that the
+#: milliseconds convert to seconds — 400 digits raised OverflowError in the SDK's task,
+#: which ended the whole session. Nine digits wait up to 11 days.
+_RETRY = re.compile(rb"[0-9]{1,9}")
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 #: A session id as MCP allows it (visible ASCII, 0x21-0x7E), and at most this long: each
@@ -304,10 +312,18 @@ class _OwnAnswers(httpx2.AsyncByteStream):
 
     def _pass(self, lines: list[bytes]) -> bytes | None:
         """The event as it is passed on, or None when it is left out."""
-        kind, event_id, data = b"message", None, []
+        kind, event_id, data, kept = b"message", None, [], []
         for line in lines:
             name, _, value = line.partition(b":")
             value = value[1:] if value.startswith(b" ") else value
+            if name == b"retry" and not _RETRY.fullmatch(value):
+                log.warning(
+                    "left out a 'retry' field from the backend that is not a number of "
+                    "milliseconds (up to 9 digits): %r",
+                    _shown(value.decode("utf-8", "replace")),
+                )
+                continue
+            kept.append(line)
             if name == b"event":
                 kind = value or b"message"
             elif name == b"data":
@@ -334,7 +350,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                 return None
         if event_id is not None and self._expected is not _ANY:
             self._remember(event_id.decode("utf-8", "replace"))
-        return b"".join(line + b"\n" for line in lines) + b"\n"
+        return b"".join(line + b"\n" for line in kept) + b"\n"
 
     def _remember(self, event_id: str) -> None:
         """The last event id the SDK saw on this stream names this stream's request."""

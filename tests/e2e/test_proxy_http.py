@@ -743,6 +743,24 @@ def test_notifications_initialized_opens_one_event_stream_however_often_it_is_se
     assert "notifications/initialized was sent already in this session" in stderr
 
 
+def test_a_retry_the_sdk_cannot_read_is_left_out_and_the_session_goes_on(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """A request's event stream ends after an event with an id and a ``retry:`` of 401
+    digits: the SDK's wait before resuming it (``value / 1000.0`` seconds) raised
+    OverflowError in its task, and the whole session ended (exit 17, "the backend
+    connection was lost (OverflowError …)"). The field is left out, with a warning; the
+    SDK waits as it would without one, resumes the stream, the answer comes and the
+    session goes on."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "huge_retry")["result"]["content"][0]["text"] == "resumed"
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "left out a 'retry' field from the backend that is not a number" in stderr
+
+
 def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:

@@ -130,3 +130,20 @@ async def test_only_message_events_pass_on_any_stream() -> None:
     assert await passed([wire], _ANY, resumable) == kept
     assert resumable == {}
     assert await passed([wire], 7, resumable) == b"id: e2\ndata: " + note + b"\n\n"
+
+
+@pytest.mark.parametrize("expected", [7, _ANY])
+async def test_only_a_retry_of_up_to_nine_digits_is_passed(expected: Any) -> None:
+    """The SDK reads ``retry:`` with ``int()`` and waits ``value / 1000.0`` seconds: 400
+    digits raised OverflowError in its task, which ended the whole session. A field of up
+    to 9 ASCII digits passes; any other (too long, signed, spaced, with ``_``: the SSE
+    standard ignores those) is left out, and the event's other fields pass."""
+    note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
+    wire = b"".join(
+        b"retry: " + value + b"\nid: e\ndata: " + note + b"\n\n"
+        for value in (b"1" + b"0" * 400, b"-5", b"+5", b"1_000", b" 5", b"1234567890")
+    )
+    assert await passed([wire], expected) == (b"id: e\ndata: " + note + b"\n\n") * 6
+    kept = b"retry: 999999999\nid: e\ndata: " + note + b"\n\n"
+    assert await passed([kept], expected) == kept
+    assert await passed([b"retry: 1" + b"0" * 400 + b"\n\n"], expected) == b"\n"  # nothing

@@ -30,6 +30,8 @@ bytes). A ``tools/call`` does what its tool's name says:
 * ``resume_loop`` — an SSE stream with one event (id ``loop``, no data) and ``retry: 0``,
   that then ends; each resumption (a ``GET`` with ``Last-Event-ID: loop``) gets the same
   and is logged (``{"resumed": n}``): the answer never comes;
+* ``huge_retry`` — as ``resume``, but the event (id ``huge``) has a ``retry:`` of 401
+  digits;
 * ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
   answers as ``/mcp`` does);
 * ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
@@ -53,6 +55,7 @@ from urllib.parse import unquote_to_bytes
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
 TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event", "resume_loop"]
+TOOLS += ["huge_retry"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 #: How many times a stream that ends at once was opened: ``resumed``, ``listen``.
@@ -175,6 +178,10 @@ async def tool_call(
     elif name == "resume":
         RESUMED["ev-1"] = request_id
         body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "huge_retry":
+        RESUMED["huge"] = request_id
+        body = b"retry: 1" + b"0" * 400 + b"\nid: huge\ndata: \n\n"
         writer.write(whole("200 OK", body, "text/event-stream"))
     elif name == "resume_loop":
         writer.write(whole("200 OK", AT_ONCE % b"loop", "text/event-stream"))
