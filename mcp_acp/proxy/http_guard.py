@@ -79,8 +79,6 @@ UNGUARDED = "mcp_acp.unguarded"
 OPEN_ENDED = frozenset({"subscriptions/listen"})
 #: The header the channel names a 2026-07-28 request's method in.
 _METHOD_HEADER = "mcp-method"
-#: Event ids of answer streams remembered, to know which request a resumed stream answers.
-MAX_RESUMABLE = 1_000
 #: The least time between the openings of one event stream: a reconnection waits for the
 #: rest (the SDK's own default wait, which a backend's ``retry:`` may shorten to 0).
 RECONNECT_SECONDS = 1.0
@@ -105,8 +103,6 @@ _SESSION_ID = re.compile(rb"[\x21-\x7e]+")
 UTF_8 = frozenset({"utf-8", "utf8"})
 #: The answers the SDK reads (any other is an error to it).
 _READ_AS_TEXT = frozenset({"text/event-stream", "application/json"})
-#: The id expected on a resumed stream whose request is not known: no answer has it.
-_UNKNOWN = object()
 #: What the session's own event stream (a GET) expects: whatever comes, as the SDK leaves
 #: the ids there as they are; only events of another kind than ``message`` are left out.
 _ANY = object()
@@ -257,23 +253,15 @@ class _OwnAnswers(httpx2.AsyncByteStream):
     Events are cut at their blank line (lines end in CR, LF or CRLF; comments dropped) and
     passed on whole, or left out; an event larger than ``max_bytes`` (counted as the SDK
     counts) ends the stream with the SDK's own error, since it is held here until whole.
-    The ids of the events passed are remembered in ``resumable``: when the SDK resumes
-    the stream (a ``GET`` with ``Last-Event-ID``), the answers on it are held to the same
-    request."""
+    Nothing of an event is kept once it is passed: which request a resumed stream (a
+    ``GET`` with ``Last-Event-ID``) answers is known from the task it is asked for in
+    (:class:`_Exchange`), not from its event ids — remembered, ids of up to 10 MiB each
+    held the memory of a thousand of them."""
 
-    def __init__(
-        self,
-        inner: httpx2.AsyncByteStream,
-        expected: Any,
-        *,
-        max_bytes: int,
-        resumable: dict[str, Any],
-    ) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, expected: Any, *, max_bytes: int) -> None:
         self._inner = inner
         self._expected = expected
         self._max_bytes = max_bytes
-        self._resumable = resumable
-        self._remembered: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         lines: list[bytes] = []  # the event so far
@@ -312,7 +300,7 @@ class _OwnAnswers(httpx2.AsyncByteStream):
 
     def _pass(self, lines: list[bytes]) -> bytes | None:
         """The event as it is passed on, or None when it is left out."""
-        kind, event_id, data, kept = b"message", None, [], []
+        kind, data, kept = b"message", [], []
         for line in lines:
             name, _, value = line.partition(b":")
             value = value[1:] if value.startswith(b" ") else value
@@ -328,8 +316,6 @@ class _OwnAnswers(httpx2.AsyncByteStream):
                 kind = value or b"message"
             elif name == b"data":
                 data.append(value)
-            elif name == b"id" and b"\0" not in value:
-                event_id = value
         if kind != b"message":  # the SDK reads no other; it would print the name raw
             log.warning(
                 "left out an event named %r from the backend (only 'message' events are read)",
@@ -340,28 +326,14 @@ class _OwnAnswers(httpx2.AsyncByteStream):
         if joined and self._expected is not _ANY:  # as the SDK: no data, nothing to read
             why = _stranger(joined, self._expected)
             if why is not None:
-                shown = "(unknown)" if self._expected is _UNKNOWN else json.dumps(self._expected)
                 log.warning(
                     "left out %s on the stream that answers request %s (the SDK would give "
                     "it that id)",
                     why,
-                    shown,
+                    json.dumps(self._expected),
                 )
                 return None
-        if event_id is not None and self._expected is not _ANY:
-            self._remember(event_id.decode("utf-8", "replace"))
         return b"".join(line + b"\n" for line in kept) + b"\n"
-
-    def _remember(self, event_id: str) -> None:
-        """The last event id the SDK saw on this stream names this stream's request."""
-        if self._remembered is not None:
-            self._resumable.pop(self._remembered, None)
-        self._remembered = event_id or None
-        if event_id:
-            self._resumable.pop(event_id, None)
-            self._resumable[event_id] = self._expected
-            if len(self._resumable) > MAX_RESUMABLE:
-                self._resumable.pop(next(iter(self._resumable)))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -402,7 +374,6 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         self._max_bytes = max_bytes
         self._on_connect_failure = on_connect_failure
         self._late = f"no complete answer from the backend within {deadline:g} s"
-        self._resumable: dict[str, Any] = {}  # event id -> the request its stream answers
         self._too_large = (
             f"the backend's answer is larger than {max_bytes} bytes (the limit for one message)"
         )
@@ -478,7 +449,6 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
                 response.stream,
                 _ANY if expected is None else expected,
                 max_bytes=self._max_bytes,
-                resumable=self._resumable,
             )
             return response
         if deadline == math.inf:  # a body that is not a stream has no reason to take longer
@@ -509,17 +479,13 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
 
     def _answers_to(self, request: httpx2.Request) -> Any:
         """The id of the request an event stream answers, if the SDK will give every answer
-        on it that id: a POST's (of a request), or a resumed one's; None for the session's
-        own stream (the SDK leaves the ids of what comes there as they are)."""
+        on it that id: a POST's (of a request), or a resumption's (a GET in that request's
+        task, whatever ``Last-Event-ID`` it names); None for the session's own stream (the
+        SDK leaves the ids of what comes there as they are)."""
         if request.method == "POST":
             return _request_id(request)
         exchange = _EXCHANGE.get()
-        if exchange is not None and exchange.request is not None:
-            return exchange.request  # a resumption, in the request's own task
-        resumed = request.headers.get("last-event-id")
-        if resumed is None:
-            return None
-        return self._resumable.get(resumed, _UNKNOWN)
+        return None if exchange is None else exchange.request
 
     async def _read(
         self, request: httpx2.Request, response: httpx2.Response, deadline: float

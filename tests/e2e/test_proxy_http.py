@@ -920,6 +920,36 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
 
 
+async def test_event_ids_are_not_held(faulty_server: FaultyServer) -> None:
+    """An event's id may take up all of its 10 MiB but the data: the channel remembered
+    the last id of each request's event stream, a thousand of them, to know which request
+    a resumed stream answers — a backend giving every answer a large id held gigabytes of
+    the proxy's memory. Nothing of an event is kept once it is passed on."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    messages = aiter(channel.receive())
+    call = {"name": "big_id", "arguments": {"mib": 2}}
+    tracemalloc.start()
+    try:
+        for request_id in range(1, 21):
+            await channel.send(
+                from_body(
+                    {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call}
+                )
+            )
+            answer = await asyncio.wait_for(anext(messages), timeout=60)
+            assert answer.body["result"]["content"][0]["text"] == "real"
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        await channel.close()
+    assert held < 20 * MIB, f"{held} bytes held after 20 answers with ids of 2 MiB"
+
+
 async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
     faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,8 @@ bytes). A ``tools/call`` does what its tool's name says:
   and is logged (``{"resumed": n}``): the answer never comes;
 * ``huge_retry`` — as ``resume``, but the event (id ``huge``) has a ``retry:`` of 401
   digits;
+* ``big_id`` — an SSE answer: the call's own (``real``) in an event whose id is ``mib``
+  MiB long;
 * ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
   answers as ``/mcp`` does);
 * ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
@@ -55,7 +57,7 @@ from urllib.parse import unquote_to_bytes
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
 TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event", "resume_loop"]
-TOOLS += ["huge_retry"]
+TOOLS += ["huge_retry", "big_id"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 #: How many times a stream that ends at once was opened: ``resumed``, ``listen``.
@@ -178,6 +180,10 @@ async def tool_call(
     elif name == "resume":
         RESUMED["ev-1"] = request_id
         body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "big_id":
+        event_id = b"%s-" % json.dumps(request_id).encode() + b"i" * size
+        body = b"id: " + event_id + b"\ndata: " + text_result(request_id, "real") + b"\n\n"
         writer.write(whole("200 OK", body, "text/event-stream"))
     elif name == "huge_retry":
         RESUMED["huge"] = request_id
