@@ -319,6 +319,21 @@ def test_tls_status_on_a_terminal_escapes_what_the_certificates_name(
     assert evil["subject"] == "CN=evil\x1b[2J\x1b]0\\;title\x07 test CA"
 
 
+def test_tls_status_prints_no_credential_of_the_url(
+    configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """A token in the backend URL's query is redacted, as ``config show`` and ``run``'s
+    banner redact it; ``tls status`` printed the URL whole, text and JSON."""
+    configure("https://127.0.0.1:1/mcp?token=canary-s3cret&tenant=a")
+    for json_flag in ([], ["--json"]):
+        done = subprocess.run(
+            [str(CLI), "tls", "status", *json_flag], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "canary-s3cret" not in done.stdout + done.stderr
+        assert "https://127.0.0.1:1/mcp?token=<redacted>&tenant=a" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("option", "role", "label"),
     [("client_cert", "client", "client certificate"), ("ca_bundle", "ca", "CA bundle")],

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mcp_acp.config import HttpBackend, resolve_config_path
+from mcp_acp.config import HttpBackend, redact_text, resolve_config_path
 from mcp_acp.errors import ConfigError, printable
 from mcp_acp.models import TlsSeverity
 from mcp_acp.runtime import load_runtime
@@ -91,8 +91,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
     findings = provider.check()
     certificates = _certificates(provider)
+    url = redact_text(backend.url)  # as 'config show' shows it: a token in the query redacted
     report = {
-        "backend": backend.url,
+        "backend": url,
         "server_name": provider.options.server_name,
         "certificates": certificates,
         "checks": [
@@ -102,7 +103,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))  # JSON escapes every control character
     else:
-        _echo(f"backend: {backend.url}")
+        _echo(f"backend: {url}")
         if provider.options.server_name:
             _echo(f"server name: {provider.options.server_name}")
         for cert in certificates:
