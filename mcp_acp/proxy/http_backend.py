@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import logging
 import os
 import re
@@ -111,6 +112,13 @@ MAX_EXPIRED = 10_000
 #: backend is by its pipe — instead of growing the proxy's memory without end.
 MAX_HELD_MESSAGES = 64
 MAX_HELD_BYTES = MAX_MESSAGE_BYTES
+#: The cookies the backend may set (a load balancer's stickiness cookie, say), kept for the
+#: session and sent back on every request: at most this many, each of at most this many
+#: bytes (name and value; a browser keeps some 180 of 4 KiB per site). Unbounded, the jar
+#: grew with every answer — 25 answers of 800 cookies each had every later request carry a
+#: 2 MB Cookie header.
+MAX_COOKIES = 50
+MAX_COOKIE_BYTES = 4096
 
 
 #: The SDK's transport logs, rather than raises, an exception that ends its writer (one
@@ -133,6 +141,32 @@ class _SwallowedError(logging.Filter):
         if record.funcName == _SDK_WRITER and record.exc_info and record.exc_info[1]:
             self.error = record.exc_info[1]
         return True
+
+
+class _FewCookies(http.cookiejar.CookieJar):
+    """The session's cookie jar, bounded (:data:`MAX_COOKIES`, :data:`MAX_COOKIE_BYTES`): a
+    cookie past either bound is not kept (a warning the first time); one the jar holds
+    already may be replaced."""
+
+    warned = False
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        key = (cookie.domain, cookie.path, cookie.name)
+        size = len(cookie.name) + len(cookie.value or "")
+        known = any((c.domain, c.path, c.name) == key for c in self)
+        if size > MAX_COOKIE_BYTES or (not known and len(self) >= MAX_COOKIES):
+            if not self.warned:
+                self.warned = True
+                log.warning(
+                    "did not keep a cookie the backend set (%d bytes; %d kept already): at "
+                    "most %d cookies of %d bytes each are kept (no more warnings of this)",
+                    size,
+                    len(self),
+                    MAX_COOKIES,
+                    MAX_COOKIE_BYTES,
+                )
+            return
+        super().set_cookie(cookie)
 
 
 def _without_query(url: str) -> str:
@@ -232,6 +266,7 @@ class HttpChannel:
             headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             trust_env=False,
+            cookies=_FewCookies(),
             # No redirect is followed: a request decided for the configured URL, with the
             # configured credentials, goes there or nowhere. The SDK follows redirects
             # within the URL's origin itself, whatever follow_redirects says, but at most

@@ -761,6 +761,35 @@ def test_a_retry_the_sdk_cannot_read_is_left_out_and_the_session_goes_on(
     assert "left out a 'retry' field from the backend that is not a number" in stderr
 
 
+def test_the_cookies_a_backend_sets_are_bounded(
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+    isolated_home: Path,
+) -> None:
+    """Cookies the backend sets are kept for the session and sent back (a load balancer's
+    stickiness), but at most ``MAX_COOKIES``, each of at most ``MAX_COOKIE_BYTES``: the
+    jar grew with every answer, and every request carried all of it (25 answers of 800
+    cookies: a 2 MB Cookie header on each request after)."""
+    max_cookies, max_cookie_bytes = 50, 4096  # http_backend.MAX_COOKIES, MAX_COOKIE_BYTES
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "cookies", n=max_cookies + 10)["result"]["content"][0]["text"] == (
+        "cookies"
+    )
+    assert tool_call(proxy, "cookies", n=5)["result"]["content"][0]["text"] == "cookies"
+    assert_session_goes_on(proxy)
+    last = next(
+        r for r in reversed(read_log(faulty_server)) if r.get("line", "").startswith("POST")
+    )
+    sent = dict(cookie.split("=", 1) for cookie in last["headers"]["cookie"].split("; "))
+    assert sorted(sent) == sorted(f"c{i}" for i in range(max_cookies))  # the first ones, kept
+    assert all(len(name) + len(value) <= max_cookie_bytes for name, value in sent.items())
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert stderr.count("did not keep a cookie the backend set") == 1
+
+
 def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:

@@ -34,6 +34,8 @@ bytes). A ``tools/call`` does what its tool's name says:
   digits;
 * ``big_id`` — an SSE answer: the call's own (``real``) in an event whose id is ``mib``
   MiB long;
+* ``cookies`` — an answer that sets ``n`` cookies ``c0``… of 40 bytes and one ``big`` of
+  5000 bytes;
 * ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
   answers as ``/mcp`` does);
 * ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
@@ -57,7 +59,7 @@ from urllib.parse import unquote_to_bytes
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
 TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event", "resume_loop"]
-TOOLS += ["huge_retry", "big_id"]
+TOOLS += ["huge_retry", "big_id", "cookies"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
 #: How many times a stream that ends at once was opened: ``resumed``, ``listen``.
@@ -185,6 +187,11 @@ async def tool_call(
         event_id = b"%s-" % json.dumps(request_id).encode() + b"i" * size
         body = b"id: " + event_id + b"\ndata: " + text_result(request_id, "real") + b"\n\n"
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "cookies":
+        jar = [f"c{i}={'v' * 36}" for i in range(int(arguments.get("n", 1)))]
+        jar.append(f"big={'b' * 4997}")
+        extra = "".join(f"set-cookie: {cookie}; Path=/\r\n" for cookie in jar)
+        writer.write(whole("200 OK", text_result(request_id, "cookies"), extra_head=extra))
     elif name == "huge_retry":
         RESUMED["huge"] = request_id
         body = b"retry: 1" + b"0" * 400 + b"\nid: huge\ndata: \n\n"
