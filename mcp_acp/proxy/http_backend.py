@@ -119,6 +119,12 @@ MAX_HELD_BYTES = MAX_MESSAGE_BYTES
 #: 2 MB Cookie header.
 MAX_COOKIES = 50
 MAX_COOKIE_BYTES = 4096
+#: The tools whose ``x-mcp-header`` mirrors are kept, as many as the relay keeps facts of
+#: (``lists.MAX_ANNOTATED_TOOLS``): the tools of every listing are kept, and a backend
+#: listing 20,000 new ones each time grew the proxy by some 8 MB a listing, for good. A
+#: call of a tool past the bound carries no ``Mcp-Param-*`` headers (the backend may
+#: refuse it).
+MAX_MIRRORED_TOOLS = 10_000
 
 
 #: The SDK's transport logs, rather than raises, an exception that ends its writer (one
@@ -248,6 +254,7 @@ class HttpChannel:
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
         self._initialized = False  # notifications/initialized sent (see send)
+        self._mirrors_full = False  # warned: _param_headers is at MAX_MIRRORED_TOOLS
 
     def _client(self) -> httpx2.AsyncClient:
         """The one client of the session: probe, requests, event stream and the final
@@ -643,10 +650,17 @@ class HttpChannel:
                 continue
             schema = tool.get("inputSchema")
             mirrors = x_mcp_header_map(schema) if find_invalid_x_mcp_header(schema) is None else {}
-            if mirrors:
-                self._param_headers[name] = mirrors
-            else:
+            if not mirrors:
                 self._param_headers.pop(name, None)
+            elif name in self._param_headers or len(self._param_headers) < MAX_MIRRORED_TOOLS:
+                self._param_headers[name] = mirrors
+            elif not self._mirrors_full:
+                self._mirrors_full = True
+                log.warning(
+                    "the backend lists more than %d tools whose arguments go in headers "
+                    "(x-mcp-header); calls of the others carry no such headers",
+                    MAX_MIRRORED_TOOLS,
+                )
 
     def _headers(self, message: Message) -> dict[str, str] | None:
         """The routing headers for one message; a value that could not be sent as it is

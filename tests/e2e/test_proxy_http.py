@@ -979,6 +979,34 @@ async def test_event_ids_are_not_held(faulty_server: FaultyServer) -> None:
     assert held < 20 * MIB, f"{held} bytes held after 20 answers with ids of 2 MiB"
 
 
+async def test_the_header_mirrors_of_at_most_so_many_tools_are_kept(
+    faulty_server: FaultyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The channel keeps each listed tool's ``x-mcp-header`` mirrors, for every listing: a
+    backend listing thousands of new tools each time grew the proxy for good (some 8 MB a
+    listing of 20,000). It keeps those of 10,000 tools, as many as the relay keeps facts
+    of, and says so once."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?many=6000"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        for request_id in (1, 2, 3):
+            await channel.send(
+                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
+            )
+            listed = await asyncio.wait_for(anext(messages), timeout=60)
+            assert len(listed.body["result"]["tools"]) == 6000
+        assert len(channel._param_headers) == 10_000  # http_backend.MAX_MIRRORED_TOOLS
+        assert "t1_0" in channel._param_headers  # the first listed are kept
+    finally:
+        await channel.close()
+    assert caplog.text.count("the backend lists more than 10000 tools whose arguments") == 1
+
+
 async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
     faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

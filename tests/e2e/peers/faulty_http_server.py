@@ -10,7 +10,9 @@ notification or response 202, ``initialize`` and ``tools/list`` a proper answer.
 1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
 written, then ``{"flood": "done"}``. With ``?relisten`` in the URL, the session's ``GET``
 gets an event stream that ends at once: one event (id ``g``, no data) and ``retry: 0``,
-logged (``{"listen": n}``). Any request to ``/moved`` is redirected (307) to ``/mcp``.
+logged (``{"listen": n}``). With ``?many=N``, each ``tools/list`` lists N tools never listed
+before, each with an argument mirrored in a header (``x-mcp-header``). Any request to
+``/moved`` is redirected (307) to ``/mcp``.
 With ``?sid=S`` in the URL, ``initialize`` gives the session id ``S`` (percent-decoded, as
 bytes). A ``tools/call`` does what its tool's name says:
 
@@ -64,6 +66,8 @@ TOOLS += ["huge_retry", "big_id", "cookies"]
 RESUMED: dict[str, Any] = {}
 #: How many times a stream that ends at once was opened: ``resumed``, ``listen``.
 OPENED = {"resumed": 0, "listen": 0}
+#: How many ``?many=N`` listings were made.
+LISTINGS = [0]
 #: An event stream that ends at once, to be opened again at once.
 AT_ONCE = b"retry: 0\nid: %s\ndata: \n\n"
 
@@ -282,6 +286,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         sid = unquote_to_bytes(target.partition("sid=")[2])
                         initialized = initialized.replace(b": s1\r\n", b": " + sid + b"\r\n")
                     writer.write(initialized)
+                elif message["method"] == "tools/list" and "many=" in target:
+                    LISTINGS[0] += 1
+                    mirrored = {"type": "string", "x-mcp-header": "A"}
+                    schema = {"type": "object", "properties": {"a": mirrored}}
+                    count = int(target.partition("many=")[2])
+                    tools = [
+                        {"name": f"t{LISTINGS[0]}_{i}", "inputSchema": schema} for i in range(count)
+                    ]
+                    writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
                 elif message["method"] == "tools/list":
                     tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
