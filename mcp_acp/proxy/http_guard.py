@@ -444,7 +444,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
             if deadline != math.inf:
                 response.stream = _UntilDeadline(response.stream, deadline, self._late)
-            expected = self._answers_to(request)
+            # The id of the request it answers, if the SDK will give every answer on it that
+            # id: a POST's, or a resumption's (a GET in that request's task, whatever
+            # Last-Event-ID it names); the session's own stream takes any (the SDK leaves
+            # the ids of what comes there as they are)
+            expected = None if exchange is None else exchange.request
             response.stream = _OwnAnswers(
                 response.stream,
                 _ANY if expected is None else expected,
@@ -476,16 +480,6 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             await anyio.sleep(wait)
         exchange.opened = anyio.current_time()
         return None
-
-    def _answers_to(self, request: httpx2.Request) -> Any:
-        """The id of the request an event stream answers, if the SDK will give every answer
-        on it that id: a POST's (of a request), or a resumption's (a GET in that request's
-        task, whatever ``Last-Event-ID`` it names); None for the session's own stream (the
-        SDK leaves the ids of what comes there as they are)."""
-        if request.method == "POST":
-            return _request_id(request)
-        exchange = _EXCHANGE.get()
-        return None if exchange is None else exchange.request
 
     async def _read(
         self, request: httpx2.Request, response: httpx2.Response, deadline: float
