@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import httpcore2
 import httpx2
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.inbound import (
@@ -181,20 +182,23 @@ def _without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def _trust_store() -> ssl.SSLContext | bool:
+def _trust_store() -> ssl.SSLContext:
     """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
     the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
     would, which ``trust_env`` off also turns off). A variable that names no usable trust
     store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which. The
     context writes no key log, whatever ``SSLKEYLOGFILE`` says (:func:`verifying_context`),
-    as the library's default context for the system's store and a TLS provider's do not."""
+    as the library's default context for the system's store and a TLS provider's do not.
+    The server's name is checked against the certificate's subjectAltName only, as with a
+    TLS provider (RFC 9525): Python's contexts fall back to the subject's common name of a
+    certificate without one (:func:`_names_only`)."""
     fix = (
         "point {name} at {what}, or unset it to use the system's trust store "
         "(backend.tls sets the CA bundle in the config instead)"
     )
     if cafile := os.environ.get("SSL_CERT_FILE"):
         try:
-            return verifying_context(cafile=cafile)
+            return _names_only(verifying_context(cafile=cafile))
         except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
             raise BackendError(
                 f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
@@ -207,8 +211,15 @@ def _trust_store() -> ssl.SSLContext | bool:
                 f"SSL_CERT_DIR names {capath}, which is not a directory",
                 fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
             )
-        return verifying_context(capath=capath)
-    return True
+        return _names_only(verifying_context(capath=capath))
+    # the HTTP library's own default, built as it would build it (trust_env off)
+    return _names_only(httpcore2.default_ssl_context(_trust_env=False))
+
+
+def _names_only(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context``, checking the server's name against the subjectAltName only."""
+    context.hostname_checks_common_name = False
+    return context
 
 
 async def _listener_waits(request: httpx2.Request) -> None:

@@ -330,8 +330,9 @@ async def test_sdk_client_through_the_proxy(
     assert not http_server.deleted.exists()
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (``openssl req``)."""
+def self_signed(directory: Path, *, cn_only: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (``openssl req``); with
+    ``cn_only``, one that names that host in its common name only (no subjectAltName)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl command is needed to make a test certificate")
@@ -340,8 +341,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         [
             openssl,
             *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+            *("-nodes", "-days", "1", "-subj", f"/CN={cn_only or '127.0.0.1'}"),
+            *(() if cn_only else ("-addext", "subjectAltName=IP:127.0.0.1")),
+            *("-keyout", str(key), "-out", str(cert)),
         ],
         check=True,
         capture_output=True,
@@ -370,6 +372,30 @@ def test_https_certificates_are_verified_by_default(
     line = error_line(done)
     assert f"cannot reach the backend at {server.url}" in line
     assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+def test_a_name_only_in_the_common_name_is_not_the_servers_name(
+    tmp_path: Path, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """Without backend.tls as with it, the server's name is checked against the
+    certificate's subjectAltName only (RFC 9525): a certificate that names ``localhost``
+    in its common name alone, from a CA that ``SSL_CERT_FILE`` names, was accepted
+    (Python's contexts fall back to the common name). Start fails, naming the mismatch."""
+    cert, key = self_signed(tmp_path, cn_only="localhost")
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, tls=(cert, key))
+    url = server.url.replace("127.0.0.1", "localhost")
+    try:
+        configure(url)
+        clean = {k: v for k, v in env.items() if not k.startswith("SSL_")}
+        done = run_until_exit({**clean, "SSL_CERT_FILE": str(cert)})
+    finally:
+        server.kill()
+    assert done.returncode == 17, done.stderr
+    line = error_line(done)
+    assert f"cannot reach the backend at {url}" in line
+    assert "Hostname mismatch" in line
 
 
 @pytest.mark.parametrize(
