@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import httpcore2
 import httpx2
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.inbound import (
@@ -97,6 +99,10 @@ log = logging.getLogger(__name__)
 CLOSE_SECONDS = 5.0
 #: A value we copy from a message into a header must survive HTTP unchanged.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: The notification that opens the session's event stream (a GET held open): the SDK opens
+#: another for each one it is given, each holding one of the pool's 100 connections for the
+#: session's life, so it passes once.
+_INITIALIZED = "notifications/initialized"
 #: Responses whose results this channel learns from (see ``_learn``).
 _WATCHED = ("initialize", "tools/list")
 #: Ids of requests answered at their deadline, remembered to drop the backend's late answer.
@@ -107,6 +113,19 @@ MAX_EXPIRED = 10_000
 #: backend is by its pipe — instead of growing the proxy's memory without end.
 MAX_HELD_MESSAGES = 64
 MAX_HELD_BYTES = MAX_MESSAGE_BYTES
+#: The cookies the backend may set (a load balancer's stickiness cookie, say), kept for the
+#: session and sent back on every request: at most this many, each of at most this many
+#: bytes (name and value; a browser keeps some 180 of 4 KiB per site). Unbounded, the jar
+#: grew with every answer — 25 answers of 800 cookies each had every later request carry a
+#: 2 MB Cookie header.
+MAX_COOKIES = 50
+MAX_COOKIE_BYTES = 4096
+#: The tools whose ``x-mcp-header`` mirrors are kept, as many as the relay keeps facts of
+#: (``lists.MAX_ANNOTATED_TOOLS``): the tools of every listing are kept, and a backend
+#: listing 20,000 new ones each time grew the proxy by some 8 MB a listing, for good. A
+#: call of a tool past the bound carries no ``Mcp-Param-*`` headers (the backend may
+#: refuse it).
+MAX_MIRRORED_TOOLS = 10_000
 
 
 #: The SDK's transport logs, rather than raises, an exception that ends its writer (one
@@ -131,26 +150,55 @@ class _SwallowedError(logging.Filter):
         return True
 
 
+class _FewCookies(http.cookiejar.CookieJar):
+    """The session's cookie jar, bounded (:data:`MAX_COOKIES`, :data:`MAX_COOKIE_BYTES`): a
+    cookie past either bound is not kept (a warning the first time); one the jar holds
+    already may be replaced."""
+
+    warned = False
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        key = (cookie.domain, cookie.path, cookie.name)
+        size = len(cookie.name) + len(cookie.value or "")
+        known = any((c.domain, c.path, c.name) == key for c in self)
+        if size > MAX_COOKIE_BYTES or (not known and len(self) >= MAX_COOKIES):
+            if not self.warned:
+                self.warned = True
+                log.warning(
+                    "did not keep a cookie the backend set (%d bytes; %d kept already): at "
+                    "most %d cookies of %d bytes each are kept (no more warnings of this)",
+                    size,
+                    len(self),
+                    MAX_COOKIES,
+                    MAX_COOKIE_BYTES,
+                )
+            return
+        super().set_cookie(cookie)
+
+
 def _without_query(url: str) -> str:
     """The URL as it is recorded and matched: a query or fragment may carry a secret."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def _trust_store() -> ssl.SSLContext | bool:
+def _trust_store() -> ssl.SSLContext:
     """What verifies an HTTPS backend without a TLS provider: the system's trust store, or
     the one ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names (as the HTTP library's own default
     would, which ``trust_env`` off also turns off). A variable that names no usable trust
     store is a :class:`~mcp_acp.errors.BackendError`: start-up fails, saying which. The
     context writes no key log, whatever ``SSLKEYLOGFILE`` says (:func:`verifying_context`),
-    as the library's default context for the system's store and a TLS provider's do not."""
+    as the library's default context for the system's store and a TLS provider's do not.
+    The server's name is checked against the certificate's subjectAltName only, as with a
+    TLS provider (RFC 9525): Python's contexts fall back to the subject's common name of a
+    certificate without one (:func:`_names_only`)."""
     fix = (
         "point {name} at {what}, or unset it to use the system's trust store "
         "(backend.tls sets the CA bundle in the config instead)"
     )
     if cafile := os.environ.get("SSL_CERT_FILE"):
         try:
-            return verifying_context(cafile=cafile)
+            return _names_only(verifying_context(cafile=cafile))
         except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
             raise BackendError(
                 f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
@@ -163,8 +211,15 @@ def _trust_store() -> ssl.SSLContext | bool:
                 f"SSL_CERT_DIR names {capath}, which is not a directory",
                 fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
             )
-        return verifying_context(capath=capath)
-    return True
+        return _names_only(verifying_context(capath=capath))
+    # the HTTP library's own default, built as it would build it (trust_env off)
+    return _names_only(httpcore2.default_ssl_context(_trust_env=False))
+
+
+def _names_only(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context``, checking the server's name against the subjectAltName only."""
+    context.hostname_checks_common_name = False
+    return context
 
 
 async def _listener_waits(request: httpx2.Request) -> None:
@@ -209,6 +264,8 @@ class HttpChannel:
         self._negotiated: str | None = None  # handshake era: the initialize result's version
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
+        self._initialized = False  # notifications/initialized sent (see send)
+        self._mirrors_full = False  # warned: _param_headers is at MAX_MIRRORED_TOOLS
 
     def _client(self) -> httpx2.AsyncClient:
         """The one client of the session: probe, requests, event stream and the final
@@ -227,6 +284,7 @@ class HttpChannel:
             headers=headers,
             timeout=httpx2.Timeout(self.backend.timeout_seconds),
             trust_env=False,
+            cookies=_FewCookies(),
             # No redirect is followed: a request decided for the configured URL, with the
             # configured credentials, goes there or nowhere. The SDK follows redirects
             # within the URL's origin itself, whatever follow_redirects says, but at most
@@ -480,6 +538,13 @@ class HttpChannel:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in first["loc"][1:]) or "message"
             raise Unsendable(f"not a valid MCP message ({where}: {first['msg']})") from None
+        if message.kind == "notification" and message.method == _INITIALIZED:
+            if self._initialized:  # the SDK opens the session's event stream for each one
+                raise Unsendable(
+                    f"{_INITIALIZED} was sent already in this session; another would open "
+                    "another event stream to the backend"
+                )
+            self._initialized = True
         if message.kind == "request" and message.method in _WATCHED:
             self._watched[message.id] = message.method
         if message.kind == "request":
@@ -596,10 +661,17 @@ class HttpChannel:
                 continue
             schema = tool.get("inputSchema")
             mirrors = x_mcp_header_map(schema) if find_invalid_x_mcp_header(schema) is None else {}
-            if mirrors:
-                self._param_headers[name] = mirrors
-            else:
+            if not mirrors:
                 self._param_headers.pop(name, None)
+            elif name in self._param_headers or len(self._param_headers) < MAX_MIRRORED_TOOLS:
+                self._param_headers[name] = mirrors
+            elif not self._mirrors_full:
+                self._mirrors_full = True
+                log.warning(
+                    "the backend lists more than %d tools whose arguments go in headers "
+                    "(x-mcp-header); calls of the others carry no such headers",
+                    MAX_MIRRORED_TOOLS,
+                )
 
     def _headers(self, message: Message) -> dict[str, str] | None:
         """The routing headers for one message; a value that could not be sent as it is

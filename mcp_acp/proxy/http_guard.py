@@ -20,8 +20,16 @@ connection that cannot be made). Every request of the channel passes this transp
   the configured URL, and the configured credentials go with it (the channel's client
   follows none either: ``max_redirects`` 0, which the SDK's own following obeys);
 * ends a request's exchange at its deadline — connecting, headers, body or event stream as
-  a whole (``request_timeout_seconds``), however busy the backend keeps the connection —
-  except the session's GET stream and ``subscriptions/listen``, which stay open by design;
+  a whole (``request_timeout_seconds``), however busy the backend keeps the connection,
+  the SDK's resumptions of its event stream included — except the session's GET stream
+  and ``subscriptions/listen``, which stay open by design;
+* paces and bounds the reconnections of an event stream (:class:`_Exchange`): the SDK
+  reconnects one that ends, as soon as its ``retry:`` says (0: at once), for as long as
+  each reconnection ends normally — a backend that ends every stream at once had the
+  session's GET stream reconnected a thousand times a second for ever, and a request's
+  stream resumed until the SDK's recursion broke the whole session. A reconnection waits
+  until :data:`RECONNECT_SECONDS` after the previous connection of its stream opened, and
+  a request's stream is resumed at most :data:`MAX_RESUMPTIONS` times;
 * turns a failure of one exchange into an answer to that request alone: an HTTP 502 whose
   body is the JSON-RPC error, which the SDK hands on as the request's error (and drops for
   a notification). A connection that could not be made at all is reported to the channel
@@ -31,7 +39,10 @@ connection that cannot be made). Every request of the channel passes this transp
   event stream that answers a request only answers to that request (:class:`_OwnAnswers`).
   The SDK gives any answer it finds there the request's id, so an answer the backend sent
   for another id — a stray, one meant for another client — would reach the client as the
-  answer to its request.
+  answer to its request;
+* passes on, from any event stream, only ``retry:`` fields of up to 9 digits: the SDK
+  could not convert a longer one's milliseconds to seconds, and the error ended the whole
+  session.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -66,8 +79,19 @@ UNGUARDED = "mcp_acp.unguarded"
 OPEN_ENDED = frozenset({"subscriptions/listen"})
 #: The header the channel names a 2026-07-28 request's method in.
 _METHOD_HEADER = "mcp-method"
-#: Event ids of answer streams remembered, to know which request a resumed stream answers.
-MAX_RESUMABLE = 1_000
+#: The least time between the openings of one event stream: a reconnection waits for the
+#: rest (the SDK's own default wait, which a backend's ``retry:`` may shorten to 0).
+RECONNECT_SECONDS = 1.0
+#: How often the SDK may resume the event stream of one request (a GET with
+#: ``Last-Event-ID`` after the stream ended without the answer). The SDK resumes by
+#: recursion, a level for each: far below Python's recursion limit, which a backend that
+#: ends every stream at once reached in under a second, breaking the whole session.
+MAX_RESUMPTIONS = 100
+#: A ``retry:`` field the SDK is given: digits only, as the SSE standard reads one (the
+#: SDK's ``int()`` also takes a sign, spaces and ``_``), and few enough that the
+#: milliseconds convert to seconds — 400 digits raised OverflowError in the SDK's task,
+#: which ended the whole session. Nine digits wait up to 11 days.
+_RETRY = re.compile(rb"[0-9]{1,9}")
 #: The line ends of server-sent events.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 #: A session id as MCP allows it (visible ASCII, 0x21-0x7E), and at most this long: each
@@ -79,11 +103,26 @@ _SESSION_ID = re.compile(rb"[\x21-\x7e]+")
 UTF_8 = frozenset({"utf-8", "utf8"})
 #: The answers the SDK reads (any other is an error to it).
 _READ_AS_TEXT = frozenset({"text/event-stream", "application/json"})
-#: The id expected on a resumed stream whose request is not known: no answer has it.
-_UNKNOWN = object()
 #: What the session's own event stream (a GET) expects: whatever comes, as the SDK leaves
 #: the ids there as they are; only events of another kind than ``message`` are left out.
 _ANY = object()
+
+
+@dataclass
+class _Exchange:
+    """What one task of the SDK does with the backend: a request's POST and the
+    resumptions of its event stream (``request`` its id), or the session's GET stream,
+    opened again and again (``request`` None). The SDK runs each in a task of its own, so
+    a context variable holds it: a GET in a task that has one is a reconnection."""
+
+    request: Any
+    deadline: float
+    opened: float  # when its latest connection was asked for
+    resumptions: int = 0
+
+
+#: The exchange of the current task, set by its first request through the transport.
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("mcp_acp_http_exchange", default=None)
 
 
 class IdentityRefused(Exception):
@@ -214,23 +253,15 @@ class _OwnAnswers(httpx2.AsyncByteStream):
     Events are cut at their blank line (lines end in CR, LF or CRLF; comments dropped) and
     passed on whole, or left out; an event larger than ``max_bytes`` (counted as the SDK
     counts) ends the stream with the SDK's own error, since it is held here until whole.
-    The ids of the events passed are remembered in ``resumable``: when the SDK resumes
-    the stream (a ``GET`` with ``Last-Event-ID``), the answers on it are held to the same
-    request."""
+    Nothing of an event is kept once it is passed: which request a resumed stream (a
+    ``GET`` with ``Last-Event-ID``) answers is known from the task it is asked for in
+    (:class:`_Exchange`), not from its event ids — remembered, ids of up to 10 MiB each
+    held the memory of a thousand of them."""
 
-    def __init__(
-        self,
-        inner: httpx2.AsyncByteStream,
-        expected: Any,
-        *,
-        max_bytes: int,
-        resumable: dict[str, Any],
-    ) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, expected: Any, *, max_bytes: int) -> None:
         self._inner = inner
         self._expected = expected
         self._max_bytes = max_bytes
-        self._resumable = resumable
-        self._remembered: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         lines: list[bytes] = []  # the event so far
@@ -269,16 +300,22 @@ class _OwnAnswers(httpx2.AsyncByteStream):
 
     def _pass(self, lines: list[bytes]) -> bytes | None:
         """The event as it is passed on, or None when it is left out."""
-        kind, event_id, data = b"message", None, []
+        kind, data, kept = b"message", [], []
         for line in lines:
             name, _, value = line.partition(b":")
             value = value[1:] if value.startswith(b" ") else value
+            if name == b"retry" and not _RETRY.fullmatch(value):
+                log.warning(
+                    "left out a 'retry' field from the backend that is not a number of "
+                    "milliseconds (up to 9 digits): %r",
+                    _shown(value.decode("utf-8", "replace")),
+                )
+                continue
+            kept.append(line)
             if name == b"event":
                 kind = value or b"message"
             elif name == b"data":
                 data.append(value)
-            elif name == b"id" and b"\0" not in value:
-                event_id = value
         if kind != b"message":  # the SDK reads no other; it would print the name raw
             log.warning(
                 "left out an event named %r from the backend (only 'message' events are read)",
@@ -289,28 +326,14 @@ class _OwnAnswers(httpx2.AsyncByteStream):
         if joined and self._expected is not _ANY:  # as the SDK: no data, nothing to read
             why = _stranger(joined, self._expected)
             if why is not None:
-                shown = "(unknown)" if self._expected is _UNKNOWN else json.dumps(self._expected)
                 log.warning(
                     "left out %s on the stream that answers request %s (the SDK would give "
                     "it that id)",
                     why,
-                    shown,
+                    json.dumps(self._expected),
                 )
                 return None
-        if event_id is not None and self._expected is not _ANY:
-            self._remember(event_id.decode("utf-8", "replace"))
-        return b"".join(line + b"\n" for line in lines) + b"\n"
-
-    def _remember(self, event_id: str) -> None:
-        """The last event id the SDK saw on this stream names this stream's request."""
-        if self._remembered is not None:
-            self._resumable.pop(self._remembered, None)
-        self._remembered = event_id or None
-        if event_id:
-            self._resumable.pop(event_id, None)
-            self._resumable[event_id] = self._expected
-            if len(self._resumable) > MAX_RESUMABLE:
-                self._resumable.pop(next(iter(self._resumable)))
+        return b"".join(line + b"\n" for line in kept) + b"\n"
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -351,7 +374,6 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         self._max_bytes = max_bytes
         self._on_connect_failure = on_connect_failure
         self._late = f"no complete answer from the backend within {deadline:g} s"
-        self._resumable: dict[str, Any] = {}  # event id -> the request its stream answers
         self._too_large = (
             f"the backend's answer is larger than {max_bytes} bytes (the limit for one message)"
         )
@@ -361,6 +383,18 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         open_ended = request.method == "GET" or request.headers.get(_METHOD_HEADER) in OPEN_ENDED
         deadline = math.inf if open_ended else anyio.current_time() + self._deadline
+        exchange = _EXCHANGE.get()
+        if request.method == "GET" and exchange is not None:  # a reconnection
+            if (refused := await self._reconnecting(request, exchange)) is not None:
+                return refused
+            deadline = exchange.deadline
+        elif request.method == "GET" or (
+            request.method == "POST" and (request_id := _request_id(request)) is not None
+        ):
+            exchange = _Exchange(
+                None if request.method == "GET" else request_id, deadline, anyio.current_time()
+            )
+            _EXCHANGE.set(exchange)  # this task's, from here on
         try:
             with anyio.fail_after(_remaining(deadline)):
                 response = await self._inner.handle_async_request(request)
@@ -410,28 +444,42 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             assert isinstance(response.stream, httpx2.AsyncByteStream)  # noqa: S101 - async pool
             if deadline != math.inf:
                 response.stream = _UntilDeadline(response.stream, deadline, self._late)
-            expected = self._answers_to(request)
+            # The id of the request it answers, if the SDK will give every answer on it that
+            # id: a POST's, or a resumption's (a GET in that request's task, whatever
+            # Last-Event-ID it names); the session's own stream takes any (the SDK leaves
+            # the ids of what comes there as they are)
+            expected = None if exchange is None else exchange.request
             response.stream = _OwnAnswers(
                 response.stream,
                 _ANY if expected is None else expected,
                 max_bytes=self._max_bytes,
-                resumable=self._resumable,
             )
             return response
         if deadline == math.inf:  # a body that is not a stream has no reason to take longer
             deadline = anyio.current_time() + self._deadline
         return await self._read(request, response, deadline)
 
-    def _answers_to(self, request: httpx2.Request) -> Any:
-        """The id of the request an event stream answers, if the SDK will give every answer
-        on it that id: a POST's (of a request), or a resumed one's; None for the session's
-        own stream (the SDK leaves the ids of what comes there as they are)."""
-        if request.method == "POST":
-            return _request_id(request)
-        resumed = request.headers.get("last-event-id")
-        if resumed is None:
-            return None
-        return self._resumable.get(resumed, _UNKNOWN)
+    async def _reconnecting(
+        self, request: httpx2.Request, exchange: _Exchange
+    ) -> httpx2.Response | None:
+        """Wait until the stream may be opened again; the request's error if it may not
+        (a request's stream resumed too often, or past its deadline), else None."""
+        if exchange.request is not None:
+            exchange.resumptions += 1
+            if exchange.resumptions > MAX_RESUMPTIONS:
+                return _failed(
+                    request,
+                    f"the backend ended the event stream of request "
+                    f"{json.dumps(exchange.request)[:40]} {MAX_RESUMPTIONS + 1} times without "
+                    "its answer; not resumed again",
+                )
+        wait = exchange.opened + RECONNECT_SECONDS - anyio.current_time()
+        if wait > 0:
+            if anyio.current_time() + wait >= exchange.deadline:
+                return _failed(request, self._late)
+            await anyio.sleep(wait)
+        exchange.opened = anyio.current_time()
+        return None
 
     async def _read(
         self, request: httpx2.Request, response: httpx2.Response, deadline: float

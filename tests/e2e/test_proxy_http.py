@@ -330,8 +330,9 @@ async def test_sdk_client_through_the_proxy(
     assert not http_server.deleted.exists()
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (``openssl req``)."""
+def self_signed(directory: Path, *, cn_only: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (``openssl req``); with
+    ``cn_only``, one that names that host in its common name only (no subjectAltName)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl command is needed to make a test certificate")
@@ -340,8 +341,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         [
             openssl,
             *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+            *("-nodes", "-days", "1", "-subj", f"/CN={cn_only or '127.0.0.1'}"),
+            *(() if cn_only else ("-addext", "subjectAltName=IP:127.0.0.1")),
+            *("-keyout", str(key), "-out", str(cert)),
         ],
         check=True,
         capture_output=True,
@@ -370,6 +372,30 @@ def test_https_certificates_are_verified_by_default(
     line = error_line(done)
     assert f"cannot reach the backend at {server.url}" in line
     assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+def test_a_name_only_in_the_common_name_is_not_the_servers_name(
+    tmp_path: Path, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """Without backend.tls as with it, the server's name is checked against the
+    certificate's subjectAltName only (RFC 9525): a certificate that names ``localhost``
+    in its common name alone, from a CA that ``SSL_CERT_FILE`` names, was accepted
+    (Python's contexts fall back to the common name). Start fails, naming the mismatch."""
+    cert, key = self_signed(tmp_path, cn_only="localhost")
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, tls=(cert, key))
+    url = server.url.replace("127.0.0.1", "localhost")
+    try:
+        configure(url)
+        clean = {k: v for k, v in env.items() if not k.startswith("SSL_")}
+        done = run_until_exit({**clean, "SSL_CERT_FILE": str(cert)})
+    finally:
+        server.kill()
+    assert done.returncode == 17, done.stderr
+    line = error_line(done)
+    assert f"cannot reach the backend at {url}" in line
+    assert "Hostname mismatch" in line
 
 
 @pytest.mark.parametrize(
@@ -697,6 +723,99 @@ def test_an_answer_to_another_request_on_a_requests_stream_is_left_out(
     assert "left out an answer to request 999999 on the stream that answers request" in stderr
 
 
+def test_a_request_stream_the_backend_ends_at_once_for_ever_fails_that_request_only(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], faulty_server: FaultyServer
+) -> None:
+    """The backend ends a request's event stream after an event with an id and ``retry:
+    0``, and every resumption of it the same way. The SDK resumed it at once, again and
+    again, a level of recursion each, until Python's recursion limit broke the whole
+    session (exit 17, within a second). A resumption now waits a second after the
+    stream's last opening and keeps to the request's deadline: that request fails, the
+    session goes on, and the backend saw a few resumptions, not hundreds."""
+    configure_faulty("--backend-timeout", "1", request_timeout_seconds=3)
+    proxy = start()
+    proxy.initialize()
+    endless = tool_call(proxy, "resume_loop")
+    assert endless["error"]["code"] == -32000
+    assert_session_goes_on(proxy)
+    resumed = [r["resumed"] for r in read_log(faulty_server) if "resumed" in r]
+    assert 0 < len(resumed) <= 5
+
+
+def test_notifications_initialized_opens_one_event_stream_however_often_it_is_sent(
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+    isolated_home: Path,
+) -> None:
+    """The SDK opens the session's event stream (a GET the backend holds open) for every
+    ``notifications/initialized`` it is given, each holding one of its 100 connections for
+    the rest of the session: a client that sent it 101 times left no connection for any
+    request — every later one failed (PoolTimeout), the session was broken for good. It
+    passes once; a repeat is not forwarded, with a warning."""
+    configure_faulty("--backend-timeout", "1", url=faulty_server.url + "?flood=0")  # held open
+    proxy = start()
+    proxy.initialize()
+    for _ in range(101):
+        proxy.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert_session_goes_on(proxy)
+    streams = [
+        r
+        for r in read_log(faulty_server)
+        if r.get("line", "").startswith("GET") and "mcp-session-id" in r["headers"]
+    ]
+    assert len(streams) == 1
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "notifications/initialized was sent already in this session" in stderr
+
+
+def test_a_retry_the_sdk_cannot_read_is_left_out_and_the_session_goes_on(
+    configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
+) -> None:
+    """A request's event stream ends after an event with an id and a ``retry:`` of 401
+    digits: the SDK's wait before resuming it (``value / 1000.0`` seconds) raised
+    OverflowError in its task, and the whole session ended (exit 17, "the backend
+    connection was lost (OverflowError …)"). The field is left out, with a warning; the
+    SDK waits as it would without one, resumes the stream, the answer comes and the
+    session goes on."""
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "huge_retry")["result"]["content"][0]["text"] == "resumed"
+    assert_session_goes_on(proxy)
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "left out a 'retry' field from the backend that is not a number" in stderr
+
+
+def test_the_cookies_a_backend_sets_are_bounded(
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+    isolated_home: Path,
+) -> None:
+    """Cookies the backend sets are kept for the session and sent back (a load balancer's
+    stickiness), but at most ``MAX_COOKIES``, each of at most ``MAX_COOKIE_BYTES``: the
+    jar grew with every answer, and every request carried all of it (25 answers of 800
+    cookies: a 2 MB Cookie header on each request after)."""
+    max_cookies, max_cookie_bytes = 50, 4096  # http_backend.MAX_COOKIES, MAX_COOKIE_BYTES
+    configure_faulty()
+    proxy = start()
+    proxy.initialize()
+    assert tool_call(proxy, "cookies", n=max_cookies + 10)["result"]["content"][0]["text"] == (
+        "cookies"
+    )
+    assert tool_call(proxy, "cookies", n=5)["result"]["content"][0]["text"] == "cookies"
+    assert_session_goes_on(proxy)
+    last = next(
+        r for r in reversed(read_log(faulty_server)) if r.get("line", "").startswith("POST")
+    )
+    sent = dict(cookie.split("=", 1) for cookie in last["headers"]["cookie"].split("; "))
+    assert sorted(sent) == sorted(f"c{i}" for i in range(max_cookies))  # the first ones, kept
+    assert all(len(name) + len(value) <= max_cookie_bytes for name, value in sent.items())
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert stderr.count("did not keep a cookie the backend set") == 1
+
+
 def test_keys_that_differ_only_in_case_are_refused_as_on_stdio(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:
@@ -856,6 +975,64 @@ async def test_an_oversized_answer_is_never_held_whole(faulty_server: FaultyServ
     assert "larger than 10485760 bytes" in answer.body["error"]["message"]
 
 
+async def test_event_ids_are_not_held(faulty_server: FaultyServer) -> None:
+    """An event's id may take up all of its 10 MiB but the data: the channel remembered
+    the last id of each request's event stream, a thousand of them, to know which request
+    a resumed stream answers — a backend giving every answer a large id held gigabytes of
+    the proxy's memory. Nothing of an event is kept once it is passed on."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    messages = aiter(channel.receive())
+    call = {"name": "big_id", "arguments": {"mib": 2}}
+    tracemalloc.start()
+    try:
+        for request_id in range(1, 21):
+            await channel.send(
+                from_body(
+                    {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call}
+                )
+            )
+            answer = await asyncio.wait_for(anext(messages), timeout=60)
+            assert answer.body["result"]["content"][0]["text"] == "real"
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        await channel.close()
+    assert held < 20 * MIB, f"{held} bytes held after 20 answers with ids of 2 MiB"
+
+
+async def test_the_header_mirrors_of_at_most_so_many_tools_are_kept(
+    faulty_server: FaultyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The channel keeps each listed tool's ``x-mcp-header`` mirrors, for every listing: a
+    backend listing thousands of new tools each time grew the proxy for good (some 8 MB a
+    listing of 20,000). It keeps those of 10,000 tools, as many as the relay keeps facts
+    of, and says so once."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?many=6000"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        for request_id in (1, 2, 3):
+            await channel.send(
+                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
+            )
+            listed = await asyncio.wait_for(anext(messages), timeout=60)
+            assert len(listed.body["result"]["tools"]) == 6000
+        assert len(channel._param_headers) == 10_000  # http_backend.MAX_MIRRORED_TOOLS
+        assert "t1_0" in channel._param_headers  # the first listed are kept
+    finally:
+        await channel.close()
+    assert caplog.text.count("the backend lists more than 10000 tools whose arguments") == 1
+
+
 async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
     faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -882,6 +1059,84 @@ async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(
     detail, reason = await channel.exit_detail()
     assert detail["error"].startswith("UnicodeEncodeError: 'ascii' codec can't encode")
     assert "the connection closed" not in reason
+
+
+async def test_a_requests_stream_is_resumed_a_bounded_number_of_times(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no wait between resumptions (as ``retry: 0`` asks), a request whose stream the
+    backend ends at once is resumed ``MAX_RESUMPTIONS`` times, then fails; the session
+    goes on. Without the bound the SDK recursed until the session broke."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_guard
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    monkeypatch.setattr(http_guard, "RECONNECT_SECONDS", 0.0, raising=False)
+    channel = HttpChannel(HttpBackend(url=faulty_server.url))
+    await channel.start()
+    messages = aiter(channel.receive())
+    endless = {"name": "resume_loop", "arguments": {}}
+    try:
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": endless})
+        )
+        failed = await asyncio.wait_for(anext(messages), timeout=60)
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": ECHO})
+        )
+        after = await asyncio.wait_for(anext(messages), timeout=60)
+    finally:
+        await channel.close()
+    assert failed.body["id"] == 7
+    assert failed.body["error"]["code"] == -32000
+    assert after.body["result"]["content"][0]["text"] == "echo:after"
+    limit = http_guard.MAX_RESUMPTIONS
+    assert f"ended the event stream of request 7 {limit + 1} times" in caplog.text
+    assert [r["resumed"] for r in read_log(faulty_server) if "resumed" in r][-1] == limit
+
+
+async def test_the_sessions_event_stream_is_not_reopened_at_once(
+    faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend ends the session's GET stream as soon as it opens, with ``retry: 0``:
+    the SDK opened it again at once, a thousand times a second for as long as the session
+    lasted. A reopening now waits ``RECONNECT_SECONDS`` after the last opening (here an
+    hour: the backend sees one GET, whatever the machine's speed)."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_guard
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    def opened() -> int:
+        return len([r for r in read_log(faulty_server) if "listen" in r])
+
+    monkeypatch.setattr(http_guard, "RECONNECT_SECONDS", 3600.0, raising=False)
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?relisten"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
+        await channel.send(
+            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
+        )
+        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
+        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        for _ in range(300):  # the event stream opens (and ends at once)
+            if opened():
+                break
+            await asyncio.sleep(0.1)
+        for request_id in (2, 3):  # the session goes on meanwhile
+            await channel.send(
+                from_body(
+                    {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": ECHO}
+                )
+            )
+            assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == request_id
+        await asyncio.sleep(0.5)
+    finally:
+        await channel.close()
+    assert opened() == 1
 
 
 async def _all(messages: AsyncIterator[Any]) -> list[Any]:

@@ -12,8 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from mcp_acp.proxy import http_guard
-from mcp_acp.proxy.http_guard import _ANY, _UNKNOWN, _OwnAnswers
+from mcp_acp.proxy.http_guard import _ANY, _OwnAnswers
 
 
 class Chunks(httpx2.AsyncByteStream):
@@ -34,12 +33,8 @@ def answer(request_id: Any, text: str) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
 
 
-async def passed(
-    chunks: Iterable[bytes], expected: Any, resumable: dict[str, Any] | None = None
-) -> bytes:
-    stream = _OwnAnswers(
-        Chunks(chunks), expected, max_bytes=1000, resumable={} if resumable is None else resumable
-    )
+async def passed(chunks: Iterable[bytes], expected: Any) -> bytes:
+    stream = _OwnAnswers(Chunks(chunks), expected, max_bytes=1000)
     return b"".join([chunk async for chunk in stream])
 
 
@@ -82,24 +77,6 @@ async def test_what_a_requests_stream_may_carry(data: bytes, kept: bool) -> None
     assert await passed([event], 7) == (event if kept else b"")
 
 
-async def test_a_resumed_stream_of_a_request_not_known_passes_no_answer() -> None:
-    note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
-    wire = b"data: " + answer(7, "x") + b"\n\ndata: " + note + b"\n\n"
-    assert await passed([wire], _UNKNOWN) == b"data: " + note + b"\n\n"
-
-
-async def test_the_last_event_id_of_a_stream_names_its_request(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    resumable: dict[str, Any] = {"old": 1}
-    monkeypatch.setattr(http_guard, "MAX_RESUMABLE", 2)
-    wire = b"id: a\ndata: \n\nid: b\ndata: \n\nid: c\x00\ndata: \n\n"
-    await passed([wire], 7, resumable)
-    assert resumable == {"old": 1, "b": 7}  # only the last (c has a NUL: the SDK ignores it)
-    await passed([b"id: d\ndata: \n\n"], 9, resumable)
-    assert resumable == {"b": 7, "d": 9}  # the oldest goes first
-
-
 @pytest.mark.parametrize(
     "chunks",
     [
@@ -121,12 +98,27 @@ async def test_comments_do_not_count_and_are_not_passed() -> None:
 
 async def test_only_message_events_pass_on_any_stream() -> None:
     """The SDK reads no other kind (and prints its name raw); on the session's own stream
-    (``_ANY``) every message event passes, whatever its id, and no id is remembered."""
+    (``_ANY``) every message event passes, whatever its id."""
     note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
     other = b"event: \x1b[31mendpoint\nid: e1\ndata: x\n\n"
     wire = other + b"id: e2\ndata: " + note + b"\n\ndata: " + answer(999, "x") + b"\n\n"
     kept = b"id: e2\ndata: " + note + b"\n\ndata: " + answer(999, "x") + b"\n\n"
-    resumable: dict[str, Any] = {}
-    assert await passed([wire], _ANY, resumable) == kept
-    assert resumable == {}
-    assert await passed([wire], 7, resumable) == b"id: e2\ndata: " + note + b"\n\n"
+    assert await passed([wire], _ANY) == kept
+    assert await passed([wire], 7) == b"id: e2\ndata: " + note + b"\n\n"
+
+
+@pytest.mark.parametrize("expected", [7, _ANY])
+async def test_only_a_retry_of_up_to_nine_digits_is_passed(expected: Any) -> None:
+    """The SDK reads ``retry:`` with ``int()`` and waits ``value / 1000.0`` seconds: 400
+    digits raised OverflowError in its task, which ended the whole session. A field of up
+    to 9 ASCII digits passes; any other (too long, signed, spaced, with ``_``: the SSE
+    standard ignores those) is left out, and the event's other fields pass."""
+    note = b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
+    wire = b"".join(
+        b"retry: " + value + b"\nid: e\ndata: " + note + b"\n\n"
+        for value in (b"1" + b"0" * 400, b"-5", b"+5", b"1_000", b" 5", b"1234567890")
+    )
+    assert await passed([wire], expected) == (b"id: e\ndata: " + note + b"\n\n") * 6
+    kept = b"retry: 999999999\nid: e\ndata: " + note + b"\n\n"
+    assert await passed([kept], expected) == kept
+    assert await passed([b"retry: 1" + b"0" * 400 + b"\n\n"], expected) == b"\n"  # nothing

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_helpers import CLI, Proxy, records
+from proxy_helpers import CLI, Proxy, on_a_terminal, records
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -285,6 +285,53 @@ def test_tls_status_shows_subjects_and_days_left(
     text = subprocess.run([str(CLI), "tls", "status"], env=env, capture_output=True, text=True)
     assert "client: CN=client" in text.stdout
     assert "days left" in text.stdout
+
+
+def test_tls_status_on_a_terminal_escapes_what_the_certificates_name(
+    pki: Any, configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """The names in a certificate are its issuer's to choose: a client certificate whose
+    subject and SAN, and a CA of the bundle whose subject, hold terminal escapes (turn the
+    text red, clear the screen, set the window title) are shown escaped on a terminal,
+    none reaching it (click strips escapes only when writing to a pipe); ``--json``
+    escapes them as JSON does."""
+    cert, key = pki.ca.issue(
+        "escapes", sans=("a\x1b[31mred.example",), common_name="cli\x1b[31mred", client=True
+    )
+    hostile = type(pki.ca)(pki.directory, "evil\x1b[2J\x1b]0;title\x07")
+    bundle = pki.directory / "bundle.pem"
+    bundle.write_bytes(pki.ca.pem.read_bytes() + hostile.pem.read_bytes())
+    configure("https://127.0.0.1:1/mcp", client_cert=cert, client_key=key, ca_bundle=bundle)
+    code, out = on_a_terminal(["tls", "status"], env)
+    assert code == 0, out
+    assert b"\x1b" not in out
+    assert b"\x07" not in out
+    assert b"client: CN=cli\\x1b[31mred  SAN [DNS:a\\x1b[31mred.example]" in out
+    assert b"ca: CN=evil\\x1b[2J\\x1b]0\\;title\\x07 test CA" in out
+    assert b"client certificate CN=cli\\x1b[31mred expires in" in out
+    done = subprocess.run(
+        [str(CLI), "tls", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout
+    client, _, evil = json.loads(done.stdout)["certificates"]
+    assert client["subject"] == "CN=cli\x1b[31mred"
+    assert evil["subject"] == "CN=evil\x1b[2J\x1b]0\\;title\x07 test CA"
+
+
+def test_tls_status_prints_no_credential_of_the_url(
+    configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """A token in the backend URL's query is redacted, as ``config show`` and ``run``'s
+    banner redact it; ``tls status`` printed the URL whole, text and JSON."""
+    configure("https://127.0.0.1:1/mcp?token=canary-s3cret&tenant=a")
+    for json_flag in ([], ["--json"]):
+        done = subprocess.run(
+            [str(CLI), "tls", "status", *json_flag], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "canary-s3cret" not in done.stdout + done.stderr
+        assert "https://127.0.0.1:1/mcp?token=<redacted>&tenant=a" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,13 @@ body (one JSON object a line) to LOG. ``GET`` gets 405 (no event stream), ``DELE
 notification or response 202, ``initialize`` and ``tools/list`` a proper answer. With
 ``?flood=N`` in the URL, the session's ``GET`` (the event stream) gets N notifications of
 1 MiB each, as fast as the connection takes them, each logged (``{"flood": n}``) once
-written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (307) to
-``/mcp``. With ``?sid=S`` in the URL, ``initialize`` gives the session id ``S``
-(percent-decoded, as bytes). A ``tools/call`` does what its tool's name says:
+written, then ``{"flood": "done"}``. With ``?relisten`` in the URL, the session's ``GET``
+gets an event stream that ends at once: one event (id ``g``, no data) and ``retry: 0``,
+logged (``{"listen": n}``). With ``?many=N``, each ``tools/list`` lists N tools never listed
+before, each with an argument mirrored in a header (``x-mcp-header``). Any request to
+``/moved`` is redirected (307) to ``/mcp``.
+With ``?sid=S`` in the URL, ``initialize`` gives the session id ``S`` (percent-decoded, as
+bytes). A ``tools/call`` does what its tool's name says:
 
 * ``echo`` — an answer at once;
 * ``big_json`` — a JSON answer of ``mib`` MiB, sent as it is made (nothing is held), with
@@ -25,6 +29,15 @@ written, then ``{"flood": "done"}``. Any request to ``/moved`` is redirected (30
 * ``resume`` — an SSE stream with one event (id ``ev-1``, no data) that then ends: the
   client resumes it with a ``GET`` (``Last-Event-ID: ev-1``), which gets a result for
   request 999999 (``stray``), then the call's own (``resumed``);
+* ``resume_loop`` — an SSE stream with one event (id ``loop``, no data) and ``retry: 0``,
+  that then ends; each resumption (a ``GET`` with ``Last-Event-ID: loop``) gets the same
+  and is logged (``{"resumed": n}``): the answer never comes;
+* ``huge_retry`` — as ``resume``, but the event (id ``huge``) has a ``retry:`` of 401
+  digits;
+* ``big_id`` — an SSE answer: the call's own (``real``) in an event whose id is ``mib``
+  MiB long;
+* ``cookies`` — an answer that sets ``n`` cookies ``c0``… of 40 bytes and one ``big`` of
+  5000 bytes;
 * ``redirect`` — ``307 Temporary Redirect`` to ``/other`` on the same server (which, asked,
   answers as ``/mcp`` does);
 * ``charset`` — the call's answer (``text`` ``"real"``) in the charset ``charset`` names,
@@ -47,9 +60,16 @@ from urllib.parse import unquote_to_bytes
 
 LOG = sys.argv[1]
 TOOLS = ["echo", "big_json", "big_event", "gzip_bomb", "stall", "drop", "keep_alive", "stray"]
-TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event"]
+TOOLS += ["resume", "case_pair", "redirect", "charset", "ansi_event", "resume_loop"]
+TOOLS += ["huge_retry", "big_id", "cookies"]
 #: The request a ``resume`` stream answers, by the id of its event.
 RESUMED: dict[str, Any] = {}
+#: How many times a stream that ends at once was opened: ``resumed``, ``listen``.
+OPENED = {"resumed": 0, "listen": 0}
+#: How many ``?many=N`` listings were made.
+LISTINGS = [0]
+#: An event stream that ends at once, to be opened again at once.
+AT_ONCE = b"retry: 0\nid: %s\ndata: \n\n"
 
 
 def events(*messages: bytes, end: bytes = b"\n") -> bytes:
@@ -167,6 +187,21 @@ async def tool_call(
         RESUMED["ev-1"] = request_id
         body = b"retry: 10\nid: ev-1\ndata: \n\n"  # a priming event: resumable, no answer
         writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "big_id":
+        event_id = b"%s-" % json.dumps(request_id).encode() + b"i" * size
+        body = b"id: " + event_id + b"\ndata: " + text_result(request_id, "real") + b"\n\n"
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "cookies":
+        jar = [f"c{i}={'v' * 36}" for i in range(int(arguments.get("n", 1)))]
+        jar.append(f"big={'b' * 4997}")
+        extra = "".join(f"set-cookie: {cookie}; Path=/\r\n" for cookie in jar)
+        writer.write(whole("200 OK", text_result(request_id, "cookies"), extra_head=extra))
+    elif name == "huge_retry":
+        RESUMED["huge"] = request_id
+        body = b"retry: 1" + b"0" * 400 + b"\nid: huge\ndata: \n\n"
+        writer.write(whole("200 OK", body, "text/event-stream"))
+    elif name == "resume_loop":
+        writer.write(whole("200 OK", AT_ONCE % b"loop", "text/event-stream"))
     elif name == "keep_alive":
         writer.write(head("200 OK", "text/event-stream"))
         while True:
@@ -195,6 +230,12 @@ async def flood(writer: asyncio.StreamWriter, count: int) -> None:
     await asyncio.sleep(3600)
 
 
+def opened(kind: str) -> None:
+    OPENED[kind] += 1
+    with open(LOG, "a") as log:
+        log.write(json.dumps({kind: OPENED[kind]}) + "\n")
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -216,7 +257,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if method == "GET" and "mcp-session-id" in headers and "flood=" in target:
                 await flood(writer, int(target.partition("flood=")[2]))
                 return
-            if method == "GET" and headers.get("last-event-id") in RESUMED:
+            if method == "GET" and headers.get("last-event-id") == "loop":
+                opened("resumed")
+                writer.write(whole("200 OK", AT_ONCE % b"loop", "text/event-stream"))
+            elif method == "GET" and "mcp-session-id" in headers and "relisten" in target:
+                opened("listen")
+                writer.write(whole("200 OK", AT_ONCE % b"g", "text/event-stream"))
+            elif method == "GET" and headers.get("last-event-id") in RESUMED:
                 request_id = RESUMED.pop(headers["last-event-id"])
                 body = events(text_result(999999, "stray"), text_result(request_id, "resumed"))
                 writer.write(whole("200 OK", body, "text/event-stream"))
@@ -239,6 +286,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         sid = unquote_to_bytes(target.partition("sid=")[2])
                         initialized = initialized.replace(b": s1\r\n", b": " + sid + b"\r\n")
                     writer.write(initialized)
+                elif message["method"] == "tools/list" and "many=" in target:
+                    LISTINGS[0] += 1
+                    mirrored = {"type": "string", "x-mcp-header": "A"}
+                    schema = {"type": "object", "properties": {"a": mirrored}}
+                    count = int(target.partition("many=")[2])
+                    tools = [
+                        {"name": f"t{LISTINGS[0]}_{i}", "inputSchema": schema} for i in range(count)
+                    ]
+                    writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
                 elif message["method"] == "tools/list":
                     tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from mcp_acp.config import HttpBackend, resolve_config_path
-from mcp_acp.errors import ConfigError
+from mcp_acp.config import HttpBackend, redact_text, resolve_config_path
+from mcp_acp.errors import ConfigError, printable
 from mcp_acp.models import TlsSeverity
 from mcp_acp.runtime import load_runtime
 from mcp_acp_mtls.provider import MtlsProvider, certificate_info, load_bundle
@@ -59,6 +59,14 @@ def _certificates(provider: MtlsProvider) -> list[dict[str, Any]]:
     return shown
 
 
+def _echo(line: str) -> None:
+    """One line for the terminal, every character that does not print as itself escaped
+    (:func:`~mcp_acp.errors.printable`): the names in a certificate are its issuer's to
+    choose — a CA in the bundle, whoever issued the client certificate — and an ANSI escape
+    in a subject must not clear the screen or retitle the window."""
+    click.echo(printable(line))
+
+
 @tls_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -83,8 +91,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
     findings = provider.check()
     certificates = _certificates(provider)
+    url = redact_text(backend.url)  # as 'config show' shows it: a token in the query redacted
     report = {
-        "backend": backend.url,
+        "backend": url,
         "server_name": provider.options.server_name,
         "certificates": certificates,
         "checks": [
@@ -92,20 +101,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
         ],
     }
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report, indent=2))  # JSON escapes every control character
     else:
-        click.echo(f"backend: {backend.url}")
+        _echo(f"backend: {url}")
         if provider.options.server_name:
-            click.echo(f"server name: {provider.options.server_name}")
+            _echo(f"server name: {provider.options.server_name}")
         for cert in certificates:
             if "error" in cert:
-                click.echo(f"{cert['role']}: {cert['path']}: {cert['error']}")
+                _echo(f"{cert['role']}: {cert['path']}: {cert['error']}")
                 continue
-            click.echo(
+            _echo(
                 f"{cert['role']}: {cert['subject']}  SAN [{', '.join(cert['san'])}]  "
                 f"expires {cert['not_after']} ({cert['days_left']} days left)"
             )
         for f in findings:
-            click.echo(f"  [{f.severity.value}] {f.check}: {f.detail}")
+            _echo(f"  [{f.severity.value}] {f.check}: {f.detail}")
     if any(f.severity is TlsSeverity.REFUSE for f in findings):
         ctx.exit(1)
