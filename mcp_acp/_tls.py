@@ -18,6 +18,10 @@ def verifying_context(*, cafile: str | None = None, capath: str | None = None) -
     backend's ``Authorization`` header, an identity provider's tokens. Nothing the proxy
     builds writes a key log.
 
+    The server's name is checked against the certificate's subjectAltName only (RFC 9525),
+    as OpenSSL's own clients do: Python's contexts otherwise fall back to the subject's
+    common name of a certificate that has none.
+
     Raises ``OSError`` (an ``ssl.SSLError`` for a file that holds no certificate) as
     ``load_verify_locations`` does, and ``ValueError`` without either location."""
     if cafile is None and capath is None:
@@ -25,5 +29,6 @@ def verifying_context(*, cafile: str | None = None, capath: str | None = None) -
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname on
     if sys.version_info >= (3, 13):  # as create_default_context does from Python 3.13 on
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+    context.hostname_checks_common_name = False
     context.load_verify_locations(cafile, capath)
     return context

@@ -191,14 +191,14 @@ def _trust_store() -> ssl.SSLContext:
     as the library's default context for the system's store and a TLS provider's do not.
     The server's name is checked against the certificate's subjectAltName only, as with a
     TLS provider (RFC 9525): Python's contexts fall back to the subject's common name of a
-    certificate without one (:func:`_names_only`)."""
+    certificate without one (:func:`verifying_context` and :func:`_names_only` turn that off)."""
     fix = (
         "point {name} at {what}, or unset it to use the system's trust store "
         "(backend.tls sets the CA bundle in the config instead)"
     )
     if cafile := os.environ.get("SSL_CERT_FILE"):
         try:
-            return _names_only(verifying_context(cafile=cafile))
+            return verifying_context(cafile=cafile)
         except OSError as exc:  # missing, a directory, unreadable; ssl.SSLError: no PEM
             raise BackendError(
                 f"SSL_CERT_FILE names {cafile}, which is not a usable CA bundle: "
@@ -211,7 +211,7 @@ def _trust_store() -> ssl.SSLContext:
                 f"SSL_CERT_DIR names {capath}, which is not a directory",
                 fix=fix.format(name="SSL_CERT_DIR", what="a directory of hashed CA certificates"),
             )
-        return _names_only(verifying_context(capath=capath))
+        return verifying_context(capath=capath)
     # the HTTP library's own default, built as it would build it (trust_env off)
     return _names_only(httpcore2.default_ssl_context(_trust_env=False))
 

@@ -242,12 +242,13 @@ def jwks_server(keys: Keys) -> Iterator[JWKSServer]:
     server.close()
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA, and its key: ``(cert, key)``."""
+def _self_signed(directory: Path, *, cn_only: str | None = None) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, and its key: ``(cert, key)``; with
+    ``cn_only``, one that names that host in its common name alone (no subjectAltName)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test IdP")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn_only or "test IdP")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -256,12 +257,13 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
+    )
+    if cn_only is None:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
-        .sign(key, hashes.SHA256())
-    )
+    cert = builder.sign(key, hashes.SHA256())
     cert_path, key_path = directory / "idp.pem", directory / "idp-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
@@ -285,6 +287,19 @@ def https_idp(keys: Keys, tmp_path: Path) -> Iterator[tuple[JWKSServer, Path]]:
     server.state.jwks = {
         "keys": [public_jwk(keys.rsa, "rsa-1", "RS256"), public_jwk(keys.ec, "ec-1", "ES256")]
     }
+    yield server, cert
+    server.close()
+
+
+@pytest.fixture
+def https_idp_named_in_cn_only(keys: Keys, tmp_path: Path) -> Iterator[tuple[JWKSServer, Path]]:
+    """As :func:`https_idp`, with a certificate that names ``localhost`` in its common name
+    alone (no subjectAltName)."""
+    cert, key = _self_signed(tmp_path, cn_only="localhost")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = JWKSServer(tls)
+    server.state.jwks = {"keys": [public_jwk(keys.rsa, "rsa-1", "RS256")]}
     yield server, cert
     server.close()
 

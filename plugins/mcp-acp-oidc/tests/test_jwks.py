@@ -4,6 +4,7 @@ that answers 500, hangs, sends HTML, redirects, or serves keys we must not use."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,22 @@ async def test_no_tls_key_log_is_written_whatever_sslkeylogfile_says(
         assert refused.value.error == "temporarily_unavailable"
         assert [path for path, _ in server.state.posts] == ["/token"]
     assert not keylog.exists()
+
+
+async def test_the_idps_name_is_checked_against_its_subject_alt_name_only(
+    https_idp_named_in_cn_only: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A certificate that names ``localhost`` in its common name alone, from a CA that
+    ``SSL_CERT_FILE`` names: Python's contexts fell back to the common name, and the JWKS
+    was fetched from a server whose certificate does not name it (RFC 9525). Refused now,
+    as for an HTTPS backend: the handshake fails, and the server sees no request."""
+    server, cert = https_idp_named_in_cn_only
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(JWKSUnavailableError):
+            await JWKSCache(f"https://localhost:{server.port}/jwks").get_keys(None)
+    assert "failed: ConnectError" in caplog.text  # the TLS handshake
+    assert server.state.hits["/jwks"] == 0
