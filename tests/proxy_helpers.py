@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -540,3 +541,29 @@ class HttpServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+class RecordingProxy:
+    """A forward proxy that records what it is sent and answers every request with 502 (the
+    corporate proxy of a user's ``HTTP_PROXY``); also a backend that is not MCP."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self.received.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.listener.close()

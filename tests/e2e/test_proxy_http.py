@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 from conftest import CANARIES
-from proxy_helpers import CLI, DENIED, E2E, HttpServer, Proxy, records
+from proxy_helpers import CLI, DENIED, E2E, HttpServer, Proxy, RecordingProxy, records
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -1219,32 +1219,6 @@ async def test_the_backend_is_gone_only_when_the_probe_fails_too(
         await channel.close()
     assert f"cannot reach the backend at {faulty_server.url}: ConnectError" in detail["error"]
     assert sentence.startswith("the backend connection was lost (cannot reach the backend")
-
-
-class RecordingProxy:
-    """A forward proxy that records what it is sent and answers every request with 502 (the
-    corporate proxy of a user's ``HTTP_PROXY``); also a backend that is not MCP."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                self.received.append(conn.recv(65536))
-                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture

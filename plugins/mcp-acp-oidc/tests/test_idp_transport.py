@@ -14,7 +14,6 @@ inflated, not read until the size limit.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import zlib
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from mcp_acp_oidc.errors import DeviceFlowError, DiscoveryError, JWKSUnavailable
 from mcp_acp_oidc.jwks import JWKSCache
 from mcp_acp_oidc.provider import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.refresh import refresh
+from proxy_helpers import RecordingProxy
 
 from mcp_acp.errors import AuthenticationError
 from mcp_acp.models import StoredToken
@@ -114,28 +114,6 @@ def _gzip_bomb(megabytes: int) -> bytes:
     return b"".join(parts)
 
 
-class _RecordingProxy:
-    """A forward proxy that records what it is sent and answers 502."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                self.received.append(conn.recv(65536))
-                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-
-
 @pytest.fixture
 def idp() -> Iterator[_IdP]:
     server = _IdP()
@@ -146,15 +124,15 @@ def idp() -> Iterator[_IdP]:
 
 
 @pytest.fixture
-def environment_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RecordingProxy]:
-    proxy = _RecordingProxy()
+def environment_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy()
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     for base in PROXY_VARIABLES:
         monkeypatch.setenv(base, proxy.url)
         monkeypatch.setenv(base.lower(), proxy.url)
     yield proxy
-    proxy.listener.close()
+    proxy.close()
 
 
 class _Storage:
@@ -174,7 +152,7 @@ class _Storage:
 
 
 async def test_no_request_to_the_idp_goes_through_an_environment_proxy(
-    idp: _IdP, environment_proxy: _RecordingProxy
+    idp: _IdP, environment_proxy: RecordingProxy
 ) -> None:
     options = OIDCConfig(issuer=idp.base, client_id="cli", audience="urn:mcp-acp:proxy")
     due = StoredToken(
