@@ -1096,6 +1096,19 @@ async def test_a_requests_stream_is_resumed_a_bounded_number_of_times(
     assert [r["resumed"] for r in read_log(faulty_server) if "resumed" in r][-1] == limit
 
 
+async def _handshake(channel: Any, messages: AsyncIterator[Any]) -> None:
+    """``initialize`` (id 1) through ``channel``, its answer read from ``messages``, then
+    ``notifications/initialized``."""
+    from mcp_acp.proxy.messages import from_body
+
+    initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
+    await channel.send(
+        from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
+    )
+    assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
+    await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+
+
 async def test_the_sessions_event_stream_is_not_reopened_at_once(
     faulty_server: FaultyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1116,12 +1129,7 @@ async def test_the_sessions_event_stream_is_not_reopened_at_once(
     await channel.start()
     messages = aiter(channel.receive())
     try:
-        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
-        await channel.send(
-            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
-        )
-        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
-        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        await _handshake(channel, messages)
         for _ in range(300):  # the event stream opens (and ends at once)
             if opened():
                 break
@@ -1166,12 +1174,7 @@ async def test_a_backend_that_floods_a_client_that_does_not_read_is_held_back(
     await channel.start()
     messages = aiter(channel.receive())
     try:
-        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": INFO}
-        await channel.send(
-            from_body({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize})
-        )
-        assert (await asyncio.wait_for(anext(messages), timeout=30)).body["id"] == 1
-        await channel.send(from_body({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        await _handshake(channel, messages)
         for _ in range(600):  # the event stream opens and the channel fills up (or, were it
             if at_bound(channel) or "done" in flooded():  # unbounded, takes everything)
                 break

@@ -57,6 +57,23 @@ def test_the_rate_limit_forgets_tools_whose_window_has_emptied() -> None:
     assert limit.exceeded("FRESH") == 30
 
 
+def _call_key(tool: str, arguments: dict[str, object], path_arguments: list[str]) -> object:
+    """The approval key of alice's call of ``tool`` with ``arguments``, whose paths must be
+    read from ``path_arguments`` (sorted)."""
+    params = {"name": tool, "arguments": arguments}
+    request = build_decision_request(
+        method="tools/call",
+        params=params,
+        subject=Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp"),
+        registry=ToolRegistry.default(),
+        backend_id="b",
+        session_id="s",
+        request_id="1",
+    )
+    assert sorted(p.argument for p in request.resource.paths) == path_arguments
+    return approval_key(request, params)
+
+
 @pytest.mark.parametrize(
     ("approved", "again", "same"),
     [
@@ -78,23 +95,10 @@ def test_a_remembered_approval_keeps_a_trailing_separator(
     directory itself: an approval of one is not of the other. ``dir/`` and ``dir/.`` both
     name what is in it; the separators and ``.`` segments in between still normalise away."""
     (tmp_path / "dir").mkdir()
-    registry = ToolRegistry.default()
-    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp")
 
     def key(src: str) -> object:
         arguments = {"src": f"{tmp_path}/{src}", "dst": f"{tmp_path}/backup"}
-        params = {"name": "sync", "arguments": arguments}
-        request = build_decision_request(
-            method="tools/call",
-            params=params,
-            subject=subject,
-            registry=registry,
-            backend_id="b",
-            session_id="s",
-            request_id="1",
-        )
-        assert sorted(p.argument for p in request.resource.paths) == ["dst", "src"]
-        return approval_key(request, params)
+        return _call_key("sync", arguments, ["dst", "src"])
 
     assert (key(approved) == key(again)) is same
 
@@ -103,22 +107,10 @@ def test_a_remembered_approval_keeps_the_order_of_a_list_of_paths(tmp_path: Path
     """A tool may read its list of paths in order (``concat(files=[header, body])``,
     ``cp``-style ``paths=[from, to]``): an approval of one order is not of the other. The
     paths were sorted into the key, so both orders had one key."""
-    registry = ToolRegistry.default()
-    subject = Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp")
 
     def key(*files: str) -> object:
-        params = {"name": "concat", "arguments": {"files": [f"{tmp_path}/{f}" for f in files]}}
-        request = build_decision_request(
-            method="tools/call",
-            params=params,
-            subject=subject,
-            registry=registry,
-            backend_id="b",
-            session_id="s",
-            request_id="1",
-        )
-        assert [p.argument for p in request.resource.paths] == ["files"] * len(files)
-        return approval_key(request, params)
+        arguments = {"files": [f"{tmp_path}/{f}" for f in files]}
+        return _call_key("concat", arguments, ["files"] * len(files))
 
     assert key("a", "b") == key("a", "b")
     assert key("a", "b") != key("b", "a")

@@ -169,15 +169,7 @@ async def test_no_request_to_the_idp_goes_through_an_environment_proxy(
     # the signing keys
     await JWKSCache(f"{idp.base}/jwks", timeout=5).get_keys(None)
     # a device login's first request (no poll: the proxy matters, not the login)
-    client = DeviceFlowClient(
-        device_authorization_endpoint=f"{idp.base}/device",
-        token_endpoint=f"{idp.base}/token",
-        client_id="cli",
-        scope="openid",
-        resource="urn:mcp-acp:proxy",
-        timeout=5,
-    )
-    authorization = await client.start()
+    authorization = await _device_client(idp).start()
     assert authorization.user_code == "ABCD-EFGH"
     # logout revokes the refresh token
     result = await provider.logout()
