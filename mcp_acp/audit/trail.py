@@ -311,10 +311,13 @@ class AuditTrail:
         if self._soon:  # records written without waiting: on record before closing
             await asyncio.wait(set(self._soon))
         for sink in self.sinks:
+            self._begun()  # closing syncs the last records: a close that hangs is a stall
             try:
                 await sink.close()
             except Exception as exc:  # closing is best effort; the records are durable
                 log.warning("closing audit sink: %s", exc)
+            finally:
+                self._ended()
         self._closed.set()  # the watchdog watched the last writes too
 
     def record_at_exit(self, event: AuditEvent) -> None:

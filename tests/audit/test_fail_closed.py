@@ -301,6 +301,28 @@ def test_an_audit_write_that_never_returns_fails_the_trail_and_ends_the_process(
 
 
 @needs_strace
+def test_a_close_that_never_returns_fails_the_trail_and_ends_the_process(victim: Any) -> None:
+    """The session ends (the client's input closed), and closing the trail — which syncs
+    each stream and marks its head closed — does not return (the ``fsync`` held, as on a
+    hung mount). The watchdog watches the close too: the trail fails and the process ends
+    with the audit code. Before, nothing was recorded and the process hung, then exited 0
+    as from a clean end once the call returned."""
+    v = victim(write_timeout=1.0)
+    assert v.first == "READY"
+    assert v.send("req r1") == "OK r1"
+    hang = Hang(v.proc.pid, v.log_dir / "decisions.jsonl", "fsync")
+    try:
+        assert v.proc.stdin is not None
+        v.proc.stdin.close()
+        shutdown = wait_for_shutdown(v)
+    finally:
+        hang.release()
+    assert v.wait(timeout=30) == AUDIT_EXIT, v.stderr_path.read_text()
+    assert shutdown["detail"] == "audit write watchdog"
+    assert "no audit record was written in" in shutdown["reason"]
+
+
+@needs_strace
 def test_a_fallback_write_that_never_returns_is_given_up_and_the_process_ends(
     victim: Any, tmp_path: Path
 ) -> None:
