@@ -126,6 +126,11 @@ MAX_COOKIE_BYTES = 4096
 #: call of a tool past the bound carries no ``Mcp-Param-*`` headers (the backend may
 #: refuse it).
 MAX_MIRRORED_TOOLS = 10_000
+#: A tool with more mirrors than this keeps none (no tool sends that many headers; one
+#: listing a single tool with 150,000 of them grew the proxy by some 27 MB, for good), and
+#: the mirrors of all tools together are bounded too.
+MAX_MIRRORS_PER_TOOL = 64
+MAX_MIRRORS = 20_000
 
 
 #: The SDK's transport logs, rather than raises, an exception that ends its writer (one
@@ -265,7 +270,9 @@ class HttpChannel:
         self._watched: dict[Any, str] = {}  # request id -> method, for _WATCHED
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header
         self._initialized = False  # notifications/initialized sent (see send)
-        self._mirrors_full = False  # warned: _param_headers is at MAX_MIRRORED_TOOLS
+        self._mirrors_full = False  # warned: a tool's mirrors were not kept (the bounds)
+        self._mirrors = 0  # the mirrors in _param_headers, all tools together
+        self._handshaken = False  # the backend answered initialize (see send)
 
     def _client(self) -> httpx2.AsyncClient:
         """The one client of the session: probe, requests, event stream and the final
@@ -544,7 +551,9 @@ class HttpChannel:
                     f"{_INITIALIZED} was sent already in this session; another would open "
                     "another event stream to the backend"
                 )
-            self._initialized = True
+            # before the backend answered initialize there is no session to open a stream
+            # of (the SDK opens none): that one does not count
+            self._initialized = self._handshaken
         if message.kind == "request" and message.method in _WATCHED:
             self._watched[message.id] = message.method
         if message.kind == "request":
@@ -650,6 +659,7 @@ class HttpChannel:
         if method is None or not isinstance(result, dict):
             return
         if method == "initialize":
+            self._handshaken = True
             version = result.get("protocolVersion")
             if isinstance(version, str) and _HEADER_VALUE.fullmatch(version):
                 self._negotiated = version
@@ -661,16 +671,25 @@ class HttpChannel:
                 continue
             schema = tool.get("inputSchema")
             mirrors = x_mcp_header_map(schema) if find_invalid_x_mcp_header(schema) is None else {}
+            self._mirrors -= len(self._param_headers.pop(name, {}))
             if not mirrors:
-                self._param_headers.pop(name, None)
-            elif name in self._param_headers or len(self._param_headers) < MAX_MIRRORED_TOOLS:
+                continue
+            if (
+                len(mirrors) <= MAX_MIRRORS_PER_TOOL
+                and len(self._param_headers) < MAX_MIRRORED_TOOLS
+                and self._mirrors + len(mirrors) <= MAX_MIRRORS
+            ):
                 self._param_headers[name] = mirrors
+                self._mirrors += len(mirrors)
             elif not self._mirrors_full:
                 self._mirrors_full = True
                 log.warning(
-                    "the backend lists more than %d tools whose arguments go in headers "
-                    "(x-mcp-header); calls of the others carry no such headers",
+                    "the backend lists more tools whose arguments go in headers (x-mcp-header) "
+                    "than are kept (%d tools, %d headers each, %d in all); calls of the others "
+                    "carry no such headers",
                     MAX_MIRRORED_TOOLS,
+                    MAX_MIRRORS_PER_TOOL,
+                    MAX_MIRRORS,
                 )
 
     def _headers(self, message: Message) -> dict[str, str] | None:

@@ -769,6 +769,31 @@ def test_notifications_initialized_opens_one_event_stream_however_often_it_is_se
     assert "notifications/initialized was sent already in this session" in stderr
 
 
+def test_a_notifications_initialized_before_the_handshake_does_not_use_up_the_real_one(
+    configure_faulty: Callable[..., Path],
+    start: Callable[[], Proxy],
+    faulty_server: FaultyServer,
+    isolated_home: Path,
+) -> None:
+    """A client that sends ``notifications/initialized`` before ``initialize`` (no session
+    yet: the SDK opens no event stream for it): the one it sends after the handshake is
+    still forwarded, and the session's event stream opens. The early one used up the only
+    one the channel passes, so the real one was refused and the stream never opened."""
+    configure_faulty("--backend-timeout", "1", url=faulty_server.url + "?flood=0")  # held open
+    proxy = start()
+    proxy.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    proxy.initialize()  # initialize, then notifications/initialized
+    assert_session_goes_on(proxy)
+    streams = [
+        r
+        for r in read_log(faulty_server)
+        if r.get("line", "").startswith("GET") and "mcp-session-id" in r["headers"]
+    ]
+    assert len(streams) == 1
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "was sent already in this session" not in stderr
+
+
 def test_a_retry_the_sdk_cannot_read_is_left_out_and_the_session_goes_on(
     configure_faulty: Callable[..., Path], start: Callable[[], Proxy], isolated_home: Path
 ) -> None:
@@ -1030,7 +1055,37 @@ async def test_the_header_mirrors_of_at_most_so_many_tools_are_kept(
         assert "t1_0" in channel._param_headers  # the first listed are kept
     finally:
         await channel.close()
-    assert caplog.text.count("the backend lists more than 10000 tools whose arguments") == 1
+    assert caplog.text.count("than are kept (10000 tools, 64 headers each") == 1
+
+
+async def test_a_tool_with_more_header_mirrors_than_any_tool_sends_keeps_none(
+    faulty_server: FaultyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One new tool per listing, with 5,000 arguments that each go in a header: the mirrors
+    of each were kept whole (the bound was on tools, not on their mirrors), and the proxy
+    grew by megabytes a listing, for good. A tool with more than 64 keeps none, and the
+    mirrors of all tools together are bounded as well; said once."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy import http_backend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?wide=5000"))
+    await channel.start()
+    messages = aiter(channel.receive())
+    try:
+        for request_id in (1, 2, 3):
+            await channel.send(
+                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
+            )
+            listed = await asyncio.wait_for(anext(messages), timeout=60)
+            assert len(listed.body["result"]["tools"][0]["inputSchema"]["properties"]) == 5000
+        kept = sum(len(mirrors) for mirrors in channel._param_headers.values())
+        assert kept == 0
+        assert http_backend.MAX_MIRRORS_PER_TOOL == 64
+    finally:
+        await channel.close()
+    assert caplog.text.count("than are kept (10000 tools, 64 headers each, 20000 in all)") == 1
 
 
 async def test_an_error_that_ends_the_sdks_writer_is_reported_as_itself(

@@ -295,6 +295,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         {"name": f"t{LISTINGS[0]}_{i}", "inputSchema": schema} for i in range(count)
                     ]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
+                elif message["method"] == "tools/list" and "wide=" in target:
+                    LISTINGS[0] += 1  # one new tool, whose every argument goes in a header
+                    width = int(target.partition("wide=")[2])
+                    properties = {
+                        f"p{i}": {"type": "string", "x-mcp-header": f"H{i}"} for i in range(width)
+                    }
+                    schema = {"type": "object", "properties": properties}
+                    tools = [{"name": f"w{LISTINGS[0]}", "inputSchema": schema}]
+                    writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
                 elif message["method"] == "tools/list":
                     tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                     writer.write(whole("200 OK", answer(message["id"], {"tools": tools})))
