@@ -263,9 +263,10 @@ class EncryptedFileStorage:
                     f"or empty, so the tokens in {self.directory} cannot be decrypted",
                     fix=f"set {self.passphrase_env} to the token-storage passphrase",
                 )
-            # the variable's bytes as they are: a byte that is not UTF-8 (a Latin-1
-            # terminal's "é") comes back as a lone surrogate, which plain encode refuses
-            return passphrase.encode("utf-8", "surrogateescape")
+            # the variable's bytes as they are, whatever the locale: os.environ decodes
+            # them with the locale's codec, so a re-encoding in UTF-8 gave a Latin-1
+            # terminal's "é" (e9) as c3 a9 — a key other than a UTF-8 process derives
+            return os.fsencode(passphrase)
         assert self.key_file is not None  # noqa: S101 - guaranteed by __init__
         data = _read_private(self.key_file, what="key file", missing_ok=True)
         if data is None:

@@ -354,6 +354,54 @@ def test_a_passphrase_that_is_not_utf8_is_used_byte_for_byte(
     _refused(EncryptedFileStorage(tmp_path / "t", passphrase_env="ACP_TEST_PASS"), "decrypted")
 
 
+PASSPHRASE_USE = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from mcp_acp.models import StoredToken
+from mcp_acp.tokens import EncryptedFileStorage
+store = EncryptedFileStorage(Path(sys.argv[1]), passphrase_env="ACP_TEST_PASS")
+if sys.argv[2] == "save":
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+    store.save(StoredToken(issuer="https://idp.test", access_token="a", expires_at=expires))
+else:
+    print("loaded" if store.load("https://idp.test") is not None else "none")
+"""
+
+
+def test_a_passphrase_is_its_bytes_whatever_the_locale(tmp_path: Path) -> None:
+    """A login from a Latin-1 terminal and ``mcp-acp run`` started by an MCP client under a
+    UTF-8 locale, with the same passphrase bytes (``caf\\xe9``): the first read the
+    variable through its locale's codec and encoded it in UTF-8 (``c3 a9``), the second
+    got the raw byte (``e9``) — two keys, and the tokens saved could not be read. Both are
+    the variable's bytes now. Real processes, a real Latin-1 locale made with localedef."""
+    localedef = shutil.which("localedef")
+    if localedef is None:
+        pytest.skip("localedef(1) is needed to make a Latin-1 locale")
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    subprocess.run(
+        [localedef, "-i", "en_US", "-f", "ISO-8859-1", str(locales / "en_US.ISO-8859-1")],
+        check=True,
+        capture_output=True,
+    )
+    latin1 = {b"LOCPATH": os.fsencode(locales), b"LC_ALL": b"en_US.ISO-8859-1"}
+    utf8 = {b"LC_ALL": b"C.UTF-8"}
+    for number, passphrase in enumerate([b"caf\xe9 horse battery", b"caf\xc3\xa9 horse"]):
+        tokens = tmp_path / f"tokens-{number}"
+        for locale, action in ((latin1, "save"), (utf8, "load")):
+            env = {**os.environb, **locale, b"ACP_TEST_PASS": passphrase}
+            env.pop(b"LANG", None)
+            done = subprocess.run(
+                [sys.executable, "-c", PASSPHRASE_USE, str(tokens), action],
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert done.stdout.strip() == b"loaded"
+
+
 def test_key_cannot_be_derived_from_world_readable_facts(tmp_path: Path) -> None:
     """TS-3: the key is random, not machine-id/user/host: two stores never share it."""
     a = EncryptedFileStorage(tmp_path / "t", key_file=tmp_path / "k-a")
