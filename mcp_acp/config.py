@@ -774,10 +774,32 @@ _URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
 _SECRET_FLAG = re.compile(rf"-{{1,2}}{_SECRET_NAME}", re.IGNORECASE)
 
 
+#: A URL in a text, up to where it ends; and its query and fragment (from ``?`` or ``#``).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+_URL_TAIL = re.compile(r"[?#].*", re.DOTALL)
+#: One piece of a URL's query or fragment: its separator, and ``name=value`` or a bare value.
+_URL_PIECE = re.compile(r"([?&;#])([^?&;#]*)")
+
+
+def _url_tail_redacted(tail: re.Match[str]) -> str:
+    """A URL's query and fragment with every value replaced, names kept: a value there is a
+    credential often enough under any name (``?sig=``, ``?t%6Fken=``, ``#access_token=``)."""
+
+    def piece(match: re.Match[str]) -> str:
+        separator, text = match.groups()
+        name, equals, value = text.partition("=")
+        if equals:
+            return f"{separator}{name}={'<redacted>' if value else ''}"
+        return f"{separator}{'<redacted>' if text else ''}"
+
+    return _URL_PIECE.sub(piece, tail.group())
+
+
 def redact_text(text: str) -> str:
-    """``text`` with what looks like a credential replaced: secret ``name=value`` pairs, a
-    URL's password, and the shapes the audit trail redacts (bearer tokens, JWTs, PEM keys,
-    GitHub tokens, AWS key ids)."""
+    """``text`` with what looks like a credential replaced: every value of a URL's query
+    and fragment, a URL's password, secret ``name=value`` pairs, and the shapes the audit
+    trail redacts (bearer tokens, JWTs, PEM keys, GitHub tokens, AWS key ids)."""
+    text = _URL.sub(lambda url: _URL_TAIL.sub(_url_tail_redacted, url.group(), count=1), text)
     text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
     text = _SECRET_PAIR.sub(r"\1<redacted>", text)
     return redact(text)  # type: ignore[no-any-return]

@@ -322,16 +322,24 @@ def test_tls_status_on_a_terminal_escapes_what_the_certificates_name(
 def test_tls_status_prints_no_credential_of_the_url(
     configure: Callable[..., Path], env: dict[str, str]
 ) -> None:
-    """A token in the backend URL's query is redacted, as ``config show`` and ``run``'s
-    banner redact it; ``tls status`` printed the URL whole, text and JSON."""
-    configure("https://127.0.0.1:1/mcp?token=canary-s3cret&tenant=a")
-    for json_flag in ([], ["--json"]):
-        done = subprocess.run(
-            [str(CLI), "tls", "status", *json_flag], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        assert "canary-s3cret" not in done.stdout + done.stderr
-        assert "https://127.0.0.1:1/mcp?token=<redacted>&tenant=a" in done.stdout
+    """Every value of the backend URL's query and fragment is redacted, as ``config show``
+    redacts it: ``tls status`` printed the URL whole, text and JSON; then it redacted only
+    names that look secret, so ``?sig=``, ``?t%6Fken=`` (the server reads ``token``) and
+    ``#token=`` were still printed."""
+    for query, shown in [
+        ("?token=canary-s3cret&tenant=a", "?token=<redacted>&tenant=<redacted>"),
+        ("?t%6Fken=canary-s3cret", "?t%6Fken=<redacted>"),
+        ("?sig=canary-s3cret", "?sig=<redacted>"),
+        ("#token=canary-s3cret", "#token=<redacted>"),
+    ]:
+        configure(f"https://127.0.0.1:1/mcp{query}")
+        for json_flag in ([], ["--json"]):
+            done = subprocess.run(
+                [str(CLI), "tls", "status", *json_flag], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            assert "canary-s3cret" not in done.stdout + done.stderr
+            assert f"https://127.0.0.1:1/mcp{shown}" in done.stdout
 
 
 @pytest.mark.parametrize(
