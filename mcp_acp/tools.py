@@ -75,6 +75,9 @@ _PATH_LIKE = re.compile(r"^(?:[/~.\\]|[A-Za-z]:)|[/\\]")
 _ROOTED = re.compile(r"^(?:[/~]|\.{1,2}(?:[/\\]|$)|[A-Za-z]:[/\\]|file:)", re.IGNORECASE)
 #: Values of one call scanned for such strings; past this the call's paths are ambiguous.
 MAX_SCANNED_VALUES = 100_000
+#: How deep those values may nest, JSON text decoded in them included (as deep as the relay
+#: reads a message: ``proxy.messages.MAX_DEPTH``); deeper, the call's paths are ambiguous.
+MAX_NESTING = 200
 #: A string that may be an object or an array written as JSON text, which servers decode
 #: into the value an argument's type asks for (the mcp SDK's ``MCPServer`` and FastMCP:
 #: ``pre_parse_json``): it is scanned as that value too.
@@ -291,40 +294,46 @@ def rooted_strings(items: Sequence[tuple[str, Any]]) -> list[PathArgument]:
     ``@file`` does; each named by where it sits (``config.path``, ``args[1]``). A ``file:``
     URI counts as its path. A string holding an object or an array as JSON text is read as
     that value too (``opts.path`` in ``{"opts": "{\"path\": \"/x\"}"}``): servers decode
-    such text for an argument whose type is not a string. More than
-    :data:`MAX_SCANNED_VALUES` values make the call's paths ambiguous (denied) rather than
-    partly read."""
+    such text for an argument whose type is not a string (text in such text too: each
+    layer counts as a level). The call's paths are ambiguous (denied) rather than partly
+    read past :data:`MAX_SCANNED_VALUES` values, past :data:`MAX_NESTING` levels, and for
+    JSON text this reader refuses (too deep for it, or a number of more than 4,300 digits),
+    which a server with other limits may well read."""
     found: list[PathArgument] = []
-    stack = list(reversed(items))
+    stack = [(where, value, 1) for where, value in reversed(items)]
     scanned = 0
     while stack:
-        where, value = stack.pop()
+        where, value, depth = stack.pop()
         scanned += 1
         if scanned > MAX_SCANNED_VALUES:
             text = f"(more than {MAX_SCANNED_VALUES:,} values: not read)"
             return [*found, PathArgument(argument="arguments", path=text)]
+        if depth > MAX_NESTING:
+            text = f"(nested more than {MAX_NESTING} levels deep: not read)"
+            return [*found, PathArgument(argument=where, path=text)]
         if isinstance(value, str):
             path = _rooted(value)
             if path is not None:
                 found.append(PathArgument(argument=where, path=path))
             elif _JSON_TEXT.match(value):
-                decoded = _json_text(value)
-                if decoded is not None:
-                    stack.append((where, decoded))
+                try:
+                    inner = json.loads(value)
+                except json.JSONDecodeError:  # not JSON: a server reads a string too
+                    continue
+                except (ValueError, RecursionError):  # JSON, but not for this reader
+                    text = "(JSON text too deep, or with too long a number, to read)"
+                    return [*found, PathArgument(argument=where, path=text)]
+                if isinstance(inner, dict | list):
+                    stack.append((where, inner, depth + 1))
         elif isinstance(value, Mapping):
-            stack.extend((f"{where}.{key}", item) for key, item in reversed(list(value.items())))
+            stack.extend(
+                (f"{where}.{key}", item, depth + 1) for key, item in reversed(list(value.items()))
+            )
         elif isinstance(value, list):
-            stack.extend((f"{where}[{n}]", item) for n, item in reversed(list(enumerate(value))))
+            stack.extend(
+                (f"{where}[{n}]", item, depth + 1) for n, item in reversed(list(enumerate(value)))
+            )
     return found
-
-
-def _json_text(text: str) -> dict[str, Any] | list[Any] | None:
-    """The object or array ``text`` holds as JSON, if it does (as a server would read it)."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or JSON Python refuses to read
-        return None
-    return value if isinstance(value, dict | list) else None
 
 
 def _rooted(text: str) -> str | None:

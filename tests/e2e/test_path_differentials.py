@@ -137,3 +137,38 @@ def test_a_path_in_an_argument_sent_as_json_text_is_read_as_the_server_reads_it(
     finally:
         proxy.close()
     assert SECRET not in (log_dir / "operations.jsonl").read_text()
+
+
+@pytest.mark.parametrize("shape", ["nested 1,000 deep", "a number of 5,000 digits"])
+def test_json_text_the_proxy_cannot_read_whole_is_denied_not_passed_unread(
+    isolated_home: Path, tmp_path: Path, shape: str
+) -> None:
+    """JSON text beside a denied path that this proxy's reader refuses — nested deeper than
+    Python's stack allows it, or with a number longer than 4,300 digits — while the server
+    reads it (its limits raised, as a server's may be): the text was passed on unread, and
+    the server read the denied file. The call's paths are ambiguous now: denied."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / ".env").write_text(SECRET)
+    policy = {
+        "version": "1",
+        "rules": [
+            {"id": "no-env", "effect": "deny", "conditions": {"path_pattern": "**/.env"}},
+            {"id": "fs", "effect": "allow", "conditions": {"tool_name": "fs_*"}},
+        ],
+    }
+    args = [str(JSON_ARGS), "--raised-limits"]
+    log_dir = configure(isolated_home, sys.executable, args, policy)
+    filler = "[" * 1000 + "]" * 1000 if shape.startswith("nested") else "1" * 5000
+    opts = '{"path": ' + json.dumps(str(project / ".env")) + ', "pad": ' + filler + "}"
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    try:
+        proxy.initialize()
+        call = {"name": "fs_read", "arguments": {"opts": opts}}
+        denied = proxy.answer(proxy.request("tools/call", call))
+    finally:
+        proxy.close()
+    assert denied["error"]["data"] == {"rule": "builtin-ambiguous-path"}, denied
+    assert "JSON text too deep, or with too long a number" in denied["error"]["message"]
+    assert SECRET not in json.dumps(denied)
+    assert SECRET not in (log_dir / "operations.jsonl").read_text()

@@ -802,3 +802,26 @@ def test_an_unknown_tools_paths_in_json_text_are_read_as_a_server_decodes_them()
         assert decided({"opts": text}).effect is Effect.ALLOW, text
     request = make_request(tool="fs_read", arguments={"opts": json.dumps({"a": ["/p/x"]})})
     assert [(p.argument, p.path) for p in request.resource.paths] == [("opts.a[0]", "/p/x")]
+
+
+def test_json_text_nested_past_the_readers_depth_makes_the_paths_ambiguous() -> None:
+    """JSON text restarts the nesting the message reader bounds (200 levels), and text in
+    text restarts it again: five layers of 190 levels with 100,000 paths in them once
+    took 1.4 GB of the proxy's memory for their names. The levels of every layer count
+    together now: past 200 the call's paths are ambiguous (the path guard denies them)."""
+
+    def nested(value: object, levels: int) -> object:
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    def paths(opts: object) -> list[tuple[str, str]]:
+        request = make_request(tool="fs_read", arguments={"opts": opts})
+        return [(p.argument, p.path) for p in request.resource.paths]
+
+    inner = json.dumps(nested("/p/a", 120))
+    assert paths(inner) == [("opts" + "[0]" * 120, "/p/a")]  # one layer, 122 levels
+    assert paths(json.dumps(nested(inner, 50))) == [("opts" + "[0]" * 170, "/p/a")]
+    assert paths(json.dumps(nested(inner, 100))) == [
+        ("opts" + "[0]" * 100 + "[0]" * 98, "(nested more than 200 levels deep: not read)")
+    ]

@@ -2,7 +2,10 @@
 tool, ``fs_read``, whose argument ``opts`` is an object naming a file (``path``): it
 returns the file's text. ``MCPServer`` accepts such an object sent as JSON text too — it
 decodes a string argument whose type is not ``str`` (``pre_parse_json``), as FastMCP
-does, for clients that send objects that way."""
+does, for clients that send objects that way. With ``--raised-limits`` it reads deeper
+JSON and longer numbers than Python's defaults let the proxy read (as a server may)."""
+
+import sys
 
 from mcp.server import MCPServer
 from pydantic import BaseModel
@@ -22,4 +25,7 @@ def fs_read(opts: Options) -> str:
 
 
 if __name__ == "__main__":
+    if "--raised-limits" in sys.argv:
+        sys.setrecursionlimit(20_000)
+        sys.set_int_max_str_digits(0)
     app.run("stdio")
