@@ -120,9 +120,13 @@ class Session:
     client_name: str | None = None
     client_version: str | None = None
     posture: dict[str, PostureStatus] = attrs.field(factory=dict)
-    #: The backend answered an ``initialize``: the handshake era, in which it serves every
-    #: request as the client that handshake named (``client_name``, ``client_version``).
+    #: An ``initialize`` went to the backend (and was not refused): the handshake era, in
+    #: which it serves every request as the client that handshake named (``client_name``,
+    #: ``client_version``).
     handshake: bool = False
+    #: ``initialize`` requests forwarded and not answered yet: meanwhile, which client a
+    #: backend would serve a request whose envelope names another as is not known.
+    unanswered_handshakes: int = 0
 
     def bind(self, subject: Subject) -> None:
         """Bind the session to ``subject`` (once, at start)."""
@@ -144,32 +148,59 @@ class Session:
     def client_of(self, method: str, params: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """The client's name and version for deciding one of its requests, as the backend
         knows it when it serves that request: an ``initialize``'s own ``clientInfo``; once
-        the backend has answered one (the handshake era), what that handshake said, whatever
-        a request carries; before (the 2026-07-28 era), what the request's own envelope says
-        (``params._meta``), never another request's — or, if it has none, what the last
-        forwarded one said. A ``clientInfo`` in any other request's params is not read: no
-        backend reads it there."""
+        an ``initialize`` has gone to the backend (the handshake era), what it said,
+        whatever a request carries; before (the 2026-07-28 era), what the request's own
+        envelope says (``params._meta``), never another request's — or, if it has none, what
+        the last forwarded one said. A ``clientInfo`` in any other request's params is not
+        read: no backend reads it there.
+
+        While an ``initialize`` is unanswered, a request whose envelope names another client
+        raises :class:`ValueError` (denied): a backend of the handshake era serves it as the
+        handshake's client, one of the 2026-07-28 era (which refuses the handshake) as the
+        envelope's, and which one this backend is, its answer has not said yet."""
         if method == "initialize":
             return _named(params.get("clientInfo"))
         meta = params.get("_meta")
-        if not self.handshake and isinstance(meta, Mapping) and CLIENT_INFO in meta:
-            return _named(meta[CLIENT_INFO])
-        return self.client_name, self.client_version
+        enveloped = isinstance(meta, Mapping) and CLIENT_INFO in meta
+        own = _named(meta[CLIENT_INFO]) if enveloped else None  # type: ignore[index]
+        session = self.client_name, self.client_version
+        if self.unanswered_handshakes and own is not None and own[0] != session[0]:
+            raise ValueError(
+                f"its envelope names the client {own[0]!r}, and an initialize naming "
+                f"{session[0]!r} is not answered yet: send requests after the handshake's answer"
+            )
+        if not self.handshake and own is not None:
+            return own
+        return session
 
-    def forwarded(self, method: str, params: Mapping[str, Any]) -> None:
-        """A request of the client's goes to the backend: before any handshake, what its
-        envelope says the client is becomes the session's (``mcp-acp status``; and what
-        deciding on what the backend sends, such as filtering a list, takes)."""
-        if method != "initialize" and not self.handshake:
+    def forwarded(
+        self, method: str, params: Mapping[str, Any]
+    ) -> tuple[str | None, str | None, bool] | None:
+        """A request of the client's goes to the backend. An ``initialize`` begins the
+        handshake era: from now on the backend serves requests as the client it names —
+        unless it refuses it (:meth:`handshake_refused`, given what this returned: the
+        session's client before). Before any handshake, what a request's envelope says the
+        client is becomes the session's (``mcp-acp status``; and what deciding on what the
+        backend sends, such as filtering a list, takes)."""
+        if method == "initialize":
+            before = self.client_name, self.client_version, self.handshake
+            self.client_name, self.client_version = _named(params.get("clientInfo"))
+            self.handshake = True
+            self.unanswered_handshakes += 1
+            return before
+        if not self.handshake:
             meta = params.get("_meta")
             if isinstance(meta, Mapping) and CLIENT_INFO in meta:
                 self.client_name, self.client_version = _named(meta[CLIENT_INFO])
+        return None
 
-    def shook_hands(self, params: Mapping[str, Any]) -> None:
-        """The backend answered an ``initialize`` with these ``params`` with a result: from
-        now on it serves every request as the client named there."""
-        self.client_name, self.client_version = _named(params.get("clientInfo"))
-        self.handshake = True
+    def handshake_answered(self, refused: tuple[str | None, str | None, bool] | None) -> None:
+        """The backend answered an ``initialize``: with a result (``refused`` None), or with
+        an error — then the session's client is again what it was before that handshake
+        (``refused``, as :meth:`forwarded` returned it)."""
+        self.unanswered_handshakes = max(0, self.unanswered_handshakes - 1)
+        if refused is not None:
+            self.client_name, self.client_version, self.handshake = refused
 
 
 #: The methods whose messages may expose the session by naming something: the key naming
@@ -416,6 +447,15 @@ class EnforcementPoint:
         if error is not None:  # the reason without its fix: that is for the operator
             reason = f"{error.kind} failure: {error.message}"
         self.record_cut_short(f"the proxy shut down ({reason})")
+
+    def _client_of(self, method: str, params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """:meth:`Session.client_of`; a client not known yet is a :class:`BuildError`."""
+        try:
+            return self.session.client_of(method, params)
+        except ValueError as exc:
+            raise BuildError(
+                "builtin-request-error", "the client is not known yet", exc, self.session.subject
+            ) from exc
 
     def fail(self, error: McpAcpError) -> None:
         """End the session for ``error`` (through the shutdown coordinator, if there is one)."""
@@ -821,7 +861,7 @@ class EnforcementPoint:
             return await self._refuse(deciding, held_by, f"denied: {why}", self.session.subject)
         try:
             # the backend's requests name no client of their own: the session's
-            client = None if deciding.from_backend else self.session.client_of(method, params)
+            client = None if deciding.from_backend else self._client_of(method, params)
             request = await self.build(method, params, request_id, annotations, client)
         except AuthenticationError as exc:
             # no identity: nothing to decide about; the denial itself is on record

@@ -304,9 +304,9 @@ class Relay:
         self._in_flight: dict[Any, tuple[str, int]] = {}
         # of those, the screened ones (SCREENED): request id -> (method, what it names)
         self._screening: dict[Any, tuple[str, str | None]] = {}
-        # of those, the initialize requests: request id -> params (their clientInfo is who
-        # the backend serves from then on, once it answers one with a result)
-        self._handshaking: dict[Any, dict[str, Any]] = {}
+        # of those, the initialize requests: request id -> the session's client before it
+        # (restored if the backend refuses it: Session.handshake_answered)
+        self._handshaking: dict[Any, tuple[str | None, str | None, bool]] = {}
         # the backend's request id -> method, sent to the client and not yet answered: the
         # only answers from the client that go to the backend
         self._asked: dict[Any, str] = {}
@@ -723,16 +723,17 @@ class Relay:
                 message.method,
                 name if isinstance(name, str) or named_by is None else repr(name),
             )
-        if message.method == "initialize":
-            self._handshaking[message.id] = message.params
         # before it is sent: its answer (a list to filter) may be read before send returns
-        self.pep.session.forwarded(message.method, message.params)
+        before = self.pep.session.forwarded(message.method, message.params)
+        if before is not None:  # an initialize: the session's client before it
+            self._handshaking[message.id] = before
         try:
             await self.channel.send(message)
         except Unsendable as exc:
             self._in_flight.pop(message.id, None)
             self._screening.pop(message.id, None)
-            self._handshaking.pop(message.id, None)
+            if self._handshaking.pop(message.id, None) is not None:  # not sent: as if refused
+                self.pep.session.handshake_answered(before)
             text = f"cannot forward this request to the backend: {exc}"
             self.pep.settled(verdict, f"not forwarded: {text}")
             text = f"{text} (request {message.id})"
@@ -825,10 +826,11 @@ class Relay:
                 self.pep.drop("backend", "response to no request")
                 return
             source = self._screening.get(message.id)
-            handshake = self._handshaking.get(message.id)
+            before = self._handshaking.get(message.id)
             method, took = self._answered(message.id)
-            if handshake is not None and isinstance(message.body.get("result"), dict):
-                self.pep.session.shook_hands(handshake)  # who the backend now serves
+            if before is not None:  # an initialize's answer: refused, unless a result
+                refused = not isinstance(message.body.get("result"), dict)
+                self.pep.session.handshake_answered(before if refused else None)
             decided = method in LISTS or _asks_for_input(message)
             unreadable = _unreadable_input_requests(message)
             if self.trail.failed is not None:

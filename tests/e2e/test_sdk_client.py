@@ -24,6 +24,7 @@ from mcp import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from proxy_helpers import (
     DENIED,
+    E2E,
     GIT_SERVER,
     Proxy,
     configure,
@@ -218,6 +219,55 @@ def test_a_modern_request_is_decided_as_the_client_its_own_envelope_names(
         assert "denied by default" in other["error"]["message"]  # nothing carried over
     finally:
         proxy.close()
+
+
+WHO = E2E / "peers" / "who_server.mjs"
+
+
+@pytest.mark.parametrize("answered", ["not yet", "never (cancelled)"])
+def test_a_call_right_behind_an_initialize_is_decided_as_the_client_it_named(
+    isolated_home: Path, answered: str
+) -> None:
+    """The TypeScript SDK's server takes an ``initialize`` before it answers it, and
+    answers none that was cancelled; from then on it serves every call as that client.
+    A call sent right behind ``initialize`` (or after one cancelled with it) and carrying
+    an envelope that names another client was decided as the envelope's — allowed, where
+    the policy denies the client the backend served it as. Now such a call is decided as
+    the handshake's client, or, with an envelope naming another while the handshake is
+    unanswered, not decided at all: denied either way, and never served."""
+    policy = {
+        "version": "1",
+        "rules": [
+            {
+                "id": "no-evil",
+                "effect": "deny",
+                "conditions": {"mcp_client_name": "evil-client", "tool_name": "echo"},
+            },
+            {"id": "echo", "effect": "allow", "conditions": {"tool_name": "echo"}},
+        ],
+    }
+    configure(isolated_home, "node", [str(WHO)], policy)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}}
+    try:
+        evil = {**hello, "clientInfo": {"name": "evil-client", "version": "1"}}
+        initialize = {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": evil}
+        cancel = {"reason": "never mind", "requestId": "init"}
+        cancelled = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
+        lines = [initialize, {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+        if answered.startswith("never"):
+            lines.insert(1, cancelled)
+        proxy.send_raw(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        echo = {"name": "echo", "arguments": {}}
+        calls = [proxy.request("tools/call", {**echo, "_meta": envelope("good")})]
+        calls.append(proxy.request("tools/call", echo))
+        answers = [proxy.answer(call) for call in calls]
+    finally:
+        proxy.close()
+    for answer in answers:
+        assert "error" in answer, answer
+        assert "served-as" not in json.dumps(answer)
+    assert answers[1]["error"]["data"] == {"rule": "no-evil"}
 
 
 def test_a_handshake_era_request_is_decided_as_the_client_the_handshake_named(

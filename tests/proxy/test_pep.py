@@ -1577,8 +1577,33 @@ def test_each_request_is_decided_as_the_client_the_backend_serves_it_as() -> Non
     session.forwarded("tools/call", second)
     assert session.client_of("tools/call", _enveloped(None)) == ("second", None)
     assert session.client_of("initialize", hint) == ("posing", "9")
-    session.shook_hands({"clientInfo": {"name": "ide", "version": "1"}})
+    session.forwarded("initialize", {"clientInfo": {"name": "ide", "version": "1"}})
+    session.handshake_answered(None)
     for params in (first, hint, {}):
         assert session.client_of("tools/call", params) == ("ide", "1")
     session.forwarded("tools/call", first)
     assert (session.client_name, session.client_version) == ("ide", "1")
+
+
+def test_an_initialize_on_its_way_names_the_client_and_a_refused_one_names_none() -> None:
+    """A handshake-era backend serves what follows an ``initialize`` as that handshake's
+    client, answered or not (its TypeScript SDK takes the handshake before it answers, and
+    answers no cancelled one): the era begins when the ``initialize`` goes out, not when
+    its answer comes back, so a call sent right behind it is decided as the backend will
+    serve it. Meanwhile an envelope naming another client is not decided at all (a backend
+    of the 2026-07-28 era would serve the envelope's); a refused ``initialize`` leaves the
+    session as it was."""
+    session = Session()
+    evil = {"clientInfo": {"name": "evil-client", "version": "1"}}
+    before = session.forwarded("initialize", evil)
+    assert session.client_of("tools/call", {}) == ("evil-client", "1")
+    assert session.client_of("tools/call", _enveloped("evil-client")) == ("evil-client", "1")
+    with pytest.raises(ValueError, match="an initialize naming 'evil-client' is not answered"):
+        session.client_of("tools/call", _enveloped("good"))
+    session.handshake_answered(before)  # refused (an error answer): as before it
+    assert (session.handshake, session.unanswered_handshakes) == (False, 0)
+    assert session.client_of("tools/call", _enveloped("good")) == ("good", None)
+    session.forwarded("initialize", evil)  # never answered (cancelled): still its client
+    assert session.client_of("tools/call", {}) == ("evil-client", "1")
+    with pytest.raises(ValueError, match="envelope names the client 'good'"):
+        session.client_of("tools/call", _enveloped("good"))
