@@ -32,7 +32,7 @@ from pydantic import (
 
 from mcp_acp.backend_identity import canonical_name
 from mcp_acp.models import NEVER_CACHED
-from mcp_acp.policy.paths import normalise_path_pattern
+from mcp_acp.policy.paths import hidden_character, normalise_path_pattern
 from mcp_acp.policy.uris import normalise_uri_pattern
 
 __all__ = [
@@ -75,11 +75,26 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _shown(value: str) -> str:
+    """``value``, refused if it holds a character that does not show as itself: a rule whose
+    tool name, extension or method had a pasted zero-width space denied (or allowed)
+    nothing, and ``policy validate`` said ok."""
+    if (hidden := hidden_character(value)) is not None:
+        raise ValueError(
+            f"{value!r} contains U+{ord(hidden):04X}, a control or invisible character: a "
+            "rule naming it would not match what it seems to; remove it"
+        )
+    return value
+
+
 #: A string or a list of strings (any-of). Always stored as a list.
-AnyOf = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_as_list)]
+AnyOf = Annotated[
+    list[Annotated[str, Field(min_length=1), AfterValidator(_shown)]], BeforeValidator(_as_list)
+]
 
 
 def _check_double_star(pattern: str) -> str:
+    _shown(pattern)
     for segment in pattern.split("/"):
         if "**" in segment and segment != "**":
             raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")

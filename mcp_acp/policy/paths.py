@@ -44,6 +44,7 @@ __all__ = [
     "AmbiguousPathError",
     "extension_of",
     "file_uri_to_path",
+    "hidden_character",
     "is_within",
     "normalise_path",
     "normalise_path_pattern",
@@ -69,6 +70,18 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Node gives it for every such name, so it may stand for one the proxy cannot name).
 _UNDECODED = re.compile("[\ud800-\udfff\ufffd]")
 _PERCENT = re.compile("%[0-9A-Fa-f]{2}")
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of ``text`` that does not show as itself — a control or
+    invisible character, a lone surrogate or U+FFFD — if there is one: in a policy's
+    pattern, a pasted one makes a rule that names nothing it was meant to."""
+    for refused in (_CONTROL, _INVISIBLE, _UNDECODED):
+        if (m := refused.search(text)) is not None:
+            return m.group()
+    return None
+
+
 _FULLWIDTH = re.compile("[\uff00-\uffef]")
 _WINDOWS_RESERVED = frozenset(
     ["con", "prn", "aux", "nul", "conin$", "conout$"]
@@ -146,12 +159,11 @@ def normalise_path_pattern(pattern: str) -> str:
             raise ValueError(f"pattern {pattern!r}: '**' must be a whole segment ('/a/**/b')")
     if "\x00" in pattern:
         raise ValueError("path pattern contains NUL")
-    for refused in (_CONTROL, _INVISIBLE, _UNDECODED):  # a request path with one is ambiguous
-        if (m := refused.search(pattern)) is not None:
-            raise ValueError(
-                f"path pattern {pattern!r} contains U+{ord(m.group()):04X}, which no path "
-                "the proxy accepts holds: it would never match; remove it"
-            )
+    if (hidden := hidden_character(pattern)) is not None:  # a path with one is ambiguous
+        raise ValueError(
+            f"path pattern {pattern!r} contains U+{ord(hidden):04X}, which no path "
+            "the proxy accepts holds: it would never match; remove it"
+        )
     if "\\" in pattern:
         raise ValueError(f"path pattern {pattern!r} uses '\\'; use '/' separators")
     if ".." in pattern.split("/"):

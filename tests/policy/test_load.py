@@ -221,3 +221,30 @@ def test_a_time_window_with_a_utc_offset_is_refused_at_load(tmp_path: Path) -> N
     assert len(problems) == 1
     assert "has a UTC offset" in problems[0]
     assert engine.policy.rules[0].id == "b"  # the last good policy stays
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("tool_name", "read\u200b_text_file", "U+200B"),
+        ("extension", ".p\u200bem", "U+200B"),
+        ("mcp_method", "tools/\u2060call", "U+2060"),
+        ("groups", "contractors\x1b", "U+001B"),
+    ],
+)
+def test_a_condition_with_a_character_that_does_not_show_is_refused(
+    tmp_path: Path, field: str, value: str, shown: str
+) -> None:
+    """A zero-width space pasted into a deny rule's tool name or extension: the policy
+    loaded (``policy validate`` said ok) and the rule denied nothing — a ``.pem`` key was
+    read through the real filesystem server. Only path and URI patterns refused such
+    characters; every string condition does now, at load, in one line."""
+    path = tmp_path / "policy.json"
+    rule = {"id": "no", "effect": "deny", "conditions": {field: value}}
+    path.write_text(json.dumps({"version": "1", "rules": [rule]}))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert f"rules[0].conditions.{field}" in message
+    assert f"contains {shown}, a control or invisible character" in message
+    assert "\n" not in message
