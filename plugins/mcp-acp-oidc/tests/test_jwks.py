@@ -364,8 +364,7 @@ async def test_the_idps_name_is_checked_against_its_subject_alt_name_only(
     server, cert = https_idp_named_in_cn_only
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    with caplog.at_level(logging.WARNING):
-        with pytest.raises(JWKSUnavailableError):
-            await JWKSCache(f"https://localhost:{server.port}/jwks").get_keys(None)
+    with caplog.at_level(logging.WARNING), pytest.raises(JWKSUnavailableError):
+        await JWKSCache(f"https://localhost:{server.port}/jwks").get_keys(None)
     assert "failed: ConnectError" in caplog.text  # the TLS handshake
     assert server.state.hits["/jwks"] == 0
