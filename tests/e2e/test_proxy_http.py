@@ -742,47 +742,31 @@ def test_a_request_stream_the_backend_ends_at_once_for_ever_fails_that_request_o
     assert 0 < len(resumed) <= 5
 
 
+@pytest.mark.parametrize("sent", ["101 times after the handshake", "once before it, once after"])
 def test_notifications_initialized_opens_one_event_stream_however_often_it_is_sent(
     configure_faulty: Callable[..., Path],
     start: Callable[[], Proxy],
     faulty_server: FaultyServer,
     isolated_home: Path,
+    sent: str,
 ) -> None:
     """The SDK opens the session's event stream (a GET the backend holds open) for every
-    ``notifications/initialized`` it is given, each holding one of its 100 connections for
-    the rest of the session: a client that sent it 101 times left no connection for any
-    request — every later one failed (PoolTimeout), the session was broken for good. It
-    passes once; a repeat is not forwarded, with a warning."""
+    ``notifications/initialized`` it is given once the backend has answered ``initialize``,
+    each holding one of its 100 connections for the rest of the session: a client that
+    sent it 101 times left no connection for any request — every later one failed
+    (PoolTimeout), the session was broken for good. It passes once; a repeat is not
+    forwarded, with a warning. One sent before ``initialize`` (no session yet: the SDK
+    opens no stream for it) does not count: it used up the only one the channel passes,
+    so the real one was refused and the stream never opened."""
     configure_faulty("--backend-timeout", "1", url=faulty_server.url + "?flood=0")  # held open
     proxy = start()
-    proxy.initialize()
-    for _ in range(101):
-        proxy.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    assert_session_goes_on(proxy)
-    streams = [
-        r
-        for r in read_log(faulty_server)
-        if r.get("line", "").startswith("GET") and "mcp-session-id" in r["headers"]
-    ]
-    assert len(streams) == 1
-    stderr = (isolated_home / "proxy-stderr.txt").read_text()
-    assert "notifications/initialized was sent already in this session" in stderr
-
-
-def test_a_notifications_initialized_before_the_handshake_does_not_use_up_the_real_one(
-    configure_faulty: Callable[..., Path],
-    start: Callable[[], Proxy],
-    faulty_server: FaultyServer,
-    isolated_home: Path,
-) -> None:
-    """A client that sends ``notifications/initialized`` before ``initialize`` (no session
-    yet: the SDK opens no event stream for it): the one it sends after the handshake is
-    still forwarded, and the session's event stream opens. The early one used up the only
-    one the channel passes, so the real one was refused and the stream never opened."""
-    configure_faulty("--backend-timeout", "1", url=faulty_server.url + "?flood=0")  # held open
-    proxy = start()
-    proxy.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    early = sent.startswith("once before")
+    if early:
+        proxy.send(initialized)
     proxy.initialize()  # initialize, then notifications/initialized
+    for _ in range(0 if early else 100):
+        proxy.send(initialized)
     assert_session_goes_on(proxy)
     streams = [
         r
@@ -791,7 +775,8 @@ def test_a_notifications_initialized_before_the_handshake_does_not_use_up_the_re
     ]
     assert len(streams) == 1
     stderr = (isolated_home / "proxy-stderr.txt").read_text()
-    assert "was sent already in this session" not in stderr
+    repeated = "notifications/initialized was sent already in this session" in stderr
+    assert repeated is not early
 
 
 def test_a_retry_the_sdk_cannot_read_is_left_out_and_the_session_goes_on(
