@@ -109,6 +109,12 @@ class ListGuard:
         # tool name -> its annotations in the backend's last tools/list: they can only raise
         # the risk the policy sees (registry.facts), so a call is decided with them too
         self._annotations: dict[str, dict[str, Any]] = {}
+        # every tool name the backend listed (at most MAX_ANNOTATED_TOOLS), and by its name
+        # case-folded: a call of a listed tool by another spelling of its name is denied —
+        # the policy folds case, pins and quarantine do not, and a backend that looks its
+        # tools up ignoring case would run the held tool
+        self._listed: set[str] = set()
+        self._listed_folded: dict[str, str] = {}
         # tool name -> the argument names its last listed inputSchema allows, for tools whose
         # schema allows no others (additionalProperties: false): a call with any other
         # argument is denied (builtin-unexpected-arguments)
@@ -180,7 +186,8 @@ class ListGuard:
     def withheld(self, method: str, params: dict[str, Any]) -> tuple[str, str] | None:
         """Why a request using one listed entry is denied whatever the policy says (rule id,
         reason), if it is: the entry's definition was quarantined, or (a tool's) differs
-        from its pin, or was never approved (``proxy.new_tools: review``)."""
+        from its pin, or was never approved (``proxy.new_tools: review``); or a call names
+        a listed tool in another letter case (``builtin-tool-miscased``)."""
         if method not in _USES:
             return None
         key, rule_id = _USES[method]
@@ -188,6 +195,14 @@ class ListGuard:
         name = params.get(kind.key)
         if not isinstance(name, str):
             return None
+        if method == "tools/call" and name not in self._listed:
+            listed = self._listed_folded.get(name.casefold())
+            if listed is not None:
+                return (
+                    "builtin-tool-miscased",
+                    f"no tool of this name was listed, but {listed!r} was: call it by its "
+                    "listed name (what holds that tool must hold any spelling of it)",
+                )
         held = self._quarantined[key].get(name)
         if held is not None:
             return (
@@ -395,6 +410,9 @@ class ListGuard:
         name, annotations = tool.get("name"), tool.get("annotations")
         if not isinstance(name, str):
             return
+        if name not in self._listed and len(self._listed) < MAX_ANNOTATED_TOOLS:
+            self._listed.add(name)
+            self._listed_folded.setdefault(name.casefold(), name)
         if isinstance(annotations, dict):
             if name in self._annotations or len(self._annotations) < MAX_ANNOTATED_TOOLS:
                 self._annotations[name] = annotations

@@ -142,6 +142,24 @@ def test_a_request_id_still_in_flight_cannot_be_used_again(relay: Any, again: An
     assert [r["mcp_method"] for r in answers] == ["tools/call"]  # recorded as what it answers
 
 
+def test_a_listed_tool_called_in_another_letter_case_is_denied(relay: Any) -> None:
+    """The policy folds the case of tool names; pins, quarantine, strict schemas and
+    reviews held a tool by its exact name. A call of ``ECHO`` when ``echo`` was listed
+    passed them all — a backend that looks its tools up ignoring case would have run a
+    quarantined or changed tool. It is denied now, and never reaches the backend; the
+    listed spelling still works."""
+    proxy, received, _ = relay
+    listed = [tool["name"] for tool in proxy.call("tools/list")["result"]["tools"]]
+    assert "echo" in listed
+    for spelling in ("ECHO", "Echo"):
+        denied = proxy.call("tools/call", {"name": spelling, "arguments": {"text": "x"}})
+        assert denied["error"]["data"] == {"rule": "builtin-tool-miscased"}, denied
+        assert "'echo' was" in denied["error"]["message"]
+    assert proxy.call("tools/call", {"name": "echo", "arguments": {"text": "x"}})["result"]
+    called = [m["params"]["name"] for m in backend_saw(received) if m.get("method") == "tools/call"]
+    assert called == ["echo"]
+
+
 def test_each_answer_is_recorded_with_the_time_the_backend_took(relay: Any) -> None:
     # not hostile: the same session shows it cheaply. duration_ms runs from the request's
     # send to the backend until its answer came back (slow sleeps 1 s before answering)
