@@ -1015,6 +1015,29 @@ async def test_event_ids_are_not_held(faulty_server: FaultyServer) -> None:
     assert held < 20 * MIB, f"{held} bytes held after 20 answers with ids of 2 MiB"
 
 
+async def _listed_three_times(url: str) -> tuple[list[Any], dict[str, Any]]:
+    """``tools/list`` three times through an HTTP channel to ``url``: the three answers'
+    tools, and the header mirrors the channel kept."""
+    from mcp_acp.config import HttpBackend
+    from mcp_acp.proxy.http_backend import HttpChannel
+    from mcp_acp.proxy.messages import from_body
+
+    channel = HttpChannel(HttpBackend(url=url))
+    await channel.start()
+    messages = aiter(channel.receive())
+    listings = []
+    try:
+        for request_id in (1, 2, 3):
+            await channel.send(
+                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
+            )
+            listed = await asyncio.wait_for(anext(messages), timeout=60)
+            listings.append(listed.body["result"]["tools"])
+        return listings, dict(channel._param_headers)
+    finally:
+        await channel.close()
+
+
 async def test_the_header_mirrors_of_at_most_so_many_tools_are_kept(
     faulty_server: FaultyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1022,24 +1045,10 @@ async def test_the_header_mirrors_of_at_most_so_many_tools_are_kept(
     backend listing thousands of new tools each time grew the proxy for good (some 8 MB a
     listing of 20,000). It keeps those of 10,000 tools, as many as the relay keeps facts
     of, and says so once."""
-    from mcp_acp.config import HttpBackend
-    from mcp_acp.proxy.http_backend import HttpChannel
-    from mcp_acp.proxy.messages import from_body
-
-    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?many=6000"))
-    await channel.start()
-    messages = aiter(channel.receive())
-    try:
-        for request_id in (1, 2, 3):
-            await channel.send(
-                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
-            )
-            listed = await asyncio.wait_for(anext(messages), timeout=60)
-            assert len(listed.body["result"]["tools"]) == 6000
-        assert len(channel._param_headers) == 10_000  # http_backend.MAX_MIRRORED_TOOLS
-        assert "t1_0" in channel._param_headers  # the first listed are kept
-    finally:
-        await channel.close()
+    listings, kept = await _listed_three_times(faulty_server.url + "?many=6000")
+    assert [len(tools) for tools in listings] == [6000] * 3
+    assert len(kept) == 10_000  # http_backend.MAX_MIRRORED_TOOLS
+    assert "t1_0" in kept  # the first listed are kept
     assert caplog.text.count("than are kept (10000 tools, 64 headers each") == 1
 
 
@@ -1050,26 +1059,12 @@ async def test_a_tool_with_more_header_mirrors_than_any_tool_sends_keeps_none(
     of each were kept whole (the bound was on tools, not on their mirrors), and the proxy
     grew by megabytes a listing, for good. A tool with more than 64 keeps none, and the
     mirrors of all tools together are bounded as well; said once."""
-    from mcp_acp.config import HttpBackend
     from mcp_acp.proxy import http_backend
-    from mcp_acp.proxy.http_backend import HttpChannel
-    from mcp_acp.proxy.messages import from_body
 
-    channel = HttpChannel(HttpBackend(url=faulty_server.url + "?wide=5000"))
-    await channel.start()
-    messages = aiter(channel.receive())
-    try:
-        for request_id in (1, 2, 3):
-            await channel.send(
-                from_body({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
-            )
-            listed = await asyncio.wait_for(anext(messages), timeout=60)
-            assert len(listed.body["result"]["tools"][0]["inputSchema"]["properties"]) == 5000
-        kept = sum(len(mirrors) for mirrors in channel._param_headers.values())
-        assert kept == 0
-        assert http_backend.MAX_MIRRORS_PER_TOOL == 64
-    finally:
-        await channel.close()
+    listings, kept = await _listed_three_times(faulty_server.url + "?wide=5000")
+    assert [len(tools[0]["inputSchema"]["properties"]) for tools in listings] == [5000] * 3
+    assert sum(len(mirrors) for mirrors in kept.values()) == 0
+    assert http_backend.MAX_MIRRORS_PER_TOOL == 64
     assert caplog.text.count("than are kept (10000 tools, 64 headers each, 20000 in all)") == 1
 
 
