@@ -33,16 +33,53 @@ PRIVATE_FILE_MODE = 0o600
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) if missing; directories we create get mode 0700."""
-    missing: list[Path] = []
+    """Create ``path`` (and parents) if missing; directories we create get mode 0700.
+
+    Each missing directory is made and opened relative to its parent's descriptor, never
+    by path, and opened without following a symlink: a name another user swaps in while
+    we work (a symlink to somewhere else, in a world-writable parent) is refused with
+    ``ELOOP``, never chmodded or created through. A directory someone else made first is
+    left as it is: the caller checks what it uses (:func:`not_private_dir`). A symlink in
+    the place of a missing directory (a dangling one does not "exist") is refused too."""
+    missing: list[str] = []
     current = path
     while not current.exists():
-        missing.append(current)
+        missing.append(current.name)
         current = current.parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=PRIVATE_DIR_MODE)
-        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    if not missing:
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    parent = os.open(current, flags)
+    try:
+        for name in reversed(missing):
+            made = True
+            try:
+                try:
+                    os.mkdir(name, PRIVATE_DIR_MODE, dir_fd=parent)
+                except FileExistsError:
+                    made = False  # someone else's, made meanwhile: not ours to chmod
+                child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=parent)
+            except OSError as exc:  # named by its whole path, not by ``name`` alone
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, parent):
+                    raise OSError(
+                        exc.errno,
+                        "a symlink was put in its place while it was being made",
+                        str(current / name),
+                    ) from None
+                raise OSError(exc.errno, exc.strerror, str(current / name)) from None
+            os.close(parent)
+            parent = child
+            current = current / name
+            if made:
+                os.fchmod(parent, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    finally:
+        os.close(parent)
+
+
+def _is_symlink(name: str, directory: int) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISLNK(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
+    return False
 
 
 def atomic_write_text(path: Path, text: str) -> None:

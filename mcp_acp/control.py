@@ -228,6 +228,25 @@ def _cannot_open(path: Path, exc: OSError) -> ControlError:
     )
 
 
+def _close_if_ours(directory: Path) -> None:
+    """A directory of ours left open by someone: close it (0700). By descriptor, opened
+    without following a symlink — not by path, which another user with write access to
+    the parent could point at a directory of their choosing between a check and a chmod.
+    Anything else is left for :func:`private_dir_problem` to refuse."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return  # a symlink or not a directory: refused next
+        raise
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 class ControlServer:
     """Serves registered operations on this process's control socket."""
 
@@ -256,10 +275,7 @@ class ControlServer:
             return
         try:
             ensure_private_dir(self.directory)
-            info = self.directory.lstat()
-            ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
-            if ours and info.st_mode & 0o077:
-                os.chmod(self.directory, 0o700)  # ours, but left open by someone: close it
+            _close_if_ours(self.directory)
         except OSError as exc:
             raise ControlError(f"cannot make the control socket directory: {exc}") from None
         problem = private_dir_problem(self.directory)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from strace_helpers import Hang, needs_strace
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -214,51 +215,6 @@ def test_health_monitor_shuts_down_without_traffic(victim: Any) -> None:
     assert shutdown["detail"] == "audit health monitor"
     assert "auth.jsonl was deleted or moved" in shutdown["reason"]
     assert any(e["event"]["event"] == "audit_health_failed" for e in v.fallback_events())
-
-
-STRACE = shutil.which("strace")
-if STRACE is None and os.environ.get("REQUIRE_STRACE") == "1":
-    raise RuntimeError("REQUIRE_STRACE=1 but strace is not installed")
-needs_strace = pytest.mark.skipif(STRACE is None, reason="strace(1) is not installed")
-
-
-class Hang:
-    """strace(1) attached to a running process, holding every ``syscall`` on ``path`` in
-    the kernel for ten minutes: a disk or network mount that stopped answering, for that
-    file only. :meth:`release` detaches it — the process was held at exit meanwhile."""
-
-    def __init__(self, pid: int, path: Path, syscall: str) -> None:
-        self.strace = subprocess.Popen(
-            [
-                str(STRACE),
-                "-f",
-                "-p",
-                str(pid),
-                "-o",
-                "/dev/null",
-                "-P",
-                str(path),
-                "-e",
-                f"trace={syscall}",
-                "-e",
-                f"inject={syscall}:delay_enter=600000000",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.strace.stderr is not None
-        said = self.strace.stderr.readline()  # "strace: Process N attached with 3 threads"
-        if "attached" not in said:
-            self.strace.wait()
-            if os.environ.get("REQUIRE_STRACE") == "1":
-                raise RuntimeError(f"strace cannot attach here: {said.strip()}")
-            pytest.skip(f"strace cannot attach here: {said.strip()}")
-
-    def release(self) -> None:
-        """Kill strace (holding a call, it does not stop on SIGTERM): the kernel detaches
-        the process, and the call held goes on."""
-        self.strace.kill()
-        self.strace.wait(timeout=30)
 
 
 def wait_for_shutdown(v: Victim, timeout: float = 60) -> dict[str, Any]:
