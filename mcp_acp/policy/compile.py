@@ -451,14 +451,17 @@ class _TimeCheck(Check):
         local = self._local(view)
         now = local.time().replace(microsecond=0, tzinfo=None)
         start, end = self.window.start, self.window.end
+        # an end in whole minutes ('17:30') covers its whole minute, to 17:30:59: else
+        # '00:00'-'23:59' would leave out the last 59 seconds of every day
+        until = now.replace(second=0) if end.second == 0 and end.microsecond == 0 else now
         day = _DAYS[local.weekday()]
         if start <= end:
-            return day in self.window.days and start <= now <= end
+            return day in self.window.days and start <= now and until <= end
         # a window across midnight belongs to the day it started on
         if now >= start:
             return day in self.window.days
         yesterday = _DAYS[(local.weekday() - 1) % 7]
-        return now <= end and yesterday in self.window.days
+        return until <= end and yesterday in self.window.days
 
     def describe(self, view: RequestView) -> str:
         local = self._local(view)

@@ -160,7 +160,10 @@ class TimeWindow(_Strict):
 
     days: list[Day] = Field(default_factory=lambda: list(_EVERY_DAY))
     start: time = Field(default=time(0, 0), description="Inclusive, e.g. '09:00'.")
-    end: time = Field(default=time(23, 59, 59), description="Inclusive, e.g. '17:30'.")
+    end: time = Field(
+        default=time(23, 59, 59),
+        description="Inclusive, e.g. '17:30' (in whole minutes: to 17:30:59).",
+    )
     timezone: str = Field(default="UTC", description="IANA name, e.g. 'Europe/Vienna'.")
 
     @field_validator("start", "end")
@@ -177,6 +180,11 @@ class TimeWindow(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        if value == "localtime":  # tzdata's link to /etc/localtime: differs by machine
+            raise ValueError(
+                "'localtime' is whatever zone the machine running the proxy is set to; name "
+                "the zone, like 'Europe/Vienna'"
+            )
         if value != "UTC" and value not in available_timezones():
             raise ValueError(f"unknown time zone {value!r}; use an IANA name like 'Europe/Vienna'")
         return value

@@ -244,6 +244,7 @@ def test_client_name_and_version() -> None:
         (datetime(2026, 11, 25, 8, 0, tzinfo=UTC), Effect.ALLOW),  # Wed 09:00 Vienna
         (datetime(2026, 11, 25, 7, 59, tzinfo=UTC), Effect.DENY),  # Wed 08:59 Vienna
         (datetime(2026, 11, 25, 16, 30, tzinfo=UTC), Effect.ALLOW),  # Wed 17:30 Vienna
+        (datetime(2026, 11, 25, 16, 30, 59, tzinfo=UTC), Effect.ALLOW),  # all of 17:30
         (datetime(2026, 11, 25, 16, 31, tzinfo=UTC), Effect.DENY),
         (datetime(2026, 11, 28, 10, 0, tzinfo=UTC), Effect.DENY),  # Saturday
     ],
@@ -272,6 +273,33 @@ def test_time_window_across_midnight() -> None:
     assert effect_of(engine, now=datetime(2026, 11, 28, 1, 0, tzinfo=UTC)) is Effect.ALLOW
     assert effect_of(engine, now=datetime(2026, 11, 28, 3, 0, tzinfo=UTC)) is Effect.DENY
     assert effect_of(engine, now=datetime(2026, 11, 27, 1, 0, tzinfo=UTC)) is Effect.DENY
+
+
+def test_an_end_in_whole_minutes_covers_the_whole_minute() -> None:
+    """Before, "end": "23:59" stopped at 23:59:00: a deny rule for the whole day (or two
+    windows meant to meet, "00:00"-"08:59" and "09:00"-...) left 59 seconds uncovered, where
+    the request fell through to the rules below. An end with seconds is kept to the second."""
+    whole_day = make_engine(
+        rule("allow", tool_name="*"),
+        rule("deny", tool_name="*", time={"start": "00:00", "end": "23:59"}),
+    )
+    for second in (0, 30, 59):
+        when = datetime(2026, 11, 27, 23, 59, second, tzinfo=UTC)
+        assert effect_of(whole_day, now=when) is Effect.DENY, second
+    to_the_second = make_engine(
+        rule("deny", tool_name="*", time={"start": "09:00", "end": "17:30:10"}),
+        rule("allow", tool_name="*"),
+    )
+    when = datetime(2026, 11, 27, 17, 30, 10, tzinfo=UTC)
+    assert effect_of(to_the_second, now=when) is Effect.DENY
+    assert effect_of(to_the_second, now=when.replace(second=11)) is Effect.ALLOW
+    night = make_engine(
+        rule("deny", tool_name="*", time={"days": ["fri"], "start": "22:00", "end": "06:00"}),
+        rule("allow", tool_name="*"),
+    )
+    saturday_6 = datetime(2026, 11, 28, 6, 0, 59, tzinfo=UTC)
+    assert effect_of(night, now=saturday_6) is Effect.DENY
+    assert effect_of(night, now=saturday_6.replace(minute=1, second=0)) is Effect.ALLOW
 
 
 def test_posture_requires_every_named_check_passing() -> None:

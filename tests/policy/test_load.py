@@ -201,6 +201,20 @@ def test_reload_refuses_a_policy_made_writable_by_others_and_keeps_the_last_good
     assert engine.policy_id != good
 
 
+def test_the_machines_localtime_is_refused_as_a_time_zone(tmp_path: Path) -> None:
+    """tzdata's ``localtime`` is a link to the machine's own setting: the same policy meant
+    different hours on different machines, and changed with the host's clock settings."""
+    path = tmp_path / "policy.json"
+    window = {"start": "09:00", "end": "17:00", "timezone": "localtime"}
+    rule = {"id": "day", "effect": "allow", "conditions": {"tool_name": "x", "time": window}}
+    path.write_text(json.dumps({"version": "1", "rules": [rule]}))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert "rules[0].conditions.time.timezone: 'localtime' is whatever zone" in message
+    assert "\n" not in message
+
+
 def test_a_time_window_with_a_utc_offset_is_refused_at_load(tmp_path: Path) -> None:
     """``"start": "22:00+02:00"`` was accepted; every request the rule was asked about then
     compared a time with an offset to one without — an engine error, a deny with no rule —
