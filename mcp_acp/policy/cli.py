@@ -248,28 +248,44 @@ def hash_command(ctx: click.Context, policy_file: Path | None) -> None:
     click.echo(engine.policy_id)
 
 
+def _json_value(option: str, key: str, raw: str) -> Any:
+    """``raw`` as JSON, or as the string it is if it is not JSON."""
+    try:
+        return loads(raw)
+    except NumberTooLongError as exc:
+        raise PolicyError(
+            f"{option} {printable(key)}: in the JSON value, {exc.msg}",
+            fix="give a value a request could carry (a number that long as a string)",
+        ) from None
+    except json.JSONDecodeError:
+        return raw
+    except RecursionError:
+        raise PolicyError(
+            f"{option} {printable(key)}: the JSON value nests arrays or objects too deeply",
+            fix="give a value a request could carry",
+        ) from None
+
+
+def _annotations(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise PolicyError(
+                f"--annotation {printable(pair)} is not NAME=VALUE",
+                fix="write --annotation destructiveHint=true",
+            )
+        out[key] = _json_value("--annotation", key, raw)
+    return out
+
+
 def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise PolicyError(f"--arg {pair!r} is not NAME=VALUE", fix="write --arg path=/x/y")
-        value: Any = raw
-        if raw[:1] in "[{":
-            try:
-                value = loads(raw)
-            except NumberTooLongError as exc:
-                raise PolicyError(
-                    f"--arg {printable(key)}: in the JSON value, {exc.msg}",
-                    fix="give a value a tool call could carry (a number that long as a string)",
-                ) from None
-            except json.JSONDecodeError:
-                value = raw
-            except RecursionError:
-                raise PolicyError(
-                    f"--arg {printable(key)}: the JSON value nests arrays or objects too deeply",
-                    fix="give a value a tool call could carry",
-                ) from None
+        value = _json_value("--arg", key, raw) if raw[:1] in "[{" else raw
         if key in out:  # a repeated name builds a list: --arg paths=/a --arg paths=/b
             out[key] = [*(out[key] if isinstance(out[key], list) else [out[key]]), value]
         else:
@@ -299,8 +315,32 @@ def _arguments(pairs: Sequence[str]) -> dict[str, Any]:
 @click.option("--scope", "scopes", multiple=True, help="Token scope (repeat).")
 @click.option("--group", "groups", multiple=True, help="Group (repeat).")
 @click.option("--role", "roles", multiple=True, help="Role (repeat).")
+@click.option("--issuer", help="Token issuer (iss).")
+@click.option("--audience", "audience", multiple=True, help="Token audience (repeat).")
+@click.option("--client-id", help="OAuth client id the token was issued to.")
 @click.option("--client-name", help="MCP client name (clientInfo.name).")
 @click.option("--client-version", help="MCP client version.")
+@click.option(
+    "--annotation",
+    "annotation",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="The tool's annotation as its server lists it, a JSON value, e.g. "
+    "destructiveHint=true (repeat).",
+)
+@click.option(
+    "--time",
+    "time",
+    metavar="INSTANT",
+    help="When the request is made, with its UTC offset, e.g. 2026-11-24T22:30:00+01:00 "
+    "(default: now).",
+)
+@click.option(
+    "--untrusted-content-seen",
+    is_flag=True,
+    default=None,
+    help="The session has already read untrusted content (a web page, an issue).",
+)
 @click.option(
     "--posture",
     "posture",
@@ -324,6 +364,7 @@ def explain(
     /,
     args: Sequence[str],
     posture: Sequence[str],
+    annotation: Sequence[str],
     as_json: bool,
     policy_file: Path | None,
     **fields: Any,
@@ -334,6 +375,7 @@ def explain(
         case = CaseRequest(
             arguments=_arguments(args),
             posture=dict(item.partition("=")[::2] for item in posture),
+            annotations=_annotations(annotation),
             **{
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in fields.items()

@@ -192,6 +192,57 @@ def test_explain_without_config_or_policy_says_what_to_do(isolated_home: Path) -
     assert "pass --policy FILE, or run 'mcp-acp init'" in result.stderr
 
 
+def test_explain_takes_every_attribute_a_case_can_set(isolated_home: Path, tmp_path: Path) -> None:
+    """A case file could set annotations, issuer, audience, client id, time and untrusted
+    content; ``policy explain`` had no option for them, so a rule on any of them could not be
+    explained from the command line (it was decided as if they were absent)."""
+    policy = tmp_path / "policy.json"
+    rules = [
+        {"id": "no-delete", "effect": "deny", "conditions": {"operations": "delete"}},
+        {"id": "tainted", "effect": "deny", "conditions": {"untrusted_content_seen": True}},
+        {
+            "id": "office",
+            "effect": "allow",
+            "conditions": {
+                "tool_name": "echo",
+                "issuer": "https://idp.example",
+                "audience": "mcp-acp",
+                "client_id": "desktop",
+                "time": {"start": "09:00", "end": "17:00", "timezone": "Europe/Vienna"},
+            },
+        },
+    ]
+    policy.write_text(json.dumps({"version": "1", "rules": rules}))
+    base = ("policy", "explain", "--policy", str(policy), "--tool", "echo")
+    who = ("--issuer", "https://idp.example", "--audience", "other", "--audience", "mcp-acp")
+    who += ("--client-id", "desktop")
+    noon = ("--time", "2026-11-24T12:00:00+01:00")
+    out = run(isolated_home, *base, *who, *noon).stdout
+    assert out.startswith("ALLOW: allowed by rule office"), out
+    evening = run(isolated_home, *base, *who, "--time", "2026-11-24T18:00:00+01:00").stdout
+    assert evening.startswith("DENY: denied by default"), evening
+    assert "time Tue 18:00 Europe/Vienna is outside" in evening
+    for drop in ("--issuer", "--audience", "--client-id"):
+        i = who.index(drop)
+        rest = who[:i] + who[i + 2 :] if drop != "--audience" else who[:2] + who[6:]
+        assert run(isolated_home, *base, *rest, *noon).stdout.startswith("DENY"), drop
+    destructive = run(isolated_home, *base, *who, *noon, "--annotation", "destructiveHint=true")
+    assert destructive.stdout.startswith("DENY: denied by rule no-delete"), destructive.stdout
+    hint = run(isolated_home, *base, *who, *noon, "--annotation", "destructiveHint=false")
+    assert hint.stdout.startswith("ALLOW"), hint.stdout
+    tainted = run(isolated_home, *base, *who, *noon, "--untrusted-content-seen")
+    assert tainted.stdout.startswith("DENY: denied by rule tainted"), tainted.stdout
+    bad = run(isolated_home, *base, "--annotation", "destructiveHint")
+    assert bad.returncode == 12
+    assert bad.stderr.splitlines() == [
+        "policy error: --annotation destructiveHint is not NAME=VALUE — "
+        "fix: write --annotation destructiveHint=true"
+    ]
+    naive = run(isolated_home, *base, "--time", "2026-11-24T12:00:00")
+    assert naive.returncode == 12
+    assert "has no UTC offset" in naive.stderr
+
+
 def test_backend_identity_in_explain_and_in_cases(isolated_home: Path, tmp_path: Path) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text(
@@ -329,7 +380,7 @@ def test_a_number_of_more_than_4300_digits_is_one_policy_error(
     assert explained.returncode == 12, explained.stderr
     assert explained.stderr.splitlines() == [
         "policy error: --arg path: in the JSON value, a number has more than 4300 digits — "
-        "fix: give a value a tool call could carry (a number that long as a string)"
+        "fix: give a value a request could carry (a number that long as a string)"
     ]
     policy = tmp_path / "policy.json"
     policy.write_text(f'{{"version": "1", "rules": [],\n  "note": "{big}", "x": {big}}}')
