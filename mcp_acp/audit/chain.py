@@ -378,14 +378,39 @@ def _files_to_verify(
     if isinstance(opened, OSError):
         return [*files, (current, opened)], None
     info = os.fstat(opened.fileno())
+    identity = (info.st_dev, info.st_ino)
     for index, path in enumerate(rotated):
         try:
             now = path.lstat()
         except OSError:
             continue
-        if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):  # rotated meanwhile
-            return [*files[:index], (path, opened)], opened
+        if (now.st_dev, now.st_ino) == identity:
+            if _identity(current) == identity:  # both names at once: a hard link, no rotation
+                return [*files[:index], (path, _HardLink(current))], opened
+            return [*files[:index], (path, opened)], opened  # rotated meanwhile
     return [*files, (current, opened)], opened
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+class _HardLink(OSError):
+    """A rotated file that is the current file under a second name. The writer renames the
+    current file when it rotates, so the two names never stand for one file at once: a
+    hard link made by someone else, which would end the chain there (what a rotation
+    during ``verify`` looks like) and leave every file after it unread."""
+
+    def __init__(self, current: Path) -> None:
+        super().__init__(
+            errno.EMLINK,
+            f"the same file as {current.name}, under a second name (a hard link, which the "
+            "writer never makes): the files after it would go unchecked",
+        )
 
 
 def _lines(path: Path, opened: BinaryIO | OSError | None) -> Iterator[tuple[int, bytes | None]]:
@@ -505,6 +530,8 @@ def _verify_files(
                 count += 1
                 if head is not None and seq == head.seq + 1:
                     past = (path, number)
+        except _HardLink as exc:
+            return VerifyResult(stream, count, False, exc.strerror, path, None, partials)
         except OSError as exc:
             problem = f"cannot read the file: {_unreadable(exc)}"
             return VerifyResult(stream, count, False, problem, path, None, partials)

@@ -137,16 +137,18 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _time(record: dict[str, Any]) -> datetime | None:
-    """The record's ``ts``; ``None`` unless it is an ISO time with a time zone (the writer
-    always writes UTC, ``…Z``): naive and aware times cannot be compared or sorted."""
+    """The record's ``ts`` in UTC; ``None`` unless it is an ISO time with a time zone (the
+    writer always writes UTC, ``…Z``): naive and aware times cannot be compared or sorted.
+    ``None`` too for one that is no time in UTC (``9999-12-31T23:59:59-23:59`` is in the
+    year 10000 there): showing it raised ``OverflowError`` and ended the listing."""
     ts = record.get("ts")
     if not isinstance(ts, str):
         return None
     try:
         moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
+        return moment.astimezone(UTC) if moment.utcoffset() is not None else None
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.utcoffset() is not None else None
 
 
 class _Notes:
@@ -187,7 +189,7 @@ def _records(directory: Path, stream: str, notes: _Notes) -> Iterator[_Item]:
                         continue
                     moment = _time(record)
                     if moment is None:
-                        notes.add(f"{path}:{number}: no ts with a time zone")
+                        notes.add(f"{path}:{number}: no ts with a time zone, in years 1-9999 UTC")
                         continue
                     seq = record.get("seq")
                     yield moment, stream, seq if type(seq) is int else 0, record
@@ -266,7 +268,7 @@ def _when(record: dict[str, Any]) -> str:
     moment = _time(record)
     if moment is None:
         return _value(record.get("ts"))
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
 
 
 def _row(record: dict[str, Any]) -> str:

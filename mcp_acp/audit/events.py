@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "SystemEvent",
     "argument_fields",
     "payload_digest",
+    "without_secrets",
 ]
 
 Stream = Literal["operations", "decisions", "auth", "system"]
@@ -73,6 +75,37 @@ def _iso_ms(ts: datetime) -> str:
         f"{two[year // 100]}{two[year % 100]}-{two[ts.month]}-{two[ts.day]}"
         f"T{two[ts.hour]}:{two[ts.minute]}:{two[ts.second]}{_MILLIS[ts.microsecond // 1000]}"
     )
+
+
+#: What a text holds if :func:`~mcp_acp.config.redact_text` would change it — a URL (its
+#: query, its password), a ``name=value`` pair, or a credential's shape: most hold none,
+#: and pass with this one search.
+_MAY_HOLD_SECRET = re.compile(r"//|=|(?i:bearer|basic)\s|eyJ|-----BEGIN|gh[pousr]_|AKIA")
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` with every credential in its strings replaced by ``<redacted>``
+    (:func:`~mcp_acp.config.redact_text`: a URL's query values and password, secret
+    ``name=value`` pairs, bearer tokens, JWTs, PEM keys, …), at any depth. For the text
+    that records quote from requests: a policy's reason names the URI it matched
+    (``uri https://api.example/x?access_token=…``), a denial the ambiguous one, an
+    exposure the resource read."""
+    if isinstance(value, str):
+        if _MAY_HOLD_SECRET.search(value) is None:
+            return value
+        from mcp_acp.config import redact_text  # config imports this package
+
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_secrets(v) for v in value]
+    return value
+
+
+#: A text or ``detail`` written with its credentials redacted (:func:`without_secrets`).
+_Text = Annotated[str, PlainSerializer(without_secrets, return_type=str)]
+_Detail = Annotated[dict[str, Any], PlainSerializer(without_secrets, return_type=dict[str, Any])]
 
 
 class AuditEvent(BaseModel):
@@ -120,7 +153,7 @@ class DecisionEvent(AuditEvent):
     )
     rule_id: str | None = None
     matched: tuple[MatchedRuleRecord, ...] = ()
-    reason: str
+    reason: _Text
     policy_id: str
     eval_us: float = 0.0
     approver: str | None = None
@@ -216,7 +249,7 @@ class OperationEvent(AuditEvent):
     result_size: int | None = None
     error_code: int | None = None
     duration_ms: float | None = None
-    reason: str | None = Field(
+    reason: _Text | None = Field(
         default=None,
         description="On a request recorded as forwarded that was not forwarded after all "
         "(cancelled while its decision was being recorded, the audit trail failed): a "
@@ -241,8 +274,8 @@ class AuthEvent(AuditEvent):
     event: AuthEventName
     subject_id: str | None = None
     issuer: str | None = None
-    reason: str | None = None
-    detail: dict[str, Any] | None = Field(
+    reason: _Text | None = None
+    detail: _Detail | None = Field(
         default=None, description="Event specifics, e.g. each posture check's result."
     )
 
@@ -251,7 +284,7 @@ class SystemEvent(AuditEvent):
     """Process lifecycle: start-up, loaded plugins, configuration, shutdown."""
 
     stream: Literal["system"] = "system"
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: _Detail = Field(default_factory=dict)
 
 
 class ChainEvent(AuditEvent):

@@ -38,7 +38,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent
+from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent, without_secrets
 from mcp_acp.audit.redact import TOO_MANY_STRINGS, secret_kinds
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
@@ -473,7 +473,8 @@ class EnforcementPoint:
         if self.exposure is not None:
             return False
         self.exposure = Exposure(method, name, str(request_id), why)
-        log.warning("the session has seen untrusted content (%s)", self.exposure)
+        shown = without_secrets(str(self.exposure))
+        log.warning("the session has seen untrusted content (%s)", shown)
         self.trail.record_soon(
             SystemEvent(
                 event="session_exposed",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proxy_helpers import DENIED, Proxy, configure, decisions, proxy_env, wait_for_event
 
 from mcp_acp.audit.events import DecisionEvent, OperationEvent, SystemEvent, argument_fields
 from mcp_acp.audit.jsonl import JsonlAuditSink
@@ -218,3 +219,53 @@ def test_a_missing_log_dir_is_the_same_audit_error_everywhere(
     assert result.returncode == 13
     assert result.stderr.startswith(f"audit error: no audit directory at {tmp_path / 'typo'}")
     assert result.stdout == ""
+
+
+#: Where a client's secret rides in a URI: a query value, and a URL's password.
+URI_SECRETS = ("SECRET-query-1", "SECRET-query-2", "SECRET-password-3", "SECRET-exposed-4")
+
+
+def test_a_secret_in_a_uri_a_record_quotes_is_redacted(isolated_home: Path, tmp_path: Path) -> None:
+    """A rule's reason names the URI it matched, a denial the ambiguous URI, an exposure the
+    resource read: a credential in the URI (``?access_token=…``, ``//user:password@``) went
+    into ``decisions.jsonl`` and ``system.jsonl`` as it was, and ``logs show`` printed it
+    (and the proxy's warning about the exposure). Each is written ``<redacted>``."""
+    peer = Path(__file__).parent.parent / "e2e" / "peers" / "recording_server.py"
+    policy = {
+        "version": "1",
+        "rules": [{"id": "api", "effect": "allow", "conditions": {"uri": "https://api.test/**"}}],
+    }
+    received = tmp_path / "received.jsonl"
+    logs = configure(isolated_home, sys.executable, [str(peer), str(received)], policy)
+    proxy = Proxy(isolated_home, proxy_env(isolated_home))
+    proxy.initialize()
+    query, ambiguous, password, exposed = URI_SECRETS
+    read = proxy.call("resources/read", {"uri": f"https://api.test/data?access_token={query}"})
+    assert read["result"]["contents"]
+    for uri in (f"https://api.test/a b?token={ambiguous}", f"https://u:{password}@api.test/x"):
+        assert proxy.call("resources/read", {"uri": uri})["error"]["code"] == DENIED
+    # the peer echoes the URI as the resource's text: a marker in it exposes the session
+    uri = f"https://api.test/<IMPORTANT>?access_token={exposed}"
+    assert proxy.call("resources/read", {"uri": uri})["result"]["contents"]
+    assert proxy.close() == 0
+    assert all(secret in received.read_text() for secret in (query, exposed))  # relayed as sent
+    reasons = [r["reason"] for r in decisions(logs) if r["mcp_method"] == "resources/read"]
+    assert reasons[0] == (
+        "allowed by rule api: uri https://api.test/data?access_token=<redacted> matches "
+        "https://api.test/**"
+    )
+    assert "//u:<redacted>@api.test/x has user info" in reasons[2]
+    exposure = wait_for_event(logs, "system", "session_exposed")
+    assert exposure["detail"]["uri"] == "https://api.test/<IMPORTANT>?access_token=<redacted>"
+    assert run(isolated_home, "audit", "verify", "--log-dir", str(logs)).returncode == 0
+    shown = [
+        run(isolated_home, "logs", "show", "--log-dir", str(logs), *a) for a in ((), ("--json",))
+    ]
+    places = {
+        "the log": b"".join(p.read_bytes() for p in logs.glob("*.jsonl")).decode(),
+        "logs show": "".join(result.stdout for result in shown),
+        "the proxy's stderr": (isolated_home / "proxy-stderr.txt").read_text(),
+    }
+    assert "<redacted>" in places["logs show"]
+    leaks = [(where, s) for where, text in places.items() for s in URI_SECRETS if s in text]
+    assert not leaks

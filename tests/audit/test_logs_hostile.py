@@ -81,15 +81,75 @@ def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
         assert "internal error" not in result.stderr
         notes = result.stderr.splitlines()
         assert notes == [
-            f"skipped unreadable line {system}:3: no ts with a time zone",
+            f"skipped unreadable line {system}:3: no ts with a time zone, in years 1-9999 UTC",
             f"skipped unreadable line {system}:4: not a JSON record",
             f"skipped unreadable line {system}:5: not a JSON object",
-            f"skipped unreadable line {system}:6: no ts with a time zone",
+            f"skipped unreadable line {system}:6: no ts with a time zone, in years 1-9999 UTC",
         ]
     table = run_cli("logs", "show", "--log-dir", str(logs)).stdout
     assert '{"x":[1]}' in table  # the object is shown as compact JSON, in its column
     assert "plugins_loaded" in table
     assert "denied by rule deny-secrets" in table
+
+
+#: Times with a time zone that are no time in UTC: the year 10000, the year 0.
+BEYOND_UTC = ("9999-12-31T23:59:59.000-23:59", "0001-01-01T00:00:00.000+01:00")
+
+
+def test_a_time_beyond_utc_is_skipped_by_show_and_shown_as_it_is_by_tail(
+    tmp_path: Path, run_cli: Any, isolated_home: Path
+) -> None:
+    """A ``ts`` whose time zone puts it outside years 1-9999 in UTC ended ``logs show``
+    with 'internal error: OverflowError' (exit 1), hiding every record after it, and ended
+    ``logs tail`` the same way. ``show`` skips it with a note, like a ``ts`` without a time
+    zone; ``tail`` shows it with its ``ts`` as written (cut to its column)."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    system = logs / "system.jsonl"
+    append(
+        system,
+        *(b'{"stream":"system","event":"odd","ts":"%s"}' % ts.encode() for ts in BEYOND_UTC),
+    )
+    for args in ((), ("--since", "1d")):
+        result = run_cli("logs", "show", "--log-dir", str(logs), *args)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 4 + 2  # stream_opened x4, the real records
+        assert result.stderr.splitlines() == [
+            f"skipped unreadable line {system}:{n}: no ts with a time zone, in years 1-9999 UTC"
+            for n in (3, 4)
+        ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_ACP_", "XDG_"))}
+    env["HOME"] = str(isolated_home)
+    command = [str(CLI), "logs", "tail", "--log-dir", str(logs), "--stream=system"]
+    tail = subprocess.Popen(
+        [*command, "--interval=0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert tail.stdout is not None
+    assert tail.stderr is not None
+    rows: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: [rows.put(r) for r in tail.stdout], daemon=True).start()
+    try:
+        shown: list[bytes] = []
+        while not shown:  # a record until tail shows one: then it is following
+            append(system, b'{"stream":"system","event":"ping","ts":"2026-01-01T00:00:00Z"}')
+            with contextlib.suppress(queue.Empty):
+                shown.append(rows.get(timeout=1))
+        append(
+            system,
+            *(b'{"stream":"system","event":"odd","ts":"%s"}' % ts.encode() for ts in BEYOND_UTC),
+            b'{"stream":"system","event":"last","ts":"2026-01-01T00:00:00Z"}',
+        )
+        while b" last" not in shown[-1]:
+            shown.append(rows.get(timeout=60))
+    finally:
+        tail.kill()
+        tail.wait()
+    odd = [row.decode() for row in shown if b" odd" in row]
+    # as written, cut to the time column's 23 characters
+    assert [row.split()[:3] for row in odd] == [
+        [f"{ts[:22]}…", "system", "odd"] for ts in BEYOND_UTC
+    ]
+    assert b"internal error" not in tail.stderr.read()
 
 
 @pytest.mark.parametrize("since", ["3000000d", "99999999999d", "36501d", "9" * 5000 + "s"])

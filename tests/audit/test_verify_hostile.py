@@ -406,6 +406,31 @@ def test_a_file_the_writer_never_names_fails_its_stream_and_crashes_nothing(
     assert len(shown.stdout.splitlines()) == 4 + 5  # stream_opened x4, the system records
 
 
+def test_the_current_file_hard_linked_as_a_rotated_one_fails_its_stream(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """``ln system.jsonl system.1.jsonl`` looked to verify like a rotation while it read:
+    the chain ended there, every file after it went unread — ``system.2.jsonl`` with any
+    records at all in it — and verify said ok while ``logs show`` showed the forged
+    record. The writer renames the current file when it rotates, so both names never
+    stand for one file at once: a hard link fails the stream, named."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    os.link(logs / "system.jsonl", logs / "system.1.jsonl")
+    forged = {"stream": "system", "event": "forged", "ts": "2026-01-01T00:00:00.000Z"}
+    (logs / "system.2.jsonl").write_bytes(canonical(forged) + b"\n")
+    assert "forged" in run_cli("logs", "show", "--log-dir", str(logs)).stdout
+    result = verify_cli(run_cli, logs)
+    assert result.returncode == 13, result.stdout
+    assert (
+        f"system: FAILED at {logs / 'system.1.jsonl'}: the same file as system.jsonl, under "
+        "a second name (a hard link, which the writer never makes)"
+    ) in result.stdout
+    for stream in ("operations", "decisions", "auth"):
+        assert f"{stream}: ok" in result.stdout
+    assert result.stderr.startswith("audit error: audit chain broken in system (")
+
+
 def test_a_rotation_between_any_two_files_verify_opens_is_no_alarm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
