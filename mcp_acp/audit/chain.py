@@ -51,6 +51,7 @@ __all__ = [
     "head_path",
     "last_newline",
     "line_schema",
+    "load_record",
     "log_in_use",
     "open_head",
     "open_regular",
@@ -185,6 +186,17 @@ def last_newline(handle: BinaryIO, size: int) -> int | None:
             return start + index + 1
         end, window = start, min(window * 4, _SKIP_BYTES)
     return 0 if floor == 0 else None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def load_record(raw: bytes) -> Any:
+    """A line as JSON, as ``logs show`` and ``logs tail`` read it: ``ValueError`` for
+    ``NaN`` and ``Infinity``, which the writer never writes and ``--json`` could not pass
+    on as JSON (``RecursionError`` for nesting too deep passes through)."""
+    return json.loads(raw, parse_constant=_not_json)
 
 
 def record_lines(handle: BinaryIO) -> Iterator[bytes | None]:

@@ -17,6 +17,7 @@ import click
 from mcp_acp.audit.chain import (
     TOO_LONG,
     chain_files,
+    load_record,
     log_in_use,
     open_regular,
     record_lines,
@@ -180,7 +181,7 @@ def _records(directory: Path, stream: str, notes: _Notes) -> Iterator[_Item]:
                         notes.add(f"{path}:{number}: {TOO_LONG}")
                         continue
                     try:
-                        record = json.loads(raw)
+                        record = load_record(raw)
                     except (ValueError, RecursionError):
                         notes.add(f"{path}:{number}: not a JSON record")
                         continue

@@ -16,7 +16,6 @@ whole.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,6 +25,7 @@ from mcp_acp.audit.chain import (
     TOO_LONG,
     chain_files,
     last_newline,
+    load_record,
     open_regular,
     record_lines,
     skip_line,
@@ -41,7 +41,7 @@ def _seq(record: Any) -> int | None:
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
     try:
-        record = json.loads(raw)
+        record = load_record(raw)
     except (ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None

@@ -92,6 +92,46 @@ def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
     assert "denied by rule deny-secrets" in table
 
 
+def _strict(line: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_and_infinity_are_skipped_so_json_output_stays_json(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """Python reads ``NaN`` and ``Infinity`` in a line, which the writer never writes, and
+    ``logs show --json`` / ``logs tail --json`` wrote them out again: not JSON, so ``jq``
+    or any strict reader downstream stopped at that line. They are skipped with a note,
+    like any other line that is not a JSON record."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    system = logs / "system.jsonl"
+    follower = StreamFollower(logs, "system")
+    try:
+        assert follower.poll() == []
+        append(
+            system,
+            b'{"stream":"system","event":"odd","ts":"2026-01-01T00:00:00Z","n":NaN}',
+            b'{"stream":"system","event":"odd","ts":"2026-01-01T00:00:00Z","n":-Infinity}',
+            b'{"stream":"system","event":"last","ts":"2026-01-01T00:00:00Z"}',
+        )
+        followed = follower.poll()
+    finally:
+        follower.close()
+    assert [r["event"] for r in followed] == ["last"]
+    assert follower.unreadable == [f"{system}: a line that is not a JSON object"] * 2
+    result = run_cli("logs", "show", "--log-dir", str(logs), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [_strict(line) for line in result.stdout.splitlines()]
+    assert [r["event"] for r in records].count("last") == 1
+    assert result.stderr.splitlines() == [
+        f"skipped unreadable line {system}:{n}: not a JSON record" for n in (3, 4)
+    ]
+
+
 #: Times with a time zone that are no time in UTC: the year 10000, the year 0.
 BEYOND_UTC = ("9999-12-31T23:59:59.000-23:59", "0001-01-01T00:00:00.000+01:00")
 
