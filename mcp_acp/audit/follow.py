@@ -75,6 +75,7 @@ class StreamFollower:
         #: lines that were not JSON objects, as "PATH: why", for the caller to report
         self.unreadable: list[str] = []
         self.last_seq: int | None = None
+        self.refused: str | None = None  # why the current file could not be opened, if so
         handle = self._open()
         if handle is not None:
             end, line = _last_line(handle)
@@ -92,8 +93,15 @@ class StreamFollower:
     def _open(self) -> BinaryIO | None:
         try:
             handle = open_regular(self.path)
-        except OSError:  # not there (between a rename and the new file), or not a file
+        except FileNotFoundError:  # between a rename and the new file
             return None
+        except OSError as exc:  # a symlink, FIFO or directory put there: said once
+            why = f"{self.path}: cannot be followed: {exc.strerror or exc}"
+            if why != self.refused:
+                self.unreadable.append(why)
+                self.refused = why
+            return None
+        self.refused = None
         info = os.fstat(handle.fileno())
         self.handle, self.identity, self.pending = handle, (info.st_dev, info.st_ino), b""
         self.skipping = False
@@ -122,7 +130,7 @@ class StreamFollower:
     def poll(self) -> list[dict[str, Any]]:
         """The records written since the last poll."""
         try:
-            info = os.stat(self.path)
+            info = os.lstat(self.path)  # a symlink put in the file's place is not the file
         except OSError:
             now, size = None, 0
         else:

@@ -92,6 +92,39 @@ def test_bad_records_are_skipped_with_a_note_and_the_rest_is_shown(
     assert "denied by rule deny-secrets" in table
 
 
+def test_a_stream_file_replaced_by_a_symlink_or_fifo_is_named_once_not_followed(
+    tmp_path: Path,
+) -> None:
+    """``logs tail`` fell silent, saying nothing, when the stream's file was replaced by a
+    symlink, a FIFO or a directory (the writer fails closed then; whoever watches should
+    hear of it too). It is named once per kind of refusal, and a regular file that comes
+    back is followed again."""
+    logs = tmp_path / "logs"
+    write_log(logs)
+    system = logs / "system.jsonl"
+    follower = StreamFollower(logs, "system")
+    try:
+        assert follower.poll() == []
+        system.rename(logs / "moved.jsonl")
+        system.symlink_to(logs / "moved.jsonl")
+        assert follower.poll() == []
+        assert follower.poll() == []
+        assert follower.unreadable == [
+            f"{system}: cannot be followed: Too many levels of symbolic links"
+        ]
+        system.unlink()
+        os.mkfifo(system)
+        assert follower.poll() == []
+        assert follower.unreadable[1:] == [f"{system}: cannot be followed: not a regular file"]
+        system.unlink()
+        append(system, b'{"stream":"system","event":"back","ts":"2026-01-01T00:00:00Z"}')
+        records = follower.poll()
+    finally:
+        follower.close()
+    assert [r["event"] for r in records] == ["back"]
+    assert len(follower.unreadable) == 2
+
+
 def _strict(line: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(constant)
