@@ -74,12 +74,14 @@ def proxy_env(home: Path) -> dict[str, str]:
 
 def recording_notifier(directory: Path) -> tuple[str, Path]:
     """A ``notify-send`` that records its arguments (no desktop session can show a real
-    one here). Returns the directory to put first on PATH and the record file."""
+    one here), and its environment in ``notified-env.txt`` beside them. Returns the
+    directory to put first on PATH and the record file."""
     bin_dir = directory / "notifier-bin"
     bin_dir.mkdir(exist_ok=True)
     record = directory / "notified.txt"
     script = bin_dir / "notify-send"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
+    environment = directory / "notified-env.txt"
+    script.write_text(f'#!/bin/sh\nenv > {environment}\nprintf "%s\\n" "$@" >> {record}\n')
     script.chmod(0o755)
     return str(bin_dir), record
 
