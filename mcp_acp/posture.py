@@ -189,12 +189,31 @@ async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     except Exception as exc:
         detail = f"the check failed: {_what(exc)}"
     else:
-        if isinstance(result, PostureResult) and isinstance(result.status, PostureStatus):
+        malformed = _malformed(result)
+        if malformed is None and isinstance(result, PostureResult):
             return result
-        detail = f"the check returned {type(result).__name__}, not a PostureResult"
+        detail = f"the check returned {malformed}"
     return PostureResult(
         check=name, status=PostureStatus.UNKNOWN, detail=detail, checked_at=datetime.now(UTC)
     )
+
+
+#: The fields of a check's ``PostureResult`` that are read — a name to key the session's
+#: posture by, a status, a detail to record — and the type each must have: an attrs
+#: class checks none of them, and a list as the name, say, broke the start-up gate.
+_FIELDS = (("check", str), ("status", PostureStatus), ("detail", str))
+
+
+def _malformed(result: object) -> str | None:
+    """What is wrong with a check's answer (``None``: a ``PostureResult`` of the declared
+    field types)."""
+    if not isinstance(result, PostureResult):
+        return f"{type(result).__name__}, not a PostureResult"
+    for field, kind in _FIELDS:
+        value = getattr(result, field)
+        if not isinstance(value, kind):
+            return f"a PostureResult whose {field} is {type(value).__name__}, not {kind.__name__}"
+    return None
 
 
 def _what(exc: BaseException) -> str:

@@ -233,6 +233,10 @@ class ModeCheck:
                     task.get_loop().call_soon_threadsafe(task.cancel)
         status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
         now = datetime.now(UTC)
+        if mode == "odd-name":  # a PostureResult, but not of the declared field types
+            return PostureResult(check=[self.name], status=status, detail=mode, checked_at=now)
+        if mode == "odd-detail":
+            return PostureResult(check=self.name, status=status, detail=object(), checked_at=now)
         return PostureResult(check=self.name, status=status, detail=mode, checked_at=now)
 
 
@@ -256,7 +260,9 @@ def use_mode_check(
     ``interrupt`` raise ``CancelledError``, ``SystemExit`` and ``KeyboardInterrupt``;
     ``stop-monitor`` cancels the posture monitor's task, then passes; ``hold`` waits until
     a file ``release`` appears beside ``mode_file``, then passes; ``stuck`` waits for a
-    worker thread that never returns; ``block`` blocks the thread it runs on for an hour.
+    worker thread that never returns; ``block`` blocks the thread it runs on for an hour;
+    ``odd-name`` and ``odd-detail`` pass in a ``PostureResult`` whose ``check`` is a list,
+    or whose ``detail`` is an ``object()``.
     Each round touches ``checking-<mode>`` beside ``mode_file`` as it begins. Installed,
     allowed and configured (a round every second, ``timeout`` and ``threshold`` as given)
     with ``mode``; returns the environment that finds it."""
