@@ -340,7 +340,8 @@ class PostureMonitor:
         return self._watching
 
     def stop_watching(self) -> None:
-        """The session is ending: stop the monitor (not a failure)."""
+        """The session is ending: stop the monitor (not a failure; a loss the monitor has
+        found and is recording is still reported, :meth:`_lost`)."""
         self._stopping = True
         if self._watching is not None:
             self._watching.cancel()
@@ -373,15 +374,17 @@ class PostureMonitor:
     async def _lost(self, results: Sequence[PostureResult]) -> None:
         reason = _reason(results)
         self.failed = reason  # from now on the enforcement point denies everything
-        # if the trail fails too, it shuts the process down itself; posture still failed
-        with contextlib.suppress(AuditError):
-            await self._record("device_health_failed", results, reason)
-        self._fail(
-            PostureError(
-                f"device posture lost: {reason}",
-                fix="fix the device state (see 'mcp-acp posture'), then restart",
+        try:
+            # if the trail fails too, it shuts the process down itself; posture still failed
+            with contextlib.suppress(AuditError):
+                await self._record("device_health_failed", results, reason)
+        finally:  # also if the session ends meanwhile (stop_watching): the device was lost
+            self._fail(
+                PostureError(
+                    f"device posture lost: {reason}",
+                    fix="fix the device state (see 'mcp-acp posture'), then restart",
+                )
             )
-        )
 
     def describe(self) -> dict[str, Any]:
         """For ``mcp-acp status``."""
