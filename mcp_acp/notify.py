@@ -8,15 +8,20 @@ or when ``proxy.desktop_notifications`` is false, nothing is shown.
 
 The helper is deliberately thin: one fire-and-forget child process, argument vector
 only (no shell), text flattened to one bounded line, never an exception. It never
-delays the shutdown it reports.
+delays the shutdown it reports. The child gets mcp-acp's environment without the secrets
+mcp-acp was given (``withhold``: :meth:`~mcp_acp.runtime.Runtime.secret_env_names`, as a
+stdio backend): ``notify-send`` is found on PATH, and any process's environment is readable
+by the user's other processes while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Collection
 
 from mcp_acp.errors import one_line
 
@@ -47,14 +52,17 @@ def notification_command(title: str, message: str, *, platform: str = sys.platfo
     return []
 
 
-def desktop_notify(title: str, message: str) -> bool:
-    """Show ``title`` / ``message`` on the desktop if possible; True if a notifier ran."""
+def desktop_notify(title: str, message: str, *, withhold: Collection[str] = frozenset()) -> bool:
+    """Show ``title`` / ``message`` on the desktop if possible; True if a notifier ran.
+    The notifier's environment is ours without the variables named in ``withhold``."""
     argv = notification_command(title, message)
     if not argv:
         return False
+    env = {name: value for name, value in os.environ.items() if name not in withhold}
     with contextlib.suppress(OSError, ValueError):
         subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -189,12 +189,31 @@ async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     except Exception as exc:
         detail = f"the check failed: {_what(exc)}"
     else:
-        if isinstance(result, PostureResult) and isinstance(result.status, PostureStatus):
+        malformed = _malformed(result)
+        if malformed is None and isinstance(result, PostureResult):
             return result
-        detail = f"the check returned {type(result).__name__}, not a PostureResult"
+        detail = f"the check returned {malformed}"
     return PostureResult(
         check=name, status=PostureStatus.UNKNOWN, detail=detail, checked_at=datetime.now(UTC)
     )
+
+
+#: The fields of a check's ``PostureResult`` that are read — a name to key the session's
+#: posture by, a status, a detail to record — and the type each must have: an attrs
+#: class checks none of them, and a list as the name, say, broke the start-up gate.
+_FIELDS = (("check", str), ("status", PostureStatus), ("detail", str))
+
+
+def _malformed(result: object) -> str | None:
+    """What is wrong with a check's answer (``None``: a ``PostureResult`` of the declared
+    field types)."""
+    if not isinstance(result, PostureResult):
+        return f"{type(result).__name__}, not a PostureResult"
+    for field, kind in _FIELDS:
+        value = getattr(result, field)
+        if not isinstance(value, kind):
+            return f"a PostureResult whose {field} is {type(value).__name__}, not {kind.__name__}"
+    return None
 
 
 def _what(exc: BaseException) -> str:
@@ -321,7 +340,8 @@ class PostureMonitor:
         return self._watching
 
     def stop_watching(self) -> None:
-        """The session is ending: stop the monitor (not a failure)."""
+        """The session is ending: stop the monitor (not a failure; a loss the monitor has
+        found and is recording is still reported, :meth:`_lost`)."""
         self._stopping = True
         if self._watching is not None:
             self._watching.cancel()
@@ -354,15 +374,17 @@ class PostureMonitor:
     async def _lost(self, results: Sequence[PostureResult]) -> None:
         reason = _reason(results)
         self.failed = reason  # from now on the enforcement point denies everything
-        # if the trail fails too, it shuts the process down itself; posture still failed
-        with contextlib.suppress(AuditError):
-            await self._record("device_health_failed", results, reason)
-        self._fail(
-            PostureError(
-                f"device posture lost: {reason}",
-                fix="fix the device state (see 'mcp-acp posture'), then restart",
+        try:
+            # if the trail fails too, it shuts the process down itself; posture still failed
+            with contextlib.suppress(AuditError):
+                await self._record("device_health_failed", results, reason)
+        finally:  # also if the session ends meanwhile (stop_watching): the device was lost
+            self._fail(
+                PostureError(
+                    f"device posture lost: {reason}",
+                    fix="fix the device state (see 'mcp-acp posture'), then restart",
+                )
             )
-        )
 
     def describe(self) -> dict[str, Any]:
         """For ``mcp-acp status``."""

@@ -11,6 +11,7 @@ reported the same way, as the plugin's, before the object is used.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -368,8 +369,11 @@ class Runtime:
         )
 
     def notifier(self) -> Callable[[str, str], bool] | None:
-        """The desktop notifier, unless ``proxy.desktop_notifications`` is off."""
-        return desktop_notify if self.config.proxy.desktop_notifications else None
+        """The desktop notifier, unless ``proxy.desktop_notifications`` is off; it starts
+        its process without the secrets in our environment (:meth:`secret_env_names`)."""
+        if not self.config.proxy.desktop_notifications:
+            return None
+        return functools.partial(desktop_notify, withhold=self.secret_env_names())
 
 
 def load_runtime(config_path: Path, environ: Mapping[str, str] | None = None) -> Runtime:

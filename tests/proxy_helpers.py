@@ -74,12 +74,14 @@ def proxy_env(home: Path) -> dict[str, str]:
 
 def recording_notifier(directory: Path) -> tuple[str, Path]:
     """A ``notify-send`` that records its arguments (no desktop session can show a real
-    one here). Returns the directory to put first on PATH and the record file."""
+    one here), and its environment in ``notified-env.txt`` beside them. Returns the
+    directory to put first on PATH and the record file."""
     bin_dir = directory / "notifier-bin"
     bin_dir.mkdir(exist_ok=True)
     record = directory / "notified.txt"
     script = bin_dir / "notify-send"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
+    environment = directory / "notified-env.txt"
+    script.write_text(f'#!/bin/sh\nenv > {environment}\nprintf "%s\\n" "$@" >> {record}\n')
     script.chmod(0o755)
     return str(bin_dir), record
 
@@ -231,6 +233,10 @@ class ModeCheck:
                     task.get_loop().call_soon_threadsafe(task.cancel)
         status = PostureStatus.FAIL if mode == "fail" else PostureStatus.PASS
         now = datetime.now(UTC)
+        if mode == "odd-name":  # a PostureResult, but not of the declared field types
+            return PostureResult(check=[self.name], status=status, detail=mode, checked_at=now)
+        if mode == "odd-detail":
+            return PostureResult(check=self.name, status=status, detail=object(), checked_at=now)
         return PostureResult(check=self.name, status=status, detail=mode, checked_at=now)
 
 
@@ -254,7 +260,9 @@ def use_mode_check(
     ``interrupt`` raise ``CancelledError``, ``SystemExit`` and ``KeyboardInterrupt``;
     ``stop-monitor`` cancels the posture monitor's task, then passes; ``hold`` waits until
     a file ``release`` appears beside ``mode_file``, then passes; ``stuck`` waits for a
-    worker thread that never returns; ``block`` blocks the thread it runs on for an hour.
+    worker thread that never returns; ``block`` blocks the thread it runs on for an hour;
+    ``odd-name`` and ``odd-detail`` pass in a ``PostureResult`` whose ``check`` is a list,
+    or whose ``detail`` is an ``object()``.
     Each round touches ``checking-<mode>`` beside ``mode_file`` as it begins. Installed,
     allowed and configured (a round every second, ``timeout`` and ``threshold`` as given)
     with ``mode``; returns the environment that finds it."""

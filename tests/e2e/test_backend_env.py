@@ -2,16 +2,27 @@
 secrets mcp-acp was given. With the ``encrypted-file`` token storage reading its passphrase
 from a variable, that variable must not reach the backend — or the backend could decrypt
 the token file. The same holds for a variable a third-party plugin's options declare
-``SecretEnvName``."""
+``SecretEnvName``, and for the desktop notifier, the other process ``run`` starts."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from conftest import CANARIES
-from proxy_helpers import E2E, Proxy, configure, proxy_env, records, use_plugin
+from proxy_helpers import (
+    CLI,
+    E2E,
+    Proxy,
+    configure,
+    proxy_env,
+    recording_notifier,
+    records,
+    use_plugin,
+    wait_for_text,
+)
 
 ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
 
@@ -108,3 +119,36 @@ def test_a_variable_a_plugin_declares_secret_does_not_reach_the_backend(
     assert backend_env["IDP_REGION"] == "eu-central"
     started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
     assert started["detail"]["withheld_env"] == ["IDP_CLIENT_SECRET"]
+
+
+def test_the_token_storage_passphrase_does_not_reach_the_desktop_notifier(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A refused start (here: a control socket path too long) is shown on the desktop by
+    ``notify-send``, found on PATH — where any process of the user's, the backend of an
+    earlier session included, may have put one (``~/.local/bin``) — and readable in
+    ``/proc/PID/environ`` while it runs even when it is the real one. It used to get the
+    proxy's whole environment, the token storage's passphrase with it."""
+    _environment_backend(isolated_home, tmp_path)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["token_storage"] = {
+        "use": "encrypted-file",
+        "config": {"passphrase_env": "TOKEN_STORAGE_PASSPHRASE"},
+    }
+    config["proxy"]["socket_dir"] = str(tmp_path / ("d" * 120))
+    config_file.write_text(json.dumps(config))
+    env = proxy_env(isolated_home)
+    notifier, notified = recording_notifier(tmp_path)
+    env["PATH"] = f"{notifier}:{env['PATH']}"
+    env["TOKEN_STORAGE_PASSPHRASE"] = CANARIES[0].decode()
+    env["UNRELATED_SETTING"] = "passes"
+    refused = subprocess.run(
+        [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, timeout=60
+    )
+    assert refused.returncode == 10, refused.stderr
+    assert wait_for_text(notified).splitlines()[3] == "mcp-acp did not start"
+    shown = (tmp_path / "notified-env.txt").read_text()
+    assert "UNRELATED_SETTING=passes" in shown.splitlines()
+    assert "TOKEN_STORAGE_PASSPHRASE" not in shown
+    assert CANARIES[0].decode() not in shown

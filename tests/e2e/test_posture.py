@@ -165,6 +165,51 @@ def test_a_check_that_breaks_mid_session_ends_it(
         assert failed[-1]["detail"]["checks"][0]["status"] == "unknown"
 
 
+@pytest.mark.parametrize(
+    ("mode", "field"), [("odd-name", "check is list"), ("odd-detail", "detail is object")]
+)
+@pytest.mark.parametrize("when", ["gate", "mid-session"])
+def test_a_check_whose_result_has_fields_of_the_wrong_type_is_unknown(
+    isolated_home: Path, tmp_path: Path, mode: str, field: str, when: str
+) -> None:
+    """A ``PostureResult`` (the type checked) whose ``check`` is a list or whose ``detail``
+    is no string: ``unknown``, like any other malformed answer — a posture failure, exit
+    15, on record. The list used to crash the gate (an unrecorded internal error, exit 1)
+    or the monitor; the object failed the audit trail that records the round (exit 13)."""
+    received = tmp_path / "received.jsonl"
+    log_dir = configure(
+        isolated_home, sys.executable, [str(RECORDING_SERVER), str(received)], ALLOW_ECHO
+    )
+    mode_file = tmp_path / "mode"
+    env = use_mode_check(isolated_home, tmp_path / "site", mode_file)
+    unknown = f"mode is unknown: the check returned a PostureResult whose {field}, not str"
+    if when == "gate":
+        mode_file.write_text(mode)
+        refused = subprocess.run(
+            [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 15, refused.stderr
+        (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
+        assert startup["detail"]["failure_class"] == "posture"
+        assert unknown in startup["detail"]["reason"]
+    else:
+        proxy = Proxy(isolated_home, env)
+        try:
+            proxy.initialize()
+            mode_file.write_text(mode)
+            assert proxy.proc.wait(timeout=30) == 15
+        finally:
+            if proxy.proc.poll() is None:
+                proxy.proc.kill()
+            proxy.close()
+        shutdown = json.loads((log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
+        assert (shutdown["failure_class"], shutdown["exit_code"]) == ("posture", 15)
+    failed = [r for r in records(log_dir, "auth") if r["event"] == "device_health_failed"]
+    assert failed[-1]["detail"]["checks"][0]["status"] == "unknown"
+    assert unknown in failed[-1]["reason"]
+
+
 @pytest.mark.parametrize("failing", [0, 1])
 def test_of_two_checks_with_one_name_a_failing_one_is_not_taken_for_passed(
     isolated_home: Path, tmp_path: Path, failing: int

@@ -7,6 +7,7 @@ real audit trail on disk; and the enforcement point with a rule that requires po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import threading
@@ -423,3 +424,56 @@ async def test_checks_that_share_a_name_show_the_worst_result(
     assert [r.status.value for r in results] == statuses  # each result is kept, in order
     assert posture == {"same": PostureStatus(worst)}
     assert monitor.describe() == {"same": worst}
+
+
+class HeldHealthSink(JsonlAuditSink):
+    """The ``jsonl`` sink, except that the write of ``device_health_failed`` waits (after it
+    is durable) until ``release`` is set: the moment the monitor records a lost posture."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, event: Any) -> None:
+        await super().write(event)
+        if getattr(event, "event", None) == "device_health_failed":
+            self.holding.set()
+            await self.release.wait()
+
+
+async def test_a_posture_lost_as_the_session_ends_is_still_a_posture_failure(
+    tmp_path: Path,
+) -> None:
+    """The device fails a round; while the monitor records it, the client closes the session
+    and the proxy stops the monitor. The loss is on record and the enforcement point
+    denies, so the process must end as a posture failure (exit 15), not as a clean end of
+    session: stopping the monitor used to cancel it before it reported the failure."""
+    log_dir = tmp_path / "log"
+    sink = HeldHealthSink(log_dir)
+    trail = AuditTrail(
+        [sink], ShutdownCoordinator(log_dir=log_dir, fallback_path=tmp_path / "fallback.jsonl")
+    )
+    await trail.start()
+    failures: list[McpAcpError] = []
+    monitor = PostureMonitor(
+        [Flaky([False])],
+        trail,
+        session_id="s1",
+        posture={},
+        interval=0.01,
+        on_failure=failures.append,
+    )
+    watching = monitor.start_watching()
+    assert watching is not None
+    await asyncio.wait_for(sink.holding.wait(), timeout=5)
+    monitor.stop_watching()  # the session ends meanwhile
+    sink.release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    await asyncio.sleep(0)
+    await trail.close()
+    [error] = failures
+    assert isinstance(error, PostureError)
+    assert "device posture lost: flaky is fail" in str(error)
+    assert [e["event"] for e in auth_events(log_dir)] == ["device_health_failed"]

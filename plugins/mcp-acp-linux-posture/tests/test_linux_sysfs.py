@@ -456,3 +456,84 @@ async def test_lockdown_check_reads_securityfs(tmp_path: Path) -> None:
     )
     path.unlink()
     assert (await KernelLockdownCheck(root=tmp_path).check()).status is UNKNOWN
+
+
+async def test_a_volume_group_extended_onto_a_plain_disk_fails(ubuntu: Sys) -> None:
+    """``vgextend ubuntu-vg /dev/sda`` then ``lvextend``: the root LV now spans the LUKS
+    device and a plain disk, and what is written to its second half lands unencrypted on
+    ``sda``. One dm-crypt device somewhere below used to be enough for a pass."""
+    ubuntu.device("sda", "8:0")
+    lv = ubuntu.root / "sys/devices/virtual/block/dm-1/slaves"
+    (lv / "sda").symlink_to((ubuntu.root / "sys/class/block/sda").resolve())
+    result = await ubuntu.disk(("/",)).check()
+    assert (result.status, result.detail) == (
+        FAIL,
+        "/ is on /dev/mapper/ubuntu--vg-ubuntu--lv (ext4, 252:1): sda in its chain is not "
+        "under a dm-crypt device",
+    )
+
+
+async def test_a_cache_on_a_plain_ssd_in_front_of_luks_fails(tmp_path: Path) -> None:
+    """lvmcache (dm-cache): the origin is on LUKS, the cache on a plain SSD partition holds
+    copies of the file system's blocks in the clear."""
+    host = Sys(tmp_path)
+    host.mountinfo("28 1 253:3 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n")
+    host.stat({"/": "253:3"})
+    host.device("sda", "8:0")
+    host.device("sda2", "8:2", disk="sda")
+    host.device("nvme0n1", "259:0")
+    host.device("nvme0n1p1", "259:1", disk="nvme0n1")
+    host.device("dm-0", "253:0", uuid="CRYPT-LUKS2-0c1d2e3f-crypt", slaves=("sda2",))
+    host.device("dm-1", "253:1", uuid="LVM-abc-cdata", slaves=("nvme0n1p1",))
+    host.device("dm-2", "253:2", uuid="LVM-abc-cmeta", slaves=("nvme0n1p1",))
+    host.device(
+        "dm-3", "253:3", uuid="LVM-abc-root", dm_name="vg-root", slaves=("dm-0", "dm-1", "dm-2")
+    )
+    result = await host.disk(("/",)).check()
+    assert result.status is FAIL
+    assert "nvme0n1p1 in its chain is not under a dm-crypt device" in result.detail
+
+
+async def test_a_volume_on_two_luks_devices_passes(ubuntu: Sys) -> None:
+    ubuntu.device("sda", "8:0")
+    ubuntu.device("dm-2", "252:2", uuid="CRYPT-LUKS2-77aa-sda_crypt", slaves=("sda",))
+    lv = ubuntu.root / "sys/devices/virtual/block/dm-1/slaves"
+    (lv / "dm-2").symlink_to((ubuntu.root / "sys/class/block/dm-2").resolve())
+    result = await ubuntu.disk(("/",)).check()
+    assert result.status is PASS
+    assert "encrypted by dm-0 (LUKS2), dm-2 (LUKS2)" in result.detail
+
+
+def _btrfs_devices(host: Sys, fsid: str, *names: str) -> None:
+    """``/sys/fs/btrfs/FSID/devices/NAME``: a link to each member's block device."""
+    devices = host.root / "sys/fs/btrfs" / fsid / "devices"
+    devices.mkdir(parents=True)
+    for name in names:
+        (devices / name).symlink_to((host.root / "sys/class/block" / name).resolve())
+
+
+async def test_a_btrfs_mirror_on_a_plain_disk_fails(tmp_path: Path) -> None:
+    """``btrfs device add /dev/sdb /`` and a RAID1 balance on Fedora's encrypted btrfs:
+    mountinfo still names only the LUKS device, and every block is also on ``sdb``."""
+    host = Sys(tmp_path)
+    host.mountinfo(FEDORA_BTRFS)
+    host.stat({"/": "0:36"})
+    host.device("nvme0n1", "259:0")
+    host.device("nvme0n1p3", "259:3", disk="nvme0n1")
+    host.device(
+        "dm-0",
+        "253:0",
+        uuid="CRYPT-LUKS2-3f6c2a0e8d7b4b9e9c1a2f5e7d8c9b0a-luks-3f6c2a0e-8d7b-4b9e-9c1a-2f5e7d8c9b0a",
+        dm_name="luks-3f6c2a0e-8d7b-4b9e-9c1a-2f5e7d8c9b0a",
+        slaves=("nvme0n1p3",),
+    )
+    host.device("sdb", "8:16")
+    _btrfs_devices(host, "5e1c0d2a-7b3f-4e8a-9c6d-1f2e3a4b5c6d", "dm-0", "sdb")
+    result = await host.disk(("/",)).check()
+    assert (result.status, result.detail) == (
+        FAIL,
+        "/ is on /dev/mapper/luks-3f6c2a0e-8d7b-4b9e-9c1a-2f5e7d8c9b0a (btrfs, 0:36): sdb in "
+        "its chain is not under a dm-crypt device",
+    )
+    (host.root / "sys/fs/btrfs/5e1c0d2a-7b3f-4e8a-9c6d-1f2e3a4b5c6d/devices/sdb").unlink()
+    assert (await host.disk(("/",)).check()).status is PASS  # the disk removed again

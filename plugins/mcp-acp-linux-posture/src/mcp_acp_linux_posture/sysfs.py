@@ -147,32 +147,53 @@ def _block_dir(root: Path, mount: Mount) -> Path | None:
     return found if found.exists() else None
 
 
-def crypt_device(start: Path) -> tuple[str, str] | None:
-    """Walk down from a /sys block directory through ``slaves/`` and partition parents.
+#: The most block devices one file system's chain is followed through.
+MAX_CHAIN_DEVICES = 64
 
-    Return ``(device, dm uuid)`` of the first dm-crypt device that encrypts, or ``None``.
+
+def crypt_device(start: Path, *more: Path) -> tuple[list[tuple[str, str]], str | None]:
+    """Walk down from /sys block directories (one file system's devices) through
+    ``slaves/`` and partition parents, each branch until a dm-crypt device that encrypts.
+
+    Return the ``(device, dm uuid)`` of every such device met, and what keeps the chain
+    from being encrypted (else ``None``): the first device at the bottom of a branch that
+    no dm-crypt device is above — a logical volume extended onto a plain disk, a cache or
+    RAID member outside the encryption holds the file system's data in the clear — or a
+    chain too long to follow.
     """
-    pending: list[Path] = [start]
+    found: list[tuple[str, str]] = []
+    # each device to look at, and the name to blame if nothing above it encrypts (a plain
+    # partition is named, not the disk it leads to)
+    pending: list[tuple[Path, str | None]] = [(device, None) for device in (*more[::-1], start)]
     seen: set[Path] = set()
     while pending:
-        device = pending.pop()
+        device, blame = pending.pop()
         real = device.resolve()
-        if real in seen or len(seen) > 64:
+        if real in seen:
             continue
+        if len(seen) >= MAX_CHAIN_DEVICES:
+            return found, f"more than {MAX_CHAIN_DEVICES} devices in its chain"
         seen.add(real)
         uuid = _read(real / "dm/uuid") or ""
         if uuid.startswith("CRYPT-") and uuid.split("-")[1] in ENCRYPTING_TYPES:
-            return real.name, uuid
+            found.append((real.name, uuid))
+            continue  # what lies below holds ciphertext
+        below: list[tuple[Path, str | None]] = []
         slaves = real / "slaves"
-        if slaves.is_dir():
-            pending.extend(sorted(slaves.iterdir()))
+        if slaves.is_dir():  # popped in name order
+            below.extend((slave, None) for slave in sorted(slaves.iterdir(), reverse=True))
         if (real / "partition").exists():  # a partition sits on its parent disk
-            pending.append(real.parent)
-    return None
+            below.append((real.parent, blame or real.name))
+        if not below:
+            plain = blame or real.name
+            return found, f"{plain} in its chain is not under a dm-crypt device"
+        pending.extend(below)
+    return found, None
 
 
 def encryption_of(root: Path, mountinfo: str, path: str, dev: int) -> Outcome:
-    """Is the file system holding ``path`` (whose ``st_dev`` is ``dev``) on dm-crypt?
+    """Is the file system holding ``path`` (whose ``st_dev`` is ``dev``) on dm-crypt — every
+    device it lies on below a dm-crypt device?
 
     Reads /sys below ``root``.
     """
@@ -187,12 +208,26 @@ def encryption_of(root: Path, mountinfo: str, path: str, dev: int) -> Outcome:
     block = _block_dir(root, mount)
     if block is None:
         return PostureStatus.UNKNOWN, f"{where}, not a block device this check can follow"
-    found = crypt_device(block)
-    if found is None:
+    members = _btrfs_members(root, block) if mount.fs_type == "btrfs" else []
+    found, plain = crypt_device(block, *members)
+    if not found:
         return PostureStatus.FAIL, f"{where}: no dm-crypt device in its chain"
-    name, uuid = found
-    kind = uuid.split("-")[1]
-    return PostureStatus.PASS, f"{where}, encrypted by {name} ({kind})"
+    if plain is not None:
+        return PostureStatus.FAIL, f"{where}: {plain}"
+    named = ", ".join(f"{name} ({uuid.split('-')[1]})" for name, uuid in sorted(found))
+    return PostureStatus.PASS, f"{where}, encrypted by {named}"
+
+
+def _btrfs_members(root: Path, block: Path) -> list[Path]:
+    """The other devices of the btrfs file system on ``block``: mountinfo names one device
+    of a multi-device btrfs (RAID1 over a LUKS device and a plain disk, a disk added with
+    ``btrfs device add``), ``/sys/fs/btrfs/FSID/devices/`` links every one."""
+    real = block.resolve()
+    for devices in sorted((root / "sys/fs/btrfs").glob("*/devices")):
+        members = sorted(devices.iterdir())
+        if any(member.resolve() == real for member in members):
+            return [member for member in members if member.resolve() != real]
+    return []
 
 
 def parse_secure_boot(data: bytes) -> Outcome:
