@@ -368,7 +368,15 @@ class AuditTrail:
         self.record_at_exit(event)
 
     def _keep(self, event: AuditEvent, error: AuditError) -> None:
-        payload: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+        payload: dict[str, Any]
+        try:
+            payload = event.model_dump(mode="json", exclude_none=True)
+        except Exception as exc:  # the event itself cannot be written: keep what names it
+            payload = {
+                "stream": str(getattr(event, "stream", "")),
+                "event": str(getattr(event, "event", type(event).__name__)),
+                "unserialisable": f"the event cannot be serialised: {type(exc).__name__}",
+            }
         self.coordinator.record_fallback(payload, error)
 
     def _fail_soon(self, error: AuditError) -> None:

@@ -458,6 +458,39 @@ async def test_failed_write_denies_keeps_the_event_and_shuts_down(
     await trail.close()
 
 
+@pytest.mark.parametrize("soon", [False, True], ids=["record", "record_soon"])
+async def test_an_event_that_cannot_be_serialised_is_denied_kept_by_name_and_fails_the_trail(
+    log_dir: Path, tmp_path: Path, soon: bool
+) -> None:
+    """A caller's event with a value JSON cannot hold (an object in ``detail``, as a posture
+    plugin's result could carry): the sink's failure fails the trail, and keeping the event
+    in the fallback file serialised it again — that raised in its turn, so ``record`` ended
+    with a PydanticSerializationError, not the ``AuditError`` callers deny on, and the
+    fallback file never heard of the event. It is kept by its name and stream now."""
+    codes: list[int] = []
+    fallback = tmp_path / "state" / "fb.jsonl"
+    trail = recording_trail(log_dir, fallback, codes)
+    await trail.start()
+    odd = SystemEvent(event="odd_detail", detail={"value": object()})
+    if soon:
+        trail.record_soon(odd)
+    else:
+        with pytest.raises(AuditError, match="PydanticSerializationError"):
+            await trail.record(odd)
+    with pytest.raises(AuditError):  # and nothing passes afterwards
+        await trail.record(decision("r-after"))
+    kept = [json.loads(line)["event"] for line in fallback.read_text().splitlines()]
+    assert [k["event"] for k in kept] == ["odd_detail", "decision"]
+    assert kept[0]["stream"] == "system"
+    assert kept[0]["unserialisable"] == (
+        "the event cannot be serialised: PydanticSerializationError"
+    )
+    stopped = shutdown_fired()
+    await asyncio.wait_for(stopped, timeout=5)
+    assert codes == [13]
+    await trail.close()
+
+
 async def test_record_soon_is_durable_by_close_and_a_failure_fails_the_trail(
     log_dir: Path, tmp_path: Path
 ) -> None:
