@@ -2,7 +2,7 @@
 approved headlessly), ``auth status`` and ``auth logout`` with the built-in
 ``encrypted-file`` token storage and the real oidc-provider on 127.0.0.1; ``auth logout``
 of a token file the storage refuses; the browser ``auth login`` opens, which does not
-inherit the token-storage passphrase.
+inherit the token-storage passphrase; and the process, which dumps no core.
 
 Takes about 5 s: the provider names no poll interval, so the client waits the RFC's
 default once before its first poll.
@@ -221,3 +221,32 @@ def test_the_browser_starts_without_the_token_storage_passphrase(
     assert "subject: alice" in _run(env, "status").stdout
     without = {k: v for k, v in env.items() if k != "MCP_ACP_TEST_PASSPHRASE"}
     assert _run(without, "status").returncode == 14
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_auth_login_dumps_no_core(cli_env: dict[str, str]) -> None:
+    """The ``auth`` commands hold tokens (and a token-storage passphrase) in memory, and
+    protect the process as ``mcp-acp run`` does (``mcp_acp.hardening``): seen from outside
+    while ``auth login`` waits for approval."""
+    login = subprocess.Popen(
+        [_mcp_acp(), "auth", "login", "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+    )
+    try:
+        assert login.stdout is not None
+        lines = [login.stdout.readline() for _ in range(4)]
+        assert lines[3] == "Waiting for approval…\n", lines
+        limits = Path(f"/proc/{login.pid}/limits").read_text()
+        core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"]
+        if os.getuid() != 0:
+            # not dumpable: the kernel gives /proc/<pid> to root (proc(5)). Running as root,
+            # every process of ours is root's there, so only the core limit tells.
+            assert Path(f"/proc/{login.pid}").stat().st_uid == 0
+    finally:
+        login.kill()
+        _, err = login.communicate()
+    assert "warning" not in err

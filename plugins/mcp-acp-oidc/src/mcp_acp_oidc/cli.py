@@ -83,6 +83,12 @@ def show_code(
 @click.group("auth")
 def auth_group() -> None:
     """Log in to the OIDC identity provider, log out, show the session."""
+    from mcp_acp.hardening import protect_process
+
+    # each of these commands loads tokens (and a token-storage passphrase) into this
+    # process: protected as 'mcp-acp run' is, before any is loaded
+    for problem in protect_process():
+        click.echo(f"warning: {problem}", err=True)
 
 
 @auth_group.command("login")
