@@ -3,8 +3,10 @@ environment — out of reach of other processes of the same user, such as the ba
 starts: no core dumps, and on Linux the process is not *dumpable*, so a process without
 ``CAP_SYS_PTRACE`` can neither attach to it nor read ``/proc/<pid>/mem`` or ``environ``.
 
-``mcp-acp run`` calls :func:`protect_process` first thing. It changes process-wide
-settings, so a program that embeds mcp-acp decides for itself whether to call it. Side
+``mcp-acp run`` calls :func:`protect_process` first thing, and so does every
+``mcp-acp auth`` command (the ``oidc`` plugin's): the commands that load tokens. It
+changes process-wide settings, so a program that embeds mcp-acp decides for itself whether
+to call it. Side
 effect: debuggers and profilers (gdb, py-spy) need root to attach to a protected process.
 """
 

@@ -76,7 +76,8 @@ class NoOptions(BaseModel):
 class SecretEnv:
     """Marks an option whose value names an environment variable that holds a secret given
     to mcp-acp (a passphrase, a client secret). ``mcp-acp run`` withholds every variable so
-    named from a stdio backend's environment. Use it through :data:`SecretEnvName`."""
+    named from a stdio backend's environment, and ``mcp-acp auth login`` from the browser it
+    opens. Use it through :data:`SecretEnvName`."""
 
     def __repr__(self) -> str:
         return "SecretEnv()"

@@ -356,10 +356,12 @@ class Runtime:
 
     def secret_env_names(self) -> frozenset[str]:
         """The environment variables that hold a secret given to mcp-acp itself, which a
-        stdio backend must not inherit: the value of every option a plugin's model types
-        :data:`~mcp_acp.registry.SecretEnvName`, in every component the config selects
-        (nested option models included) — the ``encrypted-file`` token storage's
-        ``passphrase_env``, for one, also as the ``keychain`` storage's fallback. mcp-acp's
+        stdio backend, the desktop notifier and the browser ``auth login`` opens must not
+        inherit: the value of
+        every option a plugin's model types :data:`~mcp_acp.registry.SecretEnvName`, in
+        every component the config selects (nested option models included) — the
+        ``encrypted-file`` token storage's ``passphrase_env``, for one, also as the
+        ``keychain`` storage's fallback. mcp-acp's
         other variables (``MCP_ACP_CONFIG``, ``MCP_ACP_PLUGINS``, ``MCP_ACP_DEBUG``) are
         paths and switches, not secrets."""
         return frozenset(

@@ -35,7 +35,7 @@ def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeyp
     monkeypatch.setattr(
         auth_cli,
         "_provider",
-        lambda ctx: OIDCIdentityProvider(options, storage, sleep=fast_sleep),
+        lambda ctx: (OIDCIdentityProvider(options, storage, sleep=fast_sleep), frozenset()),
     )
     shown = auth_cli.show_code
 

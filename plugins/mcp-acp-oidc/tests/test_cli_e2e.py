@@ -1,7 +1,8 @@
 """The installed ``mcp-acp`` executable, as a user runs it: ``auth login`` (device flow
 approved headlessly), ``auth status`` and ``auth logout`` with the built-in
 ``encrypted-file`` token storage and the real oidc-provider on 127.0.0.1; ``auth logout``
-of a token file the storage refuses.
+of a token file the storage refuses; the browser ``auth login`` opens, which does not
+inherit the token-storage passphrase; and the process, which dumps no core.
 
 Takes about 5 s: the provider names no poll interval, so the client waits the RFC's
 default once before its first poll.
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import types
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,3 +153,100 @@ def test_logout_deletes_a_token_file_the_storage_refuses(
     assert line.endswith("; the tokens were deleted")
     assert not path.exists()
     assert _run(cli_env, "status").returncode == 1  # not logged in
+
+
+#: The browser ``webbrowser`` runs through $BROWSER: it writes the page it was handed and
+#: its environment to ``seen`` (renamed into place: the test never reads half of it).
+BROWSER = """#!{python}
+import json, os, sys
+with open({seen!r} + ".tmp", "w") as out:
+    json.dump({{"page": sys.argv[1], "env": dict(os.environ)}}, out)
+os.rename({seen!r} + ".tmp", {seen!r})
+"""
+
+
+def test_the_browser_starts_without_the_token_storage_passphrase(
+    cli_env: dict[str, str], approve: Any, tmp_path: Path
+) -> None:
+    """``auth login`` opens the sign-in page in a browser: the browser starts without the
+    variable ``passphrase_env`` names (nor gets its value under another name), with the
+    rest of the environment; the login itself still uses the passphrase to store."""
+    config = Path(cli_env["MCP_ACP_CONFIG"])
+    document = json.loads(config.read_text())
+    document["token_storage"] = {
+        "use": "encrypted-file",
+        "config": {"passphrase_env": "MCP_ACP_TEST_PASSPHRASE"},
+    }
+    config.write_text(json.dumps(document))
+    seen = tmp_path / "browser-saw.json"
+    browser = tmp_path / "browser"
+    browser.write_text(BROWSER.format(python=sys.executable, seen=str(seen)))
+    browser.chmod(0o755)
+    passphrase = "correct horse battery staple"  # noqa: S105 - a test passphrase
+    env = {
+        **cli_env,
+        "MCP_ACP_TEST_PASSPHRASE": passphrase,
+        "ACP_TEST_ORDINARY": "passed on",
+        "BROWSER": str(browser),
+    }
+    env.pop("DISPLAY", None)
+
+    login = subprocess.Popen(
+        [_mcp_acp(), "auth", "login"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not seen.exists() and login.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen.exists(), "no browser was opened"
+        opened = json.loads(seen.read_text())
+        approve(types.SimpleNamespace(verification_uri_complete=opened["page"]))
+        out, err = login.communicate(timeout=60)
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.communicate()
+    assert login.returncode == 0, err
+    assert "Logged in as alice" in out
+
+    assert opened["env"]["ACP_TEST_ORDINARY"] == "passed on"
+    assert opened["env"]["BROWSER"] == str(browser)
+    assert "MCP_ACP_TEST_PASSPHRASE" not in opened["env"]
+    assert passphrase not in json.dumps(opened["env"])
+    # stored with the passphrase: the status reads it back with the variable set only
+    assert "subject: alice" in _run(env, "status").stdout
+    without = {k: v for k, v in env.items() if k != "MCP_ACP_TEST_PASSPHRASE"}
+    assert _run(without, "status").returncode == 14
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_auth_login_dumps_no_core(cli_env: dict[str, str]) -> None:
+    """The ``auth`` commands hold tokens (and a token-storage passphrase) in memory, and
+    protect the process as ``mcp-acp run`` does (``mcp_acp.hardening``): seen from outside
+    while ``auth login`` waits for approval."""
+    login = subprocess.Popen(
+        [_mcp_acp(), "auth", "login", "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+    )
+    try:
+        assert login.stdout is not None
+        lines = [login.stdout.readline() for _ in range(4)]
+        assert lines[3] == "Waiting for approval…\n", lines
+        limits = Path(f"/proc/{login.pid}/limits").read_text()
+        core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"]
+        if os.getuid() != 0:
+            # not dumpable: the kernel gives /proc/<pid> to root (proc(5)). Running as root,
+            # every process of ours is root's there, so only the core limit tells.
+            assert Path(f"/proc/{login.pid}").stat().st_uid == 0
+    finally:
+        login.kill()
+        _, err = login.communicate()
+    assert "warning" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from mcp_acp_oidc.device import DEVICE_CODE_GRANT, DeviceFlowClient
-from mcp_acp_oidc.errors import DeviceFlowError, TokenRejectedError
+from mcp_acp_oidc.errors import DeviceFlowError, TokenRejectedError, UnvalidatedRefreshError
 from mcp_acp_oidc.login import device_login
 from mcp_acp_oidc.refresh import refresh_and_validate
 
@@ -414,6 +415,135 @@ async def test_df12_valid_token_is_stored(idp, fake_time, jwks_server, keys, kit
     assert stored.access_token == good
     assert stored.refresh_token == "rt"
     assert "rt" not in repr(stored)
+
+
+def id_token(keys: Any, kit: Any, *, signer: str = "rsa", kid: str = "rsa-1", **claims: Any) -> str:
+    """An ID token for alice and this client (as an IdP issues one: aud the client, no
+    scope, groups or roles), signed with ``keys.<signer>`` under ``kid``; ``claims``
+    override."""
+    claims = {
+        "aud": kit.CLIENT_ID,
+        **dict.fromkeys(("scope", "groups", "roles", "jti"), kit.DROP),
+    } | claims
+    payload = kit.claims(**claims)
+    return kit.sign({"alg": "RS256", "kid": kid}, payload, getattr(keys, signer))
+
+
+def tokens_with(access_token: str, id_token: str) -> tuple[Any, ...]:
+    body = {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "refresh_token": "rt-2",
+        "id_token": id_token,
+        "expires_in": 300,
+    }
+    return ("json", 200, body)
+
+
+#: ID tokens an IdP (or whoever answers in its place) must not get past a login or a
+#: refresh, with the reason each is refused for.
+HOSTILE_ID_TOKENS = {
+    "forged signature": ({"signer": "attacker_rsa"}, "bad_signature"),
+    "another client's": ({"aud": "another-client", "azp": "another-client"}, "wrong_aud"),
+    "the access token's audience": ({"aud": "urn:mcp-acp:proxy"}, "wrong_aud"),
+    "expired": ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "expired"),
+    "another subject": ({"sub": "mallory"}, "wrong_sub"),
+    "another issuer": ({"iss": "https://evil.example.test"}, "wrong_iss"),
+    "another party": ({"aud": ["mcp-acp-cli", "other"], "azp": "other"}, "wrong_client"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ID_TOKENS))
+async def test_a_login_whose_id_token_is_refused_stores_nothing(
+    idp, fake_time, jwks_server, keys, kit, case
+) -> None:
+    """OpenID Connect Core 3.1.3.7: the ID token that comes with a valid access token is
+    validated too — signature by the issuer's keys, iss, aud naming the client (azp too),
+    exp, and its sub the access token's — or the login fails in one line and nothing is
+    stored."""
+    overrides, reason = HOSTILE_ID_TOKENS[case]
+    good = kit.sign({"alg": "RS256", "kid": "rsa-1"}, kit.claims(), keys.rsa)
+    idp.token_script = [tokens_with(good, id_token(keys, kit, **overrides))]
+    storage = kit.DictStorage()
+    with pytest.raises(TokenRejectedError) as info:
+        await device_login(
+            client_for(idp, fake_time), kit.make_validator(jwks_server), storage, show=print
+        )
+    assert info.value.reason == reason
+    line = info.value.user_line()
+    assert line.startswith(f"authentication error: ID token rejected ({reason}): ")
+    assert " — fix: log in again" in line
+    assert "\n" not in line
+    assert storage.tokens == {}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ID_TOKENS))
+async def test_a_refresh_whose_id_token_is_refused_is_not_taken(
+    idp, jwks_server, keys, kit, case
+) -> None:
+    """OpenID Connect Core 12.2: the same checks at a refresh; a refused one fails the
+    refresh (the provider then discards the new tokens, as for a refused access token)."""
+    overrides, reason = HOSTILE_ID_TOKENS[case]
+    good = kit.sign({"alg": "RS256", "kid": "rsa-1"}, kit.claims(), keys.rsa)
+    idp.token_script = [tokens_with(good, id_token(keys, kit, **overrides))]
+    current = StoredToken(
+        issuer=kit.ISSUER, access_token="at-1", refresh_token="rt-1", expires_at=datetime.now(UTC)
+    )
+    with pytest.raises(TokenRejectedError) as info:
+        await refresh_and_validate(
+            current,
+            kit.make_validator(jwks_server),
+            token_endpoint=f"{idp.base}/token",
+            client_id="mcp-acp-cli",
+            resource="urn:mcp-acp:proxy",
+            timeout=2.0,
+        )
+    assert info.value.reason == reason
+    assert info.value.message.startswith(f"ID token rejected ({reason}): ")
+
+
+async def test_a_valid_id_token_is_stored_with_the_tokens(
+    idp, fake_time, jwks_server, keys, kit
+) -> None:
+    good = kit.sign({"alg": "RS256", "kid": "rsa-1"}, kit.claims(), keys.rsa)
+    valid = id_token(keys, kit, azp=kit.DROP)  # azp is optional for a single audience
+    idp.token_script = [tokens_with(good, valid)]
+    storage = kit.DictStorage()
+    await device_login(
+        client_for(idp, fake_time), kit.make_validator(jwks_server), storage, show=print
+    )
+    assert storage.tokens[kit.ISSUER].id_token == valid
+
+
+async def test_an_id_token_whose_key_is_not_fetched_yet_is_left_out_of_the_kept_set(
+    idp, jwks_server, keys, kit
+) -> None:
+    """A refreshed ID token signed with a key the JWKS does not have yet (a rotation within
+    the refetch cooldown) cannot be checked now, nor later: the spent refresh token's
+    successors are kept unvalidated, as for such an access token, and the ID token is
+    not among them."""
+    good = kit.sign({"alg": "RS256", "kid": "rsa-1"}, kit.claims(), keys.rsa)
+    rotated = id_token(keys, kit, signer="rsa2", kid="rotated")
+    idp.token_script = [tokens_with(good, rotated)]
+    current = StoredToken(
+        issuer=kit.ISSUER,
+        access_token="at-1",
+        refresh_token="rt-1",
+        id_token="id-1",
+        expires_at=datetime.now(UTC),
+    )
+    with pytest.raises(UnvalidatedRefreshError) as info:
+        await refresh_and_validate(
+            current,
+            kit.make_validator(jwks_server),
+            token_endpoint=f"{idp.base}/token",
+            client_id="mcp-acp-cli",
+            resource="urn:mcp-acp:proxy",
+            timeout=2.0,
+        )
+    assert info.value.reason == "no_key"
+    kept = info.value.unvalidated
+    assert (kept.access_token, kept.refresh_token, kept.id_token) == (good, "rt-2", None)
 
 
 @pytest.mark.parametrize("expires_in", [1e300, -1e300, 10**30])

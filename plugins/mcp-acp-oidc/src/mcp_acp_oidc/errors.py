@@ -13,6 +13,7 @@ from mcp_acp.models import StoredToken
 __all__ = [
     "DeviceFlowError",
     "DiscoveryError",
+    "IdTokenRejectedError",
     "JWKSUnavailableError",
     "LoginRequiredError",
     "RefreshError",
@@ -26,13 +27,31 @@ class TokenRejectedError(AuthenticationError):
     """Raised by :class:`~mcp_acp_oidc.validator.TokenValidator` for a token it refuses.
 
     ``reason`` is a short stable code (``"alg_not_allowed"``, ``"bad_signature"``,
-    ``"expired"``, …) for audit records and tests; ``detail`` says what was wrong.
+    ``"expired"``, …) for audit records and tests; ``detail`` says what was wrong;
+    ``what`` names the token in the message.
     """
 
-    def __init__(self, reason: str, detail: str, *, fix: str | None = None) -> None:
-        super().__init__(f"access token rejected ({reason}): {detail}", fix=fix)
+    def __init__(
+        self, reason: str, detail: str, *, fix: str | None = None, what: str = "access token"
+    ) -> None:
+        super().__init__(f"{what} rejected ({reason}): {detail}", fix=fix)
         self.reason = reason
         self.detail = detail
+
+
+class IdTokenRejectedError(TokenRejectedError):
+    """The ID token that came with the access token, at a login or a refresh, was refused
+    (:meth:`~mcp_acp_oidc.validator.TokenValidator.validate_id_token`): the login or the
+    refresh fails, and none of its tokens is stored."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(
+            reason,
+            detail,
+            fix="log in again; if it is refused again, check issuer and client_id against "
+            "the provider's client registration, and this machine's clock",
+            what="ID token",
+        )
 
 
 class JWKSUnavailableError(TokenRejectedError):
@@ -47,18 +66,18 @@ class JWKSUnavailableError(TokenRejectedError):
 
 
 class UnvalidatedRefreshError(TokenRejectedError):
-    """A refresh succeeded, but the new access token cannot be validated yet: the issuer's
-    keys are unavailable (``jwks_unavailable``), or the key it was signed with is not in
-    the key set fetched, which may not be fetched again so soon (``no_key``, just after a
-    key rotation). The old refresh token is spent (rotation): ``unvalidated`` holds the
-    new token set, to be stored — its access token never used before it validates —
-    rather than lose the grant."""
+    """A refresh succeeded, but the new tokens cannot be validated yet: the issuer's keys
+    are unavailable (``jwks_unavailable``), or the key the access token or the ID token was
+    signed with is not in the key set fetched, which may not be fetched again so soon
+    (``no_key``, just after a key rotation). The old refresh token is spent (rotation):
+    ``unvalidated`` holds the new token set, to be stored — its access token never used
+    before it validates, its ID token left out — rather than lose the grant."""
 
     def __init__(self, cause: TokenRejectedError, unvalidated: StoredToken) -> None:
         super().__init__(
             cause.reason,
-            f"refreshed, but the new access token cannot be validated yet ({cause.detail}); "
-            "the new tokens are kept and validated before use",
+            f"refreshed, but the new tokens cannot be validated yet ({cause.detail}); "
+            "they are kept, the access token validated before use",
             fix=cause.fix,
         )
         self.unvalidated = unvalidated

@@ -2,7 +2,9 @@
 
 The access token is validated (:class:`~mcp_acp_oidc.validator.TokenValidator`) *before*
 anything is stored (checklist DF-12): a token for another audience, issuer or client is
-never written to the :class:`~mcp_acp.protocols.TokenStorage`.
+never written to the :class:`~mcp_acp.protocols.TokenStorage`. So is the ID token, when
+the provider sends one (OpenID Connect Core 3.1.3.7): a login whose ID token is refused
+stores nothing.
 """
 
 from __future__ import annotations
@@ -56,15 +58,19 @@ async def device_login(
     show: Callable[[DeviceAuthorization], None],
     store_lock: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> Subject:
-    """Run the device flow, validate the access token, then store the tokens — under
-    ``store_lock()`` if given (the refresh lock: a proxy's refresh in flight stores before
-    this login, never after it).
+    """Run the device flow, validate the access token (and the ID token, if one came),
+    then store the tokens — under ``store_lock()`` if given (the refresh lock: a proxy's
+    refresh in flight stores before this login, never after it).
 
     A storage failure other than a refusal (a full disk) is a :class:`TokenStorageError`."""
     authorization = await client.start()
     show(authorization)
     tokens = await client.poll(authorization)
     subject = await validator.validate(tokens.access_token)
+    if tokens.id_token is not None:
+        await validator.validate_id_token(
+            tokens.id_token, client_id=client.client_id, subject=subject
+        )
     record = stored_token(validator.config.issuer, tokens, subject)
     async with store_lock() if store_lock is not None else contextlib.nullcontext():
         try:

@@ -3,11 +3,12 @@
 Providers that rotate (OAuth 2.1 requires it for public clients) answer with a new
 refresh token and revoke the old one; :func:`rotated_token` then keeps the new one, and
 keeps the old one only when the response carries none (RFC 6749 §6). The new access token
-is validated before the caller stores anything, exactly as after a login — except when the
-issuer's keys are unavailable for the moment, or the new token is signed with a key not
-yet fetched (a key rotation within the refetch cooldown): the old refresh token is spent
-already, so the new set is handed back unvalidated (:class:`UnvalidatedRefreshError`) to
-be kept, its access token validated before any use, instead of losing the grant.
+— and the new ID token, if one came (OpenID Connect Core 12.2) — is validated before the
+caller stores anything, exactly as after a login — except when the issuer's keys are
+unavailable for the moment, or a new token is signed with a key not yet fetched (a key
+rotation within the refetch cooldown): the old refresh token is spent already, so the new
+set is handed back unvalidated (:class:`UnvalidatedRefreshError`) to be kept, its access
+token validated before any use and its ID token left out, instead of losing the grant.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from mcp_acp_oidc._http import (
 from mcp_acp_oidc.device import TokenResponse, parse_token_response
 from mcp_acp_oidc.errors import (
     DeviceFlowError,
-    JWKSUnavailableError,
     RefreshError,
     TokenRejectedError,
     UnvalidatedRefreshError,
@@ -113,7 +113,7 @@ async def refresh_and_validate(
     verify: ssl.SSLContext | bool = True,
 ) -> StoredToken:
     """Refresh ``current`` (the request bounded by ``timeout`` seconds), validate the new
-    access token, return what to store."""
+    access token (and ID token, if one came), return what to store."""
     if current.refresh_token is None:
         raise RefreshError("no_refresh_token", "no refresh token is stored", fix=_FIX)
     tokens = await refresh(
@@ -128,14 +128,17 @@ async def refresh_and_validate(
     )
     try:
         subject = await validator.validate(tokens.access_token)
+        if tokens.id_token is not None:
+            await validator.validate_id_token(tokens.id_token, client_id=client_id, subject=subject)
     except TokenRejectedError as exc:
-        if not isinstance(exc, JWKSUnavailableError) and exc.reason != "no_key":
+        if exc.reason not in ("jwks_unavailable", "no_key"):
             raise
-        # The keys are away for now, or the token's key is not fetched yet; the token is
+        # The keys are away for now, or a token's key is not fetched yet; the tokens are
         # neither good nor bad yet. The old refresh token is spent, so the new set is
-        # handed back to be kept (its access token validated before any use), not thrown
-        # away with the grant. Its expiry is the response's expires_in: its exp is not
-        # read before it validates.
+        # handed back to be kept (its access token validated before any use; its ID
+        # token, which nothing would validate later, left out), not thrown away with the
+        # grant. Its expiry is the response's expires_in: its exp is not read before it
+        # validates.
         lifetime = tokens.expires_in if tokens.expires_in is not None else 0.0
         seconds = numeric_date(time.time() + lifetime)
         if seconds is None:  # 1e300: no date (fromtimestamp would raise OverflowError)
@@ -152,7 +155,6 @@ async def refresh_and_validate(
                 access_token=tokens.access_token,
                 expires_at=expires_at,
                 refresh_token=tokens.refresh_token,
-                id_token=tokens.id_token,
                 scope=tokens.scope,
             ),
         )

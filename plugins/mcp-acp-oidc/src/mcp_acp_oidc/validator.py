@@ -26,6 +26,9 @@ checks, in the order they run (cheap ones first, nothing decoded before the size
    present; ``sub`` is a non-empty string of at most 255 printable characters; ``azp`` /
    ``client_id`` is one of ``client_ids`` when set; scope, groups and roles are strings
    or lists of strings (anything else rejects the token rather than being guessed at).
+
+:meth:`TokenValidator.validate_id_token` checks the ID token a login or a refresh brings
+with the access token by the same steps, against the client instead of the audience.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from mcp_acp.models import Provenance, Subject
 from mcp_acp_oidc._http import check_url, parse_json_object
-from mcp_acp_oidc.errors import TokenRejectedError
+from mcp_acp_oidc.errors import IdTokenRejectedError, TokenRejectedError
 from mcp_acp_oidc.jwks import ALGORITHM_KEY_TYPES, JWKSCache, SigningKey
 
 __all__ = [
@@ -59,6 +62,9 @@ __all__ = [
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_KID = 256
 _MAX_SUB = 255
+#: An ID token may carry many claims (groups, profile): the most the config allows, once
+#: per login or refresh; the token response it comes in is bounded anyway (512 KiB).
+_MAX_ID_TOKEN_BYTES = 65536
 
 MAX_NUMERIC_DATE = 253_402_300_799
 """9999-12-31T23:59:59Z, the last second a :class:`~datetime.datetime` can hold. A time
@@ -227,6 +233,39 @@ class TokenValidator:
         payload = self._verify_signature(token, key, alg)
         claims = _b64_json_bytes(payload)
         return self._check_claims(claims)
+
+    async def validate_id_token(self, id_token: str, *, client_id: str, subject: Subject) -> None:
+        """Check the ID token that came with the access token ``subject`` was validated
+        from (OpenID Connect Core 3.1.3.7; 12.2 at a refresh), by the steps of
+        :meth:`validate`: a key of the same JWKS and an algorithm of the same allow-list;
+        ``iss`` this issuer; ``aud`` containing ``client_id``, and ``azp``, when present,
+        equal to it; ``exp``, ``nbf``, ``iat`` within ``leeway``; and ``sub`` the access
+        token's subject. There is no ``nonce`` to check: the device flow sends none. Raise
+        :class:`~mcp_acp_oidc.errors.IdTokenRejectedError`."""
+        config = TokenValidationConfig(
+            issuer=self.config.issuer,
+            audience=client_id,
+            algorithms=self.config.algorithms,
+            leeway=self.config.leeway,
+            max_token_bytes=_MAX_ID_TOKEN_BYTES,
+            groups_claim=None,
+            roles_claim=None,
+        )
+        try:
+            identified = await TokenValidator(config, self.jwks, clock=self._clock).validate(
+                id_token
+            )
+        except TokenRejectedError as exc:
+            detail = exc.detail
+            if exc.reason == "wrong_aud":
+                detail = f"its aud does not contain this client_id ({client_id!r})"
+            raise IdTokenRejectedError(exc.reason, detail) from exc
+        if identified.client_id not in (None, client_id):
+            raise IdTokenRejectedError(
+                "wrong_client", f"it was issued to another client (azp is not {client_id!r})"
+            )
+        if identified.subject_id != subject.subject_id:
+            raise IdTokenRejectedError("wrong_sub", "its sub is not the access token's subject")
 
     def _check_header(self, token: Any) -> tuple[dict[str, Any], str]:
         if not isinstance(token, str):
