@@ -19,6 +19,8 @@ from mcp_acp_oidc import OIDCConfig, OIDCIdentityProvider
 from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.errors import DiscoveryError
 
+from mcp_acp import hardening
+
 
 async def fast_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds / 50)
@@ -44,6 +46,9 @@ def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeyp
         threading.Thread(target=approve, args=(authorization,), daemon=True).start()
 
     monkeypatch.setattr(auth_cli, "show_code", show_and_approve)
+    # in process: the suite's own process is not to be made undumpable for the tests after
+    # this one (the auth commands' protection is tested on a real `auth login`, e2e)
+    monkeypatch.setattr(hardening, "protect_process", list)
     runner = CliRunner()
 
     result = runner.invoke(auth_cli.auth_group, ["status"])
