@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,47 @@ class Hang:
         the process, and the call held goes on."""
         self.strace.kill()
         self.strace.wait(timeout=30)
+
+
+#: Syscall numbers by architecture: what ``/proc/PID/syscall`` shows while one is held.
+_NUMBERS = {
+    "x86_64": {"mkdir": "83", "mkdirat": "258", "chmod": "90", "fchmod": "91", "fchmodat": "268"},
+    "aarch64": {"mkdirat": "34", "fchmod": "52", "fchmodat": "53"},
+}.get(os.uname().machine)
+needs_syscall_numbers = pytest.mark.skipif(
+    _NUMBERS is None, reason="syscall numbers not known on this architecture"
+)
+
+
+def race(
+    script: str, argument: str, held: Sequence[Path], syscalls: str, meanwhile: Callable[[], None]
+) -> str:
+    """Run ``script`` (Python; it waits for a line on stdin, then does its work and prints
+    one line) with ``argument``, hold its first of ``syscalls`` on any of ``held`` in the
+    kernel, call ``meanwhile`` — another user's move, at exactly that moment — then let the
+    call go on. The script's line."""
+    assert _NUMBERS is not None
+    numbers = {_NUMBERS[name] for name in syscalls.split(",") if name in _NUMBERS}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, argument],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    hang = Hang(proc.pid, held[0], syscalls, also=held[1:])
+    try:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        syscall = Path(f"/proc/{proc.pid}/syscall")
+        while syscall.read_text().split(" ", 1)[0] not in numbers:
+            assert time.monotonic() < deadline, f"the process never reached {syscalls}"
+            time.sleep(0.01)
+        meanwhile()
+    finally:
+        hang.release()
+    said = proc.stdout.readline().strip()
+    proc.wait(timeout=30)
+    return said

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from strace_helpers import Hang, needs_strace
+from strace_helpers import needs_strace, needs_syscall_numbers, race
 
 from mcp_acp._fs import ensure_private_dir
 
@@ -30,9 +27,6 @@ except OSError as exc:
 else:
     print("ok", flush=True)
 """
-
-#: mkdir and mkdirat, by architecture: what /proc/PID/syscall shows while one is held.
-MKDIR_CALLS = {"x86_64": {"83", "258"}, "aarch64": {"34"}}.get(os.uname().machine)
 
 
 def mode(path: Path) -> int:
@@ -69,7 +63,7 @@ def test_a_symlink_in_the_place_of_a_missing_directory_is_refused(tmp_path: Path
 
 
 @needs_strace
-@pytest.mark.skipif(MKDIR_CALLS is None, reason="mkdir's syscall numbers not known here")
+@needs_syscall_numbers
 def test_a_symlink_swapped_in_during_mkdir_is_neither_chmodded_nor_created_through(
     tmp_path: Path,
 ) -> None:
@@ -78,7 +72,6 @@ def test_a_symlink_swapped_in_during_mkdir_is_neither_chmodded_nor_created_throu
     kernel. Before, the ``mkdir`` failed with EEXIST, then ``chmod`` by path followed the
     symlink (as root: any directory on the system made 0700) and the next level was
     created inside it. Now the name is opened without following it: refused."""
-    assert MKDIR_CALLS is not None
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
@@ -86,29 +79,10 @@ def test_a_symlink_swapped_in_during_mkdir_is_neither_chmodded_nor_created_throu
     victim.mkdir()
     victim.chmod(0o755)
     made = shared / "made"
-    maker = subprocess.Popen(
-        [sys.executable, "-c", MAKER, str(made / "inner")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert maker.stdin is not None
-    assert maker.stdout is not None
     # both by path (mkdir("…/shared/made")) and by the parent's descriptor (mkdirat(fd, "made"))
-    hang = Hang(maker.pid, shared, "mkdir,mkdirat", also=[made])
-    try:
-        maker.stdin.write("go\n")
-        maker.stdin.flush()
-        deadline = time.monotonic() + 30
-        syscall = Path(f"/proc/{maker.pid}/syscall")
-        while syscall.read_text().split(" ", 1)[0] not in MKDIR_CALLS:
-            assert time.monotonic() < deadline, "the maker never reached mkdir"
-            time.sleep(0.01)
-        made.symlink_to(victim)  # the swap, while the mkdir is held
-    finally:
-        hang.release()
-    said = maker.stdout.readline().strip()
-    maker.wait(timeout=30)
+    said = race(
+        MAKER, str(made / "inner"), [shared, made], "mkdir,mkdirat", lambda: made.symlink_to(victim)
+    )
     assert said.startswith("error:"), said
     assert "symlink was put in its place" in said
     assert str(made) in said

@@ -11,14 +11,13 @@ import pwd
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from strace_helpers import Hang, needs_strace
+from strace_helpers import needs_strace, needs_syscall_numbers, race
 
 from mcp_acp.control import (
     ENDED_KEEP_SECONDS,
@@ -67,12 +66,9 @@ else:
     print("ok", flush=True)
 """
 
-#: chmod, fchmod and fchmodat, by architecture: what /proc/PID/syscall shows while held.
-CHMOD_CALLS = {"x86_64": {"90", "91", "268"}, "aarch64": {"52", "53"}}.get(os.uname().machine)
-
 
 @needs_strace
-@pytest.mark.skipif(CHMOD_CALLS is None, reason="chmod's syscall numbers not known here")
+@needs_syscall_numbers
 def test_a_socket_directory_swapped_for_a_symlink_while_it_is_closed_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -81,7 +77,6 @@ def test_a_socket_directory_swapped_for_a_symlink_while_it_is_closed_is_refused(
     to a directory of their choosing in its place. Before, the chmod was by path and
     followed the symlink (as root: any directory made 0700) and the server went on. Now it
     is by descriptor: the directory chmodded is the one checked, and the symlink is refused."""
-    assert CHMOD_CALLS is not None
     parent = tmp_path / "parent"
     parent.mkdir()
     parent.chmod(0o777)
@@ -91,29 +86,12 @@ def test_a_socket_directory_swapped_for_a_symlink_while_it_is_closed_is_refused(
     victim = tmp_path / "victim"
     victim.mkdir()
     victim.chmod(0o755)
-    starter = subprocess.Popen(
-        [sys.executable, "-c", STARTER, str(run)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert starter.stdin is not None
-    assert starter.stdout is not None
-    hang = Hang(starter.pid, run, "chmod,fchmod,fchmodat")
-    try:
-        starter.stdin.write("go\n")
-        starter.stdin.flush()
-        deadline = time.monotonic() + 30
-        syscall = Path(f"/proc/{starter.pid}/syscall")
-        while syscall.read_text().split(" ", 1)[0] not in CHMOD_CALLS:
-            assert time.monotonic() < deadline, "the server never reached its chmod"
-            time.sleep(0.01)
+
+    def swap() -> None:
         run.rename(parent / "moved")
         run.symlink_to(victim)
-    finally:
-        hang.release()
-    said = starter.stdout.readline().strip()
-    starter.wait(timeout=30)
+
+    said = race(STARTER, str(run), [run], "chmod,fchmod,fchmodat", swap)
     assert victim.stat().st_mode & 0o777 == 0o755
     assert said.startswith("error: refusing the control socket directory"), said
     assert (parent / "moved").stat().st_mode & 0o777 == 0o700  # the one checked was closed
