@@ -16,8 +16,8 @@ A file that is writable by group or others, or owned by someone else, is refused
 is a path that someone else could make lead elsewhere (a directory on it they can write,
 their symlink in ``/tmp``: :func:`~mcp_acp._fs.untrusted_file`): whoever can write the
 config decides what the proxy allows. Only a regular file is read, never
-more than 1 MiB, and a key written twice is an error (JSON readers disagree on which copy
-counts).
+more than 1 MiB nor nested more than 100 deep, and a key written twice is an error (JSON
+readers disagree on which copy counts).
 
 Paths in the file mean the same from any working directory: ``~`` is expanded and a
 relative path is taken from the config file's directory (:data:`ConfigPath` for the core
@@ -57,7 +57,7 @@ from mcp_acp._fs import (
     read_regular_file,
     untrusted_file,
 )
-from mcp_acp._json import DuplicateKeyError, NumberTooLongError, loads_strict
+from mcp_acp._json import DuplicateKeyError, NumberTooLongError, deeper_than, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
@@ -65,6 +65,7 @@ from mcp_acp.tools import ToolEntry
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_ENV",
+    "MAX_CONFIG_DEPTH",
     "AuditSection",
     "Backend",
     "ComponentRef",
@@ -96,6 +97,9 @@ __all__ = [
 CONFIG_ENV = "MCP_ACP_CONFIG"
 APP_NAME = "mcp-acp"
 MAX_CONFIG_BYTES = 1 << 20
+#: How deep arrays and objects may nest in a config file (or options given to ``init``):
+#: far more than any setting needs, well within what pydantic writes out (255 levels).
+MAX_CONFIG_DEPTH = 100
 _NAME = r"^[a-z0-9][a-z0-9-]*$"
 #: Words that make a name look secret: a key containing one (``MYSQL_PWD``,
 #: ``client_secret``), a flag or ``name=value`` with one as a whole part (``--api-key``).
@@ -733,6 +737,12 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"{path} nests arrays or objects too deeply to be a config file",
             fix="check that this is really the config file",
         ) from None
+    if deeper_than(data, MAX_CONFIG_DEPTH):
+        raise ConfigError(
+            f"{path} nests arrays or objects more than {MAX_CONFIG_DEPTH} deep, too deeply "
+            "to be a config file",
+            fix="check that this is really the config file",
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a JSON object, not {type(data).__name__}",

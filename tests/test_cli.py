@@ -294,6 +294,42 @@ def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Pa
     assert "internal error" not in refused.stderr
 
 
+def test_options_nested_deeper_than_a_config_needs_are_a_config_error(
+    run_cli: Run, tmp_path: Path, config_path: Path
+) -> None:
+    """Options 300 levels deep — within what the JSON reader takes (~970), beyond what
+    pydantic writes out (255) — ended ``config show`` and ``init`` in "internal error:
+    ValueError: Maximum serialization depth exceeded … report it" (exit 1)."""
+    deep = "[" * 300 + "]" * 300
+    target = tmp_path / "deep.json"
+    target.write_text(
+        '{"backend": {"command": "cat"}, "identity": {"use": "local", "config": {"a": '
+        + deep
+        + "}}}"
+    )
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show")
+    assert shown.returncode == 10, shown.stderr
+    assert shown.stderr.splitlines() == [
+        f"config error: {target} nests arrays or objects more than 100 deep, too deeply to "
+        "be a config file — fix: check that this is really the config file"
+    ]
+    init = run_cli(
+        "init",
+        "--non-interactive",
+        "--backend-command",
+        "cat",
+        "--identity",
+        f'local={{"a": {deep}}}',
+    )
+    assert init.returncode == 10, init.stderr
+    assert init.stderr.splitlines() == [
+        "config error: --identity: the options after '=' nest arrays or objects more than "
+        """100 deep; nothing was written — fix: write it as --identity 'NAME={"key": "value"}'"""
+    ]
+    assert not config_path.exists()
+
+
 def test_a_number_of_more_than_4300_digits_in_the_config_is_one_config_error(
     run_cli: Run, tmp_path: Path
 ) -> None:
