@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import (
@@ -186,6 +187,9 @@ class PluginContext:
 
 Factory = Callable[[Any, PluginContext], Any]
 
+#: A name a config's ``"use"`` can select (:class:`mcp_acp.config.ComponentRef`'s pattern).
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
 
 def _call_error(factory: Factory) -> str | None:
     """Why ``factory(options, context)`` would fail for its signature alone (``it takes
@@ -292,10 +296,17 @@ class Registry:
             *,
             summary: str = "",
         ) -> None:
-            if not isinstance(name, str) or not name or not name.replace("-", "").isalnum():
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise PluginError(  # shown with !a: a look-alike letter is told apart
+                    f"plugin {plugin!r} registered a {kind.label} with invalid name {name!a}",
+                    fix="use lowercase letters, digits and '-' (not first), as a config's "
+                    '"use" takes it',
+                )
+            if not isinstance(summary, str):  # 'mcp-acp plugins' prints it
                 raise PluginError(
-                    f"plugin {plugin!r} registered a {kind.label} with invalid name {name!r}",
-                    fix="use letters, digits and '-' only",
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a summary that "
+                    f"is {type(summary).__name__}, not a str",
+                    fix="pass summary='one line on what it does', or leave it out",
                 )
             if not callable(factory):
                 raise PluginError(
