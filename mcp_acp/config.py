@@ -774,7 +774,12 @@ def save_config(config: Config, path: Path) -> None:
 #: A name part that says "secret": whole parts only (``api-key``, ``access_token``,
 #: ``X-Auth-Token``, ``password``), so ``--author`` or ``--path`` are not taken for one.
 _SECRET_PART = rf"(?:authorization|apikey|credentials|{'|'.join(_SECRET_WORDS)})"
-_SECRET_NAME = rf"(?:[A-Za-z0-9]+[-_.])*{_SECRET_PART}(?:[-_.][A-Za-z0-9]+)*"
+#: Its parts are bounded (8 either side, 64 characters each): a match may start after any
+#: ``-``, and unbounded parts read the rest of ``a-a-a-…`` from each start — quadratic
+#: time, hours for one long argument.
+_SECRET_NAME = (
+    rf"(?:[A-Za-z0-9]{{1,64}}[-_.]){{0,8}}{_SECRET_PART}(?:[-_.][A-Za-z0-9]{{1,64}}){{0,8}}"
+)
 #: ``name=value`` (an argument ``--api-key=…``, a URL's query ``?token=…``) whose name
 #: looks secret.
 _SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.IGNORECASE)
@@ -785,7 +790,8 @@ _SECRET_FLAG = re.compile(rf"-{{1,2}}{_SECRET_NAME}", re.IGNORECASE)
 
 
 #: A URL in a text, up to where it ends; and its query and fragment (from ``?`` or ``#``).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+#: The scheme is bounded (64 characters) for the same reason.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,63}://[^\s\"'<>]+")
 _URL_TAIL = re.compile(r"[?#].*", re.DOTALL)
 #: One piece of a URL's query or fragment: its separator, and ``name=value`` or a bare value.
 _URL_PIECE = re.compile(r"([?&;#])([^?&;#]*)")

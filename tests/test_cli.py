@@ -190,6 +190,24 @@ def test_config_show_hides_credentials_in_arguments_env_and_urls(
     assert "must not carry credentials" in refused.stderr
 
 
+def test_a_long_argument_or_value_is_redacted_in_linear_time(run_cli: Run, tmp_path: Path) -> None:
+    """Redaction looked for a secret name or a URL scheme from after every ``-`` to the
+    end of the run: ``a-a-a-…`` took time quadratic in its length — 5 s for 16,000
+    characters, hours for 800,000 — so ``config show``, and ``run`` naming a bad value,
+    hung instead of answering. (``run_cli`` gives each command 60 s.)"""
+    long = "a-" * 400_000
+    target = tmp_path / "c.json"
+    target.write_text(json.dumps({"backend": {"command": "npx", "args": [long, "x"]}}))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert json.loads(shown)["backend"]["args"] == [long, "x"]
+    target.write_text(json.dumps({"backend": {"transport": "http", "url": long}}))
+    refused = run_cli("--config", str(target), "run", input="")
+    assert refused.returncode == 10, refused.stderr
+    assert refused.stderr.startswith(f'config error: {target}: backend.url = "a-a-a-')
+    assert "must be an http:// or https:// URL with a host" in refused.stderr
+
+
 def test_config_show_redacts_every_header_and_environment_value(
     run_cli: Run, tmp_path: Path
 ) -> None:
