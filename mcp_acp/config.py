@@ -111,6 +111,7 @@ _SECRET_WORDS = (
     "secret",
     "passwd",
     "password",
+    "passphrase",
     "pwd",
     "credential",
 )
@@ -783,6 +784,11 @@ _SECRET_NAME = (
 #: ``name=value`` (an argument ``--api-key=…``, a URL's query ``?token=…``) whose name
 #: looks secret.
 _SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.IGNORECASE)
+#: A header written as one argument (``--header "X-API-Key: …"``, as ``mcp-remote`` and
+#: ``curl`` take it) whose name looks secret: its value, to the end of the line.
+_SECRET_HEADER = re.compile(
+    rf"((?:^|(?<=[\s\"'])){_SECRET_NAME}[ \t]*:[ \t]*)[^\s][^\r\n]*", re.IGNORECASE
+)
 #: A URL's password (``//user:password@host``).
 _URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
 #: An argument that says the next one is a secret (``--token X``, ``--api-key X``).
@@ -813,11 +819,13 @@ def _url_tail_redacted(tail: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with what looks like a credential replaced: every value of a URL's query
-    and fragment, a URL's password, secret ``name=value`` pairs, and the shapes the audit
-    trail redacts (bearer tokens, JWTs, PEM keys, GitHub tokens, AWS key ids)."""
+    and fragment, a URL's password, secret ``name=value`` pairs and ``Name: value``
+    headers, and the shapes the audit trail redacts (bearer tokens, JWTs, PEM keys, GitHub
+    tokens, AWS key ids)."""
     text = _URL.sub(lambda url: _URL_TAIL.sub(_url_tail_redacted, url.group(), count=1), text)
     text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
     text = _SECRET_PAIR.sub(r"\1<redacted>", text)
+    text = _SECRET_HEADER.sub(r"\1<redacted>", text)
     return redact(text)  # type: ignore[no-any-return]
 
 

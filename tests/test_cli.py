@@ -208,6 +208,45 @@ def test_a_long_argument_or_value_is_redacted_in_linear_time(run_cli: Run, tmp_p
     assert "must be an http:// or https:// URL with a host" in refused.stderr
 
 
+def test_config_show_hides_header_arguments_and_passphrases(run_cli: Run, tmp_path: Path) -> None:
+    """``npx mcp-remote URL --header "X-API-Key: …"`` is how many MCP configs carry a
+    credential; ``config show`` printed it whole, and a ``--passphrase`` too — what users
+    paste into bug reports."""
+    target = tmp_path / "c.json"
+    args = [
+        "mcp-remote",
+        "https://mcp.example.test/mcp",
+        "--header",
+        "X-API-Key: key-C4NARY",
+        "--header",
+        "Authorization: Bearer C4NARY",  # too short for the bearer shape
+        "-H",
+        "Private-Token: glpat-C4NARY",
+        "--passphrase",
+        "pp-C4NARY",
+        "--db-passphrase=dbpp-C4NARY",
+        "Content-Type: application/json",  # no secret in the name: shown
+    ]
+    target.write_text(json.dumps({"backend": {"command": "npx", "args": args}}))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert "C4NARY" not in shown
+    assert json.loads(shown)["backend"]["args"] == [
+        "mcp-remote",
+        "https://mcp.example.test/mcp",
+        "--header",
+        "X-API-Key: <redacted>",
+        "--header",
+        "Authorization: <redacted>",
+        "-H",
+        "Private-Token: <redacted>",
+        "--passphrase",
+        "<redacted>",
+        "--db-passphrase=<redacted>",
+        "Content-Type: application/json",
+    ]
+
+
 def test_config_show_redacts_every_header_and_environment_value(
     run_cli: Run, tmp_path: Path
 ) -> None:
