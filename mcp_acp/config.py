@@ -711,6 +711,13 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
+    if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):  # Notepad, PowerShell
+        what = (
+            "starts with a byte order mark (BOM)"
+            if raw[:1] == b"\xef"
+            else "is UTF-16 text (it starts with a byte order mark)"
+        )
+        raise ConfigError(f"{path} {what}", fix="save it as UTF-8 without a byte order mark")
     try:
         data = loads_strict(raw.decode("utf-8"))
     except DuplicateKeyError as exc:
