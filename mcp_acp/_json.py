@@ -19,6 +19,7 @@ __all__ = [
     "NumberTooLongError",
     "TooManyDigitsError",
     "checked_int",
+    "deeper_than",
     "int_digit_limit",
     "json_path",
     "loads",
@@ -94,6 +95,21 @@ def _too_long(text: str, limit: int) -> NumberTooLongError:
         if match.group(1) is not None and len(match.group(1)) > limit:
             return NumberTooLongError(text, match.start(), limit)
     return NumberTooLongError(text, 0, limit)  # not reached: the decoder found one
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether the parsed document ``value`` nests arrays or objects more than ``limit``
+    deep (a top-level object is 1). Walked without recursion: a document that parsed may
+    still be deeper than what reads it next takes — pydantic writes out 255 levels, a
+    recursive walk of ours the interpreter's stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 _plain_decode = json.JSONDecoder(parse_int=checked_int).decode

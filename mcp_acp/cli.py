@@ -31,11 +31,12 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text, untrusted_place
-from mcp_acp._json import NumberTooLongError, loads
+from mcp_acp._json import NumberTooLongError, deeper_than, loads
 from mcp_acp.audit.chain import line_schema
 from mcp_acp.audit.events import EVENT_MODELS
 from mcp_acp.config import (
     CONFIG_DIR,
+    MAX_CONFIG_DEPTH,
     Backend,
     Config,
     HttpBackend,
@@ -195,6 +196,12 @@ def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
         raise ConfigError(
             f"{flag}: the options after '=' nest arrays or objects too deeply", fix=fix
         ) from None
+    if deeper_than(options, MAX_CONFIG_DEPTH):
+        raise ConfigError(
+            f"{flag}: the options after '=' nest arrays or objects more than "
+            f"{MAX_CONFIG_DEPTH} deep",
+            fix=fix,
+        )
     if not isinstance(options, dict):
         raise ConfigError(
             f"{flag}: the options after '=' must be a JSON object, not {type(options).__name__}",

@@ -16,8 +16,8 @@ A file that is writable by group or others, or owned by someone else, is refused
 is a path that someone else could make lead elsewhere (a directory on it they can write,
 their symlink in ``/tmp``: :func:`~mcp_acp._fs.untrusted_file`): whoever can write the
 config decides what the proxy allows. Only a regular file is read, never
-more than 1 MiB, and a key written twice is an error (JSON readers disagree on which copy
-counts).
+more than 1 MiB nor nested more than 100 deep, and a key written twice is an error (JSON
+readers disagree on which copy counts).
 
 Paths in the file mean the same from any working directory: ``~`` is expanded and a
 relative path is taken from the config file's directory (:data:`ConfigPath` for the core
@@ -57,7 +57,7 @@ from mcp_acp._fs import (
     read_regular_file,
     untrusted_file,
 )
-from mcp_acp._json import DuplicateKeyError, NumberTooLongError, loads_strict
+from mcp_acp._json import DuplicateKeyError, NumberTooLongError, deeper_than, loads_strict
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
@@ -65,6 +65,7 @@ from mcp_acp.tools import ToolEntry
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_ENV",
+    "MAX_CONFIG_DEPTH",
     "AuditSection",
     "Backend",
     "ComponentRef",
@@ -96,6 +97,9 @@ __all__ = [
 CONFIG_ENV = "MCP_ACP_CONFIG"
 APP_NAME = "mcp-acp"
 MAX_CONFIG_BYTES = 1 << 20
+#: How deep arrays and objects may nest in a config file (or options given to ``init``):
+#: far more than any setting needs, well within what pydantic writes out (255 levels).
+MAX_CONFIG_DEPTH = 100
 _NAME = r"^[a-z0-9][a-z0-9-]*$"
 #: Words that make a name look secret: a key containing one (``MYSQL_PWD``,
 #: ``client_secret``), a flag or ``name=value`` with one as a whole part (``--api-key``).
@@ -107,6 +111,7 @@ _SECRET_WORDS = (
     "secret",
     "passwd",
     "password",
+    "passphrase",
     "pwd",
     "credential",
 )
@@ -706,6 +711,13 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
+    if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):  # Notepad, PowerShell
+        what = (
+            "starts with a byte order mark (BOM)"
+            if raw[:1] == b"\xef"
+            else "is UTF-16 text (it starts with a byte order mark)"
+        )
+        raise ConfigError(f"{path} {what}", fix="save it as UTF-8 without a byte order mark")
     try:
         data = loads_strict(raw.decode("utf-8"))
     except DuplicateKeyError as exc:
@@ -733,6 +745,12 @@ def read_config_json(path: Path) -> dict[str, Any]:
             f"{path} nests arrays or objects too deeply to be a config file",
             fix="check that this is really the config file",
         ) from None
+    if deeper_than(data, MAX_CONFIG_DEPTH):
+        raise ConfigError(
+            f"{path} nests arrays or objects more than {MAX_CONFIG_DEPTH} deep, too deeply "
+            "to be a config file",
+            fix="check that this is really the config file",
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a JSON object, not {type(data).__name__}",
@@ -764,10 +782,20 @@ def save_config(config: Config, path: Path) -> None:
 #: A name part that says "secret": whole parts only (``api-key``, ``access_token``,
 #: ``X-Auth-Token``, ``password``), so ``--author`` or ``--path`` are not taken for one.
 _SECRET_PART = rf"(?:authorization|apikey|credentials|{'|'.join(_SECRET_WORDS)})"
-_SECRET_NAME = rf"(?:[A-Za-z0-9]+[-_.])*{_SECRET_PART}(?:[-_.][A-Za-z0-9]+)*"
+#: Its parts are bounded (8 either side, 64 characters each): a match may start after any
+#: ``-``, and unbounded parts read the rest of ``a-a-a-…`` from each start — quadratic
+#: time, hours for one long argument.
+_SECRET_NAME = (
+    rf"(?:[A-Za-z0-9]{{1,64}}[-_.]){{0,8}}{_SECRET_PART}(?:[-_.][A-Za-z0-9]{{1,64}}){{0,8}}"
+)
 #: ``name=value`` (an argument ``--api-key=…``, a URL's query ``?token=…``) whose name
 #: looks secret.
 _SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.IGNORECASE)
+#: A header written as one argument (``--header "X-API-Key: …"``, as ``mcp-remote`` and
+#: ``curl`` take it) whose name looks secret: its value, to the end of the line.
+_SECRET_HEADER = re.compile(
+    rf"((?:^|(?<=[\s\"'])){_SECRET_NAME}[ \t]*:[ \t]*)[^\s][^\r\n]*", re.IGNORECASE
+)
 #: A URL's password (``//user:password@host``).
 _URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
 #: An argument that says the next one is a secret (``--token X``, ``--api-key X``).
@@ -775,7 +803,8 @@ _SECRET_FLAG = re.compile(rf"-{{1,2}}{_SECRET_NAME}", re.IGNORECASE)
 
 
 #: A URL in a text, up to where it ends; and its query and fragment (from ``?`` or ``#``).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+#: The scheme is bounded (64 characters) for the same reason.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,63}://[^\s\"'<>]+")
 _URL_TAIL = re.compile(r"[?#].*", re.DOTALL)
 #: One piece of a URL's query or fragment: its separator, and ``name=value`` or a bare value.
 _URL_PIECE = re.compile(r"([?&;#])([^?&;#]*)")
@@ -797,11 +826,13 @@ def _url_tail_redacted(tail: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with what looks like a credential replaced: every value of a URL's query
-    and fragment, a URL's password, secret ``name=value`` pairs, and the shapes the audit
-    trail redacts (bearer tokens, JWTs, PEM keys, GitHub tokens, AWS key ids)."""
+    and fragment, a URL's password, secret ``name=value`` pairs and ``Name: value``
+    headers, and the shapes the audit trail redacts (bearer tokens, JWTs, PEM keys, GitHub
+    tokens, AWS key ids)."""
     text = _URL.sub(lambda url: _URL_TAIL.sub(_url_tail_redacted, url.group(), count=1), text)
     text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
     text = _SECRET_PAIR.sub(r"\1<redacted>", text)
+    text = _SECRET_HEADER.sub(r"\1<redacted>", text)
     return redact(text)  # type: ignore[no-any-return]
 
 

@@ -15,19 +15,32 @@ The config file then selects the implementation by name, and the section under
 A factory is called as ``factory(options, context)`` with the validated model instance
 and a :class:`PluginContext`, and returns the implementation (for example a
 :class:`~mcp_acp.protocols.PostureCheck`). One whose signature cannot take those two
-arguments is refused when it is registered.
+arguments is refused when it is registered, and so is a config model that lets a key it
+does not know pass (pydantic's default drops it): each model, and every one nested in it,
+must say ``extra="forbid"``, so that a misspelt option is an error, not a default kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Protocol,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 import attrs
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, RootModel
 
 from mcp_acp.errors import ConfigError, PluginError
 from mcp_acp.shutdown import fallback_shutdowns
@@ -175,6 +188,9 @@ class PluginContext:
 
 Factory = Callable[[Any, PluginContext], Any]
 
+#: A name a config's ``"use"`` can select (:class:`mcp_acp.config.ComponentRef`'s pattern).
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
 
 def _call_error(factory: Factory) -> str | None:
     """Why ``factory(options, context)`` would fail for its signature alone (``it takes
@@ -192,6 +208,51 @@ def _call_error(factory: Factory) -> str | None:
             return_annotation=signature.empty,
         )
         return f"it takes {bare}: {exc}"
+    return None
+
+
+def _lenient_model(model: type[BaseModel]) -> str | None:
+    """How ``model``, or a model, dataclass or ``TypedDict`` nested in its options, lets a
+    key it does not know pass (pydantic's default drops it, ``extra='allow'`` keeps it):
+    ``"Options ignores unknown keys (extra='ignore')"``; ``None`` if every one forbids."""
+    seen: set[object] = set()
+    todo: list[tuple[Any, str]] = [(model, "")]
+    while todo:
+        annotation, where = todo.pop()
+        config: Any = None
+        hints: dict[str, Any] = {}
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                continue
+            seen.add(annotation)
+            hints = {name: f.annotation for name, f in annotation.model_fields.items()}
+            if not issubclass(annotation, RootModel):  # a root model has no keys of its own
+                config = annotation.model_config
+        elif isinstance(annotation, type) and (
+            dataclasses.is_dataclass(annotation) or is_typeddict(annotation)
+        ):
+            if annotation in seen:
+                continue
+            seen.add(annotation)
+            config = getattr(annotation, "__pydantic_config__", None) or {}
+            try:
+                hints = get_type_hints(annotation)
+            except Exception:  # unresolvable hints: pydantic refuses such a model anyway
+                hints = {}
+        else:
+            todo.extend((arg, where) for arg in get_args(annotation))
+            continue
+        if config is not None:
+            extra = config.get("extra") or "ignore"
+            if extra != "forbid":
+                verb = "accepts" if extra == "allow" else "ignores"
+                name = annotation.__name__
+                nested = (
+                    f"{model.__name__}, at option {where}, nests {name}, which" if where else name
+                )
+                return f"{nested} {verb} unknown keys (extra={extra!r})"
+        for field, hint in hints.items():
+            todo.append((hint, f"{where}.{field}" if where else field))
     return None
 
 
@@ -236,10 +297,17 @@ class Registry:
             *,
             summary: str = "",
         ) -> None:
-            if not isinstance(name, str) or not name or not name.replace("-", "").isalnum():
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise PluginError(  # shown with !a: a look-alike letter is told apart
+                    f"plugin {plugin!r} registered a {kind.label} with invalid name {name!a}",
+                    fix="use lowercase letters, digits and '-' (not first), as a config's "
+                    '"use" takes it',
+                )
+            if not isinstance(summary, str):  # 'mcp-acp plugins' prints it
                 raise PluginError(
-                    f"plugin {plugin!r} registered a {kind.label} with invalid name {name!r}",
-                    fix="use letters, digits and '-' only",
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a summary that "
+                    f"is {type(summary).__name__}, not a str",
+                    fix="pass summary='one line on what it does', or leave it out",
                 )
             if not callable(factory):
                 raise PluginError(
@@ -260,6 +328,15 @@ class Registry:
                     f"plugin {plugin!r} registered {kind.label} {name!r} with a config "
                     f"model that is not a pydantic model",
                     fix="pass a pydantic BaseModel subclass (or leave it out)",
+                )
+            lenient = _lenient_model(config_model)
+            if lenient is not None:  # a misspelt option would be dropped, its default used
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind.label} {name!r} with a config model "
+                    f"that does not refuse unknown keys: its config model {lenient}, so a "
+                    "misspelt option would be dropped unseen",
+                    fix="give each model model_config = ConfigDict(extra='forbid'); report it "
+                    "to the plugin's authors",
                 )
             existing = self._by_kind[kind].get(name)
             if existing is not None:

@@ -190,6 +190,63 @@ def test_config_show_hides_credentials_in_arguments_env_and_urls(
     assert "must not carry credentials" in refused.stderr
 
 
+def test_a_long_argument_or_value_is_redacted_in_linear_time(run_cli: Run, tmp_path: Path) -> None:
+    """Redaction looked for a secret name or a URL scheme from after every ``-`` to the
+    end of the run: ``a-a-a-…`` took time quadratic in its length — 5 s for 16,000
+    characters, hours for 800,000 — so ``config show``, and ``run`` naming a bad value,
+    hung instead of answering. (``run_cli`` gives each command 60 s.)"""
+    long = "a-" * 400_000
+    target = tmp_path / "c.json"
+    target.write_text(json.dumps({"backend": {"command": "npx", "args": [long, "x"]}}))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert json.loads(shown)["backend"]["args"] == [long, "x"]
+    target.write_text(json.dumps({"backend": {"transport": "http", "url": long}}))
+    refused = run_cli("--config", str(target), "run", input="")
+    assert refused.returncode == 10, refused.stderr
+    assert refused.stderr.startswith(f'config error: {target}: backend.url = "a-a-a-')
+    assert "must be an http:// or https:// URL with a host" in refused.stderr
+
+
+def test_config_show_hides_header_arguments_and_passphrases(run_cli: Run, tmp_path: Path) -> None:
+    """``npx mcp-remote URL --header "X-API-Key: …"`` is how many MCP configs carry a
+    credential; ``config show`` printed it whole, and a ``--passphrase`` too — what users
+    paste into bug reports."""
+    target = tmp_path / "c.json"
+    args = [
+        "mcp-remote",
+        "https://mcp.example.test/mcp",
+        "--header",
+        "X-API-Key: key-C4NARY",
+        "--header",
+        "Authorization: Bearer C4NARY",  # too short for the bearer shape
+        "-H",
+        "Private-Token: glpat-C4NARY",
+        "--passphrase",
+        "pp-C4NARY",
+        "--db-passphrase=dbpp-C4NARY",
+        "Content-Type: application/json",  # no secret in the name: shown
+    ]
+    target.write_text(json.dumps({"backend": {"command": "npx", "args": args}}))
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show", check=True).stdout
+    assert "C4NARY" not in shown
+    assert json.loads(shown)["backend"]["args"] == [
+        "mcp-remote",
+        "https://mcp.example.test/mcp",
+        "--header",
+        "X-API-Key: <redacted>",
+        "--header",
+        "Authorization: <redacted>",
+        "-H",
+        "Private-Token: <redacted>",
+        "--passphrase",
+        "<redacted>",
+        "--db-passphrase=<redacted>",
+        "Content-Type: application/json",
+    ]
+
+
 def test_config_show_redacts_every_header_and_environment_value(
     run_cli: Run, tmp_path: Path
 ) -> None:
@@ -292,6 +349,42 @@ def test_a_config_nested_too_deeply_is_a_config_error(run_cli: Run, tmp_path: Pa
     assert refused.returncode == 10
     assert "nests arrays or objects too deeply" in refused.stderr
     assert "internal error" not in refused.stderr
+
+
+def test_options_nested_deeper_than_a_config_needs_are_a_config_error(
+    run_cli: Run, tmp_path: Path, config_path: Path
+) -> None:
+    """Options 300 levels deep — within what the JSON reader takes (~970), beyond what
+    pydantic writes out (255) — ended ``config show`` and ``init`` in "internal error:
+    ValueError: Maximum serialization depth exceeded … report it" (exit 1)."""
+    deep = "[" * 300 + "]" * 300
+    target = tmp_path / "deep.json"
+    target.write_text(
+        '{"backend": {"command": "cat"}, "identity": {"use": "local", "config": {"a": '
+        + deep
+        + "}}}"
+    )
+    target.chmod(0o600)
+    shown = run_cli("--config", str(target), "config", "show")
+    assert shown.returncode == 10, shown.stderr
+    assert shown.stderr.splitlines() == [
+        f"config error: {target} nests arrays or objects more than 100 deep, too deeply to "
+        "be a config file — fix: check that this is really the config file"
+    ]
+    init = run_cli(
+        "init",
+        "--non-interactive",
+        "--backend-command",
+        "cat",
+        "--identity",
+        f'local={{"a": {deep}}}',
+    )
+    assert init.returncode == 10, init.stderr
+    assert init.stderr.splitlines() == [
+        "config error: --identity: the options after '=' nest arrays or objects more than "
+        """100 deep; nothing was written — fix: write it as --identity 'NAME={"key": "value"}'"""
+    ]
+    assert not config_path.exists()
 
 
 def test_a_number_of_more_than_4300_digits_in_the_config_is_one_config_error(

@@ -161,6 +161,32 @@ def test_not_utf8(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("bom", "encoding", "expected"),
+    [
+        (b"\xef\xbb\xbf", "utf-8", "starts with a byte order mark (BOM)"),
+        (b"\xff\xfe", "utf-16-le", "is UTF-16 text (it starts with a byte order mark)"),
+        (b"\xfe\xff", "utf-16-be", "is UTF-16 text (it starts with a byte order mark)"),
+    ],
+    ids=["utf-8-bom", "utf-16-le", "utf-16-be"],
+)
+def test_a_byte_order_mark_is_named_with_how_to_save_the_file(
+    tmp_path: Path, bom: bytes, encoding: str, expected: str
+) -> None:
+    """Notepad and PowerShell save JSON with a byte order mark. A UTF-8 one was "not valid
+    JSON: line 1 column 1: Expecting value — fix: fix the JSON syntax (a trailing comma or
+    a missing quote is typical)", pointing at nothing the user could see."""
+    path = tmp_path / "c" / "config.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(bom + json.dumps(MINIMAL).encode(encoding))
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.user_line() == (
+        f"config error: {path} {expected} — fix: save it as UTF-8 without a byte order mark"
+    )
+
+
 def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no config file at .* fix: run 'mcp-acp init'"):
         load_config(tmp_path / "nope.json")

@@ -507,3 +507,101 @@ def test_a_broken_distribution_allowed_is_one_plugin_error(
         "imported — fix: reinstall the distribution that provides it, or remove badmeta from "
         "MCP_ACP_PLUGINS"
     ]
+
+
+#: A plugin whose posture check ``tidy`` takes ``options`` (a model the case defines).
+LENIENT = (
+    "from pydantic import BaseModel, ConfigDict\n"
+    "{models}\n" + HOOK + "def register_posture_checks(register):\n"
+    "    register('tidy', lambda options, context: None, Options)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (
+            "class Options(BaseModel):\n    require_encryption: bool = True\n",
+            "its config model Options ignores unknown keys (extra='ignore')",
+        ),
+        (
+            "class Options(BaseModel):\n"
+            "    model_config = ConfigDict(extra='allow')\n"
+            "    require_encryption: bool = True\n",
+            "its config model Options accepts unknown keys (extra='allow')",
+        ),
+        (
+            "class Inner(BaseModel):\n    strict: bool = True\n"
+            "class Options(BaseModel):\n"
+            "    model_config = ConfigDict(extra='forbid')\n"
+            "    checks: list[Inner | None] = []\n",
+            "its config model Options, at option checks, nests Inner, which ignores unknown "
+            "keys (extra='ignore')",
+        ),
+    ],
+    ids=["default", "allow", "nested"],
+)
+def test_a_config_model_that_does_not_refuse_unknown_keys_is_a_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    models: str,
+    expected: str,
+) -> None:
+    """pydantic drops keys a model does not know unless it says ``extra='forbid'``: a
+    misspelt option (``require_encrypton: true``) was accepted as if it were not there, and
+    the component ran with the default the user meant to change. The plugin's mistake, so
+    refused when it loads, on one line naming it."""
+    env = _install(tmp_path / "site", "lenient", LENIENT.format(models=models))
+    result = run_cli("plugins", env=env)
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [
+        f"plugin error: plugin 'lenient' registered posture check 'tidy' with a config "
+        f"model that does not refuse unknown keys: {expected}, so a misspelt option would "
+        "be dropped unseen — fix: give each model model_config = "
+        "ConfigDict(extra='forbid'); report it to the plugin's authors"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            "register('Tidy', Check)",
+            "registered a posture check with invalid name 'Tidy' — fix: use lowercase letters, "
+            "digits and '-' (not first), as a config's \"use\" takes it",
+        ),
+        (
+            "register('-tidy', Check)",
+            "registered a posture check with invalid name '-tidy' — fix: use lowercase letters, "
+            "digits and '-' (not first), as a config's \"use\" takes it",
+        ),
+        (
+            "register('t\\u0456dy', Check)",  # a Cyrillic i (U+0456): isalnum() says yes
+            "registered a posture check with invalid name 't\\u0456dy' — fix: use lowercase "
+            "letters, digits and '-' (not first), as a config's \"use\" takes it",
+        ),
+        (
+            "register('tidy', Check, summary=None)",
+            "registered posture check 'tidy' with a summary that is NoneType, not a str — fix: "
+            "pass summary='one line on what it does', or leave it out",
+        ),
+    ],
+    ids=["uppercase", "leading-dash", "homoglyph", "summary-none"],
+)
+def test_a_registration_the_config_cannot_select_or_list_is_a_plugin_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    call: str,
+    expected: str,
+) -> None:
+    """A name the config's ``use`` can never match was registered, listed, and unusable
+    ("no posture check of that name is registered (available: Tidy)"); a summary that is no
+    string ended ``mcp-acp plugins`` in "internal error: AttributeError" (exit 1)."""
+    source = (
+        "class Check:\n    def __init__(self, options, context):\n        pass\n\n"
+        + HOOK
+        + f"def register_posture_checks(register):\n    {call}\n"
+    )
+    result = run_cli("plugins", env=_install(tmp_path / "site", "sloppy", source))
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines() == [f"plugin error: plugin 'sloppy' {expected}"]
