@@ -18,6 +18,7 @@ __all__ = [
     "DuplicateKeyError",
     "NumberTooLongError",
     "TooManyDigitsError",
+    "byte_order_mark",
     "checked_int",
     "deeper_than",
     "int_digit_limit",
@@ -26,6 +27,17 @@ __all__ = [
     "loads_strict",
     "value_lines",
 ]
+
+
+def byte_order_mark(raw: bytes) -> str | None:
+    """What a file's byte order mark says it is — as the words after the file's name in an
+    error (Notepad and PowerShell write one) — or ``None`` if it starts with none."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return "starts with a byte order mark (BOM)"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "is UTF-16 text (it starts with a byte order mark)"
+    return None
+
 
 #: The most digits an integer in JSON may have: Python's default limit for converting text
 #: to an int (``sys.int_max_str_digits``), kept even where that limit is lifted

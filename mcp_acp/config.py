@@ -57,7 +57,13 @@ from mcp_acp._fs import (
     read_regular_file,
     untrusted_file,
 )
-from mcp_acp._json import DuplicateKeyError, NumberTooLongError, deeper_than, loads_strict
+from mcp_acp._json import (
+    DuplicateKeyError,
+    NumberTooLongError,
+    byte_order_mark,
+    deeper_than,
+    loads_strict,
+)
 from mcp_acp.audit.redact import redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
@@ -711,13 +717,9 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}", fix="check the file's permissions"
         ) from exc
-    if raw.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):  # Notepad, PowerShell
-        what = (
-            "starts with a byte order mark (BOM)"
-            if raw[:1] == b"\xef"
-            else "is UTF-16 text (it starts with a byte order mark)"
-        )
-        raise ConfigError(f"{path} {what}", fix="save it as UTF-8 without a byte order mark")
+    bom = byte_order_mark(raw)
+    if bom is not None:
+        raise ConfigError(f"{path} {bom}", fix="save it as UTF-8 without a byte order mark")
     try:
         data = loads_strict(raw.decode("utf-8"))
     except DuplicateKeyError as exc:

@@ -23,6 +23,7 @@ from mcp_acp._fs import (
 from mcp_acp._json import (
     DuplicateKeyError,
     NumberTooLongError,
+    byte_order_mark,
     json_path,
     loads_strict,
     value_lines,
@@ -81,6 +82,9 @@ def _read(path: Path) -> str:
             fix="keep the policy in a directory of yours, writable by you alone "
             "(chmod go-w the file and its directory)",
         )
+    bom = byte_order_mark(raw)
+    if bom is not None:
+        raise PolicyError(f"policy {path} {bom}", fix="save it as UTF-8 without a byte order mark")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -201,6 +201,28 @@ def test_reload_refuses_a_policy_made_writable_by_others_and_keeps_the_last_good
     assert engine.policy_id != good
 
 
+@pytest.mark.parametrize(
+    ("bom", "encoding", "expected"),
+    [
+        (b"\xef\xbb\xbf", "utf-8", "starts with a byte order mark (BOM)"),
+        (b"\xff\xfe", "utf-16-le", "is UTF-16 text (it starts with a byte order mark)"),
+    ],
+    ids=["utf-8-bom", "utf-16-le"],
+)
+def test_a_policy_with_a_byte_order_mark_is_named_with_how_to_save_it(
+    tmp_path: Path, bom: bytes, encoding: str, expected: str
+) -> None:
+    """As the config's: Notepad's UTF-8 BOM was 'not valid JSON at column 1: Expecting
+    value', pointing at nothing the user could see; UTF-16 was 'not UTF-8 (byte 0)'."""
+    path = tmp_path / "policy.json"
+    path.write_bytes(bom + json.dumps({"version": "1", "rules": [ALLOW_X]}).encode(encoding))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.user_line() == (
+        f"policy error: policy {path} {expected} — fix: save it as UTF-8 without a byte order mark"
+    )
+
+
 def test_the_machines_localtime_is_refused_as_a_time_zone(tmp_path: Path) -> None:
     """tzdata's ``localtime`` is a link to the machine's own setting: the same policy meant
     different hours on different machines, and changed with the host's clock settings."""
