@@ -8,14 +8,15 @@ serve. A start-up
 failure is recorded as ``startup_refused`` (when the trail works), shown on the desktop
 where the platform can, and ends the process with its failure class's exit code.
 
-Signals are handled from the first line of :func:`serve` (:class:`_Signals`). SIGTERM or
-SIGINT before ``session_started`` ends the start-up, recorded as ``startup_refused``, exit
-128 + the signal's number (143, 130); after it, they, like the client closing its input,
-end the session, recorded as ``session_ended``, exit 0. A second one while the first is
-still being acted on ends the process at once (the backend's process group ended, the
-control socket removed; exit 143 or 130). SIGHUP reloads the policy (the last-known-good
-stays on error; both audited), one reload at a time: SIGHUPs during a reload make one more
-reload after it, and a SIGHUP before the policy engine exists, one reload once it does.
+Signals are handled from the first line of :func:`serve` (:class:`_Signals`). SIGTERM,
+SIGINT or SIGQUIT before ``session_started`` ends the start-up, recorded as
+``startup_refused``, exit 128 + the signal's number (143, 130, 131); after it, they, like
+the client closing its input, end the session, recorded as ``session_ended``, exit 0. A
+second one while the first is still being acted on ends the process at once (the
+backend's process group ended, the control socket removed; exit 143, 130 or 131).
+SIGHUP reloads the policy (the last-known-good stays on error; both audited), one reload
+at a time: SIGHUPs during a reload make one more reload after it, and a SIGHUP before the
+policy engine exists, one reload once it does.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ T = TypeVar("T")
 
 #: The signals that stop the proxy. Stopped before the session started, the exit code is
 #: 128 + the signal's number, as a shell reports a process that a signal ended.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 class _Stopped(Exception):
@@ -78,7 +79,7 @@ class _Stopped(Exception):
 
 
 class _Signals:
-    """SIGTERM, SIGINT and SIGHUP as the event loop sees them, from the first line of
+    """SIGTERM, SIGINT, SIGQUIT and SIGHUP as the event loop sees them, from the first line of
     :func:`serve` to the end of the process: none of them may kill the proxy before it has
     recorded why it ends.
 
@@ -335,7 +336,7 @@ async def serve(config_path: Path) -> int:
     """Run one proxied session on stdio; return the process exit code (or raise the
     :class:`McpAcpError` that refused the start, recorded first).
 
-    Installs handlers for SIGTERM, SIGINT and SIGHUP on the running loop at once (see the
+    Installs handlers for SIGTERM, SIGINT, SIGQUIT and SIGHUP on the running loop at once (see the
     module docstring); they stay until the loop is closed."""
     signals = _Signals(asyncio.get_running_loop())
     runtime = load_runtime(config_path)

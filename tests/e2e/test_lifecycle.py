@@ -506,7 +506,7 @@ def test_sigterm_ends_the_session_while_a_policy_reload_reads_a_fifo(make_home: 
 # ---------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130), ("SIGQUIT", 131)])
 def test_a_stop_signal_during_start_up_is_recorded(make_home: Any, name: str, code: int) -> None:
     home = make_home()
     home.scripted_posture("hold")  # the gate waits until the test releases it
@@ -524,6 +524,20 @@ def test_a_stop_signal_during_start_up_is_recorded(make_home: Any, name: str, co
     assert home.stderr().strip().splitlines()[-1] == (
         f"mcp-acp: not started: {name} received during start-up"
     )
+
+
+def test_sigquit_ends_the_session_as_sigterm_does(make_home: Any) -> None:
+    """SIGQUIT (Ctrl-\\ in a terminal, or a supervisor's quit) killed the proxy at once,
+    Python's default: no ``session_ended``, the control socket left behind, the backend
+    told nothing. It ends the session as SIGTERM does: recorded, exit 0."""
+    home = make_home("--note-term")
+    proxy = home.start()
+    proxy.initialize()
+    proxy.proc.send_signal(signal.SIGQUIT)
+    assert proxy.proc.wait(timeout=30) == 0
+    assert ended(home.log_dir) == ["SIGQUIT received"]
+    assert (home.state / "events").read_text().split()[0] == "SIGTERM"  # passed on at once
+    assert home.control_sockets() == []
 
 
 def test_a_sighup_during_start_up_reloads_the_policy_once_there_is_one(make_home: Any) -> None:
