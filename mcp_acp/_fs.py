@@ -82,8 +82,12 @@ def _is_symlink(name: str, directory: int) -> bool:
     return False
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` as a 0600 file, replacing it atomically.
+def atomic_write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write ``text`` to ``path`` as a 0600 file, replacing it atomically — or, with
+    ``replace=False``, only if nothing is at ``path`` when the file is put there
+    (``FileExistsError`` otherwise, and nothing changed): the check and the placing are
+    one step (a hard link of the finished file), so a file made meanwhile is never
+    overwritten.
 
     The data goes to a temporary file in the same directory, is flushed and fsynced, then
     renamed over ``path``; the directory is fsynced so the rename survives a crash. A reader
@@ -98,7 +102,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # EEXIST if anything is there, a dangling symlink too
+            tmp.unlink()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

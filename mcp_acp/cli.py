@@ -424,7 +424,7 @@ def init(ctx: click.Context, /, non_interactive: bool, force: bool, **values: An
     kept = _existing_policy(config, path)
     starter = None if kept is not None else _write_starter_policy(config, path)
     try:
-        save_config(config, path)
+        save_config(config, path, replace=force)  # a file made since the check: kept
     except ConfigError as exc:
         if starter is not None:
             with contextlib.suppress(OSError):
@@ -497,7 +497,12 @@ def _write_starter_policy(config: Config, config_path: Path) -> Path | None:
         return None
     text = resources.files("mcp_acp.data").joinpath("starter_policy.json").read_text("utf-8")
     try:
-        atomic_write_text(target, text)
+        atomic_write_text(target, text, replace=False)  # none was there: none is replaced
+    except FileExistsError:
+        raise ConfigError(
+            f"a policy file appeared at {target} while init ran; nothing was written",
+            fix="run 'mcp-acp init' again: a valid policy there is kept",
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot write the starter policy {target}: {exc.strerror or exc}; nothing was written",

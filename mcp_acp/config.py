@@ -770,10 +770,16 @@ def load_config(path: Path) -> Config:
         raise config_error_from_validation(exc, path) from exc
 
 
-def save_config(config: Config, path: Path) -> None:
-    """Write ``config`` to ``path`` atomically, mode 0600, in a 0700 directory."""
+def save_config(config: Config, path: Path, *, replace: bool = True) -> None:
+    """Write ``config`` to ``path`` atomically, mode 0600, in a 0700 directory; with
+    ``replace=False``, only if no file is there by then (else ``ConfigError``)."""
     try:
-        atomic_write_text(path, config.to_json())
+        atomic_write_text(path, config.to_json(), replace=replace)
+    except FileExistsError:
+        raise ConfigError(
+            f"a config file appeared at {path} while init ran",
+            fix="pass --force to replace it, or edit it and run 'mcp-acp config validate'",
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot write {path}: {one_line(str(exc.strerror or exc))}",

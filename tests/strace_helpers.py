@@ -26,11 +26,20 @@ class Hang:
     """strace(1) attached to a running process, holding every ``syscall`` on ``path`` in
     the kernel for ten minutes: a disk or network mount that stopped answering, for that
     file only (and ``also`` those: a call naming a directory's descriptor, ``mkdirat(fd,
-    "name")``, is matched by that directory). :meth:`release` detaches it — the process was
-    held at exit meanwhile."""
+    "name")``, is matched by that directory; strace matches a ``rename`` by its first path
+    only). ``path`` None: every such call; ``when``: only the call of that number (1 is the
+    first). :meth:`release` detaches it — the process was held at exit meanwhile."""
 
-    def __init__(self, pid: int, path: Path, syscall: str, also: Sequence[Path] = ()) -> None:
-        paths = [arg for extra in also for arg in ("-P", str(extra))]
+    def __init__(
+        self,
+        pid: int,
+        path: Path | None,
+        syscall: str,
+        also: Sequence[Path] = (),
+        when: int | None = None,
+    ) -> None:
+        paths = [arg for p in ([path] if path else []) + list(also) for arg in ("-P", str(p))]
+        nth = f":when={when}" if when is not None else ""
         self.strace = subprocess.Popen(
             [
                 str(STRACE),
@@ -39,13 +48,11 @@ class Hang:
                 str(pid),
                 "-o",
                 "/dev/null",
-                "-P",
-                str(path),
                 *paths,
                 "-e",
                 f"trace={syscall}",
                 "-e",
-                f"inject={syscall}:delay_enter=600000000",
+                f"inject={syscall}:delay_enter=600000000{nth}",
             ],
             stderr=subprocess.PIPE,
             text=True,
@@ -67,8 +74,26 @@ class Hang:
 
 #: Syscall numbers by architecture: what ``/proc/PID/syscall`` shows while one is held.
 _NUMBERS = {
-    "x86_64": {"mkdir": "83", "mkdirat": "258", "chmod": "90", "fchmod": "91", "fchmodat": "268"},
-    "aarch64": {"mkdirat": "34", "fchmod": "52", "fchmodat": "53"},
+    "x86_64": {
+        "mkdir": "83",
+        "mkdirat": "258",
+        "chmod": "90",
+        "fchmod": "91",
+        "fchmodat": "268",
+        "rename": "82",
+        "renameat": "264",
+        "renameat2": "316",
+        "link": "86",
+        "linkat": "265",
+    },
+    "aarch64": {
+        "mkdirat": "34",
+        "fchmod": "52",
+        "fchmodat": "53",
+        "renameat": "38",
+        "renameat2": "276",
+        "linkat": "37",
+    },
 }.get(os.uname().machine)
 needs_syscall_numbers = pytest.mark.skipif(
     _NUMBERS is None, reason="syscall numbers not known on this architecture"
@@ -76,12 +101,18 @@ needs_syscall_numbers = pytest.mark.skipif(
 
 
 def race(
-    script: str, argument: str, held: Sequence[Path], syscalls: str, meanwhile: Callable[[], None]
+    script: str,
+    argument: str,
+    held: Sequence[Path],
+    syscalls: str,
+    meanwhile: Callable[[], None],
+    when: int | None = None,
 ) -> str:
     """Run ``script`` (Python; it waits for a line on stdin, then does its work and prints
-    one line) with ``argument``, hold its first of ``syscalls`` on any of ``held`` in the
-    kernel, call ``meanwhile`` — another user's move, at exactly that moment — then let the
-    call go on. The script's line."""
+    one line) with ``argument``, hold its first of ``syscalls`` on any of ``held`` (on any
+    path if ``held`` is empty; the ``when``-th, if given) in the kernel, call ``meanwhile``
+    — another user's move, at exactly that moment — then let the call go on. The script's
+    line."""
     assert _NUMBERS is not None
     numbers = {_NUMBERS[name] for name in syscalls.split(",") if name in _NUMBERS}
     proc = subprocess.Popen(
@@ -92,7 +123,7 @@ def race(
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
-    hang = Hang(proc.pid, held[0], syscalls, also=held[1:])
+    hang = Hang(proc.pid, held[0] if held else None, syscalls, also=held[1:], when=when)
     try:
         proc.stdin.write("go\n")
         proc.stdin.flush()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from strace_helpers import needs_strace, needs_syscall_numbers, race
 
 CLI = Path(sys.executable).parent / "mcp-acp"
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -447,6 +448,49 @@ def test_config_export_as_python_m_runs_nothing_from_the_clients_working_directo
     started = start([entry["command"], *entry["args"]])
     assert started.returncode == 0, started.stderr
     assert not marker.exists()
+
+
+# Runs ``mcp-acp --config argv[1] init`` in process once told to on stdin; says its
+# first line, or the error.
+INIT_WHEN_TOLD = """
+import sys
+from mcp_acp.cli import cli
+sys.stdin.readline()
+try:
+    cli.main(["--config", sys.argv[1], "init", "--non-interactive", "--backend-command",
+              "mine"], standalone_mode=False)
+except Exception as exc:
+    print("error:", exc.user_line() if hasattr(exc, "user_line") else exc, flush=True)
+"""
+
+
+@needs_strace
+@needs_syscall_numbers
+def test_init_never_replaces_a_config_that_appears_while_it_runs(tmp_path: Path) -> None:
+    """``init`` checked that no config was there, then (after its questions, which may take
+    minutes) replaced whatever was there by then: a config written meanwhile — by the user,
+    or another ``init`` — was lost without ``--force``. The finished file is now put in
+    place only if the name is still free, in one step; held in the kernel with strace at
+    that step, a config written meanwhile is kept, and nothing of this init is left."""
+    home = tmp_path / "cfg"
+    home.mkdir(mode=0o700)
+    config = home / "config.json"
+    theirs = '{"theirs": true}\n'
+    said = race(  # its second placing: the starter policy's is the first
+        INIT_WHEN_TOLD,
+        str(config),
+        [],
+        "rename,renameat,renameat2,link,linkat",
+        lambda: config.write_text(theirs),
+        when=2,
+    )
+    assert said == (
+        f"error: config error: a config file appeared at {config} while init ran; nothing was "
+        "written — fix: pass --force to replace it, or edit it and run 'mcp-acp config "
+        "validate'"
+    )
+    assert config.read_text() == theirs
+    assert sorted(p.name for p in home.iterdir()) == ["config.json"]  # no policy, no tmp
 
 
 def test_config_env_variable_and_path_command(run_cli: Run, tmp_path: Path) -> None:
