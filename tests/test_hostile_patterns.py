@@ -33,6 +33,17 @@ CASES = {
         "assert secret_kinds({'arguments': text}) == []\n"
         "assert redact(text) == text\n"
     ),
+    # each service key's prefix 200,000 times in one run of key characters: a prefix tried
+    # inside the run would read the rest of it each time
+    "service-key-runs": (
+        "from mcp_acp.audit.redact import redact, secret_kinds\n"
+        "from mcp_acp.config import redact_text\n"
+        "for prefix in ('github_pat_', 'glpat-', 'sk-', 'sk-ant-', 'xoxb-', 'AIza', 'sk_live_'):\n"
+        "    text = '+' + prefix * 200_000\n"
+        "    secret_kinds({'arguments': text})\n"
+        "    redact(text)\n"
+        "    redact_text(text)\n"
+    ),
 }
 
 

@@ -80,7 +80,9 @@ def _iso_ms(ts: datetime) -> str:
 #: What a text holds if :func:`~mcp_acp.config.redact_text` would change it — a URL (its
 #: query, its password), a ``name=value`` pair, or a credential's shape: most hold none,
 #: and pass with this one search.
-_MAY_HOLD_SECRET = re.compile(r"//|=|(?i:bearer|basic)\s|eyJ|-----BEGIN|gh[pousr]_|AKIA")
+_MAY_HOLD_SECRET = re.compile(
+    r"//|=|(?i:bearer|basic)\s|eyJ|-----BEGIN|gh[pousr]_|github_pat_|glpat-|AKIA|sk-|xox|AIza|k_live_"
+)
 
 
 def without_secrets(value: Any) -> Any:

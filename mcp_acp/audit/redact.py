@@ -2,7 +2,9 @@
 
 Values under secret-looking keys (``authorization``, ``cookie``, ``token``, ``password``,
 ``secret``, ``api_key``, …) are replaced, and so are strings that look like credentials
-wherever they appear: bearer tokens, JWTs, PEM private keys, GitHub tokens, AWS access keys.
+wherever they appear: bearer tokens, JWTs, PEM private keys, and the API keys and tokens of
+the services an agent most often holds (GitHub, GitLab, AWS, Anthropic, OpenAI, Slack,
+Google, Stripe), by their published prefixes.
 """
 
 from __future__ import annotations
@@ -23,20 +25,31 @@ _SECRET_KEY = re.compile(
 #: tool's argument held the event loop for minutes). A JWT glued to the end of other
 #: base64url characters is not found.
 _JWT = r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+#: Not preceded by a character a key is made of: a prefix is tried only where a run of
+#: such characters begins (linear time; ``sk-`` inside ``task-…`` is no key).
+_START = r"(?<![A-Za-z0-9_-])"
+#: Service credentials by their published prefixes, each with what it is called.
+_SERVICE_KEYS = (
+    ("a GitHub token", rf"gh[pousr]_[A-Za-z0-9]{{20,}}|{_START}github_pat_[A-Za-z0-9_]{{22,}}"),
+    ("a GitLab token", rf"{_START}glpat-[A-Za-z0-9_-]{{20,}}"),
+    ("an AWS access key id", r"AKIA[0-9A-Z]{16}"),
+    ("an Anthropic or OpenAI API key", rf"{_START}sk-(?:ant-|proj-)?[A-Za-z0-9_-]{{20,}}"),
+    ("a Slack token", rf"{_START}xox[abposr]-[A-Za-z0-9-]{{10,}}"),
+    ("a Google API key", rf"{_START}AIza[0-9A-Za-z_-]{{35}}"),
+    ("a Stripe secret key", rf"{_START}[rs]k_live_[A-Za-z0-9]{{20,}}"),
+)
 _SECRET_VALUE = re.compile(
     r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
     rf"|{_JWT}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}"
-    r"|AKIA[0-9A-Z]{16}",
+    + "".join(f"|{shape}" for _, shape in _SERVICE_KEYS),
     re.DOTALL,
 )
 #: What each credential shape is called when one is found going out (:func:`secret_kinds`).
 _KINDS = (
     ("a private key (PEM)", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
     ("a JWT", re.compile(_JWT)),
-    ("a GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}")),
-    ("an AWS access key id", re.compile(r"AKIA[0-9A-Z]{16}")),
+    *((kind, re.compile(shape)) for kind, shape in _SERVICE_KEYS),
     ("a bearer or basic credential", re.compile(r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),
 )
 #: Any of them (one search for the usual string, which has none).

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from mcp_acp.audit.events import SystemEvent, payload_digest
-from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, TOO_MANY_STRINGS, secret_kinds
+from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, TOO_MANY_STRINGS, redact, secret_kinds
+from mcp_acp.config import redact_text
 
 PAYLOADS: list[Any] = [
     {"text": "call-12"},
@@ -75,12 +76,38 @@ def test_secret_kinds_finds_each_credential_shape_at_any_depth_and_in_keys() -> 
     ]
 
 
+#: One key of each service shape, made up, as an agent could hold and pass on.
+SERVICE_KEYS = {
+    "a GitHub token": "github_pat_" + "A1b2" * 6,
+    "a GitLab token": "glpat-" + "x9Y_" * 5,
+    "an Anthropic or OpenAI API key": "sk-ant-api03-" + "Zq8" * 10,
+    "a Slack token": "xoxb-1234567890-abcdefghij",
+    "a Google API key": "AIza" + "Sy" * 17 + "_",
+    "a Stripe secret key": "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+}
+
+
+@pytest.mark.parametrize("kind", list(SERVICE_KEYS))
+def test_service_keys_are_found_going_out_and_never_recorded(kind: str) -> None:
+    """Before, only GitHub's classic tokens and AWS key ids were known by their shape: an
+    Anthropic, OpenAI, Slack, GitLab, Google or Stripe key in a tool's arguments went out
+    without the human being asked (builtin-secret-outbound), and a recorded payload kept
+    it."""
+    key = SERVICE_KEYS[kind]
+    arguments = {"body": f"use {key} for the call", "n": 1}
+    assert secret_kinds(arguments) == [kind]
+    assert redact(arguments) == {"body": "use <redacted> for the call", "n": 1}
+    assert key not in redact_text(f"curl -d key={key} and then {key}")
+
+
 @pytest.mark.parametrize(
     "value",
     [
         {"path": "/home/alice/.ssh/config", "text": "see the -----BEGIN CERTIFICATE----- block"},
         {"token": "not-a-known-shape", "n": 3, "ok": True, "none": None},
         ["AKIA-lowercase-akiaiosfodnn7example", "ghp_short", "eyJ.not.enough"],
+        ["task-" + "a" * 30, "ask-" + "b" * 30, "sk-short", "xoxb-short", "AIza" + "c" * 20],
+        ["disk_live_" + "d" * 30, "glpat-short", "github_pat_short"],
         "plain text",
     ],
 )
