@@ -46,6 +46,8 @@ FDESETUP = {
     "on-with-news": ("FileVault is On, but something new happened.\n", UNKNOWN),
     "not-a-mac": ("fdesetup: command not found\n", UNKNOWN),
     "empty": ("", UNKNOWN),
+    # contradictory: the first answer used to decide (a pass)
+    "on-then-off": ("FileVault is On.\nFileVault is Off.\n", UNKNOWN),
 }
 
 
@@ -104,6 +106,11 @@ CSRUTIL = {
     # 'unknown' without a configuration list: we cannot tell either
     "unknown": ("System Integrity Protection status: unknown.\n", UNKNOWN),
     "garbage": ("csrutil: failed to read the SIP configuration\n", UNKNOWN),
+    "enabled-then-disabled": (
+        "System Integrity Protection status: enabled.\n"
+        "System Integrity Protection status: disabled.\n",
+        UNKNOWN,
+    ),
 }
 
 
@@ -131,6 +138,7 @@ SPCTL = {
         FAIL,
     ),
     "garbage": ("spctl: unrecognized option\n", UNKNOWN),
+    "both": ("assessments enabled\nassessments disabled\n", UNKNOWN),
 }
 
 
@@ -150,6 +158,12 @@ SOCKETFILTERFW = {
     "unknown-state": ("Firewall is confused. (State = 7)\n", UNKNOWN),
     "no-state": ("Firewall is enabled.\n", UNKNOWN),
     "empty": ("", UNKNOWN),
+    "two-states": (
+        "Firewall is enabled. (State = 1)\nFirewall is disabled. (State = 0)\n",
+        UNKNOWN,
+    ),
+    # an Arabic-Indic one: int() reads it as 1, the tool never prints it
+    "non-ascii-digit": ("Firewall is enabled. (State = \u0661)\n", UNKNOWN),
 }
 
 

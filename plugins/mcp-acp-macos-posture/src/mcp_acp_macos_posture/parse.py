@@ -1,7 +1,8 @@
 """Pure parsers: the text a macOS tool printed → ``(status, detail)``.
 
 Each parser passes only on the exact wording that means "on"; anything it does not
-recognise is ``UNKNOWN`` with the first line quoted, never a pass.
+recognise is ``UNKNOWN`` with the first line quoted, never a pass — and so is output that
+states its answer more than once, differently (the tools print one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from mcp_acp.models import PostureStatus
 __all__ = ["parse_csrutil", "parse_fdesetup", "parse_socketfilterfw", "parse_spctl"]
 
 Outcome = tuple[PostureStatus, str]
+
+
+def _contradictory(tool: str) -> Outcome:
+    return PostureStatus.UNKNOWN, f"contradictory output from {tool}: more than one answer"
 
 
 def _unexpected(tool: str, text: str) -> Outcome:
@@ -37,6 +42,8 @@ def parse_fdesetup(text: str) -> Outcome:
             f"FileVault {verb.lower()} in progress ({percent}% done): "
             "the startup disk is not fully encrypted",
         )
+    if len({found.group(1) for found in _FV_STATE.finditer(text)}) > 1:
+        return _contradictory("fdesetup status")
     state = _FV_STATE.search(text)
     if state is None:
         return _unexpected("fdesetup status", text)
@@ -60,6 +67,8 @@ _SIP_IGNORED = {"Apple Internal"}
 
 def parse_csrutil(text: str) -> Outcome:
     """``csrutil status``: pass only when SIP is fully enabled (no custom configuration)."""
+    if len({found.groups() for found in _SIP_STATE.finditer(text)}) > 1:
+        return _contradictory("csrutil status")
     state = _SIP_STATE.search(text)
     if state is None:
         return _unexpected("csrutil status", text)
@@ -82,6 +91,8 @@ def parse_csrutil(text: str) -> Outcome:
 def parse_spctl(text: str) -> Outcome:
     """``spctl --status``: Gatekeeper's assessments enabled or disabled."""
     lines = {line.strip() for line in text.splitlines()}
+    if {"assessments enabled", "assessments disabled"} <= lines:
+        return _contradictory("spctl --status")
     if "assessments enabled" in lines:
         return PostureStatus.PASS, "Gatekeeper assessments are enabled"
     if "assessments disabled" in lines:
@@ -89,7 +100,7 @@ def parse_spctl(text: str) -> Outcome:
     return _unexpected("spctl --status", text)
 
 
-_FW_STATE = re.compile(r"\(State = (\d+)\)")
+_FW_STATE = re.compile(r"\(State = ([0-9]+)\)")  # ASCII digits: int() reads others too
 _FW_MEANING = {
     0: "the application firewall is off",
     1: "the application firewall is on",
@@ -99,6 +110,8 @@ _FW_MEANING = {
 
 def parse_socketfilterfw(text: str, *, require_block_all: bool = False) -> Outcome:
     """``socketfilterfw --getglobalstate``: the global state number 0, 1 or 2."""
+    if len(set(_FW_STATE.findall(text))) > 1:
+        return _contradictory("socketfilterfw --getglobalstate")
     found = _FW_STATE.search(text)
     if found is None or int(found.group(1)) not in _FW_MEANING:
         return _unexpected("socketfilterfw --getglobalstate", text)
