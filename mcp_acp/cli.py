@@ -596,6 +596,15 @@ def config_export(ctx: click.Context, claude: bool, name: str | None) -> None:
         # -I: it would also ignore PYTHONPATH and the user's site-packages, where
         # mcp-acp or its plugins may be installed.
         command, prefix = sys.executable, ["-P", "-m", "mcp_acp"]
+    for named in (command, str(path)):
+        try:
+            named.encode("utf-8")
+        except UnicodeEncodeError:  # a file name's bytes that are no UTF-8
+            raise ConfigError(
+                f"{printable(named)} is not a UTF-8 name: a client's JSON config cannot "
+                "name it (it would read another path)",
+                fix="move the config (or mcp-acp) to a path whose name is UTF-8, and export again",
+            ) from None
     entry = {"command": command, "args": [*prefix, "--config", str(path), "run"]}
     click.echo(json.dumps({"mcpServers": {name or default: entry}}, indent=2))
 

@@ -1122,6 +1122,23 @@ def test_interactive_init_asks_again_for_a_command_line_it_cannot_split(
     assert (written["command"], written["args"]) == ("uvx", ["mcp-server-git"])
 
 
+def test_config_export_refuses_a_path_that_is_not_utf8(run_cli: Any, tmp_path: Path) -> None:
+    """A config under a directory whose name's bytes are no UTF-8 (Latin-1 ``caf\\xe9``)
+    was exported as ``caf\\udce9``: valid JSON, but Claude Desktop reads another path, and
+    the proxy it starts is refused with a config error it cannot show. It is refused here."""
+    parent = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(parent, 0o700)
+    path = Path(os.fsdecode(parent)) / "config.json"
+    path.write_text(json.dumps({"backend": {"command": "x"}}))
+    path.chmod(0o600)
+    result = run_cli("--config", str(path), "config", "export", "--claude")
+    assert result.returncode == 10
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "is not a UTF-8 name: a client's JSON config cannot name it" in line
+    assert "fix: move the config (or mcp-acp) to a path whose name is UTF-8" in line
+
+
 @pytest.mark.parametrize(
     ("file", "backend", "name"),
     [
