@@ -124,6 +124,10 @@ _SECRET_WORDS = (
 #: Sections whose every value is redacted whatever its name: a header or an environment
 #: variable of the backend is there to carry credentials more often than not.
 _SECRET_SECTIONS = ("headers", "env")
+#: mcp-acp's own settings whose names hold a secret word but whose values are none: a
+#: switch (``proxy.outbound_secrets``: ask or off) and the *name* of the environment
+#: variable that holds a passphrase. Shown, so a user can see what is set.
+_NOT_SECRET_KEYS = frozenset({"outbound_secrets", "passphrase_env"})
 
 
 def default_config_path() -> Path:
@@ -861,7 +865,11 @@ def redacted(value: Any, key: str = "") -> Any:
             secret = isinstance(item, str) and _SECRET_FLAG.fullmatch(flag) is not None
             out.append("<redacted>" if secret else redacted(item, key))
         return out
-    if isinstance(value, str) and any(word in key.lower() for word in _SECRET_WORDS):
+    if (
+        isinstance(value, str)
+        and key not in _NOT_SECRET_KEYS
+        and any(word in key.lower() for word in _SECRET_WORDS)
+    ):
         return "<redacted>"
     if isinstance(value, str):
         return redact_text(value)

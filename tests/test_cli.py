@@ -248,6 +248,26 @@ def test_config_show_hides_header_arguments_and_passphrases(run_cli: Run, tmp_pa
     ]
 
 
+def test_config_show_shows_settings_whose_names_only_sound_secret(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """``proxy.outbound_secrets`` (ask or off) and a storage's ``passphrase_env`` (a
+    variable's name) were shown as ``<redacted>``: a user could not see whether the check
+    of credentials going out was on. A value that is a secret stays hidden."""
+    target = tmp_path / "c.json"
+    config = {
+        "backend": {"command": "x", "args": ["--token", "t-C4NARY"]},
+        "proxy": {"outbound_secrets": "off"},
+        "token_storage": {"use": "encrypted-file", "config": {"passphrase_env": "MY_PP"}},
+    }
+    target.write_text(json.dumps(config))
+    target.chmod(0o600)
+    shown = json.loads(run_cli("--config", str(target), "config", "show", check=True).stdout)
+    assert shown["proxy"]["outbound_secrets"] == "off"
+    assert shown["token_storage"]["config"]["passphrase_env"] == "MY_PP"
+    assert shown["backend"]["args"] == ["--token", "<redacted>"]
+
+
 def test_config_show_redacts_every_header_and_environment_value(
     run_cli: Run, tmp_path: Path
 ) -> None:
