@@ -793,7 +793,13 @@ def save_config(config: Config, path: Path, *, replace: bool = True) -> None:
 
 #: A name part that says "secret": whole parts only (``api-key``, ``access_token``,
 #: ``X-Auth-Token``, ``password``), so ``--author`` or ``--path`` are not taken for one.
-_SECRET_PART = rf"(?:authorization|apikey|credentials|{'|'.join(_SECRET_WORDS)})"
+#: Or one of the unmistakable words glued to the end of a part (``PGPASSWORD``,
+#: ``GITHUBTOKEN``, ``DBSECRET``): not ``key`` or ``auth``, which end ``hotkey`` and
+#: ``oauth`` as often as a secret's name.
+_SECRET_PART = (
+    rf"(?:authorization|apikey|credentials|{'|'.join(_SECRET_WORDS)}"
+    r"|[A-Za-z0-9]{1,32}(?:password|passwd|passphrase|secret|token))"
+)
 #: Its parts are bounded (8 either side, 64 characters each): a match may start after any
 #: ``-``, and unbounded parts read the rest of ``a-a-a-…`` from each start — quadratic
 #: time, hours for one long argument.

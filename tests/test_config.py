@@ -20,6 +20,7 @@ from mcp_acp.config import (
     Config,
     HttpBackend,
     load_config,
+    redact_text,
     redacted,
     resolve_config_path,
     save_config,
@@ -449,6 +450,25 @@ def test_redaction_of_secret_looking_values() -> None:
     assert redacted({"db_pwd": "x", "smtp_passwd": "y"}) == dict.fromkeys(
         ("db_pwd", "smtp_passwd"), "<redacted>"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("PGPASSWORD=hunter2 psql", "PGPASSWORD=<redacted> psql"),
+        ("--githubtoken=ghx1", "--githubtoken=<redacted>"),
+        ("DBSECRET=s3", "DBSECRET=<redacted>"),
+        ("--author=me --hotkey=F5 oauth=yes", "--author=me --hotkey=F5 oauth=yes"),
+        ("tokens-per-minute=5 broken=1", "tokens-per-minute=5 broken=1"),
+    ],
+)
+def test_a_secret_word_glued_to_a_name_is_redacted(text: str, shown: str) -> None:
+    """``PGPASSWORD=…`` (libpq's variable, often put on a command line) was shown whole:
+    a secret word counted only as a whole part of a name. The unmistakable ones count
+    glued to its end too; ``key`` and ``auth``, which end ``hotkey`` and ``oauth``, not."""
+    assert redact_text(text) == shown
+    flags = redacted({"args": ["--pgpassword", "pw", "--monkey", "banana"]})
+    assert flags == {"args": ["--pgpassword", "<redacted>", "--monkey", "banana"]}
 
 
 def test_audit_fallback_must_be_outside_the_log_dir(tmp_path: Path) -> None:
