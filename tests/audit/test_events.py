@@ -100,6 +100,29 @@ def test_service_keys_are_found_going_out_and_never_recorded(kind: str) -> None:
     assert key not in redact_text(f"curl -d key={key} and then {key}")
 
 
+LONG_PAD = "x " * 3000  # past the length from which strings are checked for literals first
+
+EVERY_SHAPE = {
+    **SERVICE_KEYS,
+    "an AWS access key id": "AKIAIOSFODNN7EXAMPLE",
+    "a GitHub token": "ghs_" + "k" * 36,
+    "a private key (PEM)": "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----",
+    "a JWT": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.c2ln",
+    "a bearer or basic credential": "BeArEr abcdefgh12345678",
+}
+
+
+@pytest.mark.parametrize("kind", list(EVERY_SHAPE))
+def test_every_shape_is_found_in_a_long_string_too(kind: str) -> None:
+    """A long string is first checked for the plain text every shape holds, and scanned by
+    the patterns only if it has some: that check must let every shape through, at either
+    end of the string."""
+    for text in (LONG_PAD + EVERY_SHAPE[kind], EVERY_SHAPE[kind] + " " + LONG_PAD):
+        assert secret_kinds({"body": text}) == [kind]
+        assert EVERY_SHAPE[kind] not in redact(text)
+    assert secret_kinds({"body": LONG_PAD}) == []
+
+
 @pytest.mark.parametrize(
     "value",
     [
