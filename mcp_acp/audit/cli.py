@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,9 +260,29 @@ def _word(value: Any) -> str:
     return "-" if value is None else _value(value)
 
 
+def _cells(ch: str) -> int:
+    """How many terminal columns ``ch`` takes: none for a combining mark, two for a wide
+    or full-width character (CJK, full-width forms), one for the rest."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
 def _fit(text: str, width: int) -> str:
-    """``text`` padded to ``width``, or cut to it with a ``…`` where it was cut."""
-    return f"{text[: width - 1]}…" if len(text) > width else f"{text:<{width}}"
+    """``text`` padded to ``width`` terminal columns, or cut to them with a ``…`` where it
+    was cut: counted in columns, not characters, so that a wide character (``名``) does not
+    push the columns after it to the right."""
+    if text.isascii():
+        return f"{text[: width - 1]}…" if len(text) > width else f"{text:<{width}}"
+    total = sum(map(_cells, text))
+    if total <= width:
+        return text + " " * (width - total)
+    used = 0
+    for end, ch in enumerate(text):
+        if used + _cells(ch) > width - 1:
+            return text[:end] + "…" + " " * (width - 1 - used)
+        used += _cells(ch)
+    raise AssertionError("unreachable: the text is wider than the column")  # pragma: no cover
 
 
 def _when(record: dict[str, Any]) -> str:
@@ -294,7 +315,7 @@ def _row(record: dict[str, Any]) -> str:
         _value(outcome) if outcome else "",
     ]
     cells = [_fit(text, width) for text, width in zip(values, _WIDTHS, strict=True)]
-    cells.append(_fit(why_text, _REASON) if len(why_text) > _REASON else why_text)
+    cells.append(_fit(why_text, _REASON))  # its padding goes with the row's rstrip
     return printable("  ".join(cells).rstrip())
 
 

@@ -415,6 +415,54 @@ def test_a_value_a_client_picks_cannot_forge_the_columns_of_logs_show(
     assert max(len(row) for row in table.splitlines()) <= sum(WIDTHS) + 2 * len(WIDTHS) + 100
 
 
+def test_wide_characters_take_two_columns_so_the_columns_after_them_line_up(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    """A subject or tool name in CJK characters was padded and cut by characters, and
+    each such character takes two columns on a terminal: every column after it was pushed
+    right. Columns are counted in terminal cells now; combining marks take none."""
+    logs = tmp_path / "logs"
+    sink = JsonlAuditSink(logs)
+    sink.start_sync()
+    for subject, tool in (
+        ("alice", "read_file"),
+        ("名前", "ファイル"),  # short: padded by cells
+        ("名前名前名前名前", "ファイルを読む道具ファイルを読む道具"),  # long: cut by cells
+        ("e\u0301mile", "cafe\u0301"),  # combining acute accents: no cells
+        ("a名名名名名名", "x"),  # a wide character that would cross the edge: cut before it
+    ):
+        sink.write_sync(
+            DecisionEvent(
+                session_id="s1",
+                request_id="r1",
+                subject_id=subject,
+                subject_provenance="os",
+                mcp_method="tools/call",
+                tool_name=tool,
+                effect="deny",
+                rule_id="deny-all",
+                reason="denied",
+                policy_id="sha256:x",
+            )
+        )
+    sink.close_sync()
+    result = run_cli("logs", "show", "--log-dir", str(logs))
+    assert result.returncode == 0, result.stderr
+    # what a terminal shows: a wide character as two cells, a combining mark on the one before
+    shown = [
+        "".join("WW" if ch in "名前ファイルを読む道具" else ch for ch in row).replace("\u0301", "")
+        for row in result.stdout.splitlines()
+        if "decision  " in row
+    ]
+    assert [columns(row)[4:8] for row in shown] == [
+        ["alice", "read_file", "deny", "denied"],
+        ["WWWW", "WWWWWWWW", "deny", "denied"],
+        ["WWWWWWWWWW…", "WWWWWWWWWWWWWWWWWWWWWWWW…", "deny", "denied"],
+        ["emile", "cafe", "deny", "denied"],
+        ["aWWWWWWWWWW…", "x", "deny", "denied"],
+    ]
+
+
 def test_a_follower_of_a_just_rotated_stream_beside_a_stray_file(tmp_path: Path) -> None:
     """``decisions.².jsonl`` beside a stream whose current file is empty (just rotated)
     ended ``logs tail`` (and the writer's start) with ValueError: ``int("²")``. It is no
