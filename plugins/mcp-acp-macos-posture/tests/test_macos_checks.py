@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +77,37 @@ async def test_runner_kills_a_hanging_tool(tmp_path: Path) -> None:
     assert outcome == f"{tool} gave no answer within 0.5 s"
     pid = int((tmp_path / "pid").read_text())
     assert _gone(pid)
+
+
+def _wait_gone(pid: int) -> bool:
+    """The process exits within 10 s (a SIGKILL is delivered when it is next scheduled)."""
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _gone(pid)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "sleep 30 >/dev/null 2>&1 &\necho $! > {dir}/grandchild\nwait",  # the tool hangs
+        "sleep 30 &\necho $! > {dir}/grandchild\nexit 0",  # its child holds the output
+    ],
+    ids=["tool-waits", "tool-exits"],
+)
+async def test_runner_kills_what_a_hanging_tool_started(tmp_path: Path, body: str) -> None:
+    """Only the tool itself was killed at the timeout: a process it started ran on, and,
+    when the tool had exited leaving it holding the output open, nothing was killed at
+    all. The tool runs in a process group of its own now, and the whole group is killed."""
+    tool = _script(tmp_path, body.format(dir=tmp_path))
+    outcome = await run_command([str(tool)], 0.5)
+    assert outcome == f"{tool} gave no answer within 0.5 s"
+    grandchild = int((tmp_path / "grandchild").read_text())
+    try:
+        assert _wait_gone(grandchild)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 async def test_runner_reads_stderr_and_any_exit_code(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Sequence
 
 import attrs
@@ -41,6 +43,7 @@ async def run_command(argv: Sequence[str], timeout: float) -> Completed | str:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=_ENV,
+            start_new_session=True,  # a group of its own: whatever it starts ends with it
         )
     except FileNotFoundError:
         return f"{program} does not exist on this host"
@@ -51,9 +54,12 @@ async def run_command(argv: Sequence[str], timeout: float) -> Completed | str:
     except TimeoutError:
         return f"{program} gave no answer within {timeout:g} s"
     finally:
-        # a timeout, or the monitor cancelling us: never leave the child running
+        # A timeout, or the monitor cancelling us: never leave the child running, nor
+        # anything it started (which may hold its output open after the child exited).
+        # The group's id stays taken while any process is in it, so it names no other.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         if process.returncode is None:
-            process.kill()
             await process.wait()
     return Completed(
         returncode=process.returncode if process.returncode is not None else -1,
