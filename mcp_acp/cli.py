@@ -33,7 +33,7 @@ from mcp_acp import __version__
 from mcp_acp._fs import atomic_write_text, untrusted_place
 from mcp_acp._json import NumberTooLongError, deeper_than, loads
 from mcp_acp.audit.chain import line_schema
-from mcp_acp.audit.events import EVENT_MODELS
+from mcp_acp.audit.events import EVENT_MODELS, without_secrets
 from mcp_acp.config import (
     CONFIG_DIR,
     MAX_CONFIG_DEPTH,
@@ -51,7 +51,14 @@ from mcp_acp.config import (
     resolve_config_path,
     save_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError, PolicyError, one_line, printable
+from mcp_acp.errors import (
+    ConfigError,
+    McpAcpError,
+    PolicyError,
+    exception_text,
+    one_line,
+    printable,
+)
 from mcp_acp.plugins import PluginSet, add_plugin_commands
 from mcp_acp.policy.engine import AcpConfig
 from mcp_acp.policy.load import load_policy
@@ -985,7 +992,14 @@ def demo_command(keep: Path | None) -> None:
 
 
 def _internal_error(exc: Exception) -> str:
-    return f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"
+    return f"internal error: {exception_text(exc)} — rerun with --debug and report it"
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for a terminal and a log file: credentials redacted
+    (:func:`~mcp_acp.audit.events.without_secrets`), then every character that does not
+    print as itself escaped (:func:`~mcp_acp.errors.printable`)."""
+    return printable(without_secrets(text))
 
 
 class PrintableFormatter(logging.Formatter):
@@ -993,17 +1007,18 @@ class PrintableFormatter(logging.Formatter):
     that does not print as itself — an ANSI escape, a bidirectional override, a line break
     — is escaped (:func:`~mcp_acp.errors.printable`), so text a peer sent (a tool's name in
     a plugin's error, an event's name in the ``mcp`` SDK's warning) can neither move the
-    cursor, recolour a line nor start a line of its own. A traceback keeps its lines, each
-    escaped."""
+    cursor, recolour a line nor start a line of its own; and credentials in it are
+    redacted, since a plugin's or a library's error may quote the token it sent. A
+    traceback keeps its lines, each treated alike."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return printable(super().formatMessage(record))
+        return _shown(super().formatMessage(record))
 
     def formatException(self, ei: Any) -> str:
-        return "\n".join(map(printable, super().formatException(ei).split("\n")))
+        return "\n".join(map(_shown, super().formatException(ei).split("\n")))
 
     def formatStack(self, stack_info: str) -> str:
-        return "\n".join(map(printable, super().formatStack(stack_info).split("\n")))
+        return "\n".join(map(_shown, super().formatStack(stack_info).split("\n")))
 
 
 class _Stderr(logging.Handler):

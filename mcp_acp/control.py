@@ -48,7 +48,7 @@ from typing import Any
 import platformdirs
 
 from mcp_acp._fs import ensure_private_dir
-from mcp_acp.errors import ConfigError
+from mcp_acp.errors import ConfigError, exception_text
 
 __all__ = [
     "ControlError",
@@ -397,7 +397,7 @@ class ControlServer:
             answer = operation(command, who)
             return await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:  # one bad command must not take the socket down
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return {"error": exception_text(exc)}
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:

@@ -78,6 +78,18 @@ def printable(text: str) -> str:
     )
 
 
+def exception_text(exc: BaseException) -> str:
+    """What ``exc`` says, as mcp-acp quotes it in an error, a record or a log line:
+    ``OSError: [Errno 28] No space left on device``, or its type alone if it says nothing.
+    Credentials in its text are redacted
+    (:func:`~mcp_acp.audit.events.without_secrets`): a plugin's or a library's error may
+    quote the URL or header it sent, token and all."""
+    from mcp_acp.audit.events import without_secrets  # the audit package imports this one
+
+    text = str(exc)
+    return f"{type(exc).__name__}: {without_secrets(text)}" if text else type(exc).__name__
+
+
 class McpAcpError(Exception):
     """Base class. Raise a subclass; each names its failure class and exit code."""
 

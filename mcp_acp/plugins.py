@@ -40,7 +40,7 @@ import click
 import pluggy
 
 from mcp_acp import __version__, hookspecs
-from mcp_acp.errors import McpAcpError, PluginError
+from mcp_acp.errors import McpAcpError, PluginError, exception_text
 from mcp_acp.registry import Kind, Registration, Registry
 
 __all__ = [
@@ -307,7 +307,7 @@ def load_plugins(
         except BaseException as exc:  # sys.exit() or KeyboardInterrupt in its code too
             raise PluginError(
                 f"plugin {ep.name!r} ({dist_name} {version}) failed to import "
-                f"{ep.value!r}: {type(exc).__name__}: {exc}",
+                f"{ep.value!r}: {exception_text(exc)}",
                 fix=f"reinstall {dist_name}, or remove {ep.name!r} from the allowlist "
                 f"({allow_source})",
             ) from exc

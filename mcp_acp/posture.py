@@ -30,7 +30,7 @@ from typing import Any
 
 from mcp_acp.audit.events import AuthEvent, AuthEventName
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuditError, McpAcpError, PostureError
+from mcp_acp.errors import AuditError, McpAcpError, PostureError, exception_text
 from mcp_acp.models import PostureResult, PostureStatus
 from mcp_acp.protocols import PostureCheck
 
@@ -217,7 +217,7 @@ def _malformed(result: object) -> str | None:
 
 
 def _what(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return exception_text(exc)
 
 
 def _summary(results: Sequence[PostureResult]) -> list[dict[str, str]]:

@@ -35,7 +35,7 @@ from mcp_acp.config import (
     config_problems,
     load_config,
 )
-from mcp_acp.errors import ConfigError, McpAcpError, PluginError
+from mcp_acp.errors import ConfigError, McpAcpError, PluginError, exception_text
 from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import (
     CONFIG_ALLOW_SOURCE,
@@ -215,7 +215,7 @@ class Component:
             raise  # already says what is wrong and how to fix it
         except Exception as exc:
             raise PluginError(
-                f"{self.describe} failed to start: {type(exc).__name__}: {exc}",
+                f"{self.describe} failed to start: {exception_text(exc)}",
                 fix=f"check the options under {self.field}.config",
             ) from exc
         contract = CONTRACTS[self.registration.kind]

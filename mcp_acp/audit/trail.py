@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from mcp_acp.audit.events import AuditEvent, AuthEvent, SystemEvent
-from mcp_acp.errors import AuditError
+from mcp_acp.errors import AuditError, exception_text
 from mcp_acp.protocols import AuditSink
 from mcp_acp.shutdown import ShutdownCoordinator, within
 
@@ -182,9 +182,8 @@ class AuditTrail:
         naming the sink (an ``AuditError`` is the sink's own word and stays as it is)."""
         if isinstance(exc, AuditError):
             return exc
-        raised = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return AuditError(
-            f"{self.names[index]} {what}: {raised}",
+            f"{self.names[index]} {what}: {exception_text(exc)}",
             fix="check what that sink writes to (its options, its permissions, free space); "
             "a sink should raise AuditError, so report anything else to its plugin's authors",
         )

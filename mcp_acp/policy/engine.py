@@ -28,7 +28,7 @@ import attrs
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_acp.config import ConfigPath
-from mcp_acp.errors import PolicyError, one_line
+from mcp_acp.errors import PolicyError, exception_text, one_line
 from mcp_acp.models import Decision, DecisionRequest, Effect, MatchedRule
 from mcp_acp.policy.compile import CompiledPolicy, CompiledRule, compile_policy
 from mcp_acp.policy.load import check_policy, load_policy, read_policy_text
@@ -138,7 +138,7 @@ class AcpPolicyEngine:
                 approval = winner.approval
         except Exception as exc:  # totality: an engine bug is a deny, never an escape
             effect, rule_id, matched = Effect.DENY, "builtin-engine-error", ()
-            reason = f"denied: policy engine error: {type(exc).__name__}: {exc}"
+            reason = f"denied: policy engine error: {exception_text(exc)}"
         # a rule's explanation is rendered when it is first read (the audit record reads it)
         text, lazy = (reason, None) if isinstance(reason, str) else (None, reason)
         return Decision(
@@ -238,9 +238,7 @@ class AcpPolicyEngine:
             except PolicyError as exc:
                 return [str(exc)]
             except Exception as exc:  # the last-known-good stays, and the caller records why
-                return [
-                    one_line(f"policy {target} could not be loaded: {type(exc).__name__}: {exc}")
-                ]
+                return [one_line(f"policy {target} could not be loaded: {exception_text(exc)}")]
             self._compiled = compiled
             self._path = target
             return []

@@ -59,6 +59,8 @@ from typing import Any
 import anyio
 import httpx2
 
+from mcp_acp.errors import exception_text
+
 __all__ = [
     "BACKEND_FAILED",
     "UNGUARDED",
@@ -142,8 +144,7 @@ def describe(exc: BaseException, timeout: float) -> str:
         return str(exc)
     if isinstance(exc, httpx2.TimeoutException):
         return f"no answer within {timeout:g} s ({type(exc).__name__})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return exception_text(exc)
 
 
 def _shown(value: str, limit: int = 40) -> str:

@@ -41,7 +41,13 @@ import attrs
 from mcp_acp.audit.events import AuditEvent, DecisionEvent, SystemEvent, without_secrets
 from mcp_acp.audit.redact import TOO_MANY_STRINGS, secret_kinds
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuditError, AuthenticationError, McpAcpError, SessionBindingError
+from mcp_acp.errors import (
+    AuditError,
+    AuthenticationError,
+    McpAcpError,
+    SessionBindingError,
+    exception_text,
+)
 from mcp_acp.models import (
     NEVER_CACHED,
     ApprovalOutcome,
@@ -1174,7 +1180,7 @@ async def _moved(paths: tuple[PathArgument, ...]) -> str | None:
     try:
         now = await asyncio.to_thread(resolve_path_arguments, fresh)
     except Exception as exc:  # fail closed: what cannot be checked again is not forwarded
-        return f"its paths could not be followed again: {type(exc).__name__}: {exc}"
+        return f"its paths could not be followed again: {exception_text(exc)}"
     for then, again in zip(paths, now, strict=True):
         if (then.resolved, then.unresolvable) == (again.resolved, again.unresolvable):
             continue
@@ -1203,14 +1209,14 @@ class PluginRaised(Exception):
         if isinstance(raised, asyncio.CancelledError):
             text = "CancelledError (raised by the plugin; nothing cancelled the request)"
         else:
-            text = f"{type(raised).__name__}: {raised}" if str(raised) else type(raised).__name__
+            text = exception_text(raised)
         super().__init__(text)
         self.raised = raised
 
 
 def failure(exc: Exception) -> str:
     """How a plugin's failure reads on record: ``OSError: [Errno 28] …``, ``SystemExit: 0``."""
-    return str(exc) if isinstance(exc, PluginRaised) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, PluginRaised) else exception_text(exc)
 
 
 def contained(raised: BaseException) -> BaseException:

@@ -58,9 +58,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
-from mcp_acp.audit.events import OperationEvent, SystemEvent, argument_fields, payload_digest
+from mcp_acp.audit.events import (
+    OperationEvent,
+    SystemEvent,
+    argument_fields,
+    payload_digest,
+    without_secrets,
+)
 from mcp_acp.audit.trail import AuditTrail
-from mcp_acp.errors import AuditError, BackendError
+from mcp_acp.errors import AuditError, BackendError, exception_text
 from mcp_acp.proxy.channel import BackendChannel, Unsendable
 from mcp_acp.proxy.lists import LISTS, ListGuard
 from mcp_acp.proxy.messages import (
@@ -326,7 +332,7 @@ class Relay:
                 self._to_client.write(data)
                 await self._to_client.drain()
             except OSError as exc:  # BrokenPipeError, ConnectionResetError, ENOSPC, …
-                self._output_gone(f"{type(exc).__name__}: {exc}")
+                self._output_gone(exception_text(exc))
 
     def _output_gone(self, why: str) -> None:
         if not self._output_closed.is_set():
@@ -756,7 +762,9 @@ class Relay:
     def _denial(self, message: Message, reason: str, rule_id: str | None) -> bytes:
         """The answer denying ``message``: a ``DENIED`` error, or (``tool_denial:
         result``, for a ``tools/call``) a result marked as an error."""
-        text = f"{reason} (request {message.id})"
+        # the reason may quote what a plugin raised (an identity provider's error naming
+        # the token it sent): the other side reads it, so its credentials are redacted
+        text = f"{without_secrets(reason)} (request {message.id})"
         if message.method == "tools/call" and self.tool_denial == "result":
             result = {"content": [{"type": "text", "text": text}], "isError": True}
             return encode({"jsonrpc": "2.0", "id": message.id, "result": result})

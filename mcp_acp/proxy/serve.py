@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError, one_line
+from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError, exception_text, one_line
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
@@ -239,7 +239,7 @@ async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SS
                 )
     except Exception as exc:  # a provider that fails is a refusal, never a pass
         findings = [
-            TlsFinding("provider", TlsSeverity.REFUSE, f"{type(exc).__name__}: {exc}"),
+            TlsFinding("provider", TlsSeverity.REFUSE, exception_text(exc)),
         ]
     for finding in findings:
         await trail.record(
@@ -419,7 +419,7 @@ async def _first_subject(identity: IdentityProvider) -> Subject:
         if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
             raise exc.cause from None
         raise AuthenticationError(
-            f"the identity provider failed: {type(exc.cause).__name__}: {exc.cause}",
+            f"the identity provider failed: {exception_text(exc.cause)}",
             fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
         ) from exc
 
@@ -555,7 +555,7 @@ def _policy_reloads(
         try:
             errors = await asyncio.to_thread(reload)
         except Exception as exc:  # any engine's failure is a failed reload, recorded
-            errors = [one_line(f"policy reload failed: {type(exc).__name__}: {exc}")]
+            errors = [one_line(f"policy reload failed: {exception_text(exc)}")]
         if not errors:
             pep.policy_reloaded()  # remembered approvals belong to the old policy
         event = "policy_reloaded" if not errors else "policy_reload_failed"

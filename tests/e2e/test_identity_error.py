@@ -58,6 +58,8 @@ class FailingIdentity:
                     from mcp_acp.errors import AuditError
                     raise AuditError("the auth stream cannot be written", fix="free space")
                 return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
+            if text.startswith("secret:"):  # a library error quoting what it sent
+                raise RuntimeError(text[len("secret:"):])
             raise OSError(errno.ENOSPC, "No space left on device")
         return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
 
@@ -137,25 +139,71 @@ def test_an_identity_provider_error_is_denied_before_the_backend(
     )
 
 
-def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
+#: What an identity provider's library may quote in an error: a refresh token in a URL, a
+#: bearer token in a header, a client secret in a form body.
+SECRET_ERROR = (
+    "refresh failed: POST https://idp.test/token?refresh_token=rt-CANARY-1 "
+    "with Authorization: Bearer at-CANARY-2 body client_secret=cs-CANARY-3"
+)
+
+
+def test_credentials_an_identity_provider_error_quotes_reach_no_one(
     isolated_home: Path, tmp_path: Path
+) -> None:
+    """The text of an identity provider's error went whole into the client's denial (the
+    model reads it), the proxy's stderr log and — redacted — the trail. It is redacted in
+    all three now, and what it says besides the credentials still reaches each."""
+    marker = tmp_path / "failing"
+    proxy, log_dir, received = _behind_failing_identity(isolated_home, tmp_path, marker)
+    try:
+        proxy.initialize()
+        marker.write_text("secret:" + SECRET_ERROR)
+        denied = proxy.call("tools/call", {"name": "echo", "arguments": {}})
+        assert proxy.close() == 0
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    methods = [json.loads(line)["method"] for line in received.read_text().splitlines()]
+    assert "tools/call" not in methods
+    message = denied["error"]["message"]
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    (record,) = [r for r in decisions(log_dir) if r["request_id"] == str(denied["id"])]
+    for where, text in (("client", message), ("stderr", stderr), ("trail", record["reason"])):
+        assert "CANARY" not in text, (where, text)
+        assert "RuntimeError: refresh failed: POST https://idp.test/token?" in text, (where, text)
+        assert "<redacted>" in text, (where, text)
+
+
+@pytest.mark.parametrize(
+    ("fails", "failure"),
+    [
+        ("", "OSError: [Errno 28] No space left on device"),
+        ("secret:" + SECRET_ERROR, "RuntimeError: refresh failed: POST https://idp.test/token?"),
+    ],
+    ids=["disk-full", "quoting-credentials"],
+)
+def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
+    isolated_home: Path, tmp_path: Path, fails: str, failure: str
 ) -> None:
     """The same failure at start-up: exit 14 with one line naming what the provider raised,
     recorded as ``startup_refused`` — not an internal error (exit 1) with nothing on record;
-    and the backend is never started."""
+    and the backend is never started. Credentials the error quotes are redacted in both."""
     received = tmp_path / "received.jsonl"
     policy = {"version": "1", "rules": []}
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
     log_dir = configure(isolated_home, sys.executable, backend_args, policy)
     marker = tmp_path / "disk-full"
-    marker.touch()
+    marker.write_text(fails)
     env = failing_identity(isolated_home, tmp_path, marker)
     refused = subprocess.run(
         [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True
     )
     assert refused.returncode == 14
     last = refused.stderr.strip().splitlines()[-1]
-    assert "the identity provider failed: OSError: [Errno 28] No space left on device" in last
+    assert f"the identity provider failed: {failure}" in last
+    assert "CANARY" not in refused.stderr
+    assert "CANARY" not in json.dumps(records(log_dir, "system"))
     (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
     assert startup["detail"]["exit_code"] == 14
     assert not (tmp_path / "env.json").exists()  # the backend never ran
