@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -100,9 +102,12 @@ __all__ = [
     "save_config",
 ]
 
+log = logging.getLogger(__name__)
+
 CONFIG_ENV = "MCP_ACP_CONFIG"
 APP_NAME = "mcp-acp"
 MAX_CONFIG_BYTES = 1 << 20
+
 #: How deep arrays and objects may nest in a config file (or options given to ``init``):
 #: far more than any setting needs, well within what pydantic writes out (255 levels).
 MAX_CONFIG_DEPTH = 100
@@ -769,9 +774,31 @@ def load_config(path: Path) -> Config:
     """Read, check and validate the core shape of the config at ``path``."""
     data = read_config_json(path)
     try:
-        return Config.model_validate(data, context={CONFIG_DIR: path.parent})
+        config = Config.model_validate(data, context={CONFIG_DIR: path.parent})
     except ValidationError as exc:
         raise config_error_from_validation(exc, path) from exc
+    _warn_if_others_read_secrets(path, data)
+    return config
+
+
+def _warn_if_others_read_secrets(path: Path, data: dict[str, Any]) -> None:
+    """Warn if other users (or the group) may read a config that holds what ``config show``
+    hides (:func:`redacted`: ``backend.env`` and ``backend.headers`` values, a credential
+    in an argument or URL, a secret-looking option). Written by ``init`` it is 0600; one
+    copied into place may not be. A warning, not a refusal: reading it gives away a secret,
+    not control of the proxy, which is what :func:`read_config_json` refuses."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # gone since it was read: what was read is used, as before
+        return
+    if mode & 0o044 and redacted(data) != data:
+        log.warning(
+            "warning: config %s is readable by other users (mode %04o) and holds values "
+            "'config show' hides — fix: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
 
 
 def save_config(config: Config, path: Path, *, replace: bool = True) -> None:

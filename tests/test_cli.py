@@ -95,6 +95,36 @@ def test_init_then_validate(run_cli: Run, config_path: Path) -> None:
     assert "identity: local" in validated.stdout
 
 
+@pytest.mark.parametrize(
+    ("env", "mode", "warned"),
+    [
+        ({"API_KEY": "sk-C4NARY"}, 0o644, True),  # others can read the key
+        ({"API_KEY": "sk-C4NARY"}, 0o640, True),  # the group can
+        ({"API_KEY": "sk-C4NARY"}, 0o600, False),  # as init writes it
+        ({}, 0o644, False),  # nothing in it that config show hides
+    ],
+)
+def test_a_config_others_can_read_is_warned_about_when_it_holds_secrets(
+    run_cli: Run, config_path: Path, env: dict[str, str], mode: int, warned: bool
+) -> None:
+    """A config copied into place 0644 with an API key in backend.env was used without a
+    word, while a token file so readable is refused. Every command that reads such a config
+    now warns, naming the file and the fix; the key is not shown."""
+    run_cli(*INIT, *[f"--backend-env={k}={v}" for k, v in env.items()], check=True)
+    config_path.chmod(mode)
+    for args in (("config", "validate"), ("config", "show")):
+        result = run_cli(*args, check=True)
+        warning = (
+            f"warning: config {config_path} is readable by other users (mode {mode:04o}) and "
+            "holds values 'config show' hides"
+        )
+        assert (warning in result.stderr) is warned, result.stderr
+        if warned:
+            (line,) = [x for x in result.stderr.splitlines() if "readable by other" in x]
+            assert line.endswith(f"fix: chmod 600 {config_path}")
+        assert "C4NARY" not in result.stderr
+
+
 def test_init_gives_a_config_file_of_another_name_its_own_audit_directory(
     run_cli: Run, config_path: Path, isolated_home: Path
 ) -> None:
