@@ -70,6 +70,11 @@ def register_identity_providers(register):
 """
 
 
+def methods_received(received: Path) -> list[str]:
+    """The methods of the messages the environment server wrote down, in order."""
+    return [json.loads(line)["method"] for line in received.read_text().splitlines()]
+
+
 def failing_identity(home: Path, tmp_path: Path, marker: Path) -> dict[str, str]:
     """The failing provider, installed and configured; the environment that finds it."""
     return use_plugin(
@@ -125,8 +130,12 @@ def test_an_identity_provider_error_is_denied_before_the_backend(
             proxy.proc.kill()
             proxy.close()
 
-    methods = [json.loads(line)["method"] for line in received.read_text().splitlines()]
-    assert methods == ["initialize", "notifications/initialized", "tools/call", "tools/call"]
+    assert methods_received(received) == [
+        "initialize",
+        "notifications/initialized",
+        "tools/call",
+        "tools/call",
+    ]
     assert received.read_text().startswith(before)
     record = next(r for r in decisions(log_dir) if r["request_id"] == str(denied["id"]))
     assert record["effect"] == "deny"
@@ -164,8 +173,7 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
         if proxy.proc.poll() is None:
             proxy.proc.kill()
             proxy.close()
-    methods = [json.loads(line)["method"] for line in received.read_text().splitlines()]
-    assert "tools/call" not in methods
+    assert "tools/call" not in methods_received(received)
     message = denied["error"]["message"]
     stderr = (isolated_home / "proxy-stderr.txt").read_text()
     (record,) = [r for r in decisions(log_dir) if r["request_id"] == str(denied["id"])]
