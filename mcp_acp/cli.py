@@ -556,7 +556,13 @@ def server_name(config_path: Path, backend: Backend) -> str:
     if isinstance(backend, HttpBackend):
         return _name_part(urlsplit(str(backend.url)).hostname or "mcp")
     command = Path(backend.command).name
-    words = [a for a in backend.args if not a.startswith("-") and a not in ("run", "dlx")]
+    # a URL is no package name, and may carry a credential (uvx --index-url
+    # https://user:token@…): the name goes into the client's config file unredacted
+    words = [
+        a
+        for a in backend.args
+        if not a.startswith("-") and a not in ("run", "dlx") and "://" not in a
+    ]
     if command in _LAUNCHERS and words:
         return _name_part(_package_name(words[0]))
     return _name_part(command)

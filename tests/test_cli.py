@@ -1219,6 +1219,14 @@ def test_config_export_refuses_a_path_that_is_not_utf8(run_cli: Any, tmp_path: P
         ),
         ("config.json", {"command": "/opt/bin/my-server", "args": ["--port", "1"]}, "my-server"),
         ("config.json", {"url": "https://mcp.example.com/mcp"}, "mcp.example.com"),
+        (  # an option's URL value, with a credential in it, is no name ("build-s3cret")
+            "config.json",
+            {
+                "command": "uvx",
+                "args": ["--index-url", "https://build:s3cret@pypi.example/simple", "mcp-git"],
+            },
+            "mcp-git",
+        ),
     ],
 )
 def test_config_export_names_the_server_after_the_config_file_or_the_backend(

@@ -25,6 +25,7 @@ whose ``write_soon`` returns anything but an asyncio future.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
@@ -388,7 +389,10 @@ class AuditTrail:
         except RuntimeError:  # no loop to wait on (a thread): fail now
             self.coordinator.trigger(error, detail="audit write failed")
             return  # (trigger ends the process; a coordinator in a test may return)
-        loop.call_later(SHUTDOWN_GRACE_SECONDS, self.coordinator.trigger, error)
+        loop.call_later(
+            SHUTDOWN_GRACE_SECONDS,
+            functools.partial(self.coordinator.trigger, error, detail="audit write failed"),
+        )
 
 
 def _asked_to_cancel() -> bool:

@@ -44,8 +44,15 @@ class LocalIdentityProvider:
     def from_config(
         cls, options: LocalIdentityConfig, context: PluginContext
     ) -> LocalIdentityProvider:
-        log.warning("identity 'local': the subject is the OS user, not a verified identity")
-        return cls(options.subject_id or os_user())
+        if options.subject_id is None:
+            log.warning("identity 'local': the subject is the OS user, not a verified identity")
+            return cls(os_user())
+        log.warning(
+            "identity 'local': the subject is %r, as the config's subject_id says, not a "
+            "verified identity",
+            options.subject_id,
+        )
+        return cls(options.subject_id)
 
     async def current_subject(self) -> Subject:
         return self._subject

@@ -148,6 +148,7 @@ def test_audit_file_deleted_while_running(victim: Any) -> None:
     assert answer.startswith("DENIED r2: audit file")
     assert "deleted or moved" in answer
     assert_shut_down_for(v, "r2", "deleted or moved")
+    assert v.shutdowns()[0]["detail"] == "audit write failed"  # as docs/audit.md shows it
     assert v.backend_calls() == ["r1"]
     ended = json.loads((v.log_dir / "auth.jsonl").read_text().splitlines()[-1])
     assert ended["event"] == "session_ended"

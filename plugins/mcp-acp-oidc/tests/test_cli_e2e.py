@@ -74,17 +74,13 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_login_status_logout_with_encrypted_file(
-    cli_env: dict[str, str], approve: Any, tmp_path: Path
-) -> None:
-    assert _run(cli_env, "status").returncode == 1
-
+def _login(env: dict[str, str], approve: Any) -> tuple[int, str, str]:
     login = subprocess.Popen(
         [_mcp_acp(), "auth", "login", "--no-browser"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env,
+        env=env,
     )
     try:
         assert login.stdout is not None
@@ -96,7 +92,16 @@ def test_login_status_logout_with_encrypted_file(
     finally:
         if login.poll() is None:
             login.kill()
-    assert login.returncode == 0, err
+    return login.returncode, out, err
+
+
+def test_login_status_logout_with_encrypted_file(
+    cli_env: dict[str, str], approve: Any, tmp_path: Path
+) -> None:
+    assert _run(cli_env, "status").returncode == 1
+
+    code, out, err = _login(cli_env, approve)
+    assert code == 0, err
     assert "Logged in as alice" in out
 
     status = _run(cli_env, "status")
@@ -114,6 +119,30 @@ def test_login_status_logout_with_encrypted_file(
     assert logout.returncode == 0, logout.stderr
     assert "Logged out." in logout.stdout
     assert _run(cli_env, "status").returncode == 1
+
+
+def test_login_with_the_default_scope_which_grants_the_api_none(
+    cli_env: dict[str, str], approve: Any
+) -> None:
+    """The docs' config asks for the default scope, ``openid offline_access``: none of the
+    API's own scopes (``mcp:tools``), so oidc-provider answers ``"scope": ""`` for the
+    access token. That is a grant of no API scope, not a malformed answer: the login used
+    to fail after the user had approved it (``bad_response: scope is not a non-empty
+    string``)."""
+    config = Path(cli_env["MCP_ACP_CONFIG"])
+    document = json.loads(config.read_text())
+    del document["identity"]["config"]["scope"]  # the default
+    config.write_text(json.dumps(document))
+
+    code, out, err = _login(cli_env, approve)
+    assert code == 0, err
+    assert "Logged in as alice" in out
+    status = _run(cli_env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["subject"] == "alice"
+    assert shown["valid"] is True
+    assert shown["scope"] == ""
 
 
 @pytest.mark.parametrize(

@@ -322,6 +322,21 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
         assert secret.decode() not in err
 
 
+def test_never_logged_in_is_told_so_while_the_provider_is_unreachable(tmp_path: Path) -> None:
+    """No token stored and the provider down (first set-up, offline): the proxy says what
+    docs/authentication.md says it says, "not logged in" and to run 'mcp-acp auth login'
+    — not that the issuer cannot be reached, which it did, sending the user to check an
+    issuer URL that was right."""
+    site = Site(tmp_path, "http://127.0.0.1:9")  # the discard port: nothing answers
+    _answers, err, code = _session(site, [])
+    assert code == 14, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("authentication error: not logged in to http://127.0.0.1:9"), last
+    assert "mcp-acp auth login" in last
+    invalid = [r for r in site.records("auth") if r["event"] == "token_invalid"]
+    assert [r["reason"] for r in invalid] == ["not_logged_in"]
+
+
 def test_the_users_tokens_never_reach_an_http_backend(
     oidc_provider: str, approve: Any, tmp_path: Path
 ) -> None:

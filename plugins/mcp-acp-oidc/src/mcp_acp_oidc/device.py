@@ -125,6 +125,17 @@ def _optional_str(document: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _scope(document: dict[str, Any]) -> str | None:
+    """The granted scopes: a string, which may be empty — the access token carries none of
+    those asked for (oidc-provider answers ``"scope": ""`` for a resource whose own scopes
+    were not requested: ``openid offline_access`` grant an ID and a refresh token, nothing
+    of the API's)."""
+    value = document.get("scope")
+    if value is not None and not isinstance(value, str):
+        raise DeviceFlowError("bad_response", "scope is not a string")
+    return value
+
+
 def parse_token_response(document: dict[str, Any]) -> TokenResponse:
     """Check a successful token endpoint answer (RFC 6749 §5.1)."""
     access_token = document.get("access_token")
@@ -139,7 +150,7 @@ def parse_token_response(document: dict[str, Any]) -> TokenResponse:
         expires_in=_number(document.get("expires_in")),
         refresh_token=_optional_str(document, "refresh_token"),
         id_token=_optional_str(document, "id_token"),
-        scope=_optional_str(document, "scope"),
+        scope=_scope(document),
     )
 
 

@@ -290,9 +290,11 @@ class OIDCIdentityProvider:
             if held is not None:
                 token, validator = held
             else:
-                async with self._lock:  # one discovery, one store read, one refresh at a time
-                    metadata, validator = await self._ready()
+                async with self._lock:  # one store read, one discovery, one refresh at a time
+                    # the store first: with nothing stored, "not logged in" is the answer
+                    # (and 'auth login' the fix), whether or not the provider is reachable
                     token = await self._load()
+                    metadata, validator = await self._ready()
                     if self._due(token):
                         self._refreshing = True
                         try:
