@@ -480,6 +480,11 @@ def _check_line(raw: bytes, seq: int, prev: str, head: ChainHead | None) -> str:
     return claimed
 
 
+def _count_lines(count: int) -> str:
+    """``1 line``, ``3 lines``."""
+    return f"{count} line" if count == 1 else f"{count} lines"
+
+
 def verify_stream(log_dir: Path, stream: str) -> VerifyResult:
     """Check every line of every file of ``stream`` and compare the chain with the head.
 
@@ -599,7 +604,7 @@ def _verify_files(
                 stream,
                 count,
                 False,
-                f"{seq - head.seq} lines after the chain head (seq {head.seq}) of a stream "
+                f"{_count_lines(seq - head.seq)} after the chain head (seq {head.seq}) of a stream "
                 "closed cleanly: appended by someone else",
                 *past,
                 partials,

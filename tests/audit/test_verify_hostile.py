@@ -116,19 +116,21 @@ def forge(log_dir: Path, stream: str, count: int) -> None:
             handle.write(line)
 
 
+@pytest.mark.parametrize(("count", "lines"), [(3, "3 lines"), (1, "1 line")])
 def test_records_appended_after_a_clean_close_fail_and_are_refused(
-    tmp_path: Path, run_cli: Any
+    tmp_path: Path, run_cli: Any, count: int, lines: str
 ) -> None:
     """Forged records appended after the head of a stream closed cleanly used to pass
-    verify, and the next start rewrote the head past them, making them permanent."""
+    verify, and the next start rewrote the head past them, making them permanent. (One
+    such record was reported as "1 lines".)"""
     logs = tmp_path / "logs"
     write_log(logs)
     last = len(read_records(logs, "decisions"))
-    forge(logs, "decisions", 3)
+    forge(logs, "decisions", count)
     result = verify_cli(run_cli, logs)
     assert result.returncode == 13, result.stdout
     assert (
-        f"decisions: FAILED at {logs / 'decisions.jsonl'}:{last + 1}: 3 lines after the chain "
+        f"decisions: FAILED at {logs / 'decisions.jsonl'}:{last + 1}: {lines} after the chain "
         f"head (seq {last}) of a stream closed cleanly: appended by someone else"
     ) in result.stdout
     for stream in ("operations", "auth", "system"):
