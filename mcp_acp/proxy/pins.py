@@ -6,8 +6,8 @@ user or the policy author has looked. The relay pins each tool's definition (its
 ``title``, ``description``, ``inputSchema``, ``outputSchema`` and ``annotations``) the first
 time a ``tools/list`` shows it, per backend. A later list with a different definition
 leaves the tool out and its calls are denied (``builtin-tool-changed``) until someone
-approves the new definition with ``mcp-acp tools approve NAME``, which shows what
-changed.
+approves the new definition with ``mcp-acp tools approve NAME``; ``mcp-acp tools show
+NAME`` shows what changed first, and ``approve`` shows what it approved.
 
 With ``review`` (config ``proxy.new_tools: "review"``) nothing is trusted on first use: a
 tool seen for the first time is kept *unreviewed* — its definition waiting, as a changed
@@ -340,40 +340,20 @@ class ToolPins:
         none waits, or several backends have some and ``backend`` names none."""
         return self._approve(backend, None)
 
+    def waiting(self, tool: str, backend: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The backend and the pin of ``tool`` whose new or changed definition waits for
+        approval, changing nothing: what :meth:`approve` would approve now. ``ConfigError``
+        as for :meth:`approve`."""
+        key, pins = _waiting_in(self._read(), backend, tool)
+        return key, pins[tool]
+
     def _approve(
         self, backend: str | None, tool: str | None
     ) -> list[tuple[str, str, dict[str, Any]]]:
         approved: list[tuple[str, str, dict[str, Any]]] = []
-        what = f"tool {tool!r}" if tool is not None else "any tool"
 
         def change(data: dict[str, Any]) -> bool:
-            if backend is not None and not any(
-                backend in (key, backend_ref(key)) for key in data["backends"]
-            ):
-                raise ConfigError(
-                    f"no backend {backend} has pinned tools",
-                    fix="give the backend as 'mcp-acp tools pins' shows it: its key, or "
-                    "the sha256: reference audit records use",
-                )
-            candidates = [
-                (key, pins)
-                for key, pins in sorted(data["backends"].items())
-                if backend in (None, key, backend_ref(key))
-                and any("pending" in pin for name, pin in pins.items() if tool in (None, name))
-            ]
-            if not candidates:
-                raise ConfigError(
-                    f"no new or changed definition of {what} is waiting for approval"
-                    + (f" from backend {backend}" if backend else ""),
-                    fix="'mcp-acp tools pins' lists the pins and what waits",
-                )
-            if len(candidates) > 1:
-                keys = ", ".join(key for key, _ in candidates)
-                raise ConfigError(
-                    f"{what} waits for approval from several backends: {keys}",
-                    fix="name one with --backend",
-                )
-            key, pins = candidates[0]
+            key, pins = _waiting_in(data, backend, tool)
             for name, before in sorted(pins.items()):
                 if tool in (None, name) and "pending" in before:
                     pins[name] = before["pending"]
@@ -382,6 +362,42 @@ class ToolPins:
 
         self._transaction(change, create=False)
         return approved
+
+
+def _waiting_in(
+    data: dict[str, Any], backend: str | None, tool: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The one backend (``backend``, its key or ``sha256:`` reference, or any) with a
+    definition of ``tool`` (or of any tool) waiting for approval, and its pins.
+    ``ConfigError`` if there is none, or several and ``backend`` names none."""
+    what = f"tool {tool!r}" if tool is not None else "any tool"
+    if backend is not None and not any(
+        backend in (key, backend_ref(key)) for key in data["backends"]
+    ):
+        raise ConfigError(
+            f"no backend {backend} has pinned tools",
+            fix="give the backend as 'mcp-acp tools pins' shows it: its key, or "
+            "the sha256: reference audit records use",
+        )
+    candidates = [
+        (key, pins)
+        for key, pins in sorted(data["backends"].items())
+        if backend in (None, key, backend_ref(key))
+        and any("pending" in pin for name, pin in pins.items() if tool in (None, name))
+    ]
+    if not candidates:
+        raise ConfigError(
+            f"no new or changed definition of {what} is waiting for approval"
+            + (f" from backend {backend}" if backend else ""),
+            fix="'mcp-acp tools pins' lists the pins and what waits",
+        )
+    if len(candidates) > 1:
+        keys = ", ".join(key for key, _ in candidates)
+        raise ConfigError(
+            f"{what} waits for approval from several backends: {keys}",
+            fix="name one with --backend",
+        )
+    return candidates[0]
 
 
 def definition_diff(pin: Mapping[str, Any], name: str) -> str:

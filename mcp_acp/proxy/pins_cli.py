@@ -1,5 +1,5 @@
-"""``mcp-acp tools pins`` and ``mcp-acp tools approve NAME | --all``: the tool pins of the
-config in use (:mod:`mcp_acp.proxy.pins`)."""
+"""``mcp-acp tools pins``, ``tools show NAME`` and ``tools approve NAME | --all``: the tool
+pins of the config in use (:mod:`mcp_acp.proxy.pins`)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def pins_command(ctx: click.Context) -> None:
         pending = pin.get("pending")
         if "sha256" not in pin:
             click.echo(
-                f"  {name}  NEW {(pending or {}).get('at')}: calls denied until reviewed with "
-                f"'mcp-acp tools approve {name}'"
+                f"  {name}  NEW {(pending or {}).get('at')}: calls denied until reviewed: "
+                f"'mcp-acp tools show {name}', then 'tools approve {name}'"
             )
             continue
         if pending is None:
@@ -54,8 +54,26 @@ def pins_command(ctx: click.Context) -> None:
         changed = sorted(f for f in {*before, *after} if before.get(f) != after.get(f))
         click.echo(
             f"  {name}  CHANGED {pending.get('at')} ({', '.join(changed)}): calls denied "
-            f"until 'mcp-acp tools approve {name}'"
+            f"until approved: 'mcp-acp tools show {name}', then 'tools approve {name}'"
         )
+
+
+@tools_group.command("show")
+@click.argument("name")
+@click.option(
+    "--backend",
+    help="The backend, as 'mcp-acp tools pins' shows it: its key or its sha256: reference.",
+)
+@click.pass_context
+def show_command(ctx: click.Context, name: str, backend: str | None) -> None:
+    """Show tool NAME's definition waiting for approval — what changed, or all of it for a
+    new tool — without approving it: read it here, then 'mcp-acp tools approve NAME'."""
+    key, pin = _pins(ctx).waiting(name, backend)
+    click.echo(definition_diff(pin, _shown(name)))
+    click.echo(
+        f"waiting: {_shown(name)} (backend {_shown(key)}); its calls are denied until "
+        f"'mcp-acp tools approve {_shown(name)}'"
+    )
 
 
 @tools_group.command("approve")
