@@ -451,10 +451,14 @@ def decisions(log_dir: Path) -> list[dict[str, Any]]:
 
 
 def wait_for_event(log_dir: Path, stream: str, event: str, count: int = 1) -> dict[str, Any]:
-    """The ``count``-th ``event`` in ``stream``, once the running proxy has written it."""
+    """The ``count``-th ``event`` in ``stream``, once the running proxy has written it
+    (the stream's file may not exist yet when this is called)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        found = [r for r in records(log_dir, stream) if r["event"] == event]
+        try:
+            found = [r for r in records(log_dir, stream) if r["event"] == event]
+        except FileNotFoundError:
+            found = []
         if len(found) >= count:
             return found[count - 1]
         time.sleep(0.02)

@@ -518,6 +518,11 @@ class HttpChannel:
         runner = self._runner
         if runner is None or runner.done():
             return
+        if self._write is None:  # still being reached: there is no session to end with it
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            return
         if self._reading is not None:
             self._reading.cancel()  # leave the read loop; the SDK then ends the session
         try:

@@ -39,7 +39,14 @@ from typing import Any, NamedTuple, TypeVar
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError, exception_text, one_line
+from mcp_acp.errors import (
+    AuditError,
+    AuthenticationError,
+    BackendError,
+    McpAcpError,
+    exception_text,
+    one_line,
+)
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
@@ -507,6 +514,17 @@ async def _serve(
         return await _relay(runtime, trail, session, shutdown, parts, signals)
     except _Stopped as stop:  # while an HTTP backend was being reached: nothing relayed
         await _close(parts.control)
+        with contextlib.suppress(AuditError):  # the session's end is recorded all the same
+            await trail.record(
+                SystemEvent(
+                    event="backend_start_failed",
+                    session_id=session.id,
+                    detail={
+                        "backend": parts.channel.backend_id,
+                        "error": f"{stop.name} received before it answered",
+                    },
+                )
+            )
         await _end_session(trail, session, parts.subject, f"{stop.name} received")
         return 0
     finally:

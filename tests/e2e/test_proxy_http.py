@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -22,7 +23,16 @@ from typing import Any
 import httpx2
 import pytest
 from conftest import CANARIES
-from proxy_helpers import CLI, DENIED, E2E, HttpServer, Proxy, RecordingProxy, records
+from proxy_helpers import (
+    CLI,
+    DENIED,
+    E2E,
+    HttpServer,
+    Proxy,
+    RecordingProxy,
+    records,
+    wait_for_event,
+)
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -293,6 +303,44 @@ def test_a_server_that_never_answers_is_bounded(
     assert f"the backend at {url} did not answer within 1 s" in error_line(done)
     assert held  # it did connect
     assert elapsed < 20
+
+
+def test_a_stop_while_the_backend_is_reached_is_recorded(
+    configure: Callable[..., Path], env: dict[str, str]
+) -> None:
+    """SIGTERM while a backend that accepts connections and answers nothing is being
+    reached (its timeout far away): the session ends (exit 0) and the trail says what
+    became of the backend. Before, nothing did: no ``backend_started``, no
+    ``backend_start_failed``."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+        log_dir = configure(url, "--backend-timeout", "120")
+        proc = subprocess.Popen(
+            [str(CLI), "run"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            wait_for_event(log_dir, "auth", "session_started")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            assert proc.stdin is not None
+            proc.stdin.close()
+    (failed,) = [r for r in records(log_dir, "system") if r["event"] == "backend_start_failed"]
+    assert failed["detail"] == {"backend": url, "error": "SIGTERM received before it answered"}
+    assert not [r for r in records(log_dir, "system") if r["event"] == "backend_started"]
+    assert records(log_dir, "auth")[-1]["event"] == "session_ended"
+    assert records(log_dir, "auth")[-1]["reason"] == "SIGTERM received"
+    for stream in ("system", "auth"):
+        assert verify_stream(log_dir, stream).ok
 
 
 def test_a_slow_answer_is_bounded_and_the_session_goes_on(
