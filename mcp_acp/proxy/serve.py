@@ -544,6 +544,7 @@ async def _end_session(trail: AuditTrail, session: Session, subject: Subject, wh
                 event="session_ended",
                 session_id=session.id,
                 subject_id=subject.subject_id,
+                issuer=subject.issuer,
                 reason=why,
             )
         )

@@ -268,6 +268,8 @@ def test_login_run_refresh_logout(oidc_provider: str, approve: Any, tmp_path: Pa
     assert auth[0]["subject_id"] == "alice"
     assert auth[0]["detail"]["storage"].startswith("encrypted-file (")  # which store, audited
     assert auth[0]["issuer"] == oidc_provider
+    # the session's start and end both name the issuer that vouched for its subject
+    assert (auth[1]["issuer"], auth[-1]["issuer"]) == (oidc_provider, oidc_provider)
 
     # -- refresh at start-up: a margin longer than the token's life makes it due -----
     before = site.storage().load(oidc_provider)
