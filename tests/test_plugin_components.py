@@ -78,16 +78,26 @@ class Sink:
     async def start(self):
         if MODE == "sink-start":
             raise PermissionError(13, "Permission denied", "/var/log/walk")
+        if MODE == "sink-start-exit":
+            raise SystemExit(0)
+        if MODE == "sink-start-hang":  # a network sink that never connects
+            await asyncio.Event().wait()
 
     async def write(self, event):
         if MODE == "sink-write" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
         if MODE == "sink-cancel" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise asyncio.CancelledError()  # as if its own writer task had been cancelled
+        if MODE == "sink-exit" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise SystemExit(0)
+        if MODE == "sink-interrupt" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise KeyboardInterrupt
 
     def check_health(self):  # optional: called every audit.health_check_seconds
         if MODE == "sink-health" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
+        if MODE == "sink-health-exit" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise SystemExit(0)
 
     async def close(self):
         pass
@@ -291,6 +301,40 @@ def test_a_sink_failing_to_start_is_named(
     assert not (tmp_path / "received.jsonl").exists()
 
 
+def test_a_sink_exiting_in_its_start_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` calling ``sys.exit(0)``: an audit failure naming the sink (exit
+    13), not a silent exit 0 that a client reads as a clean stop."""
+    result = mcp_acp(walk("audit sink", "sink-start-exit"), "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1].startswith(
+        "audit error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        "failed to start: SystemExit: 0 — fix: "
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+def test_a_sink_whose_start_never_returns_ends_the_process(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` that never returns is timed like a write: after
+    ``audit.write_timeout_seconds`` the process ends (exit 13) naming the sink, instead of
+    waiting for ever with nothing served and nothing said."""
+    env = walk("audit sink", "sink-start-hang")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["audit"]["write_timeout_seconds"] = 1
+    config_file.write_text(json.dumps(settings))
+    result = mcp_acp(env, "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1].startswith(
+        "mcp-acp: shutting down: audit error: audit sink 'walk-sink' (plugin 'walk', config "
+        "field audit.sinks[1]) did not finish starting (its write test) in "
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
 ENOSPC = "OSError: [Errno 28] No space left on device"
 
 
@@ -300,6 +344,9 @@ ENOSPC = "OSError: [Errno 28] No space left on device"
         ("sink-write", f"failed: {ENOSPC}"),
         ("sink-health", f"failed its health check: {ENOSPC}"),
         ("sink-cancel", "failed: its write was cancelled, and not by mcp-acp: CancelledError"),
+        ("sink-exit", "failed: SystemExit: 0"),
+        ("sink-interrupt", "failed: KeyboardInterrupt"),
+        ("sink-health-exit", "failed its health check: SystemExit: 0"),
     ],
 )
 def test_a_sink_failing_mid_session_is_named(
@@ -309,7 +356,10 @@ def test_a_sink_failing_mid_session_is_named(
     ``OSError`` mid-session: the proxy ends with exit 13 (a request is denied), and the
     line and the shutdown record say which sink. So does a ``write()`` raising
     ``CancelledError`` of its own (its writer task cancelled): the client cancelled
-    nothing, and the request is denied, not dropped as if it had."""
+    nothing, and the request is denied, not dropped as if it had. And so does a sink
+    whose ``write()`` or health check calls ``sys.exit(0)`` or raises
+    ``KeyboardInterrupt``: before, the proxy ended with exit 0 (or 130), the request
+    unanswered, the record lost and nothing said."""
     env = walk("audit sink", mode)
     config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
@@ -322,7 +372,7 @@ def test_a_sink_failing_mid_session_is_named(
         echo = {"name": "echo", "arguments": {"text": "hi"}}
         assert "result" in proxy.call("tools/call", echo)
         (tmp_path / "disk-full").touch()
-        if mode != "sink-health":
+        if not mode.startswith("sink-health"):
             denied = proxy.call("tools/call", echo)
             assert denied["error"]["code"] == DENIED
             assert "audit trail cannot be written" in denied["error"]["message"]
