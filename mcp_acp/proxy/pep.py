@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -1133,9 +1133,9 @@ class EnforcementPoint:
         deciding.approvals.append(approval.approval_id)
         started = time.monotonic()
         try:
-            outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
+            outcome = await _within(  # a little grace: the approver reports its own
                 plugin_call(self.approver.request_approval(approval)),
-                timeout=terms.timeout_seconds + 1,
+                terms.timeout_seconds + 1,
             )
             _check_outcome(outcome)
         except TimeoutError:
@@ -1239,6 +1239,38 @@ async def plugin_call(call: Awaitable[T]) -> T:
         if isinstance(exc, Exception):
             raise
         raise PluginRaised(exc) from exc
+
+
+#: How long a plugin call given up on (its timeout, the request cancelled) may take to end
+#: once cancelled — an approver withdrawing the question it asked — before it is left.
+CANCEL_GRACE_SECONDS = 1.0
+
+
+async def _within(call: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``await call`` (run as a task of its own), or ``TimeoutError`` after ``seconds`` —
+    then, and when the caller is cancelled, the task is cancelled and waited for at most
+    :data:`CANCEL_GRACE_SECONDS`. ``asyncio.wait_for`` waits for the cancelled task to
+    end, so a plugin that catches its ``CancelledError`` and goes on waiting would hold the
+    request past its timeout, for ever; here such a task is left behind, and what it
+    returns at last is dropped."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        await _abandon(task)
+        raise
+    if not done:
+        await _abandon(task)
+        raise TimeoutError
+    return task.result()
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task``, give it the grace to end, and leave it: whatever it ends with is
+    retrieved, and dropped."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
 
 
 def _check_outcome(outcome: object) -> None:

@@ -1070,6 +1070,51 @@ async def test_an_approver_that_fails_or_answers_nonsense_is_a_recorded_denial(
     assert setup.pep.counts == {"allowed": 0, "denied": 1, "asked": 1}
 
 
+class DeafApprover:
+    """An approver plugin that catches its cancellation and goes on waiting: it never
+    answers, and lets go only once ``released`` (the test's end: a task that ignores its
+    cancellation would hold the event loop's own shutdown)."""
+
+    name = "deaf"
+
+    def __init__(self) -> None:
+        self.cancels = 0
+        self.released = asyncio.Event()
+
+    async def request_approval(self, request: Any) -> Any:
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.cancels += 1
+        return None
+
+
+async def test_an_approver_that_ignores_its_cancellation_still_times_out(
+    tmp_path: Path,
+) -> None:
+    """The approval timeout holds against an approver that swallows the ``CancelledError``
+    it is stopped with: the request is denied on record at the timeout, and the approver is
+    left behind — before, ``wait_for`` waited for it to end, and the request waited for
+    ever."""
+    setup = Setup(tmp_path, Limits())
+    deaf = DeafApprover()
+    setup.pep.approver = deaf
+    setup.pep.approval_timeout = 0.1
+    await setup.trail.start()
+    verdict = await setup.pep.check(
+        "tools/call", write("/data/a.txt"), 1, companion=setup.companion(1)
+    )
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert "not approved: timeout after 0.1 s" in verdict.reason
+    assert deaf.cancels == 1  # told to stop, once; not waited for
+    deaf.released.set()
+    (record,) = setup.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert [r["outcome"] for r in setup.operations()] == ["denied"]
+
+
 async def test_the_record_of_an_ask_not_approved_says_why(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
