@@ -36,6 +36,7 @@ from mcp_acp.config import (
     load_config,
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError
+from mcp_acp.models import PostureStatus
 from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import (
     CONFIG_ALLOW_SOURCE,
@@ -44,6 +45,7 @@ from mcp_acp.plugins import (
     allowed_plugin_names,
     load_plugins,
 )
+from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import (
     Approver,
     AuditSink,
@@ -342,6 +344,35 @@ class Runtime:
             health_interval=self.config.audit.health_check_seconds,
             names=[self.components[field].describe for field in fields],
             write_timeout=self.config.audit.write_timeout_seconds,
+        )
+
+    def posture_monitor(
+        self,
+        trail: AuditTrail,
+        *,
+        session_id: str,
+        posture: dict[str, PostureStatus] | None = None,
+    ) -> PostureMonitor:
+        """Every posture check the config selects (``posture.checks``), built, behind one
+        :class:`~mcp_acp.posture.PostureMonitor` with the config's interval, timeout and
+        failure threshold, whose failures end the process through ``trail``'s shutdown
+        coordinator (exit 15). ``posture``: the dict the session's decision requests read
+        (``Session.posture``), kept up to date by the monitor. ``await monitor.gate()``
+        before the first decision — ``PostureError`` unless every check passes, as
+        ``mcp-acp run`` refuses to start — then, for a program that serves on,
+        ``monitor.start_watching()`` and ``EnforcementPoint(unhealthy=lambda:
+        monitor.failed)``. With no checks configured, the gate passes."""
+        fields = [f"posture.checks[{i}]" for i in range(len(self.config.posture.checks))]
+        settings = self.config.posture
+        return PostureMonitor(
+            [self.build(field) for field in fields],
+            trail,
+            session_id=session_id,
+            posture=posture if posture is not None else {},
+            interval=settings.interval_seconds,
+            timeout=settings.timeout_seconds,
+            failure_threshold=settings.failure_threshold,
+            on_failure=trail.coordinator.trigger,
         )
 
     def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:

@@ -5,10 +5,12 @@ durably, and only then act on it.
         '{"name": "read_file", "arguments": {"path": "/tmp/x"}}'
 
 It reads the config file `mcp-acp init` wrote (`--config`, `MCP_ACP_CONFIG` or the default
-place) and uses the components it selects, as `mcp-acp run` does: the identity provider,
-the policy engine and every audit sink, behind one fail-closed trail. It prints the effect
-and the reason, and exits 0 for allow, 1 for deny or ask (a gate without a human to ask
-denies), and an mcp-acp exit code (10-17) if something it needs fails.
+place) and uses the components it selects, as `mcp-acp run` does: every audit sink, behind
+one fail-closed trail, every posture check (the device must pass them all before anything
+is decided, as `mcp-acp run` refuses to start otherwise), the identity provider and the
+policy engine. It prints the effect and the reason, and exits 0 for allow, 1 for deny or
+ask (a gate without a human to ask denies), and an mcp-acp exit code (10-17) if something
+it needs fails (15: the device's posture).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ async def gate(method: str, params: dict[str, Any]) -> int:
     trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id))
     await trail.start()  # every sink's write test: no trail, no decision
     try:
+        # posture.checks: every one must pass (PostureError, exit 15, otherwise; on record)
+        posture = runtime.posture_monitor(trail, session_id=session_id)
+        await posture.gate()
         identity = runtime.build("identity", record_auth=trail.record)
         engine = runtime.build("policy")
         subject = await identity.current_subject()
@@ -45,6 +50,7 @@ async def gate(method: str, params: dict[str, Any]) -> int:
             backend_id="example-gate",
             session_id=session_id,
             request_id="1",
+            posture=posture.posture,  # what a policy's posture conditions read
         )
         decision = engine.decide(request)
         # Write-ahead: the decision is durable before anything acts on it. If it cannot be

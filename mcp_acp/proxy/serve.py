@@ -465,20 +465,7 @@ async def _start(
     approver = runtime.build("approver")
     subject = await _first_subject(identity)
     session.bind(subject)
-    checks = [
-        runtime.build(field)
-        for field in sorted(f for f in runtime.components if f.startswith("posture.checks"))
-    ]
-    posture = PostureMonitor(
-        checks,
-        trail,
-        session_id=session.id,
-        posture=session.posture,
-        interval=runtime.config.posture.interval_seconds,
-        timeout=runtime.config.posture.timeout_seconds,
-        failure_threshold=runtime.config.posture.failure_threshold,
-        on_failure=trail.coordinator.trigger,
-    )
+    posture = runtime.posture_monitor(trail, session_id=session.id, posture=session.posture)
     await posture.gate()  # PostureError (exit 15) unless every check passes
     # before session_started and the backend: a socket that cannot be opened (a directory
     # not ours, a path too long) is a refused start (ControlError, exit 10), on record
