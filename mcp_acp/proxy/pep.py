@@ -29,6 +29,7 @@ unless ``proxy.untrusted_content`` is ``off``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import secrets
@@ -129,7 +130,8 @@ class Session:
     unanswered_handshakes: int = 0
 
     def bind(self, subject: Subject) -> None:
-        """Bind the session to ``subject`` (once, at start)."""
+        """Bind the session to ``subject`` (once, at start; a session left unbound is
+        bound to the first subject :meth:`EnforcementPoint.build` sees)."""
         self.subject = subject
 
     def check_binding(self, subject: Subject) -> None:
@@ -564,6 +566,8 @@ class EnforcementPoint:
         ``"None"``, would match a rule for any, and the backend would act on whatever it
         reads)."""
         subject = await subject_of(self.identity)
+        if self.session.subject is None:  # a session nobody bound: to its first subject
+            self.session.bind(subject)
         self.session.check_binding(subject)
         if client is None:
             client = self.session.client_name, self.session.client_version
@@ -1125,7 +1129,9 @@ class EnforcementPoint:
             request=request,
             decision=decision,
             summary=summary,
-            arguments=approval_arguments(request.action.mcp_method, params),
+            # a copy: an approver that edits what it is shown (redacting a value for its
+            # dialog, say) must not change the request its caller goes on to forward
+            arguments=copy.deepcopy(approval_arguments(request.action.mcp_method, params)),
             timeout_seconds=terms.timeout_seconds,
             cacheable=terms.not_remembered is None,
             not_remembered=terms.not_remembered,

@@ -27,7 +27,14 @@ from mcp_acp.builtins.deny_approver import DenyApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
-from mcp_acp.models import ApprovalOutcome, Decision, Effect, Provenance, Subject
+from mcp_acp.models import (
+    ApprovalOutcome,
+    ApprovalResult,
+    Decision,
+    Effect,
+    Provenance,
+    Subject,
+)
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -690,6 +697,52 @@ async def test_an_identity_provider_error_is_a_recorded_denial(
     assert records["1"]["subject_id"] == "(none)"
     assert setup.pep.counts == {"allowed": 0, "denied": 2, "asked": 0}
     assert verify_stream(setup.log_dir, "decisions").ok
+
+
+async def test_a_session_nobody_bound_is_bound_to_its_first_subject(tmp_path: Path) -> None:
+    """A program of one's own that forgets ``session.bind()``: the point binds the session
+    to the first subject it decides for, so a later change is still a binding violation —
+    before, an unbound session let any subject through, each request as someone else."""
+    identity = SwitchingIdentity()
+    setup = Setup(tmp_path, Limits(), identity)
+    await setup.trail.start()
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    assert (await setup.pep.check("tools/call", read, 1)).allowed
+    assert setup.session.subject == identity.subject
+    identity.subject = Subject(
+        subject_id="mallory", provenance=Provenance.TOKEN, issuer="https://idp"
+    )
+    verdict = await setup.pep.check("tools/call", read, 2)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert isinstance(verdict.fatal, SessionBindingError)
+    record = next(r for r in setup.decisions() if r["request_id"] == "2")
+    assert (record["effect"], record["rule_id"]) == ("deny", "builtin-session-binding")
+
+
+async def test_an_approver_that_edits_the_arguments_it_is_shown_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The arguments an approver gets are its own copy: one that edits them (a value
+    redacted for its dialog, a path rewritten) leaves the caller's request — what a program
+    of its own forwards after ``check()`` — as it was decided."""
+
+    class Editing:
+        name = "editing"
+
+        async def request_approval(self, request: Any) -> ApprovalOutcome:
+            request.arguments["path"] = "/etc/shadow"
+            request.arguments["content"] = "<redacted>"
+            return ApprovalOutcome(ApprovalResult.ALLOW_ONCE, approver=self.name)
+
+    setup = Setup(tmp_path, Limits())
+    setup.pep.approver = Editing()
+    await setup.trail.start()
+    call = write("/data/a.txt")
+    verdict = await setup.pep.check("tools/call", call, 1)
+    await setup.trail.close()
+    assert verdict.allowed
+    assert call == write("/data/a.txt")
 
 
 async def test_an_identity_provider_that_returns_no_subject_is_denied(tmp_path: Path) -> None:
