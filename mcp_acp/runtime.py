@@ -135,6 +135,7 @@ CONTRACTS: Mapping[Kind, type] = {
 OPTIONAL_MEMBERS: Mapping[type, tuple[str, ...]] = {
     AuditSink: ("write_sync", "write_soon", "check_health"),
     Approver: ("control_ops", "approval_settled", "ended_at_exit"),
+    PolicyEngine: ("could_allow",),
     TokenStorage: ("lock_path",),
 }
 

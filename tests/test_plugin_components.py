@@ -74,6 +74,26 @@ class Engine:
         return Decision(effect=Effect.ALLOW, policy_id="walk", rule_id="all", reason="all")
 
 
+class CouldEngine:
+    policy_id = "walk"
+
+    def decide(self, request):  # no call is allowed; the rest is
+        if request.action.mcp_method == "tools/call":
+            return Decision(effect=Effect.DENY, policy_id="walk", rule_id=None, reason="none")
+        return Decision(effect=Effect.ALLOW, policy_id="walk", rule_id="all", reason="all")
+
+    def could_allow(self, request):  # optional: may a listed tool be used at all?
+        return "no"  # not a bool (and truthy)
+
+
+class AsyncCouldEngine(CouldEngine):
+    async def could_allow(self, request):  # a coroutine, truthy, never run
+        return False
+
+
+ENGINES = {"could-str": CouldEngine, "could-async": AsyncCouldEngine}
+
+
 class Sink:
     async def start(self):
         if MODE == "sink-start":
@@ -132,7 +152,7 @@ def register_approvers(register):
 
 @hookimpl
 def register_policy_engines(register):
-    register("walk-engine", factory(Engine))
+    register("walk-engine", factory(ENGINES.get(MODE, Engine)))
 
 
 @hookimpl
@@ -274,6 +294,34 @@ def test_a_sinks_optional_methods_are_checked_when_present(
         "mcp_acp.protocols): report it to the authors of plugin 'walk', or choose another "
         "audit sink at audit.sinks[1].use"
     ]
+
+
+def test_an_engines_could_allow_is_checked_when_present(walk: Select) -> None:
+    """``could_allow``, the optional member list filtering calls without awaiting: an
+    ``async def`` one is refused as the plugin's mistake (exit 11) — before, its coroutine
+    (truthy, never run) listed every tool the policy denies."""
+    result = mcp_acp(walk("policy engine", "could-async"), "config", "validate")
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result)[0].startswith(
+        "plugin error: policy engine 'walk-engine' (plugin 'walk', config field policy) "
+        "returned AsyncCouldEngine, not a PolicyEngine (its could_allow() is async def, and "
+        "mcp-acp calls it without awaiting) — fix: "
+    )
+
+
+def test_an_engines_could_allow_answering_no_bool_hides_the_entry(
+    walk: Select, isolated_home: Path
+) -> None:
+    """A ``could_allow`` answering anything but a ``bool`` has failed: the tools are not
+    listed (as when it raises) — before, its truthy ``"no"`` listed them all."""
+    proxy = Proxy(isolated_home, walk("policy engine", "could-str"))
+    try:
+        proxy.initialize()
+        assert proxy.call("tools/list")["result"]["tools"] == []
+    finally:
+        proxy.close()
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "could_allow() returned str, not a bool" in stderr
 
 
 def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
