@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import json
 import logging
 import secrets
@@ -616,8 +617,16 @@ class EnforcementPoint:
                 decision = self.engine.decide(request)
             except BaseException as raised:  # sys.exit() in a plugin is its failure too
                 raise contained(raised) from raised
-            if not isinstance(decision, Decision) or not isinstance(decision.effect, Effect):
-                raise TypeError(f"decide() returned {decision!r}, not a Decision")
+            if not isinstance(decision, Decision):
+                if inspect.iscoroutine(decision):  # an async def decide: never run
+                    decision.close()
+                raise TypeError(f"decide() returned {type(decision).__name__}, not a Decision")
+            if not isinstance(decision.effect, Effect):  # "allow" is no Effect.ALLOW
+                effect = decision.effect
+                raise TypeError(
+                    f"decide() returned a Decision whose effect is {type(effect).__name__} "
+                    f"{effect!r}, not an Effect"
+                )
             if not isinstance(decision.reason, str):  # rendered now: it goes on record
                 raise TypeError("the decision's reason is not a string")
             return decision

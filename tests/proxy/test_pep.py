@@ -745,6 +745,40 @@ async def test_an_approver_that_edits_the_arguments_it_is_shown_changes_nothing(
     assert call == write("/data/a.txt")
 
 
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            Decision(effect="allow", policy_id="p", rule_id="r", reason="x"),  # type: ignore[arg-type]
+            "decide() returned a Decision whose effect is str 'allow', not an Effect",
+        ),
+        (None, "decide() returned NoneType, not a Decision"),
+    ],
+    ids=["a string effect", "None"],
+)
+async def test_an_engine_answer_that_is_no_decision_is_denied_saying_what_is_wrong(
+    tmp_path: Path, answer: Any, words: str
+) -> None:
+    """A decision whose effect is the string ``"allow"`` is denied with a reason that
+    says so — not "returned Decision(...), not a Decision", which reads as a contradiction."""
+
+    class Engine:
+        policy_id = "p"
+
+        def decide(self, request: Any) -> Any:
+            return answer
+
+    setup = Setup(tmp_path, Limits())
+    setup.pep.engine = Engine()
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", write("/data/a.txt"), 1)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert verdict.reason == f"denied: policy engine error: TypeError: {words}"
+    (record,) = setup.decisions()
+    assert record["rule_id"] == "builtin-engine-error"
+
+
 async def test_an_identity_provider_that_returns_no_subject_is_denied(tmp_path: Path) -> None:
     class NoSubject:
         async def current_subject(self) -> Any:
