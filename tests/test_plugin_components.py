@@ -67,6 +67,14 @@ class Approver:
         return ApprovalOutcome(result=ApprovalResult.ALLOW_ONCE, approver=self.name)
 
 
+class EndingApprover(Approver):
+    def ended_at_exit(self, why):  # optional: the approvals it held, at the end
+        raise SystemExit(0)
+
+
+APPROVERS = {"ended-exit": EndingApprover}
+
+
 class Engine:
     policy_id = "walk"
 
@@ -147,7 +155,7 @@ def register_posture_checks(register):
 
 @hookimpl
 def register_approvers(register):
-    register("walk-approver", factory(Approver))
+    register("walk-approver", factory(APPROVERS.get(MODE, Approver)))
 
 
 @hookimpl
@@ -322,6 +330,24 @@ def test_an_engines_could_allow_answering_no_bool_hides_the_entry(
         proxy.close()
     stderr = (isolated_home / "proxy-stderr.txt").read_text()
     assert "could_allow() returned str, not a bool" in stderr
+
+
+def test_an_approvers_sys_exit_at_the_end_of_the_session_is_contained(
+    walk: Select, isolated_home: Path
+) -> None:
+    """An approver whose ``ended_at_exit`` calls ``sys.exit(0)`` as the session ends: logged
+    as its failure, and the session still ends as it must — ``session_ended`` on record.
+    Before, the ``SystemExit`` left the end of the session half done, unrecorded."""
+    proxy = Proxy(isolated_home, walk("approver", "ended-exit"))
+    try:
+        proxy.initialize()
+    finally:
+        code = proxy.close()
+    assert code == 0
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "ended approvals not noted: the approver failed: SystemExit: 0" in stderr
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    assert records(log_dir, "auth")[-1]["event"] == "session_ended"
 
 
 def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:

@@ -843,8 +843,14 @@ class EnforcementPoint:
         for approval_id in approvals:
             try:
                 settled(approval_id, outcome)
-            except Exception as exc:  # telling is a courtesy; the decision stands
-                log.warning("approver %s: approval_settled failed: %s", self._approver_name, exc)
+            except BaseException as exc:  # telling is a courtesy; the decision stands —
+                # and a plugin's sys.exit() here must not end the proxy with the request
+                # unanswered (a plain def: nothing can cancel it)
+                log.warning(
+                    "approver %s: approval_settled failed: %s",
+                    self._approver_name,
+                    failure(exc if isinstance(exc, Exception) else PluginRaised(exc)),
+                )
 
     async def _check(
         self,

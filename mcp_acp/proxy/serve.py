@@ -627,9 +627,15 @@ async def _relay(
 
     def note_ended(why: str) -> None:
         """Leave the note of the approvals this session held (if the approver keeps them):
-        an answer that comes too late is told what became of its approval."""
-        if callable(ended_at_exit):
+        an answer that comes too late is told what became of its approval. The approver's
+        failure — a ``sys.exit()`` of its own too — is logged: the session still ends as it
+        must (recorded, with its exit code)."""
+        if not callable(ended_at_exit):
+            return
+        try:
             control.record_ended(ended_at_exit(why))
+        except BaseException as exc:
+            log.error("ended approvals not noted: the approver failed: %s", _raised(exc))
 
     # a fail-closed exit; after the enforcement point's callback, so its reason
     shutdown.on_session_end(
@@ -665,10 +671,7 @@ async def _relay(
     finally:
         monitor.cancel()
         posture.stop_watching()
-        try:  # every other end of the session: the relay has settled what it held
-            note_ended(pep.ending or ended)
-        except Exception as exc:  # the approver's bug: the session still ends as it must
-            log.error("ended approvals not noted: the approver failed: %s", exc)
+        note_ended(pep.ending or ended)  # every other end: the relay settled what it held
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)
@@ -678,6 +681,11 @@ async def _relay(
             fix=_BACKEND_URL_FIX if runtime.config.backend.transport == "http" else _BACKEND_FIX,
         )
     return code
+
+
+def _raised(exc: BaseException) -> str:
+    """``OSError: …``, ``SystemExit: 0``: what a plugin raised, as a log line says it."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 _BACKEND_FIX = (

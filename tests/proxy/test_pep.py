@@ -1202,6 +1202,49 @@ async def test_an_approver_that_ignores_its_cancellation_still_times_out(
     assert [r["outcome"] for r in setup.operations()] == ["denied"]
 
 
+class ExitingWhenTold:
+    """An approver that allows, and calls ``sys.exit(0)`` when told what became of the
+    request (``approval_settled``) — or when a control command reaches one of its ops."""
+
+    name = "exiting"
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    async def request_approval(self, request: Any) -> ApprovalOutcome:
+        return ApprovalOutcome(ApprovalResult.ALLOW_ONCE, approver=self.name, answered_by="bob")
+
+    def approval_settled(self, approval_id: str, outcome: str) -> None:
+        self.told.append(outcome)
+        raise SystemExit(0)
+
+    def control_ops(self) -> dict[str, Any]:
+        def leave(command: Any, who: str) -> Any:
+            raise SystemExit(0)
+
+        return {"leave": leave}
+
+
+async def test_an_approvers_sys_exit_when_told_or_commanded_is_contained(
+    tmp_path: Path,
+) -> None:
+    """``approval_settled`` and a control op calling ``sys.exit()``: logged as the
+    approver's failure, and the session goes on — before, the proxy ended with exit 0, the
+    forwarded request's answer never relayed."""
+    setup = Setup(tmp_path, Limits())
+    approver = ExitingWhenTold()
+    setup.pep.approver = approver
+    for name, op in approver.control_ops().items():
+        setup.control.register(name, op)
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", write("/data/a.txt"), 1, forwards=True)
+    assert verdict.allowed
+    setup.pep.settled(verdict)
+    assert approver.told == ["allowed and forwarded"]
+    assert await setup.control.handle({"op": "leave"}, "alice") == {"error": "SystemExit: 0"}
+    await setup.trail.close()
+
+
 async def test_the_record_of_an_ask_not_approved_says_why(
     clock_setup: tuple[Setup, Clock],
 ) -> None:
