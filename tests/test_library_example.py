@@ -201,3 +201,54 @@ def test_the_library_examples_gate_on_the_configured_posture(
     assert allowed.returncode == 0, allowed.stderr
     decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
     assert [r["effect"] for r in decided] == ["allow"]
+
+
+#: An identity provider plugin that ends the program it runs in: ``sys.exit(0)``.
+EXITING_IDENTITY = """
+import sys
+from mcp_acp.hookspecs import hookimpl
+
+
+class Leaves:
+    async def current_subject(self):
+        sys.exit(0)
+
+
+@hookimpl
+def register_identity_providers(register):
+    register("leaves", lambda options, context: Leaves())
+"""
+
+
+@pytest.mark.parametrize("example", ["gate", "point"])
+def test_an_identity_provider_that_exits_is_an_authentication_error(
+    isolated_home: Path, tmp_path: Path, example: str
+) -> None:
+    """An identity provider calling ``sys.exit(0)``: the examples end with exit 14 and one
+    line naming it, nothing decided — before, the gate ended with status 0, which it
+    documents as "allow", and printed nothing."""
+    everything = {
+        "version": "1",
+        "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+    }
+    log_dir = configure(isolated_home, "true", [], everything)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["plugins"] = {"allow": ["leaves"]}
+    settings["identity"] = {"use": "leaves"}
+    config_file.write_text(json.dumps(settings))
+    site = tmp_path / "site"
+    install_plugin(site, module="leaves", source=EXITING_IDENTITY, name="leaves")
+    env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site)}
+    read = _read(isolated_home / "notes.md")
+    if example == "gate":
+        result = gate(isolated_home, read, env)
+    else:
+        result = point(isolated_home, isolated_home, read, env)
+    assert result.returncode == 14, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "authentication error: the identity provider failed: SystemExit: 0 — fix: see the "
+        "provider's documentation; 'mcp-acp --debug run' shows the traceback"
+    ]
+    assert not [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]

@@ -25,6 +25,7 @@ from mcp_acp.audit.events import DecisionEvent
 from mcp_acp.config import resolve_config_path
 from mcp_acp.errors import McpAcpError
 from mcp_acp.models import Effect
+from mcp_acp.proxy.pep import first_subject
 from mcp_acp.request import build_decision_request
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
@@ -41,7 +42,9 @@ async def gate(method: str, params: dict[str, Any]) -> int:
         await posture.gate()
         identity = runtime.build("identity", record_auth=trail.record)
         engine = runtime.build("policy")
-        subject = await identity.current_subject()
+        # a provider's failure — a bug, sys.exit(), no Subject — is AuthenticationError
+        # (exit 14), one line: never a traceback, nor its own exit status (0 reads "allow")
+        subject = await first_subject(identity)
         request = build_decision_request(
             method=method,
             params=params,

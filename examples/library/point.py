@@ -23,7 +23,7 @@ from typing import Any
 from mcp_acp.config import resolve_config_path
 from mcp_acp.errors import McpAcpError
 from mcp_acp.models import Decision, DecisionRequest, Effect
-from mcp_acp.proxy.pep import EnforcementPoint, Session
+from mcp_acp.proxy.pep import EnforcementPoint, Session, first_subject
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
@@ -55,7 +55,8 @@ async def check(root: Path, method: str, params: dict[str, Any]) -> int:
         await posture.gate()
         identity = runtime.build("identity", record_auth=trail.record)
         # bound once: a request by any other subject in this session is denied and ends it
-        session.bind(await identity.current_subject())
+        # (a provider's failure, sys.exit() included: AuthenticationError, exit 14)
+        session.bind(await first_subject(identity))
         point = EnforcementPoint(
             engine=ReadsUnder(root),  # or runtime.build("policy"): the configured engine
             trail=trail,

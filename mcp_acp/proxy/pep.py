@@ -76,6 +76,7 @@ __all__ = [
     "Verdict",
     "contained",
     "failure",
+    "first_subject",
     "plugin_call",
     "subject_of",
 ]
@@ -306,6 +307,23 @@ async def subject_of(identity: IdentityProvider) -> Subject:
         wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
         raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
     return subject
+
+
+async def first_subject(identity: IdentityProvider) -> Subject:
+    """The identity gate at the start of a session (``mcp-acp run``'s, and a program's of
+    its own, before ``Session.bind``): :func:`subject_of`, with a provider that fails with
+    anything but mcp-acp's own errors — a bug, a full disk, a ``sys.exit()``, an answer that
+    is no :class:`Subject` — refusing the start like an authentication failure (exit 14),
+    naming what it raised; never a traceback, nor the provider's own exit status."""
+    try:
+        return await subject_of(identity)
+    except BuildError as exc:
+        if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
+            raise exc.cause from None
+        raise AuthenticationError(
+            f"the identity provider failed: {failure(exc.cause)}",
+            fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
+        ) from exc
 
 
 @attrs.frozen(slots=True)

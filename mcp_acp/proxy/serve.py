@@ -39,14 +39,14 @@ from typing import Any, NamedTuple, TypeVar
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import AuthenticationError, BackendError, McpAcpError, one_line
+from mcp_acp.errors import BackendError, McpAcpError, one_line
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.messages import pipe_sized_reads
-from mcp_acp.proxy.pep import BuildError, EnforcementPoint, Limits, Session, subject_of
+from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session, first_subject
 from mcp_acp.proxy.pins import ToolPins, backend_key
 from mcp_acp.proxy.relay import ClientPipe, ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
@@ -409,21 +409,6 @@ class _Started(NamedTuple):
     control: ControlServer
 
 
-async def _first_subject(identity: IdentityProvider) -> Subject:
-    """The identity gate. A provider that fails with anything but mcp-acp's own errors (a
-    bug, a full disk) refuses the start like an authentication failure (exit 14), with
-    what it raised; never an unrecorded internal error."""
-    try:
-        return await subject_of(identity)
-    except BuildError as exc:
-        if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
-            raise exc.cause from None
-        raise AuthenticationError(
-            f"the identity provider failed: {type(exc.cause).__name__}: {exc.cause}",
-            fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
-        ) from exc
-
-
 async def _start(
     runtime: Runtime, trail: AuditTrail, session: Session, control: ControlServer
 ) -> _Started:
@@ -463,7 +448,7 @@ async def _start(
     identity = runtime.build("identity", record_auth=record_auth)
     engine = runtime.build("policy")
     approver = runtime.build("approver")
-    subject = await _first_subject(identity)
+    subject = await first_subject(identity)
     session.bind(subject)
     posture = runtime.posture_monitor(trail, session_id=session.id, posture=session.posture)
     await posture.gate()  # PostureError (exit 15) unless every check passes
