@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from proxy_helpers import configure, install_plugin, proxy_env, records, site_path
+from proxy_helpers import (
+    configure,
+    engine_plugin,
+    install_plugin,
+    proxy_env,
+    records,
+    site_path,
+    use_plugin,
+)
 
 from mcp_acp.audit.chain import verify_stream
 
@@ -252,3 +260,25 @@ def test_an_identity_provider_that_exits_is_an_authentication_error(
         "provider's documentation; 'mcp-acp --debug run' shows the traceback"
     ]
     assert not [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+
+
+def test_an_engine_that_exits_is_a_recorded_denial_at_the_gate(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A policy engine plugin calling ``sys.exit(0)``: the gate denies (exit 1) and records
+    the denial (``builtin-engine-error``) — before, it ended with status 0, "allow", having
+    recorded nothing."""
+    log_dir = configure(isolated_home, "true", [], {"version": "1", "rules": []})
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="quits",
+        source=engine_plugin("quits", "raise SystemExit(0)", "test: exits"),
+        name="quits",
+        use_for="policy",
+    )
+    result = gate(isolated_home, _read(isolated_home / "notes.md"), env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "deny: denied: policy engine error: SystemExit: 0\n"
+    decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+    assert [(r["effect"], r["rule_id"]) for r in decided] == [("deny", "builtin-engine-error")]

@@ -25,7 +25,7 @@ from mcp_acp.audit.events import DecisionEvent
 from mcp_acp.config import resolve_config_path
 from mcp_acp.errors import McpAcpError
 from mcp_acp.models import Effect
-from mcp_acp.proxy.pep import first_subject
+from mcp_acp.proxy.pep import decide, first_subject
 from mcp_acp.request import build_decision_request
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
@@ -55,7 +55,9 @@ async def gate(method: str, params: dict[str, Any]) -> int:
             request_id="1",
             posture=posture.posture,  # what a policy's posture conditions read
         )
-        decision = engine.decide(request)
+        # the engine's decision; anything it raises (sys.exit() too) or answers that is no
+        # Decision is a deny, builtin-engine-error — never a traceback, nor its exit status
+        decision = decide(engine, request)
         # Write-ahead: the decision is durable before anything acts on it. If it cannot be
         # written, record() raises AuditError and the coordinator ends the process (exit 13).
         await trail.record(DecisionEvent.of(request, decision))

@@ -75,6 +75,7 @@ __all__ = [
     "Session",
     "Verdict",
     "contained",
+    "decide",
     "failure",
     "first_subject",
     "plugin_call",
@@ -307,6 +308,39 @@ async def subject_of(identity: IdentityProvider) -> Subject:
         wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
         raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
     return subject
+
+
+def decide(engine: PolicyEngine, request: DecisionRequest) -> Decision:
+    """``engine.decide(request)``, fail closed: what the engine raises — a ``sys.exit()``
+    or ``KeyboardInterrupt`` of its own too — or answers that is not a :class:`Decision`
+    with an :class:`Effect` and a readable reason, is a deny (``builtin-engine-error``)
+    saying what went wrong. What the enforcement point decides with, and what a program of
+    its own that asks an engine directly should call."""
+    try:
+        try:
+            decision = engine.decide(request)
+        except BaseException as raised:  # sys.exit() in a plugin is its failure too
+            raise contained(raised) from raised
+        if not isinstance(decision, Decision):
+            if inspect.iscoroutine(decision):  # an async def decide: never run
+                decision.close()
+            raise TypeError(f"decide() returned {type(decision).__name__}, not a Decision")
+        if not isinstance(decision.effect, Effect):  # "allow" is no Effect.ALLOW
+            effect = decision.effect
+            raise TypeError(
+                f"decide() returned a Decision whose effect is {type(effect).__name__} "
+                f"{effect!r}, not an Effect"
+            )
+        if not isinstance(decision.reason, str):  # rendered now: it goes on record
+            raise TypeError("the decision's reason is not a string")
+        return decision
+    except Exception as exc:  # engines should be total; fail closed if one is not
+        log.error("policy engine raised: %s", exc)
+        return Decision.deny(
+            f"denied: policy engine error: {failure(exc)}",
+            policy_id=str(getattr(engine, "policy_id", "unknown")),
+            rule_id="builtin-engine-error",
+        )
 
 
 async def first_subject(identity: IdentityProvider) -> Subject:
@@ -630,31 +664,7 @@ class EnforcementPoint:
         return request
 
     def _decide(self, request: DecisionRequest) -> Decision:
-        try:
-            try:
-                decision = self.engine.decide(request)
-            except BaseException as raised:  # sys.exit() in a plugin is its failure too
-                raise contained(raised) from raised
-            if not isinstance(decision, Decision):
-                if inspect.iscoroutine(decision):  # an async def decide: never run
-                    decision.close()
-                raise TypeError(f"decide() returned {type(decision).__name__}, not a Decision")
-            if not isinstance(decision.effect, Effect):  # "allow" is no Effect.ALLOW
-                effect = decision.effect
-                raise TypeError(
-                    f"decide() returned a Decision whose effect is {type(effect).__name__} "
-                    f"{effect!r}, not an Effect"
-                )
-            if not isinstance(decision.reason, str):  # rendered now: it goes on record
-                raise TypeError("the decision's reason is not a string")
-            return decision
-        except Exception as exc:  # engines should be total; fail closed if one is not
-            log.error("policy engine raised: %s", exc)
-            return Decision.deny(
-                f"denied: policy engine error: {failure(exc)}",
-                policy_id=self._policy_id,
-                rule_id="builtin-engine-error",
-            )
+        return decide(self.engine, request)
 
     @property
     def _approver_name(self) -> str:
