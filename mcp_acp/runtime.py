@@ -216,9 +216,10 @@ class Component:
             built = self.registration.factory(self.options, context)
         except McpAcpError:
             raise  # already says what is wrong and how to fix it
-        except Exception as exc:
+        except BaseException as exc:  # a factory's sys.exit() too: not the command's status
+            raised = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise PluginError(
-                f"{self.describe} failed to start: {type(exc).__name__}: {exc}",
+                f"{self.describe} failed to start: {raised}",
                 fix=f"check the options under {self.field}.config",
             ) from exc
         contract = CONTRACTS[self.registration.kind]

@@ -145,7 +145,12 @@ SINKS = {"soon-async": AsyncSoonSink, "sync-async": AsyncSyncSink}
 
 
 def factory(cls):
-    return lambda options, context: None if MODE == "none" else cls()
+    def build(options, context):
+        if MODE == "factory-exit":
+            raise SystemExit(0)  # what sys.exit(0) raises
+        return None if MODE == "none" else cls()
+
+    return build
 
 
 @hookimpl
@@ -302,6 +307,22 @@ def test_a_sinks_optional_methods_are_checked_when_present(
         "mcp_acp.protocols): report it to the authors of plugin 'walk', or choose another "
         "audit sink at audit.sinks[1].use"
     ]
+
+
+@pytest.mark.parametrize("command", [("config", "validate"), ("run",)])
+def test_a_factory_that_exits_is_the_plugins_error(
+    walk: Select, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A factory calling ``sys.exit(0)``: a plugin error naming the component (exit 11) —
+    before, ``config validate`` ended with status 0, saying nothing, and ``run`` with 0
+    and a logging error."""
+    result = mcp_acp(walk("approver", "factory-exit"), *command)
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result) == [
+        "plugin error: approver 'walk-approver' (plugin 'walk', config field approver) "
+        "failed to start: SystemExit: 0 — fix: check the options under approver.config"
+    ]
+    assert not (tmp_path / "received.jsonl").exists()
 
 
 def test_an_engines_could_allow_is_checked_when_present(walk: Select) -> None:
