@@ -237,10 +237,9 @@ async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SS
                         "(CERT_REQUIRED, hostname check, TLS 1.2 at least)",
                     )
                 )
-    except Exception as exc:  # a provider that fails is a refusal, never a pass
-        findings = [
-            TlsFinding("provider", TlsSeverity.REFUSE, f"{type(exc).__name__}: {exc}"),
-        ]
+    except BaseException as exc:  # a provider that fails is a refusal, never a pass — and
+        # its sys.exit() is no exit with its status, the refusal unrecorded
+        findings = [TlsFinding("provider", TlsSeverity.REFUSE, _raised(exc))]
     for finding in findings:
         await trail.record(
             SystemEvent(
