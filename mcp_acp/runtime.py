@@ -326,8 +326,17 @@ class Runtime:
         return self.context().protected_dirs
 
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
-        """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
-        return self.components[field].build(self.context(record_auth=record_auth))
+        """Instantiate the component selected at ``field`` (e.g. ``"identity"``); a field
+        the config selects no component at is a ``ConfigError`` listing those it does."""
+        component = self.components.get(field)
+        if component is None:
+            raise ConfigError(
+                f"{self.config_path}: no component is selected at {field!r} (selected: "
+                f"{', '.join(self.components)})",
+                fix=f"add the section for {field} to the config, or build one of those "
+                "fields (a program of its own: check the name it passes to Runtime.build)",
+            )
+        return component.build(self.context(record_auth=record_auth))
 
     def build_all(self) -> dict[str, Any]:
         """Build every component the config selects, as ``mcp-acp run`` does, without

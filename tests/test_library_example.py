@@ -282,3 +282,34 @@ def test_an_engine_that_exits_is_a_recorded_denial_at_the_gate(
     assert result.stdout == "deny: denied: policy engine error: SystemExit: 0\n"
     decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
     assert [(r["effect"], r["rule_id"]) for r in decided] == [("deny", "builtin-engine-error")]
+
+
+def test_building_a_component_the_config_does_not_select_is_a_one_line_error(
+    isolated_home: Path,
+) -> None:
+    """``runtime.build("token_storage")`` with no ``token_storage`` section (or a misspelt
+    field): a ``ConfigError`` naming the field and those selected — not a bare
+    ``KeyError: 'token_storage'``."""
+    configure(isolated_home, "true", [], {"version": "1", "rules": []})
+    program = (
+        "from mcp_acp.config import resolve_config_path\n"
+        "from mcp_acp.errors import McpAcpError\n"
+        "from mcp_acp.runtime import load_runtime\n"
+        "try:\n"
+        "    load_runtime(resolve_config_path()).build('token_storage')\n"
+        "except McpAcpError as error:\n"
+        "    print(error.user_line())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=proxy_env(isolated_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    assert result.stdout.startswith(
+        f"config error: {config_file}: no component is selected at 'token_storage' "
+        "(selected: identity, approver, policy, audit.sinks[0]) — fix: "
+    ), result.stdout
