@@ -213,7 +213,10 @@ class Component:
         """Call the factory and check what it returns against the kind's contract
         (:data:`CONTRACTS`); ``PluginError`` naming the component if either fails."""
         try:
-            built = self.registration.factory(self.options, context)
+            # the factory gets a copy: options it changes (a model that is not frozen)
+            # must not change what mcp-acp reads of them later — the SecretEnvName
+            # variables it withholds from a stdio backend, for one
+            built = self.registration.factory(self.options.model_copy(deep=True), context)
         except McpAcpError:
             raise  # already says what is wrong and how to fix it
         except BaseException as exc:  # a factory's sys.exit() too: not the command's status
