@@ -396,7 +396,10 @@ class ControlServer:
         try:
             answer = operation(command, who)
             return await answer if inspect.isawaitable(answer) else answer
-        except Exception as exc:  # one bad command must not take the socket down
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the connection or the server closing
+        except BaseException as exc:  # one bad command must not take the socket down — nor
+            # a plugin's sys.exit() in it the proxy, mid-session, with exit 0
             return {"error": exception_text(exc)}
 
     @staticmethod

@@ -170,6 +170,8 @@ async def _checked(check: PostureCheck) -> object:
 
 async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     """One check, bounded: anything it raises, or a timeout, is ``UNKNOWN``, never a pass.
+    What it answers is returned as a plain :class:`PostureResult`: a subclass whose
+    ``passed`` said otherwise than its ``status`` would have passed a failing device.
 
     That includes ``SystemExit``, ``KeyboardInterrupt`` and a ``CancelledError`` the check
     raises on its own, and a check that blocks its thread; only the cancellation of the
@@ -191,7 +193,16 @@ async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
     else:
         malformed = _malformed(result)
         if malformed is None and isinstance(result, PostureResult):
-            return result
+            if type(result) is PostureResult:
+                return result
+            # a subclass: its own ``passed`` (or anything else it overrides) could say
+            # otherwise than its status — rebuilt from the fields checked, it cannot
+            return PostureResult(
+                check=result.check,
+                status=result.status,
+                detail=result.detail,
+                checked_at=_when(result),
+            )
         detail = f"the check returned {malformed}"
     return PostureResult(
         check=name, status=PostureStatus.UNKNOWN, detail=detail, checked_at=datetime.now(UTC)
@@ -202,6 +213,12 @@ async def run_check(check: PostureCheck, timeout: float) -> PostureResult:
 #: posture by, a status, a detail to record — and the type each must have: an attrs
 #: class checks none of them, and a list as the name, say, broke the start-up gate.
 _FIELDS = (("check", str), ("status", PostureStatus), ("detail", str))
+
+
+def _when(result: PostureResult) -> datetime:
+    """``result``'s ``checked_at`` if it is a ``datetime``, else now."""
+    checked_at = result.checked_at
+    return checked_at if isinstance(checked_at, datetime) else datetime.now(UTC)
 
 
 def _malformed(result: object) -> str | None:

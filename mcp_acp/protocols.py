@@ -164,6 +164,13 @@ class PolicyEngine(Protocol):
     proxy still treats an escaping exception, or an answer that is not a ``Decision`` with a
     readable reason, as a deny (and hides the item when filtering a list), but an engine
     should not rely on it.
+
+    Optional, found by name, a plain ``def``: ``could_allow(request) -> bool``, whether
+    *some* use of the tool a ``tools/list`` or ``prompts/list`` entry names could be
+    allowed or asked for, whatever its arguments (the listing has none yet: ``request``
+    carries no paths) — the entry is listed only if so. Without it, the entry is listed
+    unless ``decide`` denies that argument-less request. An answer that is not a ``bool``,
+    or an exception, hides the entry (see :mod:`mcp_acp.proxy.lists`).
     """
 
     policy_id: str

@@ -36,6 +36,7 @@ from mcp_acp.config import (
     load_config,
 )
 from mcp_acp.errors import ConfigError, McpAcpError, PluginError, exception_text
+from mcp_acp.models import PostureStatus
 from mcp_acp.notify import desktop_notify
 from mcp_acp.plugins import (
     CONFIG_ALLOW_SOURCE,
@@ -44,6 +45,7 @@ from mcp_acp.plugins import (
     allowed_plugin_names,
     load_plugins,
 )
+from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import (
     Approver,
     AuditSink,
@@ -133,6 +135,7 @@ CONTRACTS: Mapping[Kind, type] = {
 OPTIONAL_MEMBERS: Mapping[type, tuple[str, ...]] = {
     AuditSink: ("write_sync", "write_soon", "check_health"),
     Approver: ("control_ops", "approval_settled", "ended_at_exit"),
+    PolicyEngine: ("could_allow",),
     TokenStorage: ("lock_path",),
 }
 
@@ -210,10 +213,13 @@ class Component:
         """Call the factory and check what it returns against the kind's contract
         (:data:`CONTRACTS`); ``PluginError`` naming the component if either fails."""
         try:
-            built = self.registration.factory(self.options, context)
+            # the factory gets a copy: options it changes (a model that is not frozen)
+            # must not change what mcp-acp reads of them later — the SecretEnvName
+            # variables it withholds from a stdio backend, for one
+            built = self.registration.factory(self.options.model_copy(deep=True), context)
         except McpAcpError:
             raise  # already says what is wrong and how to fix it
-        except Exception as exc:
+        except BaseException as exc:  # a factory's sys.exit() too: not the command's status
             raise PluginError(
                 f"{self.describe} failed to start: {exception_text(exc)}",
                 fix=f"check the options under {self.field}.config",
@@ -322,8 +328,17 @@ class Runtime:
         return self.context().protected_dirs
 
     def build(self, field: str, *, record_auth: AuthRecorder | None = None) -> Any:
-        """Instantiate the component selected at ``field`` (e.g. ``"identity"``)."""
-        return self.components[field].build(self.context(record_auth=record_auth))
+        """Instantiate the component selected at ``field`` (e.g. ``"identity"``); a field
+        the config selects no component at is a ``ConfigError`` listing those it does."""
+        component = self.components.get(field)
+        if component is None:
+            raise ConfigError(
+                f"{self.config_path}: no component is selected at {field!r} (selected: "
+                f"{', '.join(self.components)})",
+                fix=f"add the section for {field} to the config, or build one of those "
+                "fields (a program of its own: check the name it passes to Runtime.build)",
+            )
+        return component.build(self.context(record_auth=record_auth))
 
     def build_all(self) -> dict[str, Any]:
         """Build every component the config selects, as ``mcp-acp run`` does, without
@@ -342,6 +357,35 @@ class Runtime:
             health_interval=self.config.audit.health_check_seconds,
             names=[self.components[field].describe for field in fields],
             write_timeout=self.config.audit.write_timeout_seconds,
+        )
+
+    def posture_monitor(
+        self,
+        trail: AuditTrail,
+        *,
+        session_id: str,
+        posture: dict[str, PostureStatus] | None = None,
+    ) -> PostureMonitor:
+        """Every posture check the config selects (``posture.checks``), built, behind one
+        :class:`~mcp_acp.posture.PostureMonitor` with the config's interval, timeout and
+        failure threshold, whose failures end the process through ``trail``'s shutdown
+        coordinator (exit 15). ``posture``: the dict the session's decision requests read
+        (``Session.posture``), kept up to date by the monitor. ``await monitor.gate()``
+        before the first decision — ``PostureError`` unless every check passes, as
+        ``mcp-acp run`` refuses to start — then, for a program that serves on,
+        ``monitor.start_watching()`` and ``EnforcementPoint(unhealthy=lambda:
+        monitor.failed)``. With no checks configured, the gate passes."""
+        fields = [f"posture.checks[{i}]" for i in range(len(self.config.posture.checks))]
+        settings = self.config.posture
+        return PostureMonitor(
+            [self.build(field) for field in fields],
+            trail,
+            session_id=session_id,
+            posture=posture if posture is not None else {},
+            interval=settings.interval_seconds,
+            timeout=settings.timeout_seconds,
+            failure_threshold=settings.failure_threshold,
+            on_failure=trail.coordinator.trigger,
         )
 
     def shutdown_coordinator(self, session_id: str | None = None) -> ShutdownCoordinator:

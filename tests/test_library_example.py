@@ -9,17 +9,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy_helpers import configure, proxy_env, records
+import pytest
+from proxy_helpers import (
+    configure,
+    engine_plugin,
+    install_plugin,
+    proxy_env,
+    records,
+    site_path,
+    use_plugin,
+)
 
 from mcp_acp.audit.chain import verify_stream
 
 GATE = Path(__file__).resolve().parent.parent / "examples" / "library" / "gate.py"
 
 
-def gate(home: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def gate(
+    home: Path, params: dict[str, object], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(GATE), "tools/call", json.dumps(params)],
-        env=proxy_env(home),
+        env=env or proxy_env(home),
         capture_output=True,
         text=True,
         timeout=60,
@@ -80,10 +91,12 @@ def test_the_library_gate_fails_closed_without_its_audit_trail(
 POINT = GATE.parent / "point.py"
 
 
-def point(home: Path, root: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def point(
+    home: Path, root: Path, params: dict[str, object], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(POINT), str(root), "tools/call", json.dumps(params)],
-        env=proxy_env(home),
+        env=env or proxy_env(home),
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,3 +136,180 @@ def test_your_own_engine_behind_the_enforcement_point(isolated_home: Path) -> No
 
 def _read(path: Path) -> dict[str, object]:
     return {"name": "read_file", "arguments": {"path": str(path)}}
+
+
+#: A posture check plugin: the device passes while the file ``DEVICE_OK`` names exists.
+POSTURE_PLUGIN = """
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.models import PostureResult, PostureStatus
+
+
+class FileCheck:
+    name = "device-ok"
+
+    async def check(self):
+        ok = Path(os.environ["DEVICE_OK"]).exists()
+        status = PostureStatus.PASS if ok else PostureStatus.FAIL
+        now = datetime.now(UTC)
+        return PostureResult(check=self.name, status=status, detail="marker", checked_at=now)
+
+
+@hookimpl
+def register_posture_checks(register):
+    register("device-ok", lambda options, context: FileCheck())
+"""
+
+
+@pytest.mark.parametrize("example", ["gate", "point"])
+def test_the_library_examples_gate_on_the_configured_posture(
+    isolated_home: Path, tmp_path: Path, example: str
+) -> None:
+    """A config with a posture check the device fails: the examples refuse, as ``mcp-acp
+    run`` refuses to start — exit 15, the posture error, ``device_health_failed`` on record,
+    no decision — where they used to ignore ``posture.checks`` and allow. Passing, they
+    decide as before."""
+    everything = {
+        "version": "1",
+        "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+    }
+    log_dir = configure(isolated_home, "true", [], everything)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["plugins"] = {"allow": ["device-ok"]}
+    settings["posture"] = {"checks": [{"use": "device-ok"}]}
+    config_file.write_text(json.dumps(settings))
+    site = tmp_path / "site"
+    install_plugin(site, module="device_ok", source=POSTURE_PLUGIN, name="device-ok")
+    marker = tmp_path / "device-ok"
+    env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site), "DEVICE_OK": str(marker)}
+    notes = isolated_home / "notes.md"
+    notes.write_text("hi\n")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        if example == "gate":
+            return gate(isolated_home, _read(notes), env)
+        return point(isolated_home, isolated_home, _read(notes), env)
+
+    refused = run()
+    assert refused.returncode == 15, refused.stderr
+    assert "allow" not in refused.stdout
+    assert refused.stderr.splitlines()[-1].startswith(
+        "posture error: device posture: device-ok is fail: marker — fix: "
+    )
+    assert [r["event"] for r in records(log_dir, "auth") if "health" in r["event"]] == [
+        "device_health_failed"
+    ]
+    assert not [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+
+    marker.touch()
+    allowed = run()
+    assert allowed.returncode == 0, allowed.stderr
+    decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+    assert [r["effect"] for r in decided] == ["allow"]
+
+
+#: An identity provider plugin that ends the program it runs in: ``sys.exit(0)``.
+EXITING_IDENTITY = """
+import sys
+from mcp_acp.hookspecs import hookimpl
+
+
+class Leaves:
+    async def current_subject(self):
+        sys.exit(0)
+
+
+@hookimpl
+def register_identity_providers(register):
+    register("leaves", lambda options, context: Leaves())
+"""
+
+
+@pytest.mark.parametrize("example", ["gate", "point"])
+def test_an_identity_provider_that_exits_is_an_authentication_error(
+    isolated_home: Path, tmp_path: Path, example: str
+) -> None:
+    """An identity provider calling ``sys.exit(0)``: the examples end with exit 14 and one
+    line naming it, nothing decided — before, the gate ended with status 0, which it
+    documents as "allow", and printed nothing."""
+    everything = {
+        "version": "1",
+        "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
+    }
+    log_dir = configure(isolated_home, "true", [], everything)
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["plugins"] = {"allow": ["leaves"]}
+    settings["identity"] = {"use": "leaves"}
+    config_file.write_text(json.dumps(settings))
+    site = tmp_path / "site"
+    install_plugin(site, module="leaves", source=EXITING_IDENTITY, name="leaves")
+    env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site)}
+    read = _read(isolated_home / "notes.md")
+    if example == "gate":
+        result = gate(isolated_home, read, env)
+    else:
+        result = point(isolated_home, isolated_home, read, env)
+    assert result.returncode == 14, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "authentication error: the identity provider failed: SystemExit: 0 — fix: see the "
+        "provider's documentation; 'mcp-acp --debug run' shows the traceback"
+    ]
+    assert not [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+
+
+def test_an_engine_that_exits_is_a_recorded_denial_at_the_gate(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """A policy engine plugin calling ``sys.exit(0)``: the gate denies (exit 1) and records
+    the denial (``builtin-engine-error``) — before, it ended with status 0, "allow", having
+    recorded nothing."""
+    log_dir = configure(isolated_home, "true", [], {"version": "1", "rules": []})
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="quits",
+        source=engine_plugin("quits", "raise SystemExit(0)", "test: exits"),
+        name="quits",
+        use_for="policy",
+    )
+    result = gate(isolated_home, _read(isolated_home / "notes.md"), env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "deny: denied: policy engine error: SystemExit: 0\n"
+    decided = [r for r in records(log_dir, "decisions") if r.get("event") == "decision"]
+    assert [(r["effect"], r["rule_id"]) for r in decided] == [("deny", "builtin-engine-error")]
+
+
+def test_building_a_component_the_config_does_not_select_is_a_one_line_error(
+    isolated_home: Path,
+) -> None:
+    """``runtime.build("token_storage")`` with no ``token_storage`` section (or a misspelt
+    field): a ``ConfigError`` naming the field and those selected — not a bare
+    ``KeyError: 'token_storage'``."""
+    configure(isolated_home, "true", [], {"version": "1", "rules": []})
+    program = (
+        "from mcp_acp.config import resolve_config_path\n"
+        "from mcp_acp.errors import McpAcpError\n"
+        "from mcp_acp.runtime import load_runtime\n"
+        "try:\n"
+        "    load_runtime(resolve_config_path()).build('token_storage')\n"
+        "except McpAcpError as error:\n"
+        "    print(error.user_line())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=proxy_env(isolated_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    assert result.stdout.startswith(
+        f"config error: {config_file}: no component is selected at 'token_storage' "
+        "(selected: identity, approver, policy, audit.sinks[0]) — fix: "
+    ), result.stdout

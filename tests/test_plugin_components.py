@@ -67,6 +67,14 @@ class Approver:
         return ApprovalOutcome(result=ApprovalResult.ALLOW_ONCE, approver=self.name)
 
 
+class EndingApprover(Approver):
+    def ended_at_exit(self, why):  # optional: the approvals it held, at the end
+        raise SystemExit(0)
+
+
+APPROVERS = {"ended-exit": EndingApprover}
+
+
 class Engine:
     policy_id = "walk"
 
@@ -74,20 +82,50 @@ class Engine:
         return Decision(effect=Effect.ALLOW, policy_id="walk", rule_id="all", reason="all")
 
 
+class CouldEngine:
+    policy_id = "walk"
+
+    def decide(self, request):  # no call is allowed; the rest is
+        if request.action.mcp_method == "tools/call":
+            return Decision(effect=Effect.DENY, policy_id="walk", rule_id=None, reason="none")
+        return Decision(effect=Effect.ALLOW, policy_id="walk", rule_id="all", reason="all")
+
+    def could_allow(self, request):  # optional: may a listed tool be used at all?
+        return "no"  # not a bool (and truthy)
+
+
+class AsyncCouldEngine(CouldEngine):
+    async def could_allow(self, request):  # a coroutine, truthy, never run
+        return False
+
+
+ENGINES = {"could-str": CouldEngine, "could-async": AsyncCouldEngine}
+
+
 class Sink:
     async def start(self):
         if MODE == "sink-start":
             raise PermissionError(13, "Permission denied", "/var/log/walk")
+        if MODE == "sink-start-exit":
+            raise SystemExit(0)
+        if MODE == "sink-start-hang":  # a network sink that never connects
+            await asyncio.Event().wait()
 
     async def write(self, event):
         if MODE == "sink-write" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
         if MODE == "sink-cancel" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise asyncio.CancelledError()  # as if its own writer task had been cancelled
+        if MODE == "sink-exit" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise SystemExit(0)
+        if MODE == "sink-interrupt" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise KeyboardInterrupt
 
     def check_health(self):  # optional: called every audit.health_check_seconds
         if MODE == "sink-health" and Path(os.environ["WALK_DISK_FULL"]).exists():
             raise OSError(28, "No space left on device")
+        if MODE == "sink-health-exit" and Path(os.environ["WALK_DISK_FULL"]).exists():
+            raise SystemExit(0)
 
     async def close(self):
         pass
@@ -107,7 +145,12 @@ SINKS = {"soon-async": AsyncSoonSink, "sync-async": AsyncSyncSink}
 
 
 def factory(cls):
-    return lambda options, context: None if MODE == "none" else cls()
+    def build(options, context):
+        if MODE == "factory-exit":
+            raise SystemExit(0)  # what sys.exit(0) raises
+        return None if MODE == "none" else cls()
+
+    return build
 
 
 @hookimpl
@@ -117,12 +160,12 @@ def register_posture_checks(register):
 
 @hookimpl
 def register_approvers(register):
-    register("walk-approver", factory(Approver))
+    register("walk-approver", factory(APPROVERS.get(MODE, Approver)))
 
 
 @hookimpl
 def register_policy_engines(register):
-    register("walk-engine", factory(Engine))
+    register("walk-engine", factory(ENGINES.get(MODE, Engine)))
 
 
 @hookimpl
@@ -266,6 +309,68 @@ def test_a_sinks_optional_methods_are_checked_when_present(
     ]
 
 
+@pytest.mark.parametrize("command", [("config", "validate"), ("run",)])
+def test_a_factory_that_exits_is_the_plugins_error(
+    walk: Select, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A factory calling ``sys.exit(0)``: a plugin error naming the component (exit 11) —
+    before, ``config validate`` ended with status 0, saying nothing, and ``run`` with 0
+    and a logging error."""
+    result = mcp_acp(walk("approver", "factory-exit"), *command)
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result) == [
+        "plugin error: approver 'walk-approver' (plugin 'walk', config field approver) "
+        "failed to start: SystemExit: 0 — fix: check the options under approver.config"
+    ]
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+def test_an_engines_could_allow_is_checked_when_present(walk: Select) -> None:
+    """``could_allow``, the optional member list filtering calls without awaiting: an
+    ``async def`` one is refused as the plugin's mistake (exit 11) — before, its coroutine
+    (truthy, never run) listed every tool the policy denies."""
+    result = mcp_acp(walk("policy engine", "could-async"), "config", "validate")
+    assert result.returncode == 11, result.stderr
+    assert error_lines(result)[0].startswith(
+        "plugin error: policy engine 'walk-engine' (plugin 'walk', config field policy) "
+        "returned AsyncCouldEngine, not a PolicyEngine (its could_allow() is async def, and "
+        "mcp-acp calls it without awaiting) — fix: "
+    )
+
+
+def test_an_engines_could_allow_answering_no_bool_hides_the_entry(
+    walk: Select, isolated_home: Path
+) -> None:
+    """A ``could_allow`` answering anything but a ``bool`` has failed: the tools are not
+    listed (as when it raises) — before, its truthy ``"no"`` listed them all."""
+    proxy = Proxy(isolated_home, walk("policy engine", "could-str"))
+    try:
+        proxy.initialize()
+        assert proxy.call("tools/list")["result"]["tools"] == []
+    finally:
+        proxy.close()
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "could_allow() returned str, not a bool" in stderr
+
+
+def test_an_approvers_sys_exit_at_the_end_of_the_session_is_contained(
+    walk: Select, isolated_home: Path
+) -> None:
+    """An approver whose ``ended_at_exit`` calls ``sys.exit(0)`` as the session ends: logged
+    as its failure, and the session still ends as it must — ``session_ended`` on record.
+    Before, the ``SystemExit`` left the end of the session half done, unrecorded."""
+    proxy = Proxy(isolated_home, walk("approver", "ended-exit"))
+    try:
+        proxy.initialize()
+    finally:
+        code = proxy.close()
+    assert code == 0
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    assert "ended approvals not noted: the approver failed: SystemExit: 0" in stderr
+    log_dir = isolated_home / ".local" / "state" / "mcp-acp" / "log"
+    assert records(log_dir, "auth")[-1]["event"] == "session_ended"
+
+
 def test_posture_command_checks_what_a_factory_returns(walk: Select) -> None:
     result = mcp_acp(walk("posture check", "none"), "posture")
     assert result.returncode == 11, result.stderr
@@ -291,6 +396,40 @@ def test_a_sink_failing_to_start_is_named(
     assert not (tmp_path / "received.jsonl").exists()
 
 
+def test_a_sink_exiting_in_its_start_is_named(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` calling ``sys.exit(0)``: an audit failure naming the sink (exit
+    13), not a silent exit 0 that a client reads as a clean stop."""
+    result = mcp_acp(walk("audit sink", "sink-start-exit"), "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1].startswith(
+        "audit error: audit sink 'walk-sink' (plugin 'walk', config field audit.sinks[1]) "
+        "failed to start: SystemExit: 0 — fix: "
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
+def test_a_sink_whose_start_never_returns_ends_the_process(
+    walk: Select, isolated_home: Path, tmp_path: Path
+) -> None:
+    """A sink's ``start()`` that never returns is timed like a write: after
+    ``audit.write_timeout_seconds`` the process ends (exit 13) naming the sink, instead of
+    waiting for ever with nothing served and nothing said."""
+    env = walk("audit sink", "sink-start-hang")
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    settings = json.loads(config_file.read_text())
+    settings["audit"]["write_timeout_seconds"] = 1
+    config_file.write_text(json.dumps(settings))
+    result = mcp_acp(env, "run")
+    assert result.returncode == 13, result.stderr
+    assert error_lines(result)[-1].startswith(
+        "mcp-acp: shutting down: audit error: audit sink 'walk-sink' (plugin 'walk', config "
+        "field audit.sinks[1]) did not finish starting (its write test) in "
+    )
+    assert not (tmp_path / "received.jsonl").exists()
+
+
 ENOSPC = "OSError: [Errno 28] No space left on device"
 
 
@@ -300,6 +439,9 @@ ENOSPC = "OSError: [Errno 28] No space left on device"
         ("sink-write", f"failed: {ENOSPC}"),
         ("sink-health", f"failed its health check: {ENOSPC}"),
         ("sink-cancel", "failed: its write was cancelled, and not by mcp-acp: CancelledError"),
+        ("sink-exit", "failed: SystemExit: 0"),
+        ("sink-interrupt", "failed: KeyboardInterrupt"),
+        ("sink-health-exit", "failed its health check: SystemExit: 0"),
     ],
 )
 def test_a_sink_failing_mid_session_is_named(
@@ -309,7 +451,10 @@ def test_a_sink_failing_mid_session_is_named(
     ``OSError`` mid-session: the proxy ends with exit 13 (a request is denied), and the
     line and the shutdown record say which sink. So does a ``write()`` raising
     ``CancelledError`` of its own (its writer task cancelled): the client cancelled
-    nothing, and the request is denied, not dropped as if it had."""
+    nothing, and the request is denied, not dropped as if it had. And so does a sink
+    whose ``write()`` or health check calls ``sys.exit(0)`` or raises
+    ``KeyboardInterrupt``: before, the proxy ended with exit 0 (or 130), the request
+    unanswered, the record lost and nothing said."""
     env = walk("audit sink", mode)
     config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
     settings = json.loads(config_file.read_text())
@@ -322,7 +467,7 @@ def test_a_sink_failing_mid_session_is_named(
         echo = {"name": "echo", "arguments": {"text": "hi"}}
         assert "result" in proxy.call("tools/call", echo)
         (tmp_path / "disk-full").touch()
-        if mode != "sink-health":
+        if not mode.startswith("sink-health"):
             denied = proxy.call("tools/call", echo)
             assert denied["error"]["code"] == DENIED
             assert "audit trail cannot be written" in denied["error"]["message"]

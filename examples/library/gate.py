@@ -5,10 +5,12 @@ durably, and only then act on it.
         '{"name": "read_file", "arguments": {"path": "/tmp/x"}}'
 
 It reads the config file `mcp-acp init` wrote (`--config`, `MCP_ACP_CONFIG` or the default
-place) and uses the components it selects, as `mcp-acp run` does: the identity provider,
-the policy engine and every audit sink, behind one fail-closed trail. It prints the effect
-and the reason, and exits 0 for allow, 1 for deny or ask (a gate without a human to ask
-denies), and an mcp-acp exit code (10-17) if something it needs fails.
+place) and uses the components it selects, as `mcp-acp run` does: every audit sink, behind
+one fail-closed trail, every posture check (the device must pass them all before anything
+is decided, as `mcp-acp run` refuses to start otherwise), the identity provider and the
+policy engine. It prints the effect and the reason, and exits 0 for allow, 1 for deny or
+ask (a gate without a human to ask denies), and an mcp-acp exit code (10-17) if something
+it needs fails (15: the device's posture).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mcp_acp.audit.events import DecisionEvent
 from mcp_acp.config import resolve_config_path
 from mcp_acp.errors import McpAcpError
 from mcp_acp.models import Effect
+from mcp_acp.proxy.pep import decide, first_subject
 from mcp_acp.request import build_decision_request
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
@@ -34,9 +37,14 @@ async def gate(method: str, params: dict[str, Any]) -> int:
     trail = runtime.audit_trail(runtime.shutdown_coordinator(session_id))
     await trail.start()  # every sink's write test: no trail, no decision
     try:
+        # posture.checks: every one must pass (PostureError, exit 15, otherwise; on record)
+        posture = runtime.posture_monitor(trail, session_id=session_id)
+        await posture.gate()
         identity = runtime.build("identity", record_auth=trail.record)
         engine = runtime.build("policy")
-        subject = await identity.current_subject()
+        # a provider's failure — a bug, sys.exit(), no Subject — is AuthenticationError
+        # (exit 14), one line: never a traceback, nor its own exit status (0 reads "allow")
+        subject = await first_subject(identity)
         request = build_decision_request(
             method=method,
             params=params,
@@ -45,8 +53,11 @@ async def gate(method: str, params: dict[str, Any]) -> int:
             backend_id="example-gate",
             session_id=session_id,
             request_id="1",
+            posture=posture.posture,  # what a policy's posture conditions read
         )
-        decision = engine.decide(request)
+        # the engine's decision; anything it raises (sys.exit() too) or answers that is no
+        # Decision is a deny, builtin-engine-error — never a traceback, nor its exit status
+        decision = decide(engine, request)
         # Write-ahead: the decision is durable before anything acts on it. If it cannot be
         # written, record() raises AuditError and the coordinator ends the process (exit 13).
         await trail.record(DecisionEvent.of(request, decision))

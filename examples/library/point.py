@@ -23,7 +23,7 @@ from typing import Any
 from mcp_acp.config import resolve_config_path
 from mcp_acp.errors import McpAcpError
 from mcp_acp.models import Decision, DecisionRequest, Effect
-from mcp_acp.proxy.pep import EnforcementPoint, Session
+from mcp_acp.proxy.pep import EnforcementPoint, Session, first_subject
 from mcp_acp.runtime import load_runtime
 from mcp_acp.tools import ToolRegistry
 
@@ -49,9 +49,14 @@ async def check(root: Path, method: str, params: dict[str, Any]) -> int:
     trail = runtime.audit_trail(runtime.shutdown_coordinator(session.id))
     await trail.start()  # every sink's write test: no trail, no decision
     try:
+        # posture.checks: every one must pass before anything is decided (exit 15 if not);
+        # the monitor keeps session.posture, which the point's decision requests read
+        posture = runtime.posture_monitor(trail, session_id=session.id, posture=session.posture)
+        await posture.gate()
         identity = runtime.build("identity", record_auth=trail.record)
         # bound once: a request by any other subject in this session is denied and ends it
-        session.bind(await identity.current_subject())
+        # (a provider's failure, sys.exit() included: AuthenticationError, exit 14)
+        session.bind(await first_subject(identity))
         point = EnforcementPoint(
             engine=ReadsUnder(root),  # or runtime.build("policy"): the configured engine
             trail=trail,
@@ -61,6 +66,7 @@ async def check(root: Path, method: str, params: dict[str, Any]) -> int:
             backend_id="example-point",
             session=session,
             protected=runtime.protected_dirs,  # mcp-acp's config and log directories, …
+            unhealthy=lambda: posture.failed,  # posture lost (posture.start_watching()): deny
         )
         verdict = await point.check(method, params, request_id=1)  # recorded before it returns
     finally:

@@ -93,6 +93,7 @@ class AuditTrail:
         self._watchdog: threading.Thread | None = None
         self._closed = threading.Event()
         self._hung_at_exit: dict[int, AuditError] = {}  # sinks whose write_sync overran
+        self._starting: str | None = None  # the sink whose start() is in progress
         coordinator.on_session_end(self._record_session_end)
 
     @property
@@ -102,19 +103,34 @@ class AuditTrail:
         return self._failed
 
     async def start(self) -> None:
-        """Open every sink with its write test; ``AuditError`` means: do not start."""
-        for index, sink in enumerate(self.sinks):
-            try:
-                await sink.start()
-            except AuditError:
-                raise
-            except Exception as exc:  # a sink that breaks its contract: still do not start
-                raise self._sink_error(index, exc, "failed to start") from exc
-        if self._watchdog is None:
+        """Open every sink with its write test; ``AuditError`` means: do not start. The
+        watchdog times each sink's start like a write: one that does not return within
+        ``write_timeout`` (a network sink that never connects, a hung mount) fails the trail
+        and ends the process, instead of holding start-up for ever."""
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._closed = threading.Event()
             self._watchdog = threading.Thread(
                 target=self._watch, name="mcp-acp-audit-watchdog", daemon=True
             )
             self._watchdog.start()
+        try:
+            for index, sink in enumerate(self.sinks):
+                self._starting = self.names[index]
+                self._begun()
+                try:
+                    await sink.start()
+                except AuditError:
+                    raise
+                except BaseException as exc:  # a sink that breaks its contract: do not start
+                    if not _sinks_own(exc):
+                        raise
+                    raise self._sink_error(index, exc, "failed to start") from exc
+                finally:
+                    self._ended()
+                    self._starting = None
+        except BaseException:
+            self._closed.set()  # not started: no watchdog left behind
+            raise
 
     def _begun(self) -> None:
         """A write (or health check) begins: the watchdog times it."""
@@ -136,9 +152,14 @@ class AuditTrail:
             waiting = self._waiting
             stalled = time.monotonic() - self._progress
             if waiting and stalled > self.write_timeout and self._failed is None:
+                starting = self._starting
+                what = (
+                    f"{starting} did not finish starting (its write test) in {stalled:.0f} s"
+                    if starting is not None
+                    else f"no audit record was written in {stalled:.0f} s while {waiting} waited"
+                )
                 error = AuditError(
-                    f"no audit record was written in {stalled:.0f} s while {waiting} "
-                    f"waited (audit.write_timeout_seconds is {self.write_timeout:g}): the "
+                    f"{what} (audit.write_timeout_seconds is {self.write_timeout:g}): the "
                     "storage behind the trail does not answer",
                     fix="check the file system of audit.log_dir (a hung disk or network "
                     "mount?) and every audit sink; nothing passed meanwhile",
@@ -171,20 +192,20 @@ class AuditTrail:
             await self.sinks[index].write(event)
         except AuditError:
             raise
-        except Exception as exc:  # a sink that breaks its contract still fails closed
-            raise self._sink_error(index, exc) from exc
-        except asyncio.CancelledError as exc:
-            if _asked_to_cancel():
+        except BaseException as exc:  # a sink that breaks its contract still fails closed
+            if not _sinks_own(exc):
                 raise
-            raise self._sink_error(index, exc, _CANCELLED) from exc
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            raise self._sink_error(index, exc, _CANCELLED if cancelled else "failed") from exc
 
     def _sink_error(self, index: int, exc: BaseException, what: str = "failed") -> AuditError:
         """``exc``, raised by sink ``index``, as the :class:`AuditError` it stands for,
         naming the sink (an ``AuditError`` is the sink's own word and stays as it is)."""
         if isinstance(exc, AuditError):
             return exc
+        raised = str(exc) if isinstance(exc, _SinkRaised) else exception_text(exc)
         return AuditError(
-            f"{self.names[index]} {what}: {exception_text(exc)}",
+            f"{self.names[index]} {what}: {raised}",
             fix="check what that sink writes to (its options, its permissions, free space); "
             "a sink should raise AuditError, so report anything else to its plugin's authors",
         )
@@ -211,12 +232,12 @@ class AuditTrail:
                 if write_soon is not None
                 else asyncio.ensure_future(self.record(event))
             )
-        except (Exception, asyncio.CancelledError) as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the sink's failure
             if direct:
                 self._ended()
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            if cancelled and _asked_to_cancel():
+            if not _sinks_own(exc):
                 raise
+            cancelled = isinstance(exc, asyncio.CancelledError)
             error = self._sink_error(0, exc, _CANCELLED if cancelled else "failed")
             self._fail_soon(error)
             self._keep(event, error)
@@ -295,8 +316,17 @@ class AuditTrail:
                     continue
                 self._begun()  # a check that hangs (a hung mount) is a stall too
                 try:
-                    await asyncio.to_thread(check)
-                except Exception as exc:  # not only AuditError: the monitor must not die
+                    answer = await asyncio.to_thread(check)
+                    if inspect.isawaitable(answer):  # an async def check_health: never run
+                        if inspect.iscoroutine(answer):
+                            answer.close()
+                        raise TypeError(
+                            "check_health() returned an awaitable (an async def?); mcp-acp "
+                            "calls it without awaiting, so the sink's health was never checked"
+                        )
+                except BaseException as exc:  # not only AuditError: the monitor must not die
+                    if not _sinks_own(exc):
+                        raise  # the monitor cancelled: the session ends
                     error = self._sink_error(index, exc, "failed its health check")
                     self._keep(
                         SystemEvent(event="audit_health_failed", detail={"error": str(error)}),
@@ -314,7 +344,9 @@ class AuditTrail:
             self._begun()  # closing syncs the last records: a close that hangs is a stall
             try:
                 await sink.close()
-            except Exception as exc:  # closing is best effort; the records are durable
+            except BaseException as exc:  # closing is best effort; the records are durable
+                if not _sinks_own(exc):
+                    raise
                 log.warning("closing audit sink: %s", exc)
             finally:
                 self._ended()
@@ -346,9 +378,15 @@ class AuditTrail:
 
             def attempt(write: Callable[[AuditEvent], object] = write_sync) -> Exception | None:
                 try:
-                    write(event)
+                    answer = write(event)
                 except Exception as exc:  # the trail is failing; the fallback has the rest
                     return exc
+                except BaseException as exc:  # a sink's sys.exit(): on a thread, it said nothing
+                    return _SinkRaised(exc)
+                if inspect.isawaitable(answer):  # an async def write_sync: nothing was written
+                    if inspect.iscoroutine(answer):
+                        answer.close()
+                    return TypeError("write_sync() returned an awaitable, and nothing awaits it")
                 return None
 
             timeout = self.coordinator.io_timeout
@@ -393,6 +431,25 @@ class AuditTrail:
             SHUTDOWN_GRACE_SECONDS,
             functools.partial(self.coordinator.trigger, error, detail="audit write failed"),
         )
+
+
+class _SinkRaised(Exception):
+    """What a sink's synchronous write raised that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``), carried out of it as one: named as it was raised."""
+
+    def __init__(self, raised: BaseException) -> None:
+        text = exception_text(raised)
+        super().__init__(text)
+
+
+def _sinks_own(exc: BaseException) -> bool:
+    """Whether ``exc``, raised out of a sink's method, is the sink's failure — anything
+    (``SystemExit`` and ``KeyboardInterrupt`` of its own too: a plugin's ``sys.exit()``
+    must not end the proxy with the record unwritten and unreported) but the cancellation
+    of the task that called it, or ``GeneratorExit`` (that coroutine being closed)."""
+    if isinstance(exc, GeneratorExit):
+        return False
+    return not (isinstance(exc, asyncio.CancelledError) and _asked_to_cancel())
 
 
 def _asked_to_cancel() -> bool:

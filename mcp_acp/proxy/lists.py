@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -173,7 +174,7 @@ class ListGuard:
                     if key in ("resources", "resourceTemplates") or could_allow is None:  # URI
                         visible = self.pep.engine.decide(request).effect.value != "deny"
                     else:
-                        visible = bool(could_allow(request))
+                        visible = _answer(could_allow(request))
                 except BaseException as raised:  # sys.exit() in a plugin is its failure too
                     raise contained(raised) from raised
             except Exception as exc:  # engines should be total; fail closed: not listed
@@ -429,3 +430,14 @@ class ListGuard:
                 self._strict[name] = frozenset(k for k in properties if isinstance(k, str))
         else:
             self._strict.pop(name, None)  # listed again with a schema that allows more
+
+
+def _answer(could: object) -> bool:
+    """A policy engine's ``could_allow`` answer, which must be a ``bool``: anything else —
+    the coroutine of an ``async def could_allow`` (truthy, and never run), a rule object —
+    is the engine's failure (``TypeError``: the entry is not listed)."""
+    if isinstance(could, bool):
+        return could
+    if inspect.iscoroutine(could):
+        could.close()
+    raise TypeError(f"could_allow() returned {type(could).__name__}, not a bool")

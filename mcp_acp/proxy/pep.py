@@ -29,11 +29,13 @@ unless ``proxy.untrusted_content`` is ``off``.
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -79,7 +81,9 @@ __all__ = [
     "Session",
     "Verdict",
     "contained",
+    "decide",
     "failure",
+    "first_subject",
     "plugin_call",
     "subject_of",
 ]
@@ -135,7 +139,8 @@ class Session:
     unanswered_handshakes: int = 0
 
     def bind(self, subject: Subject) -> None:
-        """Bind the session to ``subject`` (once, at start)."""
+        """Bind the session to ``subject`` (once, at start; a session left unbound is
+        bound to the first subject :meth:`EnforcementPoint.build` sees)."""
         self.subject = subject
 
     def check_binding(self, subject: Subject) -> None:
@@ -309,6 +314,56 @@ async def subject_of(identity: IdentityProvider) -> Subject:
         wrong = TypeError(f"current_subject() returned {type(subject).__name__}, not a Subject")
         raise BuildError("builtin-identity-error", "identity provider error", wrong, None)
     return subject
+
+
+def decide(engine: PolicyEngine, request: DecisionRequest) -> Decision:
+    """``engine.decide(request)``, fail closed: what the engine raises — a ``sys.exit()``
+    or ``KeyboardInterrupt`` of its own too — or answers that is not a :class:`Decision`
+    with an :class:`Effect` and a readable reason, is a deny (``builtin-engine-error``)
+    saying what went wrong. What the enforcement point decides with, and what a program of
+    its own that asks an engine directly should call."""
+    try:
+        try:
+            decision = engine.decide(request)
+        except BaseException as raised:  # sys.exit() in a plugin is its failure too
+            raise contained(raised) from raised
+        if not isinstance(decision, Decision):
+            if inspect.iscoroutine(decision):  # an async def decide: never run
+                decision.close()
+            raise TypeError(f"decide() returned {type(decision).__name__}, not a Decision")
+        if not isinstance(decision.effect, Effect):  # "allow" is no Effect.ALLOW
+            effect = decision.effect
+            raise TypeError(
+                f"decide() returned a Decision whose effect is {type(effect).__name__} "
+                f"{effect!r}, not an Effect"
+            )
+        if not isinstance(decision.reason, str):  # rendered now: it goes on record
+            raise TypeError("the decision's reason is not a string")
+        return decision
+    except Exception as exc:  # engines should be total; fail closed if one is not
+        log.error("policy engine raised: %s", exc)
+        return Decision.deny(
+            f"denied: policy engine error: {failure(exc)}",
+            policy_id=str(getattr(engine, "policy_id", "unknown")),
+            rule_id="builtin-engine-error",
+        )
+
+
+async def first_subject(identity: IdentityProvider) -> Subject:
+    """The identity gate at the start of a session (``mcp-acp run``'s, and a program's of
+    its own, before ``Session.bind``): :func:`subject_of`, with a provider that fails with
+    anything but mcp-acp's own errors — a bug, a full disk, a ``sys.exit()``, an answer that
+    is no :class:`Subject` — refusing the start like an authentication failure (exit 14),
+    naming what it raised; never a traceback, nor the provider's own exit status."""
+    try:
+        return await subject_of(identity)
+    except BuildError as exc:
+        if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
+            raise exc.cause from None
+        raise AuthenticationError(
+            f"the identity provider failed: {failure(exc.cause)}",
+            fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
+        ) from exc
 
 
 @attrs.frozen(slots=True)
@@ -570,6 +625,8 @@ class EnforcementPoint:
         ``"None"``, would match a rule for any, and the backend would act on whatever it
         reads)."""
         subject = await subject_of(self.identity)
+        if self.session.subject is None:  # a session nobody bound: to its first subject
+            self.session.bind(subject)
         self.session.check_binding(subject)
         if client is None:
             client = self.session.client_name, self.session.client_version
@@ -613,23 +670,7 @@ class EnforcementPoint:
         return request
 
     def _decide(self, request: DecisionRequest) -> Decision:
-        try:
-            try:
-                decision = self.engine.decide(request)
-            except BaseException as raised:  # sys.exit() in a plugin is its failure too
-                raise contained(raised) from raised
-            if not isinstance(decision, Decision) or not isinstance(decision.effect, Effect):
-                raise TypeError(f"decide() returned {decision!r}, not a Decision")
-            if not isinstance(decision.reason, str):  # rendered now: it goes on record
-                raise TypeError("the decision's reason is not a string")
-            return decision
-        except Exception as exc:  # engines should be total; fail closed if one is not
-            log.error("policy engine raised: %s", exc)
-            return Decision.deny(
-                f"denied: policy engine error: {failure(exc)}",
-                policy_id=self._policy_id,
-                rule_id="builtin-engine-error",
-            )
+        return decide(self.engine, request)
 
     @property
     def _approver_name(self) -> str:
@@ -836,8 +877,14 @@ class EnforcementPoint:
         for approval_id in approvals:
             try:
                 settled(approval_id, outcome)
-            except Exception as exc:  # telling is a courtesy; the decision stands
-                log.warning("approver %s: approval_settled failed: %s", self._approver_name, exc)
+            except BaseException as exc:  # telling is a courtesy; the decision stands —
+                # and a plugin's sys.exit() here must not end the proxy with the request
+                # unanswered (a plain def: nothing can cancel it)
+                log.warning(
+                    "approver %s: approval_settled failed: %s",
+                    self._approver_name,
+                    failure(exc if isinstance(exc, Exception) else PluginRaised(exc)),
+                )
 
     async def _check(
         self,
@@ -1131,7 +1178,9 @@ class EnforcementPoint:
             request=request,
             decision=decision,
             summary=summary,
-            arguments=approval_arguments(request.action.mcp_method, params),
+            # a copy: an approver that edits what it is shown (redacting a value for its
+            # dialog, say) must not change the request its caller goes on to forward
+            arguments=copy.deepcopy(approval_arguments(request.action.mcp_method, params)),
             timeout_seconds=terms.timeout_seconds,
             cacheable=terms.not_remembered is None,
             not_remembered=terms.not_remembered,
@@ -1139,9 +1188,9 @@ class EnforcementPoint:
         deciding.approvals.append(approval.approval_id)
         started = time.monotonic()
         try:
-            outcome = await asyncio.wait_for(  # a little grace: the approver reports its own
+            outcome = await _within(  # a little grace: the approver reports its own
                 plugin_call(self.approver.request_approval(approval)),
-                timeout=terms.timeout_seconds + 1,
+                terms.timeout_seconds + 1,
             )
             _check_outcome(outcome)
         except TimeoutError:
@@ -1245,6 +1294,38 @@ async def plugin_call(call: Awaitable[T]) -> T:
         if isinstance(exc, Exception):
             raise
         raise PluginRaised(exc) from exc
+
+
+#: How long a plugin call given up on (its timeout, the request cancelled) may take to end
+#: once cancelled — an approver withdrawing the question it asked — before it is left.
+CANCEL_GRACE_SECONDS = 1.0
+
+
+async def _within(call: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``await call`` (run as a task of its own), or ``TimeoutError`` after ``seconds`` —
+    then, and when the caller is cancelled, the task is cancelled and waited for at most
+    :data:`CANCEL_GRACE_SECONDS`. ``asyncio.wait_for`` waits for the cancelled task to
+    end, so a plugin that catches its ``CancelledError`` and goes on waiting would hold the
+    request past its timeout, for ever; here such a task is left behind, and what it
+    returns at last is dropped."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        await _abandon(task)
+        raise
+    if not done:
+        await _abandon(task)
+        raise TimeoutError
+    return task.result()
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task``, give it the grace to end, and leave it: whatever it ends with is
+    retrieved, and dropped."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
 
 
 def _check_outcome(outcome: object) -> None:

@@ -39,21 +39,14 @@ from typing import Any, NamedTuple, TypeVar
 from mcp_acp.audit.events import AuthEvent, SystemEvent
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
-from mcp_acp.errors import (
-    AuditError,
-    AuthenticationError,
-    BackendError,
-    McpAcpError,
-    exception_text,
-    one_line,
-)
+from mcp_acp.errors import AuditError, BackendError, McpAcpError, exception_text, one_line
 from mcp_acp.models import Subject, TlsFinding, TlsSeverity
 from mcp_acp.posture import PostureMonitor
 from mcp_acp.protocols import Approver, IdentityProvider, PolicyEngine
 from mcp_acp.proxy.channel import BackendChannel, open_channel
 from mcp_acp.proxy.limits import ApprovalCache, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.messages import pipe_sized_reads
-from mcp_acp.proxy.pep import BuildError, EnforcementPoint, Limits, Session, subject_of
+from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session, first_subject
 from mcp_acp.proxy.pins import ToolPins, backend_key
 from mcp_acp.proxy.relay import ClientPipe, ClientWriter, Relay
 from mcp_acp.runtime import Runtime, load_runtime
@@ -244,10 +237,9 @@ async def _tls_gate(runtime: Any, trail: AuditTrail, session: Session) -> ssl.SS
                         "(CERT_REQUIRED, hostname check, TLS 1.2 at least)",
                     )
                 )
-    except Exception as exc:  # a provider that fails is a refusal, never a pass
-        findings = [
-            TlsFinding("provider", TlsSeverity.REFUSE, exception_text(exc)),
-        ]
+    except BaseException as exc:  # a provider that fails is a refusal, never a pass — and
+        # its sys.exit() is no exit with its status, the refusal unrecorded
+        findings = [TlsFinding("provider", TlsSeverity.REFUSE, exception_text(exc))]
     for finding in findings:
         await trail.record(
             SystemEvent(
@@ -416,21 +408,6 @@ class _Started(NamedTuple):
     control: ControlServer
 
 
-async def _first_subject(identity: IdentityProvider) -> Subject:
-    """The identity gate. A provider that fails with anything but mcp-acp's own errors (a
-    bug, a full disk) refuses the start like an authentication failure (exit 14), with
-    what it raised; never an unrecorded internal error."""
-    try:
-        return await subject_of(identity)
-    except BuildError as exc:
-        if isinstance(exc.cause, McpAcpError):  # one of ours: it keeps its own exit code
-            raise exc.cause from None
-        raise AuthenticationError(
-            f"the identity provider failed: {exception_text(exc.cause)}",
-            fix="see the provider's documentation; 'mcp-acp --debug run' shows the traceback",
-        ) from exc
-
-
 async def _start(
     runtime: Runtime, trail: AuditTrail, session: Session, control: ControlServer
 ) -> _Started:
@@ -470,22 +447,9 @@ async def _start(
     identity = runtime.build("identity", record_auth=record_auth)
     engine = runtime.build("policy")
     approver = runtime.build("approver")
-    subject = await _first_subject(identity)
+    subject = await first_subject(identity)
     session.bind(subject)
-    checks = [
-        runtime.build(field)
-        for field in sorted(f for f in runtime.components if f.startswith("posture.checks"))
-    ]
-    posture = PostureMonitor(
-        checks,
-        trail,
-        session_id=session.id,
-        posture=session.posture,
-        interval=runtime.config.posture.interval_seconds,
-        timeout=runtime.config.posture.timeout_seconds,
-        failure_threshold=runtime.config.posture.failure_threshold,
-        on_failure=trail.coordinator.trigger,
-    )
+    posture = runtime.posture_monitor(trail, session_id=session.id, posture=session.posture)
     await posture.gate()  # PostureError (exit 15) unless every check passes
     # before session_started and the backend: a socket that cannot be opened (a directory
     # not ours, a path too long) is a refused start (ControlError, exit 10), on record
@@ -659,9 +623,15 @@ async def _relay(
 
     def note_ended(why: str) -> None:
         """Leave the note of the approvals this session held (if the approver keeps them):
-        an answer that comes too late is told what became of its approval."""
-        if callable(ended_at_exit):
+        an answer that comes too late is told what became of its approval. The approver's
+        failure — a ``sys.exit()`` of its own too — is logged: the session still ends as it
+        must (recorded, with its exit code)."""
+        if not callable(ended_at_exit):
+            return
+        try:
             control.record_ended(ended_at_exit(why))
+        except BaseException as exc:
+            log.error("ended approvals not noted: the approver failed: %s", exception_text(exc))
 
     # a fail-closed exit; after the enforcement point's callback, so its reason
     shutdown.on_session_end(
@@ -697,10 +667,7 @@ async def _relay(
     finally:
         monitor.cancel()
         posture.stop_watching()
-        try:  # every other end of the session: the relay has settled what it held
-            note_ended(pep.ending or ended)
-        except Exception as exc:  # the approver's bug: the session still ends as it must
-            log.error("ended approvals not noted: the approver failed: %s", exc)
+        note_ended(pep.ending or ended)  # every other end: the relay settled what it held
         with contextlib.suppress(Exception):
             await control.close()
         await _end_session(trail, session, subject, ended)

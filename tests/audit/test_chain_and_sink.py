@@ -774,6 +774,66 @@ def test_at_exit_what_a_sink_cannot_take_synchronously_is_kept(
     ]
 
 
+class AsyncHealthSink(PluginSink):
+    """Given to a trail directly (no plugin, so no build-time contract check), with an
+    ``async def check_health`` that would say the sink is broken — if it were run."""
+
+    async def check_health(self) -> None:
+        raise AuditError("the sink's disk is gone", fix="-")
+
+
+async def test_an_async_check_health_is_the_sinks_failure_not_a_pass(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    """A health check that returns a coroutine checked nothing: the trail fails (exit 13,
+    naming the sink) — before, each round dropped the coroutine unrun and passed."""
+    codes: list[int] = []
+    trail = plugin_trail([AsyncHealthSink()], log_dir, tmp_path / "fb.jsonl", codes)
+    trail.health_interval = 0
+    await trail.start()
+    with pytest.raises(Stopped):  # the coordinator's exit, raised in the monitor's task
+        await asyncio.wait_for(trail.monitor(), timeout=5)
+    assert codes == [13]
+    assert trail.failed is not None
+    assert str(trail.failed).startswith(
+        "audit sink #0 (AsyncHealthSink) failed its health check: TypeError: check_health() "
+        "returned an awaitable"
+    )
+    await trail.close()
+
+
+class AsyncSyncWriteSink(PluginSink):
+    async def write_sync(self, event: Any) -> None:  # a coroutine: nothing written at exit
+        self.written.append(event.event)
+
+
+class ExitingSyncWriteSink(PluginSink):
+    def write_sync(self, event: Any) -> None:
+        raise SystemExit(0)  # on the shutdown thread: it said nothing
+
+
+@pytest.mark.parametrize(
+    ("sink", "why"),
+    [
+        (AsyncSyncWriteSink, "TypeError: write_sync() returned an awaitable"),
+        (ExitingSyncWriteSink, "SystemExit: 0"),
+    ],
+)
+def test_at_exit_a_write_sync_that_wrote_nothing_is_kept(
+    log_dir: Path, tmp_path: Path, sink: type[PluginSink], why: str
+) -> None:
+    """A ``write_sync`` that returns a coroutine, or calls ``sys.exit()`` on the shutdown
+    thread, did not record the event: it goes to the fallback file naming the sink — before,
+    it was taken as written and lost."""
+    fallback = tmp_path / "fb.jsonl"
+    log_dir.mkdir()
+    trail = plugin_trail([sink()], log_dir, fallback, [])
+    trail.record_at_exit(decision("r-exit", effect="deny", rule_id="builtin-cut-short"))
+    [entry] = kept(fallback)
+    assert entry["event"]["request_id"] == "r-exit"
+    assert entry["audit_error"].startswith(f"audit sink #0 ({sink.__name__}) failed: {why}")
+
+
 async def test_the_chain_head_names_the_last_durable_record_after_every_commit(
     log_dir: Path,
 ) -> None:

@@ -121,6 +121,68 @@ def test_a_variable_a_plugin_declares_secret_does_not_reach_the_backend(
     assert started["detail"]["withheld_env"] == ["IDP_CLIENT_SECRET"]
 
 
+TIDY_SINK_PLUGIN = """
+import os
+from pydantic import BaseModel, ConfigDict
+from mcp_acp.hookspecs import hookimpl
+from mcp_acp.registry import SecretEnvName
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # not frozen
+    api_key_env: SecretEnvName
+
+
+class TidySink:
+    def __init__(self, options, context):
+        self.key = os.environ.get(options.api_key_env, "")
+        options.api_key_env = "READ"  # tidied away once read: the plugin's own business
+
+    async def start(self):
+        pass
+
+    async def write(self, event):
+        pass
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("tidy-sink", TidySink, Options, summary="test: changes its options")
+"""
+
+
+def test_a_factory_changing_its_options_does_not_unwithhold_a_secret(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """An audit sink's factory that changes its (not frozen) options after reading the
+    secret's variable: the variable is still withheld from the backend — the factory gets
+    a copy. It used to reach the backend: what is withheld was read from the options the
+    factory had changed."""
+    seen, log_dir = _environment_backend(isolated_home, tmp_path)
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="tidy_sink",
+        source=TIDY_SINK_PLUGIN,
+        name="tidy-sink",
+        use_for="audit.sinks",
+        config={"api_key_env": "SINK_API_KEY"},
+    )
+    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["audit"]["sinks"].insert(0, {"use": "jsonl"})  # beside it: the records read here
+    config_file.write_text(json.dumps(config))
+    env["SINK_API_KEY"] = CANARIES[0].decode()
+
+    backend_env = _session_env(isolated_home, env, seen)
+    assert "SINK_API_KEY" not in backend_env
+    started = next(r for r in records(log_dir, "system") if r["event"] == "backend_started")
+    assert started["detail"]["withheld_env"] == ["SINK_API_KEY"]
+
+
 def test_the_token_storage_passphrase_does_not_reach_the_desktop_notifier(
     isolated_home: Path, tmp_path: Path
 ) -> None:

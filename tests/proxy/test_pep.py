@@ -27,7 +27,14 @@ from mcp_acp.builtins.deny_approver import DenyApprover
 from mcp_acp.builtins.local_identity import LocalIdentityProvider
 from mcp_acp.control import ControlServer, ask
 from mcp_acp.errors import AuditError, AuthenticationError, PostureError, SessionBindingError
-from mcp_acp.models import ApprovalOutcome, Decision, Effect, Provenance, Subject
+from mcp_acp.models import (
+    ApprovalOutcome,
+    ApprovalResult,
+    Decision,
+    Effect,
+    Provenance,
+    Subject,
+)
 from mcp_acp.policy.engine import AcpPolicyEngine
 from mcp_acp.proxy.limits import ApprovalCache, Dropped, TokenBucket, ToolRateLimit
 from mcp_acp.proxy.pep import EnforcementPoint, Limits, Session
@@ -692,6 +699,86 @@ async def test_an_identity_provider_error_is_a_recorded_denial(
     assert verify_stream(setup.log_dir, "decisions").ok
 
 
+async def test_a_session_nobody_bound_is_bound_to_its_first_subject(tmp_path: Path) -> None:
+    """A program of one's own that forgets ``session.bind()``: the point binds the session
+    to the first subject it decides for, so a later change is still a binding violation —
+    before, an unbound session let any subject through, each request as someone else."""
+    identity = SwitchingIdentity()
+    setup = Setup(tmp_path, Limits(), identity)
+    await setup.trail.start()
+    read = {"name": "read_file", "arguments": {"path": "/data/a.txt"}}
+    assert (await setup.pep.check("tools/call", read, 1)).allowed
+    assert setup.session.subject == identity.subject
+    identity.subject = Subject(
+        subject_id="mallory", provenance=Provenance.TOKEN, issuer="https://idp"
+    )
+    verdict = await setup.pep.check("tools/call", read, 2)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert isinstance(verdict.fatal, SessionBindingError)
+    record = next(r for r in setup.decisions() if r["request_id"] == "2")
+    assert (record["effect"], record["rule_id"]) == ("deny", "builtin-session-binding")
+
+
+async def test_an_approver_that_edits_the_arguments_it_is_shown_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The arguments an approver gets are its own copy: one that edits them (a value
+    redacted for its dialog, a path rewritten) leaves the caller's request — what a program
+    of its own forwards after ``check()`` — as it was decided."""
+
+    class Editing:
+        name = "editing"
+
+        async def request_approval(self, request: Any) -> ApprovalOutcome:
+            request.arguments["path"] = "/etc/shadow"
+            request.arguments["content"] = "<redacted>"
+            return ApprovalOutcome(ApprovalResult.ALLOW_ONCE, approver=self.name)
+
+    setup = Setup(tmp_path, Limits())
+    setup.pep.approver = Editing()
+    await setup.trail.start()
+    call = write("/data/a.txt")
+    verdict = await setup.pep.check("tools/call", call, 1)
+    await setup.trail.close()
+    assert verdict.allowed
+    assert call == write("/data/a.txt")
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            Decision(effect="allow", policy_id="p", rule_id="r", reason="x"),  # type: ignore[arg-type]
+            "decide() returned a Decision whose effect is str 'allow', not an Effect",
+        ),
+        (None, "decide() returned NoneType, not a Decision"),
+    ],
+    ids=["a string effect", "None"],
+)
+async def test_an_engine_answer_that_is_no_decision_is_denied_saying_what_is_wrong(
+    tmp_path: Path, answer: Any, words: str
+) -> None:
+    """A decision whose effect is the string ``"allow"`` is denied with a reason that
+    says so — not "returned Decision(...), not a Decision", which reads as a contradiction."""
+
+    class Engine:
+        policy_id = "p"
+
+        def decide(self, request: Any) -> Any:
+            return answer
+
+    setup = Setup(tmp_path, Limits())
+    setup.pep.engine = Engine()
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", write("/data/a.txt"), 1)
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert verdict.reason == f"denied: policy engine error: TypeError: {words}"
+    (record,) = setup.decisions()
+    assert record["rule_id"] == "builtin-engine-error"
+
+
 async def test_an_identity_provider_that_returns_no_subject_is_denied(tmp_path: Path) -> None:
     class NoSubject:
         async def current_subject(self) -> Any:
@@ -1068,6 +1155,94 @@ async def test_an_approver_that_fails_or_answers_nonsense_is_a_recorded_denial(
     assert record["approver"] == "broken"
     assert [r["outcome"] for r in setup.operations()] == ["denied"]
     assert setup.pep.counts == {"allowed": 0, "denied": 1, "asked": 1}
+
+
+class DeafApprover:
+    """An approver plugin that catches its cancellation and goes on waiting: it never
+    answers, and lets go only once ``released`` (the test's end: a task that ignores its
+    cancellation would hold the event loop's own shutdown)."""
+
+    name = "deaf"
+
+    def __init__(self) -> None:
+        self.cancels = 0
+        self.released = asyncio.Event()
+
+    async def request_approval(self, request: Any) -> Any:
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.cancels += 1
+        return None
+
+
+async def test_an_approver_that_ignores_its_cancellation_still_times_out(
+    tmp_path: Path,
+) -> None:
+    """The approval timeout holds against an approver that swallows the ``CancelledError``
+    it is stopped with: the request is denied on record at the timeout, and the approver is
+    left behind — before, ``wait_for`` waited for it to end, and the request waited for
+    ever."""
+    setup = Setup(tmp_path, Limits())
+    deaf = DeafApprover()
+    setup.pep.approver = deaf
+    setup.pep.approval_timeout = 0.1
+    await setup.trail.start()
+    verdict = await setup.pep.check(
+        "tools/call", write("/data/a.txt"), 1, companion=setup.companion(1)
+    )
+    await setup.trail.close()
+    assert not verdict.allowed
+    assert "not approved: timeout after 0.1 s" in verdict.reason
+    assert deaf.cancels == 1  # told to stop, once; not waited for
+    deaf.released.set()
+    (record,) = setup.decisions()
+    assert (record["effect"], record["final_effect"]) == ("ask", "deny")
+    assert [r["outcome"] for r in setup.operations()] == ["denied"]
+
+
+class ExitingWhenTold:
+    """An approver that allows, and calls ``sys.exit(0)`` when told what became of the
+    request (``approval_settled``) — or when a control command reaches one of its ops."""
+
+    name = "exiting"
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    async def request_approval(self, request: Any) -> ApprovalOutcome:
+        return ApprovalOutcome(ApprovalResult.ALLOW_ONCE, approver=self.name, answered_by="bob")
+
+    def approval_settled(self, approval_id: str, outcome: str) -> None:
+        self.told.append(outcome)
+        raise SystemExit(0)
+
+    def control_ops(self) -> dict[str, Any]:
+        def leave(command: Any, who: str) -> Any:
+            raise SystemExit(0)
+
+        return {"leave": leave}
+
+
+async def test_an_approvers_sys_exit_when_told_or_commanded_is_contained(
+    tmp_path: Path,
+) -> None:
+    """``approval_settled`` and a control op calling ``sys.exit()``: logged as the
+    approver's failure, and the session goes on — before, the proxy ended with exit 0, the
+    forwarded request's answer never relayed."""
+    setup = Setup(tmp_path, Limits())
+    approver = ExitingWhenTold()
+    setup.pep.approver = approver
+    for name, op in approver.control_ops().items():
+        setup.control.register(name, op)
+    await setup.trail.start()
+    verdict = await setup.pep.check("tools/call", write("/data/a.txt"), 1, forwards=True)
+    assert verdict.allowed
+    setup.pep.settled(verdict)
+    assert approver.told == ["allowed and forwarded"]
+    assert await setup.control.handle({"op": "leave"}, "alice") == {"error": "SystemExit: 0"}
+    await setup.trail.close()
 
 
 async def test_the_record_of_an_ask_not_approved_says_why(

@@ -281,6 +281,39 @@ async def test_gate_refuses_to_start_and_records_why(trail: Any, tmp_path: Path)
     assert [c["status"] for c in event["detail"]["checks"]] == ["fail", "unknown"]
 
 
+class PassingResult(PostureResult):
+    """A result whose ``passed`` says yes, whatever its status says."""
+
+    @property
+    def passed(self) -> bool:
+        return True
+
+
+class SaysItPasses:
+    name = "disk-encryption"
+
+    async def check(self) -> PostureResult:
+        now = datetime.now(UTC)
+        return PassingResult(
+            check=self.name, status=PostureStatus.FAIL, detail="not encrypted", checked_at=now
+        )
+
+
+async def test_a_result_whose_passed_lies_does_not_pass_the_gate(trail: Any) -> None:
+    """A check answering a ``PostureResult`` subclass whose ``passed`` is always true, with
+    the status ``fail``: the gate refuses, on the status — before, the device passed, and
+    ``device_health_passed`` was recorded with a failed check in it."""
+    trail, log_dir = trail
+    result = await run_check(SaysItPasses(), 5)
+    assert type(result) is PostureResult
+    assert not result.passed
+    monitor = PostureMonitor([SaysItPasses()], trail, session_id="s1", posture={})
+    with pytest.raises(PostureError, match="disk-encryption is fail: not encrypted"):
+        await monitor.gate()
+    [event] = auth_events(log_dir)
+    assert event["event"] == "device_health_failed"
+
+
 async def test_a_check_that_flips_mid_run_ends_the_session(trail: Any, tmp_path: Path) -> None:
     trail, log_dir = trail
     marker = tmp_path / "enrolled"

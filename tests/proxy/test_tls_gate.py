@@ -89,6 +89,11 @@ class Failing(Provider):
         raise RuntimeError("cannot read the bundle")
 
 
+class Exiting(Provider):
+    def check(self) -> list[TlsFinding]:
+        raise SystemExit(0)  # a provider's sys.exit(): a refusal, on record, not exit 0
+
+
 def _unverified() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -105,10 +110,11 @@ def _old_protocols() -> ssl.SSLContext:
     ("provider", "check"),
     [
         (Failing([]), "provider"),
+        (Exiting([]), "provider"),
         (Provider([OK], _unverified()), "context"),
         (Provider([OK], _old_protocols()), "context"),
     ],
-    ids=["provider-fails", "no-hostname-check", "below-tls-1.2"],
+    ids=["provider-fails", "provider-exits", "no-hostname-check", "below-tls-1.2"],
 )
 async def test_a_failing_or_weak_provider_is_refused(provider: Provider, check: str) -> None:
     trail = Trail()
