@@ -526,6 +526,7 @@ class HttpServer:
         token: str | None = None,
         *,
         record: bool = False,
+        hang_delete: bool = False,
     ) -> None:
         self.marker_dir = marker_dir
         self.requests = marker_dir / "requests.log"  # with record: all that reached it
@@ -535,6 +536,7 @@ class HttpServer:
                 **os.environ,
                 "HTTP_SERVER_TOKEN": token or "",
                 "HTTP_SERVER_RECORD": "1" if record else "",
+                "HTTP_SERVER_HANG_DELETE": "1" if hang_delete else "",
             },
             stdout=subprocess.PIPE,
             stderr=(marker_dir / "server-stderr.txt").open("w"),

@@ -28,6 +28,7 @@ import pytest
 from proxy_helpers import (
     CLI,
     STUBBORN,
+    HttpServer,
     Proxy,
     configure,
     kill_leftovers,
@@ -581,20 +582,24 @@ def test_a_stop_signal_is_passed_on_to_the_backend_at_once(make_home: Any) -> No
     assert not running(server)  # it ignored SIGTERM: killed 1 s later
 
 
-def test_a_second_stop_signal_ends_the_process_at_once(make_home: Any) -> None:
-    """The first SIGTERM ends the session (recorded), then waits for the HTTP backend's
-    connection to close, which a server that never answers holds for seconds; the second
-    ends the process now — recorded in ``shutdowns.jsonl``, 143."""
+def test_a_second_stop_signal_ends_the_process_at_once(make_home: Any, tmp_path: Path) -> None:
+    """The first SIGTERM ends the session: the HTTP backend's session is closed, which a
+    server that never answers the closing ``DELETE`` holds for seconds; the second ends the
+    process now — recorded in ``shutdowns.jsonl``, 143."""
     home = make_home()
-    with silent_server() as url:
-        home.edit(lambda c: c.update(backend={"transport": "http", "url": url}))
+    marker_dir = tmp_path / "server"
+    marker_dir.mkdir()
+    server = HttpServer(marker_dir, hang_delete=True)
+    try:
+        home.edit(lambda c: c.update(backend={"transport": "http", "url": server.url}))
         proxy = home.start()
-        wait_for_file(home.log_dir / "auth.jsonl")
-        wait_for_event(home.log_dir, "auth", "session_started")
+        proxy.initialize()
         proxy.proc.send_signal(signal.SIGTERM)
-        wait_for_event(home.log_dir, "auth", "session_ended")  # the first is acted on
+        wait_for_file(marker_dir / "delete-received")  # the first is acted on
         proxy.proc.send_signal(signal.SIGTERM)
         assert proxy.proc.wait(timeout=30) == 143
+    finally:
+        server.kill()
     shutdown = json.loads((home.log_dir / "shutdowns.jsonl").read_text().splitlines()[-1])
     assert shutdown["failure_class"] == "signal"
     assert shutdown["reason"] == "SIGTERM received again while stopping"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mcp_acp_oidc.device import DeviceAuthorization
 from mcp_acp_oidc.errors import DiscoveryError
 
 from mcp_acp import hardening
+from mcp_acp.models import StoredToken
 
 
 async def fast_sleep(seconds: float) -> None:
@@ -75,8 +77,14 @@ def test_login_status_logout(oidc_provider: str, kit: Any, approve: Any, monkeyp
 
 
 async def test_unreachable_issuer_is_not_hammered(kit: Any) -> None:
+    """A user logged in (a token stored) whose provider cannot be reached: asked once, then
+    not again until the back-off ends, however many requests come. (Never logged in, the
+    store says so before the provider is asked.)"""
     options = OIDCConfig(issuer="http://127.0.0.1:9", client_id="c", audience="urn:x")
-    provider = OIDCIdentityProvider(options, kit.DictStorage())
+    storage = kit.DictStorage()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    storage.save(StoredToken(options.issuer, "at-1", later, refresh_token="rt-1"))  # noqa: S106
+    provider = OIDCIdentityProvider(options, storage)
     started = time.monotonic()
     with pytest.raises(DiscoveryError, match="cannot reach"):
         await provider.current_subject()

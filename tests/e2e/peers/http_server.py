@@ -6,7 +6,8 @@ certificate and key if given) and prints the port on stdout once it accepts conn
 With ``HTTP_SERVER_TOKEN`` set, a request without ``Authorization: Bearer <token>`` gets
 HTTP 401. With ``HTTP_SERVER_RECORD=1``, every request's method, path, headers and body
 are appended to ``MARKER_DIR/requests.log`` as they arrive: the evidence of all that
-reached the server. Tools:
+reached the server. With ``HTTP_SERVER_HANG_DELETE=1``, a ``DELETE`` (the client ending
+its session) writes ``MARKER_DIR/delete-received`` and is never answered. Tools:
 
 * ``echo`` — returns ``echo:<text>`` (``text`` carries an ``x-mcp-header`` annotation);
 * ``delete_everything`` — the dangerous one: writes ``MARKER_DIR/deleted`` when it runs,
@@ -31,6 +32,7 @@ from mcp.server.lowlevel import Server
 MARKER_DIR = Path(sys.argv[1])
 TOKEN = os.environ.get("HTTP_SERVER_TOKEN")
 RECORD = MARKER_DIR / "requests.log" if os.environ.get("HTTP_SERVER_RECORD") == "1" else None
+HANG_DELETE = os.environ.get("HTTP_SERVER_HANG_DELETE") == "1"
 TLS = {"ssl_certfile": sys.argv[2], "ssl_keyfile": sys.argv[3]} if len(sys.argv) > 3 else {}
 
 TOOLS = [
@@ -122,6 +124,19 @@ def record_requests(app: Any, log: Path) -> Any:
     return recorded
 
 
+def hang_on_delete(app: Any) -> Any:
+    """An ASGI wrapper: a ``DELETE`` is noted in ``MARKER_DIR/delete-received``, then held
+    unanswered for ever."""
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "DELETE":
+            (MARKER_DIR / "delete-received").write_text("DELETE\n")
+            await asyncio.Event().wait()
+        await app(scope, receive, send)
+
+    return held
+
+
 async def main() -> None:
     server = Server(
         "http-test-server", version="1.0", on_list_tools=list_tools, on_call_tool=call_tool
@@ -131,6 +146,8 @@ async def main() -> None:
         app = require_token(app)
     if RECORD is not None:
         app = record_requests(app, RECORD)
+    if HANG_DELETE:
+        app = hang_on_delete(app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
