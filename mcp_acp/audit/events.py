@@ -83,6 +83,17 @@ def _iso_ms(ts: datetime) -> str:
 _MAY_HOLD_SECRET = re.compile(
     r"//|=|(?i:bearer|basic)\s|eyJ|-----BEGIN|gh[pousr]_|github_pat_|glpat-|AKIA|sk-|xox|AIza|k_live_"
 )
+#: Or a ``Name: value`` header whose name looks secret (``X-Api-Key: …``): a colon and one
+#: of the words every secret name holds (:data:`~mcp_acp.config._SECRET_WORDS`) — two
+#: searches that each read the text once, a superset of what the header pattern finds.
+_SECRET_WORD = re.compile(r"auth|cookie|token|key|secret|passw|passphrase|pwd|credential", re.I)
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether :func:`~mcp_acp.config.redact_text` may change ``text`` (false only if not)."""
+    if _MAY_HOLD_SECRET.search(text) is not None:
+        return True
+    return ":" in text and _SECRET_WORD.search(text) is not None
 
 
 def without_secrets(value: Any) -> Any:
@@ -93,7 +104,7 @@ def without_secrets(value: Any) -> Any:
     (``uri https://api.example/x?access_token=…``), a denial the ambiguous one, an
     exposure the resource read."""
     if isinstance(value, str):
-        if _MAY_HOLD_SECRET.search(value) is None:
+        if not _may_hold_secret(value):
             return value
         from mcp_acp.config import redact_text  # config imports this package
 

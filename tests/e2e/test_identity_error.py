@@ -154,10 +154,21 @@ SECRET_ERROR = (
     "refresh failed: POST https://idp.test/token?refresh_token=rt-CANARY-1 "
     "with Authorization: Bearer at-CANARY-2 body client_secret=cs-CANARY-3"
 )
+#: A credential in a header quoted alone — no ``=``, URL or bearer scheme in the text: the
+#: quick look for "may hold a secret" passed it, unredacted, everywhere.
+HEADER_ERROR = "refresh failed: the IdP refused the header X-Api-Key: ak-CANARY-4"
 
 
+@pytest.mark.parametrize(
+    ("error", "kept"),
+    [
+        (SECRET_ERROR, "RuntimeError: refresh failed: POST https://idp.test/token?"),
+        (HEADER_ERROR, "RuntimeError: refresh failed: the IdP refused the header X-Api-Key: "),
+    ],
+    ids=["url-bearer-pair", "header-alone"],
+)
 def test_credentials_an_identity_provider_error_quotes_reach_no_one(
-    isolated_home: Path, tmp_path: Path
+    isolated_home: Path, tmp_path: Path, error: str, kept: str
 ) -> None:
     """The text of an identity provider's error went whole into the client's denial (the
     model reads it), the proxy's stderr log and — redacted — the trail. It is redacted in
@@ -166,7 +177,7 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
     proxy, log_dir, received = _behind_failing_identity(isolated_home, tmp_path, marker)
     try:
         proxy.initialize()
-        marker.write_text("secret:" + SECRET_ERROR)
+        marker.write_text("secret:" + error)
         denied = proxy.call("tools/call", {"name": "echo", "arguments": {}})
         assert proxy.close() == 0
     finally:
@@ -179,7 +190,7 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
     (record,) = [r for r in decisions(log_dir) if r["request_id"] == str(denied["id"])]
     for where, text in (("client", message), ("stderr", stderr), ("trail", record["reason"])):
         assert "CANARY" not in text, (where, text)
-        assert "RuntimeError: refresh failed: POST https://idp.test/token?" in text, (where, text)
+        assert kept in text, (where, text)
         assert "<redacted>" in text, (where, text)
 
 
