@@ -60,6 +60,9 @@ class FailingIdentity:
                 return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
             if text.startswith("secret:"):  # a library error quoting what it sent
                 raise RuntimeError(text[len("secret:"):])
+            if text.startswith("auth:"):  # its own word, quoting what it sent
+                from mcp_acp.errors import AuthenticationError
+                raise AuthenticationError(text[len("auth:"):], fix="run 'mcp-acp auth login'")
             raise OSError(errno.ENOSPC, "No space left on device")
         return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
 
@@ -194,20 +197,37 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
         assert "<redacted>" in text, (where, text)
 
 
+PROVIDER_FAILED = "the identity provider failed: "
+
+
 @pytest.mark.parametrize(
-    ("fails", "failure"),
+    ("fails", "failure", "debug"),
     [
-        ("", "OSError: [Errno 28] No space left on device"),
-        ("secret:" + SECRET_ERROR, "RuntimeError: refresh failed: POST https://idp.test/token?"),
+        ("", PROVIDER_FAILED + "OSError: [Errno 28] No space left on device", False),
+        (
+            "secret:" + SECRET_ERROR,
+            PROVIDER_FAILED + "RuntimeError: refresh failed: POST https://idp.test/token?",
+            False,
+        ),
+        # the provider's own AuthenticationError is its word, printed as it is — but for
+        # the credentials it quotes; and --debug's traceback quotes the error too
+        ("auth:" + SECRET_ERROR, "refresh failed: POST https://idp.test/token?", False),
+        ("auth:" + SECRET_ERROR, "refresh failed: POST https://idp.test/token?", True),
+        (
+            "secret:" + SECRET_ERROR,
+            PROVIDER_FAILED + "RuntimeError: refresh failed: POST https://idp.test/token?",
+            True,
+        ),
     ],
-    ids=["disk-full", "quoting-credentials"],
+    ids=["disk-full", "quoting-credentials", "own-error", "own-error-debug", "debug"],
 )
 def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
-    isolated_home: Path, tmp_path: Path, fails: str, failure: str
+    isolated_home: Path, tmp_path: Path, fails: str, failure: str, debug: bool
 ) -> None:
     """The same failure at start-up: exit 14 with one line naming what the provider raised,
     recorded as ``startup_refused`` — not an internal error (exit 1) with nothing on record;
-    and the backend is never started. Credentials the error quotes are redacted in both."""
+    and the backend is never started. Credentials the error quotes are redacted in both,
+    also in the traceback ``--debug`` prints first."""
     received = tmp_path / "received.jsonl"
     policy = {"version": "1", "rules": []}
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
@@ -215,12 +235,15 @@ def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
     marker = tmp_path / "disk-full"
     marker.write_text(fails)
     env = failing_identity(isolated_home, tmp_path, marker)
+    if debug:
+        env["MCP_ACP_DEBUG"] = "1"
     refused = subprocess.run(
         [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True
     )
     assert refused.returncode == 14
     last = refused.stderr.strip().splitlines()[-1]
-    assert f"the identity provider failed: {failure}" in last
+    assert failure in last
+    assert ("Traceback (most recent call last)" in refused.stderr) is debug
     assert "CANARY" not in refused.stderr
     assert "CANARY" not in json.dumps(records(log_dir, "system"))
     (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]
