@@ -842,17 +842,22 @@ _SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.I
 _SECRET_HEADER = re.compile(
     rf"((?:^|(?<=[\s\"'])){_SECRET_NAME}[ \t]*:[ \t]*)[^\s][^\r\n]*", re.IGNORECASE
 )
+#: In prose, ``key`` alone is the English word as often as a name (``a private key: keep
+#: it …``, ``{"key": "value"}``): not taken for a secret's name there.
+_NOT_JUST_KEY = r"(?!key[\"']?[ \t]*[:=])"
 #: The same in prose — an error's or a record's text, where ``name:value`` without a space
 #: is as often a plugin's name (``token_storage:file``) as a credential: a header written
 #: ``Name: value``, its value up to a quote, an em dash (the ``— fix:`` that follows a
 #: message) or the end of the line; or a quoted value after a secret name, quoted or not
 #: (``"access_token": "…"``, ``{'api_key': '…'}``, ``X-Token: "…"``).
 _PROSE_HEADER = re.compile(
-    rf"((?:^|(?<=[\s\"'])){_SECRET_NAME}[ \t]*:[ \t]+)[^\s—\"'](?:[^\r\n—\"']*[^\s—\"'])?",
+    rf"((?:^|(?<=[\s\"'])){_NOT_JUST_KEY}{_SECRET_NAME}[ \t]*:[ \t]+)"
+    r"[^\s—\"'](?:[^\r\n—\"']*[^\s—\"'])?",
     re.IGNORECASE,
 )
 _PROSE_QUOTED = re.compile(
-    rf"((?:^|(?<=[\s\"'{{,])){_SECRET_NAME}[\"']?[ \t]*[:=][ \t]*)(\"[^\"\r\n]*\"?|'[^'\r\n]*'?)",
+    rf"((?:^|(?<=[\s\"'{{,])){_NOT_JUST_KEY}{_SECRET_NAME}[\"']?[ \t]*[:=][ \t]*)"
+    r"(\"[^\"\r\n]*\"?|'[^'\r\n]*'?)",
     re.IGNORECASE,
 )
 

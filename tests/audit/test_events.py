@@ -161,6 +161,11 @@ def test_secret_kinds_past_its_budget_of_strings_is_a_finding() -> None:
             "refused: token: CANARY-4 — fix: run 'mcp-acp auth login'",
             "refused: token: <redacted> — fix: run 'mcp-acp auth login'",
         ),
+        # nor is what follows the word "key" in a sentence
+        (
+            "c.pem: it holds a private key: keep that only in the file client_key names",
+            "c.pem: it holds a private key: keep that only in the file client_key names",
+        ),
         # a component's name is not a credential, nor the rest of the line after it
         (
             "no such component (loaded: token_storage:file, approver:cli) — fix: list them",
