@@ -183,7 +183,7 @@ def _component_option(value: str | None, flag: str) -> dict[str, Any] | None:
     name, sep, raw = value.partition("=")
     if not sep:
         return {"use": name}
-    fix = f"""write it as {flag} 'NAME={{"key": "value"}}'"""
+    fix = f"""write it as {flag} 'NAME={{"option": "value"}}'"""
     try:
         options = loads(raw)
     except NumberTooLongError as exc:
@@ -226,9 +226,9 @@ def _pairs(values: Sequence[str], flag: str, sep: str = "=") -> dict[str, str]:
         if not found or not key.strip():
             problem = f"no {sep!r} in it" if not found else f"nothing before the {sep!r}"
             raise ConfigError(
-                f"the {_nth(index)} {flag} is not KEY{sep}VALUE ({problem}; the value is not "
-                "shown, it may hold a secret)",
-                fix=f"write it as {flag} KEY{sep}VALUE",
+                f"the {_nth(index)} {flag} is not NAME{sep}VALUE ({problem}; the value is "
+                "not shown, it may hold a secret)",
+                fix=f"write it as {flag} NAME{sep}VALUE",
             )
         out[key.strip()] = value.strip() if sep == ":" else value
     return out
@@ -713,7 +713,7 @@ def _every_problem(exc: ConfigError, source: str, *, suffix: str = "") -> Config
     if not exc.problems:
         return ConfigError(f"{exc.message}{suffix}", fix=exc.fix)
     for problem in exc.problems:
-        click.echo(problem.user_line(), err=True)
+        click.echo(_error_line(problem), err=True)
     return ConfigError(
         f"{source}: {len(exc.problems)} problems, one per line above{suffix}",
         fix="correct each as its line says",
@@ -890,12 +890,12 @@ def run_command(ctx: click.Context) -> None:
         code = _run_loop(serve(_config_path(ctx)))
     except McpAcpError as exc:
         if debug:
-            traceback.print_exc()
-        click.echo(exc.user_line(), err=True)
+            _print_traceback()
+        click.echo(_error_line(exc), err=True)
         code = exc.exit_code
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(_internal_error(exc), err=True)
         code = 1
     _leave(code)
@@ -1001,6 +1001,21 @@ def _internal_error(exc: Exception) -> str:
     return f"internal error: {exception_text(exc)} — rerun with --debug and report it"
 
 
+def _error_line(exc: McpAcpError) -> str:
+    """The one line an error is printed as (:meth:`~mcp_acp.errors.McpAcpError.user_line`),
+    fit for a terminal (:func:`_shown`): the error may be a plugin's own word (an identity
+    provider's ``AuthenticationError``), quoting the token it sent."""
+    return _shown(exc.user_line())
+
+
+def _print_traceback() -> None:
+    """``--debug``'s traceback of the exception being handled, each line as :func:`_shown`
+    makes it: the exception's text, and the source lines quoted, may hold credentials."""
+    lines = traceback.format_exc().rstrip("\n").split("\n")
+    sys.stderr.write("\n".join(map(_shown, lines)) + "\n")
+    sys.stderr.flush()
+
+
 def _shown(text: str) -> str:
     """``text`` fit for a terminal and a log file: credentials redacted
     (:func:`~mcp_acp.audit.events.without_secrets`), then every character that does not
@@ -1062,8 +1077,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = cli.main(args=args, prog_name="mcp-acp", standalone_mode=False)
     except McpAcpError as exc:
         if debug:
-            traceback.print_exc()
-        click.echo(exc.user_line(), err=True)
+            _print_traceback()
+        click.echo(_error_line(exc), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -1075,7 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(_internal_error(exc), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

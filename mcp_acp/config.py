@@ -96,6 +96,7 @@ __all__ = [
     "entry_exists",
     "load_config",
     "read_config_json",
+    "redact_prose",
     "redact_text",
     "redacted",
     "resolve_config_path",
@@ -841,6 +842,31 @@ _SECRET_PAIR = re.compile(rf"((?:^|(?<=[?&;\s-])){_SECRET_NAME}=)[^&;\s]+", re.I
 _SECRET_HEADER = re.compile(
     rf"((?:^|(?<=[\s\"'])){_SECRET_NAME}[ \t]*:[ \t]*)[^\s][^\r\n]*", re.IGNORECASE
 )
+#: In prose, ``key`` alone is the English word as often as a name (``a private key: keep
+#: it …``, ``{"key": "value"}``): not taken for a secret's name there.
+_NOT_JUST_KEY = r"(?!key[\"']?[ \t]*[:=])"
+#: The same in prose — an error's or a record's text, where ``name:value`` without a space
+#: is as often a plugin's name (``token_storage:file``) as a credential: a header written
+#: ``Name: value``, its value up to a quote, an em dash (the ``— fix:`` that follows a
+#: message) or the end of the line; or a quoted value after a secret name, quoted or not
+#: (``"access_token": "…"``, ``{'api_key': '…'}``, ``X-Token: "…"``).
+_PROSE_HEADER = re.compile(
+    rf"((?:^|(?<=[\s\"'])){_NOT_JUST_KEY}{_SECRET_NAME}[ \t]*:[ \t]+)"
+    r"[^\s—\"'](?:[^\r\n—\"']*[^\s—\"'])?",
+    re.IGNORECASE,
+)
+_PROSE_QUOTED = re.compile(
+    rf"((?:^|(?<=[\s\"'{{,])){_NOT_JUST_KEY}{_SECRET_NAME}[\"']?[ \t]*[:=][ \t]*)"
+    r"(\"[^\"\r\n]*\"?|'[^'\r\n]*'?)",
+    re.IGNORECASE,
+)
+
+
+def _quoted_redacted(match: re.Match[str]) -> str:
+    quote = match.group(2)[0]
+    return f"{match.group(1)}{quote}<redacted>{quote}"
+
+
 #: A URL's password (``//user:password@host``).
 _URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
 #: An argument that says the next one is a secret (``--token X``, ``--api-key X``).
@@ -878,6 +904,19 @@ def redact_text(text: str) -> str:
     text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
     text = _SECRET_PAIR.sub(r"\1<redacted>", text)
     text = _SECRET_HEADER.sub(r"\1<redacted>", text)
+    return redact(text)  # type: ignore[no-any-return]
+
+
+def redact_prose(text: str) -> str:
+    """:func:`redact_text` for prose — an error's text, a record's reason, a log line: a
+    secret-named header's value is redacted only when written ``Name: value``, and up to a
+    quote, an em dash or the end of the line (not ``token_storage:file``, nor the ``— fix:``
+    after a message)."""
+    text = _URL.sub(lambda url: _URL_TAIL.sub(_url_tail_redacted, url.group(), count=1), text)
+    text = _URL_PASSWORD.sub(r"\1<redacted>@", text)
+    text = _PROSE_QUOTED.sub(_quoted_redacted, text)
+    text = _SECRET_PAIR.sub(r"\1<redacted>", text)
+    text = _PROSE_HEADER.sub(r"\1<redacted>", text)
     return redact(text)  # type: ignore[no-any-return]
 
 

@@ -139,6 +139,13 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
+def _without_secrets(text: str) -> str:
+    """``text`` with its credentials redacted (:func:`~mcp_acp.audit.events.without_secrets`)."""
+    from mcp_acp.audit.events import without_secrets  # the audit package imports this one
+
+    return str(without_secrets(text))
+
+
 class ShutdownCoordinator:
     """Records why the process must stop, then stops it with the right exit code."""
 
@@ -208,7 +215,7 @@ class ShutdownCoordinator:
         """
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "audit_error": str(error),
+            "audit_error": _without_secrets(str(error)),
             "event": event,
         }
         problem = self._append(self.fallback_path, entry)
@@ -244,6 +251,7 @@ class ShutdownCoordinator:
         """End the process at once with ``code``, without waiting for the session to end in
         order (a second stop signal while the first is still being acted on): the reason
         goes to ``shutdowns.jsonl`` and stderr, the clean-ups run, nothing else is recorded."""
+        reason = _without_secrets(reason)
         record = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "failure_class": "signal",
@@ -266,11 +274,14 @@ class ShutdownCoordinator:
             first = self._triggered is None
             if first:
                 self._triggered = error
+        # the error may be a plugin's own (a sink's AuditError quoting the URL it sent,
+        # token and all): what it says is redacted wherever it goes from here
+        reason, line = _without_secrets(str(error)), _without_secrets(error.user_line())
         record = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "failure_class": error.kind,
             "exit_code": error.exit_code,
-            "reason": str(error),
+            "reason": reason,
             "detail": detail,
             "session_id": self.session_id,
             "pid": os.getpid(),
@@ -280,12 +291,12 @@ class ShutdownCoordinator:
         if first:
             for callback in self._session_ended:
                 with contextlib.suppress(Exception):
-                    callback(f"{error.kind} failure: {error}")
+                    callback(f"{error.kind} failure: {reason}")
             with contextlib.suppress(Exception):
-                print(f"mcp-acp: shutting down: {error.user_line()}", file=sys.stderr, flush=True)
+                print(f"mcp-acp: shutting down: {line}", file=sys.stderr, flush=True)
             if self._notify is not None:
                 with contextlib.suppress(Exception):
-                    self._notify("mcp-acp stopped", error.user_line())
+                    self._notify("mcp-acp stopped", line)
         self._clean_up()  # every time: a secondary trigger may exit before the first is done
         code = (self._triggered or error).exit_code
         self._exit(code)

@@ -357,11 +357,11 @@ def test_init_and_validate_summaries_hide_credentials_in_arguments(
                 "--backend-header",
                 "Authorization Bearer ghp_C4NARY",
             ],
-            "the 1st --backend-header is not KEY:VALUE",
+            "the 1st --backend-header is not NAME:VALUE",
         ),
         (
             ["--backend-command", "x", "--backend-env", "A=1", "--backend-env", "ghp_C4NARY"],
-            "the 2nd --backend-env is not KEY=VALUE",
+            "the 2nd --backend-env is not NAME=VALUE",
         ),
         (
             ["--backend-command", "x", "--identity", 'oidc={"client_secret":"ghp_C4NARY",}'],
@@ -433,7 +433,7 @@ def test_options_nested_deeper_than_a_config_needs_are_a_config_error(
     assert init.returncode == 10, init.stderr
     assert init.stderr.splitlines() == [
         "config error: --identity: the options after '=' nest arrays or objects more than "
-        """100 deep; nothing was written — fix: write it as --identity 'NAME={"key": "value"}'"""
+        """100 deep; nothing was written — fix: write it as --identity 'NAME={"option": "value"}'"""
     ]
     assert not config_path.exists()
 

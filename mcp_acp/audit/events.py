@@ -77,27 +77,40 @@ def _iso_ms(ts: datetime) -> str:
     )
 
 
-#: What a text holds if :func:`~mcp_acp.config.redact_text` would change it — a URL (its
+#: What a text holds if :func:`~mcp_acp.config.redact_prose` would change it — a URL (its
 #: query, its password), a ``name=value`` pair, or a credential's shape: most hold none,
 #: and pass with this one search.
 _MAY_HOLD_SECRET = re.compile(
     r"//|=|(?i:bearer|basic)\s|eyJ|-----BEGIN|gh[pousr]_|github_pat_|glpat-|AKIA|sk-|xox|AIza|k_live_"
 )
+#: Or a ``Name: value`` header whose name looks secret (``X-Api-Key: …``, ``"token":"…"``):
+#: a colon and a blank or a quote, and one of the words every secret name holds
+#: (:data:`~mcp_acp.config._SECRET_WORDS`) — searches that each read the text once, a
+#: superset of what the header pattern finds.
+_COLON_BLANK = re.compile(r":[ \t\"']")
+_SECRET_WORD = re.compile(r"auth|cookie|token|key|secret|passw|passphrase|pwd|credential", re.I)
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether :func:`~mcp_acp.config.redact_prose` may change ``text`` (false only if not)."""
+    if _MAY_HOLD_SECRET.search(text) is not None:
+        return True
+    return _COLON_BLANK.search(text) is not None and _SECRET_WORD.search(text) is not None
 
 
 def without_secrets(value: Any) -> Any:
     """``value`` with every credential in its strings replaced by ``<redacted>``
-    (:func:`~mcp_acp.config.redact_text`: a URL's query values and password, secret
+    (:func:`~mcp_acp.config.redact_prose`: a URL's query values and password, secret
     ``name=value`` pairs, bearer tokens, JWTs, PEM keys, …), at any depth. For the text
     that records quote from requests: a policy's reason names the URI it matched
     (``uri https://api.example/x?access_token=…``), a denial the ambiguous one, an
     exposure the resource read."""
     if isinstance(value, str):
-        if _MAY_HOLD_SECRET.search(value) is None:
+        if not _may_hold_secret(value):
             return value
-        from mcp_acp.config import redact_text  # config imports this package
+        from mcp_acp.config import redact_prose  # config imports this package
 
-        return redact_text(value)
+        return redact_prose(value)
     if isinstance(value, dict):
         return {k: without_secrets(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

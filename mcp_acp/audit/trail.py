@@ -94,6 +94,9 @@ class AuditTrail:
         self._closed = threading.Event()
         self._hung_at_exit: dict[int, AuditError] = {}  # sinks whose write_sync overran
         self._starting: str | None = None  # the sink whose start() is in progress
+        # who the session is for, as its session_started said: session_ended at a
+        # shutdown (posture lost, the trail failed) names them too
+        self._subject: dict[str, Any] = {}
         coordinator.on_session_end(self._record_session_end)
 
     @property
@@ -171,6 +174,8 @@ class AuditTrail:
 
     async def record(self, event: AuditEvent) -> None:
         """Write ``event`` to every sink durably, or raise ``AuditError`` (and shut down)."""
+        if type(event) is AuthEvent and event.event == "session_started":
+            self._subject = {"subject_id": event.subject_id, "issuer": event.issuer}
         if self._failed is not None:
             self._keep(event, self._failed)
             raise self._failed
@@ -401,7 +406,10 @@ class AuditTrail:
     def _record_session_end(self, reason: str) -> None:
         """Best effort, at shutdown: ``session_ended`` into every sink that still works."""
         event = AuthEvent(
-            event="session_ended", session_id=self.coordinator.session_id, reason=reason
+            event="session_ended",
+            session_id=self.coordinator.session_id,
+            reason=reason,
+            **self._subject,
         )
         self.record_at_exit(event)
 

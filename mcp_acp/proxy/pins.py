@@ -326,12 +326,15 @@ class ToolPins:
             for name, pin in sorted(pins.items())
         ]
 
-    def approve(self, tool: str, backend: str | None = None) -> tuple[str, dict[str, Any]]:
+    def approve(
+        self, tool: str, backend: str | None = None, *, sha256: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """Make the pending definition of ``tool`` (changed, or new and unreviewed) its pin;
         return the backend and the pin as it was (with its ``pending``). ``ConfigError`` if
         there is nothing to approve, or the tool waits for several backends and ``backend``
-        names none."""
-        approved = self._approve(backend, tool)
+        names none — or, with ``sha256`` (the start of the digest :meth:`waiting` showed),
+        if what waits now is another definition: the backend changed it again since."""
+        approved = self._approve(backend, tool, sha256)
         return approved[0][0], approved[0][2]
 
     def approve_all(self, backend: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -348,7 +351,7 @@ class ToolPins:
         return key, pins[tool]
 
     def _approve(
-        self, backend: str | None, tool: str | None
+        self, backend: str | None, tool: str | None, sha256: str | None = None
     ) -> list[tuple[str, str, dict[str, Any]]]:
         approved: list[tuple[str, str, dict[str, Any]]] = []
 
@@ -356,6 +359,15 @@ class ToolPins:
             key, pins = _waiting_in(data, backend, tool)
             for name, before in sorted(pins.items()):
                 if tool in (None, name) and "pending" in before:
+                    now = str(before["pending"].get("sha256"))
+                    if sha256 is not None and not now.startswith(sha256.lower()):
+                        raise ConfigError(
+                            f"the definition of tool '{printable(name)}' waiting now (sha256 "
+                            f"{now[:12]}) is not the one shown (sha256 {printable(sha256)}): "
+                            "the backend changed it again; nothing was approved",
+                            fix=f"read it with 'mcp-acp tools show {printable(name)}', then "
+                            "approve it with the --sha256 that shows",
+                        )
                     pins[name] = before["pending"]
                     approved.append((key, name, before))
             return True

@@ -10,6 +10,10 @@ from mcp_acp.proxy.pins import ToolPins, backend_ref, definition_diff
 
 __all__ = ["tools_group"]
 
+#: Hex digits of a waiting definition's sha256 that ``tools show`` prints and ``tools
+#: approve --sha256`` needs at least.
+SHOWN_DIGEST = 12
+
 
 def _shown(text: str) -> str:
     """A backend's text as it may reach a terminal: escaped unless plainly printable."""
@@ -69,10 +73,12 @@ def show_command(ctx: click.Context, name: str, backend: str | None) -> None:
     """Show tool NAME's definition waiting for approval — what changed, or all of it for a
     new tool — without approving it: read it here, then 'mcp-acp tools approve NAME'."""
     key, pin = _pins(ctx).waiting(name, backend)
+    digest = str(pin["pending"].get("sha256"))[:SHOWN_DIGEST]
     click.echo(definition_diff(pin, _shown(name)))
     click.echo(
-        f"waiting: {_shown(name)} (backend {_shown(key)}); its calls are denied until "
-        f"'mcp-acp tools approve {_shown(name)}'"
+        f"waiting: {_shown(name)} (backend {_shown(key)}), sha256 {digest}; its calls are "
+        f"denied until 'mcp-acp tools approve {_shown(name)} --sha256 {digest}' (which "
+        "refuses if the backend has changed it again since)"
     )
 
 
@@ -83,20 +89,31 @@ def show_command(ctx: click.Context, name: str, backend: str | None) -> None:
     "--backend",
     help="The backend, as 'mcp-acp tools pins' shows it: its key or its sha256: reference.",
 )
+@click.option(
+    "--sha256",
+    "digest",
+    help="Approve only the definition 'mcp-acp tools show NAME' showed (its sha256, or the "
+    "start of it): refused if the backend changed it again since.",
+)
 @click.pass_context
 def approve_command(
-    ctx: click.Context, name: str | None, everything: bool, backend: str | None
+    ctx: click.Context, name: str | None, everything: bool, backend: str | None, digest: str | None
 ) -> None:
     """Show tool NAME's new definition (what changed, or all of it for a new tool) and pin
     it: its calls are decided by the policy again (from the next tools/list in a running
     session). With --all, every tool waiting for one backend."""
     if (name is None) == (not everything):
         raise click.UsageError("name one tool, or give --all (not both)")
+    if digest is not None and (name is None or len(digest) < SHOWN_DIGEST):
+        raise click.UsageError(
+            f"--sha256 takes one tool's digest as 'tools show' prints it (at least "
+            f"{SHOWN_DIGEST} characters), with its NAME"
+        )
     pins = _pins(ctx)
     if name is None:
         approved = pins.approve_all(backend)
     else:
-        key, before = pins.approve(name, backend)
+        key, before = pins.approve(name, backend, sha256=digest)
         approved = [(key, name, before)]
     for key, tool, before in approved:
         click.echo(definition_diff(before, _shown(tool)))

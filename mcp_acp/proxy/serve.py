@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from mcp_acp.audit.events import AuthEvent, SystemEvent
+from mcp_acp.audit.events import AuthEvent, SystemEvent, without_secrets
 from mcp_acp.audit.trail import AuditTrail
 from mcp_acp.control import ControlServer
 from mcp_acp.errors import AuditError, BackendError, McpAcpError, exception_text, one_line
@@ -309,7 +309,7 @@ async def _refuse_start(
             await trail.close()
     notify = runtime.notifier()
     if notify is not None:
-        notify("mcp-acp did not start", error.user_line())
+        notify("mcp-acp did not start", without_secrets(error.user_line()))
 
 
 async def _stopped_at_start(trail: AuditTrail, session: Session, stop: _Stopped) -> int:

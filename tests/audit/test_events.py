@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mcp_acp.audit.events import SystemEvent, payload_digest
+from mcp_acp.audit.events import SystemEvent, payload_digest, without_secrets
 from mcp_acp.audit.redact import MAX_SCANNED_STRINGS, TOO_MANY_STRINGS, redact, secret_kinds
 from mcp_acp.config import redact_text
 
@@ -146,3 +146,32 @@ def test_secret_kinds_past_its_budget_of_strings_is_a_finding() -> None:
     assert secret_kinds(hidden[::-1]) == ["an AWS access key id", TOO_MANY_STRINGS]
     assert secret_kinds({"pad": ["filler"] * MAX_SCANNED_STRINGS}) == [TOO_MANY_STRINGS]  # key
     assert secret_kinds(["filler"] * MAX_SCANNED_STRINGS) == []  # all of them looked at
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # a header quoted alone: no '=', URL or bearer scheme for the quick look to find
+        ("refused X-Api-Key: ak-CANARY-1", "refused X-Api-Key: <redacted>"),
+        # a token response's body, as a library's error quotes it
+        ('{"access_token":"at-CANARY-2"}', '{"access_token":"<redacted>"}'),
+        ("{'api_key': 'CANARY-3'}", "{'api_key': '<redacted>'}"),
+        # the fix after a message is not a header's value
+        (
+            "refused: token: CANARY-4 — fix: run 'mcp-acp auth login'",
+            "refused: token: <redacted> — fix: run 'mcp-acp auth login'",
+        ),
+        # nor is what follows the word "key" in a sentence
+        (
+            "c.pem: it holds a private key: keep that only in the file client_key names",
+            "c.pem: it holds a private key: keep that only in the file client_key names",
+        ),
+        # a component's name is not a credential, nor the rest of the line after it
+        (
+            "no such component (loaded: token_storage:file, approver:cli) — fix: list them",
+            "no such component (loaded: token_storage:file, approver:cli) — fix: list them",
+        ),
+    ],
+)
+def test_credentials_in_prose_are_redacted_and_nothing_else(text: str, shown: str) -> None:
+    assert without_secrets(text) == shown

@@ -60,6 +60,9 @@ class FailingIdentity:
                 return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
             if text.startswith("secret:"):  # a library error quoting what it sent
                 raise RuntimeError(text[len("secret:"):])
+            if text.startswith("auth:"):  # its own word, quoting what it sent
+                from mcp_acp.errors import AuthenticationError
+                raise AuthenticationError(text[len("auth:"):], fix="run 'mcp-acp auth login'")
             raise OSError(errno.ENOSPC, "No space left on device")
         return Subject(subject_id="alice", provenance=Provenance.TOKEN, issuer="https://idp.test")
 
@@ -154,10 +157,21 @@ SECRET_ERROR = (
     "refresh failed: POST https://idp.test/token?refresh_token=rt-CANARY-1 "
     "with Authorization: Bearer at-CANARY-2 body client_secret=cs-CANARY-3"
 )
+#: A credential in a header quoted alone — no ``=``, URL or bearer scheme in the text: the
+#: quick look for "may hold a secret" passed it, unredacted, everywhere.
+HEADER_ERROR = "refresh failed: the IdP refused the header X-Api-Key: ak-CANARY-4"
 
 
+@pytest.mark.parametrize(
+    ("error", "kept"),
+    [
+        (SECRET_ERROR, "RuntimeError: refresh failed: POST https://idp.test/token?"),
+        (HEADER_ERROR, "RuntimeError: refresh failed: the IdP refused the header X-Api-Key: "),
+    ],
+    ids=["url-bearer-pair", "header-alone"],
+)
 def test_credentials_an_identity_provider_error_quotes_reach_no_one(
-    isolated_home: Path, tmp_path: Path
+    isolated_home: Path, tmp_path: Path, error: str, kept: str
 ) -> None:
     """The text of an identity provider's error went whole into the client's denial (the
     model reads it), the proxy's stderr log and — redacted — the trail. It is redacted in
@@ -166,7 +180,7 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
     proxy, log_dir, received = _behind_failing_identity(isolated_home, tmp_path, marker)
     try:
         proxy.initialize()
-        marker.write_text("secret:" + SECRET_ERROR)
+        marker.write_text("secret:" + error)
         denied = proxy.call("tools/call", {"name": "echo", "arguments": {}})
         assert proxy.close() == 0
     finally:
@@ -179,24 +193,41 @@ def test_credentials_an_identity_provider_error_quotes_reach_no_one(
     (record,) = [r for r in decisions(log_dir) if r["request_id"] == str(denied["id"])]
     for where, text in (("client", message), ("stderr", stderr), ("trail", record["reason"])):
         assert "CANARY" not in text, (where, text)
-        assert "RuntimeError: refresh failed: POST https://idp.test/token?" in text, (where, text)
+        assert kept in text, (where, text)
         assert "<redacted>" in text, (where, text)
 
 
+PROVIDER_FAILED = "the identity provider failed: "
+
+
 @pytest.mark.parametrize(
-    ("fails", "failure"),
+    ("fails", "failure", "debug"),
     [
-        ("", "OSError: [Errno 28] No space left on device"),
-        ("secret:" + SECRET_ERROR, "RuntimeError: refresh failed: POST https://idp.test/token?"),
+        ("", PROVIDER_FAILED + "OSError: [Errno 28] No space left on device", False),
+        (
+            "secret:" + SECRET_ERROR,
+            PROVIDER_FAILED + "RuntimeError: refresh failed: POST https://idp.test/token?",
+            False,
+        ),
+        # the provider's own AuthenticationError is its word, printed as it is — but for
+        # the credentials it quotes; and --debug's traceback quotes the error too
+        ("auth:" + SECRET_ERROR, "refresh failed: POST https://idp.test/token?", False),
+        ("auth:" + SECRET_ERROR, "refresh failed: POST https://idp.test/token?", True),
+        (
+            "secret:" + SECRET_ERROR,
+            PROVIDER_FAILED + "RuntimeError: refresh failed: POST https://idp.test/token?",
+            True,
+        ),
     ],
-    ids=["disk-full", "quoting-credentials"],
+    ids=["disk-full", "quoting-credentials", "own-error", "own-error-debug", "debug"],
 )
 def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
-    isolated_home: Path, tmp_path: Path, fails: str, failure: str
+    isolated_home: Path, tmp_path: Path, fails: str, failure: str, debug: bool
 ) -> None:
     """The same failure at start-up: exit 14 with one line naming what the provider raised,
     recorded as ``startup_refused`` — not an internal error (exit 1) with nothing on record;
-    and the backend is never started. Credentials the error quotes are redacted in both."""
+    and the backend is never started. Credentials the error quotes are redacted in both,
+    also in the traceback ``--debug`` prints first."""
     received = tmp_path / "received.jsonl"
     policy = {"version": "1", "rules": []}
     backend_args = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(received)]
@@ -204,12 +235,15 @@ def test_an_identity_provider_error_at_start_is_a_recorded_refusal(
     marker = tmp_path / "disk-full"
     marker.write_text(fails)
     env = failing_identity(isolated_home, tmp_path, marker)
+    if debug:
+        env["MCP_ACP_DEBUG"] = "1"
     refused = subprocess.run(
         [str(CLI), "run"], stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True
     )
     assert refused.returncode == 14
     last = refused.stderr.strip().splitlines()[-1]
-    assert f"the identity provider failed: {failure}" in last
+    assert failure in last
+    assert ("Traceback (most recent call last)" in refused.stderr) is debug
     assert "CANARY" not in refused.stderr
     assert "CANARY" not in json.dumps(records(log_dir, "system"))
     (startup,) = [r for r in records(log_dir, "system") if r["event"] == "startup_refused"]

@@ -160,6 +160,10 @@ def test_a_check_that_breaks_mid_session_ends_it(
     auth = records(log_dir, "auth")
     assert unknown in auth[-1]["reason"]  # session_ended says why
     assert auth[-1]["event"] == "session_ended"
+    # and for whom, as session_started did (it named no one when a shutdown ended it)
+    (started,) = [r for r in auth if r["event"] == "session_started"]
+    assert auth[-1]["subject_id"] == started["subject_id"]
+    assert auth[-1].get("issuer") == started.get("issuer")
     if mode != "stop-monitor":  # a round's result, on record like any other
         failed = [r for r in auth if r["event"] == "device_health_failed"]
         assert failed[-1]["detail"]["checks"][0]["status"] == "unknown"

@@ -1,0 +1,77 @@
+"""An audit sink's own ``AuditError`` — its word, kept as it is — may quote the URL or
+header it sent, credential and all (a remote sink's ingest URL with its token). Through the
+real ``mcp-acp run``: the client's denial, the proxy's stderr, the desktop notifier's text
+and ``shutdowns.jsonl`` carry it with the credential redacted, and still name the sink's
+failure."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from proxy_helpers import ALLOW_ECHO, DENIED, E2E, Proxy, configure, use_plugin
+
+ENVIRONMENT_SERVER = E2E / "peers" / "environment_server.py"
+
+#: The jsonl sink, which fails every write once a ``tools/call`` is decided, saying the
+#: URL it sent the record to.
+LEAKING_SINK = """
+from mcp_acp.audit.jsonl import JsonlAuditSink, JsonlConfig
+from mcp_acp.errors import AuditError
+from mcp_acp.hookspecs import hookimpl
+
+
+class LeakingSink(JsonlAuditSink):
+    broken = False
+
+    async def write(self, event):
+        if getattr(event, "mcp_method", None) == "tools/call":
+            type(self).broken = True
+        if self.broken:
+            raise AuditError(
+                "ingest refused: POST https://logs.test/in?token=tk-CANARY-1 "
+                "X-Api-Key: ak-CANARY-2"
+            )
+        await super().write(event)
+
+
+@hookimpl
+def register_audit_sinks(register):
+    register("leaking-jsonl", LeakingSink.from_config, JsonlConfig, summary="test: leaks")
+"""
+
+
+def test_an_audit_sinks_error_quoting_credentials_reaches_no_one(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    backend = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(tmp_path / "got.jsonl")]
+    log_dir = configure(isolated_home, sys.executable, backend, ALLOW_ECHO)
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="leaking_sink",
+        source=LEAKING_SINK,
+        name="leaking-jsonl",
+        use_for="audit.sinks",
+    )
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        denied = proxy.call("tools/call", {"name": "echo", "arguments": {}})
+        assert proxy.close() == 13
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    assert denied["error"]["code"] == DENIED
+    message = denied["error"]["message"]
+    stderr = (isolated_home / "proxy-stderr.txt").read_text()
+    shutdowns = (log_dir / "shutdowns.jsonl").read_text()
+    (shutdown,) = [json.loads(line) for line in shutdowns.splitlines()]
+    fallback = (isolated_home / ".local/state/mcp-acp/audit-fallback.jsonl").read_text()
+    texts = {"client": message, "stderr": stderr, "shutdowns": shutdowns, "fallback": fallback}
+    for where, text in texts.items():
+        assert "CANARY" not in text, (where, text)
+        assert "ingest refused: POST https://logs.test/in?token=<redacted>" in text, (where, text)
+    assert shutdown["failure_class"] == "audit"
