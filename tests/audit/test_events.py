@@ -175,3 +175,19 @@ def test_secret_kinds_past_its_budget_of_strings_is_a_finding() -> None:
 )
 def test_credentials_in_prose_are_redacted_and_nothing_else(text: str, shown: str) -> None:
     assert without_secrets(text) == shown
+
+
+def test_the_quick_look_knows_every_word_a_secret_name_is_found_by() -> None:
+    """``without_secrets`` looks for a colon and a secret word before it redacts a
+    ``Name: value`` header; a word the header pattern knows that the quick look does not
+    would let such a header pass unredacted. Every word of the pattern holds one of the
+    quick look's."""
+    from mcp_acp.audit import events
+    from mcp_acp.config import _SECRET_WORDS
+
+    for word in (*_SECRET_WORDS, "authorization", "apikey", "credentials"):
+        assert any(quick in word for quick in events._SECRET_WORDS), word
+        # as a header's name (a bare "key:" in a sentence is the English word)
+        assert without_secrets(f"refused X-{word.upper()}: CANARY") == (
+            f"refused X-{word.upper()}: <redacted>"
+        )
