@@ -782,6 +782,26 @@ def load_config(path: Path) -> Config:
     return config
 
 
+#: Configs warned about in this process (``policy show`` reads the config twice).
+_warned_readable: set[str] = set()
+
+
+def _readable_by_others(path: Path) -> int | None:
+    """The mode of the file ``path`` leads to if the group or other users may read it —
+    its read bit for them, and the search bit of every directory above it (a 0644 file in
+    a 0700 directory is readable by no one else) — else ``None``."""
+    real = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(real.stat().st_mode)
+    reach = mode & 0o044
+    for directory in real.parents:
+        searchable = directory.stat().st_mode
+        if not searchable & 0o001:
+            reach &= ~0o004
+        if not searchable & 0o010:
+            reach &= ~0o040
+    return mode if reach else None
+
+
 def _warn_if_others_read_secrets(path: Path, data: dict[str, Any]) -> None:
     """Warn if other users (or the group) may read a config that holds what ``config show``
     hides (:func:`redacted`: ``backend.env`` and ``backend.headers`` values, a credential
@@ -789,10 +809,11 @@ def _warn_if_others_read_secrets(path: Path, data: dict[str, Any]) -> None:
     copied into place may not be. A warning, not a refusal: reading it gives away a secret,
     not control of the proxy, which is what :func:`read_config_json` refuses."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode = _readable_by_others(path)
     except OSError:  # gone since it was read: what was read is used, as before
         return
-    if mode & 0o044 and redacted(data) != data:
+    if mode is not None and str(path) not in _warned_readable and redacted(data) != data:
+        _warned_readable.add(str(path))
         log.warning(
             "warning: config %s is readable by other users (mode %04o) and holds values "
             "'config show' hides — fix: chmod 600 %s",

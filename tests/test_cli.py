@@ -7,10 +7,12 @@ import os
 import pty
 import resource
 import select
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,33 +98,50 @@ def test_init_then_validate(run_cli: Run, config_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "mode", "warned"),
+    ("env", "mode", "directory", "warned"),
     [
-        ({"API_KEY": "sk-C4NARY"}, 0o644, True),  # others can read the key
-        ({"API_KEY": "sk-C4NARY"}, 0o640, True),  # the group can
-        ({"API_KEY": "sk-C4NARY"}, 0o600, False),  # as init writes it
-        ({}, 0o644, False),  # nothing in it that config show hides
+        ({"API_KEY": "sk-C4NARY"}, 0o644, 0o755, True),  # others can read the key
+        ({"API_KEY": "sk-C4NARY"}, 0o640, 0o750, True),  # the group can
+        ({"API_KEY": "sk-C4NARY"}, 0o644, 0o700, False),  # no one else can reach the file
+        ({"API_KEY": "sk-C4NARY"}, 0o644, 0o750, True),  # the group can reach and read it
+        ({"API_KEY": "sk-C4NARY"}, 0o604, 0o750, False),  # others can read it, not reach it
+        ({"API_KEY": "sk-C4NARY"}, 0o600, 0o755, False),  # as init writes it
+        ({}, 0o644, 0o755, False),  # nothing in it that config show hides
     ],
 )
 def test_a_config_others_can_read_is_warned_about_when_it_holds_secrets(
-    run_cli: Run, config_path: Path, env: dict[str, str], mode: int, warned: bool
+    run_cli: Run,
+    env: dict[str, str],
+    mode: int,
+    directory: int,
+    warned: bool,
 ) -> None:
     """A config copied into place 0644 with an API key in backend.env was used without a
     word, while a token file so readable is refused. Every command that reads such a config
-    now warns, naming the file and the fix; the key is not shown."""
-    run_cli(*INIT, *[f"--backend-env={k}={v}" for k, v in env.items()], check=True)
-    config_path.chmod(mode)
-    for args in (("config", "validate"), ("config", "show")):
-        result = run_cli(*args, check=True)
-        warning = (
-            f"warning: config {config_path} is readable by other users (mode {mode:04o}) and "
-            "holds values 'config show' hides"
-        )
-        assert (warning in result.stderr) is warned, result.stderr
-        if warned:
-            (line,) = [x for x in result.stderr.splitlines() if "readable by other" in x]
-            assert line.endswith(f"fix: chmod 600 {config_path}")
-        assert "C4NARY" not in result.stderr
+    now warns, once, naming the file and the fix; the key is not shown. A file in a
+    directory others cannot search is readable by no one else: not warned about. (Out of
+    pytest's temporary directory, which only its owner can search.)"""
+    base = Path(tempfile.mkdtemp(prefix="mcp-acp-readable-"))
+    try:
+        base.chmod(0o755)
+        config_path = base / "conf" / "config.json"
+        config = ("--config", str(config_path))
+        run_cli(*config, *INIT, *[f"--backend-env={k}={v}" for k, v in env.items()], check=True)
+        config_path.chmod(mode)
+        config_path.parent.chmod(directory)
+        for args in (("config", "validate"), ("config", "show"), ("policy", "show")):
+            result = run_cli(*config, *args, check=True)
+            warning = (
+                f"warning: config {config_path} is readable by other users (mode {mode:04o}) and "
+                "holds values 'config show' hides"
+            )
+            assert (warning in result.stderr) is warned, result.stderr
+            if warned:
+                (line,) = [x for x in result.stderr.splitlines() if "readable by other" in x]
+                assert line.endswith(f"fix: chmod 600 {config_path}")
+            assert "C4NARY" not in result.stderr
+    finally:
+        shutil.rmtree(base)
 
 
 def test_init_gives_a_config_file_of_another_name_its_own_audit_directory(
@@ -503,7 +522,9 @@ def test_config_export_as_python_m_runs_nothing_from_the_clients_working_directo
 # Runs ``mcp-acp --config argv[1] init`` in process once told to on stdin; says its
 # first line, or the error.
 INIT_WHEN_TOLD = """
+import shutil
 import sys
+import tempfile
 from mcp_acp.cli import cli
 sys.stdin.readline()
 try:
