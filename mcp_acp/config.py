@@ -66,7 +66,7 @@ from mcp_acp._json import (
     deeper_than,
     loads_strict,
 )
-from mcp_acp.audit.redact import redact
+from mcp_acp.audit.redact import SECRET_WORDS, redact
 from mcp_acp.errors import ConfigError, one_line
 from mcp_acp.tools import ToolEntry
 
@@ -113,20 +113,7 @@ MAX_CONFIG_BYTES = 1 << 20
 #: far more than any setting needs, well within what pydantic writes out (255 levels).
 MAX_CONFIG_DEPTH = 100
 _NAME = r"^[a-z0-9][a-z0-9-]*$"
-#: Words that make a name look secret: a key containing one (``MYSQL_PWD``,
-#: ``client_secret``), a flag or ``name=value`` with one as a whole part (``--api-key``).
-_SECRET_WORDS = (
-    "auth",
-    "cookie",
-    "token",
-    "key",
-    "secret",
-    "passwd",
-    "password",
-    "passphrase",
-    "pwd",
-    "credential",
-)
+_SECRET_WORDS = SECRET_WORDS  # what makes a name look secret
 #: Sections whose every value is redacted whatever its name: a header or an environment
 #: variable of the backend is there to carry credentials more often than not.
 _SECRET_SECTIONS = ("headers", "env")

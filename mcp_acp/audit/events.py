@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from mcp_acp.audit.redact import SECRET_WORDS
+
 if TYPE_CHECKING:
     from mcp_acp.models import Decision, DecisionRequest
 
@@ -85,22 +87,12 @@ _MAY_HOLD_SECRET = re.compile(
 )
 #: Or a ``Name: value`` header whose name looks secret (``X-Api-Key: …``, ``"token":"…"``):
 #: a colon and a blank or a quote, and one of the words every secret name holds
-#: (:data:`~mcp_acp.config._SECRET_WORDS`) — searches that each read the text once, a
+#: (:data:`~mcp_acp.audit.redact.SECRET_WORDS`) — searches that each read the text once, a
 #: superset of what the header pattern finds.
 _COLON_BLANK = re.compile(r":[ \t\"']")
-#: Looked for in the lower-cased text: a case-insensitive regex alternation took 2.6 µs on
-#: a 40-character reason, paid by every record.
-_SECRET_WORDS = (
-    "auth",
-    "cookie",
-    "token",
-    "key",
-    "secret",
-    "passw",
-    "passphrase",
-    "pwd",
-    "credential",
-)
+#: :data:`~mcp_acp.audit.redact.SECRET_WORDS` are looked for in the lower-cased text: a
+#: case-insensitive regex alternation took 2.6 µs on a 40-character reason, paid by every
+#: record.
 
 
 def _may_hold_secret(text: str) -> bool:
@@ -110,7 +102,7 @@ def _may_hold_secret(text: str) -> bool:
     if _COLON_BLANK.search(text) is None:
         return False
     lowered = text.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    return any(word in lowered for word in SECRET_WORDS)
 
 
 def without_secrets(value: Any) -> Any:

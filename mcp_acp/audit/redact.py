@@ -12,9 +12,33 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_SCANNED_STRINGS", "REDACTED", "TOO_MANY_STRINGS", "redact", "secret_kinds"]
+__all__ = [
+    "MAX_SCANNED_STRINGS",
+    "REDACTED",
+    "SECRET_WORDS",
+    "TOO_MANY_STRINGS",
+    "redact",
+    "secret_kinds",
+]
 
 REDACTED = "<redacted>"
+
+#: Words that make a name look secret: a key containing one (``MYSQL_PWD``,
+#: ``client_secret``), a flag or ``name=value`` with one as a whole part (``--api-key``).
+#: The config's redaction builds its name patterns from them; the audit trail's quick look
+#: (:func:`~mcp_acp.audit.events.without_secrets`) searches text for them.
+SECRET_WORDS = (
+    "auth",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "passwd",
+    "password",
+    "passphrase",
+    "pwd",
+    "credential",
+)
 
 _SECRET_KEY = re.compile(
     r"authorization|cookie|token|secret|password|passwd|api[_-]?key|credential|private[_-]?key",
