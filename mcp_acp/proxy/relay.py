@@ -136,8 +136,10 @@ NOTIFICATIONS = "notifications/"
 
 
 def _unwritable(error: BaseException | None) -> str:
-    """Why a message is refused once the audit trail cannot be written (``error``)."""
-    return f"the audit trail cannot be written ({error})"
+    """Why a message is refused once the audit trail cannot be written (``error``), with
+    credentials redacted: a sink's own ``AuditError`` may quote the URL it sent the record
+    to, token and all, and this text goes to the backend and to approvers as well."""
+    return f"the audit trail cannot be written ({without_secrets(str(error))})"
 
 
 #: How a message refused before any decision is counted in the ``messages_dropped`` record

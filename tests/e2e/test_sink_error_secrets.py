@@ -75,3 +75,52 @@ def test_an_audit_sinks_error_quoting_credentials_reaches_no_one(
         assert "CANARY" not in text, (where, text)
         assert "ingest refused: POST https://logs.test/in?token=<redacted>" in text, (where, text)
     assert shutdown["failure_class"] == "audit"
+
+
+RECORDING_SERVER = E2E / "peers" / "recording_server.py"
+
+#: The same sink failing on the decision record of the backend's own request.
+LEAKING_ON_SAMPLING = LEAKING_SINK.replace(
+    'if getattr(event, "mcp_method", None) == "tools/call":',
+    'if getattr(event, "mcp_method", None) == "sampling/createMessage":',
+)
+
+
+def test_a_backend_request_denied_for_the_sinks_error_gets_it_redacted(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """The backend asks the client for sampling while a tool call is in flight; the
+    record of that request's decision fails with the sink's error quoting its token. The
+    backend is denied — and the denial it reads, like every other, names the failure with
+    the credential redacted (it went to the backend whole)."""
+    received = tmp_path / "received.jsonl"
+    policy = {
+        "version": "1",
+        "rules": [
+            {"id": "ask", "effect": "allow", "conditions": {"tool_name": "ask_sampling"}},
+            {"id": "sampling", "effect": "allow", "conditions": {"mcp_method": "sampling/*"}},
+        ],
+    }
+    configure(isolated_home, sys.executable, [str(RECORDING_SERVER), str(received)], policy)
+    env = use_plugin(
+        isolated_home,
+        tmp_path / "site",
+        module="leaking_sink",
+        source=LEAKING_ON_SAMPLING,
+        name="leaking-jsonl",
+        use_for="audit.sinks",
+    )
+    proxy = Proxy(isolated_home, env)
+    try:
+        proxy.initialize()
+        proxy.request("tools/call", {"name": "ask_sampling", "arguments": {"text": "hi"}})
+        assert proxy.proc.wait(timeout=60) == 13
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.close()
+    answers = [json.loads(line) for line in received.read_text().splitlines()]
+    (denial,) = [a for a in answers if str(a.get("id", "")).startswith("m") and "error" in a]
+    message = denial["error"]["message"]
+    assert "CANARY" not in message, message
+    assert "ingest refused: POST https://logs.test/in?token=<redacted>" in message, message
