@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from proxy_helpers import (
@@ -163,6 +164,28 @@ def register_posture_checks(register):
 """
 
 
+def _with_plugin(
+    home: Path,
+    tmp_path: Path,
+    policy: dict[str, Any],
+    module: str,
+    source: str,
+    name: str,
+    settings: dict[str, Any],
+) -> tuple[Path, dict[str, str]]:
+    """A config (``policy``, the backend ``true``) that allows plugin ``name`` — installed
+    from ``source`` — and uses it as ``settings`` say; its log directory and the
+    environment that finds the plugin."""
+    log_dir = configure(home, "true", [], policy)
+    config_file = home / ".config" / "mcp-acp" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update({"plugins": {"allow": [name]}, **settings})
+    config_file.write_text(json.dumps(config))
+    site = tmp_path / "site"
+    install_plugin(site, module=module, source=source, name=name)
+    return log_dir, {**proxy_env(home), "PYTHONPATH": site_path(site)}
+
+
 @pytest.mark.parametrize("example", ["gate", "point"])
 def test_the_library_examples_gate_on_the_configured_posture(
     isolated_home: Path, tmp_path: Path, example: str
@@ -175,16 +198,17 @@ def test_the_library_examples_gate_on_the_configured_posture(
         "version": "1",
         "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
     }
-    log_dir = configure(isolated_home, "true", [], everything)
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    settings = json.loads(config_file.read_text())
-    settings["plugins"] = {"allow": ["device-ok"]}
-    settings["posture"] = {"checks": [{"use": "device-ok"}]}
-    config_file.write_text(json.dumps(settings))
-    site = tmp_path / "site"
-    install_plugin(site, module="device_ok", source=POSTURE_PLUGIN, name="device-ok")
+    log_dir, env = _with_plugin(
+        isolated_home,
+        tmp_path,
+        everything,
+        "device_ok",
+        POSTURE_PLUGIN,
+        "device-ok",
+        {"posture": {"checks": [{"use": "device-ok"}]}},
+    )
     marker = tmp_path / "device-ok"
-    env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site), "DEVICE_OK": str(marker)}
+    env["DEVICE_OK"] = str(marker)
     notes = isolated_home / "notes.md"
     notes.write_text("hi\n")
 
@@ -239,15 +263,15 @@ def test_an_identity_provider_that_exits_is_an_authentication_error(
         "version": "1",
         "rules": [{"id": "all", "effect": "allow", "conditions": {"tool_name": "*"}}],
     }
-    log_dir = configure(isolated_home, "true", [], everything)
-    config_file = isolated_home / ".config" / "mcp-acp" / "config.json"
-    settings = json.loads(config_file.read_text())
-    settings["plugins"] = {"allow": ["leaves"]}
-    settings["identity"] = {"use": "leaves"}
-    config_file.write_text(json.dumps(settings))
-    site = tmp_path / "site"
-    install_plugin(site, module="leaves", source=EXITING_IDENTITY, name="leaves")
-    env = {**proxy_env(isolated_home), "PYTHONPATH": site_path(site)}
+    log_dir, env = _with_plugin(
+        isolated_home,
+        tmp_path,
+        everything,
+        "leaves",
+        EXITING_IDENTITY,
+        "leaves",
+        {"identity": {"use": "leaves"}},
+    )
     read = _read(isolated_home / "notes.md")
     if example == "gate":
         result = gate(isolated_home, read, env)

@@ -42,20 +42,25 @@ def register_audit_sinks(register):
 """
 
 
+def _behind_leaking_sink(home: Path, tmp_path: Path, source: str) -> Proxy:
+    """The configured proxy, started with ``source`` installed as its audit sink."""
+    env = use_plugin(
+        home,
+        tmp_path / "site",
+        module="leaking_sink",
+        source=source,
+        name="leaking-jsonl",
+        use_for="audit.sinks",
+    )
+    return Proxy(home, env)
+
+
 def test_an_audit_sinks_error_quoting_credentials_reaches_no_one(
     isolated_home: Path, tmp_path: Path
 ) -> None:
     backend = [str(ENVIRONMENT_SERVER), str(tmp_path / "env.json"), str(tmp_path / "got.jsonl")]
     log_dir = configure(isolated_home, sys.executable, backend, ALLOW_ECHO)
-    env = use_plugin(
-        isolated_home,
-        tmp_path / "site",
-        module="leaking_sink",
-        source=LEAKING_SINK,
-        name="leaking-jsonl",
-        use_for="audit.sinks",
-    )
-    proxy = Proxy(isolated_home, env)
+    proxy = _behind_leaking_sink(isolated_home, tmp_path, LEAKING_SINK)
     try:
         proxy.initialize()
         denied = proxy.call("tools/call", {"name": "echo", "arguments": {}})
@@ -102,15 +107,7 @@ def test_a_backend_request_denied_for_the_sinks_error_gets_it_redacted(
         ],
     }
     configure(isolated_home, sys.executable, [str(RECORDING_SERVER), str(received)], policy)
-    env = use_plugin(
-        isolated_home,
-        tmp_path / "site",
-        module="leaking_sink",
-        source=LEAKING_ON_SAMPLING,
-        name="leaking-jsonl",
-        use_for="audit.sinks",
-    )
-    proxy = Proxy(isolated_home, env)
+    proxy = _behind_leaking_sink(isolated_home, tmp_path, LEAKING_ON_SAMPLING)
     try:
         proxy.initialize()
         proxy.request("tools/call", {"name": "ask_sampling", "arguments": {"text": "hi"}})
