@@ -78,16 +78,21 @@ def printable(text: str) -> str:
     )
 
 
+def without_credentials(text: str) -> str:
+    """``text`` with credentials redacted (:func:`~mcp_acp.audit.events.without_secrets`),
+    for the modules the audit package itself imports (this one, the shutdown coordinator)."""
+    from mcp_acp.audit.events import without_secrets  # the audit package imports this one
+
+    return str(without_secrets(text))
+
+
 def exception_text(exc: BaseException) -> str:
     """What ``exc`` says, as mcp-acp quotes it in an error, a record or a log line:
     ``OSError: [Errno 28] No space left on device``, or its type alone if it says nothing.
-    Credentials in its text are redacted
-    (:func:`~mcp_acp.audit.events.without_secrets`): a plugin's or a library's error may
-    quote the URL or header it sent, token and all."""
-    from mcp_acp.audit.events import without_secrets  # the audit package imports this one
-
+    Credentials in its text are redacted (:func:`without_credentials`): a plugin's or a
+    library's error may quote the URL or header it sent, token and all."""
     text = str(exc)
-    return f"{type(exc).__name__}: {without_secrets(text)}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {without_credentials(text)}" if text else type(exc).__name__
 
 
 class McpAcpError(Exception):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from mcp_acp._fs import NotRegularFileError, file_kind, not_only_ours, unsafe_permissions
-from mcp_acp.errors import McpAcpError
+from mcp_acp.errors import McpAcpError, without_credentials
 
 __all__ = [
     "ShutdownCoordinator",
@@ -139,13 +139,6 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _without_secrets(text: str) -> str:
-    """``text`` with its credentials redacted (:func:`~mcp_acp.audit.events.without_secrets`)."""
-    from mcp_acp.audit.events import without_secrets  # the audit package imports this one
-
-    return str(without_secrets(text))
-
-
 class ShutdownCoordinator:
     """Records why the process must stop, then stops it with the right exit code."""
 
@@ -215,7 +208,7 @@ class ShutdownCoordinator:
         """
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "audit_error": _without_secrets(str(error)),
+            "audit_error": without_credentials(str(error)),
             "event": event,
         }
         problem = self._append(self.fallback_path, entry)
@@ -251,7 +244,7 @@ class ShutdownCoordinator:
         """End the process at once with ``code``, without waiting for the session to end in
         order (a second stop signal while the first is still being acted on): the reason
         goes to ``shutdowns.jsonl`` and stderr, the clean-ups run, nothing else is recorded."""
-        reason = _without_secrets(reason)
+        reason = without_credentials(reason)
         record = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "failure_class": "signal",
@@ -276,7 +269,7 @@ class ShutdownCoordinator:
                 self._triggered = error
         # the error may be a plugin's own (a sink's AuditError quoting the URL it sent,
         # token and all): what it says is redacted wherever it goes from here
-        reason, line = _without_secrets(str(error)), _without_secrets(error.user_line())
+        reason, line = without_credentials(str(error)), without_credentials(error.user_line())
         record = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "failure_class": error.kind,
